@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs the Debian packages ferry needs to build, test and benchmark.
+# Called by the Makefile when something is missing; safe to run by hand.
+set -euo pipefail
+
+packages=(
+  gcc make pkg-config
+  libjson-c-dev liblz4-dev libzstd-dev libxxhash-dev libcmocka-dev
+  qemu-system-x86 iproute2 clang
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if ((${#missing[@]} == 0)); then
+  exit 0
+fi
+
+echo "deps: installing ${missing[*]}" >&2
+if [ "$(id -u)" -ne 0 ]; then
+  SUDO=sudo
+else
+  SUDO=
+fi
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2

@@ -1,0 +1,93 @@
+/* ferry status|pause|resume|quit CONTROL: talk to a running ferry. */
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "control/client.h"
+#include "util/log.h"
+#include "util/parse.h"
+
+#define CLIENT_TIMEOUT_MS 10000
+
+static void client_usage(const char *verb, FILE *f)
+{
+	fprintf(f,
+		"Usage: ferry %s CONTROL [--json]\n"
+		"\n"
+		"Send '%s' to the ferry whose control socket is CONTROL\n"
+		"(the PATH given to 'ferry run --control PATH').\n"
+		"\n"
+		"  -j, --json   print the reply as JSON\n"
+		"  -h, --help   show this help\n", verb, verb);
+}
+
+static void client_print_status(json_object *r)
+{
+	json_object *v;
+	char buf[32];
+
+	if (json_object_object_get_ex(r, "status", &v))
+		printf("status:   %s\n", json_object_get_string(v));
+	if (json_object_object_get_ex(r, "vcpus", &v))
+		printf("vcpus:    %d\n", json_object_get_int(v));
+	if (json_object_object_get_ex(r, "memory", &v))
+		printf("memory:   %s\n", format_size((uint64_t)json_object_get_int64(v), buf, sizeof(buf)));
+	if (json_object_object_get_ex(r, "uptime-ms", &v))
+		printf("uptime:   %.1f s\n", (double)json_object_get_int64(v) / 1000.0);
+	if (json_object_object_get_ex(r, "kernel", &v))
+		printf("kernel:   %s\n", json_object_get_string(v));
+	if (json_object_object_get_ex(r, "cmdline", &v))
+		printf("cmdline:  %s\n", json_object_get_string(v));
+}
+
+int cli_client(const char *verb, int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "json", no_argument, NULL, 'j' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	json_object *reply = NULL, *v;
+	bool as_json = false;
+	int c, err;
+
+	while ((c = getopt_long(argc, argv, "jh", longopts, NULL)) != -1) {
+		if (c == 'j') {
+			as_json = true;
+		} else if (c == 'h') {
+			client_usage(verb, stdout);
+			return 0;
+		} else {
+			client_usage(verb, stderr);
+			return FERRY_EXIT_USAGE;
+		}
+	}
+	if (optind + 1 != argc) {
+		client_usage(verb, stderr);
+		return FERRY_EXIT_USAGE;
+	}
+	const char *path = argv[optind];
+	err = control_client_call(path, verb, NULL, CLIENT_TIMEOUT_MS, &reply);
+	if (err) {
+		pr_err("cannot reach ferry at %s: %s (is 'ferry run --control %s' running?)",
+		       path, strerror(-err), path);
+		return FERRY_EXIT_UNAVAILABLE;
+	}
+	if (json_object_object_get_ex(reply, "error", &v)) {
+		json_object *desc;
+		json_object_object_get_ex(v, "desc", &desc);
+		pr_err("%s failed: %s", verb, desc ? json_object_get_string(desc) : "unknown error");
+		json_object_put(reply);
+		return FERRY_EXIT_SOFTWARE;
+	}
+	json_object_object_get_ex(reply, "return", &v);
+	if (as_json)
+		printf("%s\n", json_object_to_json_string_ext(v, JSON_C_TO_STRING_PRETTY));
+	else if (!strcmp(verb, "status"))
+		client_print_status(v);
+	json_object_put(reply);
+	return 0;
+}

@@ -1,0 +1,185 @@
+/* ferry run: boot a VM and run it until the guest exits or is told to stop. */
+#include <errno.h>
+#include <getopt.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include "cli/cli.h"
+#include "control/control.h"
+#include "util/log.h"
+#include "util/parse.h"
+#include "vmm/machine.h"
+
+static const char run_usage[] =
+"Usage: ferry run --kernel FILE [options]\n"
+"\n"
+"Boot a VM from a PVH ELF kernel and run it until the guest exits, a quit\n"
+"command arrives, or ferry gets SIGINT/SIGTERM.\n"
+"\n"
+"Options:\n"
+"  -k, --kernel FILE      PVH ELF kernel to boot (e.g. build/probe.elf)\n"
+"  -a, --cmdline STR      kernel command line\n"
+"  -m, --memory SIZE      guest RAM, e.g. 512M, 1G (default 256M)\n"
+"  -c, --vcpus N          number of vCPUs, 1..64 (default 1)\n"
+"  -s, --serial SPEC      COM1 backend: stdio, file:PATH, unix:PATH (default stdio)\n"
+"  -C, --control PATH     serve the JSON control API on this unix socket\n"
+"      --test-hooks       allow the x-test-* control commands (tests only)\n"
+"  -q, --quiet            print errors only\n"
+"  -v, --verbose          print debug messages\n"
+"  -h, --help             show this help\n"
+"\n"
+"Exit status: the guest's debug-exit value (port 0xf4) if it wrote one, 0\n"
+"after quit or a signal, 64 usage, 65 bad kernel, 66 missing file,\n"
+"69 no /dev/kvm, 71 system error, 80 guest crashed.\n";
+
+struct run_opts {
+	struct machine_config mc;
+	const char *control;
+	bool test_hooks;
+};
+
+static void run_parse(int argc, char **argv, struct run_opts *o)
+{
+	static const struct option longopts[] = {
+		{ "kernel", required_argument, NULL, 'k' },
+		{ "cmdline", required_argument, NULL, 'a' },
+		{ "memory", required_argument, NULL, 'm' },
+		{ "vcpus", required_argument, NULL, 'c' },
+		{ "serial", required_argument, NULL, 's' },
+		{ "control", required_argument, NULL, 'C' },
+		{ "test-hooks", no_argument, NULL, 'T' },
+		{ "quiet", no_argument, NULL, 'q' },
+		{ "verbose", no_argument, NULL, 'v' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	uint64_t v;
+	int c;
+
+	*o = (struct run_opts){ .mc = { .memory = 256ULL << 20, .vcpus = 1, .serial = "stdio" } };
+	while ((c = getopt_long(argc, argv, "k:a:m:c:s:C:qvh", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'k': o->mc.kernel = optarg; break;
+		case 'a': o->mc.cmdline = optarg; break;
+		case 's': o->mc.serial = optarg; break;
+		case 'C': o->control = optarg; break;
+		case 'T': o->test_hooks = true; break;
+		case 'q': log_set_level(LOG_ERROR); break;
+		case 'v': log_set_level(LOG_DEBUG); break;
+		case 'h': fputs(run_usage, stdout); exit(0);
+		case 'm':
+			if (parse_size(optarg, &o->mc.memory))
+				die(FERRY_EXIT_USAGE, "bad --memory '%s': use a size like 512M or 1G",
+				    optarg);
+			if (o->mc.memory < GUEST_MIN_MEMORY || o->mc.memory > GUEST_MAX_MEMORY ||
+			    o->mc.memory % (2ULL << 20))
+				die(FERRY_EXIT_USAGE,
+				    "--memory %s: must be a multiple of 2M from 16M to 1T", optarg);
+			break;
+		case 'c':
+			if (parse_uint(optarg, VM_MAX_VCPUS, &v) || v == 0)
+				die(FERRY_EXIT_USAGE, "bad --vcpus '%s': use 1 to %d", optarg,
+				    VM_MAX_VCPUS);
+			o->mc.vcpus = (unsigned)v;
+			break;
+		default:
+			fputs("Try 'ferry run --help'.\n", stderr);
+			exit(FERRY_EXIT_USAGE);
+		}
+	}
+	if (optind < argc)
+		die(FERRY_EXIT_USAGE, "unexpected argument '%s' (try 'ferry run --help')",
+		    argv[optind]);
+	if (!o->mc.kernel)
+		die(FERRY_EXIT_USAGE, "--kernel FILE is required (try 'ferry run --help')");
+	if (access(o->mc.kernel, R_OK) < 0)
+		die(FERRY_EXIT_NOINPUT, "cannot read kernel %s: %s", o->mc.kernel, strerror(errno));
+}
+
+static int run_exit_code(int err)
+{
+	switch (-err) {
+	case ENOENT: case EACCES: case ENOTSUP: return FERRY_EXIT_UNAVAILABLE;
+	case ENOEXEC: case ERANGE: case E2BIG: return FERRY_EXIT_DATAERR;
+	case EINVAL: return FERRY_EXIT_USAGE;
+	default: return FERRY_EXIT_OSERR;
+	}
+}
+
+/* Wait for the VM to stop or a signal to arrive; returns the exit status. */
+static int run_wait(struct machine *m, int sfd)
+{
+	struct vm *vm = &m->vm;
+
+	for (;;) {
+		struct pollfd p[2] = {
+			{ .fd = sfd, .events = POLLIN },
+			{ .fd = vm->stop_efd, .events = POLLIN },
+		};
+		if (poll(p, 2, -1) < 0 && errno != EINTR)
+			break;
+		if (p[0].revents & POLLIN) {
+			struct signalfd_siginfo si;
+			if (read(sfd, &si, sizeof(si)) == sizeof(si))
+				pr_info("%s: shutting down", strsignal((int)si.ssi_signo));
+			vm_request_stop(vm, VM_STOP_REQUESTED, 0);
+		}
+		if (p[1].revents & POLLIN)
+			break;
+	}
+	switch (vm_wait_stopped(vm)) {
+	case VM_STOP_GUEST_EXIT:
+		return vm->guest_status;
+	case VM_STOP_GUEST_CRASH:
+		return FERRY_EXIT_GUEST_CRASH;
+	default:
+		return FERRY_EXIT_OK;
+	}
+}
+
+int cli_run(int argc, char **argv)
+{
+	struct control_server cs = { .listen_fd = -1, .wake_fd = { -1, -1 } };
+	struct run_opts o;
+	struct machine *m;
+	sigset_t sigs;
+	int err, status, sfd;
+
+	run_parse(argc, argv, &o);
+	/* Block the shutdown signals in every thread; the main one reads them. */
+	sigemptyset(&sigs);
+	sigaddset(&sigs, SIGINT);
+	sigaddset(&sigs, SIGTERM);
+	sigaddset(&sigs, SIGHUP);
+	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	sfd = signalfd(-1, &sigs, SFD_CLOEXEC);
+
+	m = calloc(1, sizeof(*m));
+	if (!m || sfd < 0)
+		die(FERRY_EXIT_OSERR, "out of memory");
+	err = machine_create(m, &o.mc);
+	if (!err && o.control)
+		err = control_server_open(&cs, o.control, m, o.test_hooks);
+	if (!err && o.control)
+		err = control_server_start(&cs);
+	if (!err)
+		err = vm_start(&m->vm);
+	if (err) {
+		status = run_exit_code(err);
+	} else {
+		pr_debug("running %s with %u vCPUs and %llu MiB", o.mc.kernel, o.mc.vcpus,
+			 (unsigned long long)(o.mc.memory >> 20));
+		status = run_wait(m, sfd);
+	}
+	control_server_close(&cs);
+	machine_destroy(m);
+	free(m);
+	close(sfd);
+	return status;
+}

@@ -1,0 +1,124 @@
+#include "control/commands.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+struct control_command {
+	const char *name;
+	bool test_only;
+	int (*run)(struct control_ctx *ctx, json_object *args, json_object **ret);
+};
+
+static int control_fail(json_object **ret, int err, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static int control_fail(json_object **ret, int err, const char *fmt, ...)
+{
+	char msg[256];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	*ret = json_object_new_string(msg);
+	return err;
+}
+
+static int cmd_status(struct control_ctx *ctx, json_object *args, json_object **ret)
+{
+	struct machine *m = ctx->machine;
+	struct vm *vm = &m->vm;
+	json_object *o = json_object_new_object();
+	enum vm_state st = vm_get_state(vm);
+
+	json_object_object_add(o, "status", json_object_new_string(vm_state_name(st)));
+	json_object_object_add(o, "running", json_object_new_boolean(st == VM_STATE_RUNNING));
+	json_object_object_add(o, "vcpus", json_object_new_int((int)vm->nr_vcpus));
+	json_object_object_add(o, "memory", json_object_new_int64((int64_t)vm->mem.size));
+	json_object_object_add(o, "uptime-ms",
+			       json_object_new_int64((int64_t)((vm_now_ns() - vm->start_ns) / 1000000)));
+	json_object_object_add(o, "kernel", json_object_new_string(m->kernel));
+	json_object_object_add(o, "cmdline", json_object_new_string(m->cmdline));
+	json_object_object_add(o, "pid", json_object_new_int((int)getpid()));
+	*ret = o;
+	return 0;
+}
+
+static int cmd_pause(struct control_ctx *ctx, json_object *args, json_object **ret)
+{
+	if (vm_pause(&ctx->machine->vm))
+		return control_fail(ret, -ESRCH, "the VM has shut down");
+	return 0;
+}
+
+static int cmd_resume(struct control_ctx *ctx, json_object *args, json_object **ret)
+{
+	if (vm_resume(&ctx->machine->vm))
+		return control_fail(ret, -ESRCH, "the VM has shut down");
+	return 0;
+}
+
+static int cmd_quit(struct control_ctx *ctx, json_object *args, json_object **ret)
+{
+	vm_request_stop(&ctx->machine->vm, VM_STOP_REQUESTED, 0);
+	return 0;
+}
+
+/* Read an unsigned integer argument; JSON numbers may be negative or huge. */
+static int control_arg_u64(json_object *args, const char *key, uint64_t *out, json_object **ret)
+{
+	json_object *v;
+
+	if (!args || !json_object_object_get_ex(args, key, &v) ||
+	    !json_object_is_type(v, json_type_int) || json_object_get_int64(v) < 0)
+		return control_fail(ret, -EINVAL, "argument '%s' must be a non-negative integer", key);
+	*out = (uint64_t)json_object_get_int64(v);
+	return 0;
+}
+
+/* Test hook: flip bits of one guest byte, as a memory error would. */
+static int cmd_test_corrupt(struct control_ctx *ctx, json_object *args, json_object **ret)
+{
+	uint64_t gpa, mask = 0xff;
+	json_object *v;
+
+	if (control_arg_u64(args, "gpa", &gpa, ret))
+		return -EINVAL;
+	if (json_object_object_get_ex(args, "xor", &v) &&
+	    (control_arg_u64(args, "xor", &mask, ret) || mask == 0 || mask > 0xff))
+		return control_fail(ret, -EINVAL, "argument 'xor' must be 1..255");
+	uint8_t *p = guest_memory_ptr(&ctx->machine->vm.mem, gpa, 1);
+	if (!p)
+		return control_fail(ret, -ERANGE, "gpa 0x%llx is not guest RAM",
+				    (unsigned long long)gpa);
+	__atomic_xor_fetch(p, (uint8_t)mask, __ATOMIC_SEQ_CST);
+	return 0;
+}
+
+static const struct control_command control_commands[] = {
+	{ "status", false, cmd_status },
+	{ "pause", false, cmd_pause },
+	{ "resume", false, cmd_resume },
+	{ "quit", false, cmd_quit },
+	{ "x-test-corrupt", true, cmd_test_corrupt },
+};
+
+int control_dispatch(struct control_ctx *ctx, const char *name, json_object *args,
+		     json_object **ret)
+{
+	*ret = NULL;
+	for (size_t i = 0; i < sizeof(control_commands) / sizeof(control_commands[0]); i++) {
+		const struct control_command *c = &control_commands[i];
+		if (strcmp(c->name, name))
+			continue;
+		if (c->test_only && !ctx->test_hooks)
+			return control_fail(ret, -EPERM,
+					    "%s is a test hook; start ferry run with --test-hooks",
+					    name);
+		return c->run(ctx, args, ret);
+	}
+	return control_fail(ret, -ENOENT, "unknown command '%s'", name);
+}

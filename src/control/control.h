@@ -1,0 +1,44 @@
+/*
+ * The JSON control API on a unix socket: one request per line, one reply
+ * per line (docs/api.md).  A thread of its own accepts clients and runs
+ * commands from the table in commands.c.
+ */
+#ifndef FERRY_CONTROL_CONTROL_H
+#define FERRY_CONTROL_CONTROL_H
+
+#include <pthread.h>
+#include <stdbool.h>
+
+#include "control/commands.h"
+
+#define CONTROL_MAX_CLIENTS 8
+#define CONTROL_MAX_LINE    (64 * 1024)
+
+struct control_client {
+	int fd;
+	size_t len;
+	char buf[CONTROL_MAX_LINE];
+};
+
+struct control_server {
+	int listen_fd;
+	int wake_fd[2];
+	char *path;
+	pthread_t thread;
+	bool thread_started;
+	struct control_ctx ctx;
+	struct control_client *clients[CONTROL_MAX_CLIENTS];
+};
+
+/*
+ * Listen on `path`; `test_hooks` enables the x-test-* commands.  A stale socket file left by a dead ferry is replaced;
+ * a live one is not (-EADDRINUSE).  Returns 0 or -errno with a message.
+ */
+int control_server_open(struct control_server *cs, const char *path, struct machine *m,
+			bool test_hooks) __attribute__((warn_unused_result));
+/* Start serving in a thread.  Returns 0 or -errno. */
+int control_server_start(struct control_server *cs) __attribute__((warn_unused_result));
+/* Stop the thread, close clients and remove the socket file. */
+void control_server_close(struct control_server *cs);
+
+#endif

@@ -1,0 +1,40 @@
+/* ferry: a KVM virtual machine monitor built for live migration. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli/cli.h"
+
+static const char main_usage[] =
+"Usage: ferry COMMAND [options]\n"
+"\n"
+"Commands:\n"
+"  run       boot a VM (ferry run --help)\n"
+"  status    show a running VM's state:   ferry status CONTROL\n"
+"  pause     pause a running VM's vCPUs:  ferry pause CONTROL\n"
+"  resume    resume a paused VM:          ferry resume CONTROL\n"
+"  quit      shut a VM down:              ferry quit CONTROL\n"
+"\n"
+"CONTROL is the unix socket given to 'ferry run --control PATH'.\n"
+"'ferry COMMAND --help' describes each command.\n";
+
+int main(int argc, char **argv)
+{
+	static const char *const client_verbs[] = { "status", "pause", "resume", "quit" };
+
+	if (argc < 2) {
+		fputs(main_usage, stderr);
+		return FERRY_EXIT_USAGE;
+	}
+	const char *verb = argv[1];
+	if (!strcmp(verb, "-h") || !strcmp(verb, "--help") || !strcmp(verb, "help")) {
+		fputs(main_usage, stdout);
+		return 0;
+	}
+	if (!strcmp(verb, "run"))
+		return cli_run(argc - 1, argv + 1);
+	for (size_t i = 0; i < sizeof(client_verbs) / sizeof(client_verbs[0]); i++)
+		if (!strcmp(verb, client_verbs[i]))
+			return cli_client(verb, argc - 1, argv + 1);
+	fprintf(stderr, "ferry: unknown command '%s'\n\n%s", verb, main_usage);
+	return FERRY_EXIT_USAGE;
+}

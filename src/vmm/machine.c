@@ -1,0 +1,135 @@
+#include "vmm/machine.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "arch/x86/boot.h"
+#include "arch/x86/pvh.h"
+#include "devices/debug_exit.h"
+#include "util/log.h"
+
+#define MACHINE_MAX_KERNEL (256ULL << 20)
+
+static void machine_com1_irq(void *opaque, int level)
+{
+	vm_set_irq(opaque, SERIAL_COM1_IRQ, level);
+}
+
+static void machine_com1_input(void *opaque, const uint8_t *buf, size_t len)
+{
+	serial_receive(opaque, buf, len);
+}
+
+/* Map the kernel file read-only; the loader checks everything in it. */
+static int machine_map_kernel(const char *path, void **img, size_t *len)
+{
+	struct stat st;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	int err = 0;
+
+	if (fd < 0) {
+		err = -errno;
+		pr_err("cannot open kernel %s: %s", path, strerror(-err));
+		return err;
+	}
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size == 0 ||
+	    (uint64_t)st.st_size > MACHINE_MAX_KERNEL) {
+		pr_err("kernel %s: not a regular file of 1 byte to 256 MiB", path);
+		err = -ENOEXEC;
+		goto out;
+	}
+	*img = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+	if (*img == MAP_FAILED) {
+		err = -errno;
+		goto out;
+	}
+	*len = (size_t)st.st_size;
+out:
+	close(fd);
+	return err;
+}
+
+static int machine_load_kernel(struct machine *m, const char *path, const char *cmdline)
+{
+	struct pvh_kernel k;
+	uint64_t start_info;
+	char why[160];
+	void *img = NULL;
+	size_t len = 0;
+	int err;
+
+	err = machine_map_kernel(path, &img, &len);
+	if (err)
+		return err;
+	err = pvh_load_elf(&m->vm.mem, img, len, &k, why, sizeof(why));
+	munmap(img, len);
+	if (err) {
+		pr_err("cannot boot %s: %s", path, why);
+		return err;
+	}
+	err = pvh_write_start_info(&m->vm.mem, cmdline, &start_info);
+	if (err) {
+		pr_err("kernel command line too long (at most %d bytes)", PVH_CMDLINE_MAX - 1);
+		return err;
+	}
+	err = x86_boot_pvh(m->vm.vcpus[0].fd, k.entry, (uint32_t)start_info);
+	if (err)
+		pr_err("cannot set the boot vCPU's registers: %s", strerror(-err));
+	return err;
+}
+
+static int machine_add_devices(struct machine *m, const char *serial_spec)
+{
+	int err = chardev_open(&m->serial_chr, serial_spec);
+
+	if (err) {
+		if (err == -EINVAL)
+			pr_err("bad --serial '%s': use stdio, file:PATH or unix:PATH", serial_spec);
+		else
+			pr_err("cannot open serial backend '%s': %s", serial_spec, strerror(-err));
+		return err;
+	}
+	serial_init(&m->com1, &m->serial_chr, machine_com1_irq, &m->vm);
+	err = iobus_register(&m->vm.pio, SERIAL_COM1_BASE, 8, &serial_iobus_ops, &m->com1, "com1");
+	if (!err)
+		err = debug_exit_register(&m->vm);
+	if (!err)
+		err = chardev_start_input(&m->serial_chr, machine_com1_input, &m->com1);
+	return err;
+}
+
+int machine_create(struct machine *m, const struct machine_config *cfg)
+{
+	struct vm_config vc = { .memory = cfg->memory, .vcpus = cfg->vcpus };
+	int err;
+
+	memset(m, 0, sizeof(*m));
+	m->serial_chr.out_fd = m->serial_chr.in_fd = m->serial_chr.listen_fd = -1;
+	err = vm_create(&m->vm, &vc);
+	if (err)
+		return err;
+	m->kernel = strdup(cfg->kernel);
+	m->cmdline = strdup(cfg->cmdline ? cfg->cmdline : "");
+	if (!m->kernel || !m->cmdline)
+		return -ENOMEM;
+	err = machine_add_devices(m, cfg->serial ? cfg->serial : "stdio");
+	if (err)
+		return err;
+	return machine_load_kernel(m, cfg->kernel, m->cmdline);
+}
+
+void machine_destroy(struct machine *m)
+{
+	vm_destroy(&m->vm);
+	if (m->serial_chr.ops)
+		chardev_close(&m->serial_chr);
+	serial_destroy(&m->com1);
+	free(m->kernel);
+	free(m->cmdline);
+	m->kernel = m->cmdline = NULL;
+}

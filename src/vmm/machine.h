@@ -1,0 +1,39 @@
+/*
+ * The machine ferry emulates: a KVM VM with RAM and vCPUs, COM1 (8250 UART
+ * at 0x3f8, IRQ 4) on a character backend, the debug-exit port at 0xf4, and
+ * PVH boot of an ELF kernel.
+ */
+#ifndef FERRY_VMM_MACHINE_H
+#define FERRY_VMM_MACHINE_H
+
+#include "devices/chardev.h"
+#include "devices/serial.h"
+#include "vmm/vm.h"
+
+struct machine_config {
+	uint64_t memory;
+	unsigned vcpus;
+	const char *kernel;	/* PVH ELF path */
+	const char *cmdline;
+	const char *serial;	/* chardev spec: stdio, file:PATH, unix:PATH */
+};
+
+struct machine {
+	struct vm vm;
+	struct chardev serial_chr;
+	struct serial com1;
+	char *kernel;
+	char *cmdline;
+};
+
+/*
+ * Build the machine and boot-load the kernel, vCPUs not started.  On
+ * failure prints why and returns -errno: -ENOENT/-EACCES (no /dev/kvm or
+ * kernel file), -ENOEXEC (not a PVH ELF), -ERANGE (does not fit in RAM),
+ * -EADDRINUSE (serial socket busy), -EINVAL (bad configuration).
+ */
+int machine_create(struct machine *m, const struct machine_config *cfg)
+	__attribute__((warn_unused_result));
+void machine_destroy(struct machine *m);
+
+#endif

@@ -1,0 +1,91 @@
+#include "vmm/memory.h"
+
+#include <errno.h>
+#include <linux/kvm.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "util/log.h"
+
+int guest_memory_create(struct guest_memory *mem, uint64_t size)
+{
+	uint64_t low, high;
+
+	memset(mem, 0, sizeof(*mem));
+	mem->fd = -1;
+	if (size < GUEST_MIN_MEMORY || size > GUEST_MAX_MEMORY || size % (2ULL << 20))
+		return -EINVAL;
+
+	mem->fd = memfd_create("ferry-ram", MFD_CLOEXEC);
+	if (mem->fd < 0)
+		return -errno;
+	if (ftruncate(mem->fd, (off_t)size) < 0)
+		goto fail;
+	mem->host = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE,
+			 mem->fd, 0);
+	if (mem->host == MAP_FAILED) {
+		mem->host = NULL;
+		goto fail;
+	}
+	/* Transparent huge pages make the guest and the dirty log cheaper. */
+	madvise(mem->host, size, MADV_HUGEPAGE);
+	mem->size = size;
+
+	low = size < GUEST_LOW_LIMIT ? size : GUEST_LOW_LIMIT;
+	high = size - low;
+	mem->regions[0] = (struct guest_region){ .gpa = 0, .size = low, .offset = 0, .slot = 0 };
+	mem->nr_regions = 1;
+	if (high) {
+		mem->regions[1] = (struct guest_region){
+			.gpa = GUEST_HIGH_START, .size = high, .offset = low, .slot = 1,
+		};
+		mem->nr_regions = 2;
+	}
+	return 0;
+fail:;
+	int err = -errno;
+	guest_memory_destroy(mem);
+	return err;
+}
+
+void guest_memory_destroy(struct guest_memory *mem)
+{
+	if (mem->host)
+		munmap(mem->host, mem->size);
+	if (mem->fd >= 0)
+		close(mem->fd);
+	memset(mem, 0, sizeof(*mem));
+	mem->fd = -1;
+}
+
+int guest_memory_register(const struct guest_memory *mem, int vm_fd, bool dirty_log)
+{
+	for (unsigned i = 0; i < mem->nr_regions; i++) {
+		const struct guest_region *r = &mem->regions[i];
+		struct kvm_userspace_memory_region kr = {
+			.slot = r->slot,
+			.flags = dirty_log ? KVM_MEM_LOG_DIRTY_PAGES : 0,
+			.guest_phys_addr = r->gpa,
+			.memory_size = r->size,
+			.userspace_addr = (uintptr_t)(mem->host + r->offset),
+		};
+		if (ioctl(vm_fd, KVM_SET_USER_MEMORY_REGION, &kr) < 0) {
+			int err = -errno;
+			pr_err("KVM_SET_USER_MEMORY_REGION slot %u: %s", r->slot, strerror(-err));
+			return err;
+		}
+	}
+	return 0;
+}
+
+void *guest_memory_ptr(const struct guest_memory *mem, uint64_t gpa, uint64_t len)
+{
+	for (unsigned i = 0; i < mem->nr_regions; i++) {
+		const struct guest_region *r = &mem->regions[i];
+		if (gpa >= r->gpa && gpa - r->gpa <= r->size && len <= r->size - (gpa - r->gpa))
+			return mem->host + r->offset + (gpa - r->gpa);
+	}
+	return NULL;
+}

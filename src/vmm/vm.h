@@ -1,0 +1,122 @@
+/*
+ * A KVM virtual machine: guest RAM, vCPU threads, the in-kernel irqchip and
+ * PIT, and the buses devices hang on.  This module knows nothing of
+ * migration; it offers what migration needs: pause/resume, memory regions
+ * and the KVM file descriptors for state save/load.
+ */
+#ifndef FERRY_VMM_VM_H
+#define FERRY_VMM_VM_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "vmm/iobus.h"
+#include "vmm/memory.h"
+
+#define VM_MAX_VCPUS 64
+
+struct vm;
+
+struct vcpu {
+	struct vm *vm;
+	unsigned index;
+	int fd;
+	struct kvm_run *run;	/* mmap'd; written by KVM and this vCPU's thread */
+	pthread_t thread;
+	bool thread_started;
+};
+
+enum vm_state {
+	VM_STATE_CREATED,	/* vCPUs not started yet */
+	VM_STATE_RUNNING,
+	VM_STATE_PAUSED,
+	VM_STATE_STOPPED,	/* guest exited, crashed, or stop was requested */
+};
+
+/* Why the VM stopped; decides ferry's exit status. */
+enum vm_stop_reason {
+	VM_STOP_NONE,
+	VM_STOP_GUEST_EXIT,	/* the guest wrote its status to the debug-exit port */
+	VM_STOP_REQUESTED,	/* quit command or signal */
+	VM_STOP_GUEST_CRASH,	/* triple fault, failed entry, emulation error */
+};
+
+struct vm_config {
+	uint64_t memory;
+	unsigned vcpus;
+};
+
+struct vm {
+	int kvm_fd;
+	int vm_fd;
+	struct guest_memory mem;
+	unsigned nr_vcpus;
+	struct vcpu vcpus[VM_MAX_VCPUS];
+	struct kvm_cpuid2 *cpuid;	/* KVM's supported CPUID, filtered per vCPU */
+	size_t run_size;
+
+	/* Filled before vm_start(); read-only afterwards. */
+	struct iobus pio;
+	struct iobus mmio;
+
+	/*
+	 * Run control.  `lock` guards every field below; vCPU threads park on
+	 * `cond` while pause is requested, and the pauser waits on it for all
+	 * of them to arrive.
+	 */
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	enum vm_state state;
+	bool pause_requested;
+	bool recreating;		/* parked vCPU threads must exit */
+	unsigned parked;
+	enum vm_stop_reason stop_reason;
+	int guest_status;		/* value written to the debug-exit port */
+	int stop_efd;			/* eventfd: readable once the VM stopped */
+	uint64_t start_ns;		/* CLOCK_MONOTONIC when vCPUs started */
+};
+
+/*
+ * Open /dev/kvm, allocate RAM and create the KVM VM with its irqchip, PIT and
+ * vCPUs.  On failure prints why and returns -errno (-ENOENT/-EACCES when
+ * /dev/kvm cannot be opened).
+ */
+int vm_create(struct vm *vm, const struct vm_config *cfg) __attribute__((warn_unused_result));
+/* Stop the vCPU threads if running and free everything. */
+void vm_destroy(struct vm *vm);
+
+/* Start one thread per vCPU.  Returns 0 or -errno. */
+int vm_start(struct vm *vm) __attribute__((warn_unused_result));
+
+/*
+ * Pause every vCPU and wait until all are out of KVM_RUN.  Returns 0, or
+ * -ESRCH if the VM has stopped.  Pausing a paused VM is a no-op.
+ */
+int vm_pause(struct vm *vm) __attribute__((warn_unused_result));
+/* Let paused vCPUs run again.  Returns 0 or -ESRCH if stopped. */
+int vm_resume(struct vm *vm) __attribute__((warn_unused_result));
+
+/* Ask the VM to stop for `reason`; the first reason wins.  Any thread. */
+void vm_request_stop(struct vm *vm, enum vm_stop_reason reason, int guest_status);
+
+/* Join the vCPU threads after a stop.  Returns the stop reason. */
+enum vm_stop_reason vm_wait_stopped(struct vm *vm);
+
+enum vm_state vm_get_state(struct vm *vm);
+const char *vm_state_name(enum vm_state state);
+
+/*
+ * Tear down the KVM VM and vCPUs (not RAM or devices) and create them anew,
+ * as migration does on another host.  The VM must be paused; its vCPU
+ * threads are restarted, still parked.  Returns 0 or -errno.
+ */
+int vm_recreate_kvm(struct vm *vm) __attribute__((warn_unused_result));
+
+uint64_t vm_now_ns(void);
+
+
+
+/* Drive GSI `irq` of the in-kernel irqchip to `level`.  Any thread. */
+void vm_set_irq(struct vm *vm, unsigned irq, int level);
+#endif
