@@ -34,6 +34,7 @@ UNIT_SRCS  := $(sort $(wildcard tests/unit/test_*.c tests/kvm/test_*.c))
 UNIT_BINS  := $(patsubst %.c,$(BUILD)/tests/%,$(notdir $(UNIT_SRCS)))
 
 .PHONY: all check demo clean deps unit
+.SECONDARY:
 all: $(BUILD)/ferry $(BUILD)/probe.elf
 
 deps: $(DEPS_STAMP)
@@ -60,10 +61,15 @@ $(BUILD)/ferry-san: $(BUILD)/san/$(FERRY_MAIN:.c=.o) $(FERRY_SAN_OBJS)
 	@$(if $(Q),echo "  LD [san] $@")
 	$(Q)$(CC) $(SANFLAGS) $^ -o $@ $(LDLIBS)
 
-$(BUILD)/tests/%: $(BUILD)/san/tests/*/%.o $(FERRY_SAN_OBJS)
+define test_link
 	@$(if $(Q),echo "  LD [san] $@")
 	$(Q)mkdir -p $(@D)
 	$(Q)$(CC) $(SANFLAGS) $^ -o $@ $(LDLIBS) -lcmocka
+endef
+$(BUILD)/tests/%: $(BUILD)/san/tests/unit/%.o $(FERRY_SAN_OBJS)
+	$(test_link)
+$(BUILD)/tests/%: $(BUILD)/san/tests/kvm/%.o $(FERRY_SAN_OBJS)
+	$(test_link)
 
 -include guest/guest.mk
 
