@@ -13,13 +13,14 @@ static const char main_usage[] =
 "  pause     pause a running VM's vCPUs:  ferry pause CONTROL\n"
 "  resume    resume a paused VM:          ferry resume CONTROL\n"
 "  quit      shut a VM down:              ferry quit CONTROL\n"
+"  call      send any control command:    ferry call CONTROL COMMAND [JSON]\n"
 "\n"
 "CONTROL is the unix socket given to 'ferry run --control PATH'.\n"
 "'ferry COMMAND --help' describes each command.\n";
 
 int main(int argc, char **argv)
 {
-	static const char *const client_verbs[] = { "status", "pause", "resume", "quit" };
+	static const char *const client_verbs[] = { "status", "pause", "resume", "quit", "call" };
 
 	if (argc < 2) {
 		fputs(main_usage, stderr);

@@ -1,4 +1,4 @@
-/* ferry status|pause|resume|quit CONTROL: talk to a running ferry. */
+/* ferry status|pause|resume|quit|call CONTROL: talk to a running ferry. */
 #include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
@@ -23,6 +23,13 @@ static void client_usage(const char *verb, FILE *f)
 		"  -j, --json   print the reply as JSON\n"
 		"  -h, --help   show this help\n", verb, verb);
 }
+
+static const char call_usage[] =
+"Usage: ferry call CONTROL COMMAND [ARGUMENTS-JSON]\n"
+"\n"
+"Send any control API command (docs/api.md) and print the JSON reply.\n"
+"Example: ferry call /tmp/vm.sock status\n"
+"         ferry call /tmp/vm.sock x-test-corrupt '{\"gpa\": 16777216}'\n";
 
 static void client_print_status(json_object *r)
 {
@@ -54,23 +61,45 @@ int cli_client(const char *verb, int argc, char **argv)
 	bool as_json = false;
 	int c, err;
 
-	while ((c = getopt_long(argc, argv, "jh", longopts, NULL)) != -1) {
+	/* "+": stop at the first operand, so JSON arguments are never options. */
+	while ((c = getopt_long(argc, argv, "+jh", longopts, NULL)) != -1) {
 		if (c == 'j') {
 			as_json = true;
 		} else if (c == 'h') {
-			client_usage(verb, stdout);
+			if (!strcmp(verb, "call"))
+				fputs(call_usage, stdout);
+			else
+				client_usage(verb, stdout);
 			return 0;
 		} else {
 			client_usage(verb, stderr);
 			return FERRY_EXIT_USAGE;
 		}
 	}
-	if (optind + 1 != argc) {
+	bool call = !strcmp(verb, "call");
+	json_object *args = NULL;
+	if (call) {
+		if (optind + 2 != argc && optind + 3 != argc) {
+			fputs(call_usage, stderr);
+			return FERRY_EXIT_USAGE;
+		}
+		if (optind + 3 == argc) {
+			args = json_tokener_parse(argv[optind + 2]);
+			if (!args || !json_object_is_type(args, json_type_object)) {
+				json_object_put(args);
+				pr_err("arguments must be a JSON object, e.g. '{\"gpa\": 4096}'");
+				return FERRY_EXIT_USAGE;
+			}
+		}
+		as_json = true;
+	} else if (optind + 1 != argc) {
 		client_usage(verb, stderr);
 		return FERRY_EXIT_USAGE;
 	}
 	const char *path = argv[optind];
-	err = control_client_call(path, verb, NULL, CLIENT_TIMEOUT_MS, &reply);
+	err = control_client_call(path, call ? argv[optind + 1] : verb, args, CLIENT_TIMEOUT_MS,
+				  &reply);
+	json_object_put(args);
 	if (err) {
 		pr_err("cannot reach ferry at %s: %s (is 'ferry run --control %s' running?)",
 		       path, strerror(-err), path);
