@@ -124,6 +124,7 @@ static void vm_destroy_kvm(struct vm *vm)
 	if (vm->vm_fd >= 0)
 		close(vm->vm_fd);
 	vm->vm_fd = -1;
+	vm->dirty_manual = false;	/* a capability of the VM fd just closed */
 }
 
 int vm_create(struct vm *vm, const struct vm_config *cfg)
@@ -188,6 +189,10 @@ void vm_destroy(struct vm *vm)
 	guest_memory_destroy(&vm->mem);
 	free(vm->cpuid);
 	vm->cpuid = NULL;
+	for (unsigned r = 0; r < GUEST_MAX_REGIONS; r++) {
+		free(vm->vmm_dirty[r]);
+		vm->vmm_dirty[r] = NULL;
+	}
 	if (vm->stop_efd >= 0)
 		close(vm->stop_efd);
 	if (vm->kvm_fd >= 0)

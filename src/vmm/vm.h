@@ -54,6 +54,11 @@ struct vm {
 	unsigned nr_vcpus;
 	struct vcpu vcpus[VM_MAX_VCPUS];
 	struct kvm_cpuid2 *cpuid;	/* KVM's supported CPUID, filtered per vCPU */
+
+	/* Dirty tracking (dirty.c): owned by the thread that started it. */
+	bool dirty_manual;		/* manual-protect capability enabled */
+	bool dirty_logging;		/* atomic: read by vm_mark_dirty() */
+	unsigned long *vmm_dirty[GUEST_MAX_REGIONS];	/* pages ferry wrote */
 	size_t run_size;
 
 	/* Filled before vm_start(); read-only afterwards. */

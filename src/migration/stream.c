@@ -1,0 +1,218 @@
+#include "migration/stream.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+int mig_stream_init(struct mig_stream *s, int fd, size_t bufsize)
+{
+	memset(s, 0, sizeof(*s));
+	s->fd = fd;
+	s->timeout_ms = -1;
+	s->buf = malloc(bufsize);
+	s->cap = bufsize;
+	return s->buf ? 0 : -ENOMEM;
+}
+
+void mig_stream_destroy(struct mig_stream *s)
+{
+	if (s->fd >= 0)
+		close(s->fd);
+	free(s->buf);
+	s->buf = NULL;
+	s->fd = -1;
+}
+
+void mig_stream_fail(struct mig_stream *s, int err, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (s->err)
+		return;
+	s->err = err ? err : -EIO;
+	va_start(ap, fmt);
+	vsnprintf(s->why, sizeof(s->why), fmt, ap);
+	va_end(ap);
+}
+
+int mig_stream_error(const struct mig_stream *s)
+{
+	return s->err;
+}
+
+/* Wait until fd is ready for `events`, at most the stream's timeout. */
+static int mig_stream_wait(struct mig_stream *s, short events)
+{
+	struct pollfd p = { .fd = s->fd, .events = events };
+	int r;
+
+	do {
+		r = poll(&p, 1, s->timeout_ms);
+	} while (r < 0 && errno == EINTR);
+	if (r == 0)
+		return -ETIMEDOUT;
+	return r < 0 ? -errno : 0;
+}
+
+static void mig_stream_send_all(struct mig_stream *s, const uint8_t *p, size_t len)
+{
+	while (len && !s->err) {
+		size_t chunk = len;
+		if (s->rl) {
+			/* Pay for what we send in slices, so the rate stays smooth. */
+			chunk = chunk > 256 * 1024 ? 256 * 1024 : chunk;
+			ratelimit_consume(s->rl, chunk);
+		}
+		while (chunk && !s->err) {
+			ssize_t n = send(s->fd, p, chunk, MSG_NOSIGNAL | MSG_DONTWAIT);
+			if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+				int err = mig_stream_wait(s, POLLOUT);
+				if (err)
+					mig_stream_fail(s, err, "peer stopped reading: %s", strerror(-err));
+				continue;
+			}
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n <= 0) {
+				mig_stream_fail(s, -errno, "send failed: %s", strerror(errno));
+				break;
+			}
+			p += n;
+			len -= (size_t)n;
+			chunk -= (size_t)n;
+		}
+	}
+}
+
+int mig_stream_flush(struct mig_stream *s)
+{
+	if (s->len && !s->err)
+		mig_stream_send_all(s, s->buf, s->len);
+	s->len = 0;
+	return s->err;
+}
+
+void mig_stream_put(struct mig_stream *s, const void *data, size_t len)
+{
+	const uint8_t *p = data;
+
+	if (s->err)
+		return;
+	s->bytes += len;
+	if (len >= s->cap) {
+		/* Large payloads go straight out after what is queued. */
+		mig_stream_flush(s);
+		mig_stream_send_all(s, p, len);
+		return;
+	}
+	if (s->len + len > s->cap)
+		mig_stream_flush(s);
+	memcpy(s->buf + s->len, p, len);
+	s->len += len;
+}
+
+void mig_stream_put_u8(struct mig_stream *s, uint8_t v)
+{
+	mig_stream_put(s, &v, 1);
+}
+
+void mig_stream_put_u16(struct mig_stream *s, uint16_t v)
+{
+	uint8_t b[2] = { (uint8_t)v, (uint8_t)(v >> 8) };
+	mig_stream_put(s, b, 2);
+}
+
+void mig_stream_put_u32(struct mig_stream *s, uint32_t v)
+{
+	uint8_t b[4];
+	for (int i = 0; i < 4; i++)
+		b[i] = (uint8_t)(v >> (8 * i));
+	mig_stream_put(s, b, 4);
+}
+
+void mig_stream_put_u64(struct mig_stream *s, uint64_t v)
+{
+	uint8_t b[8];
+	for (int i = 0; i < 8; i++)
+		b[i] = (uint8_t)(v >> (8 * i));
+	mig_stream_put(s, b, 8);
+}
+
+/* Refill the read buffer with whatever arrives (at least one byte). */
+static void mig_stream_fill(struct mig_stream *s)
+{
+	s->pos = s->len = 0;
+	while (!s->err) {
+		ssize_t n = recv(s->fd, s->buf, s->cap, MSG_DONTWAIT);
+		if (n > 0) {
+			s->len = (size_t)n;
+			return;
+		}
+		if (n == 0) {
+			mig_stream_fail(s, -EPIPE, "the peer closed the connection");
+		} else if (errno == EAGAIN || errno == EWOULDBLOCK) {
+			int err = mig_stream_wait(s, POLLIN);
+			if (err)
+				mig_stream_fail(s, err, "nothing from the peer: %s", strerror(-err));
+		} else if (errno != EINTR) {
+			mig_stream_fail(s, -errno, "receive failed: %s", strerror(errno));
+		}
+	}
+}
+
+void mig_stream_get(struct mig_stream *s, void *data, size_t len)
+{
+	uint8_t *p = data;
+
+	while (len && !s->err) {
+		if (s->pos == s->len)
+			mig_stream_fill(s);
+		size_t n = s->len - s->pos < len ? s->len - s->pos : len;
+		memcpy(p, s->buf + s->pos, n);
+		s->pos += n;
+		s->bytes += n;
+		p += n;
+		len -= n;
+	}
+	if (len)
+		memset(p, 0, len);
+}
+
+uint8_t mig_stream_get_u8(struct mig_stream *s)
+{
+	uint8_t v;
+	mig_stream_get(s, &v, 1);
+	return v;
+}
+
+uint16_t mig_stream_get_u16(struct mig_stream *s)
+{
+	uint8_t b[2];
+	mig_stream_get(s, b, 2);
+	return (uint16_t)(b[0] | b[1] << 8);
+}
+
+uint32_t mig_stream_get_u32(struct mig_stream *s)
+{
+	uint8_t b[4];
+	uint32_t v = 0;
+	mig_stream_get(s, b, 4);
+	for (int i = 3; i >= 0; i--)
+		v = v << 8 | b[i];
+	return v;
+}
+
+uint64_t mig_stream_get_u64(struct mig_stream *s)
+{
+	uint8_t b[8];
+	uint64_t v = 0;
+	mig_stream_get(s, b, 8);
+	for (int i = 7; i >= 0; i--)
+		v = v << 8 | b[i];
+	return v;
+}

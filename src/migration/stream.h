@@ -1,0 +1,56 @@
+/*
+ * A buffered byte stream over a connected socket, in the manner of QEMU's
+ * QEMUFile and redis' rio: little-endian put/get helpers, processed-byte
+ * accounting, an optional rate limit on the sending side, and a sticky
+ * error: after the first failure every operation is a no-op (gets return
+ * zeros), so callers check mig_stream_error() at section boundaries.
+ */
+#ifndef FERRY_MIGRATION_STREAM_H
+#define FERRY_MIGRATION_STREAM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "util/ratelimit.h"
+
+struct mig_stream {
+	int fd;
+	int err;		/* 0, or the first -errno */
+	char why[192];		/* human reason for err */
+	uint8_t *buf;
+	size_t cap;
+	size_t len;		/* write: bytes pending; read: bytes buffered */
+	size_t pos;		/* read: next byte to hand out */
+	uint64_t bytes;		/* payload bytes put or got so far */
+	struct ratelimit *rl;	/* sending side only; NULL = unlimited */
+	int timeout_ms;		/* read/write inactivity limit; -1 = none */
+};
+
+/* Wrap fd (the stream owns it from now on).  Returns 0 or -ENOMEM. */
+int mig_stream_init(struct mig_stream *s, int fd, size_t bufsize)
+	__attribute__((warn_unused_result));
+/* Close the fd and free the buffer. */
+void mig_stream_destroy(struct mig_stream *s);
+
+void mig_stream_put(struct mig_stream *s, const void *data, size_t len);
+void mig_stream_put_u8(struct mig_stream *s, uint8_t v);
+void mig_stream_put_u16(struct mig_stream *s, uint16_t v);
+void mig_stream_put_u32(struct mig_stream *s, uint32_t v);
+void mig_stream_put_u64(struct mig_stream *s, uint64_t v);
+/* Send everything buffered.  Returns the sticky error (0 if none). */
+int mig_stream_flush(struct mig_stream *s);
+
+/* Read exactly len bytes; on error (EOF included) fills with zeros. */
+void mig_stream_get(struct mig_stream *s, void *data, size_t len);
+uint8_t mig_stream_get_u8(struct mig_stream *s);
+uint16_t mig_stream_get_u16(struct mig_stream *s);
+uint32_t mig_stream_get_u32(struct mig_stream *s);
+uint64_t mig_stream_get_u64(struct mig_stream *s);
+
+/* The sticky error, 0 if none. */
+int mig_stream_error(const struct mig_stream *s);
+/* Record an error (the first one wins) with a reason. */
+void mig_stream_fail(struct mig_stream *s, int err, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+#endif
