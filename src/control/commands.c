@@ -6,6 +6,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "vmm/machine_state.h"
+
 struct control_command {
 	const char *name;
 	bool test_only;
@@ -98,12 +100,26 @@ static int cmd_test_corrupt(struct control_ctx *ctx, json_object *args, json_obj
 	return 0;
 }
 
+/* Test hook: save all state, recreate the KVM VM, load it (VM stays paused). */
+static int cmd_test_rebuild(struct control_ctx *ctx, json_object *args, json_object **ret)
+{
+	int err;
+
+	if (vm_get_state(&ctx->machine->vm) != VM_STATE_PAUSED)
+		return control_fail(ret, -EBUSY, "pause the VM first");
+	err = machine_state_rebuild(ctx->machine);
+	if (err)
+		return control_fail(ret, err, "rebuild failed: %s", strerror(-err));
+	return 0;
+}
+
 static const struct control_command control_commands[] = {
 	{ "status", false, cmd_status },
 	{ "pause", false, cmd_pause },
 	{ "resume", false, cmd_resume },
 	{ "quit", false, cmd_quit },
 	{ "x-test-corrupt", true, cmd_test_corrupt },
+	{ "x-test-rebuild", true, cmd_test_rebuild },
 };
 
 int control_dispatch(struct control_ctx *ctx, const char *name, json_object *args,

@@ -1,5 +1,7 @@
 #include "devices/serial.h"
 
+#include <errno.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "vmm/iobus.h"
@@ -254,4 +256,62 @@ static void serial_bus_write(void *opaque, uint64_t offset, const void *data, un
 const struct iobus_ops serial_iobus_ops = {
 	.read = serial_bus_read,
 	.write = serial_bus_write,
+};
+
+void serial_get_regs(struct serial *s, struct serial_regs *out)
+{
+	pthread_mutex_lock(&s->lock);
+	*out = s->regs;
+	pthread_mutex_unlock(&s->lock);
+}
+
+void serial_set_regs(struct serial *s, const struct serial_regs *in)
+{
+	pthread_mutex_lock(&s->lock);
+	s->regs = *in;
+	s->irq_level = -1;	/* force the line to be driven to the new level */
+	serial_update_irq(s);
+	pthread_mutex_unlock(&s->lock);
+}
+
+/* Registers whose bits must agree with each other after a load. */
+static int serial_post_load(void *obj, char *why, size_t whylen)
+{
+	const struct serial_regs *r = obj;
+
+	if (r->fcr & ~0xc9) {
+		snprintf(why, whylen, "fcr 0x%02x has reserved bits set", r->fcr);
+		return -EINVAL;
+	}
+	if (!!(r->lsr & UART_LSR_DR) != !!r->rx_count) {
+		snprintf(why, whylen, "lsr data-ready bit disagrees with %u queued bytes",
+			 r->rx_count);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static const struct vmstate_field serial_fields[] = {
+	VMSTATE_U8(struct serial_regs, dll),
+	VMSTATE_U8(struct serial_regs, dlm),
+	VMSTATE_U8_RANGE(struct serial_regs, ier, 0, 0x0f),
+	VMSTATE_U8(struct serial_regs, fcr),
+	VMSTATE_U8(struct serial_regs, lcr),
+	VMSTATE_U8_RANGE(struct serial_regs, mcr, 0, 0x1f),
+	VMSTATE_U8(struct serial_regs, lsr),
+	VMSTATE_U8(struct serial_regs, msr),
+	VMSTATE_U8(struct serial_regs, scr),
+	VMSTATE_U8_RANGE(struct serial_regs, thr_ipending, 0, 1),
+	VMSTATE_U8_RANGE(struct serial_regs, rx_head, 0, SERIAL_FIFO_SIZE - 1),
+	VMSTATE_U8_RANGE(struct serial_regs, rx_count, 0, SERIAL_FIFO_SIZE),
+	VMSTATE_U8_ARRAY(struct serial_regs, rx_fifo),
+	VMSTATE_END,
+};
+
+const struct vmstate_desc serial_vmsd = {
+	.name = "serial-8250",
+	.version = 1,
+	.size = sizeof(struct serial_regs),
+	.fields = serial_fields,
+	.post_load = serial_post_load,
 };

@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "devices/chardev.h"
+#include "util/vmstate.h"
 #include "vmm/iobus.h"
 
 #define SERIAL_COM1_BASE 0x3f8
@@ -24,6 +25,9 @@ struct serial_regs {
 	uint8_t rx_head, rx_count;
 	uint8_t rx_fifo[SERIAL_FIFO_SIZE];
 };
+
+/* The one description of serial_regs, for save, load and migration. */
+extern const struct vmstate_desc serial_vmsd;
 
 typedef void serial_irq_fn(void *opaque, int level);
 
@@ -45,6 +49,10 @@ void serial_write(struct serial *s, unsigned offset, uint8_t value);
 
 /* Queue received bytes; those beyond the FIFO set the overrun error. */
 void serial_receive(struct serial *s, const uint8_t *buf, size_t len);
+
+/* Copy the registers out / in (e.g. for migration); set re-drives the IRQ. */
+void serial_get_regs(struct serial *s, struct serial_regs *out);
+void serial_set_regs(struct serial *s, const struct serial_regs *in);
 
 /* The I/O bus ops for a serial port (opaque = struct serial *). */
 extern const struct iobus_ops serial_iobus_ops;

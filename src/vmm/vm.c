@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "arch/x86/cpuid.h"
+#include "arch/x86/vcpu_state.h"
 #include "util/log.h"
 #include "vmm/vcpu.h"
 
@@ -90,7 +91,8 @@ static void vm_destroy_vcpus(struct vm *vm)
 /* The KVM side of the machine: VM fd, irqchip, PIT, memory slots, vCPUs. */
 static int vm_create_kvm(struct vm *vm)
 {
-	struct kvm_pit_config pit = { .flags = 0 };
+	/* SPEAKER_DUMMY: KVM also serves port 0x61, the channel-2 gate. */
+	struct kvm_pit_config pit = { .flags = KVM_PIT_SPEAKER_DUMMY };
 	int err;
 
 	vm->vm_fd = ioctl(vm->kvm_fd, KVM_CREATE_VM, 0);
@@ -156,6 +158,8 @@ int vm_create(struct vm *vm, const struct vm_config *cfg)
 		return err;
 	}
 	err = vm_check_kvm(vm->kvm_fd);
+	if (!err)
+		err = x86_vcpu_state_init(vm->kvm_fd);
 	if (err)
 		return err;
 	int run_size = ioctl(vm->kvm_fd, KVM_GET_VCPU_MMAP_SIZE, 0);

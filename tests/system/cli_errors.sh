@@ -9,7 +9,7 @@ expect() {
 	local rc=0
 	"$@" >"$T/out" 2>&1 || rc=$?
 	[ "$rc" -eq "$want" ] || { cat "$T/out"; fail "'$*' exited $rc, want $want"; }
-	grep -qiE "$re" "$T/out" || { cat "$T/out"; fail "'$*' did not say '$re'"; }
+	grep -qiE -e "$re" "$T/out" || { cat "$T/out"; fail "'$*' did not say '$re'"; }
 	! grep -q "Sanitizer" "$T/out" || { cat "$T/out"; fail "'$*' tripped a sanitizer"; }
 	log "ok: $* -> $rc"
 }

@@ -146,28 +146,34 @@ int pvh_load_elf(const struct guest_memory *mem, const void *image, size_t len,
 	err = pvh_check_header(img, len, &is64, &phoff, &phnum, why, whylen);
 	if (err)
 		return err;
-	for (unsigned i = 0; i < phnum; i++) {
+	/* The note first: a file that is no PVH kernel should be told so. */
+	for (unsigned i = 0; i < phnum && !have_entry; i++) {
 		struct pvh_phdr ph;
 		pvh_read_phdr(img, is64, phoff, i, &ph);
-		if (ph.type == PT_NOTE && !have_entry) {
-			if (ph.offset > len || ph.filesz > len - ph.offset)
-				return pvh_fail(-ENOEXEC, why, whylen, "note segment outside the file");
-			int r = pvh_scan_notes(img + ph.offset, ph.filesz, &entry);
-			if (r < 0)
-				return pvh_fail(-ENOEXEC, why, whylen, "malformed ELF note");
-			have_entry = r == 1;
-		} else if (ph.type == PT_LOAD && ph.memsz) {
-			err = pvh_load_segment(mem, img, len, &ph, why, whylen);
-			if (err)
-				return err;
-			low = ph.paddr < low ? ph.paddr : low;
-			high = ph.paddr + ph.memsz - 1 > high ? ph.paddr + ph.memsz - 1 : high;
-			loaded++;
-		}
+		if (ph.type != PT_NOTE)
+			continue;
+		if (ph.offset > len || ph.filesz > len - ph.offset)
+			return pvh_fail(-ENOEXEC, why, whylen, "note segment outside the file");
+		int r = pvh_scan_notes(img + ph.offset, ph.filesz, &entry);
+		if (r < 0)
+			return pvh_fail(-ENOEXEC, why, whylen, "malformed ELF note");
+		have_entry = r == 1;
 	}
 	if (!have_entry)
 		return pvh_fail(-ENOEXEC, why, whylen,
 				"not a PVH kernel: no XEN_ELFNOTE_PHYS32_ENTRY note");
+	for (unsigned i = 0; i < phnum; i++) {
+		struct pvh_phdr ph;
+		pvh_read_phdr(img, is64, phoff, i, &ph);
+		if (ph.type != PT_LOAD || !ph.memsz)
+			continue;
+		err = pvh_load_segment(mem, img, len, &ph, why, whylen);
+		if (err)
+			return err;
+		low = ph.paddr < low ? ph.paddr : low;
+		high = ph.paddr + ph.memsz - 1 > high ? ph.paddr + ph.memsz - 1 : high;
+		loaded++;
+	}
 	if (!loaded)
 		return pvh_fail(-ENOEXEC, why, whylen, "no loadable segments");
 	if (entry < low || entry > high)

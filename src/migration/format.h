@@ -1,0 +1,35 @@
+/* Constants of the migration stream, version 1 (docs/migration-stream.md). */
+#ifndef FERRY_MIGRATION_FORMAT_H
+#define FERRY_MIGRATION_FORMAT_H
+
+#include <stdint.h>
+
+#define MIG_MAGIC		"FERRYMIG"
+#define MIG_MAGIC_LEN		8
+#define MIG_VERSION		1u
+
+#define MIG_SECTION_HDR		8
+#define MIG_SECTION_MAX		(4u << 20)
+#define MIG_RAM_BATCH_MAX	256u
+#define MIG_PAGE_KIND_MASK	0xfffULL
+
+enum mig_section {
+	MIG_SEC_CONFIG = 1,
+	MIG_SEC_RAM = 2,
+	MIG_SEC_PASS = 3,
+	MIG_SEC_STATE = 4,
+	MIG_SEC_DIGEST = 5,
+	MIG_SEC_END = 6,
+	/* return path */
+	MIG_SEC_READY = 16,
+	MIG_SEC_RESULT = 17,
+};
+
+enum mig_page_kind {
+	MIG_PAGE_ZERO = 0,
+	MIG_PAGE_RAW = 1,
+};
+
+#define MIG_FLAG_VERIFY 0x1u
+
+#endif

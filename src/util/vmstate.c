@@ -1,0 +1,613 @@
+/*
+ * Declarative state encoder/decoder; see vmstate.h and docs/vmstate.md.
+ *
+ * Record:  u8 name_len | name | u32 version | u32 body_len | body
+ * Body:    for each field in table order: u32 len | payload
+ * Payload: scalars little-endian, buffers raw, structs as a body.
+ *
+ * Everything read from the wire goes through struct vmstate_in, a window
+ * that can only shrink, so no input can make us read out of bounds; and
+ * everything written goes into a scratch copy of the target.
+ */
+#include "util/vmstate.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util/log.h"
+
+#define VMSTATE_PATH_MAX	128
+#define VMSTATE_MAX_DEPTH	8
+#define VMSTATE_HDR_FIXED	9	/* name_len + version + body_len */
+
+/* Where we are, for error messages: "top: field 'a.b[2]': why". */
+struct vmstate_ctx {
+	const char *top;
+	char path[VMSTATE_PATH_MAX];
+	size_t pathlen;
+	char *msg;
+	size_t msglen;
+};
+
+/* The unread part of the input; only ever shrinks. */
+struct vmstate_in {
+	const uint8_t *p;
+	size_t len;
+};
+
+/* ---- helpers ----------------------------------------------------------- */
+
+static size_t kind_width(enum vmstate_kind k)
+{
+	switch (k) {
+	case VMSTATE_KIND_U8:  return 1;
+	case VMSTATE_KIND_U16: return 2;
+	case VMSTATE_KIND_U32: return 4;
+	case VMSTATE_KIND_U64: return 8;
+	default:               return 0;
+	}
+}
+
+static uint64_t le_get(const uint8_t *p, size_t w)
+{
+	uint64_t v = 0;
+
+	for (size_t i = 0; i < w; i++)
+		v |= (uint64_t)p[i] << (8 * i);
+	return v;
+}
+
+static void le_put(uint8_t *p, uint64_t v, size_t w)
+{
+	for (size_t i = 0; i < w; i++)
+		p[i] = (uint8_t)(v >> (8 * i));
+}
+
+/* Native-endian scalar of width w at p (unaligned). */
+static uint64_t mem_get(const void *p, size_t w)
+{
+	uint8_t u8; uint16_t u16; uint32_t u32; uint64_t u64;
+
+	switch (w) {
+	case 1: memcpy(&u8, p, 1); return u8;
+	case 2: memcpy(&u16, p, 2); return u16;
+	case 4: memcpy(&u32, p, 4); return u32;
+	default: memcpy(&u64, p, 8); return u64;
+	}
+}
+
+static void mem_put(void *p, uint64_t v, size_t w)
+{
+	uint8_t u8 = (uint8_t)v; uint16_t u16 = (uint16_t)v;
+	uint32_t u32 = (uint32_t)v;
+
+	switch (w) {
+	case 1: memcpy(p, &u8, 1); break;
+	case 2: memcpy(p, &u16, 2); break;
+	case 4: memcpy(p, &u32, 4); break;
+	default: memcpy(p, &v, 8); break;
+	}
+}
+
+static bool in_take(struct vmstate_in *in, size_t n, const uint8_t **out)
+{
+	if (n > in->len)
+		return false;
+	*out = in->p;
+	in->p += n;
+	in->len -= n;
+	return true;
+}
+
+static bool in_le(struct vmstate_in *in, size_t w, uint64_t *v)
+{
+	const uint8_t *p;
+
+	if (!in_take(in, w, &p))
+		return false;
+	*v = le_get(p, w);
+	return true;
+}
+
+static void path_push(struct vmstate_ctx *c, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+static void path_push(struct vmstate_ctx *c, const char *fmt, ...)
+{
+	va_list ap;
+	size_t room = sizeof(c->path) - c->pathlen;
+
+	va_start(ap, fmt);
+	int n = vsnprintf(c->path + c->pathlen, room, fmt, ap);
+	va_end(ap);
+	/* A truncated path only shortens a message; keep the NUL in place. */
+	if (n > 0)
+		c->pathlen += (size_t)n < room ? (size_t)n : room - 1;
+}
+
+static void path_pop(struct vmstate_ctx *c, size_t len)
+{
+	c->pathlen = len;
+	c->path[len] = '\0';
+}
+
+static void path_field(struct vmstate_ctx *c, const char *name)
+{
+	path_push(c, c->pathlen ? ".%s" : "%s", name);
+}
+
+/* Record an error (first one wins) and return err. */
+static int fail(struct vmstate_ctx *c, int err, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static int fail(struct vmstate_ctx *c, int err, const char *fmt, ...)
+{
+	char why[VMSTATE_ERR_MAX];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(why, sizeof(why), fmt, ap);
+	va_end(ap);
+	if (!c->msg || !c->msglen)
+		return err;
+	if (c->pathlen)
+		snprintf(c->msg, c->msglen, "%s: field '%s': %s", c->top, c->path, why);
+	else
+		snprintf(c->msg, c->msglen, "%s: %s", c->top, why);
+	return err;
+}
+
+static int range_fail(struct vmstate_ctx *c, const struct vmstate_field *f,
+		      uint32_t i, uint64_t v)
+{
+	if (f->count > 1)
+		path_push(c, "[%u]", i);
+	return fail(c, -ERANGE, "value %llu out of range %llu..%llu",
+		    (unsigned long long)v, (unsigned long long)f->min,
+		    (unsigned long long)f->max);
+}
+
+/* ---- description sanity (programming errors, not input) -------------- */
+
+static bool field_count_ok(const struct vmstate_desc *d,
+			   const struct vmstate_field *f)
+{
+	/* The count must be an earlier scalar field, so it is loaded first. */
+	for (const struct vmstate_field *g = d->fields; g < f; g++)
+		if (g->offset == f->count_offset && kind_width(g->kind) &&
+		    g->size == f->count_size && g->count == 1 && !g->varray)
+			return true;
+	return false;
+}
+
+static bool desc_ok(const struct vmstate_desc *d, int depth)
+{
+	if (depth > VMSTATE_MAX_DEPTH || !d->name || !d->fields || !d->version)
+		return false;
+	size_t nlen = strlen(d->name);
+	if (nlen == 0 || nlen > 255)
+		return false;
+	for (const struct vmstate_field *f = d->fields; f->name; f++) {
+		size_t w = kind_width(f->kind);
+		if (f->count == 0 || f->size == 0 ||
+		    f->offset + f->size * f->count > d->size)
+			return false;
+		if (w && (f->size != w || f->min > f->max))
+			return false;
+		if (f->kind == VMSTATE_KIND_STRUCT &&
+		    (!f->sub || f->sub->size != f->size || !desc_ok(f->sub, depth + 1)))
+			return false;
+		if (f->kind == VMSTATE_KIND_BUFFER && (f->varray || f->count != 1))
+			return false;
+		if (f->varray && !field_count_ok(d, f))
+			return false;
+	}
+	return true;
+}
+
+/* ---- output buffer ----------------------------------------------------- */
+
+void vmstate_buf_init(struct vmstate_buf *b)
+{
+	memset(b, 0, sizeof(*b));
+}
+
+void vmstate_buf_free(struct vmstate_buf *b)
+{
+	free(b->data);
+	vmstate_buf_init(b);
+}
+
+static int buf_grow(struct vmstate_buf *b, size_t n)
+{
+	if (n <= b->cap - b->len)
+		return 0;
+	if (n > SIZE_MAX / 2 - b->len)
+		return -ENOMEM;
+	size_t cap = b->cap ? b->cap : 256;
+	while (cap - b->len < n)
+		cap *= 2;
+	uint8_t *p = realloc(b->data, cap);
+	if (!p)
+		return -ENOMEM;
+	b->data = p;
+	b->cap = cap;
+	return 0;
+}
+
+static int buf_put_le(struct vmstate_buf *b, uint64_t v, size_t w)
+{
+	int ret = buf_grow(b, w);
+
+	if (ret)
+		return ret;
+	le_put(b->data + b->len, v, w);
+	b->len += w;
+	return 0;
+}
+
+static int buf_put(struct vmstate_buf *b, const void *p, size_t n)
+{
+	int ret = buf_grow(b, n);
+
+	if (ret)
+		return ret;
+	memcpy(b->data + b->len, p, n);
+	b->len += n;
+	return 0;
+}
+
+/* Patch the u32 length at 'at' to cover everything written after it. */
+static int buf_patch_len(struct vmstate_buf *b, size_t at)
+{
+	size_t n = b->len - at - 4;
+
+	if (n > UINT32_MAX)
+		return -EOVERFLOW;
+	le_put(b->data + at, n, 4);
+	return 0;
+}
+
+/* ---- save -------------------------------------------------------------- */
+
+static int save_desc(struct vmstate_ctx *c, const struct vmstate_desc *d,
+		     const uint8_t *obj, struct vmstate_buf *out);
+
+static int varray_count(struct vmstate_ctx *c, const struct vmstate_field *f,
+			const uint8_t *obj, uint32_t *n)
+{
+	if (!f->varray) {
+		*n = f->count;
+		return 0;
+	}
+	uint64_t v = mem_get(obj + f->count_offset, f->count_size);
+	if (v > f->count)
+		return fail(c, -ERANGE, "count %llu exceeds maximum %u",
+			    (unsigned long long)v, f->count);
+	*n = (uint32_t)v;
+	return 0;
+}
+
+static int save_scalars(struct vmstate_ctx *c, const struct vmstate_field *f,
+			const uint8_t *p, uint32_t n, struct vmstate_buf *out)
+{
+	size_t w = f->size;
+
+	for (uint32_t i = 0; i < n; i++) {
+		uint64_t v = mem_get(p + i * w, w);
+		if (v < f->min || v > f->max)
+			return range_fail(c, f, i, v);
+		int ret = buf_put_le(out, v, w);
+		if (ret)
+			return ret;
+	}
+	return 0;
+}
+
+static int save_field(struct vmstate_ctx *c, const struct vmstate_field *f,
+		      const uint8_t *obj, struct vmstate_buf *out)
+{
+	const uint8_t *p = obj + f->offset;
+	size_t at = out->len;
+	uint32_t n;
+	int ret;
+
+	ret = varray_count(c, f, obj, &n);
+	if (ret == 0)
+		ret = buf_put_le(out, 0, 4);	/* length, patched below */
+	if (ret)
+		return ret;
+	if (f->kind == VMSTATE_KIND_BUFFER) {
+		ret = buf_put(out, p, f->size);
+	} else if (f->kind == VMSTATE_KIND_STRUCT) {
+		size_t plen = c->pathlen;
+		for (uint32_t i = 0; i < n && !ret; i++) {
+			if (f->count > 1)
+				path_push(c, "[%u]", i);
+			ret = save_desc(c, f->sub, p + i * f->size, out);
+			if (!ret)
+				path_pop(c, plen);
+		}
+	} else {
+		ret = save_scalars(c, f, p, n, out);
+	}
+	return ret ? ret : buf_patch_len(out, at);
+}
+
+static int save_desc(struct vmstate_ctx *c, const struct vmstate_desc *d,
+		     const uint8_t *obj, struct vmstate_buf *out)
+{
+	for (const struct vmstate_field *f = d->fields; f->name; f++) {
+		size_t plen = c->pathlen;
+		path_field(c, f->name);
+		int ret = save_field(c, f, obj, out);
+		if (ret)
+			return ret;
+		path_pop(c, plen);
+	}
+	return 0;
+}
+
+int vmstate_save(const struct vmstate_desc *d, const void *obj,
+		 struct vmstate_buf *out)
+{
+	char msg[VMSTATE_ERR_MAX] = "";
+	struct vmstate_ctx c = { .top = d->name, .msg = msg, .msglen = sizeof(msg) };
+	size_t start = out->len, nlen = strlen(d->name);
+	int ret;
+
+	assert(desc_ok(d, 0));
+	ret = buf_put_le(out, nlen, 1);
+	if (!ret)
+		ret = buf_put(out, d->name, nlen);
+	if (!ret)
+		ret = buf_put_le(out, d->version, 4);
+	if (!ret)
+		ret = buf_put_le(out, 0, 4);	/* body length, patched below */
+	if (!ret)
+		ret = save_desc(&c, d, obj, out);
+	if (!ret)
+		ret = buf_patch_len(out, start + 1 + nlen + 4);
+	if (ret) {
+		pr_err("vmstate save: %s", msg[0] ? msg : strerror(-ret));
+		out->len = start;
+	}
+	return ret;
+}
+
+/* ---- load -------------------------------------------------------------- */
+
+static int load_desc(struct vmstate_ctx *c, const struct vmstate_desc *d,
+		     uint8_t *obj, struct vmstate_in *in);
+
+static int load_scalars(struct vmstate_ctx *c, const struct vmstate_field *f,
+			uint8_t *p, uint32_t n, struct vmstate_in *in)
+{
+	size_t w = f->size;
+
+	if (in->len != (size_t)n * w)
+		return fail(c, -EINVAL, "length %zu, expected %zu",
+			    in->len, (size_t)n * w);
+	for (uint32_t i = 0; i < n; i++) {
+		uint64_t v;
+		if (!in_le(in, w, &v))
+			return fail(c, -EINVAL, "truncated");
+		if (v < f->min || v > f->max)
+			return range_fail(c, f, i, v);
+		mem_put(p + i * w, v, w);
+	}
+	return 0;
+}
+
+static int load_structs(struct vmstate_ctx *c, const struct vmstate_field *f,
+			uint8_t *p, uint32_t n, struct vmstate_in *in)
+{
+	size_t plen = c->pathlen;
+
+	for (uint32_t i = 0; i < n; i++) {
+		if (f->count > 1)
+			path_push(c, "[%u]", i);
+		int ret = load_desc(c, f->sub, p + i * f->size, in);
+		if (ret)
+			return ret;
+		path_pop(c, plen);
+	}
+	return 0;
+}
+
+static int load_payload(struct vmstate_ctx *c, const struct vmstate_field *f,
+			uint8_t *obj, struct vmstate_in *win)
+{
+	uint8_t *p = obj + f->offset;
+	const uint8_t *src;
+	uint32_t n;
+	int ret;
+
+	/* For a varray, the count field was loaded and range-checked already. */
+	ret = varray_count(c, f, obj, &n);
+	if (ret)
+		return ret;
+	if (f->kind == VMSTATE_KIND_BUFFER) {
+		if (win->len != f->size)
+			return fail(c, -EINVAL, "length %zu, expected %zu",
+				    win->len, f->size);
+		if (!in_take(win, f->size, &src))
+			return fail(c, -EINVAL, "truncated");
+		memcpy(p, src, f->size);
+		return 0;
+	}
+	if (f->kind == VMSTATE_KIND_STRUCT)
+		ret = load_structs(c, f, p, n, win);
+	else
+		ret = load_scalars(c, f, p, n, win);
+	if (ret)
+		return ret;
+	/* Elements past the count are not on the wire: don't keep stale ones. */
+	memset(p + (size_t)n * f->size, 0, (size_t)(f->count - n) * f->size);
+	return 0;
+}
+
+static int load_field(struct vmstate_ctx *c, const struct vmstate_field *f,
+		      uint8_t *obj, struct vmstate_in *in)
+{
+	struct vmstate_in win;
+	uint64_t len;
+	char why[VMSTATE_ERR_MAX] = "";
+	int ret;
+
+	if (!in_le(in, 4, &len))
+		return fail(c, -EINVAL, "truncated before its length");
+	if (!in_take(in, len, &win.p))
+		return fail(c, -EINVAL, "length %llu exceeds the %zu bytes left",
+			    (unsigned long long)len, in->len);
+	win.len = len;
+	ret = load_payload(c, f, obj, &win);
+	if (ret)
+		return ret;
+	if (win.len)
+		return fail(c, -EINVAL, "%zu trailing bytes", win.len);
+	if (f->check) {
+		ret = f->check(obj + f->offset, why, sizeof(why));
+		if (ret)
+			return fail(c, ret < 0 ? ret : -EINVAL, "%s",
+				    why[0] ? why : "check failed");
+	}
+	return 0;
+}
+
+static int load_desc(struct vmstate_ctx *c, const struct vmstate_desc *d,
+		     uint8_t *obj, struct vmstate_in *in)
+{
+	char why[VMSTATE_ERR_MAX] = "";
+	int ret;
+
+	for (const struct vmstate_field *f = d->fields; f->name; f++) {
+		size_t plen = c->pathlen;
+		path_field(c, f->name);
+		ret = load_field(c, f, obj, in);
+		if (ret)
+			return ret;
+		path_pop(c, plen);
+	}
+	if (d->post_load) {
+		ret = d->post_load(obj, why, sizeof(why));
+		if (ret)
+			return fail(c, ret < 0 ? ret : -EINVAL, "%s",
+				    why[0] ? why : "post_load failed");
+	}
+	return 0;
+}
+
+/* Copy a hostile name into dst for messages: printable and bounded. */
+static void name_sanitize(char *dst, size_t dlen, const uint8_t *src, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n && i + 1 < dlen; i++)
+		dst[i] = (src[i] >= 0x20 && src[i] < 0x7f) ? (char)src[i] : '?';
+	dst[i] = '\0';
+}
+
+/* Parse the header; leaves in at the body, which must fill the rest. */
+static int parse_header(struct vmstate_ctx *c, struct vmstate_in *in,
+			const uint8_t **name, size_t *nlen, uint32_t *version,
+			size_t *body_len)
+{
+	uint64_t v, blen, ver;
+
+	if (!in_le(in, 1, &v))
+		return fail(c, -EINVAL, "bad header: truncated");
+	if (v == 0)
+		return fail(c, -EINVAL, "bad header: empty name");
+	*nlen = v;
+	if (!in_take(in, *nlen, name) || !in_le(in, 4, &ver) || !in_le(in, 4, &blen))
+		return fail(c, -EINVAL, "bad header: truncated");
+	*version = (uint32_t)ver;
+	*body_len = blen;
+	return 0;
+}
+
+int vmstate_peek(const void *data, size_t len, char *name, size_t namelen,
+		 uint32_t *version, size_t *record_len)
+{
+	struct vmstate_ctx c = { .top = "vmstate" };
+	struct vmstate_in in = { data, len };
+	const uint8_t *n;
+	size_t nlen, blen;
+	int ret;
+
+	ret = parse_header(&c, &in, &n, &nlen, version, &blen);
+	if (ret)
+		return ret;
+	if (blen > in.len)
+		return -EINVAL;
+	if (namelen)
+		name_sanitize(name, namelen, n, nlen);
+	*record_len = len - in.len + blen;
+	return 0;
+}
+
+static int check_header(struct vmstate_ctx *c, const struct vmstate_desc *d,
+			struct vmstate_in *in)
+{
+	const uint8_t *name;
+	size_t nlen, blen;
+	uint32_t ver;
+	char shown[40];
+	int ret;
+
+	ret = parse_header(c, in, &name, &nlen, &ver, &blen);
+	if (ret)
+		return ret;
+	if (nlen != strlen(d->name) || memcmp(name, d->name, nlen)) {
+		name_sanitize(shown, sizeof(shown), name, nlen);
+		return fail(c, -EINVAL, "record is for '%s', not '%s'", shown, d->name);
+	}
+	if (ver > d->version)
+		return fail(c, -EPROTONOSUPPORT,
+			    "version %u is newer than this ferry supports (%u)",
+			    ver, d->version);
+	if (ver != d->version)
+		return fail(c, -EPROTONOSUPPORT,
+			    "version %u is not supported (only %u)", ver, d->version);
+	if (blen != in->len)
+		return fail(c, -EINVAL, "body length %zu but %zu bytes %s",
+			    blen, in->len, blen > in->len ? "present (truncated)" :
+			    "present (trailing bytes)");
+	return 0;
+}
+
+int vmstate_load(const struct vmstate_desc *d, void *obj, const void *data,
+		 size_t len, struct vmstate_error *err)
+{
+	struct vmstate_ctx c = { .top = d->name };
+	struct vmstate_in in = { data, len };
+	uint8_t *scratch;
+	int ret;
+
+	assert(desc_ok(d, 0));
+	if (err) {
+		c.msg = err->msg;
+		c.msglen = sizeof(err->msg);
+		err->msg[0] = '\0';
+	}
+	if (!data && len)
+		return fail(&c, -EINVAL, "no data");
+	scratch = malloc(d->size);
+	if (!scratch)
+		return fail(&c, -ENOMEM, "out of memory");
+	memcpy(scratch, obj, d->size);
+	ret = check_header(&c, d, &in);
+	if (!ret)
+		ret = load_desc(&c, d, scratch, &in);
+	if (!ret && in.len)	/* load_field() bounds each field; belt and braces */
+		ret = fail(&c, -EINVAL, "%zu trailing bytes", in.len);
+	if (!ret)
+		memcpy(obj, scratch, d->size);
+	free(scratch);
+	return ret;
+}

@@ -1,0 +1,54 @@
+/*
+ * All CPU and device state of a machine as a sequence of vmstate records:
+ * "x86_vm", one "x86_vcpu" per vCPU, "serial-8250".  Used to rebuild a VM
+ * and, by migration, to carry it to another host.  RAM is not included.
+ */
+#ifndef FERRY_VMM_MACHINE_STATE_H
+#define FERRY_VMM_MACHINE_STATE_H
+
+#include "arch/x86/vcpu_state.h"
+#include "arch/x86/vm_state.h"
+#include "util/vmstate.h"
+#include "vmm/machine.h"
+
+struct machine_state {
+	struct x86_vm_state vm;
+	unsigned nr_vcpus;
+	struct x86_vcpu_state *vcpus;	/* nr_vcpus entries */
+	struct serial_regs com1;
+};
+
+/*
+ * Append the state of paused machine m to out.  Returns 0 or -errno
+ * (logged); -EBUSY if the VM is not paused.
+ */
+int machine_state_save(struct machine *m, struct vmstate_buf *out)
+	__attribute__((warn_unused_result));
+
+/*
+ * Decode len bytes of untrusted records for a machine of nr_vcpus vCPUs
+ * into st (allocated here; free with machine_state_free()).  Every record
+ * must be present once, in order, with nothing after.  Returns 0 or -errno
+ * with the reason in err.
+ */
+int machine_state_decode(const void *data, size_t len, unsigned nr_vcpus,
+			 struct machine_state *st, struct vmstate_error *err)
+	__attribute__((warn_unused_result));
+
+/*
+ * Load decoded state into machine m, whose vCPUs have not run since their
+ * KVM objects were created.  Returns 0 or -errno (logged).
+ */
+int machine_state_apply(struct machine *m, const struct machine_state *st)
+	__attribute__((warn_unused_result));
+
+void machine_state_free(struct machine_state *st);
+
+/*
+ * Save all state of paused machine m, destroy its KVM VM, create a new one
+ * on the same RAM and load the state: what migration does, within one
+ * process.  The machine stays paused.  Returns 0 or -errno (logged).
+ */
+int machine_state_rebuild(struct machine *m) __attribute__((warn_unused_result));
+
+#endif
