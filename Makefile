@@ -20,7 +20,7 @@ CPPFLAGS := -D_GNU_SOURCE -Isrc -MMD -MP
 CFLAGS   := -std=gnu11 -O2 -g -fno-strict-aliasing -fstack-protector-strong $(WARNINGS)
 SANFLAGS := -std=gnu11 -O1 -g -fno-strict-aliasing -fno-omit-frame-pointer \
 	-fsanitize=address,undefined -fno-sanitize-recover=all $(WARNINGS)
-LDLIBS   := -ljson-c -lpthread -lm
+LDLIBS   := -ljson-c -lxxhash -lpthread -lm
 
 DEPS_STAMP := $(BUILD)/.deps-ok
 
@@ -71,7 +71,7 @@ $(BUILD)/tests/%: $(BUILD)/san/tests/unit/%.o $(FERRY_SAN_OBJS)
 $(BUILD)/tests/%: $(BUILD)/san/tests/kvm/%.o $(FERRY_SAN_OBJS)
 	$(test_link)
 
--include guest/guest.mk
+include guest/guest.mk
 
 unit: $(UNIT_BINS)
 

@@ -1,0 +1,86 @@
+/*
+ * user.h - ring-3 side of the probe: configuration and shared state.
+ */
+#ifndef USER_H
+#define USER_H
+
+#include "probe.h"
+
+enum workload { WL_IDLE, WL_CPU, WL_MEMTOUCH, WL_VERIFY };
+enum pattern { PAT_SEQ, PAT_RANDOM, PAT_HOTCOLD };
+enum fill { FILL_NONE, FILL_ZERO, FILL_TEXT, FILL_RANDOM, FILL_MIXED };
+
+struct config {
+	enum workload workload;
+	enum pattern pattern;
+	enum fill fill;
+	u64 wss;                /* bytes */
+	u64 period_ns;
+	u64 seconds;            /* 0 = forever */
+	u64 seed;
+	u64 rate;               /* bytes/s over all vCPUs, 0 = unpaced */
+};
+
+/* A free RAM range [start, end), page aligned. */
+struct range {
+	u64 start, end;
+};
+#define MAX_RANGES 64
+
+/* State the BSP sets up and every vCPU reads (ring 3 shares all memory). */
+struct shared {
+	struct config cfg;
+	u32 ncpus;
+	u64 tsc_khz;
+	u64 tsc_hz;
+	u64 period_ticks;
+	u64 wss_start, wss_pages;
+	struct range free[MAX_RANGES];
+	u32 nfree;
+	u64 free_pages;
+	volatile u32 door;      /* AP admission counter, DOOR_CLOSED when counted */
+	volatile u32 go;        /* BSP: layout known, start filling */
+	volatile u32 filled;    /* vCPUs done filling */
+	volatile u32 running;   /* BSP: start the workload */
+	struct {                /* per-vCPU work counter, one cache line each */
+		volatile u64 units;     /* pages written (memtouch, verify) or loop iterations (cpu) */
+		u64 pad[7];
+	} work[MAX_CPUS] __attribute__((aligned(64)));
+};
+#define DOOR_CLOSED 0x80000000U
+extern struct shared sh;
+
+/* cmdline.c */
+bool parse_cmdline(const char *line, struct config *cfg);
+const char *workload_name(enum workload w);
+const char *pattern_name(enum pattern p);
+const char *fill_name(enum fill f);
+
+/* main.c: heartbeat, owned by the BSP */
+struct heartbeat {
+	u64 next;               /* TSC of the next "hb" line */
+	u64 seq;
+	u64 end;                /* TSC at which seconds= expires, or ~0 */
+};
+extern struct heartbeat hb;
+void hb_fire(void);
+/* Also fires if the TSC went backwards by more than a period (a VMM that
+ * does not carry the TSC across a migration), to restart the schedule. */
+static inline void hb_poll(void)
+{
+	u64 now = rdtsc();
+
+	if (now >= hb.next || hb.next - now > sh.period_ticks)
+		hb_fire();
+}
+void wait_until(u64 tsc, bool bsp);
+void delay_us(u64 us);
+
+/* fill.c */
+void fill_memory(u32 cpu);
+
+/* workloads.c, cpu.c: never return */
+noreturn void run_workload(u32 cpu);
+noreturn void run_cpu(u32 cpu);
+
+#endif /* USER_H */
