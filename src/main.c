@@ -14,6 +14,7 @@ static const char main_usage[] =
 "  resume    resume a paused VM:          ferry resume CONTROL\n"
 "  quit      shut a VM down:              ferry quit CONTROL\n"
 "  call      send any control command:    ferry call CONTROL COMMAND [JSON]\n"
+"  migrate   live-migrate a VM:           ferry migrate CONTROL URI [options]\n"
 "\n"
 "CONTROL is the unix socket given to 'ferry run --control PATH'.\n"
 "'ferry COMMAND --help' describes each command.\n";
@@ -33,6 +34,8 @@ int main(int argc, char **argv)
 	}
 	if (!strcmp(verb, "run"))
 		return cli_run(argc - 1, argv + 1);
+	if (!strcmp(verb, "migrate"))
+		return cli_migrate(argc - 1, argv + 1);
 	for (size_t i = 0; i < sizeof(client_verbs) / sizeof(client_verbs[0]); i++)
 		if (!strcmp(verb, client_verbs[i]))
 			return cli_client(verb, argc - 1, argv + 1);

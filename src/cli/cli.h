@@ -14,10 +14,12 @@ enum ferry_exit {
 	FERRY_EXIT_UNAVAILABLE = 69,	/* no /dev/kvm; no VM at the control socket */
 	FERRY_EXIT_SOFTWARE = 70,	/* a command failed inside ferry */
 	FERRY_EXIT_OSERR = 71,		/* out of memory, socket busy, ... */
+	FERRY_EXIT_IOERR = 74,		/* the migration connection failed */
 	FERRY_EXIT_GUEST_CRASH = 80,	/* triple fault or KVM could not run the guest */
 };
 
 int cli_run(int argc, char **argv);
 int cli_client(const char *verb, int argc, char **argv);
+int cli_migrate(int argc, char **argv);
 
 #endif

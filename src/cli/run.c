@@ -11,15 +11,19 @@
 
 #include "cli/cli.h"
 #include "control/control.h"
+#include "migration/incoming.h"
+#include "migration/migration.h"
 #include "util/log.h"
 #include "util/parse.h"
 #include "vmm/machine.h"
 
 static const char run_usage[] =
 "Usage: ferry run --kernel FILE [options]\n"
+"       ferry run --incoming URI [options]\n"
 "\n"
-"Boot a VM from a PVH ELF kernel and run it until the guest exits, a quit\n"
-"command arrives, or ferry gets SIGINT/SIGTERM.\n"
+"Boot a VM from a PVH ELF kernel, or receive one by live migration, and run\n"
+"it until the guest exits, it migrates away, a quit command arrives, or\n"
+"ferry gets SIGINT/SIGTERM.\n"
 "\n"
 "Options:\n"
 "  -k, --kernel FILE      PVH ELF kernel to boot (e.g. build/probe.elf)\n"
@@ -28,18 +32,24 @@ static const char run_usage[] =
 "  -c, --vcpus N          number of vCPUs, 1..64 (default 1)\n"
 "  -s, --serial SPEC      COM1 backend: stdio, file:PATH, unix:PATH (default stdio)\n"
 "  -C, --control PATH     serve the JSON control API on this unix socket\n"
+"  -i, --incoming URI     wait for a migration on tcp:HOST:PORT or unix:PATH;\n"
+"                         the VM's size comes in the stream (with --memory and\n"
+"                         --vcpus given, a larger VM is refused)\n"
 "      --test-hooks       allow the x-test-* control commands (tests only)\n"
 "  -q, --quiet            print errors only\n"
 "  -v, --verbose          print debug messages\n"
 "  -h, --help             show this help\n"
 "\n"
 "Exit status: the guest's debug-exit value (port 0xf4) if it wrote one, 0\n"
-"after quit or a signal, 64 usage, 65 bad kernel, 66 missing file,\n"
-"69 no /dev/kvm, 71 system error, 80 guest crashed.\n";
+"after quit, a signal or a completed migration away, 64 usage, 65 bad kernel\n"
+"or migration stream, 66 missing file, 69 no /dev/kvm, 71 system error,\n"
+"74 incoming migration lost its connection, 80 guest crashed.\n";
 
 struct run_opts {
 	struct machine_config mc;
 	const char *control;
+	const char *incoming;
+	bool memory_set, vcpus_set;
 	bool test_hooks;
 };
 
@@ -52,6 +62,7 @@ static void run_parse(int argc, char **argv, struct run_opts *o)
 		{ "vcpus", required_argument, NULL, 'c' },
 		{ "serial", required_argument, NULL, 's' },
 		{ "control", required_argument, NULL, 'C' },
+		{ "incoming", required_argument, NULL, 'i' },
 		{ "test-hooks", no_argument, NULL, 'T' },
 		{ "quiet", no_argument, NULL, 'q' },
 		{ "verbose", no_argument, NULL, 'v' },
@@ -62,12 +73,13 @@ static void run_parse(int argc, char **argv, struct run_opts *o)
 	int c;
 
 	*o = (struct run_opts){ .mc = { .memory = 256ULL << 20, .vcpus = 1, .serial = "stdio" } };
-	while ((c = getopt_long(argc, argv, "k:a:m:c:s:C:qvh", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "k:a:m:c:s:C:i:qvh", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'k': o->mc.kernel = optarg; break;
 		case 'a': o->mc.cmdline = optarg; break;
 		case 's': o->mc.serial = optarg; break;
 		case 'C': o->control = optarg; break;
+		case 'i': o->incoming = optarg; break;
 		case 'T': o->test_hooks = true; break;
 		case 'q': log_set_level(LOG_ERROR); break;
 		case 'v': log_set_level(LOG_DEBUG); break;
@@ -80,12 +92,14 @@ static void run_parse(int argc, char **argv, struct run_opts *o)
 			    o->mc.memory % (2ULL << 20))
 				die(FERRY_EXIT_USAGE,
 				    "--memory %s: must be a multiple of 2M from 16M to 1T", optarg);
+			o->memory_set = true;
 			break;
 		case 'c':
 			if (parse_uint(optarg, VM_MAX_VCPUS, &v) || v == 0)
 				die(FERRY_EXIT_USAGE, "bad --vcpus '%s': use 1 to %d", optarg,
 				    VM_MAX_VCPUS);
 			o->mc.vcpus = (unsigned)v;
+			o->vcpus_set = true;
 			break;
 		default:
 			fputs("Try 'ferry run --help'.\n", stderr);
@@ -95,8 +109,15 @@ static void run_parse(int argc, char **argv, struct run_opts *o)
 	if (optind < argc)
 		die(FERRY_EXIT_USAGE, "unexpected argument '%s' (try 'ferry run --help')",
 		    argv[optind]);
+	if (o->incoming) {
+		if (o->mc.kernel || o->mc.cmdline)
+			die(FERRY_EXIT_USAGE, "--incoming takes the kernel and its command line from "
+			    "the stream; drop --kernel and --cmdline");
+		return;
+	}
 	if (!o->mc.kernel)
-		die(FERRY_EXIT_USAGE, "--kernel FILE is required (try 'ferry run --help')");
+		die(FERRY_EXIT_USAGE, "--kernel FILE or --incoming URI is required "
+		    "(try 'ferry run --help')");
 	if (access(o->mc.kernel, R_OK) < 0)
 		die(FERRY_EXIT_NOINPUT, "cannot read kernel %s: %s", o->mc.kernel, strerror(errno));
 }
@@ -133,6 +154,8 @@ static int run_wait(struct machine *m, int sfd)
 			break;
 	}
 	switch (vm_wait_stopped(vm)) {
+	case VM_STOP_MIGRATED:
+		return FERRY_EXIT_OK;
 	case VM_STOP_GUEST_EXIT:
 		return vm->guest_status;
 	case VM_STOP_GUEST_CRASH:
@@ -142,9 +165,47 @@ static int run_wait(struct machine *m, int sfd)
 	}
 }
 
+/* Receive the VM by migration; on success m is ready to start. */
+static int run_incoming(const struct run_opts *o, struct mig_incoming *inc, struct machine *m)
+{
+	struct mig_incoming_opts io = {
+		.uri = o->incoming, .serial = o->mc.serial,
+		.max_memory = o->memory_set ? o->mc.memory : 0,
+		.max_vcpus = o->vcpus_set ? o->mc.vcpus : 0,
+		.accept_timeout_ms = -1, .io_timeout_ms = 30000,
+	};
+	int err = mig_incoming_receive(inc, &io, m);
+
+	if (!err)
+		return 0;
+	pr_err("incoming migration failed: %s; the guest was not started here", inc->why);
+	mig_incoming_reply(inc, err, inc->why);
+	switch (-err) {
+	case EPIPE: case ETIMEDOUT: case ECONNRESET: return FERRY_EXIT_IOERR;
+	case EINVAL: case EADDRINUSE: case EACCES: return FERRY_EXIT_USAGE;
+	default: return err == -ENOMEM ? FERRY_EXIT_OSERR : FERRY_EXIT_DATAERR;
+	}
+}
+
+static int run_start(struct machine *m, struct migration *mig, struct control_server *cs,
+		     const struct run_opts *o)
+{
+	int err = 0;
+
+	if (o->control)
+		err = control_server_open(cs, o->control, m, mig, o->test_hooks);
+	if (!err && o->control)
+		err = control_server_start(cs);
+	if (!err)
+		err = vm_start(&m->vm);
+	return err;
+}
+
 int cli_run(int argc, char **argv)
 {
 	struct control_server cs = { .listen_fd = -1, .wake_fd = { -1, -1 } };
+	struct mig_incoming inc = { .s = { .fd = -1 } };
+	struct migration mig;
 	struct run_opts o;
 	struct machine *m;
 	sigset_t sigs;
@@ -163,20 +224,32 @@ int cli_run(int argc, char **argv)
 	m = calloc(1, sizeof(*m));
 	if (!m || sfd < 0)
 		die(FERRY_EXIT_OSERR, "out of memory");
-	err = machine_create(m, &o.mc);
-	if (!err && o.control)
-		err = control_server_open(&cs, o.control, m, o.test_hooks);
-	if (!err && o.control)
-		err = control_server_start(&cs);
+	if (o.incoming) {
+		status = run_incoming(&o, &inc, m);
+		if (status) {
+			free(m);
+			close(sfd);
+			return status;
+		}
+		err = 0;
+	} else {
+		err = machine_create(m, &o.mc);
+	}
+	migration_init(&mig, m);
 	if (!err)
-		err = vm_start(&m->vm);
+		err = run_start(m, &mig, &cs, &o);
+	if (o.incoming)
+		mig_incoming_reply(&inc, err, err ? "the destination could not start the guest" : "ok");
 	if (err) {
 		status = run_exit_code(err);
 	} else {
-		pr_debug("running %s with %u vCPUs and %llu MiB", o.mc.kernel, o.mc.vcpus,
-			 (unsigned long long)(o.mc.memory >> 20));
+		pr_debug("running with %u vCPUs and %llu MiB", m->vm.nr_vcpus,
+			 (unsigned long long)(m->vm.mem.size >> 20));
 		status = run_wait(m, sfd);
 	}
+	/* No new commands, then no migration thread, then no clients to tell. */
+	control_server_stop(&cs);
+	migration_destroy(&mig);
 	control_server_close(&cs);
 	machine_destroy(m);
 	free(m);

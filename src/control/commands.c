@@ -6,6 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "control/cmd_migrate.h"
 #include "vmm/machine_state.h"
 
 struct control_command {
@@ -14,10 +15,7 @@ struct control_command {
 	int (*run)(struct control_ctx *ctx, json_object *args, json_object **ret);
 };
 
-static int control_fail(json_object **ret, int err, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-
-static int control_fail(json_object **ret, int err, const char *fmt, ...)
+int control_fail(json_object **ret, int err, const char *fmt, ...)
 {
 	char msg[256];
 	va_list ap;
@@ -118,6 +116,9 @@ static const struct control_command control_commands[] = {
 	{ "pause", false, cmd_pause },
 	{ "resume", false, cmd_resume },
 	{ "quit", false, cmd_quit },
+	{ "migrate", false, cmd_migrate },
+	{ "migrate-cancel", false, cmd_migrate_cancel },
+	{ "query-migrate", false, cmd_query_migrate },
 	{ "x-test-corrupt", true, cmd_test_corrupt },
 	{ "x-test-rebuild", true, cmd_test_rebuild },
 };

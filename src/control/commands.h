@@ -7,8 +7,13 @@
 
 #include "vmm/machine.h"
 
+struct migration;
+struct control_server;
+
 struct control_ctx {
 	struct machine *machine;
+	struct migration *mig;		/* the outgoing migration job; may be NULL */
+	struct control_server *server;
 	bool test_hooks;	/* allow x-test-* commands (ferry run --test-hooks) */
 };
 
@@ -19,5 +24,9 @@ struct control_ctx {
  */
 int control_dispatch(struct control_ctx *ctx, const char *name, json_object *args,
 		     json_object **ret);
+
+/* Set *ret to a message and return err; for command handlers. */
+int control_fail(json_object **ret, int err, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
 
 #endif

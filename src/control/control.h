@@ -21,6 +21,12 @@ struct control_client {
 };
 
 struct control_server {
+	/*
+	 * The control thread owns clients[] and is the only one to change it;
+	 * `lock` is taken for those changes and around every write, so events
+	 * from other threads (control_server_broadcast) never cut into a reply.
+	 */
+	pthread_mutex_t lock;
 	int listen_fd;
 	int wake_fd[2];
 	char *path;
@@ -35,9 +41,13 @@ struct control_server {
  * a live one is not (-EADDRINUSE).  Returns 0 or -errno with a message.
  */
 int control_server_open(struct control_server *cs, const char *path, struct machine *m,
-			bool test_hooks) __attribute__((warn_unused_result));
+			struct migration *mig, bool test_hooks) __attribute__((warn_unused_result));
 /* Start serving in a thread.  Returns 0 or -errno. */
 int control_server_start(struct control_server *cs) __attribute__((warn_unused_result));
+/* Send an event line to every connected client.  Any thread. */
+void control_server_broadcast(struct control_server *cs, json_object *event);
+/* Stop serving commands; clients stay connected for broadcasts. */
+void control_server_stop(struct control_server *cs);
 /* Stop the thread, close clients and remove the socket file. */
 void control_server_close(struct control_server *cs);
 

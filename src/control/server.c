@@ -34,14 +34,17 @@ static bool control_path_live(const struct sockaddr_un *sa)
 }
 
 int control_server_open(struct control_server *cs, const char *path, struct machine *m,
-			bool test_hooks)
+			struct migration *mig, bool test_hooks)
 {
 	struct sockaddr_un sa;
 	int err;
 
 	memset(cs, 0, sizeof(*cs));
+	pthread_mutex_init(&cs->lock, NULL);
 	cs->listen_fd = cs->wake_fd[0] = cs->wake_fd[1] = -1;
 	cs->ctx.machine = m;
+	cs->ctx.mig = mig;
+	cs->ctx.server = cs;
 	cs->ctx.test_hooks = test_hooks;
 	err = control_addr(path, &sa);
 	if (err) {
@@ -73,7 +76,7 @@ fail:
 	return err;
 }
 
-static void control_reply(int fd, json_object *reply)
+static void control_reply_locked(int fd, json_object *reply)
 {
 	const char *s = json_object_to_json_string_ext(reply, JSON_C_TO_STRING_PLAIN);
 	size_t len = strlen(s);
@@ -92,6 +95,22 @@ static void control_reply(int fd, json_object *reply)
 		off += (size_t)n;
 	}
 	free(line);
+}
+
+static void control_reply(struct control_server *cs, int fd, json_object *reply)
+{
+	pthread_mutex_lock(&cs->lock);
+	control_reply_locked(fd, reply);
+	pthread_mutex_unlock(&cs->lock);
+}
+
+void control_server_broadcast(struct control_server *cs, json_object *event)
+{
+	pthread_mutex_lock(&cs->lock);
+	for (unsigned i = 0; i < CONTROL_MAX_CLIENTS; i++)
+		if (cs->clients[i])
+			control_reply_locked(cs->clients[i]->fd, event);
+	pthread_mutex_unlock(&cs->lock);
 }
 
 static json_object *control_error(const char *cls, const char *desc)
@@ -139,16 +158,18 @@ out:
 	if (req && json_object_is_type(req, json_type_object) &&
 	    json_object_object_get_ex(req, "id", &v))
 		json_object_object_add(reply, "id", json_object_get(v));
-	control_reply(fd, reply);
+	control_reply(cs, fd, reply);
 	json_object_put(reply);
 	json_object_put(req);
 }
 
 static void control_drop_client(struct control_server *cs, unsigned i)
 {
+	pthread_mutex_lock(&cs->lock);
 	close(cs->clients[i]->fd);
 	free(cs->clients[i]);
 	cs->clients[i] = NULL;
+	pthread_mutex_unlock(&cs->lock);
 }
 
 /* Read what a client sent and run each complete line.  False: drop it. */
@@ -170,7 +191,7 @@ static bool control_read_client(struct control_server *cs, struct control_client
 	memmove(c->buf, start, c->len);
 	if (c->len == sizeof(c->buf) - 1) {
 		json_object *r = control_error("BadRequest", "request line too long");
-		control_reply(c->fd, r);
+		control_reply(cs, c->fd, r);
 		json_object_put(r);
 		return false;
 	}
@@ -186,14 +207,17 @@ static void control_accept(struct control_server *cs)
 	for (unsigned i = 0; i < CONTROL_MAX_CLIENTS; i++) {
 		if (cs->clients[i])
 			continue;
-		cs->clients[i] = calloc(1, sizeof(*cs->clients[i]));
-		if (!cs->clients[i])
+		struct control_client *c = calloc(1, sizeof(*c));
+		if (!c)
 			break;
-		cs->clients[i]->fd = fd;
+		c->fd = fd;
+		pthread_mutex_lock(&cs->lock);
+		cs->clients[i] = c;
+		pthread_mutex_unlock(&cs->lock);
 		return;
 	}
 	json_object *r = control_error("Busy", "too many control clients");
-	control_reply(fd, r);
+	control_reply(cs, fd, r);
 	json_object_put(r);
 	close(fd);
 }
@@ -233,7 +257,7 @@ int control_server_start(struct control_server *cs)
 	return err;
 }
 
-void control_server_close(struct control_server *cs)
+void control_server_stop(struct control_server *cs)
 {
 	if (cs->thread_started) {
 		if (write(cs->wake_fd[1], "x", 1) < 0)
@@ -241,6 +265,11 @@ void control_server_close(struct control_server *cs)
 		pthread_join(cs->thread, NULL);
 		cs->thread_started = false;
 	}
+}
+
+void control_server_close(struct control_server *cs)
+{
+	control_server_stop(cs);
 	for (unsigned i = 0; i < CONTROL_MAX_CLIENTS; i++)
 		if (cs->clients[i])
 			control_drop_client(cs, i);
@@ -252,6 +281,7 @@ void control_server_close(struct control_server *cs)
 	if (cs->path)
 		unlink(cs->path);
 	free(cs->path);
+	pthread_mutex_destroy(&cs->lock);
 	memset(cs, 0, sizeof(*cs));
 	cs->listen_fd = cs->wake_fd[0] = cs->wake_fd[1] = -1;
 }

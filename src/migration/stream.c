@@ -15,8 +15,9 @@ int mig_stream_init(struct mig_stream *s, int fd, size_t bufsize)
 	s->fd = fd;
 	s->timeout_ms = -1;
 	s->buf = malloc(bufsize);
+	s->rbuf = malloc(bufsize);
 	s->cap = bufsize;
-	return s->buf ? 0 : -ENOMEM;
+	return s->buf && s->rbuf ? 0 : -ENOMEM;
 }
 
 void mig_stream_destroy(struct mig_stream *s)
@@ -24,7 +25,8 @@ void mig_stream_destroy(struct mig_stream *s)
 	if (s->fd >= 0)
 		close(s->fd);
 	free(s->buf);
-	s->buf = NULL;
+	free(s->rbuf);
+	s->buf = s->rbuf = NULL;
 	s->fd = -1;
 }
 
@@ -103,7 +105,7 @@ void mig_stream_put(struct mig_stream *s, const void *data, size_t len)
 
 	if (s->err)
 		return;
-	s->bytes += len;
+	s->bytes_out += len;
 	if (len >= s->cap) {
 		/* Large payloads go straight out after what is queued. */
 		mig_stream_flush(s);
@@ -146,11 +148,11 @@ void mig_stream_put_u64(struct mig_stream *s, uint64_t v)
 /* Refill the read buffer with whatever arrives (at least one byte). */
 static void mig_stream_fill(struct mig_stream *s)
 {
-	s->pos = s->len = 0;
+	s->rpos = s->rlen = 0;
 	while (!s->err) {
-		ssize_t n = recv(s->fd, s->buf, s->cap, MSG_DONTWAIT);
+		ssize_t n = recv(s->fd, s->rbuf, s->cap, MSG_DONTWAIT);
 		if (n > 0) {
-			s->len = (size_t)n;
+			s->rlen = (size_t)n;
 			return;
 		}
 		if (n == 0) {
@@ -170,12 +172,12 @@ void mig_stream_get(struct mig_stream *s, void *data, size_t len)
 	uint8_t *p = data;
 
 	while (len && !s->err) {
-		if (s->pos == s->len)
+		if (s->rpos == s->rlen)
 			mig_stream_fill(s);
-		size_t n = s->len - s->pos < len ? s->len - s->pos : len;
-		memcpy(p, s->buf + s->pos, n);
-		s->pos += n;
-		s->bytes += n;
+		size_t n = s->rlen - s->rpos < len ? s->rlen - s->rpos : len;
+		memcpy(p, s->rbuf + s->rpos, n);
+		s->rpos += n;
+		s->bytes_in += n;
 		p += n;
 		len -= n;
 	}

@@ -17,11 +17,14 @@ struct mig_stream {
 	int fd;
 	int err;		/* 0, or the first -errno */
 	char why[192];		/* human reason for err */
-	uint8_t *buf;
+	uint8_t *buf;		/* write side: bytes not sent yet */
 	size_t cap;
-	size_t len;		/* write: bytes pending; read: bytes buffered */
-	size_t pos;		/* read: next byte to hand out */
-	uint64_t bytes;		/* payload bytes put or got so far */
+	size_t len;
+	uint8_t *rbuf;		/* read side: bytes received, not handed out */
+	size_t rlen;
+	size_t rpos;
+	uint64_t bytes_out;	/* bytes put so far */
+	uint64_t bytes_in;	/* bytes got so far */
 	struct ratelimit *rl;	/* sending side only; NULL = unlimited */
 	int timeout_ms;		/* read/write inactivity limit; -1 = none */
 };

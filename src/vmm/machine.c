@@ -113,12 +113,12 @@ int machine_create(struct machine *m, const struct machine_config *cfg)
 	err = vm_create(&m->vm, &vc);
 	if (err)
 		return err;
-	m->kernel = strdup(cfg->kernel);
+	m->kernel = strdup(cfg->kernel ? cfg->kernel : "(incoming migration)");
 	m->cmdline = strdup(cfg->cmdline ? cfg->cmdline : "");
 	if (!m->kernel || !m->cmdline)
 		return -ENOMEM;
 	err = machine_add_devices(m, cfg->serial ? cfg->serial : "stdio");
-	if (err)
+	if (err || !cfg->kernel)
 		return err;
 	return machine_load_kernel(m, cfg->kernel, m->cmdline);
 }

@@ -13,7 +13,7 @@
 struct machine_config {
 	uint64_t memory;
 	unsigned vcpus;
-	const char *kernel;	/* PVH ELF path */
+	const char *kernel;	/* PVH ELF path; NULL: state arrives by migration */
 	const char *cmdline;
 	const char *serial;	/* chardev spec: stdio, file:PATH, unix:PATH */
 };
@@ -27,7 +27,8 @@ struct machine {
 };
 
 /*
- * Build the machine and boot-load the kernel, vCPUs not started.  On
+ * Build the machine and, if cfg->kernel is set, boot-load the kernel;
+ * vCPUs are not started.  On
  * failure prints why and returns -errno: -ENOENT/-EACCES (no /dev/kvm or
  * kernel file), -ENOEXEC (not a PVH ELF), -ERANGE (does not fit in RAM),
  * -EADDRINUSE (serial socket busy), -EINVAL (bad configuration).

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <time.h>
 
 #include "util/log.h"
 
@@ -122,6 +123,20 @@ static bool vcpu_handle_exit(struct vcpu *v)
 	}
 }
 
+/* Auto-converge: after a throttle kick, sleep pct/(100-pct) of a slice. */
+static void vcpu_throttle(struct vcpu *v)
+{
+	unsigned pct = __atomic_load_n(&v->vm->throttle_pct, __ATOMIC_RELAXED);
+
+	/* A pause or stop kick must not wait behind a throttle sleep. */
+	if (!pct || __atomic_load_n(&v->vm->pause_requested, __ATOMIC_RELAXED) ||
+	    __atomic_load_n(&v->vm->state, __ATOMIC_RELAXED) == VM_STATE_STOPPED)
+		return;
+	uint64_t ns = 10000000ULL * pct / (100 - pct);
+	struct timespec ts = { (time_t)(ns / 1000000000ULL), (long)(ns % 1000000000ULL) };
+	nanosleep(&ts, NULL);
+}
+
 static void *vcpu_thread(void *arg)
 {
 	struct vcpu *v = arg;
@@ -139,6 +154,7 @@ static void *vcpu_thread(void *arg)
 		if (ioctl(v->fd, KVM_RUN, 0) < 0) {
 			if (errno == EINTR || errno == EAGAIN) {
 				v->run->immediate_exit = 0;
+				vcpu_throttle(v);
 				continue;
 			}
 			char what[64];

@@ -185,6 +185,8 @@ int vm_create(struct vm *vm, const struct vm_config *cfg)
 
 void vm_destroy(struct vm *vm)
 {
+	if (vm->throttle_started && vm_set_throttle(vm, 0))
+		pr_warn("could not stop the throttle thread");
 	if (vm->state == VM_STATE_RUNNING || vm->state == VM_STATE_PAUSED) {
 		vm_request_stop(vm, VM_STOP_REQUESTED, 0);
 		vm_wait_stopped(vm);
@@ -360,4 +362,42 @@ void vm_set_irq(struct vm *vm, unsigned irq, int level)
 
 	if (ioctl(vm->vm_fd, KVM_IRQ_LINE, &l) < 0)
 		pr_warn("KVM_IRQ_LINE %u: %s", irq, strerror(errno));
+}
+
+#define VM_THROTTLE_SLICE_NS 10000000ULL
+
+static void *vm_throttle_thread(void *arg)
+{
+	struct vm *vm = arg;
+	struct timespec slice = { 0, (long)VM_THROTTLE_SLICE_NS };
+
+	pthread_setname_np(pthread_self(), "throttle");
+	while (__atomic_load_n(&vm->throttle_pct, __ATOMIC_RELAXED)) {
+		nanosleep(&slice, NULL);
+		pthread_mutex_lock(&vm->lock);
+		bool stopped = vm->state == VM_STATE_STOPPED;
+		if (!stopped)
+			for (unsigned i = 0; i < vm->nr_vcpus; i++)
+				vcpu_kick(&vm->vcpus[i]);
+		pthread_mutex_unlock(&vm->lock);
+		if (stopped)
+			break;
+	}
+	return NULL;
+}
+
+int vm_set_throttle(struct vm *vm, unsigned pct)
+{
+	pct = pct > 99 ? 99 : pct;
+	__atomic_store_n(&vm->throttle_pct, pct, __ATOMIC_RELAXED);
+	if (!pct && vm->throttle_started) {
+		pthread_join(vm->throttle_thread, NULL);
+		vm->throttle_started = false;
+	} else if (pct && !vm->throttle_started) {
+		int err = -pthread_create(&vm->throttle_thread, NULL, vm_throttle_thread, vm);
+		if (err)
+			return err;
+		vm->throttle_started = true;
+	}
+	return 0;
 }

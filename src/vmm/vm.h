@@ -40,6 +40,7 @@ enum vm_stop_reason {
 	VM_STOP_GUEST_EXIT,	/* the guest wrote its status to the debug-exit port */
 	VM_STOP_REQUESTED,	/* quit command or signal */
 	VM_STOP_GUEST_CRASH,	/* triple fault, failed entry, emulation error */
+	VM_STOP_MIGRATED,	/* the guest now runs elsewhere */
 };
 
 struct vm_config {
@@ -80,6 +81,11 @@ struct vm {
 	int guest_status;		/* value written to the debug-exit port */
 	int stop_efd;			/* eventfd: readable once the VM stopped */
 	uint64_t start_ns;		/* CLOCK_MONOTONIC when vCPUs started */
+
+	/* Throttling (auto-converge): pct is atomic; the thread kicks vCPUs. */
+	unsigned throttle_pct;
+	pthread_t throttle_thread;
+	bool throttle_started;
 };
 
 /*
@@ -121,6 +127,13 @@ int vm_recreate_kvm(struct vm *vm) __attribute__((warn_unused_result));
 uint64_t vm_now_ns(void);
 
 
+
+/*
+ * Throttle the vCPUs to run at most (100 - pct)% of the time (auto-converge):
+ * each is kicked every 10 ms and then sleeps in proportion.  0 stops it.
+ * pct is capped at 99.  Returns 0 or -errno.
+ */
+int vm_set_throttle(struct vm *vm, unsigned pct) __attribute__((warn_unused_result));
 
 /* Drive GSI `irq` of the in-kernel irqchip to `level`.  Any thread. */
 void vm_set_irq(struct vm *vm, unsigned irq, int level);

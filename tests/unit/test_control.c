@@ -22,7 +22,7 @@ static int setup(void **state)
 {
 	snprintf(sock_path, sizeof(sock_path), "/tmp/ferry-ctl-test.%d.sock", getpid());
 	/* No machine: nothing here may reach a command that needs one. */
-	if (control_server_open(&cs, sock_path, NULL, false))
+	if (control_server_open(&cs, sock_path, NULL, NULL, false))
 		return -1;
 	return control_server_start(&cs);
 }

@@ -1,0 +1,321 @@
+/* ferry migrate CONTROL URI: live-migrate a running VM and report how it went. */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cli/cli.h"
+#include "control/client.h"
+#include "util/log.h"
+#include "util/parse.h"
+
+static const char migrate_usage[] =
+"Usage: ferry migrate CONTROL URI [options]\n"
+"\n"
+"Live-migrate the VM whose control socket is CONTROL to a destination\n"
+"started with 'ferry run --incoming URI' (URI: tcp:HOST:PORT or unix:PATH).\n"
+"Waits until the migration ends; Ctrl-C cancels it and the VM runs on here.\n"
+"\n"
+"Options:\n"
+"  -b, --bandwidth RATE     cap the live phase, bytes/s: 100M, 1G (default: none)\n"
+"  -d, --downtime LIMIT     switch over when the rest fits: 50ms, 1s (default 300ms)\n"
+"  -n, --max-iterations N   switch over after N passes whatever the downtime\n"
+"  -t, --timeout T          give up (or force, see --on-timeout) after T: 30s, 5m\n"
+"      --on-timeout WHAT    cancel (default) or force (stop-and-copy now)\n"
+"  -a, --auto-converge      throttle the vCPUs while the guest dirties too fast\n"
+"  -V, --verify             compare a digest of every page of RAM at switchover\n"
+"  -k, --keep-source        keep the source VM (paused) after success\n"
+"  -p, --progress           show a live progress line\n"
+"  -j, --json               print the final report as JSON\n"
+"  -s, --stats-file PATH    append one CSV row of every statistic per second\n"
+"  -h, --help               show this help\n"
+"\n"
+"Exit status: 0 completed, 1 failed or cancelled (the VM runs on at the\n"
+"source), 64 usage, 69 no ferry at CONTROL.\n";
+
+struct migrate_opts {
+	const char *control, *uri, *stats_file;
+	bool progress, json;
+	json_object *args;
+};
+
+static volatile sig_atomic_t migrate_interrupted;
+
+static void migrate_on_signal(int sig)
+{
+	migrate_interrupted = 1;
+}
+
+static void migrate_add_bool(json_object *args, const char *key)
+{
+	json_object_object_add(args, key, json_object_new_boolean(true));
+}
+
+static void migrate_parse(int argc, char **argv, struct migrate_opts *o)
+{
+	static const struct option longopts[] = {
+		{ "bandwidth", required_argument, NULL, 'b' },
+		{ "downtime", required_argument, NULL, 'd' },
+		{ "max-iterations", required_argument, NULL, 'n' },
+		{ "timeout", required_argument, NULL, 't' },
+		{ "on-timeout", required_argument, NULL, 'O' },
+		{ "auto-converge", no_argument, NULL, 'a' },
+		{ "verify", no_argument, NULL, 'V' },
+		{ "keep-source", no_argument, NULL, 'k' },
+		{ "progress", no_argument, NULL, 'p' },
+		{ "json", no_argument, NULL, 'j' },
+		{ "stats-file", required_argument, NULL, 's' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	uint64_t v;
+	int c;
+
+	memset(o, 0, sizeof(*o));
+	o->args = json_object_new_object();
+	while ((c = getopt_long(argc, argv, "b:d:n:t:aVkpjs:h", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'b':
+			if (parse_size(optarg, &v))
+				die(FERRY_EXIT_USAGE, "bad --bandwidth '%s': use bytes/s like 100M or 1G", optarg);
+			json_object_object_add(o->args, "bandwidth", json_object_new_int64((int64_t)v));
+			break;
+		case 'd':
+			if (parse_duration(optarg, NSEC_PER_MSEC, &v) || v > 3600 * NSEC_PER_SEC)
+				die(FERRY_EXIT_USAGE, "bad --downtime '%s': use a time like 50ms", optarg);
+			json_object_object_add(o->args, "downtime-ms",
+					       json_object_new_int64((int64_t)(v / NSEC_PER_MSEC)));
+			break;
+		case 'n':
+			if (parse_uint(optarg, UINT32_MAX, &v) || !v)
+				die(FERRY_EXIT_USAGE, "bad --max-iterations '%s': use a count >= 1", optarg);
+			json_object_object_add(o->args, "max-iterations", json_object_new_int64((int64_t)v));
+			break;
+		case 't':
+			if (parse_duration(optarg, NSEC_PER_SEC, &v) || !v)
+				die(FERRY_EXIT_USAGE, "bad --timeout '%s': use a time like 30s", optarg);
+			json_object_object_add(o->args, "timeout-ms",
+					       json_object_new_int64((int64_t)(v / NSEC_PER_MSEC)));
+			break;
+		case 'O':
+			if (strcmp(optarg, "cancel") && strcmp(optarg, "force"))
+				die(FERRY_EXIT_USAGE, "--on-timeout takes cancel or force");
+			json_object_object_add(o->args, "on-timeout", json_object_new_string(optarg));
+			break;
+		case 'a': migrate_add_bool(o->args, "auto-converge"); break;
+		case 'V': migrate_add_bool(o->args, "verify"); break;
+		case 'k': migrate_add_bool(o->args, "keep-source"); break;
+		case 'p': o->progress = true; break;
+		case 'j': o->json = true; break;
+		case 's': o->stats_file = optarg; break;
+		case 'h': fputs(migrate_usage, stdout); exit(0);
+		default:
+			fputs("Try 'ferry migrate --help'.\n", stderr);
+			exit(FERRY_EXIT_USAGE);
+		}
+	}
+	if (optind + 2 != argc)
+		die(FERRY_EXIT_USAGE, "need CONTROL and URI (try 'ferry migrate --help')");
+	o->control = argv[optind];
+	o->uri = argv[optind + 1];
+	json_object_object_add(o->args, "uri", json_object_new_string(o->uri));
+}
+
+static int64_t migrate_get_i64(json_object *o, const char *key)
+{
+	json_object *v;
+
+	return json_object_object_get_ex(o, key, &v) ? json_object_get_int64(v) : 0;
+}
+
+static double migrate_get_double(json_object *o, const char *key)
+{
+	json_object *v;
+
+	return json_object_object_get_ex(o, key, &v) ? json_object_get_double(v) : 0;
+}
+
+static void migrate_print_progress(json_object *q)
+{
+	char rem[32], tp[32], dr[32];
+	int64_t total = migrate_get_i64(q, "memory-total");
+	int64_t done = migrate_get_i64(q, "memory-processed");
+	double pct = total ? 100.0 * (double)done / (double)total : 0;
+	json_object *st;
+
+	json_object_object_get_ex(q, "status", &st);
+	fprintf(stderr, "\r%-8s pass %lld | %5.1f%% of RAM | %s/s | dirty %s/s | remaining %s | "
+		"expected downtime %.1f ms   ",
+		json_object_get_string(st), (long long)migrate_get_i64(q, "iteration"),
+		pct > 999 ? 999 : pct,
+		format_size((uint64_t)migrate_get_i64(q, "throughput-bytes-per-second"), tp, sizeof(tp)),
+		format_size((uint64_t)migrate_get_i64(q, "dirty-pages-rate") * 4096, dr, sizeof(dr)),
+		format_size((uint64_t)migrate_get_i64(q, "memory-remaining"), rem, sizeof(rem)),
+		migrate_get_double(q, "expected-downtime-ms"));
+}
+
+/* One CSV row of every scalar statistic; the header goes first. */
+static void migrate_write_csv(FILE *f, json_object *q, double t, bool header)
+{
+	json_object *ph = NULL;
+
+	json_object_object_get_ex(q, "downtime-phases-ms", &ph);
+	if (header) {
+		fputs("time-s", f);
+		json_object_object_foreach(q, k, v)
+			if (!json_object_is_type(v, json_type_object))
+				fprintf(f, ",%s", k);
+		if (ph) {
+			json_object_object_foreach(ph, pk, pv) {
+				(void)pv;
+				fprintf(f, ",downtime-%s-ms", pk);
+			}
+		}
+		fputc('\n', f);
+	}
+	fprintf(f, "%.3f", t);
+	json_object_object_foreach(q, k, v) {
+		(void)k;
+		if (!json_object_is_type(v, json_type_object))
+			fprintf(f, ",%s", json_object_get_string(v));
+	}
+	if (ph) {
+		json_object_object_foreach(ph, pk, pv) {
+			(void)pk;
+			fprintf(f, ",%s", json_object_get_string(pv));
+		}
+	}
+	fputc('\n', f);
+	fflush(f);
+}
+
+static void migrate_print_report(json_object *d)
+{
+	char b[32];
+	json_object *st, *err, *ph;
+
+	json_object_object_get_ex(d, "status", &st);
+	printf("Migration:          %s\n", json_object_get_string(st));
+	if (json_object_object_get_ex(d, "error", &err))
+		printf("Error:              %s\n", json_object_get_string(err));
+	printf("Time elapsed:       %.1f ms\n", migrate_get_double(d, "total-time-ms"));
+	printf("Setup time:         %.1f ms\n", migrate_get_double(d, "setup-time-ms"));
+	printf("Downtime:           %.2f ms\n", migrate_get_double(d, "downtime-ms"));
+	if (json_object_object_get_ex(d, "downtime-phases-ms", &ph)) {
+		json_object_object_foreach(ph, k, v)
+			printf("  %-17s %.2f ms\n", k, json_object_get_double(v));
+	}
+	printf("Iterations:         %lld\n", (long long)migrate_get_i64(d, "iteration"));
+	printf("Data processed:     %s\n", format_size((uint64_t)migrate_get_i64(d, "data-processed"), b, sizeof(b)));
+	printf("Memory total:       %s\n", format_size((uint64_t)migrate_get_i64(d, "memory-total"), b, sizeof(b)));
+	printf("Memory processed:   %s\n", format_size((uint64_t)migrate_get_i64(d, "memory-processed"), b, sizeof(b)));
+	printf("Zero pages:         %lld\n", (long long)migrate_get_i64(d, "zero-pages"));
+	printf("Normal pages:       %lld (%s)\n", (long long)migrate_get_i64(d, "normal-pages"),
+	       format_size((uint64_t)migrate_get_i64(d, "normal-bytes"), b, sizeof(b)));
+	printf("Pages re-sent:      %lld\n", (long long)migrate_get_i64(d, "pages-resent"));
+	printf("Device state:       %s\n", format_size((uint64_t)migrate_get_i64(d, "device-state-bytes"), b, sizeof(b)));
+	printf("Throughput:         %s/s\n", format_size((uint64_t)migrate_get_i64(d, "throughput-bytes-per-second"), b, sizeof(b)));
+	if (json_object_object_get_ex(d, "ram-digest", &err))
+		printf("Verify:             RAM digest %s matches on both sides\n", json_object_get_string(err));
+}
+
+/* Poll progress until the MIGRATION event arrives; returns its data. */
+static json_object *migrate_follow(struct control_conn *c, const struct migrate_opts *o)
+{
+	FILE *csv = NULL;
+	bool header = true, cancelled = false;
+	struct timespec t0, now;
+	json_object *ev = NULL, *data = NULL;
+
+	if (o->stats_file && !(csv = fopen(o->stats_file, "a")))
+		pr_warn("cannot write %s: %s", o->stats_file, strerror(errno));
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	for (;;) {
+		int err = control_conn_wait_event(c, o->progress ? 250 : 1000, &ev);
+		if (!err)
+			break;
+		if (err != -ETIMEDOUT && err != -EINTR) {
+			pr_err("lost the control connection: %s", strerror(-err));
+			break;
+		}
+		if (migrate_interrupted && !cancelled) {
+			json_object *r = NULL;
+			pr_info("cancelling the migration");
+			if (!control_conn_call(c, "migrate-cancel", NULL, 5000, &r))
+				json_object_put(r);
+			cancelled = true;
+		}
+		json_object *reply = NULL, *q;
+		if (control_conn_call(c, "query-migrate", NULL, 5000, &reply))
+			continue;
+		if (json_object_object_get_ex(reply, "return", &q)) {
+			clock_gettime(CLOCK_MONOTONIC, &now);
+			if (o->progress)
+				migrate_print_progress(q);
+			if (csv)
+				migrate_write_csv(csv, q, (double)(now.tv_sec - t0.tv_sec) +
+						  (double)(now.tv_nsec - t0.tv_nsec) / 1e9, header);
+			header = false;
+		}
+		json_object_put(reply);
+	}
+	if (o->progress)
+		fputc('\n', stderr);
+	if (csv)
+		fclose(csv);
+	if (ev && json_object_object_get_ex(ev, "data", &data))
+		json_object_get(data);
+	json_object_put(ev);
+	return data;
+}
+
+int cli_migrate(int argc, char **argv)
+{
+	struct migrate_opts o;
+	struct control_conn c;
+	json_object *reply = NULL, *v, *final;
+	struct sigaction sa = { .sa_handler = migrate_on_signal };
+	int err, status = 1;
+
+	migrate_parse(argc, argv, &o);
+	err = control_conn_open(&c, o.control);
+	if (err) {
+		json_object_put(o.args);
+		pr_err("cannot reach ferry at %s: %s (is 'ferry run --control %s' running?)",
+		       o.control, strerror(-err), o.control);
+		return FERRY_EXIT_UNAVAILABLE;
+	}
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	err = control_conn_call(&c, "migrate", o.args, 10000, &reply);
+	json_object_put(o.args);
+	if (err || json_object_object_get_ex(reply, "error", &v)) {
+		json_object *desc = NULL;
+		if (!err)
+			json_object_object_get_ex(v, "desc", &desc);
+		pr_err("migrate failed: %s", desc ? json_object_get_string(desc) : strerror(-err));
+		json_object_put(reply);
+		control_conn_close(&c);
+		return FERRY_EXIT_SOFTWARE;
+	}
+	json_object_put(reply);
+	final = migrate_follow(&c, &o);
+	control_conn_close(&c);
+	if (!final) {
+		pr_err("the source ended without reporting how the migration went");
+		return 1;
+	}
+	if (o.json)
+		printf("%s\n", json_object_to_json_string_ext(final, JSON_C_TO_STRING_PRETTY));
+	else
+		migrate_print_report(final);
+	json_object_object_get_ex(final, "status", &v);
+	status = strcmp(json_object_get_string(v), "completed") ? 1 : 0;
+	json_object_put(final);
+	return status;
+}

@@ -1,0 +1,109 @@
+#include "control/cmd_migrate.h"
+
+#include <errno.h>
+#include <string.h>
+
+#include "control/control.h"
+#include "migration/migration.h"
+
+/* Optional non-negative integer argument; 0 if absent, -EINVAL if bad. */
+static int mig_arg_u64(json_object *args, const char *key, uint64_t *out, json_object **ret)
+{
+	json_object *v;
+
+	if (!args || !json_object_object_get_ex(args, key, &v))
+		return 0;
+	if (!json_object_is_type(v, json_type_int) || json_object_get_int64(v) < 0)
+		return control_fail(ret, -EINVAL, "'%s' must be a non-negative integer", key);
+	*out = (uint64_t)json_object_get_int64(v);
+	return 0;
+}
+
+static int mig_arg_bool(json_object *args, const char *key, bool *out, json_object **ret)
+{
+	json_object *v;
+
+	if (!args || !json_object_object_get_ex(args, key, &v))
+		return 0;
+	if (!json_object_is_type(v, json_type_boolean))
+		return control_fail(ret, -EINVAL, "'%s' must be true or false", key);
+	*out = json_object_get_boolean(v);
+	return 0;
+}
+
+static int mig_parse_params(json_object *args, struct mig_params *p, json_object **ret)
+{
+	uint64_t downtime_ms = MIG_DEFAULT_DOWNTIME_NS / 1000000, timeout_ms = 0, iters = 0;
+	json_object *v;
+	int err = 0;
+
+	memset(p, 0, sizeof(*p));
+	if (!args || !json_object_object_get_ex(args, "uri", &v) ||
+	    !json_object_is_type(v, json_type_string) ||
+	    strlen(json_object_get_string(v)) >= sizeof(p->uri))
+		return control_fail(ret, -EINVAL, "'uri' (tcp:HOST:PORT or unix:PATH) is required");
+	strcpy(p->uri, json_object_get_string(v));
+	err = err ?: mig_arg_u64(args, "bandwidth", &p->bandwidth, ret);
+	err = err ?: mig_arg_u64(args, "downtime-ms", &downtime_ms, ret);
+	err = err ?: mig_arg_u64(args, "max-iterations", &iters, ret);
+	err = err ?: mig_arg_u64(args, "timeout-ms", &timeout_ms, ret);
+	err = err ?: mig_arg_bool(args, "auto-converge", &p->auto_converge, ret);
+	err = err ?: mig_arg_bool(args, "verify", &p->verify, ret);
+	err = err ?: mig_arg_bool(args, "keep-source", &p->keep_source, ret);
+	if (err)
+		return err;
+	if (iters > UINT32_MAX || downtime_ms > 3600000 || timeout_ms > 1000ULL * 86400 * 365)
+		return control_fail(ret, -EINVAL, "a limit is out of range");
+	p->max_iterations = (uint32_t)iters;
+	p->downtime_ns = downtime_ms * 1000000;
+	p->timeout_ns = timeout_ms * 1000000;
+	if (json_object_object_get_ex(args, "on-timeout", &v)) {
+		const char *s = json_object_get_string(v);
+		if (!strcmp(s, "force"))
+			p->on_timeout = MIG_ON_TIMEOUT_FORCE;
+		else if (strcmp(s, "cancel"))
+			return control_fail(ret, -EINVAL, "'on-timeout' must be cancel or force");
+	}
+	return 0;
+}
+
+static void mig_event(void *opaque, json_object *event)
+{
+	control_server_broadcast(opaque, event);
+}
+
+int cmd_migrate(struct control_ctx *ctx, json_object *args, json_object **ret)
+{
+	struct mig_params p;
+	int err;
+
+	if (!ctx->mig)
+		return control_fail(ret, -ENOTSUP, "this VM cannot migrate");
+	err = mig_parse_params(args, &p, ret);
+	if (err)
+		return err;
+	enum vm_state st = vm_get_state(&ctx->machine->vm);
+	if (st != VM_STATE_RUNNING && st != VM_STATE_PAUSED)
+		return control_fail(ret, -ESRCH, "the VM is %s", vm_state_name(st));
+	err = migration_start(ctx->mig, &p, mig_event, ctx->server);
+	if (err == -EBUSY)
+		return control_fail(ret, err, "a migration is already running");
+	if (err)
+		return control_fail(ret, err, "cannot start the migration: %s", strerror(-err));
+	return 0;
+}
+
+int cmd_migrate_cancel(struct control_ctx *ctx, json_object *args, json_object **ret)
+{
+	if (!ctx->mig || migration_cancel(ctx->mig))
+		return control_fail(ret, -ESRCH, "no migration is running");
+	return 0;
+}
+
+int cmd_query_migrate(struct control_ctx *ctx, json_object *args, json_object **ret)
+{
+	if (!ctx->mig)
+		return control_fail(ret, -ENOTSUP, "this VM cannot migrate");
+	*ret = migration_query(ctx->mig);
+	return 0;
+}

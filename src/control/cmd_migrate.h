@@ -1,0 +1,11 @@
+/* Migration commands of the control API (docs/api.md). */
+#ifndef FERRY_CONTROL_CMD_MIGRATE_H
+#define FERRY_CONTROL_CMD_MIGRATE_H
+
+#include "control/commands.h"
+
+int cmd_migrate(struct control_ctx *ctx, json_object *args, json_object **ret);
+int cmd_migrate_cancel(struct control_ctx *ctx, json_object *args, json_object **ret);
+int cmd_query_migrate(struct control_ctx *ctx, json_object *args, json_object **ret);
+
+#endif

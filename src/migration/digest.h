@@ -1,0 +1,35 @@
+/*
+ * Page digests for --verify: one XXH3-64 per page of guest RAM, kept up to
+ * date as pages are sent (source) and stored (destination), so the check
+ * at switchover hashes 8 bytes per page, not the whole of RAM.
+ */
+#ifndef FERRY_MIGRATION_DIGEST_H
+#define FERRY_MIGRATION_DIGEST_H
+
+#include <stdint.h>
+
+#include "vmm/memory.h"
+
+struct mig_digest {
+	uint64_t pages;
+	uint64_t *hash;		/* by page index over all regions, in address order */
+};
+
+/* Allocate a table for mem, every page set to the digest of a zero page. */
+int mig_digest_init(struct mig_digest *d, const struct guest_memory *mem)
+	__attribute__((warn_unused_result));
+void mig_digest_free(struct mig_digest *d);
+
+/* Page index of gpa in mem (gpa must be in RAM). */
+uint64_t mig_digest_index(const struct guest_memory *mem, uint64_t gpa);
+
+/* Record the content of page `index` (data NULL: a zero page). */
+void mig_digest_set(struct mig_digest *d, uint64_t index, const void *data);
+
+/* The digest of the whole table. */
+uint64_t mig_digest_total(const struct mig_digest *d);
+
+/* Digest of the pages as they are in memory now (for checks and tests). */
+uint64_t mig_digest_of_memory(const struct guest_memory *mem);
+
+#endif

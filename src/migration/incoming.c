@@ -1,0 +1,345 @@
+#include "migration/incoming.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "migration/format.h"
+#include "migration/section.h"
+#include "migration/transport.h"
+#include "util/log.h"
+#include "vmm/machine_state.h"
+
+/* What the stream may carry next. */
+enum mig_in_phase {
+	MIG_IN_CONFIG,		/* nothing yet: CONFIG */
+	MIG_IN_PASS,		/* a PASS must come before any RAM */
+	MIG_IN_RAM,		/* inside a live pass: RAM or the next PASS */
+	MIG_IN_FINAL,		/* inside the final pass: RAM or STATE */
+	MIG_IN_STATE,		/* STATE seen: DIGEST (with verify) or END */
+	MIG_IN_DIGEST,		/* DIGEST seen: END */
+};
+
+static int mig_in_fail(struct mig_incoming *inc, int err, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static int mig_in_fail(struct mig_incoming *inc, int err, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(inc->why, sizeof(inc->why), fmt, ap);
+	va_end(ap);
+	return err;
+}
+
+static int mig_in_header(struct mig_incoming *inc)
+{
+	char magic[MIG_MAGIC_LEN];
+	uint32_t version;
+
+	mig_stream_get(&inc->s, magic, sizeof(magic));
+	version = mig_stream_get_u32(&inc->s);
+	if (mig_stream_error(&inc->s))
+		return mig_in_fail(inc, inc->s.err, "no stream header: %s", inc->s.why);
+	if (memcmp(magic, MIG_MAGIC, MIG_MAGIC_LEN))
+		return mig_in_fail(inc, -EPROTO, "not a ferry migration stream (bad magic)");
+	if (version != MIG_VERSION)
+		return mig_in_fail(inc, -EPROTONOSUPPORT,
+				   "stream version %u is not supported: this ferry speaks version %u%s",
+				   version, MIG_VERSION, version > MIG_VERSION ? "; upgrade it" : "");
+	return 0;
+}
+
+static int mig_in_config(struct mig_incoming *inc, const struct mig_incoming_opts *opts,
+			 struct machine *m, const uint8_t *p, uint32_t len)
+{
+	struct vmstate_error verr;
+	char cmdline[PVH_CMDLINE_MAX];
+	int err;
+
+	memset(&inc->cfg, 0, sizeof(inc->cfg));
+	if (vmstate_load(&mig_config_vmsd, &inc->cfg, p, len, &verr))
+		return mig_in_fail(inc, -EPROTO, "bad configuration: %s", verr.msg);
+	if (opts->max_memory && inc->cfg.memory > opts->max_memory)
+		return mig_in_fail(inc, -E2BIG, "the VM has %llu MiB of RAM; this destination allows %llu MiB",
+				   (unsigned long long)(inc->cfg.memory >> 20),
+				   (unsigned long long)(opts->max_memory >> 20));
+	if (opts->max_vcpus && inc->cfg.vcpus > opts->max_vcpus)
+		return mig_in_fail(inc, -E2BIG, "the VM has %u vCPUs; this destination allows %u",
+				   inc->cfg.vcpus, opts->max_vcpus);
+	memcpy(cmdline, inc->cfg.cmdline, inc->cfg.cmdline_len);
+	cmdline[inc->cfg.cmdline_len] = '\0';
+	struct machine_config mc = {
+		.memory = inc->cfg.memory, .vcpus = inc->cfg.vcpus,
+		.cmdline = cmdline, .serial = opts->serial,
+	};
+	err = machine_create(m, &mc);
+	if (err) {
+		machine_destroy(m);
+		return mig_in_fail(inc, err, "cannot create a VM of %llu MiB and %u vCPUs: %s",
+				   (unsigned long long)(inc->cfg.memory >> 20), inc->cfg.vcpus,
+				   strerror(-err));
+	}
+	inc->created = true;
+	if ((inc->cfg.flags & MIG_FLAG_VERIFY) && mig_digest_init(&inc->digest, &m->vm.mem))
+		return mig_in_fail(inc, -ENOMEM, "out of memory for page digests");
+	mig_section_write(&inc->s, MIG_SEC_READY, NULL, 0);
+	if (mig_stream_flush(&inc->s))
+		return mig_in_fail(inc, inc->s.err, "cannot answer the source: %s", inc->s.why);
+	return 0;
+}
+
+static bool mig_page_is_zero(const uint8_t *p)
+{
+	const uint64_t *w = (const uint64_t *)p;
+
+	for (size_t i = 0; i < GUEST_PAGE_SIZE / 8; i++)
+		if (w[i])
+			return false;
+	return true;
+}
+
+/* Check a whole RAM batch before writing any of it. */
+static int mig_in_ram_check(struct mig_incoming *inc, struct machine *m, const uint8_t *p,
+			    uint32_t len, uint32_t *count)
+{
+	struct mig_cursor c;
+	uint64_t raw = 0;
+
+	mig_cursor_init(&c, p, len);
+	*count = mig_cursor_u32(&c);
+	if (*count == 0 || *count > MIG_RAM_BATCH_MAX)
+		return mig_in_fail(inc, -EPROTO, "RAM batch of %u pages (allowed 1..%u)", *count,
+				   MIG_RAM_BATCH_MAX);
+	if ((uint64_t)len < 4 + 8ULL * *count)
+		return mig_in_fail(inc, -EPROTO, "RAM batch shorter than its page list");
+	for (uint32_t i = 0; i < *count; i++) {
+		uint64_t e = mig_cursor_u64(&c), gpa = e & ~MIG_PAGE_KIND_MASK;
+		uint64_t kind = e & MIG_PAGE_KIND_MASK;
+		if (kind != MIG_PAGE_ZERO && kind != MIG_PAGE_RAW)
+			return mig_in_fail(inc, -EPROTO, "page 0x%llx: unknown kind %llu",
+					   (unsigned long long)gpa, (unsigned long long)kind);
+		if (!guest_memory_ptr(&m->vm.mem, gpa, GUEST_PAGE_SIZE))
+			return mig_in_fail(inc, -ERANGE, "page 0x%llx is outside guest RAM (%llu MiB)",
+					   (unsigned long long)gpa,
+					   (unsigned long long)(m->vm.mem.size >> 20));
+		raw += kind == MIG_PAGE_RAW;
+	}
+	if ((uint64_t)len != 4 + 8ULL * *count + GUEST_PAGE_SIZE * raw)
+		return mig_in_fail(inc, -EPROTO, "RAM batch is %u bytes; its %u pages (%llu with data) need %llu",
+				   len, *count, (unsigned long long)raw,
+				   (unsigned long long)(4 + 8ULL * *count + GUEST_PAGE_SIZE * raw));
+	return 0;
+}
+
+static int mig_in_ram(struct mig_incoming *inc, struct machine *m, const uint8_t *p, uint32_t len)
+{
+	struct guest_memory *mem = &m->vm.mem;
+	uint32_t count;
+	int err = mig_in_ram_check(inc, m, p, len, &count);
+
+	if (err)
+		return err;
+	const uint8_t *data = p + 4 + 8ULL * count;
+	for (uint32_t i = 0; i < count; i++) {
+		uint64_t e;
+		memcpy(&e, p + 4 + 8ULL * i, 8);
+		e = le64toh(e);
+		uint64_t gpa = e & ~MIG_PAGE_KIND_MASK;
+		uint8_t *dst = guest_memory_ptr(mem, gpa, GUEST_PAGE_SIZE);
+		if ((e & MIG_PAGE_KIND_MASK) == MIG_PAGE_RAW) {
+			memcpy(dst, data, GUEST_PAGE_SIZE);
+			data += GUEST_PAGE_SIZE;
+			inc->raw_pages++;
+		} else {
+			/* Reading first leaves never-written memfd pages unallocated. */
+			if (!mig_page_is_zero(dst))
+				memset(dst, 0, GUEST_PAGE_SIZE);
+			inc->zero_pages++;
+		}
+		if (inc->digest.hash)
+			mig_digest_set(&inc->digest, mig_digest_index(mem, gpa), dst);
+		inc->pages++;
+	}
+	return 0;
+}
+
+static int mig_in_pass(struct mig_incoming *inc, const uint8_t *p, uint32_t len, bool *final)
+{
+	struct mig_cursor c;
+
+	mig_cursor_init(&c, p, len);
+	uint32_t pass = mig_cursor_u32(&c);
+	(void)mig_cursor_u64(&c);
+	uint8_t fin = mig_cursor_u8(&c);
+	if (c.bad || c.off != len || fin > 1)
+		return mig_in_fail(inc, -EPROTO, "malformed PASS section");
+	if (pass != inc->pass + 1)
+		return mig_in_fail(inc, -EPROTO, "pass %u follows pass %u", pass, inc->pass);
+	inc->pass = pass;
+	*final = fin;
+	return 0;
+}
+
+static int mig_in_digest(struct mig_incoming *inc, const uint8_t *p, uint32_t len)
+{
+	struct mig_cursor c;
+
+	mig_cursor_init(&c, p, len);
+	uint64_t pages = mig_cursor_u64(&c), want = mig_cursor_u64(&c);
+	if (c.bad || c.off != len)
+		return mig_in_fail(inc, -EPROTO, "malformed DIGEST section");
+	if (pages != inc->digest.pages)
+		return mig_in_fail(inc, -EPROTO, "DIGEST covers %llu pages, the VM has %llu",
+				   (unsigned long long)pages, (unsigned long long)inc->digest.pages);
+	uint64_t have = mig_digest_total(&inc->digest);
+	if (have != want)
+		return mig_in_fail(inc, -EIO, "verify: RAM digest mismatch (source %016llx, here %016llx)",
+				   (unsigned long long)want, (unsigned long long)have);
+	return 0;
+}
+
+static const char *const mig_in_expect[] = {
+	[MIG_IN_CONFIG] = "CONFIG", [MIG_IN_PASS] = "PASS", [MIG_IN_RAM] = "RAM or PASS",
+	[MIG_IN_FINAL] = "RAM or STATE", [MIG_IN_STATE] = "DIGEST or END", [MIG_IN_DIGEST] = "END",
+};
+
+/* Handle one section; *done once END passed every check. */
+static int mig_in_section(struct mig_incoming *inc, const struct mig_incoming_opts *opts,
+			  struct machine *m, enum mig_in_phase *ph, struct machine_state *st,
+			  uint8_t type, uint32_t len, bool *done)
+{
+	const uint8_t *p = inc->buf;
+	bool verify = inc->cfg.flags & MIG_FLAG_VERIFY, final = false;
+	struct vmstate_error verr;
+	int err;
+
+	switch (type) {
+	case MIG_SEC_CONFIG:
+		if (*ph != MIG_IN_CONFIG)
+			break;
+		*ph = MIG_IN_PASS;
+		return mig_in_config(inc, opts, m, p, len);
+	case MIG_SEC_PASS:
+		if (*ph != MIG_IN_PASS && *ph != MIG_IN_RAM)
+			break;
+		err = mig_in_pass(inc, p, len, &final);
+		*ph = final ? MIG_IN_FINAL : MIG_IN_RAM;
+		return err;
+	case MIG_SEC_RAM:
+		if (*ph != MIG_IN_RAM && *ph != MIG_IN_FINAL)
+			break;
+		return mig_in_ram(inc, m, p, len);
+	case MIG_SEC_STATE:
+		if (*ph != MIG_IN_FINAL)
+			break;
+		*ph = MIG_IN_STATE;
+		if (machine_state_decode(p, len, inc->cfg.vcpus, st, &verr))
+			return mig_in_fail(inc, -EPROTO, "bad device state: %s", verr.msg);
+		return 0;
+	case MIG_SEC_DIGEST:
+		if (*ph != MIG_IN_STATE || !verify)
+			break;
+		*ph = MIG_IN_DIGEST;
+		return mig_in_digest(inc, p, len);
+	case MIG_SEC_END:
+		if (len || !(*ph == MIG_IN_DIGEST || (*ph == MIG_IN_STATE && !verify)))
+			break;
+		*done = true;
+		return 0;
+	default:
+		return mig_in_fail(inc, -EPROTO, "unknown section type %u (expected %s)", type,
+				   mig_in_expect[*ph]);
+	}
+	return mig_in_fail(inc, -EPROTO, "section type %u out of order (expected %s)", type,
+			   mig_in_expect[*ph]);
+}
+
+static int mig_in_connect(struct mig_incoming *inc, const struct mig_incoming_opts *opts)
+{
+	int lfd = mig_transport_listen(opts->uri), fd;
+
+	if (lfd < 0)
+		return mig_in_fail(inc, lfd, "cannot listen on %s: %s", opts->uri,
+				   lfd == -EINVAL ? "use tcp:HOST:PORT or unix:PATH" : strerror(-lfd));
+	pr_info("waiting for a migration on %s", opts->uri);
+	fd = mig_transport_accept(lfd, opts->accept_timeout_ms);
+	close(lfd);
+	mig_transport_unlisten(opts->uri);
+	if (fd < 0)
+		return mig_in_fail(inc, fd, "no source connected to %s: %s", opts->uri, strerror(-fd));
+	if (mig_stream_init(&inc->s, fd, 1 << 20)) {
+		close(fd);
+		return mig_in_fail(inc, -ENOMEM, "out of memory");
+	}
+	inc->s.timeout_ms = opts->io_timeout_ms;
+	inc->connected = true;
+	return 0;
+}
+
+int mig_incoming_receive(struct mig_incoming *inc, const struct mig_incoming_opts *opts,
+			 struct machine *m)
+{
+	enum mig_in_phase ph = MIG_IN_CONFIG;
+	struct machine_state st = { 0 };
+	bool done = false;
+	int err;
+
+	memset(inc, 0, sizeof(*inc));
+	inc->s.fd = -1;
+	err = mig_in_connect(inc, opts);
+	if (err)
+		return err;
+	inc->start_ns = vm_now_ns();
+	inc->buf = malloc(MIG_SECTION_MAX);
+	if (!inc->buf)
+		return mig_in_fail(inc, -ENOMEM, "out of memory");
+	err = mig_in_header(inc);
+	while (!err && !done) {
+		uint8_t type;
+		uint32_t len;
+		err = mig_section_read(&inc->s, inc->buf, MIG_SECTION_MAX, &type, &len);
+		if (err) {
+			mig_in_fail(inc, err, "%s", inc->s.why);
+			break;
+		}
+		err = mig_in_section(inc, opts, m, &ph, &st, type, len, &done);
+	}
+	if (!err)
+		err = machine_state_apply(m, &st);
+	if (!err)
+		inc->end_ns = vm_now_ns();
+	else if (inc->created)
+		machine_destroy(m);
+	machine_state_free(&st);
+	free(inc->buf);
+	inc->buf = NULL;
+	if (err && !inc->why[0])
+		mig_in_fail(inc, err, "cannot load the device state: %s", strerror(-err));
+	return err;
+}
+
+void mig_incoming_reply(struct mig_incoming *inc, int status, const char *msg)
+{
+	size_t n = msg ? strlen(msg) : 0;
+	uint8_t payload[4 + 2 + 256];
+
+	if (!inc->connected)
+		return;
+	n = n > 256 ? 256 : n;
+	for (int i = 0; i < 4; i++)
+		payload[i] = (uint8_t)((uint32_t)status >> (8 * i));
+	payload[4] = (uint8_t)n;
+	payload[5] = (uint8_t)(n >> 8);
+	if (n)
+		memcpy(payload + 6, msg, n);
+	mig_section_write(&inc->s, MIG_SEC_RESULT, payload, (uint32_t)(6 + n));
+	mig_stream_flush(&inc->s);
+	mig_stream_destroy(&inc->s);
+	mig_digest_free(&inc->digest);
+	inc->connected = false;
+}

@@ -1,0 +1,50 @@
+/*
+ * The destination side of a migration: accept a connection, check the
+ * stream (docs/migration-stream.md) as hostile input, build the machine it
+ * describes and fill its RAM and state.  The guest is not started here:
+ * the caller starts it and then reports back with mig_incoming_reply().
+ */
+#ifndef FERRY_MIGRATION_INCOMING_H
+#define FERRY_MIGRATION_INCOMING_H
+
+#include <stdint.h>
+
+#include "migration/config.h"
+#include "migration/digest.h"
+#include "migration/stream.h"
+#include "vmm/machine.h"
+
+struct mig_incoming_opts {
+	const char *uri;		/* tcp:HOST:PORT or unix:PATH */
+	const char *serial;		/* serial backend for the new machine */
+	uint64_t max_memory;		/* largest VM accepted (0: ferry's limit) */
+	unsigned max_vcpus;		/* (0: ferry's limit) */
+	int accept_timeout_ms;		/* -1: wait for a source forever */
+	int io_timeout_ms;		/* silence after which the source is dead */
+};
+
+struct mig_incoming {
+	struct mig_stream s;
+	bool connected;
+	bool created;			/* the machine exists (CONFIG accepted) */
+	struct mig_config cfg;
+	struct mig_digest digest;	/* with verify */
+	uint8_t *buf;			/* one section's payload */
+	uint64_t pages, zero_pages, raw_pages;
+	uint32_t pass;
+	uint64_t start_ns, end_ns;	/* connection accepted .. END checked */
+	char why[256];			/* reason for a failure */
+};
+
+/*
+ * Receive a whole migration into *m (created here from the stream's
+ * configuration; vCPUs not started).  Returns 0, or -errno with the reason
+ * in inc->why; then m holds nothing to free and the guest never ran.
+ */
+int mig_incoming_receive(struct mig_incoming *inc, const struct mig_incoming_opts *opts,
+			 struct machine *m) __attribute__((warn_unused_result));
+
+/* Tell the source how it ended (status 0: the guest runs here) and close. */
+void mig_incoming_reply(struct mig_incoming *inc, int status, const char *msg);
+
+#endif

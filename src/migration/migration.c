@@ -1,0 +1,86 @@
+#include "migration/migration.h"
+
+#include <errno.h>
+#include <string.h>
+
+void migration_init(struct migration *mig, struct machine *m)
+{
+	memset(mig, 0, sizeof(*mig));
+	mig->m = m;
+	mig->s.fd = -1;
+	pthread_mutex_init(&mig->lock, NULL);
+}
+
+static void migration_join(struct migration *mig)
+{
+	if (mig->thread_started) {
+		pthread_join(mig->thread, NULL);
+		mig->thread_started = false;
+	}
+}
+
+void migration_destroy(struct migration *mig)
+{
+	migration_cancel(mig);
+	migration_join(mig);
+	pthread_mutex_destroy(&mig->lock);
+}
+
+bool migration_running(struct migration *mig)
+{
+	pthread_mutex_lock(&mig->lock);
+	enum mig_status s = mig->stats.status;
+	pthread_mutex_unlock(&mig->lock);
+	return s >= MIG_STATUS_SETUP && s <= MIG_STATUS_DEVICE;
+}
+
+int migration_start(struct migration *mig, const struct mig_params *p, mig_event_fn *fn,
+		    void *opaque)
+{
+	int err;
+
+	if (migration_running(mig))
+		return -EBUSY;
+	/* A finished job leaves its thread to be joined and its stats to replace. */
+	migration_join(mig);
+	mig->p = *p;
+	mig->on_event = fn;
+	mig->event_opaque = opaque;
+	pthread_mutex_lock(&mig->lock);
+	memset(&mig->stats, 0, sizeof(mig->stats));
+	mig->stats.status = MIG_STATUS_SETUP;
+	mig->stats.start_ns = vm_now_ns();
+	mig->stats.verify = p->verify;
+	mig->cancel = false;
+	pthread_mutex_unlock(&mig->lock);
+	err = -pthread_create(&mig->thread, NULL, precopy_thread, mig);
+	if (err) {
+		pthread_mutex_lock(&mig->lock);
+		mig->stats.status = MIG_STATUS_FAILED;
+		pthread_mutex_unlock(&mig->lock);
+		return err;
+	}
+	mig->thread_started = true;
+	return 0;
+}
+
+int migration_cancel(struct migration *mig)
+{
+	int err = -ESRCH;
+
+	pthread_mutex_lock(&mig->lock);
+	if (mig->stats.status >= MIG_STATUS_SETUP && mig->stats.status <= MIG_STATUS_DEVICE) {
+		mig->cancel = true;
+		err = 0;
+	}
+	pthread_mutex_unlock(&mig->lock);
+	return err;
+}
+
+json_object *migration_query(struct migration *mig)
+{
+	pthread_mutex_lock(&mig->lock);
+	json_object *o = mig_stats_to_json(&mig->stats, vm_now_ns());
+	pthread_mutex_unlock(&mig->lock);
+	return o;
+}

@@ -1,0 +1,84 @@
+/*
+ * An outgoing migration job: its parameters, its thread, its statistics.
+ * One per ferry process.  The control thread starts, queries and cancels
+ * it; the migration thread (precopy.c) does the work.
+ */
+#ifndef FERRY_MIGRATION_MIGRATION_H
+#define FERRY_MIGRATION_MIGRATION_H
+
+#include <json-c/json.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "migration/digest.h"
+#include "migration/stats.h"
+#include "migration/stream.h"
+#include "util/ratelimit.h"
+#include "vmm/machine.h"
+
+enum mig_on_timeout {
+	MIG_ON_TIMEOUT_CANCEL,	/* give up; the source runs on */
+	MIG_ON_TIMEOUT_FORCE,	/* stop-and-copy now, whatever the downtime */
+};
+
+struct mig_params {
+	char uri[256];
+	uint64_t bandwidth;		/* live phase, bytes/s; 0 = unlimited */
+	uint64_t downtime_ns;		/* switch over when expected downtime fits */
+	uint32_t max_iterations;	/* force switchover after this many passes; 0 = no limit */
+	uint64_t timeout_ns;		/* 0 = none */
+	enum mig_on_timeout on_timeout;
+	bool auto_converge;
+	bool verify;
+	bool keep_source;		/* stay paused after success instead of exiting */
+};
+
+#define MIG_DEFAULT_DOWNTIME_NS (300ULL * 1000000ULL)
+
+typedef void mig_event_fn(void *opaque, json_object *event);
+
+struct migration {
+	struct machine *m;
+	struct mig_params p;
+	mig_event_fn *on_event;		/* told of the end, from the migration thread */
+	void *event_opaque;
+	pthread_t thread;
+	bool thread_started;		/* control thread only */
+
+	pthread_mutex_t lock;		/* guards stats and cancel */
+	struct mig_stats stats;
+	bool cancel;
+
+	/* Owned by the migration thread while it runs. */
+	struct mig_stream s;
+	struct ratelimit rl;
+	struct mig_digest digest;
+	unsigned long *bitmap[GUEST_MAX_REGIONS];
+	uint8_t *batch;			/* page data of one RAM section */
+	uint64_t *batch_gpa;
+	uint32_t batch_count, batch_raw;
+	uint64_t last_sync_ns;
+	bool forced;			/* switch over at the next chance */
+};
+
+void migration_init(struct migration *mig, struct machine *m);
+/* Join a finished migration thread and free what it left. */
+void migration_destroy(struct migration *mig);
+
+/*
+ * Start migrating in a thread of its own.  Returns 0, -EBUSY if one is
+ * running, -EINVAL for bad parameters (message in *why).
+ */
+int migration_start(struct migration *mig, const struct mig_params *p, mig_event_fn *fn,
+		    void *opaque) __attribute__((warn_unused_result));
+/* Ask a running migration to stop; the source keeps running.  0 or -ESRCH. */
+int migration_cancel(struct migration *mig);
+/* A snapshot of the statistics as JSON (query-migrate). */
+json_object *migration_query(struct migration *mig);
+bool migration_running(struct migration *mig);
+
+/* precopy.c: the migration thread. */
+void *precopy_thread(void *arg);
+
+#endif

@@ -1,0 +1,179 @@
+#include "migration/ram.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "migration/format.h"
+#include "migration/section.h"
+#include "vmm/dirty.h"
+
+/* Pages whose dirty bits are cleared in KVM at once: 4 MiB, 16 longs. */
+#define RAM_CLEAR_CHUNK 1024
+
+int ram_setup(struct migration *mig)
+{
+	struct guest_memory *mem = &mig->m->vm.mem;
+
+	for (unsigned r = 0; r < mem->nr_regions; r++) {
+		uint64_t longs = dirty_bitmap_longs(mem->regions[r].size / GUEST_PAGE_SIZE);
+		mig->bitmap[r] = calloc(longs, sizeof(unsigned long));
+		if (!mig->bitmap[r])
+			return -ENOMEM;
+	}
+	mig->batch = malloc(MIG_RAM_BATCH_MAX * GUEST_PAGE_SIZE);
+	mig->batch_gpa = malloc(MIG_RAM_BATCH_MAX * sizeof(uint64_t));
+	return mig->batch && mig->batch_gpa ? 0 : -ENOMEM;
+}
+
+void ram_cleanup(struct migration *mig)
+{
+	for (unsigned r = 0; r < GUEST_MAX_REGIONS; r++) {
+		free(mig->bitmap[r]);
+		mig->bitmap[r] = NULL;
+	}
+	free(mig->batch);
+	free(mig->batch_gpa);
+	mig->batch = NULL;
+	mig->batch_gpa = NULL;
+}
+
+int64_t ram_sync(struct migration *mig)
+{
+	struct guest_memory *mem = &mig->m->vm.mem;
+	int64_t dirty = 0;
+
+	for (unsigned r = 0; r < mem->nr_regions; r++) {
+		uint64_t longs = dirty_bitmap_longs(mem->regions[r].size / GUEST_PAGE_SIZE);
+		int err = vm_dirty_log_sync(&mig->m->vm, r, mig->bitmap[r]);
+		if (err)
+			return err;
+		for (uint64_t i = 0; i < longs; i++)
+			dirty += __builtin_popcountl(mig->bitmap[r][i]);
+	}
+	return dirty;
+}
+
+/* Send the batch as one RAM section. */
+static void ram_flush_batch(struct migration *mig)
+{
+	struct mig_section_writer w;
+	uint32_t n = mig->batch_count;
+
+	if (!n)
+		return;
+	uint32_t len = 4 + 8 * n + (uint32_t)GUEST_PAGE_SIZE * mig->batch_raw;
+	if (mig_section_begin(&w, &mig->s, MIG_SEC_RAM, len)) {
+		mig_stream_fail(&mig->s, -ENOMEM, "out of memory");
+		return;
+	}
+	mig_section_put_u32(&w, n);
+	for (uint32_t i = 0; i < n; i++)
+		mig_section_put_u64(&w, mig->batch_gpa[i]);
+	mig_section_put(&w, mig->batch, (size_t)GUEST_PAGE_SIZE * mig->batch_raw);
+	mig_section_end(&w);
+	mig->batch_count = mig->batch_raw = 0;
+}
+
+static bool ram_is_zero(const uint8_t *p)
+{
+	const uint64_t *w = (const uint64_t *)p;
+
+	for (size_t i = 0; i < GUEST_PAGE_SIZE / 8; i++)
+		if (w[i])
+			return false;
+	return true;
+}
+
+/*
+ * Queue one page.  The data is copied first: the guest may be writing it,
+ * and the checksum, the digest and the bytes sent must all be of one copy.
+ * (A page torn that way is dirty again and goes out in a later pass.)
+ */
+static void ram_queue_page(struct migration *mig, uint64_t gpa, const uint8_t *src,
+			   uint64_t index, bool resend)
+{
+	struct mig_stats *st = &mig->stats;
+	bool zero = ram_is_zero(src);
+
+	if (zero) {
+		mig->batch_gpa[mig->batch_count++] = gpa | MIG_PAGE_ZERO;
+		if (mig->digest.hash)
+			mig_digest_set(&mig->digest, index, NULL);
+	} else {
+		uint8_t *dst = mig->batch + (size_t)mig->batch_raw * GUEST_PAGE_SIZE;
+		memcpy(dst, src, GUEST_PAGE_SIZE);
+		mig->batch_gpa[mig->batch_count++] = gpa | MIG_PAGE_RAW;
+		mig->batch_raw++;
+		if (mig->digest.hash)
+			mig_digest_set(&mig->digest, index, dst);
+	}
+	pthread_mutex_lock(&mig->lock);
+	st->mem_processed += GUEST_PAGE_SIZE;
+	st->zero_pages += zero;
+	st->normal_pages += !zero;
+	st->normal_bytes += zero ? 0 : GUEST_PAGE_SIZE;
+	st->pages_resent += resend;
+	if (st->mem_remaining >= GUEST_PAGE_SIZE)
+		st->mem_remaining -= GUEST_PAGE_SIZE;
+	st->wire_bytes = mig->s.bytes_out;
+	pthread_mutex_unlock(&mig->lock);
+	if (mig->batch_count == MIG_RAM_BATCH_MAX)
+		ram_flush_batch(mig);
+}
+
+static bool ram_cancelled(struct migration *mig)
+{
+	pthread_mutex_lock(&mig->lock);
+	bool c = mig->cancel;
+	pthread_mutex_unlock(&mig->lock);
+	return c;
+}
+
+static int ram_send_region(struct migration *mig, unsigned r, bool resend)
+{
+	struct vm *vm = &mig->m->vm;
+	const struct guest_region *reg = &vm->mem.regions[r];
+	uint64_t pages = reg->size / GUEST_PAGE_SIZE;
+	unsigned long *bm = mig->bitmap[r];
+
+	for (uint64_t first = 0; first < pages; first += RAM_CLEAR_CHUNK) {
+		uint64_t count = pages - first < RAM_CLEAR_CHUNK ? pages - first : RAM_CLEAR_CHUNK;
+		uint64_t l0 = first / DIRTY_BITS_PER_LONG, l1 = dirty_bitmap_longs(first + count);
+		bool any = false;
+		for (uint64_t l = l0; l < l1 && !any; l++)
+			any = bm[l] != 0;
+		if (!any)
+			continue;
+		/* Re-arm tracking before reading: a write from now on is seen. */
+		int err = vm_dirty_log_clear(vm, r, first, count, bm);
+		if (err)
+			return err;
+		for (uint64_t l = l0; l < l1; l++) {
+			while (bm[l]) {
+				unsigned bit = (unsigned)__builtin_ctzl(bm[l]);
+				bm[l] &= bm[l] - 1;
+				uint64_t page = l * DIRTY_BITS_PER_LONG + bit;
+				ram_queue_page(mig, reg->gpa + page * GUEST_PAGE_SIZE,
+					       vm->mem.host + reg->offset + page * GUEST_PAGE_SIZE,
+					       reg->offset / GUEST_PAGE_SIZE + page, resend);
+			}
+		}
+		if (mig_stream_error(&mig->s))
+			return mig_stream_error(&mig->s);
+		if (ram_cancelled(mig))
+			return -ECANCELED;
+	}
+	return 0;
+}
+
+int ram_send_dirty(struct migration *mig, bool resend)
+{
+	for (unsigned r = 0; r < mig->m->vm.mem.nr_regions; r++) {
+		int err = ram_send_region(mig, r, resend);
+		if (err)
+			return err;
+	}
+	ram_flush_batch(mig);
+	return mig_stream_error(&mig->s);
+}

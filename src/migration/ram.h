@@ -1,0 +1,27 @@
+/*
+ * Source side of RAM: sync the dirty log into the job's bitmaps and send
+ * the pages they mark as RAM sections (zero pages as markers only).
+ */
+#ifndef FERRY_MIGRATION_RAM_H
+#define FERRY_MIGRATION_RAM_H
+
+#include "migration/migration.h"
+
+/* Allocate bitmaps and the batch buffer.  0 or -ENOMEM. */
+int ram_setup(struct migration *mig) __attribute__((warn_unused_result));
+void ram_cleanup(struct migration *mig);
+
+/*
+ * Fetch the dirty log of every region into the bitmaps.  Returns the
+ * number of dirty pages, or -errno.
+ */
+int64_t ram_sync(struct migration *mig) __attribute__((warn_unused_result));
+
+/*
+ * Send every page marked in the bitmaps, clearing each chunk's dirty bits in
+ * KVM right before reading it.  `resend`: count the pages as re-sent.
+ * Returns 0, -ECANCELED if cancelled, or the stream's error.
+ */
+int ram_send_dirty(struct migration *mig, bool resend) __attribute__((warn_unused_result));
+
+#endif

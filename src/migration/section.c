@@ -1,0 +1,158 @@
+#include "migration/section.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <string.h>
+
+#include "migration/format.h"
+
+static void mig_section_header(uint8_t hdr[MIG_SECTION_HDR], uint8_t type, uint32_t len)
+{
+	hdr[0] = type;
+	hdr[1] = hdr[2] = hdr[3] = 0;
+	for (int i = 0; i < 4; i++)
+		hdr[4 + i] = (uint8_t)(len >> (8 * i));
+}
+
+int mig_section_begin(struct mig_section_writer *w, struct mig_stream *s, uint8_t type,
+		      uint32_t len)
+{
+	uint8_t hdr[MIG_SECTION_HDR];
+
+	w->s = s;
+	w->len = len;
+	w->done = 0;
+	w->hash = XXH3_createState();
+	if (!w->hash)
+		return -ENOMEM;
+	XXH3_64bits_reset(w->hash);
+	mig_section_header(hdr, type, len);
+	XXH3_64bits_update(w->hash, hdr, sizeof(hdr));
+	mig_stream_put(s, hdr, sizeof(hdr));
+	return 0;
+}
+
+void mig_section_put(struct mig_section_writer *w, const void *data, size_t len)
+{
+	assert(w->done + len <= w->len);
+	XXH3_64bits_update(w->hash, data, len);
+	mig_stream_put(w->s, data, len);
+	w->done += (uint32_t)len;
+}
+
+void mig_section_put_u32(struct mig_section_writer *w, uint32_t v)
+{
+	uint8_t b[4];
+
+	for (int i = 0; i < 4; i++)
+		b[i] = (uint8_t)(v >> (8 * i));
+	mig_section_put(w, b, 4);
+}
+
+void mig_section_put_u64(struct mig_section_writer *w, uint64_t v)
+{
+	uint8_t b[8];
+
+	for (int i = 0; i < 8; i++)
+		b[i] = (uint8_t)(v >> (8 * i));
+	mig_section_put(w, b, 8);
+}
+
+void mig_section_end(struct mig_section_writer *w)
+{
+	assert(w->done == w->len);
+	mig_stream_put_u64(w->s, XXH3_64bits_digest(w->hash));
+	XXH3_freeState(w->hash);
+	w->hash = NULL;
+}
+
+void mig_section_write(struct mig_stream *s, uint8_t type, const void *payload, uint32_t len)
+{
+	struct mig_section_writer w;
+
+	if (mig_section_begin(&w, s, type, len)) {
+		mig_stream_fail(s, -ENOMEM, "out of memory");
+		return;
+	}
+	mig_section_put(&w, payload, len);
+	mig_section_end(&w);
+}
+
+int mig_section_read(struct mig_stream *s, uint8_t *buf, uint32_t cap, uint8_t *type,
+		     uint32_t *len)
+{
+	uint8_t hdr[MIG_SECTION_HDR];
+	uint32_t n = 0;
+
+	mig_stream_get(s, hdr, sizeof(hdr));
+	if (mig_stream_error(s))
+		return mig_stream_error(s);
+	for (int i = 3; i >= 0; i--)
+		n = n << 8 | hdr[4 + i];
+	if (hdr[1] || hdr[2] || hdr[3]) {
+		mig_stream_fail(s, -EPROTO, "section type %u: reserved bytes are not zero", hdr[0]);
+		return s->err;
+	}
+	if (n > cap || n > MIG_SECTION_MAX) {
+		mig_stream_fail(s, -EPROTO, "section type %u: length %u exceeds the limit of %u",
+				hdr[0], n, cap < MIG_SECTION_MAX ? cap : MIG_SECTION_MAX);
+		return s->err;
+	}
+	mig_stream_get(s, buf, n);
+	uint64_t sum = mig_stream_get_u64(s);
+	if (mig_stream_error(s))
+		return mig_stream_error(s);
+	XXH3_state_t *h = XXH3_createState();
+	if (!h) {
+		mig_stream_fail(s, -ENOMEM, "out of memory");
+		return s->err;
+	}
+	XXH3_64bits_reset(h);
+	XXH3_64bits_update(h, hdr, sizeof(hdr));
+	XXH3_64bits_update(h, buf, n);
+	uint64_t want = XXH3_64bits_digest(h);
+	XXH3_freeState(h);
+	if (sum != want) {
+		mig_stream_fail(s, -EPROTO, "section type %u (%u bytes): checksum mismatch", hdr[0], n);
+		return s->err;
+	}
+	*type = hdr[0];
+	*len = n;
+	return 0;
+}
+
+void mig_cursor_init(struct mig_cursor *c, const uint8_t *p, uint32_t len)
+{
+	c->p = p;
+	c->len = len;
+	c->off = 0;
+	c->bad = 0;
+}
+
+const uint8_t *mig_cursor_bytes(struct mig_cursor *c, uint32_t n)
+{
+	if (c->bad || n > c->len - c->off) {
+		c->bad = 1;
+		return NULL;
+	}
+	const uint8_t *r = c->p + c->off;
+	c->off += n;
+	return r;
+}
+
+static uint64_t mig_cursor_le(struct mig_cursor *c, unsigned n)
+{
+	const uint8_t *b = mig_cursor_bytes(c, n);
+	uint64_t v = 0;
+
+	if (!b)
+		return 0;
+	for (int i = (int)n - 1; i >= 0; i--)
+		v = v << 8 | b[i];
+	return v;
+}
+
+uint8_t mig_cursor_u8(struct mig_cursor *c) { return (uint8_t)mig_cursor_le(c, 1); }
+uint16_t mig_cursor_u16(struct mig_cursor *c) { return (uint16_t)mig_cursor_le(c, 2); }
+uint32_t mig_cursor_u32(struct mig_cursor *c) { return (uint32_t)mig_cursor_le(c, 4); }
+uint64_t mig_cursor_u64(struct mig_cursor *c) { return mig_cursor_le(c, 8); }

@@ -1,0 +1,63 @@
+/*
+ * Sections of the migration stream (docs/migration-stream.md): an 8-byte
+ * header (type, two reserved fields, payload length), the payload, and an
+ * XXH3-64 checksum of header and payload.
+ */
+#ifndef FERRY_MIGRATION_SECTION_H
+#define FERRY_MIGRATION_SECTION_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <xxhash.h>
+
+#include "migration/stream.h"
+
+/* A section being written: its length is declared up front. */
+struct mig_section_writer {
+	struct mig_stream *s;
+	uint32_t len;		/* declared payload length */
+	uint32_t done;		/* payload bytes put so far */
+	XXH3_state_t *hash;
+};
+
+/*
+ * Start a section of `type` with a `len`-byte payload.  Errors stick to
+ * the stream.  Returns 0 or -ENOMEM.
+ */
+int mig_section_begin(struct mig_section_writer *w, struct mig_stream *s, uint8_t type,
+		      uint32_t len) __attribute__((warn_unused_result));
+void mig_section_put(struct mig_section_writer *w, const void *data, size_t len);
+void mig_section_put_u32(struct mig_section_writer *w, uint32_t v);
+void mig_section_put_u64(struct mig_section_writer *w, uint64_t v);
+/* Write the checksum.  Exactly `len` payload bytes must have been put. */
+void mig_section_end(struct mig_section_writer *w);
+
+/* A whole section in one call. */
+void mig_section_write(struct mig_stream *s, uint8_t type, const void *payload, uint32_t len);
+
+/*
+ * Read one section into buf (capacity cap >= MIG_SECTION_MAX is enough for
+ * anything valid).  Checks the reserved fields, the length against cap and
+ * the checksum.  Returns 0 with *type and *len set, or the stream's sticky
+ * error, set with a reason (-EPROTO for a bad section, -EPIPE/-ETIMEDOUT
+ * etc. for the connection).
+ */
+int mig_section_read(struct mig_stream *s, uint8_t *buf, uint32_t cap, uint8_t *type,
+		     uint32_t *len) __attribute__((warn_unused_result));
+
+/* Little-endian readers over an untrusted payload, with bounds. */
+struct mig_cursor {
+	const uint8_t *p;
+	uint32_t len, off;
+	int bad;		/* set once a read ran past the end */
+};
+
+void mig_cursor_init(struct mig_cursor *c, const uint8_t *p, uint32_t len);
+uint8_t mig_cursor_u8(struct mig_cursor *c);
+uint16_t mig_cursor_u16(struct mig_cursor *c);
+uint32_t mig_cursor_u32(struct mig_cursor *c);
+uint64_t mig_cursor_u64(struct mig_cursor *c);
+/* Pointer to the next n bytes, or NULL (and bad set) if fewer remain. */
+const uint8_t *mig_cursor_bytes(struct mig_cursor *c, uint32_t n);
+
+#endif

@@ -1,0 +1,82 @@
+#include "migration/stats.h"
+
+#include <stdbool.h>
+#include <stdio.h>
+
+static const char *const mig_status_names[] = {
+	[MIG_STATUS_NONE] = "none",
+	[MIG_STATUS_SETUP] = "setup",
+	[MIG_STATUS_ACTIVE] = "active",
+	[MIG_STATUS_DEVICE] = "device",
+	[MIG_STATUS_COMPLETED] = "completed",
+	[MIG_STATUS_FAILED] = "failed",
+	[MIG_STATUS_CANCELLED] = "cancelled",
+};
+
+static const char *const mig_phase_names[] = {
+	[MIG_PHASE_PAUSE] = "pause",
+	[MIG_PHASE_FINAL_SYNC] = "final-sync",
+	[MIG_PHASE_FINAL_PAGES] = "final-pages",
+	[MIG_PHASE_DEVICE_STATE] = "device-state",
+	[MIG_PHASE_RESUME] = "resume",
+};
+
+const char *mig_status_name(enum mig_status s)
+{
+	return mig_status_names[s];
+}
+
+static void mig_json_u64(json_object *o, const char *key, uint64_t v)
+{
+	json_object_object_add(o, key, json_object_new_int64((int64_t)v));
+}
+
+static double mig_ms(uint64_t ns)
+{
+	return (double)ns / 1e6;
+}
+
+json_object *mig_stats_to_json(const struct mig_stats *st, uint64_t now_ns)
+{
+	json_object *o = json_object_new_object(), *ph = json_object_new_object();
+	uint64_t end = st->end_ns ? st->end_ns : now_ns;
+	bool done = st->status >= MIG_STATUS_COMPLETED;
+
+	json_object_object_add(o, "status", json_object_new_string(mig_status_name(st->status)));
+	if (st->error[0])
+		json_object_object_add(o, "error", json_object_new_string(st->error));
+	if (st->status == MIG_STATUS_NONE)
+		return json_object_put(ph), o;
+	json_object_object_add(o, "total-time-ms", json_object_new_double(mig_ms(end - st->start_ns)));
+	json_object_object_add(o, "setup-time-ms", json_object_new_double(mig_ms(st->setup_ns)));
+	mig_json_u64(o, "data-total", st->mem_total + st->state_bytes);
+	mig_json_u64(o, "data-processed", st->wire_bytes);
+	mig_json_u64(o, "data-remaining", done ? 0 : st->mem_remaining);
+	mig_json_u64(o, "memory-total", st->mem_total);
+	mig_json_u64(o, "memory-processed", st->mem_processed);
+	mig_json_u64(o, "memory-remaining", done ? 0 : st->mem_remaining);
+	mig_json_u64(o, "zero-pages", st->zero_pages);
+	mig_json_u64(o, "normal-pages", st->normal_pages);
+	mig_json_u64(o, "normal-bytes", st->normal_bytes);
+	mig_json_u64(o, "pages-resent", st->pages_resent);
+	mig_json_u64(o, "device-state-bytes", st->state_bytes);
+	mig_json_u64(o, "pages-per-second", st->pages_per_sec);
+	mig_json_u64(o, "throughput-bytes-per-second", st->throughput);
+	mig_json_u64(o, "dirty-pages-rate", st->dirty_rate);
+	mig_json_u64(o, "iteration", st->iteration);
+	json_object_object_add(o, "expected-downtime-ms",
+			       json_object_new_double(mig_ms(st->expected_downtime_ns)));
+	json_object_object_add(o, "downtime-ms", json_object_new_double(mig_ms(st->downtime_ns)));
+	for (int i = 0; i < MIG_PHASE_COUNT; i++)
+		json_object_object_add(ph, mig_phase_names[i],
+				       json_object_new_double(mig_ms(st->phase_ns[i])));
+	json_object_object_add(o, "downtime-phases-ms", ph);
+	mig_json_u64(o, "throttle-percentage", st->throttle_pct);
+	json_object_object_add(o, "verify", json_object_new_boolean(st->verify));
+	if (st->verify && st->status == MIG_STATUS_COMPLETED) {
+		char hex[24];
+		snprintf(hex, sizeof(hex), "%016llx", (unsigned long long)st->digest);
+		json_object_object_add(o, "ram-digest", json_object_new_string(hex));
+	}
+	return o;
+}

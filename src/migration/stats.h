@@ -1,0 +1,61 @@
+/*
+ * Statistics of a migration, as `virsh domjobinfo` reports them, plus the
+ * downtime split into phases.  docs/api.md (query-migrate) names each key.
+ */
+#ifndef FERRY_MIGRATION_STATS_H
+#define FERRY_MIGRATION_STATS_H
+
+#include <json-c/json.h>
+#include <stdint.h>
+
+enum mig_status {
+	MIG_STATUS_NONE,
+	MIG_STATUS_SETUP,	/* connecting, handshake */
+	MIG_STATUS_ACTIVE,	/* live pre-copy passes */
+	MIG_STATUS_DEVICE,	/* vCPUs paused: final pages and state */
+	MIG_STATUS_COMPLETED,
+	MIG_STATUS_FAILED,
+	MIG_STATUS_CANCELLED,
+};
+
+enum mig_phase {
+	MIG_PHASE_PAUSE,	/* stopping the vCPUs */
+	MIG_PHASE_FINAL_SYNC,	/* last dirty-log sync */
+	MIG_PHASE_FINAL_PAGES,	/* sending what was still dirty */
+	MIG_PHASE_DEVICE_STATE,	/* saving and sending CPU/device state */
+	MIG_PHASE_RESUME,	/* until the destination says its guest runs */
+	MIG_PHASE_COUNT,
+};
+
+struct mig_stats {
+	enum mig_status status;
+	char error[256];
+	uint64_t start_ns, end_ns;
+	uint64_t setup_ns;
+	uint64_t wire_bytes;		/* everything sent, headers included */
+	uint64_t mem_total;		/* guest RAM bytes */
+	uint64_t mem_processed;		/* RAM bytes handled (zero pages count) */
+	uint64_t mem_remaining;		/* RAM bytes dirty and not yet sent */
+	uint64_t zero_pages;
+	uint64_t normal_pages;		/* pages sent with their data */
+	uint64_t normal_bytes;
+	uint64_t pages_resent;		/* pages sent again in pass 2 or later */
+	uint64_t state_bytes;		/* device state record size */
+	uint64_t pages_per_sec;
+	uint64_t throughput;		/* bytes/s on the wire, recent */
+	uint64_t dirty_rate;		/* pages/s dirtied, last pass */
+	uint32_t iteration;		/* current pass, 1-based */
+	uint64_t expected_downtime_ns;
+	uint64_t downtime_ns;
+	uint64_t phase_ns[MIG_PHASE_COUNT];
+	uint32_t throttle_pct;
+	uint64_t digest;		/* with verify: RAM digest both sides agreed on */
+	int verify;
+};
+
+const char *mig_status_name(enum mig_status s);
+
+/* The stats as a JSON object (the reply of query-migrate). */
+json_object *mig_stats_to_json(const struct mig_stats *st, uint64_t now_ns);
+
+#endif
