@@ -71,11 +71,19 @@ $(BUILD)/tests/%: $(BUILD)/san/tests/unit/%.o $(FERRY_SAN_OBJS)
 $(BUILD)/tests/%: $(BUILD)/san/tests/kvm/%.o $(FERRY_SAN_OBJS)
 	$(test_link)
 
+# Helpers the end-to-end tests run (not tests themselves).
+TOOL_SRCS := $(sort $(wildcard tests/tools/*.c))
+TOOL_BINS := $(patsubst tests/tools/%.c,$(BUILD)/tools/%,$(TOOL_SRCS))
+$(BUILD)/tools/%: tests/tools/%.c | $(DEPS_STAMP)
+	@$(if $(Q),echo "  CC      $<")
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CC) -std=gnu11 -O2 -g -D_GNU_SOURCE $(WARNINGS) $< -o $@
+
 include guest/guest.mk
 
 unit: $(UNIT_BINS)
 
-check: all $(BUILD)/ferry-san $(UNIT_BINS)
+check: all $(BUILD)/ferry-san $(UNIT_BINS) $(TOOL_BINS)
 	$(Q)BUILD=$(BUILD) tests/run.sh
 
 demo: all

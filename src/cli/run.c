@@ -238,8 +238,10 @@ int cli_run(int argc, char **argv)
 	migration_init(&mig, m);
 	if (!err)
 		err = run_start(m, &mig, &cs, &o);
-	if (o.incoming)
+	if (o.incoming) {
 		mig_incoming_reply(&inc, err, err ? "the destination could not start the guest" : "ok");
+		pr_debug("incoming: replied at %.3f ms (monotonic)", (double)vm_now_ns() / 1e6);
+	}
 	if (err) {
 		status = run_exit_code(err);
 	} else {

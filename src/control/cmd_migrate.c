@@ -100,6 +100,30 @@ int cmd_migrate_cancel(struct control_ctx *ctx, json_object *args, json_object *
 	return 0;
 }
 
+int cmd_migrate_set_parameters(struct control_ctx *ctx, json_object *args, json_object **ret)
+{
+	uint64_t bw = 0, dt = 0;
+	json_object *v;
+	bool has_bw = args && json_object_object_get_ex(args, "bandwidth", &v);
+	bool has_dt = args && json_object_object_get_ex(args, "downtime-ms", &v);
+	int err;
+
+	if (!ctx->mig)
+		return control_fail(ret, -ENOTSUP, "this VM cannot migrate");
+	if (!has_bw && !has_dt)
+		return control_fail(ret, -EINVAL, "give 'bandwidth' and/or 'downtime-ms'");
+	err = mig_arg_u64(args, "bandwidth", &bw, ret);
+	err = err ?: mig_arg_u64(args, "downtime-ms", &dt, ret);
+	if (err)
+		return err;
+	if (dt > 3600000)
+		return control_fail(ret, -EINVAL, "'downtime-ms' is out of range");
+	dt *= 1000000;
+	if (migration_set_limits(ctx->mig, has_bw ? &bw : NULL, has_dt ? &dt : NULL))
+		return control_fail(ret, -ESRCH, "no migration is in its live phase");
+	return 0;
+}
+
 int cmd_query_migrate(struct control_ctx *ctx, json_object *args, json_object **ret)
 {
 	if (!ctx->mig)

@@ -118,6 +118,7 @@ static const struct control_command control_commands[] = {
 	{ "quit", false, cmd_quit },
 	{ "migrate", false, cmd_migrate },
 	{ "migrate-cancel", false, cmd_migrate_cancel },
+	{ "migrate-set-parameters", false, cmd_migrate_set_parameters },
 	{ "query-migrate", false, cmd_query_migrate },
 	{ "x-test-corrupt", true, cmd_test_corrupt },
 	{ "x-test-rebuild", true, cmd_test_rebuild },

@@ -30,6 +30,8 @@ struct mig_incoming {
 	struct mig_config cfg;
 	struct mig_digest digest;	/* with verify */
 	uint8_t *buf;			/* one section's payload */
+	unsigned long *written;		/* pages that received data (bit per page) */
+	unsigned long *populated;	/* 2 MiB chunks already allocated */
 	uint64_t pages, zero_pages, raw_pages;
 	uint32_t pass;
 	uint64_t start_ns, end_ns;	/* connection accepted .. END checked */

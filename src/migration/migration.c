@@ -77,6 +77,24 @@ int migration_cancel(struct migration *mig)
 	return err;
 }
 
+int migration_set_limits(struct migration *mig, const uint64_t *bandwidth,
+			 const uint64_t *downtime_ns)
+{
+	int err = -ESRCH;
+
+	pthread_mutex_lock(&mig->lock);
+	if (mig->stats.status >= MIG_STATUS_SETUP && mig->stats.status <= MIG_STATUS_ACTIVE) {
+		if (bandwidth)
+			mig->p.bandwidth = *bandwidth;
+		if (downtime_ns)
+			mig->p.downtime_ns = *downtime_ns;
+		mig->limits_changed = true;
+		err = 0;
+	}
+	pthread_mutex_unlock(&mig->lock);
+	return err;
+}
+
 json_object *migration_query(struct migration *mig)
 {
 	pthread_mutex_lock(&mig->lock);

@@ -46,9 +46,10 @@ struct migration {
 	pthread_t thread;
 	bool thread_started;		/* control thread only */
 
-	pthread_mutex_t lock;		/* guards stats and cancel */
+	pthread_mutex_t lock;		/* guards stats, cancel and the limits below */
 	struct mig_stats stats;
 	bool cancel;
+	bool limits_changed;		/* p.bandwidth / p.downtime_ns were set anew */
 
 	/* Owned by the migration thread while it runs. */
 	struct mig_stream s;
@@ -57,7 +58,7 @@ struct migration {
 	unsigned long *bitmap[GUEST_MAX_REGIONS];
 	uint8_t *batch;			/* page data of one RAM section */
 	uint64_t *batch_gpa;
-	uint32_t batch_count, batch_raw;
+	uint32_t batch_count, batch_raw, batch_resent;
 	uint64_t last_sync_ns;
 	bool forced;			/* switch over at the next chance */
 };
@@ -74,6 +75,12 @@ int migration_start(struct migration *mig, const struct mig_params *p, mig_event
 		    void *opaque) __attribute__((warn_unused_result));
 /* Ask a running migration to stop; the source keeps running.  0 or -ESRCH. */
 int migration_cancel(struct migration *mig);
+/*
+ * Change the live-phase bandwidth (bytes/s, 0 = unlimited) and the downtime
+ * limit of a running migration; either may be left as is (NULL).  0 or -ESRCH.
+ */
+int migration_set_limits(struct migration *mig, const uint64_t *bandwidth,
+			 const uint64_t *downtime_ns);
 /* A snapshot of the statistics as JSON (query-migrate). */
 json_object *migration_query(struct migration *mig);
 bool migration_running(struct migration *mig);

@@ -208,7 +208,10 @@ static int precopy_decide(struct migration *mig, uint32_t pass, uint64_t pass_st
 		return err;
 	if (mig->p.max_iterations && pass >= mig->p.max_iterations)
 		mig->forced = true;
-	if (mig->forced || expect <= mig->p.downtime_ns)
+	pthread_mutex_lock(&mig->lock);
+	uint64_t limit = mig->p.downtime_ns;
+	pthread_mutex_unlock(&mig->lock);
+	if (mig->forced || expect <= limit)
 		return 1;
 	precopy_throttle(mig, rate * GUEST_PAGE_SIZE, bw);
 	return 0;
@@ -328,6 +331,7 @@ static int precopy_switchover(struct migration *mig)
 	if (err)
 		return precopy_stream_fail(mig, err);
 	precopy_phase(mig, MIG_PHASE_DEVICE_STATE, &t);
+	pr_debug("migration: END sent at %.3f ms (monotonic)", (double)t / 1e6);
 	err = precopy_read_reply(mig, MIG_SEC_RESULT);
 	precopy_phase(mig, MIG_PHASE_RESUME, &t);
 	pthread_mutex_lock(&mig->lock);

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "migration/format.h"
 #include "migration/section.h"
@@ -54,6 +55,25 @@ int64_t ram_sync(struct migration *mig)
 	return dirty;
 }
 
+/* Publish what the batch did to the shared statistics. */
+static void ram_publish(struct migration *mig)
+{
+	struct mig_stats *st = &mig->stats;
+	uint64_t pages = mig->batch_count, raw = mig->batch_raw;
+
+	pthread_mutex_lock(&mig->lock);
+	st->mem_processed += pages * GUEST_PAGE_SIZE;
+	st->zero_pages += pages - raw;
+	st->normal_pages += raw;
+	st->normal_bytes += raw * GUEST_PAGE_SIZE;
+	st->pages_resent += mig->batch_resent;
+	st->mem_remaining -= st->mem_remaining < pages * GUEST_PAGE_SIZE ?
+			     st->mem_remaining : pages * GUEST_PAGE_SIZE;
+	st->wire_bytes = mig->s.bytes_out;
+	pthread_mutex_unlock(&mig->lock);
+	mig->batch_resent = 0;
+}
+
 /* Send the batch as one RAM section. */
 static void ram_flush_batch(struct migration *mig)
 {
@@ -62,6 +82,7 @@ static void ram_flush_batch(struct migration *mig)
 
 	if (!n)
 		return;
+	ram_publish(mig);
 	uint32_t len = 4 + 8 * n + (uint32_t)GUEST_PAGE_SIZE * mig->batch_raw;
 	if (mig_section_begin(&w, &mig->s, MIG_SEC_RAM, len)) {
 		mig_stream_fail(&mig->s, -ENOMEM, "out of memory");
@@ -91,10 +112,9 @@ static bool ram_is_zero(const uint8_t *p)
  * (A page torn that way is dirty again and goes out in a later pass.)
  */
 static void ram_queue_page(struct migration *mig, uint64_t gpa, const uint8_t *src,
-			   uint64_t index, bool resend)
+			   uint64_t index, bool resend, bool hole)
 {
-	struct mig_stats *st = &mig->stats;
-	bool zero = ram_is_zero(src);
+	bool zero = hole || ram_is_zero(src);
 
 	if (zero) {
 		mig->batch_gpa[mig->batch_count++] = gpa | MIG_PAGE_ZERO;
@@ -108,24 +128,34 @@ static void ram_queue_page(struct migration *mig, uint64_t gpa, const uint8_t *s
 		if (mig->digest.hash)
 			mig_digest_set(&mig->digest, index, dst);
 	}
-	pthread_mutex_lock(&mig->lock);
-	st->mem_processed += GUEST_PAGE_SIZE;
-	st->zero_pages += zero;
-	st->normal_pages += !zero;
-	st->normal_bytes += zero ? 0 : GUEST_PAGE_SIZE;
-	st->pages_resent += resend;
-	if (st->mem_remaining >= GUEST_PAGE_SIZE)
-		st->mem_remaining -= GUEST_PAGE_SIZE;
-	st->wire_bytes = mig->s.bytes_out;
-	pthread_mutex_unlock(&mig->lock);
+	mig->batch_resent += resend;
 	if (mig->batch_count == MIG_RAM_BATCH_MAX)
 		ram_flush_batch(mig);
 }
 
+/*
+ * Is [off, off + len) of the RAM file a hole, never written by anyone?
+ * Then its pages are zero and need not be read (reading would allocate
+ * them).  Asked after the chunk's dirty bits were cleared, so a write
+ * racing with the question is seen in the next pass.
+ */
+static bool ram_is_hole(int fd, uint64_t off, uint64_t len)
+{
+	off_t data = lseek(fd, (off_t)off, SEEK_DATA);
+
+	if (data < 0)
+		return errno == ENXIO;	/* no data from off to the end */
+	return (uint64_t)data >= off + len;
+}
+
+/* Between chunks: a cancel, or new limits from migrate-set-parameters. */
 static bool ram_cancelled(struct migration *mig)
 {
 	pthread_mutex_lock(&mig->lock);
 	bool c = mig->cancel;
+	if (mig->limits_changed && mig->stats.status == MIG_STATUS_ACTIVE)
+		ratelimit_set_rate(&mig->rl, mig->p.bandwidth);
+	mig->limits_changed = false;
 	pthread_mutex_unlock(&mig->lock);
 	return c;
 }
@@ -149,6 +179,8 @@ static int ram_send_region(struct migration *mig, unsigned r, bool resend)
 		int err = vm_dirty_log_clear(vm, r, first, count, bm);
 		if (err)
 			return err;
+		bool hole = ram_is_hole(vm->mem.fd, reg->offset + first * GUEST_PAGE_SIZE,
+					count * GUEST_PAGE_SIZE);
 		for (uint64_t l = l0; l < l1; l++) {
 			while (bm[l]) {
 				unsigned bit = (unsigned)__builtin_ctzl(bm[l]);
@@ -156,7 +188,7 @@ static int ram_send_region(struct migration *mig, unsigned r, bool resend)
 				uint64_t page = l * DIRTY_BITS_PER_LONG + bit;
 				ram_queue_page(mig, reg->gpa + page * GUEST_PAGE_SIZE,
 					       vm->mem.host + reg->offset + page * GUEST_PAGE_SIZE,
-					       reg->offset / GUEST_PAGE_SIZE + page, resend);
+					       reg->offset / GUEST_PAGE_SIZE + page, resend, hole);
 			}
 		}
 		if (mig_stream_error(&mig->s))

@@ -35,6 +35,8 @@ int mig_section_begin(struct mig_section_writer *w, struct mig_stream *s, uint8_
 void mig_section_put(struct mig_section_writer *w, const void *data, size_t len)
 {
 	assert(w->done + len <= w->len);
+	if (!len)
+		return;
 	XXH3_64bits_update(w->hash, data, len);
 	mig_stream_put(w->s, data, len);
 	w->done += (uint32_t)len;
@@ -78,12 +80,13 @@ void mig_section_write(struct mig_stream *s, uint8_t type, const void *payload, 
 	mig_section_end(&w);
 }
 
-int mig_section_read(struct mig_stream *s, uint8_t *buf, uint32_t cap, uint8_t *type,
-		     uint32_t *len)
+int mig_section_reader_begin(struct mig_section_reader *r, struct mig_stream *s)
 {
 	uint8_t hdr[MIG_SECTION_HDR];
 	uint32_t n = 0;
 
+	memset(r, 0, sizeof(*r));
+	r->s = s;
 	mig_stream_get(s, hdr, sizeof(hdr));
 	if (mig_stream_error(s))
 		return mig_stream_error(s);
@@ -93,31 +96,84 @@ int mig_section_read(struct mig_stream *s, uint8_t *buf, uint32_t cap, uint8_t *
 		mig_stream_fail(s, -EPROTO, "section type %u: reserved bytes are not zero", hdr[0]);
 		return s->err;
 	}
-	if (n > cap || n > MIG_SECTION_MAX) {
+	if (n > MIG_SECTION_MAX) {
 		mig_stream_fail(s, -EPROTO, "section type %u: length %u exceeds the limit of %u",
-				hdr[0], n, cap < MIG_SECTION_MAX ? cap : MIG_SECTION_MAX);
+				hdr[0], n, MIG_SECTION_MAX);
 		return s->err;
 	}
-	mig_stream_get(s, buf, n);
-	uint64_t sum = mig_stream_get_u64(s);
-	if (mig_stream_error(s))
-		return mig_stream_error(s);
-	XXH3_state_t *h = XXH3_createState();
-	if (!h) {
+	r->hash = XXH3_createState();
+	if (!r->hash) {
 		mig_stream_fail(s, -ENOMEM, "out of memory");
 		return s->err;
 	}
-	XXH3_64bits_reset(h);
-	XXH3_64bits_update(h, hdr, sizeof(hdr));
-	XXH3_64bits_update(h, buf, n);
-	uint64_t want = XXH3_64bits_digest(h);
-	XXH3_freeState(h);
-	if (sum != want) {
-		mig_stream_fail(s, -EPROTO, "section type %u (%u bytes): checksum mismatch", hdr[0], n);
+	XXH3_64bits_reset(r->hash);
+	XXH3_64bits_update(r->hash, hdr, sizeof(hdr));
+	r->type = hdr[0];
+	r->len = n;
+	return 0;
+}
+
+int mig_section_reader_get(struct mig_section_reader *r, void *buf, uint32_t n)
+{
+	if (n > r->len - r->done) {
+		mig_stream_fail(r->s, -EPROTO, "section type %u: contents run past its length of %u",
+				r->type, r->len);
+		return r->s->err;
+	}
+	mig_stream_get(r->s, buf, n);
+	if (mig_stream_error(r->s))
+		return mig_stream_error(r->s);
+	XXH3_64bits_update(r->hash, buf, n);
+	r->done += n;
+	return 0;
+}
+
+int mig_section_reader_end(struct mig_section_reader *r)
+{
+	if (r->done != r->len) {
+		mig_stream_fail(r->s, -EPROTO, "section type %u: %u of its %u bytes unused",
+				r->type, r->len - r->done, r->len);
+	} else {
+		uint64_t sum = mig_stream_get_u64(r->s);
+		if (!mig_stream_error(r->s) && sum != XXH3_64bits_digest(r->hash))
+			mig_stream_fail(r->s, -EPROTO, "section type %u (%u bytes): checksum mismatch",
+					r->type, r->len);
+	}
+	mig_section_reader_abort(r);
+	return mig_stream_error(r->s);
+}
+
+void mig_section_reader_abort(struct mig_section_reader *r)
+{
+	if (r->hash)
+		XXH3_freeState(r->hash);
+	r->hash = NULL;
+}
+
+int mig_section_read(struct mig_stream *s, uint8_t *buf, uint32_t cap, uint8_t *type,
+		     uint32_t *len)
+{
+	struct mig_section_reader r;
+	int err = mig_section_reader_begin(&r, s);
+
+	if (err)
+		return err;
+	if (r.len > cap) {
+		mig_section_reader_abort(&r);
+		mig_stream_fail(s, -EPROTO, "section type %u: length %u exceeds the limit of %u",
+				r.type, r.len, cap);
 		return s->err;
 	}
-	*type = hdr[0];
-	*len = n;
+	err = mig_section_reader_get(&r, buf, r.len);
+	if (err) {
+		mig_section_reader_abort(&r);
+		return err;
+	}
+	err = mig_section_reader_end(&r);
+	if (err)
+		return err;
+	*type = r.type;
+	*len = r.len;
 	return 0;
 }
 

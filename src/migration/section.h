@@ -45,6 +45,33 @@ void mig_section_write(struct mig_stream *s, uint8_t type, const void *payload, 
 int mig_section_read(struct mig_stream *s, uint8_t *buf, uint32_t cap, uint8_t *type,
 		     uint32_t *len) __attribute__((warn_unused_result));
 
+/*
+ * A section being read piece by piece, straight into where its bytes
+ * belong (guest RAM): the checksum is checked at the end, so nothing read
+ * may be trusted to have arrived intact before mig_section_reader_end().
+ */
+struct mig_section_reader {
+	struct mig_stream *s;
+	uint8_t type;
+	uint32_t len;		/* payload length from the header */
+	uint32_t done;
+	XXH3_state_t *hash;
+};
+
+/*
+ * Read a section header (reserved fields and the length limit checked).
+ * Returns 0 or the stream's sticky error.
+ */
+int mig_section_reader_begin(struct mig_section_reader *r, struct mig_stream *s)
+	__attribute__((warn_unused_result));
+/* Read n payload bytes into buf; more than the header announced is an error. */
+int mig_section_reader_get(struct mig_section_reader *r, void *buf, uint32_t n)
+	__attribute__((warn_unused_result));
+/* All payload read: check the checksum.  0 or the stream's error. */
+int mig_section_reader_end(struct mig_section_reader *r) __attribute__((warn_unused_result));
+/* Give up on a section (frees the hash state). */
+void mig_section_reader_abort(struct mig_section_reader *r);
+
 /* Little-endian readers over an untrusted payload, with bounds. */
 struct mig_cursor {
 	const uint8_t *p;

@@ -103,7 +103,7 @@ void mig_stream_put(struct mig_stream *s, const void *data, size_t len)
 {
 	const uint8_t *p = data;
 
-	if (s->err)
+	if (s->err || !len)
 		return;
 	s->bytes_out += len;
 	if (len >= s->cap) {
@@ -167,11 +167,41 @@ static void mig_stream_fill(struct mig_stream *s)
 	}
 }
 
+/* Receive straight into p (a large read with nothing buffered). */
+static size_t mig_stream_get_direct(struct mig_stream *s, uint8_t *p, size_t len)
+{
+	size_t got = 0;
+
+	while (got < len && !s->err) {
+		ssize_t n = recv(s->fd, p + got, len - got, MSG_DONTWAIT);
+		if (n > 0) {
+			got += (size_t)n;
+		} else if (n == 0) {
+			mig_stream_fail(s, -EPIPE, "the peer closed the connection");
+		} else if (errno == EAGAIN || errno == EWOULDBLOCK) {
+			int err = mig_stream_wait(s, POLLIN);
+			if (err)
+				mig_stream_fail(s, err, "nothing from the peer: %s", strerror(-err));
+		} else if (errno != EINTR) {
+			mig_stream_fail(s, -errno, "receive failed: %s", strerror(errno));
+		}
+	}
+	s->bytes_in += got;
+	return got;
+}
+
 void mig_stream_get(struct mig_stream *s, void *data, size_t len)
 {
 	uint8_t *p = data;
 
 	while (len && !s->err) {
+		if (s->rpos == s->rlen && len >= 16384) {
+			/* Skip the copy through rbuf for page data. */
+			size_t got = mig_stream_get_direct(s, p, len);
+			p += got;
+			len -= got;
+			continue;
+		}
 		if (s->rpos == s->rlen)
 			mig_stream_fill(s);
 		size_t n = s->rlen - s->rpos < len ? s->rlen - s->rpos : len;

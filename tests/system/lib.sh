@@ -75,3 +75,48 @@ wait_control() {
 	done
 	fail "control socket $sock never answered"
 }
+
+RELAY=${RELAY:-$BUILD/tools/mig_relay}
+
+# A free-looking TCP port on loopback (random; collisions are retried by callers).
+random_port() { echo $((20000 + RANDOM % 30000)); }
+
+# Start a source VM: start_source NAME VCPUS MEMORY CMDLINE [more ferry args].
+# Its control socket is $T/NAME.ctl, serial $T/NAME.serial, pid in FERRY_PID.
+start_source() {
+	local name=$1 vcpus=$2 mem=$3 cmdline=$4; shift 4
+	start_ferry "$name" --kernel "$PROBE" --vcpus "$vcpus" --memory "$mem" \
+		--cmdline "$cmdline" --serial "file:$T/$name.serial" --control "$T/$name.ctl" "$@"
+	wait_control "$T/$name.ctl"
+	wait_line "$T/$name.serial" '^hb 3$' 30
+}
+
+# Start a destination: start_dest NAME URI [more ferry args]; pid in FERRY_PID.
+start_dest() {
+	local name=$1 uri=$2; shift 2
+	start_ferry "$name" --incoming "$uri" --serial "file:$T/$name.serial" \
+		--control "$T/$name.ctl" "$@"
+	case $uri in
+	unix:*) local i; for ((i = 0; i < 100; i++)); do [ -S "${uri#unix:}" ] && return 0; sleep 0.05; done
+		fail "destination $name never listened on $uri" ;;
+	tcp:*) wait_line "$T/$name.log" "waiting for a migration" 10 ;;
+	esac
+}
+
+# A JSON number or string field from a flat-ish JSON text (good enough for tests).
+json_field() { sed -nE "s/.*\"$2\": *\"?([^\",}]*)\"?.*/\1/p" "$1" | head -n1; }
+
+# Heartbeats on the destination go on past N: wait_beats FILE N.
+wait_beats() { wait_line "$1" "^hb $2\$" "${3:-30}"; }
+
+# The last heartbeat number in FILE.
+last_beat() { sed -nE 's/^hb ([0-9]+)$/\1/p' "$1" | tail -n1; }
+
+# No guest output at all in FILE (the guest never ran there).
+assert_no_guest() {
+	if [ -s "$1" ]; then cat "$1"; fail "the guest ran where it must not have ($1)"; fi
+}
+
+assert_no_sanitizer() {
+	! grep -qE "Sanitizer|runtime error" "$@" || { cat "$@"; fail "a sanitizer complained"; }
+}
