@@ -5,7 +5,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "migration/format.h"
@@ -99,8 +101,10 @@ static int mig_in_config(struct mig_incoming *inc, const struct mig_incoming_opt
 	if ((inc->cfg.flags & MIG_FLAG_VERIFY) && mig_digest_init(&inc->digest, &m->vm.mem))
 		return mig_in_fail(inc, -ENOMEM, "out of memory for page digests");
 	mig_section_write(&inc->s, MIG_SEC_READY, NULL, 0);
-	if (mig_stream_flush(&inc->s))
+	if (mig_stream_flush(&inc->s)) {
+		inc->reply_broken = true;
 		return mig_in_fail(inc, inc->s.err, "cannot answer the source: %s", inc->s.why);
+	}
 	return 0;
 }
 
@@ -175,14 +179,18 @@ static int mig_in_ram(struct mig_incoming *inc, struct machine *m, struct mig_se
 	uint32_t count;
 	int err;
 
-	if (r->len < 4 || mig_section_reader_get(r, cb, 4))
+	if (r->len < 4)
 		return mig_in_fail(inc, -EPROTO, "RAM section too short");
+	if (mig_section_reader_get(r, cb, 4))
+		return mig_in_fail(inc, r->s->err, "%s", r->s->why);
 	count = (uint32_t)(cb[0] | cb[1] << 8 | cb[2] << 16 | (uint32_t)cb[3] << 24);
 	if (count == 0 || count > MIG_RAM_BATCH_MAX)
 		return mig_in_fail(inc, -EPROTO, "RAM batch of %u pages (allowed 1..%u)", count,
 				   MIG_RAM_BATCH_MAX);
-	if ((uint64_t)r->len < 4 + 8ULL * count || mig_section_reader_get(r, ents, 8 * count))
+	if ((uint64_t)r->len < 4 + 8ULL * count)
 		return mig_in_fail(inc, -EPROTO, "RAM batch shorter than its page list");
+	if (mig_section_reader_get(r, ents, 8 * count))
+		return mig_in_fail(inc, r->s->err, "%s", r->s->why);
 	for (uint32_t i = 0; i < count; i++)
 		ents[i] = le64toh(ents[i]);
 	err = mig_in_ram_check(inc, m, ents, count, r->len);
@@ -257,10 +265,16 @@ static int mig_in_digest(struct mig_incoming *inc, const uint8_t *p, uint32_t le
 	return 0;
 }
 
-static const char *const mig_in_expect[] = {
-	[MIG_IN_CONFIG] = "CONFIG", [MIG_IN_PASS] = "PASS", [MIG_IN_RAM] = "RAM or PASS",
-	[MIG_IN_FINAL] = "RAM or STATE", [MIG_IN_STATE] = "DIGEST or END", [MIG_IN_DIGEST] = "END",
-};
+/* What may come next, for messages (after STATE: DIGEST with verify, else END). */
+static const char *mig_in_expect(enum mig_in_phase ph, bool verify)
+{
+	static const char *const expect[] = {
+		[MIG_IN_CONFIG] = "CONFIG", [MIG_IN_PASS] = "PASS", [MIG_IN_RAM] = "RAM or PASS",
+		[MIG_IN_FINAL] = "RAM or STATE", [MIG_IN_STATE] = "END", [MIG_IN_DIGEST] = "END",
+	};
+
+	return ph == MIG_IN_STATE && verify ? "DIGEST" : expect[ph];
+}
 
 /* Handle one section; *done once END passed every check. */
 static int mig_in_section(struct mig_incoming *inc, const struct mig_incoming_opts *opts,
@@ -299,16 +313,19 @@ static int mig_in_section(struct mig_incoming *inc, const struct mig_incoming_op
 		*ph = MIG_IN_DIGEST;
 		return mig_in_digest(inc, p, len);
 	case MIG_SEC_END:
-		if (len || !(*ph == MIG_IN_DIGEST || (*ph == MIG_IN_STATE && !verify)))
+		if (!(*ph == MIG_IN_DIGEST || (*ph == MIG_IN_STATE && !verify)))
 			break;
+		if (len)
+			return mig_in_fail(inc, -EPROTO, "END section carries %u bytes (must be empty)",
+					   len);
 		*done = true;
 		return 0;
 	default:
 		return mig_in_fail(inc, -EPROTO, "unknown section type %u (expected %s)", type,
-				   mig_in_expect[*ph]);
+				   mig_in_expect(*ph, verify));
 	}
 	return mig_in_fail(inc, -EPROTO, "section type %u out of order (expected %s)", type,
-			   mig_in_expect[*ph]);
+			   mig_in_expect(*ph, verify));
 }
 
 /* Read and handle the next section: RAM streamed, the rest whole. */
@@ -350,7 +367,7 @@ static int mig_in_connect(struct mig_incoming *inc, const struct mig_incoming_op
 	if (fd < 0)
 		return mig_in_fail(inc, fd, "no source connected to %s: %s", opts->uri, strerror(-fd));
 	if (mig_stream_init(&inc->s, fd, 1 << 20)) {
-		close(fd);
+		mig_stream_destroy(&inc->s);	/* closes fd, frees what was allocated */
 		return mig_in_fail(inc, -ENOMEM, "out of memory");
 	}
 	inc->s.timeout_ms = opts->io_timeout_ms;
@@ -379,8 +396,17 @@ int mig_incoming_receive(struct mig_incoming *inc, const struct mig_incoming_opt
 	while (!err && !done)
 		err = mig_in_next(inc, opts, m, &ph, &st, &done);
 	uint64_t t_end = vm_now_ns();
-	if (!err)
+	if (!err) {
 		err = machine_state_apply(m, &st);
+		/*
+		 * KVM refusing state that decoded fine (reserved EFER bits, an MSR
+		 * this host lacks, ...) is a stream this destination cannot take,
+		 * not a usage error (-EINVAL would exit 64): the ioctl is logged.
+		 */
+		if (err && err != -ENOMEM)
+			err = mig_in_fail(inc, -EPROTO, "the device state does not load here: %s",
+					  strerror(-err));
+	}
 	pr_debug("incoming: END checked at %.3f ms (monotonic); state applied in %.2f ms",
 		 (double)t_end / 1e6, (double)(vm_now_ns() - t_end) / 1e6);
 	if (!err)
@@ -398,6 +424,24 @@ int mig_incoming_receive(struct mig_incoming *inc, const struct mig_incoming_opt
 	return err;
 }
 
+/*
+ * After refusing a stream, keep reading (and dropping) what the source still
+ * sends for a moment: closing with unread data would reset the connection
+ * and could destroy our RESULT before the source reads why.
+ */
+static void mig_in_linger(struct mig_stream *s)
+{
+	uint8_t sink[65536];
+	uint64_t end = vm_now_ns() + 1000000000ULL;
+
+	shutdown(s->fd, SHUT_WR);
+	while (vm_now_ns() < end) {
+		struct pollfd p = { .fd = s->fd, .events = POLLIN };
+		if (poll(&p, 1, 100) < 0 || (p.revents && recv(s->fd, sink, sizeof(sink), 0) <= 0))
+			break;
+	}
+}
+
 void mig_incoming_reply(struct mig_incoming *inc, int status, const char *msg)
 {
 	size_t n = msg ? strlen(msg) : 0;
@@ -405,6 +449,16 @@ void mig_incoming_reply(struct mig_incoming *inc, int status, const char *msg)
 
 	if (!inc->connected)
 		return;
+	/*
+	 * A failed read (bad section, peer gone) left the stream's sticky error
+	 * set, which would swallow the answer; the return path may still work,
+	 * so try it: the source then learns why instead of seeing the
+	 * connection drop.  Only a failed write means it does not.
+	 */
+	if (!inc->reply_broken) {
+		inc->s.err = 0;
+		inc->s.len = 0;
+	}
 	n = n > 256 ? 256 : n;
 	for (int i = 0; i < 4; i++)
 		payload[i] = (uint8_t)((uint32_t)status >> (8 * i));
@@ -414,6 +468,8 @@ void mig_incoming_reply(struct mig_incoming *inc, int status, const char *msg)
 		memcpy(payload + 6, msg, n);
 	mig_section_write(&inc->s, MIG_SEC_RESULT, payload, (uint32_t)(6 + n));
 	mig_stream_flush(&inc->s);
+	if (status)
+		mig_in_linger(&inc->s);
 	mig_stream_destroy(&inc->s);
 	mig_digest_free(&inc->digest);
 	inc->connected = false;

@@ -26,6 +26,7 @@ struct mig_incoming_opts {
 struct mig_incoming {
 	struct mig_stream s;
 	bool connected;
+	bool reply_broken;		/* a write to the source failed: no RESULT */
 	bool created;			/* the machine exists (CONFIG accepted) */
 	struct mig_config cfg;
 	struct mig_digest digest;	/* with verify */

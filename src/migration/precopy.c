@@ -47,11 +47,40 @@ static int precopy_fail(struct migration *mig, int err, const char *fmt, ...)
 	return err ? err : -EIO;
 }
 
+/*
+ * A destination that refuses the stream says why in a RESULT and hangs up,
+ * so our next send fails with EPIPE.  Look for that RESULT (briefly): its
+ * reason is the one worth reporting.  Returns 0 if one was found.
+ */
+static int precopy_peer_reason(struct migration *mig, char *why, size_t len)
+{
+	uint8_t buf[512], type;
+	uint32_t n;
+	struct mig_stream *s = &mig->s;
+	int saved = s->err;
+
+	if (s->fd < 0)
+		return -ENOENT;
+	s->err = 0;
+	s->timeout_ms = 1000;
+	int err = mig_section_read(s, buf, sizeof(buf), &type, &n);
+	s->err = saved;
+	if (err || type != MIG_SEC_RESULT || n < 6)
+		return -ENOENT;
+	uint16_t mlen = (uint16_t)(buf[4] | buf[5] << 8);
+	snprintf(why, len, "destination: %.*s", (int)(mlen < n - 6 ? mlen : n - 6), buf + 6);
+	return 0;
+}
+
 /* The stream's own reason, or the cancel, as the failure. */
 static int precopy_stream_fail(struct migration *mig, int err)
 {
+	char why[300];
+
 	if (err == -ECANCELED)
 		return precopy_fail(mig, err, "cancelled");
+	if ((err == -EPIPE || err == -ECONNRESET) && !precopy_peer_reason(mig, why, sizeof(why)))
+		return precopy_fail(mig, err, "%s", why);
 	return precopy_fail(mig, err, "%s", mig->s.why[0] ? mig->s.why : strerror(-err));
 }
 

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
 #include <unistd.h>
 
 #include "migration/format.h"
@@ -148,9 +149,25 @@ static bool ram_is_hole(int fd, uint64_t off, uint64_t len)
 	return (uint64_t)data >= off + len;
 }
 
+/*
+ * The destination speaks during the live phase only to refuse the stream;
+ * then stop sending at once, so its reason is heard (and not a reset).
+ */
+static bool ram_peer_spoke(struct migration *mig)
+{
+	struct pollfd p = { .fd = mig->s.fd, .events = POLLIN };
+
+	if (poll(&p, 1, 0) <= 0)
+		return false;
+	mig_stream_fail(&mig->s, -EPIPE, "the destination hung up");
+	return true;
+}
+
 /* Between chunks: a cancel, or new limits from migrate-set-parameters. */
 static bool ram_cancelled(struct migration *mig)
 {
+	if (ram_peer_spoke(mig))
+		return false;	/* the stream error ends the pass */
 	pthread_mutex_lock(&mig->lock);
 	bool c = mig->cancel;
 	if (mig->limits_changed && mig->stats.status == MIG_STATUS_ACTIVE)
@@ -191,10 +208,10 @@ static int ram_send_region(struct migration *mig, unsigned r, bool resend)
 					       reg->offset / GUEST_PAGE_SIZE + page, resend, hole);
 			}
 		}
-		if (mig_stream_error(&mig->s))
-			return mig_stream_error(&mig->s);
 		if (ram_cancelled(mig))
 			return -ECANCELED;
+		if (mig_stream_error(&mig->s))
+			return mig_stream_error(&mig->s);
 	}
 	return 0;
 }
