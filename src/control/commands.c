@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "control/cmd_migrate.h"
+#include "vmm/dirty.h"
 #include "vmm/machine_state.h"
 
 struct control_command {
@@ -79,11 +80,17 @@ static int control_arg_u64(json_object *args, const char *key, uint64_t *out, js
 	return 0;
 }
 
-/* Test hook: flip bits of one guest byte, as a memory error would. */
+/*
+ * Test hook: flip bits of one guest byte.  By default as a memory error
+ * would (unseen by dirty tracking); with "tracked": true as ferry's own
+ * device code writes guest RAM, which migration must see.
+ */
 static int cmd_test_corrupt(struct control_ctx *ctx, json_object *args, json_object **ret)
 {
 	uint64_t gpa, mask = 0xff;
 	json_object *v;
+	bool tracked = json_object_object_get_ex(args, "tracked", &v) &&
+		       json_object_get_boolean(v);
 
 	if (control_arg_u64(args, "gpa", &gpa, ret))
 		return -EINVAL;
@@ -95,6 +102,24 @@ static int cmd_test_corrupt(struct control_ctx *ctx, json_object *args, json_obj
 		return control_fail(ret, -ERANGE, "gpa 0x%llx is not guest RAM",
 				    (unsigned long long)gpa);
 	__atomic_xor_fetch(p, (uint8_t)mask, __ATOMIC_SEQ_CST);
+	if (tracked)
+		vm_mark_dirty(&ctx->machine->vm, gpa, 1);
+	return 0;
+}
+
+/* Test hook: read one byte of guest RAM. */
+static int cmd_test_peek(struct control_ctx *ctx, json_object *args, json_object **ret)
+{
+	uint64_t gpa;
+
+	if (control_arg_u64(args, "gpa", &gpa, ret))
+		return -EINVAL;
+	uint8_t *p = guest_memory_ptr(&ctx->machine->vm.mem, gpa, 1);
+	if (!p)
+		return control_fail(ret, -ERANGE, "gpa 0x%llx is not guest RAM",
+				    (unsigned long long)gpa);
+	*ret = json_object_new_object();
+	json_object_object_add(*ret, "value", json_object_new_int(__atomic_load_n(p, __ATOMIC_SEQ_CST)));
 	return 0;
 }
 
@@ -122,6 +147,7 @@ static const struct control_command control_commands[] = {
 	{ "query-migrate", false, cmd_query_migrate },
 	{ "x-test-corrupt", true, cmd_test_corrupt },
 	{ "x-test-rebuild", true, cmd_test_rebuild },
+	{ "x-test-peek", true, cmd_test_peek },
 };
 
 int control_dispatch(struct control_ctx *ctx, const char *name, json_object *args,

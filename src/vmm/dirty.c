@@ -32,8 +32,10 @@ int vm_dirty_log_start(struct vm *vm)
 	for (unsigned r = 0; r < vm->mem.nr_regions; r++) {
 		uint64_t longs = dirty_bitmap_longs(vm->mem.regions[r].size / GUEST_PAGE_SIZE);
 		free(vm->vmm_dirty[r]);
+		free(vm->kvm_dirty[r]);
 		vm->vmm_dirty[r] = calloc(longs, sizeof(unsigned long));
-		if (!vm->vmm_dirty[r])
+		vm->kvm_dirty[r] = calloc(longs, sizeof(unsigned long));
+		if (!vm->vmm_dirty[r] || !vm->kvm_dirty[r])
 			return -ENOMEM;
 	}
 	__atomic_store_n(&vm->dirty_logging, true, __ATOMIC_RELEASE);
@@ -50,15 +52,20 @@ void vm_dirty_log_stop(struct vm *vm)
 int vm_dirty_log_sync(struct vm *vm, unsigned r, unsigned long *bitmap)
 {
 	const struct guest_region *reg = &vm->mem.regions[r];
-	struct kvm_dirty_log log = { .slot = reg->slot, .dirty_bitmap = bitmap };
 	uint64_t longs = dirty_bitmap_longs(reg->size / GUEST_PAGE_SIZE);
+	struct kvm_dirty_log log = { .slot = reg->slot, .dirty_bitmap = vm->kvm_dirty[r] };
 
 	if (ioctl(vm->vm_fd, KVM_GET_DIRTY_LOG, &log) < 0)
 		return -errno;
-	/* Fold in what ferry wrote, taking those bits atomically. */
-	for (uint64_t i = 0; i < longs; i++)
+	/*
+	 * OR, never overwrite: bits ferry wrote are taken (exchanged to 0)
+	 * here, so a caller's earlier, unsent bits are the only copy of them.
+	 */
+	for (uint64_t i = 0; i < longs; i++) {
+		bitmap[i] |= vm->kvm_dirty[r][i];
 		if (__atomic_load_n(&vm->vmm_dirty[r][i], __ATOMIC_RELAXED))
 			bitmap[i] |= __atomic_exchange_n(&vm->vmm_dirty[r][i], 0, __ATOMIC_ACQ_REL);
+	}
 	return 0;
 }
 

@@ -28,8 +28,9 @@ int vm_dirty_log_start(struct vm *vm) __attribute__((warn_unused_result));
 void vm_dirty_log_stop(struct vm *vm);
 
 /*
- * Fetch the pages of region r dirtied since they were last cleared into
- * `bitmap` (overwritten), including pages ferry wrote.  Returns 0 or -errno.
+ * Add the pages of region r dirtied since they were last cleared to
+ * `bitmap` (bits already set stay set), including pages ferry wrote.
+ * Returns 0 or -errno.
  */
 int vm_dirty_log_sync(struct vm *vm, unsigned r, unsigned long *bitmap)
 	__attribute__((warn_unused_result));

@@ -197,7 +197,8 @@ void vm_destroy(struct vm *vm)
 	vm->cpuid = NULL;
 	for (unsigned r = 0; r < GUEST_MAX_REGIONS; r++) {
 		free(vm->vmm_dirty[r]);
-		vm->vmm_dirty[r] = NULL;
+		free(vm->kvm_dirty[r]);
+		vm->vmm_dirty[r] = vm->kvm_dirty[r] = NULL;
 	}
 	if (vm->stop_efd >= 0)
 		close(vm->stop_efd);

@@ -60,6 +60,7 @@ struct vm {
 	bool dirty_manual;		/* manual-protect capability enabled */
 	bool dirty_logging;		/* atomic: read by vm_mark_dirty() */
 	unsigned long *vmm_dirty[GUEST_MAX_REGIONS];	/* pages ferry wrote */
+	unsigned long *kvm_dirty[GUEST_MAX_REGIONS];	/* scratch for KVM_GET_DIRTY_LOG */
 	size_t run_size;
 
 	/* Filled before vm_start(); read-only afterwards. */
