@@ -148,14 +148,15 @@ static void migrate_print_progress(json_object *q)
 	json_object *st;
 
 	json_object_object_get_ex(q, "status", &st);
-	fprintf(stderr, "\r%-8s pass %lld | %5.1f%% of RAM | %s/s | dirty %s/s | remaining %s | "
-		"expected downtime %.1f ms   ",
+	/* One line rewritten in place on a terminal, one line per update elsewhere. */
+	fprintf(stderr, "%s%-8s pass %lld | %5.1f%% of RAM | %s/s | dirty %s/s | remaining %s | "
+		"expected downtime %.1f ms   %s", isatty(STDERR_FILENO) ? "\r" : "",
 		json_object_get_string(st), (long long)migrate_get_i64(q, "iteration"),
 		pct > 999 ? 999 : pct,
 		format_size((uint64_t)migrate_get_i64(q, "throughput-bytes-per-second"), tp, sizeof(tp)),
 		format_size((uint64_t)migrate_get_i64(q, "dirty-pages-rate") * 4096, dr, sizeof(dr)),
 		format_size((uint64_t)migrate_get_i64(q, "memory-remaining"), rem, sizeof(rem)),
-		migrate_get_double(q, "expected-downtime-ms"));
+		migrate_get_double(q, "expected-downtime-ms"), isatty(STDERR_FILENO) ? "" : "\n");
 }
 
 /* One CSV row of every scalar statistic; the header goes first. */
@@ -263,7 +264,7 @@ static json_object *migrate_follow(struct control_conn *c, const struct migrate_
 		}
 		json_object_put(reply);
 	}
-	if (o->progress)
+	if (o->progress && isatty(STDERR_FILENO))
 		fputc('\n', stderr);
 	if (csv)
 		fclose(csv);

@@ -60,6 +60,7 @@ struct migration {
 	uint64_t *batch_gpa;
 	uint32_t batch_count, batch_raw, batch_resent;
 	uint64_t last_sync_ns;
+	uint64_t pass_start_ns, pass_start_bytes;	/* for the live throughput */
 	bool forced;			/* switch over at the next chance */
 };
 

@@ -266,6 +266,8 @@ static int precopy_live(struct migration *mig)
 		if (err < 0)
 			return precopy_fail(mig, err, "dirty log sync failed: %s", strerror(-err));
 		uint64_t start = vm_now_ns(), bytes0 = mig->s.bytes_out;
+		mig->pass_start_ns = start;
+		mig->pass_start_bytes = bytes0;
 		precopy_send_pass(mig, pass, (uint64_t)dirty, false);
 		err = ram_send_dirty(mig, pass > 1);
 		if (!err)
@@ -333,6 +335,8 @@ static int precopy_switchover(struct migration *mig)
 	int err;
 
 	precopy_set_status(mig, MIG_STATUS_DEVICE);
+	mig->pass_start_ns = t0;
+	mig->pass_start_bytes = mig->s.bytes_out;
 	ratelimit_set_rate(&mig->rl, 0);	/* stop-and-copy runs unlimited */
 	err = vm_pause(&mig->m->vm);
 	if (err)

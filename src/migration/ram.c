@@ -71,6 +71,12 @@ static void ram_publish(struct migration *mig)
 	st->mem_remaining -= st->mem_remaining < pages * GUEST_PAGE_SIZE ?
 			     st->mem_remaining : pages * GUEST_PAGE_SIZE;
 	st->wire_bytes = mig->s.bytes_out;
+	/* Live rate within the pass, so progress shows it before the pass ends. */
+	uint64_t ns = vm_now_ns() - mig->pass_start_ns;
+	if (ns > 50000000ULL) {
+		st->throughput = (mig->s.bytes_out - mig->pass_start_bytes) * 1000000000ULL / ns;
+		st->pages_per_sec = st->throughput / GUEST_PAGE_SIZE;
+	}
 	pthread_mutex_unlock(&mig->lock);
 	mig->batch_resent = 0;
 }
