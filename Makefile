@@ -71,6 +71,38 @@ $(BUILD)/tests/%: $(BUILD)/san/tests/unit/%.o $(FERRY_SAN_OBJS)
 $(BUILD)/tests/%: $(BUILD)/san/tests/kvm/%.o $(FERRY_SAN_OBJS)
 	$(test_link)
 
+# libFuzzer targets (tests/fuzz/fuzz_*.c), built with clang: ferry's sources
+# are compiled again with -fsanitize=fuzzer-no-link so the loader is
+# instrumented.  make check runs each briefly (tests/system/fuzz_short.sh);
+# make fuzz runs them for half an hour, growing $(BUILD)/fuzz/corpus-NAME.
+FUZZ_CC    ?= clang
+FUZZFLAGS  := -std=gnu11 -O1 -g -fno-strict-aliasing -fno-omit-frame-pointer \
+	-fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=all $(WARNINGS) \
+	-Wno-gnu-variable-sized-type-not-at-end -Wno-cast-align -Wno-format-nonliteral
+FUZZ_SRCS  := $(sort $(wildcard tests/fuzz/fuzz_*.c))
+FUZZ_BINS  := $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,$(FUZZ_SRCS))
+FUZZ_OBJS  := $(FERRY_SRCS:%.c=$(BUILD)/fuzzobj/%.o)
+FUZZ_LONG  ?= -max_total_time=1800
+FUZZ_OPTS  := -max_len=65536 -timeout=20 -rss_limit_mb=4096 -print_final_stats=1
+
+$(BUILD)/fuzzobj/%.o: %.c | $(DEPS_STAMP)
+	@$(if $(Q),echo "  CC [fuzz] $<")
+	$(Q)mkdir -p $(@D)
+	$(Q)$(FUZZ_CC) $(CPPFLAGS) $(FUZZFLAGS) -c $< -o $@
+
+$(BUILD)/fuzz/%: $(BUILD)/fuzzobj/tests/fuzz/%.o $(FUZZ_OBJS)
+	@$(if $(Q),echo "  LD [fuzz] $@")
+	$(Q)mkdir -p $(@D)
+	$(Q)$(FUZZ_CC) $(FUZZFLAGS) -fsanitize=fuzzer $^ -o $@ $(LDLIBS)
+
+.PHONY: fuzz
+fuzz: $(FUZZ_BINS)
+	$(Q)for f in $(FUZZ_BINS); do n=$$(basename $$f); \
+		mkdir -p $(BUILD)/fuzz/corpus-$$n; \
+		$$f $(FUZZ_OPTS) $(FUZZ_LONG) -artifact_prefix=$(BUILD)/fuzz/$$n- \
+		    $(BUILD)/fuzz/corpus-$$n tests/fuzz/seeds/$$n || exit 1; \
+	done
+
 # Helpers the end-to-end tests run (not tests themselves).
 TOOL_SRCS := $(sort $(wildcard tests/tools/*.c))
 TOOL_BINS := $(patsubst tests/tools/%.c,$(BUILD)/tools/%,$(TOOL_SRCS))
@@ -83,7 +115,7 @@ include guest/guest.mk
 
 unit: $(UNIT_BINS)
 
-check: all $(BUILD)/ferry-san $(UNIT_BINS) $(TOOL_BINS)
+check: all $(BUILD)/ferry-san $(UNIT_BINS) $(TOOL_BINS) $(FUZZ_BINS)
 	$(Q)BUILD=$(BUILD) tests/run.sh
 
 demo: all

@@ -35,6 +35,9 @@ static const char run_usage[] =
 "  -i, --incoming URI     wait for a migration on tcp:HOST:PORT or unix:PATH;\n"
 "                         the VM's size comes in the stream (with --memory and\n"
 "                         --vcpus given, a larger VM is refused)\n"
+"      --prealloc         allocate all guest RAM at start (like QEMU's\n"
+"                         -mem-prealloc); with --incoming, needs --memory and\n"
+"                         happens before the source connects\n"
 "      --test-hooks       allow the x-test-* control commands (tests only)\n"
 "  -q, --quiet            print errors only\n"
 "  -v, --verbose          print debug messages\n"
@@ -64,6 +67,7 @@ static void run_parse(int argc, char **argv, struct run_opts *o)
 		{ "control", required_argument, NULL, 'C' },
 		{ "incoming", required_argument, NULL, 'i' },
 		{ "test-hooks", no_argument, NULL, 'T' },
+		{ "prealloc", no_argument, NULL, 'P' },
 		{ "quiet", no_argument, NULL, 'q' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
@@ -81,6 +85,7 @@ static void run_parse(int argc, char **argv, struct run_opts *o)
 		case 'C': o->control = optarg; break;
 		case 'i': o->incoming = optarg; break;
 		case 'T': o->test_hooks = true; break;
+		case 'P': o->mc.prealloc = true; break;
 		case 'q': log_set_level(LOG_ERROR); break;
 		case 'v': log_set_level(LOG_DEBUG); break;
 		case 'h': fputs(run_usage, stdout); exit(0);
@@ -113,6 +118,9 @@ static void run_parse(int argc, char **argv, struct run_opts *o)
 		if (o->mc.kernel || o->mc.cmdline)
 			die(FERRY_EXIT_USAGE, "--incoming takes the kernel and its command line from "
 			    "the stream; drop --kernel and --cmdline");
+		if (o->mc.prealloc && !o->memory_set)
+			die(FERRY_EXIT_USAGE, "--prealloc with --incoming needs --memory SIZE: "
+			    "the size of the VM that will arrive");
 		return;
 	}
 	if (!o->mc.kernel)
@@ -174,8 +182,25 @@ static int run_incoming(const struct run_opts *o, struct mig_incoming *inc, stru
 		.max_vcpus = o->vcpus_set ? o->mc.vcpus : 0,
 		.accept_timeout_ms = -1, .io_timeout_ms = 30000,
 	};
-	int err = mig_incoming_receive(inc, &io, m);
+	struct guest_memory pre = { .fd = -1 };
+	int err = 0;
 
+	if (o->mc.prealloc) {
+		/* Before listening: the migration must not wait for this. */
+		err = guest_memory_create(&pre, o->mc.memory);
+		if (!err)
+			err = guest_memory_prealloc(&pre);
+		if (err) {
+			pr_err("cannot preallocate %llu MiB: %s", (unsigned long long)(o->mc.memory >> 20),
+			       strerror(-err));
+			guest_memory_destroy(&pre);
+			return FERRY_EXIT_OSERR;
+		}
+		io.premade = &pre;
+	}
+	err = mig_incoming_receive(inc, &io, m);
+	if (pre.fd >= 0)
+		guest_memory_destroy(&pre);	/* not taken over: the migration failed early */
 	if (!err)
 		return 0;
 	pr_err("incoming migration failed: %s; the guest was not started here", inc->why);

@@ -79,11 +79,16 @@ static int mig_in_config(struct mig_incoming *inc, const struct mig_incoming_opt
 	if (opts->max_vcpus && inc->cfg.vcpus > opts->max_vcpus)
 		return mig_in_fail(inc, -E2BIG, "the VM has %u vCPUs; this destination allows %u",
 				   inc->cfg.vcpus, opts->max_vcpus);
+	if (opts->premade && opts->premade->size != inc->cfg.memory)
+		return mig_in_fail(inc, -E2BIG, "the VM has %llu MiB of RAM; this destination "
+				   "preallocated exactly %llu MiB (--memory with --prealloc)",
+				   (unsigned long long)(inc->cfg.memory >> 20),
+				   (unsigned long long)(opts->premade->size >> 20));
 	memcpy(cmdline, inc->cfg.cmdline, inc->cfg.cmdline_len);
 	cmdline[inc->cfg.cmdline_len] = '\0';
 	struct machine_config mc = {
 		.memory = inc->cfg.memory, .vcpus = inc->cfg.vcpus,
-		.cmdline = cmdline, .serial = opts->serial,
+		.cmdline = cmdline, .serial = opts->serial, .premade = opts->premade,
 	};
 	err = machine_create(m, &mc);
 	if (err) {

@@ -21,6 +21,7 @@ struct mig_incoming_opts {
 	unsigned max_vcpus;		/* (0: ferry's limit) */
 	int accept_timeout_ms;		/* -1: wait for a source forever */
 	int io_timeout_ms;		/* silence after which the source is dead */
+	struct guest_memory *premade;	/* RAM preallocated for exactly this size */
 };
 
 struct mig_incoming {

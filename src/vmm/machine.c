@@ -105,7 +105,10 @@ static int machine_add_devices(struct machine *m, const char *serial_spec)
 
 int machine_create(struct machine *m, const struct machine_config *cfg)
 {
-	struct vm_config vc = { .memory = cfg->memory, .vcpus = cfg->vcpus };
+	struct vm_config vc = {
+		.memory = cfg->memory, .vcpus = cfg->vcpus,
+		.prealloc = cfg->prealloc, .premade = cfg->premade,
+	};
 	int err;
 
 	memset(m, 0, sizeof(*m));

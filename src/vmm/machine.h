@@ -16,6 +16,8 @@ struct machine_config {
 	const char *kernel;	/* PVH ELF path; NULL: state arrives by migration */
 	const char *cmdline;
 	const char *serial;	/* chardev spec: stdio, file:PATH, unix:PATH */
+	bool prealloc;		/* allocate all RAM up front */
+	struct guest_memory *premade;	/* RAM allocated earlier, taken over */
 };
 
 struct machine {

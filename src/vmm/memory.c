@@ -1,6 +1,7 @@
 #include "vmm/memory.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <linux/kvm.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -58,6 +59,20 @@ void guest_memory_destroy(struct guest_memory *mem)
 		close(mem->fd);
 	memset(mem, 0, sizeof(*mem));
 	mem->fd = -1;
+}
+
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
+
+int guest_memory_prealloc(struct guest_memory *mem)
+{
+	/* fallocate allocates the pages cheaply; populate maps them too. */
+	if (fallocate(mem->fd, 0, 0, (off_t)mem->size) < 0)
+		return -errno;
+	if (madvise(mem->host, mem->size, MADV_POPULATE_WRITE) < 0)
+		return -errno;
+	return 0;
 }
 
 int guest_memory_register(const struct guest_memory *mem, int vm_fd, bool dirty_log)

@@ -40,6 +40,13 @@ int guest_memory_create(struct guest_memory *mem, uint64_t size)
 	__attribute__((warn_unused_result));
 void guest_memory_destroy(struct guest_memory *mem);
 
+/*
+ * Allocate and map every page now (like QEMU's -mem-prealloc), so neither
+ * the guest nor an incoming migration pays for first touches later.
+ * Returns 0 or -errno (-ENOMEM: not enough memory for the whole guest).
+ */
+int guest_memory_prealloc(struct guest_memory *mem) __attribute__((warn_unused_result));
+
 /* Register every region with KVM on vm_fd.  Returns 0 or -errno. */
 int guest_memory_register(const struct guest_memory *mem, int vm_fd, bool dirty_log)
 	__attribute__((warn_unused_result));

@@ -171,11 +171,21 @@ int vm_create(struct vm *vm, const struct vm_config *cfg)
 		pr_err("KVM_GET_SUPPORTED_CPUID: %s", strerror(-err));
 		return err;
 	}
-	err = guest_memory_create(&vm->mem, cfg->memory);
-	if (err) {
-		pr_err("cannot allocate %llu MiB of guest memory: %s",
-		       (unsigned long long)(cfg->memory >> 20), strerror(-err));
-		return err;
+	if (cfg->premade) {
+		if (cfg->premade->size != cfg->memory)
+			return -EINVAL;
+		vm->mem = *cfg->premade;	/* taken over: the caller forgets it */
+		memset(cfg->premade, 0, sizeof(*cfg->premade));
+		cfg->premade->fd = -1;
+	} else {
+		err = guest_memory_create(&vm->mem, cfg->memory);
+		if (!err && cfg->prealloc)
+			err = guest_memory_prealloc(&vm->mem);
+		if (err) {
+			pr_err("cannot allocate %llu MiB of guest memory: %s",
+			       (unsigned long long)(cfg->memory >> 20), strerror(-err));
+			return err;
+		}
 	}
 	vm->stop_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (vm->stop_efd < 0)

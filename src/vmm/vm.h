@@ -46,6 +46,8 @@ enum vm_stop_reason {
 struct vm_config {
 	uint64_t memory;
 	unsigned vcpus;
+	bool prealloc;			/* allocate all RAM up front */
+	struct guest_memory *premade;	/* RAM made earlier, taken over (or NULL) */
 };
 
 struct vm {

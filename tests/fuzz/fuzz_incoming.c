@@ -1,0 +1,396 @@
+/*
+ * libFuzzer target: arbitrary bytes into the real migration loader
+ * (mig_incoming_receive), over a real unix socket, as a hostile source
+ * would send them.  See tests/fuzz/README.md.
+ *
+ * Input: one mode byte, then the stream.  Mode bit 0 set: before sending,
+ * walk the stream's sections (docs/migration-stream.md) and rewrite each
+ * one's XXH3 checksum to match, so mutations get past the checksum and
+ * reach the section decoders; clear: the bytes go out untouched.
+ *
+ * Each run: a feeder thread connects to the loader's socket, writes the
+ * stream, half-closes, and drains the return path; the loader builds a
+ * (small, never started) KVM VM if CONFIG passes, and everything is torn
+ * down before the next run.  The loader is capped at 64 MiB and 2 vCPUs.
+ *
+ * FUZZ_INCOMING_SEEDS=DIR: write seed streams (taken from a real KVM VM's
+ * state) into DIR and exit.  FUZZ_INCOMING_VERBOSE=1: print each outcome.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include "migration/digest.h"
+#include "migration/format.h"
+#include "migration/incoming.h"
+#include "util/log.h"
+#include "util/vmstate.h"
+#include "vmm/machine.h"
+#include "vmm/machine_state.h"
+
+int LLVMFuzzerInitialize(int *argc, char ***argv);
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+#define FZ_MAX_MEMORY	(64ULL << 20)
+#define FZ_MAX_VCPUS	2
+#define FZ_FIX_SUMS	0x01
+
+static char fz_dir[64];
+static bool fz_verbose;		/* FUZZ_INCOMING_VERBOSE: print each outcome */
+static char fz_sock[128];
+static char fz_uri[160];
+
+/* ---- one run ----------------------------------------------------------- */
+
+struct fz_feed {
+	const uint8_t *data;
+	size_t len;
+};
+
+static void *fz_feeder(void *arg)
+{
+	const struct fz_feed *f = arg;
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct timeval tv = { .tv_sec = 5 };
+	int fd = -1;
+
+	strcpy(sa.sun_path, fz_sock);
+	/* The loader binds when it starts; give it up to ~2 s. */
+	for (int i = 0; i < 40000; i++) {
+		fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (fd < 0)
+			return NULL;
+		if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0)
+			break;
+		close(fd);
+		fd = -1;
+		usleep(50);
+	}
+	if (fd < 0)
+		return NULL;
+	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	for (size_t off = 0; off < f->len;) {
+		ssize_t n = send(fd, f->data + off, f->len - off, MSG_NOSIGNAL);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;	/* the loader gave up: fine */
+		off += (size_t)n;
+	}
+	shutdown(fd, SHUT_WR);
+	/* Drain READY/RESULT so the loader never blocks on its answers. */
+	for (;;) {
+		char buf[512];
+		ssize_t n = recv(fd, buf, sizeof(buf), 0);
+		if (n <= 0 && !(n < 0 && errno == EINTR))
+			break;
+	}
+	close(fd);
+	return NULL;
+}
+
+/* Rewrite every whole section's checksum so it matches its bytes. */
+static void fz_fix_sums(uint8_t *p, size_t len)
+{
+	size_t off = MIG_MAGIC_LEN + 4;
+
+	while (off + MIG_SECTION_HDR <= len) {
+		uint32_t n = (uint32_t)(p[off + 4] | p[off + 5] << 8 | p[off + 6] << 16 |
+					(uint32_t)p[off + 7] << 24);
+		if (n > MIG_SECTION_MAX || len - off - MIG_SECTION_HDR < (size_t)n + 8)
+			return;
+		uint64_t sum = XXH3_64bits(p + off, MIG_SECTION_HDR + (size_t)n);
+		for (int i = 0; i < 8; i++)
+			p[off + MIG_SECTION_HDR + n + i] = (uint8_t)(sum >> (8 * i));
+		off += MIG_SECTION_HDR + (size_t)n + 8;
+	}
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	struct mig_incoming_opts opts = {
+		.uri = fz_uri, .serial = "file:/dev/null",
+		.max_memory = FZ_MAX_MEMORY, .max_vcpus = FZ_MAX_VCPUS,
+		.accept_timeout_ms = 3000, .io_timeout_ms = 2000,
+	};
+	struct mig_incoming *inc;
+	struct machine *m;
+	struct fz_feed feed;
+	pthread_t t;
+	uint8_t *stream;
+	int err;
+
+	if (size < 1)
+		return 0;
+	stream = malloc(size);
+	inc = calloc(1, sizeof(*inc));
+	m = calloc(1, sizeof(*m));
+	if (!stream || !inc || !m)
+		abort();
+	memcpy(stream, data + 1, size - 1);
+	if (data[0] & FZ_FIX_SUMS)
+		fz_fix_sums(stream, size - 1);
+	feed = (struct fz_feed){ stream, size - 1 };
+	unlink(fz_sock);
+	if (pthread_create(&t, NULL, fz_feeder, &feed))
+		abort();
+	err = mig_incoming_receive(inc, &opts, m);
+	if (!err)
+		machine_destroy(m);	/* a complete, valid stream: never started */
+	else if (!inc->why[0])
+		abort();		/* every failure must say why */
+	if (fz_verbose)
+		fprintf(stderr, "fuzz_incoming: %s\n", err ? inc->why : "accepted");
+	mig_incoming_reply(inc, err, err ? inc->why : "ok");
+	pthread_join(t, NULL);
+	free(m);
+	free(inc);
+	free(stream);
+	return 0;
+}
+
+/* ---- seeds ------------------------------------------------------------- */
+
+#define FZ_MEM		(16ULL << 20)
+
+struct fz_buf {
+	uint8_t *p;
+	size_t len, cap;
+};
+
+static void fz_put(struct fz_buf *b, const void *p, size_t n)
+{
+	if (b->len + n > b->cap) {
+		b->cap = (b->len + n) * 2;
+		b->p = realloc(b->p, b->cap);
+		if (!b->p)
+			abort();
+	}
+	memcpy(b->p + b->len, p, n);
+	b->len += n;
+}
+
+static void fz_le(struct fz_buf *b, uint64_t v, unsigned w)
+{
+	uint8_t x[8];
+
+	for (unsigned i = 0; i < w; i++)
+		x[i] = (uint8_t)(v >> (8 * i));
+	fz_put(b, x, w);
+}
+
+static void fz_sec(struct fz_buf *b, uint8_t type, const void *payload, size_t n)
+{
+	uint8_t hdr[MIG_SECTION_HDR] = { type, 0, 0, 0 };
+
+	for (int i = 0; i < 4; i++)
+		hdr[4 + i] = (uint8_t)(n >> (8 * i));
+	size_t at = b->len;
+	fz_put(b, hdr, sizeof(hdr));
+	if (n)
+		fz_put(b, payload, n);
+	fz_le(b, XXH3_64bits(b->p + at, sizeof(hdr) + n), 8);
+}
+
+static void fz_config(struct fz_buf *b, uint64_t memory, uint32_t vcpus, uint32_t flags)
+{
+	struct mig_config c = { .memory = memory, .vcpus = vcpus, .page_size = GUEST_PAGE_SIZE,
+				.flags = flags, .cmdline_len = 13 };
+	struct vmstate_buf v;
+
+	memcpy(c.cmdline, "console=ttyS0", 13);
+	vmstate_buf_init(&v);
+	if (vmstate_save(&mig_config_vmsd, &c, &v))
+		abort();
+	fz_sec(b, MIG_SEC_CONFIG, v.data, v.len);
+	vmstate_buf_free(&v);
+}
+
+static void fz_pass(struct fz_buf *b, uint32_t pass, int final)
+{
+	struct fz_buf p = { 0 };
+
+	fz_le(&p, pass, 4);
+	fz_le(&p, 3, 8);
+	fz_le(&p, (uint64_t)final, 1);
+	fz_sec(b, MIG_SEC_PASS, p.p, p.len);
+	free(p.p);
+}
+
+/* A RAM batch; raw pages get their data from img. */
+static void fz_ram(struct fz_buf *b, const uint8_t *img, const uint64_t *e, uint32_t n)
+{
+	struct fz_buf p = { 0 };
+
+	fz_le(&p, n, 4);
+	for (uint32_t i = 0; i < n; i++)
+		fz_le(&p, e[i], 8);
+	for (uint32_t i = 0; i < n; i++)
+		if ((e[i] & MIG_PAGE_KIND_MASK) == MIG_PAGE_RAW)
+			fz_put(&p, img + (e[i] & ~MIG_PAGE_KIND_MASK), GUEST_PAGE_SIZE);
+	fz_sec(b, MIG_SEC_RAM, p.p, p.len);
+	free(p.p);
+}
+
+/* The state of a never-run VM of `vcpus` vCPUs, as a STATE payload. */
+static int fz_state(unsigned vcpus, struct vmstate_buf *out)
+{
+	struct machine *m = calloc(1, sizeof(*m));
+	struct machine_config mc = { .memory = FZ_MEM, .vcpus = vcpus, .serial = "file:/dev/null" };
+	int err;
+
+	if (!m)
+		return -ENOMEM;
+	err = machine_create(m, &mc);
+	if (!err) {
+		m->vm.state = VM_STATE_PAUSED;	/* never ran: nothing to pause */
+		err = machine_state_save(m, out);
+		m->vm.state = VM_STATE_CREATED;
+	}
+	machine_destroy(m);
+	free(m);
+	return err;
+}
+
+static void fz_write_seed(const char *dir, const char *name, const struct fz_buf *b)
+{
+	char path[512];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	f = fopen(path, "wb");
+	if (!f || fputc(FZ_FIX_SUMS, f) == EOF || fwrite(b->p, 1, b->len, f) != b->len ||
+	    fclose(f)) {
+		fprintf(stderr, "cannot write %s: %s\n", path, strerror(errno));
+		exit(1);
+	}
+	printf("%s: %zu bytes\n", path, b->len + 1);
+}
+
+static void fz_header(struct fz_buf *b)
+{
+	fz_put(b, MIG_MAGIC, MIG_MAGIC_LEN);
+	fz_le(b, MIG_VERSION, 4);
+}
+
+static void fz_seeds(const char *dir)
+{
+	struct vmstate_buf st1, st2;
+	uint8_t *img = calloc(1, FZ_MEM);
+	struct guest_memory mem = {
+		.fd = -1, .host = img, .size = FZ_MEM, .nr_regions = 1,
+		.regions = { { .gpa = 0, .size = FZ_MEM } },
+	};
+	struct fz_buf b = { 0 };
+
+	vmstate_buf_init(&st1);
+	vmstate_buf_init(&st2);
+	if (!img || fz_state(1, &st1) || fz_state(2, &st2)) {
+		fprintf(stderr, "seeds need /dev/kvm\n");
+		exit(1);
+	}
+	mkdir(dir, 0755);
+	/* Page contents: a few recognisable bytes, the rest zero. */
+	memset(img + 0x1000, 1, 64);
+	memset(img + 0x3000, 3, 64);
+	memset(img + 0x5000, 5, 64);
+	const uint64_t live[] = { 0x1000 | MIG_PAGE_RAW, 0x2000 | MIG_PAGE_RAW,
+				  0x3000 | MIG_PAGE_RAW, 0x8000 | MIG_PAGE_ZERO,
+				  (FZ_MEM - 0x1000) | MIG_PAGE_ZERO };
+	const uint64_t final[] = { 0x5000 | MIG_PAGE_RAW, 0x2000 | MIG_PAGE_ZERO };
+
+	/* 1: a whole verified migration, two passes. */
+	uint64_t digest = mig_digest_of_memory(&mem);
+	memset(img + 0x2000, 2, 64);	/* sent live, zeroed in the final pass */
+	fz_header(&b);
+	fz_config(&b, FZ_MEM, 1, MIG_FLAG_VERIFY);
+	fz_pass(&b, 1, 0);
+	fz_ram(&b, img, live, 5);
+	fz_pass(&b, 2, 1);
+	fz_ram(&b, img, final, 2);
+	fz_sec(&b, MIG_SEC_STATE, st1.data, st1.len);
+	struct fz_buf d = { 0 };
+	fz_le(&d, FZ_MEM / GUEST_PAGE_SIZE, 8);
+	fz_le(&d, digest, 8);
+	fz_sec(&b, MIG_SEC_DIGEST, d.p, d.len);
+	free(d.p);
+	fz_sec(&b, MIG_SEC_END, NULL, 0);
+	fz_write_seed(dir, "verified-2-passes", &b);
+
+	/* 2: no verify, 2 vCPUs, one final pass of zero pages. */
+	b.len = 0;
+	const uint64_t zeros[] = { 0x0 | MIG_PAGE_ZERO, 0x1000 | MIG_PAGE_ZERO };
+	fz_header(&b);
+	fz_config(&b, FZ_MEM, 2, 0);
+	fz_pass(&b, 1, 1);
+	fz_ram(&b, img, zeros, 2);
+	fz_sec(&b, MIG_SEC_STATE, st2.data, st2.len);
+	fz_sec(&b, MIG_SEC_END, NULL, 0);
+	fz_write_seed(dir, "2-vcpus-zero-pages", &b);
+
+	/* 3: the framing without RAM or STATE. */
+	b.len = 0;
+	fz_header(&b);
+	fz_config(&b, 32ULL << 20, 1, 0);
+	fz_pass(&b, 1, 0);
+	fz_pass(&b, 2, 1);
+	fz_sec(&b, MIG_SEC_END, NULL, 0);
+	fz_write_seed(dir, "passes-only", &b);
+
+	/* 4: just a header and CONFIG. */
+	b.len = 0;
+	fz_header(&b);
+	fz_config(&b, FZ_MEM, 1, MIG_FLAG_VERIFY);
+	fz_write_seed(dir, "config-only", &b);
+
+	free(b.p);
+	free(img);
+	vmstate_buf_free(&st1);
+	vmstate_buf_free(&st2);
+	exit(0);
+}
+
+/* ---- setup ------------------------------------------------------------- */
+
+static void fz_cleanup(void)
+{
+	unlink(fz_sock);
+	rmdir(fz_dir);
+}
+
+int LLVMFuzzerInitialize(int *argc, char ***argv)
+{
+	const char *seeds = getenv("FUZZ_INCOMING_SEEDS");
+
+	(void)argc;
+	(void)argv;
+	log_set_level(LOG_ERROR);
+	fz_verbose = getenv("FUZZ_INCOMING_VERBOSE") != NULL;
+	signal(SIGPIPE, SIG_IGN);
+	if (seeds && *seeds)
+		fz_seeds(seeds);
+	if (access("/dev/kvm", R_OK | W_OK) < 0)
+		fprintf(stderr, "fuzz_incoming: no /dev/kvm: valid CONFIGs will fail to create a VM\n");
+	strcpy(fz_dir, "/tmp/ferry-fuzz-XXXXXX");
+	if (!mkdtemp(fz_dir)) {
+		perror("mkdtemp");
+		exit(1);
+	}
+	snprintf(fz_sock, sizeof(fz_sock), "%s/in.sock", fz_dir);
+	snprintf(fz_uri, sizeof(fz_uri), "unix:%s", fz_sock);
+	atexit(fz_cleanup);
+	return 0;
+}

@@ -1,0 +1,1279 @@
+/*
+ * The destination side of a migration against hostile streams
+ * (docs/migration-stream.md): for each case, start a real sanitized
+ * `ferry-san run --incoming unix:...`, connect, send a crafted stream, read
+ * the return path, and check that the destination says no - exit status
+ * 65 (bad stream) or 74 (lost connection), a message naming the problem,
+ * a RESULT error to the source, no sanitizer report, no guest output, no
+ * socket file left - and, for one well-formed stream, that the guest it
+ * carries really runs there.
+ *
+ * Streams are built byte by byte here (t_sec() mirrors section.c; a
+ * sanity test checks it against mig_section_write()), so framing can be
+ * broken anywhere.  The STATE is captured from a real, never-run KVM VM in
+ * this process, so it is exactly what this host's KVM accepts.
+ *
+ * Environment: BUILD (default "build") locates $BUILD/ferry-san.  Skips
+ * (77) without /dev/kvm.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include <xxhash.h>
+#include <cmocka.h>
+
+#include "migration/config.h"
+#include "migration/digest.h"
+#include "migration/format.h"
+#include "migration/section.h"
+#include "migration/stream.h"
+#include "util/log.h"
+#include "vmm/machine.h"
+#include "vmm/machine_state.h"
+
+#define T_MEM		(16ULL << 20)
+#define T_CODE_GPA	0x1000ULL
+#define T_DATA_GPA	0x3000ULL
+#define T_GUEST_EXIT	42
+#define T_WAIT_MS	10000	/* for the destination to exit */
+
+/*
+ * Real mode at 0x1000: print "OK\n" on COM1, write 42 to the debug-exit
+ * port, halt.
+ */
+static const uint8_t t_code[] = {
+	0xba, 0xf8, 0x03,	/* mov dx,0x3f8 */
+	0xb0, 'O', 0xee,	/* mov al,'O'; out dx,al */
+	0xb0, 'K', 0xee,
+	0xb0, '\n', 0xee,
+	0xb0, T_GUEST_EXIT,	/* mov al,42 */
+	0xe6, 0xf4,		/* out 0xf4,al */
+	0xf4,			/* 1: hlt */
+	0xeb, 0xfd,		/* jmp 1b */
+};
+
+static char t_ferry[512];
+static char t_dir[64];
+static char t_sock[128];
+static char t_serial[128];
+
+/* A real never-run VM's state, decoded (1 vCPU), and a bootable variant. */
+static struct machine_state t_real;
+static struct vmstate_buf t_state_boot;	/* vCPU 0 at 0:0x1000, real mode */
+static uint8_t *t_img;			/* what the standard stream's RAM holds */
+
+/* Offsets into the standard stream where truncation cases cut it. */
+struct t_marks {
+	size_t in_header, after_header, after_config, mid_ram, after_final_pass;
+	size_t before_end, end;
+};
+static struct t_marks t_mk;
+
+/* ---- byte buffers ------------------------------------------------------ */
+
+static void t_put(struct vmstate_buf *b, const void *p, size_t n)
+{
+	if (b->len + n > b->cap) {
+		size_t cap = b->cap ? b->cap : 4096;
+		while (cap < b->len + n)
+			cap *= 2;
+		b->data = realloc(b->data, cap);
+		assert_non_null(b->data);
+		b->cap = cap;
+	}
+	if (n)
+		memcpy(b->data + b->len, p, n);
+	b->len += n;
+}
+
+static void t_le(struct vmstate_buf *b, uint64_t v, unsigned w)
+{
+	uint8_t x[8];
+
+	for (unsigned i = 0; i < w; i++)
+		x[i] = (uint8_t)(v >> (8 * i));
+	t_put(b, x, w);
+}
+
+static void t_u8(struct vmstate_buf *b, uint8_t v) { t_le(b, v, 1); }
+static void t_u16(struct vmstate_buf *b, uint16_t v) { t_le(b, v, 2); }
+static void t_u32(struct vmstate_buf *b, uint32_t v) { t_le(b, v, 4); }
+static void t_u64(struct vmstate_buf *b, uint64_t v) { t_le(b, v, 8); }
+
+static void t_header(struct vmstate_buf *b, const char *magic, uint32_t version)
+{
+	t_put(b, magic, MIG_MAGIC_LEN);
+	t_u32(b, version);
+}
+
+/*
+ * A section with every framing field under control: reserved bytes r,
+ * declared length len_field, payload (plen bytes), checksum xor sum_xor.
+ */
+static void t_sec_raw(struct vmstate_buf *b, uint8_t type, uint8_t r, uint32_t len_field,
+		      const void *payload, size_t plen, uint64_t sum_xor)
+{
+	uint8_t hdr[MIG_SECTION_HDR] = { type, r, 0, 0 };
+	XXH3_state_t *h = XXH3_createState();
+
+	for (int i = 0; i < 4; i++)
+		hdr[4 + i] = (uint8_t)(len_field >> (8 * i));
+	XXH3_64bits_reset(h);
+	XXH3_64bits_update(h, hdr, sizeof(hdr));
+	XXH3_64bits_update(h, payload, plen);
+	t_put(b, hdr, sizeof(hdr));
+	t_put(b, payload, plen);
+	t_u64(b, XXH3_64bits_digest(h) ^ sum_xor);
+	XXH3_freeState(h);
+}
+
+static void t_sec(struct vmstate_buf *b, uint8_t type, const void *payload, size_t plen)
+{
+	t_sec_raw(b, type, 0, (uint32_t)plen, payload, plen, 0);
+}
+
+static void t_sec_buf(struct vmstate_buf *b, uint8_t type, const struct vmstate_buf *p)
+{
+	t_sec(b, type, p->data, p->len);
+}
+
+/* ---- payloads ---------------------------------------------------------- */
+
+/* A mig-config record, by hand, so any value can be sent (docs/vmstate.md). */
+static void t_config_payload(struct vmstate_buf *p, uint64_t memory, uint32_t vcpus,
+			     uint32_t page_size, uint32_t flags, const void *cmdline,
+			     uint16_t cmdline_len)
+{
+	struct vmstate_buf body = { 0 };
+
+	t_u32(&body, 8); t_u64(&body, memory);
+	t_u32(&body, 4); t_u32(&body, vcpus);
+	t_u32(&body, 4); t_u32(&body, page_size);
+	t_u32(&body, 4); t_u32(&body, flags);
+	t_u32(&body, 2); t_u16(&body, cmdline_len);
+	t_u32(&body, cmdline_len); t_put(&body, cmdline, cmdline_len);
+	t_u8(p, 10);
+	t_put(p, "mig-config", 10);
+	t_u32(p, 1);
+	t_u32(p, (uint32_t)body.len);
+	t_put(p, body.data, body.len);
+	free(body.data);
+}
+
+static void t_config(struct vmstate_buf *b, uint64_t memory, uint32_t vcpus, uint32_t flags)
+{
+	struct vmstate_buf p = { 0 };
+
+	t_config_payload(&p, memory, vcpus, GUEST_PAGE_SIZE, flags, "console=ttyS0", 13);
+	t_sec_buf(b, MIG_SEC_CONFIG, &p);
+	free(p.data);
+}
+
+static void t_pass(struct vmstate_buf *b, uint32_t pass, bool final)
+{
+	struct vmstate_buf p = { 0 };
+
+	t_u32(&p, pass);
+	t_u64(&p, 4);
+	t_u8(&p, final);
+	t_sec_buf(b, MIG_SEC_PASS, &p);
+	free(p.data);
+}
+
+/* A RAM batch: n entries (address | kind); data for the raw ones from t_ram. */
+static void t_ram_payload(struct vmstate_buf *p, const uint64_t *e, uint32_t n)
+{
+	t_u32(p, n);
+	for (uint32_t i = 0; i < n; i++)
+		t_u64(p, e[i]);
+	for (uint32_t i = 0; i < n; i++) {
+		if ((e[i] & MIG_PAGE_KIND_MASK) != MIG_PAGE_RAW)
+			continue;
+		uint64_t gpa = e[i] & ~MIG_PAGE_KIND_MASK;
+		if (gpa + GUEST_PAGE_SIZE <= T_MEM) {
+			t_put(p, t_img + gpa, GUEST_PAGE_SIZE);
+		} else {
+			uint8_t junk[GUEST_PAGE_SIZE];
+			memset(junk, 0xa5, sizeof(junk));
+			t_put(p, junk, sizeof(junk));
+		}
+	}
+}
+
+static void t_ram(struct vmstate_buf *b, const uint64_t *e, uint32_t n)
+{
+	struct vmstate_buf p = { 0 };
+
+	t_ram_payload(&p, e, n);
+	t_sec_buf(b, MIG_SEC_RAM, &p);
+	free(p.data);
+}
+
+static void t_ram1(struct vmstate_buf *b, uint64_t entry)
+{
+	t_ram(b, &entry, 1);
+}
+
+static void t_state_encode(const struct machine_state *st, struct vmstate_buf *out)
+{
+	assert_int_equal(vmstate_save(&x86_vm_state_vmsd, &st->vm, out), 0);
+	for (unsigned i = 0; i < st->nr_vcpus; i++)
+		assert_int_equal(vmstate_save(&x86_vcpu_state_vmsd, &st->vcpus[i], out), 0);
+	assert_int_equal(vmstate_save(&serial_vmsd, &st->com1, out), 0);
+}
+
+/* t_real, copied, for a case to change. */
+static void t_state_copy(struct machine_state *st)
+{
+	*st = t_real;
+	st->vcpus = calloc(t_real.nr_vcpus, sizeof(*st->vcpus));
+	assert_non_null(st->vcpus);
+	memcpy(st->vcpus, t_real.vcpus, t_real.nr_vcpus * sizeof(*st->vcpus));
+}
+
+static void t_state_sec(struct vmstate_buf *b, const struct machine_state *st)
+{
+	struct vmstate_buf p = { 0 };
+
+	t_state_encode(st, &p);
+	t_sec_buf(b, MIG_SEC_STATE, &p);
+	free(p.data);
+}
+
+static uint64_t t_ram_digest(void)
+{
+	struct guest_memory mem = {
+		.fd = -1, .host = t_img, .size = T_MEM, .nr_regions = 1,
+		.regions = { { .gpa = 0, .size = T_MEM, .offset = 0 } },
+	};
+
+	return mig_digest_of_memory(&mem);
+}
+
+static void t_digest(struct vmstate_buf *b, uint64_t pages, uint64_t digest)
+{
+	struct vmstate_buf p = { 0 };
+
+	t_u64(&p, pages);
+	t_u64(&p, digest);
+	t_sec_buf(b, MIG_SEC_DIGEST, &p);
+	free(p.data);
+}
+
+static void t_end(struct vmstate_buf *b)
+{
+	t_sec(b, MIG_SEC_END, NULL, 0);
+}
+
+/*
+ * The standard stream: CONFIG (16 MiB, 1 vCPU, flags), PASS 1, RAM (code,
+ * a zero page, data), PASS 2 final, RAM (code again), STATE (bootable),
+ * DIGEST with verify, END.  Records the truncation marks.
+ */
+static void t_std(struct vmstate_buf *b, uint32_t flags)
+{
+	const uint64_t batch1[] = {
+		T_CODE_GPA | MIG_PAGE_RAW, 0x2000 | MIG_PAGE_ZERO, T_DATA_GPA | MIG_PAGE_RAW,
+		(T_MEM - GUEST_PAGE_SIZE) | MIG_PAGE_ZERO,
+	};
+
+	t_header(b, MIG_MAGIC, MIG_VERSION);
+	t_mk.in_header = 5;
+	t_mk.after_header = b->len;
+	t_config(b, T_MEM, 1, flags);
+	t_mk.after_config = b->len;
+	t_pass(b, 1, false);
+	size_t ram_start = b->len;
+	t_ram(b, batch1, 4);
+	t_mk.mid_ram = ram_start + (b->len - ram_start) / 2;
+	t_pass(b, 2, true);
+	t_mk.after_final_pass = b->len;
+	t_ram1(b, T_CODE_GPA | MIG_PAGE_RAW);
+	t_sec_buf(b, MIG_SEC_STATE, &t_state_boot);
+	if (flags & MIG_FLAG_VERIFY)
+		t_digest(b, T_MEM / GUEST_PAGE_SIZE, t_ram_digest());
+	t_mk.before_end = b->len;
+	t_end(b);
+	t_mk.end = b->len;
+}
+
+/* Header, CONFIG (16 MiB, 1 vCPU, no verify), PASS 1 final: RAM may follow. */
+static void t_to_final(struct vmstate_buf *b)
+{
+	t_header(b, MIG_MAGIC, MIG_VERSION);
+	t_config(b, T_MEM, 1, 0);
+	t_pass(b, 1, true);
+}
+
+/* ---- running a destination --------------------------------------------- */
+
+struct t_result {
+	int status;		/* from waitpid */
+	char out[65536];	/* its stdout + stderr */
+	size_t outlen;
+	bool ready;		/* READY came back */
+	bool result;		/* RESULT came back */
+	int32_t result_status;
+	char result_msg[300];
+};
+
+static uint64_t t_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static void t_drain(int fd, struct t_result *r)
+{
+	for (;;) {
+		char tmp[4096];
+		ssize_t n = read(fd, tmp, sizeof(tmp));
+		if (n <= 0)
+			return;
+		size_t room = sizeof(r->out) - 1 - r->outlen;
+		size_t k = (size_t)n < room ? (size_t)n : room;
+		memcpy(r->out + r->outlen, tmp, k);
+		r->outlen += k;
+		r->out[r->outlen] = '\0';
+	}
+}
+
+static pid_t t_spawn(const char *const *extra, int *outfd)
+{
+	char uri[160], serial[160];
+	const char *argv[16];
+	int n = 0, p[2];
+	pid_t pid;
+
+	snprintf(uri, sizeof(uri), "unix:%s", t_sock);
+	snprintf(serial, sizeof(serial), "file:%s", t_serial);
+	argv[n++] = t_ferry;
+	argv[n++] = "run";
+	argv[n++] = "--incoming";
+	argv[n++] = uri;
+	argv[n++] = "--serial";
+	argv[n++] = serial;
+	for (int i = 0; extra && extra[i] && n < 14; i++)
+		argv[n++] = extra[i];
+	argv[n] = NULL;
+	assert_int_equal(pipe2(p, O_CLOEXEC), 0);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		int devnull = open("/dev/null", O_RDONLY);
+		dup2(devnull, 0);
+		dup2(p[1], 1);
+		dup2(p[1], 2);
+		execv(t_ferry, (char *const *)argv);
+		fprintf(stderr, "cannot run %s: %s\n", t_ferry, strerror(errno));
+		_exit(127);
+	}
+	close(p[1]);
+	fcntl(p[0], F_SETFL, O_NONBLOCK);
+	*outfd = p[0];
+	return pid;
+}
+
+/* Connect once the destination listens; -1 if it exited first or never did. */
+static int t_connect(pid_t pid, int outfd, struct t_result *r)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	uint64_t deadline = t_now_ms() + 5000;
+
+	strcpy(sa.sun_path, t_sock);
+	while (t_now_ms() < deadline) {
+		int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		assert_true(fd >= 0);
+		if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0)
+			return fd;
+		close(fd);
+		t_drain(outfd, r);
+		if (waitpid(pid, &r->status, WNOHANG) == pid)
+			return -2;
+		usleep(2000);
+	}
+	return -1;
+}
+
+static void t_send(int fd, const uint8_t *p, size_t len)
+{
+	struct timeval tv = { .tv_sec = 3 };
+
+	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	while (len) {
+		ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return;	/* the destination gave up early: fine */
+		p += n;
+		len -= (size_t)n;
+	}
+}
+
+/* Read the return path with ferry's own section reader until EOF. */
+static void t_read_replies(int fd, struct t_result *r)
+{
+	struct mig_stream s;
+	uint8_t buf[1024];
+
+	assert_int_equal(mig_stream_init(&s, fd, 1 << 16), 0);
+	s.timeout_ms = 5000;
+	for (;;) {
+		uint8_t type;
+		uint32_t len;
+		if (mig_section_read(&s, buf, sizeof(buf), &type, &len))
+			break;
+		if (type == MIG_SEC_READY && len == 0) {
+			r->ready = true;
+		} else if (type == MIG_SEC_RESULT && len >= 6) {
+			uint16_t n = (uint16_t)(buf[4] | buf[5] << 8);
+			r->result = true;
+			r->result_status = (int32_t)(buf[0] | buf[1] << 8 | buf[2] << 16 |
+						     (uint32_t)buf[3] << 24);
+			if (n > len - 6)
+				n = (uint16_t)(len - 6);
+			if (n >= sizeof(r->result_msg))
+				n = sizeof(r->result_msg) - 1;
+			memcpy(r->result_msg, buf + 6, n);
+			r->result_msg[n] = '\0';
+		}
+	}
+	mig_stream_destroy(&s);
+}
+
+/* Wait for pid at most T_WAIT_MS, collecting its output; false: killed. */
+static bool t_reap(pid_t pid, int outfd, struct t_result *r)
+{
+	uint64_t deadline = t_now_ms() + T_WAIT_MS;
+	bool exited = false;
+
+	while (!exited && t_now_ms() < deadline) {
+		struct pollfd p = { .fd = outfd, .events = POLLIN };
+		poll(&p, 1, 20);
+		t_drain(outfd, r);
+		exited = waitpid(pid, &r->status, WNOHANG) == pid;
+	}
+	if (!exited) {
+		kill(pid, SIGKILL);
+		waitpid(pid, &r->status, 0);
+	}
+	/* Everything it wrote is in the pipe now: read up to EOF. */
+	for (;;) {
+		struct pollfd p = { .fd = outfd, .events = POLLIN };
+		char tmp[4096];
+		if (poll(&p, 1, 1000) <= 0)
+			break;
+		ssize_t n = read(outfd, tmp, sizeof(tmp));
+		if (n <= 0)
+			break;
+		size_t room = sizeof(r->out) - 1 - r->outlen;
+		size_t k = (size_t)n < room ? (size_t)n : room;
+		memcpy(r->out + r->outlen, tmp, k);
+		r->outlen += k;
+		r->out[r->outlen] = '\0';
+	}
+	close(outfd);
+	return exited;
+}
+
+/*
+ * Run a destination (extra: more arguments), send `stream` (its first
+ * `len` bytes), close our sending side, read its answers and wait for it.
+ */
+static void t_run(const struct vmstate_buf *stream, size_t len, const char *const *extra,
+		  struct t_result *r)
+{
+	int outfd, fd;
+	pid_t pid;
+
+	memset(r, 0, sizeof(*r));
+	unlink(t_serial);
+	unlink(t_sock);
+	pid = t_spawn(extra, &outfd);
+	fd = t_connect(pid, outfd, r);
+	if (fd < 0) {
+		if (fd == -1) {
+			kill(pid, SIGKILL);
+			waitpid(pid, &r->status, 0);
+		}
+		t_drain(outfd, r);
+		close(outfd);
+		fail_msg("the destination never accepted a connection on %s; its output:\n%s",
+			 t_sock, r->out);
+	}
+	t_send(fd, stream->data, len);
+	shutdown(fd, SHUT_WR);
+	t_read_replies(fd, r);	/* closes fd */
+	if (!t_reap(pid, outfd, r))
+		fail_msg("the destination did not exit within %d ms (killed); its output:\n%s",
+			 T_WAIT_MS, r->out);
+}
+
+static bool t_serial_empty(void)
+{
+	struct stat st;
+
+	return stat(t_serial, &st) < 0 || st.st_size == 0;
+}
+
+/* The checks every refused stream must pass. */
+static void t_check_refused(const struct t_result *r, int want_exit, const char *want_msg,
+			    bool want_ready)
+{
+	bool ok = true;
+
+#define T_CHECK(cond, ...) do {						\
+		if (!(cond)) {						\
+			print_error(__VA_ARGS__);			\
+			print_error("\n");				\
+			ok = false;					\
+		}							\
+	} while (0)
+	T_CHECK(WIFEXITED(r->status), "destination died of signal %d",
+		WIFSIGNALED(r->status) ? WTERMSIG(r->status) : 0);
+	T_CHECK(WIFEXITED(r->status) && WEXITSTATUS(r->status) == want_exit,
+		"exit status %d, expected %d", WIFEXITED(r->status) ? WEXITSTATUS(r->status) : -1,
+		want_exit);
+	T_CHECK(strstr(r->out, want_msg), "output does not mention \"%s\"", want_msg);
+	T_CHECK(strstr(r->out, "the guest was not started"),
+		"output does not say the guest was not started");
+	T_CHECK(!strstr(r->out, "Sanitizer") && !strstr(r->out, "runtime error"),
+		"sanitizer report in the output");
+	T_CHECK(t_serial_empty(), "the serial file has guest output");
+	T_CHECK(access(t_sock, F_OK) < 0, "socket file %s left behind", t_sock);
+	T_CHECK(r->ready == want_ready, "READY %s", r->ready ? "came back" : "did not come back");
+	if (want_exit == 65) {
+		T_CHECK(r->result, "no RESULT came back");
+		T_CHECK(r->result_status < 0, "RESULT status %d, expected an error",
+			r->result_status);
+		T_CHECK(strstr(r->result_msg, want_msg), "RESULT message \"%s\" lacks \"%s\"",
+			r->result_msg, want_msg);
+	}
+#undef T_CHECK
+	if (!ok)
+		fail_msg("destination output:\n%s\nRESULT: %s %d \"%s\"", r->out,
+			 r->result ? "yes" : "no", r->result_status, r->result_msg);
+}
+
+/* ---- cases ------------------------------------------------------------- */
+
+struct t_case {
+	const char *name;
+	void (*build)(struct vmstate_buf *b, size_t *len);	/* *len preset to b->len */
+	int want_exit;
+	const char *want_msg;
+	bool want_ready;
+	const char *extra[4];
+};
+
+/* Truncations of the standard stream (verify on). */
+static void b_trunc_in_header(struct vmstate_buf *b, size_t *len)
+{ t_std(b, MIG_FLAG_VERIFY); *len = t_mk.in_header; }
+static void b_trunc_after_header(struct vmstate_buf *b, size_t *len)
+{ t_std(b, MIG_FLAG_VERIFY); *len = t_mk.after_header; }
+static void b_trunc_in_section_header(struct vmstate_buf *b, size_t *len)
+{ t_std(b, MIG_FLAG_VERIFY); *len = t_mk.after_header + 3; }
+static void b_trunc_after_config(struct vmstate_buf *b, size_t *len)
+{ t_std(b, MIG_FLAG_VERIFY); *len = t_mk.after_config; }
+static void b_trunc_mid_ram(struct vmstate_buf *b, size_t *len)
+{ t_std(b, MIG_FLAG_VERIFY); *len = t_mk.mid_ram; }
+static void b_trunc_after_final_pass(struct vmstate_buf *b, size_t *len)
+{ t_std(b, MIG_FLAG_VERIFY); *len = t_mk.after_final_pass; }
+static void b_trunc_before_end(struct vmstate_buf *b, size_t *len)
+{ t_std(b, MIG_FLAG_VERIFY); *len = t_mk.before_end; }
+static void b_trunc_in_checksum(struct vmstate_buf *b, size_t *len)
+{ t_std(b, MIG_FLAG_VERIFY); *len = t_mk.end - 3; }
+
+/* Header. */
+static void b_bad_magic(struct vmstate_buf *b, size_t *len)
+{ t_header(b, "FERRYMAG", 1); t_config(b, T_MEM, 1, 0); *len = b->len; }
+static void b_version2(struct vmstate_buf *b, size_t *len)
+{ t_header(b, MIG_MAGIC, 2); t_config(b, T_MEM, 1, 0); *len = b->len; }
+static void b_version0(struct vmstate_buf *b, size_t *len)
+{ t_header(b, MIG_MAGIC, 0); t_config(b, T_MEM, 1, 0); *len = b->len; }
+
+/* RAM addresses and kinds. */
+static void b_ram_past_end(struct vmstate_buf *b, size_t *len)
+{ t_to_final(b); t_ram1(b, T_MEM | MIG_PAGE_RAW); *len = b->len; }
+static void b_ram_huge(struct vmstate_buf *b, size_t *len)
+{ t_to_final(b); t_ram1(b, 0xfffffffffffff000ULL | MIG_PAGE_ZERO); *len = b->len; }
+static void b_ram_hole(struct vmstate_buf *b, size_t *len)
+{
+	/* 3 GiB + 64 MiB: RAM at 0..3G and 4G..4G+64M; 0xfffff000 is in the hole. */
+	t_header(b, MIG_MAGIC, MIG_VERSION);
+	t_config(b, (3ULL << 30) + (64ULL << 20), 1, 0);
+	t_pass(b, 1, true);
+	const uint64_t e[] = { 0x100000000ULL | MIG_PAGE_ZERO, 0xfffff000ULL | MIG_PAGE_ZERO };
+	t_ram(b, e, 2);
+	*len = b->len;
+}
+static void b_ram_later_entry_bad(struct vmstate_buf *b, size_t *len)
+{
+	/* Nothing of a batch is written unless all of it is valid. */
+	const uint64_t e[] = { T_CODE_GPA | MIG_PAGE_RAW, (T_MEM + 0x1000) | MIG_PAGE_RAW };
+	t_to_final(b); t_ram(b, e, 2); *len = b->len;
+}
+static void b_ram_kind2(struct vmstate_buf *b, size_t *len)
+{ t_to_final(b); t_ram1(b, T_CODE_GPA | 2); *len = b->len; }
+static void b_ram_kindfff(struct vmstate_buf *b, size_t *len)
+{ t_to_final(b); t_ram1(b, T_CODE_GPA | 0xfff); *len = b->len; }
+static void b_ram_count0(struct vmstate_buf *b, size_t *len)
+{
+	uint8_t p[4] = { 0 };
+	t_to_final(b); t_sec(b, MIG_SEC_RAM, p, sizeof(p)); *len = b->len;
+}
+static void b_ram_count257(struct vmstate_buf *b, size_t *len)
+{
+	struct vmstate_buf p = { 0 };
+	t_u32(&p, 257);
+	for (int i = 0; i < 257; i++)
+		t_u64(&p, (uint64_t)i << 12 | MIG_PAGE_ZERO);
+	t_to_final(b); t_sec_buf(b, MIG_SEC_RAM, &p); free(p.data); *len = b->len;
+}
+static void b_ram_empty_payload(struct vmstate_buf *b, size_t *len)
+{ t_to_final(b); t_sec(b, MIG_SEC_RAM, NULL, 0); *len = b->len; }
+static void b_ram_short_list(struct vmstate_buf *b, size_t *len)
+{
+	struct vmstate_buf p = { 0 };
+	t_u32(&p, 8); t_u64(&p, 0);	/* says 8 entries, has 1 */
+	t_to_final(b); t_sec_buf(b, MIG_SEC_RAM, &p); free(p.data); *len = b->len;
+}
+static void b_ram_missing_data(struct vmstate_buf *b, size_t *len)
+{
+	struct vmstate_buf p = { 0 };
+	t_u32(&p, 1); t_u64(&p, T_CODE_GPA | MIG_PAGE_RAW);	/* no page data */
+	t_to_final(b); t_sec_buf(b, MIG_SEC_RAM, &p); free(p.data); *len = b->len;
+}
+static void b_ram_extra_data(struct vmstate_buf *b, size_t *len)
+{
+	struct vmstate_buf p = { 0 };
+	uint8_t page[GUEST_PAGE_SIZE] = { 1 };
+	t_u32(&p, 1); t_u64(&p, T_CODE_GPA | MIG_PAGE_ZERO); t_put(&p, page, sizeof(page));
+	t_to_final(b); t_sec_buf(b, MIG_SEC_RAM, &p); free(p.data); *len = b->len;
+}
+
+/* Framing. */
+static void b_oversized(struct vmstate_buf *b, size_t *len)
+{
+	uint8_t junk[64] = { 0 };
+	t_to_final(b);
+	t_sec_raw(b, MIG_SEC_RAM, 0, MIG_SECTION_MAX + 1, junk, sizeof(junk), 0);
+	*len = b->len;
+}
+static void b_huge_len(struct vmstate_buf *b, size_t *len)
+{
+	uint8_t junk[64] = { 0 };
+	t_to_final(b);
+	t_sec_raw(b, MIG_SEC_RAM, 0, 0xffffffffu, junk, sizeof(junk), 0);
+	*len = b->len;
+}
+static void b_reserved(struct vmstate_buf *b, size_t *len)
+{
+	t_header(b, MIG_MAGIC, MIG_VERSION);
+	struct vmstate_buf p = { 0 };
+	t_config_payload(&p, T_MEM, 1, GUEST_PAGE_SIZE, 0, "", 0);
+	t_sec_raw(b, MIG_SEC_CONFIG, 1, (uint32_t)p.len, p.data, p.len, 0);
+	free(p.data);
+	*len = b->len;
+}
+static void b_flipped_page_byte(struct vmstate_buf *b, size_t *len)
+{
+	t_to_final(b);
+	size_t at = b->len;
+	t_ram1(b, T_CODE_GPA | MIG_PAGE_RAW);
+	b->data[at + MIG_SECTION_HDR + 4 + 8 + 100] ^= 0x01;	/* a byte of the page */
+	*len = b->len;
+}
+static void b_flipped_len(struct vmstate_buf *b, size_t *len)
+{
+	/* A length one less than sent: the checksum is read from page bytes. */
+	t_to_final(b);
+	size_t at = b->len;
+	t_ram1(b, T_CODE_GPA | MIG_PAGE_RAW);
+	b->data[at + 4] -= 1;
+	*len = b->len;
+}
+static void b_bad_checksum_config(struct vmstate_buf *b, size_t *len)
+{
+	struct vmstate_buf p = { 0 };
+	t_header(b, MIG_MAGIC, MIG_VERSION);
+	t_config_payload(&p, T_MEM, 1, GUEST_PAGE_SIZE, 0, "", 0);
+	t_sec_raw(b, MIG_SEC_CONFIG, 0, (uint32_t)p.len, p.data, p.len, 1);
+	free(p.data);
+	*len = b->len;
+}
+static void b_unknown_type(struct vmstate_buf *b, size_t *len)
+{ t_to_final(b); t_sec(b, 7, "x", 1); *len = b->len; }
+static void b_type0(struct vmstate_buf *b, size_t *len)
+{ t_header(b, MIG_MAGIC, MIG_VERSION); t_sec(b, 0, NULL, 0); *len = b->len; }
+static void b_ready_to_dest(struct vmstate_buf *b, size_t *len)
+{ t_to_final(b); t_sec(b, MIG_SEC_READY, NULL, 0); *len = b->len; }
+
+/* Order. */
+static void b_pass_first(struct vmstate_buf *b, size_t *len)
+{ t_header(b, MIG_MAGIC, MIG_VERSION); t_pass(b, 1, false); *len = b->len; }
+static void b_ram_before_pass(struct vmstate_buf *b, size_t *len)
+{
+	t_header(b, MIG_MAGIC, MIG_VERSION); t_config(b, T_MEM, 1, 0);
+	t_ram1(b, T_CODE_GPA | MIG_PAGE_RAW); *len = b->len;
+}
+static void b_state_before_final(struct vmstate_buf *b, size_t *len)
+{
+	t_header(b, MIG_MAGIC, MIG_VERSION); t_config(b, T_MEM, 1, 0); t_pass(b, 1, false);
+	t_sec_buf(b, MIG_SEC_STATE, &t_state_boot); *len = b->len;
+}
+static void b_end_without_state(struct vmstate_buf *b, size_t *len)
+{ t_to_final(b); t_end(b); *len = b->len; }
+static void b_two_configs(struct vmstate_buf *b, size_t *len)
+{
+	t_header(b, MIG_MAGIC, MIG_VERSION); t_config(b, T_MEM, 1, 0); t_config(b, T_MEM, 1, 0);
+	*len = b->len;
+}
+static void b_pass_backwards(struct vmstate_buf *b, size_t *len)
+{
+	t_header(b, MIG_MAGIC, MIG_VERSION); t_config(b, T_MEM, 1, 0);
+	t_pass(b, 1, false); t_pass(b, 2, false); t_pass(b, 1, false); *len = b->len;
+}
+static void b_pass_starts_at_2(struct vmstate_buf *b, size_t *len)
+{
+	t_header(b, MIG_MAGIC, MIG_VERSION); t_config(b, T_MEM, 1, 0); t_pass(b, 2, false);
+	*len = b->len;
+}
+static void b_pass_after_final(struct vmstate_buf *b, size_t *len)
+{ t_to_final(b); t_pass(b, 2, true); *len = b->len; }
+static void b_pass_malformed(struct vmstate_buf *b, size_t *len)
+{
+	uint8_t p[12] = { 1 };
+	t_header(b, MIG_MAGIC, MIG_VERSION); t_config(b, T_MEM, 1, 0);
+	t_sec(b, MIG_SEC_PASS, p, sizeof(p)); *len = b->len;
+}
+static void b_pass_final_flag2(struct vmstate_buf *b, size_t *len)
+{
+	uint8_t p[13] = { 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2 };
+	t_header(b, MIG_MAGIC, MIG_VERSION); t_config(b, T_MEM, 1, 0);
+	t_sec(b, MIG_SEC_PASS, p, sizeof(p)); *len = b->len;
+}
+static void b_two_states(struct vmstate_buf *b, size_t *len)
+{
+	t_to_final(b); t_sec_buf(b, MIG_SEC_STATE, &t_state_boot);
+	t_sec_buf(b, MIG_SEC_STATE, &t_state_boot); *len = b->len;
+}
+static void b_ram_after_state(struct vmstate_buf *b, size_t *len)
+{
+	t_to_final(b); t_sec_buf(b, MIG_SEC_STATE, &t_state_boot);
+	t_ram1(b, T_CODE_GPA | MIG_PAGE_RAW); *len = b->len;
+}
+static void b_digest_without_verify(struct vmstate_buf *b, size_t *len)
+{
+	t_to_final(b); t_sec_buf(b, MIG_SEC_STATE, &t_state_boot);
+	t_digest(b, T_MEM / GUEST_PAGE_SIZE, 0); *len = b->len;
+}
+static void b_verify_end_without_digest(struct vmstate_buf *b, size_t *len)
+{
+	t_header(b, MIG_MAGIC, MIG_VERSION); t_config(b, T_MEM, 1, MIG_FLAG_VERIFY);
+	t_pass(b, 1, true); t_sec_buf(b, MIG_SEC_STATE, &t_state_boot); t_end(b); *len = b->len;
+}
+static void b_end_with_payload(struct vmstate_buf *b, size_t *len)
+{
+	uint8_t junk[16] = { 0 };
+	t_to_final(b); t_sec_buf(b, MIG_SEC_STATE, &t_state_boot);
+	t_sec(b, MIG_SEC_END, junk, sizeof(junk)); *len = b->len;
+}
+static void b_end_garbage_len(struct vmstate_buf *b, size_t *len)
+{
+	/* END whose length field is garbage (and no payload follows). */
+	t_to_final(b); t_sec_buf(b, MIG_SEC_STATE, &t_state_boot);
+	t_sec_raw(b, MIG_SEC_END, 0, 0x00ffffffu, NULL, 0, 0); *len = b->len;
+}
+
+/* CONFIG. */
+static void t_cfg_case(struct vmstate_buf *b, uint64_t memory, uint32_t vcpus, uint32_t page,
+		       uint32_t flags, const void *cmd, uint16_t cmdlen)
+{
+	struct vmstate_buf p = { 0 };
+
+	t_header(b, MIG_MAGIC, MIG_VERSION);
+	t_config_payload(&p, memory, vcpus, page, flags, cmd, cmdlen);
+	t_sec_buf(b, MIG_SEC_CONFIG, &p);
+	free(p.data);
+	t_pass(b, 1, true);
+}
+static void b_cfg_mem_odd(struct vmstate_buf *b, size_t *len)
+{ t_cfg_case(b, T_MEM + 4096, 1, 4096, 0, "", 0); *len = b->len; }
+static void b_cfg_mem_small(struct vmstate_buf *b, size_t *len)
+{ t_cfg_case(b, 2ULL << 20, 1, 4096, 0, "", 0); *len = b->len; }
+static void b_cfg_mem_2t(struct vmstate_buf *b, size_t *len)
+{ t_cfg_case(b, 2ULL << 40, 1, 4096, 0, "", 0); *len = b->len; }
+static void b_cfg_vcpus0(struct vmstate_buf *b, size_t *len)
+{ t_cfg_case(b, T_MEM, 0, 4096, 0, "", 0); *len = b->len; }
+static void b_cfg_vcpus1000(struct vmstate_buf *b, size_t *len)
+{ t_cfg_case(b, T_MEM, 1000, 4096, 0, "", 0); *len = b->len; }
+static void b_cfg_page8k(struct vmstate_buf *b, size_t *len)
+{ t_cfg_case(b, T_MEM, 1, 8192, 0, "", 0); *len = b->len; }
+static void b_cfg_flags(struct vmstate_buf *b, size_t *len)
+{ t_cfg_case(b, T_MEM, 1, 4096, 0x80000001u, "", 0); *len = b->len; }
+static void b_cfg_cmdline_nul(struct vmstate_buf *b, size_t *len)
+{ t_cfg_case(b, T_MEM, 1, 4096, 0, "quiet\0root=/dev/sda", 19); *len = b->len; }
+static void b_cfg_cmdline_long(struct vmstate_buf *b, size_t *len)
+{
+	static char cmd[4096];
+	memset(cmd, 'a', sizeof(cmd));
+	t_cfg_case(b, T_MEM, 1, 4096, 0, cmd, 4096); *len = b->len;
+}
+static void b_cfg_cmdline_len_lies(struct vmstate_buf *b, size_t *len)
+{
+	/* cmdline_len says 100, the array field carries 5 bytes. */
+	struct vmstate_buf body = { 0 }, p = { 0 };
+	t_u32(&body, 8); t_u64(&body, T_MEM);
+	t_u32(&body, 4); t_u32(&body, 1);
+	t_u32(&body, 4); t_u32(&body, 4096);
+	t_u32(&body, 4); t_u32(&body, 0);
+	t_u32(&body, 2); t_u16(&body, 100);
+	t_u32(&body, 5); t_put(&body, "hello", 5);
+	t_u8(&p, 10); t_put(&p, "mig-config", 10); t_u32(&p, 1); t_u32(&p, (uint32_t)body.len);
+	t_put(&p, body.data, body.len);
+	t_header(b, MIG_MAGIC, MIG_VERSION); t_sec_buf(b, MIG_SEC_CONFIG, &p);
+	free(body.data); free(p.data); *len = b->len;
+}
+static void b_cfg_trailing(struct vmstate_buf *b, size_t *len)
+{
+	struct vmstate_buf p = { 0 };
+	t_config_payload(&p, T_MEM, 1, 4096, 0, "", 0);
+	t_u32(&p, 0xdeadbeef);
+	t_header(b, MIG_MAGIC, MIG_VERSION); t_sec_buf(b, MIG_SEC_CONFIG, &p);
+	free(p.data); *len = b->len;
+}
+static void b_cfg_empty(struct vmstate_buf *b, size_t *len)
+{ t_header(b, MIG_MAGIC, MIG_VERSION); t_sec(b, MIG_SEC_CONFIG, NULL, 0); *len = b->len; }
+static void b_cfg_over_limit(struct vmstate_buf *b, size_t *len)
+{ t_cfg_case(b, 64ULL << 20, 1, 4096, 0, "", 0); *len = b->len; }
+static void b_cfg_vcpus_over_limit(struct vmstate_buf *b, size_t *len)
+{ t_cfg_case(b, T_MEM, 2, 4096, 0, "", 0); *len = b->len; }
+
+/* STATE. */
+static void b_state_truncated(struct vmstate_buf *b, size_t *len)
+{
+	t_to_final(b); t_sec(b, MIG_SEC_STATE, t_state_boot.data, t_state_boot.len - 10);
+	*len = b->len;
+}
+static void b_state_trailing(struct vmstate_buf *b, size_t *len)
+{
+	struct vmstate_buf p = { 0 };
+	t_put(&p, t_state_boot.data, t_state_boot.len); t_u32(&p, 0);
+	t_to_final(b); t_sec_buf(b, MIG_SEC_STATE, &p); free(p.data); *len = b->len;
+}
+static void b_state_empty(struct vmstate_buf *b, size_t *len)
+{ t_to_final(b); t_sec(b, MIG_SEC_STATE, NULL, 0); *len = b->len; }
+static void b_state_vcpu_count(struct vmstate_buf *b, size_t *len)
+{
+	/* CONFIG says 2 vCPUs, STATE has one. */
+	t_header(b, MIG_MAGIC, MIG_VERSION); t_config(b, T_MEM, 2, 0); t_pass(b, 1, true);
+	t_sec_buf(b, MIG_SEC_STATE, &t_state_boot); t_end(b); *len = b->len;
+}
+static void b_state_extra_vcpu(struct vmstate_buf *b, size_t *len)
+{
+	/* CONFIG says 1 vCPU, STATE has two. */
+	struct machine_state st;
+	t_state_copy(&st);
+	st.vcpus = realloc(st.vcpus, 2 * sizeof(*st.vcpus));
+	memcpy(&st.vcpus[1], &st.vcpus[0], sizeof(st.vcpus[0]));
+	st.nr_vcpus = 2;
+	t_to_final(b); t_state_sec(b, &st); t_end(b);
+	free(st.vcpus); *len = b->len;
+}
+static void b_state_out_of_range(struct vmstate_buf *b, size_t *len)
+{
+	/* serial-8250's ier (3rd field, 0..0x0f) patched to 0xff. */
+	struct vmstate_buf vm = { 0 }, cpu = { 0 }, com = { 0 }, p = { 0 };
+	assert_int_equal(vmstate_save(&x86_vm_state_vmsd, &t_real.vm, &vm), 0);
+	assert_int_equal(vmstate_save(&x86_vcpu_state_vmsd, &t_real.vcpus[0], &cpu), 0);
+	assert_int_equal(vmstate_save(&serial_vmsd, &t_real.com1, &com), 0);
+	size_t at = 1 + 11 + 4 + 4 + 2 * 5 + 4;
+	assert_int_equal(com.data[at - 4], 1);	/* its length field */
+	assert_int_equal(com.data[at], t_real.com1.ier);
+	com.data[at] = 0xff;
+	t_put(&p, vm.data, vm.len); t_put(&p, cpu.data, cpu.len); t_put(&p, com.data, com.len);
+	t_to_final(b); t_sec_buf(b, MIG_SEC_STATE, &p); t_end(b);
+	free(vm.data); free(cpu.data); free(com.data); free(p.data); *len = b->len;
+}
+static void b_state_bad_efer(struct vmstate_buf *b, size_t *len)
+{
+	/* In range for the decoder (any u64), refused by KVM. */
+	struct machine_state st;
+	t_state_copy(&st);
+	st.vcpus[0].sregs.efer = 0xffffffffffffffffULL;
+	t_to_final(b); t_state_sec(b, &st); t_end(b);
+	free(st.vcpus); *len = b->len;
+}
+static void b_state_unknown_msr(struct vmstate_buf *b, size_t *len)
+{
+	struct machine_state st;
+	t_state_copy(&st);
+	assert_true(st.vcpus[0].nmsrs > 0);
+	st.vcpus[0].msrs[0].index = 0x4b564dffu;	/* no such MSR */
+	t_to_final(b); t_state_sec(b, &st); t_end(b);
+	free(st.vcpus); *len = b->len;
+}
+static void b_state_dup_msr(struct vmstate_buf *b, size_t *len)
+{
+	struct machine_state st;
+	t_state_copy(&st);
+	assert_true(st.vcpus[0].nmsrs > 1);
+	st.vcpus[0].msrs[1].index = st.vcpus[0].msrs[0].index;
+	t_to_final(b); t_state_sec(b, &st); t_end(b);
+	free(st.vcpus); *len = b->len;
+}
+static void b_state_wrong_first(struct vmstate_buf *b, size_t *len)
+{
+	/* Records in the wrong order: serial first. */
+	struct vmstate_buf p = { 0 };
+	assert_int_equal(vmstate_save(&serial_vmsd, &t_real.com1, &p), 0);
+	t_put(&p, t_state_boot.data, t_state_boot.len);
+	t_to_final(b); t_sec_buf(b, MIG_SEC_STATE, &p); free(p.data); *len = b->len;
+}
+
+/* DIGEST. */
+static void b_digest_mismatch(struct vmstate_buf *b, size_t *len)
+{
+	t_header(b, MIG_MAGIC, MIG_VERSION); t_config(b, T_MEM, 1, MIG_FLAG_VERIFY);
+	t_pass(b, 1, true); t_ram1(b, T_CODE_GPA | MIG_PAGE_RAW);
+	t_sec_buf(b, MIG_SEC_STATE, &t_state_boot);
+	t_digest(b, T_MEM / GUEST_PAGE_SIZE, t_ram_digest() ^ 1); t_end(b); *len = b->len;
+}
+static void b_digest_missing_page(struct vmstate_buf *b, size_t *len)
+{
+	/* Right digest for the full RAM, but the data page was never sent. */
+	t_header(b, MIG_MAGIC, MIG_VERSION); t_config(b, T_MEM, 1, MIG_FLAG_VERIFY);
+	t_pass(b, 1, true); t_ram1(b, T_CODE_GPA | MIG_PAGE_RAW);
+	t_sec_buf(b, MIG_SEC_STATE, &t_state_boot);
+	t_digest(b, T_MEM / GUEST_PAGE_SIZE, t_ram_digest()); t_end(b); *len = b->len;
+}
+static void b_digest_pages(struct vmstate_buf *b, size_t *len)
+{
+	t_header(b, MIG_MAGIC, MIG_VERSION); t_config(b, T_MEM, 1, MIG_FLAG_VERIFY);
+	t_pass(b, 1, true); t_sec_buf(b, MIG_SEC_STATE, &t_state_boot);
+	t_digest(b, T_MEM / GUEST_PAGE_SIZE + 1, 0); t_end(b); *len = b->len;
+}
+static void b_digest_malformed(struct vmstate_buf *b, size_t *len)
+{
+	uint8_t p[15] = { 0 };
+	t_header(b, MIG_MAGIC, MIG_VERSION); t_config(b, T_MEM, 1, MIG_FLAG_VERIFY);
+	t_pass(b, 1, true); t_sec_buf(b, MIG_SEC_STATE, &t_state_boot);
+	t_sec(b, MIG_SEC_DIGEST, p, sizeof(p)); *len = b->len;
+}
+
+
+#define CUT(n, f, msg, ready) { n, f, 74, msg, ready, { NULL } }
+#define BAD(n, f, msg, ready) { n, f, 65, msg, ready, { NULL } }
+static const struct t_case t_cases[] = {
+	CUT("cut_in_header", b_trunc_in_header, "no stream header", false),
+	CUT("cut_after_header", b_trunc_after_header, "closed the connection", false),
+	CUT("cut_in_section_header", b_trunc_in_section_header, "closed the connection", false),
+	CUT("cut_after_config", b_trunc_after_config, "closed the connection", true),
+	CUT("cut_mid_ram", b_trunc_mid_ram, "closed the connection", true),
+	CUT("cut_after_final_pass", b_trunc_after_final_pass, "closed the connection", true),
+	CUT("cut_before_end", b_trunc_before_end, "closed the connection", true),
+	CUT("cut_in_end_checksum", b_trunc_in_checksum, "closed the connection", true),
+	BAD("bad_magic", b_bad_magic, "bad magic", false),
+	BAD("version_2", b_version2, "stream version 2 is not supported: this ferry speaks version 1", false),
+	BAD("version_0", b_version0, "stream version 0 is not supported", false),
+	BAD("ram_past_end", b_ram_past_end, "page 0x1000000 is outside guest RAM", true),
+	BAD("ram_huge_address", b_ram_huge, "page 0xfffffffffffff000 is outside guest RAM", true),
+	BAD("ram_in_pci_hole", b_ram_hole, "page 0xfffff000 is outside guest RAM", true),
+	BAD("ram_later_entry_bad", b_ram_later_entry_bad, "page 0x1001000 is outside guest RAM", true),
+	BAD("ram_kind_2", b_ram_kind2, "page 0x1000: unknown kind 2", true),
+	BAD("ram_kind_fff", b_ram_kindfff, "page 0x1000: unknown kind 4095", true),
+	BAD("ram_count_0", b_ram_count0, "RAM batch of 0 pages", true),
+	BAD("ram_count_257", b_ram_count257, "RAM batch of 257 pages", true),
+	BAD("ram_empty", b_ram_empty_payload, "RAM section too short", true),
+	BAD("ram_short_list", b_ram_short_list, "shorter than its page list", true),
+	BAD("ram_missing_data", b_ram_missing_data, "RAM batch is 12 bytes", true),
+	BAD("ram_extra_data", b_ram_extra_data, "RAM batch is 4108 bytes", true),
+	BAD("section_over_4mib", b_oversized, "exceeds the limit", true),
+	BAD("section_len_4gib", b_huge_len, "exceeds the limit", true),
+	BAD("reserved_nonzero", b_reserved, "reserved bytes are not zero", false),
+	BAD("page_byte_flipped", b_flipped_page_byte, "checksum mismatch", true),
+	BAD("section_len_off_by_one", b_flipped_len, "RAM batch is 4107 bytes", true),
+	BAD("config_checksum", b_bad_checksum_config, "checksum mismatch", false),
+	BAD("unknown_type_7", b_unknown_type, "unknown section type 7", true),
+	BAD("unknown_type_0", b_type0, "unknown section type 0", false),
+	BAD("ready_sent_to_dest", b_ready_to_dest, "unknown section type 16", true),
+	BAD("pass_before_config", b_pass_first, "section type 3 out of order (expected CONFIG)", false),
+	BAD("ram_before_pass", b_ram_before_pass, "section type 2 out of order (expected PASS)", true),
+	BAD("state_before_final", b_state_before_final, "section type 4 out of order (expected RAM or PASS)", true),
+	BAD("end_without_state", b_end_without_state, "section type 6 out of order (expected RAM or STATE)", true),
+	BAD("two_configs", b_two_configs, "section type 1 out of order", true),
+	BAD("pass_backwards", b_pass_backwards, "pass 1 follows pass 2", true),
+	BAD("pass_starts_at_2", b_pass_starts_at_2, "pass 2 follows pass 0", true),
+	BAD("pass_after_final", b_pass_after_final, "section type 3 out of order (expected RAM or STATE)", true),
+	BAD("pass_malformed", b_pass_malformed, "malformed PASS section", true),
+	BAD("pass_final_flag_2", b_pass_final_flag2, "malformed PASS section", true),
+	BAD("two_states", b_two_states, "section type 4 out of order (expected END)", true),
+	BAD("ram_after_state", b_ram_after_state, "section type 2 out of order (expected END)", true),
+	BAD("digest_without_verify", b_digest_without_verify, "section type 5 out of order (expected END)", true),
+	BAD("verify_end_without_digest", b_verify_end_without_digest, "section type 6 out of order (expected DIGEST)", true),
+	BAD("end_with_payload", b_end_with_payload, "END section carries 16 bytes", true),
+	BAD("end_garbage_length", b_end_garbage_len, "exceeds the limit", true),
+	BAD("config_memory_odd", b_cfg_mem_odd, "is not a multiple of 2 MiB", false),
+	BAD("config_memory_2mib", b_cfg_mem_small, "field 'memory': value 2097152 out of range", false),
+	BAD("config_memory_2tib", b_cfg_mem_2t, "field 'memory': value 2199023255552 out of range", false),
+	BAD("config_vcpus_0", b_cfg_vcpus0, "field 'vcpus': value 0 out of range", false),
+	BAD("config_vcpus_1000", b_cfg_vcpus1000, "field 'vcpus': value 1000 out of range", false),
+	BAD("config_page_8k", b_cfg_page8k, "field 'page_size': value 8192 out of range", false),
+	BAD("config_flags", b_cfg_flags, "field 'flags'", false),
+	BAD("config_cmdline_nul", b_cfg_cmdline_nul, "command line contains a NUL byte", false),
+	BAD("config_cmdline_4096", b_cfg_cmdline_long, "field 'cmdline_len': value 4096 out of range", false),
+	BAD("config_cmdline_len_lies", b_cfg_cmdline_len_lies, "field 'cmdline': length 5, expected 100", false),
+	BAD("config_trailing", b_cfg_trailing, "bad configuration", false),
+	BAD("config_empty", b_cfg_empty, "bad configuration", false),
+	{ "config_over_memory_limit", b_cfg_over_limit, 65,
+	  "the VM has 64 MiB of RAM; this destination allows 32 MiB", false, { "--memory", "32M" } },
+	{ "config_over_vcpu_limit", b_cfg_vcpus_over_limit, 65,
+	  "the VM has 2 vCPUs; this destination allows 1", false, { "--vcpus", "1" } },
+	BAD("state_truncated", b_state_truncated, "bad device state", true),
+	BAD("state_trailing", b_state_trailing, "4 unexpected bytes after the last record", true),
+	BAD("state_empty", b_state_empty, "bad device state: state: malformed or missing record where 'x86_vm' was due", true),
+	BAD("state_missing_vcpu", b_state_vcpu_count, "record is for 'serial-8250', not 'x86_vcpu'", true),
+	BAD("state_extra_vcpu", b_state_extra_vcpu, "record is for 'x86_vcpu', not 'serial-8250'", true),
+	BAD("state_out_of_range", b_state_out_of_range, "field 'ier': value 255 out of range", true),
+	BAD("state_wrong_order", b_state_wrong_first, "record is for 'serial-8250', not 'x86_vm'", true),
+	BAD("state_dup_msr", b_state_dup_msr, "appears twice", true),
+	BAD("state_refused_by_kvm", b_state_bad_efer, "device state", true),
+	BAD("state_unknown_msr", b_state_unknown_msr, "device state", true),
+	BAD("digest_mismatch", b_digest_mismatch, "verify: RAM digest mismatch", true),
+	BAD("digest_missing_page", b_digest_missing_page, "verify: RAM digest mismatch", true),
+	BAD("digest_page_count", b_digest_pages, "DIGEST covers 4097 pages, the VM has 4096", true),
+	BAD("digest_malformed", b_digest_malformed, "malformed DIGEST section", true),
+};
+#undef CUT
+#undef BAD
+#define T_NCASES (sizeof(t_cases) / sizeof(t_cases[0]))
+
+/* A case's buffers, freed by the next case or teardown if it fails midway. */
+static struct vmstate_buf t_cur;
+static struct t_result *t_cur_r;
+
+static void t_case_free(void)
+{
+	vmstate_buf_free(&t_cur);
+	free(t_cur_r);
+	t_cur_r = NULL;
+}
+
+static void t_case_run(void **state)
+{
+	const struct t_case *c = *state;
+	struct vmstate_buf b = { 0 };
+	struct t_result *r;
+	size_t len = 0;
+	uint64_t t0 = t_now_ms();
+
+	t_case_free();
+	r = t_cur_r = calloc(1, sizeof(*r));
+	assert_non_null(r);
+	c->build(&t_cur, &len);
+	b = t_cur;
+	assert_true(len <= b.len);
+	t_run(&b, len, c->extra[0] ? c->extra : NULL, r);
+	t_check_refused(r, c->want_exit, c->want_msg, c->want_ready);
+	print_message("  %s: exit %d in %llu ms: %s\n", c->name, WEXITSTATUS(r->status),
+		      (unsigned long long)(t_now_ms() - t0),
+		      r->result ? r->result_msg : "(no RESULT)");
+	t_case_free();
+}
+
+/* The standard stream, whole: the guest runs at the destination. */
+static void t_good(void **state)
+{
+	struct vmstate_buf b = { 0 };
+	struct t_result *r = calloc(1, sizeof(*r));
+	char serial[64] = "";
+	FILE *f;
+
+	(void)state;
+	assert_non_null(r);
+	t_std(&b, MIG_FLAG_VERIFY);
+	t_run(&b, b.len, NULL, r);
+	if (!WIFEXITED(r->status) || WEXITSTATUS(r->status) != T_GUEST_EXIT || !r->ready ||
+	    !r->result || r->result_status != 0 || strstr(r->out, "Sanitizer") ||
+	    strstr(r->out, "runtime error"))
+		fail_msg("good stream: status %#x (want exit %d), READY %d, RESULT %d %d \"%s\"; output:\n%s",
+			 r->status, T_GUEST_EXIT, r->ready, r->result, r->result_status,
+			 r->result_msg, r->out);
+	f = fopen(t_serial, "r");
+	assert_non_null(f);
+	size_t n = fread(serial, 1, sizeof(serial) - 1, f);
+	fclose(f);
+	serial[n] = '\0';
+	assert_string_equal(serial, "OK\n");
+	assert_int_equal(access(t_sock, F_OK), -1);
+	free(b.data);
+	free(r);
+}
+
+/* The same stream without verify (no DIGEST) also boots. */
+static void t_good_no_verify(void **state)
+{
+	struct vmstate_buf b = { 0 };
+	struct t_result *r = calloc(1, sizeof(*r));
+
+	(void)state;
+	assert_non_null(r);
+	t_std(&b, 0);
+	t_run(&b, b.len, NULL, r);
+	if (!WIFEXITED(r->status) || WEXITSTATUS(r->status) != T_GUEST_EXIT)
+		fail_msg("good stream without verify: status %#x; output:\n%s", r->status, r->out);
+	free(b.data);
+	free(r);
+}
+
+/* t_sec() and t_config_payload() write exactly what ferry's writers do. */
+static void t_encoders_match_ferry(void **state)
+{
+	struct vmstate_buf mine = { 0 }, cfgp = { 0 }, ferry = { 0 };
+	struct mig_config cfg = { .memory = T_MEM, .vcpus = 1, .page_size = GUEST_PAGE_SIZE,
+				  .flags = MIG_FLAG_VERIFY, .cmdline_len = 13 };
+	struct mig_stream s;
+	int sv[2];
+
+	(void)state;
+	memcpy(cfg.cmdline, "console=ttyS0", 13);
+	assert_int_equal(vmstate_save(&mig_config_vmsd, &cfg, &ferry), 0);
+	t_config_payload(&cfgp, T_MEM, 1, GUEST_PAGE_SIZE, MIG_FLAG_VERIFY, "console=ttyS0", 13);
+	assert_int_equal(cfgp.len, ferry.len);
+	assert_memory_equal(cfgp.data, ferry.data, ferry.len);
+
+	t_sec_buf(&mine, MIG_SEC_CONFIG, &cfgp);
+	t_pass(&mine, 1, true);
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	assert_int_equal(mig_stream_init(&s, sv[0], 1 << 16), 0);
+	mig_section_write(&s, MIG_SEC_CONFIG, ferry.data, (uint32_t)ferry.len);
+	uint8_t pass[13] = { 1, 0, 0, 0, 4, 0, 0, 0, 0, 0, 0, 0, 1 };
+	mig_section_write(&s, MIG_SEC_PASS, pass, sizeof(pass));
+	assert_int_equal(mig_stream_flush(&s), 0);
+	uint8_t *got = malloc(mine.len);
+	assert_int_equal(read(sv[1], got, mine.len), (ssize_t)mine.len);
+	assert_memory_equal(got, mine.data, mine.len);
+	mig_stream_destroy(&s);
+	close(sv[1]);
+	free(got);
+	free(mine.data);
+	free(cfgp.data);
+	free(ferry.data);
+}
+
+/* ---- setup ------------------------------------------------------------- */
+
+/* Capture the state of a never-run 1-vCPU VM, as machine_state_save() does. */
+static int t_capture_state(void)
+{
+	struct machine *m = calloc(1, sizeof(*m));
+	struct machine_config mc = { .memory = T_MEM, .vcpus = 1, .serial = "file:/dev/null" };
+	struct vmstate_error verr;
+	struct vmstate_buf buf = { 0 };
+	int err;
+
+	if (!m)
+		return -ENOMEM;
+	err = machine_create(m, &mc);
+	if (!err) {
+		/* Never started: nothing to pause, but save insists on PAUSED. */
+		m->vm.state = VM_STATE_PAUSED;
+		err = machine_state_save(m, &buf);
+		m->vm.state = VM_STATE_CREATED;
+	}
+	machine_destroy(m);
+	free(m);
+	if (!err)
+		err = machine_state_decode(buf.data, buf.len, 1, &t_real, &verr);
+	vmstate_buf_free(&buf);
+	return err;
+}
+
+static int t_setup(void **state)
+{
+	struct machine_state st;
+	const char *build = getenv("BUILD");
+
+	(void)state;
+	snprintf(t_ferry, sizeof(t_ferry), "%s/ferry-san", build && *build ? build : "build");
+	if (access(t_ferry, X_OK) < 0) {
+		fprintf(stderr, "%s: not built (make %s)\n", t_ferry, t_ferry);
+		return -1;
+	}
+	strcpy(t_dir, "/tmp/ferry-hostile-XXXXXX");
+	if (!mkdtemp(t_dir))
+		return -1;
+	snprintf(t_sock, sizeof(t_sock), "%s/x.sock", t_dir);
+	snprintf(t_serial, sizeof(t_serial), "%s/serial", t_dir);
+	if (t_capture_state()) {
+		fprintf(stderr, "cannot capture a real VM's state\n");
+		return -1;
+	}
+	t_state_copy(&st);
+	st.vcpus[0].sregs.cs.selector = 0;
+	st.vcpus[0].sregs.cs.base = 0;
+	st.vcpus[0].regs.rip = T_CODE_GPA;
+	t_state_encode(&st, &t_state_boot);
+	free(st.vcpus);
+	t_img = calloc(1, T_MEM);
+	if (!t_img)
+		return -1;
+	memcpy(t_img + T_CODE_GPA, t_code, sizeof(t_code));
+	memset(t_img + T_DATA_GPA, 0x5a, GUEST_PAGE_SIZE);
+	return 0;
+}
+
+static int t_teardown(void **state)
+{
+	(void)state;
+	t_case_free();
+	unlink(t_sock);
+	unlink(t_serial);
+	rmdir(t_dir);
+	machine_state_free(&t_real);
+	vmstate_buf_free(&t_state_boot);
+	free(t_img);
+	return 0;
+}
+
+int main(void)
+{
+	struct CMUnitTest tests[T_NCASES + 3];
+	size_t n = 0;
+	int fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+
+	if (fd < 0) {
+		printf("SKIP: /dev/kvm not available (%s)\n", strerror(errno));
+		return 77;
+	}
+	close(fd);
+	log_set_level(LOG_ERROR);
+	signal(SIGPIPE, SIG_IGN);
+	tests[n++] = (struct CMUnitTest)cmocka_unit_test(t_encoders_match_ferry);
+	tests[n++] = (struct CMUnitTest)cmocka_unit_test(t_good);
+	tests[n++] = (struct CMUnitTest)cmocka_unit_test(t_good_no_verify);
+	for (size_t i = 0; i < T_NCASES; i++)
+		tests[n++] = (struct CMUnitTest){
+			.name = t_cases[i].name, .test_func = t_case_run,
+			.initial_state = (void *)&t_cases[i],
+		};
+	return _cmocka_run_group_tests("hostile_stream", tests, n, t_setup, t_teardown);
+}
