@@ -7,6 +7,7 @@ packages=(
   gcc make pkg-config
   libjson-c-dev liblz4-dev libzstd-dev libxxhash-dev libcmocka-dev
   qemu-system-x86 iproute2 clang
+  python3 gnuplot-nox
 )
 
 missing=()

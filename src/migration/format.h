@@ -20,9 +20,11 @@ enum mig_section {
 	MIG_SEC_STATE = 4,
 	MIG_SEC_DIGEST = 5,
 	MIG_SEC_END = 6,
+	MIG_SEC_SYNC = 7,
 	/* return path */
 	MIG_SEC_READY = 16,
 	MIG_SEC_RESULT = 17,
+	MIG_SEC_SYNC_ACK = 18,
 };
 
 enum mig_page_kind {

@@ -281,6 +281,19 @@ static const char *mig_in_expect(enum mig_in_phase ph, bool verify)
 	return ph == MIG_IN_STATE && verify ? "DIGEST" : expect[ph];
 }
 
+/* The source asks whether we have caught up: answer once all before it is in. */
+static int mig_in_sync(struct mig_incoming *inc, const uint8_t *p, uint32_t len)
+{
+	if (len != 4)
+		return mig_in_fail(inc, -EPROTO, "malformed SYNC section");
+	mig_section_write(&inc->s, MIG_SEC_SYNC_ACK, p, len);
+	if (mig_stream_flush(&inc->s)) {
+		inc->reply_broken = true;
+		return mig_in_fail(inc, inc->s.err, "cannot answer the source: %s", inc->s.why);
+	}
+	return 0;
+}
+
 /* Handle one section; *done once END passed every check. */
 static int mig_in_section(struct mig_incoming *inc, const struct mig_incoming_opts *opts,
 			  struct machine *m, enum mig_in_phase *ph, struct machine_state *st,
@@ -305,6 +318,10 @@ static int mig_in_section(struct mig_incoming *inc, const struct mig_incoming_op
 		return err;
 	case MIG_SEC_RAM:
 		break;	/* streamed by mig_in_next() */
+	case MIG_SEC_SYNC:
+		if (*ph != MIG_IN_RAM)
+			break;
+		return mig_in_sync(inc, p, len);
 	case MIG_SEC_STATE:
 		if (*ph != MIG_IN_FINAL)
 			break;

@@ -327,6 +327,30 @@ static void precopy_send_digest(struct migration *mig)
 	mig->stats.digest = total;
 }
 
+/*
+ * Before pausing, let the destination drain what is queued between us
+ * (socket buffers hold megabytes; on a slow link, seconds): a SYNC it
+ * answers only once everything before it is stored.  The guest runs
+ * meanwhile; what it dirties goes in the final pass.
+ */
+static int precopy_sync(struct migration *mig)
+{
+	uint8_t seq[4] = { 1, 0, 0, 0 }, buf[16], type;
+	uint32_t len;
+	int err;
+
+	mig_section_write(&mig->s, MIG_SEC_SYNC, seq, sizeof(seq));
+	err = mig_stream_flush(&mig->s);
+	if (err)
+		return precopy_stream_fail(mig, err);
+	err = mig_section_read(&mig->s, buf, sizeof(buf), &type, &len);
+	if (err)
+		return precopy_stream_fail(mig, err);
+	if (type != MIG_SEC_SYNC_ACK || len != 4 || memcmp(buf, seq, 4))
+		return precopy_fail(mig, -EPROTO, "destination answered SYNC with section %u", type);
+	return 0;
+}
+
 /* Pause, send the rest and the state, and hear the destination out. */
 static int precopy_switchover(struct migration *mig)
 {
@@ -425,6 +449,8 @@ void *precopy_thread(void *arg)
 	pthread_mutex_unlock(&mig->lock);
 	if (!err)
 		err = precopy_live(mig);
+	if (!err)
+		err = precopy_sync(mig);
 	if (!err)
 		err = precopy_switchover(mig);
 	precopy_finish(mig, err);

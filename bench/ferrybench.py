@@ -1,0 +1,1051 @@
+#!/usr/bin/env python3
+"""ferry vs QEMU live-migration benchmark (see bench/README.md).
+
+Runs each scenario with QEMU and ferry side by side, on the same probe guest,
+over the same link, in the same run; measures what it can itself (wall time,
+guest-visible outage from the heartbeats, bytes on the wire, CPU seconds,
+the link's raw TCP capacity) and records what each VMM reports (total time,
+downtime, bytes).  Writes build/bench/results.csv (one row per migration),
+build/bench/summary.csv and summary.txt (medians, ferry / QEMU), a PNG per
+scenario (gnuplot, when installed) and the serial logs under
+build/bench/logs/.
+
+Needs root (network namespaces, tc), /dev/kvm, qemu-system-x86_64.
+Standard library only.
+"""
+
+import argparse
+import csv
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BUILD = os.path.abspath(os.environ.get("BUILD", os.path.join(ROOT, "build")))
+FERRY = os.path.join(BUILD, "ferry")
+PROBE = os.path.join(BUILD, "probe.elf")
+NETBENCH = os.path.join(BUILD, "bench", "netbench")
+OUT = os.path.join(BUILD, "bench")
+QEMU = shutil.which("qemu-system-x86_64") or "qemu-system-x86_64"
+
+MiB = 1 << 20
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+UNLIMITED_QEMU_BW = 100 << 30     # bytes/s: "no limit" for QEMU (its default is 128 MiB/s)
+VMM_PORT = 4444                   # where the destination VMM listens
+SINK_PORT = 5555                  # where the raw-copy sink listens
+RELAY_PORT = 4445                 # WAN relay in front of the VMM
+RELAY_SINK_PORT = 5556            # WAN relay in front of the sink
+
+# Bounds on every wait (seconds).
+BOOT_TIMEOUT = 180                # boot + fill of the source guest
+LISTEN_TIMEOUT = 30
+# Destination RAM allocated before the migration, on both VMMs (see README).
+PREALLOC = True
+MIGRATE_TIMEOUT = 600
+FIRST_HB_TIMEOUT = 20
+EXIT_TIMEOUT = 15
+
+
+def log(msg):
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+class BenchError(Exception):
+    pass
+
+
+# ---- processes ------------------------------------------------------------
+
+
+class Proc:
+    """A child process that we started.  We reap it ourselves with wait4()
+    so that its CPU time survives its exit."""
+
+    def __init__(self, harness, name, argv, netns=None, lines=False, logpath=None):
+        if netns:
+            argv = ["ip", "netns", "exec", netns] + argv
+        self.name = name
+        self.argv = argv
+        self.rusage = None
+        self.status = None
+        self.logf = open(logpath or os.devnull, "wb")
+        self.popen = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE if lines else self.logf,
+            stderr=self.logf, start_new_session=True)
+        self.pid = self.popen.pid
+        harness.procs.append(self)
+
+    def poll(self):
+        """Reap if it has exited; True if it has."""
+        if self.status is not None:
+            return True
+        try:
+            pid, status, ru = os.wait4(self.pid, os.WNOHANG)
+        except ChildProcessError:
+            self.status = -1
+            return True
+        if pid == 0:
+            return False
+        self.status = os.waitstatus_to_exitcode(status)
+        self.rusage = ru
+        self.popen.returncode = self.status     # keep Popen from waiting on it
+        return True
+
+    def alive(self):
+        return not self.poll()
+
+    def wait(self, timeout):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.poll():
+                return True
+            time.sleep(0.02)
+        return self.poll()
+
+    def cpu_seconds(self):
+        """utime + stime of the whole process (all threads)."""
+        if self.poll():
+            return self.rusage.ru_utime + self.rusage.ru_stime if self.rusage else float("nan")
+        try:
+            with open(f"/proc/{self.pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / CLK_TCK
+        except (OSError, IndexError, ValueError):
+            return float("nan")
+
+    def kill(self, grace=3.0):
+        """SIGTERM, then SIGKILL; only this process group (we made it)."""
+        if self.poll():
+            return
+        for sig, wait_s in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+            try:
+                os.killpg(self.pid, sig)
+            except ProcessLookupError:
+                pass
+            if self.wait(wait_s):
+                break
+        self.logf.close()
+
+
+class Serial:
+    """Reads a VMM's serial output (its stdout) and stamps each line with
+    the time it arrived."""
+
+    HB = re.compile(rb"^hb (\d+)\s*$")
+
+    def __init__(self, stream, logpath):
+        self.lines = []             # (monotonic time, bytes)
+        self.cv = threading.Condition()
+        self.log = open(logpath, "w")
+        self.thread = threading.Thread(target=self._run, args=(stream,), daemon=True)
+        self.thread.start()
+
+    def _run(self, stream):
+        for raw in iter(stream.readline, b""):
+            t = time.monotonic()
+            with self.cv:
+                self.lines.append((t, raw.rstrip(b"\r\n")))
+                self.cv.notify_all()
+            self.log.write(f"{t:.6f} {raw.decode(errors='replace').rstrip()}\n")
+        self.log.close()
+
+    def wait_for(self, regex, timeout, alive=None):
+        """First line matching regex (bytes) -> (t, line), or None."""
+        pat = re.compile(regex)
+        deadline = time.monotonic() + timeout
+        i = 0
+        with self.cv:
+            while True:
+                for t, line in self.lines[i:]:
+                    if pat.search(line):
+                        return t, line
+                i = len(self.lines)
+                left = deadline - time.monotonic()
+                if left <= 0 or (alive is not None and not alive()):
+                    return None
+                self.cv.wait(min(left, 0.2))
+
+    def heartbeats(self):
+        with self.cv:
+            out = []
+            for t, line in self.lines:
+                m = self.HB.match(line)
+                if m:
+                    out.append((t, int(m.group(1))))
+            return out
+
+    def grep(self, regex):
+        pat = re.compile(regex)
+        with self.cv:
+            return [line.decode(errors="replace") for _, line in self.lines if pat.search(line)]
+
+
+def wait_listen(pid, port, timeout):
+    """Wait until a TCP socket listens on `port` in pid's network namespace."""
+    want = f":{port:04X}"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/net/tcp") as f:
+                for row in f.readlines()[1:]:
+                    cols = row.split()
+                    if cols[1].endswith(want) and cols[3] == "0A":
+                        return True
+        except OSError:
+            return False
+        time.sleep(0.05)
+    return False
+
+
+TCP_EXT = ("PruneCalled", "TCPRcvCollapsed", "TCPRcvQDrop", "TCPBacklogDrop")
+
+
+def tcp_ext(pid):
+    """TcpExt counters of pid's network namespace (receiver-side trouble:
+    prunes and collapses mean the receiver fell behind and the kernel
+    copied its queued data again)."""
+    try:
+        with open(f"/proc/{pid}/net/netstat") as f:
+            rows = f.read().splitlines()
+    except OSError:
+        return {}
+    for names, values in zip(rows[::2], rows[1::2]):
+        if names.startswith("TcpExt:"):
+            d = dict(zip(names.split()[1:], map(int, values.split()[1:])))
+            return {k: d.get(k, 0) for k in TCP_EXT}
+    return {}
+
+
+def sh(*argv, check=True):
+    r = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+    if check and r.returncode != 0:
+        raise BenchError(f"{' '.join(argv)}: {r.stderr.strip()}")
+    return r.stdout
+
+
+# ---- links ----------------------------------------------------------------
+
+
+class Link:
+    """Where the migration goes: a private loopback, or two namespaces joined
+    by a veth pair (optionally shaped with tbf), optionally through the
+    delaying relay.  Bytes on the wire come from the interfaces' counters."""
+
+    def __init__(self, name, kind, rate_bit=None, delay_ms=0):
+        self.name, self.kind, self.rate_bit, self.delay_ms = name, kind, rate_bit, delay_ms
+        self.relays = []
+
+    def describe(self):
+        if self.kind == "loopback":
+            return "loopback 127.0.0.1 (private netns)"
+        s = f"veth, tbf {self.rate_bit / 1e9:g} Gbit/s" if self.rate_bit else "veth, unshaped"
+        if self.delay_ms:
+            s += f", +{self.delay_ms} ms each way via relay (RTT {2 * self.delay_ms} ms)"
+        return s
+
+    def setup(self, h):
+        tag = h.tag
+        if self.kind == "loopback":
+            self.ns_src = self.ns_dst = f"fb{tag}-lo"
+            h.add_netns(self.ns_src)
+            sh("ip", "-n", self.ns_src, "link", "set", "lo", "up")
+            self.src_ip = self.dst_ip = "127.0.0.1"
+            self.ifaces = [(self.ns_src, "lo")]
+            self.fwd_iface = None
+        else:
+            self.ns_src, self.ns_dst = f"fb{tag}-s", f"fb{tag}-d"
+            a, b = f"fb{tag}a", f"fb{tag}b"
+            h.add_netns(self.ns_src)
+            h.add_netns(self.ns_dst)
+            sh("ip", "link", "add", a, "netns", self.ns_src, "type", "veth",
+               "peer", "name", b, "netns", self.ns_dst)
+            self.src_ip, self.dst_ip = "10.77.0.1", "10.77.0.2"
+            for ns, dev, ip in ((self.ns_src, a, self.src_ip), (self.ns_dst, b, self.dst_ip)):
+                sh("ip", "-n", ns, "link", "set", "lo", "up")
+                sh("ip", "-n", ns, "addr", "add", f"{ip}/24", "dev", dev)
+                sh("ip", "-n", ns, "link", "set", dev, "up")
+                if self.rate_bit:
+                    # burst: 1 ms at line rate, at least 64 KiB (one GSO packet)
+                    burst = max(self.rate_bit // 8 // 1000, 64 * 1024)
+                    sh("ip", "netns", "exec", ns, "tc", "qdisc", "add", "dev", dev, "root",
+                       "tbf", "rate", str(self.rate_bit), "burst", str(burst), "latency", "50ms")
+            self.ifaces = [(self.ns_src, a), (self.ns_dst, b)]
+            self.fwd_iface = (self.ns_src, a)
+        # The destination VMM listens here; the source connects to migrate_addr.
+        if self.delay_ms:
+            self.vmm_listen = ("127.0.0.1", VMM_PORT)
+            self.sink_listen = ("127.0.0.1", SINK_PORT)
+            self.migrate_addr = (self.dst_ip, RELAY_PORT)
+            self.sink_addr = (self.dst_ip, RELAY_SINK_PORT)
+            for lport, tport in ((RELAY_PORT, VMM_PORT), (RELAY_SINK_PORT, SINK_PORT)):
+                r = Proc(h, "relay", [NETBENCH, "relay", self.dst_ip, str(lport), "127.0.0.1",
+                                      str(tport), str(self.delay_ms)], netns=self.ns_dst,
+                         lines=True, logpath=os.path.join(h.logdir, f"relay-{lport}.err"))
+                if r.popen.stdout.readline().strip() != b"ready":
+                    raise BenchError("relay did not start")
+                self.relays.append(r)
+        else:
+            self.vmm_listen = self.migrate_addr = (self.dst_ip, VMM_PORT)
+            self.sink_listen = self.sink_addr = (self.dst_ip, SINK_PORT)
+
+    def teardown(self, h):
+        for r in self.relays:
+            r.kill()
+        self.relays = []
+        for ns in sorted({self.ns_src, self.ns_dst}):
+            h.del_netns(ns)
+
+    def counters(self):
+        """{'total': tx bytes of every interface, 'fwd': tx bytes src->dst or None}"""
+        tx = {}
+        for ns, dev in self.ifaces:
+            info = json.loads(sh("ip", "-n", ns, "-s", "-j", "link", "show", "dev", dev))[0]
+            tx[(ns, dev)] = info["stats64"]["tx"]["bytes"]
+        return {"total": sum(tx.values()), "fwd": tx[self.fwd_iface] if self.fwd_iface else None}
+
+    def raw_copy(self, h, nbytes, into_mem=0):
+        """Plain TCP copy of nbytes over the same path; wire bytes counted
+        alike.  into_mem: the receiver lands the bytes in a fresh mapping of
+        that many bytes (first-touch page faults, as in a VMM's new guest
+        RAM) instead of reusing one buffer."""
+        argv = [NETBENCH, "sinkmem" if into_mem else "sink", self.sink_listen[0],
+                str(self.sink_listen[1])] + ([str(into_mem)] if into_mem else [])
+        sink = Proc(h, "sink", argv, netns=self.ns_dst, lines=True,
+                    logpath=os.path.join(h.logdir, "sink.err"))
+        try:
+            if sink.popen.stdout.readline().strip() != b"ready":
+                raise BenchError("sink did not start")
+            c0 = self.counters()
+            r = subprocess.run(["ip", "netns", "exec", self.ns_src, NETBENCH, "send",
+                                self.sink_addr[0], str(self.sink_addr[1]), str(nbytes)],
+                               stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                               timeout=MIGRATE_TIMEOUT)
+            c1 = self.counters()
+            if r.returncode != 0:
+                raise BenchError(f"raw copy failed: {r.stderr.strip()}")
+            res = json.loads(r.stdout.strip().splitlines()[-1])
+            sink.wait(10)
+        finally:
+            sink.kill()
+        wire = c1["total"] - c0["total"]
+        return {"bytes": nbytes, "seconds": res["seconds"], "wire": wire,
+                "rate": wire / res["seconds"]}
+
+
+# ---- QMP --------------------------------------------------------------------
+
+
+class QMP:
+    def __init__(self, path, timeout=20):
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                self.sock.connect(path)
+                break
+            except OSError:
+                self.sock.close()
+                if time.monotonic() > deadline:
+                    raise BenchError(f"no QMP at {path}")
+                time.sleep(0.05)
+        self.sock.settimeout(timeout)
+        self.buf = b""
+        self.events = []
+        self._read()                     # greeting
+        self.cmd("qmp_capabilities")
+
+    def _read(self):
+        """One JSON message; socket.timeout if none came in time (the
+        partial line, if any, stays buffered)."""
+        while b"\n" not in self.buf:
+            data = self.sock.recv(65536)
+            if not data:
+                raise BenchError("QMP closed")
+            self.buf += data
+        line, self.buf = self.buf.split(b"\n", 1)
+        return json.loads(line)
+
+    def cmd(self, name, args=None):
+        msg = {"execute": name}
+        if args:
+            msg["arguments"] = args
+        self.sock.sendall(json.dumps(msg).encode() + b"\n")
+        while True:
+            m = self._read()
+            if "event" in m:
+                self.events.append(m)
+            elif "error" in m:
+                raise BenchError(f"QMP {name}: {m['error'].get('desc')}")
+            elif "return" in m:
+                return m["return"]
+
+    def wait_event(self, pred, timeout):
+        """Return (monotonic time, event) of the first event with pred(event)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for e in self.events:
+                if pred(e):
+                    self.events.remove(e)
+                    return time.monotonic(), e
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None, None
+            self.sock.settimeout(min(left, 1.0))
+            try:
+                m = self._read()
+            except socket.timeout:
+                continue
+            if "event" in m:
+                if pred(m):
+                    return time.monotonic(), m
+                self.events.append(m)
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+# ---- the two VMMs -------------------------------------------------------------
+
+
+class Qemu:
+    name = "qemu"
+
+    @staticmethod
+    def available():
+        return shutil.which(QEMU) is not None
+
+    def _argv(self, sc, qmp):
+        return [QEMU, "-enable-kvm", "-cpu", "host,-arch-capabilities",
+                "-m", str(sc.mem_mib), "-smp", str(sc.vcpus), "-nodefaults",
+                "-display", "none", "-serial", "stdio",
+                "-device", "isa-debug-exit,iobase=0xf4,iosize=4",
+                "-kernel", PROBE, "-append", sc.cmdline,
+                "-qmp", f"unix:{qmp},server=on,wait=off"]
+
+    def start_dst(self, h, run, link):
+        ip, port = link.vmm_listen
+        # Same destination preparation for both VMMs: RAM allocated up front.
+        pre = ["-mem-prealloc"] if PREALLOC else []
+        return self._argv(run.sc, run.dst_ctl) + pre + ["-incoming", f"tcp:{ip}:{port}"]
+
+    def start_src(self, h, run, link):
+        return self._argv(run.sc, run.src_ctl)
+
+    def migrate(self, h, run, link):
+        q = QMP(run.src_ctl)
+        try:
+            q.cmd("migrate-set-capabilities",
+                  {"capabilities": [{"capability": "events", "state": True}]})
+            bw = run.sc.bandwidth or UNLIMITED_QEMU_BW
+            q.cmd("migrate-set-parameters",
+                  {"max-bandwidth": bw, "downtime-limit": run.sc.downtime_ms})
+            ip, port = link.migrate_addr
+            t0 = time.monotonic()
+            q.cmd("migrate", {"uri": f"tcp:{ip}:{port}"})
+            t1, ev = q.wait_event(
+                lambda e: e["event"] == "MIGRATION" and
+                e["data"]["status"] in ("completed", "failed", "cancelled"), MIGRATE_TIMEOUT)
+            if ev is None:
+                q.cmd("migrate_cancel")
+                raise BenchError("QEMU migration timed out")
+            # QEMU emits the event before it fills in total-time and
+            # downtime: poll a little until they are there.
+            for _ in range(200):
+                info = q.cmd("query-migrate")
+                if info.get("status") != "completed" or info.get("total-time"):
+                    break
+                time.sleep(0.01)
+        finally:
+            q.close()
+        ram = info.get("ram", {})
+        if info.get("status") == "completed" and not info.get("total-time"):
+            # Still 0 after 2 s of polling: keep the harness's own numbers only.
+            log("  QEMU reported total-time 0: its times are left out of this run")
+            info["total-time"] = info["downtime"] = None
+        return {"status": info.get("status", ev["data"]["status"]), "t0": t0, "t1": t1,
+                "total_ms": info.get("total-time"), "downtime_ms": info.get("downtime"),
+                "setup_ms": info.get("setup-time"), "vmm_bytes": ram.get("transferred"),
+                "iterations": ram.get("dirty-sync-count"), "raw": info}
+
+    def stop(self, h, run, src, dst):
+        for proc, ctl in ((src, run.src_ctl), (dst, run.dst_ctl)):
+            if proc.alive():
+                try:
+                    q = QMP(ctl, timeout=3)
+                    q.cmd("quit")
+                    q.close()
+                except (BenchError, OSError):
+                    pass
+                proc.wait(EXIT_TIMEOUT)
+
+
+class Ferry:
+    name = "ferry"
+
+    @staticmethod
+    def available():
+        if not os.access(FERRY, os.X_OK):
+            return False
+        r = subprocess.run([FERRY, "migrate", "--help"], stdin=subprocess.DEVNULL,
+                           capture_output=True, timeout=10)
+        return r.returncode == 0
+
+    def start_dst(self, h, run, link):
+        ip, port = link.vmm_listen
+        pre = ["--memory", f"{run.sc.mem_mib}M", "--prealloc"] if PREALLOC else []
+        return [FERRY, "run", "--incoming", f"tcp:{ip}:{port}", "--serial", "stdio",
+                "--control", run.dst_ctl] + pre
+
+    def start_src(self, h, run, link):
+        sc = run.sc
+        return [FERRY, "run", "--kernel", PROBE, "--memory", f"{sc.mem_mib}M",
+                "--vcpus", str(sc.vcpus), "--cmdline", sc.cmdline, "--serial", "stdio",
+                "--control", run.src_ctl]
+
+    def migrate(self, h, run, link):
+        sc = run.sc
+        ip, port = link.migrate_addr
+        argv = ["ip", "netns", "exec", link.ns_src, FERRY, "migrate", run.src_ctl,
+                f"tcp:{ip}:{port}", "--bandwidth", str(sc.bandwidth or 0),
+                "--downtime", f"{sc.downtime_ms}ms", "--json"]
+        t0 = time.monotonic()
+        r = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                           timeout=MIGRATE_TIMEOUT)
+        t1 = time.monotonic()
+        with open(os.path.join(h.logdir, f"{run.id}-migrate.out"), "w") as f:
+            f.write(f"$ {' '.join(argv)}\nrc={r.returncode}\n--- stdout\n{r.stdout}\n--- stderr\n{r.stderr}\n")
+        info = {}
+        start = r.stdout.find("{")
+        if start >= 0:
+            try:
+                info, _ = json.JSONDecoder().raw_decode(r.stdout[start:])
+            except ValueError:
+                info = {}
+        status = info.get("status") or ("completed" if r.returncode == 0 else "failed")
+        if r.returncode != 0 and status == "completed":
+            status = "failed"
+        return {"status": status, "t0": t0, "t1": t1,
+                "total_ms": info.get("total-time-ms"), "downtime_ms": info.get("downtime-ms"),
+                "setup_ms": info.get("setup-time-ms"),
+                # data-processed: bytes sent; data-total is the job's size
+                "vmm_bytes": info.get("data-processed", info.get("data-total")),
+                "iterations": info.get("iterations", info.get("iteration")),
+                "phases": info.get("downtime-phases-ms", info.get("downtime-phases")),
+                "raw": info}
+
+    def stop(self, h, run, src, dst):
+        for proc, ctl in ((src, run.src_ctl), (dst, run.dst_ctl)):
+            if proc.alive():
+                subprocess.run([FERRY, "quit", ctl], stdin=subprocess.DEVNULL,
+                               capture_output=True, timeout=10)
+                proc.wait(EXIT_TIMEOUT)
+
+
+# ---- scenarios ----------------------------------------------------------------
+
+
+class Scenario:
+    def __init__(self, name, cmdline, mem_mib=1024, link="loopback", vcpus=1,
+                 bandwidth=0, downtime_ms=300, primary=False):
+        self.name, self.cmdline, self.mem_mib, self.link = name, cmdline, mem_mib, link
+        self.vcpus, self.bandwidth, self.downtime_ms, self.primary = vcpus, bandwidth, downtime_ms, primary
+
+
+LINKS = {
+    "loopback": lambda: Link("loopback", "loopback"),
+    "veth-1g": lambda: Link("veth-1g", "veth", rate_bit=1_000_000_000),
+    "veth-10g": lambda: Link("veth-10g", "veth", rate_bit=10_000_000_000),
+    "wan": lambda: Link("wan", "veth", rate_bit=100_000_000, delay_ms=10),
+}
+
+IDLE = "workload=idle fill=random period=10ms"
+SCENARIOS = [
+    Scenario("idle-random-lo", IDLE, primary=True),
+    Scenario("idle-mixed-lo", "workload=idle fill=mixed period=10ms"),
+    Scenario("memtouch-lo", "workload=memtouch wss=256M pattern=random rate=128M fill=random period=10ms"),
+    Scenario("cpu-lo", "workload=cpu fill=random period=10ms"),
+    Scenario("verify-lo", "workload=verify wss=64M fill=random period=10ms"),
+    Scenario("idle-random-1g", IDLE, link="veth-1g"),
+    Scenario("idle-random-10g", IDLE, link="veth-10g"),
+    Scenario("idle-random-wan", IDLE, mem_mib=256, link="wan"),
+]
+PRESETS = {
+    "quick": ["idle-random-lo"],
+    "full": [s.name for s in SCENARIOS],
+}
+
+# Targets for the primary scenario (issue 3), checked on ferry; informational.
+TARGETS = [("link_pct", ">=", 80.0, "throughput >= 80% of a plain TCP copy"),
+           ("downtime_ms", "<=", 10.0, "VMM-reported downtime <= 10 ms"),
+           ("outage_ms", "<=", 20.0, "guest-visible outage <= 20 ms")]
+
+
+class Run:
+    def __init__(self, h, sc, vmm, rep):
+        self.sc, self.vmm, self.rep = sc, vmm, rep
+        self.id = f"{sc.name}-{vmm.name}-{rep}"
+        self.src_ctl = os.path.join(h.tmp, f"{vmm.name}-src.sock")
+        self.dst_ctl = os.path.join(h.tmp, f"{vmm.name}-dst.sock")
+
+
+def outage(src_hb, dst_hb, t0, t_end):
+    """Guest-visible outage from the two heartbeat streams.
+
+    Returns dict: outage_ms (gap spanning the switchover: last source
+    heartbeat to first destination heartbeat), max_gap_ms (largest gap
+    between consecutive heartbeats of the merged streams from migration
+    start to t_end), base_gap_ms (median gap before the migration),
+    seq_jump (first dst seq - last src seq; 1 = none lost or repeated)."""
+    res = {"outage_ms": None, "max_gap_ms": None, "base_gap_ms": None, "seq_jump": None}
+    before = [t for t, _ in src_hb if t < t0]
+    if len(before) > 2:
+        res["base_gap_ms"] = 1000 * statistics.median(b - a for a, b in zip(before, before[1:]))
+    if not src_hb or not dst_hb:
+        return res
+    last_src, first_dst = src_hb[-1], dst_hb[0]
+    res["outage_ms"] = 1000 * (first_dst[0] - last_src[0])
+    res["seq_jump"] = first_dst[1] - last_src[1]
+    merged = sorted(t for t, _ in src_hb + dst_hb if t <= t_end)
+    gaps = [b - a for a, b in zip(merged, merged[1:]) if b >= t0]
+    if gaps:
+        res["max_gap_ms"] = 1000 * max(gaps)
+    return res
+
+
+def run_migration(h, sc, vmm, link, rep, post_s=1.0, settle_s=1.0):
+    run = Run(h, sc, vmm, rep)
+    rec = {"scenario": sc.name, "vmm": vmm.name, "rep": rep, "link": link.name,
+           "mem_mib": sc.mem_mib, "cmdline": sc.cmdline, "status": "error", "error": ""}
+    src = dst = None
+    try:
+        for p in (run.src_ctl, run.dst_ctl):
+            if os.path.exists(p):
+                os.unlink(p)
+        dst = Proc(h, f"{vmm.name}-dst", vmm.start_dst(h, run, link), netns=link.ns_dst,
+                   lines=True, logpath=os.path.join(h.logdir, f"{run.id}-dst.err"))
+        dst_ser = Serial(dst.popen.stdout, os.path.join(h.logdir, f"{run.id}-dst.serial"))
+        if not wait_listen(dst.pid, link.vmm_listen[1], LISTEN_TIMEOUT):
+            raise BenchError(f"destination {vmm.name} is not listening")
+        src = Proc(h, f"{vmm.name}-src", vmm.start_src(h, run, link), netns=link.ns_src,
+                   lines=True, logpath=os.path.join(h.logdir, f"{run.id}-src.err"))
+        src_ser = Serial(src.popen.stdout, os.path.join(h.logdir, f"{run.id}-src.serial"))
+        t_boot = time.monotonic()
+        if not src_ser.wait_for(rb"^probe: running", BOOT_TIMEOUT, alive=src.alive):
+            raise BenchError(f"source {vmm.name} did not boot (exit {src.status})")
+        rec["boot_s"] = time.monotonic() - t_boot
+        if not src_ser.wait_for(rb"^hb ", 10, alive=src.alive):
+            raise BenchError("source prints no heartbeats")
+        time.sleep(settle_s)
+
+        cpu0 = (src.cpu_seconds(), dst.cpu_seconds())
+        c0 = link.counters()
+        ext0 = tcp_ext(dst.pid)
+        m = vmm.migrate(h, run, link)
+        cpu1 = (src.cpu_seconds(), dst.cpu_seconds())
+        rec.update({k: m.get(k) for k in ("status", "total_ms", "downtime_ms", "setup_ms",
+                                           "vmm_bytes", "iterations")})
+        rec["vmm_report"] = m.get("raw")
+        if m.get("phases"):
+            rec["downtime_phases"] = json.dumps(m["phases"], separators=(",", ":"))
+        rec["wall_ms"] = 1000 * (m["t1"] - m["t0"])
+        if m["status"] != "completed":
+            rec["src_cpu_s"], rec["dst_cpu_s"] = cpu1[0] - cpu0[0], cpu1[1] - cpu0[1]
+            raise BenchError(f"migration {m['status']}")
+
+        # The guest must go on at the destination.
+        if not dst_ser.wait_for(rb"^hb ", FIRST_HB_TIMEOUT, alive=dst.alive):
+            raise BenchError(f"no heartbeat from the destination (exit {dst.status})")
+        cpu_dst_resumed = dst.cpu_seconds()
+        time.sleep(post_s)
+        # Read the counters only now: a source may report "completed" while
+        # its last bytes still sit in its socket's send buffer.  Nothing else
+        # uses these namespaces.
+        c1 = link.counters()
+        ext1 = tcp_ext(dst.pid)
+        rec["tcp_ext_dst"] = " ".join(f"{k}={ext1[k] - ext0.get(k, 0)}" for k in ext1
+                                      if ext1[k] - ext0.get(k, 0))
+        rec["wire_bytes"] = c1["total"] - c0["total"]
+        rec["wire_fwd_bytes"] = None if c1["fwd"] is None else c1["fwd"] - c0["fwd"]
+        rec["throughput_mibs"] = rec["wire_bytes"] / MiB / (m["t1"] - m["t0"])
+        # A source that exits on its own (ferry) is reaped now: its rusage
+        # covers it to the end; the samples at t1 may miss its last moments.
+        src.wait(EXIT_TIMEOUT if vmm.name == "ferry" else 0)
+        rec["src_cpu_s"] = (src.cpu_seconds() if src.status is not None else cpu1[0]) - cpu0[0]
+        rec["dst_cpu_s"] = cpu_dst_resumed - cpu0[1]
+        rec["src_exit"] = src.status
+        rec.update(outage(src_ser.heartbeats(), dst_ser.heartbeats(), m["t0"], m["t1"] + post_s))
+        bad = dst_ser.grep(rb"CORRUPT|exception") + src_ser.grep(rb"CORRUPT|exception")
+        rec["guest_ok"] = not bad and dst.alive()
+        if bad:
+            rec["error"] = bad[0]
+    except BenchError as e:
+        rec["error"] = str(e)
+        if rec["status"] == "completed":
+            rec["status"] = "error"
+        log(f"  {run.id}: {e}")
+    finally:
+        if src and dst:
+            try:
+                vmm.stop(h, run, src, dst)
+            except Exception as e:      # noqa: BLE001 - cleanup must go on
+                log(f"  {run.id}: stop: {e}")
+        for p in (src, dst):
+            if p:
+                p.kill()
+    # Raw TCP copy of the same number of bytes, same path, VMMs gone.
+    try:
+        n = rec.get("wire_bytes") or sc.mem_mib * MiB
+        raw = link.raw_copy(h, n)
+        rec["raw_mibs"] = raw["rate"] / MiB
+        rec["raw_s"] = raw["seconds"]
+        if rec.get("throughput_mibs") and rec["status"] == "completed":
+            rec["link_pct"] = 100 * rec["throughput_mibs"] / rec["raw_mibs"]
+        if not link.rate_bit or link.rate_bit >= 10_000_000_000:   # where CPU may bind
+            raw = link.raw_copy(h, n, into_mem=sc.mem_mib * MiB)
+            rec["raw_mem_mibs"] = raw["rate"] / MiB
+    except (BenchError, subprocess.TimeoutExpired, ValueError) as e:
+        log(f"  {run.id}: raw copy: {e}")
+    return rec
+
+
+# ---- harness --------------------------------------------------------------------
+
+
+class Harness:
+    def __init__(self, args):
+        self.args = args
+        self.tag = str(os.environ.get("FERRYBENCH_TAG") or os.getpid())
+        self.procs, self.netns = [], []
+        self.tmp = tempfile.mkdtemp(prefix="fb.", dir="/tmp")
+        self.logdir = os.path.join(OUT, "logs")
+        os.makedirs(self.logdir, exist_ok=True)
+
+    def add_netns(self, ns):
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)  # stale, ours (same tag)
+        sh("ip", "netns", "add", ns)
+        self.netns.append(ns)
+
+    def del_netns(self, ns):
+        if ns not in self.netns:
+            return
+        for pid in sh("ip", "netns", "pids", ns, check=False).split():
+            # Only pids we started may be in our namespaces; kill them anyway.
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except (ProcessLookupError, ValueError):
+                pass
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        self.netns.remove(ns)
+
+    def cleanup(self):
+        for p in self.procs:
+            try:
+                p.kill(grace=1.0)
+            except Exception:      # noqa: BLE001
+                pass
+        for ns in list(self.netns):
+            self.del_netns(ns)
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def fmt(v, digits=1):
+    if v is None or (isinstance(v, float) and v != v):
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}"
+    return str(v)
+
+
+METRICS = [  # key, label, digits, better ("lower"/"higher"/None)
+    ("total_ms", "total time, VMM (ms)", 0, "lower"),
+    ("wall_ms", "total time, harness (ms)", 0, "lower"),
+    ("downtime_ms", "downtime, VMM (ms)", 1, "lower"),
+    ("outage_ms", "guest outage, heartbeats (ms)", 1, "lower"),
+    ("max_gap_ms", "largest hb gap in migration (ms)", 1, "lower"),
+    ("wire_mib", "bytes on the wire (MiB)", 1, "lower"),
+    ("vmm_mib", "bytes, VMM-reported (MiB)", 1, "lower"),
+    ("throughput_mibs", "throughput on the wire (MiB/s)", 0, "higher"),
+    ("raw_mibs", "raw TCP copy, same bytes (MiB/s)", 0, None),
+    ("link_pct", "throughput / raw copy (%)", 1, "higher"),
+    ("raw_mem_mibs", "raw copy into fresh RAM (MiB/s)", 0, None),
+    ("src_cpu_s", "source CPU during migration (s)", 2, "lower"),
+    ("dst_cpu_s", "dest CPU during migration (s)", 2, "lower"),
+    ("iterations", "iterations / dirty syncs", 0, None),
+]
+
+
+def median(values):
+    vals = [v for v in values if isinstance(v, (int, float)) and v == v]
+    return statistics.median(vals) if vals else None
+
+
+def summarize(records, scenarios, vmms):
+    """{scenario: {metric: {vmm: median}}}"""
+    out = {}
+    for sc in scenarios:
+        out[sc.name] = {}
+        for key, *_ in METRICS:
+            out[sc.name][key] = {}
+            for v in vmms:
+                rs = [r for r in records if r["scenario"] == sc.name and r["vmm"] == v
+                      and r.get("status") == "completed"]
+                out[sc.name][key][v] = median(r.get(key) for r in rs)
+        for v in vmms:
+            rs = [r for r in records if r["scenario"] == sc.name and r["vmm"] == v]
+            out[sc.name].setdefault("_runs", {})[v] = (
+                sum(1 for r in rs if r.get("status") == "completed" and r.get("guest_ok")), len(rs))
+    return out
+
+
+def check(op, value, target):
+    if value is None:
+        return "n/a"
+    ok = value >= target if op == ">=" else value <= target
+    return "PASS" if ok else "FAIL"
+
+
+def report(summary, scenarios, links, ferry_ok, ferry_why, lines):
+    def p(s=""):
+        lines.append(s)
+        print(s)
+
+    for sc in scenarios:
+        s = summary[sc.name]
+        p()
+        p(f"== {sc.name}: {sc.mem_mib} MiB, \"{sc.cmdline}\", {links[sc.link].describe()}")
+        runs = s["_runs"]
+        p(f"   runs ok: ferry {runs['ferry'][0]}/{runs['ferry'][1]}, "
+          f"qemu {runs['qemu'][0]}/{runs['qemu'][1]} (medians)")
+        p(f"   {'metric':<36} {'ferry':>10} {'qemu':>10} {'ferry/qemu':>11}")
+        for key, label, digits, _ in METRICS:
+            f, q = s[key]["ferry"], s[key]["qemu"]
+            ratio = f / q if f is not None and q else None
+            p(f"   {label:<36} {fmt(f, digits):>10} {fmt(q, digits):>10} {fmt(ratio, 2):>11}")
+        if sc.primary:
+            p("   issue 3 targets (ferry; information only):")
+            for key, op, target, text in TARGETS:
+                verdict = check(op, s[key]["ferry"], target) if ferry_ok else "n/a"
+                qv = check(op, s[key]["qemu"], target)
+                p(f"     {verdict:<5} {text}   (ferry {fmt(s[key]['ferry'])}, qemu {fmt(s[key]['qemu'])} [{qv}])")
+    if not ferry_ok:
+        p()
+        p(f"ferry column empty: {ferry_why}")
+
+
+def write_csv(records, path):
+    keys = ["scenario", "vmm", "rep", "link", "mem_mib", "status", "guest_ok", "total_ms",
+            "wall_ms", "setup_ms", "downtime_ms", "outage_ms", "max_gap_ms", "base_gap_ms",
+            "seq_jump", "wire_bytes", "wire_fwd_bytes", "vmm_bytes", "throughput_mibs",
+            "raw_mibs", "raw_s", "link_pct", "raw_mem_mibs", "src_cpu_s", "dst_cpu_s", "iterations",
+            "boot_s", "src_exit", "downtime_phases", "tcp_ext_dst", "cmdline", "error"]
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
+        w.writeheader()
+        for r in records:
+            w.writerow({k: ("" if r.get(k) is None else
+                            f"{r[k]:.3f}" if isinstance(r.get(k), float) else r.get(k))
+                        for k in keys})
+
+
+def write_summary_csv(summary, scenarios, path):
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["scenario", "metric", "ferry", "qemu", "ferry_over_qemu"])
+        for sc in scenarios:
+            for key, *_ in METRICS:
+                fv, qv = summary[sc.name][key]["ferry"], summary[sc.name][key]["qemu"]
+                w.writerow([sc.name, key, "" if fv is None else f"{fv:.3f}",
+                            "" if qv is None else f"{qv:.3f}",
+                            f"{fv / qv:.3f}" if fv is not None and qv else ""])
+
+
+def charts(summary, scenarios):
+    """One PNG per scenario: four panels, ferry next to QEMU."""
+    gp = shutil.which("gnuplot")
+    if not gp:
+        log("gnuplot not installed: no charts (scripts/deps.sh installs gnuplot-nox)")
+        return
+    panels = [("total time (ms)", ["total_ms", "wall_ms"], ["VMM", "harness"]),
+              ("downtime and outage (ms)", ["downtime_ms", "outage_ms", "max_gap_ms"],
+               ["downtime", "outage", "max gap"]),
+              ("MiB", ["wire_mib", "vmm_mib"], ["wire", "VMM"]),
+              ("MiB/s", ["throughput_mibs", "raw_mibs", "raw_mem_mibs"],
+               ["migration", "raw copy", "raw, fresh RAM"]),
+              ("% of the raw TCP copy", ["link_pct"], ["throughput"]),
+              ("CPU seconds during migration", ["src_cpu_s", "dst_cpu_s"], ["source", "destination"])]
+    for sc in scenarios:
+        s = summary[sc.name]
+        dat = os.path.join(OUT, f"{sc.name}.dat")
+        with open(dat, "w") as f:
+            for i, (_, keys, labels) in enumerate(panels):
+                f.write(f"# panel {i}\n")
+                for k, lab in zip(keys, labels):
+                    fv = s[k]["ferry"]
+                    qv = s[k]["qemu"]
+                    f.write(f"\"{lab}\" {fv if fv is not None else 0} {qv if qv is not None else 0}\n")
+                f.write("\n\n")
+        png = os.path.join(OUT, f"{sc.name}.png")
+        script = [
+            "set terminal pngcairo size 1500,900 noenhanced font \",10\"" if _has_cairo(gp)
+            else "set terminal png size 1500,900 noenhanced",
+            f"set output '{png}'",
+            f"set multiplot layout 2,3 title \"{sc.name}: {sc.mem_mib} MiB, {sc.cmdline} ({sc.link})\"",
+            "set style data histograms", "set style histogram clustered gap 1",
+            "set style fill solid 0.8 border -1", "set boxwidth 0.9", "set grid ytics",
+            "set yrange [0:*]", "set offsets 0,0,graph 0.12,0",
+            "set key top center horizontal",
+        ]
+        for i, (title, _, _) in enumerate(panels):
+            script += [f"set title '{title}'",
+                       f"plot '{dat}' index {i} using 2:xtic(1) title 'ferry' lc rgb '#1f77b4', "
+                       f"'' index {i} using 3 title 'QEMU' lc rgb '#ff7f0e'"]
+        script.append("unset multiplot")
+        r = subprocess.run([gp], input="\n".join(script), capture_output=True, text=True, timeout=60)
+        if r.returncode != 0:
+            log(f"gnuplot failed for {sc.name}: {r.stderr.strip()[:300]}")
+
+
+def _has_cairo(gp):
+    r = subprocess.run([gp, "-e", "set terminal pngcairo"], capture_output=True, text=True, timeout=20)
+    return r.returncode == 0 and "unknown" not in r.stderr.lower()
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("preset", nargs="?", default="quick", choices=sorted(PRESETS))
+    ap.add_argument("--scenario", action="append", help="run only these scenarios (repeatable)")
+    ap.add_argument("--repeat", type=int, default=None, help="migrations per VMM and scenario")
+    ap.add_argument("--vmm", action="append", choices=["ferry", "qemu"], help="only these VMMs")
+    ap.add_argument("--mem", help="override guest memory of every scenario (e.g. 256M, 1G)")
+    ap.add_argument("--downtime", type=int, default=None, help="downtime limit in ms, both VMMs (default 300)")
+    ap.add_argument("--list", action="store_true", help="list scenarios and exit")
+    ap.add_argument("--no-prealloc", action="store_true",
+                    help="do not preallocate destination RAM (default: both VMMs do, "
+                         "QEMU -mem-prealloc, ferry --prealloc)")
+    args = ap.parse_args()
+    global PREALLOC
+    PREALLOC = not args.no_prealloc
+
+    if args.list:
+        for sc in SCENARIOS:
+            print(f"{sc.name:<18} {sc.mem_mib:>5} MiB  {sc.link:<9} {sc.cmdline}")
+        return 0
+    if os.geteuid() != 0:
+        print("bench: needs root (network namespaces, tc)", file=sys.stderr)
+        return 1
+    for path in (PROBE, NETBENCH):
+        if not os.path.exists(path):
+            print(f"bench: {path} is missing (bench/run.sh builds it)", file=sys.stderr)
+            return 1
+    names = args.scenario or PRESETS[args.preset]
+    byname = {s.name: s for s in SCENARIOS}
+    unknown = [n for n in names if n not in byname]
+    if unknown:
+        print(f"bench: unknown scenario {unknown}; --list shows them", file=sys.stderr)
+        return 1
+    scenarios = [byname[n] for n in names]
+    for sc in scenarios:
+        if args.mem:
+            m = re.fullmatch(r"(\d+)([MG])", args.mem.upper())
+            if not m:
+                print("bench: --mem takes e.g. 256M or 1G", file=sys.stderr)
+                return 1
+            sc.mem_mib = int(m.group(1)) * (1024 if m.group(2) == "G" else 1)
+        if args.downtime:
+            sc.downtime_ms = args.downtime
+    repeat = args.repeat or 3
+
+    ferry_ok = Ferry.available()
+    ferry_why = "" if ferry_ok else f"'{FERRY} migrate' does not exist yet (or ferry is not built)"
+    vmms = []
+    for v in (args.vmm or ["qemu", "ferry"]):
+        if v == "ferry" and not ferry_ok:
+            log(f"skipping ferry: {ferry_why}")
+            continue
+        if v == "qemu" and not Qemu.available():
+            log("skipping qemu: qemu-system-x86_64 not installed")
+            continue
+        vmms.append(Qemu() if v == "qemu" else Ferry())
+    if not vmms:
+        print("bench: nothing to run", file=sys.stderr)
+        return 1
+    ferry_ok = any(v.name == "ferry" for v in vmms)
+
+    os.makedirs(OUT, exist_ok=True)
+    h = Harness(args)
+
+    def on_signal(signum, _frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGHUP, on_signal)
+
+    records = []
+    links = {}
+    t_start = time.monotonic()
+    try:
+        log(f"scenarios: {', '.join(names)}; VMMs: {', '.join(v.name for v in vmms)}; "
+            f"{repeat} migration(s) each; logs in {h.logdir}")
+        for sc in scenarios:
+            link = links[sc.link] = LINKS[sc.link]()
+            log(f"{sc.name}: setting up {link.describe()}")
+            link.setup(h)
+            try:
+                for rep in range(repeat):
+                    order = vmms if rep % 2 == 0 else list(reversed(vmms))
+                    for vmm in order:
+                        rec = run_migration(h, sc, vmm, link, rep)
+                        rec["wire_mib"] = rec["wire_bytes"] / MiB if rec.get("wire_bytes") else None
+                        rec["vmm_mib"] = rec["vmm_bytes"] / MiB if rec.get("vmm_bytes") else None
+                        records.append(rec)
+                        log(f"  {sc.name} {vmm.name} #{rep}: {rec['status']}"
+                            f" total {fmt(rec.get('total_ms'), 0)} ms,"
+                            f" downtime {fmt(rec.get('downtime_ms'))} ms,"
+                            f" outage {fmt(rec.get('outage_ms'))} ms,"
+                            f" wire {fmt(rec.get('wire_mib'))} MiB,"
+                            f" {fmt(rec.get('throughput_mibs'), 0)} MiB/s"
+                            f" (raw {fmt(rec.get('raw_mibs'), 0)} MiB/s,"
+                            f" {fmt(rec.get('link_pct'))}%)"
+                            + (f" [{rec['error']}]" if rec.get("error") else ""))
+            finally:
+                link.teardown(h)
+    except KeyboardInterrupt:
+        log("interrupted: cleaning up")
+        h.cleanup()
+        return 130
+    finally:
+        h.cleanup()
+        with open(os.path.join(OUT, "results.json"), "w") as f:
+            json.dump(records, f, indent=1, default=str)
+        write_csv(records, os.path.join(OUT, "results.csv"))
+
+    present = [v.name for v in vmms]
+    summary = summarize(records, scenarios, ["ferry", "qemu"])
+    lines = [f"ferry vs QEMU live migration, {time.strftime('%Y-%m-%d %H:%M:%S')}, "
+             f"{os.cpu_count()} CPUs, {repeat} run(s) per VMM and scenario, "
+             f"VMMs run: {', '.join(present)}"]
+    print(lines[0])
+    report(summary, scenarios, links, ferry_ok, ferry_why, lines)
+    with open(os.path.join(OUT, "summary.txt"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    write_summary_csv(summary, scenarios, os.path.join(OUT, "summary.csv"))
+    charts(summary, scenarios)
+    log(f"done in {time.monotonic() - t_start:.0f} s: {OUT}/results.csv, summary.csv, summary.txt, *.png")
+    failed = [r for r in records if r.get("status") != "completed" or not r.get("guest_ok")]
+    return 2 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

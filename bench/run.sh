@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# ferry vs QEMU migration benchmark: bench/run.sh [quick|full] [options]
+#   bench/run.sh quick            scenario 1 only (1 GiB idle guest, loopback), ~2 min
+#   bench/run.sh full             every scenario (loopback, veth 1G/10G, WAN), ~25 min
+#   bench/run.sh --list           the scenarios
+#   bench/run.sh full --scenario idle-random-1g --repeat 1 --vmm qemu
+# Results: build/bench/{results.csv,summary.csv,summary.txt,*.png,logs/}.
+# See bench/README.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BUILD=${BUILD:-build}
+export BUILD
+
+# The harness names its namespaces fb<tag>-*; the tag is this script's pid,
+# so the trap below can remove what a killed harness left behind.
+export FERRYBENCH_TAG=$$
+harness_pid=
+cleanup() {
+	local ns pid
+	trap - EXIT INT TERM
+	if [ -n "$harness_pid" ] && kill -0 "$harness_pid" 2>/dev/null; then
+		kill -TERM "$harness_pid" 2>/dev/null || true
+		for _ in $(seq 1 100); do kill -0 "$harness_pid" 2>/dev/null || break; sleep 0.1; done
+		kill -KILL "$harness_pid" 2>/dev/null || true
+	fi
+	for ns in $(ip netns list 2>/dev/null | awk -v p="fb$FERRYBENCH_TAG-" 'index($1, p) == 1 { print $1 }'); do
+		for pid in $(ip netns pids "$ns" 2>/dev/null); do   # only what we started lives there
+			kill -KILL "$pid" 2>/dev/null || true
+		done
+		ip netns del "$ns" 2>/dev/null || true
+	done
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+if [ "$(id -u)" -ne 0 ]; then
+	echo "bench: needs root (network namespaces, tc)" >&2
+	exit 1
+fi
+PY=$(command -v /usr/bin/python3 || command -v python3 || true)
+[ -n "$PY" ] || { echo "bench: python3 is missing (scripts/deps.sh installs it)" >&2; exit 1; }
+
+# The guest, ferry and the network helper.  `make` may be mid-edit by
+# others: the harness runs QEMU-only if ferry does not build.
+[ -f "$BUILD/probe.elf" ] || make --no-print-directory "$BUILD/probe.elf"
+[ -x "$BUILD/ferry" ] || make --no-print-directory "$BUILD/ferry" || echo "bench: ferry did not build" >&2
+mkdir -p "$BUILD/bench"
+if [ ! -x "$BUILD/bench/netbench" ] || [ bench/netbench.c -nt "$BUILD/bench/netbench" ]; then
+	gcc -std=gnu11 -O2 -Wall -Wextra -Werror -pthread bench/netbench.c -o "$BUILD/bench/netbench"
+fi
+
+"$PY" bench/ferrybench.py "$@" &
+harness_pid=$!
+rc=0
+wait "$harness_pid" || rc=$?
+harness_pid=
+exit "$rc"
