@@ -15,13 +15,14 @@ static const char main_usage[] =
 "  quit      shut a VM down:              ferry quit CONTROL\n"
 "  call      send any control command:    ferry call CONTROL COMMAND [JSON]\n"
 "  migrate   live-migrate a VM:           ferry migrate CONTROL URI [options]\n"
+"  migrate-postcopy  switch a running migration to post-copy: ferry migrate-postcopy CONTROL\n"
 "\n"
 "CONTROL is the unix socket given to 'ferry run --control PATH'.\n"
 "'ferry COMMAND --help' describes each command.\n";
 
 int main(int argc, char **argv)
 {
-	static const char *const client_verbs[] = { "status", "pause", "resume", "quit", "call" };
+	static const char *const client_verbs[] = { "status", "pause", "resume", "quit", "call", "migrate-postcopy" };
 
 	if (argc < 2) {
 		fputs(main_usage, stderr);

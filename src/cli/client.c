@@ -97,8 +97,10 @@ int cli_client(const char *verb, int argc, char **argv)
 		return FERRY_EXIT_USAGE;
 	}
 	const char *path = argv[optind];
-	err = control_client_call(path, call ? argv[optind + 1] : verb, args, CLIENT_TIMEOUT_MS,
-				  &reply);
+	/* The verb names its command, but for one whose name says more. */
+	const char *command = call ? argv[optind + 1] :
+			      !strcmp(verb, "migrate-postcopy") ? "migrate-start-postcopy" : verb;
+	err = control_client_call(path, command, args, CLIENT_TIMEOUT_MS, &reply);
 	json_object_put(args);
 	if (err) {
 		pr_err("cannot reach ferry at %s: %s (is 'ferry run --control %s' running?)",

@@ -24,8 +24,15 @@ static const char migrate_usage[] =
 "  -b, --bandwidth RATE     cap the live phase, bytes/s: 100M, 1G (default: none)\n"
 "  -d, --downtime LIMIT     switch over when the rest fits: 50ms, 1s (default 300ms)\n"
 "  -n, --max-iterations N   switch over after N passes whatever the downtime\n"
-"  -t, --timeout T          give up (or force, see --on-timeout) after T: 30s, 5m\n"
-"      --on-timeout WHAT    cancel (default) or force (stop-and-copy now)\n"
+"  -m, --mode MODE          precopy (default), postcopy (state first, the guest\n"
+"                           runs there at once, pages follow on demand) or\n"
+"                           hybrid (pre-copy passes, then post-copy)\n"
+"      --postcopy-after N   hybrid: switch after N passes (default 1)\n"
+"      --prepage N          post-copy: also push the N pages on each side of a\n"
+"                           faulting page (default 64; 0: address order only)\n"
+"  -t, --timeout T          give up (or see --on-timeout) after T: 30s, 5m\n"
+"      --on-timeout WHAT    cancel (default), force (stop-and-copy now) or\n"
+"                           postcopy (switch to post-copy now)\n"
 "  -a, --auto-converge      throttle the vCPUs while the guest dirties too fast\n"
 "  -V, --verify             compare a digest of every page of RAM at switchover\n"
 "  -k, --keep-source        keep the source VM (paused) after success\n"
@@ -34,8 +41,13 @@ static const char migrate_usage[] =
 "  -s, --stats-file PATH    append one CSV row of every statistic per second\n"
 "  -h, --help               show this help\n"
 "\n"
+"Post-copy: once the guest runs at the destination, losing either side or\n"
+"the connection loses the VM (neither holds all of it); say so before using it.\n"
+"'ferry migrate-postcopy CONTROL' switches a running pre-copy to post-copy.\n"
+"\n"
 "Exit status: 0 completed, 1 failed or cancelled (the VM runs on at the\n"
-"source), 64 usage, 69 no ferry at CONTROL.\n";
+"source), 3 post-copy failed and the VM is lost, 64 usage, 69 no ferry at\n"
+"CONTROL.\n";
 
 struct migrate_opts {
 	const char *control, *uri, *stats_file;
@@ -63,6 +75,9 @@ static void migrate_parse(int argc, char **argv, struct migrate_opts *o)
 		{ "max-iterations", required_argument, NULL, 'n' },
 		{ "timeout", required_argument, NULL, 't' },
 		{ "on-timeout", required_argument, NULL, 'O' },
+		{ "mode", required_argument, NULL, 'm' },
+		{ "postcopy-after", required_argument, NULL, 'A' },
+		{ "prepage", required_argument, NULL, 'P' },
 		{ "auto-converge", no_argument, NULL, 'a' },
 		{ "verify", no_argument, NULL, 'V' },
 		{ "keep-source", no_argument, NULL, 'k' },
@@ -77,7 +92,7 @@ static void migrate_parse(int argc, char **argv, struct migrate_opts *o)
 
 	memset(o, 0, sizeof(*o));
 	o->args = json_object_new_object();
-	while ((c = getopt_long(argc, argv, "b:d:n:t:aVkpjs:h", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "b:d:n:t:m:aVkpjs:h", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'b':
 			if (parse_size(optarg, &v))
@@ -102,9 +117,24 @@ static void migrate_parse(int argc, char **argv, struct migrate_opts *o)
 					       json_object_new_int64((int64_t)(v / NSEC_PER_MSEC)));
 			break;
 		case 'O':
-			if (strcmp(optarg, "cancel") && strcmp(optarg, "force"))
-				die(FERRY_EXIT_USAGE, "--on-timeout takes cancel or force");
+			if (strcmp(optarg, "cancel") && strcmp(optarg, "force") && strcmp(optarg, "postcopy"))
+				die(FERRY_EXIT_USAGE, "--on-timeout takes cancel, force or postcopy");
 			json_object_object_add(o->args, "on-timeout", json_object_new_string(optarg));
+			break;
+		case 'm':
+			if (strcmp(optarg, "precopy") && strcmp(optarg, "postcopy") && strcmp(optarg, "hybrid"))
+				die(FERRY_EXIT_USAGE, "--mode takes precopy, postcopy or hybrid");
+			json_object_object_add(o->args, "mode", json_object_new_string(optarg));
+			break;
+		case 'A':
+			if (parse_uint(optarg, 1000000, &v) || !v)
+				die(FERRY_EXIT_USAGE, "bad --postcopy-after '%s': use a pass count >= 1", optarg);
+			json_object_object_add(o->args, "postcopy-after", json_object_new_int64((int64_t)v));
+			break;
+		case 'P':
+			if (parse_uint(optarg, 4096, &v))
+				die(FERRY_EXIT_USAGE, "bad --prepage '%s': use 0 to 4096 pages", optarg);
+			json_object_object_add(o->args, "prepage", json_object_new_int64((int64_t)v));
 			break;
 		case 'a': migrate_add_bool(o->args, "auto-converge"); break;
 		case 'V': migrate_add_bool(o->args, "verify"); break;
@@ -220,6 +250,19 @@ static void migrate_print_report(json_object *d)
 	printf("Pages re-sent:      %lld\n", (long long)migrate_get_i64(d, "pages-resent"));
 	printf("Device state:       %s\n", format_size((uint64_t)migrate_get_i64(d, "device-state-bytes"), b, sizeof(b)));
 	printf("Throughput:         %s/s\n", format_size((uint64_t)migrate_get_i64(d, "throughput-bytes-per-second"), b, sizeof(b)));
+	json_object *pc;
+	if (json_object_object_get_ex(d, "postcopy", &pc)) {
+		printf("Post-copy:          %lld pages owed at the switch\n", (long long)migrate_get_i64(pc, "pages-owed"));
+		printf("  requests          %lld (%lld pages sent for them, %lld pushed)\n",
+		       (long long)migrate_get_i64(pc, "requests"), (long long)migrate_get_i64(pc, "pages-requested"),
+		       (long long)migrate_get_i64(pc, "pages-pushed"));
+		printf("  faults            %lld (%lld resolved at the destination)\n",
+		       (long long)migrate_get_i64(pc, "faults"), (long long)migrate_get_i64(pc, "faults-resolved-locally"));
+		printf("  fault latency     p50 %lld us, p99 %lld us\n",
+		       (long long)migrate_get_i64(pc, "fault-latency-p50-us"), (long long)migrate_get_i64(pc, "fault-latency-p99-us"));
+		printf("  vCPUs blocked     %.1f ms\n", migrate_get_double(pc, "vcpu-blocked-ms"));
+		printf("  last page after   %.1f ms\n", migrate_get_double(pc, "last-page-ms"));
+	}
 	if (json_object_object_get_ex(d, "ram-digest", &err))
 		printf("Verify:             RAM digest %s matches on both sides\n", json_object_get_string(err));
 }
@@ -317,6 +360,8 @@ int cli_migrate(int argc, char **argv)
 		migrate_print_report(final);
 	json_object_object_get_ex(final, "status", &v);
 	status = strcmp(json_object_get_string(v), "completed") ? 1 : 0;
+	if (json_object_object_get_ex(final, "vm-lost", &v) && json_object_get_boolean(v))
+		status = 3;	/* post-copy failed after the guest moved */
 	json_object_put(final);
 	return status;
 }

@@ -164,51 +164,14 @@ static int run_wait(struct machine *m, int sfd)
 	switch (vm_wait_stopped(vm)) {
 	case VM_STOP_MIGRATED:
 		return FERRY_EXIT_OK;
+	case VM_STOP_LOST:
+		return FERRY_EXIT_VM_LOST;
 	case VM_STOP_GUEST_EXIT:
 		return vm->guest_status;
 	case VM_STOP_GUEST_CRASH:
 		return FERRY_EXIT_GUEST_CRASH;
 	default:
 		return FERRY_EXIT_OK;
-	}
-}
-
-/* Receive the VM by migration; on success m is ready to start. */
-static int run_incoming(const struct run_opts *o, struct mig_incoming *inc, struct machine *m)
-{
-	struct mig_incoming_opts io = {
-		.uri = o->incoming, .serial = o->mc.serial,
-		.max_memory = o->memory_set ? o->mc.memory : 0,
-		.max_vcpus = o->vcpus_set ? o->mc.vcpus : 0,
-		.accept_timeout_ms = -1, .io_timeout_ms = 30000,
-	};
-	struct guest_memory pre = { .fd = -1 };
-	int err = 0;
-
-	if (o->mc.prealloc) {
-		/* Before listening: the migration must not wait for this. */
-		err = guest_memory_create(&pre, o->mc.memory);
-		if (!err)
-			err = guest_memory_prealloc(&pre);
-		if (err) {
-			pr_err("cannot preallocate %llu MiB: %s", (unsigned long long)(o->mc.memory >> 20),
-			       strerror(-err));
-			guest_memory_destroy(&pre);
-			return FERRY_EXIT_OSERR;
-		}
-		io.premade = &pre;
-	}
-	err = mig_incoming_receive(inc, &io, m);
-	if (pre.fd >= 0)
-		guest_memory_destroy(&pre);	/* not taken over: the migration failed early */
-	if (!err)
-		return 0;
-	pr_err("incoming migration failed: %s; the guest was not started here", inc->why);
-	mig_incoming_reply(inc, err, inc->why);
-	switch (-err) {
-	case EPIPE: case ETIMEDOUT: case ECONNRESET: return FERRY_EXIT_IOERR;
-	case EINVAL: case EADDRINUSE: case EACCES: return FERRY_EXIT_USAGE;
-	default: return err == -ENOMEM ? FERRY_EXIT_OSERR : FERRY_EXIT_DATAERR;
 	}
 }
 
@@ -226,15 +189,82 @@ static int run_start(struct machine *m, struct migration *mig, struct control_se
 	return err;
 }
 
+/* What the main flow owns, for the post-copy start callback. */
+struct run_ctx {
+	struct machine *m;
+	struct migration *mig;
+	struct control_server *cs;
+	const struct run_opts *o;
+};
+
+static int run_start_cb(void *opaque)
+{
+	struct run_ctx *c = opaque;
+
+	return run_start(c->m, c->mig, c->cs, c->o);
+}
+
+/*
+ * Receive the VM by migration.  Returns 0 when m is ready (or, after
+ * post-copy, already running), else the exit status.
+ */
+static int run_incoming(struct run_ctx *ctx, struct mig_incoming *inc)
+{
+	const struct run_opts *o = ctx->o;
+	struct mig_incoming_opts io = {
+		.uri = o->incoming, .serial = o->mc.serial,
+		.max_memory = o->memory_set ? o->mc.memory : 0,
+		.max_vcpus = o->vcpus_set ? o->mc.vcpus : 0,
+		.accept_timeout_ms = -1, .io_timeout_ms = 30000,
+		.start_guest = run_start_cb, .start_opaque = ctx,
+	};
+	struct guest_memory pre = { .fd = -1 };
+	int err = 0;
+
+	if (o->mc.prealloc) {
+		/* Before listening: the migration must not wait for this. */
+		err = guest_memory_create(&pre, o->mc.memory);
+		if (!err)
+			err = guest_memory_prealloc(&pre);
+		if (err) {
+			pr_err("cannot preallocate %llu MiB: %s", (unsigned long long)(o->mc.memory >> 20),
+			       strerror(-err));
+			guest_memory_destroy(&pre);
+			return FERRY_EXIT_OSERR;
+		}
+		io.premade = &pre;
+	}
+	err = mig_incoming_receive(inc, &io, ctx->m);
+	if (pre.fd >= 0)
+		guest_memory_destroy(&pre);	/* not taken over: the migration failed early */
+	if (!err)
+		return 0;
+	if (inc->guest_started) {
+		/* Pages are missing and the source can no longer run it either. */
+		pr_err("post-copy failed after the guest started here: %s; the VM is lost", inc->why);
+		mig_incoming_reply(inc, err, inc->why);
+		vm_request_stop(&ctx->m->vm, VM_STOP_GUEST_CRASH, 0);
+		return FERRY_EXIT_VM_LOST;
+	}
+	pr_err("incoming migration failed: %s; the guest was not started here", inc->why);
+	mig_incoming_reply(inc, err, inc->why);
+	switch (-err) {
+	case EPIPE: case ETIMEDOUT: case ECONNRESET: return FERRY_EXIT_IOERR;
+	case EINVAL: case EADDRINUSE: case EACCES: return FERRY_EXIT_USAGE;
+	default: return err == -ENOMEM ? FERRY_EXIT_OSERR : FERRY_EXIT_DATAERR;
+	}
+}
+
 int cli_run(int argc, char **argv)
 {
 	struct control_server cs = { .listen_fd = -1, .wake_fd = { -1, -1 } };
 	struct mig_incoming inc = { .s = { .fd = -1 } };
 	struct migration mig;
+	struct run_ctx ctx;
 	struct run_opts o;
 	struct machine *m;
 	sigset_t sigs;
-	int err, status, sfd;
+	int err = 0, status = 0, sfd;
 
 	run_parse(argc, argv, &o);
 	/* Block the shutdown signals in every thread; the main one reads them. */
@@ -249,31 +279,29 @@ int cli_run(int argc, char **argv)
 	m = calloc(1, sizeof(*m));
 	if (!m || sfd < 0)
 		die(FERRY_EXIT_OSERR, "out of memory");
+	migration_init(&mig, m);
+	ctx = (struct run_ctx){ .m = m, .mig = &mig, .cs = &cs, .o = &o };
 	if (o.incoming) {
-		status = run_incoming(&o, &inc, m);
-		if (status) {
+		status = run_incoming(&ctx, &inc);
+		if (status && !inc.guest_started) {
+			migration_destroy(&mig);
 			free(m);
 			close(sfd);
 			return status;
 		}
-		err = 0;
 	} else {
 		err = machine_create(m, &o.mc);
 	}
-	migration_init(&mig, m);
-	if (!err)
+	if (!err && !status && !inc.guest_started)
 		err = run_start(m, &mig, &cs, &o);
-	if (o.incoming) {
+	if (o.incoming && !status)
 		mig_incoming_reply(&inc, err, err ? "the destination could not start the guest" : "ok");
-		pr_debug("incoming: replied at %.3f ms (monotonic)", (double)vm_now_ns() / 1e6);
-	}
-	if (err) {
+	if (err)
 		status = run_exit_code(err);
-	} else {
-		pr_debug("running with %u vCPUs and %llu MiB", m->vm.nr_vcpus,
-			 (unsigned long long)(m->vm.mem.size >> 20));
+	else if (!status)
 		status = run_wait(m, sfd);
-	}
+	else
+		vm_wait_stopped(&m->vm);
 	/* No new commands, then no migration thread, then no clients to tell. */
 	control_server_stop(&cs);
 	migration_destroy(&mig);

@@ -61,9 +61,29 @@ static int mig_parse_params(json_object *args, struct mig_params *p, json_object
 		const char *s = json_object_get_string(v);
 		if (!strcmp(s, "force"))
 			p->on_timeout = MIG_ON_TIMEOUT_FORCE;
+		else if (!strcmp(s, "postcopy"))
+			p->on_timeout = MIG_ON_TIMEOUT_POSTCOPY;
 		else if (strcmp(s, "cancel"))
-			return control_fail(ret, -EINVAL, "'on-timeout' must be cancel or force");
+			return control_fail(ret, -EINVAL, "'on-timeout' must be cancel, force or postcopy");
 	}
+	if (json_object_object_get_ex(args, "mode", &v)) {
+		const char *s = json_object_get_string(v);
+		if (!strcmp(s, "postcopy"))
+			p->mode = MIG_MODE_POSTCOPY;
+		else if (!strcmp(s, "hybrid"))
+			p->mode = MIG_MODE_HYBRID;
+		else if (strcmp(s, "precopy"))
+			return control_fail(ret, -EINVAL, "'mode' must be precopy, postcopy or hybrid");
+	}
+	uint64_t after = 1, prepage = 64;
+	err = mig_arg_u64(args, "postcopy-after", &after, ret);
+	err = err ?: mig_arg_u64(args, "prepage", &prepage, ret);
+	if (err)
+		return err;
+	if (after < 1 || after > 1000000 || prepage > 4096)
+		return control_fail(ret, -EINVAL, "'postcopy-after' must be 1.. and 'prepage' 0..4096");
+	p->postcopy_after = (uint32_t)after;
+	p->prepage = (uint32_t)prepage;
 	return 0;
 }
 
@@ -120,6 +140,13 @@ int cmd_migrate_set_parameters(struct control_ctx *ctx, json_object *args, json_
 		return control_fail(ret, -EINVAL, "'downtime-ms' is out of range");
 	dt *= 1000000;
 	if (migration_set_limits(ctx->mig, has_bw ? &bw : NULL, has_dt ? &dt : NULL))
+		return control_fail(ret, -ESRCH, "no migration is in its live phase");
+	return 0;
+}
+
+int cmd_migrate_start_postcopy(struct control_ctx *ctx, json_object *args, json_object **ret)
+{
+	if (!ctx->mig || migration_start_postcopy(ctx->mig))
 		return control_fail(ret, -ESRCH, "no migration is in its live phase");
 	return 0;
 }

@@ -144,6 +144,7 @@ static const struct control_command control_commands[] = {
 	{ "migrate", false, cmd_migrate },
 	{ "migrate-cancel", false, cmd_migrate_cancel },
 	{ "migrate-set-parameters", false, cmd_migrate_set_parameters },
+	{ "migrate-start-postcopy", false, cmd_migrate_start_postcopy },
 	{ "query-migrate", false, cmd_query_migrate },
 	{ "x-test-corrupt", true, cmd_test_corrupt },
 	{ "x-test-rebuild", true, cmd_test_rebuild },

@@ -21,10 +21,16 @@ enum mig_section {
 	MIG_SEC_DIGEST = 5,
 	MIG_SEC_END = 6,
 	MIG_SEC_SYNC = 7,
+	MIG_SEC_DISCARD = 8,		/* post-copy: pages the destination must fetch */
+	MIG_SEC_POSTCOPY_RUN = 9,	/* post-copy: start the guest now */
+	MIG_SEC_POSTCOPY_DONE = 10,	/* post-copy: every page has been sent */
 	/* return path */
 	MIG_SEC_READY = 16,
 	MIG_SEC_RESULT = 17,
 	MIG_SEC_SYNC_ACK = 18,
+	MIG_SEC_RUNNING = 19,		/* post-copy: the guest runs at the destination */
+	MIG_SEC_PAGE_REQ = 20,		/* post-copy: the guest faulted on this page */
+	MIG_SEC_PC_STATS = 21,		/* post-copy: the destination's counters, at the end */
 };
 
 enum mig_page_kind {
@@ -32,6 +38,8 @@ enum mig_page_kind {
 	MIG_PAGE_RAW = 1,
 };
 
-#define MIG_FLAG_VERIFY 0x1u
+#define MIG_FLAG_VERIFY   0x1u
+#define MIG_FLAG_POSTCOPY 0x2u	/* the source may switch to post-copy */
+#define MIG_DISCARD_MAX_PAGES (1u << 20)	/* bits in one DISCARD section */
 
 #endif

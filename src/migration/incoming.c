@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "migration/format.h"
+#include "migration/postcopy_dest.h"
 #include "migration/section.h"
 #include "migration/transport.h"
 #include "util/log.h"
@@ -29,6 +30,10 @@ enum mig_in_phase {
 	MIG_IN_FINAL,		/* inside the final pass: RAM or STATE */
 	MIG_IN_STATE,		/* STATE seen: DIGEST (with verify) or END */
 	MIG_IN_DIGEST,		/* DIGEST seen: END */
+	MIG_IN_DISCARD,		/* post-copy: more DISCARD, or STATE */
+	MIG_IN_PC_STATE,	/* post-copy: STATE seen, POSTCOPY_RUN next */
+	MIG_IN_PC_RUN,		/* post-copy: the guest runs; RAM, DIGEST, DONE */
+	MIG_IN_PC_DIGEST,	/* post-copy: DIGEST seen, DONE next */
 };
 
 static int mig_in_fail(struct mig_incoming *inc, int err, const char *fmt, ...)
@@ -99,9 +104,10 @@ static int mig_in_config(struct mig_incoming *inc, const struct mig_incoming_opt
 	}
 	inc->created = true;
 	inc->written = calloc(m->vm.mem.size / GUEST_PAGE_SIZE / 64 + 1, sizeof(unsigned long));
+	inc->known = calloc(m->vm.mem.size / GUEST_PAGE_SIZE / 64 + 1, sizeof(unsigned long));
 	inc->populated = calloc(m->vm.mem.size / MIG_IN_POPULATE_CHUNK / 64 + 1,
 				sizeof(unsigned long));
-	if (!inc->written || !inc->populated)
+	if (!inc->written || !inc->populated || !inc->known)
 		return mig_in_fail(inc, -ENOMEM, "out of memory");
 	if ((inc->cfg.flags & MIG_FLAG_VERIFY) && mig_digest_init(&inc->digest, &m->vm.mem))
 		return mig_in_fail(inc, -ENOMEM, "out of memory for page digests");
@@ -213,6 +219,7 @@ static int mig_in_ram(struct mig_incoming *inc, struct machine *m, struct mig_se
 			 */
 			if (inc->written[index / 64] & (1UL << (index % 64)))
 				memset(dst, 0, GUEST_PAGE_SIZE);
+			inc->known[index / 64] |= 1UL << (index % 64);
 			if (inc->digest.hash)
 				mig_digest_set(&inc->digest, index, NULL);
 			inc->zero_pages++;
@@ -225,6 +232,7 @@ static int mig_in_ram(struct mig_incoming *inc, struct machine *m, struct mig_se
 			return mig_in_fail(inc, r->s->err, "%s", r->s->why);
 		for (uint32_t k = 0; k < run; k++, index++) {
 			inc->written[index / 64] |= 1UL << (index % 64);
+			inc->known[index / 64] |= 1UL << (index % 64);
 			if (inc->digest.hash)
 				mig_digest_set(&inc->digest, index, dst + (uint64_t)k * GUEST_PAGE_SIZE);
 		}
@@ -276,6 +284,8 @@ static const char *mig_in_expect(enum mig_in_phase ph, bool verify)
 	static const char *const expect[] = {
 		[MIG_IN_CONFIG] = "CONFIG", [MIG_IN_PASS] = "PASS", [MIG_IN_RAM] = "RAM or PASS",
 		[MIG_IN_FINAL] = "RAM or STATE", [MIG_IN_STATE] = "END", [MIG_IN_DIGEST] = "END",
+		[MIG_IN_DISCARD] = "DISCARD or STATE", [MIG_IN_PC_STATE] = "POSTCOPY_RUN",
+		[MIG_IN_PC_RUN] = "RAM or POSTCOPY_DONE", [MIG_IN_PC_DIGEST] = "POSTCOPY_DONE",
 	};
 
 	return ph == MIG_IN_STATE && verify ? "DIGEST" : expect[ph];
@@ -294,6 +304,178 @@ static int mig_in_sync(struct mig_incoming *inc, const uint8_t *p, uint32_t len)
 	return 0;
 }
 
+/* Post-copy: pages we hold that the source will send again (or never sent). */
+static int mig_in_discard(struct mig_incoming *inc, struct machine *m, const uint8_t *p,
+			  uint32_t len)
+{
+	uint64_t pages = m->vm.mem.size / GUEST_PAGE_SIZE;
+	struct mig_cursor c;
+
+	mig_cursor_init(&c, p, len);
+	uint64_t first = mig_cursor_u64(&c);
+	uint32_t nbits = mig_cursor_u32(&c);
+	if (c.bad || !nbits || nbits > MIG_DISCARD_MAX_PAGES || first % 64 ||
+	    first > pages || nbits > pages - first || len != 12 + (nbits + 63) / 64 * 8)
+		return mig_in_fail(inc, -EPROTO, "malformed DISCARD section");
+	for (uint32_t w = 0; w < (nbits + 63) / 64; w++) {
+		uint64_t bits;
+		memcpy(&bits, p + 12 + 8 * w, 8);
+		bits = le64toh(bits);
+		if (w == (nbits - 1) / 64 && nbits % 64)
+			bits &= (1ULL << (nbits % 64)) - 1;
+		inc->known[first / 64 + w] &= ~bits;
+		inc->written[first / 64 + w] &= ~bits;
+	}
+	return 0;
+}
+
+/* Post-copy: load the state, arm userfaultfd, start the guest, say so. */
+static int mig_in_pc_run(struct mig_incoming *inc, const struct mig_incoming_opts *opts,
+			 struct machine *m, struct machine_state *st, uint32_t len)
+{
+	int err;
+
+	if (len)
+		return mig_in_fail(inc, -EPROTO, "POSTCOPY_RUN carries %u bytes (must be empty)", len);
+	err = machine_state_apply(m, st);
+	if (err)
+		return mig_in_fail(inc, -EPROTO, "the device state does not load here: %s",
+				   strerror(-err));
+	inc->state_applied = true;
+	err = pc_dest_start(&inc->pc, m, &inc->s, inc->known, inc->written);
+	if (err)
+		return mig_in_fail(inc, err, "cannot arm userfaultfd for post-copy: %s", strerror(-err));
+	err = opts->start_guest ? opts->start_guest(opts->start_opaque) : -ENOTSUP;
+	if (err)
+		return mig_in_fail(inc, err, "cannot start the guest: %s", strerror(-err));
+	inc->guest_started = true;
+	if (pc_dest_reply(&inc->pc, MIG_SEC_RUNNING, NULL, 0))
+		return mig_in_fail(inc, inc->s.err, "cannot answer the source: %s", inc->s.why);
+	return 0;
+}
+
+/* Post-copy: a RAM batch, placed page by page through userfaultfd. */
+static int mig_in_pc_ram(struct mig_incoming *inc, struct machine *m, const uint8_t *p,
+			 uint32_t len)
+{
+	struct guest_memory *mem = &m->vm.mem;
+	uint64_t ents[MIG_RAM_BATCH_MAX];
+	struct mig_cursor c;
+	int err;
+
+	mig_cursor_init(&c, p, len);
+	uint32_t count = mig_cursor_u32(&c);
+	if (c.bad || count == 0 || count > MIG_RAM_BATCH_MAX || (uint64_t)len < 4 + 8ULL * count)
+		return mig_in_fail(inc, -EPROTO, "malformed RAM batch");
+	for (uint32_t i = 0; i < count; i++)
+		ents[i] = mig_cursor_u64(&c);
+	err = mig_in_ram_check(inc, m, ents, count, len);
+	const uint8_t *data = p + 4 + 8ULL * count;
+	for (uint32_t i = 0; i < count && !err; i++) {
+		uint64_t gpa = ents[i] & ~MIG_PAGE_KIND_MASK, index = mig_digest_index(mem, gpa);
+		bool raw = (ents[i] & MIG_PAGE_KIND_MASK) == MIG_PAGE_RAW;
+		err = pc_dest_place(&inc->pc, index, raw ? data : NULL);
+		if (err)
+			return mig_in_fail(inc, err, "cannot place page 0x%llx: %s",
+					   (unsigned long long)gpa, strerror(-err));
+		if (inc->digest.hash)
+			mig_digest_set(&inc->digest, index, raw ? data : NULL);
+		data += raw ? GUEST_PAGE_SIZE : 0;
+		inc->pages++;
+	}
+	return err;
+}
+
+static int mig_in_pc_done(struct mig_incoming *inc, uint32_t len, bool *done)
+{
+	if (len)
+		return mig_in_fail(inc, -EPROTO, "POSTCOPY_DONE carries %u bytes (must be empty)", len);
+	pthread_mutex_lock(&inc->pc.lock);
+	uint64_t missing = inc->pc.missing;
+	pthread_mutex_unlock(&inc->pc.lock);
+	if (missing)
+		return mig_in_fail(inc, -EPROTO, "the source is done but %llu pages never arrived",
+				   (unsigned long long)missing);
+	*done = true;
+	return 0;
+}
+
+/* Post-copy done: tell the source what the guest went through. */
+static void mig_in_pc_stats(struct mig_incoming *inc)
+{
+	struct pc_dest *pc = &inc->pc;
+	uint64_t v[8];
+	uint8_t p[64];
+
+	pthread_mutex_lock(&pc->lock);
+	v[0] = pc->faults;
+	v[1] = pc->requests;
+	v[2] = pc->zero_local;
+	v[3] = pc->placed;
+	v[4] = (uint64_t)pc_dest_latency_us(pc, 50);
+	v[5] = (uint64_t)pc_dest_latency_us(pc, 99);
+	v[6] = pc->blocked_ns / 1000;
+	v[7] = pc->last_page_ns > pc->start_ns ? (pc->last_page_ns - pc->start_ns) / 1000 : 0;
+	pthread_mutex_unlock(&pc->lock);
+	for (int i = 0; i < 8; i++)
+		for (int b = 0; b < 8; b++)
+			p[8 * i + b] = (uint8_t)(v[i] >> (8 * b));
+	pr_info("post-copy: %llu faults, %llu requests, %llu pages placed, fault latency p50 %llu us "
+		"p99 %llu us, vCPUs blocked %.1f ms, last page after %.1f ms",
+		(unsigned long long)v[0], (unsigned long long)v[1], (unsigned long long)v[3],
+		(unsigned long long)v[4], (unsigned long long)v[5], (double)v[6] / 1000,
+		(double)v[7] / 1000);
+	if (pc_dest_reply(pc, MIG_SEC_PC_STATS, p, sizeof(p)))
+		pr_debug("post-copy: cannot send statistics");
+}
+
+/* Sections that only post-copy uses; 1 when `type` was not one of them. */
+static int mig_in_pc_section(struct mig_incoming *inc, const struct mig_incoming_opts *opts,
+			     struct machine *m, enum mig_in_phase *ph, struct machine_state *st,
+			     uint8_t type, uint32_t len, bool *done)
+{
+	bool pc = inc->cfg.flags & MIG_FLAG_POSTCOPY;
+	struct vmstate_error verr;
+
+	switch (type) {
+	case MIG_SEC_DISCARD:
+		if (!pc || (*ph != MIG_IN_PASS && *ph != MIG_IN_RAM && *ph != MIG_IN_DISCARD))
+			return -EAGAIN;
+		*ph = MIG_IN_DISCARD;
+		return mig_in_discard(inc, m, inc->buf, len);
+	case MIG_SEC_STATE:
+		if (!pc || (*ph != MIG_IN_PASS && *ph != MIG_IN_RAM && *ph != MIG_IN_DISCARD))
+			return 1;	/* maybe pre-copy's STATE */
+		*ph = MIG_IN_PC_STATE;
+		if (machine_state_decode(inc->buf, len, inc->cfg.vcpus, st, &verr))
+			return mig_in_fail(inc, -EPROTO, "bad device state: %s", verr.msg);
+		return 0;
+	case MIG_SEC_POSTCOPY_RUN:
+		if (*ph != MIG_IN_PC_STATE)
+			return -EAGAIN;
+		*ph = MIG_IN_PC_RUN;
+		return mig_in_pc_run(inc, opts, m, st, len);
+	case MIG_SEC_RAM:
+		if (*ph != MIG_IN_PC_RUN)
+			return 1;
+		return mig_in_pc_ram(inc, m, inc->buf, len);
+	case MIG_SEC_DIGEST:
+		if (*ph != MIG_IN_PC_RUN)
+			return 1;
+		if (!(inc->cfg.flags & MIG_FLAG_VERIFY))
+			return -EAGAIN;
+		*ph = MIG_IN_PC_DIGEST;
+		return mig_in_digest(inc, inc->buf, len);
+	case MIG_SEC_POSTCOPY_DONE:
+		if (!(*ph == MIG_IN_PC_DIGEST ||
+		      (*ph == MIG_IN_PC_RUN && !(inc->cfg.flags & MIG_FLAG_VERIFY))))
+			return -EAGAIN;
+		return mig_in_pc_done(inc, len, done);
+	default:
+		return 1;
+	}
+}
+
 /* Handle one section; *done once END passed every check. */
 static int mig_in_section(struct mig_incoming *inc, const struct mig_incoming_opts *opts,
 			  struct machine *m, enum mig_in_phase *ph, struct machine_state *st,
@@ -302,8 +484,13 @@ static int mig_in_section(struct mig_incoming *inc, const struct mig_incoming_op
 	const uint8_t *p = inc->buf;
 	bool verify = inc->cfg.flags & MIG_FLAG_VERIFY, final = false;
 	struct vmstate_error verr;
-	int err;
+	int err = mig_in_pc_section(inc, opts, m, ph, st, type, len, done);
 
+	if (err == -EAGAIN)
+		return mig_in_fail(inc, -EPROTO, "section type %u out of order (expected %s)", type,
+				   mig_in_expect(*ph, verify));
+	if (err != 1)
+		return err;
 	switch (type) {
 	case MIG_SEC_CONFIG:
 		if (*ph != MIG_IN_CONFIG)
@@ -418,7 +605,11 @@ int mig_incoming_receive(struct mig_incoming *inc, const struct mig_incoming_opt
 	while (!err && !done)
 		err = mig_in_next(inc, opts, m, &ph, &st, &done);
 	uint64_t t_end = vm_now_ns();
-	if (!err) {
+	if (!err && inc->guest_started)
+		mig_in_pc_stats(inc);
+	if (inc->guest_started)
+		pc_dest_stop(&inc->pc);	/* every page is in, or all is lost anyway */
+	if (!err && !inc->state_applied) {
 		err = machine_state_apply(m, &st);
 		/*
 		 * KVM refusing state that decoded fine (reserved EFER bits, an MSR
@@ -433,14 +624,15 @@ int mig_incoming_receive(struct mig_incoming *inc, const struct mig_incoming_opt
 		 (double)t_end / 1e6, (double)(vm_now_ns() - t_end) / 1e6);
 	if (!err)
 		inc->end_ns = vm_now_ns();
-	else if (inc->created)
+	else if (inc->created && !inc->guest_started)
 		machine_destroy(m);
 	machine_state_free(&st);
 	free(inc->buf);
 	free(inc->written);
 	free(inc->populated);
+	free(inc->known);
 	inc->buf = NULL;
-	inc->written = inc->populated = NULL;
+	inc->written = inc->populated = inc->known = NULL;
 	if (err && !inc->why[0])
 		mig_in_fail(inc, err, "cannot load the device state: %s", strerror(-err));
 	return err;

@@ -11,6 +11,7 @@
 
 #include "migration/config.h"
 #include "migration/digest.h"
+#include "migration/postcopy_dest.h"
 #include "migration/stream.h"
 #include "vmm/machine.h"
 
@@ -22,6 +23,12 @@ struct mig_incoming_opts {
 	int accept_timeout_ms;		/* -1: wait for a source forever */
 	int io_timeout_ms;		/* silence after which the source is dead */
 	struct guest_memory *premade;	/* RAM preallocated for exactly this size */
+	/*
+	 * Post-copy starts the guest before the last page is in: this starts
+	 * it (control socket, vCPUs).  Returns 0 or -errno.
+	 */
+	int (*start_guest)(void *opaque);
+	void *start_opaque;
 };
 
 struct mig_incoming {
@@ -33,6 +40,10 @@ struct mig_incoming {
 	struct mig_digest digest;	/* with verify */
 	uint8_t *buf;			/* one section's payload */
 	unsigned long *written;		/* pages that received data (bit per page) */
+	unsigned long *known;		/* pages whose content is here (zero or data) */
+	struct pc_dest pc;		/* post-copy, once POSTCOPY_RUN arrived */
+	bool guest_started;		/* post-copy: the guest already runs here */
+	bool state_applied;
 	unsigned long *populated;	/* 2 MiB chunks already allocated */
 	uint64_t pages, zero_pages, raw_pages;
 	uint32_t pass;
@@ -47,6 +58,12 @@ struct mig_incoming {
  */
 int mig_incoming_receive(struct mig_incoming *inc, const struct mig_incoming_opts *opts,
 			 struct machine *m) __attribute__((warn_unused_result));
+
+/*
+ * Receive a whole migration into *m.  With post-copy the guest is started
+ * (opts->start_guest) in the middle; inc->guest_started says so, and a
+ * failure after that point has lost the VM: the caller must stop it.
+ */
 
 /* Tell the source how it ended (status 0: the guest runs here) and close. */
 void mig_incoming_reply(struct mig_incoming *inc, int status, const char *msg);

@@ -31,7 +31,7 @@ bool migration_running(struct migration *mig)
 	pthread_mutex_lock(&mig->lock);
 	enum mig_status s = mig->stats.status;
 	pthread_mutex_unlock(&mig->lock);
-	return s >= MIG_STATUS_SETUP && s <= MIG_STATUS_DEVICE;
+	return s >= MIG_STATUS_SETUP && s <= MIG_STATUS_POSTCOPY;
 }
 
 int migration_start(struct migration *mig, const struct mig_params *p, mig_event_fn *fn,
@@ -89,6 +89,19 @@ int migration_set_limits(struct migration *mig, const uint64_t *bandwidth,
 		if (downtime_ns)
 			mig->p.downtime_ns = *downtime_ns;
 		mig->limits_changed = true;
+		err = 0;
+	}
+	pthread_mutex_unlock(&mig->lock);
+	return err;
+}
+
+int migration_start_postcopy(struct migration *mig)
+{
+	int err = -ESRCH;
+
+	pthread_mutex_lock(&mig->lock);
+	if (mig->stats.status >= MIG_STATUS_SETUP && mig->stats.status <= MIG_STATUS_ACTIVE) {
+		mig->postcopy_requested = true;
 		err = 0;
 	}
 	pthread_mutex_unlock(&mig->lock);

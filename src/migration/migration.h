@@ -20,6 +20,13 @@
 enum mig_on_timeout {
 	MIG_ON_TIMEOUT_CANCEL,	/* give up; the source runs on */
 	MIG_ON_TIMEOUT_FORCE,	/* stop-and-copy now, whatever the downtime */
+	MIG_ON_TIMEOUT_POSTCOPY,	/* switch to post-copy now */
+};
+
+enum mig_mode {
+	MIG_MODE_PRECOPY,	/* passes, then stop-and-copy */
+	MIG_MODE_POSTCOPY,	/* state first, the guest runs there, pages follow */
+	MIG_MODE_HYBRID,	/* pre-copy passes, then post-copy */
 };
 
 struct mig_params {
@@ -29,6 +36,9 @@ struct mig_params {
 	uint32_t max_iterations;	/* force switchover after this many passes; 0 = no limit */
 	uint64_t timeout_ns;		/* 0 = none */
 	enum mig_on_timeout on_timeout;
+	enum mig_mode mode;
+	uint32_t postcopy_after;	/* hybrid: switch after this many passes (default 1) */
+	uint32_t prepage;		/* post-copy: neighbours pushed after a fault (0: none) */
 	bool auto_converge;
 	bool verify;
 	bool keep_source;		/* stay paused after success instead of exiting */
@@ -49,6 +59,7 @@ struct migration {
 	pthread_mutex_t lock;		/* guards stats, cancel and the limits below */
 	struct mig_stats stats;
 	bool cancel;
+	bool postcopy_requested;	/* migrate-start-postcopy */
 	bool limits_changed;		/* p.bandwidth / p.downtime_ns were set anew */
 
 	/* Owned by the migration thread while it runs. */
@@ -62,6 +73,9 @@ struct migration {
 	uint64_t last_sync_ns;
 	uint64_t pass_start_ns, pass_start_bytes;	/* for the live throughput */
 	bool forced;			/* switch over at the next chance */
+	bool to_postcopy;		/* ... and to post-copy */
+	bool switch_pass;		/* post-copy asked for: end this pass now */
+	bool no_return;			/* post-copy began: the source may never resume */
 };
 
 void migration_init(struct migration *mig, struct machine *m);
@@ -82,11 +96,30 @@ int migration_cancel(struct migration *mig);
  */
 int migration_set_limits(struct migration *mig, const uint64_t *bandwidth,
 			 const uint64_t *downtime_ns);
+/* Switch a running pre-copy to post-copy at the next chance.  0 or -ESRCH. */
+int migration_start_postcopy(struct migration *mig);
 /* A snapshot of the statistics as JSON (query-migrate). */
 json_object *migration_query(struct migration *mig);
 bool migration_running(struct migration *mig);
 
 /* precopy.c: the migration thread. */
 void *precopy_thread(void *arg);
+
+/* precopy.c, for postcopy.c. */
+int precopy_fail(struct migration *mig, int err, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+int precopy_stream_fail(struct migration *mig, int err);
+void precopy_phase(struct migration *mig, enum mig_phase ph, uint64_t *t);
+int precopy_send_state(struct migration *mig);
+void precopy_send_digest(struct migration *mig);
+int precopy_read_reply(struct migration *mig, uint8_t want);
+
+/*
+ * postcopy.c: from a live pre-copy (or none) to post-copy: pause, send the
+ * state, let the destination run the guest, then every page still owed,
+ * the faulted ones first.  Returns 0 or -errno (no_return tells whether
+ * the source may still resume).
+ */
+int postcopy_run(struct migration *mig, bool after_passes) __attribute__((warn_unused_result));
 
 #endif

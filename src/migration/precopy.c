@@ -30,10 +30,7 @@ static void precopy_set_status(struct migration *mig, enum mig_status s)
 	pthread_mutex_unlock(&mig->lock);
 }
 
-static int precopy_fail(struct migration *mig, int err, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-
-static int precopy_fail(struct migration *mig, int err, const char *fmt, ...)
+int precopy_fail(struct migration *mig, int err, const char *fmt, ...)
 {
 	va_list ap;
 
@@ -73,7 +70,7 @@ static int precopy_peer_reason(struct migration *mig, char *why, size_t len)
 }
 
 /* The stream's own reason, or the cancel, as the failure. */
-static int precopy_stream_fail(struct migration *mig, int err)
+int precopy_stream_fail(struct migration *mig, int err)
 {
 	char why[300];
 
@@ -89,7 +86,8 @@ static void precopy_send_config(struct migration *mig)
 	struct machine *m = mig->m;
 	struct mig_config cfg = {
 		.memory = m->vm.mem.size, .vcpus = m->vm.nr_vcpus, .page_size = GUEST_PAGE_SIZE,
-		.flags = mig->p.verify ? MIG_FLAG_VERIFY : 0,
+		/* Post-copy may be asked for at any time (migrate-start-postcopy). */
+		.flags = (mig->p.verify ? MIG_FLAG_VERIFY : 0) | MIG_FLAG_POSTCOPY,
 	};
 	struct vmstate_buf b;
 
@@ -104,7 +102,7 @@ static void precopy_send_config(struct migration *mig)
 }
 
 /* Read the destination's READY or RESULT.  0 when it said ok/ready. */
-static int precopy_read_reply(struct migration *mig, uint8_t want)
+int precopy_read_reply(struct migration *mig, uint8_t want)
 {
 	uint8_t buf[512], type;
 	uint32_t len;
@@ -156,6 +154,10 @@ static int precopy_setup(struct migration *mig)
 		return precopy_fail(mig, err, "cannot start dirty logging: %s", strerror(-err));
 	ratelimit_init(&mig->rl, mig->p.bandwidth, 0);
 	mig->s.rl = &mig->rl;
+	pthread_mutex_lock(&mig->lock);
+	mig->stats.mem_total = mig->m->vm.mem.size;
+	mig->stats.mem_remaining = mig->m->vm.mem.size;
+	pthread_mutex_unlock(&mig->lock);
 	return 0;
 }
 
@@ -176,8 +178,9 @@ static int precopy_check_timeout(struct migration *mig, uint64_t now)
 {
 	if (!mig->p.timeout_ns || now - mig->stats.start_ns < mig->p.timeout_ns)
 		return 0;
-	if (mig->p.on_timeout == MIG_ON_TIMEOUT_FORCE) {
+	if (mig->p.on_timeout != MIG_ON_TIMEOUT_CANCEL) {
 		mig->forced = true;
+		mig->to_postcopy = mig->p.on_timeout == MIG_ON_TIMEOUT_POSTCOPY;
 		return 0;
 	}
 	return precopy_fail(mig, -ETIMEDOUT, "timed out after %llu ms without converging",
@@ -239,19 +242,33 @@ static int precopy_decide(struct migration *mig, uint32_t pass, uint64_t pass_st
 		mig->forced = true;
 	pthread_mutex_lock(&mig->lock);
 	uint64_t limit = mig->p.downtime_ns;
+	bool asked = mig->postcopy_requested;
 	pthread_mutex_unlock(&mig->lock);
+	/* Hybrid: post-copy once the set number of passes is done. */
+	if (asked || (mig->p.mode == MIG_MODE_HYBRID && pass > mig->p.postcopy_after)) {
+		mig->to_postcopy = true;
+		return 1;
+	}
 	if (mig->forced || expect <= limit)
 		return 1;
 	precopy_throttle(mig, rate * GUEST_PAGE_SIZE, bw);
 	return 0;
 }
 
-/* Live passes until the rest fits the downtime (or we must stop). */
+/*
+ * Live passes until the rest fits the downtime (or we must stop, or go to
+ * post-copy: then mig->to_postcopy is set).
+ */
 static int precopy_live(struct migration *mig)
 {
 	uint32_t pass = 1;
 	int64_t dirty = (int64_t)(mig->m->vm.mem.size / GUEST_PAGE_SIZE);
 	int err;
+
+	if (mig->p.mode == MIG_MODE_POSTCOPY) {
+		mig->to_postcopy = true;	/* no pass: every page is owed */
+		return (int)ram_sync(mig) < 0 ? precopy_fail(mig, -EIO, "dirty log sync failed") : 0;
+	}
 
 	pthread_mutex_lock(&mig->lock);
 	mig->stats.status = MIG_STATUS_ACTIVE;
@@ -270,6 +287,12 @@ static int precopy_live(struct migration *mig)
 		mig->pass_start_bytes = bytes0;
 		precopy_send_pass(mig, pass, (uint64_t)dirty, false);
 		err = ram_send_dirty(mig, pass > 1);
+		if (err == -EAGAIN) {
+			/* migrate-start-postcopy mid-pass: the rest of it is owed. */
+			mig->to_postcopy = true;
+			err = ram_flush(mig);
+			return err ? precopy_stream_fail(mig, err) : 0;
+		}
 		if (!err)
 			err = mig_stream_flush(&mig->s);
 		if (err)
@@ -281,7 +304,7 @@ static int precopy_live(struct migration *mig)
 	}
 }
 
-static void precopy_phase(struct migration *mig, enum mig_phase ph, uint64_t *t)
+void precopy_phase(struct migration *mig, enum mig_phase ph, uint64_t *t)
 {
 	uint64_t now = vm_now_ns();
 
@@ -291,7 +314,7 @@ static void precopy_phase(struct migration *mig, enum mig_phase ph, uint64_t *t)
 	*t = now;
 }
 
-static int precopy_send_state(struct migration *mig)
+int precopy_send_state(struct migration *mig)
 {
 	struct vmstate_buf b;
 	int err;
@@ -314,7 +337,7 @@ static int precopy_send_state(struct migration *mig)
 	return 0;
 }
 
-static void precopy_send_digest(struct migration *mig)
+void precopy_send_digest(struct migration *mig)
 {
 	uint64_t total = mig_digest_total(&mig->digest);
 	uint8_t p[16];
@@ -413,15 +436,23 @@ static void precopy_finish(struct migration *mig, int err)
 
 	pthread_mutex_lock(&mig->lock);
 	mig->stats.end_ns = vm_now_ns();
+	if (mig->stats.postcopy && mig->stats.end_ns > mig->stats.start_ns)
+		mig->stats.throughput = mig->s.bytes_out * 1000000000ULL /
+					(mig->stats.end_ns - mig->stats.start_ns);
 	mig->stats.throttle_pct = 0;
 	mig->stats.status = !err ? MIG_STATUS_COMPLETED
 			  : err == -ECANCELED ? MIG_STATUS_CANCELLED : MIG_STATUS_FAILED;
+	mig->stats.lost = err && mig->no_return;
 	json_object *ev = json_object_new_object();
 	json_object_object_add(ev, "event", json_object_new_string("MIGRATION"));
 	json_object_object_add(ev, "data", mig_stats_to_json(&mig->stats, mig->stats.end_ns));
 	pthread_mutex_unlock(&mig->lock);
 
-	if (err) {
+	if (err && mig->no_return) {
+		pr_err("post-copy to %s failed: %s; the guest was already running there and "
+		       "neither side holds all of its memory: the VM is lost", mig->p.uri,
+		       mig->stats.error);
+	} else if (err) {
 		pr_err("migration to %s failed: %s; the guest runs on here", mig->p.uri,
 		       mig->stats.error);
 		if (vm_get_state(vm) == VM_STATE_PAUSED && vm_resume(vm))
@@ -435,6 +466,8 @@ static void precopy_finish(struct migration *mig, int err)
 	/* The guest lives on at the destination: this copy must never run again. */
 	if (!err && !mig->p.keep_source)
 		vm_request_stop(vm, VM_STOP_MIGRATED, 0);
+	else if (err && mig->no_return)
+		vm_request_stop(vm, VM_STOP_LOST, 0);
 }
 
 void *precopy_thread(void *arg)
@@ -449,10 +482,18 @@ void *precopy_thread(void *arg)
 	pthread_mutex_unlock(&mig->lock);
 	if (!err)
 		err = precopy_live(mig);
-	if (!err)
-		err = precopy_sync(mig);
-	if (!err)
-		err = precopy_switchover(mig);
+	if (!err && mig->to_postcopy) {
+		/* SYNC only inside a pass: pure post-copy has none. */
+		if (mig->p.mode != MIG_MODE_POSTCOPY)
+			err = precopy_sync(mig);
+		if (!err)
+			err = postcopy_run(mig, mig->p.mode != MIG_MODE_POSTCOPY);
+	} else {
+		if (!err)
+			err = precopy_sync(mig);
+		if (!err)
+			err = precopy_switchover(mig);
+	}
 	precopy_finish(mig, err);
 	return NULL;
 }

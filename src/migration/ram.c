@@ -176,6 +176,7 @@ static bool ram_cancelled(struct migration *mig)
 		return false;	/* the stream error ends the pass */
 	pthread_mutex_lock(&mig->lock);
 	bool c = mig->cancel;
+	mig->switch_pass = !c && mig->postcopy_requested && mig->stats.status == MIG_STATUS_ACTIVE;
 	if (mig->limits_changed && mig->stats.status == MIG_STATUS_ACTIVE)
 		ratelimit_set_rate(&mig->rl, mig->p.bandwidth);
 	mig->limits_changed = false;
@@ -216,6 +217,8 @@ static int ram_send_region(struct migration *mig, unsigned r, bool resend)
 		}
 		if (ram_cancelled(mig))
 			return -ECANCELED;
+		if (mig->switch_pass)
+			return -EAGAIN;		/* to post-copy: the rest is owed */
 		if (mig_stream_error(&mig->s))
 			return mig_stream_error(&mig->s);
 	}
@@ -231,4 +234,42 @@ int ram_send_dirty(struct migration *mig, bool resend)
 	}
 	ram_flush_batch(mig);
 	return mig_stream_error(&mig->s);
+}
+
+bool ram_locate(const struct guest_memory *mem, uint64_t index, unsigned *r, uint64_t *page)
+{
+	for (unsigned i = 0; i < mem->nr_regions; i++) {
+		uint64_t first = mem->regions[i].offset / GUEST_PAGE_SIZE;
+		uint64_t n = mem->regions[i].size / GUEST_PAGE_SIZE;
+		if (index >= first && index - first < n) {
+			*r = i;
+			*page = index - first;
+			return true;
+		}
+	}
+	return false;
+}
+
+bool ram_queue_index(struct migration *mig, uint64_t index)
+{
+	struct guest_memory *mem = &mig->m->vm.mem;
+	uint64_t page;
+	unsigned r;
+
+	if (!ram_locate(mem, index, &r, &page))
+		return false;
+	unsigned long *w = &mig->bitmap[r][page / DIRTY_BITS_PER_LONG];
+	unsigned long bit = 1UL << (page % DIRTY_BITS_PER_LONG);
+	if (!(*w & bit))
+		return false;
+	*w &= ~bit;
+	ram_queue_page(mig, mem->regions[r].gpa + page * GUEST_PAGE_SIZE,
+		       mem->host + index * GUEST_PAGE_SIZE, index, false, false);
+	return true;
+}
+
+int ram_flush(struct migration *mig)
+{
+	ram_flush_batch(mig);
+	return mig_stream_flush(&mig->s);
 }

@@ -24,4 +24,16 @@ int64_t ram_sync(struct migration *mig) __attribute__((warn_unused_result));
  */
 int ram_send_dirty(struct migration *mig, bool resend) __attribute__((warn_unused_result));
 
+/* Page index (over all RAM) -> region and page within it; false if outside RAM. */
+bool ram_locate(const struct guest_memory *mem, uint64_t index, unsigned *r, uint64_t *page);
+
+/*
+ * Post-copy: queue page `index` if its bit is still set (clearing it, so no
+ * page goes twice).  The vCPUs are paused: memory no longer changes.
+ * Returns true if queued.
+ */
+bool ram_queue_index(struct migration *mig, uint64_t index);
+/* Send the queued batch now.  Returns the stream's error. */
+int ram_flush(struct migration *mig) __attribute__((warn_unused_result));
+
 #endif

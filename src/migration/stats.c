@@ -8,6 +8,7 @@ static const char *const mig_status_names[] = {
 	[MIG_STATUS_SETUP] = "setup",
 	[MIG_STATUS_ACTIVE] = "active",
 	[MIG_STATUS_DEVICE] = "device",
+	[MIG_STATUS_POSTCOPY] = "postcopy-active",
 	[MIG_STATUS_COMPLETED] = "completed",
 	[MIG_STATUS_FAILED] = "failed",
 	[MIG_STATUS_CANCELLED] = "cancelled",
@@ -34,6 +35,28 @@ static void mig_json_u64(json_object *o, const char *key, uint64_t v)
 static double mig_ms(uint64_t ns)
 {
 	return (double)ns / 1e6;
+}
+
+static json_object *mig_postcopy_json(const struct mig_stats *st, uint64_t end)
+{
+	json_object *o = json_object_new_object();
+
+	mig_json_u64(o, "pages-owed", st->pc_pages_owed);
+	mig_json_u64(o, "requests", st->pc_requests);
+	mig_json_u64(o, "pages-requested", st->pc_pages_requested);
+	mig_json_u64(o, "pages-pushed", st->pc_pages_pushed);
+	mig_json_u64(o, "faults", st->pc_faults);
+	mig_json_u64(o, "faults-resolved-locally", st->pc_zero_local);
+	mig_json_u64(o, "fault-latency-p50-us", st->pc_latency_p50_us);
+	mig_json_u64(o, "fault-latency-p99-us", st->pc_latency_p99_us);
+	json_object_object_add(o, "vcpu-blocked-ms",
+			       json_object_new_double((double)st->pc_blocked_us / 1000.0));
+	json_object_object_add(o, "last-page-ms",
+			       json_object_new_double((double)st->pc_last_page_us / 1000.0));
+	if (st->pc_start_ns)
+		json_object_object_add(o, "postcopy-time-ms",
+				       json_object_new_double(mig_ms(end - st->pc_start_ns)));
+	return o;
 }
 
 json_object *mig_stats_to_json(const struct mig_stats *st, uint64_t now_ns)
@@ -73,6 +96,10 @@ json_object *mig_stats_to_json(const struct mig_stats *st, uint64_t now_ns)
 	json_object_object_add(o, "downtime-phases-ms", ph);
 	mig_json_u64(o, "throttle-percentage", st->throttle_pct);
 	json_object_object_add(o, "verify", json_object_new_boolean(st->verify));
+	if (st->postcopy)
+		json_object_object_add(o, "postcopy", mig_postcopy_json(st, end));
+	if (st->lost)
+		json_object_object_add(o, "vm-lost", json_object_new_boolean(1));
 	if (st->verify && st->status == MIG_STATUS_COMPLETED) {
 		char hex[24];
 		snprintf(hex, sizeof(hex), "%016llx", (unsigned long long)st->digest);

@@ -13,6 +13,7 @@ enum mig_status {
 	MIG_STATUS_SETUP,	/* connecting, handshake */
 	MIG_STATUS_ACTIVE,	/* live pre-copy passes */
 	MIG_STATUS_DEVICE,	/* vCPUs paused: final pages and state */
+	MIG_STATUS_POSTCOPY,	/* the guest runs at the destination; pages follow */
 	MIG_STATUS_COMPLETED,
 	MIG_STATUS_FAILED,
 	MIG_STATUS_CANCELLED,
@@ -50,6 +51,20 @@ struct mig_stats {
 	uint64_t phase_ns[MIG_PHASE_COUNT];
 	uint32_t throttle_pct;
 	uint64_t digest;		/* with verify: RAM digest both sides agreed on */
+
+	/* Post-copy (pc_*): the source's counts and the destination's view. */
+	int postcopy;
+	int lost;			/* failed after post-copy began: the VM is gone */
+	uint64_t pc_start_ns;		/* the guest started at the destination */
+	uint64_t pc_pages_owed;		/* pages still to send at the switch */
+	uint64_t pc_requests;		/* page requests served */
+	uint64_t pc_pages_requested;	/* pages sent for requests (with prepaging) */
+	uint64_t pc_pages_pushed;	/* pages sent by the background push */
+	uint64_t pc_faults;		/* faults the destination saw */
+	uint64_t pc_zero_local;		/* faults it resolved itself (known zero) */
+	uint64_t pc_latency_p50_us, pc_latency_p99_us;	/* fault to page placed */
+	uint64_t pc_blocked_us;		/* vCPU time spent waiting for pages */
+	uint64_t pc_last_page_us;	/* from guest start to the last page */
 	int verify;
 };
 

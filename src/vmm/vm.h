@@ -41,6 +41,7 @@ enum vm_stop_reason {
 	VM_STOP_REQUESTED,	/* quit command or signal */
 	VM_STOP_GUEST_CRASH,	/* triple fault, failed entry, emulation error */
 	VM_STOP_MIGRATED,	/* the guest now runs elsewhere */
+	VM_STOP_LOST,		/* the guest could not survive (its memory is gone) */
 };
 
 struct vm_config {

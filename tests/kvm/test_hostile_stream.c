@@ -720,7 +720,7 @@ static void b_bad_checksum_config(struct vmstate_buf *b, size_t *len)
 	*len = b->len;
 }
 static void b_unknown_type(struct vmstate_buf *b, size_t *len)
-{ t_to_final(b); t_sec(b, 9, "x", 1); *len = b->len; }
+{ t_to_final(b); t_sec(b, 15, "x", 1); *len = b->len; }
 static void b_type0(struct vmstate_buf *b, size_t *len)
 { t_header(b, MIG_MAGIC, MIG_VERSION); t_sec(b, 0, NULL, 0); *len = b->len; }
 static void b_ready_to_dest(struct vmstate_buf *b, size_t *len)
@@ -1012,7 +1012,7 @@ static const struct t_case t_cases[] = {
 	BAD("page_byte_flipped", b_flipped_page_byte, "checksum mismatch", true),
 	BAD("section_len_off_by_one", b_flipped_len, "RAM batch is 4107 bytes", true),
 	BAD("config_checksum", b_bad_checksum_config, "checksum mismatch", false),
-	BAD("unknown_type_9", b_unknown_type, "unknown section type 9", true),
+	BAD("unknown_type_15", b_unknown_type, "unknown section type 15", true),
 	BAD("unknown_type_0", b_type0, "unknown section type 0", false),
 	BAD("ready_sent_to_dest", b_ready_to_dest, "unknown section type 16", true),
 	BAD("pass_before_config", b_pass_first, "section type 3 out of order (expected CONFIG)", false),

@@ -1,0 +1,291 @@
+/*
+ * Post-copy on the source (docs/postcopy.md): pause the guest, tell the
+ * destination which pages it still lacks, send the CPU and device state,
+ * and once the guest runs there serve its page faults first — with the
+ * pages around each fault ("bubbling", Hines & Gopalan) — and push the
+ * rest in address order.  Each page crosses the wire at most once.  From
+ * POSTCOPY_RUN on, the source never resumes: neither side alone holds the
+ * whole guest.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include "migration/format.h"
+#include "migration/migration.h"
+#include "migration/ram.h"
+#include "migration/section.h"
+#include "util/log.h"
+#include "vmm/dirty.h"
+
+#define PC_PUSH_BATCH 64		/* background pages between request checks */
+#define PC_SNDBUF (256 * 1024)		/* little queued in front of an urgent page */
+
+/* One DISCARD section per MIG_DISCARD_MAX_PAGES pages of the to-send bitmap. */
+static void postcopy_send_discards(struct migration *mig)
+{
+	struct guest_memory *mem = &mig->m->vm.mem;
+
+	for (unsigned r = 0; r < mem->nr_regions; r++) {
+		uint64_t pages = mem->regions[r].size / GUEST_PAGE_SIZE;
+		uint64_t base = mem->regions[r].offset / GUEST_PAGE_SIZE;
+		for (uint64_t first = 0; first < pages; first += MIG_DISCARD_MAX_PAGES) {
+			uint32_t n = (uint32_t)(pages - first < MIG_DISCARD_MAX_PAGES ?
+						pages - first : MIG_DISCARD_MAX_PAGES);
+			uint32_t words = (n + 63) / 64;
+			struct mig_section_writer w;
+			if (mig_section_begin(&w, &mig->s, MIG_SEC_DISCARD, 12 + 8 * words)) {
+				mig_stream_fail(&mig->s, -ENOMEM, "out of memory");
+				return;
+			}
+			mig_section_put_u64(&w, base + first);
+			mig_section_put_u32(&w, n);
+			for (uint32_t i = 0; i < words; i++)
+				mig_section_put_u64(&w, mig->bitmap[r][first / 64 + i]);
+			mig_section_end(&w);
+		}
+	}
+}
+
+static uint64_t postcopy_count(struct migration *mig)
+{
+	struct guest_memory *mem = &mig->m->vm.mem;
+	uint64_t n = 0;
+
+	for (unsigned r = 0; r < mem->nr_regions; r++)
+		for (uint64_t i = 0; i < dirty_bitmap_longs(mem->regions[r].size / GUEST_PAGE_SIZE); i++)
+			n += (uint64_t)__builtin_popcountl(mig->bitmap[r][i]);
+	return n;
+}
+
+static int postcopy_serve_request(struct migration *mig, const uint8_t *buf, uint32_t len);
+
+/*
+ * Wait for RUNNING.  The guest may fault before the destination's main
+ * thread says it runs, so page requests can come first: serve them.
+ */
+static int postcopy_wait_running(struct migration *mig)
+{
+	for (;;) {
+		uint8_t buf[512], type;
+		uint32_t len;
+		int err = mig_section_read(&mig->s, buf, sizeof(buf), &type, &len);
+		if (err)
+			return precopy_stream_fail(mig, err);
+		if (type == MIG_SEC_RUNNING)
+			return 0;
+		if (type == MIG_SEC_PAGE_REQ) {
+			err = postcopy_serve_request(mig, buf, len);
+			if (err)
+				return err;
+			continue;
+		}
+		if (type == MIG_SEC_RESULT && len >= 6) {
+			uint16_t n = (uint16_t)(buf[4] | buf[5] << 8);
+			return precopy_fail(mig, -EPROTO, "destination: %.*s",
+					    (int)(n < len - 6 ? n : len - 6), buf + 6);
+		}
+		return precopy_fail(mig, -EPROTO, "destination answered with section %u", type);
+	}
+}
+
+/* Pause, say what is missing, send the state, wait until the guest runs there. */
+static int postcopy_switch(struct migration *mig, bool after_passes)
+{
+	uint64_t t0 = vm_now_ns(), t = t0;
+	int err;
+
+	pthread_mutex_lock(&mig->lock);
+	mig->stats.status = MIG_STATUS_DEVICE;
+	mig->stats.postcopy = 1;
+	pthread_mutex_unlock(&mig->lock);
+	ratelimit_set_rate(&mig->rl, 0);	/* the guest waits on these pages now */
+	err = vm_pause(&mig->m->vm);
+	if (err)
+		return precopy_fail(mig, err, "the VM stopped during migration");
+	precopy_phase(mig, MIG_PHASE_PAUSE, &t);
+	/* OR into the bitmap: pages of an unfinished pass are still owed. */
+	if (ram_sync(mig) < 0)
+		return precopy_fail(mig, -EIO, "final dirty sync failed");
+	vm_dirty_log_stop(&mig->m->vm);		/* paused from now on: nothing changes */
+	precopy_phase(mig, MIG_PHASE_FINAL_SYNC, &t);
+	uint64_t owed = postcopy_count(mig);
+	pthread_mutex_lock(&mig->lock);
+	mig->stats.mem_remaining = owed * GUEST_PAGE_SIZE;
+	mig->stats.pc_pages_owed = owed;
+	pthread_mutex_unlock(&mig->lock);
+	postcopy_send_discards(mig);
+	precopy_phase(mig, MIG_PHASE_FINAL_PAGES, &t);
+	err = precopy_send_state(mig);
+	if (err)
+		return err;
+	mig_section_write(&mig->s, MIG_SEC_POSTCOPY_RUN, NULL, 0);
+	err = mig_stream_flush(&mig->s);
+	/* Once RUN may have left, two running copies are possible: never resume. */
+	mig->no_return = true;
+	if (err)
+		return precopy_stream_fail(mig, err);
+	precopy_phase(mig, MIG_PHASE_DEVICE_STATE, &t);
+	err = postcopy_wait_running(mig);
+	precopy_phase(mig, MIG_PHASE_RESUME, &t);
+	pthread_mutex_lock(&mig->lock);
+	mig->stats.downtime_ns = t - t0;
+	mig->stats.status = MIG_STATUS_POSTCOPY;
+	mig->stats.pc_start_ns = t;
+	pthread_mutex_unlock(&mig->lock);
+	(void)after_passes;
+	return err;
+}
+
+/* A fault at index: send it, then its neighbours outward (bubbling). */
+static uint32_t postcopy_serve(struct migration *mig, uint64_t index)
+{
+	uint32_t sent = ram_queue_index(mig, index);
+
+	for (uint64_t k = 1; k <= mig->p.prepage; k++) {
+		sent += ram_queue_index(mig, index + k);
+		if (index >= k)
+			sent += ram_queue_index(mig, index - k);
+	}
+	return sent;
+}
+
+/* Read every page request waiting on the return path.  <0 on error. */
+static int postcopy_requests(struct migration *mig)
+{
+	for (;;) {
+		struct pollfd p = { .fd = mig->s.fd, .events = POLLIN };
+		if (mig->s.rpos == mig->s.rlen && poll(&p, 1, 0) <= 0)
+			return 0;
+		uint8_t buf[64], type;
+		uint32_t len;
+		int err = mig_section_read(&mig->s, buf, sizeof(buf), &type, &len);
+		if (err)
+			return precopy_stream_fail(mig, err);
+		if (type == MIG_SEC_RESULT) {
+			/* A refusal: let the reply reader report it. */
+			return precopy_fail(mig, -EPROTO, "destination gave up during post-copy");
+		}
+		if (type != MIG_SEC_PAGE_REQ)
+			return precopy_fail(mig, -EPROTO, "destination sent section %u in post-copy", type);
+		err = postcopy_serve_request(mig, buf, len);
+		if (err)
+			return err;
+	}
+}
+
+/* One PAGE_REQ: the page, its neighbours, sent at once. */
+static int postcopy_serve_request(struct migration *mig, const uint8_t *buf, uint32_t len)
+{
+	struct guest_memory *mem = &mig->m->vm.mem;
+	uint64_t gpa = 0;
+
+	if (len != 8)
+		return precopy_fail(mig, -EPROTO, "malformed page request");
+	for (int i = 7; i >= 0; i--)
+		gpa = gpa << 8 | buf[i];
+	if (gpa % GUEST_PAGE_SIZE || !guest_memory_ptr(mem, gpa, GUEST_PAGE_SIZE))
+		return precopy_fail(mig, -EPROTO, "destination asked for page 0x%llx, not RAM",
+				    (unsigned long long)gpa);
+	uint32_t sent = postcopy_serve(mig, mig_digest_index(mem, gpa));
+	int err = ram_flush(mig);
+	if (err)
+		return precopy_stream_fail(mig, err);
+	pthread_mutex_lock(&mig->lock);
+	mig->stats.pc_requests++;
+	mig->stats.pc_pages_requested += sent;
+	pthread_mutex_unlock(&mig->lock);
+	return 0;
+}
+
+/* Serve faults first, push the rest in address order, until none is owed. */
+static int postcopy_push(struct migration *mig)
+{
+	uint64_t cursor = 0, total = mig->m->vm.mem.size / GUEST_PAGE_SIZE;
+	int buf = PC_SNDBUF, err;
+
+	setsockopt(mig->s.fd, SOL_SOCKET, SO_SNDBUF, &buf, sizeof(buf));
+	while (cursor < total) {
+		err = postcopy_requests(mig);
+		if (err)
+			return err;
+		uint32_t pushed = 0;
+		while (cursor < total && pushed < PC_PUSH_BATCH)
+			pushed += ram_queue_index(mig, cursor++);
+		err = ram_flush(mig);
+		if (err)
+			return precopy_stream_fail(mig, err);
+		pthread_mutex_lock(&mig->lock);
+		mig->stats.pc_pages_pushed += pushed;
+		pthread_mutex_unlock(&mig->lock);
+	}
+	return 0;
+}
+
+/* The destination's view: fault latency, time blocked, last page. */
+static void postcopy_read_dest_stats(struct migration *mig, const uint8_t *p, uint32_t len)
+{
+	struct mig_cursor c;
+
+	mig_cursor_init(&c, p, len);
+	uint64_t v[8];
+	for (int i = 0; i < 8; i++)
+		v[i] = mig_cursor_u64(&c);
+	if (c.bad)
+		return;
+	pthread_mutex_lock(&mig->lock);
+	mig->stats.pc_faults = v[0];
+	mig->stats.pc_zero_local = v[2];
+	mig->stats.pc_latency_p50_us = v[4];
+	mig->stats.pc_latency_p99_us = v[5];
+	mig->stats.pc_blocked_us = v[6];
+	mig->stats.pc_last_page_us = v[7];
+	pthread_mutex_unlock(&mig->lock);
+}
+
+static int postcopy_finish(struct migration *mig)
+{
+	uint8_t buf[128], type;
+	uint32_t len;
+	int err;
+
+	if (mig->p.verify)
+		precopy_send_digest(mig);
+	mig_section_write(&mig->s, MIG_SEC_POSTCOPY_DONE, NULL, 0);
+	err = mig_stream_flush(&mig->s);
+	if (err)
+		return precopy_stream_fail(mig, err);
+	/* Late requests may still be in flight; they are for pages already sent. */
+	for (;;) {
+		err = mig_section_read(&mig->s, buf, sizeof(buf), &type, &len);
+		if (err)
+			return precopy_stream_fail(mig, err);
+		if (type == MIG_SEC_PC_STATS)
+			postcopy_read_dest_stats(mig, buf, len);
+		else if (type != MIG_SEC_PAGE_REQ)
+			break;
+	}
+	if (type != MIG_SEC_RESULT || len < 6)
+		return precopy_fail(mig, -EPROTO, "destination answered with section %u", type);
+	int32_t status = (int32_t)(buf[0] | buf[1] << 8 | buf[2] << 16 | (uint32_t)buf[3] << 24);
+	uint16_t n = (uint16_t)(buf[4] | buf[5] << 8);
+	if (status)
+		return precopy_fail(mig, status, "destination: %.*s", (int)(n < len - 6 ? n : len - 6),
+				    buf + 6);
+	return 0;
+}
+
+int postcopy_run(struct migration *mig, bool after_passes)
+{
+	int err = postcopy_switch(mig, after_passes);
+
+	if (!err)
+		err = postcopy_push(mig);
+	if (!err)
+		err = postcopy_finish(mig);
+	pthread_mutex_lock(&mig->lock);
+	mig->stats.wire_bytes = mig->s.bytes_out;
+	pthread_mutex_unlock(&mig->lock);
+	return err;
+}

@@ -1,0 +1,306 @@
+#include "migration/postcopy_dest.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/userfaultfd.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "migration/digest.h"
+#include "migration/format.h"
+#include "migration/section.h"
+#include "util/log.h"
+
+static bool pc_test(const unsigned long *bm, uint64_t i)
+{
+	return bm[i / 64] & (1UL << (i % 64));
+}
+
+static void pc_set(unsigned long *bm, uint64_t i)
+{
+	bm[i / 64] |= 1UL << (i % 64);
+}
+
+int pc_dest_reply(struct pc_dest *pc, uint8_t type, const void *payload, uint32_t len)
+{
+	pthread_mutex_lock(&pc->lock);
+	mig_section_write(pc->s, type, payload, len);
+	int err = mig_stream_flush(pc->s);
+	pthread_mutex_unlock(&pc->lock);
+	return err;
+}
+
+/* Drop every page whose content we do not hold, so touching it faults. */
+static int pc_punch_unknown(struct pc_dest *pc)
+{
+	struct guest_memory *mem = &pc->m->vm.mem;
+
+	for (uint64_t i = 0; i < pc->pages;) {
+		if (pc_test(pc->known, i)) {
+			i++;
+			continue;
+		}
+		uint64_t j = i;
+		while (j < pc->pages && !pc_test(pc->known, j))
+			j++;
+		if (fallocate(mem->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+			      (off_t)(i * GUEST_PAGE_SIZE), (off_t)((j - i) * GUEST_PAGE_SIZE)) < 0)
+			return -errno;
+		pc->missing += j - i;
+		i = j;
+	}
+	return 0;
+}
+
+static int pc_register(struct pc_dest *pc)
+{
+	struct guest_memory *mem = &pc->m->vm.mem;
+	struct uffdio_api api = { .api = UFFD_API, .features = UFFD_FEATURE_MISSING_SHMEM };
+
+	pc->uffd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+	if (pc->uffd < 0)
+		return -errno;
+	if (ioctl(pc->uffd, UFFDIO_API, &api) < 0)
+		return -errno;
+	for (unsigned r = 0; r < mem->nr_regions; r++) {
+		struct uffdio_register reg = {
+			.range = { .start = (uintptr_t)(mem->host + mem->regions[r].offset),
+				   .len = mem->regions[r].size },
+			.mode = UFFDIO_REGISTER_MODE_MISSING,
+		};
+		if (ioctl(pc->uffd, UFFDIO_REGISTER, &reg) < 0)
+			return -errno;
+	}
+	return 0;
+}
+
+static unsigned pc_bucket(uint64_t ns)
+{
+	uint64_t us = ns / 1000;
+	unsigned b = 0;
+
+	while (us > 1 && b < PC_LATENCY_BUCKETS - 1) {
+		us >>= 1;
+		b++;
+	}
+	return b;
+}
+
+double pc_dest_latency_us(const struct pc_dest *pc, double pct)
+{
+	uint64_t total = 0, seen = 0;
+
+	for (unsigned b = 0; b < PC_LATENCY_BUCKETS; b++)
+		total += pc->latency_hist[b];
+	if (!total)
+		return 0;
+	for (unsigned b = 0; b < PC_LATENCY_BUCKETS; b++) {
+		seen += pc->latency_hist[b];
+		if ((double)seen >= (double)total * pct / 100.0)
+			return (double)(1ULL << b);	/* upper bound of the bucket */
+	}
+	return (double)(1ULL << (PC_LATENCY_BUCKETS - 1));
+}
+
+/* Caller holds the lock. */
+static void pc_note_placed(struct pc_dest *pc, uint64_t index)
+{
+	uint64_t now = vm_now_ns();
+
+	pc_set(pc->known, index);
+	pc->missing--;
+	pc->placed++;
+	pc->last_page_ns = now;
+	if (pc->fault_ns[index]) {
+		uint64_t lat = now - pc->fault_ns[index];
+		pc->latency_hist[pc_bucket(lat)]++;
+		pc->blocked_ns += lat;
+		pc->fault_ns[index] = 0;
+	}
+}
+
+/* Resolve locally a fault on a page known to be zero (a hole we never filled). */
+static int pc_zero(struct pc_dest *pc, uint64_t index)
+{
+	struct uffdio_zeropage z = {
+		.range = { .start = (uintptr_t)(pc->m->vm.mem.host + index * GUEST_PAGE_SIZE),
+			   .len = GUEST_PAGE_SIZE },
+	};
+
+	if (ioctl(pc->uffd, UFFDIO_ZEROPAGE, &z) < 0 && errno != EEXIST)
+		return -errno;
+	return 0;
+}
+
+static void pc_wake(struct pc_dest *pc, uint64_t index)
+{
+	struct uffdio_range r = {
+		.start = (uintptr_t)(pc->m->vm.mem.host + index * GUEST_PAGE_SIZE),
+		.len = GUEST_PAGE_SIZE,
+	};
+
+	ioctl(pc->uffd, UFFDIO_WAKE, &r);
+}
+
+static void pc_handle_fault(struct pc_dest *pc, uint64_t addr)
+{
+	struct guest_memory *mem = &pc->m->vm.mem;
+	uint64_t off = (addr & ~(GUEST_PAGE_SIZE - 1)) - (uintptr_t)mem->host;
+	uint64_t index = off / GUEST_PAGE_SIZE;
+	bool ask = false;
+
+	if (off >= mem->size)
+		return;
+	pthread_mutex_lock(&pc->lock);
+	pc->faults++;
+	if (pc_test(pc->known, index) && !pc_test(pc->written, index)) {
+		/* Zero, and never filled here: no need to ask. */
+		if (!pc_zero(pc, index))
+			pc->zero_local++;
+	} else if (pc_test(pc->known, index)) {
+		pc_wake(pc, index);	/* placed while the fault message waited */
+	} else if (!pc_test(pc->requested, index)) {
+		pc_set(pc->requested, index);
+		pc->fault_ns[index] = vm_now_ns();
+		pc->requests++;
+		ask = true;
+	}
+	pthread_mutex_unlock(&pc->lock);
+	if (ask) {
+		uint8_t p[8];
+		uint64_t gpa = 0;
+		for (unsigned r = 0; r < mem->nr_regions; r++) {
+			const struct guest_region *g = &mem->regions[r];
+			if (off >= g->offset && off - g->offset < g->size)
+				gpa = g->gpa + (off - g->offset);
+		}
+		for (int i = 0; i < 8; i++)
+			p[i] = (uint8_t)(gpa >> (8 * i));
+		if (pc_dest_reply(pc, MIG_SEC_PAGE_REQ, p, sizeof(p)))
+			pr_debug("post-copy: cannot request page 0x%llx", (unsigned long long)gpa);
+	}
+}
+
+static void *pc_fault_thread(void *arg)
+{
+	struct pc_dest *pc = arg;
+
+	pthread_setname_np(pthread_self(), "pc-faults");
+	for (;;) {
+		struct pollfd p[2] = {
+			{ .fd = pc->uffd, .events = POLLIN },
+			{ .fd = pc->stop_fd[0], .events = POLLIN },
+		};
+		if (poll(p, 2, -1) < 0 && errno != EINTR)
+			break;
+		if (p[1].revents)
+			break;
+		struct uffd_msg msg[16];
+		ssize_t n = read(pc->uffd, msg, sizeof(msg));
+		if (n <= 0)
+			continue;
+		for (ssize_t i = 0; i < n / (ssize_t)sizeof(msg[0]); i++)
+			if (msg[i].event == UFFD_EVENT_PAGEFAULT)
+				pc_handle_fault(pc, msg[i].arg.pagefault.address);
+	}
+	return NULL;
+}
+
+int pc_dest_start(struct pc_dest *pc, struct machine *m, struct mig_stream *s,
+		  unsigned long *known, unsigned long *written)
+{
+	uint64_t pages = m->vm.mem.size / GUEST_PAGE_SIZE;
+	int err;
+
+	memset(pc, 0, sizeof(*pc));
+	pc->uffd = pc->stop_fd[0] = pc->stop_fd[1] = -1;
+	pc->m = m;
+	pc->s = s;
+	pc->known = known;
+	pc->written = written;
+	pc->pages = pages;
+	pc->start_ns = vm_now_ns();
+	pthread_mutex_init(&pc->lock, NULL);
+	pc->requested = calloc(pages / 64 + 1, sizeof(unsigned long));
+	pc->fault_ns = calloc(pages, sizeof(uint64_t));
+	pc->bounce = aligned_alloc(GUEST_PAGE_SIZE, GUEST_PAGE_SIZE);
+	if (!pc->requested || !pc->fault_ns || !pc->bounce)
+		return -ENOMEM;
+	err = pc_punch_unknown(pc);
+	if (!err)
+		err = pc_register(pc);
+	if (!err && pipe2(pc->stop_fd, O_CLOEXEC) < 0)
+		err = -errno;
+	if (!err)
+		err = -pthread_create(&pc->thread, NULL, pc_fault_thread, pc);
+	pc->thread_started = !err;
+	return err;
+}
+
+int pc_dest_place(struct pc_dest *pc, uint64_t index, const void *data)
+{
+	uint8_t *dst = pc->m->vm.mem.host + index * GUEST_PAGE_SIZE;
+	int err = 0;
+
+	pthread_mutex_lock(&pc->lock);
+	if (pc_test(pc->known, index))
+		goto out;	/* each page once; a repeat is the source's bug, harmless */
+	if (data) {
+		memcpy(pc->bounce, data, GUEST_PAGE_SIZE);
+		struct uffdio_copy c = {
+			.dst = (uintptr_t)dst, .src = (uintptr_t)pc->bounce, .len = GUEST_PAGE_SIZE,
+		};
+		while (ioctl(pc->uffd, UFFDIO_COPY, &c) < 0) {
+			if (errno == EAGAIN)
+				continue;
+			if (errno != EEXIST)
+				err = -errno;
+			break;
+		}
+		pc_set(pc->written, index);
+	} else {
+		err = pc_zero(pc, index);
+	}
+	if (!err)
+		pc_note_placed(pc, index);
+out:
+	pthread_mutex_unlock(&pc->lock);
+	return err;
+}
+
+void pc_dest_stop(struct pc_dest *pc)
+{
+	struct guest_memory *mem = &pc->m->vm.mem;
+
+	if (pc->thread_started) {
+		if (write(pc->stop_fd[1], "x", 1) < 0)
+			pr_debug("post-copy: wake: %s", strerror(errno));
+		pthread_join(pc->thread, NULL);
+		pc->thread_started = false;
+	}
+	if (pc->uffd >= 0) {
+		for (unsigned r = 0; r < mem->nr_regions; r++) {
+			struct uffdio_range range = {
+				.start = (uintptr_t)(mem->host + mem->regions[r].offset),
+				.len = mem->regions[r].size,
+			};
+			ioctl(pc->uffd, UFFDIO_UNREGISTER, &range);
+		}
+		close(pc->uffd);
+		pc->uffd = -1;
+	}
+	for (int i = 0; i < 2; i++)
+		if (pc->stop_fd[i] >= 0)
+			close(pc->stop_fd[i]);
+	pc->stop_fd[0] = pc->stop_fd[1] = -1;
+	free(pc->requested);
+	free(pc->fault_ns);
+	free(pc->bounce);
+	pc->requested = NULL;
+	pc->fault_ns = NULL;
+	pc->bounce = NULL;
+}

@@ -1,0 +1,71 @@
+/*
+ * The destination during post-copy: guest RAM registered with userfaultfd
+ * (MISSING mode), a thread that turns the guest's faults into page requests
+ * to the source, and the placement of arriving pages (UFFDIO_COPY /
+ * UFFDIO_ZEROPAGE, which also wake the faulting vCPUs).  docs/postcopy.md
+ * describes the states and what each failure leads to.
+ */
+#ifndef FERRY_MIGRATION_POSTCOPY_DEST_H
+#define FERRY_MIGRATION_POSTCOPY_DEST_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "migration/stream.h"
+#include "vmm/machine.h"
+
+#define PC_LATENCY_BUCKETS 40	/* log2 buckets of microseconds */
+
+struct pc_dest {
+	struct machine *m;
+	struct mig_stream *s;		/* the connection; writes under `lock` */
+	int uffd;
+	int stop_fd[2];
+	pthread_t thread;
+	bool thread_started;
+
+	/*
+	 * `lock` guards the bitmaps, the counters and every write to the
+	 * return path: the receiving thread and the fault thread share them.
+	 */
+	pthread_mutex_t lock;
+	unsigned long *known;		/* shared with incoming: page content is here */
+	unsigned long *written;		/* shared with incoming: page holds data */
+	unsigned long *requested;	/* asked the source for it */
+	uint64_t *fault_ns;		/* when the first fault on a page was seen */
+	uint64_t pages, missing;	/* all pages; pages not known yet */
+	uint64_t faults, requests, zero_local, placed;
+	uint64_t latency_hist[PC_LATENCY_BUCKETS];
+	uint64_t blocked_ns;		/* summed fault-to-placement time */
+	uint64_t start_ns, last_page_ns;
+	uint8_t *bounce;		/* one page, for UFFDIO_COPY from a section */
+};
+
+/*
+ * Register guest RAM with userfaultfd after dropping every page whose
+ * content is not known (discarded, or never sent), and start the fault
+ * thread.  `known`/`written` are borrowed bitmaps (one bit per page index).
+ * Returns 0 or -errno.
+ */
+int pc_dest_start(struct pc_dest *pc, struct machine *m, struct mig_stream *s,
+		  unsigned long *known, unsigned long *written)
+	__attribute__((warn_unused_result));
+
+/*
+ * Place one page that arrived (data NULL: a zero page) unless it is here
+ * already.  Returns 0 or -errno.
+ */
+int pc_dest_place(struct pc_dest *pc, uint64_t index, const void *data)
+	__attribute__((warn_unused_result));
+
+/* Send a return-path section under the lock.  Returns the stream error. */
+int pc_dest_reply(struct pc_dest *pc, uint8_t type, const void *payload, uint32_t len);
+
+/* Stop the fault thread and unregister the memory (all pages are in). */
+void pc_dest_stop(struct pc_dest *pc);
+
+/* Latency percentile (0..100) of faulted pages, in microseconds. */
+double pc_dest_latency_us(const struct pc_dest *pc, double pct);
+
+#endif
