@@ -28,6 +28,8 @@ static const char migrate_usage[] =
 "                           runs there at once, pages follow on demand) or\n"
 "                           hybrid (pre-copy passes, then post-copy)\n"
 "      --postcopy-after N   hybrid: switch after N passes (default 1)\n"
+"      --postcopy-bandwidth RATE  post-copy: cap the background push (pages the\n"
+"                           guest asks for are never capped; default: none)\n"
 "      --prepage N          post-copy: also push the N pages on each side of a\n"
 "                           faulting page (default 64; 0: address order only)\n"
 "  -t, --timeout T          give up (or see --on-timeout) after T: 30s, 5m\n"
@@ -78,6 +80,7 @@ static void migrate_parse(int argc, char **argv, struct migrate_opts *o)
 		{ "mode", required_argument, NULL, 'm' },
 		{ "postcopy-after", required_argument, NULL, 'A' },
 		{ "prepage", required_argument, NULL, 'P' },
+		{ "postcopy-bandwidth", required_argument, NULL, 'B' },
 		{ "auto-converge", no_argument, NULL, 'a' },
 		{ "verify", no_argument, NULL, 'V' },
 		{ "keep-source", no_argument, NULL, 'k' },
@@ -130,6 +133,11 @@ static void migrate_parse(int argc, char **argv, struct migrate_opts *o)
 			if (parse_uint(optarg, 1000000, &v) || !v)
 				die(FERRY_EXIT_USAGE, "bad --postcopy-after '%s': use a pass count >= 1", optarg);
 			json_object_object_add(o->args, "postcopy-after", json_object_new_int64((int64_t)v));
+			break;
+		case 'B':
+			if (parse_size(optarg, &v))
+				die(FERRY_EXIT_USAGE, "bad --postcopy-bandwidth '%s': use bytes/s like 100M", optarg);
+			json_object_object_add(o->args, "postcopy-bandwidth", json_object_new_int64((int64_t)v));
 			break;
 		case 'P':
 			if (parse_uint(optarg, 4096, &v))

@@ -44,6 +44,7 @@ static int mig_parse_params(json_object *args, struct mig_params *p, json_object
 		return control_fail(ret, -EINVAL, "'uri' (tcp:HOST:PORT or unix:PATH) is required");
 	strcpy(p->uri, json_object_get_string(v));
 	err = err ?: mig_arg_u64(args, "bandwidth", &p->bandwidth, ret);
+	err = err ?: mig_arg_u64(args, "postcopy-bandwidth", &p->postcopy_bandwidth, ret);
 	err = err ?: mig_arg_u64(args, "downtime-ms", &downtime_ms, ret);
 	err = err ?: mig_arg_u64(args, "max-iterations", &iters, ret);
 	err = err ?: mig_arg_u64(args, "timeout-ms", &timeout_ms, ret);

@@ -39,6 +39,7 @@ struct mig_params {
 	enum mig_mode mode;
 	uint32_t postcopy_after;	/* hybrid: switch after this many passes (default 1) */
 	uint32_t prepage;		/* post-copy: neighbours pushed after a fault (0: none) */
+	uint64_t postcopy_bandwidth;	/* post-copy: cap on the background push, bytes/s */
 	bool auto_converge;
 	bool verify;
 	bool keep_source;		/* stay paused after success instead of exiting */

@@ -100,7 +100,12 @@ static int postcopy_switch(struct migration *mig, bool after_passes)
 	mig->stats.status = MIG_STATUS_DEVICE;
 	mig->stats.postcopy = 1;
 	pthread_mutex_unlock(&mig->lock);
-	ratelimit_set_rate(&mig->rl, 0);	/* the guest waits on these pages now */
+	/*
+	 * The guest waits on requested pages: only the background push may
+	 * be capped (--postcopy-bandwidth), and it pays for itself below.
+	 */
+	ratelimit_set_rate(&mig->rl, mig->p.postcopy_bandwidth);
+	mig->s.rl = NULL;
 	err = vm_pause(&mig->m->vm);
 	if (err)
 		return precopy_fail(mig, err, "the VM stopped during migration");
@@ -199,6 +204,19 @@ static int postcopy_serve_request(struct migration *mig, const uint8_t *buf, uin
 	return 0;
 }
 
+/*
+ * Pay for pushed bytes under --postcopy-bandwidth, but wait by watching the
+ * return path: a request arriving meanwhile ends the wait and is served.
+ */
+static void postcopy_pace(struct migration *mig, uint64_t bytes)
+{
+	uint64_t wait = ratelimit_take(&mig->rl, bytes, vm_now_ns());
+	struct pollfd p = { .fd = mig->s.fd, .events = POLLIN };
+
+	if (wait && mig->s.rpos == mig->s.rlen)
+		poll(&p, 1, (int)((wait + 999999) / 1000000));
+}
+
 /* Serve faults first, push the rest in address order, until none is owed. */
 static int postcopy_push(struct migration *mig)
 {
@@ -216,6 +234,7 @@ static int postcopy_push(struct migration *mig)
 		err = ram_flush(mig);
 		if (err)
 			return precopy_stream_fail(mig, err);
+		postcopy_pace(mig, (uint64_t)pushed * GUEST_PAGE_SIZE);
 		pthread_mutex_lock(&mig->lock);
 		mig->stats.pc_pages_pushed += pushed;
 		pthread_mutex_unlock(&mig->lock);
