@@ -5,7 +5,9 @@ Runs each scenario with QEMU and ferry side by side, on the same probe guest,
 over the same link, in the same run; measures what it can itself (wall time,
 guest-visible outage from the heartbeats, bytes on the wire, CPU seconds,
 the link's raw TCP capacity) and records what each VMM reports (total time,
-downtime, bytes).  Writes build/bench/results.csv (one row per migration),
+downtime, bytes).  Each scenario runs in one or more modes: pre-copy (bounded
+in time; a run that does not converge is cancelled and reported as such),
+post-copy, hybrid (post-copy after 2 s of pre-copy).  Writes build/bench/results.csv (one row per migration),
 build/bench/summary.csv and summary.txt (medians, ferry / QEMU), a PNG per
 scenario (gnuplot, when installed) and the serial logs under
 build/bench/logs/.
@@ -34,7 +36,9 @@ BUILD = os.path.abspath(os.environ.get("BUILD", os.path.join(ROOT, "build")))
 FERRY = os.path.join(BUILD, "ferry")
 PROBE = os.path.join(BUILD, "probe.elf")
 NETBENCH = os.path.join(BUILD, "bench", "netbench")
-OUT = os.path.join(BUILD, "bench")
+# Results and logs; FERRYBENCH_OUT puts them elsewhere (e.g. a trial run
+# that must not overwrite the last full run's).
+OUT = os.path.abspath(os.environ.get("FERRYBENCH_OUT") or os.path.join(BUILD, "bench"))
 QEMU = shutil.which("qemu-system-x86_64") or "qemu-system-x86_64"
 
 MiB = 1 << 20
@@ -50,9 +54,32 @@ BOOT_TIMEOUT = 180                # boot + fill of the source guest
 LISTEN_TIMEOUT = 30
 # Destination RAM allocated before the migration, on both VMMs (see README).
 PREALLOC = True
-MIGRATE_TIMEOUT = 600
+MIGRATE_TIMEOUT = 600             # any migration, whatever its mode (a hard failure)
 FIRST_HB_TIMEOUT = 20
 EXIT_TIMEOUT = 15
+CANCEL_TIMEOUT = 30               # a cancelled pre-copy to settle
+ALIVE_TIMEOUT = 5                 # the source guest to beat again after a cancel
+
+# Migration modes.  precopy: iterate live, then stop and copy the rest.
+# postcopy: switch over at once and pull the rest on demand (QEMU
+# migrate-start-postcopy right after migrate).  hybrid: pre-copy for a while
+# (Scenario.postcopy_after_s, 2 s), then switch to post-copy (libvirt's
+# --timeout-postcopy, virsh --postcopy-after-precopy style).
+MODES = ("precopy", "postcopy", "hybrid")
+# Every pre-copy run is bounded: a guest that dirties faster than the link
+# (or the bandwidth cap) drains never converges.  After this long (per
+# scenario; --precopy-timeout) QEMU gets migrate_cancel and ferry's own
+# --timeout cancels; the run counts as "not converged", a result, not a
+# crash: the guest must still run at the source.
+PRECOPY_TIMEOUT = 120
+# ferry and post-copy: None = ask `ferry migrate --help` whether it knows
+# --mode and migrate-postcopy; True/False forces it.  What the harness then
+# runs (see Ferry.migrate_argv):
+#   postcopy: ferry migrate CONTROL URI --mode postcopy ...
+#   hybrid:   ferry migrate CONTROL URI ... (pre-copy), and after 2 s
+#             ferry migrate-postcopy CONTROL (as QEMU's migrate-start-postcopy)
+FERRY_POSTCOPY = None
+NOT_IMPLEMENTED = "n/a (not implemented)"
 
 
 def log(msg):
@@ -183,6 +210,18 @@ class Serial:
                 if m:
                     out.append((t, int(m.group(1))))
             return out
+
+    def beats_after(self, t, timeout):
+        """True once a heartbeat arrives later than t (within timeout)."""
+        deadline = time.monotonic() + timeout
+        with self.cv:
+            while True:
+                if any(tl > t and self.HB.match(line) for tl, line in self.lines[-50:]):
+                    return True
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self.cv.wait(min(left, 0.2))
 
     def grep(self, regex):
         pat = re.compile(regex)
@@ -358,6 +397,7 @@ class QMP:
                 if time.monotonic() > deadline:
                     raise BenchError(f"no QMP at {path}")
                 time.sleep(0.05)
+        self.timeout = timeout
         self.sock.settimeout(timeout)
         self.buf = b""
         self.events = []
@@ -391,6 +431,12 @@ class QMP:
 
     def wait_event(self, pred, timeout):
         """Return (monotonic time, event) of the first event with pred(event)."""
+        try:
+            return self._wait_event(pred, timeout)
+        finally:
+            self.sock.settimeout(self.timeout)     # commands get their usual time again
+
+    def _wait_event(self, pred, timeout):
         deadline = time.monotonic() + timeout
         while True:
             for e in self.events:
@@ -444,23 +490,71 @@ class Qemu:
     def start_src(self, h, run, link):
         return self._argv(run.sc, run.src_ctl)
 
+    def modes(self):
+        return set(MODES)
+
+    TERMINAL = ("completed", "failed", "cancelled")
+
     def migrate(self, h, run, link):
+        sc, mode = run.sc, run.mode
+        post = mode != "precopy"
+        if post:
+            # Post-copy must be enabled on both ends before `migrate`; the
+            # destination also counts how long its vCPUs wait for pages.
+            qd = QMP(run.dst_ctl)
+            try:
+                qd.cmd("migrate-set-capabilities", {"capabilities": [
+                    {"capability": "postcopy-ram", "state": True},
+                    {"capability": "postcopy-blocktime", "state": True}]})
+            finally:
+                qd.close()
         q = QMP(run.src_ctl)
+        marks = {}
+
+        def terminal(e):
+            if e["event"] != "MIGRATION":
+                return False
+            st = e["data"]["status"]
+            if st == "postcopy-active" and "postcopy" not in marks:
+                marks["postcopy"] = time.monotonic()
+            return st in self.TERMINAL
+
         try:
-            q.cmd("migrate-set-capabilities",
-                  {"capabilities": [{"capability": "events", "state": True}]})
-            bw = run.sc.bandwidth or UNLIMITED_QEMU_BW
+            caps = [{"capability": "events", "state": True}]
+            if post:
+                caps.append({"capability": "postcopy-ram", "state": True})
+            q.cmd("migrate-set-capabilities", {"capabilities": caps})
+            bw = sc.bandwidth or UNLIMITED_QEMU_BW
             q.cmd("migrate-set-parameters",
-                  {"max-bandwidth": bw, "downtime-limit": run.sc.downtime_ms})
+                  {"max-bandwidth": bw, "downtime-limit": sc.downtime_ms})
             ip, port = link.migrate_addr
             t0 = time.monotonic()
             q.cmd("migrate", {"uri": f"tcp:{ip}:{port}"})
-            t1, ev = q.wait_event(
-                lambda e: e["event"] == "MIGRATION" and
-                e["data"]["status"] in ("completed", "failed", "cancelled"), MIGRATE_TIMEOUT)
+            t1 = ev = before = None
+            if mode == "hybrid":
+                # Pre-copy for postcopy_after_s unless it finishes first.
+                t1, ev = q.wait_event(terminal, sc.postcopy_after_s)
+            if post and ev is None:
+                marks["start_postcopy"] = time.monotonic()
+                self._start_postcopy(q)
             if ev is None:
+                limit = sc.precopy_timeout_s if mode == "precopy" else MIGRATE_TIMEOUT
+                t1, ev = q.wait_event(terminal, max(0.0, t0 + limit - time.monotonic()))
+            if ev is None and mode == "precopy":
+                # Bounded pre-copy: give up, the guest runs on at the source.
+                t1 = time.monotonic()
+                log(f"  QEMU pre-copy not converged after {sc.precopy_timeout_s:g} s: migrate_cancel")
+                before = q.cmd("query-migrate")     # a cancelled one reports no "ram"
                 q.cmd("migrate_cancel")
-                raise BenchError("QEMU migration timed out")
+                _, ev = q.wait_event(terminal, CANCEL_TIMEOUT)
+                if ev is None:
+                    raise BenchError("QEMU did not cancel")
+                if ev["data"]["status"] == "completed":     # it finished meanwhile
+                    t1 = time.monotonic()
+                elif ev["data"]["status"] == "cancelled":
+                    ev["data"]["status"] = "not-converged"
+            elif ev is None:
+                raise BenchError(f"QEMU {mode} migration timed out after {MIGRATE_TIMEOUT} s")
             # QEMU emits the event before it fills in total-time and
             # downtime: poll a little until they are there.
             for _ in range(200):
@@ -470,15 +564,53 @@ class Qemu:
                 time.sleep(0.01)
         finally:
             q.close()
-        ram = info.get("ram", {})
-        if info.get("status") == "completed" and not info.get("total-time"):
+        ram = info.get("ram") or (before.get("ram", {}) if before else {})
+        status = ev["data"]["status"]
+        if status == "completed" and info.get("status") == "completed" and not info.get("total-time"):
             # Still 0 after 2 s of polling: keep the harness's own numbers only.
             log("  QEMU reported total-time 0: its times are left out of this run")
             info["total-time"] = info["downtime"] = None
-        return {"status": info.get("status", ev["data"]["status"]), "t0": t0, "t1": t1,
-                "total_ms": info.get("total-time"), "downtime_ms": info.get("downtime"),
-                "setup_ms": info.get("setup-time"), "vmm_bytes": ram.get("transferred"),
-                "iterations": ram.get("dirty-sync-count"), "raw": info}
+        res = {"status": status, "t0": t0, "t1": t1,
+               "total_ms": info.get("total-time"), "downtime_ms": info.get("downtime"),
+               "setup_ms": info.get("setup-time"), "vmm_bytes": ram.get("transferred"),
+               "iterations": ram.get("dirty-sync-count"), "raw": info}
+        if post:
+            res["postcopy_requests"] = ram.get("postcopy-requests")
+            res["postcopy_bytes"] = ram.get("postcopy-bytes")
+            if "postcopy" in marks:
+                res["t_postcopy"] = marks["postcopy"]
+        return res
+
+    @staticmethod
+    def _start_postcopy(q):
+        """migrate-start-postcopy; QEMU refuses it for a moment right after
+        `migrate` on some versions: retry briefly."""
+        for i in range(50):
+            try:
+                q.cmd("migrate-start-postcopy")
+                return
+            except BenchError as e:
+                if i == 49 or "after migration has been started" not in str(e):
+                    raise
+                time.sleep(0.02)
+
+    def dst_report(self, h, run):
+        """The destination's own post-copy numbers (vCPU time blocked on
+        page faults that had to go to the source)."""
+        if run.mode == "precopy":
+            return {}
+        try:
+            q = QMP(run.dst_ctl, timeout=5)
+            try:
+                info = q.cmd("query-migrate")
+            finally:
+                q.close()
+        except (BenchError, OSError) as e:
+            log(f"  {run.id}: destination query-migrate: {e}")
+            return {}
+        return {"blocktime_ms": info.get("postcopy-blocktime"),
+                "vcpu_blocktime_ms": info.get("postcopy-vcpu-blocktime"),
+                "dst_report": info}
 
     def stop(self, h, run, src, dst):
         for proc, ctl in ((src, run.src_ctl), (dst, run.dst_ctl)):
@@ -495,13 +627,45 @@ class Qemu:
 class Ferry:
     name = "ferry"
 
-    @staticmethod
-    def available():
+    help_text = None
+
+    @classmethod
+    def available(cls):
         if not os.access(FERRY, os.X_OK):
             return False
         r = subprocess.run([FERRY, "migrate", "--help"], stdin=subprocess.DEVNULL,
-                           capture_output=True, timeout=10)
+                           capture_output=True, text=True, timeout=10)
+        cls.help_text = r.stdout + r.stderr
         return r.returncode == 0
+
+    def modes(self):
+        """Pre-copy always; post-copy and hybrid once `ferry migrate --help`
+        shows --mode and migrate-postcopy (FERRY_POSTCOPY forces either way)."""
+        post = FERRY_POSTCOPY
+        if post is None:
+            post = bool(self.help_text and re.search(r"--mode\b", self.help_text)
+                        and "migrate-postcopy" in self.help_text)
+        return set(MODES) if post else {"precopy"}
+
+    @staticmethod
+    def migrate_argv(sc, mode):
+        """Options of `ferry migrate` for this scenario and mode.
+          precopy:  bounded by --timeout (then ferry cancels by itself; the VM
+                    runs on at the source)
+          postcopy: --mode postcopy
+          hybrid:   plain pre-copy, unbounded; the harness switches it with
+                    `ferry migrate-postcopy CONTROL` after postcopy_after_s,
+                    as it does QEMU with migrate-start-postcopy (ferry's own
+                    `--mode hybrid --postcopy-after N` counts passes, not time)
+        --bandwidth caps the live (pre-copy) phase, as QEMU's max-bandwidth;
+        post-copy is uncapped on both (ferry --postcopy-bandwidth, QEMU
+        max-postcopy-bandwidth: their defaults)."""
+        argv = ["--bandwidth", str(sc.bandwidth or 0), "--downtime", f"{sc.downtime_ms}ms", "--json"]
+        if mode == "precopy":
+            argv += ["--timeout", f"{sc.precopy_timeout_s:g}s", "--on-timeout", "cancel"]
+        elif mode == "postcopy":
+            argv += ["--mode", "postcopy"]
+        return argv
 
     def start_dst(self, h, run, link):
         ip, port = link.vmm_listen
@@ -519,32 +683,76 @@ class Ferry:
         sc = run.sc
         ip, port = link.migrate_addr
         argv = ["ip", "netns", "exec", link.ns_src, FERRY, "migrate", run.src_ctl,
-                f"tcp:{ip}:{port}", "--bandwidth", str(sc.bandwidth or 0),
-                "--downtime", f"{sc.downtime_ms}ms", "--json"]
+                f"tcp:{ip}:{port}"] + self.migrate_argv(sc, run.mode)
+        limit = MIGRATE_TIMEOUT
+        if run.mode == "precopy":
+            limit = min(MIGRATE_TIMEOUT, sc.precopy_timeout_s + CANCEL_TIMEOUT)
+        t_switch = None
+        switch_out = ""
         t0 = time.monotonic()
-        r = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                           timeout=MIGRATE_TIMEOUT)
+        p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+        try:
+            if run.mode == "hybrid":
+                try:
+                    p.wait(timeout=sc.postcopy_after_s)    # done within it: stays pre-copy
+                except subprocess.TimeoutExpired:
+                    t_switch = time.monotonic()
+                    sw = subprocess.run([FERRY, "migrate-postcopy", run.src_ctl],
+                                        stdin=subprocess.DEVNULL, capture_output=True,
+                                        text=True, timeout=10)
+                    switch_out = f"rc={sw.returncode} {sw.stdout.strip()} {sw.stderr.strip()}"
+                    if sw.returncode != 0:
+                        log(f"  ferry migrate-postcopy: {switch_out}")
+            out, err = p.communicate(timeout=max(1.0, t0 + limit - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            raise BenchError(f"ferry migrate did not end within {limit:g} s") from None
+        finally:
+            if p.poll() is None:        # ours: `ferry migrate`, killed on any way out
+                p.kill()
+                p.communicate()
         t1 = time.monotonic()
+        rc = p.returncode
         with open(os.path.join(h.logdir, f"{run.id}-migrate.out"), "w") as f:
-            f.write(f"$ {' '.join(argv)}\nrc={r.returncode}\n--- stdout\n{r.stdout}\n--- stderr\n{r.stderr}\n")
+            f.write(f"$ {' '.join(argv)}\nrc={rc}\n")
+            if t_switch:
+                f.write(f"migrate-postcopy at +{t_switch - t0:.3f} s: {switch_out}\n")
+            f.write(f"--- stdout\n{out}\n--- stderr\n{err}\n")
         info = {}
-        start = r.stdout.find("{")
+        start = out.find("{")
         if start >= 0:
             try:
-                info, _ = json.JSONDecoder().raw_decode(r.stdout[start:])
+                info, _ = json.JSONDecoder().raw_decode(out[start:])
             except ValueError:
                 info = {}
-        status = info.get("status") or ("completed" if r.returncode == 0 else "failed")
-        if r.returncode != 0 and status == "completed":
+        status = info.get("status") or ("completed" if rc == 0 else "failed")
+        if rc != 0 and status == "completed":
             status = "failed"
-        return {"status": status, "t0": t0, "t1": t1,
-                "total_ms": info.get("total-time-ms"), "downtime_ms": info.get("downtime-ms"),
-                "setup_ms": info.get("setup-time-ms"),
-                # data-processed: bytes sent; data-total is the job's size
-                "vmm_bytes": info.get("data-processed", info.get("data-total")),
-                "iterations": info.get("iterations", info.get("iteration")),
-                "phases": info.get("downtime-phases-ms", info.get("downtime-phases")),
-                "raw": info}
+        if (run.mode == "precopy" and status in ("failed", "cancelled")
+                and "timed out" in str(info.get("error", ""))):
+            status = "not-converged"       # its --timeout ran out: cancelled, VM runs on
+        res = {"status": status, "t0": t0, "t1": t1,
+               "total_ms": info.get("total-time-ms"), "downtime_ms": info.get("downtime-ms"),
+               "setup_ms": info.get("setup-time-ms"),
+               # data-processed: bytes sent; data-total is the job's size
+               "vmm_bytes": info.get("data-processed", info.get("data-total")),
+               "iterations": info.get("iterations", info.get("iteration")),
+               "phases": info.get("downtime-phases-ms", info.get("downtime-phases")),
+               "raw": info}
+        pc = info.get("postcopy")
+        if isinstance(pc, dict):
+            # ferry's own post-copy report (the harness does not see its
+            # switch: `ferry migrate` runs to the end).
+            res["postcopy_requests"] = pc.get("requests")
+            res["blocktime_ms"] = pc.get("vcpu-blocked-ms")
+            if pc.get("postcopy-time-ms") is not None and status == "completed":
+                res["postcopy_ms"] = pc["postcopy-time-ms"]
+                res["precopy_phase_ms"] = (1000 * (t_switch - t0) if t_switch else
+                                           max(0.0, 1000 * (t1 - t0) - pc["postcopy-time-ms"]))
+        return res
+
+    def dst_report(self, h, run):
+        return {}
 
     def stop(self, h, run, src, dst):
         for proc, ctl in ((src, run.src_ctl), (dst, run.dst_ctl)):
@@ -558,10 +766,31 @@ class Ferry:
 
 
 class Scenario:
+    """modes: the migration modes this scenario runs (MODES).
+    precopy_timeout_s: the bound on a pre-copy run (then it is cancelled and
+    counts as not converged).  converges: False where pre-copy is expected
+    not to converge (dirty rate above what the link or cap drains); a
+    non-converged pre-copy elsewhere makes the exit status 2.
+    postcopy_after_s: hybrid's pre-copy phase."""
+
     def __init__(self, name, cmdline, mem_mib=1024, link="loopback", vcpus=1,
-                 bandwidth=0, downtime_ms=300, primary=False):
+                 bandwidth=0, downtime_ms=300, primary=False, modes=("precopy",),
+                 precopy_timeout_s=PRECOPY_TIMEOUT, converges=True, postcopy_after_s=2.0,
+                 about=""):
         self.name, self.cmdline, self.mem_mib, self.link = name, cmdline, mem_mib, link
         self.vcpus, self.bandwidth, self.downtime_ms, self.primary = vcpus, bandwidth, downtime_ms, primary
+        self.modes, self.precopy_timeout_s, self.converges = tuple(modes), precopy_timeout_s, converges
+        self.postcopy_after_s, self.about = postcopy_after_s, about
+
+
+class Case:
+    """One scenario in one mode: a block of the table, a chart."""
+
+    def __init__(self, sc, mode):
+        self.sc, self.mode = sc, mode
+        self.label = f"{sc.name}/{mode}"
+        # Pre-copy keeps the scenario's own file names (name.png).
+        self.file = sc.name if mode == "precopy" else f"{sc.name}-{mode}"
 
 
 LINKS = {
@@ -572,6 +801,8 @@ LINKS = {
 }
 
 IDLE = "workload=idle fill=random period=10ms"
+# A guest that dirties a 256 MiB working set as fast as it can.
+FAST = "workload=memtouch wss=256M pattern=random rate=0 fill=random period=10ms"
 SCENARIOS = [
     Scenario("idle-random-lo", IDLE, primary=True),
     Scenario("idle-mixed-lo", "workload=idle fill=mixed period=10ms"),
@@ -581,6 +812,17 @@ SCENARIOS = [
     Scenario("idle-random-1g", IDLE, link="veth-1g"),
     Scenario("idle-random-10g", IDLE, link="veth-10g"),
     Scenario("idle-random-wan", IDLE, mem_mib=256, link="wan"),
+    # Dirty rate above the link's capacity: pre-copy cannot converge on
+    # either VMM; post-copy and hybrid must finish.
+    Scenario("memtouch-fast-1g", FAST, link="veth-1g", modes=MODES,
+             precopy_timeout_s=30, converges=False,
+             about="dirty rate above the 1 Gbit/s link"),
+    # Issue 4's shape: live phase capped at 128 MiB/s (QEMU's default
+    # max-bandwidth), the same guest: pre-copy never converges, hybrid
+    # (post-copy after 2 s) finishes.
+    Scenario("memtouch-fast-128m", FAST, bandwidth=128 * MiB, modes=("precopy", "hybrid"),
+             precopy_timeout_s=30, converges=False,
+             about="issue 4's shape"),
 ]
 PRESETS = {
     "quick": ["idle-random-lo"],
@@ -594,9 +836,9 @@ TARGETS = [("link_pct", ">=", 80.0, "throughput >= 80% of a plain TCP copy"),
 
 
 class Run:
-    def __init__(self, h, sc, vmm, rep):
-        self.sc, self.vmm, self.rep = sc, vmm, rep
-        self.id = f"{sc.name}-{vmm.name}-{rep}"
+    def __init__(self, h, case, vmm, rep):
+        self.sc, self.mode, self.vmm, self.rep = case.sc, case.mode, vmm, rep
+        self.id = f"{case.file}-{vmm.name}-{rep}"
         self.src_ctl = os.path.join(h.tmp, f"{vmm.name}-src.sock")
         self.dst_ctl = os.path.join(h.tmp, f"{vmm.name}-dst.sock")
 
@@ -625,10 +867,14 @@ def outage(src_hb, dst_hb, t0, t_end):
     return res
 
 
-def run_migration(h, sc, vmm, link, rep, post_s=1.0, settle_s=1.0):
-    run = Run(h, sc, vmm, rep)
-    rec = {"scenario": sc.name, "vmm": vmm.name, "rep": rep, "link": link.name,
-           "mem_mib": sc.mem_mib, "cmdline": sc.cmdline, "status": "error", "error": ""}
+def run_migration(h, case, vmm, link, rep, post_s=1.0, settle_s=1.0):
+    sc = case.sc
+    run = Run(h, case, vmm, rep)
+    rec = {"scenario": sc.name, "mode": case.mode, "vmm": vmm.name, "rep": rep,
+           "link": link.name, "mem_mib": sc.mem_mib, "cmdline": sc.cmdline,
+           "status": "error", "error": ""}
+    if case.mode == "precopy":
+        rec["precopy_timeout_s"] = sc.precopy_timeout_s
     src = dst = None
     try:
         for p in (run.src_ctl, run.dst_ctl):
@@ -656,14 +902,43 @@ def run_migration(h, sc, vmm, link, rep, post_s=1.0, settle_s=1.0):
         m = vmm.migrate(h, run, link)
         cpu1 = (src.cpu_seconds(), dst.cpu_seconds())
         rec.update({k: m.get(k) for k in ("status", "total_ms", "downtime_ms", "setup_ms",
-                                           "vmm_bytes", "iterations")})
+                                           "vmm_bytes", "iterations", "postcopy_requests",
+                                           "postcopy_bytes")})
         rec["vmm_report"] = m.get("raw")
         if m.get("phases"):
             rec["downtime_phases"] = json.dumps(m["phases"], separators=(",", ":"))
         rec["wall_ms"] = 1000 * (m["t1"] - m["t0"])
+        if m.get("t_postcopy"):
+            # Live phase before the switch to post-copy, and the post-copy
+            # phase (guest running at the destination, pages still coming).
+            rec["precopy_phase_ms"] = 1000 * (m["t_postcopy"] - m["t0"])
+            rec["postcopy_ms"] = 1000 * (m["t1"] - m["t_postcopy"])
+        for k in ("precopy_phase_ms", "postcopy_ms", "blocktime_ms"):
+            if rec.get(k) is None and m.get(k) is not None:
+                rec[k] = m[k]           # ferry: from its own report
+        if m["status"] == "not-converged":
+            # Bounded pre-copy gave up: a result, not a crash.  What was
+            # sent until then is recorded; the guest must run on at the
+            # source.
+            rec["converged"] = "no"
+            c1 = link.counters()
+            rec["wire_bytes"] = c1["total"] - c0["total"]
+            rec["throughput_mibs"] = rec["wire_bytes"] / MiB / (m["t1"] - m["t0"])
+            rec["src_cpu_s"], rec["dst_cpu_s"] = cpu1[0] - cpu0[0], cpu1[1] - cpu0[1]
+            alive = src.alive() and src_ser.beats_after(time.monotonic(), ALIVE_TIMEOUT)
+            bad = src_ser.grep(rb"CORRUPT|exception")
+            rec["guest_ok"] = alive and not bad
+            if not alive:
+                rec["error"] = "the source guest did not run on after the cancel"
+            elif bad:
+                rec["error"] = bad[0]
+            log(f"  {run.id}: not converged in {sc.precopy_timeout_s:g} s; source guest "
+                + ("runs on" if alive else "DEAD"))
+            return rec
         if m["status"] != "completed":
             rec["src_cpu_s"], rec["dst_cpu_s"] = cpu1[0] - cpu0[0], cpu1[1] - cpu0[1]
             raise BenchError(f"migration {m['status']}")
+        rec["converged"] = "yes"
 
         # The guest must go on at the destination.
         if not dst_ser.wait_for(rb"^hb ", FIRST_HB_TIMEOUT, alive=dst.alive):
@@ -680,6 +955,13 @@ def run_migration(h, sc, vmm, link, rep, post_s=1.0, settle_s=1.0):
         rec["wire_bytes"] = c1["total"] - c0["total"]
         rec["wire_fwd_bytes"] = None if c1["fwd"] is None else c1["fwd"] - c0["fwd"]
         rec["throughput_mibs"] = rec["wire_bytes"] / MiB / (m["t1"] - m["t0"])
+        d = vmm.dst_report(h, run)
+        if d.get("blocktime_ms") is not None:
+            rec["blocktime_ms"] = d["blocktime_ms"]
+        if d.get("vcpu_blocktime_ms") is not None:
+            rec["vcpu_blocktime_ms"] = json.dumps(d["vcpu_blocktime_ms"], separators=(",", ":"))
+        if d.get("dst_report"):
+            rec["dst_report"] = d["dst_report"]
         # A source that exits on its own (ferry) is reaped now: its rusage
         # covers it to the end; the samples at t1 may miss its last moments.
         src.wait(EXIT_TIMEOUT if vmm.name == "ferry" else 0)
@@ -705,7 +987,16 @@ def run_migration(h, sc, vmm, link, rep, post_s=1.0, settle_s=1.0):
         for p in (src, dst):
             if p:
                 p.kill()
+    raw_copy(h, sc, link, rec)
+    return rec
+
+
+def raw_copy(h, sc, link, rec):
+    """The link's raw capacity for the same bytes (not after a pre-copy
+    that did not converge: its bytes are a time bound's worth)."""
     # Raw TCP copy of the same number of bytes, same path, VMMs gone.
+    if rec.get("status") == "not-converged":
+        return
     try:
         n = rec.get("wire_bytes") or sc.mem_mib * MiB
         raw = link.raw_copy(h, n)
@@ -717,8 +1008,7 @@ def run_migration(h, sc, vmm, link, rep, post_s=1.0, settle_s=1.0):
             raw = link.raw_copy(h, n, into_mem=sc.mem_mib * MiB)
             rec["raw_mem_mibs"] = raw["rate"] / MiB
     except (BenchError, subprocess.TimeoutExpired, ValueError) as e:
-        log(f"  {run.id}: raw copy: {e}")
-    return rec
+        log(f"  {rec['scenario']}/{rec['mode']} {rec['vmm']} #{rec['rep']}: raw copy: {e}")
 
 
 # ---- harness --------------------------------------------------------------------
@@ -769,44 +1059,62 @@ def fmt(v, digits=1):
     return str(v)
 
 
-METRICS = [  # key, label, digits, better ("lower"/"higher"/None)
-    ("total_ms", "total time, VMM (ms)", 0, "lower"),
-    ("wall_ms", "total time, harness (ms)", 0, "lower"),
-    ("downtime_ms", "downtime, VMM (ms)", 1, "lower"),
-    ("outage_ms", "guest outage, heartbeats (ms)", 1, "lower"),
-    ("max_gap_ms", "largest hb gap in migration (ms)", 1, "lower"),
-    ("wire_mib", "bytes on the wire (MiB)", 1, "lower"),
-    ("vmm_mib", "bytes, VMM-reported (MiB)", 1, "lower"),
-    ("throughput_mibs", "throughput on the wire (MiB/s)", 0, "higher"),
-    ("raw_mibs", "raw TCP copy, same bytes (MiB/s)", 0, None),
-    ("link_pct", "throughput / raw copy (%)", 1, "higher"),
-    ("raw_mem_mibs", "raw copy into fresh RAM (MiB/s)", 0, None),
-    ("src_cpu_s", "source CPU during migration (s)", 2, "lower"),
-    ("dst_cpu_s", "dest CPU during migration (s)", 2, "lower"),
-    ("iterations", "iterations / dirty syncs", 0, None),
+METRICS = [  # key, label, digits, better ("lower"/"higher"/None), post-copy modes only
+    ("total_ms", "total time, VMM (ms)", 0, "lower", False),
+    ("wall_ms", "total time, harness (ms)", 0, "lower", False),
+    ("downtime_ms", "downtime, VMM (ms)", 1, "lower", False),
+    ("outage_ms", "guest outage, heartbeats (ms)", 1, "lower", False),
+    ("max_gap_ms", "largest hb gap in migration (ms)", 1, "lower", False),
+    ("precopy_phase_ms", "live phase before post-copy (ms)", 0, None, True),
+    ("postcopy_ms", "post-copy phase (ms)", 0, "lower", True),
+    ("blocktime_ms", "vCPU blocked on remote pages (ms)", 0, "lower", True),
+    ("postcopy_requests", "post-copy page requests", 0, None, True),
+    ("wire_mib", "bytes on the wire (MiB)", 1, "lower", False),
+    ("vmm_mib", "bytes, VMM-reported (MiB)", 1, "lower", False),
+    ("throughput_mibs", "throughput on the wire (MiB/s)", 0, "higher", False),
+    ("raw_mibs", "raw TCP copy, same bytes (MiB/s)", 0, None, False),
+    ("link_pct", "throughput / raw copy (%)", 1, "higher", False),
+    ("raw_mem_mibs", "raw copy into fresh RAM (MiB/s)", 0, None, False),
+    ("src_cpu_s", "source CPU during migration (s)", 2, "lower", False),
+    ("dst_cpu_s", "dest CPU during migration (s)", 2, "lower", False),
+    ("iterations", "iterations / dirty syncs", 0, None, False),
 ]
+# What a pre-copy that did not converge still tells (medians over those runs).
+NOT_CONVERGED_METRICS = [("wire_mib", "sent on the wire (MiB)", 0),
+                         ("throughput_mibs", "at (MiB/s)", 0),
+                         ("iterations", "iterations", 0),
+                         ("src_cpu_s", "source CPU (s)", 2)]
+
+
+def case_metrics(case):
+    return [m for m in METRICS if case.mode != "precopy" or not m[4]]
 
 
 def median(values):
-    vals = [v for v in values if isinstance(v, (int, float)) and v == v]
+    vals = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool) and v == v]
     return statistics.median(vals) if vals else None
 
 
-def summarize(records, scenarios, vmms):
-    """{scenario: {metric: {vmm: median}}}"""
+def summarize(records, cases, vmms, supported):
+    """{case label: {metric: {vmm: median}, "_runs": {vmm: (ok, n)} ...}}.
+    Medians over completed runs; a VMM that cannot run the case's mode has
+    supported False (its cells say so)."""
     out = {}
-    for sc in scenarios:
-        out[sc.name] = {}
+    for case in cases:
+        s = out[case.label] = {"_supported": {v: case.mode in supported.get(v, ()) for v in vmms},
+                               "_runs": {}, "_converged": {}, "_notconv": {}}
+        mine = [r for r in records if r["scenario"] == case.sc.name and r.get("mode") == case.mode]
         for key, *_ in METRICS:
-            out[sc.name][key] = {}
-            for v in vmms:
-                rs = [r for r in records if r["scenario"] == sc.name and r["vmm"] == v
-                      and r.get("status") == "completed"]
-                out[sc.name][key][v] = median(r.get(key) for r in rs)
+            s[key] = {v: median(r.get(key) for r in mine if r["vmm"] == v
+                                and r.get("status") == "completed") for v in vmms}
         for v in vmms:
-            rs = [r for r in records if r["scenario"] == sc.name and r["vmm"] == v]
-            out[sc.name].setdefault("_runs", {})[v] = (
-                sum(1 for r in rs if r.get("status") == "completed" and r.get("guest_ok")), len(rs))
+            rs = [r for r in mine if r["vmm"] == v]
+            s["_runs"][v] = (sum(1 for r in rs if r.get("guest_ok") and
+                                 r.get("status") in ("completed", "not-converged")), len(rs))
+            s["_converged"][v] = (sum(1 for r in rs if r.get("converged") == "yes"), len(rs))
+            nc = [r for r in rs if r.get("status") == "not-converged"]
+            s["_notconv"][v] = {"n": len(nc), **{k: median(r.get(k) for r in nc)
+                                                   for k, *_ in NOT_CONVERGED_METRICS}}
     return out
 
 
@@ -817,24 +1125,56 @@ def check(op, value, target):
     return "PASS" if ok else "FAIL"
 
 
-def report(summary, scenarios, links, ferry_ok, ferry_why, lines):
+def report(summary, cases, links, ferry_ok, ferry_why, lines):
     def p(s=""):
         lines.append(s)
         print(s)
 
-    for sc in scenarios:
-        s = summary[sc.name]
+    for case in cases:
+        sc, s = case.sc, summary[case.label]
+        sup = s["_supported"]
+        fw = len(NOT_IMPLEMENTED) if not sup["ferry"] else 10
         p()
-        p(f"== {sc.name}: {sc.mem_mib} MiB, \"{sc.cmdline}\", {links[sc.link].describe()}")
-        runs = s["_runs"]
-        p(f"   runs ok: ferry {runs['ferry'][0]}/{runs['ferry'][1]}, "
-          f"qemu {runs['qemu'][0]}/{runs['qemu'][1]} (medians)")
-        p(f"   {'metric':<36} {'ferry':>10} {'qemu':>10} {'ferry/qemu':>11}")
-        for key, label, digits, _ in METRICS:
+        extra = f", {sc.about}" if sc.about else ""
+        bw = f", live phase capped at {sc.bandwidth / MiB:g} MiB/s" if sc.bandwidth else ""
+        p(f"== {case.label}: {sc.mem_mib} MiB, \"{sc.cmdline}\", {links[sc.link].describe()}{bw}{extra}")
+        if case.mode == "precopy":
+            p(f"   pre-copy, bounded at {sc.precopy_timeout_s:g} s (then cancelled: not converged)")
+        elif case.mode == "hybrid":
+            p(f"   pre-copy for {sc.postcopy_after_s:g} s, then post-copy")
+        else:
+            p("   post-copy from the start")
+
+        def runs(v):
+            if not sup[v]:
+                return NOT_IMPLEMENTED
+            ok, n = s["_runs"][v]
+            return f"{ok}/{n}"
+        p(f"   runs ok: ferry {runs('ferry')}, qemu {runs('qemu')} (medians over completed runs)")
+        p(f"   {'metric':<36} {'ferry':>{fw}} {'qemu':>10} {'ferry/qemu':>11}")
+
+        def conv(v):
+            if not sup[v]:
+                return NOT_IMPLEMENTED
+            k, n = s["_converged"][v]
+            return f"{k}/{n}" if n else "-"
+        label = "converged in bound (runs)" if case.mode == "precopy" else "completed (runs)"
+        p(f"   {label:<36} {conv('ferry'):>{fw}} {conv('qemu'):>10} {'':>11}")
+        completed = any(s["_converged"][v][0] for v in ("ferry", "qemu"))
+        for key, label, digits, *_ in case_metrics(case) if completed else ():
             f, q = s[key]["ferry"], s[key]["qemu"]
+            if not sup["ferry"]:
+                p(f"   {label:<36} {NOT_IMPLEMENTED:>{fw}} {fmt(q, digits):>10} {'':>11}")
+                continue
             ratio = f / q if f is not None and q else None
-            p(f"   {label:<36} {fmt(f, digits):>10} {fmt(q, digits):>10} {fmt(ratio, 2):>11}")
-        if sc.primary:
+            p(f"   {label:<36} {fmt(f, digits):>{fw}} {fmt(q, digits):>10} {fmt(ratio, 2):>11}")
+        for v in ("ferry", "qemu"):
+            nc = s["_notconv"].get(v) or {}
+            if nc.get("n"):
+                what = ", ".join(f"{lab} {fmt(nc[k], d)}" for k, lab, d in NOT_CONVERGED_METRICS)
+                p(f"   {v}: {nc['n']} run(s) not converged in {sc.precopy_timeout_s:g} s "
+                  f"(medians until the cancel: {what})")
+        if sc.primary and case.mode == "precopy":
             p("   issue 3 targets (ferry; information only):")
             for key, op, target, text in TARGETS:
                 verdict = check(op, s[key]["ferry"], target) if ferry_ok else "n/a"
@@ -843,14 +1183,21 @@ def report(summary, scenarios, links, ferry_ok, ferry_why, lines):
     if not ferry_ok:
         p()
         p(f"ferry column empty: {ferry_why}")
+    elif any(not summary[c.label]["_supported"]["ferry"] for c in cases):
+        p()
+        p(f"ferry {NOT_IMPLEMENTED}: post-copy and hybrid need `ferry migrate --mode` "
+          "(see Ferry.migrate_argv in bench/ferrybench.py)")
 
 
 def write_csv(records, path):
-    keys = ["scenario", "vmm", "rep", "link", "mem_mib", "status", "guest_ok", "total_ms",
-            "wall_ms", "setup_ms", "downtime_ms", "outage_ms", "max_gap_ms", "base_gap_ms",
-            "seq_jump", "wire_bytes", "wire_fwd_bytes", "vmm_bytes", "throughput_mibs",
+    keys = ["scenario", "mode", "vmm", "rep", "link", "mem_mib", "status", "converged",
+            "guest_ok", "total_ms", "wall_ms", "setup_ms", "downtime_ms", "outage_ms",
+            "max_gap_ms", "base_gap_ms", "seq_jump", "precopy_phase_ms", "postcopy_ms",
+            "blocktime_ms", "vcpu_blocktime_ms", "postcopy_requests", "postcopy_bytes",
+            "wire_bytes", "wire_fwd_bytes", "vmm_bytes", "throughput_mibs",
             "raw_mibs", "raw_s", "link_pct", "raw_mem_mibs", "src_cpu_s", "dst_cpu_s", "iterations",
-            "boot_s", "src_exit", "downtime_phases", "tcp_ext_dst", "cmdline", "error"]
+            "boot_s", "src_exit", "precopy_timeout_s", "downtime_phases", "tcp_ext_dst",
+            "cmdline", "error"]
     with open(path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
         w.writeheader()
@@ -860,20 +1207,34 @@ def write_csv(records, path):
                         for k in keys})
 
 
-def write_summary_csv(summary, scenarios, path):
+def write_summary_csv(summary, cases, path):
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["scenario", "metric", "ferry", "qemu", "ferry_over_qemu"])
-        for sc in scenarios:
-            for key, *_ in METRICS:
-                fv, qv = summary[sc.name][key]["ferry"], summary[sc.name][key]["qemu"]
-                w.writerow([sc.name, key, "" if fv is None else f"{fv:.3f}",
+        w.writerow(["scenario", "mode", "metric", "ferry", "qemu", "ferry_over_qemu"])
+        for case in cases:
+            s = summary[case.label]
+            fsup = s["_supported"]["ferry"]
+            k, n = s["_converged"]["qemu"]
+            fk, fn = s["_converged"]["ferry"]
+            w.writerow([case.sc.name, case.mode, "converged_runs",
+                        f"{fk}/{fn}" if fsup else NOT_IMPLEMENTED, f"{k}/{n}", ""])
+            for key, *_ in case_metrics(case):
+                fv, qv = s[key]["ferry"], s[key]["qemu"]
+                w.writerow([case.sc.name, case.mode, key,
+                            NOT_IMPLEMENTED if not fsup else "" if fv is None else f"{fv:.3f}",
                             "" if qv is None else f"{qv:.3f}",
-                            f"{fv / qv:.3f}" if fv is not None and qv else ""])
+                            f"{fv / qv:.3f}" if fsup and fv is not None and qv else ""])
+            if any(s["_notconv"][v]["n"] for v in ("ferry", "qemu")):
+                # Medians over the runs that did not converge, until the cancel.
+                for key, *_ in NOT_CONVERGED_METRICS:
+                    fv, qv = (s["_notconv"][v][key] for v in ("ferry", "qemu"))
+                    w.writerow([case.sc.name, case.mode, f"not_converged_{key}",
+                                "" if fv is None else f"{fv:.3f}", "" if qv is None else f"{qv:.3f}",
+                                f"{fv / qv:.3f}" if fv is not None and qv else ""])
 
 
-def charts(summary, scenarios):
-    """One PNG per scenario: four panels, ferry next to QEMU."""
+def charts(summary, cases):
+    """One PNG per scenario and mode: six panels, ferry next to QEMU."""
     gp = shutil.which("gnuplot")
     if not gp:
         log("gnuplot not installed: no charts (scripts/deps.sh installs gnuplot-nox)")
@@ -886,9 +1247,11 @@ def charts(summary, scenarios):
                ["migration", "raw copy", "raw, fresh RAM"]),
               ("% of the raw TCP copy", ["link_pct"], ["throughput"]),
               ("CPU seconds during migration", ["src_cpu_s", "dst_cpu_s"], ["source", "destination"])]
-    for sc in scenarios:
-        s = summary[sc.name]
-        dat = os.path.join(OUT, f"{sc.name}.dat")
+    for case in cases:
+        sc, s = case.sc, summary[case.label]
+        if not any(s["_converged"][v][0] for v in ("ferry", "qemu")):
+            continue                    # nothing completed: nothing to draw
+        dat = os.path.join(OUT, f"{case.file}.dat")
         with open(dat, "w") as f:
             for i, (_, keys, labels) in enumerate(panels):
                 f.write(f"# panel {i}\n")
@@ -897,12 +1260,13 @@ def charts(summary, scenarios):
                     qv = s[k]["qemu"]
                     f.write(f"\"{lab}\" {fv if fv is not None else 0} {qv if qv is not None else 0}\n")
                 f.write("\n\n")
-        png = os.path.join(OUT, f"{sc.name}.png")
+        png = os.path.join(OUT, f"{case.file}.png")
+        fna = "" if s["_supported"]["ferry"] else f"; ferry {NOT_IMPLEMENTED}"
         script = [
             "set terminal pngcairo size 1500,900 noenhanced font \",10\"" if _has_cairo(gp)
             else "set terminal png size 1500,900 noenhanced",
             f"set output '{png}'",
-            f"set multiplot layout 2,3 title \"{sc.name}: {sc.mem_mib} MiB, {sc.cmdline} ({sc.link})\"",
+            f"set multiplot layout 2,3 title \"{case.label}: {sc.mem_mib} MiB, {sc.cmdline} ({sc.link}{fna})\"",
             "set style data histograms", "set style histogram clustered gap 1",
             "set style fill solid 0.8 border -1", "set boxwidth 0.9", "set grid ytics",
             "set yrange [0:*]", "set offsets 0,0,graph 0.12,0",
@@ -915,7 +1279,7 @@ def charts(summary, scenarios):
         script.append("unset multiplot")
         r = subprocess.run([gp], input="\n".join(script), capture_output=True, text=True, timeout=60)
         if r.returncode != 0:
-            log(f"gnuplot failed for {sc.name}: {r.stderr.strip()[:300]}")
+            log(f"gnuplot failed for {case.label}: {r.stderr.strip()[:300]}")
 
 
 def _has_cairo(gp):
@@ -926,7 +1290,14 @@ def _has_cairo(gp):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("preset", nargs="?", default="quick", choices=sorted(PRESETS))
-    ap.add_argument("--scenario", action="append", help="run only these scenarios (repeatable)")
+    ap.add_argument("--scenario", action="append",
+                    help="run only these scenarios (repeatable); NAME/MODE picks one mode")
+    ap.add_argument("--mode", action="append", choices=MODES,
+                    help="run the selected scenarios in these modes (repeatable; "
+                         "default: each scenario's own modes)")
+    ap.add_argument("--precopy-timeout", type=float, default=None,
+                    help="bound on every pre-copy run in seconds (default: the scenario's, "
+                         f"{PRECOPY_TIMEOUT} s or 30 s where pre-copy cannot converge)")
     ap.add_argument("--repeat", type=int, default=None, help="migrations per VMM and scenario")
     ap.add_argument("--vmm", action="append", choices=["ferry", "qemu"], help="only these VMMs")
     ap.add_argument("--mem", help="override guest memory of every scenario (e.g. 256M, 1G)")
@@ -941,7 +1312,9 @@ def main():
 
     if args.list:
         for sc in SCENARIOS:
-            print(f"{sc.name:<18} {sc.mem_mib:>5} MiB  {sc.link:<9} {sc.cmdline}")
+            bw = f" cap {sc.bandwidth // MiB}M" if sc.bandwidth else ""
+            print(f"{sc.name:<19} {sc.mem_mib:>5} MiB  {sc.link:<9} {'+'.join(sc.modes):<24} "
+                  f"{sc.cmdline}{bw}")
         return 0
     if os.geteuid() != 0:
         print("bench: needs root (network namespaces, tc)", file=sys.stderr)
@@ -952,11 +1325,18 @@ def main():
             return 1
     names = args.scenario or PRESETS[args.preset]
     byname = {s.name: s for s in SCENARIOS}
-    unknown = [n for n in names if n not in byname]
-    if unknown:
-        print(f"bench: unknown scenario {unknown}; --list shows them", file=sys.stderr)
-        return 1
-    scenarios = [byname[n] for n in names]
+    picked = {}                     # scenario name -> modes, in order
+    for n in names:
+        base, _, mode = n.partition("/")
+        if base not in byname or (mode and mode not in MODES):
+            print(f"bench: unknown scenario {n!r}; --list shows them (NAME or NAME/MODE, "
+                  f"MODE one of {', '.join(MODES)})", file=sys.stderr)
+            return 1
+        modes = [mode] if mode else list(args.mode or byname[base].modes)
+        picked.setdefault(base, [])
+        picked[base] += [m for m in modes if m not in picked[base]]
+    scenarios = [byname[n] for n in picked]
+    cases = [Case(byname[n], m) for n in picked for m in picked[n]]
     for sc in scenarios:
         if args.mem:
             m = re.fullmatch(r"(\d+)([MG])", args.mem.upper())
@@ -966,9 +1346,11 @@ def main():
             sc.mem_mib = int(m.group(1)) * (1024 if m.group(2) == "G" else 1)
         if args.downtime:
             sc.downtime_ms = args.downtime
+        if args.precopy_timeout:
+            sc.precopy_timeout_s = args.precopy_timeout
     repeat = args.repeat or 3
 
-    ferry_ok = Ferry.available()
+    ferry_ok = ferry_built = Ferry.available()
     ferry_why = "" if ferry_ok else f"'{FERRY} migrate' does not exist yet (or ferry is not built)"
     vmms = []
     for v in (args.vmm or ["qemu", "ferry"]):
@@ -982,7 +1364,16 @@ def main():
     if not vmms:
         print("bench: nothing to run", file=sys.stderr)
         return 1
-    ferry_ok = any(v.name == "ferry" for v in vmms)
+    if ferry_ok and not any(v.name == "ferry" for v in vmms):
+        ferry_ok, ferry_why = False, "not selected (--vmm)"
+    # Which modes each VMM can run.  Without ferry at all its column is
+    # empty anyway ("ferry column empty"), not "not implemented".
+    supported = {"qemu": Qemu().modes(),
+                 "ferry": Ferry().modes() if ferry_built else set(MODES)}
+    if ferry_ok and supported["ferry"] != set(MODES):
+        log(f"ferry: modes {', '.join(sorted(supported['ferry']))} only "
+            f"(`ferry migrate --help` has no --mode): its post-copy/hybrid cells say "
+            f"'{NOT_IMPLEMENTED}'")
 
     os.makedirs(OUT, exist_ok=True)
     h = Harness(args)
@@ -996,29 +1387,38 @@ def main():
     links = {}
     t_start = time.monotonic()
     try:
-        log(f"scenarios: {', '.join(names)}; VMMs: {', '.join(v.name for v in vmms)}; "
+        log(f"cases: {', '.join(c.label for c in cases)}; VMMs: {', '.join(v.name for v in vmms)}; "
             f"{repeat} migration(s) each; logs in {h.logdir}")
         for sc in scenarios:
             link = links[sc.link] = LINKS[sc.link]()
             log(f"{sc.name}: setting up {link.describe()}")
             link.setup(h)
             try:
-                for rep in range(repeat):
-                    order = vmms if rep % 2 == 0 else list(reversed(vmms))
-                    for vmm in order:
-                        rec = run_migration(h, sc, vmm, link, rep)
-                        rec["wire_mib"] = rec["wire_bytes"] / MiB if rec.get("wire_bytes") else None
-                        rec["vmm_mib"] = rec["vmm_bytes"] / MiB if rec.get("vmm_bytes") else None
-                        records.append(rec)
-                        log(f"  {sc.name} {vmm.name} #{rep}: {rec['status']}"
-                            f" total {fmt(rec.get('total_ms'), 0)} ms,"
-                            f" downtime {fmt(rec.get('downtime_ms'))} ms,"
-                            f" outage {fmt(rec.get('outage_ms'))} ms,"
-                            f" wire {fmt(rec.get('wire_mib'))} MiB,"
-                            f" {fmt(rec.get('throughput_mibs'), 0)} MiB/s"
-                            f" (raw {fmt(rec.get('raw_mibs'), 0)} MiB/s,"
-                            f" {fmt(rec.get('link_pct'))}%)"
-                            + (f" [{rec['error']}]" if rec.get("error") else ""))
+                for case in (c for c in cases if c.sc is sc):
+                    able = [v for v in vmms if case.mode in supported[v.name]]
+                    for v in vmms:
+                        if v not in able:
+                            log(f"  {case.label} {v.name}: {NOT_IMPLEMENTED}")
+                    for rep in range(repeat):
+                        order = able if rep % 2 == 0 else list(reversed(able))
+                        for vmm in order:
+                            rec = run_migration(h, case, vmm, link, rep)
+                            rec["wire_mib"] = rec["wire_bytes"] / MiB if rec.get("wire_bytes") else None
+                            rec["vmm_mib"] = rec["vmm_bytes"] / MiB if rec.get("vmm_bytes") else None
+                            records.append(rec)
+                            extra = ""
+                            if rec.get("postcopy_ms") is not None:
+                                extra = (f" post-copy phase {fmt(rec['postcopy_ms'], 0)} ms,"
+                                         f" blocked {fmt(rec.get('blocktime_ms'), 0)} ms,")
+                            log(f"  {case.label} {vmm.name} #{rep}: {rec['status']}"
+                                f" total {fmt(rec.get('total_ms'), 0)} ms,"
+                                f" downtime {fmt(rec.get('downtime_ms'))} ms,"
+                                f" outage {fmt(rec.get('outage_ms'))} ms,{extra}"
+                                f" wire {fmt(rec.get('wire_mib'))} MiB,"
+                                f" {fmt(rec.get('throughput_mibs'), 0)} MiB/s"
+                                f" (raw {fmt(rec.get('raw_mibs'), 0)} MiB/s,"
+                                f" {fmt(rec.get('link_pct'))}%)"
+                                + (f" [{rec['error']}]" if rec.get("error") else ""))
             finally:
                 link.teardown(h)
     except KeyboardInterrupt:
@@ -1032,18 +1432,23 @@ def main():
         write_csv(records, os.path.join(OUT, "results.csv"))
 
     present = [v.name for v in vmms]
-    summary = summarize(records, scenarios, ["ferry", "qemu"])
+    summary = summarize(records, cases, ["ferry", "qemu"], supported)
     lines = [f"ferry vs QEMU live migration, {time.strftime('%Y-%m-%d %H:%M:%S')}, "
-             f"{os.cpu_count()} CPUs, {repeat} run(s) per VMM and scenario, "
+             f"{os.cpu_count()} CPUs, {repeat} run(s) per VMM, scenario and mode, "
              f"VMMs run: {', '.join(present)}"]
     print(lines[0])
-    report(summary, scenarios, links, ferry_ok, ferry_why, lines)
+    report(summary, cases, links, ferry_ok, ferry_why, lines)
     with open(os.path.join(OUT, "summary.txt"), "w") as f:
         f.write("\n".join(lines) + "\n")
-    write_summary_csv(summary, scenarios, os.path.join(OUT, "summary.csv"))
-    charts(summary, scenarios)
+    write_summary_csv(summary, cases, os.path.join(OUT, "summary.csv"))
+    charts(summary, cases)
     log(f"done in {time.monotonic() - t_start:.0f} s: {OUT}/results.csv, summary.csv, summary.txt, *.png")
-    failed = [r for r in records if r.get("status") != "completed" or not r.get("guest_ok")]
+    # A pre-copy that did not converge is a result where the scenario says
+    # it may not (the guest must still have run on at the source).
+    byname = {s.name: s for s in SCENARIOS}
+    failed = [r for r in records if not r.get("guest_ok") or not (
+        r.get("status") == "completed" or
+        (r.get("status") == "not-converged" and not byname[r["scenario"]].converges))]
     return 2 if failed else 0
 
 

@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # ferry vs QEMU migration benchmark: bench/run.sh [quick|full] [options]
 #   bench/run.sh quick            scenario 1 only (1 GiB idle guest, loopback), ~2 min
-#   bench/run.sh full             every scenario (loopback, veth 1G/10G, WAN), ~25 min
+#   bench/run.sh full             every scenario and mode (loopback, veth 1G/10G, WAN;
+#                                 pre-copy, post-copy, hybrid), ~30 min
 #   bench/run.sh --list           the scenarios
 #   bench/run.sh full --scenario idle-random-1g --repeat 1 --vmm qemu
+#   bench/run.sh full --scenario memtouch-fast-1g/hybrid --repeat 1   (NAME/MODE)
+# FERRYBENCH_OUT=DIR puts results and logs in DIR instead.
 # Results: build/bench/{results.csv,summary.csv,summary.txt,*.png,logs/}.
 # See bench/README.md.
 set -euo pipefail
