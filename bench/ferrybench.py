@@ -484,7 +484,8 @@ class Qemu:
     def start_dst(self, h, run, link):
         ip, port = link.vmm_listen
         # Same destination preparation for both VMMs: RAM allocated up front.
-        pre = ["-mem-prealloc"] if PREALLOC else []
+        # Preallocation only helps pre-copy: post-copy must drop the pages again.
+        pre = ["-mem-prealloc"] if PREALLOC and run.mode == "precopy" else []
         return self._argv(run.sc, run.dst_ctl) + pre + ["-incoming", f"tcp:{ip}:{port}"]
 
     def start_src(self, h, run, link):
@@ -669,7 +670,8 @@ class Ferry:
 
     def start_dst(self, h, run, link):
         ip, port = link.vmm_listen
-        pre = ["--memory", f"{run.sc.mem_mib}M", "--prealloc"] if PREALLOC else []
+        pre = (["--memory", f"{run.sc.mem_mib}M", "--prealloc"]
+               if PREALLOC and run.mode == "precopy" else [])
         return [FERRY, "run", "--incoming", f"tcp:{ip}:{port}", "--serial", "stdio",
                 "--control", run.dst_ctl] + pre
 
