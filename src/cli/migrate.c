@@ -38,6 +38,10 @@ static const char migrate_usage[] =
 "  -a, --auto-converge      throttle the vCPUs while the guest dirties too fast\n"
 "  -V, --verify             compare a digest of every page of RAM at switchover\n"
 "  -k, --keep-source        keep the source VM (paused) after success\n"
+"  -r, --resume             reconnect a post-copy whose connection broke\n"
+"                           (the destination listens on URI again)\n"
+"      --resume-timeout T   how long a broken post-copy waits for --resume\n"
+"                           before the VM is given up (default 5m)\n"
 "  -p, --progress           show a live progress line\n"
 "  -j, --json               print the final report as JSON\n"
 "  -s, --stats-file PATH    append one CSV row of every statistic per second\n"
@@ -48,7 +52,8 @@ static const char migrate_usage[] =
 "'ferry migrate-postcopy CONTROL' switches a running pre-copy to post-copy.\n"
 "\n"
 "Exit status: 0 completed, 1 failed or cancelled (the VM runs on at the\n"
-"source), 3 post-copy failed and the VM is lost, 64 usage, 69 no ferry at\n"
+"source), 3 post-copy failed and the VM is lost, 4 post-copy paused on a\n"
+"broken connection (resume it with --resume), 64 usage, 69 no ferry at\n"
 "CONTROL.\n";
 
 struct migrate_opts {
@@ -84,6 +89,8 @@ static void migrate_parse(int argc, char **argv, struct migrate_opts *o)
 		{ "auto-converge", no_argument, NULL, 'a' },
 		{ "verify", no_argument, NULL, 'V' },
 		{ "keep-source", no_argument, NULL, 'k' },
+		{ "resume", no_argument, NULL, 'r' },
+		{ "resume-timeout", required_argument, NULL, 'R' },
 		{ "progress", no_argument, NULL, 'p' },
 		{ "json", no_argument, NULL, 'j' },
 		{ "stats-file", required_argument, NULL, 's' },
@@ -95,7 +102,7 @@ static void migrate_parse(int argc, char **argv, struct migrate_opts *o)
 
 	memset(o, 0, sizeof(*o));
 	o->args = json_object_new_object();
-	while ((c = getopt_long(argc, argv, "b:d:n:t:m:aVkpjs:h", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "b:d:n:t:m:aVkrpjs:h", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'b':
 			if (parse_size(optarg, &v))
@@ -147,6 +154,13 @@ static void migrate_parse(int argc, char **argv, struct migrate_opts *o)
 		case 'a': migrate_add_bool(o->args, "auto-converge"); break;
 		case 'V': migrate_add_bool(o->args, "verify"); break;
 		case 'k': migrate_add_bool(o->args, "keep-source"); break;
+		case 'r': migrate_add_bool(o->args, "resume"); break;
+		case 'R':
+			if (parse_duration(optarg, NSEC_PER_SEC, &v) || !v)
+				die(FERRY_EXIT_USAGE, "bad --resume-timeout '%s': use a time like 30s", optarg);
+			json_object_object_add(o->args, "resume-timeout-ms",
+					       json_object_new_int64((int64_t)(v / NSEC_PER_MSEC)));
+			break;
 		case 'p': o->progress = true; break;
 		case 'j': o->json = true; break;
 		case 's': o->stats_file = optarg; break;
@@ -301,9 +315,17 @@ static json_object *migrate_follow(struct control_conn *c, const struct migrate_
 				json_object_put(r);
 			cancelled = true;
 		}
-		json_object *reply = NULL, *q;
+		json_object *reply = NULL, *q, *st;
 		if (control_conn_call(c, "query-migrate", NULL, 5000, &reply))
 			continue;
+		if (json_object_object_get_ex(reply, "return", &q) &&
+		    json_object_object_get_ex(q, "status", &st) &&
+		    !strcmp(json_object_get_string(st), "postcopy-paused")) {
+			/* Not the end: report it and leave the rest to --resume. */
+			data = json_object_get(q);
+			json_object_put(reply);
+			break;
+		}
 		if (json_object_object_get_ex(reply, "return", &q)) {
 			clock_gettime(CLOCK_MONOTONIC, &now);
 			if (o->progress)
@@ -319,7 +341,7 @@ static json_object *migrate_follow(struct control_conn *c, const struct migrate_
 		fputc('\n', stderr);
 	if (csv)
 		fclose(csv);
-	if (ev && json_object_object_get_ex(ev, "data", &data))
+	if (!data && ev && json_object_object_get_ex(ev, "data", &data))
 		json_object_get(data);
 	json_object_put(ev);
 	return data;
@@ -368,6 +390,11 @@ int cli_migrate(int argc, char **argv)
 		migrate_print_report(final);
 	json_object_object_get_ex(final, "status", &v);
 	status = strcmp(json_object_get_string(v), "completed") ? 1 : 0;
+	if (!strcmp(json_object_get_string(v), "postcopy-paused")) {
+		pr_err("post-copy paused: the connection broke; the guest waits at the destination. "
+		       "Run 'ferry migrate %s URI --resume' once it listens again", o.control);
+		status = 4;
+	}
 	if (json_object_object_get_ex(final, "vm-lost", &v) && json_object_get_boolean(v))
 		status = 3;	/* post-copy failed after the guest moved */
 	json_object_put(final);

@@ -39,6 +39,8 @@ static const char run_usage[] =
 "                         -mem-prealloc); with --incoming, needs --memory and\n"
 "                         happens before the source connects (helps pre-copy;\n"
 "                         post-copy must drop the pages again)\n"
+"      --resume-timeout T with --incoming: how long a post-copy whose source\n"
+"                         was lost waits for it to resume (default 5m)\n"
 "      --test-hooks       allow the x-test-* control commands (tests only)\n"
 "  -q, --quiet            print errors only\n"
 "  -v, --verbose          print debug messages\n"
@@ -53,6 +55,7 @@ struct run_opts {
 	struct machine_config mc;
 	const char *control;
 	const char *incoming;
+	uint64_t resume_timeout_ns;
 	bool memory_set, vcpus_set;
 	bool test_hooks;
 };
@@ -69,6 +72,7 @@ static void run_parse(int argc, char **argv, struct run_opts *o)
 		{ "incoming", required_argument, NULL, 'i' },
 		{ "test-hooks", no_argument, NULL, 'T' },
 		{ "prealloc", no_argument, NULL, 'P' },
+		{ "resume-timeout", required_argument, NULL, 'R' },
 		{ "quiet", no_argument, NULL, 'q' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
@@ -87,6 +91,11 @@ static void run_parse(int argc, char **argv, struct run_opts *o)
 		case 'i': o->incoming = optarg; break;
 		case 'T': o->test_hooks = true; break;
 		case 'P': o->mc.prealloc = true; break;
+		case 'R':
+			if (parse_duration(optarg, NSEC_PER_SEC, &o->resume_timeout_ns) ||
+			    !o->resume_timeout_ns || o->resume_timeout_ns > 86400 * NSEC_PER_SEC)
+				die(FERRY_EXIT_USAGE, "bad --resume-timeout '%s': use a time like 60s", optarg);
+			break;
 		case 'q': log_set_level(LOG_ERROR); break;
 		case 'v': log_set_level(LOG_DEBUG); break;
 		case 'h': fputs(run_usage, stdout); exit(0);
@@ -218,6 +227,7 @@ static int run_incoming(struct run_ctx *ctx, struct mig_incoming *inc)
 		.max_vcpus = o->vcpus_set ? o->mc.vcpus : 0,
 		.accept_timeout_ms = -1, .io_timeout_ms = 30000,
 		.start_guest = run_start_cb, .start_opaque = ctx,
+		.resume_timeout_ms = (int)(o->resume_timeout_ns / 1000000),
 	};
 	struct guest_memory pre = { .fd = -1 };
 	int err = 0;

@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "control/control.h"
 #include "migration/migration.h"
@@ -76,6 +77,11 @@ static int mig_parse_params(json_object *args, struct mig_params *p, json_object
 		else if (strcmp(s, "precopy"))
 			return control_fail(ret, -EINVAL, "'mode' must be precopy, postcopy or hybrid");
 	}
+	uint64_t resume_s = 0;
+	err = mig_arg_u64(args, "resume-timeout-ms", &resume_s, ret);
+	if (err)
+		return err;
+	p->resume_timeout_ns = resume_s * 1000000ULL;
 	uint64_t after = 1, prepage = 64;
 	err = mig_arg_u64(args, "postcopy-after", &after, ret);
 	err = err ?: mig_arg_u64(args, "prepage", &prepage, ret);
@@ -103,6 +109,12 @@ int cmd_migrate(struct control_ctx *ctx, json_object *args, json_object **ret)
 	err = mig_parse_params(args, &p, ret);
 	if (err)
 		return err;
+	json_object *v;
+	if (json_object_object_get_ex(args, "resume", &v) && json_object_get_boolean(v)) {
+		if (migration_resume(ctx->mig, p.uri))
+			return control_fail(ret, -ESRCH, "no post-copy is waiting to resume");
+		return 0;
+	}
 	enum vm_state st = vm_get_state(&ctx->machine->vm);
 	if (st != VM_STATE_RUNNING && st != VM_STATE_PAUSED)
 		return control_fail(ret, -ESRCH, "the VM is %s", vm_state_name(st));
@@ -149,6 +161,15 @@ int cmd_migrate_start_postcopy(struct control_ctx *ctx, json_object *args, json_
 {
 	if (!ctx->mig || migration_start_postcopy(ctx->mig))
 		return control_fail(ret, -ESRCH, "no migration is in its live phase");
+	return 0;
+}
+
+/* Test hook: cut the migration's connection, as a network failure would. */
+int cmd_test_migration_break(struct control_ctx *ctx, json_object *args, json_object **ret)
+{
+	if (!ctx->mig || !migration_running(ctx->mig) || ctx->mig->s.fd < 0)
+		return control_fail(ret, -ESRCH, "no migration connection to break");
+	shutdown(ctx->mig->s.fd, SHUT_RDWR);
 	return 0;
 }
 

@@ -149,6 +149,7 @@ static const struct control_command control_commands[] = {
 	{ "x-test-corrupt", true, cmd_test_corrupt },
 	{ "x-test-rebuild", true, cmd_test_rebuild },
 	{ "x-test-peek", true, cmd_test_peek },
+	{ "x-test-migration-break", true, cmd_test_migration_break },
 };
 
 int control_dispatch(struct control_ctx *ctx, const char *name, json_object *args,

@@ -24,6 +24,7 @@ enum mig_section {
 	MIG_SEC_DISCARD = 8,		/* post-copy: pages the destination must fetch */
 	MIG_SEC_POSTCOPY_RUN = 9,	/* post-copy: start the guest now */
 	MIG_SEC_POSTCOPY_DONE = 10,	/* post-copy: every page has been sent */
+	MIG_SEC_RESUME = 11,		/* post-copy: a source reconnecting after a break */
 	/* return path */
 	MIG_SEC_READY = 16,
 	MIG_SEC_RESULT = 17,
@@ -31,6 +32,8 @@ enum mig_section {
 	MIG_SEC_RUNNING = 19,		/* post-copy: the guest runs at the destination */
 	MIG_SEC_PAGE_REQ = 20,		/* post-copy: the guest faulted on this page */
 	MIG_SEC_PC_STATS = 21,		/* post-copy: the destination's counters, at the end */
+	MIG_SEC_PC_KNOWN = 22,		/* resume: pages the destination holds (bitmap) */
+	MIG_SEC_PC_RESUMED = 23,	/* resume: bitmap complete, carry on */
 };
 
 enum mig_page_kind {

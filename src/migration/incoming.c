@@ -400,6 +400,106 @@ static int mig_in_pc_done(struct mig_incoming *inc, uint32_t len, bool *done)
 	return 0;
 }
 
+/* Send our known-page bitmap, then re-ask for every page still awaited. */
+static int mig_in_pc_report(struct mig_incoming *inc, struct machine *m)
+{
+	struct pc_dest *pc = &inc->pc;
+	uint64_t pages = m->vm.mem.size / GUEST_PAGE_SIZE;
+	uint8_t *p = malloc(12 + MIG_DISCARD_MAX_PAGES / 8);
+	int err = 0;
+
+	if (!p)
+		return -ENOMEM;
+	pthread_mutex_lock(&pc->lock);
+	for (uint64_t first = 0; first < pages && !err; first += MIG_DISCARD_MAX_PAGES) {
+		uint32_t n = (uint32_t)(pages - first < MIG_DISCARD_MAX_PAGES ? pages - first
+									    : MIG_DISCARD_MAX_PAGES);
+		for (int b = 0; b < 8; b++)
+			p[b] = (uint8_t)(first >> (8 * b));
+		for (int b = 0; b < 4; b++)
+			p[8 + b] = (uint8_t)(n >> (8 * b));
+		for (uint32_t w = 0; w < (n + 63) / 64; w++) {
+			uint64_t word = htole64(inc->known[first / 64 + w]);
+			memcpy(p + 12 + 8 * w, &word, 8);
+		}
+		mig_section_write(pc->s, MIG_SEC_PC_KNOWN, p, 12 + (n + 63) / 64 * 8);
+	}
+	mig_section_write(pc->s, MIG_SEC_PC_RESUMED, NULL, 0);
+	for (uint64_t i = 0; i < pages; i++) {
+		unsigned long bit = 1UL << (i % 64);
+		if (!(pc->requested[i / 64] & bit) || (inc->known[i / 64] & bit))
+			continue;
+		uint64_t gpa = 0, off = i * GUEST_PAGE_SIZE;
+		for (unsigned r = 0; r < m->vm.mem.nr_regions; r++) {
+			const struct guest_region *g = &m->vm.mem.regions[r];
+			if (off >= g->offset && off - g->offset < g->size)
+				gpa = g->gpa + (off - g->offset);
+		}
+		uint8_t q[8];
+		for (int b = 0; b < 8; b++)
+			q[b] = (uint8_t)(gpa >> (8 * b));
+		mig_section_write(pc->s, MIG_SEC_PAGE_REQ, q, sizeof(q));
+	}
+	err = mig_stream_flush(pc->s);
+	pthread_mutex_unlock(&pc->lock);
+	free(p);
+	return err;
+}
+
+/*
+ * Post-copy lost the source.  The guest cannot go on without it, so park
+ * its vCPUs, listen again and wait (bounded) for 'ferry migrate --resume'.
+ * Returns 0 once reconnected; else the VM is lost.
+ */
+static int mig_in_pc_reconnect(struct mig_incoming *inc, const struct mig_incoming_opts *opts,
+			       struct machine *m)
+{
+	struct pc_dest *pc = &inc->pc;
+	char magic[MIG_MAGIC_LEN];
+	int wait_ms = opts->resume_timeout_ms ? opts->resume_timeout_ms : 300000;
+	int lfd, fd, err;
+
+	pr_warn("post-copy: lost the source (%s); the guest is paused. Waiting %d s on %s for "
+		"'ferry migrate CONTROL URI --resume'", inc->why, wait_ms / 1000, opts->uri);
+	vm_pause_nowait(&m->vm);
+	pthread_mutex_lock(&pc->lock);
+	mig_stream_destroy(&inc->s);		/* its sticky error keeps writers out */
+	inc->connected = false;			/* nobody to reply to, unless one comes */
+	pthread_mutex_unlock(&pc->lock);
+	lfd = mig_transport_listen(opts->uri);
+	if (lfd < 0)
+		return mig_in_fail(inc, lfd, "cannot listen again on %s: %s", opts->uri, strerror(-lfd));
+	fd = mig_transport_accept(lfd, wait_ms);
+	close(lfd);
+	mig_transport_unlisten(opts->uri);
+	if (fd < 0)
+		return mig_in_fail(inc, fd, "no source came back within %d s", wait_ms / 1000);
+	pthread_mutex_lock(&pc->lock);
+	err = mig_stream_init(&inc->s, fd, 1 << 20);
+	inc->s.timeout_ms = opts->io_timeout_ms;
+	inc->connected = !err;
+	pthread_mutex_unlock(&pc->lock);
+	if (err)
+		return mig_in_fail(inc, err, "out of memory");
+	mig_stream_get(&inc->s, magic, sizeof(magic));
+	uint32_t version = mig_stream_get_u32(&inc->s);
+	uint8_t type;
+	uint32_t len;
+	if (mig_stream_error(&inc->s) || memcmp(magic, MIG_MAGIC, MIG_MAGIC_LEN) ||
+	    version != MIG_VERSION ||
+	    mig_section_read(&inc->s, inc->buf, MIG_SECTION_MAX, &type, &len) ||
+	    type != MIG_SEC_RESUME || len)
+		return mig_in_fail(inc, -EPROTO, "the reconnecting peer is not a resuming source");
+	err = mig_in_pc_report(inc, m);
+	if (err)
+		return mig_in_fail(inc, err, "cannot answer the resuming source: %s", inc->s.why);
+	inc->why[0] = '\0';
+	if (vm_resume(&m->vm))
+		return mig_in_fail(inc, -ESRCH, "the guest stopped while post-copy was paused");
+	pr_info("post-copy: the source is back; the guest runs again");
+	return 0;
+}
+
 /* Post-copy done: tell the source what the guest went through. */
 static void mig_in_pc_stats(struct mig_incoming *inc)
 {
@@ -602,8 +702,13 @@ int mig_incoming_receive(struct mig_incoming *inc, const struct mig_incoming_opt
 	if (!inc->buf)
 		return mig_in_fail(inc, -ENOMEM, "out of memory");
 	err = mig_in_header(inc);
-	while (!err && !done)
+	while (!err && !done) {
 		err = mig_in_next(inc, opts, m, &ph, &st, &done);
+		/* A broken connection in post-copy is worth waiting out. */
+		if (err && inc->guest_started && err != -EPROTO && err != -EIO && err != -ERANGE &&
+		    !mig_in_pc_reconnect(inc, opts, m))
+			err = 0, ph = MIG_IN_PC_RUN;
+	}
 	uint64_t t_end = vm_now_ns();
 	if (!err && inc->guest_started)
 		mig_in_pc_stats(inc);
@@ -661,8 +766,10 @@ void mig_incoming_reply(struct mig_incoming *inc, int status, const char *msg)
 	size_t n = msg ? strlen(msg) : 0;
 	uint8_t payload[4 + 2 + 256];
 
-	if (!inc->connected)
+	if (!inc->connected) {
+		mig_digest_free(&inc->digest);
 		return;
+	}
 	/*
 	 * A failed read (bad section, peer gone) left the stream's sticky error
 	 * set, which would swallow the answer; the return path may still work,

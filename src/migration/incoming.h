@@ -29,6 +29,7 @@ struct mig_incoming_opts {
 	 */
 	int (*start_guest)(void *opaque);
 	void *start_opaque;
+	int resume_timeout_ms;		/* post-copy: wait this long for a reconnect */
 };
 
 struct mig_incoming {

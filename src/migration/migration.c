@@ -9,6 +9,7 @@ void migration_init(struct migration *mig, struct machine *m)
 	mig->m = m;
 	mig->s.fd = -1;
 	pthread_mutex_init(&mig->lock, NULL);
+	pthread_cond_init(&mig->cond, NULL);
 }
 
 static void migration_join(struct migration *mig)
@@ -23,6 +24,7 @@ void migration_destroy(struct migration *mig)
 {
 	migration_cancel(mig);
 	migration_join(mig);
+	pthread_cond_destroy(&mig->cond);
 	pthread_mutex_destroy(&mig->lock);
 }
 
@@ -31,7 +33,7 @@ bool migration_running(struct migration *mig)
 	pthread_mutex_lock(&mig->lock);
 	enum mig_status s = mig->stats.status;
 	pthread_mutex_unlock(&mig->lock);
-	return s >= MIG_STATUS_SETUP && s <= MIG_STATUS_POSTCOPY;
+	return s >= MIG_STATUS_SETUP && s <= MIG_STATUS_POSTCOPY_PAUSED;
 }
 
 int migration_start(struct migration *mig, const struct mig_params *p, mig_event_fn *fn,
@@ -52,6 +54,7 @@ int migration_start(struct migration *mig, const struct mig_params *p, mig_event
 	mig->stats.start_ns = vm_now_ns();
 	mig->stats.verify = p->verify;
 	mig->cancel = false;
+	mig->resume_requested = false;
 	pthread_mutex_unlock(&mig->lock);
 	err = -pthread_create(&mig->thread, NULL, precopy_thread, mig);
 	if (err) {
@@ -72,6 +75,11 @@ int migration_cancel(struct migration *mig)
 	if (mig->stats.status >= MIG_STATUS_SETUP && mig->stats.status <= MIG_STATUS_DEVICE) {
 		mig->cancel = true;
 		err = 0;
+	} else if (mig->stats.status == MIG_STATUS_POSTCOPY_PAUSED) {
+		/* Giving up on a broken post-copy: the VM is lost, and said so. */
+		mig->cancel = true;
+		pthread_cond_broadcast(&mig->cond);
+		err = 0;
 	}
 	pthread_mutex_unlock(&mig->lock);
 	return err;
@@ -89,6 +97,21 @@ int migration_set_limits(struct migration *mig, const uint64_t *bandwidth,
 		if (downtime_ns)
 			mig->p.downtime_ns = *downtime_ns;
 		mig->limits_changed = true;
+		err = 0;
+	}
+	pthread_mutex_unlock(&mig->lock);
+	return err;
+}
+
+int migration_resume(struct migration *mig, const char *uri)
+{
+	int err = -ESRCH;
+
+	pthread_mutex_lock(&mig->lock);
+	if (mig->stats.status == MIG_STATUS_POSTCOPY_PAUSED && strlen(uri) < sizeof(mig->resume_uri)) {
+		strcpy(mig->resume_uri, uri);
+		mig->resume_requested = true;
+		pthread_cond_broadcast(&mig->cond);
 		err = 0;
 	}
 	pthread_mutex_unlock(&mig->lock);

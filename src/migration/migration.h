@@ -40,12 +40,14 @@ struct mig_params {
 	uint32_t postcopy_after;	/* hybrid: switch after this many passes (default 1) */
 	uint32_t prepage;		/* post-copy: neighbours pushed after a fault (0: none) */
 	uint64_t postcopy_bandwidth;	/* post-copy: cap on the background push, bytes/s */
+	uint64_t resume_timeout_ns;	/* post-copy: how long a broken one waits to resume */
 	bool auto_converge;
 	bool verify;
 	bool keep_source;		/* stay paused after success instead of exiting */
 };
 
 #define MIG_DEFAULT_DOWNTIME_NS (300ULL * 1000000ULL)
+#define MIG_DEFAULT_RESUME_TIMEOUT_NS (300ULL * 1000000000ULL)
 
 typedef void mig_event_fn(void *opaque, json_object *event);
 
@@ -61,6 +63,9 @@ struct migration {
 	struct mig_stats stats;
 	bool cancel;
 	bool postcopy_requested;	/* migrate-start-postcopy */
+	bool resume_requested;		/* migrate --resume, to resume_uri */
+	char resume_uri[256];
+	pthread_cond_t cond;		/* signals resume_requested and cancel */
 	bool limits_changed;		/* p.bandwidth / p.downtime_ns were set anew */
 
 	/* Owned by the migration thread while it runs. */
@@ -97,6 +102,11 @@ int migration_cancel(struct migration *mig);
  */
 int migration_set_limits(struct migration *mig, const uint64_t *bandwidth,
 			 const uint64_t *downtime_ns);
+/*
+ * Reconnect a post-copy that lost its connection, to uri (the destination
+ * listens again).  0, or -ESRCH if no post-copy waits to resume.
+ */
+int migration_resume(struct migration *mig, const char *uri);
 /* Switch a running pre-copy to post-copy at the next chance.  0 or -ESRCH. */
 int migration_start_postcopy(struct migration *mig);
 /* A snapshot of the statistics as JSON (query-migrate). */

@@ -9,13 +9,16 @@
  */
 #include <errno.h>
 #include <poll.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 
 #include "migration/format.h"
 #include "migration/migration.h"
 #include "migration/ram.h"
 #include "migration/section.h"
+#include "migration/transport.h"
 #include "util/log.h"
 #include "vmm/dirty.h"
 
@@ -217,6 +220,31 @@ static void postcopy_pace(struct migration *mig, uint64_t bytes)
 		poll(&p, 1, (int)((wait + 999999) / 1000000));
 }
 
+/* A PC_KNOWN bitmap: pages the destination holds leave the owed bitmap. */
+static int postcopy_strike_known(struct migration *mig, const uint8_t *p, uint32_t len)
+{
+	struct guest_memory *mem = &mig->m->vm.mem;
+	struct mig_cursor c;
+
+	mig_cursor_init(&c, p, len);
+	uint64_t first = mig_cursor_u64(&c);
+	uint32_t nbits = mig_cursor_u32(&c);
+	if (c.bad || first % 64 || !nbits || len != 12 + (nbits + 63) / 64 * 8)
+		return -EPROTO;
+	for (uint32_t i = 0; i < nbits; i++) {
+		uint64_t word;
+		unsigned r;
+		uint64_t page;
+		memcpy(&word, p + 12 + 8 * (i / 64), 8);
+		if (!(le64toh(word) & (1ULL << (i % 64))))
+			continue;
+		if (!ram_locate(mem, first + i, &r, &page))
+			return -EPROTO;
+		mig->bitmap[r][page / 64] &= ~(1UL << (page % 64));
+	}
+	return 0;
+}
+
 /* Serve faults first, push the rest in address order, until none is owed. */
 static int postcopy_push(struct migration *mig)
 {
@@ -295,14 +323,122 @@ static int postcopy_finish(struct migration *mig)
 	return 0;
 }
 
+/* A broken connection, as opposed to a refusal or a protocol error. */
+static bool postcopy_recoverable(struct migration *mig, int err)
+{
+	return mig->stats.status == MIG_STATUS_POSTCOPY && err != -EPROTO && err != -EIO &&
+	       err != -ENOMEM && err != -ECANCELED;
+}
+
+/*
+ * Wait (bounded) for migrate --resume; 0 with resume_uri set, or the
+ * original error when the wait ends without one: then the VM is lost.
+ */
+static int postcopy_wait_resume(struct migration *mig, int err)
+{
+	struct timespec until;
+	uint64_t ns = mig->p.resume_timeout_ns ? mig->p.resume_timeout_ns
+					       : MIG_DEFAULT_RESUME_TIMEOUT_NS;
+
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += (time_t)(ns / 1000000000ULL);
+	until.tv_nsec += (long)(ns % 1000000000ULL);
+	if (until.tv_nsec >= 1000000000L) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000L;
+	}
+	pthread_mutex_lock(&mig->lock);
+	mig->stats.status = MIG_STATUS_POSTCOPY_PAUSED;
+	mig->resume_requested = false;
+	pr_err("post-copy to %s lost its connection (%s); the guest waits at the destination. "
+	       "Resume with 'ferry migrate CONTROL URI --resume' within %llu s, or the VM is lost",
+	       mig->p.uri, mig->stats.error, (unsigned long long)(ns / 1000000000ULL));
+	while (!mig->resume_requested && !mig->cancel)
+		if (pthread_cond_timedwait(&mig->cond, &mig->lock, &until) == ETIMEDOUT)
+			break;
+	bool go = mig->resume_requested && !mig->cancel;
+	if (go) {
+		mig->stats.status = MIG_STATUS_POSTCOPY;
+		mig->stats.error[0] = '\0';
+		mig->stats.pc_resumes++;
+	} else {
+		mig->stats.status = MIG_STATUS_POSTCOPY;	/* so finish reports it as lost */
+	}
+	pthread_mutex_unlock(&mig->lock);
+	return go ? 0 : err;
+}
+
+/* Reconnect, learn what the destination holds: everything else is owed again. */
+static int postcopy_reconnect(struct migration *mig)
+{
+	struct guest_memory *mem = &mig->m->vm.mem;
+	int fd, err;
+
+	mig_stream_destroy(&mig->s);
+	fd = mig_transport_connect(mig->resume_uri, 10000);
+	if (fd < 0)
+		return precopy_fail(mig, fd, "cannot reconnect to %s: %s", mig->resume_uri, strerror(-fd));
+	if (mig_stream_init(&mig->s, fd, 1 << 20))
+		return precopy_fail(mig, -ENOMEM, "out of memory");
+	mig->s.timeout_ms = 30000;
+	mig_stream_put(&mig->s, MIG_MAGIC, MIG_MAGIC_LEN);
+	mig_stream_put_u32(&mig->s, MIG_VERSION);
+	mig_section_write(&mig->s, MIG_SEC_RESUME, NULL, 0);
+	err = mig_stream_flush(&mig->s);
+	if (err)
+		return precopy_stream_fail(mig, err);
+	/* Owe every page again, then strike what the destination says it has. */
+	for (unsigned r = 0; r < mem->nr_regions; r++)
+		memset(mig->bitmap[r], 0xff,
+		       dirty_bitmap_longs(mem->regions[r].size / GUEST_PAGE_SIZE) * sizeof(unsigned long));
+	uint8_t *buf = malloc(MIG_SECTION_MAX);
+	if (!buf)
+		return precopy_fail(mig, -ENOMEM, "out of memory");
+	for (;;) {
+		uint8_t type;
+		uint32_t len;
+		err = mig_section_read(&mig->s, buf, MIG_SECTION_MAX, &type, &len);
+		if (err) {
+			err = precopy_stream_fail(mig, err);
+			break;
+		}
+		if (type == MIG_SEC_PC_RESUMED)
+			break;
+		if (type != MIG_SEC_PC_KNOWN || postcopy_strike_known(mig, buf, len)) {
+			err = precopy_fail(mig, -EPROTO, "destination answered the resume badly");
+			break;
+		}
+	}
+	free(buf);
+	if (!err) {
+		int sndbuf = PC_SNDBUF;
+		setsockopt(mig->s.fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf));
+		pr_info("post-copy resumed to %s; %llu pages still owed", mig->resume_uri,
+			(unsigned long long)postcopy_count(mig));
+	}
+	return err;
+}
+
 int postcopy_run(struct migration *mig, bool after_passes)
 {
 	int err = postcopy_switch(mig, after_passes);
 
-	if (!err)
-		err = postcopy_push(mig);
-	if (!err)
-		err = postcopy_finish(mig);
+	for (;;) {
+		if (!err)
+			err = postcopy_push(mig);
+		if (!err)
+			err = postcopy_finish(mig);
+		if (!err || !postcopy_recoverable(mig, err))
+			break;
+		err = postcopy_wait_resume(mig, err);
+		if (err)
+			break;
+		err = postcopy_reconnect(mig);
+		if (err && postcopy_recoverable(mig, err))
+			continue;	/* reconnecting failed: wait for another --resume */
+		if (err)
+			break;
+	}
 	pthread_mutex_lock(&mig->lock);
 	mig->stats.wire_bytes = mig->s.bytes_out;
 	pthread_mutex_unlock(&mig->lock);

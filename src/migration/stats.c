@@ -9,6 +9,7 @@ static const char *const mig_status_names[] = {
 	[MIG_STATUS_ACTIVE] = "active",
 	[MIG_STATUS_DEVICE] = "device",
 	[MIG_STATUS_POSTCOPY] = "postcopy-active",
+	[MIG_STATUS_POSTCOPY_PAUSED] = "postcopy-paused",
 	[MIG_STATUS_COMPLETED] = "completed",
 	[MIG_STATUS_FAILED] = "failed",
 	[MIG_STATUS_CANCELLED] = "cancelled",
@@ -42,6 +43,7 @@ static json_object *mig_postcopy_json(const struct mig_stats *st, uint64_t end)
 	json_object *o = json_object_new_object();
 
 	mig_json_u64(o, "pages-owed", st->pc_pages_owed);
+	mig_json_u64(o, "resumes", st->pc_resumes);
 	mig_json_u64(o, "requests", st->pc_requests);
 	mig_json_u64(o, "pages-requested", st->pc_pages_requested);
 	mig_json_u64(o, "pages-pushed", st->pc_pages_pushed);

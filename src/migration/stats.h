@@ -14,6 +14,7 @@ enum mig_status {
 	MIG_STATUS_ACTIVE,	/* live pre-copy passes */
 	MIG_STATUS_DEVICE,	/* vCPUs paused: final pages and state */
 	MIG_STATUS_POSTCOPY,	/* the guest runs at the destination; pages follow */
+	MIG_STATUS_POSTCOPY_PAUSED,	/* post-copy lost its connection; waiting to resume */
 	MIG_STATUS_COMPLETED,
 	MIG_STATUS_FAILED,
 	MIG_STATUS_CANCELLED,
@@ -65,6 +66,7 @@ struct mig_stats {
 	uint64_t pc_latency_p50_us, pc_latency_p99_us;	/* fault to page placed */
 	uint64_t pc_blocked_us;		/* vCPU time spent waiting for pages */
 	uint64_t pc_last_page_us;	/* from guest start to the last page */
+	uint32_t pc_resumes;		/* reconnections after a broken connection */
 	int verify;
 };
 

@@ -260,6 +260,17 @@ int vm_pause(struct vm *vm)
 	return err;
 }
 
+void vm_pause_nowait(struct vm *vm)
+{
+	pthread_mutex_lock(&vm->lock);
+	if (vm->state == VM_STATE_RUNNING) {
+		vm->pause_requested = true;
+		for (unsigned i = 0; i < vm->nr_vcpus; i++)
+			vcpu_kick(&vm->vcpus[i]);
+	}
+	pthread_mutex_unlock(&vm->lock);
+}
+
 int vm_resume(struct vm *vm)
 {
 	int err = 0;

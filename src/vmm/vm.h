@@ -109,6 +109,11 @@ int vm_start(struct vm *vm) __attribute__((warn_unused_result));
  * -ESRCH if the VM has stopped.  Pausing a paused VM is a no-op.
  */
 int vm_pause(struct vm *vm) __attribute__((warn_unused_result));
+/*
+ * Ask every vCPU to park without waiting for it (one blocked on a missing
+ * page parks once the page arrives).  vm_resume() undoes it.
+ */
+void vm_pause_nowait(struct vm *vm);
 /* Let paused vCPUs run again.  Returns 0 or -ESRCH if stopped. */
 int vm_resume(struct vm *vm) __attribute__((warn_unused_result));
 

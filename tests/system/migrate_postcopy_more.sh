@@ -50,36 +50,63 @@ wait_beats "$T/$cur.serial" "$((first + 20))"
 ! grep -q CORRUPT "$T"/pp*.serial || fail "post-copy ping-pong: corruption"
 log "10 post-copy migrations, zero mismatches"
 
-# Losing a side during post-copy.  A big, random guest keeps post-copy
-# going long enough to strike: wait for postcopy-active, then kill.
-lose() {
-	local name=$1 victim=$2
-	start_dest "$name-d" "unix:$T/$name.mig"; local d=$FERRY_PID
-	start_source "$name-s" 1 1G "workload=verify wss=512M fill=random period=20ms"; local s=$FERRY_PID
-	"$FERRY" migrate "$T/$name-s.ctl" "unix:$T/$name.mig" --mode postcopy --prepage 0 --json \
-		>"$T/$name.json" & local m=$!; PIDS+=("$m")
+# A post-copy that stays busy long enough to strike: a slow background push
+# and no prepaging.  Starts it and waits for postcopy-active; sets D, S, M.
+start_long_postcopy() {
+	local name=$1; shift
+	start_dest "$name-d" "unix:$T/$name.mig" --resume-timeout 3s; D=$FERRY_PID
+	start_source "$name-s" 1 256M "workload=verify wss=64M fill=random period=20ms" --test-hooks
+	S=$FERRY_PID
+	"$FERRY" migrate "$T/$name-s.ctl" "unix:$T/$name.mig" --mode postcopy --prepage 0 \
+		--postcopy-bandwidth 16M --verify --json "$@" >"$T/$name.json" & M=$!; PIDS+=("$M")
 	local i st=
-	for ((i = 0; i < 200; i++)); do
+	for ((i = 0; i < 300; i++)); do
 		st=$("$FERRY" call "$T/$name-s.ctl" query-migrate 2>/dev/null | json_field /dev/stdin status || true)
-		[ "$st" = postcopy-active ] && break
+		[ "$st" = postcopy-active ] && return 0
 		sleep 0.02
 	done
-	[ "$st" = postcopy-active ] || { cat "$T/$name.json"; fail "$name: never saw post-copy running"; }
-	if [ "$victim" = source ]; then kill -KILL "$s"; else kill -KILL "$d"; fi
-	local rc=0; wait "$m" || rc=$?
-	if [ "$victim" = source ]; then
-		wait_exit "$d" 60
-		[ "$RC" -eq 75 ] || { cat "$T/$name-d.log"; fail "$name: destination exit $RC, want 75"; }
-		grep -q "the VM is lost" "$T/$name-d.log" || fail "$name: destination did not report the loss"
-	else
-		[ "$rc" -eq 3 ] || { cat "$T/$name.json"; fail "$name: ferry migrate exit $rc, want 3"; }
-		grep -q '"vm-lost": *true' "$T/$name.json" || fail "$name: not reported as lost"
-		wait_exit "$s" 30
-		[ "$RC" -eq 75 ] || { cat "$T/$name-s.log"; fail "$name: source exit $RC, want 75"; }
-		grep -q "the VM is lost" "$T/$name-s.log" || fail "$name: source did not report the loss"
-	fi
-	log "$victim killed during post-copy: reported as the loss of the VM"
+	cat "$T/$name.json"; fail "$name: never saw post-copy running"
 }
-lose kill-src source
-lose kill-dst destination
+
+# The connection breaks during post-copy: both sides pause, --resume
+# reconnects and finishes, and the guest never sees a wrong byte.
+start_long_postcopy cut --resume-timeout 60s
+sleep 0.5
+"$FERRY" call "$T/cut-s.ctl" x-test-migration-break >/dev/null
+rc=0; wait "$M" || rc=$?
+[ "$rc" -eq 4 ] || { cat "$T/cut.json"; fail "broken post-copy: ferry migrate exit $rc, want 4 (paused)"; }
+grep -q '"status": *"postcopy-paused"' "$T/cut.json" || fail "source not in postcopy-paused"
+for ((i = 0; i < 100; i++)); do [ -S "$T/cut.mig" ] && break; sleep 0.05; done
+[ -S "$T/cut.mig" ] || { cat "$T/cut-d.log"; fail "destination does not listen again"; }
+"$FERRY" migrate "$T/cut-s.ctl" "unix:$T/cut.mig" --resume --json >"$T/cut2.json" ||
+	{ cat "$T/cut2.json" "$T/cut-d.log"; fail "--resume did not finish the migration"; }
+[ "$(json_field "$T/cut2.json" status)" = completed ] || fail "resumed migration not completed"
+[ "$(json_field "$T/cut2.json" resumes)" -ge 1 ] || fail "no resume counted"
+json_field "$T/cut2.json" ram-digest | grep -qE '^[0-9a-f]{16}$' || fail "resumed: no verified digest"
+wait_exit "$S" 10
+[ "$RC" -eq 0 ] || fail "resumed: source exit $RC"
+first=$(last_beat "$T/cut-d.serial")
+wait_beats "$T/cut-d.serial" "$((first + 20))"
+"$FERRY" quit "$T/cut-d.ctl"; wait_exit "$D" 10
+! grep -q CORRUPT "$T/cut-d.serial" || fail "resumed: corruption"
+log "connection cut in post-copy, --resume finished it, zero mismatches"
+
+# Losing a process during post-copy: after the resume window the VM is
+# reported lost by the side that survives, never as success.
+start_long_postcopy kill-src
+kill -KILL "$S"
+wait_exit "$D" 60
+[ "$RC" -eq 75 ] || { cat "$T/kill-src-d.log"; fail "source killed: destination exit $RC, want 75"; }
+grep -q "the VM is lost" "$T/kill-src-d.log" || fail "source killed: destination did not report the loss"
+wait "$M" || true
+log "source killed during post-copy: the destination reports the VM lost"
+
+start_long_postcopy kill-dst --resume-timeout 2s
+kill -KILL "$D"
+rc=0; wait "$M" || rc=$?
+[ "$rc" -eq 4 ] || { cat "$T/kill-dst.json"; fail "destination killed: ferry migrate exit $rc, want 4"; }
+wait_exit "$S" 30
+[ "$RC" -eq 75 ] || { cat "$T/kill-dst-s.log"; fail "destination killed: source exit $RC, want 75"; }
+grep -q "the VM is lost" "$T/kill-dst-s.log" || fail "destination killed: source did not report the loss"
+log "destination killed during post-copy: paused, then the source reports the VM lost"
 echo "prepaging helps, ping-pong holds, and a lost side is a lost VM"
