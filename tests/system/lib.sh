@@ -20,6 +20,9 @@ cleanup() {
 	rm -rf "$T"
 }
 trap cleanup EXIT
+# A signal (run.sh's timeout, Ctrl-C) must clean up too, then end the test.
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 fail() { echo "FAIL: $*" >&2; exit 1; }
 skip() { echo "skipped: $*"; exit 77; }
