@@ -6,7 +6,10 @@ set -euo pipefail
 packages=(
   gcc make pkg-config
   libjson-c-dev liblz4-dev libzstd-dev libxxhash-dev libcmocka-dev
-  qemu-system-x86 iproute2 clang
+  qemu-system-x86 iproute2
+  # clang's sanitizer and libFuzzer runtimes are only "recommended" by clang,
+  # and recommendations are not installed here: name them.
+  clang libclang-rt-14-dev
   python3 gnuplot-nox
 )
 
