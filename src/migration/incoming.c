@@ -1,4 +1,5 @@
 #include "migration/incoming.h"
+#include "migration/incoming_internal.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -14,6 +15,7 @@
 #include "migration/postcopy_dest.h"
 #include "migration/section.h"
 #include "migration/transport.h"
+#include "util/le.h"
 #include "util/log.h"
 #include "vmm/machine_state.h"
 
@@ -22,24 +24,7 @@
 #endif
 #define MIG_IN_POPULATE_CHUNK (2ULL << 20)
 
-/* What the stream may carry next. */
-enum mig_in_phase {
-	MIG_IN_CONFIG,		/* nothing yet: CONFIG */
-	MIG_IN_PASS,		/* a PASS must come before any RAM */
-	MIG_IN_RAM,		/* inside a live pass: RAM or the next PASS */
-	MIG_IN_FINAL,		/* inside the final pass: RAM or STATE */
-	MIG_IN_STATE,		/* STATE seen: DIGEST (with verify) or END */
-	MIG_IN_DIGEST,		/* DIGEST seen: END */
-	MIG_IN_DISCARD,		/* post-copy: more DISCARD, or STATE */
-	MIG_IN_PC_STATE,	/* post-copy: STATE seen, POSTCOPY_RUN next */
-	MIG_IN_PC_RUN,		/* post-copy: the guest runs; RAM, DIGEST, DONE */
-	MIG_IN_PC_DIGEST,	/* post-copy: DIGEST seen, DONE next */
-};
-
-static int mig_in_fail(struct mig_incoming *inc, int err, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-
-static int mig_in_fail(struct mig_incoming *inc, int err, const char *fmt, ...)
+int mig_in_fail(struct mig_incoming *inc, int err, const char *fmt, ...)
 {
 	va_list ap;
 
@@ -140,7 +125,7 @@ static void mig_in_populate(struct mig_incoming *inc, struct guest_memory *mem,
 }
 
 /* Check a batch's page list before any of its data is read. */
-static int mig_in_ram_check(struct mig_incoming *inc, struct machine *m, const uint64_t *ents,
+int mig_in_ram_check(struct mig_incoming *inc, struct machine *m, const uint64_t *ents,
 			    uint32_t count, uint32_t len)
 {
 	uint64_t raw = 0;
@@ -260,7 +245,7 @@ static int mig_in_pass(struct mig_incoming *inc, const uint8_t *p, uint32_t len,
 	return 0;
 }
 
-static int mig_in_digest(struct mig_incoming *inc, const uint8_t *p, uint32_t len)
+int mig_in_digest(struct mig_incoming *inc, const uint8_t *p, uint32_t len)
 {
 	struct mig_cursor c;
 
@@ -302,278 +287,6 @@ static int mig_in_sync(struct mig_incoming *inc, const uint8_t *p, uint32_t len)
 		return mig_in_fail(inc, inc->s.err, "cannot answer the source: %s", inc->s.why);
 	}
 	return 0;
-}
-
-/* Post-copy: pages we hold that the source will send again (or never sent). */
-static int mig_in_discard(struct mig_incoming *inc, struct machine *m, const uint8_t *p,
-			  uint32_t len)
-{
-	uint64_t pages = m->vm.mem.size / GUEST_PAGE_SIZE;
-	struct mig_cursor c;
-
-	mig_cursor_init(&c, p, len);
-	uint64_t first = mig_cursor_u64(&c);
-	uint32_t nbits = mig_cursor_u32(&c);
-	if (c.bad || !nbits || nbits > MIG_DISCARD_MAX_PAGES || first % 64 ||
-	    first > pages || nbits > pages - first || len != 12 + (nbits + 63) / 64 * 8)
-		return mig_in_fail(inc, -EPROTO, "malformed DISCARD section");
-	for (uint32_t w = 0; w < (nbits + 63) / 64; w++) {
-		uint64_t bits;
-		memcpy(&bits, p + 12 + 8 * w, 8);
-		bits = le64toh(bits);
-		if (w == (nbits - 1) / 64 && nbits % 64)
-			bits &= (1ULL << (nbits % 64)) - 1;
-		inc->known[first / 64 + w] &= ~bits;
-		inc->written[first / 64 + w] &= ~bits;
-	}
-	return 0;
-}
-
-/* Post-copy: load the state, arm userfaultfd, start the guest, say so. */
-static int mig_in_pc_run(struct mig_incoming *inc, const struct mig_incoming_opts *opts,
-			 struct machine *m, struct machine_state *st, uint32_t len)
-{
-	int err;
-
-	if (len)
-		return mig_in_fail(inc, -EPROTO, "POSTCOPY_RUN carries %u bytes (must be empty)", len);
-	err = machine_state_apply(m, st);
-	if (err)
-		return mig_in_fail(inc, -EPROTO, "the device state does not load here: %s",
-				   strerror(-err));
-	inc->state_applied = true;
-	err = pc_dest_start(&inc->pc, m, &inc->s, inc->known, inc->written);
-	if (err)
-		return mig_in_fail(inc, err, "cannot arm userfaultfd for post-copy: %s", strerror(-err));
-	err = opts->start_guest ? opts->start_guest(opts->start_opaque) : -ENOTSUP;
-	if (err)
-		return mig_in_fail(inc, err, "cannot start the guest: %s", strerror(-err));
-	inc->guest_started = true;
-	if (pc_dest_reply(&inc->pc, MIG_SEC_RUNNING, NULL, 0))
-		return mig_in_fail(inc, inc->s.err, "cannot answer the source: %s", inc->s.why);
-	return 0;
-}
-
-/* Post-copy: a RAM batch, placed page by page through userfaultfd. */
-static int mig_in_pc_ram(struct mig_incoming *inc, struct machine *m, const uint8_t *p,
-			 uint32_t len)
-{
-	struct guest_memory *mem = &m->vm.mem;
-	uint64_t ents[MIG_RAM_BATCH_MAX];
-	struct mig_cursor c;
-	int err;
-
-	mig_cursor_init(&c, p, len);
-	uint32_t count = mig_cursor_u32(&c);
-	if (c.bad || count == 0 || count > MIG_RAM_BATCH_MAX || (uint64_t)len < 4 + 8ULL * count)
-		return mig_in_fail(inc, -EPROTO, "malformed RAM batch");
-	for (uint32_t i = 0; i < count; i++)
-		ents[i] = mig_cursor_u64(&c);
-	err = mig_in_ram_check(inc, m, ents, count, len);
-	const uint8_t *data = p + 4 + 8ULL * count;
-	for (uint32_t i = 0; i < count && !err; i++) {
-		uint64_t gpa = ents[i] & ~MIG_PAGE_KIND_MASK, index = mig_digest_index(mem, gpa);
-		bool raw = (ents[i] & MIG_PAGE_KIND_MASK) == MIG_PAGE_RAW;
-		err = pc_dest_place(&inc->pc, index, raw ? data : NULL);
-		if (err)
-			return mig_in_fail(inc, err, "cannot place page 0x%llx: %s",
-					   (unsigned long long)gpa, strerror(-err));
-		if (inc->digest.hash)
-			mig_digest_set(&inc->digest, index, raw ? data : NULL);
-		data += raw ? GUEST_PAGE_SIZE : 0;
-		inc->pages++;
-	}
-	return err;
-}
-
-static int mig_in_pc_done(struct mig_incoming *inc, uint32_t len, bool *done)
-{
-	if (len)
-		return mig_in_fail(inc, -EPROTO, "POSTCOPY_DONE carries %u bytes (must be empty)", len);
-	pthread_mutex_lock(&inc->pc.lock);
-	uint64_t missing = inc->pc.missing;
-	pthread_mutex_unlock(&inc->pc.lock);
-	if (missing)
-		return mig_in_fail(inc, -EPROTO, "the source is done but %llu pages never arrived",
-				   (unsigned long long)missing);
-	*done = true;
-	return 0;
-}
-
-/* Send our known-page bitmap, then re-ask for every page still awaited. */
-static int mig_in_pc_report(struct mig_incoming *inc, struct machine *m)
-{
-	struct pc_dest *pc = &inc->pc;
-	uint64_t pages = m->vm.mem.size / GUEST_PAGE_SIZE;
-	uint8_t *p = malloc(12 + MIG_DISCARD_MAX_PAGES / 8);
-	int err = 0;
-
-	if (!p)
-		return -ENOMEM;
-	pthread_mutex_lock(&pc->lock);
-	for (uint64_t first = 0; first < pages && !err; first += MIG_DISCARD_MAX_PAGES) {
-		uint32_t n = (uint32_t)(pages - first < MIG_DISCARD_MAX_PAGES ? pages - first
-									    : MIG_DISCARD_MAX_PAGES);
-		for (int b = 0; b < 8; b++)
-			p[b] = (uint8_t)(first >> (8 * b));
-		for (int b = 0; b < 4; b++)
-			p[8 + b] = (uint8_t)(n >> (8 * b));
-		for (uint32_t w = 0; w < (n + 63) / 64; w++) {
-			uint64_t word = htole64(inc->known[first / 64 + w]);
-			memcpy(p + 12 + 8 * w, &word, 8);
-		}
-		mig_section_write(pc->s, MIG_SEC_PC_KNOWN, p, 12 + (n + 63) / 64 * 8);
-	}
-	mig_section_write(pc->s, MIG_SEC_PC_RESUMED, NULL, 0);
-	for (uint64_t i = 0; i < pages; i++) {
-		unsigned long bit = 1UL << (i % 64);
-		if (!(pc->requested[i / 64] & bit) || (inc->known[i / 64] & bit))
-			continue;
-		uint64_t gpa = 0, off = i * GUEST_PAGE_SIZE;
-		for (unsigned r = 0; r < m->vm.mem.nr_regions; r++) {
-			const struct guest_region *g = &m->vm.mem.regions[r];
-			if (off >= g->offset && off - g->offset < g->size)
-				gpa = g->gpa + (off - g->offset);
-		}
-		uint8_t q[8];
-		for (int b = 0; b < 8; b++)
-			q[b] = (uint8_t)(gpa >> (8 * b));
-		mig_section_write(pc->s, MIG_SEC_PAGE_REQ, q, sizeof(q));
-	}
-	err = mig_stream_flush(pc->s);
-	pthread_mutex_unlock(&pc->lock);
-	free(p);
-	return err;
-}
-
-/*
- * Post-copy lost the source.  The guest cannot go on without it, so park
- * its vCPUs, listen again and wait (bounded) for 'ferry migrate --resume'.
- * Returns 0 once reconnected; else the VM is lost.
- */
-static int mig_in_pc_reconnect(struct mig_incoming *inc, const struct mig_incoming_opts *opts,
-			       struct machine *m)
-{
-	struct pc_dest *pc = &inc->pc;
-	char magic[MIG_MAGIC_LEN];
-	int wait_ms = opts->resume_timeout_ms ? opts->resume_timeout_ms : 300000;
-	int lfd, fd, err;
-
-	pr_warn("post-copy: lost the source (%s); the guest is paused. Waiting %d s on %s for "
-		"'ferry migrate CONTROL URI --resume'", inc->why, wait_ms / 1000, opts->uri);
-	vm_pause_nowait(&m->vm);
-	pthread_mutex_lock(&pc->lock);
-	mig_stream_destroy(&inc->s);		/* its sticky error keeps writers out */
-	inc->connected = false;			/* nobody to reply to, unless one comes */
-	pthread_mutex_unlock(&pc->lock);
-	lfd = mig_transport_listen(opts->uri);
-	if (lfd < 0)
-		return mig_in_fail(inc, lfd, "cannot listen again on %s: %s", opts->uri, strerror(-lfd));
-	fd = mig_transport_accept(lfd, wait_ms);
-	close(lfd);
-	mig_transport_unlisten(opts->uri);
-	if (fd < 0)
-		return mig_in_fail(inc, fd, "no source came back within %d s", wait_ms / 1000);
-	pthread_mutex_lock(&pc->lock);
-	err = mig_stream_init(&inc->s, fd, 1 << 20);
-	inc->s.timeout_ms = opts->io_timeout_ms;
-	inc->connected = !err;
-	pthread_mutex_unlock(&pc->lock);
-	if (err)
-		return mig_in_fail(inc, err, "out of memory");
-	mig_stream_get(&inc->s, magic, sizeof(magic));
-	uint32_t version = mig_stream_get_u32(&inc->s);
-	uint8_t type;
-	uint32_t len;
-	if (mig_stream_error(&inc->s) || memcmp(magic, MIG_MAGIC, MIG_MAGIC_LEN) ||
-	    version != MIG_VERSION ||
-	    mig_section_read(&inc->s, inc->buf, MIG_SECTION_MAX, &type, &len) ||
-	    type != MIG_SEC_RESUME || len)
-		return mig_in_fail(inc, -EPROTO, "the reconnecting peer is not a resuming source");
-	err = mig_in_pc_report(inc, m);
-	if (err)
-		return mig_in_fail(inc, err, "cannot answer the resuming source: %s", inc->s.why);
-	inc->why[0] = '\0';
-	if (vm_resume(&m->vm))
-		return mig_in_fail(inc, -ESRCH, "the guest stopped while post-copy was paused");
-	pr_info("post-copy: the source is back; the guest runs again");
-	return 0;
-}
-
-/* Post-copy done: tell the source what the guest went through. */
-static void mig_in_pc_stats(struct mig_incoming *inc)
-{
-	struct pc_dest *pc = &inc->pc;
-	uint64_t v[8];
-	uint8_t p[64];
-
-	pthread_mutex_lock(&pc->lock);
-	v[0] = pc->faults;
-	v[1] = pc->requests;
-	v[2] = pc->zero_local;
-	v[3] = pc->placed;
-	v[4] = (uint64_t)pc_dest_latency_us(pc, 50);
-	v[5] = (uint64_t)pc_dest_latency_us(pc, 99);
-	v[6] = pc->blocked_ns / 1000;
-	v[7] = pc->last_page_ns > pc->start_ns ? (pc->last_page_ns - pc->start_ns) / 1000 : 0;
-	pthread_mutex_unlock(&pc->lock);
-	for (int i = 0; i < 8; i++)
-		for (int b = 0; b < 8; b++)
-			p[8 * i + b] = (uint8_t)(v[i] >> (8 * b));
-	pr_info("post-copy: %llu faults, %llu requests, %llu pages placed, fault latency p50 %llu us "
-		"p99 %llu us, vCPUs blocked %.1f ms, last page after %.1f ms",
-		(unsigned long long)v[0], (unsigned long long)v[1], (unsigned long long)v[3],
-		(unsigned long long)v[4], (unsigned long long)v[5], (double)v[6] / 1000,
-		(double)v[7] / 1000);
-	if (pc_dest_reply(pc, MIG_SEC_PC_STATS, p, sizeof(p)))
-		pr_debug("post-copy: cannot send statistics");
-}
-
-/* Sections that only post-copy uses; 1 when `type` was not one of them. */
-static int mig_in_pc_section(struct mig_incoming *inc, const struct mig_incoming_opts *opts,
-			     struct machine *m, enum mig_in_phase *ph, struct machine_state *st,
-			     uint8_t type, uint32_t len, bool *done)
-{
-	bool pc = inc->cfg.flags & MIG_FLAG_POSTCOPY;
-	struct vmstate_error verr;
-
-	switch (type) {
-	case MIG_SEC_DISCARD:
-		if (!pc || (*ph != MIG_IN_PASS && *ph != MIG_IN_RAM && *ph != MIG_IN_DISCARD))
-			return -EAGAIN;
-		*ph = MIG_IN_DISCARD;
-		return mig_in_discard(inc, m, inc->buf, len);
-	case MIG_SEC_STATE:
-		if (!pc || (*ph != MIG_IN_PASS && *ph != MIG_IN_RAM && *ph != MIG_IN_DISCARD))
-			return 1;	/* maybe pre-copy's STATE */
-		*ph = MIG_IN_PC_STATE;
-		if (machine_state_decode(inc->buf, len, inc->cfg.vcpus, st, &verr))
-			return mig_in_fail(inc, -EPROTO, "bad device state: %s", verr.msg);
-		return 0;
-	case MIG_SEC_POSTCOPY_RUN:
-		if (*ph != MIG_IN_PC_STATE)
-			return -EAGAIN;
-		*ph = MIG_IN_PC_RUN;
-		return mig_in_pc_run(inc, opts, m, st, len);
-	case MIG_SEC_RAM:
-		if (*ph != MIG_IN_PC_RUN)
-			return 1;
-		return mig_in_pc_ram(inc, m, inc->buf, len);
-	case MIG_SEC_DIGEST:
-		if (*ph != MIG_IN_PC_RUN)
-			return 1;
-		if (!(inc->cfg.flags & MIG_FLAG_VERIFY))
-			return -EAGAIN;
-		*ph = MIG_IN_PC_DIGEST;
-		return mig_in_digest(inc, inc->buf, len);
-	case MIG_SEC_POSTCOPY_DONE:
-		if (!(*ph == MIG_IN_PC_DIGEST ||
-		      (*ph == MIG_IN_PC_RUN && !(inc->cfg.flags & MIG_FLAG_VERIFY))))
-			return -EAGAIN;
-		return mig_in_pc_done(inc, len, done);
-	default:
-		return 1;
-	}
 }
 
 /* Handle one section; *done once END passed every check. */
@@ -781,10 +494,8 @@ void mig_incoming_reply(struct mig_incoming *inc, int status, const char *msg)
 		inc->s.len = 0;
 	}
 	n = n > 256 ? 256 : n;
-	for (int i = 0; i < 4; i++)
-		payload[i] = (uint8_t)((uint32_t)status >> (8 * i));
-	payload[4] = (uint8_t)n;
-	payload[5] = (uint8_t)(n >> 8);
+	le_put(payload, (uint32_t)status, 4);
+	le_put(payload + 4, n, 2);
 	if (n)
 		memcpy(payload + 6, msg, n);
 	mig_section_write(&inc->s, MIG_SEC_RESULT, payload, (uint32_t)(6 + n));

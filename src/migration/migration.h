@@ -131,6 +131,6 @@ int precopy_read_reply(struct migration *mig, uint8_t want);
  * the faulted ones first.  Returns 0 or -errno (no_return tells whether
  * the source may still resume).
  */
-int postcopy_run(struct migration *mig, bool after_passes) __attribute__((warn_unused_result));
+int postcopy_run(struct migration *mig) __attribute__((warn_unused_result));
 
 #endif

@@ -19,6 +19,7 @@
 #include "migration/ram.h"
 #include "migration/section.h"
 #include "migration/transport.h"
+#include "util/le.h"
 #include "util/log.h"
 #include "vmm/dirty.h"
 
@@ -84,17 +85,17 @@ static int postcopy_wait_running(struct migration *mig)
 				return err;
 			continue;
 		}
-		if (type == MIG_SEC_RESULT && len >= 6) {
-			uint16_t n = (uint16_t)(buf[4] | buf[5] << 8);
-			return precopy_fail(mig, -EPROTO, "destination: %.*s",
-					    (int)(n < len - 6 ? n : len - 6), buf + 6);
-		}
+		int32_t status;
+		const char *msg;
+		int n;
+		if (type == MIG_SEC_RESULT && !mig_result_parse(buf, len, &status, &msg, &n))
+			return precopy_fail(mig, -EPROTO, "destination: %.*s", n, msg);
 		return precopy_fail(mig, -EPROTO, "destination answered with section %u", type);
 	}
 }
 
 /* Pause, say what is missing, send the state, wait until the guest runs there. */
-static int postcopy_switch(struct migration *mig, bool after_passes)
+static int postcopy_switch(struct migration *mig)
 {
 	uint64_t t0 = vm_now_ns(), t = t0;
 	int err;
@@ -142,7 +143,6 @@ static int postcopy_switch(struct migration *mig, bool after_passes)
 	mig->stats.status = MIG_STATUS_POSTCOPY;
 	mig->stats.pc_start_ns = t;
 	pthread_mutex_unlock(&mig->lock);
-	(void)after_passes;
 	return err;
 }
 
@@ -187,12 +187,9 @@ static int postcopy_requests(struct migration *mig)
 static int postcopy_serve_request(struct migration *mig, const uint8_t *buf, uint32_t len)
 {
 	struct guest_memory *mem = &mig->m->vm.mem;
-	uint64_t gpa = 0;
-
 	if (len != 8)
 		return precopy_fail(mig, -EPROTO, "malformed page request");
-	for (int i = 7; i >= 0; i--)
-		gpa = gpa << 8 | buf[i];
+	uint64_t gpa = le_get(buf, 8);
 	if (gpa % GUEST_PAGE_SIZE || !guest_memory_ptr(mem, gpa, GUEST_PAGE_SIZE))
 		return precopy_fail(mig, -EPROTO, "destination asked for page 0x%llx, not RAM",
 				    (unsigned long long)gpa);
@@ -313,13 +310,13 @@ static int postcopy_finish(struct migration *mig)
 		else if (type != MIG_SEC_PAGE_REQ)
 			break;
 	}
-	if (type != MIG_SEC_RESULT || len < 6)
+	int32_t status;
+	const char *msg;
+	int n;
+	if (type != MIG_SEC_RESULT || mig_result_parse(buf, len, &status, &msg, &n))
 		return precopy_fail(mig, -EPROTO, "destination answered with section %u", type);
-	int32_t status = (int32_t)(buf[0] | buf[1] << 8 | buf[2] << 16 | (uint32_t)buf[3] << 24);
-	uint16_t n = (uint16_t)(buf[4] | buf[5] << 8);
 	if (status)
-		return precopy_fail(mig, status, "destination: %.*s", (int)(n < len - 6 ? n : len - 6),
-				    buf + 6);
+		return precopy_fail(mig, status, "destination: %.*s", n, msg);
 	return 0;
 }
 
@@ -419,9 +416,9 @@ static int postcopy_reconnect(struct migration *mig)
 	return err;
 }
 
-int postcopy_run(struct migration *mig, bool after_passes)
+int postcopy_run(struct migration *mig)
 {
-	int err = postcopy_switch(mig, after_passes);
+	int err = postcopy_switch(mig);
 
 	for (;;) {
 		if (!err)

@@ -13,6 +13,7 @@
 #include "migration/digest.h"
 #include "migration/format.h"
 #include "migration/section.h"
+#include "util/le.h"
 #include "util/log.h"
 
 static bool pc_test(const unsigned long *bm, uint64_t i)
@@ -178,8 +179,7 @@ static void pc_handle_fault(struct pc_dest *pc, uint64_t addr)
 			if (off >= g->offset && off - g->offset < g->size)
 				gpa = g->gpa + (off - g->offset);
 		}
-		for (int i = 0; i < 8; i++)
-			p[i] = (uint8_t)(gpa >> (8 * i));
+		le_put(p, gpa, 8);
 		if (pc_dest_reply(pc, MIG_SEC_PAGE_REQ, p, sizeof(p)))
 			pr_debug("post-copy: cannot request page 0x%llx", (unsigned long long)gpa);
 	}

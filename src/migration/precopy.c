@@ -15,6 +15,7 @@
 #include "migration/ram.h"
 #include "migration/section.h"
 #include "migration/transport.h"
+#include "util/le.h"
 #include "util/log.h"
 #include "vmm/dirty.h"
 #include "vmm/machine_state.h"
@@ -62,10 +63,12 @@ static int precopy_peer_reason(struct migration *mig, char *why, size_t len)
 	s->timeout_ms = 1000;
 	int err = mig_section_read(s, buf, sizeof(buf), &type, &n);
 	s->err = saved;
-	if (err || type != MIG_SEC_RESULT || n < 6)
+	int32_t status;
+	const char *msg;
+	int mlen;
+	if (err || type != MIG_SEC_RESULT || mig_result_parse(buf, n, &status, &msg, &mlen))
 		return -ENOENT;
-	uint16_t mlen = (uint16_t)(buf[4] | buf[5] << 8);
-	snprintf(why, len, "destination: %.*s", (int)(mlen < n - 6 ? mlen : n - 6), buf + 6);
+	snprintf(why, len, "destination: %.*s", mlen, msg);
 	return 0;
 }
 
@@ -110,14 +113,13 @@ int precopy_read_reply(struct migration *mig, uint8_t want)
 
 	if (err)
 		return precopy_fail(mig, err, "destination: %s", mig->s.why);
-	if (type == MIG_SEC_RESULT && len >= 6) {
-		int32_t status = (int32_t)(buf[0] | buf[1] << 8 | buf[2] << 16 | (uint32_t)buf[3] << 24);
-		uint16_t n = (uint16_t)(buf[4] | buf[5] << 8);
-		if (n > len - 6)
-			n = (uint16_t)(len - 6);
+	int32_t status;
+	const char *msg;
+	int n;
+	if (type == MIG_SEC_RESULT && !mig_result_parse(buf, len, &status, &msg, &n)) {
 		if (status == 0 && want == MIG_SEC_RESULT)
 			return 0;
-		return precopy_fail(mig, status ? status : -EPROTO, "destination: %.*s", (int)n, buf + 6);
+		return precopy_fail(mig, status ? status : -EPROTO, "destination: %.*s", n, msg);
 	}
 	if (type != want)
 		return precopy_fail(mig, -EPROTO, "destination answered with section %u", type);
@@ -165,10 +167,8 @@ static void precopy_send_pass(struct migration *mig, uint32_t pass, uint64_t dir
 {
 	uint8_t p[13];
 
-	for (int i = 0; i < 4; i++)
-		p[i] = (uint8_t)(pass >> (8 * i));
-	for (int i = 0; i < 8; i++)
-		p[4 + i] = (uint8_t)(dirty >> (8 * i));
+	le_put(p, pass, 4);
+	le_put(p + 4, dirty, 8);
 	p[12] = final;
 	mig_section_write(&mig->s, MIG_SEC_PASS, p, sizeof(p));
 }
@@ -342,10 +342,8 @@ void precopy_send_digest(struct migration *mig)
 	uint64_t total = mig_digest_total(&mig->digest);
 	uint8_t p[16];
 
-	for (int i = 0; i < 8; i++) {
-		p[i] = (uint8_t)(mig->digest.pages >> (8 * i));
-		p[8 + i] = (uint8_t)(total >> (8 * i));
-	}
+	le_put(p, mig->digest.pages, 8);
+	le_put(p + 8, total, 8);
 	mig_section_write(&mig->s, MIG_SEC_DIGEST, p, sizeof(p));
 	mig->stats.digest = total;
 }
@@ -487,7 +485,7 @@ void *precopy_thread(void *arg)
 		if (mig->p.mode != MIG_MODE_POSTCOPY)
 			err = precopy_sync(mig);
 		if (!err)
-			err = postcopy_run(mig, mig->p.mode != MIG_MODE_POSTCOPY);
+			err = postcopy_run(mig);
 	} else {
 		if (!err)
 			err = precopy_sync(mig);

@@ -5,13 +5,13 @@
 #include <string.h>
 
 #include "migration/format.h"
+#include "util/le.h"
 
 static void mig_section_header(uint8_t hdr[MIG_SECTION_HDR], uint8_t type, uint32_t len)
 {
 	hdr[0] = type;
 	hdr[1] = hdr[2] = hdr[3] = 0;
-	for (int i = 0; i < 4; i++)
-		hdr[4 + i] = (uint8_t)(len >> (8 * i));
+	le_put(hdr + 4, len, 4);
 }
 
 int mig_section_begin(struct mig_section_writer *w, struct mig_stream *s, uint8_t type,
@@ -46,8 +46,7 @@ void mig_section_put_u32(struct mig_section_writer *w, uint32_t v)
 {
 	uint8_t b[4];
 
-	for (int i = 0; i < 4; i++)
-		b[i] = (uint8_t)(v >> (8 * i));
+	le_put(b, v, 4);
 	mig_section_put(w, b, 4);
 }
 
@@ -55,8 +54,7 @@ void mig_section_put_u64(struct mig_section_writer *w, uint64_t v)
 {
 	uint8_t b[8];
 
-	for (int i = 0; i < 8; i++)
-		b[i] = (uint8_t)(v >> (8 * i));
+	le_put(b, v, 8);
 	mig_section_put(w, b, 8);
 }
 
@@ -90,8 +88,7 @@ int mig_section_reader_begin(struct mig_section_reader *r, struct mig_stream *s)
 	mig_stream_get(s, hdr, sizeof(hdr));
 	if (mig_stream_error(s))
 		return mig_stream_error(s);
-	for (int i = 3; i >= 0; i--)
-		n = n << 8 | hdr[4 + i];
+	n = (uint32_t)le_get(hdr + 4, 4);
 	if (hdr[1] || hdr[2] || hdr[3]) {
 		mig_stream_fail(s, -EPROTO, "section type %u: reserved bytes are not zero", hdr[0]);
 		return s->err;
@@ -199,16 +196,23 @@ const uint8_t *mig_cursor_bytes(struct mig_cursor *c, uint32_t n)
 static uint64_t mig_cursor_le(struct mig_cursor *c, unsigned n)
 {
 	const uint8_t *b = mig_cursor_bytes(c, n);
-	uint64_t v = 0;
 
-	if (!b)
-		return 0;
-	for (int i = (int)n - 1; i >= 0; i--)
-		v = v << 8 | b[i];
-	return v;
+	return b ? le_get(b, n) : 0;
 }
 
 uint8_t mig_cursor_u8(struct mig_cursor *c) { return (uint8_t)mig_cursor_le(c, 1); }
 uint16_t mig_cursor_u16(struct mig_cursor *c) { return (uint16_t)mig_cursor_le(c, 2); }
 uint32_t mig_cursor_u32(struct mig_cursor *c) { return (uint32_t)mig_cursor_le(c, 4); }
 uint64_t mig_cursor_u64(struct mig_cursor *c) { return mig_cursor_le(c, 8); }
+
+int mig_result_parse(const uint8_t *p, uint32_t len, int32_t *status, const char **msg,
+		     int *msglen)
+{
+	if (len < 6)
+		return -EPROTO;
+	*status = (int32_t)le_get(p, 4);
+	uint32_t n = (uint32_t)le_get(p + 4, 2);
+	*msg = (const char *)p + 6;
+	*msglen = (int)(n < len - 6 ? n : len - 6);
+	return 0;
+}

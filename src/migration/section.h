@@ -72,6 +72,13 @@ int mig_section_reader_end(struct mig_section_reader *r) __attribute__((warn_unu
 /* Give up on a section (frees the hash state). */
 void mig_section_reader_abort(struct mig_section_reader *r);
 
+/*
+ * A RESULT payload: status (i32) and message (pointing into p, msglen
+ * bytes, not NUL-terminated; cut to the payload).  0 or -EPROTO.
+ */
+int mig_result_parse(const uint8_t *p, uint32_t len, int32_t *status, const char **msg,
+		     int *msglen) __attribute__((warn_unused_result));
+
 /* Little-endian readers over an untrusted payload, with bounds. */
 struct mig_cursor {
 	const uint8_t *p;

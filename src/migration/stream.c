@@ -1,5 +1,7 @@
 #include "migration/stream.h"
 
+#include "util/le.h"
+
 #include <errno.h>
 #include <poll.h>
 #include <stdarg.h>
@@ -125,23 +127,22 @@ void mig_stream_put_u8(struct mig_stream *s, uint8_t v)
 
 void mig_stream_put_u16(struct mig_stream *s, uint16_t v)
 {
-	uint8_t b[2] = { (uint8_t)v, (uint8_t)(v >> 8) };
+	uint8_t b[2];
+	le_put(b, v, 2);
 	mig_stream_put(s, b, 2);
 }
 
 void mig_stream_put_u32(struct mig_stream *s, uint32_t v)
 {
 	uint8_t b[4];
-	for (int i = 0; i < 4; i++)
-		b[i] = (uint8_t)(v >> (8 * i));
+	le_put(b, v, 4);
 	mig_stream_put(s, b, 4);
 }
 
 void mig_stream_put_u64(struct mig_stream *s, uint64_t v)
 {
 	uint8_t b[8];
-	for (int i = 0; i < 8; i++)
-		b[i] = (uint8_t)(v >> (8 * i));
+	le_put(b, v, 8);
 	mig_stream_put(s, b, 8);
 }
 
@@ -226,25 +227,19 @@ uint16_t mig_stream_get_u16(struct mig_stream *s)
 {
 	uint8_t b[2];
 	mig_stream_get(s, b, 2);
-	return (uint16_t)(b[0] | b[1] << 8);
+	return (uint16_t)le_get(b, 2);
 }
 
 uint32_t mig_stream_get_u32(struct mig_stream *s)
 {
 	uint8_t b[4];
-	uint32_t v = 0;
 	mig_stream_get(s, b, 4);
-	for (int i = 3; i >= 0; i--)
-		v = v << 8 | b[i];
-	return v;
+	return (uint32_t)le_get(b, 4);
 }
 
 uint64_t mig_stream_get_u64(struct mig_stream *s)
 {
 	uint8_t b[8];
-	uint64_t v = 0;
 	mig_stream_get(s, b, 8);
-	for (int i = 7; i >= 0; i--)
-		v = v << 8 | b[i];
-	return v;
+	return le_get(b, 8);
 }
