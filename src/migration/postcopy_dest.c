@@ -227,8 +227,7 @@ int pc_dest_start(struct pc_dest *pc, struct machine *m, struct mig_stream *s,
 	pthread_mutex_init(&pc->lock, NULL);
 	pc->requested = calloc(pages / 64 + 1, sizeof(unsigned long));
 	pc->fault_ns = calloc(pages, sizeof(uint64_t));
-	pc->bounce = aligned_alloc(GUEST_PAGE_SIZE, GUEST_PAGE_SIZE);
-	if (!pc->requested || !pc->fault_ns || !pc->bounce)
+	if (!pc->requested || !pc->fault_ns)
 		return -ENOMEM;
 	err = pc_punch_unknown(pc);
 	if (!err)
@@ -250,9 +249,9 @@ int pc_dest_place(struct pc_dest *pc, uint64_t index, const void *data)
 	if (pc_test(pc->known, index))
 		goto out;	/* each page once; a repeat is the source's bug, harmless */
 	if (data) {
-		memcpy(pc->bounce, data, GUEST_PAGE_SIZE);
+		/* The kernel copies from any user address: the section buffer will do. */
 		struct uffdio_copy c = {
-			.dst = (uintptr_t)dst, .src = (uintptr_t)pc->bounce, .len = GUEST_PAGE_SIZE,
+			.dst = (uintptr_t)dst, .src = (uintptr_t)data, .len = GUEST_PAGE_SIZE,
 		};
 		while (ioctl(pc->uffd, UFFDIO_COPY, &c) < 0) {
 			if (errno == EAGAIN)
@@ -299,8 +298,6 @@ void pc_dest_stop(struct pc_dest *pc)
 	pc->stop_fd[0] = pc->stop_fd[1] = -1;
 	free(pc->requested);
 	free(pc->fault_ns);
-	free(pc->bounce);
 	pc->requested = NULL;
 	pc->fault_ns = NULL;
-	pc->bounce = NULL;
 }

@@ -39,7 +39,6 @@ struct pc_dest {
 	uint64_t latency_hist[PC_LATENCY_BUCKETS];
 	uint64_t blocked_ns;		/* summed fault-to-placement time */
 	uint64_t start_ns, last_page_ns;
-	uint8_t *bounce;		/* one page, for UFFDIO_COPY from a section */
 };
 
 /*
