@@ -145,10 +145,10 @@ static int mig_unix_addr(const char *path, struct sockaddr_un *sa)
 	return 0;
 }
 
-static int mig_unix_connect(const char *addr, int timeout_ms)
+/* A tuned unix stream socket for addr, filled in sa.  fd or -errno. */
+static int mig_unix_socket(const char *addr, struct sockaddr_un *sa)
 {
-	struct sockaddr_un sa;
-	int fd, err = mig_unix_addr(addr, &sa);
+	int fd, err = mig_unix_addr(addr, sa);
 
 	if (err)
 		return err;
@@ -156,6 +156,16 @@ static int mig_unix_connect(const char *addr, int timeout_ms)
 	if (fd < 0)
 		return -errno;
 	mig_socket_tune(fd, false);
+	return fd;
+}
+
+static int mig_unix_connect(const char *addr, int timeout_ms)
+{
+	struct sockaddr_un sa;
+	int err, fd = mig_unix_socket(addr, &sa);
+
+	if (fd < 0)
+		return fd;
 	err = mig_connect_timeout(fd, (struct sockaddr *)&sa, sizeof(sa), timeout_ms);
 	if (err) {
 		close(fd);
@@ -167,14 +177,10 @@ static int mig_unix_connect(const char *addr, int timeout_ms)
 static int mig_unix_listen(const char *addr)
 {
 	struct sockaddr_un sa;
-	int fd, err = mig_unix_addr(addr, &sa);
+	int err, fd = mig_unix_socket(addr, &sa);
 
-	if (err)
-		return err;
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0)
-		return -errno;
-	mig_socket_tune(fd, false);
+		return fd;
 	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 1) < 0) {
 		err = -errno;
 		close(fd);
