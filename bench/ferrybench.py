@@ -483,8 +483,8 @@ class Qemu:
 
     def start_dst(self, h, run, link):
         ip, port = link.vmm_listen
-        # Same destination preparation for both VMMs: RAM allocated up front.
-        # Preallocation only helps pre-copy: post-copy must drop the pages again.
+        # RAM allocated up front, as ferry's destination.  Not for QEMU's
+        # post-copy: it discards all destination RAM when post-copy starts.
         pre = ["-mem-prealloc"] if PREALLOC and run.mode == "precopy" else []
         return self._argv(run.sc, run.dst_ctl) + pre + ["-incoming", f"tcp:{ip}:{port}"]
 
@@ -670,8 +670,8 @@ class Ferry:
 
     def start_dst(self, h, run, link):
         ip, port = link.vmm_listen
-        pre = (["--memory", f"{run.sc.mem_mib}M", "--prealloc"]
-               if PREALLOC and run.mode == "precopy" else [])
+        # Post-copy too: ferry fills preallocated pages in place (minor faults).
+        pre = ["--memory", f"{run.sc.mem_mib}M", "--prealloc"] if PREALLOC else []
         return [FERRY, "run", "--incoming", f"tcp:{ip}:{port}", "--serial", "stdio",
                 "--control", run.dst_ctl] + pre
 

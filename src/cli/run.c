@@ -236,7 +236,7 @@ static int run_incoming(struct run_ctx *ctx, struct mig_incoming *inc)
 		/* Before listening: the migration must not wait for this. */
 		err = guest_memory_create(&pre, o->mc.memory);
 		if (!err)
-			err = guest_memory_prealloc(&pre);
+			err = guest_memory_prealloc(&pre, false);
 		if (err) {
 			pr_err("cannot preallocate %llu MiB: %s", (unsigned long long)(o->mc.memory >> 20),
 			       strerror(-err));

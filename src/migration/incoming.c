@@ -109,17 +109,19 @@ static int mig_in_config(struct mig_incoming *inc, const struct mig_incoming_opt
  * each, before the data lands there: far cheaper than a page fault per page.
  */
 static void mig_in_populate(struct mig_incoming *inc, struct guest_memory *mem,
-			    uint8_t *host, uint64_t len)
+			    uint8_t *alias, uint64_t len)
 {
-	uint64_t first = (uint64_t)(host - mem->host) / MIG_IN_POPULATE_CHUNK;
-	uint64_t last = ((uint64_t)(host - mem->host) + len - 1) / MIG_IN_POPULATE_CHUNK;
+	uint64_t first = (uint64_t)(alias - mem->alias) / MIG_IN_POPULATE_CHUNK;
+	uint64_t last = ((uint64_t)(alias - mem->alias) + len - 1) / MIG_IN_POPULATE_CHUNK;
 
+	if (mem->allocated)
+		return;
 	for (uint64_t c = first; c <= last; c++) {
 		if (inc->populated[c / 64] & (1UL << (c % 64)))
 			continue;
 		inc->populated[c / 64] |= 1UL << (c % 64);
 		/* Best effort: a failure just leaves it to page faults. */
-		madvise(mem->host + c * MIG_IN_POPULATE_CHUNK, MIG_IN_POPULATE_CHUNK,
+		madvise(mem->alias + c * MIG_IN_POPULATE_CHUNK, MIG_IN_POPULATE_CHUNK,
 			MADV_POPULATE_WRITE);
 	}
 }
@@ -149,7 +151,7 @@ int mig_in_ram_check(struct mig_incoming *inc, struct machine *m, const uint64_t
 }
 
 /* Raw pages from i on that lie next to each other in one region. */
-static uint32_t mig_in_raw_run(const struct guest_memory *mem, const uint64_t *ents,
+uint32_t mig_in_raw_run(const struct guest_memory *mem, const uint64_t *ents,
 			       uint32_t i, uint32_t count)
 {
 	uint64_t gpa = ents[i] & ~MIG_PAGE_KIND_MASK;
@@ -165,7 +167,9 @@ static uint32_t mig_in_raw_run(const struct guest_memory *mem, const uint64_t *e
  * A RAM section, read straight into guest RAM: the page list is checked
  * first, the data lands where it belongs, the checksum is checked last.
  * (Bytes written before a bad checksum are harmless: a stream that fails
- * never gets its guest started.)
+ * never gets its guest started.)  Pages are written through the alias
+ * view: the guest's view maps them when the guest first touches them, and
+ * pages that turn out stale can still be withheld from it in post-copy.
  */
 static int mig_in_ram(struct mig_incoming *inc, struct machine *m, struct mig_section_reader *r)
 {
@@ -194,7 +198,7 @@ static int mig_in_ram(struct mig_incoming *inc, struct machine *m, struct mig_se
 		return err;
 	for (uint32_t i = 0; i < count;) {
 		uint64_t gpa = ents[i] & ~MIG_PAGE_KIND_MASK;
-		uint8_t *dst = guest_memory_ptr(mem, gpa, GUEST_PAGE_SIZE);
+		uint8_t *dst = guest_memory_alias_ptr(mem, gpa, GUEST_PAGE_SIZE);
 		uint64_t index = mig_digest_index(mem, gpa);
 		if ((ents[i] & MIG_PAGE_KIND_MASK) == MIG_PAGE_ZERO) {
 			/*

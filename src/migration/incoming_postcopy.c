@@ -35,8 +35,7 @@ static int mig_in_discard(struct mig_incoming *inc, struct machine *m, const uin
 		bits = le64toh(bits);
 		if (w == (nbits - 1) / 64 && nbits % 64)
 			bits &= (1ULL << (nbits % 64)) - 1;
-		inc->known[first / 64 + w] &= ~bits;
-		inc->written[first / 64 + w] &= ~bits;
+		inc->known[first / 64 + w] &= ~bits;	/* what they hold stays: stale */
 	}
 	return 0;
 }
@@ -83,17 +82,21 @@ static int mig_in_pc_ram(struct mig_incoming *inc, struct machine *m, const uint
 		ents[i] = mig_cursor_u64(&c);
 	err = mig_in_ram_check(inc, m, ents, count, len);
 	const uint8_t *data = p + 4 + 8ULL * count;
-	for (uint32_t i = 0; i < count && !err; i++) {
+	for (uint32_t i = 0; i < count && !err;) {
 		uint64_t gpa = ents[i] & ~MIG_PAGE_KIND_MASK, index = mig_digest_index(mem, gpa);
 		bool raw = (ents[i] & MIG_PAGE_KIND_MASK) == MIG_PAGE_RAW;
-		err = pc_dest_place(&inc->pc, index, raw ? data : NULL);
+		uint32_t run = raw ? mig_in_raw_run(mem, ents, i, count) : 1;
+		err = pc_dest_place_run(&inc->pc, index, run, raw ? data : NULL);
 		if (err)
 			return mig_in_fail(inc, err, "cannot place page 0x%llx: %s",
 					   (unsigned long long)gpa, strerror(-err));
-		if (inc->digest.hash)
-			mig_digest_set(&inc->digest, index, raw ? data : NULL);
-		data += raw ? GUEST_PAGE_SIZE : 0;
-		inc->pages++;
+		for (uint32_t k = 0; k < run; k++) {
+			if (inc->digest.hash)
+				mig_digest_set(&inc->digest, index + k, raw ? data : NULL);
+			data += raw ? GUEST_PAGE_SIZE : 0;
+		}
+		inc->pages += run;
+		i += run;
 	}
 	return err;
 }

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -35,11 +36,9 @@ int pc_dest_reply(struct pc_dest *pc, uint8_t type, const void *payload, uint32_
 	return err;
 }
 
-/* Drop every page whose content we do not hold, so touching it faults. */
-static int pc_punch_unknown(struct pc_dest *pc)
+/* Call fn(pc, first, count) for each run of pages whose content we do not hold. */
+static int pc_for_unknown(struct pc_dest *pc, int (*fn)(struct pc_dest *, uint64_t, uint64_t))
 {
-	struct guest_memory *mem = &pc->m->vm.mem;
-
 	for (uint64_t i = 0; i < pc->pages;) {
 		if (pc_test(pc->known, i)) {
 			i++;
@@ -48,30 +47,75 @@ static int pc_punch_unknown(struct pc_dest *pc)
 		uint64_t j = i;
 		while (j < pc->pages && !pc_test(pc->known, j))
 			j++;
-		if (fallocate(mem->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-			      (off_t)(i * GUEST_PAGE_SIZE), (off_t)((j - i) * GUEST_PAGE_SIZE)) < 0)
-			return -errno;
+		int err = fn(pc, i, j - i);
+		if (err)
+			return err;
 		pc->missing += j - i;
 		i = j;
 	}
 	return 0;
 }
 
+/*
+ * Minor mode: unmap the pages from the guest's view (their stale content,
+ * if any, stays in the page cache), so touching one faults.  Pages filled
+ * through the alias were never mapped there: this is cheap.
+ */
+static int pc_unmap(struct pc_dest *pc, uint64_t first, uint64_t n)
+{
+	if (madvise(pc->m->vm.mem.host + first * GUEST_PAGE_SIZE, n * GUEST_PAGE_SIZE,
+		    MADV_DONTNEED) < 0)
+		return -errno;
+	return 0;
+}
+
+/* Missing mode: free the pages, so touching one faults. */
+static int pc_punch(struct pc_dest *pc, uint64_t first, uint64_t n)
+{
+	if (fallocate(pc->m->vm.mem.fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+		      (off_t)(first * GUEST_PAGE_SIZE), (off_t)(n * GUEST_PAGE_SIZE)) < 0)
+		return -errno;
+	for (uint64_t i = first; i < first + n; i++)
+		pc->written[i / 64] &= ~(1UL << (i % 64));
+	return 0;
+}
+
+/*
+ * Minor faults (a page in the memfd, not mapped in the guest's view) let a
+ * page be filled in place through the alias and then mapped: no page is
+ * freed when post-copy starts, none allocated while it runs.  Missing
+ * faults cover holes (never allocated).  Without minor-fault support,
+ * stale pages are freed instead and everything goes through missing faults.
+ */
 static int pc_register(struct pc_dest *pc)
 {
 	struct guest_memory *mem = &pc->m->vm.mem;
-	struct uffdio_api api = { .api = UFFD_API, .features = UFFD_FEATURE_MISSING_SHMEM };
+	struct uffdio_api api = {
+		.api = UFFD_API, .features = UFFD_FEATURE_MISSING_SHMEM | UFFD_FEATURE_MINOR_SHMEM,
+	};
+	int err;
 
 	pc->uffd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
 	if (pc->uffd < 0)
 		return -errno;
-	if (ioctl(pc->uffd, UFFDIO_API, &api) < 0)
-		return -errno;
+	if (ioctl(pc->uffd, UFFDIO_API, &api) < 0) {
+		/* An older kernel: try again without minor faults (a new fd: API is once). */
+		close(pc->uffd);
+		pc->uffd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+		api = (struct uffdio_api){ .api = UFFD_API, .features = UFFD_FEATURE_MISSING_SHMEM };
+		if (pc->uffd < 0 || ioctl(pc->uffd, UFFDIO_API, &api) < 0)
+			return -errno;
+	}
+	pc->minor = (api.features & UFFD_FEATURE_MINOR_SHMEM) && !getenv("FERRY_UFFD_NO_MINOR");
+	err = pc_for_unknown(pc, pc->minor ? pc_unmap : pc_punch);
+	if (err)
+		return err;
 	for (unsigned r = 0; r < mem->nr_regions; r++) {
 		struct uffdio_register reg = {
 			.range = { .start = (uintptr_t)(mem->host + mem->regions[r].offset),
 				   .len = mem->regions[r].size },
-			.mode = UFFDIO_REGISTER_MODE_MISSING,
+			.mode = UFFDIO_REGISTER_MODE_MISSING |
+				(pc->minor ? UFFDIO_REGISTER_MODE_MINOR : 0),
 		};
 		if (ioctl(pc->uffd, UFFDIO_REGISTER, &reg) < 0)
 			return -errno;
@@ -147,6 +191,53 @@ static void pc_wake(struct pc_dest *pc, uint64_t index)
 	ioctl(pc->uffd, UFFDIO_WAKE, &r);
 }
 
+/* Is the page in the memfd (allocated), so a minor fault maps it? */
+static bool pc_present(const struct pc_dest *pc, uint64_t index)
+{
+	return pc->m->vm.mem.allocated || pc_test(pc->written, index);
+}
+
+/* Minor mode: map n pages of the memfd into the guest's view; wakes waiters. */
+static int pc_continue(struct pc_dest *pc, uint64_t index, uint64_t n)
+{
+	uint64_t done = 0;
+
+	while (done < n) {
+		struct uffdio_continue c = {
+			.range = { .start = (uintptr_t)(pc->m->vm.mem.host +
+							 (index + done) * GUEST_PAGE_SIZE),
+				   .len = (n - done) * GUEST_PAGE_SIZE },
+		};
+		int r = ioctl(pc->uffd, UFFDIO_CONTINUE, &c);
+		if (c.mapped > 0)
+			done += (uint64_t)c.mapped / GUEST_PAGE_SIZE;
+		if (r == 0)
+			break;
+		if (errno == EEXIST) {
+			pc_wake(pc, index + done);	/* mapped already */
+			done++;
+		} else if (errno != EAGAIN) {
+			return -errno;
+		}
+	}
+	return 0;
+}
+
+/* A fault on a page whose content is here: resolve it without the source. */
+static void pc_resolve_local(struct pc_dest *pc, uint64_t index)
+{
+	if (pc->minor && pc_present(pc, index)) {
+		if (!pc_continue(pc, index, 1))
+			pc->zero_local += !pc_test(pc->written, index);
+	} else if (!pc_test(pc->written, index)) {
+		/* A hole known to be zero: no need to ask. */
+		if (!pc_zero(pc, index))
+			pc->zero_local++;
+	} else {
+		pc_wake(pc, index);	/* placed while the fault message waited */
+	}
+}
+
 static void pc_handle_fault(struct pc_dest *pc, uint64_t addr)
 {
 	struct guest_memory *mem = &pc->m->vm.mem;
@@ -158,12 +249,8 @@ static void pc_handle_fault(struct pc_dest *pc, uint64_t addr)
 		return;
 	pthread_mutex_lock(&pc->lock);
 	pc->faults++;
-	if (pc_test(pc->known, index) && !pc_test(pc->written, index)) {
-		/* Zero, and never filled here: no need to ask. */
-		if (!pc_zero(pc, index))
-			pc->zero_local++;
-	} else if (pc_test(pc->known, index)) {
-		pc_wake(pc, index);	/* placed while the fault message waited */
+	if (pc_test(pc->known, index)) {
+		pc_resolve_local(pc, index);
 	} else if (!pc_test(pc->requested, index)) {
 		pc_set(pc->requested, index);
 		pc->fault_ns[index] = vm_now_ns();
@@ -229,9 +316,7 @@ int pc_dest_start(struct pc_dest *pc, struct machine *m, struct mig_stream *s,
 	pc->fault_ns = calloc(pages, sizeof(uint64_t));
 	if (!pc->requested || !pc->fault_ns)
 		return -ENOMEM;
-	err = pc_punch_unknown(pc);
-	if (!err)
-		err = pc_register(pc);
+	err = pc_register(pc);
 	if (!err && pipe2(pc->stop_fd, O_CLOEXEC) < 0)
 		err = -errno;
 	if (!err)
@@ -240,33 +325,77 @@ int pc_dest_start(struct pc_dest *pc, struct machine *m, struct mig_stream *s,
 	return err;
 }
 
-int pc_dest_place(struct pc_dest *pc, uint64_t index, const void *data)
+/* Copy n pages (none known yet) in one call; partial progress is kept. */
+static int pc_copy(struct pc_dest *pc, uint64_t index, uint64_t n, const uint8_t *data)
 {
-	uint8_t *dst = pc->m->vm.mem.host + index * GUEST_PAGE_SIZE;
+	uint64_t done = 0;
+
+	while (done < n) {
+		struct uffdio_copy c = {
+			.dst = (uintptr_t)(pc->m->vm.mem.host + (index + done) * GUEST_PAGE_SIZE),
+			.src = (uintptr_t)(data + done * GUEST_PAGE_SIZE),
+			.len = (n - done) * GUEST_PAGE_SIZE,
+		};
+		int r = ioctl(pc->uffd, UFFDIO_COPY, &c);
+		if (c.copy > 0)
+			done += (uint64_t)c.copy / GUEST_PAGE_SIZE;
+		if (r == 0)
+			break;
+		if (errno == EEXIST)
+			done++;		/* already mapped (not by us): keep it */
+		else if (errno != EAGAIN)
+			return -errno;
+	}
+	return 0;
+}
+
+/* Place n unknown pages, all present or all holes. */
+static int pc_fill(struct pc_dest *pc, uint64_t index, uint64_t n, const uint8_t *data)
+{
+	uint8_t *alias = pc->m->vm.mem.alias + index * GUEST_PAGE_SIZE;
+	int err = 0;
+
+	if (pc->minor && pc_present(pc, index)) {
+		/* In place through the alias, then into the guest's view. */
+		if (data) {
+			memcpy(alias, data, n * GUEST_PAGE_SIZE);
+		} else {
+			for (uint64_t k = 0; k < n; k++)
+				if (pc_test(pc->written, index + k))
+					memset(alias + k * GUEST_PAGE_SIZE, 0, GUEST_PAGE_SIZE);
+		}
+		err = pc_continue(pc, index, n);
+	} else if (data) {
+		err = pc_copy(pc, index, n, data);
+	} else {
+		for (uint64_t k = 0; k < n && !err; k++)
+			err = pc_zero(pc, index + k);
+	}
+	for (uint64_t k = 0; k < n && !err; k++) {
+		if (data)
+			pc_set(pc->written, index + k);
+		pc_note_placed(pc, index + k);
+	}
+	return err;
+}
+
+int pc_dest_place_run(struct pc_dest *pc, uint64_t index, uint64_t n, const uint8_t *data)
+{
 	int err = 0;
 
 	pthread_mutex_lock(&pc->lock);
-	if (pc_test(pc->known, index))
-		goto out;	/* each page once; a repeat is the source's bug, harmless */
-	if (data) {
-		/* The kernel copies from any user address: the section buffer will do. */
-		struct uffdio_copy c = {
-			.dst = (uintptr_t)dst, .src = (uintptr_t)data, .len = GUEST_PAGE_SIZE,
-		};
-		while (ioctl(pc->uffd, UFFDIO_COPY, &c) < 0) {
-			if (errno == EAGAIN)
-				continue;
-			if (errno != EEXIST)
-				err = -errno;
-			break;
+	for (uint64_t i = 0; i < n && !err;) {
+		if (pc_test(pc->known, index + i)) {
+			i++;	/* each page once; a repeat is the source's bug, harmless */
+			continue;
 		}
-		pc_set(pc->written, index);
-	} else {
-		err = pc_zero(pc, index);
+		bool present = pc_present(pc, index + i);
+		uint64_t j = i + 1;
+		while (j < n && !pc_test(pc->known, index + j) && pc_present(pc, index + j) == present)
+			j++;
+		err = pc_fill(pc, index + i, j - i, data ? data + i * GUEST_PAGE_SIZE : NULL);
+		i = j;
 	}
-	if (!err)
-		pc_note_placed(pc, index);
-out:
 	pthread_mutex_unlock(&pc->lock);
 	return err;
 }

@@ -1,8 +1,9 @@
 /*
  * The destination during post-copy: guest RAM registered with userfaultfd
- * (MISSING mode), a thread that turns the guest's faults into page requests
- * to the source, and the placement of arriving pages (UFFDIO_COPY /
- * UFFDIO_ZEROPAGE, which also wake the faulting vCPUs).  docs/postcopy.md
+ * (MINOR and MISSING modes), a thread that turns the guest's faults into page requests
+ * to the source, and the placement of arriving pages (written in
+ * place and mapped with UFFDIO_CONTINUE; or UFFDIO_COPY / UFFDIO_ZEROPAGE
+ * into holes; each also wakes the faulting vCPUs).  docs/postcopy.md
  * describes the states and what each failure leads to.
  */
 #ifndef FERRY_MIGRATION_POSTCOPY_DEST_H
@@ -21,6 +22,7 @@ struct pc_dest {
 	struct machine *m;
 	struct mig_stream *s;		/* the connection; writes under `lock` */
 	int uffd;
+	bool minor;			/* minor faults: pages filled in place */
 	int stop_fd[2];
 	pthread_t thread;
 	bool thread_started;
@@ -52,10 +54,11 @@ int pc_dest_start(struct pc_dest *pc, struct machine *m, struct mig_stream *s,
 	__attribute__((warn_unused_result));
 
 /*
- * Place one page that arrived (data NULL: a zero page) unless it is here
- * already.  Returns 0 or -errno.
+ * Place n pages that arrived, at consecutive indexes from `index`, with
+ * their data back to back (data NULL: zero pages); pages here already are
+ * kept.  Contiguous pages go in one UFFDIO_COPY.  Returns 0 or -errno.
  */
-int pc_dest_place(struct pc_dest *pc, uint64_t index, const void *data)
+int pc_dest_place_run(struct pc_dest *pc, uint64_t index, uint64_t n, const uint8_t *data)
 	__attribute__((warn_unused_result));
 
 /* Send a return-path section under the lock.  Returns the stream error. */

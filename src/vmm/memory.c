@@ -30,6 +30,12 @@ int guest_memory_create(struct guest_memory *mem, uint64_t size)
 		mem->host = NULL;
 		goto fail;
 	}
+	mem->alias = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE,
+			  mem->fd, 0);
+	if (mem->alias == MAP_FAILED) {
+		mem->alias = NULL;
+		goto fail;
+	}
 	/* Transparent huge pages make the guest and the dirty log cheaper. */
 	madvise(mem->host, size, MADV_HUGEPAGE);
 	mem->size = size;
@@ -55,6 +61,8 @@ void guest_memory_destroy(struct guest_memory *mem)
 {
 	if (mem->host)
 		munmap(mem->host, mem->size);
+	if (mem->alias)
+		munmap(mem->alias, mem->size);
 	if (mem->fd >= 0)
 		close(mem->fd);
 	memset(mem, 0, sizeof(*mem));
@@ -65,13 +73,14 @@ void guest_memory_destroy(struct guest_memory *mem)
 #define MADV_POPULATE_WRITE 23
 #endif
 
-int guest_memory_prealloc(struct guest_memory *mem)
+int guest_memory_prealloc(struct guest_memory *mem, bool map_guest)
 {
 	/* fallocate allocates the pages cheaply; populate maps them too. */
 	if (fallocate(mem->fd, 0, 0, (off_t)mem->size) < 0)
 		return -errno;
-	if (madvise(mem->host, mem->size, MADV_POPULATE_WRITE) < 0)
+	if (madvise(map_guest ? mem->host : mem->alias, mem->size, MADV_POPULATE_WRITE) < 0)
 		return -errno;
+	mem->allocated = true;
 	return 0;
 }
 
@@ -103,4 +112,11 @@ void *guest_memory_ptr(const struct guest_memory *mem, uint64_t gpa, uint64_t le
 			return mem->host + r->offset + (gpa - r->gpa);
 	}
 	return NULL;
+}
+
+void *guest_memory_alias_ptr(const struct guest_memory *mem, uint64_t gpa, uint64_t len)
+{
+	uint8_t *p = guest_memory_ptr(mem, gpa, len);
+
+	return p ? mem->alias + (p - mem->host) : NULL;
 }

@@ -1,6 +1,9 @@
 /*
- * Guest RAM: one memfd (MAP_SHARED), mapped once in ferry and handed to KVM
- * as up to two slots: below the 32-bit PCI/APIC hole and above 4 GiB.
+ * Guest RAM: one memfd (MAP_SHARED), handed to KVM as up to two slots:
+ * below the 32-bit PCI/APIC hole and above 4 GiB.  It is mapped twice in
+ * ferry: `host` is the guest's view (the one KVM uses), `alias` a private
+ * view of the same pages, through which ferry can fill a page while the
+ * guest's view does not map it yet (userfaultfd minor faults).
  */
 #ifndef FERRY_VMM_MEMORY_H
 #define FERRY_VMM_MEMORY_H
@@ -26,7 +29,9 @@ struct guest_region {
 /* Owned by the VM; immutable after guest_memory_create() except the fd. */
 struct guest_memory {
 	int fd;			/* memfd backing all RAM */
-	uint8_t *host;		/* whole memfd mapped MAP_SHARED */
+	uint8_t *host;		/* whole memfd mapped MAP_SHARED: the guest's view */
+	uint8_t *alias;		/* the same, mapped again: ferry's own view */
+	bool allocated;		/* every page allocated (guest_memory_prealloc) */
 	uint64_t size;		/* total RAM bytes */
 	unsigned nr_regions;
 	struct guest_region regions[GUEST_MAX_REGIONS];
@@ -41,11 +46,14 @@ int guest_memory_create(struct guest_memory *mem, uint64_t size)
 void guest_memory_destroy(struct guest_memory *mem);
 
 /*
- * Allocate and map every page now (like QEMU's -mem-prealloc), so neither
- * the guest nor an incoming migration pays for first touches later.
- * Returns 0 or -errno (-ENOMEM: not enough memory for the whole guest).
+ * Allocate every page now (like QEMU's -mem-prealloc), so neither the
+ * guest nor an incoming migration pays for first touches later.  Maps the
+ * pages in the guest's view too if `map_guest`; else only in the alias,
+ * and the guest's view maps them as the guest first touches them (cheap:
+ * minor faults).  Returns 0 or -errno (-ENOMEM: not enough memory).
  */
-int guest_memory_prealloc(struct guest_memory *mem) __attribute__((warn_unused_result));
+int guest_memory_prealloc(struct guest_memory *mem, bool map_guest)
+	__attribute__((warn_unused_result));
 
 /* Register every region with KVM on vm_fd.  Returns 0 or -errno. */
 int guest_memory_register(const struct guest_memory *mem, int vm_fd, bool dirty_log)
@@ -56,5 +64,8 @@ int guest_memory_register(const struct guest_memory *mem, int vm_fd, bool dirty_
  * region, else NULL.  Safe on any gpa/len (no overflow).
  */
 void *guest_memory_ptr(const struct guest_memory *mem, uint64_t gpa, uint64_t len);
+
+/* The same range in the alias view, or NULL. */
+void *guest_memory_alias_ptr(const struct guest_memory *mem, uint64_t gpa, uint64_t len);
 
 #endif

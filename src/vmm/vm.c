@@ -180,7 +180,7 @@ int vm_create(struct vm *vm, const struct vm_config *cfg)
 	} else {
 		err = guest_memory_create(&vm->mem, cfg->memory);
 		if (!err && cfg->prealloc)
-			err = guest_memory_prealloc(&vm->mem);
+			err = guest_memory_prealloc(&vm->mem, true);
 		if (err) {
 			pr_err("cannot allocate %llu MiB of guest memory: %s",
 			       (unsigned long long)(cfg->memory >> 20), strerror(-err));

@@ -9,9 +9,11 @@ require_kvm
 FAST="workload=memtouch wss=64M pattern=random period=20ms"
 
 # run_pc NAME CMDLINE MIGRATE-ARGS...: migrate, expect completion, check the guest goes on.
+# DEST_ARGS: more options for the destination.
 run_pc() {
 	local name=$1 cmdline=$2; shift 2
-	start_dest "$name-d" "unix:$T/$name.mig"; local d=$FERRY_PID
+	# shellcheck disable=SC2086
+	start_dest "$name-d" "unix:$T/$name.mig" ${DEST_ARGS:-}; local d=$FERRY_PID
 	start_source "$name-s" 2 256M "$cmdline"; local s=$FERRY_PID
 	"$FERRY" migrate "$T/$name-s.ctl" "unix:$T/$name.mig" --verify --json "$@" >"$T/$name.json" ||
 		{ cat "$T/$name.json" "$T/$name-d.log"; fail "$name: migration failed"; }
@@ -43,6 +45,13 @@ run_pc postcopy "$FAST" --mode postcopy
 run_pc hybrid "$FAST" --mode hybrid --postcopy-after 1 --bandwidth 16M --downtime 5ms
 run_pc timeout-pc "$FAST" --bandwidth 16M --downtime 5ms --timeout 2s --on-timeout postcopy
 run_pc verify "workload=verify wss=64M period=20ms" --mode postcopy
+# A preallocated destination: pages are filled in place (minor faults),
+# stale ones included.
+PRE="--memory 256M --prealloc"
+DEST_ARGS=$PRE run_pc hybrid-prealloc "$FAST" --mode hybrid --postcopy-after 1 --bandwidth 16M --downtime 5ms
+DEST_ARGS=$PRE run_pc verify-prealloc "workload=verify wss=64M period=20ms" --mode postcopy
+# Without minor faults (older kernels): stale pages are freed instead.
+FERRY_UFFD_NO_MINOR=1 run_pc hybrid-nominor "$FAST" --mode hybrid --postcopy-after 1 --bandwidth 16M --downtime 5ms
 
 # A manual switch mid-pre-copy (ferry migrate-postcopy).
 start_dest man-d "unix:$T/man.mig"; d=$FERRY_PID
