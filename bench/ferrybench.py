@@ -76,9 +76,11 @@ PRECOPY_TIMEOUT = 120
 # --mode and migrate-postcopy; True/False forces it.  What the harness then
 # runs (see Ferry.migrate_argv):
 #   postcopy: ferry migrate CONTROL URI --mode postcopy ...
-#   hybrid:   ferry migrate CONTROL URI ... (pre-copy), and after 2 s
-#             ferry migrate-postcopy CONTROL (as QEMU's migrate-start-postcopy)
+#   hybrid:   ferry migrate CONTROL URI --mode hybrid ... (ferry picks the
+#             moment); with --ferry-hybrid-timed, plain pre-copy and after 2 s
+#             ferry migrate-postcopy CONTROL, exactly as QEMU is driven
 FERRY_POSTCOPY = None
+FERRY_HYBRID_AFTER_S = False
 NOT_IMPLEMENTED = "n/a (not implemented)"
 
 
@@ -654,18 +656,18 @@ class Ferry:
           precopy:  bounded by --timeout (then ferry cancels by itself; the VM
                     runs on at the source)
           postcopy: --mode postcopy
-          hybrid:   plain pre-copy, unbounded; the harness switches it with
-                    `ferry migrate-postcopy CONTROL` after postcopy_after_s,
-                    as it does QEMU with migrate-start-postcopy (ferry's own
-                    `--mode hybrid --postcopy-after N` counts passes, not time)
+          hybrid:   --mode hybrid: ferry switches by itself once the dirty
+                    rate shows pre-copy cannot converge (QEMU has no such
+                    trigger: the harness switches it after postcopy_after_s,
+                    as libvirt's --postcopy-after-precopy users do by hand)
         --bandwidth caps the live (pre-copy) phase, as QEMU's max-bandwidth;
         post-copy is uncapped on both (ferry --postcopy-bandwidth, QEMU
         max-postcopy-bandwidth: their defaults)."""
         argv = ["--bandwidth", str(sc.bandwidth or 0), "--downtime", f"{sc.downtime_ms}ms", "--json"]
         if mode == "precopy":
             argv += ["--timeout", f"{sc.precopy_timeout_s:g}s", "--on-timeout", "cancel"]
-        elif mode == "postcopy":
-            argv += ["--mode", "postcopy"]
+        elif mode == "postcopy" or (mode == "hybrid" and not FERRY_HYBRID_AFTER_S):
+            argv += ["--mode", mode]
         return argv
 
     def start_dst(self, h, run, link):
@@ -695,7 +697,7 @@ class Ferry:
         p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
         try:
-            if run.mode == "hybrid":
+            if run.mode == "hybrid" and FERRY_HYBRID_AFTER_S:
                 try:
                     p.wait(timeout=sc.postcopy_after_s)    # done within it: stays pre-copy
                 except subprocess.TimeoutExpired:
@@ -1143,7 +1145,11 @@ def report(summary, cases, links, ferry_ok, ferry_why, lines):
         if case.mode == "precopy":
             p(f"   pre-copy, bounded at {sc.precopy_timeout_s:g} s (then cancelled: not converged)")
         elif case.mode == "hybrid":
-            p(f"   pre-copy for {sc.postcopy_after_s:g} s, then post-copy")
+            if FERRY_HYBRID_AFTER_S:
+                p(f"   pre-copy for {sc.postcopy_after_s:g} s, then post-copy (both VMMs)")
+            else:
+                p(f"   QEMU: pre-copy for {sc.postcopy_after_s:g} s, then post-copy; "
+                  "ferry: --mode hybrid (switches itself once pre-copy is shown hopeless)")
         else:
             p("   post-copy from the start")
 
@@ -1308,9 +1314,13 @@ def main():
     ap.add_argument("--no-prealloc", action="store_true",
                     help="do not preallocate destination RAM (default: both VMMs do, "
                          "QEMU -mem-prealloc, ferry --prealloc)")
+    ap.add_argument("--ferry-hybrid-timed", action="store_true",
+                    help="drive ferry's hybrid like QEMU's (migrate-postcopy after 2 s) "
+                         "instead of its own --mode hybrid")
     args = ap.parse_args()
-    global PREALLOC
+    global PREALLOC, FERRY_HYBRID_AFTER_S
     PREALLOC = not args.no_prealloc
+    FERRY_HYBRID_AFTER_S = args.ferry_hybrid_timed
 
     if args.list:
         for sc in SCENARIOS:

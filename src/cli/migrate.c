@@ -27,7 +27,8 @@ static const char migrate_usage[] =
 "  -m, --mode MODE          precopy (default), postcopy (state first, the guest\n"
 "                           runs there at once, pages follow on demand) or\n"
 "                           hybrid (pre-copy passes, then post-copy)\n"
-"      --postcopy-after N   hybrid: switch after N passes (default 1)\n"
+"      --postcopy-after N   hybrid: switch after N passes (default auto: as soon as\n"
+"                           the dirty rate shows pre-copy cannot converge)\n"
 "      --postcopy-bandwidth RATE  post-copy: cap the background push (pages the\n"
 "                           guest asks for are never capped; default: none)\n"
 "      --prepage N          post-copy: also push the N pages on each side of a\n"
@@ -137,8 +138,11 @@ static void migrate_parse(int argc, char **argv, struct migrate_opts *o)
 			json_object_object_add(o->args, "mode", json_object_new_string(optarg));
 			break;
 		case 'A':
-			if (parse_uint(optarg, 1000000, &v) || !v)
-				die(FERRY_EXIT_USAGE, "bad --postcopy-after '%s': use a pass count >= 1", optarg);
+			if (!strcmp(optarg, "auto"))
+				v = 0;
+			else if (parse_uint(optarg, 1000000, &v) || !v)
+				die(FERRY_EXIT_USAGE, "bad --postcopy-after '%s': use a pass count >= 1 or auto",
+				    optarg);
 			json_object_object_add(o->args, "postcopy-after", json_object_new_int64((int64_t)v));
 			break;
 		case 'B':

@@ -82,13 +82,13 @@ static int mig_parse_params(json_object *args, struct mig_params *p, json_object
 	if (err)
 		return err;
 	p->resume_timeout_ns = resume_s * 1000000ULL;
-	uint64_t after = 1, prepage = 64;
+	uint64_t after = 0, prepage = 64;	/* after 0: hybrid picks the moment */
 	err = mig_arg_u64(args, "postcopy-after", &after, ret);
 	err = err ?: mig_arg_u64(args, "prepage", &prepage, ret);
 	if (err)
 		return err;
-	if (after < 1 || after > 1000000 || prepage > 4096)
-		return control_fail(ret, -EINVAL, "'postcopy-after' must be 1.. and 'prepage' 0..4096");
+	if (after > 1000000 || prepage > 4096)
+		return control_fail(ret, -EINVAL, "'postcopy-after' must be 0..1000000 and 'prepage' 0..4096");
 	p->postcopy_after = (uint32_t)after;
 	p->prepage = (uint32_t)prepage;
 	return 0;

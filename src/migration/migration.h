@@ -37,7 +37,7 @@ struct mig_params {
 	uint64_t timeout_ns;		/* 0 = none */
 	enum mig_on_timeout on_timeout;
 	enum mig_mode mode;
-	uint32_t postcopy_after;	/* hybrid: switch after this many passes (default 1) */
+	uint32_t postcopy_after;	/* hybrid: switch after this many passes; 0 = by itself */
 	uint32_t prepage;		/* post-copy: neighbours pushed after a fault (0: none) */
 	uint64_t postcopy_bandwidth;	/* post-copy: cap on the background push, bytes/s */
 	uint64_t resume_timeout_ns;	/* post-copy: how long a broken one waits to resume */
@@ -73,6 +73,17 @@ struct migration {
 	struct ratelimit rl;
 	struct mig_digest digest;
 	unsigned long *bitmap[GUEST_MAX_REGIONS];
+	/*
+	 * Pages the guest wrote since they were last cleared (a peek at KVM's
+	 * log): hot.  Hybrid's first pass leaves them for later, post-copy
+	 * pushes them first.
+	 */
+	unsigned long *hot[GUEST_MAX_REGIONS];
+	bool hot_skip;			/* this pass leaves hot pages for later */
+	/* Asked between chunks of a pass: true ends it and goes to post-copy. */
+	bool (*on_chunk)(struct migration *mig);
+	uint64_t clear_ns;		/* when the whole log was last cleared */
+	uint64_t probe_ns;		/* last look at the dirty rate */
 	uint8_t *batch;			/* page data of one RAM section */
 	uint64_t *batch_gpa;
 	uint32_t batch_count, batch_raw, batch_resent;

@@ -3,7 +3,7 @@
  * destination which pages it still lacks, send the CPU and device state,
  * and once the guest runs there serve its page faults first — with the
  * pages around each fault ("bubbling", Hines & Gopalan) — and push the
- * rest in address order.  Each page crosses the wire at most once.  From
+ * rest: pages the guest wrote last first, then address order.  Each page crosses the wire at most once.  From
  * POSTCOPY_RUN on, the source never resumes: neither side alone holds the
  * whole guest.
  */
@@ -114,6 +114,11 @@ static int postcopy_switch(struct migration *mig)
 	if (err)
 		return precopy_fail(mig, err, "the VM stopped during migration");
 	precopy_phase(mig, MIG_PHASE_PAUSE, &t);
+	/* What the guest wrote last goes first; no hot list just means address order. */
+	if (ram_peek_hot(mig) < 0)
+		for (unsigned r = 0; r < GUEST_MAX_REGIONS && mig->hot[r]; r++)
+			memset(mig->hot[r], 0, dirty_bitmap_longs(mig->m->vm.mem.regions[r].size /
+								  GUEST_PAGE_SIZE) * sizeof(unsigned long));
 	/* OR into the bitmap: pages of an unfinished pass are still owed. */
 	if (ram_sync(mig) < 0)
 		return precopy_fail(mig, -EIO, "final dirty sync failed");
@@ -242,27 +247,43 @@ static int postcopy_strike_known(struct migration *mig, const uint8_t *p, uint32
 	return 0;
 }
 
-/* Serve faults first, push the rest in address order, until none is owed. */
+static bool postcopy_hot(struct migration *mig, uint64_t index)
+{
+	unsigned r;
+	uint64_t page;
+
+	return ram_locate(&mig->m->vm.mem, index, &r, &page) &&
+	       (mig->hot[r][page / 64] & (1UL << (page % 64)));
+}
+
+/*
+ * Serve faults first; push the pages the guest wrote last before it paused
+ * (what it works on, so what it would fault on next), then the rest, each
+ * in address order, until none is owed.
+ */
 static int postcopy_push(struct migration *mig)
 {
-	uint64_t cursor = 0, total = mig->m->vm.mem.size / GUEST_PAGE_SIZE;
+	uint64_t total = mig->m->vm.mem.size / GUEST_PAGE_SIZE;
 	int buf = PC_SNDBUF, err;
 
 	setsockopt(mig->s.fd, SOL_SOCKET, SO_SNDBUF, &buf, sizeof(buf));
-	while (cursor < total) {
-		err = postcopy_requests(mig);
-		if (err)
-			return err;
-		uint32_t pushed = 0;
-		while (cursor < total && pushed < PC_PUSH_BATCH)
-			pushed += ram_queue_index(mig, cursor++);
-		err = ram_flush(mig);
-		if (err)
-			return precopy_stream_fail(mig, err);
-		postcopy_pace(mig, (uint64_t)pushed * GUEST_PAGE_SIZE);
-		pthread_mutex_lock(&mig->lock);
-		mig->stats.pc_pages_pushed += pushed;
-		pthread_mutex_unlock(&mig->lock);
+	for (int round = 0; round < 2; round++) {
+		for (uint64_t cursor = 0; cursor < total;) {
+			err = postcopy_requests(mig);
+			if (err)
+				return err;
+			uint32_t pushed = 0;
+			for (; cursor < total && pushed < PC_PUSH_BATCH; cursor++)
+				if (round || postcopy_hot(mig, cursor))
+					pushed += ram_queue_index(mig, cursor);
+			err = ram_flush(mig);
+			if (err)
+				return precopy_stream_fail(mig, err);
+			postcopy_pace(mig, (uint64_t)pushed * GUEST_PAGE_SIZE);
+			pthread_mutex_lock(&mig->lock);
+			mig->stats.pc_pages_pushed += pushed;
+			pthread_mutex_unlock(&mig->lock);
+		}
 	}
 	return 0;
 }

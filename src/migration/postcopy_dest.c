@@ -169,6 +169,13 @@ static void pc_note_placed(struct pc_dest *pc, uint64_t index)
 }
 
 /* Resolve locally a fault on a page known to be zero (a hole we never filled). */
+static int pc_fill_in_place(struct pc_dest *pc, uint64_t index, uint64_t n,
+			    const uint8_t *data, bool always_clear);
+
+/*
+ * A zero page into a hole.  In minor mode a page may be in the memfd
+ * after all (a chunk allocated around received pages): then in place.
+ */
 static int pc_zero(struct pc_dest *pc, uint64_t index)
 {
 	struct uffdio_zeropage z = {
@@ -176,9 +183,11 @@ static int pc_zero(struct pc_dest *pc, uint64_t index)
 			   .len = GUEST_PAGE_SIZE },
 	};
 
-	if (ioctl(pc->uffd, UFFDIO_ZEROPAGE, &z) < 0 && errno != EEXIST)
+	if (ioctl(pc->uffd, UFFDIO_ZEROPAGE, &z) == 0)
+		return 0;
+	if (errno != EEXIST)
 		return -errno;
-	return 0;
+	return pc->minor ? pc_fill_in_place(pc, index, 1, NULL, true) : 0;
 }
 
 static void pc_wake(struct pc_dest *pc, uint64_t index)
@@ -326,6 +335,23 @@ int pc_dest_start(struct pc_dest *pc, struct machine *m, struct mig_stream *s,
 }
 
 /* Copy n pages (none known yet) in one call; partial progress is kept. */
+/* Data (NULL: zeros) into pages in the memfd, then into the guest's view. */
+static int pc_fill_in_place(struct pc_dest *pc, uint64_t index, uint64_t n,
+			    const uint8_t *data, bool always_clear)
+{
+	uint8_t *alias = pc->m->vm.mem.alias + index * GUEST_PAGE_SIZE;
+
+	if (data) {
+		memcpy(alias, data, n * GUEST_PAGE_SIZE);
+	} else {
+		for (uint64_t k = 0; k < n; k++)
+			if (always_clear || pc_test(pc->written, index + k))
+				memset(alias + k * GUEST_PAGE_SIZE, 0, GUEST_PAGE_SIZE);
+	}
+	return pc_continue(pc, index, n);
+}
+
+/* Copy n pages into holes in one call; partial progress is kept. */
 static int pc_copy(struct pc_dest *pc, uint64_t index, uint64_t n, const uint8_t *data)
 {
 	uint64_t done = 0;
@@ -341,36 +367,34 @@ static int pc_copy(struct pc_dest *pc, uint64_t index, uint64_t n, const uint8_t
 			done += (uint64_t)c.copy / GUEST_PAGE_SIZE;
 		if (r == 0)
 			break;
-		if (errno == EEXIST)
-			done++;		/* already mapped (not by us): keep it */
-		else if (errno != EAGAIN)
+		if (errno == EEXIST) {
+			/* Not a hole after all (minor mode), or mapped already. */
+			if (pc->minor) {
+				int err = pc_fill_in_place(pc, index + done, 1,
+							   data + done * GUEST_PAGE_SIZE, false);
+				if (err)
+					return err;
+			}
+			done++;
+		} else if (errno != EAGAIN) {
 			return -errno;
+		}
 	}
 	return 0;
 }
 
-/* Place n unknown pages, all present or all holes. */
+/* Place n unknown pages, all in the memfd or all holes. */
 static int pc_fill(struct pc_dest *pc, uint64_t index, uint64_t n, const uint8_t *data)
 {
-	uint8_t *alias = pc->m->vm.mem.alias + index * GUEST_PAGE_SIZE;
 	int err = 0;
 
-	if (pc->minor && pc_present(pc, index)) {
-		/* In place through the alias, then into the guest's view. */
-		if (data) {
-			memcpy(alias, data, n * GUEST_PAGE_SIZE);
-		} else {
-			for (uint64_t k = 0; k < n; k++)
-				if (pc_test(pc->written, index + k))
-					memset(alias + k * GUEST_PAGE_SIZE, 0, GUEST_PAGE_SIZE);
-		}
-		err = pc_continue(pc, index, n);
-	} else if (data) {
+	if (pc->minor && pc_present(pc, index))
+		err = pc_fill_in_place(pc, index, n, data, false);
+	else if (data)
 		err = pc_copy(pc, index, n, data);
-	} else {
+	else
 		for (uint64_t k = 0; k < n && !err; k++)
 			err = pc_zero(pc, index + k);
-	}
 	for (uint64_t k = 0; k < n && !err; k++) {
 		if (data)
 			pc_set(pc->written, index + k);

@@ -126,6 +126,12 @@ int precopy_read_reply(struct migration *mig, uint8_t want)
 	return 0;
 }
 
+/* Hybrid without --postcopy-after: ferry picks the moment itself. */
+static bool precopy_auto_hybrid(const struct migration *mig)
+{
+	return mig->p.mode == MIG_MODE_HYBRID && !mig->p.postcopy_after;
+}
+
 static int precopy_setup(struct migration *mig)
 {
 	int fd, err;
@@ -143,9 +149,7 @@ static int precopy_setup(struct migration *mig)
 	err = mig_stream_flush(&mig->s);
 	if (err)
 		return precopy_stream_fail(mig, err);
-	err = precopy_read_reply(mig, MIG_SEC_READY);
-	if (err)
-		return err;
+	/* While the destination builds its VM. */
 	err = ram_setup(mig);
 	if (!err && mig->p.verify)
 		err = mig_digest_init(&mig->digest, &mig->m->vm.mem);
@@ -154,6 +158,15 @@ static int precopy_setup(struct migration *mig)
 	err = vm_dirty_log_start(&mig->m->vm);
 	if (err)
 		return precopy_fail(mig, err, "cannot start dirty logging: %s", strerror(-err));
+	if (precopy_auto_hybrid(mig)) {
+		/* Watch what the guest writes from now on (precopy_probe). */
+		err = ram_start_clean(mig);
+		if (err)
+			return precopy_fail(mig, err, "cannot clear the dirty log: %s", strerror(-err));
+	}
+	err = precopy_read_reply(mig, MIG_SEC_READY);
+	if (err)
+		return err;
 	ratelimit_init(&mig->rl, mig->p.bandwidth, 0);
 	mig->s.rl = &mig->rl;
 	pthread_mutex_lock(&mig->lock);
@@ -205,6 +218,53 @@ static void precopy_throttle(struct migration *mig, uint64_t dirty_bytes_per_s, 
 }
 
 /*
+ * Can pre-copy never converge?  When the guest dirties pages faster than
+ * the link carries them and its dirty set cannot go in one downtime, every
+ * further pass only sends again what it writes: better switch to post-copy.
+ */
+static bool precopy_hopeless(struct migration *mig, uint64_t dirty_bytes, uint64_t rate,
+			     uint64_t bw)
+{
+	pthread_mutex_lock(&mig->lock);
+	uint64_t limit = mig->p.downtime_ns;
+	pthread_mutex_unlock(&mig->lock);
+	return bw && rate > bw && dirty_bytes > bw * limit / 1000000000ULL;
+}
+
+#define PRECOPY_PROBE_NS 50000000ULL	/* a look at the dirty rate every 50 ms */
+
+/*
+ * Auto hybrid, pass 1 (between chunks): peek at what the guest wrote
+ * since the log was cleared, which also refreshes the hot pages this pass
+ * leaves for later.  True: pre-copy is hopeless, switch to post-copy now.
+ */
+static bool precopy_probe(struct migration *mig)
+{
+	uint64_t now = vm_now_ns();
+
+	if (now - mig->probe_ns < PRECOPY_PROBE_NS)
+		return false;
+	mig->probe_ns = now;
+	int64_t hot = ram_peek_hot(mig);
+	if (hot < 0)
+		return false;	/* the pass goes on; the next sync reports it */
+	uint64_t dirty = (uint64_t)hot * GUEST_PAGE_SIZE;
+	uint64_t window = now - mig->clear_ns, sending = now - mig->pass_start_ns;
+	uint64_t rate = dirty * 1000000000ULL / (window ? window : 1);
+	uint64_t bw = sending > 20000000ULL ?
+		(mig->s.bytes_out - mig->pass_start_bytes) * 1000000000ULL / sending : 0;
+	pthread_mutex_lock(&mig->lock);
+	mig->stats.dirty_rate = rate / GUEST_PAGE_SIZE;
+	pthread_mutex_unlock(&mig->lock);
+	if (!precopy_hopeless(mig, dirty, rate, bw))
+		return false;
+	pr_info("migration: the guest dirties %llu MiB in %llu ms, faster than the %llu MiB/s "
+		"sent: switching to post-copy", (unsigned long long)(dirty >> 20),
+		(unsigned long long)(window / 1000000), (unsigned long long)(bw >> 20));
+	return true;
+}
+
+/*
  * Sync the dirty log and decide: 1 = switch over now, 0 = another pass.
  * Fills the stats that `ferry status` shows while the guest runs.
  */
@@ -244,8 +304,17 @@ static int precopy_decide(struct migration *mig, uint32_t pass, uint64_t pass_st
 	uint64_t limit = mig->p.downtime_ns;
 	bool asked = mig->postcopy_requested;
 	pthread_mutex_unlock(&mig->lock);
-	/* Hybrid: post-copy once the set number of passes is done. */
-	if (asked || (mig->p.mode == MIG_MODE_HYBRID && pass > mig->p.postcopy_after)) {
+	/* Hybrid: post-copy once the set number of passes is done, or it is hopeless. */
+	bool hybrid_now = mig->p.mode == MIG_MODE_HYBRID &&
+		(precopy_auto_hybrid(mig) ? expect > limit &&
+		 precopy_hopeless(mig, remaining, rate * GUEST_PAGE_SIZE, bw)
+		 : pass > mig->p.postcopy_after);
+	if (hybrid_now && precopy_auto_hybrid(mig))
+		pr_info("migration: %llu MiB dirty after pass %u and the guest dirties %llu MiB/s, "
+			"faster than the %llu MiB/s sent: switching to post-copy",
+			(unsigned long long)(remaining >> 20), pass - 1,
+			(unsigned long long)(rate * GUEST_PAGE_SIZE >> 20), (unsigned long long)(bw >> 20));
+	if (asked || hybrid_now) {
 		mig->to_postcopy = true;
 		return 1;
 	}
@@ -277,9 +346,18 @@ static int precopy_live(struct migration *mig)
 	mig->stats.mem_remaining = mig->m->vm.mem.size;
 	mig->stats.iteration = 1;
 	pthread_mutex_unlock(&mig->lock);
-	/* Every page starts dirty (KVM_DIRTY_LOG_INITIALLY_SET): pass 1 is all RAM. */
+	/*
+	 * Every page starts dirty (KVM_DIRTY_LOG_INITIALLY_SET, or marked by
+	 * ram_start_clean): pass 1 is all RAM.
+	 */
 	err = (int)ram_sync(mig);
 	mig->last_sync_ns = vm_now_ns();
+	if (err >= 0 && precopy_auto_hybrid(mig)) {
+		/* Pass 1 leaves what the guest is writing for later, and keeps watching. */
+		mig->hot_skip = ram_peek_hot(mig) >= 0;
+		mig->on_chunk = precopy_probe;
+		mig->probe_ns = vm_now_ns();
+	}
 	for (;;) {
 		if (err < 0)
 			return precopy_fail(mig, err, "dirty log sync failed: %s", strerror(-err));
@@ -288,6 +366,8 @@ static int precopy_live(struct migration *mig)
 		mig->pass_start_bytes = bytes0;
 		precopy_send_pass(mig, pass, (uint64_t)dirty, false);
 		err = ram_send_dirty(mig, pass > 1);
+		mig->hot_skip = false;
+		mig->on_chunk = NULL;
 		if (err == -EAGAIN) {
 			/* migrate-start-postcopy mid-pass: the rest of it is owed. */
 			mig->to_postcopy = true;

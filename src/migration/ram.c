@@ -20,7 +20,8 @@ int ram_setup(struct migration *mig)
 	for (unsigned r = 0; r < mem->nr_regions; r++) {
 		uint64_t longs = dirty_bitmap_longs(mem->regions[r].size / GUEST_PAGE_SIZE);
 		mig->bitmap[r] = calloc(longs, sizeof(unsigned long));
-		if (!mig->bitmap[r])
+		mig->hot[r] = calloc(longs, sizeof(unsigned long));
+		if (!mig->bitmap[r] || !mig->hot[r])
 			return -ENOMEM;
 	}
 	mig->batch = malloc(MIG_RAM_BATCH_MAX * GUEST_PAGE_SIZE);
@@ -32,7 +33,8 @@ void ram_cleanup(struct migration *mig)
 {
 	for (unsigned r = 0; r < GUEST_MAX_REGIONS; r++) {
 		free(mig->bitmap[r]);
-		mig->bitmap[r] = NULL;
+		free(mig->hot[r]);
+		mig->bitmap[r] = mig->hot[r] = NULL;
 	}
 	free(mig->batch);
 	free(mig->batch_gpa);
@@ -54,6 +56,38 @@ int64_t ram_sync(struct migration *mig)
 			dirty += __builtin_popcountl(mig->bitmap[r][i]);
 	}
 	return dirty;
+}
+
+int64_t ram_peek_hot(struct migration *mig)
+{
+	struct guest_memory *mem = &mig->m->vm.mem;
+	int64_t hot = 0;
+
+	for (unsigned r = 0; r < mem->nr_regions; r++) {
+		int64_t n = vm_dirty_log_peek(&mig->m->vm, r, mig->hot[r]);
+		if (n < 0)
+			return n;
+		hot += n;
+	}
+	return hot;
+}
+
+int ram_start_clean(struct migration *mig)
+{
+	struct guest_memory *mem = &mig->m->vm.mem;
+
+	for (unsigned r = 0; r < mem->nr_regions; r++) {
+		/* Regions are whole 2 MiB: whole longs of bits. */
+		size_t bytes = dirty_bitmap_longs(mem->regions[r].size / GUEST_PAGE_SIZE) *
+			       sizeof(unsigned long);
+		memset(mig->bitmap[r], 0xff, bytes);
+		int err = vm_dirty_log_clear(&mig->m->vm, r, 0, mem->regions[r].size / GUEST_PAGE_SIZE,
+					     mig->bitmap[r]);
+		if (err)
+			return err;
+	}
+	mig->clear_ns = vm_now_ns();
+	return 0;
 }
 
 /* Publish what the batch did to the shared statistics. */
@@ -189,35 +223,42 @@ static int ram_send_region(struct migration *mig, unsigned r, bool resend)
 	struct vm *vm = &mig->m->vm;
 	const struct guest_region *reg = &vm->mem.regions[r];
 	uint64_t pages = reg->size / GUEST_PAGE_SIZE;
-	unsigned long *bm = mig->bitmap[r];
+	unsigned long *bm = mig->bitmap[r], *hot = mig->hot[r];
+	unsigned long send[RAM_CLEAR_CHUNK / DIRTY_BITS_PER_LONG];
 
 	for (uint64_t first = 0; first < pages; first += RAM_CLEAR_CHUNK) {
 		uint64_t count = pages - first < RAM_CLEAR_CHUNK ? pages - first : RAM_CLEAR_CHUNK;
 		uint64_t l0 = first / DIRTY_BITS_PER_LONG, l1 = dirty_bitmap_longs(first + count);
 		bool any = false;
-		for (uint64_t l = l0; l < l1 && !any; l++)
-			any = bm[l] != 0;
+		for (uint64_t l = l0; l < l1; l++) {
+			/* Hot pages would only be dirty again: they wait (and stay marked). */
+			send[l - l0] = mig->hot_skip ? bm[l] & ~hot[l] : bm[l];
+			bm[l] &= ~send[l - l0];
+			any |= send[l - l0] != 0;
+		}
 		if (!any)
-			continue;
+			goto next;
 		/* Re-arm tracking before reading: a write from now on is seen. */
-		int err = vm_dirty_log_clear(vm, r, first, count, bm);
+		int err = vm_dirty_log_clear(vm, r, first, count, send);
 		if (err)
 			return err;
 		bool hole = ram_is_hole(vm->mem.fd, reg->offset + first * GUEST_PAGE_SIZE,
 					count * GUEST_PAGE_SIZE);
 		for (uint64_t l = l0; l < l1; l++) {
-			while (bm[l]) {
-				unsigned bit = (unsigned)__builtin_ctzl(bm[l]);
-				bm[l] &= bm[l] - 1;
+			unsigned long w = send[l - l0];
+			while (w) {
+				unsigned bit = (unsigned)__builtin_ctzl(w);
+				w &= w - 1;
 				uint64_t page = l * DIRTY_BITS_PER_LONG + bit;
 				ram_queue_page(mig, reg->gpa + page * GUEST_PAGE_SIZE,
 					       vm->mem.host + reg->offset + page * GUEST_PAGE_SIZE,
 					       reg->offset / GUEST_PAGE_SIZE + page, resend, hole);
 			}
 		}
+next:
 		if (ram_cancelled(mig))
 			return -ECANCELED;
-		if (mig->switch_pass)
+		if (mig->switch_pass || (mig->on_chunk && mig->on_chunk(mig)))
 			return -EAGAIN;		/* to post-copy: the rest is owed */
 		if (mig_stream_error(&mig->s))
 			return mig_stream_error(&mig->s);

@@ -18,11 +18,26 @@ void ram_cleanup(struct migration *mig);
 int64_t ram_sync(struct migration *mig) __attribute__((warn_unused_result));
 
 /*
- * Send every page marked in the bitmaps, clearing each chunk's dirty bits in
- * KVM right before reading it.  `resend`: count the pages as re-sent.
- * Returns 0, -ECANCELED if cancelled, or the stream's error.
+ * Send every page marked in the bitmaps (but hot ones while mig->hot_skip),
+ * clearing each chunk's dirty bits in KVM right before reading it.
+ * `resend`: count the pages as re-sent.  Returns 0, -ECANCELED if
+ * cancelled, -EAGAIN when post-copy was asked for (or mig->on_chunk said
+ * so) mid-pass, or the stream's error.
  */
 int ram_send_dirty(struct migration *mig, bool resend) __attribute__((warn_unused_result));
+
+/*
+ * Peek at KVM's dirty log into the hot bitmaps (nothing consumed).
+ * Returns the number of hot pages, or -errno.
+ */
+int64_t ram_peek_hot(struct migration *mig) __attribute__((warn_unused_result));
+
+/*
+ * Clear KVM's dirty log for all RAM (write-protect everything), so a peek
+ * shows what the guest wrote since, and mark every page to be sent in the
+ * job's bitmaps (pass 1 sends all RAM).  0 or -errno.
+ */
+int ram_start_clean(struct migration *mig) __attribute__((warn_unused_result));
 
 /* Page index (over all RAM) -> region and page within it; false if outside RAM. */
 bool ram_locate(const struct guest_memory *mem, uint64_t index, unsigned *r, uint64_t *page);

@@ -69,6 +69,21 @@ int vm_dirty_log_sync(struct vm *vm, unsigned r, unsigned long *bitmap)
 	return 0;
 }
 
+int64_t vm_dirty_log_peek(struct vm *vm, unsigned r, unsigned long *out)
+{
+	const struct guest_region *reg = &vm->mem.regions[r];
+	uint64_t longs = dirty_bitmap_longs(reg->size / GUEST_PAGE_SIZE);
+	struct kvm_dirty_log log = { .slot = reg->slot, .dirty_bitmap = out };
+	int64_t n = 0;
+
+	/* With manual protection, reading the log neither clears nor re-protects. */
+	if (ioctl(vm->vm_fd, KVM_GET_DIRTY_LOG, &log) < 0)
+		return -errno;
+	for (uint64_t i = 0; i < longs; i++)
+		n += __builtin_popcountl(out[i]);
+	return n;
+}
+
 int vm_dirty_log_clear(struct vm *vm, unsigned r, uint64_t first, uint64_t count,
 		       const unsigned long *bitmap)
 {
@@ -77,7 +92,7 @@ int vm_dirty_log_clear(struct vm *vm, unsigned r, uint64_t first, uint64_t count
 		.slot = reg->slot,
 		.first_page = first,
 		.num_pages = (uint32_t)count,
-		.dirty_bitmap = (void *)(bitmap + first / DIRTY_BITS_PER_LONG),
+		.dirty_bitmap = (void *)bitmap,
 	};
 
 	if (first % 64 || count > UINT32_MAX)

@@ -36,8 +36,18 @@ int vm_dirty_log_sync(struct vm *vm, unsigned r, unsigned long *bitmap)
 	__attribute__((warn_unused_result));
 
 /*
- * Clear the bits set in `bitmap` for pages [first, first + count) of region
- * r and write-protect those pages again, so later writes are seen.  first
+ * Copy KVM's dirty bits of region r (pages written by the guest since they
+ * were last cleared) into `out`, overwriting it; nothing is consumed, so a
+ * later vm_dirty_log_sync() still sees them.  Returns the number of dirty
+ * pages, or -errno.
+ */
+int64_t vm_dirty_log_peek(struct vm *vm, unsigned r, unsigned long *out)
+	__attribute__((warn_unused_result));
+
+/*
+ * Clear the pages [first, first + count) of region r whose bits are set in
+ * `bitmap` (bit 0 is page `first`) and write-protect them again, so later
+ * writes are seen.  first
  * must be a multiple of 64; count too unless the range ends the region.
  * Call it right before the pages are read for sending.  Returns 0 or -errno.
  */

@@ -43,6 +43,14 @@ log "pre-copy at 16 MB/s: no convergence in 3 s, as intended"
 
 run_pc postcopy "$FAST" --mode postcopy
 run_pc hybrid "$FAST" --mode hybrid --postcopy-after 1 --bandwidth 16M --downtime 5ms
+# Hybrid picking its own moment: the dirty rate outruns 16 MB/s at once,
+# so it must switch long before pass 1 (16 s at that rate) could end.
+run_pc hybrid-auto "$FAST" --mode hybrid --bandwidth 16M --downtime 5ms
+pc_ms=$(json_field "$T/hybrid-auto.json" postcopy-time-ms)
+total_ms=$(json_field "$T/hybrid-auto.json" total-time-ms)
+awk -v p="$pc_ms" -v t="$total_ms" 'BEGIN { exit !(p > 0 && t - p < 4000) }' ||
+	fail "hybrid-auto: pre-copy ran $total_ms - $pc_ms ms; it should have switched early"
+grep -q "switching to post-copy" "$T/hybrid-auto-s.log" || fail "hybrid-auto: no switch logged"
 run_pc timeout-pc "$FAST" --bandwidth 16M --downtime 5ms --timeout 2s --on-timeout postcopy
 run_pc verify "workload=verify wss=64M period=20ms" --mode postcopy
 # A preallocated destination: pages are filled in place (minor faults),
