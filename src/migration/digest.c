@@ -2,7 +2,7 @@
 
 #include <errno.h>
 #include <stdlib.h>
-#include <xxhash.h>
+#include "util/hash.h"
 
 static uint64_t mig_zero_page_hash(void)
 {

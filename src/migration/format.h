@@ -25,6 +25,7 @@ enum mig_section {
 	MIG_SEC_POSTCOPY_RUN = 9,	/* post-copy: start the guest now */
 	MIG_SEC_POSTCOPY_DONE = 10,	/* post-copy: every page has been sent */
 	MIG_SEC_RESUME = 11,		/* post-copy: a source reconnecting after a break */
+	MIG_SEC_RAM_RUN = 12,		/* RAM: consecutive pages with data, one address */
 	/* return path */
 	MIG_SEC_READY = 16,
 	MIG_SEC_RESULT = 17,

@@ -163,6 +163,27 @@ uint32_t mig_in_raw_run(const struct guest_memory *mem, const uint64_t *ents,
 	return n;
 }
 
+/* n raw pages from gpa on (checked: one region), read into guest RAM. */
+static int mig_in_raw_pages(struct mig_incoming *inc, struct machine *m,
+			    struct mig_section_reader *r, uint64_t gpa, uint32_t n)
+{
+	struct guest_memory *mem = &m->vm.mem;
+	uint8_t *dst = guest_memory_alias_ptr(mem, gpa, (uint64_t)n * GUEST_PAGE_SIZE);
+	uint64_t index = mig_digest_index(mem, gpa);
+
+	mig_in_populate(inc, mem, dst, (uint64_t)n * GUEST_PAGE_SIZE);
+	if (mig_section_reader_get(r, dst, n * (uint32_t)GUEST_PAGE_SIZE))
+		return mig_in_fail(inc, r->s->err, "%s", r->s->why);
+	for (uint32_t k = 0; k < n; k++, index++) {
+		inc->written[index / 64] |= 1UL << (index % 64);
+		inc->known[index / 64] |= 1UL << (index % 64);
+		if (inc->digest.hash)
+			mig_digest_set(&inc->digest, index, dst + (uint64_t)k * GUEST_PAGE_SIZE);
+	}
+	inc->raw_pages += n;
+	return 0;
+}
+
 /*
  * A RAM section, read straight into guest RAM: the page list is checked
  * first, the data lands where it belongs, the checksum is checked last.
@@ -216,20 +237,49 @@ static int mig_in_ram(struct mig_incoming *inc, struct machine *m, struct mig_se
 			continue;
 		}
 		uint32_t run = mig_in_raw_run(mem, ents, i, count);
-		mig_in_populate(inc, mem, dst, (uint64_t)run * GUEST_PAGE_SIZE);
-		if (mig_section_reader_get(r, dst, run * (uint32_t)GUEST_PAGE_SIZE))
-			return mig_in_fail(inc, r->s->err, "%s", r->s->why);
-		for (uint32_t k = 0; k < run; k++, index++) {
-			inc->written[index / 64] |= 1UL << (index % 64);
-			inc->known[index / 64] |= 1UL << (index % 64);
-			if (inc->digest.hash)
-				mig_digest_set(&inc->digest, index, dst + (uint64_t)k * GUEST_PAGE_SIZE);
-		}
-		inc->raw_pages += run;
+		err = mig_in_raw_pages(inc, m, r, gpa, run);
+		if (err)
+			return err;
 		i += run;
 	}
 	inc->pages += count;
 	return 0;
+}
+
+/* A RAM_RUN section's address and count: checked before any data is read. */
+int mig_in_run_check(struct mig_incoming *inc, struct machine *m, uint64_t gpa, uint32_t count,
+		     uint32_t len)
+{
+	if (count == 0 || count > MIG_RAM_BATCH_MAX)
+		return mig_in_fail(inc, -EPROTO, "RAM run of %u pages (allowed 1..%u)", count,
+				   MIG_RAM_BATCH_MAX);
+	if ((uint64_t)len != 12 + GUEST_PAGE_SIZE * count)
+		return mig_in_fail(inc, -EPROTO, "RAM run is %u bytes; its %u pages need %llu", len,
+				   count, (unsigned long long)(12 + GUEST_PAGE_SIZE * count));
+	if (gpa % GUEST_PAGE_SIZE || !guest_memory_ptr(&m->vm.mem, gpa, GUEST_PAGE_SIZE * count))
+		return mig_in_fail(inc, -ERANGE, "pages 0x%llx + %u are not all in one RAM region "
+				   "(%llu MiB)", (unsigned long long)gpa, count,
+				   (unsigned long long)(m->vm.mem.size >> 20));
+	return 0;
+}
+
+/* A RAM_RUN section, read straight into guest RAM like RAM. */
+static int mig_in_ram_run(struct mig_incoming *inc, struct machine *m, struct mig_section_reader *r)
+{
+	uint8_t h[12];
+
+	if (r->len < sizeof(h))
+		return mig_in_fail(inc, -EPROTO, "RAM run section too short");
+	if (mig_section_reader_get(r, h, sizeof(h)))
+		return mig_in_fail(inc, r->s->err, "%s", r->s->why);
+	uint64_t gpa = le_get(h, 8);
+	uint32_t count = (uint32_t)le_get(h + 8, 4);
+	int err = mig_in_run_check(inc, m, gpa, count, r->len);
+	if (!err)
+		err = mig_in_raw_pages(inc, m, r, gpa, count);
+	if (!err)
+		inc->pages += count;
+	return err;
 }
 
 static int mig_in_pass(struct mig_incoming *inc, const uint8_t *p, uint32_t len, bool *final)
@@ -321,6 +371,7 @@ static int mig_in_section(struct mig_incoming *inc, const struct mig_incoming_op
 		*ph = final ? MIG_IN_FINAL : MIG_IN_RAM;
 		return err;
 	case MIG_SEC_RAM:
+	case MIG_SEC_RAM_RUN:
 		break;	/* streamed by mig_in_next() */
 	case MIG_SEC_SYNC:
 		if (*ph != MIG_IN_RAM)
@@ -364,8 +415,10 @@ static int mig_in_next(struct mig_incoming *inc, const struct mig_incoming_opts 
 
 	if (err)
 		return mig_in_fail(inc, err, "%s", inc->s.why);
-	if (r.type == MIG_SEC_RAM && (*ph == MIG_IN_RAM || *ph == MIG_IN_FINAL))
-		err = mig_in_ram(inc, m, &r);
+	bool ram = (r.type == MIG_SEC_RAM || r.type == MIG_SEC_RAM_RUN) &&
+		   (*ph == MIG_IN_RAM || *ph == MIG_IN_FINAL);
+	if (ram)
+		err = r.type == MIG_SEC_RAM ? mig_in_ram(inc, m, &r) : mig_in_ram_run(inc, m, &r);
 	else
 		err = mig_section_reader_get(&r, inc->buf, r.len);
 	if (!err)
@@ -374,7 +427,7 @@ static int mig_in_next(struct mig_incoming *inc, const struct mig_incoming_opts 
 		mig_section_reader_abort(&r);
 	if (err)
 		return inc->why[0] ? err : mig_in_fail(inc, err, "%s", inc->s.why);
-	if (r.type == MIG_SEC_RAM && (*ph == MIG_IN_RAM || *ph == MIG_IN_FINAL))
+	if (ram)
 		return 0;
 	return mig_in_section(inc, opts, m, ph, st, r.type, r.len, done);
 }

@@ -28,6 +28,9 @@ int mig_in_fail(struct mig_incoming *inc, int err, const char *fmt, ...)
 /* Check a RAM batch's page list (kinds, addresses, length).  0 or -errno. */
 int mig_in_ram_check(struct mig_incoming *inc, struct machine *m, const uint64_t *ents,
 		     uint32_t count, uint32_t len);
+/* Check a RAM_RUN section's address, count and length.  0 or -errno. */
+int mig_in_run_check(struct mig_incoming *inc, struct machine *m, uint64_t gpa, uint32_t count,
+		     uint32_t len);
 /* How many raw pages from ents[i] on lie back to back in one region (>= 1). */
 uint32_t mig_in_raw_run(const struct guest_memory *mem, const uint64_t *ents, uint32_t i,
 			uint32_t count);

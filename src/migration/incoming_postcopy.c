@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "migration/format.h"
@@ -40,6 +41,18 @@ static int mig_in_discard(struct mig_incoming *inc, struct machine *m, const uin
 	return 0;
 }
 
+/*
+ * While post-copy runs, a requested page queues behind whatever pushed
+ * data waits in our receive buffer, which the kernel would grow to
+ * megabytes (milliseconds): keep it small.  Best effort.
+ */
+static void mig_in_pc_small_rcvbuf(struct mig_incoming *inc)
+{
+	int bytes = 512 * 1024;
+
+	setsockopt(inc->s.fd, SOL_SOCKET, SO_RCVBUF, &bytes, sizeof(bytes));
+}
+
 /* Post-copy: load the state, arm userfaultfd, start the guest, say so. */
 static int mig_in_pc_run(struct mig_incoming *inc, const struct mig_incoming_opts *opts,
 			 struct machine *m, struct machine_state *st, uint32_t len)
@@ -56,6 +69,7 @@ static int mig_in_pc_run(struct mig_incoming *inc, const struct mig_incoming_opt
 	err = pc_dest_start(&inc->pc, m, &inc->s, inc->known, inc->written);
 	if (err)
 		return mig_in_fail(inc, err, "cannot arm userfaultfd for post-copy: %s", strerror(-err));
+	mig_in_pc_small_rcvbuf(inc);
 	err = opts->start_guest ? opts->start_guest(opts->start_opaque) : -ENOTSUP;
 	if (err)
 		return mig_in_fail(inc, err, "cannot start the guest: %s", strerror(-err));
@@ -99,6 +113,30 @@ static int mig_in_pc_ram(struct mig_incoming *inc, struct machine *m, const uint
 		i += run;
 	}
 	return err;
+}
+
+/* Post-copy: a RAM_RUN section, placed in one go. */
+static int mig_in_pc_ram_run(struct mig_incoming *inc, struct machine *m, const uint8_t *p,
+			     uint32_t len)
+{
+	struct guest_memory *mem = &m->vm.mem;
+
+	if (len < 12)
+		return mig_in_fail(inc, -EPROTO, "RAM run section too short");
+	uint64_t gpa = le_get(p, 8);
+	uint32_t count = (uint32_t)le_get(p + 8, 4);
+	int err = mig_in_run_check(inc, m, gpa, count, len);
+	if (err)
+		return err;
+	uint64_t index = mig_digest_index(mem, gpa);
+	err = pc_dest_place_run(&inc->pc, index, count, p + 12);
+	if (err)
+		return mig_in_fail(inc, err, "cannot place pages 0x%llx + %u: %s",
+				   (unsigned long long)gpa, count, strerror(-err));
+	for (uint32_t k = 0; k < count && inc->digest.hash; k++)
+		mig_digest_set(&inc->digest, index + k, p + 12 + (uint64_t)k * GUEST_PAGE_SIZE);
+	inc->pages += count;
+	return 0;
 }
 
 static int mig_in_pc_done(struct mig_incoming *inc, uint32_t len, bool *done)
@@ -190,6 +228,8 @@ int mig_in_pc_reconnect(struct mig_incoming *inc, const struct mig_incoming_opts
 	err = mig_stream_init(&inc->s, fd, 1 << 20);
 	inc->s.timeout_ms = opts->io_timeout_ms;
 	inc->connected = !err;
+	if (!err)
+		mig_in_pc_small_rcvbuf(inc);
 	pthread_mutex_unlock(&pc->lock);
 	if (err)
 		return mig_in_fail(inc, err, "out of memory");
@@ -267,9 +307,11 @@ int mig_in_pc_section(struct mig_incoming *inc, const struct mig_incoming_opts *
 		*ph = MIG_IN_PC_RUN;
 		return mig_in_pc_run(inc, opts, m, st, len);
 	case MIG_SEC_RAM:
+	case MIG_SEC_RAM_RUN:
 		if (*ph != MIG_IN_PC_RUN)
 			return 1;
-		return mig_in_pc_ram(inc, m, inc->buf, len);
+		return type == MIG_SEC_RAM ? mig_in_pc_ram(inc, m, inc->buf, len)
+					   : mig_in_pc_ram_run(inc, m, inc->buf, len);
 	case MIG_SEC_DIGEST:
 		if (*ph != MIG_IN_PC_RUN)
 			return 1;

@@ -122,7 +122,10 @@ static int postcopy_switch(struct migration *mig)
 	/* OR into the bitmap: pages of an unfinished pass are still owed. */
 	if (ram_sync(mig) < 0)
 		return precopy_fail(mig, -EIO, "final dirty sync failed");
-	vm_dirty_log_stop(&mig->m->vm);		/* paused from now on: nothing changes */
+	/*
+	 * Paused from now on: nothing changes.  Logging stays on until the end
+	 * (precopy_finish): turning it off rebuilds KVM's mappings, ~10 ms.
+	 */
 	precopy_phase(mig, MIG_PHASE_FINAL_SYNC, &t);
 	uint64_t owed = postcopy_count(mig);
 	pthread_mutex_lock(&mig->lock);
@@ -151,11 +154,17 @@ static int postcopy_switch(struct migration *mig)
 	return err;
 }
 
-/* A fault at index: send it, then its neighbours outward (bubbling). */
+/*
+ * A fault at index: send it alone, so the destination can place it as soon
+ * as its own small section is in (a section is only trusted once its
+ * checksum is), then its neighbours outward (bubbling).
+ */
 static uint32_t postcopy_serve(struct migration *mig, uint64_t index)
 {
 	uint32_t sent = ram_queue_index(mig, index);
 
+	if (sent && ram_flush(mig))
+		return sent;	/* the stream error is sticky: the caller sees it */
 	for (uint64_t k = 1; k <= mig->p.prepage; k++) {
 		sent += ram_queue_index(mig, index + k);
 		if (index >= k)

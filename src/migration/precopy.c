@@ -231,7 +231,7 @@ static bool precopy_hopeless(struct migration *mig, uint64_t dirty_bytes, uint64
 	return bw && rate > bw && dirty_bytes > bw * limit / 1000000000ULL;
 }
 
-#define PRECOPY_PROBE_NS 50000000ULL	/* a look at the dirty rate every 50 ms */
+#define PRECOPY_PROBE_NS 10000000ULL	/* a look at the dirty rate every 10 ms */
 
 /*
  * Auto hybrid, pass 1 (between chunks): peek at what the guest wrote
@@ -251,8 +251,14 @@ static bool precopy_probe(struct migration *mig)
 	uint64_t dirty = (uint64_t)hot * GUEST_PAGE_SIZE;
 	uint64_t window = now - mig->clear_ns, sending = now - mig->pass_start_ns;
 	uint64_t rate = dirty * 1000000000ULL / (window ? window : 1);
-	uint64_t bw = sending > 20000000ULL ?
-		(mig->s.bytes_out - mig->pass_start_bytes) * 1000000000ULL / sending : 0;
+	/* The measured send rate; until there is one, the cap (if any) bounds it. */
+	pthread_mutex_lock(&mig->lock);
+	uint64_t bw = mig->p.bandwidth;
+	pthread_mutex_unlock(&mig->lock);
+	if (sending > 20000000ULL) {
+		uint64_t measured = (mig->s.bytes_out - mig->pass_start_bytes) * 1000000000ULL / sending;
+		bw = bw && bw < measured ? bw : measured;
+	}
 	pthread_mutex_lock(&mig->lock);
 	mig->stats.dirty_rate = rate / GUEST_PAGE_SIZE;
 	pthread_mutex_unlock(&mig->lock);
@@ -356,7 +362,7 @@ static int precopy_live(struct migration *mig)
 		/* Pass 1 leaves what the guest is writing for later, and keeps watching. */
 		mig->hot_skip = ram_peek_hot(mig) >= 0;
 		mig->on_chunk = precopy_probe;
-		mig->probe_ns = vm_now_ns();
+		mig->probe_ns = 0;	/* the first look comes after the first chunk */
 	}
 	for (;;) {
 		if (err < 0)

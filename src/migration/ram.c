@@ -115,7 +115,7 @@ static void ram_publish(struct migration *mig)
 	mig->batch_resent = 0;
 }
 
-/* Send the batch as one RAM section. */
+/* Send the batch as one RAM (or RAM_RUN) section. */
 static void ram_flush_batch(struct migration *mig)
 {
 	struct mig_section_writer w;
@@ -124,14 +124,23 @@ static void ram_flush_batch(struct migration *mig)
 	if (!n)
 		return;
 	ram_publish(mig);
-	uint32_t len = 4 + 8 * n + (uint32_t)GUEST_PAGE_SIZE * mig->batch_raw;
-	if (mig_section_begin(&w, &mig->s, MIG_SEC_RAM, len)) {
+	/* Consecutive pages all with data (the common case) need one address. */
+	bool run = mig->batch_raw == n;
+	for (uint32_t i = 1; i < n && run; i++)
+		run = mig->batch_gpa[i] == mig->batch_gpa[0] + i * GUEST_PAGE_SIZE;
+	uint32_t len = (run ? 12 : 4 + 8 * n) + (uint32_t)GUEST_PAGE_SIZE * mig->batch_raw;
+	if (mig_section_begin(&w, &mig->s, run ? MIG_SEC_RAM_RUN : MIG_SEC_RAM, len)) {
 		mig_stream_fail(&mig->s, -ENOMEM, "out of memory");
 		return;
 	}
-	mig_section_put_u32(&w, n);
-	for (uint32_t i = 0; i < n; i++)
-		mig_section_put_u64(&w, mig->batch_gpa[i]);
+	if (run) {
+		mig_section_put_u64(&w, mig->batch_gpa[0] & ~MIG_PAGE_KIND_MASK);
+		mig_section_put_u32(&w, n);
+	} else {
+		mig_section_put_u32(&w, n);
+		for (uint32_t i = 0; i < n; i++)
+			mig_section_put_u64(&w, mig->batch_gpa[i]);
+	}
 	mig_section_put(&w, mig->batch, (size_t)GUEST_PAGE_SIZE * mig->batch_raw);
 	mig_section_end(&w);
 	mig->batch_count = mig->batch_raw = 0;

@@ -8,7 +8,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
-#include <xxhash.h>
+#include "util/hash.h"
 
 #include "migration/stream.h"
 

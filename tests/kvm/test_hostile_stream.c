@@ -228,6 +228,23 @@ static void t_ram1(struct vmstate_buf *b, uint64_t entry)
 	t_ram(b, &entry, 1);
 }
 
+/* A RAM_RUN section: gpa, count, then `pages` pages of data (the image's where it has them). */
+static void t_ram_run(struct vmstate_buf *b, uint64_t gpa, uint32_t count, uint32_t pages)
+{
+	struct vmstate_buf p = { 0 };
+	uint8_t junk[GUEST_PAGE_SIZE];
+
+	memset(junk, 0xa5, sizeof(junk));
+	t_u64(&p, gpa);
+	t_u32(&p, count);
+	for (uint32_t i = 0; i < pages; i++) {
+		uint64_t at = gpa + (uint64_t)i * GUEST_PAGE_SIZE;
+		t_put(&p, at < T_MEM && at + GUEST_PAGE_SIZE <= T_MEM ? t_img + at : junk, GUEST_PAGE_SIZE);
+	}
+	t_sec_buf(b, MIG_SEC_RAM_RUN, &p);
+	free(p.data);
+}
+
 static void t_state_encode(const struct machine_state *st, struct vmstate_buf *out)
 {
 	assert_int_equal(vmstate_save(&x86_vm_state_vmsd, &st->vm, out), 0);
@@ -302,7 +319,7 @@ static void t_std(struct vmstate_buf *b, uint32_t flags)
 	t_mk.mid_ram = ram_start + (b->len - ram_start) / 2;
 	t_pass(b, 2, true);
 	t_mk.after_final_pass = b->len;
-	t_ram1(b, T_CODE_GPA | MIG_PAGE_RAW);
+	t_ram_run(b, T_CODE_GPA, 1, 1);		/* the same page again, as a run */
 	t_sec_buf(b, MIG_SEC_STATE, &t_state_boot);
 	if (flags & MIG_FLAG_VERIFY)
 		t_digest(b, T_MEM / GUEST_PAGE_SIZE, t_ram_digest());
@@ -734,6 +751,28 @@ static void b_ram_before_pass(struct vmstate_buf *b, size_t *len)
 	t_header(b, MIG_MAGIC, MIG_VERSION); t_config(b, T_MEM, 1, 0);
 	t_ram1(b, T_CODE_GPA | MIG_PAGE_RAW); *len = b->len;
 }
+static void b_run_past_end(struct vmstate_buf *b, size_t *len)
+{ t_to_final(b); t_ram_run(b, T_MEM - GUEST_PAGE_SIZE, 2, 2); *len = b->len; }
+static void b_run_misaligned(struct vmstate_buf *b, size_t *len)
+{ t_to_final(b); t_ram_run(b, T_CODE_GPA | MIG_PAGE_RAW, 1, 1); *len = b->len; }
+static void b_run_huge_address(struct vmstate_buf *b, size_t *len)
+{ t_to_final(b); t_ram_run(b, 0xfffffffffffff000ULL, 2, 2); *len = b->len; }
+static void b_run_count0(struct vmstate_buf *b, size_t *len)
+{ t_to_final(b); t_ram_run(b, T_CODE_GPA, 0, 0); *len = b->len; }
+static void b_run_count257(struct vmstate_buf *b, size_t *len)
+{ t_to_final(b); t_ram_run(b, 0, 257, 257); *len = b->len; }
+static void b_run_missing_data(struct vmstate_buf *b, size_t *len)
+{ t_to_final(b); t_ram_run(b, T_CODE_GPA, 2, 1); *len = b->len; }
+static void b_run_short(struct vmstate_buf *b, size_t *len)
+{
+	uint8_t p[8] = { 0 };
+	t_to_final(b); t_sec(b, MIG_SEC_RAM_RUN, p, sizeof(p)); *len = b->len;
+}
+static void b_run_before_pass(struct vmstate_buf *b, size_t *len)
+{
+	t_header(b, MIG_MAGIC, MIG_VERSION); t_config(b, T_MEM, 1, 0);
+	t_ram_run(b, T_CODE_GPA, 1, 1); *len = b->len;
+}
 static void b_state_before_final(struct vmstate_buf *b, size_t *len)
 {
 	t_header(b, MIG_MAGIC, MIG_VERSION); t_config(b, T_MEM, 1, 0); t_pass(b, 1, false);
@@ -1017,6 +1056,14 @@ static const struct t_case t_cases[] = {
 	BAD("ready_sent_to_dest", b_ready_to_dest, "unknown section type 16", true),
 	BAD("pass_before_config", b_pass_first, "section type 3 out of order (expected CONFIG)", false),
 	BAD("ram_before_pass", b_ram_before_pass, "section type 2 out of order (expected PASS)", true),
+	BAD("run_past_end", b_run_past_end, "pages 0xfff000 + 2 are not all in one RAM region", true),
+	BAD("run_misaligned", b_run_misaligned, "pages 0x1001 + 1 are not all in one RAM region", true),
+	BAD("run_huge_address", b_run_huge_address, "pages 0xfffffffffffff000 + 2 are not all", true),
+	BAD("run_count_0", b_run_count0, "RAM run of 0 pages", true),
+	BAD("run_count_257", b_run_count257, "RAM run of 257 pages", true),
+	BAD("run_missing_data", b_run_missing_data, "RAM run is 4108 bytes; its 2 pages need 8204", true),
+	BAD("run_short", b_run_short, "RAM run section too short", true),
+	BAD("run_before_pass", b_run_before_pass, "section type 12 out of order (expected PASS)", true),
 	BAD("state_before_final", b_state_before_final, "section type 4 out of order (expected RAM or PASS)", true),
 	BAD("end_without_state", b_end_without_state, "section type 6 out of order (expected RAM or STATE)", true),
 	BAD("two_configs", b_two_configs, "section type 1 out of order", true),
