@@ -84,6 +84,7 @@ struct migration {
 	bool (*on_chunk)(struct migration *mig);
 	uint64_t clear_ns;		/* when the whole log was last cleared */
 	uint64_t probe_ns;		/* last look at the dirty rate */
+	uint64_t probe_prev_ns, probe_prev_dirty;	/* the look before: time, bytes dirty */
 	uint8_t *batch;			/* page data of one RAM section */
 	uint64_t *batch_gpa;
 	uint32_t batch_count, batch_raw, batch_resent;

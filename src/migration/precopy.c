@@ -259,10 +259,22 @@ static bool precopy_probe(struct migration *mig)
 		uint64_t measured = (mig->s.bytes_out - mig->pass_start_bytes) * 1000000000ULL / sending;
 		bw = bw && bw < measured ? bw : measured;
 	}
+	/*
+	 * Still growing as fast as on average, and faster than we send: the
+	 * dirty set is not about to level off below the downtime's worth, so
+	 * there is no point waiting until it has grown past it.
+	 */
+	uint64_t since = now - mig->probe_prev_ns;
+	uint64_t recent = dirty > mig->probe_prev_dirty && since ?
+		(dirty - mig->probe_prev_dirty) * 1000000000ULL / since : 0;
 	pthread_mutex_lock(&mig->lock);
+	uint64_t limit = mig->p.downtime_ns;
 	mig->stats.dirty_rate = rate / GUEST_PAGE_SIZE;
 	pthread_mutex_unlock(&mig->lock);
-	if (!precopy_hopeless(mig, dirty, rate, bw))
+	bool growing = bw && rate > bw && recent > bw && dirty > bw * limit / 4000000000ULL;
+	mig->probe_prev_ns = now;
+	mig->probe_prev_dirty = dirty;
+	if (!growing && !precopy_hopeless(mig, dirty, rate, bw))
 		return false;
 	pr_info("migration: the guest dirties %llu MiB in %llu ms, faster than the %llu MiB/s "
 		"sent: switching to post-copy", (unsigned long long)(dirty >> 20),
@@ -360,9 +372,12 @@ static int precopy_live(struct migration *mig)
 	mig->last_sync_ns = vm_now_ns();
 	if (err >= 0 && precopy_auto_hybrid(mig)) {
 		/* Pass 1 leaves what the guest is writing for later, and keeps watching. */
-		mig->hot_skip = ram_peek_hot(mig) >= 0;
+		int64_t hot = ram_peek_hot(mig);
+		mig->hot_skip = hot >= 0;
 		mig->on_chunk = precopy_probe;
 		mig->probe_ns = 0;	/* the first look comes after the first chunk */
+		mig->probe_prev_ns = vm_now_ns();
+		mig->probe_prev_dirty = hot > 0 ? (uint64_t)hot * GUEST_PAGE_SIZE : 0;
 	}
 	for (;;) {
 		if (err < 0)

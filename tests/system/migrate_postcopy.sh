@@ -51,6 +51,9 @@ total_ms=$(json_field "$T/hybrid-auto.json" total-time-ms)
 awk -v p="$pc_ms" -v t="$total_ms" 'BEGIN { exit !(p > 0 && t - p < 4000) }' ||
 	fail "hybrid-auto: pre-copy ran $total_ms - $pc_ms ms; it should have switched early"
 grep -q "switching to post-copy" "$T/hybrid-auto-s.log" || fail "hybrid-auto: no switch logged"
+# ... and an idle guest never needs post-copy: hybrid ends as a plain pre-copy.
+run_pc hybrid-idle "workload=idle period=20ms" --mode hybrid --bandwidth 16M
+! grep -q '"postcopy"' "$T/hybrid-idle.json" || fail "hybrid-idle: switched to post-copy for an idle guest"
 run_pc timeout-pc "$FAST" --bandwidth 16M --downtime 5ms --timeout 2s --on-timeout postcopy
 run_pc verify "workload=verify wss=64M period=20ms" --mode postcopy
 # A preallocated destination: pages are filled in place (minor faults),
