@@ -1,10 +1,11 @@
 /*
  * The destination during post-copy: guest RAM registered with userfaultfd
- * (MINOR and MISSING modes), a thread that turns the guest's faults into page requests
- * to the source, and the placement of arriving pages (written in
- * place and mapped with UFFDIO_CONTINUE; or UFFDIO_COPY / UFFDIO_ZEROPAGE
- * into holes; each also wakes the faulting vCPUs).  docs/postcopy.md
- * describes the states and what each failure leads to.
+ * (minor and missing faults), a thread that turns the guest's faults into
+ * page requests to the source, and the placement of arriving pages:
+ * written in place through the alias view and mapped with
+ * UFFDIO_CONTINUE, or copied into holes with UFFDIO_COPY / UFFDIO_ZEROPAGE;
+ * each also wakes the faulting vCPUs.  docs/postcopy.md describes the
+ * states and what each failure leads to.
  */
 #ifndef FERRY_MIGRATION_POSTCOPY_DEST_H
 #define FERRY_MIGRATION_POSTCOPY_DEST_H
