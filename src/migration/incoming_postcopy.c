@@ -79,7 +79,23 @@ static int mig_in_pc_run(struct mig_incoming *inc, const struct mig_incoming_opt
 	return 0;
 }
 
-/* Post-copy: a RAM batch, placed page by page through userfaultfd. */
+/* Post-copy: place n pages from gpa (data back to back; NULL: zero) and digest them. */
+static int mig_in_pc_place(struct mig_incoming *inc, uint64_t gpa, uint64_t index, uint32_t n,
+			   const uint8_t *data)
+{
+	int err = pc_dest_place_run(&inc->pc, index, n, data);
+
+	if (err)
+		return mig_in_fail(inc, err, "cannot place pages 0x%llx + %u: %s",
+				   (unsigned long long)gpa, n, strerror(-err));
+	for (uint32_t k = 0; k < n && inc->digest.hash; k++)
+		mig_digest_set(&inc->digest, index + k,
+			       data ? data + (uint64_t)k * GUEST_PAGE_SIZE : NULL);
+	inc->pages += n;
+	return 0;
+}
+
+/* Post-copy: a RAM batch, placed a run of contiguous pages at a time. */
 static int mig_in_pc_ram(struct mig_incoming *inc, struct machine *m, const uint8_t *p,
 			 uint32_t len)
 {
@@ -100,16 +116,8 @@ static int mig_in_pc_ram(struct mig_incoming *inc, struct machine *m, const uint
 		uint64_t gpa = ents[i] & ~MIG_PAGE_KIND_MASK, index = mig_digest_index(mem, gpa);
 		bool raw = (ents[i] & MIG_PAGE_KIND_MASK) == MIG_PAGE_RAW;
 		uint32_t run = raw ? mig_in_raw_run(mem, ents, i, count) : 1;
-		err = pc_dest_place_run(&inc->pc, index, run, raw ? data : NULL);
-		if (err)
-			return mig_in_fail(inc, err, "cannot place page 0x%llx: %s",
-					   (unsigned long long)gpa, strerror(-err));
-		for (uint32_t k = 0; k < run; k++) {
-			if (inc->digest.hash)
-				mig_digest_set(&inc->digest, index + k, raw ? data : NULL);
-			data += raw ? GUEST_PAGE_SIZE : 0;
-		}
-		inc->pages += run;
+		err = mig_in_pc_place(inc, gpa, index, run, raw ? data : NULL);
+		data += raw ? (uint64_t)run * GUEST_PAGE_SIZE : 0;
 		i += run;
 	}
 	return err;
@@ -128,15 +136,7 @@ static int mig_in_pc_ram_run(struct mig_incoming *inc, struct machine *m, const 
 	int err = mig_in_run_check(inc, m, gpa, count, len);
 	if (err)
 		return err;
-	uint64_t index = mig_digest_index(mem, gpa);
-	err = pc_dest_place_run(&inc->pc, index, count, p + 12);
-	if (err)
-		return mig_in_fail(inc, err, "cannot place pages 0x%llx + %u: %s",
-				   (unsigned long long)gpa, count, strerror(-err));
-	for (uint32_t k = 0; k < count && inc->digest.hash; k++)
-		mig_digest_set(&inc->digest, index + k, p + 12 + (uint64_t)k * GUEST_PAGE_SIZE);
-	inc->pages += count;
-	return 0;
+	return mig_in_pc_place(inc, gpa, mig_digest_index(mem, gpa), count, p + 12);
 }
 
 static int mig_in_pc_done(struct mig_incoming *inc, uint32_t len, bool *done)

@@ -3,9 +3,9 @@
  * destination which pages it still lacks, send the CPU and device state,
  * and once the guest runs there serve its page faults first — with the
  * pages around each fault ("bubbling", Hines & Gopalan) — and push the
- * rest: pages the guest wrote last first, then address order.  Each page crosses the wire at most once.  From
- * POSTCOPY_RUN on, the source never resumes: neither side alone holds the
- * whole guest.
+ * rest: pages the guest wrote last first, then address order.  Each page
+ * crosses the wire at most once.  From POSTCOPY_RUN on, the source never
+ * resumes: neither side alone holds the whole guest.
  */
 #include <errno.h>
 #include <poll.h>
@@ -114,11 +114,12 @@ static int postcopy_switch(struct migration *mig)
 	if (err)
 		return precopy_fail(mig, err, "the VM stopped during migration");
 	precopy_phase(mig, MIG_PHASE_PAUSE, &t);
-	/* What the guest wrote last goes first; no hot list just means address order. */
+	/*
+	 * What the guest wrote last goes first.  Only an order: if the peek
+	 * fails, the last hot list (or none) orders the push just as well.
+	 */
 	if (ram_peek_hot(mig) < 0)
-		for (unsigned r = 0; r < GUEST_MAX_REGIONS && mig->hot[r]; r++)
-			memset(mig->hot[r], 0, dirty_bitmap_longs(mig->m->vm.mem.regions[r].size /
-								  GUEST_PAGE_SIZE) * sizeof(unsigned long));
+		pr_debug("post-copy: no fresh hot list; pushing by the last one");
 	/* OR into the bitmap: pages of an unfinished pass are still owed. */
 	if (ram_sync(mig) < 0)
 		return precopy_fail(mig, -EIO, "final dirty sync failed");

@@ -168,28 +168,6 @@ static void pc_note_placed(struct pc_dest *pc, uint64_t index)
 	}
 }
 
-/* Resolve locally a fault on a page known to be zero (a hole we never filled). */
-static int pc_fill_in_place(struct pc_dest *pc, uint64_t index, uint64_t n,
-			    const uint8_t *data, bool always_clear);
-
-/*
- * A zero page into a hole.  In minor mode a page may be in the memfd
- * after all (a chunk allocated around received pages): then in place.
- */
-static int pc_zero(struct pc_dest *pc, uint64_t index)
-{
-	struct uffdio_zeropage z = {
-		.range = { .start = (uintptr_t)(pc->m->vm.mem.host + index * GUEST_PAGE_SIZE),
-			   .len = GUEST_PAGE_SIZE },
-	};
-
-	if (ioctl(pc->uffd, UFFDIO_ZEROPAGE, &z) == 0)
-		return 0;
-	if (errno != EEXIST)
-		return -errno;
-	return pc->minor ? pc_fill_in_place(pc, index, 1, NULL, true) : 0;
-}
-
 static void pc_wake(struct pc_dest *pc, uint64_t index)
 {
 	struct uffdio_range r = {
@@ -230,6 +208,40 @@ static int pc_continue(struct pc_dest *pc, uint64_t index, uint64_t n)
 		}
 	}
 	return 0;
+}
+
+/* Data (NULL: zeros) into pages in the memfd, then into the guest's view. */
+static int pc_fill_in_place(struct pc_dest *pc, uint64_t index, uint64_t n,
+			    const uint8_t *data, bool always_clear)
+{
+	uint8_t *alias = pc->m->vm.mem.alias + index * GUEST_PAGE_SIZE;
+
+	if (data) {
+		memcpy(alias, data, n * GUEST_PAGE_SIZE);
+	} else {
+		for (uint64_t k = 0; k < n; k++)
+			if (always_clear || pc_test(pc->written, index + k))
+				memset(alias + k * GUEST_PAGE_SIZE, 0, GUEST_PAGE_SIZE);
+	}
+	return pc_continue(pc, index, n);
+}
+
+/*
+ * A zero page into a hole.  In minor mode a page may be in the memfd
+ * after all (a chunk allocated around received pages): then in place.
+ */
+static int pc_zero(struct pc_dest *pc, uint64_t index)
+{
+	struct uffdio_zeropage z = {
+		.range = { .start = (uintptr_t)(pc->m->vm.mem.host + index * GUEST_PAGE_SIZE),
+			   .len = GUEST_PAGE_SIZE },
+	};
+
+	if (ioctl(pc->uffd, UFFDIO_ZEROPAGE, &z) == 0)
+		return 0;
+	if (errno != EEXIST)
+		return -errno;
+	return pc->minor ? pc_fill_in_place(pc, index, 1, NULL, true) : 0;
 }
 
 /* A fault on a page whose content is here: resolve it without the source. */
@@ -332,23 +344,6 @@ int pc_dest_start(struct pc_dest *pc, struct machine *m, struct mig_stream *s,
 		err = -pthread_create(&pc->thread, NULL, pc_fault_thread, pc);
 	pc->thread_started = !err;
 	return err;
-}
-
-/* Copy n pages (none known yet) in one call; partial progress is kept. */
-/* Data (NULL: zeros) into pages in the memfd, then into the guest's view. */
-static int pc_fill_in_place(struct pc_dest *pc, uint64_t index, uint64_t n,
-			    const uint8_t *data, bool always_clear)
-{
-	uint8_t *alias = pc->m->vm.mem.alias + index * GUEST_PAGE_SIZE;
-
-	if (data) {
-		memcpy(alias, data, n * GUEST_PAGE_SIZE);
-	} else {
-		for (uint64_t k = 0; k < n; k++)
-			if (always_clear || pc_test(pc->written, index + k))
-				memset(alias + k * GUEST_PAGE_SIZE, 0, GUEST_PAGE_SIZE);
-	}
-	return pc_continue(pc, index, n);
 }
 
 /* Copy n pages into holes in one call; partial progress is kept. */

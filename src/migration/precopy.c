@@ -222,13 +222,10 @@ static void precopy_throttle(struct migration *mig, uint64_t dirty_bytes_per_s, 
  * the link carries them and its dirty set cannot go in one downtime, every
  * further pass only sends again what it writes: better switch to post-copy.
  */
-static bool precopy_hopeless(struct migration *mig, uint64_t dirty_bytes, uint64_t rate,
-			     uint64_t bw)
+static bool precopy_hopeless(uint64_t dirty_bytes, uint64_t rate, uint64_t bw,
+			     uint64_t downtime_ns)
 {
-	pthread_mutex_lock(&mig->lock);
-	uint64_t limit = mig->p.downtime_ns;
-	pthread_mutex_unlock(&mig->lock);
-	return bw && rate > bw && dirty_bytes > bw * limit / 1000000000ULL;
+	return bw && rate > bw && dirty_bytes > bw * downtime_ns / 1000000000ULL;
 }
 
 #define PRECOPY_PROBE_NS 10000000ULL	/* a look at the dirty rate every 10 ms */
@@ -253,7 +250,8 @@ static bool precopy_probe(struct migration *mig)
 	uint64_t rate = dirty * 1000000000ULL / (window ? window : 1);
 	/* The measured send rate; until there is one, the cap (if any) bounds it. */
 	pthread_mutex_lock(&mig->lock);
-	uint64_t bw = mig->p.bandwidth;
+	uint64_t bw = mig->p.bandwidth, limit = mig->p.downtime_ns;
+	mig->stats.dirty_rate = rate / GUEST_PAGE_SIZE;
 	pthread_mutex_unlock(&mig->lock);
 	if (sending > 20000000ULL) {
 		uint64_t measured = (mig->s.bytes_out - mig->pass_start_bytes) * 1000000000ULL / sending;
@@ -267,14 +265,10 @@ static bool precopy_probe(struct migration *mig)
 	uint64_t since = now - mig->probe_prev_ns;
 	uint64_t recent = dirty > mig->probe_prev_dirty && since ?
 		(dirty - mig->probe_prev_dirty) * 1000000000ULL / since : 0;
-	pthread_mutex_lock(&mig->lock);
-	uint64_t limit = mig->p.downtime_ns;
-	mig->stats.dirty_rate = rate / GUEST_PAGE_SIZE;
-	pthread_mutex_unlock(&mig->lock);
 	bool growing = bw && rate > bw && recent > bw && dirty > bw * limit / 4000000000ULL;
 	mig->probe_prev_ns = now;
 	mig->probe_prev_dirty = dirty;
-	if (!growing && !precopy_hopeless(mig, dirty, rate, bw))
+	if (!growing && !precopy_hopeless(dirty, rate, bw, limit))
 		return false;
 	pr_info("migration: the guest dirties %llu MiB in %llu ms, faster than the %llu MiB/s "
 		"sent: switching to post-copy", (unsigned long long)(dirty >> 20),
@@ -325,7 +319,7 @@ static int precopy_decide(struct migration *mig, uint32_t pass, uint64_t pass_st
 	/* Hybrid: post-copy once the set number of passes is done, or it is hopeless. */
 	bool hybrid_now = mig->p.mode == MIG_MODE_HYBRID &&
 		(precopy_auto_hybrid(mig) ? expect > limit &&
-		 precopy_hopeless(mig, remaining, rate * GUEST_PAGE_SIZE, bw)
+		 precopy_hopeless(remaining, rate * GUEST_PAGE_SIZE, bw, limit)
 		 : pass > mig->p.postcopy_after);
 	if (hybrid_now && precopy_auto_hybrid(mig))
 		pr_info("migration: %llu MiB dirty after pass %u and the guest dirties %llu MiB/s, "
