@@ -146,16 +146,17 @@ void mig_stream_put_u64(struct mig_stream *s, uint64_t v)
 	mig_stream_put(s, b, 8);
 }
 
-/* Refill the read buffer with whatever arrives (at least one byte). */
-static void mig_stream_fill(struct mig_stream *s)
+/*
+ * Receive up to len bytes into p, waiting (bounded by the stream's
+ * timeout) until at least one arrives.  Returns how many, or 0 with the
+ * stream's error set.
+ */
+static size_t mig_stream_recv_some(struct mig_stream *s, uint8_t *p, size_t len)
 {
-	s->rpos = s->rlen = 0;
 	while (!s->err) {
-		ssize_t n = recv(s->fd, s->rbuf, s->cap, MSG_DONTWAIT);
-		if (n > 0) {
-			s->rlen = (size_t)n;
-			return;
-		}
+		ssize_t n = recv(s->fd, p, len, MSG_DONTWAIT);
+		if (n > 0)
+			return (size_t)n;
 		if (n == 0) {
 			mig_stream_fail(s, -EPIPE, "the peer closed the connection");
 		} else if (errno == EAGAIN || errno == EWOULDBLOCK) {
@@ -166,6 +167,14 @@ static void mig_stream_fill(struct mig_stream *s)
 			mig_stream_fail(s, -errno, "receive failed: %s", strerror(errno));
 		}
 	}
+	return 0;
+}
+
+/* Refill the read buffer with whatever arrives (at least one byte). */
+static void mig_stream_fill(struct mig_stream *s)
+{
+	s->rpos = 0;
+	s->rlen = mig_stream_recv_some(s, s->rbuf, s->cap);
 }
 
 /* Receive straight into p (a large read with nothing buffered). */
@@ -173,20 +182,8 @@ static size_t mig_stream_get_direct(struct mig_stream *s, uint8_t *p, size_t len
 {
 	size_t got = 0;
 
-	while (got < len && !s->err) {
-		ssize_t n = recv(s->fd, p + got, len - got, MSG_DONTWAIT);
-		if (n > 0) {
-			got += (size_t)n;
-		} else if (n == 0) {
-			mig_stream_fail(s, -EPIPE, "the peer closed the connection");
-		} else if (errno == EAGAIN || errno == EWOULDBLOCK) {
-			int err = mig_stream_wait(s, POLLIN);
-			if (err)
-				mig_stream_fail(s, err, "nothing from the peer: %s", strerror(-err));
-		} else if (errno != EINTR) {
-			mig_stream_fail(s, -errno, "receive failed: %s", strerror(errno));
-		}
-	}
+	while (got < len && !s->err)
+		got += mig_stream_recv_some(s, p + got, len - got);
 	s->bytes_in += got;
 	return got;
 }
