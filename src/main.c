@@ -16,13 +16,15 @@ static const char main_usage[] =
 "  call      send any control command:    ferry call CONTROL COMMAND [JSON]\n"
 "  migrate   live-migrate a VM:           ferry migrate CONTROL URI [options]\n"
 "  migrate-postcopy  switch a running migration to post-copy: ferry migrate-postcopy CONTROL\n"
+"  migrate-resolve   settle a switchover in doubt: ferry migrate-resolve CONTROL run|abandon\n"
 "\n"
 "CONTROL is the unix socket given to 'ferry run --control PATH'.\n"
 "'ferry COMMAND --help' describes each command.\n";
 
 int main(int argc, char **argv)
 {
-	static const char *const client_verbs[] = { "status", "pause", "resume", "quit", "call", "migrate-postcopy" };
+	static const char *const client_verbs[] = { "status", "pause", "resume", "quit", "call", "migrate-postcopy",
+						      "migrate-resolve" };
 
 	if (argc < 2) {
 		fputs(main_usage, stderr);

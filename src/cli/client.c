@@ -1,4 +1,4 @@
-/* ferry status|pause|resume|quit|call CONTROL: talk to a running ferry. */
+/* ferry status|pause|resume|quit|call|migrate-resolve CONTROL: talk to a running ferry. */
 #include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
@@ -31,6 +31,17 @@ static const char call_usage[] =
 "Example: ferry call /tmp/vm.sock status\n"
 "         ferry call /tmp/vm.sock x-test-corrupt '{\"gpa\": 16777216}'\n";
 
+static const char resolve_usage[] =
+"Usage: ferry migrate-resolve CONTROL run|abandon\n"
+"\n"
+"Settle a switchover that is in doubt: GO was sent (or LOADED, on the\n"
+"destination) and the answer never came, so neither side knows whether the\n"
+"other runs the guest and both stay paused ('ferry status' says in-doubt).\n"
+"Find out which side should run it, then:\n"
+"  run       start (destination) or resume (source) the guest on this side\n"
+"  abandon   discard this side's copy of the guest; its ferry exits\n"
+"Run 'run' on one side only, and 'abandon' on the other.\n";
+
 static void client_print_status(json_object *r)
 {
 	json_object *v;
@@ -48,6 +59,10 @@ static void client_print_status(json_object *r)
 		printf("kernel:   %s\n", json_object_get_string(v));
 	if (json_object_object_get_ex(r, "cmdline", &v))
 		printf("cmdline:  %s\n", json_object_get_string(v));
+	if (json_object_object_get_ex(r, "switchover", &v))
+		printf("switchover: %s%s\n", json_object_get_string(v),
+		       strcmp(json_object_get_string(v), "in-doubt") ? "" :
+		       " (paused; settle it with 'ferry migrate-resolve CONTROL run|abandon')");
 }
 
 int cli_client(const char *verb, int argc, char **argv)
@@ -68,6 +83,8 @@ int cli_client(const char *verb, int argc, char **argv)
 		} else if (c == 'h') {
 			if (!strcmp(verb, "call"))
 				fputs(call_usage, stdout);
+			else if (!strcmp(verb, "migrate-resolve"))
+				fputs(resolve_usage, stdout);
 			else
 				client_usage(verb, stdout);
 			return 0;
@@ -92,6 +109,14 @@ int cli_client(const char *verb, int argc, char **argv)
 			}
 		}
 		as_json = true;
+	} else if (!strcmp(verb, "migrate-resolve")) {
+		if (optind + 2 != argc || (strcmp(argv[optind + 1], "run") &&
+					   strcmp(argv[optind + 1], "abandon"))) {
+			fputs(resolve_usage, stderr);
+			return FERRY_EXIT_USAGE;
+		}
+		args = json_object_new_object();
+		json_object_object_add(args, "action", json_object_new_string(argv[optind + 1]));
 	} else if (optind + 1 != argc) {
 		client_usage(verb, stderr);
 		return FERRY_EXIT_USAGE;

@@ -36,6 +36,9 @@ static const char migrate_usage[] =
 "  -t, --timeout T          give up (or see --on-timeout) after T: 30s, 5m\n"
 "      --on-timeout WHAT    cancel (default), force (stop-and-copy now) or\n"
 "                           postcopy (switch to post-copy now)\n"
+"      --switchover-timeout T  the longest the guest stays paused at the\n"
+"                           switchover before the source gives up and resumes it\n"
+"                           (default: 5 downtime limits, at least 1s)\n"
 "  -a, --auto-converge      throttle the vCPUs while the guest dirties too fast\n"
 "  -V, --verify             compare a digest of every page of RAM at switchover\n"
 "  -k, --keep-source        keep the source VM (paused) after success\n"
@@ -54,8 +57,9 @@ static const char migrate_usage[] =
 "\n"
 "Exit status: 0 completed, 1 failed or cancelled (the VM runs on at the\n"
 "source), 3 post-copy failed and the VM is lost, 4 post-copy paused on a\n"
-"broken connection (resume it with --resume), 64 usage, 69 no ferry at\n"
-"CONTROL.\n";
+"broken connection (resume it with --resume), 5 the switchover is in doubt\n"
+"(GO was sent, no answer came: both sides stay paused until\n"
+"'ferry migrate-resolve' settles it), 64 usage, 69 no ferry at CONTROL.\n";
 
 struct migrate_opts {
 	const char *control, *uri, *stats_file;
@@ -83,6 +87,7 @@ static void migrate_parse(int argc, char **argv, struct migrate_opts *o)
 		{ "max-iterations", required_argument, NULL, 'n' },
 		{ "timeout", required_argument, NULL, 't' },
 		{ "on-timeout", required_argument, NULL, 'O' },
+		{ "switchover-timeout", required_argument, NULL, 'S' },
 		{ "mode", required_argument, NULL, 'm' },
 		{ "postcopy-after", required_argument, NULL, 'A' },
 		{ "prepage", required_argument, NULL, 'P' },
@@ -125,6 +130,14 @@ static void migrate_parse(int argc, char **argv, struct migrate_opts *o)
 			if (parse_duration(optarg, NSEC_PER_SEC, &v) || !v)
 				die(FERRY_EXIT_USAGE, "bad --timeout '%s': use a time like 30s", optarg);
 			json_object_object_add(o->args, "timeout-ms",
+					       json_object_new_int64((int64_t)(v / NSEC_PER_MSEC)));
+			break;
+		case 'S':
+			if (parse_duration(optarg, NSEC_PER_SEC, &v) || v < NSEC_PER_MSEC ||
+			    v > 3600 * NSEC_PER_SEC)
+				die(FERRY_EXIT_USAGE, "bad --switchover-timeout '%s': use a time like 2s "
+				    "(1ms..1h)", optarg);
+			json_object_object_add(o->args, "switchover-timeout-ms",
 					       json_object_new_int64((int64_t)(v / NSEC_PER_MSEC)));
 			break;
 		case 'O':
@@ -324,7 +337,8 @@ static json_object *migrate_follow(struct control_conn *c, const struct migrate_
 			continue;
 		if (json_object_object_get_ex(reply, "return", &q) &&
 		    json_object_object_get_ex(q, "status", &st) &&
-		    !strcmp(json_object_get_string(st), "postcopy-paused")) {
+		    (!strcmp(json_object_get_string(st), "postcopy-paused") ||
+		     !strcmp(json_object_get_string(st), "in-doubt"))) {
 			/* Not the end: report it and leave the rest to --resume. */
 			data = json_object_get(q);
 			json_object_put(reply);
@@ -398,6 +412,13 @@ int cli_migrate(int argc, char **argv)
 		pr_err("post-copy paused: the connection broke; the guest waits at the destination. "
 		       "Run 'ferry migrate %s URI --resume' once it listens again", o.control);
 		status = 4;
+	}
+	if (!strcmp(json_object_get_string(v), "in-doubt")) {
+		pr_err("the switchover is in doubt: GO was sent and the destination never confirmed. "
+		       "Both sides stay paused. Find out which side runs the guest, then "
+		       "'ferry migrate-resolve CONTROL run' there and "
+		       "'ferry migrate-resolve CONTROL abandon' on the other");
+		status = 5;
 	}
 	if (json_object_object_get_ex(final, "vm-lost", &v) && json_object_get_boolean(v))
 		status = 3;	/* post-copy failed after the guest moved */

@@ -185,7 +185,8 @@ static int run_wait(struct machine *m, int sfd)
 	}
 }
 
-static int run_start(struct machine *m, struct migration *mig, struct control_server *cs,
+/* Serve the control API, if asked for.  Returns 0 or -errno. */
+static int run_serve(struct machine *m, struct migration *mig, struct control_server *cs,
 		     const struct run_opts *o)
 {
 	int err = 0;
@@ -194,9 +195,15 @@ static int run_start(struct machine *m, struct migration *mig, struct control_se
 		err = control_server_open(cs, o->control, m, mig, o->test_hooks);
 	if (!err && o->control)
 		err = control_server_start(cs);
-	if (!err)
-		err = vm_start(&m->vm);
 	return err;
+}
+
+static int run_start(struct machine *m, struct migration *mig, struct control_server *cs,
+		     const struct run_opts *o)
+{
+	int err = run_serve(m, mig, cs, o);
+
+	return err ? err : vm_start(&m->vm);
 }
 
 /* What the main flow owns, for the post-copy start callback. */
@@ -266,6 +273,35 @@ static int run_incoming(struct run_ctx *ctx, struct mig_incoming *inc)
 	}
 }
 
+/*
+ * A pre-copy arrived whole: serve the control API (status, migrate-resolve)
+ * while the source decides, and start the guest only on its GO.  Returns 0
+ * once the guest runs here, else the exit status (the guest never ran).
+ */
+static int run_commit(struct run_ctx *ctx, struct mig_incoming *inc, int sfd)
+{
+	int err = run_serve(ctx->m, ctx->mig, ctx->cs, ctx->o);
+
+	if (err) {
+		mig_incoming_reply(inc, err, "the destination could not serve its control socket");
+		return run_exit_code(err);
+	}
+	err = mig_incoming_commit(inc, &ctx->mig->commit, sfd);
+	if (!err) {
+		err = vm_start(&ctx->m->vm);
+		if (err) {
+			/* Whatever vCPU did start stops before the source hears no. */
+			vm_request_stop(&ctx->m->vm, VM_STOP_GUEST_CRASH, 0);
+			vm_wait_stopped(&ctx->m->vm);
+		}
+		mig_incoming_reply(inc, err, err ? "the destination could not start the guest" : "ok");
+		return err ? run_exit_code(err) : 0;
+	}
+	pr_err("incoming migration failed: %s; the guest was not started here", inc->why);
+	mig_incoming_reply(inc, err, inc->why);
+	return err == -EPROTO ? FERRY_EXIT_DATAERR : FERRY_EXIT_IOERR;
+}
+
 int cli_run(int argc, char **argv)
 {
 	struct control_server cs = { .listen_fd = -1, .wake_fd = { -1, -1 } };
@@ -303,15 +339,17 @@ int cli_run(int argc, char **argv)
 	} else {
 		err = machine_create(m, &o.mc);
 	}
-	if (!err && !status && !inc.guest_started)
+	if (o.incoming && !status && !inc.guest_started)
+		status = run_commit(&ctx, &inc, sfd);
+	else if (!err && !status && !inc.guest_started)
 		err = run_start(m, &mig, &cs, &o);
-	if (o.incoming && !status)
-		mig_incoming_reply(&inc, err, err ? "the destination could not start the guest" : "ok");
+	else if (o.incoming && !status)
+		mig_incoming_reply(&inc, 0, "ok");	/* post-copy: the guest runs here */
 	if (err)
 		status = run_exit_code(err);
 	else if (!status)
 		status = run_wait(m, sfd);
-	else
+	else if (vm_get_state(&m->vm) != VM_STATE_CREATED)
 		vm_wait_stopped(&m->vm);
 	/* No new commands, then no migration thread, then no clients to tell. */
 	control_server_stop(&cs);

@@ -89,6 +89,13 @@ static int mig_parse_params(json_object *args, struct mig_params *p, json_object
 		return err;
 	if (after > 1000000 || prepage > 4096)
 		return control_fail(ret, -EINVAL, "'postcopy-after' must be 0..1000000 and 'prepage' 0..4096");
+	uint64_t so_ms = 0;
+	err = mig_arg_u64(args, "switchover-timeout-ms", &so_ms, ret);
+	if (err)
+		return err;
+	if (so_ms > 3600000)
+		return control_fail(ret, -EINVAL, "'switchover-timeout-ms' must be at most an hour");
+	p->switchover_timeout_ns = so_ms * 1000000ULL;
 	p->postcopy_after = (uint32_t)after;
 	p->prepage = (uint32_t)prepage;
 	return 0;
@@ -170,6 +177,26 @@ int cmd_test_migration_break(struct control_ctx *ctx, json_object *args, json_ob
 	if (!ctx->mig || !migration_running(ctx->mig) || ctx->mig->s.fd < 0)
 		return control_fail(ret, -ESRCH, "no migration connection to break");
 	shutdown(ctx->mig->s.fd, SHUT_RDWR);
+	return 0;
+}
+
+int cmd_migrate_resolve(struct control_ctx *ctx, json_object *args, json_object **ret)
+{
+	json_object *v;
+	enum mig_resolve r;
+
+	if (!ctx->mig)
+		return control_fail(ret, -ENOTSUP, "this VM cannot migrate");
+	const char *a = args && json_object_object_get_ex(args, "action", &v) &&
+			json_object_is_type(v, json_type_string) ? json_object_get_string(v) : "";
+	if (!strcmp(a, "run"))
+		r = MIG_RESOLVE_RUN;
+	else if (!strcmp(a, "abandon"))
+		r = MIG_RESOLVE_ABANDON;
+	else
+		return control_fail(ret, -EINVAL, "'action' must be \"run\" or \"abandon\"");
+	if (mig_commit_resolve(&ctx->mig->commit, r))
+		return control_fail(ret, -ESRCH, "no switchover is waiting for a decision");
 	return 0;
 }
 

@@ -9,6 +9,7 @@ int cmd_migrate_cancel(struct control_ctx *ctx, json_object *args, json_object *
 int cmd_migrate_set_parameters(struct control_ctx *ctx, json_object *args, json_object **ret);
 int cmd_migrate_start_postcopy(struct control_ctx *ctx, json_object *args, json_object **ret);
 int cmd_test_migration_break(struct control_ctx *ctx, json_object *args, json_object **ret);
+int cmd_migrate_resolve(struct control_ctx *ctx, json_object *args, json_object **ret);
 int cmd_query_migrate(struct control_ctx *ctx, json_object *args, json_object **ret);
 
 #endif

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "control/cmd_migrate.h"
+#include "migration/migration.h"
 #include "vmm/dirty.h"
 #include "vmm/machine_state.h"
 
@@ -39,11 +40,17 @@ static int cmd_status(struct control_ctx *ctx, json_object *args, json_object **
 	json_object_object_add(o, "running", json_object_new_boolean(st == VM_STATE_RUNNING));
 	json_object_object_add(o, "vcpus", json_object_new_int((int)vm->nr_vcpus));
 	json_object_object_add(o, "memory", json_object_new_int64((int64_t)vm->mem.size));
-	json_object_object_add(o, "uptime-ms",
-			       json_object_new_int64((int64_t)((vm_now_ns() - vm->start_ns) / 1000000)));
+	json_object_object_add(o, "uptime-ms", json_object_new_int64(vm->start_ns ?
+			       (int64_t)((vm_now_ns() - vm->start_ns) / 1000000) : 0));
 	json_object_object_add(o, "kernel", json_object_new_string(m->kernel));
 	json_object_object_add(o, "cmdline", json_object_new_string(m->cmdline));
 	json_object_object_add(o, "pid", json_object_new_int((int)getpid()));
+	if (ctx->mig) {
+		enum mig_commit_state cs = mig_commit_get_state(&ctx->mig->commit);
+		if (cs != MIG_COMMIT_NONE)
+			json_object_object_add(o, "switchover",
+					       json_object_new_string(mig_commit_state_name(cs)));
+	}
 	*ret = o;
 	return 0;
 }
@@ -145,6 +152,7 @@ static const struct control_command control_commands[] = {
 	{ "migrate-cancel", false, cmd_migrate_cancel },
 	{ "migrate-set-parameters", false, cmd_migrate_set_parameters },
 	{ "migrate-start-postcopy", false, cmd_migrate_start_postcopy },
+	{ "migrate-resolve", false, cmd_migrate_resolve },
 	{ "query-migrate", false, cmd_query_migrate },
 	{ "x-test-corrupt", true, cmd_test_corrupt },
 	{ "x-test-rebuild", true, cmd_test_rebuild },

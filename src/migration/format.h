@@ -1,4 +1,4 @@
-/* Constants of the migration stream, version 1 (docs/migration-stream.md). */
+/* Constants of the migration stream, version 2 (docs/migration-stream.md). */
 #ifndef FERRY_MIGRATION_FORMAT_H
 #define FERRY_MIGRATION_FORMAT_H
 
@@ -6,7 +6,7 @@
 
 #define MIG_MAGIC		"FERRYMIG"
 #define MIG_MAGIC_LEN		8
-#define MIG_VERSION		1u
+#define MIG_VERSION		2u
 
 #define MIG_SECTION_HDR		8
 #define MIG_SECTION_MAX		(4u << 20)
@@ -26,6 +26,8 @@ enum mig_section {
 	MIG_SEC_POSTCOPY_DONE = 10,	/* post-copy: every page has been sent */
 	MIG_SEC_RESUME = 11,		/* post-copy: a source reconnecting after a break */
 	MIG_SEC_RAM_RUN = 12,		/* RAM: consecutive pages with data, one address */
+	MIG_SEC_GO = 13,		/* switchover: LOADED heard, start the guest there */
+	MIG_SEC_ABORT = 14,		/* switchover: the source runs on; never start it */
 	/* return path */
 	MIG_SEC_READY = 16,
 	MIG_SEC_RESULT = 17,
@@ -35,6 +37,7 @@ enum mig_section {
 	MIG_SEC_PC_STATS = 21,		/* post-copy: the destination's counters, at the end */
 	MIG_SEC_PC_KNOWN = 22,		/* resume: pages the destination holds (bitmap) */
 	MIG_SEC_PC_RESUMED = 23,	/* resume: bitmap complete, carry on */
+	MIG_SEC_LOADED = 24,		/* switchover: all checked and loaded; waiting for GO */
 };
 
 enum mig_page_kind {

@@ -373,6 +373,9 @@ static int mig_in_section(struct mig_incoming *inc, const struct mig_incoming_op
 	case MIG_SEC_RAM:
 	case MIG_SEC_RAM_RUN:
 		break;	/* streamed by mig_in_next() */
+	case MIG_SEC_GO:
+	case MIG_SEC_ABORT:
+		break;	/* only after END (incoming_commit.c) */
 	case MIG_SEC_SYNC:
 		if (*ph != MIG_IN_RAM)
 			break;

@@ -9,6 +9,7 @@
 
 #include <stdint.h>
 
+#include "migration/commit.h"
 #include "migration/config.h"
 #include "migration/digest.h"
 #include "migration/postcopy_dest.h"
@@ -65,6 +66,16 @@ int mig_incoming_receive(struct mig_incoming *inc, const struct mig_incoming_opt
  * (opts->start_guest) in the middle; inc->guest_started says so, and a
  * failure after that point has lost the VM: the caller must stop it.
  */
+
+/*
+ * After a pre-copy's END: send LOADED and wait for the source's GO (or
+ * ABORT), for the operator's word (migrate-resolve, through c) while in
+ * doubt, or for intr_fd (-1: none) to become readable.  Returns 0 when the
+ * guest must start here, else -errno with the reason in inc->why: the
+ * guest must never start, and the caller says so with mig_incoming_reply().
+ */
+int mig_incoming_commit(struct mig_incoming *inc, struct mig_commit *c, int intr_fd)
+	__attribute__((warn_unused_result));
 
 /* Tell the source how it ended (status 0: the guest runs here) and close. */
 void mig_incoming_reply(struct mig_incoming *inc, int status, const char *msg);

@@ -3,6 +3,8 @@
 #include <errno.h>
 #include <string.h>
 
+#include "util/log.h"
+
 void migration_init(struct migration *mig, struct machine *m)
 {
 	memset(mig, 0, sizeof(*mig));
@@ -10,6 +12,9 @@ void migration_init(struct migration *mig, struct machine *m)
 	mig->s.fd = -1;
 	pthread_mutex_init(&mig->lock, NULL);
 	pthread_cond_init(&mig->cond, NULL);
+	/* Without its eventfd a decision is still seen, at the waiter's next poll. */
+	if (mig_commit_init(&mig->commit))
+		mig->commit.wake_fd = -1;
 }
 
 static void migration_join(struct migration *mig)
@@ -23,7 +28,11 @@ static void migration_join(struct migration *mig)
 void migration_destroy(struct migration *mig)
 {
 	migration_cancel(mig);
+	/* Quitting a source that is in doubt discards this copy. */
+	if (!mig_commit_resolve(&mig->commit, MIG_RESOLVE_ABANDON))
+		pr_warn("quitting while the switchover is in doubt: this copy of the guest is discarded");
 	migration_join(mig);
+	mig_commit_destroy(&mig->commit);
 	pthread_cond_destroy(&mig->cond);
 	pthread_mutex_destroy(&mig->lock);
 }
@@ -33,7 +42,8 @@ bool migration_running(struct migration *mig)
 	pthread_mutex_lock(&mig->lock);
 	enum mig_status s = mig->stats.status;
 	pthread_mutex_unlock(&mig->lock);
-	return s >= MIG_STATUS_SETUP && s <= MIG_STATUS_POSTCOPY_PAUSED;
+	return (s >= MIG_STATUS_SETUP && s <= MIG_STATUS_POSTCOPY_PAUSED) ||
+	       s == MIG_STATUS_IN_DOUBT;
 }
 
 int migration_start(struct migration *mig, const struct mig_params *p, mig_event_fn *fn,
@@ -55,6 +65,8 @@ int migration_start(struct migration *mig, const struct mig_params *p, mig_event
 	mig->stats.verify = p->verify;
 	mig->cancel = false;
 	mig->resume_requested = false;
+	mig->committed = false;
+	mig->abandoned = false;
 	pthread_mutex_unlock(&mig->lock);
 	err = -pthread_create(&mig->thread, NULL, precopy_thread, mig);
 	if (err) {

@@ -11,6 +11,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "migration/commit.h"
 #include "migration/digest.h"
 #include "migration/stats.h"
 #include "migration/stream.h"
@@ -41,6 +42,11 @@ struct mig_params {
 	uint32_t prepage;		/* post-copy: neighbours pushed after a fault (0: none) */
 	uint64_t postcopy_bandwidth;	/* post-copy: cap on the background push, bytes/s */
 	uint64_t resume_timeout_ns;	/* post-copy: how long a broken one waits to resume */
+	/*
+	 * Pre-copy: the longest the guest may stay paused before the source
+	 * gives up and resumes it (0: automatic, see switchover.c).
+	 */
+	uint64_t switchover_timeout_ns;
 	bool auto_converge;
 	bool verify;
 	bool keep_source;		/* stay paused after success instead of exiting */
@@ -67,6 +73,8 @@ struct migration {
 	char resume_uri[256];
 	pthread_cond_t cond;		/* signals resume_requested and cancel */
 	bool limits_changed;		/* p.bandwidth / p.downtime_ns were set anew */
+	/* The switchover's commit state and the operator's word (its own lock). */
+	struct mig_commit commit;
 
 	/* Owned by the migration thread while it runs. */
 	struct mig_stream s;
@@ -94,6 +102,13 @@ struct migration {
 	bool to_postcopy;		/* ... and to post-copy */
 	bool switch_pass;		/* post-copy asked for: end this pass now */
 	bool no_return;			/* post-copy began: the source may never resume */
+	/*
+	 * Pre-copy: GO may have reached the destination, so this side must not
+	 * resume by itself; cleared again when the destination says it did not
+	 * start the guest (RESULT error) or the operator says run here.
+	 */
+	bool committed;
+	bool abandoned;			/* in doubt, the operator discarded this copy */
 };
 
 void migration_init(struct migration *mig, struct machine *m);
@@ -136,6 +151,16 @@ void precopy_phase(struct migration *mig, enum mig_phase ph, uint64_t *t);
 int precopy_send_state(struct migration *mig);
 void precopy_send_digest(struct migration *mig);
 int precopy_read_reply(struct migration *mig, uint8_t want);
+void precopy_set_status(struct migration *mig, enum mig_status s);
+void precopy_send_pass(struct migration *mig, uint32_t pass, uint64_t dirty, bool final);
+
+/*
+ * switchover.c: pause, send the rest and the state, then the commit:
+ * LOADED, GO, RESULT.  Returns 0 when the guest runs at the destination
+ * (or the operator abandoned this copy: mig->abandoned), else -errno; the
+ * source may then resume unless mig->committed.
+ */
+int switchover_run(struct migration *mig) __attribute__((warn_unused_result));
 
 /*
  * postcopy.c: from a live pre-copy (or none) to post-copy: pause, send the

@@ -24,7 +24,7 @@
 #define PRECOPY_IO_TIMEOUT_MS 30000
 #define PRECOPY_BUFFER (1 << 20)
 
-static void precopy_set_status(struct migration *mig, enum mig_status s)
+void precopy_set_status(struct migration *mig, enum mig_status s)
 {
 	pthread_mutex_lock(&mig->lock);
 	mig->stats.status = s;
@@ -176,7 +176,7 @@ static int precopy_setup(struct migration *mig)
 	return 0;
 }
 
-static void precopy_send_pass(struct migration *mig, uint32_t pass, uint64_t dirty, bool final)
+void precopy_send_pass(struct migration *mig, uint32_t pass, uint64_t dirty, bool final)
 {
 	uint8_t p[13];
 
@@ -468,53 +468,6 @@ static int precopy_sync(struct migration *mig)
 	return 0;
 }
 
-/* Pause, send the rest and the state, and hear the destination out. */
-static int precopy_switchover(struct migration *mig)
-{
-	uint64_t t0 = vm_now_ns(), t = t0;
-	int64_t dirty;
-	int err;
-
-	precopy_set_status(mig, MIG_STATUS_DEVICE);
-	mig->pass_start_ns = t0;
-	mig->pass_start_bytes = mig->s.bytes_out;
-	ratelimit_set_rate(&mig->rl, 0);	/* stop-and-copy runs unlimited */
-	err = vm_pause(&mig->m->vm);
-	if (err)
-		return precopy_fail(mig, err, "the VM stopped during migration");
-	precopy_phase(mig, MIG_PHASE_PAUSE, &t);
-	dirty = ram_sync(mig);
-	if (dirty < 0)
-		return precopy_fail(mig, (int)dirty, "final dirty sync failed");
-	precopy_phase(mig, MIG_PHASE_FINAL_SYNC, &t);
-	pthread_mutex_lock(&mig->lock);
-	mig->stats.mem_remaining = (uint64_t)dirty * GUEST_PAGE_SIZE;
-	pthread_mutex_unlock(&mig->lock);
-	precopy_send_pass(mig, mig->stats.iteration, (uint64_t)dirty, true);
-	err = ram_send_dirty(mig, true);
-	if (err)
-		return precopy_stream_fail(mig, err);
-	precopy_phase(mig, MIG_PHASE_FINAL_PAGES, &t);
-	err = precopy_send_state(mig);
-	if (err)
-		return err;
-	if (mig->p.verify)
-		precopy_send_digest(mig);
-	mig_section_write(&mig->s, MIG_SEC_END, NULL, 0);
-	err = mig_stream_flush(&mig->s);
-	if (err)
-		return precopy_stream_fail(mig, err);
-	precopy_phase(mig, MIG_PHASE_DEVICE_STATE, &t);
-	pr_debug("migration: END sent at %.3f ms (monotonic)", (double)t / 1e6);
-	err = precopy_read_reply(mig, MIG_SEC_RESULT);
-	precopy_phase(mig, MIG_PHASE_RESUME, &t);
-	pthread_mutex_lock(&mig->lock);
-	mig->stats.downtime_ns = t - t0;
-	mig->stats.wire_bytes = mig->s.bytes_out;
-	pthread_mutex_unlock(&mig->lock);
-	return err;
-}
-
 /* How it ended: tell the control API, then stop or resume the guest. */
 static void precopy_finish(struct migration *mig, int err)
 {
@@ -534,7 +487,7 @@ static void precopy_finish(struct migration *mig, int err)
 		mig->stats.throughput = mig->s.bytes_out * 1000000000ULL /
 					(mig->stats.end_ns - mig->stats.start_ns);
 	mig->stats.throttle_pct = 0;
-	mig->stats.status = !err ? MIG_STATUS_COMPLETED
+	mig->stats.status = mig->abandoned ? MIG_STATUS_ABANDONED : !err ? MIG_STATUS_COMPLETED
 			  : err == -ECANCELED ? MIG_STATUS_CANCELLED : MIG_STATUS_FAILED;
 	mig->stats.lost = err && mig->no_return;
 	json_object *ev = json_object_new_object();
@@ -545,6 +498,13 @@ static void precopy_finish(struct migration *mig, int err)
 	if (err && mig->no_return) {
 		pr_err("post-copy to %s failed: %s; the guest was already running there and "
 		       "neither side holds all of its memory: the VM is lost", mig->p.uri,
+		       mig->stats.error);
+	} else if (mig->abandoned) {
+		pr_warn("migration to %s was in doubt; the operator abandoned this copy of the guest",
+			mig->p.uri);
+	} else if (err && mig->committed) {
+		/* Unreachable by design: the in-doubt wait ends only once settled. */
+		pr_err("migration to %s failed after GO: %s; the guest stays paused", mig->p.uri,
 		       mig->stats.error);
 	} else if (err) {
 		pr_err("migration to %s failed: %s; the guest runs on here", mig->p.uri,
@@ -586,7 +546,7 @@ void *precopy_thread(void *arg)
 		if (!err)
 			err = precopy_sync(mig);
 		if (!err)
-			err = precopy_switchover(mig);
+			err = switchover_run(mig);
 	}
 	precopy_finish(mig, err);
 	return NULL;

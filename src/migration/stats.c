@@ -13,6 +13,8 @@ static const char *const mig_status_names[] = {
 	[MIG_STATUS_COMPLETED] = "completed",
 	[MIG_STATUS_FAILED] = "failed",
 	[MIG_STATUS_CANCELLED] = "cancelled",
+	[MIG_STATUS_IN_DOUBT] = "in-doubt",
+	[MIG_STATUS_ABANDONED] = "abandoned",
 };
 
 static const char *const mig_phase_names[] = {
@@ -20,6 +22,7 @@ static const char *const mig_phase_names[] = {
 	[MIG_PHASE_FINAL_SYNC] = "final-sync",
 	[MIG_PHASE_FINAL_PAGES] = "final-pages",
 	[MIG_PHASE_DEVICE_STATE] = "device-state",
+	[MIG_PHASE_COMMIT] = "commit",
 	[MIG_PHASE_RESUME] = "resume",
 };
 

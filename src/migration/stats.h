@@ -18,6 +18,8 @@ enum mig_status {
 	MIG_STATUS_COMPLETED,
 	MIG_STATUS_FAILED,
 	MIG_STATUS_CANCELLED,
+	MIG_STATUS_IN_DOUBT,	/* GO sent, no answer: paused until it comes or migrate-resolve */
+	MIG_STATUS_ABANDONED,	/* in doubt, the operator discarded this copy */
 };
 
 enum mig_phase {
@@ -25,7 +27,8 @@ enum mig_phase {
 	MIG_PHASE_FINAL_SYNC,	/* last dirty-log sync */
 	MIG_PHASE_FINAL_PAGES,	/* sending what was still dirty */
 	MIG_PHASE_DEVICE_STATE,	/* saving and sending CPU/device state */
-	MIG_PHASE_RESUME,	/* until the destination says its guest runs */
+	MIG_PHASE_COMMIT,	/* END sent until LOADED: the destination loads and checks */
+	MIG_PHASE_RESUME,	/* GO sent until the destination says its guest runs */
 	MIG_PHASE_COUNT,
 };
 

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 int mig_stream_init(struct mig_stream *s, int fd, size_t bufsize)
@@ -49,14 +50,36 @@ int mig_stream_error(const struct mig_stream *s)
 	return s->err;
 }
 
-/* Wait until fd is ready for `events`, at most the stream's timeout. */
+int mig_stream_buffered(const struct mig_stream *s)
+{
+	return s->rpos < s->rlen;
+}
+
+/* The poll timeout: the inactivity limit, cut short by the deadline. */
+static int mig_stream_wait_ms(const struct mig_stream *s)
+{
+	struct timespec ts;
+
+	if (!s->deadline_ns)
+		return s->timeout_ms;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	uint64_t now = (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+	if (now >= s->deadline_ns)
+		return 0;
+	uint64_t left = (s->deadline_ns - now + 999999) / 1000000;
+	if (s->timeout_ms >= 0 && (uint64_t)s->timeout_ms < left)
+		return s->timeout_ms;
+	return left > 1000000000ULL ? 1000000000 : (int)left;
+}
+
+/* Wait until fd is ready for `events`, at most the stream's timeout or deadline. */
 static int mig_stream_wait(struct mig_stream *s, short events)
 {
 	struct pollfd p = { .fd = s->fd, .events = events };
 	int r;
 
 	do {
-		r = poll(&p, 1, s->timeout_ms);
+		r = poll(&p, 1, mig_stream_wait_ms(s));
 	} while (r < 0 && errno == EINTR);
 	if (r == 0)
 		return -ETIMEDOUT;
@@ -89,6 +112,7 @@ static void mig_stream_send_all(struct mig_stream *s, const uint8_t *p, size_t l
 			p += n;
 			len -= (size_t)n;
 			chunk -= (size_t)n;
+			s->bytes_sent += (uint64_t)n;
 		}
 	}
 }

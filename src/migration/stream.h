@@ -25,8 +25,10 @@ struct mig_stream {
 	size_t rpos;
 	uint64_t bytes_out;	/* bytes put so far */
 	uint64_t bytes_in;	/* bytes got so far */
+	uint64_t bytes_sent;	/* bytes the kernel took (bytes_out less what is buffered) */
 	struct ratelimit *rl;	/* sending side only; NULL = unlimited */
 	int timeout_ms;		/* read/write inactivity limit; -1 = none */
+	uint64_t deadline_ns;	/* CLOCK_MONOTONIC time no wait may pass; 0 = none */
 };
 
 /* Wrap fd (the stream owns it from now on).  Returns 0 or -ENOMEM. */
@@ -49,6 +51,12 @@ uint8_t mig_stream_get_u8(struct mig_stream *s);
 uint16_t mig_stream_get_u16(struct mig_stream *s);
 uint32_t mig_stream_get_u32(struct mig_stream *s);
 uint64_t mig_stream_get_u64(struct mig_stream *s);
+
+/*
+ * Is a whole read possible without waiting on the socket?  True when bytes
+ * are buffered; callers that poll the fd themselves check this first.
+ */
+int mig_stream_buffered(const struct mig_stream *s);
 
 /* The sticky error, 0 if none. */
 int mig_stream_error(const struct mig_stream *s);

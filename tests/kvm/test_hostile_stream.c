@@ -326,6 +326,7 @@ static void t_std(struct vmstate_buf *b, uint32_t flags)
 	t_mk.before_end = b->len;
 	t_end(b);
 	t_mk.end = b->len;
+	t_sec(b, MIG_SEC_GO, NULL, 0);	/* the source's word, sent without waiting for LOADED */
 }
 
 /* Header, CONFIG (16 MiB, 1 vCPU, no verify), PASS 1 final: RAM may follow. */
@@ -621,8 +622,10 @@ static void b_trunc_in_checksum(struct vmstate_buf *b, size_t *len)
 /* Header. */
 static void b_bad_magic(struct vmstate_buf *b, size_t *len)
 { t_header(b, "FERRYMAG", 1); t_config(b, T_MEM, 1, 0); *len = b->len; }
-static void b_version2(struct vmstate_buf *b, size_t *len)
-{ t_header(b, MIG_MAGIC, 2); t_config(b, T_MEM, 1, 0); *len = b->len; }
+static void b_version3(struct vmstate_buf *b, size_t *len)
+{ t_header(b, MIG_MAGIC, 3); t_config(b, T_MEM, 1, 0); *len = b->len; }
+static void b_version1(struct vmstate_buf *b, size_t *len)
+{ t_header(b, MIG_MAGIC, 1); t_config(b, T_MEM, 1, 0); *len = b->len; }
 static void b_version0(struct vmstate_buf *b, size_t *len)
 { t_header(b, MIG_MAGIC, 0); t_config(b, T_MEM, 1, 0); *len = b->len; }
 
@@ -842,6 +845,24 @@ static void b_end_garbage_len(struct vmstate_buf *b, size_t *len)
 	t_sec_raw(b, MIG_SEC_END, 0, 0x00ffffffu, NULL, 0, 0); *len = b->len;
 }
 
+/* After END: only GO starts the guest. */
+static void b_no_go(struct vmstate_buf *b, size_t *len)
+{ t_std(b, MIG_FLAG_VERIFY); *len = t_mk.end; }
+static void b_abort(struct vmstate_buf *b, size_t *len)
+{ t_std(b, MIG_FLAG_VERIFY); b->len = t_mk.end; t_sec(b, MIG_SEC_ABORT, NULL, 0); *len = b->len; }
+static void b_go_with_payload(struct vmstate_buf *b, size_t *len)
+{
+	uint8_t junk[4] = { 1, 2, 3, 4 };
+	t_std(b, MIG_FLAG_VERIFY); b->len = t_mk.end; t_sec(b, MIG_SEC_GO, junk, sizeof(junk));
+	*len = b->len;
+}
+static void b_end_twice(struct vmstate_buf *b, size_t *len)
+{ t_std(b, MIG_FLAG_VERIFY); b->len = t_mk.end; t_end(b); t_sec(b, MIG_SEC_GO, NULL, 0); *len = b->len; }
+static void b_go_early(struct vmstate_buf *b, size_t *len)
+{ t_to_final(b); t_sec(b, MIG_SEC_GO, NULL, 0); *len = b->len; }
+static void b_cut_in_go(struct vmstate_buf *b, size_t *len)
+{ t_std(b, MIG_FLAG_VERIFY); *len = b->len - 3; }
+
 /* CONFIG. */
 static void t_cfg_case(struct vmstate_buf *b, uint64_t memory, uint32_t vcpus, uint32_t page,
 		       uint32_t flags, const void *cmd, uint16_t cmdlen)
@@ -1031,7 +1052,8 @@ static const struct t_case t_cases[] = {
 	CUT("cut_before_end", b_trunc_before_end, "closed the connection", true),
 	CUT("cut_in_end_checksum", b_trunc_in_checksum, "closed the connection", true),
 	BAD("bad_magic", b_bad_magic, "bad magic", false),
-	BAD("version_2", b_version2, "stream version 2 is not supported: this ferry speaks version 1", false),
+	BAD("version_3", b_version3, "stream version 3 is not supported: this ferry speaks version 2", false),
+	BAD("version_1", b_version1, "stream version 1 is not supported: this ferry speaks version 2", false),
 	BAD("version_0", b_version0, "stream version 0 is not supported", false),
 	BAD("ram_past_end", b_ram_past_end, "page 0x1000000 is outside guest RAM", true),
 	BAD("ram_huge_address", b_ram_huge, "page 0xfffffffffffff000 is outside guest RAM", true),
@@ -1078,6 +1100,12 @@ static const struct t_case t_cases[] = {
 	BAD("verify_end_without_digest", b_verify_end_without_digest, "section type 6 out of order (expected DIGEST)", true),
 	BAD("end_with_payload", b_end_with_payload, "END section carries 16 bytes", true),
 	BAD("end_garbage_length", b_end_garbage_len, "exceeds the limit", true),
+	BAD("go_before_end", b_go_early, "section type 13 out of order", true),
+	BAD("go_with_payload", b_go_with_payload, "section type 13 after END (expected GO or ABORT)", true),
+	BAD("end_twice", b_end_twice, "section type 6 after END (expected GO or ABORT)", true),
+	{ "no_go_after_end", b_no_go, 74, "closed the connection without GO", true, { NULL } },
+	{ "abort_after_end", b_abort, 74, "the source cancelled the switchover", true, { NULL } },
+	{ "cut_in_go", b_cut_in_go, 74, "closed the connection without GO", true, { NULL } },
 	BAD("config_memory_odd", b_cfg_mem_odd, "is not a multiple of 2 MiB", false),
 	BAD("config_memory_2mib", b_cfg_mem_small, "field 'memory': value 2097152 out of range", false),
 	BAD("config_memory_2tib", b_cfg_mem_2t, "field 'memory': value 2199023255552 out of range", false),

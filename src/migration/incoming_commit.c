@@ -1,0 +1,105 @@
+/*
+ * The destination's half of the switchover commit (docs/migration-stream.md,
+ * "Switchover"): everything is loaded and checked, LOADED tells the
+ * source so, and the guest starts only on its GO.
+ *
+ * Without GO the answer is no: ABORT, a clean end of the stream (a GO
+ * sent before it would have arrived first) or a bad section.  A timeout
+ * or a reset connection could hide a GO: then this side is in doubt and
+ * waits, paused, for a late GO/ABORT or the operator (migrate-resolve).
+ */
+#include <errno.h>
+#include <string.h>
+
+#include "migration/format.h"
+#include "migration/incoming.h"
+#include "migration/incoming_internal.h"
+#include "migration/section.h"
+#include "util/log.h"
+
+#define COMMIT_POLL_MS	250
+#define COMMIT_DOUBT_NS	1000000000ULL	/* no GO this long after LOADED: in doubt */
+
+/* Send LOADED.  Returns true if any of it may have reached the source. */
+static bool commit_send_loaded(struct mig_incoming *inc)
+{
+	uint64_t before = inc->s.bytes_sent;
+
+	mig_section_write(&inc->s, MIG_SEC_LOADED, NULL, 0);
+	if (!mig_stream_flush(&inc->s))
+		return true;
+	inc->reply_broken = true;
+	return inc->s.bytes_sent != before;
+}
+
+static void commit_doubt(struct mig_incoming *inc, struct mig_commit *c, const char *why)
+{
+	if (mig_commit_get_state(c) == MIG_COMMIT_IN_DOUBT)
+		return;
+	mig_commit_set_state(c, MIG_COMMIT_IN_DOUBT);
+	pr_err("incoming migration is in doubt: the state is loaded and LOADED was sent, but no "
+	       "GO or ABORT came (%s); the guest stays paused here. Find out which side runs it, "
+	       "then run 'ferry migrate-resolve CONTROL run' on the side that should and "
+	       "'ferry migrate-resolve CONTROL abandon' on the other", why);
+}
+
+/*
+ * Read the section the source sent after END.  Returns 0 for GO, -errno
+ * for a definite no (reason in inc->why), 1 when the connection failed in
+ * a way that may have lost a GO.
+ */
+static int commit_read(struct mig_incoming *inc)
+{
+	uint8_t buf[64], type;
+	uint32_t len;
+	int err = mig_section_read(&inc->s, buf, sizeof(buf), &type, &len);
+
+	if (err == -EPIPE)
+		return mig_in_fail(inc, -ECONNABORTED, "the source closed the connection without GO: "
+				   "it runs the guest on");
+	if (err == -EPROTO)
+		return mig_in_fail(inc, err, "%s", inc->s.why);
+	if (err)
+		return 1;
+	if (type == MIG_SEC_GO && !len)
+		return 0;
+	if (type == MIG_SEC_ABORT && !len)
+		return mig_in_fail(inc, -ECONNABORTED, "the source cancelled the switchover and "
+				   "runs the guest on");
+	return mig_in_fail(inc, -EPROTO, "section type %u after END (expected GO or ABORT)", type);
+}
+
+int mig_incoming_commit(struct mig_incoming *inc, struct mig_commit *c, int intr_fd)
+{
+	bool dead = !commit_send_loaded(inc);
+	uint64_t t0 = vm_now_ns();
+	int err = 1;
+
+	if (dead)
+		return mig_in_fail(inc, -EPIPE, "cannot tell the source the state is loaded: %s",
+				   inc->s.why);
+	mig_commit_set_state(c, MIG_COMMIT_WAITING);
+	inc->s.err = 0;
+	while (err == 1) {
+		enum mig_resolve r;
+		int ready = mig_commit_wait(c, &inc->s, dead, intr_fd, COMMIT_POLL_MS, &r);
+		if (r == MIG_RESOLVE_RUN) {
+			pr_warn("incoming migration: the operator resolved the doubt: the guest runs here");
+			err = 0;
+		} else if (r == MIG_RESOLVE_ABANDON) {
+			err = mig_in_fail(inc, -ECANCELED, "in doubt; the operator abandoned this copy");
+		} else if (ready == -EINTR) {
+			err = mig_in_fail(inc, -EINTR, "interrupted while waiting for GO");
+		} else if (ready == 1) {
+			err = commit_read(inc);
+			if (err == 1) {
+				dead = true;
+				commit_doubt(inc, c, inc->s.why);
+			}
+		} else if (vm_now_ns() - t0 > COMMIT_DOUBT_NS) {
+			commit_doubt(inc, c, "the source is silent");
+		}
+	}
+	mig_commit_set_state(c, MIG_COMMIT_NONE);
+	return err;
+}

@@ -1,0 +1,277 @@
+/*
+ * The pre-copy switchover on the source: stop-and-copy, then the commit
+ * that makes sure the guest never runs on both hosts
+ * (docs/migration-stream.md, "Switchover"):
+ *
+ *   END ->  <- LOADED  GO ->  <- RESULT
+ *
+ * Until GO may have left, the source can always resume: the destination
+ * starts the guest on GO only.  The whole stop-and-copy, up to LOADED, is
+ * bounded by the switchover timeout; past it the source sends ABORT and
+ * resumes.  After GO, only a RESULT (ok: done; error: the destination did
+ * not start it, resume) or the operator (migrate-resolve) ends the wait.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include "migration/format.h"
+#include "migration/migration.h"
+#include "migration/ram.h"
+#include "migration/section.h"
+#include "util/log.h"
+
+#define SWITCHOVER_MIN_NS	1000000000ULL	/* the automatic timeout's floor */
+#define SWITCHOVER_RESULT_POLL_MS 1000		/* in doubt: how often to look */
+#define SWITCHOVER_ABORT_LINGER_NS 500000000ULL
+
+/*
+ * The automatic bound on the guest's pause: five downtime limits, at least
+ * a second, and twice the expected downtime when a forced switchover
+ * (max-iterations, --on-timeout force) sends more than the limit allows.
+ */
+static uint64_t switchover_timeout(const struct migration *mig)
+{
+	uint64_t t = mig->p.switchover_timeout_ns;
+
+	if (t)
+		return t;
+	t = mig->p.downtime_ns * 5;
+	if (mig->stats.expected_downtime_ns != UINT64_MAX && mig->stats.expected_downtime_ns * 2 > t)
+		t = mig->stats.expected_downtime_ns * 2;
+	return t > SWITCHOVER_MIN_NS ? t : SWITCHOVER_MIN_NS;
+}
+
+/* Pause the guest and send the final pass, the state, the digest and END. */
+static int switchover_stop_and_copy(struct migration *mig, uint64_t *t)
+{
+	int64_t dirty;
+	int err;
+
+	err = vm_pause(&mig->m->vm);
+	if (err)
+		return precopy_fail(mig, err, "the VM stopped during migration");
+	precopy_phase(mig, MIG_PHASE_PAUSE, t);
+	dirty = ram_sync(mig);
+	if (dirty < 0)
+		return precopy_fail(mig, (int)dirty, "final dirty sync failed");
+	precopy_phase(mig, MIG_PHASE_FINAL_SYNC, t);
+	pthread_mutex_lock(&mig->lock);
+	mig->stats.mem_remaining = (uint64_t)dirty * GUEST_PAGE_SIZE;
+	pthread_mutex_unlock(&mig->lock);
+	precopy_send_pass(mig, mig->stats.iteration, (uint64_t)dirty, true);
+	err = ram_send_dirty(mig, true);
+	if (err)
+		return precopy_stream_fail(mig, err);
+	precopy_phase(mig, MIG_PHASE_FINAL_PAGES, t);
+	err = precopy_send_state(mig);
+	if (err)
+		return err;
+	if (mig->p.verify)
+		precopy_send_digest(mig);
+	mig_section_write(&mig->s, MIG_SEC_END, NULL, 0);
+	err = mig_stream_flush(&mig->s);
+	if (err)
+		return precopy_stream_fail(mig, err);
+	precopy_phase(mig, MIG_PHASE_DEVICE_STATE, t);
+	return 0;
+}
+
+/* Past the deadline: that, not the stream's symptom, is the reason to give. */
+static void switchover_late(struct migration *mig, uint64_t limit)
+{
+	pthread_mutex_lock(&mig->lock);
+	snprintf(mig->stats.error, sizeof(mig->stats.error),
+		 "the switchover took longer than its %llu ms limit (--switchover-timeout); "
+		 "cancelled", (unsigned long long)(limit / 1000000));
+	pthread_mutex_unlock(&mig->lock);
+}
+
+/*
+ * Tell the destination to drop the guest, best effort: it never starts
+ * one without GO anyway, ABORT only lets it give up at once.  Then linger
+ * on the return path so our close does not reset what we sent.
+ */
+static void switchover_abort(struct migration *mig)
+{
+	struct mig_stream *s = &mig->s;
+	uint8_t sink[4096];
+
+	if (s->fd < 0)
+		return;
+	/*
+	 * Even after a failed send: if a section was cut short, ABORT lands
+	 * inside it and the destination refuses a garbled stream instead.
+	 */
+	s->err = 0;
+	s->len = 0;
+	s->deadline_ns = vm_now_ns() + SWITCHOVER_ABORT_LINGER_NS;
+	mig_section_write(s, MIG_SEC_ABORT, NULL, 0);
+	mig_stream_flush(s);
+	shutdown(s->fd, SHUT_WR);
+	uint64_t end = vm_now_ns() + SWITCHOVER_ABORT_LINGER_NS;
+	while (vm_now_ns() < end) {
+		struct pollfd p = { .fd = s->fd, .events = POLLIN };
+		if (poll(&p, 1, 50) < 0 || (p.revents && recv(s->fd, sink, sizeof(sink), 0) <= 0))
+			break;
+	}
+}
+
+/*
+ * Read the destination's answer: LOADED (want_loaded) or RESULT.  A
+ * repeated LOADED is skipped while waiting for RESULT.  Returns 0 for
+ * LOADED / RESULT ok, 1 for RESULT error (reason recorded), else -errno.
+ */
+static int switchover_read_answer(struct migration *mig, bool want_loaded)
+{
+	for (;;) {
+		uint8_t buf[512], type;
+		uint32_t len;
+		int err = mig_section_read(&mig->s, buf, sizeof(buf), &type, &len);
+		if (err)
+			return err;
+		int32_t status;
+		const char *msg;
+		int n;
+		if (type == MIG_SEC_LOADED && len == 0) {
+			if (want_loaded)
+				return 0;
+			continue;
+		}
+		if (type == MIG_SEC_RESULT && !mig_result_parse(buf, len, &status, &msg, &n)) {
+			if (!status && !want_loaded)
+				return 0;
+			precopy_fail(mig, status ? status : -EPROTO, "destination: %.*s", n, msg);
+			return 1;
+		}
+		mig_stream_fail(&mig->s, -EPROTO, "destination answered with section %u", type);
+		return -EPROTO;
+	}
+}
+
+/*
+ * Send GO.  Returns 0 once it may have reached the destination (from
+ * then on mig->committed), or -errno when not one byte of it left: the
+ * destination cannot start the guest, the source may resume.
+ */
+static int switchover_go(struct migration *mig)
+{
+	uint64_t before = mig->s.bytes_sent;
+	int err;
+
+	mig->committed = true;
+	mig_section_write(&mig->s, MIG_SEC_GO, NULL, 0);
+	err = mig_stream_flush(&mig->s);
+	if (err && mig->s.bytes_sent == before) {
+		mig->committed = false;
+		return precopy_stream_fail(mig, err);
+	}
+	mig_commit_set_state(&mig->commit, MIG_COMMIT_WAITING);
+	return 0;
+}
+
+/*
+ * GO went out and RESULT did not come in time: the destination may or may
+ * not run the guest.  Stay paused, keep listening (a late RESULT still
+ * settles it) and take the operator's word.  Returns 0 (the guest runs
+ * there, or abandoned) or -errno with mig->committed cleared (run here).
+ */
+static int switchover_in_doubt(struct migration *mig, int why)
+{
+	bool dead = why != -ETIMEDOUT;
+
+	mig_commit_set_state(&mig->commit, MIG_COMMIT_IN_DOUBT);
+	precopy_set_status(mig, MIG_STATUS_IN_DOUBT);
+	pr_err("migration to %s is in doubt: GO was sent but the destination did not confirm "
+	       "(%s); the guest stays paused here. Find out which side runs it, then run "
+	       "'ferry migrate-resolve CONTROL run' on the side that should and "
+	       "'ferry migrate-resolve CONTROL abandon' on the other", mig->p.uri,
+	       strerror(-why));
+	mig->s.deadline_ns = 0;
+	mig->s.err = 0;
+	for (;;) {
+		enum mig_resolve r;
+		int ready = mig_commit_wait(&mig->commit, &mig->s, dead, -1,
+					    SWITCHOVER_RESULT_POLL_MS, &r);
+		if (r == MIG_RESOLVE_RUN) {
+			mig->committed = false;
+			return precopy_fail(mig, -EIO, "in doubt; resolved by the operator: "
+					    "the guest runs here");
+		}
+		if (r == MIG_RESOLVE_ABANDON) {
+			mig->abandoned = true;
+			return 0;
+		}
+		if (ready <= 0)
+			continue;
+		int err = switchover_read_answer(mig, false);
+		if (err == 0) {
+			pr_info("migration: the destination's late RESULT settles it: the guest runs there");
+			return 0;
+		}
+		if (err == 1) {
+			mig->committed = false;
+			return -EREMOTEIO;
+		}
+		/* The connection is gone: only the operator can settle it now. */
+		pr_warn("migration: in doubt and the connection to %s is lost (%s)", mig->p.uri,
+			mig->s.why);
+		dead = true;
+	}
+}
+
+/* After GO: RESULT within the switchover timeout, else in doubt. */
+static int switchover_await_result(struct migration *mig, uint64_t deadline)
+{
+	mig->s.deadline_ns = deadline;
+	int err = switchover_read_answer(mig, false);
+	if (err == 0)
+		return 0;
+	if (err == 1) {
+		/* The destination did not start it and never will: resume. */
+		mig->committed = false;
+		return -EREMOTEIO;
+	}
+	return switchover_in_doubt(mig, err);
+}
+
+int switchover_run(struct migration *mig)
+{
+	uint64_t t0 = vm_now_ns(), t = t0, limit = switchover_timeout(mig);
+	int err;
+
+	precopy_set_status(mig, MIG_STATUS_DEVICE);
+	mig->pass_start_ns = t0;
+	mig->pass_start_bytes = mig->s.bytes_out;
+	ratelimit_set_rate(&mig->rl, 0);	/* stop-and-copy runs unlimited */
+	mig->s.deadline_ns = t0 + limit;
+	err = switchover_stop_and_copy(mig, &t);
+	pr_debug("migration: END sent at %.3f ms (monotonic)", (double)t / 1e6);
+	if (!err) {
+		err = switchover_read_answer(mig, true);
+		if (err < 0)
+			err = precopy_stream_fail(mig, err);
+		else if (err == 1)
+			err = -EREMOTEIO;
+	}
+	precopy_phase(mig, MIG_PHASE_COMMIT, &t);
+	if (err && vm_now_ns() >= mig->s.deadline_ns)
+		switchover_late(mig, limit);
+	if (err) {
+		mig->s.deadline_ns = 0;
+		switchover_abort(mig);
+		return err;
+	}
+	err = switchover_go(mig);
+	if (!err)
+		err = switchover_await_result(mig, vm_now_ns() + limit);
+	mig_commit_set_state(&mig->commit, MIG_COMMIT_NONE);
+	precopy_phase(mig, MIG_PHASE_RESUME, &t);
+	pthread_mutex_lock(&mig->lock);
+	mig->stats.downtime_ns = t - t0;
+	mig->stats.wire_bytes = mig->s.bytes_out;
+	pthread_mutex_unlock(&mig->lock);
+	return err;
+}
