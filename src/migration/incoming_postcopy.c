@@ -66,7 +66,8 @@ static int mig_in_pc_run(struct mig_incoming *inc, const struct mig_incoming_opt
 		return mig_in_fail(inc, -EPROTO, "the device state does not load here: %s",
 				   strerror(-err));
 	inc->state_applied = true;
-	err = pc_dest_start(&inc->pc, m, &inc->s, inc->known, inc->written);
+	err = pc_dest_start(&inc->pc, m, &inc->s, inc->known, inc->written,
+			    inc->digest.hash ? &inc->digest : NULL);
 	if (err)
 		return mig_in_fail(inc, err, "cannot arm userfaultfd for post-copy: %s", strerror(-err));
 	mig_in_pc_small_rcvbuf(inc);
@@ -79,7 +80,11 @@ static int mig_in_pc_run(struct mig_incoming *inc, const struct mig_incoming_opt
 	return 0;
 }
 
-/* Post-copy: place n pages from gpa (data back to back; NULL: zero) and digest them. */
+/*
+ * Post-copy: place n pages from gpa (data back to back; NULL: zero).  The
+ * placement digests what it places: a page delivered again is dropped, so
+ * hashing the delivery here would describe bytes the guest never got.
+ */
 static int mig_in_pc_place(struct mig_incoming *inc, uint64_t gpa, uint64_t index, uint32_t n,
 			   const uint8_t *data)
 {
@@ -88,9 +93,6 @@ static int mig_in_pc_place(struct mig_incoming *inc, uint64_t gpa, uint64_t inde
 	if (err)
 		return mig_in_fail(inc, err, "cannot place pages 0x%llx + %u: %s",
 				   (unsigned long long)gpa, n, strerror(-err));
-	for (uint32_t k = 0; k < n && inc->digest.hash; k++)
-		mig_digest_set(&inc->digest, index + k,
-			       data ? data + (uint64_t)k * GUEST_PAGE_SIZE : NULL);
 	inc->pages += n;
 	return 0;
 }

@@ -222,6 +222,9 @@ static int postcopy_serve_request(struct migration *mig, const uint8_t *buf, uin
 /*
  * Pay for pushed bytes under --postcopy-bandwidth, but wait by watching the
  * return path: a request arriving meanwhile ends the wait and is served.
+ * `bytes` is what went on the wire (a zero page is an 8-byte entry, not
+ * 4 KiB): the cap is on the link, so an idle guest's push is not slowed
+ * to the pace of its memory size.
  */
 static void postcopy_pace(struct migration *mig, uint64_t bytes)
 {
@@ -282,6 +285,7 @@ static int postcopy_push(struct migration *mig)
 			err = postcopy_requests(mig);
 			if (err)
 				return err;
+			uint64_t wire0 = mig->s.bytes_out;	/* requests above are not paced */
 			uint32_t pushed = 0;
 			for (; cursor < total && pushed < PC_PUSH_BATCH; cursor++)
 				if (round || postcopy_hot(mig, cursor))
@@ -289,7 +293,7 @@ static int postcopy_push(struct migration *mig)
 			err = ram_flush(mig);
 			if (err)
 				return precopy_stream_fail(mig, err);
-			postcopy_pace(mig, (uint64_t)pushed * GUEST_PAGE_SIZE);
+			postcopy_pace(mig, mig->s.bytes_out - wire0);
 			pthread_mutex_lock(&mig->lock);
 			mig->stats.pc_pages_pushed += pushed;
 			pthread_mutex_unlock(&mig->lock);

@@ -151,11 +151,19 @@ double pc_dest_latency_us(const struct pc_dest *pc, double pct)
 	return (double)(1ULL << (PC_LATENCY_BUCKETS - 1));
 }
 
-/* Caller holds the lock. */
-static void pc_note_placed(struct pc_dest *pc, uint64_t index)
+/*
+ * Page `index` now holds `data` (NULL: zeros) in guest memory: the only
+ * place where its digest entry changes after the switch, so --verify
+ * checks what the guest got, not what arrived.  Caller holds the lock.
+ */
+static void pc_note_placed(struct pc_dest *pc, uint64_t index, const uint8_t *data)
 {
 	uint64_t now = vm_now_ns();
 
+	if (data)
+		pc_set(pc->written, index);
+	if (pc->digest)
+		mig_digest_set(pc->digest, index, data);
 	pc_set(pc->known, index);
 	pc->missing--;
 	pc->placed++;
@@ -229,6 +237,8 @@ static int pc_fill_in_place(struct pc_dest *pc, uint64_t index, uint64_t n,
 /*
  * A zero page into a hole.  In minor mode a page may be in the memfd
  * after all (a chunk allocated around received pages): then in place.
+ * Returns 0 when zeros were placed, 1 when (missing mode) a page was there
+ * already and keeps its content, else -errno.
  */
 static int pc_zero(struct pc_dest *pc, uint64_t index)
 {
@@ -241,7 +251,20 @@ static int pc_zero(struct pc_dest *pc, uint64_t index)
 		return 0;
 	if (errno != EEXIST)
 		return -errno;
-	return pc->minor ? pc_fill_in_place(pc, index, 1, NULL, true) : 0;
+	if (pc->minor)
+		return pc_fill_in_place(pc, index, 1, NULL, true);
+	pc_wake(pc, index);	/* mapped already: a waiter can go on */
+	return 1;
+}
+
+/*
+ * Missing mode: a page arrived for a place that holds one already (EEXIST),
+ * so the arrival is dropped.  Not expected (nothing else fills holes), but
+ * then the digest must cover what is in memory, not what came.
+ */
+static void pc_note_existing(struct pc_dest *pc, uint64_t index)
+{
+	pc_note_placed(pc, index, pc->m->vm.mem.alias + index * GUEST_PAGE_SIZE);
 }
 
 /* A fault on a page whose content is here: resolve it without the source. */
@@ -252,7 +275,7 @@ static void pc_resolve_local(struct pc_dest *pc, uint64_t index)
 			pc->zero_local += !pc_test(pc->written, index);
 	} else if (!pc_test(pc->written, index)) {
 		/* A hole known to be zero: no need to ask. */
-		if (!pc_zero(pc, index))
+		if (pc_zero(pc, index) == 0)
 			pc->zero_local++;
 	} else {
 		pc_wake(pc, index);	/* placed while the fault message waited */
@@ -319,7 +342,7 @@ static void *pc_fault_thread(void *arg)
 }
 
 int pc_dest_start(struct pc_dest *pc, struct machine *m, struct mig_stream *s,
-		  unsigned long *known, unsigned long *written)
+		  unsigned long *known, unsigned long *written, struct mig_digest *digest)
 {
 	uint64_t pages = m->vm.mem.size / GUEST_PAGE_SIZE;
 	int err;
@@ -330,6 +353,7 @@ int pc_dest_start(struct pc_dest *pc, struct machine *m, struct mig_stream *s,
 	pc->s = s;
 	pc->known = known;
 	pc->written = written;
+	pc->digest = digest;
 	pc->pages = pages;
 	pc->start_ns = vm_now_ns();
 	pthread_mutex_init(&pc->lock, NULL);
@@ -346,7 +370,11 @@ int pc_dest_start(struct pc_dest *pc, struct machine *m, struct mig_stream *s,
 	return err;
 }
 
-/* Copy n pages into holes in one call; partial progress is kept. */
+/*
+ * Copy n pages into holes, as few calls as the kernel allows; each page
+ * is noted as it lands, so partial progress is kept and a page that is
+ * there already is not taken for the data dropped on it.
+ */
 static int pc_copy(struct pc_dest *pc, uint64_t index, uint64_t n, const uint8_t *data)
 {
 	uint64_t done = 0;
@@ -358,17 +386,21 @@ static int pc_copy(struct pc_dest *pc, uint64_t index, uint64_t n, const uint8_t
 			.len = (n - done) * GUEST_PAGE_SIZE,
 		};
 		int r = ioctl(pc->uffd, UFFDIO_COPY, &c);
-		if (c.copy > 0)
-			done += (uint64_t)c.copy / GUEST_PAGE_SIZE;
+		for (uint64_t k = 0; c.copy > 0 && k < (uint64_t)c.copy / GUEST_PAGE_SIZE; k++, done++)
+			pc_note_placed(pc, index + done, data + done * GUEST_PAGE_SIZE);
 		if (r == 0)
 			break;
 		if (errno == EEXIST) {
 			/* Not a hole after all (minor mode), or mapped already. */
+			const uint8_t *page = data + done * GUEST_PAGE_SIZE;
 			if (pc->minor) {
-				int err = pc_fill_in_place(pc, index + done, 1,
-							   data + done * GUEST_PAGE_SIZE, false);
+				int err = pc_fill_in_place(pc, index + done, 1, page, false);
 				if (err)
 					return err;
+				pc_note_placed(pc, index + done, page);
+			} else {
+				pc_wake(pc, index + done);
+				pc_note_existing(pc, index + done);
 			}
 			done++;
 		} else if (errno != EAGAIN) {
@@ -381,21 +413,27 @@ static int pc_copy(struct pc_dest *pc, uint64_t index, uint64_t n, const uint8_t
 /* Place n unknown pages, all in the memfd or all holes. */
 static int pc_fill(struct pc_dest *pc, uint64_t index, uint64_t n, const uint8_t *data)
 {
-	int err = 0;
+	int err;
 
-	if (pc->minor && pc_present(pc, index))
+	if (pc->minor && pc_present(pc, index)) {
+		/* Written through the alias while unmapped: the guest sees only this. */
 		err = pc_fill_in_place(pc, index, n, data, false);
-	else if (data)
-		err = pc_copy(pc, index, n, data);
-	else
 		for (uint64_t k = 0; k < n && !err; k++)
-			err = pc_zero(pc, index + k);
-	for (uint64_t k = 0; k < n && !err; k++) {
-		if (data)
-			pc_set(pc->written, index + k);
-		pc_note_placed(pc, index + k);
+			pc_note_placed(pc, index + k, data ? data + k * GUEST_PAGE_SIZE : NULL);
+		return err;
 	}
-	return err;
+	if (data)
+		return pc_copy(pc, index, n, data);
+	for (uint64_t k = 0; k < n; k++) {
+		err = pc_zero(pc, index + k);
+		if (err < 0)
+			return err;
+		if (err)
+			pc_note_existing(pc, index + k);
+		else
+			pc_note_placed(pc, index + k, NULL);
+	}
+	return 0;
 }
 
 int pc_dest_place_run(struct pc_dest *pc, uint64_t index, uint64_t n, const uint8_t *data)

@@ -14,6 +14,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "migration/digest.h"
 #include "migration/stream.h"
 #include "vmm/machine.h"
 
@@ -29,12 +30,25 @@ struct pc_dest {
 	bool thread_started;
 
 	/*
-	 * `lock` guards the bitmaps, the counters and every write to the
-	 * return path: the receiving thread and the fault thread share them.
+	 * `lock` guards the bitmaps, the counters, the digest entries of
+	 * pages placed here and every write to the return path: the
+	 * receiving thread and the fault thread share them.  A page is
+	 * placed once, under the lock, by whichever thread finds it not
+	 * `known` (in practice the receiving thread: the fault thread only
+	 * maps pages already known); a later delivery of a known page is
+	 * dropped and leaves its digest entry alone.
 	 */
 	pthread_mutex_t lock;
 	unsigned long *known;		/* shared with incoming: page content is here */
 	unsigned long *written;		/* shared with incoming: page holds data */
+	/*
+	 * Borrowed from incoming (NULL without --verify).  Entries change
+	 * only when a page is really placed (pc_note_placed), so the digest
+	 * is of guest memory as placed, not of the bytes received.  Only
+	 * the receiving thread places pages from the wire and reads the
+	 * table (at DIGEST), so it may read it without the lock.
+	 */
+	struct mig_digest *digest;
 	unsigned long *requested;	/* asked the source for it */
 	uint64_t *fault_ns;		/* when the first fault on a page was seen */
 	uint64_t pages, missing;	/* all pages; pages not known yet */
@@ -47,17 +61,19 @@ struct pc_dest {
 /*
  * Register guest RAM with userfaultfd after dropping every page whose
  * content is not known (discarded, or never sent), and start the fault
- * thread.  `known`/`written` are borrowed bitmaps (one bit per page index).
- * Returns 0 or -errno.
+ * thread.  `known`/`written` are borrowed bitmaps (one bit per page index);
+ * `digest` (NULL: no --verify) is borrowed too and kept up to date with
+ * every page placed from now on.  Returns 0 or -errno.
  */
 int pc_dest_start(struct pc_dest *pc, struct machine *m, struct mig_stream *s,
-		  unsigned long *known, unsigned long *written)
+		  unsigned long *known, unsigned long *written, struct mig_digest *digest)
 	__attribute__((warn_unused_result));
 
 /*
  * Place n pages that arrived, at consecutive indexes from `index`, with
  * their data back to back (data NULL: zero pages); pages here already are
- * kept.  Contiguous pages go in one UFFDIO_COPY.  Returns 0 or -errno.
+ * kept, and so is their digest entry.  Contiguous pages go in one
+ * UFFDIO_COPY.  Returns 0 or -errno.
  */
 int pc_dest_place_run(struct pc_dest *pc, uint64_t index, uint64_t n, const uint8_t *data)
 	__attribute__((warn_unused_result));

@@ -6,7 +6,8 @@
  * 65 (bad stream) or 74 (lost connection), a message naming the problem,
  * a RESULT error to the source, no sanitizer report, no guest output, no
  * socket file left - and, for one well-formed stream, that the guest it
- * carries really runs there.
+ * carries really runs there; for a post-copy stream that delivers a page
+ * twice, that --verify checks the copy the guest got.
  *
  * Streams are built byte by byte here (t_sec() mirrors section.c; a
  * sanity test checks it against mig_section_write()), so framing can be
@@ -1219,6 +1220,175 @@ static void t_good_no_verify(void **state)
 	free(r);
 }
 
+/* ---- post-copy: a page delivered twice --------------------------------- */
+
+/*
+ * Real mode at 0x1000: print the first byte of the page at T_DATA_GPA and a
+ * newline on COM1, write 42 to the debug-exit port, halt.
+ */
+static const uint8_t t_pc_code[] = {
+	0xba, 0xf8, 0x03,	/* mov dx,0x3f8 */
+	0xa0, T_DATA_GPA & 0xff, T_DATA_GPA >> 8,	/* mov al,[T_DATA_GPA] */
+	0xee,			/* out dx,al */
+	0xb0, '\n', 0xee,
+	0xb0, T_GUEST_EXIT,	/* mov al,42 */
+	0xe6, 0xf4,		/* out 0xf4,al */
+	0xf4,			/* 1: hlt */
+	0xeb, 0xfd,		/* jmp 1b */
+};
+
+/* The RAM digest of a 16 MiB guest holding t_pc_code and T_DATA_GPA filled with `fill`. */
+static uint64_t t_pc_digest(uint8_t fill)
+{
+	uint8_t *img = calloc(1, T_MEM);
+	struct guest_memory mem = {
+		.fd = -1, .host = img, .size = T_MEM, .nr_regions = 1,
+		.regions = { { .gpa = 0, .size = T_MEM, .offset = 0 } },
+	};
+	uint64_t d;
+
+	assert_non_null(img);
+	memcpy(img + T_CODE_GPA, t_pc_code, sizeof(t_pc_code));
+	memset(img + T_DATA_GPA, fill, GUEST_PAGE_SIZE);
+	d = mig_digest_of_memory(&mem);
+	free(img);
+	return d;
+}
+
+/* A RAM batch of one raw page, or a RAM_RUN of one page, holding `data`. */
+static void t_pc_page(struct vmstate_buf *b, uint64_t gpa, const uint8_t *data, bool as_run)
+{
+	struct vmstate_buf p = { 0 };
+
+	if (as_run) {
+		t_u64(&p, gpa);
+		t_u32(&p, 1);
+	} else {
+		t_u32(&p, 1);
+		t_u64(&p, gpa | MIG_PAGE_RAW);
+	}
+	t_put(&p, data, GUEST_PAGE_SIZE);
+	t_sec_buf(b, as_run ? MIG_SEC_RAM_RUN : MIG_SEC_RAM, &p);
+	free(p.data);
+}
+
+/*
+ * A post-copy stream as a (misbehaving) source would send it: pass 1 with
+ * the code and every other page zero, DISCARD of the data page, STATE,
+ * POSTCOPY_RUN, then the data page twice with different content ('A',
+ * then 'B'), a DIGEST claiming RAM holds `digest_fill` there, and DONE.
+ */
+static void t_pc_twice(struct vmstate_buf *b, uint8_t digest_fill)
+{
+	uint8_t code[GUEST_PAGE_SIZE] = { 0 }, page[GUEST_PAGE_SIZE];
+	uint64_t e[MIG_RAM_BATCH_MAX];
+	struct vmstate_buf p = { 0 };
+
+	memcpy(code, t_pc_code, sizeof(t_pc_code));
+	t_header(b, MIG_MAGIC, MIG_VERSION);
+	t_config(b, T_MEM, 1, MIG_FLAG_VERIFY | MIG_FLAG_POSTCOPY);
+	t_pass(b, 1, false);
+	t_pc_page(b, T_CODE_GPA, code, false);
+	for (uint64_t gpa = 0; gpa < T_MEM;) {
+		uint32_t n = 0;
+		for (; gpa < T_MEM && n < MIG_RAM_BATCH_MAX; gpa += GUEST_PAGE_SIZE)
+			if (gpa != T_CODE_GPA)
+				e[n++] = gpa | MIG_PAGE_ZERO;
+		t_ram(b, e, n);
+	}
+	t_u64(&p, 0);			/* DISCARD: first page, 64 bits, the data page */
+	t_u32(&p, 64);
+	t_u64(&p, 1ULL << (T_DATA_GPA / GUEST_PAGE_SIZE));
+	t_sec_buf(b, MIG_SEC_DISCARD, &p);
+	free(p.data);
+	t_sec_buf(b, MIG_SEC_STATE, &t_state_boot);
+	t_sec(b, MIG_SEC_POSTCOPY_RUN, NULL, 0);
+	memset(page, 'A', sizeof(page));
+	t_pc_page(b, T_DATA_GPA, page, false);
+	memset(page, 'B', sizeof(page));
+	t_pc_page(b, T_DATA_GPA, page, true);
+	t_digest(b, T_MEM / GUEST_PAGE_SIZE, t_pc_digest(digest_fill));
+	t_sec(b, MIG_SEC_POSTCOPY_DONE, NULL, 0);
+}
+
+static void t_serial_read(char *buf, size_t size)
+{
+	FILE *f = fopen(t_serial, "r");
+	size_t n = 0;
+
+	if (f) {
+		n = fread(buf, 1, size - 1, f);
+		fclose(f);
+	}
+	buf[n] = '\0';
+}
+
+/* Run t_pc_twice() against a destination; minor false: missing faults only. */
+static void t_pc_run_twice(uint8_t digest_fill, bool minor, struct t_result *r, char *serial,
+			   size_t size)
+{
+	struct vmstate_buf b = { 0 };
+
+	t_pc_twice(&b, digest_fill);
+	if (!minor)
+		setenv("FERRY_UFFD_NO_MINOR", "1", 1);
+	t_run(&b, b.len, NULL, r);
+	unsetenv("FERRY_UFFD_NO_MINOR");
+	t_serial_read(serial, size);
+	free(b.data);
+}
+
+/*
+ * The first copy of a page sent twice after the switch is the one placed
+ * (the guest may already use it when the second comes); --verify must
+ * compare what was placed: a DIGEST of the first copy passes and the guest
+ * sees that copy, in minor-fault mode (the page sits in an allocated
+ * chunk) and with missing faults only (a hole filled by UFFDIO_COPY).
+ */
+static void t_pc_twice_placed_copy_verified(void **state)
+{
+	(void)state;
+	for (int minor = 1; minor >= 0; minor--) {
+		struct t_result *r;
+		char serial[64];
+
+		t_case_free();		/* a failure leaves r to teardown */
+		r = t_cur_r = calloc(1, sizeof(*r));
+		assert_non_null(r);
+		t_pc_run_twice('A', minor, r, serial, sizeof(serial));
+		if (!WIFEXITED(r->status) || WEXITSTATUS(r->status) != T_GUEST_EXIT || !r->result ||
+		    r->result_status != 0 || strcmp(serial, "A\n") || strstr(r->out, "Sanitizer") ||
+		    strstr(r->out, "runtime error"))
+			fail_msg("%s faults, DIGEST of the placed copy: status %#x (want exit %d), "
+				 "RESULT %d %d \"%s\", guest printed \"%s\" (want \"A\\n\"); output:\n%s",
+				 minor ? "minor" : "missing", r->status, T_GUEST_EXIT, r->result,
+				 r->result_status, r->result_msg, serial, r->out);
+		print_message("  %s faults: first copy placed and verified\n",
+			      minor ? "minor" : "missing");
+	}
+	t_case_free();
+}
+
+/* ... and a DIGEST of the dropped second copy is a mismatch: the VM is lost. */
+static void t_pc_twice_dropped_copy_refused(void **state)
+{
+	struct t_result *r;
+	char serial[64];
+
+	(void)state;
+	t_case_free();
+	r = t_cur_r = calloc(1, sizeof(*r));
+	assert_non_null(r);
+	t_pc_run_twice('B', true, r, serial, sizeof(serial));
+	if (!WIFEXITED(r->status) || WEXITSTATUS(r->status) != 75 || !r->result ||
+	    r->result_status >= 0 || !strstr(r->result_msg, "verify: RAM digest mismatch") ||
+	    strstr(r->out, "Sanitizer") || strstr(r->out, "runtime error"))
+		fail_msg("DIGEST of the dropped copy: status %#x (want exit 75), RESULT %d %d \"%s\" "
+			 "(want a digest mismatch), guest printed \"%s\"; output:\n%s",
+			 r->status, r->result, r->result_status, r->result_msg, serial, r->out);
+	t_case_free();
+}
+
 /* t_sec() and t_config_payload() write exactly what ferry's writers do. */
 static void t_encoders_match_ferry(void **state)
 {
@@ -1331,7 +1501,7 @@ static int t_teardown(void **state)
 
 int main(void)
 {
-	struct CMUnitTest tests[T_NCASES + 3];
+	struct CMUnitTest tests[T_NCASES + 5];
 	size_t n = 0;
 	int fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
 
@@ -1345,6 +1515,8 @@ int main(void)
 	tests[n++] = (struct CMUnitTest)cmocka_unit_test(t_encoders_match_ferry);
 	tests[n++] = (struct CMUnitTest)cmocka_unit_test(t_good);
 	tests[n++] = (struct CMUnitTest)cmocka_unit_test(t_good_no_verify);
+	tests[n++] = (struct CMUnitTest)cmocka_unit_test(t_pc_twice_placed_copy_verified);
+	tests[n++] = (struct CMUnitTest)cmocka_unit_test(t_pc_twice_dropped_copy_refused);
 	for (size_t i = 0; i < T_NCASES; i++)
 		tests[n++] = (struct CMUnitTest){
 			.name = t_cases[i].name, .test_func = t_case_run,
