@@ -13,22 +13,11 @@
 
 #include "migration/commit.h"
 #include "migration/digest.h"
+#include "migration/policy.h"
 #include "migration/stats.h"
 #include "migration/stream.h"
 #include "util/ratelimit.h"
 #include "vmm/machine.h"
-
-enum mig_on_timeout {
-	MIG_ON_TIMEOUT_CANCEL,	/* give up; the source runs on */
-	MIG_ON_TIMEOUT_FORCE,	/* stop-and-copy now, whatever the downtime */
-	MIG_ON_TIMEOUT_POSTCOPY,	/* switch to post-copy now */
-};
-
-enum mig_mode {
-	MIG_MODE_PRECOPY,	/* passes, then stop-and-copy */
-	MIG_MODE_POSTCOPY,	/* state first, the guest runs there, pages follow */
-	MIG_MODE_HYBRID,	/* pre-copy passes, then post-copy */
-};
 
 struct mig_params {
 	char uri[256];

@@ -12,6 +12,7 @@
 #include "migration/config.h"
 #include "migration/format.h"
 #include "migration/migration.h"
+#include "migration/policy.h"
 #include "migration/ram.h"
 #include "migration/section.h"
 #include "migration/transport.h"
@@ -129,7 +130,7 @@ int precopy_read_reply(struct migration *mig, uint8_t want)
 /* Hybrid without --postcopy-after: ferry picks the moment itself. */
 static bool precopy_auto_hybrid(const struct migration *mig)
 {
-	return mig->p.mode == MIG_MODE_HYBRID && !mig->p.postcopy_after;
+	return mig_policy_auto_hybrid(mig->p.mode, mig->p.postcopy_after);
 }
 
 static int precopy_setup(struct migration *mig)
@@ -186,46 +187,15 @@ void precopy_send_pass(struct migration *mig, uint32_t pass, uint64_t dirty, boo
 	mig_section_write(&mig->s, MIG_SEC_PASS, p, sizeof(p));
 }
 
-/* Has the time limit run out?  Applies the on-timeout policy. */
-static int precopy_check_timeout(struct migration *mig, uint64_t now)
+/* Auto-converge: apply the policy's throttle, and say so once it holds. */
+static void precopy_throttle(struct migration *mig, const struct mig_policy_out *d)
 {
-	if (!mig->p.timeout_ns || now - mig->stats.start_ns < mig->p.timeout_ns)
-		return 0;
-	if (mig->p.on_timeout != MIG_ON_TIMEOUT_CANCEL) {
-		mig->forced = true;
-		mig->to_postcopy = mig->p.on_timeout == MIG_ON_TIMEOUT_POSTCOPY;
-		return 0;
-	}
-	return precopy_fail(mig, -ETIMEDOUT, "timed out after %llu ms without converging",
-			    (unsigned long long)(mig->p.timeout_ns / 1000000));
-}
-
-/* Auto-converge: throttle harder while the guest dirties faster than we send. */
-static void precopy_throttle(struct migration *mig, uint64_t dirty_bytes_per_s, uint64_t bw)
-{
-	uint32_t pct = mig->stats.throttle_pct;
-
-	if (!mig->p.auto_converge || !bw || dirty_bytes_per_s * 2 <= bw)
-		return;
-	pct = pct ? pct + 10 : 20;
-	pct = pct > 99 ? 99 : pct;
-	if (vm_set_throttle(&mig->m->vm, pct))
+	if (vm_set_throttle(&mig->m->vm, d->throttle_pct))
 		return;
 	pthread_mutex_lock(&mig->lock);
-	mig->stats.throttle_pct = pct;
+	mig->stats.throttle_pct = d->throttle_pct;
 	pthread_mutex_unlock(&mig->lock);
-	pr_info("migration: dirty rate outruns the link; vCPUs throttled to %u%%", 100 - pct);
-}
-
-/*
- * Can pre-copy never converge?  When the guest dirties pages faster than
- * the link carries them and its dirty set cannot go in one downtime, every
- * further pass only sends again what it writes: better switch to post-copy.
- */
-static bool precopy_hopeless(uint64_t dirty_bytes, uint64_t rate, uint64_t bw,
-			     uint64_t downtime_ns)
-{
-	return bw && rate > bw && dirty_bytes > bw * downtime_ns / 1000000000ULL;
+	pr_info("migration: %s", d->reason);
 }
 
 #define PRECOPY_PROBE_NS 10000000ULL	/* a look at the dirty rate every 10 ms */
@@ -233,11 +203,13 @@ static bool precopy_hopeless(uint64_t dirty_bytes, uint64_t rate, uint64_t bw,
 /*
  * Auto hybrid, pass 1 (between chunks): peek at what the guest wrote
  * since the log was cleared, which also refreshes the hot pages this pass
- * leaves for later.  True: pre-copy is hopeless, switch to post-copy now.
+ * leaves for later, and let the policy judge it (mig_policy_probe).
+ * True: pre-copy is hopeless, switch to post-copy now.
  */
 static bool precopy_probe(struct migration *mig)
 {
 	uint64_t now = vm_now_ns();
+	struct mig_policy_out d;
 
 	if (now - mig->probe_ns < PRECOPY_PROBE_NS)
 		return false;
@@ -246,93 +218,103 @@ static bool precopy_probe(struct migration *mig)
 	if (hot < 0)
 		return false;	/* the pass goes on; the next sync reports it */
 	uint64_t dirty = (uint64_t)hot * GUEST_PAGE_SIZE;
-	uint64_t window = now - mig->clear_ns, sending = now - mig->pass_start_ns;
-	uint64_t rate = dirty * 1000000000ULL / (window ? window : 1);
-	/* The measured send rate; until there is one, the cap (if any) bounds it. */
+	uint64_t window = now - mig->clear_ns, since = now - mig->probe_prev_ns;
+	struct mig_policy_in in = {
+		.pending = &dirty,	/* RAM is the only live source */
+		.nr_sources = 1,
+		.pass_bytes = mig->s.bytes_out - mig->pass_start_bytes,
+		.pass_ns = now - mig->pass_start_ns,
+		.dirty_rate = mig_policy_rate(dirty, window),
+		.dirty_ns = window,
+		/* How fast the dirty set grew since the look before. */
+		.growth = dirty > mig->probe_prev_dirty && since ?
+			mig_policy_rate(dirty - mig->probe_prev_dirty, since) : 0,
+		.mode = mig->p.mode,
+		.postcopy_after = mig->p.postcopy_after,
+	};
+
 	pthread_mutex_lock(&mig->lock);
-	uint64_t bw = mig->p.bandwidth, limit = mig->p.downtime_ns;
-	mig->stats.dirty_rate = rate / GUEST_PAGE_SIZE;
+	in.bandwidth_cap = mig->p.bandwidth;
+	in.downtime_ns = mig->p.downtime_ns;
+	mig->stats.dirty_rate = in.dirty_rate / GUEST_PAGE_SIZE;
 	pthread_mutex_unlock(&mig->lock);
-	if (sending > 20000000ULL) {
-		uint64_t measured = (mig->s.bytes_out - mig->pass_start_bytes) * 1000000000ULL / sending;
-		bw = bw && bw < measured ? bw : measured;
-	}
-	/*
-	 * Still growing as fast as on average, and faster than we send: the
-	 * dirty set is not about to level off below the downtime's worth, so
-	 * there is no point waiting until it has grown past it.
-	 */
-	uint64_t since = now - mig->probe_prev_ns;
-	uint64_t recent = dirty > mig->probe_prev_dirty && since ?
-		(dirty - mig->probe_prev_dirty) * 1000000000ULL / since : 0;
-	bool growing = bw && rate > bw && recent > bw && dirty > bw * limit / 4000000000ULL;
 	mig->probe_prev_ns = now;
 	mig->probe_prev_dirty = dirty;
-	if (!growing && !precopy_hopeless(dirty, rate, bw, limit))
+	if (mig_policy_probe(&in, &d) != MIG_POLICY_POSTCOPY)
 		return false;
-	pr_info("migration: the guest dirties %llu MiB in %llu ms, faster than the %llu MiB/s "
-		"sent: switching to post-copy", (unsigned long long)(dirty >> 20),
-		(unsigned long long)(window / 1000000), (unsigned long long)(bw >> 20));
+	pr_info("migration: %s", d.reason);
 	return true;
 }
 
 /*
- * Sync the dirty log and decide: 1 = switch over now, 0 = another pass.
- * Fills the stats that `ferry status` shows while the guest runs.
+ * Sync the dirty log and let the policy decide (mig_policy_decide):
+ * 1 = switch over now (to post-copy if mig->to_postcopy), 0 = another
+ * pass, or -errno.  Fills the stats that `ferry status` shows while the
+ * guest runs.
  */
 static int precopy_decide(struct migration *mig, uint32_t pass, uint64_t pass_start,
 			  uint64_t pass_bytes, int64_t *dirty_out)
 {
 	uint64_t now = vm_now_ns();
 	int64_t dirty = ram_sync(mig);
+	struct mig_policy_out d;
 
 	if (dirty < 0)
 		return precopy_fail(mig, (int)dirty, "dirty log sync failed: %s", strerror((int)-dirty));
 	*dirty_out = dirty;
-	uint64_t pass_ns = now - pass_start ? now - pass_start : 1;
-	uint64_t since_sync = now - mig->last_sync_ns ? now - mig->last_sync_ns : 1;
-	uint64_t bw = pass_bytes * 1000000000ULL / pass_ns;
-	uint64_t rate = (uint64_t)dirty * 1000000000ULL / since_sync;
+	/* Pages/s, as the stats show it; the policy gets bytes/s. */
+	uint64_t rate = mig_policy_rate((uint64_t)dirty, now - mig->last_sync_ns);
 	uint64_t remaining = (uint64_t)dirty * GUEST_PAGE_SIZE;
-	uint64_t expect = bw ? remaining * 1000000000ULL / bw : UINT64_MAX;
 	mig->last_sync_ns = now;
+	struct mig_policy_in in = {
+		.pending = &remaining,	/* RAM is the only live source */
+		.nr_sources = 1,
+		.pass_bytes = pass_bytes,
+		.pass_ns = now - pass_start,
+		.dirty_rate = rate > UINT64_MAX / GUEST_PAGE_SIZE ?
+			UINT64_MAX : rate * GUEST_PAGE_SIZE,
+		.elapsed_ns = now - mig->stats.start_ns,
+		.timeout_ns = mig->p.timeout_ns,
+		.on_timeout = mig->p.on_timeout,
+		.passes_done = pass - 1,
+		.max_iterations = mig->p.max_iterations,
+		.mode = mig->p.mode,
+		.postcopy_after = mig->p.postcopy_after,
+		.auto_converge = mig->p.auto_converge,
+		.throttle_pct = mig->stats.throttle_pct,
+		.forced = mig->forced,
+	};
 
+	/* The limit and the request change under us: decide on one look at them. */
 	pthread_mutex_lock(&mig->lock);
+	in.downtime_ns = mig->p.downtime_ns;
+	in.postcopy_asked = mig->postcopy_requested;
+	mig_policy_decide(&in, &d);
 	mig->stats.iteration = pass;
-	mig->stats.throughput = bw;
-	mig->stats.pages_per_sec = bw / GUEST_PAGE_SIZE;
+	mig->stats.throughput = d.bandwidth;
+	mig->stats.pages_per_sec = d.bandwidth / GUEST_PAGE_SIZE;
 	mig->stats.dirty_rate = rate;
 	mig->stats.mem_remaining = remaining;
-	mig->stats.expected_downtime_ns = expect;
+	mig->stats.expected_downtime_ns = d.expected_downtime_ns;
 	mig->stats.wire_bytes = mig->s.bytes_out;
 	pthread_mutex_unlock(&mig->lock);
 
-	int err = precopy_check_timeout(mig, now);
-	if (err)
-		return err;
-	if (mig->p.max_iterations && pass >= mig->p.max_iterations)
-		mig->forced = true;
-	pthread_mutex_lock(&mig->lock);
-	uint64_t limit = mig->p.downtime_ns;
-	bool asked = mig->postcopy_requested;
-	pthread_mutex_unlock(&mig->lock);
-	/* Hybrid: post-copy once the set number of passes is done, or it is hopeless. */
-	bool hybrid_now = mig->p.mode == MIG_MODE_HYBRID &&
-		(precopy_auto_hybrid(mig) ? expect > limit &&
-		 precopy_hopeless(remaining, rate * GUEST_PAGE_SIZE, bw, limit)
-		 : pass > mig->p.postcopy_after);
-	if (hybrid_now && precopy_auto_hybrid(mig))
-		pr_info("migration: %llu MiB dirty after pass %u and the guest dirties %llu MiB/s, "
-			"faster than the %llu MiB/s sent: switching to post-copy",
-			(unsigned long long)(remaining >> 20), pass - 1,
-			(unsigned long long)(rate * GUEST_PAGE_SIZE >> 20), (unsigned long long)(bw >> 20));
-	if (asked || hybrid_now) {
+	mig->forced |= d.forced;
+	switch (d.decision) {
+	case MIG_POLICY_GIVE_UP:
+		return precopy_fail(mig, -ETIMEDOUT, "%s", d.reason);
+	case MIG_POLICY_POSTCOPY:
+		if (d.why == MIG_WHY_HOPELESS)
+			pr_info("migration: %s", d.reason);
 		mig->to_postcopy = true;
 		return 1;
-	}
-	if (mig->forced || expect <= limit)
+	case MIG_POLICY_SWITCH_OVER:
 		return 1;
-	precopy_throttle(mig, rate * GUEST_PAGE_SIZE, bw);
+	case MIG_POLICY_CONTINUE:
+		break;
+	}
+	if (d.throttle)
+		precopy_throttle(mig, &d);
 	return 0;
 }
 
