@@ -17,6 +17,8 @@ enum ferry_exit {
 	FERRY_EXIT_IOERR = 74,		/* the migration connection failed */
 	FERRY_EXIT_VM_LOST = 75,	/* post-copy broke after the guest moved: VM lost */
 	FERRY_EXIT_GUEST_CRASH = 80,	/* triple fault or KVM could not run the guest */
+	/* + the signal's number, as a shell reports it: --incoming stopped, guest not started */
+	FERRY_EXIT_SIGNAL = 128,
 };
 
 int cli_run(int argc, char **argv);

@@ -46,10 +46,16 @@ static const char run_usage[] =
 "  -v, --verbose          print debug messages\n"
 "  -h, --help             show this help\n"
 "\n"
+"With --incoming, SIGINT/SIGTERM/SIGHUP abandon the incoming migration at\n"
+"once: the source is told and runs on, and the guest is not started here.\n"
+"\n"
 "Exit status: the guest's debug-exit value (port 0xf4) if it wrote one, 0\n"
 "after quit, a signal or a completed migration away, 64 usage, 65 bad kernel\n"
 "or migration stream, 66 missing file, 69 no /dev/kvm, 71 system error,\n"
-"74 incoming migration lost its connection, 80 guest crashed.\n";
+"74 incoming migration lost its connection, 75 post-copy failed (or was\n"
+"stopped by a signal) after the guest started here: the VM is lost, 80 guest\n"
+"crashed, 128 + the signal's number (130 SIGINT, 143 SIGTERM) when a signal\n"
+"stopped an incoming migration before the guest started here.\n";
 
 struct run_opts {
 	struct machine_config mc;
@@ -212,6 +218,7 @@ struct run_ctx {
 	struct migration *mig;
 	struct control_server *cs;
 	const struct run_opts *o;
+	int sfd;			/* signalfd of the shutdown signals */
 };
 
 static int run_start_cb(void *opaque)
@@ -219,6 +226,49 @@ static int run_start_cb(void *opaque)
 	struct run_ctx *c = opaque;
 
 	return run_start(c->m, c->mig, c->cs, c->o);
+}
+
+static const char *run_signame(int sig)
+{
+	switch (sig) {
+	case SIGINT: return "SIGINT";
+	case SIGTERM: return "SIGTERM";
+	case SIGHUP: return "SIGHUP";
+	default: return "a signal";
+	}
+}
+
+/* The pending shutdown signal, taken from the signalfd; 0 if none. */
+static int run_take_signal(int sfd)
+{
+	struct signalfd_siginfo si;
+
+	return read(sfd, &si, sizeof(si)) == sizeof(si) ? (int)si.ssi_signo : 0;
+}
+
+/*
+ * Signal `sig` ended the incoming migration.  Say so, here and to the
+ * source, which resumes its guest unless post-copy already started it
+ * here.  Returns the exit status.
+ */
+static int run_incoming_interrupted(struct run_ctx *ctx, struct mig_incoming *inc, int sig)
+{
+	char why[160];
+
+	if (inc->guest_started) {
+		/* Pages are missing here and the source no longer runs it. */
+		snprintf(why, sizeof(why), "interrupted by %s after the guest started here in "
+			 "post-copy; the VM is lost", run_signame(sig));
+		pr_err("%s", why);
+		mig_incoming_reply(inc, -EINTR, why);
+		vm_request_stop(&ctx->m->vm, VM_STOP_GUEST_CRASH, 0);
+		return FERRY_EXIT_VM_LOST;
+	}
+	snprintf(why, sizeof(why), "interrupted by %s; the guest was not started here",
+		 run_signame(sig));
+	pr_err("%s", why);
+	mig_incoming_reply(inc, -EINTR, why);
+	return FERRY_EXIT_SIGNAL + sig;
 }
 
 /*
@@ -235,9 +285,11 @@ static int run_incoming(struct run_ctx *ctx, struct mig_incoming *inc)
 		.accept_timeout_ms = -1, .io_timeout_ms = 30000,
 		.start_guest = run_start_cb, .start_opaque = ctx,
 		.resume_timeout_ms = (int)(o->resume_timeout_ns / 1000000),
+		/* A shutdown signal abandons the migration at once, not after it. */
+		.intr_fd = ctx->sfd,
 	};
 	struct guest_memory pre = { .fd = -1 };
-	int err = 0;
+	int err = 0, sig;
 
 	if (o->mc.prealloc) {
 		/* Before listening: the migration must not wait for this. */
@@ -257,6 +309,9 @@ static int run_incoming(struct run_ctx *ctx, struct mig_incoming *inc)
 		guest_memory_destroy(&pre);	/* not taken over: the migration failed early */
 	if (!err)
 		return 0;
+	sig = err == -EINTR ? run_take_signal(ctx->sfd) : 0;
+	if (sig)
+		return run_incoming_interrupted(ctx, inc, sig);
 	if (inc->guest_started) {
 		/* Pages are missing and the source can no longer run it either. */
 		pr_err("post-copy failed after the guest started here: %s; the VM is lost", inc->why);
@@ -268,7 +323,7 @@ static int run_incoming(struct run_ctx *ctx, struct mig_incoming *inc)
 	mig_incoming_reply(inc, err, inc->why);
 	switch (-err) {
 	case EPIPE: case ETIMEDOUT: case ECONNRESET: return FERRY_EXIT_IOERR;
-	case EINVAL: case EADDRINUSE: case EACCES: return FERRY_EXIT_USAGE;
+	case EINVAL: case EADDRINUSE: case ENOTSOCK: case EACCES: return FERRY_EXIT_USAGE;
 	default: return err == -ENOMEM ? FERRY_EXIT_OSERR : FERRY_EXIT_DATAERR;
 	}
 }
@@ -297,6 +352,9 @@ static int run_commit(struct run_ctx *ctx, struct mig_incoming *inc, int sfd)
 		mig_incoming_reply(inc, err, err ? "the destination could not start the guest" : "ok");
 		return err ? run_exit_code(err) : 0;
 	}
+	int sig = err == -EINTR ? run_take_signal(sfd) : 0;
+	if (sig)
+		return run_incoming_interrupted(ctx, inc, sig);
 	pr_err("incoming migration failed: %s; the guest was not started here", inc->why);
 	mig_incoming_reply(inc, err, inc->why);
 	return err == -EPROTO ? FERRY_EXIT_DATAERR : FERRY_EXIT_IOERR;
@@ -321,13 +379,13 @@ int cli_run(int argc, char **argv)
 	sigaddset(&sigs, SIGHUP);
 	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 	signal(SIGPIPE, SIG_IGN);
-	sfd = signalfd(-1, &sigs, SFD_CLOEXEC);
+	sfd = signalfd(-1, &sigs, SFD_CLOEXEC | SFD_NONBLOCK);
 
 	m = calloc(1, sizeof(*m));
 	if (!m || sfd < 0)
 		die(FERRY_EXIT_OSERR, "out of memory");
 	migration_init(&mig, m);
-	ctx = (struct run_ctx){ .m = m, .mig = &mig, .cs = &cs, .o = &o };
+	ctx = (struct run_ctx){ .m = m, .mig = &mig, .cs = &cs, .o = &o, .sfd = sfd };
 	if (o.incoming) {
 		status = run_incoming(&ctx, &inc);
 		if (status && !inc.guest_started) {

@@ -11,6 +11,7 @@
 
 #include "control/commands.h"
 #include "util/log.h"
+#include "util/unixsock.h"
 
 static int control_addr(const char *path, struct sockaddr_un *sa)
 {
@@ -20,17 +21,6 @@ static int control_addr(const char *path, struct sockaddr_un *sa)
 		return -ENAMETOOLONG;
 	strcpy(sa->sun_path, path);
 	return 0;
-}
-
-/* Is someone listening on the socket file at `sa`? */
-static bool control_path_live(const struct sockaddr_un *sa)
-{
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	bool live = fd >= 0 && connect(fd, (const struct sockaddr *)sa, sizeof(*sa)) == 0;
-
-	if (fd >= 0)
-		close(fd);
-	return live;
 }
 
 int control_server_open(struct control_server *cs, const char *path, struct machine *m,
@@ -51,21 +41,19 @@ int control_server_open(struct control_server *cs, const char *path, struct mach
 		pr_err("control socket path '%s' is empty or too long", path);
 		return err;
 	}
+	/* A stale socket file from a ferry that died is replaced; nothing else is. */
+	err = unixsock_claim(path);
+	if (err) {
+		pr_err("cannot use %s as the control socket: %s", path,
+		       err == -EADDRINUSE ? "it is in use by another process; pick another --control path"
+		       : err == -ENOTSOCK ? "it exists and is not a socket" : strerror(-err));
+		return err;
+	}
 	cs->listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (cs->listen_fd < 0)
 		return -errno;
-	if (bind(cs->listen_fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-		if (errno != EADDRINUSE)
-			goto fail;
-		if (control_path_live(&sa)) {
-			pr_err("control socket %s is in use by another process; "
-			       "pick another --control path", path);
-			return -EADDRINUSE;
-		}
-		unlink(path);	/* stale file from a ferry that died */
-		if (bind(cs->listen_fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
-			goto fail;
-	}
+	if (bind(cs->listen_fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+		goto fail;
 	cs->path = strdup(path);
 	if (listen(cs->listen_fd, 4) < 0 || pipe2(cs->wake_fd, O_CLOEXEC) < 0)
 		goto fail;

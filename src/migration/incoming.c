@@ -441,11 +441,16 @@ static int mig_in_connect(struct mig_incoming *inc, const struct mig_incoming_op
 
 	if (lfd < 0)
 		return mig_in_fail(inc, lfd, "cannot listen on %s: %s", opts->uri,
-				   lfd == -EINVAL ? "use tcp:HOST:PORT or unix:PATH" : strerror(-lfd));
+				   lfd == -EINVAL ? "use tcp:HOST:PORT or unix:PATH" :
+				   lfd == -EADDRINUSE ? "another process listens there" :
+				   lfd == -ENOTSOCK ? "the path exists and is not a socket" :
+				   strerror(-lfd));
 	pr_info("waiting for a migration on %s", opts->uri);
-	fd = mig_transport_accept(lfd, opts->accept_timeout_ms);
+	fd = mig_transport_accept(lfd, opts->accept_timeout_ms, opts->intr_fd);
 	close(lfd);
 	mig_transport_unlisten(opts->uri);
+	if (fd == -EINTR)
+		return mig_in_fail(inc, fd, "interrupted while waiting for a source");
 	if (fd < 0)
 		return mig_in_fail(inc, fd, "no source connected to %s: %s", opts->uri, strerror(-fd));
 	if (mig_stream_init(&inc->s, fd, 1 << 20)) {
@@ -453,6 +458,7 @@ static int mig_in_connect(struct mig_incoming *inc, const struct mig_incoming_op
 		return mig_in_fail(inc, -ENOMEM, "out of memory");
 	}
 	inc->s.timeout_ms = opts->io_timeout_ms;
+	inc->s.intr_fd = opts->intr_fd;
 	inc->connected = true;
 	return 0;
 }
@@ -477,10 +483,13 @@ int mig_incoming_receive(struct mig_incoming *inc, const struct mig_incoming_opt
 	err = mig_in_header(inc);
 	while (!err && !done) {
 		err = mig_in_next(inc, opts, m, &ph, &st, &done);
-		/* A broken connection in post-copy is worth waiting out. */
+		/* A broken connection in post-copy is worth waiting out; a stop request is not. */
 		if (err && inc->guest_started && err != -EPROTO && err != -EIO && err != -ERANGE &&
-		    !mig_in_pc_reconnect(inc, opts, m))
-			err = 0, ph = MIG_IN_PC_RUN;
+		    err != -EINTR) {
+			int rerr = mig_in_pc_reconnect(inc, opts, m);
+			err = !rerr || rerr == -EINTR ? rerr : err;
+			ph = MIG_IN_PC_RUN;
+		}
 	}
 	uint64_t t_end = vm_now_ns();
 	if (!err && inc->guest_started)

@@ -31,6 +31,12 @@ struct mig_incoming_opts {
 	int (*start_guest)(void *opaque);
 	void *start_opaque;
 	int resume_timeout_ms;		/* post-copy: wait this long for a reconnect */
+	/*
+	 * -1, or an fd that becomes readable when the migration must be
+	 * abandoned (ferry run: its signalfd): every wait for the source ends
+	 * at once and mig_incoming_receive() fails with -EINTR.
+	 */
+	int intr_fd;
 };
 
 struct mig_incoming {
@@ -56,7 +62,8 @@ struct mig_incoming {
 /*
  * Receive a whole migration into *m (created here from the stream's
  * configuration; vCPUs not started).  Returns 0, or -errno with the reason
- * in inc->why; then m holds nothing to free and the guest never ran.
+ * in inc->why (-EINTR: opts->intr_fd became readable); then m holds nothing
+ * to free and the guest never ran.
  */
 int mig_incoming_receive(struct mig_incoming *inc, const struct mig_incoming_opts *opts,
 			 struct machine *m) __attribute__((warn_unused_result));

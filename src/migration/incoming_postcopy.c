@@ -221,14 +221,17 @@ int mig_in_pc_reconnect(struct mig_incoming *inc, const struct mig_incoming_opts
 	lfd = mig_transport_listen(opts->uri);
 	if (lfd < 0)
 		return mig_in_fail(inc, lfd, "cannot listen again on %s: %s", opts->uri, strerror(-lfd));
-	fd = mig_transport_accept(lfd, wait_ms);
+	fd = mig_transport_accept(lfd, wait_ms, opts->intr_fd);
 	close(lfd);
 	mig_transport_unlisten(opts->uri);
+	if (fd == -EINTR)
+		return mig_in_fail(inc, fd, "interrupted while waiting for the source to resume");
 	if (fd < 0)
 		return mig_in_fail(inc, fd, "no source came back within %d s", wait_ms / 1000);
 	pthread_mutex_lock(&pc->lock);
 	err = mig_stream_init(&inc->s, fd, 1 << 20);
 	inc->s.timeout_ms = opts->io_timeout_ms;
+	inc->s.intr_fd = opts->intr_fd;
 	inc->connected = !err;
 	if (!err)
 		mig_in_pc_small_rcvbuf(inc);

@@ -12,11 +12,14 @@
 #include <time.h>
 #include <unistd.h>
 
+#define MIG_STREAM_INTR_BYTES (1 << 20)
+
 int mig_stream_init(struct mig_stream *s, int fd, size_t bufsize)
 {
 	memset(s, 0, sizeof(*s));
 	s->fd = fd;
 	s->timeout_ms = -1;
+	s->intr_fd = -1;
 	s->buf = malloc(bufsize);
 	s->rbuf = malloc(bufsize);
 	s->cap = bufsize;
@@ -72,18 +75,54 @@ static int mig_stream_wait_ms(const struct mig_stream *s)
 	return left > 1000000000ULL ? 1000000000 : (int)left;
 }
 
-/* Wait until fd is ready for `events`, at most the stream's timeout or deadline. */
+/*
+ * Wait until fd is ready for `events`, at most the stream's timeout or
+ * deadline.  -EINTR when the interrupt fd is readable, even if fd is ready
+ * too: a peer that keeps sending must not keep a stop request waiting.
+ */
 static int mig_stream_wait(struct mig_stream *s, short events)
 {
-	struct pollfd p = { .fd = s->fd, .events = events };
+	struct pollfd p[2] = {
+		{ .fd = s->fd, .events = events },
+		{ .fd = s->intr_fd, .events = POLLIN },	/* poll skips a negative fd */
+	};
 	int r;
 
 	do {
-		r = poll(&p, 1, mig_stream_wait_ms(s));
+		r = poll(p, 2, mig_stream_wait_ms(s));
 	} while (r < 0 && errno == EINTR);
+	if (r > 0 && p[1].revents)
+		return -EINTR;
 	if (r == 0)
 		return -ETIMEDOUT;
 	return r < 0 ? -errno : 0;
+}
+
+/* Record a failed wait: an interruption, or the peer's silence. */
+static void mig_stream_wait_fail(struct mig_stream *s, int err, const char *silence)
+{
+	if (err == -EINTR)
+		mig_stream_fail(s, err, "interrupted");
+	else
+		mig_stream_fail(s, err, "%s: %s", silence, strerror(-err));
+}
+
+/*
+ * A stream that always finds its socket ready never waits, so look at the
+ * interrupt fd between waits too: once per MIG_STREAM_INTR_BYTES moved.
+ */
+static void mig_stream_check_intr(struct mig_stream *s, size_t moved)
+{
+	struct pollfd p = { .fd = s->intr_fd, .events = POLLIN };
+
+	if (s->intr_fd < 0)
+		return;
+	s->intr_count += moved;
+	if (s->intr_count < MIG_STREAM_INTR_BYTES)
+		return;
+	s->intr_count = 0;
+	if (poll(&p, 1, 0) > 0)
+		mig_stream_fail(s, -EINTR, "interrupted");
 }
 
 static void mig_stream_send_all(struct mig_stream *s, const uint8_t *p, size_t len)
@@ -100,7 +139,7 @@ static void mig_stream_send_all(struct mig_stream *s, const uint8_t *p, size_t l
 			if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
 				int err = mig_stream_wait(s, POLLOUT);
 				if (err)
-					mig_stream_fail(s, err, "peer stopped reading: %s", strerror(-err));
+					mig_stream_wait_fail(s, err, "peer stopped reading");
 				continue;
 			}
 			if (n < 0 && errno == EINTR)
@@ -113,6 +152,7 @@ static void mig_stream_send_all(struct mig_stream *s, const uint8_t *p, size_t l
 			len -= (size_t)n;
 			chunk -= (size_t)n;
 			s->bytes_sent += (uint64_t)n;
+			mig_stream_check_intr(s, (size_t)n);
 		}
 	}
 }
@@ -179,14 +219,16 @@ static size_t mig_stream_recv_some(struct mig_stream *s, uint8_t *p, size_t len)
 {
 	while (!s->err) {
 		ssize_t n = recv(s->fd, p, len, MSG_DONTWAIT);
-		if (n > 0)
+		if (n > 0) {
+			mig_stream_check_intr(s, (size_t)n);
 			return (size_t)n;
+		}
 		if (n == 0) {
 			mig_stream_fail(s, -EPIPE, "the peer closed the connection");
 		} else if (errno == EAGAIN || errno == EWOULDBLOCK) {
 			int err = mig_stream_wait(s, POLLIN);
 			if (err)
-				mig_stream_fail(s, err, "nothing from the peer: %s", strerror(-err));
+				mig_stream_wait_fail(s, err, "nothing from the peer");
 		} else if (errno != EINTR) {
 			mig_stream_fail(s, -errno, "receive failed: %s", strerror(errno));
 		}

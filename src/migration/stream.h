@@ -29,9 +29,17 @@ struct mig_stream {
 	struct ratelimit *rl;	/* sending side only; NULL = unlimited */
 	int timeout_ms;		/* read/write inactivity limit; -1 = none */
 	uint64_t deadline_ns;	/* CLOCK_MONOTONIC time no wait may pass; 0 = none */
+	/*
+	 * Optional (-1 = none): while this fd is readable, waiting to send or
+	 * receive fails at once with -EINTR, so whoever owns the stream can
+	 * abandon it promptly (ferry run: its signalfd).  Never read here.
+	 * A busy stream that never has to wait checks it every 1 MiB moved.
+	 */
+	int intr_fd;
+	size_t intr_count;	/* bytes moved since intr_fd was last checked */
 };
 
-/* Wrap fd (the stream owns it from now on).  Returns 0 or -ENOMEM. */
+/* Wrap fd (the stream owns it from now on; no intr_fd).  Returns 0 or -ENOMEM. */
 int mig_stream_init(struct mig_stream *s, int fd, size_t bufsize)
 	__attribute__((warn_unused_result));
 /* Close the fd and free the buffer. */

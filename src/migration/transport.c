@@ -14,6 +14,8 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "util/unixsock.h"
+
 /* Big socket buffers keep a fast link busy while the sender hashes pages. */
 #define MIG_SOCKET_BUFFER (4 << 20)
 
@@ -177,8 +179,15 @@ static int mig_unix_connect(const char *addr, int timeout_ms)
 static int mig_unix_listen(const char *addr)
 {
 	struct sockaddr_un sa;
-	int err, fd = mig_unix_socket(addr, &sa);
+	int err, fd;
 
+	/* A socket file left by a destination that was killed would block bind. */
+	err = mig_unix_addr(addr, &sa);
+	if (!err)
+		err = unixsock_claim(addr);
+	if (err)
+		return err;
+	fd = mig_unix_socket(addr, &sa);
 	if (fd < 0)
 		return fd;
 	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 1) < 0) {
@@ -236,11 +245,16 @@ void mig_transport_unlisten(const char *uri)
 		t->unlisten(addr);
 }
 
-int mig_transport_accept(int listen_fd, int timeout_ms)
+int mig_transport_accept(int listen_fd, int timeout_ms, int intr_fd)
 {
-	struct pollfd p = { .fd = listen_fd, .events = POLLIN };
-	int r = poll(&p, 1, timeout_ms);
+	struct pollfd p[2] = {
+		{ .fd = listen_fd, .events = POLLIN },
+		{ .fd = intr_fd, .events = POLLIN },	/* poll skips a negative fd */
+	};
+	int r = poll(p, 2, timeout_ms);
 
+	if (r > 0 && p[1].revents)
+		return -EINTR;
 	if (r == 0)
 		return -ETIMEDOUT;
 	if (r < 0)

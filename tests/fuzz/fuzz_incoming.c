@@ -124,7 +124,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct mig_incoming_opts opts = {
 		.uri = fz_uri, .serial = "file:/dev/null",
 		.max_memory = FZ_MAX_MEMORY, .max_vcpus = FZ_MAX_VCPUS,
-		.accept_timeout_ms = 3000, .io_timeout_ms = 2000,
+		.accept_timeout_ms = 3000, .io_timeout_ms = 2000, .intr_fd = -1,
 	};
 	struct mig_incoming *inc;
 	struct machine *m;

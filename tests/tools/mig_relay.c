@@ -2,9 +2,14 @@
  * mig-relay: a man in the middle for migration tests.  Listens on a unix
  * socket, connects each client to the real destination, and forwards both
  * ways — optionally cutting the source's stream after N bytes or flipping
- * one byte of it, to prove what the two ends do with a broken stream.
+ * one byte of it, or stalling it after N bytes (the connection stays open,
+ * nothing more is forwarded to the destination, as on a hung network), to
+ * prove what the two ends do with a broken stream.
  *
- *   mig-relay LISTEN_PATH DEST_URI [--cut-after N] [--flip-at N] [--record FILE]
+ *   mig-relay LISTEN_PATH DEST_URI [--cut-after N] [--stall-after N] [--flip-at N]
+ *             [--record FILE]
+ *
+ * With --stall-after it prints "stalled" on stderr once it stops forwarding.
  *
  * DEST_URI is unix:PATH or tcp:HOST:PORT.  One connection, then it exits,
  * printing "relayed <bytes to dest> <bytes to source>".
@@ -13,6 +18,7 @@
 #include <fcntl.h>
 #include <netdb.h>
 #include <poll.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -67,17 +73,19 @@ static int relay_connect(const char *uri)
 
 int main(int argc, char **argv)
 {
-	long long cut = -1, flip = -1, up = 0, down = 0;
+	long long cut = -1, stall = -1, flip = -1, up = 0, down = 0;
 	FILE *rec = NULL;
 	char buf[65536];
 
 	if (argc < 3) {
-		fprintf(stderr, "usage: mig-relay LISTEN_PATH DEST_URI [--cut-after N] [--flip-at N] [--record FILE]\n");
+		fprintf(stderr, "usage: mig-relay LISTEN_PATH DEST_URI [--cut-after N] [--stall-after N] [--flip-at N] [--record FILE]\n");
 		return 2;
 	}
 	for (int i = 3; i + 1 < argc; i += 2) {
 		if (!strcmp(argv[i], "--cut-after"))
 			cut = atoll(argv[i + 1]);
+		else if (!strcmp(argv[i], "--stall-after"))
+			stall = atoll(argv[i + 1]);
 		else if (!strcmp(argv[i], "--flip-at"))
 			flip = atoll(argv[i + 1]);
 		else if (!strcmp(argv[i], "--record"))
@@ -90,7 +98,10 @@ int main(int argc, char **argv)
 	int dst = relay_connect(argv[2]);
 
 	for (;;) {
-		struct pollfd p[2] = { { .fd = src, .events = POLLIN }, { .fd = dst, .events = POLLIN } };
+		/* Stalled: leave the source's bytes unread (it blocks, as on a hung link). */
+		bool stalled = stall >= 0 && up >= stall;
+		struct pollfd p[2] = { { .fd = stalled ? -1 : src, .events = POLLIN },
+				       { .fd = dst, .events = POLLIN } };
 		if (poll(p, 2, 60000) <= 0)
 			break;
 		if (p[0].revents) {
@@ -99,6 +110,8 @@ int main(int argc, char **argv)
 				break;
 			if (cut >= 0 && up + n > cut)
 				n = (ssize_t)(cut - up);
+			if (stall >= 0 && up + n > stall)
+				n = (ssize_t)(stall - up);	/* the rest of buf is dropped */
 			if (flip >= up && flip < up + n)
 				buf[flip - up] ^= 0x20;
 			if (rec)
@@ -108,6 +121,8 @@ int main(int argc, char **argv)
 			up += n;
 			if (cut >= 0 && up >= cut)
 				break;
+			if (stall >= 0 && up >= stall)
+				fprintf(stderr, "stalled after %lld bytes\n", up);
 		}
 		if (p[1].revents) {
 			ssize_t n = read(dst, buf, sizeof(buf));
