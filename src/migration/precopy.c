@@ -479,9 +479,9 @@ static int precopy_switchover(struct migration *mig)
 	mig->pass_start_ns = t0;
 	mig->pass_start_bytes = mig->s.bytes_out;
 	ratelimit_set_rate(&mig->rl, 0);	/* stop-and-copy runs unlimited */
-	err = vm_pause(&mig->m->vm);
+	err = vm_pause(&mig->m->vm, VM_PAUSE_TIMEOUT_NS);
 	if (err)
-		return precopy_fail(mig, err, "the VM stopped during migration");
+		return precopy_fail(mig, err, "cannot pause for the switchover: %s", vm_pause_strerror(err));
 	precopy_phase(mig, MIG_PHASE_PAUSE, &t);
 	dirty = ram_sync(mig);
 	if (dirty < 0)
