@@ -221,10 +221,12 @@ struct run_ctx {
 	int sfd;			/* signalfd of the shutdown signals */
 };
 
+/* Post-copy starts the guest with pages still missing: say so before the API opens. */
 static int run_start_cb(void *opaque)
 {
 	struct run_ctx *c = opaque;
 
+	migration_set_incoming_postcopy(c->mig, true);
 	return run_start(c->m, c->mig, c->cs, c->o);
 }
 
@@ -305,6 +307,7 @@ static int run_incoming(struct run_ctx *ctx, struct mig_incoming *inc)
 		io.premade = &pre;
 	}
 	err = mig_incoming_receive(inc, &io, ctx->m);
+	migration_set_incoming_postcopy(ctx->mig, false);	/* every page is in, or lost */
 	if (pre.fd >= 0)
 		guest_memory_destroy(&pre);	/* not taken over: the migration failed early */
 	if (!err)

@@ -128,6 +128,9 @@ int cmd_migrate(struct control_ctx *ctx, json_object *args, json_object **ret)
 	err = migration_start(ctx->mig, &p, mig_event, ctx->server);
 	if (err == -EBUSY)
 		return control_fail(ret, err, "a migration is already running");
+	if (err == -EINPROGRESS)
+		return control_fail(ret, err, "this VM is still arriving by post-copy (pages are "
+				    "missing here); migrate it once that migration has completed");
 	if (err)
 		return control_fail(ret, err, "cannot start the migration: %s", strerror(-err));
 	return 0;

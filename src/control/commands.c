@@ -55,9 +55,21 @@ static int cmd_status(struct control_ctx *ctx, json_object *args, json_object **
 	return 0;
 }
 
+/*
+ * Runs on the control thread, so the wait is bounded: a vCPU blocked in
+ * the kernel (at a post-copy destination, on a page still in flight)
+ * cannot park, and the API must not wedge behind it.
+ */
 static int cmd_pause(struct control_ctx *ctx, json_object *args, json_object **ret)
 {
-	if (vm_pause(&ctx->machine->vm))
+	int err = vm_pause(&ctx->machine->vm, VM_PAUSE_TIMEOUT_NS);
+
+	if (err == -ETIMEDOUT)
+		return control_fail(ret, err, "the vCPUs did not stop within %llu s%s; the VM "
+				    "runs on", VM_PAUSE_TIMEOUT_NS / 1000000000ULL,
+				    ctx->mig && migration_incoming_postcopy(ctx->mig)
+				    ? " (post-copy pages still arriving?)" : "");
+	if (err)
 		return control_fail(ret, -ESRCH, "the VM has shut down");
 	return 0;
 }

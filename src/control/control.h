@@ -14,26 +14,40 @@
 #define CONTROL_MAX_CLIENTS 8
 #define CONTROL_MAX_LINE    (64 * 1024)
 
+/* Output a client has not read yet; past this it is disconnected. */
+#define CONTROL_MAX_QUEUE   (256 * 1024)
+
 struct control_client {
 	int fd;
+	/* The request being read: the control thread's own. */
 	size_t len;
 	char buf[CONTROL_MAX_LINE];
+	/* Whole reply and event lines not yet sent; guarded by the server's lock. */
+	char *out;
+	size_t out_len, out_cap;
+	bool dead;		/* its queue overflowed or its socket failed: drop it */
 };
 
 struct control_server {
 	/*
-	 * The control thread owns clients[] and is the only one to change it;
-	 * `lock` is taken for those changes and around every write, so events
-	 * from other threads (control_server_broadcast) never cut into a reply.
+	 * `lock` guards clients[] (the control thread alone adds and removes
+	 * them), every client's output queue and `stopping`.  Replies (control
+	 * thread) and events (control_server_broadcast, e.g. from the migration
+	 * thread) are queued whole under it, so an event never cuts into a
+	 * reply; only the control thread sends, never blocking, so a client
+	 * that stops reading costs nobody but itself.
 	 */
 	pthread_mutex_t lock;
+	bool stopping;
+	struct control_client *clients[CONTROL_MAX_CLIENTS];
+
+	/* Set at open; read-only while the thread runs. */
 	int listen_fd;
-	int wake_fd[2];
+	int wake_fd[2];		/* wakes the thread: output queued, or stop */
 	char *path;
 	pthread_t thread;
-	bool thread_started;
+	bool thread_started;	/* the thread that opened and closes the server */
 	struct control_ctx ctx;
-	struct control_client *clients[CONTROL_MAX_CLIENTS];
 };
 
 /*
@@ -44,11 +58,14 @@ int control_server_open(struct control_server *cs, const char *path, struct mach
 			struct migration *mig, bool test_hooks) __attribute__((warn_unused_result));
 /* Start serving in a thread.  Returns 0 or -errno. */
 int control_server_start(struct control_server *cs) __attribute__((warn_unused_result));
-/* Send an event line to every connected client.  Any thread. */
+/*
+ * Queue an event line for every connected client; the control thread (or
+ * control_server_close) sends it.  Never blocks.  Any thread.
+ */
 void control_server_broadcast(struct control_server *cs, json_object *event);
-/* Stop serving commands; clients stay connected for broadcasts. */
+/* Stop serving commands; clients stay connected, events queue for close to send. */
 void control_server_stop(struct control_server *cs);
-/* Stop the thread, close clients and remove the socket file. */
+/* Stop the thread, send what is queued (1 s at most), close clients, remove the socket file. */
 void control_server_close(struct control_server *cs);
 
 #endif

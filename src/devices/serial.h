@@ -32,7 +32,11 @@ extern const struct vmstate_desc serial_vmsd;
 typedef void serial_irq_fn(void *opaque, int level);
 
 struct serial {
-	pthread_mutex_t lock;	/* guards regs; taken by vCPU and input threads */
+	/*
+	 * Guards regs and irq_level; taken by vCPU threads and the chardev
+	 * thread (input).  Held across chardev_write, which never blocks.
+	 */
+	pthread_mutex_t lock;
 	struct serial_regs regs;
 	struct chardev *chr;	/* output/input; may be NULL (output dropped) */
 	serial_irq_fn *set_irq;

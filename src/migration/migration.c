@@ -53,6 +53,8 @@ int migration_start(struct migration *mig, const struct mig_params *p, mig_event
 
 	if (migration_running(mig))
 		return -EBUSY;
+	if (migration_incoming_postcopy(mig))
+		return -EINPROGRESS;
 	/* A finished job leaves its thread to be joined and its stats to replace. */
 	migration_join(mig);
 	mig->p = *p;
@@ -77,6 +79,21 @@ int migration_start(struct migration *mig, const struct mig_params *p, mig_event
 	}
 	mig->thread_started = true;
 	return 0;
+}
+
+void migration_set_incoming_postcopy(struct migration *mig, bool on)
+{
+	pthread_mutex_lock(&mig->lock);
+	mig->incoming_postcopy = on;
+	pthread_mutex_unlock(&mig->lock);
+}
+
+bool migration_incoming_postcopy(struct migration *mig)
+{
+	pthread_mutex_lock(&mig->lock);
+	bool on = mig->incoming_postcopy;
+	pthread_mutex_unlock(&mig->lock);
+	return on;
 }
 
 int migration_cancel(struct migration *mig)

@@ -54,8 +54,19 @@ struct migration {
 	pthread_t thread;
 	bool thread_started;		/* control thread only */
 
-	pthread_mutex_t lock;		/* guards stats, cancel and the limits below */
+	/*
+	 * `lock` guards stats, cancel, the limits below and incoming_postcopy.
+	 * Takers: the control thread (commands), the migration thread, and
+	 * the main thread (incoming_postcopy).
+	 */
+	pthread_mutex_t lock;
 	struct mig_stats stats;
+	/*
+	 * This VM is still arriving by post-copy: its guest runs here but
+	 * pages are missing, so it cannot be migrated on.  Set and cleared by
+	 * the thread receiving the incoming migration (cli/run.c).
+	 */
+	bool incoming_postcopy;
 	bool cancel;
 	bool postcopy_requested;	/* migrate-start-postcopy */
 	bool resume_requested;		/* migrate --resume, to resume_uri */
@@ -106,10 +117,14 @@ void migration_destroy(struct migration *mig);
 
 /*
  * Start migrating in a thread of its own.  Returns 0, -EBUSY if one is
- * running, -EINVAL for bad parameters (message in *why).
+ * running, -EINPROGRESS while this VM is still arriving by post-copy,
+ * -EINVAL for bad parameters (message in *why).
  */
 int migration_start(struct migration *mig, const struct mig_params *p, mig_event_fn *fn,
 		    void *opaque) __attribute__((warn_unused_result));
+/* Say whether this VM is still being received by post-copy (any thread). */
+void migration_set_incoming_postcopy(struct migration *mig, bool on);
+bool migration_incoming_postcopy(struct migration *mig);
 /* Ask a running migration to stop; the source keeps running.  0 or -ESRCH. */
 int migration_cancel(struct migration *mig);
 /*

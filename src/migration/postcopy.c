@@ -110,9 +110,9 @@ static int postcopy_switch(struct migration *mig)
 	 */
 	ratelimit_set_rate(&mig->rl, mig->p.postcopy_bandwidth);
 	mig->s.rl = NULL;
-	err = vm_pause(&mig->m->vm);
+	err = vm_pause(&mig->m->vm, VM_PAUSE_TIMEOUT_NS);
 	if (err)
-		return precopy_fail(mig, err, "the VM stopped during migration");
+		return precopy_fail(mig, err, "cannot pause for the switchover: %s", vm_pause_strerror(err));
 	precopy_phase(mig, MIG_PHASE_PAUSE, &t);
 	/*
 	 * What the guest wrote last goes first.  Only an order: if the peek

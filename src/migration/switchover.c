@@ -50,9 +50,10 @@ static int switchover_stop_and_copy(struct migration *mig, uint64_t *t)
 	int64_t dirty;
 	int err;
 
-	err = vm_pause(&mig->m->vm);
+	err = vm_pause(&mig->m->vm, VM_PAUSE_TIMEOUT_NS);
 	if (err)
-		return precopy_fail(mig, err, "the VM stopped during migration");
+		return precopy_fail(mig, err, "cannot pause for the switchover: %s",
+				    vm_pause_strerror(err));
 	precopy_phase(mig, MIG_PHASE_PAUSE, t);
 	dirty = ram_sync(mig);
 	if (dirty < 0)

@@ -139,7 +139,12 @@ int vm_create(struct vm *vm, const struct vm_config *cfg)
 	for (unsigned i = 0; i < VM_MAX_VCPUS; i++)
 		vm->vcpus[i].fd = -1;
 	pthread_mutex_init(&vm->lock, NULL);
-	pthread_cond_init(&vm->cond, NULL);
+	/* vm_pause() waits on `cond` against a CLOCK_MONOTONIC deadline. */
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&vm->cond, &ca);
+	pthread_condattr_destroy(&ca);
 	iobus_init(&vm->pio, "port I/O");
 	iobus_init(&vm->mmio, "MMIO");
 	vm->state = VM_STATE_CREATED;
@@ -241,23 +246,56 @@ int vm_start(struct vm *vm)
 	return vm_start_threads(vm);
 }
 
-int vm_pause(struct vm *vm)
+/* Absolute CLOCK_MONOTONIC time timeout_ns from now, for vm->cond. */
+static struct timespec vm_deadline(uint64_t timeout_ns)
 {
+	uint64_t t = vm_now_ns() + timeout_ns;
+
+	return (struct timespec){ (time_t)(t / 1000000000ULL), (long)(t % 1000000000ULL) };
+}
+
+int vm_pause(struct vm *vm, uint64_t timeout_ns)
+{
+	struct timespec until = vm_deadline(timeout_ns);
+	int err = 0;
+
 	pthread_mutex_lock(&vm->lock);
 	if (vm->state == VM_STATE_STOPPED) {
 		pthread_mutex_unlock(&vm->lock);
 		return -ESRCH;
 	}
+	/* A request already standing (another pauser, vm_pause_nowait) is not ours to undo. */
+	bool ours = !vm->pause_requested;
 	vm->pause_requested = true;
 	for (unsigned i = 0; i < vm->nr_vcpus; i++)
 		vcpu_kick(&vm->vcpus[i]);
-	while (vm->parked < vm->nr_vcpus && vm->state != VM_STATE_STOPPED)
-		pthread_cond_wait(&vm->cond, &vm->lock);
-	int err = vm->state == VM_STATE_STOPPED ? -ESRCH : 0;
-	if (!err)
+	while (vm->parked < vm->nr_vcpus && vm->state != VM_STATE_STOPPED && !err)
+		err = -pthread_cond_timedwait(&vm->cond, &vm->lock, &until);
+	if (vm->state == VM_STATE_STOPPED) {
+		err = -ESRCH;
+	} else if (vm->parked == vm->nr_vcpus) {
+		err = 0;	/* all parked, even if the wait timed out just then */
 		vm->state = VM_STATE_PAUSED;
+	} else {
+		/*
+		 * A vCPU stuck in the kernel (e.g. on a post-copy page that has
+		 * not arrived) would hold the caller forever.  Give up: the VM
+		 * runs on, and the vCPUs that parked go back to work.
+		 */
+		err = -ETIMEDOUT;
+		if (ours) {
+			vm->pause_requested = false;
+			pthread_cond_broadcast(&vm->cond);
+		}
+	}
 	pthread_mutex_unlock(&vm->lock);
 	return err;
+}
+
+const char *vm_pause_strerror(int err)
+{
+	return err == -ETIMEDOUT ? "the vCPUs did not stop in time; the guest runs on"
+				 : "the VM has stopped";
 }
 
 void vm_pause_nowait(struct vm *vm)

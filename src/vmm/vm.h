@@ -72,8 +72,10 @@ struct vm {
 
 	/*
 	 * Run control.  `lock` guards every field below; vCPU threads park on
-	 * `cond` while pause is requested, and the pauser waits on it for all
-	 * of them to arrive.
+	 * `cond` while pause is requested, and the pauser waits on it (with a
+	 * CLOCK_MONOTONIC deadline) for all of them to arrive.  Pausers: the
+	 * control thread (pause), the migration thread (switchover), the
+	 * incoming side (post-copy reconnect, vm_pause_nowait).
 	 */
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
@@ -104,11 +106,19 @@ void vm_destroy(struct vm *vm);
 /* Start one thread per vCPU.  Returns 0 or -errno. */
 int vm_start(struct vm *vm) __attribute__((warn_unused_result));
 
+/* How long a pause waits for every vCPU to park before it gives up. */
+#define VM_PAUSE_TIMEOUT_NS (2ULL * 1000000000ULL)
+
 /*
- * Pause every vCPU and wait until all are out of KVM_RUN.  Returns 0, or
- * -ESRCH if the VM has stopped.  Pausing a paused VM is a no-op.
+ * Pause every vCPU and wait, at most timeout_ns, until all are out of
+ * KVM_RUN.  Returns 0; -ESRCH if the VM has stopped; -ETIMEDOUT if some
+ * vCPU did not park in time (one blocked in the kernel, e.g. on a post-copy
+ * page): then the VM is left running and the vCPUs that parked resume.
+ * Pausing a paused VM is a no-op.  Any thread but a vCPU's.
  */
-int vm_pause(struct vm *vm) __attribute__((warn_unused_result));
+int vm_pause(struct vm *vm, uint64_t timeout_ns) __attribute__((warn_unused_result));
+/* What a vm_pause() error means, for messages. */
+const char *vm_pause_strerror(int err);
 /*
  * Ask every vCPU to park without waiting for it (one blocked on a missing
  * page parks once the page arrives).  vm_resume() undoes it.

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -117,6 +118,87 @@ static void test_client_library(void **state)
 			 -ENOENT);
 }
 
+static int connect_raw(void)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+
+	strcpy(sa.sun_path, sock_path);
+	assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	return fd;
+}
+
+/* Read one line within timeout_ms into buf; returns its length or -1. */
+static ssize_t read_line(int fd, char *buf, size_t cap, int timeout_ms)
+{
+	size_t got = 0;
+
+	while (got < cap - 1) {
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+		if (poll(&p, 1, timeout_ms) <= 0)
+			return -1;
+		ssize_t n = recv(fd, buf + got, 1, 0);
+		if (n <= 0)
+			return -1;
+		if (buf[got++] == '\n')
+			break;
+	}
+	buf[got] = '\0';
+	return (ssize_t)got;
+}
+
+/*
+ * A client that sends requests and never reads the replies fills its
+ * socket.  That must cost only that client: the control thread still
+ * serves others, a broadcast from another thread (the migration's end
+ * event) returns at once and reaches the others, and the stalled client is
+ * disconnected.  alarm() makes a blocked server a failure, not a hang.
+ */
+static void test_stalled_client(void **state)
+{
+	static const char req[] = "{\"execute\": \"nope\"}\n";
+	char line[512];
+	int stalled = connect_raw(), good;
+	size_t sent = 0;
+
+	alarm(20);
+	for (int idle = 0; idle < 100 && sent < (8u << 20);) {
+		ssize_t n = send(stalled, req, sizeof(req) - 1, MSG_DONTWAIT | MSG_NOSIGNAL);
+		if (n > 0) {
+			sent += (size_t)n;
+			idle = 0;
+		} else if (n < 0 && errno == EAGAIN) {
+			usleep(10000);
+			idle++;
+		} else {
+			break;		/* the server hung up on it */
+		}
+	}
+	good = connect_raw();
+	assert_int_equal(send(good, req, sizeof(req) - 1, MSG_NOSIGNAL), (ssize_t)sizeof(req) - 1);
+	assert_true(read_line(good, line, sizeof(line), 5000) > 0);
+	assert_non_null(strstr(line, "CommandNotFound"));
+
+	json_object *ev = json_object_new_object();
+	json_object_object_add(ev, "event", json_object_new_string("TEST"));
+	control_server_broadcast(&cs, ev);
+	json_object_put(ev);
+	assert_true(read_line(good, line, sizeof(line), 5000) > 0);
+	assert_non_null(strstr(line, "\"TEST\""));
+
+	/* The stalled client was cut off: after what was queued comes EOF. */
+	for (;;) {
+		struct pollfd p = { .fd = stalled, .events = POLLIN };
+		assert_int_equal(poll(&p, 1, 5000), 1);
+		ssize_t n = recv(stalled, line, sizeof(line), 0);
+		if (n <= 0)
+			break;
+	}
+	alarm(0);
+	close(stalled);
+	close(good);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -124,6 +206,7 @@ int main(void)
 		cmocka_unit_test(test_id_is_echoed),
 		cmocka_unit_test(test_line_too_long),
 		cmocka_unit_test(test_client_library),
+		cmocka_unit_test(test_stalled_client),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
