@@ -317,19 +317,6 @@ int mig_in_digest(struct mig_incoming *inc, const uint8_t *p, uint32_t len)
 	return 0;
 }
 
-/* What may come next, for messages (after STATE: DIGEST with verify, else END). */
-static const char *mig_in_expect(enum mig_in_phase ph, bool verify)
-{
-	static const char *const expect[] = {
-		[MIG_IN_CONFIG] = "CONFIG", [MIG_IN_PASS] = "PASS", [MIG_IN_RAM] = "RAM or PASS",
-		[MIG_IN_FINAL] = "RAM or STATE", [MIG_IN_STATE] = "END", [MIG_IN_DIGEST] = "END",
-		[MIG_IN_DISCARD] = "DISCARD or STATE", [MIG_IN_PC_STATE] = "POSTCOPY_RUN",
-		[MIG_IN_PC_RUN] = "RAM or POSTCOPY_DONE", [MIG_IN_PC_DIGEST] = "POSTCOPY_DONE",
-	};
-
-	return ph == MIG_IN_STATE && verify ? "DIGEST" : expect[ph];
-}
-
 /* The source asks whether we have caught up: answer once all before it is in. */
 static int mig_in_sync(struct mig_incoming *inc, const uint8_t *p, uint32_t len)
 {
@@ -343,96 +330,57 @@ static int mig_in_sync(struct mig_incoming *inc, const uint8_t *p, uint32_t len)
 	return 0;
 }
 
-/* Handle one section; *done once END passed every check. */
-static int mig_in_section(struct mig_incoming *inc, const struct mig_incoming_opts *opts,
-			  struct machine *m, enum mig_in_phase *ph, struct machine_state *st,
-			  uint8_t type, uint32_t len, bool *done)
+/* Handlers of the rule table (incoming_rules.c) for pre-copy sections. */
+int mig_in_h_config(struct mig_in_ctx *c, const uint8_t *p, uint32_t len)
 {
-	const uint8_t *p = inc->buf;
-	bool verify = inc->cfg.flags & MIG_FLAG_VERIFY, final = false;
-	struct vmstate_error verr;
-	int err = mig_in_pc_section(inc, opts, m, ph, st, type, len, done);
-
-	if (err == -EAGAIN)
-		return mig_in_fail(inc, -EPROTO, "section type %u out of order (expected %s)", type,
-				   mig_in_expect(*ph, verify));
-	if (err != 1)
-		return err;
-	switch (type) {
-	case MIG_SEC_CONFIG:
-		if (*ph != MIG_IN_CONFIG)
-			break;
-		*ph = MIG_IN_PASS;
-		return mig_in_config(inc, opts, m, p, len);
-	case MIG_SEC_PASS:
-		if (*ph != MIG_IN_PASS && *ph != MIG_IN_RAM)
-			break;
-		err = mig_in_pass(inc, p, len, &final);
-		*ph = final ? MIG_IN_FINAL : MIG_IN_RAM;
-		return err;
-	case MIG_SEC_RAM:
-	case MIG_SEC_RAM_RUN:
-		break;	/* streamed by mig_in_next() */
-	case MIG_SEC_GO:
-	case MIG_SEC_ABORT:
-		break;	/* only after END (incoming_commit.c) */
-	case MIG_SEC_SYNC:
-		if (*ph != MIG_IN_RAM)
-			break;
-		return mig_in_sync(inc, p, len);
-	case MIG_SEC_STATE:
-		if (*ph != MIG_IN_FINAL)
-			break;
-		*ph = MIG_IN_STATE;
-		if (machine_state_decode(p, len, inc->cfg.vcpus, st, &verr))
-			return mig_in_fail(inc, -EPROTO, "bad device state: %s", verr.msg);
-		return 0;
-	case MIG_SEC_DIGEST:
-		if (*ph != MIG_IN_STATE || !verify)
-			break;
-		*ph = MIG_IN_DIGEST;
-		return mig_in_digest(inc, p, len);
-	case MIG_SEC_END:
-		if (!(*ph == MIG_IN_DIGEST || (*ph == MIG_IN_STATE && !verify)))
-			break;
-		if (len)
-			return mig_in_fail(inc, -EPROTO, "END section carries %u bytes (must be empty)",
-					   len);
-		*done = true;
-		return 0;
-	default:
-		return mig_in_fail(inc, -EPROTO, "unknown section type %u (expected %s)", type,
-				   mig_in_expect(*ph, verify));
-	}
-	return mig_in_fail(inc, -EPROTO, "section type %u out of order (expected %s)", type,
-			   mig_in_expect(*ph, verify));
+	return mig_in_config(c->inc, c->opts, c->m, p, len);
 }
 
-/* Read and handle the next section: RAM streamed, the rest whole. */
-static int mig_in_next(struct mig_incoming *inc, const struct mig_incoming_opts *opts,
-		       struct machine *m, enum mig_in_phase *ph, struct machine_state *st,
-		       bool *done)
+int mig_in_h_pass(struct mig_in_ctx *c, const uint8_t *p, uint32_t len)
 {
-	struct mig_section_reader r;
-	int err = mig_section_reader_begin(&r, &inc->s);
+	bool final = false;
+	int err = mig_in_pass(c->inc, p, len, &final);
 
-	if (err)
-		return mig_in_fail(inc, err, "%s", inc->s.why);
-	bool ram = (r.type == MIG_SEC_RAM || r.type == MIG_SEC_RAM_RUN) &&
-		   (*ph == MIG_IN_RAM || *ph == MIG_IN_FINAL);
-	if (ram)
-		err = r.type == MIG_SEC_RAM ? mig_in_ram(inc, m, &r) : mig_in_ram_run(inc, m, &r);
-	else
-		err = mig_section_reader_get(&r, inc->buf, r.len);
-	if (!err)
-		err = mig_section_reader_end(&r);
-	else
-		mig_section_reader_abort(&r);
-	if (err)
-		return inc->why[0] ? err : mig_in_fail(inc, err, "%s", inc->s.why);
-	if (ram)
-		return 0;
-	return mig_in_section(inc, opts, m, ph, st, r.type, r.len, done);
+	c->ph = final ? MIG_IN_FINAL : MIG_IN_RAM;
+	return err;
+}
+
+int mig_in_h_ram(struct mig_in_ctx *c, struct mig_section_reader *r)
+{
+	return mig_in_ram(c->inc, c->m, r);
+}
+
+int mig_in_h_ram_run(struct mig_in_ctx *c, struct mig_section_reader *r)
+{
+	return mig_in_ram_run(c->inc, c->m, r);
+}
+
+int mig_in_h_sync(struct mig_in_ctx *c, const uint8_t *p, uint32_t len)
+{
+	return mig_in_sync(c->inc, p, len);
+}
+
+/* STATE, pre-copy or post-copy: decoded and checked now, loaded later. */
+int mig_in_h_state(struct mig_in_ctx *c, const uint8_t *p, uint32_t len)
+{
+	struct vmstate_error verr;
+
+	if (machine_state_decode(p, len, c->inc->cfg.vcpus, c->st, &verr))
+		return mig_in_fail(c->inc, -EPROTO, "bad device state: %s", verr.msg);
+	return 0;
+}
+
+int mig_in_h_digest(struct mig_in_ctx *c, const uint8_t *p, uint32_t len)
+{
+	return mig_in_digest(c->inc, p, len);
+}
+
+int mig_in_h_end(struct mig_in_ctx *c, const uint8_t *p, uint32_t len)
+{
+	if (len)
+		return mig_in_fail(c->inc, -EPROTO, "END section carries %u bytes (must be empty)", len);
+	c->done = true;
+	return 0;
 }
 
 static int mig_in_connect(struct mig_incoming *inc, const struct mig_incoming_opts *opts)
@@ -466,9 +414,8 @@ static int mig_in_connect(struct mig_incoming *inc, const struct mig_incoming_op
 int mig_incoming_receive(struct mig_incoming *inc, const struct mig_incoming_opts *opts,
 			 struct machine *m)
 {
-	enum mig_in_phase ph = MIG_IN_CONFIG;
 	struct machine_state st = { 0 };
-	bool done = false;
+	struct mig_in_ctx c = { .inc = inc, .opts = opts, .m = m, .st = &st, .ph = MIG_IN_CONFIG };
 	int err;
 
 	memset(inc, 0, sizeof(*inc));
@@ -481,14 +428,14 @@ int mig_incoming_receive(struct mig_incoming *inc, const struct mig_incoming_opt
 	if (!inc->buf)
 		return mig_in_fail(inc, -ENOMEM, "out of memory");
 	err = mig_in_header(inc);
-	while (!err && !done) {
-		err = mig_in_next(inc, opts, m, &ph, &st, &done);
+	while (!err && !c.done) {
+		err = mig_in_dispatch(&c, inc->buf, MIG_SECTION_MAX);
 		/* A broken connection in post-copy is worth waiting out; a stop request is not. */
 		if (err && inc->guest_started && err != -EPROTO && err != -EIO && err != -ERANGE &&
 		    err != -EINTR) {
 			int rerr = mig_in_pc_reconnect(inc, opts, m);
 			err = !rerr || rerr == -EINTR ? rerr : err;
-			ph = MIG_IN_PC_RUN;
+			c.ph = MIG_IN_PC_RUN;
 		}
 	}
 	uint64_t t_end = vm_now_ns();

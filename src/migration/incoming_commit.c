@@ -43,6 +43,21 @@ static void commit_doubt(struct mig_incoming *inc, struct mig_commit *c, const c
 	       "'ferry migrate-resolve CONTROL abandon' on the other", why);
 }
 
+/* Handlers of the rule table (incoming_rules.c) for the commit phase. */
+int mig_in_h_go(struct mig_in_ctx *c, const uint8_t *p, uint32_t len)
+{
+	if (len)
+		return mig_in_fail(c->inc, -EPROTO, "GO carries %u bytes (must be empty)", len);
+	c->go = true;
+	return 0;
+}
+
+int mig_in_h_abort(struct mig_in_ctx *c, const uint8_t *p, uint32_t len)
+{
+	return mig_in_fail(c->inc, -ECONNABORTED, "the source cancelled the switchover and runs "
+			   "the guest on");
+}
+
 /*
  * Read the section the source sent after END.  Returns 0 for GO, -errno
  * for a definite no (reason in inc->why), 1 when the connection failed in
@@ -50,23 +65,21 @@ static void commit_doubt(struct mig_incoming *inc, struct mig_commit *c, const c
  */
 static int commit_read(struct mig_incoming *inc)
 {
-	uint8_t buf[64], type;
-	uint32_t len;
-	int err = mig_section_read(&inc->s, buf, sizeof(buf), &type, &len);
+	struct mig_in_ctx c = { .inc = inc, .ph = MIG_IN_COMMIT };
+	uint8_t buf[64];
+	int err = mig_in_dispatch(&c, buf, sizeof(buf));
 
-	if (err == -EPIPE)
+	if (!err)
+		return c.go ? 0 : mig_in_fail(inc, -EPROTO, "no GO after END");
+	if (err == -EPIPE) {
+		inc->why[0] = '\0';
 		return mig_in_fail(inc, -ECONNABORTED, "the source closed the connection without GO: "
 				   "it runs the guest on");
-	if (err == -EPROTO)
-		return mig_in_fail(inc, err, "%s", inc->s.why);
-	if (err)
-		return 1;
-	if (type == MIG_SEC_GO && !len)
-		return 0;
-	if (type == MIG_SEC_ABORT && !len)
-		return mig_in_fail(inc, -ECONNABORTED, "the source cancelled the switchover and "
-				   "runs the guest on");
-	return mig_in_fail(inc, -EPROTO, "section type %u after END (expected GO or ABORT)", type);
+	}
+	if (err == -EPROTO || err == -ECONNABORTED)
+		return err;
+	inc->why[0] = '\0';
+	return 1;
 }
 
 int mig_incoming_commit(struct mig_incoming *inc, struct mig_commit *c, int intr_fd)

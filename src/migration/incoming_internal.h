@@ -6,6 +6,7 @@
 #define FERRY_MIGRATION_INCOMING_INTERNAL_H
 
 #include "migration/incoming.h"
+#include "migration/section.h"
 #include "vmm/machine_state.h"
 
 /* What the stream may carry next. */
@@ -20,7 +21,66 @@ enum mig_in_phase {
 	MIG_IN_PC_STATE,	/* post-copy: STATE seen, POSTCOPY_RUN next */
 	MIG_IN_PC_RUN,		/* post-copy: the guest runs; RAM, DIGEST, DONE */
 	MIG_IN_PC_DIGEST,	/* post-copy: DIGEST seen, DONE next */
+	MIG_IN_COMMIT,		/* pre-copy: END checked, LOADED sent; GO or ABORT */
+	MIG_IN_PHASES,
+	MIG_IN_SAME = MIG_IN_PHASES,	/* a rule's next phase: stay (or the handler decides) */
 };
+
+/* What a section handler works on: one per receive. */
+struct mig_in_ctx {
+	struct mig_incoming *inc;
+	const struct mig_incoming_opts *opts;	/* NULL in MIG_IN_COMMIT */
+	struct machine *m;
+	struct machine_state *st;
+	enum mig_in_phase ph;
+	bool done;			/* the stream's last section was handled */
+	bool go;			/* MIG_IN_COMMIT: GO came */
+};
+
+/*
+ * One rule of the incoming state machine (incoming_rules.c): a section of
+ * `type` is allowed in the phases of the `phases` mask when CONFIG's flags
+ * include `need` and none of `unless`; the phase becomes `next` (or stays:
+ * MIG_IN_SAME; a handler may set c->ph itself) and the handler runs, with
+ * the whole payload or, `streamed`, with the section reader so the data
+ * goes straight where it belongs.  Handlers return 0 or -errno (reason in
+ * inc->why).
+ */
+struct mig_in_rule {
+	uint8_t type;
+	uint32_t phases;
+	uint32_t need, unless;
+	enum mig_in_phase next;
+	int (*whole)(struct mig_in_ctx *c, const uint8_t *p, uint32_t len);
+	int (*streamed)(struct mig_in_ctx *c, struct mig_section_reader *r);
+};
+
+/*
+ * Read the next section and hand it to its rule, or fail with "unknown
+ * section type" / "out of order".  buf (cap bytes) takes whole payloads.
+ * Returns 0 or -errno with the reason in c->inc->why.
+ */
+int mig_in_dispatch(struct mig_in_ctx *c, uint8_t *buf, uint32_t cap)
+	__attribute__((warn_unused_result));
+
+/* incoming.c: pre-copy handlers. */
+int mig_in_h_config(struct mig_in_ctx *c, const uint8_t *p, uint32_t len);
+int mig_in_h_pass(struct mig_in_ctx *c, const uint8_t *p, uint32_t len);
+int mig_in_h_ram(struct mig_in_ctx *c, struct mig_section_reader *r);
+int mig_in_h_ram_run(struct mig_in_ctx *c, struct mig_section_reader *r);
+int mig_in_h_sync(struct mig_in_ctx *c, const uint8_t *p, uint32_t len);
+int mig_in_h_state(struct mig_in_ctx *c, const uint8_t *p, uint32_t len);
+int mig_in_h_digest(struct mig_in_ctx *c, const uint8_t *p, uint32_t len);
+int mig_in_h_end(struct mig_in_ctx *c, const uint8_t *p, uint32_t len);
+/* incoming_postcopy.c: post-copy handlers. */
+int mig_in_h_discard(struct mig_in_ctx *c, const uint8_t *p, uint32_t len);
+int mig_in_h_pc_run(struct mig_in_ctx *c, const uint8_t *p, uint32_t len);
+int mig_in_h_pc_ram(struct mig_in_ctx *c, const uint8_t *p, uint32_t len);
+int mig_in_h_pc_ram_run(struct mig_in_ctx *c, const uint8_t *p, uint32_t len);
+int mig_in_h_pc_done(struct mig_in_ctx *c, const uint8_t *p, uint32_t len);
+/* incoming_commit.c: the switchover's answer. */
+int mig_in_h_go(struct mig_in_ctx *c, const uint8_t *p, uint32_t len);
+int mig_in_h_abort(struct mig_in_ctx *c, const uint8_t *p, uint32_t len);
 
 /* Record why the migration failed (the first reason wins); returns err. */
 int mig_in_fail(struct mig_incoming *inc, int err, const char *fmt, ...)
@@ -37,13 +97,6 @@ uint32_t mig_in_raw_run(const struct guest_memory *mem, const uint64_t *ents, ui
 /* Compare a DIGEST section with the pages received.  0 or -errno. */
 int mig_in_digest(struct mig_incoming *inc, const uint8_t *p, uint32_t len);
 
-/*
- * incoming_postcopy.c: handle a post-copy section; returns 1 when `type`
- * is not one (pre-copy handles it), -EAGAIN when it is out of order.
- */
-int mig_in_pc_section(struct mig_incoming *inc, const struct mig_incoming_opts *opts,
-		      struct machine *m, enum mig_in_phase *ph, struct machine_state *st,
-		      uint8_t type, uint32_t len, bool *done);
 /* Wait for a resuming source after a broken post-copy.  0 once it is back. */
 int mig_in_pc_reconnect(struct mig_incoming *inc, const struct mig_incoming_opts *opts,
 			struct machine *m);

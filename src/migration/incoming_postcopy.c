@@ -285,52 +285,28 @@ void mig_in_pc_stats(struct mig_incoming *inc)
 		pr_debug("post-copy: cannot send statistics");
 }
 
-/* Sections that only post-copy uses; 1 when `type` was not one of them. */
-int mig_in_pc_section(struct mig_incoming *inc, const struct mig_incoming_opts *opts,
-			     struct machine *m, enum mig_in_phase *ph, struct machine_state *st,
-			     uint8_t type, uint32_t len, bool *done)
+/* Handlers of the rule table (incoming_rules.c) for post-copy sections. */
+int mig_in_h_discard(struct mig_in_ctx *c, const uint8_t *p, uint32_t len)
 {
-	bool pc = inc->cfg.flags & MIG_FLAG_POSTCOPY;
-	struct vmstate_error verr;
-
-	switch (type) {
-	case MIG_SEC_DISCARD:
-		if (!pc || (*ph != MIG_IN_PASS && *ph != MIG_IN_RAM && *ph != MIG_IN_DISCARD))
-			return -EAGAIN;
-		*ph = MIG_IN_DISCARD;
-		return mig_in_discard(inc, m, inc->buf, len);
-	case MIG_SEC_STATE:
-		if (!pc || (*ph != MIG_IN_PASS && *ph != MIG_IN_RAM && *ph != MIG_IN_DISCARD))
-			return 1;	/* maybe pre-copy's STATE */
-		*ph = MIG_IN_PC_STATE;
-		if (machine_state_decode(inc->buf, len, inc->cfg.vcpus, st, &verr))
-			return mig_in_fail(inc, -EPROTO, "bad device state: %s", verr.msg);
-		return 0;
-	case MIG_SEC_POSTCOPY_RUN:
-		if (*ph != MIG_IN_PC_STATE)
-			return -EAGAIN;
-		*ph = MIG_IN_PC_RUN;
-		return mig_in_pc_run(inc, opts, m, st, len);
-	case MIG_SEC_RAM:
-	case MIG_SEC_RAM_RUN:
-		if (*ph != MIG_IN_PC_RUN)
-			return 1;
-		return type == MIG_SEC_RAM ? mig_in_pc_ram(inc, m, inc->buf, len)
-					   : mig_in_pc_ram_run(inc, m, inc->buf, len);
-	case MIG_SEC_DIGEST:
-		if (*ph != MIG_IN_PC_RUN)
-			return 1;
-		if (!(inc->cfg.flags & MIG_FLAG_VERIFY))
-			return -EAGAIN;
-		*ph = MIG_IN_PC_DIGEST;
-		return mig_in_digest(inc, inc->buf, len);
-	case MIG_SEC_POSTCOPY_DONE:
-		if (!(*ph == MIG_IN_PC_DIGEST ||
-		      (*ph == MIG_IN_PC_RUN && !(inc->cfg.flags & MIG_FLAG_VERIFY))))
-			return -EAGAIN;
-		return mig_in_pc_done(inc, len, done);
-	default:
-		return 1;
-	}
+	return mig_in_discard(c->inc, c->m, p, len);
 }
 
+int mig_in_h_pc_run(struct mig_in_ctx *c, const uint8_t *p, uint32_t len)
+{
+	return mig_in_pc_run(c->inc, c->opts, c->m, c->st, len);
+}
+
+int mig_in_h_pc_ram(struct mig_in_ctx *c, const uint8_t *p, uint32_t len)
+{
+	return mig_in_pc_ram(c->inc, c->m, p, len);
+}
+
+int mig_in_h_pc_ram_run(struct mig_in_ctx *c, const uint8_t *p, uint32_t len)
+{
+	return mig_in_pc_ram_run(c->inc, c->m, p, len);
+}
+
+int mig_in_h_pc_done(struct mig_in_ctx *c, const uint8_t *p, uint32_t len)
+{
+	return mig_in_pc_done(c->inc, len, &c->done);
+}

@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <string.h>
+#include <time.h>
 
 #include "util/log.h"
 
@@ -11,7 +12,12 @@ void migration_init(struct migration *mig, struct machine *m)
 	mig->m = m;
 	mig->s.fd = -1;
 	pthread_mutex_init(&mig->lock, NULL);
-	pthread_cond_init(&mig->cond, NULL);
+	/* Timed waits on it (the post-copy resume) must not jump with the wall clock. */
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&mig->cond, &ca);
+	pthread_condattr_destroy(&ca);
 	/* Without its eventfd a decision is still seen, at the waiter's next poll. */
 	if (mig_commit_init(&mig->commit))
 		mig->commit.wake_fd = -1;

@@ -372,7 +372,7 @@ static int postcopy_wait_resume(struct migration *mig, int err)
 	uint64_t ns = mig->p.resume_timeout_ns ? mig->p.resume_timeout_ns
 					       : MIG_DEFAULT_RESUME_TIMEOUT_NS;
 
-	clock_gettime(CLOCK_REALTIME, &until);
+	clock_gettime(CLOCK_MONOTONIC, &until);	/* mig->cond waits on this clock */
 	until.tv_sec += (time_t)(ns / 1000000000ULL);
 	until.tv_nsec += (long)(ns % 1000000000ULL);
 	if (until.tv_nsec >= 1000000000L) {

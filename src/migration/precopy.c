@@ -423,7 +423,9 @@ void precopy_send_digest(struct migration *mig)
 	le_put(p, mig->digest.pages, 8);
 	le_put(p + 8, total, 8);
 	mig_section_write(&mig->s, MIG_SEC_DIGEST, p, sizeof(p));
+	pthread_mutex_lock(&mig->lock);
 	mig->stats.digest = total;
+	pthread_mutex_unlock(&mig->lock);
 }
 
 /*

@@ -100,7 +100,7 @@ start_dest() {
 	start_ferry "$name" --incoming "$uri" --serial "file:$T/$name.serial" \
 		--control "$T/$name.ctl" "$@"
 	case $uri in
-	unix:*) local i; for ((i = 0; i < 100; i++)); do [ -S "${uri#unix:}" ] && return 0; sleep 0.05; done
+	unix:*) local i; for ((i = 0; i < 400; i++)); do [ -S "${uri#unix:}" ] && return 0; sleep 0.05; done
 		fail "destination $name never listened on $uri" ;;
 	tcp:*) wait_line "$T/$name.log" "waiting for a migration" 10 ;;
 	esac

@@ -40,7 +40,13 @@ never_both() {
 
 # The source guest runs on: status running and heartbeats move on.
 source_runs() {
-	[ "$(vm_status "$1.ctl")" = running ] || fail "the source is '$(vm_status "$1.ctl")', not running"
+	local i st
+	for ((i = 0; i < 50; i++)); do
+		st=$(vm_status "$1.ctl")
+		[ "$st" = running ] && break
+		sleep 0.1
+	done
+	[ "$st" = running ] || fail "the source is '$st', not running"
 	local n; n=$(last_beat "$1.serial")
 	wait_beats "$1.serial" "$((n + 3))" 10
 }
