@@ -20,6 +20,12 @@ static const char migrate_usage[] =
 "started with 'ferry run --incoming URI' (URI: tcp:HOST:PORT or unix:PATH).\n"
 "Waits until the migration ends; Ctrl-C cancels it and the VM runs on here.\n"
 "\n"
+"With URI file:PATH, save the VM instead (like 'virsh save'): the guest is\n"
+"paused, written to PATH.tmp, synced and renamed to PATH, and then stops\n"
+"(--keep-source: stays paused); 'ferry run --incoming file:PATH' restores\n"
+"it. A file has no return path: post-copy and hybrid are refused, and\n"
+"--verify's digest is checked by the restore.\n"
+"\n"
 "Options:\n"
 "  -b, --bandwidth RATE     cap the live phase, bytes/s: 100M, 1G (default: none)\n"
 "  -d, --downtime LIMIT     switch over when the rest fits: 50ms, 1s (default 300ms)\n"
@@ -263,7 +269,7 @@ static void migrate_write_csv(FILE *f, json_object *q, double t, bool header)
 	fflush(f);
 }
 
-static void migrate_print_report(json_object *d)
+static void migrate_print_report(json_object *d, bool to_file)
 {
 	char b[32];
 	json_object *st, *err, *ph;
@@ -302,8 +308,10 @@ static void migrate_print_report(json_object *d)
 		printf("  vCPUs blocked     %.1f ms\n", migrate_get_double(pc, "vcpu-blocked-ms"));
 		printf("  last page after   %.1f ms\n", migrate_get_double(pc, "last-page-ms"));
 	}
+	/* A file cannot answer: its restore is what compares the digest. */
 	if (json_object_object_get_ex(d, "ram-digest", &err))
-		printf("Verify:             RAM digest %s matches on both sides\n", json_object_get_string(err));
+		printf("Verify:             RAM digest %s %s\n", json_object_get_string(err),
+		       to_file ? "saved; the restore checks it" : "matches on both sides");
 }
 
 /* Poll progress until the MIGRATION event arrives; returns its data. */
@@ -405,7 +413,7 @@ int cli_migrate(int argc, char **argv)
 	if (o.json)
 		printf("%s\n", json_object_to_json_string_ext(final, JSON_C_TO_STRING_PRETTY));
 	else
-		migrate_print_report(final);
+		migrate_print_report(final, !strncmp(o.uri, "file:", 5));
 	json_object_object_get_ex(final, "status", &v);
 	status = strcmp(json_object_get_string(v), "completed") ? 1 : 0;
 	if (!strcmp(json_object_get_string(v), "postcopy-paused")) {

@@ -32,7 +32,10 @@ static const char run_usage[] =
 "  -c, --vcpus N          number of vCPUs, 1..64 (default 1)\n"
 "  -s, --serial SPEC      COM1 backend: stdio, file:PATH, unix:PATH (default stdio)\n"
 "  -C, --control PATH     serve the JSON control API on this unix socket\n"
-"  -i, --incoming URI     wait for a migration on tcp:HOST:PORT or unix:PATH;\n"
+"  -i, --incoming URI     wait for a migration on tcp:HOST:PORT or unix:PATH,\n"
+"                         or restore a VM saved with 'ferry migrate CONTROL\n"
+"                         file:PATH' from file:PATH (it runs only if the file\n"
+"                         is complete and every checksum matches);\n"
 "                         the VM's size comes in the stream (with --memory and\n"
 "                         --vcpus given, a larger VM is refused)\n"
 "      --prealloc         allocate all guest RAM at start (like QEMU's\n"
@@ -51,7 +54,8 @@ static const char run_usage[] =
 "\n"
 "Exit status: the guest's debug-exit value (port 0xf4) if it wrote one, 0\n"
 "after quit, a signal or a completed migration away, 64 usage, 65 bad kernel\n"
-"or migration stream, 66 missing file, 69 no /dev/kvm, 71 system error,\n"
+"or migration stream (a truncated, damaged or incomplete saved file too),\n"
+"66 missing file, 69 no /dev/kvm, 71 system error,\n"
 "74 incoming migration lost its connection, 75 post-copy failed (or was\n"
 "stopped by a signal) after the guest started here: the VM is lost, 80 guest\n"
 "crashed, 128 + the signal's number (130 SIGINT, 143 SIGTERM) when a signal\n"
@@ -326,7 +330,9 @@ static int run_incoming(struct run_ctx *ctx, struct mig_incoming *inc)
 	mig_incoming_reply(inc, err, inc->why);
 	switch (-err) {
 	case EPIPE: case ETIMEDOUT: case ECONNRESET: return FERRY_EXIT_IOERR;
-	case EINVAL: case EADDRINUSE: case ENOTSOCK: case EACCES: return FERRY_EXIT_USAGE;
+	case EINVAL: case EADDRINUSE: case ENOTSOCK: case EACCES: case EISDIR:
+		return FERRY_EXIT_USAGE;
+	case ENOENT: return FERRY_EXIT_NOINPUT;		/* --incoming file:PATH, no PATH */
 	default: return err == -ENOMEM ? FERRY_EXIT_OSERR : FERRY_EXIT_DATAERR;
 	}
 }
@@ -360,13 +366,14 @@ static int run_commit(struct run_ctx *ctx, struct mig_incoming *inc, int sfd)
 		return run_incoming_interrupted(ctx, inc, sig);
 	pr_err("incoming migration failed: %s; the guest was not started here", inc->why);
 	mig_incoming_reply(inc, err, inc->why);
-	return err == -EPROTO ? FERRY_EXIT_DATAERR : FERRY_EXIT_IOERR;
+	/* -ENODATA: a saved file without its GO, an incomplete image. */
+	return err == -EPROTO || err == -ENODATA ? FERRY_EXIT_DATAERR : FERRY_EXIT_IOERR;
 }
 
 int cli_run(int argc, char **argv)
 {
 	struct control_server cs = { .listen_fd = -1, .wake_fd = { -1, -1 } };
-	struct mig_incoming inc = { .s = { .fd = -1 } };
+	struct mig_incoming inc = { 0 };
 	struct migration mig;
 	struct run_ctx ctx;
 	struct run_opts o;

@@ -2,7 +2,6 @@
 
 #include <errno.h>
 #include <string.h>
-#include <sys/socket.h>
 
 #include "control/control.h"
 #include "migration/migration.h"
@@ -42,8 +41,14 @@ static int mig_parse_params(json_object *args, struct mig_params *p, json_object
 	if (!args || !json_object_object_get_ex(args, "uri", &v) ||
 	    !json_object_is_type(v, json_type_string) ||
 	    strlen(json_object_get_string(v)) >= sizeof(p->uri))
-		return control_fail(ret, -EINVAL, "'uri' (tcp:HOST:PORT or unix:PATH) is required");
+		return control_fail(ret, -EINVAL, "'uri' (tcp:HOST:PORT, unix:PATH or file:PATH) is "
+				    "required");
 	strcpy(p->uri, json_object_get_string(v));
+	/* A bad URI is the caller's mistake: say so now, not from the thread. */
+	struct mig_uri u;
+	char why[256];
+	if (mig_channel_parse(p->uri, &u, why, sizeof(why)))
+		return control_fail(ret, -EINVAL, "%s", why);
 	err = err ?: mig_arg_u64(args, "bandwidth", &p->bandwidth, ret);
 	err = err ?: mig_arg_u64(args, "postcopy-bandwidth", &p->postcopy_bandwidth, ret);
 	err = err ?: mig_arg_u64(args, "downtime-ms", &downtime_ms, ret);
@@ -128,6 +133,10 @@ int cmd_migrate(struct control_ctx *ctx, json_object *args, json_object **ret)
 	err = migration_start(ctx->mig, &p, mig_event, ctx->server);
 	if (err == -EBUSY)
 		return control_fail(ret, err, "a migration is already running");
+	if (err == -EOPNOTSUPP)
+		return control_fail(ret, err, "post-copy needs a return path for page requests; "
+				    "%s has none: use --mode precopy (and not --on-timeout postcopy) "
+				    "to save to a file", p.uri);
 	if (err == -EINPROGRESS)
 		return control_fail(ret, err, "this VM is still arriving by post-copy (pages are "
 				    "missing here); migrate it once that migration has completed");
@@ -169,7 +178,12 @@ int cmd_migrate_set_parameters(struct control_ctx *ctx, json_object *args, json_
 
 int cmd_migrate_start_postcopy(struct control_ctx *ctx, json_object *args, json_object **ret)
 {
-	if (!ctx->mig || migration_start_postcopy(ctx->mig))
+	int err = ctx->mig ? migration_start_postcopy(ctx->mig) : -ESRCH;
+
+	if (err == -EOPNOTSUPP)
+		return control_fail(ret, err, "post-copy needs a return path for page requests; "
+				    "this migration writes to a file, which has none");
+	if (err)
 		return control_fail(ret, -ESRCH, "no migration is in its live phase");
 	return 0;
 }
@@ -177,9 +191,8 @@ int cmd_migrate_start_postcopy(struct control_ctx *ctx, json_object *args, json_
 /* Test hook: cut the migration's connection, as a network failure would. */
 int cmd_test_migration_break(struct control_ctx *ctx, json_object *args, json_object **ret)
 {
-	if (!ctx->mig || !migration_running(ctx->mig) || ctx->mig->s.fd < 0)
+	if (!ctx->mig || migration_break(ctx->mig))
 		return control_fail(ret, -ESRCH, "no migration connection to break");
-	shutdown(ctx->mig->s.fd, SHUT_RDWR);
 	return 0;
 }
 

@@ -1,7 +1,6 @@
 #include "migration/commit.h"
 
 #include <errno.h>
-#include <poll.h>
 #include <stdint.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
@@ -73,31 +72,26 @@ int mig_commit_resolve(struct mig_commit *c, enum mig_resolve r)
 	return err;
 }
 
-int mig_commit_wait(struct mig_commit *c, const struct mig_stream *s, bool dead, int intr_fd,
+int mig_commit_wait(struct mig_commit *c, struct mig_stream *s, bool dead, int intr_fd,
 		    int timeout_ms, enum mig_resolve *r)
 {
-	struct pollfd p[3] = {
-		{ .fd = c->wake_fd, .events = POLLIN },
-		{ .fd = intr_fd, .events = POLLIN },
-		{ .fd = dead ? -1 : s->fd, .events = POLLIN },
-	};
+	const int fds[2] = { c->wake_fd, intr_fd };
 
 	pthread_mutex_lock(&c->lock);
 	*r = c->resolve;
 	pthread_mutex_unlock(&c->lock);
 	if (*r != MIG_RESOLVE_NONE)
 		return 0;
-	if (!dead && s->fd >= 0 && mig_stream_buffered(s))
-		return 1;
-	int n = poll(p, 3, timeout_ms);
+	/* A dead stream, or one without a return path, is never readable. */
+	int n = mig_stream_wait_readable(dead ? NULL : s, timeout_ms, fds, 2);
 	if (n < 0)
-		return errno == EINTR ? 0 : -errno;
+		return n;
 	pthread_mutex_lock(&c->lock);
 	*r = c->resolve;
 	pthread_mutex_unlock(&c->lock);
 	if (*r != MIG_RESOLVE_NONE)
 		return 0;
-	if (p[1].revents)
+	if (n & MIG_WAIT_INTR(1))
 		return -EINTR;
-	return p[2].revents ? 1 : 0;
+	return n & MIG_WAIT_CHANNEL ? 1 : 0;
 }

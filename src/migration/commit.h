@@ -60,11 +60,11 @@ int mig_commit_resolve(struct mig_commit *c, enum mig_resolve r) __attribute__((
 /*
  * Wait at most timeout_ms for the stream to have something to read, the
  * operator's decision or intr_fd (-1: none) to become readable.  The
- * stream's fd is not polled when it is negative or `dead`.  Returns 1 when
+ * stream is not waited on when it is closed or `dead`.  Returns 1 when
  * the stream is readable, 0 on timeout, -EINTR for intr_fd; *r gets any
  * decision (checked first).
  */
-int mig_commit_wait(struct mig_commit *c, const struct mig_stream *s, bool dead, int intr_fd,
+int mig_commit_wait(struct mig_commit *c, struct mig_stream *s, bool dead, int intr_fd,
 		    int timeout_ms, enum mig_resolve *r);
 
 #endif

@@ -6,15 +6,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <poll.h>
 #include <sys/mman.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include "migration/format.h"
 #include "migration/postcopy_dest.h"
 #include "migration/section.h"
-#include "migration/transport.h"
 #include "util/le.h"
 #include "util/log.h"
 #include "vmm/machine_state.h"
@@ -74,6 +71,10 @@ static int mig_in_config(struct mig_incoming *inc, const struct mig_incoming_opt
 				   "preallocated exactly %llu MiB (--memory with --prealloc)",
 				   (unsigned long long)(inc->cfg.memory >> 20),
 				   (unsigned long long)(opts->premade->size >> 20));
+	/* Post-copy would start the guest and then ask for pages: from a file, nobody. */
+	if ((inc->cfg.flags & MIG_FLAG_POSTCOPY) && !mig_stream_has_return_path(&inc->s))
+		return mig_in_fail(inc, -EPROTO, "the stream allows post-copy, which needs a return "
+				   "path; a file has none (not written by 'ferry migrate ... file:')");
 	memcpy(cmdline, inc->cfg.cmdline, inc->cfg.cmdline_len);
 	cmdline[inc->cfg.cmdline_len] = '\0';
 	struct machine_config mc = {
@@ -96,6 +97,8 @@ static int mig_in_config(struct mig_incoming *inc, const struct mig_incoming_opt
 		return mig_in_fail(inc, -ENOMEM, "out of memory");
 	if ((inc->cfg.flags & MIG_FLAG_VERIFY) && mig_digest_init(&inc->digest, &m->vm.mem))
 		return mig_in_fail(inc, -ENOMEM, "out of memory for page digests");
+	if (!mig_stream_has_return_path(&inc->s))
+		return 0;	/* a file: nobody to tell */
 	mig_section_write(&inc->s, MIG_SEC_READY, NULL, 0);
 	if (mig_stream_flush(&inc->s)) {
 		inc->reply_broken = true;
@@ -322,6 +325,8 @@ static int mig_in_sync(struct mig_incoming *inc, const uint8_t *p, uint32_t len)
 {
 	if (len != 4)
 		return mig_in_fail(inc, -EPROTO, "malformed SYNC section");
+	if (!mig_stream_has_return_path(&inc->s))
+		return 0;	/* nobody waits for the answer */
 	mig_section_write(&inc->s, MIG_SEC_SYNC_ACK, p, len);
 	if (mig_stream_flush(&inc->s)) {
 		inc->reply_broken = true;
@@ -385,24 +390,25 @@ int mig_in_h_end(struct mig_in_ctx *c, const uint8_t *p, uint32_t len)
 
 static int mig_in_connect(struct mig_incoming *inc, const struct mig_incoming_opts *opts)
 {
-	int lfd = mig_transport_listen(opts->uri), fd;
+	struct mig_listener l;
+	struct mig_channel *ch;
+	char why[256];
+	int err = mig_channel_listen(opts->uri, &l, why, sizeof(why));
 
-	if (lfd < 0)
-		return mig_in_fail(inc, lfd, "cannot listen on %s: %s", opts->uri,
-				   lfd == -EINVAL ? "use tcp:HOST:PORT or unix:PATH" :
-				   lfd == -EADDRINUSE ? "another process listens there" :
-				   lfd == -ENOTSOCK ? "the path exists and is not a socket" :
-				   strerror(-lfd));
-	pr_info("waiting for a migration on %s", opts->uri);
-	fd = mig_transport_accept(lfd, opts->accept_timeout_ms, opts->intr_fd);
-	close(lfd);
-	mig_transport_unlisten(opts->uri);
-	if (fd == -EINTR)
-		return mig_in_fail(inc, fd, "interrupted while waiting for a source");
-	if (fd < 0)
-		return mig_in_fail(inc, fd, "no source connected to %s: %s", opts->uri, strerror(-fd));
-	if (mig_stream_init(&inc->s, fd, 1 << 20)) {
-		mig_stream_destroy(&inc->s);	/* closes fd, frees what was allocated */
+	if (err)
+		return mig_in_fail(inc, err, "%s", why);
+	if (mig_channel_uri_return_path(opts->uri))
+		pr_info("waiting for a migration on %s", opts->uri);
+	else
+		pr_info("restoring the VM from %s", opts->uri);
+	err = mig_channel_accept(&l, opts->accept_timeout_ms, opts->intr_fd, &ch);
+	mig_listener_close(&l);
+	if (err == -EINTR)
+		return mig_in_fail(inc, err, "interrupted while waiting for a source");
+	if (err)
+		return mig_in_fail(inc, err, "no source connected to %s: %s", opts->uri, strerror(-err));
+	if (mig_stream_init(&inc->s, ch, 1 << 20)) {
+		mig_stream_destroy(&inc->s);	/* closes ch, frees what was allocated */
 		return mig_in_fail(inc, -ENOMEM, "out of memory");
 	}
 	inc->s.timeout_ms = opts->io_timeout_ms;
@@ -419,7 +425,6 @@ int mig_incoming_receive(struct mig_incoming *inc, const struct mig_incoming_opt
 	int err;
 
 	memset(inc, 0, sizeof(*inc));
-	inc->s.fd = -1;
 	err = mig_in_connect(inc, opts);
 	if (err)
 		return err;
@@ -472,31 +477,16 @@ int mig_incoming_receive(struct mig_incoming *inc, const struct mig_incoming_opt
 	return err;
 }
 
-/*
- * After refusing a stream, keep reading (and dropping) what the source still
- * sends for a moment: closing with unread data would reset the connection
- * and could destroy our RESULT before the source reads why.
- */
-static void mig_in_linger(struct mig_stream *s)
-{
-	uint8_t sink[65536];
-	uint64_t end = vm_now_ns() + 1000000000ULL;
-
-	shutdown(s->fd, SHUT_WR);
-	while (vm_now_ns() < end) {
-		struct pollfd p = { .fd = s->fd, .events = POLLIN };
-		if (poll(&p, 1, 100) < 0 || (p.revents && recv(s->fd, sink, sizeof(sink), 0) <= 0))
-			break;
-	}
-}
-
 void mig_incoming_reply(struct mig_incoming *inc, int status, const char *msg)
 {
 	size_t n = msg ? strlen(msg) : 0;
 	uint8_t payload[4 + 2 + 256];
 
-	if (!inc->connected) {
+	if (!inc->connected || !mig_stream_has_return_path(&inc->s)) {
+		/* Nobody to tell (a file): just let go of it. */
+		mig_stream_destroy(&inc->s);
 		mig_digest_free(&inc->digest);
+		inc->connected = false;
 		return;
 	}
 	/*
@@ -516,8 +506,13 @@ void mig_incoming_reply(struct mig_incoming *inc, int status, const char *msg)
 		memcpy(payload + 6, msg, n);
 	mig_section_write(&inc->s, MIG_SEC_RESULT, payload, (uint32_t)(6 + n));
 	mig_stream_flush(&inc->s);
+	/*
+	 * After refusing a stream, keep reading (and dropping) what the source
+	 * still sends for a moment: closing with unread data would reset the
+	 * connection and could destroy our RESULT before the source reads why.
+	 */
 	if (status)
-		mig_in_linger(&inc->s);
+		mig_stream_linger(&inc->s, 1000000000ULL);
 	mig_stream_destroy(&inc->s);
 	mig_digest_free(&inc->digest);
 	inc->connected = false;

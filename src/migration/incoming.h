@@ -17,7 +17,7 @@
 #include "vmm/machine.h"
 
 struct mig_incoming_opts {
-	const char *uri;		/* tcp:HOST:PORT or unix:PATH */
+	const char *uri;		/* tcp:HOST:PORT, unix:PATH or file:PATH */
 	const char *serial;		/* serial backend for the new machine */
 	uint64_t max_memory;		/* largest VM accepted (0: ferry's limit) */
 	unsigned max_vcpus;		/* (0: ferry's limit) */
@@ -80,6 +80,9 @@ int mig_incoming_receive(struct mig_incoming *inc, const struct mig_incoming_opt
  * doubt, or for intr_fd (-1: none) to become readable.  Returns 0 when the
  * guest must start here, else -errno with the reason in inc->why: the
  * guest must never start, and the caller says so with mig_incoming_reply().
+ * Without a return path (a file) nothing is sent: the GO written after END
+ * and then the end of the file are the commit (-ENODATA: no GO, the save
+ * did not complete; -EPROTO: anything else).
  */
 int mig_incoming_commit(struct mig_incoming *inc, struct mig_commit *c, int intr_fd)
 	__attribute__((warn_unused_result));

@@ -82,8 +82,37 @@ static int commit_read(struct mig_incoming *inc)
 	return 1;
 }
 
+/*
+ * A file: nobody to send LOADED to, nobody to wait for.  The writer put GO
+ * after END once the whole stream was written, and synced the file before
+ * naming it, so GO and then the file's end, exactly, say the save
+ * completed; anything else is not an image to run.
+ */
+static int commit_from_file(struct mig_incoming *inc)
+{
+	uint8_t buf[64], type, extra;
+	uint32_t len;
+	int err = mig_section_read(&inc->s, buf, sizeof(buf), &type, &len);
+
+	if (err == -ENODATA)
+		return mig_in_fail(inc, err, "the file ends after END without GO: the save did not "
+				   "complete");
+	if (err)
+		return mig_in_fail(inc, err, "%s", inc->s.why);
+	if (type != MIG_SEC_GO || len)
+		return mig_in_fail(inc, -EPROTO, "section type %u after END (expected GO)", type);
+	mig_stream_get(&inc->s, &extra, 1);
+	if (mig_stream_error(&inc->s) != -ENODATA)
+		return mig_in_fail(inc, -EPROTO, "%s", mig_stream_error(&inc->s) ?
+				   inc->s.why : "the file goes on after GO: not one saved image");
+	return 0;
+}
+
 int mig_incoming_commit(struct mig_incoming *inc, struct mig_commit *c, int intr_fd)
 {
+	if (!mig_stream_has_return_path(&inc->s))
+		return commit_from_file(inc);
+
 	bool dead = !commit_send_loaded(inc);
 	uint64_t t0 = vm_now_ns();
 	int err = 1;

@@ -7,13 +7,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include "migration/format.h"
 #include "migration/incoming_internal.h"
 #include "migration/section.h"
-#include "migration/transport.h"
 #include "util/le.h"
 #include "util/log.h"
 
@@ -48,9 +46,7 @@ static int mig_in_discard(struct mig_incoming *inc, struct machine *m, const uin
  */
 static void mig_in_pc_small_rcvbuf(struct mig_incoming *inc)
 {
-	int bytes = 512 * 1024;
-
-	setsockopt(inc->s.fd, SOL_SOCKET, SO_RCVBUF, &bytes, sizeof(bytes));
+	mig_stream_set_buffers(&inc->s, 0, 512 * 1024);
 }
 
 /* Post-copy: load the state, arm userfaultfd, start the guest, say so. */
@@ -209,7 +205,10 @@ int mig_in_pc_reconnect(struct mig_incoming *inc, const struct mig_incoming_opts
 	struct pc_dest *pc = &inc->pc;
 	char magic[MIG_MAGIC_LEN];
 	int wait_ms = opts->resume_timeout_ms ? opts->resume_timeout_ms : 300000;
-	int lfd, fd, err;
+	struct mig_listener l;
+	struct mig_channel *ch;
+	char why[256];
+	int err;
 
 	pr_warn("post-copy: lost the source (%s); the guest is paused. Waiting %d s on %s for "
 		"'ferry migrate CONTROL URI --resume'", inc->why, wait_ms / 1000, opts->uri);
@@ -218,18 +217,17 @@ int mig_in_pc_reconnect(struct mig_incoming *inc, const struct mig_incoming_opts
 	mig_stream_destroy(&inc->s);		/* its sticky error keeps writers out */
 	inc->connected = false;			/* nobody to reply to, unless one comes */
 	pthread_mutex_unlock(&pc->lock);
-	lfd = mig_transport_listen(opts->uri);
-	if (lfd < 0)
-		return mig_in_fail(inc, lfd, "cannot listen again on %s: %s", opts->uri, strerror(-lfd));
-	fd = mig_transport_accept(lfd, wait_ms, opts->intr_fd);
-	close(lfd);
-	mig_transport_unlisten(opts->uri);
-	if (fd == -EINTR)
-		return mig_in_fail(inc, fd, "interrupted while waiting for the source to resume");
-	if (fd < 0)
-		return mig_in_fail(inc, fd, "no source came back within %d s", wait_ms / 1000);
+	err = mig_channel_listen(opts->uri, &l, why, sizeof(why));
+	if (err)
+		return mig_in_fail(inc, err, "cannot wait for the source again: %s", why);
+	err = mig_channel_accept(&l, wait_ms, opts->intr_fd, &ch);
+	mig_listener_close(&l);
+	if (err == -EINTR)
+		return mig_in_fail(inc, err, "interrupted while waiting for the source to resume");
+	if (err)
+		return mig_in_fail(inc, err, "no source came back within %d s", wait_ms / 1000);
 	pthread_mutex_lock(&pc->lock);
-	err = mig_stream_init(&inc->s, fd, 1 << 20);
+	err = mig_stream_init(&inc->s, ch, 1 << 20);
 	inc->s.timeout_ms = opts->io_timeout_ms;
 	inc->s.intr_fd = opts->intr_fd;
 	inc->connected = !err;

@@ -10,7 +10,6 @@ void migration_init(struct migration *mig, struct machine *m)
 {
 	memset(mig, 0, sizeof(*mig));
 	mig->m = m;
-	mig->s.fd = -1;
 	pthread_mutex_init(&mig->lock, NULL);
 	/* Timed waits on it (the post-copy resume) must not jump with the wall clock. */
 	pthread_condattr_t ca;
@@ -61,6 +60,10 @@ int migration_start(struct migration *mig, const struct mig_params *p, mig_event
 		return -EBUSY;
 	if (migration_incoming_postcopy(mig))
 		return -EINPROGRESS;
+	/* Post-copy's page requests need a way back; a file has none. */
+	if (!mig_channel_uri_return_path(p->uri) &&
+	    (p->mode != MIG_MODE_PRECOPY || p->on_timeout == MIG_ON_TIMEOUT_POSTCOPY))
+		return -EOPNOTSUPP;
 	/* A finished job leaves its thread to be joined and its stats to replace. */
 	migration_join(mig);
 	mig->p = *p;
@@ -158,8 +161,27 @@ int migration_start_postcopy(struct migration *mig)
 	int err = -ESRCH;
 
 	pthread_mutex_lock(&mig->lock);
-	if (mig->stats.status >= MIG_STATUS_SETUP && mig->stats.status <= MIG_STATUS_ACTIVE) {
+	if (mig->stats.status >= MIG_STATUS_SETUP && mig->stats.status <= MIG_STATUS_ACTIVE &&
+	    !mig_channel_uri_return_path(mig->p.uri)) {
+		err = -EOPNOTSUPP;
+	} else if (mig->stats.status >= MIG_STATUS_SETUP && mig->stats.status <= MIG_STATUS_ACTIVE) {
 		mig->postcopy_requested = true;
+		err = 0;
+	}
+	pthread_mutex_unlock(&mig->lock);
+	return err;
+}
+
+int migration_break(struct migration *mig)
+{
+	int err = -ESRCH;
+
+	/* Under lock: the migration thread creates and destroys mig->s under it. */
+	pthread_mutex_lock(&mig->lock);
+	enum mig_status s = mig->stats.status;
+	if (mig->s.ch && ((s >= MIG_STATUS_SETUP && s <= MIG_STATUS_POSTCOPY_PAUSED) ||
+			  s == MIG_STATUS_IN_DOUBT)) {
+		mig_stream_shutdown(&mig->s);
 		err = 0;
 	}
 	pthread_mutex_unlock(&mig->lock);

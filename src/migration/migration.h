@@ -76,7 +76,11 @@ struct migration {
 	/* The switchover's commit state and the operator's word (its own lock). */
 	struct mig_commit commit;
 
-	/* Owned by the migration thread while it runs. */
+	/*
+	 * Owned by the migration thread while it runs, except that it creates
+	 * and destroys `s` holding `lock`, so that migration_break() (control
+	 * thread, holding `lock`) may shut its channel down.
+	 */
 	struct mig_stream s;
 	struct ratelimit rl;
 	struct mig_digest digest;
@@ -118,7 +122,7 @@ void migration_destroy(struct migration *mig);
 /*
  * Start migrating in a thread of its own.  Returns 0, -EBUSY if one is
  * running, -EINPROGRESS while this VM is still arriving by post-copy,
- * -EINVAL for bad parameters (message in *why).
+ * -EOPNOTSUPP for post-copy (or hybrid) over a channel with no return path.
  */
 int migration_start(struct migration *mig, const struct mig_params *p, mig_event_fn *fn,
 		    void *opaque) __attribute__((warn_unused_result));
@@ -138,8 +142,16 @@ int migration_set_limits(struct migration *mig, const uint64_t *bandwidth,
  * listens again).  0, or -ESRCH if no post-copy waits to resume.
  */
 int migration_resume(struct migration *mig, const char *uri);
-/* Switch a running pre-copy to post-copy at the next chance.  0 or -ESRCH. */
+/*
+ * Switch a running pre-copy to post-copy at the next chance.  0, -ESRCH,
+ * or -EOPNOTSUPP when its channel has no return path (a file).
+ */
 int migration_start_postcopy(struct migration *mig);
+/*
+ * Test hook (x-test-migration-break): cut the migration's channel both
+ * ways, as a network failure would.  0, or -ESRCH when there is none.
+ */
+int migration_break(struct migration *mig);
 /* A snapshot of the statistics as JSON (query-migrate). */
 json_object *migration_query(struct migration *mig);
 bool migration_running(struct migration *mig);

@@ -8,17 +8,15 @@
  * resumes: neither side alone holds the whole guest.
  */
 #include <errno.h>
-#include <poll.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <time.h>
 
 #include "migration/format.h"
 #include "migration/migration.h"
 #include "migration/ram.h"
 #include "migration/section.h"
-#include "migration/transport.h"
 #include "util/le.h"
 #include "util/log.h"
 #include "vmm/dirty.h"
@@ -178,8 +176,7 @@ static uint32_t postcopy_serve(struct migration *mig, uint64_t index)
 static int postcopy_requests(struct migration *mig)
 {
 	for (;;) {
-		struct pollfd p = { .fd = mig->s.fd, .events = POLLIN };
-		if (mig->s.rpos == mig->s.rlen && poll(&p, 1, 0) <= 0)
+		if (mig_stream_wait_readable(&mig->s, 0, NULL, 0) <= 0)
 			return 0;
 		uint8_t buf[64], type;
 		uint32_t len;
@@ -229,10 +226,9 @@ static int postcopy_serve_request(struct migration *mig, const uint8_t *buf, uin
 static void postcopy_pace(struct migration *mig, uint64_t bytes)
 {
 	uint64_t wait = ratelimit_take(&mig->rl, bytes, vm_now_ns());
-	struct pollfd p = { .fd = mig->s.fd, .events = POLLIN };
 
-	if (wait && mig->s.rpos == mig->s.rlen)
-		poll(&p, 1, (int)((wait + 999999) / 1000000));
+	if (wait)
+		(void)mig_stream_wait_readable(&mig->s, (int)((wait + 999999) / 1000000), NULL, 0);
 }
 
 /* A PC_KNOWN bitmap: pages the destination holds leave the owed bitmap. */
@@ -277,9 +273,9 @@ static bool postcopy_hot(struct migration *mig, uint64_t index)
 static int postcopy_push(struct migration *mig)
 {
 	uint64_t total = mig->m->vm.mem.size / GUEST_PAGE_SIZE;
-	int buf = PC_SNDBUF, err;
+	int err;
 
-	setsockopt(mig->s.fd, SOL_SOCKET, SO_SNDBUF, &buf, sizeof(buf));
+	mig_stream_set_buffers(&mig->s, PC_SNDBUF, 0);
 	for (int round = 0; round < 2; round++) {
 		for (uint64_t cursor = 0; cursor < total;) {
 			err = postcopy_requests(mig);
@@ -404,13 +400,26 @@ static int postcopy_wait_resume(struct migration *mig, int err)
 static int postcopy_reconnect(struct migration *mig)
 {
 	struct guest_memory *mem = &mig->m->vm.mem;
-	int fd, err;
+	struct mig_channel *ch;
+	char why[256];
+	int err;
 
+	pthread_mutex_lock(&mig->lock);		/* mig->s, for x-test-migration-break */
 	mig_stream_destroy(&mig->s);
-	fd = mig_transport_connect(mig->resume_uri, 10000);
-	if (fd < 0)
-		return precopy_fail(mig, fd, "cannot reconnect to %s: %s", mig->resume_uri, strerror(-fd));
-	if (mig_stream_init(&mig->s, fd, 1 << 20))
+	pthread_mutex_unlock(&mig->lock);
+	err = mig_channel_open(mig->resume_uri, 10000, &ch, why, sizeof(why));
+	if (!err && !mig_channel_has_return_path(ch)) {
+		mig_channel_close(ch);
+		err = -EOPNOTSUPP;
+		snprintf(why, sizeof(why), "%.200s has no return path for page requests",
+			 mig->resume_uri);
+	}
+	if (err)
+		return precopy_fail(mig, err, "cannot reconnect: %s", why);
+	pthread_mutex_lock(&mig->lock);
+	err = mig_stream_init(&mig->s, ch, 1 << 20);
+	pthread_mutex_unlock(&mig->lock);
+	if (err)
 		return precopy_fail(mig, -ENOMEM, "out of memory");
 	mig->s.timeout_ms = 30000;
 	mig_stream_put(&mig->s, MIG_MAGIC, MIG_MAGIC_LEN);
@@ -443,8 +452,7 @@ static int postcopy_reconnect(struct migration *mig)
 	}
 	free(buf);
 	if (!err) {
-		int sndbuf = PC_SNDBUF;
-		setsockopt(mig->s.fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf));
+		mig_stream_set_buffers(&mig->s, PC_SNDBUF, 0);
 		pr_info("post-copy resumed to %s; %llu pages still owed", mig->resume_uri,
 			(unsigned long long)postcopy_count(mig));
 	}

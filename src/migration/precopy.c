@@ -15,7 +15,6 @@
 #include "migration/policy.h"
 #include "migration/ram.h"
 #include "migration/section.h"
-#include "migration/transport.h"
 #include "util/le.h"
 #include "util/log.h"
 #include "vmm/dirty.h"
@@ -58,7 +57,7 @@ static int precopy_peer_reason(struct migration *mig, char *why, size_t len)
 	struct mig_stream *s = &mig->s;
 	int saved = s->err;
 
-	if (s->fd < 0)
+	if (!mig_stream_has_return_path(s))
 		return -ENOENT;
 	s->err = 0;
 	s->timeout_ms = 1000;
@@ -90,8 +89,12 @@ static void precopy_send_config(struct migration *mig)
 	struct machine *m = mig->m;
 	struct mig_config cfg = {
 		.memory = m->vm.mem.size, .vcpus = m->vm.nr_vcpus, .page_size = GUEST_PAGE_SIZE,
-		/* Post-copy may be asked for at any time (migrate-start-postcopy). */
-		.flags = (mig->p.verify ? MIG_FLAG_VERIFY : 0) | MIG_FLAG_POSTCOPY,
+		/*
+		 * Post-copy may be asked for at any time (migrate-start-postcopy),
+		 * except over a channel with no way back for page requests.
+		 */
+		.flags = (mig->p.verify ? MIG_FLAG_VERIFY : 0) |
+			 (mig_stream_has_return_path(&mig->s) ? MIG_FLAG_POSTCOPY : 0),
 	};
 	struct vmstate_buf b;
 
@@ -135,13 +138,17 @@ static bool precopy_auto_hybrid(const struct migration *mig)
 
 static int precopy_setup(struct migration *mig)
 {
-	int fd, err;
+	struct mig_channel *ch;
+	char why[256];
+	int err;
 
-	fd = mig_transport_connect(mig->p.uri, PRECOPY_CONNECT_TIMEOUT_MS);
-	if (fd < 0)
-		return precopy_fail(mig, fd, "cannot connect to %s: %s", mig->p.uri,
-				    fd == -EINVAL ? "use tcp:HOST:PORT or unix:PATH" : strerror(-fd));
-	if (mig_stream_init(&mig->s, fd, PRECOPY_BUFFER))
+	err = mig_channel_open(mig->p.uri, PRECOPY_CONNECT_TIMEOUT_MS, &ch, why, sizeof(why));
+	if (err)
+		return precopy_fail(mig, err, "%s", why);
+	pthread_mutex_lock(&mig->lock);		/* mig->s, for x-test-migration-break */
+	err = mig_stream_init(&mig->s, ch, PRECOPY_BUFFER);
+	pthread_mutex_unlock(&mig->lock);
+	if (err)
 		return precopy_fail(mig, -ENOMEM, "out of memory");
 	mig->s.timeout_ms = PRECOPY_IO_TIMEOUT_MS;
 	mig_stream_put(&mig->s, MIG_MAGIC, MIG_MAGIC_LEN);
@@ -165,7 +172,8 @@ static int precopy_setup(struct migration *mig)
 		if (err)
 			return precopy_fail(mig, err, "cannot clear the dirty log: %s", strerror(-err));
 	}
-	err = precopy_read_reply(mig, MIG_SEC_READY);
+	/* A file cannot say READY: a restore checks CONFIG when it reads it. */
+	err = mig_stream_has_return_path(&mig->s) ? precopy_read_reply(mig, MIG_SEC_READY) : 0;
 	if (err)
 		return err;
 	ratelimit_init(&mig->rl, mig->p.bandwidth, 0);
@@ -333,6 +341,18 @@ static int precopy_live(struct migration *mig)
 		mig->to_postcopy = true;
 		return 0;
 	}
+	if (!mig_stream_has_return_path(&mig->s)) {
+		/*
+		 * A save (virsh save): pause, then one pass of every page.  Live
+		 * passes would only make the file larger: a file is not a link
+		 * to keep busy while the guest runs, and the saved copy must not
+		 * run on anyway.
+		 */
+		pthread_mutex_lock(&mig->lock);
+		mig->stats.iteration = 1;
+		pthread_mutex_unlock(&mig->lock);
+		return 0;
+	}
 
 	pthread_mutex_lock(&mig->lock);
 	mig->stats.status = MIG_STATUS_ACTIVE;
@@ -461,7 +481,9 @@ static void precopy_finish(struct migration *mig, int err)
 		vm_dirty_log_stop(vm);
 	if (mig->stats.throttle_pct && vm_set_throttle(vm, 0))
 		pr_warn("could not stop throttling");
+	pthread_mutex_lock(&mig->lock);		/* mig->s, for x-test-migration-break */
 	mig_stream_destroy(&mig->s);
+	pthread_mutex_unlock(&mig->lock);
 	ram_cleanup(mig);
 	mig_digest_free(&mig->digest);
 
@@ -495,6 +517,9 @@ static void precopy_finish(struct migration *mig, int err)
 		       mig->stats.error);
 		if (vm_get_state(vm) == VM_STATE_PAUSED && vm_resume(vm))
 			pr_err("cannot resume the guest");
+	} else if (!mig_channel_uri_return_path(mig->p.uri)) {
+		pr_info("saved the VM to %s; the guest %s", mig->p.uri,
+			mig->p.keep_source ? "stays paused here" : "stops here");
 	} else {
 		pr_info("migration to %s completed; the guest runs there now", mig->p.uri);
 	}
@@ -527,7 +552,8 @@ void *precopy_thread(void *arg)
 		if (!err)
 			err = postcopy_run(mig);
 	} else {
-		if (!err)
+		/* Nothing answers a SYNC in a file: the save is paused throughout. */
+		if (!err && mig_stream_has_return_path(&mig->s))
 			err = precopy_sync(mig);
 		if (!err)
 			err = switchover_run(mig);

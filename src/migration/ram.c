@@ -204,9 +204,7 @@ static bool ram_is_hole(int fd, uint64_t off, uint64_t len)
  */
 static bool ram_peer_spoke(struct migration *mig)
 {
-	struct pollfd p = { .fd = mig->s.fd, .events = POLLIN };
-
-	if (poll(&p, 1, 0) <= 0)
+	if (mig_stream_wait_readable(&mig->s, 0, NULL, 0) <= 0)
 		return false;
 	mig_stream_fail(&mig->s, -EPIPE, "the destination hung up");
 	return true;

@@ -8,16 +8,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <time.h>
-#include <unistd.h>
 
 #define MIG_STREAM_INTR_BYTES (1 << 20)
 
-int mig_stream_init(struct mig_stream *s, int fd, size_t bufsize)
+int mig_stream_init(struct mig_stream *s, struct mig_channel *ch, size_t bufsize)
 {
 	memset(s, 0, sizeof(*s));
-	s->fd = fd;
+	s->ch = ch;
 	s->timeout_ms = -1;
 	s->intr_fd = -1;
 	s->buf = malloc(bufsize);
@@ -28,12 +26,16 @@ int mig_stream_init(struct mig_stream *s, int fd, size_t bufsize)
 
 void mig_stream_destroy(struct mig_stream *s)
 {
-	if (s->fd >= 0)
-		close(s->fd);
+	mig_channel_close(s->ch);
 	free(s->buf);
 	free(s->rbuf);
 	s->buf = s->rbuf = NULL;
-	s->fd = -1;
+	s->ch = NULL;
+}
+
+bool mig_stream_has_return_path(const struct mig_stream *s)
+{
+	return mig_channel_has_return_path(s->ch);
 }
 
 void mig_stream_fail(struct mig_stream *s, int err, const char *fmt, ...)
@@ -76,26 +78,23 @@ static int mig_stream_wait_ms(const struct mig_stream *s)
 }
 
 /*
- * Wait until fd is ready for `events`, at most the stream's timeout or
- * deadline.  -EINTR when the interrupt fd is readable, even if fd is ready
- * too: a peer that keeps sending must not keep a stop request waiting.
+ * Wait until the channel is ready for `events`, at most the stream's
+ * timeout or deadline.  -EINTR when the interrupt fd is readable, even if
+ * the channel is ready too: a peer that keeps sending must not keep a stop
+ * request waiting.
  */
 static int mig_stream_wait(struct mig_stream *s, short events)
 {
-	struct pollfd p[2] = {
-		{ .fd = s->fd, .events = events },
-		{ .fd = s->intr_fd, .events = POLLIN },	/* poll skips a negative fd */
-	};
 	int r;
 
 	do {
-		r = poll(p, 2, mig_stream_wait_ms(s));
-	} while (r < 0 && errno == EINTR);
-	if (r > 0 && p[1].revents)
+		r = mig_channel_wait(s->ch, events, mig_stream_wait_ms(s), &s->intr_fd, 1);
+	} while (r == -EAGAIN);
+	if (r > 0 && (r & MIG_WAIT_INTR(0)))
 		return -EINTR;
 	if (r == 0)
 		return -ETIMEDOUT;
-	return r < 0 ? -errno : 0;
+	return r < 0 ? r : 0;
 }
 
 /* Record a failed wait: an interruption, or the peer's silence. */
@@ -135,17 +134,18 @@ static void mig_stream_send_all(struct mig_stream *s, const uint8_t *p, size_t l
 			ratelimit_consume(s->rl, chunk);
 		}
 		while (chunk && !s->err) {
-			ssize_t n = send(s->fd, p, chunk, MSG_NOSIGNAL | MSG_DONTWAIT);
-			if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+			ssize_t n = mig_channel_write(s->ch, p, chunk);
+			if (n == -EAGAIN) {
 				int err = mig_stream_wait(s, POLLOUT);
 				if (err)
 					mig_stream_wait_fail(s, err, "peer stopped reading");
 				continue;
 			}
-			if (n < 0 && errno == EINTR)
+			if (n == -EINTR)
 				continue;
 			if (n <= 0) {
-				mig_stream_fail(s, -errno, "send failed: %s", strerror(errno));
+				n = n ? n : -EIO;
+				mig_stream_fail(s, (int)n, "send failed: %s", strerror((int)-n));
 				break;
 			}
 			p += n;
@@ -159,10 +159,72 @@ static void mig_stream_send_all(struct mig_stream *s, const uint8_t *p, size_t l
 
 int mig_stream_flush(struct mig_stream *s)
 {
+	if (s->len && !s->ch && !s->err)
+		mig_stream_fail(s, -EBADF, "the stream is closed");
 	if (s->len && !s->err)
 		mig_stream_send_all(s, s->buf, s->len);
 	s->len = 0;
 	return s->err;
+}
+
+int mig_stream_finish(struct mig_stream *s)
+{
+	int err = mig_stream_flush(s);
+
+	if (!err && (err = mig_channel_finish(s->ch)))
+		mig_stream_fail(s, err, "cannot complete the stream: %s", strerror(-err));
+	return s->err;
+}
+
+int mig_stream_wait_readable(struct mig_stream *s, int timeout_ms, const int *intr, int nintr)
+{
+	int r;
+
+	if (s && s->ch && mig_stream_buffered(s))
+		timeout_ms = 0;
+	r = mig_channel_wait(s ? s->ch : NULL, POLLIN, timeout_ms, intr, nintr);
+	if (r == -EAGAIN)
+		r = 0;
+	if (r >= 0 && s && s->ch && mig_stream_buffered(s))
+		r |= MIG_WAIT_CHANNEL;
+	return r;
+}
+
+void mig_stream_linger(struct mig_stream *s, uint64_t linger_ns)
+{
+	uint8_t sink[65536];
+	struct timespec ts;
+
+	if (!mig_stream_has_return_path(s))
+		return;
+	mig_channel_shutdown(s->ch, false, true);
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	uint64_t now = (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+	uint64_t end = now + linger_ns;
+	while (now < end) {
+		int r = mig_channel_wait(s->ch, POLLIN, 50, NULL, 0);
+		if (r < 0 && r != -EAGAIN)
+			break;
+		if (r > 0) {
+			ssize_t n = mig_channel_read(s->ch, sink, sizeof(sink));
+			if (n <= 0 && n != -EAGAIN && n != -EINTR)
+				break;	/* the peer closed too (or broke) */
+		}
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		now = (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+	}
+}
+
+void mig_stream_shutdown(struct mig_stream *s)
+{
+	if (s->ch)
+		mig_channel_shutdown(s->ch, true, true);
+}
+
+void mig_stream_set_buffers(struct mig_stream *s, int sndbuf, int rcvbuf)
+{
+	if (s->ch)
+		mig_channel_set_buffers(s->ch, sndbuf, rcvbuf);
 }
 
 void mig_stream_put(struct mig_stream *s, const void *data, size_t len)
@@ -217,20 +279,22 @@ void mig_stream_put_u64(struct mig_stream *s, uint64_t v)
  */
 static size_t mig_stream_recv_some(struct mig_stream *s, uint8_t *p, size_t len)
 {
+	if (!s->ch && !s->err)
+		mig_stream_fail(s, -EBADF, "the stream is closed");
 	while (!s->err) {
-		ssize_t n = recv(s->fd, p, len, MSG_DONTWAIT);
+		ssize_t n = mig_channel_read(s->ch, p, len);
 		if (n > 0) {
 			mig_stream_check_intr(s, (size_t)n);
 			return (size_t)n;
 		}
 		if (n == 0) {
-			mig_stream_fail(s, -EPIPE, "the peer closed the connection");
-		} else if (errno == EAGAIN || errno == EWOULDBLOCK) {
+			mig_stream_fail(s, s->ch->ops->eof_err, "%s", s->ch->ops->eof_why);
+		} else if (n == -EAGAIN) {
 			int err = mig_stream_wait(s, POLLIN);
 			if (err)
 				mig_stream_wait_fail(s, err, "nothing from the peer");
-		} else if (errno != EINTR) {
-			mig_stream_fail(s, -errno, "receive failed: %s", strerror(errno));
+		} else if (n != -EINTR) {
+			mig_stream_fail(s, (int)n, "receive failed: %s", strerror((int)-n));
 		}
 	}
 	return 0;

@@ -1,9 +1,14 @@
 /*
- * A buffered byte stream over a connected socket, in the manner of QEMU's
- * QEMUFile and redis' rio: little-endian put/get helpers, processed-byte
- * accounting, an optional rate limit on the sending side, and a sticky
- * error: after the first failure every operation is a no-op (gets return
- * zeros), so callers check mig_stream_error() at section boundaries.
+ * A buffered byte stream over a migration channel (channel/channel.h), in
+ * the manner of QEMU's QEMUFile and redis' rio: little-endian put/get
+ * helpers, processed-byte accounting, an optional rate limit on the sending
+ * side, and a sticky error: after the first failure every operation is a
+ * no-op (gets return zeros), so callers check mig_stream_error() at section
+ * boundaries.
+ *
+ * A stream belongs to one thread at a time (the migration thread on a
+ * source, the main thread on a destination); see mig_stream_shutdown() for
+ * the one call another thread may make.
  */
 #ifndef FERRY_MIGRATION_STREAM_H
 #define FERRY_MIGRATION_STREAM_H
@@ -11,10 +16,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <stdbool.h>
+
+#include "migration/channel/channel.h"
 #include "util/ratelimit.h"
 
 struct mig_stream {
-	int fd;
+	struct mig_channel *ch;	/* NULL: none (closed) */
 	int err;		/* 0, or the first -errno */
 	char why[192];		/* human reason for err */
 	uint8_t *buf;		/* write side: bytes not sent yet */
@@ -39,11 +47,16 @@ struct mig_stream {
 	size_t intr_count;	/* bytes moved since intr_fd was last checked */
 };
 
-/* Wrap fd (the stream owns it from now on; no intr_fd).  Returns 0 or -ENOMEM. */
-int mig_stream_init(struct mig_stream *s, int fd, size_t bufsize)
+/*
+ * Wrap ch (the stream owns it from now on, even on failure: destroy closes
+ * it; no intr_fd).  Returns 0 or -ENOMEM.
+ */
+int mig_stream_init(struct mig_stream *s, struct mig_channel *ch, size_t bufsize)
 	__attribute__((warn_unused_result));
-/* Close the fd and free the buffer. */
+/* Close the channel and free the buffers. */
 void mig_stream_destroy(struct mig_stream *s);
+/* Can the peer answer?  False for a file, and for no channel. */
+bool mig_stream_has_return_path(const struct mig_stream *s);
 
 void mig_stream_put(struct mig_stream *s, const void *data, size_t len);
 void mig_stream_put_u8(struct mig_stream *s, uint8_t v);
@@ -52,6 +65,11 @@ void mig_stream_put_u32(struct mig_stream *s, uint32_t v);
 void mig_stream_put_u64(struct mig_stream *s, uint64_t v);
 /* Send everything buffered.  Returns the sticky error (0 if none). */
 int mig_stream_flush(struct mig_stream *s);
+/*
+ * The stream is complete: send what is buffered and publish it (a file is
+ * synced and renamed to its name).  Returns the sticky error (0 if none).
+ */
+int mig_stream_finish(struct mig_stream *s) __attribute__((warn_unused_result));
 
 /* Read exactly len bytes; on error (EOF included) fills with zeros. */
 void mig_stream_get(struct mig_stream *s, void *data, size_t len);
@@ -60,11 +78,33 @@ uint16_t mig_stream_get_u16(struct mig_stream *s);
 uint32_t mig_stream_get_u32(struct mig_stream *s);
 uint64_t mig_stream_get_u64(struct mig_stream *s);
 
-/*
- * Is a whole read possible without waiting on the socket?  True when bytes
- * are buffered; callers that poll the fd themselves check this first.
- */
+/* Are received bytes buffered (a read cannot block)? */
 int mig_stream_buffered(const struct mig_stream *s);
+
+/*
+ * Wait at most timeout_ms (0: just look) until a read would not block
+ * (bytes buffered, or the channel readable: data, the end or an error) or
+ * one of nintr fds is readable.  s may be NULL, and a stream without a
+ * return path never becomes readable on its writing side.  Returns the
+ * MIG_WAIT_* mask of channel.h (0: timeout) or -errno.
+ */
+int mig_stream_wait_readable(struct mig_stream *s, int timeout_ms, const int *intr, int nintr);
+
+/*
+ * After giving up on a stream, say so by closing our sending side, then
+ * read and drop what the peer still sends for at most linger_ns (or until
+ * it closes): closing with unread data would reset the connection and
+ * could destroy what we sent last.  Nothing to do without a return path.
+ */
+void mig_stream_linger(struct mig_stream *s, uint64_t linger_ns);
+/*
+ * Cut the channel both ways, as a network failure would (a test hook).
+ * The one call another thread may make, while the owner cannot destroy
+ * the stream (the caller holds the lock the owner destroys it under).
+ */
+void mig_stream_shutdown(struct mig_stream *s);
+/* Kernel buffer size hints for the channel (0: leave as is). */
+void mig_stream_set_buffers(struct mig_stream *s, int sndbuf, int rcvbuf);
 
 /* The sticky error, 0 if none. */
 int mig_stream_error(const struct mig_stream *s);

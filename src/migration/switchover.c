@@ -12,10 +12,8 @@
  * not start it, resume) or the operator (migrate-resolve) ends the wait.
  */
 #include <errno.h>
-#include <poll.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/socket.h>
 
 #include "migration/format.h"
 #include "migration/migration.h"
@@ -63,7 +61,8 @@ static int switchover_stop_and_copy(struct migration *mig, uint64_t *t)
 	mig->stats.mem_remaining = (uint64_t)dirty * GUEST_PAGE_SIZE;
 	pthread_mutex_unlock(&mig->lock);
 	precopy_send_pass(mig, mig->stats.iteration, (uint64_t)dirty, true);
-	err = ram_send_dirty(mig, true);
+	/* A save's only pass sends each page once: none is re-sent. */
+	err = ram_send_dirty(mig, mig->stats.iteration > 1);
 	if (err)
 		return precopy_stream_fail(mig, err);
 	precopy_phase(mig, MIG_PHASE_FINAL_PAGES, t);
@@ -98,9 +97,9 @@ static void switchover_late(struct migration *mig, uint64_t limit)
 static void switchover_abort(struct migration *mig)
 {
 	struct mig_stream *s = &mig->s;
-	uint8_t sink[4096];
 
-	if (s->fd < 0)
+	/* A file that was not finished is removed when the stream closes. */
+	if (!mig_stream_has_return_path(s))
 		return;
 	/*
 	 * Even after a failed send: if a section was cut short, ABORT lands
@@ -111,13 +110,7 @@ static void switchover_abort(struct migration *mig)
 	s->deadline_ns = vm_now_ns() + SWITCHOVER_ABORT_LINGER_NS;
 	mig_section_write(s, MIG_SEC_ABORT, NULL, 0);
 	mig_stream_flush(s);
-	shutdown(s->fd, SHUT_WR);
-	uint64_t end = vm_now_ns() + SWITCHOVER_ABORT_LINGER_NS;
-	while (vm_now_ns() < end) {
-		struct pollfd p = { .fd = s->fd, .events = POLLIN };
-		if (poll(&p, 1, 50) < 0 || (p.revents && recv(s->fd, sink, sizeof(sink), 0) <= 0))
-			break;
-	}
+	mig_stream_linger(s, SWITCHOVER_ABORT_LINGER_NS);
 }
 
 /*
@@ -223,6 +216,21 @@ static int switchover_in_doubt(struct migration *mig, int why)
 	}
 }
 
+/*
+ * Without a return path (a file) nobody answers: the image is the answer.
+ * GO goes after END so a restore knows the save completed, then the file
+ * is synced and published under its name.  Until that rename succeeds no
+ * image exists and the source may resume; after it, the save happened.
+ */
+static int switchover_save(struct migration *mig)
+{
+	mig_section_write(&mig->s, MIG_SEC_GO, NULL, 0);
+	int err = mig_stream_finish(&mig->s);
+	if (err)
+		return precopy_stream_fail(mig, err);
+	return 0;
+}
+
 /* After GO: RESULT within the switchover timeout, else in doubt. */
 static int switchover_await_result(struct migration *mig, uint64_t deadline)
 {
@@ -241,16 +249,20 @@ static int switchover_await_result(struct migration *mig, uint64_t deadline)
 int switchover_run(struct migration *mig)
 {
 	uint64_t t0 = vm_now_ns(), t = t0, limit = switchover_timeout(mig);
+	bool rp = mig_stream_has_return_path(&mig->s);
 	int err;
 
 	precopy_set_status(mig, MIG_STATUS_DEVICE);
 	mig->pass_start_ns = t0;
 	mig->pass_start_bytes = mig->s.bytes_out;
 	ratelimit_set_rate(&mig->rl, 0);	/* stop-and-copy runs unlimited */
-	mig->s.deadline_ns = t0 + limit;
+	/* A save pauses the guest for all of it: no bound but the disk's pace. */
+	mig->s.deadline_ns = rp ? t0 + limit : 0;
 	err = switchover_stop_and_copy(mig, &t);
 	pr_debug("migration: END sent at %.3f ms (monotonic)", (double)t / 1e6);
-	if (!err) {
+	if (!err && !rp) {
+		err = switchover_save(mig);
+	} else if (!err) {
 		err = switchover_read_answer(mig, true);
 		if (err < 0)
 			err = precopy_stream_fail(mig, err);
@@ -258,15 +270,16 @@ int switchover_run(struct migration *mig)
 			err = -EREMOTEIO;
 	}
 	precopy_phase(mig, MIG_PHASE_COMMIT, &t);
-	if (err && vm_now_ns() >= mig->s.deadline_ns)
+	if (err && rp && vm_now_ns() >= mig->s.deadline_ns)
 		switchover_late(mig, limit);
 	if (err) {
 		mig->s.deadline_ns = 0;
 		switchover_abort(mig);
 		return err;
 	}
-	err = switchover_go(mig);
-	if (!err)
+	if (rp)
+		err = switchover_go(mig);
+	if (!err && rp)
 		err = switchover_await_result(mig, vm_now_ns() + limit);
 	mig_commit_set_state(&mig->commit, MIG_COMMIT_NONE);
 	precopy_phase(mig, MIG_PHASE_RESUME, &t);

@@ -450,9 +450,11 @@ static void t_send(int fd, const uint8_t *p, size_t len)
 static void t_read_replies(int fd, struct t_result *r)
 {
 	struct mig_stream s;
+	struct mig_channel *ch;
 	uint8_t buf[1024];
 
-	assert_int_equal(mig_stream_init(&s, fd, 1 << 16), 0);
+	assert_int_equal(mig_channel_socket(fd, &ch), 0);
+	assert_int_equal(mig_stream_init(&s, ch, 1 << 16), 0);
 	s.timeout_ms = 5000;
 	for (;;) {
 		uint8_t type;
@@ -1408,7 +1410,9 @@ static void t_encoders_match_ferry(void **state)
 	t_sec_buf(&mine, MIG_SEC_CONFIG, &cfgp);
 	t_pass(&mine, 1, true);
 	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
-	assert_int_equal(mig_stream_init(&s, sv[0], 1 << 16), 0);
+	struct mig_channel *ch;
+	assert_int_equal(mig_channel_socket(sv[0], &ch), 0);
+	assert_int_equal(mig_stream_init(&s, ch, 1 << 16), 0);
 	mig_section_write(&s, MIG_SEC_CONFIG, ferry.data, (uint32_t)ferry.len);
 	uint8_t pass[13] = { 1, 0, 0, 0, 4, 0, 0, 0, 0, 0, 0, 0, 1 };
 	mig_section_write(&s, MIG_SEC_PASS, pass, sizeof(pass));
