@@ -236,11 +236,14 @@ static int pc_fill_in_place(struct pc_dest *pc, uint64_t index, uint64_t n,
 
 /*
  * A zero page into a hole.  In minor mode a page may be in the memfd
- * after all (a chunk allocated around received pages): then in place.
- * Returns 0 when zeros were placed, 1 when (missing mode) a page was there
- * already and keeps its content, else -errno.
+ * after all (a chunk allocated around received pages): then, for a page
+ * not `known` yet, zeros in place.  A `known` page that is in the memfd
+ * is never cleared: the guest may have it mapped and written it since it
+ * was placed (a zero page placed by UFFDIO_ZEROPAGE has no `written` bit);
+ * it is only mapped.  Returns 0 when zeros were placed, 1 when a page was
+ * there already and keeps its content, else -errno.
  */
-static int pc_zero(struct pc_dest *pc, uint64_t index)
+static int pc_zero(struct pc_dest *pc, uint64_t index, bool known)
 {
 	struct uffdio_zeropage z = {
 		.range = { .start = (uintptr_t)(pc->m->vm.mem.host + index * GUEST_PAGE_SIZE),
@@ -251,8 +254,12 @@ static int pc_zero(struct pc_dest *pc, uint64_t index)
 		return 0;
 	if (errno != EEXIST)
 		return -errno;
-	if (pc->minor)
+	if (pc->minor && !known)
 		return pc_fill_in_place(pc, index, 1, NULL, true);
+	if (pc->minor) {
+		int err = pc_continue(pc, index, 1);	/* maps it, or wakes if mapped */
+		return err ? err : 1;
+	}
 	pc_wake(pc, index);	/* mapped already: a waiter can go on */
 	return 1;
 }
@@ -267,15 +274,23 @@ static void pc_note_existing(struct pc_dest *pc, uint64_t index)
 	pc_note_placed(pc, index, pc->m->vm.mem.alias + index * GUEST_PAGE_SIZE);
 }
 
-/* A fault on a page whose content is here: resolve it without the source. */
+/*
+ * A fault on a page whose content is here: resolve it without the source.
+ * Only ever map, never fill: the fault may be old news.  A vCPU's fault
+ * message can be read only after the receiving thread placed that page
+ * and woke the vCPU, which then wrote it; and a page known to be zero was
+ * mapped by an earlier fault.  Zeroing such a page again (as this once
+ * did through the alias, for zero pages, which have no `written` bit)
+ * wipes what the guest wrote: "CORRUPT ... got 0x0" in the verify workload.
+ */
 static void pc_resolve_local(struct pc_dest *pc, uint64_t index)
 {
 	if (pc->minor && pc_present(pc, index)) {
 		if (!pc_continue(pc, index, 1))
 			pc->zero_local += !pc_test(pc->written, index);
 	} else if (!pc_test(pc->written, index)) {
-		/* A hole known to be zero: no need to ask. */
-		if (pc_zero(pc, index) == 0)
+		/* A hole known to be zero (or mapped already): no need to ask. */
+		if (pc_zero(pc, index, true) == 0)
 			pc->zero_local++;
 	} else {
 		pc_wake(pc, index);	/* placed while the fault message waited */
@@ -425,7 +440,7 @@ static int pc_fill(struct pc_dest *pc, uint64_t index, uint64_t n, const uint8_t
 	if (data)
 		return pc_copy(pc, index, n, data);
 	for (uint64_t k = 0; k < n; k++) {
-		err = pc_zero(pc, index + k);
+		err = pc_zero(pc, index + k, false);
 		if (err < 0)
 			return err;
 		if (err)
