@@ -6,7 +6,7 @@
 #define FERRY_MIGRATION_INCOMING_INTERNAL_H
 
 #include "migration/incoming.h"
-#include "vmm/machine_state.h"
+#include "board/machine_state.h"
 
 /* What the stream may carry next. */
 enum mig_in_phase {
