@@ -15,7 +15,7 @@
 #include "migration/migration.h"
 #include "util/log.h"
 #include "util/parse.h"
-#include "vmm/machine.h"
+#include "board/machine.h"
 
 static const char run_usage[] =
 "Usage: ferry run --kernel FILE [options]\n"

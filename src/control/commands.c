@@ -9,7 +9,7 @@
 #include "control/cmd_migrate.h"
 #include "migration/migration.h"
 #include "vmm/dirty.h"
-#include "vmm/machine_state.h"
+#include "board/machine_state.h"
 
 struct control_command {
 	const char *name;

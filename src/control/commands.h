@@ -5,7 +5,7 @@
 #include <json-c/json.h>
 #include <stdbool.h>
 
-#include "vmm/machine.h"
+#include "board/machine.h"
 
 struct migration;
 struct control_server;

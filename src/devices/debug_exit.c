@@ -22,3 +22,7 @@ int debug_exit_register(struct vm *vm)
 	return iobus_register(&vm->pio, DEBUG_EXIT_PORT, DEBUG_EXIT_SIZE, &debug_exit_ops, vm,
 			      "debug-exit");
 }
+
+const struct device_ops debug_exit_device_ops = {
+	.name = "debug-exit",
+};

@@ -6,6 +6,7 @@
 #ifndef FERRY_DEVICES_DEBUG_EXIT_H
 #define FERRY_DEVICES_DEBUG_EXIT_H
 
+#include "devices/device.h"
 #include "vmm/vm.h"
 
 #define DEBUG_EXIT_PORT 0xf4
@@ -13,5 +14,11 @@
 
 /* Claim the port on vm's port bus.  Returns 0 or -errno. */
 int debug_exit_register(struct vm *vm) __attribute__((warn_unused_result));
+
+/*
+ * Its registry entry: no state (a write ends the guest at once, so
+ * nothing is ever pending), no record, nothing to quiesce.
+ */
+extern const struct device_ops debug_exit_device_ops;
 
 #endif

@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "devices/chardev.h"
+#include "devices/device.h"
 #include "util/vmstate.h"
 #include "vmm/iobus.h"
 
@@ -60,5 +61,8 @@ void serial_set_regs(struct serial *s, const struct serial_regs *in);
 
 /* The I/O bus ops for a serial port (opaque = struct serial *). */
 extern const struct iobus_ops serial_iobus_ops;
+
+/* Its registry entry (dev = struct serial *, state = struct serial_regs). */
+extern const struct device_ops serial_device_ops;
 
 #endif

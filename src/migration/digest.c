@@ -15,7 +15,7 @@ int mig_digest_init(struct mig_digest *d, const struct guest_memory *mem)
 {
 	uint64_t z = mig_zero_page_hash();
 
-	d->pages = mem->size / GUEST_PAGE_SIZE;
+	d->pages = guest_memory_pages(mem);
 	d->hash = malloc(d->pages * sizeof(uint64_t));
 	if (!d->hash)
 		return -ENOMEM;
@@ -29,16 +29,6 @@ void mig_digest_free(struct mig_digest *d)
 	free(d->hash);
 	d->hash = NULL;
 	d->pages = 0;
-}
-
-uint64_t mig_digest_index(const struct guest_memory *mem, uint64_t gpa)
-{
-	for (unsigned i = 0; i < mem->nr_regions; i++) {
-		const struct guest_region *r = &mem->regions[i];
-		if (gpa >= r->gpa && gpa - r->gpa < r->size)
-			return (r->offset + gpa - r->gpa) / GUEST_PAGE_SIZE;
-	}
-	return 0;
 }
 
 void mig_digest_set(struct mig_digest *d, uint64_t index, const void *data)
@@ -59,7 +49,7 @@ uint64_t mig_digest_of_memory(const struct guest_memory *mem)
 	if (mig_digest_init(&d, mem))
 		return 0;
 	for (uint64_t i = 0; i < d.pages; i++)
-		d.hash[i] = XXH3_64bits(mem->host + i * GUEST_PAGE_SIZE, GUEST_PAGE_SIZE);
+		d.hash[i] = XXH3_64bits(guest_memory_page_ptr(mem, i), GUEST_PAGE_SIZE);
 	total = mig_digest_total(&d);
 	mig_digest_free(&d);
 	return total;

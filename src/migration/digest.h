@@ -12,16 +12,13 @@
 
 struct mig_digest {
 	uint64_t pages;
-	uint64_t *hash;		/* by page index over all regions, in address order */
+	uint64_t *hash;		/* by page index (guest_memory_page_index) */
 };
 
 /* Allocate a table for mem, every page set to the digest of a zero page. */
 int mig_digest_init(struct mig_digest *d, const struct guest_memory *mem)
 	__attribute__((warn_unused_result));
 void mig_digest_free(struct mig_digest *d);
-
-/* Page index of gpa in mem (gpa must be in RAM). */
-uint64_t mig_digest_index(const struct guest_memory *mem, uint64_t gpa);
 
 /* Record the content of page `index` (data NULL: a zero page). */
 void mig_digest_set(struct mig_digest *d, uint64_t index, const void *data);

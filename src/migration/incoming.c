@@ -14,11 +14,8 @@
 #include "migration/section.h"
 #include "util/le.h"
 #include "util/log.h"
-#include "vmm/machine_state.h"
+#include "board/machine_state.h"
 
-#ifndef MADV_POPULATE_WRITE
-#define MADV_POPULATE_WRITE 23
-#endif
 #define MIG_IN_POPULATE_CHUNK (2ULL << 20)
 
 int mig_in_fail(struct mig_incoming *inc, int err, const char *fmt, ...)
@@ -89,8 +86,8 @@ static int mig_in_config(struct mig_incoming *inc, const struct mig_incoming_opt
 				   strerror(-err));
 	}
 	inc->created = true;
-	inc->written = calloc(m->vm.mem.size / GUEST_PAGE_SIZE / 64 + 1, sizeof(unsigned long));
-	inc->known = calloc(m->vm.mem.size / GUEST_PAGE_SIZE / 64 + 1, sizeof(unsigned long));
+	inc->written = calloc(guest_memory_pages(&m->vm.mem) / 64 + 1, sizeof(unsigned long));
+	inc->known = calloc(guest_memory_pages(&m->vm.mem) / 64 + 1, sizeof(unsigned long));
 	inc->populated = calloc(m->vm.mem.size / MIG_IN_POPULATE_CHUNK / 64 + 1,
 				sizeof(unsigned long));
 	if (!inc->written || !inc->populated || !inc->known)
@@ -108,24 +105,23 @@ static int mig_in_config(struct mig_incoming *inc, const struct mig_incoming_opt
 }
 
 /*
- * Allocate and map the 2 MiB chunks around [host, host + len) in one call
- * each, before the data lands there: far cheaper than a page fault per page.
+ * Allocate and map the 2 MiB chunks around pages [index, index + n) in one
+ * call each, before the data lands there: far cheaper than a page fault per page.
  */
 static void mig_in_populate(struct mig_incoming *inc, struct guest_memory *mem,
-			    uint8_t *alias, uint64_t len)
+			    uint64_t index, uint64_t n)
 {
-	uint64_t first = (uint64_t)(alias - mem->alias) / MIG_IN_POPULATE_CHUNK;
-	uint64_t last = ((uint64_t)(alias - mem->alias) + len - 1) / MIG_IN_POPULATE_CHUNK;
+	const uint64_t per = MIG_IN_POPULATE_CHUNK / GUEST_PAGE_SIZE;
+	uint64_t first = index / per, last = (index + n - 1) / per;
 
-	if (mem->allocated)
+	if (guest_memory_allocated(mem))
 		return;
 	for (uint64_t c = first; c <= last; c++) {
 		if (inc->populated[c / 64] & (1UL << (c % 64)))
 			continue;
 		inc->populated[c / 64] |= 1UL << (c % 64);
 		/* Best effort: a failure just leaves it to page faults. */
-		madvise(mem->alias + c * MIG_IN_POPULATE_CHUNK, MIG_IN_POPULATE_CHUNK,
-			MADV_POPULATE_WRITE);
+		guest_memory_populate(mem, c * per, per);
 	}
 }
 
@@ -172,9 +168,9 @@ static int mig_in_raw_pages(struct mig_incoming *inc, struct machine *m,
 {
 	struct guest_memory *mem = &m->vm.mem;
 	uint8_t *dst = guest_memory_alias_ptr(mem, gpa, (uint64_t)n * GUEST_PAGE_SIZE);
-	uint64_t index = mig_digest_index(mem, gpa);
+	uint64_t index = guest_memory_page_index(mem, gpa);
 
-	mig_in_populate(inc, mem, dst, (uint64_t)n * GUEST_PAGE_SIZE);
+	mig_in_populate(inc, mem, index, n);
 	if (mig_section_reader_get(r, dst, n * (uint32_t)GUEST_PAGE_SIZE))
 		return mig_in_fail(inc, r->s->err, "%s", r->s->why);
 	for (uint32_t k = 0; k < n; k++, index++) {
@@ -223,7 +219,7 @@ static int mig_in_ram(struct mig_incoming *inc, struct machine *m, struct mig_se
 	for (uint32_t i = 0; i < count;) {
 		uint64_t gpa = ents[i] & ~MIG_PAGE_KIND_MASK;
 		uint8_t *dst = guest_memory_alias_ptr(mem, gpa, GUEST_PAGE_SIZE);
-		uint64_t index = mig_digest_index(mem, gpa);
+		uint64_t index = guest_memory_page_index(mem, gpa);
 		if ((ents[i] & MIG_PAGE_KIND_MASK) == MIG_PAGE_ZERO) {
 			/*
 			 * RAM starts as memfd holes, which read as zero: only a page

@@ -14,7 +14,7 @@
 #include "migration/digest.h"
 #include "migration/postcopy_dest.h"
 #include "migration/stream.h"
-#include "vmm/machine.h"
+#include "board/machine.h"
 
 struct mig_incoming_opts {
 	const char *uri;		/* tcp:HOST:PORT, unix:PATH or file:PATH */

@@ -6,8 +6,8 @@
 #define FERRY_MIGRATION_INCOMING_INTERNAL_H
 
 #include "migration/incoming.h"
+#include "board/machine_state.h"
 #include "migration/section.h"
-#include "vmm/machine_state.h"
 
 /* What the stream may carry next. */
 enum mig_in_phase {

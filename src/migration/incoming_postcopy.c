@@ -19,7 +19,7 @@
 static int mig_in_discard(struct mig_incoming *inc, struct machine *m, const uint8_t *p,
 			  uint32_t len)
 {
-	uint64_t pages = m->vm.mem.size / GUEST_PAGE_SIZE;
+	uint64_t pages = guest_memory_pages(&m->vm.mem);
 	struct mig_cursor c;
 
 	mig_cursor_init(&c, p, len);
@@ -111,7 +111,7 @@ static int mig_in_pc_ram(struct mig_incoming *inc, struct machine *m, const uint
 	err = mig_in_ram_check(inc, m, ents, count, len);
 	const uint8_t *data = p + 4 + 8ULL * count;
 	for (uint32_t i = 0; i < count && !err;) {
-		uint64_t gpa = ents[i] & ~MIG_PAGE_KIND_MASK, index = mig_digest_index(mem, gpa);
+		uint64_t gpa = ents[i] & ~MIG_PAGE_KIND_MASK, index = guest_memory_page_index(mem, gpa);
 		bool raw = (ents[i] & MIG_PAGE_KIND_MASK) == MIG_PAGE_RAW;
 		uint32_t run = raw ? mig_in_raw_run(mem, ents, i, count) : 1;
 		err = mig_in_pc_place(inc, gpa, index, run, raw ? data : NULL);
@@ -134,7 +134,7 @@ static int mig_in_pc_ram_run(struct mig_incoming *inc, struct machine *m, const 
 	int err = mig_in_run_check(inc, m, gpa, count, len);
 	if (err)
 		return err;
-	return mig_in_pc_place(inc, gpa, mig_digest_index(mem, gpa), count, p + 12);
+	return mig_in_pc_place(inc, gpa, guest_memory_page_index(mem, gpa), count, p + 12);
 }
 
 static int mig_in_pc_done(struct mig_incoming *inc, uint32_t len, bool *done)
@@ -155,7 +155,7 @@ static int mig_in_pc_done(struct mig_incoming *inc, uint32_t len, bool *done)
 static int mig_in_pc_report(struct mig_incoming *inc, struct machine *m)
 {
 	struct pc_dest *pc = &inc->pc;
-	uint64_t pages = m->vm.mem.size / GUEST_PAGE_SIZE;
+	uint64_t pages = guest_memory_pages(&m->vm.mem);
 	uint8_t *p = malloc(12 + MIG_DISCARD_MAX_PAGES / 8);
 	int err = 0;
 
@@ -178,12 +178,7 @@ static int mig_in_pc_report(struct mig_incoming *inc, struct machine *m)
 		unsigned long bit = 1UL << (i % 64);
 		if (!(pc->requested[i / 64] & bit) || (inc->known[i / 64] & bit))
 			continue;
-		uint64_t gpa = 0, off = i * GUEST_PAGE_SIZE;
-		for (unsigned r = 0; r < m->vm.mem.nr_regions; r++) {
-			const struct guest_region *g = &m->vm.mem.regions[r];
-			if (off >= g->offset && off - g->offset < g->size)
-				gpa = g->gpa + (off - g->offset);
-		}
+		uint64_t gpa = guest_memory_page_gpa(&m->vm.mem, i);
 		uint8_t q[8];
 		le_put(q, gpa, 8);
 		mig_section_write(pc->s, MIG_SEC_PAGE_REQ, q, sizeof(q));

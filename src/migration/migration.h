@@ -17,7 +17,7 @@
 #include "migration/stats.h"
 #include "migration/stream.h"
 #include "util/ratelimit.h"
-#include "vmm/machine.h"
+#include "board/machine.h"
 
 struct mig_params {
 	char uri[256];

@@ -13,6 +13,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "board/machine_state.h"
 #include "migration/format.h"
 #include "migration/migration.h"
 #include "migration/ram.h"
@@ -29,9 +30,9 @@ static void postcopy_send_discards(struct migration *mig)
 {
 	struct guest_memory *mem = &mig->m->vm.mem;
 
-	for (unsigned r = 0; r < mem->nr_regions; r++) {
-		uint64_t pages = mem->regions[r].size / GUEST_PAGE_SIZE;
-		uint64_t base = mem->regions[r].offset / GUEST_PAGE_SIZE;
+	for (unsigned r = 0; r < guest_memory_nr_regions(mem); r++) {
+		uint64_t pages = guest_memory_region_pages(mem, r);
+		uint64_t base = guest_memory_region_first(mem, r);
 		for (uint64_t first = 0; first < pages; first += MIG_DISCARD_MAX_PAGES) {
 			uint32_t n = (uint32_t)(pages - first < MIG_DISCARD_MAX_PAGES ?
 						pages - first : MIG_DISCARD_MAX_PAGES);
@@ -55,8 +56,8 @@ static uint64_t postcopy_count(struct migration *mig)
 	struct guest_memory *mem = &mig->m->vm.mem;
 	uint64_t n = 0;
 
-	for (unsigned r = 0; r < mem->nr_regions; r++)
-		for (uint64_t i = 0; i < dirty_bitmap_longs(mem->regions[r].size / GUEST_PAGE_SIZE); i++)
+	for (unsigned r = 0; r < guest_memory_nr_regions(mem); r++)
+		for (uint64_t i = 0; i < dirty_bitmap_longs(guest_memory_region_pages(mem, r)); i++)
 			n += (uint64_t)__builtin_popcountl(mig->bitmap[r][i]);
 	return n;
 }
@@ -112,6 +113,10 @@ static int postcopy_switch(struct migration *mig)
 	if (err)
 		return precopy_fail(mig, err, "cannot pause for the switchover: %s", vm_pause_strerror(err));
 	precopy_phase(mig, MIG_PHASE_PAUSE, &t);
+	/* Devices drain into RAM before the final sync. */
+	err = machine_quiesce(mig->m);
+	if (err)
+		return precopy_fail(mig, err, "cannot quiesce the machine: %s", strerror(-err));
 	/*
 	 * What the guest wrote last goes first.  Only an order: if the peek
 	 * fails, the last hot list (or none) orders the push just as well.
@@ -205,7 +210,7 @@ static int postcopy_serve_request(struct migration *mig, const uint8_t *buf, uin
 	if (gpa % GUEST_PAGE_SIZE || !guest_memory_ptr(mem, gpa, GUEST_PAGE_SIZE))
 		return precopy_fail(mig, -EPROTO, "destination asked for page 0x%llx, not RAM",
 				    (unsigned long long)gpa);
-	uint32_t sent = postcopy_serve(mig, mig_digest_index(mem, gpa));
+	uint32_t sent = postcopy_serve(mig, guest_memory_page_index(mem, gpa));
 	int err = ram_flush(mig);
 	if (err)
 		return precopy_stream_fail(mig, err);
@@ -249,7 +254,7 @@ static int postcopy_strike_known(struct migration *mig, const uint8_t *p, uint32
 		memcpy(&word, p + 12 + 8 * (i / 64), 8);
 		if (!(le64toh(word) & (1ULL << (i % 64))))
 			continue;
-		if (!ram_locate(mem, first + i, &r, &page))
+		if (!guest_memory_locate(mem, first + i, &r, &page))
 			return -EPROTO;
 		mig->bitmap[r][page / 64] &= ~(1UL << (page % 64));
 	}
@@ -261,7 +266,7 @@ static bool postcopy_hot(struct migration *mig, uint64_t index)
 	unsigned r;
 	uint64_t page;
 
-	return ram_locate(&mig->m->vm.mem, index, &r, &page) &&
+	return guest_memory_locate(&mig->m->vm.mem, index, &r, &page) &&
 	       (mig->hot[r][page / 64] & (1UL << (page % 64)));
 }
 
@@ -272,7 +277,7 @@ static bool postcopy_hot(struct migration *mig, uint64_t index)
  */
 static int postcopy_push(struct migration *mig)
 {
-	uint64_t total = mig->m->vm.mem.size / GUEST_PAGE_SIZE;
+	uint64_t total = guest_memory_pages(&mig->m->vm.mem);
 	int err;
 
 	mig_stream_set_buffers(&mig->s, PC_SNDBUF, 0);
@@ -429,9 +434,9 @@ static int postcopy_reconnect(struct migration *mig)
 	if (err)
 		return precopy_stream_fail(mig, err);
 	/* Owe every page again, then strike what the destination says it has. */
-	for (unsigned r = 0; r < mem->nr_regions; r++)
+	for (unsigned r = 0; r < guest_memory_nr_regions(mem); r++)
 		memset(mig->bitmap[r], 0xff,
-		       dirty_bitmap_longs(mem->regions[r].size / GUEST_PAGE_SIZE) * sizeof(unsigned long));
+		       dirty_bitmap_longs(guest_memory_region_pages(mem, r)) * sizeof(unsigned long));
 	uint8_t *buf = malloc(MIG_SECTION_MAX);
 	if (!buf)
 		return precopy_fail(mig, -ENOMEM, "out of memory");

@@ -63,18 +63,16 @@ static int pc_for_unknown(struct pc_dest *pc, int (*fn)(struct pc_dest *, uint64
  */
 static int pc_unmap(struct pc_dest *pc, uint64_t first, uint64_t n)
 {
-	if (madvise(pc->m->vm.mem.host + first * GUEST_PAGE_SIZE, n * GUEST_PAGE_SIZE,
-		    MADV_DONTNEED) < 0)
-		return -errno;
-	return 0;
+	return guest_memory_unmap_guest(&pc->m->vm.mem, first, n);
 }
 
 /* Missing mode: free the pages, so touching one faults. */
 static int pc_punch(struct pc_dest *pc, uint64_t first, uint64_t n)
 {
-	if (fallocate(pc->m->vm.mem.fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-		      (off_t)(first * GUEST_PAGE_SIZE), (off_t)(n * GUEST_PAGE_SIZE)) < 0)
-		return -errno;
+	int err = guest_memory_punch(&pc->m->vm.mem, first, n);
+
+	if (err)
+		return err;
 	for (uint64_t i = first; i < first + n; i++)
 		pc->written[i / 64] &= ~(1UL << (i % 64));
 	return 0;
@@ -110,10 +108,11 @@ static int pc_register(struct pc_dest *pc)
 	err = pc_for_unknown(pc, pc->minor ? pc_unmap : pc_punch);
 	if (err)
 		return err;
-	for (unsigned r = 0; r < mem->nr_regions; r++) {
+	for (unsigned r = 0; r < guest_memory_nr_regions(mem); r++) {
 		struct uffdio_register reg = {
-			.range = { .start = (uintptr_t)(mem->host + mem->regions[r].offset),
-				   .len = mem->regions[r].size },
+			.range = { .start = (uintptr_t)guest_memory_page_ptr(mem,
+							guest_memory_region_first(mem, r)),
+				   .len = guest_memory_region_pages(mem, r) * GUEST_PAGE_SIZE },
 			.mode = UFFDIO_REGISTER_MODE_MISSING |
 				(pc->minor ? UFFDIO_REGISTER_MODE_MINOR : 0),
 		};
@@ -179,7 +178,7 @@ static void pc_note_placed(struct pc_dest *pc, uint64_t index, const uint8_t *da
 static void pc_wake(struct pc_dest *pc, uint64_t index)
 {
 	struct uffdio_range r = {
-		.start = (uintptr_t)(pc->m->vm.mem.host + index * GUEST_PAGE_SIZE),
+		.start = (uintptr_t)guest_memory_page_ptr(&pc->m->vm.mem, index),
 		.len = GUEST_PAGE_SIZE,
 	};
 
@@ -189,7 +188,7 @@ static void pc_wake(struct pc_dest *pc, uint64_t index)
 /* Is the page in the memfd (allocated), so a minor fault maps it? */
 static bool pc_present(const struct pc_dest *pc, uint64_t index)
 {
-	return pc->m->vm.mem.allocated || pc_test(pc->written, index);
+	return guest_memory_allocated(&pc->m->vm.mem) || pc_test(pc->written, index);
 }
 
 /* Minor mode: map n pages of the memfd into the guest's view; wakes waiters. */
@@ -199,8 +198,8 @@ static int pc_continue(struct pc_dest *pc, uint64_t index, uint64_t n)
 
 	while (done < n) {
 		struct uffdio_continue c = {
-			.range = { .start = (uintptr_t)(pc->m->vm.mem.host +
-							 (index + done) * GUEST_PAGE_SIZE),
+			.range = { .start = (uintptr_t)guest_memory_page_ptr(&pc->m->vm.mem,
+									     index + done),
 				   .len = (n - done) * GUEST_PAGE_SIZE },
 		};
 		int r = ioctl(pc->uffd, UFFDIO_CONTINUE, &c);
@@ -222,7 +221,7 @@ static int pc_continue(struct pc_dest *pc, uint64_t index, uint64_t n)
 static int pc_fill_in_place(struct pc_dest *pc, uint64_t index, uint64_t n,
 			    const uint8_t *data, bool always_clear)
 {
-	uint8_t *alias = pc->m->vm.mem.alias + index * GUEST_PAGE_SIZE;
+	uint8_t *alias = guest_memory_page_alias(&pc->m->vm.mem, index);
 
 	if (data) {
 		memcpy(alias, data, n * GUEST_PAGE_SIZE);
@@ -246,7 +245,7 @@ static int pc_fill_in_place(struct pc_dest *pc, uint64_t index, uint64_t n,
 static int pc_zero(struct pc_dest *pc, uint64_t index, bool known)
 {
 	struct uffdio_zeropage z = {
-		.range = { .start = (uintptr_t)(pc->m->vm.mem.host + index * GUEST_PAGE_SIZE),
+		.range = { .start = (uintptr_t)guest_memory_page_ptr(&pc->m->vm.mem, index),
 			   .len = GUEST_PAGE_SIZE },
 	};
 
@@ -271,7 +270,7 @@ static int pc_zero(struct pc_dest *pc, uint64_t index, bool known)
  */
 static void pc_note_existing(struct pc_dest *pc, uint64_t index)
 {
-	pc_note_placed(pc, index, pc->m->vm.mem.alias + index * GUEST_PAGE_SIZE);
+	pc_note_placed(pc, index, guest_memory_page_alias(&pc->m->vm.mem, index));
 }
 
 /*
@@ -300,11 +299,10 @@ static void pc_resolve_local(struct pc_dest *pc, uint64_t index)
 static void pc_handle_fault(struct pc_dest *pc, uint64_t addr)
 {
 	struct guest_memory *mem = &pc->m->vm.mem;
-	uint64_t off = (addr & ~(GUEST_PAGE_SIZE - 1)) - (uintptr_t)mem->host;
-	uint64_t index = off / GUEST_PAGE_SIZE;
+	uint64_t index = guest_memory_host_index(mem, (uintptr_t)addr);
 	bool ask = false;
 
-	if (off >= mem->size)
+	if (index == GUEST_PAGE_NONE)
 		return;
 	pthread_mutex_lock(&pc->lock);
 	pc->faults++;
@@ -319,12 +317,7 @@ static void pc_handle_fault(struct pc_dest *pc, uint64_t addr)
 	pthread_mutex_unlock(&pc->lock);
 	if (ask) {
 		uint8_t p[8];
-		uint64_t gpa = 0;
-		for (unsigned r = 0; r < mem->nr_regions; r++) {
-			const struct guest_region *g = &mem->regions[r];
-			if (off >= g->offset && off - g->offset < g->size)
-				gpa = g->gpa + (off - g->offset);
-		}
+		uint64_t gpa = guest_memory_page_gpa(mem, index);
 		le_put(p, gpa, 8);
 		if (pc_dest_reply(pc, MIG_SEC_PAGE_REQ, p, sizeof(p)))
 			pr_debug("post-copy: cannot request page 0x%llx", (unsigned long long)gpa);
@@ -359,7 +352,7 @@ static void *pc_fault_thread(void *arg)
 int pc_dest_start(struct pc_dest *pc, struct machine *m, struct mig_stream *s,
 		  unsigned long *known, unsigned long *written, struct mig_digest *digest)
 {
-	uint64_t pages = m->vm.mem.size / GUEST_PAGE_SIZE;
+	uint64_t pages = guest_memory_pages(&m->vm.mem);
 	int err;
 
 	memset(pc, 0, sizeof(*pc));
@@ -396,7 +389,7 @@ static int pc_copy(struct pc_dest *pc, uint64_t index, uint64_t n, const uint8_t
 
 	while (done < n) {
 		struct uffdio_copy c = {
-			.dst = (uintptr_t)(pc->m->vm.mem.host + (index + done) * GUEST_PAGE_SIZE),
+			.dst = (uintptr_t)guest_memory_page_ptr(&pc->m->vm.mem, index + done),
 			.src = (uintptr_t)(data + done * GUEST_PAGE_SIZE),
 			.len = (n - done) * GUEST_PAGE_SIZE,
 		};
@@ -483,10 +476,11 @@ void pc_dest_stop(struct pc_dest *pc)
 		pc->thread_started = false;
 	}
 	if (pc->uffd >= 0) {
-		for (unsigned r = 0; r < mem->nr_regions; r++) {
+		for (unsigned r = 0; r < guest_memory_nr_regions(mem); r++) {
 			struct uffdio_range range = {
-				.start = (uintptr_t)(mem->host + mem->regions[r].offset),
-				.len = mem->regions[r].size,
+				.start = (uintptr_t)guest_memory_page_ptr(mem,
+						guest_memory_region_first(mem, r)),
+				.len = guest_memory_region_pages(mem, r) * GUEST_PAGE_SIZE,
 			};
 			ioctl(pc->uffd, UFFDIO_UNREGISTER, &range);
 		}

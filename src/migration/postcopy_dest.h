@@ -16,7 +16,7 @@
 
 #include "migration/digest.h"
 #include "migration/stream.h"
-#include "vmm/machine.h"
+#include "board/machine.h"
 
 #define PC_LATENCY_BUCKETS 40	/* log2 buckets of microseconds */
 

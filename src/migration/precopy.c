@@ -18,7 +18,7 @@
 #include "util/le.h"
 #include "util/log.h"
 #include "vmm/dirty.h"
-#include "vmm/machine_state.h"
+#include "board/machine_state.h"
 
 #define PRECOPY_CONNECT_TIMEOUT_MS 10000
 #define PRECOPY_IO_TIMEOUT_MS 30000

@@ -17,8 +17,8 @@ int ram_setup(struct migration *mig)
 {
 	struct guest_memory *mem = &mig->m->vm.mem;
 
-	for (unsigned r = 0; r < mem->nr_regions; r++) {
-		uint64_t longs = dirty_bitmap_longs(mem->regions[r].size / GUEST_PAGE_SIZE);
+	for (unsigned r = 0; r < guest_memory_nr_regions(mem); r++) {
+		uint64_t longs = dirty_bitmap_longs(guest_memory_region_pages(mem, r));
 		mig->bitmap[r] = calloc(longs, sizeof(unsigned long));
 		mig->hot[r] = calloc(longs, sizeof(unsigned long));
 		if (!mig->bitmap[r] || !mig->hot[r])
@@ -47,8 +47,8 @@ int64_t ram_sync(struct migration *mig)
 	struct guest_memory *mem = &mig->m->vm.mem;
 	int64_t dirty = 0;
 
-	for (unsigned r = 0; r < mem->nr_regions; r++) {
-		uint64_t longs = dirty_bitmap_longs(mem->regions[r].size / GUEST_PAGE_SIZE);
+	for (unsigned r = 0; r < guest_memory_nr_regions(mem); r++) {
+		uint64_t longs = dirty_bitmap_longs(guest_memory_region_pages(mem, r));
 		int err = vm_dirty_log_sync(&mig->m->vm, r, mig->bitmap[r]);
 		if (err)
 			return err;
@@ -63,7 +63,7 @@ int64_t ram_peek_hot(struct migration *mig)
 	struct guest_memory *mem = &mig->m->vm.mem;
 	int64_t hot = 0;
 
-	for (unsigned r = 0; r < mem->nr_regions; r++) {
+	for (unsigned r = 0; r < guest_memory_nr_regions(mem); r++) {
 		int64_t n = vm_dirty_log_peek(&mig->m->vm, r, mig->hot[r]);
 		if (n < 0)
 			return n;
@@ -76,12 +76,12 @@ int ram_start_clean(struct migration *mig)
 {
 	struct guest_memory *mem = &mig->m->vm.mem;
 
-	for (unsigned r = 0; r < mem->nr_regions; r++) {
+	for (unsigned r = 0; r < guest_memory_nr_regions(mem); r++) {
 		/* Regions are whole 2 MiB: whole longs of bits. */
-		size_t bytes = dirty_bitmap_longs(mem->regions[r].size / GUEST_PAGE_SIZE) *
+		size_t bytes = dirty_bitmap_longs(guest_memory_region_pages(mem, r)) *
 			       sizeof(unsigned long);
 		memset(mig->bitmap[r], 0xff, bytes);
-		int err = vm_dirty_log_clear(&mig->m->vm, r, 0, mem->regions[r].size / GUEST_PAGE_SIZE,
+		int err = vm_dirty_log_clear(&mig->m->vm, r, 0, guest_memory_region_pages(mem, r),
 					     mig->bitmap[r]);
 		if (err)
 			return err;
@@ -189,15 +189,6 @@ static void ram_queue_page(struct migration *mig, uint64_t gpa, const uint8_t *s
  * them).  Asked after the chunk's dirty bits were cleared, so a write
  * racing with the question is seen in the next pass.
  */
-static bool ram_is_hole(int fd, uint64_t off, uint64_t len)
-{
-	off_t data = lseek(fd, (off_t)off, SEEK_DATA);
-
-	if (data < 0)
-		return errno == ENXIO;	/* no data from off to the end */
-	return (uint64_t)data >= off + len;
-}
-
 /*
  * The destination speaks during the live phase only to refuse the stream;
  * then stop sending at once, so its reason is heard (and not a reset).
@@ -228,8 +219,8 @@ static bool ram_cancelled(struct migration *mig)
 static int ram_send_region(struct migration *mig, unsigned r, bool resend)
 {
 	struct vm *vm = &mig->m->vm;
-	const struct guest_region *reg = &vm->mem.regions[r];
-	uint64_t pages = reg->size / GUEST_PAGE_SIZE;
+	uint64_t pages = guest_memory_region_pages(&vm->mem, r);
+	uint64_t base = guest_memory_region_first(&vm->mem, r);
 	unsigned long *bm = mig->bitmap[r], *hot = mig->hot[r];
 	unsigned long send[RAM_CLEAR_CHUNK / DIRTY_BITS_PER_LONG];
 
@@ -249,17 +240,16 @@ static int ram_send_region(struct migration *mig, unsigned r, bool resend)
 		int err = vm_dirty_log_clear(vm, r, first, count, send);
 		if (err)
 			return err;
-		bool hole = ram_is_hole(vm->mem.fd, reg->offset + first * GUEST_PAGE_SIZE,
-					count * GUEST_PAGE_SIZE);
+		bool hole = guest_memory_is_hole(&vm->mem, base + first, count);
 		for (uint64_t l = l0; l < l1; l++) {
 			unsigned long w = send[l - l0];
 			while (w) {
 				unsigned bit = (unsigned)__builtin_ctzl(w);
 				w &= w - 1;
 				uint64_t page = l * DIRTY_BITS_PER_LONG + bit;
-				ram_queue_page(mig, reg->gpa + page * GUEST_PAGE_SIZE,
-					       vm->mem.host + reg->offset + page * GUEST_PAGE_SIZE,
-					       reg->offset / GUEST_PAGE_SIZE + page, resend, hole);
+				ram_queue_page(mig, guest_memory_page_gpa(&vm->mem, base + page),
+					       guest_memory_page_ptr(&vm->mem, base + page),
+					       base + page, resend, hole);
 			}
 		}
 next:
@@ -275,7 +265,7 @@ next:
 
 int ram_send_dirty(struct migration *mig, bool resend)
 {
-	for (unsigned r = 0; r < mig->m->vm.mem.nr_regions; r++) {
+	for (unsigned r = 0; r < guest_memory_nr_regions(&mig->m->vm.mem); r++) {
 		int err = ram_send_region(mig, r, resend);
 		if (err)
 			return err;
@@ -284,35 +274,21 @@ int ram_send_dirty(struct migration *mig, bool resend)
 	return mig_stream_error(&mig->s);
 }
 
-bool ram_locate(const struct guest_memory *mem, uint64_t index, unsigned *r, uint64_t *page)
-{
-	for (unsigned i = 0; i < mem->nr_regions; i++) {
-		uint64_t first = mem->regions[i].offset / GUEST_PAGE_SIZE;
-		uint64_t n = mem->regions[i].size / GUEST_PAGE_SIZE;
-		if (index >= first && index - first < n) {
-			*r = i;
-			*page = index - first;
-			return true;
-		}
-	}
-	return false;
-}
-
 bool ram_queue_index(struct migration *mig, uint64_t index)
 {
 	struct guest_memory *mem = &mig->m->vm.mem;
 	uint64_t page;
 	unsigned r;
 
-	if (!ram_locate(mem, index, &r, &page))
+	if (!guest_memory_locate(mem, index, &r, &page))
 		return false;
 	unsigned long *w = &mig->bitmap[r][page / DIRTY_BITS_PER_LONG];
 	unsigned long bit = 1UL << (page % DIRTY_BITS_PER_LONG);
 	if (!(*w & bit))
 		return false;
 	*w &= ~bit;
-	ram_queue_page(mig, mem->regions[r].gpa + page * GUEST_PAGE_SIZE,
-		       mem->host + index * GUEST_PAGE_SIZE, index, false, false);
+	ram_queue_page(mig, guest_memory_page_gpa(mem, index), guest_memory_page_ptr(mem, index),
+		       index, false, false);
 	return true;
 }
 

@@ -39,9 +39,6 @@ int64_t ram_peek_hot(struct migration *mig) __attribute__((warn_unused_result));
  */
 int ram_start_clean(struct migration *mig) __attribute__((warn_unused_result));
 
-/* Page index (over all RAM) -> region and page within it; false if outside RAM. */
-bool ram_locate(const struct guest_memory *mem, uint64_t index, unsigned *r, uint64_t *page);
-
 /*
  * Post-copy: queue page `index` if its bit is still set (clearing it, so no
  * page goes twice).  The vCPUs are paused: memory no longer changes.

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "board/machine_state.h"
 #include "migration/format.h"
 #include "migration/migration.h"
 #include "migration/ram.h"
@@ -53,6 +54,10 @@ static int switchover_stop_and_copy(struct migration *mig, uint64_t *t)
 		return precopy_fail(mig, err, "cannot pause for the switchover: %s",
 				    vm_pause_strerror(err));
 	precopy_phase(mig, MIG_PHASE_PAUSE, t);
+	/* Devices drain into RAM before the final pass reads it. */
+	err = machine_quiesce(mig->m);
+	if (err)
+		return precopy_fail(mig, err, "cannot quiesce the machine: %s", strerror(-err));
 	dirty = ram_sync(mig);
 	if (dirty < 0)
 		return precopy_fail(mig, (int)dirty, "final dirty sync failed");

@@ -1,9 +1,11 @@
 /*
  * Declarative state encoder/decoder; see vmstate.h and docs/vmstate.md.
  *
- * Record:  u8 name_len | name | u32 version | u32 body_len | body
- * Body:    for each field in table order: u32 len | payload
- * Payload: scalars little-endian, buffers raw, structs as a body.
+ * Record:     u8 name_len | name | u32 version | u32 body_len | body
+ * Body:       for each field of that version, in table order: u32 len | payload;
+ *             then subsections to the end of the body
+ * Subsection: u8 name_len | name | u8 flags | u32 version | u32 body_len | body
+ * Payload:    scalars little-endian, buffers raw, structs as fields only.
  *
  * Everything read from the wire goes through struct vmstate_in, a window
  * that can only shrink, so no input can make us read out of bounds; and
@@ -27,6 +29,7 @@
 /* Where we are, for error messages: "top: field 'a.b[2]': why". */
 struct vmstate_ctx {
 	const char *top;
+	uint32_t version;	/* of the record or subsection being decoded */
 	char path[VMSTATE_PATH_MAX];
 	size_t pathlen;
 	char *msg;
@@ -173,40 +176,88 @@ static int range_fail(struct vmstate_ctx *c, const struct vmstate_field *f,
 
 /* ---- description sanity (programming errors, not input) -------------- */
 
+static uint32_t field_since(const struct vmstate_field *f)
+{
+	return f->since ? f->since : 1;
+}
+
+static uint32_t desc_min_version(const struct vmstate_desc *d)
+{
+	return d->min_version ? d->min_version : d->version;
+}
+
 static bool field_count_ok(const struct vmstate_desc *d,
 			   const struct vmstate_field *f)
 {
-	/* The count must be an earlier scalar field, so it is loaded first. */
+	/*
+	 * The count must be an earlier scalar field, so it is loaded first,
+	 * and appear in the same version, so neither is defaulted alone.
+	 */
 	for (const struct vmstate_field *g = d->fields; g < f; g++)
 		if (g->offset == f->count_offset && kind_width(g->kind) &&
-		    g->size == f->count_size && g->count == 1 && !g->varray)
+		    g->size == f->count_size && g->count == 1 && !g->varray &&
+		    field_since(g) == field_since(f))
 			return true;
 	return false;
 }
 
-static bool desc_ok(const struct vmstate_desc *d, int depth)
+static bool desc_ok(const struct vmstate_desc *d, int depth, uint32_t top_version,
+		    bool defaultable, bool nested);
+
+static bool subsections_ok(const struct vmstate_desc *d, int depth)
 {
-	if (depth > VMSTATE_MAX_DEPTH || !d->name || !d->fields || !d->version)
+	unsigned n = 0;
+
+	for (const struct vmstate_desc *const *s = d->subsections; s && *s; s++, n++) {
+		if (n >= VMSTATE_MAX_SUBSECTIONS || (*s)->size != d->size ||
+		    !desc_ok(*s, depth + 1, (*s)->version, true, false))
+			return false;
+		for (const struct vmstate_desc *const *t = d->subsections; t < s; t++)
+			if (!strcmp((*t)->name, (*s)->name))
+				return false;
+	}
+	return true;
+}
+
+/*
+ * top_version: the version of the record the fields are in; defaultable:
+ * the fields may be set to their defaults (subsections, fields added
+ * later); nested: the body of a struct field, which cannot end in
+ * subsections (it has no length of its own).
+ */
+static bool desc_ok(const struct vmstate_desc *d, int depth, uint32_t top_version,
+		    bool defaultable, bool nested)
+{
+	if (depth > VMSTATE_MAX_DEPTH || !d->name || !d->fields || !d->version ||
+	    d->min_version > d->version || (nested && d->subsections))
 		return false;
 	size_t nlen = strlen(d->name);
 	if (nlen == 0 || nlen > 255)
 		return false;
 	for (const struct vmstate_field *f = d->fields; f->name; f++) {
 		size_t w = kind_width(f->kind);
-		if (f->count == 0 || f->size == 0 ||
+		bool dflt = defaultable || field_since(f) > 1;
+		if (f->count == 0 || f->size == 0 || field_since(f) > top_version ||
 		    f->offset + f->size * f->count > d->size)
 			return false;
-		if (w && (f->size != w || f->min > f->max))
+		if (w && (f->size != w || f->min > f->max ||
+			  (dflt && (f->def < f->min || f->def > f->max))))
 			return false;
 		if (f->kind == VMSTATE_KIND_STRUCT &&
-		    (!f->sub || f->sub->size != f->size || !desc_ok(f->sub, depth + 1)))
+		    (!f->sub || f->sub->size != f->size ||
+		     !desc_ok(f->sub, depth + 1, top_version, dflt, true)))
 			return false;
 		if (f->kind == VMSTATE_KIND_BUFFER && (f->varray || f->count != 1))
 			return false;
 		if (f->varray && !field_count_ok(d, f))
 			return false;
 	}
-	return true;
+	return subsections_ok(d, depth);
+}
+
+static bool top_desc_ok(const struct vmstate_desc *d)
+{
+	return desc_ok(d, 0, d->version, false, false);
 }
 
 /* ---- output buffer ----------------------------------------------------- */
@@ -352,6 +403,48 @@ static int save_desc(struct vmstate_ctx *c, const struct vmstate_desc *d,
 	return 0;
 }
 
+static int save_body(struct vmstate_ctx *c, const struct vmstate_desc *d,
+		     const uint8_t *obj, struct vmstate_buf *out);
+
+/* One subsection: its header, then its body; the length patched last. */
+static int save_subsection(struct vmstate_ctx *c, const struct vmstate_desc *sub,
+			   const uint8_t *obj, struct vmstate_buf *out)
+{
+	size_t nlen = strlen(sub->name), plen = c->pathlen, at;
+	int ret;
+
+	ret = buf_put_le(out, nlen, 1);
+	if (!ret)
+		ret = buf_put(out, sub->name, nlen);
+	if (!ret)
+		ret = buf_put_le(out, sub->optional ? VMSTATE_SUB_OPTIONAL : 0, 1);
+	if (!ret)
+		ret = buf_put_le(out, sub->version, 4);
+	at = out->len;
+	if (!ret)
+		ret = buf_put_le(out, 0, 4);
+	if (ret)
+		return ret;
+	path_field(c, sub->name);
+	ret = save_body(c, sub, obj, out);
+	if (ret)
+		return ret;
+	path_pop(c, plen);
+	return buf_patch_len(out, at);
+}
+
+/* The fields, then each subsection that is needed. */
+static int save_body(struct vmstate_ctx *c, const struct vmstate_desc *d,
+		     const uint8_t *obj, struct vmstate_buf *out)
+{
+	int ret = save_desc(c, d, obj, out);
+
+	for (const struct vmstate_desc *const *s = d->subsections; !ret && s && *s; s++)
+		if (!(*s)->needed || (*s)->needed(obj))
+			ret = save_subsection(c, *s, obj, out);
+	return ret;
+}
+
 int vmstate_save(const struct vmstate_desc *d, const void *obj,
 		 struct vmstate_buf *out)
 {
@@ -360,7 +453,7 @@ int vmstate_save(const struct vmstate_desc *d, const void *obj,
 	size_t start = out->len, nlen = strlen(d->name);
 	int ret;
 
-	assert(desc_ok(d, 0));
+	assert(top_desc_ok(d));
 	ret = buf_put_le(out, nlen, 1);
 	if (!ret)
 		ret = buf_put(out, d->name, nlen);
@@ -369,7 +462,7 @@ int vmstate_save(const struct vmstate_desc *d, const void *obj,
 	if (!ret)
 		ret = buf_put_le(out, 0, 4);	/* body length, patched below */
 	if (!ret)
-		ret = save_desc(&c, d, obj, out);
+		ret = save_body(&c, d, obj, out);
 	if (!ret)
 		ret = buf_patch_len(out, start + 1 + nlen + 4);
 	if (ret) {
@@ -382,7 +475,7 @@ int vmstate_save(const struct vmstate_desc *d, const void *obj,
 /* ---- load -------------------------------------------------------------- */
 
 static int load_desc(struct vmstate_ctx *c, const struct vmstate_desc *d,
-		     uint8_t *obj, struct vmstate_in *in);
+		     uint8_t *obj, struct vmstate_in *in, bool body_end);
 
 static int load_scalars(struct vmstate_ctx *c, const struct vmstate_field *f,
 			uint8_t *p, uint32_t n, struct vmstate_in *in)
@@ -411,7 +504,7 @@ static int load_structs(struct vmstate_ctx *c, const struct vmstate_field *f,
 	for (uint32_t i = 0; i < n; i++) {
 		if (f->count > 1)
 			path_push(c, "[%u]", i);
-		int ret = load_desc(c, f->sub, p + i * f->size, in);
+		int ret = load_desc(c, f->sub, p + i * f->size, in, false);
 		if (ret)
 			return ret;
 		path_pop(c, plen);
@@ -479,19 +572,62 @@ static int load_field(struct vmstate_ctx *c, const struct vmstate_field *f,
 	return 0;
 }
 
+static void default_desc(const struct vmstate_desc *d, uint8_t *obj);
+
+/* A field the record does not carry: its declared default. */
+static void default_field(const struct vmstate_field *f, uint8_t *obj)
+{
+	uint8_t *p = obj + f->offset;
+
+	if (f->varray || f->kind == VMSTATE_KIND_BUFFER) {
+		memset(p, 0, f->size * f->count);
+	} else if (f->kind == VMSTATE_KIND_STRUCT) {
+		for (uint32_t i = 0; i < f->count; i++)
+			default_desc(f->sub, p + i * f->size);
+	} else {
+		for (uint32_t i = 0; i < f->count; i++)
+			mem_put(p + i * f->size, f->def, f->size);
+	}
+}
+
+static void default_desc(const struct vmstate_desc *d, uint8_t *obj)
+{
+	for (const struct vmstate_field *f = d->fields; f->name; f++)
+		default_field(f, obj);
+	for (const struct vmstate_desc *const *s = d->subsections; s && *s; s++)
+		default_desc(*s, obj);
+}
+
+static int load_subsections(struct vmstate_ctx *c, const struct vmstate_desc *d,
+			    uint8_t *obj, struct vmstate_in *in);
+
+/*
+ * The fields of c->version (later ones defaulted), then, if in ends with
+ * this body (a record or subsection, not a nested struct), subsections;
+ * then post_load.
+ */
 static int load_desc(struct vmstate_ctx *c, const struct vmstate_desc *d,
-		     uint8_t *obj, struct vmstate_in *in)
+		     uint8_t *obj, struct vmstate_in *in, bool body_end)
 {
 	char why[VMSTATE_ERR_MAX] = "";
 	int ret;
 
 	for (const struct vmstate_field *f = d->fields; f->name; f++) {
 		size_t plen = c->pathlen;
+		if (field_since(f) > c->version) {
+			default_field(f, obj);
+			continue;
+		}
 		path_field(c, f->name);
 		ret = load_field(c, f, obj, in);
 		if (ret)
 			return ret;
 		path_pop(c, plen);
+	}
+	if (body_end) {
+		ret = load_subsections(c, d, obj, in);
+		if (ret)
+			return ret;
 	}
 	if (d->post_load) {
 		ret = d->post_load(obj, why, sizeof(why));
@@ -551,6 +687,108 @@ int vmstate_peek(const void *data, size_t len, char *name, size_t namelen,
 	return 0;
 }
 
+/* Is ver within what d accepts?  what: "" or "subsection 'x': ". */
+static int check_version(struct vmstate_ctx *c, const struct vmstate_desc *d,
+			 uint32_t ver, const char *what)
+{
+	uint32_t min = desc_min_version(d);
+
+	if (ver > d->version)
+		return fail(c, -EPROTONOSUPPORT,
+			    "%sversion %u is newer than this ferry supports (%u)",
+			    what, ver, d->version);
+	if (ver < min && min == d->version)
+		return fail(c, -EPROTONOSUPPORT, "%sversion %u is not supported (only %u)",
+			    what, ver, d->version);
+	if (ver < min)
+		return fail(c, -EPROTONOSUPPORT,
+			    "%sversion %u is older than this ferry accepts (%u..%u)",
+			    what, ver, min, d->version);
+	return 0;
+}
+
+static int find_subsection(const struct vmstate_desc *d, const uint8_t *name, size_t nlen)
+{
+	int i = 0;
+
+	for (const struct vmstate_desc *const *s = d->subsections; s && *s; s++, i++)
+		if (strlen((*s)->name) == nlen && !memcmp((*s)->name, name, nlen))
+			return i;
+	return -1;
+}
+
+/* One subsection known to d: its version, then its body, exactly. */
+static int load_subsection(struct vmstate_ctx *c, const struct vmstate_desc *sub,
+			   uint8_t *obj, uint32_t ver, struct vmstate_in *body)
+{
+	char what[VMSTATE_ERR_MAX];
+	uint32_t outer = c->version;
+	size_t plen = c->pathlen;
+	int ret;
+
+	snprintf(what, sizeof(what), "subsection '%s': ", sub->name);
+	ret = check_version(c, sub, ver, what);
+	if (ret)
+		return ret;
+	c->version = ver;
+	path_field(c, sub->name);
+	ret = load_desc(c, sub, obj, body, true);
+	if (!ret && body->len)
+		ret = fail(c, -EINVAL, "%zu trailing bytes", body->len);
+	if (ret)
+		return ret;
+	path_pop(c, plen);
+	c->version = outer;
+	return 0;
+}
+
+/*
+ * What follows the fields of a record or subsection: subsections to the
+ * end.  Unknown ones are skipped when the sender marked them optional;
+ * known ones that are absent leave their fields at their defaults.
+ */
+static int load_subsections(struct vmstate_ctx *c, const struct vmstate_desc *d,
+			    uint8_t *obj, struct vmstate_in *in)
+{
+	uint32_t seen = 0;
+	size_t plen = c->pathlen;
+
+	while (in->len) {
+		struct vmstate_in body;
+		const uint8_t *name;
+		uint64_t nlen, flags, ver, blen;
+		char shown[40];
+
+		if (!in_le(in, 1, &nlen) || !nlen || !in_take(in, nlen, &name) ||
+		    !in_le(in, 1, &flags) || !in_le(in, 4, &ver) || !in_le(in, 4, &blen))
+			return fail(c, -EINVAL, "bad subsection header (truncated or empty name)");
+		name_sanitize(shown, sizeof(shown), name, nlen);
+		if (!in_take(in, blen, &body.p))
+			return fail(c, -EINVAL, "subsection '%s': length %llu exceeds the %zu bytes left",
+				    shown, (unsigned long long)blen, in->len);
+		body.len = blen;
+		if (flags & ~(uint64_t)VMSTATE_SUB_OPTIONAL)
+			return fail(c, -EINVAL, "subsection '%s': unknown flags 0x%02llx", shown,
+				    (unsigned long long)flags);
+		int i = find_subsection(d, name, nlen);
+		if (i < 0 && (flags & VMSTATE_SUB_OPTIONAL))
+			continue;	/* a newer ferry's refinement: ours does without */
+		if (i < 0)
+			return fail(c, -EINVAL, "unknown subsection '%s' (not optional)", shown);
+		if (seen & (1u << i))
+			return fail(c, -EINVAL, "subsection '%s' appears twice", shown);
+		seen |= 1u << i;
+		int ret = load_subsection(c, d->subsections[i], obj, (uint32_t)ver, &body);
+		if (ret)
+			return ret;
+		path_pop(c, plen);
+	}
+	for (int i = 0; d->subsections && d->subsections[i]; i++)
+		if (!(seen & (1u << i)))
+			default_desc(d->subsections[i], obj);
+	return 0;
+}
+
 static int check_header(struct vmstate_ctx *c, const struct vmstate_desc *d,
 			struct vmstate_in *in)
 {
@@ -567,13 +805,10 @@ static int check_header(struct vmstate_ctx *c, const struct vmstate_desc *d,
 		name_sanitize(shown, sizeof(shown), name, nlen);
 		return fail(c, -EINVAL, "record is for '%s', not '%s'", shown, d->name);
 	}
-	if (ver > d->version)
-		return fail(c, -EPROTONOSUPPORT,
-			    "version %u is newer than this ferry supports (%u)",
-			    ver, d->version);
-	if (ver != d->version)
-		return fail(c, -EPROTONOSUPPORT,
-			    "version %u is not supported (only %u)", ver, d->version);
+	ret = check_version(c, d, ver, "");
+	if (ret)
+		return ret;
+	c->version = ver;
 	if (blen != in->len)
 		return fail(c, -EINVAL, "body length %zu but %zu bytes %s",
 			    blen, in->len, blen > in->len ? "present (truncated)" :
@@ -589,7 +824,7 @@ int vmstate_load(const struct vmstate_desc *d, void *obj, const void *data,
 	uint8_t *scratch;
 	int ret;
 
-	assert(desc_ok(d, 0));
+	assert(top_desc_ok(d));
 	if (err) {
 		c.msg = err->msg;
 		c.msglen = sizeof(err->msg);
@@ -603,7 +838,7 @@ int vmstate_load(const struct vmstate_desc *d, void *obj, const void *data,
 	memcpy(scratch, obj, d->size);
 	ret = check_header(&c, d, &in);
 	if (!ret)
-		ret = load_desc(&c, d, scratch, &in);
+		ret = load_desc(&c, d, scratch, &in, true);
 	if (!ret && in.len)	/* load_field() bounds each field; belt and braces */
 		ret = fail(&c, -EINVAL, "%zu trailing bytes", in.len);
 	if (!ret)

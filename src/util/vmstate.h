@@ -3,7 +3,10 @@
  * VMStateDescription).  A struct is described once, by a table of fields;
  * the same table drives the encoder and a decoder that treats its input as
  * hostile: every length, integer range, variable count and check callback
- * is verified before the target object is touched.  docs/vmstate.md
+ * is verified before the target object is touched.  A description can
+ * grow: each field says in which version it was added (a record of an
+ * older version gives it its declared default), and optional state goes
+ * into subsections that are sent only when needed.  docs/vmstate.md
  * describes the byte layout.
  */
 #ifndef FERRY_UTIL_VMSTATE_H
@@ -47,16 +50,58 @@ struct vmstate_field {
 	 * element).  Return 0, or a negative errno with a reason in why.
 	 */
 	int (*check)(const void *field, char *why, size_t whylen);
+	/*
+	 * The version of the enclosing record in which this field first
+	 * appeared (0 or 1: from the start).  A record of an older version
+	 * does not carry it; the load then sets it to its default.
+	 */
+	uint32_t since;
+	/*
+	 * Default of every scalar element when the field is not on the wire
+	 * (an older record, or an absent subsection); must lie in [min, max].
+	 * Buffers, variable arrays and nested structs' bytes are zeroed, a
+	 * nested struct's scalars take their own defaults.
+	 */
+	uint64_t def;
 };
+
+/* On the wire: a loader that does not know the subsection may skip it. */
+#define VMSTATE_SUB_OPTIONAL 0x01
 
 struct vmstate_desc {
 	const char *name;	/* on the wire; 1..255 printable characters */
 	uint32_t version;	/* bump on any change to the encoding */
+	/*
+	 * Oldest version a load accepts (fields added later take their
+	 * defaults).  0: only `version`, the strict rule for descriptions
+	 * that have never grown.
+	 */
+	uint32_t min_version;
 	size_t size;		/* sizeof the described struct */
 	const struct vmstate_field *fields;
+	/*
+	 * Named subsections: descriptions of more fields of the same struct
+	 * (their size is this one's), each saved after the fields, with its
+	 * own header and version, when its `needed` says so.  NULL-terminated;
+	 * at most VMSTATE_MAX_SUBSECTIONS; top-level descriptions (and
+	 * subsections) only, since a nested body has no end of its own.
+	 */
+	const struct vmstate_desc *const *subsections;
+	/*
+	 * Subsections only.  needed: save it for this object (NULL: always).
+	 * When a record lacks a subsection its fields take their defaults,
+	 * so `needed` should say false exactly when they hold them.
+	 * optional: a ferry that does not know this subsection may ignore
+	 * it (the state is a refinement an older ferry's guest can live
+	 * without); else such a ferry refuses the record.
+	 */
+	bool (*needed)(const void *obj);
+	bool optional;
 	/* Optional cross-field validation of the whole loaded struct. */
 	int (*post_load)(void *obj, char *why, size_t whylen);
 };
+
+#define VMSTATE_MAX_SUBSECTIONS 32
 
 /* A growable output buffer; records are appended. */
 struct vmstate_buf {
@@ -89,10 +134,14 @@ int vmstate_save(const struct vmstate_desc *d, const void *obj,
  * Decode exactly one record of len bytes into obj.  Decodes into a scratch
  * copy of obj (fields not in the description keep obj's values) and only
  * copies it back when everything, including post_load, passed: on failure
- * obj is unchanged and err (may be NULL) says why.  Returns 0, -EINVAL
- * (malformed, truncated, trailing bytes, wrong name, failed check),
- * -ERANGE (value or count out of range), -EPROTONOSUPPORT (other version)
- * or -ENOMEM.
+ * obj is unchanged and err (may be NULL) says why.  Accepts the versions
+ * min_version..version (of the record and of each subsection); fields
+ * and subsections the record lacks get their defaults; unknown
+ * subsections are skipped if marked optional on the wire, else refused.
+ * Returns 0, -EINVAL (malformed, truncated, trailing bytes, wrong name,
+ * failed check, unknown mandatory or repeated subsection), -ERANGE (value
+ * or count out of range), -EPROTONOSUPPORT (version outside the accepted
+ * range) or -ENOMEM.
  */
 int vmstate_load(const struct vmstate_desc *d, void *obj, const void *data,
 		 size_t len, struct vmstate_error *err)

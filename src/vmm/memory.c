@@ -120,3 +120,108 @@ void *guest_memory_alias_ptr(const struct guest_memory *mem, uint64_t gpa, uint6
 
 	return p ? mem->alias + (p - mem->host) : NULL;
 }
+
+uint64_t guest_memory_page_index(const struct guest_memory *mem, uint64_t gpa)
+{
+	for (unsigned i = 0; i < mem->nr_regions; i++) {
+		const struct guest_region *r = &mem->regions[i];
+		if (gpa >= r->gpa && gpa - r->gpa < r->size)
+			return (r->offset + gpa - r->gpa) / GUEST_PAGE_SIZE;
+	}
+	return GUEST_PAGE_NONE;
+}
+
+uint64_t guest_memory_page_gpa(const struct guest_memory *mem, uint64_t index)
+{
+	unsigned r;
+	uint64_t page;
+
+	if (!guest_memory_locate(mem, index, &r, &page))
+		return GUEST_PAGE_NONE;
+	return mem->regions[r].gpa + page * GUEST_PAGE_SIZE;
+}
+
+uint64_t guest_memory_host_index(const struct guest_memory *mem, uintptr_t hva)
+{
+	uintptr_t base = (uintptr_t)mem->host;
+
+	if (!mem->host || hva < base || hva - base >= mem->size)
+		return GUEST_PAGE_NONE;
+	return (hva - base) / GUEST_PAGE_SIZE;
+}
+
+uint64_t guest_memory_region_pages(const struct guest_memory *mem, unsigned r)
+{
+	return r < mem->nr_regions ? mem->regions[r].size / GUEST_PAGE_SIZE : 0;
+}
+
+uint64_t guest_memory_region_first(const struct guest_memory *mem, unsigned r)
+{
+	return r < mem->nr_regions ? mem->regions[r].offset / GUEST_PAGE_SIZE : 0;
+}
+
+uint64_t guest_memory_region_gpa(const struct guest_memory *mem, unsigned r)
+{
+	return r < mem->nr_regions ? mem->regions[r].gpa : 0;
+}
+
+bool guest_memory_locate(const struct guest_memory *mem, uint64_t index, unsigned *r,
+			 uint64_t *page)
+{
+	for (unsigned i = 0; i < mem->nr_regions; i++) {
+		uint64_t first = mem->regions[i].offset / GUEST_PAGE_SIZE;
+		uint64_t n = mem->regions[i].size / GUEST_PAGE_SIZE;
+		if (index >= first && index - first < n) {
+			*r = i;
+			*page = index - first;
+			return true;
+		}
+	}
+	return false;
+}
+
+static bool guest_memory_range_ok(const struct guest_memory *mem, uint64_t first, uint64_t n)
+{
+	uint64_t pages = guest_memory_pages(mem);
+
+	return first <= pages && n <= pages - first;
+}
+
+int guest_memory_punch(struct guest_memory *mem, uint64_t first, uint64_t n)
+{
+	if (!guest_memory_range_ok(mem, first, n))
+		return -ERANGE;
+	if (fallocate(mem->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+		      (off_t)(first * GUEST_PAGE_SIZE), (off_t)(n * GUEST_PAGE_SIZE)) < 0)
+		return -errno;
+	return 0;
+}
+
+int guest_memory_populate(struct guest_memory *mem, uint64_t first, uint64_t n)
+{
+	if (!guest_memory_range_ok(mem, first, n))
+		return -ERANGE;
+	if (madvise(guest_memory_page_alias(mem, first), n * GUEST_PAGE_SIZE,
+		    MADV_POPULATE_WRITE) < 0)
+		return -errno;
+	return 0;
+}
+
+int guest_memory_unmap_guest(struct guest_memory *mem, uint64_t first, uint64_t n)
+{
+	if (!guest_memory_range_ok(mem, first, n))
+		return -ERANGE;
+	if (madvise(guest_memory_page_ptr(mem, first), n * GUEST_PAGE_SIZE, MADV_DONTNEED) < 0)
+		return -errno;
+	return 0;
+}
+
+bool guest_memory_is_hole(const struct guest_memory *mem, uint64_t first, uint64_t n)
+{
+	off_t off = (off_t)(first * GUEST_PAGE_SIZE);
+	off_t data = lseek(mem->fd, off, SEEK_DATA);
+
+	if (data < 0)
+		return errno == ENXIO;	/* no data from off to the end */
+	return (uint64_t)data >= (first + n) * GUEST_PAGE_SIZE;
+}

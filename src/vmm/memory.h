@@ -68,4 +68,75 @@ void *guest_memory_ptr(const struct guest_memory *mem, uint64_t gpa, uint64_t le
 /* The same range in the alias view, or NULL. */
 void *guest_memory_alias_ptr(const struct guest_memory *mem, uint64_t gpa, uint64_t len);
 
+/*
+ * Page indexes: every page of RAM has one, 0 .. guest_memory_pages() - 1,
+ * in address order over the regions (it is the page's place in the memfd
+ * and in both views).  Migration counts, tracks and names pages by index;
+ * only these functions know how indexes, regions and addresses relate.
+ */
+#define GUEST_PAGE_NONE UINT64_MAX
+
+static inline uint64_t guest_memory_pages(const struct guest_memory *mem)
+{
+	return mem->size / GUEST_PAGE_SIZE;
+}
+
+/* Index of the page holding gpa, or GUEST_PAGE_NONE outside RAM. */
+uint64_t guest_memory_page_index(const struct guest_memory *mem, uint64_t gpa);
+/* Guest-physical address of page `index`, or GUEST_PAGE_NONE past the end. */
+uint64_t guest_memory_page_gpa(const struct guest_memory *mem, uint64_t index);
+/* Index of the page at host address hva in the guest's view, or GUEST_PAGE_NONE. */
+uint64_t guest_memory_host_index(const struct guest_memory *mem, uintptr_t hva);
+
+/* Page `index` (which must be < guest_memory_pages()) in the guest's view / the alias. */
+static inline void *guest_memory_page_ptr(const struct guest_memory *mem, uint64_t index)
+{
+	return mem->host + index * GUEST_PAGE_SIZE;
+}
+
+static inline void *guest_memory_page_alias(const struct guest_memory *mem, uint64_t index)
+{
+	return mem->alias + index * GUEST_PAGE_SIZE;
+}
+
+/* Regions as page ranges: the dirty log (dirty.h) works region by region. */
+static inline unsigned guest_memory_nr_regions(const struct guest_memory *mem)
+{
+	return mem->nr_regions;
+}
+
+/* Pages in region r, the index of its first page, its guest-physical start. */
+uint64_t guest_memory_region_pages(const struct guest_memory *mem, unsigned r);
+uint64_t guest_memory_region_first(const struct guest_memory *mem, unsigned r);
+uint64_t guest_memory_region_gpa(const struct guest_memory *mem, unsigned r);
+
+/* Page index -> region and page within it; false if outside RAM. */
+bool guest_memory_locate(const struct guest_memory *mem, uint64_t index, unsigned *r,
+			 uint64_t *page);
+
+/* Every page allocated up front (guest_memory_prealloc): no holes. */
+static inline bool guest_memory_allocated(const struct guest_memory *mem)
+{
+	return mem->allocated;
+}
+
+/*
+ * Backing of pages [first, first + n): calls outside RAM return -ERANGE.
+ * punch: free them (holes, which read as zero; the next touch faults in a
+ * fresh page).  populate: allocate them and map them in the alias view,
+ * before data lands there (far cheaper than a fault per page); the
+ * guest's view maps them as the guest first touches them.  unmap_guest:
+ * drop them from the guest's view only; their content stays in the memfd.
+ * Return 0 or -errno.
+ */
+int guest_memory_punch(struct guest_memory *mem, uint64_t first, uint64_t n)
+	__attribute__((warn_unused_result));
+/* populate is best effort: on failure the pages are left to page faults. */
+int guest_memory_populate(struct guest_memory *mem, uint64_t first, uint64_t n);
+int guest_memory_unmap_guest(struct guest_memory *mem, uint64_t first, uint64_t n)
+	__attribute__((warn_unused_result));
+
+/* True if no page of [first, first + n) is allocated (all holes, all zero). */
+bool guest_memory_is_hole(const struct guest_memory *mem, uint64_t first, uint64_t n);
+
 #endif

@@ -37,8 +37,8 @@
 #include "migration/incoming.h"
 #include "util/log.h"
 #include "util/vmstate.h"
-#include "vmm/machine.h"
-#include "vmm/machine_state.h"
+#include "board/machine.h"
+#include "board/machine_state.h"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);

@@ -43,8 +43,8 @@
 #include "migration/section.h"
 #include "migration/stream.h"
 #include "util/log.h"
-#include "vmm/machine.h"
-#include "vmm/machine_state.h"
+#include "board/machine.h"
+#include "board/machine_state.h"
 
 #define T_MEM		(16ULL << 20)
 #define T_CODE_GPA	0x1000ULL
@@ -74,6 +74,8 @@ static char t_serial[128];
 
 /* A real never-run VM's state, decoded (1 vCPU), and a bootable variant. */
 static struct machine_state t_real;
+/* Its COM1 registers (the serial-8250 record). */
+#define T_COM1(st) ((struct serial_regs *)(st)->devs[DEVICE_SERIAL])
 static struct vmstate_buf t_state_boot;	/* vCPU 0 at 0:0x1000, real mode */
 static uint8_t *t_img;			/* what the standard stream's RAM holds */
 
@@ -251,10 +253,10 @@ static void t_state_encode(const struct machine_state *st, struct vmstate_buf *o
 	assert_int_equal(vmstate_save(&x86_vm_state_vmsd, &st->vm, out), 0);
 	for (unsigned i = 0; i < st->nr_vcpus; i++)
 		assert_int_equal(vmstate_save(&x86_vcpu_state_vmsd, &st->vcpus[i], out), 0);
-	assert_int_equal(vmstate_save(&serial_vmsd, &st->com1, out), 0);
+	assert_int_equal(vmstate_save(&serial_vmsd, T_COM1(st), out), 0);
 }
 
-/* t_real, copied, for a case to change. */
+/* t_real, copied, for a case to change (the device states stay shared: read only). */
 static void t_state_copy(struct machine_state *st)
 {
 	*st = t_real;
@@ -967,10 +969,10 @@ static void b_state_out_of_range(struct vmstate_buf *b, size_t *len)
 	struct vmstate_buf vm = { 0 }, cpu = { 0 }, com = { 0 }, p = { 0 };
 	assert_int_equal(vmstate_save(&x86_vm_state_vmsd, &t_real.vm, &vm), 0);
 	assert_int_equal(vmstate_save(&x86_vcpu_state_vmsd, &t_real.vcpus[0], &cpu), 0);
-	assert_int_equal(vmstate_save(&serial_vmsd, &t_real.com1, &com), 0);
+	assert_int_equal(vmstate_save(&serial_vmsd, T_COM1(&t_real), &com), 0);
 	size_t at = 1 + 11 + 4 + 4 + 2 * 5 + 4;
 	assert_int_equal(com.data[at - 4], 1);	/* its length field */
-	assert_int_equal(com.data[at], t_real.com1.ier);
+	assert_int_equal(com.data[at], T_COM1(&t_real)->ier);
 	com.data[at] = 0xff;
 	t_put(&p, vm.data, vm.len); t_put(&p, cpu.data, cpu.len); t_put(&p, com.data, com.len);
 	t_to_final(b); t_sec_buf(b, MIG_SEC_STATE, &p); t_end(b);
@@ -1007,7 +1009,7 @@ static void b_state_wrong_first(struct vmstate_buf *b, size_t *len)
 {
 	/* Records in the wrong order: serial first. */
 	struct vmstate_buf p = { 0 };
-	assert_int_equal(vmstate_save(&serial_vmsd, &t_real.com1, &p), 0);
+	assert_int_equal(vmstate_save(&serial_vmsd, T_COM1(&t_real), &p), 0);
 	t_put(&p, t_state_boot.data, t_state_boot.len);
 	t_to_final(b); t_sec_buf(b, MIG_SEC_STATE, &p); free(p.data); *len = b->len;
 }

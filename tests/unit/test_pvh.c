@@ -34,21 +34,21 @@ struct img32 {
 	uint32_t note_desc;
 } __attribute__((packed));
 
-static struct guest_memory ram;
+static struct pvh_ram ram;
+static uint8_t *host;
 
 static int setup(void **state)
 {
 	memset(&ram, 0, sizeof(ram));
-	ram.host = calloc(1, RAM_SIZE);
-	ram.size = RAM_SIZE;
-	ram.nr_regions = 1;
-	ram.regions[0] = (struct guest_region){ .gpa = 0, .size = RAM_SIZE };
-	return ram.host ? 0 : -1;
+	host = calloc(1, RAM_SIZE);
+	ram.nr = 1;
+	ram.block[0] = (struct pvh_ram_block){ .gpa = 0, .size = RAM_SIZE, .host = host };
+	return host ? 0 : -1;
 }
 
 static int teardown(void **state)
 {
-	free(ram.host);
+	free(host);
 	return 0;
 }
 
@@ -117,14 +117,14 @@ static void test_good_elf64(void **state)
 	struct pvh_kernel k;
 
 	make64(&im);
-	memset(ram.host + LOAD_ADDR + 64, 0x55, 64);	/* bss must be cleared */
+	memset(host + LOAD_ADDR + 64, 0x55, 64);	/* bss must be cleared */
 	assert_int_equal(load(&im, sizeof(im), &k), 0);
 	assert_int_equal(k.entry, ENTRY);
 	assert_int_equal(k.load_low, LOAD_ADDR);
 	assert_int_equal(k.load_high, LOAD_ADDR + 4095);
-	assert_memory_equal(ram.host + LOAD_ADDR, im.code, 64);
-	assert_int_equal(ram.host[LOAD_ADDR + 64], 0);
-	assert_int_equal(ram.host[LOAD_ADDR + 127], 0);
+	assert_memory_equal(host + LOAD_ADDR, im.code, 64);
+	assert_int_equal(host[LOAD_ADDR + 64], 0);
+	assert_int_equal(host[LOAD_ADDR + 127], 0);
 }
 
 static void test_good_elf32(void **state)
@@ -135,7 +135,7 @@ static void test_good_elf32(void **state)
 	make32(&im);
 	assert_int_equal(load(&im, sizeof(im), &k), 0);
 	assert_int_equal(k.entry, ENTRY);
-	assert_memory_equal(ram.host + LOAD_ADDR, im.code, 64);
+	assert_memory_equal(host + LOAD_ADDR, im.code, 64);
 }
 
 static void test_eight_byte_note(void **state)
@@ -285,12 +285,12 @@ static void test_start_info(void **state)
 
 	assert_int_equal(pvh_write_start_info(&ram, "workload=idle seconds=1", &si_addr), 0);
 	assert_int_equal(si_addr, PVH_BOOT_DATA_GPA);
-	memcpy(&si, ram.host + si_addr, sizeof(si));
+	memcpy(&si, host + si_addr, sizeof(si));
 	assert_int_equal(si.magic, PVH_START_INFO_MAGIC);
 	assert_int_equal(si.version, 1);
-	assert_string_equal((char *)ram.host + si.cmdline_paddr, "workload=idle seconds=1");
+	assert_string_equal((char *)host + si.cmdline_paddr, "workload=idle seconds=1");
 	assert_int_equal(si.memmap_entries, 3);
-	memcpy(map, ram.host + si.memmap_paddr, sizeof(map[0]) * 3);
+	memcpy(map, host + si.memmap_paddr, sizeof(map[0]) * 3);
 	assert_int_equal(map[0].addr, 0);
 	assert_int_equal(map[0].type, 1);
 	assert_int_equal(map[1].type, 2);

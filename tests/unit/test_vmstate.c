@@ -445,6 +445,353 @@ static void test_random_mutations(void **state)
 	vmstate_buf_free(&b);
 }
 
+/* ---- versions and subsections ------------------------------------------ */
+
+/*
+ * A device state as three ferry releases describe it: v1 had only a; v2
+ * added b (default 7) and the subsections; v3 added x and stopped
+ * accepting v1.  Every variant calls its record "dev".
+ */
+struct t_dev {
+	uint32_t a;
+	uint32_t b;		/* since v2 */
+	uint16_t c;		/* subsection "dev-c": optional, sent when non-zero */
+	uint8_t d;		/* subsection "dev-d": mandatory, sent when non-zero */
+	uint8_t x;		/* since v3 */
+	uint32_t pad;		/* named, so struct copies keep it equal */
+	uint64_t e;		/* subsection "dev-e", known only to the newest */
+};
+
+static bool t_dev_c_needed(const void *obj)
+{
+	return ((const struct t_dev *)obj)->c != 0;
+}
+
+static bool t_dev_d_needed(const void *obj)
+{
+	return ((const struct t_dev *)obj)->d != 0;
+}
+
+static const struct vmstate_field t_dev_c_fields[] = {
+	VMSTATE_U16_RANGE(struct t_dev, c, 0, 1000),
+	VMSTATE_END
+};
+static const struct vmstate_desc t_dev_sub_c = {
+	.name = "dev-c", .version = 1, .size = sizeof(struct t_dev),
+	.fields = t_dev_c_fields, .needed = t_dev_c_needed, .optional = true,
+};
+/* The same, one version on: what a newer ferry would send. */
+static const struct vmstate_desc t_dev_sub_c2 = {
+	.name = "dev-c", .version = 2, .size = sizeof(struct t_dev),
+	.fields = t_dev_c_fields, .needed = t_dev_c_needed, .optional = true,
+};
+static const struct vmstate_field t_dev_d_fields[] = {
+	VMSTATE_U8(struct t_dev, d, .def = 3),
+	VMSTATE_END
+};
+static const struct vmstate_desc t_dev_sub_d = {
+	.name = "dev-d", .version = 1, .size = sizeof(struct t_dev),
+	.fields = t_dev_d_fields, .needed = t_dev_d_needed,
+};
+static const struct vmstate_field t_dev_e_fields[] = {
+	VMSTATE_U64(struct t_dev, e),
+	VMSTATE_END
+};
+static const struct vmstate_desc t_dev_sub_e_opt = {
+	.name = "dev-e", .version = 1, .size = sizeof(struct t_dev),
+	.fields = t_dev_e_fields, .optional = true,
+};
+static const struct vmstate_desc t_dev_sub_e_must = {
+	.name = "dev-e", .version = 1, .size = sizeof(struct t_dev),
+	.fields = t_dev_e_fields,
+};
+
+static const struct vmstate_field t_dev_v1_fields[] = {
+	VMSTATE_U32(struct t_dev, a),
+	VMSTATE_END
+};
+static const struct vmstate_field t_dev_v2_fields[] = {
+	VMSTATE_U32(struct t_dev, a),
+	VMSTATE_U32_RANGE(struct t_dev, b, 1, 100, .since = 2, .def = 7),
+	VMSTATE_END
+};
+static const struct vmstate_field t_dev_v3_fields[] = {
+	VMSTATE_U32(struct t_dev, a),
+	VMSTATE_U32_RANGE(struct t_dev, b, 1, 100, .since = 2, .def = 7),
+	VMSTATE_U8(struct t_dev, x, .since = 3, .def = 9),
+	VMSTATE_END
+};
+
+static const struct vmstate_desc t_dev_v1 = {
+	.name = "dev", .version = 1, .size = sizeof(struct t_dev), .fields = t_dev_v1_fields,
+};
+/* The loader under test: accepts v1 and v2, knows dev-c and dev-d. */
+static const struct vmstate_desc t_dev_v2 = {
+	.name = "dev", .version = 2, .min_version = 1, .size = sizeof(struct t_dev),
+	.fields = t_dev_v2_fields,
+	.subsections = (const struct vmstate_desc *const[]){ &t_dev_sub_c, &t_dev_sub_d, NULL },
+};
+static const struct vmstate_desc t_dev_v3 = {
+	.name = "dev", .version = 3, .min_version = 2, .size = sizeof(struct t_dev),
+	.fields = t_dev_v3_fields,
+	.subsections = (const struct vmstate_desc *const[]){ &t_dev_sub_c, &t_dev_sub_d, NULL },
+};
+/* v2 senders that know one more subsection than the loader. */
+static const struct vmstate_desc t_dev_v2_e_opt = {
+	.name = "dev", .version = 2, .min_version = 1, .size = sizeof(struct t_dev),
+	.fields = t_dev_v2_fields,
+	.subsections = (const struct vmstate_desc *const[]){
+		&t_dev_sub_c, &t_dev_sub_e_opt, &t_dev_sub_d, NULL },
+};
+static const struct vmstate_desc t_dev_v2_e_must = {
+	.name = "dev", .version = 2, .min_version = 1, .size = sizeof(struct t_dev),
+	.fields = t_dev_v2_fields,
+	.subsections = (const struct vmstate_desc *const[]){ &t_dev_sub_c, &t_dev_sub_e_must, NULL },
+};
+static const struct vmstate_desc t_dev_v2_c2 = {
+	.name = "dev", .version = 2, .min_version = 1, .size = sizeof(struct t_dev),
+	.fields = t_dev_v2_fields,
+	.subsections = (const struct vmstate_desc *const[]){ &t_dev_sub_c2, NULL },
+};
+
+static const struct t_dev t_dev_src = { .a = 0x11223344, .b = 42, .c = 500, .d = 0x66,
+					 .x = 5, .e = 0xfeedfacecafebeefULL };
+/* What a load starts from: none of it equal to a value or default above. */
+static const struct t_dev t_dev_junk = { .a = 0xa5a5a5a5, .b = 99, .c = 999, .d = 0xa5,
+					  .x = 0xa5, .e = 0xa5 };
+
+/* Save src with `from`, load with `into` starting from junk: return code. */
+static int t_dev_move(const struct vmstate_desc *from, const struct t_dev *src,
+		      const struct vmstate_desc *into, struct t_dev *dst,
+		      struct vmstate_error *e, size_t *len)
+{
+	struct vmstate_buf b;
+
+	vmstate_buf_init(&b);
+	assert_int_equal(vmstate_save(from, src, &b), 0);
+	*dst = t_dev_junk;
+	int ret = vmstate_load(into, dst, b.data, b.len, e);
+	if (len)
+		*len = b.len;
+	vmstate_buf_free(&b);
+	return ret;
+}
+
+static void t_dev_expect_fail(const struct vmstate_desc *from, const struct t_dev *src,
+			      const struct vmstate_desc *into, int err, const char *what)
+{
+	struct vmstate_error e;
+	struct t_dev dst;
+	int ret = t_dev_move(from, src, into, &dst, &e, NULL);
+
+	if (ret != err || !strstr(e.msg, what))
+		print_error("ret %d (want %d), msg '%s' (want '%s')\n", ret, err, e.msg, what);
+	assert_int_equal(ret, err);
+	assert_non_null(strstr(e.msg, what));
+	assert_memory_equal(&dst, &t_dev_junk, sizeof(dst));
+}
+
+static void test_subsection_present(void **state)
+{
+	struct vmstate_error e;
+	struct t_dev dst;
+	size_t with, without;
+
+	assert_int_equal(t_dev_move(&t_dev_v2, &t_dev_src, &t_dev_v2, &dst, &e, &with), 0);
+	assert_int_equal(dst.a, t_dev_src.a);
+	assert_int_equal(dst.b, t_dev_src.b);
+	assert_int_equal(dst.c, t_dev_src.c);
+	assert_int_equal(dst.d, t_dev_src.d);
+	assert_int_equal(dst.x, t_dev_junk.x);	/* not described: untouched */
+	assert_int_equal(dst.e, t_dev_junk.e);
+
+	/* Exactly the two subsections' bytes on the wire. */
+	struct t_dev none = t_dev_src;
+	none.c = 0;
+	none.d = 0;
+	assert_int_equal(t_dev_move(&t_dev_v2, &none, &t_dev_v2, &dst, &e, &without), 0);
+	assert_int_equal(with - without, (1 + 5 + 1 + 4 + 4 + 4 + 2) + (1 + 5 + 1 + 4 + 4 + 4 + 1));
+}
+
+static void test_subsection_absent(void **state)
+{
+	struct vmstate_error e;
+	struct t_dev src = t_dev_src, dst;
+	size_t len, v1len;
+
+	/* Not needed, so not sent: the loader gives the fields their defaults. */
+	src.c = 0;
+	src.d = 0;
+	assert_int_equal(t_dev_move(&t_dev_v2, &src, &t_dev_v2, &dst, &e, &len), 0);
+	assert_int_equal(dst.a, src.a);
+	assert_int_equal(dst.b, src.b);
+	assert_int_equal(dst.c, 0);
+	assert_int_equal(dst.d, 3);		/* its declared default */
+	/* Fields only: the record is as long as a v1 record plus b. */
+	assert_int_equal(t_dev_move(&t_dev_v1, &src, &t_dev_v1, &dst, &e, &v1len), 0);
+	assert_int_equal(len, v1len + 4 + 4);
+	/* One of two. */
+	src.d = 1;
+	assert_int_equal(t_dev_move(&t_dev_v2, &src, &t_dev_v2, &dst, &e, NULL), 0);
+	assert_int_equal(dst.c, 0);
+	assert_int_equal(dst.d, 1);
+}
+
+static void test_subsection_unknown_optional(void **state)
+{
+	struct vmstate_error e;
+	struct t_dev dst;
+
+	/* dev-e sits between two known subsections; it is skipped whole. */
+	assert_int_equal(t_dev_move(&t_dev_v2_e_opt, &t_dev_src, &t_dev_v2, &dst, &e, NULL), 0);
+	assert_int_equal(dst.a, t_dev_src.a);
+	assert_int_equal(dst.b, t_dev_src.b);
+	assert_int_equal(dst.c, t_dev_src.c);
+	assert_int_equal(dst.d, t_dev_src.d);
+	assert_int_equal(dst.e, t_dev_junk.e);
+	/* And an older ferry (v1, no subsections at all) skips them too. */
+	struct t_dev src = t_dev_src;
+	src.d = 0;
+	struct vmstate_buf b;
+	vmstate_buf_init(&b);
+	assert_int_equal(vmstate_save(&t_dev_v2_e_opt, &src, &b), 0);
+	b.data[4] = 1;		/* claim version 1: only a, then subsections */
+	/* Drop b's 8 bytes (its length and value) and fix the body length. */
+	size_t at_b = 1 + 3 + 4 + 4 + 4 + 4;
+	memmove(b.data + at_b, b.data + at_b + 8, b.len - at_b - 8);
+	b.len -= 8;
+	uint32_t blen = (uint32_t)(b.len - (1 + 3 + 4 + 4));
+	memcpy(b.data + 8, &blen, 4);
+	dst = t_dev_junk;
+	assert_int_equal(vmstate_load(&t_dev_v2, &dst, b.data, b.len, &e), 0);
+	assert_int_equal(dst.b, 7);
+	assert_int_equal(dst.c, src.c);
+	vmstate_buf_free(&b);
+}
+
+static void test_subsection_unknown_mandatory(void **state)
+{
+	t_dev_expect_fail(&t_dev_v2_e_must, &t_dev_src, &t_dev_v2, -EINVAL,
+			  "dev: unknown subsection 'dev-e' (not optional)");
+	/* A known subsection of a version the loader does not know. */
+	t_dev_expect_fail(&t_dev_v2_c2, &t_dev_src, &t_dev_v2, -EPROTONOSUPPORT,
+			  "dev: subsection 'dev-c': version 2 is newer than this ferry supports (1)");
+	/* A subsection's field is checked like any other. */
+	struct vmstate_desc lax = t_dev_sub_c;
+	static const struct vmstate_field lax_fields[] = {
+		VMSTATE_U16(struct t_dev, c), VMSTATE_END
+	};
+	lax.fields = lax_fields;
+	const struct vmstate_desc *const subs[] = { &lax, NULL };
+	struct vmstate_desc from = t_dev_v2;
+	from.subsections = subs;
+	struct t_dev src = t_dev_src;
+	src.c = 2000;
+	t_dev_expect_fail(&from, &src, &t_dev_v2, -ERANGE,
+			  "dev: field 'dev-c.c': value 2000 out of range 0..1000");
+}
+
+static void test_subsection_malformed(void **state)
+{
+	struct vmstate_buf b;
+	struct vmstate_error e;
+	struct t_dev dst;
+	struct t_dev src = t_dev_src;
+
+	src.d = 0;
+	vmstate_buf_init(&b);
+	assert_int_equal(vmstate_save(&t_dev_v2, &src, &b), 0);
+	size_t sub = b.len - (1 + 5 + 1 + 4 + 4 + 4 + 2);
+	assert_int_equal(b.data[sub], 5);
+	assert_memory_equal(b.data + sub + 1, "dev-c", 5);
+	assert_int_equal(b.data[sub + 6], VMSTATE_SUB_OPTIONAL);
+
+	/* Unknown flag bits. */
+	b.data[sub + 6] = 0x81;
+	dst = t_dev_junk;
+	assert_int_equal(vmstate_load(&t_dev_v2, &dst, b.data, b.len, &e), -EINVAL);
+	assert_non_null(strstr(e.msg, "unknown flags"));
+	b.data[sub + 6] = VMSTATE_SUB_OPTIONAL;
+	/* A subsection length past the record. */
+	b.data[sub + 11]++;
+	assert_int_equal(vmstate_load(&t_dev_v2, &dst, b.data, b.len, &e), -EINVAL);
+	b.data[sub + 11]--;
+	/* The same subsection twice. */
+	size_t sublen = b.len - sub;
+	uint8_t *p = malloc(b.len + sublen);
+	assert_non_null(p);
+	memcpy(p, b.data, b.len);
+	memcpy(p + b.len, b.data + sub, sublen);
+	uint32_t blen = (uint32_t)(b.len + sublen - (1 + 3 + 4 + 4));
+	memcpy(p + 8, &blen, 4);	/* "dev": the body length follows the version */
+	assert_int_equal(vmstate_load(&t_dev_v2, &dst, p, b.len + sublen, &e), -EINVAL);
+	free(p);
+	assert_memory_equal(&dst, &t_dev_junk, sizeof(dst));
+	vmstate_buf_free(&b);
+}
+
+static void test_older_version_defaults(void **state)
+{
+	struct vmstate_error e;
+	struct t_dev dst;
+
+	assert_int_equal(t_dev_move(&t_dev_v1, &t_dev_src, &t_dev_v2, &dst, &e, NULL), 0);
+	assert_int_equal(dst.a, t_dev_src.a);
+	assert_int_equal(dst.b, 7);		/* added in v2: its default */
+	assert_int_equal(dst.c, 0);		/* subsections absent: defaults */
+	assert_int_equal(dst.d, 3);
+	/* v2 into v3: only x is new. */
+	assert_int_equal(t_dev_move(&t_dev_v2, &t_dev_src, &t_dev_v3, &dst, &e, NULL), 0);
+	assert_int_equal(dst.b, t_dev_src.b);
+	assert_int_equal(dst.c, t_dev_src.c);
+	assert_int_equal(dst.x, 9);
+}
+
+static void test_newer_version_refused(void **state)
+{
+	t_dev_expect_fail(&t_dev_v3, &t_dev_src, &t_dev_v2, -EPROTONOSUPPORT,
+			  "dev: version 3 is newer than this ferry supports (2)");
+}
+
+static void test_below_minimum_refused(void **state)
+{
+	t_dev_expect_fail(&t_dev_v1, &t_dev_src, &t_dev_v3, -EPROTONOSUPPORT,
+			  "dev: version 1 is older than this ferry accepts (2..3)");
+}
+
+/* Random damage to a record with subsections never reads out of bounds. */
+static void test_subsection_mutations(void **state)
+{
+	struct vmstate_buf b;
+	struct vmstate_error e;
+	uint64_t seed = 0x243f6a8885a308d3ULL;
+	int rejected = 0;
+
+	vmstate_buf_init(&b);
+	assert_int_equal(vmstate_save(&t_dev_v2_e_opt, &t_dev_src, &b), 0);
+	for (int iter = 0; iter < 5000; iter++) {
+		size_t cap = b.len + 8, len = b.len;
+		uint8_t *p = malloc(cap);
+		assert_non_null(p);
+		memcpy(p, b.data, b.len);
+		t_mutate(p, &len, cap, &seed);
+		uint8_t *q = malloc(len ? len : 1);
+		assert_non_null(q);
+		memcpy(q, p, len);
+		struct t_dev dst = t_dev_junk;
+		int ret = vmstate_load(&t_dev_v2, &dst, q, len, &e);
+		if (ret) {
+			assert_true(e.msg[0] != '\0');
+			assert_memory_equal(&dst, &t_dev_junk, sizeof(dst));
+			rejected++;
+		}
+		free(q);
+		free(p);
+	}
+	assert_true(rejected > 0);
+	vmstate_buf_free(&b);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -458,6 +805,15 @@ int main(void)
 		cmocka_unit_test(test_varray_over_max),
 		cmocka_unit_test(test_check_and_post_load),
 		cmocka_unit_test(test_random_mutations),
+		cmocka_unit_test(test_subsection_present),
+		cmocka_unit_test(test_subsection_absent),
+		cmocka_unit_test(test_subsection_unknown_optional),
+		cmocka_unit_test(test_subsection_unknown_mandatory),
+		cmocka_unit_test(test_subsection_malformed),
+		cmocka_unit_test(test_older_version_defaults),
+		cmocka_unit_test(test_newer_version_refused),
+		cmocka_unit_test(test_below_minimum_refused),
+		cmocka_unit_test(test_subsection_mutations),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -2,6 +2,7 @@
 
 #include <elf.h>
 #include <errno.h>
+#include <stdbool.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -111,7 +112,27 @@ static int pvh_check_header(const uint8_t *img, size_t len, bool *is64, uint64_t
 	return 0;
 }
 
-static int pvh_load_segment(const struct guest_memory *mem, const uint8_t *img, size_t len,
+/* Host pointer for [gpa, gpa + len) if it lies inside one block, else NULL. */
+static uint8_t *pvh_ram_ptr(const struct pvh_ram *ram, uint64_t gpa, uint64_t len)
+{
+	for (unsigned i = 0; i < ram->nr; i++) {
+		const struct pvh_ram_block *b = &ram->block[i];
+		if (gpa >= b->gpa && gpa - b->gpa <= b->size && len <= b->size - (gpa - b->gpa))
+			return b->host + (gpa - b->gpa);
+	}
+	return NULL;
+}
+
+static uint64_t pvh_ram_size(const struct pvh_ram *ram)
+{
+	uint64_t size = 0;
+
+	for (unsigned i = 0; i < ram->nr; i++)
+		size += ram->block[i].size;
+	return size;
+}
+
+static int pvh_load_segment(const struct pvh_ram *ram, const uint8_t *img, size_t len,
 			    const struct pvh_phdr *ph, char *why, size_t whylen)
 {
 	if (ph->offset > len || ph->filesz > len - ph->offset)
@@ -122,18 +143,18 @@ static int pvh_load_segment(const struct guest_memory *mem, const uint8_t *img, 
 		return pvh_fail(-ERANGE, why, whylen,
 				"segment at 0x%llx overlaps the boot data at 0x%llx-0x%llx",
 				(unsigned long long)ph->paddr, PVH_BOOT_DATA_GPA, PVH_BOOT_DATA_END);
-	uint8_t *dst = guest_memory_ptr(mem, ph->paddr, ph->memsz);
+	uint8_t *dst = pvh_ram_ptr(ram, ph->paddr, ph->memsz);
 	if (!dst)
 		return pvh_fail(-ERANGE, why, whylen,
 				"segment 0x%llx+0x%llx does not fit in guest RAM (%llu MiB)",
 				(unsigned long long)ph->paddr, (unsigned long long)ph->memsz,
-				(unsigned long long)(mem->size >> 20));
+				(unsigned long long)(pvh_ram_size(ram) >> 20));
 	memcpy(dst, img + ph->offset, ph->filesz);
 	memset(dst + ph->filesz, 0, ph->memsz - ph->filesz);
 	return 0;
 }
 
-int pvh_load_elf(const struct guest_memory *mem, const void *image, size_t len,
+int pvh_load_elf(const struct pvh_ram *ram, const void *image, size_t len,
 		 struct pvh_kernel *out, char *why, size_t whylen)
 {
 	const uint8_t *img = image;
@@ -167,7 +188,7 @@ int pvh_load_elf(const struct guest_memory *mem, const void *image, size_t len,
 		pvh_read_phdr(img, is64, phoff, i, &ph);
 		if (ph.type != PT_LOAD || !ph.memsz)
 			continue;
-		err = pvh_load_segment(mem, img, len, &ph, why, whylen);
+		err = pvh_load_segment(ram, img, len, &ph, why, whylen);
 		if (err)
 			return err;
 		low = ph.paddr < low ? ph.paddr : low;
@@ -183,7 +204,7 @@ int pvh_load_elf(const struct guest_memory *mem, const void *image, size_t len,
 	return 0;
 }
 
-int pvh_write_start_info(const struct guest_memory *mem, const char *cmdline,
+int pvh_write_start_info(const struct pvh_ram *ram, const char *cmdline,
 			 uint64_t *start_info)
 {
 	struct hvm_memmap_table_entry map[PVH_MAX_MEMMAP];
@@ -202,8 +223,8 @@ int pvh_write_start_info(const struct guest_memory *mem, const char *cmdline,
 	 * Low RAM is split by the legacy VGA/BIOS hole (0xa0000-0x100000), as
 	 * on a PC; the memfd backs the hole but the guest is told to keep out.
 	 */
-	for (unsigned i = 0; i < mem->nr_regions; i++) {
-		const struct guest_region *r = &mem->regions[i];
+	for (unsigned i = 0; i < ram->nr && n + 3 <= PVH_MAX_MEMMAP; i++) {
+		const struct pvh_ram_block *r = &ram->block[i];
 		if (r->gpa == 0) {
 			map[n++] = (struct hvm_memmap_table_entry){ 0, 0xa0000, 1, 0 };
 			map[n++] = (struct hvm_memmap_table_entry){ 0xa0000, 0x60000, 2, 0 };
@@ -214,8 +235,8 @@ int pvh_write_start_info(const struct guest_memory *mem, const char *cmdline,
 	}
 	si.memmap_entries = n;
 
-	uint8_t *si_dst = guest_memory_ptr(mem, PVH_BOOT_DATA_GPA, sizeof(si) + sizeof(map[0]) * n);
-	char *cl_dst = guest_memory_ptr(mem, PVH_CMDLINE_GPA, PVH_CMDLINE_MAX);
+	uint8_t *si_dst = pvh_ram_ptr(ram, PVH_BOOT_DATA_GPA, sizeof(si) + sizeof(map[0]) * n);
+	char *cl_dst = (char *)pvh_ram_ptr(ram, PVH_CMDLINE_GPA, PVH_CMDLINE_MAX);
 	if (!si_dst || !cl_dst)
 		return -ERANGE;
 	memcpy(si_dst, &si, sizeof(si));

@@ -8,8 +8,6 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "vmm/memory.h"
-
 #define PVH_START_INFO_MAGIC  0x336ec578u
 #define XEN_ELFNOTE_PHYS32_ENTRY 18
 
@@ -40,6 +38,24 @@ struct hvm_memmap_table_entry {
 	uint32_t reserved;
 };
 
+/*
+ * Guest RAM as the loader sees it: where each block lies in the guest and
+ * where ferry maps it.  The board describes it (arch/ knows nothing of how
+ * RAM is allocated); blocks are in address order, the first at gpa 0.
+ */
+#define PVH_MAX_RAM 4
+
+struct pvh_ram_block {
+	uint64_t gpa;
+	uint64_t size;
+	uint8_t *host;
+};
+
+struct pvh_ram {
+	unsigned nr;
+	struct pvh_ram_block block[PVH_MAX_RAM];
+};
+
 struct pvh_kernel {
 	uint32_t entry;			/* 32-bit physical entry point */
 	uint64_t load_low, load_high;	/* lowest and highest byte loaded */
@@ -52,7 +68,7 @@ struct pvh_kernel {
  * -ENOEXEC (not a usable PVH ELF) / -ERANGE (does not fit in guest RAM) with
  * a reason in `why`.  Guest memory may be partly written on failure.
  */
-int pvh_load_elf(const struct guest_memory *mem, const void *image, size_t len,
+int pvh_load_elf(const struct pvh_ram *ram, const void *image, size_t len,
 		 struct pvh_kernel *out, char *why, size_t whylen)
 	__attribute__((warn_unused_result));
 
@@ -61,7 +77,7 @@ int pvh_load_elf(const struct guest_memory *mem, const void *image, size_t len,
  * into guest RAM.  Returns the start_info address (for EBX) in *start_info,
  * 0, or -E2BIG when the command line is too long.
  */
-int pvh_write_start_info(const struct guest_memory *mem, const char *cmdline,
+int pvh_write_start_info(const struct pvh_ram *ram, const char *cmdline,
 			 uint64_t *start_info) __attribute__((warn_unused_result));
 
 #endif

@@ -1,4 +1,4 @@
-#include "vmm/machine.h"
+#include "board/machine.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -54,8 +54,22 @@ out:
 	return err;
 }
 
+/* The board's RAM as the PVH loader sees it: blocks in address order. */
+static void machine_pvh_ram(const struct guest_memory *mem, struct pvh_ram *ram)
+{
+	ram->nr = 0;
+	for (unsigned r = 0; r < guest_memory_nr_regions(mem) && r < PVH_MAX_RAM; r++) {
+		ram->block[ram->nr++] = (struct pvh_ram_block){
+			.gpa = guest_memory_region_gpa(mem, r),
+			.size = guest_memory_region_pages(mem, r) * GUEST_PAGE_SIZE,
+			.host = guest_memory_page_ptr(mem, guest_memory_region_first(mem, r)),
+		};
+	}
+}
+
 static int machine_load_kernel(struct machine *m, const char *path, const char *cmdline)
 {
+	struct pvh_ram ram;
 	struct pvh_kernel k;
 	uint64_t start_info;
 	char why[160];
@@ -66,13 +80,14 @@ static int machine_load_kernel(struct machine *m, const char *path, const char *
 	err = machine_map_kernel(path, &img, &len);
 	if (err)
 		return err;
-	err = pvh_load_elf(&m->vm.mem, img, len, &k, why, sizeof(why));
+	machine_pvh_ram(&m->vm.mem, &ram);
+	err = pvh_load_elf(&ram, img, len, &k, why, sizeof(why));
 	munmap(img, len);
 	if (err) {
 		pr_err("cannot boot %s: %s", path, why);
 		return err;
 	}
-	err = pvh_write_start_info(&m->vm.mem, cmdline, &start_info);
+	err = pvh_write_start_info(&ram, cmdline, &start_info);
 	if (err) {
 		pr_err("kernel command line too long (at most %d bytes)", PVH_CMDLINE_MAX - 1);
 		return err;
@@ -95,6 +110,8 @@ static int machine_add_devices(struct machine *m, const char *serial_spec)
 		return err;
 	}
 	serial_init(&m->com1, &m->serial_chr, machine_com1_irq, &m->vm);
+	m->devs[DEVICE_SERIAL] = &m->com1;
+	m->devs[DEVICE_DEBUG_EXIT] = &m->vm;
 	err = iobus_register(&m->vm.pio, SERIAL_COM1_BASE, 8, &serial_iobus_ops, &m->com1, "com1");
 	if (!err)
 		err = debug_exit_register(&m->vm);

@@ -1,12 +1,15 @@
 /*
- * The machine ferry emulates: a KVM VM with RAM and vCPUs, COM1 (8250 UART
- * at 0x3f8, IRQ 4) on a character backend, the debug-exit port at 0xf4, and
- * PVH boot of an ELF kernel.
+ * The board: the PC ferry builds on top of vmm/, devices/ and arch/.  A
+ * KVM VM with RAM and vCPUs, COM1 (8250 UART at 0x3f8, IRQ 4) on a
+ * character backend, the debug-exit port at 0xf4, and PVH boot of an ELF
+ * kernel.  vmm/ knows nothing of devices or of this file; the board wires
+ * them together and is the only layer that knows them all.
  */
-#ifndef FERRY_VMM_MACHINE_H
-#define FERRY_VMM_MACHINE_H
+#ifndef FERRY_BOARD_MACHINE_H
+#define FERRY_BOARD_MACHINE_H
 
 #include "devices/chardev.h"
+#include "devices/device.h"
 #include "devices/serial.h"
 #include "vmm/vm.h"
 
@@ -20,10 +23,18 @@ struct machine_config {
 	struct guest_memory *premade;	/* RAM allocated earlier, taken over */
 };
 
+/*
+ * Filled by machine_create() on the main thread before any vCPU or
+ * chardev thread starts; read-only afterwards (the pointers and the
+ * layout: vm, serial_chr and com1 guard their own state, see vm.h,
+ * chardev.h and serial.h).
+ */
 struct machine {
 	struct vm vm;
 	struct chardev serial_chr;
 	struct serial com1;
+	/* Each device's instance by registry id: the `dev` its ops get. */
+	void *devs[DEVICE_NR];
 	char *kernel;
 	char *cmdline;
 };

@@ -1,26 +1,40 @@
 /*
  * All CPU and device state of a machine as a sequence of vmstate records:
- * "x86_vm", one "x86_vcpu" per vCPU, "serial-8250".  Used to rebuild a VM
- * and, by migration, to carry it to another host.  RAM is not included.
+ * "x86_vm", one "x86_vcpu" per vCPU, then one record per device with
+ * state, in device-registry order (devices/device.h): today
+ * "serial-8250".  Used to rebuild a VM and, by migration, to carry it to
+ * another host (the STATE section, docs/migration-stream.md).  RAM is not
+ * included.
  */
-#ifndef FERRY_VMM_MACHINE_STATE_H
-#define FERRY_VMM_MACHINE_STATE_H
+#ifndef FERRY_BOARD_MACHINE_STATE_H
+#define FERRY_BOARD_MACHINE_STATE_H
 
 #include "arch/x86/vcpu_state.h"
 #include "arch/x86/vm_state.h"
+#include "board/machine.h"
+#include "devices/device.h"
 #include "util/vmstate.h"
-#include "vmm/machine.h"
 
+/* Decoded state; owned by the thread that decodes and applies it. */
 struct machine_state {
 	struct x86_vm_state vm;
 	unsigned nr_vcpus;
 	struct x86_vcpu_state *vcpus;	/* nr_vcpus entries */
-	struct serial_regs com1;
+	/* Each device's state by registry id (its vmsd->size); NULL: none. */
+	void *devs[DEVICE_NR];
 };
 
 /*
- * Append the state of paused machine m to out.  Returns 0 or -errno
- * (logged); -EBUSY if the VM is not paused.
+ * Bring paused machine m to rest: finish each vCPU's half-done I/O exit,
+ * then let every device drain what is in flight (device_ops.quiesce).
+ * Call it at the switchover before the final pass over RAM; harmless to
+ * repeat.  Returns 0 or -errno (logged); -EBUSY if the VM is not paused.
+ */
+int machine_quiesce(struct machine *m) __attribute__((warn_unused_result));
+
+/*
+ * Quiesce paused machine m and append its state to out.  Returns 0 or
+ * -errno (logged); -EBUSY if the VM is not paused.
  */
 int machine_state_save(struct machine *m, struct vmstate_buf *out)
 	__attribute__((warn_unused_result));

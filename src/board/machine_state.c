@@ -1,4 +1,4 @@
-#include "vmm/machine_state.h"
+#include "board/machine_state.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -7,25 +7,64 @@
 
 #include "util/log.h"
 
+int machine_quiesce(struct machine *m)
+{
+	struct vm *vm = &m->vm;
+	int err = 0;
+
+	if (vm_get_state(vm) != VM_STATE_PAUSED)
+		return -EBUSY;
+	/* vCPUs first: finishing their pending I/O may touch devices. */
+	for (unsigned i = 0; i < vm->nr_vcpus && !err; i++)
+		err = x86_vcpu_quiesce(vm->vcpus[i].fd, vm->vcpus[i].run);
+	for (unsigned id = 0; id < DEVICE_NR && !err; id++) {
+		const struct device_ops *d = device_table[id];
+		if (d->quiesce)
+			err = d->quiesce(m->devs[id]);
+		if (err)
+			pr_err("cannot quiesce %s: %s", d->name, strerror(-err));
+	}
+	return err;
+}
+
+/* Every device with state, one record each, in registry order. */
+static int machine_devices_save(struct machine *m, struct vmstate_buf *out)
+{
+	int err = 0;
+
+	for (unsigned id = 0; id < DEVICE_NR && !err; id++) {
+		const struct device_ops *d = device_table[id];
+		if (!d->vmsd)
+			continue;
+		void *state = calloc(1, d->vmsd->size);
+		if (!state)
+			return -ENOMEM;
+		err = d->save(m->devs[id], state);
+		if (err)
+			pr_err("cannot save %s: %s", d->name, strerror(-err));
+		else
+			err = vmstate_save(d->vmsd, state, out);
+		free(state);
+	}
+	return err;
+}
+
 int machine_state_save(struct machine *m, struct vmstate_buf *out)
 {
 	struct vm *vm = &m->vm;
 	struct x86_vcpu_state *cpu;
 	struct x86_vm_state vms;
-	struct serial_regs com1;
-	int err = 0;
+	int err;
 
-	if (vm_get_state(vm) != VM_STATE_PAUSED)
-		return -EBUSY;
+	err = machine_quiesce(m);
+	if (err)
+		return err;
 	cpu = malloc(sizeof(*cpu));
 	if (!cpu)
 		return -ENOMEM;
-	/* vCPUs first: finishing their pending I/O may touch devices. */
 	for (unsigned i = 0; i < vm->nr_vcpus && !err; i++) {
 		struct vcpu *v = &vm->vcpus[i];
-		err = x86_vcpu_quiesce(v->fd, v->run);
-		if (!err)
-			err = x86_vcpu_state_get(v->fd, cpu);
+		err = x86_vcpu_state_get(v->fd, cpu);
 		if (!err && i == 0)
 			err = x86_vm_state_get(vm->vm_fd, &vms);
 		if (!err && i == 0)
@@ -34,10 +73,7 @@ int machine_state_save(struct machine *m, struct vmstate_buf *out)
 			err = vmstate_save(&x86_vcpu_state_vmsd, cpu, out);
 	}
 	free(cpu);
-	if (err)
-		return err;
-	serial_get_regs(&m->com1, &com1);
-	return vmstate_save(&serial_vmsd, &com1, out);
+	return err ? err : machine_devices_save(m, out);
 }
 
 /* Decode the next record, which must be of description d. */
@@ -73,8 +109,13 @@ int machine_state_decode(const void *data, size_t len, unsigned nr_vcpus,
 	r = machine_state_next(data, len, &off, &x86_vm_state_vmsd, &st->vm, err);
 	for (unsigned i = 0; i < nr_vcpus && !r; i++)
 		r = machine_state_next(data, len, &off, &x86_vcpu_state_vmsd, &st->vcpus[i], err);
-	if (!r)
-		r = machine_state_next(data, len, &off, &serial_vmsd, &st->com1, err);
+	for (unsigned id = 0; id < DEVICE_NR && !r; id++) {
+		const struct vmstate_desc *d = device_table[id]->vmsd;
+		if (!d)
+			continue;
+		st->devs[id] = calloc(1, d->size);
+		r = st->devs[id] ? machine_state_next(data, len, &off, d, st->devs[id], err) : -ENOMEM;
+	}
 	if (!r && off != len) {
 		snprintf(err->msg, sizeof(err->msg), "state: %zu unexpected bytes after the last record",
 			 len - off);
@@ -97,8 +138,16 @@ int machine_state_apply(struct machine *m, const struct machine_state *st)
 	/* Clock last among the KVM state: guest time resumes from here. */
 	if (!err)
 		err = x86_vm_state_set(vm->vm_fd, &st->vm);
-	if (!err)
-		serial_set_regs(&m->com1, &st->com1);
+	for (unsigned id = 0; id < DEVICE_NR && !err; id++) {
+		const struct device_ops *d = device_table[id];
+		if (!d->vmsd)
+			continue;
+		if (!st->devs[id])
+			return -EINVAL;
+		err = d->load(m->devs[id], st->devs[id]);
+		if (err)
+			pr_err("cannot load the state of %s: %s", d->name, strerror(-err));
+	}
 	return err;
 }
 
@@ -107,6 +156,10 @@ void machine_state_free(struct machine_state *st)
 	free(st->vcpus);
 	st->vcpus = NULL;
 	st->nr_vcpus = 0;
+	for (unsigned id = 0; id < DEVICE_NR; id++) {
+		free(st->devs[id]);
+		st->devs[id] = NULL;
+	}
 }
 
 int machine_state_rebuild(struct machine *m)

@@ -1,0 +1,10 @@
+/* The registry itself: one line per device model, in wire order. */
+#include "devices/device.h"
+
+#include "devices/debug_exit.h"
+#include "devices/serial.h"
+
+const struct device_ops *const device_table[DEVICE_NR] = {
+	[DEVICE_SERIAL]		= &serial_device_ops,
+	[DEVICE_DEBUG_EXIT]	= &debug_exit_device_ops,
+};
