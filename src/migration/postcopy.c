@@ -183,7 +183,7 @@ static int postcopy_requests(struct migration *mig)
 	for (;;) {
 		if (mig_stream_wait_readable(&mig->s, 0, NULL, 0) <= 0)
 			return 0;
-		uint8_t buf[64], type;
+		uint8_t buf[512], type;	/* room for a RESULT's reason */
 		uint32_t len;
 		int err = mig_section_read(&mig->s, buf, sizeof(buf), &type, &len);
 		if (err)
@@ -245,7 +245,8 @@ static int postcopy_strike_known(struct migration *mig, const uint8_t *p, uint32
 	mig_cursor_init(&c, p, len);
 	uint64_t first = mig_cursor_u64(&c);
 	uint32_t nbits = mig_cursor_u32(&c);
-	if (c.bad || first % 64 || !nbits || len != 12 + (nbits + 63) / 64 * 8)
+	/* In 64 bits: nbits + 63 must not wrap and let a short payload pass. */
+	if (c.bad || first % 64 || !nbits || len != 12 + ((uint64_t)nbits + 63) / 64 * 8)
 		return -EPROTO;
 	for (uint32_t i = 0; i < nbits; i++) {
 		uint64_t word;
@@ -326,7 +327,7 @@ static void postcopy_read_dest_stats(struct migration *mig, const uint8_t *p, ui
 
 static int postcopy_finish(struct migration *mig)
 {
-	uint8_t buf[128], type;
+	uint8_t buf[512], type;		/* room for a RESULT's reason */
 	uint32_t len;
 	int err;
 

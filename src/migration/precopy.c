@@ -456,9 +456,11 @@ void precopy_send_digest(struct migration *mig)
  */
 static int precopy_sync(struct migration *mig)
 {
-	uint8_t seq[4] = { 1, 0, 0, 0 }, buf[16], type;
+	uint8_t seq[4] = { 1, 0, 0, 0 }, buf[512], type;
 	uint32_t len;
-	int err;
+	int32_t status;
+	const char *msg;
+	int n, err;
 
 	mig_section_write(&mig->s, MIG_SEC_SYNC, seq, sizeof(seq));
 	err = mig_stream_flush(&mig->s);
@@ -467,6 +469,9 @@ static int precopy_sync(struct migration *mig)
 	err = mig_section_read(&mig->s, buf, sizeof(buf), &type, &len);
 	if (err)
 		return precopy_stream_fail(mig, err);
+	/* A destination that gave up says why in a RESULT: report that. */
+	if (type == MIG_SEC_RESULT && !mig_result_parse(buf, len, &status, &msg, &n))
+		return precopy_fail(mig, -EPROTO, "destination: %.*s", n, msg);
 	if (type != MIG_SEC_SYNC_ACK || len != 4 || memcmp(buf, seq, 4))
 		return precopy_fail(mig, -EPROTO, "destination answered SYNC with section %u", type);
 	return 0;

@@ -6,12 +6,23 @@
  * Input: one mode byte, then the stream.  Mode bit 0 set: before sending,
  * walk the stream's sections (docs/migration-stream.md) and rewrite each
  * one's XXH3 checksum to match, so mutations get past the checksum and
- * reach the section decoders; clear: the bytes go out untouched.
+ * reach the section decoders; clear: the bytes go out untouched.  Mode
+ * bit 1 set: a u32 (little-endian) follows, the length of the first
+ * connection's stream; the rest of the input is sent on a second
+ * connection, as a source resuming a broken post-copy would (header,
+ * RESUME, RAM, DIGEST, POSTCOPY_DONE).
  *
  * Each run: a feeder thread connects to the loader's socket, writes the
  * stream, half-closes, and drains the return path; the loader builds a
  * (small, never started) KVM VM if CONFIG passes, and everything is torn
  * down before the next run.  The loader is capped at 64 MiB and 2 vCPUs.
+ *
+ * Post-copy: the loader's start_guest hook is fz_start_guest(), which
+ * starts nothing.  userfaultfd is armed all the same and every page after
+ * POSTCOPY_RUN is placed through it (UFFDIO_COPY / CONTINUE / ZEROPAGE need
+ * no fault), so RAM, DIGEST and POSTCOPY_DONE in post-copy, and the resume
+ * handshake after a broken connection, run the production code; only the
+ * vCPUs (which would fault on the pages) are missing.
  *
  * FUZZ_INCOMING_SEEDS=DIR: write seed streams (taken from a real KVM VM's
  * state) into DIR and exit.  FUZZ_INCOMING_VERBOSE=1: print each outcome.
@@ -46,6 +57,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 #define FZ_MAX_MEMORY	(64ULL << 20)
 #define FZ_MAX_VCPUS	2
 #define FZ_FIX_SUMS	0x01
+#define FZ_RESUME	0x02	/* a second connection resumes the first */
+#define FZ_RESUME_MS	300	/* how long the loader waits for it */
 
 static char fz_dir[64];
 static bool fz_verbose;		/* FUZZ_INCOMING_VERBOSE: print each outcome */
@@ -57,21 +70,24 @@ static char fz_uri[160];
 struct fz_feed {
 	const uint8_t *data;
 	size_t len;
+	const uint8_t *resume;		/* FZ_RESUME: the second connection's bytes */
+	size_t resume_len;
+	volatile int loader_done;	/* mig_incoming_receive() returned: stop connecting */
 };
 
-static void *fz_feeder(void *arg)
+/* Send one connection's bytes, half-close, drain the return path. */
+static void fz_feed_one(const struct fz_feed *f, const uint8_t *data, size_t len)
 {
-	const struct fz_feed *f = arg;
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	struct timeval tv = { .tv_sec = 5 };
 	int fd = -1;
 
 	strcpy(sa.sun_path, fz_sock);
 	/* The loader binds when it starts; give it up to ~2 s. */
-	for (int i = 0; i < 40000; i++) {
+	for (int i = 0; i < 40000 && !__atomic_load_n(&f->loader_done, __ATOMIC_ACQUIRE); i++) {
 		fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 		if (fd < 0)
-			return NULL;
+			return;
 		if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0)
 			break;
 		close(fd);
@@ -79,11 +95,11 @@ static void *fz_feeder(void *arg)
 		usleep(50);
 	}
 	if (fd < 0)
-		return NULL;
+		return;
 	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
 	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	for (size_t off = 0; off < f->len;) {
-		ssize_t n = send(fd, f->data + off, f->len - off, MSG_NOSIGNAL);
+	for (size_t off = 0; off < len;) {
+		ssize_t n = send(fd, data + off, len - off, MSG_NOSIGNAL);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n <= 0)
@@ -99,7 +115,31 @@ static void *fz_feeder(void *arg)
 			break;
 	}
 	close(fd);
+}
+
+static void *fz_feeder(void *arg)
+{
+	struct fz_feed *f = arg;
+
+	fz_feed_one(f, f->data, f->len);
+	/*
+	 * The loader listens again only if post-copy had started; otherwise it
+	 * returns, and loader_done ends the attempts to connect.
+	 */
+	if (f->resume)
+		fz_feed_one(f, f->resume, f->resume_len);
 	return NULL;
+}
+
+/*
+ * The loader's start_guest hook: start nothing.  Test-only stand-in for
+ * ferry run's callback; the VM stays in VM_STATE_CREATED, no vCPU thread
+ * touches guest memory, so no userfaultfd fault ever needs resolving.
+ */
+static int fz_start_guest(void *opaque)
+{
+	(void)opaque;
+	return 0;
 }
 
 /* Rewrite every whole section's checksum so it matches its bytes. */
@@ -125,6 +165,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		.uri = fz_uri, .serial = "file:/dev/null",
 		.max_memory = FZ_MAX_MEMORY, .max_vcpus = FZ_MAX_VCPUS,
 		.accept_timeout_ms = 3000, .io_timeout_ms = 2000, .intr_fd = -1,
+		.start_guest = fz_start_guest, .resume_timeout_ms = FZ_RESUME_MS,
 	};
 	struct mig_incoming *inc;
 	struct machine *m;
@@ -141,16 +182,34 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (!stream || !inc || !m)
 		abort();
 	memcpy(stream, data + 1, size - 1);
-	if (data[0] & FZ_FIX_SUMS)
-		fz_fix_sums(stream, size - 1);
-	feed = (struct fz_feed){ stream, size - 1 };
+	uint8_t *one = stream, *two = NULL;
+	size_t n1 = size - 1, n2 = 0;
+	if ((data[0] & FZ_RESUME) && size >= 5) {
+		size_t first = (size_t)(data[1] | data[2] << 8 | data[3] << 16 |
+					(uint32_t)data[4] << 24);
+		one = stream + 4;
+		n1 = first < size - 5 ? first : size - 5;
+		two = one + n1;
+		n2 = size - 5 - n1;
+	}
+	if (data[0] & FZ_FIX_SUMS) {
+		fz_fix_sums(one, n1);
+		if (two)
+			fz_fix_sums(two, n2);
+	}
+	feed = (struct fz_feed){ .data = one, .len = n1, .resume = two, .resume_len = n2 };
 	unlink(fz_sock);
 	if (pthread_create(&t, NULL, fz_feeder, &feed))
 		abort();
 	err = mig_incoming_receive(inc, &opts, m);
-	if (!err)
-		machine_destroy(m);	/* a complete, valid stream: never started */
-	else if (!inc->why[0])
+	__atomic_store_n(&feed.loader_done, 1, __ATOMIC_RELEASE);
+	/*
+	 * A complete, valid stream, or one that failed once the (never
+	 * started) post-copy guest "ran": the machine is ours to tear down.
+	 */
+	if (!err || inc->guest_started)
+		machine_destroy(m);
+	if (err && !inc->why[0])
 		abort();		/* every failure must say why */
 	if (fz_verbose)
 		fprintf(stderr, "fuzz_incoming: %s\n", err ? inc->why : "accepted");
@@ -265,25 +324,114 @@ static int fz_state(unsigned vcpus, struct vmstate_buf *out)
 	return err;
 }
 
-static void fz_write_seed(const char *dir, const char *name, const struct fz_buf *b)
+/* A seed: the mode byte, then b; with `resume`, b's length and then resume. */
+static void fz_write_seed2(const char *dir, const char *name, const struct fz_buf *b,
+			   const struct fz_buf *resume)
 {
+	uint8_t mode = FZ_FIX_SUMS | (resume ? FZ_RESUME : 0), len[4];
 	char path[512];
+	size_t total = 1 + b->len;
 	FILE *f;
+	bool ok;
 
+	for (int i = 0; i < 4; i++)
+		len[i] = (uint8_t)(b->len >> (8 * i));
 	snprintf(path, sizeof(path), "%s/%s", dir, name);
 	f = fopen(path, "wb");
-	if (!f || fputc(FZ_FIX_SUMS, f) == EOF || fwrite(b->p, 1, b->len, f) != b->len ||
-	    fclose(f)) {
+	ok = f && fputc(mode, f) != EOF;
+	if (ok && resume)
+		ok = fwrite(len, 1, 4, f) == 4;
+	ok = ok && fwrite(b->p, 1, b->len, f) == b->len;
+	if (ok && resume) {
+		ok = fwrite(resume->p, 1, resume->len, f) == resume->len;
+		total += 4 + resume->len;
+	}
+	if (f && fclose(f))
+		ok = false;
+	if (!ok) {
 		fprintf(stderr, "cannot write %s: %s\n", path, strerror(errno));
 		exit(1);
 	}
-	printf("%s: %zu bytes\n", path, b->len + 1);
+	printf("%s: %zu bytes\n", path, total);
+}
+
+static void fz_write_seed(const char *dir, const char *name, const struct fz_buf *b)
+{
+	fz_write_seed2(dir, name, b, NULL);
 }
 
 static void fz_header(struct fz_buf *b)
 {
 	fz_put(b, MIG_MAGIC, MIG_MAGIC_LEN);
 	fz_le(b, MIG_VERSION, 4);
+}
+
+/* A RAM_RUN of one page at gpa, its data from img. */
+static void fz_ram_run1(struct fz_buf *b, const uint8_t *img, uint64_t gpa)
+{
+	struct fz_buf p = { 0 };
+
+	fz_le(&p, gpa, 8);
+	fz_le(&p, 1, 4);
+	fz_put(&p, img + gpa, GUEST_PAGE_SIZE);
+	fz_sec(b, MIG_SEC_RAM_RUN, p.p, p.len);
+	free(p.p);
+}
+
+static void fz_postcopy_seeds(const char *dir, const uint8_t *src, const struct vmstate_buf *st)
+{
+	const uint64_t pages = FZ_MEM / GUEST_PAGE_SIZE;
+	const uint64_t late1 = 0x1000, late2 = 0x5000;	/* sent after POSTCOPY_RUN */
+	uint8_t *img = calloc(1, FZ_MEM);		/* all zero but those two */
+	struct guest_memory mem = {
+		.fd = -1, .host = img, .size = FZ_MEM, .nr_regions = 1,
+		.regions = { { .gpa = 0, .size = FZ_MEM } },
+	};
+	uint64_t e[MIG_RAM_BATCH_MAX];
+	struct fz_buf b = { 0 }, r = { 0 }, p = { 0 };
+
+	if (!img)
+		abort();
+	memcpy(img + late1, src + late1, GUEST_PAGE_SIZE);
+	memcpy(img + late2, src + late2, GUEST_PAGE_SIZE);
+
+	fz_header(&b);
+	fz_config(&b, FZ_MEM, 1, MIG_FLAG_VERIFY | MIG_FLAG_POSTCOPY);
+	fz_pass(&b, 1, 0);
+	for (uint64_t i = 0; i < pages;) {
+		uint32_t n = 0;
+		for (; i < pages && n < MIG_RAM_BATCH_MAX; i++)
+			if (i * GUEST_PAGE_SIZE != late2)
+				e[n++] = i * GUEST_PAGE_SIZE | MIG_PAGE_ZERO;
+		fz_ram(&b, img, e, n);
+	}
+	fz_le(&p, 0, 8);		/* DISCARD: pages 0..63, late1 among them */
+	fz_le(&p, 64, 4);
+	fz_le(&p, 1ULL << (late1 / GUEST_PAGE_SIZE), 8);
+	fz_sec(&b, MIG_SEC_DISCARD, p.p, p.len);
+	fz_sec(&b, MIG_SEC_STATE, st->data, st->len);
+	fz_sec(&b, MIG_SEC_POSTCOPY_RUN, NULL, 0);
+	const uint64_t first[] = { late1 | MIG_PAGE_RAW };
+	fz_ram(&b, img, first, 1);
+	size_t cut = b.len;		/* the resume seed's first connection ends here */
+	fz_ram_run1(&b, img, late2);
+	struct fz_buf d = { 0 };
+	fz_le(&d, pages, 8);
+	fz_le(&d, mig_digest_of_memory(&mem), 8);
+	fz_sec(&b, MIG_SEC_DIGEST, d.p, d.len);
+	fz_sec(&b, MIG_SEC_POSTCOPY_DONE, NULL, 0);
+	fz_write_seed(dir, "postcopy-verified", &b);
+
+	fz_header(&r);
+	fz_sec(&r, MIG_SEC_RESUME, NULL, 0);
+	fz_put(&r, b.p + cut, b.len - cut);	/* RAM_RUN, DIGEST, POSTCOPY_DONE */
+	b.len = cut;
+	fz_write_seed2(dir, "postcopy-resumed", &b, &r);
+	free(b.p);
+	free(r.p);
+	free(p.p);
+	free(d.p);
+	free(img);
 }
 
 static void fz_seeds(const char *dir)
@@ -355,6 +503,15 @@ static void fz_seeds(const char *dir)
 	fz_header(&b);
 	fz_config(&b, FZ_MEM, 1, MIG_FLAG_VERIFY);
 	fz_write_seed(dir, "config-only", &b);
+
+	/*
+	 * 5: a verified post-copy: pass 1 sends every page as zero but two,
+	 * DISCARD forgets one it sent, STATE, POSTCOPY_RUN; then the two
+	 * pages (a RAM batch and a RAM_RUN), DIGEST, POSTCOPY_DONE.
+	 * 6: the same, cut after the first page; the second connection
+	 * resumes it (header, RESUME) and sends the rest.
+	 */
+	fz_postcopy_seeds(dir, img, &st1);
 
 	free(b.p);
 	free(img);

@@ -1282,9 +1282,9 @@ static void t_pc_page(struct vmstate_buf *b, uint64_t gpa, const uint8_t *data, 
  * POSTCOPY_RUN, then the data page twice with different content ('A',
  * then 'B'), a DIGEST claiming RAM holds `digest_fill` there, and DONE.
  */
-static void t_pc_twice(struct vmstate_buf *b, uint8_t digest_fill)
+static void t_pc_head(struct vmstate_buf *b)
 {
-	uint8_t code[GUEST_PAGE_SIZE] = { 0 }, page[GUEST_PAGE_SIZE];
+	uint8_t code[GUEST_PAGE_SIZE] = { 0 };
 	uint64_t e[MIG_RAM_BATCH_MAX];
 	struct vmstate_buf p = { 0 };
 
@@ -1307,6 +1307,13 @@ static void t_pc_twice(struct vmstate_buf *b, uint8_t digest_fill)
 	free(p.data);
 	t_sec_buf(b, MIG_SEC_STATE, &t_state_boot);
 	t_sec(b, MIG_SEC_POSTCOPY_RUN, NULL, 0);
+}
+
+static void t_pc_twice(struct vmstate_buf *b, uint8_t digest_fill)
+{
+	uint8_t page[GUEST_PAGE_SIZE];
+
+	t_pc_head(b);
 	memset(page, 'A', sizeof(page));
 	t_pc_page(b, T_DATA_GPA, page, false);
 	memset(page, 'B', sizeof(page));
@@ -1390,6 +1397,96 @@ static void t_pc_twice_dropped_copy_refused(void **state)
 		fail_msg("DIGEST of the dropped copy: status %#x (want exit 75), RESULT %d %d \"%s\" "
 			 "(want a digest mismatch), guest printed \"%s\"; output:\n%s",
 			 r->status, r->result, r->result_status, r->result_msg, serial, r->out);
+	t_case_free();
+}
+
+/* ---- post-copy: hostile sections after POSTCOPY_RUN --------------------- */
+
+/*
+ * After POSTCOPY_RUN the guest runs at the destination (and blocks on the
+ * data page it reads): a bad section then loses the VM.  The destination
+ * must say so, send a RESULT error naming the problem, exit 75 and never
+ * crash; nothing may report success.
+ */
+struct t_pc_case {
+	const char *name;
+	void (*tail)(struct vmstate_buf *b);	/* after t_pc_head() */
+	const char *want_msg;
+};
+
+static void p_ram_past_end(struct vmstate_buf *b) { t_ram1(b, T_MEM | MIG_PAGE_RAW); }
+static void p_ram_kind(struct vmstate_buf *b) { t_ram1(b, T_DATA_GPA | 7); }
+static void p_ram_count0(struct vmstate_buf *b) { t_sec(b, MIG_SEC_RAM, "\0\0\0\0", 4); }
+static void p_run_misaligned(struct vmstate_buf *b) { t_ram_run(b, T_DATA_GPA + 1, 1, 1); }
+static void p_run_past_end(struct vmstate_buf *b) { t_ram_run(b, T_MEM - GUEST_PAGE_SIZE, 2, 2); }
+static void p_run_short(struct vmstate_buf *b) { t_sec(b, MIG_SEC_RAM_RUN, "\0\0\0\0", 4); }
+static void p_done_missing(struct vmstate_buf *b)
+{
+	t_digest(b, T_MEM / GUEST_PAGE_SIZE, t_pc_digest('A'));
+	t_sec(b, MIG_SEC_POSTCOPY_DONE, NULL, 0);
+}
+static void p_done_payload(struct vmstate_buf *b)
+{
+	uint8_t page[GUEST_PAGE_SIZE];
+
+	memset(page, 'A', sizeof(page));
+	t_pc_page(b, T_DATA_GPA, page, false);
+	t_digest(b, T_MEM / GUEST_PAGE_SIZE, t_pc_digest('A'));
+	t_sec(b, MIG_SEC_POSTCOPY_DONE, "x", 1);
+}
+static void p_done_without_digest(struct vmstate_buf *b) { t_sec(b, MIG_SEC_POSTCOPY_DONE, NULL, 0); }
+static void p_digest_malformed(struct vmstate_buf *b) { t_sec(b, MIG_SEC_DIGEST, "\1\2\3", 3); }
+static void p_pass(struct vmstate_buf *b) { t_pass(b, 2, false); }
+static void p_end(struct vmstate_buf *b) { t_end(b); }
+static void p_run_twice(struct vmstate_buf *b) { t_sec(b, MIG_SEC_POSTCOPY_RUN, NULL, 0); }
+static void p_resume_inline(struct vmstate_buf *b) { t_sec(b, MIG_SEC_RESUME, NULL, 0); }
+static void p_go(struct vmstate_buf *b) { t_sec(b, MIG_SEC_GO, NULL, 0); }
+static void p_bad_checksum(struct vmstate_buf *b)
+{
+	t_sec(b, MIG_SEC_POSTCOPY_DONE, NULL, 0);
+	b->data[b->len - 1] ^= 1;
+}
+
+static const struct t_pc_case t_pc_cases[] = {
+	{ "pc_ram_past_end", p_ram_past_end, "page 0x1000000 is outside guest RAM" },
+	{ "pc_ram_kind_7", p_ram_kind, "unknown kind 7" },
+	{ "pc_ram_count_0", p_ram_count0, "malformed RAM batch" },
+	{ "pc_run_misaligned", p_run_misaligned, "are not all in one RAM region" },
+	{ "pc_run_past_end", p_run_past_end, "are not all in one RAM region" },
+	{ "pc_run_short", p_run_short, "RAM run section too short" },
+	{ "pc_digest_page_never_sent", p_done_missing, "verify: RAM digest mismatch" },
+	{ "pc_done_with_payload", p_done_payload, "POSTCOPY_DONE carries 1 bytes" },
+	{ "pc_done_without_digest", p_done_without_digest, "section type 10 out of order" },
+	{ "pc_digest_malformed", p_digest_malformed, "malformed DIGEST section" },
+	{ "pc_pass_after_run", p_pass, "section type 3 out of order" },
+	{ "pc_end_after_run", p_end, "section type 6 out of order" },
+	{ "pc_run_twice", p_run_twice, "section type 9 out of order" },
+	{ "pc_resume_inline", p_resume_inline, "section type 11" },
+	{ "pc_go_after_run", p_go, "section type 13 out of order" },
+	{ "pc_bad_checksum", p_bad_checksum, "checksum mismatch" },
+};
+#define T_NPCCASES (sizeof(t_pc_cases) / sizeof(t_pc_cases[0]))
+
+static void t_pc_case_run(void **state)
+{
+	const struct t_pc_case *c = *state;
+	struct t_result *r;
+
+	t_case_free();
+	r = t_cur_r = calloc(1, sizeof(*r));
+	assert_non_null(r);
+	t_pc_head(&t_cur);
+	c->tail(&t_cur);
+	t_run(&t_cur, t_cur.len, NULL, r);
+	if (!WIFEXITED(r->status) || WEXITSTATUS(r->status) != 75 || !r->ready || !r->result ||
+	    r->result_status >= 0 || !strstr(r->result_msg, c->want_msg) ||
+	    !strstr(r->out, c->want_msg) || !strstr(r->out, "the VM is lost") ||
+	    strstr(r->out, "Sanitizer") || strstr(r->out, "runtime error") ||
+	    access(t_sock, F_OK) == 0)
+		fail_msg("%s: status %#x (want exit 75), READY %d, RESULT %d %d \"%s\" (want an error "
+			 "with \"%s\"); output:\n%s", c->name, r->status, r->ready, r->result,
+			 r->result_status, r->result_msg, c->want_msg, r->out);
+	print_message("  %s: exit 75: %s\n", c->name, r->result_msg);
 	t_case_free();
 }
 
@@ -1507,7 +1604,7 @@ static int t_teardown(void **state)
 
 int main(void)
 {
-	struct CMUnitTest tests[T_NCASES + 5];
+	struct CMUnitTest tests[T_NCASES + T_NPCCASES + 5];
 	size_t n = 0;
 	int fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
 
@@ -1527,6 +1624,11 @@ int main(void)
 		tests[n++] = (struct CMUnitTest){
 			.name = t_cases[i].name, .test_func = t_case_run,
 			.initial_state = (void *)&t_cases[i],
+		};
+	for (size_t i = 0; i < T_NPCCASES; i++)
+		tests[n++] = (struct CMUnitTest){
+			.name = t_pc_cases[i].name, .test_func = t_pc_case_run,
+			.initial_state = (void *)&t_pc_cases[i],
 		};
 	return _cmocka_run_group_tests("hostile_stream", tests, n, t_setup, t_teardown);
 }

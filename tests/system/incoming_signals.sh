@@ -109,13 +109,7 @@ for when in active paused; do
 	start_source "pc-$when-s" 1 256M "workload=verify wss=64M fill=random period=20ms" --test-hooks
 	"$FERRY" migrate "$T/pc-$when-s.ctl" "unix:$T/pc-$when.mig" --mode postcopy --prepage 0 \
 		--postcopy-bandwidth 8M --json >"$T/pc-$when.json" & m=$!; PIDS+=("$m")
-	st=
-	for ((i = 0; i < 300; i++)); do
-		st=$("$FERRY" call "$T/pc-$when-s.ctl" query-migrate 2>/dev/null | json_field /dev/stdin status || true)
-		[ "$st" = postcopy-active ] && break
-		sleep 0.02
-	done
-	[ "$st" = postcopy-active ] || { cat "$T/pc-$when.json"; fail "$when: never saw post-copy running"; }
+	wait_migration "$T/pc-$when-s.ctl" postcopy-active 15
 	if [ "$when" = paused ]; then
 		"$FERRY" call "$T/pc-$when-s.ctl" x-test-migration-break >/dev/null
 		wait_line "$T/pc-$when-d.log" "Waiting .* for" 10

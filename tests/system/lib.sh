@@ -81,8 +81,10 @@ wait_control() {
 
 RELAY=${RELAY:-$BUILD/tools/mig_relay}
 
-# A free-looking TCP port on loopback (random; collisions are retried by callers).
-random_port() { echo $((20000 + RANDOM % 30000)); }
+# A free-looking TCP port on loopback: random, below the usual ephemeral
+# range (32768-60999) so that no outgoing connection holds it; start_dest
+# retries another when it is taken all the same.
+random_port() { echo $((10000 + RANDOM % 22000)); }
 
 # Start a source VM: start_source NAME VCPUS MEMORY CMDLINE [more ferry args].
 # Its control socket is $T/NAME.ctl, serial $T/NAME.serial, pid in FERRY_PID.
@@ -94,16 +96,34 @@ start_source() {
 	wait_line "$T/$name.serial" '^hb 3$' 30
 }
 
-# Start a destination: start_dest NAME URI [more ferry args]; pid in FERRY_PID.
+# Start a destination: start_dest NAME URI [more ferry args]; pid in
+# FERRY_PID, the URI it listens on in DEST_URI.  A tcp port that turns out
+# to be taken (tests run in parallel; random_port only guesses) is replaced
+# by another random one: migrate to $DEST_URI, not to the URI you passed.
 start_dest() {
-	local name=$1 uri=$2; shift 2
-	start_ferry "$name" --incoming "$uri" --serial "file:$T/$name.serial" \
-		--control "$T/$name.ctl" "$@"
-	case $uri in
-	unix:*) local i; for ((i = 0; i < 400; i++)); do [ -S "${uri#unix:}" ] && return 0; sleep 0.05; done
-		fail "destination $name never listened on $uri" ;;
-	tcp:*) wait_line "$T/$name.log" "waiting for a migration" 10 ;;
-	esac
+	local name=$1 uri=$2 try i; shift 2
+	for ((try = 0; try < 8; try++)); do
+		start_ferry "$name" --incoming "$uri" --serial "file:$T/$name.serial" \
+			--control "$T/$name.ctl" "$@"
+		DEST_URI=$uri
+		case $uri in
+		unix:*) for ((i = 0; i < 400; i++)); do [ -S "${uri#unix:}" ] && return 0; sleep 0.05; done
+			fail "destination $name never listened on $uri" ;;
+		tcp:*)
+			for ((i = 0; i < 200; i++)); do
+				grep -q "waiting for a migration" "$T/$name.log" 2>/dev/null && return 0
+				kill -0 "$FERRY_PID" 2>/dev/null || break
+				sleep 0.1
+			done
+			grep -qE "another process listens there|in use" "$T/$name.log" 2>/dev/null ||
+				{ cat "$T/$name.log"; fail "destination $name never listened on $uri"; }
+			wait "$FERRY_PID" 2>/dev/null || true
+			log "$uri is taken; trying another port"
+			uri=${uri%:*}:$(random_port) ;;
+		*) return 0 ;;
+		esac
+	done
+	fail "destination $name found no free tcp port"
 }
 
 # A JSON number or string field from a flat-ish JSON text (good enough for tests).
@@ -123,3 +143,44 @@ assert_no_guest() {
 assert_no_sanitizer() {
 	! grep -qE "Sanitizer|runtime error" "$@" || { cat "$@"; fail "a sanitizer complained"; }
 }
+
+# query-migrate of the VM behind control socket CTL, into $T/query.json
+# (empty when it does not answer).
+query_migrate() {
+	"$FERRY" call "$1" query-migrate >"$T/query.json" 2>/dev/null || : >"$T/query.json"
+}
+
+# Poll CTL's query-migrate until its status matches the extended regex RE
+# (whole word: "active|device"), at most SECS seconds.  The last answer
+# stays in $T/query.json.  Usage: wait_migration CTL RE SECS
+wait_migration() {
+	local ctl=$1 re=$2 limit=$3 i st= end=$((SECONDS + $3))
+	for ((i = 0; i < limit * 50 && SECONDS <= end; i++)); do
+		query_migrate "$ctl"
+		st=$(json_field "$T/query.json" status)
+		[[ $st =~ ^($re)$ ]] && return 0
+		sleep 0.02
+	done
+	cat "$T/query.json"
+	fail "$ctl: migration status '$st', want '$re' after ${limit}s"
+}
+
+# Poll until query-migrate's numeric FIELD is at least MIN while the
+# migration is still running (not completed/failed/cancelled), at most SECS
+# seconds.  Usage: wait_migration_ge CTL FIELD MIN SECS
+wait_migration_ge() {
+	local ctl=$1 field=$2 min=$3 limit=$4 i v= st= end=$((SECONDS + $4))
+	for ((i = 0; i < limit * 50 && SECONDS <= end; i++)); do
+		query_migrate "$ctl"
+		v=$(json_field "$T/query.json" "$field")
+		st=$(json_field "$T/query.json" status)
+		[[ $st =~ ^(completed|failed|cancelled|abandoned)$ ]] && break
+		[ "${v:-0}" -ge "$min" ] 2>/dev/null && return 0
+		sleep 0.02
+	done
+	cat "$T/query.json"
+	fail "$ctl: $field is '$v' (status '$st'), want >= $min after ${limit}s"
+}
+
+# Poll until the live phase reached pass N: wait_iteration CTL N SECS.
+wait_iteration() { wait_migration_ge "$1" iteration "$2" "$3"; }

@@ -14,6 +14,7 @@ migrate_case() {
 	esac
 	start_dest "$name-dst" "$uri"
 	local dst=$FERRY_PID
+	uri=$DEST_URI
 	start_source "$name-src" "$vcpus" 256M "$cmdline"
 	local src=$FERRY_PID
 	local before; before=$(last_beat "$T/$name-src.serial")

@@ -7,8 +7,6 @@
 . "$(dirname "$0")/lib.sh"
 require_kvm
 
-query() { "$FERRY" call "$1" query-migrate >"$T/q.json" 2>/dev/null || true; }
-
 uri=unix:$T/a.mig
 start_dest dst "$uri"
 dst=$FERRY_PID
@@ -20,14 +18,10 @@ mig=$!
 PIDS+=("$mig")
 
 # Wait for pass 3 with pages already re-sent.
-for ((i = 0; i < 300; i++)); do
-	query "$T/src.ctl"
-	it=$(json_field "$T/q.json" iteration); resent=$(json_field "$T/q.json" pages-resent)
-	[ "${it:-0}" -ge 3 ] && [ "${resent:-0}" -gt 0 ] && break
-	sleep 0.1
-done
-[ "${it:-0}" -ge 3 ] && [ "${resent:-0}" -gt 0 ] || { cat "$T/q.json"; fail "never reached pass 3 with re-sent pages"; }
-[ "$(json_field "$T/q.json" status)" = active ] || fail "not in the live phase"
+wait_iteration "$T/src.ctl" 3 30
+wait_migration_ge "$T/src.ctl" pages-resent 1 30
+it=$(json_field "$T/query.json" iteration); resent=$(json_field "$T/query.json" pages-resent)
+[ "$(json_field "$T/query.json" status)" = active ] || { cat "$T/query.json"; fail "not in the live phase"; }
 log "stuck as intended: pass $it, $resent pages re-sent, source still running"
 "$FERRY" status "$T/src.ctl" | grep -q '^status: *running' || fail "source guest is not running during pre-copy"
 
@@ -64,13 +58,8 @@ start_source src3 1 256M "workload=memtouch wss=16M period=20ms"; src=$FERRY_PID
 "$FERRY" migrate "$T/src3.ctl" "$uri" --bandwidth 8M --downtime 1ms --auto-converge \
 	--timeout 10s --on-timeout force --verify --json >"$T/ac.json" &
 mig=$!; PIDS+=("$mig")
-for ((i = 0; i < 100; i++)); do
-	query "$T/src3.ctl"
-	thr=$(json_field "$T/q.json" throttle-percentage)
-	[ "${thr:-0}" -gt 0 ] && break
-	sleep 0.1
-done
-[ "${thr:-0}" -gt 0 ] || { cat "$T/q.json"; fail "auto-converge never throttled"; }
+wait_migration_ge "$T/src3.ctl" throttle-percentage 1 10
+thr=$(json_field "$T/query.json" throttle-percentage)
 log "auto-converge throttled the vCPUs by ${thr}%"
 wait "$mig" || { cat "$T/ac.json"; fail "forced migration after the timeout failed"; }
 [ "$(json_field "$T/ac.json" status)" = completed ] || fail "--on-timeout force did not complete"

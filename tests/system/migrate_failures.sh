@@ -35,7 +35,7 @@ log "timeout+cancel: source runs on, destination exit $RC"
 # 2. migrate-cancel mid-flight.
 start_dest d2 "unix:$T/2.mig"; d2=$FERRY_PID
 "$FERRY" migrate "$T/s1.ctl" "unix:$T/2.mig" $SLOW --json >"$T/2.json" & m=$!; PIDS+=("$m")
-sleep 1
+wait_iteration "$T/s1.ctl" 1 10
 "$FERRY" call "$T/s1.ctl" migrate-cancel >/dev/null
 rc=0; wait "$m" || rc=$?
 [ "$rc" -eq 1 ] && [ "$(json_field "$T/2.json" status)" = cancelled ] || { cat "$T/2.json"; fail "cancel: rc $rc"; }
@@ -47,7 +47,7 @@ log "cancel: source runs on, destination exit $RC"
 # 3. Destination killed mid-migration: the source resumes.
 start_dest d3 "unix:$T/3.mig"; d3=$FERRY_PID
 "$FERRY" migrate "$T/s1.ctl" "unix:$T/3.mig" $SLOW --json >"$T/3.json" & m=$!; PIDS+=("$m")
-sleep 1
+wait_iteration "$T/s1.ctl" 1 10
 kill -KILL "$d3"
 rc=0; wait "$m" || rc=$?
 [ "$rc" -eq 1 ] && [ "$(json_field "$T/3.json" status)" = failed ] || { cat "$T/3.json"; fail "dead destination: rc $rc"; }
@@ -86,7 +86,7 @@ log "flipped byte: refused ($(json_field "$T/5.json" error))"
 start_dest d6 "unix:$T/6.mig"; d6=$FERRY_PID
 s1pid=$(sed -nE 's/.*"pid": *([0-9]+).*/\1/p' < <("$FERRY" status --json "$T/s1.ctl"))
 "$FERRY" migrate "$T/s1.ctl" "unix:$T/6.mig" $SLOW >/dev/null 2>&1 & m=$!; PIDS+=("$m")
-sleep 1
+wait_iteration "$T/s1.ctl" 1 10
 kill -KILL "$s1pid"
 wait_exit "$d6" 40
 [ "$RC" -eq 74 ] || { cat "$T/d6.log"; fail "dead source: destination exit $RC, want 74"; }

@@ -14,6 +14,7 @@ for ((i = 1; i <= ROUNDS; i++)); do
 	if ((i % 2)); then uri=unix:$T/$next.mig; else uri=tcp:127.0.0.1:$(random_port); fi
 	start_dest "$next" "$uri"
 	npid=$FERRY_PID
+	uri=$DEST_URI
 	"$FERRY" migrate "$T/$cur.ctl" "$uri" --verify --json >"$T/r$i.json" 2>&1 ||
 		{ cat "$T/r$i.json" "$T/$next.log"; fail "round $i ($cur -> $next over ${uri%%:*}) failed"; }
 	wait_exit "$pid" 10

@@ -69,7 +69,8 @@ start_dest man-d "unix:$T/man.mig"; d=$FERRY_PID
 start_source man-s 2 256M "$FAST"; s=$FERRY_PID
 "$FERRY" migrate "$T/man-s.ctl" "unix:$T/man.mig" --bandwidth 16M --downtime 5ms --verify --json \
 	>"$T/man.json" & m=$!; PIDS+=("$m")
-sleep 1.5
+# Well into the live phase: pass 1 under way, pages sent.
+wait_migration_ge "$T/man-s.ctl" memory-processed $((8 << 20)) 20
 "$FERRY" migrate-postcopy "$T/man-s.ctl" || fail "migrate-postcopy refused"
 wait "$m" || { cat "$T/man.json"; fail "manual switch: migration failed"; }
 grep -q '"postcopy"' "$T/man.json" || fail "manual switch: no post-copy happened"

@@ -3,6 +3,7 @@
 # counts), ten post-copy migrations back and forth lose nothing, and losing
 # either side once the guest runs at the destination is reported as the
 # loss of the VM, never as success.
+# serial: it compares fault counts of runs, which other load would skew.
 . "$(dirname "$0")/lib.sh"
 require_kvm
 
@@ -36,7 +37,7 @@ cur=pp0; pid=$FERRY_PID
 for ((i = 1; i <= 10; i++)); do
 	next=pp$i
 	if ((i % 2)); then uri=unix:$T/$next.mig; else uri=tcp:127.0.0.1:$(random_port); fi
-	start_dest "$next" "$uri"; npid=$FERRY_PID
+	start_dest "$next" "$uri"; npid=$FERRY_PID; uri=$DEST_URI
 	"$FERRY" migrate "$T/$cur.ctl" "$uri" --mode postcopy --verify --json >"$T/pp$i.json" ||
 		{ cat "$T/pp$i.json"; fail "post-copy round $i failed"; }
 	wait_exit "$pid" 10
@@ -59,19 +60,14 @@ start_long_postcopy() {
 	S=$FERRY_PID
 	"$FERRY" migrate "$T/$name-s.ctl" "unix:$T/$name.mig" --mode postcopy --prepage 0 \
 		--postcopy-bandwidth 16M --verify --json "$@" >"$T/$name.json" & M=$!; PIDS+=("$M")
-	local i st=
-	for ((i = 0; i < 300; i++)); do
-		st=$("$FERRY" call "$T/$name-s.ctl" query-migrate 2>/dev/null | json_field /dev/stdin status || true)
-		[ "$st" = postcopy-active ] && return 0
-		sleep 0.02
-	done
-	cat "$T/$name.json"; fail "$name: never saw post-copy running"
+	wait_migration "$T/$name-s.ctl" postcopy-active 15
 }
 
 # The connection breaks during post-copy: both sides pause, --resume
 # reconnects and finishes, and the guest never sees a wrong byte.
 start_long_postcopy cut --resume-timeout 60s
-sleep 0.5
+# Break it once pages flow, not at the very start.
+wait_migration_ge "$T/cut-s.ctl" pages-pushed 64 10
 "$FERRY" call "$T/cut-s.ctl" x-test-migration-break >/dev/null
 rc=0; wait "$M" || rc=$?
 [ "$rc" -eq 4 ] || { cat "$T/cut.json"; fail "broken post-copy: ferry migrate exit $rc, want 4 (paused)"; }

@@ -3,6 +3,7 @@
 # guest (almost all zero pages, an 8-byte entry each) is pushed at 32 MB/s
 # in a fraction of the time that charging 4 KiB per page would take
 # (256 MiB at 32 MiB/s: 8 s), and the cap still holds for real data.
+# serial: it measures post-copy time against a bandwidth cap.
 . "$(dirname "$0")/lib.sh"
 require_kvm
 

@@ -2,6 +2,7 @@
 # The switchover commit when a message comes late or twice, or one side
 # stops (SIGSTOP) for longer than the switchover timeout at each step: the
 # guest runs on exactly one side, and a late message settles a doubt.
+# serial: 3 s stops and delays against a 1 s switchover timeout.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/switchover_lib.sh"
 require_kvm

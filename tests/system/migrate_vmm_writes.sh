@@ -10,12 +10,7 @@ start_dest dst "$uri" --test-hooks; dst=$FERRY_PID
 start_source src 1 128M "workload=verify wss=8M period=20ms" --test-hooks; src=$FERRY_PID
 gpa=$((100 << 20))	# far above the probe's image, stacks and working set
 "$FERRY" migrate "$T/src.ctl" "$uri" --bandwidth 8M --downtime 1ms --verify --json >"$T/m.json" & m=$!; PIDS+=("$m")
-for ((i = 0; i < 100; i++)); do
-	"$FERRY" call "$T/src.ctl" query-migrate >"$T/q.json" 2>/dev/null || true
-	[ "$(json_field "$T/q.json" iteration)" -ge 2 ] 2>/dev/null && break
-	sleep 0.1
-done
-[ "$(json_field "$T/q.json" iteration)" -ge 2 ] || fail "pass 1 never ended"
+wait_iteration "$T/src.ctl" 2 10
 # Pass 1 has sent that (zero) page already; now ferry writes it.
 "$FERRY" call "$T/src.ctl" x-test-corrupt "{\"gpa\": $gpa, \"xor\": 90, \"tracked\": true}" >/dev/null
 "$FERRY" call "$T/src.ctl" migrate-set-parameters '{"bandwidth": 0, "downtime-ms": 1000}' >/dev/null
