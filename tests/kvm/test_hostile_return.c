@@ -36,6 +36,7 @@
 #include <xxhash.h>
 #include <cmocka.h>
 
+#include "migration/channel/channel.h"
 #include "migration/format.h"
 #include "migration/section.h"
 #include "migration/stream.h"
@@ -440,7 +441,10 @@ static int h_migrate(const char *const *extra, pid_t *mig, struct mig_stream *s)
 	unlink(h_json);
 	*mig = h_spawn(h_json, args);
 	fd = h_accept(lfd);
-	assert_int_equal(mig_stream_init(s, fd, 1 << 20), 0);
+	struct mig_channel *ch;
+	/* The stream reads through a channel; the test still writes raw sections to fd. */
+	assert_int_equal(mig_channel_socket(fd, &ch), 0);
+	assert_int_equal(mig_stream_init(s, ch, 1 << 20), 0);
 	s->timeout_ms = 10000;
 	uint8_t hdr[MIG_MAGIC_LEN + 4];
 	mig_stream_get(s, hdr, sizeof(hdr));

@@ -165,17 +165,18 @@ wait_migration() {
 	fail "$ctl: migration status '$st', want '$re' after ${limit}s"
 }
 
-# Poll until query-migrate's numeric FIELD is at least MIN while the
-# migration is still running (not completed/failed/cancelled), at most SECS
-# seconds.  Usage: wait_migration_ge CTL FIELD MIN SECS
+# Poll until query-migrate's numeric FIELD is at least MIN while a
+# migration is running (a finished status belongs to the one before, until
+# the new one starts), at most SECS seconds.  Usage: wait_migration_ge CTL FIELD MIN SECS
 wait_migration_ge() {
 	local ctl=$1 field=$2 min=$3 limit=$4 i v= st= end=$((SECONDS + $4))
 	for ((i = 0; i < limit * 50 && SECONDS <= end; i++)); do
 		query_migrate "$ctl"
 		v=$(json_field "$T/query.json" "$field")
 		st=$(json_field "$T/query.json" status)
-		[[ $st =~ ^(completed|failed|cancelled|abandoned)$ ]] && break
-		[ "${v:-0}" -ge "$min" ] 2>/dev/null && return 0
+		# A finished status is the last migration's until the new one starts.
+		[[ $st =~ ^(completed|failed|cancelled|abandoned|none)$ ]] ||
+			{ [ "${v:-0}" -ge "$min" ] 2>/dev/null && return 0; }
 		sleep 0.02
 	done
 	cat "$T/query.json"
