@@ -36,7 +36,7 @@ static int mig_in_header(struct mig_incoming *inc)
 	mig_stream_get(&inc->s, magic, sizeof(magic));
 	version = mig_stream_get_u32(&inc->s);
 	if (mig_stream_error(&inc->s))
-		return mig_in_fail(inc, inc->s.err, "no stream header: %s", inc->s.why);
+		return mig_in_fail(inc, mig_stream_error(&inc->s), "no stream header: %s", mig_stream_why(&inc->s));
 	if (memcmp(magic, MIG_MAGIC, MIG_MAGIC_LEN))
 		return mig_in_fail(inc, -EPROTO, "not a ferry migration stream (bad magic)");
 	if (version != MIG_VERSION)
@@ -99,7 +99,7 @@ static int mig_in_config(struct mig_incoming *inc, const struct mig_incoming_opt
 	mig_section_write(&inc->s, MIG_SEC_READY, NULL, 0);
 	if (mig_stream_flush(&inc->s)) {
 		inc->reply_broken = true;
-		return mig_in_fail(inc, inc->s.err, "cannot answer the source: %s", inc->s.why);
+		return mig_in_fail(inc, mig_stream_error(&inc->s), "cannot answer the source: %s", mig_stream_why(&inc->s));
 	}
 	return 0;
 }
@@ -326,7 +326,7 @@ static int mig_in_sync(struct mig_incoming *inc, const uint8_t *p, uint32_t len)
 	mig_section_write(&inc->s, MIG_SEC_SYNC_ACK, p, len);
 	if (mig_stream_flush(&inc->s)) {
 		inc->reply_broken = true;
-		return mig_in_fail(inc, inc->s.err, "cannot answer the source: %s", inc->s.why);
+		return mig_in_fail(inc, mig_stream_error(&inc->s), "cannot answer the source: %s", mig_stream_why(&inc->s));
 	}
 	return 0;
 }
@@ -492,7 +492,7 @@ void mig_incoming_reply(struct mig_incoming *inc, int status, const char *msg)
 	 * connection drop.  Only a failed write means it does not.
 	 */
 	if (!inc->reply_broken) {
-		inc->s.err = 0;
+		mig_stream_clear_error(&inc->s);
 		inc->s.len = 0;
 	}
 	n = n > 256 ? 256 : n;

@@ -121,7 +121,7 @@ int mig_incoming_commit(struct mig_incoming *inc, struct mig_commit *c, int intr
 		return mig_in_fail(inc, -EPIPE, "cannot tell the source the state is loaded: %s",
 				   inc->s.why);
 	mig_commit_set_state(c, MIG_COMMIT_WAITING);
-	inc->s.err = 0;
+	mig_stream_clear_error(&inc->s);
 	while (err == 1) {
 		enum mig_resolve r;
 		int ready = mig_commit_wait(c, &inc->s, dead, intr_fd, COMMIT_POLL_MS, &r);

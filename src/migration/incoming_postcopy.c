@@ -72,7 +72,7 @@ static int mig_in_pc_run(struct mig_incoming *inc, const struct mig_incoming_opt
 		return mig_in_fail(inc, err, "cannot start the guest: %s", strerror(-err));
 	inc->guest_started = true;
 	if (pc_dest_reply(&inc->pc, MIG_SEC_RUNNING, NULL, 0))
-		return mig_in_fail(inc, inc->s.err, "cannot answer the source: %s", inc->s.why);
+		return mig_in_fail(inc, mig_stream_error(&inc->s), "cannot answer the source: %s", mig_stream_why(&inc->s));
 	return 0;
 }
 

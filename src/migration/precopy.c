@@ -55,14 +55,18 @@ static int precopy_peer_reason(struct migration *mig, char *why, size_t len)
 	uint8_t buf[512], type;
 	uint32_t n;
 	struct mig_stream *s = &mig->s;
-	int saved = s->err;
+	int saved = mig_stream_error(s);
+	char saved_why[sizeof(s->why)];
 
 	if (!mig_stream_has_return_path(s))
 		return -ENOENT;
-	s->err = 0;
+	snprintf(saved_why, sizeof(saved_why), "%s", mig_stream_why(s));
+	mig_stream_clear_error(s);
 	s->timeout_ms = 1000;
 	int err = mig_section_read(s, buf, sizeof(buf), &type, &n);
-	s->err = saved;
+	mig_stream_clear_error(s);
+	if (saved)
+		mig_stream_fail(s, saved, "%s", saved_why);
 	int32_t status;
 	const char *msg;
 	int mlen;

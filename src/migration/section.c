@@ -91,17 +91,17 @@ int mig_section_reader_begin(struct mig_section_reader *r, struct mig_stream *s)
 	n = (uint32_t)le_get(hdr + 4, 4);
 	if (hdr[1] || hdr[2] || hdr[3]) {
 		mig_stream_fail(s, -EPROTO, "section type %u: reserved bytes are not zero", hdr[0]);
-		return s->err;
+		return mig_stream_error(s);
 	}
 	if (n > MIG_SECTION_MAX) {
 		mig_stream_fail(s, -EPROTO, "section type %u: length %u exceeds the limit of %u",
 				hdr[0], n, MIG_SECTION_MAX);
-		return s->err;
+		return mig_stream_error(s);
 	}
 	r->hash = XXH3_createState();
 	if (!r->hash) {
 		mig_stream_fail(s, -ENOMEM, "out of memory");
-		return s->err;
+		return mig_stream_error(s);
 	}
 	XXH3_64bits_reset(r->hash);
 	XXH3_64bits_update(r->hash, hdr, sizeof(hdr));
@@ -115,7 +115,7 @@ int mig_section_reader_get(struct mig_section_reader *r, void *buf, uint32_t n)
 	if (n > r->len - r->done) {
 		mig_stream_fail(r->s, -EPROTO, "section type %u: contents run past its length of %u",
 				r->type, r->len);
-		return r->s->err;
+		return mig_stream_error(r->s);
 	}
 	mig_stream_get(r->s, buf, n);
 	if (mig_stream_error(r->s))
@@ -159,7 +159,7 @@ int mig_section_read(struct mig_stream *s, uint8_t *buf, uint32_t cap, uint8_t *
 		mig_section_reader_abort(&r);
 		mig_stream_fail(s, -EPROTO, "section type %u: length %u exceeds the limit of %u",
 				r.type, r.len, cap);
-		return s->err;
+		return mig_stream_error(s);
 	}
 	err = mig_section_reader_get(&r, buf, r.len);
 	if (err) {

@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <poll.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,18 +42,36 @@ bool mig_stream_has_return_path(const struct mig_stream *s)
 void mig_stream_fail(struct mig_stream *s, int err, const char *fmt, ...)
 {
 	va_list ap;
+	int no = 0;
 
-	if (s->err)
+	if (!__atomic_compare_exchange_n(&s->failing, &no, 1, false, __ATOMIC_ACQ_REL,
+					 __ATOMIC_ACQUIRE)) {
+		/* Another thread records its failure: wait until it is visible. */
+		while (!__atomic_load_n(&s->err, __ATOMIC_ACQUIRE))
+			sched_yield();
 		return;
-	s->err = err ? err : -EIO;
+	}
 	va_start(ap, fmt);
 	vsnprintf(s->why, sizeof(s->why), fmt, ap);
 	va_end(ap);
+	__atomic_store_n(&s->err, err ? err : -EIO, __ATOMIC_RELEASE);
 }
 
 int mig_stream_error(const struct mig_stream *s)
 {
-	return s->err;
+	return __atomic_load_n(&s->err, __ATOMIC_ACQUIRE);
+}
+
+const char *mig_stream_why(const struct mig_stream *s)
+{
+	return mig_stream_error(s) ? s->why : "";
+}
+
+void mig_stream_clear_error(struct mig_stream *s)
+{
+	__atomic_store_n(&s->err, 0, __ATOMIC_RELEASE);
+	__atomic_store_n(&s->failing, 0, __ATOMIC_RELEASE);
+	s->why[0] = '\0';
 }
 
 int mig_stream_buffered(const struct mig_stream *s)
@@ -126,14 +145,14 @@ static void mig_stream_check_intr(struct mig_stream *s, size_t moved)
 
 static void mig_stream_send_all(struct mig_stream *s, const uint8_t *p, size_t len)
 {
-	while (len && !s->err) {
+	while (len && !mig_stream_error(s)) {
 		size_t chunk = len;
 		if (s->rl) {
 			/* Pay for what we send in slices, so the rate stays smooth. */
 			chunk = chunk > 256 * 1024 ? 256 * 1024 : chunk;
 			ratelimit_consume(s->rl, chunk);
 		}
-		while (chunk && !s->err) {
+		while (chunk && !mig_stream_error(s)) {
 			ssize_t n = mig_channel_write(s->ch, p, chunk);
 			if (n == -EAGAIN) {
 				int err = mig_stream_wait(s, POLLOUT);
@@ -159,12 +178,12 @@ static void mig_stream_send_all(struct mig_stream *s, const uint8_t *p, size_t l
 
 int mig_stream_flush(struct mig_stream *s)
 {
-	if (s->len && !s->ch && !s->err)
+	if (s->len && !s->ch && !mig_stream_error(s))
 		mig_stream_fail(s, -EBADF, "the stream is closed");
-	if (s->len && !s->err)
+	if (s->len && !mig_stream_error(s))
 		mig_stream_send_all(s, s->buf, s->len);
 	s->len = 0;
-	return s->err;
+	return mig_stream_error(s);
 }
 
 int mig_stream_finish(struct mig_stream *s)
@@ -173,7 +192,7 @@ int mig_stream_finish(struct mig_stream *s)
 
 	if (!err && (err = mig_channel_finish(s->ch)))
 		mig_stream_fail(s, err, "cannot complete the stream: %s", strerror(-err));
-	return s->err;
+	return mig_stream_error(s);
 }
 
 int mig_stream_wait_readable(struct mig_stream *s, int timeout_ms, const int *intr, int nintr)
@@ -231,7 +250,7 @@ void mig_stream_put(struct mig_stream *s, const void *data, size_t len)
 {
 	const uint8_t *p = data;
 
-	if (s->err || !len)
+	if (mig_stream_error(s) || !len)
 		return;
 	s->bytes_out += len;
 	if (len >= s->cap) {
@@ -279,9 +298,9 @@ void mig_stream_put_u64(struct mig_stream *s, uint64_t v)
  */
 static size_t mig_stream_recv_some(struct mig_stream *s, uint8_t *p, size_t len)
 {
-	if (!s->ch && !s->err)
+	if (!s->ch && !mig_stream_error(s))
 		mig_stream_fail(s, -EBADF, "the stream is closed");
-	while (!s->err) {
+	while (!mig_stream_error(s)) {
 		ssize_t n = mig_channel_read(s->ch, p, len);
 		if (n > 0) {
 			mig_stream_check_intr(s, (size_t)n);
@@ -312,7 +331,7 @@ static size_t mig_stream_get_direct(struct mig_stream *s, uint8_t *p, size_t len
 {
 	size_t got = 0;
 
-	while (got < len && !s->err)
+	while (got < len && !mig_stream_error(s))
 		got += mig_stream_recv_some(s, p + got, len - got);
 	s->bytes_in += got;
 	return got;
@@ -322,7 +341,7 @@ void mig_stream_get(struct mig_stream *s, void *data, size_t len)
 {
 	uint8_t *p = data;
 
-	while (len && !s->err) {
+	while (len && !mig_stream_error(s)) {
 		if (s->rpos == s->rlen && len >= 16384) {
 			/* Skip the copy through rbuf for page data. */
 			size_t got = mig_stream_get_direct(s, p, len);

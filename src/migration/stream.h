@@ -23,8 +23,17 @@
 
 struct mig_stream {
 	struct mig_channel *ch;	/* NULL: none (closed) */
-	int err;		/* 0, or the first -errno */
-	char why[192];		/* human reason for err */
+	/*
+	 * The sticky error.  A post-copy destination reads the stream in one
+	 * thread and writes page requests from another (under its own lock),
+	 * so either may record the failure: `failing` elects the first,
+	 * which writes `why` and then publishes `err`.  Read them with
+	 * mig_stream_error() and mig_stream_why(); reset with
+	 * mig_stream_clear_error() only while one thread uses the stream.
+	 */
+	int err;		/* 0, or the first -errno (atomic) */
+	int failing;		/* a failure is being recorded (atomic) */
+	char why[192];		/* human reason for err, fixed once err is set */
 	uint8_t *buf;		/* write side: bytes not sent yet */
 	size_t cap;
 	size_t len;
@@ -106,8 +115,12 @@ void mig_stream_shutdown(struct mig_stream *s);
 /* Kernel buffer size hints for the channel (0: leave as is). */
 void mig_stream_set_buffers(struct mig_stream *s, int sndbuf, int rcvbuf);
 
-/* The sticky error, 0 if none. */
+/* The sticky error, 0 if none.  Any thread. */
 int mig_stream_error(const struct mig_stream *s);
+/* Why it failed ("" before a failure).  Any thread, once the error is set. */
+const char *mig_stream_why(const struct mig_stream *s);
+/* Forget the error (to answer on a stream whose reading failed).  Owner only. */
+void mig_stream_clear_error(struct mig_stream *s);
 /* Record an error (the first one wins) with a reason. */
 void mig_stream_fail(struct mig_stream *s, int err, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));

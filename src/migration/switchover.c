@@ -110,7 +110,7 @@ static void switchover_abort(struct migration *mig)
 	 * Even after a failed send: if a section was cut short, ABORT lands
 	 * inside it and the destination refuses a garbled stream instead.
 	 */
-	s->err = 0;
+	mig_stream_clear_error(s);
 	s->len = 0;
 	s->deadline_ns = vm_now_ns() + SWITCHOVER_ABORT_LINGER_NS;
 	mig_section_write(s, MIG_SEC_ABORT, NULL, 0);
@@ -189,7 +189,7 @@ static int switchover_in_doubt(struct migration *mig, int why)
 	       "'ferry migrate-resolve CONTROL abandon' on the other", mig->p.uri,
 	       strerror(-why));
 	mig->s.deadline_ns = 0;
-	mig->s.err = 0;
+	mig_stream_clear_error(&mig->s);
 	for (;;) {
 		enum mig_resolve r;
 		int ready = mig_commit_wait(&mig->commit, &mig->s, dead, -1,
