@@ -3,7 +3,10 @@
  * "Sections"): which section may come in which phase, who handles it, and
  * the phase after it.  Pre-copy handlers live in incoming.c, post-copy
  * ones in incoming_postcopy.c, the switchover's answer in
- * incoming_commit.c; nothing else looks at a section's type.
+ * incoming_commit.c.  The destination side of a live source is a rule
+ * whose handler calls the source's load (source.h): RAM and RAM_RUN go to
+ * the RAM source (ram_load.c: streamed in pre-copy, whole in post-copy),
+ * SOURCE to the source its id names.
  */
 #include <errno.h>
 

@@ -191,7 +191,6 @@ int precopy_stream_fail(struct migration *mig, int err);
 void precopy_phase(struct migration *mig, enum mig_phase ph, uint64_t *t);
 int precopy_send_state(struct migration *mig);
 void precopy_send_digest(struct migration *mig);
-int precopy_read_reply(struct migration *mig, uint8_t want);
 void precopy_set_status(struct migration *mig, enum mig_status s);
 void precopy_send_pass(struct migration *mig, uint32_t pass, uint64_t dirty, bool final);
 

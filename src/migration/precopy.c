@@ -111,28 +111,6 @@ static void precopy_send_config(struct migration *mig)
 	vmstate_buf_free(&b);
 }
 
-/* Read the destination's READY or RESULT.  0 when it said ok/ready. */
-int precopy_read_reply(struct migration *mig, uint8_t want)
-{
-	uint8_t buf[512], type;
-	uint32_t len;
-	int err = mig_section_read(&mig->s, buf, sizeof(buf), &type, &len);
-
-	if (err)
-		return precopy_fail(mig, err, "destination: %s", mig->s.why);
-	int32_t status;
-	const char *msg;
-	int n;
-	if (type == MIG_SEC_RESULT && !mig_result_parse(buf, len, &status, &msg, &n)) {
-		if (status == 0 && want == MIG_SEC_RESULT)
-			return 0;
-		return precopy_fail(mig, status ? status : -EPROTO, "destination: %.*s", n, msg);
-	}
-	if (type != want)
-		return precopy_fail(mig, -EPROTO, "destination answered with section %u", type);
-	return 0;
-}
-
 /*
  * READY carries the codecs the destination accepts out of those CONFIG
  * offered: the RAM source uses only those.  Raw must be among them (it

@@ -94,7 +94,9 @@ static int t_setup(void **state)
 	assert_non_null(e);
 	assert_int_equal(guest_memory_create(&e->m.vm.mem, T_MEM), 0);
 	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
-	assert_int_equal(mig_stream_init(&e->s, sv[0], 1 << 16), 0);
+	struct mig_channel *ch;
+	assert_int_equal(mig_channel_socket(sv[0], &ch), 0);
+	assert_int_equal(mig_stream_init(&e->s, ch, 1 << 16), 0);
 	e->peer = sv[1];
 	e->known = calloc(T_PAGES / 64 + 1, sizeof(unsigned long));
 	e->written = calloc(T_PAGES / 64 + 1, sizeof(unsigned long));
