@@ -13,6 +13,7 @@
 #include "control/control.h"
 #include "migration/incoming.h"
 #include "migration/migration.h"
+#include "migration/source_scratch.h"
 #include "util/log.h"
 #include "util/parse.h"
 #include "board/machine.h"
@@ -99,7 +100,7 @@ static void run_parse(int argc, char **argv, struct run_opts *o)
 		case 's': o->mc.serial = optarg; break;
 		case 'C': o->control = optarg; break;
 		case 'i': o->incoming = optarg; break;
-		case 'T': o->test_hooks = true; break;
+		case 'T': o->test_hooks = true; mig_scratch_allow(); break;
 		case 'P': o->mc.prealloc = true; break;
 		case 'R':
 			if (parse_duration(optarg, NSEC_PER_SEC, &o->resume_timeout_ns) ||

@@ -8,6 +8,7 @@
 
 #include "control/cmd_migrate.h"
 #include "migration/migration.h"
+#include "migration/source_scratch.h"
 #include "vmm/dirty.h"
 #include "board/machine_state.h"
 
@@ -142,6 +143,36 @@ static int cmd_test_peek(struct control_ctx *ctx, json_object *args, json_object
 	return 0;
 }
 
+/*
+ * Test hook: the scratch live source (migration/source_scratch.h).  With
+ * {"fill": SEED} (and "hot": true to refill it at every sync) fill it on
+ * a source; always answer whether it holds anything and its digest.
+ */
+static int cmd_test_scratch(struct control_ctx *ctx, json_object *args, json_object **ret)
+{
+	json_object *v;
+	uint64_t seed, digest;
+	bool present;
+
+	if (args && json_object_object_get_ex(args, "fill", &v)) {
+		if (control_arg_u64(args, "fill", &seed, ret))
+			return -EINVAL;
+		bool hot = json_object_object_get_ex(args, "hot", &v) && json_object_get_boolean(v);
+		int err = mig_scratch_fill(seed, hot);
+		if (err)
+			return control_fail(ret, err, "cannot fill the scratch source: %s",
+					    strerror(-err));
+	}
+	mig_scratch_query(&present, &digest);
+	char hex[24];
+	snprintf(hex, sizeof(hex), "%016llx", (unsigned long long)digest);
+	*ret = json_object_new_object();
+	json_object_object_add(*ret, "present", json_object_new_boolean(present));
+	json_object_object_add(*ret, "bytes", json_object_new_int(present ? MIG_SCRATCH_SIZE : 0));
+	json_object_object_add(*ret, "digest", json_object_new_string(hex));
+	return 0;
+}
+
 /* Test hook: save all state, recreate the KVM VM, load it (VM stays paused). */
 static int cmd_test_rebuild(struct control_ctx *ctx, json_object *args, json_object **ret)
 {
@@ -170,6 +201,7 @@ static const struct control_command control_commands[] = {
 	{ "x-test-rebuild", true, cmd_test_rebuild },
 	{ "x-test-peek", true, cmd_test_peek },
 	{ "x-test-migration-break", true, cmd_test_migration_break },
+	{ "x-test-scratch", true, cmd_test_scratch },
 };
 
 int control_dispatch(struct control_ctx *ctx, const char *name, json_object *args,

@@ -37,6 +37,7 @@ static const struct vmstate_field mig_config_fields[] = {
 	VMSTATE_U32_RANGE(struct mig_config, vcpus, 1, VM_MAX_VCPUS),
 	VMSTATE_U32_RANGE(struct mig_config, page_size, GUEST_PAGE_SIZE, GUEST_PAGE_SIZE),
 	VMSTATE_U32_RANGE(struct mig_config, flags, 0, MIG_FLAG_VERIFY | MIG_FLAG_POSTCOPY),
+	VMSTATE_U32(struct mig_config, codecs),
 	VMSTATE_U16_RANGE(struct mig_config, cmdline_len, 0, PVH_CMDLINE_MAX - 1),
 	VMSTATE_VARRAY_U8(struct mig_config, cmdline, cmdline_len),
 	VMSTATE_END,
@@ -44,7 +45,7 @@ static const struct vmstate_field mig_config_fields[] = {
 
 const struct vmstate_desc mig_config_vmsd = {
 	.name = "mig-config",
-	.version = 1,
+	.version = 2,	/* 2: codecs */
 	.size = sizeof(struct mig_config),
 	.fields = mig_config_fields,
 	.post_load = mig_config_post_load,

@@ -12,6 +12,13 @@ struct mig_config {
 	uint32_t vcpus;
 	uint32_t page_size;		/* 4096 */
 	uint32_t flags;			/* MIG_FLAG_* */
+	/*
+	 * Codecs the source may use (bit = enum mig_codec_id); READY answers
+	 * with the subset the destination accepts.  Never range-checked by
+	 * the loader: a bit this ferry does not know is the destination's to
+	 * judge (incoming.c).
+	 */
+	uint32_t codecs;
 	uint16_t cmdline_len;
 	uint8_t cmdline[PVH_CMDLINE_MAX - 1];
 };

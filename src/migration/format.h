@@ -11,7 +11,9 @@
 #define MIG_SECTION_HDR		8
 #define MIG_SECTION_MAX		(4u << 20)
 #define MIG_RAM_BATCH_MAX	256u
-#define MIG_PAGE_KIND_MASK	0xfffULL
+/* RAM entries: the page address, with the encoding (codec id) in its low bits. */
+#define MIG_PAGE_ENC_MASK	0xfffULL
+#define MIG_RAM_ENTRY		12u	/* address | encoding (u64), encoded length (u32) */
 
 enum mig_section {
 	MIG_SEC_CONFIG = 1,
@@ -28,6 +30,7 @@ enum mig_section {
 	MIG_SEC_RAM_RUN = 12,		/* RAM: consecutive pages with data, one address */
 	MIG_SEC_GO = 13,		/* switchover: LOADED heard, start the guest there */
 	MIG_SEC_ABORT = 14,		/* switchover: the source runs on; never start it */
+	MIG_SEC_SOURCE = 15,		/* a live source other than RAM: source id, its data */
 	/* return path */
 	MIG_SEC_READY = 16,
 	MIG_SEC_RESULT = 17,
@@ -40,9 +43,24 @@ enum mig_section {
 	MIG_SEC_LOADED = 24,		/* switchover: all checked and loaded; waiting for GO */
 };
 
-enum mig_page_kind {
-	MIG_PAGE_ZERO = 0,
-	MIG_PAGE_RAW = 1,
+/*
+ * Page encodings: a codec's id on the wire (codec/codec.h has the table).
+ * CONFIG and READY carry sets of them as a bitmask (bit = id).
+ */
+enum mig_codec_id {
+	MIG_CODEC_ZERO = 0,	/* an all-zero page: no data */
+	MIG_CODEC_RAW = 1,	/* the page's 4096 bytes as they are */
+	MIG_CODEC_NR,
+};
+
+/*
+ * Live-iterable sources (source.h has the table).  RAM travels in RAM and
+ * RAM_RUN sections; every other source in SOURCE sections under its id.
+ */
+enum mig_source_id {
+	MIG_SOURCE_RAM = 0,
+	MIG_SOURCE_SCRATCH = 1,	/* tests only: a synthetic 1 MiB region */
+	MIG_SOURCE_NR,
 };
 
 #define MIG_FLAG_VERIFY   0x1u

@@ -9,14 +9,15 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "migration/codec/codec.h"
 #include "migration/format.h"
 #include "migration/postcopy_dest.h"
 #include "migration/section.h"
+#include "migration/source.h"
 #include "util/le.h"
 #include "util/log.h"
 #include "board/machine_state.h"
 
-#define MIG_IN_POPULATE_CHUNK (2ULL << 20)
 
 int mig_in_fail(struct mig_incoming *inc, int err, const char *fmt, ...)
 {
@@ -46,6 +47,29 @@ static int mig_in_header(struct mig_incoming *inc)
 	return 0;
 }
 
+/*
+ * The codecs CONFIG offers: this side accepts those it knows.  A file
+ * cannot be asked to do without one: an image using a codec this ferry
+ * lacks is refused here, before any page.  Raw must be offered: every
+ * page can be sent raw.
+ */
+static int mig_in_codecs(struct mig_incoming *inc)
+{
+	uint32_t offered = inc->cfg.codecs, unknown = offered & ~MIG_CODECS_KNOWN;
+	char names[128];
+
+	if (!(offered & (1u << MIG_CODEC_RAW)))
+		return mig_in_fail(inc, -EPROTO, "the stream does not offer the raw codec "
+				   "(codecs 0x%x)", offered);
+	if (unknown && !mig_stream_has_return_path(&inc->s)) {
+		mig_codec_names(unknown, names, sizeof(names));
+		return mig_in_fail(inc, -EPROTONOSUPPORT, "the image may use codecs this ferry "
+				   "does not know (%s): cannot restore it", names);
+	}
+	inc->codecs = offered & MIG_CODECS_KNOWN;
+	return 0;
+}
+
 static int mig_in_config(struct mig_incoming *inc, const struct mig_incoming_opts *opts,
 			 struct machine *m, const uint8_t *p, uint32_t len)
 {
@@ -68,6 +92,9 @@ static int mig_in_config(struct mig_incoming *inc, const struct mig_incoming_opt
 				   "preallocated exactly %llu MiB (--memory with --prealloc)",
 				   (unsigned long long)(inc->cfg.memory >> 20),
 				   (unsigned long long)(opts->premade->size >> 20));
+	err = mig_in_codecs(inc);
+	if (err)
+		return err;
 	/* Post-copy would start the guest and then ask for pages: from a file, nobody. */
 	if ((inc->cfg.flags & MIG_FLAG_POSTCOPY) && !mig_stream_has_return_path(&inc->s))
 		return mig_in_fail(inc, -EPROTO, "the stream allows post-copy, which needs a return "
@@ -90,195 +117,21 @@ static int mig_in_config(struct mig_incoming *inc, const struct mig_incoming_opt
 	inc->known = calloc(guest_memory_pages(&m->vm.mem) / 64 + 1, sizeof(unsigned long));
 	inc->populated = calloc(m->vm.mem.size / MIG_IN_POPULATE_CHUNK / 64 + 1,
 				sizeof(unsigned long));
-	if (!inc->written || !inc->populated || !inc->known)
+	inc->page = aligned_alloc(64, GUEST_PAGE_SIZE);
+	if (!inc->written || !inc->populated || !inc->known || !inc->page)
 		return mig_in_fail(inc, -ENOMEM, "out of memory");
 	if ((inc->cfg.flags & MIG_FLAG_VERIFY) && mig_digest_init(&inc->digest, &m->vm.mem))
 		return mig_in_fail(inc, -ENOMEM, "out of memory for page digests");
 	if (!mig_stream_has_return_path(&inc->s))
 		return 0;	/* a file: nobody to tell */
-	mig_section_write(&inc->s, MIG_SEC_READY, NULL, 0);
+	uint8_t ready[4];
+	le_put(ready, inc->codecs, 4);		/* the codecs the source may use */
+	mig_section_write(&inc->s, MIG_SEC_READY, ready, sizeof(ready));
 	if (mig_stream_flush(&inc->s)) {
 		inc->reply_broken = true;
 		return mig_in_fail(inc, mig_stream_error(&inc->s), "cannot answer the source: %s", mig_stream_why(&inc->s));
 	}
 	return 0;
-}
-
-/*
- * Allocate and map the 2 MiB chunks around pages [index, index + n) in one
- * call each, before the data lands there: far cheaper than a page fault per page.
- */
-static void mig_in_populate(struct mig_incoming *inc, struct guest_memory *mem,
-			    uint64_t index, uint64_t n)
-{
-	const uint64_t per = MIG_IN_POPULATE_CHUNK / GUEST_PAGE_SIZE;
-	uint64_t first = index / per, last = (index + n - 1) / per;
-
-	if (guest_memory_allocated(mem))
-		return;
-	for (uint64_t c = first; c <= last; c++) {
-		if (inc->populated[c / 64] & (1UL << (c % 64)))
-			continue;
-		inc->populated[c / 64] |= 1UL << (c % 64);
-		/* Best effort: a failure just leaves it to page faults. */
-		guest_memory_populate(mem, c * per, per);
-	}
-}
-
-/* Check a batch's page list before any of its data is read. */
-int mig_in_ram_check(struct mig_incoming *inc, struct machine *m, const uint64_t *ents,
-			    uint32_t count, uint32_t len)
-{
-	uint64_t raw = 0;
-
-	for (uint32_t i = 0; i < count; i++) {
-		uint64_t gpa = ents[i] & ~MIG_PAGE_KIND_MASK, kind = ents[i] & MIG_PAGE_KIND_MASK;
-		if (kind != MIG_PAGE_ZERO && kind != MIG_PAGE_RAW)
-			return mig_in_fail(inc, -EPROTO, "page 0x%llx: unknown kind %llu",
-					   (unsigned long long)gpa, (unsigned long long)kind);
-		if (!guest_memory_ptr(&m->vm.mem, gpa, GUEST_PAGE_SIZE))
-			return mig_in_fail(inc, -ERANGE, "page 0x%llx is outside guest RAM (%llu MiB)",
-					   (unsigned long long)gpa,
-					   (unsigned long long)(m->vm.mem.size >> 20));
-		raw += kind == MIG_PAGE_RAW;
-	}
-	if ((uint64_t)len != 4 + 8ULL * count + GUEST_PAGE_SIZE * raw)
-		return mig_in_fail(inc, -EPROTO, "RAM batch is %u bytes; its %u pages (%llu with data) need %llu",
-				   len, count, (unsigned long long)raw,
-				   (unsigned long long)(4 + 8ULL * count + GUEST_PAGE_SIZE * raw));
-	return 0;
-}
-
-/* Raw pages from i on that lie next to each other in one region. */
-uint32_t mig_in_raw_run(const struct guest_memory *mem, const uint64_t *ents,
-			       uint32_t i, uint32_t count)
-{
-	uint64_t gpa = ents[i] & ~MIG_PAGE_KIND_MASK;
-	uint32_t n = 1;
-
-	while (i + n < count && ents[i + n] == ((gpa + n * GUEST_PAGE_SIZE) | MIG_PAGE_RAW) &&
-	       guest_memory_ptr(mem, gpa, (n + 1) * GUEST_PAGE_SIZE))
-		n++;
-	return n;
-}
-
-/* n raw pages from gpa on (checked: one region), read into guest RAM. */
-static int mig_in_raw_pages(struct mig_incoming *inc, struct machine *m,
-			    struct mig_section_reader *r, uint64_t gpa, uint32_t n)
-{
-	struct guest_memory *mem = &m->vm.mem;
-	uint8_t *dst = guest_memory_alias_ptr(mem, gpa, (uint64_t)n * GUEST_PAGE_SIZE);
-	uint64_t index = guest_memory_page_index(mem, gpa);
-
-	mig_in_populate(inc, mem, index, n);
-	if (mig_section_reader_get(r, dst, n * (uint32_t)GUEST_PAGE_SIZE))
-		return mig_in_fail(inc, r->s->err, "%s", r->s->why);
-	for (uint32_t k = 0; k < n; k++, index++) {
-		inc->written[index / 64] |= 1UL << (index % 64);
-		inc->known[index / 64] |= 1UL << (index % 64);
-		if (inc->digest.hash)
-			mig_digest_set(&inc->digest, index, dst + (uint64_t)k * GUEST_PAGE_SIZE);
-	}
-	inc->raw_pages += n;
-	return 0;
-}
-
-/*
- * A RAM section, read straight into guest RAM: the page list is checked
- * first, the data lands where it belongs, the checksum is checked last.
- * (Bytes written before a bad checksum are harmless: a stream that fails
- * never gets its guest started.)  Pages are written through the alias
- * view: the guest's view maps them when the guest first touches them, and
- * pages that turn out stale can still be withheld from it in post-copy.
- */
-static int mig_in_ram(struct mig_incoming *inc, struct machine *m, struct mig_section_reader *r)
-{
-	struct guest_memory *mem = &m->vm.mem;
-	uint64_t ents[MIG_RAM_BATCH_MAX];
-	uint8_t cb[4];
-	uint32_t count;
-	int err;
-
-	if (r->len < 4)
-		return mig_in_fail(inc, -EPROTO, "RAM section too short");
-	if (mig_section_reader_get(r, cb, 4))
-		return mig_in_fail(inc, r->s->err, "%s", r->s->why);
-	count = (uint32_t)(cb[0] | cb[1] << 8 | cb[2] << 16 | (uint32_t)cb[3] << 24);
-	if (count == 0 || count > MIG_RAM_BATCH_MAX)
-		return mig_in_fail(inc, -EPROTO, "RAM batch of %u pages (allowed 1..%u)", count,
-				   MIG_RAM_BATCH_MAX);
-	if ((uint64_t)r->len < 4 + 8ULL * count)
-		return mig_in_fail(inc, -EPROTO, "RAM batch shorter than its page list");
-	if (mig_section_reader_get(r, ents, 8 * count))
-		return mig_in_fail(inc, r->s->err, "%s", r->s->why);
-	for (uint32_t i = 0; i < count; i++)
-		ents[i] = le64toh(ents[i]);
-	err = mig_in_ram_check(inc, m, ents, count, r->len);
-	if (err)
-		return err;
-	for (uint32_t i = 0; i < count;) {
-		uint64_t gpa = ents[i] & ~MIG_PAGE_KIND_MASK;
-		uint8_t *dst = guest_memory_alias_ptr(mem, gpa, GUEST_PAGE_SIZE);
-		uint64_t index = guest_memory_page_index(mem, gpa);
-		if ((ents[i] & MIG_PAGE_KIND_MASK) == MIG_PAGE_ZERO) {
-			/*
-			 * RAM starts as memfd holes, which read as zero: only a page
-			 * filled before needs clearing; touching others would
-			 * allocate them for nothing.
-			 */
-			if (inc->written[index / 64] & (1UL << (index % 64)))
-				memset(dst, 0, GUEST_PAGE_SIZE);
-			inc->known[index / 64] |= 1UL << (index % 64);
-			if (inc->digest.hash)
-				mig_digest_set(&inc->digest, index, NULL);
-			inc->zero_pages++;
-			i++;
-			continue;
-		}
-		uint32_t run = mig_in_raw_run(mem, ents, i, count);
-		err = mig_in_raw_pages(inc, m, r, gpa, run);
-		if (err)
-			return err;
-		i += run;
-	}
-	inc->pages += count;
-	return 0;
-}
-
-/* A RAM_RUN section's address and count: checked before any data is read. */
-int mig_in_run_check(struct mig_incoming *inc, struct machine *m, uint64_t gpa, uint32_t count,
-		     uint32_t len)
-{
-	if (count == 0 || count > MIG_RAM_BATCH_MAX)
-		return mig_in_fail(inc, -EPROTO, "RAM run of %u pages (allowed 1..%u)", count,
-				   MIG_RAM_BATCH_MAX);
-	if ((uint64_t)len != 12 + GUEST_PAGE_SIZE * count)
-		return mig_in_fail(inc, -EPROTO, "RAM run is %u bytes; its %u pages need %llu", len,
-				   count, (unsigned long long)(12 + GUEST_PAGE_SIZE * count));
-	if (gpa % GUEST_PAGE_SIZE || !guest_memory_ptr(&m->vm.mem, gpa, GUEST_PAGE_SIZE * count))
-		return mig_in_fail(inc, -ERANGE, "pages 0x%llx + %u are not all in one RAM region "
-				   "(%llu MiB)", (unsigned long long)gpa, count,
-				   (unsigned long long)(m->vm.mem.size >> 20));
-	return 0;
-}
-
-/* A RAM_RUN section, read straight into guest RAM like RAM. */
-static int mig_in_ram_run(struct mig_incoming *inc, struct machine *m, struct mig_section_reader *r)
-{
-	uint8_t h[12];
-
-	if (r->len < sizeof(h))
-		return mig_in_fail(inc, -EPROTO, "RAM run section too short");
-	if (mig_section_reader_get(r, h, sizeof(h)))
-		return mig_in_fail(inc, r->s->err, "%s", r->s->why);
-	uint64_t gpa = le_get(h, 8);
-	uint32_t count = (uint32_t)le_get(h + 8, 4);
-	int err = mig_in_run_check(inc, m, gpa, count, r->len);
-	if (!err)
-		err = mig_in_raw_pages(inc, m, r, gpa, count);
-	if (!err)
-		inc->pages += count;
-	return err;
 }
 
 static int mig_in_pass(struct mig_incoming *inc, const uint8_t *p, uint32_t len, bool *final)
@@ -346,14 +199,35 @@ int mig_in_h_pass(struct mig_in_ctx *c, const uint8_t *p, uint32_t len)
 	return err;
 }
 
+/* RAM and RAM_RUN in pre-copy: streamed straight into guest RAM by the RAM source. */
 int mig_in_h_ram(struct mig_in_ctx *c, struct mig_section_reader *r)
 {
-	return mig_in_ram(c->inc, c->m, r);
+	struct mig_payload in;
+
+	mig_payload_streamed(&in, r);
+	return mig_source_get(MIG_SOURCE_RAM)->load(c, r->type, &in);
 }
 
-int mig_in_h_ram_run(struct mig_in_ctx *c, struct mig_section_reader *r)
+/*
+ * SOURCE: a live source other than RAM, by its id.  Read whole: such
+ * sources are small, and a loader may then point into a checked payload.
+ */
+int mig_in_h_source(struct mig_in_ctx *c, const uint8_t *p, uint32_t len)
 {
-	return mig_in_ram_run(c->inc, c->m, r);
+	struct mig_payload in;
+
+	if (len < 4)
+		return mig_in_fail(c->inc, -EPROTO, "SOURCE section of %u bytes has no source id", len);
+	uint32_t id = (uint32_t)le_get(p, 4);
+	const struct mig_source_ops *o = mig_source_get(id);
+	/* RAM has sections of its own: its id here is as bad as an unknown one. */
+	if (!o || id == MIG_SOURCE_RAM || !o->load)
+		return mig_in_fail(c->inc, -EPROTO, "SOURCE section for unknown source %u", id);
+	if (o->accepted && !o->accepted())
+		return mig_in_fail(c->inc, -EPROTO, "SOURCE section for source %u (%s), which this "
+				   "destination does not accept", id, o->name);
+	mig_payload_whole(&in, p + 4, len - 4);
+	return o->load(c, MIG_SEC_SOURCE, &in);
 }
 
 int mig_in_h_sync(struct mig_in_ctx *c, const uint8_t *p, uint32_t len)
@@ -466,6 +340,8 @@ int mig_incoming_receive(struct mig_incoming *inc, const struct mig_incoming_opt
 	free(inc->written);
 	free(inc->populated);
 	free(inc->known);
+	free(inc->page);
+	inc->page = NULL;
 	inc->buf = NULL;
 	inc->written = inc->populated = inc->known = NULL;
 	if (err && !inc->why[0])

@@ -53,6 +53,8 @@ struct mig_incoming {
 	bool guest_started;		/* post-copy: the guest already runs here */
 	bool state_applied;
 	unsigned long *populated;	/* 2 MiB chunks already allocated */
+	uint32_t codecs;		/* accepted at CONFIG (bit = codec id) */
+	uint8_t *page;			/* one decoded page (codecs that are not verbatim) */
 	uint64_t pages, zero_pages, raw_pages;
 	uint32_t pass;
 	uint64_t start_ns, end_ns;	/* connection accepted .. END checked */

@@ -33,6 +33,7 @@ struct mig_in_ctx {
 	struct machine *m;
 	struct machine_state *st;
 	enum mig_in_phase ph;
+	uint8_t type;			/* the section being handled */
 	bool done;			/* the stream's last section was handled */
 	bool go;			/* MIG_IN_COMMIT: GO came */
 };
@@ -67,7 +68,7 @@ int mig_in_dispatch(struct mig_in_ctx *c, uint8_t *buf, uint32_t cap)
 int mig_in_h_config(struct mig_in_ctx *c, const uint8_t *p, uint32_t len);
 int mig_in_h_pass(struct mig_in_ctx *c, const uint8_t *p, uint32_t len);
 int mig_in_h_ram(struct mig_in_ctx *c, struct mig_section_reader *r);
-int mig_in_h_ram_run(struct mig_in_ctx *c, struct mig_section_reader *r);
+int mig_in_h_source(struct mig_in_ctx *c, const uint8_t *p, uint32_t len);
 int mig_in_h_sync(struct mig_in_ctx *c, const uint8_t *p, uint32_t len);
 int mig_in_h_state(struct mig_in_ctx *c, const uint8_t *p, uint32_t len);
 int mig_in_h_digest(struct mig_in_ctx *c, const uint8_t *p, uint32_t len);
@@ -76,7 +77,6 @@ int mig_in_h_end(struct mig_in_ctx *c, const uint8_t *p, uint32_t len);
 int mig_in_h_discard(struct mig_in_ctx *c, const uint8_t *p, uint32_t len);
 int mig_in_h_pc_run(struct mig_in_ctx *c, const uint8_t *p, uint32_t len);
 int mig_in_h_pc_ram(struct mig_in_ctx *c, const uint8_t *p, uint32_t len);
-int mig_in_h_pc_ram_run(struct mig_in_ctx *c, const uint8_t *p, uint32_t len);
 int mig_in_h_pc_done(struct mig_in_ctx *c, const uint8_t *p, uint32_t len);
 /* incoming_commit.c: the switchover's answer. */
 int mig_in_h_go(struct mig_in_ctx *c, const uint8_t *p, uint32_t len);
@@ -85,15 +85,8 @@ int mig_in_h_abort(struct mig_in_ctx *c, const uint8_t *p, uint32_t len);
 /* Record why the migration failed (the first reason wins); returns err. */
 int mig_in_fail(struct mig_incoming *inc, int err, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
-/* Check a RAM batch's page list (kinds, addresses, length).  0 or -errno. */
-int mig_in_ram_check(struct mig_incoming *inc, struct machine *m, const uint64_t *ents,
-		     uint32_t count, uint32_t len);
-/* Check a RAM_RUN section's address, count and length.  0 or -errno. */
-int mig_in_run_check(struct mig_incoming *inc, struct machine *m, uint64_t gpa, uint32_t count,
-		     uint32_t len);
-/* How many raw pages from ents[i] on lie back to back in one region (>= 1). */
-uint32_t mig_in_raw_run(const struct guest_memory *mem, const uint64_t *ents, uint32_t i,
-			uint32_t count);
+/* 2 MiB: what ram_load.c allocates at once ahead of pre-copy data. */
+#define MIG_IN_POPULATE_CHUNK (2ULL << 20)
 /* Compare a DIGEST section with the pages received.  0 or -errno. */
 int mig_in_digest(struct mig_incoming *inc, const uint8_t *p, uint32_t len);
 

@@ -12,6 +12,7 @@
 #include "migration/format.h"
 #include "migration/incoming_internal.h"
 #include "migration/section.h"
+#include "migration/source.h"
 #include "util/le.h"
 #include "util/log.h"
 
@@ -74,67 +75,6 @@ static int mig_in_pc_run(struct mig_incoming *inc, const struct mig_incoming_opt
 	if (pc_dest_reply(&inc->pc, MIG_SEC_RUNNING, NULL, 0))
 		return mig_in_fail(inc, mig_stream_error(&inc->s), "cannot answer the source: %s", mig_stream_why(&inc->s));
 	return 0;
-}
-
-/*
- * Post-copy: place n pages from gpa (data back to back; NULL: zero).  The
- * placement digests what it places: a page delivered again is dropped, so
- * hashing the delivery here would describe bytes the guest never got.
- */
-static int mig_in_pc_place(struct mig_incoming *inc, uint64_t gpa, uint64_t index, uint32_t n,
-			   const uint8_t *data)
-{
-	int err = pc_dest_place_run(&inc->pc, index, n, data);
-
-	if (err)
-		return mig_in_fail(inc, err, "cannot place pages 0x%llx + %u: %s",
-				   (unsigned long long)gpa, n, strerror(-err));
-	inc->pages += n;
-	return 0;
-}
-
-/* Post-copy: a RAM batch, placed a run of contiguous pages at a time. */
-static int mig_in_pc_ram(struct mig_incoming *inc, struct machine *m, const uint8_t *p,
-			 uint32_t len)
-{
-	struct guest_memory *mem = &m->vm.mem;
-	uint64_t ents[MIG_RAM_BATCH_MAX];
-	struct mig_cursor c;
-	int err;
-
-	mig_cursor_init(&c, p, len);
-	uint32_t count = mig_cursor_u32(&c);
-	if (c.bad || count == 0 || count > MIG_RAM_BATCH_MAX || (uint64_t)len < 4 + 8ULL * count)
-		return mig_in_fail(inc, -EPROTO, "malformed RAM batch");
-	for (uint32_t i = 0; i < count; i++)
-		ents[i] = mig_cursor_u64(&c);
-	err = mig_in_ram_check(inc, m, ents, count, len);
-	const uint8_t *data = p + 4 + 8ULL * count;
-	for (uint32_t i = 0; i < count && !err;) {
-		uint64_t gpa = ents[i] & ~MIG_PAGE_KIND_MASK, index = guest_memory_page_index(mem, gpa);
-		bool raw = (ents[i] & MIG_PAGE_KIND_MASK) == MIG_PAGE_RAW;
-		uint32_t run = raw ? mig_in_raw_run(mem, ents, i, count) : 1;
-		err = mig_in_pc_place(inc, gpa, index, run, raw ? data : NULL);
-		data += raw ? (uint64_t)run * GUEST_PAGE_SIZE : 0;
-		i += run;
-	}
-	return err;
-}
-
-/* Post-copy: a RAM_RUN section, placed in one go. */
-static int mig_in_pc_ram_run(struct mig_incoming *inc, struct machine *m, const uint8_t *p,
-			     uint32_t len)
-{
-	struct guest_memory *mem = &m->vm.mem;
-
-	if (len < 12)
-		return mig_in_fail(inc, -EPROTO, "RAM run section too short");
-	uint64_t gpa = le_get(p, 8);
-	uint32_t count = (uint32_t)le_get(p + 8, 4);
-	int err = mig_in_run_check(inc, m, gpa, count, len);
-	if (err)
-		return err;
-	return mig_in_pc_place(inc, gpa, guest_memory_page_index(mem, gpa), count, p + 12);
 }
 
 static int mig_in_pc_done(struct mig_incoming *inc, uint32_t len, bool *done)
@@ -289,14 +229,16 @@ int mig_in_h_pc_run(struct mig_in_ctx *c, const uint8_t *p, uint32_t len)
 	return mig_in_pc_run(c->inc, c->opts, c->m, c->st, len);
 }
 
+/*
+ * RAM and RAM_RUN in post-copy: read whole, so nothing is placed before its
+ * checksum is checked (a placed page cannot be taken back from the guest).
+ */
 int mig_in_h_pc_ram(struct mig_in_ctx *c, const uint8_t *p, uint32_t len)
 {
-	return mig_in_pc_ram(c->inc, c->m, p, len);
-}
+	struct mig_payload in;
 
-int mig_in_h_pc_ram_run(struct mig_in_ctx *c, const uint8_t *p, uint32_t len)
-{
-	return mig_in_pc_ram_run(c->inc, c->m, p, len);
+	mig_payload_whole(&in, p, len);
+	return mig_source_get(MIG_SOURCE_RAM)->load(c, c->type, &in);
 }
 
 int mig_in_h_pc_done(struct mig_in_ctx *c, const uint8_t *p, uint32_t len)

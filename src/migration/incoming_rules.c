@@ -3,7 +3,10 @@
  * "Sections"): which section may come in which phase, who handles it, and
  * the phase after it.  Pre-copy handlers live in incoming.c, post-copy
  * ones in incoming_postcopy.c, the switchover's answer in
- * incoming_commit.c; nothing else looks at a section's type.
+ * incoming_commit.c.  The destination side of a live source is a rule
+ * whose handler calls the source's load (source.h): RAM and RAM_RUN go to
+ * the RAM source (ram_load.c: streamed in pre-copy, whole in post-copy),
+ * SOURCE to the source its id names.
  */
 #include <errno.h>
 
@@ -20,8 +23,10 @@ static const struct mig_in_rule mig_in_rules[] = {
 	/* Pre-copy. */
 	{ MIG_SEC_PASS, LIVE, 0, 0, MIG_IN_SAME, mig_in_h_pass, NULL },
 	{ MIG_SEC_RAM, P(MIG_IN_RAM) | P(MIG_IN_FINAL), 0, 0, MIG_IN_SAME, NULL, mig_in_h_ram },
-	{ MIG_SEC_RAM_RUN, P(MIG_IN_RAM) | P(MIG_IN_FINAL), 0, 0, MIG_IN_SAME, NULL,
-	  mig_in_h_ram_run },
+	{ MIG_SEC_RAM_RUN, P(MIG_IN_RAM) | P(MIG_IN_FINAL), 0, 0, MIG_IN_SAME, NULL, mig_in_h_ram },
+	/* Live sources other than RAM: their rest goes before STATE, also in post-copy. */
+	{ MIG_SEC_SOURCE, P(MIG_IN_RAM) | P(MIG_IN_FINAL), 0, 0, MIG_IN_SAME, mig_in_h_source, NULL },
+	{ MIG_SEC_SOURCE, P(MIG_IN_DISCARD), PC, 0, MIG_IN_SAME, mig_in_h_source, NULL },
 	{ MIG_SEC_SYNC, P(MIG_IN_RAM), 0, 0, MIG_IN_SAME, mig_in_h_sync, NULL },
 	{ MIG_SEC_STATE, P(MIG_IN_FINAL), 0, 0, MIG_IN_STATE, mig_in_h_state, NULL },
 	{ MIG_SEC_DIGEST, P(MIG_IN_STATE), VERIFY, 0, MIG_IN_DIGEST, mig_in_h_digest, NULL },
@@ -34,7 +39,7 @@ static const struct mig_in_rule mig_in_rules[] = {
 	{ MIG_SEC_STATE, LIVE | P(MIG_IN_DISCARD), PC, 0, MIG_IN_PC_STATE, mig_in_h_state, NULL },
 	{ MIG_SEC_POSTCOPY_RUN, P(MIG_IN_PC_STATE), 0, 0, MIG_IN_PC_RUN, mig_in_h_pc_run, NULL },
 	{ MIG_SEC_RAM, P(MIG_IN_PC_RUN), 0, 0, MIG_IN_SAME, mig_in_h_pc_ram, NULL },
-	{ MIG_SEC_RAM_RUN, P(MIG_IN_PC_RUN), 0, 0, MIG_IN_SAME, mig_in_h_pc_ram_run, NULL },
+	{ MIG_SEC_RAM_RUN, P(MIG_IN_PC_RUN), 0, 0, MIG_IN_SAME, mig_in_h_pc_ram, NULL },
 	{ MIG_SEC_DIGEST, P(MIG_IN_PC_RUN), VERIFY, 0, MIG_IN_PC_DIGEST, mig_in_h_digest, NULL },
 	{ MIG_SEC_POSTCOPY_DONE, P(MIG_IN_PC_DIGEST), VERIFY, 0, MIG_IN_SAME, mig_in_h_pc_done,
 	  NULL },
@@ -88,6 +93,7 @@ int mig_in_dispatch(struct mig_in_ctx *c, uint8_t *buf, uint32_t cap)
 	if (err)
 		return mig_in_fail(inc, err, "%s", inc->s.why);
 	const struct mig_in_rule *rule = mig_in_rule_find(r.type, c->ph, inc->cfg.flags, &known);
+	c->type = r.type;
 	if (rule && rule->streamed) {
 		if (rule->next != MIG_IN_SAME)
 			c->ph = rule->next;

@@ -74,10 +74,10 @@ int migration_start(struct migration *mig, const struct mig_params *p, mig_event
 	mig->stats.status = MIG_STATUS_SETUP;
 	mig->stats.start_ns = vm_now_ns();
 	mig->stats.verify = p->verify;
-	mig->cancel = false;
-	mig->resume_requested = false;
-	mig->committed = false;
-	mig->abandoned = false;
+	mig->req.cancel = false;
+	mig->req.resume_requested = false;
+	mig->end.committed = false;
+	mig->end.abandoned = false;
 	pthread_mutex_unlock(&mig->lock);
 	err = -pthread_create(&mig->thread, NULL, precopy_thread, mig);
 	if (err) {
@@ -93,14 +93,14 @@ int migration_start(struct migration *mig, const struct mig_params *p, mig_event
 void migration_set_incoming_postcopy(struct migration *mig, bool on)
 {
 	pthread_mutex_lock(&mig->lock);
-	mig->incoming_postcopy = on;
+	mig->req.incoming_postcopy = on;
 	pthread_mutex_unlock(&mig->lock);
 }
 
 bool migration_incoming_postcopy(struct migration *mig)
 {
 	pthread_mutex_lock(&mig->lock);
-	bool on = mig->incoming_postcopy;
+	bool on = mig->req.incoming_postcopy;
 	pthread_mutex_unlock(&mig->lock);
 	return on;
 }
@@ -111,11 +111,11 @@ int migration_cancel(struct migration *mig)
 
 	pthread_mutex_lock(&mig->lock);
 	if (mig->stats.status >= MIG_STATUS_SETUP && mig->stats.status <= MIG_STATUS_DEVICE) {
-		mig->cancel = true;
+		mig->req.cancel = true;
 		err = 0;
 	} else if (mig->stats.status == MIG_STATUS_POSTCOPY_PAUSED) {
 		/* Giving up on a broken post-copy: the VM is lost, and said so. */
-		mig->cancel = true;
+		mig->req.cancel = true;
 		pthread_cond_broadcast(&mig->cond);
 		err = 0;
 	}
@@ -134,7 +134,7 @@ int migration_set_limits(struct migration *mig, const uint64_t *bandwidth,
 			mig->p.bandwidth = *bandwidth;
 		if (downtime_ns)
 			mig->p.downtime_ns = *downtime_ns;
-		mig->limits_changed = true;
+		mig->req.limits_changed = true;
 		err = 0;
 	}
 	pthread_mutex_unlock(&mig->lock);
@@ -146,9 +146,9 @@ int migration_resume(struct migration *mig, const char *uri)
 	int err = -ESRCH;
 
 	pthread_mutex_lock(&mig->lock);
-	if (mig->stats.status == MIG_STATUS_POSTCOPY_PAUSED && strlen(uri) < sizeof(mig->resume_uri)) {
-		strcpy(mig->resume_uri, uri);
-		mig->resume_requested = true;
+	if (mig->stats.status == MIG_STATUS_POSTCOPY_PAUSED && strlen(uri) < sizeof(mig->req.resume_uri)) {
+		strcpy(mig->req.resume_uri, uri);
+		mig->req.resume_requested = true;
 		pthread_cond_broadcast(&mig->cond);
 		err = 0;
 	}
@@ -165,7 +165,7 @@ int migration_start_postcopy(struct migration *mig)
 	    !mig_channel_uri_return_path(mig->p.uri)) {
 		err = -EOPNOTSUPP;
 	} else if (mig->stats.status >= MIG_STATUS_SETUP && mig->stats.status <= MIG_STATUS_ACTIVE) {
-		mig->postcopy_requested = true;
+		mig->req.postcopy_requested = true;
 		err = 0;
 	}
 	pthread_mutex_unlock(&mig->lock);

@@ -13,7 +13,9 @@
 
 #include "migration/commit.h"
 #include "migration/digest.h"
+#include "migration/format.h"
 #include "migration/policy.h"
+#include "migration/ram.h"
 #include "migration/stats.h"
 #include "migration/stream.h"
 #include "util/ratelimit.h"
@@ -46,7 +48,63 @@ struct mig_params {
 
 typedef void mig_event_fn(void *opaque, json_object *event);
 
+/*
+ * Requests from other threads to the migration thread, and the one flag
+ * the receiving side sets.  All guarded by migration.lock.
+ */
+struct mig_requests {
+	/*
+	 * This VM is still arriving by post-copy: its guest runs here but
+	 * pages are missing, so it cannot be migrated on.  Set and cleared by
+	 * the thread receiving the incoming migration (cli/run.c).
+	 */
+	bool incoming_postcopy;
+	bool cancel;			/* control thread: migrate-cancel, quit */
+	bool postcopy_requested;	/* control thread: migrate-start-postcopy */
+	bool resume_requested;		/* control thread: migrate --resume, to resume_uri */
+	char resume_uri[256];
+	bool limits_changed;		/* p.bandwidth / p.downtime_ns were set anew */
+};
+
+/*
+ * The pre-copy loop's own state: the pass in progress and the hybrid
+ * probe's last looks (precopy.c).  Migration thread only, no lock.
+ */
+struct mig_pass_state {
+	/* Asked between chunks of a pass: true ends it and goes to post-copy. */
+	bool (*on_chunk)(struct migration *mig);
+	uint64_t probe_ns;		/* last look at the dirty rate */
+	uint64_t probe_prev_ns, probe_prev_dirty;	/* the look before: time, bytes dirty */
+	uint64_t last_sync_ns;
+	uint64_t start_ns, start_bytes;	/* of this pass, for the live throughput */
+	bool forced;			/* switch over at the next chance */
+	bool to_postcopy;		/* ... and to post-copy */
+	bool switch_pass;		/* post-copy asked for: end this pass now */
+};
+
+/*
+ * How the end of the job stands.  Migration thread only, no lock: the
+ * control thread learns of it through stats.status and the commit.
+ */
+struct mig_end_flags {
+	bool no_return;			/* post-copy began: the source may never resume */
+	/*
+	 * Pre-copy: GO may have reached the destination, so this side must not
+	 * resume by itself; cleared again when the destination says it did not
+	 * start the guest (RESULT error) or the operator says run here.
+	 */
+	bool committed;
+	bool abandoned;			/* in doubt, the operator discarded this copy */
+};
+
+/*
+ * The job.  Threads: the control thread (commands: start, query, cancel,
+ * set limits, resume, break), the migration thread (precopy_thread and
+ * all it calls: every source's ops, the switchover, post-copy) and the
+ * thread receiving an incoming migration (req.incoming_postcopy only).
+ */
 struct migration {
+	/* Set before the thread starts; read-only while it runs (but p's limits, below). */
 	struct machine *m;
 	struct mig_params p;
 	mig_event_fn *on_event;		/* told of the end, from the migration thread */
@@ -55,24 +113,15 @@ struct migration {
 	bool thread_started;		/* control thread only */
 
 	/*
-	 * `lock` guards stats, cancel, the limits below and incoming_postcopy.
-	 * Takers: the control thread (commands), the migration thread, and
-	 * the main thread (incoming_postcopy).
+	 * `lock` guards stats, req, and p.bandwidth / p.downtime_ns while the
+	 * thread runs.  Takers: the control thread, the migration thread, and
+	 * the receiving thread (req.incoming_postcopy).  `cond` (with `lock`)
+	 * signals req.resume_requested and req.cancel.
 	 */
 	pthread_mutex_t lock;
+	pthread_cond_t cond;
 	struct mig_stats stats;
-	/*
-	 * This VM is still arriving by post-copy: its guest runs here but
-	 * pages are missing, so it cannot be migrated on.  Set and cleared by
-	 * the thread receiving the incoming migration (cli/run.c).
-	 */
-	bool incoming_postcopy;
-	bool cancel;
-	bool postcopy_requested;	/* migrate-start-postcopy */
-	bool resume_requested;		/* migrate --resume, to resume_uri */
-	char resume_uri[256];
-	pthread_cond_t cond;		/* signals resume_requested and cancel */
-	bool limits_changed;		/* p.bandwidth / p.downtime_ns were set anew */
+	struct mig_requests req;
 	/* The switchover's commit state and the operator's word (its own lock). */
 	struct mig_commit commit;
 
@@ -84,35 +133,11 @@ struct migration {
 	struct mig_stream s;
 	struct ratelimit rl;
 	struct mig_digest digest;
-	unsigned long *bitmap[GUEST_MAX_REGIONS];
-	/*
-	 * Pages the guest wrote since they were last cleared (a peek at KVM's
-	 * log): hot.  Hybrid's first pass leaves them for later, post-copy
-	 * pushes them first.
-	 */
-	unsigned long *hot[GUEST_MAX_REGIONS];
-	bool hot_skip;			/* this pass leaves hot pages for later */
-	/* Asked between chunks of a pass: true ends it and goes to post-copy. */
-	bool (*on_chunk)(struct migration *mig);
-	uint64_t clear_ns;		/* when the whole log was last cleared */
-	uint64_t probe_ns;		/* last look at the dirty rate */
-	uint64_t probe_prev_ns, probe_prev_dirty;	/* the look before: time, bytes dirty */
-	uint8_t *batch;			/* page data of one RAM section */
-	uint64_t *batch_gpa;
-	uint32_t batch_count, batch_raw, batch_resent;
-	uint64_t last_sync_ns;
-	uint64_t pass_start_ns, pass_start_bytes;	/* for the live throughput */
-	bool forced;			/* switch over at the next chance */
-	bool to_postcopy;		/* ... and to post-copy */
-	bool switch_pass;		/* post-copy asked for: end this pass now */
-	bool no_return;			/* post-copy began: the source may never resume */
-	/*
-	 * Pre-copy: GO may have reached the destination, so this side must not
-	 * resume by itself; cleared again when the destination says it did not
-	 * start the guest (RESULT error) or the operator says run here.
-	 */
-	bool committed;
-	bool abandoned;			/* in doubt, the operator discarded this copy */
+	/* Which sources take part (mig_sources_setup); migration thread only. */
+	bool src_active[MIG_SOURCE_NR];
+	struct mig_ram ram;		/* the RAM source's own state (ram.h) */
+	struct mig_pass_state pass;
+	struct mig_end_flags end;
 };
 
 void migration_init(struct migration *mig, struct machine *m);
@@ -166,15 +191,14 @@ int precopy_stream_fail(struct migration *mig, int err);
 void precopy_phase(struct migration *mig, enum mig_phase ph, uint64_t *t);
 int precopy_send_state(struct migration *mig);
 void precopy_send_digest(struct migration *mig);
-int precopy_read_reply(struct migration *mig, uint8_t want);
 void precopy_set_status(struct migration *mig, enum mig_status s);
 void precopy_send_pass(struct migration *mig, uint32_t pass, uint64_t dirty, bool final);
 
 /*
  * switchover.c: pause, send the rest and the state, then the commit:
  * LOADED, GO, RESULT.  Returns 0 when the guest runs at the destination
- * (or the operator abandoned this copy: mig->abandoned), else -errno; the
- * source may then resume unless mig->committed.
+ * (or the operator abandoned this copy: mig->end.abandoned), else -errno; the
+ * source may then resume unless mig->end.committed.
  */
 int switchover_run(struct migration *mig) __attribute__((warn_unused_result));
 
@@ -182,7 +206,7 @@ int switchover_run(struct migration *mig) __attribute__((warn_unused_result));
  * postcopy.c: from a live pre-copy (or none) to post-copy: pause, send the
  * state, let the destination run the guest, then every page still owed,
  * the faulted ones first.  Returns 0 or -errno (no_return tells whether
- * the source may still resume).
+ * the source may still resume: mig->end.no_return).
  */
 int postcopy_run(struct migration *mig) __attribute__((warn_unused_result));
 

@@ -18,6 +18,7 @@
 #include "migration/migration.h"
 #include "migration/ram.h"
 #include "migration/section.h"
+#include "migration/source.h"
 #include "util/le.h"
 #include "util/log.h"
 #include "vmm/dirty.h"
@@ -45,7 +46,7 @@ static void postcopy_send_discards(struct migration *mig)
 			mig_section_put_u64(&w, base + first);
 			mig_section_put_u32(&w, n);
 			for (uint32_t i = 0; i < words; i++)
-				mig_section_put_u64(&w, mig->bitmap[r][first / 64 + i]);
+				mig_section_put_u64(&w, mig->ram.bitmap[r][first / 64 + i]);
 			mig_section_end(&w);
 		}
 	}
@@ -58,7 +59,7 @@ static uint64_t postcopy_count(struct migration *mig)
 
 	for (unsigned r = 0; r < guest_memory_nr_regions(mem); r++)
 		for (uint64_t i = 0; i < dirty_bitmap_longs(guest_memory_region_pages(mem, r)); i++)
-			n += (uint64_t)__builtin_popcountl(mig->bitmap[r][i]);
+			n += (uint64_t)__builtin_popcountl(mig->ram.bitmap[r][i]);
 	return n;
 }
 
@@ -137,6 +138,10 @@ static int postcopy_switch(struct migration *mig)
 	mig->stats.pc_pages_owed = owed;
 	pthread_mutex_unlock(&mig->lock);
 	postcopy_send_discards(mig);
+	/* What cannot be fetched on demand goes now, before the guest runs there. */
+	err = mig_sources_complete(mig, false, true);
+	if (err)
+		return precopy_stream_fail(mig, err);
 	precopy_phase(mig, MIG_PHASE_FINAL_PAGES, &t);
 	err = precopy_send_state(mig);
 	if (err)
@@ -144,7 +149,7 @@ static int postcopy_switch(struct migration *mig)
 	mig_section_write(&mig->s, MIG_SEC_POSTCOPY_RUN, NULL, 0);
 	err = mig_stream_flush(&mig->s);
 	/* Once RUN may have left, two running copies are possible: never resume. */
-	mig->no_return = true;
+	mig->end.no_return = true;
 	if (err)
 		return precopy_stream_fail(mig, err);
 	precopy_phase(mig, MIG_PHASE_DEVICE_STATE, &t);
@@ -257,7 +262,7 @@ static int postcopy_strike_known(struct migration *mig, const uint8_t *p, uint32
 			continue;
 		if (!guest_memory_locate(mem, first + i, &r, &page))
 			return -EPROTO;
-		mig->bitmap[r][page / 64] &= ~(1UL << (page % 64));
+		mig->ram.bitmap[r][page / 64] &= ~(1UL << (page % 64));
 	}
 	return 0;
 }
@@ -268,7 +273,7 @@ static bool postcopy_hot(struct migration *mig, uint64_t index)
 	uint64_t page;
 
 	return guest_memory_locate(&mig->m->vm.mem, index, &r, &page) &&
-	       (mig->hot[r][page / 64] & (1UL << (page % 64)));
+	       (mig->ram.hot[r][page / 64] & (1UL << (page % 64)));
 }
 
 /*
@@ -383,14 +388,14 @@ static int postcopy_wait_resume(struct migration *mig, int err)
 	}
 	pthread_mutex_lock(&mig->lock);
 	mig->stats.status = MIG_STATUS_POSTCOPY_PAUSED;
-	mig->resume_requested = false;
+	mig->req.resume_requested = false;
 	pr_err("post-copy to %s lost its connection (%s); the guest waits at the destination. "
 	       "Resume with 'ferry migrate CONTROL URI --resume' within %llu s, or the VM is lost",
 	       mig->p.uri, mig->stats.error, (unsigned long long)(ns / 1000000000ULL));
-	while (!mig->resume_requested && !mig->cancel)
+	while (!mig->req.resume_requested && !mig->req.cancel)
 		if (pthread_cond_timedwait(&mig->cond, &mig->lock, &until) == ETIMEDOUT)
 			break;
-	bool go = mig->resume_requested && !mig->cancel;
+	bool go = mig->req.resume_requested && !mig->req.cancel;
 	if (go) {
 		mig->stats.status = MIG_STATUS_POSTCOPY;
 		mig->stats.error[0] = '\0';
@@ -413,12 +418,12 @@ static int postcopy_reconnect(struct migration *mig)
 	pthread_mutex_lock(&mig->lock);		/* mig->s, for x-test-migration-break */
 	mig_stream_destroy(&mig->s);
 	pthread_mutex_unlock(&mig->lock);
-	err = mig_channel_open(mig->resume_uri, 10000, &ch, why, sizeof(why));
+	err = mig_channel_open(mig->req.resume_uri, 10000, &ch, why, sizeof(why));
 	if (!err && !mig_channel_has_return_path(ch)) {
 		mig_channel_close(ch);
 		err = -EOPNOTSUPP;
 		snprintf(why, sizeof(why), "%.200s has no return path for page requests",
-			 mig->resume_uri);
+			 mig->req.resume_uri);
 	}
 	if (err)
 		return precopy_fail(mig, err, "cannot reconnect: %s", why);
@@ -436,7 +441,7 @@ static int postcopy_reconnect(struct migration *mig)
 		return precopy_stream_fail(mig, err);
 	/* Owe every page again, then strike what the destination says it has. */
 	for (unsigned r = 0; r < guest_memory_nr_regions(mem); r++)
-		memset(mig->bitmap[r], 0xff,
+		memset(mig->ram.bitmap[r], 0xff,
 		       dirty_bitmap_longs(guest_memory_region_pages(mem, r)) * sizeof(unsigned long));
 	uint8_t *buf = malloc(MIG_SECTION_MAX);
 	if (!buf)
@@ -459,7 +464,7 @@ static int postcopy_reconnect(struct migration *mig)
 	free(buf);
 	if (!err) {
 		mig_stream_set_buffers(&mig->s, PC_SNDBUF, 0);
-		pr_info("post-copy resumed to %s; %llu pages still owed", mig->resume_uri,
+		pr_info("post-copy resumed to %s; %llu pages still owed", mig->req.resume_uri,
 			(unsigned long long)postcopy_count(mig));
 	}
 	return err;

@@ -15,6 +15,8 @@
 #include "migration/policy.h"
 #include "migration/ram.h"
 #include "migration/section.h"
+#include "migration/source.h"
+#include "migration/codec/codec.h"
 #include "util/le.h"
 #include "util/log.h"
 #include "vmm/dirty.h"
@@ -99,6 +101,7 @@ static void precopy_send_config(struct migration *mig)
 		 */
 		.flags = (mig->p.verify ? MIG_FLAG_VERIFY : 0) |
 			 (mig_stream_has_return_path(&mig->s) ? MIG_FLAG_POSTCOPY : 0),
+		.codecs = MIG_CODECS_DEFAULT,
 	};
 	struct vmstate_buf b;
 
@@ -112,25 +115,39 @@ static void precopy_send_config(struct migration *mig)
 	vmstate_buf_free(&b);
 }
 
-/* Read the destination's READY or RESULT.  0 when it said ok/ready. */
-int precopy_read_reply(struct migration *mig, uint8_t want)
+/*
+ * READY carries the codecs the destination accepts out of those CONFIG
+ * offered: the RAM source uses only those.  Raw must be among them (it
+ * takes every page).  A file has no READY: it uses what CONFIG declared.
+ */
+static int precopy_read_ready(struct migration *mig)
 {
 	uint8_t buf[512], type;
 	uint32_t len;
-	int err = mig_section_read(&mig->s, buf, sizeof(buf), &type, &len);
 
+	if (!mig_stream_has_return_path(&mig->s)) {
+		mig->ram.codecs = MIG_CODECS_DEFAULT;
+		return 0;
+	}
+	int err = mig_section_read(&mig->s, buf, sizeof(buf), &type, &len);
 	if (err)
 		return precopy_fail(mig, err, "destination: %s", mig->s.why);
 	int32_t status;
 	const char *msg;
 	int n;
-	if (type == MIG_SEC_RESULT && !mig_result_parse(buf, len, &status, &msg, &n)) {
-		if (status == 0 && want == MIG_SEC_RESULT)
-			return 0;
+	if (type == MIG_SEC_RESULT && !mig_result_parse(buf, len, &status, &msg, &n))
 		return precopy_fail(mig, status ? status : -EPROTO, "destination: %.*s", n, msg);
-	}
-	if (type != want)
+	if (type != MIG_SEC_READY)
 		return precopy_fail(mig, -EPROTO, "destination answered with section %u", type);
+	if (len != 4)
+		return precopy_fail(mig, -EPROTO, "destination's READY is %u bytes, not 4", len);
+	uint32_t accepted = (uint32_t)le_get(buf, 4);
+	if (accepted & ~MIG_CODECS_DEFAULT)
+		return precopy_fail(mig, -EPROTO, "destination accepted codecs 0x%x, offered 0x%x",
+				    accepted, MIG_CODECS_DEFAULT);
+	if (!(accepted & (1u << MIG_CODEC_RAW)))
+		return precopy_fail(mig, -EPROTO, "destination does not accept raw pages");
+	mig->ram.codecs = accepted;
 	return 0;
 }
 
@@ -162,7 +179,7 @@ static int precopy_setup(struct migration *mig)
 	if (err)
 		return precopy_stream_fail(mig, err);
 	/* While the destination builds its VM. */
-	err = ram_setup(mig);
+	err = mig_sources_setup(mig);
 	if (!err && mig->p.verify)
 		err = mig_digest_init(&mig->digest, &mig->m->vm.mem);
 	if (err)
@@ -177,7 +194,7 @@ static int precopy_setup(struct migration *mig)
 			return precopy_fail(mig, err, "cannot clear the dirty log: %s", strerror(-err));
 	}
 	/* A file cannot say READY: a restore checks CONFIG when it reads it. */
-	err = mig_stream_has_return_path(&mig->s) ? precopy_read_reply(mig, MIG_SEC_READY) : 0;
+	err = precopy_read_ready(mig);
 	if (err)
 		return err;
 	ratelimit_init(&mig->rl, mig->p.bandwidth, 0);
@@ -223,24 +240,26 @@ static bool precopy_probe(struct migration *mig)
 	uint64_t now = vm_now_ns();
 	struct mig_policy_out d;
 
-	if (now - mig->probe_ns < PRECOPY_PROBE_NS)
+	if (now - mig->pass.probe_ns < PRECOPY_PROBE_NS)
 		return false;
-	mig->probe_ns = now;
-	int64_t hot = ram_peek_hot(mig);
-	if (hot < 0)
-		return false;	/* the pass goes on; the next sync reports it */
-	uint64_t dirty = (uint64_t)hot * GUEST_PAGE_SIZE;
-	uint64_t window = now - mig->clear_ns, since = now - mig->probe_prev_ns;
+	mig->pass.probe_ns = now;
+	uint64_t pending[MIG_SOURCE_NR];
+	/* A failed peek counts as nothing new: the pass goes on, the next sync reports it. */
+	mig_sources_peek(mig, pending);
+	uint64_t dirty = 0;
+	for (unsigned id = 0; id < MIG_SOURCE_NR; id++)
+		dirty += pending[id];
+	uint64_t window = now - mig->ram.clear_ns, since = now - mig->pass.probe_prev_ns;
 	struct mig_policy_in in = {
-		.pending = &dirty,	/* RAM is the only live source */
-		.nr_sources = 1,
-		.pass_bytes = mig->s.bytes_out - mig->pass_start_bytes,
-		.pass_ns = now - mig->pass_start_ns,
+		.pending = pending,
+		.nr_sources = MIG_SOURCE_NR,
+		.pass_bytes = mig->s.bytes_out - mig->pass.start_bytes,
+		.pass_ns = now - mig->pass.start_ns,
 		.dirty_rate = mig_policy_rate(dirty, window),
 		.dirty_ns = window,
 		/* How fast the dirty set grew since the look before. */
-		.growth = dirty > mig->probe_prev_dirty && since ?
-			mig_policy_rate(dirty - mig->probe_prev_dirty, since) : 0,
+		.growth = dirty > mig->pass.probe_prev_dirty && since ?
+			mig_policy_rate(dirty - mig->pass.probe_prev_dirty, since) : 0,
 		.mode = mig->p.mode,
 		.postcopy_after = mig->p.postcopy_after,
 	};
@@ -250,8 +269,8 @@ static bool precopy_probe(struct migration *mig)
 	in.downtime_ns = mig->p.downtime_ns;
 	mig->stats.dirty_rate = in.dirty_rate / GUEST_PAGE_SIZE;
 	pthread_mutex_unlock(&mig->lock);
-	mig->probe_prev_ns = now;
-	mig->probe_prev_dirty = dirty;
+	mig->pass.probe_prev_ns = now;
+	mig->pass.probe_prev_dirty = dirty;
 	if (mig_policy_probe(&in, &d) != MIG_POLICY_POSTCOPY)
 		return false;
 	pr_info("migration: %s", d.reason);
@@ -260,27 +279,29 @@ static bool precopy_probe(struct migration *mig)
 
 /*
  * Sync the dirty log and let the policy decide (mig_policy_decide):
- * 1 = switch over now (to post-copy if mig->to_postcopy), 0 = another
+ * 1 = switch over now (to post-copy if mig->pass.to_postcopy), 0 = another
  * pass, or -errno.  Fills the stats that `ferry status` shows while the
  * guest runs.
  */
 static int precopy_decide(struct migration *mig, uint32_t pass, uint64_t pass_start,
 			  uint64_t pass_bytes, int64_t *dirty_out)
 {
-	uint64_t now = vm_now_ns();
-	int64_t dirty = ram_sync(mig);
+	uint64_t now = vm_now_ns(), pending[MIG_SOURCE_NR];
 	struct mig_policy_out d;
+	int err = mig_sources_sync(mig, pending);
 
-	if (dirty < 0)
-		return precopy_fail(mig, (int)dirty, "dirty log sync failed: %s", strerror((int)-dirty));
+	if (err)
+		return precopy_fail(mig, err, "dirty sync failed: %s", strerror(-err));
+	/* Every source's bytes count; the PASS header and the stats count RAM pages. */
+	int64_t dirty = (int64_t)(pending[MIG_SOURCE_RAM] / GUEST_PAGE_SIZE);
 	*dirty_out = dirty;
 	/* Pages/s, as the stats show it; the policy gets bytes/s. */
-	uint64_t rate = mig_policy_rate((uint64_t)dirty, now - mig->last_sync_ns);
-	uint64_t remaining = (uint64_t)dirty * GUEST_PAGE_SIZE;
-	mig->last_sync_ns = now;
+	uint64_t rate = mig_policy_rate((uint64_t)dirty, now - mig->pass.last_sync_ns);
+	uint64_t remaining = pending[MIG_SOURCE_RAM];
+	mig->pass.last_sync_ns = now;
 	struct mig_policy_in in = {
-		.pending = &remaining,	/* RAM is the only live source */
-		.nr_sources = 1,
+		.pending = pending,	/* every live source's, summed by the policy */
+		.nr_sources = MIG_SOURCE_NR,
 		.pass_bytes = pass_bytes,
 		.pass_ns = now - pass_start,
 		.dirty_rate = rate > UINT64_MAX / GUEST_PAGE_SIZE ?
@@ -294,31 +315,32 @@ static int precopy_decide(struct migration *mig, uint32_t pass, uint64_t pass_st
 		.postcopy_after = mig->p.postcopy_after,
 		.auto_converge = mig->p.auto_converge,
 		.throttle_pct = mig->stats.throttle_pct,
-		.forced = mig->forced,
+		.forced = mig->pass.forced,
 	};
 
 	/* The limit and the request change under us: decide on one look at them. */
 	pthread_mutex_lock(&mig->lock);
 	in.downtime_ns = mig->p.downtime_ns;
-	in.postcopy_asked = mig->postcopy_requested;
+	in.postcopy_asked = mig->req.postcopy_requested;
 	mig_policy_decide(&in, &d);
 	mig->stats.iteration = pass;
 	mig->stats.throughput = d.bandwidth;
 	mig->stats.pages_per_sec = d.bandwidth / GUEST_PAGE_SIZE;
 	mig->stats.dirty_rate = rate;
 	mig->stats.mem_remaining = remaining;
+	mig_stats_note_pending(&mig->stats, pending, d.pending);
 	mig->stats.expected_downtime_ns = d.expected_downtime_ns;
 	mig->stats.wire_bytes = mig->s.bytes_out;
 	pthread_mutex_unlock(&mig->lock);
 
-	mig->forced |= d.forced;
+	mig->pass.forced |= d.forced;
 	switch (d.decision) {
 	case MIG_POLICY_GIVE_UP:
 		return precopy_fail(mig, -ETIMEDOUT, "%s", d.reason);
 	case MIG_POLICY_POSTCOPY:
 		if (d.why == MIG_WHY_HOPELESS)
 			pr_info("migration: %s", d.reason);
-		mig->to_postcopy = true;
+		mig->pass.to_postcopy = true;
 		return 1;
 	case MIG_POLICY_SWITCH_OVER:
 		return 1;
@@ -332,7 +354,7 @@ static int precopy_decide(struct migration *mig, uint32_t pass, uint64_t pass_st
 
 /*
  * Live passes until the rest fits the downtime (or we must stop, or go to
- * post-copy: then mig->to_postcopy is set).
+ * post-copy: then mig->pass.to_postcopy is set).
  */
 static int precopy_live(struct migration *mig)
 {
@@ -342,7 +364,7 @@ static int precopy_live(struct migration *mig)
 
 	if (mig->p.mode == MIG_MODE_POSTCOPY) {
 		/* No pass: the switch's own sync finds every page still dirty. */
-		mig->to_postcopy = true;
+		mig->pass.to_postcopy = true;
 		return 0;
 	}
 	if (!mig_stream_has_return_path(&mig->s)) {
@@ -368,30 +390,31 @@ static int precopy_live(struct migration *mig)
 	 * Every page starts dirty (KVM_DIRTY_LOG_INITIALLY_SET, or marked by
 	 * ram_start_clean): pass 1 is all RAM.
 	 */
-	err = (int)ram_sync(mig);
-	mig->last_sync_ns = vm_now_ns();
-	if (err >= 0 && precopy_auto_hybrid(mig)) {
+	uint64_t pending[MIG_SOURCE_NR];
+	err = mig_sources_sync(mig, pending);
+	mig->pass.last_sync_ns = vm_now_ns();
+	if (!err && precopy_auto_hybrid(mig)) {
 		/* Pass 1 leaves what the guest is writing for later, and keeps watching. */
 		int64_t hot = ram_peek_hot(mig);
-		mig->hot_skip = hot >= 0;
-		mig->on_chunk = precopy_probe;
-		mig->probe_ns = 0;	/* the first look comes after the first chunk */
-		mig->probe_prev_ns = vm_now_ns();
-		mig->probe_prev_dirty = hot > 0 ? (uint64_t)hot * GUEST_PAGE_SIZE : 0;
+		mig->ram.hot_skip = hot >= 0;
+		mig->pass.on_chunk = precopy_probe;
+		mig->pass.probe_ns = 0;	/* the first look comes after the first chunk */
+		mig->pass.probe_prev_ns = vm_now_ns();
+		mig->pass.probe_prev_dirty = hot > 0 ? (uint64_t)hot * GUEST_PAGE_SIZE : 0;
 	}
 	for (;;) {
 		if (err < 0)
 			return precopy_fail(mig, err, "dirty log sync failed: %s", strerror(-err));
 		uint64_t start = vm_now_ns(), bytes0 = mig->s.bytes_out;
-		mig->pass_start_ns = start;
-		mig->pass_start_bytes = bytes0;
+		mig->pass.start_ns = start;
+		mig->pass.start_bytes = bytes0;
 		precopy_send_pass(mig, pass, (uint64_t)dirty, false);
-		err = ram_send_dirty(mig, pass > 1);
-		mig->hot_skip = false;
-		mig->on_chunk = NULL;
+		err = mig_sources_iterate(mig, pass > 1);
+		mig->ram.hot_skip = false;
+		mig->pass.on_chunk = NULL;
 		if (err == -EAGAIN) {
 			/* migrate-start-postcopy mid-pass: the rest of it is owed. */
-			mig->to_postcopy = true;
+			mig->pass.to_postcopy = true;
 			err = ram_flush(mig);
 			return err ? precopy_stream_fail(mig, err) : 0;
 		}
@@ -493,7 +516,7 @@ static void precopy_finish(struct migration *mig, int err)
 	pthread_mutex_lock(&mig->lock);		/* mig->s, for x-test-migration-break */
 	mig_stream_destroy(&mig->s);
 	pthread_mutex_unlock(&mig->lock);
-	ram_cleanup(mig);
+	mig_sources_cleanup(mig);
 	mig_digest_free(&mig->digest);
 
 	pthread_mutex_lock(&mig->lock);
@@ -502,22 +525,22 @@ static void precopy_finish(struct migration *mig, int err)
 		mig->stats.throughput = mig->s.bytes_out * 1000000000ULL /
 					(mig->stats.end_ns - mig->stats.start_ns);
 	mig->stats.throttle_pct = 0;
-	mig->stats.status = mig->abandoned ? MIG_STATUS_ABANDONED : !err ? MIG_STATUS_COMPLETED
+	mig->stats.status = mig->end.abandoned ? MIG_STATUS_ABANDONED : !err ? MIG_STATUS_COMPLETED
 			  : err == -ECANCELED ? MIG_STATUS_CANCELLED : MIG_STATUS_FAILED;
-	mig->stats.lost = err && mig->no_return;
+	mig->stats.lost = err && mig->end.no_return;
 	json_object *ev = json_object_new_object();
 	json_object_object_add(ev, "event", json_object_new_string("MIGRATION"));
 	json_object_object_add(ev, "data", mig_stats_to_json(&mig->stats, mig->stats.end_ns));
 	pthread_mutex_unlock(&mig->lock);
 
-	if (err && mig->no_return) {
+	if (err && mig->end.no_return) {
 		pr_err("post-copy to %s failed: %s; the guest was already running there and "
 		       "neither side holds all of its memory: the VM is lost", mig->p.uri,
 		       mig->stats.error);
-	} else if (mig->abandoned) {
+	} else if (mig->end.abandoned) {
 		pr_warn("migration to %s was in doubt; the operator abandoned this copy of the guest",
 			mig->p.uri);
-	} else if (err && mig->committed) {
+	} else if (err && mig->end.committed) {
 		/* Unreachable by design: the in-doubt wait ends only once settled. */
 		pr_err("migration to %s failed after GO: %s; the guest stays paused", mig->p.uri,
 		       mig->stats.error);
@@ -538,7 +561,7 @@ static void precopy_finish(struct migration *mig, int err)
 	/* The guest lives on at the destination: this copy must never run again. */
 	if (!err && !mig->p.keep_source)
 		vm_request_stop(vm, VM_STOP_MIGRATED, 0);
-	else if (err && mig->no_return)
+	else if (err && mig->end.no_return)
 		vm_request_stop(vm, VM_STOP_LOST, 0);
 }
 
@@ -554,7 +577,7 @@ void *precopy_thread(void *arg)
 	pthread_mutex_unlock(&mig->lock);
 	if (!err)
 		err = precopy_live(mig);
-	if (!err && mig->to_postcopy) {
+	if (!err && mig->pass.to_postcopy) {
 		/* SYNC only inside a pass: pure post-copy has none. */
 		if (mig->p.mode != MIG_MODE_POSTCOPY)
 			err = precopy_sync(mig);

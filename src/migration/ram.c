@@ -6,8 +6,12 @@
 #include <poll.h>
 #include <unistd.h>
 
+#include "migration/codec/codec.h"
 #include "migration/format.h"
+#include "migration/migration.h"
 #include "migration/section.h"
+#include "migration/source.h"
+#include "util/le.h"
 #include "vmm/dirty.h"
 
 /* Pages whose dirty bits are cleared in KVM at once: 4 MiB, 16 longs. */
@@ -16,30 +20,36 @@
 int ram_setup(struct migration *mig)
 {
 	struct guest_memory *mem = &mig->m->vm.mem;
+	struct mig_ram *ram = &mig->ram;
 
 	for (unsigned r = 0; r < guest_memory_nr_regions(mem); r++) {
 		uint64_t longs = dirty_bitmap_longs(guest_memory_region_pages(mem, r));
-		mig->bitmap[r] = calloc(longs, sizeof(unsigned long));
-		mig->hot[r] = calloc(longs, sizeof(unsigned long));
-		if (!mig->bitmap[r] || !mig->hot[r])
+		mig->ram.bitmap[r] = calloc(longs, sizeof(unsigned long));
+		mig->ram.hot[r] = calloc(longs, sizeof(unsigned long));
+		if (!mig->ram.bitmap[r] || !mig->ram.hot[r])
 			return -ENOMEM;
 	}
-	mig->batch = malloc(MIG_RAM_BATCH_MAX * GUEST_PAGE_SIZE);
-	mig->batch_gpa = malloc(MIG_RAM_BATCH_MAX * sizeof(uint64_t));
-	return mig->batch && mig->batch_gpa ? 0 : -ENOMEM;
+	ram->batch = malloc(MIG_RAM_BATCH_MAX * GUEST_PAGE_SIZE);
+	ram->batch_gpa = malloc(MIG_RAM_BATCH_MAX * sizeof(uint64_t));
+	ram->batch_len = malloc(MIG_RAM_BATCH_MAX * sizeof(uint32_t));
+	return ram->batch && ram->batch_gpa && ram->batch_len ? 0 : -ENOMEM;
 }
 
 void ram_cleanup(struct migration *mig)
 {
+	struct mig_ram *ram = &mig->ram;
+
 	for (unsigned r = 0; r < GUEST_MAX_REGIONS; r++) {
-		free(mig->bitmap[r]);
-		free(mig->hot[r]);
-		mig->bitmap[r] = mig->hot[r] = NULL;
+		free(ram->bitmap[r]);
+		free(ram->hot[r]);
+		ram->bitmap[r] = ram->hot[r] = NULL;
 	}
-	free(mig->batch);
-	free(mig->batch_gpa);
-	mig->batch = NULL;
-	mig->batch_gpa = NULL;
+	free(ram->batch);
+	free(ram->batch_gpa);
+	free(ram->batch_len);
+	ram->batch = NULL;
+	ram->batch_gpa = NULL;
+	ram->batch_len = NULL;
 }
 
 int64_t ram_sync(struct migration *mig)
@@ -49,11 +59,11 @@ int64_t ram_sync(struct migration *mig)
 
 	for (unsigned r = 0; r < guest_memory_nr_regions(mem); r++) {
 		uint64_t longs = dirty_bitmap_longs(guest_memory_region_pages(mem, r));
-		int err = vm_dirty_log_sync(&mig->m->vm, r, mig->bitmap[r]);
+		int err = vm_dirty_log_sync(&mig->m->vm, r, mig->ram.bitmap[r]);
 		if (err)
 			return err;
 		for (uint64_t i = 0; i < longs; i++)
-			dirty += __builtin_popcountl(mig->bitmap[r][i]);
+			dirty += __builtin_popcountl(mig->ram.bitmap[r][i]);
 	}
 	return dirty;
 }
@@ -64,7 +74,7 @@ int64_t ram_peek_hot(struct migration *mig)
 	int64_t hot = 0;
 
 	for (unsigned r = 0; r < guest_memory_nr_regions(mem); r++) {
-		int64_t n = vm_dirty_log_peek(&mig->m->vm, r, mig->hot[r]);
+		int64_t n = vm_dirty_log_peek(&mig->m->vm, r, mig->ram.hot[r]);
 		if (n < 0)
 			return n;
 		hot += n;
@@ -80,106 +90,124 @@ int ram_start_clean(struct migration *mig)
 		/* Regions are whole 2 MiB: whole longs of bits. */
 		size_t bytes = dirty_bitmap_longs(guest_memory_region_pages(mem, r)) *
 			       sizeof(unsigned long);
-		memset(mig->bitmap[r], 0xff, bytes);
+		memset(mig->ram.bitmap[r], 0xff, bytes);
 		int err = vm_dirty_log_clear(&mig->m->vm, r, 0, guest_memory_region_pages(mem, r),
-					     mig->bitmap[r]);
+					     mig->ram.bitmap[r]);
 		if (err)
 			return err;
 	}
-	mig->clear_ns = vm_now_ns();
+	mig->ram.clear_ns = vm_now_ns();
 	return 0;
 }
 
 /* Publish what the batch did to the shared statistics. */
-static void ram_publish(struct migration *mig)
+static void ram_publish(struct migration *mig, uint64_t wire)
 {
 	struct mig_stats *st = &mig->stats;
-	uint64_t pages = mig->batch_count, raw = mig->batch_raw;
+	struct mig_ram *ram = &mig->ram;
+	uint64_t pages = ram->batch_count, raw = ram->batch_raw;
 
 	pthread_mutex_lock(&mig->lock);
 	st->mem_processed += pages * GUEST_PAGE_SIZE;
 	st->zero_pages += pages - raw;
 	st->normal_pages += raw;
 	st->normal_bytes += raw * GUEST_PAGE_SIZE;
-	st->pages_resent += mig->batch_resent;
+	st->pages_resent += ram->batch_resent;
 	st->mem_remaining -= st->mem_remaining < pages * GUEST_PAGE_SIZE ?
 			     st->mem_remaining : pages * GUEST_PAGE_SIZE;
+	st->source_sent[MIG_SOURCE_RAM] += wire;
 	st->wire_bytes = mig->s.bytes_out;
 	/* Live rate within the pass, so progress shows it before the pass ends. */
-	uint64_t ns = vm_now_ns() - mig->pass_start_ns;
+	uint64_t ns = vm_now_ns() - mig->pass.start_ns;
 	if (ns > 50000000ULL) {
-		st->throughput = (mig->s.bytes_out - mig->pass_start_bytes) * 1000000000ULL / ns;
+		st->throughput = (mig->s.bytes_out - mig->pass.start_bytes) * 1000000000ULL / ns;
 		st->pages_per_sec = st->throughput / GUEST_PAGE_SIZE;
 	}
 	pthread_mutex_unlock(&mig->lock);
-	mig->batch_resent = 0;
+	ram->batch_resent = 0;
 }
 
-/* Send the batch as one RAM (or RAM_RUN) section. */
+/*
+ * Send the batch as one RAM section (entries: address | encoding, length;
+ * then the encoded data), or as RAM_RUN when its pages are consecutive and
+ * all raw: the common case of a first pass, 12 bytes per page less.
+ * docs/migration-stream.md has both layouts.
+ */
 static void ram_flush_batch(struct migration *mig)
 {
+	struct mig_ram *ram = &mig->ram;
 	struct mig_section_writer w;
-	uint32_t n = mig->batch_count;
+	uint32_t n = ram->batch_count;
 
 	if (!n)
 		return;
-	ram_publish(mig);
-	/* Consecutive pages all with data (the common case) need one address. */
-	bool run = mig->batch_raw == n;
-	for (uint32_t i = 1; i < n && run; i++)
-		run = mig->batch_gpa[i] == mig->batch_gpa[0] + i * GUEST_PAGE_SIZE;
-	uint32_t len = (run ? 12 : 4 + 8 * n) + (uint32_t)GUEST_PAGE_SIZE * mig->batch_raw;
+	/* RAM_RUN is raw by definition: every entry id raw, consecutive. */
+	bool run = true;
+	for (uint32_t i = 0; i < n && run; i++)
+		run = ram->batch_gpa[i] == (((ram->batch_gpa[0] & ~MIG_PAGE_ENC_MASK) +
+					     i * GUEST_PAGE_SIZE) | MIG_CODEC_RAW);
+	uint32_t len = (run ? 12 : 4 + MIG_RAM_ENTRY * n) + ram->batch_bytes;
+	ram_publish(mig, len + MIG_SECTION_HDR + 8);
 	if (mig_section_begin(&w, &mig->s, run ? MIG_SEC_RAM_RUN : MIG_SEC_RAM, len)) {
 		mig_stream_fail(&mig->s, -ENOMEM, "out of memory");
 		return;
 	}
 	if (run) {
-		mig_section_put_u64(&w, mig->batch_gpa[0] & ~MIG_PAGE_KIND_MASK);
+		mig_section_put_u64(&w, ram->batch_gpa[0] & ~MIG_PAGE_ENC_MASK);
 		mig_section_put_u32(&w, n);
 	} else {
+		uint8_t ents[MIG_RAM_BATCH_MAX * MIG_RAM_ENTRY];
 		mig_section_put_u32(&w, n);
-		for (uint32_t i = 0; i < n; i++)
-			mig_section_put_u64(&w, mig->batch_gpa[i]);
+		for (uint32_t i = 0; i < n; i++) {
+			le_put(ents + MIG_RAM_ENTRY * i, ram->batch_gpa[i], 8);
+			le_put(ents + MIG_RAM_ENTRY * i + 8, ram->batch_len[i], 4);
+		}
+		mig_section_put(&w, ents, (size_t)MIG_RAM_ENTRY * n);
 	}
-	mig_section_put(&w, mig->batch, (size_t)GUEST_PAGE_SIZE * mig->batch_raw);
+	/* The encoded pages, in one piece: a single write of the batch. */
+	mig_section_put(&w, ram->batch, ram->batch_bytes);
 	mig_section_end(&w);
-	mig->batch_count = mig->batch_raw = 0;
+	ram->batch_count = ram->batch_raw = ram->batch_bytes = 0;
 }
 
-static bool ram_is_zero(const uint8_t *p)
-{
-	const uint64_t *w = (const uint64_t *)p;
-
-	for (size_t i = 0; i < GUEST_PAGE_SIZE / 8; i++)
-		if (w[i])
-			return false;
-	return true;
-}
+/* A page that reads as zero without touching RAM (a hole): its stand-in. */
+static const uint8_t ram_zero_page[GUEST_PAGE_SIZE] __attribute__((aligned(64)));
 
 /*
- * Queue one page.  The data is copied first: the guest may be writing it,
- * and the checksum, the digest and the bytes sent must all be of one copy.
- * (A page torn that way is dirty again and goes out in a later pass.)
+ * Queue one page, encoded into the batch by the cheapest negotiated codec
+ * that takes it.  Raw's encode is the one copy of the page: the guest may
+ * be writing it, and the checksum, the digest and the bytes sent must all
+ * be of one copy.  (A page torn that way is dirty again and goes out in a
+ * later pass.)
  */
 static void ram_queue_page(struct migration *mig, uint64_t gpa, const uint8_t *src,
 			   uint64_t index, bool resend, bool hole)
 {
-	bool zero = hole || ram_is_zero(src);
+	struct mig_ram *ram = &mig->ram;
+	uint8_t *dst = ram->batch + ram->batch_bytes;
+	uint32_t len;
+	/* A hole is zero: the zero codec takes it without reading RAM (no allocation). */
+	int id = mig_codec_encode(ram->codecs, hole ? ram_zero_page : src, dst, &len);
 
-	if (zero) {
-		mig->batch_gpa[mig->batch_count++] = gpa | MIG_PAGE_ZERO;
-		if (mig->digest.hash)
-			mig_digest_set(&mig->digest, index, NULL);
-	} else {
-		uint8_t *dst = mig->batch + (size_t)mig->batch_raw * GUEST_PAGE_SIZE;
-		memcpy(dst, src, GUEST_PAGE_SIZE);
-		mig->batch_gpa[mig->batch_count++] = gpa | MIG_PAGE_RAW;
-		mig->batch_raw++;
-		if (mig->digest.hash)
-			mig_digest_set(&mig->digest, index, dst);
+	if (id < 0) {
+		mig_stream_fail(&mig->s, -EINVAL, "no negotiated codec takes page 0x%llx",
+				(unsigned long long)gpa);
+		return;
 	}
-	mig->batch_resent += resend;
-	if (mig->batch_count == MIG_RAM_BATCH_MAX)
+	const struct mig_codec *k = mig_codec_get((unsigned)id);
+	ram->batch_gpa[ram->batch_count] = gpa | (uint64_t)id;
+	ram->batch_len[ram->batch_count++] = len;
+	ram->batch_bytes += len;
+	ram->batch_raw += !k->zero;
+	/*
+	 * The digest is of what the destination will hold: a verbatim page's
+	 * snapshot in the batch; a zero page; else (a future compressing
+	 * codec) the page it read, which must then be a snapshot too.
+	 */
+	if (mig->digest.hash)
+		mig_digest_set(&mig->digest, index, k->zero ? NULL : k->verbatim ? dst : src);
+	ram->batch_resent += resend;
+	if (ram->batch_count == MIG_RAM_BATCH_MAX)
 		ram_flush_batch(mig);
 }
 
@@ -207,11 +235,12 @@ static bool ram_cancelled(struct migration *mig)
 	if (ram_peer_spoke(mig))
 		return false;	/* the stream error ends the pass */
 	pthread_mutex_lock(&mig->lock);
-	bool c = mig->cancel;
-	mig->switch_pass = !c && mig->postcopy_requested && mig->stats.status == MIG_STATUS_ACTIVE;
-	if (mig->limits_changed && mig->stats.status == MIG_STATUS_ACTIVE)
+	bool c = mig->req.cancel;
+	mig->pass.switch_pass = !c && mig->req.postcopy_requested &&
+				mig->stats.status == MIG_STATUS_ACTIVE;
+	if (mig->req.limits_changed && mig->stats.status == MIG_STATUS_ACTIVE)
 		ratelimit_set_rate(&mig->rl, mig->p.bandwidth);
-	mig->limits_changed = false;
+	mig->req.limits_changed = false;
 	pthread_mutex_unlock(&mig->lock);
 	return c;
 }
@@ -221,7 +250,7 @@ static int ram_send_region(struct migration *mig, unsigned r, bool resend)
 	struct vm *vm = &mig->m->vm;
 	uint64_t pages = guest_memory_region_pages(&vm->mem, r);
 	uint64_t base = guest_memory_region_first(&vm->mem, r);
-	unsigned long *bm = mig->bitmap[r], *hot = mig->hot[r];
+	unsigned long *bm = mig->ram.bitmap[r], *hot = mig->ram.hot[r];
 	unsigned long send[RAM_CLEAR_CHUNK / DIRTY_BITS_PER_LONG];
 
 	for (uint64_t first = 0; first < pages; first += RAM_CLEAR_CHUNK) {
@@ -230,7 +259,7 @@ static int ram_send_region(struct migration *mig, unsigned r, bool resend)
 		bool any = false;
 		for (uint64_t l = l0; l < l1; l++) {
 			/* Hot pages would only be dirty again: they wait (and stay marked). */
-			send[l - l0] = mig->hot_skip ? bm[l] & ~hot[l] : bm[l];
+			send[l - l0] = mig->ram.hot_skip ? bm[l] & ~hot[l] : bm[l];
 			bm[l] &= ~send[l - l0];
 			any |= send[l - l0] != 0;
 		}
@@ -255,7 +284,7 @@ static int ram_send_region(struct migration *mig, unsigned r, bool resend)
 next:
 		if (ram_cancelled(mig))
 			return -ECANCELED;
-		if (mig->switch_pass || (mig->on_chunk && mig->on_chunk(mig)))
+		if (mig->pass.switch_pass || (mig->pass.on_chunk && mig->pass.on_chunk(mig)))
 			return -EAGAIN;		/* to post-copy: the rest is owed */
 		if (mig_stream_error(&mig->s))
 			return mig_stream_error(&mig->s);
@@ -282,7 +311,7 @@ bool ram_queue_index(struct migration *mig, uint64_t index)
 
 	if (!guest_memory_locate(mem, index, &r, &page))
 		return false;
-	unsigned long *w = &mig->bitmap[r][page / DIRTY_BITS_PER_LONG];
+	unsigned long *w = &mig->ram.bitmap[r][page / DIRTY_BITS_PER_LONG];
 	unsigned long bit = 1UL << (page % DIRTY_BITS_PER_LONG);
 	if (!(*w & bit))
 		return false;
@@ -297,3 +326,35 @@ int ram_flush(struct migration *mig)
 	ram_flush_batch(mig);
 	return mig_stream_flush(&mig->s);
 }
+
+/* The source table's view of RAM (source.h). */
+static int64_t ram_src_sync(struct migration *mig)
+{
+	int64_t n = ram_sync(mig);
+
+	return n < 0 ? n : n * (int64_t)GUEST_PAGE_SIZE;
+}
+
+static int64_t ram_src_peek(struct migration *mig)
+{
+	int64_t n = ram_peek_hot(mig);
+
+	return n < 0 ? n : n * (int64_t)GUEST_PAGE_SIZE;
+}
+
+static int ram_src_complete(struct migration *mig, bool resend)
+{
+	return ram_send_dirty(mig, resend);
+}
+
+const struct mig_source_ops mig_ram_source = {
+	.name = "ram",
+	.setup = ram_setup,
+	.sync = ram_src_sync,
+	.peek = ram_src_peek,
+	.iterate = ram_send_dirty,
+	.complete = ram_src_complete,
+	.load = ram_load,
+	.cleanup = ram_cleanup,
+	.postcopy = true,
+};

@@ -1,11 +1,42 @@
 /*
- * Source side of RAM: sync the dirty log into the job's bitmaps and send
- * the pages they mark as RAM sections (zero pages as markers only).
+ * The RAM source (source.h): sync the dirty log into its bitmaps and send
+ * the pages they mark as RAM sections, each page in the cheapest
+ * negotiated encoding (codec/codec.h), runs of raw pages as RAM_RUN.  Its
+ * destination side, the one RAM decoder, is ram_load.c.
  */
 #ifndef FERRY_MIGRATION_RAM_H
 #define FERRY_MIGRATION_RAM_H
 
-#include "migration/migration.h"
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "board/machine.h"
+
+struct migration;
+struct mig_in_ctx;
+struct mig_payload;
+
+/*
+ * The RAM source's state, inside struct migration.  Migration thread only
+ * (no lock): the control thread sees RAM through the stats.
+ */
+struct mig_ram {
+	unsigned long *bitmap[GUEST_MAX_REGIONS];	/* pages still to send */
+	/*
+	 * Pages the guest wrote since they were last cleared (a peek at KVM's
+	 * log): hot.  Hybrid's first pass leaves them for later, post-copy
+	 * pushes them first.
+	 */
+	unsigned long *hot[GUEST_MAX_REGIONS];
+	bool hot_skip;			/* this pass leaves hot pages for later */
+	uint64_t clear_ns;		/* when the whole log was last cleared */
+	uint32_t codecs;		/* encodings the destination accepted (bit = id) */
+	/* One RAM section being filled: entries and the encoded data. */
+	uint8_t *batch;
+	uint64_t *batch_gpa;		/* address | encoding */
+	uint32_t *batch_len;		/* encoded length */
+	uint32_t batch_count, batch_raw, batch_bytes, batch_resent;
+};
 
 /* Allocate bitmaps and the batch buffer.  0 or -ENOMEM. */
 int ram_setup(struct migration *mig) __attribute__((warn_unused_result));
@@ -18,10 +49,10 @@ void ram_cleanup(struct migration *mig);
 int64_t ram_sync(struct migration *mig) __attribute__((warn_unused_result));
 
 /*
- * Send every page marked in the bitmaps (but hot ones while mig->hot_skip),
+ * Send every page marked in the bitmaps (but hot ones while ram.hot_skip),
  * clearing each chunk's dirty bits in KVM right before reading it.
  * `resend`: count the pages as re-sent.  Returns 0, -ECANCELED if
- * cancelled, -EAGAIN when post-copy was asked for (or mig->on_chunk said
+ * cancelled, -EAGAIN when post-copy was asked for (or pass.on_chunk said
  * so) mid-pass, or the stream's error.
  */
 int ram_send_dirty(struct migration *mig, bool resend) __attribute__((warn_unused_result));
@@ -35,7 +66,7 @@ int64_t ram_peek_hot(struct migration *mig) __attribute__((warn_unused_result));
 /*
  * Clear KVM's dirty log for all RAM (write-protect everything), so a peek
  * shows what the guest wrote since, and mark every page to be sent in the
- * job's bitmaps (pass 1 sends all RAM).  0 or -errno.
+ * bitmaps (pass 1 sends all RAM).  0 or -errno.
  */
 int ram_start_clean(struct migration *mig) __attribute__((warn_unused_result));
 
@@ -47,5 +78,14 @@ int ram_start_clean(struct migration *mig) __attribute__((warn_unused_result));
 bool ram_queue_index(struct migration *mig, uint64_t index);
 /* Send the queued batch now.  Returns the stream's error. */
 int ram_flush(struct migration *mig) __attribute__((warn_unused_result));
+
+/*
+ * ram_load.c, the destination: one RAM or RAM_RUN section, checked entry
+ * by entry, decoded and handed to the sink of the phase (pre-copy: written
+ * into guest RAM; post-copy: placed through userfaultfd).  0 or -errno
+ * with the reason in c->inc->why.
+ */
+int ram_load(struct mig_in_ctx *c, uint8_t type, struct mig_payload *in)
+	__attribute__((warn_unused_result));
 
 #endif

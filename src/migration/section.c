@@ -216,3 +216,42 @@ int mig_result_parse(const uint8_t *p, uint32_t len, int32_t *status, const char
 	*msglen = (int)(n < len - 6 ? n : len - 6);
 	return 0;
 }
+
+void mig_payload_streamed(struct mig_payload *in, struct mig_section_reader *r)
+{
+	*in = (struct mig_payload){ .r = r, .len = r->len };
+}
+
+void mig_payload_whole(struct mig_payload *in, const uint8_t *p, uint32_t len)
+{
+	*in = (struct mig_payload){ .p = p, .len = len };
+}
+
+uint32_t mig_payload_left(const struct mig_payload *in)
+{
+	return in->len - in->off;
+}
+
+int mig_payload_get(struct mig_payload *in, void *dst, uint32_t n)
+{
+	if (n > in->len - in->off)
+		return -EPROTO;
+	if (in->r) {
+		int err = mig_section_reader_get(in->r, dst, n);
+		if (err)
+			return err;
+	} else {
+		memcpy(dst, in->p + in->off, n);
+	}
+	in->off += n;
+	return 0;
+}
+
+const uint8_t *mig_payload_ptr(struct mig_payload *in, uint32_t n)
+{
+	if (in->r || n > in->len - in->off)
+		return NULL;
+	const uint8_t *p = in->p + in->off;
+	in->off += n;
+	return p;
+}

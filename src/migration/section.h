@@ -73,6 +73,31 @@ int mig_section_reader_end(struct mig_section_reader *r) __attribute__((warn_unu
 void mig_section_reader_abort(struct mig_section_reader *r);
 
 /*
+ * A payload as a loader sees it, whichever way its rule reads the section:
+ * streamed (bytes come off the section reader, straight where they
+ * belong; the checksum is checked only after the loader returns) or whole
+ * (the checked payload in a buffer, so the loader may point into it).
+ */
+struct mig_payload {
+	struct mig_section_reader *r;	/* streamed; NULL: whole */
+	const uint8_t *p;		/* whole */
+	uint32_t len, off;
+};
+
+void mig_payload_streamed(struct mig_payload *in, struct mig_section_reader *r);
+void mig_payload_whole(struct mig_payload *in, const uint8_t *p, uint32_t len);
+/* Bytes not read yet. */
+uint32_t mig_payload_left(const struct mig_payload *in);
+/*
+ * Copy the next n bytes into dst.  0, -EPROTO when fewer are left, or the
+ * stream's error (reason in in->r->s->why).
+ */
+int mig_payload_get(struct mig_payload *in, void *dst, uint32_t n)
+	__attribute__((warn_unused_result));
+/* Whole only: a pointer to the next n bytes, or NULL (streamed, or fewer left). */
+const uint8_t *mig_payload_ptr(struct mig_payload *in, uint32_t n);
+
+/*
  * A RESULT payload: status (i32) and message (pointing into p, msglen
  * bytes, not NUL-terminated; cut to the payload).  0 or -EPROTO.
  */

@@ -1,5 +1,7 @@
 #include "migration/stats.h"
 
+#include "migration/source.h"
+
 #include <stdbool.h>
 #include <stdio.h>
 
@@ -64,6 +66,34 @@ static json_object *mig_postcopy_json(const struct mig_stats *st, uint64_t end)
 	return o;
 }
 
+void mig_stats_note_pending(struct mig_stats *st, const uint64_t pending[MIG_SOURCE_NR],
+			    uint64_t total)
+{
+	for (unsigned id = 0; id < MIG_SOURCE_NR; id++) {
+		st->source_pending[id] = pending[id];
+		if (pending[id] > st->source_peak[id])
+			st->source_peak[id] = pending[id];
+	}
+	st->pending_total = total;
+}
+
+/* "sources": each live source that did anything, by name. */
+static json_object *mig_sources_json(const struct mig_stats *st)
+{
+	json_object *o = json_object_new_object();
+
+	for (unsigned id = 0; id < MIG_SOURCE_NR; id++) {
+		if (id != MIG_SOURCE_RAM && !st->source_sent[id] && !st->source_peak[id])
+			continue;
+		json_object *e = json_object_new_object();
+		mig_json_u64(e, "pending-bytes", st->source_pending[id]);
+		mig_json_u64(e, "peak-pending-bytes", st->source_peak[id]);
+		mig_json_u64(e, "sent-bytes", st->source_sent[id]);
+		json_object_object_add(o, mig_source_get(id)->name, e);
+	}
+	return o;
+}
+
 json_object *mig_stats_to_json(const struct mig_stats *st, uint64_t now_ns)
 {
 	json_object *o = json_object_new_object(), *ph = json_object_new_object();
@@ -100,6 +130,8 @@ json_object *mig_stats_to_json(const struct mig_stats *st, uint64_t now_ns)
 				       json_object_new_double(mig_ms(st->phase_ns[i])));
 	json_object_object_add(o, "downtime-phases-ms", ph);
 	mig_json_u64(o, "throttle-percentage", st->throttle_pct);
+	mig_json_u64(o, "pending-bytes", st->pending_total);
+	json_object_object_add(o, "sources", mig_sources_json(st));
 	json_object_object_add(o, "verify", json_object_new_boolean(st->verify));
 	if (st->postcopy)
 		json_object_object_add(o, "postcopy", mig_postcopy_json(st, end));

@@ -8,6 +8,8 @@
 #include <json-c/json.h>
 #include <stdint.h>
 
+#include "migration/format.h"
+
 enum mig_status {
 	MIG_STATUS_NONE,
 	MIG_STATUS_SETUP,	/* connecting, handshake */
@@ -55,6 +57,16 @@ struct mig_stats {
 	uint64_t phase_ns[MIG_PHASE_COUNT];
 	uint32_t throttle_pct;
 	uint64_t digest;		/* with verify: RAM digest both sides agreed on */
+	/*
+	 * Per live source (source.h), by id: the bytes it reported to the last
+	 * convergence decision, the most it ever reported to one, and the
+	 * bytes of its sections on the wire.  pending_total: what the policy
+	 * summed at the last decision.
+	 */
+	uint64_t source_pending[MIG_SOURCE_NR];
+	uint64_t source_peak[MIG_SOURCE_NR];
+	uint64_t source_sent[MIG_SOURCE_NR];
+	uint64_t pending_total;
 
 	/* Post-copy (pc_*): the source's counts and the destination's view. */
 	int postcopy;
@@ -74,6 +86,10 @@ struct mig_stats {
 };
 
 const char *mig_status_name(enum mig_status s);
+
+/* Record what every source reported to a decision, and the policy's sum. */
+void mig_stats_note_pending(struct mig_stats *st, const uint64_t pending[MIG_SOURCE_NR],
+			    uint64_t total);
 
 /* The stats as a JSON object (the reply of query-migrate). */
 json_object *mig_stats_to_json(const struct mig_stats *st, uint64_t now_ns);

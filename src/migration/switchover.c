@@ -20,6 +20,7 @@
 #include "migration/migration.h"
 #include "migration/ram.h"
 #include "migration/section.h"
+#include "migration/source.h"
 #include "util/log.h"
 
 #define SWITCHOVER_MIN_NS	1000000000ULL	/* the automatic timeout's floor */
@@ -58,16 +59,18 @@ static int switchover_stop_and_copy(struct migration *mig, uint64_t *t)
 	err = machine_quiesce(mig->m);
 	if (err)
 		return precopy_fail(mig, err, "cannot quiesce the machine: %s", strerror(-err));
-	dirty = ram_sync(mig);
-	if (dirty < 0)
-		return precopy_fail(mig, (int)dirty, "final dirty sync failed");
+	uint64_t pending[MIG_SOURCE_NR];
+	err = mig_sources_sync(mig, pending);
+	if (err)
+		return precopy_fail(mig, err, "final dirty sync failed");
+	dirty = (int64_t)(pending[MIG_SOURCE_RAM] / GUEST_PAGE_SIZE);
 	precopy_phase(mig, MIG_PHASE_FINAL_SYNC, t);
 	pthread_mutex_lock(&mig->lock);
-	mig->stats.mem_remaining = (uint64_t)dirty * GUEST_PAGE_SIZE;
+	mig->stats.mem_remaining = pending[MIG_SOURCE_RAM];
 	pthread_mutex_unlock(&mig->lock);
 	precopy_send_pass(mig, mig->stats.iteration, (uint64_t)dirty, true);
 	/* A save's only pass sends each page once: none is re-sent. */
-	err = ram_send_dirty(mig, mig->stats.iteration > 1);
+	err = mig_sources_complete(mig, mig->stats.iteration > 1, false);
 	if (err)
 		return precopy_stream_fail(mig, err);
 	precopy_phase(mig, MIG_PHASE_FINAL_PAGES, t);
@@ -152,7 +155,7 @@ static int switchover_read_answer(struct migration *mig, bool want_loaded)
 
 /*
  * Send GO.  Returns 0 once it may have reached the destination (from
- * then on mig->committed), or -errno when not one byte of it left: the
+ * then on mig->end.committed), or -errno when not one byte of it left: the
  * destination cannot start the guest, the source may resume.
  */
 static int switchover_go(struct migration *mig)
@@ -160,11 +163,11 @@ static int switchover_go(struct migration *mig)
 	uint64_t before = mig->s.bytes_sent;
 	int err;
 
-	mig->committed = true;
+	mig->end.committed = true;
 	mig_section_write(&mig->s, MIG_SEC_GO, NULL, 0);
 	err = mig_stream_flush(&mig->s);
 	if (err && mig->s.bytes_sent == before) {
-		mig->committed = false;
+		mig->end.committed = false;
 		return precopy_stream_fail(mig, err);
 	}
 	mig_commit_set_state(&mig->commit, MIG_COMMIT_WAITING);
@@ -175,7 +178,7 @@ static int switchover_go(struct migration *mig)
  * GO went out and RESULT did not come in time: the destination may or may
  * not run the guest.  Stay paused, keep listening (a late RESULT still
  * settles it) and take the operator's word.  Returns 0 (the guest runs
- * there, or abandoned) or -errno with mig->committed cleared (run here).
+ * there, or abandoned) or -errno with mig->end.committed cleared (run here).
  */
 static int switchover_in_doubt(struct migration *mig, int why)
 {
@@ -195,12 +198,12 @@ static int switchover_in_doubt(struct migration *mig, int why)
 		int ready = mig_commit_wait(&mig->commit, &mig->s, dead, -1,
 					    SWITCHOVER_RESULT_POLL_MS, &r);
 		if (r == MIG_RESOLVE_RUN) {
-			mig->committed = false;
+			mig->end.committed = false;
 			return precopy_fail(mig, -EIO, "in doubt; resolved by the operator: "
 					    "the guest runs here");
 		}
 		if (r == MIG_RESOLVE_ABANDON) {
-			mig->abandoned = true;
+			mig->end.abandoned = true;
 			return 0;
 		}
 		if (ready <= 0)
@@ -211,7 +214,7 @@ static int switchover_in_doubt(struct migration *mig, int why)
 			return 0;
 		}
 		if (err == 1) {
-			mig->committed = false;
+			mig->end.committed = false;
 			return -EREMOTEIO;
 		}
 		/* The connection is gone: only the operator can settle it now. */
@@ -245,7 +248,7 @@ static int switchover_await_result(struct migration *mig, uint64_t deadline)
 		return 0;
 	if (err == 1) {
 		/* The destination did not start it and never will: resume. */
-		mig->committed = false;
+		mig->end.committed = false;
 		return -EREMOTEIO;
 	}
 	return switchover_in_doubt(mig, err);
@@ -258,8 +261,8 @@ int switchover_run(struct migration *mig)
 	int err;
 
 	precopy_set_status(mig, MIG_STATUS_DEVICE);
-	mig->pass_start_ns = t0;
-	mig->pass_start_bytes = mig->s.bytes_out;
+	mig->pass.start_ns = t0;
+	mig->pass.start_bytes = mig->s.bytes_out;
 	ratelimit_set_rate(&mig->rl, 0);	/* stop-and-copy runs unlimited */
 	/* A save pauses the guest for all of it: no bound but the disk's pace. */
 	mig->s.deadline_ns = rp ? t0 + limit : 0;

@@ -44,6 +44,7 @@
 #include <xxhash.h>
 
 #include "migration/digest.h"
+#include "migration/codec/codec.h"
 #include "migration/format.h"
 #include "migration/incoming.h"
 #include "util/log.h"
@@ -242,6 +243,10 @@ static void fz_put(struct fz_buf *b, const void *p, size_t n)
 	b->len += n;
 }
 
+/* RAM entries as the seeds write them: address | encoding (codec id). */
+#define MIG_PAGE_ZERO MIG_CODEC_ZERO
+#define MIG_PAGE_RAW MIG_CODEC_RAW
+
 static void fz_le(struct fz_buf *b, uint64_t v, unsigned w)
 {
 	uint8_t x[8];
@@ -267,7 +272,7 @@ static void fz_sec(struct fz_buf *b, uint8_t type, const void *payload, size_t n
 static void fz_config(struct fz_buf *b, uint64_t memory, uint32_t vcpus, uint32_t flags)
 {
 	struct mig_config c = { .memory = memory, .vcpus = vcpus, .page_size = GUEST_PAGE_SIZE,
-				.flags = flags, .cmdline_len = 13 };
+				.flags = flags, .codecs = MIG_CODECS_DEFAULT, .cmdline_len = 13 };
 	struct vmstate_buf v;
 
 	memcpy(c.cmdline, "console=ttyS0", 13);
@@ -289,17 +294,19 @@ static void fz_pass(struct fz_buf *b, uint32_t pass, int final)
 	free(p.p);
 }
 
-/* A RAM batch; raw pages get their data from img. */
+/* A RAM batch (address | encoding, length); raw pages get their data from img. */
 static void fz_ram(struct fz_buf *b, const uint8_t *img, const uint64_t *e, uint32_t n)
 {
 	struct fz_buf p = { 0 };
 
 	fz_le(&p, n, 4);
-	for (uint32_t i = 0; i < n; i++)
+	for (uint32_t i = 0; i < n; i++) {
 		fz_le(&p, e[i], 8);
+		fz_le(&p, (e[i] & MIG_PAGE_ENC_MASK) == MIG_PAGE_RAW ? GUEST_PAGE_SIZE : 0, 4);
+	}
 	for (uint32_t i = 0; i < n; i++)
-		if ((e[i] & MIG_PAGE_KIND_MASK) == MIG_PAGE_RAW)
-			fz_put(&p, img + (e[i] & ~MIG_PAGE_KIND_MASK), GUEST_PAGE_SIZE);
+		if ((e[i] & MIG_PAGE_ENC_MASK) == MIG_PAGE_RAW)
+			fz_put(&p, img + (e[i] & ~MIG_PAGE_ENC_MASK), GUEST_PAGE_SIZE);
 	fz_sec(b, MIG_SEC_RAM, p.p, p.len);
 	free(p.p);
 }
@@ -469,6 +476,12 @@ static void fz_seeds(const char *dir)
 	fz_ram(&b, img, live, 5);
 	fz_pass(&b, 2, 1);
 	fz_ram(&b, img, final, 2);
+	struct fz_buf r = { 0 };	/* the last raw page again, as a run */
+	fz_le(&r, 0x5000, 8);
+	fz_le(&r, 1, 4);
+	fz_put(&r, img + 0x5000, GUEST_PAGE_SIZE);
+	fz_sec(&b, MIG_SEC_RAM_RUN, r.p, r.len);
+	free(r.p);
 	fz_sec(&b, MIG_SEC_STATE, st1.data, st1.len);
 	struct fz_buf d = { 0 };
 	fz_le(&d, FZ_MEM / GUEST_PAGE_SIZE, 8);
@@ -497,6 +510,19 @@ static void fz_seeds(const char *dir)
 	fz_pass(&b, 2, 1);
 	fz_sec(&b, MIG_SEC_END, NULL, 0);
 	fz_write_seed(dir, "passes-only", &b);
+
+	/* 5: a SOURCE section (refused here: the harness has no --test-hooks). */
+	b.len = 0;
+	fz_header(&b);
+	fz_config(&b, FZ_MEM, 1, 0);
+	fz_pass(&b, 1, 1);
+	struct fz_buf sp = { 0 };
+	fz_le(&sp, MIG_SOURCE_SCRATCH, 4);
+	fz_le(&sp, 0, 4);
+	fz_put(&sp, img + 0x1000, 4096);
+	fz_sec(&b, MIG_SEC_SOURCE, sp.p, sp.len);
+	free(sp.p);
+	fz_write_seed(dir, "source-section", &b);
 
 	/* 4: just a header and CONFIG. */
 	b.len = 0;

@@ -46,6 +46,11 @@
 #include "board/machine.h"
 #include "board/machine_state.h"
 
+/* RAM entries as the tests write them: address | encoding (codec id). */
+#define MIG_PAGE_ZERO	MIG_CODEC_ZERO
+#define MIG_PAGE_RAW	MIG_CODEC_RAW
+#define T_CODECS	((1u << MIG_CODEC_ZERO) | (1u << MIG_CODEC_RAW))
+
 #define T_MEM		(16ULL << 20)
 #define T_CODE_GPA	0x1000ULL
 #define T_DATA_GPA	0x3000ULL
@@ -157,9 +162,9 @@ static void t_sec_buf(struct vmstate_buf *b, uint8_t type, const struct vmstate_
 /* ---- payloads ---------------------------------------------------------- */
 
 /* A mig-config record, by hand, so any value can be sent (docs/vmstate.md). */
-static void t_config_payload(struct vmstate_buf *p, uint64_t memory, uint32_t vcpus,
-			     uint32_t page_size, uint32_t flags, const void *cmdline,
-			     uint16_t cmdline_len)
+static void t_config_codecs(struct vmstate_buf *p, uint64_t memory, uint32_t vcpus,
+			    uint32_t page_size, uint32_t flags, uint32_t codecs,
+			    const void *cmdline, uint16_t cmdline_len)
 {
 	struct vmstate_buf body = { 0 };
 
@@ -167,14 +172,22 @@ static void t_config_payload(struct vmstate_buf *p, uint64_t memory, uint32_t vc
 	t_u32(&body, 4); t_u32(&body, vcpus);
 	t_u32(&body, 4); t_u32(&body, page_size);
 	t_u32(&body, 4); t_u32(&body, flags);
+	t_u32(&body, 4); t_u32(&body, codecs);
 	t_u32(&body, 2); t_u16(&body, cmdline_len);
 	t_u32(&body, cmdline_len); t_put(&body, cmdline, cmdline_len);
 	t_u8(p, 10);
 	t_put(p, "mig-config", 10);
-	t_u32(p, 1);
+	t_u32(p, 2);
 	t_u32(p, (uint32_t)body.len);
 	t_put(p, body.data, body.len);
 	free(body.data);
+}
+
+static void t_config_payload(struct vmstate_buf *p, uint64_t memory, uint32_t vcpus,
+			     uint32_t page_size, uint32_t flags, const void *cmdline,
+			     uint16_t cmdline_len)
+{
+	t_config_codecs(p, memory, vcpus, page_size, flags, T_CODECS, cmdline, cmdline_len);
 }
 
 static void t_config(struct vmstate_buf *b, uint64_t memory, uint32_t vcpus, uint32_t flags)
@@ -197,16 +210,21 @@ static void t_pass(struct vmstate_buf *b, uint32_t pass, bool final)
 	free(p.data);
 }
 
-/* A RAM batch: n entries (address | kind); data for the raw ones from t_ram. */
+/*
+ * A RAM batch: n entries (address | encoding, length: 4096 for raw, 0 for
+ * any other); data for the raw ones from t_img.
+ */
 static void t_ram_payload(struct vmstate_buf *p, const uint64_t *e, uint32_t n)
 {
 	t_u32(p, n);
-	for (uint32_t i = 0; i < n; i++)
-		t_u64(p, e[i]);
 	for (uint32_t i = 0; i < n; i++) {
-		if ((e[i] & MIG_PAGE_KIND_MASK) != MIG_PAGE_RAW)
+		t_u64(p, e[i]);
+		t_u32(p, (e[i] & MIG_PAGE_ENC_MASK) == MIG_PAGE_RAW ? GUEST_PAGE_SIZE : 0);
+	}
+	for (uint32_t i = 0; i < n; i++) {
+		if ((e[i] & MIG_PAGE_ENC_MASK) != MIG_PAGE_RAW)
 			continue;
-		uint64_t gpa = e[i] & ~MIG_PAGE_KIND_MASK;
+		uint64_t gpa = e[i] & ~MIG_PAGE_ENC_MASK;
 		if (gpa + GUEST_PAGE_SIZE <= T_MEM) {
 			t_put(p, t_img + gpa, GUEST_PAGE_SIZE);
 		} else {
@@ -463,7 +481,9 @@ static void t_read_replies(int fd, struct t_result *r)
 		uint32_t len;
 		if (mig_section_read(&s, buf, sizeof(buf), &type, &len))
 			break;
-		if (type == MIG_SEC_READY && len == 0) {
+		/* READY: the codecs accepted, a subset of those offered, raw among them. */
+		if (type == MIG_SEC_READY && len == 4 && (buf[0] & ~T_CODECS) == 0 &&
+		    (buf[0] & (1u << MIG_CODEC_RAW)) && !buf[1] && !buf[2] && !buf[3]) {
 			r->ready = true;
 		} else if (type == MIG_SEC_RESULT && len >= 6) {
 			uint16_t n = (uint16_t)(buf[4] | buf[5] << 8);
@@ -669,7 +689,7 @@ static void b_ram_count257(struct vmstate_buf *b, size_t *len)
 	struct vmstate_buf p = { 0 };
 	t_u32(&p, 257);
 	for (int i = 0; i < 257; i++)
-		t_u64(&p, (uint64_t)i << 12 | MIG_PAGE_ZERO);
+		t_u64(&p, (uint64_t)i << 12 | MIG_PAGE_ZERO), t_u32(&p, 0);
 	t_to_final(b); t_sec_buf(b, MIG_SEC_RAM, &p); free(p.data); *len = b->len;
 }
 static void b_ram_empty_payload(struct vmstate_buf *b, size_t *len)
@@ -677,21 +697,77 @@ static void b_ram_empty_payload(struct vmstate_buf *b, size_t *len)
 static void b_ram_short_list(struct vmstate_buf *b, size_t *len)
 {
 	struct vmstate_buf p = { 0 };
-	t_u32(&p, 8); t_u64(&p, 0);	/* says 8 entries, has 1 */
+	t_u32(&p, 8); t_u64(&p, 0); t_u32(&p, 0);	/* says 8 entries, has 1 */
 	t_to_final(b); t_sec_buf(b, MIG_SEC_RAM, &p); free(p.data); *len = b->len;
 }
 static void b_ram_missing_data(struct vmstate_buf *b, size_t *len)
 {
 	struct vmstate_buf p = { 0 };
-	t_u32(&p, 1); t_u64(&p, T_CODE_GPA | MIG_PAGE_RAW);	/* no page data */
+	t_u32(&p, 1); t_u64(&p, T_CODE_GPA | MIG_PAGE_RAW); t_u32(&p, 4096);	/* no page data */
 	t_to_final(b); t_sec_buf(b, MIG_SEC_RAM, &p); free(p.data); *len = b->len;
 }
 static void b_ram_extra_data(struct vmstate_buf *b, size_t *len)
 {
 	struct vmstate_buf p = { 0 };
 	uint8_t page[GUEST_PAGE_SIZE] = { 1 };
-	t_u32(&p, 1); t_u64(&p, T_CODE_GPA | MIG_PAGE_ZERO); t_put(&p, page, sizeof(page));
+	t_u32(&p, 1); t_u64(&p, T_CODE_GPA | MIG_PAGE_ZERO); t_u32(&p, 0);
+	t_put(&p, page, sizeof(page));
 	t_to_final(b); t_sec_buf(b, MIG_SEC_RAM, &p); free(p.data); *len = b->len;
+}
+
+/* Encodings (codec ids and lengths) and their negotiation. */
+static void t_ram_entry(struct vmstate_buf *b, uint64_t word, uint32_t len, uint32_t data)
+{
+	struct vmstate_buf p = { 0 };
+	uint8_t page[GUEST_PAGE_SIZE] = { 7 };
+	t_u32(&p, 1); t_u64(&p, word); t_u32(&p, len); t_put(&p, page, data);
+	t_sec_buf(b, MIG_SEC_RAM, &p); free(p.data);
+}
+static void b_ram_raw_len_short(struct vmstate_buf *b, size_t *len)
+{ t_to_final(b); t_ram_entry(b, T_CODE_GPA | MIG_PAGE_RAW, 100, 100); *len = b->len; }
+static void b_ram_raw_len_huge(struct vmstate_buf *b, size_t *len)
+{ t_to_final(b); t_ram_entry(b, T_CODE_GPA | MIG_PAGE_RAW, 0xffffffffu, 4096); *len = b->len; }
+static void b_ram_zero_with_len(struct vmstate_buf *b, size_t *len)
+{ t_to_final(b); t_ram_entry(b, T_CODE_GPA | MIG_PAGE_ZERO, 8, 8); *len = b->len; }
+/* CONFIG offers raw only: a zero page is an encoding nobody agreed on. */
+static void t_to_final_codecs(struct vmstate_buf *b, uint32_t codecs)
+{
+	struct vmstate_buf p = { 0 };
+	t_header(b, MIG_MAGIC, MIG_VERSION);
+	t_config_codecs(&p, T_MEM, 1, GUEST_PAGE_SIZE, 0, codecs, "", 0);
+	t_sec_buf(b, MIG_SEC_CONFIG, &p); free(p.data);
+	t_pass(b, 1, true);
+}
+static void b_ram_unnegotiated(struct vmstate_buf *b, size_t *len)
+{ t_to_final_codecs(b, 1u << MIG_CODEC_RAW); t_ram1(b, 0x2000 | MIG_PAGE_ZERO); *len = b->len; }
+static void b_config_no_raw(struct vmstate_buf *b, size_t *len)
+{ t_to_final_codecs(b, 1u << MIG_CODEC_ZERO); *len = b->len; }
+
+/* SOURCE sections: the source id, then that source's payload. */
+static void t_source(struct vmstate_buf *b, uint32_t id, uint32_t off, uint32_t data)
+{
+	struct vmstate_buf p = { 0 };
+	uint8_t chunk[4096] = { 9 };
+	t_u32(&p, id); t_u32(&p, off); t_put(&p, chunk, data);
+	t_sec_buf(b, MIG_SEC_SOURCE, &p); free(p.data);
+}
+static void b_source_unknown(struct vmstate_buf *b, size_t *len)
+{ t_to_final(b); t_source(b, 7, 0, 4096); *len = b->len; }
+static void b_source_ram(struct vmstate_buf *b, size_t *len)
+{ t_to_final(b); t_source(b, MIG_SOURCE_RAM, 0, 4096); *len = b->len; }
+static void b_source_scratch(struct vmstate_buf *b, size_t *len)
+{ t_to_final(b); t_source(b, MIG_SOURCE_SCRATCH, 0, 4096); *len = b->len; }
+static void b_source_scratch_bad_off(struct vmstate_buf *b, size_t *len)
+{ t_to_final(b); t_source(b, MIG_SOURCE_SCRATCH, 0x100000, 4096); *len = b->len; }
+static void b_source_scratch_short(struct vmstate_buf *b, size_t *len)
+{ t_to_final(b); t_source(b, MIG_SOURCE_SCRATCH, 0, 100); *len = b->len; }
+static void b_source_no_id(struct vmstate_buf *b, size_t *len)
+{ uint8_t p[2] = { 1, 0 }; t_to_final(b); t_sec(b, MIG_SEC_SOURCE, p, sizeof(p)); *len = b->len; }
+static void b_source_after_state(struct vmstate_buf *b, size_t *len)
+{
+	t_to_final(b); t_ram1(b, T_CODE_GPA | MIG_PAGE_RAW);
+	t_sec_buf(b, MIG_SEC_STATE, &t_state_boot);
+	t_source(b, MIG_SOURCE_SCRATCH, 0, 4096); *len = b->len;
 }
 
 /* Framing. */
@@ -745,7 +821,7 @@ static void b_bad_checksum_config(struct vmstate_buf *b, size_t *len)
 	*len = b->len;
 }
 static void b_unknown_type(struct vmstate_buf *b, size_t *len)
-{ t_to_final(b); t_sec(b, 15, "x", 1); *len = b->len; }
+{ t_to_final(b); t_sec(b, 25, "x", 1); *len = b->len; }
 static void b_type0(struct vmstate_buf *b, size_t *len)
 { t_header(b, MIG_MAGIC, MIG_VERSION); t_sec(b, 0, NULL, 0); *len = b->len; }
 static void b_ready_to_dest(struct vmstate_buf *b, size_t *len)
@@ -910,9 +986,10 @@ static void b_cfg_cmdline_len_lies(struct vmstate_buf *b, size_t *len)
 	t_u32(&body, 4); t_u32(&body, 1);
 	t_u32(&body, 4); t_u32(&body, 4096);
 	t_u32(&body, 4); t_u32(&body, 0);
+	t_u32(&body, 4); t_u32(&body, T_CODECS);
 	t_u32(&body, 2); t_u16(&body, 100);
 	t_u32(&body, 5); t_put(&body, "hello", 5);
-	t_u8(&p, 10); t_put(&p, "mig-config", 10); t_u32(&p, 1); t_u32(&p, (uint32_t)body.len);
+	t_u8(&p, 10); t_put(&p, "mig-config", 10); t_u32(&p, 2); t_u32(&p, (uint32_t)body.len);
 	t_put(&p, body.data, body.len);
 	t_header(b, MIG_MAGIC, MIG_VERSION); t_sec_buf(b, MIG_SEC_CONFIG, &p);
 	free(body.data); free(p.data); *len = b->len;
@@ -1064,21 +1141,33 @@ static const struct t_case t_cases[] = {
 	BAD("ram_huge_address", b_ram_huge, "page 0xfffffffffffff000 is outside guest RAM", true),
 	BAD("ram_in_pci_hole", b_ram_hole, "page 0xfffff000 is outside guest RAM", true),
 	BAD("ram_later_entry_bad", b_ram_later_entry_bad, "page 0x1001000 is outside guest RAM", true),
-	BAD("ram_kind_2", b_ram_kind2, "page 0x1000: unknown kind 2", true),
-	BAD("ram_kind_fff", b_ram_kindfff, "page 0x1000: unknown kind 4095", true),
+	BAD("ram_kind_2", b_ram_kind2, "page 0x1000: unknown encoding 2", true),
+	BAD("ram_kind_fff", b_ram_kindfff, "page 0x1000: unknown encoding 4095", true),
+	BAD("ram_raw_len_short", b_ram_raw_len_short, "page 0x1000: raw page of 100 bytes (allowed 4096..4096)", true),
+	BAD("ram_raw_len_huge", b_ram_raw_len_huge, "page 0x1000: raw page of 4294967295 bytes", true),
+	BAD("ram_zero_with_len", b_ram_zero_with_len, "page 0x1000: zero page of 8 bytes (allowed 0..0)", true),
+	BAD("ram_codec_unnegotiated", b_ram_unnegotiated, "page 0x2000: encoding 0 (zero) was not negotiated", true),
+	BAD("config_no_raw", b_config_no_raw, "the stream does not offer the raw codec", false),
+	BAD("source_unknown_id", b_source_unknown, "SOURCE section for unknown source 7", true),
+	BAD("source_ram_id", b_source_ram, "SOURCE section for unknown source 0", true),
+	BAD("source_not_accepted", b_source_scratch, "SOURCE section for source 1 (scratch), which this destination does not accept", true),
+	{ "source_bad_offset", b_source_scratch_bad_off, 65, "scratch offset 0x100000 is not a chunk", true, { "--test-hooks" } },
+	{ "source_short", b_source_scratch_short, 65, "scratch section of 104 bytes (want 4100)", true, { "--test-hooks" } },
+	BAD("source_no_id", b_source_no_id, "SOURCE section of 2 bytes has no source id", true),
+	{ "source_after_state", b_source_after_state, 65, "section type 15 out of order (expected END)", true, { "--test-hooks" } },
 	BAD("ram_count_0", b_ram_count0, "RAM batch of 0 pages", true),
 	BAD("ram_count_257", b_ram_count257, "RAM batch of 257 pages", true),
 	BAD("ram_empty", b_ram_empty_payload, "RAM section too short", true),
 	BAD("ram_short_list", b_ram_short_list, "shorter than its page list", true),
-	BAD("ram_missing_data", b_ram_missing_data, "RAM batch is 12 bytes", true),
-	BAD("ram_extra_data", b_ram_extra_data, "RAM batch is 4108 bytes", true),
+	BAD("ram_missing_data", b_ram_missing_data, "RAM batch is 16 bytes; its 1 pages need 4112", true),
+	BAD("ram_extra_data", b_ram_extra_data, "RAM batch is 4112 bytes; its 1 pages need 16", true),
 	BAD("section_over_4mib", b_oversized, "exceeds the limit", true),
 	BAD("section_len_4gib", b_huge_len, "exceeds the limit", true),
 	BAD("reserved_nonzero", b_reserved, "reserved bytes are not zero", false),
 	BAD("page_byte_flipped", b_flipped_page_byte, "checksum mismatch", true),
-	BAD("section_len_off_by_one", b_flipped_len, "RAM batch is 4107 bytes", true),
+	BAD("section_len_off_by_one", b_flipped_len, "RAM batch is 4111 bytes", true),
 	BAD("config_checksum", b_bad_checksum_config, "checksum mismatch", false),
-	BAD("unknown_type_15", b_unknown_type, "unknown section type 15", true),
+	BAD("unknown_type_25", b_unknown_type, "unknown section type 25", true),
 	BAD("unknown_type_0", b_type0, "unknown section type 0", false),
 	BAD("ready_sent_to_dest", b_ready_to_dest, "unknown section type 16", true),
 	BAD("pass_before_config", b_pass_first, "section type 3 out of order (expected CONFIG)", false),
@@ -1270,6 +1359,7 @@ static void t_pc_page(struct vmstate_buf *b, uint64_t gpa, const uint8_t *data, 
 	} else {
 		t_u32(&p, 1);
 		t_u64(&p, gpa | MIG_PAGE_RAW);
+		t_u32(&p, GUEST_PAGE_SIZE);
 	}
 	t_put(&p, data, GUEST_PAGE_SIZE);
 	t_sec_buf(b, as_run ? MIG_SEC_RAM_RUN : MIG_SEC_RAM, &p);
@@ -1495,7 +1585,7 @@ static void t_encoders_match_ferry(void **state)
 {
 	struct vmstate_buf mine = { 0 }, cfgp = { 0 }, ferry = { 0 };
 	struct mig_config cfg = { .memory = T_MEM, .vcpus = 1, .page_size = GUEST_PAGE_SIZE,
-				  .flags = MIG_FLAG_VERIFY, .cmdline_len = 13 };
+				  .flags = MIG_FLAG_VERIFY, .codecs = T_CODECS, .cmdline_len = 13 };
 	struct mig_stream s;
 	int sv[2];
 

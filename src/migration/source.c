@@ -1,0 +1,109 @@
+/* The table of live-iterable sources (source.h) and the loops over it. */
+#include "migration/source.h"
+
+#include <errno.h>
+
+#include "migration/migration.h"
+#include "migration/section.h"
+
+static const struct mig_source_ops *const mig_sources[MIG_SOURCE_NR] = {
+	[MIG_SOURCE_RAM] = &mig_ram_source,
+	[MIG_SOURCE_SCRATCH] = &mig_scratch_source,
+};
+
+const struct mig_source_ops *mig_source_get(unsigned id)
+{
+	return id < MIG_SOURCE_NR ? mig_sources[id] : NULL;
+}
+
+int mig_sources_setup(struct migration *mig)
+{
+	for (unsigned id = 0; id < MIG_SOURCE_NR; id++) {
+		const struct mig_source_ops *o = mig_sources[id];
+		mig->src_active[id] = !o->active || o->active(mig);
+		if (!mig->src_active[id] || !o->setup)
+			continue;
+		int err = o->setup(mig);
+		if (err)
+			return err;
+	}
+	return 0;
+}
+
+void mig_sources_cleanup(struct migration *mig)
+{
+	/* Every source, active or not: a setup that failed half-way left things. */
+	for (unsigned id = 0; id < MIG_SOURCE_NR; id++) {
+		if (mig_sources[id]->cleanup)
+			mig_sources[id]->cleanup(mig);
+		mig->src_active[id] = false;
+	}
+}
+
+int mig_sources_sync(struct migration *mig, uint64_t pending[MIG_SOURCE_NR])
+{
+	for (unsigned id = 0; id < MIG_SOURCE_NR; id++) {
+		pending[id] = 0;
+		if (!mig->src_active[id])
+			continue;
+		int64_t n = mig_sources[id]->sync(mig);
+		if (n < 0)
+			return (int)n;
+		pending[id] = (uint64_t)n;
+	}
+	return 0;
+}
+
+void mig_sources_peek(struct migration *mig, uint64_t pending[MIG_SOURCE_NR])
+{
+	for (unsigned id = 0; id < MIG_SOURCE_NR; id++) {
+		int64_t n = mig->src_active[id] && mig_sources[id]->peek ?
+			    mig_sources[id]->peek(mig) : 0;
+		pending[id] = n > 0 ? (uint64_t)n : 0;
+	}
+}
+
+int mig_sources_iterate(struct migration *mig, bool resend)
+{
+	for (unsigned id = 0; id < MIG_SOURCE_NR; id++) {
+		if (!mig->src_active[id])
+			continue;
+		int err = mig_sources[id]->iterate(mig, resend);
+		if (err)
+			return err;
+	}
+	return 0;
+}
+
+int mig_sources_complete(struct migration *mig, bool resend, bool postcopy)
+{
+	for (unsigned id = 0; id < MIG_SOURCE_NR; id++) {
+		const struct mig_source_ops *o = mig_sources[id];
+		if (!mig->src_active[id] || (postcopy && o->postcopy))
+			continue;
+		/* At the post-copy switch RAM was synced alone: the others sync here. */
+		int64_t n = postcopy ? o->sync(mig) : 0;
+		int err = n < 0 ? (int)n : o->complete(mig, resend);
+		if (err)
+			return err;
+	}
+	return 0;
+}
+
+int mig_source_section_begin(struct mig_section_writer *w, struct mig_stream *s,
+			     enum mig_source_id id, uint32_t len)
+{
+	if (mig_section_begin(w, s, MIG_SEC_SOURCE, 4 + len)) {
+		mig_stream_fail(s, -ENOMEM, "out of memory");
+		return -ENOMEM;
+	}
+	mig_section_put_u32(w, id);
+	return 0;
+}
+
+void mig_source_account(struct migration *mig, enum mig_source_id id, uint64_t bytes)
+{
+	pthread_mutex_lock(&mig->lock);
+	mig->stats.source_sent[id] += bytes;
+	pthread_mutex_unlock(&mig->lock);
+}

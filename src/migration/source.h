@@ -1,0 +1,110 @@
+/*
+ * Live-iterable sources (QEMU's SaveVMHandlers): everything sent while the
+ * guest runs, pass after pass, and finished at stop-and-copy.  RAM is one
+ * (ram.c); a disk would be another.  Each is one file, registered in
+ * mig_sources[] (source.c) by enum mig_source_id (format.h).
+ *
+ * The pre-copy loop (precopy.c), the final pass (switchover.c) and the
+ * convergence policy's inputs iterate the table: nothing there knows which
+ * sources exist.  On the destination, a source's sections reach its `load`
+ * through a rule of incoming_rules.c: RAM has its own section types, the
+ * others come in SOURCE sections under their id.
+ *
+ * All source-side ops run on the migration thread; `load` on the thread
+ * receiving the migration.
+ */
+#ifndef FERRY_MIGRATION_SOURCE_H
+#define FERRY_MIGRATION_SOURCE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "migration/format.h"
+
+struct migration;
+struct mig_in_ctx;
+struct mig_payload;
+struct mig_section_writer;
+struct mig_stream;
+
+struct mig_source_ops {
+	const char *name;
+	/* Source: does it take part in this migration?  NULL: always. */
+	bool (*active)(struct migration *mig);
+	/* Destination: may its sections be loaded here?  NULL: always. */
+	bool (*accepted)(void);
+	/* Before the first pass: allocate, mark everything to send.  0 or -errno. */
+	int (*setup)(struct migration *mig);
+	/*
+	 * Fetch what changed since the last look (end of a pass, stop-and-copy)
+	 * and return the bytes still to send, or -errno.
+	 */
+	int64_t (*sync)(struct migration *mig);
+	/*
+	 * Mid-pass (the hybrid probe): bytes written since the last sync,
+	 * consuming nothing.  NULL: nothing is known until the next sync.
+	 */
+	int64_t (*peek)(struct migration *mig);
+	/*
+	 * One live pass: send what the last sync found, checking for cancel
+	 * and post-copy between slices.  0, -ECANCELED, -EAGAIN (post-copy
+	 * asked for mid-pass; the rest is owed) or the stream's error.
+	 */
+	int (*iterate)(struct migration *mig, bool resend);
+	/*
+	 * Stop-and-copy (the vCPUs are paused and the caller synced): send
+	 * everything still owed.  0 or the stream's error.
+	 */
+	int (*complete)(struct migration *mig, bool resend);
+	/*
+	 * Destination: one section of this source, its payload after the
+	 * source id (SOURCE) or all of it (RAM's own types).  Every byte is
+	 * hostile.  0 or -errno with the reason in c->inc->why.
+	 */
+	int (*load)(struct mig_in_ctx *c, uint8_t type, struct mig_payload *in);
+	void (*cleanup)(struct migration *mig);
+	/*
+	 * It may be left owing data when the guest starts at the destination
+	 * (RAM: pages are fetched on demand).  Others complete at the switch.
+	 */
+	bool postcopy;
+};
+
+extern const struct mig_source_ops mig_ram_source;
+extern const struct mig_source_ops mig_scratch_source;
+
+/* The source registered as `id`, or NULL (out of range, or none). */
+const struct mig_source_ops *mig_source_get(unsigned id);
+
+/* Decide which sources take part and set them up.  0 or -errno. */
+int mig_sources_setup(struct migration *mig) __attribute__((warn_unused_result));
+void mig_sources_cleanup(struct migration *mig);
+/*
+ * Sync every active source; pending[id] gets its bytes still to send (0 for
+ * those not taking part).  0 or -errno.
+ */
+int mig_sources_sync(struct migration *mig, uint64_t pending[MIG_SOURCE_NR])
+	__attribute__((warn_unused_result));
+/* Peek at every active source (0 where it cannot tell). */
+void mig_sources_peek(struct migration *mig, uint64_t pending[MIG_SOURCE_NR]);
+/* One live pass of every active source, in id order.  As ops->iterate. */
+int mig_sources_iterate(struct migration *mig, bool resend) __attribute__((warn_unused_result));
+/*
+ * Stop-and-copy of every active source, after mig_sources_sync(); with
+ * `postcopy`, only of those that cannot be left to post-copy, each synced
+ * here first.  0, -errno of a sync, or the stream's error.
+ */
+int mig_sources_complete(struct migration *mig, bool resend, bool postcopy)
+	__attribute__((warn_unused_result));
+
+/*
+ * Start a SOURCE section for source `id` with `len` payload bytes after
+ * the id.  0 or -ENOMEM (also stuck to the stream).
+ */
+int mig_source_section_begin(struct mig_section_writer *w, struct mig_stream *s,
+			     enum mig_source_id id, uint32_t len) __attribute__((warn_unused_result));
+
+/* Publish the bytes a source sent (query-migrate's per-source breakdown). */
+void mig_source_account(struct migration *mig, enum mig_source_id id, uint64_t bytes);
+
+#endif
