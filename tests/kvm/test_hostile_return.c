@@ -37,6 +37,7 @@
 #include <cmocka.h>
 
 #include "migration/channel/channel.h"
+#include "migration/codec/codec.h"
 #include "migration/format.h"
 #include "migration/section.h"
 #include "migration/stream.h"
@@ -303,6 +304,18 @@ static void r_result_ok_early(int fd) { h_result(fd, 0, 2, "ok"); }
 static void r_result_positive(int fd) { h_result(fd, 7, 4, "odd!"); }
 static void r_unknown_type(int fd) { h_sec(fd, 99, NULL, 0); }
 static void r_type0(int fd) { h_sec(fd, 0, "x", 1); }
+/* READY with the codec set the destination accepts. */
+static void h_ready(int fd, uint32_t codecs)
+{
+	uint8_t p[4] = { (uint8_t)codecs, (uint8_t)(codecs >> 8), (uint8_t)(codecs >> 16),
+			 (uint8_t)(codecs >> 24) };
+
+	h_sec(fd, MIG_SEC_READY, p, sizeof(p));
+}
+
+static void r_ready_empty(int fd) { h_sec(fd, MIG_SEC_READY, NULL, 0); }
+static void r_ready_unknown_codec(int fd) { h_ready(fd, MIG_CODECS_DEFAULT | 0x80000000u); }
+static void r_ready_no_raw(int fd) { h_ready(fd, 1u << MIG_CODEC_ZERO); }
 static void r_bad_checksum(int fd) { h_sec_raw(fd, MIG_SEC_READY, 0, 0, NULL, 0, 1); }
 static void r_reserved(int fd) { h_sec_raw(fd, MIG_SEC_READY, 1, 0, NULL, 0, 0); }
 static void r_oversize(int fd) { h_sec_raw(fd, MIG_SEC_READY, 0, 0x7fffffffu, NULL, 0, 0); }
@@ -396,6 +409,9 @@ static const struct h_case h_cases[] = {
 	{ "ready_oversize_length", H_AT_READY, r_oversize, "exceeds the limit" },
 	{ "ready_cut_in_header", H_AT_READY, r_cut_in_header, "closed the connection" },
 	{ "ready_loaded_instead", H_AT_READY, r_loaded_early, "answered with section 24" },
+	{ "ready_without_codecs", H_AT_READY, r_ready_empty, "READY is 0 bytes, not 4" },
+	{ "ready_unknown_codec", H_AT_READY, r_ready_unknown_codec, "accepted codecs 0x80000003" },
+	{ "ready_without_raw", H_AT_READY, r_ready_no_raw, "does not accept raw pages" },
 	{ "sync_ack_wrong_sequence", H_AT_SYNC, r_ack_wrong_seq, "answered SYNC" },
 	{ "sync_ack_short", H_AT_SYNC, r_ack_short, "answered SYNC" },
 	{ "sync_page_req_in_precopy", H_AT_SYNC, r_page_req_precopy, "answered SYNC with section 20" },
@@ -463,7 +479,7 @@ static void h_precopy_case(const struct h_case *c)
 
 	assert_true(h_read_until(&s, MIG_SEC_CONFIG, &len));
 	if (c->stage >= H_AT_SYNC) {
-		h_sec(fd, MIG_SEC_READY, NULL, 0);
+		h_ready(fd, MIG_CODECS_DEFAULT);
 		assert_true(h_read_until(&s, MIG_SEC_SYNC, &len));
 	}
 	if (c->stage >= H_AT_LOADED) {
@@ -508,7 +524,7 @@ static void h_postcopy_case(const struct h_case *c)
 	h_source_start();
 	fd = h_migrate(extra, &mig, &s);
 	assert_true(h_read_until(&s, MIG_SEC_CONFIG, &len));
-	h_sec(fd, MIG_SEC_READY, NULL, 0);
+	h_ready(fd, MIG_CODECS_DEFAULT);
 	assert_true(h_read_until(&s, MIG_SEC_POSTCOPY_RUN, &len));
 	if (c->stage >= H_IN_POSTCOPY)
 		h_sec(fd, MIG_SEC_RUNNING, NULL, 0);

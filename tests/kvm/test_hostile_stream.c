@@ -1539,8 +1539,8 @@ static void p_bad_checksum(struct vmstate_buf *b)
 
 static const struct t_pc_case t_pc_cases[] = {
 	{ "pc_ram_past_end", p_ram_past_end, "page 0x1000000 is outside guest RAM" },
-	{ "pc_ram_kind_7", p_ram_kind, "unknown kind 7" },
-	{ "pc_ram_count_0", p_ram_count0, "malformed RAM batch" },
+	{ "pc_ram_kind_7", p_ram_kind, "unknown encoding 7" },
+	{ "pc_ram_count_0", p_ram_count0, "RAM batch of 0 pages" },
 	{ "pc_run_misaligned", p_run_misaligned, "are not all in one RAM region" },
 	{ "pc_run_past_end", p_run_past_end, "are not all in one RAM region" },
 	{ "pc_run_short", p_run_short, "RAM run section too short" },
