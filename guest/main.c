@@ -1,11 +1,9 @@
 /*
- * main.c - ring-3 start-up: command line, TSC calibration, AP start-up,
+ * main.c - ring-3 start-up: command line, AP start-up,
  * memory layout, heartbeat.  Runs with IOPL=3 and IF=0.
  */
 #include "user.h"
 
-#define PIT_HZ          1193182UL
-#define CALIB_MS        20
 #define AP_WAIT_MS      100     /* minimum wait for APs after the SIPIs */
 #define AP_QUIET_MS     20      /* ...and until none arrived for this long */
 #define AP_WAIT_MAX_MS  1000
@@ -22,61 +20,6 @@ void delay_us(u64 us)
 
 	while (rdtsc() < end)
 		cpu_relax();
-}
-
-/* TSC ticks per ms, measured against CALIB_MS of the PIT; 0 if no PIT. */
-static u64 calibrate_pit(void)
-{
-	return syscall1(SYS_PIT_CAL, PIT_HZ * CALIB_MS / 1000) / CALIB_MS;
-}
-
-/* Fallback when there is no PIT: CPUID leaf 0x15 or the hypervisor leaf. */
-static u64 tsc_khz_cpuid(void)
-{
-	u32 r[4];
-
-	cpuid(0, 0, r);
-	if (r[0] >= 0x15) {
-		cpuid(0x15, 0, r);
-		if (r[0] && r[1] && r[2])
-			return (u64)r[2] * r[1] / r[0] / 1000;
-	}
-	cpuid(0x40000000, 0, r);
-	if (r[0] >= 0x40000010) {
-		cpuid(0x40000010, 0, r);
-		if (r[0])
-			return r[0];
-	}
-	return 0;
-}
-
-static void calibrate(void)
-{
-	u64 khz = calibrate_pit();
-
-	/* A missing PIT reads as 0xff, so OUT2 looks high at once. */
-	if (khz < 100000) {
-		u64 alt = tsc_khz_cpuid();
-
-		pr("probe: PIT calibration gave %lu kHz, cpuid says %lu kHz\n", khz, alt);
-		khz = alt;
-	}
-	if (khz < 100000) {
-		pr("probe: cannot determine the TSC frequency\n");
-		probe_exit(EXIT_BADARG);
-	}
-	sh.tsc_khz = kinfo.tsc_khz = khz;
-	sh.tsc_hz = khz * 1000;
-
-	if (!kinfo.tsc_deadline) {
-		/* one-shot LAPIC timer for idle: measure its rate too */
-		u64 cur;
-
-		syscall1(SYS_TIMER_START, 0);
-		delay_us(10000);
-		cur = syscall1(SYS_TIMER_READ, 0);
-		kinfo.apic_khz = (0xffffffffUL - cur) / 10;
-	}
 }
 
 /* ---- SMP ---------------------------------------------------------------- */
@@ -293,7 +236,7 @@ noreturn void user_main(u32 cpu)
 	pr("probe: ferry probe guest, cmdline \"%s\"\n", cmdline);
 	if (!parse_cmdline(cmdline, &sh.cfg))
 		probe_exit(EXIT_BADARG);
-	calibrate();
+	tsc_calibrate();
 	pr("probe: PVH entry to ring 3 took %lu us\n", (ring3_tsc - boot_tsc) * 1000 / sh.tsc_khz);
 	sh.period_ticks = sh.cfg.period_ns * sh.tsc_khz / 1000000;
 	start_aps();

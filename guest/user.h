@@ -76,6 +76,9 @@ static inline void hb_poll(void)
 void wait_until(u64 tsc, bool bsp);
 void delay_us(u64 us);
 
+/* tsc.c: sets sh.tsc_khz, sh.tsc_hz (exits when it cannot) */
+void tsc_calibrate(void);
+
 /* fill.c */
 void fill_memory(u32 cpu);
 
