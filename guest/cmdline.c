@@ -137,6 +137,85 @@ static bool parse_enum(const char *s, size_t n, const char *const *names, u32 co
 	return false;
 }
 
+/* "verify,disk,net": at most one vCPU workload, plus the device workloads. */
+static bool parse_workloads(const char *v, size_t n, struct config *cfg)
+{
+	bool base = false;
+
+	cfg->workload = WL_IDLE;
+	cfg->disk = cfg->net = false;
+	for (;;) {
+		size_t k = 0;
+		u32 e;
+
+		while (k < n && v[k] != ',')
+			k++;
+		if (eq(v, k, "disk"))
+			cfg->disk = true;
+		else if (eq(v, k, "net"))
+			cfg->net = true;
+		else if (!base && parse_enum(v, k, workloads, ARRAY_SIZE(workloads), &e))
+			cfg->workload = e, base = true;
+		else
+			return false;
+		if (k == n)
+			return true;
+		v += k + 1, n -= k + 1;
+	}
+}
+
+/* A.B.C.D, not 0.0.0.0 */
+static bool parse_ipv4(const char *s, size_t n, u32 *out)
+{
+	u64 part;
+	size_t used;
+
+	*out = 0;
+	for (u32 i = 0; i < 4; i++) {
+		if (!n || *s == 'x' || !parse_u64(s, n, &part, &used) || part > 255 ||
+		    (s[0] == '0' && used > 1))
+			return false;
+		*out = *out << 8 | (u32)part;
+		s += used, n -= used;
+		if (i < 3) {
+			if (!n || *s != '.')
+				return false;
+			s++, n--;
+		}
+	}
+	return n == 0 && *out != 0;
+}
+
+/* SIZE@ADDR:IRQ[:ID], as Linux takes virtio_mmio.device= (ID is ignored). */
+static bool parse_virtio(const char *s, size_t n, struct config *cfg)
+{
+	struct virtio_loc loc;
+	size_t k = 0, used;
+	u64 irq, id;
+
+	while (k < n && s[k] != '@')
+		k++;
+	if (k == n || !parse_size(s, k, &loc.size))
+		return false;
+	s += k + 1, n -= k + 1;
+	if (!parse_u64(s, n, &loc.base, &used) || used == n || s[used] != ':')
+		return false;
+	s += used + 1, n -= used + 1;
+	if (!parse_u64(s, n, &irq, &used) || irq > 255)
+		return false;
+	s += used, n -= used;
+	if (n && (*s != ':' || !parse_plain(s + 1, n - 1, &id)))
+		return false;
+	loc.irq = (u32)irq;
+	if (cfg->nvirtio == ARRAY_SIZE(cfg->virtio)) {
+		pr("probe: warning: more than %lu virtio_mmio.device=, the rest ignored\n",
+		   ARRAY_SIZE(cfg->virtio));
+		return true;
+	}
+	cfg->virtio[cfg->nvirtio++] = loc;
+	return true;
+}
+
 /* Returns false (after printing why) on a malformed value. */
 static bool parse_pair(const char *k, size_t kn, const char *v, size_t vn, struct config *cfg)
 {
@@ -145,8 +224,16 @@ static bool parse_pair(const char *k, size_t kn, const char *v, size_t vn, struc
 	bool ok;
 
 	if (eq(k, kn, "workload")) {
-		ok = parse_enum(v, vn, workloads, ARRAY_SIZE(workloads), &e);
-		cfg->workload = e;
+		ok = parse_workloads(v, vn, cfg);
+	} else if (eq(k, kn, "virtio_mmio.device")) {
+		ok = parse_virtio(v, vn, cfg);
+	} else if (eq(k, kn, "disk_blocks")) {
+		ok = parse_plain(v, vn, &cfg->disk_blocks) && cfg->disk_blocks &&
+		     cfg->disk_blocks < (1UL << 40);
+	} else if (eq(k, kn, "ip")) {
+		ok = parse_ipv4(v, vn, &cfg->ip);
+	} else if (eq(k, kn, "udp_port")) {
+		ok = parse_plain(v, vn, &cfg->udp_port) && cfg->udp_port && cfg->udp_port < 65536;
 	} else if (eq(k, kn, "pattern")) {
 		ok = parse_enum(v, vn, patterns, ARRAY_SIZE(patterns), &e);
 		cfg->pattern = e;
@@ -177,7 +264,7 @@ bool parse_cmdline(const char *line, struct config *cfg)
 	*cfg = (struct config){
 		.workload = WL_IDLE, .pattern = PAT_SEQ, .fill = FILL_NONE,
 		.wss = 64UL << 20, .period_ns = 100000000, .seconds = 0,
-		.seed = 1, .rate = 0,
+		.seed = 1, .rate = 0, .disk_blocks = 256, .udp_port = 7,
 	};
 	while (*line) {
 		const char *tok, *eqs;

@@ -46,7 +46,7 @@ noreturn void run_cpu(u32 cpu)
 			acc = 0;
 			sh.work[cpu].units = i;
 			if (cpu == 0)
-				hb_poll();
+				bsp_poll();
 		}
 	}
 }

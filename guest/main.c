@@ -1,14 +1,13 @@
 /*
- * main.c - ring-3 start-up: command line, TSC calibration, AP start-up,
+ * main.c - ring-3 start-up: command line, AP start-up,
  * memory layout, heartbeat.  Runs with IOPL=3 and IF=0.
  */
 #include "user.h"
 
-#define PIT_HZ          1193182UL
-#define CALIB_MS        20
 #define AP_WAIT_MS      100     /* minimum wait for APs after the SIPIs */
 #define AP_QUIET_MS     20      /* ...and until none arrived for this long */
 #define AP_WAIT_MAX_MS  1000
+#define DMA_POOL_SIZE   (512UL << 10)   /* virtqueues and buffers of the device workloads */
 
 struct shared sh;
 struct heartbeat hb;
@@ -22,61 +21,6 @@ void delay_us(u64 us)
 
 	while (rdtsc() < end)
 		cpu_relax();
-}
-
-/* TSC ticks per ms, measured against CALIB_MS of the PIT; 0 if no PIT. */
-static u64 calibrate_pit(void)
-{
-	return syscall1(SYS_PIT_CAL, PIT_HZ * CALIB_MS / 1000) / CALIB_MS;
-}
-
-/* Fallback when there is no PIT: CPUID leaf 0x15 or the hypervisor leaf. */
-static u64 tsc_khz_cpuid(void)
-{
-	u32 r[4];
-
-	cpuid(0, 0, r);
-	if (r[0] >= 0x15) {
-		cpuid(0x15, 0, r);
-		if (r[0] && r[1] && r[2])
-			return (u64)r[2] * r[1] / r[0] / 1000;
-	}
-	cpuid(0x40000000, 0, r);
-	if (r[0] >= 0x40000010) {
-		cpuid(0x40000010, 0, r);
-		if (r[0])
-			return r[0];
-	}
-	return 0;
-}
-
-static void calibrate(void)
-{
-	u64 khz = calibrate_pit();
-
-	/* A missing PIT reads as 0xff, so OUT2 looks high at once. */
-	if (khz < 100000) {
-		u64 alt = tsc_khz_cpuid();
-
-		pr("probe: PIT calibration gave %lu kHz, cpuid says %lu kHz\n", khz, alt);
-		khz = alt;
-	}
-	if (khz < 100000) {
-		pr("probe: cannot determine the TSC frequency\n");
-		probe_exit(EXIT_BADARG);
-	}
-	sh.tsc_khz = kinfo.tsc_khz = khz;
-	sh.tsc_hz = khz * 1000;
-
-	if (!kinfo.tsc_deadline) {
-		/* one-shot LAPIC timer for idle: measure its rate too */
-		u64 cur;
-
-		syscall1(SYS_TIMER_START, 0);
-		delay_us(10000);
-		cur = syscall1(SYS_TIMER_READ, 0);
-		kinfo.apic_khz = (0xffffffffUL - cur) / 10;
-	}
 }
 
 /* ---- SMP ---------------------------------------------------------------- */
@@ -153,6 +97,28 @@ static void find_free_ranges(void)
 	}
 }
 
+/*
+ * Memory the devices may DMA to: taken from the start of the lowest free
+ * range that holds it (just past the image, below the 2 MiB-aligned working
+ * set), so that neither fill= nor the working set touch it.
+ */
+static void reserve_dma(void)
+{
+	struct range *best = NULL;
+
+	for (u32 i = 0; i < sh.nfree; i++)
+		if (sh.free[i].end - sh.free[i].start >= DMA_POOL_SIZE &&
+		    (!best || sh.free[i].start < best->start))
+			best = &sh.free[i];
+	if (!best) {
+		pr("probe: no free RAM for device buffers\n");
+		probe_exit(EXIT_BADARG);
+	}
+	dma_pool_init(best->start, DMA_POOL_SIZE);
+	best->start += DMA_POOL_SIZE;
+	sh.free_pages -= DMA_POOL_SIZE / PAGE_SIZE;
+}
+
 /* The working set: the largest free range, 2 MiB aligned, clamped. */
 static void place_wss(void)
 {
@@ -189,6 +155,10 @@ void hb_fire(void)
 
 		for (u32 i = 0; i < sh.ncpus; i++)
 			units += sh.work[i].units;
+		if (sh.cfg.disk)
+			disk_report();
+		if (sh.cfg.net)
+			net_report();
 		pr("probe: done after %lu s, %lu heartbeats, work %lu\n",
 		   sh.cfg.seconds, hb.seq, units);
 		probe_exit(EXIT_OK);
@@ -216,7 +186,7 @@ void hb_fire(void)
 /*
  * Wait until the TSC reaches `tsc`, keeping the heartbeat going on the BSP.
  * Long waits halt the vCPU (a ring-0 round trip costs ~100 us on kvm-pvm,
- * so short ones spin).
+ * so short ones spin), except on a BSP that polls devices.
  */
 void wait_until(u64 tsc, bool bsp)
 {
@@ -228,11 +198,11 @@ void wait_until(u64 tsc, bool bsp)
 		if (now >= tsc)
 			return;
 		if (bsp) {
-			hb_poll();
+			bsp_poll();
 			if (hb.next < wake)
 				wake = hb.next;
 		}
-		if (wake > now + min_idle)
+		if (wake > now + min_idle && !(bsp && bsp_has_devices()))
 			syscall1(SYS_IDLE, wake);
 		else
 			cpu_relax();
@@ -271,8 +241,8 @@ static void print_config(void)
 	pr("probe: ram 0x%lx free %lu pages from 0x%lx, %s, %s timer\n",
 	   kinfo.ram_top, sh.free_pages, kinfo.free_start,
 	   kinfo.x2apic ? "x2apic" : "xapic", kinfo.tsc_deadline ? "tsc-deadline" : "one-shot");
-	pr("probe: cpus %u tsc_khz %lu workload %s\n", sh.ncpus, sh.tsc_khz,
-	   workload_name(c->workload));
+	pr("probe: cpus %u tsc_khz %lu workload %s%s%s\n", sh.ncpus, sh.tsc_khz,
+	   workload_name(c->workload), c->disk ? ",disk" : "", c->net ? ",net" : "");
 	if (kinfo.ap_booted + 1 > sh.ncpus)
 		pr("probe: warning: %u APs came up late and were parked\n",
 		   kinfo.ap_booted + 1 - sh.ncpus);
@@ -293,13 +263,20 @@ noreturn void user_main(u32 cpu)
 	pr("probe: ferry probe guest, cmdline \"%s\"\n", cmdline);
 	if (!parse_cmdline(cmdline, &sh.cfg))
 		probe_exit(EXIT_BADARG);
-	calibrate();
+	tsc_calibrate();
 	pr("probe: PVH entry to ring 3 took %lu us\n", (ring3_tsc - boot_tsc) * 1000 / sh.tsc_khz);
 	sh.period_ticks = sh.cfg.period_ns * sh.tsc_khz / 1000000;
 	start_aps();
 	find_free_ranges();
+	if (bsp_has_devices())
+		reserve_dma();
 	place_wss();
 	print_config();
+	virtio_scan(sh.cfg.virtio, sh.cfg.nvirtio);
+	if (sh.cfg.disk)
+		disk_init();
+	if (sh.cfg.net)
+		net_init();
 
 	__atomic_store_n(&sh.go, 1, __ATOMIC_SEQ_CST);
 	if (sh.cfg.fill != FILL_NONE) {

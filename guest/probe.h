@@ -41,6 +41,8 @@
 #define SYS_WRITE       6               /* serial: write rsi bytes at rdi */
 #define SYS_EXIT        7               /* outl rdi to the exit port */
 #define SYS_PIT_CAL     8               /* TSC ticks for rdi PIT ticks, 0 = no PIT */
+#define SYS_CPUID       9               /* CPUID leaf rsi into u32[4] at rdi, as KVM sees it */
+#define SYS_KVMCLOCK    10              /* MSR_KVM_SYSTEM_TIME_NEW = rdi (0 = off) */
 
 #ifndef __ASSEMBLER__
 

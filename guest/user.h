@@ -5,6 +5,7 @@
 #define USER_H
 
 #include "probe.h"
+#include "virtio.h"
 
 enum workload { WL_IDLE, WL_CPU, WL_MEMTOUCH, WL_VERIFY };
 enum pattern { PAT_SEQ, PAT_RANDOM, PAT_HOTCOLD };
@@ -19,6 +20,12 @@ struct config {
 	u64 seconds;            /* 0 = forever */
 	u64 seed;
 	u64 rate;               /* bytes/s over all vCPUs, 0 = unpaced */
+	bool disk, net;         /* device workloads, run by the BSP beside `workload` */
+	u64 disk_blocks;        /* disk working set, 4 KiB blocks */
+	u32 ip;                 /* net: our IPv4 address, a.b.c.d = a << 24 | ... */
+	u64 udp_port;           /* net: UDP echo port */
+	struct virtio_loc virtio[VIRTIO_MAX_DEVS];      /* virtio_mmio.device= */
+	u32 nvirtio;
 };
 
 /* A free RAM range [start, end), page aligned. */
@@ -64,17 +71,43 @@ struct heartbeat {
 };
 extern struct heartbeat hb;
 void hb_fire(void);
-/* Also fires if the TSC went backwards by more than a period (a VMM that
- * does not carry the TSC across a migration), to restart the schedule. */
-static inline void hb_poll(void)
+
+/* disk.c, net.c: the device workloads, advanced by the BSP in bsp_poll();
+ * *_init claim a device and exit when they cannot. */
+void disk_init(void);
+void disk_poll(u64 now);
+void disk_report(void);
+void net_init(void);
+void net_poll(u64 now);
+void net_report(void);
+
+static inline bool bsp_has_devices(void)
+{
+	return sh.cfg.disk || sh.cfg.net;
+}
+
+/*
+ * The BSP's duties between units of work: advance the device workloads and
+ * print the heartbeat when due.  The heartbeat also fires if the TSC went
+ * backwards by more than a period (a VMM that does not carry the TSC
+ * across a migration), to restart the schedule.
+ */
+static inline void bsp_poll(void)
 {
 	u64 now = rdtsc();
 
+	if (sh.cfg.disk)
+		disk_poll(now);
+	if (sh.cfg.net)
+		net_poll(now);
 	if (now >= hb.next || hb.next - now > sh.period_ticks)
 		hb_fire();
 }
 void wait_until(u64 tsc, bool bsp);
 void delay_us(u64 us);
+
+/* tsc.c: sets sh.tsc_khz, sh.tsc_hz (exits when it cannot) */
+void tsc_calibrate(void);
 
 /* fill.c */
 void fill_memory(u32 cpu);

@@ -1,5 +1,6 @@
 /*
- * workloads.c - idle, memtouch and verify (cpu is in cpu.c).
+ * workloads.c - idle, memtouch and verify (cpu is in cpu.c; the device
+ * workloads, disk.c and net.c, run on the BSP through bsp_poll).
  *
  * Every vCPU works on its own slice of the working set; only the BSP
  * (cpu 0) prints heartbeats, so it polls the TSC between units of work.
@@ -31,9 +32,14 @@ static inline u64 *page_ptr(u64 index)
 
 /* ---- idle ------------------------------------------------------------ */
 
-/* Halt until the next heartbeat (BSP) or for a second (APs). */
+/* Halt until the next heartbeat (BSP) or for a second (APs).  A BSP with
+ * device workloads polls instead: interrupts are off, so only polling sees
+ * a completion or a packet. */
 static noreturn void run_idle(u32 cpu)
 {
+	if (cpu == 0 && bsp_has_devices())
+		for (;;)
+			bsp_poll();
 	for (;;) {
 		if (cpu == 0) {
 			u64 now = rdtsc();
@@ -41,7 +47,7 @@ static noreturn void run_idle(u32 cpu)
 			/* never sleep past one period, even if the TSC jumped */
 			syscall1(SYS_IDLE, hb.next < now + sh.period_ticks ?
 					   hb.next : now + sh.period_ticks);
-			hb_poll();
+			bsp_poll();
 		} else {
 			syscall1(SYS_IDLE, rdtsc() + sh.tsc_hz);
 		}
@@ -103,7 +109,7 @@ static noreturn void run_memtouch(u32 cpu)
 			else if (now < (u64)due)
 				wait_until((u64)due, bsp);
 		} else if (bsp && !(counter & 63)) {
-			hb_poll();
+			bsp_poll();
 		}
 	}
 }
@@ -167,7 +173,7 @@ static noreturn void run_verify(u32 cpu)
 	for (u64 i = 0; i < s.pages; i++) {
 		verify_write(page_ptr(s.first + i), pfn0 + i, 0);
 		if (bsp)
-			hb_poll();
+			bsp_poll();
 	}
 	for (u64 pass = 1;; pass++) {
 		for (u64 i = 0; i < s.pages; i++) {
@@ -177,7 +183,7 @@ static noreturn void run_verify(u32 cpu)
 				report_corrupt(p, pfn0 + i, pass - 1, cpu);
 			verify_write(p, pfn0 + i, pass);
 			if (bsp)
-				hb_poll();
+				bsp_poll();
 		}
 		sh.work[cpu].units += s.pages;
 		if (bsp && rdtsc() - last_print >= sh.tsc_hz) {

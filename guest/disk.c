@@ -1,0 +1,284 @@
+/*
+ * disk.c - the virtio-blk driver and the "disk" workload (BSP, ring 3).
+ *
+ * Generation g (from 1) writes every block of the working set
+ * (disk_blocks= blocks of 4 KiB from sector 0) with a pattern made of
+ * (block, g, nonce), flushes, then reads every block back and checks every
+ * word.  A mismatch prints CORRUPT-DISK and exits with failure.  The nonce
+ * is drawn at boot so that a stale image from an earlier run cannot pass
+ * for this run's writes.  The workload is a state machine that bsp_poll()
+ * advances between units of the vCPU workload, so it runs on across a
+ * migration like everything else; up to DISK_DEPTH requests are in flight.
+ */
+#include "user.h"
+#include "virtio.h"
+
+#define BLOCK_SIZE              4096UL
+#define SECTORS_PER_BLOCK       (BLOCK_SIZE / 512)
+#define WORDS_PER_BLOCK         (BLOCK_SIZE / 8)
+#define DISK_DEPTH              32
+#define DISK_QUEUE_MAX          128
+#define DISK_STALL_S            5
+#define GOLDEN                  0x9e3779b97f4a7c15UL
+
+#define VIRTIO_BLK_F_RO         5
+#define VIRTIO_BLK_F_FLUSH      9
+#define VIRTIO_BLK_T_IN         0
+#define VIRTIO_BLK_T_OUT        1
+#define VIRTIO_BLK_T_FLUSH      4
+#define VIRTIO_BLK_S_OK         0
+
+struct blk_hdr {
+	u32 type;
+	u32 reserved;
+	u64 sector;
+};
+
+enum disk_phase { PH_WRITE, PH_FLUSH, PH_READ };
+static const char *const phase_names[] = { "write", "flush", "read" };
+
+/* Owned by the BSP. */
+static struct {
+	struct virtio_dev *dev;
+	struct virtq q;
+	u32 depth;              /* request slots; slot i owns descriptors 3i..3i+2 */
+	bool flush;             /* the device takes FLUSH */
+	u64 capacity;           /* sectors */
+	u64 blocks;             /* the working set, from block 0 */
+	u64 nonce;
+	u64 gen;                /* the generation being written or read */
+	enum disk_phase phase;
+	u64 next;               /* next block to submit in this phase */
+	u64 done;               /* requests of this phase completed */
+	u32 inflight;
+	bool busy[DISK_DEPTH];
+	u64 slot_block[DISK_DEPTH];
+	struct blk_hdr *hdr;    /* DMA: one header per slot */
+	u8 *status;             /* DMA: one status byte per slot */
+	u8 *data;               /* DMA: one block per slot */
+	u64 last_print, last_progress;
+	bool stall_reported;
+	u64 written, read, flushes, generations;
+} disk;
+
+/* ---- the pattern ------------------------------------------------------- */
+
+static inline u64 block_seed(u64 block, u64 gen)
+{
+	return mix64((block << 24) ^ gen ^ (disk.nonce * GOLDEN));
+}
+
+static void pattern_fill(u64 *p, u64 block, u64 gen)
+{
+	u64 v = block_seed(block, gen);
+
+	p[0] = block;
+	p[1] = gen;
+	p[2] = disk.nonce;
+	for (u32 j = 3; j < WORDS_PER_BLOCK; j++, v += GOLDEN)
+		p[j] = v;
+}
+
+static void pattern_check(const u64 *p, u64 block, u64 gen)
+{
+	u64 v = block_seed(block, gen), bad = (p[0] ^ block) | (p[1] ^ gen) | (p[2] ^ disk.nonce);
+
+	for (u32 j = 3; j < WORDS_PER_BLOCK; j++, v += GOLDEN)
+		bad |= p[j] ^ v;
+	if (!bad)
+		return;
+	v = block_seed(block, gen);
+	for (u32 j = 0; j < WORDS_PER_BLOCK; j++) {
+		u64 want = j == 0 ? block : j == 1 ? gen : j == 2 ? disk.nonce : v + (j - 3) * GOLDEN;
+
+		if (p[j] != want) {
+			pr("CORRUPT-DISK %lu off 0x%x want 0x%lx got 0x%lx generation %lu\n",
+			   block, j * 8, want, p[j], gen);
+			break;
+		}
+	}
+	probe_exit(EXIT_CORRUPT);
+}
+
+/* ---- requests ------------------------------------------------------------ */
+
+static u32 free_slot(void)
+{
+	for (u32 i = 0; i < disk.depth; i++)
+		if (!disk.busy[i])
+			return i;
+	return disk.depth;
+}
+
+/* Queue one request in `slot`: header, data (not for FLUSH), status. */
+static void submit(u32 slot, u32 type, u64 block)
+{
+	struct vring_desc *d = &disk.q.desc[3 * slot];
+	u16 head = (u16)(3 * slot);
+
+	disk.hdr[slot] = (struct blk_hdr){ .type = type, .sector = block * SECTORS_PER_BLOCK };
+	disk.status[slot] = 0xff;
+	d[0] = (struct vring_desc){ (u64)&disk.hdr[slot], sizeof(struct blk_hdr),
+				    VRING_DESC_F_NEXT, (u16)(head + 1) };
+	if (type == VIRTIO_BLK_T_FLUSH) {
+		d[0].next = (u16)(head + 2);
+	} else {
+		u64 *buf = (u64 *)(disk.data + slot * BLOCK_SIZE);
+
+		if (type == VIRTIO_BLK_T_OUT)
+			pattern_fill(buf, block, disk.gen);
+		d[1] = (struct vring_desc){ (u64)buf, BLOCK_SIZE,
+					    VRING_DESC_F_NEXT | (type == VIRTIO_BLK_T_IN ? VRING_DESC_F_WRITE : 0),
+					    (u16)(head + 2) };
+	}
+	d[2] = (struct vring_desc){ (u64)&disk.status[slot], 1, VRING_DESC_F_WRITE, 0 };
+	disk.busy[slot] = true;
+	disk.slot_block[slot] = block;
+	if (!disk.inflight++)
+		disk.last_progress = rdtsc();
+	virtq_push(&disk.q, head);
+}
+
+static void complete(u16 head)
+{
+	u32 slot = head / 3;
+	u64 block;
+
+	if (head % 3 || slot >= disk.depth || !disk.busy[slot]) {
+		pr("probe: disk: the device completed descriptor %u, which is not a pending request\n",
+		   head);
+		probe_exit(EXIT_CORRUPT);
+	}
+	block = disk.slot_block[slot];
+	if (disk.status[slot] != VIRTIO_BLK_S_OK) {
+		pr("probe: disk: I/O error, status %u on %s of block %lu, generation %lu\n",
+		   disk.status[slot], phase_names[disk.phase], block, disk.gen);
+		probe_exit(EXIT_CORRUPT);
+	}
+	if (disk.phase == PH_READ) {
+		pattern_check((const u64 *)(disk.data + slot * BLOCK_SIZE), block, disk.gen);
+		disk.read++;
+	} else if (disk.phase == PH_WRITE) {
+		disk.written++;
+	} else {
+		disk.flushes++;
+	}
+	disk.busy[slot] = false;
+	disk.inflight--;
+	disk.done++;
+}
+
+/* Move to the next phase once the current one has completed; true when
+ * that queued a request (the flush). */
+static bool advance(u64 now)
+{
+	enum disk_phase next;
+
+	if (disk.phase == PH_FLUSH ? disk.done < 1 : disk.done < disk.blocks)
+		return false;
+	if (disk.phase == PH_WRITE) {
+		next = disk.flush ? PH_FLUSH : PH_READ;
+	} else if (disk.phase == PH_FLUSH) {
+		next = PH_READ;
+	} else {
+		disk.generations = disk.gen;
+		if (now - disk.last_print >= sh.tsc_hz) {
+			pr("probe: disk generation %lu\n", disk.gen);
+			disk.last_print = now;
+		}
+		disk.gen++;
+		next = PH_WRITE;
+	}
+	disk.phase = next;
+	disk.next = disk.done = 0;
+	if (next != PH_FLUSH)
+		return false;
+	submit(0, VIRTIO_BLK_T_FLUSH, 0);
+	return true;
+}
+
+void disk_poll(u64 now)
+{
+	bool pushed = false;
+	u16 head;
+	u32 len;
+
+	while (virtq_pop(&disk.q, &head, &len)) {
+		complete(head);
+		disk.last_progress = now;
+		disk.stall_reported = false;
+		pushed |= advance(now);
+	}
+	while (disk.phase != PH_FLUSH && disk.next < disk.blocks && disk.inflight < disk.depth) {
+		u32 slot = free_slot();
+
+		if (slot == disk.depth)
+			break;
+		submit(slot, disk.phase == PH_WRITE ? VIRTIO_BLK_T_OUT : VIRTIO_BLK_T_IN, disk.next++);
+		pushed = true;
+	}
+	if (pushed)
+		virtq_kick(&disk.q);
+	/* last_progress may be a little later than `now` (set by submit) */
+	if (disk.inflight && !disk.stall_reported && now > disk.last_progress &&
+	    now - disk.last_progress > DISK_STALL_S * sh.tsc_hz) {
+		pr("probe: disk: no completion for %u s (%u requests in flight, %s phase)\n",
+		   DISK_STALL_S, disk.inflight, phase_names[disk.phase]);
+		disk.stall_reported = true;
+	}
+}
+
+/* ---- set-up and report ----------------------------------------------------- */
+
+/* Claim the first virtio-blk device and start generation 1; exits with
+ * EXIT_BADARG when there is none or it cannot be driven. */
+void disk_init(void)
+{
+	u64 want = 1UL << VIRTIO_BLK_F_RO | 1UL << VIRTIO_BLK_F_FLUSH;
+
+	disk.dev = virtio_claim(VIRTIO_ID_BLOCK);
+	if (!disk.dev) {
+		pr("probe: workload disk needs a virtio-blk device (virtio_mmio.device=)\n");
+		probe_exit(EXIT_BADARG);
+	}
+	if (!virtio_negotiate(disk.dev, want, 0) ||
+	    !virtq_setup(disk.dev, &disk.q, 0, DISK_QUEUE_MAX))
+		probe_exit(EXIT_BADARG);
+	if (disk.dev->features & (1UL << VIRTIO_BLK_F_RO)) {
+		pr("probe: workload disk needs a writable disk\n");
+		probe_exit(EXIT_BADARG);
+	}
+	disk.flush = disk.dev->features & (1UL << VIRTIO_BLK_F_FLUSH);
+	disk.capacity = virtio_config64(disk.dev, 0);
+	disk.blocks = sh.cfg.disk_blocks;
+	if (disk.blocks > disk.capacity / SECTORS_PER_BLOCK) {
+		disk.blocks = disk.capacity / SECTORS_PER_BLOCK;
+		pr("probe: disk_blocks clamped to the disk (%lu blocks)\n", disk.blocks);
+	}
+	if (!disk.blocks) {
+		pr("probe: the disk is smaller than one block\n");
+		probe_exit(EXIT_BADARG);
+	}
+	disk.depth = disk.q.size / 3 < DISK_DEPTH ? disk.q.size / 3 : DISK_DEPTH;
+	disk.hdr = dma_alloc(DISK_DEPTH * sizeof(struct blk_hdr));
+	disk.status = dma_alloc(DISK_DEPTH);
+	disk.data = dma_alloc(DISK_DEPTH * BLOCK_SIZE);
+	if (!disk.depth || !disk.hdr || !disk.status || !disk.data) {
+		pr("probe: disk: queue too small or out of DMA memory\n");
+		probe_exit(EXIT_BADARG);
+	}
+	virtio_driver_ok(disk.dev);
+	disk.nonce = mix64(rdtsc() ^ sh.cfg.seed);
+	disk.gen = 1;
+	disk.phase = PH_WRITE;
+	disk.last_print = rdtsc();
+	pr("probe: disk 0x%lx capacity %lu sectors, blocks %lu of 4 KiB, queue %u, depth %u, flush %s, nonce 0x%lx\n",
+	   disk.dev->loc.base, disk.capacity, disk.blocks, disk.q.size, disk.depth,
+	   disk.flush ? "on" : "off", disk.nonce);
+}
+
+void disk_report(void)
+{
+	pr("probe: disk %lu generations, %lu blocks written, %lu read, %lu flushes\n",
+	   disk.generations, disk.written, disk.read, disk.flushes);
+}

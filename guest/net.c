@@ -1,0 +1,348 @@
+/*
+ * net.c - the virtio-net driver and the "net" workload (BSP, ring 3).
+ *
+ * Answers ARP requests and ICMP echo requests for ip=, and echoes UDP
+ * datagrams sent to udp_port=, so that a client outside the guest can see
+ * it, before and after a migration.  Everything else is dropped.  Frames
+ * are one descriptor each (virtio-net header, then the frame); RX buffers
+ * are re-posted as soon as a frame is handled, and a reply that finds no
+ * free TX buffer is dropped, as on a real link.
+ */
+#include "user.h"
+#include "virtio.h"
+
+#define NET_RX_SLOTS            64
+#define NET_TX_SLOTS            32
+#define NET_QUEUE_MAX           128
+#define NET_BUF                 2048    /* >= 12-byte header + 1514-byte frame */
+
+#define VIRTIO_NET_F_MAC        5
+
+#define ETH_HLEN                14
+#define ETH_P_IP                0x0800
+#define ETH_P_ARP               0x0806
+#define IP_P_ICMP               1
+#define IP_P_UDP                17
+#define ARP_LEN                 28
+
+/* Owned by the BSP. */
+static struct {
+	struct virtio_dev *dev;
+	struct virtq rxq, txq;  /* queues 0 and 1 */
+	u32 hdr_len;            /* virtio_net_hdr: 12 bytes with VERSION_1, else 10 */
+	u8 mac[6];
+	u32 rx_slots, tx_slots; /* RX buffer i is descriptor i; so for TX */
+	u8 *rx_buf, *tx_buf;    /* DMA: NET_BUF per slot */
+	bool tx_busy[NET_TX_SLOTS];
+	u64 rx, tx, arp, icmp, udp, dropped;   /* frames */
+	u64 last_print, last_total;
+} net;
+
+/* ---- bytes on the wire --------------------------------------------------- */
+
+static inline u16 get16(const u8 *p) { return (u16)(p[0] << 8 | p[1]); }
+static inline u32 get32(const u8 *p) { return (u32)p[0] << 24 | p[1] << 16 | p[2] << 8 | p[3]; }
+static inline void put16(u8 *p, u16 v) { p[0] = v >> 8; p[1] = (u8)v; }
+static inline void put32(u8 *p, u32 v) { put16(p, v >> 16); put16(p + 2, (u16)v); }
+
+static void swap_bytes(u8 *a, u8 *b, u32 n)
+{
+	for (u32 i = 0; i < n; i++) {
+		u8 t = a[i];
+
+		a[i] = b[i];
+		b[i] = t;
+	}
+}
+
+/* The Internet checksum of p[0..n), continuing from `sum`. */
+static u16 csum(const u8 *p, u32 n, u32 sum)
+{
+	u64 s = sum;
+
+	for (; n > 1; p += 2, n -= 2)
+		s += get16(p);
+	if (n)
+		s += (u32)p[0] << 8;
+	while (s >> 16)
+		s = (s & 0xffff) + (s >> 16);
+	return (u16)~s;
+}
+
+/* ---- transmit ---------------------------------------------------------- */
+
+/* A free TX buffer (frame area past the virtio header), or NULL. */
+static u8 *tx_frame(u32 *slot)
+{
+	for (u32 i = 0; i < net.tx_slots; i++)
+		if (!net.tx_busy[i]) {
+			*slot = i;
+			memset(net.tx_buf + i * NET_BUF, 0, net.hdr_len);
+			return net.tx_buf + i * NET_BUF + net.hdr_len;
+		}
+	return NULL;
+}
+
+static void tx_send(u32 slot, u32 frame_len)
+{
+	net.txq.desc[slot] = (struct vring_desc){
+		(u64)(net.tx_buf + slot * NET_BUF), net.hdr_len + frame_len, 0, 0 };
+	net.tx_busy[slot] = true;
+	virtq_push(&net.txq, (u16)slot);
+	virtq_kick(&net.txq);
+	net.tx++;
+}
+
+static void tx_reclaim(void)
+{
+	u16 head;
+	u32 len;
+
+	while (virtq_pop(&net.txq, &head, &len)) {
+		if (head >= net.tx_slots || !net.tx_busy[head]) {
+			pr("probe: net: the device completed TX descriptor %u, which was not sent\n", head);
+			probe_exit(EXIT_CORRUPT);
+		}
+		net.tx_busy[head] = false;
+	}
+}
+
+/* Copy the request, turn it round at the Ethernet level and send it. */
+static u8 *reply_start(const u8 *req, u32 len, u32 *slot)
+{
+	u8 *out = tx_frame(slot);
+
+	if (!out)
+		return NULL;
+	memcpy(out, req, len);
+	memcpy(out, req + 6, 6);
+	memcpy(out + 6, net.mac, 6);
+	return out;
+}
+
+/* ---- protocols ------------------------------------------------------------- */
+
+static bool arp_answer(const u8 *f, u32 len)
+{
+	const u8 *a = f + ETH_HLEN;
+	u8 *out, *o;
+	u32 slot;
+
+	if (len < ETH_HLEN + ARP_LEN || get16(a) != 1 || get16(a + 2) != ETH_P_IP ||
+	    a[4] != 6 || a[5] != 4 || get16(a + 6) != 1 || get32(a + 24) != sh.cfg.ip)
+		return false;
+	out = reply_start(f, ETH_HLEN + ARP_LEN, &slot);
+	if (!out)
+		return false;
+	o = out + ETH_HLEN;
+	put16(o + 6, 2);                        /* reply */
+	memcpy(o + 18, a + 8, 10);              /* target = the asker */
+	memcpy(o + 8, net.mac, 6);
+	put32(o + 14, sh.cfg.ip);
+	tx_send(slot, ETH_HLEN + ARP_LEN);
+	net.arp++;
+	return true;
+}
+
+/* Turn an IPv4 packet round: addresses swapped, fresh TTL and checksum. */
+static void ip_turn(u8 *ip, u32 ihl)
+{
+	swap_bytes(ip + 12, ip + 16, 4);
+	ip[8] = 64;
+	put16(ip + 10, 0);
+	put16(ip + 10, csum(ip, ihl, 0));
+}
+
+static bool icmp_answer(const u8 *f, u32 ihl, u32 ip_len)
+{
+	u32 n = ip_len - ihl, slot;
+	u8 *out, *icmp;
+
+	if (n < 8 || f[ETH_HLEN + ihl] != 8 || f[ETH_HLEN + ihl + 1] != 0)
+		return false;                   /* not an echo request */
+	out = reply_start(f, ETH_HLEN + ip_len, &slot);
+	if (!out)
+		return false;
+	ip_turn(out + ETH_HLEN, ihl);
+	icmp = out + ETH_HLEN + ihl;
+	icmp[0] = 0;                            /* echo reply */
+	put16(icmp + 2, 0);
+	put16(icmp + 2, csum(icmp, n, 0));
+	tx_send(slot, ETH_HLEN + ip_len);
+	net.icmp++;
+	return true;
+}
+
+static bool udp_answer(const u8 *f, u32 ihl, u32 ip_len)
+{
+	const u8 *u = f + ETH_HLEN + ihl;
+	u32 n = ip_len - ihl, slot, sum;
+	u8 *out, *ip, *uo;
+
+	if (n < 8 || get16(u + 2) != sh.cfg.udp_port || get16(u + 4) < 8 || get16(u + 4) > n)
+		return false;
+	n = get16(u + 4);
+	out = reply_start(f, ETH_HLEN + ihl + n, &slot);
+	if (!out)
+		return false;
+	ip = out + ETH_HLEN;
+	put16(ip + 2, (u16)(ihl + n));          /* drop any padding past the datagram */
+	ip_turn(ip, ihl);
+	uo = ip + ihl;
+	swap_bytes(uo, uo + 2, 2);
+	put16(uo + 6, 0);
+	/* pseudo-header: addresses, protocol, UDP length */
+	sum = get16(ip + 12) + get16(ip + 14) + get16(ip + 16) + get16(ip + 18) + IP_P_UDP + n;
+	sum = csum(uo, n, sum);
+	put16(uo + 6, sum ? sum : 0xffff);
+	tx_send(slot, ETH_HLEN + ihl + n);
+	net.udp++;
+	return true;
+}
+
+static bool ip_answer(const u8 *f, u32 len)
+{
+	const u8 *ip = f + ETH_HLEN;
+	u32 ihl, ip_len;
+
+	if (len < ETH_HLEN + 20 || ip[0] >> 4 != 4)
+		return false;
+	ihl = (ip[0] & 15) * 4;
+	ip_len = get16(ip + 2);
+	if (ihl < 20 || ip_len < ihl || ip_len > len - ETH_HLEN ||
+	    (get16(ip + 6) & 0x3fff) ||         /* a fragment */
+	    get32(ip + 16) != sh.cfg.ip || csum(ip, ihl, 0))
+		return false;
+	if (ip[9] == IP_P_ICMP)
+		return icmp_answer(f, ihl, ip_len);
+	if (ip[9] == IP_P_UDP)
+		return udp_answer(f, ihl, ip_len);
+	return false;
+}
+
+static void handle_frame(const u8 *f, u32 len)
+{
+	static const u8 bcast[6] = { 0xff, 0xff, 0xff, 0xff, 0xff, 0xff };
+	bool answered = false;
+
+	net.rx++;
+	if (len >= ETH_HLEN && (!memcmp(f, net.mac, 6) || !memcmp(f, bcast, 6))) {
+		if (get16(f + 12) == ETH_P_ARP)
+			answered = arp_answer(f, len);
+		else if (get16(f + 12) == ETH_P_IP)
+			answered = ip_answer(f, len);
+	}
+	if (!answered)
+		net.dropped++;
+}
+
+/* ---- receive --------------------------------------------------------------- */
+
+static void rx_post(u16 slot)
+{
+	net.rxq.desc[slot] = (struct vring_desc){
+		(u64)(net.rx_buf + slot * NET_BUF), NET_BUF, VRING_DESC_F_WRITE, 0 };
+	virtq_push(&net.rxq, slot);
+}
+
+void net_poll(u64 now)
+{
+	bool posted = false;
+	u16 head;
+	u32 len, budget = net.rx_slots;
+
+	tx_reclaim();
+	while (budget-- && virtq_pop(&net.rxq, &head, &len)) {
+		if (head >= net.rx_slots) {
+			pr("probe: net: the device completed RX descriptor %u, which was not posted\n", head);
+			probe_exit(EXIT_CORRUPT);
+		}
+		if (len > net.hdr_len && len <= NET_BUF)
+			handle_frame(net.rx_buf + head * NET_BUF + net.hdr_len, len - net.hdr_len);
+		else
+			net.dropped++;
+		rx_post(head);
+		posted = true;
+	}
+	if (posted)
+		virtq_kick(&net.rxq);
+	if (now - net.last_print >= sh.tsc_hz && net.rx + net.tx != net.last_total) {
+		net_report();
+		net.last_print = now;
+		net.last_total = net.rx + net.tx;
+	}
+}
+
+/* ---- set-up ------------------------------------------------------------------ */
+
+/* Tell the link who has ip= (a gratuitous ARP request). */
+static void announce(void)
+{
+	u32 slot;
+	u8 *f = tx_frame(&slot), *a;
+
+	if (!f)
+		return;
+	memset(f, 0xff, 6);
+	memcpy(f + 6, net.mac, 6);
+	put16(f + 12, ETH_P_ARP);
+	a = f + ETH_HLEN;
+	put16(a, 1);
+	put16(a + 2, ETH_P_IP);
+	a[4] = 6;
+	a[5] = 4;
+	put16(a + 6, 1);
+	memcpy(a + 8, net.mac, 6);
+	put32(a + 14, sh.cfg.ip);
+	memset(a + 18, 0, 6);
+	put32(a + 24, sh.cfg.ip);
+	tx_send(slot, ETH_HLEN + ARP_LEN);
+}
+
+/* Claim the first virtio-net device and fill its RX queue; exits with
+ * EXIT_BADARG when there is none or it cannot be driven. */
+void net_init(void)
+{
+	u32 ip = sh.cfg.ip;
+
+	if (!ip) {
+		pr("probe: workload net needs ip=A.B.C.D\n");
+		probe_exit(EXIT_BADARG);
+	}
+	net.dev = virtio_claim(VIRTIO_ID_NET);
+	if (!net.dev) {
+		pr("probe: workload net needs a virtio-net device (virtio_mmio.device=)\n");
+		probe_exit(EXIT_BADARG);
+	}
+	if (!virtio_negotiate(net.dev, 1UL << VIRTIO_NET_F_MAC, 1UL << VIRTIO_NET_F_MAC) ||
+	    !virtq_setup(net.dev, &net.rxq, 0, NET_QUEUE_MAX) ||
+	    !virtq_setup(net.dev, &net.txq, 1, NET_QUEUE_MAX))
+		probe_exit(EXIT_BADARG);
+	net.hdr_len = net.dev->features & (1UL << VIRTIO_F_VERSION_1) ? 12 : 10;
+	for (u32 i = 0; i < 6; i++)
+		net.mac[i] = virtio_config8(net.dev, i);
+	net.rx_slots = net.rxq.size < NET_RX_SLOTS ? net.rxq.size : NET_RX_SLOTS;
+	net.tx_slots = net.txq.size < NET_TX_SLOTS ? net.txq.size : NET_TX_SLOTS;
+	net.rx_buf = dma_alloc(NET_RX_SLOTS * NET_BUF);
+	net.tx_buf = dma_alloc(NET_TX_SLOTS * NET_BUF);
+	if (!net.rx_buf || !net.tx_buf) {
+		pr("probe: net: out of DMA memory\n");
+		probe_exit(EXIT_BADARG);
+	}
+	for (u16 i = 0; i < net.rx_slots; i++)
+		rx_post(i);
+	virtio_driver_ok(net.dev);
+	virtq_kick(&net.rxq);
+	announce();
+	net.last_print = rdtsc();
+	pr("probe: net 0x%lx mac %02x:%02x:%02x:%02x:%02x:%02x ip %u.%u.%u.%u udp_port %u, queues %u/%u\n",
+	   net.dev->loc.base, net.mac[0], net.mac[1], net.mac[2], net.mac[3], net.mac[4], net.mac[5],
+	   ip >> 24, (ip >> 16) & 255, (ip >> 8) & 255, ip & 255, (u32)sh.cfg.udp_port,
+	   net.rxq.size, net.txq.size);
+}
+
+void net_report(void)
+{
+	pr("probe: net rx %lu tx %lu arp %lu icmp %lu udp %lu dropped %lu\n",
+	   net.rx, net.tx, net.arp, net.icmp, net.udp, net.dropped);
+}
