@@ -11,9 +11,9 @@
 
 #include "cli/cli.h"
 #include "control/control.h"
-#include "migration/incoming.h"
+#include "migration/dest/incoming.h"
 #include "migration/migration.h"
-#include "migration/source_scratch.h"
+#include "migration/live_scratch.h"
 #include "util/log.h"
 #include "util/parse.h"
 #include "board/machine.h"

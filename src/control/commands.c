@@ -8,7 +8,7 @@
 
 #include "control/cmd_migrate.h"
 #include "migration/migration.h"
-#include "migration/source_scratch.h"
+#include "migration/live_scratch.h"
 #include "vmm/dirty.h"
 #include "board/machine_state.h"
 
@@ -144,7 +144,7 @@ static int cmd_test_peek(struct control_ctx *ctx, json_object *args, json_object
 }
 
 /*
- * Test hook: the scratch live source (migration/source_scratch.h).  With
+ * Test hook: the scratch live source (migration/live_scratch.h).  With
  * {"fill": SEED} (and "hot": true to refill it at every sync) fill it on
  * a source; always answer whether it holds anything and its digest.
  */

@@ -54,7 +54,7 @@ enum mig_codec_id {
 };
 
 /*
- * Live-iterable sources (source.h has the table).  RAM travels in RAM and
+ * Live-iterable sources (live.h has the table).  RAM travels in RAM and
  * RAM_RUN sections; every other source in SOURCE sections under its id.
  */
 enum mig_source_id {

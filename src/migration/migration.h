@@ -14,7 +14,7 @@
 #include "migration/commit.h"
 #include "migration/digest.h"
 #include "migration/format.h"
-#include "migration/policy.h"
+#include "migration/source/policy.h"
 #include "migration/ram.h"
 #include "migration/stats.h"
 #include "migration/stream.h"

@@ -10,7 +10,7 @@
 #include "migration/format.h"
 #include "migration/migration.h"
 #include "migration/section.h"
-#include "migration/source.h"
+#include "migration/live.h"
 #include "util/le.h"
 #include "vmm/dirty.h"
 
@@ -327,7 +327,7 @@ int ram_flush(struct migration *mig)
 	return mig_stream_flush(&mig->s);
 }
 
-/* The source table's view of RAM (source.h). */
+/* The source table's view of RAM (live.h). */
 static int64_t ram_src_sync(struct migration *mig)
 {
 	int64_t n = ram_sync(mig);

@@ -1,5 +1,5 @@
 /*
- * The RAM source (source.h): sync the dirty log into its bitmaps and send
+ * The RAM source (live.h): sync the dirty log into its bitmaps and send
  * the pages they mark as RAM sections, each page in the cheapest
  * negotiated encoding (codec/codec.h), runs of raw pages as RAM_RUN.  Its
  * destination side, the one RAM decoder, is ram_load.c.

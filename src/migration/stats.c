@@ -1,6 +1,6 @@
 #include "migration/stats.h"
 
-#include "migration/source.h"
+#include "migration/live.h"
 
 #include <stdbool.h>
 #include <stdio.h>

@@ -58,7 +58,7 @@ struct mig_stats {
 	uint32_t throttle_pct;
 	uint64_t digest;		/* with verify: RAM digest both sides agreed on */
 	/*
-	 * Per live source (source.h), by id: the bytes it reported to the last
+	 * Per live source (live.h), by id: the bytes it reported to the last
 	 * convergence decision, the most it ever reported to one, and the
 	 * bytes of its sections on the wire.  pending_total: what the policy
 	 * summed at the last decision.

@@ -46,7 +46,7 @@
 #include "migration/digest.h"
 #include "migration/codec/codec.h"
 #include "migration/format.h"
-#include "migration/incoming.h"
+#include "migration/dest/incoming.h"
 #include "util/log.h"
 #include "util/vmstate.h"
 #include "board/machine.h"

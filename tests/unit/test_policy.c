@@ -6,7 +6,7 @@
 #include <string.h>
 #include <cmocka.h>
 
-#include "migration/policy.h"
+#include "migration/source/policy.h"
 
 #define MB 1000000ULL
 #define MIB (1ULL << 20)

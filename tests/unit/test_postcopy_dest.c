@@ -34,7 +34,7 @@
 #include <cmocka.h>
 
 #include "migration/channel/channel.h"
-#include "migration/postcopy_dest.h"
+#include "migration/dest/postcopy_dest.h"
 #include "vmm/memory.h"
 
 #define T_MEM (16ULL << 20)

@@ -1,11 +1,11 @@
 /*
- * A synthetic 1 MiB live source for tests only (source_scratch.c): it
+ * A synthetic 1 MiB live source for tests only (live_scratch.c): it
  * proves that a source is a file and a table line.  `ferry run
  * --test-hooks` allows it; the control command x-test-scratch fills it on
  * a source and reports its digest on either side.
  */
-#ifndef FERRY_MIGRATION_SOURCE_SCRATCH_H
-#define FERRY_MIGRATION_SOURCE_SCRATCH_H
+#ifndef FERRY_MIGRATION_LIVE_SCRATCH_H
+#define FERRY_MIGRATION_LIVE_SCRATCH_H
 
 #include <stdbool.h>
 #include <stdint.h>

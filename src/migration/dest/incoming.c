@@ -1,5 +1,5 @@
-#include "migration/incoming.h"
-#include "migration/incoming_internal.h"
+#include "migration/dest/incoming.h"
+#include "migration/dest/incoming_internal.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -11,9 +11,9 @@
 
 #include "migration/codec/codec.h"
 #include "migration/format.h"
-#include "migration/postcopy_dest.h"
+#include "migration/dest/postcopy_dest.h"
 #include "migration/section.h"
-#include "migration/source.h"
+#include "migration/live.h"
 #include "util/le.h"
 #include "util/log.h"
 #include "board/machine_state.h"

@@ -1,21 +1,21 @@
 /*
- * The scratch source (source_scratch.h): 1 MiB in 256 chunks of 4 KiB,
+ * The scratch source (live_scratch.h): 1 MiB in 256 chunks of 4 KiB,
  * each with a dirty bit.  It sends its dirty chunks as SOURCE sections
  * (payload after the source id: chunk offset u32, then 4096 bytes) and
  * loads them on the destination.  Everything it has is process-global:
  * it outlives migrations, as a device would.
  */
-#include "migration/source_scratch.h"
+#include "migration/live_scratch.h"
 
 #include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "migration/incoming_internal.h"
+#include "migration/dest/incoming_internal.h"
 #include "migration/migration.h"
 #include "migration/section.h"
-#include "migration/source.h"
+#include "migration/live.h"
 #include "util/hash.h"
 #include "util/le.h"
 

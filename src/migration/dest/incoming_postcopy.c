@@ -10,9 +10,9 @@
 #include <unistd.h>
 
 #include "migration/format.h"
-#include "migration/incoming_internal.h"
+#include "migration/dest/incoming_internal.h"
 #include "migration/section.h"
-#include "migration/source.h"
+#include "migration/live.h"
 #include "util/le.h"
 #include "util/log.h"
 

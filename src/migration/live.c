@@ -1,5 +1,5 @@
-/* The table of live-iterable sources (source.h) and the loops over it. */
-#include "migration/source.h"
+/* The table of live-iterable sources (live.h) and the loops over it. */
+#include "migration/live.h"
 
 #include <errno.h>
 

@@ -12,7 +12,7 @@
 #include "migration/commit.h"
 #include "migration/config.h"
 #include "migration/digest.h"
-#include "migration/postcopy_dest.h"
+#include "migration/dest/postcopy_dest.h"
 #include "migration/stream.h"
 #include "board/machine.h"
 

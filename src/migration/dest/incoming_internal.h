@@ -5,7 +5,7 @@
 #ifndef FERRY_MIGRATION_INCOMING_INTERNAL_H
 #define FERRY_MIGRATION_INCOMING_INTERNAL_H
 
-#include "migration/incoming.h"
+#include "migration/dest/incoming.h"
 #include "board/machine_state.h"
 #include "migration/section.h"
 

@@ -20,7 +20,7 @@
 #include "migration/migration.h"
 #include "migration/ram.h"
 #include "migration/section.h"
-#include "migration/source.h"
+#include "migration/live.h"
 #include "util/log.h"
 
 #define SWITCHOVER_MIN_NS	1000000000ULL	/* the automatic timeout's floor */

@@ -2,7 +2,7 @@
  * Live-iterable sources (QEMU's SaveVMHandlers): everything sent while the
  * guest runs, pass after pass, and finished at stop-and-copy.  RAM is one
  * (ram.c); a disk would be another.  Each is one file, registered in
- * mig_sources[] (source.c) by enum mig_source_id (format.h).
+ * mig_sources[] (live.c) by enum mig_source_id (format.h).
  *
  * The pre-copy loop (precopy.c), the final pass (switchover.c) and the
  * convergence policy's inputs iterate the table: nothing there knows which
@@ -13,8 +13,8 @@
  * All source-side ops run on the migration thread; `load` on the thread
  * receiving the migration.
  */
-#ifndef FERRY_MIGRATION_SOURCE_H
-#define FERRY_MIGRATION_SOURCE_H
+#ifndef FERRY_MIGRATION_LIVE_H
+#define FERRY_MIGRATION_LIVE_H
 
 #include <stdbool.h>
 #include <stdint.h>

@@ -18,7 +18,7 @@
 #include "migration/migration.h"
 #include "migration/ram.h"
 #include "migration/section.h"
-#include "migration/source.h"
+#include "migration/live.h"
 #include "util/le.h"
 #include "util/log.h"
 #include "vmm/dirty.h"

@@ -4,14 +4,14 @@
  * the phase after it.  Pre-copy handlers live in incoming.c, post-copy
  * ones in incoming_postcopy.c, the switchover's answer in
  * incoming_commit.c.  The destination side of a live source is a rule
- * whose handler calls the source's load (source.h): RAM and RAM_RUN go to
+ * whose handler calls the source's load (live.h): RAM and RAM_RUN go to
  * the RAM source (ram_load.c: streamed in pre-copy, whole in post-copy),
  * SOURCE to the source its id names.
  */
 #include <errno.h>
 
 #include "migration/format.h"
-#include "migration/incoming_internal.h"
+#include "migration/dest/incoming_internal.h"
 
 #define P(ph) (1u << (ph))
 #define LIVE (P(MIG_IN_PASS) | P(MIG_IN_RAM))

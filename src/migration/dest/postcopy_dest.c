@@ -1,4 +1,4 @@
-#include "migration/postcopy_dest.h"
+#include "migration/dest/postcopy_dest.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -12,8 +12,8 @@
 #include <string.h>
 
 #include "migration/format.h"
-#include "migration/incoming.h"
-#include "migration/incoming_internal.h"
+#include "migration/dest/incoming.h"
+#include "migration/dest/incoming_internal.h"
 #include "migration/section.h"
 #include "util/log.h"
 

@@ -20,7 +20,7 @@
 
 #include "migration/codec/codec.h"
 #include "migration/format.h"
-#include "migration/incoming_internal.h"
+#include "migration/dest/incoming_internal.h"
 #include "migration/ram.h"
 #include "migration/section.h"
 #include "util/le.h"

@@ -7,7 +7,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 
-#include "migration/policy.h"
+#include "migration/source/policy.h"
 
 #define NS_PER_SEC 1000000000ULL
 #define NS_PER_MS 1000000ULL
