@@ -5,7 +5,7 @@ set -euo pipefail
 
 packages=(
   gcc make pkg-config
-  libjson-c-dev liblz4-dev libzstd-dev libxxhash-dev libcmocka-dev
+  libjson-c-dev liblz4-dev libzstd-dev libxxhash-dev libcmocka-dev liburing-dev
   qemu-system-x86 iproute2
   # clang's sanitizer and libFuzzer runtimes are only "recommended" by clang,
   # and recommendations are not installed here: name them.

@@ -67,8 +67,9 @@ static void machine_pvh_ram(const struct guest_memory *mem, struct pvh_ram *ram)
 	}
 }
 
-static int machine_load_kernel(struct machine *m, const char *path, const char *cmdline)
+static int machine_load_kernel(struct machine *m, const char *path, const char *user_cmdline)
 {
+	char cmdline[PVH_CMDLINE_MAX];
 	struct pvh_ram ram;
 	struct pvh_kernel k;
 	uint64_t start_info;
@@ -77,6 +78,13 @@ static int machine_load_kernel(struct machine *m, const char *path, const char *
 	size_t len = 0;
 	int err;
 
+	/* The guest finds its virtio devices on its command line, as on microvm. */
+	if (strlen(user_cmdline) >= sizeof(cmdline) ||
+	    machine_virtio_cmdline(m, strcpy(cmdline, user_cmdline), sizeof(cmdline))) {
+		pr_err("kernel command line too long with the devices' (at most %d bytes)",
+		       PVH_CMDLINE_MAX - 1);
+		return -E2BIG;
+	}
 	err = machine_map_kernel(path, &img, &len);
 	if (err)
 		return err;
@@ -98,7 +106,8 @@ static int machine_load_kernel(struct machine *m, const char *path, const char *
 	return err;
 }
 
-static int machine_add_devices(struct machine *m, const char *serial_spec)
+static int machine_add_devices(struct machine *m, const char *serial_spec,
+			       const struct machine_config *cfg)
 {
 	int err = chardev_open(&m->serial_chr, serial_spec);
 
@@ -110,13 +119,15 @@ static int machine_add_devices(struct machine *m, const char *serial_spec)
 		return err;
 	}
 	serial_init(&m->com1, &m->serial_chr, machine_com1_irq, &m->vm);
-	m->devs[DEVICE_SERIAL] = &m->com1;
-	m->devs[DEVICE_DEBUG_EXIT] = &m->vm;
+	m->devs[m->nr_devs++] = (struct machine_dev){ .id = DEVICE_SERIAL, .dev = &m->com1 };
+	m->devs[m->nr_devs++] = (struct machine_dev){ .id = DEVICE_DEBUG_EXIT, .dev = &m->vm };
 	err = iobus_register(&m->vm.pio, SERIAL_COM1_BASE, 8, &serial_iobus_ops, &m->com1, "com1");
 	if (!err)
 		err = debug_exit_register(&m->vm);
 	if (!err)
 		err = chardev_start_input(&m->serial_chr, machine_com1_input, &m->com1);
+	if (!err)
+		err = machine_virtio_add_disks(m, cfg);
 	return err;
 }
 
@@ -137,14 +148,29 @@ int machine_create(struct machine *m, const struct machine_config *cfg)
 	m->cmdline = strdup(cfg->cmdline ? cfg->cmdline : "");
 	if (!m->kernel || !m->cmdline)
 		return -ENOMEM;
-	err = machine_add_devices(m, cfg->serial ? cfg->serial : "stdio");
+	err = machine_add_devices(m, cfg->serial ? cfg->serial : "stdio", cfg);
 	if (err || !cfg->kernel)
 		return err;
 	return machine_load_kernel(m, cfg->kernel, m->cmdline);
 }
 
+void *machine_dev(const struct machine *m, enum device_id id, unsigned index)
+{
+	for (unsigned i = 0; i < m->nr_devs; i++)
+		if (m->devs[i].id == id && m->devs[i].index == index)
+			return m->devs[i].dev;
+	return NULL;
+}
+
 void machine_destroy(struct machine *m)
 {
+	/* vCPUs first (they reach devices), then the device threads, then RAM. */
+	enum vm_state st = vm_get_state(&m->vm);
+	if (st == VM_STATE_RUNNING || st == VM_STATE_PAUSED) {
+		vm_request_stop(&m->vm, VM_STOP_REQUESTED, 0);
+		vm_wait_stopped(&m->vm);
+	}
+	machine_virtio_destroy(m);
 	vm_destroy(&m->vm);
 	if (m->serial_chr.ops)
 		chardev_close(&m->serial_chr);

@@ -1,17 +1,34 @@
 /*
  * The board: the PC ferry builds on top of vmm/, devices/ and arch/.  A
  * KVM VM with RAM and vCPUs, COM1 (8250 UART at 0x3f8, IRQ 4) on a
- * character backend, the debug-exit port at 0xf4, and PVH boot of an ELF
- * kernel.  vmm/ knows nothing of devices or of this file; the board wires
- * them together and is the only layer that knows them all.
+ * character backend, the debug-exit port at 0xf4, virtio-mmio disks, and
+ * PVH boot of an ELF kernel.  vmm/ knows nothing of devices or of this
+ * file; the board wires them together and is the only layer that knows
+ * them all.
  */
 #ifndef FERRY_BOARD_MACHINE_H
 #define FERRY_BOARD_MACHINE_H
 
+#include "devices/block/file.h"
 #include "devices/chardev.h"
 #include "devices/device.h"
 #include "devices/serial.h"
+#include "devices/virtio/blk.h"
 #include "vmm/vm.h"
+
+/*
+ * virtio-mmio transports, as QEMU's microvm lays them out: transport n is
+ * 512 bytes at 0xfeb00000 + 0x200 n (below the IOAPIC at 0xfec00000) on
+ * IRQ 5 + n (COM1 keeps 4).  Disks take the first slots, in --disk order;
+ * the kernel learns of each from "virtio_mmio.device=512@ADDR:IRQ" on its
+ * command line (docs/devices.md).
+ */
+#define MACHINE_VIRTIO_BASE	0xfeb00000ULL
+#define MACHINE_VIRTIO_IRQ	5
+#define MACHINE_VIRTIO_SLOTS	8
+#define MACHINE_MAX_DISKS	MACHINE_VIRTIO_SLOTS
+/* COM1, debug-exit, then the virtio devices. */
+#define MACHINE_MAX_DEVS	(2 + MACHINE_VIRTIO_SLOTS)
 
 struct machine_config {
 	uint64_t memory;
@@ -21,6 +38,28 @@ struct machine_config {
 	const char *serial;	/* chardev spec: stdio, file:PATH, unix:PATH */
 	bool prealloc;		/* allocate all RAM up front */
 	struct guest_memory *premade;	/* RAM allocated earlier, taken over */
+	const struct block_config *disks;	/* --disk, in order */
+	unsigned nr_disks;			/* 0..MACHINE_MAX_DISKS */
+};
+
+/* One device instance: the `dev` its registry ops get. */
+struct machine_dev {
+	enum device_id id;
+	unsigned index;		/* instance of its model: disk 0, 1, ... */
+	void *dev;
+};
+
+struct machine;
+
+/* One virtio-mmio slot and how it reaches KVM (machine_virtio.c). */
+struct machine_virtio {
+	struct vm *vm;
+	struct virtio_mmio *t;
+	uint64_t base;
+	unsigned irq;
+	int irq_fd;		/* eventfd registered as an irqfd, or -1 */
+	bool irqfd;		/* registered with the current KVM VM */
+	bool ioeventfd;		/* QueueNotify registered as ioeventfds */
 };
 
 /*
@@ -33,10 +72,15 @@ struct machine {
 	struct vm vm;
 	struct chardev serial_chr;
 	struct serial com1;
-	/* Each device's instance by registry id: the `dev` its ops get. */
-	void *devs[DEVICE_NR];
+	/* Every device instance, in registry order then instance order (wire order). */
+	struct machine_dev devs[MACHINE_MAX_DEVS];
+	unsigned nr_devs;
+	struct virtio_blk disks[MACHINE_MAX_DISKS];
+	unsigned nr_disks;
+	struct machine_virtio virtio[MACHINE_VIRTIO_SLOTS];
+	unsigned nr_virtio;
 	char *kernel;
-	char *cmdline;
+	char *cmdline;		/* the user's; the guest also gets the devices' */
 };
 
 /*
@@ -49,5 +93,28 @@ struct machine {
 int machine_create(struct machine *m, const struct machine_config *cfg)
 	__attribute__((warn_unused_result));
 void machine_destroy(struct machine *m);
+
+/* The instance of model id numbered index, or NULL. */
+void *machine_dev(const struct machine *m, enum device_id id, unsigned index);
+
+/* ---- machine_virtio.c -------------------------------------------------- */
+
+/* Create the disks of cfg in the first virtio slots.  Returns 0 or -errno (logged). */
+int machine_virtio_add_disks(struct machine *m, const struct machine_config *cfg)
+	__attribute__((warn_unused_result));
+/*
+ * Register every slot's irqfd and ioeventfds with the current KVM VM
+ * (again after vm_recreate_kvm(), which drops them); a KVM without them
+ * gets KVM_IRQ_LINE and MMIO exits instead.
+ */
+void machine_virtio_wire(struct machine *m);
+/*
+ * Append " virtio_mmio.device=512@0x...:IRQ" for every slot to the
+ * command line in buf (size len).  Returns 0 or -E2BIG.
+ */
+int machine_virtio_cmdline(const struct machine *m, char *buf, size_t len)
+	__attribute__((warn_unused_result));
+/* Stop and free the virtio devices (their threads first). */
+void machine_virtio_destroy(struct machine *m);
 
 #endif

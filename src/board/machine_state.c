@@ -17,33 +17,45 @@ int machine_quiesce(struct machine *m)
 	/* vCPUs first: finishing their pending I/O may touch devices. */
 	for (unsigned i = 0; i < vm->nr_vcpus && !err; i++)
 		err = x86_vcpu_quiesce(vm->vcpus[i].fd, vm->vcpus[i].run);
-	for (unsigned id = 0; id < DEVICE_NR && !err; id++) {
-		const struct device_ops *d = device_table[id];
+	for (unsigned i = 0; i < m->nr_devs && !err; i++) {
+		const struct device_ops *d = device_table[m->devs[i].id];
 		if (d->quiesce)
-			err = d->quiesce(m->devs[id]);
+			err = d->quiesce(m->devs[i].dev);
 		if (err)
-			pr_err("cannot quiesce %s: %s", d->name, strerror(-err));
+			pr_err("cannot quiesce %s %u: %s", d->name, m->devs[i].index, strerror(-err));
 	}
 	return err;
 }
 
-/* Every device with state, one record each, in registry order. */
+/* The record name of an instance: "NAME", or "NAME.N" for a multi-instance model. */
+static void machine_record_name(const struct device_ops *d, unsigned index, char *name,
+				size_t len)
+{
+	if (d->multi)
+		snprintf(name, len, "%s.%u", d->vmsd->name, index);
+	else
+		snprintf(name, len, "%s", d->vmsd->name);
+}
+
+/* Every device instance with state, one record each, in registry order. */
 static int machine_devices_save(struct machine *m, struct vmstate_buf *out)
 {
+	char name[64];
 	int err = 0;
 
-	for (unsigned id = 0; id < DEVICE_NR && !err; id++) {
-		const struct device_ops *d = device_table[id];
+	for (unsigned i = 0; i < m->nr_devs && !err; i++) {
+		const struct device_ops *d = device_table[m->devs[i].id];
 		if (!d->vmsd)
 			continue;
 		void *state = calloc(1, d->vmsd->size);
 		if (!state)
 			return -ENOMEM;
-		err = d->save(m->devs[id], state);
+		machine_record_name(d, m->devs[i].index, name, sizeof(name));
+		err = d->save(m->devs[i].dev, state);
 		if (err)
-			pr_err("cannot save %s: %s", d->name, strerror(-err));
+			pr_err("cannot save %s: %s", name, strerror(-err));
 		else
-			err = vmstate_save(d->vmsd, state, out);
+			err = vmstate_save_as(d->vmsd, name, state, out);
 		free(state);
 	}
 	return err;
@@ -76,9 +88,10 @@ int machine_state_save(struct machine *m, struct vmstate_buf *out)
 	return err ? err : machine_devices_save(m, out);
 }
 
-/* Decode the next record, which must be of description d. */
+/* Decode the next record, which must be of description d, named `want`. */
 static int machine_state_next(const uint8_t *data, size_t len, size_t *off,
-			      const struct vmstate_desc *d, void *obj, struct vmstate_error *err)
+			      const struct vmstate_desc *d, const char *want, void *obj,
+			      struct vmstate_error *err)
 {
 	char name[64];
 	uint32_t version;
@@ -86,12 +99,72 @@ static int machine_state_next(const uint8_t *data, size_t len, size_t *off,
 
 	if (vmstate_peek(data + *off, len - *off, name, sizeof(name), &version, &rlen)) {
 		snprintf(err->msg, sizeof(err->msg), "state: malformed or missing record where '%s' was due",
-			 d->name);
+			 want);
 		return -EINVAL;
 	}
-	int r = vmstate_load(d, obj, data + *off, rlen, err);
+	int r = vmstate_load_as(d, want, obj, data + *off, rlen, err);
 	if (!r)
 		*off += rlen;
+	return r;
+}
+
+/* Is the record at off named `want`?  (Where a multi-instance model's records end.) */
+static bool machine_state_next_is(const uint8_t *data, size_t len, size_t off, const char *want)
+{
+	char name[64];
+	uint32_t version;
+	size_t rlen;
+
+	return off < len && !vmstate_peek(data + off, len - off, name, sizeof(name), &version, &rlen) &&
+	       !strcmp(name, want);
+}
+
+/* One device record into st->devs.  Returns 0 or -errno. */
+static int machine_state_dev_next(const uint8_t *data, size_t len, size_t *off,
+				  enum device_id id, unsigned index, struct machine_state *st,
+				  struct vmstate_error *err)
+{
+	const struct device_ops *d = device_table[id];
+	struct machine_state_dev *sd = &st->devs[st->nr_devs];
+	char name[64];
+
+	if (st->nr_devs == MACHINE_MAX_DEVS) {
+		snprintf(err->msg, sizeof(err->msg), "state: more than %d device records",
+			 MACHINE_MAX_DEVS);
+		return -EINVAL;
+	}
+	machine_record_name(d, index, name, sizeof(name));
+	sd->state = calloc(1, d->vmsd->size);
+	if (!sd->state)
+		return -ENOMEM;
+	sd->id = id;
+	sd->index = index;
+	st->nr_devs++;
+	return machine_state_next(data, len, off, d->vmsd, name, sd->state, err);
+}
+
+/* Every device record: once each, or NAME.0, NAME.1, ... for multi-instance models. */
+static int machine_state_decode_devs(const uint8_t *data, size_t len, size_t *off,
+				     struct machine_state *st, struct vmstate_error *err)
+{
+	char name[64];
+	int r = 0;
+
+	for (unsigned id = 0; id < DEVICE_NR && !r; id++) {
+		const struct device_ops *d = device_table[id];
+		if (!d->vmsd)
+			continue;
+		if (!d->multi) {
+			r = machine_state_dev_next(data, len, off, id, 0, st, err);
+			continue;
+		}
+		for (unsigned n = 0; !r; n++) {
+			machine_record_name(d, n, name, sizeof(name));
+			if (!machine_state_next_is(data, len, *off, name))
+				break;
+			r = machine_state_dev_next(data, len, off, id, n, st, err);
+		}
+	}
 	return r;
 }
 
@@ -106,19 +179,24 @@ int machine_state_decode(const void *data, size_t len, unsigned nr_vcpus,
 	if (!st->vcpus)
 		return -ENOMEM;
 	st->nr_vcpus = nr_vcpus;
-	r = machine_state_next(data, len, &off, &x86_vm_state_vmsd, &st->vm, err);
+	r = machine_state_next(data, len, &off, &x86_vm_state_vmsd, x86_vm_state_vmsd.name, &st->vm,
+			       err);
 	for (unsigned i = 0; i < nr_vcpus && !r; i++)
-		r = machine_state_next(data, len, &off, &x86_vcpu_state_vmsd, &st->vcpus[i], err);
-	for (unsigned id = 0; id < DEVICE_NR && !r; id++) {
-		const struct vmstate_desc *d = device_table[id]->vmsd;
-		if (!d)
-			continue;
-		st->devs[id] = calloc(1, d->size);
-		r = st->devs[id] ? machine_state_next(data, len, &off, d, st->devs[id], err) : -ENOMEM;
-	}
+		r = machine_state_next(data, len, &off, &x86_vcpu_state_vmsd, x86_vcpu_state_vmsd.name,
+				       &st->vcpus[i], err);
+	if (!r)
+		r = machine_state_decode_devs(data, len, &off, st, err);
 	if (!r && off != len) {
-		snprintf(err->msg, sizeof(err->msg), "state: %zu unexpected bytes after the last record",
-			 len - off);
+		char name[64];
+		uint32_t version;
+		size_t rlen;
+		if (!vmstate_peek((const uint8_t *)data + off, len - off, name, sizeof(name), &version,
+				  &rlen))
+			snprintf(err->msg, sizeof(err->msg), "state: record '%s' where none was due "
+				 "(a device this ferry does not know, or out of order)", name);
+		else
+			snprintf(err->msg, sizeof(err->msg), "state: %zu unexpected bytes after the "
+				 "last record", len - off);
 		r = -EINVAL;
 	}
 	if (r)
@@ -126,27 +204,68 @@ int machine_state_decode(const void *data, size_t len, unsigned nr_vcpus,
 	return r;
 }
 
+void *machine_state_dev(const struct machine_state *st, enum device_id id, unsigned index)
+{
+	for (unsigned i = 0; i < st->nr_devs; i++)
+		if (st->devs[i].id == id && st->devs[i].index == index)
+			return st->devs[i].state;
+	return NULL;
+}
+
+int machine_state_match(const struct machine *m, const struct machine_state *st,
+			struct vmstate_error *err)
+{
+	char name[64];
+
+	/* A device the stream carries must be here: its guest uses it. */
+	for (unsigned i = 0; i < st->nr_devs; i++) {
+		const struct device_ops *d = device_table[st->devs[i].id];
+		void *dev = machine_dev(m, st->devs[i].id, st->devs[i].index);
+		machine_record_name(d, st->devs[i].index, name, sizeof(name));
+		if (!dev) {
+			snprintf(err->msg, sizeof(err->msg), "the source has %s, which this destination "
+				 "lacks: start it with the same --disk options as the source", name);
+			return -EINVAL;
+		}
+		if (d->check && d->check(dev, st->devs[i].state, err->msg, sizeof(err->msg)))
+			return -EINVAL;
+	}
+	/* And a device here that the source did not have would start from nothing. */
+	for (unsigned i = 0; i < m->nr_devs; i++) {
+		const struct device_ops *d = device_table[m->devs[i].id];
+		if (!d->vmsd || machine_state_dev(st, m->devs[i].id, m->devs[i].index))
+			continue;
+		machine_record_name(d, m->devs[i].index, name, sizeof(name));
+		snprintf(err->msg, sizeof(err->msg), "this destination has %s, which the source "
+			 "lacks: start it with the same --disk options as the source", name);
+		return -EINVAL;
+	}
+	return 0;
+}
+
 int machine_state_apply(struct machine *m, const struct machine_state *st)
 {
+	struct vmstate_error verr;
 	struct vm *vm = &m->vm;
 	int err = 0;
 
 	if (st->nr_vcpus != vm->nr_vcpus)
 		return -EINVAL;
+	if (machine_state_match(m, st, &verr)) {
+		pr_err("%s", verr.msg);
+		return -EINVAL;
+	}
 	for (unsigned i = 0; i < vm->nr_vcpus && !err; i++)
 		err = x86_vcpu_state_set(vm->vcpus[i].fd, &st->vcpus[i]);
 	/* Clock last among the KVM state: guest time resumes from here. */
 	if (!err)
 		err = x86_vm_state_set(vm->vm_fd, &st->vm);
-	for (unsigned id = 0; id < DEVICE_NR && !err; id++) {
-		const struct device_ops *d = device_table[id];
-		if (!d->vmsd)
-			continue;
-		if (!st->devs[id])
-			return -EINVAL;
-		err = d->load(m->devs[id], st->devs[id]);
+	for (unsigned i = 0; i < st->nr_devs && !err; i++) {
+		const struct device_ops *d = device_table[st->devs[i].id];
+		err = d->load(machine_dev(m, st->devs[i].id, st->devs[i].index), st->devs[i].state);
 		if (err)
-			pr_err("cannot load the state of %s: %s", d->name, strerror(-err));
+			pr_err("cannot load the state of %s %u: %s", d->name, st->devs[i].index,
+			       strerror(-err));
 	}
 	return err;
 }
@@ -156,10 +275,11 @@ void machine_state_free(struct machine_state *st)
 	free(st->vcpus);
 	st->vcpus = NULL;
 	st->nr_vcpus = 0;
-	for (unsigned id = 0; id < DEVICE_NR; id++) {
-		free(st->devs[id]);
-		st->devs[id] = NULL;
+	for (unsigned i = 0; i < st->nr_devs; i++) {
+		free(st->devs[i].state);
+		st->devs[i].state = NULL;
 	}
+	st->nr_devs = 0;
 }
 
 int machine_state_rebuild(struct machine *m)
@@ -182,6 +302,8 @@ int machine_state_rebuild(struct machine *m)
 		goto out;
 	}
 	err = vm_recreate_kvm(&m->vm);
+	if (!err)
+		machine_virtio_wire(m);	/* the old VM took its irqfds and ioeventfds along */
 	if (!err)
 		err = machine_state_apply(m, &st);
 	if (err)

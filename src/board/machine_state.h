@@ -1,8 +1,8 @@
 /*
  * All CPU and device state of a machine as a sequence of vmstate records:
- * "x86_vm", one "x86_vcpu" per vCPU, then one record per device with
- * state, in device-registry order (devices/device.h): today
- * "serial-8250".  Used to rebuild a VM and, by migration, to carry it to
+ * "x86_vm", one "x86_vcpu" per vCPU, then one record per device instance
+ * with state, in device-registry order (devices/device.h) and instance
+ * order: today "serial-8250", then "virtio-blk.0", "virtio-blk.1", ...  Used to rebuild a VM and, by migration, to carry it to
  * another host (the STATE section, docs/migration-stream.md).  RAM is not
  * included.
  */
@@ -15,14 +15,25 @@
 #include "devices/device.h"
 #include "util/vmstate.h"
 
+/* One device instance's decoded state (its model's vmsd->size bytes). */
+struct machine_state_dev {
+	enum device_id id;
+	unsigned index;
+	void *state;
+};
+
 /* Decoded state; owned by the thread that decodes and applies it. */
 struct machine_state {
 	struct x86_vm_state vm;
 	unsigned nr_vcpus;
 	struct x86_vcpu_state *vcpus;	/* nr_vcpus entries */
-	/* Each device's state by registry id (its vmsd->size); NULL: none. */
-	void *devs[DEVICE_NR];
+	/* Every device record, in stream order. */
+	struct machine_state_dev devs[MACHINE_MAX_DEVS];
+	unsigned nr_devs;
 };
+
+/* The decoded state of instance `index` of model id, or NULL. */
+void *machine_state_dev(const struct machine_state *st, enum device_id id, unsigned index);
 
 /*
  * Bring paused machine m to rest: finish each vCPU's half-done I/O exit,
@@ -42,15 +53,27 @@ int machine_state_save(struct machine *m, struct vmstate_buf *out)
 /*
  * Decode len bytes of untrusted records for a machine of nr_vcpus vCPUs
  * into st (allocated here; free with machine_state_free()).  Every record
- * must be present once, in order, with nothing after.  Returns 0 or -errno
- * with the reason in err.
+ * of a single-instance device must be present once, in order; a
+ * multi-instance model has records NAME.0, NAME.1, ... in order (as many
+ * as the source had); nothing may follow.  Returns 0 or -errno with the
+ * reason in err.
  */
 int machine_state_decode(const void *data, size_t len, unsigned nr_vcpus,
 			 struct machine_state *st, struct vmstate_error *err)
 	__attribute__((warn_unused_result));
 
 /*
- * Load decoded state into machine m, whose vCPUs have not run since their
+ * Does decoded state st fit machine m: the same device instances (a disk
+ * the source had must be here, and no other), each passing its model's
+ * check (same disk size, rings inside this RAM)?  Returns 0 or -EINVAL
+ * with the reason in err.
+ */
+int machine_state_match(const struct machine *m, const struct machine_state *st,
+			struct vmstate_error *err) __attribute__((warn_unused_result));
+
+/*
+ * Load decoded state into machine m (checked with machine_state_match
+ * here too), whose vCPUs have not run since their
  * KVM objects were created.  Returns 0 or -errno (logged).
  */
 int machine_state_apply(struct machine *m, const struct machine_state *st)

@@ -32,6 +32,11 @@ static const char run_usage[] =
 "  -m, --memory SIZE      guest RAM, e.g. 512M, 1G (default 256M)\n"
 "  -c, --vcpus N          number of vCPUs, 1..64 (default 1)\n"
 "  -s, --serial SPEC      COM1 backend: stdio, file:PATH, unix:PATH (default stdio)\n"
+"  -d, --disk path=FILE[,readonly=on][,cache=none|writeback][,serial=S]\n"
+"                         a virtio-blk disk on a raw image (repeatable, up to 8);\n"
+"                         cache=none opens it with O_DIRECT; serial is what\n"
+"                         GET_ID answers (up to 20 characters).  With --incoming,\n"
+"                         give the same disks as the source, in the same order"
 "  -C, --control PATH     serve the JSON control API on this unix socket\n"
 "  -i, --incoming URI     wait for a migration on tcp:HOST:PORT or unix:PATH,\n"
 "                         or restore a VM saved with 'ferry migrate CONTROL\n"
@@ -56,7 +61,7 @@ static const char run_usage[] =
 "Exit status: the guest's debug-exit value (port 0xf4) if it wrote one, 0\n"
 "after quit, a signal or a completed migration away, 64 usage, 65 bad kernel\n"
 "or migration stream (a truncated, damaged or incomplete saved file too),\n"
-"66 missing file, 69 no /dev/kvm, 71 system error,\n"
+"66 missing file (kernel or disk image), 69 no /dev/kvm, 71 system error,\n"
 "74 incoming migration lost its connection, 75 post-copy failed (or was\n"
 "stopped by a signal) after the guest started here: the VM is lost, 80 guest\n"
 "crashed, 128 + the signal's number (130 SIGINT, 143 SIGTERM) when a signal\n"
@@ -64,6 +69,7 @@ static const char run_usage[] =
 
 struct run_opts {
 	struct machine_config mc;
+	struct block_config disks[MACHINE_MAX_DISKS];
 	const char *control;
 	const char *incoming;
 	uint64_t resume_timeout_ns;
@@ -79,6 +85,7 @@ static void run_parse(int argc, char **argv, struct run_opts *o)
 		{ "memory", required_argument, NULL, 'm' },
 		{ "vcpus", required_argument, NULL, 'c' },
 		{ "serial", required_argument, NULL, 's' },
+		{ "disk", required_argument, NULL, 'd' },
 		{ "control", required_argument, NULL, 'C' },
 		{ "incoming", required_argument, NULL, 'i' },
 		{ "test-hooks", no_argument, NULL, 'T' },
@@ -89,12 +96,22 @@ static void run_parse(int argc, char **argv, struct run_opts *o)
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
+	char why[160];
 	uint64_t v;
 	int c;
 
-	*o = (struct run_opts){ .mc = { .memory = 256ULL << 20, .vcpus = 1, .serial = "stdio" } };
-	while ((c = getopt_long(argc, argv, "k:a:m:c:s:C:i:qvh", longopts, NULL)) != -1) {
+	memset(o, 0, sizeof(*o));
+	o->mc = (struct machine_config){ .memory = 256ULL << 20, .vcpus = 1, .serial = "stdio" };
+	o->mc.disks = o->disks;
+	while ((c = getopt_long(argc, argv, "k:a:m:c:s:d:C:i:qvh", longopts, NULL)) != -1) {
 		switch (c) {
+		case 'd':
+			if (o->mc.nr_disks == MACHINE_MAX_DISKS)
+				die(FERRY_EXIT_USAGE, "at most %d --disk options", MACHINE_MAX_DISKS);
+			if (block_config_parse(optarg, &o->disks[o->mc.nr_disks], why, sizeof(why)))
+				die(FERRY_EXIT_USAGE, "bad --disk '%s': %s", optarg, why);
+			o->mc.nr_disks++;
+			break;
 		case 'k': o->mc.kernel = optarg; break;
 		case 'a': o->mc.cmdline = optarg; break;
 		case 's': o->mc.serial = optarg; break;
@@ -135,6 +152,11 @@ static void run_parse(int argc, char **argv, struct run_opts *o)
 	if (optind < argc)
 		die(FERRY_EXIT_USAGE, "unexpected argument '%s' (try 'ferry run --help')",
 		    argv[optind]);
+	/* A missing image is the user's to fix, like a missing kernel: say so now. */
+	for (unsigned i = 0; i < o->mc.nr_disks; i++)
+		if (access(o->disks[i].path, o->disks[i].readonly ? R_OK : R_OK | W_OK) < 0)
+			die(FERRY_EXIT_NOINPUT, "cannot open disk image %s: %s", o->disks[i].path,
+			    strerror(errno));
 	if (o->incoming) {
 		if (o->mc.kernel || o->mc.cmdline)
 			die(FERRY_EXIT_USAGE, "--incoming takes the kernel and its command line from "
@@ -287,6 +309,7 @@ static int run_incoming(struct run_ctx *ctx, struct mig_incoming *inc)
 	const struct run_opts *o = ctx->o;
 	struct mig_incoming_opts io = {
 		.uri = o->incoming, .serial = o->mc.serial,
+		.disks = o->mc.disks, .nr_disks = o->mc.nr_disks,
 		.max_memory = o->memory_set ? o->mc.memory : 0,
 		.max_vcpus = o->vcpus_set ? o->mc.vcpus : 0,
 		.accept_timeout_ms = -1, .io_timeout_ms = 30000,

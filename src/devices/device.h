@@ -2,19 +2,24 @@
  * The device registry: every device model the board can instantiate, by
  * id, with what migration needs of it.  A new device is a new file with
  * its ops and one line in device_table (device.c); the board creates the
- * instance and hands it to the ops as `dev`.  Machine state (board/
- * machine_state.c) walks this table to quiesce, save and load devices,
- * in table order, so the order of the ids is the order of the records on
- * the wire: append new devices, never reorder.
+ * instances and hands each to the ops as `dev`.  Machine state (board/
+ * machine_state.c) walks the machine's instances, which are in table
+ * order (and, within a model, in instance order), to quiesce, save and
+ * load them, so the order of the ids is the order of the records on the
+ * wire: append new devices, never reorder.
  */
 #ifndef FERRY_DEVICES_DEVICE_H
 #define FERRY_DEVICES_DEVICE_H
+
+#include <stdbool.h>
+#include <stddef.h>
 
 #include "util/vmstate.h"
 
 enum device_id {
 	DEVICE_SERIAL,		/* COM1: the 8250 UART (serial.c) */
 	DEVICE_DEBUG_EXIT,	/* the isa-debug-exit port (debug_exit.c) */
+	DEVICE_VIRTIO_BLK,	/* disks: virtio-blk over virtio-mmio (virtio/blk.c) */
 	DEVICE_NR
 };
 
@@ -32,11 +37,25 @@ struct device_ops {
 	 * record named vmsd->name; NULL for a device with no state (no record).
 	 */
 	const struct vmstate_desc *vmsd;
+	/*
+	 * A machine may have any number of instances, 0 included (disks): the
+	 * record of instance n is named "<vmsd->name>.<n>", n = 0, 1, ... in
+	 * order.  false: exactly one instance, whose record is vmsd->name.
+	 */
+	bool multi;
 	/* Copy the device's state into `state`.  Returns 0 or -errno. */
 	int (*save)(void *dev, void *state);
 	/*
-	 * Make the device run from `state`, which vmstate_load() has
-	 * checked already (ranges, post_load).  Returns 0 or -errno.
+	 * Does `state` (checked by vmstate_load() already) fit this instance,
+	 * on this machine: a disk of the same size, rings inside this RAM?
+	 * Run on the destination when the state arrives, before anything is
+	 * loaded.  NULL: any state fits.  Returns 0 or -errno with the
+	 * reason in why.
+	 */
+	int (*check)(void *dev, const void *state, char *why, size_t whylen);
+	/*
+	 * Make the device run from `state`, which vmstate_load() and check
+	 * have passed already.  Returns 0 or -errno.
 	 */
 	int (*load)(void *dev, const void *state);
 	/*
@@ -48,11 +67,12 @@ struct device_ops {
 	 * Returns 0 or -errno (the migration then fails, the guest resumes).
 	 *
 	 * serial: nothing in flight (output is written at once, input is
-	 * register state).  virtio-blk will complete its in-flight requests
-	 * here: wait for the backend to finish each one, write its status and
-	 * used-ring entry into guest memory and raise the interrupt, so that
-	 * no request is half done on either host and the final RAM pass
-	 * carries the data and the used ring.  virtio-net: stop taking
+	 * register state).  virtio-blk completes its in-flight requests here
+	 * (and takes what the ring still offers): waits for the backend to
+	 * finish each one, writes its status and used-ring entry into guest
+	 * memory and raises the interrupt, so that no request is half done
+	 * on either host and the final RAM pass carries the data and the
+	 * used ring.  virtio-net: stop taking
 	 * packets from the tap (the guest sees a short loss, as on a real
 	 * link).
 	 */

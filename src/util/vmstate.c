@@ -445,18 +445,20 @@ static int save_body(struct vmstate_ctx *c, const struct vmstate_desc *d,
 	return ret;
 }
 
-int vmstate_save(const struct vmstate_desc *d, const void *obj,
-		 struct vmstate_buf *out)
+int vmstate_save_as(const struct vmstate_desc *d, const char *name, const void *obj,
+		    struct vmstate_buf *out)
 {
 	char msg[VMSTATE_ERR_MAX] = "";
-	struct vmstate_ctx c = { .top = d->name, .msg = msg, .msglen = sizeof(msg) };
-	size_t start = out->len, nlen = strlen(d->name);
+	struct vmstate_ctx c = { .top = name, .msg = msg, .msglen = sizeof(msg) };
+	size_t start = out->len, nlen = strlen(name);
 	int ret;
 
 	assert(top_desc_ok(d));
+	if (!nlen || nlen > 255)
+		return -EINVAL;
 	ret = buf_put_le(out, nlen, 1);
 	if (!ret)
-		ret = buf_put(out, d->name, nlen);
+		ret = buf_put(out, name, nlen);
 	if (!ret)
 		ret = buf_put_le(out, d->version, 4);
 	if (!ret)
@@ -470,6 +472,12 @@ int vmstate_save(const struct vmstate_desc *d, const void *obj,
 		out->len = start;
 	}
 	return ret;
+}
+
+int vmstate_save(const struct vmstate_desc *d, const void *obj,
+		 struct vmstate_buf *out)
+{
+	return vmstate_save_as(d, d->name, obj, out);
 }
 
 /* ---- load -------------------------------------------------------------- */
@@ -790,7 +798,7 @@ static int load_subsections(struct vmstate_ctx *c, const struct vmstate_desc *d,
 }
 
 static int check_header(struct vmstate_ctx *c, const struct vmstate_desc *d,
-			struct vmstate_in *in)
+			const char *want, struct vmstate_in *in)
 {
 	const uint8_t *name;
 	size_t nlen, blen;
@@ -801,9 +809,9 @@ static int check_header(struct vmstate_ctx *c, const struct vmstate_desc *d,
 	ret = parse_header(c, in, &name, &nlen, &ver, &blen);
 	if (ret)
 		return ret;
-	if (nlen != strlen(d->name) || memcmp(name, d->name, nlen)) {
+	if (nlen != strlen(want) || memcmp(name, want, nlen)) {
 		name_sanitize(shown, sizeof(shown), name, nlen);
-		return fail(c, -EINVAL, "record is for '%s', not '%s'", shown, d->name);
+		return fail(c, -EINVAL, "record is for '%s', not '%s'", shown, want);
 	}
 	ret = check_version(c, d, ver, "");
 	if (ret)
@@ -816,10 +824,10 @@ static int check_header(struct vmstate_ctx *c, const struct vmstate_desc *d,
 	return 0;
 }
 
-int vmstate_load(const struct vmstate_desc *d, void *obj, const void *data,
-		 size_t len, struct vmstate_error *err)
+int vmstate_load_as(const struct vmstate_desc *d, const char *name, void *obj,
+		    const void *data, size_t len, struct vmstate_error *err)
 {
-	struct vmstate_ctx c = { .top = d->name };
+	struct vmstate_ctx c = { .top = name };
 	struct vmstate_in in = { data, len };
 	uint8_t *scratch;
 	int ret;
@@ -836,7 +844,7 @@ int vmstate_load(const struct vmstate_desc *d, void *obj, const void *data,
 	if (!scratch)
 		return fail(&c, -ENOMEM, "out of memory");
 	memcpy(scratch, obj, d->size);
-	ret = check_header(&c, d, &in);
+	ret = check_header(&c, d, name, &in);
 	if (!ret)
 		ret = load_desc(&c, d, scratch, &in, true);
 	if (!ret && in.len)	/* load_field() bounds each field; belt and braces */
@@ -845,4 +853,10 @@ int vmstate_load(const struct vmstate_desc *d, void *obj, const void *data,
 		memcpy(obj, scratch, d->size);
 	free(scratch);
 	return ret;
+}
+
+int vmstate_load(const struct vmstate_desc *d, void *obj, const void *data,
+		 size_t len, struct vmstate_error *err)
+{
+	return vmstate_load_as(d, d->name, obj, data, len, err);
 }

@@ -148,6 +148,17 @@ int vmstate_load(const struct vmstate_desc *d, void *obj, const void *data,
 	__attribute__((warn_unused_result));
 
 /*
+ * The same, for a record named `name` (1..255 characters) instead of
+ * d->name: one of several instances of a description, e.g.
+ * "virtio-blk.1".  Messages name the record by `name`.
+ */
+int vmstate_save_as(const struct vmstate_desc *d, const char *name, const void *obj,
+		    struct vmstate_buf *out) __attribute__((warn_unused_result));
+int vmstate_load_as(const struct vmstate_desc *d, const char *name, void *obj,
+		    const void *data, size_t len, struct vmstate_error *err)
+	__attribute__((warn_unused_result));
+
+/*
  * Read a record's header without decoding it, to route a record from a
  * stream: copies the (NUL-terminated) name into name and returns the
  * record's total length in *record_len.  Returns 0 or -EINVAL if the

@@ -424,6 +424,23 @@ void vm_set_irq(struct vm *vm, unsigned irq, int level)
 		pr_warn("KVM_IRQ_LINE %u: %s", irq, strerror(errno));
 }
 
+int vm_add_irqfd(struct vm *vm, unsigned gsi, int efd)
+{
+	struct kvm_irqfd f = { .fd = (uint32_t)efd, .gsi = gsi };
+
+	return ioctl(vm->vm_fd, KVM_IRQFD, &f) < 0 ? -errno : 0;
+}
+
+int vm_add_ioeventfd(struct vm *vm, uint64_t addr, unsigned len, uint64_t value, int efd)
+{
+	struct kvm_ioeventfd e = {
+		.datamatch = value, .addr = addr, .len = len, .fd = efd,
+		.flags = KVM_IOEVENTFD_FLAG_DATAMATCH,
+	};
+
+	return ioctl(vm->vm_fd, KVM_IOEVENTFD, &e) < 0 ? -errno : 0;
+}
+
 #define VM_THROTTLE_SLICE_NS 10000000ULL
 
 static void *vm_throttle_thread(void *arg)

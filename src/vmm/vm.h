@@ -156,4 +156,19 @@ int vm_set_throttle(struct vm *vm, unsigned pct) __attribute__((warn_unused_resu
 
 /* Drive GSI `irq` of the in-kernel irqchip to `level`.  Any thread. */
 void vm_set_irq(struct vm *vm, unsigned irq, int level);
+
+/*
+ * Have KVM send an edge on GSI `gsi` whenever eventfd efd is signalled
+ * (KVM_IRQFD), so a device thread interrupts the guest with one write.
+ * Returns 0 or -errno (no irqfd: use vm_set_irq).  Registrations belong
+ * to the KVM VM: vm_recreate_kvm() drops them.
+ */
+int vm_add_irqfd(struct vm *vm, unsigned gsi, int efd) __attribute__((warn_unused_result));
+/*
+ * Have KVM signal eventfd efd, without an exit to ferry, when the guest
+ * writes `value` (len bytes) at MMIO address addr (KVM_IOEVENTFD).
+ * Returns 0 or -errno; dropped by vm_recreate_kvm() like irqfds.
+ */
+int vm_add_ioeventfd(struct vm *vm, uint64_t addr, unsigned len, uint64_t value, int efd)
+	__attribute__((warn_unused_result));
 #endif

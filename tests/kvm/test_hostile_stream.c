@@ -80,7 +80,7 @@ static char t_serial[128];
 /* A real never-run VM's state, decoded (1 vCPU), and a bootable variant. */
 static struct machine_state t_real;
 /* Its COM1 registers (the serial-8250 record). */
-#define T_COM1(st) ((struct serial_regs *)(st)->devs[DEVICE_SERIAL])
+#define T_COM1(st) ((struct serial_regs *)machine_state_dev((st), DEVICE_SERIAL, 0))
 static struct vmstate_buf t_state_boot;	/* vCPU 0 at 0:0x1000, real mode */
 static uint8_t *t_img;			/* what the standard stream's RAM holds */
 

@@ -23,6 +23,29 @@
 #include "devices/serial.h"
 #include "util/vmstate.h"
 
+static char t_img[2][64];
+
+/* A machine with the first nr_disks of t_img as disks. */
+static struct machine *t_make_disks(unsigned vcpus, unsigned nr_disks)
+{
+	struct machine *m = calloc(1, sizeof(*m));
+	struct block_config disks[2];
+	struct machine_config mc = {
+		.memory = 16 << 20, .vcpus = vcpus, .serial = "file:/dev/null",
+		.disks = disks, .nr_disks = nr_disks,
+	};
+	char why[128], spec[128];
+
+	for (unsigned i = 0; i < nr_disks; i++) {
+		snprintf(spec, sizeof(spec), "path=%s", t_img[i]);
+		assert_int_equal(block_config_parse(spec, &disks[i], why, sizeof(why)), 0);
+	}
+	assert_non_null(m);
+	assert_int_equal(machine_create(m, &mc), 0);
+	m->vm.state = VM_STATE_PAUSED;
+	return m;
+}
+
 static struct machine *t_make(unsigned vcpus)
 {
 	struct machine *m = calloc(1, sizeof(*m));
@@ -98,9 +121,11 @@ static void test_roundtrip_through_registry(void **state)
 	assert_string_equal(names, "x86_vm x86_vcpu x86_vcpu serial-8250");
 
 	assert_int_equal(machine_state_decode(buf.data, buf.len, 2, &st, &verr), 0);
-	for (unsigned id = 0; id < DEVICE_NR; id++)
-		assert_int_equal(st.devs[id] != NULL, device_table[id]->vmsd != NULL);
-	assert_memory_equal(st.devs[DEVICE_SERIAL], &busy, sizeof(busy));
+	/* One record per instance with state: COM1 only (no disks here). */
+	assert_int_equal(st.nr_devs, 1);
+	assert_null(machine_state_dev(&st, DEVICE_DEBUG_EXIT, 0));
+	assert_null(machine_state_dev(&st, DEVICE_VIRTIO_BLK, 0));
+	assert_memory_equal(machine_state_dev(&st, DEVICE_SERIAL, 0), &busy, sizeof(busy));
 
 	/* Another machine takes it all; its COM1 now holds the queued bytes. */
 	serial_get_regs(&b->com1, &got);
@@ -120,7 +145,7 @@ static void test_roundtrip_through_registry(void **state)
 	assert_string_equal(names, "x86_vm x86_vcpu x86_vcpu serial-8250");
 	struct machine_state st2;
 	assert_int_equal(machine_state_decode(again.data, again.len, 2, &st2, &verr), 0);
-	assert_memory_equal(st2.devs[DEVICE_SERIAL], &busy, sizeof(busy));
+	assert_memory_equal(machine_state_dev(&st2, DEVICE_SERIAL, 0), &busy, sizeof(busy));
 	assert_memory_equal(&st2.vcpus[1].regs, &st.vcpus[1].regs, sizeof(st.vcpus[1].regs));
 
 	machine_state_free(&st2);
@@ -152,10 +177,91 @@ static void test_missing_device_record(void **state)
 	assert_int_equal(machine_state_decode(buf.data, off, 1, &st, &verr), -EINVAL);
 	assert_non_null(strstr(verr.msg, "where 'serial-8250' was due"));
 	assert_null(st.vcpus);
-	for (unsigned id = 0; id < DEVICE_NR; id++)
-		assert_null(st.devs[id]);
+	assert_int_equal(st.nr_devs, 0);
 	vmstate_buf_free(&buf);
 	t_free(a);
+}
+
+/* Disks: one record each, named by number; the destination must have the same ones. */
+static void test_disks(void **state)
+{
+	struct machine *a = t_make_disks(1, 2), *same = t_make_disks(1, 2);
+	struct machine *fewer = t_make_disks(1, 1), *none = t_make(1);
+	struct machine_state st;
+	struct vmstate_error verr;
+	struct vmstate_buf buf;
+	char names[256];
+
+	/* The kernel learns of them on its command line. */
+	char cmdline[256] = "console=ttyS0";
+	assert_int_equal(machine_virtio_cmdline(a, cmdline, sizeof(cmdline)), 0);
+	assert_string_equal(cmdline, "console=ttyS0 virtio_mmio.device=512@0xfeb00000:5 "
+			    "virtio_mmio.device=512@0xfeb00200:6");
+
+	vmstate_buf_init(&buf);
+	assert_int_equal(machine_state_save(a, &buf), 0);
+	t_record_names(&buf, names, sizeof(names));
+	assert_string_equal(names, "x86_vm x86_vcpu serial-8250 virtio-blk.0 virtio-blk.1");
+	assert_int_equal(machine_state_decode(buf.data, buf.len, 1, &st, &verr), 0);
+	assert_int_equal(st.nr_devs, 3);
+	assert_non_null(machine_state_dev(&st, DEVICE_VIRTIO_BLK, 1));
+
+	assert_int_equal(machine_state_match(same, &st, &verr), 0);
+	assert_int_equal(machine_state_apply(same, &st), 0);
+	assert_int_equal(machine_state_match(fewer, &st, &verr), -EINVAL);
+	assert_non_null(strstr(verr.msg, "virtio-blk.1, which this destination lacks"));
+	assert_int_equal(machine_state_apply(none, &st), -EINVAL);
+	machine_state_free(&st);
+
+	/* The other way round: a destination disk the source does not have. */
+	vmstate_buf_free(&buf);
+	vmstate_buf_init(&buf);
+	assert_int_equal(machine_state_save(fewer, &buf), 0);
+	assert_int_equal(machine_state_decode(buf.data, buf.len, 1, &st, &verr), 0);
+	assert_int_equal(machine_state_match(a, &st, &verr), -EINVAL);
+	assert_non_null(strstr(verr.msg, "virtio-blk.1, which the source lacks"));
+	machine_state_free(&st);
+	/* A record for a disk number out of order is refused by the decoder. */
+	vmstate_buf_free(&buf);
+	vmstate_buf_init(&buf);
+	assert_int_equal(machine_state_save(a, &buf), 0);
+	size_t off = 0, rlen = 0;
+	char name[64];
+	uint32_t version;
+	for (int i = 0; i < 4; i++) {	/* x86_vm, x86_vcpu, serial, virtio-blk.0 */
+		assert_int_equal(vmstate_peek(buf.data + off, buf.len - off, name, sizeof(name),
+					      &version, &rlen), 0);
+		off += rlen;
+	}
+	memmove(buf.data + off - rlen, buf.data + off, buf.len - off);	/* drop disk 0 */
+	buf.len -= rlen;
+	assert_int_equal(machine_state_decode(buf.data, buf.len, 1, &st, &verr), -EINVAL);
+	assert_non_null(strstr(verr.msg, "'virtio-blk.1' where none was due"));
+
+	vmstate_buf_free(&buf);
+	t_free(a);
+	t_free(same);
+	t_free(fewer);
+	t_free(none);
+}
+
+static int t_images(void **state)
+{
+	for (int i = 0; i < 2; i++) {
+		snprintf(t_img[i], sizeof(t_img[i]), "/tmp/ferry-ms-disk%d-XXXXXX", i);
+		int fd = mkstemp(t_img[i]);
+		if (fd < 0 || ftruncate(fd, 1 << 20) < 0)
+			return -1;
+		close(fd);
+	}
+	return 0;
+}
+
+static int t_images_rm(void **state)
+{
+	for (int i = 0; i < 2; i++)
+		unlink(t_img[i]);
+	return 0;
 }
 
 int main(void)
@@ -163,6 +269,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_roundtrip_through_registry),
 		cmocka_unit_test(test_missing_device_record),
+		cmocka_unit_test_setup_teardown(test_disks, t_images, t_images_rm),
 	};
 	int fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
 

@@ -104,6 +104,7 @@ static int mig_in_config(struct mig_incoming *inc, const struct mig_incoming_opt
 	struct machine_config mc = {
 		.memory = inc->cfg.memory, .vcpus = inc->cfg.vcpus,
 		.cmdline = cmdline, .serial = opts->serial, .premade = opts->premade,
+		.disks = opts->disks, .nr_disks = opts->nr_disks,
 	};
 	err = machine_create(m, &mc);
 	if (err) {
@@ -242,6 +243,9 @@ int mig_in_h_state(struct mig_in_ctx *c, const uint8_t *p, uint32_t len)
 
 	if (machine_state_decode(p, len, c->inc->cfg.vcpus, c->st, &verr))
 		return mig_in_fail(c->inc, -EPROTO, "bad device state: %s", verr.msg);
+	/* Devices the destination must have as the source did (disks). */
+	if (machine_state_match(c->m, c->st, &verr))
+		return mig_in_fail(c->inc, -EPROTO, "%s", verr.msg);
 	return 0;
 }
 

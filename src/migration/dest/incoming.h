@@ -19,6 +19,8 @@
 struct mig_incoming_opts {
 	const char *uri;		/* tcp:HOST:PORT, unix:PATH or file:PATH */
 	const char *serial;		/* serial backend for the new machine */
+	const struct block_config *disks;	/* --disk: the source's disks, here */
+	unsigned nr_disks;
 	uint64_t max_memory;		/* largest VM accepted (0: ferry's limit) */
 	unsigned max_vcpus;		/* (0: ferry's limit) */
 	int accept_timeout_ms;		/* -1: wait for a source forever */

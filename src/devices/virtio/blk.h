@@ -1,0 +1,102 @@
+/*
+ * virtio-blk (virtio 1.1 §5.2) on a virtio-mmio transport, backed by a
+ * raw image file (devices/block/file.h).  One I/O thread per disk pops
+ * requests from the queue when kicked (the queue's eventfd, which KVM
+ * signals itself through an ioeventfd), runs them on the backend's
+ * io_uring, and on completion writes the status, returns the chain on the
+ * used ring and interrupts: the vCPU threads never wait for the disk.
+ */
+#ifndef FERRY_DEVICES_VIRTIO_BLK_H
+#define FERRY_DEVICES_VIRTIO_BLK_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "devices/block/file.h"
+#include "devices/device.h"
+#include "devices/virtio/mmio.h"
+
+/* Request types and statuses (§5.2.6). */
+#define VIRTIO_BLK_T_IN			0
+#define VIRTIO_BLK_T_OUT		1
+#define VIRTIO_BLK_T_FLUSH		4
+#define VIRTIO_BLK_T_GET_ID		8
+#define VIRTIO_BLK_T_DISCARD		11
+#define VIRTIO_BLK_T_WRITE_ZEROES	13
+
+#define VIRTIO_BLK_S_OK			0
+#define VIRTIO_BLK_S_IOERR		1
+#define VIRTIO_BLK_S_UNSUPP		2
+
+/* Feature bits (§5.2.3). */
+#define VIRTIO_BLK_F_SEG_MAX		2
+#define VIRTIO_BLK_F_RO			5
+#define VIRTIO_BLK_F_BLK_SIZE		6
+#define VIRTIO_BLK_F_FLUSH		9
+#define VIRTIO_BLK_F_DISCARD		13
+#define VIRTIO_BLK_F_WRITE_ZEROES	14
+
+#define VIRTIO_BLK_CONFIG_LEN		60
+#define VIRTIO_BLK_MAX_IO		(32u << 20)	/* bytes in one READ/WRITE */
+#define VIRTIO_BLK_MAX_SEGS		32		/* DISCARD/WRITE_ZEROES ranges */
+#define VIRTIO_BLK_MAX_RANGE_SECTORS	(1u << 22)	/* 2 GiB per range */
+
+struct virtio_blk_req;
+
+/* What the board gives a disk. */
+struct virtio_blk_config {
+	const struct block_config *disk;
+	unsigned index;			/* disk number, for messages and records */
+	const struct guest_memory *ram;
+	void (*dirty)(void *opaque, uint64_t gpa, uint64_t len);
+	void (*raise)(void *opaque);
+	void *opaque;
+};
+
+/*
+ * One disk.  `t.lock` guards the fields marked (lock); the I/O thread owns
+ * those marked (io); the rest is fixed after virtio_blk_create().
+ */
+struct virtio_blk {
+	struct virtio_mmio t;
+	struct block_file file;		/* (io) after create */
+	struct block_config cfg;
+	unsigned index;
+	uint64_t capacity;		/* 512-byte sectors */
+	int ctl_fd;			/* eventfd: stop or drain asked */
+	pthread_t thread;
+	bool thread_started;
+	pthread_cond_t cond;		/* in_flight or drain_done changed */
+	bool stop;			/* (lock) the thread must end */
+	uint64_t drain_req, drain_done;	/* (lock) quiesce rounds asked / done */
+	unsigned in_flight;		/* (lock) requests popped, not yet used */
+	struct virtio_blk_req *reqs;	/* (io) VIRTQ_MAX_SIZE of them */
+	uint16_t free_slots[VIRTQ_MAX_SIZE];	/* (io) */
+	unsigned nr_free;		/* (io) */
+	bool head_busy[VIRTQ_MAX_SIZE];	/* (io) heads now in flight */
+};
+
+/*
+ * Open the disk, build its transport and start its I/O thread.  On
+ * failure prints why and returns -errno (the image cannot be opened,
+ * cache=none on a file system without O_DIRECT, no io_uring, ...).
+ */
+int virtio_blk_create(struct virtio_blk *b, const struct virtio_blk_config *c)
+	__attribute__((warn_unused_result));
+/* Stop the thread (after what is in flight) and free everything. */
+void virtio_blk_destroy(struct virtio_blk *b);
+
+/* Wait until every request taken from the queue is used (quiesce).  0 or -errno. */
+int virtio_blk_drain(struct virtio_blk *b) __attribute__((warn_unused_result));
+
+/* The migrated state of one disk. */
+struct virtio_blk_state {
+	struct virtio_mmio_state t;
+};
+
+extern const struct vmstate_desc virtio_blk_vmsd;
+/* Its registry entry (dev = struct virtio_blk *, state = struct virtio_blk_state). */
+extern const struct device_ops virtio_blk_device_ops;
+
+#endif

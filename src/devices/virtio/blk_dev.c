@@ -1,0 +1,385 @@
+/*
+ * virtio-blk's I/O thread, lifecycle and migration hooks.  The thread
+ * waits on three eventfds: the queue's kick (signalled by KVM through an
+ * ioeventfd, or by the transport), the backend's completions, and ctl
+ * (stop, or a quiesce asking for a drain).  Requests are popped and
+ * completed on this thread only.
+ */
+#include "devices/virtio/blk.h"
+#include "devices/virtio/blk_internal.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "util/le.h"
+#include "util/log.h"
+
+/* A disk that does not finish its requests in this time fails the quiesce. */
+#define VIRTIO_BLK_DRAIN_TIMEOUT_S 30
+
+static void blk_signal(int fd)
+{
+	uint64_t one = 1;
+
+	if (write(fd, &one, sizeof(one)) < 0)
+		pr_debug("virtio-blk eventfd: %s", strerror(errno));
+}
+
+static void blk_consume(int fd)
+{
+	uint64_t v;
+
+	if (read(fd, &v, sizeof(v)) < 0 && errno != EAGAIN)
+		pr_debug("virtio-blk eventfd: %s", strerror(errno));
+}
+
+void virtio_blk_put_req(struct virtio_blk *b, struct virtio_blk_req *r)
+{
+	b->head_busy[r->chain.head] = false;
+	b->free_slots[b->nr_free++] = r->slot;
+	b->in_flight--;
+}
+
+void virtio_blk_drop(struct virtio_blk *b, struct virtio_blk_req *r)
+{
+	struct virtio_mmio *t = &b->t;
+	struct virtq *q = &t->queues[0];
+
+	pthread_mutex_lock(&t->lock);
+	if (virtq_push(q, &t->mem, r->chain.head, 0) == 0 && virtq_should_notify(q))
+		virtio_mmio_interrupt(t, VIRTIO_MMIO_INT_VRING);
+	virtio_blk_put_req(b, r);
+	pthread_mutex_unlock(&t->lock);
+}
+
+int virtio_blk_submit(struct virtio_blk *b, struct virtio_blk_req *r, enum block_op op,
+		      uint64_t off)
+{
+	int err = block_file_queue(&b->file, op, r->iov, r->nr_iov, off, r);
+
+	/* Cannot happen with one ring entry per queue slot; but never lose r. */
+	if (err == -EAGAIN && !block_file_submit_all(&b->file))
+		err = block_file_queue(&b->file, op, r->iov, r->nr_iov, off, r);
+	return err;
+}
+
+/* A chain the queue refused (-EINVAL): back to the guest unused.  Lock held. */
+static void blk_refuse_chain(struct virtio_blk *b, uint16_t head)
+{
+	struct virtio_mmio *t = &b->t;
+	struct virtq *q = &t->queues[0];
+
+	if (!t->warned)
+		pr_warn("disk %u: malformed descriptor chain at head %u refused (further errors "
+			"not logged)", b->index, head);
+	t->warned = true;
+	if (virtq_push(q, &t->mem, head, 0) == 0 && virtq_should_notify(q))
+		virtio_mmio_interrupt(t, VIRTIO_MMIO_INT_VRING);
+}
+
+/*
+ * Pop one chain into a free request.  Returns it (counted in flight), or
+ * NULL when there is nothing (more) to take.  Lock held.
+ */
+static struct virtio_blk_req *blk_pop(struct virtio_blk *b)
+{
+	struct virtio_mmio *t = &b->t;
+	struct virtq *q = &t->queues[0];
+
+	while (virtio_mmio_running(t) && b->nr_free) {
+		struct virtio_blk_req *r = &b->reqs[b->free_slots[b->nr_free - 1]];
+		int got = virtq_pop(q, &t->mem, &r->chain);
+
+		if (got == 0 && virtq_arm(q, &t->mem))
+			continue;	/* one arrived as we asked for kicks */
+		if (got == 0)
+			return NULL;
+		if (got == -EPROTO) {
+			virtio_mmio_fail(t, "its request queue has an index out of range");
+			return NULL;
+		}
+		if (got == -EINVAL) {
+			blk_refuse_chain(b, r->chain.head);
+			continue;
+		}
+		/* A head still in flight cannot be offered again: its buffers are busy. */
+		if (b->head_busy[r->chain.head]) {
+			virtio_mmio_fail(t, "offered a request that is still in flight");
+			return NULL;
+		}
+		b->nr_free--;
+		b->head_busy[r->chain.head] = true;
+		b->in_flight++;
+		return r;
+	}
+	return NULL;
+}
+
+static void blk_process(struct virtio_blk *b)
+{
+	struct virtio_blk_req *r;
+
+	for (;;) {
+		pthread_mutex_lock(&b->t.lock);
+		r = blk_pop(b);
+		pthread_mutex_unlock(&b->t.lock);
+		if (!r)
+			break;
+		virtio_blk_start(b, r);
+	}
+	if (b->file.queued && block_file_submit_all(&b->file))
+		pr_warn("disk %u: io_uring submit failed", b->index);
+}
+
+static void blk_reaped(void *user, int64_t res, void *opaque)
+{
+	virtio_blk_finished(opaque, user, res);
+}
+
+static void *blk_thread(void *arg)
+{
+	struct virtio_blk *b = arg;
+	struct virtio_mmio *t = &b->t;
+	struct pollfd p[3] = {
+		{ .fd = t->kick_fd[0], .events = POLLIN },
+		{ .fd = b->file.done_fd, .events = POLLIN },
+		{ .fd = b->ctl_fd, .events = POLLIN },
+	};
+	char name[16];
+
+	snprintf(name, sizeof(name), "disk%u", b->index);
+	pthread_setname_np(pthread_self(), name);
+	for (;;) {
+		if (poll(p, 3, -1) < 0 && errno != EINTR)
+			break;
+		if (p[0].revents & POLLIN)
+			blk_consume(p[0].fd);
+		if (p[2].revents & POLLIN)
+			blk_consume(p[2].fd);
+		pthread_mutex_lock(&t->lock);
+		uint64_t asked = b->drain_req;	/* before we look at the queue */
+		bool stop = b->stop;
+		pthread_mutex_unlock(&t->lock);
+		if (!stop)
+			blk_process(b);
+		block_file_reap(&b->file, blk_reaped, b);
+		pthread_mutex_lock(&t->lock);
+		bool idle = !b->in_flight;
+		if (idle) {
+			b->drain_done = asked;
+			pthread_cond_broadcast(&b->cond);
+		}
+		pthread_mutex_unlock(&t->lock);
+		if (stop && idle)
+			break;
+	}
+	return NULL;
+}
+
+int virtio_blk_drain(struct virtio_blk *b)
+{
+	struct timespec until;
+	int err = 0;
+
+	if (!b->thread_started)
+		return 0;
+	clock_gettime(CLOCK_MONOTONIC, &until);
+	until.tv_sec += VIRTIO_BLK_DRAIN_TIMEOUT_S;
+	pthread_mutex_lock(&b->t.lock);
+	uint64_t want = ++b->drain_req;
+	pthread_mutex_unlock(&b->t.lock);
+	blk_signal(b->ctl_fd);
+	pthread_mutex_lock(&b->t.lock);
+	while (b->drain_done < want && !err)
+		err = -pthread_cond_timedwait(&b->cond, &b->t.lock, &until);
+	if (b->drain_done >= want)
+		err = 0;
+	pthread_mutex_unlock(&b->t.lock);
+	if (err)
+		pr_err("disk %u: %u requests still in flight after %d s", b->index, b->in_flight,
+		       VIRTIO_BLK_DRAIN_TIMEOUT_S);
+	return err;
+}
+
+/* The driver reset the device: the transport stopped new pops; wait for the rest. */
+static void blk_reset(void *dev)
+{
+	struct virtio_blk *b = dev;
+
+	pthread_mutex_lock(&b->t.lock);
+	while (b->in_flight)
+		pthread_cond_wait(&b->cond, &b->t.lock);
+	pthread_mutex_unlock(&b->t.lock);
+}
+
+static const struct virtio_mmio_dev_ops blk_mmio_ops = {
+	.reset = blk_reset,
+};
+
+static int blk_start_thread(struct virtio_blk *b)
+{
+	sigset_t all, old;
+	int err;
+
+	/* Signals are for the main and vCPU threads. */
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &old);
+	err = -pthread_create(&b->thread, NULL, blk_thread, b);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	b->thread_started = !err;
+	return err;
+}
+
+int virtio_blk_create(struct virtio_blk *b, const struct virtio_blk_config *c)
+{
+	uint8_t config[VIRTIO_BLK_CONFIG_LEN];
+	pthread_condattr_t ca;
+	char why[160];
+	int err;
+
+	memset(b, 0, sizeof(*b));
+	b->ctl_fd = -1;
+	b->cfg = *c->disk;
+	b->index = c->index;
+	err = block_file_open(&b->file, c->disk, why, sizeof(why));
+	if (err) {
+		pr_err("disk %u: cannot open %s: %s", c->index, c->disk->path, why);
+		return err;
+	}
+	b->capacity = b->file.size / 512;
+	virtio_blk_build_config(b, config);
+	struct virtio_mmio_config mc = {
+		.device_id = VIRTIO_ID_BLOCK, .features = virtio_blk_features(b), .nr_queues = 1,
+		.config = config, .config_len = sizeof(config), .ram = c->ram, .dirty = c->dirty,
+		.raise = c->raise, .opaque = c->opaque, .ops = &blk_mmio_ops, .dev = b,
+	};
+	err = virtio_mmio_init(&b->t, &mc);
+	if (err)
+		goto fail_file;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&b->cond, &ca);
+	pthread_condattr_destroy(&ca);
+	b->reqs = calloc(VIRTQ_MAX_SIZE, sizeof(*b->reqs));
+	b->ctl_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (!b->reqs || b->ctl_fd < 0) {
+		err = -ENOMEM;
+		goto fail;
+	}
+	for (unsigned i = 0; i < VIRTQ_MAX_SIZE; i++) {
+		b->reqs[i].slot = (uint16_t)i;
+		b->free_slots[b->nr_free++] = (uint16_t)(VIRTQ_MAX_SIZE - 1 - i);
+	}
+	err = blk_start_thread(b);
+	if (!err)
+		return 0;
+fail:
+	free(b->reqs);
+	if (b->ctl_fd >= 0)
+		close(b->ctl_fd);
+	pthread_cond_destroy(&b->cond);
+	virtio_mmio_destroy(&b->t);
+fail_file:
+	block_file_close(&b->file);
+	return err;
+}
+
+void virtio_blk_destroy(struct virtio_blk *b)
+{
+	if (!b->reqs)
+		return;		/* never created */
+	if (b->thread_started) {
+		pthread_mutex_lock(&b->t.lock);
+		b->stop = true;
+		pthread_mutex_unlock(&b->t.lock);
+		blk_signal(b->ctl_fd);
+		pthread_join(b->thread, NULL);
+		b->thread_started = false;
+	}
+	free(b->reqs);
+	b->reqs = NULL;
+	close(b->ctl_fd);
+	b->ctl_fd = -1;
+	pthread_cond_destroy(&b->cond);
+	virtio_mmio_destroy(&b->t);
+	block_file_close(&b->file);
+}
+
+/* ---- migration (docs/devices.md) --------------------------------------- */
+
+static const struct vmstate_field virtio_blk_fields[] = {
+	VMSTATE_STRUCT(struct virtio_blk_state, t, virtio_mmio_state_vmsd),
+	VMSTATE_END,
+};
+
+const struct vmstate_desc virtio_blk_vmsd = {
+	.name = "virtio-blk",
+	.version = 1,
+	.size = sizeof(struct virtio_blk_state),
+	.fields = virtio_blk_fields,
+};
+
+static int blk_dev_save(void *dev, void *state)
+{
+	struct virtio_blk *b = dev;
+	struct virtio_blk_state *s = state;
+
+	virtio_mmio_save(&b->t, &s->t);
+	return 0;
+}
+
+/* The source's disk must be this one's twin: same size, same features. */
+static int blk_dev_check(void *dev, const void *state, char *why, size_t whylen)
+{
+	struct virtio_blk *b = dev;
+	const struct virtio_blk_state *s = state;
+	char twhy[200];
+
+	if (s->t.device_id == VIRTIO_ID_BLOCK && s->t.config_len >= 8 &&
+	    le_get(s->t.config, 8) != b->capacity) {
+		snprintf(why, whylen, "disk %u: the source's disk has %llu sectors, %s has %llu",
+			 b->index, (unsigned long long)le_get(s->t.config, 8), b->cfg.path,
+			 (unsigned long long)b->capacity);
+		return -EINVAL;
+	}
+	if (virtio_mmio_check(&b->t, &s->t, twhy, sizeof(twhy))) {
+		snprintf(why, whylen, "disk %u (%s): the source's disk has %s", b->index,
+			 b->cfg.path, twhy);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static int blk_dev_load(void *dev, const void *state)
+{
+	struct virtio_blk *b = dev;
+	const struct virtio_blk_state *s = state;
+	int err = virtio_mmio_load(&b->t, &s->t);
+
+	/* Chains the source never took wait in the ring: look without a kick. */
+	if (!err)
+		blk_signal(b->t.kick_fd[0]);
+	return err;
+}
+
+static int blk_dev_quiesce(void *dev)
+{
+	return virtio_blk_drain(dev);
+}
+
+const struct device_ops virtio_blk_device_ops = {
+	.name = "virtio-blk",
+	.vmsd = &virtio_blk_vmsd,
+	.multi = true,
+	.save = blk_dev_save,
+	.check = blk_dev_check,
+	.load = blk_dev_load,
+	.quiesce = blk_dev_quiesce,
+};

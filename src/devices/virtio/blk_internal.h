@@ -1,0 +1,39 @@
+/* What blk.c (requests) and blk_dev.c (thread, lifecycle, state) share. */
+#ifndef FERRY_DEVICES_VIRTIO_BLK_INTERNAL_H
+#define FERRY_DEVICES_VIRTIO_BLK_INTERNAL_H
+
+#include <sys/uio.h>
+
+#include "devices/virtio/blk.h"
+
+/* One request, from pop to used; owned by the I/O thread. */
+struct virtio_blk_req {
+	uint16_t slot;			/* in b->reqs */
+	uint32_t type;
+	uint8_t *status;		/* the status byte in guest RAM */
+	uint64_t status_gpa;
+	uint64_t expect;		/* bytes the backend must move */
+	uint64_t data_written;		/* bytes put in guest buffers on success */
+	unsigned nr_iov;
+	struct iovec iov[VIRTQ_MAX_CHAIN];
+	struct virtq_chain chain;
+};
+
+/* blk.c */
+void virtio_blk_start(struct virtio_blk *b, struct virtio_blk_req *r);
+void virtio_blk_finished(struct virtio_blk *b, struct virtio_blk_req *r, int64_t res);
+void virtio_blk_complete(struct virtio_blk *b, struct virtio_blk_req *r, uint8_t status,
+			 uint64_t written);
+void virtio_blk_build_config(const struct virtio_blk *b, uint8_t *cfg);
+uint64_t virtio_blk_features(const struct virtio_blk *b);
+
+/* blk_dev.c */
+/* Queue r's I/O on the backend.  Returns 0 or -errno (then complete it yourself). */
+int virtio_blk_submit(struct virtio_blk *b, struct virtio_blk_req *r, enum block_op op,
+		      uint64_t off) __attribute__((warn_unused_result));
+/* Return the chain unused (len 0, no status): a chain with nowhere to put one.  */
+void virtio_blk_drop(struct virtio_blk *b, struct virtio_blk_req *r);
+/* Give r back to the pool.  Caller holds t.lock. */
+void virtio_blk_put_req(struct virtio_blk *b, struct virtio_blk_req *r);
+
+#endif
