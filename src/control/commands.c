@@ -8,6 +8,7 @@
 
 #include "control/cmd_migrate.h"
 #include "migration/migration.h"
+#include "util/log.h"
 #include "migration/live_scratch.h"
 #include "vmm/dirty.h"
 #include "board/machine_state.h"
@@ -84,6 +85,14 @@ static int cmd_resume(struct control_ctx *ctx, json_object *args, json_object **
 
 static int cmd_quit(struct control_ctx *ctx, json_object *args, json_object **ret)
 {
+	/*
+	 * A switchover waiting for its last message holds the main or the
+	 * migration thread: quitting discards this copy of the guest, as
+	 * 'migrate-resolve abandon' would (a destination's guest never ran).
+	 */
+	if (ctx->mig && !mig_commit_resolve(&ctx->mig->commit, MIG_RESOLVE_ABANDON))
+		pr_warn("quit while the switchover waits for its answer: this copy of the guest "
+			"is discarded");
 	vm_request_stop(&ctx->machine->vm, VM_STOP_REQUESTED, 0);
 	return 0;
 }

@@ -59,6 +59,7 @@ source_runs() {
 #               (run at the source, abandon at the destination)
 #   doubt-src   at the destination; the source in doubt until abandoned
 #   doubt-dst   at the source; the destination in doubt until abandoned
+#   doubt-quit  like doubt-both, but the destination is told to quit
 #   doubt-gone  at the source: GO never arrived and the destination gave up,
 #               but the source cannot know; in doubt until told to run
 # FAULTs are mig_sec_relay --fault specs; SRC and DST stand for the pids.
@@ -89,15 +90,20 @@ scenario() {
 		[ "$RC" -ne 0 ] || fail "$n: destination exited 0"
 		source_runs "$s"
 		assert_no_guest "$d.serial" ;;
-	doubt-both)
+	doubt-both|doubt-quit)
 		[ "$rc" -eq 5 ] || { cat "$T/$n.json" "$T/$n.err"; fail "$n: migrate exit $rc, want 5"; }
 		wait_switchover "$s.ctl" in-doubt 10
 		wait_switchover "$d.ctl" in-doubt 10
 		[ "$(vm_status "$s.ctl")" = paused ] || fail "$n: source in doubt but '$(vm_status "$s.ctl")'"
 		[ "$(vm_status "$d.ctl")" = created ] || fail "$n: destination in doubt but '$(vm_status "$d.ctl")'"
 		assert_no_guest "$d.serial"
-		"$FERRY" migrate-resolve "$d.ctl" abandon
+		if [ "$expect" = doubt-quit ]; then
+			"$FERRY" quit "$d.ctl"
+		else
+			"$FERRY" migrate-resolve "$d.ctl" abandon
+		fi
 		wait_exit "$dp" 10
+		[ "$RC" -ne 0 ] || fail "$n: the abandoned destination exited 0"
 		# Over a working link the destination's "no" settles the source too
 		# (quickly); over a stalled one only the operator does.
 		for ((i = 0; i < 10; i++)); do
