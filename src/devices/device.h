@@ -20,6 +20,7 @@ enum device_id {
 	DEVICE_SERIAL,		/* COM1: the 8250 UART (serial.c) */
 	DEVICE_DEBUG_EXIT,	/* the isa-debug-exit port (debug_exit.c) */
 	DEVICE_VIRTIO_BLK,	/* disks: virtio-blk over virtio-mmio (virtio/blk.c) */
+	DEVICE_VIRTIO_NET,	/* NICs: virtio-net over virtio-mmio (virtio/net.c) */
 	DEVICE_NR
 };
 
@@ -72,9 +73,10 @@ struct device_ops {
 	 * finish each one, writes its status and used-ring entry into guest
 	 * memory and raises the interrupt, so that no request is half done
 	 * on either host and the final RAM pass carries the data and the
-	 * used ring.  virtio-net: stop taking
-	 * packets from the tap (the guest sees a short loss, as on a real
-	 * link).
+	 * used ring.  virtio-net takes nothing from the tap and touches no
+	 * ring while the guest is paused, so its quiesce only waits out a
+	 * frame being delivered; frames arriving meanwhile stay in the tap
+	 * (the guest sees a short loss, as on a real link).
 	 */
 	int (*quiesce)(void *dev);
 };
