@@ -128,6 +128,10 @@ static int machine_add_devices(struct machine *m, const char *serial_spec,
 		err = chardev_start_input(&m->serial_chr, machine_com1_input, &m->com1);
 	if (!err)
 		err = machine_virtio_add_disks(m, cfg);
+	if (!err)
+		err = machine_virtio_add_nics(m, cfg);
+	if (!err)
+		machine_virtio_wire(m);
 	return err;
 }
 

@@ -14,19 +14,21 @@
 #include "devices/device.h"
 #include "devices/serial.h"
 #include "devices/virtio/blk.h"
+#include "devices/virtio/net.h"
 #include "vmm/vm.h"
 
 /*
  * virtio-mmio transports, as QEMU's microvm lays them out: transport n is
  * 512 bytes at 0xfeb00000 + 0x200 n (below the IOAPIC at 0xfec00000) on
- * IRQ 5 + n (COM1 keeps 4).  Disks take the first slots, in --disk order;
- * the kernel learns of each from "virtio_mmio.device=512@ADDR:IRQ" on its
+ * IRQ 5 + n (COM1 keeps 4).  Disks take the first slots, in --disk order,
+ * then the NICs in --net order; the kernel learns of each from "virtio_mmio.device=512@ADDR:IRQ" on its
  * command line (docs/devices.md).
  */
 #define MACHINE_VIRTIO_BASE	0xfeb00000ULL
 #define MACHINE_VIRTIO_IRQ	5
 #define MACHINE_VIRTIO_SLOTS	8
 #define MACHINE_MAX_DISKS	MACHINE_VIRTIO_SLOTS
+#define MACHINE_MAX_NICS	MACHINE_VIRTIO_SLOTS	/* disks and NICs share the slots */
 /* COM1, debug-exit, then the virtio devices. */
 #define MACHINE_MAX_DEVS	(2 + MACHINE_VIRTIO_SLOTS)
 
@@ -40,12 +42,14 @@ struct machine_config {
 	struct guest_memory *premade;	/* RAM allocated earlier, taken over */
 	const struct block_config *disks;	/* --disk, in order */
 	unsigned nr_disks;			/* 0..MACHINE_MAX_DISKS */
+	const struct net_config *nics;		/* --net, in order */
+	unsigned nr_nics;			/* nr_disks + nr_nics <= MACHINE_VIRTIO_SLOTS */
 };
 
 /* One device instance: the `dev` its registry ops get. */
 struct machine_dev {
 	enum device_id id;
-	unsigned index;		/* instance of its model: disk 0, 1, ... */
+	unsigned index;		/* instance of its model: disk 0, 1, ..., NIC 0, 1, ... */
 	void *dev;
 };
 
@@ -77,6 +81,8 @@ struct machine {
 	unsigned nr_devs;
 	struct virtio_blk disks[MACHINE_MAX_DISKS];
 	unsigned nr_disks;
+	struct virtio_net nics[MACHINE_MAX_NICS];
+	unsigned nr_nics;
 	struct machine_virtio virtio[MACHINE_VIRTIO_SLOTS];
 	unsigned nr_virtio;
 	char *kernel;
@@ -101,6 +107,9 @@ void *machine_dev(const struct machine *m, enum device_id id, unsigned index);
 
 /* Create the disks of cfg in the first virtio slots.  Returns 0 or -errno (logged). */
 int machine_virtio_add_disks(struct machine *m, const struct machine_config *cfg)
+	__attribute__((warn_unused_result));
+/* Create the NICs of cfg in the slots after the disks.  Returns 0 or -errno (logged). */
+int machine_virtio_add_nics(struct machine *m, const struct machine_config *cfg)
 	__attribute__((warn_unused_result));
 /*
  * Register every slot's irqfd and ioeventfds with the current KVM VM

@@ -224,7 +224,7 @@ int machine_state_match(const struct machine *m, const struct machine_state *st,
 		machine_record_name(d, st->devs[i].index, name, sizeof(name));
 		if (!dev) {
 			snprintf(err->msg, sizeof(err->msg), "the source has %s, which this destination "
-				 "lacks: start it with the same --disk options as the source", name);
+				 "lacks: start it with the same --disk and --net options as the source", name);
 			return -EINVAL;
 		}
 		if (d->check && d->check(dev, st->devs[i].state, err->msg, sizeof(err->msg)))
@@ -237,7 +237,7 @@ int machine_state_match(const struct machine *m, const struct machine_state *st,
 			continue;
 		machine_record_name(d, m->devs[i].index, name, sizeof(name));
 		snprintf(err->msg, sizeof(err->msg), "this destination has %s, which the source "
-			 "lacks: start it with the same --disk options as the source", name);
+			 "lacks: start it with the same --disk and --net options as the source", name);
 		return -EINVAL;
 	}
 	return 0;

@@ -2,7 +2,8 @@
  * All CPU and device state of a machine as a sequence of vmstate records:
  * "x86_vm", one "x86_vcpu" per vCPU, then one record per device instance
  * with state, in device-registry order (devices/device.h) and instance
- * order: today "serial-8250", then "virtio-blk.0", "virtio-blk.1", ...  Used to rebuild a VM and, by migration, to carry it to
+ * order: today "serial-8250", then "virtio-blk.0", "virtio-blk.1", ..., then
+ * "virtio-net.0", ...  Used to rebuild a VM and, by migration, to carry it to
  * another host (the STATE section, docs/migration-stream.md).  RAM is not
  * included.
  */

@@ -101,7 +101,42 @@ int machine_virtio_add_disks(struct machine *m, const struct machine_config *cfg
 			.id = DEVICE_VIRTIO_BLK, .index = i, .dev = &m->disks[i],
 		};
 	}
-	machine_virtio_wire(m);
+	return 0;
+}
+
+/* A NIC touches guest memory only while this is true (see virtio/net.h). */
+static bool machine_virtio_running(void *opaque)
+{
+	struct machine_virtio *s = opaque;
+
+	return vm_get_state(s->vm) == VM_STATE_RUNNING;
+}
+
+int machine_virtio_add_nics(struct machine *m, const struct machine_config *cfg)
+{
+	if (cfg->nr_nics > MACHINE_VIRTIO_SLOTS - m->nr_virtio) {
+		pr_err("%u disks and %u NICs: ferry has room for %u virtio devices", m->nr_disks,
+		       cfg->nr_nics, MACHINE_VIRTIO_SLOTS);
+		return -EINVAL;
+	}
+	for (unsigned i = 0; i < cfg->nr_nics; i++) {
+		struct machine_virtio *s = machine_virtio_slot(m);
+		struct virtio_net_config c = {
+			.net = &cfg->nics[i], .index = i, .ram = &m->vm.mem,
+			.dirty = machine_virtio_dirty, .raise = machine_virtio_raise,
+			.running = machine_virtio_running, .opaque = s,
+		};
+		int err = virtio_net_create(&m->nics[i], &c);
+		if (err)
+			return err;
+		m->nr_nics++;
+		err = machine_virtio_plug(m, s, &m->nics[i].t, "virtio-net");
+		if (err)
+			return err;
+		m->devs[m->nr_devs++] = (struct machine_dev){
+			.id = DEVICE_VIRTIO_NET, .index = i, .dev = &m->nics[i],
+		};
+	}
 	return 0;
 }
 
@@ -125,6 +160,9 @@ void machine_virtio_destroy(struct machine *m)
 	for (unsigned i = 0; i < m->nr_disks; i++)
 		virtio_blk_destroy(&m->disks[i]);
 	m->nr_disks = 0;
+	for (unsigned i = 0; i < m->nr_nics; i++)
+		virtio_net_destroy(&m->nics[i]);
+	m->nr_nics = 0;
 	for (unsigned i = 0; i < m->nr_virtio; i++)
 		if (m->virtio[i].irq_fd >= 0)
 			close(m->virtio[i].irq_fd);

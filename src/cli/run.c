@@ -36,7 +36,13 @@ static const char run_usage[] =
 "                         a virtio-blk disk on a raw image (repeatable, up to 8);\n"
 "                         cache=none opens it with O_DIRECT; serial is what\n"
 "                         GET_ID answers (up to 20 characters).  With --incoming,\n"
-"                         give the same disks as the source, in the same order"
+"                         give the same disks as the source, in the same order\n"
+"  -n, --net tap=IFNAME[,mac=MAC]\n"
+"                         a virtio-net NIC on a tap device (repeatable; disks and\n"
+"                         NICs share 8 slots); without mac=, a random locally\n"
+"                         administered one.  With --incoming, give as many NICs\n"
+"                         as the source had (the taps of this host); the MAC\n"
+"                         comes from the source\n"
 "  -C, --control PATH     serve the JSON control API on this unix socket\n"
 "  -i, --incoming URI     wait for a migration on tcp:HOST:PORT or unix:PATH,\n"
 "                         or restore a VM saved with 'ferry migrate CONTROL\n"
@@ -70,6 +76,7 @@ static const char run_usage[] =
 struct run_opts {
 	struct machine_config mc;
 	struct block_config disks[MACHINE_MAX_DISKS];
+	struct net_config nics[MACHINE_MAX_NICS];
 	const char *control;
 	const char *incoming;
 	uint64_t resume_timeout_ns;
@@ -86,6 +93,7 @@ static void run_parse(int argc, char **argv, struct run_opts *o)
 		{ "vcpus", required_argument, NULL, 'c' },
 		{ "serial", required_argument, NULL, 's' },
 		{ "disk", required_argument, NULL, 'd' },
+		{ "net", required_argument, NULL, 'n' },
 		{ "control", required_argument, NULL, 'C' },
 		{ "incoming", required_argument, NULL, 'i' },
 		{ "test-hooks", no_argument, NULL, 'T' },
@@ -103,7 +111,8 @@ static void run_parse(int argc, char **argv, struct run_opts *o)
 	memset(o, 0, sizeof(*o));
 	o->mc = (struct machine_config){ .memory = 256ULL << 20, .vcpus = 1, .serial = "stdio" };
 	o->mc.disks = o->disks;
-	while ((c = getopt_long(argc, argv, "k:a:m:c:s:d:C:i:qvh", longopts, NULL)) != -1) {
+	o->mc.nics = o->nics;
+	while ((c = getopt_long(argc, argv, "k:a:m:c:s:d:n:C:i:qvh", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'd':
 			if (o->mc.nr_disks == MACHINE_MAX_DISKS)
@@ -111,6 +120,13 @@ static void run_parse(int argc, char **argv, struct run_opts *o)
 			if (block_config_parse(optarg, &o->disks[o->mc.nr_disks], why, sizeof(why)))
 				die(FERRY_EXIT_USAGE, "bad --disk '%s': %s", optarg, why);
 			o->mc.nr_disks++;
+			break;
+		case 'n':
+			if (o->mc.nr_nics == MACHINE_MAX_NICS)
+				die(FERRY_EXIT_USAGE, "at most %d --net options", MACHINE_MAX_NICS);
+			if (net_config_parse(optarg, &o->nics[o->mc.nr_nics], why, sizeof(why)))
+				die(FERRY_EXIT_USAGE, "bad --net '%s': %s", optarg, why);
+			o->mc.nr_nics++;
 			break;
 		case 'k': o->mc.kernel = optarg; break;
 		case 'a': o->mc.cmdline = optarg; break;
@@ -152,6 +168,9 @@ static void run_parse(int argc, char **argv, struct run_opts *o)
 	if (optind < argc)
 		die(FERRY_EXIT_USAGE, "unexpected argument '%s' (try 'ferry run --help')",
 		    argv[optind]);
+	if (o->mc.nr_disks + o->mc.nr_nics > MACHINE_VIRTIO_SLOTS)
+		die(FERRY_EXIT_USAGE, "%u --disk and %u --net: at most %d virtio devices in all",
+		    o->mc.nr_disks, o->mc.nr_nics, MACHINE_VIRTIO_SLOTS);
 	/* A missing image is the user's to fix, like a missing kernel: say so now. */
 	for (unsigned i = 0; i < o->mc.nr_disks; i++)
 		if (access(o->disks[i].path, o->disks[i].readonly ? R_OK : R_OK | W_OK) < 0)
@@ -310,6 +329,7 @@ static int run_incoming(struct run_ctx *ctx, struct mig_incoming *inc)
 	struct mig_incoming_opts io = {
 		.uri = o->incoming, .serial = o->mc.serial,
 		.disks = o->mc.disks, .nr_disks = o->mc.nr_disks,
+		.nics = o->mc.nics, .nr_nics = o->mc.nr_nics,
 		.max_memory = o->memory_set ? o->mc.memory : 0,
 		.max_vcpus = o->vcpus_set ? o->mc.vcpus : 0,
 		.accept_timeout_ms = -1, .io_timeout_ms = 30000,

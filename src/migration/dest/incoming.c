@@ -105,6 +105,7 @@ static int mig_in_config(struct mig_incoming *inc, const struct mig_incoming_opt
 		.memory = inc->cfg.memory, .vcpus = inc->cfg.vcpus,
 		.cmdline = cmdline, .serial = opts->serial, .premade = opts->premade,
 		.disks = opts->disks, .nr_disks = opts->nr_disks,
+		.nics = opts->nics, .nr_nics = opts->nr_nics,
 	};
 	err = machine_create(m, &mc);
 	if (err) {
@@ -243,7 +244,7 @@ int mig_in_h_state(struct mig_in_ctx *c, const uint8_t *p, uint32_t len)
 
 	if (machine_state_decode(p, len, c->inc->cfg.vcpus, c->st, &verr))
 		return mig_in_fail(c->inc, -EPROTO, "bad device state: %s", verr.msg);
-	/* Devices the destination must have as the source did (disks). */
+	/* Devices the destination must have as the source did (disks, NICs). */
 	if (machine_state_match(c->m, c->st, &verr))
 		return mig_in_fail(c->inc, -EPROTO, "%s", verr.msg);
 	return 0;

@@ -21,6 +21,8 @@ struct mig_incoming_opts {
 	const char *serial;		/* serial backend for the new machine */
 	const struct block_config *disks;	/* --disk: the source's disks, here */
 	unsigned nr_disks;
+	const struct net_config *nics;	/* --net: the source's NICs, here (new taps) */
+	unsigned nr_nics;
 	uint64_t max_memory;		/* largest VM accepted (0: ferry's limit) */
 	unsigned max_vcpus;		/* (0: ferry's limit) */
 	int accept_timeout_ms;		/* -1: wait for a source forever */
