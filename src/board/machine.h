@@ -9,7 +9,7 @@
 #ifndef FERRY_BOARD_MACHINE_H
 #define FERRY_BOARD_MACHINE_H
 
-#include "devices/block/file.h"
+#include "devices/block/backend.h"
 #include "devices/chardev.h"
 #include "devices/device.h"
 #include "devices/serial.h"
@@ -40,6 +40,8 @@ struct machine_config {
 	struct guest_memory *premade;	/* RAM allocated earlier, taken over */
 	const struct block_config *disks;	/* --disk, in order */
 	unsigned nr_disks;			/* 0..MACHINE_MAX_DISKS */
+	/* A migration's destination: disks open inactive, machine_activate() before running. */
+	bool incoming;
 };
 
 /* One device instance: the `dev` its registry ops get. */

@@ -105,6 +105,7 @@ static int mig_in_config(struct mig_incoming *inc, const struct mig_incoming_opt
 		.memory = inc->cfg.memory, .vcpus = inc->cfg.vcpus,
 		.cmdline = cmdline, .serial = opts->serial, .premade = opts->premade,
 		.disks = opts->disks, .nr_disks = opts->nr_disks,
+		.incoming = true,	/* disks unlocked until the guest may run here */
 	};
 	err = machine_create(m, &mc);
 	if (err) {
