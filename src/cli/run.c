@@ -263,8 +263,11 @@ static int run_start_cb(void *opaque)
 	/* The source released the disks before RUN: lock them, or do not start (-EBUSY). */
 	int err = machine_activate(c->m, c->inc->why, sizeof(c->inc->why));
 
-	if (err)
+	if (err) {
+		/* The RESULT says "cannot start the guest" and -EBUSY; the log says why. */
+		pr_err("%s; the guest was not started here", c->inc->why);
 		return err;
+	}
 	migration_set_incoming_postcopy(c->mig, true);
 	return run_start(c->m, c->mig, c->cs, c->o);
 }
