@@ -5,7 +5,9 @@ set -euo pipefail
 
 packages=(
   gcc make pkg-config
-  libjson-c-dev liblz4-dev libzstd-dev libxxhash-dev libcmocka-dev liburing-dev
+  libjson-c-dev liblz4-dev libzstd-dev libxxhash-dev libcmocka-dev liburing-dev libnbd-dev
+  # qemu-nbd serves the NBD exports the disk tests attach to
+  qemu-utils
   qemu-system-x86 iproute2
   # clang's sanitizer and libFuzzer runtimes are only "recommended" by clang,
   # and recommendations are not installed here: name them.

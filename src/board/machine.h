@@ -9,7 +9,7 @@
 #ifndef FERRY_BOARD_MACHINE_H
 #define FERRY_BOARD_MACHINE_H
 
-#include "devices/block/file.h"
+#include "devices/block/backend.h"
 #include "devices/chardev.h"
 #include "devices/device.h"
 #include "devices/serial.h"
@@ -44,6 +44,8 @@ struct machine_config {
 	unsigned nr_disks;			/* 0..MACHINE_MAX_DISKS */
 	const struct net_config *nics;		/* --net, in order */
 	unsigned nr_nics;			/* nr_disks + nr_nics <= MACHINE_VIRTIO_SLOTS */
+	/* A migration's destination: disks open inactive, machine_activate() before running. */
+	bool incoming;
 };
 
 /* One device instance: the `dev` its registry ops get. */

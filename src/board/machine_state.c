@@ -27,6 +27,47 @@ int machine_quiesce(struct machine *m)
 	return err;
 }
 
+int machine_inactivate(struct machine *m)
+{
+	unsigned i;
+	int err = 0;
+
+	for (i = 0; i < m->nr_devs && !err; i++) {
+		const struct device_ops *d = device_table[m->devs[i].id];
+		if (d->inactivate)
+			err = d->inactivate(m->devs[i].dev);
+		if (err)
+			pr_err("cannot hand over %s %u: %s", d->name, m->devs[i].index, strerror(-err));
+	}
+	/* All or nothing: what was handed over is taken back (no one can have it yet). */
+	char why[256];
+	while (err && i-- > 0) {
+		const struct device_ops *d = device_table[m->devs[i].id];
+		if (d->activate && d->activate(m->devs[i].dev, why, sizeof(why)))
+			pr_err("%s", why);
+	}
+	return err;
+}
+
+int machine_activate(struct machine *m, char *why, size_t whylen)
+{
+	unsigned i;
+	int err = 0;
+
+	for (i = 0; i < m->nr_devs && !err; i++) {
+		const struct device_ops *d = device_table[m->devs[i].id];
+		if (d->activate)
+			err = d->activate(m->devs[i].dev, why, whylen);
+	}
+	/* Nothing held on failure, so that whoever should run can. */
+	while (err && i-- > 0) {
+		const struct device_ops *d = device_table[m->devs[i].id];
+		if (d->inactivate && d->inactivate(m->devs[i].dev))
+			pr_warn("cannot release %s %u again", d->name, m->devs[i].index);
+	}
+	return err;
+}
+
 /* The record name of an instance: "NAME", or "NAME.N" for a multi-instance model. */
 static void machine_record_name(const struct device_ops *d, unsigned index, char *name,
 				size_t len)

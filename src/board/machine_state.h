@@ -45,6 +45,22 @@ void *machine_state_dev(const struct machine_state *st, enum device_id id, unsig
 int machine_quiesce(struct machine *m) __attribute__((warn_unused_result));
 
 /*
+ * Hand the machine's backing stores over (device_ops.inactivate): flush
+ * every disk and release its image lock, after machine_quiesce() at the
+ * switchover.  Returns 0 or -errno (logged); the devices that had been
+ * inactivated are active again then.
+ */
+int machine_inactivate(struct machine *m) __attribute__((warn_unused_result));
+/*
+ * Take them (device_ops.activate) before the guest runs here: on GO, at
+ * the post-copy switch, or on a source taking its disks back after a
+ * failed migration.  Returns 0, or -errno with the reason in why (-EBUSY:
+ * another process holds a disk); then nothing is held.
+ */
+int machine_activate(struct machine *m, char *why, size_t whylen)
+	__attribute__((warn_unused_result));
+
+/*
  * Quiesce paused machine m and append its state to out.  Returns 0 or
  * -errno (logged); -EBUSY if the VM is not paused.
  */

@@ -17,6 +17,7 @@
 #include "util/log.h"
 #include "util/parse.h"
 #include "board/machine.h"
+#include "board/machine_state.h"
 
 static const char run_usage[] =
 "Usage: ferry run --kernel FILE [options]\n"
@@ -32,11 +33,16 @@ static const char run_usage[] =
 "  -m, --memory SIZE      guest RAM, e.g. 512M, 1G (default 256M)\n"
 "  -c, --vcpus N          number of vCPUs, 1..64 (default 1)\n"
 "  -s, --serial SPEC      COM1 backend: stdio, file:PATH, unix:PATH (default stdio)\n"
-"  -d, --disk path=FILE[,readonly=on][,cache=none|writeback][,serial=S]\n"
-"                         a virtio-blk disk on a raw image (repeatable, up to 8);\n"
-"                         cache=none opens it with O_DIRECT; serial is what\n"
-"                         GET_ID answers (up to 20 characters).  With --incoming,\n"
-"                         give the same disks as the source, in the same order\n"
+"  -d, --disk path=FILE[,readonly=on][,cache=none|writeback][,locking=off][,serial=S]\n"
+"      --disk nbd=URI[,readonly=on][,serial=S]\n"
+"                         a virtio-blk disk on a raw image, or on an NBD export\n"
+"                         (nbd://HOST[:PORT]/EXPORT, nbd+unix:///EXPORT?socket=PATH),\n"
+"                         repeatable, up to 8; cache=none opens the image with\n"
+"                         O_DIRECT; an image is locked while this VM may write\n"
+"                         it (QEMU's lock bytes; locking=off: not); serial is\n"
+"                         what GET_ID answers (up to 20 characters).  With\n"
+"                         --incoming, give the same disks as the source, in the\n"
+"                         same order: they are locked when the guest starts here\n"
 "  -n, --net tap=IFNAME[,mac=MAC]\n"
 "                         a virtio-net NIC on a tap device (repeatable; disks and\n"
 "                         NICs share 8 slots); without mac=, a random locally\n"
@@ -67,7 +73,8 @@ static const char run_usage[] =
 "Exit status: the guest's debug-exit value (port 0xf4) if it wrote one, 0\n"
 "after quit, a signal or a completed migration away, 64 usage, 65 bad kernel\n"
 "or migration stream (a truncated, damaged or incomplete saved file too),\n"
-"66 missing file (kernel or disk image), 69 no /dev/kvm, 71 system error,\n"
+"66 missing file (kernel or disk image), 69 no /dev/kvm or a disk image in use\n"
+"by another process, 71 system error,\n"
 "74 incoming migration lost its connection, 75 post-copy failed (or was\n"
 "stopped by a signal) after the guest started here: the VM is lost, 80 guest\n"
 "crashed, 128 + the signal's number (130 SIGINT, 143 SIGTERM) when a signal\n"
@@ -173,7 +180,7 @@ static void run_parse(int argc, char **argv, struct run_opts *o)
 		    o->mc.nr_disks, o->mc.nr_nics, MACHINE_VIRTIO_SLOTS);
 	/* A missing image is the user's to fix, like a missing kernel: say so now. */
 	for (unsigned i = 0; i < o->mc.nr_disks; i++)
-		if (access(o->disks[i].path, o->disks[i].readonly ? R_OK : R_OK | W_OK) < 0)
+		if (o->disks[i].kind == BLOCK_KIND_FILE && access(o->disks[i].path, o->disks[i].readonly ? R_OK : R_OK | W_OK) < 0)
 			die(FERRY_EXIT_NOINPUT, "cannot open disk image %s: %s", o->disks[i].path,
 			    strerror(errno));
 	if (o->incoming) {
@@ -195,7 +202,7 @@ static void run_parse(int argc, char **argv, struct run_opts *o)
 static int run_exit_code(int err)
 {
 	switch (-err) {
-	case ENOENT: case EACCES: case ENOTSUP: return FERRY_EXIT_UNAVAILABLE;
+	case ENOENT: case EACCES: case ENOTSUP: case EBUSY: return FERRY_EXIT_UNAVAILABLE;
 	case ENOEXEC: case ERANGE: case E2BIG: return FERRY_EXIT_DATAERR;
 	case EINVAL: return FERRY_EXIT_USAGE;
 	default: return FERRY_EXIT_OSERR;
@@ -261,6 +268,7 @@ static int run_start(struct machine *m, struct migration *mig, struct control_se
 /* What the main flow owns, for the post-copy start callback. */
 struct run_ctx {
 	struct machine *m;
+	struct mig_incoming *inc;
 	struct migration *mig;
 	struct control_server *cs;
 	const struct run_opts *o;
@@ -271,7 +279,14 @@ struct run_ctx {
 static int run_start_cb(void *opaque)
 {
 	struct run_ctx *c = opaque;
+	/* The source released the disks before RUN: lock them, or do not start (-EBUSY). */
+	int err = machine_activate(c->m, c->inc->why, sizeof(c->inc->why));
 
+	if (err) {
+		/* The RESULT says "cannot start the guest" and -EBUSY; the log says why. */
+		pr_err("%s; the guest was not started here", c->inc->why);
+		return err;
+	}
 	migration_set_incoming_postcopy(c->mig, true);
 	return run_start(c->m, c->mig, c->cs, c->o);
 }
@@ -395,6 +410,12 @@ static int run_commit(struct run_ctx *ctx, struct mig_incoming *inc, int sfd)
 		return run_exit_code(err);
 	}
 	err = mig_incoming_commit(inc, &ctx->mig->commit, sfd);
+	/* GO: the source released the disks; lock them here before any vCPU runs. */
+	if (!err && machine_activate(ctx->m, inc->why, sizeof(inc->why))) {
+		pr_err("%s; the guest was not started here", inc->why);
+		mig_incoming_reply(inc, -EBUSY, inc->why);
+		return FERRY_EXIT_UNAVAILABLE;
+	}
 	if (!err) {
 		err = vm_start(&ctx->m->vm);
 		if (err) {
@@ -439,7 +460,7 @@ int cli_run(int argc, char **argv)
 	if (!m || sfd < 0)
 		die(FERRY_EXIT_OSERR, "out of memory");
 	migration_init(&mig, m);
-	ctx = (struct run_ctx){ .m = m, .mig = &mig, .cs = &cs, .o = &o, .sfd = sfd };
+	ctx = (struct run_ctx){ .m = m, .inc = &inc, .mig = &mig, .cs = &cs, .o = &o, .sfd = sfd };
 	if (o.incoming) {
 		status = run_incoming(&ctx, &inc);
 		if (status && !inc.guest_started) {

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "board/machine_state.h"
 #include "control/cmd_migrate.h"
 #include "migration/migration.h"
 #include "util/log.h"
@@ -78,6 +79,12 @@ static int cmd_pause(struct control_ctx *ctx, json_object *args, json_object **r
 
 static int cmd_resume(struct control_ctx *ctx, json_object *args, json_object **ret)
 {
+	char why[256];
+
+	/* A copy kept paused after migrating away gave its disks up: take them back first. */
+	if (vm_get_state(&ctx->machine->vm) == VM_STATE_PAUSED &&
+	    machine_activate(ctx->machine, why, sizeof(why)))
+		return control_fail(ret, -EBUSY, "%s", why);
 	if (vm_resume(&ctx->machine->vm))
 		return control_fail(ret, -ESRCH, "the VM has shut down");
 	return 0;

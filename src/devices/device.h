@@ -79,6 +79,21 @@ struct device_ops {
 	 * (the guest sees a short loss, as on a real link).
 	 */
 	int (*quiesce)(void *dev);
+	/*
+	 * The lock moves with the guest (QEMU's inactivate/activate; see
+	 * docs/devices.md, "Locking").  inactivate: the source at the
+	 * switchover, after quiesce and before the state goes: make every
+	 * acknowledged write durable (flush), stop all I/O, give up what
+	 * keeps others from writing the device's backing store (a disk's
+	 * image lock).  activate: take it (again) before the guest runs: the
+	 * destination on GO or at the post-copy switch, a source whose
+	 * migration failed before it resumes.  Both idempotent; NULL: nothing
+	 * to hand over.  Called like the others, by the thread that saves or
+	 * loads the machine.  Return 0 or -errno (activate: -EBUSY when
+	 * another process holds it, with the whole reason in why).
+	 */
+	int (*inactivate)(void *dev);
+	int (*activate)(void *dev, char *why, size_t whylen);
 };
 
 /* Indexed by enum device_id; every entry set. */

@@ -25,14 +25,17 @@
 
 static char t_img[2][64];
 
-/* A machine with the first nr_disks of t_img as disks. */
-static struct machine *t_make_disks(unsigned vcpus, unsigned nr_disks)
+/*
+ * A machine with the first nr_disks of t_img as disks; incoming: opened
+ * as a migration's destination does, without the image locks.
+ */
+static struct machine *t_make_disks(unsigned vcpus, unsigned nr_disks, bool incoming)
 {
 	struct machine *m = calloc(1, sizeof(*m));
 	struct block_config disks[2];
 	struct machine_config mc = {
 		.memory = 16 << 20, .vcpus = vcpus, .serial = "file:/dev/null",
-		.disks = disks, .nr_disks = nr_disks,
+		.disks = disks, .nr_disks = nr_disks, .incoming = incoming,
 	};
 	char why[128], spec[128];
 
@@ -185,8 +188,8 @@ static void test_missing_device_record(void **state)
 /* Disks: one record each, named by number; the destination must have the same ones. */
 static void test_disks(void **state)
 {
-	struct machine *a = t_make_disks(1, 2), *same = t_make_disks(1, 2);
-	struct machine *fewer = t_make_disks(1, 1), *none = t_make(1);
+	struct machine *a = t_make_disks(1, 2, false), *same = t_make_disks(1, 2, true);
+	struct machine *fewer = t_make_disks(1, 1, true), *none = t_make(1);
 	struct machine_state st;
 	struct vmstate_error verr;
 	struct vmstate_buf buf;
@@ -208,6 +211,15 @@ static void test_disks(void **state)
 
 	assert_int_equal(machine_state_match(same, &st, &verr), 0);
 	assert_int_equal(machine_state_apply(same, &st), 0);
+	/* The disks' locks move with the guest: only once the source let go. */
+	char why[512];
+	assert_int_equal(machine_activate(same, why, sizeof(why)), -EBUSY);
+	assert_non_null(strstr(why, "is in use by another process"));
+	assert_int_equal(machine_inactivate(a), 0);
+	assert_int_equal(machine_activate(same, why, sizeof(why)), 0);
+	assert_int_equal(machine_activate(a, why, sizeof(why)), -EBUSY);
+	assert_int_equal(machine_inactivate(same), 0);
+	assert_int_equal(machine_activate(a, why, sizeof(why)), 0);
 	assert_int_equal(machine_state_match(fewer, &st, &verr), -EINVAL);
 	assert_non_null(strstr(verr.msg, "virtio-blk.1, which this destination lacks"));
 	assert_int_equal(machine_state_apply(none, &st), -EINVAL);

@@ -5,7 +5,9 @@
  * error status a guest can provoke, malformed chains and rings, reset,
  * and a save -> load round trip to a second device in the middle of a
  * stream (quiesce completes what was taken, the second device goes on
- * exactly where the first stopped).  Skips (77) without io_uring.
+ * exactly where the first stopped), and the image lock that moves with
+ * it (a second writer is refused; the destination runs only once the
+ * source let go).  Skips (77) without io_uring.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -19,6 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 #include <cmocka.h>
+#include <liburing.h>
 
 #include "devices/virtio/blk.h"
 #include "util/le.h"
@@ -192,6 +195,18 @@ static int t_make_image(const char *path, unsigned sectors)
 	}
 	close(fd);
 	return 0;
+}
+
+/* inactive: as a migration's destination opens it (no lock, no I/O until activated). */
+static int t_blk_open(struct virtio_blk *b, const struct block_config *c, unsigned index,
+		      bool inactive)
+{
+	struct virtio_blk_config bc = {
+		.disk = c, .index = index, .ram = &ram, .dirty = t_dirty, .raise = t_raise,
+		.inactive = inactive,
+	};
+
+	return virtio_blk_create(b, &bc);
 }
 
 static int t_blk_create(struct virtio_blk *b, const struct block_config *c, unsigned index)
@@ -462,6 +477,7 @@ static int t_migrate(struct virtio_blk *from, struct virtio_blk *to, struct vmst
 	int r;
 
 	assert_int_equal(d->quiesce(from), 0);
+	assert_int_equal(d->inactivate(from), 0);	/* flushed, unlocked: the switchover */
 	assert_int_equal(d->save(from, &s), 0);
 	vmstate_buf_init(&buf);
 	assert_int_equal(vmstate_save_as(d->vmsd, "virtio-blk.0", &s, &buf), 0);
@@ -500,9 +516,17 @@ static void test_migrate_mid_stream(void **state)
 	}
 	used_seen = 5;
 
-	/* The destination: same image, same RAM (as the final pass leaves it). */
-	assert_int_equal(t_blk_create(dst, &disk, 0), 0);
+	/* A second writer of the image is refused while the source holds it. */
+	char why[512];
+	assert_int_equal(t_blk_create(dst, &disk, 0), -EBUSY);
+	/* The destination: same image, same RAM (as the final pass leaves it), unlocked. */
+	assert_int_equal(t_blk_open(dst, &disk, 0, true), 0);
+	assert_int_equal(virtio_blk_device_ops.activate(dst, why, sizeof(why)), -EBUSY);
+	assert_non_null(strstr(why, "is in use by another process"));
 	assert_int_equal(t_migrate(&blk, dst, &err), 0);
+	/* GO: the source let go at the switchover, the destination takes the lock. */
+	assert_int_equal(virtio_blk_device_ops.activate(dst, why, sizeof(why)), 0);
+	assert_int_equal(virtio_blk_device_ops.activate(&blk, why, sizeof(why)), -EBUSY);
 	/* Overwrite sector 200 behind the source's back: nobody redoes its write. */
 	int fd = open(img, O_WRONLY);
 	memset(sec, 0x55, sizeof(sec));
@@ -523,14 +547,20 @@ static void test_migrate_mid_stream(void **state)
 
 	/* An entry offered but never kicked at the source is taken at the destination. */
 	struct virtio_blk *dst2 = calloc(1, sizeof(*dst2));
-	assert_int_equal(t_blk_create(dst2, &disk, 0), 0);
+	assert_int_equal(t_blk_open(dst2, &disk, 0, true), 0);
 	assert_int_equal(virtio_blk_device_ops.quiesce(dst), 0);
+	assert_int_equal(virtio_blk_device_ops.inactivate(dst), 0);
 	struct virtio_blk_state s;
 	assert_int_equal(virtio_blk_device_ops.save(dst, &s), 0);
 	virtio_blk_destroy(dst);
 	head = t_offer(VIRTIO_BLK_T_IN, 202, rd, 1, false, dst2);
 	assert_int_equal(virtio_blk_device_ops.check(dst2, &s, err.msg, sizeof(err.msg)), 0);
 	assert_int_equal(virtio_blk_device_ops.load(dst2, &s), 0);
+	/* Inactive: the request waits in the ring until the lock is taken. */
+	struct timespec pause = { 0, 50 * 1000000L };
+	nanosleep(&pause, NULL);
+	assert_int_equal(le_get(t_ptr(T_USED + 2), 2), 6);
+	assert_int_equal(virtio_blk_device_ops.activate(dst2, why, sizeof(why)), 0);
 	t_wait_used(7, NULL, &len);
 	assert_int_equal(*t_ptr(T_DATA + 0x10000), 0xa2);
 
@@ -605,6 +635,18 @@ static void test_disk_option(void **state)
 	assert_int_equal(block_config_parse("path=/x,serial=123456789012345678901", &c, why,
 					    sizeof(why)), -EINVAL);
 	assert_int_equal(block_config_parse("path=/x,noequals", &c, why, sizeof(why)), -EINVAL);
+	assert_int_equal(block_config_parse("path=/x,locking=off", &c, why, sizeof(why)), 0);
+	assert_true(c.nolock);
+	assert_int_equal(c.kind, BLOCK_KIND_FILE);
+	assert_int_equal(block_config_parse("nbd=nbd+unix:///e?socket=/s,serial=n", &c, why,
+					    sizeof(why)), 0);
+	assert_int_equal(c.kind, BLOCK_KIND_NBD);
+	assert_string_equal(c.path, "nbd+unix:///e?socket=/s");
+	assert_int_equal(block_config_parse("nbd=nbd://h/e,path=/x", &c, why, sizeof(why)), -EINVAL);
+	assert_int_equal(block_config_parse("nbd=nbd://h/e,cache=none", &c, why, sizeof(why)),
+			 -EINVAL);
+	assert_int_equal(block_config_parse("nbd=nbds://h/e", &c, why, sizeof(why)), -EINVAL);
+	assert_int_equal(block_config_parse("nbd=/x", &c, why, sizeof(why)), -EINVAL);
 }
 
 int main(void)

@@ -1,9 +1,22 @@
-#include "devices/block/file.h"
+/*
+ * A raw image file (or block device) as a disk backend.  Reads, writes and
+ * flushes go through an io_uring owned by the one thread that drives the
+ * disk (the device's I/O thread); discard and write-zeroes are fallocate()
+ * calls that thread makes itself.  cache=none opens the file with O_DIRECT
+ * (buffers that are not aligned for it go through a bounce buffer,
+ * synchronously, and complete at the next reap); cache=writeback uses the
+ * page cache, and a flush is an fdatasync either way.  While active, the
+ * image is locked (lock.h) unless locking=off.
+ */
+#include "devices/block/backend.h"
+#include "devices/block/lock.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/falloc.h>
 #include <linux/fs.h>
+#include <liburing.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,103 +28,100 @@
 #define BLOCK_RING_ENTRIES	256	/* one virtqueue's worth */
 #define BLOCK_DIRECT_ALIGN	512
 
-/* ---- --disk ------------------------------------------------------------ */
+/*
+ * fd, the flags and path are fixed after open; the ring, queued and now[]
+ * belong to the I/O thread; locked to the thread that (in)activates.
+ */
+struct block_file {
+	int fd;
+	bool direct;		/* O_DIRECT: buffers and offsets must be aligned */
+	unsigned align;		/* that alignment */
+	bool lock;		/* take the image locks when active */
+	bool locked;		/* holding them */
+	struct io_uring ring;
+	bool ring_ok;
+	int done_fd;		/* eventfd: readable when completions wait */
+	unsigned queued;	/* submitted, not yet reaped */
+	unsigned nr_now;	/* bounced operations done, not yet reaped */
+	struct { void *user; int64_t res; } now[BLOCK_RING_ENTRIES];
+	char path[PATH_MAX];
+};
 
-static int block_config_value(const char *key, const char *val, struct block_config *c,
-			      char *why, size_t whylen)
+static struct block_file *file_of(struct block_backend *bb)
 {
-	if (!strcmp(key, "path")) {
-		if (!*val || strlen(val) >= sizeof(c->path))
-			goto bad;
-		strcpy(c->path, val);
-	} else if (!strcmp(key, "readonly")) {
-		if (!strcmp(val, "on"))
-			c->readonly = true;
-		else if (!strcmp(val, "off"))
-			c->readonly = false;
-		else
-			goto bad;
-	} else if (!strcmp(key, "cache")) {
-		if (!strcmp(val, "none"))
-			c->cache = BLOCK_CACHE_NONE;
-		else if (!strcmp(val, "writeback"))
-			c->cache = BLOCK_CACHE_WRITEBACK;
-		else
-			goto bad;
-	} else if (!strcmp(key, "serial")) {
-		if (strlen(val) > BLOCK_SERIAL_MAX)
-			goto bad;
-		for (const char *p = val; *p; p++)
-			if (*p < 0x20 || *p > 0x7e)
-				goto bad;
-		strcpy(c->serial, val);
-	} else {
-		snprintf(why, whylen, "unknown key '%s' (path, readonly, cache, serial)", key);
-		return -EINVAL;
-	}
-	return 0;
-bad:
-	snprintf(why, whylen, "bad %s '%s'%s", key, val,
-		 !strcmp(key, "serial") ? ": up to 20 printable characters" :
-		 !strcmp(key, "cache") ? ": none or writeback" :
-		 !strcmp(key, "readonly") ? ": on or off" : "");
-	return -EINVAL;
-}
-
-int block_config_parse(const char *spec, struct block_config *c, char *why, size_t whylen)
-{
-	char *copy = strdup(spec), *save = NULL;
-	int err = 0;
-
-	memset(c, 0, sizeof(*c));
-	if (!copy)
-		return -ENOMEM;
-	for (char *tok = strtok_r(copy, ",", &save); tok && !err; tok = strtok_r(NULL, ",", &save)) {
-		char *eq = strchr(tok, '=');
-		if (!eq) {
-			snprintf(why, whylen, "'%s' is not KEY=VALUE", tok);
-			err = -EINVAL;
-			break;
-		}
-		*eq = '\0';
-		err = block_config_value(tok, eq + 1, c, why, whylen);
-	}
-	free(copy);
-	if (!err && !c->path[0]) {
-		snprintf(why, whylen, "path=FILE is missing");
-		err = -EINVAL;
-	}
-	return err;
+	return bb->priv;
 }
 
 /* ---- open -------------------------------------------------------------- */
 
-static int block_file_size(struct block_file *f, char *why, size_t whylen)
+static int file_size(struct block_file *f, uint64_t *size, char *why, size_t whylen)
 {
 	struct stat st;
 
 	if (fstat(f->fd, &st) < 0)
 		return -errno;
 	if (S_ISREG(st.st_mode)) {
-		f->size = (uint64_t)st.st_size;
+		*size = (uint64_t)st.st_size;
 		return 0;
 	}
-	if (S_ISBLK(st.st_mode) && ioctl(f->fd, BLKGETSIZE64, &f->size) == 0)
+	if (S_ISBLK(st.st_mode) && ioctl(f->fd, BLKGETSIZE64, size) == 0)
 		return 0;
 	snprintf(why, whylen, "not a regular file or block device");
 	return -EINVAL;
 }
 
-int block_file_open(struct block_file *f, const struct block_config *c, char *why, size_t whylen)
+static int file_activate(struct block_backend *bb, char *why, size_t whylen)
 {
-	int flags = (c->readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC;
+	struct block_file *f = file_of(bb);
 	int err;
 
-	memset(f, 0, sizeof(*f));
+	if (!f->lock || f->locked)
+		return 0;
+	err = block_lock_take(f->fd, !bb->readonly, f->path, why, whylen);
+	f->locked = !err;
+	return err;
+}
+
+static void file_inactivate(struct block_backend *bb)
+{
+	struct block_file *f = file_of(bb);
+
+	if (f->locked)
+		block_lock_release(f->fd);
+	f->locked = false;
+}
+
+static void file_close(struct block_backend *bb)
+{
+	struct block_file *f = file_of(bb);
+
+	if (!f)
+		return;
+	if (f->ring_ok)
+		io_uring_queue_exit(&f->ring);
+	if (f->done_fd >= 0)
+		close(f->done_fd);
+	if (f->fd >= 0)
+		close(f->fd);	/* drops its locks with it */
+	free(f);
+	bb->priv = NULL;
+}
+
+static int file_open(struct block_backend *bb, const struct block_config *c, bool active,
+		     char *why, size_t whylen)
+{
+	int flags = (c->readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC;
+	struct block_file *f = calloc(1, sizeof(*f));
+	int err;
+
+	if (!f)
+		return -ENOMEM;
+	bb->priv = f;
 	f->fd = f->done_fd = -1;
-	f->readonly = c->readonly;
 	f->direct = c->cache == BLOCK_CACHE_NONE;
 	f->align = f->direct ? BLOCK_DIRECT_ALIGN : 1;
+	f->lock = !c->nolock;
+	snprintf(f->path, sizeof(f->path), "%s", c->path);
 	f->fd = open(c->path, flags | (f->direct ? O_DIRECT : 0));
 	if (f->fd < 0) {
 		err = -errno;
@@ -119,9 +129,11 @@ int block_file_open(struct block_file *f, const struct block_config *c, char *wh
 			snprintf(why, whylen, "cache=none: its file system does not do O_DIRECT");
 		else
 			snprintf(why, whylen, "%s", strerror(-err));
-		return err;
+		goto fail;
 	}
-	err = block_file_size(f, why, whylen);
+	err = file_size(f, &bb->size, why, whylen);
+	if (!err && active)
+		err = file_activate(bb, why, whylen);
 	if (err)
 		goto fail;
 	f->done_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -140,82 +152,15 @@ int block_file_open(struct block_file *f, const struct block_config *c, char *wh
 	}
 	return 0;
 fail:
-	block_file_close(f);
+	file_close(bb);
 	return err;
 }
 
-void block_file_close(struct block_file *f)
-{
-	if (f->ring_ok)
-		io_uring_queue_exit(&f->ring);
-	f->ring_ok = false;
-	if (f->done_fd >= 0)
-		close(f->done_fd);
-	if (f->fd >= 0)
-		close(f->fd);
-	f->fd = f->done_fd = -1;
-}
+/* ---- synchronous: the bounce path -------------------------------------- */
 
-/* ---- asynchronous: io_uring -------------------------------------------- */
-
-int block_file_queue(struct block_file *f, enum block_op op, const struct iovec *iov,
-		     unsigned n, uint64_t off, void *user)
-{
-	struct io_uring_sqe *sqe = io_uring_get_sqe(&f->ring);
-
-	if (!sqe)
-		return -EAGAIN;
-	switch (op) {
-	case BLOCK_OP_READ:
-		io_uring_prep_readv(sqe, f->fd, iov, n, off);
-		break;
-	case BLOCK_OP_WRITE:
-		io_uring_prep_writev(sqe, f->fd, iov, n, off);
-		break;
-	case BLOCK_OP_FLUSH:
-		io_uring_prep_fsync(sqe, f->fd, IORING_FSYNC_DATASYNC);
-		break;
-	}
-	io_uring_sqe_set_data(sqe, user);
-	f->queued++;
-	return 0;
-}
-
-int block_file_submit_all(struct block_file *f)
-{
-	int r;
-
-	do {
-		r = io_uring_submit(&f->ring);
-	} while (r == -EINTR);
-	return r < 0 ? r : 0;
-}
-
-unsigned block_file_reap(struct block_file *f, void (*done)(void *user, int64_t res, void *opaque),
-			 void *opaque)
-{
-	struct io_uring_cqe *cqe;
-	unsigned n = 0;
-	uint64_t v;
-
-	/* Consume the wakeup first: a completion after this wakes us again. */
-	if (read(f->done_fd, &v, sizeof(v)) < 0 && errno != EAGAIN)
-		return 0;
-	while (io_uring_peek_cqe(&f->ring, &cqe) == 0) {
-		void *user = io_uring_cqe_get_data(cqe);
-		int64_t res = cqe->res;
-		io_uring_cqe_seen(&f->ring, cqe);
-		f->queued--;
-		done(user, res, opaque);
-		n++;
-	}
-	return n;
-}
-
-/* ---- synchronous ------------------------------------------------------- */
-
-bool block_file_aligned(const struct block_file *f, const struct iovec *iov, unsigned n,
-			uint64_t off)
+/* Can iov/off go to the file as they are (O_DIRECT alignment)? */
+static bool file_aligned(const struct block_file *f, const struct iovec *iov, unsigned n,
+			 uint64_t off)
 {
 	uintptr_t a = f->align - 1;
 
@@ -227,8 +172,9 @@ bool block_file_aligned(const struct block_file *f, const struct iovec *iov, uns
 	return true;
 }
 
-int64_t block_file_rw_bounce(struct block_file *f, enum block_op op, const struct iovec *iov,
-			     unsigned n, uint64_t off)
+/* READ or WRITE now, through an aligned buffer.  Returns the bytes done or -errno. */
+static int64_t file_rw_bounce(struct block_file *f, enum block_op op, const struct iovec *iov,
+			      unsigned n, uint64_t off)
 {
 	size_t len = 0, done = 0;
 	uint8_t *buf;
@@ -256,16 +202,102 @@ int64_t block_file_rw_bounce(struct block_file *f, enum block_op op, const struc
 	return r;
 }
 
-int block_file_discard(struct block_file *f, uint64_t off, uint64_t len)
+/* ---- asynchronous: io_uring -------------------------------------------- */
+
+static int file_queue(struct block_backend *bb, enum block_op op, const struct iovec *iov,
+		      unsigned n, uint64_t off, void *user)
 {
-	if (fallocate(f->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)len) == 0)
+	struct block_file *f = file_of(bb);
+	struct io_uring_sqe *sqe;
+
+	if (op != BLOCK_OP_FLUSH && !file_aligned(f, iov, n, off)) {
+		if (f->nr_now == BLOCK_RING_ENTRIES)
+			return -EAGAIN;
+		f->now[f->nr_now].user = user;
+		f->now[f->nr_now++].res = file_rw_bounce(f, op, iov, n, off);
+		return 0;
+	}
+	sqe = io_uring_get_sqe(&f->ring);
+	if (!sqe)
+		return -EAGAIN;
+	switch (op) {
+	case BLOCK_OP_READ:
+		io_uring_prep_readv(sqe, f->fd, iov, n, off);
+		break;
+	case BLOCK_OP_WRITE:
+		io_uring_prep_writev(sqe, f->fd, iov, n, off);
+		break;
+	case BLOCK_OP_FLUSH:
+		io_uring_prep_fsync(sqe, f->fd, IORING_FSYNC_DATASYNC);
+		break;
+	}
+	io_uring_sqe_set_data(sqe, user);
+	f->queued++;
+	return 0;
+}
+
+static int file_submit(struct block_backend *bb)
+{
+	struct block_file *f = file_of(bb);
+	int r;
+
+	if (!f->queued)
+		return 0;
+	do {
+		r = io_uring_submit(&f->ring);
+	} while (r == -EINTR);
+	return r < 0 ? r : 0;
+}
+
+static int file_poll_fd(struct block_backend *bb, short *events)
+{
+	*events = POLLIN;
+	return file_of(bb)->done_fd;
+}
+
+static unsigned file_reap(struct block_backend *bb, short revents, block_done_fn *done,
+			  void *opaque)
+{
+	struct block_file *f = file_of(bb);
+	struct io_uring_cqe *cqe;
+	unsigned n = 0;
+	uint64_t v;
+
+	while (f->nr_now) {
+		f->nr_now--;
+		done(f->now[f->nr_now].user, f->now[f->nr_now].res, opaque);
+		n++;
+	}
+	/* Consume the wakeup first: a completion after this wakes us again. */
+	if (read(f->done_fd, &v, sizeof(v)) < 0 && errno != EAGAIN)
+		return n;
+	while (io_uring_peek_cqe(&f->ring, &cqe) == 0) {
+		void *user = io_uring_cqe_get_data(cqe);
+		int64_t res = cqe->res;
+		io_uring_cqe_seen(&f->ring, cqe);
+		f->queued--;
+		done(user, res, opaque);
+		n++;
+	}
+	return n;
+}
+
+static int file_flush(struct block_backend *bb)
+{
+	return fdatasync(file_of(bb)->fd) ? -errno : 0;
+}
+
+static int file_discard(struct block_backend *bb, uint64_t off, uint64_t len)
+{
+	if (fallocate(file_of(bb)->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off,
+		      (off_t)len) == 0)
 		return 0;
 	/* Discard is a hint (§5.2.6.2): a file system without holes ignores it. */
 	return errno == EOPNOTSUPP ? 0 : -errno;
 }
 
 /* Zeroes by writing them, for file systems without fallocate modes. */
-static int block_file_write_zero_bytes(struct block_file *f, uint64_t off, uint64_t len)
+static int file_write_zero_bytes(struct block_file *f, uint64_t off, uint64_t len)
 {
 	const size_t chunk = 1 << 20;
 	uint8_t *z;
@@ -290,8 +322,9 @@ static int block_file_write_zero_bytes(struct block_file *f, uint64_t off, uint6
 	return err;
 }
 
-int block_file_write_zeroes(struct block_file *f, uint64_t off, uint64_t len, bool unmap)
+static int file_write_zeroes(struct block_backend *bb, uint64_t off, uint64_t len, bool unmap)
 {
+	struct block_file *f = file_of(bb);
 	int mode = unmap ? FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE
 			 : FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE;
 
@@ -299,5 +332,20 @@ int block_file_write_zeroes(struct block_file *f, uint64_t off, uint64_t len, bo
 		return 0;
 	if (errno != EOPNOTSUPP && errno != EINVAL)
 		return -errno;
-	return block_file_write_zero_bytes(f, off, len);
+	return file_write_zero_bytes(f, off, len);
 }
+
+const struct block_backend_ops block_file_ops = {
+	.name = "file",
+	.open = file_open,
+	.close = file_close,
+	.queue = file_queue,
+	.submit = file_submit,
+	.poll_fd = file_poll_fd,
+	.reap = file_reap,
+	.flush = file_flush,
+	.discard = file_discard,
+	.write_zeroes = file_write_zeroes,
+	.activate = file_activate,
+	.inactivate = file_inactivate,
+};

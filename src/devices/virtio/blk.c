@@ -89,7 +89,7 @@ static bool blk_range_ok(const struct virtio_blk *b, uint64_t sector, uint64_t s
 	return sector <= b->capacity && sectors <= b->capacity - sector;
 }
 
-/* READ or WRITE: checks, then the ring (or the bounce path). */
+/* READ or WRITE: checks, then the backend. */
 static void blk_rw(struct virtio_blk *b, struct virtio_blk_req *r, bool write, uint64_t sector)
 {
 	const struct virtq_chain *c = &r->chain;
@@ -110,13 +110,6 @@ static void blk_rw(struct virtio_blk *b, struct virtio_blk_req *r, bool write, u
 	r->data_written = write ? 0 : len;
 	if (!len) {
 		virtio_blk_complete(b, r, VIRTIO_BLK_S_OK, 0);
-		return;
-	}
-	if (!block_file_aligned(&b->file, r->iov, r->nr_iov, off)) {
-		int64_t res = block_file_rw_bounce(&b->file, write ? BLOCK_OP_WRITE : BLOCK_OP_READ,
-						   r->iov, r->nr_iov, off);
-		virtio_blk_complete(b, r, res == (int64_t)len ? VIRTIO_BLK_S_OK : VIRTIO_BLK_S_IOERR,
-				    res == (int64_t)len ? r->data_written : 0);
 		return;
 	}
 	if (virtio_blk_submit(b, r, write ? BLOCK_OP_WRITE : BLOCK_OP_READ, off))
@@ -169,8 +162,8 @@ static void blk_ranges(struct virtio_blk *b, struct virtio_blk_req *r, bool zero
 			break;
 		}
 		uint64_t off = sector * VIRTIO_BLK_SECTOR, n = sectors * VIRTIO_BLK_SECTOR;
-		int err = zeroes ? block_file_write_zeroes(&b->file, off, n, flags & 1)
-				 : block_file_discard(&b->file, off, n);
+		int err = zeroes ? b->bk.ops->write_zeroes(&b->bk, off, n, flags & 1)
+				 : b->bk.ops->discard(&b->bk, off, n);
 		if (err)
 			status = VIRTIO_BLK_S_IOERR;
 	}

@@ -1,10 +1,17 @@
 /*
  * virtio-blk (virtio 1.1 §5.2) on a virtio-mmio transport, backed by a
- * raw image file (devices/block/file.h).  One I/O thread per disk pops
- * requests from the queue when kicked (the queue's eventfd, which KVM
- * signals itself through an ioeventfd), runs them on the backend's
- * io_uring, and on completion writes the status, returns the chain on the
- * used ring and interrupts: the vCPU threads never wait for the disk.
+ * disk backend (devices/block/backend.h: a raw file, an NBD export).  One
+ * I/O thread per disk pops requests from the queue when kicked (the
+ * queue's eventfd, which KVM signals itself through an ioeventfd), starts
+ * them on the backend, and on completion writes the status, returns the
+ * chain on the used ring and interrupts: the vCPU threads never wait for
+ * the disk.
+ *
+ * A disk is active (it may write its image, and holds the image's lock)
+ * or not: a migration's destination opens it inactive and activates it
+ * when told to run the guest; the source inactivates it at the
+ * switchover (docs/devices.md, "Locking").  An inactive disk takes no
+ * request from its queue.
  */
 #ifndef FERRY_DEVICES_VIRTIO_BLK_H
 #define FERRY_DEVICES_VIRTIO_BLK_H
@@ -13,7 +20,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "devices/block/file.h"
+#include "devices/block/backend.h"
 #include "devices/device.h"
 #include "devices/virtio/mmio.h"
 
@@ -52,6 +59,7 @@ struct virtio_blk_config {
 	void (*dirty)(void *opaque, uint64_t gpa, uint64_t len);
 	void (*raise)(void *opaque);
 	void *opaque;
+	bool inactive;			/* open without the right to write (incoming) */
 };
 
 /*
@@ -60,7 +68,8 @@ struct virtio_blk_config {
  */
 struct virtio_blk {
 	struct virtio_mmio t;
-	struct block_file file;		/* (io) after create */
+	struct block_backend bk;	/* (io) after create; activate/inactivate: the
+					   machine's saver, with the thread idle */
 	struct block_config cfg;
 	unsigned index;
 	uint64_t capacity;		/* 512-byte sectors */
@@ -70,6 +79,9 @@ struct virtio_blk {
 	pthread_cond_t cond;		/* in_flight or drain_done changed */
 	bool stop;			/* (lock) the thread must end */
 	uint64_t drain_req, drain_done;	/* (lock) quiesce rounds asked / done */
+	uint64_t flush_req;		/* (lock) the drain round that also wants a flush */
+	int flush_err;			/* (lock) its result */
+	bool active;			/* (lock) may take requests and write the image */
 	unsigned in_flight;		/* (lock) requests popped, not yet used */
 	struct virtio_blk_req *reqs;	/* (io) VIRTQ_MAX_SIZE of them */
 	uint16_t free_slots[VIRTQ_MAX_SIZE];	/* (io) */
@@ -87,8 +99,12 @@ int virtio_blk_create(struct virtio_blk *b, const struct virtio_blk_config *c)
 /* Stop the thread (after what is in flight) and free everything. */
 void virtio_blk_destroy(struct virtio_blk *b);
 
-/* Wait until every request taken from the queue is used (quiesce).  0 or -errno. */
-int virtio_blk_drain(struct virtio_blk *b) __attribute__((warn_unused_result));
+/*
+ * Wait until every request taken from the queue is used (quiesce), and
+ * with flush, until the backend has also made every write durable.
+ * 0 or -errno.
+ */
+int virtio_blk_drain(struct virtio_blk *b, bool flush) __attribute__((warn_unused_result));
 
 /* The migrated state of one disk. */
 struct virtio_blk_state {

@@ -62,11 +62,12 @@ void virtio_blk_drop(struct virtio_blk *b, struct virtio_blk_req *r)
 int virtio_blk_submit(struct virtio_blk *b, struct virtio_blk_req *r, enum block_op op,
 		      uint64_t off)
 {
-	int err = block_file_queue(&b->file, op, r->iov, r->nr_iov, off, r);
+	const struct block_backend_ops *ops = b->bk.ops;
+	int err = ops->queue(&b->bk, op, r->iov, r->nr_iov, off, r);
 
 	/* Cannot happen with one ring entry per queue slot; but never lose r. */
-	if (err == -EAGAIN && !block_file_submit_all(&b->file))
-		err = block_file_queue(&b->file, op, r->iov, r->nr_iov, off, r);
+	if (err == -EAGAIN && ops->submit && !ops->submit(&b->bk))
+		err = ops->queue(&b->bk, op, r->iov, r->nr_iov, off, r);
 	return err;
 }
 
@@ -134,8 +135,8 @@ static void blk_process(struct virtio_blk *b)
 			break;
 		virtio_blk_start(b, r);
 	}
-	if (b->file.queued && block_file_submit_all(&b->file))
-		pr_warn("disk %u: io_uring submit failed", b->index);
+	if (b->bk.ops->submit && b->bk.ops->submit(&b->bk))
+		pr_warn("disk %u: submitting to the %s backend failed", b->index, b->bk.ops->name);
 }
 
 static void blk_reaped(void *user, int64_t res, void *opaque)
@@ -149,7 +150,7 @@ static void *blk_thread(void *arg)
 	struct virtio_mmio *t = &b->t;
 	struct pollfd p[3] = {
 		{ .fd = t->kick_fd[0], .events = POLLIN },
-		{ .fd = b->file.done_fd, .events = POLLIN },
+		{ .fd = -1 },
 		{ .fd = b->ctl_fd, .events = POLLIN },
 	};
 	char name[16];
@@ -157,6 +158,9 @@ static void *blk_thread(void *arg)
 	snprintf(name, sizeof(name), "disk%u", b->index);
 	pthread_setname_np(pthread_self(), name);
 	for (;;) {
+		/* What the backend waits for changes (NBD: the socket's direction). */
+		p[1].fd = b->bk.ops->poll_fd(&b->bk, &p[1].events);
+		p[1].revents = 0;
 		if (poll(p, 3, -1) < 0 && errno != EINTR)
 			break;
 		if (p[0].revents & POLLIN)
@@ -165,13 +169,21 @@ static void *blk_thread(void *arg)
 			blk_consume(p[2].fd);
 		pthread_mutex_lock(&t->lock);
 		uint64_t asked = b->drain_req;	/* before we look at the queue */
-		bool stop = b->stop;
+		bool flush = b->flush_req == asked && asked != b->drain_done;
+		bool stop = b->stop, take = b->active;
 		pthread_mutex_unlock(&t->lock);
-		if (!stop)
+		if (!stop && take)
 			blk_process(b);
-		block_file_reap(&b->file, blk_reaped, b);
+		b->bk.ops->reap(&b->bk, p[1].revents, blk_reaped, b);
 		pthread_mutex_lock(&t->lock);
 		bool idle = !b->in_flight;
+		if (idle && flush) {
+			/* Nothing in flight: every write the guest saw acknowledged is made durable. */
+			pthread_mutex_unlock(&t->lock);
+			int ferr = b->bk.ops->flush(&b->bk);
+			pthread_mutex_lock(&t->lock);
+			b->flush_err = ferr;
+		}
 		if (idle) {
 			b->drain_done = asked;
 			pthread_cond_broadcast(&b->cond);
@@ -183,7 +195,7 @@ static void *blk_thread(void *arg)
 	return NULL;
 }
 
-int virtio_blk_drain(struct virtio_blk *b)
+int virtio_blk_drain(struct virtio_blk *b, bool flush)
 {
 	struct timespec until;
 	int err = 0;
@@ -194,17 +206,23 @@ int virtio_blk_drain(struct virtio_blk *b)
 	until.tv_sec += VIRTIO_BLK_DRAIN_TIMEOUT_S;
 	pthread_mutex_lock(&b->t.lock);
 	uint64_t want = ++b->drain_req;
+	if (flush) {
+		b->flush_req = want;
+		b->flush_err = 0;
+	}
 	pthread_mutex_unlock(&b->t.lock);
 	blk_signal(b->ctl_fd);
 	pthread_mutex_lock(&b->t.lock);
 	while (b->drain_done < want && !err)
 		err = -pthread_cond_timedwait(&b->cond, &b->t.lock, &until);
 	if (b->drain_done >= want)
-		err = 0;
-	pthread_mutex_unlock(&b->t.lock);
-	if (err)
+		err = flush && b->flush_req == want ? b->flush_err : 0;
+	else
 		pr_err("disk %u: %u requests still in flight after %d s", b->index, b->in_flight,
 		       VIRTIO_BLK_DRAIN_TIMEOUT_S);
+	pthread_mutex_unlock(&b->t.lock);
+	if (err && b->drain_done >= want)
+		pr_err("disk %u: flushing %s failed: %s", b->index, b->cfg.path, strerror(-err));
 	return err;
 }
 
@@ -241,19 +259,22 @@ int virtio_blk_create(struct virtio_blk *b, const struct virtio_blk_config *c)
 {
 	uint8_t config[VIRTIO_BLK_CONFIG_LEN];
 	pthread_condattr_t ca;
-	char why[160];
+	char why[768];		/* a path, a pid and what to do */
 	int err;
 
 	memset(b, 0, sizeof(*b));
 	b->ctl_fd = -1;
 	b->cfg = *c->disk;
 	b->index = c->index;
-	err = block_file_open(&b->file, c->disk, why, sizeof(why));
-	if (err) {
+	b->active = !c->inactive;
+	err = block_open(&b->bk, c->disk, b->active, why, sizeof(why));
+	if (err == -EBUSY)
+		pr_err("%s", why);	/* the whole story: in use, by whom, what to do */
+	else if (err)
 		pr_err("disk %u: cannot open %s: %s", c->index, c->disk->path, why);
+	if (err)
 		return err;
-	}
-	b->capacity = b->file.size / 512;
+	b->capacity = b->bk.size / 512;
 	virtio_blk_build_config(b, config);
 	struct virtio_mmio_config mc = {
 		.device_id = VIRTIO_ID_BLOCK, .features = virtio_blk_features(b), .nr_queues = 1,
@@ -287,7 +308,7 @@ fail:
 	pthread_cond_destroy(&b->cond);
 	virtio_mmio_destroy(&b->t);
 fail_file:
-	block_file_close(&b->file);
+	block_close(&b->bk);
 	return err;
 }
 
@@ -309,7 +330,7 @@ void virtio_blk_destroy(struct virtio_blk *b)
 	b->ctl_fd = -1;
 	pthread_cond_destroy(&b->cond);
 	virtio_mmio_destroy(&b->t);
-	block_file_close(&b->file);
+	block_close(&b->bk);
 }
 
 /* ---- migration (docs/devices.md) --------------------------------------- */
@@ -371,7 +392,57 @@ static int blk_dev_load(void *dev, const void *state)
 
 static int blk_dev_quiesce(void *dev)
 {
-	return virtio_blk_drain(dev);
+	return virtio_blk_drain(dev, false);
+}
+
+/*
+ * The switchover: nothing in flight, every acknowledged write durable,
+ * then no more I/O and the lock released for the destination.
+ */
+static int blk_dev_inactivate(void *dev)
+{
+	struct virtio_blk *b = dev;
+	int err;
+
+	pthread_mutex_lock(&b->t.lock);
+	bool was = b->active;
+	b->active = false;
+	pthread_mutex_unlock(&b->t.lock);
+	if (!was)
+		return 0;
+	err = virtio_blk_drain(b, !b->cfg.readonly);
+	if (err) {
+		pthread_mutex_lock(&b->t.lock);
+		b->active = true;	/* the guest runs on here: it keeps its disk */
+		pthread_mutex_unlock(&b->t.lock);
+		return err;
+	}
+	if (b->bk.ops->inactivate)
+		b->bk.ops->inactivate(&b->bk);
+	return 0;
+}
+
+/* Take the image's lock (the destination at GO, a source taking it back), then run. */
+static int blk_dev_activate(void *dev, char *why, size_t whylen)
+{
+	struct virtio_blk *b = dev;
+	int err = 0;
+
+	pthread_mutex_lock(&b->t.lock);
+	bool was = b->active;
+	pthread_mutex_unlock(&b->t.lock);
+	if (was)
+		return 0;
+	if (b->bk.ops->activate)
+		err = b->bk.ops->activate(&b->bk, why, whylen);
+	if (err)
+		return err;
+	pthread_mutex_lock(&b->t.lock);
+	b->active = true;
+	pthread_mutex_unlock(&b->t.lock);
+	/* Requests offered while inactive wait in the ring: look without a kick. */
+	blk_signal(b->t.kick_fd[0]);
+	return 0;
 }
 
 const struct device_ops virtio_blk_device_ops = {
@@ -382,4 +453,6 @@ const struct device_ops virtio_blk_device_ops = {
 	.check = blk_dev_check,
 	.load = blk_dev_load,
 	.quiesce = blk_dev_quiesce,
+	.inactivate = blk_dev_inactivate,
+	.activate = blk_dev_activate,
 };

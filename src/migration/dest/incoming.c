@@ -106,6 +106,7 @@ static int mig_in_config(struct mig_incoming *inc, const struct mig_incoming_opt
 		.cmdline = cmdline, .serial = opts->serial, .premade = opts->premade,
 		.disks = opts->disks, .nr_disks = opts->nr_disks,
 		.nics = opts->nics, .nr_nics = opts->nr_nics,
+		.incoming = true,	/* disks unlocked until the guest may run here */
 	};
 	err = machine_create(m, &mc);
 	if (err) {

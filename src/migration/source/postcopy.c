@@ -88,8 +88,12 @@ static int postcopy_wait_running(struct migration *mig)
 		int32_t status;
 		const char *msg;
 		int n;
-		if (type == MIG_SEC_RESULT && !mig_result_parse(buf, len, &status, &msg, &n))
+		if (type == MIG_SEC_RESULT && !mig_result_parse(buf, len, &status, &msg, &n)) {
+			/* -EBUSY before RUNNING: a disk was locked, it never started the guest. */
+			if (status == -EBUSY)
+				mig->end.no_return = false;
 			return precopy_fail(mig, -EPROTO, "destination: %.*s", n, msg);
+		}
 		return precopy_fail(mig, -EPROTO, "destination answered with section %u", type);
 	}
 }
@@ -118,6 +122,10 @@ static int postcopy_switch(struct migration *mig)
 	err = machine_quiesce(mig->m);
 	if (err)
 		return precopy_fail(mig, err, "cannot quiesce the machine: %s", strerror(-err));
+	/* Disks flushed and unlocked before RUN: the destination locks them to start. */
+	err = machine_inactivate(mig->m);
+	if (err)
+		return precopy_fail(mig, err, "cannot hand the disks over: %s", strerror(-err));
 	/*
 	 * What the guest wrote last goes first.  Only an order: if the peek
 	 * fails, the last hot list (or none) orders the push just as well.

@@ -518,8 +518,17 @@ static void precopy_finish(struct migration *mig, int err)
 	pthread_mutex_unlock(&mig->lock);
 	mig_sources_cleanup(mig);
 	mig_digest_free(&mig->digest);
+	/* Failed: the disks come back here first; if another process took one, no resume. */
+	char lockwhy[256] = "";
+	bool locked_out = err && !mig->end.no_return && !mig->end.abandoned &&
+			  !mig->end.committed && machine_activate(mig->m, lockwhy, sizeof(lockwhy));
 
 	pthread_mutex_lock(&mig->lock);
+	if (locked_out) {
+		size_t at = strlen(mig->stats.error);
+		snprintf(mig->stats.error + at, sizeof(mig->stats.error) - at,
+			 "; the guest stays paused here: its disk is in use by another process");
+	}
 	mig->stats.end_ns = vm_now_ns();
 	if (mig->stats.postcopy && mig->stats.end_ns > mig->stats.start_ns)
 		mig->stats.throughput = mig->s.bytes_out * 1000000000ULL /
@@ -544,6 +553,9 @@ static void precopy_finish(struct migration *mig, int err)
 		/* Unreachable by design: the in-doubt wait ends only once settled. */
 		pr_err("migration to %s failed after GO: %s; the guest stays paused", mig->p.uri,
 		       mig->stats.error);
+	} else if (err && locked_out) {
+		pr_err("migration to %s failed: %s", mig->p.uri, mig->stats.error);
+		pr_err("the guest stays paused here: %s", lockwhy);
 	} else if (err) {
 		pr_err("migration to %s failed: %s; the guest runs on here", mig->p.uri,
 		       mig->stats.error);
