@@ -17,6 +17,7 @@
 #include "util/log.h"
 #include "util/parse.h"
 #include "board/machine.h"
+#include "board/machine_state.h"
 
 static const char run_usage[] =
 "Usage: ferry run --kernel FILE [options]\n"
@@ -376,6 +377,8 @@ static int run_commit(struct run_ctx *ctx, struct mig_incoming *inc, int sfd)
 	}
 	err = mig_incoming_commit(inc, &ctx->mig->commit, sfd);
 	if (!err) {
+		/* Not before GO: a device taking up requests writes the shared disk. */
+		machine_devices_resume(ctx->m);
 		err = vm_start(&ctx->m->vm);
 		if (err) {
 			/* Whatever vCPU did start stops before the source hears no. */
