@@ -49,12 +49,13 @@ refused extra "virtio-blk.2, which the source lacks" "${DISKS[@]}" --disk "path=
 # The same disks: the migration completes and the guest runs on.
 start_dest dst "unix:$T/dst.mig" "${DISKS[@]}"
 dst=$FERRY_PID
-before=$(last_beat "$T/src.serial")
 "$FERRY" migrate "$T/src.ctl" "$DEST_URI" --verify --json >"$T/mig.json" 2>"$T/mig.err" ||
 	{ cat "$T/mig.json" "$T/mig.err" "$T/dst.log"; fail "migrate with disks failed"; }
 [ "$(json_field "$T/mig.json" status)" = completed ] || fail "not completed"
 wait_exit "$src" 10
 [ "$RC" -eq 0 ] || fail "source exit status $RC"
+# Past the source's last beat (read once it exited: a slow switchover beats on there).
+before=$(last_beat "$T/src.serial")
 wait_beats "$T/dst.serial" "$((before + 10))"
 
 # Saved with its disks, restored with them.
