@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "util/hash.h"
+#include "util/le.h"
 #include "util/log.h"
 
 int machine_quiesce(struct machine *m)
@@ -104,14 +106,18 @@ static int machine_devices_save(struct machine *m, struct vmstate_buf *out)
 
 int machine_state_save(struct machine *m, struct vmstate_buf *out)
 {
+	int err = machine_quiesce(m);
+
+	return err ? err : machine_state_encode(m, out);
+}
+
+int machine_state_encode(struct machine *m, struct vmstate_buf *out)
+{
 	struct vm *vm = &m->vm;
 	struct x86_vcpu_state *cpu;
 	struct x86_vm_state vms;
-	int err;
+	int err = 0;
 
-	err = machine_quiesce(m);
-	if (err)
-		return err;
 	cpu = malloc(sizeof(*cpu));
 	if (!cpu)
 		return -ENOMEM;
@@ -311,6 +317,15 @@ int machine_state_apply(struct machine *m, const struct machine_state *st)
 	return err;
 }
 
+void machine_devices_resume(struct machine *m)
+{
+	for (unsigned i = 0; i < m->nr_devs; i++) {
+		const struct device_ops *d = device_table[m->devs[i].id];
+		if (d->resume)
+			d->resume(m->devs[i].dev);
+	}
+}
+
 void machine_state_free(struct machine_state *st)
 {
 	free(st->vcpus);
@@ -321,6 +336,76 @@ void machine_state_free(struct machine_state *st)
 		st->devs[i].state = NULL;
 	}
 	st->nr_devs = 0;
+}
+
+/* Record i of st (vm, vCPUs, devices, in stream order): its description, name, object. */
+static const void *machine_state_record(const struct machine_state *st, unsigned i,
+					const struct vmstate_desc **d, char *name, size_t len)
+{
+	if (i == 0) {
+		*d = &x86_vm_state_vmsd;
+		snprintf(name, len, "%s", x86_vm_state_vmsd.name);
+		return &st->vm;
+	}
+	if (i <= st->nr_vcpus) {
+		*d = &x86_vcpu_state_vmsd;
+		snprintf(name, len, "%s[%u]", x86_vcpu_state_vmsd.name, i - 1);
+		return &st->vcpus[i - 1];
+	}
+	const struct machine_state_dev *sd = &st->devs[i - 1 - st->nr_vcpus];
+	*d = device_table[sd->id]->vmsd;
+	machine_record_name(device_table[sd->id], sd->index, name, len);
+	return sd->state;
+}
+
+int machine_state_digest(const struct machine_state *st, uint64_t *digest)
+{
+	unsigned n = 1 + st->nr_vcpus + st->nr_devs;
+	uint8_t *each = malloc((size_t)n * 8);
+	const struct vmstate_desc *d;
+	char name[64];
+	int err = 0;
+
+	if (!each)
+		return -ENOMEM;
+	for (unsigned i = 0; i < n && !err; i++) {
+		const void *obj = machine_state_record(st, i, &d, name, sizeof(name));
+		uint64_t h = 0;
+		/* The record's wire name: vCPUs all share one. */
+		err = vmstate_digest_as(d, i && i <= st->nr_vcpus ? d->name : name, obj, &h);
+		le_put(each + (size_t)i * 8, h, 8);
+		pr_debug("state digest: %s %016llx", name, (unsigned long long)h);
+	}
+	if (!err)
+		*digest = XXH3_64bits(each, (size_t)n * 8);
+	free(each);
+	return err;
+}
+
+bool machine_state_diff(const struct machine_state *a, const struct machine_state *b,
+			char *why, size_t len)
+{
+	unsigned n = 1 + a->nr_vcpus + a->nr_devs;
+	const struct vmstate_desc *d, *db;
+	char name[64], nb[64], path[128];
+
+	if (a->nr_vcpus != b->nr_vcpus || a->nr_devs != b->nr_devs) {
+		snprintf(why, len, "the records differ in number");
+		return true;
+	}
+	for (unsigned i = 0; i < n; i++) {
+		const void *oa = machine_state_record(a, i, &d, name, sizeof(name));
+		const void *ob = machine_state_record(b, i, &db, nb, sizeof(nb));
+		if (d != db || strcmp(name, nb)) {
+			snprintf(why, len, "record %s where %s was", nb, name);
+			return true;
+		}
+		if (vmstate_diff(d, oa, ob, path, sizeof(path))) {
+			snprintf(why, len, "%s field %s", name, path);
+			return true;
+		}
+	}
+	return false;
 }
 
 int machine_state_rebuild(struct machine *m)
@@ -347,6 +432,8 @@ int machine_state_rebuild(struct machine *m)
 		machine_virtio_wire(m);	/* the old VM took its irqfds and ioeventfds along */
 	if (!err)
 		err = machine_state_apply(m, &st);
+	if (!err)
+		machine_devices_resume(m);
 	if (err)
 		pr_err("rebuild: cannot recreate the VM: %s", strerror(-err));
 	machine_state_free(&st);

@@ -68,6 +68,31 @@ int machine_state_save(struct machine *m, struct vmstate_buf *out)
 	__attribute__((warn_unused_result));
 
 /*
+ * Append the state of machine m, whose vCPUs are stopped, to out, as
+ * machine_state_save() does but without quiescing: to read back state
+ * just loaded into vCPUs that have not run.  Returns 0 or -errno (logged).
+ */
+int machine_state_encode(struct machine *m, struct vmstate_buf *out)
+	__attribute__((warn_unused_result));
+
+/*
+ * The --verify digest of decoded state st: XXH3-64 over the digests of
+ * its records in stream order (vmstate_digest_as(): VMS_NO_VERIFY fields
+ * left out), so a source and a destination that read back what it loaded
+ * agree exactly when everything that must survive a migration did.
+ * Logs each record's digest at debug level.  Returns 0 or -ENOMEM.
+ */
+int machine_state_digest(const struct machine_state *st, uint64_t *digest)
+	__attribute__((warn_unused_result));
+
+/*
+ * Where a and b differ in what the digest covers: "x86_vcpu[1] field
+ * 'lapic'" into why, and true; false when they digest the same.
+ */
+bool machine_state_diff(const struct machine_state *a, const struct machine_state *b,
+			char *why, size_t len);
+
+/*
  * Decode len bytes of untrusted records for a machine of nr_vcpus vCPUs
  * into st (allocated here; free with machine_state_free()).  Every record
  * of a single-instance device must be present once, in order; a
@@ -91,10 +116,18 @@ int machine_state_match(const struct machine *m, const struct machine_state *st,
 /*
  * Load decoded state into machine m (checked with machine_state_match
  * here too), whose vCPUs have not run since their
- * KVM objects were created.  Returns 0 or -errno (logged).
+ * KVM objects were created.  The devices do not touch guest memory
+ * until machine_devices_resume().  Returns 0 or -errno (logged).
  */
 int machine_state_apply(struct machine *m, const struct machine_state *st)
 	__attribute__((warn_unused_result));
+
+/*
+ * Let the devices of m take up what a loaded state left pending
+ * (device_ops.resume): after machine_state_apply(), once guest memory
+ * is complete or served on demand, before the vCPUs start.
+ */
+void machine_devices_resume(struct machine *m);
 
 void machine_state_free(struct machine_state *st);
 

@@ -46,7 +46,7 @@ static const char migrate_usage[] =
 "                           switchover before the source gives up and resumes it\n"
 "                           (default: 5 downtime limits, at least 1s)\n"
 "  -a, --auto-converge      throttle the vCPUs while the guest dirties too fast\n"
-"  -V, --verify             compare a digest of every page of RAM at switchover\n"
+"  -V, --verify             compare digests of all RAM and of the device state at switchover\n"
 "  -k, --keep-source        keep the source VM (paused) after success\n"
 "  -r, --resume             reconnect a post-copy whose connection broke\n"
 "                           (the destination listens on URI again)\n"
@@ -311,6 +311,9 @@ static void migrate_print_report(json_object *d, bool to_file)
 	/* A file cannot answer: its restore is what compares the digest. */
 	if (json_object_object_get_ex(d, "ram-digest", &err))
 		printf("Verify:             RAM digest %s %s\n", json_object_get_string(err),
+		       to_file ? "saved; the restore checks it" : "matches on both sides");
+	if (json_object_object_get_ex(d, "state-digest", &err))
+		printf("                    device state digest %s %s\n", json_object_get_string(err),
 		       to_file ? "saved; the restore checks it" : "matches on both sides");
 }
 

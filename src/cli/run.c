@@ -417,6 +417,8 @@ static int run_commit(struct run_ctx *ctx, struct mig_incoming *inc, int sfd)
 		return FERRY_EXIT_UNAVAILABLE;
 	}
 	if (!err) {
+		/* Not before GO: a device taking up requests writes the shared disk. */
+		machine_devices_resume(ctx->m);
 		err = vm_start(&ctx->m->vm);
 		if (err) {
 			/* Whatever vCPU did start stops before the source hears no. */

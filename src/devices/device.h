@@ -60,6 +60,15 @@ struct device_ops {
 	 */
 	int (*load)(void *dev, const void *state);
 	/*
+	 * After a load, once guest memory is in place (post-copy: once
+	 * userfaultfd serves it) and just before the vCPUs run: take up what
+	 * the loaded state leaves pending (virtio-blk: chains the source
+	 * never took, which no kick will announce again).  Until then a
+	 * loaded device must not read guest memory, which may still be stale.
+	 * NULL: nothing pending.
+	 */
+	void (*resume)(void *dev);
+	/*
 	 * At the switchover, right after the vCPUs paused and before the final
 	 * pass over RAM and the save: finish or stop everything in flight, so
 	 * that memory and state are complete and stay still.  NULL: nothing to

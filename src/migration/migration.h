@@ -133,6 +133,7 @@ struct migration {
 	struct mig_stream s;
 	struct ratelimit rl;
 	struct mig_digest digest;
+	uint64_t state_digest;		/* with verify: of the STATE sent */
 	/* Which sources take part (mig_sources_setup); migration thread only. */
 	bool src_active[MIG_SOURCE_NR];
 	struct mig_ram ram;		/* the RAM source's own state (ram.h) */

@@ -141,6 +141,8 @@ json_object *mig_stats_to_json(const struct mig_stats *st, uint64_t now_ns)
 		char hex[24];
 		snprintf(hex, sizeof(hex), "%016llx", (unsigned long long)st->digest);
 		json_object_object_add(o, "ram-digest", json_object_new_string(hex));
+		snprintf(hex, sizeof(hex), "%016llx", (unsigned long long)st->state_digest);
+		json_object_object_add(o, "state-digest", json_object_new_string(hex));
 	}
 	return o;
 }

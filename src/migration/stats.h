@@ -57,6 +57,7 @@ struct mig_stats {
 	uint64_t phase_ns[MIG_PHASE_COUNT];
 	uint32_t throttle_pct;
 	uint64_t digest;		/* with verify: RAM digest both sides agreed on */
+	uint64_t state_digest;		/* with verify: the device state's (DIGEST) */
 	/*
 	 * Per live source (live.h), by id: the bytes it reported to the last
 	 * convergence decision, the most it ever reported to one, and the

@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "util/hash.h"
 #include "util/log.h"
 
 #define VMSTATE_PATH_MAX	128
@@ -34,6 +35,7 @@ struct vmstate_ctx {
 	size_t pathlen;
 	char *msg;
 	size_t msglen;
+	bool verify;		/* save: for a digest (VMS_NO_VERIFY left empty) */
 };
 
 /* The unread part of the input; only ever shrinks. */
@@ -372,6 +374,8 @@ static int save_field(struct vmstate_ctx *c, const struct vmstate_field *f,
 		ret = buf_put_le(out, 0, 4);	/* length, patched below */
 	if (ret)
 		return ret;
+	if (c->verify && (f->flags & VMS_NO_VERIFY))
+		return 0;	/* for a digest: present, but empty */
 	if (f->kind == VMSTATE_KIND_BUFFER) {
 		ret = buf_put(out, p, f->size);
 	} else if (f->kind == VMSTATE_KIND_STRUCT) {
@@ -389,8 +393,8 @@ static int save_field(struct vmstate_ctx *c, const struct vmstate_field *f,
 	return ret ? ret : buf_patch_len(out, at);
 }
 
-static int save_desc(struct vmstate_ctx *c, const struct vmstate_desc *d,
-		     const uint8_t *obj, struct vmstate_buf *out)
+static int save_fields(struct vmstate_ctx *c, const struct vmstate_desc *d,
+		       const uint8_t *obj, struct vmstate_buf *out)
 {
 	for (const struct vmstate_field *f = d->fields; f->name; f++) {
 		size_t plen = c->pathlen;
@@ -401,6 +405,22 @@ static int save_desc(struct vmstate_ctx *c, const struct vmstate_desc *d,
 		path_pop(c, plen);
 	}
 	return 0;
+}
+
+/* The fields; for a digest, of a copy blanked by the description's verify_mask. */
+static int save_desc(struct vmstate_ctx *c, const struct vmstate_desc *d,
+		     const uint8_t *obj, struct vmstate_buf *out)
+{
+	if (!c->verify || !d->verify_mask)
+		return save_fields(c, d, obj, out);
+	uint8_t *masked = malloc(d->size);
+	if (!masked)
+		return -ENOMEM;
+	memcpy(masked, obj, d->size);
+	d->verify_mask(masked);
+	int ret = save_fields(c, d, masked, out);
+	free(masked);
+	return ret;
 }
 
 static int save_body(struct vmstate_ctx *c, const struct vmstate_desc *d,
@@ -445,11 +465,11 @@ static int save_body(struct vmstate_ctx *c, const struct vmstate_desc *d,
 	return ret;
 }
 
-int vmstate_save_as(const struct vmstate_desc *d, const char *name, const void *obj,
-		    struct vmstate_buf *out)
+static int save_record(const struct vmstate_desc *d, const char *name, const void *obj,
+		       struct vmstate_buf *out, bool verify)
 {
 	char msg[VMSTATE_ERR_MAX] = "";
-	struct vmstate_ctx c = { .top = name, .msg = msg, .msglen = sizeof(msg) };
+	struct vmstate_ctx c = { .top = name, .msg = msg, .msglen = sizeof(msg), .verify = verify };
 	size_t start = out->len, nlen = strlen(name);
 	int ret;
 
@@ -468,9 +488,30 @@ int vmstate_save_as(const struct vmstate_desc *d, const char *name, const void *
 	if (!ret)
 		ret = buf_patch_len(out, start + 1 + nlen + 4);
 	if (ret) {
-		pr_err("vmstate save: %s", msg[0] ? msg : strerror(-ret));
+		if (!verify)
+			pr_err("vmstate save: %s", msg[0] ? msg : strerror(-ret));
 		out->len = start;
 	}
+	return ret;
+}
+
+int vmstate_save_as(const struct vmstate_desc *d, const char *name, const void *obj,
+		    struct vmstate_buf *out)
+{
+	return save_record(d, name, obj, out, false);
+}
+
+int vmstate_digest_as(const struct vmstate_desc *d, const char *name, const void *obj,
+		      uint64_t *digest)
+{
+	struct vmstate_buf b;
+	int ret;
+
+	vmstate_buf_init(&b);
+	ret = save_record(d, name, obj, &b, true);
+	if (!ret)
+		*digest = XXH3_64bits(b.data, b.len);
+	vmstate_buf_free(&b);
 	return ret;
 }
 

@@ -63,7 +63,16 @@ struct vmstate_field {
 	 * nested struct's scalars take their own defaults.
 	 */
 	uint64_t def;
+	uint32_t flags;		/* VMS_* */
 };
+
+/*
+ * Field flag: state that legitimately differs once loaded and read back
+ * (host time, counters KVM advances by itself), left out of
+ * vmstate_digest_as() and vmstate_diff() so that --verify compares what
+ * must survive a migration exactly.  Saved and loaded as usual.
+ */
+#define VMS_NO_VERIFY	0x1
 
 /* On the wire: a loader that does not know the subsection may skip it. */
 #define VMSTATE_SUB_OPTIONAL 0x01
@@ -99,6 +108,12 @@ struct vmstate_desc {
 	bool optional;
 	/* Optional cross-field validation of the whole loaded struct. */
 	int (*post_load)(void *obj, char *why, size_t whylen);
+	/*
+	 * Optional, for state that no whole field can exclude (one entry of
+	 * a list): blank in obj (a scratch copy) what the digest and the
+	 * diff must not see, as VMS_NO_VERIFY does for fields.
+	 */
+	void (*verify_mask)(void *obj);
 };
 
 #define VMSTATE_MAX_SUBSECTIONS 32
@@ -167,6 +182,24 @@ int vmstate_load_as(const struct vmstate_desc *d, const char *name, void *obj,
 int vmstate_peek(const void *data, size_t len, char *name, size_t namelen,
 		 uint32_t *version, size_t *record_len)
 	__attribute__((warn_unused_result));
+
+/*
+ * A digest (XXH3-64) of obj as record `name`: its encoding by
+ * vmstate_save_as() with every VMS_NO_VERIFY field carried empty and
+ * verify_mask applied, so two objects that differ only there digest the
+ * same.  Returns 0, or -errno as vmstate_save_as() (nothing logged).
+ */
+int vmstate_digest_as(const struct vmstate_desc *d, const char *name, const void *obj,
+		      uint64_t *digest) __attribute__((warn_unused_result));
+
+/*
+ * Where a and b differ in what vmstate_digest_as() covers: the first such
+ * field's path, with both values for a scalar ("msrs[3].data (0x1, 0x2)",
+ * a's first) into path, and true; false if they digest the same.  For
+ * messages.
+ */
+bool vmstate_diff(const struct vmstate_desc *d, const void *a, const void *b, char *path,
+		  size_t pathlen);
 
 /* ---- field table macros ------------------------------------------------ */
 

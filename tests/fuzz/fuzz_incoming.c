@@ -311,6 +311,19 @@ static void fz_ram(struct fz_buf *b, const uint8_t *img, const uint64_t *e, uint
 	free(p.p);
 }
 
+/* The --verify digest of a STATE payload of `vcpus` vCPUs, as a source computes it. */
+static uint64_t fz_state_digest(const struct vmstate_buf *st, unsigned vcpus)
+{
+	struct machine_state s;
+	struct vmstate_error verr;
+	uint64_t d = 0;
+
+	if (machine_state_decode(st->data, st->len, vcpus, &s, &verr) || machine_state_digest(&s, &d))
+		abort();
+	machine_state_free(&s);
+	return d;
+}
+
 /* The state of a never-run VM of `vcpus` vCPUs, as a STATE payload. */
 static int fz_state(unsigned vcpus, struct vmstate_buf *out)
 {
@@ -425,6 +438,7 @@ static void fz_postcopy_seeds(const char *dir, const uint8_t *src, const struct 
 	struct fz_buf d = { 0 };
 	fz_le(&d, pages, 8);
 	fz_le(&d, mig_digest_of_memory(&mem), 8);
+	fz_le(&d, fz_state_digest(st, 1), 8);
 	fz_sec(&b, MIG_SEC_DIGEST, d.p, d.len);
 	fz_sec(&b, MIG_SEC_POSTCOPY_DONE, NULL, 0);
 	fz_write_seed(dir, "postcopy-verified", &b);
@@ -486,6 +500,7 @@ static void fz_seeds(const char *dir)
 	struct fz_buf d = { 0 };
 	fz_le(&d, FZ_MEM / GUEST_PAGE_SIZE, 8);
 	fz_le(&d, digest, 8);
+	fz_le(&d, fz_state_digest(&st1, 1), 8);
 	fz_sec(&b, MIG_SEC_DIGEST, d.p, d.len);
 	free(d.p);
 	fz_sec(&b, MIG_SEC_END, NULL, 0);

@@ -82,6 +82,7 @@ static struct machine_state t_real;
 /* Its COM1 registers (the serial-8250 record). */
 #define T_COM1(st) ((struct serial_regs *)machine_state_dev((st), DEVICE_SERIAL, 0))
 static struct vmstate_buf t_state_boot;	/* vCPU 0 at 0:0x1000, real mode */
+static uint64_t t_state_digest;		/* its --verify digest, as a source computes it */
 static uint8_t *t_img;			/* what the standard stream's RAM holds */
 
 /* Offsets into the standard stream where truncation cases cut it. */
@@ -302,14 +303,22 @@ static uint64_t t_ram_digest(void)
 	return mig_digest_of_memory(&mem);
 }
 
-static void t_digest(struct vmstate_buf *b, uint64_t pages, uint64_t digest)
+/* DIGEST: pages, RAM digest, device state digest. */
+static void t_digest_state(struct vmstate_buf *b, uint64_t pages, uint64_t digest, uint64_t state)
 {
 	struct vmstate_buf p = { 0 };
 
 	t_u64(&p, pages);
 	t_u64(&p, digest);
+	t_u64(&p, state);
 	t_sec_buf(b, MIG_SEC_DIGEST, &p);
 	free(p.data);
+}
+
+/* ... with the right state digest for t_state_boot. */
+static void t_digest(struct vmstate_buf *b, uint64_t pages, uint64_t digest)
+{
+	t_digest_state(b, pages, digest, t_state_digest);
 }
 
 static void t_end(struct vmstate_buf *b)
@@ -1113,9 +1122,27 @@ static void b_digest_pages(struct vmstate_buf *b, size_t *len)
 	t_pass(b, 1, true); t_sec_buf(b, MIG_SEC_STATE, &t_state_boot);
 	t_digest(b, T_MEM / GUEST_PAGE_SIZE + 1, 0); t_end(b); *len = b->len;
 }
+/* All of RAM right, but the device state digest is not the state's. */
+static void b_state_digest_mismatch(struct vmstate_buf *b, size_t *len)
+{
+	t_header(b, MIG_MAGIC, MIG_VERSION); t_config(b, T_MEM, 1, MIG_FLAG_VERIFY);
+	t_pass(b, 1, true); t_ram1(b, T_CODE_GPA | MIG_PAGE_RAW); t_ram1(b, T_DATA_GPA | MIG_PAGE_RAW);
+	t_sec_buf(b, MIG_SEC_STATE, &t_state_boot);
+	t_digest_state(b, T_MEM / GUEST_PAGE_SIZE, t_ram_digest(), t_state_digest ^ 1);
+	t_end(b); *len = b->len;
+}
+/* The version 1 DIGEST (no state digest): malformed now. */
+static void b_digest_v1(struct vmstate_buf *b, size_t *len)
+{
+	struct vmstate_buf p = { 0 };
+	t_header(b, MIG_MAGIC, MIG_VERSION); t_config(b, T_MEM, 1, MIG_FLAG_VERIFY);
+	t_pass(b, 1, true); t_sec_buf(b, MIG_SEC_STATE, &t_state_boot);
+	t_u64(&p, T_MEM / GUEST_PAGE_SIZE); t_u64(&p, t_ram_digest());
+	t_sec_buf(b, MIG_SEC_DIGEST, &p); free(p.data); *len = b->len;
+}
 static void b_digest_malformed(struct vmstate_buf *b, size_t *len)
 {
-	uint8_t p[15] = { 0 };
+	uint8_t p[23] = { 0 };
 	t_header(b, MIG_MAGIC, MIG_VERSION); t_config(b, T_MEM, 1, MIG_FLAG_VERIFY);
 	t_pass(b, 1, true); t_sec_buf(b, MIG_SEC_STATE, &t_state_boot);
 	t_sec(b, MIG_SEC_DIGEST, p, sizeof(p)); *len = b->len;
@@ -1230,6 +1257,8 @@ static const struct t_case t_cases[] = {
 	BAD("digest_missing_page", b_digest_missing_page, "verify: RAM digest mismatch", true),
 	BAD("digest_page_count", b_digest_pages, "DIGEST covers 4097 pages, the VM has 4096", true),
 	BAD("digest_malformed", b_digest_malformed, "malformed DIGEST section", true),
+	BAD("digest_v1", b_digest_v1, "malformed DIGEST section", true),
+	BAD("state_digest_mismatch", b_state_digest_mismatch, "verify: device state digest mismatch", true),
 };
 #undef CUT
 #undef BAD
@@ -1526,6 +1555,16 @@ static void p_done_payload(struct vmstate_buf *b)
 }
 static void p_done_without_digest(struct vmstate_buf *b) { t_sec(b, MIG_SEC_POSTCOPY_DONE, NULL, 0); }
 static void p_digest_malformed(struct vmstate_buf *b) { t_sec(b, MIG_SEC_DIGEST, "\1\2\3", 3); }
+/* Every page right, the device state digest not what was loaded at POSTCOPY_RUN. */
+static void p_state_digest(struct vmstate_buf *b)
+{
+	uint8_t page[GUEST_PAGE_SIZE];
+
+	memset(page, 'A', sizeof(page));
+	t_pc_page(b, T_DATA_GPA, page, false);
+	t_digest_state(b, T_MEM / GUEST_PAGE_SIZE, t_pc_digest('A'), t_state_digest ^ 1);
+	t_sec(b, MIG_SEC_POSTCOPY_DONE, NULL, 0);
+}
 static void p_pass(struct vmstate_buf *b) { t_pass(b, 2, false); }
 static void p_end(struct vmstate_buf *b) { t_end(b); }
 static void p_run_twice(struct vmstate_buf *b) { t_sec(b, MIG_SEC_POSTCOPY_RUN, NULL, 0); }
@@ -1548,6 +1587,7 @@ static const struct t_pc_case t_pc_cases[] = {
 	{ "pc_done_with_payload", p_done_payload, "POSTCOPY_DONE carries 1 bytes" },
 	{ "pc_done_without_digest", p_done_without_digest, "section type 10 out of order" },
 	{ "pc_digest_malformed", p_digest_malformed, "malformed DIGEST section" },
+	{ "pc_state_digest_mismatch", p_state_digest, "verify: device state digest mismatch" },
 	{ "pc_pass_after_run", p_pass, "section type 3 out of order" },
 	{ "pc_end_after_run", p_end, "section type 6 out of order" },
 	{ "pc_run_twice", p_run_twice, "section type 9 out of order" },
@@ -1671,6 +1711,13 @@ static int t_setup(void **state)
 	st.vcpus[0].regs.rip = T_CODE_GPA;
 	t_state_encode(&st, &t_state_boot);
 	free(st.vcpus);
+	struct vmstate_error verr;
+	if (machine_state_decode(t_state_boot.data, t_state_boot.len, 1, &st, &verr) ||
+	    machine_state_digest(&st, &t_state_digest)) {
+		fprintf(stderr, "cannot digest the boot state: %s\n", verr.msg);
+		return -1;
+	}
+	machine_state_free(&st);
 	t_img = calloc(1, T_MEM);
 	if (!t_img)
 		return -1;

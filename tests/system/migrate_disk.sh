@@ -54,8 +54,7 @@ dst=$FERRY_PID
 [ "$(json_field "$T/mig.json" status)" = completed ] || fail "not completed"
 wait_exit "$src" 10
 [ "$RC" -eq 0 ] || fail "source exit status $RC"
-# From the source's last beat on (taken before the migration, a loaded host
-# could start the destination more than 10 beats later: never "hb before+10").
+# Past the source's last beat (read once it exited: a slow switchover beats on there).
 before=$(last_beat "$T/src.serial")
 wait_beats "$T/dst.serial" "$((before + 10))"
 

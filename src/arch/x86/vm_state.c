@@ -42,9 +42,14 @@ static int x86_pic_post_load(void *obj, char *why, size_t whylen)
 }
 
 #define X86_PIC struct kvm_pic_state
+/*
+ * irr and last_irr latch interrupt lines, which the in-kernel PIT raises
+ * by itself once loaded (KVM_SET_PIT2 restarts its channels), vCPUs
+ * stopped or not: --verify leaves them out, as the IOAPIC's irr.
+ */
 static const struct vmstate_field x86_pic_fields[] = {
-	VMSTATE_U8(X86_PIC, last_irr),
-	VMSTATE_U8(X86_PIC, irr),
+	VMSTATE_U8(X86_PIC, last_irr, .flags = VMS_NO_VERIFY),
+	VMSTATE_U8(X86_PIC, irr, .flags = VMS_NO_VERIFY),
 	VMSTATE_U8(X86_PIC, imr),
 	VMSTATE_U8(X86_PIC, isr),
 	VMSTATE_U8_RANGE(X86_PIC, priority_add, 0, 7),
@@ -77,7 +82,8 @@ static const struct vmstate_field x86_ioapic_fields[] = {
 			  X86_IOAPIC_BASE, X86_IOAPIC_BASE),
 	VMSTATE_U32_RANGE(struct kvm_ioapic_state, ioregsel, 0, 0xff),
 	VMSTATE_U32_RANGE(struct kvm_ioapic_state, id, 0, 15),
-	VMSTATE_U32_RANGE(struct kvm_ioapic_state, irr, 0, (1u << KVM_IOAPIC_NUM_PINS) - 1),
+	VMSTATE_U32_RANGE(struct kvm_ioapic_state, irr, 0, (1u << KVM_IOAPIC_NUM_PINS) - 1,
+			  .flags = VMS_NO_VERIFY),
 	VMSTATE_U32_RANGE(struct kvm_ioapic_state, pad, 0, 0),
 	/* Guests may write any bits of an entry; KVM keeps them all. */
 	VMSTATE_U64_ARRAY(struct kvm_ioapic_state, redirtbl),
@@ -113,8 +119,11 @@ static const struct vmstate_field x86_pit_channel_fields[] = {
 	VMSTATE_U8(X86_PITC, mode, .check = x86_pit_mode_check),
 	VMSTATE_U8_RANGE(X86_PITC, bcd, 0, 1),
 	VMSTATE_U8_RANGE(X86_PITC, gate, 0, 1),
-	/* Host time; KVM_SET_PIT2 restarts every channel and overwrites it. */
-	VMSTATE_U64(X86_PITC, count_load_time),
+	/*
+	 * Host time; KVM_SET_PIT2 restarts every channel and overwrites it,
+	 * so it never reads back as loaded: not verified.
+	 */
+	VMSTATE_U64(X86_PITC, count_load_time, .flags = VMS_NO_VERIFY),
 	VMSTATE_END
 };
 #undef X86_PITC
@@ -156,7 +165,12 @@ static const struct vmstate_field x86_vm_fields[] = {
 	VMSTATE_STRUCT_ARRAY(struct x86_vm_state, pic, x86_pic_vmsd),
 	VMSTATE_STRUCT(struct x86_vm_state, ioapic, x86_ioapic_vmsd),
 	VMSTATE_STRUCT(struct x86_vm_state, pit, x86_pit_vmsd),
-	VMSTATE_STRUCT(struct x86_vm_state, clock, x86_clock_vmsd),
+	/*
+	 * KVM_GET_CLOCK reads the clock now (and the host's realtime and
+	 * TSC with it): it has moved on by the time a destination reads it
+	 * back, so --verify leaves the clock out.
+	 */
+	VMSTATE_STRUCT(struct x86_vm_state, clock, x86_clock_vmsd, .flags = VMS_NO_VERIFY),
 	VMSTATE_END
 };
 

@@ -382,12 +382,15 @@ static int blk_dev_load(void *dev, const void *state)
 {
 	struct virtio_blk *b = dev;
 	const struct virtio_blk_state *s = state;
-	int err = virtio_mmio_load(&b->t, &s->t);
+	return virtio_mmio_load(&b->t, &s->t);
+}
 
-	/* Chains the source never took wait in the ring: look without a kick. */
-	if (!err)
-		blk_signal(b->t.kick_fd[0]);
-	return err;
+/* Chains the source never took wait in the ring: look without a kick. */
+static void blk_dev_resume(void *dev)
+{
+	struct virtio_blk *b = dev;
+
+	blk_signal(b->t.kick_fd[0]);
 }
 
 static int blk_dev_quiesce(void *dev)
@@ -452,6 +455,7 @@ const struct device_ops virtio_blk_device_ops = {
 	.save = blk_dev_save,
 	.check = blk_dev_check,
 	.load = blk_dev_load,
+	.resume = blk_dev_resume,
 	.quiesce = blk_dev_quiesce,
 	.inactivate = blk_dev_inactivate,
 	.activate = blk_dev_activate,

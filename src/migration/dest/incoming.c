@@ -160,6 +160,7 @@ int mig_in_digest(struct mig_incoming *inc, const uint8_t *p, uint32_t len)
 
 	mig_cursor_init(&c, p, len);
 	uint64_t pages = mig_cursor_u64(&c), want = mig_cursor_u64(&c);
+	uint64_t state = mig_cursor_u64(&c);
 	if (c.bad || c.off != len)
 		return mig_in_fail(inc, -EPROTO, "malformed DIGEST section");
 	if (pages != inc->digest.pages)
@@ -169,7 +170,10 @@ int mig_in_digest(struct mig_incoming *inc, const uint8_t *p, uint32_t len)
 	if (have != want)
 		return mig_in_fail(inc, -EIO, "verify: RAM digest mismatch (source %016llx, here %016llx)",
 				   (unsigned long long)want, (unsigned long long)have);
-	return 0;
+	/* Post-copy loaded the state already: compared now; pre-copy once it is loaded. */
+	inc->state_want = state;
+	inc->state_want_set = true;
+	return mig_in_state_check(inc);
 }
 
 /* The source asks whether we have caught up: answer once all before it is in. */
@@ -334,6 +338,8 @@ int mig_incoming_receive(struct mig_incoming *inc, const struct mig_incoming_opt
 		if (err && err != -ENOMEM)
 			err = mig_in_fail(inc, -EPROTO, "the device state does not load here: %s",
 					  strerror(-err));
+		if (!err && (inc->cfg.flags & MIG_FLAG_VERIFY))
+			err = mig_in_state_hash(inc, m, &st);
 	}
 	pr_debug("incoming: END checked at %.3f ms (monotonic); state applied in %.2f ms",
 		 (double)t_end / 1e6, (double)(vm_now_ns() - t_end) / 1e6);

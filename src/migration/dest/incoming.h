@@ -56,6 +56,14 @@ struct mig_incoming {
 	struct pc_dest pc;		/* post-copy, once POSTCOPY_RUN arrived */
 	bool guest_started;		/* post-copy: the guest already runs here */
 	bool state_applied;
+	/*
+	 * --verify of the device state (incoming_verify.c): the source's
+	 * digest (DIGEST), ours of the state read back after the load, and
+	 * what differed between what came and what loaded, if anything.
+	 */
+	bool state_want_set, state_hashed;
+	uint64_t state_want, state_here;
+	char state_diff[160];
 	unsigned long *populated;	/* 2 MiB chunks already allocated */
 	uint32_t codecs;		/* accepted at CONFIG (bit = codec id) */
 	uint8_t *page;			/* one decoded page (codecs that are not verbatim) */

@@ -90,6 +90,17 @@ int mig_in_fail(struct mig_incoming *inc, int err, const char *fmt, ...)
 /* Compare a DIGEST section with the pages received.  0 or -errno. */
 int mig_in_digest(struct mig_incoming *inc, const uint8_t *p, uint32_t len);
 
+/*
+ * --verify: read back the state just loaded into m (vCPUs not run yet),
+ * digest it, note where it differs from `sent`, and compare with DIGEST's
+ * if that came already.  Returns 0 or -errno (-EIO: mismatch), reason in
+ * inc->why.
+ */
+int mig_in_state_hash(struct mig_incoming *inc, struct machine *m, const struct machine_state *sent)
+	__attribute__((warn_unused_result));
+/* Compare the two state digests once both are known.  0, or -EIO with the reason. */
+int mig_in_state_check(struct mig_incoming *inc) __attribute__((warn_unused_result));
+
 /* Wait for a resuming source after a broken post-copy.  0 once it is back. */
 int mig_in_pc_reconnect(struct mig_incoming *inc, const struct mig_incoming_opts *opts,
 			struct machine *m);

@@ -63,11 +63,19 @@ static int mig_in_pc_run(struct mig_incoming *inc, const struct mig_incoming_opt
 		return mig_in_fail(inc, -EPROTO, "the device state does not load here: %s",
 				   strerror(-err));
 	inc->state_applied = true;
+	/* Read back before the vCPUs run and change it; compared at DIGEST. */
+	if (inc->cfg.flags & MIG_FLAG_VERIFY) {
+		err = mig_in_state_hash(inc, m, st);
+		if (err)
+			return err;
+	}
 	err = pc_dest_start(&inc->pc, m, &inc->s, inc->known, inc->written,
 			    inc->digest.hash ? &inc->digest : NULL);
 	if (err)
 		return mig_in_fail(inc, err, "cannot arm userfaultfd for post-copy: %s", strerror(-err));
 	mig_in_pc_small_rcvbuf(inc);
+	/* Only now: what a device reads of guest memory is fetched if missing. */
+	machine_devices_resume(m);
 	err = opts->start_guest ? opts->start_guest(opts->start_opaque) : -ENOTSUP;
 	if (err)
 		return mig_in_fail(inc, err, "cannot start the guest: %s", strerror(-err));

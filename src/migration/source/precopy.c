@@ -439,6 +439,26 @@ void precopy_phase(struct migration *mig, enum mig_phase ph, uint64_t *t)
 	*t = now;
 }
 
+/*
+ * --verify: the digest of the STATE payload about to be sent, through the
+ * same decoder a destination uses, so both sides hash the same records
+ * the same way (machine_state_digest; docs/migration-stream.md, DIGEST).
+ */
+static int precopy_state_digest(struct migration *mig, const struct vmstate_buf *b)
+{
+	struct machine_state st;
+	struct vmstate_error verr;
+	int err = machine_state_decode(b->data, b->len, mig->m->vm.nr_vcpus, &st, &verr);
+
+	if (err) {
+		pr_err("migration: the saved state does not decode: %s", verr.msg);
+		return err;
+	}
+	err = machine_state_digest(&st, &mig->state_digest);
+	machine_state_free(&st);
+	return err;
+}
+
 int precopy_send_state(struct migration *mig)
 {
 	struct vmstate_buf b;
@@ -454,6 +474,12 @@ int precopy_send_state(struct migration *mig)
 		vmstate_buf_free(&b);
 		return precopy_fail(mig, -E2BIG, "device state too large (%zu bytes)", b.len);
 	}
+	if (mig->p.verify)
+		err = precopy_state_digest(mig, &b);
+	if (err) {
+		vmstate_buf_free(&b);
+		return precopy_fail(mig, err, "cannot digest the device state: %s", strerror(-err));
+	}
 	mig_section_write(&mig->s, MIG_SEC_STATE, b.data, (uint32_t)b.len);
 	pthread_mutex_lock(&mig->lock);
 	mig->stats.state_bytes = b.len;
@@ -465,13 +491,15 @@ int precopy_send_state(struct migration *mig)
 void precopy_send_digest(struct migration *mig)
 {
 	uint64_t total = mig_digest_total(&mig->digest);
-	uint8_t p[16];
+	uint8_t p[24];
 
 	le_put(p, mig->digest.pages, 8);
 	le_put(p + 8, total, 8);
+	le_put(p + 16, mig->state_digest, 8);
 	mig_section_write(&mig->s, MIG_SEC_DIGEST, p, sizeof(p));
 	pthread_mutex_lock(&mig->lock);
 	mig->stats.digest = total;
+	mig->stats.state_digest = mig->state_digest;
 	pthread_mutex_unlock(&mig->lock);
 }
 
