@@ -830,7 +830,8 @@ SCENARIOS = [
 ]
 PRESETS = {
     "quick": ["idle-random-lo"],
-    "full": [s.name for s in SCENARIOS],
+    "full": [s.name for s in SCENARIOS] + ["disk-randwrite", "disk-seqwrite", "disk-seqread",
+                                           "net-udp-echo"],   # DEVICE_SCENARIOS, below
 }
 
 # Targets for the primary scenario (issue 3), checked on ferry; informational.
@@ -1013,6 +1014,326 @@ def raw_copy(h, sc, link, rec):
             rec["raw_mem_mibs"] = raw["rate"] / MiB
     except (BenchError, subprocess.TimeoutExpired, ValueError) as e:
         log(f"  {rec['scenario']}/{rec['mode']} {rec['vmm']} #{rec['rep']}: raw copy: {e}")
+
+
+# ---- device scenarios -------------------------------------------------------------
+#
+# No migration: the probe boots on each VMM with a virtio-blk disk or a
+# virtio-net NIC (QEMU: the microvm machine, whose virtio-mmio layout ferry
+# copies) and measures the device.  Disk rates are the guest's own (TSC,
+# "probe: disk <mode> ... ops ... ms"); the UDP echo rate is the client's
+# (netbench udpecho in the tap's namespace).
+
+DEVICE_SECONDS = 5                # each disk measurement; each net phase
+DISK_IMAGE_MIB = 256
+NET_HOST_IP, NET_GUEST_IP = "10.78.0.1", "10.78.0.2"
+NET_MAC = "52:54:00:fe:78:02"     # the same on both VMMs: the neighbour entry stays right
+NET_WINDOWS = (1, 32)             # echoes outstanding: round-trip bound, then pipelined
+NET_SIZE = 64                     # UDP payload bytes
+NO_NET = "n/a (ferry has no --net)"
+
+
+class DeviceScenario:
+    """device: "disk" or "net".  metrics: (key, label, digits, better)."""
+
+    def __init__(self, name, device, cmdline, about, mem_mib=256):
+        self.name, self.device, self.cmdline, self.about = name, device, cmdline, about
+        self.mem_mib = mem_mib
+
+    @property
+    def metrics(self):
+        return DISK_METRICS if self.device == "disk" else NET_METRICS
+
+
+DISK_METRICS = [("iops", "requests/s (IOPS)", 0, "higher"),
+                ("mibs", "MiB/s", 1, "higher"),
+                ("flushes_s", "flushes/s", 0, "higher"),
+                ("cpu_s", "VMM CPU while measuring (s)", 2, "lower"),
+                ("cpu_us_per_op", "VMM CPU per request (us)", 1, "lower")]
+NET_METRICS = [(f"pps_w{w}", f"UDP echoes/s, {w} outstanding", 0, "higher") for w in NET_WINDOWS] + \
+              [(f"rtt_w{w}_us", f"mean round trip, {w} outstanding (us)", 1, "lower") for w in NET_WINDOWS] + \
+              [(f"lost_w{NET_WINDOWS[-1]}", f"echoes lost, {NET_WINDOWS[-1]} outstanding", 0, "lower"),
+               ("cpu_s", "VMM CPU while measuring (s)", 2, "lower"),
+               ("cpu_us_per_op", "VMM CPU per echo (us)", 1, "lower")]
+DEVICE_KEYS = sorted({k for k, *_ in DISK_METRICS + NET_METRICS} | {"ops", "ms", "req_bytes", "flushes"})
+
+_DISK = f"workload=idle,disk disk_blocks={DISK_IMAGE_MIB * 256} period=1s seconds={DEVICE_SECONDS}"
+DEVICE_SCENARIOS = [
+    DeviceScenario("disk-randwrite", "disk", f"{_DISK} disk_mode=randwrite disk_flush=32",
+                   f"4 KiB writes at random blocks of {DISK_IMAGE_MIB} MiB, 32 in flight; every 32 "
+                   "writes a FLUSH after the writes in flight completed"),
+    DeviceScenario("disk-seqwrite", "disk", f"{_DISK} disk_mode=seqwrite",
+                   f"1 MiB writes (one descriptor each) in order round {DISK_IMAGE_MIB} MiB, 8 in flight, no flush"),
+    DeviceScenario("disk-seqread", "disk", f"{_DISK} disk_mode=seqread",
+                   f"1 MiB reads in order round {DISK_IMAGE_MIB} MiB, 8 in flight (the image is in the host's page cache)"),
+    DeviceScenario("net-udp-echo", "net",
+                   f"workload=idle,net ip={NET_GUEST_IP} udp_port=7 period=1s seconds=120",
+                   f"{NET_SIZE}-byte UDP datagrams echoed by the guest, from a client on the host "
+                   f"end of the tap, {DEVICE_SECONDS} s with " +
+                   " then ".join(f"{w} outstanding" for w in NET_WINDOWS)),
+]
+
+
+def ferry_run_help():
+    try:
+        r = subprocess.run([FERRY, "run", "--help"], stdin=subprocess.DEVNULL,
+                           capture_output=True, text=True, timeout=10)
+    except OSError:
+        return ""
+    return r.stdout + r.stderr
+
+
+def device_support(sc, vmm_names):
+    """{vmm: None if it can run sc, else why not}."""
+    out = {}
+    help_text = ferry_run_help() if "ferry" in vmm_names else ""
+    for v in vmm_names:
+        if v == "qemu":
+            out[v] = None if Qemu.available() else "n/a (QEMU not installed)"
+        elif not os.access(FERRY, os.X_OK):
+            out[v] = "n/a (ferry not built)"
+        elif sc.device == "disk":
+            out[v] = None if re.search(r"--disk\b", help_text) else "n/a (ferry has no --disk)"
+        else:
+            out[v] = None if re.search(r"--net\b", help_text) else NO_NET
+    return out
+
+
+def device_argv(vmm, sc, img, tap):
+    """The VMM's command line for a device scenario (1 vCPU, serial on stdout)."""
+    if vmm == "qemu":
+        argv = [QEMU, "-M", "microvm,acpi=off", "-enable-kvm", "-cpu", "host,-arch-capabilities",
+                "-m", str(sc.mem_mib), "-smp", "1", "-nodefaults", "-no-user-config",
+                "-display", "none", "-serial", "stdio", "-no-reboot",
+                "-device", "isa-debug-exit,iobase=0xf4,iosize=4",
+                "-global", "virtio-mmio.force-legacy=false"]
+        if sc.device == "disk":     # QEMU's defaults: cache=writeback, aio=threads
+            argv += ["-drive", f"if=none,id=d0,file={img},format=raw",
+                     "-device", "virtio-blk-device,drive=d0"]
+        else:
+            argv += ["-netdev", f"tap,id=n0,ifname={tap},script=no,downscript=no",
+                     "-device", f"virtio-net-device,netdev=n0,mac={NET_MAC}"]
+        return argv + ["-kernel", PROBE, "-append", sc.cmdline]
+    argv = [FERRY, "run", "--kernel", PROBE, "--memory", f"{sc.mem_mib}M", "--vcpus", "1",
+            "--cmdline", sc.cmdline, "--serial", "stdio"]
+    if sc.device == "disk":         # ferry's default: cache=writeback, io_uring
+        return argv + ["--disk", f"path={img}"]
+    return argv + ["--net", f"tap={tap},mac={NET_MAC}"]
+
+
+class DeviceEnv:
+    """What a device scenario's runs share: the disk image (written in full
+    and synced before the scenario, so every run overwrites allocated
+    blocks), or a namespace with a tap that both VMMs open in turn."""
+
+    def __init__(self, h, sc):
+        self.img = self.tap = self.ns = None
+        if sc.device == "disk":
+            self.img = os.path.join(h.tmp, "disk.img")
+            chunk = os.urandom(MiB)
+            with open(self.img, "wb") as f:
+                for _ in range(DISK_IMAGE_MIB):
+                    f.write(chunk)
+                f.flush()
+                os.fsync(f.fileno())
+        else:
+            self.ns, self.tap = f"fb{h.tag}-net", f"fb{h.tag}t"
+            h.add_netns(self.ns)
+            sh("ip", "-n", self.ns, "link", "set", "lo", "up")
+            sh("ip", "netns", "exec", self.ns, "ip", "tuntap", "add", "dev", self.tap, "mode", "tap")
+            sh("ip", "-n", self.ns, "addr", "add", f"{NET_HOST_IP}/24", "dev", self.tap)
+            sh("ip", "-n", self.ns, "link", "set", self.tap, "up")
+
+    def before_run(self):
+        """The last run's dirty pages go to disk now, not during the next run."""
+        if self.img:
+            fd = os.open(self.img, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+    def teardown(self, h):
+        if self.ns:
+            h.del_netns(self.ns)        # takes the tap with it
+        if self.img and os.path.exists(self.img):
+            os.unlink(self.img)
+
+
+DISK_RATE = re.compile(rb"^probe: disk (\w+) (\d+) ops of (\d+) bytes in (\d+) ms: "
+                       rb"\d+ IOPS, [\d.]+ MiB/s, (\d+) flushes")
+
+
+def udp_echo(env, window):
+    r = subprocess.run(["ip", "netns", "exec", env.ns, NETBENCH, "udpecho", NET_GUEST_IP, "7",
+                        str(DEVICE_SECONDS), str(window), str(NET_SIZE)],
+                       stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                       timeout=DEVICE_SECONDS + 30)
+    try:
+        res = json.loads(r.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        raise BenchError(f"udpecho: {r.stderr.strip() or r.stdout.strip()}") from None
+    if r.returncode != 0:
+        raise BenchError(f"udpecho window {window}: {res.get('error') or r.stderr.strip()}")
+    return res
+
+
+def run_device(h, sc, vmm, rep, env):
+    """Boot, measure, stop: one record."""
+    rid = f"{sc.name}-{vmm}-{rep}"
+    rec = {"scenario": sc.name, "mode": "device", "vmm": vmm, "rep": rep, "link": sc.device,
+           "mem_mib": sc.mem_mib, "cmdline": sc.cmdline, "status": "error", "error": ""}
+    proc = None
+    try:
+        env.before_run()
+        proc = Proc(h, vmm, device_argv(vmm, sc, env.img, env.tap), netns=env.ns, lines=True,
+                    logpath=os.path.join(h.logdir, f"{rid}.err"))
+        ser = Serial(proc.popen.stdout, os.path.join(h.logdir, f"{rid}.serial"))
+        t_boot = time.monotonic()
+        if not ser.wait_for(rb"^probe: running", BOOT_TIMEOUT, alive=proc.alive):
+            raise BenchError(f"{vmm} did not boot (exit {proc.status})")
+        rec["boot_s"] = time.monotonic() - t_boot
+        cpu0 = proc.cpu_seconds()
+        if sc.device == "disk":
+            # The guest ends itself at seconds= (exit value 0).
+            if not proc.wait(DEVICE_SECONDS + 60):
+                raise BenchError(f"the guest did not exit within {DEVICE_SECONDS + 60} s")
+            rec["cpu_s"] = proc.cpu_seconds() - cpu0
+            ok_exit = 1 if vmm == "qemu" else 0     # QEMU exits with (value << 1) | 1
+            rec["src_exit"] = proc.status
+            ser.thread.join(5)
+            m = ser.wait_for(DISK_RATE, 1)
+            if not m:
+                raise BenchError(f"no rate line (exit {proc.status})")
+            g = DISK_RATE.match(m[1])
+            ops, req, ms, flushes = (int(g.group(i)) for i in (2, 3, 4, 5))
+            rec.update(ops=ops, req_bytes=req, ms=ms, flushes=flushes)
+            if ms <= 0 or ops <= 0:
+                raise BenchError(f"nothing done: {m[1].decode(errors='replace')}")
+            rec["iops"] = ops * 1000 / ms
+            rec["mibs"] = ops * req * 1000 / ms / MiB
+            rec["flushes_s"] = flushes * 1000 / ms
+            rec["cpu_us_per_op"] = 1e6 * rec["cpu_s"] / ops
+            if proc.status != ok_exit:
+                raise BenchError(f"{vmm} exit status {proc.status}, want {ok_exit}")
+        else:
+            if not ser.wait_for(rb"^probe: net 0x", 5, alive=proc.alive):
+                raise BenchError("the guest has no NIC")
+            echoes = 0
+            for w in NET_WINDOWS:
+                res = udp_echo(env, w)
+                rec[f"pps_w{w}"] = res["rate"]
+                rec[f"rtt_w{w}_us"] = res["rtt_us"]
+                rec[f"lost_w{w}"] = res["lost"]
+                echoes += res["received"]
+            rec["cpu_s"] = proc.cpu_seconds() - cpu0
+            rec["cpu_us_per_op"] = 1e6 * rec["cpu_s"] / echoes if echoes else None
+            if not proc.alive():
+                raise BenchError(f"{vmm} ended during the measurement (exit {proc.status})")
+        bad = ser.grep(rb"CORRUPT|exception|I/O error")
+        rec["guest_ok"] = not bad
+        rec["status"] = "completed" if not bad else "error"
+        if bad:
+            rec["error"] = bad[0]
+    except (BenchError, subprocess.TimeoutExpired, OSError) as e:
+        rec["error"] = str(e)
+        log(f"  {rid}: {e}")
+    finally:
+        if proc:
+            proc.kill()
+    return rec
+
+
+def run_devices(h, scenarios, vmm_names, repeat, records):
+    """Every device scenario, VMMs alternating first; returns {name: support}."""
+    support = {}
+    for sc in scenarios:
+        sup = support[sc.name] = device_support(sc, vmm_names)
+        able = [v for v in vmm_names if sup[v] is None]
+        for v in vmm_names:
+            if sup[v]:
+                log(f"  {sc.name} {v}: {sup[v]}")
+        if not able:
+            continue
+        log(f"{sc.name}: {sc.about}")
+        env = DeviceEnv(h, sc)
+        try:
+            for rep in range(repeat):
+                for vmm in (able if rep % 2 == 0 else list(reversed(able))):
+                    rec = run_device(h, sc, vmm, rep, env)
+                    records.append(rec)
+                    what = ", ".join(f"{lab} {fmt(rec.get(k), d)}" for k, lab, d, _ in sc.metrics[:3])
+                    log(f"  {sc.name} {vmm} #{rep}: {rec['status']}: {what}"
+                        + (f" [{rec['error']}]" if rec.get("error") else ""))
+        finally:
+            env.teardown(h)
+    return support
+
+
+def summarize_devices(records, scenarios, support):
+    out = {}
+    for sc in scenarios:
+        mine = [r for r in records if r["scenario"] == sc.name]
+        s = out[sc.name] = {"_support": support.get(sc.name, {}), "_runs": {}}
+        for v in ("ferry", "qemu"):
+            rs = [r for r in mine if r["vmm"] == v]
+            s["_runs"][v] = (sum(1 for r in rs if r.get("status") == "completed"), len(rs))
+        for key, *_ in sc.metrics:
+            s[key] = {v: median(r.get(key) for r in mine if r["vmm"] == v
+                                and r.get("status") == "completed") for v in ("ferry", "qemu")}
+    return out
+
+
+def report_devices(dsum, scenarios, lines):
+    def p(s=""):
+        lines.append(s)
+        print(s)
+
+    for sc in scenarios:
+        s = dsum[sc.name]
+        why = {v: s["_support"].get(v, "not selected (--vmm)") for v in ("ferry", "qemu")}
+        fw = max(10, len(why["ferry"] or ""))
+        p()
+        p(f"== {sc.name} (device): {sc.mem_mib} MiB, 1 vCPU, \"{sc.cmdline}\"")
+        p(f"   {sc.about}")
+        if sc.device == "disk":
+            p(f"   raw image of {DISK_IMAGE_MIB} MiB on the host's file system, written and synced "
+              "before the scenario, synced before each run; the same file for both VMMs")
+            p("   QEMU -M microvm,acpi=off, virtio-blk-device (virtio-mmio 1.x), -drive format=raw "
+              "(its defaults: cache=writeback, aio=threads); ferry --disk path=IMG (cache=writeback, io_uring)")
+        else:
+            p(f"   tap in a namespace, host end {NET_HOST_IP}, guest {NET_GUEST_IP}, the same tap for both VMMs; "
+              "QEMU -M microvm,acpi=off, virtio-net-device on -netdev tap (no vhost); ferry --net tap=")
+
+        def runs(v):
+            if why[v]:
+                return why[v]
+            ok, n = s["_runs"][v]
+            return f"{ok}/{n}"
+        p(f"   runs ok: ferry {runs('ferry')}, qemu {runs('qemu')} (medians over completed runs)")
+        p(f"   {'metric':<40} {'ferry':>{fw}} {'qemu':>10} {'ferry/qemu':>11}")
+        for key, label, digits, _ in sc.metrics:
+            f, q = s[key]["ferry"], s[key]["qemu"]
+            fcell = why["ferry"] if why["ferry"] else fmt(f, digits)
+            ratio = f / q if f is not None and q and not why["ferry"] else None
+            p(f"   {label:<40} {fcell:>{fw}} {fmt(q, digits):>10} {fmt(ratio, 2):>11}")
+
+
+def write_device_summary_csv(dsum, scenarios, path):
+    with open(path, "a", newline="") as f:
+        w = csv.writer(f)
+        for sc in scenarios:
+            s = dsum[sc.name]
+            why = s["_support"].get("ferry", "not selected (--vmm)")
+            ok, n = s["_runs"]["ferry"]
+            qok, qn = s["_runs"]["qemu"]
+            w.writerow([sc.name, "device", "runs_ok", why or f"{ok}/{n}", f"{qok}/{qn}", ""])
+            for key, *_ in sc.metrics:
+                fv, qv = s[key]["ferry"], s[key]["qemu"]
+                w.writerow([sc.name, "device", key,
+                            why or ("" if fv is None else f"{fv:.3f}"),
+                            "" if qv is None else f"{qv:.3f}",
+                            f"{fv / qv:.3f}" if not why and fv is not None and qv else ""])
 
 
 # ---- harness --------------------------------------------------------------------
@@ -1204,8 +1525,8 @@ def write_csv(records, path):
             "blocktime_ms", "vcpu_blocktime_ms", "postcopy_requests", "postcopy_bytes",
             "wire_bytes", "wire_fwd_bytes", "vmm_bytes", "throughput_mibs",
             "raw_mibs", "raw_s", "link_pct", "raw_mem_mibs", "src_cpu_s", "dst_cpu_s", "iterations",
-            "boot_s", "src_exit", "precopy_timeout_s", "downtime_phases", "tcp_ext_dst",
-            "cmdline", "error"]
+            "boot_s", "src_exit", "precopy_timeout_s", "downtime_phases", "tcp_ext_dst"] + \
+        DEVICE_KEYS + ["cmdline", "error"]
     with open(path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
         w.writeheader()
@@ -1327,6 +1648,9 @@ def main():
             bw = f" cap {sc.bandwidth // MiB}M" if sc.bandwidth else ""
             print(f"{sc.name:<19} {sc.mem_mib:>5} MiB  {sc.link:<9} {'+'.join(sc.modes):<24} "
                   f"{sc.cmdline}{bw}")
+        for sc in DEVICE_SCENARIOS:
+            print(f"{sc.name:<19} {sc.mem_mib:>5} MiB  {sc.device:<9} {'device, no migration':<24} "
+                  f"{sc.cmdline}")
         return 0
     if os.geteuid() != 0:
         print("bench: needs root (network namespaces, tc)", file=sys.stderr)
@@ -1337,9 +1661,15 @@ def main():
             return 1
     names = args.scenario or PRESETS[args.preset]
     byname = {s.name: s for s in SCENARIOS}
+    devname = {s.name: s for s in DEVICE_SCENARIOS}
     picked = {}                     # scenario name -> modes, in order
+    devices = []                    # device scenarios, in order
     for n in names:
         base, _, mode = n.partition("/")
+        if base in devname and not mode:
+            if devname[base] not in devices:
+                devices.append(devname[base])
+            continue
         if base not in byname or (mode and mode not in MODES):
             print(f"bench: unknown scenario {n!r}; --list shows them (NAME or NAME/MODE, "
                   f"MODE one of {', '.join(MODES)})", file=sys.stderr)
@@ -1349,13 +1679,15 @@ def main():
         picked[base] += [m for m in modes if m not in picked[base]]
     scenarios = [byname[n] for n in picked]
     cases = [Case(byname[n], m) for n in picked for m in picked[n]]
-    for sc in scenarios:
+    for sc in scenarios + devices:
         if args.mem:
             m = re.fullmatch(r"(\d+)([MG])", args.mem.upper())
             if not m:
                 print("bench: --mem takes e.g. 256M or 1G", file=sys.stderr)
                 return 1
             sc.mem_mib = int(m.group(1)) * (1024 if m.group(2) == "G" else 1)
+        if sc in devices:
+            continue
         if args.downtime:
             sc.downtime_ms = args.downtime
         if args.precopy_timeout:
@@ -1373,7 +1705,9 @@ def main():
             log("skipping qemu: qemu-system-x86_64 not installed")
             continue
         vmms.append(Qemu() if v == "qemu" else Ferry())
-    if not vmms:
+    # Device scenarios need `ferry run` only (device_support asks it).
+    dev_vmms = [v for v in (args.vmm or ["qemu", "ferry"])]
+    if not vmms and not devices:
         print("bench: nothing to run", file=sys.stderr)
         return 1
     if ferry_ok and not any(v.name == "ferry" for v in vmms):
@@ -1397,10 +1731,12 @@ def main():
 
     records = []
     links = {}
+    dev_support = {}
     t_start = time.monotonic()
     try:
-        log(f"cases: {', '.join(c.label for c in cases)}; VMMs: {', '.join(v.name for v in vmms)}; "
-            f"{repeat} migration(s) each; logs in {h.logdir}")
+        log(f"cases: {', '.join([c.label for c in cases] + [d.name for d in devices])}; "
+            f"VMMs: {', '.join(v.name for v in vmms)}; "
+            f"{repeat} run(s) each; logs in {h.logdir}")
         for sc in scenarios:
             link = links[sc.link] = LINKS[sc.link]()
             log(f"{sc.name}: setting up {link.describe()}")
@@ -1433,6 +1769,7 @@ def main():
                                 + (f" [{rec['error']}]" if rec.get("error") else ""))
             finally:
                 link.teardown(h)
+        dev_support = run_devices(h, devices, dev_vmms, repeat, records)
     except KeyboardInterrupt:
         log("interrupted: cleaning up")
         h.cleanup()
@@ -1443,24 +1780,30 @@ def main():
             json.dump(records, f, indent=1, default=str)
         write_csv(records, os.path.join(OUT, "results.csv"))
 
-    present = [v.name for v in vmms]
+    present = sorted({v.name for v in vmms} | {r["vmm"] for r in records})
     summary = summarize(records, cases, ["ferry", "qemu"], supported)
-    lines = [f"ferry vs QEMU live migration, {time.strftime('%Y-%m-%d %H:%M:%S')}, "
+    what = "live migration and devices" if cases and devices else "devices" if devices else "live migration"
+    lines = [f"ferry vs QEMU {what}, {time.strftime('%Y-%m-%d %H:%M:%S')}, "
              f"{os.cpu_count()} CPUs, {repeat} run(s) per VMM, scenario and mode, "
              f"VMMs run: {', '.join(present)}"]
     print(lines[0])
-    report(summary, cases, links, ferry_ok, ferry_why, lines)
+    if cases:
+        report(summary, cases, links, ferry_ok, ferry_why, lines)
+    dsum = summarize_devices(records, devices, dev_support)
+    report_devices(dsum, devices, lines)
     with open(os.path.join(OUT, "summary.txt"), "w") as f:
         f.write("\n".join(lines) + "\n")
     write_summary_csv(summary, cases, os.path.join(OUT, "summary.csv"))
+    write_device_summary_csv(dsum, devices, os.path.join(OUT, "summary.csv"))
     charts(summary, cases)
     log(f"done in {time.monotonic() - t_start:.0f} s: {OUT}/results.csv, summary.csv, summary.txt, *.png")
     # A pre-copy that did not converge is a result where the scenario says
     # it may not (the guest must still have run on at the source).
     byname = {s.name: s for s in SCENARIOS}
-    failed = [r for r in records if not r.get("guest_ok") or not (
+    failed = [r for r in records if r["mode"] != "device" and (not r.get("guest_ok") or not (
         r.get("status") == "completed" or
-        (r.get("status") == "not-converged" and not byname[r["scenario"]].converges))]
+        (r.get("status") == "not-converged" and not byname[r["scenario"]].converges)))]
+    failed += [r for r in records if r["mode"] == "device" and r.get("status") != "completed"]
     return 2 if failed else 0
 
 

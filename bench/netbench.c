@@ -21,9 +21,18 @@
  *       trip through the relay costs 2*DELAY_MS more).  At most 16 MiB
  *       wait in each direction; past that the relay stops reading, and
  *       TCP's flow control pushes back on the sender.  Runs until killed.
+ *   netbench udpecho ADDR PORT SECONDS WINDOW SIZE
+ *       UDP echo rate against a guest's echo port: SIZE-byte datagrams
+ *       (8 to 1472), WINDOW of them outstanding; each echo that comes back
+ *       (checked byte for byte) sends the next one.  When nothing comes
+ *       back for 20 ms, what is outstanding counts as lost and a fresh
+ *       window goes out.  First one datagram every 100 ms until an echo
+ *       comes back (ARP; at most 5 s), then SECONDS of measurement; print
+ *       {"window":W,"size":S,"seconds":T,"sent":N,"received":R,"lost":L,
+ *       "rate":R/T,"rtt_us":mean round trip}.  Exit 1 if nothing echoed.
  *
- * Every loop is bounded by the peer closing or an error; the harness kills
- * the relay by its pid when a run ends.
+ * Every loop is bounded by the peer closing, an error or a time limit; the
+ * harness kills the relay by its pid when a run ends.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -335,6 +344,108 @@ static _Noreturn void do_relay(char **argv)
 	}
 }
 
+/* ---- UDP echo rate ------------------------------------------------------- */
+
+#define ECHO_RING     4096    /* send times kept, by sequence number */
+#define ECHO_WAIT_MS  20      /* silence after which the window counts as lost */
+#define ECHO_MAX_SIZE 1472
+
+/* The datagram for sequence number `seq`: the number, then bytes made from it. */
+static void echo_fill(unsigned char *p, size_t n, uint64_t seq)
+{
+	memcpy(p, &seq, 8);
+	for (size_t i = 8; i < n; i++)
+		p[i] = (unsigned char)(seq * 31 + i);
+}
+
+static int do_udpecho(char **argv)
+{
+	struct sockaddr_in sa = make_addr(argv[0], argv[1]);
+	double seconds = atof(argv[2]), sent_at[ECHO_RING], rtt_sum = 0, t0, t_end;
+	long window = atol(argv[3]), size = atol(argv[4]), outstanding = 0;
+	unsigned char out[ECHO_MAX_SIZE], in[ECHO_MAX_SIZE + 1], want[ECHO_MAX_SIZE];
+	uint64_t seq = 0, sent = 0, received = 0, lost = 0, timed = 0;
+	struct pollfd pfd;
+	int fd;
+
+	if (seconds <= 0 || seconds > 600 || window < 1 || window > ECHO_RING / 2 ||
+	    size < 8 || size > ECHO_MAX_SIZE) {
+		fprintf(stderr, "netbench: udpecho: SECONDS 0..600, WINDOW 1..%d, SIZE 8..%d\n",
+			ECHO_RING / 2, ECHO_MAX_SIZE);
+		return 2;
+	}
+	fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		die("socket");
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+		die("connect");
+	pfd = (struct pollfd){ .fd = fd, .events = POLLIN };
+	/* Until the first echo: the neighbour entry, a guest still starting. */
+	for (int i = 0; i < 50; i++) {
+		echo_fill(out, (size_t)size, ~0ULL);
+		send(fd, out, (size_t)size, 0);
+		if (poll(&pfd, 1, 100) == 1 && recv(fd, in, sizeof(in), 0) == size &&
+		    !memcmp(in, out, (size_t)size))
+			break;
+		if (i == 49) {
+			printf("{\"error\":\"no echo in 5 s\"}\n");
+			return 1;
+		}
+	}
+	while (poll(&pfd, 1, 50) == 1)          /* drain late warm-up echoes */
+		recv(fd, in, sizeof(in), 0);
+	t0 = now_s();
+	t_end = t0 + seconds;
+	while (now_s() < t_end) {
+		int r;
+
+		while (outstanding < window) {
+			echo_fill(out, (size_t)size, seq);
+			if (send(fd, out, (size_t)size, 0) != size)
+				break;          /* ENOBUFS or an ICMP error: try again later */
+			sent_at[seq % ECHO_RING] = now_s();
+			seq++, sent++, outstanding++;
+		}
+		r = poll(&pfd, 1, ECHO_WAIT_MS);
+		if (r < 0 && errno != EINTR)
+			die("poll");
+		if (r == 0) {
+			lost += (uint64_t)outstanding;
+			outstanding = 0;
+			continue;
+		}
+		for (;;) {
+			ssize_t n = recv(fd, in, sizeof(in), MSG_DONTWAIT);
+			uint64_t got;
+
+			if (n < 0)
+				break;
+			if (n != size)
+				continue;
+			memcpy(&got, in, 8);
+			if (got >= seq)
+				continue;
+			echo_fill(want, (size_t)size, got);
+			if (memcmp(in, want, (size_t)size))
+				continue;
+			received++;
+			if (seq - got < ECHO_RING) {
+				rtt_sum += now_s() - sent_at[got % ECHO_RING];
+				timed++;
+			}
+			if (outstanding > 0)
+				outstanding--;
+		}
+	}
+	seconds = now_s() - t0;
+	printf("{\"window\":%ld,\"size\":%ld,\"seconds\":%.6f,\"sent\":%llu,\"received\":%llu,"
+	       "\"lost\":%llu,\"rate\":%.1f,\"rtt_us\":%.1f}\n", window, size, seconds,
+	       (unsigned long long)sent, (unsigned long long)received, (unsigned long long)lost,
+	       received / seconds, timed ? 1e6 * rtt_sum / (double)timed : 0.0);
+	close(fd);
+	return received ? 0 : 1;
+}
+
 int main(int argc, char **argv)
 {
 	signal(SIGPIPE, SIG_IGN);
@@ -346,7 +457,9 @@ int main(int argc, char **argv)
 		return do_send(argv + 2);
 	if (argc == 7 && !strcmp(argv[1], "relay"))
 		do_relay(argv + 2);
+	if (argc == 7 && !strcmp(argv[1], "udpecho"))
+		return do_udpecho(argv + 2);
 	fprintf(stderr, "usage: netbench sink ADDR PORT | sinkmem ADDR PORT SIZE | send ADDR PORT BYTES |"
-		" relay LADDR LPORT TADDR TPORT DELAY_MS\n");
+		" relay LADDR LPORT TADDR TPORT DELAY_MS | udpecho ADDR PORT SECONDS WINDOW SIZE\n");
 	return 2;
 }

@@ -2,10 +2,12 @@
 # ferry vs QEMU migration benchmark: bench/run.sh [quick|full] [options]
 #   bench/run.sh quick            scenario 1 only (1 GiB idle guest, loopback), ~2 min
 #   bench/run.sh full             every scenario and mode (loopback, veth 1G/10G, WAN;
-#                                 pre-copy, post-copy, hybrid), ~30 min
+#                                 pre-copy, post-copy, hybrid), ~30 min, then the
+#                                 device scenarios (disk-*, net-udp-echo), ~4 min
 #   bench/run.sh --list           the scenarios
 #   bench/run.sh full --scenario idle-random-1g --repeat 1 --vmm qemu
 #   bench/run.sh full --scenario memtouch-fast-1g/hybrid --repeat 1   (NAME/MODE)
+#   bench/run.sh full --scenario disk-randwrite                        (a device scenario)
 # FERRYBENCH_OUT=DIR puts results and logs in DIR instead.
 # Results: build/bench/{results.csv,summary.csv,summary.txt,*.png,logs/}.
 # See bench/README.md.

@@ -16,10 +16,15 @@ static const char *const fills[] = {
 	[FILL_NONE] = "none", [FILL_ZERO] = "zero", [FILL_TEXT] = "text",
 	[FILL_RANDOM] = "random", [FILL_MIXED] = "mixed",
 };
+static const char *const disk_modes[] = {
+	[DISK_VERIFY] = "verify", [DISK_RANDWRITE] = "randwrite",
+	[DISK_SEQWRITE] = "seqwrite", [DISK_SEQREAD] = "seqread",
+};
 
 const char *workload_name(enum workload w) { return workloads[w]; }
 const char *pattern_name(enum pattern p) { return patterns[p]; }
 const char *fill_name(enum fill f) { return fills[f]; }
+const char *disk_mode_name(enum disk_mode m) { return disk_modes[m]; }
 
 /* Copy a token into a NUL-terminated buffer for printing. */
 static const char *tok_str(char *buf, size_t cap, const char *s, size_t n)
@@ -230,6 +235,18 @@ static bool parse_pair(const char *k, size_t kn, const char *v, size_t vn, struc
 	} else if (eq(k, kn, "disk_blocks")) {
 		ok = parse_plain(v, vn, &cfg->disk_blocks) && cfg->disk_blocks &&
 		     cfg->disk_blocks < (1UL << 40);
+	} else if (eq(k, kn, "disk_mode")) {
+		ok = parse_enum(v, vn, disk_modes, ARRAY_SIZE(disk_modes), &e);
+		cfg->disk_mode = e;
+	} else if (eq(k, kn, "disk_flush")) {
+		ok = parse_plain(v, vn, &cfg->disk_flush) && cfg->disk_flush < (1UL << 32);
+	} else if (eq(k, kn, "disk_req")) {
+		/* whole blocks, up to 4 MiB (ferry takes 32 MiB, QEMU more) */
+		ok = parse_size(v, vn, &cfg->disk_req) && cfg->disk_req &&
+		     cfg->disk_req % 4096 == 0 && cfg->disk_req <= (4UL << 20);
+	} else if (eq(k, kn, "disk_depth")) {
+		ok = parse_plain(v, vn, &cfg->disk_depth) && cfg->disk_depth >= 1 &&
+		     cfg->disk_depth <= 32;
 	} else if (eq(k, kn, "ip")) {
 		ok = parse_ipv4(v, vn, &cfg->ip);
 	} else if (eq(k, kn, "udp_port")) {
@@ -265,6 +282,7 @@ bool parse_cmdline(const char *line, struct config *cfg)
 		.workload = WL_IDLE, .pattern = PAT_SEQ, .fill = FILL_NONE,
 		.wss = 64UL << 20, .period_ns = 100000000, .seconds = 0,
 		.seed = 1, .rate = 0, .disk_blocks = 256, .udp_port = 7,
+		.disk_mode = DISK_VERIFY, .disk_req = 1UL << 20,
 	};
 	while (*line) {
 		const char *tok, *eqs;

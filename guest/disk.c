@@ -1,5 +1,6 @@
 /*
- * disk.c - the virtio-blk driver and the "disk" workload (BSP, ring 3).
+ * disk.c - the "disk" workload's default mode, verify (BSP, ring 3); the
+ * driver basics are in blk.c, the throughput modes in disk_rate.c.
  *
  * Generation g (from 1) writes every block of the working set
  * (disk_blocks= blocks of 4 KiB from sector 0) with a pattern made of
@@ -11,39 +12,20 @@
  * migration like everything else; up to DISK_DEPTH requests are in flight.
  */
 #include "user.h"
-#include "virtio.h"
+#include "blk.h"
 
-#define BLOCK_SIZE              4096UL
-#define SECTORS_PER_BLOCK       (BLOCK_SIZE / 512)
 #define WORDS_PER_BLOCK         (BLOCK_SIZE / 8)
 #define DISK_DEPTH              32
-#define DISK_QUEUE_MAX          128
 #define DISK_STALL_S            5
 #define GOLDEN                  0x9e3779b97f4a7c15UL
-
-#define VIRTIO_BLK_F_RO         5
-#define VIRTIO_BLK_F_FLUSH      9
-#define VIRTIO_BLK_T_IN         0
-#define VIRTIO_BLK_T_OUT        1
-#define VIRTIO_BLK_T_FLUSH      4
-#define VIRTIO_BLK_S_OK         0
-
-struct blk_hdr {
-	u32 type;
-	u32 reserved;
-	u64 sector;
-};
 
 enum disk_phase { PH_WRITE, PH_FLUSH, PH_READ };
 static const char *const phase_names[] = { "write", "flush", "read" };
 
 /* Owned by the BSP. */
 static struct {
-	struct virtio_dev *dev;
-	struct virtq q;
+	struct blk_dev b;
 	u32 depth;              /* request slots; slot i owns descriptors 3i..3i+2 */
-	bool flush;             /* the device takes FLUSH */
-	u64 capacity;           /* sectors */
 	u64 blocks;             /* the working set, from block 0 */
 	u64 nonce;
 	u64 gen;                /* the generation being written or read */
@@ -113,30 +95,16 @@ static u32 free_slot(void)
 /* Queue one request in `slot`: header, data (not for FLUSH), status. */
 static void submit(u32 slot, u32 type, u64 block)
 {
-	struct vring_desc *d = &disk.q.desc[3 * slot];
-	u16 head = (u16)(3 * slot);
+	u64 *buf = (u64 *)(disk.data + slot * BLOCK_SIZE);
 
 	disk.hdr[slot] = (struct blk_hdr){ .type = type, .sector = block * SECTORS_PER_BLOCK };
-	disk.status[slot] = 0xff;
-	d[0] = (struct vring_desc){ (u64)&disk.hdr[slot], sizeof(struct blk_hdr),
-				    VRING_DESC_F_NEXT, (u16)(head + 1) };
-	if (type == VIRTIO_BLK_T_FLUSH) {
-		d[0].next = (u16)(head + 2);
-	} else {
-		u64 *buf = (u64 *)(disk.data + slot * BLOCK_SIZE);
-
-		if (type == VIRTIO_BLK_T_OUT)
-			pattern_fill(buf, block, disk.gen);
-		d[1] = (struct vring_desc){ (u64)buf, BLOCK_SIZE,
-					    VRING_DESC_F_NEXT | (type == VIRTIO_BLK_T_IN ? VRING_DESC_F_WRITE : 0),
-					    (u16)(head + 2) };
-	}
-	d[2] = (struct vring_desc){ (u64)&disk.status[slot], 1, VRING_DESC_F_WRITE, 0 };
+	if (type == VIRTIO_BLK_T_OUT)
+		pattern_fill(buf, block, disk.gen);
 	disk.busy[slot] = true;
 	disk.slot_block[slot] = block;
 	if (!disk.inflight++)
 		disk.last_progress = rdtsc();
-	virtq_push(&disk.q, head);
+	blk_chain(&disk.b, (u16)(3 * slot), &disk.hdr[slot], buf, BLOCK_SIZE, &disk.status[slot]);
 }
 
 static void complete(u16 head)
@@ -177,7 +145,7 @@ static bool advance(u64 now)
 	if (disk.phase == PH_FLUSH ? disk.done < 1 : disk.done < disk.blocks)
 		return false;
 	if (disk.phase == PH_WRITE) {
-		next = disk.flush ? PH_FLUSH : PH_READ;
+		next = disk.b.flush ? PH_FLUSH : PH_READ;
 	} else if (disk.phase == PH_FLUSH) {
 		next = PH_READ;
 	} else {
@@ -203,7 +171,7 @@ void disk_poll(u64 now)
 	u16 head;
 	u32 len;
 
-	while (virtq_pop(&disk.q, &head, &len)) {
+	while (virtq_pop(&disk.b.q, &head, &len)) {
 		complete(head);
 		disk.last_progress = now;
 		disk.stall_reported = false;
@@ -218,7 +186,7 @@ void disk_poll(u64 now)
 		pushed = true;
 	}
 	if (pushed)
-		virtq_kick(&disk.q);
+		virtq_kick(&disk.b.q);
 	/* last_progress may be a little later than `now` (set by submit) */
 	if (disk.inflight && !disk.stall_reported && now > disk.last_progress &&
 	    now - disk.last_progress > DISK_STALL_S * sh.tsc_hz) {
@@ -234,32 +202,20 @@ void disk_poll(u64 now)
  * EXIT_BADARG when there is none or it cannot be driven. */
 void disk_init(void)
 {
-	u64 want = 1UL << VIRTIO_BLK_F_RO | 1UL << VIRTIO_BLK_F_FLUSH;
+	u64 capacity;
 
-	disk.dev = virtio_claim(VIRTIO_ID_BLOCK);
-	if (!disk.dev) {
-		pr("probe: workload disk needs a virtio-blk device (virtio_mmio.device=)\n");
-		probe_exit(EXIT_BADARG);
-	}
-	if (!virtio_negotiate(disk.dev, want, 0) ||
-	    !virtq_setup(disk.dev, &disk.q, 0, DISK_QUEUE_MAX))
-		probe_exit(EXIT_BADARG);
-	if (disk.dev->features & (1UL << VIRTIO_BLK_F_RO)) {
-		pr("probe: workload disk needs a writable disk\n");
-		probe_exit(EXIT_BADARG);
-	}
-	disk.flush = disk.dev->features & (1UL << VIRTIO_BLK_F_FLUSH);
-	disk.capacity = virtio_config64(disk.dev, 0);
+	blk_open(&disk.b);
+	capacity = disk.b.capacity;
 	disk.blocks = sh.cfg.disk_blocks;
-	if (disk.blocks > disk.capacity / SECTORS_PER_BLOCK) {
-		disk.blocks = disk.capacity / SECTORS_PER_BLOCK;
+	if (disk.blocks > capacity / SECTORS_PER_BLOCK) {
+		disk.blocks = capacity / SECTORS_PER_BLOCK;
 		pr("probe: disk_blocks clamped to the disk (%lu blocks)\n", disk.blocks);
 	}
 	if (!disk.blocks) {
 		pr("probe: the disk is smaller than one block\n");
 		probe_exit(EXIT_BADARG);
 	}
-	disk.depth = disk.q.size / 3 < DISK_DEPTH ? disk.q.size / 3 : DISK_DEPTH;
+	disk.depth = disk.b.q.size / 3 < DISK_DEPTH ? disk.b.q.size / 3 : DISK_DEPTH;
 	disk.hdr = dma_alloc(DISK_DEPTH * sizeof(struct blk_hdr));
 	disk.status = dma_alloc(DISK_DEPTH);
 	disk.data = dma_alloc(DISK_DEPTH * BLOCK_SIZE);
@@ -267,14 +223,14 @@ void disk_init(void)
 		pr("probe: disk: queue too small or out of DMA memory\n");
 		probe_exit(EXIT_BADARG);
 	}
-	virtio_driver_ok(disk.dev);
+	virtio_driver_ok(disk.b.dev);
 	disk.nonce = mix64(rdtsc() ^ sh.cfg.seed);
 	disk.gen = 1;
 	disk.phase = PH_WRITE;
 	disk.last_print = rdtsc();
 	pr("probe: disk 0x%lx capacity %lu sectors, blocks %lu of 4 KiB, queue %u, depth %u, flush %s, nonce 0x%lx\n",
-	   disk.dev->loc.base, disk.capacity, disk.blocks, disk.q.size, disk.depth,
-	   disk.flush ? "on" : "off", disk.nonce);
+	   disk.b.dev->loc.base, capacity, disk.blocks, disk.b.q.size, disk.depth,
+	   disk.b.flush ? "on" : "off", disk.nonce);
 }
 
 void disk_report(void)

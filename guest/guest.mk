@@ -13,7 +13,7 @@ GUEST_CFLAGS  := -std=gnu11 -O2 -g -m64 -ffreestanding -fno-pic -fno-pie \
 	-Wall -Wextra -Werror -Wstrict-prototypes -Wmissing-prototypes -MMD -MP
 GUEST_KERNEL  := kernel.c serial.c
 GUEST_USER    := main.c cmdline.c tsc.c workloads.c cpu.c fill.c lib.c \
-	virtio.c disk.c net.c
+	virtio.c blk.c disk.c disk_rate.c net.c
 GUEST_ASM     := boot.S trampoline.S
 GUEST_KOBJS   := $(GUEST_KERNEL:%.c=$(GUEST_OUT)/%.o)
 GUEST_UOBJS   := $(GUEST_USER:%.c=$(GUEST_OUT)/%.o)

@@ -104,19 +104,22 @@ static void find_free_ranges(void)
  */
 static void reserve_dma(void)
 {
+	u64 size = DMA_POOL_SIZE;
 	struct range *best = NULL;
 
+	if (sh.cfg.disk && sh.cfg.disk_mode != DISK_VERIFY)
+		size += disk_rate_dma_size();
 	for (u32 i = 0; i < sh.nfree; i++)
-		if (sh.free[i].end - sh.free[i].start >= DMA_POOL_SIZE &&
+		if (sh.free[i].end - sh.free[i].start >= size &&
 		    (!best || sh.free[i].start < best->start))
 			best = &sh.free[i];
 	if (!best) {
 		pr("probe: no free RAM for device buffers\n");
 		probe_exit(EXIT_BADARG);
 	}
-	dma_pool_init(best->start, DMA_POOL_SIZE);
-	best->start += DMA_POOL_SIZE;
-	sh.free_pages -= DMA_POOL_SIZE / PAGE_SIZE;
+	dma_pool_init(best->start, size);
+	best->start += size;
+	sh.free_pages -= size / PAGE_SIZE;
 }
 
 /* The working set: the largest free range, 2 MiB aligned, clamped. */
@@ -155,8 +158,10 @@ void hb_fire(void)
 
 		for (u32 i = 0; i < sh.ncpus; i++)
 			units += sh.work[i].units;
-		if (sh.cfg.disk)
+		if (sh.cfg.disk && sh.cfg.disk_mode == DISK_VERIFY)
 			disk_report();
+		else if (sh.cfg.disk)
+			disk_rate_report();
 		if (sh.cfg.net)
 			net_report();
 		pr("probe: done after %lu s, %lu heartbeats, work %lu\n",
@@ -273,8 +278,10 @@ noreturn void user_main(u32 cpu)
 	place_wss();
 	print_config();
 	virtio_scan(sh.cfg.virtio, sh.cfg.nvirtio);
-	if (sh.cfg.disk)
+	if (sh.cfg.disk && sh.cfg.disk_mode == DISK_VERIFY)
 		disk_init();
+	else if (sh.cfg.disk)
+		disk_rate_init();
 	if (sh.cfg.net)
 		net_init();
 

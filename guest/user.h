@@ -10,6 +10,7 @@
 enum workload { WL_IDLE, WL_CPU, WL_MEMTOUCH, WL_VERIFY };
 enum pattern { PAT_SEQ, PAT_RANDOM, PAT_HOTCOLD };
 enum fill { FILL_NONE, FILL_ZERO, FILL_TEXT, FILL_RANDOM, FILL_MIXED };
+enum disk_mode { DISK_VERIFY, DISK_RANDWRITE, DISK_SEQWRITE, DISK_SEQREAD };
 
 struct config {
 	enum workload workload;
@@ -22,6 +23,10 @@ struct config {
 	u64 rate;               /* bytes/s over all vCPUs, 0 = unpaced */
 	bool disk, net;         /* device workloads, run by the BSP beside `workload` */
 	u64 disk_blocks;        /* disk working set, 4 KiB blocks */
+	enum disk_mode disk_mode;
+	u64 disk_flush;         /* rate modes: FLUSH after every N writes, 0 = never */
+	u64 disk_req;           /* seq modes: bytes per request */
+	u64 disk_depth;         /* rate modes: requests in flight, 0 = the mode's default */
 	u32 ip;                 /* net: our IPv4 address, a.b.c.d = a << 24 | ... */
 	u64 udp_port;           /* net: UDP echo port */
 	struct virtio_loc virtio[VIRTIO_MAX_DEVS];      /* virtio_mmio.device= */
@@ -62,6 +67,7 @@ bool parse_cmdline(const char *line, struct config *cfg);
 const char *workload_name(enum workload w);
 const char *pattern_name(enum pattern p);
 const char *fill_name(enum fill f);
+const char *disk_mode_name(enum disk_mode m);
 
 /* main.c: heartbeat, owned by the BSP */
 struct heartbeat {
@@ -77,6 +83,10 @@ void hb_fire(void);
 void disk_init(void);
 void disk_poll(u64 now);
 void disk_report(void);
+u64 disk_rate_dma_size(void);
+void disk_rate_init(void);
+void disk_rate_poll(u64 now);
+void disk_rate_report(void);
 void net_init(void);
 void net_poll(u64 now);
 void net_report(void);
@@ -96,8 +106,12 @@ static inline void bsp_poll(void)
 {
 	u64 now = rdtsc();
 
-	if (sh.cfg.disk)
-		disk_poll(now);
+	if (sh.cfg.disk) {
+		if (sh.cfg.disk_mode == DISK_VERIFY)
+			disk_poll(now);
+		else
+			disk_rate_poll(now);
+	}
 	if (sh.cfg.net)
 		net_poll(now);
 	if (now >= hb.next || hb.next - now > sh.period_ticks)
