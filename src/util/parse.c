@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
@@ -129,4 +130,27 @@ const char *format_size(uint64_t bytes, char *buf, unsigned len)
 	else
 		snprintf(buf, len, "%.1f %s", v, sfx[i]);
 	return buf;
+}
+
+int parse_kv_list(const char *spec, int (*fn)(const char *key, const char *val, void *opaque,
+					      char *why, size_t whylen),
+		  void *opaque, char *why, size_t whylen)
+{
+	char *copy = strdup(spec), *save = NULL;
+	int err = 0;
+
+	if (!copy)
+		return -ENOMEM;
+	for (char *tok = strtok_r(copy, ",", &save); tok && !err; tok = strtok_r(NULL, ",", &save)) {
+		char *eq = strchr(tok, '=');
+		if (!eq) {
+			snprintf(why, whylen, "'%s' is not KEY=VALUE", tok);
+			err = -EINVAL;
+			break;
+		}
+		*eq = '\0';
+		err = fn(tok, eq + 1, opaque, why, whylen);
+	}
+	free(copy);
+	return err;
 }

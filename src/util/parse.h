@@ -2,6 +2,7 @@
 #ifndef FERRY_UTIL_PARSE_H
 #define FERRY_UTIL_PARSE_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 /*
@@ -21,6 +22,15 @@ int parse_duration(const char *s, uint64_t default_unit_ns, uint64_t *out_ns)
 
 /* Parse a non-negative decimal integer no larger than max.  0, -EINVAL or -ERANGE. */
 int parse_uint(const char *s, uint64_t max, uint64_t *out) __attribute__((warn_unused_result));
+
+/*
+ * Walk a "KEY=VALUE,KEY=VALUE" option string (--disk, --net), calling fn
+ * for each pair until it fails.  Returns 0, -ENOMEM, -EINVAL with a
+ * message in why for a token without '=', or what fn returned.
+ */
+int parse_kv_list(const char *spec, int (*fn)(const char *key, const char *val, void *opaque,
+					      char *why, size_t whylen),
+		  void *opaque, char *why, size_t whylen) __attribute__((warn_unused_result));
 
 /* Format a byte count for humans ("1.5 GiB") into buf; returns buf. */
 const char *format_size(uint64_t bytes, char *buf, unsigned len);

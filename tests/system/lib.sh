@@ -185,3 +185,12 @@ wait_migration_ge() {
 
 # Poll until the live phase reached pass N: wait_iteration CTL N SECS.
 wait_iteration() { wait_migration_ge "$1" iteration "$2" "$3"; }
+
+# NAME's guest still runs ($T/NAME.ctl, .serial): status running and heartbeats move on.
+assert_source_runs() {
+	local name=$1
+	"$FERRY" status "$T/$name.ctl" | grep -q '^status: *running' || fail "$name is not running"
+	local n; n=$(last_beat "$T/$name.serial")
+	wait_beats "$T/$name.serial" "$((n + 5))" 10
+	! grep -q CORRUPT "$T/$name.serial" || fail "$name saw corruption"
+}

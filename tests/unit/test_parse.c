@@ -1,5 +1,7 @@
 /* Sizes and durations as users type them. */
 #include <errno.h>
+#include <stdio.h>
+#include <string.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -92,6 +94,42 @@ static void test_format_size(void **state)
 	assert_string_equal(format_size(1ULL << 30, buf, sizeof(buf)), "1.0 GiB");
 }
 
+/* Collects "key=val;" for each pair; fails on key "stop". */
+static int t_kv_pair(const char *key, const char *val, void *opaque, char *why, size_t whylen)
+{
+	char *out = opaque;
+
+	if (!strcmp(key, "stop")) {
+		snprintf(why, whylen, "stopped at %s", val);
+		return -EINVAL;
+	}
+	strcat(out, key);
+	strcat(out, "=");
+	strcat(out, val);
+	strcat(out, ";");
+	return 0;
+}
+
+static void test_kv_list(void **state)
+{
+	char out[256] = "", why[64] = "";
+
+	assert_int_equal(parse_kv_list("path=/x,readonly=on,serial=a=b", t_kv_pair, out, why,
+				       sizeof(why)), 0);
+	assert_string_equal(out, "path=/x;readonly=on;serial=a=b;");
+	out[0] = '\0';
+	assert_int_equal(parse_kv_list("a=1,bare,c=3", t_kv_pair, out, why, sizeof(why)), -EINVAL);
+	assert_string_equal(out, "a=1;");
+	assert_string_equal(why, "'bare' is not KEY=VALUE");
+	out[0] = '\0';
+	assert_int_equal(parse_kv_list("a=1,stop=here,c=3", t_kv_pair, out, why, sizeof(why)), -EINVAL);
+	assert_string_equal(out, "a=1;");
+	assert_string_equal(why, "stopped at here");
+	out[0] = '\0';
+	assert_int_equal(parse_kv_list("", t_kv_pair, out, why, sizeof(why)), 0);
+	assert_string_equal(out, "");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -101,6 +139,7 @@ int main(void)
 		cmocka_unit_test(test_bad_durations),
 		cmocka_unit_test(test_uint),
 		cmocka_unit_test(test_format_size),
+		cmocka_unit_test(test_kv_list),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

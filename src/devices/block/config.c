@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "util/parse.h"
+
 static int block_config_onoff(const char *val, bool *on)
 {
 	if (!strcmp(val, "on"))
@@ -81,35 +83,36 @@ bad:
 	return -EINVAL;
 }
 
+/* Which keys came, for the checks across keys. */
+struct block_config_walk {
+	struct block_config *c;
+	bool cache_set, lock_set;
+};
+
+static int block_config_pair(const char *key, const char *val, void *opaque, char *why,
+			     size_t whylen)
+{
+	struct block_config_walk *w = opaque;
+
+	w->cache_set |= !strcmp(key, "cache");
+	w->lock_set |= !strcmp(key, "locking");
+	return block_config_value(key, val, w->c, why, whylen);
+}
+
 int block_config_parse(const char *spec, struct block_config *c, char *why, size_t whylen)
 {
-	char *copy = strdup(spec), *save = NULL;
-	bool cache_set = false, lock_set = false;
-	int err = 0;
+	struct block_config_walk w = { .c = c };
+	int err;
 
 	memset(c, 0, sizeof(*c));
-	if (!copy)
-		return -ENOMEM;
-	for (char *tok = strtok_r(copy, ",", &save); tok && !err; tok = strtok_r(NULL, ",", &save)) {
-		char *eq = strchr(tok, '=');
-		if (!eq) {
-			snprintf(why, whylen, "'%s' is not KEY=VALUE", tok);
-			err = -EINVAL;
-			break;
-		}
-		*eq = '\0';
-		cache_set |= !strcmp(tok, "cache");
-		lock_set |= !strcmp(tok, "locking");
-		err = block_config_value(tok, eq + 1, c, why, whylen);
-	}
-	free(copy);
+	err = parse_kv_list(spec, block_config_pair, &w, why, whylen);
 	if (!err && !c->path[0]) {
 		snprintf(why, whylen, "path=FILE or nbd=URI is missing");
 		err = -EINVAL;
 	}
 	/* The server caches and locks (or not) for an NBD export: see docs/devices.md. */
-	if (!err && c->kind == BLOCK_KIND_NBD && (cache_set || lock_set)) {
-		snprintf(why, whylen, "%s applies to path= only", cache_set ? "cache" : "locking");
+	if (!err && c->kind == BLOCK_KIND_NBD && (w.cache_set || w.lock_set)) {
+		snprintf(why, whylen, "%s applies to path= only", w.cache_set ? "cache" : "locking");
 		err = -EINVAL;
 	}
 	return err;

@@ -8,6 +8,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "util/parse.h"
+
 /* The caller's fd (a socketpair end), dup'ed so that both sides close their own. */
 static int net_fd_open(const struct net_config *c, unsigned hdr_len, char *why, size_t whylen)
 {
@@ -107,26 +109,19 @@ static int net_config_value(const char *key, const char *val, struct net_config 
 	return -EINVAL;
 }
 
+static int net_config_pair(const char *key, const char *val, void *opaque, char *why,
+			   size_t whylen)
+{
+	return net_config_value(key, val, opaque, why, whylen);
+}
+
 int net_config_parse(const char *spec, struct net_config *c, char *why, size_t whylen)
 {
-	char *copy = strdup(spec), *save = NULL;
-	int err = 0;
+	int err;
 
 	memset(c, 0, sizeof(*c));
 	c->fd = -1;
-	if (!copy)
-		return -ENOMEM;
-	for (char *tok = strtok_r(copy, ",", &save); tok && !err; tok = strtok_r(NULL, ",", &save)) {
-		char *eq = strchr(tok, '=');
-		if (!eq) {
-			snprintf(why, whylen, "'%s' is not KEY=VALUE", tok);
-			err = -EINVAL;
-			break;
-		}
-		*eq = '\0';
-		err = net_config_value(tok, eq + 1, c, why, whylen);
-	}
-	free(copy);
+	err = parse_kv_list(spec, net_config_pair, c, why, whylen);
 	if (!err && !c->ifname[0]) {
 		snprintf(why, whylen, "tap=IFNAME is missing");
 		err = -EINVAL;
