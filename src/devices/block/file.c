@@ -5,7 +5,8 @@
  * calls that thread makes itself.  cache=none opens the file with O_DIRECT
  * (buffers that are not aligned for it go through a bounce buffer,
  * synchronously, and complete at the next reap); cache=writeback uses the
- * page cache, and a flush is an fdatasync either way.  While active, the
+ * page cache, where writes are copied synchronously too (file_now says
+ * why), and a flush is an fdatasync either way.  While active, the
  * image is locked (lock.h) unless locking=off.
  */
 #include "devices/block/backend.h"
@@ -202,7 +203,38 @@ static int64_t file_rw_bounce(struct block_file *f, enum block_op op, const stru
 	return r;
 }
 
+/* A WRITE into the page cache, now.  Returns the bytes done or -errno. */
+static int64_t file_write_now(struct block_file *f, const struct iovec *iov, unsigned n,
+			      uint64_t off)
+{
+	ssize_t r;
+
+	do {
+		r = pwritev(f->fd, iov, (int)n, (off_t)off);
+	} while (r < 0 && errno == EINTR);
+	return r < 0 ? -errno : r;
+}
+
 /* ---- asynchronous: io_uring -------------------------------------------- */
+
+/*
+ * Does this operation run now, on the I/O thread, rather than through the
+ * ring?  Unaligned O_DIRECT buffers need the bounce.  Buffered writes: on
+ * file systems that cannot copy into the page cache without blocking (ext4)
+ * io_uring punts every one to an io-wq worker, which runs writes to one
+ * inode one at a time anyway; the copy costs the same here, without a
+ * worker wakeup and a completion wakeup per request.  The price: a write
+ * throttled by dirty page writeback holds up this disk's other requests.
+ */
+static bool file_now(const struct block_file *f, enum block_op op, const struct iovec *iov,
+		     unsigned n, uint64_t off)
+{
+	if (op == BLOCK_OP_FLUSH)
+		return false;
+	if (op == BLOCK_OP_WRITE && !f->direct)
+		return true;
+	return !file_aligned(f, iov, n, off);
+}
 
 static int file_queue(struct block_backend *bb, enum block_op op, const struct iovec *iov,
 		      unsigned n, uint64_t off, void *user)
@@ -210,11 +242,12 @@ static int file_queue(struct block_backend *bb, enum block_op op, const struct i
 	struct block_file *f = file_of(bb);
 	struct io_uring_sqe *sqe;
 
-	if (op != BLOCK_OP_FLUSH && !file_aligned(f, iov, n, off)) {
+	if (file_now(f, op, iov, n, off)) {
 		if (f->nr_now == BLOCK_RING_ENTRIES)
 			return -EAGAIN;
 		f->now[f->nr_now].user = user;
-		f->now[f->nr_now++].res = file_rw_bounce(f, op, iov, n, off);
+		f->now[f->nr_now++].res = f->direct ? file_rw_bounce(f, op, iov, n, off)
+						    : file_write_now(f, iov, n, off);
 		return 0;
 	}
 	sqe = io_uring_get_sqe(&f->ring);
