@@ -82,7 +82,11 @@ int mig_in_h_pc_done(struct mig_in_ctx *c, const uint8_t *p, uint32_t len);
 int mig_in_h_go(struct mig_in_ctx *c, const uint8_t *p, uint32_t len);
 int mig_in_h_abort(struct mig_in_ctx *c, const uint8_t *p, uint32_t len);
 
-/* Record why the migration failed (the first reason wins); returns err. */
+/*
+ * Record why the migration failed; returns err.  The latest reason
+ * replaces an earlier one: a caller that wraps a lower failure checks
+ * inc->why first (the dispatcher does) to keep the precise reason.
+ */
 int mig_in_fail(struct mig_incoming *inc, int err, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 /* 2 MiB: what ram_load.c allocates at once ahead of pre-copy data. */
