@@ -13,6 +13,7 @@ static const char main_usage[] =
 "  pause     pause a running VM's vCPUs:  ferry pause CONTROL\n"
 "  resume    resume a paused VM:          ferry resume CONTROL\n"
 "  quit      shut a VM down:              ferry quit CONTROL\n"
+"  announce  re-announce the VM's NICs:   ferry announce CONTROL\n"
 "  call      send any control command:    ferry call CONTROL COMMAND [JSON]\n"
 "  migrate   live-migrate a VM:           ferry migrate CONTROL URI [options]\n"
 "  migrate-postcopy  switch a running migration to post-copy: ferry migrate-postcopy CONTROL\n"
@@ -23,7 +24,7 @@ static const char main_usage[] =
 
 int main(int argc, char **argv)
 {
-	static const char *const client_verbs[] = { "status", "pause", "resume", "quit", "call", "migrate-postcopy",
+	static const char *const client_verbs[] = { "status", "pause", "resume", "quit", "announce", "call", "migrate-postcopy",
 						      "migrate-resolve" };
 
 	if (argc < 2) {

@@ -1,4 +1,4 @@
-/* ferry status|pause|resume|quit|call|migrate-resolve CONTROL: talk to a running ferry. */
+/* ferry status|pause|resume|quit|announce|call|migrate-resolve CONTROL: talk to a running ferry. */
 #include <errno.h>
 #include <getopt.h>
 #include <stdio.h>

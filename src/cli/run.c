@@ -49,6 +49,14 @@ static const char run_usage[] =
 "                         administered one.  With --incoming, give as many NICs\n"
 "                         as the source had (the taps of this host); the MAC\n"
 "                         comes from the source\n"
+"      --announce rounds=N,initial=T,step=T,max=T\n"
+"                         after the guest starts here from a migration (and on\n"
+"                         'ferry announce'), send N rounds of gratuitous RARP\n"
+"                         from each NIC's MAC on its tap, so that switches learn\n"
+"                         the guest's new port: the first at once, the next after\n"
+"                         initial, each later gap step longer, at most max\n"
+"                         (default rounds=5,initial=50ms,step=100ms,max=550ms,\n"
+"                         as QEMU; rounds=0: none)\n"
 "  -C, --control PATH     serve the JSON control API on this unix socket\n"
 "  -i, --incoming URI     wait for a migration on tcp:HOST:PORT or unix:PATH,\n"
 "                         or restore a VM saved with 'ferry migrate CONTROL\n"
@@ -84,6 +92,7 @@ struct run_opts {
 	struct machine_config mc;
 	struct block_config disks[MACHINE_MAX_DISKS];
 	struct net_config nics[MACHINE_MAX_NICS];
+	struct net_announce_params announce;
 	const char *control;
 	const char *incoming;
 	uint64_t resume_timeout_ns;
@@ -101,6 +110,7 @@ static void run_parse(int argc, char **argv, struct run_opts *o)
 		{ "serial", required_argument, NULL, 's' },
 		{ "disk", required_argument, NULL, 'd' },
 		{ "net", required_argument, NULL, 'n' },
+		{ "announce", required_argument, NULL, 'A' },
 		{ "control", required_argument, NULL, 'C' },
 		{ "incoming", required_argument, NULL, 'i' },
 		{ "test-hooks", no_argument, NULL, 'T' },
@@ -119,6 +129,7 @@ static void run_parse(int argc, char **argv, struct run_opts *o)
 	o->mc = (struct machine_config){ .memory = 256ULL << 20, .vcpus = 1, .serial = "stdio" };
 	o->mc.disks = o->disks;
 	o->mc.nics = o->nics;
+	net_announce_defaults(&o->announce);
 	while ((c = getopt_long(argc, argv, "k:a:m:c:s:d:n:C:i:qvh", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'd':
@@ -134,6 +145,10 @@ static void run_parse(int argc, char **argv, struct run_opts *o)
 			if (net_config_parse(optarg, &o->nics[o->mc.nr_nics], why, sizeof(why)))
 				die(FERRY_EXIT_USAGE, "bad --net '%s': %s", optarg, why);
 			o->mc.nr_nics++;
+			break;
+		case 'A':
+			if (net_announce_parse(optarg, &o->announce, why, sizeof(why)))
+				die(FERRY_EXIT_USAGE, "bad --announce '%s': %s", optarg, why);
 			break;
 		case 'k': o->mc.kernel = optarg; break;
 		case 'a': o->mc.cmdline = optarg; break;
@@ -175,6 +190,8 @@ static void run_parse(int argc, char **argv, struct run_opts *o)
 	if (optind < argc)
 		die(FERRY_EXIT_USAGE, "unexpected argument '%s' (try 'ferry run --help')",
 		    argv[optind]);
+	for (unsigned i = 0; i < o->mc.nr_nics; i++)
+		o->nics[i].announce = o->announce;
 	if (o->mc.nr_disks + o->mc.nr_nics > MACHINE_VIRTIO_SLOTS)
 		die(FERRY_EXIT_USAGE, "%u --disk and %u --net: at most %d virtio devices in all",
 		    o->mc.nr_disks, o->mc.nr_nics, MACHINE_VIRTIO_SLOTS);

@@ -104,6 +104,22 @@ static int cmd_quit(struct control_ctx *ctx, json_object *args, json_object **re
 	return 0;
 }
 
+/*
+ * announce-self, as QEMU's: every NIC sends its rounds of gratuitous RARP
+ * again (from its I/O thread, once the guest runs), and asks the guest to
+ * announce itself where its driver can.
+ */
+static int cmd_announce(struct control_ctx *ctx, json_object *args, json_object **ret)
+{
+	struct machine *m = ctx->machine;
+
+	for (unsigned i = 0; i < m->nr_nics; i++)
+		virtio_net_announce_self(&m->nics[i]);
+	*ret = json_object_new_object();
+	json_object_object_add(*ret, "nics", json_object_new_int((int)m->nr_nics));
+	return 0;
+}
+
 /* Read an unsigned integer argument; JSON numbers may be negative or huge. */
 static int control_arg_u64(json_object *args, const char *key, uint64_t *out, json_object **ret)
 {
@@ -207,6 +223,7 @@ static const struct control_command control_commands[] = {
 	{ "pause", false, cmd_pause },
 	{ "resume", false, cmd_resume },
 	{ "quit", false, cmd_quit },
+	{ "announce", false, cmd_announce },
 	{ "migrate", false, cmd_migrate },
 	{ "migrate-cancel", false, cmd_migrate_cancel },
 	{ "migrate-set-parameters", false, cmd_migrate_set_parameters },

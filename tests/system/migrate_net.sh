@@ -7,11 +7,13 @@
 # the source runs on.  Bad --net values are usage errors.
 #
 # The probe guest does not negotiate GUEST_ANNOUNCE (so it sends no
-# gratuitous ARP after a migration).  The bridge forgets the old port when
-# the source's tap loses its carrier (the source ferry exits) and learns
-# the new one from the guest's first reply; so as not to depend on that
-# timing, the test flushes the bridge's forwarding database after the
-# switchover, standing in for the announce that issue 12 adds.
+# gratuitous ARP after a migration), and it is idle: only the destination
+# ferry's gratuitous RARP (announce-self) can teach the bridge the new
+# port before the client speaks.  The bridge's FDB entry for the MAC must
+# point at the destination's tap within one announce round of the
+# migration's end, with no flush.  'ferry announce' on the running
+# destination must send such a frame again (seen with an AF_PACKET socket
+# on its tap).
 . "$(dirname "$0")/lib.sh"
 require_kvm
 command -v python3 >/dev/null || skip "python3 is not available"
@@ -94,9 +96,27 @@ dst=$FERRY_PID
 [ "$(json_field "$T/mig.json" status)" = completed ] || fail "not completed"
 wait_exit "$src" 10
 [ "$RC" -eq 0 ] || fail "source exit status $RC"
-# Stand-in for the announce (see the top): forget which port had the MAC.
-nsx ip link set "$BR" type bridge fdb_flush
+# Announced: the bridge learns the destination's port within a round
+# (the first goes out as the guest starts; allow the second, 50 ms on).
+fdb_at() { nsx bridge fdb show br "$BR" | grep -qi "^$MAC dev $1 "; }
+for ((i = 0; i < 20; i++)); do
+	fdb_at "$TAP2" && break
+	sleep 0.05
+done
+((i < 20)) || { nsx bridge fdb show br "$BR"; fail "the bridge did not learn $MAC at $TAP2"; }
+log "bridge FDB: $MAC at $TAP2 after ~$((i * 50)) ms"
 echo_check destination
+# announce-self on demand: a RARP from the MAC on the destination's tap.
+nsx timeout 10 python3 tests/tools/rarp_watch.py "$TAP2" "$MAC" 5 >"$T/rarp.log" 2>&1 &
+watch=$!
+for ((i = 0; i < 100; i++)); do
+	grep -q ready "$T/rarp.log" && break
+	sleep 0.05
+done
+"$FERRY" announce "$T/dst.ctl" || fail "ferry announce failed"
+wait "$watch" || { cat "$T/rarp.log"; fail "no RARP after 'ferry announce'"; }
+"$FERRY" announce "$T/src.ctl" 2>/dev/null && fail "ferry announce on a gone source succeeded"
+log "ferry announce: $(grep -c '^rarp' "$T/rarp.log") RARP seen on $TAP2"
 # The answers came from the guest now at the destination: its counters,
 # which migrated with its memory, print there with all three rounds (5
 # pings and 4 datagrams each), at most a second after the traffic.

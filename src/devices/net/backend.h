@@ -15,6 +15,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "devices/net/announce.h"
+
 enum net_backend_kind {
 	NET_BACKEND_TAP,	/* /dev/net/tun, IFF_TAP | IFF_NO_PI | IFF_VNET_HDR */
 	NET_BACKEND_FD,		/* an fd handed over by the caller (tests) */
@@ -28,6 +30,8 @@ struct net_config {
 	int fd;			/* NET_BACKEND_FD: dup'ed at open, the caller keeps its own */
 	uint8_t mac[6];
 	bool mac_set;		/* false: a random locally administered MAC */
+	/* `ferry run --announce`, the same for every NIC; all zero: never announce */
+	struct net_announce_params announce;
 };
 
 /*

@@ -74,6 +74,7 @@ struct virtio_net_config {
 struct virtio_net_stats {
 	uint64_t rx_frames, rx_dropped, rx_bad_chains;
 	uint64_t tx_frames, tx_errors, tx_bad_chains;
+	uint64_t announce_rounds, announce_errors;	/* RARP frames sent, failed */
 };
 
 /*
@@ -94,6 +95,9 @@ struct virtio_net {
 	bool thread_started;
 	bool stop;			/* (lock) the thread must end */
 	bool announce_pending;		/* (lock) set ANNOUNCE once the guest runs */
+	bool rarp_restart;		/* (lock) start the RARP rounds once the guest runs */
+	unsigned rarp_left, rarp_sent;	/* (io) rounds of cfg.announce still to send, sent */
+	uint64_t rarp_next_ns;		/* (io) CLOCK_MONOTONIC time of the next round */
 	bool tx_pending, ctrl_pending;	/* (io) kicked, not yet looked at while running */
 	bool be_dead, be_dead_told;	/* (io) the backend failed for good: not polled */
 	uint8_t *frame;			/* (io) bounce buffer: header + largest frame */
@@ -109,6 +113,13 @@ int virtio_net_create(struct virtio_net *n, const struct virtio_net_config *c)
 	__attribute__((warn_unused_result));
 /* Stop the thread and free everything. */
 void virtio_net_destroy(struct virtio_net *n);
+/*
+ * Announce the NIC (announce-self): once the guest runs, the I/O thread
+ * sends cfg.announce's rounds of gratuitous RARP on the backend (starting
+ * them over if some are still due), and, if the driver negotiated
+ * GUEST_ANNOUNCE, sets ANNOUNCE with a config interrupt.  Any thread.
+ */
+void virtio_net_announce_self(struct virtio_net *n);
 
 /* The migrated state of one NIC. */
 struct virtio_net_state {

@@ -17,6 +17,8 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/random.h>
+#include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "util/le.h"
@@ -53,6 +55,71 @@ static bool net_guest_runs(struct virtio_net *n)
 	return r;
 }
 
+static uint64_t net_now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+/* One gratuitous RARP from the NIC's MAC into the backend (announce.h). */
+static void net_rarp_send(struct virtio_net *n)
+{
+	uint8_t hdr[VIRTIO_NET_HDR_LEN] = { 0 };
+	uint8_t frame[NET_ANNOUNCE_FRAME_LEN];
+	uint8_t mac[6];
+
+	pthread_mutex_lock(&n->t.lock);
+	memcpy(mac, n->mac, 6);
+	pthread_mutex_unlock(&n->t.lock);
+	net_announce_build(mac, frame);
+	struct iovec iov[2] = {
+		{ .iov_base = hdr, .iov_len = sizeof(hdr) },
+		{ .iov_base = frame, .iov_len = sizeof(frame) },
+	};
+	if (n->be_dead || writev(n->be.fd, iov, 2) < 0) {
+		pr_debug("nic %u: announce: %s", n->index, n->be_dead ? "no backend" : strerror(errno));
+		n->stats.announce_errors++;
+		return;
+	}
+	n->stats.announce_rounds++;
+}
+
+/*
+ * Send the round that is due, if the guest runs (a paused guest, or one
+ * that went away, is not announced here).  Returns the poll timeout in
+ * ms until the next round, -1 when none is due.
+ */
+static int net_rarp_tick(struct virtio_net *n, bool runs)
+{
+	if (!runs)
+		return -1;
+	pthread_mutex_lock(&n->t.lock);
+	bool restart = n->rarp_restart;
+	n->rarp_restart = false;
+	pthread_mutex_unlock(&n->t.lock);
+	uint64_t now = net_now_ns();
+	if (restart) {
+		n->rarp_left = n->cfg.announce.rounds;
+		n->rarp_sent = 0;
+		n->rarp_next_ns = now;
+	}
+	if (!n->rarp_left)
+		return -1;
+	if (now >= n->rarp_next_ns) {
+		net_rarp_send(n);
+		n->rarp_left--;
+		n->rarp_sent++;
+		n->rarp_next_ns = now + net_announce_gap_ns(&n->cfg.announce, n->rarp_sent);
+		if (!n->rarp_left) {
+			pr_debug("nic %u: announced in %u rounds", n->index, n->rarp_sent);
+			return -1;
+		}
+	}
+	return (int)((n->rarp_next_ns - now + 999999) / 1000000);
+}
+
 static void *net_thread(void *arg)
 {
 	struct virtio_net *n = arg;
@@ -64,6 +131,10 @@ static void *net_thread(void *arg)
 	for (;;) {
 		bool runs = net_guest_runs(n);
 		bool busy = runs && (n->tx_pending || n->ctrl_pending);
+		int timeout = busy ? 0 : runs ? -1 : VIRTIO_NET_IDLE_MS;
+		int rarp = net_rarp_tick(n, runs);
+		if (rarp >= 0 && (timeout < 0 || rarp < timeout))
+			timeout = rarp;
 		struct pollfd p[5] = {
 			{ .fd = n->ctl_fd, .events = POLLIN },
 			{ .fd = t->kick_fd[VIRTIO_NET_Q_RX], .events = POLLIN },
@@ -71,7 +142,7 @@ static void *net_thread(void *arg)
 			{ .fd = t->kick_fd[VIRTIO_NET_Q_CTRL], .events = POLLIN },
 			{ .fd = n->be_dead ? -1 : n->be.fd, .events = runs ? POLLIN : 0 },
 		};
-		if (poll(p, 5, busy ? 0 : runs ? -1 : VIRTIO_NET_IDLE_MS) < 0 && errno != EINTR)
+		if (poll(p, 5, timeout) < 0 && errno != EINTR)
 			break;
 		net_take(&p[0]);
 		net_take(&p[1]);	/* RX buffers posted: used when a frame comes */
@@ -97,6 +168,17 @@ static void *net_thread(void *arg)
 		}
 	}
 	return NULL;
+}
+
+void virtio_net_announce_self(struct virtio_net *n)
+{
+	uint64_t want = VIRTIO_BIT(VIRTIO_NET_F_GUEST_ANNOUNCE) | VIRTIO_BIT(VIRTIO_NET_F_CTRL_VQ);
+
+	pthread_mutex_lock(&n->t.lock);
+	n->rarp_restart = true;
+	n->announce_pending = (n->t.driver_features & want) == want && virtio_mmio_running(&n->t);
+	pthread_mutex_unlock(&n->t.lock);
+	net_signal(n->ctl_fd);
 }
 
 /* The driver reset the device: nothing is in flight outside the lock. */
@@ -203,10 +285,12 @@ void virtio_net_destroy(struct virtio_net *n)
 	}
 	const struct virtio_net_stats *s = &n->stats;
 	pr_debug("nic %u: rx %llu frames, %llu dropped, %llu bad chains; tx %llu frames, "
-		 "%llu errors, %llu bad chains", n->index, (unsigned long long)s->rx_frames,
+		 "%llu errors, %llu bad chains; announce %llu frames, %llu failed", n->index,
+		 (unsigned long long)s->rx_frames,
 		 (unsigned long long)s->rx_dropped, (unsigned long long)s->rx_bad_chains,
 		 (unsigned long long)s->tx_frames, (unsigned long long)s->tx_errors,
-		 (unsigned long long)s->tx_bad_chains);
+		 (unsigned long long)s->tx_bad_chains, (unsigned long long)s->announce_rounds,
+		 (unsigned long long)s->announce_errors);
 	free(n->frame);
 	n->frame = NULL;
 	close(n->ctl_fd);
@@ -313,13 +397,13 @@ static int net_dev_load(void *dev, const void *state)
 	pthread_mutex_lock(&n->t.lock);
 	memcpy(n->mac, s->mac, 6);
 	virtio_net_build_config(s->mac, s->status, n->t.config);
-	/*
-	 * The guest now sits behind another port: if its driver can, it
-	 * announces itself (gratuitous ARP) once it runs here.
-	 */
-	uint64_t want = VIRTIO_BIT(VIRTIO_NET_F_GUEST_ANNOUNCE) | VIRTIO_BIT(VIRTIO_NET_F_CTRL_VQ);
-	n->announce_pending = (n->t.driver_features & want) == want && virtio_mmio_running(&n->t);
 	pthread_mutex_unlock(&n->t.lock);
+	/*
+	 * The guest now sits behind another port: once it runs here, ferry
+	 * announces it with RARP, and so does its driver if it can
+	 * (gratuitous ARP after the ANNOUNCE bit).
+	 */
+	virtio_net_announce_self(n);
 	/* Chains the source never took wait in the rings: look once it runs. */
 	net_signal(n->t.kick_fd[VIRTIO_NET_Q_TX]);
 	net_signal(n->t.kick_fd[VIRTIO_NET_Q_CTRL]);
