@@ -190,8 +190,13 @@ int precopy_fail(struct migration *mig, int err, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 int precopy_stream_fail(struct migration *mig, int err);
 void precopy_phase(struct migration *mig, enum mig_phase ph, uint64_t *t);
+/* Send the state of the quiesced, handed-over machine.  0 or -errno. */
 int precopy_send_state(struct migration *mig);
-void precopy_send_digest(struct migration *mig);
+/*
+ * End the stream's data: DIGEST (with --verify), then the empty closing
+ * section `type` (END, POSTCOPY_DONE), flushed.  0 or the stream's failure.
+ */
+int precopy_send_last(struct migration *mig, uint8_t type);
 void precopy_set_status(struct migration *mig, enum mig_status s);
 void precopy_send_pass(struct migration *mig, uint32_t pass, uint64_t dirty, bool final);
 

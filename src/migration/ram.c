@@ -342,18 +342,13 @@ static int64_t ram_src_peek(struct migration *mig)
 	return n < 0 ? n : n * (int64_t)GUEST_PAGE_SIZE;
 }
 
-static int ram_src_complete(struct migration *mig, bool resend)
-{
-	return ram_send_dirty(mig, resend);
-}
-
 const struct mig_source_ops mig_ram_source = {
 	.name = "ram",
 	.setup = ram_setup,
 	.sync = ram_src_sync,
 	.peek = ram_src_peek,
 	.iterate = ram_send_dirty,
-	.complete = ram_src_complete,
+	.complete = ram_send_dirty,	/* the final pass is one more of the same */
 	.load = ram_load,
 	.cleanup = ram_cleanup,
 	.postcopy = true,

@@ -344,12 +344,9 @@ static int postcopy_finish(struct migration *mig)
 	uint32_t len;
 	int err;
 
-	if (mig->p.verify)
-		precopy_send_digest(mig);
-	mig_section_write(&mig->s, MIG_SEC_POSTCOPY_DONE, NULL, 0);
-	err = mig_stream_flush(&mig->s);
+	err = precopy_send_last(mig, MIG_SEC_POSTCOPY_DONE);
 	if (err)
-		return precopy_stream_fail(mig, err);
+		return err;
 	/* Late requests may still be in flight; they are for pages already sent. */
 	for (;;) {
 		err = mig_section_read(&mig->s, buf, sizeof(buf), &type, &len);

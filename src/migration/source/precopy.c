@@ -465,7 +465,8 @@ int precopy_send_state(struct migration *mig)
 	int err;
 
 	vmstate_buf_init(&b);
-	err = machine_state_save(mig->m, &b);
+	/* The caller quiesced the machine and handed its devices over already. */
+	err = machine_state_encode(mig->m, &b);
 	if (err) {
 		vmstate_buf_free(&b);
 		return precopy_fail(mig, err, "cannot save the device state: %s", strerror(-err));
@@ -488,7 +489,7 @@ int precopy_send_state(struct migration *mig)
 	return 0;
 }
 
-void precopy_send_digest(struct migration *mig)
+static void precopy_send_digest(struct migration *mig)
 {
 	uint64_t total = mig_digest_total(&mig->digest);
 	uint8_t p[24];
@@ -501,6 +502,17 @@ void precopy_send_digest(struct migration *mig)
 	mig->stats.digest = total;
 	mig->stats.state_digest = mig->state_digest;
 	pthread_mutex_unlock(&mig->lock);
+}
+
+int precopy_send_last(struct migration *mig, uint8_t type)
+{
+	int err;
+
+	if (mig->p.verify)
+		precopy_send_digest(mig);
+	mig_section_write(&mig->s, type, NULL, 0);
+	err = mig_stream_flush(&mig->s);
+	return err ? precopy_stream_fail(mig, err) : 0;
 }
 
 /*

@@ -81,12 +81,9 @@ static int switchover_stop_and_copy(struct migration *mig, uint64_t *t)
 	err = precopy_send_state(mig);
 	if (err)
 		return err;
-	if (mig->p.verify)
-		precopy_send_digest(mig);
-	mig_section_write(&mig->s, MIG_SEC_END, NULL, 0);
-	err = mig_stream_flush(&mig->s);
+	err = precopy_send_last(mig, MIG_SEC_END);
 	if (err)
-		return precopy_stream_fail(mig, err);
+		return err;
 	precopy_phase(mig, MIG_PHASE_DEVICE_STATE, t);
 	return 0;
 }
