@@ -526,6 +526,75 @@ static void test_ctrl(void **state)
 	assert_false(t_rd(&nic, VIRTIO_MMIO_STATUS) & VIRTIO_STATUS_NEEDS_RESET);
 }
 
+/* Queue a hand-built control chain and return its used length. */
+static uint32_t t_ctrl_chain(struct virtio_net *n, uint16_t head)
+{
+	uint32_t id, len;
+
+	t_avail(n, VIRTIO_NET_Q_CTRL, head, true);
+	t_wait_used(VIRTIO_NET_Q_CTRL, dq[VIRTIO_NET_Q_CTRL].avail_idx, &id, &len);
+	assert_int_equal(id, head);
+	return len;
+}
+
+/*
+ * Hostile control commands: each is answered (an error ack, or no ack
+ * byte where there is no writable buffer) and the queue goes on; ANNOUNCE
+ * without GUEST_ANNOUNCE negotiated is refused.
+ */
+static void test_ctrl_hostile(void **state)
+{
+	const unsigned q = VIRTIO_NET_Q_CTRL;
+	uint64_t b = t_buf(q, 0), w = t_buf(q, 1);
+	uint32_t len;
+
+	/* Only CTRL_VQ: the ACK means nothing without GUEST_ANNOUNCE. */
+	t_driver_init(&nic, (1u << VIRTIO_NET_F_MAC) | (1u << VIRTIO_NET_F_CTRL_VQ), 3);
+	assert_int_equal(t_ctrl(&nic, VIRTIO_NET_CTRL_ANNOUNCE, VIRTIO_NET_CTRL_ANNOUNCE_ACK, true,
+				&len), VIRTIO_NET_ERR);
+	t_driver_init(&nic, t_announce_features, 3);
+	/* One readable byte (no command) and an ack: malformed, untouched. */
+	t_ptr(b)[0] = VIRTIO_NET_CTRL_ANNOUNCE;
+	t_ptr(w)[0] = 0xee;
+	uint16_t h = t_desc(q, b, 1, VIRTQ_DESC_F_NEXT);
+	t_desc(q, w, 1, VIRTQ_DESC_F_WRITE);
+	assert_int_equal(t_ctrl_chain(&nic, h), 0);
+	assert_int_equal(t_ptr(w)[0], 0xee);
+	/* Only a writable buffer: malformed. */
+	h = t_desc(q, w, 16, VIRTQ_DESC_F_WRITE);
+	assert_int_equal(t_ctrl_chain(&nic, h), 0);
+	assert_int_equal(t_ptr(w)[0], 0xee);
+	/* Class and command in two one-byte buffers: understood. */
+	t_ptr(b)[0] = VIRTIO_NET_CTRL_ANNOUNCE;
+	t_ptr(b + 64)[0] = VIRTIO_NET_CTRL_ANNOUNCE_ACK;
+	h = t_desc(q, b, 1, VIRTQ_DESC_F_NEXT);
+	t_desc(q, b + 64, 1, VIRTQ_DESC_F_NEXT);
+	t_desc(q, w, 1, VIRTQ_DESC_F_WRITE);
+	assert_int_equal(t_ctrl_chain(&nic, h), 1);
+	assert_int_equal(t_ptr(w)[0], VIRTIO_NET_OK);
+	/* An unknown class with a page of data: an error ack. */
+	memset(t_ptr(b), 0x5a, T_BUFSZ);
+	h = t_desc(q, b, T_BUFSZ, VIRTQ_DESC_F_NEXT);
+	t_desc(q, w, 1, VIRTQ_DESC_F_WRITE);
+	assert_int_equal(t_ctrl_chain(&nic, h), 1);
+	assert_int_equal(t_ptr(w)[0], VIRTIO_NET_ERR);
+	/* A buffer outside RAM: refused, returned unused. */
+	h = t_desc(q, T_RAM - 1, 2, VIRTQ_DESC_F_NEXT);
+	t_desc(q, w, 1, VIRTQ_DESC_F_WRITE);
+	t_ptr(w)[0] = 0xee;
+	assert_int_equal(t_ctrl_chain(&nic, h), 0);
+	assert_int_equal(t_ptr(w)[0], 0xee);
+	/* A loop: refused. */
+	h = t_desc(q, b, 2, VIRTQ_DESC_F_NEXT);
+	uint8_t *d = t_ptr(T_QBASE(q) + 16ULL * h);
+	le_put(d + 14, h, 2);
+	assert_int_equal(t_ctrl_chain(&nic, h), 0);
+	/* The queue still works, the device is not broken. */
+	assert_int_equal(t_ctrl(&nic, VIRTIO_NET_CTRL_ANNOUNCE, VIRTIO_NET_CTRL_ANNOUNCE_ACK, true,
+				&len), VIRTIO_NET_OK);
+	assert_false(t_rd(&nic, VIRTIO_MMIO_STATUS) & VIRTIO_STATUS_NEEDS_RESET);
+}
+
 /*
  * Migration: traffic on A, pause, quiesce, save; B (another backend, no
  * mac=) checks and loads it, takes A's MAC, goes on at the same ring
@@ -645,6 +714,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_rx_hostile, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_paused, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_ctrl, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_ctrl_hostile, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_migrate, setup, teardown),
 		cmocka_unit_test(test_net_option),
 	};
