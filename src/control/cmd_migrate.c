@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <string.h>
 
+#include "control/cmd_net.h"
 #include "control/control.h"
 #include "migration/migration.h"
 
@@ -221,5 +222,6 @@ int cmd_query_migrate(struct control_ctx *ctx, json_object *args, json_object **
 	if (!ctx->mig)
 		return control_fail(ret, -ENOTSUP, "this VM cannot migrate");
 	*ret = migration_query(ctx->mig);
+	control_net_totals(ctx->machine, *ret);
 	return 0;
 }

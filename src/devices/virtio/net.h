@@ -70,12 +70,20 @@ struct virtio_net_config {
 	void *opaque;
 };
 
-/* Frame counters; written by the I/O thread only (read for messages). */
+/*
+ * Frame counters; written by the I/O thread only.  Other threads read
+ * them with virtio_net_read_stats(), which loads each one atomically: the
+ * counters are independent, so a snapshot need not be consistent across
+ * fields, only each field whole; the writer adds with NET_COUNT().
+ */
 struct virtio_net_stats {
 	uint64_t rx_frames, rx_dropped, rx_bad_chains;
 	uint64_t tx_frames, tx_errors, tx_bad_chains;
 	uint64_t announce_rounds, announce_errors;	/* RARP frames sent, failed */
 };
+
+/* Count one event in n->stats.field; evaluates to the count before. */
+#define NET_COUNT(n, field) __atomic_fetch_add(&(n)->stats.field, 1, __ATOMIC_RELAXED)
 
 /*
  * One NIC.  `t.lock` guards the fields marked (lock) and everything the
@@ -120,6 +128,8 @@ void virtio_net_destroy(struct virtio_net *n);
  * GUEST_ANNOUNCE, sets ANNOUNCE with a config interrupt.  Any thread.
  */
 void virtio_net_announce_self(struct virtio_net *n);
+/* A snapshot of n's counters, from any thread. */
+void virtio_net_read_stats(const struct virtio_net *n, struct virtio_net_stats *out);
 
 /* The migrated state of one NIC. */
 struct virtio_net_state {

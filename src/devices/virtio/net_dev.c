@@ -80,10 +80,10 @@ static void net_rarp_send(struct virtio_net *n)
 	};
 	if (n->be_dead || writev(n->be.fd, iov, 2) < 0) {
 		pr_debug("nic %u: announce: %s", n->index, n->be_dead ? "no backend" : strerror(errno));
-		n->stats.announce_errors++;
+		NET_COUNT(n, announce_errors);
 		return;
 	}
-	n->stats.announce_rounds++;
+	NET_COUNT(n, announce_rounds);
 }
 
 /*
@@ -179,6 +179,16 @@ void virtio_net_announce_self(struct virtio_net *n)
 	n->announce_pending = (n->t.driver_features & want) == want && virtio_mmio_running(&n->t);
 	pthread_mutex_unlock(&n->t.lock);
 	net_signal(n->ctl_fd);
+}
+
+void virtio_net_read_stats(const struct virtio_net *n, struct virtio_net_stats *out)
+{
+	const uint64_t *from = (const uint64_t *)&n->stats;
+	uint64_t *to = (uint64_t *)out;
+
+	_Static_assert(sizeof(*out) % sizeof(uint64_t) == 0, "counters are all u64");
+	for (size_t i = 0; i < sizeof(*out) / sizeof(uint64_t); i++)
+		to[i] = __atomic_load_n(&from[i], __ATOMIC_RELAXED);
 }
 
 /* The driver reset the device: nothing is in flight outside the lock. */
