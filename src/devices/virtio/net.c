@@ -8,6 +8,7 @@
 #include "devices/virtio/net.h"
 
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -203,6 +204,35 @@ static bool net_rx_header(uint8_t *hdr)
 	return true;
 }
 
+/*
+ * Held frames (net_hold.c) go first, all of them: they arrived before
+ * anything now in the backend.  One that finds no buffer, or no driver,
+ * is dropped like a frame from the backend would be.  Lock held.
+ */
+void virtio_net_hold_inject(struct virtio_net *n, bool *pushed)
+{
+	struct virtq *q = &n->t.queues[VIRTIO_NET_Q_RX];
+	struct virtio_net_held *h;
+
+	while ((h = n->held_head)) {
+		n->held_head = h->next;
+		if (!n->held_head)
+			n->held_tail = &n->held_head;
+		__atomic_store_n(&n->held_frames, n->held_frames - 1, __ATOMIC_RELAXED);
+		n->held_bytes -= h->len;
+		if (!virtio_mmio_running(&n->t) || !q->ready || q->broken) {
+			NET_COUNT(n, rx_dropped);
+		} else {
+			memset(n->frame, 0, VIRTIO_NET_HDR_LEN);
+			net_rx_header(n->frame);
+			memcpy(n->frame + VIRTIO_NET_HDR_LEN, h->data, h->len);
+			if (net_rx_frame(n, q, VIRTIO_NET_HDR_LEN + h->len, pushed))
+				NET_COUNT(n, injected);
+		}
+		free(h);
+	}
+}
+
 bool virtio_net_rx(struct virtio_net *n, unsigned budget)
 {
 	struct virtio_mmio *t = &n->t;
@@ -215,6 +245,7 @@ bool virtio_net_rx(struct virtio_net *n, unsigned budget)
 		pthread_mutex_unlock(&t->lock);
 		return false;
 	}
+	virtio_net_hold_inject(n, &pushed);
 	while (budget--) {
 		ssize_t r = read(n->be.fd, n->frame, VIRTIO_NET_HDR_LEN + VIRTIO_NET_MAX_FRAME);
 		if (r < 0) {

@@ -130,7 +130,8 @@ static void *net_thread(void *arg)
 	pthread_setname_np(pthread_self(), name);
 	for (;;) {
 		bool runs = net_guest_runs(n);
-		bool busy = runs && (n->tx_pending || n->ctrl_pending);
+		bool held = __atomic_load_n(&n->held_frames, __ATOMIC_RELAXED);
+		bool busy = runs && (n->tx_pending || n->ctrl_pending || held);
 		int timeout = busy ? 0 : runs ? -1 : VIRTIO_NET_IDLE_MS;
 		int rarp = net_rarp_tick(n, runs);
 		if (rarp >= 0 && (timeout < 0 || rarp < timeout))
@@ -158,7 +159,7 @@ static void *net_thread(void *arg)
 			n->ctrl_pending = !virtio_net_ctrl(n);
 		if (n->tx_pending)
 			n->tx_pending = !virtio_net_tx(n);
-		if (p[4].revents & POLLIN)
+		if ((p[4].revents & POLLIN) || (runs && held))
 			virtio_net_rx(n, VIRTIO_NET_RX_BUDGET);
 		else if (p[4].revents)
 			n->be_dead = true;	/* hung up (a socketpair's peer closed) */
@@ -178,6 +179,11 @@ void virtio_net_announce_self(struct virtio_net *n)
 	n->rarp_restart = true;
 	n->announce_pending = (n->t.driver_features & want) == want && virtio_mmio_running(&n->t);
 	pthread_mutex_unlock(&n->t.lock);
+	net_signal(n->ctl_fd);
+}
+
+void virtio_net_wake(struct virtio_net *n)
+{
 	net_signal(n->ctl_fd);
 }
 
@@ -238,6 +244,7 @@ int virtio_net_create(struct virtio_net *n, const struct virtio_net_config *c)
 	memset(n, 0, sizeof(*n));
 	n->ctl_fd = -1;
 	n->be.fd = -1;
+	n->held_tail = &n->held_head;
 	n->cfg = *c->net;
 	n->index = c->index;
 	n->running = c->running;
@@ -301,6 +308,7 @@ void virtio_net_destroy(struct virtio_net *n)
 		 (unsigned long long)s->tx_frames, (unsigned long long)s->tx_errors,
 		 (unsigned long long)s->tx_bad_chains, (unsigned long long)s->announce_rounds,
 		 (unsigned long long)s->announce_errors);
+	virtio_net_hold_free(n);
 	free(n->frame);
 	n->frame = NULL;
 	close(n->ctl_fd);
