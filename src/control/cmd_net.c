@@ -38,6 +38,9 @@ json_object *control_nics_json(struct machine *m)
 		net_json_u64(o, "bad-chains", s.rx_bad_chains + s.tx_bad_chains);
 		net_json_u64(o, "announce-rounds", s.announce_rounds);
 		net_json_u64(o, "announce-errors", s.announce_errors);
+		net_json_u64(o, "held", s.held);
+		net_json_u64(o, "hold-dropped", s.hold_dropped);
+		net_json_u64(o, "injected", s.injected);
 		json_object_array_add(a, o);
 	}
 	return a;

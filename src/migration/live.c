@@ -9,6 +9,7 @@
 static const struct mig_source_ops *const mig_sources[MIG_SOURCE_NR] = {
 	[MIG_SOURCE_RAM] = &mig_ram_source,
 	[MIG_SOURCE_SCRATCH] = &mig_scratch_source,
+	[MIG_SOURCE_NET] = &mig_net_source,
 };
 
 const struct mig_source_ops *mig_source_get(unsigned id)

@@ -72,6 +72,7 @@ struct mig_source_ops {
 
 extern const struct mig_source_ops mig_ram_source;
 extern const struct mig_source_ops mig_scratch_source;
+extern const struct mig_source_ops mig_net_source;
 
 /* The source registered as `id`, or NULL (out of range, or none). */
 const struct mig_source_ops *mig_source_get(unsigned id);

@@ -68,6 +68,8 @@ struct mig_stats {
 	uint64_t source_peak[MIG_SOURCE_NR];
 	uint64_t source_sent[MIG_SOURCE_NR];
 	uint64_t pending_total;
+	/* Frames taken from the taps at the switchover and forwarded, or over the cap. */
+	uint64_t net_frames_forwarded, net_bytes_forwarded, net_frames_dropped;
 
 	/* Post-copy (pc_*): the source's counts and the destination's view. */
 	int postcopy;

@@ -778,6 +778,28 @@ static void b_source_after_state(struct vmstate_buf *b, size_t *len)
 	t_sec_buf(b, MIG_SEC_STATE, &t_state_boot);
 	t_source(b, MIG_SOURCE_SCRATCH, 0, 4096); *len = b->len;
 }
+/* The net source's forwarded frames: NIC index, frame length, the frame. */
+static void t_net_frame(struct vmstate_buf *b, uint32_t nic, uint32_t len, uint32_t data)
+{
+	struct vmstate_buf p = { 0 };
+	uint8_t *frame = calloc(1, data + 1);
+	t_u32(&p, MIG_SOURCE_NET); t_u32(&p, nic); t_u32(&p, len); t_put(&p, frame, data);
+	t_sec_buf(b, MIG_SEC_SOURCE, &p); free(p.data); free(frame);
+}
+static void b_net_frame_oversize(struct vmstate_buf *b, size_t *len)
+{ t_to_final(b); t_net_frame(b, 0, 65551, 65551); *len = b->len; }
+static void b_net_frame_runt(struct vmstate_buf *b, size_t *len)
+{ t_to_final(b); t_net_frame(b, 0, 13, 13); *len = b->len; }
+static void b_net_frame_len_mismatch(struct vmstate_buf *b, size_t *len)
+{ t_to_final(b); t_net_frame(b, 0, 100, 60); *len = b->len; }
+static void b_net_frame_no_nic(struct vmstate_buf *b, size_t *len)
+{ t_to_final(b); t_net_frame(b, 3, 60, 60); *len = b->len; }
+static void b_net_frame_short(struct vmstate_buf *b, size_t *len)
+{
+	struct vmstate_buf p = { 0 };
+	t_to_final(b); t_u32(&p, MIG_SOURCE_NET); t_u32(&p, 0);
+	t_sec_buf(b, MIG_SEC_SOURCE, &p); free(p.data); *len = b->len;
+}
 
 /* Framing. */
 static void b_oversized(struct vmstate_buf *b, size_t *len)
@@ -1181,6 +1203,11 @@ static const struct t_case t_cases[] = {
 	{ "source_bad_offset", b_source_scratch_bad_off, 65, "scratch offset 0x100000 is not a chunk", true, { "--test-hooks" } },
 	{ "source_short", b_source_scratch_short, 65, "scratch section of 104 bytes (want 4100)", true, { "--test-hooks" } },
 	BAD("source_no_id", b_source_no_id, "SOURCE section of 2 bytes has no source id", true),
+	BAD("net_frame_oversize", b_net_frame_oversize, "forwarded frame of 65551 bytes (a frame is 14 to 65550)", true),
+	BAD("net_frame_runt", b_net_frame_runt, "forwarded frame of 13 bytes (a frame is 14 to 65550)", true),
+	BAD("net_frame_len_mismatch", b_net_frame_len_mismatch, "forwarded frame of 100 bytes in a section holding 60", true),
+	BAD("net_frame_no_nic", b_net_frame_no_nic, "forwarded frame for NIC 3, which this destination lacks (it has 0)", true),
+	BAD("net_frame_short", b_net_frame_short, "forwarded frame section cut short", true),
 	{ "source_after_state", b_source_after_state, 65, "section type 15 out of order (expected END)", true, { "--test-hooks" } },
 	BAD("ram_count_0", b_ram_count0, "RAM batch of 0 pages", true),
 	BAD("ram_count_257", b_ram_count257, "RAM batch of 257 pages", true),

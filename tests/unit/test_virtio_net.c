@@ -618,7 +618,7 @@ static void test_migrate(void **state)
 	/* Switchover: the guest pauses, a frame and a TX chain arrive meanwhile. */
 	__atomic_store_n(&t_guest_runs, false, __ATOMIC_RELEASE);
 	assert_int_equal(virtio_net_device_ops.quiesce(&nic), 0);
-	t_send_frame(peer, 0, 0, frame, 120);	/* stays in the source's backend: lost */
+	t_send_frame(peer, 0, 0, frame, 120);	/* stays in the source's backend (test_hold) */
 	uint64_t tb = t_buf(VIRTIO_NET_Q_TX, 0);
 	memset(t_ptr(tb), 0, VIRTIO_NET_HDR_LEN);
 	memcpy(t_ptr(tb + VIRTIO_NET_HDR_LEN), frame, 80);
