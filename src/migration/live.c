@@ -91,6 +91,19 @@ int mig_sources_complete(struct migration *mig, bool resend, bool postcopy)
 	return 0;
 }
 
+int mig_sources_late(struct migration *mig)
+{
+	for (unsigned id = 0; id < MIG_SOURCE_NR; id++) {
+		if (!mig->src_active[id] || !mig_sources[id]->late)
+			continue;
+		int err = mig_sources[id]->late(mig);
+		if (err)
+			return err;
+	}
+	/* Sent before GO is written, so that a failure here is known not to have sent GO. */
+	return mig_stream_flush(&mig->s);
+}
+
 int mig_source_section_begin(struct mig_section_writer *w, struct mig_stream *s,
 			     enum mig_source_id id, uint32_t len)
 {

@@ -62,6 +62,15 @@ struct mig_source_ops {
 	 * hostile.  0 or -errno with the reason in c->inc->why.
 	 */
 	int (*load)(struct mig_in_ctx *c, uint8_t type, struct mig_payload *in);
+	/*
+	 * Pre-copy with a return path, after LOADED and just before GO, the
+	 * guest still paused: send SOURCE sections for what came since
+	 * complete (each at most MIG_SOURCE_LATE_MAX bytes of payload after
+	 * the id).  The destination loads them while it waits for GO.  0 or
+	 * the stream's error.  NULL: nothing then (and such sections from
+	 * the source are refused).
+	 */
+	int (*late)(struct migration *mig);
 	void (*cleanup)(struct migration *mig);
 	/*
 	 * It may be left owing data when the guest starts at the destination
@@ -97,6 +106,11 @@ int mig_sources_iterate(struct migration *mig, bool resend) __attribute__((warn_
  */
 int mig_sources_complete(struct migration *mig, bool resend, bool postcopy)
 	__attribute__((warn_unused_result));
+
+#define MIG_SOURCE_LATE_MAX	(128u << 10)
+
+/* Every active source's late op, then a flush.  0 or the stream's error. */
+int mig_sources_late(struct migration *mig) __attribute__((warn_unused_result));
 
 /*
  * Start a SOURCE section for source `id` with `len` payload bytes after

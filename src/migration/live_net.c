@@ -7,7 +7,12 @@
  * its NICs read their taps themselves.  At stop-and-copy (pre-copy) or
  * the post-copy switch each NIC takes what waits in its tap into its
  * hold, bounded in frames and bytes (past the caps: dropped, counted),
- * and every held frame goes out as one SOURCE section.  The hold stays:
+ * and every held frame goes out as one SOURCE section.  In pre-copy the
+ * guest stays paused until GO, and frames go on arriving while the
+ * destination loads the state: after LOADED, just before GO, the late op
+ * takes and sends those too, so that only what arrives between GO and the
+ * switch learning the new port (the destination announces at once) is
+ * lost.  The hold stays:
  * if the migration fails, the source's guest gets the frames when it
  * runs on; if it succeeds, that guest never runs again.
  *
@@ -42,8 +47,20 @@ static int net_fwd_iterate(struct migration *mig, bool resend)
 	return 0;
 }
 
-/* The guest is paused: take each tap's frames and send every held one. */
-static int net_fwd_complete(struct migration *mig, bool resend)
+/*
+ * Held frames already sent, per NIC, in this migration (migration thread
+ * only; reset at setup).
+ */
+static unsigned net_fwd_sent[MACHINE_MAX_NICS];
+
+static int net_fwd_setup(struct migration *mig)
+{
+	memset(net_fwd_sent, 0, sizeof(net_fwd_sent));
+	return 0;
+}
+
+/* The guest is paused: take each tap's frames and send the held ones not yet sent. */
+static int net_fwd_send(struct migration *mig)
 {
 	uint8_t *frame = malloc(VIRTIO_NET_MAX_FRAME);
 	uint64_t frames = 0, bytes = 0, dropped = 0, wire = 0;
@@ -56,7 +73,7 @@ static int net_fwd_complete(struct migration *mig, bool resend)
 		struct virtio_net *n = &mig->m->nics[i];
 
 		virtio_net_hold_backend(n, &dropped);
-		for (unsigned k = 0;; k++) {
+		for (unsigned k = net_fwd_sent[i];; k++) {
 			int len = virtio_net_hold_get(n, k, frame, VIRTIO_NET_MAX_FRAME);
 			if (len < 0)
 				break;
@@ -68,6 +85,7 @@ static int net_fwd_complete(struct migration *mig, bool resend)
 			mig_section_put_u32(&w, (uint32_t)len);
 			mig_section_put(&w, frame, (uint32_t)len);
 			mig_section_end(&w);
+			net_fwd_sent[i] = k + 1;
 			frames++;
 			bytes += (uint64_t)len;
 			wire += MIG_SECTION_HDR + 4 + NET_FWD_HDR + (uint64_t)len;
@@ -82,6 +100,21 @@ out:
 	mig->stats.net_frames_dropped += dropped;
 	pthread_mutex_unlock(&mig->lock);
 	return mig_stream_error(&mig->s);
+}
+
+static int net_fwd_complete(struct migration *mig, bool resend)
+{
+	return net_fwd_send(mig);
+}
+
+/*
+ * After LOADED, before GO: the guest is still paused, and frames went on
+ * arriving while the destination loaded.  Send those only: the hold only
+ * grew since complete (nothing takes from it while the guest is paused).
+ */
+static int net_fwd_late(struct migration *mig)
+{
+	return net_fwd_send(mig);
 }
 
 /* Destination: one forwarded frame, checked, then held for its NIC. */
@@ -99,14 +132,14 @@ static int net_fwd_load(struct mig_in_ctx *c, uint8_t type, struct mig_payload *
 		return mig_in_fail(c->inc, -EPROTO, "forwarded frame of %u bytes in a section "
 				   "holding %u", len, mig_payload_left(in));
 	if (nic >= c->m->nr_nics)
-		return mig_in_fail(c->inc, -EINVAL, "forwarded frame for NIC %u, which this "
+		return mig_in_fail(c->inc, -EPROTO, "forwarded frame for NIC %u, which this "
 				   "destination lacks (it has %u)", nic, c->m->nr_nics);
 	const uint8_t *p = mig_payload_ptr(in, len);
 	if (!p)
 		return mig_in_fail(c->inc, -EPROTO, "forwarded frame section cut short");
 	int err = virtio_net_hold_add(&c->m->nics[nic], p, len);
 	if (err == -ENOSPC)
-		return mig_in_fail(c->inc, -E2BIG, "more forwarded frames for NIC %u than it holds "
+		return mig_in_fail(c->inc, -EPROTO, "more forwarded frames for NIC %u than it holds "
 				   "(%u frames, %u bytes)", nic, VIRTIO_NET_HOLD_MAX_FRAMES,
 				   VIRTIO_NET_HOLD_MAX_BYTES);
 	if (err)
@@ -117,8 +150,10 @@ static int net_fwd_load(struct mig_in_ctx *c, uint8_t type, struct mig_payload *
 const struct mig_source_ops mig_net_source = {
 	.name = "net",
 	.active = net_fwd_active,
+	.setup = net_fwd_setup,
 	.sync = net_fwd_sync,
 	.iterate = net_fwd_iterate,
 	.complete = net_fwd_complete,
 	.load = net_fwd_load,
+	.late = net_fwd_late,
 };

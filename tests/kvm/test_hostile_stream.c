@@ -800,6 +800,22 @@ static void b_net_frame_short(struct vmstate_buf *b, size_t *len)
 	t_to_final(b); t_u32(&p, MIG_SOURCE_NET); t_u32(&p, 0);
 	t_sec_buf(b, MIG_SEC_SOURCE, &p); free(p.data); *len = b->len;
 }
+/* After END, before GO: only the net source may send (late). */
+static void b_late_scratch(struct vmstate_buf *b, size_t *len)
+{
+	t_std(b, MIG_FLAG_VERIFY); b->len = t_mk.end;
+	t_source(b, MIG_SOURCE_SCRATCH, 0, 4096); t_sec(b, MIG_SEC_GO, NULL, 0); *len = b->len;
+}
+static void b_late_net_no_nic(struct vmstate_buf *b, size_t *len)
+{
+	t_std(b, MIG_FLAG_VERIFY); b->len = t_mk.end;
+	t_net_frame(b, 3, 60, 60); t_sec(b, MIG_SEC_GO, NULL, 0); *len = b->len;
+}
+static void b_late_net_too_long(struct vmstate_buf *b, size_t *len)
+{
+	t_std(b, MIG_FLAG_VERIFY); b->len = t_mk.end;
+	t_net_frame(b, 0, 200000, 200000); t_sec(b, MIG_SEC_GO, NULL, 0); *len = b->len;
+}
 
 /* Framing. */
 static void b_oversized(struct vmstate_buf *b, size_t *len)
@@ -1208,6 +1224,9 @@ static const struct t_case t_cases[] = {
 	BAD("net_frame_len_mismatch", b_net_frame_len_mismatch, "forwarded frame of 100 bytes in a section holding 60", true),
 	BAD("net_frame_no_nic", b_net_frame_no_nic, "forwarded frame for NIC 3, which this destination lacks (it has 0)", true),
 	BAD("net_frame_short", b_net_frame_short, "forwarded frame section cut short", true),
+	BAD("late_scratch", b_late_scratch, "SOURCE section for source 1 after END (only a source that sends late may)", true),
+	BAD("late_net_no_nic", b_late_net_no_nic, "forwarded frame for NIC 3, which this destination lacks (it has 0)", true),
+	BAD("late_net_too_long", b_late_net_too_long, "section type 15 of 200012 bytes is too long here (expected GO or ABORT)", true),
 	{ "source_after_state", b_source_after_state, 65, "section type 15 out of order (expected END)", true, { "--test-hooks" } },
 	BAD("ram_count_0", b_ram_count0, "RAM batch of 0 pages", true),
 	BAD("ram_count_257", b_ram_count257, "RAM batch of 257 pages", true),

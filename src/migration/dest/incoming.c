@@ -237,6 +237,20 @@ int mig_in_h_source(struct mig_in_ctx *c, const uint8_t *p, uint32_t len)
 	return o->load(c, MIG_SEC_SOURCE, &in);
 }
 
+/* SOURCE after END, before GO: only from a source with a late op. */
+int mig_in_h_source_late(struct mig_in_ctx *c, const uint8_t *p, uint32_t len)
+{
+	if (len < 4)
+		return mig_in_fail(c->inc, -EPROTO, "SOURCE section of %u bytes has no source id", len);
+	uint32_t id = (uint32_t)le_get(p, 4);
+	const struct mig_source_ops *o = mig_source_get(id);
+	if (!o || id == MIG_SOURCE_RAM || !o->load || !o->late)
+		return mig_in_fail(c->inc, -EPROTO, "SOURCE section for source %u after END "
+				   "(only a source that sends late may)", id);
+	c->late = true;
+	return mig_in_h_source(c, p, len);
+}
+
 int mig_in_h_sync(struct mig_in_ctx *c, const uint8_t *p, uint32_t len)
 {
 	return mig_in_sync(c->inc, p, len);
@@ -305,6 +319,7 @@ int mig_incoming_receive(struct mig_incoming *inc, const struct mig_incoming_opt
 	int err;
 
 	memset(inc, 0, sizeof(*inc));
+	inc->m = m;
 	err = mig_in_connect(inc, opts);
 	if (err)
 		return err;

@@ -54,6 +54,7 @@ struct mig_incoming {
 	unsigned long *written;		/* pages that received data (bit per page) */
 	unsigned long *known;		/* pages whose content is here (zero or data) */
 	struct pc_dest pc;		/* post-copy, once POSTCOPY_RUN arrived */
+	struct machine *m;		/* what it receives into (late SOURCE sections) */
 	bool guest_started;		/* post-copy: the guest already runs here */
 	bool state_applied;
 	/*
