@@ -116,6 +116,15 @@ struct virtio_net {
 	bool stop;			/* (lock) the thread must end */
 	bool announce_pending;		/* (lock) set ANNOUNCE once the guest runs */
 	bool rarp_restart;		/* (lock) start the RARP rounds once the guest runs */
+	/*
+	 * (lock) CLOCK_MONOTONIC time until which the thread looks for the
+	 * guest's start every VIRTIO_NET_START_POLL_MS instead of every
+	 * VIRTIO_NET_IDLE_MS: set by the resume hook, just before the vCPUs
+	 * start at a destination, so that the first RARP and the held frames
+	 * do not wait out an idle tick while the switch still sends to the
+	 * source.
+	 */
+	uint64_t start_poll_until_ns;
 	unsigned rarp_left, rarp_sent;	/* (io) rounds of cfg.announce still to send, sent */
 	uint64_t rarp_next_ns;		/* (io) CLOCK_MONOTONIC time of the next round */
 	bool tx_pending, ctrl_pending;	/* (io) kicked, not yet looked at while running */

@@ -25,6 +25,8 @@
 #include "util/log.h"
 
 #define VIRTIO_NET_IDLE_MS	10
+#define VIRTIO_NET_START_POLL_MS	1
+#define VIRTIO_NET_START_POLL_NS	(1000ULL * 1000000ULL)	/* how long, after resume */
 #define VIRTIO_NET_RX_BUDGET	64	/* frames per round, then TX gets a look */
 
 static void net_signal(int fd)
@@ -47,20 +49,23 @@ static bool net_take(const struct pollfd *p)
 	return true;
 }
 
-static bool net_guest_runs(struct virtio_net *n)
-{
-	pthread_mutex_lock(&n->t.lock);
-	bool r = !n->running || n->running(n->opaque);
-	pthread_mutex_unlock(&n->t.lock);
-	return r;
-}
-
 static uint64_t net_now_ns(void)
 {
 	struct timespec ts;
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+/* Does the guest run?  If not, *idle_ms: when to look again. */
+static bool net_guest_runs(struct virtio_net *n, int *idle_ms)
+{
+	pthread_mutex_lock(&n->t.lock);
+	bool r = !n->running || n->running(n->opaque);
+	uint64_t until = n->start_poll_until_ns;
+	pthread_mutex_unlock(&n->t.lock);
+	*idle_ms = until && net_now_ns() < until ? VIRTIO_NET_START_POLL_MS : VIRTIO_NET_IDLE_MS;
+	return r;
 }
 
 /* One gratuitous RARP from the NIC's MAC into the backend (announce.h). */
@@ -129,10 +134,11 @@ static void *net_thread(void *arg)
 	snprintf(name, sizeof(name), "nic%u", n->index);
 	pthread_setname_np(pthread_self(), name);
 	for (;;) {
-		bool runs = net_guest_runs(n);
+		int idle_ms;
+		bool runs = net_guest_runs(n, &idle_ms);
 		bool held = __atomic_load_n(&n->held_frames, __ATOMIC_RELAXED);
 		bool busy = runs && (n->tx_pending || n->ctrl_pending || held);
-		int timeout = busy ? 0 : runs ? -1 : VIRTIO_NET_IDLE_MS;
+		int timeout = busy ? 0 : runs ? -1 : idle_ms;
 		int rarp = net_rarp_tick(n, runs);
 		if (rarp >= 0 && (timeout < 0 || rarp < timeout))
 			timeout = rarp;
@@ -429,6 +435,17 @@ static int net_dev_load(void *dev, const void *state)
 	return 0;
 }
 
+/* The vCPUs are about to start here: look for that closely for a while. */
+static void net_dev_resume(void *dev)
+{
+	struct virtio_net *n = dev;
+
+	pthread_mutex_lock(&n->t.lock);
+	n->start_poll_until_ns = net_now_ns() + VIRTIO_NET_START_POLL_NS;
+	pthread_mutex_unlock(&n->t.lock);
+	net_signal(n->ctl_fd);
+}
+
 /*
  * The vCPUs are paused, so the thread touches neither guest memory nor
  * the backend any more (it checks under the lock): taking the lock once
@@ -452,4 +469,5 @@ const struct device_ops virtio_net_device_ops = {
 	.check = net_dev_check,
 	.load = net_dev_load,
 	.quiesce = net_dev_quiesce,
+	.resume = net_dev_resume,
 };
