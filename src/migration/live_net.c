@@ -7,14 +7,14 @@
  * its NICs read their taps themselves.  At stop-and-copy (pre-copy) or
  * the post-copy switch each NIC takes what waits in its tap into its
  * hold, bounded in frames and bytes (past the caps: dropped, counted),
- * and every held frame goes out as one SOURCE section.  In pre-copy the
- * guest stays paused until GO, and frames go on arriving while the
- * destination loads the state: after LOADED, just before GO, the late op
- * takes and sends those too, so that only what arrives between GO and the
+ * and every held frame goes out as one SOURCE section: at once in
+ * post-copy; in pre-copy after LOADED, just before GO (the late op), as
+ * the guest stays paused until GO and frames go on arriving while the
+ * destination loads the state.  Only what arrives between GO and the
  * switch learning the new port (the destination announces at once) is
- * lost.  The hold stays:
- * if the migration fails, the source's guest gets the frames when it
- * runs on; if it succeeds, that guest never runs again.
+ * lost.  The hold stays: if the migration fails, the source's guest gets
+ * the frames when it runs on; if it succeeds, that guest never runs
+ * again.
  *
  * Payload after the source id: NIC index (u32), frame length (u32), the
  * frame (14 .. 65550 bytes, no virtio-net header).  docs/migration-stream.md.
@@ -102,15 +102,34 @@ out:
 	return mig_stream_error(&mig->s);
 }
 
+/*
+ * Pre-copy with a return path sends the frames in the late op only, once
+ * the destination has checked the state: a destination without the NIC
+ * is then refused for lacking it, as without frames, not for a frame.
+ * Here the taps are only emptied into the holds.  Post-copy (and a save)
+ * have no late op: they send now.
+ */
 static int net_fwd_complete(struct migration *mig, bool resend)
 {
-	return net_fwd_send(mig);
+	uint64_t dropped = 0;
+
+	pthread_mutex_lock(&mig->lock);
+	bool postcopy = mig->stats.postcopy;
+	pthread_mutex_unlock(&mig->lock);
+	if (postcopy || !mig_stream_has_return_path(&mig->s))
+		return net_fwd_send(mig);
+	for (unsigned i = 0; i < mig->m->nr_nics; i++)
+		virtio_net_hold_backend(&mig->m->nics[i], &dropped);
+	pthread_mutex_lock(&mig->lock);
+	mig->stats.net_frames_dropped += dropped;
+	pthread_mutex_unlock(&mig->lock);
+	return 0;
 }
 
 /*
- * After LOADED, before GO: the guest is still paused, and frames went on
- * arriving while the destination loaded.  Send those only: the hold only
- * grew since complete (nothing takes from it while the guest is paused).
+ * After LOADED, before GO: the guest is still paused; send every frame
+ * held since the pause, including those that arrived while the
+ * destination loaded (the hold only grows while the guest is paused).
  */
 static int net_fwd_late(struct migration *mig)
 {

@@ -115,8 +115,7 @@ done
 ((i < 20)) || { nsx bridge fdb show br "$BR"; fail "the bridge did not learn $MAC at $TAP2"; }
 log "bridge FDB: $MAC at $TAP2 after ~$((i * 50)) ms"
 wait "$garp" || { cat "$T/garp.log"; grep -v '^hb ' "$T/dst.serial"; fail "no gratuitous ARP from the guest on $TAP2"; }
-grep -q '^probe: net announce: gratuitous ARP sent (1)$' "$T/dst.serial" ||
-	fail "the guest did not report its announce"
+wait_line "$T/dst.serial" '^probe: net announce: gratuitous ARP sent \(1\)$' 10
 log "GUEST_ANNOUNCE: the guest's gratuitous ARP seen on $TAP2"
 echo_check destination
 # announce-self on demand: a RARP from the MAC on the destination's tap.
