@@ -35,9 +35,29 @@ int ram_setup(struct migration *mig)
 	return ram->batch && ram->batch_gpa && ram->batch_len ? 0 : -ENOMEM;
 }
 
+int ram_codec_setup(struct migration *mig, uint32_t accepted)
+{
+	struct mig_ram *ram = &mig->ram;
+
+	ram->codecs = accepted;
+	if (ram->codec_ready)
+		mig_codec_ctx_fini(&ram->codec);
+	ram->codec_ready = false;
+	int err = mig_codec_ctx_init(&ram->codec, true, mig->p.compress, accepted,
+				     mig->p.compress_level, mig->p.xbzrle_cache);
+	if (err)
+		return err;
+	ram->codec_ready = true;
+	return 0;
+}
+
 void ram_cleanup(struct migration *mig)
 {
 	struct mig_ram *ram = &mig->ram;
+
+	if (ram->codec_ready)
+		mig_codec_ctx_fini(&ram->codec);
+	ram->codec_ready = false;
 
 	for (unsigned r = 0; r < GUEST_MAX_REGIONS; r++) {
 		free(ram->bitmap[r]);
@@ -116,6 +136,9 @@ static void ram_publish(struct migration *mig, uint64_t wire)
 	st->mem_remaining -= st->mem_remaining < pages * GUEST_PAGE_SIZE ?
 			     st->mem_remaining : pages * GUEST_PAGE_SIZE;
 	st->source_sent[MIG_SOURCE_RAM] += wire;
+	memcpy(st->codec, ram->codec.stats, sizeof(st->codec));
+	st->delta = ram->codec.delta;
+	st->codec_gave_up = ram->codec.gave_up;
 	st->wire_bytes = mig->s.bytes_out;
 	/* Live rate within the pass, so progress shows it before the pass ends. */
 	uint64_t ns = vm_now_ns() - mig->pass.start_ns;
@@ -125,6 +148,24 @@ static void ram_publish(struct migration *mig, uint64_t wire)
 	}
 	pthread_mutex_unlock(&mig->lock);
 	ram->batch_resent = 0;
+}
+
+/*
+ * What handing a batch to the stream cost: on a link slower than memory
+ * the writes block, so bytes per second spent here is the link's rate.
+ * The sums are halved as they grow, so the rate follows the link.
+ */
+static void ram_note_link(struct mig_ram *ram, uint64_t bytes, uint64_t ns)
+{
+	ram->link_bytes += bytes;
+	ram->link_ns += ns;
+	if (ram->link_ns > 200000000ULL) {
+		ram->link_bytes /= 2;
+		ram->link_ns /= 2;
+	}
+	/* Wait for a few milliseconds of evidence before believing it. */
+	if (ram->link_ns > 2000000ULL)
+		ram->codec.link_bps = ram->link_bytes * 1000000000ULL / ram->link_ns;
 }
 
 /*
@@ -165,8 +206,10 @@ static void ram_flush_batch(struct migration *mig)
 		mig_section_put(&w, ents, (size_t)MIG_RAM_ENTRY * n);
 	}
 	/* The encoded pages, in one piece: a single write of the batch. */
+	uint64_t t0 = vm_now_ns();
 	mig_section_put(&w, ram->batch, ram->batch_bytes);
 	mig_section_end(&w);
+	ram_note_link(ram, len, vm_now_ns() - t0);
 	ram->batch_count = ram->batch_raw = ram->batch_bytes = 0;
 }
 
@@ -174,38 +217,35 @@ static void ram_flush_batch(struct migration *mig)
 static const uint8_t ram_zero_page[GUEST_PAGE_SIZE] __attribute__((aligned(64)));
 
 /*
- * Queue one page, encoded into the batch by the cheapest negotiated codec
- * that takes it.  Raw's encode is the one copy of the page: the guest may
- * be writing it, and the checksum, the digest and the bytes sent must all
- * be of one copy.  (A page torn that way is dirty again and goes out in a
- * later pass.)
+ * Queue one page, encoded into the batch by the codec the compression
+ * mode picks (codec.c).  The encoder reads the page once into a snapshot
+ * (raw's copy is that snapshot): the guest may be writing it, and the
+ * checksum, the digest and the bytes sent must all be of one copy.  (A
+ * page torn that way is dirty again and goes out in a later pass.)
  */
 static void ram_queue_page(struct migration *mig, uint64_t gpa, const uint8_t *src,
 			   uint64_t index, bool resend, bool hole)
 {
 	struct mig_ram *ram = &mig->ram;
 	uint8_t *dst = ram->batch + ram->batch_bytes;
+	const uint8_t *held;
 	uint32_t len;
 	/* A hole is zero: the zero codec takes it without reading RAM (no allocation). */
-	int id = mig_codec_encode(ram->codecs, hole ? ram_zero_page : src, dst, &len);
+	int id = mig_codec_encode(&ram->codec, index, hole ? ram_zero_page : src, hole, dst, &len,
+				  &held);
 
 	if (id < 0) {
 		mig_stream_fail(&mig->s, -EINVAL, "no negotiated codec takes page 0x%llx",
 				(unsigned long long)gpa);
 		return;
 	}
-	const struct mig_codec *k = mig_codec_get((unsigned)id);
 	ram->batch_gpa[ram->batch_count] = gpa | (uint64_t)id;
 	ram->batch_len[ram->batch_count++] = len;
 	ram->batch_bytes += len;
-	ram->batch_raw += !k->zero;
-	/*
-	 * The digest is of what the destination will hold: a verbatim page's
-	 * snapshot in the batch; a zero page; else (a future compressing
-	 * codec) the page it read, which must then be a snapshot too.
-	 */
+	ram->batch_raw += held != NULL;
+	/* The digest is of what the destination will hold: the encoder's snapshot. */
 	if (mig->digest.hash)
-		mig_digest_set(&mig->digest, index, k->zero ? NULL : k->verbatim ? dst : src);
+		mig_digest_set(&mig->digest, index, held);
 	ram->batch_resent += resend;
 	if (ram->batch_count == MIG_RAM_BATCH_MAX)
 		ram_flush_batch(mig);

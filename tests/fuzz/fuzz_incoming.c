@@ -272,7 +272,7 @@ static void fz_sec(struct fz_buf *b, uint8_t type, const void *payload, size_t n
 static void fz_config(struct fz_buf *b, uint64_t memory, uint32_t vcpus, uint32_t flags)
 {
 	struct mig_config c = { .memory = memory, .vcpus = vcpus, .page_size = GUEST_PAGE_SIZE,
-				.flags = flags, .codecs = MIG_CODECS_DEFAULT, .cmdline_len = 13 };
+				.flags = flags, .codecs = MIG_CODECS_KNOWN, .cmdline_len = 13 };
 	struct vmstate_buf v;
 
 	memcpy(c.cmdline, "console=ttyS0", 13);

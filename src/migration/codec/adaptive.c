@@ -1,0 +1,162 @@
+/*
+ * The adaptive mode (characteristic-based compression, CBC): each page
+ * goes with the codec its features say pays, judged by cheap features of
+ * the page and by what each codec has been costing:
+ *
+ *   1. all zero: zero (codec.c checked that already);
+ *   2. the delta cache holds the copy last sent: delta, unless too much
+ *      changed (delta's overflow) -- a scan as cheap as a compare;
+ *   3. a probe of 256 sampled bytes and 64 sampled words: few distinct
+ *      words (runs, fills, tables): lz4, fast and enough; a byte entropy
+ *      near random: raw at once (the page would not shrink: give up
+ *      before spending a compressor on it); else zstd, or lz4 when zstd
+ *      is not negotiated or does not pay;
+ *   4. a compressor is used only while it pays on this link: its time per
+ *      page must be less than the wire time of the bytes it saves.  The
+ *      link's rate is measured by ram.c as bytes written per second spent
+ *      writing (a fast link writes at memory speed, so there compression
+ *      stops paying and pages go raw).  Every 64th page of a class is
+ *      compressed anyway, to keep the estimate of what it costs fresh.
+ */
+#include "migration/codec/codec.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define ADAPTIVE_SAMPLE_BYTES	256u
+#define ADAPTIVE_SAMPLE_WORDS	64u
+#define ADAPTIVE_FEW_WORDS	6u	/* distinct sampled words: a fill or a table */
+#define ADAPTIVE_RANDOM_BITS	6.6	/* sampled byte entropy: too close to random */
+#define ADAPTIVE_EXPLORE	64u	/* one page in this many is tried regardless */
+
+struct mig_adaptive {
+	/* n*log2(n) for n = 0..256: the entropy of a histogram without logs. */
+	double nlogn[ADAPTIVE_SAMPLE_BYTES + 1];
+	/* Per compressor: moving averages of ns per page and bytes saved per page. */
+	double ns[MIG_CODEC_NR], saved[MIG_CODEC_NR];
+	uint32_t tick;
+};
+
+int mig_adaptive_init(struct mig_codec_ctx *c)
+{
+	struct mig_adaptive *a = calloc(1, sizeof(*a));
+
+	if (!a)
+		return -ENOMEM;
+	for (unsigned n = 1; n <= ADAPTIVE_SAMPLE_BYTES; n++)
+		a->nlogn[n] = n * log2((double)n);
+	c->adaptive = a;
+	return 0;
+}
+
+void mig_adaptive_fini(struct mig_codec_ctx *c)
+{
+	free(c->adaptive);
+	c->adaptive = NULL;
+}
+
+static uint64_t adaptive_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+/* How many distinct words among the sampled ones (at most 64). */
+static unsigned adaptive_distinct_words(const uint8_t *page)
+{
+	uint64_t seen[ADAPTIVE_SAMPLE_WORDS];
+	unsigned n = 0;
+
+	for (unsigned i = 0; i < ADAPTIVE_SAMPLE_WORDS; i++) {
+		uint64_t w;
+		memcpy(&w, page + i * (GUEST_PAGE_SIZE / ADAPTIVE_SAMPLE_WORDS), 8);
+		unsigned k = 0;
+		while (k < n && seen[k] != w)
+			k++;
+		if (k == n) {
+			seen[n++] = w;
+			if (n > ADAPTIVE_FEW_WORDS)
+				return n;	/* enough to know it is not few */
+		}
+	}
+	return n;
+}
+
+/* Shannon entropy, in bits per byte, of the sampled bytes. */
+static double adaptive_entropy(const struct mig_adaptive *a, const uint8_t *page)
+{
+	uint16_t hist[256] = { 0 };
+	double sum = 0;
+
+	for (unsigned i = 0; i < ADAPTIVE_SAMPLE_BYTES; i++)
+		hist[page[i * (GUEST_PAGE_SIZE / ADAPTIVE_SAMPLE_BYTES) + (i & 15)]]++;
+	for (unsigned b = 0; b < 256; b++)
+		sum += a->nlogn[hist[b]];
+	return log2((double)ADAPTIVE_SAMPLE_BYTES) - sum / ADAPTIVE_SAMPLE_BYTES;
+}
+
+/* Does compressor id pay on this link, by what it has cost so far? */
+static bool adaptive_pays(const struct mig_codec_ctx *c, unsigned id)
+{
+	const struct mig_adaptive *a = c->adaptive;
+
+	if (!(c->allowed & MIG_CODEC_BIT(id)))
+		return false;
+	if (!c->link_bps || !a->ns[id])
+		return true;	/* nothing measured yet: find out */
+	/* Encoding time against the wire time of the bytes saved. */
+	return a->ns[id] * 1e-9 * (double)c->link_bps < a->saved[id];
+}
+
+/* Compress the snapshot with id, learning what it cost. */
+static int adaptive_try(struct mig_codec_ctx *c, unsigned id, uint64_t index, uint8_t *dst)
+{
+	struct mig_adaptive *a = c->adaptive;
+	uint64_t t0 = adaptive_now();
+	int n = mig_codec_get(id)->encode(c, index, c->snap, dst);
+	double ns = (double)(adaptive_now() - t0);
+	double saved = n < 0 ? 0 : (double)(GUEST_PAGE_SIZE - (uint32_t)n);
+
+	/* A moving average over about the last 16 pages it was tried on. */
+	a->ns[id] = a->ns[id] ? a->ns[id] + (ns - a->ns[id]) / 16 : ns;
+	a->saved[id] = a->saved[id] ? a->saved[id] + (saved - a->saved[id]) / 16 : saved;
+	return n;
+}
+
+int mig_adaptive_encode(struct mig_codec_ctx *c, uint64_t index, uint8_t *dst, uint32_t *len)
+{
+	struct mig_adaptive *a = c->adaptive;
+	bool explore = ++a->tick % ADAPTIVE_EXPLORE == 0;
+	unsigned id;
+	int n;
+
+	if ((c->allowed & MIG_CODEC_BIT(MIG_CODEC_DELTA)) && !c->delta_off) {
+		n = mig_codec_get(MIG_CODEC_DELTA)->encode(c, index, c->snap, dst);
+		if (n >= 0) {
+			*len = (uint32_t)n;
+			return MIG_CODEC_DELTA;
+		}
+	}
+	if (adaptive_distinct_words(c->snap) <= ADAPTIVE_FEW_WORDS) {
+		id = MIG_CODEC_LZ4;
+	} else if (adaptive_entropy(a, c->snap) >= ADAPTIVE_RANDOM_BITS) {
+		c->gave_up++;
+		return -1;
+	} else {
+		id = adaptive_pays(c, MIG_CODEC_ZSTD) ? MIG_CODEC_ZSTD : MIG_CODEC_LZ4;
+	}
+	if (!(c->allowed & MIG_CODEC_BIT(id)) || (!explore && !adaptive_pays(c, id)))
+		return -1;
+	n = adaptive_try(c, id, index, dst);
+	if (n < 0) {
+		c->gave_up++;
+		return -1;
+	}
+	*len = (uint32_t)n;
+	return (int)id;
+}
