@@ -12,6 +12,7 @@
 
 #include "board/machine.h"
 #include "migration/codec/codec.h"
+#include "migration/ram_pool.h"
 
 struct migration;
 struct mig_in_ctx;
@@ -41,16 +42,19 @@ struct mig_ram {
 	 * memory speed on a fast one), decayed as they grow.
 	 */
 	uint64_t link_bytes, link_ns;
-	/* One RAM section being filled: entries and the encoded data. */
-	uint8_t *batch;
-	uint64_t *batch_gpa;		/* address | encoding */
-	uint32_t *batch_len;		/* encoded length */
-	uint32_t batch_count, batch_raw, batch_bytes, batch_resent;
+	/*
+	 * The batches (ram_pool.h): with compression, a pool of encoder
+	 * threads (pool_running); else `job`, encoded on this thread.
+	 */
+	struct ram_job *job;
+	struct ram_pool pool;
+	bool pool_running;
 };
 
 /*
  * Set up the encoder for the codecs the destination accepted, in the
- * migration's compression mode.  0 or -ENOMEM.
+ * migration's compression mode (with compression, start the encoder
+ * threads).  0 or -ENOMEM.
  */
 int ram_codec_setup(struct migration *mig, uint32_t accepted) __attribute__((warn_unused_result));
 

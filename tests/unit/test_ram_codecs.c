@@ -21,6 +21,7 @@
 #include <string.h>
 #include <cmocka.h>
 #include <lz4.h>
+#include <xxhash.h>
 #include <zstd.h>
 
 #include "migration/codec/codec.h"
@@ -28,6 +29,7 @@
 #include "migration/dest/incoming_internal.h"
 #include "migration/format.h"
 #include "migration/ram.h"
+#include "migration/ram_pool.h"
 #include "migration/section.h"
 #include "util/le.h"
 #include "vmm/memory.h"
@@ -143,6 +145,14 @@ static void t_fill(uint8_t *p, unsigned i)
 			le_put(p + k, i, 4);
 		break;
 	}
+}
+
+static bool t_is_zero(const uint8_t *p)
+{
+	for (unsigned k = 0; k < PG; k++)
+		if (p[k])
+			return false;
+	return true;
 }
 
 /* Send every page through the encoder as one section; guest RAM must match. */
@@ -314,6 +324,80 @@ static void test_not_negotiated(void **state)
 	e->inc.codecs = MIG_CODECS_KNOWN;
 }
 
+/*
+ * The encoder pool: jobs come back in the order they were queued whatever
+ * order the workers finish them in; sections made from them, loaded in
+ * that order over three passes of sparse rewrites, leave guest RAM equal
+ * to the source's pages, with delta's shared cache used by every worker;
+ * the digest the workers computed is of exactly those pages.
+ */
+static void test_pool_in_order(void **state)
+{
+	struct t_env *e = *state;
+	struct mig_codec_ctx main;
+	struct mig_digest dg;
+	struct ram_pool pool;
+	static struct t_sec s;
+	const uint32_t per_job = 5;	/* small jobs: many in flight at once */
+	uint64_t deltas = 0;
+
+	assert_int_equal(mig_codec_ctx_init(&main, true, MIG_COMPRESS_ADAPTIVE, MIG_CODECS_KNOWN, 1,
+					    1 << 20), 0);
+	assert_int_equal(mig_digest_init(&dg, &e->m.vm.mem), 0);
+	assert_int_equal(ram_pool_start(&pool, 3, &main, &dg), 0);
+	for (unsigned i = 0; i < T_PAGES; i++)
+		t_fill(e->src + i * PG, i);
+	for (int pass = 0; pass < 3; pass++) {
+		unsigned next_page = 0, written = 0;
+		while (written < T_PAGES) {
+			/* Fill and queue jobs while slots are free, then write the oldest. */
+			while (next_page < T_PAGES && !ram_pool_full(&pool)) {
+				struct ram_job *j = ram_pool_current(&pool);
+				j->link_bps = 1000000;
+				for (uint32_t k = 0; k < per_job && next_page < T_PAGES; k++, next_page++) {
+					j->gpa[j->count] = (uint64_t)next_page * PG;
+					j->index[j->count] = next_page;
+					j->src[j->count] = e->src + next_page * PG;
+					j->hole[j->count] = false;
+					j->count++;
+				}
+				ram_pool_submit(&pool);
+			}
+			struct ram_job *j = ram_pool_oldest(&pool);
+			assert_non_null(j);
+			assert_int_equal(j->err, 0);
+			assert_int_equal(j->gpa[0], (uint64_t)written * PG);	/* in order */
+			memset(&s, 0, sizeof(s));
+			uint32_t off = 0;
+			for (uint32_t k = 0; k < j->count; k++) {
+				t_entry(&s, j->gpa[k], (unsigned)(j->word[k] & MIG_PAGE_ENC_MASK),
+					j->data + off, j->len[k]);
+				off += j->len[k];
+				deltas += (j->word[k] & MIG_PAGE_ENC_MASK) == MIG_CODEC_DELTA;
+			}
+			written += j->count;
+			ram_pool_release(&pool);
+			assert_int_equal(t_load(e, &s, 0), 0);
+		}
+		assert_null(ram_pool_oldest(&pool));
+		assert_memory_equal(guest_memory_ptr(&e->m.vm.mem, 0, T_PAGES * PG), e->src,
+				    T_PAGES * PG);
+		for (unsigned i = 0; i < T_PAGES; i++) {
+			uint64_t want = XXH3_64bits(e->src + i * PG, PG);
+			if (!t_is_zero(e->src + i * PG))
+				assert_int_equal(dg.hash[i], want);
+		}
+		/* Sparse rewrites for the next pass. */
+		for (unsigned i = 0; i < T_PAGES; i++)
+			e->src[i * PG + t_rand() % PG] ^= 0x3c;
+	}
+	/* Pages of passes 2 and 3 are deltas against the shared cache. */
+	assert_true(deltas >= T_PAGES);
+	ram_pool_stop(&pool);
+	mig_digest_free(&dg);
+	mig_codec_ctx_fini(&main);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -322,6 +406,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_hostile_zstd, t_setup, t_teardown),
 		cmocka_unit_test_setup_teardown(test_hostile_delta, t_setup, t_teardown),
 		cmocka_unit_test_setup_teardown(test_not_negotiated, t_setup, t_teardown),
+		cmocka_unit_test_setup_teardown(test_pool_in_order, t_setup, t_teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -60,10 +60,12 @@ const char *mig_compress_name(enum mig_compress mode)
 	return mode < MIG_COMPRESS_NR ? mig_compress_names[mode] : "?";
 }
 
-int mig_codec_ctx_init(struct mig_codec_ctx *c, bool source, enum mig_compress mode,
-		       uint32_t allowed, int level, uint64_t cache_bytes)
+static int mig_codec_ctx_setup(struct mig_codec_ctx *c, const struct mig_codec_ctx *share,
+			       bool source, enum mig_compress mode, uint32_t allowed, int level,
+			       uint64_t cache_bytes)
 {
 	memset(c, 0, sizeof(*c));
+	c->share = share;
 	c->source = source;
 	c->mode = mode;
 	c->allowed = allowed & MIG_CODECS_KNOWN;
@@ -82,6 +84,18 @@ int mig_codec_ctx_init(struct mig_codec_ctx *c, bool source, enum mig_compress m
 fail:
 	mig_codec_ctx_fini(c);
 	return -ENOMEM;
+}
+
+int mig_codec_ctx_init(struct mig_codec_ctx *c, bool source, enum mig_compress mode,
+		       uint32_t allowed, int level, uint64_t cache_bytes)
+{
+	return mig_codec_ctx_setup(c, NULL, source, mode, allowed, level, cache_bytes);
+}
+
+int mig_codec_ctx_init_worker(struct mig_codec_ctx *c, const struct mig_codec_ctx *main)
+{
+	return mig_codec_ctx_setup(c, main, main->source, main->mode, main->allowed, main->level,
+				   main->cache_bytes);
 }
 
 void mig_codec_ctx_fini(struct mig_codec_ctx *c)

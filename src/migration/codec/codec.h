@@ -70,6 +70,12 @@ struct mig_codec_ctx {
 	bool delta_off;
 	uint64_t link_bps;		/* adaptive: the link's measured rate (0: unknown) */
 	void *priv[MIG_CODEC_NR];	/* each codec's own state (init/fini) */
+	/*
+	 * A worker's context (ram_pool.c): the migration's main context,
+	 * whose per-migration state it shares (delta's cache, which locks
+	 * its slots); NULL in the main context.
+	 */
+	const struct mig_codec_ctx *share;
 	struct mig_adaptive *adaptive;
 	struct mig_codec_stats stats[MIG_CODEC_NR];
 	struct mig_delta_stats delta;
@@ -144,6 +150,13 @@ int mig_codec_ctx_init(struct mig_codec_ctx *c, bool source, enum mig_compress m
 		       uint32_t allowed, int level, uint64_t cache_bytes)
 	__attribute__((warn_unused_result));
 void mig_codec_ctx_fini(struct mig_codec_ctx *c);
+/*
+ * A context for an encoder thread: like `main` (mode, codecs, level) but
+ * with state of its own, except delta's cache, which is main's.  0 or
+ * -ENOMEM.  Finish it with mig_codec_ctx_fini() before main's.
+ */
+int mig_codec_ctx_init_worker(struct mig_codec_ctx *c, const struct mig_codec_ctx *main)
+	__attribute__((warn_unused_result));
 
 /*
  * Encode page `index` (src; a hole reads as zero without touching RAM)

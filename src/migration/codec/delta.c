@@ -21,6 +21,7 @@
 #include "migration/codec/codec.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -28,10 +29,20 @@
 /* An unchanged gap shorter than this is cheaper sent than split around. */
 #define MIG_DELTA_GAP	3u
 
+#define DELTA_LOCKS	64u	/* slot s is guarded by lock[s % DELTA_LOCKS] */
+
+/*
+ * One per migration, in the main codec context; encoder threads share it
+ * (codec.h's `share`).  A slot is read (encode) and replaced (sent) under
+ * its lock, so a delta is never made against a half-written copy; the
+ * pool never has one page in two jobs at once (ram_pool.h), so the copy
+ * a delta is made against is always one already ahead on the wire.
+ */
 struct delta_cache {
 	uint64_t slots;
 	uint64_t *tag;			/* page index + 1 in the slot; 0: empty */
 	uint8_t *data;			/* slots pages, the copies last sent */
+	pthread_mutex_t lock[DELTA_LOCKS];
 };
 
 static int delta_init(struct mig_codec_ctx *c)
@@ -40,9 +51,15 @@ static int delta_init(struct mig_codec_ctx *c)
 
 	if (!c->source)
 		return 0;	/* the destination's copy is guest RAM itself */
+	if (c->share) {
+		c->priv[MIG_CODEC_DELTA] = c->share->priv[MIG_CODEC_DELTA];
+		return c->priv[MIG_CODEC_DELTA] ? 0 : -EINVAL;
+	}
 	d = calloc(1, sizeof(*d));
 	if (!d)
 		return -ENOMEM;
+	for (unsigned i = 0; i < DELTA_LOCKS; i++)
+		pthread_mutex_init(&d->lock[i], NULL);
 	c->priv[MIG_CODEC_DELTA] = d;
 	d->slots = c->cache_bytes / GUEST_PAGE_SIZE;
 	if (!d->slots)
@@ -56,12 +73,14 @@ static void delta_fini(struct mig_codec_ctx *c)
 {
 	struct delta_cache *d = c->priv[MIG_CODEC_DELTA];
 
-	if (!d)
-		return;
+	c->priv[MIG_CODEC_DELTA] = NULL;
+	if (!d || c->share)
+		return;		/* a worker's: the main context frees it */
+	for (unsigned i = 0; i < DELTA_LOCKS; i++)
+		pthread_mutex_destroy(&d->lock[i]);
 	free(d->tag);
 	free(d->data);
 	free(d);
-	c->priv[MIG_CODEC_DELTA] = NULL;
 }
 
 static unsigned delta_put_uleb(uint8_t *p, uint32_t v)
@@ -125,13 +144,17 @@ static int delta_encode(struct mig_codec_ctx *c, uint64_t index, const uint8_t *
 {
 	struct delta_cache *d = c->priv[MIG_CODEC_DELTA];
 	uint64_t s = index % d->slots;
+	pthread_mutex_t *lock = &d->lock[s % DELTA_LOCKS];
+	int n = -1;
 
-	if (d->tag[s] != index + 1) {
+	pthread_mutex_lock(lock);
+	bool hit = d->tag[s] == index + 1;
+	if (hit)
+		n = mig_delta_encode(d->data + s * GUEST_PAGE_SIZE, page, dst, MIG_DELTA_MAX);
+	pthread_mutex_unlock(lock);
+	if (!hit)
 		c->delta.misses++;
-		return -1;
-	}
-	int n = mig_delta_encode(d->data + s * GUEST_PAGE_SIZE, page, dst, MIG_DELTA_MAX);
-	if (n < 0)
+	else if (n < 0)
 		c->delta.overflows++;
 	else
 		c->delta.hits++;
@@ -145,14 +168,16 @@ static void delta_sent(struct mig_codec_ctx *c, uint64_t index, const uint8_t *p
 	if (!d)
 		return;
 	uint64_t s = index % d->slots;
+	pthread_mutex_lock(&d->lock[s % DELTA_LOCKS]);
 	if (!page) {
 		/* A zero page is cheaper sent as zero again: no copy kept. */
 		if (d->tag[s] == index + 1)
 			d->tag[s] = 0;
-		return;
+	} else {
+		d->tag[s] = index + 1;
+		memcpy(d->data + s * GUEST_PAGE_SIZE, page, GUEST_PAGE_SIZE);
 	}
-	d->tag[s] = index + 1;
-	memcpy(d->data + s * GUEST_PAGE_SIZE, page, GUEST_PAGE_SIZE);
+	pthread_mutex_unlock(&d->lock[s % DELTA_LOCKS]);
 }
 
 /* A uleb128 of at most two bytes at in[*pos]; -1 when malformed or cut. */
