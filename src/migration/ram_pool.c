@@ -95,11 +95,14 @@ int ram_pool_start(struct ram_pool *p, unsigned workers, const struct mig_codec_
 		if (!p->jobs[i].data)
 			goto fail;
 	}
-	for (; p->workers < workers && p->workers < RAM_POOL_WORKERS_MAX; p->workers++) {
+	if (workers > RAM_POOL_WORKERS_MAX)
+		workers = RAM_POOL_WORKERS_MAX;
+	for (; p->workers < workers; p->workers++) {
 		struct mig_codec_ctx *c = &p->ctx[p->workers];
 		err = mig_codec_ctx_init_worker(c, main);
 		if (err)
 			goto fail;
+		c->encoders = workers;
 		p->arg[p->workers] = (struct ram_pool_worker){ .pool = p, .id = p->workers };
 		err = -pthread_create(&p->thread[p->workers], NULL, ram_pool_worker,
 				      &p->arg[p->workers]);

@@ -11,12 +11,15 @@
  *      near random: raw at once (the page would not shrink: give up
  *      before spending a compressor on it); else zstd, or lz4 when zstd
  *      is not negotiated or does not pay;
- *   4. a compressor is used only while it pays on this link: its time per
- *      page must be less than the wire time of the bytes it saves.  The
- *      link's rate is measured by ram.c as bytes written per second spent
- *      writing (a fast link writes at memory speed, so there compression
- *      stops paying and pages go raw).  Every 64th page of a class is
- *      compressed anyway, to keep the estimate of what it costs fresh.
+ *   4. a compressor is used only while it pays on this link: the encoder
+ *      threads (working side by side while the migration thread writes)
+ *      must compress pages faster than the link carries raw ones, with a
+ *      fifth to spare; else the encoder, not the link, would set the pace
+ *      and raw is faster.  The link's rate is measured by ram.c as bytes
+ *      written per second spent writing (a fast link writes at memory
+ *      speed, so there compression stops paying and pages go raw).  Every
+ *      64th page of a class is compressed anyway, to keep the estimate of
+ *      what it costs fresh.
  */
 #include "migration/codec/codec.h"
 
@@ -37,7 +40,12 @@ struct mig_adaptive {
 	double nlogn[ADAPTIVE_SAMPLE_BYTES + 1];
 	/* Per compressor: moving averages of ns per page and bytes saved per page. */
 	double ns[MIG_CODEC_NR], saved[MIG_CODEC_NR];
+	uint64_t tries[MIG_CODEC_NR];
 	uint32_t tick;
+	/* What the whole choice costs per page that is not zero (codec.c times it). */
+	double page_ns;
+	uint64_t pages;
+	uint32_t fast_tick;		/* pages seen by mig_adaptive_raw_only() */
 };
 
 int mig_adaptive_init(struct mig_codec_ctx *c)
@@ -107,10 +115,13 @@ static bool adaptive_pays(const struct mig_codec_ctx *c, unsigned id)
 
 	if (!(c->allowed & MIG_CODEC_BIT(id)))
 		return false;
-	if (!c->link_bps || !a->ns[id])
-		return true;	/* nothing measured yet: find out */
-	/* Encoding time against the wire time of the bytes saved. */
-	return a->ns[id] * 1e-9 * (double)c->link_bps < a->saved[id];
+	if (!c->link_bps || a->tries[id] < 3)
+		return true;	/* not measured enough yet: find out */
+	if (a->saved[id] < 1)
+		return false;
+	/* The encoders' time per page against the wire time of a raw page. */
+	double encoders = c->encoders ? c->encoders : 1;
+	return a->ns[id] / encoders * 1e-9 * (double)c->link_bps < 0.8 * GUEST_PAGE_SIZE;
 }
 
 /* Compress the snapshot with id, learning what it cost. */
@@ -122,10 +133,51 @@ static int adaptive_try(struct mig_codec_ctx *c, unsigned id, uint64_t index, ui
 	double ns = (double)(adaptive_now() - t0);
 	double saved = n < 0 ? 0 : (double)(GUEST_PAGE_SIZE - (uint32_t)n);
 
-	/* A moving average over about the last 16 pages it was tried on. */
-	a->ns[id] = a->ns[id] ? a->ns[id] + (ns - a->ns[id]) / 16 : ns;
-	a->saved[id] = a->saved[id] ? a->saved[id] + (saved - a->saved[id]) / 16 : saved;
+	/*
+	 * Moving averages over about the last 16 pages it was tried on; the
+	 * time falls fast and rises slowly, so a first call (cold caches, a
+	 * context's allocations) or a preempted one does not condemn a codec.
+	 */
+	/* The first call warms caches and allocates: not a measurement. */
+	if (a->tries[id]++ <= 1) {
+		a->ns[id] = ns;
+		a->saved[id] = saved;
+		return n;
+	}
+	a->ns[id] += ns < a->ns[id] ? (ns - a->ns[id]) / 2 : (ns - a->ns[id]) / 16;
+	a->saved[id] += (saved - a->saved[id]) / 16;
 	return n;
+}
+
+/*
+ * On a link that carries raw pages faster than any compressor pays for,
+ * and faster than this encoder can even choose (features, snapshot,
+ * delta's cache), every page goes raw by the plain path, with nothing
+ * measured or cached; one page in 64 still takes the whole path, so a
+ * link that slows down is noticed.
+ */
+bool mig_adaptive_raw_only(struct mig_codec_ctx *c)
+{
+	struct mig_adaptive *a = c->adaptive;
+
+	if (!c->link_bps || a->pages < 16 || ++a->fast_tick % ADAPTIVE_EXPLORE == 0)
+		return false;
+	if (adaptive_pays(c, MIG_CODEC_LZ4) || adaptive_pays(c, MIG_CODEC_ZSTD))
+		return false;
+	double encoders = c->encoders ? c->encoders : 1;
+	return a->page_ns / encoders * 1e-9 * (double)c->link_bps > 0.8 * GUEST_PAGE_SIZE;
+}
+
+void mig_adaptive_note(struct mig_codec_ctx *c, uint64_t ns)
+{
+	struct mig_adaptive *a = c->adaptive;
+	double x = (double)ns;
+
+	/* As adaptive_try's: falls fast, rises slowly (a preempted page is noise). */
+	if (!a->pages++)
+		a->page_ns = x;
+	else
+		a->page_ns += x < a->page_ns ? (x - a->page_ns) / 2 : (x - a->page_ns) / 16;
 }
 
 int mig_adaptive_encode(struct mig_codec_ctx *c, uint64_t index, uint8_t *dst, uint32_t *len)
@@ -147,6 +199,10 @@ int mig_adaptive_encode(struct mig_codec_ctx *c, uint64_t index, uint8_t *dst, u
 	} else if (adaptive_entropy(a, c->snap) >= ADAPTIVE_RANDOM_BITS) {
 		c->gave_up++;
 		return -1;
+	} else if (explore) {
+		/* Each compressor in turn, so both estimates stay fresh. */
+		id = (a->tick / ADAPTIVE_EXPLORE) % 2 && (c->allowed & MIG_CODEC_BIT(MIG_CODEC_ZSTD)) ?
+		     MIG_CODEC_ZSTD : MIG_CODEC_LZ4;
 	} else {
 		id = adaptive_pays(c, MIG_CODEC_ZSTD) ? MIG_CODEC_ZSTD : MIG_CODEC_LZ4;
 	}

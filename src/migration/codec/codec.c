@@ -179,19 +179,39 @@ int mig_codec_encode(struct mig_codec_ctx *c, uint64_t index, const uint8_t *src
 	}
 	if (c->mode == MIG_COMPRESS_NONE)
 		goto raw_live;
+	if (c->mode == MIG_COMPRESS_ADAPTIVE && mig_adaptive_raw_only(c)) {
+		c->gave_up++;
+		goto raw_fast;
+	}
 	/* One copy of the page: what is encoded, digested and cached. */
 	memcpy(c->snap, src, GUEST_PAGE_SIZE);
 	*held = c->snap;
 	id = c->mode == MIG_COMPRESS_ADAPTIVE ? mig_adaptive_encode(c, index, dst, len)
 					       : mig_codec_fixed(c, index, dst, len);
-	if (id >= 0)
-		goto out;
+	if (id < 0) {
+		if (!(c->allowed & MIG_CODEC_BIT(MIG_CODEC_RAW)))
+			return -EINVAL;
+		memcpy(dst, c->snap, GUEST_PAGE_SIZE);
+		id = MIG_CODEC_RAW;
+		*len = GUEST_PAGE_SIZE;
+	}
+	mig_codec_sent(c, index, *held);
+	uint64_t ns = mig_codec_now() - t0;
+	if (c->mode == MIG_COMPRESS_ADAPTIVE)
+		mig_adaptive_note(c, ns);
+	mig_codec_count(c, (unsigned)id, *len, ns);
+	return id;
+raw_fast:
 	if (!(c->allowed & MIG_CODEC_BIT(MIG_CODEC_RAW)))
 		return -EINVAL;
-	memcpy(dst, c->snap, GUEST_PAGE_SIZE);
+	memcpy(dst, src, GUEST_PAGE_SIZE);
 	id = MIG_CODEC_RAW;
 	*len = GUEST_PAGE_SIZE;
-	goto out;
+	*held = dst;
+	/* No copy kept: delta's slot for the page is dropped, not refilled. */
+	mig_codec_sent(c, index, NULL);
+	mig_codec_count(c, (unsigned)id, *len, mig_codec_now() - t0);
+	return id;
 raw_live:
 	if (!(c->allowed & MIG_CODEC_BIT(MIG_CODEC_RAW)))
 		return -EINVAL;

@@ -69,6 +69,7 @@ struct mig_codec_ctx {
 	 */
 	bool delta_off;
 	uint64_t link_bps;		/* adaptive: the link's measured rate (0: unknown) */
+	unsigned encoders;		/* adaptive: threads encoding side by side (0: 1) */
 	void *priv[MIG_CODEC_NR];	/* each codec's own state (init/fini) */
 	/*
 	 * A worker's context (ram_pool.c): the migration's main context,
@@ -103,7 +104,8 @@ struct mig_codec {
 	int (*encode)(struct mig_codec_ctx *c, uint64_t index, const uint8_t *page, uint8_t *dst);
 	/*
 	 * The page `index` was sent (by any codec) and the destination now
-	 * holds `page` (NULL: zeros).  Delta caches it.  NULL: not needed.
+	 * holds `page`; NULL: a copy not worth keeping (a zero page, or one
+	 * sent where deltas do not pay).  Delta caches it.  NULL: not needed.
 	 */
 	void (*sent)(struct mig_codec_ctx *c, uint64_t index, const uint8_t *page);
 	/*
@@ -173,6 +175,10 @@ int mig_codec_encode(struct mig_codec_ctx *c, uint64_t index, const uint8_t *src
 int mig_adaptive_init(struct mig_codec_ctx *c) __attribute__((warn_unused_result));
 void mig_adaptive_fini(struct mig_codec_ctx *c);
 int mig_adaptive_encode(struct mig_codec_ctx *c, uint64_t index, uint8_t *dst, uint32_t *len);
+/* Whether this page goes raw without the choice: the link outruns it. */
+bool mig_adaptive_raw_only(struct mig_codec_ctx *c);
+/* What the choice cost for one page that was not zero, in ns. */
+void mig_adaptive_note(struct mig_codec_ctx *c, uint64_t ns);
 
 /* The codec counters as JSON: {"lz4": {pages, bytes-in, ...}, ...}. */
 json_object *mig_codec_stats_json(const struct mig_codec_stats st[MIG_CODEC_NR],

@@ -24,6 +24,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #define MIG_DELTA_MAX	(GUEST_PAGE_SIZE - GUEST_PAGE_SIZE / 8)
 /* An unchanged gap shorter than this is cheaper sent than split around. */
@@ -65,8 +66,15 @@ static int delta_init(struct mig_codec_ctx *c)
 	if (!d->slots)
 		d->slots = 1;
 	d->tag = calloc(d->slots, sizeof(*d->tag));
-	d->data = aligned_alloc(64, d->slots * GUEST_PAGE_SIZE);
-	return d->tag && d->data ? 0 : -ENOMEM;
+	/* Huge pages: filling 64 MiB 4 KiB at a time costs a fault per page. */
+	d->data = mmap(NULL, d->slots * GUEST_PAGE_SIZE, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (d->data == MAP_FAILED) {
+		d->data = NULL;
+		return -ENOMEM;
+	}
+	madvise(d->data, d->slots * GUEST_PAGE_SIZE, MADV_HUGEPAGE);
+	return d->tag ? 0 : -ENOMEM;
 }
 
 static void delta_fini(struct mig_codec_ctx *c)
@@ -79,7 +87,8 @@ static void delta_fini(struct mig_codec_ctx *c)
 	for (unsigned i = 0; i < DELTA_LOCKS; i++)
 		pthread_mutex_destroy(&d->lock[i]);
 	free(d->tag);
-	free(d->data);
+	if (d->data)
+		munmap(d->data, d->slots * GUEST_PAGE_SIZE);
 	free(d);
 }
 
