@@ -239,24 +239,48 @@ static double migrate_get_double(json_object *o, const char *key)
 	return json_object_object_get_ex(o, key, &v) ? json_object_get_double(v) : 0;
 }
 
+/* With --compress: encoded bytes as a share of the page bytes, so far ("" without). */
+static void migrate_codec_share(json_object *q, char *buf, size_t len)
+{
+	json_object *codecs, *mode;
+	int64_t in = 0, out = 0;
+
+	buf[0] = '\0';
+	if (!json_object_object_get_ex(q, "compress", &mode) ||
+	    !strcmp(json_object_get_string(mode), "none") ||
+	    !json_object_object_get_ex(q, "codecs", &codecs))
+		return;
+	json_object_object_foreach(codecs, name, k) {
+		(void)name;
+		if (json_object_is_type(k, json_type_object)) {
+			in += migrate_get_i64(k, "bytes-in");
+			out += migrate_get_i64(k, "bytes-out");
+		}
+	}
+	if (in > 0)
+		snprintf(buf, len, " | %s %.0f%%", json_object_get_string(mode),
+			 100.0 * (double)out / (double)in);
+}
+
 static void migrate_print_progress(json_object *q)
 {
-	char rem[32], tp[32], dr[32];
+	char rem[32], tp[32], dr[32], share[48];
 	int64_t total = migrate_get_i64(q, "memory-total");
 	int64_t done = migrate_get_i64(q, "memory-processed");
 	double pct = total ? 100.0 * (double)done / (double)total : 0;
 	json_object *st;
 
 	json_object_object_get_ex(q, "status", &st);
+	migrate_codec_share(q, share, sizeof(share));
 	/* One line rewritten in place on a terminal, one line per update elsewhere. */
 	fprintf(stderr, "%s%-8s pass %lld | %5.1f%% of RAM | %s/s | dirty %s/s | remaining %s | "
-		"expected downtime %.1f ms   %s", isatty(STDERR_FILENO) ? "\r" : "",
+		"expected downtime %.1f ms%s   %s", isatty(STDERR_FILENO) ? "\r" : "",
 		json_object_get_string(st), (long long)migrate_get_i64(q, "iteration"),
 		pct > 999 ? 999 : pct,
 		format_size((uint64_t)migrate_get_i64(q, "throughput-bytes-per-second"), tp, sizeof(tp)),
 		format_size((uint64_t)migrate_get_i64(q, "dirty-pages-rate") * 4096, dr, sizeof(dr)),
 		format_size((uint64_t)migrate_get_i64(q, "memory-remaining"), rem, sizeof(rem)),
-		migrate_get_double(q, "expected-downtime-ms"), isatty(STDERR_FILENO) ? "" : "\n");
+		migrate_get_double(q, "expected-downtime-ms"), share, isatty(STDERR_FILENO) ? "" : "\n");
 }
 
 /*
