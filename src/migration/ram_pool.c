@@ -42,6 +42,7 @@ static void *ram_pool_worker(void *arg)
 	struct ram_pool *p = w->pool;
 	struct mig_codec_ctx *c = &p->ctx[w->id];
 
+	pthread_setname_np(pthread_self(), "mig-encode");
 	pthread_mutex_lock(&p->lock);
 	for (;;) {
 		while (!p->stop && p->state[p->next % RAM_POOL_JOBS] != RAM_JOB_QUEUED)
