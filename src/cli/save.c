@@ -1,0 +1,96 @@
+/* ferry save CONTROL FILE: write a running VM to a file, as virsh save does. */
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli/cli.h"
+#include "control/client.h"
+#include "util/log.h"
+#include "util/parse.h"
+
+/* A save writes all of RAM: minutes for a large guest on a slow disk. */
+#define SAVE_TIMEOUT_MS (30 * 60 * 1000)
+
+static const char save_usage[] =
+"Usage: ferry save CONTROL FILE [--keep-running] [--json]\n"
+"\n"
+"Pause the VM whose control socket is CONTROL, write its RAM, CPU and\n"
+"device state to FILE (docs/save-format.md), then stop it: ferry run exits\n"
+"0.  Restore it with 'ferry run --restore FILE [--lazy]'.  The disks are\n"
+"flushed and recorded by path, not copied: the restore opens them again.\n"
+"FILE appears only once it is complete (it is written as FILE.tmp, synced\n"
+"and renamed); on a failure the guest runs on.\n"
+"\n"
+"  -k, --keep-running  resume the guest after the save instead of stopping it\n"
+"                      (the disks go on changing: the file holds their paths only)\n"
+"  -j, --json          print the result as JSON\n"
+"  -h, --help          show this help\n";
+
+int cli_save(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "keep-running", no_argument, NULL, 'k' },
+		{ "json", no_argument, NULL, 'j' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	bool keep = false, as_json = false;
+	char file[PATH_MAX], cwd[PATH_MAX], buf[32];
+	json_object *args, *reply = NULL, *v, *r;
+	int c, err;
+
+	while ((c = getopt_long(argc, argv, "kjh", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'k': keep = true; break;
+		case 'j': as_json = true; break;
+		case 'h': fputs(save_usage, stdout); return 0;
+		default: fputs(save_usage, stderr); return FERRY_EXIT_USAGE;
+		}
+	}
+	if (optind + 2 != argc) {
+		fputs(save_usage, stderr);
+		return FERRY_EXIT_USAGE;
+	}
+	const char *path = argv[optind], *name = argv[optind + 1];
+	/* ferry run's working directory is not ours: send an absolute path. */
+	if (name[0] == '/') {
+		snprintf(file, sizeof(file), "%s", name);
+	} else if (!getcwd(cwd, sizeof(cwd)) ||
+		   snprintf(file, sizeof(file), "%s/%s", cwd, name) >= (int)sizeof(file)) {
+		pr_err("cannot make %s an absolute path", name);
+		return FERRY_EXIT_USAGE;
+	}
+	args = json_object_new_object();
+	json_object_object_add(args, "file", json_object_new_string(file));
+	json_object_object_add(args, "keep-running", json_object_new_boolean(keep));
+	err = control_client_call(path, "save", args, SAVE_TIMEOUT_MS, &reply);
+	json_object_put(args);
+	if (err) {
+		pr_err("cannot reach ferry at %s: %s (is 'ferry run --control %s' running?)",
+		       path, strerror(-err), path);
+		return FERRY_EXIT_UNAVAILABLE;
+	}
+	if (json_object_object_get_ex(reply, "error", &v)) {
+		json_object *desc;
+		json_object_object_get_ex(v, "desc", &desc);
+		pr_err("save failed: %s", desc ? json_object_get_string(desc) : "unknown error");
+		json_object_put(reply);
+		return FERRY_EXIT_SOFTWARE;
+	}
+	json_object_object_get_ex(reply, "return", &r);
+	if (as_json) {
+		printf("%s\n", json_object_to_json_string_ext(r, JSON_C_TO_STRING_PRETTY));
+	} else {
+		json_object_object_get_ex(r, "file-size", &v);
+		format_size((uint64_t)json_object_get_int64(v), buf, sizeof(buf));
+		json_object_object_get_ex(r, "total-time-ms", &v);
+		printf("saved to %s (%s) in %.1f ms%s\n", file, buf, json_object_get_double(v),
+		       keep ? "; the guest runs on" : "");
+	}
+	json_object_put(reply);
+	return 0;
+}
