@@ -545,9 +545,10 @@ int cli_run(int argc, char **argv)
 		vm_wait_stopped(&m->vm);
 	/* No new commands, then no migration thread, then no clients to tell. */
 	control_server_stop(&cs);
+	/* The vCPUs stopped: no fault waits for the file; before mig, which its end tells. */
+	restore_finish(&rs);
 	migration_destroy(&mig);
 	control_server_close(&cs);
-	restore_finish(&rs);	/* the vCPUs stopped: no fault waits for the file */
 	machine_destroy(m);
 	free(m);
 	close(sfd);
