@@ -282,7 +282,8 @@ int savefile_load_state(struct savefile *sf, struct machine *m, char *why, size_
 	}
 	err = machine_state_apply(m, &ms);
 	machine_state_free(&ms);
+	/* KVM refusing state that decoded fine is a file this host cannot take (as incoming.c). */
 	if (err)
-		snprintf(why, whylen, "cannot load the device state: %s", strerror(-err));
-	return err;
+		snprintf(why, whylen, "the device state does not load here: %s", strerror(-err));
+	return err && err != -ENOMEM ? -EPROTO : err;
 }
