@@ -427,6 +427,84 @@ static void test_lazy_damaged(void **state)
 	t_free_machine(m);
 }
 
+/* ---- live snapshot: copy-on-write ---------------------------------------- */
+
+struct t_mutator {
+	struct guest_memory *mem;
+	pthread_t thread;
+	volatile int stop;
+	uint64_t writes;
+};
+
+/* The "guest": writes into every page, holes too, from the top (ahead of the writer). */
+static void *t_mutate(void *opaque)
+{
+	struct t_mutator *mu = opaque;
+
+	/* First a block that is all holes: a write there must wait for its copy too. */
+	((volatile uint64_t *)guest_memory_page_ptr(mu->mem, 7 * SAVEFILE_BLOCK_PAGES + 5))[1] = 1;
+	for (int pass = 0; pass < 1000 && !mu->stop; pass++)
+		for (uint64_t i = T_PAGES; i-- > 0 && !mu->stop;) {
+			((volatile uint64_t *)guest_memory_page_ptr(mu->mem, i))[1] = 0xdead0000 + i;
+			__atomic_add_fetch(&mu->writes, 1, __ATOMIC_RELAXED);
+		}
+	return NULL;
+}
+
+static int t_resume(void *opaque)
+{
+	struct t_mutator *mu = opaque;
+
+	return pthread_create(&mu->thread, NULL, t_mutate, mu) ? -EAGAIN : 0;
+}
+
+static void test_snapshot_cow(void **state)
+{
+	struct t_env *e = *state;
+	struct t_mutator mu = { .mem = &e->mem };
+	struct guest_memory mem;
+	struct savefile_stats st = { 0 }, lst;
+	struct savefile sf;
+	char why[256] = "";
+	uint8_t *meta;
+	size_t len;
+	int fd, err;
+
+	if (!t_uffd_allowed())
+		skip();
+	t_meta(&meta, &len);
+	fd = open(e->bad, O_RDWR | O_CREAT | O_TRUNC, 0600);
+	assert_true(fd >= 0);
+	err = savefile_cow_write(&e->mem, fd, meta, len, t_resume, &mu, &st, why, sizeof(why));
+	close(fd);
+	free(meta);
+	if (err == -ENOTSUP) {
+		print_message("%s\n", why);
+		skip();
+	}
+	assert_int_equal(err, 0);
+	uint64_t during = __atomic_load_n(&mu.writes, __ATOMIC_RELAXED);
+	mu.stop = 1;
+	pthread_join(mu.thread, NULL);
+	print_message("snapshot: %llu guest writes while it ran, %llu write faults, %llu blocks "
+		      "copied ahead of the writer\n", (unsigned long long)during,
+		      (unsigned long long)st.wp_faults, (unsigned long long)st.fault_copies);
+	/* The guest ran during the snapshot, hit protected blocks, and got through. */
+	assert_true(during > 0);
+	assert_true(st.wp_faults > 0);
+	assert_int_equal(((uint64_t *)guest_memory_page_ptr(&e->mem, T_PAGES - 1))[1],
+			 0xdead0000 + T_PAGES - 1);
+	assert_int_equal(((uint64_t *)guest_memory_page_ptr(&e->mem, 7 * SAVEFILE_BLOCK_PAGES + 5))[1], 1);
+	/* The file holds RAM as it was before the first of those writes. */
+	assert_int_equal(savefile_open(&sf, e->bad, why, sizeof(why)), 0);
+	assert_int_equal(guest_memory_create(&mem, T_MEM), 0);
+	assert_int_equal(savefile_load_ram(&sf, &mem, &lst, why, sizeof(why)), 0);
+	for (uint64_t i = 0; i < T_PAGES; i++)
+		t_check_page(guest_memory_page_alias(&mem, i), i);
+	guest_memory_destroy(&mem);
+	savefile_close(&sf);
+}
+
 /* A disk or NIC recorded as an option comes back as the same option. */
 static void test_specs(void **state)
 {
@@ -459,6 +537,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_bad_meta, t_setup, t_teardown),
 		cmocka_unit_test_setup_teardown(test_lazy, t_setup, t_teardown),
 		cmocka_unit_test_setup_teardown(test_lazy_damaged, t_setup, t_teardown),
+		cmocka_unit_test_setup_teardown(test_snapshot_cow, t_setup, t_teardown),
 		cmocka_unit_test(test_specs),
 	};
 

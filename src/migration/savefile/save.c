@@ -6,6 +6,7 @@
  * either nothing new or a whole file.
  */
 #include "migration/savefile/savefile.h"
+#include "migration/savefile/internal.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -33,7 +34,7 @@ struct save_job {
 	uint64_t data_pages;
 };
 
-static bool save_page_zero(const uint8_t *p)
+bool savefile_page_zero(const uint8_t *p)
 {
 	const uint64_t *w = (const uint64_t *)(const void *)p;
 
@@ -43,7 +44,7 @@ static bool save_page_zero(const uint8_t *p)
 	return true;
 }
 
-static int save_pwrite(int fd, const uint8_t *p, uint64_t len, uint64_t off)
+int savefile_pwrite(int fd, const uint8_t *p, uint64_t len, uint64_t off)
 {
 	while (len) {
 		ssize_t n = pwrite(fd, p, len, (off_t)off);
@@ -63,7 +64,7 @@ static int save_run(struct save_job *j, uint64_t q, uint64_t r)
 {
 	if (q == r)
 		return 0;
-	return save_pwrite(j->fd, guest_memory_page_alias(j->mem, q), (r - q) * SAVEFILE_PAGE_SIZE,
+	return savefile_pwrite(j->fd, guest_memory_page_alias(j->mem, q), (r - q) * SAVEFILE_PAGE_SIZE,
 			   j->h->ram_off + q * SAVEFILE_PAGE_SIZE);
 }
 
@@ -83,7 +84,7 @@ static int save_block(struct save_job *j, uint64_t b, XXH3_state_t *xs)
 		uint64_t run = rf;
 		for (uint64_t q = rf; q < rf + rn && !err; q++) {
 			const uint8_t *page = guest_memory_page_alias(j->mem, q);
-			if (save_page_zero(page)) {
+			if (savefile_page_zero(page)) {
 				err = save_run(j, run, q);
 				run = q + 1;
 				continue;
@@ -141,8 +142,8 @@ static int save_ram(struct save_job *j)
 }
 
 /* The configuration and the disks and NICs as options, with the device state. */
-static int save_meta(struct machine *m, const struct vmstate_buf *state, uint8_t **meta,
-		     size_t *len, char *why, size_t whylen)
+int savefile_machine_meta(struct machine *m, const struct vmstate_buf *state, uint8_t **meta,
+			  size_t *len, char *why, size_t whylen)
 {
 	char specs[MACHINE_VIRTIO_SLOTS][SAVEFILE_SPEC_MAX];
 	const char *disks[MACHINE_MAX_DISKS], *nics[MACHINE_MAX_NICS];
@@ -178,7 +179,7 @@ static int save_meta(struct machine *m, const struct vmstate_buf *state, uint8_t
 	return err;
 }
 
-static void save_sync_dir(const char *path)
+void savefile_sync_dir(const char *path)
 {
 	char *copy = strdup(path);
 	int fd = copy ? open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
@@ -190,13 +191,32 @@ static void save_sync_dir(const char *path)
 	free(copy);
 }
 
+int savefile_finish(int fd, struct savefile_header *h, const uint8_t *table,
+		    const uint8_t *meta, size_t meta_len)
+{
+	uint8_t header[SAVEFILE_HEADER_SIZE];
+	struct timespec now;
+	int err;
+
+	h->meta_hash = XXH3_64bits(meta, meta_len);
+	h->table_hash = savefile_table_hash(table, h->table_len);
+	clock_gettime(CLOCK_REALTIME, &now);
+	h->saved_ns = (uint64_t)now.tv_sec * 1000000000ULL + (uint64_t)now.tv_nsec;
+	savefile_header_encode(h, header);
+	/* The header last: until it is written the file is no save file at all. */
+	err = savefile_pwrite(fd, meta, meta_len, h->meta_off) ?:
+	      savefile_pwrite(fd, table, h->table_len, h->table_off) ?:
+	      savefile_pwrite(fd, header, sizeof(header), 0);
+	if (!err && fsync(fd) < 0)
+		err = -errno;
+	return err;
+}
+
 int savefile_write(struct guest_memory *mem, int fd, const uint8_t *meta, size_t meta_len,
 		   struct savefile_stats *st)
 {
 	struct save_job j = { .mem = mem, .fd = fd };
-	uint8_t header[SAVEFILE_HEADER_SIZE];
 	struct savefile_header h;
-	struct timespec now;
 	int err;
 
 	savefile_layout(&h, mem->size, meta_len);
@@ -206,19 +226,8 @@ int savefile_write(struct guest_memory *mem, int fd, const uint8_t *meta, size_t
 		return -ENOMEM;
 	/* The size first: RAM not written stays a hole, and a reader can check the size. */
 	err = ftruncate(fd, (off_t)h.file_size) < 0 ? -errno : save_ram(&j);
-	if (!err) {
-		h.meta_hash = XXH3_64bits(meta, meta_len);
-		h.table_hash = savefile_table_hash(j.table, h.table_len);
-		clock_gettime(CLOCK_REALTIME, &now);
-		h.saved_ns = (uint64_t)now.tv_sec * 1000000000ULL + (uint64_t)now.tv_nsec;
-		savefile_header_encode(&h, header);
-		/* The header last: until it is written the file is no save file at all. */
-		err = save_pwrite(fd, meta, meta_len, h.meta_off) ?:
-		      save_pwrite(fd, j.table, h.table_len, h.table_off) ?:
-		      save_pwrite(fd, header, sizeof(header), 0);
-	}
-	if (!err && fsync(fd) < 0)
-		err = -errno;
+	if (!err)
+		err = savefile_finish(fd, &h, j.table, meta, meta_len);
 	st->data_pages = j.data_pages;
 	st->zero_pages = h.pages - j.data_pages;
 	st->file_bytes = h.file_size;
@@ -234,7 +243,7 @@ static int save_write(struct machine *m, int fd, const struct vmstate_buf *state
 	size_t meta_len;
 	int err;
 
-	err = save_meta(m, state, &meta, &meta_len, why, whylen);
+	err = savefile_machine_meta(m, state, &meta, &meta_len, why, whylen);
 	if (err)
 		return err;
 	err = savefile_write(&m->vm.mem, fd, meta, meta_len, st);
@@ -286,7 +295,7 @@ static int save_to(struct machine *m, const char *path, struct savefile_stats *s
 	if (err)
 		unlink(tmp);	/* a failed save leaves nothing */
 	else
-		save_sync_dir(path);
+		savefile_sync_dir(path);
 out:
 	free(tmp);
 	vmstate_buf_free(&state);

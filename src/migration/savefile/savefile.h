@@ -28,6 +28,8 @@ struct savefile_stats {
 	uint64_t data_pages, zero_pages;
 	uint64_t file_bytes;	/* the file's size (holes included) */
 	uint64_t state_bytes;
+	uint64_t wp_faults;	/* a snapshot: writes that waited for their block's copy */
+	uint64_t fault_copies;	/* ... blocks copied on such a fault, ahead of the writer */
 };
 
 /*
@@ -50,6 +52,29 @@ int savefile_save(struct machine *m, const char *path, const struct savefile_sav
  */
 int savefile_write(struct guest_memory *mem, int fd, const uint8_t *meta, size_t meta_len,
 		   struct savefile_stats *st) __attribute__((warn_unused_result));
+
+/*
+ * Copy-on-write: as savefile_write(), but RAM changes from the moment
+ * resume(opaque) is called (the guest runs on), and the file holds it as
+ * it was just before: the guest's view of mem is write-protected through
+ * userfaultfd first and each block released once copied; a write to a
+ * block not copied yet waits for its copy.  resume may be NULL.
+ * Returns 0 or -errno with why (-ENOTSUP: the kernel cannot
+ * write-protect shared memory); resume was called only if it got that far.
+ */
+int savefile_cow_write(struct guest_memory *mem, int fd, const uint8_t *meta, size_t meta_len,
+		       int (*resume)(void *opaque), void *opaque, struct savefile_stats *st,
+		       char *why, size_t whylen) __attribute__((warn_unused_result));
+
+/*
+ * A live snapshot of machine m to `path` (snapshot.c): paused only to
+ * take the state and write-protect RAM, then running while RAM is
+ * written; the file restores to the VM at that instant.  The disks are
+ * neither copied nor released.  Returns 0 or -errno with the reason in
+ * why; the guest runs on (or stays paused, if it was) either way.
+ */
+int savefile_snapshot(struct machine *m, const char *path, struct savefile_stats *st,
+		      char *why, size_t whylen) __attribute__((warn_unused_result));
 
 /* An opened, checked save file: header, metadata and block table. */
 struct savefile {
