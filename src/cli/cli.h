@@ -25,5 +25,6 @@ int cli_run(int argc, char **argv);
 int cli_client(const char *verb, int argc, char **argv);
 int cli_migrate(int argc, char **argv);
 int cli_save(int argc, char **argv);
+int cli_snapshot(int argc, char **argv);
 
 #endif

@@ -1,4 +1,8 @@
-/* ferry save CONTROL FILE: write a running VM to a file, as virsh save does. */
+/*
+ * ferry save CONTROL FILE: write a running VM to a file, as virsh save
+ * does.  ferry snapshot CONTROL FILE: the same file of the VM at one
+ * instant, while it runs on.
+ */
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
@@ -30,8 +34,22 @@ static const char save_usage[] =
 "  -j, --json          print the result as JSON\n"
 "  -h, --help          show this help\n";
 
-int cli_save(int argc, char **argv)
+static const char snapshot_usage[] =
+"Usage: ferry snapshot CONTROL FILE [--json]\n"
+"\n"
+"Write the VM whose control socket is CONTROL to FILE as it is at this\n"
+"instant, while it runs on (docs/save-format.md, \"Live snapshot\"): the\n"
+"guest pauses only to take its CPU and device state; its RAM is written\n"
+"behind it, each block copied before the guest may change it.  Restore\n"
+"with 'ferry run --restore FILE [--lazy]'.  Disks are recorded by path,\n"
+"not copied, and go on changing.\n"
+"\n"
+"  -j, --json          print the result as JSON\n"
+"  -h, --help          show this help\n";
+
+static int save_verb(bool snapshot, int argc, char **argv)
 {
+	const char *usage = snapshot ? snapshot_usage : save_usage;
 	static const struct option longopts[] = {
 		{ "keep-running", no_argument, NULL, 'k' },
 		{ "json", no_argument, NULL, 'j' },
@@ -45,14 +63,20 @@ int cli_save(int argc, char **argv)
 
 	while ((c = getopt_long(argc, argv, "kjh", longopts, NULL)) != -1) {
 		switch (c) {
-		case 'k': keep = true; break;
+		case 'k':
+			if (snapshot) {
+				fputs(usage, stderr);
+				return FERRY_EXIT_USAGE;
+			}
+			keep = true;
+			break;
 		case 'j': as_json = true; break;
-		case 'h': fputs(save_usage, stdout); return 0;
-		default: fputs(save_usage, stderr); return FERRY_EXIT_USAGE;
+		case 'h': fputs(usage, stdout); return 0;
+		default: fputs(usage, stderr); return FERRY_EXIT_USAGE;
 		}
 	}
 	if (optind + 2 != argc) {
-		fputs(save_usage, stderr);
+		fputs(usage, stderr);
 		return FERRY_EXIT_USAGE;
 	}
 	const char *path = argv[optind], *name = argv[optind + 1];
@@ -66,8 +90,10 @@ int cli_save(int argc, char **argv)
 	}
 	args = json_object_new_object();
 	json_object_object_add(args, "file", json_object_new_string(file));
-	json_object_object_add(args, "keep-running", json_object_new_boolean(keep));
-	err = control_client_call(path, "save", args, SAVE_TIMEOUT_MS, &reply);
+	if (!snapshot)
+		json_object_object_add(args, "keep-running", json_object_new_boolean(keep));
+	err = control_client_call(path, snapshot ? "snapshot" : "save", args, SAVE_TIMEOUT_MS,
+				  &reply);
 	json_object_put(args);
 	if (err) {
 		pr_err("cannot reach ferry at %s: %s (is 'ferry run --control %s' running?)",
@@ -77,7 +103,7 @@ int cli_save(int argc, char **argv)
 	if (json_object_object_get_ex(reply, "error", &v)) {
 		json_object *desc;
 		json_object_object_get_ex(v, "desc", &desc);
-		pr_err("save failed: %s", desc ? json_object_get_string(desc) : "unknown error");
+		pr_err("%s failed: %s", snapshot ? "snapshot" : "save", desc ? json_object_get_string(desc) : "unknown error");
 		json_object_put(reply);
 		return FERRY_EXIT_SOFTWARE;
 	}
@@ -88,9 +114,19 @@ int cli_save(int argc, char **argv)
 		json_object_object_get_ex(r, "file-size", &v);
 		format_size((uint64_t)json_object_get_int64(v), buf, sizeof(buf));
 		json_object_object_get_ex(r, "total-time-ms", &v);
-		printf("saved to %s (%s) in %.1f ms%s\n", file, buf, json_object_get_double(v),
-		       keep ? "; the guest runs on" : "");
+		printf("%s to %s (%s) in %.1f ms%s\n", snapshot ? "snapshot" : "saved", file, buf,
+		       json_object_get_double(v), keep || snapshot ? "; the guest runs on" : "");
 	}
 	json_object_put(reply);
 	return 0;
+}
+
+int cli_save(int argc, char **argv)
+{
+	return save_verb(false, argc, argv);
+}
+
+int cli_snapshot(int argc, char **argv)
+{
+	return save_verb(true, argc, argv);
 }

@@ -5,5 +5,6 @@
 #include "control/commands.h"
 
 int cmd_save(struct control_ctx *ctx, json_object *args, json_object **ret);
+int cmd_snapshot(struct control_ctx *ctx, json_object *args, json_object **ret);
 
 #endif

@@ -232,6 +232,7 @@ static const struct control_command control_commands[] = {
 	{ "migrate-resolve", false, cmd_migrate_resolve },
 	{ "query-migrate", false, cmd_query_migrate },
 	{ "save", false, cmd_save },
+	{ "snapshot", false, cmd_snapshot },
 	{ "x-test-corrupt", true, cmd_test_corrupt },
 	{ "x-test-rebuild", true, cmd_test_rebuild },
 	{ "x-test-peek", true, cmd_test_peek },

@@ -4,6 +4,8 @@
 #  - save --keep-running: the guest runs on, the file restores (eagerly,
 #    then lazily) to a guest whose heartbeats and verify passes go on from
 #    the instant of the save, without CORRUPT;
+#  - a live snapshot: the guest runs on, and the file restores to the guest
+#    of the instant the snapshot began (heartbeats and passes from there);
 #  - save (and stop) of a guest with a disk, cold-migrated: the file and the
 #    disk image are copied to another directory and restored by a ferry
 #    started inside a network namespace of its own (a save file carries no
@@ -77,6 +79,28 @@ wait_line "$T/r2.log" 'every page is in' 60
 "$FERRY" quit "$T/r2.ctl"
 wait_exit "$r2" 10
 [ "$RC" -eq 0 ] || fail "r2: exit status $RC"
+
+# ---- live snapshot: the guest runs on; the file is the guest of that instant ----
+start_source s 2 256M "workload=verify wss=64M period=20ms"
+s=$FERRY_PID
+wait_line "$T/s.serial" '^probe: verify pass [1-9]' 60
+shb0=$(last_beat "$T/s.serial")
+spass=$(vpass "$T/s.serial")
+"$FERRY" snapshot "$T/s.ctl" "$T/s.sav" --json >"$T/s.json" ||
+	{ cat "$T/s.json" "$T/s.log"; fail "snapshot failed"; }
+shb=$(last_beat "$T/s.serial")
+wait_beats "$T/s.serial" $((shb + 10)) 30
+"$FERRY" status "$T/s.ctl" | grep -q '^status: *running' || fail "s: not running after the snapshot"
+log "snapshot between hb $shb0 and $shb: paused $(json_field "$T/s.json" downtime-ms) ms of" \
+    "$(json_field "$T/s.json" total-time-ms) ms, $(json_field "$T/s.json" write-faults) writes waited"
+"$FERRY" quit "$T/s.ctl"
+wait_exit "$s" 10
+start_ferry r3 --restore "$T/s.sav" --serial "file:$T/r3.serial" --control "$T/r3.ctl"
+r3=$FERRY_PID
+restored r3 "$shb0" "$shb" "$spass"
+"$FERRY" quit "$T/r3.ctl"
+wait_exit "$r3" 10
+[ "$RC" -eq 0 ] || fail "r3: exit status $RC"
 
 # ---- save and stop a guest with a disk; restore it in another namespace -----
 BLOCKS=256

@@ -23,6 +23,9 @@ expect 64 "drop --incoming" run --restore "$T/junk.sav" --kernel "$T/junk.sav"
 expect 64 "--lazy needs --restore" run --lazy
 expect 64 "Usage: ferry save" save "$T/ctl"
 expect 69 "cannot reach ferry" save "$T/ctl" "$T/vm.sav"
+expect 64 "Usage: ferry snapshot" snapshot "$T/ctl"
+expect 64 "Usage: ferry snapshot" snapshot "$T/ctl" "$T/vm.sav" --keep-running
+expect 69 "cannot reach ferry" snapshot "$T/ctl" "$T/vm.sav"
 [ ! -e "$T/vm.sav" ] && [ ! -e "$T/vm.sav.tmp" ] || fail "a failed save left a file"
 assert_no_sanitizer "$T"/out
 echo "restore and save refused bad input with the right status"
