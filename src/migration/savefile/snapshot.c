@@ -120,14 +120,19 @@ static void cow_block(struct cow *c, uint64_t b, uint8_t *buf, XXH3_state_t *xs)
 	pthread_cond_broadcast(&c->released);
 	pthread_mutex_unlock(&c->lock);
 	XXH3_64bits_reset_withSeed(xs, b);
-	for (unsigned k = 0; !err && k < n; k++) {
+	for (unsigned k = 0, run = 0; !err && k <= n; k++) {
 		const uint8_t *page = buf + (uint64_t)k * GUEST_PAGE_SIZE;
-		if (!(held >> k & 1) || savefile_page_zero(page))
+		if (k < n && (held >> k & 1) && !savefile_page_zero(page)) {
+			blk.data |= 1ULL << k;
+			XXH3_64bits_update(xs, page, GUEST_PAGE_SIZE);
 			continue;
-		blk.data |= 1ULL << k;
-		XXH3_64bits_update(xs, page, GUEST_PAGE_SIZE);
-		err = savefile_pwrite(c->fd, page, GUEST_PAGE_SIZE,
-				      c->h.ram_off + (first + k) * GUEST_PAGE_SIZE);
+		}
+		/* Pages [run, k) hold data: one write. */
+		if (k > run)
+			err = savefile_pwrite(c->fd, buf + (uint64_t)run * GUEST_PAGE_SIZE,
+					      (uint64_t)(k - run) * GUEST_PAGE_SIZE,
+					      c->h.ram_off + (first + run) * GUEST_PAGE_SIZE);
+		run = k + 1;
 	}
 	blk.hash = XXH3_64bits_digest(xs);
 	savefile_block_encode(c->table, b, &blk);
