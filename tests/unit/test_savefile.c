@@ -150,6 +150,9 @@ static void test_roundtrip(void **state)
 	assert_int_equal(st.data_pages, data);
 	/* The all-hole block was never allocated on the restore side either. */
 	assert_true(guest_memory_is_hole(&mem, 7 * SAVEFILE_BLOCK_PAGES, SAVEFILE_BLOCK_PAGES));
+	/* And so did a zero page next to data (page 1: zeros written at the save). */
+	assert_true(guest_memory_is_hole(&mem, 1, 1));
+	assert_false(guest_memory_is_hole(&mem, 3, 1));
 	for (uint64_t i = 0; i < T_PAGES; i++)
 		t_check_page(guest_memory_page_alias(&mem, i), i);
 	guest_memory_destroy(&mem);

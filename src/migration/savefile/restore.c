@@ -221,8 +221,15 @@ static void *load_thread(void *opaque)
 			continue;
 		}
 		uint64_t first = savefile_block_first(&j->sf->h, b);
-		/* Allocate the block's pages at once rather than a fault per page. */
-		guest_memory_populate(j->mem, first, savefile_block_npages(&j->sf->h, b));
+		/* Allocate each run of data pages at once rather than a fault per page; zero pages stay holes. */
+		for (unsigned k = 0, n = savefile_block_npages(&j->sf->h, b); k < n;) {
+			unsigned e = k;
+			while (e < n && (blk.data >> e & 1))
+				e++;
+			if (e > k)
+				guest_memory_populate(j->mem, first + k, e - k);
+			k = e + 1;
+		}
 		int err = savefile_read_block(j->sf, b, &blk, guest_memory_page_alias(j->mem, first),
 					      why, sizeof(why));
 		if (err)
