@@ -7,16 +7,17 @@
 #include <unistd.h>
 
 #include "board/machine_state.h"
+#include "control/args.h"
 #include "control/cmd_migrate.h"
 #include "migration/migration.h"
 #include "util/log.h"
 #include "migration/live_scratch.h"
 #include "vmm/dirty.h"
-#include "board/machine_state.h"
 
 struct control_command {
 	const char *name;
 	bool test_only;
+	const struct control_arg *args;	/* what it takes; NULL: nothing */
 	int (*run)(struct control_ctx *ctx, json_object *args, json_object **ret);
 };
 
@@ -218,23 +219,42 @@ static int cmd_test_rebuild(struct control_ctx *ctx, json_object *args, json_obj
 	return 0;
 }
 
+static const struct control_arg corrupt_args[] = {
+	{ "gpa", CONTROL_ARG_UINT, true },
+	{ "xor", CONTROL_ARG_UINT, false },
+	{ "tracked", CONTROL_ARG_BOOL, false },
+	{ NULL },
+};
+
+static const struct control_arg peek_args[] = {
+	{ "gpa", CONTROL_ARG_UINT, true },
+	{ NULL },
+};
+
+static const struct control_arg scratch_args[] = {
+	{ "fill", CONTROL_ARG_UINT, false },
+	{ "hot", CONTROL_ARG_BOOL, false },
+	{ NULL },
+};
+
 static const struct control_command control_commands[] = {
-	{ "status", false, cmd_status },
-	{ "pause", false, cmd_pause },
-	{ "resume", false, cmd_resume },
-	{ "quit", false, cmd_quit },
-	{ "announce", false, cmd_announce },
-	{ "migrate", false, cmd_migrate },
-	{ "migrate-cancel", false, cmd_migrate_cancel },
-	{ "migrate-set-parameters", false, cmd_migrate_set_parameters },
-	{ "migrate-start-postcopy", false, cmd_migrate_start_postcopy },
-	{ "migrate-resolve", false, cmd_migrate_resolve },
-	{ "query-migrate", false, cmd_query_migrate },
-	{ "x-test-corrupt", true, cmd_test_corrupt },
-	{ "x-test-rebuild", true, cmd_test_rebuild },
-	{ "x-test-peek", true, cmd_test_peek },
-	{ "x-test-migration-break", true, cmd_test_migration_break },
-	{ "x-test-scratch", true, cmd_test_scratch },
+	{ "status", false, NULL, cmd_status },
+	{ "pause", false, NULL, cmd_pause },
+	{ "resume", false, NULL, cmd_resume },
+	{ "quit", false, NULL, cmd_quit },
+	{ "announce", false, NULL, cmd_announce },
+	{ "migrate", false, cmd_migrate_args, cmd_migrate },
+	{ "migrate-cancel", false, NULL, cmd_migrate_cancel },
+	{ "migrate-set-parameters", false, cmd_migrate_set_parameters_args,
+	  cmd_migrate_set_parameters },
+	{ "migrate-start-postcopy", false, NULL, cmd_migrate_start_postcopy },
+	{ "migrate-resolve", false, cmd_migrate_resolve_args, cmd_migrate_resolve },
+	{ "query-migrate", false, NULL, cmd_query_migrate },
+	{ "x-test-corrupt", true, corrupt_args, cmd_test_corrupt },
+	{ "x-test-rebuild", true, NULL, cmd_test_rebuild },
+	{ "x-test-peek", true, peek_args, cmd_test_peek },
+	{ "x-test-migration-break", true, NULL, cmd_test_migration_break },
+	{ "x-test-scratch", true, scratch_args, cmd_test_scratch },
 };
 
 int control_dispatch(struct control_ctx *ctx, const char *name, json_object *args,
@@ -249,7 +269,9 @@ int control_dispatch(struct control_ctx *ctx, const char *name, json_object *arg
 			return control_fail(ret, -EPERM,
 					    "%s is a test hook; start ferry run with --test-hooks",
 					    name);
-		return c->run(ctx, args, ret);
+		/* Handlers trust the table: a type they did not expect never reaches them. */
+		int err = control_check_args(name, c->args, args, ret);
+		return err ? err : c->run(ctx, args, ret);
 	}
 	return control_fail(ret, -ENOENT, "unknown command '%s'", name);
 }

@@ -85,6 +85,58 @@ static void test_malformed_requests(void **state)
 		     "GenericError");
 }
 
+/* request gets a GenericError whose text holds each of the NULL-ended `words`. */
+static void expect_refusal(const char *request, ...)
+{
+	char *reply = raw_exchange(request, strlen(request));
+	va_list ap;
+
+	if (!strstr(reply, "\"class\":\"GenericError\""))
+		fail_msg("request %s: reply %s is not a GenericError", request, reply);
+	va_start(ap, request);
+	for (const char *w; (w = va_arg(ap, const char *));)
+		if (!strstr(reply, w))
+			fail_msg("request %s: reply %s does not say %s", request, reply, w);
+	va_end(ap);
+	free(reply);
+}
+
+/*
+ * Every command's arguments are checked against its table before the
+ * handler runs: a null (which once crashed migrate), a wrong type, a
+ * missing or an unknown key is named in the answer, and the server goes on.
+ */
+static void test_argument_checks(void **state)
+{
+	expect_refusal("{\"execute\":\"migrate\",\"arguments\":{\"uri\":\"unix:/x\",\"mode\":null}}\n",
+		       "'mode'", "a string", "not null", NULL);
+	expect_refusal("{\"execute\":\"migrate\",\"arguments\":{\"uri\":\"unix:/x\","
+		       "\"on-timeout\":null}}\n", "'on-timeout'", "not null", NULL);
+	expect_refusal("{\"execute\":\"migrate\",\"arguments\":{\"uri\":5}}\n",
+		       "'uri'", "a string", NULL);
+	expect_refusal("{\"execute\":\"migrate\",\"arguments\":{}}\n",
+		       "needs argument 'uri'", NULL);
+	expect_refusal("{\"execute\":\"migrate\"}\n", "needs argument 'uri'", NULL);
+	expect_refusal("{\"execute\":\"migrate\",\"arguments\":{\"uri\":\"unix:/x\",\"bogus\":1}}\n",
+		       "no argument 'bogus'", NULL);
+	expect_refusal("{\"execute\":\"migrate\",\"arguments\":{\"uri\":\"unix:/x\",\"verify\":\"yes\"}}\n",
+		       "'verify'", "true or false", NULL);
+	expect_refusal("{\"execute\":\"migrate\",\"arguments\":{\"uri\":\"unix:/x\",\"bandwidth\":1.5}}\n",
+		       "'bandwidth'", "a fraction", NULL);
+	expect_refusal("{\"execute\":\"migrate-set-parameters\",\"arguments\":{\"bandwidth\":-1}}\n",
+		       "'bandwidth'", "non-negative", NULL);
+	expect_refusal("{\"execute\":\"migrate-resolve\",\"arguments\":{\"action\":null}}\n",
+		       "'action'", NULL);
+	expect_refusal("{\"execute\":\"migrate-resolve\",\"arguments\":{\"action\":[\"run\"]}}\n",
+		       "'action'", "an array", NULL);
+	expect_refusal("{\"execute\":\"status\",\"arguments\":{\"verbose\":true}}\n",
+		       "status takes no argument 'verbose'", NULL);
+	expect_refusal("{\"execute\":\"quit\",\"arguments\":{\"now\":null}}\n",
+		       "quit takes no argument 'now'", NULL);
+	/* Still serving. */
+	expect_error("{\"execute\": \"nope\"}\n", "CommandNotFound");
+}
+
 static void test_id_is_echoed(void **state)
 {
 	char *reply = raw_exchange("{\"execute\": \"nope\", \"id\": {\"n\": 42}}\n", 38);
@@ -203,6 +255,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_malformed_requests),
+		cmocka_unit_test(test_argument_checks),
 		cmocka_unit_test(test_id_is_echoed),
 		cmocka_unit_test(test_line_too_long),
 		cmocka_unit_test(test_client_library),
