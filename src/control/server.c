@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -61,7 +62,14 @@ int control_server_open(struct control_server *cs, const char *path, struct mach
 	cs->listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (cs->listen_fd < 0)
 		return -errno;
-	if (bind(cs->listen_fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+	/*
+	 * Whoever can connect can stop the guest or send it away: owner only.
+	 * Linux creates the socket file with the socket inode's mode less the
+	 * umask, so the mode set here is the file's from its first instant
+	 * (no chmod after bind, no window; umask is process-wide, not ours).
+	 */
+	if (fchmod(cs->listen_fd, S_IRUSR | S_IWUSR) < 0 ||
+	    bind(cs->listen_fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
 		goto fail;
 	cs->path = strdup(path);
 	if (listen(cs->listen_fd, 4) < 0 || pipe2(cs->wake_fd, O_CLOEXEC | O_NONBLOCK) < 0)

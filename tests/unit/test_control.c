@@ -9,6 +9,7 @@
 #include <string.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 #include <cmocka.h>
@@ -137,6 +138,17 @@ static void test_argument_checks(void **state)
 	expect_error("{\"execute\": \"nope\"}\n", "CommandNotFound");
 }
 
+/* Whoever connects controls the VM: the socket file is the owner's alone. */
+static void test_socket_owner_only(void **state)
+{
+	struct stat st;
+
+	assert_int_equal(stat(sock_path, &st), 0);
+	assert_true(S_ISSOCK(st.st_mode));
+	if ((st.st_mode & 0777) != 0600)
+		fail_msg("control socket mode is %o, want 600", st.st_mode & 0777);
+}
+
 static void test_id_is_echoed(void **state)
 {
 	char *reply = raw_exchange("{\"execute\": \"nope\", \"id\": {\"n\": 42}}\n", 38);
@@ -256,6 +268,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_malformed_requests),
 		cmocka_unit_test(test_argument_checks),
+		cmocka_unit_test(test_socket_owner_only),
 		cmocka_unit_test(test_id_is_echoed),
 		cmocka_unit_test(test_line_too_long),
 		cmocka_unit_test(test_client_library),
