@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -46,6 +47,7 @@ int control_server_open(struct control_server *cs, const char *path, struct mach
 	cs->ctx.mig = mig;
 	cs->ctx.server = cs;
 	cs->ctx.test_hooks = test_hooks;
+	cs->idle_ms = CONTROL_IDLE_MS;
 	err = control_addr(path, &sa);
 	if (err) {
 		pr_err("control socket path '%s' is empty or too long", path);
@@ -265,6 +267,7 @@ static bool control_read_client(struct control_server *cs, struct control_client
 
 	if (n <= 0)
 		return n < 0 && errno == EINTR;
+	c->last_ms = control_now_ms();
 	c->len += (size_t)n;
 	char *start = c->buf, *nl;
 	while ((nl = memchr(start, '\n', c->len - (size_t)(start - c->buf)))) {
@@ -286,12 +289,40 @@ static bool control_read_client(struct control_server *cs, struct control_client
 	return true;
 }
 
+/*
+ * All slots are taken: disconnect the client silent longest, if it has been
+ * silent for idle_ms, so that idle connections cannot lock everyone out.
+ */
+static void control_evict_idle(struct control_server *cs)
+{
+	uint64_t now = control_now_ms(), oldest = UINT64_MAX;
+	unsigned victim = CONTROL_MAX_CLIENTS;
+
+	for (unsigned i = 0; i < CONTROL_MAX_CLIENTS; i++) {
+		struct control_client *c = cs->clients[i];
+		if (c && c->last_ms < oldest) {
+			oldest = c->last_ms;
+			victim = i;
+		}
+	}
+	if (victim == CONTROL_MAX_CLIENTS || now - oldest < cs->idle_ms)
+		return;
+	json_object *r = control_error("Timeout", "idle too long while every control slot was "
+				       "taken: disconnected to make room");
+	control_reply(cs, cs->clients[victim], r);
+	json_object_put(r);
+	pr_info("control: disconnected a client idle for %llu s to make room for another",
+		(unsigned long long)((now - oldest) / 1000));
+	control_drop_client(cs, victim);
+}
+
 static void control_accept(struct control_server *cs)
 {
 	int fd = accept4(cs->listen_fd, NULL, NULL, SOCK_CLOEXEC);
 
 	if (fd < 0)
 		return;
+	control_evict_idle(cs);
 	for (unsigned i = 0; i < CONTROL_MAX_CLIENTS; i++) {
 		if (cs->clients[i])
 			continue;
@@ -299,13 +330,17 @@ static void control_accept(struct control_server *cs)
 		if (!c)
 			break;
 		c->fd = fd;
+		c->last_ms = control_now_ms();
 		pthread_mutex_lock(&cs->lock);
 		cs->clients[i] = c;
 		pthread_mutex_unlock(&cs->lock);
 		return;
 	}
 	/* A new socket takes one short line without waiting. */
-	json_object *r = control_error("Busy", "too many control clients");
+	char desc[160];
+	snprintf(desc, sizeof(desc), "all %d control connections are in use; retry once one "
+		 "closes or has been idle for %u s", CONTROL_MAX_CLIENTS, cs->idle_ms / 1000);
+	json_object *r = control_error("Busy", desc);
 	size_t len;
 	char *line = control_line(r, &len);
 	if (line && send(fd, line, len, MSG_DONTWAIT | MSG_NOSIGNAL) < 0)

@@ -17,6 +17,9 @@
 #include "control/client.h"
 #include "control/control.h"
 
+/* Short, but long enough that a loaded machine finishes the busy check first. */
+#define IDLE_MS 3000
+
 static char sock_path[64];
 static struct control_server cs;
 
@@ -26,6 +29,7 @@ static int setup(void **state)
 	/* No machine: nothing here may reach a command that needs one. */
 	if (control_server_open(&cs, sock_path, NULL, NULL, false))
 		return -1;
+	cs.idle_ms = IDLE_MS;
 	return control_server_start(&cs);
 }
 
@@ -263,6 +267,66 @@ static void test_stalled_client(void **state)
 	close(good);
 }
 
+/* The desc of reply's error, or "" (reply's). */
+static const char *error_class(json_object *reply)
+{
+	json_object *e, *c;
+
+	if (json_object_object_get_ex(reply, "error", &e) && json_object_object_get_ex(e, "class", &c))
+		return json_object_get_string(c);
+	return "";
+}
+
+/*
+ * Eight idle connections take every slot.  A ninth client is told Busy in
+ * words (the CLI once said "Broken pipe"); once the idle ones have been
+ * silent for IDLE_MS, the quietest gives way and the newcomer is served.
+ */
+static void test_idle_clients_give_way(void **state)
+{
+	static const char req[] = "{\"execute\": \"nope\"}\n";
+	int idle[CONTROL_MAX_CLIENTS];
+	char line[512];
+	json_object *reply = NULL;
+
+	alarm(60);
+	for (int i = 0; i < CONTROL_MAX_CLIENTS; i++) {
+		/* One exchange each: the server has surely taken it into a slot. */
+		idle[i] = connect_raw();
+		assert_int_equal(send(idle[i], req, sizeof(req) - 1, MSG_NOSIGNAL),
+				 (ssize_t)sizeof(req) - 1);
+		assert_true(read_line(idle[i], line, sizeof(line), 5000) > 0);
+	}
+	assert_int_equal(control_client_call(sock_path, "nope", NULL, 5000, &reply), 0);
+	assert_string_equal(error_class(reply), "Busy");
+	json_object *e;
+	assert_true(json_object_object_get_ex(reply, "error", &e));
+	assert_non_null(strstr(json_object_to_json_string(e), "in use"));
+	json_object_put(reply);
+
+	bool served = false;
+	for (int tries = 0; tries < 150 && !served; tries++) {
+		reply = NULL;
+		if (!control_client_call(sock_path, "nope", NULL, 5000, &reply))
+			served = !strcmp(error_class(reply), "CommandNotFound");
+		json_object_put(reply);
+		if (!served)
+			usleep(100000);
+	}
+	assert_true(served);
+	/* The one that gave way was told why, then hung up on. */
+	int told = 0;
+	for (int i = 0; i < CONTROL_MAX_CLIENTS; i++) {
+		struct pollfd p = { .fd = idle[i], .events = POLLIN };
+		if (poll(&p, 1, 0) == 1 && read_line(idle[i], line, sizeof(line), 1000) > 0 &&
+		    strstr(line, "\"Timeout\""))
+			told++;
+		close(idle[i]);
+	}
+	assert_true(told >= 1);
+	alarm(0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -273,6 +337,7 @@ int main(void)
 		cmocka_unit_test(test_line_too_long),
 		cmocka_unit_test(test_client_library),
 		cmocka_unit_test(test_stalled_client),
+		cmocka_unit_test(test_idle_clients_give_way),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
