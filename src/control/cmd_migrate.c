@@ -147,11 +147,12 @@ int cmd_migrate(struct control_ctx *ctx, json_object *args, json_object **ret)
 	struct mig_params p;
 	int err;
 
-	if (!ctx->mig)
-		return control_fail(ret, -ENOTSUP, "this VM cannot migrate");
+	/* Arguments first: a bad request is answered as one wherever it is sent. */
 	err = mig_parse_params(args, &p, ret);
 	if (err)
 		return err;
+	if (!ctx->mig)
+		return control_fail(ret, -ENOTSUP, "this VM cannot migrate");
 	json_object *v;
 	if (json_object_object_get_ex(args, "resume", &v) && json_object_get_boolean(v)) {
 		if (migration_resume(ctx->mig, p.uri))

@@ -17,6 +17,7 @@
 struct control_command {
 	const char *name;
 	bool test_only;
+	bool needs_vm;			/* uses ctx->machine */
 	const struct control_arg *args;	/* what it takes; NULL: nothing */
 	int (*run)(struct control_ctx *ctx, json_object *args, json_object **ret);
 };
@@ -238,23 +239,23 @@ static const struct control_arg scratch_args[] = {
 };
 
 static const struct control_command control_commands[] = {
-	{ "status", false, NULL, cmd_status },
-	{ "pause", false, NULL, cmd_pause },
-	{ "resume", false, NULL, cmd_resume },
-	{ "quit", false, NULL, cmd_quit },
-	{ "announce", false, NULL, cmd_announce },
-	{ "migrate", false, cmd_migrate_args, cmd_migrate },
-	{ "migrate-cancel", false, NULL, cmd_migrate_cancel },
-	{ "migrate-set-parameters", false, cmd_migrate_set_parameters_args,
+	{ "status", false, true, NULL, cmd_status },
+	{ "pause", false, true, NULL, cmd_pause },
+	{ "resume", false, true, NULL, cmd_resume },
+	{ "quit", false, true, NULL, cmd_quit },
+	{ "announce", false, true, NULL, cmd_announce },
+	{ "migrate", false, false, cmd_migrate_args, cmd_migrate },
+	{ "migrate-cancel", false, false, NULL, cmd_migrate_cancel },
+	{ "migrate-set-parameters", false, false, cmd_migrate_set_parameters_args,
 	  cmd_migrate_set_parameters },
-	{ "migrate-start-postcopy", false, NULL, cmd_migrate_start_postcopy },
-	{ "migrate-resolve", false, cmd_migrate_resolve_args, cmd_migrate_resolve },
-	{ "query-migrate", false, NULL, cmd_query_migrate },
-	{ "x-test-corrupt", true, corrupt_args, cmd_test_corrupt },
-	{ "x-test-rebuild", true, NULL, cmd_test_rebuild },
-	{ "x-test-peek", true, peek_args, cmd_test_peek },
-	{ "x-test-migration-break", true, NULL, cmd_test_migration_break },
-	{ "x-test-scratch", true, scratch_args, cmd_test_scratch },
+	{ "migrate-start-postcopy", false, false, NULL, cmd_migrate_start_postcopy },
+	{ "migrate-resolve", false, false, cmd_migrate_resolve_args, cmd_migrate_resolve },
+	{ "query-migrate", false, false, NULL, cmd_query_migrate },
+	{ "x-test-corrupt", true, true, corrupt_args, cmd_test_corrupt },
+	{ "x-test-rebuild", true, true, NULL, cmd_test_rebuild },
+	{ "x-test-peek", true, true, peek_args, cmd_test_peek },
+	{ "x-test-migration-break", true, false, NULL, cmd_test_migration_break },
+	{ "x-test-scratch", true, false, scratch_args, cmd_test_scratch },
 };
 
 int control_dispatch(struct control_ctx *ctx, const char *name, json_object *args,
@@ -271,6 +272,8 @@ int control_dispatch(struct control_ctx *ctx, const char *name, json_object *arg
 					    name);
 		/* Handlers trust the table: a type they did not expect never reaches them. */
 		int err = control_check_args(name, c->args, args, ret);
+		if (!err && c->needs_vm && !ctx->machine)
+			err = control_fail(ret, -ENODEV, "no VM is attached to this control server");
 		return err ? err : c->run(ctx, args, ret);
 	}
 	return control_fail(ret, -ENOENT, "unknown command '%s'", name);

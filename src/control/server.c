@@ -184,55 +184,14 @@ void control_server_broadcast(struct control_server *cs, json_object *event)
 		control_wake(cs);
 }
 
-static json_object *control_error(const char *cls, const char *desc)
-{
-	json_object *err = json_object_new_object();
-	json_object_object_add(err, "class", json_object_new_string(cls));
-	json_object_object_add(err, "desc", json_object_new_string(desc));
-	json_object *reply = json_object_new_object();
-	json_object_object_add(reply, "error", err);
-	return reply;
-}
-
 /* Parse one request line and answer it.  The line is untrusted. */
 static void control_handle_line(struct control_server *cs, struct control_client *c,
 				const char *line)
 {
-	json_object *req = json_tokener_parse(line), *reply, *ret = NULL, *v;
-	const char *name;
+	json_object *reply = control_answer(&cs->ctx, line);
 
-	if (!req || !json_object_is_type(req, json_type_object)) {
-		reply = control_error("ParseError", "request is not a JSON object");
-		goto out;
-	}
-	if (!json_object_object_get_ex(req, "execute", &v) ||
-	    !json_object_is_type(v, json_type_string)) {
-		reply = control_error("BadRequest", "missing \"execute\": \"<command>\"");
-		goto out;
-	}
-	name = json_object_get_string(v);
-	json_object *args = NULL;
-	if (json_object_object_get_ex(req, "arguments", &args) &&
-	    !json_object_is_type(args, json_type_object)) {
-		reply = control_error("BadRequest", "\"arguments\" must be an object");
-		goto out;
-	}
-	int err = control_dispatch(&cs->ctx, name, args, &ret);
-	if (err) {
-		reply = control_error(err == -ENOENT ? "CommandNotFound" : "GenericError",
-				      ret ? json_object_get_string(ret) : strerror(-err));
-		json_object_put(ret);
-	} else {
-		reply = json_object_new_object();
-		json_object_object_add(reply, "return", ret ? ret : json_object_new_object());
-	}
-out:
-	if (req && json_object_is_type(req, json_type_object) &&
-	    json_object_object_get_ex(req, "id", &v))
-		json_object_object_add(reply, "id", json_object_get(v));
 	control_reply(cs, c, reply);
 	json_object_put(reply);
-	json_object_put(req);
 }
 
 /* Close client i, after one last try at sending what it has queued. */
@@ -281,7 +240,7 @@ static bool control_read_client(struct control_server *cs, struct control_client
 	c->len -= (size_t)(start - c->buf);
 	memmove(c->buf, start, c->len);
 	if (c->len == sizeof(c->buf) - 1) {
-		json_object *r = control_error("BadRequest", "request line too long");
+		json_object *r = control_error_reply("BadRequest", "request line too long");
 		control_reply(cs, c, r);
 		json_object_put(r);
 		return false;
@@ -307,7 +266,7 @@ static void control_evict_idle(struct control_server *cs)
 	}
 	if (victim == CONTROL_MAX_CLIENTS || now - oldest < cs->idle_ms)
 		return;
-	json_object *r = control_error("Timeout", "idle too long while every control slot was "
+	json_object *r = control_error_reply("Timeout", "idle too long while every control slot was "
 				       "taken: disconnected to make room");
 	control_reply(cs, cs->clients[victim], r);
 	json_object_put(r);
@@ -340,7 +299,7 @@ static void control_accept(struct control_server *cs)
 	char desc[160];
 	snprintf(desc, sizeof(desc), "all %d control connections are in use; retry once one "
 		 "closes or has been idle for %u s", CONTROL_MAX_CLIENTS, cs->idle_ms / 1000);
-	json_object *r = control_error("Busy", desc);
+	json_object *r = control_error_reply("Busy", desc);
 	size_t len;
 	char *line = control_line(r, &len);
 	if (line && send(fd, line, len, MSG_DONTWAIT | MSG_NOSIGNAL) < 0)
