@@ -115,11 +115,12 @@ static void run_check_paths(const struct run_opts *o)
 	static const char *const creates[] = { "file:", "unix:" };
 	const char *spec = o->mc.serial;
 
-	if (o->control && (!*o->control || strlen(o->control) >= sizeof(((struct sockaddr_un *)0)->sun_path)))
+	const size_t sun_max = sizeof(((struct sockaddr_un *)0)->sun_path) - 1;
+
+	if (o->control && (!*o->control || strlen(o->control) > sun_max))
 		die(FERRY_EXIT_USAGE, "--control path '%.40s%s' is %s: a unix socket path holds 1 to "
 		    "%zu bytes; use a shorter one", o->control, strlen(o->control) > 40 ? "..." : "",
-		    *o->control ? "too long" : "empty",
-		    sizeof(((struct sockaddr_un *)0)->sun_path) - 1);
+		    *o->control ? "too long" : "empty", sun_max);
 	for (size_t i = 0; i < sizeof(creates) / sizeof(creates[0]); i++) {
 		size_t n = strlen(creates[i]);
 		if (strncmp(spec, creates[i], n) || !spec[n])
