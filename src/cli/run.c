@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "cli/cli.h"
@@ -65,7 +67,9 @@ static const char run_usage[] =
 "                         file:PATH' from file:PATH (it runs only if the file\n"
 "                         is complete and every checksum matches);\n"
 "                         the VM's size comes in the stream (with --memory and\n"
-"                         --vcpus given, a larger VM is refused)\n"
+"                         --vcpus given, a larger VM is refused; without\n"
+"                         --memory, one larger than the host's MemAvailable +\n"
+"                         SwapFree is)\n"
 "  -r, --restore FILE     start the VM saved in FILE by 'ferry save' (memory,\n"
 "                         vCPUs, command line, disks and NICs come from the\n"
 "                         file; --disk and --net, if given, replace its disks\n"
@@ -90,10 +94,13 @@ static const char run_usage[] =
 "once: the source is told and runs on, and the guest is not started here.\n"
 "\n"
 "Exit status: the guest's debug-exit value (port 0xf4) if it wrote one, 0\n"
-"after quit, a signal or a completed migration away, 64 usage, 65 bad kernel\n"
-"or migration stream (a truncated, damaged or incomplete saved file too),\n"
-"66 missing file (kernel, save file or disk image), 69 no /dev/kvm or a disk image in use\n"
-"by another process, 71 system error,\n"
+"after quit, a signal or a completed migration away, 64 usage (a port outside\n"
+"1..65535, a host name that does not resolve, a --control path too long too),\n"
+"65 bad kernel or migration stream (a truncated, damaged or incomplete saved\n"
+"file too), 66 missing file (kernel, save file or disk image; a kernel that\n"
+"is not a regular file), 69 no /dev/kvm or a disk image in use by another\n"
+"process, 71 system error, 73 --serial file cannot be created (no such\n"
+"directory),\n"
 "74 incoming migration lost its connection, 75 post-copy failed (or was\n"
 "stopped by a signal) after the guest started here: the VM is lost, 80 guest\n"
 "crashed, 128 + the signal's number (130 SIGINT, 143 SIGTERM) when a signal\n"
@@ -112,6 +119,49 @@ struct run_opts {
 	bool memory_set, vcpus_set;
 	bool test_hooks;
 };
+
+/*
+ * Paths ferry will create, checked before anything starts, so that a typo
+ * is reported as one (not as a missing /dev/kvm, say) and with its status.
+ */
+static void run_check_paths(const struct run_opts *o)
+{
+	static const char *const creates[] = { "file:", "unix:" };
+	const char *spec = o->mc.serial;
+
+	const size_t sun_max = sizeof(((struct sockaddr_un *)0)->sun_path) - 1;
+
+	if (o->control && (!*o->control || strlen(o->control) > sun_max))
+		die(FERRY_EXIT_USAGE, "--control path '%.40s%s' is %s: a unix socket path holds 1 to "
+		    "%zu bytes; use a shorter one", o->control, strlen(o->control) > 40 ? "..." : "",
+		    *o->control ? "too long" : "empty", sun_max);
+	for (size_t i = 0; i < sizeof(creates) / sizeof(creates[0]); i++) {
+		size_t n = strlen(creates[i]);
+		if (strncmp(spec, creates[i], n) || !spec[n])
+			continue;
+		if (i == 0 && access(spec + n, W_OK) == 0)
+			continue;	/* a file there already, ours to write (/dev/null, say) */
+		/* The directory the serial file or socket goes in must be there and ours to write. */
+		const char *path = spec + n, *slash = strrchr(path, '/');
+		char dir[4096];
+		struct stat st;
+		if (!slash)
+			strcpy(dir, ".");
+		else if (slash == path)
+			strcpy(dir, "/");
+		else
+			snprintf(dir, sizeof(dir), "%.*s", (int)(slash - path), path);
+		if (stat(dir, &st) < 0)
+			die(FERRY_EXIT_CANTCREAT, "cannot create --serial %s: directory %s: %s", spec,
+			    dir, errno == ENOENT ? "does not exist" : strerror(errno));
+		if (!S_ISDIR(st.st_mode))
+			die(FERRY_EXIT_CANTCREAT, "cannot create --serial %s: %s is not a directory",
+			    spec, dir);
+		if (access(dir, W_OK | X_OK) < 0)
+			die(FERRY_EXIT_CANTCREAT, "cannot create --serial %s: %s: %s", spec, dir,
+			    strerror(errno));
+	}
+}
 
 static void run_parse(int argc, char **argv, struct run_opts *o)
 {
@@ -212,6 +262,7 @@ static void run_parse(int argc, char **argv, struct run_opts *o)
 	if (o->mc.nr_disks + o->mc.nr_nics > MACHINE_VIRTIO_SLOTS)
 		die(FERRY_EXIT_USAGE, "%u --disk and %u --net: at most %d virtio devices in all",
 		    o->mc.nr_disks, o->mc.nr_nics, MACHINE_VIRTIO_SLOTS);
+	run_check_paths(o);
 	/* A missing image is the user's to fix, like a missing kernel: say so now. */
 	for (unsigned i = 0; i < o->mc.nr_disks; i++)
 		if (o->disks[i].kind == BLOCK_KIND_FILE && access(o->disks[i].path, o->disks[i].readonly ? R_OK : R_OK | W_OK) < 0)
@@ -238,8 +289,13 @@ static void run_parse(int argc, char **argv, struct run_opts *o)
 	if (!o->mc.kernel)
 		die(FERRY_EXIT_USAGE, "--kernel FILE or --incoming URI is required "
 		    "(try 'ferry run --help')");
-	if (access(o->mc.kernel, R_OK) < 0)
+	struct stat st;
+	if (access(o->mc.kernel, R_OK) < 0 || stat(o->mc.kernel, &st) < 0)
 		die(FERRY_EXIT_NOINPUT, "cannot read kernel %s: %s", o->mc.kernel, strerror(errno));
+	/* A FIFO would block the load forever, a device read without end. */
+	if (!S_ISREG(st.st_mode))
+		die(FERRY_EXIT_NOINPUT, "kernel %s is not a regular file: give the PVH ELF image "
+		    "itself", o->mc.kernel);
 }
 
 static int run_exit_code(int err)
@@ -433,6 +489,7 @@ static int run_incoming(struct run_ctx *ctx, struct mig_incoming *inc)
 	switch (-err) {
 	case EPIPE: case ETIMEDOUT: case ECONNRESET: return FERRY_EXIT_IOERR;
 	case EINVAL: case EADDRINUSE: case ENOTSOCK: case EACCES: case EISDIR:
+	case ENXIO:	/* tcp: the host name does not resolve */
 		return FERRY_EXIT_USAGE;
 	case ENOENT: return FERRY_EXIT_NOINPUT;		/* --incoming file:PATH, no PATH */
 	default: return err == -ENOMEM ? FERRY_EXIT_OSERR : FERRY_EXIT_DATAERR;

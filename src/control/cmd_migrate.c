@@ -7,6 +7,40 @@
 #include "control/control.h"
 #include "migration/migration.h"
 
+const struct control_arg cmd_migrate_args[] = {
+	{ "uri", CONTROL_ARG_STRING, true },
+	{ "bandwidth", CONTROL_ARG_UINT, false },
+	{ "postcopy-bandwidth", CONTROL_ARG_UINT, false },
+	{ "downtime-ms", CONTROL_ARG_UINT, false },
+	{ "max-iterations", CONTROL_ARG_UINT, false },
+	{ "timeout-ms", CONTROL_ARG_UINT, false },
+	{ "resume-timeout-ms", CONTROL_ARG_UINT, false },
+	{ "switchover-timeout-ms", CONTROL_ARG_UINT, false },
+	{ "postcopy-after", CONTROL_ARG_UINT, false },
+	{ "prepage", CONTROL_ARG_UINT, false },
+	{ "auto-converge", CONTROL_ARG_BOOL, false },
+	{ "verify", CONTROL_ARG_BOOL, false },
+	{ "keep-source", CONTROL_ARG_BOOL, false },
+	{ "resume", CONTROL_ARG_BOOL, false },
+	{ "on-timeout", CONTROL_ARG_STRING, false },
+	{ "mode", CONTROL_ARG_STRING, false },
+	{ "compress", CONTROL_ARG_STRING, false },
+	{ "compress-level", CONTROL_ARG_UINT, false },
+	{ "xbzrle-cache", CONTROL_ARG_UINT, false },
+	{ NULL },
+};
+
+const struct control_arg cmd_migrate_set_parameters_args[] = {
+	{ "bandwidth", CONTROL_ARG_UINT, false },
+	{ "downtime-ms", CONTROL_ARG_UINT, false },
+	{ NULL },
+};
+
+const struct control_arg cmd_migrate_resolve_args[] = {
+	{ "action", CONTROL_ARG_STRING, true },
+	{ NULL },
+};
+
 /* Optional non-negative integer argument; 0 if absent, -EINVAL if bad. */
 static int mig_arg_u64(json_object *args, const char *key, uint64_t *out, json_object **ret)
 {
@@ -136,11 +170,12 @@ int cmd_migrate(struct control_ctx *ctx, json_object *args, json_object **ret)
 	struct mig_params p;
 	int err;
 
-	if (!ctx->mig)
-		return control_fail(ret, -ENOTSUP, "this VM cannot migrate");
+	/* Arguments first: a bad request is answered as one wherever it is sent. */
 	err = mig_parse_params(args, &p, ret);
 	if (err)
 		return err;
+	if (!ctx->mig)
+		return control_fail(ret, -ENOTSUP, "this VM cannot migrate");
 	json_object *v;
 	if (json_object_object_get_ex(args, "resume", &v) && json_object_get_boolean(v)) {
 		if (migration_resume(ctx->mig, p.uri))

@@ -28,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -1863,9 +1864,83 @@ static int t_teardown(void **state)
 	return 0;
 }
 
+/*
+ * The peak RSS of a destination (--memory 1G) sent CONFIG, PASS 1 and, if
+ * `pages`, 64 pages each alone in its own 2 MiB chunk, then a section with
+ * a bad checksum (it exits 65 after loading the pages).
+ */
+static uint64_t t_peak_rss(bool pages, struct t_result *r)
+{
+	static const char *const extra[] = { "--memory", "1G", NULL };
+	struct vmstate_buf b = { 0 };
+	struct rusage ru;
+	int outfd, fd;
+	pid_t pid, w = 0;
+
+	t_header(&b, MIG_MAGIC, MIG_VERSION);
+	t_config(&b, 1ULL << 30, 1, 0);
+	t_pass(&b, 1, false);
+	for (uint64_t i = 0; pages && i < 64; i++)
+		t_ram1(&b, (i * (2ULL << 20) + 0x1000) | MIG_PAGE_RAW);
+	t_sec_raw(&b, MIG_SEC_END, 0, 0, NULL, 0, 1);
+	memset(r, 0, sizeof(*r));
+	unlink(t_serial);
+	unlink(t_sock);
+	pid = t_spawn(extra, &outfd);
+	fd = t_connect(pid, outfd, r);
+	if (fd < 0) {
+		if (fd == -1) {		/* -2: it exited, and was reaped */
+			kill(pid, SIGKILL);
+			waitpid(pid, NULL, 0);
+		}
+		fail_msg("the destination never accepted a connection; its output:\n%s", r->out);
+	}
+	t_send(fd, b.data, b.len);
+	free(b.data);
+	shutdown(fd, SHUT_WR);
+	t_read_replies(fd, r);	/* closes fd */
+	for (uint64_t end = t_now_ms() + T_WAIT_MS; w != pid && t_now_ms() < end;) {
+		t_drain(outfd, r);
+		w = wait4(pid, &r->status, WNOHANG, &ru);
+		if (w != pid)
+			usleep(10000);
+	}
+	if (w != pid) {
+		kill(pid, SIGKILL);
+		waitpid(pid, NULL, 0);
+		fail_msg("the destination did not exit; its output:\n%s", r->out);
+	}
+	t_drain(outfd, r);
+	close(outfd);
+	/* 65: the bad section refused (74 if it saw the connection end first). */
+	if (!WIFEXITED(r->status) || (WEXITSTATUS(r->status) != 65 && WEXITSTATUS(r->status) != 74) ||
+	    strstr(r->out, "Sanitizer"))
+		fail_msg("want exit 65 for the bad section, got %#x; output:\n%s", r->status, r->out);
+	return (uint64_t)ru.ru_maxrss * 1024;
+}
+
+/*
+ * Memory in proportion to what arrives: 64 scattered pages may raise the
+ * destination's peak RSS by about 64 pages, not by the 64 chunks of 2 MiB
+ * (128 MiB) it took when each page populated its whole chunk.
+ */
+static void t_rss_in_proportion(void **state)
+{
+	struct t_result *r = calloc(1, sizeof(*r));
+
+	(void)state;
+	assert_non_null(r);
+	uint64_t base = t_peak_rss(false, r);
+	uint64_t with = t_peak_rss(true, r);
+	free(r);
+	if (with > base + (32ULL << 20))
+		fail_msg("64 pages of 4 KiB raised peak RSS from %llu to %llu MiB",
+			 (unsigned long long)(base >> 20), (unsigned long long)(with >> 20));
+}
+
 int main(void)
 {
-	struct CMUnitTest tests[T_NCASES + T_NPCCASES + 5];
+	struct CMUnitTest tests[T_NCASES + T_NPCCASES + 6];
 	size_t n = 0;
 	int fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
 
@@ -1881,6 +1956,7 @@ int main(void)
 	tests[n++] = (struct CMUnitTest)cmocka_unit_test(t_good_no_verify);
 	tests[n++] = (struct CMUnitTest)cmocka_unit_test(t_pc_twice_placed_copy_verified);
 	tests[n++] = (struct CMUnitTest)cmocka_unit_test(t_pc_twice_dropped_copy_refused);
+	tests[n++] = (struct CMUnitTest)cmocka_unit_test(t_rss_in_proportion);
 	for (size_t i = 0; i < T_NCASES; i++)
 		tests[n++] = (struct CMUnitTest){
 			.name = t_cases[i].name, .test_func = t_case_run,

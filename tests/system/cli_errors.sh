@@ -35,6 +35,22 @@ expect 64 "--compress takes none, lz4, zstd, delta or adaptive" \
 expect 64 "bad --compress-level" "$FERRY" migrate "$T/nobody.sock" unix:"$T/x" --compress-level 20
 expect 64 "bad --xbzrle-cache" "$FERRY" migrate "$T/nobody.sock" unix:"$T/x" --xbzrle-cache 1k
 
+# Ports out of range are refused, not wrapped or made random.
+expect 64 "1\.\.65535" "$FERRY" run --incoming tcp:127.0.0.1:99999
+expect 64 "1\.\.65535" "$FERRY" run --incoming tcp:127.0.0.1:65536
+expect 64 "1\.\.65535" "$FERRY" run --incoming tcp:127.0.0.1:0
+# A name that cannot resolve says so (.invalid never resolves: RFC 6761).
+expect 64 "does not resolve" timeout 30 "$FERRY" run --incoming tcp:no-such-host.invalid:4444
+# A kernel that is a FIFO would block the load forever: refused at once.
+mkfifo "$T/fifo"
+expect 66 "not a regular file" timeout 10 "$FERRY" run --kernel "$T/fifo"
+expect 66 "not a regular file" "$FERRY" run --kernel "$T"
+# A serial file in a directory that is not there: 73, not 69 ("no /dev/kvm").
+expect 73 "does not exist" "$FERRY" run --kernel "$PROBE" --serial "file:$T/nonexistent/dir/x"
+expect 73 "not a directory" "$FERRY" run --kernel "$PROBE" --serial "file:$T/text/x"
+# A control path longer than a unix socket holds is a usage error, not 71.
+expect 64 "too long" "$FERRY" run --kernel "$PROBE" --control "$T/$(head -c 200 /dev/zero | tr '\0' a)"
+
 if [ -r /dev/kvm ] && [ -w /dev/kvm ]; then
 	expect 65 "not an ELF" "$FERRY" run --kernel "$T/text"
 	expect 65 "cannot boot" "$FERRY" run --kernel "$T/truncated"

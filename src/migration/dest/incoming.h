@@ -24,7 +24,7 @@ struct mig_incoming_opts {
 	unsigned nr_disks;
 	const struct net_config *nics;	/* --net: the source's NICs, here (new taps) */
 	unsigned nr_nics;
-	uint64_t max_memory;		/* largest VM accepted (0: ferry's limit) */
+	uint64_t max_memory;		/* largest VM accepted (0: what the host has room for) */
 	unsigned max_vcpus;		/* (0: ferry's limit) */
 	int accept_timeout_ms;		/* -1: wait for a source forever */
 	int io_timeout_ms;		/* silence after which the source is dead */
@@ -66,7 +66,6 @@ struct mig_incoming {
 	bool state_want_set, state_hashed;
 	uint64_t state_want, state_here;
 	char state_diff[160];
-	unsigned long *populated;	/* 2 MiB chunks already allocated */
 	uint32_t codecs;		/* accepted at CONFIG (bit = codec id) */
 	uint8_t *page;			/* one decoded page (codecs that are not verbatim) */
 	struct mig_codec_ctx codec;	/* the decoders' state (zstd's context) */
