@@ -140,6 +140,7 @@ int machine_create(struct machine *m, const struct machine_config *cfg)
 	struct vm_config vc = {
 		.memory = cfg->memory, .vcpus = cfg->vcpus,
 		.prealloc = cfg->prealloc, .premade = cfg->premade,
+		.cpu_model = cfg->cpu_model,
 	};
 	int err;
 

@@ -40,6 +40,7 @@ struct machine_config {
 	const char *serial;	/* chardev spec: stdio, file:PATH, unix:PATH */
 	bool prealloc;		/* allocate all RAM up front */
 	struct guest_memory *premade;	/* RAM allocated earlier, taken over */
+	const struct x86_cpu_model *cpu_model;	/* --cpu-model (NULL: host) */
 	const struct block_config *disks;	/* --disk, in order */
 	unsigned nr_disks;			/* 0..MACHINE_MAX_DISKS */
 	const struct net_config *nics;		/* --net, in order */

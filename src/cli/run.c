@@ -9,6 +9,7 @@
 #include <sys/signalfd.h>
 #include <unistd.h>
 
+#include "arch/x86/cpu_model.h"
 #include "cli/cli.h"
 #include "control/control.h"
 #include "migration/dest/incoming.h"
@@ -70,6 +71,13 @@ static const char run_usage[] =
 "                         post-copy must drop the pages again)\n"
 "      --resume-timeout T with --incoming: how long a post-copy whose source\n"
 "                         was lost waits for it to resume (default 5m)\n"
+"      --cpu-model MODEL  the CPU features the guest gets: host (all this host's\n"
+"                         KVM offers, the default), baseline (x86-64-v2, which\n"
+"                         migrates across any 64-bit host of the last decade),\n"
+"                         or FILE, listing the features by name (as\n"
+"                         /proc/cpuinfo spells them).  With --incoming: what\n"
+"                         this destination offers; a guest that uses a feature\n"
+"                         outside it is refused before any page moves\n"
 "      --test-hooks       allow the x-test-* control commands (tests only)\n"
 "  -q, --quiet            print errors only\n"
 "  -v, --verbose          print debug messages\n"
@@ -93,6 +101,7 @@ struct run_opts {
 	struct block_config disks[MACHINE_MAX_DISKS];
 	struct net_config nics[MACHINE_MAX_NICS];
 	struct net_announce_params announce;
+	struct x86_cpu_model cpu_model;
 	const char *control;
 	const char *incoming;
 	uint64_t resume_timeout_ns;
@@ -115,6 +124,7 @@ static void run_parse(int argc, char **argv, struct run_opts *o)
 		{ "incoming", required_argument, NULL, 'i' },
 		{ "test-hooks", no_argument, NULL, 'T' },
 		{ "prealloc", no_argument, NULL, 'P' },
+		{ "cpu-model", required_argument, NULL, 'M' },
 		{ "resume-timeout", required_argument, NULL, 'R' },
 		{ "quiet", no_argument, NULL, 'q' },
 		{ "verbose", no_argument, NULL, 'v' },
@@ -157,6 +167,11 @@ static void run_parse(int argc, char **argv, struct run_opts *o)
 		case 'i': o->incoming = optarg; break;
 		case 'T': o->test_hooks = true; mig_scratch_allow(); break;
 		case 'P': o->mc.prealloc = true; break;
+		case 'M':
+			if (x86_cpu_model_parse(optarg, &o->cpu_model, why, sizeof(why)))
+				die(FERRY_EXIT_USAGE, "--cpu-model: %s", why);
+			o->mc.cpu_model = &o->cpu_model;
+			break;
 		case 'R':
 			if (parse_duration(optarg, NSEC_PER_SEC, &o->resume_timeout_ns) ||
 			    !o->resume_timeout_ns || o->resume_timeout_ns > 86400 * NSEC_PER_SEC)
@@ -364,6 +379,7 @@ static int run_incoming(struct run_ctx *ctx, struct mig_incoming *inc)
 		.nics = o->mc.nics, .nr_nics = o->mc.nr_nics,
 		.max_memory = o->memory_set ? o->mc.memory : 0,
 		.max_vcpus = o->vcpus_set ? o->mc.vcpus : 0,
+		.cpu_model = o->mc.cpu_model,
 		.accept_timeout_ms = -1, .io_timeout_ms = 30000,
 		.start_guest = run_start_cb, .start_opaque = ctx,
 		.resume_timeout_ms = (int)(o->resume_timeout_ns / 1000000),
@@ -450,8 +466,9 @@ static int run_commit(struct run_ctx *ctx, struct mig_incoming *inc, int sfd)
 		return run_incoming_interrupted(ctx, inc, sig);
 	pr_err("incoming migration failed: %s; the guest was not started here", inc->why);
 	mig_incoming_reply(inc, err, inc->why);
-	/* -ENODATA: a saved file without its GO, an incomplete image. */
-	return err == -EPROTO || err == -ENODATA ? FERRY_EXIT_DATAERR : FERRY_EXIT_IOERR;
+	/* -ENODATA: a saved file without its GO, an incomplete image; -EOPNOTSUPP: a guest CPU this host lacks. */
+	return err == -EPROTO || err == -ENODATA || err == -EOPNOTSUPP ?
+	       FERRY_EXIT_DATAERR : FERRY_EXIT_IOERR;
 }
 
 int cli_run(int argc, char **argv)

@@ -2,10 +2,20 @@
 #ifndef FERRY_MIGRATION_CONFIG_H
 #define FERRY_MIGRATION_CONFIG_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "arch/x86/pvh.h"
 #include "util/vmstate.h"
+
+/* As many CPUID entries as ferry reads from KVM (arch/x86/cpuid.c). */
+#define MIG_CPUID_MAX 256
+
+/* One CPUID entry the guest was given (struct kvm_cpuid_entry2's values). */
+struct mig_cpuid_entry {
+	uint32_t function, index, flags;
+	uint32_t eax, ebx, ecx, edx;
+};
 
 struct mig_config {
 	uint64_t memory;		/* bytes of guest RAM */
@@ -21,8 +31,28 @@ struct mig_config {
 	uint32_t codecs;
 	uint16_t cmdline_len;
 	uint8_t cmdline[PVH_CMDLINE_MAX - 1];
+	/*
+	 * Version 3: the CPUID the guest was given (its model applied, before
+	 * the per-vCPU APIC ids), for the destination to check against its
+	 * own KVM before any page moves.  0 entries: an older stream,
+	 * unchecked.
+	 */
+	uint16_t cpuid_nent;
+	struct mig_cpuid_entry cpuid[MIG_CPUID_MAX];
 };
 
 extern const struct vmstate_desc mig_config_vmsd;
+
+struct kvm_cpuid2;
+
+/* Copy the guest's CPUID table into c (at most MIG_CPUID_MAX entries). */
+void mig_config_set_cpuid(struct mig_config *c, const struct kvm_cpuid2 *cpuid);
+
+/*
+ * Can this host (its CPUID offer `host`) run the guest c describes?  0, or
+ * -EOPNOTSUPP with the features it lacks, by name, in why.
+ */
+int mig_config_check_cpu(const struct mig_config *c, const struct kvm_cpuid2 *host,
+			 char *why, size_t whylen) __attribute__((warn_unused_result));
 
 #endif

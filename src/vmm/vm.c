@@ -11,6 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "arch/x86/cpu_model.h"
 #include "arch/x86/cpuid.h"
 #include "arch/x86/vcpu_state.h"
 #include "util/log.h"
@@ -176,6 +177,8 @@ int vm_create(struct vm *vm, const struct vm_config *cfg)
 		pr_err("KVM_GET_SUPPORTED_CPUID: %s", strerror(-err));
 		return err;
 	}
+	if (cfg->cpu_model)
+		x86_cpu_model_apply(cfg->cpu_model, vm->cpuid);
 	if (cfg->premade) {
 		if (cfg->premade->size != cfg->memory)
 			return -EINVAL;

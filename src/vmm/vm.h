@@ -17,6 +17,7 @@
 #define VM_MAX_VCPUS 64
 
 struct vm;
+struct x86_cpu_model;
 
 struct vcpu {
 	struct vm *vm;
@@ -49,6 +50,7 @@ struct vm_config {
 	unsigned vcpus;
 	bool prealloc;			/* allocate all RAM up front */
 	struct guest_memory *premade;	/* RAM made earlier, taken over (or NULL) */
+	const struct x86_cpu_model *cpu_model;	/* features offered (NULL: all KVM has) */
 };
 
 struct vm {
@@ -57,7 +59,8 @@ struct vm {
 	struct guest_memory mem;
 	unsigned nr_vcpus;
 	struct vcpu vcpus[VM_MAX_VCPUS];
-	struct kvm_cpuid2 *cpuid;	/* KVM's supported CPUID, filtered per vCPU */
+	/* KVM's supported CPUID less what the CPU model drops; filtered per vCPU. */
+	struct kvm_cpuid2 *cpuid;
 
 	/* Dirty tracking (dirty.c): owned by the thread that started it. */
 	bool dirty_manual;		/* manual-protect capability enabled */

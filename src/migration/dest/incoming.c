@@ -104,6 +104,7 @@ static int mig_in_config(struct mig_incoming *inc, const struct mig_incoming_opt
 	struct machine_config mc = {
 		.memory = inc->cfg.memory, .vcpus = inc->cfg.vcpus,
 		.cmdline = cmdline, .serial = opts->serial, .premade = opts->premade,
+		.cpu_model = opts->cpu_model,
 		.disks = opts->disks, .nr_disks = opts->nr_disks,
 		.nics = opts->nics, .nr_nics = opts->nr_nics,
 		.incoming = true,	/* disks unlocked until the guest may run here */
@@ -116,6 +117,10 @@ static int mig_in_config(struct mig_incoming *inc, const struct mig_incoming_opt
 				   strerror(-err));
 	}
 	inc->created = true;
+	/* Before any page: a guest this CPU cannot run must not move here. */
+	char cpu_why[512];
+	if (mig_config_check_cpu(&inc->cfg, m->vm.cpuid, cpu_why, sizeof(cpu_why)))
+		return mig_in_fail(inc, -EOPNOTSUPP, "guest CPU not supported here: %s", cpu_why);
 	inc->written = calloc(guest_memory_pages(&m->vm.mem) / 64 + 1, sizeof(unsigned long));
 	inc->known = calloc(guest_memory_pages(&m->vm.mem) / 64 + 1, sizeof(unsigned long));
 	inc->populated = calloc(m->vm.mem.size / MIG_IN_POPULATE_CHUNK / 64 + 1,

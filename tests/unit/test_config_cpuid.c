@@ -1,0 +1,101 @@
+/* CONFIG's CPUID (version 3): round trip, hostile records, the CPU check. */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "migration/config.h"
+#include "arch/x86/cpu_model.h"
+
+static struct kvm_cpuid2 *table(unsigned n)
+{
+	struct kvm_cpuid2 *c = calloc(1, sizeof(*c) + n * sizeof(c->entries[0]));
+
+	assert_non_null(c);
+	c->nent = n;
+	return c;
+}
+
+static struct mig_config *config_with(const struct kvm_cpuid2 *cpuid)
+{
+	struct mig_config *c = calloc(1, sizeof(*c));
+
+	assert_non_null(c);
+	*c = (struct mig_config){ .memory = 64ULL << 20, .vcpus = 1, .page_size = 4096, .codecs = 1 };
+	mig_config_set_cpuid(c, cpuid);
+	return c;
+}
+
+static void test_roundtrip(void **state)
+{
+	struct kvm_cpuid2 *t = table(2);
+	struct mig_config *back = calloc(1, sizeof(*back));
+	struct vmstate_error err;
+	struct vmstate_buf b;
+
+	(void)state;
+	t->entries[0] = (struct kvm_cpuid_entry2){ .function = 1, .ecx = 0x1234, .edx = 0x5678 };
+	t->entries[1] = (struct kvm_cpuid_entry2){ .function = 7, .index = 0, .flags = 1, .ebx = 1u << 16 };
+	struct mig_config *c = config_with(t);
+	vmstate_buf_init(&b);
+	assert_int_equal(vmstate_save(&mig_config_vmsd, c, &b), 0);
+	assert_int_equal(vmstate_load(&mig_config_vmsd, back, b.data, b.len, &err), 0);
+	assert_int_equal(back->cpuid_nent, 2);
+	assert_memory_equal(back->cpuid, c->cpuid, 2 * sizeof(c->cpuid[0]));
+	vmstate_buf_free(&b);
+	free(c); free(back); free(t);
+}
+
+static void test_duplicate_refused(void **state)
+{
+	struct kvm_cpuid2 *t = table(2);
+	struct mig_config *back = calloc(1, sizeof(*back));
+	struct vmstate_error err;
+	struct vmstate_buf b;
+
+	(void)state;
+	t->entries[0] = (struct kvm_cpuid_entry2){ .function = 0xd, .index = 1 };
+	t->entries[1] = (struct kvm_cpuid_entry2){ .function = 0xd, .index = 1, .eax = 8 };
+	struct mig_config *c = config_with(t);
+	vmstate_buf_init(&b);
+	assert_int_equal(vmstate_save(&mig_config_vmsd, c, &b), 0);
+	assert_int_not_equal(vmstate_load(&mig_config_vmsd, back, b.data, b.len, &err), 0);
+	assert_non_null(strstr(err.msg, "CPUID leaf 0xd.1 appears twice"));
+	vmstate_buf_free(&b);
+	free(c); free(back); free(t);
+}
+
+static void test_check_cpu(void **state)
+{
+	struct kvm_cpuid2 *guest = table(2), *host = table(2);
+	char why[512];
+
+	(void)state;
+	guest->entries[0] = (struct kvm_cpuid_entry2){ .function = 7, .ebx = 1u << 5 | 1u << 16 };
+	guest->entries[1] = (struct kvm_cpuid_entry2){ .function = 0xd, .index = 1, .eax = 1u << 3 };
+	host->entries[0] = (struct kvm_cpuid_entry2){ .function = 7, .ebx = 1u << 5 };
+	host->entries[1] = (struct kvm_cpuid_entry2){ .function = 0xd, .index = 1 };
+	struct mig_config *c = config_with(guest);
+	assert_int_equal(mig_config_check_cpu(c, guest, why, sizeof(why)), 0);
+	assert_int_equal(mig_config_check_cpu(c, host, why, sizeof(why)), -EOPNOTSUPP);
+	assert_string_equal(why, "this host's CPU lacks 2 features the guest uses: avx512f, xsaves");
+	/* An older stream carries no CPUID: nothing to check. */
+	c->cpuid_nent = 0;
+	assert_int_equal(mig_config_check_cpu(c, host, why, sizeof(why)), 0);
+	free(c); free(guest); free(host);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_roundtrip),
+		cmocka_unit_test(test_duplicate_refused),
+		cmocka_unit_test(test_check_cpu),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
