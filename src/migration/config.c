@@ -72,6 +72,8 @@ static const struct vmstate_field mig_config_fields[] = {
 	VMSTATE_U16_RANGE(struct mig_config, cpuid_nent, 0, MIG_CPUID_MAX, .since = 3),
 	VMSTATE_VARRAY_STRUCT(struct mig_config, cpuid, cpuid_nent, mig_cpuid_entry_vmsd,
 			      .since = 3),
+	VMSTATE_U16_RANGE(struct mig_config, msr_nent, 0, X86_MSR_MAX, .since = 3),
+	VMSTATE_VARRAY_U32(struct mig_config, msrs, msr_nent, .since = 3),
 	VMSTATE_END,
 };
 
@@ -97,6 +99,30 @@ void mig_config_set_cpuid(struct mig_config *c, const struct kvm_cpuid2 *cpuid)
 		};
 	}
 	c->cpuid_nent = (uint16_t)n;
+
+	size_t nmsrs;
+	const uint32_t *msrs = x86_msr_list(&nmsrs);
+	if (nmsrs > X86_MSR_MAX)
+		nmsrs = X86_MSR_MAX;
+	memcpy(c->msrs, msrs, nmsrs * sizeof(c->msrs[0]));
+	c->msr_nent = (uint16_t)nmsrs;
+}
+
+/* Append the MSRs of c this host cannot restore to list; how many. */
+static unsigned mig_config_missing_msrs(const struct mig_config *c, char *list, size_t listlen)
+{
+	unsigned missing = 0;
+
+	for (unsigned i = 0; i < c->msr_nent; i++) {
+		if (x86_msr_restorable(c->msrs[i]))
+			continue;
+		size_t used = strnlen(list, listlen);
+		if (used + 24 < listlen)
+			snprintf(list + used, listlen - used, "%smsr-%#x", used ? ", " : "",
+				 c->msrs[i]);
+		missing++;
+	}
+	return missing;
 }
 
 int mig_config_check_cpu(const struct mig_config *c, const struct kvm_cpuid2 *host,
@@ -114,6 +140,7 @@ int mig_config_check_cpu(const struct mig_config *c, const struct kvm_cpuid2 *ho
 		};
 	missing = x86_cpu_missing(guest, c->cpuid_nent, host->entries, host->nent,
 				  list, sizeof(list));
+	missing += mig_config_missing_msrs(c, list, sizeof(list));
 	if (!missing)
 		return 0;
 	snprintf(why, whylen, "this host's CPU lacks %u feature%s the guest uses: %s",

@@ -5,6 +5,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "arch/x86/msr.h"
 #include "arch/x86/pvh.h"
 #include "util/vmstate.h"
 
@@ -39,18 +40,25 @@ struct mig_config {
 	 */
 	uint16_t cpuid_nent;
 	struct mig_cpuid_entry cpuid[MIG_CPUID_MAX];
+	/* Version 3: the MSRs the vCPU state will carry, checked the same way. */
+	uint16_t msr_nent;
+	uint32_t msrs[X86_MSR_MAX];
 };
 
 extern const struct vmstate_desc mig_config_vmsd;
 
 struct kvm_cpuid2;
 
-/* Copy the guest's CPUID table into c (at most MIG_CPUID_MAX entries). */
+/*
+ * Copy the guest's CPUID table (at most MIG_CPUID_MAX entries) and the
+ * MSRs its vCPU state carries (arch/x86/msr.h) into c.
+ */
 void mig_config_set_cpuid(struct mig_config *c, const struct kvm_cpuid2 *cpuid);
 
 /*
- * Can this host (its CPUID offer `host`) run the guest c describes?  0, or
- * -EOPNOTSUPP with the features it lacks, by name, in why.
+ * Can this host (its CPUID offer `host`, its restorable MSRs) run the guest
+ * c describes?  0, or -EOPNOTSUPP with the features and MSRs it lacks, by
+ * name, in why.
  */
 int mig_config_check_cpu(const struct mig_config *c, const struct kvm_cpuid2 *host,
 			 char *why, size_t whylen) __attribute__((warn_unused_result));

@@ -988,8 +988,8 @@ static void b_cfg_cmdline_long(struct vmstate_buf *b, size_t *len)
 	t_cfg_case(b, T_MEM, 1, 4096, 0, cmd, 4096); *len = b->len;
 }
 /*
- * A version-3 CONFIG: the version-2 fields, then cpuid_nent (claimed) and
- * the CPUID entries given (7 u32 each).
+ * A version-3 CONFIG: the version-2 fields, then cpuid_nent (claimed), the
+ * CPUID entries given (7 u32 each), and an empty MSR list.
  */
 static void t_config_cpuid(struct vmstate_buf *b, uint16_t nent, const uint32_t (*ent)[7],
 			   unsigned given)
@@ -1008,6 +1008,8 @@ static void t_config_cpuid(struct vmstate_buf *b, uint16_t nent, const uint32_t 
 		for (unsigned j = 0; j < 7; j++) {
 			t_u32(&body, 4); t_u32(&body, ent[i][j]);
 		}
+	t_u32(&body, 2); t_u16(&body, 0);	/* no MSRs */
+	t_u32(&body, 0);
 	t_u8(&p, 10); t_put(&p, "mig-config", 10);
 	t_u32(&p, 3); t_u32(&p, (uint32_t)body.len); t_put(&p, body.data, body.len);
 	t_header(b, MIG_MAGIC, MIG_VERSION);

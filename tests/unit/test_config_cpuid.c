@@ -86,6 +86,11 @@ static void test_check_cpu(void **state)
 	/* An older stream carries no CPUID: nothing to check. */
 	c->cpuid_nent = 0;
 	assert_int_equal(mig_config_check_cpu(c, host, why, sizeof(why)), 0);
+	/* An MSR this host did not probe as restorable (none, without KVM). */
+	c->msr_nent = 1;
+	c->msrs[0] = 0x10;
+	assert_int_equal(mig_config_check_cpu(c, host, why, sizeof(why)), -EOPNOTSUPP);
+	assert_string_equal(why, "this host's CPU lacks 1 feature the guest uses: msr-0x10");
 	free(c); free(guest); free(host);
 }
 
