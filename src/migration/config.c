@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <linux/kvm.h>
 
@@ -123,6 +124,25 @@ static unsigned mig_config_missing_msrs(const struct mig_config *c, char *list, 
 		missing++;
 	}
 	return missing;
+}
+
+struct kvm_cpuid2 *mig_config_cpuid(const struct mig_config *c)
+{
+	struct kvm_cpuid2 *t;
+
+	if (!c->cpuid_nent)
+		return NULL;
+	t = calloc(1, sizeof(*t) + c->cpuid_nent * sizeof(t->entries[0]));
+	if (!t)
+		return NULL;
+	t->nent = c->cpuid_nent;
+	for (unsigned i = 0; i < c->cpuid_nent; i++)
+		t->entries[i] = (struct kvm_cpuid_entry2){
+			.function = c->cpuid[i].function, .index = c->cpuid[i].index,
+			.flags = c->cpuid[i].flags, .eax = c->cpuid[i].eax,
+			.ebx = c->cpuid[i].ebx, .ecx = c->cpuid[i].ecx, .edx = c->cpuid[i].edx,
+		};
+	return t;
 }
 
 int mig_config_check_cpu(const struct mig_config *c, const struct kvm_cpuid2 *host,

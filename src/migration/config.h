@@ -55,6 +55,9 @@ struct kvm_cpuid2;
  */
 void mig_config_set_cpuid(struct mig_config *c, const struct kvm_cpuid2 *cpuid);
 
+/* The CPUID table of c as KVM takes it (malloc'd), or NULL when c has none or out of memory. */
+struct kvm_cpuid2 *mig_config_cpuid(const struct mig_config *c);
+
 /*
  * Can this host (its CPUID offer `host`, its restorable MSRs) run the guest
  * c describes?  0, or -EOPNOTSUPP with the features and MSRs it lacks, by

@@ -201,6 +201,21 @@ int vm_create(struct vm *vm, const struct vm_config *cfg)
 	return vm_create_kvm(vm);
 }
 
+int vm_set_cpuid(struct vm *vm, struct kvm_cpuid2 *cpuid)
+{
+	for (unsigned i = 0; i < vm->nr_vcpus; i++) {
+		int err = x86_cpuid_set_vcpu(vm->vcpus[i].fd, cpuid, i, vm->nr_vcpus);
+		if (err) {
+			pr_err("cannot set CPUID of vCPU %u: %s", i, strerror(-err));
+			free(cpuid);
+			return err;
+		}
+	}
+	free(vm->cpuid);
+	vm->cpuid = cpuid;
+	return 0;
+}
+
 void vm_destroy(struct vm *vm)
 {
 	if (vm->throttle_started && vm_set_throttle(vm, 0))

@@ -103,6 +103,14 @@ struct vm {
  * /dev/kvm cannot be opened).
  */
 int vm_create(struct vm *vm, const struct vm_config *cfg) __attribute__((warn_unused_result));
+/*
+ * Give every vCPU the CPUID table `cpuid` (taken over: the VM frees it)
+ * instead of the one vm_create() chose: a migrated guest keeps the CPUID
+ * it booted with.  Main thread, before vm_start().  Returns 0 or -errno
+ * (the table is freed either way).
+ */
+int vm_set_cpuid(struct vm *vm, struct kvm_cpuid2 *cpuid) __attribute__((warn_unused_result));
+
 /* Stop the vCPU threads if running and free everything. */
 void vm_destroy(struct vm *vm);
 

@@ -121,6 +121,16 @@ static int mig_in_config(struct mig_incoming *inc, const struct mig_incoming_opt
 	char cpu_why[512];
 	if (mig_config_check_cpu(&inc->cfg, m->vm.cpuid, cpu_why, sizeof(cpu_why)))
 		return mig_in_fail(inc, -EOPNOTSUPP, "guest CPU not supported here: %s", cpu_why);
+	/* The guest keeps the CPUID it booted with, not this host's fuller set. */
+	if (inc->cfg.cpuid_nent) {
+		struct kvm_cpuid2 *cpuid = mig_config_cpuid(&inc->cfg);
+		if (!cpuid)
+			return mig_in_fail(inc, -ENOMEM, "out of memory");
+		err = vm_set_cpuid(&m->vm, cpuid);
+		if (err)
+			return mig_in_fail(inc, err, "cannot give the vCPUs the guest's CPUID: %s",
+					   strerror(-err));
+	}
 	inc->written = calloc(guest_memory_pages(&m->vm.mem) / 64 + 1, sizeof(unsigned long));
 	inc->known = calloc(guest_memory_pages(&m->vm.mem) / 64 + 1, sizeof(unsigned long));
 	inc->populated = calloc(m->vm.mem.size / MIG_IN_POPULATE_CHUNK / 64 + 1,
