@@ -466,9 +466,8 @@ static int run_commit(struct run_ctx *ctx, struct mig_incoming *inc, int sfd)
 		return run_incoming_interrupted(ctx, inc, sig);
 	pr_err("incoming migration failed: %s; the guest was not started here", inc->why);
 	mig_incoming_reply(inc, err, inc->why);
-	/* -ENODATA: a saved file without its GO, an incomplete image; -EOPNOTSUPP: a guest CPU this host lacks. */
-	return err == -EPROTO || err == -ENODATA || err == -EOPNOTSUPP ?
-	       FERRY_EXIT_DATAERR : FERRY_EXIT_IOERR;
+	/* -ENODATA: a saved file without its GO, an incomplete image. */
+	return err == -EPROTO || err == -ENODATA ? FERRY_EXIT_DATAERR : FERRY_EXIT_IOERR;
 }
 
 int cli_run(int argc, char **argv)

@@ -28,6 +28,9 @@ expect 64 "multiple of 2M from 16M" "$FERRY" run --kernel "$PROBE" --memory 8M
 expect 64 "bad --vcpus" "$FERRY" run --kernel "$PROBE" --vcpus 0
 expect 64 "bad --vcpus" "$FERRY" run --kernel "$PROBE" --vcpus 65
 expect 66 "cannot read kernel" "$FERRY" run --kernel "$T/nonexistent"
+printf 'fpu sse # comment\navx1024\n' >"$T/bad.model"
+expect 64 "unknown feature 'avx1024'" "$FERRY" run --kernel "$PROBE" --cpu-model "$T/bad.model"
+expect 64 "cannot open CPU model" "$FERRY" run --kernel "$PROBE" --cpu-model "$T/nonexistent"
 expect 69 "cannot reach ferry" "$FERRY" status "$T/nobody.sock"
 expect 64 "JSON object" "$FERRY" call "$T/nobody.sock" status '[1,2]'
 
