@@ -112,8 +112,7 @@ static int pvh_check_header(const uint8_t *img, size_t len, bool *is64, uint64_t
 	return 0;
 }
 
-/* Host pointer for [gpa, gpa + len) if it lies inside one block, else NULL. */
-static uint8_t *pvh_ram_ptr(const struct pvh_ram *ram, uint64_t gpa, uint64_t len)
+uint8_t *pvh_ram_ptr(const struct pvh_ram *ram, uint64_t gpa, uint64_t len)
 {
 	for (unsigned i = 0; i < ram->nr; i++) {
 		const struct pvh_ram_block *b = &ram->block[i];
@@ -123,7 +122,7 @@ static uint8_t *pvh_ram_ptr(const struct pvh_ram *ram, uint64_t gpa, uint64_t le
 	return NULL;
 }
 
-static uint64_t pvh_ram_size(const struct pvh_ram *ram)
+uint64_t pvh_ram_size(const struct pvh_ram *ram)
 {
 	uint64_t size = 0;
 
@@ -204,6 +203,28 @@ int pvh_load_elf(const struct pvh_ram *ram, const void *image, size_t len,
 	return 0;
 }
 
+unsigned pvh_memmap(const struct pvh_ram *ram, struct hvm_memmap_table_entry *map,
+		    unsigned max)
+{
+	unsigned n = 0;
+
+	/*
+	 * Low RAM is split by the legacy VGA/BIOS hole (0xa0000-0x100000), as
+	 * on a PC; the memfd backs the hole but the guest is told to keep out.
+	 */
+	for (unsigned i = 0; i < ram->nr && n + 3 <= max; i++) {
+		const struct pvh_ram_block *r = &ram->block[i];
+		if (r->gpa == 0) {
+			map[n++] = (struct hvm_memmap_table_entry){ 0, 0xa0000, 1, 0 };
+			map[n++] = (struct hvm_memmap_table_entry){ 0xa0000, 0x60000, 2, 0 };
+			map[n++] = (struct hvm_memmap_table_entry){ 0x100000, r->size - 0x100000, 1, 0 };
+		} else {
+			map[n++] = (struct hvm_memmap_table_entry){ r->gpa, r->size, 1, 0 };
+		}
+	}
+	return n;
+}
+
 int pvh_write_start_info(const struct pvh_ram *ram, const char *cmdline,
 			 uint64_t *start_info)
 {
@@ -214,25 +235,11 @@ int pvh_write_start_info(const struct pvh_ram *ram, const char *cmdline,
 		.cmdline_paddr = PVH_CMDLINE_GPA,
 		.memmap_paddr = PVH_BOOT_DATA_GPA + sizeof(si),
 	};
-	unsigned n = 0;
 	size_t clen = strlen(cmdline ? cmdline : "");
 
 	if (clen >= PVH_CMDLINE_MAX)
 		return -E2BIG;
-	/*
-	 * Low RAM is split by the legacy VGA/BIOS hole (0xa0000-0x100000), as
-	 * on a PC; the memfd backs the hole but the guest is told to keep out.
-	 */
-	for (unsigned i = 0; i < ram->nr && n + 3 <= PVH_MAX_MEMMAP; i++) {
-		const struct pvh_ram_block *r = &ram->block[i];
-		if (r->gpa == 0) {
-			map[n++] = (struct hvm_memmap_table_entry){ 0, 0xa0000, 1, 0 };
-			map[n++] = (struct hvm_memmap_table_entry){ 0xa0000, 0x60000, 2, 0 };
-			map[n++] = (struct hvm_memmap_table_entry){ 0x100000, r->size - 0x100000, 1, 0 };
-		} else {
-			map[n++] = (struct hvm_memmap_table_entry){ r->gpa, r->size, 1, 0 };
-		}
-	}
+	unsigned n = pvh_memmap(ram, map, PVH_MAX_MEMMAP);
 	si.memmap_entries = n;
 
 	uint8_t *si_dst = pvh_ram_ptr(ram, PVH_BOOT_DATA_GPA, sizeof(si) + sizeof(map[0]) * n);

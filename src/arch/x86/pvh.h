@@ -72,6 +72,18 @@ int pvh_load_elf(const struct pvh_ram *ram, const void *image, size_t len,
 		 struct pvh_kernel *out, char *why, size_t whylen)
 	__attribute__((warn_unused_result));
 
+/* Host pointer for guest [gpa, gpa + len) if it lies inside one block, else NULL. */
+uint8_t *pvh_ram_ptr(const struct pvh_ram *ram, uint64_t gpa, uint64_t len);
+uint64_t pvh_ram_size(const struct pvh_ram *ram);
+
+/*
+ * The guest's memory map (the same for PVH and the Linux boot protocol's
+ * e820): low RAM, the legacy hole 0xa0000-0x100000 reserved, then each
+ * block.  Returns the entries written (at most max).
+ */
+unsigned pvh_memmap(const struct pvh_ram *ram, struct hvm_memmap_table_entry *map,
+		    unsigned max);
+
 /*
  * Write hvm_start_info (version 1), the memory map and the command line
  * into guest RAM.  Returns the start_info address (for EBX) in *start_info,
