@@ -24,12 +24,16 @@ static const char run_usage[] =
 "Usage: ferry run --kernel FILE [options]\n"
 "       ferry run --incoming URI [options]\n"
 "\n"
-"Boot a VM from a PVH ELF kernel, or receive one by live migration, and run\n"
+"Boot a VM from a PVH ELF kernel or a bzImage, or receive one by live migration, and run\n"
 "it until the guest exits, it migrates away, a quit command arrives, or\n"
 "ferry gets SIGINT/SIGTERM.\n"
 "\n"
 "Options:\n"
-"  -k, --kernel FILE      PVH ELF kernel to boot (e.g. build/probe.elf)\n"
+"  -k, --kernel FILE      kernel to boot: a PVH ELF (e.g. build/probe.elf, a\n"
+"                         Linux vmlinux) or a bzImage (boot protocol 2.12 or\n"
+"                         later, entered at its 64-bit entry point)\n"
+"      --initrd FILE      initial RAM disk: for a bzImage in the zero page, for\n"
+"                         a PVH kernel as the module of hvm_start_info\n"
 "  -a, --cmdline STR      kernel command line\n"
 "  -m, --memory SIZE      guest RAM, e.g. 512M, 1G (default 256M)\n"
 "  -c, --vcpus N          number of vCPUs, 1..64 (default 1)\n"
@@ -114,6 +118,7 @@ static void run_parse(int argc, char **argv, struct run_opts *o)
 	static const struct option longopts[] = {
 		{ "kernel", required_argument, NULL, 'k' },
 		{ "cmdline", required_argument, NULL, 'a' },
+		{ "initrd", required_argument, NULL, 'I' },
 		{ "memory", required_argument, NULL, 'm' },
 		{ "vcpus", required_argument, NULL, 'c' },
 		{ "serial", required_argument, NULL, 's' },
@@ -162,6 +167,7 @@ static void run_parse(int argc, char **argv, struct run_opts *o)
 			break;
 		case 'k': o->mc.kernel = optarg; break;
 		case 'a': o->mc.cmdline = optarg; break;
+		case 'I': o->mc.initrd = optarg; break;
 		case 's': o->mc.serial = optarg; break;
 		case 'C': o->control = optarg; break;
 		case 'i': o->incoming = optarg; break;
@@ -216,9 +222,9 @@ static void run_parse(int argc, char **argv, struct run_opts *o)
 			die(FERRY_EXIT_NOINPUT, "cannot open disk image %s: %s", o->disks[i].path,
 			    strerror(errno));
 	if (o->incoming) {
-		if (o->mc.kernel || o->mc.cmdline)
+		if (o->mc.kernel || o->mc.cmdline || o->mc.initrd)
 			die(FERRY_EXIT_USAGE, "--incoming takes the kernel and its command line from "
-			    "the stream; drop --kernel and --cmdline");
+			    "the stream; drop --kernel, --initrd and --cmdline");
 		if (o->mc.prealloc && !o->memory_set)
 			die(FERRY_EXIT_USAGE, "--prealloc with --incoming needs --memory SIZE: "
 			    "the size of the VM that will arrive");
@@ -229,6 +235,8 @@ static void run_parse(int argc, char **argv, struct run_opts *o)
 		    "(try 'ferry run --help')");
 	if (access(o->mc.kernel, R_OK) < 0)
 		die(FERRY_EXIT_NOINPUT, "cannot read kernel %s: %s", o->mc.kernel, strerror(errno));
+	if (o->mc.initrd && access(o->mc.initrd, R_OK) < 0)
+		die(FERRY_EXIT_NOINPUT, "cannot read initrd %s: %s", o->mc.initrd, strerror(errno));
 }
 
 static int run_exit_code(int err)

@@ -3,14 +3,17 @@
  * reset state (target/i386/cpu.c) as its PVH option ROM leaves it, with the
  * flat segments the PVH protocol asks for.  No KVM needed.
  */
+#include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <cmocka.h>
 
 #include "arch/x86/boot.h"
+#include "arch/x86/pvh.h"
 
 static void assert_flat(const struct kvm_segment *s, uint8_t type)
 {
@@ -110,6 +113,73 @@ static void test_control(void **state)
 		assert_int_equal(sregs.interrupt_bitmap[i], 0);
 }
 
+/* The Linux 64-bit entry: long mode, paging on, __BOOT_CS/__BOOT_DS, RSI. */
+static void test_linux64_state(void **state)
+{
+	struct kvm_sregs sregs;
+	struct kvm_regs regs;
+
+	(void)state;
+	memset(&sregs, 0xa5, sizeof(sregs));
+	memset(&regs, 0xa5, sizeof(regs));
+	x86_boot_linux64_state(&sregs, &regs, 0x1000200, 0x7000);
+	assert_int_equal(regs.rip, 0x1000200);
+	assert_int_equal(regs.rsi, 0x7000);
+	assert_int_equal(regs.rflags, 0x2);
+	assert_int_equal(regs.rbx, 0);
+	assert_int_equal(sregs.cs.selector, 0x10);
+	assert_int_equal(sregs.cs.l, 1);
+	assert_int_equal(sregs.cs.db, 0);
+	assert_int_equal(sregs.cs.type, 0xb);
+	assert_int_equal(sregs.cs.present, 1);
+	assert_int_equal(sregs.cs.s, 1);
+	assert_int_equal(sregs.ds.selector, 0x18);
+	assert_int_equal(sregs.ss.selector, 0x18);
+	assert_int_equal(sregs.ds.type, 0x3);
+	assert_int_equal(sregs.ds.l, 0);
+	assert_int_equal(sregs.tr.limit, 0xffff);	/* QEMU's, as for PVH */
+	assert_int_equal(sregs.tr.type, 0xb);
+	assert_int_equal(sregs.ldt.limit, 0xffff);
+	assert_int_equal(sregs.gdt.base, X86_BOOT_GDT_GPA);
+	assert_int_equal(sregs.gdt.limit, 31);
+	assert_int_equal(sregs.cr0, 0x80000011);	/* PG | ET | PE */
+	assert_int_equal(sregs.cr3, X86_BOOT_PML4_GPA);
+	assert_int_equal(sregs.cr4, 0x20);		/* PAE */
+	assert_int_equal(sregs.efer, 0x500);		/* LMA | LME */
+}
+
+/* The GDT has the selectors the state uses; 4 GiB is identity-mapped. */
+static void test_linux64_tables(void **state)
+{
+	uint8_t *host = calloc(1, 1 << 20);
+	struct pvh_ram ram = { .nr = 1, .block = { { 0, 1 << 20, host } } };
+	uint64_t e;
+
+	(void)state;
+	assert_non_null(host);
+	assert_int_equal(x86_boot_linux64_tables(&ram), 0);
+	memcpy(&e, host + X86_BOOT_GDT_GPA + 0x10, 8);
+	assert_int_equal(e, 0x00af9b000000ffffULL);	/* L=1, present, code */
+	memcpy(&e, host + X86_BOOT_GDT_GPA + 0x18, 8);
+	assert_int_equal(e, 0x00cf93000000ffffULL);
+	memcpy(&e, host + X86_BOOT_PML4_GPA, 8);
+	assert_int_equal(e, X86_BOOT_PDPT_GPA | 3);
+	for (unsigned i = 0; i < 4; i++) {
+		memcpy(&e, host + X86_BOOT_PDPT_GPA + 8 * i, 8);
+		assert_int_equal(e, (X86_BOOT_PD_GPA + 0x1000 * i) | 3);
+	}
+	memcpy(&e, host + X86_BOOT_PDPT_GPA + 8 * 4, 8);
+	assert_int_equal(e, 0);
+	/* The 2 MiB page that holds 3 GiB + 6 MiB maps to itself. */
+	uint64_t va = (3ULL << 30) + (6ULL << 20);
+	memcpy(&e, host + X86_BOOT_PD_GPA + 8 * (va >> 21), 8);
+	assert_int_equal(e, va | 0x83);
+	/* RAM that cannot hold the tables: refused. */
+	struct pvh_ram tiny = { .nr = 1, .block = { { 0, 0x8000, host } } };
+	assert_int_equal(x86_boot_linux64_tables(&tiny), -ERANGE);
+	free(host);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -117,6 +187,8 @@ int main(void)
 		cmocka_unit_test(test_segments),
 		cmocka_unit_test(test_tr_ldtr),
 		cmocka_unit_test(test_control),
+		cmocka_unit_test(test_linux64_state),
+		cmocka_unit_test(test_linux64_tables),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

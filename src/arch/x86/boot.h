@@ -23,4 +23,28 @@ void x86_boot_pvh_state(struct kvm_sregs *sregs, struct kvm_regs *regs,
 int x86_boot_pvh(int vcpu_fd, uint32_t entry, uint32_t start_info)
 	__attribute__((warn_unused_result));
 
+/*
+ * The Linux 64-bit boot protocol's entry (Documentation/arch/x86/boot.rst,
+ * "64-bit Boot Protocol"): long mode with paging on, an identity map of the
+ * first 4 GiB, a GDT with __BOOT_CS (0x10, 64-bit code) and __BOOT_DS
+ * (0x18), interrupts off, RSI = the zero page.  TR and LDTR as for PVH:
+ * QEMU's reset state.  The tables live in low guest RAM at these addresses.
+ */
+#define X86_BOOT_GDT_GPA	0x500ULL	/* 4 entries */
+#define X86_BOOT_PML4_GPA	0x9000ULL
+#define X86_BOOT_PDPT_GPA	0xa000ULL
+#define X86_BOOT_PD_GPA		0xb000ULL	/* 4 pages: 4 GiB of 2 MiB pages */
+#define X86_BOOT_TABLES_END	0xf000ULL
+
+struct pvh_ram;
+
+/* Write the GDT and the page tables into guest RAM.  0, or -ERANGE (RAM too small). */
+int x86_boot_linux64_tables(const struct pvh_ram *ram) __attribute__((warn_unused_result));
+
+void x86_boot_linux64_state(struct kvm_sregs *sregs, struct kvm_regs *regs,
+			    uint64_t entry, uint64_t boot_params);
+
+int x86_boot_linux64(int vcpu_fd, uint64_t entry, uint64_t boot_params)
+	__attribute__((warn_unused_result));
+
 #endif
