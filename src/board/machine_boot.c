@@ -1,7 +1,7 @@
 /*
  * Booting the machine: a PVH ELF (hvm_start_info, 32-bit entry) or a
  * bzImage (the Linux boot protocol's zero page, 64-bit entry), each with
- * an optional initrd.  The loaders in arch/x86/ check every byte of the
+ * an optional initrd, and for both an MP table (arch/x86/mptable.c).  The loaders in arch/x86/ check every byte of the
  * files; this file maps them and picks the protocol.
  */
 #include "board/machine.h"
@@ -15,6 +15,7 @@
 
 #include "arch/x86/boot.h"
 #include "arch/x86/bzimage.h"
+#include "arch/x86/mptable.h"
 #include "arch/x86/pvh.h"
 #include "util/log.h"
 
@@ -143,6 +144,13 @@ int machine_boot(struct machine *m, const char *kernel, const char *initrd_path,
 			goto out;
 	}
 	machine_pvh_ram(&m->vm.mem, &ram);
+	/* Without firmware, the MP table is how a kernel finds its CPUs and IOAPIC. */
+	int mp = x86_mptable_write(&ram, m->vm.nr_vcpus);
+	if (mp < 0) {
+		pr_err("cannot write the MP table: %s", strerror(-mp));
+		err = mp;
+		goto out;
+	}
 	if (bz_is_bzimage(img, len))
 		err = machine_boot_bzimage(m, &ram, kernel, img, len, initrd, initrd_len, cmdline);
 	else
