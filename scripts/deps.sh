@@ -13,6 +13,8 @@ packages=(
   # and recommendations are not installed here: name them.
   clang libclang-rt-14-dev
   python3 gnuplot-nox
+  # tests/system/linux_boot.sh unpacks Debian's kernel package and its bzImage
+  xz-utils zstd
 )
 
 missing=()
