@@ -17,23 +17,10 @@ CMDLINE="earlyprintk=serial console=ttyS0 loglevel=8 nokaslr"
 cache=$BUILD/linux-cache
 mkdir -p "$cache"
 
-# The kernel: download and unpack once (never installed on the host).
-if [ ! -s "$cache/vmlinux" ]; then
-	pkg=$(apt-cache depends linux-image-amd64 2>/dev/null |
-	      sed -nE 's/^ *Depends: (linux-image-[0-9][^ ]*-amd64)$/\1/p' | head -n1)
-	[ -n "$pkg" ] || skip "apt-cache knows no linux-image-amd64 (run apt-get update)"
-	rm -f "$cache"/*.deb
-	(cd "$cache" && timeout 300 apt-get download "$pkg") >"$T/apt.log" 2>&1 ||
-		{ cat "$T/apt.log"; skip "cannot download $pkg from the Debian archive"; }
-	deb=$(ls "$cache"/*.deb | head -n1)
-	mkdir -p "$T/pkg"
-	dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$T/pkg" --wildcards './boot/vmlinuz-*' ||
-		fail "$deb has no /boot/vmlinuz"
-	scripts/extract-vmlinux.sh "$T"/pkg/boot/vmlinuz-* "$cache/vmlinux.tmp" ||
-		fail "no vmlinux inside $deb's bzImage"
-	mv "$cache/vmlinux.tmp" "$cache/vmlinux"
-	rm -f "$deb"
-fi
+# The kernel: downloaded and unpacked once (never installed on the host).
+rc=0; scripts/debian-kernel.sh "$cache" >"$T/fetch.log" 2>&1 || rc=$?
+[ "$rc" -ne 77 ] || skip "$(tail -n 1 "$T/fetch.log")"
+[ "$rc" -eq 0 ] || { cat "$T/fetch.log"; fail "cannot unpack Debian's kernel"; }
 KERNEL=$cache/vmlinux
 
 start_ferry linux --kernel "$KERNEL" --memory "${MEM_MB}M" --vcpus "$VCPUS" \
