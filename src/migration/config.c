@@ -117,10 +117,9 @@ static unsigned mig_config_missing_msrs(const struct mig_config *c, char *list, 
 	for (unsigned i = 0; i < c->msr_nent; i++) {
 		if (x86_msr_restorable(c->msrs[i]))
 			continue;
-		size_t used = strnlen(list, listlen);
-		if (used + 24 < listlen)
-			snprintf(list + used, listlen - used, "%smsr-%#x", used ? ", " : "",
-				 c->msrs[i]);
+		char name[24];
+		snprintf(name, sizeof(name), "msr-%#x", c->msrs[i]);
+		x86_cpu_list_add(list, listlen, name);
 		missing++;
 	}
 	return missing;
@@ -158,9 +157,13 @@ int mig_config_check_cpu(const struct mig_config *c, const struct kvm_cpuid2 *ho
 			.flags = c->cpuid[i].flags, .eax = c->cpuid[i].eax,
 			.ebx = c->cpuid[i].ebx, .ecx = c->cpuid[i].ecx, .edx = c->cpuid[i].edx,
 		};
+	/* The list ends in "..." where it would not fit in why with its prefix. */
+	size_t listlen = whylen > 64 ? whylen - 64 : 1;
+	if (listlen > sizeof(list))
+		listlen = sizeof(list);
 	missing = x86_cpu_missing(guest, c->cpuid_nent, host->entries, host->nent,
-				  list, sizeof(list));
-	missing += mig_config_missing_msrs(c, list, sizeof(list));
+				  list, listlen);
+	missing += mig_config_missing_msrs(c, list, listlen);
 	if (!missing)
 		return 0;
 	snprintf(why, whylen, "this host's CPU lacks %u feature%s the guest uses: %s",

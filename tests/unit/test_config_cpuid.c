@@ -83,6 +83,15 @@ static void test_check_cpu(void **state)
 	assert_int_equal(mig_config_check_cpu(c, guest, why, sizeof(why)), 0);
 	assert_int_equal(mig_config_check_cpu(c, host, why, sizeof(why)), -EOPNOTSUPP);
 	assert_string_equal(why, "this host's CPU lacks 2 features the guest uses: avx512f, xsaves");
+	/* A reason too long for its buffer says so, whole names only. */
+	guest->entries[0].ebx = 0xffffffffu;
+	struct mig_config *many = config_with(guest);
+	char small[100];
+	assert_int_equal(mig_config_check_cpu(many, host, small, sizeof(small)), -EOPNOTSUPP);
+	assert_true(strlen(small) < sizeof(small));
+	assert_non_null(strstr(small, "lacks 26 features"));
+	assert_string_equal(small + strlen(small) - 3, "...");
+	free(many);
 	/* An older stream carries no CPUID: nothing to check. */
 	c->cpuid_nent = 0;
 	assert_int_equal(mig_config_check_cpu(c, host, why, sizeof(why)), 0);

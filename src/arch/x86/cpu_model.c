@@ -276,19 +276,21 @@ void x86_cpu_model_apply(const struct x86_cpu_model *m, struct kvm_cpuid2 *c)
 	}
 }
 
-/* Append one name to a comma-separated list, "..." once it is full. */
-static void x86_list_add(char *list, size_t listlen, const char *name)
+/*
+ * Every name appended leaves room for a later ", ..." and its NUL, so the
+ * list always says when it was cut short.
+ */
+void x86_cpu_list_add(char *list, size_t listlen, const char *name)
 {
-	size_t used = strnlen(list, listlen);
+	size_t used = strnlen(list, listlen), sep;
 
-	if (!listlen || used + 4 >= listlen)
+	if (listlen < 6 || (used >= 3 && !strcmp(list + used - 3, "...")))
 		return;
-	if (used + strlen(name) + 2 + 4 >= listlen) {
-		if (strcmp(list + (used >= 3 ? used - 3 : 0), "..."))
-			snprintf(list + used, listlen - used, "%s...", used ? ", " : "");
-		return;
-	}
-	snprintf(list + used, listlen - used, "%s%s", used ? ", " : "", name);
+	sep = used ? 2 : 0;
+	if (used + sep + strlen(name) + 5 + 1 <= listlen)
+		snprintf(list + used, listlen - used, "%s%s", used ? ", " : "", name);
+	else
+		snprintf(list + used, listlen - used, "%s...", used ? ", " : "");
 }
 
 static bool x86_has(const struct kvm_cpuid_entry2 *t, unsigned n, unsigned word, unsigned bit)
@@ -321,13 +323,13 @@ static unsigned x86_xsave_missing(const struct kvm_cpuid_entry2 *guest, unsigned
 			snprintf(name, sizeof(name), "xsave-%s", x86_xsave_names[b]);
 		else
 			snprintf(name, sizeof(name), "xsave-component-%u", b);
-		x86_list_add(list, listlen, name);
+		x86_cpu_list_add(list, listlen, name);
 		missing++;
 	}
 	uint32_t hsize = h ? h->ecx : 0;
 	if (g->ecx > hsize) {
 		snprintf(name, sizeof(name), "xsave-size(%u>%u)", g->ecx, hsize);
-		x86_list_add(list, listlen, name);
+		x86_cpu_list_add(list, listlen, name);
 		missing++;
 	}
 	return missing;
@@ -345,7 +347,7 @@ unsigned x86_cpu_missing(const struct kvm_cpuid_entry2 *guest, unsigned gn,
 		const struct x86_feature *f = &x86_features[i];
 
 		if (x86_has(guest, gn, f->word, f->bit) && !x86_has(host, hn, f->word, f->bit)) {
-			x86_list_add(list, listlen, f->name);
+			x86_cpu_list_add(list, listlen, f->name);
 			missing++;
 		}
 	}

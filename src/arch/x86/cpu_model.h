@@ -49,6 +49,9 @@ unsigned x86_cpu_missing(const struct kvm_cpuid_entry2 *guest, unsigned gn,
 			 const struct kvm_cpuid_entry2 *host, unsigned hn,
 			 char *list, size_t listlen);
 
+/* Append a name to a comma-separated list; "..." once it is full. */
+void x86_cpu_list_add(char *list, size_t listlen, const char *name);
+
 /* The entry for (function, index) of a table, or NULL. */
 const struct kvm_cpuid_entry2 *x86_cpuid_find(const struct kvm_cpuid_entry2 *e, unsigned n,
 					      uint32_t function, uint32_t index);

@@ -118,7 +118,7 @@ static int mig_in_config(struct mig_incoming *inc, const struct mig_incoming_opt
 	}
 	inc->created = true;
 	/* Before any page: a guest this CPU cannot run must not move here. */
-	char cpu_why[512];
+	char cpu_why[sizeof(inc->why) - 32];	/* room for the prefix below */
 	if (mig_config_check_cpu(&inc->cfg, m->vm.cpuid, cpu_why, sizeof(cpu_why)))
 		return mig_in_fail(inc, -EOPNOTSUPP, "guest CPU not supported here: %s", cpu_why);
 	/* The guest keeps the CPUID it booted with, not this host's fuller set. */
