@@ -151,6 +151,8 @@ int machine_boot(struct machine *m, const char *kernel, const char *initrd_path,
 		err = mp;
 		goto out;
 	}
+	for (unsigned i = 0; i < m->vm.nr_vcpus; i++)
+		x86_boot_set_msrs(m->vm.vcpus[i].fd);
 	if (bz_is_bzimage(img, len))
 		err = machine_boot_bzimage(m, &ram, kernel, img, len, initrd, initrd_len, cmdline);
 	else

@@ -180,6 +180,17 @@ static void test_linux64_tables(void **state)
 	free(host);
 }
 
+/* MTRRs on with write-back default, as SeaBIOS leaves them under QEMU. */
+static void test_msrs(void **state)
+{
+	struct kvm_msr_entry m[X86_BOOT_NR_MSRS];
+
+	(void)state;
+	assert_int_equal(x86_boot_msrs(m), 1);
+	assert_int_equal(m[0].index, 0x2ff);
+	assert_int_equal(m[0].data, 0x806);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -189,6 +200,7 @@ int main(void)
 		cmocka_unit_test(test_control),
 		cmocka_unit_test(test_linux64_state),
 		cmocka_unit_test(test_linux64_tables),
+		cmocka_unit_test(test_msrs),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -5,7 +5,9 @@
 #include <string.h>
 #include <sys/ioctl.h>
 
+#include "arch/x86/msr.h"
 #include "arch/x86/pvh.h"
+#include "util/log.h"
 
 #define X86_CR0_PE 0x1ULL
 #define X86_CR0_ET 0x10ULL
@@ -63,6 +65,30 @@ void x86_boot_pvh_state(struct kvm_sregs *sregs, struct kvm_regs *regs,
 	sregs->cr4 = 0;
 	sregs->efer = 0;
 	memset(sregs->interrupt_bitmap, 0, sizeof(sregs->interrupt_bitmap));
+}
+
+unsigned x86_boot_msrs(struct kvm_msr_entry *msrs)
+{
+	msrs[0] = (struct kvm_msr_entry){
+		.index = X86_MSR_MTRR_DEF_TYPE, .data = 1u << 11 | 0x6,	/* E, WB */
+	};
+	return 1;
+}
+
+/*
+ * A refinement, not a condition of booting: a KVM that refuses it leaves
+ * the reset values, which every kernel copes with.
+ */
+void x86_boot_set_msrs(int vcpu_fd)
+{
+	struct {
+		struct kvm_msrs hdr;
+		struct kvm_msr_entry e[X86_BOOT_NR_MSRS];
+	} m = { 0 };
+
+	m.hdr.nmsrs = x86_boot_msrs(m.e);
+	if (ioctl(vcpu_fd, KVM_SET_MSRS, &m) != (int)m.hdr.nmsrs)
+		pr_warn("boot: KVM did not take MTRRdefType; the guest starts with MTRRs off");
 }
 
 int x86_boot_pvh(int vcpu_fd, uint32_t entry, uint32_t start_info)

@@ -19,6 +19,19 @@
 void x86_boot_pvh_state(struct kvm_sregs *sregs, struct kvm_regs *regs,
 			uint32_t entry, uint32_t start_info);
 
+/*
+ * The MSRs a firmware leaves set, for both entries: MTRRs enabled with
+ * write-back as the default type (MTRRdefType 0x806), as SeaBIOS leaves
+ * them under QEMU and Firecracker sets them; KVM's reset value (0,
+ * MTRRs off) makes Linux turn PAT off too.  Fills `msrs` (room for
+ * X86_BOOT_NR_MSRS entries) and returns how many.
+ */
+#define X86_BOOT_NR_MSRS 1
+unsigned x86_boot_msrs(struct kvm_msr_entry *msrs);
+
+/* Set them on one vCPU (every vCPU, as firmware does); a refusal is logged. */
+void x86_boot_set_msrs(int vcpu_fd);
+
 /* Put vCPU `vcpu_fd` in the state above.  Returns 0 or -errno. */
 int x86_boot_pvh(int vcpu_fd, uint32_t entry, uint32_t start_info)
 	__attribute__((warn_unused_result));
