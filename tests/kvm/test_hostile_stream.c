@@ -179,9 +179,13 @@ static void t_config_codecs(struct vmstate_buf *p, uint64_t memory, uint32_t vcp
 	t_u32(&body, 4); t_u32(&body, codecs);
 	t_u32(&body, 2); t_u16(&body, cmdline_len);
 	t_u32(&body, cmdline_len); t_put(&body, cmdline, cmdline_len);
+	t_u32(&body, 2); t_u16(&body, 0);	/* version 3: no CPUID entries */
+	t_u32(&body, 0);
+	t_u32(&body, 2); t_u16(&body, 0);	/* and no MSRs */
+	t_u32(&body, 0);
 	t_u8(p, 10);
 	t_put(p, "mig-config", 10);
-	t_u32(p, 2);
+	t_u32(p, 3);
 	t_u32(p, (uint32_t)body.len);
 	t_put(p, body.data, body.len);
 	free(body.data);

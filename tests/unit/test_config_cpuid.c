@@ -103,12 +103,52 @@ static void test_check_cpu(void **state)
 	free(c); free(guest); free(host);
 }
 
+static void put(uint8_t **p, uint64_t v, unsigned w)
+{
+	for (unsigned i = 0; i < w; i++)
+		*(*p)++ = (uint8_t)(v >> (8 * i));
+}
+
+/* A version-2 record (an older source, an older image): loaded, no CPUID. */
+static void test_version2_accepted(void **state)
+{
+	uint8_t rec[128], *p = rec, *body;
+	struct mig_config *c = calloc(1, sizeof(*c));
+	struct vmstate_error err;
+
+	(void)state;
+	memset(c, 0x5a, sizeof(*c));			/* stale values must go */
+	put(&p, 10, 1);
+	memcpy(p, "mig-config", 10), p += 10;
+	put(&p, 2, 4);
+	uint8_t *body_len = p;
+	p += 4;
+	body = p;
+	put(&p, 8, 4), put(&p, 64ULL << 20, 8);
+	put(&p, 4, 4), put(&p, 1, 4);
+	put(&p, 4, 4), put(&p, 4096, 4);
+	put(&p, 4, 4), put(&p, 0, 4);
+	put(&p, 4, 4), put(&p, 1, 4);
+	put(&p, 2, 4), put(&p, 2, 2);
+	put(&p, 2, 4), memcpy(p, "hi", 2), p += 2;
+	uint8_t *end = p;
+	p = body_len;
+	put(&p, (uint64_t)(end - body), 4);
+	assert_int_equal(vmstate_load(&mig_config_vmsd, c, rec, (size_t)(end - rec), &err), 0);
+	assert_int_equal(c->memory, 64ULL << 20);
+	assert_int_equal(c->cmdline_len, 2);
+	assert_int_equal(c->cpuid_nent, 0);
+	assert_int_equal(c->msr_nent, 0);
+	free(c);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_roundtrip),
 		cmocka_unit_test(test_duplicate_refused),
 		cmocka_unit_test(test_check_cpu),
+		cmocka_unit_test(test_version2_accepted),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
