@@ -11,6 +11,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "arch/x86/cpu_model.h"
 #include "cli/cli.h"
 #include "cli/restore.h"
 #include "control/control.h"
@@ -27,12 +28,16 @@ static const char run_usage[] =
 "       ferry run --incoming URI [options]\n"
 "       ferry run --restore FILE [--lazy] [options]\n"
 "\n"
-"Boot a VM from a PVH ELF kernel, or receive one by live migration, and run\n"
+"Boot a VM from a PVH ELF kernel or a bzImage, or receive one by live migration, and run\n"
 "it until the guest exits, it migrates away, a quit command arrives, or\n"
 "ferry gets SIGINT/SIGTERM.\n"
 "\n"
 "Options:\n"
-"  -k, --kernel FILE      PVH ELF kernel to boot (e.g. build/probe.elf)\n"
+"  -k, --kernel FILE      kernel to boot: a PVH ELF (e.g. build/probe.elf, a\n"
+"                         Linux vmlinux) or a bzImage (boot protocol 2.12 or\n"
+"                         later, entered at its 64-bit entry point)\n"
+"      --initrd FILE      initial RAM disk: for a bzImage in the zero page, for\n"
+"                         a PVH kernel as the module of hvm_start_info\n"
 "  -a, --cmdline STR      kernel command line\n"
 "  -m, --memory SIZE      guest RAM, e.g. 512M, 1G (default 256M)\n"
 "  -c, --vcpus N          number of vCPUs, 1..64 (default 1)\n"
@@ -85,6 +90,13 @@ static const char run_usage[] =
 "                         post-copy must drop the pages again)\n"
 "      --resume-timeout T with --incoming: how long a post-copy whose source\n"
 "                         was lost waits for it to resume (default 5m)\n"
+"      --cpu-model MODEL  the CPU features the guest gets: host (all this host's\n"
+"                         KVM offers, the default), baseline (x86-64-v2, which\n"
+"                         migrates across any 64-bit host of the last decade),\n"
+"                         or FILE, listing the features by name (as\n"
+"                         /proc/cpuinfo spells them).  With --incoming: what\n"
+"                         this destination offers; a guest that uses a feature\n"
+"                         outside it is refused before any page moves\n"
 "      --test-hooks       allow the x-test-* control commands (tests only)\n"
 "  -q, --quiet            print errors only\n"
 "  -v, --verbose          print debug messages\n"
@@ -111,6 +123,7 @@ struct run_opts {
 	struct block_config disks[MACHINE_MAX_DISKS];
 	struct net_config nics[MACHINE_MAX_NICS];
 	struct net_announce_params announce;
+	struct x86_cpu_model cpu_model;
 	const char *control;
 	const char *incoming;
 	const char *restore;
@@ -168,6 +181,7 @@ static void run_parse(int argc, char **argv, struct run_opts *o)
 	static const struct option longopts[] = {
 		{ "kernel", required_argument, NULL, 'k' },
 		{ "cmdline", required_argument, NULL, 'a' },
+		{ "initrd", required_argument, NULL, 'I' },
 		{ "memory", required_argument, NULL, 'm' },
 		{ "vcpus", required_argument, NULL, 'c' },
 		{ "serial", required_argument, NULL, 's' },
@@ -180,6 +194,7 @@ static void run_parse(int argc, char **argv, struct run_opts *o)
 		{ "lazy", no_argument, NULL, 'L' },
 		{ "test-hooks", no_argument, NULL, 'T' },
 		{ "prealloc", no_argument, NULL, 'P' },
+		{ "cpu-model", required_argument, NULL, 'M' },
 		{ "resume-timeout", required_argument, NULL, 'R' },
 		{ "quiet", no_argument, NULL, 'q' },
 		{ "verbose", no_argument, NULL, 'v' },
@@ -217,6 +232,7 @@ static void run_parse(int argc, char **argv, struct run_opts *o)
 			break;
 		case 'k': o->mc.kernel = optarg; break;
 		case 'a': o->mc.cmdline = optarg; break;
+		case 'I': o->mc.initrd = optarg; break;
 		case 's': o->mc.serial = optarg; break;
 		case 'C': o->control = optarg; break;
 		case 'i': o->incoming = optarg; break;
@@ -224,6 +240,11 @@ static void run_parse(int argc, char **argv, struct run_opts *o)
 		case 'L': o->lazy = true; break;
 		case 'T': o->test_hooks = true; mig_scratch_allow(); break;
 		case 'P': o->mc.prealloc = true; break;
+		case 'M':
+			if (x86_cpu_model_parse(optarg, &o->cpu_model, why, sizeof(why)))
+				die(FERRY_EXIT_USAGE, "--cpu-model: %s", why);
+			o->mc.cpu_model = &o->cpu_model;
+			break;
 		case 'R':
 			if (parse_duration(optarg, NSEC_PER_SEC, &o->resume_timeout_ns) ||
 			    !o->resume_timeout_ns || o->resume_timeout_ns > 86400 * NSEC_PER_SEC)
@@ -278,9 +299,9 @@ static void run_parse(int argc, char **argv, struct run_opts *o)
 		return;
 	}
 	if (o->incoming) {
-		if (o->mc.kernel || o->mc.cmdline)
+		if (o->mc.kernel || o->mc.cmdline || o->mc.initrd)
 			die(FERRY_EXIT_USAGE, "--incoming takes the kernel and its command line from "
-			    "the stream; drop --kernel and --cmdline");
+			    "the stream; drop --kernel, --initrd and --cmdline");
 		if (o->mc.prealloc && !o->memory_set)
 			die(FERRY_EXIT_USAGE, "--prealloc with --incoming needs --memory SIZE: "
 			    "the size of the VM that will arrive");
@@ -294,8 +315,12 @@ static void run_parse(int argc, char **argv, struct run_opts *o)
 		die(FERRY_EXIT_NOINPUT, "cannot read kernel %s: %s", o->mc.kernel, strerror(errno));
 	/* A FIFO would block the load forever, a device read without end. */
 	if (!S_ISREG(st.st_mode))
-		die(FERRY_EXIT_NOINPUT, "kernel %s is not a regular file: give the PVH ELF image "
+		die(FERRY_EXIT_NOINPUT, "kernel %s is not a regular file: give the kernel image "
 		    "itself", o->mc.kernel);
+	if (o->mc.initrd && (access(o->mc.initrd, R_OK) < 0 || stat(o->mc.initrd, &st) < 0))
+		die(FERRY_EXIT_NOINPUT, "cannot read initrd %s: %s", o->mc.initrd, strerror(errno));
+	if (o->mc.initrd && !S_ISREG(st.st_mode))
+		die(FERRY_EXIT_NOINPUT, "initrd %s is not a regular file", o->mc.initrd);
 }
 
 static int run_exit_code(int err)
@@ -446,6 +471,7 @@ static int run_incoming(struct run_ctx *ctx, struct mig_incoming *inc)
 		.nics = o->mc.nics, .nr_nics = o->mc.nr_nics,
 		.max_memory = o->memory_set ? o->mc.memory : 0,
 		.max_vcpus = o->vcpus_set ? o->mc.vcpus : 0,
+		.cpu_model = o->mc.cpu_model,
 		.accept_timeout_ms = -1, .io_timeout_ms = 30000,
 		.start_guest = run_start_cb, .start_opaque = ctx,
 		.resume_timeout_ms = (int)(o->resume_timeout_ns / 1000000),

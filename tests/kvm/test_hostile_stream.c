@@ -180,9 +180,13 @@ static void t_config_codecs(struct vmstate_buf *p, uint64_t memory, uint32_t vcp
 	t_u32(&body, 4); t_u32(&body, codecs);
 	t_u32(&body, 2); t_u16(&body, cmdline_len);
 	t_u32(&body, cmdline_len); t_put(&body, cmdline, cmdline_len);
+	t_u32(&body, 2); t_u16(&body, 0);	/* version 3: no CPUID entries */
+	t_u32(&body, 0);
+	t_u32(&body, 2); t_u16(&body, 0);	/* and no MSRs */
+	t_u32(&body, 0);
 	t_u8(p, 10);
 	t_put(p, "mig-config", 10);
-	t_u32(p, 2);
+	t_u32(p, 3);
 	t_u32(p, (uint32_t)body.len);
 	t_put(p, body.data, body.len);
 	free(body.data);
@@ -1096,6 +1100,58 @@ static void b_cfg_cmdline_long(struct vmstate_buf *b, size_t *len)
 	memset(cmd, 'a', sizeof(cmd));
 	t_cfg_case(b, T_MEM, 1, 4096, 0, cmd, 4096); *len = b->len;
 }
+/*
+ * A version-3 CONFIG: the version-2 fields, then cpuid_nent (claimed), the
+ * CPUID entries given (7 u32 each), and an empty MSR list.
+ */
+static void t_config_cpuid(struct vmstate_buf *b, uint16_t nent, const uint32_t (*ent)[7],
+			   unsigned given)
+{
+	struct vmstate_buf body = { 0 }, p = { 0 };
+	t_u32(&body, 8); t_u64(&body, T_MEM);
+	t_u32(&body, 4); t_u32(&body, 1);
+	t_u32(&body, 4); t_u32(&body, 4096);
+	t_u32(&body, 4); t_u32(&body, 0);
+	t_u32(&body, 4); t_u32(&body, T_CODECS);
+	t_u32(&body, 2); t_u16(&body, 0);
+	t_u32(&body, 0);
+	t_u32(&body, 2); t_u16(&body, nent);
+	t_u32(&body, given * 7 * 4 * 2);	/* each u32 field as len + value */
+	for (unsigned i = 0; i < given; i++)
+		for (unsigned j = 0; j < 7; j++) {
+			t_u32(&body, 4); t_u32(&body, ent[i][j]);
+		}
+	t_u32(&body, 2); t_u16(&body, 0);	/* no MSRs */
+	t_u32(&body, 0);
+	t_u8(&p, 10); t_put(&p, "mig-config", 10);
+	t_u32(&p, 3); t_u32(&p, (uint32_t)body.len); t_put(&p, body.data, body.len);
+	t_header(b, MIG_MAGIC, MIG_VERSION);
+	t_sec_buf(b, MIG_SEC_CONFIG, &p);
+	free(body.data); free(p.data);
+}
+static const uint32_t t_leaf1_xsave[7] = { 1, 0, 0, 0, 0, 1u << 26, 0 };
+static void b_cfg_cpuid_too_many(struct vmstate_buf *b, size_t *len)
+{ t_config_cpuid(b, MIG_CPUID_MAX + 1, &t_leaf1_xsave, 1); *len = b->len; }
+static void b_cfg_cpuid_nent_lies(struct vmstate_buf *b, size_t *len)
+{ t_config_cpuid(b, 3, &t_leaf1_xsave, 1); *len = b->len; }
+static void b_cfg_cpuid_twice(struct vmstate_buf *b, size_t *len)
+{
+	const uint32_t e[2][7] = { { 7, 0, 1, 0, 0, 0, 0 }, { 7, 0, 1, 0, 1, 0, 0 } };
+	t_config_cpuid(b, 2, e, 2); *len = b->len;
+}
+static void b_cfg_cpuid_bad_flags(struct vmstate_buf *b, size_t *len)
+{
+	const uint32_t e[1][7] = { { 1, 0, 0x80, 0, 0, 0, 0 } };
+	t_config_cpuid(b, 1, e, 1); *len = b->len;
+}
+/* Well formed, but no host has a 4 GiB XSAVE area: refused by name, before any page. */
+static void b_cfg_cpuid_unsupported(struct vmstate_buf *b, size_t *len)
+{
+	const uint32_t e[2][7] = { { 1, 0, 0, 0, 0, 1u << 26, 0 },
+				   { 0xd, 0, 1, 3, 576, 0xffffffffu, 0 } };
+	t_config_cpuid(b, 2, e, 2); *len = b->len;
+}
+
 static void b_cfg_cmdline_len_lies(struct vmstate_buf *b, size_t *len)
 {
 	/* cmdline_len says 100, the array field carries 5 bytes. */
@@ -1363,6 +1419,12 @@ static const struct t_case t_cases[] = {
 	BAD("config_cmdline_4096", b_cfg_cmdline_long, "field 'cmdline_len': value 4096 out of range", false),
 	BAD("config_cmdline_len_lies", b_cfg_cmdline_len_lies, "field 'cmdline': length 5, expected 100", false),
 	BAD("config_trailing", b_cfg_trailing, "bad configuration", false),
+	BAD("config_cpuid_too_many", b_cfg_cpuid_too_many, "bad configuration", false),
+	BAD("config_cpuid_nent_lies", b_cfg_cpuid_nent_lies, "bad configuration", false),
+	BAD("config_cpuid_twice", b_cfg_cpuid_twice, "CPUID leaf 0x7.0 appears twice", false),
+	BAD("config_cpuid_bad_flags", b_cfg_cpuid_bad_flags, "bad configuration", false),
+	BAD("config_cpuid_unsupported", b_cfg_cpuid_unsupported,
+	    "guest CPU not supported here: this host's CPU lacks", false),
 	BAD("config_empty", b_cfg_empty, "bad configuration", false),
 	{ "config_over_memory_limit", b_cfg_over_limit, 65,
 	  "the VM has 64 MiB of RAM; this destination allows 32 MiB", false, { "--memory", "32M" } },

@@ -28,6 +28,11 @@ expect 64 "multiple of 2M from 16M" "$FERRY" run --kernel "$PROBE" --memory 8M
 expect 64 "bad --vcpus" "$FERRY" run --kernel "$PROBE" --vcpus 0
 expect 64 "bad --vcpus" "$FERRY" run --kernel "$PROBE" --vcpus 65
 expect 66 "cannot read kernel" "$FERRY" run --kernel "$T/nonexistent"
+expect 66 "cannot read initrd" "$FERRY" run --kernel "$PROBE" --initrd "$T/nonexistent"
+expect 64 "drop --kernel, --initrd" "$FERRY" run --incoming unix:"$T/x.sock" --initrd "$T/text"
+printf 'fpu sse # comment\navx1024\n' >"$T/bad.model"
+expect 64 "unknown feature 'avx1024'" "$FERRY" run --kernel "$PROBE" --cpu-model "$T/bad.model"
+expect 64 "cannot open CPU model" "$FERRY" run --kernel "$PROBE" --cpu-model "$T/nonexistent"
 expect 69 "cannot reach ferry" "$FERRY" status "$T/nobody.sock"
 expect 64 "JSON object" "$FERRY" call "$T/nobody.sock" status '[1,2]'
 expect 64 "--compress takes none, lz4, zstd, delta or adaptive" \
@@ -55,6 +60,12 @@ if [ -r /dev/kvm ] && [ -w /dev/kvm ]; then
 	expect 65 "not an ELF" "$FERRY" run --kernel "$T/text"
 	expect 65 "cannot boot" "$FERRY" run --kernel "$T/truncated"
 	expect 65 "not a PVH kernel" "$FERRY" run --kernel /bin/true
+	# A bzImage of boot protocol 2.11 (the loader's own cases: tests/unit/test_bzimage.c).
+	head -c 10752 /dev/zero >"$T/old.bz"
+	printf '\x04' | dd of="$T/old.bz" bs=1 seek=$((0x1f1)) conv=notrunc status=none
+	printf '\x55\xaa' | dd of="$T/old.bz" bs=1 seek=$((0x1fe)) conv=notrunc status=none
+	printf 'HdrS\x0b\x02' | dd of="$T/old.bz" bs=1 seek=$((0x202)) conv=notrunc status=none
+	expect 65 "boot protocol 2.11 is older than 2.12" "$FERRY" run --kernel "$T/old.bz"
 	expect 65 "command line too long" "$FERRY" run --kernel "$PROBE" \
 		--cmdline "$(head -c 5000 /dev/zero | tr '\0' a)"
 	expect 64 "bad --serial" "$FERRY" run --kernel "$PROBE" --serial tty:/dev/null

@@ -153,6 +153,7 @@ static int mig_in_config(struct mig_incoming *inc, const struct mig_incoming_opt
 	struct machine_config mc = {
 		.memory = inc->cfg.memory, .vcpus = inc->cfg.vcpus,
 		.cmdline = cmdline, .serial = opts->serial, .premade = opts->premade,
+		.cpu_model = opts->cpu_model,
 		.disks = opts->disks, .nr_disks = opts->nr_disks,
 		.nics = opts->nics, .nr_nics = opts->nr_nics,
 		.incoming = true,	/* disks unlocked until the guest may run here */
@@ -165,6 +166,20 @@ static int mig_in_config(struct mig_incoming *inc, const struct mig_incoming_opt
 				   strerror(-err));
 	}
 	inc->created = true;
+	/* Before any page: a guest this CPU cannot run must not move here. */
+	char cpu_why[sizeof(inc->why) - 32];	/* room for the prefix below */
+	if (mig_config_check_cpu(&inc->cfg, m->vm.cpuid, cpu_why, sizeof(cpu_why)))
+		return mig_in_fail(inc, -EOPNOTSUPP, "guest CPU not supported here: %s", cpu_why);
+	/* The guest keeps the CPUID it booted with, not this host's fuller set. */
+	if (inc->cfg.cpuid_nent) {
+		struct kvm_cpuid2 *cpuid = mig_config_cpuid(&inc->cfg);
+		if (!cpuid)
+			return mig_in_fail(inc, -ENOMEM, "out of memory");
+		err = vm_set_cpuid(&m->vm, cpuid);
+		if (err)
+			return mig_in_fail(inc, err, "cannot give the vCPUs the guest's CPUID: %s",
+					   strerror(-err));
+	}
 	inc->written = calloc(guest_memory_pages(&m->vm.mem) / 64 + 1, sizeof(unsigned long));
 	inc->known = calloc(guest_memory_pages(&m->vm.mem) / 64 + 1, sizeof(unsigned long));
 	inc->page = aligned_alloc(64, GUEST_PAGE_SIZE);

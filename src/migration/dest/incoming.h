@@ -26,6 +26,8 @@ struct mig_incoming_opts {
 	unsigned nr_nics;
 	uint64_t max_memory;		/* largest VM accepted (0: what the host has room for) */
 	unsigned max_vcpus;		/* (0: ferry's limit) */
+	/* What this host offers a guest (--cpu-model; NULL: all KVM has). */
+	const struct x86_cpu_model *cpu_model;
 	int accept_timeout_ms;		/* -1: wait for a source forever */
 	int io_timeout_ms;		/* silence after which the source is dead */
 	struct guest_memory *premade;	/* RAM preallocated for exactly this size */

@@ -107,6 +107,7 @@ static void precopy_send_config(struct migration *mig)
 
 	cfg.cmdline_len = (uint16_t)strlen(m->cmdline);
 	memcpy(cfg.cmdline, m->cmdline, cfg.cmdline_len);
+	mig_config_set_cpuid(&cfg, m->vm.cpuid);
 	vmstate_buf_init(&b);
 	if (vmstate_save(&mig_config_vmsd, &cfg, &b))
 		mig_stream_fail(&mig->s, -EINVAL, "cannot encode the configuration");
