@@ -46,7 +46,11 @@ static const char migrate_usage[] =
 "                           switchover before the source gives up and resumes it\n"
 "                           (default: 5 downtime limits, at least 1s)\n"
 "  -a, --auto-converge      throttle the vCPUs while the guest dirties too fast\n"
-"  -V, --verify             compare digests of all RAM and of the device state at switchover\n"
+"  -V, --verify             compare digests of all RAM, of the device state and\n"
+"                           (with --copy-storage) of every disk at switchover\n"
+"      --copy-storage       copy the disks too, live (local disks): the destination\n"
+"                           runs with --copy-storage and its own image of the same\n"
+"                           size for each --disk\n"
 "  -k, --keep-source        keep the source VM (paused) after success\n"
 "  -r, --resume             reconnect a post-copy whose connection broke\n"
 "                           (the destination listens on URI again)\n"
@@ -101,6 +105,7 @@ static void migrate_parse(int argc, char **argv, struct migrate_opts *o)
 		{ "auto-converge", no_argument, NULL, 'a' },
 		{ "verify", no_argument, NULL, 'V' },
 		{ "keep-source", no_argument, NULL, 'k' },
+		{ "copy-storage", no_argument, NULL, 'c' },
 		{ "resume", no_argument, NULL, 'r' },
 		{ "resume-timeout", required_argument, NULL, 'R' },
 		{ "progress", no_argument, NULL, 'p' },
@@ -177,6 +182,7 @@ static void migrate_parse(int argc, char **argv, struct migrate_opts *o)
 		case 'a': migrate_add_bool(o->args, "auto-converge"); break;
 		case 'V': migrate_add_bool(o->args, "verify"); break;
 		case 'k': migrate_add_bool(o->args, "keep-source"); break;
+		case 'c': migrate_add_bool(o->args, "copy-storage"); break;
 		case 'r': migrate_add_bool(o->args, "resume"); break;
 		case 'R':
 			if (parse_duration(optarg, NSEC_PER_SEC, &v) || !v)

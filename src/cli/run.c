@@ -11,6 +11,7 @@
 
 #include "cli/cli.h"
 #include "control/control.h"
+#include "migration/block.h"
 #include "migration/dest/incoming.h"
 #include "migration/migration.h"
 #include "migration/live_scratch.h"
@@ -70,6 +71,10 @@ static const char run_usage[] =
 "                         post-copy must drop the pages again)\n"
 "      --resume-timeout T with --incoming: how long a post-copy whose source\n"
 "                         was lost waits for it to resume (default 5m)\n"
+"      --copy-storage     with --incoming: the source copies its disks into\n"
+"                         this side's own images (--disk path=, same sizes),\n"
+"                         which are locked here from the start ('ferry migrate\n"
+"                         --copy-storage')\n"
 "      --test-hooks       allow the x-test-* control commands (tests only)\n"
 "  -q, --quiet            print errors only\n"
 "  -v, --verbose          print debug messages\n"
@@ -98,6 +103,7 @@ struct run_opts {
 	uint64_t resume_timeout_ns;
 	bool memory_set, vcpus_set;
 	bool test_hooks;
+	bool copy_storage;	/* --incoming: the disks' contents come with the VM */
 };
 
 static void run_parse(int argc, char **argv, struct run_opts *o)
@@ -114,6 +120,7 @@ static void run_parse(int argc, char **argv, struct run_opts *o)
 		{ "control", required_argument, NULL, 'C' },
 		{ "incoming", required_argument, NULL, 'i' },
 		{ "test-hooks", no_argument, NULL, 'T' },
+		{ "copy-storage", no_argument, NULL, 'S' },
 		{ "prealloc", no_argument, NULL, 'P' },
 		{ "resume-timeout", required_argument, NULL, 'R' },
 		{ "quiet", no_argument, NULL, 'q' },
@@ -156,6 +163,7 @@ static void run_parse(int argc, char **argv, struct run_opts *o)
 		case 'C': o->control = optarg; break;
 		case 'i': o->incoming = optarg; break;
 		case 'T': o->test_hooks = true; mig_scratch_allow(); break;
+		case 'S': o->copy_storage = true; break;
 		case 'P': o->mc.prealloc = true; break;
 		case 'R':
 			if (parse_duration(optarg, NSEC_PER_SEC, &o->resume_timeout_ns) ||
@@ -207,8 +215,19 @@ static void run_parse(int argc, char **argv, struct run_opts *o)
 		if (o->mc.prealloc && !o->memory_set)
 			die(FERRY_EXIT_USAGE, "--prealloc with --incoming needs --memory SIZE: "
 			    "the size of the VM that will arrive");
+		if (o->copy_storage) {
+			for (unsigned i = 0; i < o->mc.nr_disks; i++)
+				if (o->disks[i].kind != BLOCK_KIND_FILE || o->disks[i].readonly)
+					die(FERRY_EXIT_USAGE, "--copy-storage writes each disk's image: "
+					    "give writable path= disks");
+			if (!o->mc.nr_disks)
+				die(FERRY_EXIT_USAGE, "--copy-storage needs the target images (--disk)");
+			mig_block_expect();
+		}
 		return;
 	}
+	if (o->copy_storage)
+		die(FERRY_EXIT_USAGE, "--copy-storage goes with --incoming");
 	if (!o->mc.kernel)
 		die(FERRY_EXIT_USAGE, "--kernel FILE or --incoming URI is required "
 		    "(try 'ferry run --help')");
@@ -361,6 +380,7 @@ static int run_incoming(struct run_ctx *ctx, struct mig_incoming *inc)
 	struct mig_incoming_opts io = {
 		.uri = o->incoming, .serial = o->mc.serial,
 		.disks = o->mc.disks, .nr_disks = o->mc.nr_disks,
+		.own_disks = o->copy_storage,
 		.nics = o->mc.nics, .nr_nics = o->mc.nr_nics,
 		.max_memory = o->memory_set ? o->mc.memory : 0,
 		.max_vcpus = o->vcpus_set ? o->mc.vcpus : 0,

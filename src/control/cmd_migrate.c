@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "control/control.h"
+#include "migration/block.h"
 #include "migration/migration.h"
 
 /* Optional non-negative integer argument; 0 if absent, -EINVAL if bad. */
@@ -57,6 +58,7 @@ static int mig_parse_params(json_object *args, struct mig_params *p, json_object
 	err = err ?: mig_arg_bool(args, "auto-converge", &p->auto_converge, ret);
 	err = err ?: mig_arg_bool(args, "verify", &p->verify, ret);
 	err = err ?: mig_arg_bool(args, "keep-source", &p->keep_source, ret);
+	err = err ?: mig_arg_bool(args, "copy-storage", &p->copy_storage, ret);
 	if (err)
 		return err;
 	if (iters > UINT32_MAX || downtime_ms > 3600000 || timeout_ms > 1000ULL * 86400 * 365)
@@ -127,6 +129,9 @@ int cmd_migrate(struct control_ctx *ctx, json_object *args, json_object **ret)
 			return control_fail(ret, -ESRCH, "no post-copy is waiting to resume");
 		return 0;
 	}
+	char why[160];
+	if (p.copy_storage && mig_block_check(ctx->machine, why, sizeof(why)))
+		return control_fail(ret, -EINVAL, "%s", why);
 	enum vm_state st = vm_get_state(&ctx->machine->vm);
 	if (st != VM_STATE_RUNNING && st != VM_STATE_PAUSED)
 		return control_fail(ret, -ESRCH, "the VM is %s", vm_state_name(st));

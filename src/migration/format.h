@@ -60,6 +60,7 @@ enum mig_codec_id {
 enum mig_source_id {
 	MIG_SOURCE_RAM = 0,
 	MIG_SOURCE_SCRATCH = 1,	/* tests only: a synthetic 1 MiB region */
+	MIG_SOURCE_BLOCK = 2,	/* --copy-storage: the disks (block.h) */
 	MIG_SOURCE_NR,
 };
 

@@ -23,6 +23,7 @@
 
 struct migration;
 struct mig_in_ctx;
+struct mig_incoming;
 struct mig_payload;
 struct mig_section_writer;
 struct mig_stream;
@@ -62,6 +63,17 @@ struct mig_source_ops {
 	 * hostile.  0 or -errno with the reason in c->inc->why.
 	 */
 	int (*load)(struct mig_in_ctx *c, uint8_t type, struct mig_payload *in);
+	/*
+	 * Destination, before the guest may start here (END, POSTCOPY_RUN):
+	 * did everything this source owes arrive?  NULL: nothing to check.
+	 * 0 or -errno with the reason in c->inc->why.
+	 */
+	int (*loaded)(struct mig_in_ctx *c);
+	/*
+	 * Destination: the receive ended, either way; free what `load` kept
+	 * in inc->src_state[id].  NULL: it keeps nothing.
+	 */
+	void (*unload)(struct mig_incoming *inc);
 	void (*cleanup)(struct migration *mig);
 	/*
 	 * It may be left owing data when the guest starts at the destination
@@ -72,6 +84,7 @@ struct mig_source_ops {
 
 extern const struct mig_source_ops mig_ram_source;
 extern const struct mig_source_ops mig_scratch_source;
+extern const struct mig_source_ops mig_block_source;
 
 /* The source registered as `id`, or NULL (out of range, or none). */
 const struct mig_source_ops *mig_source_get(unsigned id);
@@ -96,6 +109,11 @@ int mig_sources_iterate(struct migration *mig, bool resend) __attribute__((warn_
  */
 int mig_sources_complete(struct migration *mig, bool resend, bool postcopy)
 	__attribute__((warn_unused_result));
+
+/* Destination: every source's `unload`. */
+void mig_sources_unload(struct mig_incoming *inc);
+/* Destination: every source's `loaded` check.  0 or the first -errno. */
+int mig_sources_loaded(struct mig_in_ctx *c) __attribute__((warn_unused_result));
 
 /*
  * Start a SOURCE section for source `id` with `len` payload bytes after

@@ -21,6 +21,8 @@
 #include "util/ratelimit.h"
 #include "board/machine.h"
 
+struct mig_block;
+
 struct mig_params {
 	char uri[256];
 	uint64_t bandwidth;		/* live phase, bytes/s; 0 = unlimited */
@@ -41,6 +43,7 @@ struct mig_params {
 	bool auto_converge;
 	bool verify;
 	bool keep_source;		/* stay paused after success instead of exiting */
+	bool copy_storage;		/* copy the disks too (block.c); pre-copy only */
 };
 
 #define MIG_DEFAULT_DOWNTIME_NS (300ULL * 1000000ULL)
@@ -137,6 +140,7 @@ struct migration {
 	/* Which sources take part (mig_sources_setup); migration thread only. */
 	bool src_active[MIG_SOURCE_NR];
 	struct mig_ram ram;		/* the RAM source's own state (ram.h) */
+	struct mig_block *block;	/* the block source's (block.c), while it runs */
 	struct mig_pass_state pass;
 	struct mig_end_flags end;
 };
