@@ -48,9 +48,10 @@ static const char migrate_usage[] =
 "  -a, --auto-converge      throttle the vCPUs while the guest dirties too fast\n"
 "  -V, --verify             compare digests of all RAM, of the device state and\n"
 "                           (with --copy-storage) of every disk at switchover\n"
-"      --copy-storage       copy the disks too, live (local disks): the destination\n"
-"                           runs with --copy-storage and its own image of the same\n"
-"                           size for each --disk\n"
+"      --copy-storage[=incremental]  copy the disks too, live (local disks): the\n"
+"                           destination runs with --copy-storage and its own image\n"
+"                           of the same size for each --disk; incremental: only the\n"
+"                           64 KiB ranges whose digests differ there travel\n"
 "  -k, --keep-source        keep the source VM (paused) after success\n"
 "  -r, --resume             reconnect a post-copy whose connection broke\n"
 "                           (the destination listens on URI again)\n"
@@ -105,7 +106,7 @@ static void migrate_parse(int argc, char **argv, struct migrate_opts *o)
 		{ "auto-converge", no_argument, NULL, 'a' },
 		{ "verify", no_argument, NULL, 'V' },
 		{ "keep-source", no_argument, NULL, 'k' },
-		{ "copy-storage", no_argument, NULL, 'c' },
+		{ "copy-storage", optional_argument, NULL, 'c' },
 		{ "resume", no_argument, NULL, 'r' },
 		{ "resume-timeout", required_argument, NULL, 'R' },
 		{ "progress", no_argument, NULL, 'p' },
@@ -182,7 +183,15 @@ static void migrate_parse(int argc, char **argv, struct migrate_opts *o)
 		case 'a': migrate_add_bool(o->args, "auto-converge"); break;
 		case 'V': migrate_add_bool(o->args, "verify"); break;
 		case 'k': migrate_add_bool(o->args, "keep-source"); break;
-		case 'c': migrate_add_bool(o->args, "copy-storage"); break;
+		case 'c':
+			if (!optarg || !strcmp(optarg, "full"))
+				migrate_add_bool(o->args, "copy-storage");
+			else if (!strcmp(optarg, "incremental"))
+				json_object_object_add(o->args, "copy-storage",
+						       json_object_new_string("incremental"));
+			else
+				die(FERRY_EXIT_USAGE, "--copy-storage takes full (the default) or incremental");
+			break;
 		case 'r': migrate_add_bool(o->args, "resume"); break;
 		case 'R':
 			if (parse_duration(optarg, NSEC_PER_SEC, &v) || !v)

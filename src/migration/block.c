@@ -1,12 +1,14 @@
 /*
- * The block source (block.h): each disk in SOURCE sections under
+ * The block source (block.h), the source side (the destination's is
+ * block_load.c): each disk in SOURCE sections under
  * MIG_SOURCE_BLOCK.  Payload after the source id: record kind (u8), disk
  * index (u8), then
  *
  *   HELLO  size (u64)                 before any other record of the disk
  *   DATA   offset (u64), the bytes    at most MIG_BLOCK_CHUNK of them
  *   ZERO   offset (u64), length (u64)
- *   DONE   has digest (u8), XXH3-64 of the whole disk (u64)
+ *   DONE   XXH3-64 of the whole disk (u64), has digest (u8)
+ *   SUMS_REQ                          incremental: answer with BLOCK_SUMS
  *
  * Setup starts dirty tracking, then sends HELLO and one ZERO per hole of
  * the image (SEEK_HOLE), and owes every 64 KiB chunk with data.  A live
@@ -14,26 +16,30 @@
  * link between slices; a sync adds what the guest wrote since.  At
  * stop-and-copy (the disks drained by machine_quiesce) it sends the rest,
  * then DONE.  A chunk that reads back as zeros goes as ZERO.
+ *
+ * Incremental (copy_incremental): setup sends HELLO only; after READY the
+ * handshake sends SUMS_REQ, and the destination answers on the return
+ * path with BLOCK_SUMS sections (disk u8, first chunk u64, count u32, an
+ * XXH3-64 per chunk); only chunks whose digests differ are owed.
  */
 #include "migration/block.h"
+#include "migration/block_internal.h"
 
 #include <errno.h>
 #include <fcntl.h>
-#include <linux/falloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-#include "migration/dest/incoming_internal.h"
 #include "migration/live.h"
 #include "migration/migration.h"
 #include "migration/section.h"
 #include "util/hash.h"
 #include "util/le.h"
+#include "util/log.h"
 
 #define BLOCK_PASS_MAX	(32u << 20)	/* bytes of one disk per live pass */
-#define BLOCK_REC_HDR	2u		/* kind, disk */
 #define BLOCK_WIRE(n)	(MIG_SECTION_HDR + 4 + BLOCK_REC_HDR + (n))
 
 /* One disk being sent.  Migration thread only. */
@@ -53,25 +59,6 @@ struct mig_block {
 	uint8_t *buf;			/* one chunk */
 };
 
-/* Destination: set before any migration is received (ferry run --copy-storage). */
-static bool blk_expect;
-
-/*
- * Destination: one receive's disks (inc->src_state[MIG_SOURCE_BLOCK],
- * made at the first block section, freed by block_unload).  The
- * receiving thread only.
- */
-struct mig_block_in {
-	int fd[MACHINE_MAX_DISKS];	/* -1: no HELLO yet */
-	bool hello[MACHINE_MAX_DISKS];
-	bool done[MACHINE_MAX_DISKS];
-	uint64_t size[MACHINE_MAX_DISKS];
-};
-
-void mig_block_expect(void)
-{
-	blk_expect = true;
-}
 
 int mig_block_check(const struct machine *m, char *why, size_t whylen)
 {
@@ -124,7 +111,7 @@ static void block_send(struct migration *mig, uint8_t kind, unsigned disk, const
 	mig_source_account(mig, MIG_SOURCE_BLOCK, BLOCK_WIRE(8 * nr_nums + len));
 }
 
-static int block_read(int fd, uint8_t *buf, uint64_t len, uint64_t off)
+int mig_block_read(int fd, uint8_t *buf, uint64_t len, uint64_t off)
 {
 	uint64_t done = 0;
 
@@ -225,9 +212,113 @@ static int block_setup(struct migration *mig)
 		if (err)
 			return err;
 		d->dirty = &m->disks[i].dirty;
-		block_first_map(mig, i);
+		if (mig->p.copy_incremental)	/* what differs is known at the handshake */
+			block_send(mig, MIG_BLOCK_HELLO, i, &d->size, 1, NULL, 0);
+		else
+			block_first_map(mig, i);
 	}
 	return mig_stream_error(&mig->s);
+}
+
+/* XXH3-64 of every chunk of disk i, here.  0 or -errno. */
+static int block_chunk_sums(struct mig_block *b, unsigned i, uint64_t *sums)
+{
+	struct mig_block_disk *d = &b->d[i];
+
+	for (uint64_t c = 0; c < d->chunks; c++) {
+		uint64_t off = c * MIG_BLOCK_CHUNK;
+		uint64_t len = d->size - off < MIG_BLOCK_CHUNK ? d->size - off : MIG_BLOCK_CHUNK;
+		int err = mig_block_read(d->fd, b->buf, len, off);
+		if (err)
+			return err;
+		sums[c] = XXH3_64bits(b->buf, len);
+	}
+	return 0;
+}
+
+/*
+ * One BLOCK_SUMS section for disk i, the next after `*next` chunks: each
+ * chunk whose digest differs from ours is owed.  Every byte came from the
+ * destination: checked.  0 or -errno (reason on the stream).
+ */
+static int block_read_sums(struct migration *mig, unsigned i, const uint64_t *ours,
+			   uint64_t *next, uint64_t *differ)
+{
+	struct mig_block_disk *d = &mig->block->d[i];
+	uint32_t cap = 13 + 8 * MIG_BLOCK_SUMS_MAX, len;
+	uint8_t *buf = malloc(cap), type;
+	int err = buf ? mig_section_read(&mig->s, buf, cap, &type, &len) : -ENOMEM;
+	int32_t status;
+	const char *msg;
+	int n;
+
+	if (!err && type == MIG_SEC_RESULT && !mig_result_parse(buf, len, &status, &msg, &n)) {
+		mig_stream_fail(&mig->s, status ? status : -EPROTO, "destination: %.*s", n, msg);
+		err = status ? status : -EPROTO;
+	} else if (!err && type != MIG_SEC_BLOCK_SUMS) {
+		mig_stream_fail(&mig->s, -EPROTO, "destination answered the disk digests with section %u",
+				type);
+		err = -EPROTO;
+	}
+	if (err) {
+		free(buf);
+		return err;
+	}
+	uint64_t first = len >= 13 ? le_get(buf + 1, 8) : 0;
+	uint32_t count = len >= 13 ? (uint32_t)le_get(buf + 9, 4) : 0;
+	if (len < 13 || buf[0] != i || first != *next || !count || count > MIG_BLOCK_SUMS_MAX ||
+	    count > d->chunks - first || len != 13 + 8 * count) {
+		mig_stream_fail(&mig->s, -EPROTO, "destination's digests of disk %u are malformed "
+				"(%u bytes, disk %u, chunks %llu + %u; want %llu + up to %u)", i, len,
+				buf[0], (unsigned long long)first, count, (unsigned long long)*next,
+				MIG_BLOCK_SUMS_MAX);
+		free(buf);
+		return -EPROTO;
+	}
+	for (uint32_t k = 0; k < count; k++) {
+		uint64_t c = first + k;
+		if (le_get(buf + 13 + 8 * k, 8) != ours[c]) {
+			d->owed[c / 64] |= 1ULL << (c % 64);
+			(*differ)++;
+		}
+	}
+	*next = first + count;
+	free(buf);
+	return 0;
+}
+
+/*
+ * copy-storage=incremental: ask the destination for a digest of each
+ * 64 KiB chunk of every disk, digest ours meanwhile, and owe only the
+ * chunks that differ.  Writes from here on are tracked already (setup).
+ */
+static int block_handshake(struct migration *mig)
+{
+	struct mig_block *b = mig->block;
+	int err = 0;
+
+	if (!mig->p.copy_incremental)
+		return 0;
+	for (unsigned i = 0; i < b->nr; i++)
+		block_send(mig, MIG_BLOCK_SUMS_REQ, i, NULL, 0, NULL, 0);
+	err = mig_stream_flush(&mig->s);
+	for (unsigned i = 0; i < b->nr && !err; i++) {
+		struct mig_block_disk *d = &b->d[i];
+		uint64_t *ours = calloc(d->chunks + 1, sizeof(*ours)), next = 0, differ = 0;
+		if (!ours)
+			return -ENOMEM;
+		err = block_chunk_sums(b, i, ours);
+		if (err)
+			mig_stream_fail(&mig->s, err, "cannot read disk %u: %s", i, strerror(-err));
+		while (!err && next < d->chunks)
+			err = block_read_sums(mig, i, ours, &next, &differ);
+		free(ours);
+		if (!err)
+			pr_info("migration: disk %u: %llu of %llu ranges of 64 KiB differ at the "
+				"destination", i, (unsigned long long)differ,
+				(unsigned long long)d->chunks);
+	}
+	return err;
 }
 
 static int64_t block_sync(struct migration *mig)
@@ -259,7 +350,7 @@ static int block_send_chunk(struct migration *mig, unsigned i, uint64_t c)
 	struct mig_block_disk *d = &mig->block->d[i];
 	uint64_t off = c * MIG_BLOCK_CHUNK;
 	uint64_t len = d->size - off < MIG_BLOCK_CHUNK ? d->size - off : MIG_BLOCK_CHUNK;
-	int err = block_read(d->fd, mig->block->buf, len, off);
+	int err = mig_block_read(d->fd, mig->block->buf, len, off);
 
 	if (err) {
 		mig_stream_fail(&mig->s, err, "cannot read disk %u: %s", i, strerror(-err));
@@ -274,8 +365,25 @@ static int block_send_chunk(struct migration *mig, unsigned i, uint64_t c)
 	return mig_stream_error(&mig->s);
 }
 
-/* Send up to `budget` bytes of what disk i owes, from its cursor on. */
-static int block_send_owed(struct migration *mig, unsigned i, uint64_t budget)
+/* Live passes, between chunks: a cancel, or a new bandwidth cap. */
+static bool block_cancelled(struct migration *mig)
+{
+	pthread_mutex_lock(&mig->lock);
+	bool c = mig->req.cancel;
+	if (mig->req.limits_changed && mig->stats.status == MIG_STATUS_ACTIVE) {
+		ratelimit_set_rate(&mig->rl, mig->p.bandwidth);
+		mig->req.limits_changed = false;
+	}
+	pthread_mutex_unlock(&mig->lock);
+	return c;
+}
+
+/*
+ * Send up to `budget` bytes of what disk i owes, from its cursor on;
+ * `live`: look for a cancel between chunks.  0, -ECANCELED or the
+ * stream's error.
+ */
+static int block_send_owed(struct migration *mig, unsigned i, uint64_t budget, bool live)
 {
 	struct mig_block_disk *d = &mig->block->d[i];
 	uint64_t sent = 0, start = d->cursor;
@@ -284,6 +392,8 @@ static int block_send_owed(struct migration *mig, unsigned i, uint64_t budget)
 		uint64_t c = (start + k) % d->chunks;
 		if (!(d->owed[c / 64] & (1ULL << (c % 64))))
 			continue;
+		if (live && block_cancelled(mig))
+			return -ECANCELED;
 		d->owed[c / 64] &= ~(1ULL << (c % 64));
 		int err = block_send_chunk(mig, i, c);
 		if (err)
@@ -294,20 +404,10 @@ static int block_send_owed(struct migration *mig, unsigned i, uint64_t budget)
 	return 0;
 }
 
-static bool block_cancelled(struct migration *mig)
-{
-	pthread_mutex_lock(&mig->lock);
-	bool c = mig->req.cancel;
-	pthread_mutex_unlock(&mig->lock);
-	return c;
-}
-
 static int block_iterate(struct migration *mig, bool resend)
 {
 	for (unsigned i = 0; i < mig->block->nr; i++) {
-		if (block_cancelled(mig))
-			return -ECANCELED;
-		int err = block_send_owed(mig, i, BLOCK_PASS_MAX);
+		int err = block_send_owed(mig, i, BLOCK_PASS_MAX, true);
 		if (err)
 			return err;
 	}
@@ -315,7 +415,7 @@ static int block_iterate(struct migration *mig, bool resend)
 }
 
 /* XXH3-64 of a whole image, read from fd.  0 or -errno. */
-static int block_digest(int fd, uint64_t size, uint8_t *buf, uint64_t *out)
+int mig_block_digest(int fd, uint64_t size, uint8_t *buf, uint64_t *out)
 {
 	XXH3_state_t *st = XXH3_createState();
 
@@ -324,7 +424,7 @@ static int block_digest(int fd, uint64_t size, uint8_t *buf, uint64_t *out)
 	XXH3_64bits_reset(st);
 	for (uint64_t off = 0; off < size; off += MIG_BLOCK_CHUNK) {
 		uint64_t len = size - off < MIG_BLOCK_CHUNK ? size - off : MIG_BLOCK_CHUNK;
-		int err = block_read(fd, buf, len, off);
+		int err = mig_block_read(fd, buf, len, off);
 		if (err) {
 			XXH3_freeState(st);
 			return err;
@@ -342,13 +442,13 @@ static int block_complete(struct migration *mig, bool resend)
 	struct mig_block *b = mig->block;
 
 	for (unsigned i = 0; i < b->nr; i++) {
-		int err = block_send_owed(mig, i, UINT64_MAX);
+		int err = block_send_owed(mig, i, UINT64_MAX, false);
 		if (err)
 			return err;
 		uint64_t digest = 0;
 		uint8_t flag = mig->p.verify;
 		if (flag) {
-			err = block_digest(b->d[i].fd, b->d[i].size, b->buf, &digest);
+			err = mig_block_digest(b->d[i].fd, b->d[i].size, b->buf, &digest);
 			if (err) {
 				mig_stream_fail(&mig->s, err, "cannot read disk %u: %s", i,
 						strerror(-err));
@@ -360,230 +460,18 @@ static int block_complete(struct migration *mig, bool resend)
 	return mig_stream_error(&mig->s);
 }
 
-/* ---- destination -------------------------------------------------------- */
-
-static bool block_accepted(void)
-{
-	return blk_expect;
-}
-
-static struct mig_block_in *block_in(struct mig_in_ctx *c)
-{
-	struct mig_block_in *bi = c->inc->src_state[MIG_SOURCE_BLOCK];
-
-	if (bi)
-		return bi;
-	bi = calloc(1, sizeof(*bi));
-	if (!bi)
-		return NULL;
-	for (unsigned i = 0; i < MACHINE_MAX_DISKS; i++)
-		bi->fd[i] = -1;
-	c->inc->src_state[MIG_SOURCE_BLOCK] = bi;
-	return bi;
-}
-
-static void block_unload(struct mig_incoming *inc)
-{
-	struct mig_block_in *bi = inc->src_state[MIG_SOURCE_BLOCK];
-
-	if (!bi)
-		return;
-	for (unsigned i = 0; i < MACHINE_MAX_DISKS; i++)
-		if (bi->fd[i] >= 0)
-			close(bi->fd[i]);
-	free(bi);
-	inc->src_state[MIG_SOURCE_BLOCK] = NULL;
-}
-
-static int block_write(int fd, const uint8_t *p, uint64_t len, uint64_t off)
-{
-	uint64_t done = 0;
-
-	while (done < len) {
-		ssize_t r = pwrite(fd, p + done, len - done, (off_t)(off + done));
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r <= 0)
-			return r < 0 ? -errno : -EIO;
-		done += (uint64_t)r;
-	}
-	return 0;
-}
-
-static int block_zero(int fd, uint64_t off, uint64_t len)
-{
-	static const uint8_t zeros[MIG_BLOCK_CHUNK];
-
-	if (!fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)len))
-		return 0;
-	if (errno != EOPNOTSUPP && errno != EINVAL)
-		return -errno;
-	while (len) {
-		uint64_t n = len < sizeof(zeros) ? len : sizeof(zeros);
-		int err = block_write(fd, zeros, n, off);
-		if (err)
-			return err;
-		off += n;
-		len -= n;
-	}
-	return 0;
-}
-
-static int block_load_hello(struct mig_in_ctx *c, struct mig_block_in *bi, unsigned i,
-			    struct mig_payload *in)
-{
-	uint8_t le[8];
-
-	if (mig_payload_left(in) != 8 || mig_payload_get(in, le, 8))
-		return mig_in_fail(c->inc, -EPROTO, "disk %u: HELLO of %u bytes (want 8)", i,
-				   mig_payload_left(in));
-	uint64_t size = le_get(le, 8);
-	if (bi->hello[i])
-		return mig_in_fail(c->inc, -EPROTO, "disk %u: a second HELLO", i);
-	const struct virtio_blk *dev = &c->m->disks[i];
-	if (dev->cfg.kind != BLOCK_KIND_FILE)
-		return mig_in_fail(c->inc, -EINVAL, "disk %u here is an NBD export: copy-storage "
-				   "needs an image file (path=)", i);
-	if (size != dev->bk.size)
-		return mig_in_fail(c->inc, -EINVAL, "disk %u is %llu bytes at the source but %llu "
-				   "here: give an image of the same size", i,
-				   (unsigned long long)size, (unsigned long long)dev->bk.size);
-	int fd = open(dev->cfg.path, O_RDWR | O_CLOEXEC);
-	if (fd < 0)
-		return mig_in_fail(c->inc, -errno, "disk %u: cannot open %s: %s", i, dev->cfg.path,
-				   strerror(errno));
-	bi->fd[i] = fd;
-	bi->size[i] = size;
-	bi->hello[i] = true;
-	return 0;
-}
-
-/* An offset and length inside disk i, or the reason they are not. */
-static int block_range(struct mig_in_ctx *c, const struct mig_block_in *bi, unsigned i,
-		       uint64_t off, uint64_t len)
-{
-	if (off > bi->size[i] || len > bi->size[i] - off)
-		return mig_in_fail(c->inc, -ERANGE, "disk %u: %llu bytes at %llu are past its end "
-				   "(%llu bytes)", i, (unsigned long long)len,
-				   (unsigned long long)off, (unsigned long long)bi->size[i]);
-	return 0;
-}
-
-static int block_load_done(struct mig_in_ctx *c, struct mig_block_in *bi, unsigned i,
-			   struct mig_payload *in)
-{
-	uint8_t rec[9];
-
-	if (mig_payload_left(in) != 9 || mig_payload_get(in, rec, 9))
-		return mig_in_fail(c->inc, -EPROTO, "disk %u: DONE of %u bytes (want 9)", i,
-				   mig_payload_left(in));
-	uint64_t want = le_get(rec, 8);
-	if (rec[8] > 1)
-		return mig_in_fail(c->inc, -EPROTO, "disk %u: DONE's digest flag is %u", i, rec[8]);
-	if (fdatasync(bi->fd[i]))
-		return mig_in_fail(c->inc, -errno, "disk %u: cannot sync: %s", i, strerror(errno));
-	bi->done[i] = true;
-	if (!(c->inc->cfg.flags & MIG_FLAG_VERIFY))
-		return 0;
-	if (!rec[8])
-		return mig_in_fail(c->inc, -EPROTO, "disk %u: --verify, but DONE has no digest", i);
-	uint8_t *buf = malloc(MIG_BLOCK_CHUNK);
-	uint64_t here = 0;
-	int err = buf ? block_digest(bi->fd[i], bi->size[i], buf, &here) : -ENOMEM;
-	free(buf);
-	if (err)
-		return mig_in_fail(c->inc, err, "disk %u: cannot read it back: %s", i, strerror(-err));
-	if (here != want)
-		return mig_in_fail(c->inc, -EIO, "disk %u differs from the source's after the copy "
-				   "(digest %016llx here, %016llx there)", i,
-				   (unsigned long long)here, (unsigned long long)want);
-	return 0;
-}
-
-static int block_load(struct mig_in_ctx *c, uint8_t type, struct mig_payload *in)
-{
-	uint8_t hdr[BLOCK_REC_HDR], le[16];
-	int err;
-
-	if (mig_payload_get(in, hdr, sizeof(hdr)))
-		return mig_in_fail(c->inc, -EPROTO, "block section cut short");
-	unsigned kind = hdr[0], i = hdr[1];
-	struct mig_block_in *bi = block_in(c);
-	if (!bi)
-		return mig_in_fail(c->inc, -ENOMEM, "out of memory");
-	if (i >= c->m->nr_disks)
-		return mig_in_fail(c->inc, -EPROTO, "blocks for disk %u; this destination has %u "
-				   "disk(s)", i, c->m->nr_disks);
-	if (kind == MIG_BLOCK_HELLO)
-		return block_load_hello(c, bi, i, in);
-	if (!bi->hello[i] || bi->done[i])
-		return mig_in_fail(c->inc, -EPROTO, "disk %u: record %u %s", i, kind,
-				   bi->done[i] ? "after its DONE" : "before its HELLO");
-	switch (kind) {
-	case MIG_BLOCK_DATA: {
-		if (mig_payload_get(in, le, 8))
-			return mig_in_fail(c->inc, -EPROTO, "disk %u: DATA cut short", i);
-		uint64_t off = le_get(le, 8);
-		uint32_t len = mig_payload_left(in);
-		if (!len || len > MIG_BLOCK_CHUNK)
-			return mig_in_fail(c->inc, -EPROTO, "disk %u: DATA of %u bytes (1..%u)", i,
-					   len, MIG_BLOCK_CHUNK);
-		err = block_range(c, bi, i, off, len);
-		if (err)
-			return err;
-		const uint8_t *p = mig_payload_ptr(in, len);
-		if (!p)
-			return mig_in_fail(c->inc, -EPROTO, "disk %u: DATA cut short", i);
-		err = block_write(bi->fd[i], p, len, off);
-		break;
-	}
-	case MIG_BLOCK_ZERO: {
-		if (mig_payload_left(in) != 16 || mig_payload_get(in, le, 16))
-			return mig_in_fail(c->inc, -EPROTO, "disk %u: ZERO of %u bytes (want 16)", i,
-					   mig_payload_left(in));
-		uint64_t off = le_get(le, 8), len = le_get(le + 8, 8);
-		err = block_range(c, bi, i, off, len);
-		if (err)
-			return err;
-		err = len ? block_zero(bi->fd[i], off, len) : 0;
-		break;
-	}
-	case MIG_BLOCK_DONE:
-		return block_load_done(c, bi, i, in);
-	default:
-		return mig_in_fail(c->inc, -EPROTO, "disk %u: unknown block record %u", i, kind);
-	}
-	if (err)
-		return mig_in_fail(c->inc, err, "disk %u: cannot write: %s", i, strerror(-err));
-	return 0;
-}
-
-/* Before the guest may run here: every disk arrived whole. */
-static int block_loaded(struct mig_in_ctx *c)
-{
-	const struct mig_block_in *bi = c->inc->src_state[MIG_SOURCE_BLOCK];
-
-	if (!blk_expect)
-		return 0;
-	for (unsigned i = 0; i < c->m->nr_disks; i++)
-		if (!bi || !bi->done[i])
-			return mig_in_fail(c->inc, -EPROTO, "disk %u was not copied: this destination "
-					   "was started to receive its disks (--copy-storage), so the "
-					   "source must migrate with --copy-storage", i);
-	return 0;
-}
-
 const struct mig_source_ops mig_block_source = {
 	.name = "block",
 	.active = block_active,
-	.accepted = block_accepted,
+	.accepted = mig_block_accepted,
 	.setup = block_setup,
+	.handshake = block_handshake,
 	.sync = block_sync,
 	.peek = block_peek,
 	.iterate = block_iterate,
 	.complete = block_complete,
-	.load = block_load,
-	.loaded = block_loaded,
-	.unload = block_unload,
+	.load = mig_block_load,
+	.loaded = mig_block_loaded,
+	.unload = mig_block_unload,
 	.cleanup = block_cleanup,
 };

@@ -21,7 +21,11 @@ enum mig_block_rec {
 	MIG_BLOCK_DATA = 1,	/* disk, offset, bytes */
 	MIG_BLOCK_ZERO = 2,	/* disk, offset, length: all zero */
 	MIG_BLOCK_DONE = 3,	/* disk, digest flag, digest: nothing more for it */
+	MIG_BLOCK_SUMS_REQ = 4,	/* disk: answer with BLOCK_SUMS (incremental) */
 };
+
+/* Chunk digests in one BLOCK_SUMS section (return path), at most. */
+#define MIG_BLOCK_SUMS_MAX	8192u
 
 /*
  * Destination: this process was started to receive its disks' contents

@@ -31,6 +31,17 @@ int mig_sources_setup(struct migration *mig)
 	return 0;
 }
 
+int mig_sources_handshake(struct migration *mig)
+{
+	for (unsigned id = 0; id < MIG_SOURCE_NR; id++) {
+		const struct mig_source_ops *o = mig_sources[id];
+		int err = mig->src_active[id] && o->handshake ? o->handshake(mig) : 0;
+		if (err)
+			return err;
+	}
+	return 0;
+}
+
 void mig_sources_cleanup(struct migration *mig)
 {
 	/* Every source, active or not: a setup that failed half-way left things. */

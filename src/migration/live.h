@@ -37,6 +37,12 @@ struct mig_source_ops {
 	/* Before the first pass: allocate, mark everything to send.  0 or -errno. */
 	int (*setup)(struct migration *mig);
 	/*
+	 * After READY, before the first pass: a question to the destination
+	 * and its answer over the return path, which is the source's alone
+	 * until then.  NULL: none.  0 or -errno.
+	 */
+	int (*handshake)(struct migration *mig);
+	/*
 	 * Fetch what changed since the last look (end of a pass, stop-and-copy)
 	 * and return the bytes still to send, or -errno.
 	 */
@@ -92,6 +98,8 @@ const struct mig_source_ops *mig_source_get(unsigned id);
 /* Decide which sources take part and set them up.  0 or -errno. */
 int mig_sources_setup(struct migration *mig) __attribute__((warn_unused_result));
 void mig_sources_cleanup(struct migration *mig);
+/* After READY: every active source's handshake.  0 or -errno. */
+int mig_sources_handshake(struct migration *mig) __attribute__((warn_unused_result));
 /*
  * Sync every active source; pending[id] gets its bytes still to send (0 for
  * those not taking part).  0 or -errno.

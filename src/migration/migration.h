@@ -43,7 +43,8 @@ struct mig_params {
 	bool auto_converge;
 	bool verify;
 	bool keep_source;		/* stay paused after success instead of exiting */
-	bool copy_storage;		/* copy the disks too (block.c); pre-copy only */
+	bool copy_storage;		/* copy the disks too (block.c) */
+	bool copy_incremental;		/* ... only the 64 KiB ranges that differ there */
 };
 
 #define MIG_DEFAULT_DOWNTIME_NS (300ULL * 1000000ULL)
@@ -152,7 +153,8 @@ void migration_destroy(struct migration *mig);
 /*
  * Start migrating in a thread of its own.  Returns 0, -EBUSY if one is
  * running, -EINPROGRESS while this VM is still arriving by post-copy,
- * -EOPNOTSUPP for post-copy (or hybrid) over a channel with no return path.
+ * -EOPNOTSUPP for post-copy (or hybrid) or an incremental disk copy over a
+ * channel with no return path.
  */
 int migration_start(struct migration *mig, const struct mig_params *p, mig_event_fn *fn,
 		    void *opaque) __attribute__((warn_unused_result));
