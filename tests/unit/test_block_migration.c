@@ -373,6 +373,73 @@ static void test_incremental(void **state)
 	assert_true(incr * 10 < full);
 }
 
+/*
+ * A hostile destination's answers to SUMS_REQ: each one fails the
+ * handshake with its reason, and nothing is owed on its word.
+ */
+static void t_bad_sums(const void *payload, uint32_t len, uint8_t type, const char *want)
+{
+	const struct mig_source_ops *o = mig_source_get(MIG_SOURCE_BLOCK);
+	struct mig_channel *ch[2];
+	struct mig_stream peer;
+	int sv[2];
+
+	t_machine(&t_src, "hsrc.img", 4 * T_CHUNK, 1);
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+	assert_int_equal(mig_channel_socket(sv[0], &ch[0]), 0);
+	assert_int_equal(mig_channel_socket(sv[1], &ch[1]), 0);
+	memset(&t_mig, 0, sizeof(t_mig));
+	pthread_mutex_init(&t_mig.lock, NULL);
+	t_mig.m = &t_src;
+	t_mig.p.copy_storage = t_mig.p.copy_incremental = true;
+	assert_int_equal(mig_stream_init(&t_mig.s, ch[0], 1 << 20), 0);
+	assert_int_equal(mig_stream_init(&peer, ch[1], 1 << 20), 0);
+	t_mig.s.timeout_ms = 5000;
+	/* The answer is there before the question: the socket holds it. */
+	mig_section_write(&peer, type, payload, len);
+	assert_int_equal(mig_stream_flush(&peer), 0);
+	assert_int_equal(o->setup(&t_mig), 0);
+	assert_int_not_equal(o->handshake(&t_mig), 0);
+	if (!strstr(t_mig.s.why, want))
+		fail_msg("reason '%s' lacks '%s'", t_mig.s.why, want);
+	assert_int_equal(o->sync(&t_mig), 0);
+	o->cleanup(&t_mig);
+	mig_stream_destroy(&t_mig.s);
+	mig_stream_destroy(&peer);
+	block_dirty_destroy(&t_src.disks[0].dirty);
+}
+
+static void test_hostile_sums(void **state)
+{
+	uint8_t p[13 + 8 * 5] = { 0 };
+
+	/* Disk 1 of a one-disk VM. */
+	p[0] = 1;
+	le_put(p + 9, 4, 4);
+	t_bad_sums(p, 13 + 32, MIG_SEC_BLOCK_SUMS, "digests of disk 0 are malformed");
+	/* Not from chunk 0. */
+	p[0] = 0;
+	le_put(p + 1, 1, 8);
+	le_put(p + 9, 3, 4);
+	t_bad_sums(p, 13 + 24, MIG_SEC_BLOCK_SUMS, "chunks 1 + 3; want 0 +");
+	/* More chunks than the disk has, and a count the length does not hold. */
+	le_put(p + 1, 0, 8);
+	le_put(p + 9, 5, 4);
+	t_bad_sums(p, 13 + 40, MIG_SEC_BLOCK_SUMS, "chunks 0 + 5");
+	le_put(p + 9, 4, 4);
+	t_bad_sums(p, 13 + 8, MIG_SEC_BLOCK_SUMS, "(21 bytes");
+	le_put(p + 9, 0, 4);
+	t_bad_sums(p, 13, MIG_SEC_BLOCK_SUMS, "chunks 0 + 0");
+	t_bad_sums(p, 5, MIG_SEC_BLOCK_SUMS, "(5 bytes");
+	/* Another section, and the destination's refusal, said as it said it. */
+	t_bad_sums(NULL, 0, MIG_SEC_LOADED, "answered the disk digests with section 24");
+	uint8_t res[4 + 2 + 7] = { 0 };
+	le_put(res, (uint32_t)-EIO, 4);
+	le_put(res + 4, 7, 2);
+	memcpy(res + 6, "no disk", 7);
+	t_bad_sums(res, sizeof(res), MIG_SEC_RESULT, "destination: no disk");
+}
+
 /* ---- hostile records ---------------------------------------------------- */
 
 struct t_rec {
@@ -555,6 +622,7 @@ int main(void)
 		cmocka_unit_test(test_hostile),
 		cmocka_unit_test(test_verify_mismatch),
 		cmocka_unit_test(test_incremental),
+		cmocka_unit_test(test_hostile_sums),
 	};
 	return cmocka_run_group_tests(tests, t_setup, t_teardown);
 }
