@@ -40,7 +40,8 @@
 #include "util/log.h"
 
 #define BLOCK_PASS_MAX	(32u << 20)	/* bytes of one disk per live pass */
-#define BLOCK_WIRE(n)	(MIG_SECTION_HDR + 4 + BLOCK_REC_HDR + (n))
+/* On the wire: section header, source id, kind and disk, n bytes, checksum. */
+#define BLOCK_WIRE(n)	(MIG_SECTION_HDR + 4 + BLOCK_REC_HDR + (n) + 8)
 
 /* One disk being sent.  Migration thread only. */
 struct mig_block_disk {
@@ -58,7 +59,6 @@ struct mig_block {
 	struct mig_block_disk d[MACHINE_MAX_DISKS];
 	uint8_t *buf;			/* one chunk */
 };
-
 
 int mig_block_check(const struct machine *m, char *why, size_t whylen)
 {
@@ -92,7 +92,7 @@ static bool block_active(struct migration *mig)
 	return mig->p.copy_storage && mig->m->nr_disks;
 }
 
-/* One record: kind, disk, then a and b (u64s, `nums` of them), then data. */
+/* One record: kind, disk, then nr_nums u64s, then len bytes of data. */
 static void block_send(struct migration *mig, uint8_t kind, unsigned disk, const uint64_t *nums,
 		       unsigned nr_nums, const void *data, uint32_t len)
 {
