@@ -217,6 +217,12 @@ static int block_setup(struct migration *mig)
 		else
 			block_first_map(mig, i);
 	}
+	uint64_t total = 0;
+	for (unsigned i = 0; i < b->nr; i++)
+		total += b->d[i].size;
+	pthread_mutex_lock(&mig->lock);
+	mig->stats.disk_total = total;
+	pthread_mutex_unlock(&mig->lock);
 	return mig_stream_error(&mig->s);
 }
 
@@ -356,6 +362,9 @@ static int block_send_chunk(struct migration *mig, unsigned i, uint64_t c)
 		mig_stream_fail(&mig->s, err, "cannot read disk %u: %s", i, strerror(-err));
 		return err;
 	}
+	pthread_mutex_lock(&mig->lock);
+	mig->stats.disk_processed += len;
+	pthread_mutex_unlock(&mig->lock);
 	if (block_is_zero(mig->block->buf, len)) {
 		uint64_t z[2] = { off, len };
 		block_send(mig, MIG_BLOCK_ZERO, i, z, 2, NULL, 0);

@@ -132,6 +132,11 @@ json_object *mig_stats_to_json(const struct mig_stats *st, uint64_t now_ns)
 	mig_json_u64(o, "throttle-percentage", st->throttle_pct);
 	mig_json_u64(o, "pending-bytes", st->pending_total);
 	json_object_object_add(o, "sources", mig_sources_json(st));
+	if (st->disk_total) {
+		mig_json_u64(o, "disk-total", st->disk_total);
+		mig_json_u64(o, "disk-processed", st->disk_processed);
+		mig_json_u64(o, "disk-remaining", done ? 0 : st->source_pending[MIG_SOURCE_BLOCK]);
+	}
 	json_object_object_add(o, "verify", json_object_new_boolean(st->verify));
 	if (st->postcopy)
 		json_object_object_add(o, "postcopy", mig_postcopy_json(st, end));

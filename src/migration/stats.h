@@ -68,6 +68,8 @@ struct mig_stats {
 	uint64_t source_peak[MIG_SOURCE_NR];
 	uint64_t source_sent[MIG_SOURCE_NR];
 	uint64_t pending_total;
+	/* copy-storage: the disks' bytes, and of them sent as data or zeros (re-sent count again). */
+	uint64_t disk_total, disk_processed;
 
 	/* Post-copy (pc_*): the source's counts and the destination's view. */
 	int postcopy;

@@ -223,6 +223,9 @@ static void test_roundtrip(void **state)
 	assert_int_equal(mig_stream_flush(&t_mig.s), 0);
 	assert_int_equal(mig_stream_finish(&t_mig.s), 0);
 	uint64_t wire = t_mig.stats.source_sent[MIG_SOURCE_BLOCK];
+	/* query-migrate's disk-total and disk-processed: six chunks read and sent. */
+	assert_int_equal(t_mig.stats.disk_total, T_SIZE);
+	assert_int_equal(t_mig.stats.disk_processed, 6 * T_CHUNK);
 	o->cleanup(&t_mig);
 	assert_null(t_mig.block);
 	mig_stream_destroy(&t_mig.s);
