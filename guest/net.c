@@ -8,6 +8,13 @@
  * are re-posted as soon as a frame is handled, and a reply that finds no
  * free TX buffer, even after looking at the used ring again, is dropped,
  * as on a real link.
+ *
+ * Where the device offers GUEST_ANNOUNCE (with the control queue it needs),
+ * the driver takes it: after a migration the device sets ANNOUNCE in its
+ * config status and raises a config interrupt; the probe, which runs with
+ * interrupts off, looks at the interrupt status every NET_ISR_POLL_HZ-th
+ * of a second, and on that cause sends a gratuitous ARP for ip= and acks
+ * with VIRTIO_NET_CTRL_ANNOUNCE_ACK, as Linux's virtio_net does.
  */
 #include "user.h"
 #include "virtio.h"
@@ -17,7 +24,17 @@
 #define NET_QUEUE_MAX           128
 #define NET_BUF                 2048    /* >= 12-byte header + 1514-byte frame */
 
+#define NET_CTRL_QUEUE_MAX      8
+#define NET_ISR_POLL_HZ         200     /* 5 ms: one trapped read each */
+
 #define VIRTIO_NET_F_MAC        5
+#define VIRTIO_NET_F_STATUS     16
+#define VIRTIO_NET_F_CTRL_VQ    17
+#define VIRTIO_NET_F_GUEST_ANNOUNCE 21
+#define VIRTIO_NET_S_ANNOUNCE   2
+#define VIRTIO_NET_CTRL_ANNOUNCE 3
+#define VIRTIO_NET_CTRL_ANNOUNCE_ACK 0
+#define VIRTIO_NET_OK           0
 
 #define ETH_HLEN                14
 #define ETH_P_IP                0x0800
@@ -30,12 +47,19 @@
 static struct {
 	struct virtio_dev *dev;
 	struct virtq rxq, txq;  /* queues 0 and 1 */
+	struct virtq ctrlq;     /* queue 2, with GUEST_ANNOUNCE */
+	bool guest_announce;    /* negotiated (with CTRL_VQ) */
+	bool ctrl_busy;         /* the ACK command is with the device */
+	bool ack_due;           /* announced, not yet acked (ctrl was busy) */
+	u8 *ctrl_buf;           /* DMA: class, command at 0; ack byte at 64 */
+	u64 next_isr_poll;
 	u32 hdr_len;            /* virtio_net_hdr: 12 bytes with VERSION_1, else 10 */
 	u8 mac[6];
 	u32 rx_slots, tx_slots; /* RX buffer i is descriptor i; so for TX */
 	u8 *rx_buf, *tx_buf;    /* DMA: NET_BUF per slot */
 	bool tx_busy[NET_TX_SLOTS];
 	u64 rx, tx, arp, icmp, udp, dropped;   /* frames */
+	u64 announces, ctrl_errors;            /* GUEST_ANNOUNCE rounds done, NAKs */
 	u64 last_print, last_total;
 } net;
 
@@ -260,6 +284,74 @@ static void handle_frame(const u8 *f, u32 len)
 		net.dropped++;
 }
 
+static void announce(void);
+
+/* ---- GUEST_ANNOUNCE ------------------------------------------------------- */
+
+/* Send VIRTIO_NET_CTRL_ANNOUNCE_ACK: one command in flight at a time. */
+static void ctrl_ack_send(void)
+{
+	u8 *b = net.ctrl_buf;
+
+	if (net.ctrl_busy) {
+		net.ack_due = true;
+		return;
+	}
+	b[0] = VIRTIO_NET_CTRL_ANNOUNCE;
+	b[1] = VIRTIO_NET_CTRL_ANNOUNCE_ACK;
+	b[64] = 0xff;
+	net.ctrlq.desc[0] = (struct vring_desc){ (u64)b, 2, VRING_DESC_F_NEXT, 1 };
+	net.ctrlq.desc[1] = (struct vring_desc){ (u64)(b + 64), 1, VRING_DESC_F_WRITE, 0 };
+	net.ctrl_busy = true;
+	net.ack_due = false;
+	virtq_push(&net.ctrlq, 0);
+	virtq_kick(&net.ctrlq);
+}
+
+/* The device answered the ACK command. */
+static void ctrl_reclaim(void)
+{
+	u16 head;
+	u32 len;
+
+	while (virtq_pop(&net.ctrlq, &head, &len)) {
+		if (head != 0 || !net.ctrl_busy) {
+			pr("probe: net: the device completed control descriptor %u, which was not sent\n",
+			   head);
+			probe_exit(EXIT_CORRUPT);
+		}
+		net.ctrl_busy = false;
+		if (len != 1 || net.ctrl_buf[64] != VIRTIO_NET_OK) {
+			net.ctrl_errors++;
+			pr("probe: net: the device refused ANNOUNCE_ACK (ack %u, length %u)\n",
+			   (u32)net.ctrl_buf[64], len);
+		}
+	}
+	if (net.ack_due && !net.ctrl_busy)
+		ctrl_ack_send();
+}
+
+/* A config interrupt with ANNOUNCE set: say where we are, then ack. */
+static void announce_poll(u64 now)
+{
+	u16 status;
+
+	if (!net.guest_announce || now < net.next_isr_poll)
+		return;
+	net.next_isr_poll = now + sh.tsc_hz / NET_ISR_POLL_HZ;
+	ctrl_reclaim();
+	if (!(virtio_isr(net.dev) & VIRTIO_ISR_CONFIG))
+		return;
+	virtio_isr_ack(net.dev, VIRTIO_ISR_CONFIG);
+	status = (u16)(virtio_config8(net.dev, 6) | virtio_config8(net.dev, 7) << 8);
+	if (!(status & VIRTIO_NET_S_ANNOUNCE))
+		return;
+	announce();
+	ctrl_ack_send();
+	net.announces++;
+	pr("probe: net announce: gratuitous ARP sent (%lu)\n", net.announces);
+}
+
 /* ---- receive --------------------------------------------------------------- */
 
 static void rx_post(u16 slot)
@@ -276,6 +368,7 @@ void net_poll(u64 now)
 	u32 len, budget = net.rx_slots;
 
 	tx_reclaim();
+	announce_poll(now);
 	while (budget-- && virtq_pop(&net.rxq, &head, &len)) {
 		if (head >= net.rx_slots) {
 			pr("probe: net: the device completed RX descriptor %u, which was not posted\n", head);
@@ -338,10 +431,20 @@ void net_init(void)
 		pr("probe: workload net needs a virtio-net device (virtio_mmio.device=)\n");
 		probe_exit(EXIT_BADARG);
 	}
-	if (!virtio_negotiate(net.dev, 1UL << VIRTIO_NET_F_MAC, 1UL << VIRTIO_NET_F_MAC) ||
+	u64 announce_bits = 1UL << VIRTIO_NET_F_STATUS | 1UL << VIRTIO_NET_F_CTRL_VQ |
+			    1UL << VIRTIO_NET_F_GUEST_ANNOUNCE;
+	if (!virtio_negotiate(net.dev, 1UL << VIRTIO_NET_F_MAC | announce_bits,
+			      1UL << VIRTIO_NET_F_MAC) ||
 	    !virtq_setup(net.dev, &net.rxq, 0, NET_QUEUE_MAX) ||
 	    !virtq_setup(net.dev, &net.txq, 1, NET_QUEUE_MAX))
 		probe_exit(EXIT_BADARG);
+	/* Without the control queue's ACK the guest must not take ANNOUNCE (§5.1.3.1). */
+	net.guest_announce = (net.dev->features & announce_bits) == announce_bits;
+	if (net.guest_announce) {
+		net.ctrl_buf = dma_alloc(PAGE_SIZE);
+		if (!net.ctrl_buf || !virtq_setup(net.dev, &net.ctrlq, 2, NET_CTRL_QUEUE_MAX))
+			probe_exit(EXIT_BADARG);
+	}
 	net.hdr_len = net.dev->features & (1UL << VIRTIO_F_VERSION_1) ? 12 : 10;
 	for (u32 i = 0; i < 6; i++)
 		net.mac[i] = virtio_config8(net.dev, i);
@@ -359,14 +462,14 @@ void net_init(void)
 	virtq_kick(&net.rxq);
 	announce();
 	net.last_print = rdtsc();
-	pr("probe: net 0x%lx mac %02x:%02x:%02x:%02x:%02x:%02x ip %u.%u.%u.%u udp_port %u, queues %u/%u\n",
+	pr("probe: net 0x%lx mac %02x:%02x:%02x:%02x:%02x:%02x ip %u.%u.%u.%u udp_port %u, queues %u/%u%s\n",
 	   net.dev->loc.base, net.mac[0], net.mac[1], net.mac[2], net.mac[3], net.mac[4], net.mac[5],
 	   ip >> 24, (ip >> 16) & 255, (ip >> 8) & 255, ip & 255, (u32)sh.cfg.udp_port,
-	   net.rxq.size, net.txq.size);
+	   net.rxq.size, net.txq.size, net.guest_announce ? ", guest announce" : "");
 }
 
 void net_report(void)
 {
-	pr("probe: net rx %lu tx %lu arp %lu icmp %lu udp %lu dropped %lu\n",
-	   net.rx, net.tx, net.arp, net.icmp, net.udp, net.dropped);
+	pr("probe: net rx %lu tx %lu arp %lu icmp %lu udp %lu dropped %lu announced %lu\n",
+	   net.rx, net.tx, net.arp, net.icmp, net.udp, net.dropped, net.announces);
 }

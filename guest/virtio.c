@@ -27,6 +27,8 @@
 #define VM_QUEUE_PFN            0x040   /* legacy */
 #define VM_QUEUE_READY          0x044
 #define VM_QUEUE_NOTIFY         0x050
+#define VM_INTERRUPT_STATUS     0x060
+#define VM_INTERRUPT_ACK        0x064
 #define VM_STATUS               0x070
 #define VM_QUEUE_DESC_LOW       0x080
 #define VM_QUEUE_DESC_HIGH      0x084
@@ -259,6 +261,18 @@ bool virtq_setup(struct virtio_dev *d, struct virtq *q, u32 index, u32 max_size)
 void virtio_driver_ok(struct virtio_dev *d)
 {
 	set_status(d, ST_DRIVER_OK);
+}
+
+/* The interrupt causes the device has pending (VIRTIO_ISR_*), polled:
+ * the probe runs with interrupts off. */
+u32 virtio_isr(struct virtio_dev *d)
+{
+	return rd32(d, VM_INTERRUPT_STATUS);
+}
+
+void virtio_isr_ack(struct virtio_dev *d, u32 bits)
+{
+	wr32(d, VM_INTERRUPT_ACK, bits);
 }
 
 /* ---- config space -------------------------------------------------------- */

@@ -23,6 +23,10 @@
 /* feature bits */
 #define VIRTIO_F_VERSION_1      32
 
+/* interrupt causes (InterruptStatus) */
+#define VIRTIO_ISR_VRING        1
+#define VIRTIO_ISR_CONFIG       2
+
 /* split virtqueue layout (virtio 1.x, 2.7) */
 struct vring_desc {
 	u64 addr;
@@ -86,6 +90,8 @@ struct virtio_dev *virtio_claim(u32 device_id);
 bool virtio_negotiate(struct virtio_dev *d, u64 want, u64 need);
 bool virtq_setup(struct virtio_dev *d, struct virtq *q, u32 index, u32 max_size);
 void virtio_driver_ok(struct virtio_dev *d);
+u32 virtio_isr(struct virtio_dev *d);
+void virtio_isr_ack(struct virtio_dev *d, u32 bits);
 u8 virtio_config8(struct virtio_dev *d, u32 off);
 u32 virtio_config32(struct virtio_dev *d, u32 off);
 u64 virtio_config64(struct virtio_dev *d, u32 off);

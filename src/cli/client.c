@@ -42,6 +42,20 @@ static const char resolve_usage[] =
 "  abandon   discard this side's copy of the guest; its ferry exits\n"
 "Run 'run' on one side only, and 'abandon' on the other.\n";
 
+static const char *client_str(json_object *o, const char *key)
+{
+	json_object *v;
+
+	return json_object_object_get_ex(o, key, &v) ? json_object_get_string(v) : "?";
+}
+
+static long long client_i64(json_object *o, const char *key)
+{
+	json_object *v;
+
+	return json_object_object_get_ex(o, key, &v) ? (long long)json_object_get_int64(v) : 0;
+}
+
 static void client_print_status(json_object *r)
 {
 	json_object *v;
@@ -59,6 +73,15 @@ static void client_print_status(json_object *r)
 		printf("kernel:   %s\n", json_object_get_string(v));
 	if (json_object_object_get_ex(r, "cmdline", &v))
 		printf("cmdline:  %s\n", json_object_get_string(v));
+	if (json_object_object_get_ex(r, "nics", &v)) {
+		for (size_t i = 0; i < json_object_array_length(v); i++) {
+			json_object *n = json_object_array_get_idx(v, i);
+			printf("nic %zu:    tap %s mac %s rx %lld (%lld dropped) tx %lld, "
+			       "announce rounds %lld\n", i, client_str(n, "tap"), client_str(n, "mac"),
+			       client_i64(n, "rx-frames"), client_i64(n, "rx-dropped"),
+			       client_i64(n, "tx-frames"), client_i64(n, "announce-rounds"));
+		}
+	}
 	if (json_object_object_get_ex(r, "switchover", &v))
 		printf("switchover: %s%s\n", json_object_get_string(v),
 		       strcmp(json_object_get_string(v), "in-doubt") ? "" :

@@ -8,6 +8,8 @@
 
 #include "board/machine_state.h"
 #include "control/cmd_migrate.h"
+#include "control/cmd_net.h"
+#include "control/cmd_save.h"
 #include "migration/migration.h"
 #include "util/log.h"
 #include "migration/live_scratch.h"
@@ -48,6 +50,8 @@ static int cmd_status(struct control_ctx *ctx, json_object *args, json_object **
 	json_object_object_add(o, "kernel", json_object_new_string(m->kernel));
 	json_object_object_add(o, "cmdline", json_object_new_string(m->cmdline));
 	json_object_object_add(o, "pid", json_object_new_int((int)getpid()));
+	if (m->nr_nics)
+		json_object_object_add(o, "nics", control_nics_json(m));
 	if (ctx->mig) {
 		enum mig_commit_state cs = mig_commit_get_state(&ctx->mig->commit);
 		if (cs != MIG_COMMIT_NONE)
@@ -230,6 +234,8 @@ static const struct control_command control_commands[] = {
 	{ "migrate-start-postcopy", false, cmd_migrate_start_postcopy },
 	{ "migrate-resolve", false, cmd_migrate_resolve },
 	{ "query-migrate", false, cmd_query_migrate },
+	{ "save", false, cmd_save },
+	{ "snapshot", false, cmd_snapshot },
 	{ "x-test-corrupt", true, cmd_test_corrupt },
 	{ "x-test-rebuild", true, cmd_test_rebuild },
 	{ "x-test-peek", true, cmd_test_peek },

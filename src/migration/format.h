@@ -51,6 +51,9 @@ enum mig_section {
 enum mig_codec_id {
 	MIG_CODEC_ZERO = 0,	/* an all-zero page: no data */
 	MIG_CODEC_RAW = 1,	/* the page's 4096 bytes as they are */
+	MIG_CODEC_LZ4 = 2,	/* an LZ4 block that decodes to the page */
+	MIG_CODEC_ZSTD = 3,	/* a zstd frame that decodes to the page */
+	MIG_CODEC_DELTA = 4,	/* XBZRLE-style runs against the copy last sent */
 	MIG_CODEC_NR,
 };
 
@@ -61,7 +64,8 @@ enum mig_codec_id {
 enum mig_source_id {
 	MIG_SOURCE_RAM = 0,
 	MIG_SOURCE_SCRATCH = 1,	/* tests only: a synthetic 1 MiB region */
-	MIG_SOURCE_BLOCK = 2,	/* --copy-storage: the disks (block.h) */
+	MIG_SOURCE_NET = 2,	/* frames that reached the taps during the switchover */
+	MIG_SOURCE_BLOCK = 3,	/* --copy-storage: the disks (block.h) */
 	MIG_SOURCE_NR,
 };
 

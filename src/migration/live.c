@@ -9,6 +9,7 @@
 static const struct mig_source_ops *const mig_sources[MIG_SOURCE_NR] = {
 	[MIG_SOURCE_RAM] = &mig_ram_source,
 	[MIG_SOURCE_SCRATCH] = &mig_scratch_source,
+	[MIG_SOURCE_NET] = &mig_net_source,
 	[MIG_SOURCE_BLOCK] = &mig_block_source,
 };
 
@@ -100,6 +101,19 @@ int mig_sources_complete(struct migration *mig, bool resend, bool postcopy)
 			return err;
 	}
 	return 0;
+}
+
+int mig_sources_late(struct migration *mig)
+{
+	for (unsigned id = 0; id < MIG_SOURCE_NR; id++) {
+		if (!mig->src_active[id] || !mig_sources[id]->late)
+			continue;
+		int err = mig_sources[id]->late(mig);
+		if (err)
+			return err;
+	}
+	/* Sent before GO is written, so that a failure here is known not to have sent GO. */
+	return mig_stream_flush(&mig->s);
 }
 
 void mig_sources_unload(struct mig_incoming *inc)

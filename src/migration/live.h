@@ -80,6 +80,15 @@ struct mig_source_ops {
 	 * in inc->src_state[id].  NULL: it keeps nothing.
 	 */
 	void (*unload)(struct mig_incoming *inc);
+	/*
+	 * Pre-copy with a return path, after LOADED and just before GO, the
+	 * guest still paused: send SOURCE sections for what came since
+	 * complete (each at most MIG_SOURCE_LATE_MAX bytes of payload after
+	 * the id).  The destination loads them while it waits for GO.  0 or
+	 * the stream's error.  NULL: nothing then (and such sections from
+	 * the source are refused).
+	 */
+	int (*late)(struct migration *mig);
 	void (*cleanup)(struct migration *mig);
 	/*
 	 * It may be left owing data when the guest starts at the destination
@@ -90,6 +99,7 @@ struct mig_source_ops {
 
 extern const struct mig_source_ops mig_ram_source;
 extern const struct mig_source_ops mig_scratch_source;
+extern const struct mig_source_ops mig_net_source;
 extern const struct mig_source_ops mig_block_source;
 
 /* The source registered as `id`, or NULL (out of range, or none). */
@@ -122,6 +132,11 @@ int mig_sources_complete(struct migration *mig, bool resend, bool postcopy)
 void mig_sources_unload(struct mig_incoming *inc);
 /* Destination: every source's `loaded` check.  0 or the first -errno. */
 int mig_sources_loaded(struct mig_in_ctx *c) __attribute__((warn_unused_result));
+
+#define MIG_SOURCE_LATE_MAX	(128u << 10)
+
+/* Every active source's late op, then a flush.  0 or the stream's error. */
+int mig_sources_late(struct migration *mig) __attribute__((warn_unused_result));
 
 /*
  * Start a SOURCE section for source `id` with `len` payload bytes after

@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "migration/format.h"
+#include "migration/codec/codec.h"
 
 enum mig_status {
 	MIG_STATUS_NONE,
@@ -70,6 +71,15 @@ struct mig_stats {
 	uint64_t pending_total;
 	/* copy-storage: the disks' bytes, and of them sent as data or zeros (re-sent count again). */
 	uint64_t disk_total, disk_processed;
+	/* Frames taken from the taps at the switchover and forwarded, or over the cap. */
+	uint64_t net_frames_forwarded, net_bytes_forwarded, net_frames_dropped;
+
+	/* Page encoding: the mode, the codecs agreed, what each did (codec.h). */
+	enum mig_compress compress;
+	uint32_t codecs;
+	struct mig_codec_stats codec[MIG_CODEC_NR];
+	struct mig_delta_stats delta;
+	uint64_t codec_gave_up;
 
 	/* Post-copy (pc_*): the source's counts and the destination's view. */
 	int postcopy;

@@ -34,10 +34,13 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#include <lz4.h>
 #include <xxhash.h>
+#include <zstd.h>
 #include <cmocka.h>
 
 #include "migration/block.h"
+#include "migration/codec/codec.h"
 #include "migration/config.h"
 #include "migration/digest.h"
 #include "migration/format.h"
@@ -688,8 +691,8 @@ static void b_ram_later_entry_bad(struct vmstate_buf *b, size_t *len)
 	const uint64_t e[] = { T_CODE_GPA | MIG_PAGE_RAW, (T_MEM + 0x1000) | MIG_PAGE_RAW };
 	t_to_final(b); t_ram(b, e, 2); *len = b->len;
 }
-static void b_ram_kind2(struct vmstate_buf *b, size_t *len)
-{ t_to_final(b); t_ram1(b, T_CODE_GPA | 2); *len = b->len; }
+static void b_ram_kind7(struct vmstate_buf *b, size_t *len)
+{ t_to_final(b); t_ram1(b, T_CODE_GPA | 7); *len = b->len; }
 static void b_ram_kindfff(struct vmstate_buf *b, size_t *len)
 { t_to_final(b); t_ram1(b, T_CODE_GPA | 0xfff); *len = b->len; }
 static void b_ram_count0(struct vmstate_buf *b, size_t *len)
@@ -755,6 +758,73 @@ static void b_ram_unnegotiated(struct vmstate_buf *b, size_t *len)
 { t_to_final_codecs(b, 1u << MIG_CODEC_RAW); t_ram1(b, 0x2000 | MIG_PAGE_ZERO); *len = b->len; }
 static void b_config_no_raw(struct vmstate_buf *b, size_t *len)
 { t_to_final_codecs(b, 1u << MIG_CODEC_ZERO); *len = b->len; }
+/* lz4 is known but the stream offered zero and raw only. */
+static void b_ram_lz4_unnegotiated(struct vmstate_buf *b, size_t *len)
+{ t_to_final(b); t_ram_entry(b, T_CODE_GPA | MIG_CODEC_LZ4, 16, 16); *len = b->len; }
+
+/*
+ * Compressed encodings (docs/migration-stream.md, "Codecs"), offered all:
+ * data that decodes past 4 KiB, frames cut short, a delta against a page
+ * the destination never had.  Each entry's length is within its codec's
+ * bounds, so the decoder itself must refuse it.
+ */
+static void t_ram_coded(struct vmstate_buf *b, uint64_t gpa, unsigned id, const void *data,
+			uint32_t n)
+{
+	struct vmstate_buf p = { 0 };
+	t_u32(&p, 1); t_u64(&p, gpa | id); t_u32(&p, n); t_put(&p, data, n);
+	t_sec_buf(b, MIG_SEC_RAM, &p); free(p.data);
+}
+static void b_ram_lz4_past_page(struct vmstate_buf *b, size_t *len)
+{
+	static uint8_t two[2 * GUEST_PAGE_SIZE], enc[2 * GUEST_PAGE_SIZE];
+	int n = LZ4_compress_default((char *)two, (char *)enc, sizeof(two), sizeof(enc));
+	t_to_final_codecs(b, MIG_CODECS_KNOWN);
+	t_ram_coded(b, T_CODE_GPA, MIG_CODEC_LZ4, enc, (uint32_t)n); *len = b->len;
+}
+static void b_ram_lz4_cut(struct vmstate_buf *b, size_t *len)
+{
+	static uint8_t page[GUEST_PAGE_SIZE], enc[2 * GUEST_PAGE_SIZE];
+	memset(page, 'x', sizeof(page));
+	int n = LZ4_compress_default((char *)page, (char *)enc, sizeof(page), sizeof(enc));
+	t_to_final_codecs(b, MIG_CODECS_KNOWN);
+	t_ram_coded(b, T_CODE_GPA, MIG_CODEC_LZ4, enc, (uint32_t)n - 2); *len = b->len;
+}
+static void b_ram_zstd_past_page(struct vmstate_buf *b, size_t *len)
+{
+	static uint8_t two[2 * GUEST_PAGE_SIZE], enc[2 * GUEST_PAGE_SIZE];
+	size_t n = ZSTD_compress(enc, sizeof(enc), two, sizeof(two), 1);
+	t_to_final_codecs(b, MIG_CODECS_KNOWN);
+	t_ram_coded(b, T_CODE_GPA, MIG_CODEC_ZSTD, enc, (uint32_t)n); *len = b->len;
+}
+static void b_ram_zstd_cut(struct vmstate_buf *b, size_t *len)
+{
+	static uint8_t page[GUEST_PAGE_SIZE], enc[2 * GUEST_PAGE_SIZE];
+	memset(page, 'x', sizeof(page));
+	size_t n = ZSTD_compress(enc, sizeof(enc), page, sizeof(page), 1);
+	t_to_final_codecs(b, MIG_CODECS_KNOWN);
+	t_ram_coded(b, T_CODE_GPA, MIG_CODEC_ZSTD, enc, (uint32_t)n - 2); *len = b->len;
+}
+static void b_ram_delta_never_had(struct vmstate_buf *b, size_t *len)
+{
+	static const uint8_t d[] = { 0x10, 0x02, 'h', 'i' };
+	t_to_final_codecs(b, MIG_CODECS_KNOWN);
+	t_ram_coded(b, T_CODE_GPA, MIG_CODEC_DELTA, d, sizeof(d)); *len = b->len;
+}
+static void b_ram_delta_past_page(struct vmstate_buf *b, size_t *len)
+{
+	static const uint8_t d[] = { 0xff, 0x1f, 0x02, 'h', 'i' };	/* 4095 kept, then 2 */
+	t_to_final_codecs(b, MIG_CODECS_KNOWN);
+	t_ram1(b, T_CODE_GPA | MIG_PAGE_RAW);
+	t_ram_coded(b, T_CODE_GPA, MIG_CODEC_DELTA, d, sizeof(d)); *len = b->len;
+}
+static void b_ram_delta_too_long(struct vmstate_buf *b, size_t *len)
+{
+	static uint8_t d[GUEST_PAGE_SIZE];
+	t_to_final_codecs(b, MIG_CODECS_KNOWN);
+	t_ram1(b, T_CODE_GPA | MIG_PAGE_RAW);
+	t_ram_coded(b, T_CODE_GPA, MIG_CODEC_DELTA, d, 3585); *len = b->len;
+}
 
 /* SOURCE sections: the source id, then that source's payload. */
 static void t_source(struct vmstate_buf *b, uint32_t id, uint32_t off, uint32_t data)
@@ -781,6 +851,44 @@ static void b_source_after_state(struct vmstate_buf *b, size_t *len)
 	t_to_final(b); t_ram1(b, T_CODE_GPA | MIG_PAGE_RAW);
 	t_sec_buf(b, MIG_SEC_STATE, &t_state_boot);
 	t_source(b, MIG_SOURCE_SCRATCH, 0, 4096); *len = b->len;
+}
+/* The net source's forwarded frames: NIC index, frame length, the frame. */
+static void t_net_frame(struct vmstate_buf *b, uint32_t nic, uint32_t len, uint32_t data)
+{
+	struct vmstate_buf p = { 0 };
+	uint8_t *frame = calloc(1, data + 1);
+	t_u32(&p, MIG_SOURCE_NET); t_u32(&p, nic); t_u32(&p, len); t_put(&p, frame, data);
+	t_sec_buf(b, MIG_SEC_SOURCE, &p); free(p.data); free(frame);
+}
+static void b_net_frame_oversize(struct vmstate_buf *b, size_t *len)
+{ t_to_final(b); t_net_frame(b, 0, 65551, 65551); *len = b->len; }
+static void b_net_frame_runt(struct vmstate_buf *b, size_t *len)
+{ t_to_final(b); t_net_frame(b, 0, 13, 13); *len = b->len; }
+static void b_net_frame_len_mismatch(struct vmstate_buf *b, size_t *len)
+{ t_to_final(b); t_net_frame(b, 0, 100, 60); *len = b->len; }
+static void b_net_frame_no_nic(struct vmstate_buf *b, size_t *len)
+{ t_to_final(b); t_net_frame(b, 3, 60, 60); *len = b->len; }
+static void b_net_frame_short(struct vmstate_buf *b, size_t *len)
+{
+	struct vmstate_buf p = { 0 };
+	t_to_final(b); t_u32(&p, MIG_SOURCE_NET); t_u32(&p, 0);
+	t_sec_buf(b, MIG_SEC_SOURCE, &p); free(p.data); *len = b->len;
+}
+/* After END, before GO: only the net source may send (late). */
+static void b_late_scratch(struct vmstate_buf *b, size_t *len)
+{
+	t_std(b, MIG_FLAG_VERIFY); b->len = t_mk.end;
+	t_source(b, MIG_SOURCE_SCRATCH, 0, 4096); t_sec(b, MIG_SEC_GO, NULL, 0); *len = b->len;
+}
+static void b_late_net_no_nic(struct vmstate_buf *b, size_t *len)
+{
+	t_std(b, MIG_FLAG_VERIFY); b->len = t_mk.end;
+	t_net_frame(b, 3, 60, 60); t_sec(b, MIG_SEC_GO, NULL, 0); *len = b->len;
+}
+static void b_late_net_too_long(struct vmstate_buf *b, size_t *len)
+{
+	t_std(b, MIG_FLAG_VERIFY); b->len = t_mk.end;
+	t_net_frame(b, 0, 200000, 200000); t_sec(b, MIG_SEC_GO, NULL, 0); *len = b->len;
 }
 
 /*
@@ -1224,20 +1332,28 @@ static const struct t_case t_cases[] = {
 	BAD("ram_huge_address", b_ram_huge, "page 0xfffffffffffff000 is outside guest RAM", true),
 	BAD("ram_in_pci_hole", b_ram_hole, "page 0xfffff000 is outside guest RAM", true),
 	BAD("ram_later_entry_bad", b_ram_later_entry_bad, "page 0x1001000 is outside guest RAM", true),
-	BAD("ram_kind_2", b_ram_kind2, "page 0x1000: unknown encoding 2", true),
+	BAD("ram_kind_7", b_ram_kind7, "page 0x1000: unknown encoding 7", true),
 	BAD("ram_kind_fff", b_ram_kindfff, "page 0x1000: unknown encoding 4095", true),
 	BAD("ram_raw_len_short", b_ram_raw_len_short, "page 0x1000: raw page of 100 bytes (allowed 4096..4096)", true),
 	BAD("ram_raw_len_huge", b_ram_raw_len_huge, "page 0x1000: raw page of 4294967295 bytes", true),
 	BAD("ram_zero_with_len", b_ram_zero_with_len, "page 0x1000: zero page of 8 bytes (allowed 0..0)", true),
 	BAD("ram_codec_unnegotiated", b_ram_unnegotiated, "page 0x2000: encoding 0 (zero) was not negotiated", true),
 	BAD("config_no_raw", b_config_no_raw, "the stream does not offer the raw codec", false),
+	BAD("ram_lz4_unnegotiated", b_ram_lz4_unnegotiated, "page 0x1000: encoding 2 (lz4) was not negotiated", true),
+	BAD("ram_lz4_past_page", b_ram_lz4_past_page, "page 0x1000: bad lz4 data", true),
+	BAD("ram_lz4_cut", b_ram_lz4_cut, "page 0x1000: bad lz4 data", true),
+	BAD("ram_zstd_past_page", b_ram_zstd_past_page, "page 0x1000: bad zstd data", true),
+	BAD("ram_zstd_cut", b_ram_zstd_cut, "page 0x1000: bad zstd data", true),
+	BAD("ram_delta_never_had", b_ram_delta_never_had, "page 0x1000: a delta against a page this side does not hold", true),
+	BAD("ram_delta_past_page", b_ram_delta_past_page, "page 0x1000: bad delta data", true),
+	BAD("ram_delta_too_long", b_ram_delta_too_long, "page 0x1000: delta page of 3585 bytes (allowed 0..3584)", true),
 	BAD("source_unknown_id", b_source_unknown, "SOURCE section for unknown source 7", true),
 	BAD("source_ram_id", b_source_ram, "SOURCE section for unknown source 0", true),
 	BAD("source_not_accepted", b_source_scratch, "SOURCE section for source 1 (scratch), which this destination does not accept", true),
 	{ "source_bad_offset", b_source_scratch_bad_off, 65, "scratch offset 0x100000 is not a chunk", true, { "--test-hooks" } },
 	{ "source_short", b_source_scratch_short, 65, "scratch section of 104 bytes (want 4100)", true, { "--test-hooks" } },
 	BAD("source_no_id", b_source_no_id, "SOURCE section of 2 bytes has no source id", true),
-	{ "block_not_expected", b_block_hello, 65, "SOURCE section for source 2 (block), which this "
+	{ "block_not_expected", b_block_hello, 65, "SOURCE section for source 3 (block), which this "
 	  "destination does not accept", true, { "--disk", T_DISK } },
 	{ "block_other_disk", b_block_other_disk, 65, "blocks for disk 1; this destination has 1 disk(s)",
 	  true, { "--copy-storage", "--disk", T_DISK } },
@@ -1253,6 +1369,14 @@ static const struct t_case t_cases[] = {
 	  true, { "--copy-storage", "--disk", T_DISK } },
 	{ "block_past_section", b_block_past_section, 74, "closed the connection",
 	  true, { "--copy-storage", "--disk", T_DISK } },
+	BAD("net_frame_oversize", b_net_frame_oversize, "forwarded frame of 65551 bytes (a frame is 14 to 65550)", true),
+	BAD("net_frame_runt", b_net_frame_runt, "forwarded frame of 13 bytes (a frame is 14 to 65550)", true),
+	BAD("net_frame_len_mismatch", b_net_frame_len_mismatch, "forwarded frame of 100 bytes in a section holding 60", true),
+	BAD("net_frame_no_nic", b_net_frame_no_nic, "forwarded frame for NIC 3, which this destination lacks (it has 0)", true),
+	BAD("net_frame_short", b_net_frame_short, "forwarded frame section cut short", true),
+	BAD("late_scratch", b_late_scratch, "SOURCE section for source 1 after END (only a source that sends late may)", true),
+	BAD("late_net_no_nic", b_late_net_no_nic, "forwarded frame for NIC 3, which this destination lacks (it has 0)", true),
+	BAD("late_net_too_long", b_late_net_too_long, "section type 15 of 200012 bytes is too long here (expected GO or ABORT)", true),
 	{ "source_after_state", b_source_after_state, 65, "section type 15 out of order (expected END)", true, { "--test-hooks" } },
 	BAD("ram_count_0", b_ram_count0, "RAM batch of 0 pages", true),
 	BAD("ram_count_257", b_ram_count257, "RAM batch of 257 pages", true),

@@ -6,12 +6,14 @@
 # IP.  A destination without the NIC, or with another mac=, is refused and
 # the source runs on.  Bad --net values are usage errors.
 #
-# The probe guest does not negotiate GUEST_ANNOUNCE (so it sends no
-# gratuitous ARP after a migration), and it is idle: only the destination
-# ferry's gratuitous RARP (announce-self) can teach the bridge the new
-# port before the client speaks.  The bridge's FDB entry for the MAC must
-# point at the destination's tap within one announce round of the
-# migration's end, with no flush.  'ferry announce' on the running
+# The guest is idle: only the destination ferry's gratuitous RARP
+# (announce-self) and the guest's own gratuitous ARP (GUEST_ANNOUNCE: the
+# device sets ANNOUNCE and raises a config interrupt, the probe's driver
+# answers with an ARP for its IP and acks) can teach the bridge the new
+# port before the client speaks.  The guest's ARP must be seen on the
+# destination's tap; the bridge's FDB entry for the MAC must point at the
+# destination's tap within one announce round of the migration's end,
+# with no flush.  'ferry announce' on the running
 # destination must send such a frame again (seen with an AF_PACKET socket
 # on its tap).
 . "$(dirname "$0")/lib.sh"
@@ -64,8 +66,8 @@ echo_check() {
 start_source src 1 128M "workload=idle,net ip=$GUEST_IP udp_port=7 period=100ms" \
 	--net "tap=$TAP1,mac=$MAC"
 src=$FERRY_PID
-grep -q "^probe: net 0xfeb00000 mac $MAC ip $GUEST_IP " "$T/src.serial" ||
-	{ grep -v '^hb ' "$T/src.serial"; fail "the guest does not see its NIC at slot 0 with $MAC"; }
+grep -q "^probe: net 0xfeb00000 mac $MAC ip $GUEST_IP .*, guest announce$" "$T/src.serial" ||
+	{ grep -v '^hb ' "$T/src.serial"; fail "the guest does not see its NIC at slot 0 with $MAC, GUEST_ANNOUNCE"; }
 echo_check source
 nsx ip neigh show "$GUEST_IP" dev "$BR" | grep -q "lladdr $MAC" ||
 	{ nsx ip neigh; fail "no ARP entry for $GUEST_IP at $MAC"; }
@@ -91,6 +93,13 @@ echo_check "source after refusals"
 # The matching destination: another tap on the same bridge, the same MAC.
 start_dest dst "unix:$T/dst.mig" --net "tap=$TAP2,mac=$MAC"
 dst=$FERRY_PID
+# The guest's own gratuitous ARP, once it runs at the destination.
+nsx timeout 60 python3 tests/tools/rarp_watch.py "$TAP2" "$MAC" 50 "$GUEST_IP" >"$T/garp.log" 2>&1 &
+garp=$!
+for ((i = 0; i < 100; i++)); do
+	grep -q ready "$T/garp.log" && break
+	sleep 0.05
+done
 "$FERRY" migrate "$T/src.ctl" "$DEST_URI" --verify --json >"$T/mig.json" 2>"$T/mig.err" ||
 	{ cat "$T/mig.json" "$T/mig.err" "$T/dst.log"; fail "migrate with a NIC failed"; }
 [ "$(json_field "$T/mig.json" status)" = completed ] || fail "not completed"
@@ -105,6 +114,9 @@ for ((i = 0; i < 20; i++)); do
 done
 ((i < 20)) || { nsx bridge fdb show br "$BR"; fail "the bridge did not learn $MAC at $TAP2"; }
 log "bridge FDB: $MAC at $TAP2 after ~$((i * 50)) ms"
+wait "$garp" || { cat "$T/garp.log"; grep -v '^hb ' "$T/dst.serial"; fail "no gratuitous ARP from the guest on $TAP2"; }
+wait_line "$T/dst.serial" '^probe: net announce: gratuitous ARP sent \(1\)$' 10
+log "GUEST_ANNOUNCE: the guest's gratuitous ARP seen on $TAP2"
 echo_check destination
 # announce-self on demand: a RARP from the MAC on the destination's tap.
 nsx timeout 10 python3 tests/tools/rarp_watch.py "$TAP2" "$MAC" 5 >"$T/rarp.log" 2>&1 &

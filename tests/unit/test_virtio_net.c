@@ -526,6 +526,75 @@ static void test_ctrl(void **state)
 	assert_false(t_rd(&nic, VIRTIO_MMIO_STATUS) & VIRTIO_STATUS_NEEDS_RESET);
 }
 
+/* Queue a hand-built control chain and return its used length. */
+static uint32_t t_ctrl_chain(struct virtio_net *n, uint16_t head)
+{
+	uint32_t id, len;
+
+	t_avail(n, VIRTIO_NET_Q_CTRL, head, true);
+	t_wait_used(VIRTIO_NET_Q_CTRL, dq[VIRTIO_NET_Q_CTRL].avail_idx, &id, &len);
+	assert_int_equal(id, head);
+	return len;
+}
+
+/*
+ * Hostile control commands: each is answered (an error ack, or no ack
+ * byte where there is no writable buffer) and the queue goes on; ANNOUNCE
+ * without GUEST_ANNOUNCE negotiated is refused.
+ */
+static void test_ctrl_hostile(void **state)
+{
+	const unsigned q = VIRTIO_NET_Q_CTRL;
+	uint64_t b = t_buf(q, 0), w = t_buf(q, 1);
+	uint32_t len;
+
+	/* Only CTRL_VQ: the ACK means nothing without GUEST_ANNOUNCE. */
+	t_driver_init(&nic, (1u << VIRTIO_NET_F_MAC) | (1u << VIRTIO_NET_F_CTRL_VQ), 3);
+	assert_int_equal(t_ctrl(&nic, VIRTIO_NET_CTRL_ANNOUNCE, VIRTIO_NET_CTRL_ANNOUNCE_ACK, true,
+				&len), VIRTIO_NET_ERR);
+	t_driver_init(&nic, t_announce_features, 3);
+	/* One readable byte (no command) and an ack: malformed, untouched. */
+	t_ptr(b)[0] = VIRTIO_NET_CTRL_ANNOUNCE;
+	t_ptr(w)[0] = 0xee;
+	uint16_t h = t_desc(q, b, 1, VIRTQ_DESC_F_NEXT);
+	t_desc(q, w, 1, VIRTQ_DESC_F_WRITE);
+	assert_int_equal(t_ctrl_chain(&nic, h), 0);
+	assert_int_equal(t_ptr(w)[0], 0xee);
+	/* Only a writable buffer: malformed. */
+	h = t_desc(q, w, 16, VIRTQ_DESC_F_WRITE);
+	assert_int_equal(t_ctrl_chain(&nic, h), 0);
+	assert_int_equal(t_ptr(w)[0], 0xee);
+	/* Class and command in two one-byte buffers: understood. */
+	t_ptr(b)[0] = VIRTIO_NET_CTRL_ANNOUNCE;
+	t_ptr(b + 64)[0] = VIRTIO_NET_CTRL_ANNOUNCE_ACK;
+	h = t_desc(q, b, 1, VIRTQ_DESC_F_NEXT);
+	t_desc(q, b + 64, 1, VIRTQ_DESC_F_NEXT);
+	t_desc(q, w, 1, VIRTQ_DESC_F_WRITE);
+	assert_int_equal(t_ctrl_chain(&nic, h), 1);
+	assert_int_equal(t_ptr(w)[0], VIRTIO_NET_OK);
+	/* An unknown class with a page of data: an error ack. */
+	memset(t_ptr(b), 0x5a, T_BUFSZ);
+	h = t_desc(q, b, T_BUFSZ, VIRTQ_DESC_F_NEXT);
+	t_desc(q, w, 1, VIRTQ_DESC_F_WRITE);
+	assert_int_equal(t_ctrl_chain(&nic, h), 1);
+	assert_int_equal(t_ptr(w)[0], VIRTIO_NET_ERR);
+	/* A buffer outside RAM: refused, returned unused. */
+	h = t_desc(q, T_RAM - 1, 2, VIRTQ_DESC_F_NEXT);
+	t_desc(q, w, 1, VIRTQ_DESC_F_WRITE);
+	t_ptr(w)[0] = 0xee;
+	assert_int_equal(t_ctrl_chain(&nic, h), 0);
+	assert_int_equal(t_ptr(w)[0], 0xee);
+	/* A loop: refused. */
+	h = t_desc(q, b, 2, VIRTQ_DESC_F_NEXT);
+	uint8_t *d = t_ptr(T_QBASE(q) + 16ULL * h);
+	le_put(d + 14, h, 2);
+	assert_int_equal(t_ctrl_chain(&nic, h), 0);
+	/* The queue still works, the device is not broken. */
+	assert_int_equal(t_ctrl(&nic, VIRTIO_NET_CTRL_ANNOUNCE, VIRTIO_NET_CTRL_ANNOUNCE_ACK, true,
+				&len), VIRTIO_NET_OK);
+	assert_false(t_rd(&nic, VIRTIO_MMIO_STATUS) & VIRTIO_STATUS_NEEDS_RESET);
+}
+
 /*
  * Migration: traffic on A, pause, quiesce, save; B (another backend, no
  * mac=) checks and loads it, takes A's MAC, goes on at the same ring
@@ -549,7 +618,7 @@ static void test_migrate(void **state)
 	/* Switchover: the guest pauses, a frame and a TX chain arrive meanwhile. */
 	__atomic_store_n(&t_guest_runs, false, __ATOMIC_RELEASE);
 	assert_int_equal(virtio_net_device_ops.quiesce(&nic), 0);
-	t_send_frame(peer, 0, 0, frame, 120);	/* stays in the source's backend: lost */
+	t_send_frame(peer, 0, 0, frame, 120);	/* stays in the source's backend (test_hold) */
 	uint64_t tb = t_buf(VIRTIO_NET_Q_TX, 0);
 	memset(t_ptr(tb), 0, VIRTIO_NET_HDR_LEN);
 	memcpy(t_ptr(tb + VIRTIO_NET_HDR_LEN), frame, 80);
@@ -609,6 +678,72 @@ static void test_migrate(void **state)
 	free(s2);
 }
 
+/*
+ * Frames held across a switchover: while the guest is paused the
+ * backend's frames are taken into the hold (past the cap: dropped and
+ * counted), copied out in order, and put into the RX queue ahead of a
+ * newer frame once the guest runs again (a failed migration gives them
+ * back).  Frames a destination is given come first the same way.
+ */
+static void test_hold(void **state)
+{
+	uint8_t frame[256], got[512];
+	uint64_t dropped = 0;
+	uint32_t id, len;
+
+	t_frame(frame, sizeof(frame), 21);
+	for (unsigned i = 0; i < 8; i++)
+		t_post_rx(&nic, i, 2048, true);
+	__atomic_store_n(&t_guest_runs, false, __ATOMIC_RELEASE);
+	assert_int_equal(virtio_net_device_ops.quiesce(&nic), 0);
+	for (uint8_t i = 0; i < 3; i++) {
+		frame[0] = i;
+		t_send_frame(peer, 0, 0, frame, 100 + i);
+	}
+	t_send_frame(peer, 0, 4, frame, 100);		/* "segmented": not ours, dropped */
+	assert_int_equal(virtio_net_hold_backend(&nic, &dropped), 3);
+	assert_int_equal(dropped, 0);
+	assert_int_equal(virtio_net_hold_get(&nic, 1, got, sizeof(got)), 101);
+	assert_int_equal(got[0], 1);
+	assert_int_equal(virtio_net_hold_get(&nic, 3, got, sizeof(got)), -ENOENT);
+	assert_int_equal(virtio_net_hold_get(&nic, 0, got, 10), -ENOSPC);
+	/* Bad lengths are refused before anything is held. */
+	assert_int_equal(virtio_net_hold_add(&nic, frame, VIRTIO_NET_MIN_FRAME - 1), -EINVAL);
+	assert_int_equal(virtio_net_hold_add(&nic, frame, VIRTIO_NET_MAX_FRAME + 1), -EINVAL);
+	usleep(30 * 1000);
+	assert_int_equal(t_used_idx(VIRTIO_NET_Q_RX), 0);	/* nothing while paused */
+	/* The guest runs on here: held frames first, in order, then the new one. */
+	frame[0] = 9;
+	t_send_frame(peer, 0, 0, frame, 150);
+	__atomic_store_n(&t_guest_runs, true, __ATOMIC_RELEASE);
+	t_wait_used(VIRTIO_NET_Q_RX, 4, &id, &len);
+	for (unsigned i = 0; i < 4; i++) {
+		const uint8_t *e = t_ptr(T_QBASE(VIRTIO_NET_Q_RX) + 0x2000 + 4 + 8 * i);
+		uint32_t want = i < 3 ? 100 + i : 150;
+		assert_int_equal(le_get(e + 4, 4), VIRTIO_NET_HDR_LEN + want);
+		const uint8_t *b = t_ptr(t_buf(VIRTIO_NET_Q_RX, (unsigned)le_get(e, 4)));
+		assert_int_equal(b[VIRTIO_NET_HDR_LEN], i < 3 ? i : 9);
+		assert_int_equal(le_get(b + 10, 2), 1);			/* num_buffers */
+	}
+	struct virtio_net_stats st;
+	virtio_net_read_stats(&nic, &st);
+	assert_int_equal(st.held, 3);
+	assert_int_equal(st.injected, 3);
+	assert_int_equal(nic.held_frames, 0);
+
+	/* The caps: frames past VIRTIO_NET_HOLD_MAX_FRAMES are dropped, counted. */
+	__atomic_store_n(&t_guest_runs, false, __ATOMIC_RELEASE);
+	assert_int_equal(virtio_net_device_ops.quiesce(&nic), 0);
+	unsigned ok = 0;
+	for (unsigned i = 0; i < VIRTIO_NET_HOLD_MAX_FRAMES + 5; i++)
+		ok += virtio_net_hold_add(&nic, frame, 60) == 0;
+	assert_int_equal(ok, VIRTIO_NET_HOLD_MAX_FRAMES);
+	virtio_net_read_stats(&nic, &st);
+	assert_int_equal(st.hold_dropped, 5);
+	virtio_net_hold_free(&nic);
+	assert_int_equal(virtio_net_hold_add(&nic, frame, 60), 0);
+}
+
 static void test_net_option(void **state)
 {
 	struct net_config c;
@@ -645,7 +780,9 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_rx_hostile, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_paused, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_ctrl, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_ctrl_hostile, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_migrate, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_hold, setup, teardown),
 		cmocka_unit_test(test_net_option),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

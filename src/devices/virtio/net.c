@@ -8,6 +8,7 @@
 #include "devices/virtio/net.h"
 
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -78,13 +79,13 @@ static void net_tx_chain(struct virtio_net *n)
 	unsigned k = 0;
 
 	if (c->nr_read != c->nr) {
-		n->stats.tx_bad_chains++;
+		NET_COUNT(n, tx_bad_chains);
 		net_guest_error(n, "transmit chain has device-writable buffers", c->head);
 		return;
 	}
 	if (c->read_len < VIRTIO_NET_HDR_LEN + VIRTIO_NET_MIN_FRAME ||
 	    c->read_len > VIRTIO_NET_HDR_LEN + VIRTIO_NET_MAX_FRAME) {
-		n->stats.tx_bad_chains++;
+		NET_COUNT(n, tx_bad_chains);
 		net_guest_error(n, "transmit chain shorter than a header and an Ethernet header, "
 				"or longer than a frame", c->head);
 		return;
@@ -102,10 +103,10 @@ static void net_tx_chain(struct virtio_net *n)
 	/* A tap never blocks a writer; a full socket drops, like a busy link. */
 	ssize_t w = writev(n->be.fd, iov, (int)k);
 	if (w == (ssize_t)c->read_len) {
-		n->stats.tx_frames++;
+		NET_COUNT(n, tx_frames);
 		return;
 	}
-	if (!n->stats.tx_errors++)
+	if (!NET_COUNT(n, tx_errors))
 		pr_warn("nic %u: cannot send a frame: %s (further errors not logged)", n->index,
 			w < 0 ? strerror(errno) : "short write");
 }
@@ -125,7 +126,7 @@ bool virtio_net_tx(struct virtio_net *n)
 	for (unsigned i = 0; i < VIRTIO_NET_TX_BUDGET; i++) {
 		int got = net_pop(n, q, "its transmit queue has an index out of range", &pushed);
 		if (got == -EINVAL) {
-			n->stats.tx_bad_chains++;
+			NET_COUNT(n, tx_bad_chains);
 			continue;
 		}
 		if (got <= 0) {
@@ -155,22 +156,22 @@ static bool net_rx_frame(struct virtio_net *n, struct virtq *q, uint32_t len, bo
 
 	while ((got = net_pop(n, q, "its receive queue has an index out of range", pushed)) ==
 	       -EINVAL)
-		n->stats.rx_bad_chains++;
+		NET_COUNT(n, rx_bad_chains);
 	if (got <= 0) {
-		n->stats.rx_dropped++;	/* no buffer posted: dropped as on a real NIC */
+		NET_COUNT(n, rx_dropped);	/* no buffer posted: dropped as on a real NIC */
 		return false;
 	}
 	if (c->nr_read) {
-		n->stats.rx_bad_chains++;
-		n->stats.rx_dropped++;
+		NET_COUNT(n, rx_bad_chains);
+		NET_COUNT(n, rx_dropped);
 		net_guest_error(n, "receive chain has device-readable buffers", c->head);
 		*pushed |= net_used(n, q, c->head, 0);
 		return true;
 	}
 	if (c->write_len < len) {
 		/* Without mergeable buffers every chain must hold a whole frame. */
-		n->stats.rx_bad_chains++;
-		n->stats.rx_dropped++;
+		NET_COUNT(n, rx_bad_chains);
+		NET_COUNT(n, rx_dropped);
 		net_guest_error(n, "receive chain too short for a frame", c->head);
 		*pushed |= net_used(n, q, c->head, 0);
 		return true;
@@ -183,7 +184,7 @@ static bool net_rx_frame(struct virtio_net *n, struct virtq *q, uint32_t len, bo
 			n->t.mem.dirty(n->t.mem.opaque, c->bufs[i].gpa, take);
 		done += take;
 	}
-	n->stats.rx_frames++;
+	NET_COUNT(n, rx_frames);
 	*pushed |= net_used(n, q, c->head, len);
 	return true;
 }
@@ -203,6 +204,35 @@ static bool net_rx_header(uint8_t *hdr)
 	return true;
 }
 
+/*
+ * Held frames (net_hold.c) go first, all of them: they arrived before
+ * anything now in the backend.  One that finds no buffer, or no driver,
+ * is dropped like a frame from the backend would be.  Lock held.
+ */
+void virtio_net_hold_inject(struct virtio_net *n, bool *pushed)
+{
+	struct virtq *q = &n->t.queues[VIRTIO_NET_Q_RX];
+	struct virtio_net_held *h;
+
+	while ((h = n->held_head)) {
+		n->held_head = h->next;
+		if (!n->held_head)
+			n->held_tail = &n->held_head;
+		__atomic_store_n(&n->held_frames, n->held_frames - 1, __ATOMIC_RELAXED);
+		n->held_bytes -= h->len;
+		if (!virtio_mmio_running(&n->t) || !q->ready || q->broken) {
+			NET_COUNT(n, rx_dropped);
+		} else {
+			memset(n->frame, 0, VIRTIO_NET_HDR_LEN);
+			net_rx_header(n->frame);
+			memcpy(n->frame + VIRTIO_NET_HDR_LEN, h->data, h->len);
+			if (net_rx_frame(n, q, VIRTIO_NET_HDR_LEN + h->len, pushed))
+				NET_COUNT(n, injected);
+		}
+		free(h);
+	}
+}
+
 bool virtio_net_rx(struct virtio_net *n, unsigned budget)
 {
 	struct virtio_mmio *t = &n->t;
@@ -215,6 +245,7 @@ bool virtio_net_rx(struct virtio_net *n, unsigned budget)
 		pthread_mutex_unlock(&t->lock);
 		return false;
 	}
+	virtio_net_hold_inject(n, &pushed);
 	while (budget--) {
 		ssize_t r = read(n->be.fd, n->frame, VIRTIO_NET_HDR_LEN + VIRTIO_NET_MAX_FRAME);
 		if (r < 0) {
@@ -225,7 +256,7 @@ bool virtio_net_rx(struct virtio_net *n, unsigned budget)
 		}
 		if (r < VIRTIO_NET_HDR_LEN + VIRTIO_NET_MIN_FRAME || !net_rx_header(n->frame) ||
 		    !virtio_mmio_running(t) || !q->ready || q->broken) {
-			n->stats.rx_dropped++;	/* no driver to take it, or not a frame */
+			NET_COUNT(n, rx_dropped);	/* no driver to take it, or not a frame */
 			continue;
 		}
 		net_rx_frame(n, q, (uint32_t)r, &pushed);

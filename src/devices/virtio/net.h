@@ -70,12 +70,32 @@ struct virtio_net_config {
 	void *opaque;
 };
 
-/* Frame counters; written by the I/O thread only (read for messages). */
+/*
+ * Frame counters; written by the I/O thread only.  Other threads read
+ * them with virtio_net_read_stats(), which loads each one atomically: the
+ * counters are independent, so a snapshot need not be consistent across
+ * fields, only each field whole; the writer adds with NET_COUNT().
+ */
 struct virtio_net_stats {
 	uint64_t rx_frames, rx_dropped, rx_bad_chains;
 	uint64_t tx_frames, tx_errors, tx_bad_chains;
 	uint64_t announce_rounds, announce_errors;	/* RARP frames sent, failed */
+	uint64_t held, hold_dropped, injected;		/* net_hold.c */
 };
+
+/* A frame held for the guest (net_hold.c), without its virtio-net header. */
+struct virtio_net_held {
+	struct virtio_net_held *next;
+	uint32_t len;
+	uint8_t data[];
+};
+
+/* The most a NIC holds for its guest: past either, frames are dropped. */
+#define VIRTIO_NET_HOLD_MAX_FRAMES	512
+#define VIRTIO_NET_HOLD_MAX_BYTES	(2u << 20)
+
+/* Count one event in n->stats.field; evaluates to the count before. */
+#define NET_COUNT(n, field) __atomic_fetch_add(&(n)->stats.field, 1, __ATOMIC_RELAXED)
 
 /*
  * One NIC.  `t.lock` guards the fields marked (lock) and everything the
@@ -96,12 +116,25 @@ struct virtio_net {
 	bool stop;			/* (lock) the thread must end */
 	bool announce_pending;		/* (lock) set ANNOUNCE once the guest runs */
 	bool rarp_restart;		/* (lock) start the RARP rounds once the guest runs */
+	/*
+	 * (lock) CLOCK_MONOTONIC time until which the thread looks for the
+	 * guest's start every VIRTIO_NET_START_POLL_MS instead of every
+	 * VIRTIO_NET_IDLE_MS: set by the resume hook, just before the vCPUs
+	 * start at a destination, so that the first RARP and the held frames
+	 * do not wait out an idle tick while the switch still sends to the
+	 * source.
+	 */
+	uint64_t start_poll_until_ns;
 	unsigned rarp_left, rarp_sent;	/* (io) rounds of cfg.announce still to send, sent */
 	uint64_t rarp_next_ns;		/* (io) CLOCK_MONOTONIC time of the next round */
 	bool tx_pending, ctrl_pending;	/* (io) kicked, not yet looked at while running */
 	bool be_dead, be_dead_told;	/* (io) the backend failed for good: not polled */
 	uint8_t *frame;			/* (io) bounce buffer: header + largest frame */
 	struct virtq_chain chain;	/* (io) */
+	/* (lock) frames for the guest's RX queue ahead of the backend's (net_hold.c) */
+	struct virtio_net_held *held_head, **held_tail;
+	unsigned held_frames;		/* (lock; read atomically by the I/O thread) */
+	uint32_t held_bytes;		/* (lock) */
 	struct virtio_net_stats stats;	/* (io) */
 };
 
@@ -120,6 +153,10 @@ void virtio_net_destroy(struct virtio_net *n);
  * GUEST_ANNOUNCE, sets ANNOUNCE with a config interrupt.  Any thread.
  */
 void virtio_net_announce_self(struct virtio_net *n);
+/* Have the I/O thread look around (held frames to put in). */
+void virtio_net_wake(struct virtio_net *n);
+/* A snapshot of n's counters, from any thread. */
+void virtio_net_read_stats(const struct virtio_net *n, struct virtio_net_stats *out);
 
 /* The migrated state of one NIC. */
 struct virtio_net_state {
@@ -131,6 +168,29 @@ struct virtio_net_state {
 extern const struct vmstate_desc virtio_net_vmsd;
 /* Its registry entry (dev = struct virtio_net *, state = struct virtio_net_state). */
 extern const struct device_ops virtio_net_device_ops;
+
+/* ---- net_hold.c: frames held across a switchover ------------------------ */
+
+/*
+ * Hold one frame (len bytes, no header) for the guest: its I/O thread
+ * puts held frames into the RX queue, in order, ahead of the backend's,
+ * once the guest runs.  Returns 0, or -ENOSPC past the caps (counted as
+ * dropped), -ENOMEM.  Any thread.
+ */
+int virtio_net_hold_add(struct virtio_net *n, const uint8_t *frame, uint32_t len)
+	__attribute__((warn_unused_result));
+/*
+ * The guest is paused: take what waits in the backend into the hold (so
+ * that it can be forwarded, and given back if the guest runs here
+ * again).  Returns the frames taken; those past the caps are dropped and
+ * counted in *dropped.  Does nothing while the guest runs.
+ */
+unsigned virtio_net_hold_backend(struct virtio_net *n, uint64_t *dropped);
+/* Copy held frame i into buf (cap bytes).  Its length, or -ENOENT, -ENOSPC. */
+int virtio_net_hold_get(struct virtio_net *n, unsigned i, uint8_t *buf, uint32_t cap);
+/* I/O thread, lock held: put held frames into the RX queue.  (net.c) */
+void virtio_net_hold_inject(struct virtio_net *n, bool *pushed);
+void virtio_net_hold_free(struct virtio_net *n);
 
 /* ---- net.c: the data path, called by the I/O thread ------------------ */
 

@@ -25,6 +25,8 @@
 #include "util/log.h"
 
 #define VIRTIO_NET_IDLE_MS	10
+#define VIRTIO_NET_START_POLL_MS	1
+#define VIRTIO_NET_START_POLL_NS	(1000ULL * 1000000ULL)	/* how long, after resume */
 #define VIRTIO_NET_RX_BUDGET	64	/* frames per round, then TX gets a look */
 
 static void net_signal(int fd)
@@ -47,20 +49,23 @@ static bool net_take(const struct pollfd *p)
 	return true;
 }
 
-static bool net_guest_runs(struct virtio_net *n)
-{
-	pthread_mutex_lock(&n->t.lock);
-	bool r = !n->running || n->running(n->opaque);
-	pthread_mutex_unlock(&n->t.lock);
-	return r;
-}
-
 static uint64_t net_now_ns(void)
 {
 	struct timespec ts;
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+/* Does the guest run?  If not, *idle_ms: when to look again. */
+static bool net_guest_runs(struct virtio_net *n, int *idle_ms)
+{
+	pthread_mutex_lock(&n->t.lock);
+	bool r = !n->running || n->running(n->opaque);
+	uint64_t until = n->start_poll_until_ns;
+	pthread_mutex_unlock(&n->t.lock);
+	*idle_ms = until && net_now_ns() < until ? VIRTIO_NET_START_POLL_MS : VIRTIO_NET_IDLE_MS;
+	return r;
 }
 
 /* One gratuitous RARP from the NIC's MAC into the backend (announce.h). */
@@ -80,10 +85,10 @@ static void net_rarp_send(struct virtio_net *n)
 	};
 	if (n->be_dead || writev(n->be.fd, iov, 2) < 0) {
 		pr_debug("nic %u: announce: %s", n->index, n->be_dead ? "no backend" : strerror(errno));
-		n->stats.announce_errors++;
+		NET_COUNT(n, announce_errors);
 		return;
 	}
-	n->stats.announce_rounds++;
+	NET_COUNT(n, announce_rounds);
 }
 
 /*
@@ -129,9 +134,11 @@ static void *net_thread(void *arg)
 	snprintf(name, sizeof(name), "nic%u", n->index);
 	pthread_setname_np(pthread_self(), name);
 	for (;;) {
-		bool runs = net_guest_runs(n);
-		bool busy = runs && (n->tx_pending || n->ctrl_pending);
-		int timeout = busy ? 0 : runs ? -1 : VIRTIO_NET_IDLE_MS;
+		int idle_ms;
+		bool runs = net_guest_runs(n, &idle_ms);
+		bool held = __atomic_load_n(&n->held_frames, __ATOMIC_RELAXED);
+		bool busy = runs && (n->tx_pending || n->ctrl_pending || held);
+		int timeout = busy ? 0 : runs ? -1 : idle_ms;
 		int rarp = net_rarp_tick(n, runs);
 		if (rarp >= 0 && (timeout < 0 || rarp < timeout))
 			timeout = rarp;
@@ -158,7 +165,7 @@ static void *net_thread(void *arg)
 			n->ctrl_pending = !virtio_net_ctrl(n);
 		if (n->tx_pending)
 			n->tx_pending = !virtio_net_tx(n);
-		if (p[4].revents & POLLIN)
+		if ((p[4].revents & POLLIN) || (runs && held))
 			virtio_net_rx(n, VIRTIO_NET_RX_BUDGET);
 		else if (p[4].revents)
 			n->be_dead = true;	/* hung up (a socketpair's peer closed) */
@@ -179,6 +186,21 @@ void virtio_net_announce_self(struct virtio_net *n)
 	n->announce_pending = (n->t.driver_features & want) == want && virtio_mmio_running(&n->t);
 	pthread_mutex_unlock(&n->t.lock);
 	net_signal(n->ctl_fd);
+}
+
+void virtio_net_wake(struct virtio_net *n)
+{
+	net_signal(n->ctl_fd);
+}
+
+void virtio_net_read_stats(const struct virtio_net *n, struct virtio_net_stats *out)
+{
+	const uint64_t *from = (const uint64_t *)&n->stats;
+	uint64_t *to = (uint64_t *)out;
+
+	_Static_assert(sizeof(*out) % sizeof(uint64_t) == 0, "counters are all u64");
+	for (size_t i = 0; i < sizeof(*out) / sizeof(uint64_t); i++)
+		to[i] = __atomic_load_n(&from[i], __ATOMIC_RELAXED);
 }
 
 /* The driver reset the device: nothing is in flight outside the lock. */
@@ -228,6 +250,7 @@ int virtio_net_create(struct virtio_net *n, const struct virtio_net_config *c)
 	memset(n, 0, sizeof(*n));
 	n->ctl_fd = -1;
 	n->be.fd = -1;
+	n->held_tail = &n->held_head;
 	n->cfg = *c->net;
 	n->index = c->index;
 	n->running = c->running;
@@ -291,6 +314,7 @@ void virtio_net_destroy(struct virtio_net *n)
 		 (unsigned long long)s->tx_frames, (unsigned long long)s->tx_errors,
 		 (unsigned long long)s->tx_bad_chains, (unsigned long long)s->announce_rounds,
 		 (unsigned long long)s->announce_errors);
+	virtio_net_hold_free(n);
 	free(n->frame);
 	n->frame = NULL;
 	close(n->ctl_fd);
@@ -411,6 +435,17 @@ static int net_dev_load(void *dev, const void *state)
 	return 0;
 }
 
+/* The vCPUs are about to start here: look for that closely for a while. */
+static void net_dev_resume(void *dev)
+{
+	struct virtio_net *n = dev;
+
+	pthread_mutex_lock(&n->t.lock);
+	n->start_poll_until_ns = net_now_ns() + VIRTIO_NET_START_POLL_NS;
+	pthread_mutex_unlock(&n->t.lock);
+	net_signal(n->ctl_fd);
+}
+
 /*
  * The vCPUs are paused, so the thread touches neither guest memory nor
  * the backend any more (it checks under the lock): taking the lock once
@@ -434,4 +469,5 @@ const struct device_ops virtio_net_device_ops = {
 	.check = net_dev_check,
 	.load = net_dev_load,
 	.quiesce = net_dev_quiesce,
+	.resume = net_dev_resume,
 };

@@ -67,6 +67,9 @@ static int mig_in_codecs(struct mig_incoming *inc)
 				   "does not know (%s): cannot restore it", names);
 	}
 	inc->codecs = offered & MIG_CODECS_KNOWN;
+	if (mig_codec_ctx_init(&inc->codec, false, MIG_COMPRESS_NONE, inc->codecs, 0, 0))
+		return mig_in_fail(inc, -ENOMEM, "out of memory for the codecs");
+	inc->codec_ready = true;
 	return 0;
 }
 
@@ -238,6 +241,20 @@ int mig_in_h_source(struct mig_in_ctx *c, const uint8_t *p, uint32_t len)
 	return o->load(c, MIG_SEC_SOURCE, &in);
 }
 
+/* SOURCE after END, before GO: only from a source with a late op. */
+int mig_in_h_source_late(struct mig_in_ctx *c, const uint8_t *p, uint32_t len)
+{
+	if (len < 4)
+		return mig_in_fail(c->inc, -EPROTO, "SOURCE section of %u bytes has no source id", len);
+	uint32_t id = (uint32_t)le_get(p, 4);
+	const struct mig_source_ops *o = mig_source_get(id);
+	if (!o || id == MIG_SOURCE_RAM || !o->load || !o->late)
+		return mig_in_fail(c->inc, -EPROTO, "SOURCE section for source %u after END "
+				   "(only a source that sends late may)", id);
+	c->late = true;
+	return mig_in_h_source(c, p, len);
+}
+
 int mig_in_h_sync(struct mig_in_ctx *c, const uint8_t *p, uint32_t len)
 {
 	return mig_in_sync(c->inc, p, len);
@@ -309,6 +326,7 @@ int mig_incoming_receive(struct mig_incoming *inc, const struct mig_incoming_opt
 	int err;
 
 	memset(inc, 0, sizeof(*inc));
+	inc->m = m;
 	err = mig_in_connect(inc, opts);
 	if (err)
 		return err;
@@ -359,6 +377,9 @@ int mig_incoming_receive(struct mig_incoming *inc, const struct mig_incoming_opt
 	free(inc->known);
 	free(inc->page);
 	inc->page = NULL;
+	if (inc->codec_ready)
+		mig_codec_ctx_fini(&inc->codec);
+	inc->codec_ready = false;
 	inc->buf = NULL;
 	inc->written = inc->populated = inc->known = NULL;
 	if (err && !inc->why[0])

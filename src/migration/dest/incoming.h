@@ -9,6 +9,7 @@
 
 #include <stdint.h>
 
+#include "migration/codec/codec.h"
 #include "migration/commit.h"
 #include "migration/config.h"
 #include "migration/digest.h"
@@ -56,6 +57,7 @@ struct mig_incoming {
 	unsigned long *written;		/* pages that received data (bit per page) */
 	unsigned long *known;		/* pages whose content is here (zero or data) */
 	struct pc_dest pc;		/* post-copy, once POSTCOPY_RUN arrived */
+	struct machine *m;		/* what it receives into (late SOURCE sections) */
 	bool guest_started;		/* post-copy: the guest already runs here */
 	bool state_applied;
 	/*
@@ -69,6 +71,8 @@ struct mig_incoming {
 	unsigned long *populated;	/* 2 MiB chunks already allocated */
 	uint32_t codecs;		/* accepted at CONFIG (bit = codec id) */
 	uint8_t *page;			/* one decoded page (codecs that are not verbatim) */
+	struct mig_codec_ctx codec;	/* the decoders' state (zstd's context) */
+	bool codec_ready;
 	uint64_t pages, zero_pages, raw_pages;
 	uint32_t pass;
 	uint64_t start_ns, end_ns;	/* connection accepted .. END checked */

@@ -9,11 +9,13 @@
  * waits, paused, for a late GO/ABORT or the operator (migrate-resolve).
  */
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "migration/format.h"
 #include "migration/dest/incoming.h"
 #include "migration/dest/incoming_internal.h"
+#include "migration/live.h"
 #include "migration/section.h"
 #include "util/log.h"
 
@@ -59,16 +61,22 @@ int mig_in_h_abort(struct mig_in_ctx *c, const uint8_t *p, uint32_t len)
 }
 
 /*
- * Read the section the source sent after END.  Returns 0 for GO, -errno
- * for a definite no (reason in inc->why), 1 when the connection failed in
- * a way that may have lost a GO.
+ * Read the section the source sent after END.  Returns 0 for GO, 2 for a
+ * late SOURCE section (loaded; GO is still to come), -errno for a
+ * definite no (reason in inc->why), 1 when the connection failed in a
+ * way that may have lost a GO.
  */
 static int commit_read(struct mig_incoming *inc)
 {
-	struct mig_in_ctx c = { .inc = inc, .ph = MIG_IN_COMMIT };
-	uint8_t buf[64];
-	int err = mig_in_dispatch(&c, buf, sizeof(buf));
+	struct mig_in_ctx c = { .inc = inc, .m = inc->m, .ph = MIG_IN_COMMIT };
+	uint8_t *buf = malloc(MIG_SOURCE_LATE_MAX);
 
+	if (!buf)
+		return mig_in_fail(inc, -ENOMEM, "out of memory");
+	int err = mig_in_dispatch(&c, buf, MIG_SOURCE_LATE_MAX);
+	free(buf);
+	if (!err && c.late)
+		return 2;
 	if (!err)
 		return c.go ? 0 : mig_in_fail(inc, -EPROTO, "no GO after END");
 	if (err == -EPIPE) {
@@ -134,7 +142,9 @@ int mig_incoming_commit(struct mig_incoming *inc, struct mig_commit *c, int intr
 			err = mig_in_fail(inc, -EINTR, "interrupted while waiting for GO");
 		} else if (ready == 1) {
 			err = commit_read(inc);
-			if (err == 1) {
+			if (err == 2)
+				err = 1;	/* a late section: GO still to come */
+			else if (err == 1) {
 				dead = true;
 				commit_doubt(inc, c, inc->s.why);
 			}

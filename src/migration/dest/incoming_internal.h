@@ -36,6 +36,7 @@ struct mig_in_ctx {
 	uint8_t type;			/* the section being handled */
 	bool done;			/* the stream's last section was handled */
 	bool go;			/* MIG_IN_COMMIT: GO came */
+	bool late;			/* MIG_IN_COMMIT: a late SOURCE section came */
 };
 
 /*
@@ -69,6 +70,7 @@ int mig_in_h_config(struct mig_in_ctx *c, const uint8_t *p, uint32_t len);
 int mig_in_h_pass(struct mig_in_ctx *c, const uint8_t *p, uint32_t len);
 int mig_in_h_ram(struct mig_in_ctx *c, struct mig_section_reader *r);
 int mig_in_h_source(struct mig_in_ctx *c, const uint8_t *p, uint32_t len);
+int mig_in_h_source_late(struct mig_in_ctx *c, const uint8_t *p, uint32_t len);
 int mig_in_h_sync(struct mig_in_ctx *c, const uint8_t *p, uint32_t len);
 int mig_in_h_state(struct mig_in_ctx *c, const uint8_t *p, uint32_t len);
 int mig_in_h_digest(struct mig_in_ctx *c, const uint8_t *p, uint32_t len);

@@ -35,6 +35,7 @@ static const struct mig_in_rule mig_in_rules[] = {
 	{ MIG_SEC_END, P(MIG_IN_DIGEST), VERIFY, 0, MIG_IN_COMMIT, mig_in_h_end, NULL },
 	{ MIG_SEC_END, P(MIG_IN_STATE), 0, VERIFY, MIG_IN_COMMIT, mig_in_h_end, NULL },
 	{ MIG_SEC_GO, P(MIG_IN_COMMIT), 0, 0, MIG_IN_SAME, mig_in_h_go, NULL },
+	{ MIG_SEC_SOURCE, P(MIG_IN_COMMIT), 0, 0, MIG_IN_SAME, mig_in_h_source_late, NULL },
 	{ MIG_SEC_ABORT, P(MIG_IN_COMMIT), 0, 0, MIG_IN_SAME, mig_in_h_abort, NULL },
 	/* Post-copy (docs/postcopy.md). */
 	{ MIG_SEC_DISCARD, LIVE | P(MIG_IN_DISCARD), PC, 0, MIG_IN_DISCARD, mig_in_h_discard, NULL },

@@ -290,6 +290,13 @@ int switchover_run(struct migration *mig)
 		switchover_abort(mig);
 		return err;
 	}
+	/* Frames that reached the taps while the destination loaded (live_net.c). */
+	if (rp && (err = mig_sources_late(mig))) {
+		err = precopy_stream_fail(mig, err);
+		mig->s.deadline_ns = 0;
+		switchover_abort(mig);
+		return err;
+	}
 	if (rp)
 		err = switchover_go(mig);
 	if (!err && rp)
