@@ -48,6 +48,11 @@ struct machine_config {
 	unsigned nr_nics;			/* nr_disks + nr_nics <= MACHINE_VIRTIO_SLOTS */
 	/* A migration's destination: disks open inactive, machine_activate() before running. */
 	bool incoming;
+	/*
+	 * With incoming: the disks are this side's own images, which the
+	 * migration fills (--copy-storage): open and locked from the start.
+	 */
+	bool own_disks;
 };
 
 /* One device instance: the `dev` its registry ops get. */

@@ -15,6 +15,7 @@
 #include "cli/cli.h"
 #include "cli/restore.h"
 #include "control/control.h"
+#include "migration/block.h"
 #include "migration/dest/incoming.h"
 #include "migration/migration.h"
 #include "migration/live_scratch.h"
@@ -97,6 +98,10 @@ static const char run_usage[] =
 "                         /proc/cpuinfo spells them).  With --incoming: what\n"
 "                         this destination offers; a guest that uses a feature\n"
 "                         outside it is refused before any page moves\n"
+"      --copy-storage     with --incoming: the source copies its disks into\n"
+"                         this side's own images (--disk path=, same sizes),\n"
+"                         which are locked here from the start ('ferry migrate\n"
+"                         --copy-storage')\n"
 "      --test-hooks       allow the x-test-* control commands (tests only)\n"
 "  -q, --quiet            print errors only\n"
 "  -v, --verbose          print debug messages\n"
@@ -131,6 +136,7 @@ struct run_opts {
 	uint64_t resume_timeout_ns;
 	bool memory_set, vcpus_set;
 	bool test_hooks;
+	bool copy_storage;	/* --incoming: the disks' contents come with the VM */
 };
 
 /*
@@ -193,6 +199,7 @@ static void run_parse(int argc, char **argv, struct run_opts *o)
 		{ "restore", required_argument, NULL, 'r' },
 		{ "lazy", no_argument, NULL, 'L' },
 		{ "test-hooks", no_argument, NULL, 'T' },
+		{ "copy-storage", no_argument, NULL, 'S' },
 		{ "prealloc", no_argument, NULL, 'P' },
 		{ "cpu-model", required_argument, NULL, 'M' },
 		{ "resume-timeout", required_argument, NULL, 'R' },
@@ -239,6 +246,7 @@ static void run_parse(int argc, char **argv, struct run_opts *o)
 		case 'r': o->restore = optarg; break;
 		case 'L': o->lazy = true; break;
 		case 'T': o->test_hooks = true; mig_scratch_allow(); break;
+		case 'S': o->copy_storage = true; break;
 		case 'P': o->mc.prealloc = true; break;
 		case 'M':
 			if (x86_cpu_model_parse(optarg, &o->cpu_model, why, sizeof(why)))
@@ -291,6 +299,8 @@ static void run_parse(int argc, char **argv, struct run_opts *o)
 			    strerror(errno));
 	if (o->lazy && !o->restore)
 		die(FERRY_EXIT_USAGE, "--lazy needs --restore FILE");
+	if (o->copy_storage && !o->incoming)
+		die(FERRY_EXIT_USAGE, "--copy-storage goes with --incoming");
 	if (o->restore) {
 		if (o->incoming || o->mc.kernel || o->mc.cmdline || o->memory_set || o->vcpus_set ||
 		    o->mc.prealloc)
@@ -305,6 +315,15 @@ static void run_parse(int argc, char **argv, struct run_opts *o)
 		if (o->mc.prealloc && !o->memory_set)
 			die(FERRY_EXIT_USAGE, "--prealloc with --incoming needs --memory SIZE: "
 			    "the size of the VM that will arrive");
+		if (o->copy_storage) {
+			for (unsigned i = 0; i < o->mc.nr_disks; i++)
+				if (o->disks[i].kind != BLOCK_KIND_FILE || o->disks[i].readonly)
+					die(FERRY_EXIT_USAGE, "--copy-storage writes each disk's image: "
+					    "give writable path= disks");
+			if (!o->mc.nr_disks)
+				die(FERRY_EXIT_USAGE, "--copy-storage needs the target images (--disk)");
+			mig_block_expect();
+		}
 		return;
 	}
 	if (!o->mc.kernel)
@@ -468,6 +487,7 @@ static int run_incoming(struct run_ctx *ctx, struct mig_incoming *inc)
 	struct mig_incoming_opts io = {
 		.uri = o->incoming, .serial = o->mc.serial,
 		.disks = o->mc.disks, .nr_disks = o->mc.nr_disks,
+		.own_disks = o->copy_storage,
 		.nics = o->mc.nics, .nr_nics = o->mc.nr_nics,
 		.max_memory = o->memory_set ? o->mc.memory : 0,
 		.max_vcpus = o->vcpus_set ? o->mc.vcpus : 0,

@@ -5,6 +5,7 @@
 
 #include "control/cmd_net.h"
 #include "control/control.h"
+#include "migration/block.h"
 #include "migration/migration.h"
 
 const struct control_arg cmd_migrate_args[] = {
@@ -94,6 +95,19 @@ static int mig_parse_params(json_object *args, struct mig_params *p, json_object
 	err = err ?: mig_arg_bool(args, "keep-source", &p->keep_source, ret);
 	if (err)
 		return err;
+	/* copy-storage: true (every block), "full" (the same) or "incremental". */
+	if (json_object_object_get_ex(args, "copy-storage", &v)) {
+		const char *str = json_object_is_type(v, json_type_string) ? json_object_get_string(v) : NULL;
+		if (json_object_is_type(v, json_type_boolean))
+			p->copy_storage = json_object_get_boolean(v);
+		else if (str && !strcmp(str, "full"))
+			p->copy_storage = true;
+		else if (str && !strcmp(str, "incremental"))
+			p->copy_storage = p->copy_incremental = true;
+		else
+			return control_fail(ret, -EINVAL, "'copy-storage' must be true, false, \"full\" or "
+					    "\"incremental\"");
+	}
 	if (iters > UINT32_MAX || downtime_ms > 3600000 || timeout_ms > 1000ULL * 86400 * 365)
 		return control_fail(ret, -EINVAL, "a limit is out of range");
 	p->max_iterations = (uint32_t)iters;
@@ -182,6 +196,12 @@ int cmd_migrate(struct control_ctx *ctx, json_object *args, json_object **ret)
 			return control_fail(ret, -ESRCH, "no post-copy is waiting to resume");
 		return 0;
 	}
+	char why[160];
+	if (p.copy_storage && mig_block_check(ctx->machine, why, sizeof(why)))
+		return control_fail(ret, -EINVAL, "%s", why);
+	if (p.copy_incremental && !mig_channel_uri_return_path(p.uri))
+		return control_fail(ret, -EOPNOTSUPP, "copy-storage incremental compares digests "
+				    "with the destination; %s has no return path", p.uri);
 	enum vm_state st = vm_get_state(&ctx->machine->vm);
 	if (st != VM_STATE_RUNNING && st != VM_STATE_PAUSED)
 		return control_fail(ret, -ESRCH, "the VM is %s", vm_state_name(st));

@@ -40,6 +40,7 @@
 #include <zstd.h>
 #include <cmocka.h>
 
+#include "migration/block.h"
 #include "migration/codec/codec.h"
 #include "migration/config.h"
 #include "migration/digest.h"
@@ -80,6 +81,9 @@ static char t_ferry[512];
 static char t_dir[64];
 static char t_sock[128];
 static char t_serial[128];
+static char t_disk[128];		/* a 1 MiB image, for the block cases */
+static char t_disk_arg[160];		/* "path=" it: what T_DISK in a case's extra becomes */
+#define T_DISK "@disk"
 
 /* A real never-run VM's state, decoded (1 vCPU), and a bootable variant. */
 static struct machine_state t_real;
@@ -426,7 +430,7 @@ static pid_t t_spawn(const char *const *extra, int *outfd)
 	argv[n++] = "--serial";
 	argv[n++] = serial;
 	for (int i = 0; extra && extra[i] && n < 14; i++)
-		argv[n++] = extra[i];
+		argv[n++] = strcmp(extra[i], T_DISK) ? extra[i] : t_disk_arg;
 	argv[n] = NULL;
 	assert_int_equal(pipe2(p, O_CLOEXEC), 0);
 	pid = fork();
@@ -892,6 +896,58 @@ static void b_late_net_too_long(struct vmstate_buf *b, size_t *len)
 	t_net_frame(b, 0, 200000, 200000); t_sec(b, MIG_SEC_GO, NULL, 0); *len = b->len;
 }
 
+/*
+ * Block sections (--copy-storage): kind, disk, then the record
+ * (migration/block.c); the destination has one disk of 1 MiB.
+ */
+static void t_block(struct vmstate_buf *b, uint8_t kind, uint8_t disk, const uint64_t *nums,
+		    unsigned n, uint32_t data)
+{
+	struct vmstate_buf p = { 0 };
+	uint8_t chunk[4096] = { 7 };
+	t_u32(&p, MIG_SOURCE_BLOCK); t_u8(&p, kind); t_u8(&p, disk);
+	for (unsigned i = 0; i < n; i++)
+		t_u64(&p, nums[i]);
+	t_put(&p, chunk, data);
+	t_sec_buf(b, MIG_SEC_SOURCE, &p); free(p.data);
+}
+static const uint64_t t_mib = 1 << 20, t_2mib = 2 << 20;
+static void b_block_hello(struct vmstate_buf *b, size_t *len)
+{ t_to_final(b); t_block(b, MIG_BLOCK_HELLO, 0, &t_mib, 1, 0); *len = b->len; }
+static void b_block_other_disk(struct vmstate_buf *b, size_t *len)
+{ t_to_final(b); t_block(b, MIG_BLOCK_HELLO, 1, &t_mib, 1, 0); *len = b->len; }
+static void b_block_size(struct vmstate_buf *b, size_t *len)
+{ t_to_final(b); t_block(b, MIG_BLOCK_HELLO, 0, &t_2mib, 1, 0); *len = b->len; }
+static void b_block_before_hello(struct vmstate_buf *b, size_t *len)
+{ uint64_t off = 0; t_to_final(b); t_block(b, MIG_BLOCK_DATA, 0, &off, 1, 4096); *len = b->len; }
+static void b_block_past_disk(struct vmstate_buf *b, size_t *len)
+{
+	uint64_t off = t_mib - 512;
+	t_to_final(b); t_block(b, MIG_BLOCK_HELLO, 0, &t_mib, 1, 0);
+	t_block(b, MIG_BLOCK_DATA, 0, &off, 1, 4096); *len = b->len;
+}
+static void b_block_zero_past_disk(struct vmstate_buf *b, size_t *len)
+{
+	uint64_t z[2] = { 4096, UINT64_MAX - 100 };
+	t_to_final(b); t_block(b, MIG_BLOCK_HELLO, 0, &t_mib, 1, 0);
+	t_block(b, MIG_BLOCK_ZERO, 0, z, 2, 0); *len = b->len;
+}
+/* A section that says more than it holds: the framing refuses it. */
+static void b_block_past_section(struct vmstate_buf *b, size_t *len)
+{
+	uint8_t p[14] = { MIG_SOURCE_BLOCK, 0, 0, 0, MIG_BLOCK_DATA, 0 };
+	t_to_final(b); t_block(b, MIG_BLOCK_HELLO, 0, &t_mib, 1, 0);
+	t_sec_raw(b, MIG_SEC_SOURCE, 0, sizeof(p) + 4096, p, sizeof(p), 0);
+	*len = b->len;
+}
+/* Before the first PASS (where a source sends HELLO): still checked. */
+static void b_block_early_size(struct vmstate_buf *b, size_t *len)
+{
+	t_header(b, MIG_MAGIC, MIG_VERSION);
+	t_config(b, T_MEM, 1, 0);
+	t_block(b, MIG_BLOCK_HELLO, 0, &t_2mib, 1, 0); *len = b->len;
+}
+
 /* Framing. */
 static void b_oversized(struct vmstate_buf *b, size_t *len)
 {
@@ -1354,6 +1410,22 @@ static const struct t_case t_cases[] = {
 	{ "source_bad_offset", b_source_scratch_bad_off, 65, "scratch offset 0x100000 is not a chunk", true, { "--test-hooks" } },
 	{ "source_short", b_source_scratch_short, 65, "scratch section of 104 bytes (want 4100)", true, { "--test-hooks" } },
 	BAD("source_no_id", b_source_no_id, "SOURCE section of 2 bytes has no source id", true),
+	{ "block_not_expected", b_block_hello, 65, "SOURCE section for source 3 (block), which this "
+	  "destination does not accept", true, { "--disk", T_DISK } },
+	{ "block_other_disk", b_block_other_disk, 65, "blocks for disk 1; this destination has 1 disk(s)",
+	  true, { "--copy-storage", "--disk", T_DISK } },
+	{ "block_size_mismatch", b_block_size, 64, "disk 0 is 2097152 bytes at the source but 1048576 here",
+	  true, { "--copy-storage", "--disk", T_DISK } },
+	{ "block_size_before_pass", b_block_early_size, 64, "disk 0 is 2097152 bytes at the source",
+	  true, { "--copy-storage", "--disk", T_DISK } },
+	{ "block_before_hello", b_block_before_hello, 65, "disk 0: record 1 before its HELLO",
+	  true, { "--copy-storage", "--disk", T_DISK } },
+	{ "block_past_disk", b_block_past_disk, 65, "disk 0: 4096 bytes at 1048064 are past its end",
+	  true, { "--copy-storage", "--disk", T_DISK } },
+	{ "block_zero_past_disk", b_block_zero_past_disk, 65, "are past its end",
+	  true, { "--copy-storage", "--disk", T_DISK } },
+	{ "block_past_section", b_block_past_section, 74, "closed the connection",
+	  true, { "--copy-storage", "--disk", T_DISK } },
 	BAD("net_frame_oversize", b_net_frame_oversize, "forwarded frame of 65551 bytes (a frame is 14 to 65550)", true),
 	BAD("net_frame_runt", b_net_frame_runt, "forwarded frame of 13 bytes (a frame is 14 to 65550)", true),
 	BAD("net_frame_len_mismatch", b_net_frame_len_mismatch, "forwarded frame of 100 bytes in a section holding 60", true),
@@ -1888,6 +1960,12 @@ static int t_setup(void **state)
 		return -1;
 	snprintf(t_sock, sizeof(t_sock), "%s/x.sock", t_dir);
 	snprintf(t_serial, sizeof(t_serial), "%s/serial", t_dir);
+	snprintf(t_disk, sizeof(t_disk), "%s/disk.img", t_dir);
+	snprintf(t_disk_arg, sizeof(t_disk_arg), "path=%s", t_disk);
+	int dfd = open(t_disk, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (dfd < 0 || ftruncate(dfd, 1 << 20))
+		return -1;
+	close(dfd);
 	if (t_capture_state()) {
 		fprintf(stderr, "cannot capture a real VM's state\n");
 		return -1;
@@ -1919,6 +1997,7 @@ static int t_teardown(void **state)
 	t_case_free();
 	unlink(t_sock);
 	unlink(t_serial);
+	unlink(t_disk);
 	rmdir(t_dir);
 	machine_state_free(&t_real);
 	vmstate_buf_free(&t_state_boot);

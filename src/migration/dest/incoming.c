@@ -157,6 +157,7 @@ static int mig_in_config(struct mig_incoming *inc, const struct mig_incoming_opt
 		.disks = opts->disks, .nr_disks = opts->nr_disks,
 		.nics = opts->nics, .nr_nics = opts->nr_nics,
 		.incoming = true,	/* disks unlocked until the guest may run here */
+		.own_disks = opts->own_disks,
 	};
 	err = machine_create(m, &mc);
 	if (err) {
@@ -340,6 +341,9 @@ int mig_in_h_end(struct mig_in_ctx *c, const uint8_t *p, uint32_t len)
 {
 	if (len)
 		return mig_in_fail(c->inc, -EPROTO, "END section carries %u bytes (must be empty)", len);
+	int err = mig_sources_loaded(c);
+	if (err)
+		return err;
 	c->done = true;
 	return 0;
 }
@@ -425,6 +429,7 @@ int mig_incoming_receive(struct mig_incoming *inc, const struct mig_incoming_opt
 	else if (inc->created && !inc->guest_started)
 		machine_destroy(m);
 	machine_state_free(&st);
+	mig_sources_unload(inc);
 	free(inc->buf);
 	free(inc->written);
 	free(inc->known);

@@ -13,6 +13,7 @@
 #include "migration/commit.h"
 #include "migration/config.h"
 #include "migration/digest.h"
+#include "migration/format.h"
 #include "migration/dest/postcopy_dest.h"
 #include "migration/stream.h"
 #include "board/machine.h"
@@ -22,6 +23,7 @@ struct mig_incoming_opts {
 	const char *serial;		/* serial backend for the new machine */
 	const struct block_config *disks;	/* --disk: the source's disks, here */
 	unsigned nr_disks;
+	bool own_disks;			/* --copy-storage: ours, locked now, filled by the stream */
 	const struct net_config *nics;	/* --net: the source's NICs, here (new taps) */
 	unsigned nr_nics;
 	uint64_t max_memory;		/* largest VM accepted (0: what the host has room for) */
@@ -75,6 +77,8 @@ struct mig_incoming {
 	uint64_t pages, zero_pages, raw_pages;
 	uint32_t pass;
 	uint64_t start_ns, end_ns;	/* connection accepted .. END checked */
+	/* Each live source's own state while receiving (its load makes it, its unload frees it). */
+	void *src_state[MIG_SOURCE_NR];
 	char why[256];			/* reason for a failure */
 };
 

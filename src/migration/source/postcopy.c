@@ -123,8 +123,11 @@ static int postcopy_switch(struct migration *mig)
 	err = machine_quiesce(mig->m);
 	if (err)
 		return precopy_fail(mig, err, "cannot quiesce the machine: %s", strerror(-err));
-	/* Disks flushed and unlocked before RUN: the destination locks them to start. */
-	err = machine_inactivate(mig->m);
+	/*
+	 * Disks flushed and unlocked before RUN: the destination locks them to
+	 * start.  Copied disks stay locked here: the destination has its own.
+	 */
+	err = mig->p.copy_storage ? 0 : machine_inactivate(mig->m);
 	if (err)
 		return precopy_fail(mig, err, "cannot hand the disks over: %s", strerror(-err));
 	/*

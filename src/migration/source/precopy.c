@@ -216,6 +216,9 @@ static int precopy_setup(struct migration *mig)
 	err = precopy_read_ready(mig);
 	if (err)
 		return err;
+	err = mig_sources_handshake(mig);
+	if (err)
+		return precopy_fail(mig, err, "%s", mig->s.why[0] ? mig->s.why : strerror(-err));
 	ratelimit_init(&mig->rl, mig->p.bandwidth, 0);
 	mig->s.rl = &mig->rl;
 	pthread_mutex_lock(&mig->lock);
