@@ -164,7 +164,8 @@ static void mig_stream_send_all(struct mig_stream *s, const uint8_t *p, size_t l
 				continue;
 			if (n <= 0) {
 				n = n ? n : -EIO;
-				mig_stream_fail(s, (int)n, "send failed: %s", strerror((int)-n));
+				mig_stream_fail(s, (int)n, "send failed: %s",
+						mig_channel_strerror(s->ch, (int)n));
 				break;
 			}
 			p += n;
@@ -313,7 +314,8 @@ static size_t mig_stream_recv_some(struct mig_stream *s, uint8_t *p, size_t len)
 			if (err)
 				mig_stream_wait_fail(s, err, "nothing from the peer");
 		} else if (n != -EINTR) {
-			mig_stream_fail(s, (int)n, "receive failed: %s", strerror((int)-n));
+			mig_stream_fail(s, (int)n, "receive failed: %s",
+					mig_channel_strerror(s->ch, (int)n));
 		}
 	}
 	return 0;

@@ -273,7 +273,7 @@ static int mig_in_connect(struct mig_incoming *inc, const struct mig_incoming_op
 	struct mig_listener l;
 	struct mig_channel *ch;
 	char why[256];
-	int err = mig_channel_listen(opts->uri, &l, why, sizeof(why));
+	int err = mig_channel_listen(opts->uri, opts->tls, &l, why, sizeof(why));
 
 	if (err)
 		return mig_in_fail(inc, err, "%s", why);

@@ -163,7 +163,7 @@ static int precopy_setup(struct migration *mig)
 	char why[256];
 	int err;
 
-	err = mig_channel_open(mig->p.uri, PRECOPY_CONNECT_TIMEOUT_MS, &ch, why, sizeof(why));
+	err = mig_channel_open(mig->p.uri, &mig->p.tls, PRECOPY_CONNECT_TIMEOUT_MS, &ch, why, sizeof(why));
 	if (err)
 		return precopy_fail(mig, err, "%s", why);
 	pthread_mutex_lock(&mig->lock);		/* mig->s, for x-test-migration-break */
