@@ -68,6 +68,14 @@ static const char run_usage[] =
 "                         -mem-prealloc); with --incoming, needs --memory and\n"
 "                         happens before the source connects (helps pre-copy;\n"
 "                         post-copy must drop the pages again)\n"
+"      --tls-creds DIR    with --incoming: sources must pass TLS; x509 from\n"
+"                         DIR/server-cert.pem and server-key.pem, and\n"
+"                         ca-cert.pem (the CA of the sources' certificates), or\n"
+"                         PSK from DIR/keys.psk (IDENTITY:HEXKEY lines, any is\n"
+"                         accepted) when DIR has no ca-cert.pem.  A source that\n"
+"                         fails TLS is refused (logged) and the wait goes on\n"
+"      --tls-verify-peer on|off  require a source certificate signed by\n"
+"                         ca-cert.pem (default: on when DIR has ca-cert.pem)\n"
 "      --resume-timeout T with --incoming: how long a post-copy whose source\n"
 "                         was lost waits for it to resume (default 5m)\n"
 "      --test-hooks       allow the x-test-* control commands (tests only)\n"
@@ -95,6 +103,7 @@ struct run_opts {
 	struct net_announce_params announce;
 	const char *control;
 	const char *incoming;
+	struct mig_tls tls;		/* --tls-creds (dir ""): TLS for the incoming one */
 	uint64_t resume_timeout_ns;
 	bool memory_set, vcpus_set;
 	bool test_hooks;
@@ -116,12 +125,14 @@ static void run_parse(int argc, char **argv, struct run_opts *o)
 		{ "test-hooks", no_argument, NULL, 'T' },
 		{ "prealloc", no_argument, NULL, 'P' },
 		{ "resume-timeout", required_argument, NULL, 'R' },
+		{ "tls-creds", required_argument, NULL, 'K' },
+		{ "tls-verify-peer", required_argument, NULL, 'V' },
 		{ "quiet", no_argument, NULL, 'q' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	char why[160];
+	char why[512];
 	uint64_t v;
 	int c;
 
@@ -157,6 +168,16 @@ static void run_parse(int argc, char **argv, struct run_opts *o)
 		case 'i': o->incoming = optarg; break;
 		case 'T': o->test_hooks = true; mig_scratch_allow(); break;
 		case 'P': o->mc.prealloc = true; break;
+		case 'K':
+			if (!*optarg || strlen(optarg) >= sizeof(o->tls.dir))
+				die(FERRY_EXIT_USAGE, "bad --tls-creds '%s': give a directory", optarg);
+			strcpy(o->tls.dir, optarg);
+			break;
+		case 'V':
+			if (strcmp(optarg, "on") && strcmp(optarg, "off"))
+				die(FERRY_EXIT_USAGE, "--tls-verify-peer takes on or off");
+			o->tls.verify_peer = strcmp(optarg, "on") ? MIG_TLS_VERIFY_OFF : MIG_TLS_VERIFY_ON;
+			break;
 		case 'R':
 			if (parse_duration(optarg, NSEC_PER_SEC, &o->resume_timeout_ns) ||
 			    !o->resume_timeout_ns || o->resume_timeout_ns > 86400 * NSEC_PER_SEC)
@@ -204,11 +225,16 @@ static void run_parse(int argc, char **argv, struct run_opts *o)
 		if (o->mc.kernel || o->mc.cmdline)
 			die(FERRY_EXIT_USAGE, "--incoming takes the kernel and its command line from "
 			    "the stream; drop --kernel and --cmdline");
+		if (o->tls.dir[0] && mig_tls_check(&o->tls, true, why, sizeof(why)))
+			die(FERRY_EXIT_USAGE, "%s", why);
 		if (o->mc.prealloc && !o->memory_set)
 			die(FERRY_EXIT_USAGE, "--prealloc with --incoming needs --memory SIZE: "
 			    "the size of the VM that will arrive");
 		return;
 	}
+	if (o->tls.dir[0] || o->tls.verify_peer != MIG_TLS_VERIFY_AUTO)
+		die(FERRY_EXIT_USAGE, "--tls-creds and --tls-verify-peer go with --incoming "
+		    "(for a migration away: 'ferry migrate ... --tls-creds DIR')");
 	if (!o->mc.kernel)
 		die(FERRY_EXIT_USAGE, "--kernel FILE or --incoming URI is required "
 		    "(try 'ferry run --help')");
@@ -360,6 +386,7 @@ static int run_incoming(struct run_ctx *ctx, struct mig_incoming *inc)
 	const struct run_opts *o = ctx->o;
 	struct mig_incoming_opts io = {
 		.uri = o->incoming, .serial = o->mc.serial,
+		.tls = o->tls.dir[0] ? &o->tls : NULL,
 		.disks = o->mc.disks, .nr_disks = o->mc.nr_disks,
 		.nics = o->mc.nics, .nr_nics = o->mc.nr_nics,
 		.max_memory = o->memory_set ? o->mc.memory : 0,
