@@ -305,6 +305,7 @@ static void test_plain_to_tls(void **state)
 	mig_stream_get(&s, b, 2);
 	assert_int_equal(b[0], 21);	/* an alert record */
 	assert_int_equal(b[1], 3);
+	assert_true(mig_stream_heard_tls_alert(&s));
 	mig_stream_destroy(&s);
 	if (source(&d, "client", NULL, why, sizeof(why)))
 		fail_msg("the good source after a plain one: %s", why);

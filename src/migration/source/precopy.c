@@ -130,6 +130,9 @@ static int precopy_read_ready(struct migration *mig)
 		return 0;
 	}
 	int err = mig_section_read(&mig->s, buf, sizeof(buf), &type, &len);
+	if (err && !mig_tls_enabled(&mig->p.tls) && mig_stream_heard_tls_alert(&mig->s))
+		return precopy_fail(mig, err, "the destination answered with a TLS alert: it requires "
+				    "TLS; give 'ferry migrate' --tls-creds DIR");
 	if (err)
 		return precopy_fail(mig, err, "destination: %s", mig->s.why);
 	int32_t status;
