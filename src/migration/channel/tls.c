@@ -561,9 +561,10 @@ static ssize_t tls_read(struct mig_channel *ch, void *buf, size_t len)
 		}
 		if (n == 0 || n == GNUTLS_E_PREMATURE_TERMINATION)
 			break;	/* the end; a cut stream is the stream's to notice */
+		int err = tls_fail(ts, n, true);	/* keeps the first reason */
 		if (got)
 			break;	/* the error comes again on the next call */
-		return tls_fail(ts, n, true);
+		return err;
 	}
 	return (ssize_t)got;
 }
