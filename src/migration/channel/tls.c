@@ -35,6 +35,12 @@
 /* One write call encrypts at most this much, so the stream still looks at intr_fd. */
 #define TLS_WRITE_MAX (1u << 20)
 #define TLS_PATH_MAX (MIG_TLS_DIR_MAX + 32)
+/*
+ * GnuTLS pulls a record's 5-byte header, then its body: two recv() per
+ * 16 KiB.  Reading ahead this much at a time makes it about one per
+ * sixteen records, for the price of copying ciphertext once.
+ */
+#define TLS_READ_AHEAD (256u << 10)
 
 /*
  * One TLS connection.  The credentials live as long as the session.
@@ -56,6 +62,13 @@ struct mig_tls_session {
 	int last;			/* 0: no failure, 1: rd_why, 2: wr_why */
 	uint8_t first[8];		/* the peer's first bytes: does it speak TLS at all? */
 	size_t first_len;
+	/*
+	 * Ciphertext read ahead, not yet pulled by GnuTLS (reading thread).
+	 * GnuTLS reports E_AGAIN only once it drained this, so a wait on the
+	 * socket after E_AGAIN misses nothing; ->pending reports it otherwise.
+	 */
+	uint8_t *ra;
+	size_t ra_pos, ra_len;
 };
 
 static uint64_t tls_now_ms(void)
@@ -231,6 +244,7 @@ static void tls_free(struct mig_tls_session *ts)
 		gnutls_psk_free_client_credentials(ts->pskc);
 	if (ts->psks)
 		gnutls_psk_free_server_credentials(ts->psks);
+	free(ts->ra);
 	free(ts);
 }
 
@@ -276,8 +290,26 @@ static ssize_t tls_push(gnutls_transport_ptr_t p, const giovec_t *iov, int iovcn
 static ssize_t tls_pull(gnutls_transport_ptr_t p, void *buf, size_t len)
 {
 	struct mig_tls_session *ts = p;
-	ssize_t n = recv(ts->fd, buf, len, MSG_DONTWAIT);
+	ssize_t n;
 
+	if (ts->ra_pos < ts->ra_len) {
+		n = (ssize_t)(len < ts->ra_len - ts->ra_pos ? len : ts->ra_len - ts->ra_pos);
+		memcpy(buf, ts->ra + ts->ra_pos, (size_t)n);
+		ts->ra_pos += (size_t)n;
+		return n;
+	}
+	if (len >= TLS_READ_AHEAD) {
+		n = recv(ts->fd, buf, len, MSG_DONTWAIT);
+	} else {
+		n = recv(ts->fd, ts->ra, TLS_READ_AHEAD, MSG_DONTWAIT);
+		if (n > 0) {
+			ts->ra_pos = (size_t)n < len ? (size_t)n : len;
+			ts->ra_len = (size_t)n;
+			memcpy(buf, ts->ra, ts->ra_pos);
+			buf = ts->ra;	/* for the first bytes, below */
+			n = (ssize_t)ts->ra_pos;
+		}
+	}
 	if (n < 0) {
 		ts->rd_errno = errno;
 		return n;
@@ -312,6 +344,12 @@ static int tls_session_new(struct mig_channel *ch, const struct mig_tls *t, bool
 	}
 	ts->server = server;
 	ts->fd = ch->fd;
+	ts->ra = malloc(TLS_READ_AHEAD);
+	if (!ts->ra) {
+		snprintf(why, len, "out of memory");
+		err = -ENOMEM;
+		goto fail;
+	}
 	err = tls_load(ts, t, why, len);
 	if (err)
 		goto fail;
@@ -611,7 +649,7 @@ static ssize_t tls_writev(struct mig_channel *ch, const struct iovec *iov, int i
 
 static bool tls_pending(struct mig_channel *ch)
 {
-	return gnutls_record_check_pending(ch->tls->s) > 0;
+	return gnutls_record_check_pending(ch->tls->s) > 0 || ch->tls->ra_pos < ch->tls->ra_len;
 }
 
 static const char *tls_strerror(struct mig_channel *ch, int err)
