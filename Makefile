@@ -111,6 +111,12 @@ $(BUILD)/tools/%: tests/tools/%.c | $(DEPS_STAMP)
 	$(Q)mkdir -p $(@D)
 	$(Q)$(CC) -std=gnu11 -O2 -g -D_GNU_SOURCE $(WARNINGS) $< -o $@
 
+# What TLS costs the channel beside plain TCP (bench/tls_channel.c; not in make check).
+$(BUILD)/bench/tls_channel: bench/tls_channel.c $(FERRY_OBJS)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) $^ -o $@ $(LDLIBS)
+
 include guest/guest.mk
 
 unit: $(UNIT_BINS)
