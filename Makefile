@@ -20,7 +20,7 @@ CPPFLAGS := -D_GNU_SOURCE -Isrc -MMD -MP
 CFLAGS   := -std=gnu11 -O2 -g -fno-strict-aliasing -fstack-protector-strong $(WARNINGS)
 SANFLAGS := -std=gnu11 -O1 -g -fno-strict-aliasing -fno-omit-frame-pointer \
 	-fsanitize=address,undefined -fno-sanitize-recover=all $(WARNINGS)
-LDLIBS   := -ljson-c -lxxhash -luring -lnbd -lgnutls -lpthread -lm
+LDLIBS   := -ljson-c -lxxhash -luring -lnbd -llz4 -lzstd -lgnutls -lpthread -lm
 
 DEPS_STAMP := $(BUILD)/.deps-ok
 

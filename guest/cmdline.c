@@ -11,6 +11,7 @@ static const char *const workloads[] = {
 };
 static const char *const patterns[] = {
 	[PAT_SEQ] = "seq", [PAT_RANDOM] = "random", [PAT_HOTCOLD] = "hotcold",
+	[PAT_SPARSE] = "sparse",
 };
 static const char *const fills[] = {
 	[FILL_NONE] = "none", [FILL_ZERO] = "zero", [FILL_TEXT] = "text",

@@ -8,7 +8,7 @@
 #include "virtio.h"
 
 enum workload { WL_IDLE, WL_CPU, WL_MEMTOUCH, WL_VERIFY };
-enum pattern { PAT_SEQ, PAT_RANDOM, PAT_HOTCOLD };
+enum pattern { PAT_SEQ, PAT_RANDOM, PAT_HOTCOLD, PAT_SPARSE };
 enum fill { FILL_NONE, FILL_ZERO, FILL_TEXT, FILL_RANDOM, FILL_MIXED };
 enum disk_mode { DISK_VERIFY, DISK_RANDWRITE, DISK_SEQWRITE, DISK_SEQREAD };
 

@@ -62,6 +62,7 @@ static u64 pick_page(const struct slice *s, u64 *rng, u64 *seq)
 
 	switch (sh.cfg.pattern) {
 	case PAT_RANDOM:
+	case PAT_SPARSE:
 		return xorshift64(rng) % s->pages;
 	case PAT_HOTCOLD:
 		/* 90% of the writes go to the first 10% of the pages */
@@ -79,9 +80,24 @@ static u64 pick_page(const struct slice *s, u64 *rng, u64 *seq)
 }
 
 /*
- * Each touch writes a per-vCPU counter into word 0 of a page.  The counter
- * only grows and pages are never shared between vCPUs, so every touch
- * changes the page.  With rate=, touch k is due at t0 + k * ticks_per_page.
+ * pattern=sparse: pages full of random words (nothing compresses them),
+ * of which each touch rewrites one word: a delta against the copy last
+ * sent pays, a compressor does not.  The slice is filled once, first.
+ */
+static void memtouch_sparse_fill(const struct slice *s, u64 *rng)
+{
+	for (u64 i = 0; i < s->pages; i++) {
+		u64 *p = page_ptr(s->first + i);
+		for (u64 w = 0; w < PAGE_SIZE / 8; w++)
+			p[w] = xorshift64(rng);
+	}
+}
+
+/*
+ * Each touch writes a per-vCPU counter into word 0 of a page (sparse: into
+ * a random word of it).  The counter only grows and pages are never shared
+ * between vCPUs, so every touch changes the page.  With rate=, touch k is
+ * due at t0 + k * ticks_per_page.
  */
 static noreturn void run_memtouch(u32 cpu)
 {
@@ -95,9 +111,13 @@ static noreturn void run_memtouch(u32 cpu)
 		per_page = (double)sh.tsc_hz * PAGE_SIZE * sh.ncpus / sh.cfg.rate;
 	if (!s.pages)
 		run_idle(cpu);
+	if (sh.cfg.pattern == PAT_SPARSE)
+		memtouch_sparse_fill(&s, &rng);
 	for (;;) {
 		u64 *p = page_ptr(s.first + pick_page(&s, &rng, &seq));
 
+		if (sh.cfg.pattern == PAT_SPARSE)
+			p += (counter * 0x9e3779b9ULL >> 7) % (PAGE_SIZE / 8);
 		*(volatile u64 *)p = ((u64)cpu << 56) | ++counter;
 		sh.work[cpu].units = counter;
 		if (per_page) {

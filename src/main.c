@@ -16,6 +16,9 @@ static const char main_usage[] =
 "  announce  re-announce the VM's NICs:   ferry announce CONTROL\n"
 "  call      send any control command:    ferry call CONTROL COMMAND [JSON]\n"
 "  migrate   live-migrate a VM:           ferry migrate CONTROL URI [options]\n"
+"  save      save a VM to a file and stop it: ferry save CONTROL FILE [--keep-running]\n"
+"  snapshot  save a running VM as it is now, running on: ferry snapshot CONTROL FILE\n"
+"            (restore either: ferry run --restore FILE [--lazy])\n"
 "  migrate-postcopy  switch a running migration to post-copy: ferry migrate-postcopy CONTROL\n"
 "  migrate-resolve   settle a switchover in doubt: ferry migrate-resolve CONTROL run|abandon\n"
 "\n"
@@ -40,6 +43,10 @@ int main(int argc, char **argv)
 		return cli_run(argc - 1, argv + 1);
 	if (!strcmp(verb, "migrate"))
 		return cli_migrate(argc - 1, argv + 1);
+	if (!strcmp(verb, "save"))
+		return cli_save(argc - 1, argv + 1);
+	if (!strcmp(verb, "snapshot"))
+		return cli_snapshot(argc - 1, argv + 1);
 	for (size_t i = 0; i < sizeof(client_verbs) / sizeof(client_verbs[0]); i++)
 		if (!strcmp(verb, client_verbs[i]))
 			return cli_client(verb, argc - 1, argv + 1);

@@ -24,5 +24,7 @@ enum ferry_exit {
 int cli_run(int argc, char **argv);
 int cli_client(const char *verb, int argc, char **argv);
 int cli_migrate(int argc, char **argv);
+int cli_save(int argc, char **argv);
+int cli_snapshot(int argc, char **argv);
 
 #endif

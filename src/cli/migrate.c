@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "migration/codec/codec.h"
 #include "control/client.h"
 #include "util/log.h"
 #include "util/parse.h"
@@ -46,6 +47,11 @@ static const char migrate_usage[] =
 "                           switchover before the source gives up and resumes it\n"
 "                           (default: 5 downtime limits, at least 1s)\n"
 "  -a, --auto-converge      throttle the vCPUs while the guest dirties too fast\n"
+"  -c, --compress WHAT      page encoding: none (default), lz4, zstd, delta (re-sent\n"
+"                           pages as the bytes that changed) or adaptive (per page,\n"
+"                           whatever pays on this link)\n"
+"      --compress-level N   zstd's level (1..19, default 1)\n"
+"      --xbzrle-cache SIZE  delta's cache of pages last sent (default 64M)\n"
 "  -V, --verify             compare digests of all RAM and of the device state at switchover\n"
 "  -k, --keep-source        keep the source VM (paused) after success\n"
 "  -r, --resume             reconnect a post-copy whose connection broke\n"
@@ -110,6 +116,9 @@ static void migrate_parse(int argc, char **argv, struct migrate_opts *o)
 		{ "postcopy-bandwidth", required_argument, NULL, 'B' },
 		{ "auto-converge", no_argument, NULL, 'a' },
 		{ "verify", no_argument, NULL, 'V' },
+		{ "compress", required_argument, NULL, 'c' },
+		{ "compress-level", required_argument, NULL, 'L' },
+		{ "xbzrle-cache", required_argument, NULL, 'X' },
 		{ "keep-source", no_argument, NULL, 'k' },
 		{ "resume", no_argument, NULL, 'r' },
 		{ "resume-timeout", required_argument, NULL, 'R' },
@@ -126,7 +135,7 @@ static void migrate_parse(int argc, char **argv, struct migrate_opts *o)
 
 	memset(o, 0, sizeof(*o));
 	o->args = json_object_new_object();
-	while ((c = getopt_long(argc, argv, "b:d:n:t:m:aVkrpjs:h", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "b:d:n:t:m:c:aVkrpjs:h", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'b':
 			if (parse_size(optarg, &v))
@@ -188,6 +197,22 @@ static void migrate_parse(int argc, char **argv, struct migrate_opts *o)
 			break;
 		case 'a': migrate_add_bool(o->args, "auto-converge"); break;
 		case 'V': migrate_add_bool(o->args, "verify"); break;
+		case 'c':
+			if (mig_compress_parse(optarg) < 0)
+				die(FERRY_EXIT_USAGE, "--compress takes none, lz4, zstd, delta or adaptive");
+			json_object_object_add(o->args, "compress", json_object_new_string(optarg));
+			break;
+		case 'L':
+			if (parse_uint(optarg, 19, &v) || !v)
+				die(FERRY_EXIT_USAGE, "bad --compress-level '%s': use 1 to 19", optarg);
+			json_object_object_add(o->args, "compress-level", json_object_new_int64((int64_t)v));
+			break;
+		case 'X':
+			if (parse_size(optarg, &v) || v < 4096 || v > (64ULL << 30))
+				die(FERRY_EXIT_USAGE, "bad --xbzrle-cache '%s': use a size like 64M "
+				    "(4K..64G)", optarg);
+			json_object_object_add(o->args, "xbzrle-cache", json_object_new_int64((int64_t)v));
+			break;
 		case 'k': migrate_add_bool(o->args, "keep-source"); break;
 		case 'r': migrate_add_bool(o->args, "resume"); break;
 		case 'R':
@@ -238,32 +263,80 @@ static double migrate_get_double(json_object *o, const char *key)
 	return json_object_object_get_ex(o, key, &v) ? json_object_get_double(v) : 0;
 }
 
+/* With --compress: encoded bytes as a share of the page bytes, so far ("" without). */
+static void migrate_codec_share(json_object *q, char *buf, size_t len)
+{
+	json_object *codecs, *mode;
+	int64_t in = 0, out = 0;
+
+	buf[0] = '\0';
+	if (!json_object_object_get_ex(q, "compress", &mode) ||
+	    !strcmp(json_object_get_string(mode), "none") ||
+	    !json_object_object_get_ex(q, "codecs", &codecs))
+		return;
+	json_object_object_foreach(codecs, name, k) {
+		(void)name;
+		if (json_object_is_type(k, json_type_object)) {
+			in += migrate_get_i64(k, "bytes-in");
+			out += migrate_get_i64(k, "bytes-out");
+		}
+	}
+	if (in > 0)
+		snprintf(buf, len, " | %s %.0f%%", json_object_get_string(mode),
+			 100.0 * (double)out / (double)in);
+}
+
 static void migrate_print_progress(json_object *q)
 {
-	char rem[32], tp[32], dr[32];
+	char rem[32], tp[32], dr[32], share[48];
 	int64_t total = migrate_get_i64(q, "memory-total");
 	int64_t done = migrate_get_i64(q, "memory-processed");
 	double pct = total ? 100.0 * (double)done / (double)total : 0;
 	json_object *st;
 
 	json_object_object_get_ex(q, "status", &st);
+	migrate_codec_share(q, share, sizeof(share));
 	/* One line rewritten in place on a terminal, one line per update elsewhere. */
 	fprintf(stderr, "%s%-8s pass %lld | %5.1f%% of RAM | %s/s | dirty %s/s | remaining %s | "
-		"expected downtime %.1f ms   %s", isatty(STDERR_FILENO) ? "\r" : "",
+		"expected downtime %.1f ms%s   %s", isatty(STDERR_FILENO) ? "\r" : "",
 		json_object_get_string(st), (long long)migrate_get_i64(q, "iteration"),
 		pct > 999 ? 999 : pct,
 		format_size((uint64_t)migrate_get_i64(q, "throughput-bytes-per-second"), tp, sizeof(tp)),
 		format_size((uint64_t)migrate_get_i64(q, "dirty-pages-rate") * 4096, dr, sizeof(dr)),
 		format_size((uint64_t)migrate_get_i64(q, "memory-remaining"), rem, sizeof(rem)),
-		migrate_get_double(q, "expected-downtime-ms"), isatty(STDERR_FILENO) ? "" : "\n");
+		migrate_get_double(q, "expected-downtime-ms"), share, isatty(STDERR_FILENO) ? "" : "\n");
+}
+
+/*
+ * The per-codec counters as CSV columns, codec-NAME-KEY (and codec-KEY
+ * for the scalars among them): the header when `header`, else the values.
+ */
+static void migrate_write_csv_codecs(FILE *f, json_object *codecs, bool header)
+{
+	json_object_object_foreach(codecs, name, k) {
+		if (!json_object_is_type(k, json_type_object)) {
+			if (header)
+				fprintf(f, ",codec-%s", name);
+			else
+				fprintf(f, ",%s", json_object_get_string(k));
+			continue;
+		}
+		json_object_object_foreach(k, key, v) {
+			if (header)
+				fprintf(f, ",codec-%s-%s", name, key);
+			else
+				fprintf(f, ",%s", json_object_get_string(v));
+		}
+	}
 }
 
 /* One CSV row of every scalar statistic; the header goes first. */
 static void migrate_write_csv(FILE *f, json_object *q, double t, bool header)
 {
-	json_object *ph = NULL;
+	json_object *ph = NULL, *codecs = NULL;
 
 	json_object_object_get_ex(q, "downtime-phases-ms", &ph);
+	json_object_object_get_ex(q, "codecs", &codecs);
 	if (header) {
 		fputs("time-s", f);
 		json_object_object_foreach(q, k, v)
@@ -275,6 +348,8 @@ static void migrate_write_csv(FILE *f, json_object *q, double t, bool header)
 				fprintf(f, ",downtime-%s-ms", pk);
 			}
 		}
+		if (codecs)
+			migrate_write_csv_codecs(f, codecs, true);
 		fputc('\n', f);
 	}
 	fprintf(f, "%.3f", t);
@@ -289,8 +364,39 @@ static void migrate_write_csv(FILE *f, json_object *q, double t, bool header)
 			fprintf(f, ",%s", json_object_get_string(pv));
 		}
 	}
+	if (codecs)
+		migrate_write_csv_codecs(f, codecs, false);
 	fputc('\n', f);
 	fflush(f);
+}
+
+/* The codecs that encoded any page: pages, bytes in and out, time. */
+static void migrate_print_codecs(json_object *d)
+{
+	json_object *codecs, *v;
+	char in[32], out[32];
+
+	if (!json_object_object_get_ex(d, "codecs", &codecs))
+		return;
+	if (json_object_object_get_ex(d, "compress", &v))
+		printf("Compress:           %s (negotiated %s)\n", json_object_get_string(v),
+		       json_object_object_get_ex(d, "codecs-negotiated", &v) ?
+		       json_object_get_string(v) : "?");
+	json_object_object_foreach(codecs, name, k) {
+		if (!json_object_is_type(k, json_type_object) || !migrate_get_i64(k, "pages"))
+			continue;
+		printf("  %-17s %lld pages, %s -> %s, %.1f ms\n", name,
+		       (long long)migrate_get_i64(k, "pages"),
+		       format_size((uint64_t)migrate_get_i64(k, "bytes-in"), in, sizeof(in)),
+		       format_size((uint64_t)migrate_get_i64(k, "bytes-out"), out, sizeof(out)),
+		       (double)migrate_get_i64(k, "cpu-ns") / 1e6);
+	}
+	if (json_object_object_get_ex(codecs, "delta-cache", &v) && migrate_get_i64(v, "cache-hits") +
+	    migrate_get_i64(v, "cache-misses") > 0)
+		printf("  delta cache       %lld hits, %lld misses, %lld overflows\n",
+		       (long long)migrate_get_i64(v, "cache-hits"),
+		       (long long)migrate_get_i64(v, "cache-misses"),
+		       (long long)migrate_get_i64(v, "cache-overflows"));
 }
 
 static void migrate_print_report(json_object *d, bool to_file)
@@ -319,6 +425,7 @@ static void migrate_print_report(json_object *d, bool to_file)
 	printf("Pages re-sent:      %lld\n", (long long)migrate_get_i64(d, "pages-resent"));
 	printf("Device state:       %s\n", format_size((uint64_t)migrate_get_i64(d, "device-state-bytes"), b, sizeof(b)));
 	printf("Throughput:         %s/s\n", format_size((uint64_t)migrate_get_i64(d, "throughput-bytes-per-second"), b, sizeof(b)));
+	migrate_print_codecs(d);
 	json_object *pc;
 	if (json_object_object_get_ex(d, "postcopy", &pc)) {
 		printf("Post-copy:          %lld pages owed at the switch\n", (long long)migrate_get_i64(pc, "pages-owed"));

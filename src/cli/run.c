@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "cli/restore.h"
 #include "control/control.h"
 #include "migration/dest/incoming.h"
 #include "migration/migration.h"
@@ -22,6 +23,7 @@
 static const char run_usage[] =
 "Usage: ferry run --kernel FILE [options]\n"
 "       ferry run --incoming URI [options]\n"
+"       ferry run --restore FILE [--lazy] [options]\n"
 "\n"
 "Boot a VM from a PVH ELF kernel, or receive one by live migration, and run\n"
 "it until the guest exits, it migrates away, a quit command arrives, or\n"
@@ -64,6 +66,15 @@ static const char run_usage[] =
 "                         is complete and every checksum matches);\n"
 "                         the VM's size comes in the stream (with --memory and\n"
 "                         --vcpus given, a larger VM is refused)\n"
+"  -r, --restore FILE     start the VM saved in FILE by 'ferry save' (memory,\n"
+"                         vCPUs, command line, disks and NICs come from the\n"
+"                         file; --disk and --net, if given, replace its disks\n"
+"                         and NICs one for one).  RAM is read in full and\n"
+"                         checked before the guest runs\n"
+"      --lazy             with --restore: start the guest at once and read each\n"
+"                         page from FILE when the guest first touches it, a\n"
+"                         prefetch thread loading the rest (keep FILE in place\n"
+"                         until ferry logs 'every page is in')\n"
 "      --prealloc         allocate all guest RAM at start (like QEMU's\n"
 "                         -mem-prealloc); with --incoming, needs --memory and\n"
 "                         happens before the source connects (helps pre-copy;\n"
@@ -89,7 +100,7 @@ static const char run_usage[] =
 "Exit status: the guest's debug-exit value (port 0xf4) if it wrote one, 0\n"
 "after quit, a signal or a completed migration away, 64 usage, 65 bad kernel\n"
 "or migration stream (a truncated, damaged or incomplete saved file too),\n"
-"66 missing file (kernel or disk image), 69 no /dev/kvm or a disk image in use\n"
+"66 missing file (kernel, save file or disk image), 69 no /dev/kvm or a disk image in use\n"
 "by another process, 71 system error,\n"
 "74 incoming migration lost its connection, 75 post-copy failed (or was\n"
 "stopped by a signal) after the guest started here: the VM is lost, 80 guest\n"
@@ -104,6 +115,8 @@ struct run_opts {
 	const char *control;
 	const char *incoming;
 	struct mig_tls tls;		/* --tls-creds (dir ""): TLS for the incoming one */
+	const char *restore;
+	bool lazy;
 	uint64_t resume_timeout_ns;
 	bool memory_set, vcpus_set;
 	bool test_hooks;
@@ -122,6 +135,8 @@ static void run_parse(int argc, char **argv, struct run_opts *o)
 		{ "announce", required_argument, NULL, 'A' },
 		{ "control", required_argument, NULL, 'C' },
 		{ "incoming", required_argument, NULL, 'i' },
+		{ "restore", required_argument, NULL, 'r' },
+		{ "lazy", no_argument, NULL, 'L' },
 		{ "test-hooks", no_argument, NULL, 'T' },
 		{ "prealloc", no_argument, NULL, 'P' },
 		{ "resume-timeout", required_argument, NULL, 'R' },
@@ -141,7 +156,7 @@ static void run_parse(int argc, char **argv, struct run_opts *o)
 	o->mc.disks = o->disks;
 	o->mc.nics = o->nics;
 	net_announce_defaults(&o->announce);
-	while ((c = getopt_long(argc, argv, "k:a:m:c:s:d:n:C:i:qvh", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "k:a:m:c:s:d:n:C:i:r:qvh", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'd':
 			if (o->mc.nr_disks == MACHINE_MAX_DISKS)
@@ -166,6 +181,8 @@ static void run_parse(int argc, char **argv, struct run_opts *o)
 		case 's': o->mc.serial = optarg; break;
 		case 'C': o->control = optarg; break;
 		case 'i': o->incoming = optarg; break;
+		case 'r': o->restore = optarg; break;
+		case 'L': o->lazy = true; break;
 		case 'T': o->test_hooks = true; mig_scratch_allow(); break;
 		case 'P': o->mc.prealloc = true; break;
 		case 'K':
@@ -221,6 +238,15 @@ static void run_parse(int argc, char **argv, struct run_opts *o)
 		if (o->disks[i].kind == BLOCK_KIND_FILE && access(o->disks[i].path, o->disks[i].readonly ? R_OK : R_OK | W_OK) < 0)
 			die(FERRY_EXIT_NOINPUT, "cannot open disk image %s: %s", o->disks[i].path,
 			    strerror(errno));
+	if (o->lazy && !o->restore)
+		die(FERRY_EXIT_USAGE, "--lazy needs --restore FILE");
+	if (o->restore) {
+		if (o->incoming || o->mc.kernel || o->mc.cmdline || o->memory_set || o->vcpus_set ||
+		    o->mc.prealloc || o->tls.dir[0] || o->tls.verify_peer != MIG_TLS_VERIFY_AUTO)
+			die(FERRY_EXIT_USAGE, "--restore takes the VM from the file; drop --incoming, "
+			    "--kernel, --cmdline, --memory, --vcpus, --prealloc and --tls-*");
+		return;
+	}
 	if (o->incoming) {
 		if (o->mc.kernel || o->mc.cmdline)
 			die(FERRY_EXIT_USAGE, "--incoming takes the kernel and its command line from "
@@ -485,6 +511,7 @@ int cli_run(int argc, char **argv)
 {
 	struct control_server cs = { .listen_fd = -1, .wake_fd = { -1, -1 } };
 	struct mig_incoming inc = { 0 };
+	struct restore_state rs = { .sf.fd = -1 };
 	struct migration mig;
 	struct run_ctx ctx;
 	struct run_opts o;
@@ -515,6 +542,19 @@ int cli_run(int argc, char **argv)
 			close(sfd);
 			return status;
 		}
+	} else if (o.restore) {
+		struct restore_opts ro = {
+			.file = o.restore, .lazy = o.lazy, .serial = o.mc.serial,
+			.disks = o.disks, .nr_disks = o.mc.nr_disks,
+			.nics = o.nics, .nr_nics = o.mc.nr_nics, .announce = &o.announce,
+		};
+		status = restore_machine(m, &mig, &ro, &rs);
+		if (status) {
+			migration_destroy(&mig);
+			free(m);
+			close(sfd);
+			return status;
+		}
 	} else {
 		err = machine_create(m, &o.mc);
 	}
@@ -532,6 +572,8 @@ int cli_run(int argc, char **argv)
 		vm_wait_stopped(&m->vm);
 	/* No new commands, then no migration thread, then no clients to tell. */
 	control_server_stop(&cs);
+	/* The vCPUs stopped: no fault waits for the file; before mig, which its end tells. */
+	restore_finish(&rs);
 	migration_destroy(&mig);
 	control_server_close(&cs);
 	machine_destroy(m);

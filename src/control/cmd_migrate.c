@@ -114,6 +114,25 @@ static int mig_parse_params(json_object *args, struct mig_params *p, json_object
 		else if (strcmp(s, "cancel"))
 			return control_fail(ret, -EINVAL, "'on-timeout' must be cancel, force or postcopy");
 	}
+	p->compress = MIG_COMPRESS_NONE;
+	if (json_object_object_get_ex(args, "compress", &v)) {
+		int mode = json_object_is_type(v, json_type_string) ?
+			   mig_compress_parse(json_object_get_string(v)) : -1;
+		if (mode < 0)
+			return control_fail(ret, -EINVAL, "'compress' must be none, lz4, zstd, delta "
+					    "or adaptive");
+		p->compress = (enum mig_compress)mode;
+	}
+	uint64_t level = MIG_COMPRESS_LEVEL_DEFAULT, cache = MIG_XBZRLE_CACHE_DEFAULT;
+	err = mig_arg_u64(args, "compress-level", &level, ret);
+	err = err ?: mig_arg_u64(args, "xbzrle-cache", &cache, ret);
+	if (err)
+		return err;
+	if (level < 1 || level > 19 || cache < 4096 || cache > (64ULL << 30))
+		return control_fail(ret, -EINVAL, "'compress-level' must be 1..19 and 'xbzrle-cache' "
+				    "4096..64 GiB");
+	p->compress_level = (int)level;
+	p->xbzrle_cache = cache;
 	if (json_object_object_get_ex(args, "mode", &v)) {
 		const char *s = json_object_get_string(v);
 		if (!strcmp(s, "postcopy"))

@@ -8,6 +8,7 @@
 
 #include "board/machine_state.h"
 #include "control/cmd_migrate.h"
+#include "control/cmd_save.h"
 #include "migration/migration.h"
 #include "util/log.h"
 #include "migration/live_scratch.h"
@@ -230,6 +231,8 @@ static const struct control_command control_commands[] = {
 	{ "migrate-start-postcopy", false, cmd_migrate_start_postcopy },
 	{ "migrate-resolve", false, cmd_migrate_resolve },
 	{ "query-migrate", false, cmd_query_migrate },
+	{ "save", false, cmd_save },
+	{ "snapshot", false, cmd_snapshot },
 	{ "x-test-corrupt", true, cmd_test_corrupt },
 	{ "x-test-rebuild", true, cmd_test_rebuild },
 	{ "x-test-peek", true, cmd_test_peek },

@@ -50,6 +50,9 @@ enum mig_section {
 enum mig_codec_id {
 	MIG_CODEC_ZERO = 0,	/* an all-zero page: no data */
 	MIG_CODEC_RAW = 1,	/* the page's 4096 bytes as they are */
+	MIG_CODEC_LZ4 = 2,	/* an LZ4 block that decodes to the page */
+	MIG_CODEC_ZSTD = 3,	/* a zstd frame that decodes to the page */
+	MIG_CODEC_DELTA = 4,	/* XBZRLE-style runs against the copy last sent */
 	MIG_CODEC_NR,
 };
 

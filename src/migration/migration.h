@@ -39,6 +39,10 @@ struct mig_params {
 	 * gives up and resumes it (0: automatic, see switchover.c).
 	 */
 	uint64_t switchover_timeout_ns;
+	/* Page encoding (--compress): the mode, zstd's level, delta's cache. */
+	enum mig_compress compress;
+	int compress_level;
+	uint64_t xbzrle_cache;
 	bool auto_converge;
 	bool verify;
 	bool keep_source;		/* stay paused after success instead of exiting */

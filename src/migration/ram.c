@@ -9,6 +9,7 @@
 #include "migration/codec/codec.h"
 #include "migration/format.h"
 #include "migration/migration.h"
+#include "migration/ram_pool.h"
 #include "migration/section.h"
 #include "migration/live.h"
 #include "util/le.h"
@@ -29,27 +30,63 @@ int ram_setup(struct migration *mig)
 		if (!mig->ram.bitmap[r] || !mig->ram.hot[r])
 			return -ENOMEM;
 	}
-	ram->batch = malloc(MIG_RAM_BATCH_MAX * GUEST_PAGE_SIZE);
-	ram->batch_gpa = malloc(MIG_RAM_BATCH_MAX * sizeof(uint64_t));
-	ram->batch_len = malloc(MIG_RAM_BATCH_MAX * sizeof(uint32_t));
-	return ram->batch && ram->batch_gpa && ram->batch_len ? 0 : -ENOMEM;
+	ram->job = calloc(1, sizeof(*ram->job));
+	if (!ram->job)
+		return -ENOMEM;
+	ram->job->data = malloc(MIG_RAM_BATCH_MAX * GUEST_PAGE_SIZE);
+	return ram->job->data ? 0 : -ENOMEM;
+}
+
+static void ram_pool_end(struct mig_ram *ram)
+{
+	if (ram->pool_running)
+		ram_pool_stop(&ram->pool);
+	ram->pool_running = false;
+}
+
+int ram_codec_setup(struct migration *mig, uint32_t accepted)
+{
+	struct mig_ram *ram = &mig->ram;
+
+	ram->codecs = accepted;
+	ram_pool_end(ram);
+	if (ram->codec_ready)
+		mig_codec_ctx_fini(&ram->codec);
+	ram->codec_ready = false;
+	int err = mig_codec_ctx_init(&ram->codec, true, mig->p.compress, accepted,
+				     mig->p.compress_level, mig->p.xbzrle_cache);
+	if (err)
+		return err;
+	ram->codec_ready = true;
+	/* Compression in threads of its own: this one writes while they encode. */
+	if (mig->p.compress == MIG_COMPRESS_NONE)
+		return 0;
+	err = ram_pool_start(&ram->pool, ram_pool_default_workers(), &ram->codec,
+			     mig->digest.hash ? &mig->digest : NULL);
+	if (err)
+		return err;
+	ram->pool_running = true;
+	return 0;
 }
 
 void ram_cleanup(struct migration *mig)
 {
 	struct mig_ram *ram = &mig->ram;
 
+	ram_pool_end(ram);	/* before the context whose delta cache it shares */
+	if (ram->codec_ready)
+		mig_codec_ctx_fini(&ram->codec);
+	ram->codec_ready = false;
+
 	for (unsigned r = 0; r < GUEST_MAX_REGIONS; r++) {
 		free(ram->bitmap[r]);
 		free(ram->hot[r]);
 		ram->bitmap[r] = ram->hot[r] = NULL;
 	}
-	free(ram->batch);
-	free(ram->batch_gpa);
-	free(ram->batch_len);
-	ram->batch = NULL;
-	ram->batch_gpa = NULL;
-	ram->batch_len = NULL;
+	if (ram->job)
+		free(ram->job->data);
+	free(ram->job);
+	ram->job = NULL;
 }
 
 int64_t ram_sync(struct migration *mig)
@@ -101,21 +138,24 @@ int ram_start_clean(struct migration *mig)
 }
 
 /* Publish what the batch did to the shared statistics. */
-static void ram_publish(struct migration *mig, uint64_t wire)
+static void ram_publish(struct migration *mig, const struct ram_job *j, uint64_t wire)
 {
 	struct mig_stats *st = &mig->stats;
 	struct mig_ram *ram = &mig->ram;
-	uint64_t pages = ram->batch_count, raw = ram->batch_raw;
+	uint64_t pages = j->count, raw = j->with_data;
 
 	pthread_mutex_lock(&mig->lock);
 	st->mem_processed += pages * GUEST_PAGE_SIZE;
 	st->zero_pages += pages - raw;
 	st->normal_pages += raw;
 	st->normal_bytes += raw * GUEST_PAGE_SIZE;
-	st->pages_resent += ram->batch_resent;
+	st->pages_resent += j->resent;
 	st->mem_remaining -= st->mem_remaining < pages * GUEST_PAGE_SIZE ?
 			     st->mem_remaining : pages * GUEST_PAGE_SIZE;
 	st->source_sent[MIG_SOURCE_RAM] += wire;
+	memcpy(st->codec, ram->codec.stats, sizeof(st->codec));
+	st->delta = ram->codec.delta;
+	st->codec_gave_up = ram->codec.gave_up;
 	st->wire_bytes = mig->s.bytes_out;
 	/* Live rate within the pass, so progress shows it before the pass ends. */
 	uint64_t ns = vm_now_ns() - mig->pass.start_ns;
@@ -124,91 +164,172 @@ static void ram_publish(struct migration *mig, uint64_t wire)
 		st->pages_per_sec = st->throughput / GUEST_PAGE_SIZE;
 	}
 	pthread_mutex_unlock(&mig->lock);
-	ram->batch_resent = 0;
+}
+
+/* A worker's counters for job j, into the migration's (ram->codec). */
+static void ram_add_job_stats(struct mig_ram *ram, const struct ram_job *j)
+{
+	struct mig_codec_ctx *c = &ram->codec;
+
+	for (unsigned id = 0; id < MIG_CODEC_NR; id++) {
+		c->stats[id].pages += j->stats[id].pages;
+		c->stats[id].bytes_in += j->stats[id].bytes_in;
+		c->stats[id].bytes_out += j->stats[id].bytes_out;
+		c->stats[id].cpu_ns += j->stats[id].cpu_ns;
+	}
+	c->delta.hits += j->delta.hits;
+	c->delta.misses += j->delta.misses;
+	c->delta.overflows += j->delta.overflows;
+	c->gave_up += j->gave_up;
 }
 
 /*
- * Send the batch as one RAM section (entries: address | encoding, length;
- * then the encoded data), or as RAM_RUN when its pages are consecutive and
- * all raw: the common case of a first pass, 12 bytes per page less.
- * docs/migration-stream.md has both layouts.
+ * What handing a batch to the stream cost: on a link slower than memory
+ * the writes block, so bytes per second spent here is the link's rate.
+ * The sums are halved as they grow, so the rate follows the link.
  */
-static void ram_flush_batch(struct migration *mig)
+static void ram_note_link(struct mig_ram *ram, uint64_t bytes, uint64_t ns)
+{
+	ram->link_bytes += bytes;
+	ram->link_ns += ns;
+	if (ram->link_ns > 200000000ULL) {
+		ram->link_bytes /= 2;
+		ram->link_ns /= 2;
+	}
+	/* Wait for a few milliseconds of evidence before believing it. */
+	if (ram->link_ns > 2000000ULL)
+		ram->codec.link_bps = ram->link_bytes * 1000000000ULL / ram->link_ns;
+}
+
+/*
+ * Send an encoded batch as one RAM section (entries: address | encoding,
+ * length; then the encoded data), or as RAM_RUN when its pages are
+ * consecutive and all raw: the common case of a first pass, 12 bytes per
+ * page less.  docs/migration-stream.md has both layouts.
+ */
+static void ram_write_job(struct migration *mig, struct ram_job *j)
 {
 	struct mig_ram *ram = &mig->ram;
 	struct mig_section_writer w;
-	uint32_t n = ram->batch_count;
+	uint32_t n = j->count;
 
 	if (!n)
 		return;
+	if (j->err) {
+		mig_stream_fail(&mig->s, -EINVAL, "no negotiated codec takes page 0x%llx",
+				(unsigned long long)j->gpa[0]);
+		return;
+	}
+	ram_add_job_stats(ram, j);
 	/* RAM_RUN is raw by definition: every entry id raw, consecutive. */
 	bool run = true;
 	for (uint32_t i = 0; i < n && run; i++)
-		run = ram->batch_gpa[i] == (((ram->batch_gpa[0] & ~MIG_PAGE_ENC_MASK) +
-					     i * GUEST_PAGE_SIZE) | MIG_CODEC_RAW);
-	uint32_t len = (run ? 12 : 4 + MIG_RAM_ENTRY * n) + ram->batch_bytes;
-	ram_publish(mig, len + MIG_SECTION_HDR + 8);
+		run = j->word[i] == ((j->gpa[0] + i * GUEST_PAGE_SIZE) | MIG_CODEC_RAW);
+	uint32_t len = (run ? 12 : 4 + MIG_RAM_ENTRY * n) + j->bytes;
+	ram_publish(mig, j, len + MIG_SECTION_HDR + 8);
 	if (mig_section_begin(&w, &mig->s, run ? MIG_SEC_RAM_RUN : MIG_SEC_RAM, len)) {
 		mig_stream_fail(&mig->s, -ENOMEM, "out of memory");
 		return;
 	}
 	if (run) {
-		mig_section_put_u64(&w, ram->batch_gpa[0] & ~MIG_PAGE_ENC_MASK);
+		mig_section_put_u64(&w, j->gpa[0]);
 		mig_section_put_u32(&w, n);
 	} else {
 		uint8_t ents[MIG_RAM_BATCH_MAX * MIG_RAM_ENTRY];
 		mig_section_put_u32(&w, n);
 		for (uint32_t i = 0; i < n; i++) {
-			le_put(ents + MIG_RAM_ENTRY * i, ram->batch_gpa[i], 8);
-			le_put(ents + MIG_RAM_ENTRY * i + 8, ram->batch_len[i], 4);
+			le_put(ents + MIG_RAM_ENTRY * i, j->word[i], 8);
+			le_put(ents + MIG_RAM_ENTRY * i + 8, j->len[i], 4);
 		}
 		mig_section_put(&w, ents, (size_t)MIG_RAM_ENTRY * n);
 	}
 	/* The encoded pages, in one piece: a single write of the batch. */
-	mig_section_put(&w, ram->batch, ram->batch_bytes);
+	uint64_t t0 = vm_now_ns();
+	mig_section_put(&w, j->data, j->bytes);
 	mig_section_end(&w);
-	ram->batch_count = ram->batch_raw = ram->batch_bytes = 0;
+	ram_note_link(ram, len, vm_now_ns() - t0);
+}
+
+/* The batch being filled. */
+static struct ram_job *ram_current(struct mig_ram *ram)
+{
+	return ram->pool_running ? ram_pool_current(&ram->pool) : ram->job;
+}
+
+/* Write the oldest batch in flight, once encoded; false when none is. */
+static bool ram_write_oldest(struct migration *mig)
+{
+	struct ram_job *j = ram_pool_oldest(&mig->ram.pool);
+
+	if (!j)
+		return false;
+	ram_write_job(mig, j);
+	ram_pool_release(&mig->ram.pool);
+	return true;
+}
+
+/*
+ * The batch being filled is complete: encode it here and write it, or
+ * hand it to the encoder threads (writing older batches while every slot
+ * is taken).
+ */
+static void ram_submit(struct migration *mig)
+{
+	struct mig_ram *ram = &mig->ram;
+	struct ram_job *j = ram_current(ram);
+
+	if (!j->count)
+		return;
+	j->link_bps = ram->codec.link_bps;
+	j->delta_off = ram->codec.delta_off;
+	if (ram->pool_running) {
+		ram_pool_submit(&ram->pool);
+		while (ram_pool_full(&ram->pool))
+			ram_write_oldest(mig);
+		return;
+	}
+	ram_job_encode(j, &ram->codec, mig->digest.hash ? &mig->digest : NULL);
+	ram_write_job(mig, j);
+	j->count = j->resent = 0;
+}
+
+/*
+ * Send everything queued, in order: after this no page is in flight, so
+ * a later pass's copy of a page can never overtake an older one.
+ */
+static void ram_flush_batch(struct migration *mig)
+{
+	ram_submit(mig);
+	if (mig->ram.pool_running)
+		while (ram_write_oldest(mig))
+			;
 }
 
 /* A page that reads as zero without touching RAM (a hole): its stand-in. */
 static const uint8_t ram_zero_page[GUEST_PAGE_SIZE] __attribute__((aligned(64)));
 
 /*
- * Queue one page, encoded into the batch by the cheapest negotiated codec
- * that takes it.  Raw's encode is the one copy of the page: the guest may
- * be writing it, and the checksum, the digest and the bytes sent must all
- * be of one copy.  (A page torn that way is dirty again and goes out in a
+ * Queue one page for the batch; it is encoded with the batch (codec.c
+ * picks the codec by the compression mode).  The encoder reads the page
+ * once into a snapshot (raw's copy is that snapshot): the guest may be
+ * writing it, and the checksum, the digest and the bytes sent must all be
+ * of one copy.  (A page torn that way is dirty again and goes out in a
  * later pass.)
  */
 static void ram_queue_page(struct migration *mig, uint64_t gpa, const uint8_t *src,
 			   uint64_t index, bool resend, bool hole)
 {
-	struct mig_ram *ram = &mig->ram;
-	uint8_t *dst = ram->batch + ram->batch_bytes;
-	uint32_t len;
-	/* A hole is zero: the zero codec takes it without reading RAM (no allocation). */
-	int id = mig_codec_encode(ram->codecs, hole ? ram_zero_page : src, dst, &len);
+	struct ram_job *j = ram_current(&mig->ram);
+	uint32_t i = j->count++;
 
-	if (id < 0) {
-		mig_stream_fail(&mig->s, -EINVAL, "no negotiated codec takes page 0x%llx",
-				(unsigned long long)gpa);
-		return;
-	}
-	const struct mig_codec *k = mig_codec_get((unsigned)id);
-	ram->batch_gpa[ram->batch_count] = gpa | (uint64_t)id;
-	ram->batch_len[ram->batch_count++] = len;
-	ram->batch_bytes += len;
-	ram->batch_raw += !k->zero;
-	/*
-	 * The digest is of what the destination will hold: a verbatim page's
-	 * snapshot in the batch; a zero page; else (a future compressing
-	 * codec) the page it read, which must then be a snapshot too.
-	 */
-	if (mig->digest.hash)
-		mig_digest_set(&mig->digest, index, k->zero ? NULL : k->verbatim ? dst : src);
-	ram->batch_resent += resend;
-	if (ram->batch_count == MIG_RAM_BATCH_MAX)
-		ram_flush_batch(mig);
+	j->gpa[i] = gpa;
+	j->index[i] = index;
+	/* A hole is zero: the zero codec takes it without reading RAM (no allocation). */
+	j->src[i] = hole ? ram_zero_page : src;
+	j->hole[i] = hole;
+	j->resent += resend;
+	if (j->count == MIG_RAM_BATCH_MAX)
+		ram_submit(mig);
 }
 
 /*

@@ -11,6 +11,8 @@
 #include <stdint.h>
 
 #include "board/machine.h"
+#include "migration/codec/codec.h"
+#include "migration/ram_pool.h"
 
 struct migration;
 struct mig_in_ctx;
@@ -31,12 +33,30 @@ struct mig_ram {
 	bool hot_skip;			/* this pass leaves hot pages for later */
 	uint64_t clear_ns;		/* when the whole log was last cleared */
 	uint32_t codecs;		/* encodings the destination accepted (bit = id) */
-	/* One RAM section being filled: entries and the encoded data. */
-	uint8_t *batch;
-	uint64_t *batch_gpa;		/* address | encoding */
-	uint32_t *batch_len;		/* encoded length */
-	uint32_t batch_count, batch_raw, batch_bytes, batch_resent;
+	/* The encoder: codecs' state and counters (set up once READY is read). */
+	struct mig_codec_ctx codec;
+	bool codec_ready;
+	/*
+	 * The link's rate as the adaptive mode sees it: bytes handed to the
+	 * stream and the time spent handing them (blocked on a slow link,
+	 * memory speed on a fast one), decayed as they grow.
+	 */
+	uint64_t link_bytes, link_ns;
+	/*
+	 * The batches (ram_pool.h): with compression, a pool of encoder
+	 * threads (pool_running); else `job`, encoded on this thread.
+	 */
+	struct ram_job *job;
+	struct ram_pool pool;
+	bool pool_running;
 };
+
+/*
+ * Set up the encoder for the codecs the destination accepted, in the
+ * migration's compression mode (with compression, start the encoder
+ * threads).  0 or -ENOMEM.
+ */
+int ram_codec_setup(struct migration *mig, uint32_t accepted) __attribute__((warn_unused_result));
 
 /* Allocate bitmaps and the batch buffer.  0 or -ENOMEM. */
 int ram_setup(struct migration *mig) __attribute__((warn_unused_result));

@@ -133,6 +133,12 @@ json_object *mig_stats_to_json(const struct mig_stats *st, uint64_t now_ns)
 	mig_json_u64(o, "pending-bytes", st->pending_total);
 	json_object_object_add(o, "sources", mig_sources_json(st));
 	json_object_object_add(o, "verify", json_object_new_boolean(st->verify));
+	json_object_object_add(o, "compress", json_object_new_string(mig_compress_name(st->compress)));
+	char names[128];
+	mig_codec_names(st->codecs, names, sizeof(names));
+	json_object_object_add(o, "codecs-negotiated", json_object_new_string(names));
+	json_object_object_add(o, "codecs", mig_codec_stats_json(st->codec, &st->delta,
+								 st->codec_gave_up));
 	if (st->postcopy)
 		json_object_object_add(o, "postcopy", mig_postcopy_json(st, end));
 	if (st->lost)

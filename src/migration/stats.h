@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "migration/format.h"
+#include "migration/codec/codec.h"
 
 enum mig_status {
 	MIG_STATUS_NONE,
@@ -68,6 +69,13 @@ struct mig_stats {
 	uint64_t source_peak[MIG_SOURCE_NR];
 	uint64_t source_sent[MIG_SOURCE_NR];
 	uint64_t pending_total;
+
+	/* Page encoding: the mode, the codecs agreed, what each did (codec.h). */
+	enum mig_compress compress;
+	uint32_t codecs;
+	struct mig_codec_stats codec[MIG_CODEC_NR];
+	struct mig_delta_stats delta;
+	uint64_t codec_gave_up;
 
 	/* Post-copy (pc_*): the source's counts and the destination's view. */
 	int postcopy;

@@ -225,3 +225,32 @@ bool guest_memory_is_hole(const struct guest_memory *mem, uint64_t first, uint64
 		return errno == ENXIO;	/* no data from off to the end */
 	return (uint64_t)data >= (first + n) * GUEST_PAGE_SIZE;
 }
+
+bool guest_memory_data_run(const struct guest_memory *mem, uint64_t first, uint64_t n,
+			   uint64_t *run_first, uint64_t *run_n)
+{
+	uint64_t end = first + n;
+	off_t data, hole;
+
+	if (!guest_memory_range_ok(mem, first, n) || !n)
+		return false;
+	data = lseek(mem->fd, (off_t)(first * GUEST_PAGE_SIZE), SEEK_DATA);
+	if (data < 0 && errno == ENXIO)
+		return false;
+	if (data < 0) {
+		*run_first = first;
+		*run_n = n;
+		return true;
+	}
+	if ((uint64_t)data >= end * GUEST_PAGE_SIZE)
+		return false;
+	hole = lseek(mem->fd, data, SEEK_HOLE);
+	*run_first = (uint64_t)data / GUEST_PAGE_SIZE;
+	if (hole < 0 || (uint64_t)hole > end * GUEST_PAGE_SIZE)
+		hole = (off_t)(end * GUEST_PAGE_SIZE);
+	/* A hole inside a page cannot be: round up so no byte of data is lost. */
+	*run_n = ((uint64_t)hole + GUEST_PAGE_SIZE - 1) / GUEST_PAGE_SIZE - *run_first;
+	if (*run_first + *run_n > end)
+		*run_n = end - *run_first;
+	return true;
+}

@@ -139,4 +139,14 @@ int guest_memory_unmap_guest(struct guest_memory *mem, uint64_t first, uint64_t 
 /* True if no page of [first, first + n) is allocated (all holes, all zero). */
 bool guest_memory_is_hole(const struct guest_memory *mem, uint64_t first, uint64_t n);
 
+/*
+ * The first run of allocated pages inside [first, first + n): its first
+ * page in *run_first and its length in *run_n, clipped to the range.
+ * False when the range holds no allocated page.  Where the kernel cannot
+ * say, the whole rest of the range counts as allocated (never a page of
+ * data taken for a hole).
+ */
+bool guest_memory_data_run(const struct guest_memory *mem, uint64_t first, uint64_t n,
+			   uint64_t *run_first, uint64_t *run_n);
+
 #endif

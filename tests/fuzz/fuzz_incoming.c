@@ -272,7 +272,7 @@ static void fz_sec(struct fz_buf *b, uint8_t type, const void *payload, size_t n
 static void fz_config(struct fz_buf *b, uint64_t memory, uint32_t vcpus, uint32_t flags)
 {
 	struct mig_config c = { .memory = memory, .vcpus = vcpus, .page_size = GUEST_PAGE_SIZE,
-				.flags = flags, .codecs = MIG_CODECS_DEFAULT, .cmdline_len = 13 };
+				.flags = flags, .codecs = MIG_CODECS_KNOWN, .cmdline_len = 13 };
 	struct vmstate_buf v;
 
 	memcpy(c.cmdline, "console=ttyS0", 13);
@@ -455,6 +455,83 @@ static void fz_postcopy_seeds(const char *dir, const uint8_t *src, const struct 
 	free(img);
 }
 
+/* One RAM entry with its encoded data, for the codec seed. */
+struct fz_coded {
+	uint64_t word;		/* address | codec id */
+	const void *data;
+	uint32_t len;
+};
+
+static void fz_ram_coded(struct fz_buf *b, const struct fz_coded *e, uint32_t n)
+{
+	struct fz_buf p = { 0 };
+
+	fz_le(&p, n, 4);
+	for (uint32_t i = 0; i < n; i++) {
+		fz_le(&p, e[i].word, 8);
+		fz_le(&p, e[i].len, 4);
+	}
+	for (uint32_t i = 0; i < n; i++)
+		if (e[i].len)
+			fz_put(&p, e[i].data, e[i].len);
+	fz_sec(b, MIG_SEC_RAM, p.p, p.len);
+	free(p.p);
+}
+
+/*
+ * The codec seed, made by the real encoder and without KVM (no STATE):
+ * CONFIG offering every codec, PASS 1 with a raw, an lz4, a zstd and a
+ * zero page, PASS 2 final with a delta of the raw page and an lz4 page
+ * again, then END too early.  Mutations from here reach every decoder.
+ */
+static void fz_codec_seed(const char *dir)
+{
+	static uint8_t pages[4][GUEST_PAGE_SIZE], enc[4][GUEST_PAGE_SIZE];
+	static const enum mig_compress modes[4] = {
+		MIG_COMPRESS_NONE, MIG_COMPRESS_LZ4, MIG_COMPRESS_ZSTD, MIG_COMPRESS_DELTA,
+	};
+	struct mig_codec_ctx c[4];
+	struct fz_coded e[4];
+	struct fz_buf b = { 0 };
+	const uint8_t *held;
+
+	for (unsigned k = 0; k < GUEST_PAGE_SIZE; k++) {
+		pages[0][k] = (uint8_t)(k * 131 + (k >> 7));
+		pages[1][k] = (uint8_t)"ferry moves pages "[k % 18];
+		pages[2][k] = (uint8_t)(k % 61 < 8 ? k : 0);
+	}
+	for (unsigned i = 0; i < 4; i++)
+		if (mig_codec_ctx_init(&c[i], true, modes[i], MIG_CODECS_KNOWN, 3, 1 << 20))
+			abort();
+	mkdir(dir, 0755);
+	fz_header(&b);
+	fz_config(&b, FZ_MEM, 1, 0);
+	fz_pass(&b, 1, 0);
+	for (unsigned i = 0; i < 4; i++) {
+		int id = mig_codec_encode(&c[i == 0 ? 3 : i], 1 + i, pages[i], false, enc[i],
+					  &e[i].len, &held);
+		if (id < 0)
+			abort();
+		e[i].word = (uint64_t)(1 + i) * GUEST_PAGE_SIZE | (uint64_t)id;
+		e[i].data = enc[i];
+	}
+	fz_ram_coded(&b, e, 4);
+	fz_pass(&b, 2, 1);
+	pages[0][100] ^= 0xff;
+	pages[0][2000] ^= 0x0f;
+	int id = mig_codec_encode(&c[3], 1, pages[0], false, enc[0], &e[0].len, &held);
+	if (id != MIG_CODEC_DELTA)
+		abort();
+	e[0].word = GUEST_PAGE_SIZE | MIG_CODEC_DELTA;
+	e[0].data = enc[0];
+	fz_ram_coded(&b, e, 2);
+	fz_sec(&b, MIG_SEC_END, NULL, 0);
+	fz_write_seed(dir, "codecs", &b);
+	for (unsigned i = 0; i < 4; i++)
+		mig_codec_ctx_fini(&c[i]);
+	free(b.p);
+}
+
 static void fz_seeds(const char *dir)
 {
 	struct vmstate_buf st1, st2;
@@ -465,6 +542,7 @@ static void fz_seeds(const char *dir)
 	};
 	struct fz_buf b = { 0 };
 
+	fz_codec_seed(dir);	/* needs no KVM */
 	vmstate_buf_init(&st1);
 	vmstate_buf_init(&st2);
 	if (!img || fz_state(1, &st1) || fz_state(2, &st2)) {

@@ -314,7 +314,7 @@ static void h_ready(int fd, uint32_t codecs)
 }
 
 static void r_ready_empty(int fd) { h_sec(fd, MIG_SEC_READY, NULL, 0); }
-static void r_ready_unknown_codec(int fd) { h_ready(fd, MIG_CODECS_DEFAULT | 0x80000000u); }
+static void r_ready_unknown_codec(int fd) { h_ready(fd, MIG_CODECS_BASE | 0x80000000u); }
 static void r_ready_no_raw(int fd) { h_ready(fd, 1u << MIG_CODEC_ZERO); }
 static void r_bad_checksum(int fd) { h_sec_raw(fd, MIG_SEC_READY, 0, 0, NULL, 0, 1); }
 static void r_reserved(int fd) { h_sec_raw(fd, MIG_SEC_READY, 1, 0, NULL, 0, 0); }
@@ -479,7 +479,7 @@ static void h_precopy_case(const struct h_case *c)
 
 	assert_true(h_read_until(&s, MIG_SEC_CONFIG, &len));
 	if (c->stage >= H_AT_SYNC) {
-		h_ready(fd, MIG_CODECS_DEFAULT);
+		h_ready(fd, MIG_CODECS_BASE);
 		assert_true(h_read_until(&s, MIG_SEC_SYNC, &len));
 	}
 	if (c->stage >= H_AT_LOADED) {
@@ -524,7 +524,7 @@ static void h_postcopy_case(const struct h_case *c)
 	h_source_start();
 	fd = h_migrate(extra, &mig, &s);
 	assert_true(h_read_until(&s, MIG_SEC_CONFIG, &len));
-	h_ready(fd, MIG_CODECS_DEFAULT);
+	h_ready(fd, MIG_CODECS_BASE);
 	assert_true(h_read_until(&s, MIG_SEC_POSTCOPY_RUN, &len));
 	if (c->stage >= H_IN_POSTCOPY)
 		h_sec(fd, MIG_SEC_RUNNING, NULL, 0);

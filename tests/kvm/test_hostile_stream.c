@@ -34,9 +34,12 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#include <lz4.h>
 #include <xxhash.h>
+#include <zstd.h>
 #include <cmocka.h>
 
+#include "migration/codec/codec.h"
 #include "migration/config.h"
 #include "migration/digest.h"
 #include "migration/format.h"
@@ -684,8 +687,8 @@ static void b_ram_later_entry_bad(struct vmstate_buf *b, size_t *len)
 	const uint64_t e[] = { T_CODE_GPA | MIG_PAGE_RAW, (T_MEM + 0x1000) | MIG_PAGE_RAW };
 	t_to_final(b); t_ram(b, e, 2); *len = b->len;
 }
-static void b_ram_kind2(struct vmstate_buf *b, size_t *len)
-{ t_to_final(b); t_ram1(b, T_CODE_GPA | 2); *len = b->len; }
+static void b_ram_kind7(struct vmstate_buf *b, size_t *len)
+{ t_to_final(b); t_ram1(b, T_CODE_GPA | 7); *len = b->len; }
 static void b_ram_kindfff(struct vmstate_buf *b, size_t *len)
 { t_to_final(b); t_ram1(b, T_CODE_GPA | 0xfff); *len = b->len; }
 static void b_ram_count0(struct vmstate_buf *b, size_t *len)
@@ -751,6 +754,73 @@ static void b_ram_unnegotiated(struct vmstate_buf *b, size_t *len)
 { t_to_final_codecs(b, 1u << MIG_CODEC_RAW); t_ram1(b, 0x2000 | MIG_PAGE_ZERO); *len = b->len; }
 static void b_config_no_raw(struct vmstate_buf *b, size_t *len)
 { t_to_final_codecs(b, 1u << MIG_CODEC_ZERO); *len = b->len; }
+/* lz4 is known but the stream offered zero and raw only. */
+static void b_ram_lz4_unnegotiated(struct vmstate_buf *b, size_t *len)
+{ t_to_final(b); t_ram_entry(b, T_CODE_GPA | MIG_CODEC_LZ4, 16, 16); *len = b->len; }
+
+/*
+ * Compressed encodings (docs/migration-stream.md, "Codecs"), offered all:
+ * data that decodes past 4 KiB, frames cut short, a delta against a page
+ * the destination never had.  Each entry's length is within its codec's
+ * bounds, so the decoder itself must refuse it.
+ */
+static void t_ram_coded(struct vmstate_buf *b, uint64_t gpa, unsigned id, const void *data,
+			uint32_t n)
+{
+	struct vmstate_buf p = { 0 };
+	t_u32(&p, 1); t_u64(&p, gpa | id); t_u32(&p, n); t_put(&p, data, n);
+	t_sec_buf(b, MIG_SEC_RAM, &p); free(p.data);
+}
+static void b_ram_lz4_past_page(struct vmstate_buf *b, size_t *len)
+{
+	static uint8_t two[2 * GUEST_PAGE_SIZE], enc[2 * GUEST_PAGE_SIZE];
+	int n = LZ4_compress_default((char *)two, (char *)enc, sizeof(two), sizeof(enc));
+	t_to_final_codecs(b, MIG_CODECS_KNOWN);
+	t_ram_coded(b, T_CODE_GPA, MIG_CODEC_LZ4, enc, (uint32_t)n); *len = b->len;
+}
+static void b_ram_lz4_cut(struct vmstate_buf *b, size_t *len)
+{
+	static uint8_t page[GUEST_PAGE_SIZE], enc[2 * GUEST_PAGE_SIZE];
+	memset(page, 'x', sizeof(page));
+	int n = LZ4_compress_default((char *)page, (char *)enc, sizeof(page), sizeof(enc));
+	t_to_final_codecs(b, MIG_CODECS_KNOWN);
+	t_ram_coded(b, T_CODE_GPA, MIG_CODEC_LZ4, enc, (uint32_t)n - 2); *len = b->len;
+}
+static void b_ram_zstd_past_page(struct vmstate_buf *b, size_t *len)
+{
+	static uint8_t two[2 * GUEST_PAGE_SIZE], enc[2 * GUEST_PAGE_SIZE];
+	size_t n = ZSTD_compress(enc, sizeof(enc), two, sizeof(two), 1);
+	t_to_final_codecs(b, MIG_CODECS_KNOWN);
+	t_ram_coded(b, T_CODE_GPA, MIG_CODEC_ZSTD, enc, (uint32_t)n); *len = b->len;
+}
+static void b_ram_zstd_cut(struct vmstate_buf *b, size_t *len)
+{
+	static uint8_t page[GUEST_PAGE_SIZE], enc[2 * GUEST_PAGE_SIZE];
+	memset(page, 'x', sizeof(page));
+	size_t n = ZSTD_compress(enc, sizeof(enc), page, sizeof(page), 1);
+	t_to_final_codecs(b, MIG_CODECS_KNOWN);
+	t_ram_coded(b, T_CODE_GPA, MIG_CODEC_ZSTD, enc, (uint32_t)n - 2); *len = b->len;
+}
+static void b_ram_delta_never_had(struct vmstate_buf *b, size_t *len)
+{
+	static const uint8_t d[] = { 0x10, 0x02, 'h', 'i' };
+	t_to_final_codecs(b, MIG_CODECS_KNOWN);
+	t_ram_coded(b, T_CODE_GPA, MIG_CODEC_DELTA, d, sizeof(d)); *len = b->len;
+}
+static void b_ram_delta_past_page(struct vmstate_buf *b, size_t *len)
+{
+	static const uint8_t d[] = { 0xff, 0x1f, 0x02, 'h', 'i' };	/* 4095 kept, then 2 */
+	t_to_final_codecs(b, MIG_CODECS_KNOWN);
+	t_ram1(b, T_CODE_GPA | MIG_PAGE_RAW);
+	t_ram_coded(b, T_CODE_GPA, MIG_CODEC_DELTA, d, sizeof(d)); *len = b->len;
+}
+static void b_ram_delta_too_long(struct vmstate_buf *b, size_t *len)
+{
+	static uint8_t d[GUEST_PAGE_SIZE];
+	t_to_final_codecs(b, MIG_CODECS_KNOWN);
+	t_ram1(b, T_CODE_GPA | MIG_PAGE_RAW);
+	t_ram_coded(b, T_CODE_GPA, MIG_CODEC_DELTA, d, 3585); *len = b->len;
+}
 
 /* SOURCE sections: the source id, then that source's payload. */
 static void t_source(struct vmstate_buf *b, uint32_t id, uint32_t off, uint32_t data)
@@ -1168,13 +1238,21 @@ static const struct t_case t_cases[] = {
 	BAD("ram_huge_address", b_ram_huge, "page 0xfffffffffffff000 is outside guest RAM", true),
 	BAD("ram_in_pci_hole", b_ram_hole, "page 0xfffff000 is outside guest RAM", true),
 	BAD("ram_later_entry_bad", b_ram_later_entry_bad, "page 0x1001000 is outside guest RAM", true),
-	BAD("ram_kind_2", b_ram_kind2, "page 0x1000: unknown encoding 2", true),
+	BAD("ram_kind_7", b_ram_kind7, "page 0x1000: unknown encoding 7", true),
 	BAD("ram_kind_fff", b_ram_kindfff, "page 0x1000: unknown encoding 4095", true),
 	BAD("ram_raw_len_short", b_ram_raw_len_short, "page 0x1000: raw page of 100 bytes (allowed 4096..4096)", true),
 	BAD("ram_raw_len_huge", b_ram_raw_len_huge, "page 0x1000: raw page of 4294967295 bytes", true),
 	BAD("ram_zero_with_len", b_ram_zero_with_len, "page 0x1000: zero page of 8 bytes (allowed 0..0)", true),
 	BAD("ram_codec_unnegotiated", b_ram_unnegotiated, "page 0x2000: encoding 0 (zero) was not negotiated", true),
 	BAD("config_no_raw", b_config_no_raw, "the stream does not offer the raw codec", false),
+	BAD("ram_lz4_unnegotiated", b_ram_lz4_unnegotiated, "page 0x1000: encoding 2 (lz4) was not negotiated", true),
+	BAD("ram_lz4_past_page", b_ram_lz4_past_page, "page 0x1000: bad lz4 data", true),
+	BAD("ram_lz4_cut", b_ram_lz4_cut, "page 0x1000: bad lz4 data", true),
+	BAD("ram_zstd_past_page", b_ram_zstd_past_page, "page 0x1000: bad zstd data", true),
+	BAD("ram_zstd_cut", b_ram_zstd_cut, "page 0x1000: bad zstd data", true),
+	BAD("ram_delta_never_had", b_ram_delta_never_had, "page 0x1000: a delta against a page this side does not hold", true),
+	BAD("ram_delta_past_page", b_ram_delta_past_page, "page 0x1000: bad delta data", true),
+	BAD("ram_delta_too_long", b_ram_delta_too_long, "page 0x1000: delta page of 3585 bytes (allowed 0..3584)", true),
 	BAD("source_unknown_id", b_source_unknown, "SOURCE section for unknown source 7", true),
 	BAD("source_ram_id", b_source_ram, "SOURCE section for unknown source 0", true),
 	BAD("source_not_accepted", b_source_scratch, "SOURCE section for source 1 (scratch), which this destination does not accept", true),

@@ -30,6 +30,10 @@ expect 64 "bad --vcpus" "$FERRY" run --kernel "$PROBE" --vcpus 65
 expect 66 "cannot read kernel" "$FERRY" run --kernel "$T/nonexistent"
 expect 69 "cannot reach ferry" "$FERRY" status "$T/nobody.sock"
 expect 64 "JSON object" "$FERRY" call "$T/nobody.sock" status '[1,2]'
+expect 64 "--compress takes none, lz4, zstd, delta or adaptive" \
+	"$FERRY" migrate "$T/nobody.sock" unix:"$T/x" --compress gzip
+expect 64 "bad --compress-level" "$FERRY" migrate "$T/nobody.sock" unix:"$T/x" --compress-level 20
+expect 64 "bad --xbzrle-cache" "$FERRY" migrate "$T/nobody.sock" unix:"$T/x" --xbzrle-cache 1k
 
 if [ -r /dev/kvm ] && [ -w /dev/kvm ]; then
 	expect 65 "not an ELF" "$FERRY" run --kernel "$T/text"

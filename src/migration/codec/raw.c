@@ -9,9 +9,7 @@
 
 #include <string.h>
 
-#include "vmm/memory.h"
-
-static int raw_encode(const uint8_t *page, uint8_t *dst)
+static int raw_encode(struct mig_codec_ctx *c, uint64_t index, const uint8_t *page, uint8_t *dst)
 {
 	memcpy(dst, page, GUEST_PAGE_SIZE);
 	return (int)GUEST_PAGE_SIZE;
@@ -23,6 +21,5 @@ const struct mig_codec mig_codec_raw = {
 	.encode = raw_encode,
 	.min_len = GUEST_PAGE_SIZE,
 	.max_len = GUEST_PAGE_SIZE,
-	.cpu_cost = 2,
 	.verbatim = true,
 };

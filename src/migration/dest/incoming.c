@@ -71,6 +71,9 @@ static int mig_in_codecs(struct mig_incoming *inc)
 				   "does not know (%s): cannot restore it", names);
 	}
 	inc->codecs = offered & MIG_CODECS_KNOWN;
+	if (mig_codec_ctx_init(&inc->codec, false, MIG_COMPRESS_NONE, inc->codecs, 0, 0))
+		return mig_in_fail(inc, -ENOMEM, "out of memory for the codecs");
+	inc->codec_ready = true;
 	return 0;
 }
 
@@ -358,6 +361,9 @@ int mig_incoming_receive(struct mig_incoming *inc, const struct mig_incoming_opt
 	free(inc->known);
 	free(inc->page);
 	inc->page = NULL;
+	if (inc->codec_ready)
+		mig_codec_ctx_fini(&inc->codec);
+	inc->codec_ready = false;
 	inc->buf = NULL;
 	inc->written = inc->populated = inc->known = NULL;
 	if (err && !inc->why[0])

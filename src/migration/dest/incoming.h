@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "migration/channel/tls.h"
+#include "migration/codec/codec.h"
 #include "migration/commit.h"
 #include "migration/config.h"
 #include "migration/digest.h"
@@ -69,6 +70,8 @@ struct mig_incoming {
 	unsigned long *populated;	/* 2 MiB chunks already allocated */
 	uint32_t codecs;		/* accepted at CONFIG (bit = codec id) */
 	uint8_t *page;			/* one decoded page (codecs that are not verbatim) */
+	struct mig_codec_ctx codec;	/* the decoders' state (zstd's context) */
+	bool codec_ready;
 	uint64_t pages, zero_pages, raw_pages;
 	uint32_t pass;
 	uint64_t start_ns, end_ns;	/* connection accepted .. END checked */

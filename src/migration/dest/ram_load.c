@@ -231,17 +231,31 @@ static uint32_t ram_load_run(const struct guest_memory *mem, const struct ram_en
 	return n;
 }
 
-/* A page that must be decoded: into inc->page, then to the sink. */
+/*
+ * A page that must be decoded: into inc->page, then to the sink.  A delta
+ * changes the copy this side holds: it is refused for a page that never
+ * arrived, and in post-copy (the source stops sending deltas before it
+ * discards pages here; one now is hostile).
+ */
 static int ram_load_decode(struct mig_in_ctx *c, const struct ram_sink *sink,
 			   struct mig_payload *in, const struct ram_entry *e)
 {
 	struct mig_incoming *inc = c->inc;
+	struct guest_memory *mem = &c->m->vm.mem;
 	uint8_t enc[GUEST_PAGE_SIZE];		/* len <= max_len <= a page: checked */
 	int err = mig_payload_get(in, enc, e->len);
 
 	if (err)
 		return ram_load_short(c, in, err);
-	if (e->k->decode(enc, e->len, inc->page))
+	if (e->k->against_held) {
+		uint64_t index = guest_memory_page_index(mem, e->gpa);
+		if (inc->guest_started || !(inc->known[index / 64] & (1UL << (index % 64))))
+			return mig_in_fail(inc, -EPROTO, "page 0x%llx: a %s against a page this side "
+					   "does not hold", (unsigned long long)e->gpa, e->k->name);
+		memcpy(inc->page, guest_memory_alias_ptr(mem, e->gpa, GUEST_PAGE_SIZE),
+		       GUEST_PAGE_SIZE);
+	}
+	if (e->k->decode(&inc->codec, enc, e->len, inc->page))
 		return mig_in_fail(inc, -EPROTO, "page 0x%llx: bad %s data",
 				   (unsigned long long)e->gpa, e->k->name);
 	return sink->page(c, e->gpa, inc->page);

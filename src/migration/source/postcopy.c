@@ -145,6 +145,8 @@ static int postcopy_switch(struct migration *mig)
 	mig->stats.mem_remaining = owed * GUEST_PAGE_SIZE;
 	mig->stats.pc_pages_owed = owed;
 	pthread_mutex_unlock(&mig->lock);
+	/* The destination drops discarded pages: delta's cache no longer says what it holds. */
+	mig->ram.codec.delta_off = true;
 	postcopy_send_discards(mig);
 	/* What cannot be fetched on demand goes now, before the guest runs there. */
 	err = mig_sources_complete(mig, false, true);

@@ -101,7 +101,7 @@ static void precopy_send_config(struct migration *mig)
 		 */
 		.flags = (mig->p.verify ? MIG_FLAG_VERIFY : 0) |
 			 (mig_stream_has_return_path(&mig->s) ? MIG_FLAG_POSTCOPY : 0),
-		.codecs = MIG_CODECS_DEFAULT,
+		.codecs = mig_compress_codecs(mig->p.compress),
 	};
 	struct vmstate_buf b;
 
@@ -118,17 +118,36 @@ static void precopy_send_config(struct migration *mig)
 /*
  * READY carries the codecs the destination accepts out of those CONFIG
  * offered: the RAM source uses only those.  Raw must be among them (it
- * takes every page).  A file has no READY: it uses what CONFIG declared.
+ * takes every page).  A destination without the codecs --compress asked
+ * for is not refused: the source falls back to what it accepted (raw at
+ * worst) and says so.  A file has no READY: it uses what CONFIG declared.
  */
+static int precopy_codecs(struct migration *mig, uint32_t offered, uint32_t accepted)
+{
+	char names[128];
+
+	if (offered & ~accepted) {
+		mig_codec_names(offered & ~accepted, names, sizeof(names));
+		pr_info("migration: the destination lacks codecs %s; --compress %s falls back "
+			"to what it has", names, mig_compress_name(mig->p.compress));
+	}
+	if (ram_codec_setup(mig, accepted))
+		return precopy_fail(mig, -ENOMEM, "out of memory for the codecs");
+	pthread_mutex_lock(&mig->lock);
+	mig->stats.codecs = accepted;
+	pthread_mutex_unlock(&mig->lock);
+	return 0;
+}
+
 static int precopy_read_ready(struct migration *mig)
 {
 	uint8_t buf[512], type;
 	uint32_t len;
 
-	if (!mig_stream_has_return_path(&mig->s)) {
-		mig->ram.codecs = MIG_CODECS_DEFAULT;
-		return 0;
-	}
+	uint32_t offered = mig_compress_codecs(mig->p.compress);
+
+	if (!mig_stream_has_return_path(&mig->s))
+		return precopy_codecs(mig, offered, offered);
 	int err = mig_section_read(&mig->s, buf, sizeof(buf), &type, &len);
 	if (err && !mig_tls_enabled(&mig->p.tls) && mig_stream_heard_tls_alert(&mig->s))
 		return precopy_fail(mig, err, "the destination answered with a TLS alert: it requires "
@@ -145,13 +164,12 @@ static int precopy_read_ready(struct migration *mig)
 	if (len != 4)
 		return precopy_fail(mig, -EPROTO, "destination's READY is %u bytes, not 4", len);
 	uint32_t accepted = (uint32_t)le_get(buf, 4);
-	if (accepted & ~MIG_CODECS_DEFAULT)
+	if (accepted & ~offered)
 		return precopy_fail(mig, -EPROTO, "destination accepted codecs 0x%x, offered 0x%x",
-				    accepted, MIG_CODECS_DEFAULT);
+				    accepted, offered);
 	if (!(accepted & (1u << MIG_CODEC_RAW)))
 		return precopy_fail(mig, -EPROTO, "destination does not accept raw pages");
-	mig->ram.codecs = accepted;
-	return 0;
+	return precopy_codecs(mig, offered, accepted);
 }
 
 /* Hybrid without --postcopy-after: ferry picks the moment itself. */

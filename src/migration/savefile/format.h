@@ -1,0 +1,121 @@
+/*
+ * The save file's layout (docs/save-format.md): a header page, the
+ * metadata (configuration, disks, NICs, device state), the block table
+ * (which pages hold data, and a checksum per block), then guest RAM at
+ * fixed page-aligned offsets: page i at ram_off + i * 4096, so the file
+ * is never larger than its RAM plus a little, and pages that were never
+ * written or are all zero stay holes in it.
+ *
+ * Everything here is pure (no I/O): the decoders take a file's bytes as
+ * hostile and refuse anything out of place with the reason in `why`.
+ */
+#ifndef FERRY_MIGRATION_SAVEFILE_FORMAT_H
+#define FERRY_MIGRATION_SAVEFILE_FORMAT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "devices/block/backend.h"
+#include "devices/net/backend.h"
+#include "migration/config.h"
+
+#define SAVEFILE_MAGIC		"FERRYSAV"
+#define SAVEFILE_VERSION	1
+#define SAVEFILE_HEADER_SIZE	4096
+#define SAVEFILE_PAGE_SIZE	4096
+/* Pages per checksummed block: 256 KiB, one read and one hash on a lazy fault. */
+#define SAVEFILE_BLOCK_PAGES	64
+#define SAVEFILE_ENTRY_SIZE	16	/* a block table entry: data mask, hash */
+#define SAVEFILE_RAM_ALIGN	(1ULL << 20)
+#define SAVEFILE_META_MAX	(64ULL << 20)
+#define SAVEFILE_SPEC_MAX	(PATH_MAX + 128)	/* one disk or NIC, as its option */
+
+/* The header, decoded.  Offsets are from the start of the file. */
+struct savefile_header {
+	uint32_t version;
+	uint32_t flags;			/* none defined: must be 0 */
+	uint32_t block_pages;
+	uint64_t memory;		/* guest RAM bytes */
+	uint64_t pages, blocks;
+	uint64_t meta_off, meta_len, meta_hash;
+	uint64_t table_off, table_len, table_hash;
+	uint64_t ram_off;
+	uint64_t file_size;		/* ram_off + memory: the file's exact size */
+	uint64_t saved_ns;		/* CLOCK_REALTIME of the save (information only) */
+};
+
+/* One block of the table: bit k of `data` set when page k holds data in the file. */
+struct savefile_block {
+	uint64_t data;
+	uint64_t hash;
+};
+
+/* The metadata, decoded; strings are NUL-terminated copies. */
+struct savefile_meta {
+	struct mig_config cfg;
+	char kernel[PATH_MAX];
+	unsigned nr_disks, nr_nics;
+	char disks[8][SAVEFILE_SPEC_MAX];	/* as --disk options */
+	char nics[8][SAVEFILE_SPEC_MAX];	/* as --net options */
+	const uint8_t *state;		/* device state records, inside the buffer decoded */
+	uint32_t state_len;
+};
+
+/* Lay out a file for `memory` bytes of RAM and meta_len bytes of metadata. */
+void savefile_layout(struct savefile_header *h, uint64_t memory, uint64_t meta_len);
+
+/* The header page (SAVEFILE_HEADER_SIZE bytes), checksum included. */
+void savefile_header_encode(const struct savefile_header *h, uint8_t *page);
+
+/*
+ * Decode and check the header page of a file of file_size bytes.
+ * Returns 0, -EPROTONOSUPPORT (another version) or -EPROTO (damaged,
+ * truncated, inconsistent), with the reason in why.
+ */
+int savefile_header_decode(const uint8_t *page, uint64_t file_size,
+			   struct savefile_header *h, char *why, size_t whylen)
+	__attribute__((warn_unused_result));
+
+/* The block table's checksum, and the block hash seed (its index). */
+uint64_t savefile_table_hash(const uint8_t *table, uint64_t len);
+
+/* Decode entry b of a table whose checksum matched; -EPROTO if its mask runs past the block. */
+int savefile_block_decode(const struct savefile_header *h, const uint8_t *table, uint64_t b,
+			  struct savefile_block *out) __attribute__((warn_unused_result));
+void savefile_block_encode(uint8_t *table, uint64_t b, const struct savefile_block *in);
+
+/* The pages of block b: first page index and count. */
+static inline uint64_t savefile_block_first(const struct savefile_header *h, uint64_t b)
+{
+	return b * h->block_pages;
+}
+
+static inline unsigned savefile_block_npages(const struct savefile_header *h, uint64_t b)
+{
+	uint64_t left = h->pages - b * h->block_pages;
+
+	return left < h->block_pages ? (unsigned)left : h->block_pages;
+}
+
+/*
+ * The metadata: the configuration record, the kernel's name, the disks
+ * and NICs as the options that recreate them, then the device state.
+ * encode returns 0 or -errno (-E2BIG: too large); *out is malloc'ed.
+ */
+int savefile_meta_encode(const struct mig_config *cfg, const char *kernel,
+			 const char *const *disks, unsigned nr_disks,
+			 const char *const *nics, unsigned nr_nics,
+			 const uint8_t *state, size_t state_len, uint8_t **out, size_t *len)
+	__attribute__((warn_unused_result));
+/* Decode len bytes of checked metadata; 0 or -EPROTO with the reason in why. */
+int savefile_meta_decode(const uint8_t *p, uint64_t len, struct savefile_meta *meta,
+			 char *why, size_t whylen) __attribute__((warn_unused_result));
+
+/* A disk or NIC as the option that recreates it.  Returns 0 or -EINVAL (why). */
+int savefile_disk_spec(const struct block_config *c, char *buf, size_t len, char *why,
+		       size_t whylen) __attribute__((warn_unused_result));
+int savefile_nic_spec(const struct net_config *c, char *buf, size_t len, char *why,
+		      size_t whylen) __attribute__((warn_unused_result));
+
+#endif

@@ -1,0 +1,20 @@
+/* Helpers the save file's writers share (save.c, snapshot.c); not for outside savefile/. */
+#ifndef FERRY_MIGRATION_SAVEFILE_INTERNAL_H
+#define FERRY_MIGRATION_SAVEFILE_INTERNAL_H
+
+#include "migration/savefile/savefile.h"
+#include "util/vmstate.h"
+
+bool savefile_page_zero(const uint8_t *p);
+/* All len bytes at off.  Returns 0 or -errno. */
+int savefile_pwrite(int fd, const uint8_t *p, uint64_t len, uint64_t off)
+	__attribute__((warn_unused_result));
+/* m's configuration, disks, NICs and the encoded state as metadata.  0 or -errno (why). */
+int savefile_machine_meta(struct machine *m, const struct vmstate_buf *state, uint8_t **meta,
+			  size_t *len, char *why, size_t whylen) __attribute__((warn_unused_result));
+/* Metadata, table, then the header (checksums filled in h), synced.  0 or -errno. */
+int savefile_finish(int fd, struct savefile_header *h, const uint8_t *table,
+		    const uint8_t *meta, size_t meta_len) __attribute__((warn_unused_result));
+void savefile_sync_dir(const char *path);
+
+#endif

@@ -1,0 +1,351 @@
+/*
+ * Writing a save file (docs/save-format.md): the guest paused throughout,
+ * RAM written by SAVEFILE_THREADS threads straight from guest memory with
+ * pwrite at each page's fixed offset, then the metadata, the block table
+ * and last the header, into PATH.tmp; synced and renamed, so `path` holds
+ * either nothing new or a whole file.
+ */
+#include "migration/savefile/savefile.h"
+#include "migration/savefile/internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include "board/machine_state.h"
+#include "util/log.h"
+#include "vmm/memory.h"
+
+/* Shared by the writer threads: `next` and `err` atomically, table entries each its own. */
+struct save_job {
+	struct guest_memory *mem;
+	const struct savefile_header *h;
+	uint8_t *table;
+	int fd;
+	uint64_t next;			/* next block to take */
+	int err;			/* first failure, 0 if none */
+	uint64_t data_pages;
+};
+
+bool savefile_page_zero(const uint8_t *p)
+{
+	const uint64_t *w = (const uint64_t *)(const void *)p;
+
+	for (unsigned i = 0; i < SAVEFILE_PAGE_SIZE / 8; i++)
+		if (w[i])
+			return false;
+	return true;
+}
+
+int savefile_pwrite(int fd, const uint8_t *p, uint64_t len, uint64_t off)
+{
+	while (len) {
+		ssize_t n = pwrite(fd, p, len, (off_t)off);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return n < 0 ? -errno : -EIO;
+		p += n;
+		len -= (uint64_t)n;
+		off += (uint64_t)n;
+	}
+	return 0;
+}
+
+/* Write pages [q, r) of data, all non-zero, at their offsets. */
+static int save_run(struct save_job *j, uint64_t q, uint64_t r)
+{
+	if (q == r)
+		return 0;
+	return savefile_pwrite(j->fd, guest_memory_page_alias(j->mem, q), (r - q) * SAVEFILE_PAGE_SIZE,
+			   j->h->ram_off + q * SAVEFILE_PAGE_SIZE);
+}
+
+/*
+ * One block: only allocated pages are looked at (reading a hole would
+ * allocate it), only non-zero ones written, so holes stay holes.
+ */
+static int save_block(struct save_job *j, uint64_t b, XXH3_state_t *xs)
+{
+	uint64_t first = savefile_block_first(j->h, b), end = first + savefile_block_npages(j->h, b);
+	struct savefile_block blk = { 0 };
+	uint64_t p = first, rf, rn;
+	int err = 0;
+
+	XXH3_64bits_reset_withSeed(xs, b);
+	while (!err && p < end && guest_memory_data_run(j->mem, p, end - p, &rf, &rn)) {
+		uint64_t run = rf;
+		for (uint64_t q = rf; q < rf + rn && !err; q++) {
+			const uint8_t *page = guest_memory_page_alias(j->mem, q);
+			if (savefile_page_zero(page)) {
+				err = save_run(j, run, q);
+				run = q + 1;
+				continue;
+			}
+			blk.data |= 1ULL << (q - first);
+			XXH3_64bits_update(xs, page, SAVEFILE_PAGE_SIZE);
+		}
+		if (!err)
+			err = save_run(j, run, rf + rn);
+		p = rf + rn;
+	}
+	blk.hash = XXH3_64bits_digest(xs);
+	savefile_block_encode(j->table, b, &blk);
+	__atomic_add_fetch(&j->data_pages, (uint64_t)__builtin_popcountll(blk.data), __ATOMIC_RELAXED);
+	return err;
+}
+
+static void *save_thread(void *opaque)
+{
+	struct save_job *j = opaque;
+	XXH3_state_t *xs = XXH3_createState();
+
+	if (!xs) {
+		__atomic_store_n(&j->err, -ENOMEM, __ATOMIC_RELAXED);
+		return NULL;
+	}
+	while (!__atomic_load_n(&j->err, __ATOMIC_RELAXED)) {
+		uint64_t b = __atomic_fetch_add(&j->next, 1, __ATOMIC_RELAXED);
+		if (b >= j->h->blocks)
+			break;
+		int err = save_block(j, b, xs);
+		if (err) {
+			int zero = 0;
+			__atomic_compare_exchange_n(&j->err, &zero, err, false, __ATOMIC_RELAXED,
+						    __ATOMIC_RELAXED);
+		}
+	}
+	XXH3_freeState(xs);
+	return NULL;
+}
+
+/* RAM on SAVEFILE_THREADS threads, plus this one.  Returns 0 or -errno. */
+static int save_ram(struct save_job *j)
+{
+	pthread_t t[SAVEFILE_THREADS - 1];
+	unsigned started = 0;
+
+	for (; started < SAVEFILE_THREADS - 1; started++)
+		if (pthread_create(&t[started], NULL, save_thread, j))
+			break;
+	save_thread(j);
+	for (unsigned i = 0; i < started; i++)
+		pthread_join(t[i], NULL);
+	return j->err;
+}
+
+/* The configuration and the disks and NICs as options, with the device state. */
+int savefile_machine_meta(struct machine *m, const struct vmstate_buf *state, uint8_t **meta,
+			  size_t *len, char *why, size_t whylen)
+{
+	char specs[MACHINE_VIRTIO_SLOTS][SAVEFILE_SPEC_MAX];
+	const char *disks[MACHINE_MAX_DISKS], *nics[MACHINE_MAX_NICS];
+	struct mig_config cfg = {
+		.memory = m->vm.mem.size, .vcpus = m->vm.nr_vcpus, .page_size = SAVEFILE_PAGE_SIZE,
+	};
+	size_t cl = strlen(m->cmdline);
+	int err;
+
+	if (cl > sizeof(cfg.cmdline)) {
+		snprintf(why, whylen, "the command line is too long to record");
+		return -E2BIG;
+	}
+	cfg.cmdline_len = (uint16_t)cl;
+	memcpy(cfg.cmdline, m->cmdline, cl);
+	for (unsigned i = 0; i < m->nr_disks; i++) {
+		err = savefile_disk_spec(&m->disks[i].cfg, specs[i], sizeof(specs[i]), why, whylen);
+		if (err)
+			return err;
+		disks[i] = specs[i];
+	}
+	for (unsigned i = 0; i < m->nr_nics; i++) {
+		char *s = specs[m->nr_disks + i];
+		err = savefile_nic_spec(&m->nics[i].cfg, s, SAVEFILE_SPEC_MAX, why, whylen);
+		if (err)
+			return err;
+		nics[i] = s;
+	}
+	err = savefile_meta_encode(&cfg, m->kernel, disks, m->nr_disks, nics, m->nr_nics,
+				   state->data, state->len, meta, len);
+	if (err)
+		snprintf(why, whylen, "cannot record the configuration: %s", strerror(-err));
+	return err;
+}
+
+void savefile_sync_dir(const char *path)
+{
+	char *copy = strdup(path);
+	int fd = copy ? open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
+
+	if (fd < 0 || fsync(fd) < 0)
+		pr_warn("saved %s, but could not sync its directory: a crash now may lose it", path);
+	if (fd >= 0)
+		close(fd);
+	free(copy);
+}
+
+int savefile_finish(int fd, struct savefile_header *h, const uint8_t *table,
+		    const uint8_t *meta, size_t meta_len)
+{
+	uint8_t header[SAVEFILE_HEADER_SIZE];
+	struct timespec now;
+	int err;
+
+	h->meta_hash = XXH3_64bits(meta, meta_len);
+	h->table_hash = savefile_table_hash(table, h->table_len);
+	clock_gettime(CLOCK_REALTIME, &now);
+	h->saved_ns = (uint64_t)now.tv_sec * 1000000000ULL + (uint64_t)now.tv_nsec;
+	savefile_header_encode(h, header);
+	/* The header last: until it is written the file is no save file at all. */
+	err = savefile_pwrite(fd, meta, meta_len, h->meta_off) ?:
+	      savefile_pwrite(fd, table, h->table_len, h->table_off) ?:
+	      savefile_pwrite(fd, header, sizeof(header), 0);
+	if (!err && fsync(fd) < 0)
+		err = -errno;
+	return err;
+}
+
+int savefile_write(struct guest_memory *mem, int fd, const uint8_t *meta, size_t meta_len,
+		   struct savefile_stats *st)
+{
+	struct save_job j = { .mem = mem, .fd = fd };
+	struct savefile_header h;
+	int err;
+
+	savefile_layout(&h, mem->size, meta_len);
+	j.h = &h;
+	j.table = calloc(1, h.table_len);
+	if (!j.table)
+		return -ENOMEM;
+	/* The size first: RAM not written stays a hole, and a reader can check the size. */
+	err = ftruncate(fd, (off_t)h.file_size) < 0 ? -errno : save_ram(&j);
+	if (!err)
+		err = savefile_finish(fd, &h, j.table, meta, meta_len);
+	st->data_pages = j.data_pages;
+	st->zero_pages = h.pages - j.data_pages;
+	st->file_bytes = h.file_size;
+	free(j.table);
+	return err;
+}
+
+/* Everything into tmp, synced.  Returns 0 or -errno with why. */
+static int save_write(struct machine *m, int fd, const struct vmstate_buf *state,
+		      struct savefile_stats *st, char *why, size_t whylen)
+{
+	uint8_t *meta = NULL;
+	size_t meta_len;
+	int err;
+
+	err = savefile_machine_meta(m, state, &meta, &meta_len, why, whylen);
+	if (err)
+		return err;
+	err = savefile_write(&m->vm.mem, fd, meta, meta_len, st);
+	if (err)
+		snprintf(why, whylen, "cannot write the save file: %s", strerror(-err));
+	st->state_bytes = state->len;
+	free(meta);
+	return err;
+}
+
+/* The paused machine to path (through path.tmp).  Returns 0 or -errno with why. */
+static int save_to(struct machine *m, const char *path, struct savefile_stats *st, char *why,
+		   size_t whylen)
+{
+	struct vmstate_buf state;
+	struct stat sb;
+	char *tmp = NULL;
+	int fd, err;
+
+	if (!stat(path, &sb) && S_ISDIR(sb.st_mode)) {
+		snprintf(why, whylen, "%s is a directory", path);
+		return -EISDIR;
+	}
+	vmstate_buf_init(&state);
+	err = machine_state_encode(m, &state);
+	if (err) {
+		snprintf(why, whylen, "cannot save the device state: %s", strerror(-err));
+		goto out;
+	}
+	if (asprintf(&tmp, "%s.tmp", path) < 0) {
+		tmp = NULL;
+		err = -ENOMEM;
+		snprintf(why, whylen, "out of memory");
+		goto out;
+	}
+	/* Guest memory: readable by its owner only. */
+	fd = open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		err = -errno;
+		snprintf(why, whylen, "cannot create %s: %s", tmp, strerror(-err));
+		goto out;
+	}
+	err = save_write(m, fd, &state, st, why, whylen);
+	close(fd);
+	if (!err && rename(tmp, path) < 0) {
+		err = -errno;
+		snprintf(why, whylen, "cannot rename %s to %s: %s", tmp, path, strerror(-err));
+	}
+	if (err)
+		unlink(tmp);	/* a failed save leaves nothing */
+	else
+		savefile_sync_dir(path);
+out:
+	free(tmp);
+	vmstate_buf_free(&state);
+	return err;
+}
+
+int savefile_save(struct machine *m, const char *path, const struct savefile_save_opts *o,
+		  struct savefile_stats *st, char *why, size_t whylen)
+{
+	enum vm_state vs = vm_get_state(&m->vm);
+	bool was_running = vs == VM_STATE_RUNNING;
+	uint64_t t0 = vm_now_ns(), t1;
+	char awhy[256];
+	int err;
+
+	memset(st, 0, sizeof(*st));
+	if (vs != VM_STATE_RUNNING && vs != VM_STATE_PAUSED) {
+		snprintf(why, whylen, "the VM is %s", vm_state_name(vs));
+		return -EBUSY;
+	}
+	err = was_running ? vm_pause(&m->vm, VM_PAUSE_TIMEOUT_NS) : 0;
+	if (err) {
+		snprintf(why, whylen, "the vCPUs did not stop: %s", vm_pause_strerror(err));
+		return err;
+	}
+	/* In-flight I/O done, disks flushed and released: the image and the disks agree. */
+	err = machine_quiesce(m);
+	if (!err)
+		err = machine_inactivate(m);
+	if (err) {
+		snprintf(why, whylen, "cannot bring the devices to rest: %s", strerror(-err));
+		goto resume;
+	}
+	err = save_to(m, path, st, why, whylen);
+	if (!err && !o->keep_running) {
+		/* The file holds the guest now: this copy must never run again. */
+		st->total_ns = st->paused_ns = vm_now_ns() - t0;
+		vm_request_stop(&m->vm, VM_STOP_REQUESTED, 0);
+		return 0;
+	}
+	if (machine_activate(m, awhy, sizeof(awhy))) {
+		pr_err("after the save: %s; the guest stays paused", awhy);
+		if (!err)
+			snprintf(why, whylen, "saved, but %s; the guest stays paused", awhy);
+		return err ? err : -EBUSY;
+	}
+resume:
+	t1 = vm_now_ns();
+	if (was_running && vm_resume(&m->vm))
+		pr_warn("the VM stopped during the save");
+	st->total_ns = st->paused_ns = t1 - t0;
+	return err;
+}

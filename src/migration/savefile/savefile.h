@@ -1,0 +1,163 @@
+/*
+ * Save and restore a VM through a file with RAM at fixed offsets
+ * (docs/save-format.md): `ferry save` / the `save` command write one,
+ * `ferry run --restore FILE [--lazy]` reads one back.  Writing and
+ * reading run on a few threads with pwrite/pread; a lazy restore starts
+ * the guest at once and fills its pages on first touch through
+ * userfaultfd, with a prefetch thread loading the rest behind it.
+ */
+#ifndef FERRY_MIGRATION_SAVEFILE_SAVEFILE_H
+#define FERRY_MIGRATION_SAVEFILE_SAVEFILE_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "board/machine.h"
+#include "migration/savefile/format.h"
+
+#define SAVEFILE_THREADS 4
+
+struct savefile_save_opts {
+	bool keep_running;	/* resume the guest after the save (else it stops) */
+};
+
+struct savefile_stats {
+	uint64_t total_ns;	/* the whole save or load */
+	uint64_t paused_ns;	/* the guest was paused (a save) */
+	uint64_t data_pages, zero_pages;
+	uint64_t file_bytes;	/* the file's size (holes included) */
+	uint64_t state_bytes;
+	uint64_t wp_faults;	/* a snapshot: writes that waited for their block's copy */
+	uint64_t fault_copies;	/* ... blocks copied on such a fault, ahead of the writer */
+};
+
+/*
+ * Save machine m to `path`: pause it, flush and release its disks, write
+ * PATH.tmp, sync it and rename it to `path`.  Then, with keep_running, take
+ * the disks back and resume the guest if it ran; else the guest stays
+ * paused for good and the VM is told to stop (ferry run exits 0).  On any
+ * failure PATH.tmp is removed and the guest runs on as before.  Returns 0
+ * or -errno with the reason in why (-EBUSY: the VM is not running or paused).
+ */
+int savefile_save(struct machine *m, const char *path, const struct savefile_save_opts *o,
+		  struct savefile_stats *st, char *why, size_t whylen)
+	__attribute__((warn_unused_result));
+
+/*
+ * The file itself, into fd (empty, open for writing): RAM of mem (which
+ * must not change meanwhile) on SAVEFILE_THREADS threads, then the
+ * metadata meta (savefile_meta_encode()), the block table and the header;
+ * synced.  Fills st's page counts and size.  Returns 0 or -errno.
+ */
+int savefile_write(struct guest_memory *mem, int fd, const uint8_t *meta, size_t meta_len,
+		   struct savefile_stats *st) __attribute__((warn_unused_result));
+
+/*
+ * Copy-on-write: as savefile_write(), but RAM changes from the moment
+ * resume(opaque) is called (the guest runs on), and the file holds it as
+ * it was just before: the guest's view of mem is write-protected through
+ * userfaultfd first and each block released once copied; a write to a
+ * block not copied yet waits for its copy.  resume may be NULL.
+ * Returns 0 or -errno with why (-ENOTSUP: the kernel cannot
+ * write-protect shared memory); resume was called only if it got that far.
+ */
+int savefile_cow_write(struct guest_memory *mem, int fd, const uint8_t *meta, size_t meta_len,
+		       int (*resume)(void *opaque), void *opaque, struct savefile_stats *st,
+		       char *why, size_t whylen) __attribute__((warn_unused_result));
+
+/*
+ * A live snapshot of machine m to `path` (snapshot.c): paused only to
+ * take the state and write-protect RAM, then running while RAM is
+ * written; the file restores to the VM at that instant.  The disks are
+ * neither copied nor released.  Returns 0 or -errno with the reason in
+ * why; the guest runs on (or stays paused, if it was) either way.
+ */
+int savefile_snapshot(struct machine *m, const char *path, struct savefile_stats *st,
+		      char *why, size_t whylen) __attribute__((warn_unused_result));
+
+/* An opened, checked save file: header, metadata and block table. */
+struct savefile {
+	int fd;
+	char *path;
+	struct savefile_header h;
+	uint8_t *meta_buf;
+	struct savefile_meta meta;
+	uint8_t *table;
+};
+
+/*
+ * Open `path` and check everything but the RAM blocks' contents: header,
+ * sizes against the file, the metadata's and the table's checksums, the
+ * metadata's encoding.  Returns 0, or -errno with the reason in why:
+ * -ENOENT (no such file), -EPROTONOSUPPORT (another version), -EPROTO
+ * (damaged or truncated), -EISDIR / -EINVAL (not a regular file).
+ */
+int savefile_open(struct savefile *sf, const char *path, char *why, size_t whylen)
+	__attribute__((warn_unused_result));
+void savefile_close(struct savefile *sf);
+
+/*
+ * Read every block of RAM into mem, all holes until now (through the alias view; pages
+ * without data stay holes) on SAVEFILE_THREADS threads, checking each
+ * block's checksum.  Returns 0 or -errno (-EPROTO: a block is damaged)
+ * with the reason in why.
+ */
+int savefile_load_ram(struct savefile *sf, struct guest_memory *mem, struct savefile_stats *st,
+		      char *why, size_t whylen) __attribute__((warn_unused_result));
+
+/*
+ * Decode the device state (hostile: every record checked) and load it
+ * into m, whose vCPUs have not run.  Returns 0 or -errno with why.
+ */
+int savefile_load_state(struct savefile *sf, struct machine *m, char *why, size_t whylen)
+	__attribute__((warn_unused_result));
+
+/* Load pages of block b into buf (block_pages pages) and check them: 0 or -errno (why). */
+int savefile_read_block(struct savefile *sf, uint64_t b, const struct savefile_block *blk,
+			uint8_t *buf, char *why, size_t whylen) __attribute__((warn_unused_result));
+
+/* ---- lazy.c: restore on first touch ------------------------------------ */
+
+enum savefile_block_state { SF_BLOCK_WAITING, SF_BLOCK_LOADING, SF_BLOCK_LOADED };
+
+struct savefile_lazy {
+	struct savefile *sf;		/* borrowed until the lazy restore ends */
+	struct machine *m;
+	int uffd;
+	int stop_fd[2];
+	pthread_t fault_thread, prefetch_thread;
+	bool fault_started, prefetch_started;
+	/*
+	 * Per block: enum savefile_block_state, changed only with atomics.
+	 * Whoever moves a block WAITING -> LOADING (fault or prefetch
+	 * thread) loads it and sets LOADED; `lock` and `loaded` let the
+	 * fault thread wait for a block the prefetcher is loading.
+	 */
+	uint8_t *state;
+	pthread_mutex_t lock;
+	pthread_cond_t loaded;
+	/* Counters: written by their own thread, read atomically for the summary. */
+	uint64_t faults, zero_faults, fault_loads, prefetched;
+	uint64_t start_ns, done_ns;
+	/* Set once by the thread that failed; then the VM is stopped (lost). */
+	int err;
+	char why[256];
+	/* Called on the prefetch thread when every page is in (err 0) or the restore failed. */
+	void (*done)(void *opaque, int err);
+	void *opaque;
+};
+
+/*
+ * Register m's RAM (all holes) with userfaultfd and start the fault and
+ * prefetch threads; the guest may start right after.  A block whose
+ * checksum fails once the guest runs cannot be taken back: the VM is
+ * stopped as lost (VM_STOP_LOST) with the reason logged.  Returns 0 or
+ * -errno with the reason in why.
+ */
+int savefile_lazy_start(struct savefile_lazy *lz, struct savefile *sf, struct machine *m,
+			char *why, size_t whylen) __attribute__((warn_unused_result));
+/* Stop the threads (whatever is loaded stays) and unregister. */
+void savefile_lazy_stop(struct savefile_lazy *lz);
+
+#endif

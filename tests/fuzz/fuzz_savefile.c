@@ -1,0 +1,184 @@
+/*
+ * libFuzzer target: arbitrary bytes as a save file (docs/save-format.md)
+ * through the real reader: savefile_open(), then, if it passes,
+ * savefile_load_ram() into 16..64 MiB of RAM (a memfd: no KVM needed) and
+ * the device state's decoder.  See tests/fuzz/README.md.
+ *
+ * Input: one mode byte, then the file's first bytes.  Mode bit 1 set: the
+ * file is extended (sparse, zeros) or cut to the size its header asks
+ * for, so inputs of at most 64 KiB reach past the size check.  Mode bit 0
+ * set: every checksum is rewritten to match (each block's over the file's
+ * pages, the table's, the metadata's, the header's), so mutations reach
+ * the decoders behind them.
+ *
+ * FUZZ_SAVEFILE_SEEDS=DIR: write a seed (a real save of 16 MiB with data
+ * and zero pages and two disks) into DIR and exit.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include "board/machine_state.h"
+#include "migration/savefile/savefile.h"
+#include "util/le.h"
+#include "util/log.h"
+#include "vmm/memory.h"
+
+int LLVMFuzzerInitialize(int *argc, char ***argv);
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+#define FZ_MAX_MEMORY	(64ULL << 20)
+#define FZ_FIX_SUMS	0x01
+#define FZ_FIX_SIZE	0x02
+
+static char fz_path[64];
+
+static void fz_seed(const char *dir)
+{
+	struct mig_config cfg = { .memory = 16ULL << 20, .vcpus = 1, .page_size = 4096 };
+	const char *disks[] = { "path=/var/lib/a.img", "nbd=nbd://host/x,readonly=on" };
+	static const uint8_t state[64];
+	struct guest_memory mem;
+	struct savefile_stats st;
+	char path[512];
+	uint8_t *meta, *buf;
+	size_t len;
+	int fd;
+
+	if (guest_memory_create(&mem, cfg.memory) ||
+	    savefile_meta_encode(&cfg, "probe.elf", disks, 2, NULL, 0, state, sizeof(state),
+				 &meta, &len))
+		exit(1);
+	for (uint64_t i = 0; i < 300; i += 7)
+		memset(guest_memory_page_alias(&mem, i), (int)i + 1, 64);
+	fd = open(fz_path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+	if (fd < 0 || savefile_write(&mem, fd, meta, len, &st))
+		exit(1);
+	/* The mode byte, then header, metadata and table (RAM comes back as zeros). */
+	buf = malloc(65536);
+	buf[0] = FZ_FIX_SUMS | FZ_FIX_SIZE;
+	len = (size_t)pread(fd, buf + 1, 65535, 0);
+	close(fd);
+	guest_memory_destroy(&mem);
+	free(meta);
+	if (len > 4096 + (size_t)le_get(buf + 1 + 72, 8) + (size_t)le_get(buf + 1 + 48, 8))
+		len = 4096 + (size_t)le_get(buf + 1 + 72, 8) + (size_t)le_get(buf + 1 + 48, 8);
+	snprintf(path, sizeof(path), "%s/save-16M", dir);
+	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+	if (fd < 0 || write(fd, buf, len + 1) != (ssize_t)(len + 1))
+		exit(1);
+	close(fd);
+	free(buf);
+	unlink(fz_path);
+	exit(0);
+}
+
+int LLVMFuzzerInitialize(int *argc, char ***argv)
+{
+	const char *seeds = getenv("FUZZ_SAVEFILE_SEEDS");
+
+	log_set_level(getenv("FUZZ_SAVEFILE_VERBOSE") ? LOG_DEBUG : LOG_ERROR);
+	snprintf(fz_path, sizeof(fz_path), "/tmp/fuzz-savefile-%d.sav", (int)getpid());
+	if (seeds)
+		fz_seed(seeds);
+	return 0;
+}
+
+/* Rewrite every checksum of the file at fd (of its header's layout) to match. */
+static void fz_fix_sums(int fd, uint64_t size)
+{
+	uint8_t page[SAVEFILE_HEADER_SIZE], *meta, *table, *blk;
+	struct savefile_header h;
+	char why[256];
+
+	if (size < SAVEFILE_HEADER_SIZE || pread(fd, page, sizeof(page), 0) != sizeof(page))
+		return;
+	/* Decoding needs a matching header checksum: give it one first. */
+	le_put(page + SAVEFILE_HEADER_SIZE - 8, XXH3_64bits(page, SAVEFILE_HEADER_SIZE - 8), 8);
+	if (savefile_header_decode(page, size, &h, why, sizeof(why)) &&
+	    !strstr(why, "checksum"))
+		return;
+	if (!h.meta_len || h.file_size != size || h.memory > FZ_MAX_MEMORY)
+		return;
+	meta = malloc(h.meta_len);
+	table = malloc(h.table_len);
+	blk = malloc((size_t)h.block_pages * SAVEFILE_PAGE_SIZE);
+	if (meta && table && blk &&
+	    pread(fd, meta, h.meta_len, (off_t)h.meta_off) == (ssize_t)h.meta_len &&
+	    pread(fd, table, h.table_len, (off_t)h.table_off) == (ssize_t)h.table_len) {
+		for (uint64_t b = 0; b < h.blocks; b++) {
+			uint64_t mask = le_get(table + b * SAVEFILE_ENTRY_SIZE, 8);
+			XXH3_state_t *xs = XXH3_createState();
+			XXH3_64bits_reset_withSeed(xs, b);
+			for (unsigned k = 0; k < savefile_block_npages(&h, b); k++) {
+				uint64_t off = h.ram_off + (b * h.block_pages + k) * SAVEFILE_PAGE_SIZE;
+				if (!(mask >> k & 1) ||
+				    pread(fd, blk, SAVEFILE_PAGE_SIZE, (off_t)off) != SAVEFILE_PAGE_SIZE)
+					continue;
+				XXH3_64bits_update(xs, blk, SAVEFILE_PAGE_SIZE);
+			}
+			le_put(table + b * SAVEFILE_ENTRY_SIZE + 8, XXH3_64bits_digest(xs), 8);
+			XXH3_freeState(xs);
+		}
+		h.meta_hash = XXH3_64bits(meta, h.meta_len);
+		h.table_hash = savefile_table_hash(table, h.table_len);
+		if (pwrite(fd, table, h.table_len, (off_t)h.table_off) == (ssize_t)h.table_len) {
+			le_put(page + 56, h.meta_hash, 8);
+			le_put(page + 80, h.table_hash, 8);
+			le_put(page + SAVEFILE_HEADER_SIZE - 8,
+			       XXH3_64bits(page, SAVEFILE_HEADER_SIZE - 8), 8);
+			if (pwrite(fd, page, sizeof(page), 0) != sizeof(page))
+				abort();
+		}
+	}
+	free(meta);
+	free(table);
+	free(blk);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	struct machine_state ms;
+	struct vmstate_error verr;
+	struct guest_memory mem;
+	struct savefile_stats st;
+	struct savefile sf;
+	char why[256];
+	uint64_t fsize;
+	int fd;
+
+	if (size < 1)
+		return 0;
+	fd = open(fz_path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+	if (fd < 0 || write(fd, data + 1, size - 1) != (ssize_t)(size - 1))
+		abort();
+	fsize = size - 1;
+	if ((data[0] & FZ_FIX_SIZE) && size - 1 >= 104) {
+		uint64_t want = le_get(data + 1 + 96, 8);
+		if (want <= FZ_MAX_MEMORY + (64ULL << 20) && !ftruncate(fd, (off_t)want))
+			fsize = want;
+	}
+	if (data[0] & FZ_FIX_SUMS)
+		fz_fix_sums(fd, fsize);
+	close(fd);
+	if (savefile_open(&sf, fz_path, why, sizeof(why)) == 0) {
+		if (sf.h.memory <= FZ_MAX_MEMORY && guest_memory_create(&mem, sf.h.memory) == 0) {
+			if (savefile_load_ram(&sf, &mem, &st, why, sizeof(why)) == 0 &&
+			    machine_state_decode(sf.meta.state, sf.meta.state_len, sf.meta.cfg.vcpus,
+						 &ms, &verr) == 0)
+				machine_state_free(&ms);
+			else
+				pr_debug("refused later: %s", why);
+			guest_memory_destroy(&mem);
+		}
+		savefile_close(&sf);
+	} else {
+		pr_debug("refused: %s", why);
+	}
+	unlink(fz_path);
+	return 0;
+}

@@ -1,0 +1,548 @@
+/*
+ * The save file (src/migration/savefile/, docs/save-format.md) without
+ * KVM: guest RAM is a memfd of its own here.  A file written from RAM
+ * with data pages, zero pages and holes reads back page for page, stays
+ * sparse, and fills RAM on first touch through userfaultfd (lazy); every
+ * kind of damage (truncated, appended to, a bit flipped in the header,
+ * the metadata, the table or a RAM page, another version, offsets that
+ * do not fit, metadata that runs past itself) is refused with its reason.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+#include <cmocka.h>
+#include <xxhash.h>
+
+#include "migration/savefile/savefile.h"
+#include "util/le.h"
+#include "vmm/memory.h"
+
+#define T_MEM (16ULL << 20)
+#define T_PAGES (T_MEM / GUEST_PAGE_SIZE)
+#define T_BAD_BLOCK 5
+
+/* Page i: data for i % 3 == 0, written zeros for i % 3 == 1, a hole otherwise; block 7 all holes. */
+static bool t_has_data(uint64_t i)
+{
+	return i % 3 == 0 && i / SAVEFILE_BLOCK_PAGES != 7;
+}
+
+static void t_fill(struct guest_memory *mem)
+{
+	for (uint64_t i = 0; i < T_PAGES; i++) {
+		if (i / SAVEFILE_BLOCK_PAGES == 7 || i % 3 == 2)
+			continue;
+		uint64_t *p = guest_memory_page_alias(mem, i);
+		memset(p, 0, GUEST_PAGE_SIZE);
+		if (t_has_data(i)) {
+			p[0] = i + 1;
+			p[GUEST_PAGE_SIZE / 8 - 1] = ~i;
+		}
+	}
+}
+
+static void t_check_page(const uint8_t *page, uint64_t i)
+{
+	const uint64_t *p = (const uint64_t *)(const void *)page;
+
+	if (t_has_data(i)) {
+		assert_int_equal(p[0], i + 1);
+		assert_int_equal(p[GUEST_PAGE_SIZE / 8 - 1], ~i);
+	} else {
+		for (unsigned w = 0; w < GUEST_PAGE_SIZE / 8; w++)
+			assert_int_equal(p[w], 0);
+	}
+}
+
+struct t_env {
+	char dir[64], path[96], bad[96];
+	struct guest_memory mem;
+	struct savefile_stats st;
+};
+
+static void t_meta(uint8_t **meta, size_t *len)
+{
+	struct mig_config cfg = { .memory = T_MEM, .vcpus = 2, .page_size = 4096, .cmdline_len = 3 };
+	const char *disks[] = { "path=/nonexistent/disk.img,readonly=on" };
+	const char *nics[] = { "tap=tap0" };
+	static const uint8_t state[] = "not a real state";
+
+	memcpy(cfg.cmdline, "a=b", 3);
+	assert_int_equal(savefile_meta_encode(&cfg, "probe.elf", disks, 1, nics, 1, state,
+					      sizeof(state), meta, len), 0);
+}
+
+static int t_setup(void **state)
+{
+	struct t_env *e = calloc(1, sizeof(*e));
+	uint8_t *meta;
+	size_t len;
+	int fd;
+
+	snprintf(e->dir, sizeof(e->dir), "/tmp/ferry-savefile-XXXXXX");
+	assert_non_null(mkdtemp(e->dir));
+	snprintf(e->path, sizeof(e->path), "%s/vm.sav", e->dir);
+	snprintf(e->bad, sizeof(e->bad), "%s/bad.sav", e->dir);
+	assert_int_equal(guest_memory_create(&e->mem, T_MEM), 0);
+	t_fill(&e->mem);
+	t_meta(&meta, &len);
+	fd = open(e->path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+	assert_true(fd >= 0);
+	assert_int_equal(savefile_write(&e->mem, fd, meta, len, &e->st), 0);
+	close(fd);
+	free(meta);
+	*state = e;
+	return 0;
+}
+
+static int t_teardown(void **state)
+{
+	struct t_env *e = *state;
+
+	unlink(e->path);
+	unlink(e->bad);
+	rmdir(e->dir);
+	guest_memory_destroy(&e->mem);
+	free(e);
+	return 0;
+}
+
+static void test_roundtrip(void **state)
+{
+	struct t_env *e = *state;
+	struct guest_memory mem;
+	struct savefile_stats st;
+	struct savefile sf;
+	struct stat sb;
+	char why[256] = "";
+	uint64_t data = 0;
+
+	for (uint64_t i = 0; i < T_PAGES; i++)
+		data += t_has_data(i);
+	assert_int_equal(e->st.data_pages, data);
+	assert_int_equal(e->st.zero_pages, T_PAGES - data);
+	/* Holes stay holes: the file holds little more than its data pages. */
+	assert_int_equal(stat(e->path, &sb), 0);
+	assert_int_equal((uint64_t)sb.st_size, e->st.file_bytes);
+	assert_true((uint64_t)sb.st_blocks * 512 <= data * GUEST_PAGE_SIZE + (1ULL << 20));
+
+	assert_int_equal(savefile_open(&sf, e->path, why, sizeof(why)), 0);
+	assert_int_equal(sf.meta.cfg.vcpus, 2);
+	assert_string_equal(sf.meta.kernel, "probe.elf");
+	assert_int_equal(sf.meta.nr_disks, 1);
+	assert_string_equal(sf.meta.disks[0], "path=/nonexistent/disk.img,readonly=on");
+	assert_string_equal(sf.meta.nics[0], "tap=tap0");
+	assert_int_equal(sf.meta.state_len, sizeof("not a real state"));
+	assert_int_equal(guest_memory_create(&mem, T_MEM), 0);
+	assert_int_equal(savefile_load_ram(&sf, &mem, &st, why, sizeof(why)), 0);
+	assert_int_equal(st.data_pages, data);
+	/* The all-hole block was never allocated on the restore side either. */
+	assert_true(guest_memory_is_hole(&mem, 7 * SAVEFILE_BLOCK_PAGES, SAVEFILE_BLOCK_PAGES));
+	/* And so did a zero page next to data (page 1: zeros written at the save). */
+	assert_true(guest_memory_is_hole(&mem, 1, 1));
+	assert_false(guest_memory_is_hole(&mem, 3, 1));
+	for (uint64_t i = 0; i < T_PAGES; i++)
+		t_check_page(guest_memory_page_alias(&mem, i), i);
+	guest_memory_destroy(&mem);
+	savefile_close(&sf);
+}
+
+/* ---- damaged files ----------------------------------------------------- */
+
+static void t_copy(struct t_env *e, uint64_t size)
+{
+	char cmd[512];
+
+	snprintf(cmd, sizeof(cmd), "cp --sparse=always %s %s && truncate -s %llu %s", e->path,
+		 e->bad, (unsigned long long)size, e->bad);
+	assert_int_equal(system(cmd), 0);
+}
+
+static uint64_t t_size(const char *path)
+{
+	struct stat sb;
+
+	assert_int_equal(stat(path, &sb), 0);
+	return (uint64_t)sb.st_size;
+}
+
+static void t_poke(const char *path, uint64_t off, const void *p, size_t n)
+{
+	int fd = open(path, O_WRONLY);
+
+	assert_true(fd >= 0);
+	assert_int_equal(pwrite(fd, p, n, (off_t)off), (ssize_t)n);
+	close(fd);
+}
+
+static void t_flip(const char *path, uint64_t off)
+{
+	int fd = open(path, O_RDWR);
+	uint8_t b;
+
+	assert_true(fd >= 0);
+	assert_int_equal(pread(fd, &b, 1, (off_t)off), 1);
+	b ^= 0x10;
+	assert_int_equal(pwrite(fd, &b, 1, (off_t)off), 1);
+	close(fd);
+}
+
+/* Open (and load) the damaged copy: it must fail with err and a reason naming `want`. */
+static void t_refused(struct t_env *e, int want_err, const char *want)
+{
+	struct guest_memory mem;
+	struct savefile_stats st;
+	struct savefile sf;
+	char why[256] = "";
+	int err = savefile_open(&sf, e->bad, why, sizeof(why));
+
+	if (!err) {
+		assert_int_equal(guest_memory_create(&mem, T_MEM), 0);
+		err = savefile_load_ram(&sf, &mem, &st, why, sizeof(why));
+		guest_memory_destroy(&mem);
+		savefile_close(&sf);
+	}
+	print_message("refused (%d): %s\n", err, why);
+	assert_int_equal(err, want_err);
+	assert_non_null(strstr(why, want));
+}
+
+static void t_header(struct t_env *e, struct savefile_header *h)
+{
+	uint8_t page[SAVEFILE_HEADER_SIZE];
+	char why[256];
+	int fd = open(e->path, O_RDONLY);
+
+	assert_int_equal(pread(fd, page, sizeof(page), 0), (ssize_t)sizeof(page));
+	close(fd);
+	assert_int_equal(savefile_header_decode(page, t_size(e->path), h, why, sizeof(why)), 0);
+}
+
+static void t_rewrite_header(struct t_env *e, const struct savefile_header *h)
+{
+	uint8_t page[SAVEFILE_HEADER_SIZE];
+
+	savefile_header_encode(h, page);
+	t_poke(e->bad, 0, page, sizeof(page));
+}
+
+static void test_damaged(void **state)
+{
+	struct t_env *e = *state;
+	uint64_t size = t_size(e->path);
+	struct savefile_header h, h2;
+	uint32_t v2 = 2;
+
+	t_header(e, &h);
+	t_copy(e, size - GUEST_PAGE_SIZE);
+	t_refused(e, -EPROTO, "truncated");
+	t_copy(e, 100);
+	t_refused(e, -EPROTO, "truncated");
+	t_copy(e, size + 1);
+	t_refused(e, -EPROTO, "appended");
+	t_copy(e, size);
+	t_poke(e->bad, 0, "FERRYMIG", 8);
+	t_refused(e, -EPROTO, "not a ferry save file");
+	t_copy(e, size);
+	t_poke(e->bad, 8, &v2, 4);
+	t_refused(e, -EPROTONOSUPPORT, "version 2");
+	t_copy(e, size);
+	t_flip(e->bad, 41);		/* inside the metadata offset */
+	t_refused(e, -EPROTO, "header fails its checksum");
+	t_copy(e, size);
+	t_flip(e->bad, h.meta_off + 3);
+	t_refused(e, -EPROTO, "metadata fails its checksum");
+	t_copy(e, size);
+	t_flip(e->bad, h.table_off + 20);
+	t_refused(e, -EPROTO, "block table fails its checksum");
+	/* A data page of block 5: the file opens, the load finds it. */
+	t_copy(e, size);
+	t_flip(e->bad, h.ram_off + (T_BAD_BLOCK * SAVEFILE_BLOCK_PAGES + 1) * GUEST_PAGE_SIZE + 9);
+	t_refused(e, -EPROTO, "RAM block 5");
+	/* A header with a valid checksum whose offsets point elsewhere. */
+	h2 = h;
+	h2.ram_off += GUEST_PAGE_SIZE;
+	t_copy(e, size);
+	t_rewrite_header(e, &h2);
+	t_refused(e, -EPROTO, "do not fit together");
+	h2 = h;
+	h2.memory = 1ULL << 50;
+	t_copy(e, size);
+	t_rewrite_header(e, &h2);
+	t_refused(e, -EPROTO, "bytes of RAM");
+	h2 = h;
+	h2.flags = 4;
+	t_copy(e, size);
+	t_rewrite_header(e, &h2);
+	t_refused(e, -EPROTO, "flags");
+}
+
+/* Metadata that passes its checksum but lies about its own lengths. */
+static void test_bad_meta(void **state)
+{
+	struct t_env *e = *state;
+	uint64_t size = t_size(e->path);
+	struct savefile_header h;
+	uint8_t *meta = malloc(SAVEFILE_META_MAX);
+	uint8_t four[4];
+	int fd;
+
+	t_header(e, &h);
+	fd = open(e->path, O_RDONLY);
+	assert_int_equal(pread(fd, meta, h.meta_len, (off_t)h.meta_off), (ssize_t)h.meta_len);
+	close(fd);
+	/* The state's length, the last field before the state itself, made huge. */
+	uint64_t at = h.meta_len - sizeof("not a real state") - 4;
+	le_put(four, 0xfffffff0, 4);
+	memcpy(meta + at, four, 4);
+	h.meta_hash = XXH3_64bits(meta, h.meta_len);
+	t_copy(e, size);
+	t_poke(e->bad, h.meta_off, meta, h.meta_len);
+	t_rewrite_header(e, &h);
+	t_refused(e, -EPROTO, "does not end where the metadata does");
+	/* The configuration record's length past the end. */
+	le_put(four, (uint32_t)h.meta_len, 4);
+	memcpy(meta, four, 4);
+	h.meta_hash = XXH3_64bits(meta, h.meta_len);
+	t_copy(e, size);
+	t_poke(e->bad, h.meta_off, meta, h.meta_len);
+	t_rewrite_header(e, &h);
+	t_refused(e, -EPROTO, "inside the configuration");
+	free(meta);
+}
+
+/* ---- lazy restore ------------------------------------------------------ */
+
+static void t_lazy_done(void *opaque, int err)
+{
+	int *p = opaque;
+
+	__atomic_store_n(p, err ? err : 1, __ATOMIC_RELEASE);
+}
+
+/* A machine with RAM and a stop eventfd only: all a lazy restore uses of it. */
+static struct machine *t_machine(void)
+{
+	struct machine *m = calloc(1, sizeof(*m));
+
+	assert_non_null(m);
+	assert_int_equal(guest_memory_create(&m->vm.mem, T_MEM), 0);
+	m->vm.stop_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	assert_true(m->vm.stop_efd >= 0);
+	return m;
+}
+
+static void t_free_machine(struct machine *m)
+{
+	guest_memory_destroy(&m->vm.mem);
+	close(m->vm.stop_efd);
+	free(m);
+}
+
+static bool t_uffd_allowed(void)
+{
+	int fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC);
+
+	if (fd < 0)
+		return false;
+	close(fd);
+	return true;
+}
+
+static void t_wait_done(int *done)
+{
+	for (int i = 0; i < 1000 && !__atomic_load_n(done, __ATOMIC_ACQUIRE); i++)
+		usleep(10000);
+}
+
+static void test_lazy(void **state)
+{
+	struct t_env *e = *state;
+	struct savefile_lazy lz = { .done = t_lazy_done };
+	struct machine *m;
+	struct savefile sf;
+	char why[256] = "";
+	int done = 0;
+
+	if (!t_uffd_allowed()) {
+		print_message("userfaultfd not allowed here\n");
+		skip();
+	}
+	m = t_machine();
+	lz.opaque = &done;
+	assert_int_equal(savefile_open(&sf, e->path, why, sizeof(why)), 0);
+	assert_int_equal(savefile_lazy_start(&lz, &sf, m, why, sizeof(why)), 0);
+	/* The guest's view, from the last page down: faults ahead of the prefetcher. */
+	for (uint64_t i = T_PAGES; i-- > 0;)
+		t_check_page(guest_memory_page_ptr(&m->vm.mem, i), i);
+	t_wait_done(&done);
+	assert_int_equal(done, 1);
+	assert_int_equal(lz.err, 0);
+	assert_true(lz.faults > 0);
+	assert_true(lz.fault_loads > 0);
+	/* Unregistered now: a page never touched reads as zero by itself. */
+	savefile_lazy_stop(&lz);
+	savefile_close(&sf);
+	t_free_machine(m);
+}
+
+static void test_lazy_damaged(void **state)
+{
+	struct t_env *e = *state;
+	struct savefile_lazy lz = { .done = t_lazy_done };
+	struct savefile_header h;
+	struct machine *m;
+	struct savefile sf;
+	char why[256] = "";
+	int done = 0;
+
+	if (!t_uffd_allowed())
+		skip();
+	t_header(e, &h);
+	t_copy(e, t_size(e->path));
+	t_flip(e->bad, h.ram_off + (T_BAD_BLOCK * SAVEFILE_BLOCK_PAGES + 1) * GUEST_PAGE_SIZE);
+	m = t_machine();
+	lz.opaque = &done;
+	assert_int_equal(savefile_open(&sf, e->bad, why, sizeof(why)), 0);
+	assert_int_equal(savefile_lazy_start(&lz, &sf, m, why, sizeof(why)), 0);
+	/* The touch returns (the range is let go), the VM is stopped as lost. */
+	(void)*(volatile uint8_t *)guest_memory_page_ptr(&m->vm.mem,
+							 T_BAD_BLOCK * SAVEFILE_BLOCK_PAGES + 1);
+	t_wait_done(&done);
+	assert_int_equal(done, -EPROTO);
+	assert_int_equal(lz.err, -EPROTO);
+	assert_non_null(strstr(lz.why, "RAM block 5"));
+	assert_int_equal(m->vm.stop_reason, VM_STOP_LOST);
+	savefile_lazy_stop(&lz);
+	savefile_close(&sf);
+	t_free_machine(m);
+}
+
+/* ---- live snapshot: copy-on-write ---------------------------------------- */
+
+struct t_mutator {
+	struct guest_memory *mem;
+	pthread_t thread;
+	volatile int stop;
+	uint64_t writes;
+};
+
+/* The "guest": writes into every page, holes too, from the top (ahead of the writer). */
+static void *t_mutate(void *opaque)
+{
+	struct t_mutator *mu = opaque;
+
+	/* First a block that is all holes: a write there must wait for its copy too. */
+	((volatile uint64_t *)guest_memory_page_ptr(mu->mem, 7 * SAVEFILE_BLOCK_PAGES + 5))[1] = 1;
+	for (int pass = 0; pass < 1000 && !mu->stop; pass++)
+		for (uint64_t i = T_PAGES; i-- > 0 && !mu->stop;) {
+			((volatile uint64_t *)guest_memory_page_ptr(mu->mem, i))[1] = 0xdead0000 + i;
+			__atomic_add_fetch(&mu->writes, 1, __ATOMIC_RELAXED);
+		}
+	return NULL;
+}
+
+static int t_resume(void *opaque)
+{
+	struct t_mutator *mu = opaque;
+
+	return pthread_create(&mu->thread, NULL, t_mutate, mu) ? -EAGAIN : 0;
+}
+
+static void test_snapshot_cow(void **state)
+{
+	struct t_env *e = *state;
+	struct t_mutator mu = { .mem = &e->mem };
+	struct guest_memory mem;
+	struct savefile_stats st = { 0 }, lst;
+	struct savefile sf;
+	char why[256] = "";
+	uint8_t *meta;
+	size_t len;
+	int fd, err;
+
+	if (!t_uffd_allowed())
+		skip();
+	t_meta(&meta, &len);
+	fd = open(e->bad, O_RDWR | O_CREAT | O_TRUNC, 0600);
+	assert_true(fd >= 0);
+	err = savefile_cow_write(&e->mem, fd, meta, len, t_resume, &mu, &st, why, sizeof(why));
+	close(fd);
+	free(meta);
+	if (err == -ENOTSUP) {
+		print_message("%s\n", why);
+		skip();
+	}
+	assert_int_equal(err, 0);
+	uint64_t during = __atomic_load_n(&mu.writes, __ATOMIC_RELAXED);
+	mu.stop = 1;
+	pthread_join(mu.thread, NULL);
+	print_message("snapshot: %llu guest writes while it ran, %llu write faults, %llu blocks "
+		      "copied ahead of the writer\n", (unsigned long long)during,
+		      (unsigned long long)st.wp_faults, (unsigned long long)st.fault_copies);
+	/* The guest ran during the snapshot, hit protected blocks, and got through. */
+	assert_true(during > 0);
+	assert_true(st.wp_faults > 0);
+	assert_int_equal(((uint64_t *)guest_memory_page_ptr(&e->mem, T_PAGES - 1))[1],
+			 0xdead0000 + T_PAGES - 1);
+	assert_int_equal(((uint64_t *)guest_memory_page_ptr(&e->mem, 7 * SAVEFILE_BLOCK_PAGES + 5))[1], 1);
+	/* The file holds RAM as it was before the first of those writes. */
+	assert_int_equal(savefile_open(&sf, e->bad, why, sizeof(why)), 0);
+	assert_int_equal(guest_memory_create(&mem, T_MEM), 0);
+	assert_int_equal(savefile_load_ram(&sf, &mem, &lst, why, sizeof(why)), 0);
+	for (uint64_t i = 0; i < T_PAGES; i++)
+		t_check_page(guest_memory_page_alias(&mem, i), i);
+	guest_memory_destroy(&mem);
+	savefile_close(&sf);
+}
+
+/* A disk or NIC recorded as an option comes back as the same option. */
+static void test_specs(void **state)
+{
+	struct block_config c, back;
+	struct net_config n;
+	char buf[SAVEFILE_SPEC_MAX], why[256];
+
+	assert_int_equal(block_config_parse("path=/img/a.raw,readonly=on,cache=none,serial=S1",
+					    &c, why, sizeof(why)), 0);
+	assert_int_equal(savefile_disk_spec(&c, buf, sizeof(buf), why, sizeof(why)), 0);
+	assert_int_equal(block_config_parse(buf, &back, why, sizeof(why)), 0);
+	assert_string_equal(back.path, "/img/a.raw");
+	assert_true(back.readonly);
+	assert_int_equal(back.cache, BLOCK_CACHE_NONE);
+	assert_string_equal(back.serial, "S1");
+	memset(&n, 0, sizeof(n));
+	n.kind = NET_BACKEND_FD;
+	assert_int_equal(savefile_nic_spec(&n, buf, sizeof(buf), why, sizeof(why)), -EINVAL);
+	n.kind = NET_BACKEND_TAP;
+	snprintf(n.ifname, sizeof(n.ifname), "tap7");
+	assert_int_equal(savefile_nic_spec(&n, buf, sizeof(buf), why, sizeof(why)), 0);
+	assert_string_equal(buf, "tap=tap7");
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_roundtrip, t_setup, t_teardown),
+		cmocka_unit_test_setup_teardown(test_damaged, t_setup, t_teardown),
+		cmocka_unit_test_setup_teardown(test_bad_meta, t_setup, t_teardown),
+		cmocka_unit_test_setup_teardown(test_lazy, t_setup, t_teardown),
+		cmocka_unit_test_setup_teardown(test_lazy_damaged, t_setup, t_teardown),
+		cmocka_unit_test_setup_teardown(test_snapshot_cow, t_setup, t_teardown),
+		cmocka_unit_test(test_specs),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
