@@ -611,7 +611,12 @@ static ssize_t tls_read(struct mig_channel *ch, void *buf, size_t len)
  * GnuTLS encrypts a whole record before it sends it: when the socket took
  * only part (E_AGAIN), the record is ours already and the rest goes out on
  * the next call, which the caller makes with the same bytes (stream.c
- * does: it re-offers what was not counted written).
+ * does: it re-offers what was not counted written).  A record counts as
+ * written only once all of it reached the kernel, and the peer can never
+ * decrypt part of one: so "not one byte of GO was written" still means
+ * the destination cannot have GO (switchover.c).  Records are not batched
+ * into one sendmsg() for that reason: that would count them written
+ * before they left.
  */
 static ssize_t tls_writev(struct mig_channel *ch, const struct iovec *iov, int iovcnt)
 {
