@@ -85,6 +85,9 @@ static const char run_usage[] =
 "                         PSK from DIR/keys.psk (IDENTITY:HEXKEY lines, any is\n"
 "                         accepted) when DIR has no ca-cert.pem.  A source that\n"
 "                         fails TLS is refused (logged) and the wait goes on\n"
+"      --tls-authz FILE   accept only the sources named in FILE, one a line:\n"
+"                         certificate subject DNs as 'CN=ferry-source', or\n"
+"                         PSK identities\n"
 "      --tls-verify-peer on|off  require a source certificate signed by\n"
 "                         ca-cert.pem (default: on when DIR has ca-cert.pem)\n"
 "      --resume-timeout T with --incoming: how long a post-copy whose source\n"
@@ -142,6 +145,7 @@ static void run_parse(int argc, char **argv, struct run_opts *o)
 		{ "resume-timeout", required_argument, NULL, 'R' },
 		{ "tls-creds", required_argument, NULL, 'K' },
 		{ "tls-verify-peer", required_argument, NULL, 'V' },
+		{ "tls-authz", required_argument, NULL, 'Z' },
 		{ "quiet", no_argument, NULL, 'q' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
@@ -189,6 +193,11 @@ static void run_parse(int argc, char **argv, struct run_opts *o)
 			if (!*optarg || strlen(optarg) >= sizeof(o->tls.dir))
 				die(FERRY_EXIT_USAGE, "bad --tls-creds '%s': give a directory", optarg);
 			strcpy(o->tls.dir, optarg);
+			break;
+		case 'Z':
+			if (!*optarg || strlen(optarg) >= sizeof(o->tls.authz))
+				die(FERRY_EXIT_USAGE, "bad --tls-authz '%s': give a file", optarg);
+			strcpy(o->tls.authz, optarg);
 			break;
 		case 'V':
 			if (strcmp(optarg, "on") && strcmp(optarg, "off"))
@@ -242,7 +251,8 @@ static void run_parse(int argc, char **argv, struct run_opts *o)
 		die(FERRY_EXIT_USAGE, "--lazy needs --restore FILE");
 	if (o->restore) {
 		if (o->incoming || o->mc.kernel || o->mc.cmdline || o->memory_set || o->vcpus_set ||
-		    o->mc.prealloc || o->tls.dir[0] || o->tls.verify_peer != MIG_TLS_VERIFY_AUTO)
+		    o->mc.prealloc || o->tls.dir[0] || o->tls.authz[0] ||
+		    o->tls.verify_peer != MIG_TLS_VERIFY_AUTO)
 			die(FERRY_EXIT_USAGE, "--restore takes the VM from the file; drop --incoming, "
 			    "--kernel, --cmdline, --memory, --vcpus, --prealloc and --tls-*");
 		return;
@@ -251,6 +261,8 @@ static void run_parse(int argc, char **argv, struct run_opts *o)
 		if (o->mc.kernel || o->mc.cmdline)
 			die(FERRY_EXIT_USAGE, "--incoming takes the kernel and its command line from "
 			    "the stream; drop --kernel and --cmdline");
+		if (o->tls.authz[0] && !o->tls.dir[0])
+			die(FERRY_EXIT_USAGE, "--tls-authz needs --tls-creds DIR");
 		if (o->tls.dir[0] && mig_tls_check(&o->tls, true, why, sizeof(why)))
 			die(FERRY_EXIT_USAGE, "%s", why);
 		if (o->mc.prealloc && !o->memory_set)
@@ -258,8 +270,8 @@ static void run_parse(int argc, char **argv, struct run_opts *o)
 			    "the size of the VM that will arrive");
 		return;
 	}
-	if (o->tls.dir[0] || o->tls.verify_peer != MIG_TLS_VERIFY_AUTO)
-		die(FERRY_EXIT_USAGE, "--tls-creds and --tls-verify-peer go with --incoming "
+	if (o->tls.dir[0] || o->tls.authz[0] || o->tls.verify_peer != MIG_TLS_VERIFY_AUTO)
+		die(FERRY_EXIT_USAGE, "--tls-creds, --tls-authz and --tls-verify-peer go with --incoming "
 		    "(for a migration away: 'ferry migrate ... --tls-creds DIR')");
 	if (!o->mc.kernel)
 		die(FERRY_EXIT_USAGE, "--kernel FILE or --incoming URI is required "

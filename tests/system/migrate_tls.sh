@@ -4,7 +4,8 @@
 # is cut and resumed over TLS again; then every refusal, each with the
 # source's guest running on and a message that says why: wrong CA, wrong
 # name, expired, not yet valid, no client certificate where one is
-# required, plain against TLS both ways, PSK mismatch.
+# required, plain against TLS both ways, a source not in --tls-authz, PSK
+# mismatch.
 . "$(dirname "$0")/lib.sh"
 require_kvm
 command -v certtool >/dev/null || skip "certtool (gnutls-bin) is not installed"
@@ -67,7 +68,7 @@ refuse() {
 	timeout 60 "$FERRY" migrate "$T/bad-s.ctl" "$uri" --json $margs >"$T/$name.json" 2>"$T/$name.err" || rc=$?
 	[ "$rc" -eq 1 ] || { cat "$T/$name.json" "$T/$name.err"; fail "$name: ferry migrate exit $rc, want 1"; }
 	[ "$(json_field "$T/$name.json" status)" = failed ] || { cat "$T/$name.json"; fail "$name: not failed"; }
-	grep -qE "$src_re" "$T/$name.json" || { cat "$T/$name.json"; fail "$name: the source does not say '$src_re'"; }
+	grep -qE -- "$src_re" "$T/$name.json" || { cat "$T/$name.json"; fail "$name: the source does not say '$src_re'"; }
 	wait_line "$T/$name-d.log" "$dst_re" 10
 	assert_source_runs bad-s
 	assert_no_guest "$T/$name-d.serial"
@@ -97,6 +98,9 @@ refuse plain-to-tls "--tls-creds $C/server" "" \
 	"TLS alert: it requires TLS" "connected without TLS"
 refuse tls-to-plain "" "--tls-creds $C/client" \
 	"does not speak TLS" "source speaks TLS"
+echo "CN=someone-else" >"$T/authz"
+refuse authz "--tls-creds $C/server --tls-authz $T/authz" "--tls-creds $C/client" \
+	"Access was denied" "refused a source.*not in --tls-authz"
 refuse psk-mismatch "--tls-creds $C/psk" "--tls-creds $C/psk-other" \
 	"PSK" "refused a source.*PSK"
 
@@ -110,4 +114,4 @@ wait_line "$T/last-d.serial" '^hb ' 10
 "$FERRY" quit "$T/last-d.ctl"; wait_exit "$D" 10
 ! grep -q CORRUPT "$T"/*.serial || fail "corruption"
 assert_no_sanitizer "$T"/*.log
-echo "TLS: pre-copy, post-copy and resume over TLS; 9 refusals, each with its reason"
+echo "TLS: pre-copy, post-copy and resume over TLS; 10 refusals, each with its reason"

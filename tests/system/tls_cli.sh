@@ -11,7 +11,7 @@ expect_usage() {
 	local re=$1 rc=0; shift
 	timeout 20 "$FERRY" "$@" >"$T/out" 2>&1 </dev/null || rc=$?
 	[ "$rc" -eq 64 ] || { cat "$T/out"; fail "ferry $*: exit $rc, want 64"; }
-	grep -qE "$re" "$T/out" || { cat "$T/out"; fail "ferry $*: no '$re' in the message"; }
+	grep -qE -- "$re" "$T/out" || { cat "$T/out"; fail "ferry $*: no '$re' in the message"; }
 }
 port=$(random_port)
 expect_usage "not a directory" run --incoming "tcp:127.0.0.1:$port" --tls-creds "$T/none"
@@ -24,5 +24,8 @@ expect_usage "tls-verify-peer on needs .*ca-cert.pem" \
 	run --incoming "tcp:127.0.0.1:$port" --tls-creds "$T/noca" --tls-verify-peer on
 printf 'ferry:abc\n' >"$T/keys.psk"; mkdir -p "$T/badpsk"; mv "$T/keys.psk" "$T/badpsk/"
 expect_usage "line 1: use IDENTITY:HEXKEY" run --incoming "tcp:127.0.0.1:$port" --tls-creds "$T/badpsk"
+expect_usage "--tls-authz needs --tls-creds" run --incoming "tcp:127.0.0.1:$port" --tls-authz "$T/none"
+expect_usage "cannot read --tls-authz" \
+	run --incoming "tcp:127.0.0.1:$port" --tls-creds "$C/server" --tls-authz "$T/none"
 expect_usage "bad --tls-creds" migrate "$T/none.ctl" "tcp:127.0.0.1:$port" --tls-creds "$T/none"
 echo "TLS usage errors: exit 64 with the reason"

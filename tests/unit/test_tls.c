@@ -33,6 +33,7 @@
 #define HELLO "FERRYMIG\x02\0\0\0"
 
 static char certs[64];		/* the credentials' root, made once */
+static const char *next_authz;	/* the next destination's --tls-authz file, if any */
 static int port_base;
 
 /* A destination: listens in the test's thread, accepts and checks in its own. */
@@ -112,6 +113,9 @@ static void dest_start(struct dest *d, const char *scheme, const char *server_di
 		snprintf(d->uri, sizeof(d->uri), "unix:%s/dest.sock", certs);
 	tls_dir(&d->tls, server_dir);
 	d->tls.verify_peer = verify;
+	if (next_authz)
+		snprintf(d->tls.authz, sizeof(d->tls.authz), "%s/%s", certs, next_authz);
+	next_authz = NULL;
 	assert_int_equal(pipe(d->intr), 0);
 	int err = mig_channel_listen(d->uri, &d->tls, &d->l, why, sizeof(why));
 	if (err)
@@ -341,6 +345,54 @@ static void test_psk_mismatch(void **state)
 	assert_true(d.data_ok);
 }
 
+static void write_file(const char *name, const char *text)
+{
+	char path[200];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/%s", certs, name);
+	assert_non_null(f = fopen(path, "w"));
+	fputs(text, f);
+	fclose(f);
+}
+
+/* --tls-authz: only the sources named get in (a certificate's DN, a PSK identity). */
+static void test_authz(void **state)
+{
+	char why[512];
+	struct dest d;
+
+	write_file("authz-other", "CN=someone-else\nferry\n");
+	write_file("authz-ok", "CN=someone-else\nCN=ferry-source\n");
+	write_file("authz-psk", "CN=ferry-source\nferry\n");
+	next_authz = "authz-other";
+	dest_start(&d, "tcp", "server", MIG_TLS_VERIFY_AUTO);
+	assert_int_not_equal(source(&d, "client", NULL, why, sizeof(why)), 0);
+	expect_why(why, "Access was denied");
+	assert_int_equal(dest_end(&d), -EINTR);
+
+	next_authz = "authz-ok";
+	dest_start(&d, "tcp", "server", MIG_TLS_VERIFY_AUTO);
+	if (source(&d, "client", NULL, why, sizeof(why)))
+		fail_msg("an authorised source: %s", why);
+	assert_int_equal(dest_end(&d), 0);
+	assert_true(d.data_ok);
+
+	next_authz = "authz-psk";
+	dest_start(&d, "tcp", "psk", MIG_TLS_VERIFY_AUTO);
+	if (source(&d, "psk", NULL, why, sizeof(why)))
+		fail_msg("an authorised PSK identity: %s", why);
+	assert_int_equal(dest_end(&d), 0);
+
+	/* Without a checked certificate there is nobody to look up. */
+	struct mig_tls t;
+	tls_dir(&t, "server");
+	t.verify_peer = MIG_TLS_VERIFY_OFF;
+	snprintf(t.authz, sizeof(t.authz), "%s/authz-ok", certs);
+	assert_int_equal(mig_tls_check(&t, true, why, sizeof(why)), -EINVAL);
+	expect_why(why, "--tls-verify-peer on");
+}
+
 /* Credentials that cannot work are refused before any connection. */
 static void test_bad_creds(void **state)
 {
@@ -411,6 +463,7 @@ int main(void)
 		cmocka_unit_test(test_plain_to_tls),
 		cmocka_unit_test(test_tls_to_plain),
 		cmocka_unit_test(test_psk_mismatch),
+		cmocka_unit_test(test_authz),
 		cmocka_unit_test(test_bad_creds),
 	};
 

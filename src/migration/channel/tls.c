@@ -14,6 +14,7 @@
 
 #include <errno.h>
 #include <gnutls/gnutls.h>
+#include <gnutls/x509.h>
 #include <poll.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -262,15 +263,25 @@ static int tls_load(struct mig_tls_session *ts, const struct mig_tls *t, char *w
 
 int mig_tls_check(const struct mig_tls *t, bool server, char *why, size_t len)
 {
-	struct mig_tls_session *ts = calloc(1, sizeof(*ts));
+	struct mig_tls_session *ts;
 	int err;
 
+	if (server && t->authz[0] && access(t->authz, R_OK)) {
+		snprintf(why, len, "cannot read --tls-authz %.200s: %s", t->authz, strerror(errno));
+		return -EINVAL;
+	}
+	ts = calloc(1, sizeof(*ts));
 	if (!ts) {
 		snprintf(why, len, "out of memory");
 		return -ENOMEM;
 	}
 	ts->server = server;
 	err = tls_load(ts, t, why, len);
+	if (!err && server && t->authz[0] && !ts->psk && !ts->verify) {
+		snprintf(why, len, "--tls-authz needs the source's certificate checked: "
+			 "ca-cert.pem and --tls-verify-peer on");
+		err = -EINVAL;
+	}
 	tls_free(ts);
 	return err;
 }
@@ -483,6 +494,62 @@ static int tls_handshake(struct mig_tls_session *ts, int timeout_ms, int intr_fd
 	return -ETIMEDOUT;
 }
 
+/* The source's identity: its certificate's subject DN, or its PSK identity. */
+static int tls_peer_name(struct mig_tls_session *ts, char *name, size_t len)
+{
+	const gnutls_datum_t *certs;
+	gnutls_x509_crt_t crt;
+	gnutls_datum_t dn = { 0 };
+	unsigned n = 0;
+	int r;
+
+	if (ts->psk) {
+		const char *id = gnutls_psk_server_get_username(ts->s);
+		snprintf(name, len, "%s", id ? id : "");
+		return 0;
+	}
+	certs = gnutls_certificate_get_peers(ts->s, &n);
+	if (!certs || !n || gnutls_x509_crt_init(&crt))
+		return -EACCES;
+	r = gnutls_x509_crt_import(crt, &certs[0], GNUTLS_X509_FMT_DER);
+	if (!r)
+		r = gnutls_x509_crt_get_dn3(crt, &dn, 0);
+	if (!r)
+		snprintf(name, len, "%.*s", (int)dn.size, dn.data);
+	gnutls_free(dn.data);
+	gnutls_x509_crt_deinit(crt);
+	return r ? -EACCES : 0;
+}
+
+/* Is the source named in the authz file?  0, or -ECONNREFUSED with why. */
+static int tls_authorise(struct mig_tls_session *ts, const char *path, char *why, size_t len)
+{
+	char name[512], line[600];
+	unsigned n = 0;
+	bool ok = false;
+	FILE *f;
+
+	if (tls_peer_name(ts, name, sizeof(name))) {
+		snprintf(why, len, "the source's identity cannot be read");
+		return -ECONNREFUSED;
+	}
+	f = fopen(path, "re");
+	if (!f) {
+		snprintf(why, len, "cannot read --tls-authz %.200s: %s", path, strerror(errno));
+		return -ECONNREFUSED;
+	}
+	while (!ok && n++ < 100000 && fgets(line, sizeof(line), f)) {
+		line[strcspn(line, "\r\n")] = '\0';
+		ok = line[0] && !strcmp(line, name);
+	}
+	fclose(f);
+	if (ok)
+		return 0;
+	gnutls_alert_send(ts->s, GNUTLS_AL_FATAL, GNUTLS_A_ACCESS_DENIED);
+	snprintf(why, len, "the source '%.200s' is not in --tls-authz %.200s", name, path);
+	return -ECONNREFUSED;
+}
+
 /* Make ch a TLS channel: session set up, handshake done.  0 or -errno with why. */
 static int tls_start(struct mig_channel *ch, const struct mig_tls *t, bool server,
 		     const char *host, int timeout_ms, int intr_fd, char *why, size_t len)
@@ -493,6 +560,8 @@ static int tls_start(struct mig_channel *ch, const struct mig_tls *t, bool serve
 	if (err)
 		return err;
 	err = tls_handshake(ts, timeout_ms, intr_fd, why, len);
+	if (!err && server && t->authz[0])
+		err = tls_authorise(ts, t->authz, why, len);
 	if (err) {
 		tls_free(ts);
 		return err;

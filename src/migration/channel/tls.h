@@ -8,6 +8,9 @@
  * and client-key.pem (source, for mutual authentication).  PSK: keys.psk,
  * lines of IDENTITY:HEXKEY (the source uses the first line; the destination
  * accepts any).  A DIR with keys.psk and no ca-cert.pem is PSK, else x509.
+ * A destination may also name a file of the sources it accepts (authz):
+ * lines of certificate subject DNs as RFC 4514 writes them
+ * ("CN=ferry-source,O=..."), or PSK identities.
  */
 #ifndef FERRY_MIGRATION_CHANNEL_TLS_H
 #define FERRY_MIGRATION_CHANNEL_TLS_H
@@ -31,6 +34,7 @@ struct mig_tls {
 	char hostname[256];		/* source: the name the certificate must carry
 					   ("": the URI's host) */
 	enum mig_tls_verify verify_peer;	/* destination: check the source's certificate */
+	char authz[MIG_TLS_DIR_MAX];	/* destination: file of accepted identities ("": any) */
 };
 
 static inline bool mig_tls_enabled(const struct mig_tls *t)
