@@ -106,18 +106,23 @@ static void dest_start(struct dest *d, const char *scheme, const char *server_di
 {
 	char why[512];
 
+	int err = -EADDRINUSE;
+
 	memset(d, 0, sizeof(*d));
-	if (!strcmp(scheme, "tcp"))
-		snprintf(d->uri, sizeof(d->uri), "tcp:127.0.0.1:%d", port_base++);
-	else
-		snprintf(d->uri, sizeof(d->uri), "unix:%s/dest.sock", certs);
 	tls_dir(&d->tls, server_dir);
 	d->tls.verify_peer = verify;
 	if (next_authz)
 		snprintf(d->tls.authz, sizeof(d->tls.authz), "%s/%s", certs, next_authz);
 	next_authz = NULL;
 	assert_int_equal(pipe(d->intr), 0);
-	int err = mig_channel_listen(d->uri, &d->tls, &d->l, why, sizeof(why));
+	/* A port another test took: try the next (a few times). */
+	for (int i = 0; i < 8 && err == -EADDRINUSE; i++) {
+		if (!strcmp(scheme, "tcp"))
+			snprintf(d->uri, sizeof(d->uri), "tcp:127.0.0.1:%d", port_base++);
+		else
+			snprintf(d->uri, sizeof(d->uri), "unix:%s/dest.sock", certs);
+		err = mig_channel_listen(d->uri, &d->tls, &d->l, why, sizeof(why));
+	}
 	if (err)
 		fail_msg("listen on %s: %s", d->uri, why);
 	assert_int_equal(pthread_create(&d->th, NULL, dest_thread, d), 0);
