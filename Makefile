@@ -20,7 +20,7 @@ CPPFLAGS := -D_GNU_SOURCE -Isrc -MMD -MP
 CFLAGS   := -std=gnu11 -O2 -g -fno-strict-aliasing -fstack-protector-strong $(WARNINGS)
 SANFLAGS := -std=gnu11 -O1 -g -fno-strict-aliasing -fno-omit-frame-pointer \
 	-fsanitize=address,undefined -fno-sanitize-recover=all $(WARNINGS)
-LDLIBS   := -ljson-c -lxxhash -luring -lnbd -llz4 -lzstd -lpthread -lm
+LDLIBS   := -ljson-c -lxxhash -luring -lnbd -llz4 -lzstd -lgnutls -lpthread -lm
 
 DEPS_STAMP := $(BUILD)/.deps-ok
 
@@ -110,6 +110,12 @@ $(BUILD)/tools/%: tests/tools/%.c | $(DEPS_STAMP)
 	@$(if $(Q),echo "  CC      $<")
 	$(Q)mkdir -p $(@D)
 	$(Q)$(CC) -std=gnu11 -O2 -g -D_GNU_SOURCE $(WARNINGS) $< -o $@
+
+# What TLS costs the channel beside plain TCP (bench/tls_channel.c; not in make check).
+$(BUILD)/bench/tls_channel: bench/tls_channel.c $(FERRY_OBJS)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) $^ -o $@ $(LDLIBS)
 
 include guest/guest.mk
 

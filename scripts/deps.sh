@@ -9,6 +9,8 @@ packages=(
   # qemu-nbd serves the NBD exports the disk tests attach to
   qemu-utils
   qemu-system-x86 iproute2
+  # TLS for migration (src/migration/channel/tls.c); certtool makes the test certificates
+  libgnutls28-dev gnutls-bin
   # clang's sanitizer and libFuzzer runtimes are only "recommended" by clang,
   # and recommendations are not installed here: name them.
   clang libclang-rt-14-dev

@@ -63,6 +63,16 @@ static const char migrate_usage[] =
 "                           (the destination listens on URI again)\n"
 "      --resume-timeout T   how long a broken post-copy waits for --resume\n"
 "                           before the VM is given up (default 5m)\n"
+"      --tls-creds DIR      encrypt and authenticate the connection with TLS\n"
+"                           (the destination needs --tls-creds too): x509 from\n"
+"                           DIR/ca-cert.pem (checks the destination's certificate)\n"
+"                           and client-cert.pem, client-key.pem (if present: this\n"
+"                           side's certificate); or PSK from DIR/keys.psk\n"
+"                           (IDENTITY:HEXKEY lines, the first is used) when DIR\n"
+"                           has no ca-cert.pem.  With --resume: the first one's\n"
+"                           unless given again\n"
+"      --tls-hostname NAME  the name the destination's certificate must carry\n"
+"                           (default: HOST of tcp:HOST:PORT; unix: CA only)\n"
 "  -p, --progress           show a live progress line\n"
 "  -j, --json               print the final report as JSON\n"
 "  -s, --stats-file PATH    append one CSV row of every statistic per second\n"
@@ -121,6 +131,8 @@ static void migrate_parse(int argc, char **argv, struct migrate_opts *o)
 		{ "progress", no_argument, NULL, 'p' },
 		{ "json", no_argument, NULL, 'j' },
 		{ "stats-file", required_argument, NULL, 's' },
+		{ "tls-creds", required_argument, NULL, 'T' },
+		{ "tls-hostname", required_argument, NULL, 'H' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -227,6 +239,18 @@ static void migrate_parse(int argc, char **argv, struct migrate_opts *o)
 		case 'p': o->progress = true; break;
 		case 'j': o->json = true; break;
 		case 's': o->stats_file = optarg; break;
+		case 'T': {
+			/* The VMM reads it, from its own working directory. */
+			char *dir = realpath(optarg, NULL);
+			if (!dir)
+				die(FERRY_EXIT_USAGE, "bad --tls-creds '%s': %s", optarg, strerror(errno));
+			json_object_object_add(o->args, "tls-creds", json_object_new_string(dir));
+			free(dir);
+			break;
+		}
+		case 'H':
+			json_object_object_add(o->args, "tls-hostname", json_object_new_string(optarg));
+			break;
 		case 'h': fputs(migrate_usage, stdout); exit(0);
 		default:
 			fputs("Try 'ferry migrate --help'.\n", stderr);

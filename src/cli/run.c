@@ -89,6 +89,17 @@ static const char run_usage[] =
 "                         -mem-prealloc); with --incoming, needs --memory and\n"
 "                         happens before the source connects (helps pre-copy;\n"
 "                         post-copy must drop the pages again)\n"
+"      --tls-creds DIR    with --incoming: sources must pass TLS; x509 from\n"
+"                         DIR/server-cert.pem and server-key.pem, and\n"
+"                         ca-cert.pem (the CA of the sources' certificates), or\n"
+"                         PSK from DIR/keys.psk (IDENTITY:HEXKEY lines, any is\n"
+"                         accepted) when DIR has no ca-cert.pem.  A source that\n"
+"                         fails TLS is refused (logged) and the wait goes on\n"
+"      --tls-authz FILE   accept only the sources named in FILE, one a line:\n"
+"                         certificate subject DNs as 'CN=ferry-source', or\n"
+"                         PSK identities\n"
+"      --tls-verify-peer on|off  require a source certificate signed by\n"
+"                         ca-cert.pem (default: on when DIR has ca-cert.pem)\n"
 "      --resume-timeout T with --incoming: how long a post-copy whose source\n"
 "                         was lost waits for it to resume (default 5m)\n"
 "      --cpu-model MODEL  the CPU features the guest gets: host (all this host's\n"
@@ -131,6 +142,7 @@ struct run_opts {
 	struct x86_cpu_model cpu_model;
 	const char *control;
 	const char *incoming;
+	struct mig_tls tls;		/* --tls-creds (dir ""): TLS for the incoming one */
 	const char *restore;
 	bool lazy;
 	uint64_t resume_timeout_ns;
@@ -203,12 +215,15 @@ static void run_parse(int argc, char **argv, struct run_opts *o)
 		{ "prealloc", no_argument, NULL, 'P' },
 		{ "cpu-model", required_argument, NULL, 'M' },
 		{ "resume-timeout", required_argument, NULL, 'R' },
+		{ "tls-creds", required_argument, NULL, 'K' },
+		{ "tls-verify-peer", required_argument, NULL, 'V' },
+		{ "tls-authz", required_argument, NULL, 'Z' },
 		{ "quiet", no_argument, NULL, 'q' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	char why[160];
+	char why[512];
 	uint64_t v;
 	int c;
 
@@ -252,6 +267,21 @@ static void run_parse(int argc, char **argv, struct run_opts *o)
 			if (x86_cpu_model_parse(optarg, &o->cpu_model, why, sizeof(why)))
 				die(FERRY_EXIT_USAGE, "--cpu-model: %s", why);
 			o->mc.cpu_model = &o->cpu_model;
+			break;
+		case 'K':
+			if (!*optarg || strlen(optarg) >= sizeof(o->tls.dir))
+				die(FERRY_EXIT_USAGE, "bad --tls-creds '%s': give a directory", optarg);
+			strcpy(o->tls.dir, optarg);
+			break;
+		case 'Z':
+			if (!*optarg || strlen(optarg) >= sizeof(o->tls.authz))
+				die(FERRY_EXIT_USAGE, "bad --tls-authz '%s': give a file", optarg);
+			strcpy(o->tls.authz, optarg);
+			break;
+		case 'V':
+			if (strcmp(optarg, "on") && strcmp(optarg, "off"))
+				die(FERRY_EXIT_USAGE, "--tls-verify-peer takes on or off");
+			o->tls.verify_peer = strcmp(optarg, "on") ? MIG_TLS_VERIFY_OFF : MIG_TLS_VERIFY_ON;
 			break;
 		case 'R':
 			if (parse_duration(optarg, NSEC_PER_SEC, &o->resume_timeout_ns) ||
@@ -303,15 +333,20 @@ static void run_parse(int argc, char **argv, struct run_opts *o)
 		die(FERRY_EXIT_USAGE, "--copy-storage goes with --incoming");
 	if (o->restore) {
 		if (o->incoming || o->mc.kernel || o->mc.cmdline || o->memory_set || o->vcpus_set ||
-		    o->mc.prealloc)
+		    o->mc.prealloc || o->tls.dir[0] || o->tls.authz[0] ||
+		    o->tls.verify_peer != MIG_TLS_VERIFY_AUTO)
 			die(FERRY_EXIT_USAGE, "--restore takes the VM from the file; drop --incoming, "
-			    "--kernel, --cmdline, --memory, --vcpus and --prealloc");
+			    "--kernel, --cmdline, --memory, --vcpus, --prealloc and --tls-*");
 		return;
 	}
 	if (o->incoming) {
 		if (o->mc.kernel || o->mc.cmdline || o->mc.initrd)
 			die(FERRY_EXIT_USAGE, "--incoming takes the kernel and its command line from "
 			    "the stream; drop --kernel, --initrd and --cmdline");
+		if (o->tls.authz[0] && !o->tls.dir[0])
+			die(FERRY_EXIT_USAGE, "--tls-authz needs --tls-creds DIR");
+		if (o->tls.dir[0] && mig_tls_check(&o->tls, true, why, sizeof(why)))
+			die(FERRY_EXIT_USAGE, "%s", why);
 		if (o->mc.prealloc && !o->memory_set)
 			die(FERRY_EXIT_USAGE, "--prealloc with --incoming needs --memory SIZE: "
 			    "the size of the VM that will arrive");
@@ -326,6 +361,9 @@ static void run_parse(int argc, char **argv, struct run_opts *o)
 		}
 		return;
 	}
+	if (o->tls.dir[0] || o->tls.authz[0] || o->tls.verify_peer != MIG_TLS_VERIFY_AUTO)
+		die(FERRY_EXIT_USAGE, "--tls-creds, --tls-authz and --tls-verify-peer go with --incoming "
+		    "(for a migration away: 'ferry migrate ... --tls-creds DIR')");
 	if (!o->mc.kernel)
 		die(FERRY_EXIT_USAGE, "--kernel FILE or --incoming URI is required "
 		    "(try 'ferry run --help')");
@@ -486,6 +524,7 @@ static int run_incoming(struct run_ctx *ctx, struct mig_incoming *inc)
 	const struct run_opts *o = ctx->o;
 	struct mig_incoming_opts io = {
 		.uri = o->incoming, .serial = o->mc.serial,
+		.tls = o->tls.dir[0] ? &o->tls : NULL,
 		.disks = o->mc.disks, .nr_disks = o->mc.nr_disks,
 		.own_disks = o->copy_storage,
 		.nics = o->mc.nics, .nr_nics = o->mc.nr_nics,

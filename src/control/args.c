@@ -9,6 +9,7 @@ static const char *const control_arg_want[] = {
 	[CONTROL_ARG_STRING] = "a string",
 	[CONTROL_ARG_UINT] = "a non-negative integer",
 	[CONTROL_ARG_BOOL] = "true or false",
+	[CONTROL_ARG_BOOL_OR_STRING] = "true, false or a string",
 };
 
 static bool control_arg_fits(enum control_arg_type type, json_object *v)
@@ -21,6 +22,9 @@ static bool control_arg_fits(enum control_arg_type type, json_object *v)
 		return json_object_is_type(v, json_type_int) && json_object_get_int64(v) >= 0;
 	case CONTROL_ARG_BOOL:
 		return json_object_is_type(v, json_type_boolean);
+	case CONTROL_ARG_BOOL_OR_STRING:
+		return json_object_is_type(v, json_type_boolean) ||
+		       json_object_is_type(v, json_type_string);
 	}
 	return false;
 }

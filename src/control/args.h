@@ -14,6 +14,7 @@ enum control_arg_type {
 	CONTROL_ARG_STRING,
 	CONTROL_ARG_UINT,	/* a JSON integer >= 0 */
 	CONTROL_ARG_BOOL,
+	CONTROL_ARG_BOOL_OR_STRING,	/* a switch or a mode: copy-storage */
 };
 
 struct control_arg {

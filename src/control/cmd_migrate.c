@@ -28,6 +28,9 @@ const struct control_arg cmd_migrate_args[] = {
 	{ "compress", CONTROL_ARG_STRING, false },
 	{ "compress-level", CONTROL_ARG_UINT, false },
 	{ "xbzrle-cache", CONTROL_ARG_UINT, false },
+	{ "copy-storage", CONTROL_ARG_BOOL_OR_STRING, false },
+	{ "tls-creds", CONTROL_ARG_STRING, false },
+	{ "tls-hostname", CONTROL_ARG_STRING, false },
 	{ NULL },
 };
 
@@ -67,6 +70,43 @@ static int mig_arg_bool(json_object *args, const char *key, bool *out, json_obje
 	return 0;
 }
 
+/* Optional string argument into out (len bytes with its NUL); -EINVAL if bad. */
+static int mig_arg_str(json_object *args, const char *key, char *out, size_t len,
+		       json_object **ret)
+{
+	json_object *v;
+
+	if (!args || !json_object_object_get_ex(args, key, &v))
+		return 0;
+	if (!json_object_is_type(v, json_type_string) || !json_object_get_string_len(v) ||
+	    (size_t)json_object_get_string_len(v) >= len)
+		return control_fail(ret, -EINVAL, "'%s' must be a string of 1 to %zu bytes", key,
+				    len - 1);
+	strcpy(out, json_object_get_string(v));
+	return 0;
+}
+
+/*
+ * tls-creds (a directory the VMM reads, so best absolute) and
+ * tls-hostname: checked now, so that a bad directory is the caller's
+ * error and not the migration thread's.
+ */
+static int mig_parse_tls(json_object *args, struct mig_tls *t, json_object **ret)
+{
+	char why[300];
+	int err;
+
+	err = mig_arg_str(args, "tls-creds", t->dir, sizeof(t->dir), ret);
+	err = err ?: mig_arg_str(args, "tls-hostname", t->hostname, sizeof(t->hostname), ret);
+	if (err)
+		return err;
+	if (t->hostname[0] && !t->dir[0])
+		return control_fail(ret, -EINVAL, "'tls-hostname' needs 'tls-creds'");
+	if (t->dir[0] && mig_tls_check(t, false, why, sizeof(why)))
+		return control_fail(ret, -EINVAL, "%s", why);
+	return 0;
+}
+
 static int mig_parse_params(json_object *args, struct mig_params *p, json_object **ret)
 {
 	uint64_t downtime_ms = MIG_DEFAULT_DOWNTIME_NS / 1000000, timeout_ms = 0, iters = 0;
@@ -93,6 +133,7 @@ static int mig_parse_params(json_object *args, struct mig_params *p, json_object
 	err = err ?: mig_arg_bool(args, "auto-converge", &p->auto_converge, ret);
 	err = err ?: mig_arg_bool(args, "verify", &p->verify, ret);
 	err = err ?: mig_arg_bool(args, "keep-source", &p->keep_source, ret);
+	err = err ?: mig_parse_tls(args, &p->tls, ret);
 	if (err)
 		return err;
 	/* copy-storage: true (every block), "full" (the same) or "incremental". */
@@ -108,6 +149,9 @@ static int mig_parse_params(json_object *args, struct mig_params *p, json_object
 			return control_fail(ret, -EINVAL, "'copy-storage' must be true, false, \"full\" or "
 					    "\"incremental\"");
 	}
+	if (p->tls.dir[0] && !u.ops->return_path)
+		return control_fail(ret, -EINVAL, "TLS ('tls-creds') needs a connection, "
+				    "tcp:HOST:PORT or unix:PATH, not %s", u.ops->syntax);
 	if (iters > UINT32_MAX || downtime_ms > 3600000 || timeout_ms > 1000ULL * 86400 * 365)
 		return control_fail(ret, -EINVAL, "a limit is out of range");
 	p->max_iterations = (uint32_t)iters;
@@ -192,7 +236,7 @@ int cmd_migrate(struct control_ctx *ctx, json_object *args, json_object **ret)
 		return control_fail(ret, -ENOTSUP, "this VM cannot migrate");
 	json_object *v;
 	if (json_object_object_get_ex(args, "resume", &v) && json_object_get_boolean(v)) {
-		if (migration_resume(ctx->mig, p.uri))
+		if (migration_resume(ctx->mig, p.uri, &p.tls))
 			return control_fail(ret, -ESRCH, "no post-copy is waiting to resume");
 		return 0;
 	}

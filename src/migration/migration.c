@@ -143,13 +143,14 @@ int migration_set_limits(struct migration *mig, const uint64_t *bandwidth,
 	return err;
 }
 
-int migration_resume(struct migration *mig, const char *uri)
+int migration_resume(struct migration *mig, const char *uri, const struct mig_tls *tls)
 {
 	int err = -ESRCH;
 
 	pthread_mutex_lock(&mig->lock);
 	if (mig->stats.status == MIG_STATUS_POSTCOPY_PAUSED && strlen(uri) < sizeof(mig->req.resume_uri)) {
 		strcpy(mig->req.resume_uri, uri);
+		mig->req.resume_tls = mig_tls_enabled(tls) ? *tls : mig->p.tls;
 		mig->req.resume_requested = true;
 		pthread_cond_broadcast(&mig->cond);
 		err = 0;

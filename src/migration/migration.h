@@ -11,6 +11,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "migration/channel/tls.h"
 #include "migration/commit.h"
 #include "migration/digest.h"
 #include "migration/format.h"
@@ -49,6 +50,7 @@ struct mig_params {
 	bool keep_source;		/* stay paused after success instead of exiting */
 	bool copy_storage;		/* copy the disks too (block.c) */
 	bool copy_incremental;		/* ... only the 64 KiB ranges that differ there */
+	struct mig_tls tls;		/* --tls-creds: TLS over the connection (dir "": none) */
 };
 
 #define MIG_DEFAULT_DOWNTIME_NS (300ULL * 1000000ULL)
@@ -71,6 +73,7 @@ struct mig_requests {
 	bool postcopy_requested;	/* control thread: migrate-start-postcopy */
 	bool resume_requested;		/* control thread: migrate --resume, to resume_uri */
 	char resume_uri[256];
+	struct mig_tls resume_tls;	/* TLS for the resume (the first one's unless given) */
 	bool limits_changed;		/* p.bandwidth / p.downtime_ns were set anew */
 };
 
@@ -175,9 +178,11 @@ int migration_set_limits(struct migration *mig, const uint64_t *bandwidth,
 			 const uint64_t *downtime_ns);
 /*
  * Reconnect a post-copy that lost its connection, to uri (the destination
- * listens again).  0, or -ESRCH if no post-copy waits to resume.
+ * listens again), with TLS settings tls (NULL or TLS off: those the
+ * migration started with, as the destination keeps its own).  0, or
+ * -ESRCH if no post-copy waits to resume.
  */
-int migration_resume(struct migration *mig, const char *uri);
+int migration_resume(struct migration *mig, const char *uri, const struct mig_tls *tls);
 /*
  * Switch a running pre-copy to post-copy at the next chance.  0, -ESRCH,
  * or -EOPNOTSUPP when its channel has no return path (a file).

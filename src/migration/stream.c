@@ -74,6 +74,11 @@ void mig_stream_clear_error(struct mig_stream *s)
 	s->why[0] = '\0';
 }
 
+bool mig_stream_heard_tls_alert(const struct mig_stream *s)
+{
+	return s->first_len == 2 && s->first[0] == 21 && s->first[1] == 3;
+}
+
 int mig_stream_buffered(const struct mig_stream *s)
 {
 	return s->rpos < s->rlen;
@@ -164,7 +169,8 @@ static void mig_stream_send_all(struct mig_stream *s, const uint8_t *p, size_t l
 				continue;
 			if (n <= 0) {
 				n = n ? n : -EIO;
-				mig_stream_fail(s, (int)n, "send failed: %s", strerror((int)-n));
+				mig_stream_fail(s, (int)n, "send failed: %s",
+						mig_channel_strerror(s->ch, (int)n));
 				break;
 			}
 			p += n;
@@ -303,6 +309,8 @@ static size_t mig_stream_recv_some(struct mig_stream *s, uint8_t *p, size_t len)
 	while (!mig_stream_error(s)) {
 		ssize_t n = mig_channel_read(s->ch, p, len);
 		if (n > 0) {
+			for (ssize_t i = 0; i < n && s->first_len < sizeof(s->first); i++)
+				s->first[s->first_len++] = p[i];
 			mig_stream_check_intr(s, (size_t)n);
 			return (size_t)n;
 		}
@@ -313,7 +321,8 @@ static size_t mig_stream_recv_some(struct mig_stream *s, uint8_t *p, size_t len)
 			if (err)
 				mig_stream_wait_fail(s, err, "nothing from the peer");
 		} else if (n != -EINTR) {
-			mig_stream_fail(s, (int)n, "receive failed: %s", strerror((int)-n));
+			mig_stream_fail(s, (int)n, "receive failed: %s",
+					mig_channel_strerror(s->ch, (int)n));
 		}
 	}
 	return 0;

@@ -54,7 +54,16 @@ struct mig_stream {
 	 */
 	int intr_fd;
 	size_t intr_count;	/* bytes moved since intr_fd was last checked */
+	/* The first bytes received: did a TLS peer answer a plain stream? */
+	uint8_t first[2];
+	uint8_t first_len;
 };
+
+/*
+ * Did the peer's first bytes form a TLS alert record (21, 3)?  A plain
+ * source hears that from a destination that requires TLS.
+ */
+bool mig_stream_heard_tls_alert(const struct mig_stream *s);
 
 /*
  * Wrap ch (the stream owns it from now on, even on failure: destroy closes

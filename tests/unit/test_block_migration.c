@@ -151,7 +151,7 @@ static int t_load_stream(const char *uri, struct mig_in_ctx *c)
 	int err = 0, sections = 0;
 
 	assert_non_null(buf);
-	assert_int_equal(mig_channel_listen(uri, &l, why, sizeof(why)), 0);
+	assert_int_equal(mig_channel_listen(uri, NULL, &l, why, sizeof(why)), 0);
 	assert_int_equal(mig_channel_accept(&l, 0, -1, &ch), 0);
 	mig_listener_close(&l);
 	assert_int_equal(mig_stream_init(&s, ch, 1 << 20), 0);
@@ -202,7 +202,7 @@ static void test_roundtrip(void **state)
 	t_mig.p.verify = true;
 	t_path(path, sizeof(path), "stream");
 	snprintf(uri, sizeof(uri), "file:%s", path);
-	assert_int_equal(mig_channel_open(uri, 1000, &ch, why, sizeof(why)), 0);
+	assert_int_equal(mig_channel_open(uri, NULL, 1000, &ch, why, sizeof(why)), 0);
 	assert_int_equal(mig_stream_init(&t_mig.s, ch, 1 << 20), 0);
 
 	assert_true(o->active(&t_mig));

@@ -117,7 +117,7 @@ static void test_file_roundtrip(void **state)
 	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
 	snprintf(uri, sizeof(uri), "file:%s", path);
 
-	assert_int_equal(mig_channel_open(uri, 1000, &ch, why, sizeof(why)), 0);
+	assert_int_equal(mig_channel_open(uri, NULL, 1000, &ch, why, sizeof(why)), 0);
 	assert_false(mig_channel_has_return_path(ch));
 	assert_int_equal(mig_stream_init(&s, ch, 4096), 0);
 	mig_stream_put_u64(&s, 0x1122334455667788ULL);
@@ -136,7 +136,7 @@ static void test_file_roundtrip(void **state)
 
 	/* Read it twice: an image, not a one-shot. */
 	for (int round = 0; round < 2; round++) {
-		assert_int_equal(mig_channel_listen(uri, &l, why, sizeof(why)), 0);
+		assert_int_equal(mig_channel_listen(uri, NULL, &l, why, sizeof(why)), 0);
 		assert_int_equal(mig_channel_accept(&l, 0, -1, &ch), 0);
 		mig_listener_close(&l);
 		assert_int_equal(stat(path, &st), 0);	/* closing a file listener keeps it */
@@ -164,7 +164,7 @@ static void test_file_unfinished(void **state)
 	snprintf(path, sizeof(path), "%s/vm.img", dir);
 	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
 	snprintf(uri, sizeof(uri), "file:%s", path);
-	assert_int_equal(mig_channel_open(uri, 1000, &ch, why, sizeof(why)), 0);
+	assert_int_equal(mig_channel_open(uri, NULL, 1000, &ch, why, sizeof(why)), 0);
 	assert_int_equal(mig_channel_write(ch, "abc", 3), 3);
 	mig_channel_shutdown(ch, true, true);
 	assert_int_equal(mig_channel_write(ch, "abc", 3), -EPIPE);
@@ -173,11 +173,11 @@ static void test_file_unfinished(void **state)
 	assert_int_not_equal(stat(tmp, &st), 0);
 	assert_int_not_equal(stat(path, &st), 0);
 
-	assert_int_equal(mig_channel_listen(uri, &l, why, sizeof(why)), -ENOENT);
+	assert_int_equal(mig_channel_listen(uri, NULL, &l, why, sizeof(why)), -ENOENT);
 	assert_non_null(strstr(why, path));
 	snprintf(uri, sizeof(uri), "file:%s", dir);
-	assert_int_equal(mig_channel_open(uri, 1000, &ch, why, sizeof(why)), -EISDIR);
-	assert_int_equal(mig_channel_listen(uri, &l, why, sizeof(why)), -EISDIR);
+	assert_int_equal(mig_channel_open(uri, NULL, 1000, &ch, why, sizeof(why)), -EISDIR);
+	assert_int_equal(mig_channel_listen(uri, NULL, &l, why, sizeof(why)), -EISDIR);
 	rmdir(dir);
 }
 

@@ -9,9 +9,19 @@
  * then nothing is ever read on the writing side, and the reading side never
  * answers.  docs/migration-stream.md, "Without a return path".
  *
+ * TLS (tls.c) is not a URI scheme but a layer: --tls-creds turns it on for
+ * a tcp: or unix: channel, whose ops it takes over and calls below itself
+ * (ch->lower).  Every channel that carries a migration over a network,
+ * now and to come (several connections, replication), opens through
+ * mig_channel_open() / mig_channel_listen() with the caller's TLS settings
+ * so that none of them can bypass it.
+ *
  * Concurrency: a channel belongs to the thread that owns its stream.  Only
  * mig_channel_shutdown() may be called from another thread (a test hook
- * cutting the connection), and only while the owner cannot close it.
+ * cutting the connection), and only while the owner cannot close it.  A
+ * post-copy destination writes page requests from its fault thread while
+ * the main thread reads: one writer and one reader at a time, which a TLS
+ * session allows too (GnuTLS: one sending and one receiving thread).
  */
 #ifndef FERRY_MIGRATION_CHANNEL_CHANNEL_H
 #define FERRY_MIGRATION_CHANNEL_CHANNEL_H
@@ -25,11 +35,15 @@ enum mig_channel_kind {
 	MIG_CHANNEL_TCP,	/* tcp:HOST:PORT */
 	MIG_CHANNEL_UNIX,	/* unix:PATH */
 	MIG_CHANNEL_FILE,	/* file:PATH, one way, no return path */
+	MIG_CHANNEL_TLS,	/* a layer over tcp/unix, not a scheme (--tls-creds) */
 	MIG_CHANNEL_NR,
 };
 
 /* The longest address part of a URI accepted (a path). */
 #define MIG_CHANNEL_ADDR_MAX 4000
+
+struct mig_tls;
+struct mig_tls_session;
 
 struct mig_channel {
 	const struct mig_channel_ops *ops;
@@ -39,17 +53,20 @@ struct mig_channel {
 	bool shut_rd, shut_wr;	/* mig_channel_shutdown() was called */
 	char *path;		/* file: the final name (writer) */
 	char *tmp;		/* file: the name written until finish; NULL after */
+	const struct mig_channel_ops *lower;	/* under a layer (TLS): the socket's */
+	struct mig_tls_session *tls;	/* tls.c's session; NULL without TLS */
 };
 
 /* A destination waiting for its source (sockets listen; a file is opened). */
 struct mig_listener {
 	const struct mig_channel_ops *ops;
 	int fd;
+	const struct mig_tls *tls;	/* NULL: plain; else the caller's, outlives l */
 	char addr[MIG_CHANNEL_ADDR_MAX + 1];
 };
 
 struct mig_channel_ops {
-	const char *scheme;	/* "tcp" */
+	const char *scheme;	/* "tcp"; a layer (tls) is no scheme: check is NULL */
 	const char *syntax;	/* "tcp:HOST:PORT", for messages */
 	bool return_path;	/* the reader can answer the writer */
 	/* What a read at the end of the stream means. */
@@ -77,11 +94,19 @@ struct mig_channel_ops {
 	void (*close)(struct mig_channel *ch);
 	/* A hint for kernel buffer sizes (0: leave as is).  May be NULL. */
 	void (*set_buffers)(struct mig_channel *ch, int sndbuf, int rcvbuf);
+	/*
+	 * Bytes already read from the socket and waiting inside the channel
+	 * (a TLS record decrypted in part): poll() cannot see them.  May be NULL.
+	 */
+	bool (*pending)(struct mig_channel *ch);
+	/* Why the last read or write failed with err, in words.  May be NULL. */
+	const char *(*strerror)(struct mig_channel *ch, int err);
 };
 
 extern const struct mig_channel_ops mig_channel_tcp;
 extern const struct mig_channel_ops mig_channel_unix;
 extern const struct mig_channel_ops mig_channel_file;
+extern const struct mig_channel_ops mig_channel_tls;
 
 /* A URI taken apart: the scheme's entry and the address after "scheme:". */
 struct mig_uri {
@@ -100,17 +125,26 @@ int mig_channel_parse(const char *uri, struct mig_uri *u, char *why, size_t len)
 bool mig_channel_uri_return_path(const char *uri);
 
 /*
- * Source: open a channel to write a stream to uri.  Returns 0 with *out
- * set, or -errno with a reason in why (-EINVAL: a bad URI).
+ * Source: open a channel to write a stream to uri, with TLS when tls is
+ * enabled (tls.h; NULL: plain), the handshake done within timeout_ms.
+ * Returns 0 with *out set, or -errno with a reason in why (-EINVAL: a bad
+ * URI or TLS settings; -ECONNREFUSED: the TLS handshake failed).
  */
-int mig_channel_open(const char *uri, int timeout_ms, struct mig_channel **out, char *why,
-		     size_t len) __attribute__((warn_unused_result));
-/* Destination: listen on uri (a file: open it).  0 or -errno, reason in why. */
-int mig_channel_listen(const char *uri, struct mig_listener *l, char *why, size_t len)
+int mig_channel_open(const char *uri, const struct mig_tls *tls, int timeout_ms,
+		     struct mig_channel **out, char *why, size_t len)
 	__attribute__((warn_unused_result));
 /*
+ * Destination: listen on uri (a file: open it); with tls enabled (it must
+ * outlive l), every source accepted must pass the TLS handshake.  0 or
+ * -errno, reason in why.
+ */
+int mig_channel_listen(const char *uri, const struct mig_tls *tls, struct mig_listener *l,
+		       char *why, size_t len) __attribute__((warn_unused_result));
+/*
  * Take one source within timeout_ms (-1: forever); -ETIMEDOUT, or -EINTR
- * as soon as intr_fd (-1: none) is readable.  0 with *out set.
+ * as soon as intr_fd (-1: none) is readable.  0 with *out set.  Over TLS a
+ * peer that fails the handshake is refused (logged, with why) and the wait
+ * goes on for another.
  */
 int mig_channel_accept(struct mig_listener *l, int timeout_ms, int intr_fd,
 		       struct mig_channel **out) __attribute__((warn_unused_result));
@@ -130,6 +164,8 @@ ssize_t mig_channel_writev(struct mig_channel *ch, const struct iovec *iov, int 
 /* 0 or -errno. */
 int mig_channel_flush(struct mig_channel *ch);
 int mig_channel_finish(struct mig_channel *ch) __attribute__((warn_unused_result));
+/* Why a read or write failed with err, in words (strerror, or TLS's reason). */
+const char *mig_channel_strerror(struct mig_channel *ch, int err);
 /* Cut one or both ways; reads then see the end, writes fail (-EPIPE). */
 int mig_channel_shutdown(struct mig_channel *ch, bool rd, bool wr);
 void mig_channel_set_buffers(struct mig_channel *ch, int sndbuf, int rcvbuf);

@@ -38,6 +38,10 @@ static int mig_in_header(struct mig_incoming *inc)
 	version = mig_stream_get_u32(&inc->s);
 	if (mig_stream_error(&inc->s))
 		return mig_in_fail(inc, mig_stream_error(&inc->s), "no stream header: %s", mig_stream_why(&inc->s));
+	if (magic[0] == 0x16 && magic[1] == 3)		/* a TLS handshake record */
+		return mig_in_fail(inc, -EPROTO, "the source speaks TLS and this destination was "
+				   "started without --tls-creds: start it with --tls-creds DIR, or "
+				   "migrate without");
 	if (memcmp(magic, MIG_MAGIC, MIG_MAGIC_LEN))
 		return mig_in_fail(inc, -EPROTO, "not a ferry migration stream (bad magic)");
 	if (version != MIG_VERSION)
@@ -353,7 +357,7 @@ static int mig_in_connect(struct mig_incoming *inc, const struct mig_incoming_op
 	struct mig_listener l;
 	struct mig_channel *ch;
 	char why[256];
-	int err = mig_channel_listen(opts->uri, &l, why, sizeof(why));
+	int err = mig_channel_listen(opts->uri, opts->tls, &l, why, sizeof(why));
 
 	if (err)
 		return mig_in_fail(inc, err, "%s", why);

@@ -9,6 +9,7 @@
 
 #include <stdint.h>
 
+#include "migration/channel/tls.h"
 #include "migration/codec/codec.h"
 #include "migration/commit.h"
 #include "migration/config.h"
@@ -20,6 +21,7 @@
 
 struct mig_incoming_opts {
 	const char *uri;		/* tcp:HOST:PORT, unix:PATH or file:PATH */
+	const struct mig_tls *tls;	/* --tls-creds: sources must pass TLS (NULL: plain) */
 	const char *serial;		/* serial backend for the new machine */
 	const struct block_config *disks;	/* --disk: the source's disks, here */
 	unsigned nr_disks;

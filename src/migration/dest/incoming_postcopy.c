@@ -160,7 +160,7 @@ int mig_in_pc_reconnect(struct mig_incoming *inc, const struct mig_incoming_opts
 	mig_stream_destroy(&inc->s);		/* its sticky error keeps writers out */
 	inc->connected = false;			/* nobody to reply to, unless one comes */
 	pthread_mutex_unlock(&pc->lock);
-	err = mig_channel_listen(opts->uri, &l, why, sizeof(why));
+	err = mig_channel_listen(opts->uri, opts->tls, &l, why, sizeof(why));
 	if (err)
 		return mig_in_fail(inc, err, "cannot wait for the source again: %s", why);
 	err = mig_channel_accept(&l, wait_ms, opts->intr_fd, &ch);

@@ -407,7 +407,7 @@ static int postcopy_reconnect(struct migration *mig)
 	pthread_mutex_lock(&mig->lock);		/* mig->s, for x-test-migration-break */
 	mig_stream_destroy(&mig->s);
 	pthread_mutex_unlock(&mig->lock);
-	err = mig_channel_open(mig->req.resume_uri, 10000, &ch, why, sizeof(why));
+	err = mig_channel_open(mig->req.resume_uri, &mig->req.resume_tls, 10000, &ch, why, sizeof(why));
 	if (!err && !mig_channel_has_return_path(ch)) {
 		mig_channel_close(ch);
 		err = -EOPNOTSUPP;

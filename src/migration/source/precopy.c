@@ -150,6 +150,9 @@ static int precopy_read_ready(struct migration *mig)
 	if (!mig_stream_has_return_path(&mig->s))
 		return precopy_codecs(mig, offered, offered);
 	int err = mig_section_read(&mig->s, buf, sizeof(buf), &type, &len);
+	if (err && !mig_tls_enabled(&mig->p.tls) && mig_stream_heard_tls_alert(&mig->s))
+		return precopy_fail(mig, err, "the destination answered with a TLS alert: it requires "
+				    "TLS; give 'ferry migrate' --tls-creds DIR");
 	if (err)
 		return precopy_fail(mig, err, "destination: %s", mig->s.why);
 	int32_t status;
@@ -182,7 +185,7 @@ static int precopy_setup(struct migration *mig)
 	char why[256];
 	int err;
 
-	err = mig_channel_open(mig->p.uri, PRECOPY_CONNECT_TIMEOUT_MS, &ch, why, sizeof(why));
+	err = mig_channel_open(mig->p.uri, &mig->p.tls, PRECOPY_CONNECT_TIMEOUT_MS, &ch, why, sizeof(why));
 	if (err)
 		return precopy_fail(mig, err, "%s", why);
 	pthread_mutex_lock(&mig->lock);		/* mig->s, for x-test-migration-break */
