@@ -75,10 +75,22 @@ static bool report_nonzero(const struct report_run *r, int c)
 	return false;
 }
 
+/* ts.dat's columns, from 0 (gnuplot counts from 1). */
+enum report_ts {
+	TS_TIME,		/* s */
+	TS_THROUGHPUT,		/* MiB/s */
+	TS_CAP,			/* MiB/s */
+	TS_DIRTY,		/* MiB/s */
+	TS_REMAINING,		/* MiB */
+	TS_PASS,
+	TS_WIRE,		/* MiB sent so far */
+	TS_EXPECTED,		/* expected downtime, ms */
+	TS_NR,
+};
+
 /*
- * ts.dat: time, throughput, cap, dirty rate (MiB/s), remaining (MiB),
- * pass, on the wire (MiB), expected downtime (ms).  The columns the file
- * lacks are NaN.  Returns a mask of the columns (bit = data column) with values.
+ * ts.dat, one line a row; the columns the file lacks are NaN.  Returns
+ * a mask of the columns (bit = enum report_ts) that have any value.
  */
 static unsigned report_write_ts(const struct report_run *r, FILE *f, double cap_arg)
 {
@@ -90,13 +102,13 @@ static unsigned report_write_ts(const struct report_run *r, FILE *f, double cap_
 
 	for (unsigned i = 0; i < r->nrows; i++) {
 		double c = report_val(r, i, cap);
-		double v[8] = {
+		double v[TS_NR] = {
 			report_val(r, i, tc), report_val(r, i, thr) / MIB,
 			(isfinite(c) && c > 0 ? c : cap_arg > 0 ? cap_arg : NAN) / MIB,
 			report_val(r, i, dirty) * 4096 / MIB, report_val(r, i, rem) / MIB,
 			report_val(r, i, it), report_val(r, i, wire) / MIB, report_val(r, i, exp),
 		};
-		for (int k = 0; k < 8; k++) {
+		for (int k = 0; k < TS_NR; k++) {
 			report_put(f, v[k]);
 			if (isfinite(v[k]))
 				mask |= 1u << k;
@@ -193,11 +205,74 @@ static double report_last(const struct report_run *r, const char *col)
 	return NAN;
 }
 
-/* The script; every string in it is ours. */
-static void report_script(const struct report_run *r, FILE *g, unsigned ts, int ncodecs,
-			  int nchannels, int nphases)
+#define TS(col)		(1u << (col))
+
+/* The throughput panel: the rate on the wire, the cap, the dirty rate (MiB/s). */
+static void report_panel_rates(FILE *g, unsigned ts)
+{
+	const char *sep = "";
+
+	if (!(ts & (TS(TS_THROUGHPUT) | TS(TS_DIRTY)))) {
+		report_empty_panel(g, "throughput against the cap, and the dirty rate");
+		return;
+	}
+	fputs("set title 'throughput against the cap, and the dirty rate'\nset ylabel 'MiB/s'\nplot ", g);
+	if (ts & TS(TS_THROUGHPUT))
+		fprintf(g, "%s'ts.dat' using 1:%d with lines lw 2 lc rgb '#1f77b4' title 'throughput'",
+			sep, TS_THROUGHPUT + 1), sep = ", ";
+	if (ts & TS(TS_CAP))
+		fprintf(g, "%s'ts.dat' using 1:%d with lines dt 2 lw 2 lc rgb '#000000' title 'cap'",
+			sep, TS_CAP + 1), sep = ", ";
+	if (ts & TS(TS_DIRTY))
+		fprintf(g, "%s'ts.dat' using 1:%d with lines lw 2 lc rgb '#d62728' title 'dirty rate'",
+			sep, TS_DIRTY + 1);
+	fputc('\n', g);
+}
+
+/* RAM still to send (MiB) with the pass on the right axis. */
+static void report_panel_remaining(const struct report_run *r, FILE *g, unsigned ts)
+{
+	double passes = report_last(r, "iteration");
+
+	if (!(ts & TS(TS_REMAINING))) {
+		report_empty_panel(g, "RAM still to send, and the pass");
+		return;
+	}
+	fputs("set title 'RAM still to send, and the pass'\nset ylabel 'MiB'\nset ytics nomirror\n", g);
+	if (ts & TS(TS_PASS) && isfinite(passes) && passes >= 0)
+		fprintf(g, "set y2label 'pass'\nset y2range [0:%.0f]\nset y2tics %s\n", passes + 1,
+			passes <= 20 ? "1" : "");
+	fprintf(g, "plot 'ts.dat' using 1:%d with lines lw 2 lc rgb '#2ca02c' title 'remaining'",
+		TS_REMAINING + 1);
+	if (ts & TS(TS_PASS))
+		fprintf(g, ", 'ts.dat' using 1:%d axes x1y2 with steps lc rgb '#7f7f7f' title 'pass'",
+			TS_PASS + 1);
+	fputs("\nunset y2tics\nunset y2label\nset ytics mirror\n", g);
+}
+
+/* The downtime as one bar per phase, the last row's values. */
+static void report_panel_phases(FILE *g, int nphases, double downtime)
+{
+	if (!nphases) {
+		report_empty_panel(g, "downtime by phase");
+		return;
+	}
+	fputs("set title 'downtime", g);
+	if (isfinite(downtime))
+		fprintf(g, " %.2f ms,", downtime);
+	fprintf(g, " by phase'\nset ylabel 'ms'\nunset xlabel\n"
+		"set style fill solid 0.8 border -1\nset boxwidth 0.7\nset xtics rotate by -30\n"
+		"set yrange [0:*]\nset xrange [-0.6:%.1f]\n"
+		"plot 'phases.dat' using 0:2:xtic(1) with boxes lc rgb '#ff7f0e' notitle, "
+		"'' using 0:2:(sprintf('%%.2f', $2)) with labels offset 0,0.8 notitle\n", nphases - 0.4);
+}
+
+/* The script's start: terminal, common settings, the title. */
+static void report_prologue(const struct report_run *r, FILE *g)
 {
 	double dt = report_last(r, "downtime-ms"), tt = report_last(r, "total-time-ms");
+	double passes = report_last(r, "iteration");
+	double t0 = report_val(r, 0, 0), t1 = report_val(r, r->nrows - 1, 0);
 
 	fputs("if (strstrt(GPVAL_TERMINALS, 'pngcairo') > 0) {\n"
 	      "  set terminal pngcairo size 1600,1000 noenhanced font ',10'\n"
@@ -206,78 +281,42 @@ static void report_script(const struct report_run *r, FILE *g, unsigned ts, int 
 	      "set grid\nset key top right opaque\nset xlabel 'seconds'\nset yrange [0:*]\n"
 	      "set tmargin 4\nset offsets 0,0,graph 0.15,0\n", g);
 	/* Every time panel over the same seconds. */
-	double t0 = report_val(r, 0, 0), t1 = report_val(r, r->nrows - 1, 0);
 	fprintf(g, "set xrange [%.3f:%.3f]\n", t0, t1 > t0 ? t1 : t0 + 1);
 	fprintf(g, "set multiplot layout 2,3 title 'ferry migration %u of %u: %s", r->index, r->runs,
 		r->last_status[0] ? r->last_status : "status unknown");
 	if (isfinite(tt))
 		fprintf(g, ", %.1f s", tt / 1000);
-	if (isfinite(report_last(r, "iteration")))
-		fprintf(g, ", %.0f passes", report_last(r, "iteration"));
+	if (isfinite(passes))
+		fprintf(g, ", %.0f passes", passes);
 	if (isfinite(dt))
 		fprintf(g, ", downtime %.2f ms", dt);
 	fputs("'\n", g);
+}
 
-	if (ts & 0xa) {		/* throughput or dirty rate */
-		fputs("set title 'throughput against the cap, and the dirty rate'\n"
-		      "set ylabel 'MiB/s'\nplot ", g);
-		const char *sep = "";
-		if (ts & 0x2)
-			fprintf(g, "%s'ts.dat' using 1:2 with lines lw 2 lc rgb '#1f77b4' title 'throughput'",
-				sep), sep = ", ";
-		if (ts & 0x4)
-			fprintf(g, "%s'' using 1:3 with lines dt 2 lw 2 lc rgb '#000000' title 'cap'",
-				sep), sep = ", ";
-		if (ts & 0x8)
-			fprintf(g, "%s'ts.dat' using 1:4 with lines lw 2 lc rgb '#d62728' title 'dirty rate'",
-				sep);
-		fputc('\n', g);
-	} else {
-		report_empty_panel(g, "throughput against the cap, and the dirty rate");
-	}
-
-	if (ts & 0x10) {
-		fputs("set title 'RAM still to send, and the pass'\nset ylabel 'MiB'\n"
-		      "set ytics nomirror\n", g);
-		double passes = report_last(r, "iteration");
-		if (ts & 0x20 && isfinite(passes) && passes >= 0)
-			fprintf(g, "set y2label 'pass'\nset y2range [0:%.0f]\nset y2tics %s\n", passes + 1,
-				passes <= 20 ? "1" : "");
-		fputs("plot 'ts.dat' using 1:5 with lines lw 2 lc rgb '#2ca02c' title 'remaining'", g);
-		if (ts & 0x20)
-			fputs(", '' using 1:6 axes x1y2 with steps lc rgb '#7f7f7f' title 'pass'", g);
-		fputs("\nunset y2tics\nunset y2label\nset ytics mirror\n", g);
-	} else {
-		report_empty_panel(g, "RAM still to send, and the pass");
-	}
-
+/* The script; every string in it is ours, every number formatted here. */
+static void report_script(const struct report_run *r, FILE *g, unsigned ts, int ncodecs,
+			  int nchannels, int nphases)
+{
+	report_prologue(r, g);
+	report_panel_rates(g, ts);
+	report_panel_remaining(r, g, ts);
 	report_stack_panel(g, "codec mix: guest pages encoded per second, by codec", "codecs.dat",
 			   ncodecs, true);
 	if (nchannels)
 		report_stack_panel(g, "channels: bytes per second on each", "channels.dat",
 				   nchannels, false);
-	else if (ts & 0x40)
-		fputs("set title 'sent on the wire so far'\nset ylabel 'MiB'\n"
-		      "plot 'ts.dat' using 1:7 with lines lw 2 lc rgb '#9467bd' title 'data processed'\n", g);
+	else if (ts & TS(TS_WIRE))
+		fprintf(g, "set title 'sent on the wire so far'\nset ylabel 'MiB'\nplot 'ts.dat' "
+			"using 1:%d with lines lw 2 lc rgb '#9467bd' title 'data processed'\n", TS_WIRE + 1);
 	else
 		report_empty_panel(g, "channels");
-
-	if (ts & 0x80)
-		fputs("set title 'expected downtime at each decision'\nset ylabel 'ms'\n"
-		      "plot 'ts.dat' using 1:8 with lines lw 2 lc rgb '#8c564b' title 'expected downtime'\n", g);
+	if (ts & TS(TS_EXPECTED))
+		fprintf(g, "set title 'expected downtime at each decision'\nset ylabel 'ms'\nplot 'ts.dat' "
+			"using 1:%d with lines lw 2 lc rgb '#8c564b' title 'expected downtime'\n",
+			TS_EXPECTED + 1);
 	else
 		report_empty_panel(g, "expected downtime at each decision");
-
-	if (nphases) {
-		fprintf(g, "set title 'downtime %.2f ms, by phase'\nset ylabel 'ms'\nunset xlabel\n"
-			"set style fill solid 0.8 border -1\nset boxwidth 0.7\nset xtics rotate by -30\n"
-			"set offsets 0,0,graph 0.15,0\nset yrange [0:*]\nset xrange [-0.6:%.1f]\n"
-			"plot 'phases.dat' using 0:2:xtic(1) with boxes lc rgb '#ff7f0e' notitle, "
-			"'' using 0:2:(sprintf('%%.2f', $2)) with labels offset 0,0.8 notitle\n", dt,
-			nphases - 0.4);
-	} else {
-		report_empty_panel(g, "downtime by phase");
-	}
+	report_panel_phases(g, nphases, report_last(r, "downtime-ms"));
 	fputs("unset multiplot\n", g);
 }
 
