@@ -33,7 +33,7 @@ FERRY_SAN_OBJS := $(FERRY_SRCS:%.c=$(BUILD)/san/%.o)
 UNIT_SRCS  := $(sort $(wildcard tests/unit/test_*.c tests/kvm/test_*.c))
 UNIT_BINS  := $(patsubst %.c,$(BUILD)/tests/%,$(notdir $(UNIT_SRCS)))
 
-.PHONY: all check demo clean deps unit bench bench-quick
+.PHONY: all check demo linux-demo clean deps unit bench bench-quick
 .SECONDARY:
 all: $(BUILD)/ferry $(BUILD)/probe.elf
 
@@ -120,6 +120,11 @@ check: all $(BUILD)/ferry-san $(UNIT_BINS) $(TOOL_BINS) $(FUZZ_BINS)
 
 demo: all
 	$(Q)scripts/demo.sh $(BUILD)
+
+# Debian's kernel and a busybox initramfs, migrated with a workload running
+# (scripts/linux-demo.sh); on kvm-pvm it says why it cannot, and stops.
+linux-demo: all
+	$(Q)scripts/linux-demo.sh $(BUILD)
 
 # Side by side with QEMU (bench/README.md); needs root for network namespaces.
 bench: all

@@ -64,7 +64,19 @@ u64 gdt[GDT_ENTRIES] __attribute__((aligned(16))) = {
 	[SEL_KCODE32 / 8] = 0x00cf9a000000ffffUL,   /* 32-bit code, DPL 0 */
 };
 
-static struct tss64 tss[MAX_CPUS];
+/*
+ * The TSSes share one I/O permission bitmap that allows every port, with
+ * the terminating 0xff byte the architecture reads past the last port;
+ * each TSS's limit reaches to its end.  IOPL=3 already lets ring 3 do port
+ * I/O on hardware; kvm-pvm's emulator checks the bitmap through TR
+ * instead, and faults when the TSS ends at 0x67.  Shared, because .bss is
+ * cleared in emulated ring 0 at boot.
+ */
+static struct {
+	struct tss64 tss[MAX_CPUS];
+	u8 iomap[65536 / 8];
+	u8 iomap_end;
+} __attribute__((packed)) tss_area;
 static struct idt_entry idt[256] __attribute__((aligned(16)));
 static struct { u16 limit; u64 base; } __attribute__((packed)) idt_ptr;
 static volatile u32 *xapic;             /* MMIO base when not in x2APIC mode */
@@ -171,12 +183,14 @@ static void idt_init(void)
 
 static void tss_load(u32 cpu)
 {
-	u64 base = (u64)&tss[cpu];
-	u64 limit = sizeof(struct tss64) - 1;
+	u64 base = (u64)&tss_area.tss[cpu];
+	u64 limit = (u64)&tss_area.iomap_end - base;
 	u32 slot = SEL_TSS0 / 8 + 2 * cpu;
 
-	tss[cpu].rsp0 = (u64)kstacks + (cpu + 1) * KSTACK_SIZE;
-	tss[cpu].iomap_base = sizeof(struct tss64);     /* no I/O bitmap */
+	tss_area.tss[cpu].rsp0 = (u64)kstacks + (cpu + 1) * KSTACK_SIZE;
+	/* All ports allowed: the shared bitmap, below 64 KiB from any TSS. */
+	tss_area.tss[cpu].iomap_base = (u16)((u64)tss_area.iomap - base);
+	tss_area.iomap_end = 0xff;
 	gdt[slot] = (limit & 0xffff) | (base & 0xffffff) << 16 |
 		    0x89UL << 40 |                      /* present, 64-bit TSS */
 		    ((limit >> 16) & 0xf) << 48 | (base >> 24 & 0xff) << 56;

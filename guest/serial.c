@@ -2,8 +2,9 @@
  * serial.c - 8250 UART output, a tiny printf, and the exit port.
  *
  * Callable from ring 0 (exception reports) and ring 3 (everything else).
- * Ring 3 is entered with IOPL=3, but on kvm-pvm its port I/O faults all
- * the same; there ring 3 does its port I/O through one syscall per line.  Compiled with
+ * Ring 3 is entered with IOPL=3; where its port I/O faults all the same
+ * (kvm-pvm with a TSS that has no I/O bitmap), ring 3 does its port I/O
+ * through one syscall per line.  Compiled with
  * -mgeneral-regs-only.  Every pr() call formats whole lines into a buffer
  * and writes them under a spinlock, so lines from several vCPUs never
  * interleave; ring 3 spins natively, ring 0 only writes.
@@ -36,9 +37,9 @@ static void serial_putc(char c)
 }
 
 /*
- * Ring 3 is entered with IOPL=3, but kvm-pvm still faults its port I/O (and
- * pushf there claims IOPL=3 all the same), so main.c tries one "in" at boot
- * and records whether it worked.
+ * IOPL=3 is not always enough (pushf claims IOPL=3 even where kvm-pvm
+ * faults the port I/O), so main.c tries one "in" at boot and records
+ * whether it worked.
  */
 static bool user_io_allowed(void)
 {

@@ -6,8 +6,8 @@
 # Runs workload=verify on 2 vCPUs for 2 s on the pc machine, again on the
 # microvm machine (no PC speaker gate at port 0x61: the TSC rate must come
 # from kvmclock or CPUID), and once on pc without kvmclock (the PIT path).
-# Each run expects heartbeats, the wss line, no CORRUPT, and QEMU exit
-# status 1 (isa-debug-exit value 0 = success).
+# Each run expects heartbeats, the wss line, direct ring-3 port I/O, no
+# CORRUPT, and QEMU exit status 1 (isa-debug-exit value 0 = success).
 # Exit: 0 pass, 1 fail, 77 skipped (no /dev/kvm or no QEMU).
 set -u
 
@@ -56,6 +56,7 @@ run() {
 	grep -qE "^probe: tsc [0-9]+ kHz from ($tsc_re)\$" "$out" ||
 		fail "the TSC rate did not come from $tsc_re"
 	grep -q '^CORRUPT' "$out" && fail "verify reported corruption"
+	grep -q '^probe: port-io ring3$' "$out" || fail "ring-3 port I/O faulted"
 	# 2 s at 10 ms is 200; allow for a busy host.
 	[ "$hbs" -ge 50 ] || fail "only $hbs heartbeats"
 	echo "test-qemu: $name: PASS ($hbs heartbeats, $(sed -nE 's/^probe: (tsc .*)/\1/p' "$out"))"

@@ -13,6 +13,9 @@ packages=(
   # and recommendations are not installed here: name them.
   clang libclang-rt-14-dev
   python3 gnuplot-nox
+  # tests/system/linux_boot.sh unpacks Debian's kernel package and its bzImage;
+  # scripts/linux-guest.sh packs an initramfs
+  xz-utils zstd cpio
 )
 
 missing=()

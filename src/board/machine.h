@@ -35,17 +35,24 @@
 struct machine_config {
 	uint64_t memory;
 	unsigned vcpus;
-	const char *kernel;	/* PVH ELF path; NULL: state arrives by migration */
+	const char *kernel;	/* PVH ELF or bzImage; NULL: state arrives by migration */
+	const char *initrd;	/* initial RAM disk (or NULL) */
 	const char *cmdline;
 	const char *serial;	/* chardev spec: stdio, file:PATH, unix:PATH */
 	bool prealloc;		/* allocate all RAM up front */
 	struct guest_memory *premade;	/* RAM allocated earlier, taken over */
+	const struct x86_cpu_model *cpu_model;	/* --cpu-model (NULL: host) */
 	const struct block_config *disks;	/* --disk, in order */
 	unsigned nr_disks;			/* 0..MACHINE_MAX_DISKS */
 	const struct net_config *nics;		/* --net, in order */
 	unsigned nr_nics;			/* nr_disks + nr_nics <= MACHINE_VIRTIO_SLOTS */
 	/* A migration's destination: disks open inactive, machine_activate() before running. */
 	bool incoming;
+	/*
+	 * With incoming: the disks are this side's own images, which the
+	 * migration fills (--copy-storage): open and locked from the start.
+	 */
+	bool own_disks;
 };
 
 /* One device instance: the `dev` its registry ops get. */
@@ -104,6 +111,18 @@ void machine_destroy(struct machine *m);
 
 /* The instance of model id numbered index, or NULL. */
 void *machine_dev(const struct machine *m, enum device_id id, unsigned index);
+
+/* ---- machine_boot.c ----------------------------------------------------- */
+
+/*
+ * Load `kernel` (a PVH ELF or a bzImage, told apart by their magic) and
+ * `initrd` (or NULL) into guest RAM with the boot data each protocol wants,
+ * and put vCPU 0 at the entry point.  Prints why and returns -errno on
+ * failure: -ENOEXEC (neither format, or a malformed one), -ERANGE (does
+ * not fit in RAM), -E2BIG (command line).
+ */
+int machine_boot(struct machine *m, const char *kernel, const char *initrd,
+		 const char *cmdline) __attribute__((warn_unused_result));
 
 /* ---- machine_virtio.c -------------------------------------------------- */
 

@@ -89,7 +89,7 @@ int machine_virtio_add_disks(struct machine *m, const struct machine_config *cfg
 		struct virtio_blk_config c = {
 			.disk = &cfg->disks[i], .index = i, .ram = &m->vm.mem,
 			.dirty = machine_virtio_dirty, .raise = machine_virtio_raise, .opaque = s,
-			.inactive = cfg->incoming,
+			.inactive = cfg->incoming && !cfg->own_disks,
 		};
 		int err = virtio_blk_create(&m->disks[i], &c);
 		if (err)

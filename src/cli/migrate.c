@@ -53,7 +53,12 @@ static const char migrate_usage[] =
 "                           whatever pays on this link)\n"
 "      --compress-level N   zstd's level (1..19, default 1)\n"
 "      --xbzrle-cache SIZE  delta's cache of pages last sent (default 64M)\n"
-"  -V, --verify             compare digests of all RAM and of the device state at switchover\n"
+"  -V, --verify             compare digests of all RAM, of the device state and\n"
+"                           (with --copy-storage) of every disk at switchover\n"
+"      --copy-storage[=incremental]  copy the disks too, live (local disks): the\n"
+"                           destination runs with --copy-storage and its own image\n"
+"                           of the same size for each --disk; incremental: only the\n"
+"                           64 KiB ranges whose digests differ there travel\n"
 "  -k, --keep-source        keep the source VM (paused) after success\n"
 "  -r, --resume             reconnect a post-copy whose connection broke\n"
 "                           (the destination listens on URI again)\n"
@@ -111,6 +116,7 @@ static void migrate_parse(int argc, char **argv, struct migrate_opts *o)
 		{ "compress-level", required_argument, NULL, 'L' },
 		{ "xbzrle-cache", required_argument, NULL, 'X' },
 		{ "keep-source", no_argument, NULL, 'k' },
+		{ "copy-storage", optional_argument, NULL, 'G' },
 		{ "resume", no_argument, NULL, 'r' },
 		{ "resume-timeout", required_argument, NULL, 'R' },
 		{ "progress", no_argument, NULL, 'p' },
@@ -203,6 +209,15 @@ static void migrate_parse(int argc, char **argv, struct migrate_opts *o)
 			json_object_object_add(o->args, "xbzrle-cache", json_object_new_int64((int64_t)v));
 			break;
 		case 'k': migrate_add_bool(o->args, "keep-source"); break;
+		case 'G':
+			if (!optarg || !strcmp(optarg, "full"))
+				migrate_add_bool(o->args, "copy-storage");
+			else if (!strcmp(optarg, "incremental"))
+				json_object_object_add(o->args, "copy-storage",
+						       json_object_new_string("incremental"));
+			else
+				die(FERRY_EXIT_USAGE, "--copy-storage takes full (the default) or incremental");
+			break;
 		case 'r': migrate_add_bool(o->args, "resume"); break;
 		case 'R':
 			if (parse_duration(optarg, NSEC_PER_SEC, &v) || !v)

@@ -7,11 +7,15 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
+#include "arch/x86/cpu_model.h"
 #include "cli/cli.h"
 #include "cli/restore.h"
 #include "control/control.h"
+#include "migration/block.h"
 #include "migration/dest/incoming.h"
 #include "migration/migration.h"
 #include "migration/live_scratch.h"
@@ -25,12 +29,16 @@ static const char run_usage[] =
 "       ferry run --incoming URI [options]\n"
 "       ferry run --restore FILE [--lazy] [options]\n"
 "\n"
-"Boot a VM from a PVH ELF kernel, or receive one by live migration, and run\n"
+"Boot a VM from a PVH ELF kernel or a bzImage, or receive one by live migration, and run\n"
 "it until the guest exits, it migrates away, a quit command arrives, or\n"
 "ferry gets SIGINT/SIGTERM.\n"
 "\n"
 "Options:\n"
-"  -k, --kernel FILE      PVH ELF kernel to boot (e.g. build/probe.elf)\n"
+"  -k, --kernel FILE      kernel to boot: a PVH ELF (e.g. build/probe.elf, a\n"
+"                         Linux vmlinux) or a bzImage (boot protocol 2.12 or\n"
+"                         later, entered at its 64-bit entry point)\n"
+"      --initrd FILE      initial RAM disk: for a bzImage in the zero page, for\n"
+"                         a PVH kernel as the module of hvm_start_info\n"
 "  -a, --cmdline STR      kernel command line\n"
 "  -m, --memory SIZE      guest RAM, e.g. 512M, 1G (default 256M)\n"
 "  -c, --vcpus N          number of vCPUs, 1..64 (default 1)\n"
@@ -65,7 +73,9 @@ static const char run_usage[] =
 "                         file:PATH' from file:PATH (it runs only if the file\n"
 "                         is complete and every checksum matches);\n"
 "                         the VM's size comes in the stream (with --memory and\n"
-"                         --vcpus given, a larger VM is refused)\n"
+"                         --vcpus given, a larger VM is refused; without\n"
+"                         --memory, one larger than the host's MemAvailable +\n"
+"                         SwapFree is)\n"
 "  -r, --restore FILE     start the VM saved in FILE by 'ferry save' (memory,\n"
 "                         vCPUs, command line, disks and NICs come from the\n"
 "                         file; --disk and --net, if given, replace its disks\n"
@@ -81,6 +91,17 @@ static const char run_usage[] =
 "                         post-copy must drop the pages again)\n"
 "      --resume-timeout T with --incoming: how long a post-copy whose source\n"
 "                         was lost waits for it to resume (default 5m)\n"
+"      --cpu-model MODEL  the CPU features the guest gets: host (all this host's\n"
+"                         KVM offers, the default), baseline (x86-64-v2, which\n"
+"                         migrates across any 64-bit host of the last decade),\n"
+"                         or FILE, listing the features by name (as\n"
+"                         /proc/cpuinfo spells them).  With --incoming: what\n"
+"                         this destination offers; a guest that uses a feature\n"
+"                         outside it is refused before any page moves\n"
+"      --copy-storage     with --incoming: the source copies its disks into\n"
+"                         this side's own images (--disk path=, same sizes),\n"
+"                         which are locked here from the start ('ferry migrate\n"
+"                         --copy-storage')\n"
 "      --test-hooks       allow the x-test-* control commands (tests only)\n"
 "  -q, --quiet            print errors only\n"
 "  -v, --verbose          print debug messages\n"
@@ -90,10 +111,13 @@ static const char run_usage[] =
 "once: the source is told and runs on, and the guest is not started here.\n"
 "\n"
 "Exit status: the guest's debug-exit value (port 0xf4) if it wrote one, 0\n"
-"after quit, a signal or a completed migration away, 64 usage, 65 bad kernel\n"
-"or migration stream (a truncated, damaged or incomplete saved file too),\n"
-"66 missing file (kernel, save file or disk image), 69 no /dev/kvm or a disk image in use\n"
-"by another process, 71 system error,\n"
+"after quit, a signal or a completed migration away, 64 usage (a port outside\n"
+"1..65535, a host name that does not resolve, a --control path too long too),\n"
+"65 bad kernel or migration stream (a truncated, damaged or incomplete saved\n"
+"file too), 66 missing file (kernel, save file or disk image; a kernel that\n"
+"is not a regular file), 69 no /dev/kvm or a disk image in use by another\n"
+"process, 71 system error, 73 --serial file cannot be created (no such\n"
+"directory),\n"
 "74 incoming migration lost its connection, 75 post-copy failed (or was\n"
 "stopped by a signal) after the guest started here: the VM is lost, 80 guest\n"
 "crashed, 128 + the signal's number (130 SIGINT, 143 SIGTERM) when a signal\n"
@@ -104,6 +128,7 @@ struct run_opts {
 	struct block_config disks[MACHINE_MAX_DISKS];
 	struct net_config nics[MACHINE_MAX_NICS];
 	struct net_announce_params announce;
+	struct x86_cpu_model cpu_model;
 	const char *control;
 	const char *incoming;
 	const char *restore;
@@ -111,13 +136,58 @@ struct run_opts {
 	uint64_t resume_timeout_ns;
 	bool memory_set, vcpus_set;
 	bool test_hooks;
+	bool copy_storage;	/* --incoming: the disks' contents come with the VM */
 };
+
+/*
+ * Paths ferry will create, checked before anything starts, so that a typo
+ * is reported as one (not as a missing /dev/kvm, say) and with its status.
+ */
+static void run_check_paths(const struct run_opts *o)
+{
+	static const char *const creates[] = { "file:", "unix:" };
+	const char *spec = o->mc.serial;
+
+	const size_t sun_max = sizeof(((struct sockaddr_un *)0)->sun_path) - 1;
+
+	if (o->control && (!*o->control || strlen(o->control) > sun_max))
+		die(FERRY_EXIT_USAGE, "--control path '%.40s%s' is %s: a unix socket path holds 1 to "
+		    "%zu bytes; use a shorter one", o->control, strlen(o->control) > 40 ? "..." : "",
+		    *o->control ? "too long" : "empty", sun_max);
+	for (size_t i = 0; i < sizeof(creates) / sizeof(creates[0]); i++) {
+		size_t n = strlen(creates[i]);
+		if (strncmp(spec, creates[i], n) || !spec[n])
+			continue;
+		if (i == 0 && access(spec + n, W_OK) == 0)
+			continue;	/* a file there already, ours to write (/dev/null, say) */
+		/* The directory the serial file or socket goes in must be there and ours to write. */
+		const char *path = spec + n, *slash = strrchr(path, '/');
+		char dir[4096];
+		struct stat st;
+		if (!slash)
+			strcpy(dir, ".");
+		else if (slash == path)
+			strcpy(dir, "/");
+		else
+			snprintf(dir, sizeof(dir), "%.*s", (int)(slash - path), path);
+		if (stat(dir, &st) < 0)
+			die(FERRY_EXIT_CANTCREAT, "cannot create --serial %s: directory %s: %s", spec,
+			    dir, errno == ENOENT ? "does not exist" : strerror(errno));
+		if (!S_ISDIR(st.st_mode))
+			die(FERRY_EXIT_CANTCREAT, "cannot create --serial %s: %s is not a directory",
+			    spec, dir);
+		if (access(dir, W_OK | X_OK) < 0)
+			die(FERRY_EXIT_CANTCREAT, "cannot create --serial %s: %s: %s", spec, dir,
+			    strerror(errno));
+	}
+}
 
 static void run_parse(int argc, char **argv, struct run_opts *o)
 {
 	static const struct option longopts[] = {
 		{ "kernel", required_argument, NULL, 'k' },
 		{ "cmdline", required_argument, NULL, 'a' },
+		{ "initrd", required_argument, NULL, 'I' },
 		{ "memory", required_argument, NULL, 'm' },
 		{ "vcpus", required_argument, NULL, 'c' },
 		{ "serial", required_argument, NULL, 's' },
@@ -129,7 +199,9 @@ static void run_parse(int argc, char **argv, struct run_opts *o)
 		{ "restore", required_argument, NULL, 'r' },
 		{ "lazy", no_argument, NULL, 'L' },
 		{ "test-hooks", no_argument, NULL, 'T' },
+		{ "copy-storage", no_argument, NULL, 'S' },
 		{ "prealloc", no_argument, NULL, 'P' },
+		{ "cpu-model", required_argument, NULL, 'M' },
 		{ "resume-timeout", required_argument, NULL, 'R' },
 		{ "quiet", no_argument, NULL, 'q' },
 		{ "verbose", no_argument, NULL, 'v' },
@@ -167,13 +239,20 @@ static void run_parse(int argc, char **argv, struct run_opts *o)
 			break;
 		case 'k': o->mc.kernel = optarg; break;
 		case 'a': o->mc.cmdline = optarg; break;
+		case 'I': o->mc.initrd = optarg; break;
 		case 's': o->mc.serial = optarg; break;
 		case 'C': o->control = optarg; break;
 		case 'i': o->incoming = optarg; break;
 		case 'r': o->restore = optarg; break;
 		case 'L': o->lazy = true; break;
 		case 'T': o->test_hooks = true; mig_scratch_allow(); break;
+		case 'S': o->copy_storage = true; break;
 		case 'P': o->mc.prealloc = true; break;
+		case 'M':
+			if (x86_cpu_model_parse(optarg, &o->cpu_model, why, sizeof(why)))
+				die(FERRY_EXIT_USAGE, "--cpu-model: %s", why);
+			o->mc.cpu_model = &o->cpu_model;
+			break;
 		case 'R':
 			if (parse_duration(optarg, NSEC_PER_SEC, &o->resume_timeout_ns) ||
 			    !o->resume_timeout_ns || o->resume_timeout_ns > 86400 * NSEC_PER_SEC)
@@ -212,6 +291,7 @@ static void run_parse(int argc, char **argv, struct run_opts *o)
 	if (o->mc.nr_disks + o->mc.nr_nics > MACHINE_VIRTIO_SLOTS)
 		die(FERRY_EXIT_USAGE, "%u --disk and %u --net: at most %d virtio devices in all",
 		    o->mc.nr_disks, o->mc.nr_nics, MACHINE_VIRTIO_SLOTS);
+	run_check_paths(o);
 	/* A missing image is the user's to fix, like a missing kernel: say so now. */
 	for (unsigned i = 0; i < o->mc.nr_disks; i++)
 		if (o->disks[i].kind == BLOCK_KIND_FILE && access(o->disks[i].path, o->disks[i].readonly ? R_OK : R_OK | W_OK) < 0)
@@ -219,6 +299,8 @@ static void run_parse(int argc, char **argv, struct run_opts *o)
 			    strerror(errno));
 	if (o->lazy && !o->restore)
 		die(FERRY_EXIT_USAGE, "--lazy needs --restore FILE");
+	if (o->copy_storage && !o->incoming)
+		die(FERRY_EXIT_USAGE, "--copy-storage goes with --incoming");
 	if (o->restore) {
 		if (o->incoming || o->mc.kernel || o->mc.cmdline || o->memory_set || o->vcpus_set ||
 		    o->mc.prealloc)
@@ -227,19 +309,37 @@ static void run_parse(int argc, char **argv, struct run_opts *o)
 		return;
 	}
 	if (o->incoming) {
-		if (o->mc.kernel || o->mc.cmdline)
+		if (o->mc.kernel || o->mc.cmdline || o->mc.initrd)
 			die(FERRY_EXIT_USAGE, "--incoming takes the kernel and its command line from "
-			    "the stream; drop --kernel and --cmdline");
+			    "the stream; drop --kernel, --initrd and --cmdline");
 		if (o->mc.prealloc && !o->memory_set)
 			die(FERRY_EXIT_USAGE, "--prealloc with --incoming needs --memory SIZE: "
 			    "the size of the VM that will arrive");
+		if (o->copy_storage) {
+			for (unsigned i = 0; i < o->mc.nr_disks; i++)
+				if (o->disks[i].kind != BLOCK_KIND_FILE || o->disks[i].readonly)
+					die(FERRY_EXIT_USAGE, "--copy-storage writes each disk's image: "
+					    "give writable path= disks");
+			if (!o->mc.nr_disks)
+				die(FERRY_EXIT_USAGE, "--copy-storage needs the target images (--disk)");
+			mig_block_expect();
+		}
 		return;
 	}
 	if (!o->mc.kernel)
 		die(FERRY_EXIT_USAGE, "--kernel FILE or --incoming URI is required "
 		    "(try 'ferry run --help')");
-	if (access(o->mc.kernel, R_OK) < 0)
+	struct stat st;
+	if (access(o->mc.kernel, R_OK) < 0 || stat(o->mc.kernel, &st) < 0)
 		die(FERRY_EXIT_NOINPUT, "cannot read kernel %s: %s", o->mc.kernel, strerror(errno));
+	/* A FIFO would block the load forever, a device read without end. */
+	if (!S_ISREG(st.st_mode))
+		die(FERRY_EXIT_NOINPUT, "kernel %s is not a regular file: give the kernel image "
+		    "itself", o->mc.kernel);
+	if (o->mc.initrd && (access(o->mc.initrd, R_OK) < 0 || stat(o->mc.initrd, &st) < 0))
+		die(FERRY_EXIT_NOINPUT, "cannot read initrd %s: %s", o->mc.initrd, strerror(errno));
+	if (o->mc.initrd && !S_ISREG(st.st_mode))
+		die(FERRY_EXIT_NOINPUT, "initrd %s is not a regular file", o->mc.initrd);
 }
 
 static int run_exit_code(int err)
@@ -387,9 +487,11 @@ static int run_incoming(struct run_ctx *ctx, struct mig_incoming *inc)
 	struct mig_incoming_opts io = {
 		.uri = o->incoming, .serial = o->mc.serial,
 		.disks = o->mc.disks, .nr_disks = o->mc.nr_disks,
+		.own_disks = o->copy_storage,
 		.nics = o->mc.nics, .nr_nics = o->mc.nr_nics,
 		.max_memory = o->memory_set ? o->mc.memory : 0,
 		.max_vcpus = o->vcpus_set ? o->mc.vcpus : 0,
+		.cpu_model = o->mc.cpu_model,
 		.accept_timeout_ms = -1, .io_timeout_ms = 30000,
 		.start_guest = run_start_cb, .start_opaque = ctx,
 		.resume_timeout_ms = (int)(o->resume_timeout_ns / 1000000),
@@ -433,6 +535,7 @@ static int run_incoming(struct run_ctx *ctx, struct mig_incoming *inc)
 	switch (-err) {
 	case EPIPE: case ETIMEDOUT: case ECONNRESET: return FERRY_EXIT_IOERR;
 	case EINVAL: case EADDRINUSE: case ENOTSOCK: case EACCES: case EISDIR:
+	case ENXIO:	/* tcp: the host name does not resolve */
 		return FERRY_EXIT_USAGE;
 	case ENOENT: return FERRY_EXIT_NOINPUT;		/* --incoming file:PATH, no PATH */
 	default: return err == -ENOMEM ? FERRY_EXIT_OSERR : FERRY_EXIT_DATAERR;

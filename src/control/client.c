@@ -124,6 +124,12 @@ int control_conn_call(struct control_conn *c, const char *command, json_object *
 {
 	int err = control_conn_send(c, command, args);
 
+	/*
+	 * A server that turns us away (Busy) says so and hangs up, maybe
+	 * before our request went out: read its answer, not the EPIPE.
+	 */
+	if (err == -EPIPE || err == -ECONNRESET)
+		err = 0;
 	while (!err) {
 		json_object *o, *v;
 		err = control_conn_read(c, timeout_ms, &o);

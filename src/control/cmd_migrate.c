@@ -5,7 +5,42 @@
 
 #include "control/cmd_net.h"
 #include "control/control.h"
+#include "migration/block.h"
 #include "migration/migration.h"
+
+const struct control_arg cmd_migrate_args[] = {
+	{ "uri", CONTROL_ARG_STRING, true },
+	{ "bandwidth", CONTROL_ARG_UINT, false },
+	{ "postcopy-bandwidth", CONTROL_ARG_UINT, false },
+	{ "downtime-ms", CONTROL_ARG_UINT, false },
+	{ "max-iterations", CONTROL_ARG_UINT, false },
+	{ "timeout-ms", CONTROL_ARG_UINT, false },
+	{ "resume-timeout-ms", CONTROL_ARG_UINT, false },
+	{ "switchover-timeout-ms", CONTROL_ARG_UINT, false },
+	{ "postcopy-after", CONTROL_ARG_UINT, false },
+	{ "prepage", CONTROL_ARG_UINT, false },
+	{ "auto-converge", CONTROL_ARG_BOOL, false },
+	{ "verify", CONTROL_ARG_BOOL, false },
+	{ "keep-source", CONTROL_ARG_BOOL, false },
+	{ "resume", CONTROL_ARG_BOOL, false },
+	{ "on-timeout", CONTROL_ARG_STRING, false },
+	{ "mode", CONTROL_ARG_STRING, false },
+	{ "compress", CONTROL_ARG_STRING, false },
+	{ "compress-level", CONTROL_ARG_UINT, false },
+	{ "xbzrle-cache", CONTROL_ARG_UINT, false },
+	{ NULL },
+};
+
+const struct control_arg cmd_migrate_set_parameters_args[] = {
+	{ "bandwidth", CONTROL_ARG_UINT, false },
+	{ "downtime-ms", CONTROL_ARG_UINT, false },
+	{ NULL },
+};
+
+const struct control_arg cmd_migrate_resolve_args[] = {
+	{ "action", CONTROL_ARG_STRING, true },
+	{ NULL },
+};
 
 /* Optional non-negative integer argument; 0 if absent, -EINVAL if bad. */
 static int mig_arg_u64(json_object *args, const char *key, uint64_t *out, json_object **ret)
@@ -60,6 +95,19 @@ static int mig_parse_params(json_object *args, struct mig_params *p, json_object
 	err = err ?: mig_arg_bool(args, "keep-source", &p->keep_source, ret);
 	if (err)
 		return err;
+	/* copy-storage: true (every block), "full" (the same) or "incremental". */
+	if (json_object_object_get_ex(args, "copy-storage", &v)) {
+		const char *str = json_object_is_type(v, json_type_string) ? json_object_get_string(v) : NULL;
+		if (json_object_is_type(v, json_type_boolean))
+			p->copy_storage = json_object_get_boolean(v);
+		else if (str && !strcmp(str, "full"))
+			p->copy_storage = true;
+		else if (str && !strcmp(str, "incremental"))
+			p->copy_storage = p->copy_incremental = true;
+		else
+			return control_fail(ret, -EINVAL, "'copy-storage' must be true, false, \"full\" or "
+					    "\"incremental\"");
+	}
 	if (iters > UINT32_MAX || downtime_ms > 3600000 || timeout_ms > 1000ULL * 86400 * 365)
 		return control_fail(ret, -EINVAL, "a limit is out of range");
 	p->max_iterations = (uint32_t)iters;
@@ -136,17 +184,24 @@ int cmd_migrate(struct control_ctx *ctx, json_object *args, json_object **ret)
 	struct mig_params p;
 	int err;
 
-	if (!ctx->mig)
-		return control_fail(ret, -ENOTSUP, "this VM cannot migrate");
+	/* Arguments first: a bad request is answered as one wherever it is sent. */
 	err = mig_parse_params(args, &p, ret);
 	if (err)
 		return err;
+	if (!ctx->mig)
+		return control_fail(ret, -ENOTSUP, "this VM cannot migrate");
 	json_object *v;
 	if (json_object_object_get_ex(args, "resume", &v) && json_object_get_boolean(v)) {
 		if (migration_resume(ctx->mig, p.uri))
 			return control_fail(ret, -ESRCH, "no post-copy is waiting to resume");
 		return 0;
 	}
+	char why[160];
+	if (p.copy_storage && mig_block_check(ctx->machine, why, sizeof(why)))
+		return control_fail(ret, -EINVAL, "%s", why);
+	if (p.copy_incremental && !mig_channel_uri_return_path(p.uri))
+		return control_fail(ret, -EOPNOTSUPP, "copy-storage incremental compares digests "
+				    "with the destination; %s has no return path", p.uri);
 	enum vm_state st = vm_get_state(&ctx->machine->vm);
 	if (st != VM_STATE_RUNNING && st != VM_STATE_PAUSED)
 		return control_fail(ret, -ESRCH, "the VM is %s", vm_state_name(st));

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "board/machine_state.h"
+#include "control/args.h"
 #include "control/cmd_migrate.h"
 #include "control/cmd_net.h"
 #include "control/cmd_save.h"
@@ -14,11 +15,12 @@
 #include "util/log.h"
 #include "migration/live_scratch.h"
 #include "vmm/dirty.h"
-#include "board/machine_state.h"
 
 struct control_command {
 	const char *name;
 	bool test_only;
+	bool needs_vm;			/* uses ctx->machine */
+	const struct control_arg *args;	/* what it takes; NULL: nothing */
 	int (*run)(struct control_ctx *ctx, json_object *args, json_object **ret);
 };
 
@@ -222,25 +224,55 @@ static int cmd_test_rebuild(struct control_ctx *ctx, json_object *args, json_obj
 	return 0;
 }
 
+static const struct control_arg corrupt_args[] = {
+	{ "gpa", CONTROL_ARG_UINT, true },
+	{ "xor", CONTROL_ARG_UINT, false },
+	{ "tracked", CONTROL_ARG_BOOL, false },
+	{ NULL },
+};
+
+static const struct control_arg peek_args[] = {
+	{ "gpa", CONTROL_ARG_UINT, true },
+	{ NULL },
+};
+
+static const struct control_arg scratch_args[] = {
+	{ "fill", CONTROL_ARG_UINT, false },
+	{ "hot", CONTROL_ARG_BOOL, false },
+	{ NULL },
+};
+
+static const struct control_arg save_args[] = {
+	{ "file", CONTROL_ARG_STRING, true },
+	{ "keep-running", CONTROL_ARG_BOOL, false },
+	{ NULL },
+};
+
+static const struct control_arg snapshot_args[] = {
+	{ "file", CONTROL_ARG_STRING, true },
+	{ NULL },
+};
+
 static const struct control_command control_commands[] = {
-	{ "status", false, cmd_status },
-	{ "pause", false, cmd_pause },
-	{ "resume", false, cmd_resume },
-	{ "quit", false, cmd_quit },
-	{ "announce", false, cmd_announce },
-	{ "migrate", false, cmd_migrate },
-	{ "migrate-cancel", false, cmd_migrate_cancel },
-	{ "migrate-set-parameters", false, cmd_migrate_set_parameters },
-	{ "migrate-start-postcopy", false, cmd_migrate_start_postcopy },
-	{ "migrate-resolve", false, cmd_migrate_resolve },
-	{ "query-migrate", false, cmd_query_migrate },
-	{ "save", false, cmd_save },
-	{ "snapshot", false, cmd_snapshot },
-	{ "x-test-corrupt", true, cmd_test_corrupt },
-	{ "x-test-rebuild", true, cmd_test_rebuild },
-	{ "x-test-peek", true, cmd_test_peek },
-	{ "x-test-migration-break", true, cmd_test_migration_break },
-	{ "x-test-scratch", true, cmd_test_scratch },
+	{ "status", false, true, NULL, cmd_status },
+	{ "pause", false, true, NULL, cmd_pause },
+	{ "resume", false, true, NULL, cmd_resume },
+	{ "quit", false, true, NULL, cmd_quit },
+	{ "announce", false, true, NULL, cmd_announce },
+	{ "migrate", false, false, cmd_migrate_args, cmd_migrate },
+	{ "migrate-cancel", false, false, NULL, cmd_migrate_cancel },
+	{ "migrate-set-parameters", false, false, cmd_migrate_set_parameters_args,
+	  cmd_migrate_set_parameters },
+	{ "migrate-start-postcopy", false, false, NULL, cmd_migrate_start_postcopy },
+	{ "migrate-resolve", false, false, cmd_migrate_resolve_args, cmd_migrate_resolve },
+	{ "query-migrate", false, false, NULL, cmd_query_migrate },
+	{ "save", false, true, save_args, cmd_save },
+	{ "snapshot", false, true, snapshot_args, cmd_snapshot },
+	{ "x-test-corrupt", true, true, corrupt_args, cmd_test_corrupt },
+	{ "x-test-rebuild", true, true, NULL, cmd_test_rebuild },
+	{ "x-test-peek", true, true, peek_args, cmd_test_peek },
+	{ "x-test-migration-break", true, false, NULL, cmd_test_migration_break },
+	{ "x-test-scratch", true, false, scratch_args, cmd_test_scratch },
 };
 
 int control_dispatch(struct control_ctx *ctx, const char *name, json_object *args,
@@ -255,7 +287,11 @@ int control_dispatch(struct control_ctx *ctx, const char *name, json_object *arg
 			return control_fail(ret, -EPERM,
 					    "%s is a test hook; start ferry run with --test-hooks",
 					    name);
-		return c->run(ctx, args, ret);
+		/* Handlers trust the table: a type they did not expect never reaches them. */
+		int err = control_check_args(name, c->args, args, ret);
+		if (!err && c->needs_vm && !ctx->machine)
+			err = control_fail(ret, -ENODEV, "no VM is attached to this control server");
+		return err ? err : c->run(ctx, args, ret);
 	}
 	return control_fail(ret, -ENOENT, "unknown command '%s'", name);
 }

@@ -11,7 +11,7 @@ struct migration;
 struct control_server;
 
 struct control_ctx {
-	struct machine *machine;
+	struct machine *machine;	/* NULL only in tests and fuzzers: no VM */
 	struct migration *mig;		/* the outgoing migration job; may be NULL */
 	struct control_server *server;
 	bool test_hooks;	/* allow x-test-* commands (ferry run --test-hooks) */
@@ -24,6 +24,16 @@ struct control_ctx {
  */
 int control_dispatch(struct control_ctx *ctx, const char *name, json_object *args,
 		     json_object **ret);
+
+/*
+ * The reply object to one request line (untrusted bytes, NUL-terminated):
+ * parse it, run the command, wrap the result or error, echo the "id".
+ * Never NULL; the caller puts it.  Control thread (or a fuzzer).
+ */
+json_object *control_answer(struct control_ctx *ctx, const char *line);
+
+/* {"error": {"class": cls, "desc": desc}}. */
+json_object *control_error_reply(const char *cls, const char *desc);
 
 /* Set *ret to a message and return err; for command handlers. */
 int control_fail(json_object **ret, int err, const char *fmt, ...)

@@ -8,18 +8,26 @@
 
 #include <pthread.h>
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "control/commands.h"
 
 #define CONTROL_MAX_CLIENTS 8
 #define CONTROL_MAX_LINE    (64 * 1024)
 
+/*
+ * A client silent this long gives its slot up to a newcomer when all are
+ * taken (never otherwise: a client may wait quietly for events).
+ */
+#define CONTROL_IDLE_MS     10000
+
 /* Output a client has not read yet; past this it is disconnected. */
 #define CONTROL_MAX_QUEUE   (256 * 1024)
 
 struct control_client {
 	int fd;
-	/* The request being read: the control thread's own. */
+	/* The request being read, and when it last sent: the control thread's own. */
+	uint64_t last_ms;
 	size_t len;
 	char buf[CONTROL_MAX_LINE];
 	/* Whole reply and event lines not yet sent; guarded by the server's lock. */
@@ -44,6 +52,7 @@ struct control_server {
 	/* Set at open; read-only while the thread runs. */
 	int listen_fd;
 	int wake_fd[2];		/* wakes the thread: output queued, or stop */
+	unsigned idle_ms;	/* CONTROL_IDLE_MS; tests may lower it before start */
 	char *path;
 	pthread_t thread;
 	bool thread_started;	/* the thread that opened and closes the server */

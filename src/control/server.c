@@ -3,9 +3,11 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -45,6 +47,7 @@ int control_server_open(struct control_server *cs, const char *path, struct mach
 	cs->ctx.mig = mig;
 	cs->ctx.server = cs;
 	cs->ctx.test_hooks = test_hooks;
+	cs->idle_ms = CONTROL_IDLE_MS;
 	err = control_addr(path, &sa);
 	if (err) {
 		pr_err("control socket path '%s' is empty or too long", path);
@@ -61,7 +64,14 @@ int control_server_open(struct control_server *cs, const char *path, struct mach
 	cs->listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (cs->listen_fd < 0)
 		return -errno;
-	if (bind(cs->listen_fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+	/*
+	 * Whoever can connect can stop the guest or send it away: owner only.
+	 * Linux creates the socket file with the socket inode's mode less the
+	 * umask, so the mode set here is the file's from its first instant
+	 * (no chmod after bind, no window; umask is process-wide, not ours).
+	 */
+	if (fchmod(cs->listen_fd, S_IRUSR | S_IWUSR) < 0 ||
+	    bind(cs->listen_fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
 		goto fail;
 	cs->path = strdup(path);
 	if (listen(cs->listen_fd, 4) < 0 || pipe2(cs->wake_fd, O_CLOEXEC | O_NONBLOCK) < 0)
@@ -174,55 +184,14 @@ void control_server_broadcast(struct control_server *cs, json_object *event)
 		control_wake(cs);
 }
 
-static json_object *control_error(const char *cls, const char *desc)
-{
-	json_object *err = json_object_new_object();
-	json_object_object_add(err, "class", json_object_new_string(cls));
-	json_object_object_add(err, "desc", json_object_new_string(desc));
-	json_object *reply = json_object_new_object();
-	json_object_object_add(reply, "error", err);
-	return reply;
-}
-
 /* Parse one request line and answer it.  The line is untrusted. */
 static void control_handle_line(struct control_server *cs, struct control_client *c,
 				const char *line)
 {
-	json_object *req = json_tokener_parse(line), *reply, *ret = NULL, *v;
-	const char *name;
+	json_object *reply = control_answer(&cs->ctx, line);
 
-	if (!req || !json_object_is_type(req, json_type_object)) {
-		reply = control_error("ParseError", "request is not a JSON object");
-		goto out;
-	}
-	if (!json_object_object_get_ex(req, "execute", &v) ||
-	    !json_object_is_type(v, json_type_string)) {
-		reply = control_error("BadRequest", "missing \"execute\": \"<command>\"");
-		goto out;
-	}
-	name = json_object_get_string(v);
-	json_object *args = NULL;
-	if (json_object_object_get_ex(req, "arguments", &args) &&
-	    !json_object_is_type(args, json_type_object)) {
-		reply = control_error("BadRequest", "\"arguments\" must be an object");
-		goto out;
-	}
-	int err = control_dispatch(&cs->ctx, name, args, &ret);
-	if (err) {
-		reply = control_error(err == -ENOENT ? "CommandNotFound" : "GenericError",
-				      ret ? json_object_get_string(ret) : strerror(-err));
-		json_object_put(ret);
-	} else {
-		reply = json_object_new_object();
-		json_object_object_add(reply, "return", ret ? ret : json_object_new_object());
-	}
-out:
-	if (req && json_object_is_type(req, json_type_object) &&
-	    json_object_object_get_ex(req, "id", &v))
-		json_object_object_add(reply, "id", json_object_get(v));
 	control_reply(cs, c, reply);
 	json_object_put(reply);
-	json_object_put(req);
 }
 
 /* Close client i, after one last try at sending what it has queued. */
@@ -257,6 +226,7 @@ static bool control_read_client(struct control_server *cs, struct control_client
 
 	if (n <= 0)
 		return n < 0 && errno == EINTR;
+	c->last_ms = control_now_ms();
 	c->len += (size_t)n;
 	char *start = c->buf, *nl;
 	while ((nl = memchr(start, '\n', c->len - (size_t)(start - c->buf)))) {
@@ -270,12 +240,39 @@ static bool control_read_client(struct control_server *cs, struct control_client
 	c->len -= (size_t)(start - c->buf);
 	memmove(c->buf, start, c->len);
 	if (c->len == sizeof(c->buf) - 1) {
-		json_object *r = control_error("BadRequest", "request line too long");
+		json_object *r = control_error_reply("BadRequest", "request line too long");
 		control_reply(cs, c, r);
 		json_object_put(r);
 		return false;
 	}
 	return true;
+}
+
+/*
+ * All slots are taken: disconnect the client silent longest, if it has been
+ * silent for idle_ms, so that idle connections cannot lock everyone out.
+ */
+static void control_evict_idle(struct control_server *cs)
+{
+	uint64_t now = control_now_ms(), oldest = UINT64_MAX;
+	unsigned victim = CONTROL_MAX_CLIENTS;
+
+	for (unsigned i = 0; i < CONTROL_MAX_CLIENTS; i++) {
+		struct control_client *c = cs->clients[i];
+		if (c && c->last_ms < oldest) {
+			oldest = c->last_ms;
+			victim = i;
+		}
+	}
+	if (victim == CONTROL_MAX_CLIENTS || now - oldest < cs->idle_ms)
+		return;
+	json_object *r = control_error_reply("Timeout", "idle too long while every control slot was "
+				       "taken: disconnected to make room");
+	control_reply(cs, cs->clients[victim], r);
+	json_object_put(r);
+	pr_info("control: disconnected a client idle for %llu s to make room for another",
+		(unsigned long long)((now - oldest) / 1000));
+	control_drop_client(cs, victim);
 }
 
 static void control_accept(struct control_server *cs)
@@ -284,6 +281,7 @@ static void control_accept(struct control_server *cs)
 
 	if (fd < 0)
 		return;
+	control_evict_idle(cs);
 	for (unsigned i = 0; i < CONTROL_MAX_CLIENTS; i++) {
 		if (cs->clients[i])
 			continue;
@@ -291,13 +289,17 @@ static void control_accept(struct control_server *cs)
 		if (!c)
 			break;
 		c->fd = fd;
+		c->last_ms = control_now_ms();
 		pthread_mutex_lock(&cs->lock);
 		cs->clients[i] = c;
 		pthread_mutex_unlock(&cs->lock);
 		return;
 	}
 	/* A new socket takes one short line without waiting. */
-	json_object *r = control_error("Busy", "too many control clients");
+	char desc[160];
+	snprintf(desc, sizeof(desc), "all %d control connections are in use; retry once one "
+		 "closes or has been idle for %u s", CONTROL_MAX_CLIENTS, cs->idle_ms / 1000);
+	json_object *r = control_error_reply("Busy", desc);
 	size_t len;
 	char *line = control_line(r, &len);
 	if (line && send(fd, line, len, MSG_DONTWAIT | MSG_NOSIGNAL) < 0)

@@ -12,10 +12,15 @@
 
 struct mig_digest {
 	uint64_t pages;
-	uint64_t *hash;		/* by page index (guest_memory_page_index) */
+	uint64_t zero;		/* the XXH3 of a zero page, computed once */
+	/* By page index (guest_memory_page_index): the page's XXH3 XOR a zero page's. */
+	uint64_t *hash;
 };
 
-/* Allocate a table for mem, every page set to the digest of a zero page. */
+/*
+ * A table for mem, every page a zero page; it takes memory only as pages
+ * are set.
+ */
 int mig_digest_init(struct mig_digest *d, const struct guest_memory *mem)
 	__attribute__((warn_unused_result));
 void mig_digest_free(struct mig_digest *d);

@@ -41,6 +41,7 @@ enum mig_section {
 	MIG_SEC_PC_KNOWN = 22,		/* resume: pages the destination holds (bitmap) */
 	MIG_SEC_PC_RESUMED = 23,	/* resume: bitmap complete, carry on */
 	MIG_SEC_LOADED = 24,		/* switchover: all checked and loaded; waiting for GO */
+	MIG_SEC_BLOCK_SUMS = 25,	/* copy-storage=incremental: digests of a disk's chunks */
 };
 
 /*
@@ -64,6 +65,7 @@ enum mig_source_id {
 	MIG_SOURCE_RAM = 0,
 	MIG_SOURCE_SCRATCH = 1,	/* tests only: a synthetic 1 MiB region */
 	MIG_SOURCE_NET = 2,	/* frames that reached the taps during the switchover */
+	MIG_SOURCE_BLOCK = 3,	/* --copy-storage: the disks (block.h) */
 	MIG_SOURCE_NR,
 };
 

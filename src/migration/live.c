@@ -10,6 +10,7 @@ static const struct mig_source_ops *const mig_sources[MIG_SOURCE_NR] = {
 	[MIG_SOURCE_RAM] = &mig_ram_source,
 	[MIG_SOURCE_SCRATCH] = &mig_scratch_source,
 	[MIG_SOURCE_NET] = &mig_net_source,
+	[MIG_SOURCE_BLOCK] = &mig_block_source,
 };
 
 const struct mig_source_ops *mig_source_get(unsigned id)
@@ -25,6 +26,17 @@ int mig_sources_setup(struct migration *mig)
 		if (!mig->src_active[id] || !o->setup)
 			continue;
 		int err = o->setup(mig);
+		if (err)
+			return err;
+	}
+	return 0;
+}
+
+int mig_sources_handshake(struct migration *mig)
+{
+	for (unsigned id = 0; id < MIG_SOURCE_NR; id++) {
+		const struct mig_source_ops *o = mig_sources[id];
+		int err = mig->src_active[id] && o->handshake ? o->handshake(mig) : 0;
 		if (err)
 			return err;
 	}
@@ -104,6 +116,23 @@ int mig_sources_late(struct migration *mig)
 	return mig_stream_flush(&mig->s);
 }
 
+void mig_sources_unload(struct mig_incoming *inc)
+{
+	for (unsigned id = 0; id < MIG_SOURCE_NR; id++)
+		if (mig_sources[id]->unload)
+			mig_sources[id]->unload(inc);
+}
+
+int mig_sources_loaded(struct mig_in_ctx *c)
+{
+	for (unsigned id = 0; id < MIG_SOURCE_NR; id++) {
+		int err = mig_sources[id]->loaded ? mig_sources[id]->loaded(c) : 0;
+		if (err)
+			return err;
+	}
+	return 0;
+}
+
 int mig_source_section_begin(struct mig_section_writer *w, struct mig_stream *s,
 			     enum mig_source_id id, uint32_t len)
 {
@@ -119,5 +148,6 @@ void mig_source_account(struct migration *mig, enum mig_source_id id, uint64_t b
 {
 	pthread_mutex_lock(&mig->lock);
 	mig->stats.source_sent[id] += bytes;
+	mig->stats.wire_bytes = mig->s.bytes_out;	/* live, while a source other than RAM sends */
 	pthread_mutex_unlock(&mig->lock);
 }

@@ -23,6 +23,7 @@
 
 struct migration;
 struct mig_in_ctx;
+struct mig_incoming;
 struct mig_payload;
 struct mig_section_writer;
 struct mig_stream;
@@ -35,6 +36,12 @@ struct mig_source_ops {
 	bool (*accepted)(void);
 	/* Before the first pass: allocate, mark everything to send.  0 or -errno. */
 	int (*setup)(struct migration *mig);
+	/*
+	 * After READY, before the first pass: a question to the destination
+	 * and its answer over the return path, which is the source's alone
+	 * until then.  NULL: none.  0 or -errno.
+	 */
+	int (*handshake)(struct migration *mig);
 	/*
 	 * Fetch what changed since the last look (end of a pass, stop-and-copy)
 	 * and return the bytes still to send, or -errno.
@@ -63,6 +70,17 @@ struct mig_source_ops {
 	 */
 	int (*load)(struct mig_in_ctx *c, uint8_t type, struct mig_payload *in);
 	/*
+	 * Destination, before the guest may start here (END, POSTCOPY_RUN):
+	 * did everything this source owes arrive?  NULL: nothing to check.
+	 * 0 or -errno with the reason in c->inc->why.
+	 */
+	int (*loaded)(struct mig_in_ctx *c);
+	/*
+	 * Destination: the receive ended, either way; free what `load` kept
+	 * in inc->src_state[id].  NULL: it keeps nothing.
+	 */
+	void (*unload)(struct mig_incoming *inc);
+	/*
 	 * Pre-copy with a return path, after LOADED and just before GO, the
 	 * guest still paused: send SOURCE sections for what came since
 	 * complete (each at most MIG_SOURCE_LATE_MAX bytes of payload after
@@ -82,6 +100,7 @@ struct mig_source_ops {
 extern const struct mig_source_ops mig_ram_source;
 extern const struct mig_source_ops mig_scratch_source;
 extern const struct mig_source_ops mig_net_source;
+extern const struct mig_source_ops mig_block_source;
 
 /* The source registered as `id`, or NULL (out of range, or none). */
 const struct mig_source_ops *mig_source_get(unsigned id);
@@ -89,6 +108,8 @@ const struct mig_source_ops *mig_source_get(unsigned id);
 /* Decide which sources take part and set them up.  0 or -errno. */
 int mig_sources_setup(struct migration *mig) __attribute__((warn_unused_result));
 void mig_sources_cleanup(struct migration *mig);
+/* After READY: every active source's handshake.  0 or -errno. */
+int mig_sources_handshake(struct migration *mig) __attribute__((warn_unused_result));
 /*
  * Sync every active source; pending[id] gets its bytes still to send (0 for
  * those not taking part).  0 or -errno.
@@ -106,6 +127,11 @@ int mig_sources_iterate(struct migration *mig, bool resend) __attribute__((warn_
  */
 int mig_sources_complete(struct migration *mig, bool resend, bool postcopy)
 	__attribute__((warn_unused_result));
+
+/* Destination: every source's `unload`. */
+void mig_sources_unload(struct mig_incoming *inc);
+/* Destination: every source's `loaded` check.  0 or the first -errno. */
+int mig_sources_loaded(struct mig_in_ctx *c) __attribute__((warn_unused_result));
 
 #define MIG_SOURCE_LATE_MAX	(128u << 10)
 

@@ -60,9 +60,10 @@ int migration_start(struct migration *mig, const struct mig_params *p, mig_event
 		return -EBUSY;
 	if (migration_incoming_postcopy(mig))
 		return -EINPROGRESS;
-	/* Post-copy's page requests need a way back; a file has none. */
+	/* Post-copy's page requests and incremental disk digests need a way back; a file has none. */
 	if (!mig_channel_uri_return_path(p->uri) &&
-	    (p->mode != MIG_MODE_PRECOPY || p->on_timeout == MIG_ON_TIMEOUT_POSTCOPY))
+	    (p->mode != MIG_MODE_PRECOPY || p->on_timeout == MIG_ON_TIMEOUT_POSTCOPY ||
+	     p->copy_incremental))
 		return -EOPNOTSUPP;
 	/* A finished job leaves its thread to be joined and its stats to replace. */
 	migration_join(mig);

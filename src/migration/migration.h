@@ -21,6 +21,8 @@
 #include "util/ratelimit.h"
 #include "board/machine.h"
 
+struct mig_block;
+
 struct mig_params {
 	char uri[256];
 	uint64_t bandwidth;		/* live phase, bytes/s; 0 = unlimited */
@@ -45,6 +47,8 @@ struct mig_params {
 	bool auto_converge;
 	bool verify;
 	bool keep_source;		/* stay paused after success instead of exiting */
+	bool copy_storage;		/* copy the disks too (block.c) */
+	bool copy_incremental;		/* ... only the 64 KiB ranges that differ there */
 };
 
 #define MIG_DEFAULT_DOWNTIME_NS (300ULL * 1000000ULL)
@@ -141,6 +145,7 @@ struct migration {
 	/* Which sources take part (mig_sources_setup); migration thread only. */
 	bool src_active[MIG_SOURCE_NR];
 	struct mig_ram ram;		/* the RAM source's own state (ram.h) */
+	struct mig_block *block;	/* the block source's (block.c), while it runs */
 	struct mig_pass_state pass;
 	struct mig_end_flags end;
 };
@@ -152,7 +157,8 @@ void migration_destroy(struct migration *mig);
 /*
  * Start migrating in a thread of its own.  Returns 0, -EBUSY if one is
  * running, -EINPROGRESS while this VM is still arriving by post-copy,
- * -EOPNOTSUPP for post-copy (or hybrid) over a channel with no return path.
+ * -EOPNOTSUPP for post-copy (or hybrid) or an incremental disk copy over a
+ * channel with no return path.
  */
 int migration_start(struct migration *mig, const struct mig_params *p, mig_event_fn *fn,
 		    void *opaque) __attribute__((warn_unused_result));

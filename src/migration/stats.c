@@ -133,6 +133,11 @@ json_object *mig_stats_to_json(const struct mig_stats *st, uint64_t now_ns)
 	mig_json_u64(o, "bandwidth-limit", st->bandwidth_limit);
 	mig_json_u64(o, "pending-bytes", st->pending_total);
 	json_object_object_add(o, "sources", mig_sources_json(st));
+	if (st->disk_total) {
+		mig_json_u64(o, "disk-total", st->disk_total);
+		mig_json_u64(o, "disk-processed", st->disk_processed);
+		mig_json_u64(o, "disk-remaining", done ? 0 : st->source_pending[MIG_SOURCE_BLOCK]);
+	}
 	mig_json_u64(o, "net-frames-forwarded", st->net_frames_forwarded);
 	mig_json_u64(o, "net-bytes-forwarded", st->net_bytes_forwarded);
 	mig_json_u64(o, "net-frames-dropped", st->net_frames_dropped);

@@ -70,6 +70,8 @@ struct mig_stats {
 	uint64_t source_peak[MIG_SOURCE_NR];
 	uint64_t source_sent[MIG_SOURCE_NR];
 	uint64_t pending_total;
+	/* copy-storage: the disks' bytes, and of them sent as data or zeros (re-sent count again). */
+	uint64_t disk_total, disk_processed;
 	/* Frames taken from the taps at the switchover and forwarded, or over the cap. */
 	uint64_t net_frames_forwarded, net_bytes_forwarded, net_frames_dropped;
 

@@ -11,6 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "arch/x86/cpu_model.h"
 #include "arch/x86/cpuid.h"
 #include "arch/x86/vcpu_state.h"
 #include "util/log.h"
@@ -176,6 +177,8 @@ int vm_create(struct vm *vm, const struct vm_config *cfg)
 		pr_err("KVM_GET_SUPPORTED_CPUID: %s", strerror(-err));
 		return err;
 	}
+	if (cfg->cpu_model)
+		x86_cpu_model_apply(cfg->cpu_model, vm->cpuid);
 	if (cfg->premade) {
 		if (cfg->premade->size != cfg->memory)
 			return -EINVAL;
@@ -196,6 +199,21 @@ int vm_create(struct vm *vm, const struct vm_config *cfg)
 	if (vm->stop_efd < 0)
 		return -errno;
 	return vm_create_kvm(vm);
+}
+
+int vm_set_cpuid(struct vm *vm, struct kvm_cpuid2 *cpuid)
+{
+	for (unsigned i = 0; i < vm->nr_vcpus; i++) {
+		int err = x86_cpuid_set_vcpu(vm->vcpus[i].fd, cpuid, i, vm->nr_vcpus);
+		if (err) {
+			pr_err("cannot set CPUID of vCPU %u: %s", i, strerror(-err));
+			free(cpuid);
+			return err;
+		}
+	}
+	free(vm->cpuid);
+	vm->cpuid = cpuid;
+	return 0;
 }
 
 void vm_destroy(struct vm *vm)

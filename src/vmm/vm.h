@@ -17,6 +17,7 @@
 #define VM_MAX_VCPUS 64
 
 struct vm;
+struct x86_cpu_model;
 
 struct vcpu {
 	struct vm *vm;
@@ -49,6 +50,7 @@ struct vm_config {
 	unsigned vcpus;
 	bool prealloc;			/* allocate all RAM up front */
 	struct guest_memory *premade;	/* RAM made earlier, taken over (or NULL) */
+	const struct x86_cpu_model *cpu_model;	/* features offered (NULL: all KVM has) */
 };
 
 struct vm {
@@ -57,7 +59,8 @@ struct vm {
 	struct guest_memory mem;
 	unsigned nr_vcpus;
 	struct vcpu vcpus[VM_MAX_VCPUS];
-	struct kvm_cpuid2 *cpuid;	/* KVM's supported CPUID, filtered per vCPU */
+	/* KVM's supported CPUID less what the CPU model drops; filtered per vCPU. */
+	struct kvm_cpuid2 *cpuid;
 
 	/* Dirty tracking (dirty.c): owned by the thread that started it. */
 	bool dirty_manual;		/* manual-protect capability enabled */
@@ -100,6 +103,14 @@ struct vm {
  * /dev/kvm cannot be opened).
  */
 int vm_create(struct vm *vm, const struct vm_config *cfg) __attribute__((warn_unused_result));
+/*
+ * Give every vCPU the CPUID table `cpuid` (taken over: the VM frees it)
+ * instead of the one vm_create() chose: a migrated guest keeps the CPUID
+ * it booted with.  Main thread, before vm_start().  Returns 0 or -errno
+ * (the table is freed either way).
+ */
+int vm_set_cpuid(struct vm *vm, struct kvm_cpuid2 *cpuid) __attribute__((warn_unused_result));
+
 /* Stop the vCPU threads if running and free everything. */
 void vm_destroy(struct vm *vm);
 

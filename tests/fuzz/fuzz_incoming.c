@@ -43,6 +43,7 @@
 #include <unistd.h>
 #include <xxhash.h>
 
+#include "migration/block.h"
 #include "migration/digest.h"
 #include "migration/codec/codec.h"
 #include "migration/format.h"
@@ -60,8 +61,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 #define FZ_FIX_SUMS	0x01
 #define FZ_RESUME	0x02	/* a second connection resumes the first */
 #define FZ_RESUME_MS	300	/* how long the loader waits for it */
+#define FZ_DISK		0x04	/* the destination has one 1 MiB disk to receive (--copy-storage) */
 
 static char fz_dir[64];
+static struct block_config fz_disk;	/* FZ_DISK: a 1 MiB image in fz_dir */
 static bool fz_verbose;		/* FUZZ_INCOMING_VERBOSE: print each outcome */
 static char fz_sock[128];
 static char fz_uri[160];
@@ -171,6 +174,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct mig_incoming *inc;
 	struct machine *m;
 	struct fz_feed feed;
+
+	if (size >= 1 && (data[0] & FZ_DISK)) {
+		opts.disks = &fz_disk;
+		opts.nr_disks = 1;
+		opts.own_disks = true;
+	}
 	pthread_t t;
 	uint8_t *stream;
 	int err;
@@ -345,10 +354,10 @@ static int fz_state(unsigned vcpus, struct vmstate_buf *out)
 }
 
 /* A seed: the mode byte, then b; with `resume`, b's length and then resume. */
-static void fz_write_seed2(const char *dir, const char *name, const struct fz_buf *b,
-			   const struct fz_buf *resume)
+static void fz_write_seed3(const char *dir, const char *name, const struct fz_buf *b,
+			   const struct fz_buf *resume, uint8_t mode)
 {
-	uint8_t mode = FZ_FIX_SUMS | (resume ? FZ_RESUME : 0), len[4];
+	uint8_t len[4];
 	char path[512];
 	size_t total = 1 + b->len;
 	FILE *f;
@@ -375,9 +384,21 @@ static void fz_write_seed2(const char *dir, const char *name, const struct fz_bu
 	printf("%s: %zu bytes\n", path, total);
 }
 
+static void fz_write_seed2(const char *dir, const char *name, const struct fz_buf *b,
+			   const struct fz_buf *resume)
+{
+	fz_write_seed3(dir, name, b, resume, FZ_FIX_SUMS | (resume ? FZ_RESUME : 0));
+}
+
 static void fz_write_seed(const char *dir, const char *name, const struct fz_buf *b)
 {
 	fz_write_seed2(dir, name, b, NULL);
+}
+
+static void fz_write_seed_mode(const char *dir, const char *name, const struct fz_buf *b,
+			       uint8_t mode)
+{
+	fz_write_seed3(dir, name, b, NULL, mode);
 }
 
 static void fz_header(struct fz_buf *b)
@@ -617,6 +638,37 @@ static void fz_seeds(const char *dir)
 	free(sp.p);
 	fz_write_seed(dir, "source-section", &b);
 
+	/* 6: block sections for a 1 MiB disk (FZ_DISK): HELLO, DATA, ZERO, DONE. */
+	b.len = 0;
+	fz_header(&b);
+	fz_config(&b, FZ_MEM, 1, 0);
+	struct fz_buf bp = { 0 };
+	fz_le(&bp, MIG_SOURCE_BLOCK, 4);
+	fz_put(&bp, (const uint8_t[]){ MIG_BLOCK_HELLO, 0 }, 2);
+	fz_le(&bp, 1 << 20, 8);
+	fz_sec(&b, MIG_SEC_SOURCE, bp.p, bp.len);
+	fz_pass(&b, 1, 1);
+	bp.len = 0;
+	fz_le(&bp, MIG_SOURCE_BLOCK, 4);
+	fz_put(&bp, (const uint8_t[]){ MIG_BLOCK_DATA, 0 }, 2);
+	fz_le(&bp, 8192, 8);
+	fz_put(&bp, img + 0x1000, 4096);
+	fz_sec(&b, MIG_SEC_SOURCE, bp.p, bp.len);
+	bp.len = 0;
+	fz_le(&bp, MIG_SOURCE_BLOCK, 4);
+	fz_put(&bp, (const uint8_t[]){ MIG_BLOCK_ZERO, 0 }, 2);
+	fz_le(&bp, 65536, 8);
+	fz_le(&bp, 65536, 8);
+	fz_sec(&b, MIG_SEC_SOURCE, bp.p, bp.len);
+	bp.len = 0;
+	fz_le(&bp, MIG_SOURCE_BLOCK, 4);
+	fz_put(&bp, (const uint8_t[]){ MIG_BLOCK_DONE, 0 }, 2);
+	fz_le(&bp, 0, 8);
+	fz_put(&bp, (const uint8_t[]){ 0 }, 1);
+	fz_sec(&b, MIG_SEC_SOURCE, bp.p, bp.len);
+	free(bp.p);
+	fz_write_seed_mode(dir, "block-sections", &b, FZ_FIX_SUMS | FZ_DISK);
+
 	/* 4: just a header and CONFIG. */
 	b.len = 0;
 	fz_header(&b);
@@ -644,6 +696,7 @@ static void fz_seeds(const char *dir)
 static void fz_cleanup(void)
 {
 	unlink(fz_sock);
+	unlink(fz_disk.path);
 	rmdir(fz_dir);
 }
 
@@ -667,6 +720,16 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	}
 	snprintf(fz_sock, sizeof(fz_sock), "%s/in.sock", fz_dir);
 	snprintf(fz_uri, sizeof(fz_uri), "unix:%s", fz_sock);
+	/* Block sections reach their loader: every run accepts them (FZ_DISK gives a disk). */
+	fz_disk.kind = BLOCK_KIND_FILE;
+	snprintf(fz_disk.path, sizeof(fz_disk.path), "%s/disk.img", fz_dir);
+	int fd = open(fz_disk.path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (fd < 0 || ftruncate(fd, 1 << 20)) {
+		perror(fz_disk.path);
+		exit(1);
+	}
+	close(fd);
+	mig_block_expect();
 	atexit(fz_cleanup);
 	return 0;
 }

@@ -28,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -39,6 +40,7 @@
 #include <zstd.h>
 #include <cmocka.h>
 
+#include "migration/block.h"
 #include "migration/codec/codec.h"
 #include "migration/config.h"
 #include "migration/digest.h"
@@ -79,6 +81,9 @@ static char t_ferry[512];
 static char t_dir[64];
 static char t_sock[128];
 static char t_serial[128];
+static char t_disk[128];		/* a 1 MiB image, for the block cases */
+static char t_disk_arg[160];		/* "path=" it: what T_DISK in a case's extra becomes */
+#define T_DISK "@disk"
 
 /* A real never-run VM's state, decoded (1 vCPU), and a bootable variant. */
 static struct machine_state t_real;
@@ -179,9 +184,13 @@ static void t_config_codecs(struct vmstate_buf *p, uint64_t memory, uint32_t vcp
 	t_u32(&body, 4); t_u32(&body, codecs);
 	t_u32(&body, 2); t_u16(&body, cmdline_len);
 	t_u32(&body, cmdline_len); t_put(&body, cmdline, cmdline_len);
+	t_u32(&body, 2); t_u16(&body, 0);	/* version 3: no CPUID entries */
+	t_u32(&body, 0);
+	t_u32(&body, 2); t_u16(&body, 0);	/* and no MSRs */
+	t_u32(&body, 0);
 	t_u8(p, 10);
 	t_put(p, "mig-config", 10);
-	t_u32(p, 2);
+	t_u32(p, 3);
 	t_u32(p, (uint32_t)body.len);
 	t_put(p, body.data, body.len);
 	free(body.data);
@@ -421,7 +430,7 @@ static pid_t t_spawn(const char *const *extra, int *outfd)
 	argv[n++] = "--serial";
 	argv[n++] = serial;
 	for (int i = 0; extra && extra[i] && n < 14; i++)
-		argv[n++] = extra[i];
+		argv[n++] = strcmp(extra[i], T_DISK) ? extra[i] : t_disk_arg;
 	argv[n] = NULL;
 	assert_int_equal(pipe2(p, O_CLOEXEC), 0);
 	pid = fork();
@@ -887,6 +896,58 @@ static void b_late_net_too_long(struct vmstate_buf *b, size_t *len)
 	t_net_frame(b, 0, 200000, 200000); t_sec(b, MIG_SEC_GO, NULL, 0); *len = b->len;
 }
 
+/*
+ * Block sections (--copy-storage): kind, disk, then the record
+ * (migration/block.c); the destination has one disk of 1 MiB.
+ */
+static void t_block(struct vmstate_buf *b, uint8_t kind, uint8_t disk, const uint64_t *nums,
+		    unsigned n, uint32_t data)
+{
+	struct vmstate_buf p = { 0 };
+	uint8_t chunk[4096] = { 7 };
+	t_u32(&p, MIG_SOURCE_BLOCK); t_u8(&p, kind); t_u8(&p, disk);
+	for (unsigned i = 0; i < n; i++)
+		t_u64(&p, nums[i]);
+	t_put(&p, chunk, data);
+	t_sec_buf(b, MIG_SEC_SOURCE, &p); free(p.data);
+}
+static const uint64_t t_mib = 1 << 20, t_2mib = 2 << 20;
+static void b_block_hello(struct vmstate_buf *b, size_t *len)
+{ t_to_final(b); t_block(b, MIG_BLOCK_HELLO, 0, &t_mib, 1, 0); *len = b->len; }
+static void b_block_other_disk(struct vmstate_buf *b, size_t *len)
+{ t_to_final(b); t_block(b, MIG_BLOCK_HELLO, 1, &t_mib, 1, 0); *len = b->len; }
+static void b_block_size(struct vmstate_buf *b, size_t *len)
+{ t_to_final(b); t_block(b, MIG_BLOCK_HELLO, 0, &t_2mib, 1, 0); *len = b->len; }
+static void b_block_before_hello(struct vmstate_buf *b, size_t *len)
+{ uint64_t off = 0; t_to_final(b); t_block(b, MIG_BLOCK_DATA, 0, &off, 1, 4096); *len = b->len; }
+static void b_block_past_disk(struct vmstate_buf *b, size_t *len)
+{
+	uint64_t off = t_mib - 512;
+	t_to_final(b); t_block(b, MIG_BLOCK_HELLO, 0, &t_mib, 1, 0);
+	t_block(b, MIG_BLOCK_DATA, 0, &off, 1, 4096); *len = b->len;
+}
+static void b_block_zero_past_disk(struct vmstate_buf *b, size_t *len)
+{
+	uint64_t z[2] = { 4096, UINT64_MAX - 100 };
+	t_to_final(b); t_block(b, MIG_BLOCK_HELLO, 0, &t_mib, 1, 0);
+	t_block(b, MIG_BLOCK_ZERO, 0, z, 2, 0); *len = b->len;
+}
+/* A section that says more than it holds: the framing refuses it. */
+static void b_block_past_section(struct vmstate_buf *b, size_t *len)
+{
+	uint8_t p[14] = { MIG_SOURCE_BLOCK, 0, 0, 0, MIG_BLOCK_DATA, 0 };
+	t_to_final(b); t_block(b, MIG_BLOCK_HELLO, 0, &t_mib, 1, 0);
+	t_sec_raw(b, MIG_SEC_SOURCE, 0, sizeof(p) + 4096, p, sizeof(p), 0);
+	*len = b->len;
+}
+/* Before the first PASS (where a source sends HELLO): still checked. */
+static void b_block_early_size(struct vmstate_buf *b, size_t *len)
+{
+	t_header(b, MIG_MAGIC, MIG_VERSION);
+	t_config(b, T_MEM, 1, 0);
+	t_block(b, MIG_BLOCK_HELLO, 0, &t_2mib, 1, 0); *len = b->len;
+}
+
 /* Framing. */
 static void b_oversized(struct vmstate_buf *b, size_t *len)
 {
@@ -1095,6 +1156,58 @@ static void b_cfg_cmdline_long(struct vmstate_buf *b, size_t *len)
 	memset(cmd, 'a', sizeof(cmd));
 	t_cfg_case(b, T_MEM, 1, 4096, 0, cmd, 4096); *len = b->len;
 }
+/*
+ * A version-3 CONFIG: the version-2 fields, then cpuid_nent (claimed), the
+ * CPUID entries given (7 u32 each), and an empty MSR list.
+ */
+static void t_config_cpuid(struct vmstate_buf *b, uint16_t nent, const uint32_t (*ent)[7],
+			   unsigned given)
+{
+	struct vmstate_buf body = { 0 }, p = { 0 };
+	t_u32(&body, 8); t_u64(&body, T_MEM);
+	t_u32(&body, 4); t_u32(&body, 1);
+	t_u32(&body, 4); t_u32(&body, 4096);
+	t_u32(&body, 4); t_u32(&body, 0);
+	t_u32(&body, 4); t_u32(&body, T_CODECS);
+	t_u32(&body, 2); t_u16(&body, 0);
+	t_u32(&body, 0);
+	t_u32(&body, 2); t_u16(&body, nent);
+	t_u32(&body, given * 7 * 4 * 2);	/* each u32 field as len + value */
+	for (unsigned i = 0; i < given; i++)
+		for (unsigned j = 0; j < 7; j++) {
+			t_u32(&body, 4); t_u32(&body, ent[i][j]);
+		}
+	t_u32(&body, 2); t_u16(&body, 0);	/* no MSRs */
+	t_u32(&body, 0);
+	t_u8(&p, 10); t_put(&p, "mig-config", 10);
+	t_u32(&p, 3); t_u32(&p, (uint32_t)body.len); t_put(&p, body.data, body.len);
+	t_header(b, MIG_MAGIC, MIG_VERSION);
+	t_sec_buf(b, MIG_SEC_CONFIG, &p);
+	free(body.data); free(p.data);
+}
+static const uint32_t t_leaf1_xsave[7] = { 1, 0, 0, 0, 0, 1u << 26, 0 };
+static void b_cfg_cpuid_too_many(struct vmstate_buf *b, size_t *len)
+{ t_config_cpuid(b, MIG_CPUID_MAX + 1, &t_leaf1_xsave, 1); *len = b->len; }
+static void b_cfg_cpuid_nent_lies(struct vmstate_buf *b, size_t *len)
+{ t_config_cpuid(b, 3, &t_leaf1_xsave, 1); *len = b->len; }
+static void b_cfg_cpuid_twice(struct vmstate_buf *b, size_t *len)
+{
+	const uint32_t e[2][7] = { { 7, 0, 1, 0, 0, 0, 0 }, { 7, 0, 1, 0, 1, 0, 0 } };
+	t_config_cpuid(b, 2, e, 2); *len = b->len;
+}
+static void b_cfg_cpuid_bad_flags(struct vmstate_buf *b, size_t *len)
+{
+	const uint32_t e[1][7] = { { 1, 0, 0x80, 0, 0, 0, 0 } };
+	t_config_cpuid(b, 1, e, 1); *len = b->len;
+}
+/* Well formed, but no host has a 4 GiB XSAVE area: refused by name, before any page. */
+static void b_cfg_cpuid_unsupported(struct vmstate_buf *b, size_t *len)
+{
+	const uint32_t e[2][7] = { { 1, 0, 0, 0, 0, 1u << 26, 0 },
+				   { 0xd, 0, 1, 3, 576, 0xffffffffu, 0 } };
+	t_config_cpuid(b, 2, e, 2); *len = b->len;
+}
+
 static void b_cfg_cmdline_len_lies(struct vmstate_buf *b, size_t *len)
 {
 	/* cmdline_len says 100, the array field carries 5 bytes. */
@@ -1297,6 +1410,22 @@ static const struct t_case t_cases[] = {
 	{ "source_bad_offset", b_source_scratch_bad_off, 65, "scratch offset 0x100000 is not a chunk", true, { "--test-hooks" } },
 	{ "source_short", b_source_scratch_short, 65, "scratch section of 104 bytes (want 4100)", true, { "--test-hooks" } },
 	BAD("source_no_id", b_source_no_id, "SOURCE section of 2 bytes has no source id", true),
+	{ "block_not_expected", b_block_hello, 65, "SOURCE section for source 3 (block), which this "
+	  "destination does not accept", true, { "--disk", T_DISK } },
+	{ "block_other_disk", b_block_other_disk, 65, "blocks for disk 1; this destination has 1 disk(s)",
+	  true, { "--copy-storage", "--disk", T_DISK } },
+	{ "block_size_mismatch", b_block_size, 64, "disk 0 is 2097152 bytes at the source but 1048576 here",
+	  true, { "--copy-storage", "--disk", T_DISK } },
+	{ "block_size_before_pass", b_block_early_size, 64, "disk 0 is 2097152 bytes at the source",
+	  true, { "--copy-storage", "--disk", T_DISK } },
+	{ "block_before_hello", b_block_before_hello, 65, "disk 0: record 1 before its HELLO",
+	  true, { "--copy-storage", "--disk", T_DISK } },
+	{ "block_past_disk", b_block_past_disk, 65, "disk 0: 4096 bytes at 1048064 are past its end",
+	  true, { "--copy-storage", "--disk", T_DISK } },
+	{ "block_zero_past_disk", b_block_zero_past_disk, 65, "are past its end",
+	  true, { "--copy-storage", "--disk", T_DISK } },
+	{ "block_past_section", b_block_past_section, 74, "closed the connection",
+	  true, { "--copy-storage", "--disk", T_DISK } },
 	BAD("net_frame_oversize", b_net_frame_oversize, "forwarded frame of 65551 bytes (a frame is 14 to 65550)", true),
 	BAD("net_frame_runt", b_net_frame_runt, "forwarded frame of 13 bytes (a frame is 14 to 65550)", true),
 	BAD("net_frame_len_mismatch", b_net_frame_len_mismatch, "forwarded frame of 100 bytes in a section holding 60", true),
@@ -1362,6 +1491,12 @@ static const struct t_case t_cases[] = {
 	BAD("config_cmdline_4096", b_cfg_cmdline_long, "field 'cmdline_len': value 4096 out of range", false),
 	BAD("config_cmdline_len_lies", b_cfg_cmdline_len_lies, "field 'cmdline': length 5, expected 100", false),
 	BAD("config_trailing", b_cfg_trailing, "bad configuration", false),
+	BAD("config_cpuid_too_many", b_cfg_cpuid_too_many, "bad configuration", false),
+	BAD("config_cpuid_nent_lies", b_cfg_cpuid_nent_lies, "bad configuration", false),
+	BAD("config_cpuid_twice", b_cfg_cpuid_twice, "CPUID leaf 0x7.0 appears twice", false),
+	BAD("config_cpuid_bad_flags", b_cfg_cpuid_bad_flags, "bad configuration", false),
+	BAD("config_cpuid_unsupported", b_cfg_cpuid_unsupported,
+	    "guest CPU not supported here: this host's CPU lacks", false),
 	BAD("config_empty", b_cfg_empty, "bad configuration", false),
 	{ "config_over_memory_limit", b_cfg_over_limit, 65,
 	  "the VM has 64 MiB of RAM; this destination allows 32 MiB", false, { "--memory", "32M" } },
@@ -1825,6 +1960,12 @@ static int t_setup(void **state)
 		return -1;
 	snprintf(t_sock, sizeof(t_sock), "%s/x.sock", t_dir);
 	snprintf(t_serial, sizeof(t_serial), "%s/serial", t_dir);
+	snprintf(t_disk, sizeof(t_disk), "%s/disk.img", t_dir);
+	snprintf(t_disk_arg, sizeof(t_disk_arg), "path=%s", t_disk);
+	int dfd = open(t_disk, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (dfd < 0 || ftruncate(dfd, 1 << 20))
+		return -1;
+	close(dfd);
 	if (t_capture_state()) {
 		fprintf(stderr, "cannot capture a real VM's state\n");
 		return -1;
@@ -1856,6 +1997,7 @@ static int t_teardown(void **state)
 	t_case_free();
 	unlink(t_sock);
 	unlink(t_serial);
+	unlink(t_disk);
 	rmdir(t_dir);
 	machine_state_free(&t_real);
 	vmstate_buf_free(&t_state_boot);
@@ -1863,9 +2005,83 @@ static int t_teardown(void **state)
 	return 0;
 }
 
+/*
+ * The peak RSS of a destination (--memory 1G) sent CONFIG, PASS 1 and, if
+ * `pages`, 64 pages each alone in its own 2 MiB chunk, then a section with
+ * a bad checksum (it exits 65 after loading the pages).
+ */
+static uint64_t t_peak_rss(bool pages, struct t_result *r)
+{
+	static const char *const extra[] = { "--memory", "1G", NULL };
+	struct vmstate_buf b = { 0 };
+	struct rusage ru;
+	int outfd, fd;
+	pid_t pid, w = 0;
+
+	t_header(&b, MIG_MAGIC, MIG_VERSION);
+	t_config(&b, 1ULL << 30, 1, 0);
+	t_pass(&b, 1, false);
+	for (uint64_t i = 0; pages && i < 64; i++)
+		t_ram1(&b, (i * (2ULL << 20) + 0x1000) | MIG_PAGE_RAW);
+	t_sec_raw(&b, MIG_SEC_END, 0, 0, NULL, 0, 1);
+	memset(r, 0, sizeof(*r));
+	unlink(t_serial);
+	unlink(t_sock);
+	pid = t_spawn(extra, &outfd);
+	fd = t_connect(pid, outfd, r);
+	if (fd < 0) {
+		if (fd == -1) {		/* -2: it exited, and was reaped */
+			kill(pid, SIGKILL);
+			waitpid(pid, NULL, 0);
+		}
+		fail_msg("the destination never accepted a connection; its output:\n%s", r->out);
+	}
+	t_send(fd, b.data, b.len);
+	free(b.data);
+	shutdown(fd, SHUT_WR);
+	t_read_replies(fd, r);	/* closes fd */
+	for (uint64_t end = t_now_ms() + T_WAIT_MS; w != pid && t_now_ms() < end;) {
+		t_drain(outfd, r);
+		w = wait4(pid, &r->status, WNOHANG, &ru);
+		if (w != pid)
+			usleep(10000);
+	}
+	if (w != pid) {
+		kill(pid, SIGKILL);
+		waitpid(pid, NULL, 0);
+		fail_msg("the destination did not exit; its output:\n%s", r->out);
+	}
+	t_drain(outfd, r);
+	close(outfd);
+	/* 65: the bad section refused (74 if it saw the connection end first). */
+	if (!WIFEXITED(r->status) || (WEXITSTATUS(r->status) != 65 && WEXITSTATUS(r->status) != 74) ||
+	    strstr(r->out, "Sanitizer"))
+		fail_msg("want exit 65 for the bad section, got %#x; output:\n%s", r->status, r->out);
+	return (uint64_t)ru.ru_maxrss * 1024;
+}
+
+/*
+ * Memory in proportion to what arrives: 64 scattered pages may raise the
+ * destination's peak RSS by about 64 pages, not by the 64 chunks of 2 MiB
+ * (128 MiB) it took when each page populated its whole chunk.
+ */
+static void t_rss_in_proportion(void **state)
+{
+	struct t_result *r = calloc(1, sizeof(*r));
+
+	(void)state;
+	assert_non_null(r);
+	uint64_t base = t_peak_rss(false, r);
+	uint64_t with = t_peak_rss(true, r);
+	free(r);
+	if (with > base + (32ULL << 20))
+		fail_msg("64 pages of 4 KiB raised peak RSS from %llu to %llu MiB",
+			 (unsigned long long)(base >> 20), (unsigned long long)(with >> 20));
+}
+
 int main(void)
 {
-	struct CMUnitTest tests[T_NCASES + T_NPCCASES + 5];
+	struct CMUnitTest tests[T_NCASES + T_NPCCASES + 6];
 	size_t n = 0;
 	int fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
 
@@ -1881,6 +2097,7 @@ int main(void)
 	tests[n++] = (struct CMUnitTest)cmocka_unit_test(t_good_no_verify);
 	tests[n++] = (struct CMUnitTest)cmocka_unit_test(t_pc_twice_placed_copy_verified);
 	tests[n++] = (struct CMUnitTest)cmocka_unit_test(t_pc_twice_dropped_copy_refused);
+	tests[n++] = (struct CMUnitTest)cmocka_unit_test(t_rss_in_proportion);
 	for (size_t i = 0; i < T_NCASES; i++)
 		tests[n++] = (struct CMUnitTest){
 			.name = t_cases[i].name, .test_func = t_case_run,

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Boot the probe guest with every workload on 1 and 2 vCPUs (and idle on
-# 16): heartbeats arrive and seconds= ends the run with exit status 0.
+# 16): heartbeats arrive, ring 3 writes the UART directly, and seconds=
+# ends the run with exit status 0.
 . "$(dirname "$0")/lib.sh"
 require_kvm
 
@@ -14,6 +15,9 @@ run_case() {
 	[ "$hb" -ge "$min_hb" ] || { cat "$out"; fail "$name: $hb heartbeats, want >= $min_hb"; }
 	grep -q "^probe: cpus $vcpus " "$out" || { cat "$out"; fail "$name: guest did not see $vcpus vCPUs"; }
 	! grep -q CORRUPT "$out" || fail "$name: guest reported corruption"
+	# The entry state lets ring 3 reach the UART itself (arch/x86/boot.c).
+	grep -q "^probe: port-io ring3$" "$out" ||
+		{ grep "^probe: port-io" "$out"; fail "$name: ring-3 port I/O faulted"; }
 	log "$name: exit 0, $hb heartbeats"
 }
 

@@ -28,6 +28,11 @@ expect 64 "multiple of 2M from 16M" "$FERRY" run --kernel "$PROBE" --memory 8M
 expect 64 "bad --vcpus" "$FERRY" run --kernel "$PROBE" --vcpus 0
 expect 64 "bad --vcpus" "$FERRY" run --kernel "$PROBE" --vcpus 65
 expect 66 "cannot read kernel" "$FERRY" run --kernel "$T/nonexistent"
+expect 66 "cannot read initrd" "$FERRY" run --kernel "$PROBE" --initrd "$T/nonexistent"
+expect 64 "drop --kernel, --initrd" "$FERRY" run --incoming unix:"$T/x.sock" --initrd "$T/text"
+printf 'fpu sse # comment\navx1024\n' >"$T/bad.model"
+expect 64 "unknown feature 'avx1024'" "$FERRY" run --kernel "$PROBE" --cpu-model "$T/bad.model"
+expect 64 "cannot open CPU model" "$FERRY" run --kernel "$PROBE" --cpu-model "$T/nonexistent"
 expect 69 "cannot reach ferry" "$FERRY" status "$T/nobody.sock"
 expect 64 "JSON object" "$FERRY" call "$T/nobody.sock" status '[1,2]'
 expect 64 "--compress takes none, lz4, zstd, delta or adaptive" \
@@ -35,10 +40,32 @@ expect 64 "--compress takes none, lz4, zstd, delta or adaptive" \
 expect 64 "bad --compress-level" "$FERRY" migrate "$T/nobody.sock" unix:"$T/x" --compress-level 20
 expect 64 "bad --xbzrle-cache" "$FERRY" migrate "$T/nobody.sock" unix:"$T/x" --xbzrle-cache 1k
 
+# Ports out of range are refused, not wrapped or made random.
+expect 64 "1\.\.65535" "$FERRY" run --incoming tcp:127.0.0.1:99999
+expect 64 "1\.\.65535" "$FERRY" run --incoming tcp:127.0.0.1:65536
+expect 64 "1\.\.65535" "$FERRY" run --incoming tcp:127.0.0.1:0
+# A name that cannot resolve says so (.invalid never resolves: RFC 6761).
+expect 64 "does not resolve" timeout 30 "$FERRY" run --incoming tcp:no-such-host.invalid:4444
+# A kernel that is a FIFO would block the load forever: refused at once.
+mkfifo "$T/fifo"
+expect 66 "not a regular file" timeout 10 "$FERRY" run --kernel "$T/fifo"
+expect 66 "not a regular file" "$FERRY" run --kernel "$T"
+# A serial file in a directory that is not there: 73, not 69 ("no /dev/kvm").
+expect 73 "does not exist" "$FERRY" run --kernel "$PROBE" --serial "file:$T/nonexistent/dir/x"
+expect 73 "not a directory" "$FERRY" run --kernel "$PROBE" --serial "file:$T/text/x"
+# A control path longer than a unix socket holds is a usage error, not 71.
+expect 64 "too long" "$FERRY" run --kernel "$PROBE" --control "$T/$(head -c 200 /dev/zero | tr '\0' a)"
+
 if [ -r /dev/kvm ] && [ -w /dev/kvm ]; then
 	expect 65 "not an ELF" "$FERRY" run --kernel "$T/text"
 	expect 65 "cannot boot" "$FERRY" run --kernel "$T/truncated"
 	expect 65 "not a PVH kernel" "$FERRY" run --kernel /bin/true
+	# A bzImage of boot protocol 2.11 (the loader's own cases: tests/unit/test_bzimage.c).
+	head -c 10752 /dev/zero >"$T/old.bz"
+	printf '\x04' | dd of="$T/old.bz" bs=1 seek=$((0x1f1)) conv=notrunc status=none
+	printf '\x55\xaa' | dd of="$T/old.bz" bs=1 seek=$((0x1fe)) conv=notrunc status=none
+	printf 'HdrS\x0b\x02' | dd of="$T/old.bz" bs=1 seek=$((0x202)) conv=notrunc status=none
+	expect 65 "boot protocol 2.11 is older than 2.12" "$FERRY" run --kernel "$T/old.bz"
 	expect 65 "command line too long" "$FERRY" run --kernel "$PROBE" \
 		--cmdline "$(head -c 5000 /dev/zero | tr '\0' a)"
 	expect 64 "bad --serial" "$FERRY" run --kernel "$PROBE" --serial tty:/dev/null

@@ -9,12 +9,16 @@
 #include <string.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 #include <cmocka.h>
 
 #include "control/client.h"
 #include "control/control.h"
+
+/* Short, but long enough that a loaded machine finishes the busy check first. */
+#define IDLE_MS 3000
 
 static char sock_path[64];
 static struct control_server cs;
@@ -25,6 +29,7 @@ static int setup(void **state)
 	/* No machine: nothing here may reach a command that needs one. */
 	if (control_server_open(&cs, sock_path, NULL, NULL, false))
 		return -1;
+	cs.idle_ms = IDLE_MS;
 	return control_server_start(&cs);
 }
 
@@ -83,6 +88,69 @@ static void test_malformed_requests(void **state)
 	expect_error("{\"execute\": \"format-disk\"}\n", "CommandNotFound");
 	expect_error("{\"execute\": \"x-test-corrupt\", \"arguments\": {\"gpa\": 0}}\n",
 		     "GenericError");
+}
+
+/* request gets a GenericError whose text holds each of the NULL-ended `words`. */
+static void expect_refusal(const char *request, ...)
+{
+	char *reply = raw_exchange(request, strlen(request));
+	va_list ap;
+
+	if (!strstr(reply, "\"class\":\"GenericError\""))
+		fail_msg("request %s: reply %s is not a GenericError", request, reply);
+	va_start(ap, request);
+	for (const char *w; (w = va_arg(ap, const char *));)
+		if (!strstr(reply, w))
+			fail_msg("request %s: reply %s does not say %s", request, reply, w);
+	va_end(ap);
+	free(reply);
+}
+
+/*
+ * Every command's arguments are checked against its table before the
+ * handler runs: a null (which once crashed migrate), a wrong type, a
+ * missing or an unknown key is named in the answer, and the server goes on.
+ */
+static void test_argument_checks(void **state)
+{
+	expect_refusal("{\"execute\":\"migrate\",\"arguments\":{\"uri\":\"unix:/x\",\"mode\":null}}\n",
+		       "'mode'", "a string", "not null", NULL);
+	expect_refusal("{\"execute\":\"migrate\",\"arguments\":{\"uri\":\"unix:/x\","
+		       "\"on-timeout\":null}}\n", "'on-timeout'", "not null", NULL);
+	expect_refusal("{\"execute\":\"migrate\",\"arguments\":{\"uri\":5}}\n",
+		       "'uri'", "a string", NULL);
+	expect_refusal("{\"execute\":\"migrate\",\"arguments\":{}}\n",
+		       "needs argument 'uri'", NULL);
+	expect_refusal("{\"execute\":\"migrate\"}\n", "needs argument 'uri'", NULL);
+	expect_refusal("{\"execute\":\"migrate\",\"arguments\":{\"uri\":\"unix:/x\",\"bogus\":1}}\n",
+		       "no argument 'bogus'", NULL);
+	expect_refusal("{\"execute\":\"migrate\",\"arguments\":{\"uri\":\"unix:/x\",\"verify\":\"yes\"}}\n",
+		       "'verify'", "true or false", NULL);
+	expect_refusal("{\"execute\":\"migrate\",\"arguments\":{\"uri\":\"unix:/x\",\"bandwidth\":1.5}}\n",
+		       "'bandwidth'", "a fraction", NULL);
+	expect_refusal("{\"execute\":\"migrate-set-parameters\",\"arguments\":{\"bandwidth\":-1}}\n",
+		       "'bandwidth'", "non-negative", NULL);
+	expect_refusal("{\"execute\":\"migrate-resolve\",\"arguments\":{\"action\":null}}\n",
+		       "'action'", NULL);
+	expect_refusal("{\"execute\":\"migrate-resolve\",\"arguments\":{\"action\":[\"run\"]}}\n",
+		       "'action'", "an array", NULL);
+	expect_refusal("{\"execute\":\"status\",\"arguments\":{\"verbose\":true}}\n",
+		       "status takes no argument 'verbose'", NULL);
+	expect_refusal("{\"execute\":\"quit\",\"arguments\":{\"now\":null}}\n",
+		       "quit takes no argument 'now'", NULL);
+	/* Still serving. */
+	expect_error("{\"execute\": \"nope\"}\n", "CommandNotFound");
+}
+
+/* Whoever connects controls the VM: the socket file is the owner's alone. */
+static void test_socket_owner_only(void **state)
+{
+	struct stat st;
+
+	assert_int_equal(stat(sock_path, &st), 0);
+	assert_true(S_ISSOCK(st.st_mode));
+	if ((st.st_mode & 0777) != 0600)
+		fail_msg("control socket mode is %o, want 600", st.st_mode & 0777);
 }
 
 static void test_id_is_echoed(void **state)
@@ -199,14 +267,77 @@ static void test_stalled_client(void **state)
 	close(good);
 }
 
+/* The desc of reply's error, or "" (reply's). */
+static const char *error_class(json_object *reply)
+{
+	json_object *e, *c;
+
+	if (json_object_object_get_ex(reply, "error", &e) && json_object_object_get_ex(e, "class", &c))
+		return json_object_get_string(c);
+	return "";
+}
+
+/*
+ * Eight idle connections take every slot.  A ninth client is told Busy in
+ * words (the CLI once said "Broken pipe"); once the idle ones have been
+ * silent for IDLE_MS, the quietest gives way and the newcomer is served.
+ */
+static void test_idle_clients_give_way(void **state)
+{
+	static const char req[] = "{\"execute\": \"nope\"}\n";
+	int idle[CONTROL_MAX_CLIENTS];
+	char line[512];
+	json_object *reply = NULL;
+
+	alarm(60);
+	for (int i = 0; i < CONTROL_MAX_CLIENTS; i++) {
+		/* One exchange each: the server has surely taken it into a slot. */
+		idle[i] = connect_raw();
+		assert_int_equal(send(idle[i], req, sizeof(req) - 1, MSG_NOSIGNAL),
+				 (ssize_t)sizeof(req) - 1);
+		assert_true(read_line(idle[i], line, sizeof(line), 5000) > 0);
+	}
+	assert_int_equal(control_client_call(sock_path, "nope", NULL, 5000, &reply), 0);
+	assert_string_equal(error_class(reply), "Busy");
+	json_object *e;
+	assert_true(json_object_object_get_ex(reply, "error", &e));
+	assert_non_null(strstr(json_object_to_json_string(e), "in use"));
+	json_object_put(reply);
+
+	bool served = false;
+	for (int tries = 0; tries < 150 && !served; tries++) {
+		reply = NULL;
+		if (!control_client_call(sock_path, "nope", NULL, 5000, &reply))
+			served = !strcmp(error_class(reply), "CommandNotFound");
+		json_object_put(reply);
+		if (!served)
+			usleep(100000);
+	}
+	assert_true(served);
+	/* The one that gave way was told why, then hung up on. */
+	int told = 0;
+	for (int i = 0; i < CONTROL_MAX_CLIENTS; i++) {
+		struct pollfd p = { .fd = idle[i], .events = POLLIN };
+		if (poll(&p, 1, 0) == 1 && read_line(idle[i], line, sizeof(line), 1000) > 0 &&
+		    strstr(line, "\"Timeout\""))
+			told++;
+		close(idle[i]);
+	}
+	assert_true(told >= 1);
+	alarm(0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_malformed_requests),
+		cmocka_unit_test(test_argument_checks),
+		cmocka_unit_test(test_socket_owner_only),
 		cmocka_unit_test(test_id_is_echoed),
 		cmocka_unit_test(test_line_too_long),
 		cmocka_unit_test(test_client_library),
 		cmocka_unit_test(test_stalled_client),
+		cmocka_unit_test(test_idle_clients_give_way),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -277,13 +277,40 @@ static void test_random_mutations(void **state)
 	assert_true(loaded > 0 && loaded < 20000);
 }
 
+/* The initrd travels as the one module of hvm_start_info, above the kernel. */
+static void test_start_info_initrd(void **state)
+{
+	struct hvm_start_info si;
+	struct hvm_modlist_entry mod;
+	uint64_t si_addr, addr;
+	char why[160];
+
+	(void)state;
+	assert_int_equal(pvh_place_initrd(&ram, LOAD_ADDR + 0xfff, 5000, &addr, why, sizeof(why)), 0);
+	assert_int_equal(addr, (RAM_SIZE - 5000) & ~0xfffULL);
+	assert_int_equal(pvh_write_start_info(&ram, "", addr, 5000, &si_addr), 0);
+	memcpy(&si, host + si_addr, sizeof(si));
+	assert_int_equal(si.nr_modules, 1);
+	assert_int_equal(si.modlist_paddr, PVH_MODLIST_GPA);
+	assert_true(si.memmap_paddr + si.memmap_entries * sizeof(struct hvm_memmap_table_entry)
+		    <= PVH_MODLIST_GPA);
+	memcpy(&mod, host + si.modlist_paddr, sizeof(mod));
+	assert_int_equal(mod.paddr, addr);
+	assert_int_equal(mod.size, 5000);
+	assert_int_equal(mod.cmdline_paddr, 0);
+	/* Too large to fit above the kernel: refused, not overlapped. */
+	assert_int_equal(pvh_place_initrd(&ram, LOAD_ADDR + 0xfff, RAM_SIZE - LOAD_ADDR, &addr,
+					  why, sizeof(why)), -ERANGE);
+	assert_non_null(strstr(why, "does not fit in guest RAM above the kernel"));
+}
+
 static void test_start_info(void **state)
 {
 	uint64_t si_addr;
 	struct hvm_start_info si;
 	struct hvm_memmap_table_entry map[4];
 
-	assert_int_equal(pvh_write_start_info(&ram, "workload=idle seconds=1", &si_addr), 0);
+	assert_int_equal(pvh_write_start_info(&ram, "workload=idle seconds=1", 0, 0, &si_addr), 0);
 	assert_int_equal(si_addr, PVH_BOOT_DATA_GPA);
 	memcpy(&si, host + si_addr, sizeof(si));
 	assert_int_equal(si.magic, PVH_START_INFO_MAGIC);
@@ -301,7 +328,7 @@ static void test_start_info(void **state)
 	char *long_cmdline = malloc(PVH_CMDLINE_MAX + 1);
 	memset(long_cmdline, 'a', PVH_CMDLINE_MAX);
 	long_cmdline[PVH_CMDLINE_MAX] = '\0';
-	assert_int_equal(pvh_write_start_info(&ram, long_cmdline, &si_addr), -E2BIG);
+	assert_int_equal(pvh_write_start_info(&ram, long_cmdline, 0, 0, &si_addr), -E2BIG);
 	free(long_cmdline);
 }
 
@@ -317,6 +344,7 @@ int main(void)
 		cmocka_unit_test(test_bad_notes),
 		cmocka_unit_test(test_random_mutations),
 		cmocka_unit_test(test_start_info),
+		cmocka_unit_test(test_start_info_initrd),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -64,7 +64,6 @@ static int t_setup(void **state)
 	assert_int_equal(guest_memory_create(&e->m.vm.mem, T_MEM), 0);
 	e->inc.written = calloc(pages / 64 + 1, sizeof(unsigned long));
 	e->inc.known = calloc(pages / 64 + 1, sizeof(unsigned long));
-	e->inc.populated = calloc(T_MEM / MIG_IN_POPULATE_CHUNK / 64 + 1, sizeof(unsigned long));
 	e->inc.page = aligned_alloc(64, PG);
 	e->inc.codecs = MIG_CODECS_KNOWN;
 	assert_int_equal(mig_codec_ctx_init(&e->inc.codec, false, MIG_COMPRESS_NONE,
@@ -83,7 +82,6 @@ static int t_teardown(void **state)
 	mig_codec_ctx_fini(&e->inc.codec);
 	free(e->inc.written);
 	free(e->inc.known);
-	free(e->inc.populated);
 	free(e->inc.page);
 	free(e->src);
 	guest_memory_destroy(&e->m.vm.mem);
@@ -385,7 +383,7 @@ static void test_pool_in_order(void **state)
 		for (unsigned i = 0; i < T_PAGES; i++) {
 			uint64_t want = XXH3_64bits(e->src + i * PG, PG);
 			if (!t_is_zero(e->src + i * PG))
-				assert_int_equal(dg.hash[i], want);
+				assert_int_equal(dg.hash[i] ^ dg.zero, want);
 		}
 		/* Sparse rewrites for the next pass. */
 		for (unsigned i = 0; i < T_PAGES; i++)

@@ -497,7 +497,9 @@ static void test_snapshot_cow(void **state)
 	assert_true(st.wp_faults > 0);
 	assert_int_equal(((uint64_t *)guest_memory_page_ptr(&e->mem, T_PAGES - 1))[1],
 			 0xdead0000 + T_PAGES - 1);
-	assert_int_equal(((uint64_t *)guest_memory_page_ptr(&e->mem, 7 * SAVEFILE_BLOCK_PAGES + 5))[1], 1);
+	/* Its first write, or a later pass's if the mutator got that far: not lost. */
+	uint64_t hole_word = ((uint64_t *)guest_memory_page_ptr(&e->mem, 7 * SAVEFILE_BLOCK_PAGES + 5))[1];
+	assert_true(hole_word == 1 || hole_word == 0xdead0000 + 7 * SAVEFILE_BLOCK_PAGES + 5);
 	/* The file holds RAM as it was before the first of those writes. */
 	assert_int_equal(savefile_open(&sf, e->bad, why, sizeof(why)), 0);
 	assert_int_equal(guest_memory_create(&mem, T_MEM), 0);

@@ -80,7 +80,7 @@ static int pvh_check_header(const uint8_t *img, size_t len, bool *is64, uint64_t
 			    unsigned *phnum, char *why, size_t whylen)
 {
 	if (len < EI_NIDENT || memcmp(img, ELFMAG, SELFMAG))
-		return pvh_fail(-ENOEXEC, why, whylen, "not an ELF file");
+		return pvh_fail(-ENOEXEC, why, whylen, "not an ELF file (nor a bzImage)");
 	if (img[EI_DATA] != ELFDATA2LSB || img[EI_VERSION] != EV_CURRENT)
 		return pvh_fail(-ENOEXEC, why, whylen, "not a little-endian ELF version 1 file");
 	if (img[EI_CLASS] == ELFCLASS64) {
@@ -112,8 +112,7 @@ static int pvh_check_header(const uint8_t *img, size_t len, bool *is64, uint64_t
 	return 0;
 }
 
-/* Host pointer for [gpa, gpa + len) if it lies inside one block, else NULL. */
-static uint8_t *pvh_ram_ptr(const struct pvh_ram *ram, uint64_t gpa, uint64_t len)
+uint8_t *pvh_ram_ptr(const struct pvh_ram *ram, uint64_t gpa, uint64_t len)
 {
 	for (unsigned i = 0; i < ram->nr; i++) {
 		const struct pvh_ram_block *b = &ram->block[i];
@@ -123,7 +122,7 @@ static uint8_t *pvh_ram_ptr(const struct pvh_ram *ram, uint64_t gpa, uint64_t le
 	return NULL;
 }
 
-static uint64_t pvh_ram_size(const struct pvh_ram *ram)
+uint64_t pvh_ram_size(const struct pvh_ram *ram)
 {
 	uint64_t size = 0;
 
@@ -204,26 +203,16 @@ int pvh_load_elf(const struct pvh_ram *ram, const void *image, size_t len,
 	return 0;
 }
 
-int pvh_write_start_info(const struct pvh_ram *ram, const char *cmdline,
-			 uint64_t *start_info)
+unsigned pvh_memmap(const struct pvh_ram *ram, struct hvm_memmap_table_entry *map,
+		    unsigned max)
 {
-	struct hvm_memmap_table_entry map[PVH_MAX_MEMMAP];
-	struct hvm_start_info si = {
-		.magic = PVH_START_INFO_MAGIC,
-		.version = 1,
-		.cmdline_paddr = PVH_CMDLINE_GPA,
-		.memmap_paddr = PVH_BOOT_DATA_GPA + sizeof(si),
-	};
 	unsigned n = 0;
-	size_t clen = strlen(cmdline ? cmdline : "");
 
-	if (clen >= PVH_CMDLINE_MAX)
-		return -E2BIG;
 	/*
 	 * Low RAM is split by the legacy VGA/BIOS hole (0xa0000-0x100000), as
 	 * on a PC; the memfd backs the hole but the guest is told to keep out.
 	 */
-	for (unsigned i = 0; i < ram->nr && n + 3 <= PVH_MAX_MEMMAP; i++) {
+	for (unsigned i = 0; i < ram->nr && n + 3 <= max; i++) {
 		const struct pvh_ram_block *r = &ram->block[i];
 		if (r->gpa == 0) {
 			map[n++] = (struct hvm_memmap_table_entry){ 0, 0xa0000, 1, 0 };
@@ -233,12 +222,55 @@ int pvh_write_start_info(const struct pvh_ram *ram, const char *cmdline,
 			map[n++] = (struct hvm_memmap_table_entry){ r->gpa, r->size, 1, 0 };
 		}
 	}
+	return n;
+}
+
+int pvh_place_initrd(const struct pvh_ram *ram, uint64_t load_high, uint64_t size,
+		     uint64_t *addr, char *why, size_t whylen)
+{
+	uint64_t low = ram->nr && ram->block[0].gpa == 0 ? ram->block[0].size : 0;
+	uint64_t floor = (load_high + 1 + 0xfff) & ~0xfffULL;
+
+	if (size > low || ((low - size) & ~0xfffULL) < floor)
+		return pvh_fail(-ERANGE, why, whylen, "initrd of %llu bytes does not fit in guest "
+				"RAM above the kernel (which ends at 0x%llx; RAM below 4 GiB ends "
+				"at 0x%llx)", (unsigned long long)size,
+				(unsigned long long)load_high, (unsigned long long)low);
+	*addr = (low - size) & ~0xfffULL;
+	return 0;
+}
+
+int pvh_write_start_info(const struct pvh_ram *ram, const char *cmdline,
+			 uint64_t initrd_addr, uint64_t initrd_size,
+			 uint64_t *start_info)
+{
+	struct hvm_memmap_table_entry map[PVH_MAX_MEMMAP];
+	struct hvm_start_info si = {
+		.magic = PVH_START_INFO_MAGIC,
+		.version = 1,
+		.cmdline_paddr = PVH_CMDLINE_GPA,
+		.memmap_paddr = PVH_BOOT_DATA_GPA + sizeof(si),
+	};
+	size_t clen = strlen(cmdline ? cmdline : "");
+
+	if (clen >= PVH_CMDLINE_MAX)
+		return -E2BIG;
+	unsigned n = pvh_memmap(ram, map, PVH_MAX_MEMMAP);
 	si.memmap_entries = n;
 
 	uint8_t *si_dst = pvh_ram_ptr(ram, PVH_BOOT_DATA_GPA, sizeof(si) + sizeof(map[0]) * n);
 	char *cl_dst = (char *)pvh_ram_ptr(ram, PVH_CMDLINE_GPA, PVH_CMDLINE_MAX);
 	if (!si_dst || !cl_dst)
 		return -ERANGE;
+	if (initrd_size) {
+		struct hvm_modlist_entry mod = { .paddr = initrd_addr, .size = initrd_size };
+		uint8_t *mod_dst = pvh_ram_ptr(ram, PVH_MODLIST_GPA, sizeof(mod));
+		if (!mod_dst)
+			return -ERANGE;
+		memcpy(mod_dst, &mod, sizeof(mod));
+		si.nr_modules = 1;
+		si.modlist_paddr = PVH_MODLIST_GPA;
+	}
 	memcpy(si_dst, &si, sizeof(si));
 	memcpy(si_dst + sizeof(si), map, sizeof(map[0]) * n);
 	memset(cl_dst, 0, PVH_CMDLINE_MAX);

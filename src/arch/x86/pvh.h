@@ -31,6 +31,16 @@ struct hvm_start_info {
 	uint32_t reserved;
 };
 
+struct hvm_modlist_entry {
+	uint64_t paddr;
+	uint64_t size;
+	uint64_t cmdline_paddr;
+	uint64_t reserved;
+};
+
+/* The module list (one entry: the initrd) follows the memmap in the boot data. */
+#define PVH_MODLIST_GPA     (PVH_BOOT_DATA_GPA + 0x400)
+
 struct hvm_memmap_table_entry {
 	uint64_t addr;
 	uint64_t size;
@@ -72,12 +82,35 @@ int pvh_load_elf(const struct pvh_ram *ram, const void *image, size_t len,
 		 struct pvh_kernel *out, char *why, size_t whylen)
 	__attribute__((warn_unused_result));
 
+/* Host pointer for guest [gpa, gpa + len) if it lies inside one block, else NULL. */
+uint8_t *pvh_ram_ptr(const struct pvh_ram *ram, uint64_t gpa, uint64_t len);
+uint64_t pvh_ram_size(const struct pvh_ram *ram);
+
 /*
- * Write hvm_start_info (version 1), the memory map and the command line
- * into guest RAM.  Returns the start_info address (for EBX) in *start_info,
- * 0, or -E2BIG when the command line is too long.
+ * The guest's memory map (the same for PVH and the Linux boot protocol's
+ * e820): low RAM, the legacy hole 0xa0000-0x100000 reserved, then each
+ * block.  Returns the entries written (at most max).
+ */
+unsigned pvh_memmap(const struct pvh_ram *ram, struct hvm_memmap_table_entry *map,
+		    unsigned max);
+
+/*
+ * Where an initrd of `size` bytes goes: page-aligned, as high in the RAM
+ * below 4 GiB as it fits, above the kernel (which ends at load_high).
+ * 0, or -ERANGE with a reason in why.
+ */
+int pvh_place_initrd(const struct pvh_ram *ram, uint64_t load_high, uint64_t size,
+		     uint64_t *addr, char *why, size_t whylen) __attribute__((warn_unused_result));
+
+/*
+ * Write hvm_start_info (version 1), the memory map, the command line and,
+ * when initrd_size is not 0, a module list with the initrd (already in
+ * guest RAM at initrd_addr) into guest RAM.  Returns the start_info
+ * address (for EBX) in *start_info, 0, or -E2BIG when the command line is
+ * too long.
  */
 int pvh_write_start_info(const struct pvh_ram *ram, const char *cmdline,
+			 uint64_t initrd_addr, uint64_t initrd_size,
 			 uint64_t *start_info) __attribute__((warn_unused_result));
 
 #endif

@@ -106,6 +106,7 @@ static void blk_rw(struct virtio_blk *b, struct virtio_blk_req *r, bool write, u
 		r->nr_iov = blk_iov(c->bufs, c->nr_read, VIRTIO_BLK_HDR_LEN, len, r->iov);
 	else
 		r->nr_iov = blk_iov(c->bufs + c->nr_read, c->nr - c->nr_read, 0, len, r->iov);
+	r->off = off;
 	r->expect = len;
 	r->data_written = write ? 0 : len;
 	if (!len) {
@@ -164,6 +165,8 @@ static void blk_ranges(struct virtio_blk *b, struct virtio_blk_req *r, bool zero
 		uint64_t off = sector * VIRTIO_BLK_SECTOR, n = sectors * VIRTIO_BLK_SECTOR;
 		int err = zeroes ? b->bk.ops->write_zeroes(&b->bk, off, n, flags & 1)
 				 : b->bk.ops->discard(&b->bk, off, n);
+		/* Even a failed one may have changed some of it. */
+		block_dirty_mark(&b->dirty, off, n);
 		if (err)
 			status = VIRTIO_BLK_S_IOERR;
 	}
@@ -221,6 +224,14 @@ void virtio_blk_start(struct virtio_blk *b, struct virtio_blk_req *r)
 void virtio_blk_finished(struct virtio_blk *b, struct virtio_blk_req *r, int64_t res)
 {
 	bool ok = res == (int64_t)r->expect;
+
+	/*
+	 * Marked once the data is in the backend, before the guest hears of
+	 * it: a reader that takes the bit afterwards reads the new data.  A
+	 * failed write may have written part of its range: marked too.
+	 */
+	if (r->type == VIRTIO_BLK_T_OUT)
+		block_dirty_mark(&b->dirty, r->off, r->expect);
 
 	virtio_blk_complete(b, r, ok ? VIRTIO_BLK_S_OK : VIRTIO_BLK_S_IOERR,
 			    ok ? r->data_written : 0);

@@ -21,6 +21,7 @@
 #include <stdint.h>
 
 #include "devices/block/backend.h"
+#include "devices/block/dirty.h"
 #include "devices/device.h"
 #include "devices/virtio/mmio.h"
 
@@ -87,6 +88,11 @@ struct virtio_blk {
 	uint16_t free_slots[VIRTQ_MAX_SIZE];	/* (io) */
 	unsigned nr_free;		/* (io) */
 	bool head_busy[VIRTQ_MAX_SIZE];	/* (io) heads now in flight */
+	/*
+	 * What the guest wrote, while someone tracks it (its own lock): every
+	 * completed WRITE, DISCARD and WRITE_ZEROES range is marked.
+	 */
+	struct block_dirty dirty;
 };
 
 /*

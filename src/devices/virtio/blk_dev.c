@@ -288,6 +288,7 @@ int virtio_blk_create(struct virtio_blk *b, const struct virtio_blk_config *c)
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_cond_init(&b->cond, &ca);
 	pthread_condattr_destroy(&ca);
+	block_dirty_init(&b->dirty);
 	b->reqs = calloc(VIRTQ_MAX_SIZE, sizeof(*b->reqs));
 	b->ctl_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (!b->reqs || b->ctl_fd < 0) {
@@ -306,6 +307,7 @@ fail:
 	if (b->ctl_fd >= 0)
 		close(b->ctl_fd);
 	pthread_cond_destroy(&b->cond);
+	block_dirty_destroy(&b->dirty);
 	virtio_mmio_destroy(&b->t);
 fail_file:
 	block_close(&b->bk);
@@ -329,6 +331,7 @@ void virtio_blk_destroy(struct virtio_blk *b)
 	close(b->ctl_fd);
 	b->ctl_fd = -1;
 	pthread_cond_destroy(&b->cond);
+	block_dirty_destroy(&b->dirty);
 	virtio_mmio_destroy(&b->t);
 	block_close(&b->bk);
 }

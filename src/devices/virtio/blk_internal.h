@@ -12,6 +12,7 @@ struct virtio_blk_req {
 	uint32_t type;
 	uint8_t *status;		/* the status byte in guest RAM */
 	uint64_t status_gpa;
+	uint64_t off;			/* READ/WRITE: where on the disk */
 	uint64_t expect;		/* bytes the backend must move */
 	uint64_t data_written;		/* bytes put in guest buffers on success */
 	unsigned nr_iov;

@@ -73,6 +73,14 @@ static struct mig_channel *mig_channel_alloc(const struct mig_channel_ops *ops)
 	return ch;
 }
 
+/* Why a channel's open or listen failed, in words. */
+static const char *mig_channel_strerror(const struct mig_channel_ops *ops, int err)
+{
+	if (err == -ENXIO && !strcmp(ops->scheme, "tcp"))
+		return "the host name does not resolve (check it, or give an IP address)";
+	return strerror(-err);
+}
+
 int mig_channel_open(const char *uri, int timeout_ms, struct mig_channel **out, char *why,
 		     size_t len)
 {
@@ -89,7 +97,7 @@ int mig_channel_open(const char *uri, int timeout_ms, struct mig_channel **out, 
 	}
 	err = u.ops->open(ch, u.addr, timeout_ms);
 	if (err) {
-		snprintf(why, len, "cannot open %.200s: %s", uri, strerror(-err));
+		snprintf(why, len, "cannot open %.200s: %s", uri, mig_channel_strerror(u.ops, err));
 		mig_channel_close(ch);
 		return err;
 	}
@@ -113,7 +121,8 @@ int mig_channel_listen(const char *uri, struct mig_listener *l, char *why, size_
 		snprintf(why, len, "cannot %s %.200s: %s", u.ops->return_path ? "listen on" : "open",
 			 uri, err == -EADDRINUSE ? "another process listens there" :
 			 err == -ENOTSOCK ? "the path exists and is not a socket" :
-			 err == -EINVAL && !u.ops->return_path ? "not a regular file" : strerror(-err));
+			 err == -EINVAL && !u.ops->return_path ? "not a regular file" :
+			 mig_channel_strerror(u.ops, err));
 		return err;
 	}
 	l->ops = u.ops;

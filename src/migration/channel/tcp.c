@@ -58,7 +58,8 @@ static int tcp_resolve(const char *addr, bool passive, struct addrinfo **res)
 
 	if (tcp_split(addr, host, sizeof(host), port, sizeof(port)))
 		return -EINVAL;
-	return getaddrinfo(host, port, &hints, res) ? -EHOSTUNREACH : 0;
+	/* -ENXIO (no TCP call returns it): the channel layer says "does not resolve". */
+	return getaddrinfo(host, port, &hints, res) ? -ENXIO : 0;
 }
 
 static int tcp_open(struct mig_channel *ch, const char *addr, int timeout_ms)

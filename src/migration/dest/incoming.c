@@ -73,6 +73,53 @@ static int mig_in_codecs(struct mig_incoming *inc)
 	return 0;
 }
 
+/*
+ * What this host can give a new VM, in bytes: MemAvailable plus SwapFree
+ * from /proc/meminfo (what the kernel can hand out without taking it from
+ * running processes).  0 if unknown.
+ */
+static uint64_t mig_in_host_room(void)
+{
+	FILE *f = fopen("/proc/meminfo", "re");
+	unsigned long long kb, avail = 0, swap = 0;
+	char line[128];
+
+	if (!f)
+		return 0;
+	while (fgets(line, sizeof(line), f)) {
+		if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1)
+			avail = kb;
+		else if (sscanf(line, "SwapFree: %llu kB", &kb) == 1)
+			swap = kb;
+	}
+	fclose(f);
+	return (uint64_t)(avail + swap) * 1024;
+}
+
+/*
+ * A VM's size comes from the source, which may lie: without --memory (the
+ * operator's own cap) accept no more RAM than this host has room for, and
+ * say so before anything is allocated.
+ */
+static int mig_in_check_size(struct mig_incoming *inc, const struct mig_incoming_opts *opts)
+{
+	if (opts->max_memory) {
+		if (inc->cfg.memory <= opts->max_memory)
+			return 0;
+		return mig_in_fail(inc, -E2BIG, "the VM has %llu MiB of RAM; this destination allows %llu MiB",
+				   (unsigned long long)(inc->cfg.memory >> 20),
+				   (unsigned long long)(opts->max_memory >> 20));
+	}
+	uint64_t room = mig_in_host_room();
+	if (!room || inc->cfg.memory <= room)
+		return 0;
+	return mig_in_fail(inc, -E2BIG, "the VM has %llu MiB of RAM, more than this host has room "
+			   "for (%llu MiB: MemAvailable + SwapFree); start the destination with "
+			   "--memory SIZE to accept a VM up to SIZE anyway",
+			   (unsigned long long)(inc->cfg.memory >> 20),
+			   (unsigned long long)(room >> 20));
+}
+
 static int mig_in_config(struct mig_incoming *inc, const struct mig_incoming_opts *opts,
 			 struct machine *m, const uint8_t *p, uint32_t len)
 {
@@ -83,10 +130,9 @@ static int mig_in_config(struct mig_incoming *inc, const struct mig_incoming_opt
 	memset(&inc->cfg, 0, sizeof(inc->cfg));
 	if (vmstate_load(&mig_config_vmsd, &inc->cfg, p, len, &verr))
 		return mig_in_fail(inc, -EPROTO, "bad configuration: %s", verr.msg);
-	if (opts->max_memory && inc->cfg.memory > opts->max_memory)
-		return mig_in_fail(inc, -E2BIG, "the VM has %llu MiB of RAM; this destination allows %llu MiB",
-				   (unsigned long long)(inc->cfg.memory >> 20),
-				   (unsigned long long)(opts->max_memory >> 20));
+	err = mig_in_check_size(inc, opts);
+	if (err)
+		return err;
 	if (opts->max_vcpus && inc->cfg.vcpus > opts->max_vcpus)
 		return mig_in_fail(inc, -E2BIG, "the VM has %u vCPUs; this destination allows %u",
 				   inc->cfg.vcpus, opts->max_vcpus);
@@ -107,9 +153,11 @@ static int mig_in_config(struct mig_incoming *inc, const struct mig_incoming_opt
 	struct machine_config mc = {
 		.memory = inc->cfg.memory, .vcpus = inc->cfg.vcpus,
 		.cmdline = cmdline, .serial = opts->serial, .premade = opts->premade,
+		.cpu_model = opts->cpu_model,
 		.disks = opts->disks, .nr_disks = opts->nr_disks,
 		.nics = opts->nics, .nr_nics = opts->nr_nics,
 		.incoming = true,	/* disks unlocked until the guest may run here */
+		.own_disks = opts->own_disks,
 	};
 	err = machine_create(m, &mc);
 	if (err) {
@@ -119,12 +167,24 @@ static int mig_in_config(struct mig_incoming *inc, const struct mig_incoming_opt
 				   strerror(-err));
 	}
 	inc->created = true;
+	/* Before any page: a guest this CPU cannot run must not move here. */
+	char cpu_why[sizeof(inc->why) - 32];	/* room for the prefix below */
+	if (mig_config_check_cpu(&inc->cfg, m->vm.cpuid, cpu_why, sizeof(cpu_why)))
+		return mig_in_fail(inc, -EOPNOTSUPP, "guest CPU not supported here: %s", cpu_why);
+	/* The guest keeps the CPUID it booted with, not this host's fuller set. */
+	if (inc->cfg.cpuid_nent) {
+		struct kvm_cpuid2 *cpuid = mig_config_cpuid(&inc->cfg);
+		if (!cpuid)
+			return mig_in_fail(inc, -ENOMEM, "out of memory");
+		err = vm_set_cpuid(&m->vm, cpuid);
+		if (err)
+			return mig_in_fail(inc, err, "cannot give the vCPUs the guest's CPUID: %s",
+					   strerror(-err));
+	}
 	inc->written = calloc(guest_memory_pages(&m->vm.mem) / 64 + 1, sizeof(unsigned long));
 	inc->known = calloc(guest_memory_pages(&m->vm.mem) / 64 + 1, sizeof(unsigned long));
-	inc->populated = calloc(m->vm.mem.size / MIG_IN_POPULATE_CHUNK / 64 + 1,
-				sizeof(unsigned long));
 	inc->page = aligned_alloc(64, GUEST_PAGE_SIZE);
-	if (!inc->written || !inc->populated || !inc->known || !inc->page)
+	if (!inc->written || !inc->known || !inc->page)
 		return mig_in_fail(inc, -ENOMEM, "out of memory");
 	if ((inc->cfg.flags & MIG_FLAG_VERIFY) && mig_digest_init(&inc->digest, &m->vm.mem))
 		return mig_in_fail(inc, -ENOMEM, "out of memory for page digests");
@@ -281,6 +341,9 @@ int mig_in_h_end(struct mig_in_ctx *c, const uint8_t *p, uint32_t len)
 {
 	if (len)
 		return mig_in_fail(c->inc, -EPROTO, "END section carries %u bytes (must be empty)", len);
+	int err = mig_sources_loaded(c);
+	if (err)
+		return err;
 	c->done = true;
 	return 0;
 }
@@ -366,9 +429,9 @@ int mig_incoming_receive(struct mig_incoming *inc, const struct mig_incoming_opt
 	else if (inc->created && !inc->guest_started)
 		machine_destroy(m);
 	machine_state_free(&st);
+	mig_sources_unload(inc);
 	free(inc->buf);
 	free(inc->written);
-	free(inc->populated);
 	free(inc->known);
 	free(inc->page);
 	inc->page = NULL;
@@ -376,7 +439,7 @@ int mig_incoming_receive(struct mig_incoming *inc, const struct mig_incoming_opt
 		mig_codec_ctx_fini(&inc->codec);
 	inc->codec_ready = false;
 	inc->buf = NULL;
-	inc->written = inc->populated = inc->known = NULL;
+	inc->written = inc->known = NULL;
 	if (err && !inc->why[0])
 		mig_in_fail(inc, err, "cannot load the device state: %s", strerror(-err));
 	return err;

@@ -13,6 +13,7 @@
 #include "migration/commit.h"
 #include "migration/config.h"
 #include "migration/digest.h"
+#include "migration/format.h"
 #include "migration/dest/postcopy_dest.h"
 #include "migration/stream.h"
 #include "board/machine.h"
@@ -22,10 +23,13 @@ struct mig_incoming_opts {
 	const char *serial;		/* serial backend for the new machine */
 	const struct block_config *disks;	/* --disk: the source's disks, here */
 	unsigned nr_disks;
+	bool own_disks;			/* --copy-storage: ours, locked now, filled by the stream */
 	const struct net_config *nics;	/* --net: the source's NICs, here (new taps) */
 	unsigned nr_nics;
-	uint64_t max_memory;		/* largest VM accepted (0: ferry's limit) */
+	uint64_t max_memory;		/* largest VM accepted (0: what the host has room for) */
 	unsigned max_vcpus;		/* (0: ferry's limit) */
+	/* What this host offers a guest (--cpu-model; NULL: all KVM has). */
+	const struct x86_cpu_model *cpu_model;
 	int accept_timeout_ms;		/* -1: wait for a source forever */
 	int io_timeout_ms;		/* silence after which the source is dead */
 	struct guest_memory *premade;	/* RAM preallocated for exactly this size */
@@ -66,7 +70,6 @@ struct mig_incoming {
 	bool state_want_set, state_hashed;
 	uint64_t state_want, state_here;
 	char state_diff[160];
-	unsigned long *populated;	/* 2 MiB chunks already allocated */
 	uint32_t codecs;		/* accepted at CONFIG (bit = codec id) */
 	uint8_t *page;			/* one decoded page (codecs that are not verbatim) */
 	struct mig_codec_ctx codec;	/* the decoders' state (zstd's context) */
@@ -74,6 +77,8 @@ struct mig_incoming {
 	uint64_t pages, zero_pages, raw_pages;
 	uint32_t pass;
 	uint64_t start_ns, end_ns;	/* connection accepted .. END checked */
+	/* Each live source's own state while receiving (its load makes it, its unload frees it). */
+	void *src_state[MIG_SOURCE_NR];
 	char why[256];			/* reason for a failure */
 };
 

@@ -91,8 +91,8 @@ int mig_in_h_abort(struct mig_in_ctx *c, const uint8_t *p, uint32_t len);
  */
 int mig_in_fail(struct mig_incoming *inc, int err, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
-/* 2 MiB: what ram_load.c allocates at once ahead of pre-copy data. */
-#define MIG_IN_POPULATE_CHUNK (2ULL << 20)
+/* Runs of at least this many pages are allocated in one call ahead of their data. */
+#define MIG_IN_POPULATE_MIN 16
 /* Compare a DIGEST section with the pages received.  0 or -errno. */
 int mig_in_digest(struct mig_incoming *inc, const uint8_t *p, uint32_t len);
 

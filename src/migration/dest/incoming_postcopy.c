@@ -234,6 +234,10 @@ int mig_in_h_discard(struct mig_in_ctx *c, const uint8_t *p, uint32_t len)
 
 int mig_in_h_pc_run(struct mig_in_ctx *c, const uint8_t *p, uint32_t len)
 {
+	/* The guest starts at once: whatever must be whole before it runs is checked now. */
+	int err = mig_sources_loaded(c);
+	if (err)
+		return err;
 	return mig_in_pc_run(c->inc, c->opts, c->m, c->st, len);
 }
 

@@ -25,7 +25,9 @@ static const struct mig_in_rule mig_in_rules[] = {
 	{ MIG_SEC_RAM, P(MIG_IN_RAM) | P(MIG_IN_FINAL), 0, 0, MIG_IN_SAME, NULL, mig_in_h_ram },
 	{ MIG_SEC_RAM_RUN, P(MIG_IN_RAM) | P(MIG_IN_FINAL), 0, 0, MIG_IN_SAME, NULL, mig_in_h_ram },
 	/* Live sources other than RAM: their rest goes before STATE, also in post-copy. */
-	{ MIG_SEC_SOURCE, P(MIG_IN_RAM) | P(MIG_IN_FINAL), 0, 0, MIG_IN_SAME, mig_in_h_source, NULL },
+	/* Also before the first PASS: what a source checks before anything moves (disk sizes). */
+	{ MIG_SEC_SOURCE, P(MIG_IN_PASS) | P(MIG_IN_RAM) | P(MIG_IN_FINAL), 0, 0, MIG_IN_SAME,
+	  mig_in_h_source, NULL },
 	{ MIG_SEC_SOURCE, P(MIG_IN_DISCARD), PC, 0, MIG_IN_SAME, mig_in_h_source, NULL },
 	{ MIG_SEC_SYNC, P(MIG_IN_RAM), 0, 0, MIG_IN_SAME, mig_in_h_sync, NULL },
 	{ MIG_SEC_STATE, P(MIG_IN_FINAL), 0, 0, MIG_IN_STATE, mig_in_h_state, NULL },

@@ -46,25 +46,20 @@ static int ram_load_short(struct mig_in_ctx *c, struct mig_payload *in, int err)
 /* Pre-copy sink ---------------------------------------------------------- */
 
 /*
- * Allocate and map the 2 MiB chunks around pages [index, index + n) in one
- * call each, before the data lands there: far cheaper than a page fault
- * per page.
+ * Allocate and map a run of pages [index, index + n) in one call before the
+ * data lands there: far cheaper than a page fault per page.  Only the run
+ * itself, never the chunk around it: what a source sends is untrusted, and
+ * memory taken here must be in proportion to what arrived.  Short runs are
+ * left to page faults, and so is a run seen before (its pages are in).
  */
 static void ram_load_populate(struct mig_incoming *inc, struct guest_memory *mem,
 			      uint64_t index, uint64_t n)
 {
-	const uint64_t per = MIG_IN_POPULATE_CHUNK / GUEST_PAGE_SIZE;
-	uint64_t first = index / per, last = (index + n - 1) / per;
-
-	if (guest_memory_allocated(mem))
+	if (guest_memory_allocated(mem) || n < MIG_IN_POPULATE_MIN ||
+	    inc->written[index / 64] & (1UL << (index % 64)))
 		return;
-	for (uint64_t k = first; k <= last; k++) {
-		if (inc->populated[k / 64] & (1UL << (k % 64)))
-			continue;
-		inc->populated[k / 64] |= 1UL << (k % 64);
-		/* Best effort: a failure just leaves it to page faults. */
-		guest_memory_populate(mem, k * per, per);
-	}
+	/* Best effort: a failure just leaves it to page faults. */
+	guest_memory_populate(mem, index, n);
 }
 
 static void ram_load_mark(struct mig_incoming *inc, uint64_t index, const uint8_t *data)

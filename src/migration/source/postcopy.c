@@ -18,6 +18,7 @@
 #include "migration/migration.h"
 #include "migration/ram.h"
 #include "migration/section.h"
+#include "migration/source/reply.h"
 #include "migration/live.h"
 #include "util/le.h"
 #include "util/log.h"
@@ -122,8 +123,11 @@ static int postcopy_switch(struct migration *mig)
 	err = machine_quiesce(mig->m);
 	if (err)
 		return precopy_fail(mig, err, "cannot quiesce the machine: %s", strerror(-err));
-	/* Disks flushed and unlocked before RUN: the destination locks them to start. */
-	err = machine_inactivate(mig->m);
+	/*
+	 * Disks flushed and unlocked before RUN: the destination locks them to
+	 * start.  Copied disks stay locked here: the destination has its own.
+	 */
+	err = mig->p.copy_storage ? 0 : machine_inactivate(mig->m);
 	if (err)
 		return precopy_fail(mig, err, "cannot hand the disks over: %s", strerror(-err));
 	/*
@@ -218,14 +222,12 @@ static int postcopy_requests(struct migration *mig)
 /* One PAGE_REQ: the page, its neighbours, sent at once. */
 static int postcopy_serve_request(struct migration *mig, const uint8_t *buf, uint32_t len)
 {
-	struct guest_memory *mem = &mig->m->vm.mem;
-	if (len != 8)
-		return precopy_fail(mig, -EPROTO, "malformed page request");
-	uint64_t gpa = le_get(buf, 8);
-	if (gpa % GUEST_PAGE_SIZE || !guest_memory_ptr(mem, gpa, GUEST_PAGE_SIZE))
-		return precopy_fail(mig, -EPROTO, "destination asked for page 0x%llx, not RAM",
-				    (unsigned long long)gpa);
-	uint32_t sent = postcopy_serve(mig, guest_memory_page_index(mem, gpa));
+	uint64_t index;
+	if (mig_reply_page_req(buf, len, &mig->m->vm.mem, &index))
+		return precopy_fail(mig, -EPROTO, len != 8 ? "malformed page request" :
+				    "destination asked for page 0x%llx, not RAM",
+				    len == 8 ? (unsigned long long)le_get(buf, 8) : 0ULL);
+	uint32_t sent = postcopy_serve(mig, index);
 	int err = ram_flush(mig);
 	if (err)
 		return precopy_stream_fail(mig, err);
@@ -254,27 +256,7 @@ static void postcopy_pace(struct migration *mig, uint64_t bytes)
 /* A PC_KNOWN bitmap: pages the destination holds leave the owed bitmap. */
 static int postcopy_strike_known(struct migration *mig, const uint8_t *p, uint32_t len)
 {
-	struct guest_memory *mem = &mig->m->vm.mem;
-	struct mig_cursor c;
-
-	mig_cursor_init(&c, p, len);
-	uint64_t first = mig_cursor_u64(&c);
-	uint32_t nbits = mig_cursor_u32(&c);
-	/* In 64 bits: nbits + 63 must not wrap and let a short payload pass. */
-	if (c.bad || first % 64 || !nbits || len != 12 + ((uint64_t)nbits + 63) / 64 * 8)
-		return -EPROTO;
-	for (uint32_t i = 0; i < nbits; i++) {
-		uint64_t word;
-		unsigned r;
-		uint64_t page;
-		memcpy(&word, p + 12 + 8 * (i / 64), 8);
-		if (!(le64toh(word) & (1ULL << (i % 64))))
-			continue;
-		if (!guest_memory_locate(mem, first + i, &r, &page))
-			return -EPROTO;
-		mig->ram.bitmap[r][page / 64] &= ~(1UL << (page % 64));
-	}
-	return 0;
+	return mig_reply_known(p, len, &mig->m->vm.mem, mig->ram.bitmap);
 }
 
 static bool postcopy_hot(struct migration *mig, uint64_t index)

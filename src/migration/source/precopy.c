@@ -107,6 +107,7 @@ static void precopy_send_config(struct migration *mig)
 
 	cfg.cmdline_len = (uint16_t)strlen(m->cmdline);
 	memcpy(cfg.cmdline, m->cmdline, cfg.cmdline_len);
+	mig_config_set_cpuid(&cfg, m->vm.cpuid);
 	vmstate_buf_init(&b);
 	if (vmstate_save(&mig_config_vmsd, &cfg, &b))
 		mig_stream_fail(&mig->s, -EINVAL, "cannot encode the configuration");
@@ -215,6 +216,9 @@ static int precopy_setup(struct migration *mig)
 	err = precopy_read_ready(mig);
 	if (err)
 		return err;
+	err = mig_sources_handshake(mig);
+	if (err)
+		return precopy_fail(mig, err, "%s", mig->s.why[0] ? mig->s.why : strerror(-err));
 	ratelimit_init(&mig->rl, mig->p.bandwidth, 0);
 	mig->s.rl = &mig->rl;
 	pthread_mutex_lock(&mig->lock);

@@ -59,8 +59,12 @@ static int switchover_stop_and_copy(struct migration *mig, uint64_t *t)
 	err = machine_quiesce(mig->m);
 	if (err)
 		return precopy_fail(mig, err, "cannot quiesce the machine: %s", strerror(-err));
-	/* Disks flushed and unlocked before END: the destination locks them on GO. */
-	err = machine_inactivate(mig->m);
+	/*
+	 * Disks flushed and unlocked before END: the destination locks them on
+	 * GO.  Copied disks are not handed over: the destination writes its own
+	 * images, and this side keeps its lock until it ends.
+	 */
+	err = mig->p.copy_storage ? 0 : machine_inactivate(mig->m);
 	if (err)
 		return precopy_fail(mig, err, "cannot hand the disks over: %s", strerror(-err));
 	uint64_t pending[MIG_SOURCE_NR];

@@ -1,0 +1,44 @@
+/*
+ * Live disk migration (--copy-storage): every disk of the VM is a
+ * live-iterable source (block.c).  The source reads its image through a
+ * file descriptor of its own and follows the guest's writes through the
+ * disk's dirty-block bitmap (devices/block/dirty.h); the destination
+ * writes the blocks into its own image, which it opened and locked itself.
+ */
+#ifndef FERRY_MIGRATION_BLOCK_H
+#define FERRY_MIGRATION_BLOCK_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "board/machine.h"
+
+#define MIG_BLOCK_CHUNK		(64u << 10)	/* the unit of dirty tracking and of DATA */
+
+/* Records of the block source (docs/migration-stream.md, "Disks"). */
+enum mig_block_rec {
+	MIG_BLOCK_HELLO = 0,	/* disk, size: the copy of this disk begins */
+	MIG_BLOCK_DATA = 1,	/* disk, offset, bytes */
+	MIG_BLOCK_ZERO = 2,	/* disk, offset, length: all zero */
+	MIG_BLOCK_DONE = 3,	/* disk, digest flag, digest: nothing more for it */
+	MIG_BLOCK_SUMS_REQ = 4,	/* disk: answer with BLOCK_SUMS (incremental) */
+};
+
+/* Chunk digests in one BLOCK_SUMS section (return path), at most. */
+#define MIG_BLOCK_SUMS_MAX	8192u
+
+/*
+ * Destination: this process was started to receive its disks' contents
+ * (ferry run --incoming --copy-storage).  Without it, block sections are
+ * refused; with it, a migration that did not copy every disk is.
+ */
+void mig_block_expect(void);
+
+/*
+ * Source: can m's disks be copied?  Every disk must be a file (an NBD
+ * export is shared storage: nothing to copy).  0 or -errno with why.
+ */
+int mig_block_check(const struct machine *m, char *why, size_t whylen)
+	__attribute__((warn_unused_result));
+
+#endif

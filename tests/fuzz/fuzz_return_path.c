@@ -1,0 +1,155 @@
+/*
+ * libFuzzer target: arbitrary bytes as a hostile destination's return
+ * path, read by the source's section reader (mig_section_read over a real
+ * mig_stream on a socket) and decoded by the source's own decoders: RESULT
+ * (mig_result_parse), PAGE_REQ (mig_reply_page_req) and PC_KNOWN
+ * (mig_reply_known, against a 16 MiB guest memory and its owed bitmaps).
+ * No VM and no migration thread: only the code that reads and decodes
+ * what the destination sends.  See tests/fuzz/README.md.
+ *
+ * Input: one mode byte, then the return path's bytes (sections, no
+ * header).  Mode bit 0 set: rewrite each section's XXH3 checksum to match
+ * first, so mutations reach the decoders; bit 1 set: read with a buffer of
+ * MIG_SECTION_MAX (as for PC_KNOWN) instead of 512 bytes (the other reads).
+ *
+ * Invariants besides the sanitizers: a decoded page index is a page of
+ * RAM; a RESULT's message lies inside the section.
+ */
+#include <errno.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include "migration/channel/channel.h"
+#include "migration/format.h"
+#include "migration/section.h"
+#include "migration/source/reply.h"
+#include "migration/stream.h"
+#include "util/log.h"
+#include "vmm/memory.h"
+
+int LLVMFuzzerInitialize(int *argc, char ***argv);
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+#define FZ_FIX_SUMS	0x01
+#define FZ_BIG_BUF	0x02
+#define FZ_MEMORY	(16ULL << 20)
+#define FZ_MAX_SECTIONS	4096
+
+static struct guest_memory fz_mem;
+static unsigned long *fz_owed[GUEST_MAX_REGIONS];
+static uint8_t *fz_buf;
+
+int LLVMFuzzerInitialize(int *argc, char ***argv)
+{
+	log_set_level(LOG_ERROR);
+	if (guest_memory_create(&fz_mem, FZ_MEMORY))
+		abort();
+	for (unsigned r = 0; r < guest_memory_nr_regions(&fz_mem); r++) {
+		size_t longs = guest_memory_region_pages(&fz_mem, r) / 64 + 1;
+		fz_owed[r] = malloc(longs * sizeof(unsigned long));
+		if (!fz_owed[r])
+			abort();
+		memset(fz_owed[r], 0xff, longs * sizeof(unsigned long));
+	}
+	fz_buf = malloc(MIG_SECTION_MAX);
+	if (!fz_buf)
+		abort();
+	return 0;
+}
+
+/* Rewrite every whole section's checksum so it matches its bytes. */
+static void fz_fix_sums(uint8_t *p, size_t len)
+{
+	size_t off = 0;
+
+	while (off + MIG_SECTION_HDR <= len) {
+		uint32_t n = (uint32_t)(p[off + 4] | p[off + 5] << 8 | p[off + 6] << 16 |
+					(uint32_t)p[off + 7] << 24);
+		if (n > MIG_SECTION_MAX || len - off - MIG_SECTION_HDR < (size_t)n + 8)
+			return;
+		uint64_t sum = XXH3_64bits(p + off, MIG_SECTION_HDR + (size_t)n);
+		for (int i = 0; i < 8; i++)
+			p[off + MIG_SECTION_HDR + n + i] = (uint8_t)(sum >> (8 * i));
+		off += MIG_SECTION_HDR + (size_t)n + 8;
+	}
+}
+
+static void fz_decode(uint8_t type, const uint8_t *p, uint32_t len)
+{
+	int32_t status;
+	const char *msg;
+	int n;
+	uint64_t index;
+
+	switch (type) {
+	case MIG_SEC_RESULT:
+		if (!mig_result_parse(p, len, &status, &msg, &n) &&
+		    (n < 0 || msg < (const char *)p || msg + n > (const char *)p + len))
+			abort();
+		break;
+	case MIG_SEC_PAGE_REQ:
+		if (!mig_reply_page_req(p, len, &fz_mem, &index) &&
+		    index >= guest_memory_pages(&fz_mem))
+			abort();
+		break;
+	case MIG_SEC_PC_KNOWN:
+		(void)mig_reply_known(p, len, &fz_mem, fz_owed);
+		break;
+	default:
+		break;
+	}
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	struct mig_channel *ch;
+	struct mig_stream s;
+	int sv[2];
+
+	if (!size || size > 256 * 1024)
+		return 0;
+	uint8_t mode = data[0];
+	size_t len = size - 1;
+	uint8_t *bytes = malloc(len + 1);
+	if (!bytes)
+		return 0;
+	memcpy(bytes, data + 1, len);
+	if (mode & FZ_FIX_SUMS)
+		fz_fix_sums(bytes, len);
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
+		abort();
+	/* The whole input fits the socket's buffer: write it, then EOF. */
+	int sndbuf = 512 * 1024;
+	setsockopt(sv[1], SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf));
+	for (size_t off = 0; off < len;) {
+		ssize_t w = send(sv[1], bytes + off, len - off, MSG_NOSIGNAL);
+		if (w <= 0)
+			break;
+		off += (size_t)w;
+	}
+	close(sv[1]);
+	free(bytes);
+	if (mig_channel_socket(sv[0], &ch)) {
+		close(sv[0]);
+		return 0;
+	}
+	if (mig_stream_init(&s, ch, 64 * 1024))
+		return 0;
+	s.timeout_ms = 1000;
+	uint32_t cap = mode & FZ_BIG_BUF ? MIG_SECTION_MAX : 512;
+	for (int i = 0; i < FZ_MAX_SECTIONS; i++) {
+		uint8_t type;
+		uint32_t n;
+		if (mig_section_read(&s, fz_buf, cap, &type, &n))
+			break;
+		if (n > cap)
+			abort();
+		fz_decode(type, fz_buf, n);
+	}
+	mig_stream_destroy(&s);
+	return 0;
+}

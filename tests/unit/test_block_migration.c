@@ -1,0 +1,631 @@
+/*
+ * Live disk migration without KVM: the dirty-block bitmap
+ * (devices/block/dirty.h), and the block source (migration/block.c)
+ * driven as the migration thread drives it - setup, passes with "guest"
+ * writes in between, stop-and-copy - into a file stream whose sections
+ * are then loaded into a second image by the destination's `load`, as the
+ * receiving thread does.  The machines are plain structs with one disk
+ * each (a real image file).  Then hostile block records against the
+ * destination: each refused with its reason, none written.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <pthread.h>
+#include <sys/socket.h>
+#include <fcntl.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "devices/block/dirty.h"
+#include "migration/block.h"
+#include "migration/dest/incoming_internal.h"
+#include "migration/live.h"
+#include "migration/migration.h"
+#include "migration/section.h"
+#include "util/le.h"
+
+#define T_SIZE		(4ULL << 20)
+#define T_CHUNK		MIG_BLOCK_CHUNK
+
+static char t_dir[64];
+static struct machine t_src, t_dst;
+static struct migration t_mig;
+
+static void t_path(char *buf, size_t len, const char *name)
+{
+	snprintf(buf, len, "%s/%s", t_dir, name);
+}
+
+/* A machine with one file disk of `size` bytes at dir/name, filled with `fill` (-1: sparse). */
+static void t_machine(struct machine *m, const char *name, uint64_t size, int fill)
+{
+	char path[128];
+
+	memset(m, 0, sizeof(*m));
+	t_path(path, sizeof(path), name);
+	int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+	assert_true(fd >= 0);
+	assert_int_equal(ftruncate(fd, (off_t)size), 0);
+	if (fill >= 0) {
+		uint8_t *p = malloc(size);
+		assert_non_null(p);
+		memset(p, fill, size);
+		assert_int_equal(pwrite(fd, p, size, 0), (ssize_t)size);
+		free(p);
+	}
+	close(fd);
+	m->nr_disks = 1;
+	m->disks[0].cfg.kind = BLOCK_KIND_FILE;
+	snprintf(m->disks[0].cfg.path, sizeof(m->disks[0].cfg.path), "%s", path);
+	m->disks[0].bk.size = size;
+	block_dirty_init(&m->disks[0].dirty);
+}
+
+/* What the guest does: write the image, and the device marks it on completion. */
+static void t_guest_write(uint64_t off, uint64_t len, uint8_t v)
+{
+	uint8_t *p = malloc(len);
+	int fd = open(t_src.disks[0].cfg.path, O_WRONLY);
+
+	assert_non_null(p);
+	assert_true(fd >= 0);
+	memset(p, v, len);
+	assert_int_equal(pwrite(fd, p, len, (off_t)off), (ssize_t)len);
+	close(fd);
+	free(p);
+	block_dirty_mark(&t_src.disks[0].dirty, off, len);
+}
+
+static int t_setup(void **state)
+{
+	snprintf(t_dir, sizeof(t_dir), "/tmp/ferry-blkmig.XXXXXX");
+	assert_non_null(mkdtemp(t_dir));
+	return 0;
+}
+
+static int t_teardown(void **state)
+{
+	char cmd[128];
+
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", t_dir);
+	return system(cmd);
+}
+
+/* ---- the bitmap ----------------------------------------------------------- */
+
+static void test_dirty_bitmap(void **state)
+{
+	struct block_dirty d;
+	uint64_t out[2] = { 0 };
+
+	block_dirty_init(&d);
+	block_dirty_mark(&d, 0, 4096);		/* not tracking: nothing */
+	assert_int_equal(block_dirty_count(&d), 0);
+	assert_int_equal(block_dirty_start(&d, 1000, 3), -EINVAL);	/* not a power of two */
+	assert_int_equal(block_dirty_start(&d, 17 * T_CHUNK - 5, T_CHUNK), 0);
+	assert_int_equal(block_dirty_count(&d), 0);
+	block_dirty_mark(&d, T_CHUNK - 1, 2);		/* straddles chunks 0 and 1 */
+	block_dirty_mark(&d, 16 * T_CHUNK, 1 << 20);	/* the last chunk, clipped at the end */
+	block_dirty_mark(&d, 5 * T_CHUNK, 0);		/* nothing */
+	assert_int_equal(block_dirty_count(&d), 3);
+	assert_int_equal(block_dirty_take(&d, out, 17), 3);
+	assert_int_equal(out[0], (1ULL << 0) | (1ULL << 1) | (1ULL << 16));
+	assert_int_equal(out[1], 0);
+	assert_int_equal(block_dirty_count(&d), 0);
+	/* Another geometry than started takes nothing and clears nothing. */
+	block_dirty_mark(&d, 2 * T_CHUNK, 1);
+	assert_int_equal(block_dirty_take(&d, out, 16), 0);
+	assert_int_equal(block_dirty_count(&d), 1);
+	block_dirty_stop(&d);
+	block_dirty_mark(&d, 0, 1);
+	assert_int_equal(block_dirty_count(&d), 0);
+	block_dirty_destroy(&d);
+}
+
+/* ---- source -> stream -> destination -------------------------------------- */
+
+static bool t_files_equal(const char *a, const char *b)
+{
+	char cmd[2 * PATH_MAX + 16];
+
+	snprintf(cmd, sizeof(cmd), "cmp -s '%s' '%s'", a, b);
+	return system(cmd) == 0;
+}
+
+/* Read every section of the stream at uri; feed the block ones to the destination. */
+static int t_load_stream(const char *uri, struct mig_in_ctx *c)
+{
+	const struct mig_source_ops *o = mig_source_get(MIG_SOURCE_BLOCK);
+	struct mig_listener l;
+	struct mig_channel *ch;
+	struct mig_stream s;
+	char why[256];
+	uint8_t *buf = malloc(MIG_SECTION_MAX);
+	int err = 0, sections = 0;
+
+	assert_non_null(buf);
+	assert_int_equal(mig_channel_listen(uri, &l, why, sizeof(why)), 0);
+	assert_int_equal(mig_channel_accept(&l, 0, -1, &ch), 0);
+	mig_listener_close(&l);
+	assert_int_equal(mig_stream_init(&s, ch, 1 << 20), 0);
+	for (;;) {
+		uint8_t type;
+		uint32_t len;
+		if (mig_section_read(&s, buf, MIG_SECTION_MAX, &type, &len))
+			break;		/* the end of the file */
+		assert_int_equal(type, MIG_SEC_SOURCE);
+		assert_true(len >= 4);
+		assert_int_equal(le_get(buf, 4), MIG_SOURCE_BLOCK);
+		struct mig_payload in;
+		mig_payload_whole(&in, buf + 4, len - 4);
+		err = o->load(c, MIG_SEC_SOURCE, &in);
+		if (err)
+			break;
+		sections++;
+	}
+	mig_stream_destroy(&s);
+	free(buf);
+	assert_true(sections > 0);
+	return err;
+}
+
+/*
+ * A sparse source image with a little data, a destination image full of
+ * garbage; the guest writes between passes.  The destination ends equal
+ * to the source, the --verify digest matches, and what went on the wire
+ * is about the data, not the disk's size.
+ */
+static void test_roundtrip(void **state)
+{
+	const struct mig_source_ops *o = mig_source_get(MIG_SOURCE_BLOCK);
+	char path[128], uri[160], why[256];
+	struct mig_channel *ch;
+
+	mig_block_expect();
+	t_machine(&t_src, "src.img", T_SIZE, -1);
+	t_machine(&t_dst, "dst.img", T_SIZE, 0xaa);
+	t_guest_write(0, T_CHUNK, 1);
+	t_guest_write((1 << 20) + 100, 8192, 2);
+	t_guest_write(2 << 20, T_CHUNK, 0);		/* allocated, but zeros */
+
+	memset(&t_mig, 0, sizeof(t_mig));
+	pthread_mutex_init(&t_mig.lock, NULL);
+	t_mig.m = &t_src;
+	t_mig.p.copy_storage = true;
+	t_mig.p.verify = true;
+	t_path(path, sizeof(path), "stream");
+	snprintf(uri, sizeof(uri), "file:%s", path);
+	assert_int_equal(mig_channel_open(uri, 1000, &ch, why, sizeof(why)), 0);
+	assert_int_equal(mig_stream_init(&t_mig.s, ch, 1 << 20), 0);
+
+	assert_true(o->active(&t_mig));
+	assert_int_equal(o->setup(&t_mig), 0);
+	int64_t pending = o->sync(&t_mig);
+	/* Chunks 0, 16 and 32 hold data (the rest are holes, sent as ZERO). */
+	assert_int_equal(pending, 3 * T_CHUNK);
+	assert_int_equal(o->iterate(&t_mig, false), 0);
+	t_guest_write(3 << 20, 4096, 3);
+	t_guest_write(0, 4096, 4);
+	assert_int_equal(o->peek(&t_mig), 2 * T_CHUNK);
+	assert_int_equal(o->sync(&t_mig), 2 * T_CHUNK);
+	assert_int_equal(o->iterate(&t_mig, true), 0);
+	assert_int_equal(o->sync(&t_mig), 0);
+	t_guest_write(T_SIZE - 512, 512, 5);		/* the last sector */
+	assert_int_equal(o->sync(&t_mig), T_CHUNK);
+	assert_int_equal(o->complete(&t_mig, true), 0);
+	assert_int_equal(mig_stream_flush(&t_mig.s), 0);
+	assert_int_equal(mig_stream_finish(&t_mig.s), 0);
+	uint64_t wire = t_mig.stats.source_sent[MIG_SOURCE_BLOCK];
+	/* query-migrate's disk-total and disk-processed: six chunks read and sent. */
+	assert_int_equal(t_mig.stats.disk_total, T_SIZE);
+	assert_int_equal(t_mig.stats.disk_processed, 6 * T_CHUNK);
+	o->cleanup(&t_mig);
+	assert_null(t_mig.block);
+	mig_stream_destroy(&t_mig.s);
+
+	struct mig_incoming inc;
+	memset(&inc, 0, sizeof(inc));
+	inc.cfg.flags = MIG_FLAG_VERIFY;
+	struct mig_in_ctx c = { .inc = &inc, .m = &t_dst };
+	assert_int_equal(o->loaded(&c), -EPROTO);	/* nothing yet */
+	int err = t_load_stream(uri, &c) ? -1 : 0;
+	if (err)
+		fail_msg("load: %s", inc.why);
+	assert_int_equal(o->loaded(&c), 0);
+	o->unload(&inc);
+	assert_null(inc.src_state[MIG_SOURCE_BLOCK]);
+	assert_true(t_files_equal(t_src.disks[0].cfg.path, t_dst.disks[0].cfg.path));
+	/* Six chunks of data were sent (three, two again, one), plus small records. */
+	print_message("block bytes on the wire: %llu for a %llu-byte disk\n",
+		      (unsigned long long)wire, (unsigned long long)T_SIZE);
+	assert_true(wire >= 5 * T_CHUNK);
+	assert_true(wire < 7 * T_CHUNK);
+	block_dirty_destroy(&t_src.disks[0].dirty);
+	block_dirty_destroy(&t_dst.disks[0].dirty);
+}
+
+/* ---- incremental: over a socket, the destination answering in a thread --- */
+
+struct t_dest {
+	struct mig_incoming *inc;	/* reads and answers on inc->s, as the loader does */
+	struct mig_in_ctx c;
+	int err;
+};
+
+/* The receiving thread: every section to the block source's load, until EOF. */
+static void *t_dest_thread(void *arg)
+{
+	struct t_dest *d = arg;
+	uint8_t *buf = malloc(MIG_SECTION_MAX);
+
+	for (;;) {
+		uint8_t type;
+		uint32_t len;
+		if (!buf || mig_section_read(&d->inc->s, buf, MIG_SECTION_MAX, &type, &len))
+			break;
+		struct mig_payload in;
+		if (type != MIG_SEC_SOURCE || len < 4 || le_get(buf, 4) != MIG_SOURCE_BLOCK) {
+			d->err = -EPROTO;
+			break;
+		}
+		mig_payload_whole(&in, buf + 4, len - 4);
+		d->err = mig_source_get(MIG_SOURCE_BLOCK)->load(&d->c, MIG_SEC_SOURCE, &in);
+		if (d->err)
+			break;
+	}
+	free(buf);
+	return NULL;
+}
+
+/*
+ * Copy a 16 MiB disk of random data to a destination that holds the same
+ * but for 13 of its 256 chunks (5 %), one of them where the source has
+ * zeros: only those travel, about 5 % of the disk, and the images end
+ * equal (--verify's digest agrees).  Returns the block bytes on the wire.
+ */
+static uint64_t t_copy(bool incremental)
+{
+	const struct mig_source_ops *o = mig_source_get(MIG_SOURCE_BLOCK);
+	const uint64_t size = 16 << 20;
+	struct mig_channel *ch[2];
+	struct mig_incoming inc;
+	struct t_dest d;
+	pthread_t t;
+	int sv[2];
+
+	mig_block_expect();
+	t_machine(&t_src, "isrc.img", size, -1);
+	t_machine(&t_dst, "idst.img", size, -1);
+	uint8_t *img = malloc(size);
+	assert_non_null(img);
+	srand(42);
+	for (uint64_t k = 0; k < size; k++)
+		img[k] = (uint8_t)rand();
+	memset(img + 7 * T_CHUNK, 0, T_CHUNK);
+	int fs = open(t_src.disks[0].cfg.path, O_WRONLY), fd = open(t_dst.disks[0].cfg.path, O_WRONLY);
+	assert_int_equal(pwrite(fs, img, size, 0), (ssize_t)size);
+	for (unsigned k = 0; k < 13; k++)	/* chunks 7, 26, 45, ... differ there */
+		memset(img + (7 + 19 * k) * T_CHUNK + 100 * k, 0xee, 4096);
+	assert_int_equal(pwrite(fd, img, size, 0), (ssize_t)size);
+	close(fs);
+	close(fd);
+	free(img);
+
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+	assert_int_equal(mig_channel_socket(sv[0], &ch[0]), 0);
+	assert_int_equal(mig_channel_socket(sv[1], &ch[1]), 0);
+	memset(&t_mig, 0, sizeof(t_mig));
+	pthread_mutex_init(&t_mig.lock, NULL);
+	t_mig.m = &t_src;
+	t_mig.p.copy_storage = true;
+	t_mig.p.copy_incremental = incremental;
+	t_mig.p.verify = true;
+	assert_int_equal(mig_stream_init(&t_mig.s, ch[0], 1 << 20), 0);
+	memset(&inc, 0, sizeof(inc));
+	inc.cfg.flags = MIG_FLAG_VERIFY;
+	memset(&d, 0, sizeof(d));
+	d.inc = &inc;
+	d.c = (struct mig_in_ctx){ .inc = &inc, .m = &t_dst };
+	assert_int_equal(mig_stream_init(&inc.s, ch[1], 1 << 20), 0);
+	assert_int_equal(pthread_create(&t, NULL, t_dest_thread, &d), 0);
+
+	assert_int_equal(o->setup(&t_mig), 0);
+	assert_int_equal(mig_stream_flush(&t_mig.s), 0);
+	assert_int_equal(o->handshake(&t_mig), 0);
+	int64_t pending = o->sync(&t_mig);
+	assert_int_equal(pending, incremental ? 13 * T_CHUNK : (int64_t)size);
+	assert_int_equal(o->iterate(&t_mig, false), 0);
+	assert_int_equal(o->sync(&t_mig), 0);
+	assert_int_equal(o->complete(&t_mig, false), 0);
+	assert_int_equal(mig_stream_flush(&t_mig.s), 0);
+	uint64_t wire = t_mig.stats.source_sent[MIG_SOURCE_BLOCK];
+	o->cleanup(&t_mig);
+	mig_channel_shutdown(ch[0], false, true);	/* EOF for the destination */
+	assert_int_equal(pthread_join(t, NULL), 0);
+	if (d.err)
+		fail_msg("destination: %s", inc.why);
+	assert_int_equal(o->loaded(&d.c), 0);
+	o->unload(&inc);
+	mig_stream_destroy(&t_mig.s);
+	mig_stream_destroy(&inc.s);
+	assert_true(t_files_equal(t_src.disks[0].cfg.path, t_dst.disks[0].cfg.path));
+	print_message("%s: block bytes on the wire %llu for a %llu-byte disk (%.1f %%)\n",
+		      incremental ? "incremental" : "full", (unsigned long long)wire,
+		      (unsigned long long)size, 100.0 * (double)wire / (double)size);
+	block_dirty_destroy(&t_src.disks[0].dirty);
+	block_dirty_destroy(&t_dst.disks[0].dirty);
+	return wire;
+}
+
+static void test_incremental(void **state)
+{
+	uint64_t full = t_copy(false), incr = t_copy(true);
+
+	/* 12 chunks of data, one of zeros (a ZERO record), and the records' headers. */
+	assert_true(incr >= 12 * T_CHUNK);
+	assert_true(incr < 12 * T_CHUNK + 4096);
+	/* Full: every chunk but the zero one, the same run. */
+	assert_true(full >= 255 * T_CHUNK);
+	assert_true(incr * 10 < full);
+}
+
+/*
+ * A hostile destination's answers to SUMS_REQ: each one fails the
+ * handshake with its reason, and nothing is owed on its word.
+ */
+static void t_bad_sums(const void *payload, uint32_t len, uint8_t type, const char *want)
+{
+	const struct mig_source_ops *o = mig_source_get(MIG_SOURCE_BLOCK);
+	struct mig_channel *ch[2];
+	struct mig_stream peer;
+	int sv[2];
+
+	t_machine(&t_src, "hsrc.img", 4 * T_CHUNK, 1);
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+	assert_int_equal(mig_channel_socket(sv[0], &ch[0]), 0);
+	assert_int_equal(mig_channel_socket(sv[1], &ch[1]), 0);
+	memset(&t_mig, 0, sizeof(t_mig));
+	pthread_mutex_init(&t_mig.lock, NULL);
+	t_mig.m = &t_src;
+	t_mig.p.copy_storage = t_mig.p.copy_incremental = true;
+	assert_int_equal(mig_stream_init(&t_mig.s, ch[0], 1 << 20), 0);
+	assert_int_equal(mig_stream_init(&peer, ch[1], 1 << 20), 0);
+	t_mig.s.timeout_ms = 5000;
+	/* The answer is there before the question: the socket holds it. */
+	mig_section_write(&peer, type, payload, len);
+	assert_int_equal(mig_stream_flush(&peer), 0);
+	assert_int_equal(o->setup(&t_mig), 0);
+	assert_int_not_equal(o->handshake(&t_mig), 0);
+	if (!strstr(t_mig.s.why, want))
+		fail_msg("reason '%s' lacks '%s'", t_mig.s.why, want);
+	assert_int_equal(o->sync(&t_mig), 0);
+	o->cleanup(&t_mig);
+	mig_stream_destroy(&t_mig.s);
+	mig_stream_destroy(&peer);
+	block_dirty_destroy(&t_src.disks[0].dirty);
+}
+
+static void test_hostile_sums(void **state)
+{
+	uint8_t p[13 + 8 * 5] = { 0 };
+
+	/* Disk 1 of a one-disk VM. */
+	p[0] = 1;
+	le_put(p + 9, 4, 4);
+	t_bad_sums(p, 13 + 32, MIG_SEC_BLOCK_SUMS, "digests of disk 0 are malformed");
+	/* Not from chunk 0. */
+	p[0] = 0;
+	le_put(p + 1, 1, 8);
+	le_put(p + 9, 3, 4);
+	t_bad_sums(p, 13 + 24, MIG_SEC_BLOCK_SUMS, "chunks 1 + 3; want 0 +");
+	/* More chunks than the disk has, and a count the length does not hold. */
+	le_put(p + 1, 0, 8);
+	le_put(p + 9, 5, 4);
+	t_bad_sums(p, 13 + 40, MIG_SEC_BLOCK_SUMS, "chunks 0 + 5");
+	le_put(p + 9, 4, 4);
+	t_bad_sums(p, 13 + 8, MIG_SEC_BLOCK_SUMS, "(21 bytes");
+	le_put(p + 9, 0, 4);
+	t_bad_sums(p, 13, MIG_SEC_BLOCK_SUMS, "chunks 0 + 0");
+	t_bad_sums(p, 5, MIG_SEC_BLOCK_SUMS, "(5 bytes");
+	/* Another section, and the destination's refusal, said as it said it. */
+	t_bad_sums(NULL, 0, MIG_SEC_LOADED, "answered the disk digests with section 24");
+	uint8_t res[4 + 2 + 7] = { 0 };
+	le_put(res, (uint32_t)-EIO, 4);
+	le_put(res + 4, 7, 2);
+	memcpy(res + 6, "no disk", 7);
+	t_bad_sums(res, sizeof(res), MIG_SEC_RESULT, "destination: no disk");
+}
+
+/* ---- hostile records ---------------------------------------------------- */
+
+struct t_rec {
+	uint8_t b[T_CHUNK + 64];
+	uint32_t len;
+};
+
+static void t_rec(struct t_rec *r, uint8_t kind, uint8_t disk)
+{
+	r->b[0] = kind;
+	r->b[1] = disk;
+	r->len = 2;
+}
+
+static void t_rec_u64(struct t_rec *r, uint64_t v)
+{
+	le_put(r->b + r->len, v, 8);
+	r->len += 8;
+}
+
+static int t_load(struct mig_in_ctx *c, const struct t_rec *r)
+{
+	struct mig_payload in;
+
+	mig_payload_whole(&in, r->b, r->len);
+	return mig_source_get(MIG_SOURCE_BLOCK)->load(c, MIG_SEC_SOURCE, &in);
+}
+
+/* Load r; it must fail with err and a reason containing want. */
+#define T_REFUSED(c, r, err, want) do {						\
+	(c)->inc->why[0] = '\0';						\
+	assert_int_equal(t_load((c), (r)), (err));				\
+	if (!strstr((c)->inc->why, (want)))					\
+		fail_msg("reason '%s' lacks '%s'", (c)->inc->why, (want));	\
+} while (0)
+
+static void test_hostile(void **state)
+{
+	struct mig_incoming inc;
+	struct t_rec r;
+	const uint64_t size = 1 << 20;
+
+	mig_block_expect();
+	t_machine(&t_dst, "hostile.img", size, 0x55);
+	memset(&inc, 0, sizeof(inc));
+	inc.cfg.flags = MIG_FLAG_VERIFY;
+	struct mig_in_ctx c = { .inc = &inc, .m = &t_dst };
+
+	t_rec(&r, MIG_BLOCK_HELLO, 0);
+	r.len = 1;
+	T_REFUSED(&c, &r, -EPROTO, "block section cut short");
+	t_rec(&r, MIG_BLOCK_HELLO, 3);
+	t_rec_u64(&r, size);
+	T_REFUSED(&c, &r, -EPROTO, "blocks for disk 3; this destination has 1 disk(s)");
+	t_rec(&r, MIG_BLOCK_DATA, 0);
+	t_rec_u64(&r, 0);
+	r.len += 512;
+	T_REFUSED(&c, &r, -EPROTO, "before its HELLO");
+	t_rec(&r, MIG_BLOCK_HELLO, 0);
+	t_rec_u64(&r, size * 2);
+	T_REFUSED(&c, &r, -EINVAL, "disk 0 is 2097152 bytes at the source but 1048576 here");
+	t_rec(&r, MIG_BLOCK_HELLO, 0);
+	t_rec_u64(&r, size);
+	r.len++;
+	T_REFUSED(&c, &r, -EPROTO, "HELLO of 9 bytes");
+	t_rec(&r, MIG_BLOCK_HELLO, 0);
+	t_rec_u64(&r, size);
+	assert_int_equal(t_load(&c, &r), 0);
+	T_REFUSED(&c, &r, -EPROTO, "a second HELLO");
+
+	/* Offsets past the disk, lengths past the section or the disk. */
+	t_rec(&r, MIG_BLOCK_DATA, 0);
+	t_rec_u64(&r, size);
+	r.len += 512;
+	T_REFUSED(&c, &r, -ERANGE, "past its end");
+	t_rec(&r, MIG_BLOCK_DATA, 0);
+	t_rec_u64(&r, size - 512);
+	r.len += 4096;
+	T_REFUSED(&c, &r, -ERANGE, "past its end");
+	t_rec(&r, MIG_BLOCK_DATA, 0);
+	t_rec_u64(&r, UINT64_MAX - 100);
+	r.len += 512;
+	T_REFUSED(&c, &r, -ERANGE, "past its end");
+	t_rec(&r, MIG_BLOCK_DATA, 0);
+	t_rec_u64(&r, 0);
+	r.len += T_CHUNK + 1;
+	T_REFUSED(&c, &r, -EPROTO, "DATA of 65537 bytes");
+	t_rec(&r, MIG_BLOCK_DATA, 0);
+	t_rec_u64(&r, 0);
+	T_REFUSED(&c, &r, -EPROTO, "DATA of 0 bytes");
+	t_rec(&r, MIG_BLOCK_DATA, 0);
+	r.len += 4;
+	T_REFUSED(&c, &r, -EPROTO, "DATA cut short");
+	t_rec(&r, MIG_BLOCK_ZERO, 0);
+	t_rec_u64(&r, 8);
+	t_rec_u64(&r, UINT64_MAX);
+	T_REFUSED(&c, &r, -ERANGE, "past its end");
+	t_rec(&r, MIG_BLOCK_ZERO, 0);
+	t_rec_u64(&r, 0);
+	T_REFUSED(&c, &r, -EPROTO, "ZERO of 8 bytes");
+	t_rec(&r, 9, 0);
+	T_REFUSED(&c, &r, -EPROTO, "unknown block record 9");
+	t_rec(&r, MIG_BLOCK_SUMS_REQ, 0);
+	r.len++;
+	T_REFUSED(&c, &r, -EPROTO, "SUMS_REQ carries 1 bytes");
+	t_rec(&r, MIG_BLOCK_SUMS_REQ, 0);
+	T_REFUSED(&c, &r, -EPROTO, "digests asked for over a stream with no way back");
+
+	/* A good block, then DONE with a digest that is not this image's. */
+	t_rec(&r, MIG_BLOCK_DATA, 0);
+	t_rec_u64(&r, 4096);
+	memset(r.b + r.len, 0x77, 512);
+	r.len += 512;
+	assert_int_equal(t_load(&c, &r), 0);
+	assert_int_equal(mig_source_get(MIG_SOURCE_BLOCK)->loaded(&c), -EPROTO);
+	assert_non_null(strstr(inc.why, "disk 0 was not copied"));
+	t_rec(&r, MIG_BLOCK_DONE, 0);
+	t_rec_u64(&r, 0x1234);
+	r.b[r.len++] = 2;
+	T_REFUSED(&c, &r, -EPROTO, "digest flag is 2");
+	r.b[r.len - 1] = 0;
+	T_REFUSED(&c, &r, -EPROTO, "--verify, but DONE has no digest");
+	t_rec(&r, MIG_BLOCK_DATA, 0);
+	t_rec_u64(&r, 0);
+	r.len += 512;
+	T_REFUSED(&c, &r, -EPROTO, "after its DONE");
+
+	/* Nothing refused was written: the image is 0x55 but for the good block. */
+	uint8_t *img = malloc(size);
+	int fd = open(t_dst.disks[0].cfg.path, O_RDONLY);
+	assert_non_null(img);
+	assert_int_equal(pread(fd, img, size, 0), (ssize_t)size);
+	close(fd);
+	for (uint64_t i = 0; i < size; i++)
+		if (img[i] != (i >= 4096 && i < 4608 ? 0x77 : 0x55))
+			fail_msg("byte %llu is 0x%02x", (unsigned long long)i, img[i]);
+	free(img);
+	mig_source_get(MIG_SOURCE_BLOCK)->unload(&inc);
+	block_dirty_destroy(&t_dst.disks[0].dirty);
+}
+
+/* A DONE whose digest differs from the image: -EIO under --verify. */
+static void test_verify_mismatch(void **state)
+{
+	struct mig_incoming inc;
+	struct t_rec r;
+
+	mig_block_expect();
+	t_machine(&t_dst, "verify.img", T_CHUNK, 0);
+	memset(&inc, 0, sizeof(inc));
+	inc.cfg.flags = MIG_FLAG_VERIFY;
+	struct mig_in_ctx c = { .inc = &inc, .m = &t_dst };
+	t_rec(&r, MIG_BLOCK_HELLO, 0);
+	t_rec_u64(&r, T_CHUNK);
+	assert_int_equal(t_load(&c, &r), 0);
+	t_rec(&r, MIG_BLOCK_DONE, 0);
+	t_rec_u64(&r, 0x1234);
+	r.b[r.len++] = 1;
+	T_REFUSED(&c, &r, -EIO, "disk 0 differs from the source's after the copy");
+	mig_source_get(MIG_SOURCE_BLOCK)->unload(&inc);
+	block_dirty_destroy(&t_dst.disks[0].dirty);
+}
+
+/* Before ferry run --copy-storage said so, the destination takes no block section. */
+static void test_not_expected(void **state)
+{
+	assert_false(mig_source_get(MIG_SOURCE_BLOCK)->accepted());
+	struct mig_incoming inc;
+	memset(&inc, 0, sizeof(inc));
+	struct mig_in_ctx c = { .inc = &inc, .m = &t_dst };
+	assert_int_equal(mig_source_get(MIG_SOURCE_BLOCK)->loaded(&c), 0);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_dirty_bitmap),
+		cmocka_unit_test(test_not_expected),	/* before any mig_block_expect() */
+		cmocka_unit_test(test_roundtrip),
+		cmocka_unit_test(test_hostile),
+		cmocka_unit_test(test_verify_mismatch),
+		cmocka_unit_test(test_incremental),
+		cmocka_unit_test(test_hostile_sums),
+	};
+	return cmocka_run_group_tests(tests, t_setup, t_teardown);
+}
