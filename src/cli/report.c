@@ -18,9 +18,10 @@ static const char report_usage[] =
 "\n"
 "Show one migration from the file 'ferry migrate --stats-file' wrote: a\n"
 "short summary on stdout (the default), and with --png a chart of it\n"
-"drawn by gnuplot: throughput against the bandwidth cap and the dirty rate,\n"
-"RAM still to send and the passes, the codec mix over time, the channels\n"
-"(or the bytes sent), the expected downtime, and the downtime by phase.\n"
+"drawn by gnuplot: throughput against the bandwidth cap and the dirty\n"
+"rate, RAM (and disks) still to send with the passes, the codec mix over\n"
+"time, the channels (or the bytes sent), the expected downtime, and the\n"
+"downtime by phase.\n"
 "\n"
 "Options:\n"
 "  -o, --png FILE        write the chart to FILE (needs gnuplot)\n"
@@ -174,6 +175,10 @@ static void report_print(const struct report_run *r)
 	       report_size(report_last(r, "memory-total"), a, sizeof(a)),
 	       report_size(report_last(r, "memory-processed"), b, sizeof(b)),
 	       report_num(report_last(r, "pages-resent"), 0, n, sizeof(n)));
+	if (report_col(r, "disk-total") >= 0)
+		printf("Disks:              %s, %s processed\n",
+		       report_size(report_last(r, "disk-total"), a, sizeof(a)),
+		       report_size(report_last(r, "disk-processed"), b, sizeof(b)));
 	printf("Throughput:         mean %s/s, peak %s/s",
 	       report_size(tt > 0 ? wire / tt * 1000 : NAN, a, sizeof(a)),
 	       report_size(report_max(r, "throughput-bytes-per-second"), b, sizeof(b)));

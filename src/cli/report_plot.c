@@ -85,6 +85,7 @@ enum report_ts {
 	TS_PASS,
 	TS_WIRE,		/* MiB sent so far */
 	TS_EXPECTED,		/* expected downtime, ms */
+	TS_DISK_REMAINING,	/* MiB, with --copy-storage */
 	TS_NR,
 };
 
@@ -98,6 +99,7 @@ static unsigned report_write_ts(const struct report_run *r, FILE *f, double cap_
 	int cap = report_col(r, "bandwidth-limit"), dirty = report_col(r, "dirty-pages-rate");
 	int rem = report_col(r, "memory-remaining"), it = report_col(r, "iteration");
 	int wire = report_col(r, "data-processed"), exp = report_col(r, "expected-downtime-ms");
+	int disk = report_col(r, "disk-remaining");
 	unsigned mask = 0;
 
 	for (unsigned i = 0; i < r->nrows; i++) {
@@ -107,6 +109,7 @@ static unsigned report_write_ts(const struct report_run *r, FILE *f, double cap_
 			(isfinite(c) && c > 0 ? c : cap_arg > 0 ? cap_arg : NAN) / MIB,
 			report_val(r, i, dirty) * 4096 / MIB, report_val(r, i, rem) / MIB,
 			report_val(r, i, it), report_val(r, i, wire) / MIB, report_val(r, i, exp),
+			report_val(r, i, disk) / MIB,
 		};
 		for (int k = 0; k < TS_NR; k++) {
 			report_put(f, v[k]);
@@ -235,15 +238,18 @@ static void report_panel_remaining(const struct report_run *r, FILE *g, unsigned
 	double passes = report_last(r, "iteration");
 
 	if (!(ts & TS(TS_REMAINING))) {
-		report_empty_panel(g, "RAM still to send, and the pass");
+		report_empty_panel(g, "still to send, and the pass");
 		return;
 	}
-	fputs("set title 'RAM still to send, and the pass'\nset ylabel 'MiB'\nset ytics nomirror\n", g);
+	fputs("set title 'still to send, and the pass'\nset ylabel 'MiB'\nset ytics nomirror\n", g);
 	if (ts & TS(TS_PASS) && isfinite(passes) && passes >= 0)
 		fprintf(g, "set y2label 'pass'\nset y2range [0:%.0f]\nset y2tics %s\n", passes + 1,
 			passes <= 20 ? "1" : "");
-	fprintf(g, "plot 'ts.dat' using 1:%d with lines lw 2 lc rgb '#2ca02c' title 'remaining'",
+	fprintf(g, "plot 'ts.dat' using 1:%d with lines lw 2 lc rgb '#2ca02c' title 'RAM remaining'",
 		TS_REMAINING + 1);
+	if (ts & TS(TS_DISK_REMAINING))
+		fprintf(g, ", 'ts.dat' using 1:%d with lines lw 2 lc rgb '#17becf' title 'disks remaining'",
+			TS_DISK_REMAINING + 1);
 	if (ts & TS(TS_PASS))
 		fprintf(g, ", 'ts.dat' using 1:%d axes x1y2 with steps lc rgb '#7f7f7f' title 'pass'",
 			TS_PASS + 1);

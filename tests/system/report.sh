@@ -120,6 +120,10 @@ expect 0 "2 of 2 in the file" "$FERRY" report "$T/two.csv"
 expect 0 "^Passes: +3$" "$FERRY" report "$T/two.csv" --migration 1
 expect 65 "holds 2 migrations, not 3" "$FERRY" report "$T/two.csv" --migration 3
 
+# With --copy-storage the file has the disks' columns.
+gen "$T/disk.csv" disk-total=$((4 << 30)) disk-processed=$((4 << 30)) disk-remaining=0
+expect 0 "^Disks: +4.0 GiB, 4.0 GiB processed$" "$FERRY" report "$T/disk.csv"
+
 # An older file without some columns: what is there is still reported.
 gen "$T/old.csv" drop=bandwidth-limit
 expect 0 "^Throughput: +mean 91.7 MiB/s, peak 99.0 MiB/s$" "$FERRY" report "$T/old.csv"
@@ -167,6 +171,8 @@ is_png "$T/both.png"
 gen "$T/chan.csv" channels=1
 expect 0 "" "$FERRY" report "$T/chan.csv" --png "$T/chan.png"
 is_png "$T/chan.png"
+expect 0 "" "$FERRY" report "$T/disk.csv" --png "$T/disk.png"
+is_png "$T/disk.png"
 expect 0 "" "$FERRY" report "$T/old.csv" --png "$T/old.png" --bandwidth 100M
 is_png "$T/old.png"
 # Only time-s: every panel says it has nothing, and gnuplot still succeeds.
