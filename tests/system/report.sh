@@ -146,6 +146,11 @@ expect 65 "line 4 has 3 fields" "$FERRY" report "$T/short-row.csv"
 gen "$T/word.csv" throughput-bytes-per-second=fast
 expect 65 "line 2: column throughput-bytes-per-second holds something that is not a number" \
 	"$FERRY" report "$T/word.csv"
+gen "$T/downtime-word.csv" downtime-commit-ms=slow
+expect 65 "column downtime-commit-ms" "$FERRY" report "$T/downtime-word.csv"
+# Text in a column the report does not read (a key a later ferry adds) is fine.
+gen "$T/new-key.csv" x-future-mode=fast
+expect 0 "^Passes: +3$" "$FERRY" report "$T/new-key.csv"
 gen "$T/inf.csv" iteration=inf
 expect 65 "column iteration" "$FERRY" report "$T/inf.csv"
 { head -n 2 "$T/good.csv"; echo '3.0,"active'; } >"$T/open-quote.csv"
