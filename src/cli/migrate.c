@@ -427,9 +427,15 @@ static json_object *migrate_follow(struct control_conn *c, const struct migrate_
 	}
 	if (o->progress && isatty(STDERR_FILENO))
 		fputc('\n', stderr);
-	stats_csv_close(&csv);
 	if (!data && ev && json_object_object_get_ex(ev, "data", &data))
 		json_object_get(data);
+	/* The last row: how it ended, with the downtime and its phases measured. */
+	if (csv.f && data) {
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		stats_csv_write(&csv, data, (double)(now.tv_sec - t0.tv_sec) +
+				(double)(now.tv_nsec - t0.tv_nsec) / 1e9);
+	}
+	stats_csv_close(&csv);
 	json_object_put(ev);
 	return data;
 }
