@@ -21,6 +21,7 @@ static const char main_usage[] =
 "            (restore either: ferry run --restore FILE [--lazy])\n"
 "  migrate-postcopy  switch a running migration to post-copy: ferry migrate-postcopy CONTROL\n"
 "  migrate-resolve   settle a switchover in doubt: ferry migrate-resolve CONTROL run|abandon\n"
+"  report    show a migration from its --stats-file: ferry report STATS.csv [--png FILE]\n"
 "\n"
 "CONTROL is the unix socket given to 'ferry run --control PATH'.\n"
 "'ferry COMMAND --help' describes each command.\n";
@@ -47,6 +48,8 @@ int main(int argc, char **argv)
 		return cli_save(argc - 1, argv + 1);
 	if (!strcmp(verb, "snapshot"))
 		return cli_snapshot(argc - 1, argv + 1);
+	if (!strcmp(verb, "report"))
+		return cli_report(argc - 1, argv + 1);
 	for (size_t i = 0; i < sizeof(client_verbs) / sizeof(client_verbs[0]); i++)
 		if (!strcmp(verb, client_verbs[i]))
 			return cli_client(verb, argc - 1, argv + 1);

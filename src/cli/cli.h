@@ -14,7 +14,7 @@ enum ferry_exit {
 	FERRY_EXIT_UNAVAILABLE = 69,	/* no /dev/kvm; no VM at the control socket */
 	FERRY_EXIT_SOFTWARE = 70,	/* a command failed inside ferry */
 	FERRY_EXIT_OSERR = 71,		/* out of memory, socket busy, ... */
-	FERRY_EXIT_CANTCREAT = 73,	/* cannot create an output file (--serial) */
+	FERRY_EXIT_CANTCREAT = 73,	/* cannot create an output file (--serial, report --png) */
 	FERRY_EXIT_IOERR = 74,		/* the migration connection failed */
 	FERRY_EXIT_VM_LOST = 75,	/* post-copy broke after the guest moved: VM lost */
 	FERRY_EXIT_GUEST_CRASH = 80,	/* triple fault or KVM could not run the guest */
@@ -27,5 +27,6 @@ int cli_client(const char *verb, int argc, char **argv);
 int cli_migrate(int argc, char **argv);
 int cli_save(int argc, char **argv);
 int cli_snapshot(int argc, char **argv);
+int cli_report(int argc, char **argv);
 
 #endif

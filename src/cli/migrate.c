@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "cli/stats_csv.h"
 #include "migration/codec/codec.h"
 #include "control/client.h"
 #include "util/log.h"
@@ -322,69 +323,6 @@ static void migrate_print_progress(json_object *q)
 		migrate_get_double(q, "expected-downtime-ms"), share, isatty(STDERR_FILENO) ? "" : "\n");
 }
 
-/*
- * The per-codec counters as CSV columns, codec-NAME-KEY (and codec-KEY
- * for the scalars among them): the header when `header`, else the values.
- */
-static void migrate_write_csv_codecs(FILE *f, json_object *codecs, bool header)
-{
-	json_object_object_foreach(codecs, name, k) {
-		if (!json_object_is_type(k, json_type_object)) {
-			if (header)
-				fprintf(f, ",codec-%s", name);
-			else
-				fprintf(f, ",%s", json_object_get_string(k));
-			continue;
-		}
-		json_object_object_foreach(k, key, v) {
-			if (header)
-				fprintf(f, ",codec-%s-%s", name, key);
-			else
-				fprintf(f, ",%s", json_object_get_string(v));
-		}
-	}
-}
-
-/* One CSV row of every scalar statistic; the header goes first. */
-static void migrate_write_csv(FILE *f, json_object *q, double t, bool header)
-{
-	json_object *ph = NULL, *codecs = NULL;
-
-	json_object_object_get_ex(q, "downtime-phases-ms", &ph);
-	json_object_object_get_ex(q, "codecs", &codecs);
-	if (header) {
-		fputs("time-s", f);
-		json_object_object_foreach(q, k, v)
-			if (!json_object_is_type(v, json_type_object))
-				fprintf(f, ",%s", k);
-		if (ph) {
-			json_object_object_foreach(ph, pk, pv) {
-				(void)pv;
-				fprintf(f, ",downtime-%s-ms", pk);
-			}
-		}
-		if (codecs)
-			migrate_write_csv_codecs(f, codecs, true);
-		fputc('\n', f);
-	}
-	fprintf(f, "%.3f", t);
-	json_object_object_foreach(q, k, v) {
-		(void)k;
-		if (!json_object_is_type(v, json_type_object))
-			fprintf(f, ",%s", json_object_get_string(v));
-	}
-	if (ph) {
-		json_object_object_foreach(ph, pk, pv) {
-			(void)pk;
-			fprintf(f, ",%s", json_object_get_string(pv));
-		}
-	}
-	if (codecs)
-		migrate_write_csv_codecs(f, codecs, false);
-	fputc('\n', f);
-	fflush(f);
-}
-
 /* The codecs that encoded any page: pages, bytes in and out, time. */
 static void migrate_print_codecs(json_object *d)
 {
@@ -466,12 +404,12 @@ static void migrate_print_report(json_object *d, bool to_file)
 /* Poll progress until the MIGRATION event arrives; returns its data. */
 static json_object *migrate_follow(struct control_conn *c, const struct migrate_opts *o)
 {
-	FILE *csv = NULL;
-	bool header = true, cancelled = false;
+	struct stats_csv csv = { 0 };
+	bool cancelled = false;
 	struct timespec t0, now;
 	json_object *ev = NULL, *data = NULL;
 
-	if (o->stats_file && !(csv = fopen(o->stats_file, "a")))
+	if (o->stats_file && !(csv.f = fopen(o->stats_file, "a")))
 		pr_warn("cannot write %s: %s", o->stats_file, strerror(errno));
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	for (;;) {
@@ -505,19 +443,23 @@ static json_object *migrate_follow(struct control_conn *c, const struct migrate_
 			clock_gettime(CLOCK_MONOTONIC, &now);
 			if (o->progress)
 				migrate_print_progress(q);
-			if (csv)
-				migrate_write_csv(csv, q, (double)(now.tv_sec - t0.tv_sec) +
-						  (double)(now.tv_nsec - t0.tv_nsec) / 1e9, header);
-			header = false;
+			if (csv.f)
+				stats_csv_write(&csv, q, (double)(now.tv_sec - t0.tv_sec) +
+						(double)(now.tv_nsec - t0.tv_nsec) / 1e9);
 		}
 		json_object_put(reply);
 	}
 	if (o->progress && isatty(STDERR_FILENO))
 		fputc('\n', stderr);
-	if (csv)
-		fclose(csv);
 	if (!data && ev && json_object_object_get_ex(ev, "data", &data))
 		json_object_get(data);
+	/* The last row: how it ended, with the downtime and its phases measured. */
+	if (csv.f && data) {
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		stats_csv_write(&csv, data, (double)(now.tv_sec - t0.tv_sec) +
+				(double)(now.tv_nsec - t0.tv_nsec) / 1e9);
+	}
+	stats_csv_close(&csv);
 	json_object_put(ev);
 	return data;
 }

@@ -194,6 +194,8 @@ int migration_break(struct migration *mig)
 json_object *migration_query(struct migration *mig)
 {
 	pthread_mutex_lock(&mig->lock);
+	/* The cap can change mid-run (migrate-set-parameters): report it as it is now. */
+	mig->stats.bandwidth_limit = mig->p.bandwidth;
 	json_object *o = mig_stats_to_json(&mig->stats, vm_now_ns());
 	pthread_mutex_unlock(&mig->lock);
 	return o;

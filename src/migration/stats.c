@@ -130,6 +130,7 @@ json_object *mig_stats_to_json(const struct mig_stats *st, uint64_t now_ns)
 				       json_object_new_double(mig_ms(st->phase_ns[i])));
 	json_object_object_add(o, "downtime-phases-ms", ph);
 	mig_json_u64(o, "throttle-percentage", st->throttle_pct);
+	mig_json_u64(o, "bandwidth-limit", st->bandwidth_limit);
 	mig_json_u64(o, "pending-bytes", st->pending_total);
 	json_object_object_add(o, "sources", mig_sources_json(st));
 	if (st->disk_total) {

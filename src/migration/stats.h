@@ -57,6 +57,7 @@ struct mig_stats {
 	uint64_t downtime_ns;
 	uint64_t phase_ns[MIG_PHASE_COUNT];
 	uint32_t throttle_pct;
+	uint64_t bandwidth_limit;	/* live-phase cap now (p.bandwidth), bytes/s; 0 = none */
 	uint64_t digest;		/* with verify: RAM digest both sides agreed on */
 	uint64_t state_digest;		/* with verify: the device state's (DIGEST) */
 	/*

@@ -19,12 +19,21 @@ migrate_case() {
 	local src=$FERRY_PID
 	local before; before=$(last_beat "$T/$name-src.serial")
 
-	"$FERRY" migrate "$T/$name-src.ctl" "$uri" --verify --json >"$T/$name.json" 2>"$T/$name.err" ||
+	"$FERRY" migrate "$T/$name-src.ctl" "$uri" --verify --json --stats-file "$T/$name.csv" \
+		>"$T/$name.json" 2>"$T/$name.err" ||
 		{ cat "$T/$name.json" "$T/$name.err" "$T/$name-dst.log"; fail "$name: migrate failed"; }
 	[ "$(json_field "$T/$name.json" status)" = completed ] || fail "$name: not completed"
 	json_field "$T/$name.json" ram-digest | grep -qE '^[0-9a-f]{16}$' || fail "$name: no verified digest"
 	wait_exit "$src" 10
 	[ "$RC" -eq 0 ] || fail "$name: source exit status $RC"
+	# The stats file ends with the final statistics: ferry report reads them back.
+	"$FERRY" report "$T/$name.csv" >"$T/$name.report" ||
+		{ cat "$T/$name.csv" "$T/$name.report"; fail "$name: ferry report failed on the stats file"; }
+	grep -qE '^Migration: .*, completed, ' "$T/$name.report" || { cat "$T/$name.report"; fail "$name: report: not completed"; }
+	local dt; dt=$(sed -nE 's/^Downtime: +([0-9.]+) ms$/\1/p' "$T/$name.report")
+	awk -v a="$dt" -v b="$(json_field "$T/$name.json" downtime-ms)" \
+		'BEGIN { exit !(a != "" && a > 0 && a - b < 0.01 && b - a < 0.01) }' ||
+		{ cat "$T/$name.report"; fail "$name: report: downtime '$dt' is not the final report's"; }
 
 	# The destination carries on where the source stopped.
 	local first; first=$(sed -nE 's/^hb ([0-9]+)$/\1/p' "$T/$name-dst.serial" | head -n1)
