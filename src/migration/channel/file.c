@@ -52,7 +52,7 @@ static int file_open(struct mig_channel *ch, const char *addr, int timeout_ms)
 		return -ENOMEM;
 	}
 	/* Guest memory: readable by its owner only. */
-	ch->fd = open(ch->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	ch->fd = open(ch->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
 	if (ch->fd < 0) {
 		int err = -errno;
 		free(ch->tmp);

@@ -280,7 +280,7 @@ static int save_to(struct machine *m, const char *path, struct savefile_stats *s
 		goto out;
 	}
 	/* Guest memory: readable by its owner only. */
-	fd = open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	fd = open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
 	if (fd < 0) {
 		err = -errno;
 		snprintf(why, whylen, "cannot create %s: %s", tmp, strerror(-err));

@@ -378,7 +378,7 @@ int savefile_snapshot(struct machine *m, const char *path, struct savefile_stats
 		snprintf(why, whylen, "out of memory");
 		goto out;
 	}
-	fd = open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	fd = open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
 	if (fd < 0) {
 		err = -errno;
 		snprintf(why, whylen, "cannot create %s: %s", tmp, strerror(-err));
