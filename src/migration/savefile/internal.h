@@ -10,6 +10,12 @@ bool savefile_page_zero(const uint8_t *p);
 int savefile_pwrite(int fd, const uint8_t *p, uint64_t len, uint64_t off)
 	__attribute__((warn_unused_result));
 /* m's configuration, disks, NICs and the encoded state as metadata.  0 or -errno (why). */
+/*
+ * Create PATH.tmp (*tmp, freed by the caller) for writing a save into:
+ * owner-only, truncated, never through a symlink.  An fd, or -errno with
+ * the reason in why.
+ */
+int savefile_create_tmp(const char *path, char **tmp, char *why, size_t whylen);
 int savefile_machine_meta(struct machine *m, const struct vmstate_buf *state, uint8_t **meta,
 			  size_t *len, char *why, size_t whylen) __attribute__((warn_unused_result));
 /* Metadata, table, then the header (checksums filled in h), synced.  0 or -errno. */

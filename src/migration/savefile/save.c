@@ -236,6 +236,24 @@ int savefile_write(struct guest_memory *mem, int fd, const uint8_t *meta, size_t
 }
 
 /* Everything into tmp, synced.  Returns 0 or -errno with why. */
+int savefile_create_tmp(const char *path, char **tmp, char *why, size_t whylen)
+{
+	int fd;
+
+	if (asprintf(tmp, "%s.tmp", path) < 0) {
+		*tmp = NULL;
+		snprintf(why, whylen, "out of memory");
+		return -ENOMEM;
+	}
+	/* Guest memory: readable by its owner only; a planted symlink is not followed. */
+	fd = open(*tmp, O_RDWR | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		fd = -errno;
+		snprintf(why, whylen, "cannot create %s: %s", *tmp, strerror(-fd));
+	}
+	return fd;
+}
+
 static int save_write(struct machine *m, int fd, const struct vmstate_buf *state,
 		      struct savefile_stats *st, char *why, size_t whylen)
 {
@@ -273,17 +291,9 @@ static int save_to(struct machine *m, const char *path, struct savefile_stats *s
 		snprintf(why, whylen, "cannot save the device state: %s", strerror(-err));
 		goto out;
 	}
-	if (asprintf(&tmp, "%s.tmp", path) < 0) {
-		tmp = NULL;
-		err = -ENOMEM;
-		snprintf(why, whylen, "out of memory");
-		goto out;
-	}
-	/* Guest memory: readable by its owner only. */
-	fd = open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+	fd = savefile_create_tmp(path, &tmp, why, whylen);
 	if (fd < 0) {
-		err = -errno;
-		snprintf(why, whylen, "cannot create %s: %s", tmp, strerror(-err));
+		err = fd;
 		goto out;
 	}
 	err = save_write(m, fd, &state, st, why, whylen);

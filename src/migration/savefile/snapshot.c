@@ -372,16 +372,9 @@ int savefile_snapshot(struct machine *m, const char *path, struct savefile_stats
 	err = savefile_machine_meta(m, &state, &meta, &meta_len, why, whylen);
 	if (err)
 		goto out;
-	if (asprintf(&tmp, "%s.tmp", path) < 0) {
-		tmp = NULL;
-		err = -ENOMEM;
-		snprintf(why, whylen, "out of memory");
-		goto out;
-	}
-	fd = open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+	fd = savefile_create_tmp(path, &tmp, why, whylen);
 	if (fd < 0) {
-		err = -errno;
-		snprintf(why, whylen, "cannot create %s: %s", tmp, strerror(-err));
+		err = fd;
 		goto out;
 	}
 	err = savefile_cow_write(&m->vm.mem, fd, meta, meta_len, snap_resume, &r, st, why, whylen);
