@@ -136,7 +136,7 @@ timeout -k 10 "$timeout_s" qemu-system-x86_64 \
 	-device virtio-9p-pci,fsdev=hostroot,mount_tag=hostroot \
 	-fsdev local,id=repo,path="$repo",security_model=none,multidevs=remap \
 	-device virtio-9p-pci,fsdev=repo,mount_tag=repo \
-	</dev/null 2>&1 | tr -d '\r' | tee "$console" || rc=$?
+	</dev/null 2>&1 | sed -u 's/\r$//' | tee "$console" || rc=$?
 note "the VM ran $((SECONDS - start))s"
 if [ -f "$run/status" ]; then
 	rc=$(cat "$run/status")
