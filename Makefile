@@ -123,8 +123,9 @@ check: all $(BUILD)/ferry-san $(UNIT_BINS) $(TOOL_BINS) $(FUZZ_BINS)
 # machines without /dev/kvm; slow, so not part of make check.  NESTED_TESTS
 # are tests/run.sh patterns; a VM that cannot be had (no archive, no SVM in
 # QEMU) is a skip, as in make check.
-NESTED_TESTS   ?= test_hostile_stream test_hostile_return test_machine_state \
-	test_x86_state boot_workloads migrate_basic
+# test_hostile_stream is left out: inside, it outlasts run.sh's 10 minutes.
+NESTED_TESTS   ?= test_hostile_return test_machine_state test_x86_state \
+	boot_workloads migrate_basic
 NESTED_TIMEOUT ?= 3600
 .PHONY: check-nested
 check-nested: all $(BUILD)/ferry-san $(UNIT_BINS) $(TOOL_BINS)
