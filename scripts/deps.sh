@@ -6,11 +6,11 @@ set -euo pipefail
 packages=(
   gcc make pkg-config
   libjson-c-dev liblz4-dev libzstd-dev libxxhash-dev libcmocka-dev liburing-dev libnbd-dev
+  # scripts/nested-kvm.sh: the initramfs of the VM that runs the KVM tests under TCG
+  busybox-static
   # qemu-nbd serves the NBD exports the disk tests attach to
   qemu-utils
   qemu-system-x86 iproute2
-  # scripts/nested-kvm.sh: the initramfs of the VM that runs the KVM tests under TCG
-  busybox-static
   # clang's sanitizer and libFuzzer runtimes are only "recommended" by clang,
   # and recommendations are not installed here: name them.
   clang libclang-rt-14-dev
