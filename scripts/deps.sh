@@ -6,6 +6,8 @@ set -euo pipefail
 packages=(
   gcc make pkg-config
   libjson-c-dev liblz4-dev libzstd-dev libxxhash-dev libcmocka-dev liburing-dev libnbd-dev
+  # scripts/nested-kvm.sh: the initramfs of the VM that runs the KVM tests under TCG
+  busybox-static
   # qemu-nbd serves the NBD exports the disk tests attach to
   qemu-utils
   qemu-system-x86 iproute2

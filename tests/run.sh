@@ -3,7 +3,8 @@
 #   $BUILD/tests/test_*   cmocka binaries (tests/unit, tests/kvm)
 #   tests/system/*.sh     end-to-end scripts that run ferry and QEMU
 # A test exits 0 on success, 77 to skip (with its reason on stdout), else fails.
-# TESTS=pattern limits the run to tests whose name contains the pattern.
+# TESTS=pattern limits the run to tests whose name contains the pattern;
+# TESTS="p1 p2" to those whose name contains any of them.
 #
 # Tests run JOBS at a time (default 2); each result line is printed as the
 # test ends, with its log's tail when it failed.  A system test with a line
@@ -48,10 +49,19 @@ reap_one() {
 	unset "running[$pid]" "started[$pid]"
 }
 
+# Whether TESTS (blank-separated patterns) picks test $1; no TESTS picks all.
+picked() {
+	local p pats
+	[[ -z ${TESTS:-} ]] && return 0
+	read -ra pats <<<"$TESTS"
+	for p in "${pats[@]}"; do [[ $1 == *"$p"* ]] && return 0; done
+	return 1
+}
+
 # Start a test once a slot is free (all slots when it is serial).
 start_one() {
 	local name=$1 serial=$2; shift 2
-	[[ -n ${TESTS:-} && $name != *"$TESTS"* ]] && return
+	picked "$name" || return
 	local limit=$JOBS
 	((serial)) && limit=1
 	while ((${#running[@]} >= limit)); do reap_one; done
