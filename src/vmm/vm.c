@@ -104,6 +104,17 @@ static int vm_create_kvm(struct vm *vm)
 	}
 	if (ioctl(vm->vm_fd, KVM_SET_TSS_ADDR, VM_TSS_ADDR) < 0)
 		pr_debug("KVM_SET_TSS_ADDR: %s (not needed on this host)", strerror(errno));
+	/*
+	 * Exceptions as they are: one pending (not yet delivered, with its
+	 * payload) apart from one injected.  Without this, KVM_GET_VCPU_EVENTS
+	 * folds a pending exception into "injected" and KVM_SET_VCPU_EVENTS
+	 * drops "pending", so vCPU state with a pending exception does not
+	 * read back as it was loaded.  QEMU turns it on as well.
+	 */
+	struct kvm_enable_cap ep = { .cap = KVM_CAP_EXCEPTION_PAYLOAD, .args = { 1 } };
+	if (ioctl(vm->vm_fd, KVM_CHECK_EXTENSION, KVM_CAP_EXCEPTION_PAYLOAD) > 0 &&
+	    ioctl(vm->vm_fd, KVM_ENABLE_CAP, &ep) < 0)
+		pr_debug("KVM_CAP_EXCEPTION_PAYLOAD: %s", strerror(errno));
 	if (ioctl(vm->vm_fd, KVM_CREATE_IRQCHIP, 0) < 0 ||
 	    ioctl(vm->vm_fd, KVM_CREATE_PIT2, &pit) < 0) {
 		err = -errno;

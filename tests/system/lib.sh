@@ -107,7 +107,13 @@ start_dest() {
 			--control "$T/$name.ctl" "$@"
 		DEST_URI=$uri
 		case $uri in
-		unix:*) for ((i = 0; i < 400; i++)); do [ -S "${uri#unix:}" ] && return 0; sleep 0.05; done
+		unix:*)
+			for ((i = 0; i < 400; i++)); do
+				[ -S "${uri#unix:}" ] && return 0
+				kill -0 "$FERRY_PID" 2>/dev/null || break
+				sleep 0.05
+			done
+			cat "$T/$name.log" 2>/dev/null
 			fail "destination $name never listened on $uri" ;;
 		tcp:*)
 			for ((i = 0; i < 200; i++)); do
