@@ -167,7 +167,7 @@ cp --sparse=always "$T/a.sav" "$T/hdr.sav"; flip "$T/hdr.sav" 44
 cp --sparse=always "$T/a.sav" "$T/ram.sav"
 # A page of data: the guest's code and tables sit in the first MiB of RAM.
 for ((p = 0; p < 256; p++)); do
-	[ "$(od -An -tx1 -j $((ram_off + p * 4096)) -N4096 "$T/a.sav" | tr -d ' 0\n')" ] && break
+	[ "$(od -v -An -tx1 -j $((ram_off + p * 4096)) -N4096 "$T/a.sav" | tr -d ' 0\n')" ] && break
 done
 flip "$T/ram.sav" $((ram_off + p * 4096 + 7))
 cp --sparse=always "$T/a.sav" "$T/ver.sav"
