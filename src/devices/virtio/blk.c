@@ -142,6 +142,7 @@ static void blk_ranges(struct virtio_blk *b, struct virtio_blk_req *r, bool zero
 	const struct virtq_chain *c = &r->chain;
 	uint64_t len = c->read_len - VIRTIO_BLK_HDR_LEN;
 	uint8_t status = VIRTIO_BLK_S_OK;
+	uint64_t ticket = 0;
 
 	if (b->cfg.readonly || !len || len % VIRTIO_BLK_SEG_LEN ||
 	    len / VIRTIO_BLK_SEG_LEN > VIRTIO_BLK_MAX_SEGS) {
@@ -166,11 +167,12 @@ static void blk_ranges(struct virtio_blk *b, struct virtio_blk_req *r, bool zero
 		int err = zeroes ? b->bk.ops->write_zeroes(&b->bk, off, n, flags & 1)
 				 : b->bk.ops->discard(&b->bk, off, n);
 		/* Even a failed one may have changed some of it. */
-		block_dirty_mark(&b->dirty, off, n);
+		uint64_t t = block_dirty_mark(&b->dirty, off, n);
+		ticket = t > ticket ? t : ticket;
 		if (err)
 			status = VIRTIO_BLK_S_IOERR;
 	}
-	virtio_blk_complete(b, r, status, 0);
+	virtio_blk_complete_marked(b, r, status, 0, ticket);
 }
 
 void virtio_blk_start(struct virtio_blk *b, struct virtio_blk_req *r)
@@ -224,17 +226,20 @@ void virtio_blk_start(struct virtio_blk *b, struct virtio_blk_req *r)
 void virtio_blk_finished(struct virtio_blk *b, struct virtio_blk_req *r, int64_t res)
 {
 	bool ok = res == (int64_t)r->expect;
+	uint64_t ticket = 0;
 
 	/*
 	 * Marked once the data is in the backend, before the guest hears of
 	 * it: a reader that takes the bit afterwards reads the new data.  A
 	 * failed write may have written part of its range: marked too.
+	 * Write-blocking: the guest hears of it once the tracker's consumer
+	 * has sent the range (a ticket).
 	 */
 	if (r->type == VIRTIO_BLK_T_OUT)
-		block_dirty_mark(&b->dirty, r->off, r->expect);
+		ticket = block_dirty_mark(&b->dirty, r->off, r->expect);
 
-	virtio_blk_complete(b, r, ok ? VIRTIO_BLK_S_OK : VIRTIO_BLK_S_IOERR,
-			    ok ? r->data_written : 0);
+	virtio_blk_complete_marked(b, r, ok ? VIRTIO_BLK_S_OK : VIRTIO_BLK_S_IOERR,
+				   ok ? r->data_written : 0, ticket);
 }
 
 /* The device's configuration space (§5.2.4), little-endian. */

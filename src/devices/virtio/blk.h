@@ -89,8 +89,15 @@ struct virtio_blk {
 	unsigned nr_free;		/* (io) */
 	bool head_busy[VIRTQ_MAX_SIZE];	/* (io) heads now in flight */
 	/*
+	 * (io) Writes done on the image whose completion waits for the dirty
+	 * tracker's ack (write-blocking), oldest first; still in_flight.
+	 */
+	struct virtio_blk_req *held_head, *held_tail;
+	/*
 	 * What the guest wrote, while someone tracks it (its own lock): every
-	 * completed WRITE, DISCARD and WRITE_ZEROES range is marked.
+	 * completed WRITE, DISCARD and WRITE_ZEROES range is marked.  While
+	 * the tracker is blocking, a marked request is held (held_head) until
+	 * the tracker acknowledges it; its ack wakes this disk's thread.
 	 */
 	struct block_dirty dirty;
 };

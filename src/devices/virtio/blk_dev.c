@@ -139,6 +139,49 @@ static void blk_process(struct virtio_blk *b)
 		pr_warn("disk %u: submitting to the %s backend failed", b->index, b->bk.ops->name);
 }
 
+void virtio_blk_complete_marked(struct virtio_blk *b, struct virtio_blk_req *r, uint8_t status,
+				uint64_t written, uint64_t ticket)
+{
+	if (!ticket) {
+		virtio_blk_complete(b, r, status, written);
+		return;
+	}
+	r->ticket = ticket;
+	r->held_status = status;
+	r->held_written = written;
+	r->held_next = NULL;
+	if (b->held_tail)
+		b->held_tail->held_next = r;
+	else
+		b->held_head = r;
+	b->held_tail = r;
+}
+
+/*
+ * Complete the held writes the tracker acknowledged (all: every one).
+ * Tickets grow in the order the requests were held.
+ */
+static void blk_release_held(struct virtio_blk *b, bool all)
+{
+	uint64_t acked = b->held_head ? block_dirty_acked(&b->dirty) : 0;
+
+	while (b->held_head && (all || b->held_head->ticket <= acked)) {
+		struct virtio_blk_req *r = b->held_head;
+		b->held_head = r->held_next;
+		if (!b->held_head)
+			b->held_tail = NULL;
+		virtio_blk_complete(b, r, r->held_status, r->held_written);
+	}
+}
+
+/* The tracker acknowledged tickets (its consumer's thread): wake ours. */
+static void blk_dirty_notify(void *opaque)
+{
+	struct virtio_blk *b = opaque;
+
+	blk_signal(b->ctl_fd);
+}
+
 static void blk_reaped(void *user, int64_t res, void *opaque)
 {
 	virtio_blk_finished(opaque, user, res);
@@ -175,6 +218,8 @@ static void *blk_thread(void *arg)
 		if (!stop && take)
 			blk_process(b);
 		b->bk.ops->reap(&b->bk, p[1].revents, blk_reaped, b);
+		/* Stopping: nobody will acknowledge any more; the guest is going away. */
+		blk_release_held(b, stop);
 		pthread_mutex_lock(&t->lock);
 		bool idle = !b->in_flight;
 		if (idle && flush) {
@@ -295,6 +340,7 @@ int virtio_blk_create(struct virtio_blk *b, const struct virtio_blk_config *c)
 		err = -ENOMEM;
 		goto fail;
 	}
+	block_dirty_set_notify(&b->dirty, blk_dirty_notify, b);
 	for (unsigned i = 0; i < VIRTQ_MAX_SIZE; i++) {
 		b->reqs[i].slot = (uint16_t)i;
 		b->free_slots[b->nr_free++] = (uint16_t)(VIRTQ_MAX_SIZE - 1 - i);
