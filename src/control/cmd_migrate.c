@@ -149,6 +149,17 @@ static int mig_parse_params(json_object *args, struct mig_params *p, json_object
 			return control_fail(ret, -EINVAL, "'copy-storage' must be true, false, \"full\" or "
 					    "\"incremental\"");
 	}
+	/* copy-storage-mode: background (the default) or write-blocking (block.c). */
+	if (json_object_object_get_ex(args, "copy-storage-mode", &v)) {
+		const char *str = json_object_is_type(v, json_type_string) ? json_object_get_string(v) : NULL;
+		if (str && !strcmp(str, "write-blocking"))
+			p->copy_blocking = true;
+		else if (!str || strcmp(str, "background"))
+			return control_fail(ret, -EINVAL, "'copy-storage-mode' must be \"background\" or "
+					    "\"write-blocking\"");
+		if (!p->copy_storage)
+			return control_fail(ret, -EINVAL, "'copy-storage-mode' needs 'copy-storage'");
+	}
 	if (p->tls.dir[0] && !u.ops->return_path)
 		return control_fail(ret, -EINVAL, "TLS ('tls-creds') needs a connection, "
 				    "tcp:HOST:PORT or unix:PATH, not %s", u.ops->syntax);
@@ -243,6 +254,17 @@ int cmd_migrate(struct control_ctx *ctx, json_object *args, json_object **ret)
 	char why[160];
 	if (p.copy_storage && mig_block_check(ctx->machine, why, sizeof(why)))
 		return control_fail(ret, -EINVAL, "%s", why);
+	/*
+	 * Post-copy does not fetch disk blocks on demand: the disks must be
+	 * whole at the destination when its guest starts.  Hybrid copies them
+	 * in the pre-copy passes and switches once they have converged; pure
+	 * post-copy would send every block with the guest paused.
+	 */
+	if (p.copy_storage && p.mode == MIG_MODE_POSTCOPY)
+		return control_fail(ret, -EOPNOTSUPP, "post-copy does not fetch disk blocks on demand: "
+				    "with copy-storage use mode hybrid (the disks are copied in the "
+				    "pre-copy passes and post-copy starts once they have converged; "
+				    "copy-storage-mode write-blocking keeps them converged) or precopy");
 	if (p.copy_incremental && !mig_channel_uri_return_path(p.uri))
 		return control_fail(ret, -EOPNOTSUPP, "copy-storage incremental compares digests "
 				    "with the destination; %s has no return path", p.uri);

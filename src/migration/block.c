@@ -21,6 +21,20 @@
  * handshake sends SUMS_REQ, and the destination answers on the return
  * path with BLOCK_SUMS sections (disk u8, first chunk u64, count u32, an
  * XXH3-64 per chunk); only chunks whose digests differ are owed.
+ *
+ * Write-blocking (copy_blocking): what the first sync owes is the disk's
+ * first pass (`first`).  Once every chunk of it was sent, the disk's
+ * dirty tracker turns blocking on: each guest write is held by the
+ * device until acknowledged (devices/block/dirty.h).  The service op,
+ * called between chunks of every live pass (RAM's too), takes the new
+ * bits with their ticket, sends everything owed, flushes the stream and
+ * acknowledges the ticket: a write completes only once its range, read
+ * after the write reached the image, is on the connection ahead of the
+ * final pass.  The guest's write rate is thereby bounded by the link and
+ * the disk always converges.  `release` (before the switchover's pause,
+ * and cleanup on every way out) turns blocking off: held writes complete
+ * and their chunks, still marked, go in the final pass.  No record is
+ * new on the wire: the mirror is DATA and ZERO records.
  */
 #include "migration/block.h"
 #include "migration/block_internal.h"
@@ -51,6 +65,11 @@ struct mig_block_disk {
 	uint64_t *owed;			/* chunks to send (bit per chunk) */
 	uint64_t cursor;		/* where the next live slice starts */
 	struct block_dirty *dirty;	/* the device's bitmap */
+	uint64_t *first;		/* the first pass's chunks not yet sent; NULL before
+					   the first sync */
+	uint64_t first_left;		/* how many */
+	bool mirroring;			/* write-blocking on: writes wait for our ack */
+	uint64_t ticket;		/* the tracker's ticket at our last take */
 };
 
 /* The source's state (mig->block).  Migration thread only. */
@@ -58,6 +77,8 @@ struct mig_block {
 	unsigned nr;
 	struct mig_block_disk d[MACHINE_MAX_DISKS];
 	uint8_t *buf;			/* one chunk */
+	bool released;			/* the switchover is near: never mirror again */
+	bool pc_wait_noted;		/* said why post-copy waits */
 };
 
 int mig_block_check(const struct machine *m, char *why, size_t whylen)
@@ -174,11 +195,13 @@ static void block_cleanup(struct migration *mig)
 	if (!b)
 		return;
 	for (unsigned i = 0; i < b->nr; i++) {
+		/* Stopping also lets every held write complete. */
 		if (b->d[i].dirty)
 			block_dirty_stop(b->d[i].dirty);
 		if (b->d[i].fd >= 0)
 			close(b->d[i].fd);
 		free(b->d[i].owed);
+		free(b->d[i].first);
 	}
 	free(b->buf);
 	free(b);
@@ -327,6 +350,31 @@ static int block_handshake(struct migration *mig)
 	return err;
 }
 
+/* The first sync: what is owed now (the map, or what differs) is the first pass. */
+static int block_note_first(struct mig_block_disk *d)
+{
+	size_t words = d->chunks / 64 + 1;
+
+	if (d->first)
+		return 0;
+	d->first = malloc(words * sizeof(*d->first));
+	if (!d->first)
+		return -ENOMEM;
+	memcpy(d->first, d->owed, words * sizeof(*d->first));
+	d->first_left = block_popcount(d->first, d->chunks);
+	return 0;
+}
+
+/* Take what the guest wrote into owed, remembering the ticket to acknowledge. */
+static void block_take(struct mig_block_disk *d)
+{
+	uint64_t ticket;
+
+	block_dirty_take_ticket(d->dirty, d->owed, d->chunks, &ticket);
+	if (ticket > d->ticket)
+		d->ticket = ticket;
+}
+
 static int64_t block_sync(struct migration *mig)
 {
 	struct mig_block *b = mig->block;
@@ -334,7 +382,10 @@ static int64_t block_sync(struct migration *mig)
 
 	for (unsigned i = 0; i < b->nr; i++) {
 		struct mig_block_disk *d = &b->d[i];
-		block_dirty_take(d->dirty, d->owed, d->chunks);
+		int err = block_note_first(d);
+		if (err)
+			return err;
+		block_take(d);
 		n += block_popcount(d->owed, d->chunks);
 	}
 	return (int64_t)(n * MIG_BLOCK_CHUNK);
@@ -361,6 +412,10 @@ static int block_send_chunk(struct migration *mig, unsigned i, uint64_t c)
 	if (err) {
 		mig_stream_fail(&mig->s, err, "cannot read disk %u: %s", i, strerror(-err));
 		return err;
+	}
+	if (d->first && (d->first[c / 64] & (1ULL << (c % 64)))) {
+		d->first[c / 64] &= ~(1ULL << (c % 64));
+		d->first_left--;
 	}
 	pthread_mutex_lock(&mig->lock);
 	mig->stats.disk_processed += len;
@@ -413,6 +468,96 @@ static int block_send_owed(struct migration *mig, unsigned i, uint64_t budget, b
 	return 0;
 }
 
+/*
+ * Write-blocking, disk i: once its first pass is done, hold the guest's
+ * writes; while held, send what they wrote and acknowledge them.  The
+ * ack comes after a flush: the bytes are on the connection.
+ */
+static int block_mirror(struct migration *mig, unsigned i)
+{
+	struct mig_block_disk *d = &mig->block->d[i];
+	int err;
+
+	if (!d->mirroring) {
+		if (!d->first || d->first_left)
+			return 0;
+		err = block_dirty_set_blocking(d->dirty, true);
+		if (err) {
+			mig_stream_fail(&mig->s, err, "disk %u: cannot mirror its writes", i);
+			return err;
+		}
+		d->mirroring = true;
+		pr_info("migration: disk %u: first pass done; guest writes are mirrored before "
+			"they complete (write-blocking)", i);
+	}
+	block_take(d);
+	err = block_send_owed(mig, i, UINT64_MAX, true);
+	if (!err)
+		err = mig_stream_flush(&mig->s);
+	if (err)
+		return err;
+	block_dirty_ack(d->dirty, d->ticket);
+	return 0;
+}
+
+static int block_service(struct migration *mig)
+{
+	struct mig_block *b = mig->block;
+
+	if (!b || !mig->p.copy_blocking || b->released)
+		return 0;
+	for (unsigned i = 0; i < b->nr; i++) {
+		int err = block_mirror(mig, i);
+		if (err)
+			return err;
+	}
+	return 0;
+}
+
+/* Before the switchover's pause: writes flow again, marked for the final pass. */
+static void block_release(struct migration *mig)
+{
+	struct mig_block *b = mig->block;
+
+	if (!b || b->released)
+		return;
+	b->released = true;
+	for (unsigned i = 0; i < b->nr; i++) {
+		if (!b->d[i].mirroring)
+			continue;
+		b->d[i].mirroring = false;
+		/* Off cannot fail; what was held is acknowledged and still marked. */
+		if (block_dirty_set_blocking(b->d[i].dirty, false))
+			pr_warn("migration: disk %u: cannot stop mirroring", i);
+	}
+}
+
+/*
+ * Post-copy does not fetch blocks on demand: the disks complete at the
+ * switch, so the switch waits until each has sent its first pass and
+ * owes at most one live slice (write-blocking: owes nothing new).
+ */
+static bool block_postcopy_ready(struct migration *mig)
+{
+	struct mig_block *b = mig->block;
+
+	for (unsigned i = 0; b && i < b->nr; i++) {
+		struct mig_block_disk *d = &b->d[i];
+		uint64_t owed = block_popcount(d->owed, d->chunks) + block_dirty_count(d->dirty);
+		if (d->first && !d->first_left && (d->mirroring || owed * MIG_BLOCK_CHUNK <= BLOCK_PASS_MAX))
+			continue;
+		if (!b->pc_wait_noted)
+			pr_info("migration: post-copy waits until the disks have converged (disk %u: "
+				"%llu MiB of its first pass and %llu MiB written since still to send)",
+				i, (unsigned long long)((d->first ? d->first_left : d->chunks) *
+							MIG_BLOCK_CHUNK >> 20),
+				(unsigned long long)(owed * MIG_BLOCK_CHUNK >> 20));
+		b->pc_wait_noted = true;
+		return false;
+	}
+	return true;
+}
+
 static int block_iterate(struct migration *mig, bool resend)
 {
 	for (unsigned i = 0; i < mig->block->nr; i++) {
@@ -420,7 +565,8 @@ static int block_iterate(struct migration *mig, bool resend)
 		if (err)
 			return err;
 	}
-	return 0;
+	/* The first pass may have ended just now: mirror from here on. */
+	return block_service(mig);
 }
 
 /* XXH3-64 of a whole image, read from fd.  0 or -errno. */
@@ -450,6 +596,7 @@ static int block_complete(struct migration *mig, bool resend)
 {
 	struct mig_block *b = mig->block;
 
+	block_release(mig);	/* nothing may follow DONE */
 	for (unsigned i = 0; i < b->nr; i++) {
 		int err = block_send_owed(mig, i, UINT64_MAX, false);
 		if (err)
@@ -483,4 +630,7 @@ const struct mig_source_ops mig_block_source = {
 	.loaded = mig_block_loaded,
 	.unload = mig_block_unload,
 	.cleanup = block_cleanup,
+	.service = block_service,
+	.release = block_release,
+	.postcopy_ready = block_postcopy_ready,
 };

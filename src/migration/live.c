@@ -103,6 +103,34 @@ int mig_sources_complete(struct migration *mig, bool resend, bool postcopy)
 	return 0;
 }
 
+int mig_sources_service(struct migration *mig)
+{
+	for (unsigned id = 0; id < MIG_SOURCE_NR; id++) {
+		if (!mig->src_active[id] || !mig_sources[id]->service)
+			continue;
+		int err = mig_sources[id]->service(mig);
+		if (err)
+			return err;
+	}
+	return 0;
+}
+
+void mig_sources_release(struct migration *mig)
+{
+	for (unsigned id = 0; id < MIG_SOURCE_NR; id++)
+		if (mig->src_active[id] && mig_sources[id]->release)
+			mig_sources[id]->release(mig);
+}
+
+bool mig_sources_postcopy_ready(struct migration *mig)
+{
+	for (unsigned id = 0; id < MIG_SOURCE_NR; id++)
+		if (mig->src_active[id] && mig_sources[id]->postcopy_ready &&
+		    !mig_sources[id]->postcopy_ready(mig))
+			return false;
+	return true;
+}
+
 int mig_sources_late(struct migration *mig)
 {
 	for (unsigned id = 0; id < MIG_SOURCE_NR; id++) {

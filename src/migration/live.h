@@ -91,6 +91,27 @@ struct mig_source_ops {
 	int (*late)(struct migration *mig);
 	void (*cleanup)(struct migration *mig);
 	/*
+	 * Between chunks of any source's live pass (and after each pass):
+	 * send what must not wait for this source's turn (write-blocking
+	 * disks hold the guest's writes until they are sent).  NULL: none.
+	 * 0 or the stream's error.
+	 */
+	int (*service)(struct migration *mig);
+	/*
+	 * The switchover is next (before the guest is paused, and on every
+	 * way out of the live phase): stop holding anything of the guest's
+	 * on this source's account; what it still owes goes at the
+	 * switchover.  NULL: nothing held.
+	 */
+	void (*release)(struct migration *mig);
+	/*
+	 * May the switch to post-copy happen now?  A source that completes
+	 * at the switch (not `postcopy`) says no while what it owes would
+	 * make the pause long (disks before their first pass is done), and
+	 * says why once.  NULL: yes.
+	 */
+	bool (*postcopy_ready)(struct migration *mig);
+	/*
 	 * It may be left owing data when the guest starts at the destination
 	 * (RAM: pages are fetched on demand).  Others complete at the switch.
 	 */
@@ -127,6 +148,14 @@ int mig_sources_iterate(struct migration *mig, bool resend) __attribute__((warn_
  */
 int mig_sources_complete(struct migration *mig, bool resend, bool postcopy)
 	__attribute__((warn_unused_result));
+
+/* Every active source's service op.  0 or the first error. */
+int mig_sources_service(struct migration *mig) __attribute__((warn_unused_result));
+/* Every active source's release op. */
+void mig_sources_release(struct migration *mig);
+
+/* Every active source's postcopy_ready: true when all say yes. */
+bool mig_sources_postcopy_ready(struct migration *mig);
 
 /* Destination: every source's `unload`. */
 void mig_sources_unload(struct mig_incoming *inc);

@@ -115,6 +115,8 @@ static int postcopy_switch(struct migration *mig)
 	 */
 	ratelimit_set_rate(&mig->rl, mig->p.postcopy_bandwidth);
 	mig->s.rl = NULL;
+	/* Held disk writes complete; they go with the disks below (switchover.c). */
+	mig_sources_release(mig);
 	err = vm_pause(&mig->m->vm, VM_PAUSE_TIMEOUT_NS);
 	if (err)
 		return precopy_fail(mig, err, "cannot pause for the switchover: %s", vm_pause_strerror(err));
