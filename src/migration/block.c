@@ -548,10 +548,10 @@ static bool block_postcopy_ready(struct migration *mig)
 			continue;
 		if (!b->pc_wait_noted)
 			pr_info("migration: post-copy waits until the disks have converged (disk %u: "
-				"%llu MiB of its first pass and %llu MiB written since still to send)",
+				"%llu KiB of its first pass and %llu KiB in all still to send)",
 				i, (unsigned long long)((d->first ? d->first_left : d->chunks) *
-							MIG_BLOCK_CHUNK >> 20),
-				(unsigned long long)(owed * MIG_BLOCK_CHUNK >> 20));
+							MIG_BLOCK_CHUNK >> 10),
+				(unsigned long long)(owed * MIG_BLOCK_CHUNK >> 10));
 		b->pc_wait_noted = true;
 		return false;
 	}

@@ -6,7 +6,10 @@
  * are then loaded into a second image by the destination's `load`, as the
  * receiving thread does.  The machines are plain structs with one disk
  * each (a real image file).  Then hostile block records against the
- * destination: each refused with its reason, none written.
+ * destination: each refused with its reason, none written.  And
+ * write-blocking: a "guest" thread's writes, held as the device holds
+ * them, complete only once the mirror sent them, and the destination then
+ * holds every acknowledged write without any final pass.
  */
 #include <errno.h>
 #include <limits.h>
@@ -99,6 +102,11 @@ static int t_teardown(void **state)
 }
 
 /* ---- the bitmap ----------------------------------------------------------- */
+
+static void t_count_notify(void *calls)
+{
+	(*(int *)calls)++;
+}
 
 static void test_dirty_bitmap(void **state)
 {
@@ -443,6 +451,204 @@ static void test_hostile_sums(void **state)
 	t_bad_sums(res, sizeof(res), MIG_SEC_RESULT, "destination: no disk");
 }
 
+/* ---- write-blocking ------------------------------------------------------ */
+
+/* The device's side: a write waits for its ticket's ack, as virtio-blk holds it. */
+struct t_guest {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	unsigned writes, done;		/* how many to write; how many acknowledged */
+	uint64_t acked_before;		/* acks seen before the mirror could have sent (must be 0) */
+	bool finished;
+};
+
+static void t_guest_notify(void *opaque)
+{
+	struct t_guest *g = opaque;
+
+	pthread_mutex_lock(&g->lock);
+	pthread_cond_broadcast(&g->cond);
+	pthread_mutex_unlock(&g->lock);
+}
+
+/* Writes 4 KiB blocks all over the disk, each waiting for its ack. */
+static void *t_guest_thread(void *arg)
+{
+	struct t_guest *g = arg;
+	struct block_dirty *d = &t_src.disks[0].dirty;
+	int fd = open(t_src.disks[0].cfg.path, O_WRONLY);
+	uint8_t blk[4096];
+
+	for (unsigned k = 0; k < g->writes && fd >= 0; k++) {
+		uint64_t off = ((uint64_t)k * 37 % (T_SIZE / 4096)) * 4096;
+		memset(blk, (int)(k & 0xff) | 1, sizeof(blk));
+		if (pwrite(fd, blk, sizeof(blk), (off_t)off) != (ssize_t)sizeof(blk))
+			break;
+		uint64_t ticket = block_dirty_mark(d, off, sizeof(blk));
+		pthread_mutex_lock(&g->lock);
+		if (!ticket || block_dirty_acked(d) >= ticket)
+			g->acked_before++;	/* blocking must hold every write */
+		while (block_dirty_acked(d) < ticket)
+			pthread_cond_wait(&g->cond, &g->lock);
+		g->done++;
+		pthread_mutex_unlock(&g->lock);
+	}
+	if (fd >= 0)
+		close(fd);
+	pthread_mutex_lock(&g->lock);
+	g->finished = true;
+	pthread_mutex_unlock(&g->lock);
+	return NULL;
+}
+
+/*
+ * The first pass goes by; then every write waits until the mirror (the
+ * service op, as the migration thread calls it between chunks) sent it.
+ * With no final pass and no DONE, the destination's image equals the
+ * source's: nothing acknowledged is missing there.  Release lets writes
+ * complete at once again, still marked for the final pass.
+ */
+static void test_write_blocking(void **state)
+{
+	const struct mig_source_ops *o = mig_source_get(MIG_SOURCE_BLOCK);
+	struct mig_channel *ch[2];
+	struct mig_incoming inc;
+	struct t_dest d;
+	struct t_guest g = { .writes = 600 };
+	pthread_t td, tg;
+	int sv[2];
+
+	mig_block_expect();
+	t_machine(&t_src, "wsrc.img", T_SIZE, -1);
+	t_machine(&t_dst, "wdst.img", T_SIZE, 0xaa);
+	t_guest_write(0, T_CHUNK, 1);
+	t_guest_write(3 << 20, 3 * T_CHUNK, 2);
+	pthread_mutex_init(&g.lock, NULL);
+	pthread_cond_init(&g.cond, NULL);
+	block_dirty_set_notify(&t_src.disks[0].dirty, t_guest_notify, &g);
+
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+	assert_int_equal(mig_channel_socket(sv[0], &ch[0]), 0);
+	assert_int_equal(mig_channel_socket(sv[1], &ch[1]), 0);
+	memset(&t_mig, 0, sizeof(t_mig));
+	pthread_mutex_init(&t_mig.lock, NULL);
+	t_mig.m = &t_src;
+	t_mig.p.copy_storage = true;
+	t_mig.p.copy_blocking = true;
+	assert_int_equal(mig_stream_init(&t_mig.s, ch[0], 1 << 20), 0);
+	memset(&inc, 0, sizeof(inc));
+	memset(&d, 0, sizeof(d));
+	d.inc = &inc;
+	d.c = (struct mig_in_ctx){ .inc = &inc, .m = &t_dst };
+	assert_int_equal(mig_stream_init(&inc.s, ch[1], 1 << 20), 0);
+	assert_int_equal(pthread_create(&td, NULL, t_dest_thread, &d), 0);
+
+	assert_int_equal(o->setup(&t_mig), 0);
+	assert_int_equal(o->service(&t_mig), 0);	/* before the first sync: nothing */
+	assert_int_equal(block_dirty_acked(&t_src.disks[0].dirty), UINT64_MAX);
+	assert_int_equal(o->sync(&t_mig), 4 * T_CHUNK);
+	assert_false(o->postcopy_ready(&t_mig));	/* the first pass is owed */
+	t_guest_write(1 << 20, 4096, 3);		/* not blocking yet: completes at once */
+	assert_int_equal(block_dirty_acked(&t_src.disks[0].dirty), UINT64_MAX);
+	/* The first pass ends inside this iterate: from here on writes are held. */
+	assert_int_equal(o->iterate(&t_mig, false), 0);
+	assert_true(o->postcopy_ready(&t_mig));
+	uint64_t acked = block_dirty_acked(&t_src.disks[0].dirty);
+	assert_true(acked != UINT64_MAX);
+	uint64_t ticket = block_dirty_mark(&t_src.disks[0].dirty, 0, 512);
+	assert_true(ticket > acked);
+	assert_true(block_dirty_acked(&t_src.disks[0].dirty) < ticket);
+	assert_int_equal(o->service(&t_mig), 0);
+	assert_true(block_dirty_acked(&t_src.disks[0].dirty) >= ticket);
+
+	/* A guest writing as fast as it can: each write waits for the mirror. */
+	assert_int_equal(pthread_create(&tg, NULL, t_guest_thread, &g), 0);
+	for (;;) {
+		pthread_mutex_lock(&g.lock);
+		bool fin = g.finished;
+		pthread_mutex_unlock(&g.lock);
+		if (fin)
+			break;
+		assert_int_equal(o->service(&t_mig), 0);
+		usleep(200);
+	}
+	assert_int_equal(pthread_join(tg, NULL), 0);
+	assert_int_equal(g.done, g.writes);
+	assert_int_equal(g.acked_before, 0);
+	uint64_t mirrored = t_mig.stats.disk_processed;
+	print_message("write-blocking: %u writes acknowledged, %llu bytes read for the wire\n",
+		      g.done, (unsigned long long)mirrored);
+
+	/* Release: writes complete at once, but stay owed for the final pass. */
+	o->release(&t_mig);
+	assert_int_equal(block_dirty_acked(&t_src.disks[0].dirty), UINT64_MAX);
+	t_guest_write(2 << 20, 4096, 9);
+	assert_int_equal(o->service(&t_mig), 0);	/* released: sends nothing */
+	assert_int_equal(t_mig.stats.disk_processed, mirrored);
+	assert_int_equal(o->sync(&t_mig), T_CHUNK);
+
+	/* No final pass: what the destination holds is the first pass and the mirror. */
+	assert_int_equal(mig_stream_flush(&t_mig.s), 0);
+	mig_channel_shutdown(ch[0], false, true);
+	assert_int_equal(pthread_join(td, NULL), 0);
+	if (d.err)
+		fail_msg("destination: %s", inc.why);
+	o->unload(&inc);
+	/* Equal but for the one write after the release (chunk 32, not yet sent). */
+	char cmd[3 * PATH_MAX];
+	snprintf(cmd, sizeof(cmd), "cmp -l '%s' '%s' | awk '$1 <= 2097152 || $1 > 2101248 {x=1} "
+		 "END {exit x}'", t_src.disks[0].cfg.path, t_dst.disks[0].cfg.path);
+	assert_int_equal(system(cmd), 0);
+	assert_false(t_files_equal(t_src.disks[0].cfg.path, t_dst.disks[0].cfg.path));
+	o->cleanup(&t_mig);
+	mig_stream_destroy(&t_mig.s);
+	mig_stream_destroy(&inc.s);
+	block_dirty_destroy(&t_src.disks[0].dirty);
+	block_dirty_destroy(&t_dst.disks[0].dirty);
+	pthread_cond_destroy(&g.cond);
+	pthread_mutex_destroy(&g.lock);
+}
+
+/* Ticket arithmetic of the bitmap alone. */
+static void test_dirty_tickets(void **state)
+{
+	struct block_dirty d;
+	uint64_t out[1] = { 0 }, ticket = 99;
+	int calls = 0;
+
+	block_dirty_init(&d);
+	block_dirty_set_notify(&d, t_count_notify, &calls);
+	assert_int_equal(block_dirty_set_blocking(&d, true), -EINVAL);
+	assert_int_equal(block_dirty_start(&d, 8 * T_CHUNK, T_CHUNK), 0);
+	assert_int_equal(block_dirty_mark(&d, 0, 1), 0);	/* not blocking: no ticket */
+	assert_int_equal(block_dirty_set_blocking(&d, true), 0);
+	uint64_t t1 = block_dirty_mark(&d, T_CHUNK, 1), t2 = block_dirty_mark(&d, 2 * T_CHUNK, 1);
+	assert_true(t1 > 0 && t2 == t1 + 1);
+	assert_int_equal(block_dirty_mark(&d, 0, 0), 0);	/* nothing written */
+	assert_true(block_dirty_acked(&d) < t1);
+	/* The take's ticket covers both marks; an ack beyond the last is clipped to it. */
+	assert_int_equal(block_dirty_take_ticket(&d, out, 8, &ticket), 3);
+	assert_int_equal(ticket, t2);
+	assert_int_equal(block_dirty_take_ticket(&d, out, 7, &ticket), 0);
+	assert_int_equal(ticket, 0);			/* another geometry: nothing */
+	block_dirty_ack(&d, t1);
+	assert_int_equal(block_dirty_acked(&d), t1);
+	assert_int_equal(calls, 1);
+	block_dirty_ack(&d, t1);			/* nothing new: no call */
+	assert_int_equal(calls, 1);
+	block_dirty_ack(&d, UINT64_MAX);
+	assert_int_equal(block_dirty_acked(&d), t2);
+	uint64_t t3 = block_dirty_mark(&d, 0, 1);
+	assert_true(t3 > t2 && block_dirty_acked(&d) < t3);	/* a later mark still waits */
+	/* Stopping acknowledges everything and blocks no more. */
+	block_dirty_stop(&d);
+	assert_int_equal(block_dirty_acked(&d), UINT64_MAX);
+	assert_int_equal(calls, 3);
+	assert_int_equal(block_dirty_start(&d, 8 * T_CHUNK, T_CHUNK), 0);
+	assert_int_equal(block_dirty_mark(&d, 0, 1), 0);
+	block_dirty_destroy(&d);
+}
+
 /* ---- hostile records ---------------------------------------------------- */
 
 struct t_rec {
@@ -626,6 +832,8 @@ int main(void)
 		cmocka_unit_test(test_verify_mismatch),
 		cmocka_unit_test(test_incremental),
 		cmocka_unit_test(test_hostile_sums),
+		cmocka_unit_test(test_dirty_tickets),
+		cmocka_unit_test(test_write_blocking),
 	};
 	return cmocka_run_group_tests(tests, t_setup, t_teardown);
 }
