@@ -18,6 +18,7 @@
 #include "migration/section.h"
 #include "util/hash.h"
 #include "util/le.h"
+#include "util/log.h"
 
 /* Destination: set before any migration is received (ferry run --copy-storage). */
 static bool blk_expect;
@@ -66,9 +67,19 @@ void mig_block_unload(struct mig_incoming *inc)
 
 	if (!bi)
 		return;
-	for (unsigned i = 0; i < MACHINE_MAX_DISKS; i++)
+	for (unsigned i = 0; i < MACHINE_MAX_DISKS; i++) {
+		/*
+		 * The receive failed half-way: this image mixes the source's
+		 * blocks with what it held before.  Say so; the guest never ran
+		 * on it, and a later migration copies it whole again (or, with
+		 * copy-storage=incremental, compares every range anyway).
+		 */
+		if (bi->hello[i] && !bi->done[i])
+			pr_warn("incoming: disk %u: the copy did not finish; its image holds a partial "
+				"copy of the source's disk and is not a valid image of the guest", i);
 		if (bi->fd[i] >= 0)
 			close(bi->fd[i]);
+	}
 	free(bi);
 	inc->src_state[MIG_SOURCE_BLOCK] = NULL;
 }

@@ -10,10 +10,11 @@
 #    write waits for its mirror, so the disk converges; the migration
 #    completes with --verify (a digest of the disk on both sides), the
 #    destination's guest goes on verifying, and the source exits 0.
-#  - Failures while mirroring: the destination killed (the source's held
-#    writes complete, it runs on, keeps its lock, sees no corruption);
-#    the source killed (the destination exits 74, never runs the guest,
-#    and its half-copied image is not used).
+#  - Failures while mirroring: the destination killed, and the connection
+#    cut (the source's held writes complete, it runs on, keeps its lock,
+#    sees no corruption); the source killed in the first pass and while
+#    mirroring (the destination exits 74, never runs the guest, says its
+#    image holds a partial copy, and lets go of it).
 #  - Post-copy: refused with --copy-storage (no on-demand disk reads yet);
 #    hybrid with write-blocking waits until the disk has converged, then
 #    switches to post-copy and completes with --verify.
@@ -24,7 +25,7 @@ require_kvm
 BLOCKS=2048			# 8 MiB of the disk, rewritten generation after generation
 CMD="workload=disk disk_blocks=$BLOCKS"			# RAM stays calm
 HOT="workload=verify,disk wss=16M period=10ms disk_blocks=$BLOCKS"	# RAM never converges at 4 MiB/s
-truncate -s 32M "$T/a.img" "$T/b.img" "$T/c.img" "$T/d.img"
+truncate -s 32M "$T/a.img" "$T/b.img" "$T/c.img" "$T/d.img" "$T/g.img" "$T/h.img"
 # e holds 48 MiB of data: its first pass spans two live passes (32 MiB each).
 head -c 48M /dev/urandom >"$T/e.img"
 truncate -s 64M "$T/e.img" "$T/f.img"
@@ -50,7 +51,7 @@ assert_locked() {
 }
 # NAME's source VM on image IMG running CMDLINE, its disk workload going; pid in SRC_PID.
 src() {
-	start_source "$1" 1 64M "$3" --disk "path=$2"
+	start_source "$1" 1 64M "$3" --test-hooks --disk "path=$2"
 	SRC_PID=$FERRY_PID
 	wait_gen "$T/$1.serial" 1 30
 }
@@ -123,6 +124,49 @@ no_corrupt "$T/c.serial"
 assert_locked "$T/c.img"
 log "destination killed while mirroring: the source runs on with its lock"
 
+# --- the connection cut while writes are mirrored -------------------------
+start_dest cut "unix:$T/cut.mig" --copy-storage --disk "path=$T/d.img"
+dpid=$FERRY_PID
+"$FERRY" migrate "$T/c.ctl" "unix:$T/cut.mig" --copy-storage --copy-storage-mode write-blocking \
+	--bandwidth 4M >"$T/cut.out" 2>&1 &
+mpid=$!
+wait_more "$T/c.log" "$MIRRORED" 1 90
+sleep 1
+g0=$(disk_gen "$T/c.serial")
+"$FERRY" call "$T/c.ctl" x-test-migration-break >/dev/null 2>&1 ||
+	{ kill -KILL "$dpid"; log "no x-test-migration-break hook: killed the destination instead"; }
+rc=0; wait "$mpid" || rc=$?
+[ "$rc" -ne 0 ] || fail "cut: the migration completed over a cut connection"
+assert_source_runs c
+wait_gen "$T/c.serial" "$g0" 30
+no_corrupt "$T/c.serial"
+assert_locked "$T/c.img"
+kill -KILL "$dpid" 2>/dev/null || true
+wait "$dpid" 2>/dev/null || true
+assert_no_guest "$T/cut.serial"
+log "connection cut while mirroring: the source runs on with its lock"
+
+# --- the source killed in the first pass -----------------------------------
+src g "$T/g.img" "$HOT"
+gpid=$SRC_PID
+start_dest ks1 "unix:$T/ks1.mig" --copy-storage --disk "path=$T/h.img"
+dpid=$FERRY_PID
+# 1 MiB/s: RAM's pass and then the disk's take many seconds; kill inside them.
+"$FERRY" migrate "$T/g.ctl" "unix:$T/ks1.mig" --copy-storage --copy-storage-mode write-blocking \
+	--bandwidth 1M >/dev/null 2>&1 &
+mpid=$!
+PIDS+=("$mpid")
+wait_migration_ge "$T/g.ctl" iteration 1 30
+sleep 3
+! grep -q "$MIRRORED" "$T/g.log" || fail "ks1: the first pass ended before the kill; the case is moot"
+kill -KILL "$gpid"
+wait_exit "$dpid" 40
+[ "$RC" -eq 74 ] || { cat "$T/ks1.log"; fail "source killed in the first pass: destination exit $RC, want 74"; }
+grep -q "guest was not started" "$T/ks1.log" || { cat "$T/ks1.log"; fail "ks1: no clear message"; }
+assert_no_guest "$T/ks1.serial"
+wait "$mpid" 2>/dev/null || true
+log "source killed in the first pass: destination exit 74, guest never started there"
+
 # --- the source killed while writes are mirrored ---------------------------
 start_dest ks "unix:$T/ks.mig" --copy-storage --disk "path=$T/d.img"
 dpid=$FERRY_PID
@@ -130,12 +174,13 @@ dpid=$FERRY_PID
 	--bandwidth 4M >/dev/null 2>&1 &
 mpid=$!
 PIDS+=("$mpid")
-wait_more "$T/c.log" "$MIRRORED" 1 90
+wait_more "$T/c.log" "$MIRRORED" 2 90
 sleep 1
 kill -KILL "$cpid"
 wait_exit "$dpid" 40
 [ "$RC" -eq 74 ] || { cat "$T/ks.log"; fail "killed source: destination exit $RC, want 74"; }
 grep -q "guest was not started" "$T/ks.log" || { cat "$T/ks.log"; fail "killed source: no clear message"; }
+grep -q "holds a partial copy" "$T/ks.log" || { cat "$T/ks.log"; fail "killed source: the partial image was not called so"; }
 assert_no_guest "$T/ks.serial"
 wait "$mpid" 2>/dev/null || true
 # The half-copied image is nobody's now: its lock went with the destination.
