@@ -29,6 +29,7 @@ const struct control_arg cmd_migrate_args[] = {
 	{ "compress-level", CONTROL_ARG_UINT, false },
 	{ "xbzrle-cache", CONTROL_ARG_UINT, false },
 	{ "copy-storage", CONTROL_ARG_BOOL_OR_STRING, false },
+	{ "copy-storage-mode", CONTROL_ARG_STRING, false },
 	{ "tls-creds", CONTROL_ARG_STRING, false },
 	{ "tls-hostname", CONTROL_ARG_STRING, false },
 	{ NULL },
@@ -226,6 +227,17 @@ static int mig_parse_params(json_object *args, struct mig_params *p, json_object
 	p->switchover_timeout_ns = so_ms * 1000000ULL;
 	p->postcopy_after = (uint32_t)after;
 	p->prepage = (uint32_t)prepage;
+	/*
+	 * Post-copy does not fetch disk blocks on demand: the disks must be
+	 * whole at the destination when its guest starts.  Hybrid copies them
+	 * in the pre-copy passes and switches once their first pass is done;
+	 * pure post-copy would send every block with the guest paused.
+	 */
+	if (p->copy_storage && p->mode == MIG_MODE_POSTCOPY)
+		return control_fail(ret, -EOPNOTSUPP, "post-copy does not fetch disk blocks on demand: "
+				    "with copy-storage use mode hybrid (the disks are copied in the "
+				    "pre-copy passes and post-copy starts once they have converged; "
+				    "copy-storage-mode write-blocking keeps them converged) or precopy");
 	return 0;
 }
 
@@ -254,17 +266,6 @@ int cmd_migrate(struct control_ctx *ctx, json_object *args, json_object **ret)
 	char why[160];
 	if (p.copy_storage && mig_block_check(ctx->machine, why, sizeof(why)))
 		return control_fail(ret, -EINVAL, "%s", why);
-	/*
-	 * Post-copy does not fetch disk blocks on demand: the disks must be
-	 * whole at the destination when its guest starts.  Hybrid copies them
-	 * in the pre-copy passes and switches once they have converged; pure
-	 * post-copy would send every block with the guest paused.
-	 */
-	if (p.copy_storage && p.mode == MIG_MODE_POSTCOPY)
-		return control_fail(ret, -EOPNOTSUPP, "post-copy does not fetch disk blocks on demand: "
-				    "with copy-storage use mode hybrid (the disks are copied in the "
-				    "pre-copy passes and post-copy starts once they have converged; "
-				    "copy-storage-mode write-blocking keeps them converged) or precopy");
 	if (p.copy_incremental && !mig_channel_uri_return_path(p.uri))
 		return control_fail(ret, -EOPNOTSUPP, "copy-storage incremental compares digests "
 				    "with the destination; %s has no return path", p.uri);

@@ -534,8 +534,10 @@ static void block_release(struct migration *mig)
 
 /*
  * Post-copy does not fetch blocks on demand: the disks complete at the
- * switch, so the switch waits until each has sent its first pass and
- * owes at most one live slice (write-blocking: owes nothing new).
+ * switch, so the switch waits until each has sent its first pass (which
+ * always ends: every pass moves the cursor on over what is owed).  What
+ * the guest wrote since goes in the pause; with write-blocking, next to
+ * nothing.
  */
 static bool block_postcopy_ready(struct migration *mig)
 {
@@ -543,9 +545,9 @@ static bool block_postcopy_ready(struct migration *mig)
 
 	for (unsigned i = 0; b && i < b->nr; i++) {
 		struct mig_block_disk *d = &b->d[i];
-		uint64_t owed = block_popcount(d->owed, d->chunks) + block_dirty_count(d->dirty);
-		if (d->first && !d->first_left && (d->mirroring || owed * MIG_BLOCK_CHUNK <= BLOCK_PASS_MAX))
+		if (d->first && !d->first_left)
 			continue;
+		uint64_t owed = block_popcount(d->owed, d->chunks) + block_dirty_count(d->dirty);
 		if (!b->pc_wait_noted)
 			pr_info("migration: post-copy waits until the disks have converged (disk %u: "
 				"%llu KiB of its first pass and %llu KiB in all still to send)",
