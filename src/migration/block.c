@@ -70,6 +70,7 @@ struct mig_block_disk {
 	uint64_t first_left;		/* how many */
 	bool mirroring;			/* write-blocking on: writes wait for our ack */
 	uint64_t ticket;		/* the tracker's ticket at our last take */
+	uint64_t acked;			/* the last ticket we acknowledged */
 };
 
 /* The source's state (mig->block).  Migration thread only. */
@@ -491,12 +492,16 @@ static int block_mirror(struct migration *mig, unsigned i)
 			"they complete (write-blocking)", i);
 	}
 	block_take(d);
+	/* Nothing written since the last ack: no flush (this runs every RAM slice). */
+	if (d->ticket <= d->acked && !block_popcount(d->owed, d->chunks))
+		return 0;
 	err = block_send_owed(mig, i, UINT64_MAX, true);
 	if (!err)
 		err = mig_stream_flush(&mig->s);
 	if (err)
 		return err;
 	block_dirty_ack(d->dirty, d->ticket);
+	d->acked = d->ticket;
 	return 0;
 }
 
