@@ -113,6 +113,11 @@ static void blk_rw(struct virtio_blk *b, struct virtio_blk_req *r, bool write, u
 		virtio_blk_complete(b, r, VIRTIO_BLK_S_OK, 0);
 		return;
 	}
+	int gate = virtio_blk_gate(b, r, off, len);
+	if (gate < 0)
+		goto ioerr;
+	if (!gate)
+		return;		/* parked: starts over once the range is here */
 	if (virtio_blk_submit(b, r, write ? BLOCK_OP_WRITE : BLOCK_OP_READ, off))
 		goto ioerr;
 	return;
@@ -148,6 +153,23 @@ static void blk_ranges(struct virtio_blk *b, struct virtio_blk_req *r, bool zero
 	    len / VIRTIO_BLK_SEG_LEN > VIRTIO_BLK_MAX_SEGS) {
 		virtio_blk_complete(b, r, VIRTIO_BLK_S_IOERR, 0);
 		return;
+	}
+	/* Every valid range must be here before any is changed (post-copy's gate). */
+	for (uint64_t i = 0; i < len / VIRTIO_BLK_SEG_LEN; i++) {
+		uint8_t seg[VIRTIO_BLK_SEG_LEN];
+		blk_gather(c, VIRTIO_BLK_HDR_LEN + i * VIRTIO_BLK_SEG_LEN, seg, sizeof(seg));
+		uint64_t sector = le_get(seg, 8);
+		uint32_t sectors = (uint32_t)le_get(seg + 8, 4);
+		if (sectors > VIRTIO_BLK_MAX_RANGE_SECTORS || !blk_range_ok(b, sector, sectors))
+			continue;	/* refused below */
+		int gate = virtio_blk_gate(b, r, sector * VIRTIO_BLK_SECTOR,
+					   sectors * VIRTIO_BLK_SECTOR);
+		if (!gate)
+			return;
+		if (gate < 0) {
+			virtio_blk_complete(b, r, VIRTIO_BLK_S_IOERR, 0);
+			return;
+		}
 	}
 	for (uint64_t i = 0; i < len / VIRTIO_BLK_SEG_LEN && status == VIRTIO_BLK_S_OK; i++) {
 		uint8_t seg[VIRTIO_BLK_SEG_LEN];

@@ -149,9 +149,9 @@ void virtio_blk_complete_marked(struct virtio_blk *b, struct virtio_blk_req *r, 
 	r->ticket = ticket;
 	r->held_status = status;
 	r->held_written = written;
-	r->held_next = NULL;
+	r->next = NULL;
 	if (b->held_tail)
-		b->held_tail->held_next = r;
+		b->held_tail->next = r;
 	else
 		b->held_head = r;
 	b->held_tail = r;
@@ -167,14 +167,49 @@ static void blk_release_held(struct virtio_blk *b, bool all)
 
 	while (b->held_head && (all || b->held_head->ticket <= acked)) {
 		struct virtio_blk_req *r = b->held_head;
-		b->held_head = r->held_next;
+		b->held_head = r->next;
 		if (!b->held_head)
 			b->held_tail = NULL;
 		virtio_blk_complete(b, r, r->held_status, r->held_written);
 	}
 }
 
-/* The tracker acknowledged tickets (its consumer's thread): wake ours. */
+int virtio_blk_gate(struct virtio_blk *b, struct virtio_blk_req *r, uint64_t off, uint64_t len)
+{
+	int ret = block_gate_check(&b->gate, off, len);
+
+	if (ret)
+		return ret;
+	r->next = NULL;
+	if (b->parked_tail)
+		b->parked_tail->next = r;
+	else
+		b->parked_head = r;
+	b->parked_tail = r;
+	return 0;
+}
+
+/*
+ * Start the parked requests over (the gate filled something): each goes
+ * on, or is parked again at the end, or fails.  `fail`: the disk stops,
+ * so they end with an error instead.
+ */
+static void blk_retry_parked(struct virtio_blk *b, bool fail)
+{
+	struct virtio_blk_req *r = b->parked_head;
+
+	b->parked_head = b->parked_tail = NULL;
+	while (r) {
+		struct virtio_blk_req *next = r->next;
+		if (fail)
+			virtio_blk_complete(b, r, VIRTIO_BLK_S_IOERR, 0);
+		else
+			virtio_blk_start(b, r);
+		r = next;
+	}
+}
+
+/* The tracker acknowledged tickets, or the gate filled ranges (a consumer's thread): wake ours. */
 static void blk_dirty_notify(void *opaque)
 {
 	struct virtio_blk *b = opaque;
@@ -215,6 +250,8 @@ static void *blk_thread(void *arg)
 		bool flush = b->flush_req == asked && asked != b->drain_done;
 		bool stop = b->stop, take = b->active;
 		pthread_mutex_unlock(&t->lock);
+		if (b->parked_head && (stop || take))
+			blk_retry_parked(b, stop);	/* before new ones: they came first */
 		if (!stop && take)
 			blk_process(b);
 		b->bk.ops->reap(&b->bk, p[1].revents, blk_reaped, b);
@@ -334,6 +371,7 @@ int virtio_blk_create(struct virtio_blk *b, const struct virtio_blk_config *c)
 	pthread_cond_init(&b->cond, &ca);
 	pthread_condattr_destroy(&ca);
 	block_dirty_init(&b->dirty);
+	block_gate_init(&b->gate);
 	b->reqs = calloc(VIRTQ_MAX_SIZE, sizeof(*b->reqs));
 	b->ctl_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (!b->reqs || b->ctl_fd < 0) {
@@ -341,6 +379,7 @@ int virtio_blk_create(struct virtio_blk *b, const struct virtio_blk_config *c)
 		goto fail;
 	}
 	block_dirty_set_notify(&b->dirty, blk_dirty_notify, b);
+	block_gate_set_notify(&b->gate, blk_dirty_notify, b);
 	for (unsigned i = 0; i < VIRTQ_MAX_SIZE; i++) {
 		b->reqs[i].slot = (uint16_t)i;
 		b->free_slots[b->nr_free++] = (uint16_t)(VIRTQ_MAX_SIZE - 1 - i);
@@ -354,6 +393,7 @@ fail:
 		close(b->ctl_fd);
 	pthread_cond_destroy(&b->cond);
 	block_dirty_destroy(&b->dirty);
+	block_gate_destroy(&b->gate);
 	virtio_mmio_destroy(&b->t);
 fail_file:
 	block_close(&b->bk);
@@ -378,6 +418,7 @@ void virtio_blk_destroy(struct virtio_blk *b)
 	b->ctl_fd = -1;
 	pthread_cond_destroy(&b->cond);
 	block_dirty_destroy(&b->dirty);
+	block_gate_destroy(&b->gate);
 	virtio_mmio_destroy(&b->t);
 	block_close(&b->bk);
 }
