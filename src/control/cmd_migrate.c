@@ -227,17 +227,6 @@ static int mig_parse_params(json_object *args, struct mig_params *p, json_object
 	p->switchover_timeout_ns = so_ms * 1000000ULL;
 	p->postcopy_after = (uint32_t)after;
 	p->prepage = (uint32_t)prepage;
-	/*
-	 * Post-copy does not fetch disk blocks on demand: the disks must be
-	 * whole at the destination when its guest starts.  Hybrid copies them
-	 * in the pre-copy passes and switches once their first pass is done;
-	 * pure post-copy would send every block with the guest paused.
-	 */
-	if (p->copy_storage && p->mode == MIG_MODE_POSTCOPY)
-		return control_fail(ret, -EOPNOTSUPP, "post-copy does not fetch disk blocks on demand: "
-				    "with copy-storage use mode hybrid (the disks are copied in the "
-				    "pre-copy passes and post-copy starts once they have converged; "
-				    "copy-storage-mode write-blocking keeps them converged) or precopy");
 	return 0;
 }
 

@@ -57,31 +57,6 @@
 /* On the wire: section header, source id, kind and disk, n bytes, checksum. */
 #define BLOCK_WIRE(n)	(MIG_SECTION_HDR + 4 + BLOCK_REC_HDR + (n) + 8)
 
-/* One disk being sent.  Migration thread only. */
-struct mig_block_disk {
-	int fd;				/* the image, read-only, ours */
-	uint64_t size;
-	uint64_t chunks;
-	uint64_t *owed;			/* chunks to send (bit per chunk) */
-	uint64_t cursor;		/* where the next live slice starts */
-	struct block_dirty *dirty;	/* the device's bitmap */
-	uint64_t *first;		/* the first pass's chunks not yet sent; NULL before
-					   the first sync */
-	uint64_t first_left;		/* how many */
-	bool mirroring;			/* write-blocking on: writes wait for our ack */
-	uint64_t ticket;		/* the tracker's ticket at our last take */
-	uint64_t acked;			/* the last ticket we acknowledged */
-};
-
-/* The source's state (mig->block).  Migration thread only. */
-struct mig_block {
-	unsigned nr;
-	struct mig_block_disk d[MACHINE_MAX_DISKS];
-	uint8_t *buf;			/* one chunk */
-	bool released;			/* the switchover is near: never mirror again */
-	bool pc_wait_noted;		/* said why post-copy waits */
-};
-
 int mig_block_check(const struct machine *m, char *why, size_t whylen)
 {
 	if (!m->nr_disks) {
@@ -98,7 +73,7 @@ int mig_block_check(const struct machine *m, char *why, size_t whylen)
 	return 0;
 }
 
-static uint64_t block_popcount(const uint64_t *bits, uint64_t nbits)
+uint64_t mig_block_popcount(const uint64_t *bits, uint64_t nbits)
 {
 	uint64_t n = 0;
 
@@ -115,8 +90,8 @@ static bool block_active(struct migration *mig)
 }
 
 /* One record: kind, disk, then nr_nums u64s, then len bytes of data. */
-static void block_send(struct migration *mig, uint8_t kind, unsigned disk, const uint64_t *nums,
-		       unsigned nr_nums, const void *data, uint32_t len)
+void mig_block_send(struct migration *mig, uint8_t kind, unsigned disk, const uint64_t *nums,
+		    unsigned nr_nums, const void *data, uint32_t len)
 {
 	struct mig_section_writer w;
 	uint32_t plen = BLOCK_REC_HDR + 8 * nr_nums + len;
@@ -166,7 +141,7 @@ static void block_first_map(struct migration *mig, unsigned i)
 	struct mig_block_disk *d = &mig->block->d[i];
 	uint64_t off = 0;
 
-	block_send(mig, MIG_BLOCK_HELLO, i, &d->size, 1, NULL, 0);
+	mig_block_send(mig, MIG_BLOCK_HELLO, i, &d->size, 1, NULL, 0);
 	while (off < d->size) {
 		off_t data = lseek(d->fd, (off_t)off, SEEK_DATA);
 		if (data < 0 && errno == ENXIO)
@@ -177,7 +152,7 @@ static void block_first_map(struct migration *mig, unsigned i)
 		}
 		if ((uint64_t)data > off) {
 			uint64_t z[2] = { off, (uint64_t)data - off };
-			block_send(mig, MIG_BLOCK_ZERO, i, z, 2, NULL, 0);
+			mig_block_send(mig, MIG_BLOCK_ZERO, i, z, 2, NULL, 0);
 		}
 		if ((uint64_t)data >= d->size)
 			break;
@@ -237,7 +212,7 @@ static int block_setup(struct migration *mig)
 			return err;
 		d->dirty = &m->disks[i].dirty;
 		if (mig->p.copy_incremental)	/* what differs is known at the handshake */
-			block_send(mig, MIG_BLOCK_HELLO, i, &d->size, 1, NULL, 0);
+			mig_block_send(mig, MIG_BLOCK_HELLO, i, &d->size, 1, NULL, 0);
 		else
 			block_first_map(mig, i);
 	}
@@ -330,7 +305,7 @@ static int block_handshake(struct migration *mig)
 	if (!mig->p.copy_incremental)
 		return 0;
 	for (unsigned i = 0; i < b->nr; i++)
-		block_send(mig, MIG_BLOCK_SUMS_REQ, i, NULL, 0, NULL, 0);
+		mig_block_send(mig, MIG_BLOCK_SUMS_REQ, i, NULL, 0, NULL, 0);
 	err = mig_stream_flush(&mig->s);
 	for (unsigned i = 0; i < b->nr && !err; i++) {
 		struct mig_block_disk *d = &b->d[i];
@@ -362,12 +337,12 @@ static int block_note_first(struct mig_block_disk *d)
 	if (!d->first)
 		return -ENOMEM;
 	memcpy(d->first, d->owed, words * sizeof(*d->first));
-	d->first_left = block_popcount(d->first, d->chunks);
+	d->first_left = mig_block_popcount(d->first, d->chunks);
 	return 0;
 }
 
 /* Take what the guest wrote into owed, remembering the ticket to acknowledge. */
-static void block_take(struct mig_block_disk *d)
+void mig_block_take(struct mig_block_disk *d)
 {
 	uint64_t ticket;
 
@@ -386,8 +361,8 @@ static int64_t block_sync(struct migration *mig)
 		int err = block_note_first(d);
 		if (err)
 			return err;
-		block_take(d);
-		n += block_popcount(d->owed, d->chunks);
+		mig_block_take(d);
+		n += mig_block_popcount(d->owed, d->chunks);
 	}
 	return (int64_t)(n * MIG_BLOCK_CHUNK);
 }
@@ -403,7 +378,7 @@ static int64_t block_peek(struct migration *mig)
 }
 
 /* Send chunk c of disk i: read now, so it is what the guest last wrote. */
-static int block_send_chunk(struct migration *mig, unsigned i, uint64_t c)
+int mig_block_send_chunk(struct migration *mig, unsigned i, uint64_t c)
 {
 	struct mig_block_disk *d = &mig->block->d[i];
 	uint64_t off = c * MIG_BLOCK_CHUNK;
@@ -423,9 +398,9 @@ static int block_send_chunk(struct migration *mig, unsigned i, uint64_t c)
 	pthread_mutex_unlock(&mig->lock);
 	if (block_is_zero(mig->block->buf, len)) {
 		uint64_t z[2] = { off, len };
-		block_send(mig, MIG_BLOCK_ZERO, i, z, 2, NULL, 0);
+		mig_block_send(mig, MIG_BLOCK_ZERO, i, z, 2, NULL, 0);
 	} else {
-		block_send(mig, MIG_BLOCK_DATA, i, &off, 1, mig->block->buf, (uint32_t)len);
+		mig_block_send(mig, MIG_BLOCK_DATA, i, &off, 1, mig->block->buf, (uint32_t)len);
 	}
 	return mig_stream_error(&mig->s);
 }
@@ -448,7 +423,7 @@ static bool block_cancelled(struct migration *mig)
  * `live`: look for a cancel between chunks.  0, -ECANCELED or the
  * stream's error.
  */
-static int block_send_owed(struct migration *mig, unsigned i, uint64_t budget, bool live)
+int mig_block_send_owed(struct migration *mig, unsigned i, uint64_t budget, bool live)
 {
 	struct mig_block_disk *d = &mig->block->d[i];
 	uint64_t sent = 0, start = d->cursor;
@@ -460,7 +435,7 @@ static int block_send_owed(struct migration *mig, unsigned i, uint64_t budget, b
 		if (live && block_cancelled(mig))
 			return -ECANCELED;
 		d->owed[c / 64] &= ~(1ULL << (c % 64));
-		int err = block_send_chunk(mig, i, c);
+		int err = mig_block_send_chunk(mig, i, c);
 		if (err)
 			return err;
 		sent += MIG_BLOCK_CHUNK;
@@ -491,11 +466,11 @@ static int block_mirror(struct migration *mig, unsigned i)
 		pr_info("migration: disk %u: first pass done; guest writes are mirrored before "
 			"they complete (write-blocking)", i);
 	}
-	block_take(d);
+	mig_block_take(d);
 	/* Nothing written since the last ack: no flush (this runs every RAM slice). */
-	if (d->ticket <= d->acked && !block_popcount(d->owed, d->chunks))
+	if (d->ticket <= d->acked && !mig_block_popcount(d->owed, d->chunks))
 		return 0;
-	err = block_send_owed(mig, i, UINT64_MAX, true);
+	err = mig_block_send_owed(mig, i, UINT64_MAX, true);
 	if (!err)
 		err = mig_stream_flush(&mig->s);
 	if (err)
@@ -537,38 +512,10 @@ static void block_release(struct migration *mig)
 	}
 }
 
-/*
- * Post-copy does not fetch blocks on demand: the disks complete at the
- * switch, so the switch waits until each has sent its first pass (which
- * always ends: every pass moves the cursor on over what is owed).  What
- * the guest wrote since goes in the pause; with write-blocking, next to
- * nothing.
- */
-static bool block_postcopy_ready(struct migration *mig)
-{
-	struct mig_block *b = mig->block;
-
-	for (unsigned i = 0; b && i < b->nr; i++) {
-		struct mig_block_disk *d = &b->d[i];
-		if (d->first && !d->first_left)
-			continue;
-		uint64_t owed = block_popcount(d->owed, d->chunks) + block_dirty_count(d->dirty);
-		if (!b->pc_wait_noted)
-			pr_info("migration: post-copy waits until the disks have converged (disk %u: "
-				"%llu KiB of its first pass and %llu KiB in all still to send)",
-				i, (unsigned long long)((d->first ? d->first_left : d->chunks) *
-							MIG_BLOCK_CHUNK >> 10),
-				(unsigned long long)(owed * MIG_BLOCK_CHUNK >> 10));
-		b->pc_wait_noted = true;
-		return false;
-	}
-	return true;
-}
-
 static int block_iterate(struct migration *mig, bool resend)
 {
 	for (unsigned i = 0; i < mig->block->nr; i++) {
-		int err = block_send_owed(mig, i, BLOCK_PASS_MAX, true);
+		int err = mig_block_send_owed(mig, i, BLOCK_PASS_MAX, true);
 		if (err)
 			return err;
 	}
@@ -605,7 +552,7 @@ static int block_complete(struct migration *mig, bool resend)
 
 	block_release(mig);	/* nothing may follow DONE */
 	for (unsigned i = 0; i < b->nr; i++) {
-		int err = block_send_owed(mig, i, UINT64_MAX, false);
+		int err = mig_block_send_owed(mig, i, UINT64_MAX, false);
 		if (err)
 			return err;
 		uint64_t digest = 0;
@@ -618,7 +565,7 @@ static int block_complete(struct migration *mig, bool resend)
 				return err;
 			}
 		}
-		block_send(mig, MIG_BLOCK_DONE, i, &digest, 1, &flag, 1);
+		mig_block_send(mig, MIG_BLOCK_DONE, i, &digest, 1, &flag, 1);
 	}
 	return mig_stream_error(&mig->s);
 }
@@ -639,5 +586,11 @@ const struct mig_source_ops mig_block_source = {
 	.cleanup = block_cleanup,
 	.service = block_service,
 	.release = block_release,
-	.postcopy_ready = block_postcopy_ready,
+	.pc_switch = mig_block_pc_switch,
+	.pc_push = mig_block_pc_push,
+	.pc_request = mig_block_pc_request,
+	.pc_resume_begin = mig_block_pc_resume_begin,
+	.pc_report = mig_block_pc_report,
+	.pc_resumed = mig_block_pc_resumed,
+	.postcopy = true,
 };

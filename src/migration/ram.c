@@ -357,12 +357,9 @@ static bool ram_cancelled(struct migration *mig)
 	if (ram_peer_spoke(mig))
 		return false;	/* the stream error ends the pass */
 	pthread_mutex_lock(&mig->lock);
-	bool c = mig->req.cancel, asked = mig->req.postcopy_requested;
-	pthread_mutex_unlock(&mig->lock);
-	/* Asked for, but the disks are not there yet: the pass goes on (live.h). */
-	bool ready = !asked || mig_sources_postcopy_ready(mig);
-	pthread_mutex_lock(&mig->lock);
-	mig->pass.switch_pass = !c && asked && ready && mig->stats.status == MIG_STATUS_ACTIVE;
+	bool c = mig->req.cancel;
+	mig->pass.switch_pass = !c && mig->req.postcopy_requested &&
+				mig->stats.status == MIG_STATUS_ACTIVE;
 	if (mig->req.limits_changed && mig->stats.status == MIG_STATUS_ACTIVE)
 		ratelimit_set_rate(&mig->rl, mig->p.bandwidth);
 	mig->req.limits_changed = false;

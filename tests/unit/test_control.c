@@ -134,8 +134,6 @@ static void test_argument_checks(void **state)
 		       "\"copy-storage-mode\":\"write-blocking\"}}\n", "needs 'copy-storage'", NULL);
 	expect_refusal("{\"execute\":\"migrate\",\"arguments\":{\"uri\":\"unix:/x\",\"copy-storage\":true,"
 		       "\"copy-storage-mode\":5}}\n", "'copy-storage-mode'", "a string", NULL);
-	expect_refusal("{\"execute\":\"migrate\",\"arguments\":{\"uri\":\"unix:/x\",\"copy-storage\":true,"
-		       "\"mode\":\"postcopy\"}}\n", "post-copy does not fetch disk blocks on demand", NULL);
 	expect_refusal("{\"execute\":\"migrate-set-parameters\",\"arguments\":{\"bandwidth\":-1}}\n",
 		       "'bandwidth'", "non-negative", NULL);
 	expect_refusal("{\"execute\":\"migrate-resolve\",\"arguments\":{\"action\":null}}\n",

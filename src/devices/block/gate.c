@@ -16,6 +16,7 @@ void block_gate_init(struct block_gate *g)
 {
 	memset(g, 0, sizeof(*g));
 	pthread_mutex_init(&g->lock, NULL);
+	pthread_cond_init(&g->idle, NULL);
 	g->state = BLOCK_GATE_OPEN;
 }
 
@@ -31,6 +32,7 @@ void block_gate_destroy(struct block_gate *g)
 {
 	gate_free(g);
 	g->state = BLOCK_GATE_OPEN;
+	pthread_cond_destroy(&g->idle);
 	pthread_mutex_destroy(&g->lock);
 }
 
@@ -132,12 +134,27 @@ uint64_t block_gate_snapshot(struct block_gate *g, uint64_t *out, uint64_t nbits
 	return n;
 }
 
-/* Call want (as read under the lock) for ranges, outside the lock. */
-static void gate_ask(void (*want)(void *, uint64_t), void *opaque, const uint64_t *ranges,
-		     unsigned n)
+/*
+ * Lock held: call want (as it is now) for ranges, outside the lock, and
+ * return with the lock released.  finish waits until no call is under way.
+ */
+static void gate_ask_unlock(struct block_gate *g, const uint64_t *ranges, unsigned n)
 {
-	for (unsigned i = 0; want && i < n; i++)
+	void (*want)(void *, uint64_t) = g->want;
+	void *opaque = g->want_opaque;
+
+	if (!want || !n) {
+		pthread_mutex_unlock(&g->lock);
+		return;
+	}
+	g->asking++;
+	pthread_mutex_unlock(&g->lock);
+	for (unsigned i = 0; i < n; i++)
 		want(opaque, ranges[i]);
+	pthread_mutex_lock(&g->lock);
+	if (!--g->asking)
+		pthread_cond_broadcast(&g->idle);
+	pthread_mutex_unlock(&g->lock);
 }
 
 void block_gate_reask(struct block_gate *g)
@@ -151,10 +168,7 @@ void block_gate_reask(struct block_gate *g)
 		for (; g->state == BLOCK_GATE_CLOSED && next < g->nbits && n < GATE_ASK_BATCH; next++)
 			if (gate_test(g->absent, next) && gate_test(g->asked, next))
 				batch[n++] = next;
-		void (*want)(void *, uint64_t) = g->want;
-		void *opaque = g->want_opaque;
-		pthread_mutex_unlock(&g->lock);
-		gate_ask(want, opaque, batch, n);
+		gate_ask_unlock(g, batch, n);
 	} while (n == GATE_ASK_BATCH);
 }
 
@@ -168,7 +182,10 @@ void block_gate_finish(struct block_gate *g, bool failed)
 	} else if (g->state == BLOCK_GATE_CLOSED) {
 		gate_free(g);
 		g->state = BLOCK_GATE_OPEN;
+		g->want = NULL;
 	}
+	while (g->asking)
+		pthread_cond_wait(&g->idle, &g->lock);
 	gate_unlock_notify(g, tell);
 }
 
@@ -199,10 +216,6 @@ int block_gate_check(struct block_gate *g, uint64_t off, uint64_t len)
 			batch[n++] = r;
 		}
 	}
-	void (*want)(void *, uint64_t) = g->want;
-	void *opaque = g->want_opaque;
-	pthread_mutex_unlock(&g->lock);
-	if (ret == 0)
-		gate_ask(want, opaque, batch, n);
+	gate_ask_unlock(g, batch, ret == 0 ? n : 0);
 	return ret;
 }

@@ -38,6 +38,8 @@ struct block_gate {
 	void *want_opaque;
 	void (*notify)(void *opaque);
 	void *notify_opaque;
+	unsigned asking;	/* calls to `want` under way (finish waits them out) */
+	pthread_cond_t idle;	/* asking fell to 0 */
 };
 
 void block_gate_init(struct block_gate *g);
@@ -75,7 +77,9 @@ void block_gate_reask(struct block_gate *g);
 /*
  * The consumer is done: open (every range is here; anything still absent
  * is a bug of the consumer and fails instead) or failed (the rest never
- * comes: requests on it fail).  Frees the bitmaps.
+ * comes: requests on it fail).  Frees the bitmaps when open.  Returns
+ * once no call to `want` is under way: the consumer may free what its
+ * `want` uses.
  */
 void block_gate_finish(struct block_gate *g, bool failed);
 

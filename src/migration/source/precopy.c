@@ -296,7 +296,7 @@ static bool precopy_probe(struct migration *mig)
 	pthread_mutex_unlock(&mig->lock);
 	mig->pass.probe_prev_ns = now;
 	mig->pass.probe_prev_dirty = dirty;
-	if (mig_policy_probe(&in, &d) != MIG_POLICY_POSTCOPY || !mig_sources_postcopy_ready(mig))
+	if (mig_policy_probe(&in, &d) != MIG_POLICY_POSTCOPY)
 		return false;
 	pr_info("migration: %s", d.reason);
 	return true;
@@ -363,9 +363,6 @@ static int precopy_decide(struct migration *mig, uint32_t pass, uint64_t pass_st
 	case MIG_POLICY_GIVE_UP:
 		return precopy_fail(mig, -ETIMEDOUT, "%s", d.reason);
 	case MIG_POLICY_POSTCOPY:
-		/* Disks still owing their first pass: more passes first (live.h). */
-		if (!mig_sources_postcopy_ready(mig))
-			break;
 		if (d.why == MIG_WHY_HOPELESS)
 			pr_info("migration: %s", d.reason);
 		mig->pass.to_postcopy = true;
