@@ -15,9 +15,7 @@
 #    sees no corruption); the source killed in the first pass and while
 #    mirroring (the destination exits 74, never runs the guest, says its
 #    image holds a partial copy, and lets go of it).
-#  - Post-copy: refused with --copy-storage (no on-demand disk reads yet);
-#    hybrid with write-blocking waits until the disk has converged, then
-#    switches to post-copy and completes with --verify.
+#  (Post-copy with disks: migrate_copy_storage_postcopy.sh.)
 # serial: it compares a guest's disk write rate with a bandwidth cap.
 . "$(dirname "$0")/lib.sh"
 require_kvm
@@ -26,9 +24,6 @@ BLOCKS=2048			# 8 MiB of the disk, rewritten generation after generation
 CMD="workload=disk disk_blocks=$BLOCKS"			# RAM stays calm
 HOT="workload=verify,disk wss=16M period=10ms disk_blocks=$BLOCKS"	# RAM never converges at 4 MiB/s
 truncate -s 32M "$T/a.img" "$T/b.img" "$T/c.img" "$T/d.img" "$T/g.img" "$T/h.img"
-# e holds 48 MiB of data: its first pass spans two live passes (32 MiB each).
-head -c 48M /dev/urandom >"$T/e.img"
-truncate -s 64M "$T/e.img" "$T/f.img"
 
 disk_gen() { sed -nE 's/^probe: disk generation ([0-9]+)$/\1/p' "$1" | tail -n1 | grep . || echo 0; }
 wait_gen() {
@@ -190,32 +185,5 @@ timeout 30 "$FERRY" run --kernel "$PROBE" --cmdline "workload=idle seconds=1" \
 [ "$rc" -ne 69 ] || { cat "$T/free.log"; fail "killed source: the destination's image stayed locked"; }
 log "source killed while mirroring: destination exit 74, guest never started there"
 
-# --- post-copy with disks --------------------------------------------------
-src e "$T/e.img" "$HOT"
-start_dest pc "unix:$T/pc.mig" --copy-storage --disk "path=$T/f.img"
-dpid=$FERRY_PID
-rc=0
-"$FERRY" migrate "$T/e.ctl" "unix:$T/pc.mig" --copy-storage --mode postcopy >"$T/pcr.out" 2>&1 || rc=$?
-[ "$rc" -ne 0 ] && grep -q "post-copy does not fetch disk blocks on demand" "$T/pcr.out" ||
-	{ cat "$T/pcr.out"; fail "post-copy with copy-storage was not refused clearly"; }
-assert_source_runs e
-# Hybrid after one pass: the disk's first pass (48 MiB) is not done then, so
-# the switch waits for it; then writes are mirrored and post-copy starts.
-gen=$(disk_gen "$T/e.serial")
-"$FERRY" migrate "$T/e.ctl" "unix:$T/pc.mig" --copy-storage --copy-storage-mode write-blocking \
-	--mode hybrid --postcopy-after 1 --bandwidth 16M --verify --json >"$T/pc.json" 2>"$T/pc.err" ||
-	{ cat "$T/pc.json" "$T/pc.err" "$T/pc.log"; fail "hybrid with disks failed"; }
-[ "$(json_field "$T/pc.json" status)" = completed ] || fail "hybrid with disks: not completed"
-grep -q '"postcopy"' "$T/pc.json" || { cat "$T/pc.json"; fail "hybrid with disks: never went to post-copy"; }
-grep -q "post-copy waits until the disks have converged" "$T/e.log" ||
-	{ cat "$T/e.log"; fail "hybrid: the switch did not wait for the disk"; }
-grep -q "$MIRRORED" "$T/e.log" || fail "hybrid: never mirrored"
-wait_gen "$T/pc.serial" "$gen" 30
-no_corrupt "$T/e.serial" "$T/pc.serial"
-"$FERRY" quit "$T/pc.ctl"
-wait_exit "$dpid" 10
-[ "$RC" -eq 0 ] || fail "hybrid: the destination's VM exit status $RC"
-log "post-copy refused with disks; hybrid waited for the disk, then completed"
-
 assert_no_sanitizer "$T"/*.log
-echo "write-blocking: converges where background cannot; killed destination and source; hybrid with disks"
+echo "write-blocking: converges where background cannot; killed destination, cut link, killed source"
