@@ -54,7 +54,8 @@ int mig_block_load_owed(struct mig_in_ctx *c, struct mig_block_in *bi, unsigned 
 		return mig_in_fail(c->inc, -EPROTO, "disk %u: OWED cut short", i);
 	uint64_t first = le_get(hdr, 8);
 	uint32_t count = (uint32_t)le_get(hdr + 8, 4), words = (count + 63) / 64;
-	if (first != bi->owed_next[i] || !count || count > MIG_BLOCK_OWED_MAX ||
+	if (first != bi->owed_next[i] || first % MIG_BLOCK_OWED_MAX || !count ||
+	    count > MIG_BLOCK_OWED_MAX ||
 	    count > chunks - first || mig_payload_left(in) != 8 * words)
 		return mig_in_fail(c->inc, -EPROTO, "disk %u: malformed OWED (chunks %llu + %u, %u "
 				   "bytes of bits; want chunk %llu of %llu)", i,
@@ -62,7 +63,7 @@ int mig_block_load_owed(struct mig_in_ctx *c, struct mig_block_in *bi, unsigned 
 				   (unsigned long long)bi->owed_next[i], (unsigned long long)chunks);
 	if (!bi->owed[i] && !(bi->owed[i] = calloc(chunks / 64 + 1, 8)))
 		return mig_in_fail(c->inc, -ENOMEM, "out of memory");
-	/* first is a multiple of MIG_BLOCK_OWED_MAX, so of 64: whole words. */
+	/* first is a multiple of MIG_BLOCK_OWED_MAX, so of 64: whole words, inside the bitmap. */
 	for (uint32_t k = 0; k < words; k++) {
 		uint8_t le[8];
 		if (mig_payload_get(in, le, 8))
