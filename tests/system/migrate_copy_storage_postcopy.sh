@@ -15,7 +15,9 @@
 #  - The connection cut during post-copy: both wait; --resume finishes it
 #    (the destination says which chunks it still lacks).
 #  - The destination killed after the switch: the source reports the VM
-#    lost, never success, and does not run it.
+#    lost, never success, and does not run it; the source killed after the
+#    switch: the destination reports it lost (its disk's missing chunks
+#    never come).
 . "$(dirname "$0")/lib.sh"
 require_kvm
 
@@ -148,6 +150,24 @@ wait_exit "$gpid" 30
 [ "$RC" -eq 75 ] || { cat "$T/g.log"; fail "destination killed: source exit $RC, want 75"; }
 grep -q "the VM is lost" "$T/g.log" || fail "destination killed: the source did not report the loss"
 log "destination killed in post-copy with disks: the source reports the VM lost"
+
+data_img k
+truncate -s 64M "$T/l.img"
+src k "$T/k.img"
+kpid=$SRC_PID
+start_dest l "unix:$T/l.mig" --copy-storage --resume-timeout 3s --disk "path=$T/l.img"
+lpid=$FERRY_PID
+"$FERRY" migrate "$T/k.ctl" "unix:$T/l.mig" --copy-storage --mode postcopy \
+	--postcopy-bandwidth 2M --json >"$T/l.json" 2>"$T/l.err" &
+mpid=$!
+PIDS+=("$mpid")
+wait_migration "$T/k.ctl" postcopy-active 30
+kill -KILL "$kpid"
+wait_exit "$lpid" 60
+[ "$RC" -eq 75 ] || { cat "$T/l.log"; fail "source killed: destination exit $RC, want 75"; }
+grep -q "the VM is lost" "$T/l.log" || { cat "$T/l.log"; fail "source killed: the destination did not report the loss"; }
+wait "$mpid" 2>/dev/null || true
+log "source killed in post-copy with disks: the destination reports the VM lost"
 
 assert_no_sanitizer "$T"/*.log
 echo "post-copy with disks: chunks on demand, hybrid with the mirror, resume, a lost side is a lost VM"
