@@ -59,6 +59,10 @@ static const char migrate_usage[] =
 "                           destination runs with --copy-storage and its own image\n"
 "                           of the same size for each --disk; incremental: only the\n"
 "                           64 KiB ranges whose digests differ there travel\n"
+"      --copy-storage-mode M  background (default: blocks the guest wrote are\n"
+"                           sent again pass after pass) or write-blocking (once a\n"
+"                           disk's first pass is done, each guest write completes\n"
+"                           only after it is sent: the disk always converges)\n"
 "  -k, --keep-source        keep the source VM (paused) after success\n"
 "  -r, --resume             reconnect a post-copy whose connection broke\n"
 "                           (the destination listens on URI again)\n"
@@ -127,6 +131,7 @@ static void migrate_parse(int argc, char **argv, struct migrate_opts *o)
 		{ "xbzrle-cache", required_argument, NULL, 'X' },
 		{ "keep-source", no_argument, NULL, 'k' },
 		{ "copy-storage", optional_argument, NULL, 'G' },
+		{ "copy-storage-mode", required_argument, NULL, 'W' },
 		{ "resume", no_argument, NULL, 'r' },
 		{ "resume-timeout", required_argument, NULL, 'R' },
 		{ "progress", no_argument, NULL, 'p' },
@@ -229,6 +234,11 @@ static void migrate_parse(int argc, char **argv, struct migrate_opts *o)
 						       json_object_new_string("incremental"));
 			else
 				die(FERRY_EXIT_USAGE, "--copy-storage takes full (the default) or incremental");
+			break;
+		case 'W':
+			if (strcmp(optarg, "background") && strcmp(optarg, "write-blocking"))
+				die(FERRY_EXIT_USAGE, "--copy-storage-mode takes background or write-blocking");
+			json_object_object_add(o->args, "copy-storage-mode", json_object_new_string(optarg));
 			break;
 		case 'r': migrate_add_bool(o->args, "resume"); break;
 		case 'R':

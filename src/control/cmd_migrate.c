@@ -29,6 +29,7 @@ const struct control_arg cmd_migrate_args[] = {
 	{ "compress-level", CONTROL_ARG_UINT, false },
 	{ "xbzrle-cache", CONTROL_ARG_UINT, false },
 	{ "copy-storage", CONTROL_ARG_BOOL_OR_STRING, false },
+	{ "copy-storage-mode", CONTROL_ARG_STRING, false },
 	{ "tls-creds", CONTROL_ARG_STRING, false },
 	{ "tls-hostname", CONTROL_ARG_STRING, false },
 	{ NULL },
@@ -148,6 +149,17 @@ static int mig_parse_params(json_object *args, struct mig_params *p, json_object
 		else
 			return control_fail(ret, -EINVAL, "'copy-storage' must be true, false, \"full\" or "
 					    "\"incremental\"");
+	}
+	/* copy-storage-mode: background (the default) or write-blocking (block.c). */
+	if (json_object_object_get_ex(args, "copy-storage-mode", &v)) {
+		const char *str = json_object_is_type(v, json_type_string) ? json_object_get_string(v) : NULL;
+		if (str && !strcmp(str, "write-blocking"))
+			p->copy_blocking = true;
+		else if (!str || strcmp(str, "background"))
+			return control_fail(ret, -EINVAL, "'copy-storage-mode' must be \"background\" or "
+					    "\"write-blocking\"");
+		if (!p->copy_storage)
+			return control_fail(ret, -EINVAL, "'copy-storage-mode' needs 'copy-storage'");
 	}
 	if (p->tls.dir[0] && !u.ops->return_path)
 		return control_fail(ret, -EINVAL, "TLS ('tls-creds') needs a connection, "

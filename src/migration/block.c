@@ -21,6 +21,20 @@
  * handshake sends SUMS_REQ, and the destination answers on the return
  * path with BLOCK_SUMS sections (disk u8, first chunk u64, count u32, an
  * XXH3-64 per chunk); only chunks whose digests differ are owed.
+ *
+ * Write-blocking (copy_blocking): what the first sync owes is the disk's
+ * first pass (`first`).  Once every chunk of it was sent, the disk's
+ * dirty tracker turns blocking on: each guest write is held by the
+ * device until acknowledged (devices/block/dirty.h).  The service op,
+ * called between chunks of every live pass (RAM's too), takes the new
+ * bits with their ticket, sends everything owed, flushes the stream and
+ * acknowledges the ticket: a write completes only once its range, read
+ * after the write reached the image, is on the connection ahead of the
+ * final pass.  The guest's write rate is thereby bounded by the link and
+ * the disk always converges.  `release` (before the switchover's pause,
+ * and cleanup on every way out) turns blocking off: held writes complete
+ * and their chunks, still marked, go in the final pass.  No record is
+ * new on the wire: the mirror is DATA and ZERO records.
  */
 #include "migration/block.h"
 #include "migration/block_internal.h"
@@ -43,23 +57,6 @@
 /* On the wire: section header, source id, kind and disk, n bytes, checksum. */
 #define BLOCK_WIRE(n)	(MIG_SECTION_HDR + 4 + BLOCK_REC_HDR + (n) + 8)
 
-/* One disk being sent.  Migration thread only. */
-struct mig_block_disk {
-	int fd;				/* the image, read-only, ours */
-	uint64_t size;
-	uint64_t chunks;
-	uint64_t *owed;			/* chunks to send (bit per chunk) */
-	uint64_t cursor;		/* where the next live slice starts */
-	struct block_dirty *dirty;	/* the device's bitmap */
-};
-
-/* The source's state (mig->block).  Migration thread only. */
-struct mig_block {
-	unsigned nr;
-	struct mig_block_disk d[MACHINE_MAX_DISKS];
-	uint8_t *buf;			/* one chunk */
-};
-
 int mig_block_check(const struct machine *m, char *why, size_t whylen)
 {
 	if (!m->nr_disks) {
@@ -76,7 +73,7 @@ int mig_block_check(const struct machine *m, char *why, size_t whylen)
 	return 0;
 }
 
-static uint64_t block_popcount(const uint64_t *bits, uint64_t nbits)
+uint64_t mig_block_popcount(const uint64_t *bits, uint64_t nbits)
 {
 	uint64_t n = 0;
 
@@ -93,8 +90,8 @@ static bool block_active(struct migration *mig)
 }
 
 /* One record: kind, disk, then nr_nums u64s, then len bytes of data. */
-static void block_send(struct migration *mig, uint8_t kind, unsigned disk, const uint64_t *nums,
-		       unsigned nr_nums, const void *data, uint32_t len)
+void mig_block_send(struct migration *mig, uint8_t kind, unsigned disk, const uint64_t *nums,
+		    unsigned nr_nums, const void *data, uint32_t len)
 {
 	struct mig_section_writer w;
 	uint32_t plen = BLOCK_REC_HDR + 8 * nr_nums + len;
@@ -144,7 +141,7 @@ static void block_first_map(struct migration *mig, unsigned i)
 	struct mig_block_disk *d = &mig->block->d[i];
 	uint64_t off = 0;
 
-	block_send(mig, MIG_BLOCK_HELLO, i, &d->size, 1, NULL, 0);
+	mig_block_send(mig, MIG_BLOCK_HELLO, i, &d->size, 1, NULL, 0);
 	while (off < d->size) {
 		off_t data = lseek(d->fd, (off_t)off, SEEK_DATA);
 		if (data < 0 && errno == ENXIO)
@@ -155,7 +152,7 @@ static void block_first_map(struct migration *mig, unsigned i)
 		}
 		if ((uint64_t)data > off) {
 			uint64_t z[2] = { off, (uint64_t)data - off };
-			block_send(mig, MIG_BLOCK_ZERO, i, z, 2, NULL, 0);
+			mig_block_send(mig, MIG_BLOCK_ZERO, i, z, 2, NULL, 0);
 		}
 		if ((uint64_t)data >= d->size)
 			break;
@@ -174,11 +171,13 @@ static void block_cleanup(struct migration *mig)
 	if (!b)
 		return;
 	for (unsigned i = 0; i < b->nr; i++) {
+		/* Stopping also lets every held write complete. */
 		if (b->d[i].dirty)
 			block_dirty_stop(b->d[i].dirty);
 		if (b->d[i].fd >= 0)
 			close(b->d[i].fd);
 		free(b->d[i].owed);
+		free(b->d[i].first);
 	}
 	free(b->buf);
 	free(b);
@@ -213,7 +212,7 @@ static int block_setup(struct migration *mig)
 			return err;
 		d->dirty = &m->disks[i].dirty;
 		if (mig->p.copy_incremental)	/* what differs is known at the handshake */
-			block_send(mig, MIG_BLOCK_HELLO, i, &d->size, 1, NULL, 0);
+			mig_block_send(mig, MIG_BLOCK_HELLO, i, &d->size, 1, NULL, 0);
 		else
 			block_first_map(mig, i);
 	}
@@ -306,7 +305,7 @@ static int block_handshake(struct migration *mig)
 	if (!mig->p.copy_incremental)
 		return 0;
 	for (unsigned i = 0; i < b->nr; i++)
-		block_send(mig, MIG_BLOCK_SUMS_REQ, i, NULL, 0, NULL, 0);
+		mig_block_send(mig, MIG_BLOCK_SUMS_REQ, i, NULL, 0, NULL, 0);
 	err = mig_stream_flush(&mig->s);
 	for (unsigned i = 0; i < b->nr && !err; i++) {
 		struct mig_block_disk *d = &b->d[i];
@@ -327,6 +326,31 @@ static int block_handshake(struct migration *mig)
 	return err;
 }
 
+/* The first sync: what is owed now (the map, or what differs) is the first pass. */
+static int block_note_first(struct mig_block_disk *d)
+{
+	size_t words = d->chunks / 64 + 1;
+
+	if (d->first)
+		return 0;
+	d->first = malloc(words * sizeof(*d->first));
+	if (!d->first)
+		return -ENOMEM;
+	memcpy(d->first, d->owed, words * sizeof(*d->first));
+	d->first_left = mig_block_popcount(d->first, d->chunks);
+	return 0;
+}
+
+/* Take what the guest wrote into owed, remembering the ticket to acknowledge. */
+void mig_block_take(struct mig_block_disk *d)
+{
+	uint64_t ticket;
+
+	block_dirty_take_ticket(d->dirty, d->owed, d->chunks, &ticket);
+	if (ticket > d->ticket)
+		d->ticket = ticket;
+}
+
 static int64_t block_sync(struct migration *mig)
 {
 	struct mig_block *b = mig->block;
@@ -334,8 +358,11 @@ static int64_t block_sync(struct migration *mig)
 
 	for (unsigned i = 0; i < b->nr; i++) {
 		struct mig_block_disk *d = &b->d[i];
-		block_dirty_take(d->dirty, d->owed, d->chunks);
-		n += block_popcount(d->owed, d->chunks);
+		int err = block_note_first(d);
+		if (err)
+			return err;
+		mig_block_take(d);
+		n += mig_block_popcount(d->owed, d->chunks);
 	}
 	return (int64_t)(n * MIG_BLOCK_CHUNK);
 }
@@ -351,7 +378,7 @@ static int64_t block_peek(struct migration *mig)
 }
 
 /* Send chunk c of disk i: read now, so it is what the guest last wrote. */
-static int block_send_chunk(struct migration *mig, unsigned i, uint64_t c)
+int mig_block_send_chunk(struct migration *mig, unsigned i, uint64_t c)
 {
 	struct mig_block_disk *d = &mig->block->d[i];
 	uint64_t off = c * MIG_BLOCK_CHUNK;
@@ -362,14 +389,18 @@ static int block_send_chunk(struct migration *mig, unsigned i, uint64_t c)
 		mig_stream_fail(&mig->s, err, "cannot read disk %u: %s", i, strerror(-err));
 		return err;
 	}
+	if (d->first && (d->first[c / 64] & (1ULL << (c % 64)))) {
+		d->first[c / 64] &= ~(1ULL << (c % 64));
+		d->first_left--;
+	}
 	pthread_mutex_lock(&mig->lock);
 	mig->stats.disk_processed += len;
 	pthread_mutex_unlock(&mig->lock);
 	if (block_is_zero(mig->block->buf, len)) {
 		uint64_t z[2] = { off, len };
-		block_send(mig, MIG_BLOCK_ZERO, i, z, 2, NULL, 0);
+		mig_block_send(mig, MIG_BLOCK_ZERO, i, z, 2, NULL, 0);
 	} else {
-		block_send(mig, MIG_BLOCK_DATA, i, &off, 1, mig->block->buf, (uint32_t)len);
+		mig_block_send(mig, MIG_BLOCK_DATA, i, &off, 1, mig->block->buf, (uint32_t)len);
 	}
 	return mig_stream_error(&mig->s);
 }
@@ -392,7 +423,7 @@ static bool block_cancelled(struct migration *mig)
  * `live`: look for a cancel between chunks.  0, -ECANCELED or the
  * stream's error.
  */
-static int block_send_owed(struct migration *mig, unsigned i, uint64_t budget, bool live)
+int mig_block_send_owed(struct migration *mig, unsigned i, uint64_t budget, bool live)
 {
 	struct mig_block_disk *d = &mig->block->d[i];
 	uint64_t sent = 0, start = d->cursor;
@@ -404,7 +435,7 @@ static int block_send_owed(struct migration *mig, unsigned i, uint64_t budget, b
 		if (live && block_cancelled(mig))
 			return -ECANCELED;
 		d->owed[c / 64] &= ~(1ULL << (c % 64));
-		int err = block_send_chunk(mig, i, c);
+		int err = mig_block_send_chunk(mig, i, c);
 		if (err)
 			return err;
 		sent += MIG_BLOCK_CHUNK;
@@ -413,14 +444,83 @@ static int block_send_owed(struct migration *mig, unsigned i, uint64_t budget, b
 	return 0;
 }
 
-static int block_iterate(struct migration *mig, bool resend)
+/*
+ * Write-blocking, disk i: once its first pass is done, hold the guest's
+ * writes; while held, send what they wrote and acknowledge them.  The
+ * ack comes after a flush: the bytes are on the connection.
+ */
+static int block_mirror(struct migration *mig, unsigned i)
 {
-	for (unsigned i = 0; i < mig->block->nr; i++) {
-		int err = block_send_owed(mig, i, BLOCK_PASS_MAX, true);
+	struct mig_block_disk *d = &mig->block->d[i];
+	int err;
+
+	if (!d->mirroring) {
+		if (!d->first || d->first_left)
+			return 0;
+		err = block_dirty_set_blocking(d->dirty, true);
+		if (err) {
+			mig_stream_fail(&mig->s, err, "disk %u: cannot mirror its writes", i);
+			return err;
+		}
+		d->mirroring = true;
+		pr_info("migration: disk %u: first pass done; guest writes are mirrored before "
+			"they complete (write-blocking)", i);
+	}
+	mig_block_take(d);
+	/* Nothing written since the last ack: no flush (this runs every RAM slice). */
+	if (d->ticket <= d->acked && !mig_block_popcount(d->owed, d->chunks))
+		return 0;
+	err = mig_block_send_owed(mig, i, UINT64_MAX, true);
+	if (!err)
+		err = mig_stream_flush(&mig->s);
+	if (err)
+		return err;
+	block_dirty_ack(d->dirty, d->ticket);
+	d->acked = d->ticket;
+	return 0;
+}
+
+static int block_service(struct migration *mig)
+{
+	struct mig_block *b = mig->block;
+
+	if (!b || !mig->p.copy_blocking || b->released)
+		return 0;
+	for (unsigned i = 0; i < b->nr; i++) {
+		int err = block_mirror(mig, i);
 		if (err)
 			return err;
 	}
 	return 0;
+}
+
+/* Before the switchover's pause: writes flow again, marked for the final pass. */
+static void block_release(struct migration *mig)
+{
+	struct mig_block *b = mig->block;
+
+	if (!b || b->released)
+		return;
+	b->released = true;
+	for (unsigned i = 0; i < b->nr; i++) {
+		if (!b->d[i].mirroring)
+			continue;
+		b->d[i].mirroring = false;
+		/* Off cannot fail; what was held is acknowledged and still marked. */
+		if (block_dirty_set_blocking(b->d[i].dirty, false))
+			pr_warn("migration: disk %u: cannot stop mirroring", i);
+	}
+}
+
+static int block_iterate(struct migration *mig, bool resend)
+{
+	for (unsigned i = 0; i < mig->block->nr; i++) {
+		int err = mig_block_send_owed(mig, i, BLOCK_PASS_MAX, true);
+		if (err)
+			return err;
+	}
+	/* The first pass may have ended just now: mirror from here on. */
+	return block_service(mig);
 }
 
 /* XXH3-64 of a whole image, read from fd.  0 or -errno. */
@@ -450,8 +550,9 @@ static int block_complete(struct migration *mig, bool resend)
 {
 	struct mig_block *b = mig->block;
 
+	block_release(mig);	/* nothing may follow DONE */
 	for (unsigned i = 0; i < b->nr; i++) {
-		int err = block_send_owed(mig, i, UINT64_MAX, false);
+		int err = mig_block_send_owed(mig, i, UINT64_MAX, false);
 		if (err)
 			return err;
 		uint64_t digest = 0;
@@ -464,7 +565,7 @@ static int block_complete(struct migration *mig, bool resend)
 				return err;
 			}
 		}
-		block_send(mig, MIG_BLOCK_DONE, i, &digest, 1, &flag, 1);
+		mig_block_send(mig, MIG_BLOCK_DONE, i, &digest, 1, &flag, 1);
 	}
 	return mig_stream_error(&mig->s);
 }
@@ -483,4 +584,13 @@ const struct mig_source_ops mig_block_source = {
 	.loaded = mig_block_loaded,
 	.unload = mig_block_unload,
 	.cleanup = block_cleanup,
+	.service = block_service,
+	.release = block_release,
+	.pc_switch = mig_block_pc_switch,
+	.pc_push = mig_block_pc_push,
+	.pc_request = mig_block_pc_request,
+	.pc_resume_begin = mig_block_pc_resume_begin,
+	.pc_report = mig_block_pc_report,
+	.pc_resumed = mig_block_pc_resumed,
+	.postcopy = true,
 };

@@ -22,7 +22,12 @@ enum mig_block_rec {
 	MIG_BLOCK_ZERO = 2,	/* disk, offset, length: all zero */
 	MIG_BLOCK_DONE = 3,	/* disk, digest flag, digest: nothing more for it */
 	MIG_BLOCK_SUMS_REQ = 4,	/* disk: answer with BLOCK_SUMS (incremental) */
+	MIG_BLOCK_OWED = 5,	/* disk, first chunk, count, bitmap: post-copy, not there yet */
+	MIG_BLOCK_LAZY = 6,	/* disk, digest, has digest: the rest comes on demand */
 };
+
+/* Chunks in one OWED record or BLOCK_ABSENT section, at most. */
+#define MIG_BLOCK_OWED_MAX	(1u << 20)
 
 /* Chunk digests in one BLOCK_SUMS section (return path), at most. */
 #define MIG_BLOCK_SUMS_MAX	8192u

@@ -5,11 +5,63 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "board/machine.h"
+
 #define BLOCK_REC_HDR	2u	/* a record's kind and disk index */
 
+struct migration;
 struct mig_in_ctx;
 struct mig_incoming;
 struct mig_payload;
+struct mig_stream;
+
+/* One disk being sent.  Migration thread only. */
+struct mig_block_disk {
+	int fd;				/* the image, read-only, ours */
+	uint64_t size;
+	uint64_t chunks;
+	uint64_t *owed;			/* chunks to send (bit per chunk) */
+	uint64_t cursor;		/* where the next live slice starts */
+	struct block_dirty *dirty;	/* the device's bitmap */
+	uint64_t *first;		/* the first pass's chunks not yet sent; NULL before
+					   the first sync */
+	uint64_t first_left;		/* how many */
+	bool mirroring;			/* write-blocking on: writes wait for our ack */
+	uint64_t ticket;		/* the tracker's ticket at our last take */
+	uint64_t acked;			/* the last ticket we acknowledged */
+	bool done_sent;			/* post-copy: DONE went out */
+};
+
+/* The source's state (mig->block).  Migration thread only. */
+struct mig_block {
+	unsigned nr;
+	struct mig_block_disk d[MACHINE_MAX_DISKS];
+	uint8_t *buf;			/* one chunk */
+	bool released;			/* the switchover is near: never mirror again */
+	bool lazy;			/* post-copy: the destination fetches what it lacks */
+};
+
+/* block.c: the source's helpers. */
+uint64_t mig_block_popcount(const uint64_t *bits, uint64_t nbits);
+/* One record: kind, disk, then nr_nums u64s, then len bytes of data. */
+void mig_block_send(struct migration *mig, uint8_t kind, unsigned disk, const uint64_t *nums,
+		    unsigned nr_nums, const void *data, uint32_t len);
+/* Take what the guest wrote into owed, remembering the ticket to acknowledge. */
+void mig_block_take(struct mig_block_disk *d);
+/* Send chunk c of disk i (read now).  0 or the stream's error. */
+int mig_block_send_chunk(struct migration *mig, unsigned i, uint64_t c);
+/*
+ * Send up to `budget` bytes of what disk i owes, from its cursor on;
+ * `live`: look for a cancel between chunks.  0, -ECANCELED or the
+ * stream's error.
+ */
+int mig_block_send_owed(struct migration *mig, unsigned i, uint64_t budget, bool live);
+
+/* block_postcopy.c: the source's post-copy ops (live.h). */
+int mig_block_pc_switch(struct migration *mig);
+int mig_block_pc_push(struct migration *mig, uint64_t budget, bool *done);
+int mig_block_pc_request(struct migration *mig, uint8_t type, const uint8_t *p, uint32_t len);
+void mig_block_pc_resume_begin(struct migration *mig);
 
 /* Read len bytes at off (what is past the end reads as zeros).  0 or -errno. */
 int mig_block_read(int fd, uint8_t *buf, uint64_t len, uint64_t off);
@@ -21,5 +73,49 @@ bool mig_block_accepted(void);
 int mig_block_load(struct mig_in_ctx *c, uint8_t type, struct mig_payload *in);
 int mig_block_loaded(struct mig_in_ctx *c);
 void mig_block_unload(struct mig_incoming *inc);
+/* What a disk's gate asks with: BLOCK_REQ for chunk r of disk `disk`. */
+struct mig_block_want {
+	struct mig_incoming *inc;
+	unsigned disk;
+};
+
+/*
+ * Destination: one receive's disks (inc->src_state[MIG_SOURCE_BLOCK],
+ * made at the first block section, freed by mig_block_unload).  The
+ * receiving thread only, but for `want`, which the disks' I/O threads
+ * read through their gates (fixed while a gate is closed).
+ */
+struct mig_block_in {
+	int fd[MACHINE_MAX_DISKS];	/* -1: no HELLO yet */
+	bool hello[MACHINE_MAX_DISKS];
+	bool done[MACHINE_MAX_DISKS];
+	bool summed[MACHINE_MAX_DISKS];	/* BLOCK_SUMS sent */
+	uint64_t size[MACHINE_MAX_DISKS];
+	/* Post-copy: OWED gathered (bit per chunk), then LAZY closed the disk's gate. */
+	uint64_t *owed[MACHINE_MAX_DISKS];
+	uint64_t owed_next[MACHINE_MAX_DISKS];	/* the next OWED's first chunk */
+	bool lazy[MACHINE_MAX_DISKS];
+	struct mig_block_want want[MACHINE_MAX_DISKS];
+};
+
+/* block_load.c, for block_lazy.c */
+int mig_block_write(int fd, const uint8_t *p, uint64_t len, uint64_t off);
+int mig_block_zero(int fd, uint64_t off, uint64_t len);
+
+/* block_lazy.c: the destination in post-copy. */
+int mig_block_load_owed(struct mig_in_ctx *c, struct mig_block_in *bi, unsigned i,
+			struct mig_payload *in);
+int mig_block_load_lazy(struct mig_in_ctx *c, struct mig_block_in *bi, unsigned i,
+			struct mig_payload *in);
+/* DATA (data) or ZERO (data NULL) of a lazy disk: one whole chunk, dropped if it is here. */
+int mig_block_load_lazy_chunk(struct mig_in_ctx *c, struct mig_block_in *bi, unsigned i,
+			      uint64_t off, uint64_t len, const uint8_t *data);
+/* DONE of a lazy disk: every chunk arrived; the gate opens. */
+int mig_block_lazy_done(struct mig_in_ctx *c, struct mig_block_in *bi, unsigned i);
+/* The receive ended: gates still closed fail (the rest never comes). */
+void mig_block_lazy_unload(struct mig_incoming *inc, struct mig_block_in *bi);
+/* block_lazy.c: the destination's post-copy ops (live.h). */
+int mig_block_pc_report(struct mig_incoming *inc, struct mig_stream *s);
+void mig_block_pc_resumed(struct mig_incoming *inc);
 
 #endif

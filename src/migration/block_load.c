@@ -18,22 +18,10 @@
 #include "migration/section.h"
 #include "util/hash.h"
 #include "util/le.h"
+#include "util/log.h"
 
 /* Destination: set before any migration is received (ferry run --copy-storage). */
 static bool blk_expect;
-
-/*
- * Destination: one receive's disks (inc->src_state[MIG_SOURCE_BLOCK],
- * made at the first block section, freed by mig_block_unload).  The
- * receiving thread only.
- */
-struct mig_block_in {
-	int fd[MACHINE_MAX_DISKS];	/* -1: no HELLO yet */
-	bool hello[MACHINE_MAX_DISKS];
-	bool done[MACHINE_MAX_DISKS];
-	bool summed[MACHINE_MAX_DISKS];	/* BLOCK_SUMS sent */
-	uint64_t size[MACHINE_MAX_DISKS];
-};
 
 void mig_block_expect(void)
 {
@@ -66,14 +54,26 @@ void mig_block_unload(struct mig_incoming *inc)
 
 	if (!bi)
 		return;
-	for (unsigned i = 0; i < MACHINE_MAX_DISKS; i++)
+	mig_block_lazy_unload(inc, bi);
+	for (unsigned i = 0; i < MACHINE_MAX_DISKS; i++) {
+		/*
+		 * The receive failed half-way: this image mixes the source's
+		 * blocks with what it held before.  Say so; the guest never ran
+		 * on it, and a later migration copies it whole again (or, with
+		 * copy-storage=incremental, compares every range anyway).
+		 */
+		if (bi->hello[i] && !bi->done[i])
+			pr_warn("incoming: disk %u: the copy did not finish; its image holds a partial "
+				"copy of the source's disk and is not a valid image of the guest", i);
 		if (bi->fd[i] >= 0)
 			close(bi->fd[i]);
+		free(bi->owed[i]);
+	}
 	free(bi);
 	inc->src_state[MIG_SOURCE_BLOCK] = NULL;
 }
 
-static int block_write(int fd, const uint8_t *p, uint64_t len, uint64_t off)
+int mig_block_write(int fd, const uint8_t *p, uint64_t len, uint64_t off)
 {
 	uint64_t done = 0;
 
@@ -88,7 +88,7 @@ static int block_write(int fd, const uint8_t *p, uint64_t len, uint64_t off)
 	return 0;
 }
 
-static int block_zero(int fd, uint64_t off, uint64_t len)
+int mig_block_zero(int fd, uint64_t off, uint64_t len)
 {
 	static const uint8_t zeros[MIG_BLOCK_CHUNK];
 
@@ -98,7 +98,7 @@ static int block_zero(int fd, uint64_t off, uint64_t len)
 		return -errno;
 	while (len) {
 		uint64_t n = len < sizeof(zeros) ? len : sizeof(zeros);
-		int err = block_write(fd, zeros, n, off);
+		int err = mig_block_write(fd, zeros, n, off);
 		if (err)
 			return err;
 		off += n;
@@ -158,6 +158,8 @@ static int block_load_done(struct mig_in_ctx *c, struct mig_block_in *bi, unsign
 	uint64_t want = le_get(rec, 8);
 	if (rec[8] > 1)
 		return mig_in_fail(c->inc, -EPROTO, "disk %u: DONE's digest flag is %u", i, rec[8]);
+	if (bi->lazy[i])
+		return mig_block_lazy_done(c, bi, i);	/* verified at LAZY */
 	if (fdatasync(bi->fd[i]))
 		return mig_in_fail(c->inc, -errno, "disk %u: cannot sync: %s", i, strerror(errno));
 	bi->done[i] = true;
@@ -261,7 +263,11 @@ int mig_block_load(struct mig_in_ctx *c, uint8_t type, struct mig_payload *in)
 		const uint8_t *p = mig_payload_ptr(in, len);
 		if (!p)
 			return mig_in_fail(c->inc, -EPROTO, "disk %u: DATA cut short", i);
-		err = block_write(bi->fd[i], p, len, off);
+		if (bi->lazy[i])
+			return mig_block_load_lazy_chunk(c, bi, i, off, len, p);
+		if (bi->owed[i])
+			return mig_in_fail(c->inc, -EPROTO, "disk %u: DATA between OWED and LAZY", i);
+		err = mig_block_write(bi->fd[i], p, len, off);
 		break;
 	}
 	case MIG_BLOCK_ZERO: {
@@ -272,13 +278,21 @@ int mig_block_load(struct mig_in_ctx *c, uint8_t type, struct mig_payload *in)
 		err = block_range(c, bi, i, off, len);
 		if (err)
 			return err;
-		err = len ? block_zero(bi->fd[i], off, len) : 0;
+		if (bi->lazy[i])
+			return mig_block_load_lazy_chunk(c, bi, i, off, len, NULL);
+		if (bi->owed[i])
+			return mig_in_fail(c->inc, -EPROTO, "disk %u: ZERO between OWED and LAZY", i);
+		err = len ? mig_block_zero(bi->fd[i], off, len) : 0;
 		break;
 	}
 	case MIG_BLOCK_DONE:
 		return block_load_done(c, bi, i, in);
 	case MIG_BLOCK_SUMS_REQ:
 		return block_load_sums_req(c, bi, i, in);
+	case MIG_BLOCK_OWED:
+		return mig_block_load_owed(c, bi, i, in);
+	case MIG_BLOCK_LAZY:
+		return mig_block_load_lazy(c, bi, i, in);
 	default:
 		return mig_in_fail(c->inc, -EPROTO, "disk %u: unknown block record %u", i, kind);
 	}
@@ -287,17 +301,28 @@ int mig_block_load(struct mig_in_ctx *c, uint8_t type, struct mig_payload *in)
 	return 0;
 }
 
-/* Before the guest may run here: every disk arrived whole. */
+/*
+ * Before the guest may run here: every disk arrived whole, or (at
+ * POSTCOPY_RUN) its gate is closed over what is still to come.  At
+ * POSTCOPY_DONE: every disk is whole.
+ */
 int mig_block_loaded(struct mig_in_ctx *c)
 {
 	const struct mig_block_in *bi = c->inc->src_state[MIG_SOURCE_BLOCK];
+	bool run = c->type == MIG_SEC_POSTCOPY_RUN;
 
 	if (!blk_expect)
 		return 0;
-	for (unsigned i = 0; i < c->m->nr_disks; i++)
+	for (unsigned i = 0; i < c->m->nr_disks; i++) {
+		if (bi && run && bi->lazy[i])
+			continue;
+		if (bi && bi->hello[i] && !bi->done[i] && c->type == MIG_SEC_POSTCOPY_DONE)
+			return mig_in_fail(c->inc, -EPROTO, "disk %u: post-copy is done but its copy "
+					   "is not (no DONE)", i);
 		if (!bi || !bi->done[i])
 			return mig_in_fail(c->inc, -EPROTO, "disk %u was not copied: this destination "
 					   "was started to receive its disks (--copy-storage), so the "
 					   "source must migrate with --copy-storage", i);
+	}
 	return 0;
 }

@@ -42,6 +42,8 @@ enum mig_section {
 	MIG_SEC_PC_RESUMED = 23,	/* resume: bitmap complete, carry on */
 	MIG_SEC_LOADED = 24,		/* switchover: all checked and loaded; waiting for GO */
 	MIG_SEC_BLOCK_SUMS = 25,	/* copy-storage=incremental: digests of a disk's chunks */
+	MIG_SEC_BLOCK_REQ = 26,		/* post-copy: the guest waits on this disk chunk */
+	MIG_SEC_BLOCK_ABSENT = 27,	/* resume: disk chunks the destination still lacks */
 };
 
 /*

@@ -103,6 +103,87 @@ int mig_sources_complete(struct migration *mig, bool resend, bool postcopy)
 	return 0;
 }
 
+int mig_sources_service(struct migration *mig)
+{
+	for (unsigned id = 0; id < MIG_SOURCE_NR; id++) {
+		if (!mig->src_active[id] || !mig_sources[id]->service)
+			continue;
+		int err = mig_sources[id]->service(mig);
+		if (err)
+			return err;
+	}
+	return 0;
+}
+
+void mig_sources_release(struct migration *mig)
+{
+	for (unsigned id = 0; id < MIG_SOURCE_NR; id++)
+		if (mig->src_active[id] && mig_sources[id]->release)
+			mig_sources[id]->release(mig);
+}
+
+int mig_sources_pc_switch(struct migration *mig)
+{
+	for (unsigned id = 0; id < MIG_SOURCE_NR; id++) {
+		const struct mig_source_ops *o = mig_sources[id];
+		int err = mig->src_active[id] && o->postcopy && o->pc_switch ? o->pc_switch(mig) : 0;
+		if (err)
+			return err;
+	}
+	return 0;
+}
+
+int mig_sources_pc_push(struct migration *mig, uint64_t budget, bool *done)
+{
+	*done = true;
+	for (unsigned id = 0; id < MIG_SOURCE_NR; id++) {
+		const struct mig_source_ops *o = mig_sources[id];
+		bool d = true;
+		int err = mig->src_active[id] && o->pc_push ? o->pc_push(mig, budget, &d) : 0;
+		if (err)
+			return err;
+		*done &= d;
+	}
+	return 0;
+}
+
+int mig_sources_pc_request(struct migration *mig, uint8_t type, const uint8_t *p, uint32_t len)
+{
+	for (unsigned id = 0; id < MIG_SOURCE_NR; id++) {
+		const struct mig_source_ops *o = mig_sources[id];
+		if (!mig->src_active[id] || !o->pc_request)
+			continue;
+		int err = o->pc_request(mig, type, p, len);
+		if (err != -ENOENT)
+			return err;
+	}
+	return -ENOENT;
+}
+
+void mig_sources_pc_resume_begin(struct migration *mig)
+{
+	for (unsigned id = 0; id < MIG_SOURCE_NR; id++)
+		if (mig->src_active[id] && mig_sources[id]->pc_resume_begin)
+			mig_sources[id]->pc_resume_begin(mig);
+}
+
+int mig_sources_pc_report(struct mig_incoming *inc, struct mig_stream *s)
+{
+	for (unsigned id = 0; id < MIG_SOURCE_NR; id++) {
+		int err = mig_sources[id]->pc_report ? mig_sources[id]->pc_report(inc, s) : 0;
+		if (err)
+			return err;
+	}
+	return 0;
+}
+
+void mig_sources_pc_resumed(struct mig_incoming *inc)
+{
+	for (unsigned id = 0; id < MIG_SOURCE_NR; id++)
+		if (mig_sources[id]->pc_resumed)
+			mig_sources[id]->pc_resumed(inc);
+}
+
 int mig_sources_late(struct migration *mig)
 {
 	for (unsigned id = 0; id < MIG_SOURCE_NR; id++) {

@@ -91,6 +91,50 @@ struct mig_source_ops {
 	int (*late)(struct migration *mig);
 	void (*cleanup)(struct migration *mig);
 	/*
+	 * Between chunks of any source's live pass (and after each pass):
+	 * send what must not wait for this source's turn (write-blocking
+	 * disks hold the guest's writes until they are sent).  NULL: none.
+	 * 0 or the stream's error.
+	 */
+	int (*service)(struct migration *mig);
+	/*
+	 * The switchover is next (before the guest is paused, and on every
+	 * way out of the live phase): stop holding anything of the guest's
+	 * on this source's account; what it still owes goes at the
+	 * switchover.  NULL: nothing held.
+	 */
+	void (*release)(struct migration *mig);
+	/*
+	 * A `postcopy` source other than RAM (which has its own DISCARD), at
+	 * the switch to post-copy, the guest paused and the others complete:
+	 * sync and tell the destination what it still lacks, before STATE.
+	 * NULL: nothing.  0 or the stream's error.
+	 */
+	int (*pc_switch)(struct migration *mig);
+	/*
+	 * After POSTCOPY_RUN, between RAM's requests: send a batch of what
+	 * is still owed (at most `budget` bytes); *done once nothing is (its
+	 * end records sent).  0 or the stream's error.
+	 */
+	int (*pc_push)(struct migration *mig, uint64_t budget, bool *done);
+	/*
+	 * A return-path section during post-copy: -ENOENT if not this
+	 * source's type, else serve it (0 or -errno, reason recorded).
+	 */
+	int (*pc_request)(struct migration *mig, uint8_t type, const uint8_t *p, uint32_t len);
+	/*
+	 * Resume (source): owe nothing (begin), then take each section the
+	 * destination sent before PC_RESUMED (-ENOENT: not this source's).
+	 */
+	void (*pc_resume_begin)(struct migration *mig);
+	/*
+	 * Resume (destination, with the return path's lock held): write the
+	 * sections saying what this side still lacks; after the lock is
+	 * dropped, `pc_resumed` asks again for what the guest waits on.
+	 */
+	int (*pc_report)(struct mig_incoming *inc, struct mig_stream *s);
+	void (*pc_resumed)(struct mig_incoming *inc);
+	/*
 	 * It may be left owing data when the guest starts at the destination
 	 * (RAM: pages are fetched on demand).  Others complete at the switch.
 	 */
@@ -127,6 +171,28 @@ int mig_sources_iterate(struct migration *mig, bool resend) __attribute__((warn_
  */
 int mig_sources_complete(struct migration *mig, bool resend, bool postcopy)
 	__attribute__((warn_unused_result));
+
+/* Every active source's service op.  0 or the first error. */
+int mig_sources_service(struct migration *mig) __attribute__((warn_unused_result));
+/* Every active source's release op. */
+void mig_sources_release(struct migration *mig);
+
+/* Every active source's pc_switch.  0 or the first error. */
+int mig_sources_pc_switch(struct migration *mig) __attribute__((warn_unused_result));
+/*
+ * One round of every active source's pc_push; *done once all are done.
+ * 0 or the first error.
+ */
+int mig_sources_pc_push(struct migration *mig, uint64_t budget, bool *done)
+	__attribute__((warn_unused_result));
+/* A return-path section for a source: -ENOENT if none takes its type. */
+int mig_sources_pc_request(struct migration *mig, uint8_t type, const uint8_t *p, uint32_t len)
+	__attribute__((warn_unused_result));
+void mig_sources_pc_resume_begin(struct migration *mig);
+/* Destination: every source's pc_report (lock held), then pc_resumed (unlocked). */
+int mig_sources_pc_report(struct mig_incoming *inc, struct mig_stream *s)
+	__attribute__((warn_unused_result));
+void mig_sources_pc_resumed(struct mig_incoming *inc);
 
 /* Destination: every source's `unload`. */
 void mig_sources_unload(struct mig_incoming *inc);

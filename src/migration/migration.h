@@ -50,6 +50,12 @@ struct mig_params {
 	bool keep_source;		/* stay paused after success instead of exiting */
 	bool copy_storage;		/* copy the disks too (block.c) */
 	bool copy_incremental;		/* ... only the 64 KiB ranges that differ there */
+	/*
+	 * ... write-blocking (--copy-storage-mode write-blocking): once a
+	 * disk's first pass is done, every guest write to it completes only
+	 * after its range is on the migration stream (block.c)
+	 */
+	bool copy_blocking;
 	struct mig_tls tls;		/* --tls-creds: TLS over the connection (dir "": none) */
 };
 

@@ -8,6 +8,7 @@
 
 #include "migration/codec/codec.h"
 #include "migration/format.h"
+#include "migration/live.h"
 #include "migration/migration.h"
 #include "migration/ram_pool.h"
 #include "migration/section.h"
@@ -409,6 +410,10 @@ next:
 			return -EAGAIN;		/* to post-copy: the rest is owed */
 		if (mig_stream_error(&mig->s))
 			return mig_stream_error(&mig->s);
+		/* Write-blocking disks: the guest's writes wait on this. */
+		int serr = mig_sources_service(mig);
+		if (serr)
+			return serr;
 	}
 	return 0;
 }

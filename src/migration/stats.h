@@ -90,6 +90,8 @@ struct mig_stats {
 	uint64_t pc_requests;		/* page requests served */
 	uint64_t pc_pages_requested;	/* pages sent for requests (with prepaging) */
 	uint64_t pc_pages_pushed;	/* pages sent by the background push */
+	uint64_t pc_block_chunks_owed;	/* --copy-storage: disk chunks left at the switch */
+	uint64_t pc_block_requests;	/* disk chunks the destination's guest waited on */
 	uint64_t pc_faults;		/* faults the destination saw */
 	uint64_t pc_zero_local;		/* faults it resolved itself (known zero) */
 	uint64_t pc_latency_p50_us, pc_latency_p99_us;	/* fault to page placed */

@@ -6,7 +6,14 @@
  * are then loaded into a second image by the destination's `load`, as the
  * receiving thread does.  The machines are plain structs with one disk
  * each (a real image file).  Then hostile block records against the
- * destination: each refused with its reason, none written.
+ * destination: each refused with its reason, none written.  And
+ * write-blocking: a "guest" thread's writes, held as the device holds
+ * them, complete only once the mirror sent them, and the destination then
+ * holds every acknowledged write without any final pass.  And post-copy:
+ * OWED and LAZY close the destination disk's gate, a chunk its guest
+ * waits on is asked for and served, the rest is pushed, a late copy of a
+ * chunk the guest may have written is dropped, and hostile post-copy
+ * records are refused.
  */
 #include <errno.h>
 #include <limits.h>
@@ -29,6 +36,7 @@
 #include "migration/live.h"
 #include "migration/migration.h"
 #include "migration/section.h"
+#include "util/hash.h"
 #include "util/le.h"
 
 #define T_SIZE		(4ULL << 20)
@@ -66,6 +74,7 @@ static void t_machine(struct machine *m, const char *name, uint64_t size, int fi
 	snprintf(m->disks[0].cfg.path, sizeof(m->disks[0].cfg.path), "%s", path);
 	m->disks[0].bk.size = size;
 	block_dirty_init(&m->disks[0].dirty);
+	block_gate_init(&m->disks[0].gate);
 }
 
 /* What the guest does: write the image, and the device marks it on completion. */
@@ -99,6 +108,11 @@ static int t_teardown(void **state)
 }
 
 /* ---- the bitmap ----------------------------------------------------------- */
+
+static void t_count_notify(void *calls)
+{
+	(*(int *)calls)++;
+}
 
 static void test_dirty_bitmap(void **state)
 {
@@ -443,6 +457,202 @@ static void test_hostile_sums(void **state)
 	t_bad_sums(res, sizeof(res), MIG_SEC_RESULT, "destination: no disk");
 }
 
+/* ---- write-blocking ------------------------------------------------------ */
+
+/* The device's side: a write waits for its ticket's ack, as virtio-blk holds it. */
+struct t_guest {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	unsigned writes, done;		/* how many to write; how many acknowledged */
+	uint64_t acked_before;		/* acks seen before the mirror could have sent (must be 0) */
+	bool finished;
+};
+
+static void t_guest_notify(void *opaque)
+{
+	struct t_guest *g = opaque;
+
+	pthread_mutex_lock(&g->lock);
+	pthread_cond_broadcast(&g->cond);
+	pthread_mutex_unlock(&g->lock);
+}
+
+/* Writes 4 KiB blocks all over the disk, each waiting for its ack. */
+static void *t_guest_thread(void *arg)
+{
+	struct t_guest *g = arg;
+	struct block_dirty *d = &t_src.disks[0].dirty;
+	int fd = open(t_src.disks[0].cfg.path, O_WRONLY);
+	uint8_t blk[4096];
+
+	for (unsigned k = 0; k < g->writes && fd >= 0; k++) {
+		uint64_t off = ((uint64_t)k * 37 % (T_SIZE / 4096)) * 4096;
+		memset(blk, (int)(k & 0xff) | 1, sizeof(blk));
+		if (pwrite(fd, blk, sizeof(blk), (off_t)off) != (ssize_t)sizeof(blk))
+			break;
+		uint64_t ticket = block_dirty_mark(d, off, sizeof(blk));
+		pthread_mutex_lock(&g->lock);
+		if (!ticket || block_dirty_acked(d) >= ticket)
+			g->acked_before++;	/* blocking must hold every write */
+		while (block_dirty_acked(d) < ticket)
+			pthread_cond_wait(&g->cond, &g->lock);
+		g->done++;
+		pthread_mutex_unlock(&g->lock);
+	}
+	if (fd >= 0)
+		close(fd);
+	pthread_mutex_lock(&g->lock);
+	g->finished = true;
+	pthread_mutex_unlock(&g->lock);
+	return NULL;
+}
+
+/*
+ * The first pass goes by; then every write waits until the mirror (the
+ * service op, as the migration thread calls it between chunks) sent it.
+ * With no final pass and no DONE, the destination's image equals the
+ * source's: nothing acknowledged is missing there.  Release lets writes
+ * complete at once again, still marked for the final pass.
+ */
+static void test_write_blocking(void **state)
+{
+	const struct mig_source_ops *o = mig_source_get(MIG_SOURCE_BLOCK);
+	struct mig_channel *ch[2];
+	struct mig_incoming inc;
+	struct t_dest d;
+	struct t_guest g = { .writes = 600 };
+	pthread_t td, tg;
+	int sv[2];
+
+	mig_block_expect();
+	t_machine(&t_src, "wsrc.img", T_SIZE, -1);
+	t_machine(&t_dst, "wdst.img", T_SIZE, 0xaa);
+	t_guest_write(0, T_CHUNK, 1);
+	t_guest_write(3 << 20, 3 * T_CHUNK, 2);
+	pthread_mutex_init(&g.lock, NULL);
+	pthread_cond_init(&g.cond, NULL);
+	block_dirty_set_notify(&t_src.disks[0].dirty, t_guest_notify, &g);
+
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+	assert_int_equal(mig_channel_socket(sv[0], &ch[0]), 0);
+	assert_int_equal(mig_channel_socket(sv[1], &ch[1]), 0);
+	memset(&t_mig, 0, sizeof(t_mig));
+	pthread_mutex_init(&t_mig.lock, NULL);
+	t_mig.m = &t_src;
+	t_mig.p.copy_storage = true;
+	t_mig.p.copy_blocking = true;
+	assert_int_equal(mig_stream_init(&t_mig.s, ch[0], 1 << 20), 0);
+	memset(&inc, 0, sizeof(inc));
+	memset(&d, 0, sizeof(d));
+	d.inc = &inc;
+	d.c = (struct mig_in_ctx){ .inc = &inc, .m = &t_dst };
+	assert_int_equal(mig_stream_init(&inc.s, ch[1], 1 << 20), 0);
+	assert_int_equal(pthread_create(&td, NULL, t_dest_thread, &d), 0);
+
+	assert_int_equal(o->setup(&t_mig), 0);
+	assert_int_equal(o->service(&t_mig), 0);	/* before the first sync: nothing */
+	assert_int_equal(block_dirty_acked(&t_src.disks[0].dirty), UINT64_MAX);
+	assert_int_equal(o->sync(&t_mig), 4 * T_CHUNK);
+	t_guest_write(1 << 20, 4096, 3);		/* not blocking yet: completes at once */
+	assert_int_equal(block_dirty_acked(&t_src.disks[0].dirty), UINT64_MAX);
+	/* The first pass ends inside this iterate: from here on writes are held. */
+	assert_int_equal(o->iterate(&t_mig, false), 0);
+	uint64_t acked = block_dirty_acked(&t_src.disks[0].dirty);
+	assert_true(acked != UINT64_MAX);
+	uint64_t ticket = block_dirty_mark(&t_src.disks[0].dirty, 0, 512);
+	assert_true(ticket > acked);
+	assert_true(block_dirty_acked(&t_src.disks[0].dirty) < ticket);
+	assert_int_equal(o->service(&t_mig), 0);
+	assert_true(block_dirty_acked(&t_src.disks[0].dirty) >= ticket);
+
+	/* A guest writing as fast as it can: each write waits for the mirror. */
+	assert_int_equal(pthread_create(&tg, NULL, t_guest_thread, &g), 0);
+	for (;;) {
+		pthread_mutex_lock(&g.lock);
+		bool fin = g.finished;
+		pthread_mutex_unlock(&g.lock);
+		if (fin)
+			break;
+		assert_int_equal(o->service(&t_mig), 0);
+		usleep(200);
+	}
+	assert_int_equal(pthread_join(tg, NULL), 0);
+	assert_int_equal(g.done, g.writes);
+	assert_int_equal(g.acked_before, 0);
+	uint64_t mirrored = t_mig.stats.disk_processed;
+	print_message("write-blocking: %u writes acknowledged, %llu bytes read for the wire\n",
+		      g.done, (unsigned long long)mirrored);
+
+	/* Release: writes complete at once, but stay owed for the final pass. */
+	o->release(&t_mig);
+	assert_int_equal(block_dirty_acked(&t_src.disks[0].dirty), UINT64_MAX);
+	t_guest_write(2 << 20, 4096, 9);
+	assert_int_equal(o->service(&t_mig), 0);	/* released: sends nothing */
+	assert_int_equal(t_mig.stats.disk_processed, mirrored);
+	assert_int_equal(o->sync(&t_mig), T_CHUNK);
+
+	/* No final pass: what the destination holds is the first pass and the mirror. */
+	assert_int_equal(mig_stream_flush(&t_mig.s), 0);
+	mig_channel_shutdown(ch[0], false, true);
+	assert_int_equal(pthread_join(td, NULL), 0);
+	if (d.err)
+		fail_msg("destination: %s", inc.why);
+	o->unload(&inc);
+	/* Equal but for the one write after the release (chunk 32, not yet sent). */
+	char cmd[3 * PATH_MAX];
+	snprintf(cmd, sizeof(cmd), "cmp -l '%s' '%s' | awk '$1 <= 2097152 || $1 > 2101248 {x=1} "
+		 "END {exit x}'", t_src.disks[0].cfg.path, t_dst.disks[0].cfg.path);
+	assert_int_equal(system(cmd), 0);
+	assert_false(t_files_equal(t_src.disks[0].cfg.path, t_dst.disks[0].cfg.path));
+	o->cleanup(&t_mig);
+	mig_stream_destroy(&t_mig.s);
+	mig_stream_destroy(&inc.s);
+	block_dirty_destroy(&t_src.disks[0].dirty);
+	block_dirty_destroy(&t_dst.disks[0].dirty);
+	pthread_cond_destroy(&g.cond);
+	pthread_mutex_destroy(&g.lock);
+}
+
+/* Ticket arithmetic of the bitmap alone. */
+static void test_dirty_tickets(void **state)
+{
+	struct block_dirty d;
+	uint64_t out[1] = { 0 }, ticket = 99;
+	int calls = 0;
+
+	block_dirty_init(&d);
+	block_dirty_set_notify(&d, t_count_notify, &calls);
+	assert_int_equal(block_dirty_set_blocking(&d, true), -EINVAL);
+	assert_int_equal(block_dirty_start(&d, 8 * T_CHUNK, T_CHUNK), 0);
+	assert_int_equal(block_dirty_mark(&d, 0, 1), 0);	/* not blocking: no ticket */
+	assert_int_equal(block_dirty_set_blocking(&d, true), 0);
+	uint64_t t1 = block_dirty_mark(&d, T_CHUNK, 1), t2 = block_dirty_mark(&d, 2 * T_CHUNK, 1);
+	assert_true(t1 > 0 && t2 == t1 + 1);
+	assert_int_equal(block_dirty_mark(&d, 0, 0), 0);	/* nothing written */
+	assert_true(block_dirty_acked(&d) < t1);
+	/* The take's ticket covers both marks; an ack beyond the last is clipped to it. */
+	assert_int_equal(block_dirty_take_ticket(&d, out, 8, &ticket), 3);
+	assert_int_equal(ticket, t2);
+	assert_int_equal(block_dirty_take_ticket(&d, out, 7, &ticket), 0);
+	assert_int_equal(ticket, 0);			/* another geometry: nothing */
+	block_dirty_ack(&d, t1);
+	assert_int_equal(block_dirty_acked(&d), t1);
+	assert_int_equal(calls, 1);
+	block_dirty_ack(&d, t1);			/* nothing new: no call */
+	assert_int_equal(calls, 1);
+	block_dirty_ack(&d, UINT64_MAX);
+	assert_int_equal(block_dirty_acked(&d), t2);
+	uint64_t t3 = block_dirty_mark(&d, 0, 1);
+	assert_true(t3 > t2 && block_dirty_acked(&d) < t3);	/* a later mark still waits */
+	/* Stopping acknowledges everything and blocks no more. */
+	block_dirty_stop(&d);
+	assert_int_equal(block_dirty_acked(&d), UINT64_MAX);
+	assert_int_equal(calls, 3);
+	assert_int_equal(block_dirty_start(&d, 8 * T_CHUNK, T_CHUNK), 0);
+	assert_int_equal(block_dirty_mark(&d, 0, 1), 0);
+	block_dirty_destroy(&d);
+}
+
 /* ---- hostile records ---------------------------------------------------- */
 
 struct t_rec {
@@ -616,6 +826,343 @@ static void test_not_expected(void **state)
 	assert_int_equal(mig_source_get(MIG_SOURCE_BLOCK)->loaded(&c), 0);
 }
 
+/* ---- post-copy: chunks fetched on demand ---------------------------------- */
+
+/* A stream pair: the destination's inc->s, whose other end the test reads (the source's view). */
+static void t_inc_stream(struct mig_incoming *inc, struct mig_stream *peer)
+{
+	struct mig_channel *ch[2];
+	int sv[2];
+
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+	assert_int_equal(mig_channel_socket(sv[0], &ch[0]), 0);
+	assert_int_equal(mig_channel_socket(sv[1], &ch[1]), 0);
+	assert_int_equal(mig_stream_init(&inc->s, ch[1], 1 << 20), 0);
+	assert_int_equal(mig_stream_init(peer, ch[0], 1 << 20), 0);
+	/* What pc_dest_start would set up for the return path. */
+	pthread_mutex_init(&inc->pc.lock, NULL);
+	inc->pc.s = &inc->s;
+}
+
+static void t_rec_owed(struct t_rec *r, uint64_t first, uint32_t count, uint64_t bits)
+{
+	t_rec(r, MIG_BLOCK_OWED, 0);
+	t_rec_u64(r, first);
+	le_put(r->b + r->len, count, 4);
+	r->len += 4;
+	for (uint32_t k = 0; k < (count + 63) / 64; k++)
+		t_rec_u64(r, k ? 0 : bits);
+}
+
+static void t_rec_chunk(struct t_rec *r, uint64_t chunk, int fill)
+{
+	t_rec(r, fill < 0 ? MIG_BLOCK_ZERO : MIG_BLOCK_DATA, 0);
+	t_rec_u64(r, chunk * T_CHUNK);
+	if (fill < 0) {
+		t_rec_u64(r, T_CHUNK);
+		return;
+	}
+	memset(r->b + r->len, fill, T_CHUNK);
+	r->len += T_CHUNK;
+}
+
+static uint8_t t_img_byte(const char *path, uint64_t off)
+{
+	uint8_t v = 0;
+	int fd = open(path, O_RDONLY);
+
+	assert_true(fd >= 0);
+	assert_int_equal(pread(fd, &v, 1, (off_t)off), 1);
+	close(fd);
+	return v;
+}
+
+/*
+ * The destination's post-copy records one by one: each refusal with its
+ * reason, then a gate over chunks 2, 3 and 9 of 16, the guest asking for
+ * one, late copies dropped, DONE only once all came.
+ */
+static void test_lazy_records(void **state)
+{
+	const struct mig_source_ops *o = mig_source_get(MIG_SOURCE_BLOCK);
+	const uint64_t size = 16 * T_CHUNK;
+	const uint64_t owed = (1ULL << 2) | (1ULL << 3) | (1ULL << 9);
+	struct mig_incoming inc;
+	struct mig_stream peer;
+	struct t_rec r;
+
+	mig_block_expect();
+	t_machine(&t_dst, "lazy.img", size, 0x55);
+	struct block_gate *g = &t_dst.disks[0].gate;
+	memset(&inc, 0, sizeof(inc));
+	inc.m = &t_dst;
+	inc.cfg.flags = MIG_FLAG_VERIFY;
+	t_inc_stream(&inc, &peer);
+	struct mig_in_ctx c = { .inc = &inc, .m = &t_dst };
+	const char *path = t_dst.disks[0].cfg.path;
+
+	t_rec(&r, MIG_BLOCK_HELLO, 0);
+	t_rec_u64(&r, size);
+	assert_int_equal(t_load(&c, &r), 0);
+	t_rec_owed(&r, 0, 16, owed);
+	T_REFUSED(&c, &r, -EPROTO, "may not go to post-copy");
+	inc.cfg.flags |= MIG_FLAG_POSTCOPY;
+	t_rec(&r, MIG_BLOCK_LAZY, 0);
+	t_rec_u64(&r, 0);
+	r.b[r.len++] = 1;
+	T_REFUSED(&c, &r, -EPROTO, "LAZY before OWED covered the disk");
+	t_rec_owed(&r, 64, 16, owed);
+	T_REFUSED(&c, &r, -EPROTO, "malformed OWED");
+	t_rec_owed(&r, 0, 0, owed);
+	T_REFUSED(&c, &r, -EPROTO, "malformed OWED");
+	t_rec_owed(&r, 0, 17, owed);
+	T_REFUSED(&c, &r, -EPROTO, "malformed OWED");
+	t_rec_owed(&r, 0, 16, owed);
+	r.len -= 4;
+	T_REFUSED(&c, &r, -EPROTO, "malformed OWED");
+	t_rec_owed(&r, 0, 16, owed | (1ULL << 40));	/* bits past the count are ignored */
+	assert_int_equal(t_load(&c, &r), 0);
+	t_rec_chunk(&r, 4, 0x44);
+	T_REFUSED(&c, &r, -EPROTO, "DATA between OWED and LAZY");
+
+	/* LAZY: under --verify, the digest of the chunks held here. */
+	uint8_t *held = malloc(13 * T_CHUNK);
+	assert_non_null(held);
+	memset(held, 0x55, 13 * T_CHUNK);
+	uint64_t digest = XXH3_64bits(held, 13 * T_CHUNK);
+	free(held);
+	t_rec(&r, MIG_BLOCK_LAZY, 0);
+	t_rec_u64(&r, digest);
+	r.b[r.len++] = 0;
+	T_REFUSED(&c, &r, -EPROTO, "--verify, but LAZY has no digest");
+	r.b[r.len - 1] = 2;
+	T_REFUSED(&c, &r, -EPROTO, "malformed LAZY");
+	t_rec(&r, MIG_BLOCK_LAZY, 0);
+	t_rec_u64(&r, digest ^ 1);
+	r.b[r.len++] = 1;
+	T_REFUSED(&c, &r, -EIO, "differs from the source's at the switch");
+	t_rec(&r, MIG_BLOCK_LAZY, 0);
+	t_rec_u64(&r, digest);
+	r.b[r.len++] = 1;
+	assert_int_equal(t_load(&c, &r), 0);
+	assert_int_equal(block_gate_count(g), 3);
+	T_REFUSED(&c, &r, -EPROTO, "LAZY after LAZY");
+	t_rec_owed(&r, 0, 16, owed);
+	T_REFUSED(&c, &r, -EPROTO, "OWED after LAZY");
+	c.type = MIG_SEC_POSTCOPY_RUN;
+	assert_int_equal(o->loaded(&c), 0);		/* the guest may start: the gate holds */
+	c.type = MIG_SEC_POSTCOPY_DONE;
+	assert_int_equal(o->loaded(&c), -EPROTO);
+	assert_non_null(strstr(inc.why, "post-copy is done but its copy is not"));
+
+	/* While the guest runs: whole chunks only; a chunk here already is not written. */
+	t_rec(&r, MIG_BLOCK_DATA, 0);
+	t_rec_u64(&r, 2 * T_CHUNK + 512);
+	r.len += 512;
+	T_REFUSED(&c, &r, -EPROTO, "not one whole chunk");
+	t_rec(&r, MIG_BLOCK_ZERO, 0);
+	t_rec_u64(&r, 2 * T_CHUNK);
+	t_rec_u64(&r, 512);
+	T_REFUSED(&c, &r, -EPROTO, "not one whole chunk");
+	t_rec_chunk(&r, 2, 0x11);
+	assert_int_equal(t_load(&c, &r), 0);
+	assert_false(block_gate_absent(g, 2));
+	t_rec_chunk(&r, 2, 0x22);			/* late: dropped */
+	assert_int_equal(t_load(&c, &r), 0);
+	assert_int_equal(t_img_byte(path, 2 * T_CHUNK + 100), 0x11);
+	t_rec_chunk(&r, 3, 0x33);
+	assert_int_equal(t_load(&c, &r), 0);
+	/* The guest writes into chunk 3 (it may: the gate let it); a late ZERO must not undo it. */
+	int fd = open(path, O_WRONLY);
+	uint8_t v = 0x99;
+	assert_int_equal(pwrite(fd, &v, 1, 3 * T_CHUNK + 7), 1);
+	close(fd);
+	t_rec_chunk(&r, 3, -1);
+	assert_int_equal(t_load(&c, &r), 0);
+	assert_int_equal(t_img_byte(path, 3 * T_CHUNK + 7), 0x99);
+	assert_int_equal(t_img_byte(path, 3 * T_CHUNK + 8), 0x33);
+	t_rec_chunk(&r, 5, 0x66);			/* never missing: dropped */
+	assert_int_equal(t_load(&c, &r), 0);
+	assert_int_equal(t_img_byte(path, 5 * T_CHUNK), 0x55);
+
+	/* The guest reads chunk 9: the gate asks the source, on the return path. */
+	assert_int_equal(block_gate_check(g, 9 * T_CHUNK + 4096, 4096), 0);
+	assert_int_equal(block_gate_check(g, 9 * T_CHUNK, 512), 0);	/* asked once */
+	uint8_t buf[64], type;
+	uint32_t len;
+	assert_int_equal(mig_section_read(&peer, buf, sizeof(buf), &type, &len), 0);
+	assert_int_equal(type, MIG_SEC_BLOCK_REQ);
+	assert_int_equal(len, 9);
+	assert_int_equal(buf[0], 0);
+	assert_int_equal(le_get(buf + 1, 8), 9);
+	assert_int_equal(mig_stream_wait_readable(&peer, 50, NULL, 0), 0);
+
+	t_rec(&r, MIG_BLOCK_DONE, 0);
+	t_rec_u64(&r, 0);
+	r.b[r.len++] = 0;
+	T_REFUSED(&c, &r, -EPROTO, "DONE, but 1 chunks never arrived");
+	t_rec_chunk(&r, 9, -1);
+	assert_int_equal(t_load(&c, &r), 0);
+	assert_int_equal(block_gate_check(g, 9 * T_CHUNK, 512), 1);
+	t_rec(&r, MIG_BLOCK_DONE, 0);
+	t_rec_u64(&r, 0);
+	r.b[r.len++] = 0;
+	assert_int_equal(t_load(&c, &r), 0);
+	assert_int_equal(g->state, BLOCK_GATE_OPEN);
+	assert_int_equal(o->loaded(&c), 0);
+	assert_int_equal(t_img_byte(path, 9 * T_CHUNK + 5), 0);
+	o->unload(&inc);
+	mig_stream_destroy(&peer);
+	mig_stream_destroy(&inc.s);
+	pthread_mutex_destroy(&inc.pc.lock);
+	block_dirty_destroy(&t_dst.disks[0].dirty);
+	block_gate_destroy(g);
+}
+
+/* The destination's guest: wants chunk `chunk`, then writes its own bytes there. */
+struct t_pc_guest {
+	struct block_gate *g;
+	const char *src, *dst;
+	uint64_t chunk;
+	int err;
+	bool done;
+};
+
+static void *t_pc_guest_thread(void *arg)
+{
+	struct t_pc_guest *t = arg;
+	uint8_t a[T_CHUNK], b[T_CHUNK];
+	int ret;
+
+	while ((ret = block_gate_check(t->g, t->chunk * T_CHUNK + 1024, 4096)) == 0)
+		usleep(1000);	/* a device would park it until the fill wakes it */
+	int fs = open(t->src, O_RDONLY), fd = open(t->dst, O_RDWR);
+	if (ret != 1 || fs < 0 || fd < 0 || pread(fs, a, T_CHUNK, (off_t)(t->chunk * T_CHUNK)) != T_CHUNK ||
+	    pread(fd, b, T_CHUNK, (off_t)(t->chunk * T_CHUNK)) != T_CHUNK || memcmp(a, b, T_CHUNK))
+		t->err = -EIO;	/* it must read the source's copy */
+	memset(b, 0xc3, 4096);
+	if (fd >= 0 && pwrite(fd, b, 4096, (off_t)(t->chunk * T_CHUNK)) != 4096)
+		t->err = -EIO;
+	if (fs >= 0)
+		close(fs);
+	if (fd >= 0)
+		close(fd);
+	__atomic_store_n(&t->done, true, __ATOMIC_RELEASE);
+	return NULL;
+}
+
+/*
+ * Post-copy end to end without KVM: the source's switch (OWED, LAZY with
+ * its digest) over a socket to the destination's loader in a thread; a
+ * "guest" there waits on a chunk, which the source serves at once; the
+ * rest is pushed; the guest's write survives, every other byte equals
+ * the source's, and the destination's checks pass.
+ */
+static void test_lazy_roundtrip(void **state)
+{
+	const struct mig_source_ops *o = mig_source_get(MIG_SOURCE_BLOCK);
+	struct mig_channel *ch[2];
+	struct mig_incoming inc;
+	struct t_dest d;
+	pthread_t td, tg;
+	int sv[2];
+
+	mig_block_expect();
+	t_machine(&t_src, "psrc.img", T_SIZE, -1);
+	t_machine(&t_dst, "pdst.img", T_SIZE, 0xaa);
+	for (unsigned k = 0; k < 12; k++)
+		t_guest_write((uint64_t)(k * 5) * T_CHUNK + 300, 9000, (uint8_t)(k + 1));
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+	assert_int_equal(mig_channel_socket(sv[0], &ch[0]), 0);
+	assert_int_equal(mig_channel_socket(sv[1], &ch[1]), 0);
+	memset(&t_mig, 0, sizeof(t_mig));
+	pthread_mutex_init(&t_mig.lock, NULL);
+	t_mig.m = &t_src;
+	t_mig.p.copy_storage = true;
+	t_mig.p.verify = true;
+	assert_int_equal(mig_stream_init(&t_mig.s, ch[0], 1 << 20), 0);
+	memset(&inc, 0, sizeof(inc));
+	inc.m = &t_dst;
+	inc.cfg.flags = MIG_FLAG_VERIFY | MIG_FLAG_POSTCOPY;
+	assert_int_equal(mig_stream_init(&inc.s, ch[1], 1 << 20), 0);
+	pthread_mutex_init(&inc.pc.lock, NULL);
+	inc.pc.s = &inc.s;
+	memset(&d, 0, sizeof(d));
+	d.inc = &inc;
+	d.c = (struct mig_in_ctx){ .inc = &inc, .m = &t_dst };
+	assert_int_equal(pthread_create(&td, NULL, t_dest_thread, &d), 0);
+
+	/* Pure post-copy: setup (HELLO, the holes), then the switch. */
+	assert_int_equal(o->setup(&t_mig), 0);
+	assert_int_equal(o->sync(&t_mig), 12 * T_CHUNK);
+	assert_int_equal(o->pc_switch(&t_mig), 0);
+	assert_int_equal(mig_stream_flush(&t_mig.s), 0);
+	assert_int_equal(t_mig.stats.pc_block_chunks_owed, 12);
+	struct block_gate *g = &t_dst.disks[0].gate;
+	for (int i = 0; i < 5000 && !block_gate_count(g) && !d.err; i++)
+		usleep(1000);
+	if (d.err)
+		fail_msg("destination: %s", inc.why);
+	assert_int_equal(block_gate_count(g), 12);
+
+	struct t_pc_guest gu = { .g = g, .src = t_src.disks[0].cfg.path,
+				 .dst = t_dst.disks[0].cfg.path, .chunk = 35 };
+	assert_int_equal(pthread_create(&tg, NULL, t_pc_guest_thread, &gu), 0);
+	/* The source serves what the return path asks until the guest has its chunk. */
+	while (!__atomic_load_n(&gu.done, __ATOMIC_ACQUIRE)) {
+		if (mig_stream_wait_readable(&t_mig.s, 10, NULL, 0) <= 0)
+			continue;
+		uint8_t buf[64], type;
+		uint32_t len;
+		assert_int_equal(mig_section_read(&t_mig.s, buf, sizeof(buf), &type, &len), 0);
+		assert_int_equal(o->pc_request(&t_mig, type, buf, len), 0);
+	}
+	assert_int_equal(pthread_join(tg, NULL), 0);
+	assert_int_equal(gu.err, 0);
+	assert_int_equal(t_mig.stats.pc_block_requests, 1);
+	/* Hostile requests: refused with a reason. */
+	uint8_t bad[9] = { 1 };
+	assert_int_equal(o->pc_request(&t_mig, MIG_SEC_BLOCK_REQ, bad, 9), -EPROTO);
+	assert_int_equal(o->pc_request(&t_mig, MIG_SEC_BLOCK_REQ, bad, 8), -EPROTO);
+	le_put(bad + 1, T_SIZE / T_CHUNK, 8);
+	bad[0] = 0;
+	assert_int_equal(o->pc_request(&t_mig, MIG_SEC_BLOCK_REQ, bad, 9), -EPROTO);
+	assert_int_equal(o->pc_request(&t_mig, MIG_SEC_PAGE_REQ, bad, 8), -ENOENT);
+
+	/* The push: the other eleven chunks, then DONE. */
+	bool done = false;
+	for (int i = 0; i < 100 && !done; i++)
+		assert_int_equal(o->pc_push(&t_mig, 2 * T_CHUNK, &done), 0);
+	assert_true(done);
+	assert_int_equal(mig_stream_flush(&t_mig.s), 0);
+	uint64_t wire = t_mig.stats.source_sent[MIG_SOURCE_BLOCK];
+	o->cleanup(&t_mig);
+	mig_channel_shutdown(ch[0], false, true);
+	assert_int_equal(pthread_join(td, NULL), 0);
+	if (d.err)
+		fail_msg("destination: %s", inc.why);
+	d.c.type = MIG_SEC_POSTCOPY_DONE;
+	assert_int_equal(o->loaded(&d.c), 0);
+	assert_int_equal(g->state, BLOCK_GATE_OPEN);
+	o->unload(&inc);
+	/* Equal but for the guest's 4 KiB at chunk 35, which no late copy undid. */
+	char cmd[3 * PATH_MAX];
+	snprintf(cmd, sizeof(cmd), "cmp -l '%s' '%s' | awk '$1 <= %llu || $1 > %llu {x=1} END {exit x}'",
+		 t_src.disks[0].cfg.path, t_dst.disks[0].cfg.path, 35ULL * T_CHUNK,
+		 35ULL * T_CHUNK + 4096);
+	assert_int_equal(system(cmd), 0);
+	assert_int_equal(t_img_byte(t_dst.disks[0].cfg.path, 35 * T_CHUNK + 10), 0xc3);
+	print_message("post-copy: %llu block bytes on the wire, 1 chunk asked for\n",
+		      (unsigned long long)wire);
+	mig_stream_destroy(&t_mig.s);
+	mig_stream_destroy(&inc.s);
+	pthread_mutex_destroy(&inc.pc.lock);
+	block_dirty_destroy(&t_src.disks[0].dirty);
+	block_dirty_destroy(&t_dst.disks[0].dirty);
+	block_gate_destroy(&t_src.disks[0].gate);
+	block_gate_destroy(g);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -626,6 +1173,10 @@ int main(void)
 		cmocka_unit_test(test_verify_mismatch),
 		cmocka_unit_test(test_incremental),
 		cmocka_unit_test(test_hostile_sums),
+		cmocka_unit_test(test_dirty_tickets),
+		cmocka_unit_test(test_write_blocking),
+		cmocka_unit_test(test_lazy_records),
+		cmocka_unit_test(test_lazy_roundtrip),
 	};
 	return cmocka_run_group_tests(tests, t_setup, t_teardown);
 }

@@ -128,6 +128,12 @@ static void test_argument_checks(void **state)
 		       "'verify'", "true or false", NULL);
 	expect_refusal("{\"execute\":\"migrate\",\"arguments\":{\"uri\":\"unix:/x\",\"bandwidth\":1.5}}\n",
 		       "'bandwidth'", "a fraction", NULL);
+	expect_refusal("{\"execute\":\"migrate\",\"arguments\":{\"uri\":\"unix:/x\",\"copy-storage\":true,"
+		       "\"copy-storage-mode\":\"sometimes\"}}\n", "'copy-storage-mode' must be", NULL);
+	expect_refusal("{\"execute\":\"migrate\",\"arguments\":{\"uri\":\"unix:/x\","
+		       "\"copy-storage-mode\":\"write-blocking\"}}\n", "needs 'copy-storage'", NULL);
+	expect_refusal("{\"execute\":\"migrate\",\"arguments\":{\"uri\":\"unix:/x\",\"copy-storage\":true,"
+		       "\"copy-storage-mode\":5}}\n", "'copy-storage-mode'", "a string", NULL);
 	expect_refusal("{\"execute\":\"migrate-set-parameters\",\"arguments\":{\"bandwidth\":-1}}\n",
 		       "'bandwidth'", "non-negative", NULL);
 	expect_refusal("{\"execute\":\"migrate-resolve\",\"arguments\":{\"action\":null}}\n",

@@ -7,7 +7,13 @@
  * stream (quiesce completes what was taken, the second device goes on
  * exactly where the first stopped), and the image lock that moves with
  * it (a second writer is refused; the destination runs only once the
- * source let go).  Skips (77) without io_uring.
+ * source let go), and write-blocking: while the disk's dirty tracker
+ * blocks, a completed write (or write-zeroes) reaches the image but not
+ * the guest until the tracker acknowledges it, reads pass it by, and
+ * turning blocking off or stopping lets everything held complete; and the
+ * post-copy gate: a request on a range not here yet waits (the consumer
+ * is asked for it once) until the range is filled, then reads what was
+ * filled; a failed gate fails it.  Skips (77) without io_uring.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -365,6 +371,168 @@ static void test_discard_write_zeroes(void **state)
 	assert_int_equal(t_request(VIRTIO_BLK_T_WRITE_ZEROES, 0, seg, 1, &len), VIRTIO_BLK_S_IOERR);
 }
 
+/* The used index now, without waiting. */
+static uint16_t t_used_now(void)
+{
+	return __atomic_load_n((uint16_t *)(void *)t_ptr(T_USED + 2), __ATOMIC_ACQUIRE);
+}
+
+/* The used index stays at `at` for a while: nothing completes. */
+static void t_used_stays(uint16_t at)
+{
+	for (int i = 0; i < 50; i++) {
+		assert_int_equal(t_used_now(), at);
+		usleep(1000);
+	}
+}
+
+static void test_write_blocking(void **state)
+{
+	uint8_t file[4096], *w = t_ptr(T_DATA);
+	uint64_t out[1] = { 0 }, ticket;
+	uint32_t len, id;
+
+	assert_int_equal(block_dirty_set_blocking(&blk.dirty, true), -EINVAL);	/* not tracking */
+	assert_int_equal(block_dirty_start(&blk.dirty, T_SECTORS * 512ULL, 64 << 10), 0);
+	assert_int_equal(block_dirty_set_blocking(&blk.dirty, true), 0);
+
+	/* A write: on the image at once, held from the guest. */
+	memset(w, 0x5a, 4096);
+	struct t_buf wd[1] = { { T_DATA, 4096, false } };
+	uint16_t h1 = t_offer(VIRTIO_BLK_T_OUT, 8, wd, 1, true, &blk);
+	for (int i = 0; i < 2000; i++) {
+		t_file_read(8 * 512, file, sizeof(file));
+		if (file[0] == 0x5a && file[4095] == 0x5a)
+			break;
+		usleep(1000);
+	}
+	assert_memory_equal(file, w, 4096);
+	t_used_stays(0);
+	assert_int_equal(*t_ptr(T_STATUS + h1), 0xee);
+
+	/* A read passes the held write by. */
+	struct t_buf rd[1] = { { T_DATA + 0x10000, 4096, true } };
+	uint16_t h2 = t_offer(VIRTIO_BLK_T_IN, 8, rd, 1, true, &blk);
+	t_wait_used(1, &id, &len);
+	assert_int_equal(id, h2);
+	assert_memory_equal(t_ptr(T_DATA + 0x10000), w, 4096);
+
+	/* Taken with its ticket; an ack for less than it holds it still. */
+	assert_int_equal(block_dirty_take_ticket(&blk.dirty, out, 16, &ticket), 1);
+	assert_int_equal(out[0], 1);		/* chunk 0 */
+	assert_true(ticket >= 1);
+	block_dirty_ack(&blk.dirty, ticket - 1);
+	t_used_stays(1);
+	block_dirty_ack(&blk.dirty, ticket);
+	t_wait_used(2, &id, &len);
+	assert_int_equal(id, h1);
+	assert_int_equal(*t_ptr(T_STATUS + h1), VIRTIO_BLK_S_OK);
+
+	/* Write-zeroes is held the same; turning blocking off lets it go. */
+	struct t_buf seg[1] = { { T_DATA + 0x20000, 16, false } };
+	t_seg(T_DATA + 0x20000, 300, 2, 0);
+	uint16_t h3 = t_offer(VIRTIO_BLK_T_WRITE_ZEROES, 0, seg, 1, true, &blk);
+	t_used_stays(2);
+	assert_int_equal(block_dirty_count(&blk.dirty), 1);	/* still marked */
+	assert_int_equal(block_dirty_set_blocking(&blk.dirty, false), 0);
+	t_wait_used(3, &id, &len);
+	assert_int_equal(id, h3);
+	assert_int_equal(*t_ptr(T_STATUS + h3), VIRTIO_BLK_S_OK);
+
+	/* Held again, then the consumer stops tracking: it completes, and the disk drains. */
+	assert_int_equal(block_dirty_set_blocking(&blk.dirty, true), 0);
+	uint16_t h4 = t_offer(VIRTIO_BLK_T_OUT, 16, wd, 1, true, &blk);
+	t_used_stays(3);
+	block_dirty_stop(&blk.dirty);
+	t_wait_used(4, &id, &len);
+	assert_int_equal(id, h4);
+	assert_int_equal(virtio_blk_drain(&blk, true), 0);
+	/* Not tracking: a write completes at once. */
+	assert_int_equal(t_request(VIRTIO_BLK_T_OUT, 24, wd, 1, &len), VIRTIO_BLK_S_OK);
+}
+
+static uint64_t gate_wanted[8];
+static unsigned gate_nr_wanted;
+
+static void t_gate_want(void *opaque, uint64_t range)
+{
+	if (gate_nr_wanted < 8)
+		gate_wanted[gate_nr_wanted] = range;
+	__atomic_add_fetch(&gate_nr_wanted, 1, __ATOMIC_RELEASE);
+}
+
+static void test_gate(void **state)
+{
+	const uint64_t gran = 64 << 10;
+	uint64_t absent[1] = { (1ULL << 0) | (1ULL << 2) };	/* 1 MiB: ranges 0..15 */
+	uint8_t file[4096], *r0 = t_ptr(T_DATA + 0x10000), *r1 = t_ptr(T_DATA + 0x20000);
+	uint32_t len, id;
+
+	gate_nr_wanted = 0;
+	assert_int_equal(block_gate_close(&blk.gate, T_SECTORS * 512ULL, 3, absent, t_gate_want,
+					  NULL), -EINVAL);
+	assert_int_equal(block_gate_close(&blk.gate, T_SECTORS * 512ULL, gran, absent, t_gate_want,
+					  NULL), 0);
+	assert_int_equal(block_gate_count(&blk.gate), 2);
+	assert_int_equal(block_gate_close(&blk.gate, T_SECTORS * 512ULL, gran, absent, t_gate_want,
+					  NULL), -EINVAL);	/* closed already */
+
+	/* A read of range 0 waits, and range 0 is asked for once. */
+	struct t_buf rd0[1] = { { T_DATA + 0x10000, 4096, true } };
+	uint16_t h0 = t_offer(VIRTIO_BLK_T_IN, 8, rd0, 1, true, &blk);
+	for (int i = 0; i < 2000 && !__atomic_load_n(&gate_nr_wanted, __ATOMIC_ACQUIRE); i++)
+		usleep(1000);
+	assert_int_equal(gate_nr_wanted, 1);
+	assert_int_equal(gate_wanted[0], 0);
+	t_used_stays(0);
+	/* A second request on range 0 waits too, without asking again. */
+	struct t_buf wd[1] = { { T_DATA, 4096, false } };
+	memset(t_ptr(T_DATA), 0x3c, 4096);
+	uint16_t h1 = t_offer(VIRTIO_BLK_T_OUT, 16, wd, 1, true, &blk);
+	/* Range 1 is here: a read of it passes the parked ones. */
+	struct t_buf rd1[1] = { { T_DATA + 0x20000, 4096, true } };
+	uint16_t h2 = t_offer(VIRTIO_BLK_T_IN, 200, rd1, 1, true, &blk);
+	t_wait_used(1, &id, &len);
+	assert_int_equal(id, h2);
+	assert_int_equal(r1[0], 200);
+	assert_int_equal(gate_nr_wanted, 1);
+
+	/* The consumer writes range 0 into the image, then fills it: both go, in order. */
+	int fd = open(img, O_WRONLY);
+	uint8_t *chunk = malloc(gran);
+	assert_true(fd >= 0);
+	assert_non_null(chunk);
+	memset(chunk, 0xa7, gran);
+	assert_int_equal(pwrite(fd, chunk, gran, 0), (ssize_t)gran);
+	close(fd);
+	free(chunk);
+	assert_true(block_gate_absent(&blk.gate, 0));
+	assert_true(block_gate_fill(&blk.gate, 0));
+	assert_false(block_gate_fill(&blk.gate, 0));	/* here already: a late copy is dropped */
+	assert_false(block_gate_fill(&blk.gate, 1));
+	t_wait_used(3, NULL, NULL);
+	assert_int_equal(*t_ptr(T_STATUS + h0), VIRTIO_BLK_S_OK);
+	assert_int_equal(*t_ptr(T_STATUS + h1), VIRTIO_BLK_S_OK);
+	assert_int_equal(r0[0], 0xa7);			/* what the consumer filled */
+	t_file_read(16 * 512, file, sizeof(file));
+	assert_int_equal(file[0], 0x3c);		/* the guest's write, after the fill */
+
+	/* Range 2: a write-zeroes waits; the gate fails: it fails, and so do later ones. */
+	struct t_buf seg[1] = { { T_DATA + 0x30000, 16, false } };
+	t_seg(T_DATA + 0x30000, 2 * 128 + 4, 2, 0);
+	uint16_t h3 = t_offer(VIRTIO_BLK_T_WRITE_ZEROES, 0, seg, 1, true, &blk);
+	t_used_stays(3);
+	assert_int_equal(gate_nr_wanted, 2);
+	assert_int_equal(gate_wanted[1], 2);
+	block_gate_finish(&blk.gate, true);
+	t_wait_used(4, &id, NULL);
+	assert_int_equal(id, h3);
+	assert_int_equal(*t_ptr(T_STATUS + h3), VIRTIO_BLK_S_IOERR);
+	assert_int_equal(t_request(VIRTIO_BLK_T_IN, 2 * 128, rd0, 1, &len), VIRTIO_BLK_S_IOERR);
+	assert_int_equal(t_request(VIRTIO_BLK_T_IN, 0, rd0, 1, &len), VIRTIO_BLK_S_OK);
+	assert_int_equal(virtio_blk_drain(&blk, false), 0);
+}
+
 /* Every error a guest can provoke gets a status, and the disk serves on. */
 static void test_guest_errors(void **state)
 {
@@ -668,6 +836,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_readonly, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_migrate_mid_stream, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_cache_none, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_write_blocking, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_gate, setup, teardown),
 		cmocka_unit_test(test_disk_option),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

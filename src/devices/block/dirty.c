@@ -10,6 +10,29 @@ void block_dirty_init(struct block_dirty *d)
 	d->bits = NULL;
 	d->nbits = 0;
 	d->gran = 0;
+	d->blocking = false;
+	d->marked = d->acked = 0;
+	d->notify = NULL;
+	d->notify_opaque = NULL;
+}
+
+void block_dirty_set_notify(struct block_dirty *d, void (*fn)(void *opaque), void *opaque)
+{
+	pthread_mutex_lock(&d->lock);
+	d->notify = fn;
+	d->notify_opaque = opaque;
+	pthread_mutex_unlock(&d->lock);
+}
+
+/* Lock held: tell the device, once unlocked. */
+static void dirty_unlock_notify(struct block_dirty *d, bool tell)
+{
+	void (*fn)(void *) = d->notify;
+	void *opaque = d->notify_opaque;
+
+	pthread_mutex_unlock(&d->lock);
+	if (tell && fn)
+		fn(opaque);
 }
 
 void block_dirty_destroy(struct block_dirty *d)
@@ -42,29 +65,83 @@ void block_dirty_stop(struct block_dirty *d)
 	free(d->bits);
 	d->bits = NULL;
 	d->nbits = 0;
-	pthread_mutex_unlock(&d->lock);
+	/* Nobody will send what is held any more: let it all complete. */
+	bool tell = d->blocking;
+	d->blocking = false;
+	d->acked = d->marked;
+	dirty_unlock_notify(d, tell);
 }
 
-void block_dirty_mark(struct block_dirty *d, uint64_t off, uint64_t len)
+uint64_t block_dirty_mark(struct block_dirty *d, uint64_t off, uint64_t len)
 {
+	uint64_t ticket = 0;
+
 	if (!len)
-		return;
+		return 0;
 	pthread_mutex_lock(&d->lock);
 	if (d->bits) {
 		uint64_t first = off / d->gran, last = (off + len - 1) / d->gran;
 		/* The device checked the range; a bit past the end would still be a bug. */
 		for (uint64_t i = first; i <= last && i < d->nbits; i++)
 			d->bits[i / 64] |= 1ULL << (i % 64);
+		if (d->blocking)
+			ticket = ++d->marked;
 	}
 	pthread_mutex_unlock(&d->lock);
+	return ticket;
+}
+
+uint64_t block_dirty_acked(struct block_dirty *d)
+{
+	pthread_mutex_lock(&d->lock);
+	uint64_t a = d->blocking ? d->acked : UINT64_MAX;
+	pthread_mutex_unlock(&d->lock);
+	return a;
+}
+
+int block_dirty_set_blocking(struct block_dirty *d, bool on)
+{
+	pthread_mutex_lock(&d->lock);
+	if (on && !d->bits) {
+		pthread_mutex_unlock(&d->lock);
+		return -EINVAL;
+	}
+	bool tell = d->blocking && !on;
+	d->blocking = on;
+	if (!on)
+		d->acked = d->marked;
+	dirty_unlock_notify(d, tell);
+	return 0;
+}
+
+void block_dirty_ack(struct block_dirty *d, uint64_t ticket)
+{
+	pthread_mutex_lock(&d->lock);
+	/* Never past what was handed out: a later mark must still wait. */
+	if (ticket > d->marked)
+		ticket = d->marked;
+	bool tell = ticket > d->acked;
+	if (tell)
+		d->acked = ticket;
+	dirty_unlock_notify(d, tell);
 }
 
 uint64_t block_dirty_take(struct block_dirty *d, uint64_t *out, uint64_t nbits)
 {
+	uint64_t ticket;
+
+	return block_dirty_take_ticket(d, out, nbits, &ticket);
+}
+
+uint64_t block_dirty_take_ticket(struct block_dirty *d, uint64_t *out, uint64_t nbits,
+				 uint64_t *ticket)
+{
 	uint64_t n = 0;
 
 	pthread_mutex_lock(&d->lock);
+	*ticket = 0;		/* nothing taken: nothing to acknowledge */
 	if (d->bits && nbits == d->nbits) {
+		*ticket = d->marked;
 		for (uint64_t w = 0; w < nbits / 64 + 1; w++) {
 			n += (uint64_t)__builtin_popcountll(d->bits[w]);
 			out[w] |= d->bits[w];

@@ -113,6 +113,11 @@ static void blk_rw(struct virtio_blk *b, struct virtio_blk_req *r, bool write, u
 		virtio_blk_complete(b, r, VIRTIO_BLK_S_OK, 0);
 		return;
 	}
+	int gate = virtio_blk_gate(b, r, off, len);
+	if (gate < 0)
+		goto ioerr;
+	if (!gate)
+		return;		/* parked: starts over once the range is here */
 	if (virtio_blk_submit(b, r, write ? BLOCK_OP_WRITE : BLOCK_OP_READ, off))
 		goto ioerr;
 	return;
@@ -142,11 +147,29 @@ static void blk_ranges(struct virtio_blk *b, struct virtio_blk_req *r, bool zero
 	const struct virtq_chain *c = &r->chain;
 	uint64_t len = c->read_len - VIRTIO_BLK_HDR_LEN;
 	uint8_t status = VIRTIO_BLK_S_OK;
+	uint64_t ticket = 0;
 
 	if (b->cfg.readonly || !len || len % VIRTIO_BLK_SEG_LEN ||
 	    len / VIRTIO_BLK_SEG_LEN > VIRTIO_BLK_MAX_SEGS) {
 		virtio_blk_complete(b, r, VIRTIO_BLK_S_IOERR, 0);
 		return;
+	}
+	/* Every valid range must be here before any is changed (post-copy's gate). */
+	for (uint64_t i = 0; i < len / VIRTIO_BLK_SEG_LEN; i++) {
+		uint8_t seg[VIRTIO_BLK_SEG_LEN];
+		blk_gather(c, VIRTIO_BLK_HDR_LEN + i * VIRTIO_BLK_SEG_LEN, seg, sizeof(seg));
+		uint64_t sector = le_get(seg, 8);
+		uint32_t sectors = (uint32_t)le_get(seg + 8, 4);
+		if (sectors > VIRTIO_BLK_MAX_RANGE_SECTORS || !blk_range_ok(b, sector, sectors))
+			continue;	/* refused below */
+		int gate = virtio_blk_gate(b, r, sector * VIRTIO_BLK_SECTOR,
+					   sectors * VIRTIO_BLK_SECTOR);
+		if (!gate)
+			return;
+		if (gate < 0) {
+			virtio_blk_complete(b, r, VIRTIO_BLK_S_IOERR, 0);
+			return;
+		}
 	}
 	for (uint64_t i = 0; i < len / VIRTIO_BLK_SEG_LEN && status == VIRTIO_BLK_S_OK; i++) {
 		uint8_t seg[VIRTIO_BLK_SEG_LEN];
@@ -166,11 +189,12 @@ static void blk_ranges(struct virtio_blk *b, struct virtio_blk_req *r, bool zero
 		int err = zeroes ? b->bk.ops->write_zeroes(&b->bk, off, n, flags & 1)
 				 : b->bk.ops->discard(&b->bk, off, n);
 		/* Even a failed one may have changed some of it. */
-		block_dirty_mark(&b->dirty, off, n);
+		uint64_t t = block_dirty_mark(&b->dirty, off, n);
+		ticket = t > ticket ? t : ticket;
 		if (err)
 			status = VIRTIO_BLK_S_IOERR;
 	}
-	virtio_blk_complete(b, r, status, 0);
+	virtio_blk_complete_marked(b, r, status, 0, ticket);
 }
 
 void virtio_blk_start(struct virtio_blk *b, struct virtio_blk_req *r)
@@ -224,17 +248,20 @@ void virtio_blk_start(struct virtio_blk *b, struct virtio_blk_req *r)
 void virtio_blk_finished(struct virtio_blk *b, struct virtio_blk_req *r, int64_t res)
 {
 	bool ok = res == (int64_t)r->expect;
+	uint64_t ticket = 0;
 
 	/*
 	 * Marked once the data is in the backend, before the guest hears of
 	 * it: a reader that takes the bit afterwards reads the new data.  A
 	 * failed write may have written part of its range: marked too.
+	 * Write-blocking: the guest hears of it once the tracker's consumer
+	 * has sent the range (a ticket).
 	 */
 	if (r->type == VIRTIO_BLK_T_OUT)
-		block_dirty_mark(&b->dirty, r->off, r->expect);
+		ticket = block_dirty_mark(&b->dirty, r->off, r->expect);
 
-	virtio_blk_complete(b, r, ok ? VIRTIO_BLK_S_OK : VIRTIO_BLK_S_IOERR,
-			    ok ? r->data_written : 0);
+	virtio_blk_complete_marked(b, r, ok ? VIRTIO_BLK_S_OK : VIRTIO_BLK_S_IOERR,
+				   ok ? r->data_written : 0, ticket);
 }
 
 /* The device's configuration space (§5.2.4), little-endian. */

@@ -22,6 +22,7 @@
 
 #include "devices/block/backend.h"
 #include "devices/block/dirty.h"
+#include "devices/block/gate.h"
 #include "devices/device.h"
 #include "devices/virtio/mmio.h"
 
@@ -89,10 +90,29 @@ struct virtio_blk {
 	unsigned nr_free;		/* (io) */
 	bool head_busy[VIRTQ_MAX_SIZE];	/* (io) heads now in flight */
 	/*
+	 * (io) Writes done on the image whose completion waits for the dirty
+	 * tracker's ack (write-blocking), oldest first; still in_flight.
+	 */
+	struct virtio_blk_req *held_head, *held_tail;
+	/*
+	 * (io) Requests that touch a range the gate lacks (post-copy), in
+	 * arrival order; started over when the gate fills something.  Still
+	 * in_flight.
+	 */
+	struct virtio_blk_req *parked_head, *parked_tail;
+	/*
 	 * What the guest wrote, while someone tracks it (its own lock): every
-	 * completed WRITE, DISCARD and WRITE_ZEROES range is marked.
+	 * completed WRITE, DISCARD and WRITE_ZEROES range is marked.  While
+	 * the tracker is blocking, a marked request is held (held_head) until
+	 * the tracker acknowledges it; its ack wakes this disk's thread.
 	 */
 	struct block_dirty dirty;
+	/*
+	 * Ranges whose content is not here yet (its own lock): a request on
+	 * one is parked until the gate fills it; the gate's fill wakes this
+	 * disk's thread.
+	 */
+	struct block_gate gate;
 };
 
 /*

@@ -139,6 +139,84 @@ static void blk_process(struct virtio_blk *b)
 		pr_warn("disk %u: submitting to the %s backend failed", b->index, b->bk.ops->name);
 }
 
+void virtio_blk_complete_marked(struct virtio_blk *b, struct virtio_blk_req *r, uint8_t status,
+				uint64_t written, uint64_t ticket)
+{
+	if (!ticket) {
+		virtio_blk_complete(b, r, status, written);
+		return;
+	}
+	r->ticket = ticket;
+	r->held_status = status;
+	r->held_written = written;
+	r->next = NULL;
+	if (b->held_tail)
+		b->held_tail->next = r;
+	else
+		b->held_head = r;
+	b->held_tail = r;
+}
+
+/*
+ * Complete the held writes the tracker acknowledged (all: every one).
+ * Tickets grow in the order the requests were held.
+ */
+static void blk_release_held(struct virtio_blk *b, bool all)
+{
+	uint64_t acked = b->held_head ? block_dirty_acked(&b->dirty) : 0;
+
+	while (b->held_head && (all || b->held_head->ticket <= acked)) {
+		struct virtio_blk_req *r = b->held_head;
+		b->held_head = r->next;
+		if (!b->held_head)
+			b->held_tail = NULL;
+		virtio_blk_complete(b, r, r->held_status, r->held_written);
+	}
+}
+
+int virtio_blk_gate(struct virtio_blk *b, struct virtio_blk_req *r, uint64_t off, uint64_t len)
+{
+	int ret = block_gate_check(&b->gate, off, len);
+
+	if (ret)
+		return ret;
+	r->next = NULL;
+	if (b->parked_tail)
+		b->parked_tail->next = r;
+	else
+		b->parked_head = r;
+	b->parked_tail = r;
+	return 0;
+}
+
+/*
+ * Start the parked requests over (the gate filled something): each goes
+ * on, or is parked again at the end, or fails.  `fail`: the disk stops,
+ * so they end with an error instead.
+ */
+static void blk_retry_parked(struct virtio_blk *b, bool fail)
+{
+	struct virtio_blk_req *r = b->parked_head;
+
+	b->parked_head = b->parked_tail = NULL;
+	while (r) {
+		struct virtio_blk_req *next = r->next;
+		if (fail)
+			virtio_blk_complete(b, r, VIRTIO_BLK_S_IOERR, 0);
+		else
+			virtio_blk_start(b, r);
+		r = next;
+	}
+}
+
+/* The tracker acknowledged tickets, or the gate filled ranges (a consumer's thread): wake ours. */
+static void blk_dirty_notify(void *opaque)
+{
+	struct virtio_blk *b = opaque;
+
+	blk_signal(b->ctl_fd);
+}
+
 static void blk_reaped(void *user, int64_t res, void *opaque)
 {
 	virtio_blk_finished(opaque, user, res);
@@ -172,9 +250,13 @@ static void *blk_thread(void *arg)
 		bool flush = b->flush_req == asked && asked != b->drain_done;
 		bool stop = b->stop, take = b->active;
 		pthread_mutex_unlock(&t->lock);
+		if (b->parked_head && (stop || take))
+			blk_retry_parked(b, stop);	/* before new ones: they came first */
 		if (!stop && take)
 			blk_process(b);
 		b->bk.ops->reap(&b->bk, p[1].revents, blk_reaped, b);
+		/* Stopping: nobody will acknowledge any more; the guest is going away. */
+		blk_release_held(b, stop);
 		pthread_mutex_lock(&t->lock);
 		bool idle = !b->in_flight;
 		if (idle && flush) {
@@ -289,12 +371,15 @@ int virtio_blk_create(struct virtio_blk *b, const struct virtio_blk_config *c)
 	pthread_cond_init(&b->cond, &ca);
 	pthread_condattr_destroy(&ca);
 	block_dirty_init(&b->dirty);
+	block_gate_init(&b->gate);
 	b->reqs = calloc(VIRTQ_MAX_SIZE, sizeof(*b->reqs));
 	b->ctl_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (!b->reqs || b->ctl_fd < 0) {
 		err = -ENOMEM;
 		goto fail;
 	}
+	block_dirty_set_notify(&b->dirty, blk_dirty_notify, b);
+	block_gate_set_notify(&b->gate, blk_dirty_notify, b);
 	for (unsigned i = 0; i < VIRTQ_MAX_SIZE; i++) {
 		b->reqs[i].slot = (uint16_t)i;
 		b->free_slots[b->nr_free++] = (uint16_t)(VIRTQ_MAX_SIZE - 1 - i);
@@ -308,6 +393,7 @@ fail:
 		close(b->ctl_fd);
 	pthread_cond_destroy(&b->cond);
 	block_dirty_destroy(&b->dirty);
+	block_gate_destroy(&b->gate);
 	virtio_mmio_destroy(&b->t);
 fail_file:
 	block_close(&b->bk);
@@ -332,6 +418,7 @@ void virtio_blk_destroy(struct virtio_blk *b)
 	b->ctl_fd = -1;
 	pthread_cond_destroy(&b->cond);
 	block_dirty_destroy(&b->dirty);
+	block_gate_destroy(&b->gate);
 	virtio_mmio_destroy(&b->t);
 	block_close(&b->bk);
 }

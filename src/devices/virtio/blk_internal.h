@@ -16,6 +16,11 @@ struct virtio_blk_req {
 	uint64_t expect;		/* bytes the backend must move */
 	uint64_t data_written;		/* bytes put in guest buffers on success */
 	unsigned nr_iov;
+	/* Held for a write-blocking consumer (dirty.h): its ticket and its outcome. */
+	uint64_t ticket;
+	uint8_t held_status;
+	uint64_t held_written;
+	struct virtio_blk_req *next;	/* in the held or the parked list */
 	struct iovec iov[VIRTQ_MAX_CHAIN];
 	struct virtq_chain chain;
 };
@@ -25,6 +30,18 @@ void virtio_blk_start(struct virtio_blk *b, struct virtio_blk_req *r);
 void virtio_blk_finished(struct virtio_blk *b, struct virtio_blk_req *r, int64_t res);
 void virtio_blk_complete(struct virtio_blk *b, struct virtio_blk_req *r, uint8_t status,
 			 uint64_t written);
+/*
+ * Complete r, or, with a ticket from block_dirty_mark, hold it until the
+ * disk's dirty tracker acknowledges that ticket (blk_dev.c).
+ */
+void virtio_blk_complete_marked(struct virtio_blk *b, struct virtio_blk_req *r, uint8_t status,
+				uint64_t written, uint64_t ticket);
+/*
+ * Ask the disk's gate about [off, off + len) before touching it: 1 = go
+ * on; 0 = r was parked until the gate fills what it lacks (then it starts
+ * over); -EIO = never (complete it with an error).
+ */
+int virtio_blk_gate(struct virtio_blk *b, struct virtio_blk_req *r, uint64_t off, uint64_t len);
 void virtio_blk_build_config(const struct virtio_blk *b, uint8_t *cfg);
 uint64_t virtio_blk_features(const struct virtio_blk *b);
 

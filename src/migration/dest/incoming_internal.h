@@ -79,6 +79,7 @@ int mig_in_h_end(struct mig_in_ctx *c, const uint8_t *p, uint32_t len);
 int mig_in_h_discard(struct mig_in_ctx *c, const uint8_t *p, uint32_t len);
 int mig_in_h_pc_run(struct mig_in_ctx *c, const uint8_t *p, uint32_t len);
 int mig_in_h_pc_ram(struct mig_in_ctx *c, const uint8_t *p, uint32_t len);
+int mig_in_h_pc_source(struct mig_in_ctx *c, const uint8_t *p, uint32_t len);
 int mig_in_h_pc_done(struct mig_in_ctx *c, const uint8_t *p, uint32_t len);
 /* incoming_commit.c: the switchover's answer. */
 int mig_in_h_go(struct mig_in_ctx *c, const uint8_t *p, uint32_t len);

@@ -121,6 +121,8 @@ static int mig_in_pc_report(struct mig_incoming *inc, struct machine *m)
 		}
 		mig_section_write(pc->s, MIG_SEC_PC_KNOWN, p, 12 + (n + 63) / 64 * 8);
 	}
+	if (!err)
+		err = mig_sources_pc_report(inc, pc->s);	/* what the disks lack */
 	mig_section_write(pc->s, MIG_SEC_PC_RESUMED, NULL, 0);
 	for (uint64_t i = 0; i < pages; i++) {
 		unsigned long bit = 1UL << (i % 64);
@@ -131,9 +133,12 @@ static int mig_in_pc_report(struct mig_incoming *inc, struct machine *m)
 		le_put(q, gpa, 8);
 		mig_section_write(pc->s, MIG_SEC_PAGE_REQ, q, sizeof(q));
 	}
-	err = mig_stream_flush(pc->s);
+	err = err ? err : mig_stream_flush(pc->s);
 	pthread_mutex_unlock(&pc->lock);
 	free(p);
+	/* Chunks the disks' guests wait on: asked for again, outside the lock. */
+	if (!err)
+		mig_sources_pc_resumed(inc);
 	return err;
 }
 
@@ -253,7 +258,23 @@ int mig_in_h_pc_ram(struct mig_in_ctx *c, const uint8_t *p, uint32_t len)
 	return mig_source_get(MIG_SOURCE_RAM)->load(c, c->type, &in);
 }
 
+/* SOURCE while the guest runs: only for a source fetched on demand (not RAM's). */
+int mig_in_h_pc_source(struct mig_in_ctx *c, const uint8_t *p, uint32_t len)
+{
+	uint32_t id = len >= 4 ? (uint32_t)le_get(p, 4) : MIG_SOURCE_NR;
+	const struct mig_source_ops *o = mig_source_get(id);
+
+	if (!o || id == MIG_SOURCE_RAM || !o->postcopy)
+		return mig_in_fail(c->inc, -EPROTO, "SOURCE section for source %u during post-copy "
+				   "(only one fetched on demand may)", id);
+	return mig_in_h_source(c, p, len);
+}
+
 int mig_in_h_pc_done(struct mig_in_ctx *c, const uint8_t *p, uint32_t len)
 {
+	/* Whatever came on demand besides RAM must be whole now (the disks' DONE). */
+	int err = mig_sources_loaded(c);
+	if (err)
+		return err;
 	return mig_in_pc_done(c->inc, len, &c->done);
 }

@@ -43,6 +43,8 @@ static const struct mig_in_rule mig_in_rules[] = {
 	{ MIG_SEC_POSTCOPY_RUN, P(MIG_IN_PC_STATE), 0, 0, MIG_IN_PC_RUN, mig_in_h_pc_run, NULL },
 	{ MIG_SEC_RAM, P(MIG_IN_PC_RUN), 0, 0, MIG_IN_SAME, mig_in_h_pc_ram, NULL },
 	{ MIG_SEC_RAM_RUN, P(MIG_IN_PC_RUN), 0, 0, MIG_IN_SAME, mig_in_h_pc_ram, NULL },
+	/* Sources fetched on demand too (the disks): their data while the guest runs. */
+	{ MIG_SEC_SOURCE, P(MIG_IN_PC_RUN), 0, 0, MIG_IN_SAME, mig_in_h_pc_source, NULL },
 	{ MIG_SEC_DIGEST, P(MIG_IN_PC_RUN), VERIFY, 0, MIG_IN_PC_DIGEST, mig_in_h_digest, NULL },
 	{ MIG_SEC_POSTCOPY_DONE, P(MIG_IN_PC_DIGEST), VERIFY, 0, MIG_IN_SAME, mig_in_h_pc_done,
 	  NULL },

@@ -86,6 +86,12 @@ static int postcopy_wait_running(struct migration *mig)
 				return err;
 			continue;
 		}
+		err = mig_sources_pc_request(mig, type, buf, len);	/* a disk chunk */
+		if (err != -ENOENT) {
+			if (err)
+				return err;
+			continue;
+		}
 		int32_t status;
 		const char *msg;
 		int n;
@@ -115,6 +121,8 @@ static int postcopy_switch(struct migration *mig)
 	 */
 	ratelimit_set_rate(&mig->rl, mig->p.postcopy_bandwidth);
 	mig->s.rl = NULL;
+	/* Held disk writes complete; they go with the disks below (switchover.c). */
+	mig_sources_release(mig);
 	err = vm_pause(&mig->m->vm, VM_PAUSE_TIMEOUT_NS);
 	if (err)
 		return precopy_fail(mig, err, "cannot pause for the switchover: %s", vm_pause_strerror(err));
@@ -154,6 +162,9 @@ static int postcopy_switch(struct migration *mig)
 	postcopy_send_discards(mig);
 	/* What cannot be fetched on demand goes now, before the guest runs there. */
 	err = mig_sources_complete(mig, false, true);
+	/* What can (the disks): the destination learns what it lacks. */
+	if (!err)
+		err = mig_sources_pc_switch(mig);
 	if (err)
 		return precopy_stream_fail(mig, err);
 	precopy_phase(mig, MIG_PHASE_FINAL_PAGES, &t);
@@ -211,8 +222,15 @@ static int postcopy_requests(struct migration *mig)
 			/* A refusal: let the reply reader report it. */
 			return precopy_fail(mig, -EPROTO, "destination gave up during post-copy");
 		}
-		if (type != MIG_SEC_PAGE_REQ)
-			return precopy_fail(mig, -EPROTO, "destination sent section %u in post-copy", type);
+		if (type != MIG_SEC_PAGE_REQ) {
+			err = mig_sources_pc_request(mig, type, buf, len);	/* a disk chunk */
+			if (err == -ENOENT)
+				return precopy_fail(mig, -EPROTO, "destination sent section %u in post-copy",
+						    type);
+			if (err)
+				return err;
+			continue;
+		}
 		err = postcopy_serve_request(mig, buf, len);
 		if (err)
 			return err;
@@ -298,6 +316,19 @@ static int postcopy_push(struct migration *mig)
 			pthread_mutex_unlock(&mig->lock);
 		}
 	}
+	/* Then the other sources fetched on demand (the disks), a batch at a time. */
+	for (bool done = false; !done;) {
+		err = postcopy_requests(mig);
+		if (err)
+			return err;
+		uint64_t wire0 = mig->s.bytes_out;
+		err = mig_sources_pc_push(mig, PC_PUSH_BATCH * GUEST_PAGE_SIZE, &done);
+		if (!err)
+			err = mig_stream_flush(&mig->s);
+		if (err)
+			return precopy_stream_fail(mig, err);
+		postcopy_pace(mig, mig->s.bytes_out - wire0);
+	}
 	return 0;
 }
 
@@ -338,7 +369,7 @@ static int postcopy_finish(struct migration *mig)
 			return precopy_stream_fail(mig, err);
 		if (type == MIG_SEC_PC_STATS)
 			postcopy_read_dest_stats(mig, buf, len);
-		else if (type != MIG_SEC_PAGE_REQ)
+		else if (type != MIG_SEC_PAGE_REQ && type != MIG_SEC_BLOCK_REQ)
 			break;
 	}
 	int32_t status;
@@ -428,6 +459,8 @@ static int postcopy_reconnect(struct migration *mig)
 	err = mig_stream_flush(&mig->s);
 	if (err)
 		return precopy_stream_fail(mig, err);
+	/* The disks owe what the destination says it lacks (BLOCK_ABSENT). */
+	mig_sources_pc_resume_begin(mig);
 	/* Owe every page again, then strike what the destination says it has. */
 	for (unsigned r = 0; r < guest_memory_nr_regions(mem); r++)
 		memset(mig->ram.bitmap[r], 0xff,
@@ -445,7 +478,16 @@ static int postcopy_reconnect(struct migration *mig)
 		}
 		if (type == MIG_SEC_PC_RESUMED)
 			break;
-		if (type != MIG_SEC_PC_KNOWN || postcopy_strike_known(mig, buf, len)) {
+		if (type != MIG_SEC_PC_KNOWN) {
+			/* BLOCK_ABSENT; a BLOCK_REQ from before the break is asked again later. */
+			err = mig_sources_pc_request(mig, type, buf, len);
+			if (err == -ENOENT)
+				err = precopy_fail(mig, -EPROTO, "destination answered the resume badly");
+			if (err)
+				break;
+			continue;
+		}
+		if (postcopy_strike_known(mig, buf, len)) {
 			err = precopy_fail(mig, -EPROTO, "destination answered the resume badly");
 			break;
 		}

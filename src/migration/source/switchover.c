@@ -50,6 +50,12 @@ static int switchover_stop_and_copy(struct migration *mig, uint64_t *t)
 	int64_t dirty;
 	int err;
 
+	/*
+	 * Write-blocking disks let the guest's writes complete again: a vCPU
+	 * waiting on one must not hold up the pause, nor a held write the
+	 * quiesce.  What they write goes in the final pass.
+	 */
+	mig_sources_release(mig);
 	err = vm_pause(&mig->m->vm, VM_PAUSE_TIMEOUT_NS);
 	if (err)
 		return precopy_fail(mig, err, "cannot pause for the switchover: %s",
