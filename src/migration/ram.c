@@ -9,14 +9,12 @@
 #include "migration/codec/codec.h"
 #include "migration/format.h"
 #include "migration/migration.h"
+#include "migration/ram_internal.h"
 #include "migration/ram_pool.h"
 #include "migration/section.h"
 #include "migration/live.h"
 #include "util/le.h"
 #include "vmm/dirty.h"
-
-/* Pages whose dirty bits are cleared in KVM at once: 4 MiB, 16 longs. */
-#define RAM_CLEAR_CHUNK 1024
 
 int ram_setup(struct migration *mig)
 {
@@ -30,6 +28,9 @@ int ram_setup(struct migration *mig)
 		if (!mig->ram.bitmap[r] || !mig->ram.hot[r])
 			return -ENOMEM;
 	}
+	int err = ram_order_setup(mig);
+	if (err)
+		return err;
 	ram->job = calloc(1, sizeof(*ram->job));
 	if (!ram->job)
 		return -ENOMEM;
@@ -83,6 +84,7 @@ void ram_cleanup(struct migration *mig)
 		free(ram->hot[r]);
 		ram->bitmap[r] = ram->hot[r] = NULL;
 	}
+	ram_order_cleanup(ram);
 	if (ram->job)
 		free(ram->job->data);
 	free(ram->job);
@@ -96,7 +98,8 @@ int64_t ram_sync(struct migration *mig)
 
 	for (unsigned r = 0; r < guest_memory_nr_regions(mem); r++) {
 		uint64_t longs = dirty_bitmap_longs(guest_memory_region_pages(mem, r));
-		int err = vm_dirty_log_sync(&mig->m->vm, r, mig->ram.bitmap[r]);
+		/* With --order rewrite, also counts the pages rewritten since sent. */
+		int err = ram_order_sync_region(mig, r);
 		if (err)
 			return err;
 		for (uint64_t i = 0; i < longs; i++)
@@ -297,7 +300,7 @@ static void ram_submit(struct migration *mig)
  * Send everything queued, in order: after this no page is in flight, so
  * a later pass's copy of a page can never overtake an older one.
  */
-static void ram_flush_batch(struct migration *mig)
+void ram_flush_batch(struct migration *mig)
 {
 	ram_submit(mig);
 	if (mig->ram.pool_running)
@@ -309,18 +312,20 @@ static void ram_flush_batch(struct migration *mig)
 static const uint8_t ram_zero_page[GUEST_PAGE_SIZE] __attribute__((aligned(64)));
 
 /*
- * Queue one page for the batch; it is encoded with the batch (codec.c
+ * Queue one page for the batch (the caller cleared its bit); it is encoded with the batch (codec.c
  * picks the codec by the compression mode).  The encoder reads the page
  * once into a snapshot (raw's copy is that snapshot): the guest may be
  * writing it, and the checksum, the digest and the bytes sent must all be
  * of one copy.  (A page torn that way is dirty again and goes out in a
  * later pass.)
  */
-static void ram_queue_page(struct migration *mig, uint64_t gpa, const uint8_t *src,
-			   uint64_t index, bool resend, bool hole)
+void ram_queue_page(struct migration *mig, uint64_t gpa, const uint8_t *src, uint64_t index,
+		    bool hole)
 {
 	struct ram_job *j = ram_current(&mig->ram);
 	uint32_t i = j->count++;
+	/* A re-send is a page that went out before, in any pass or phase. */
+	bool resend = ram_order_mark_sent(&mig->ram, index);
 
 	j->gpa[i] = gpa;
 	j->index[i] = index;
@@ -366,13 +371,23 @@ static bool ram_cancelled(struct migration *mig)
 	return c;
 }
 
-static int ram_send_region(struct migration *mig, unsigned r, bool resend)
+int ram_between_chunks(struct migration *mig)
+{
+	if (ram_cancelled(mig))
+		return -ECANCELED;
+	if (mig->pass.switch_pass || (mig->pass.on_chunk && mig->pass.on_chunk(mig)))
+		return -EAGAIN;		/* to post-copy: the rest is owed */
+	return mig_stream_error(&mig->s);
+}
+
+static int ram_send_region(struct migration *mig, unsigned r)
 {
 	struct vm *vm = &mig->m->vm;
 	uint64_t pages = guest_memory_region_pages(&vm->mem, r);
 	uint64_t base = guest_memory_region_first(&vm->mem, r);
 	unsigned long *bm = mig->ram.bitmap[r], *hot = mig->ram.hot[r];
 	unsigned long send[RAM_CLEAR_CHUNK / DIRTY_BITS_PER_LONG];
+	int err;
 
 	for (uint64_t first = 0; first < pages; first += RAM_CLEAR_CHUNK) {
 		uint64_t count = pages - first < RAM_CLEAR_CHUNK ? pages - first : RAM_CLEAR_CHUNK;
@@ -387,7 +402,7 @@ static int ram_send_region(struct migration *mig, unsigned r, bool resend)
 		if (!any)
 			goto next;
 		/* Re-arm tracking before reading: a write from now on is seen. */
-		int err = vm_dirty_log_clear(vm, r, first, count, send);
+		err = vm_dirty_log_clear(vm, r, first, count, send);
 		if (err)
 			return err;
 		bool hole = guest_memory_is_hole(&vm->mem, base + first, count);
@@ -399,16 +414,13 @@ static int ram_send_region(struct migration *mig, unsigned r, bool resend)
 				uint64_t page = l * DIRTY_BITS_PER_LONG + bit;
 				ram_queue_page(mig, guest_memory_page_gpa(&vm->mem, base + page),
 					       guest_memory_page_ptr(&vm->mem, base + page),
-					       base + page, resend, hole);
+					       base + page, hole);
 			}
 		}
 next:
-		if (ram_cancelled(mig))
-			return -ECANCELED;
-		if (mig->pass.switch_pass || (mig->pass.on_chunk && mig->pass.on_chunk(mig)))
-			return -EAGAIN;		/* to post-copy: the rest is owed */
-		if (mig_stream_error(&mig->s))
-			return mig_stream_error(&mig->s);
+		err = ram_between_chunks(mig);
+		if (err)
+			return err;
 	}
 	return 0;
 }
@@ -416,7 +428,7 @@ next:
 int ram_send_dirty(struct migration *mig, bool resend)
 {
 	for (unsigned r = 0; r < guest_memory_nr_regions(&mig->m->vm.mem); r++) {
-		int err = ram_send_region(mig, r, resend);
+		int err = ram_send_region(mig, r);
 		if (err)
 			return err;
 	}
@@ -438,7 +450,7 @@ bool ram_queue_index(struct migration *mig, uint64_t index)
 		return false;
 	*w &= ~bit;
 	ram_queue_page(mig, guest_memory_page_gpa(mem, index), guest_memory_page_ptr(mem, index),
-		       index, false, false);
+		       index, false);
 	return true;
 }
 
@@ -468,7 +480,7 @@ const struct mig_source_ops mig_ram_source = {
 	.setup = ram_setup,
 	.sync = ram_src_sync,
 	.peek = ram_src_peek,
-	.iterate = ram_send_dirty,
+	.iterate = ram_send_pass,	/* ram_order_send.c: by address or by rewrites */
 	.complete = ram_send_dirty,	/* the final pass is one more of the same */
 	.load = ram_load,
 	.cleanup = ram_cleanup,
