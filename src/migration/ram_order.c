@@ -85,7 +85,7 @@ uint64_t ram_order_build(const struct ram_order_region *rg, unsigned nr, uint32_
 	return n;
 }
 
-uint64_t ram_order_cutoff(const uint64_t hist[RAM_ORDER_BUCKETS])
+uint64_t ram_order_cutoff(const uint64_t hist[RAM_ORDER_BUCKETS], uint64_t max_tail)
 {
 	uint64_t total = 0, tail = 0;
 	unsigned lowest = RAM_ORDER_BUCKETS;
@@ -97,5 +97,5 @@ uint64_t ram_order_cutoff(const uint64_t hist[RAM_ORDER_BUCKETS])
 		if (c >= RAM_ORDER_HOT)
 			tail += hist[c];
 	}
-	return lowest >= RAM_ORDER_HOT ? total : total - tail;
+	return lowest >= RAM_ORDER_HOT || tail > max_tail ? total : total - tail;
 }

@@ -72,11 +72,14 @@ uint64_t ram_order_build(const struct ram_order_region *rg, unsigned nr, uint32_
 /*
  * How many pages of a pass, in the order above, to send before starting
  * the next pass early: all but the hot tail (the buckets from
- * RAM_ORDER_HOT up), and all of them when the coldest bucket present is
- * hot itself (a pass always makes progress).  The rule, from "the
+ * RAM_ORDER_HOT up).  All of them when the coldest bucket present is hot
+ * itself (a pass always makes progress) or when the tail is more than
+ * max_tail pages: a deferred page is still owed, and a tail larger than
+ * the switchover can carry would keep the migration from converging (the
+ * caller passes half the downtime's worth of pages).  The rule, from "the
  * accumulated rewrite rate of what is left exceeds the bandwidth", is
  * worked out in docs/convergence.md.
  */
-uint64_t ram_order_cutoff(const uint64_t hist[RAM_ORDER_BUCKETS]);
+uint64_t ram_order_cutoff(const uint64_t hist[RAM_ORDER_BUCKETS], uint64_t max_tail);
 
 #endif

@@ -106,6 +106,24 @@ int ram_order_sync_region(struct migration *mig, unsigned r)
 	return 0;
 }
 
+/*
+ * The most pages a pass may leave for later: half of what the link carries
+ * in the downtime limit, at the rate the last pass measured (0 before one
+ * was measured: nothing is left).
+ */
+static uint64_t ram_order_max_tail(struct migration *mig)
+{
+	pthread_mutex_lock(&mig->lock);
+	uint64_t bw = mig->stats.throughput, cap = mig->p.bandwidth, ns = mig->p.downtime_ns;
+	pthread_mutex_unlock(&mig->lock);
+	if (cap && cap < bw)
+		bw = cap;
+	/* bytes/s * ns / 1e9 / page / 2, without overflowing */
+	unsigned __int128 bytes = (unsigned __int128)bw * ns / 1000000000ULL;
+	uint64_t pages = (uint64_t)(bytes / GUEST_PAGE_SIZE / 2);
+	return pages;
+}
+
 /* Global page index -> region and page within it (regions are few). */
 static void ram_order_locate(const struct ram_order_region *rg, unsigned nr, uint64_t index,
 			     unsigned *r, uint64_t *page)
@@ -190,7 +208,7 @@ static int ram_send_ordered(struct migration *mig)
 		ram->send_order_cap = marked;
 	}
 	uint64_t n = ram_order_build(rg, nr, ram->send_order, hist);
-	uint64_t cut = ram_order_cutoff(hist);
+	uint64_t cut = ram_order_cutoff(hist, ram_order_max_tail(mig));
 	for (uint64_t i = 0; i < cut;) {
 		uint64_t end = cut - i < RAM_CLEAR_CHUNK ? cut : i + RAM_CLEAR_CHUNK;
 		while (i < end) {

@@ -133,9 +133,14 @@ static void test_cutoff_leaves_the_hot_tail(void **state)
 	hist[0xbf] = 5;		/* at all but the one before last */
 	hist[0xc0] = 20;	/* at the last two */
 	hist[0xff] = 30;	/* at all eight */
-	assert_int_equal(ram_order_cutoff(hist), 1105);
+	assert_int_equal(ram_order_cutoff(hist, UINT64_MAX), 1105);
+	/* A tail larger than the switchover's share is sent after all. */
+	assert_int_equal(ram_order_cutoff(hist, 50), 1105);
+	assert_int_equal(ram_order_cutoff(hist, 49), 1155);
+	assert_int_equal(ram_order_cutoff(hist, 0), 1155);
 	hist[0xc0] = hist[0xff] = 0;
-	assert_int_equal(ram_order_cutoff(hist), 1105);
+	assert_int_equal(ram_order_cutoff(hist, UINT64_MAX), 1105);
+	assert_int_equal(ram_order_cutoff(hist, 0), 1105);
 }
 
 /* The coldest bucket always goes: a pass makes progress. */
@@ -143,12 +148,12 @@ static void test_cutoff_always_progresses(void **state)
 {
 	uint64_t hist[RAM_ORDER_BUCKETS] = { 0 };
 
-	assert_int_equal(ram_order_cutoff(hist), 0);
+	assert_int_equal(ram_order_cutoff(hist, UINT64_MAX), 0);
 	hist[0xc0] = 500;
 	hist[0xe0] = 7;
-	assert_int_equal(ram_order_cutoff(hist), 507);
+	assert_int_equal(ram_order_cutoff(hist, UINT64_MAX), 507);
 	hist[0] = 1ULL << 40;	/* huge counts add up without trouble */
-	assert_int_equal(ram_order_cutoff(hist), 1ULL << 40);
+	assert_int_equal(ram_order_cutoff(hist, UINT64_MAX), 1ULL << 40);
 }
 
 /*
@@ -225,7 +230,8 @@ static uint64_t sim_run(enum mig_order order, uint64_t *deferred)
 			.count = order == MIG_ORDER_REWRITE ? s->count : NULL,
 		};
 		uint64_t n = ram_order_build(&rg, 1, s->order, hist);
-		uint64_t cut = order == MIG_ORDER_REWRITE ? ram_order_cutoff(hist) : n;
+		/* A 1000-tick downtime: half of it is 500 pages. */
+		uint64_t cut = order == MIG_ORDER_REWRITE ? ram_order_cutoff(hist, 500) : n;
 		s->deferred += n - cut;
 		for (uint64_t i = 0; i < cut; i++)
 			sim_send(s, s->order[i], 1);
