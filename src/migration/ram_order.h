@@ -76,7 +76,7 @@ uint64_t ram_order_build(const struct ram_order_region *rg, unsigned nr, uint32_
  * itself (a pass always makes progress) or when the tail is more than
  * max_tail pages: a deferred page is still owed, and a tail larger than
  * the switchover can carry would keep the migration from converging (the
- * caller passes half the downtime's worth of pages).  The rule, from "the
+ * caller passes the downtime's worth of pages).  The rule, from "the
  * accumulated rewrite rate of what is left exceeds the bandwidth", is
  * worked out in docs/convergence.md.
  */

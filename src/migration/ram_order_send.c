@@ -107,9 +107,9 @@ int ram_order_sync_region(struct migration *mig, unsigned r)
 }
 
 /*
- * The most pages a pass may leave for later: half of what the link carries
- * in the downtime limit, at the rate the last pass measured (0 before one
- * was measured: nothing is left).
+ * The most pages a pass may leave for later: what the link carries in the
+ * downtime limit, at the rate the last pass measured (0 before one was
+ * measured: nothing is left).
  */
 static uint64_t ram_order_max_tail(struct migration *mig)
 {
@@ -118,10 +118,9 @@ static uint64_t ram_order_max_tail(struct migration *mig)
 	pthread_mutex_unlock(&mig->lock);
 	if (cap && cap < bw)
 		bw = cap;
-	/* bytes/s * ns / 1e9 / page / 2, without overflowing */
-	unsigned __int128 bytes = (unsigned __int128)bw * ns / 1000000000ULL;
-	uint64_t pages = (uint64_t)(bytes / GUEST_PAGE_SIZE / 2);
-	return pages;
+	/* bytes/s * ns / 1e9 / page, without overflowing */
+	unsigned __int128 pages = (unsigned __int128)bw * ns / 1000000000ULL / GUEST_PAGE_SIZE;
+	return pages > UINT64_MAX ? UINT64_MAX : (uint64_t)pages;
 }
 
 /* Global page index -> region and page within it (regions are few). */
