@@ -28,6 +28,7 @@ int ram_setup(struct migration *mig)
 		if (!mig->ram.bitmap[r] || !mig->ram.hot[r])
 			return -ENOMEM;
 	}
+	ram->stable = false;
 	int err = ram_order_setup(mig);
 	if (err)
 		return err;
@@ -205,18 +206,15 @@ static void ram_note_link(struct mig_ram *ram, uint64_t bytes, uint64_t ns)
 }
 
 /*
- * Send an encoded batch as one RAM section (entries: address | encoding,
- * length; then the encoded data), or as RAM_RUN when its pages are
- * consecutive and all raw: the common case of a first pass, 12 bytes per
- * page less.  docs/migration-stream.md has both layouts.
+ * Send an encoded batch as one RAM section, or as RAM_RUN when its pages
+ * are consecutive and all raw (ram_job_write), in one scatter-gather
+ * write.
  */
 static void ram_write_job(struct migration *mig, struct ram_job *j)
 {
 	struct mig_ram *ram = &mig->ram;
-	struct mig_section_writer w;
-	uint32_t n = j->count;
 
-	if (!n)
+	if (!j->count)
 		return;
 	if (j->err) {
 		mig_stream_fail(&mig->s, -EINVAL, "no negotiated codec takes page 0x%llx",
@@ -224,33 +222,10 @@ static void ram_write_job(struct migration *mig, struct ram_job *j)
 		return;
 	}
 	ram_add_job_stats(ram, j);
-	/* RAM_RUN is raw by definition: every entry id raw, consecutive. */
-	bool run = true;
-	for (uint32_t i = 0; i < n && run; i++)
-		run = j->word[i] == ((j->gpa[0] + i * GUEST_PAGE_SIZE) | MIG_CODEC_RAW);
-	uint32_t len = (run ? 12 : 4 + MIG_RAM_ENTRY * n) + j->bytes;
-	ram_publish(mig, j, len + MIG_SECTION_HDR + 8);
-	if (mig_section_begin(&w, &mig->s, run ? MIG_SEC_RAM_RUN : MIG_SEC_RAM, len)) {
-		mig_stream_fail(&mig->s, -ENOMEM, "out of memory");
-		return;
-	}
-	if (run) {
-		mig_section_put_u64(&w, j->gpa[0]);
-		mig_section_put_u32(&w, n);
-	} else {
-		uint8_t ents[MIG_RAM_BATCH_MAX * MIG_RAM_ENTRY];
-		mig_section_put_u32(&w, n);
-		for (uint32_t i = 0; i < n; i++) {
-			le_put(ents + MIG_RAM_ENTRY * i, j->word[i], 8);
-			le_put(ents + MIG_RAM_ENTRY * i + 8, j->len[i], 4);
-		}
-		mig_section_put(&w, ents, (size_t)MIG_RAM_ENTRY * n);
-	}
-	/* The encoded pages, in one piece: a single write of the batch. */
-	uint64_t t0 = vm_now_ns();
-	mig_section_put(&w, j->data, j->bytes);
-	mig_section_end(&w);
-	ram_note_link(ram, len, vm_now_ns() - t0);
+	uint64_t t0 = vm_now_ns(), bytes0 = mig->s.bytes_out;
+	uint64_t wire = ram_job_write(&mig->s, j);
+	ram_note_link(ram, mig->s.bytes_out - bytes0, vm_now_ns() - t0);
+	ram_publish(mig, j, wire);
 }
 
 /* The batch being filled. */
@@ -291,6 +266,8 @@ static void ram_submit(struct migration *mig)
 			ram_write_oldest(mig);
 		return;
 	}
+	/* Paused (ram.stable): raw pages go from guest RAM, not copied. */
+	j->by_ref = ram->stable;
 	ram_job_encode(j, &ram->codec, mig->digest.hash ? &mig->digest : NULL);
 	ram_write_job(mig, j);
 	j->count = j->resent = 0;
@@ -460,6 +437,17 @@ int ram_flush(struct migration *mig)
 	return mig_stream_flush(&mig->s);
 }
 
+/*
+ * The final pass, and after it post-copy: the guest is paused (and its
+ * devices quiesced) for the rest of the job, so its RAM cannot change and
+ * raw pages can go straight from it.
+ */
+static int ram_send_paused(struct migration *mig, bool resend)
+{
+	mig->ram.stable = true;
+	return ram_send_dirty(mig, resend);
+}
+
 /* The source table's view of RAM (live.h). */
 static int64_t ram_src_sync(struct migration *mig)
 {
@@ -481,7 +469,7 @@ const struct mig_source_ops mig_ram_source = {
 	.sync = ram_src_sync,
 	.peek = ram_src_peek,
 	.iterate = ram_send_pass,	/* ram_order_send.c: by address or by rewrites */
-	.complete = ram_send_dirty,	/* the final pass is one more of the same */
+	.complete = ram_send_paused,	/* the final pass: one more of the same, zero-copy */
 	.load = ram_load,
 	.cleanup = ram_cleanup,
 	.postcopy = true,

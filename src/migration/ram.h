@@ -32,6 +32,11 @@ struct mig_ram {
 	 */
 	unsigned long *hot[GUEST_MAX_REGIONS];
 	bool hot_skip;			/* this pass leaves hot pages for later */
+	/*
+	 * The guest is paused for good (the final pass, post-copy): with
+	 * --compress none raw pages are sent from guest RAM, not copied.
+	 */
+	bool stable;
 	uint64_t clear_ns;		/* when the whole log was last cleared */
 	uint32_t codecs;		/* encodings the destination accepted (bit = id) */
 	/* The encoder: codecs' state and counters (set up once READY is read). */
