@@ -289,12 +289,13 @@ void ram_flush_batch(struct migration *mig)
 static const uint8_t ram_zero_page[GUEST_PAGE_SIZE] __attribute__((aligned(64)));
 
 /*
- * Queue one page for the batch (the caller cleared its bit); it is encoded with the batch (codec.c
- * picks the codec by the compression mode).  The encoder reads the page
- * once into a snapshot (raw's copy is that snapshot): the guest may be
- * writing it, and the checksum, the digest and the bytes sent must all be
- * of one copy.  (A page torn that way is dirty again and goes out in a
- * later pass.)
+ * Queue one page for the batch (the caller cleared its bit); it is encoded
+ * with the batch (codec.c picks the codec by the compression mode).  While
+ * the guest runs, the encoder reads the page once into a snapshot (raw's
+ * copy is that snapshot): the guest may be writing it, and the checksum,
+ * the digest and the bytes sent must all be of one copy.  (A page torn
+ * that way is dirty again and goes out in a later pass.)  Once the guest
+ * is paused for good (ram.stable) the page itself is that copy.
  */
 void ram_queue_page(struct migration *mig, uint64_t gpa, const uint8_t *src, uint64_t index,
 		    bool hole)
@@ -438,9 +439,10 @@ int ram_flush(struct migration *mig)
 }
 
 /*
- * The final pass, and after it post-copy: the guest is paused (and its
- * devices quiesced) for the rest of the job, so its RAM cannot change and
- * raw pages can go straight from it.
+ * The final pass: the guest is paused (and its devices quiesced) for the
+ * rest of the job, so its RAM cannot change and raw pages can go straight
+ * from it.  (Post-copy's switch, which does not complete RAM, says so
+ * itself: source/postcopy.c.)
  */
 static int ram_send_paused(struct migration *mig, bool resend)
 {
