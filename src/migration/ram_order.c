@@ -36,6 +36,20 @@ static unsigned long order_word_mask(uint64_t l, uint64_t pages)
 	return (1UL << (pages % ORDER_BITS)) - 1;
 }
 
+static bool order_all_zero(const uint8_t *h, uint64_t n)
+{
+	uint64_t acc = 0, v;
+	uint64_t i = 0;
+
+	for (; i + 8 <= n; i += 8) {
+		memcpy(&v, h + i, 8);
+		acc |= v;
+	}
+	for (; i < n; i++)
+		acc |= h[i];
+	return !acc;
+}
+
 uint64_t ram_order_note(uint8_t *history, const unsigned long *seen, uint64_t pages)
 {
 	uint64_t longs = (pages + ORDER_BITS - 1) / ORDER_BITS, n = 0;
@@ -44,6 +58,8 @@ uint64_t ram_order_note(uint8_t *history, const unsigned long *seen, uint64_t pa
 		unsigned long w = seen[l] & order_word_mask(l, pages);
 		uint64_t p0 = l * ORDER_BITS;
 		uint64_t end = p0 + ORDER_BITS < pages ? p0 + ORDER_BITS : pages;
+		if (!w && order_all_zero(history + p0, end - p0))
+			continue;	/* cold and not seen: stays 0 (most of an idle guest) */
 		for (uint64_t p = p0; p < end; p++) {
 			unsigned bit = (unsigned)((w >> (p - p0)) & 1);
 			history[p] = (uint8_t)((history[p] >> 1) | (bit << 7));
