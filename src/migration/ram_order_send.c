@@ -178,7 +178,7 @@ static int ram_order_send_group(struct migration *mig, const struct ram_order_re
 	return 0;
 }
 
-/* A pass by rewrite count: coldest first, the hot tail left for the next. */
+/* A pass by rewrite history: coldest first, the hot tail left for the next. */
 static int ram_send_ordered(struct migration *mig)
 {
 	struct mig_ram *ram = &mig->ram;
