@@ -118,6 +118,12 @@ $(BUILD)/bench/tls_channel: bench/tls_channel.c $(FERRY_OBJS)
 	$(Q)mkdir -p $(@D)
 	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) $^ -o $@ $(LDLIBS)
 
+# The RAM source's send path: CPU per GiB, copying and zero-copy (bench/ram_send.c; not in make check).
+$(BUILD)/bench/ram_send: bench/ram_send.c $(FERRY_OBJS)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) $^ -o $@ $(LDLIBS)
+
 include guest/guest.mk
 
 unit: $(UNIT_BINS)

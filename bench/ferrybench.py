@@ -668,7 +668,7 @@ class Ferry:
             argv += ["--timeout", f"{sc.precopy_timeout_s:g}s", "--on-timeout", "cancel"]
         elif mode == "postcopy" or (mode == "hybrid" and not FERRY_HYBRID_AFTER_S):
             argv += ["--mode", mode]
-        return argv
+        return argv + list(sc.ferry_args)
 
     def start_dst(self, h, run, link):
         ip, port = link.vmm_listen
@@ -780,11 +780,13 @@ class Scenario:
     def __init__(self, name, cmdline, mem_mib=1024, link="loopback", vcpus=1,
                  bandwidth=0, downtime_ms=300, primary=False, modes=("precopy",),
                  precopy_timeout_s=PRECOPY_TIMEOUT, converges=True, postcopy_after_s=2.0,
-                 about=""):
+                 about="", ferry_args=(), vmms=None):
         self.name, self.cmdline, self.mem_mib, self.link = name, cmdline, mem_mib, link
         self.vcpus, self.bandwidth, self.downtime_ms, self.primary = vcpus, bandwidth, downtime_ms, primary
         self.modes, self.precopy_timeout_s, self.converges = tuple(modes), precopy_timeout_s, converges
         self.postcopy_after_s, self.about = postcopy_after_s, about
+        # ferry_args: more `ferry migrate` options; vmms: only these VMMs run it (None: all).
+        self.ferry_args, self.vmms = tuple(ferry_args), vmms
 
 
 class Case:
@@ -807,6 +809,12 @@ LINKS = {
 IDLE = "workload=idle fill=random period=10ms"
 # A guest that dirties a 256 MiB working set as fast as it can.
 FAST = "workload=memtouch wss=256M pattern=random rate=0 fill=random period=10ms"
+# Hot/cold: 96 MiB/s of writes over 96 MiB, 9 in 10 to its first 9.6 MiB
+# (guest/README.md, pattern=hotcold): below the 1 Gbit/s link, so pre-copy
+# converges, but the hot set is rewritten within every pass.  The downtime
+# limit is 100 ms: the hot set fits what the link carries in it, so
+# --order rewrite may leave it for the switchover (docs/convergence.md).
+HOTCOLD = "workload=memtouch wss=96M pattern=hotcold rate=96M fill=random period=10ms"
 SCENARIOS = [
     Scenario("idle-random-lo", IDLE, primary=True),
     Scenario("idle-mixed-lo", "workload=idle fill=mixed period=10ms"),
@@ -827,9 +835,19 @@ SCENARIOS = [
     Scenario("memtouch-fast-128m", FAST, bandwidth=128 * MiB, modes=("precopy", "hybrid"),
              precopy_timeout_s=30, converges=False,
              about="issue 4's shape"),
+    # Issue 13, ordered propagation: the same hot/cold guest, ferry alone,
+    # in address order and in rewrite order; the report compares the pages
+    # each re-sent (target: rewrite <= 0.5x address).
+    Scenario("hotcold-address-1g", HOTCOLD, link="veth-1g", vmms=("ferry",), downtime_ms=100,
+             ferry_args=("--order", "address"), about="ferry --order address"),
+    Scenario("hotcold-rewrite-1g", HOTCOLD, link="veth-1g", vmms=("ferry",), downtime_ms=100,
+             ferry_args=("--order", "rewrite"), about="ferry --order rewrite"),
 ]
+# (address, rewrite) scenario pairs whose pages re-sent the report compares.
+ORDER_PAIRS = [("hotcold-address-1g", "hotcold-rewrite-1g")]
 PRESETS = {
     "quick": ["idle-random-lo"],
+    "order": ["hotcold-address-1g", "hotcold-rewrite-1g"],
     "full": [s.name for s in SCENARIOS] + ["disk-randwrite", "disk-seqwrite", "disk-seqread",
                                            "net-udp-echo"],   # DEVICE_SCENARIOS, below
 }
@@ -910,6 +928,10 @@ def run_migration(h, case, vmm, link, rep, post_s=1.0, settle_s=1.0):
                                            "vmm_bytes", "iterations", "postcopy_requests",
                                            "postcopy_bytes")})
         rec["vmm_report"] = m.get("raw")
+        raw = m.get("raw") if isinstance(m.get("raw"), dict) else {}
+        # ferry's own counts (QEMU reports no re-sends): pages sent again, pages deferred.
+        rec["pages_resent"] = raw.get("pages-resent")
+        rec["pages_deferred"] = raw.get("pages-deferred")
         if m.get("phases"):
             rec["downtime_phases"] = json.dumps(m["phases"], separators=(",", ":"))
         rec["wall_ms"] = 1000 * (m["t1"] - m["t0"])
@@ -1403,6 +1425,7 @@ METRICS = [  # key, label, digits, better ("lower"/"higher"/None), post-copy mod
     ("src_cpu_s", "source CPU during migration (s)", 2, "lower", False),
     ("dst_cpu_s", "dest CPU during migration (s)", 2, "lower", False),
     ("iterations", "iterations / dirty syncs", 0, None, False),
+    ("pages_resent", "pages re-sent (ferry only)", 0, "lower", False),
 ]
 # What a pre-copy that did not converge still tells (medians over those runs).
 NOT_CONVERGED_METRICS = [("wire_mib", "sent on the wire (MiB)", 0),
@@ -1448,6 +1471,28 @@ def check(op, value, target):
         return "n/a"
     ok = value >= target if op == ">=" else value <= target
     return "PASS" if ok else "FAIL"
+
+
+def report_order(summary, cases, p):
+    """Ordered propagation: pages re-sent by ferry in rewrite order against
+    address order on the same guest, in the same run (issue 13's target:
+    <= 0.5x)."""
+    labels = {c.label for c in cases}
+    for addr, rew in ORDER_PAIRS:
+        a, r = f"{addr}/precopy", f"{rew}/precopy"
+        if a not in labels or r not in labels:
+            continue
+        ra = summary[a]["pages_resent"]["ferry"]
+        rr = summary[r]["pages_resent"]["ferry"]
+        ratio = rr / ra if ra and rr is not None else None
+        p()
+        p(f"== ordered propagation: pages re-sent, {rew} against {addr} (medians, this run)")
+        p(f"   address {fmt(ra, 0)}, rewrite {fmt(rr, 0)}, ratio {fmt(ratio, 2)}   "
+          f"[{check('<=', ratio, 0.5)}: <= 0.5x address order]")
+        for key in ("total_ms", "downtime_ms", "wire_mib", "iterations"):
+            lab = next(m[1] for m in METRICS if m[0] == key)
+            p(f"   {lab}: address {fmt(summary[a][key]['ferry'])}, "
+              f"rewrite {fmt(summary[r][key]['ferry'])}")
 
 
 def report(summary, cases, links, ferry_ok, ferry_why, lines):
@@ -1509,6 +1554,7 @@ def report(summary, cases, links, ferry_ok, ferry_why, lines):
                 verdict = check(op, s[key]["ferry"], target) if ferry_ok else "n/a"
                 qv = check(op, s[key]["qemu"], target)
                 p(f"     {verdict:<5} {text}   (ferry {fmt(s[key]['ferry'])}, qemu {fmt(s[key]['qemu'])} [{qv}])")
+    report_order(summary, cases, p)
     if not ferry_ok:
         p()
         p(f"ferry column empty: {ferry_why}")
@@ -1743,9 +1789,10 @@ def main():
             link.setup(h)
             try:
                 for case in (c for c in cases if c.sc is sc):
-                    able = [v for v in vmms if case.mode in supported[v.name]]
+                    able = [v for v in vmms if case.mode in supported[v.name]
+                            and (sc.vmms is None or v.name in sc.vmms)]
                     for v in vmms:
-                        if v not in able:
+                        if v not in able and (sc.vmms is None or v.name in sc.vmms):
                             log(f"  {case.label} {v.name}: {NOT_IMPLEMENTED}")
                     for rep in range(repeat):
                         order = able if rep % 2 == 0 else list(reversed(able))

@@ -11,6 +11,7 @@
 #include "cli/cli.h"
 #include "cli/stats_csv.h"
 #include "migration/codec/codec.h"
+#include "migration/ram_order.h"
 #include "control/client.h"
 #include "util/log.h"
 #include "util/parse.h"
@@ -53,6 +54,9 @@ static const char migrate_usage[] =
 "                           whatever pays on this link)\n"
 "      --compress-level N   zstd's level (1..19, default 1)\n"
 "      --xbzrle-cache SIZE  delta's cache of pages last sent (default 64M)\n"
+"      --order WHAT         passes 2 and later: rewrite (default: rarely rewritten\n"
+"                           pages first, a hot tail that outruns the link left for\n"
+"                           the next pass) or address (guest address order)\n"
 "  -V, --verify             compare digests of all RAM, of the device state and\n"
 "                           (with --copy-storage) of every disk at switchover\n"
 "      --copy-storage[=incremental]  copy the disks too, live (local disks): the\n"
@@ -111,6 +115,9 @@ static void migrate_add_bool(json_object *args, const char *key)
 	json_object_object_add(args, key, json_object_new_boolean(true));
 }
 
+/* Long options with no letter of their own. */
+enum { OPT_ORDER = 0x100 };
+
 static void migrate_parse(int argc, char **argv, struct migrate_opts *o)
 {
 	static const struct option longopts[] = {
@@ -129,6 +136,7 @@ static void migrate_parse(int argc, char **argv, struct migrate_opts *o)
 		{ "compress", required_argument, NULL, 'c' },
 		{ "compress-level", required_argument, NULL, 'L' },
 		{ "xbzrle-cache", required_argument, NULL, 'X' },
+		{ "order", required_argument, NULL, OPT_ORDER },
 		{ "keep-source", no_argument, NULL, 'k' },
 		{ "copy-storage", optional_argument, NULL, 'G' },
 		{ "copy-storage-mode", required_argument, NULL, 'W' },
@@ -224,6 +232,11 @@ static void migrate_parse(int argc, char **argv, struct migrate_opts *o)
 				die(FERRY_EXIT_USAGE, "bad --xbzrle-cache '%s': use a size like 64M "
 				    "(4K..64G)", optarg);
 			json_object_object_add(o->args, "xbzrle-cache", json_object_new_int64((int64_t)v));
+			break;
+		case OPT_ORDER:
+			if (mig_order_parse(optarg) < 0)
+				die(FERRY_EXIT_USAGE, "--order takes address or rewrite");
+			json_object_object_add(o->args, "order", json_object_new_string(optarg));
 			break;
 		case 'k': migrate_add_bool(o->args, "keep-source"); break;
 		case 'G':
@@ -386,6 +399,9 @@ static void migrate_print_report(json_object *d, bool to_file)
 	printf("Normal pages:       %lld (%s)\n", (long long)migrate_get_i64(d, "normal-pages"),
 	       format_size((uint64_t)migrate_get_i64(d, "normal-bytes"), b, sizeof(b)));
 	printf("Pages re-sent:      %lld\n", (long long)migrate_get_i64(d, "pages-resent"));
+	if (migrate_get_i64(d, "pages-deferred"))
+		printf("Pages deferred:     %lld (passes ended before a hot tail)\n",
+		       (long long)migrate_get_i64(d, "pages-deferred"));
 	printf("Device state:       %s\n", format_size((uint64_t)migrate_get_i64(d, "device-state-bytes"), b, sizeof(b)));
 	printf("Throughput:         %s/s\n", format_size((uint64_t)migrate_get_i64(d, "throughput-bytes-per-second"), b, sizeof(b)));
 	migrate_print_codecs(d);

@@ -28,6 +28,7 @@ const struct control_arg cmd_migrate_args[] = {
 	{ "compress", CONTROL_ARG_STRING, false },
 	{ "compress-level", CONTROL_ARG_UINT, false },
 	{ "xbzrle-cache", CONTROL_ARG_UINT, false },
+	{ "order", CONTROL_ARG_STRING, false },
 	{ "copy-storage", CONTROL_ARG_BOOL_OR_STRING, false },
 	{ "copy-storage-mode", CONTROL_ARG_STRING, false },
 	{ "tls-creds", CONTROL_ARG_STRING, false },
@@ -197,6 +198,13 @@ static int mig_parse_params(json_object *args, struct mig_params *p, json_object
 				    "4096..64 GiB");
 	p->compress_level = (int)level;
 	p->xbzrle_cache = cache;
+	p->order = MIG_ORDER_DEFAULT;
+	if (json_object_object_get_ex(args, "order", &v)) {
+		int order = mig_order_parse(json_object_get_string(v));
+		if (order < 0)
+			return control_fail(ret, -EINVAL, "'order' must be address or rewrite");
+		p->order = (enum mig_order)order;
+	}
 	if (json_object_object_get_ex(args, "mode", &v)) {
 		const char *s = json_object_get_string(v);
 		if (!strcmp(s, "postcopy"))

@@ -76,6 +76,7 @@ int migration_start(struct migration *mig, const struct mig_params *p, mig_event
 	mig->stats.start_ns = vm_now_ns();
 	mig->stats.verify = p->verify;
 	mig->stats.compress = p->compress;
+	mig->stats.order = p->order;
 	mig->req.cancel = false;
 	mig->req.resume_requested = false;
 	mig->end.committed = false;

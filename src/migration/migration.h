@@ -45,6 +45,7 @@ struct mig_params {
 	enum mig_compress compress;
 	int compress_level;
 	uint64_t xbzrle_cache;
+	enum mig_order order;		/* --order: passes 2 and later (ram_order.h) */
 	bool auto_converge;
 	bool verify;
 	bool keep_source;		/* stay paused after success instead of exiting */

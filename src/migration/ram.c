@@ -8,16 +8,13 @@
 
 #include "migration/codec/codec.h"
 #include "migration/format.h"
-#include "migration/live.h"
 #include "migration/migration.h"
+#include "migration/ram_internal.h"
 #include "migration/ram_pool.h"
 #include "migration/section.h"
 #include "migration/live.h"
 #include "util/le.h"
 #include "vmm/dirty.h"
-
-/* Pages whose dirty bits are cleared in KVM at once: 4 MiB, 16 longs. */
-#define RAM_CLEAR_CHUNK 1024
 
 int ram_setup(struct migration *mig)
 {
@@ -31,6 +28,10 @@ int ram_setup(struct migration *mig)
 		if (!mig->ram.bitmap[r] || !mig->ram.hot[r])
 			return -ENOMEM;
 	}
+	ram->stable = false;
+	int err = ram_order_setup(mig);
+	if (err)
+		return err;
 	ram->job = calloc(1, sizeof(*ram->job));
 	if (!ram->job)
 		return -ENOMEM;
@@ -84,6 +85,7 @@ void ram_cleanup(struct migration *mig)
 		free(ram->hot[r]);
 		ram->bitmap[r] = ram->hot[r] = NULL;
 	}
+	ram_order_cleanup(ram);
 	if (ram->job)
 		free(ram->job->data);
 	free(ram->job);
@@ -97,7 +99,8 @@ int64_t ram_sync(struct migration *mig)
 
 	for (unsigned r = 0; r < guest_memory_nr_regions(mem); r++) {
 		uint64_t longs = dirty_bitmap_longs(guest_memory_region_pages(mem, r));
-		int err = vm_dirty_log_sync(&mig->m->vm, r, mig->ram.bitmap[r]);
+		/* With --order rewrite, also counts the pages rewritten since sent. */
+		int err = ram_order_sync_region(mig, r);
 		if (err)
 			return err;
 		for (uint64_t i = 0; i < longs; i++)
@@ -203,18 +206,15 @@ static void ram_note_link(struct mig_ram *ram, uint64_t bytes, uint64_t ns)
 }
 
 /*
- * Send an encoded batch as one RAM section (entries: address | encoding,
- * length; then the encoded data), or as RAM_RUN when its pages are
- * consecutive and all raw: the common case of a first pass, 12 bytes per
- * page less.  docs/migration-stream.md has both layouts.
+ * Send an encoded batch as one RAM section, or as RAM_RUN when its pages
+ * are consecutive and all raw (ram_job_write), in one scatter-gather
+ * write.
  */
 static void ram_write_job(struct migration *mig, struct ram_job *j)
 {
 	struct mig_ram *ram = &mig->ram;
-	struct mig_section_writer w;
-	uint32_t n = j->count;
 
-	if (!n)
+	if (!j->count)
 		return;
 	if (j->err) {
 		mig_stream_fail(&mig->s, -EINVAL, "no negotiated codec takes page 0x%llx",
@@ -222,33 +222,10 @@ static void ram_write_job(struct migration *mig, struct ram_job *j)
 		return;
 	}
 	ram_add_job_stats(ram, j);
-	/* RAM_RUN is raw by definition: every entry id raw, consecutive. */
-	bool run = true;
-	for (uint32_t i = 0; i < n && run; i++)
-		run = j->word[i] == ((j->gpa[0] + i * GUEST_PAGE_SIZE) | MIG_CODEC_RAW);
-	uint32_t len = (run ? 12 : 4 + MIG_RAM_ENTRY * n) + j->bytes;
-	ram_publish(mig, j, len + MIG_SECTION_HDR + 8);
-	if (mig_section_begin(&w, &mig->s, run ? MIG_SEC_RAM_RUN : MIG_SEC_RAM, len)) {
-		mig_stream_fail(&mig->s, -ENOMEM, "out of memory");
-		return;
-	}
-	if (run) {
-		mig_section_put_u64(&w, j->gpa[0]);
-		mig_section_put_u32(&w, n);
-	} else {
-		uint8_t ents[MIG_RAM_BATCH_MAX * MIG_RAM_ENTRY];
-		mig_section_put_u32(&w, n);
-		for (uint32_t i = 0; i < n; i++) {
-			le_put(ents + MIG_RAM_ENTRY * i, j->word[i], 8);
-			le_put(ents + MIG_RAM_ENTRY * i + 8, j->len[i], 4);
-		}
-		mig_section_put(&w, ents, (size_t)MIG_RAM_ENTRY * n);
-	}
-	/* The encoded pages, in one piece: a single write of the batch. */
-	uint64_t t0 = vm_now_ns();
-	mig_section_put(&w, j->data, j->bytes);
-	mig_section_end(&w);
-	ram_note_link(ram, len, vm_now_ns() - t0);
+	uint64_t t0 = vm_now_ns(), bytes0 = mig->s.bytes_out;
+	uint64_t wire = ram_job_write(&mig->s, j);
+	ram_note_link(ram, mig->s.bytes_out - bytes0, vm_now_ns() - t0);
+	ram_publish(mig, j, wire);
 }
 
 /* The batch being filled. */
@@ -289,6 +266,8 @@ static void ram_submit(struct migration *mig)
 			ram_write_oldest(mig);
 		return;
 	}
+	/* Paused (ram.stable): raw pages go from guest RAM, not copied. */
+	j->by_ref = ram->stable;
 	ram_job_encode(j, &ram->codec, mig->digest.hash ? &mig->digest : NULL);
 	ram_write_job(mig, j);
 	j->count = j->resent = 0;
@@ -298,7 +277,7 @@ static void ram_submit(struct migration *mig)
  * Send everything queued, in order: after this no page is in flight, so
  * a later pass's copy of a page can never overtake an older one.
  */
-static void ram_flush_batch(struct migration *mig)
+void ram_flush_batch(struct migration *mig)
 {
 	ram_submit(mig);
 	if (mig->ram.pool_running)
@@ -310,18 +289,21 @@ static void ram_flush_batch(struct migration *mig)
 static const uint8_t ram_zero_page[GUEST_PAGE_SIZE] __attribute__((aligned(64)));
 
 /*
- * Queue one page for the batch; it is encoded with the batch (codec.c
- * picks the codec by the compression mode).  The encoder reads the page
- * once into a snapshot (raw's copy is that snapshot): the guest may be
- * writing it, and the checksum, the digest and the bytes sent must all be
- * of one copy.  (A page torn that way is dirty again and goes out in a
- * later pass.)
+ * Queue one page for the batch (the caller cleared its bit); it is encoded
+ * with the batch (codec.c picks the codec by the compression mode).  While
+ * the guest runs, the encoder reads the page once into a snapshot (raw's
+ * copy is that snapshot): the guest may be writing it, and the checksum,
+ * the digest and the bytes sent must all be of one copy.  (A page torn
+ * that way is dirty again and goes out in a later pass.)  Once the guest
+ * is paused for good (ram.stable) the page itself is that copy.
  */
-static void ram_queue_page(struct migration *mig, uint64_t gpa, const uint8_t *src,
-			   uint64_t index, bool resend, bool hole)
+void ram_queue_page(struct migration *mig, uint64_t gpa, const uint8_t *src, uint64_t index,
+		    bool hole)
 {
 	struct ram_job *j = ram_current(&mig->ram);
 	uint32_t i = j->count++;
+	/* A re-send is a page that went out before, in any pass or phase. */
+	bool resend = ram_order_mark_sent(&mig->ram, index);
 
 	j->gpa[i] = gpa;
 	j->index[i] = index;
@@ -367,13 +349,27 @@ static bool ram_cancelled(struct migration *mig)
 	return c;
 }
 
-static int ram_send_region(struct migration *mig, unsigned r, bool resend)
+int ram_between_chunks(struct migration *mig)
+{
+	if (ram_cancelled(mig))
+		return -ECANCELED;
+	if (mig->pass.switch_pass || (mig->pass.on_chunk && mig->pass.on_chunk(mig)))
+		return -EAGAIN;		/* to post-copy: the rest is owed */
+	int err = mig_stream_error(&mig->s);
+	if (err)
+		return err;
+	/* Write-blocking disks: the guest's writes wait on this. */
+	return mig_sources_service(mig);
+}
+
+static int ram_send_region(struct migration *mig, unsigned r)
 {
 	struct vm *vm = &mig->m->vm;
 	uint64_t pages = guest_memory_region_pages(&vm->mem, r);
 	uint64_t base = guest_memory_region_first(&vm->mem, r);
 	unsigned long *bm = mig->ram.bitmap[r], *hot = mig->ram.hot[r];
 	unsigned long send[RAM_CLEAR_CHUNK / DIRTY_BITS_PER_LONG];
+	int err;
 
 	for (uint64_t first = 0; first < pages; first += RAM_CLEAR_CHUNK) {
 		uint64_t count = pages - first < RAM_CLEAR_CHUNK ? pages - first : RAM_CLEAR_CHUNK;
@@ -388,7 +384,7 @@ static int ram_send_region(struct migration *mig, unsigned r, bool resend)
 		if (!any)
 			goto next;
 		/* Re-arm tracking before reading: a write from now on is seen. */
-		int err = vm_dirty_log_clear(vm, r, first, count, send);
+		err = vm_dirty_log_clear(vm, r, first, count, send);
 		if (err)
 			return err;
 		bool hole = guest_memory_is_hole(&vm->mem, base + first, count);
@@ -400,20 +396,13 @@ static int ram_send_region(struct migration *mig, unsigned r, bool resend)
 				uint64_t page = l * DIRTY_BITS_PER_LONG + bit;
 				ram_queue_page(mig, guest_memory_page_gpa(&vm->mem, base + page),
 					       guest_memory_page_ptr(&vm->mem, base + page),
-					       base + page, resend, hole);
+					       base + page, hole);
 			}
 		}
 next:
-		if (ram_cancelled(mig))
-			return -ECANCELED;
-		if (mig->pass.switch_pass || (mig->pass.on_chunk && mig->pass.on_chunk(mig)))
-			return -EAGAIN;		/* to post-copy: the rest is owed */
-		if (mig_stream_error(&mig->s))
-			return mig_stream_error(&mig->s);
-		/* Write-blocking disks: the guest's writes wait on this. */
-		int serr = mig_sources_service(mig);
-		if (serr)
-			return serr;
+		err = ram_between_chunks(mig);
+		if (err)
+			return err;
 	}
 	return 0;
 }
@@ -421,7 +410,7 @@ next:
 int ram_send_dirty(struct migration *mig, bool resend)
 {
 	for (unsigned r = 0; r < guest_memory_nr_regions(&mig->m->vm.mem); r++) {
-		int err = ram_send_region(mig, r, resend);
+		int err = ram_send_region(mig, r);
 		if (err)
 			return err;
 	}
@@ -443,7 +432,7 @@ bool ram_queue_index(struct migration *mig, uint64_t index)
 		return false;
 	*w &= ~bit;
 	ram_queue_page(mig, guest_memory_page_gpa(mem, index), guest_memory_page_ptr(mem, index),
-		       index, false, false);
+		       index, false);
 	return true;
 }
 
@@ -451,6 +440,18 @@ int ram_flush(struct migration *mig)
 {
 	ram_flush_batch(mig);
 	return mig_stream_flush(&mig->s);
+}
+
+/*
+ * The final pass: the guest is paused (and its devices quiesced) for the
+ * rest of the job, so its RAM cannot change and raw pages can go straight
+ * from it.  (Post-copy's switch, which does not complete RAM, says so
+ * itself: source/postcopy.c.)
+ */
+static int ram_send_paused(struct migration *mig, bool resend)
+{
+	mig->ram.stable = true;
+	return ram_send_dirty(mig, resend);
 }
 
 /* The source table's view of RAM (live.h). */
@@ -473,8 +474,8 @@ const struct mig_source_ops mig_ram_source = {
 	.setup = ram_setup,
 	.sync = ram_src_sync,
 	.peek = ram_src_peek,
-	.iterate = ram_send_dirty,
-	.complete = ram_send_dirty,	/* the final pass is one more of the same */
+	.iterate = ram_send_pass,	/* ram_order_send.c: by address or by rewrites */
+	.complete = ram_send_paused,	/* the final pass: one more of the same, zero-copy */
 	.load = ram_load,
 	.cleanup = ram_cleanup,
 	.postcopy = true,

@@ -12,6 +12,7 @@
 
 #include "board/machine.h"
 #include "migration/codec/codec.h"
+#include "migration/ram_order.h"
 #include "migration/ram_pool.h"
 
 struct migration;
@@ -31,6 +32,11 @@ struct mig_ram {
 	 */
 	unsigned long *hot[GUEST_MAX_REGIONS];
 	bool hot_skip;			/* this pass leaves hot pages for later */
+	/*
+	 * The guest is paused for good (the final pass, post-copy): with
+	 * --compress none raw pages are sent from guest RAM, not copied.
+	 */
+	bool stable;
 	uint64_t clear_ns;		/* when the whole log was last cleared */
 	uint32_t codecs;		/* encodings the destination accepted (bit = id) */
 	/* The encoder: codecs' state and counters (set up once READY is read). */
@@ -49,6 +55,23 @@ struct mig_ram {
 	struct ram_job *job;
 	struct ram_pool pool;
 	bool pool_running;
+	/*
+	 * Re-sends and ordered propagation (ram_order_send.c).  `sent` marks,
+	 * by page index, the pages sent at least once: a page sent again is
+	 * counted in pages-resent.  With --order rewrite, `rewrites` holds each
+	 * page's rewrite history, the last 8 syncs (ram_order.h; allocated at
+	 * the first counted sync), `seen` a region's report from one sync, and
+	 * `send_order` a pass's pages in the order they go.
+	 */
+	enum mig_order order;
+	uint64_t nr_pages;		/* the page index space (last region's end) */
+	unsigned long *sent;
+	uint8_t *rewrites;
+	unsigned long *seen[GUEST_MAX_REGIONS];
+	uint32_t *send_order;
+	uint64_t send_order_cap;	/* entries */
+	bool counting;			/* pass 1 went out: syncs count rewrites */
+	uint64_t deferred;		/* pages left by early pass ends, all passes */
 };
 
 /*
@@ -70,12 +93,20 @@ int64_t ram_sync(struct migration *mig) __attribute__((warn_unused_result));
 
 /*
  * Send every page marked in the bitmaps (but hot ones while ram.hot_skip),
- * clearing each chunk's dirty bits in KVM right before reading it.
- * `resend`: count the pages as re-sent.  Returns 0, -ECANCELED if
+ * by address, clearing each chunk's dirty bits in KVM right before reading
+ * it.  `resend` is not used: ram.sent tells which pages are re-sent.  Returns 0, -ECANCELED if
  * cancelled, -EAGAIN when post-copy was asked for (or pass.on_chunk said
  * so) mid-pass, or the stream's error.
  */
 int ram_send_dirty(struct migration *mig, bool resend) __attribute__((warn_unused_result));
+
+/*
+ * One live pass (the source table's iterate): pass 1 and --order address
+ * as ram_send_dirty(); later passes with --order rewrite coldest first,
+ * ending early before a hot tail that outruns the link (those pages stay
+ * marked for the next pass).  Same returns as ram_send_dirty().
+ */
+int ram_send_pass(struct migration *mig, bool resend) __attribute__((warn_unused_result));
 
 /*
  * Peek at KVM's dirty log into the hot bitmaps (nothing consumed).

@@ -6,21 +6,38 @@
 #include "migration/ram_pool.h"
 
 #include <errno.h>
+#include <sys/uio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "migration/section.h"
+#include "util/le.h"
+
 void ram_job_encode(struct ram_job *j, struct mig_codec_ctx *c, struct mig_digest *d)
 {
+	uint32_t packed = 0;	/* bytes in j->data */
+
 	j->err = 0;
-	j->bytes = j->with_data = 0;
+	j->bytes = j->with_data = j->nref = 0;
 	c->link_bps = j->link_bps;
 	c->delta_off = j->delta_off;
 	for (uint32_t i = 0; i < j->count; i++) {
 		const uint8_t *held;
 		uint32_t len;
-		int id = mig_codec_encode(c, j->index[i], j->src[i], j->hole[i], j->data + j->bytes,
-					  &len, &held);
+		int id;
+		j->ref[i] = NULL;
+		if (j->by_ref) {
+			id = mig_codec_encode_ref(c, j->index[i], j->src[i], j->hole[i], &len, &held);
+			if (id == MIG_CODEC_RAW) {
+				j->ref[i] = held;
+				j->nref++;
+			}
+		} else {
+			id = mig_codec_encode(c, j->index[i], j->src[i], j->hole[i], j->data + packed,
+					      &len, &held);
+			packed += id < 0 ? 0 : len;
+		}
 		if (id < 0) {
 			j->err = id;
 			j->word[i] = j->gpa[i];
@@ -30,10 +47,67 @@ void ram_job_encode(struct ram_job *j, struct mig_codec_ctx *c, struct mig_diges
 		j->len[i] = len;
 		j->bytes += len;
 		j->with_data += held != NULL;
-		/* The digest is of what the destination will hold: the encoder's snapshot. */
+		/*
+		 * The digest is of what the destination will hold: the encoder's
+		 * snapshot, or the page itself when it cannot change.
+		 */
 		if (d)
 			mig_digest_set(d, j->index[i], held);
 	}
+}
+
+/* The pages of j as iovecs: refs into guest RAM, the rest from j->data; adjacent ones merged. */
+static int ram_job_iov(const struct ram_job *j, struct iovec *iov)
+{
+	uint32_t packed = 0;
+	int n = 0;
+
+	for (uint32_t i = 0; i < j->count; i++) {
+		const uint8_t *p = j->ref[i] ? j->ref[i] : j->data + packed;
+		if (!j->len[i])
+			continue;
+		if (!j->ref[i])
+			packed += j->len[i];
+		if (n && (const uint8_t *)iov[n - 1].iov_base + iov[n - 1].iov_len == p) {
+			iov[n - 1].iov_len += j->len[i];
+			continue;
+		}
+		iov[n++] = (struct iovec){ .iov_base = (void *)p, .iov_len = j->len[i] };
+	}
+	return n;
+}
+
+uint64_t ram_job_write(struct mig_stream *s, const struct ram_job *j)
+{
+	struct mig_section_writer w;
+	uint32_t n = j->count;
+
+	/* RAM_RUN is raw by definition: every entry id raw, consecutive. */
+	bool run = true;
+	for (uint32_t i = 0; i < n && run; i++)
+		run = j->word[i] == ((j->gpa[0] + i * GUEST_PAGE_SIZE) | MIG_CODEC_RAW);
+	uint32_t len = (run ? 12 : 4 + MIG_RAM_ENTRY * n) + j->bytes;
+	if (mig_section_begin(&w, s, run ? MIG_SEC_RAM_RUN : MIG_SEC_RAM, len)) {
+		mig_stream_fail(s, -ENOMEM, "out of memory");
+		return 0;
+	}
+	if (run) {
+		mig_section_put_u64(&w, j->gpa[0]);
+		mig_section_put_u32(&w, n);
+	} else {
+		uint8_t ents[MIG_RAM_BATCH_MAX * MIG_RAM_ENTRY];
+		mig_section_put_u32(&w, n);
+		for (uint32_t i = 0; i < n; i++) {
+			le_put(ents + MIG_RAM_ENTRY * i, j->word[i], 8);
+			le_put(ents + MIG_RAM_ENTRY * i + 8, j->len[i], 4);
+		}
+		mig_section_put(&w, ents, (size_t)MIG_RAM_ENTRY * n);
+	}
+	/* The encoded pages, with what is queued before them: one write. */
+	struct iovec iov[MIG_RAM_BATCH_MAX];
+	mig_section_putv(&w, iov, ram_job_iov(j, iov));
+	mig_section_end(&w);
+	return (uint64_t)len + MIG_SECTION_HDR + 8;
 }
 
 static void *ram_pool_worker(void *arg)

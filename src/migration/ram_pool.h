@@ -31,13 +31,21 @@ struct ram_job {
 	uint32_t resent;		/* pages of it that are re-sends */
 	uint64_t link_bps;		/* the link as ram.c last measured it */
 	bool delta_off;
+	/*
+	 * Zero-copy: the guest is paused and --compress is none, so raw pages
+	 * are not copied: ref[i] points at the page in guest RAM and the
+	 * section is written from there (ram_job_write).
+	 */
+	bool by_ref;
 	uint64_t gpa[MIG_RAM_BATCH_MAX];
 	uint64_t index[MIG_RAM_BATCH_MAX];
 	const uint8_t *src[MIG_RAM_BATCH_MAX];	/* guest RAM (a hole: a zero page) */
 	bool hole[MIG_RAM_BATCH_MAX];
 	/* Written by the encoder (a worker, or the migration thread inline). */
 	int err;
-	uint8_t *data;			/* the encoded pages, back to back */
+	uint8_t *data;			/* the encoded pages (but refs), back to back */
+	const uint8_t *ref[MIG_RAM_BATCH_MAX];	/* by_ref: raw page i in guest RAM, or NULL */
+	uint32_t nref;			/* pages sent by reference */
 	uint64_t word[MIG_RAM_BATCH_MAX];	/* address | codec id */
 	uint32_t len[MIG_RAM_BATCH_MAX];
 	uint32_t bytes, with_data;	/* encoded bytes; pages that are not zero */
@@ -53,6 +61,18 @@ struct ram_job {
  * codec takes).
  */
 void ram_job_encode(struct ram_job *j, struct mig_codec_ctx *c, struct mig_digest *d);
+
+struct mig_stream;
+/*
+ * Write encoded job j as one RAM section, or RAM_RUN when its pages are
+ * consecutive and all raw (docs/migration-stream.md has both layouts).
+ * Header, entries and the pages go out in one scatter-gather write: the
+ * pages from j->data, or straight from guest RAM for those by reference,
+ * the checksum computed over those same bytes (they cannot change: the
+ * guest is paused).  Returns the section's length on the wire; errors
+ * stick to the stream.
+ */
+uint64_t ram_job_write(struct mig_stream *s, const struct ram_job *j);
 
 enum ram_job_state { RAM_JOB_FREE, RAM_JOB_QUEUED, RAM_JOB_BUSY, RAM_JOB_DONE };
 

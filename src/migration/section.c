@@ -42,6 +42,19 @@ void mig_section_put(struct mig_section_writer *w, const void *data, size_t len)
 	w->done += (uint32_t)len;
 }
 
+void mig_section_putv(struct mig_section_writer *w, const struct iovec *iov, int n)
+{
+	size_t total = 0;
+
+	for (int i = 0; i < n; i++) {
+		XXH3_64bits_update(w->hash, iov[i].iov_base, iov[i].iov_len);
+		total += iov[i].iov_len;
+	}
+	assert(w->done + total <= w->len);
+	mig_stream_putv(w->s, iov, n);
+	w->done += (uint32_t)total;
+}
+
 void mig_section_put_u32(struct mig_section_writer *w, uint32_t v)
 {
 	uint8_t b[4];

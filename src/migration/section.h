@@ -27,6 +27,12 @@ struct mig_section_writer {
 int mig_section_begin(struct mig_section_writer *w, struct mig_stream *s, uint8_t type,
 		      uint32_t len) __attribute__((warn_unused_result));
 void mig_section_put(struct mig_section_writer *w, const void *data, size_t len);
+/*
+ * Put n iovecs of payload, checksummed as they are and sent without a copy
+ * when large (mig_stream_putv): their memory must not change until this
+ * returns, or the checksum would not be of the bytes sent.
+ */
+void mig_section_putv(struct mig_section_writer *w, const struct iovec *iov, int n);
 void mig_section_put_u32(struct mig_section_writer *w, uint32_t v);
 void mig_section_put_u64(struct mig_section_writer *w, uint64_t v);
 /* Write the checksum.  Exactly `len` payload bytes must have been put. */

@@ -119,6 +119,7 @@ json_object *mig_stats_to_json(const struct mig_stats *st, uint64_t now_ns)
 	mig_json_u64(o, "normal-pages", st->normal_pages);
 	mig_json_u64(o, "normal-bytes", st->normal_bytes);
 	mig_json_u64(o, "pages-resent", st->pages_resent);
+	mig_json_u64(o, "pages-deferred", st->pages_deferred);
 	mig_json_u64(o, "device-state-bytes", st->state_bytes);
 	mig_json_u64(o, "pages-per-second", st->pages_per_sec);
 	mig_json_u64(o, "throughput-bytes-per-second", st->throughput);
@@ -145,6 +146,7 @@ json_object *mig_stats_to_json(const struct mig_stats *st, uint64_t now_ns)
 	mig_json_u64(o, "net-frames-dropped", st->net_frames_dropped);
 	json_object_object_add(o, "verify", json_object_new_boolean(st->verify));
 	json_object_object_add(o, "compress", json_object_new_string(mig_compress_name(st->compress)));
+	json_object_object_add(o, "order", json_object_new_string(mig_order_name(st->order)));
 	char names[128];
 	mig_codec_names(st->codecs, names, sizeof(names));
 	json_object_object_add(o, "codecs-negotiated", json_object_new_string(names));

@@ -10,6 +10,7 @@
 
 #include "migration/format.h"
 #include "migration/codec/codec.h"
+#include "migration/ram_order.h"
 
 enum mig_status {
 	MIG_STATUS_NONE,
@@ -47,7 +48,8 @@ struct mig_stats {
 	uint64_t zero_pages;
 	uint64_t normal_pages;		/* pages sent with their data */
 	uint64_t normal_bytes;
-	uint64_t pages_resent;		/* pages sent again in pass 2 or later */
+	uint64_t pages_resent;		/* pages sent again (sent before, in any pass or phase) */
+	uint64_t pages_deferred;	/* --order rewrite: pages left by passes ended early */
 	uint64_t state_bytes;		/* device state record size */
 	uint64_t pages_per_sec;
 	uint64_t throughput;		/* bytes/s on the wire, recent */
@@ -77,6 +79,7 @@ struct mig_stats {
 
 	/* Page encoding: the mode, the codecs agreed, what each did (codec.h). */
 	enum mig_compress compress;
+	enum mig_order order;
 	uint32_t codecs;
 	struct mig_codec_stats codec[MIG_CODEC_NR];
 	struct mig_delta_stats delta;

@@ -182,6 +182,68 @@ static void mig_stream_send_all(struct mig_stream *s, const uint8_t *p, size_t l
 	}
 }
 
+/* Send all of v[0..n) (ours to change as it goes out). */
+static void mig_stream_send_allv(struct mig_stream *s, struct iovec *v, int n)
+{
+	while (n && !mig_stream_error(s)) {
+		ssize_t r = mig_channel_writev(s->ch, v, n);
+		if (r == -EAGAIN) {
+			int err = mig_stream_wait(s, POLLOUT);
+			if (err)
+				mig_stream_wait_fail(s, err, "peer stopped reading");
+			continue;
+		}
+		if (r == -EINTR)
+			continue;
+		if (r <= 0) {
+			r = r ? r : -EIO;
+			mig_stream_fail(s, (int)r, "send failed: %s", mig_channel_strerror(s->ch, (int)r));
+			break;
+		}
+		s->bytes_sent += (uint64_t)r;
+		mig_stream_check_intr(s, (size_t)r);
+		while (n && (size_t)r >= v->iov_len) {
+			r -= (ssize_t)v->iov_len;
+			v++;
+			n--;
+		}
+		if (n) {
+			v->iov_base = (uint8_t *)v->iov_base + r;
+			v->iov_len -= (size_t)r;
+		}
+	}
+}
+
+/* Below this, iovecs are copied into the buffer: a copy is cheaper than a write. */
+#define MIG_STREAM_COPY_MAX (64 * 1024)
+#define MIG_STREAM_IOV_MAX 512
+
+void mig_stream_putv(struct mig_stream *s, const struct iovec *iov, int n)
+{
+	struct iovec v[MIG_STREAM_IOV_MAX];
+	size_t total = 0;
+	int k = 0;
+
+	for (int i = 0; i < n; i++)
+		total += iov[i].iov_len;
+	if (mig_stream_error(s) || !total)
+		return;
+	if (s->rl || total < MIG_STREAM_COPY_MAX || n >= MIG_STREAM_IOV_MAX || !s->ch) {
+		/* Rate-limited: mig_stream_put pays for it in slices. */
+		for (int i = 0; i < n; i++)
+			mig_stream_put(s, iov[i].iov_base, iov[i].iov_len);
+		return;
+	}
+	s->bytes_out += total;
+	if (s->len)
+		v[k++] = (struct iovec){ .iov_base = s->buf, .iov_len = s->len };
+	for (int i = 0; i < n; i++)
+		if (iov[i].iov_len)
+			v[k++] = iov[i];
+	s->len = 0;		/* the buffered bytes go with them */
+	mig_stream_send_allv(s, v, k);
+}
+
 int mig_stream_flush(struct mig_stream *s)
 {
 	if (s->len && !s->ch && !mig_stream_error(s))

@@ -17,6 +17,7 @@
 #include <stdint.h>
 
 #include <stdbool.h>
+#include <sys/uio.h>
 
 #include "migration/channel/channel.h"
 #include "util/ratelimit.h"
@@ -81,6 +82,13 @@ void mig_stream_put_u8(struct mig_stream *s, uint8_t v);
 void mig_stream_put_u16(struct mig_stream *s, uint16_t v);
 void mig_stream_put_u32(struct mig_stream *s, uint32_t v);
 void mig_stream_put_u64(struct mig_stream *s, uint64_t v);
+/*
+ * Put the bytes of n iovecs.  Large ones are not copied: what is buffered
+ * and the iovecs go out in one scatter-gather write, so their memory must
+ * not change until this returns.  Small ones, or with a rate limit, are
+ * put as mig_stream_put() would.
+ */
+void mig_stream_putv(struct mig_stream *s, const struct iovec *iov, int n);
 /* Send everything buffered.  Returns the sticky error (0 if none). */
 int mig_stream_flush(struct mig_stream *s);
 /*

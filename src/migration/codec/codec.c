@@ -226,6 +226,27 @@ out:
 	return id;
 }
 
+int mig_codec_encode_ref(struct mig_codec_ctx *c, uint64_t index, const uint8_t *src, bool hole,
+			 uint32_t *len, const uint8_t **held)
+{
+	int id;
+
+	if ((hole || mig_page_is_zero(src)) && (c->allowed & MIG_CODEC_BIT(MIG_CODEC_ZERO))) {
+		id = MIG_CODEC_ZERO;
+		*len = 0;
+		*held = NULL;
+	} else {
+		if (!(c->allowed & MIG_CODEC_BIT(MIG_CODEC_RAW)))
+			return -EINVAL;
+		id = MIG_CODEC_RAW;
+		*len = GUEST_PAGE_SIZE;
+		*held = src;
+	}
+	mig_codec_sent(c, index, *held);
+	mig_codec_count(c, (unsigned)id, *len, 0);
+	return id;
+}
+
 json_object *mig_codec_stats_json(const struct mig_codec_stats st[MIG_CODEC_NR],
 				  const struct mig_delta_stats *d, uint64_t gave_up)
 {

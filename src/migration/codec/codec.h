@@ -171,6 +171,16 @@ int mig_codec_encode(struct mig_codec_ctx *c, uint64_t index, const uint8_t *src
 		     uint8_t *dst, uint32_t *len, const uint8_t **held)
 	__attribute__((warn_unused_result));
 
+/*
+ * --compress none with memory that cannot change (the guest paused): page
+ * `index` as zero or as raw by reference, not copied: *held is src itself
+ * (or NULL: zeros), and the caller sends src's bytes.  Counted as
+ * mig_codec_encode() counts.  Returns the codec's id, or -EINVAL when
+ * raw is not allowed.
+ */
+int mig_codec_encode_ref(struct mig_codec_ctx *c, uint64_t index, const uint8_t *src, bool hole,
+			 uint32_t *len, const uint8_t **held) __attribute__((warn_unused_result));
+
 /* adaptive.c: the adaptive mode's choice for one page (snapshot in c->snap). */
 int mig_adaptive_init(struct mig_codec_ctx *c) __attribute__((warn_unused_result));
 void mig_adaptive_fini(struct mig_codec_ctx *c);

@@ -152,6 +152,7 @@ static int postcopy_switch(struct migration *mig)
 	 * (precopy_finish): turning it off rebuilds KVM's mappings, ~10 ms.
 	 */
 	precopy_phase(mig, MIG_PHASE_FINAL_SYNC, &t);
+	mig->ram.stable = true;		/* so raw pages go from guest RAM, not copied */
 	uint64_t owed = postcopy_count(mig);
 	pthread_mutex_lock(&mig->lock);
 	mig->stats.mem_remaining = owed * GUEST_PAGE_SIZE;
