@@ -11,6 +11,7 @@
 #include "cli/cli.h"
 #include "cli/stats_csv.h"
 #include "migration/codec/codec.h"
+#include "migration/format.h"
 #include "control/client.h"
 #include "util/log.h"
 #include "util/parse.h"
@@ -53,6 +54,8 @@ static const char migrate_usage[] =
 "                           whatever pays on this link)\n"
 "      --compress-level N   zstd's level (1..19, default 1)\n"
 "      --xbzrle-cache SIZE  delta's cache of pages last sent (default 64M)\n"
+"      --channels N         spread the pages over N connections, each with a\n"
+"                           thread of its own (1..16, default 1; pre-copy)\n"
 "  -V, --verify             compare digests of all RAM, of the device state and\n"
 "                           (with --copy-storage) of every disk at switchover\n"
 "      --copy-storage[=incremental]  copy the disks too, live (local disks): the\n"
@@ -125,6 +128,7 @@ static void migrate_parse(int argc, char **argv, struct migrate_opts *o)
 		{ "compress", required_argument, NULL, 'c' },
 		{ "compress-level", required_argument, NULL, 'L' },
 		{ "xbzrle-cache", required_argument, NULL, 'X' },
+		{ "channels", required_argument, NULL, 'C' },
 		{ "keep-source", no_argument, NULL, 'k' },
 		{ "copy-storage", optional_argument, NULL, 'G' },
 		{ "resume", no_argument, NULL, 'r' },
@@ -219,6 +223,12 @@ static void migrate_parse(int argc, char **argv, struct migrate_opts *o)
 				die(FERRY_EXIT_USAGE, "bad --xbzrle-cache '%s': use a size like 64M "
 				    "(4K..64G)", optarg);
 			json_object_object_add(o->args, "xbzrle-cache", json_object_new_int64((int64_t)v));
+			break;
+		case 'C':
+			if (parse_uint(optarg, MIG_CHANNELS_MAX, &v) || !v)
+				die(FERRY_EXIT_USAGE, "bad --channels '%s': use 1 to %u", optarg,
+				    MIG_CHANNELS_MAX);
+			json_object_object_add(o->args, "channels", json_object_new_int64((int64_t)v));
 			break;
 		case 'k': migrate_add_bool(o->args, "keep-source"); break;
 		case 'G':

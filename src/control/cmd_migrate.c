@@ -28,6 +28,7 @@ const struct control_arg cmd_migrate_args[] = {
 	{ "compress", CONTROL_ARG_STRING, false },
 	{ "compress-level", CONTROL_ARG_UINT, false },
 	{ "xbzrle-cache", CONTROL_ARG_UINT, false },
+	{ "channels", CONTROL_ARG_UINT, false },
 	{ "copy-storage", CONTROL_ARG_BOOL_OR_STRING, false },
 	{ "tls-creds", CONTROL_ARG_STRING, false },
 	{ "tls-hostname", CONTROL_ARG_STRING, false },
@@ -185,6 +186,16 @@ static int mig_parse_params(json_object *args, struct mig_params *p, json_object
 				    "4096..64 GiB");
 	p->compress_level = (int)level;
 	p->xbzrle_cache = cache;
+	uint64_t channels = 1;
+	err = mig_arg_u64(args, "channels", &channels, ret);
+	if (err)
+		return err;
+	if (channels < 1 || channels > MIG_CHANNELS_MAX)
+		return control_fail(ret, -EINVAL, "'channels' must be 1..%u", MIG_CHANNELS_MAX);
+	if (channels > 1 && !u.ops->return_path)
+		return control_fail(ret, -EINVAL, "'channels' above 1 needs a connection, "
+				    "tcp:HOST:PORT or unix:PATH, not %s", u.ops->syntax);
+	p->channels = (uint32_t)channels;
 	if (json_object_object_get_ex(args, "mode", &v)) {
 		const char *s = json_object_get_string(v);
 		if (!strcmp(s, "postcopy"))

@@ -156,11 +156,12 @@ static void ram_publish(struct migration *mig, const struct ram_job *j, uint64_t
 	memcpy(st->codec, ram->codec.stats, sizeof(st->codec));
 	st->delta = ram->codec.delta;
 	st->codec_gave_up = ram->codec.gave_up;
-	st->wire_bytes = mig->s.bytes_out;
+	st->wire_bytes = mig_bytes_out(mig);
+	mig_chans_stats(mig, st);
 	/* Live rate within the pass, so progress shows it before the pass ends. */
 	uint64_t ns = vm_now_ns() - mig->pass.start_ns;
 	if (ns > 50000000ULL) {
-		st->throughput = (mig->s.bytes_out - mig->pass.start_bytes) * 1000000000ULL / ns;
+		st->throughput = (st->wire_bytes - mig->pass.start_bytes) * 1000000000ULL / ns;
 		st->pages_per_sec = st->throughput / GUEST_PAGE_SIZE;
 	}
 	pthread_mutex_unlock(&mig->lock);
@@ -227,7 +228,9 @@ static void ram_write_job(struct migration *mig, struct ram_job *j)
 		run = j->word[i] == ((j->gpa[0] + i * GUEST_PAGE_SIZE) | MIG_CODEC_RAW);
 	uint32_t len = (run ? 12 : 4 + MIG_RAM_ENTRY * n) + j->bytes;
 	ram_publish(mig, j, len + MIG_SECTION_HDR + 8);
-	if (mig_section_begin(&w, &mig->s, run ? MIG_SEC_RAM_RUN : MIG_SEC_RAM, len)) {
+	/* --channels: the main stream, or the next extra connection's (multi.h). */
+	struct mig_stream *out = mig_chans_ram_begin(mig, len + MIG_SECTION_HDR + 8);
+	if (mig_section_begin(&w, out, run ? MIG_SEC_RAM_RUN : MIG_SEC_RAM, len)) {
 		mig_stream_fail(&mig->s, -ENOMEM, "out of memory");
 		return;
 	}
@@ -247,6 +250,7 @@ static void ram_write_job(struct migration *mig, struct ram_job *j)
 	uint64_t t0 = vm_now_ns();
 	mig_section_put(&w, j->data, j->bytes);
 	mig_section_end(&w);
+	mig_chans_ram_end(mig, out);
 	ram_note_link(ram, len, vm_now_ns() - t0);
 }
 
