@@ -76,6 +76,8 @@ int migration_start(struct migration *mig, const struct mig_params *p, mig_event
 	mig->stats.start_ns = vm_now_ns();
 	mig->stats.verify = p->verify;
 	mig->stats.compress = p->compress;
+	/* The connections asked for, until the handshake says how many were agreed. */
+	mig->stats.nr_channels = p->channels > 1 ? p->channels : 1;
 	mig->req.cancel = false;
 	mig->req.resume_requested = false;
 	mig->end.committed = false;
