@@ -228,7 +228,11 @@ static void ram_write_job(struct migration *mig, struct ram_job *j)
 		run = j->word[i] == ((j->gpa[0] + i * GUEST_PAGE_SIZE) | MIG_CODEC_RAW);
 	uint32_t len = (run ? 12 : 4 + MIG_RAM_ENTRY * n) + j->bytes;
 	ram_publish(mig, j, len + MIG_SECTION_HDR + 8);
-	/* --channels: the main stream, or the next extra connection's (multi.h). */
+	/*
+	 * --channels: the main stream, or the next extra connection's buffer
+	 * (multi.h); waiting for a free one is the link's pace, so it counts.
+	 */
+	uint64_t t0 = vm_now_ns();
 	struct mig_stream *out = mig_chans_ram_begin(mig, len + MIG_SECTION_HDR + 8);
 	if (mig_section_begin(&w, out, run ? MIG_SEC_RAM_RUN : MIG_SEC_RAM, len)) {
 		mig_stream_fail(&mig->s, -ENOMEM, "out of memory");
@@ -247,7 +251,6 @@ static void ram_write_job(struct migration *mig, struct ram_job *j)
 		mig_section_put(&w, ents, (size_t)MIG_RAM_ENTRY * n);
 	}
 	/* The encoded pages, in one piece: a single write of the batch. */
-	uint64_t t0 = vm_now_ns();
 	mig_section_put(&w, j->data, j->bytes);
 	mig_section_end(&w);
 	mig_chans_ram_end(mig, out);

@@ -258,6 +258,14 @@ static int mig_chan_take(struct mig_incoming *inc, const struct mig_incoming_opt
 	return 1;
 }
 
+/* Is intr_fd readable (a stop request)? */
+static bool mig_chans_intr(int fd)
+{
+	struct pollfd p = { .fd = fd, .events = POLLIN };
+
+	return fd >= 0 && poll(&p, 1, 0) > 0;
+}
+
 int mig_chans_in_accept(struct mig_incoming *inc, const struct mig_incoming_opts *opts,
 			struct mig_listener *l)
 {
@@ -281,8 +289,18 @@ int mig_chans_in_accept(struct mig_incoming *inc, const struct mig_incoming_opts
 					   "within %d s", got, set->n, MIG_CHAN_ACCEPT_TIMEOUT_MS / 1000);
 		struct mig_chan_in *ci = NULL;
 		uint64_t left_ms = (deadline - now) / 1000000ULL + 1;
-		err = mig_chan_take(inc, opts, l, left_ms > 200 ? 200 : (int)left_ms, taken, &ci);
-		if (err == -EINTR)
+		/*
+		 * Look at the listener in short slices (the main stream is watched
+		 * between them); a connection that is there gets the whole time
+		 * left to be accepted (its TLS handshake included).
+		 */
+		struct pollfd lp = { .fd = l->fd, .events = POLLIN };
+		int ready = poll(&lp, 1, left_ms > 200 ? 200 : (int)left_ms);
+		if (ready > 0)
+			err = mig_chan_take(inc, opts, l, (int)left_ms, taken, &ci);
+		else
+			err = ready < 0 && errno != EINTR ? -errno : -ETIMEDOUT;
+		if (err == -EINTR || mig_chans_intr(opts->intr_fd))
 			return mig_in_fail(inc, err, "interrupted while waiting for the channels");
 		/*
 		 * The source says nothing on the main stream until every channel is
@@ -316,14 +334,6 @@ int mig_chans_in_accept(struct mig_incoming *inc, const struct mig_incoming_opts
 	}
 	pr_info("migration: receiving on %u channels", set->n);
 	return 0;
-}
-
-/* Is intr_fd readable (a stop request)? */
-static bool mig_chans_intr(int fd)
-{
-	struct pollfd p = { .fd = fd, .events = POLLIN };
-
-	return fd >= 0 && poll(&p, 1, 0) > 0;
 }
 
 int mig_chans_in_barrier(struct mig_incoming *inc, uint32_t seq, bool final)
