@@ -7,7 +7,11 @@
  * pages spread over the connections land in guest RAM; the pass barrier
  * keeps a page re-sent in a later pass from being overtaken by its older
  * copy on another connection; a connection that drops, carries a foreign
- * section, skips a barrier or falls silent fails the migration.
+ * section, skips a barrier or falls silent fails the migration.  Then the
+ * source's side (source/channels.c: connect, hello, sending threads,
+ * barriers) against the destination's over three unix connections, a
+ * destination that drops its connections (the source fails, naming a
+ * channel) and one that refuses the hello.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -28,6 +32,8 @@
 #include "migration/dest/incoming.h"
 #include "migration/dest/incoming_internal.h"
 #include "migration/format.h"
+#include "migration/migration.h"
+#include "migration/ram.h"
 #include "migration/multi.h"
 #include "migration/section.h"
 #include "util/le.h"
@@ -443,6 +449,191 @@ static void test_source_gone_before_channels(void **state)
 	assert_non_null(strstr(e->inc.why, "before its 3 channels connected"));
 }
 
+/* ---- the source's side against the destination's ---- */
+
+struct t_source {
+	struct t_env *e;
+	struct migration mig;
+	int open_err;
+	bool fail_case;		/* send until a connection fails */
+	char why[256];
+};
+
+/* A RAM section of one raw page, as ram.c writes it, to wherever it goes. */
+static void t_src_page(struct migration *mig, uint64_t gpa, uint8_t fill)
+{
+	static uint8_t data[PG];
+	uint32_t len = 4 + MIG_RAM_ENTRY + PG;
+	struct mig_section_writer w;
+	uint8_t ent[MIG_RAM_ENTRY];
+	struct mig_stream *out = mig_chans_ram_begin(mig, len + MIG_SECTION_HDR + 8);
+
+	memset(data, fill, PG);
+	le_put(ent, gpa | MIG_CODEC_RAW, 8);
+	le_put(ent + 8, PG, 4);
+	assert_int_equal(mig_section_begin(&w, out, MIG_SEC_RAM, len), 0);
+	mig_section_put_u32(&w, 1);
+	mig_section_put(&w, ent, sizeof(ent));
+	mig_section_put(&w, data, PG);
+	mig_section_end(&w);
+	mig_chans_ram_end(mig, out);
+}
+
+static void *t_source_run(void *arg)
+{
+	struct t_source *t = arg;
+	struct migration *mig = &t->mig;
+
+	t->open_err = mig_chans_src_open(mig, 3);
+	if (t->open_err) {
+		/* As precopy_finish does: the destination hears the main stream end. */
+		mig_chans_src_close(mig);
+		mig_stream_shutdown(&mig->s);
+		return NULL;
+	}
+	if (t->fail_case) {
+		/* The destination drops its connections: sending must fail, naming one. */
+		for (int i = 0; i < 20000 && !mig_stream_error(&mig->s); i++) {
+			t_src_page(mig, (uint64_t)(i % 64) * PG, (uint8_t)i);
+			if (i % 64 == 63)
+				usleep(1000);
+		}
+		snprintf(t->why, sizeof(t->why), "%s", mig_stream_why(&mig->s));
+		mig_chans_src_close(mig);
+		return NULL;
+	}
+	/* Pass 1: pages 0..11 (fill 1..12), dealt over the three connections. */
+	for (unsigned p = 0; p < 12; p++)
+		t_src_page(mig, p * PG, (uint8_t)(p + 1));
+	assert_int_equal(mig_chans_barrier(mig, 1, false), 0);
+	/* Pass 2: page 4 again, now on another connection than its first copy. */
+	t_src_page(mig, 4 * PG, 0xe4);
+	t_src_page(mig, 20 * PG, 0x20);
+	t_src_page(mig, 21 * PG, 0x21);
+	assert_int_equal(mig_chans_barrier(mig, 2, true), 0);
+	return NULL;
+}
+
+/* The destination's main thread: RAM and BARRIER off the main stream until the final one. */
+static void t_dest_main(struct t_env *e)
+{
+	for (;;) {
+		struct mig_section_reader r;
+		assert_int_equal(mig_section_reader_begin(&r, &e->inc.s), 0);
+		if (r.type == MIG_SEC_BARRIER) {
+			uint8_t p[MIG_CHAN_BARRIER_LEN];
+			uint32_t seq;
+			bool final;
+			assert_int_equal(mig_section_reader_get(&r, p, sizeof(p)), 0);
+			assert_int_equal(mig_section_reader_end(&r), 0);
+			assert_int_equal(mig_chan_barrier_parse(p, sizeof(p), &seq, &final), 0);
+			assert_int_equal(mig_chans_in_barrier(&e->inc, seq, final), 0);
+			if (final)
+				return;
+			continue;
+		}
+		assert_int_equal(r.type, MIG_SEC_RAM);
+		struct mig_in_ctx c = { .inc = &e->inc, .m = &e->m, .ph = MIG_IN_RAM, .type = r.type };
+		struct mig_payload in;
+		mig_payload_streamed(&in, &r);
+		assert_int_equal(ram_load(&c, r.type, &in), 0);
+		assert_int_equal(mig_section_reader_end(&r), 0);
+	}
+}
+
+static void t_source_init(struct t_env *e, struct t_source *t)
+{
+	struct mig_channel *ch;
+
+	t->e = e;
+	migration_init(&t->mig, &e->m);
+	snprintf(t->mig.p.uri, sizeof(t->mig.p.uri), "%s", e->uri);
+	t->mig.chans.id = T_ID;
+	t->mig.chans.n = 3;
+	assert_int_equal(mig_channel_socket(e->main_peer, &ch), 0);
+	e->main_peer = -1;		/* the source's stream owns it now */
+	assert_int_equal(mig_stream_init(&t->mig.s, ch, 1 << 16), 0);
+	t->mig.s.timeout_ms = 3000;
+}
+
+static void t_source_fini(struct t_source *t)
+{
+	mig_chans_src_close(&t->mig);
+	mig_stream_destroy(&t->mig.s);
+	pthread_mutex_destroy(&t->mig.lock);
+	pthread_cond_destroy(&t->mig.cond);
+	mig_commit_destroy(&t->mig.commit);
+}
+
+/* The real source and destination code over three unix connections. */
+static void test_source_to_destination(void **state)
+{
+	struct t_env *e = *state;
+	struct t_source *t = calloc(1, sizeof(*t));
+	pthread_t th;
+
+	assert_non_null(t);
+	t_source_init(e, t);
+	assert_int_equal(pthread_create(&th, NULL, t_source_run, t), 0);
+	assert_int_equal(mig_chans_in_accept(&e->inc, &e->opts, &e->l), 0);
+	t_dest_main(e);
+	pthread_join(th, NULL);
+	assert_int_equal(t->open_err, 0);
+	assert_true(mig_chans_in_done(&e->inc));
+	assert_false(t->mig.chans.open);
+	for (unsigned p = 0; p < 12; p++)
+		assert_int_equal(t_byte(e, p * PG), p == 4 ? 0xe4 : p + 1);
+	assert_int_equal(t_byte(e, 20 * PG), 0x20);
+	assert_int_equal(t_byte(e, 21 * PG), 0x21);
+	assert_int_equal(e->inc.pages, 15);
+	/* Every connection carried pages; the total counts them all. */
+	assert_true(t->mig.chans.bytes[1] > 4 * PG && t->mig.chans.bytes[2] > 4 * PG);
+	assert_true(mig_bytes_out(&t->mig) > 15 * PG);
+	t_source_fini(t);
+	free(t);
+}
+
+/* The destination's receivers go away: the source's sending fails, naming a channel. */
+static void test_source_channel_fails(void **state)
+{
+	struct t_env *e = *state;
+	struct t_source *t = calloc(1, sizeof(*t));
+	pthread_t th;
+
+	assert_non_null(t);
+	t_source_init(e, t);
+	t->fail_case = true;
+	assert_int_equal(pthread_create(&th, NULL, t_source_run, t), 0);
+	assert_int_equal(mig_chans_in_accept(&e->inc, &e->opts, &e->l), 0);
+	mig_chans_in_stop(&e->inc);		/* cuts and closes both extra connections */
+	pthread_join(th, NULL);
+	assert_int_equal(t->open_err, 0);
+	assert_non_null(strstr(t->why, "channel "));
+	t_source_fini(t);
+	free(t);
+}
+
+/* A destination that refuses the hello: the source fails before any page. */
+static void test_source_refused(void **state)
+{
+	struct t_env *e = *state;
+	struct t_source *t = calloc(1, sizeof(*t));
+	pthread_t th;
+
+	assert_non_null(t);
+	t_source_init(e, t);
+	e->inc.cfg.mig_id = T_ID + 1;		/* another migration, as far as it knows */
+	e->opts.io_timeout_ms = 300;
+	assert_int_equal(pthread_create(&th, NULL, t_source_run, t), 0);
+	int err = mig_chans_in_accept(&e->inc, &e->opts, &e->l);
+	pthread_join(th, NULL);
+	assert_true(err < 0);		/* the source hung up the main stream, or time ran out */
+	assert_true(t->open_err < 0);
+	assert_non_null(strstr(t->mig.stats.error, "refused"));
+	t_source_fini(t);
+	free(t);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -456,6 +647,9 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_channel_silent, t_setup, t_teardown),
 		cmocka_unit_test_setup_teardown(test_channel_bad_page, t_setup, t_teardown),
 		cmocka_unit_test_setup_teardown(test_source_gone_before_channels, t_setup, t_teardown),
+		cmocka_unit_test_setup_teardown(test_source_to_destination, t_setup, t_teardown),
+		cmocka_unit_test_setup_teardown(test_source_channel_fails, t_setup, t_teardown),
+		cmocka_unit_test_setup_teardown(test_source_refused, t_setup, t_teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
