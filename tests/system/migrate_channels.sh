@@ -52,7 +52,7 @@ chan_case tcp2 "tcp:127.0.0.1:$(random_port)" 2
 chan_case tcp4 "tcp:127.0.0.1:$(random_port)" 4
 chan_case lz4 "unix:$T/lz4.mig" 4 --compress lz4
 # Live passes under a cap: pages re-sent pass after pass, across connections.
-chan_case capped "unix:$T/cap.mig" 3 --bandwidth 64M --downtime 50ms
+chan_case capped "unix:$T/cap.mig" 3 --bandwidth 64M --max-iterations 6
 
 # Over TLS: every extra connection shakes hands like the main one.
 if command -v certtool >/dev/null; then

@@ -480,6 +480,13 @@ static int precopy_live(struct migration *mig)
 			/* migrate-start-postcopy mid-pass: the rest of it is owed. */
 			mig->pass.to_postcopy = true;
 			err = ram_flush(mig);
+			/*
+			 * --channels: post-copy runs on the main connection; end the
+			 * others now, so the SYNC that follows drains them too and
+			 * the pause does not wait for them.
+			 */
+			if (!err)
+				err = mig_chans_barrier(mig, pass + 1, true);
 			return err ? precopy_stream_fail(mig, err) : 0;
 		}
 		/* --channels: every page of this pass lands before any of the next. */
