@@ -68,6 +68,9 @@ int migration_start(struct migration *mig, const struct mig_params *p, mig_event
 	/* A finished job leaves its thread to be joined and its stats to replace. */
 	migration_join(mig);
 	mig->p = *p;
+	/* The last job closed its extra connections: start counting afresh. */
+	memset(&mig->chans, 0, sizeof(mig->chans));
+	mig->chans.stage_to = -1;
 	mig->on_event = fn;
 	mig->event_opaque = opaque;
 	pthread_mutex_lock(&mig->lock);
