@@ -132,6 +132,11 @@ int mig_chans_in_barrier(struct mig_incoming *inc, uint32_t seq, bool final)
 	__attribute__((warn_unused_result));
 /* Have the extra connections ended (or were there none)? */
 bool mig_chans_in_done(const struct mig_incoming *inc);
+/*
+ * The main stream failed with err: if a receiver failed first (and cut the
+ * main stream's reading side to say so), its reason and error instead.
+ */
+int mig_chans_in_reason(struct mig_incoming *inc, int err);
 /* Stop and free every receiver (any state). */
 void mig_chans_in_stop(struct mig_incoming *inc);
 

@@ -434,6 +434,17 @@ static void test_channel_bad_page(void **state)
 	t_barrier(c2, 1, false);
 	assert_int_equal(mig_chans_in_barrier(&e->inc, 1, false), -ERANGE);
 	assert_non_null(strstr(e->inc.why, "outside guest RAM"));
+	/*
+	 * The failed receiver cut the main stream's reading side, so a main
+	 * thread blocked on the source wakes; the receiver's reason wins.
+	 */
+	assert_true(mig_stream_wait_readable(&e->inc.s, 2000, NULL, 0) > 0);
+	uint8_t byte;
+	mig_stream_get(&e->inc.s, &byte, 1);
+	assert_int_equal(mig_stream_error(&e->inc.s), -EPIPE);
+	e->inc.why[0] = '\0';
+	assert_int_equal(mig_chans_in_reason(&e->inc, -EPIPE), -ERANGE);
+	assert_non_null(strstr(e->inc.why, "channel 1: page 0x1000000 is outside guest RAM"));
 	t_close(c1);
 	t_close(c2);
 }

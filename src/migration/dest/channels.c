@@ -50,6 +50,13 @@ struct mig_chan_in {
 
 struct mig_chans_in {
 	unsigned n;			/* connections, the main one included */
+	/*
+	 * The main stream: a receiver that fails cuts its reading side (the
+	 * one call another thread may make on it), so the main thread stops
+	 * waiting for the source and answers with the receiver's reason.  The
+	 * main thread closes it only after joining every receiver.
+	 */
+	struct mig_stream *main;
 	int intr_fd;
 	int timeout_ms;
 	pthread_mutex_t lock;
@@ -152,8 +159,14 @@ static void *mig_chan_receiver(void *arg)
 	pthread_cond_broadcast(&set->cond);
 	pthread_mutex_unlock(&set->lock);
 	/* Failed: hang up, so the source learns it at once (and gives up). */
-	if (err)
+	if (err) {
 		mig_stream_shutdown(&ci->s);
+		pthread_mutex_lock(&set->lock);
+		bool stopping = set->stop;
+		pthread_mutex_unlock(&set->lock);
+		if (!stopping && set->main->ch)
+			mig_channel_shutdown(set->main->ch, true, false);
+	}
 	return NULL;
 }
 
@@ -279,6 +292,7 @@ int mig_chans_in_accept(struct mig_incoming *inc, const struct mig_incoming_opts
 	pthread_mutex_init(&set->lock, NULL);
 	pthread_cond_init(&set->cond, NULL);
 	set->n = inc->nchan;
+	set->main = &inc->s;
 	set->intr_fd = opts->intr_fd;
 	set->timeout_ms = opts->io_timeout_ms > 0 ? opts->io_timeout_ms : 30000;
 	inc->chans = set;
@@ -301,12 +315,13 @@ int mig_chans_in_accept(struct mig_incoming *inc, const struct mig_incoming_opts
 		else
 			err = ready < 0 && errno != EINTR ? -errno : -ETIMEDOUT;
 		if (err == -EINTR || mig_chans_intr(opts->intr_fd))
-			return mig_in_fail(inc, err, "interrupted while waiting for the channels");
+			return mig_in_fail(inc, -EINTR, "interrupted while waiting for the channels");
 		/*
 		 * The source says nothing on the main stream until every channel is
-		 * in: a word (or its hanging up) now means it gave up.
+		 * in: a word (or its hanging up) before this round's answer means
+		 * it gave up.  (After the last answer it may speak at once.)
 		 */
-		if (mig_stream_wait_readable(&inc->s, 0, NULL, 0) > 0)
+		if (err != 1 && mig_stream_wait_readable(&inc->s, 0, NULL, 0) > 0)
 			return mig_in_fail(inc, -EPROTO, "the source spoke (or hung up) before its "
 					   "%u channels connected", set->n);
 		if (err == -ETIMEDOUT)
@@ -422,6 +437,24 @@ int mig_chans_in_barrier(struct mig_incoming *inc, uint32_t seq, bool final)
 bool mig_chans_in_done(const struct mig_incoming *inc)
 {
 	return !inc->chans || inc->chans->done;
+}
+
+int mig_chans_in_reason(struct mig_incoming *inc, int err)
+{
+	struct mig_chans_in *set = inc->chans;
+
+	if (!set)
+		return err;
+	pthread_mutex_lock(&set->lock);
+	for (unsigned i = 1; i < set->n; i++) {
+		struct mig_chan_in *ci = set->in[i];
+		if (ci && ci->ended && ci->err) {
+			err = mig_in_fail(inc, ci->err, "channel %u: %s", i, ci->view.why);
+			break;
+		}
+	}
+	pthread_mutex_unlock(&set->lock);
+	return err;
 }
 
 void mig_chans_in_stop(struct mig_incoming *inc)

@@ -450,6 +450,8 @@ int mig_incoming_receive(struct mig_incoming *inc, const struct mig_incoming_opt
 	}
 	mig_in_close_listener(inc);
 	/* A failure with receivers running: stop them before the memory they write goes. */
+	if (err)
+		err = mig_chans_in_reason(inc, err);
 	mig_chans_in_stop(inc);
 	uint64_t t_end = vm_now_ns();
 	if (!err && inc->guest_started)
