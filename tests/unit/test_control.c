@@ -128,6 +128,12 @@ static void test_argument_checks(void **state)
 		       "'verify'", "true or false", NULL);
 	expect_refusal("{\"execute\":\"migrate\",\"arguments\":{\"uri\":\"unix:/x\",\"bandwidth\":1.5}}\n",
 		       "'bandwidth'", "a fraction", NULL);
+	expect_refusal("{\"execute\":\"migrate\",\"arguments\":{\"uri\":\"unix:/x\",\"channels\":17}}\n",
+		       "'channels' must be 1..16", NULL);
+	expect_refusal("{\"execute\":\"migrate\",\"arguments\":{\"uri\":\"unix:/x\",\"channels\":0}}\n",
+		       "'channels' must be 1..16", NULL);
+	expect_refusal("{\"execute\":\"migrate\",\"arguments\":{\"uri\":\"file:/x\",\"channels\":2}}\n",
+		       "'channels' above 1 needs a connection", NULL);
 	expect_refusal("{\"execute\":\"migrate-set-parameters\",\"arguments\":{\"bandwidth\":-1}}\n",
 		       "'bandwidth'", "non-negative", NULL);
 	expect_refusal("{\"execute\":\"migrate-resolve\",\"arguments\":{\"action\":null}}\n",
