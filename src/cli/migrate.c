@@ -12,6 +12,7 @@
 #include "cli/stats_csv.h"
 #include "migration/codec/codec.h"
 #include "migration/ram_order.h"
+#include "migration/format.h"
 #include "control/client.h"
 #include "util/log.h"
 #include "util/parse.h"
@@ -57,6 +58,8 @@ static const char migrate_usage[] =
 "      --order WHAT         passes 2 and later: rewrite (default: rarely rewritten\n"
 "                           pages first, a hot tail that outruns the link left for\n"
 "                           the next pass) or address (guest address order)\n"
+"      --channels N         spread the pages over N connections, each with a\n"
+"                           thread of its own (1..16, default 1; pre-copy)\n"
 "  -V, --verify             compare digests of all RAM, of the device state and\n"
 "                           (with --copy-storage) of every disk at switchover\n"
 "      --copy-storage[=incremental]  copy the disks too, live (local disks): the\n"
@@ -137,6 +140,7 @@ static void migrate_parse(int argc, char **argv, struct migrate_opts *o)
 		{ "compress-level", required_argument, NULL, 'L' },
 		{ "xbzrle-cache", required_argument, NULL, 'X' },
 		{ "order", required_argument, NULL, OPT_ORDER },
+		{ "channels", required_argument, NULL, 'C' },
 		{ "keep-source", no_argument, NULL, 'k' },
 		{ "copy-storage", optional_argument, NULL, 'G' },
 		{ "copy-storage-mode", required_argument, NULL, 'W' },
@@ -237,6 +241,12 @@ static void migrate_parse(int argc, char **argv, struct migrate_opts *o)
 			if (mig_order_parse(optarg) < 0)
 				die(FERRY_EXIT_USAGE, "--order takes address or rewrite");
 			json_object_object_add(o->args, "order", json_object_new_string(optarg));
+			break;
+		case 'C':
+			if (parse_uint(optarg, MIG_CHANNELS_MAX, &v) || !v)
+				die(FERRY_EXIT_USAGE, "bad --channels '%s': use 1 to %u", optarg,
+				    MIG_CHANNELS_MAX);
+			json_object_object_add(o->args, "channels", json_object_new_int64((int64_t)v));
 			break;
 		case 'k': migrate_add_bool(o->args, "keep-source"); break;
 		case 'G':

@@ -18,15 +18,17 @@ static void stats_csv_add(json_object *flat, const char *name, json_object *v)
 /*
  * query-migrate flattened to column -> scalar: top-level scalars as they
  * are, downtime-phases-ms as downtime-NAME-ms, codecs as codec-NAME-KEY
- * (codec-KEY for the scalars among them).  Other objects are left out.
+ * (codec-KEY for the scalars among them), channels as their count
+ * (`channels`) and channel-N-bytes.  Other objects and arrays are left out.
  */
 static json_object *stats_csv_flatten(json_object *q)
 {
-	json_object *flat = json_object_new_object(), *ph = NULL, *codecs = NULL;
+	json_object *flat = json_object_new_object(), *ph = NULL, *codecs = NULL, *chans = NULL;
 	char name[160];
 
 	json_object_object_foreach(q, k, v)
-		if (!json_object_is_type(v, json_type_object))
+		if (!json_object_is_type(v, json_type_object) &&
+		    !json_object_is_type(v, json_type_array))
 			stats_csv_add(flat, k, v);
 	if (json_object_object_get_ex(q, "downtime-phases-ms", &ph)) {
 		json_object_object_foreach(ph, pk, pv) {
@@ -45,6 +47,20 @@ static json_object *stats_csv_flatten(json_object *q)
 				snprintf(name, sizeof(name), "codec-%s-%s", ck, kk);
 				stats_csv_add(flat, name, kv);
 			}
+		}
+	}
+	if (json_object_object_get_ex(q, "channels", &chans) &&
+	    json_object_is_type(chans, json_type_array)) {
+		size_t n = json_object_array_length(chans);
+		json_object *count = json_object_new_int64((int64_t)n), *bytes;
+		stats_csv_add(flat, "channels", count);
+		json_object_put(count);
+		for (size_t i = 0; i < n; i++) {
+			json_object *c = json_object_array_get_idx(chans, i);
+			if (!json_object_object_get_ex(c, "bytes", &bytes))
+				continue;
+			snprintf(name, sizeof(name), "channel-%zu-bytes", i);
+			stats_csv_add(flat, name, bytes);
 		}
 	}
 	return flat;

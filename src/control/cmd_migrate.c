@@ -29,6 +29,7 @@ const struct control_arg cmd_migrate_args[] = {
 	{ "compress-level", CONTROL_ARG_UINT, false },
 	{ "xbzrle-cache", CONTROL_ARG_UINT, false },
 	{ "order", CONTROL_ARG_STRING, false },
+	{ "channels", CONTROL_ARG_UINT, false },
 	{ "copy-storage", CONTROL_ARG_BOOL_OR_STRING, false },
 	{ "copy-storage-mode", CONTROL_ARG_STRING, false },
 	{ "tls-creds", CONTROL_ARG_STRING, false },
@@ -205,6 +206,16 @@ static int mig_parse_params(json_object *args, struct mig_params *p, json_object
 			return control_fail(ret, -EINVAL, "'order' must be address or rewrite");
 		p->order = (enum mig_order)order;
 	}
+	uint64_t channels = 1;
+	err = mig_arg_u64(args, "channels", &channels, ret);
+	if (err)
+		return err;
+	if (channels < 1 || channels > MIG_CHANNELS_MAX)
+		return control_fail(ret, -EINVAL, "'channels' must be 1..%u", MIG_CHANNELS_MAX);
+	if (channels > 1 && !u.ops->return_path)
+		return control_fail(ret, -EINVAL, "'channels' above 1 needs a connection, "
+				    "tcp:HOST:PORT or unix:PATH, not %s", u.ops->syntax);
+	p->channels = (uint32_t)channels;
 	if (json_object_object_get_ex(args, "mode", &v)) {
 		const char *s = json_object_get_string(v);
 		if (!strcmp(s, "postcopy"))

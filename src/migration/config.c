@@ -75,12 +75,14 @@ static const struct vmstate_field mig_config_fields[] = {
 			      .since = 3),
 	VMSTATE_U16_RANGE(struct mig_config, msr_nent, 0, X86_MSR_MAX, .since = 3),
 	VMSTATE_VARRAY_U32(struct mig_config, msrs, msr_nent, .since = 3),
+	VMSTATE_U32_RANGE(struct mig_config, channels, 0, MIG_CHANNELS_MAX, .since = 4),
+	VMSTATE_U64(struct mig_config, mig_id, .since = 4),
 	VMSTATE_END,
 };
 
 const struct vmstate_desc mig_config_vmsd = {
 	.name = "mig-config",
-	.version = 3,	/* 2: codecs; 3: CPUID */
+	.version = 4,	/* 2: codecs; 3: CPUID; 4: channels */
 	.min_version = 2,	/* an older source's stream or image: no CPUID to check */
 	.size = sizeof(struct mig_config),
 	.fields = mig_config_fields,

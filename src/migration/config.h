@@ -43,6 +43,13 @@ struct mig_config {
 	/* Version 3: the MSRs the vCPU state will carry, checked the same way. */
 	uint16_t msr_nent;
 	uint32_t msrs[X86_MSR_MAX];
+	/*
+	 * Version 4 (--channels): connections the source wants to use, the
+	 * main one included (0 or 1: one; at most MIG_CHANNELS_MAX),
+	 * and a random id the extra connections name in their hello.
+	 */
+	uint32_t channels;
+	uint64_t mig_id;
 };
 
 extern const struct vmstate_desc mig_config_vmsd;

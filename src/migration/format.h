@@ -31,6 +31,7 @@ enum mig_section {
 	MIG_SEC_GO = 13,		/* switchover: LOADED heard, start the guest there */
 	MIG_SEC_ABORT = 14,		/* switchover: the source runs on; never start it */
 	MIG_SEC_SOURCE = 15,		/* a live source other than RAM: source id, its data */
+	MIG_SEC_BARRIER = 26,		/* --channels: every page before it is applied (multi.h) */
 	/* return path */
 	MIG_SEC_READY = 16,
 	MIG_SEC_RESULT = 17,
@@ -70,6 +71,16 @@ enum mig_source_id {
 	MIG_SOURCE_BLOCK = 3,	/* --copy-storage: the disks (block.h) */
 	MIG_SOURCE_NR,
 };
+
+/*
+ * --channels: connections carrying one migration, the main one included.
+ * An extra connection opens with a hello (MIG_CHAN_HELLO_LEN bytes: magic,
+ * version, the migration's id from CONFIG, its index, the count) and is
+ * answered with a RESULT; docs/migration-stream.md, "Channels".
+ */
+#define MIG_CHANNELS_MAX	16u
+#define MIG_CHAN_MAGIC		"FERRYCHN"
+#define MIG_CHAN_HELLO_LEN	28u
 
 #define MIG_FLAG_VERIFY   0x1u
 #define MIG_FLAG_POSTCOPY 0x2u	/* the source may switch to post-copy */

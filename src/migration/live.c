@@ -229,6 +229,7 @@ void mig_source_account(struct migration *mig, enum mig_source_id id, uint64_t b
 {
 	pthread_mutex_lock(&mig->lock);
 	mig->stats.source_sent[id] += bytes;
-	mig->stats.wire_bytes = mig->s.bytes_out;	/* live, while a source other than RAM sends */
+	mig->stats.wire_bytes = mig_bytes_out(mig);	/* live, while a source other than RAM sends */
+	mig_chans_stats(mig, &mig->stats);
 	pthread_mutex_unlock(&mig->lock);
 }

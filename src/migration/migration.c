@@ -68,6 +68,9 @@ int migration_start(struct migration *mig, const struct mig_params *p, mig_event
 	/* A finished job leaves its thread to be joined and its stats to replace. */
 	migration_join(mig);
 	mig->p = *p;
+	/* The last job closed its extra connections: start counting afresh. */
+	memset(&mig->chans, 0, sizeof(mig->chans));
+	mig->chans.stage_to = -1;
 	mig->on_event = fn;
 	mig->event_opaque = opaque;
 	pthread_mutex_lock(&mig->lock);
@@ -77,6 +80,8 @@ int migration_start(struct migration *mig, const struct mig_params *p, mig_event
 	mig->stats.verify = p->verify;
 	mig->stats.compress = p->compress;
 	mig->stats.order = p->order;
+	/* The connections asked for, until the handshake says how many were agreed. */
+	mig->stats.nr_channels = p->channels > 1 ? p->channels : 1;
 	mig->req.cancel = false;
 	mig->req.resume_requested = false;
 	mig->end.committed = false;

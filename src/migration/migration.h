@@ -17,6 +17,7 @@
 #include "migration/format.h"
 #include "migration/source/policy.h"
 #include "migration/ram.h"
+#include "migration/multi.h"
 #include "migration/stats.h"
 #include "migration/stream.h"
 #include "util/ratelimit.h"
@@ -46,6 +47,8 @@ struct mig_params {
 	int compress_level;
 	uint64_t xbzrle_cache;
 	enum mig_order order;		/* --order: passes 2 and later (ram_order.h) */
+	/* --channels: connections carrying pages, the main one included (1..MIG_CHANNELS_MAX). */
+	uint32_t channels;
 	bool auto_converge;
 	bool verify;
 	bool keep_source;		/* stay paused after success instead of exiting */
@@ -155,6 +158,7 @@ struct migration {
 	/* Which sources take part (mig_sources_setup); migration thread only. */
 	bool src_active[MIG_SOURCE_NR];
 	struct mig_ram ram;		/* the RAM source's own state (ram.h) */
+	struct mig_chans_src chans;	/* --channels: the extra connections (multi.h) */
 	struct mig_block *block;	/* the block source's (block.c), while it runs */
 	struct mig_pass_state pass;
 	struct mig_end_flags end;

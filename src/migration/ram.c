@@ -160,11 +160,12 @@ static void ram_publish(struct migration *mig, const struct ram_job *j, uint64_t
 	memcpy(st->codec, ram->codec.stats, sizeof(st->codec));
 	st->delta = ram->codec.delta;
 	st->codec_gave_up = ram->codec.gave_up;
-	st->wire_bytes = mig->s.bytes_out;
+	st->wire_bytes = mig_bytes_out(mig);
+	mig_chans_stats(mig, st);
 	/* Live rate within the pass, so progress shows it before the pass ends. */
 	uint64_t ns = vm_now_ns() - mig->pass.start_ns;
 	if (ns > 50000000ULL) {
-		st->throughput = (mig->s.bytes_out - mig->pass.start_bytes) * 1000000000ULL / ns;
+		st->throughput = (st->wire_bytes - mig->pass.start_bytes) * 1000000000ULL / ns;
 		st->pages_per_sec = st->throughput / GUEST_PAGE_SIZE;
 	}
 	pthread_mutex_unlock(&mig->lock);
@@ -222,9 +223,15 @@ static void ram_write_job(struct migration *mig, struct ram_job *j)
 		return;
 	}
 	ram_add_job_stats(ram, j);
-	uint64_t t0 = vm_now_ns(), bytes0 = mig->s.bytes_out;
-	uint64_t wire = ram_job_write(&mig->s, j);
-	ram_note_link(ram, mig->s.bytes_out - bytes0, vm_now_ns() - t0);
+	/*
+	 * --channels: the main stream, or the next extra connection's buffer
+	 * (multi.h); waiting for a free one is the link's pace, so it counts.
+	 */
+	uint64_t t0 = vm_now_ns();
+	struct mig_stream *out = mig_chans_ram_begin(mig, (uint32_t)ram_job_wire_len(j));
+	uint64_t wire = ram_job_write(out, j);
+	mig_chans_ram_end(mig, out);
+	ram_note_link(ram, wire, vm_now_ns() - t0);
 	ram_publish(mig, j, wire);
 }
 

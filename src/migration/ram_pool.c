@@ -77,16 +77,31 @@ static int ram_job_iov(const struct ram_job *j, struct iovec *iov)
 	return n;
 }
 
+/* RAM_RUN is raw by definition: every entry id raw, consecutive. */
+static bool ram_job_is_run(const struct ram_job *j)
+{
+	for (uint32_t i = 0; i < j->count; i++)
+		if (j->word[i] != ((j->gpa[0] + i * GUEST_PAGE_SIZE) | MIG_CODEC_RAW))
+			return false;
+	return true;
+}
+
+static uint32_t ram_job_payload_len(const struct ram_job *j, bool run)
+{
+	return (run ? 12 : 4 + MIG_RAM_ENTRY * j->count) + j->bytes;
+}
+
+uint64_t ram_job_wire_len(const struct ram_job *j)
+{
+	return (uint64_t)ram_job_payload_len(j, ram_job_is_run(j)) + MIG_SECTION_HDR + 8;
+}
+
 uint64_t ram_job_write(struct mig_stream *s, const struct ram_job *j)
 {
 	struct mig_section_writer w;
 	uint32_t n = j->count;
-
-	/* RAM_RUN is raw by definition: every entry id raw, consecutive. */
-	bool run = true;
-	for (uint32_t i = 0; i < n && run; i++)
-		run = j->word[i] == ((j->gpa[0] + i * GUEST_PAGE_SIZE) | MIG_CODEC_RAW);
-	uint32_t len = (run ? 12 : 4 + MIG_RAM_ENTRY * n) + j->bytes;
+	bool run = ram_job_is_run(j);
+	uint32_t len = ram_job_payload_len(j, run);
 	if (mig_section_begin(&w, s, run ? MIG_SEC_RAM_RUN : MIG_SEC_RAM, len)) {
 		mig_stream_fail(s, -ENOMEM, "out of memory");
 		return 0;

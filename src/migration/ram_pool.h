@@ -74,6 +74,9 @@ struct mig_stream;
  */
 uint64_t ram_job_write(struct mig_stream *s, const struct ram_job *j);
 
+/* The bytes ram_job_write puts on the stream for j: section header, payload, checksum. */
+uint64_t ram_job_wire_len(const struct ram_job *j);
+
 enum ram_job_state { RAM_JOB_FREE, RAM_JOB_QUEUED, RAM_JOB_BUSY, RAM_JOB_DONE };
 
 struct ram_pool;

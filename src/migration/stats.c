@@ -152,6 +152,13 @@ json_object *mig_stats_to_json(const struct mig_stats *st, uint64_t now_ns)
 	json_object_object_add(o, "codecs-negotiated", json_object_new_string(names));
 	json_object_object_add(o, "codecs", mig_codec_stats_json(st->codec, &st->delta,
 								 st->codec_gave_up));
+	json_object *chans = json_object_new_array();
+	for (unsigned i = 0; i < (st->nr_channels ? st->nr_channels : 1) && i < MIG_CHANNELS_MAX; i++) {
+		json_object *c = json_object_new_object();
+		mig_json_u64(c, "bytes", i || st->nr_channels > 1 ? st->channel_bytes[i] : st->wire_bytes);
+		json_object_array_add(chans, c);
+	}
+	json_object_object_add(o, "channels", chans);
 	if (st->postcopy)
 		json_object_object_add(o, "postcopy", mig_postcopy_json(st, end));
 	if (st->lost)

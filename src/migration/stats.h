@@ -85,6 +85,13 @@ struct mig_stats {
 	struct mig_delta_stats delta;
 	uint64_t codec_gave_up;
 
+	/*
+	 * --channels: connections in use (0 before the handshake: one), and
+	 * the bytes each carried (0: the main stream, everything on it).
+	 */
+	uint32_t nr_channels;
+	uint64_t channel_bytes[MIG_CHANNELS_MAX];
+
 	/* Post-copy (pc_*): the source's counts and the destination's view. */
 	int postcopy;
 	int lost;			/* failed after post-copy began: the VM is gone */

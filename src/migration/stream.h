@@ -7,8 +7,11 @@
  * boundaries.
  *
  * A stream belongs to one thread at a time (the migration thread on a
- * source, the main thread on a destination); see mig_stream_shutdown() for
- * the one call another thread may make.
+ * source, the main thread on a destination; with --channels each extra
+ * connection's stream belongs to its sending or receiving thread); see
+ * mig_stream_shutdown() for the one call another thread may make, and
+ * mig_stream_fail(), which any thread may call (a channel's sender fails
+ * the main stream so).
  */
 #ifndef FERRY_MIGRATION_STREAM_H
 #define FERRY_MIGRATION_STREAM_H

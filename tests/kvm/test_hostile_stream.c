@@ -1007,6 +1007,11 @@ static void b_type0(struct vmstate_buf *b, size_t *len)
 { t_header(b, MIG_MAGIC, MIG_VERSION); t_sec(b, 0, NULL, 0); *len = b->len; }
 static void b_ready_to_dest(struct vmstate_buf *b, size_t *len)
 { t_to_final(b); t_sec(b, MIG_SEC_READY, NULL, 0); *len = b->len; }
+/* --channels: a BARRIER where no extra connection was agreed, and a malformed one. */
+static void b_barrier_no_channels(struct vmstate_buf *b, size_t *len)
+{ t_to_final(b); t_sec(b, MIG_SEC_BARRIER, "\x01\0\0\0\x01", 5); *len = b->len; }
+static void b_barrier_short(struct vmstate_buf *b, size_t *len)
+{ t_to_final(b); t_sec(b, MIG_SEC_BARRIER, "\x01\0\0", 3); *len = b->len; }
 
 /* Order. */
 static void b_pass_first(struct vmstate_buf *b, size_t *len)
@@ -1453,6 +1458,8 @@ static const struct t_case t_cases[] = {
 	BAD("unknown_type_25", b_unknown_type, "unknown section type 25", true),
 	BAD("unknown_type_0", b_type0, "unknown section type 0", false),
 	BAD("ready_sent_to_dest", b_ready_to_dest, "unknown section type 16", true),
+	BAD("barrier_no_channels", b_barrier_no_channels, "with no extra channel open", true),
+	BAD("barrier_short", b_barrier_short, "malformed BARRIER section", true),
 	BAD("pass_before_config", b_pass_first, "section type 3 out of order (expected CONFIG)", false),
 	BAD("ram_before_pass", b_ram_before_pass, "section type 2 out of order (expected PASS)", true),
 	BAD("run_past_end", b_run_past_end, "pages 0xfff000 + 2 are not all in one RAM region", true),

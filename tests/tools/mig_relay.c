@@ -11,7 +11,9 @@
  *
  * With --stall-after it prints "stalled" on stderr once it stops forwarding.
  *
- * DEST_URI is unix:PATH or tcp:HOST:PORT.  One connection, then it exits,
+ * DEST_URI is unix:PATH or tcp:HOST:PORT.  One connection (--conns N:
+ * N of them, for --channels; the cut, stall and flip apply to connection
+ * --cut-conn K, 0 the first accepted), then it exits once all have ended,
  * printing "relayed <bytes to dest> <bytes to source>".
  */
 #include <errno.h>
@@ -25,6 +27,8 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
+
+#define RELAY_MAX_CONNS 16
 
 static int relay_listen(const char *path)
 {
@@ -71,14 +75,23 @@ static int relay_connect(const char *uri)
 	exit(2);
 }
 
+/* One relayed connection: the source's end and the destination's. */
+struct relay_pair {
+	int src, dst;
+	long long up, down;
+	bool done;
+};
+
 int main(int argc, char **argv)
 {
 	long long cut = -1, stall = -1, flip = -1, up = 0, down = 0;
+	int conns = 1, cut_conn = 0, accepted = 0, open_pairs = 0;
+	struct relay_pair pair[RELAY_MAX_CONNS];
 	FILE *rec = NULL;
 	char buf[65536];
 
 	if (argc < 3) {
-		fprintf(stderr, "usage: mig-relay LISTEN_PATH DEST_URI [--cut-after N] [--stall-after N] [--flip-at N] [--record FILE]\n");
+		fprintf(stderr, "usage: mig-relay LISTEN_PATH DEST_URI [--cut-after N] [--stall-after N] [--flip-at N] [--record FILE] [--conns N] [--cut-conn K]\n");
 		return 2;
 	}
 	for (int i = 3; i + 1 < argc; i += 2) {
@@ -90,51 +103,106 @@ int main(int argc, char **argv)
 			flip = atoll(argv[i + 1]);
 		else if (!strcmp(argv[i], "--record"))
 			rec = fopen(argv[i + 1], "wb");
+		else if (!strcmp(argv[i], "--conns"))
+			conns = atoi(argv[i + 1]);
+		else if (!strcmp(argv[i], "--cut-conn"))
+			cut_conn = atoi(argv[i + 1]);
+	}
+	if (conns < 1 || conns > RELAY_MAX_CONNS) {
+		fprintf(stderr, "mig-relay: --conns takes 1..%d\n", RELAY_MAX_CONNS);
+		return 2;
 	}
 	int lfd = relay_listen(argv[1]);
-	int src = accept(lfd, NULL, NULL);
-	close(lfd);
-	unlink(argv[1]);
-	int dst = relay_connect(argv[2]);
 
 	for (;;) {
-		/* Stalled: leave the source's bytes unread (it blocks, as on a hung link). */
-		bool stalled = stall >= 0 && up >= stall;
-		struct pollfd p[2] = { { .fd = stalled ? -1 : src, .events = POLLIN },
-				       { .fd = dst, .events = POLLIN } };
-		if (poll(p, 2, 60000) <= 0)
+		/* The listener while connections are owed, then every pair still open. */
+		struct pollfd p[1 + 2 * RELAY_MAX_CONNS];
+		int np = 0;
+		p[np++] = (struct pollfd){ .fd = accepted < conns ? lfd : -1, .events = POLLIN };
+		for (int k = 0; k < accepted; k++) {
+			struct relay_pair *q = &pair[k];
+			bool hit = k == cut_conn;
+			/* Stalled: leave the source's bytes unread (it blocks, as on a hung link). */
+			bool stalled = hit && stall >= 0 && q->up >= stall;
+			p[np++] = (struct pollfd){ .fd = q->done || stalled ? -1 : q->src, .events = POLLIN };
+			p[np++] = (struct pollfd){ .fd = q->done ? -1 : q->dst, .events = POLLIN };
+		}
+		if (accepted == conns && !open_pairs)
 			break;
+		if (poll(p, (nfds_t)np, 60000) <= 0)
+			break;
+		int polled = accepted;	/* pairs with an entry in p this round */
 		if (p[0].revents) {
-			ssize_t n = read(src, buf, sizeof(buf));
-			if (n <= 0)
-				break;
-			if (cut >= 0 && up + n > cut)
-				n = (ssize_t)(cut - up);
-			if (stall >= 0 && up + n > stall)
-				n = (ssize_t)(stall - up);	/* the rest of buf is dropped */
-			if (flip >= up && flip < up + n)
-				buf[flip - up] ^= 0x20;
-			if (rec)
-				fwrite(buf, 1, (size_t)n, rec);
-			if (n > 0 && write(dst, buf, (size_t)n) != n)
-				break;
-			up += n;
-			if (cut >= 0 && up >= cut)
-				break;
-			if (stall >= 0 && up >= stall)
-				fprintf(stderr, "stalled after %lld bytes\n", up);
+			struct relay_pair *q = &pair[accepted++];
+			q->src = accept(lfd, NULL, NULL);
+			q->dst = relay_connect(argv[2]);
+			q->up = q->down = 0;
+			q->done = false;
+			open_pairs++;
+			if (accepted == conns) {
+				close(lfd);
+				unlink(argv[1]);
+			}
 		}
-		if (p[1].revents) {
-			ssize_t n = read(dst, buf, sizeof(buf));
-			if (n <= 0 || write(src, buf, (size_t)n) != n)
-				break;
-			down += n;
+		for (int k = 0; k < polled; k++) {
+			struct relay_pair *q = &pair[k];
+			bool hit = k == cut_conn, end = false;
+			if (q->done)
+				continue;
+			if (p[1 + 2 * k].revents) {
+				ssize_t n = read(q->src, buf, sizeof(buf));
+				if (n <= 0)
+					end = true;
+				if (!end && hit && cut >= 0 && q->up + n > cut)
+					n = (ssize_t)(cut - q->up);
+				if (!end && hit && stall >= 0 && q->up + n > stall)
+					n = (ssize_t)(stall - q->up);	/* the rest of buf is dropped */
+				if (!end && hit && flip >= q->up && flip < q->up + n)
+					buf[flip - q->up] ^= 0x20;
+				if (!end && hit && rec)
+					fwrite(buf, 1, (size_t)n, rec);
+				if (!end && n > 0 && write(q->dst, buf, (size_t)n) != n)
+					end = true;
+				if (!end) {
+					q->up += n;
+					up += n;
+				}
+				if (!end && hit && cut >= 0 && q->up >= cut)
+					end = true;
+				if (!end && hit && stall >= 0 && q->up >= stall)
+					fprintf(stderr, "stalled after %lld bytes\n", q->up);
+			}
+			if (!end && p[2 + 2 * k].revents) {
+				ssize_t n = read(q->dst, buf, sizeof(buf));
+				if (n <= 0 || write(q->src, buf, (size_t)n) != n)
+					end = true;
+				else {
+					q->down += n;
+					down += n;
+				}
+			}
+			if (end) {
+				close(q->src);
+				close(q->dst);
+				q->done = true;
+				open_pairs--;
+			}
 		}
+		/* One connection, as ever: its end is the relay's. */
+		if (conns == 1 && accepted == 1 && pair[0].done)
+			break;
 	}
+	if (accepted < conns) {
+		close(lfd);
+		unlink(argv[1]);
+	}
+	for (int k = 0; k < accepted && k < conns; k++)
+		if (!pair[k].done) {
+			close(pair[k].src);
+			close(pair[k].dst);
+		}
 	if (rec)
 		fclose(rec);
-	close(src);
-	close(dst);
 	printf("relayed %lld %lld\n", up, down);
 	return 0;
 }

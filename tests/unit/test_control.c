@@ -134,6 +134,12 @@ static void test_argument_checks(void **state)
 		       "\"copy-storage-mode\":\"write-blocking\"}}\n", "needs 'copy-storage'", NULL);
 	expect_refusal("{\"execute\":\"migrate\",\"arguments\":{\"uri\":\"unix:/x\",\"copy-storage\":true,"
 		       "\"copy-storage-mode\":5}}\n", "'copy-storage-mode'", "a string", NULL);
+	expect_refusal("{\"execute\":\"migrate\",\"arguments\":{\"uri\":\"unix:/x\",\"channels\":17}}\n",
+		       "'channels' must be 1..16", NULL);
+	expect_refusal("{\"execute\":\"migrate\",\"arguments\":{\"uri\":\"unix:/x\",\"channels\":0}}\n",
+		       "'channels' must be 1..16", NULL);
+	expect_refusal("{\"execute\":\"migrate\",\"arguments\":{\"uri\":\"file:/x\",\"channels\":2}}\n",
+		       "'channels' above 1 needs a connection", NULL);
 	expect_refusal("{\"execute\":\"migrate-set-parameters\",\"arguments\":{\"bandwidth\":-1}}\n",
 		       "'bandwidth'", "non-negative", NULL);
 	expect_refusal("{\"execute\":\"migrate-resolve\",\"arguments\":{\"action\":null}}\n",

@@ -14,6 +14,7 @@
 #include "migration/dest/postcopy_dest.h"
 #include "migration/section.h"
 #include "migration/live.h"
+#include "migration/multi.h"
 #include "util/le.h"
 #include "util/log.h"
 #include "board/machine_state.h"
@@ -192,15 +193,23 @@ static int mig_in_config(struct mig_incoming *inc, const struct mig_incoming_opt
 		return mig_in_fail(inc, -ENOMEM, "out of memory");
 	if ((inc->cfg.flags & MIG_FLAG_VERIFY) && mig_digest_init(&inc->digest, &m->vm.mem))
 		return mig_in_fail(inc, -ENOMEM, "out of memory for page digests");
+	inc->nchan = 1;
 	if (!mig_stream_has_return_path(&inc->s))
-		return 0;	/* a file: nobody to tell */
-	uint8_t ready[4];
+		return 0;	/* a file: nobody to tell (and one channel) */
+	/* --channels: as many as asked (CONFIG's range is checked), on this listener. */
+	if (inc->cfg.channels > 1 && inc->listener)
+		inc->nchan = inc->cfg.channels;
+	uint8_t ready[MIG_READY_CHANNELS_LEN];
 	le_put(ready, inc->codecs, 4);		/* the codecs the source may use */
-	mig_section_write(&inc->s, MIG_SEC_READY, ready, sizeof(ready));
+	le_put(ready + 4, inc->nchan, 4);
+	mig_section_write(&inc->s, MIG_SEC_READY, ready,
+			  inc->cfg.channels > 1 ? MIG_READY_CHANNELS_LEN : MIG_READY_LEN);
 	if (mig_stream_flush(&inc->s)) {
 		inc->reply_broken = true;
 		return mig_in_fail(inc, mig_stream_error(&inc->s), "cannot answer the source: %s", mig_stream_why(&inc->s));
 	}
+	if (inc->nchan > 1)
+		return mig_chans_in_accept(inc, opts, inc->listener);
 	return 0;
 }
 
@@ -328,12 +337,27 @@ int mig_in_h_state(struct mig_in_ctx *c, const uint8_t *p, uint32_t len)
 {
 	struct vmstate_error verr;
 
+	if (!mig_chans_in_done(c->inc))
+		return mig_in_fail(c->inc, -EPROTO, "STATE before the final BARRIER: pages may "
+				   "still be on their way on other channels");
+
 	if (machine_state_decode(p, len, c->inc->cfg.vcpus, c->st, &verr))
 		return mig_in_fail(c->inc, -EPROTO, "bad device state: %s", verr.msg);
 	/* Devices the destination must have as the source did (disks, NICs). */
 	if (machine_state_match(c->m, c->st, &verr))
 		return mig_in_fail(c->inc, -EPROTO, "%s", verr.msg);
 	return 0;
+}
+
+/* --channels: every page before it, on every connection, is applied. */
+int mig_in_h_barrier(struct mig_in_ctx *c, const uint8_t *p, uint32_t len)
+{
+	uint32_t seq;
+	bool final;
+
+	if (mig_chan_barrier_parse(p, len, &seq, &final))
+		return mig_in_fail(c->inc, -EPROTO, "malformed BARRIER section");
+	return mig_chans_in_barrier(c->inc, seq, final);
 }
 
 int mig_in_h_digest(struct mig_in_ctx *c, const uint8_t *p, uint32_t len)
@@ -352,6 +376,15 @@ int mig_in_h_end(struct mig_in_ctx *c, const uint8_t *p, uint32_t len)
 	return 0;
 }
 
+static void mig_in_close_listener(struct mig_incoming *inc)
+{
+	if (!inc->listener)
+		return;
+	mig_listener_close(inc->listener);
+	free(inc->listener);
+	inc->listener = NULL;
+}
+
 static int mig_in_connect(struct mig_incoming *inc, const struct mig_incoming_opts *opts)
 {
 	struct mig_listener l;
@@ -366,7 +399,12 @@ static int mig_in_connect(struct mig_incoming *inc, const struct mig_incoming_op
 	else
 		pr_info("restoring the VM from %s", opts->uri);
 	err = mig_channel_accept(&l, opts->accept_timeout_ms, opts->intr_fd, &ch);
-	mig_listener_close(&l);
+	/* Kept open until CONFIG says whether more connections (--channels) come. */
+	inc->listener = err ? NULL : malloc(sizeof(l));
+	if (inc->listener)
+		*inc->listener = l;
+	else
+		mig_listener_close(&l);
 	if (err == -EINTR)
 		return mig_in_fail(inc, err, "interrupted while waiting for a source");
 	if (err)
@@ -400,6 +438,8 @@ int mig_incoming_receive(struct mig_incoming *inc, const struct mig_incoming_opt
 	err = mig_in_header(inc);
 	while (!err && !c.done) {
 		err = mig_in_dispatch(&c, inc->buf, MIG_SECTION_MAX);
+		if (inc->listener && c.ph != MIG_IN_CONFIG)
+			mig_in_close_listener(inc);	/* CONFIG handled: no connection comes now */
 		/* A broken connection in post-copy is worth waiting out; a stop request is not. */
 		if (err && inc->guest_started && err != -EPROTO && err != -EIO && err != -ERANGE &&
 		    err != -EINTR) {
@@ -408,6 +448,11 @@ int mig_incoming_receive(struct mig_incoming *inc, const struct mig_incoming_opt
 			c.ph = MIG_IN_PC_RUN;
 		}
 	}
+	mig_in_close_listener(inc);
+	/* A failure with receivers running: stop them before the memory they write goes. */
+	if (err)
+		err = mig_chans_in_reason(inc, err);
+	mig_chans_in_stop(inc);
 	uint64_t t_end = vm_now_ns();
 	if (!err && inc->guest_started)
 		mig_in_pc_stats(inc);

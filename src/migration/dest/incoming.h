@@ -79,6 +79,15 @@ struct mig_incoming {
 	uint64_t pages, zero_pages, raw_pages;
 	uint32_t pass;
 	uint64_t start_ns, end_ns;	/* connection accepted .. END checked */
+	/*
+	 * --channels (dest/channels.c): connections agreed in READY (the main
+	 * one included), the listener kept open until the extra ones are in,
+	 * and their receivers.  Main thread only; the receivers' shared state
+	 * has its own lock.
+	 */
+	unsigned nchan;
+	struct mig_listener *listener;
+	struct mig_chans_in *chans;
 	/* Each live source's own state while receiving (its load makes it, its unload frees it). */
 	void *src_state[MIG_SOURCE_NR];
 	char why[256];			/* reason for a failure */

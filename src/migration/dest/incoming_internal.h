@@ -74,6 +74,7 @@ int mig_in_h_source_late(struct mig_in_ctx *c, const uint8_t *p, uint32_t len);
 int mig_in_h_sync(struct mig_in_ctx *c, const uint8_t *p, uint32_t len);
 int mig_in_h_state(struct mig_in_ctx *c, const uint8_t *p, uint32_t len);
 int mig_in_h_digest(struct mig_in_ctx *c, const uint8_t *p, uint32_t len);
+int mig_in_h_barrier(struct mig_in_ctx *c, const uint8_t *p, uint32_t len);
 int mig_in_h_end(struct mig_in_ctx *c, const uint8_t *p, uint32_t len);
 /* incoming_postcopy.c: post-copy handlers. */
 int mig_in_h_discard(struct mig_in_ctx *c, const uint8_t *p, uint32_t len);

@@ -11,6 +11,7 @@
 
 #include "migration/format.h"
 #include "migration/dest/incoming_internal.h"
+#include "migration/multi.h"
 #include "migration/section.h"
 #include "migration/live.h"
 #include "util/le.h"
@@ -234,6 +235,9 @@ void mig_in_pc_stats(struct mig_incoming *inc)
 /* Handlers of the rule table (incoming_rules.c) for post-copy sections. */
 int mig_in_h_discard(struct mig_in_ctx *c, const uint8_t *p, uint32_t len)
 {
+	if (!mig_chans_in_done(c->inc))
+		return mig_in_fail(c->inc, -EPROTO, "DISCARD before the final BARRIER: pages may "
+				   "still be on their way on other channels");
 	return mig_in_discard(c->inc, c->m, p, len);
 }
 

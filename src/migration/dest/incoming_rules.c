@@ -30,6 +30,8 @@ static const struct mig_in_rule mig_in_rules[] = {
 	  mig_in_h_source, NULL },
 	{ MIG_SEC_SOURCE, P(MIG_IN_DISCARD), PC, 0, MIG_IN_SAME, mig_in_h_source, NULL },
 	{ MIG_SEC_SYNC, P(MIG_IN_RAM), 0, 0, MIG_IN_SAME, mig_in_h_sync, NULL },
+	{ MIG_SEC_BARRIER, P(MIG_IN_RAM) | P(MIG_IN_FINAL), 0, 0, MIG_IN_SAME, mig_in_h_barrier,
+	  NULL },
 	{ MIG_SEC_STATE, P(MIG_IN_FINAL), 0, 0, MIG_IN_STATE, mig_in_h_state, NULL },
 	{ MIG_SEC_DIGEST, P(MIG_IN_STATE), VERIFY, 0, MIG_IN_DIGEST, mig_in_h_digest, NULL },
 	{ MIG_SEC_END, P(MIG_IN_DIGEST), VERIFY, 0, MIG_IN_COMMIT, mig_in_h_end, NULL },

@@ -52,11 +52,27 @@ static int ram_load_short(struct mig_in_ctx *c, struct mig_payload *in, int err)
  * memory taken here must be in proportion to what arrived.  Short runs are
  * left to page faults, and so is a run seen before (its pages are in).
  */
+/*
+ * The page bitmaps are shared with the receivers of extra connections
+ * (--channels, dest/channels.c): bits are read and set atomically.  Two
+ * threads never hold the same page at once (one section per page per
+ * pass, passes fenced by BARRIER), only neighbours in one word.
+ */
+static bool ram_load_bit(const unsigned long *bm, uint64_t index)
+{
+	return __atomic_load_n(&bm[index / 64], __ATOMIC_RELAXED) & (1UL << (index % 64));
+}
+
+static void ram_load_set_bit(unsigned long *bm, uint64_t index)
+{
+	__atomic_fetch_or(&bm[index / 64], 1UL << (index % 64), __ATOMIC_RELAXED);
+}
+
 static void ram_load_populate(struct mig_incoming *inc, struct guest_memory *mem,
 			      uint64_t index, uint64_t n)
 {
 	if (guest_memory_allocated(mem) || n < MIG_IN_POPULATE_MIN ||
-	    inc->written[index / 64] & (1UL << (index % 64)))
+	    ram_load_bit(inc->written, index))
 		return;
 	/* Best effort: a failure just leaves it to page faults. */
 	guest_memory_populate(mem, index, n);
@@ -64,8 +80,8 @@ static void ram_load_populate(struct mig_incoming *inc, struct guest_memory *mem
 
 static void ram_load_mark(struct mig_incoming *inc, uint64_t index, const uint8_t *data)
 {
-	inc->written[index / 64] |= 1UL << (index % 64);
-	inc->known[index / 64] |= 1UL << (index % 64);
+	ram_load_set_bit(inc->written, index);
+	ram_load_set_bit(inc->known, index);
 	if (inc->digest.hash)
 		mig_digest_set(&inc->digest, index, data);
 }
@@ -107,10 +123,10 @@ static int ram_sink_ram_zero(struct mig_in_ctx *c, uint64_t gpa, uint32_t n)
 		 * filled before needs clearing; touching others would allocate
 		 * them for nothing.
 		 */
-		if (inc->written[index / 64] & (1UL << (index % 64)))
+		if (ram_load_bit(inc->written, index))
 			memset(guest_memory_alias_ptr(mem, gpa + k * GUEST_PAGE_SIZE, GUEST_PAGE_SIZE),
 			       0, GUEST_PAGE_SIZE);
-		inc->known[index / 64] |= 1UL << (index % 64);
+		ram_load_set_bit(inc->known, index);
 		if (inc->digest.hash)
 			mig_digest_set(&inc->digest, index, NULL);
 	}
@@ -244,7 +260,7 @@ static int ram_load_decode(struct mig_in_ctx *c, const struct ram_sink *sink,
 		return ram_load_short(c, in, err);
 	if (e->k->against_held) {
 		uint64_t index = guest_memory_page_index(mem, e->gpa);
-		if (inc->guest_started || !(inc->known[index / 64] & (1UL << (index % 64))))
+		if (inc->guest_started || !ram_load_bit(inc->known, index))
 			return mig_in_fail(inc, -EPROTO, "page 0x%llx: a %s against a page this side "
 					   "does not hold", (unsigned long long)e->gpa, e->k->name);
 		memcpy(inc->page, guest_memory_alias_ptr(mem, e->gpa, GUEST_PAGE_SIZE),

@@ -158,6 +158,13 @@ static int postcopy_switch(struct migration *mig)
 	mig->stats.mem_remaining = owed * GUEST_PAGE_SIZE;
 	mig->stats.pc_pages_owed = owed;
 	pthread_mutex_unlock(&mig->lock);
+	/*
+	 * --channels: the extra connections carry pre-copy passes only; every
+	 * page on them lands before the first DISCARD, and they close.
+	 */
+	err = mig_chans_barrier(mig, mig->stats.iteration + 1, true);
+	if (err)
+		return precopy_stream_fail(mig, err);
 	/* The destination drops discarded pages: delta's cache no longer says what it holds. */
 	mig->ram.codec.delta_off = true;
 	postcopy_send_discards(mig);
@@ -523,7 +530,8 @@ int postcopy_run(struct migration *mig)
 			break;
 	}
 	pthread_mutex_lock(&mig->lock);
-	mig->stats.wire_bytes = mig->s.bytes_out;
+	mig->stats.wire_bytes = mig_bytes_out(mig);
+	mig_chans_stats(mig, &mig->stats);
 	pthread_mutex_unlock(&mig->lock);
 	return err;
 }

@@ -90,6 +90,19 @@ int precopy_stream_fail(struct migration *mig, int err)
 	return precopy_fail(mig, err, "%s", mig->s.why[0] ? mig->s.why : strerror(-err));
 }
 
+/*
+ * Connections to ask for (--channels): extra ones carry the pages of
+ * pre-copy passes only, so a file (no return path) and pure post-copy
+ * (no pass) get one.
+ */
+static unsigned precopy_channels_wanted(const struct migration *mig)
+{
+	if (mig->p.channels <= 1 || !mig_stream_has_return_path(&mig->s) ||
+	    mig->p.mode == MIG_MODE_POSTCOPY)
+		return 1;
+	return mig->p.channels > MIG_CHANNELS_MAX ? MIG_CHANNELS_MAX : mig->p.channels;
+}
+
 static void precopy_send_config(struct migration *mig)
 {
 	struct machine *m = mig->m;
@@ -102,6 +115,8 @@ static void precopy_send_config(struct migration *mig)
 		.flags = (mig->p.verify ? MIG_FLAG_VERIFY : 0) |
 			 (mig_stream_has_return_path(&mig->s) ? MIG_FLAG_POSTCOPY : 0),
 		.codecs = mig_compress_codecs(mig->p.compress),
+		.channels = precopy_channels_wanted(mig),
+		.mig_id = mig->chans.id,
 	};
 	struct vmstate_buf b;
 
@@ -162,8 +177,20 @@ static int precopy_read_ready(struct migration *mig)
 		return precopy_fail(mig, status ? status : -EPROTO, "destination: %.*s", n, msg);
 	if (type != MIG_SEC_READY)
 		return precopy_fail(mig, -EPROTO, "destination answered with section %u", type);
-	if (len != 4)
-		return precopy_fail(mig, -EPROTO, "destination's READY is %u bytes, not 4", len);
+	/* With --channels, the connections agreed follow (an older destination: one). */
+	unsigned wanted = precopy_channels_wanted(mig), agreed = 1;
+	if (len == MIG_READY_CHANNELS_LEN && wanted > 1)
+		agreed = (unsigned)le_get(buf + 4, 4);
+	else if (len != MIG_READY_LEN)
+		return precopy_fail(mig, -EPROTO, "destination's READY is %u bytes, not %u", len,
+				    wanted > 1 ? MIG_READY_CHANNELS_LEN : MIG_READY_LEN);
+	if (agreed < 1 || agreed > wanted)
+		return precopy_fail(mig, -EPROTO, "destination agreed to %u channels, asked for %u",
+				    agreed, wanted);
+	if (agreed < wanted)
+		pr_info("migration: the destination takes %u of the %u channels asked for", agreed,
+			wanted);
+	mig->chans.n = agreed;
 	uint32_t accepted = (uint32_t)le_get(buf, 4);
 	if (accepted & ~offered)
 		return precopy_fail(mig, -EPROTO, "destination accepted codecs 0x%x, offered 0x%x",
@@ -194,6 +221,7 @@ static int precopy_setup(struct migration *mig)
 	if (err)
 		return precopy_fail(mig, -ENOMEM, "out of memory");
 	mig->s.timeout_ms = PRECOPY_IO_TIMEOUT_MS;
+	mig->chans.id = mig_chan_new_id();
 	mig_stream_put(&mig->s, MIG_MAGIC, MIG_MAGIC_LEN);
 	mig_stream_put_u32(&mig->s, MIG_VERSION);
 	precopy_send_config(mig);
@@ -219,6 +247,16 @@ static int precopy_setup(struct migration *mig)
 	err = precopy_read_ready(mig);
 	if (err)
 		return err;
+	/*
+	 * --channels: right after READY the destination waits for the extra
+	 * connections, and for nothing else: they come before any other word.
+	 */
+	err = mig_chans_src_open(mig, mig->chans.n);
+	if (err)
+		return err;
+	pthread_mutex_lock(&mig->lock);
+	mig->stats.nr_channels = mig->chans.n ? mig->chans.n : 1;
+	pthread_mutex_unlock(&mig->lock);
 	err = mig_sources_handshake(mig);
 	if (err)
 		return precopy_fail(mig, err, "%s", mig->s.why[0] ? mig->s.why : strerror(-err));
@@ -278,7 +316,7 @@ static bool precopy_probe(struct migration *mig)
 	struct mig_policy_in in = {
 		.pending = pending,
 		.nr_sources = MIG_SOURCE_NR,
-		.pass_bytes = mig->s.bytes_out - mig->pass.start_bytes,
+		.pass_bytes = mig_bytes_out(mig) - mig->pass.start_bytes,
 		.pass_ns = now - mig->pass.start_ns,
 		.dirty_rate = mig_policy_rate(dirty, window),
 		.dirty_ns = window,
@@ -355,7 +393,8 @@ static int precopy_decide(struct migration *mig, uint32_t pass, uint64_t pass_st
 	mig->stats.mem_remaining = remaining;
 	mig_stats_note_pending(&mig->stats, pending, d.pending);
 	mig->stats.expected_downtime_ns = d.expected_downtime_ns;
-	mig->stats.wire_bytes = mig->s.bytes_out;
+	mig->stats.wire_bytes = mig_bytes_out(mig);
+	mig_chans_stats(mig, &mig->stats);
 	pthread_mutex_unlock(&mig->lock);
 
 	mig->pass.forced |= d.forced;
@@ -430,7 +469,7 @@ static int precopy_live(struct migration *mig)
 	for (;;) {
 		if (err < 0)
 			return precopy_fail(mig, err, "dirty log sync failed: %s", strerror(-err));
-		uint64_t start = vm_now_ns(), bytes0 = mig->s.bytes_out;
+		uint64_t start = vm_now_ns(), bytes0 = mig_bytes_out(mig);
 		mig->pass.start_ns = start;
 		mig->pass.start_bytes = bytes0;
 		precopy_send_pass(mig, pass, (uint64_t)dirty, false);
@@ -441,14 +480,24 @@ static int precopy_live(struct migration *mig)
 			/* migrate-start-postcopy mid-pass: the rest of it is owed. */
 			mig->pass.to_postcopy = true;
 			err = ram_flush(mig);
+			/*
+			 * --channels: post-copy runs on the main connection; end the
+			 * others now, so the SYNC that follows drains them too and
+			 * the pause does not wait for them.
+			 */
+			if (!err)
+				err = mig_chans_barrier(mig, pass + 1, true);
 			return err ? precopy_stream_fail(mig, err) : 0;
 		}
+		/* --channels: every page of this pass lands before any of the next. */
+		if (!err)
+			err = mig_chans_barrier(mig, pass, false);
 		if (!err)
 			err = mig_stream_flush(&mig->s);
 		if (err)
 			return precopy_stream_fail(mig, err);
 		pass++;
-		err = precopy_decide(mig, pass, start, mig->s.bytes_out - bytes0, &dirty);
+		err = precopy_decide(mig, pass, start, mig_bytes_out(mig) - bytes0, &dirty);
 		if (err)
 			return err < 0 ? err : 0;	/* 1: converged */
 	}
@@ -578,6 +627,7 @@ static void precopy_finish(struct migration *mig, int err)
 		vm_dirty_log_stop(vm);
 	if (mig->stats.throttle_pct && vm_set_throttle(vm, 0))
 		pr_warn("could not stop throttling");
+	mig_chans_src_close(mig);	/* before the main stream its senders fail into */
 	pthread_mutex_lock(&mig->lock);		/* mig->s, for x-test-migration-break */
 	mig_stream_destroy(&mig->s);
 	pthread_mutex_unlock(&mig->lock);
@@ -596,7 +646,7 @@ static void precopy_finish(struct migration *mig, int err)
 	}
 	mig->stats.end_ns = vm_now_ns();
 	if (mig->stats.postcopy && mig->stats.end_ns > mig->stats.start_ns)
-		mig->stats.throughput = mig->s.bytes_out * 1000000000ULL /
+		mig->stats.throughput = mig_bytes_out(mig) * 1000000000ULL /
 					(mig->stats.end_ns - mig->stats.start_ns);
 	mig->stats.throttle_pct = 0;
 	mig->stats.status = mig->end.abandoned ? MIG_STATUS_ABANDONED : !err ? MIG_STATUS_COMPLETED

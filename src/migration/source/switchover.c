@@ -85,6 +85,9 @@ static int switchover_stop_and_copy(struct migration *mig, uint64_t *t)
 	precopy_send_pass(mig, mig->stats.iteration, (uint64_t)dirty, true);
 	/* A save's only pass sends each page once: none is re-sent. */
 	err = mig_sources_complete(mig, mig->stats.iteration > 1, false);
+	/* --channels: every page on every connection lands before STATE. */
+	if (!err)
+		err = mig_chans_barrier(mig, mig->stats.iteration, true);
 	if (err)
 		return precopy_stream_fail(mig, err);
 	precopy_phase(mig, MIG_PHASE_FINAL_PAGES, t);
@@ -273,7 +276,7 @@ int switchover_run(struct migration *mig)
 
 	precopy_set_status(mig, MIG_STATUS_DEVICE);
 	mig->pass.start_ns = t0;
-	mig->pass.start_bytes = mig->s.bytes_out;
+	mig->pass.start_bytes = mig_bytes_out(mig);
 	ratelimit_set_rate(&mig->rl, 0);	/* stop-and-copy runs unlimited */
 	/* A save pauses the guest for all of it: no bound but the disk's pace. */
 	mig->s.deadline_ns = rp ? t0 + limit : 0;
@@ -311,7 +314,8 @@ int switchover_run(struct migration *mig)
 	precopy_phase(mig, MIG_PHASE_RESUME, &t);
 	pthread_mutex_lock(&mig->lock);
 	mig->stats.downtime_ns = t - t0;
-	mig->stats.wire_bytes = mig->s.bytes_out;
+	mig->stats.wire_bytes = mig_bytes_out(mig);
+	mig_chans_stats(mig, &mig->stats);
 	pthread_mutex_unlock(&mig->lock);
 	return err;
 }
