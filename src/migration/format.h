@@ -42,6 +42,12 @@ enum mig_section {
 	MIG_SEC_PC_RESUMED = 23,	/* resume: bitmap complete, carry on */
 	MIG_SEC_LOADED = 24,		/* switchover: all checked and loaded; waiting for GO */
 	MIG_SEC_BLOCK_SUMS = 25,	/* copy-storage=incremental: digests of a disk's chunks */
+	/* Replication (docs/replication.md), after the initial copy's END. */
+	MIG_SEC_EPOCH = 26,		/* an epoch begins: its sequence number */
+	MIG_SEC_EPOCH_END = 27,		/* it is complete: number, pages, section chain */
+	MIG_SEC_EPOCH_ACK = 28,		/* return path: the standby committed this epoch */
+	MIG_SEC_HEARTBEAT = 29,		/* either way: still here */
+	MIG_SEC_STANDBY = 30,		/* return path: the standby's failover mode and timeout */
 };
 
 /*
@@ -71,6 +77,7 @@ enum mig_source_id {
 
 #define MIG_FLAG_VERIFY   0x1u
 #define MIG_FLAG_POSTCOPY 0x2u	/* the source may switch to post-copy */
+#define MIG_FLAG_REPLICATE 0x4u	/* after END come epochs, to a standby (docs/replication.md) */
 #define MIG_DISCARD_MAX_PAGES (1u << 20)	/* bits in one DISCARD section */
 
 #endif

@@ -184,6 +184,9 @@ static void test_apply_failure_reported(void **state)
 	assert_int_equal(mig_epoch_set_state(&e, &st, 1, why, sizeof(why)), 0);
 	assert_int_equal(mig_epoch_end(&e, 1, 2, 0, 0, ram_apply, &r, why, sizeof(why)), -EIO);
 	assert_int_equal(e.committed, 0);
+	/* RAM is half-written: no further epoch can make it a checkpoint again. */
+	assert_true(e.torn);
+	assert_int_equal(mig_epoch_begin(&e, 1, why, sizeof(why)), -EPROTO);
 	mig_epoch_free(&e);
 }
 

@@ -71,6 +71,9 @@ static int mig_in_codecs(struct mig_incoming *inc)
 				   "does not know (%s): cannot restore it", names);
 	}
 	inc->codecs = offered & MIG_CODECS_KNOWN;
+	/* Epochs are buffered page by page: only pages that need no copy held here. */
+	if (inc->cfg.flags & MIG_FLAG_REPLICATE)
+		inc->codecs &= (1u << MIG_CODEC_ZERO) | (1u << MIG_CODEC_RAW);
 	if (mig_codec_ctx_init(&inc->codec, false, MIG_COMPRESS_NONE, inc->codecs, 0, 0))
 		return mig_in_fail(inc, -ENOMEM, "out of memory for the codecs");
 	inc->codec_ready = true;
@@ -148,6 +151,20 @@ static int mig_in_config(struct mig_incoming *inc, const struct mig_incoming_opt
 	err = mig_in_codecs(inc);
 	if (err)
 		return err;
+	bool repl = inc->cfg.flags & MIG_FLAG_REPLICATE;
+	if (repl && !opts->standby)
+		return mig_in_fail(inc, -EPROTO, "the source replicates to a standby ('ferry "
+				   "replicate'); start this side with 'ferry run --incoming URI "
+				   "--standby'");
+	if (!repl && opts->standby)
+		return mig_in_fail(inc, -EPROTO, "this side is a standby and takes only 'ferry "
+				   "replicate', not a migration");
+	if (repl && ((inc->cfg.flags & MIG_FLAG_POSTCOPY) || !mig_stream_has_return_path(&inc->s)))
+		return mig_in_fail(inc, -EPROTO, "a replication with post-copy, or without a return "
+				   "path");
+	if (repl && (opts->nr_disks || opts->nr_nics))
+		return mig_in_fail(inc, -EOPNOTSUPP, "replication does not carry disks or NICs yet; "
+				   "start the standby without --disk and --net");
 	/* Post-copy would start the guest and then ask for pages: from a file, nobody. */
 	if ((inc->cfg.flags & MIG_FLAG_POSTCOPY) && !mig_stream_has_return_path(&inc->s))
 		return mig_in_fail(inc, -EPROTO, "the stream allows post-copy, which needs a return "
@@ -447,6 +464,13 @@ int mig_incoming_receive(struct mig_incoming *inc, const struct mig_incoming_opt
 	if (err && !inc->why[0])
 		mig_in_fail(inc, err, "cannot load the device state: %s", strerror(-err));
 	return err;
+}
+
+void mig_incoming_drop(struct mig_incoming *inc)
+{
+	mig_stream_destroy(&inc->s);
+	mig_digest_free(&inc->digest);
+	inc->connected = false;
 }
 
 void mig_incoming_reply(struct mig_incoming *inc, int status, const char *msg)

@@ -47,6 +47,9 @@ void mig_epoch_free(struct mig_epoch *e)
 
 int mig_epoch_begin(struct mig_epoch *e, uint64_t seq, char *why, size_t whylen)
 {
+	if (e->torn)
+		return epoch_fail(why, whylen, "EPOCH %llu after a checkpoint was torn",
+				  (unsigned long long)seq);
 	if (e->open)
 		return epoch_fail(why, whylen, "EPOCH %llu while epoch %llu is still open",
 				  (unsigned long long)seq, (unsigned long long)e->seq);
@@ -156,6 +159,7 @@ int mig_epoch_end(struct mig_epoch *e, uint64_t seq, uint64_t pages, uint64_t ch
 		if (err) {
 			snprintf(why, whylen, "epoch %llu: cannot write page 0x%llx",
 				 (unsigned long long)seq, (unsigned long long)(e->gpa[i] & ~1ULL));
+			e->torn = true;
 			mig_epoch_discard(e);
 			return err;
 		}

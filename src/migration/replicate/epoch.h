@@ -38,6 +38,8 @@ struct mig_epoch {
 	uint8_t *committed_state;
 	uint32_t committed_state_len;
 	uint64_t bytes;		/* payload bytes buffered in the open epoch */
+	/* An apply failed halfway: RAM holds no checkpoint any more; nothing more is taken. */
+	bool torn;
 };
 
 /* Empty, nothing open, committed = 0.  max_pages bounds every epoch. */
@@ -73,8 +75,8 @@ typedef int mig_epoch_apply_fn(void *opaque, uint64_t gpa, const uint8_t *data);
  * sections).  Then every page goes to apply, in order, the STATE becomes
  * the committed one and committed = seq: returns 0.  Otherwise the epoch
  * is dropped, nothing applied: -EPROTO with the reason.  A failure of
- * apply (-errno) leaves RAM half-written: the caller must not fail over
- * from it.
+ * apply (-errno) leaves RAM half-written: `torn` is set, no epoch is
+ * taken any more, and the caller must not fail over from it.
  */
 int mig_epoch_end(struct mig_epoch *e, uint64_t seq, uint64_t pages, uint64_t chain,
 		  uint64_t chain_here, mig_epoch_apply_fn *apply, void *opaque, char *why,
