@@ -49,6 +49,7 @@ struct repl {
 	uint64_t last_heard, last_sent;
 	uint64_t seq;			/* last epoch sent */
 	uint64_t acked;			/* last epoch acknowledged */
+	bool standby_quit;		/* it said (RESULT) it stopped for good */
 };
 
 static int repl_fence(struct repl *r, const char *why)
@@ -72,6 +73,14 @@ static int repl_fence(struct repl *r, const char *why)
 static int repl_link_lost(struct repl *r, int err)
 {
 	char why[260];
+
+	/*
+	 * A RESULT from the standby: it stopped (signal, quit, failure) and
+	 * never starts the guest after saying so; no need to fence.
+	 */
+	if (r->standby_quit)
+		return precopy_fail(r->mig, err, "%s; the guest runs on here unprotected",
+				    r->mig->s.why);
 
 	snprintf(why, sizeof(why), "the link to the standby failed: %s",
 		 r->mig->s.why[0] ? r->mig->s.why : strerror(-err));
@@ -112,6 +121,7 @@ static int repl_read(struct repl *r)
 		if (mig_result_parse(buf, len, &status, &msg, &n))
 			n = 0, msg = "";
 		mig_stream_fail(&mig->s, -ECONNABORTED, "the standby gave up: %.*s", n, msg);
+		r->standby_quit = true;
 		return -ECONNABORTED;
 	} else {
 		mig_stream_fail(&mig->s, -EPROTO, "the standby sent section %u (%u bytes)", type, len);
