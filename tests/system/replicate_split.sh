@@ -85,6 +85,9 @@ n=$(last_beat "$T/man-p.serial")
 wait_beats "$T/man-p.serial" "$((n + 100))" 20
 assert_no_guest "$T/man-s.serial"
 "$FERRY" status "$T/man-p.ctl" | grep -q '^status: *running' || fail "man: the primary stopped"
+# It gave the silent standby up (after half its failover timeout) and runs on unprotected.
+wait_migration "$T/man-p.ctl" failed 5
+grep -q "unprotected" "$T/query.json" || { cat "$T/query.json"; fail "man: no reason given"; }
 kill -CONT "$RPID"
 "$FERRY" quit "$T/man-p.ctl"; wait_exit "$PPID_" 10
 "$FERRY" quit "$T/man-s.ctl"; wait_exit "$SPID" 10

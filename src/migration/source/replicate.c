@@ -387,7 +387,18 @@ static int repl_wait(struct repl *r, uint64_t due)
 			return -ECANCELED;
 		if (mig_fence_decide(now, r->last_heard, r->fence_ns, r->mode))
 			return repl_fence(r, "the standby is silent");
-		if (now >= due)
+		/* A manual standby never takes over alone: give it up, run on. */
+		if (r->mode == MIG_FAILOVER_MANUAL && now - r->last_heard >= r->fence_ns)
+			return precopy_fail(mig, -ETIMEDOUT, "the standby has been silent for %llu ms; "
+					    "it takes over only by hand (ferry failover), so the "
+					    "guest runs on here unprotected",
+					    (unsigned long long)((now - r->last_heard) / 1000000));
+		/*
+		 * At most one epoch in flight: the next waits for the last one's
+		 * ACK, so the link never queues epochs (a slow standby makes the
+		 * epochs longer) and this side keeps reading the standby.
+		 */
+		if (now >= due && r->acked == r->seq)
 			return 0;
 		if (now - r->last_sent >= r->hb_ns) {
 			int err = repl_heartbeat(r);
@@ -395,9 +406,9 @@ static int repl_wait(struct repl *r, uint64_t due)
 				return repl_link_lost(r, err);
 			continue;
 		}
-		uint64_t until = due;
-		if (r->last_sent + r->hb_ns < until)
-			until = r->last_sent + r->hb_ns;
+		uint64_t until = r->last_sent + r->hb_ns;
+		if (now < due && due < until)
+			until = due;
 		if (r->mode == MIG_FAILOVER_AUTO && r->last_heard + r->fence_ns < until)
 			until = r->last_heard + r->fence_ns;
 		int ms = until > now ? (int)((until - now + 999999) / 1000000) : 0;
