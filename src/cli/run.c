@@ -580,6 +580,7 @@ static int run_incoming(struct run_ctx *ctx, struct mig_incoming *inc)
 		/* A shutdown signal abandons the migration at once, not after it. */
 		.intr_fd = ctx->sfd,
 		.standby = o->standby,
+		.failover_mode = (int)o->failover_mode, .failover_ns = o->failover_ns,
 	};
 	struct guest_memory pre = { .fd = -1 };
 	int err = 0, sig;

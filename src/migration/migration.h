@@ -246,6 +246,12 @@ int switchover_run(struct migration *mig) __attribute__((warn_unused_result));
  * the VM stops.  Returns -errno (-ECANCELED: cancelled).
  */
 int replicate_run(struct migration *mig) __attribute__((warn_unused_result));
+/*
+ * replicate.c, right after READY: the standby's STANDBY (its failover
+ * timeout and mode), checked against this side's fence timeout before
+ * anything moves.  0 or -errno.
+ */
+int replicate_handshake(struct migration *mig) __attribute__((warn_unused_result));
 
 /*
  * postcopy.c: from a live pre-copy (or none) to post-copy: pause, send the

@@ -214,6 +214,13 @@ static int mig_in_config(struct mig_incoming *inc, const struct mig_incoming_opt
 	uint8_t ready[4];
 	le_put(ready, inc->codecs, 4);		/* the codecs the source may use */
 	mig_section_write(&inc->s, MIG_SEC_READY, ready, sizeof(ready));
+	if (repl) {
+		/* The standby's terms, before anything moves: the primary's fence depends on them. */
+		uint8_t terms[5];
+		le_put(terms, (uint32_t)(opts->failover_ns / 1000000), 4);
+		terms[4] = (uint8_t)opts->failover_mode;
+		mig_section_write(&inc->s, MIG_SEC_STANDBY, terms, sizeof(terms));
+	}
 	if (mig_stream_flush(&inc->s)) {
 		inc->reply_broken = true;
 		return mig_in_fail(inc, mig_stream_error(&inc->s), "cannot answer the source: %s", mig_stream_why(&inc->s));

@@ -3,7 +3,8 @@
  * docs/replication.md).  The initial copy arrived like a migration, up
  * to END, and its state is loaded; the guest does not start.  Then:
  *
- *   ->  STANDBY (failover timeout, mode), EPOCH_ACK 0
+ *   ->  STANDBY (failover timeout, mode), sent with READY (incoming.c)
+ *   ->  EPOCH_ACK 0
  *   <-  EPOCH n, RAM/RAM_RUN..., STATE, EPOCH_END n pages chain
  *   ->  EPOCH_ACK n            (only once the epoch was applied whole)
  *   <-> HEARTBEAT              (between epochs, both ways)
@@ -181,12 +182,10 @@ static int standby_loop(struct mig_incoming *inc, const struct mig_incoming_opts
 	uint64_t hb = mig_heartbeat_ns(opts->failover_ns), now = vm_now_ns();
 	uint64_t last_heard = now, last_sent = now;
 	bool dead = false, asked = false;
-	uint8_t hello[5], ack0[8] = { 0 };
+	uint8_t ack0[8] = { 0 };
 
-	le_put(hello, (uint32_t)(opts->failover_ns / 1000000), 4);
-	hello[4] = (uint8_t)opts->failover_mode;
-	if (standby_send(inc, MIG_SEC_STANDBY, hello, sizeof(hello), hb) ||
-	    standby_send(inc, MIG_SEC_EPOCH_ACK, ack0, sizeof(ack0), hb))
+	/* Our failover clock starts now, after END arrived: the primary's fence clock started before. */
+	if (standby_send(inc, MIG_SEC_EPOCH_ACK, ack0, sizeof(ack0), hb))
 		standby_link_lost(inc, e, &dead);
 	else
 		pr_info("standby: holding the initial checkpoint; failover %s after %llu ms of "

@@ -218,6 +218,8 @@ static int precopy_setup(struct migration *mig)
 	}
 	/* A file cannot say READY: a restore checks CONFIG when it reads it. */
 	err = precopy_read_ready(mig);
+	if (!err && mig->p.replicate)
+		err = replicate_handshake(mig);
 	if (err)
 		return err;
 	err = mig_sources_handshake(mig);

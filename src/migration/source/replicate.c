@@ -2,9 +2,11 @@
  * The primary of a replication (ferry replicate; docs/replication.md):
  * after the pre-copy passes, instead of the switchover,
  *
+ *   0. with READY the standby sends STANDBY (its failover mode and
+ *      timeout): checked before anything moves (replicate_handshake);
  *   1. the initial checkpoint: pause, the last dirty pages, STATE, END;
- *      the guest resumes, the standby loads it and answers STANDBY (its
- *      failover mode and timeout) and EPOCH_ACK 0;
+ *      the guest resumes, the standby loads it and answers EPOCH_ACK 0
+ *      (within the fence timeout of END, or this side fences);
  *   2. every interval an epoch: pause, sync the dirty log, collect the
  *      dirty pages and the device state into the stream's buffer (held,
  *      not sent: mig_stream_hold), resume, then send it:
@@ -50,6 +52,7 @@ struct repl {
 	uint64_t seq;			/* last epoch sent */
 	uint64_t acked;			/* last epoch acknowledged */
 	bool standby_quit;		/* it said (RESULT) it stopped for good */
+	uint64_t acks;			/* EPOCH_ACKs heard */
 };
 
 static int repl_fence(struct repl *r, const char *why)
@@ -109,6 +112,7 @@ static int repl_read(struct repl *r)
 			return -EPROTO;
 		}
 		r->acked = seq;
+		r->acks++;
 		pthread_mutex_lock(&mig->lock);
 		mig->stats.epochs_acked = seq;
 		pthread_mutex_unlock(&mig->lock);
@@ -155,10 +159,40 @@ static int repl_heartbeat(struct repl *r)
 	return err;
 }
 
+int replicate_handshake(struct migration *mig)
+{
+	uint8_t buf[512], type;
+	uint32_t len;
+	char why[200];
+	int err = mig_section_read(&mig->s, buf, sizeof(buf), &type, &len);
+
+	if (err)
+		return precopy_fail(mig, err, "destination: %s", mig->s.why);
+	if (type != MIG_SEC_STANDBY || len != 5 || buf[4] > MIG_FAILOVER_MANUAL)
+		return precopy_fail(mig, -EPROTO, "the destination is not a standby (it answered "
+				    "section %u of %u bytes); start it with 'ferry run --incoming "
+				    "URI --standby'", type, len);
+	uint64_t standby_ns = le_get(buf, 4) * 1000000ULL, fence_ns;
+	if (standby_ns < MIG_FAILOVER_MIN_NS)
+		return precopy_fail(mig, -EPROTO, "the standby's failover timeout of %llu ms is "
+				    "below %llu ms", (unsigned long long)(standby_ns / 1000000),
+				    MIG_FAILOVER_MIN_NS / 1000000);
+	if (mig_fence_pick(mig->p.fence_ns, standby_ns, mig_heartbeat_ns(standby_ns), &fence_ns,
+			   why, sizeof(why)))
+		return precopy_fail(mig, -EINVAL, "%s", why);
+	pthread_mutex_lock(&mig->lock);
+	mig->stats.standby_failover_ns = standby_ns;
+	mig->stats.standby_manual = buf[4] == MIG_FAILOVER_MANUAL;
+	mig->stats.fence_ns = fence_ns;
+	pthread_mutex_unlock(&mig->lock);
+	return 0;
+}
+
 /*
  * The initial checkpoint: stop-and-copy as a switchover does, but the
- * guest resumes right after END; the standby then loads it and says its
- * terms.  Returns 0 or -errno (the guest runs on here).
+ * guest resumes right after END; the standby then loads it and answers
+ * EPOCH_ACK 0.  Returns 0 or -errno (the guest runs on here, unless
+ * mig->end.fenced).
  */
 static int repl_initial(struct repl *r)
 {
@@ -186,6 +220,8 @@ static int repl_initial(struct repl *r)
 		return precopy_stream_fail(mig, err);
 	precopy_phase(mig, MIG_PHASE_FINAL_PAGES, &t);
 	err = precopy_send_state(mig);
+	/* Before END leaves: the standby cannot start its failover clock sooner. */
+	uint64_t t_end = vm_now_ns();
 	if (!err)
 		err = precopy_send_last(mig, MIG_SEC_END);
 	if (err)
@@ -197,45 +233,26 @@ static int repl_initial(struct repl *r)
 	mig->stats.downtime_ns = vm_now_ns() - t0;
 	pthread_mutex_unlock(&mig->lock);
 
-	/* STANDBY, then EPOCH_ACK 0: the standby holds the initial checkpoint. */
-	uint8_t buf[512], type;
-	uint32_t len;
-	mig->s.deadline_ns = vm_now_ns() + REPL_HELLO_TIMEOUT_NS;
-	err = mig_section_read(&mig->s, buf, sizeof(buf), &type, &len);
+	/*
+	 * The standby holds checkpoint 0 once END arrived, and its failover
+	 * clock starts after that: ours starts at END sent.  Its EPOCH_ACK 0
+	 * must come within the fence timeout (an auto standby), or this side
+	 * fences as it would for any silence.
+	 */
+	r->last_heard = r->last_sent = t_end;
+	mig->pass.epochs = true;
+	mig->s.deadline_ns = r->mode == MIG_FAILOVER_AUTO ? t_end + r->fence_ns
+							  : t_end + REPL_HELLO_TIMEOUT_NS;
+	err = repl_read(r);
 	mig->s.deadline_ns = 0;
-	if (!err && type == MIG_SEC_RESULT) {
-		int32_t status;
-		const char *msg;
-		int n;
-		if (mig_result_parse(buf, len, &status, &msg, &n))
-			n = 0, msg = "";
-		return precopy_fail(mig, status ? status : -EPROTO, "standby: %.*s", n, msg);
+	if (!err && !r->acks) {
+		mig_stream_fail(&mig->s, -EPROTO, "the standby answered END with a heartbeat, "
+				"not EPOCH_ACK 0");
+		err = -EPROTO;
 	}
 	if (err)
-		return precopy_stream_fail(mig, err);
-	if (type != MIG_SEC_STANDBY || len != 5 || buf[4] > MIG_FAILOVER_MANUAL)
-		return precopy_fail(mig, -EPROTO, "the destination is not a standby (answered "
-				    "section %u of %u bytes); start it with 'ferry run --incoming "
-				    "URI --standby'", type, len);
-	r->standby_ns = le_get(buf, 4) * 1000000ULL;
-	r->mode = buf[4];
-	r->hb_ns = mig_heartbeat_ns(r->standby_ns);
-	char why[200];
-	if (r->standby_ns < MIG_FAILOVER_MIN_NS)
-		return precopy_fail(mig, -EPROTO, "the standby's failover timeout of %llu ms is "
-				    "below %llu ms", (unsigned long long)(r->standby_ns / 1000000),
-				    MIG_FAILOVER_MIN_NS / 1000000);
-	if (mig_fence_pick(mig->p.fence_ns, r->standby_ns, r->hb_ns, &r->fence_ns, why, sizeof(why)))
-		return precopy_fail(mig, -EINVAL, "%s", why);
-	r->last_heard = r->last_sent = vm_now_ns();
-	mig->pass.epochs = true;
-	err = repl_read(r);
-	if (err)
-		return precopy_stream_fail(mig, err);
+		return repl_link_lost(r, err);
 	pthread_mutex_lock(&mig->lock);
-	mig->stats.standby_failover_ns = r->standby_ns;
-	mig->stats.standby_manual = r->mode == MIG_FAILOVER_MANUAL;
-	mig->stats.fence_ns = r->mode == MIG_FAILOVER_AUTO ? r->fence_ns : 0;
 	mig->stats.status = MIG_STATUS_REPLICATING;
 	pthread_mutex_unlock(&mig->lock);
 	pr_info("replication to %s: the standby holds the initial checkpoint; epochs every "
@@ -429,6 +446,16 @@ static int repl_wait(struct repl *r, uint64_t due)
 int replicate_run(struct migration *mig)
 {
 	struct repl r = { .mig = mig };
+
+	/* The standby's terms, from the handshake (replicate_handshake). */
+	pthread_mutex_lock(&mig->lock);
+	r.standby_ns = mig->stats.standby_failover_ns;
+	r.mode = mig->stats.standby_manual ? MIG_FAILOVER_MANUAL : MIG_FAILOVER_AUTO;
+	r.fence_ns = mig->stats.fence_ns;
+	if (r.mode == MIG_FAILOVER_MANUAL)
+		mig->stats.fence_ns = 0;	/* reported as: no fence */
+	pthread_mutex_unlock(&mig->lock);
+	r.hb_ns = mig_heartbeat_ns(r.standby_ns);
 	int err = repl_initial(&r);
 
 	if (err)
