@@ -61,8 +61,12 @@ static int repl_fence(struct repl *r, const char *why)
 	int err = vm_pause(&mig->m->vm, VM_PAUSE_TIMEOUT_NS);
 
 	mig->end.fenced = true;
-	if (err && err != -ESRCH)
-		pr_err("replication: cannot pause the guest to fence it: %s", vm_pause_strerror(err));
+	if (err && err != -ESRCH) {
+		/* It must not run on: stop the VM for good instead. */
+		pr_err("replication: cannot pause the guest to fence it (%s); stopping the VM",
+		       vm_pause_strerror(err));
+		vm_request_stop(&mig->m->vm, VM_STOP_LOST, 0);
+	}
 	return precopy_fail(mig, -ETIMEDOUT, "fenced: %s (nothing heard from the standby for "
 			    "%llu ms, and it may take over after %llu ms)", why,
 			    (unsigned long long)((vm_now_ns() - r->last_heard) / 1000000),
