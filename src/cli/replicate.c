@@ -88,11 +88,13 @@ int cli_replicate(int argc, char **argv)
 		case 'h': fputs(replicate_usage, stdout); json_object_put(args); return 0;
 		default:
 			fputs(replicate_usage, stderr);
+			json_object_put(args);
 			return FERRY_EXIT_USAGE;
 		}
 	}
 	if (optind + 2 != argc) {
 		fputs(replicate_usage, stderr);
+		json_object_put(args);
 		return FERRY_EXIT_USAGE;
 	}
 	const char *path = argv[optind];
