@@ -168,6 +168,13 @@ int replicate_handshake(struct migration *mig)
 	uint8_t buf[512], type;
 	uint32_t len;
 	char why[200];
+
+	/* Epochs carry RAM and the device state; a standby takes no other source's sections. */
+	for (unsigned id = 0; id < MIG_SOURCE_NR; id++)
+		if (id != MIG_SOURCE_RAM && mig->src_active[id])
+			return precopy_fail(mig, -EOPNOTSUPP, "replication carries RAM and the "
+					    "device state only, not the %s source",
+					    mig_source_get(id)->name);
 	int err = mig_section_read(&mig->s, buf, sizeof(buf), &type, &len);
 
 	if (err)
