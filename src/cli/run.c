@@ -371,9 +371,9 @@ static void run_parse(int argc, char **argv, struct run_opts *o)
 		die(FERRY_EXIT_USAGE, "--standby goes with --incoming tcp:HOST:PORT or unix:PATH");
 	if (failover_set && !o->standby)
 		die(FERRY_EXIT_USAGE, "--failover and --failover-timeout go with --standby");
-	if (o->standby && (o->mc.nr_disks || o->mc.nr_nics || o->copy_storage))
-		die(FERRY_EXIT_USAGE, "replication does not carry disks or NICs yet: --standby "
-		    "takes no --disk, --net or --copy-storage");
+	if (o->standby && (o->mc.nr_disks || o->copy_storage))
+		die(FERRY_EXIT_USAGE, "replication does not carry disks yet: --standby takes no "
+		    "--disk or --copy-storage");
 	if (o->restore) {
 		if (o->incoming || o->mc.kernel || o->mc.cmdline || o->memory_set || o->vcpus_set ||
 		    o->mc.prealloc || o->tls.dir[0] || o->tls.authz[0] ||

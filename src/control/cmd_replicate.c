@@ -55,10 +55,9 @@ int cmd_replicate(struct control_ctx *ctx, json_object *args, json_object **ret)
 				    "tcp:HOST:PORT or unix:PATH, not %s", p.uri);
 	if (!ctx->mig)
 		return control_fail(ret, -ENOTSUP, "this VM cannot migrate");
-	if (ctx->machine->nr_disks || ctx->machine->nr_nics)
-		return control_fail(ret, -EOPNOTSUPP, "replication does not carry disks or NICs "
-				    "yet: this VM has %u disks and %u NICs", ctx->machine->nr_disks,
-				    ctx->machine->nr_nics);
+	if (ctx->machine->nr_disks)
+		return control_fail(ret, -EOPNOTSUPP, "replication does not carry disks yet: this "
+				    "VM has %u", ctx->machine->nr_disks);
 	p.replicate = true;
 	p.epoch_interval_ns = interval * 1000000ULL;
 	p.fence_ns = fence * 1000000ULL;

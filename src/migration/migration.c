@@ -62,11 +62,11 @@ int migration_start(struct migration *mig, const struct mig_params *p, mig_event
 		return -EINPROGRESS;
 	/*
 	 * Replication needs acknowledgements and sends every epoch whole:
-	 * pre-copy, no codecs; disks and NICs are not replicated yet.
+	 * pre-copy, no codecs; disks are not replicated yet.
 	 */
 	if (p->replicate && (!mig_channel_uri_return_path(p->uri) || p->mode != MIG_MODE_PRECOPY ||
 			     p->compress != MIG_COMPRESS_NONE || p->copy_storage ||
-			     mig->m->nr_disks || mig->m->nr_nics))
+			     mig->m->nr_disks))
 		return -EOPNOTSUPP;
 	/* Post-copy's page requests and incremental disk digests need a way back; a file has none. */
 	if (!mig_channel_uri_return_path(p->uri) &&

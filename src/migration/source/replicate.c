@@ -117,6 +117,8 @@ static int repl_read(struct repl *r)
 		}
 		r->acked = seq;
 		r->acks++;
+		/* Output commit: what the guest sent up to that checkpoint may leave now. */
+		machine_output_release(mig->m, seq);
 		pthread_mutex_lock(&mig->lock);
 		mig->stats.epochs_acked = seq;
 		pthread_mutex_unlock(&mig->lock);
@@ -238,6 +240,8 @@ static int repl_initial(struct repl *r)
 	if (err)
 		return err;
 	precopy_phase(mig, MIG_PHASE_DEVICE_STATE, &t);
+	/* Output commit: frames sent from now on leave once epoch 1 is acknowledged. */
+	machine_output_hold(mig->m, 1);
 	if (vm_resume(&mig->m->vm))
 		return precopy_fail(mig, -ESRCH, "the VM stopped during the initial checkpoint");
 	pthread_mutex_lock(&mig->lock);
@@ -307,6 +311,8 @@ static int repl_epoch(struct repl *r)
 	uint64_t pages0 = mig->stats.normal_pages + mig->stats.zero_pages;
 	pthread_mutex_unlock(&mig->lock);
 	uint64_t seq = r->seq + 1;
+	/* Frames the guest sent before this checkpoint belong to epoch seq; later ones to the next. */
+	machine_output_mark(mig->m);
 	mig_stream_hold(&mig->s, REPL_HOLD_MAX);
 	repl_put_u64s(&mig->s, MIG_SEC_EPOCH, &seq, 1);
 	err = mig_sources_complete(mig, true, false);
@@ -454,6 +460,32 @@ static int repl_wait(struct repl *r, uint64_t due)
 	}
 }
 
+/* The initial checkpoint, then epochs until the end.  -errno (see replicate_run). */
+static int repl_loop(struct repl *r)
+{
+	struct migration *mig = r->mig;
+	int err = repl_initial(r);
+
+	if (err)
+		return err;
+	uint64_t due = vm_now_ns() + mig->p.epoch_interval_ns;
+	for (;;) {
+		err = repl_wait(r, due);
+		if (err == -ECANCELED)
+			return repl_stop(r, "replication stopped (migrate-cancel or quit)");
+		if (err)
+			return err;
+		due = vm_now_ns() + mig->p.epoch_interval_ns;
+		err = repl_epoch(r);
+		if (err == -ECANCELED)
+			return repl_stop(r, "replication stopped (migrate-cancel or quit)");
+		if (err == -ESRCH)
+			return repl_stop(r, "the VM stopped");
+		if (err)
+			return repl_link_lost(r, err);
+	}
+}
+
 int replicate_run(struct migration *mig)
 {
 	struct repl r = { .mig = mig };
@@ -467,24 +499,13 @@ int replicate_run(struct migration *mig)
 		mig->stats.fence_ns = 0;	/* reported as: no fence */
 	pthread_mutex_unlock(&mig->lock);
 	r.hb_ns = mig_heartbeat_ns(r.standby_ns);
-	int err = repl_initial(&r);
+	int err = repl_loop(&r);
 
-	if (err)
-		return err;
-	uint64_t due = vm_now_ns() + mig->p.epoch_interval_ns;
-	for (;;) {
-		err = repl_wait(&r, due);
-		if (err == -ECANCELED)
-			return repl_stop(&r, "replication stopped (migrate-cancel or quit)");
-		if (err)
-			return err;
-		due = vm_now_ns() + mig->p.epoch_interval_ns;
-		err = repl_epoch(&r);
-		if (err == -ECANCELED)
-			return repl_stop(&r, "replication stopped (migrate-cancel or quit)");
-		if (err == -ESRCH)
-			return repl_stop(&r, "the VM stopped");
-		if (err)
-			return repl_link_lost(&r, err);
-	}
+	/*
+	 * Output commit ends: frames kept for epochs never acknowledged go out
+	 * when the guest runs on here, and are dropped when it was fenced (a
+	 * standby may run the guest from an earlier checkpoint).
+	 */
+	machine_output_stop(mig->m, !mig->end.fenced);
+	return err;
 }
