@@ -8,7 +8,7 @@
 . "$(dirname "$0")/lib.sh"
 require_kvm
 
-CMD="workload=verify wss=16M period=20ms"
+CMD="workload=verify wss=8M period=20ms"
 
 # start_pair NAME [standby args...]: a primary NAME-p replicating to a standby NAME-s.
 start_pair() {
