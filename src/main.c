@@ -21,6 +21,8 @@ static const char main_usage[] =
 "            (restore either: ferry run --restore FILE [--lazy])\n"
 "  migrate-postcopy  switch a running migration to post-copy: ferry migrate-postcopy CONTROL\n"
 "  migrate-resolve   settle a switchover in doubt: ferry migrate-resolve CONTROL run|abandon\n"
+"  replicate keep a standby in step (checkpoints): ferry replicate CONTROL URI [--interval 50ms]\n"
+"  failover  on a standby, resume the guest from its last checkpoint: ferry failover CONTROL\n"
 "  report    show a migration from its --stats-file: ferry report STATS.csv [--png FILE]\n"
 "\n"
 "CONTROL is the unix socket given to 'ferry run --control PATH'.\n"
@@ -29,7 +31,7 @@ static const char main_usage[] =
 int main(int argc, char **argv)
 {
 	static const char *const client_verbs[] = { "status", "pause", "resume", "quit", "announce", "call", "migrate-postcopy",
-						      "migrate-resolve" };
+						      "migrate-resolve", "failover" };
 
 	if (argc < 2) {
 		fputs(main_usage, stderr);
@@ -48,6 +50,8 @@ int main(int argc, char **argv)
 		return cli_save(argc - 1, argv + 1);
 	if (!strcmp(verb, "snapshot"))
 		return cli_snapshot(argc - 1, argv + 1);
+	if (!strcmp(verb, "replicate"))
+		return cli_replicate(argc - 1, argv + 1);
 	if (!strcmp(verb, "report"))
 		return cli_report(argc - 1, argv + 1);
 	for (size_t i = 0; i < sizeof(client_verbs) / sizeof(client_verbs[0]); i++)

@@ -133,6 +133,16 @@ int machine_virtio_add_disks(struct machine *m, const struct machine_config *cfg
 int machine_virtio_add_nics(struct machine *m, const struct machine_config *cfg)
 	__attribute__((warn_unused_result));
 /*
+ * Output commit of every NIC (replication): keep the frames the guest
+ * sends from now on, tagged `epoch`; close the current epoch (vCPUs
+ * paused); send those of epochs <= upto; stop keeping (sending what is
+ * kept, or dropping it).  Any thread; no NICs, nothing to do.
+ */
+void machine_output_hold(struct machine *m, uint64_t epoch);
+void machine_output_mark(struct machine *m);
+void machine_output_release(struct machine *m, uint64_t upto);
+void machine_output_stop(struct machine *m, bool send);
+/*
  * Register every slot's irqfd and ioeventfds with the current KVM VM
  * (again after vm_recreate_kvm(), which drops them); a KVM without them
  * gets KVM_IRQ_LINE and MMIO exits instead.

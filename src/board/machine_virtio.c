@@ -169,3 +169,27 @@ void machine_virtio_destroy(struct machine *m)
 			close(m->virtio[i].irq_fd);
 	m->nr_virtio = 0;
 }
+
+void machine_output_hold(struct machine *m, uint64_t epoch)
+{
+	for (unsigned i = 0; i < m->nr_nics; i++)
+		virtio_net_output_hold(&m->nics[i], epoch);
+}
+
+void machine_output_mark(struct machine *m)
+{
+	for (unsigned i = 0; i < m->nr_nics; i++)
+		virtio_net_output_mark(&m->nics[i]);
+}
+
+void machine_output_release(struct machine *m, uint64_t upto)
+{
+	for (unsigned i = 0; i < m->nr_nics; i++)
+		virtio_net_output_release(&m->nics[i], upto);
+}
+
+void machine_output_stop(struct machine *m, bool send)
+{
+	for (unsigned i = 0; i < m->nr_nics; i++)
+		virtio_net_output_stop(&m->nics[i], send);
+}

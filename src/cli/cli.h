@@ -28,5 +28,6 @@ int cli_migrate(int argc, char **argv);
 int cli_save(int argc, char **argv);
 int cli_snapshot(int argc, char **argv);
 int cli_report(int argc, char **argv);
+int cli_replicate(int argc, char **argv);
 
 #endif

@@ -113,6 +113,16 @@ static const char run_usage[] =
 "                         this side's own images (--disk path=, same sizes),\n"
 "                         which are locked here from the start ('ferry migrate\n"
 "                         --copy-storage')\n"
+"      --standby          with --incoming: be the standby of 'ferry replicate':\n"
+"                         hold the last whole checkpoint, paused, and resume\n"
+"                         the guest from it only on failover (docs/replication.md)\n"
+"      --failover auto|manual  with --standby: take over by itself once the\n"
+"                         primary has been silent for --failover-timeout (auto,\n"
+"                         the default; the primary fences itself sooner), or\n"
+"                         only on 'ferry failover CONTROL' (manual; the\n"
+"                         primary then runs on if the link breaks)\n"
+"      --failover-timeout T  with --standby: the silence after which the\n"
+"                         primary counts as gone (default 1s, at least 100ms)\n"
 "      --test-hooks       allow the x-test-* control commands (tests only)\n"
 "  -q, --quiet            print errors only\n"
 "  -v, --verbose          print debug messages\n"
@@ -149,6 +159,9 @@ struct run_opts {
 	bool memory_set, vcpus_set;
 	bool test_hooks;
 	bool copy_storage;	/* --incoming: the disks' contents come with the VM */
+	bool standby;		/* --incoming --standby: a replication's standby */
+	enum mig_failover_mode failover_mode;
+	uint64_t failover_ns;
 };
 
 /*
@@ -212,6 +225,9 @@ static void run_parse(int argc, char **argv, struct run_opts *o)
 		{ "lazy", no_argument, NULL, 'L' },
 		{ "test-hooks", no_argument, NULL, 'T' },
 		{ "copy-storage", no_argument, NULL, 'S' },
+		{ "standby", no_argument, NULL, 'B' },
+		{ "failover", required_argument, NULL, 'F' },
+		{ "failover-timeout", required_argument, NULL, 'O' },
 		{ "prealloc", no_argument, NULL, 'P' },
 		{ "cpu-model", required_argument, NULL, 'M' },
 		{ "resume-timeout", required_argument, NULL, 'R' },
@@ -232,6 +248,9 @@ static void run_parse(int argc, char **argv, struct run_opts *o)
 	o->mc.disks = o->disks;
 	o->mc.nics = o->nics;
 	net_announce_defaults(&o->announce);
+	o->failover_mode = MIG_FAILOVER_AUTO;
+	o->failover_ns = MIG_FAILOVER_DEFAULT_NS;
+	bool failover_set = false;
 	while ((c = getopt_long(argc, argv, "k:a:m:c:s:d:n:C:i:r:qvh", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'd':
@@ -262,6 +281,23 @@ static void run_parse(int argc, char **argv, struct run_opts *o)
 		case 'L': o->lazy = true; break;
 		case 'T': o->test_hooks = true; mig_scratch_allow(); break;
 		case 'S': o->copy_storage = true; break;
+		case 'B': o->standby = true; break;
+		case 'F':
+			if (!strcmp(optarg, "auto"))
+				o->failover_mode = MIG_FAILOVER_AUTO;
+			else if (!strcmp(optarg, "manual"))
+				o->failover_mode = MIG_FAILOVER_MANUAL;
+			else
+				die(FERRY_EXIT_USAGE, "--failover takes auto or manual");
+			failover_set = true;
+			break;
+		case 'O':
+			if (parse_duration(optarg, NSEC_PER_SEC, &o->failover_ns) ||
+			    o->failover_ns < MIG_FAILOVER_MIN_NS || o->failover_ns > 3600 * NSEC_PER_SEC)
+				die(FERRY_EXIT_USAGE, "bad --failover-timeout '%s': use a time from 100ms "
+				    "to 1h, like 2s", optarg);
+			failover_set = true;
+			break;
 		case 'P': o->mc.prealloc = true; break;
 		case 'M':
 			if (x86_cpu_model_parse(optarg, &o->cpu_model, why, sizeof(why)))
@@ -331,6 +367,13 @@ static void run_parse(int argc, char **argv, struct run_opts *o)
 		die(FERRY_EXIT_USAGE, "--lazy needs --restore FILE");
 	if (o->copy_storage && !o->incoming)
 		die(FERRY_EXIT_USAGE, "--copy-storage goes with --incoming");
+	if (o->standby && (!o->incoming || !strncmp(o->incoming, "file:", 5)))
+		die(FERRY_EXIT_USAGE, "--standby goes with --incoming tcp:HOST:PORT or unix:PATH");
+	if (failover_set && !o->standby)
+		die(FERRY_EXIT_USAGE, "--failover and --failover-timeout go with --standby");
+	if (o->standby && (o->mc.nr_disks || o->copy_storage))
+		die(FERRY_EXIT_USAGE, "replication does not carry disks yet: --standby takes no "
+		    "--disk or --copy-storage");
 	if (o->restore) {
 		if (o->incoming || o->mc.kernel || o->mc.cmdline || o->memory_set || o->vcpus_set ||
 		    o->mc.prealloc || o->tls.dir[0] || o->tls.authz[0] ||
@@ -536,6 +579,8 @@ static int run_incoming(struct run_ctx *ctx, struct mig_incoming *inc)
 		.resume_timeout_ms = (int)(o->resume_timeout_ns / 1000000),
 		/* A shutdown signal abandons the migration at once, not after it. */
 		.intr_fd = ctx->sfd,
+		.standby = o->standby,
+		.failover_mode = (int)o->failover_mode, .failover_ns = o->failover_ns,
 	};
 	struct guest_memory pre = { .fd = -1 };
 	int err = 0, sig;
@@ -622,6 +667,60 @@ static int run_commit(struct run_ctx *ctx, struct mig_incoming *inc, int sfd)
 	return err == -EPROTO || err == -ENODATA ? FERRY_EXIT_DATAERR : FERRY_EXIT_IOERR;
 }
 
+/*
+ * The initial copy of a replication arrived: stand by (serve the control
+ * API: status, failover, quit), then resume the guest here on failover.
+ * Returns 0 once the guest runs here, else the exit status with
+ * *no_guest set (the guest never ran: stood down, stopped, failed).
+ */
+static int run_standby(struct run_ctx *ctx, struct mig_incoming *inc, int sfd, bool *no_guest)
+{
+	const struct run_opts *o = ctx->o;
+	struct mig_incoming_opts io = {
+		.uri = o->incoming, .intr_fd = sfd, .standby = true,
+		.failover_mode = (int)o->failover_mode, .failover_ns = o->failover_ns,
+	};
+	int err = run_serve(ctx->m, ctx->mig, ctx->cs, o);
+
+	*no_guest = true;
+	if (err) {
+		mig_incoming_reply(inc, err, "the standby could not serve its control socket");
+		return run_exit_code(err);
+	}
+	err = mig_standby_run(inc, &io, &ctx->mig->commit);
+	if (!err) {
+		/* The primary is gone (or the operator said so): this copy runs now. */
+		mig_incoming_drop(inc);
+		machine_devices_resume(ctx->m);
+		err = vm_start(&ctx->m->vm);
+		if (err) {
+			pr_err("the standby cannot start the guest: %s", strerror(-err));
+			vm_request_stop(&ctx->m->vm, VM_STOP_GUEST_CRASH, 0);
+			vm_wait_stopped(&ctx->m->vm);
+			return run_exit_code(err);
+		}
+		pr_info("standby: the guest runs here now");
+		*no_guest = false;
+		return 0;
+	}
+	if (err == -ECONNABORTED) {
+		pr_info("%s", inc->why);
+		mig_incoming_reply(inc, 0, "the standby stood down");
+		return FERRY_EXIT_OK;
+	}
+	if (err == -ECANCELED) {
+		pr_info("standby stopped by the operator; the guest was not started here");
+		mig_incoming_reply(inc, err, inc->why);
+		return FERRY_EXIT_OK;
+	}
+	int sig = err == -EINTR ? run_take_signal(sfd) : 0;
+	if (sig)
+		return run_incoming_interrupted(ctx, inc, sig);
+	pr_err("standby failed: %s; the guest was not started here", inc->why);
+	mig_incoming_reply(inc, err, inc->why);
+	return err == -EPROTO ? FERRY_EXIT_DATAERR : FERRY_EXIT_IOERR;
+}
+
 int cli_run(int argc, char **argv)
 {
 	struct control_server cs = { .listen_fd = -1, .wake_fd = { -1, -1 } };
@@ -633,6 +732,7 @@ int cli_run(int argc, char **argv)
 	struct machine *m;
 	sigset_t sigs;
 	int err = 0, status = 0, sfd;
+	bool no_guest = false;
 
 	run_parse(argc, argv, &o);
 	/* Block the shutdown signals in every thread; the main one reads them. */
@@ -673,7 +773,9 @@ int cli_run(int argc, char **argv)
 	} else {
 		err = machine_create(m, &o.mc);
 	}
-	if (o.incoming && !status && !inc.guest_started)
+	if (o.incoming && !status && !inc.guest_started && o.standby)
+		status = run_standby(&ctx, &inc, sfd, &no_guest);
+	else if (o.incoming && !status && !inc.guest_started)
 		status = run_commit(&ctx, &inc, sfd);
 	else if (!err && !status && !inc.guest_started)
 		err = run_start(m, &mig, &cs, &o);
@@ -681,7 +783,7 @@ int cli_run(int argc, char **argv)
 		mig_incoming_reply(&inc, 0, "ok");	/* post-copy: the guest runs here */
 	if (err)
 		status = run_exit_code(err);
-	else if (!status)
+	else if (!status && !no_guest)
 		status = run_wait(m, sfd);
 	else if (vm_get_state(&m->vm) != VM_STATE_CREATED)
 		vm_wait_stopped(&m->vm);

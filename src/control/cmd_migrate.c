@@ -110,7 +110,7 @@ static int mig_parse_tls(json_object *args, struct mig_tls *t, json_object **ret
 	return 0;
 }
 
-static int mig_parse_params(json_object *args, struct mig_params *p, json_object **ret)
+int cmd_migrate_parse(json_object *args, struct mig_params *p, json_object **ret)
 {
 	uint64_t downtime_ms = MIG_DEFAULT_DOWNTIME_NS / 1000000, timeout_ms = 0, iters = 0;
 	json_object *v;
@@ -249,7 +249,7 @@ static int mig_parse_params(json_object *args, struct mig_params *p, json_object
 	return 0;
 }
 
-static void mig_event(void *opaque, json_object *event)
+void cmd_migrate_event(void *opaque, json_object *event)
 {
 	control_server_broadcast(opaque, event);
 }
@@ -260,7 +260,7 @@ int cmd_migrate(struct control_ctx *ctx, json_object *args, json_object **ret)
 	int err;
 
 	/* Arguments first: a bad request is answered as one wherever it is sent. */
-	err = mig_parse_params(args, &p, ret);
+	err = cmd_migrate_parse(args, &p, ret);
 	if (err)
 		return err;
 	if (!ctx->mig)
@@ -280,7 +280,7 @@ int cmd_migrate(struct control_ctx *ctx, json_object *args, json_object **ret)
 	enum vm_state st = vm_get_state(&ctx->machine->vm);
 	if (st != VM_STATE_RUNNING && st != VM_STATE_PAUSED)
 		return control_fail(ret, -ESRCH, "the VM is %s", vm_state_name(st));
-	err = migration_start(ctx->mig, &p, mig_event, ctx->server);
+	err = migration_start(ctx->mig, &p, cmd_migrate_event, ctx->server);
 	if (err == -EBUSY)
 		return control_fail(ret, err, "a migration is already running");
 	if (err == -EOPNOTSUPP)

@@ -10,6 +10,7 @@
 #include "control/args.h"
 #include "control/cmd_migrate.h"
 #include "control/cmd_net.h"
+#include "control/cmd_replicate.h"
 #include "control/cmd_save.h"
 #include "migration/migration.h"
 #include "util/log.h"
@@ -266,6 +267,8 @@ static const struct control_command control_commands[] = {
 	{ "migrate-start-postcopy", false, false, NULL, cmd_migrate_start_postcopy },
 	{ "migrate-resolve", false, false, cmd_migrate_resolve_args, cmd_migrate_resolve },
 	{ "query-migrate", false, false, NULL, cmd_query_migrate },
+	{ "replicate", false, true, cmd_replicate_args, cmd_replicate },
+	{ "failover", false, false, NULL, cmd_failover },
 	{ "save", false, true, save_args, cmd_save },
 	{ "snapshot", false, true, snapshot_args, cmd_snapshot },
 	{ "x-test-corrupt", true, true, corrupt_args, cmd_test_corrupt },

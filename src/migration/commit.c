@@ -51,6 +51,7 @@ const char *mig_commit_state_name(enum mig_commit_state st)
 	switch (st) {
 	case MIG_COMMIT_WAITING: return "awaiting-commit";
 	case MIG_COMMIT_IN_DOUBT: return "in-doubt";
+	case MIG_COMMIT_STANDBY: return "standby";
 	default: return "none";
 	}
 }

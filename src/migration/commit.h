@@ -21,6 +21,7 @@ enum mig_commit_state {
 	MIG_COMMIT_NONE,	/* no decision pending */
 	MIG_COMMIT_WAITING,	/* source: GO sent; destination: LOADED sent */
 	MIG_COMMIT_IN_DOUBT,	/* the answer is late or the connection broke */
+	MIG_COMMIT_STANDBY,	/* a replication standby: RUN is 'ferry failover' */
 };
 
 enum mig_resolve {

@@ -43,8 +43,14 @@ enum mig_section {
 	MIG_SEC_PC_RESUMED = 23,	/* resume: bitmap complete, carry on */
 	MIG_SEC_LOADED = 24,		/* switchover: all checked and loaded; waiting for GO */
 	MIG_SEC_BLOCK_SUMS = 25,	/* copy-storage=incremental: digests of a disk's chunks */
-	MIG_SEC_BLOCK_REQ = 26,		/* post-copy: the guest waits on this disk chunk */
-	MIG_SEC_BLOCK_ABSENT = 27,	/* resume: disk chunks the destination still lacks */
+	MIG_SEC_BLOCK_REQ = 27,		/* post-copy: the guest waits on this disk chunk */
+	MIG_SEC_BLOCK_ABSENT = 28,	/* resume: disk chunks the destination still lacks */
+	/* Replication (docs/replication.md), after the initial copy's END. */
+	MIG_SEC_EPOCH = 29,		/* an epoch begins: its sequence number */
+	MIG_SEC_EPOCH_END = 30,		/* it is complete: number, pages, section chain */
+	MIG_SEC_EPOCH_ACK = 31,		/* return path: the standby committed this epoch */
+	MIG_SEC_HEARTBEAT = 32,		/* either way: still here */
+	MIG_SEC_STANDBY = 33,		/* return path: the standby's failover mode and timeout */
 };
 
 /*
@@ -84,6 +90,7 @@ enum mig_source_id {
 
 #define MIG_FLAG_VERIFY   0x1u
 #define MIG_FLAG_POSTCOPY 0x2u	/* the source may switch to post-copy */
+#define MIG_FLAG_REPLICATE 0x4u	/* after END come epochs, to a standby (docs/replication.md) */
 #define MIG_DISCARD_MAX_PAGES (1u << 20)	/* bits in one DISCARD section */
 
 #endif

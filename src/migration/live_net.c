@@ -33,7 +33,8 @@
 
 static bool net_fwd_active(struct migration *mig)
 {
-	return mig->m->nr_nics > 0;
+	/* Replication holds the guest's output instead (machine_output_*), and forwards nothing. */
+	return mig->m->nr_nics > 0 && !mig->p.replicate;
 }
 
 /* Nothing is owed while the guest runs. */

@@ -48,7 +48,7 @@ bool migration_running(struct migration *mig)
 	enum mig_status s = mig->stats.status;
 	pthread_mutex_unlock(&mig->lock);
 	return (s >= MIG_STATUS_SETUP && s <= MIG_STATUS_POSTCOPY_PAUSED) ||
-	       s == MIG_STATUS_IN_DOUBT;
+	       s == MIG_STATUS_IN_DOUBT || s == MIG_STATUS_REPLICATING;
 }
 
 int migration_start(struct migration *mig, const struct mig_params *p, mig_event_fn *fn,
@@ -60,6 +60,14 @@ int migration_start(struct migration *mig, const struct mig_params *p, mig_event
 		return -EBUSY;
 	if (migration_incoming_postcopy(mig))
 		return -EINPROGRESS;
+	/*
+	 * Replication needs acknowledgements and sends every epoch whole:
+	 * pre-copy, no codecs; disks are not replicated yet.
+	 */
+	if (p->replicate && (!mig_channel_uri_return_path(p->uri) || p->mode != MIG_MODE_PRECOPY ||
+			     p->compress != MIG_COMPRESS_NONE || p->copy_storage ||
+			     mig->m->nr_disks))
+		return -EOPNOTSUPP;
 	/* Post-copy's page requests and incremental disk digests need a way back; a file has none. */
 	if (!mig_channel_uri_return_path(p->uri) &&
 	    (p->mode != MIG_MODE_PRECOPY || p->on_timeout == MIG_ON_TIMEOUT_POSTCOPY ||
@@ -71,6 +79,8 @@ int migration_start(struct migration *mig, const struct mig_params *p, mig_event
 	/* The last job closed its extra connections: start counting afresh. */
 	memset(&mig->chans, 0, sizeof(mig->chans));
 	mig->chans.stage_to = -1;
+	/* The loop's state starts afresh: the last job's thread is joined. */
+	memset(&mig->pass, 0, sizeof(mig->pass));
 	mig->on_event = fn;
 	mig->event_opaque = opaque;
 	pthread_mutex_lock(&mig->lock);
@@ -86,6 +96,8 @@ int migration_start(struct migration *mig, const struct mig_params *p, mig_event
 	mig->req.resume_requested = false;
 	mig->end.committed = false;
 	mig->end.abandoned = false;
+	mig->end.fenced = false;
+	mig->stats.replicating = p->replicate;
 	pthread_mutex_unlock(&mig->lock);
 	err = -pthread_create(&mig->thread, NULL, precopy_thread, mig);
 	if (err) {
@@ -118,8 +130,10 @@ int migration_cancel(struct migration *mig)
 	int err = -ESRCH;
 
 	pthread_mutex_lock(&mig->lock);
-	if (mig->stats.status >= MIG_STATUS_SETUP && mig->stats.status <= MIG_STATUS_DEVICE) {
+	if ((mig->stats.status >= MIG_STATUS_SETUP && mig->stats.status <= MIG_STATUS_DEVICE) ||
+	    mig->stats.status == MIG_STATUS_REPLICATING) {
 		mig->req.cancel = true;
+		pthread_cond_broadcast(&mig->cond);
 		err = 0;
 	} else if (mig->stats.status == MIG_STATUS_POSTCOPY_PAUSED) {
 		/* Giving up on a broken post-copy: the VM is lost, and said so. */
@@ -173,6 +187,9 @@ int migration_start_postcopy(struct migration *mig)
 	if (mig->stats.status >= MIG_STATUS_SETUP && mig->stats.status <= MIG_STATUS_ACTIVE &&
 	    !mig_channel_uri_return_path(mig->p.uri)) {
 		err = -EOPNOTSUPP;
+	} else if (mig->stats.status >= MIG_STATUS_SETUP && mig->stats.status <= MIG_STATUS_ACTIVE &&
+		   mig->p.replicate) {
+		err = -EOPNOTSUPP;
 	} else if (mig->stats.status >= MIG_STATUS_SETUP && mig->stats.status <= MIG_STATUS_ACTIVE) {
 		mig->req.postcopy_requested = true;
 		err = 0;
@@ -189,7 +206,7 @@ int migration_break(struct migration *mig)
 	pthread_mutex_lock(&mig->lock);
 	enum mig_status s = mig->stats.status;
 	if (mig->s.ch && ((s >= MIG_STATUS_SETUP && s <= MIG_STATUS_POSTCOPY_PAUSED) ||
-			  s == MIG_STATUS_IN_DOUBT)) {
+			  s == MIG_STATUS_IN_DOUBT || s == MIG_STATUS_REPLICATING)) {
 		mig_stream_shutdown(&mig->s);
 		err = 0;
 	}

@@ -61,6 +61,15 @@ struct mig_params {
 	 */
 	bool copy_blocking;
 	struct mig_tls tls;		/* --tls-creds: TLS over the connection (dir "": none) */
+	/*
+	 * ferry replicate (source/replicate.c, docs/replication.md): after the
+	 * initial copy, a checkpoint every epoch_interval_ns to a standby;
+	 * fence_ns is how long the primary runs on without hearing from an
+	 * auto-failover standby (0: half the standby's failover timeout).
+	 */
+	bool replicate;
+	uint64_t epoch_interval_ns;
+	uint64_t fence_ns;
 };
 
 #define MIG_DEFAULT_DOWNTIME_NS (300ULL * 1000000ULL)
@@ -101,6 +110,7 @@ struct mig_pass_state {
 	bool forced;			/* switch over at the next chance */
 	bool to_postcopy;		/* ... and to post-copy */
 	bool switch_pass;		/* post-copy asked for: end this pass now */
+	bool epochs;			/* replicating: the standby's messages are read between epochs */
 };
 
 /*
@@ -116,6 +126,11 @@ struct mig_end_flags {
 	 */
 	bool committed;
 	bool abandoned;			/* in doubt, the operator discarded this copy */
+	/*
+	 * Replication: the standby went silent and may take over, so this
+	 * side paused its guest for good (never resumed by the job).
+	 */
+	bool fenced;
 };
 
 /*
@@ -233,6 +248,21 @@ void precopy_send_pass(struct migration *mig, uint32_t pass, uint64_t dirty, boo
  * source may then resume unless mig->end.committed.
  */
 int switchover_run(struct migration *mig) __attribute__((warn_unused_result));
+
+/*
+ * replicate.c: instead of the switchover, the initial checkpoint and then
+ * one epoch every interval until cancelled (ABORT to the standby; the
+ * guest runs on), the link fails (the guest runs on when the standby
+ * only takes over by hand, else mig->end.fenced and it stays paused) or
+ * the VM stops.  Returns -errno (-ECANCELED: cancelled).
+ */
+int replicate_run(struct migration *mig) __attribute__((warn_unused_result));
+/*
+ * replicate.c, right after READY: the standby's STANDBY (its failover
+ * timeout and mode), checked against this side's fence timeout before
+ * anything moves.  0 or -errno.
+ */
+int replicate_handshake(struct migration *mig) __attribute__((warn_unused_result));
 
 /*
  * postcopy.c: from a live pre-copy (or none) to post-copy: pause, send the

@@ -334,6 +334,9 @@ void ram_queue_page(struct migration *mig, uint64_t gpa, const uint8_t *src, uin
  */
 static bool ram_peer_spoke(struct migration *mig)
 {
+	/* A standby speaks all the time (acks, heartbeats): replicate.c reads it between epochs. */
+	if (mig->pass.epochs)
+		return false;
 	if (mig_stream_wait_readable(&mig->s, 0, NULL, 0) <= 0)
 		return false;
 	mig_stream_fail(&mig->s, -EPIPE, "the destination hung up");

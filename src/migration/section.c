@@ -7,6 +7,14 @@
 #include "migration/format.h"
 #include "util/le.h"
 
+uint64_t mig_section_chain(uint64_t chain, uint64_t sum)
+{
+	uint8_t b[8];
+
+	le_put(b, sum, 8);
+	return XXH3_64bits_withSeed(b, sizeof(b), chain);
+}
+
 static void mig_section_header(uint8_t hdr[MIG_SECTION_HDR], uint8_t type, uint32_t len)
 {
 	hdr[0] = type;
@@ -74,7 +82,9 @@ void mig_section_put_u64(struct mig_section_writer *w, uint64_t v)
 void mig_section_end(struct mig_section_writer *w)
 {
 	assert(w->done == w->len);
-	mig_stream_put_u64(w->s, XXH3_64bits_digest(w->hash));
+	uint64_t sum = XXH3_64bits_digest(w->hash);
+	mig_stream_put_u64(w->s, sum);
+	w->s->chain_out = mig_section_chain(w->s->chain_out, sum);
 	XXH3_freeState(w->hash);
 	w->hash = NULL;
 }
@@ -148,6 +158,10 @@ int mig_section_reader_end(struct mig_section_reader *r)
 		if (!mig_stream_error(r->s) && sum != XXH3_64bits_digest(r->hash))
 			mig_stream_fail(r->s, -EPROTO, "section type %u (%u bytes): checksum mismatch",
 					r->type, r->len);
+		if (!mig_stream_error(r->s)) {
+			r->s->chain_in_prev = r->s->chain_in;
+			r->s->chain_in = mig_section_chain(r->s->chain_in, sum);
+		}
 	}
 	mig_section_reader_abort(r);
 	return mig_stream_error(r->s);

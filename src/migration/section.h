@@ -38,6 +38,9 @@ void mig_section_put_u64(struct mig_section_writer *w, uint64_t v);
 /* Write the checksum.  Exactly `len` payload bytes must have been put. */
 void mig_section_end(struct mig_section_writer *w);
 
+/* One step of the section chain (stream.h): chain, then a section's checksum. */
+uint64_t mig_section_chain(uint64_t chain, uint64_t sum);
+
 /* A whole section in one call. */
 void mig_section_write(struct mig_stream *s, uint8_t type, const void *payload, uint32_t len);
 

@@ -17,6 +17,8 @@ static const char *const mig_status_names[] = {
 	[MIG_STATUS_CANCELLED] = "cancelled",
 	[MIG_STATUS_IN_DOUBT] = "in-doubt",
 	[MIG_STATUS_ABANDONED] = "abandoned",
+	[MIG_STATUS_REPLICATING] = "replicating",
+	[MIG_STATUS_FENCED] = "fenced",
 };
 
 static const char *const mig_phase_names[] = {
@@ -96,11 +98,33 @@ static json_object *mig_sources_json(const struct mig_stats *st)
 	return o;
 }
 
+/* ferry replicate: the epochs (docs/api.md, query-migrate). */
+static json_object *mig_replication_json(const struct mig_stats *st)
+{
+	json_object *o = json_object_new_object();
+
+	mig_json_u64(o, "epochs", st->epochs);
+	mig_json_u64(o, "epochs-acked", st->epochs_acked);
+	json_object_object_add(o, "epoch-pause-ms", json_object_new_double(mig_ms(st->epoch_pause_last_ns)));
+	json_object_object_add(o, "epoch-pause-max-ms", json_object_new_double(mig_ms(st->epoch_pause_max_ns)));
+	json_object_object_add(o, "epoch-pause-avg-ms", json_object_new_double(
+		st->epochs ? mig_ms(st->epoch_pause_total_ns / st->epochs) : 0));
+	mig_json_u64(o, "epoch-bytes", st->epoch_bytes_last);
+	mig_json_u64(o, "epoch-bytes-avg", st->epochs ? st->epoch_bytes_total / st->epochs : 0);
+	mig_json_u64(o, "epoch-bytes-total", st->epoch_bytes_total);
+	json_object_object_add(o, "standby-failover", json_object_new_string(
+		st->standby_manual ? "manual" : "auto"));
+	json_object_object_add(o, "standby-failover-timeout-ms",
+			       json_object_new_double(mig_ms(st->standby_failover_ns)));
+	json_object_object_add(o, "fence-timeout-ms", json_object_new_double(mig_ms(st->fence_ns)));
+	return o;
+}
+
 json_object *mig_stats_to_json(const struct mig_stats *st, uint64_t now_ns)
 {
 	json_object *o = json_object_new_object(), *ph = json_object_new_object();
 	uint64_t end = st->end_ns ? st->end_ns : now_ns;
-	bool done = st->status >= MIG_STATUS_COMPLETED;
+	bool done = st->status >= MIG_STATUS_COMPLETED && st->status != MIG_STATUS_REPLICATING;
 
 	json_object_object_add(o, "status", json_object_new_string(mig_status_name(st->status)));
 	if (st->error[0])
@@ -163,6 +187,8 @@ json_object *mig_stats_to_json(const struct mig_stats *st, uint64_t now_ns)
 		json_object_object_add(o, "postcopy", mig_postcopy_json(st, end));
 	if (st->lost)
 		json_object_object_add(o, "vm-lost", json_object_new_boolean(1));
+	if (st->replicating)
+		json_object_object_add(o, "replication", mig_replication_json(st));
 	if (st->verify && st->status == MIG_STATUS_COMPLETED) {
 		char hex[24];
 		snprintf(hex, sizeof(hex), "%016llx", (unsigned long long)st->digest);

@@ -24,6 +24,8 @@ enum mig_status {
 	MIG_STATUS_CANCELLED,
 	MIG_STATUS_IN_DOUBT,	/* GO sent, no answer: paused until it comes or migrate-resolve */
 	MIG_STATUS_ABANDONED,	/* in doubt, the operator discarded this copy */
+	MIG_STATUS_REPLICATING,	/* replicate: epochs go to the standby */
+	MIG_STATUS_FENCED,	/* replicate: the standby went silent; the guest stays paused */
 };
 
 enum mig_phase {
@@ -109,6 +111,18 @@ struct mig_stats {
 	uint64_t pc_last_page_us;	/* from guest start to the last page */
 	uint32_t pc_resumes;		/* reconnections after a broken connection */
 	int verify;
+
+	/*
+	 * Replication (replicate.c): epochs sent and acknowledged, the guest's
+	 * pause per epoch (last, longest, sum), the bytes per epoch (last,
+	 * sum), the standby's terms and the fence timeout chosen from them.
+	 */
+	int replicating;
+	uint64_t epochs, epochs_acked;
+	uint64_t epoch_pause_last_ns, epoch_pause_max_ns, epoch_pause_total_ns;
+	uint64_t epoch_bytes_last, epoch_bytes_total;
+	uint64_t standby_failover_ns, fence_ns;
+	int standby_manual;
 };
 
 const char *mig_status_name(enum mig_status s);

@@ -228,8 +228,11 @@ void mig_stream_putv(struct mig_stream *s, const struct iovec *iov, int n)
 		total += iov[i].iov_len;
 	if (mig_stream_error(s) || !total)
 		return;
-	if (s->rl || total < MIG_STREAM_COPY_MAX || n >= MIG_STREAM_IOV_MAX || !s->ch) {
-		/* Rate-limited: mig_stream_put pays for it in slices. */
+	if (s->rl || s->hold || total < MIG_STREAM_COPY_MAX || n >= MIG_STREAM_IOV_MAX || !s->ch) {
+		/*
+		 * Rate-limited: mig_stream_put pays for it in slices.  Held
+		 * (replication): copied now, while the guest is paused.
+		 */
 		for (int i = 0; i < n; i++)
 			mig_stream_put(s, iov[i].iov_base, iov[i].iov_len);
 		return;
@@ -244,8 +247,39 @@ void mig_stream_putv(struct mig_stream *s, const struct iovec *iov, int n)
 	mig_stream_send_allv(s, v, k);
 }
 
+/* Holding: make room for len more bytes in the buffer.  False: past hold_max (or no memory). */
+static bool mig_stream_hold_room(struct mig_stream *s, size_t len)
+{
+	if (s->len + len <= s->cap)
+		return true;
+	if (s->len + len > s->hold_max)
+		return false;
+	size_t cap = s->cap * 2 > s->len + len ? s->cap * 2 : s->len + len;
+	cap = cap > s->hold_max ? s->hold_max : cap;
+	uint8_t *b = realloc(s->buf, cap);
+	if (!b)
+		return false;
+	s->buf = b;
+	s->cap = cap;
+	return true;
+}
+
+void mig_stream_hold(struct mig_stream *s, size_t max)
+{
+	s->hold = true;
+	s->hold_max = max > s->cap ? max : s->cap;
+}
+
+int mig_stream_release(struct mig_stream *s)
+{
+	s->hold = false;
+	return mig_stream_flush(s);
+}
+
 int mig_stream_flush(struct mig_stream *s)
 {
+	if (s->hold && !mig_stream_error(s))
+		return 0;
 	if (s->len && !s->ch && !mig_stream_error(s))
 		mig_stream_fail(s, -EBADF, "the stream is closed");
 	if (s->len && !mig_stream_error(s))
@@ -321,6 +355,12 @@ void mig_stream_put(struct mig_stream *s, const void *data, size_t len)
 	if (mig_stream_error(s) || !len)
 		return;
 	s->bytes_out += len;
+	if (s->hold && mig_stream_hold_room(s, len)) {
+		memcpy(s->buf + s->len, p, len);
+		s->len += len;
+		return;
+	}
+	s->hold = false;	/* past hold_max: what is held goes out now, as usual */
 	if (len >= s->cap) {
 		/* Large payloads go straight out after what is queued. */
 		mig_stream_flush(s);

@@ -61,6 +61,22 @@ struct mig_stream {
 	/* The first bytes received: did a TLS peer answer a plain stream? */
 	uint8_t first[2];
 	uint8_t first_len;
+	/*
+	 * Replication (docs/replication.md): while `hold` is set, puts and
+	 * flushes keep the bytes here, the buffer growing up to hold_max (past
+	 * it they go out as usual), so an epoch is collected while the guest
+	 * is paused and sent after it resumed (mig_stream_release).
+	 */
+	bool hold;
+	size_t hold_max;
+	/*
+	 * The section chain: XXH3-64 over the checksums of every section
+	 * written (chain_out) or read (chain_in), in order, each step seeded
+	 * with the chain before; chain_in_prev is chain_in before the last
+	 * section read.  An EPOCH_END names the writer's chain so the reader
+	 * knows no section of the epoch went missing or changed.
+	 */
+	uint64_t chain_out, chain_in, chain_in_prev;
 };
 
 /*
@@ -132,6 +148,13 @@ void mig_stream_linger(struct mig_stream *s, uint64_t linger_ns);
  * the stream (the caller holds the lock the owner destroys it under).
  */
 void mig_stream_shutdown(struct mig_stream *s);
+/*
+ * Keep what is put from now on in memory (up to max bytes in all) until
+ * mig_stream_release(), which sends it.  Owner only.
+ */
+void mig_stream_hold(struct mig_stream *s, size_t max);
+/* Stop holding and send everything buffered.  Returns the sticky error. */
+int mig_stream_release(struct mig_stream *s);
 /* Kernel buffer size hints for the channel (0: leave as is). */
 void mig_stream_set_buffers(struct mig_stream *s, int sndbuf, int rcvbuf);
 

@@ -34,6 +34,16 @@ printf 'fpu sse # comment\navx1024\n' >"$T/bad.model"
 expect 64 "unknown feature 'avx1024'" "$FERRY" run --kernel "$PROBE" --cpu-model "$T/bad.model"
 expect 64 "cannot open CPU model" "$FERRY" run --kernel "$PROBE" --cpu-model "$T/nonexistent"
 expect 69 "cannot reach ferry" "$FERRY" status "$T/nobody.sock"
+expect 64 "--standby goes with --incoming" "$FERRY" run --kernel "$PROBE" --standby
+expect 64 "--standby goes with --incoming" "$FERRY" run --incoming "file:$T/text" --standby
+expect 64 "go with --standby" "$FERRY" run --incoming unix:"$T/x.sock" --failover manual
+expect 64 "--failover takes auto or manual" "$FERRY" run --incoming unix:"$T/x.sock" --standby --failover maybe
+expect 64 "bad --failover-timeout" "$FERRY" run --incoming unix:"$T/x.sock" --standby --failover-timeout 10ms
+expect 64 "no --disk or --copy-storage" "$FERRY" run --incoming unix:"$T/x.sock" --standby --disk path="$T/text"
+expect 64 "usage" "$FERRY" replicate "$T/nobody.sock"
+expect 64 "bad --interval" "$FERRY" replicate "$T/nobody.sock" unix:"$T/x" --interval 1ms
+expect 69 "cannot reach ferry" "$FERRY" replicate "$T/nobody.sock" unix:"$T/x"
+expect 69 "cannot reach ferry" "$FERRY" failover "$T/nobody.sock"
 expect 64 "JSON object" "$FERRY" call "$T/nobody.sock" status '[1,2]'
 expect 64 "--compress takes none, lz4, zstd, delta or adaptive" \
 	"$FERRY" migrate "$T/nobody.sock" unix:"$T/x" --compress gzip

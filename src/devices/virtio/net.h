@@ -27,6 +27,7 @@
 #include "devices/device.h"
 #include "devices/net/backend.h"
 #include "devices/virtio/mmio.h"
+#include "devices/virtio/net_txgate.h"
 
 /* Feature bits (§5.1.3). */
 #define VIRTIO_NET_F_MAC		5
@@ -136,6 +137,8 @@ struct virtio_net {
 	unsigned held_frames;		/* (lock; read atomically by the I/O thread) */
 	uint32_t held_bytes;		/* (lock) */
 	struct virtio_net_stats stats;	/* (io) */
+	/* (lock) output commit: frames the guest sent, kept until released (net_txgate.c) */
+	struct net_txgate txgate;
 };
 
 /*
@@ -155,6 +158,17 @@ void virtio_net_destroy(struct virtio_net *n);
 void virtio_net_announce_self(struct virtio_net *n);
 /* Have the I/O thread look around (held frames to put in). */
 void virtio_net_wake(struct virtio_net *n);
+/*
+ * Output commit (replication): from now on keep the frames the guest
+ * sends, tagged `epoch`, instead of sending them.  Any thread.
+ */
+void virtio_net_output_hold(struct virtio_net *n, uint64_t epoch);
+/* Close the current epoch (the vCPUs are paused): later frames belong to the next. */
+void virtio_net_output_mark(struct virtio_net *n);
+/* Send the kept frames of every epoch <= upto, in order. */
+void virtio_net_output_release(struct virtio_net *n, uint64_t upto);
+/* Stop keeping frames: send those kept (send) or drop them. */
+void virtio_net_output_stop(struct virtio_net *n, bool send);
 /* A snapshot of n's counters, from any thread. */
 void virtio_net_read_stats(const struct virtio_net *n, struct virtio_net_stats *out);
 

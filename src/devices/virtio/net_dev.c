@@ -251,6 +251,7 @@ int virtio_net_create(struct virtio_net *n, const struct virtio_net_config *c)
 	n->ctl_fd = -1;
 	n->be.fd = -1;
 	n->held_tail = &n->held_head;
+	net_txgate_init(&n->txgate);
 	n->cfg = *c->net;
 	n->index = c->index;
 	n->running = c->running;
@@ -315,6 +316,7 @@ void virtio_net_destroy(struct virtio_net *n)
 		 (unsigned long long)s->tx_bad_chains, (unsigned long long)s->announce_rounds,
 		 (unsigned long long)s->announce_errors);
 	virtio_net_hold_free(n);
+	net_txgate_stop(&n->txgate, NULL, NULL);
 	free(n->frame);
 	n->frame = NULL;
 	close(n->ctl_fd);

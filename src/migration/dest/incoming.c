@@ -72,6 +72,9 @@ static int mig_in_codecs(struct mig_incoming *inc)
 				   "does not know (%s): cannot restore it", names);
 	}
 	inc->codecs = offered & MIG_CODECS_KNOWN;
+	/* Epochs are buffered page by page: only pages that need no copy held here. */
+	if (inc->cfg.flags & MIG_FLAG_REPLICATE)
+		inc->codecs &= (1u << MIG_CODEC_ZERO) | (1u << MIG_CODEC_RAW);
 	if (mig_codec_ctx_init(&inc->codec, false, MIG_COMPRESS_NONE, inc->codecs, 0, 0))
 		return mig_in_fail(inc, -ENOMEM, "out of memory for the codecs");
 	inc->codec_ready = true;
@@ -149,6 +152,20 @@ static int mig_in_config(struct mig_incoming *inc, const struct mig_incoming_opt
 	err = mig_in_codecs(inc);
 	if (err)
 		return err;
+	bool repl = inc->cfg.flags & MIG_FLAG_REPLICATE;
+	if (repl && !opts->standby)
+		return mig_in_fail(inc, -EPROTO, "the source replicates to a standby ('ferry "
+				   "replicate'); start this side with 'ferry run --incoming URI "
+				   "--standby'");
+	if (!repl && opts->standby)
+		return mig_in_fail(inc, -EPROTO, "this side is a standby and takes only 'ferry "
+				   "replicate', not a migration");
+	if (repl && ((inc->cfg.flags & MIG_FLAG_POSTCOPY) || !mig_stream_has_return_path(&inc->s)))
+		return mig_in_fail(inc, -EPROTO, "a replication with post-copy, or without a return "
+				   "path");
+	if (repl && opts->nr_disks)
+		return mig_in_fail(inc, -EOPNOTSUPP, "replication does not carry disks yet; start "
+				   "the standby without --disk");
 	/* Post-copy would start the guest and then ask for pages: from a file, nobody. */
 	if ((inc->cfg.flags & MIG_FLAG_POSTCOPY) && !mig_stream_has_return_path(&inc->s))
 		return mig_in_fail(inc, -EPROTO, "the stream allows post-copy, which needs a return "
@@ -197,13 +214,20 @@ static int mig_in_config(struct mig_incoming *inc, const struct mig_incoming_opt
 	if (!mig_stream_has_return_path(&inc->s))
 		return 0;	/* a file: nobody to tell (and one channel) */
 	/* --channels: as many as asked (CONFIG's range is checked), on this listener. */
-	if (inc->cfg.channels > 1 && inc->listener)
+	if (inc->cfg.channels > 1 && inc->listener && !repl)
 		inc->nchan = inc->cfg.channels;
 	uint8_t ready[MIG_READY_CHANNELS_LEN];
 	le_put(ready, inc->codecs, 4);		/* the codecs the source may use */
 	le_put(ready + 4, inc->nchan, 4);
 	mig_section_write(&inc->s, MIG_SEC_READY, ready,
 			  inc->cfg.channels > 1 ? MIG_READY_CHANNELS_LEN : MIG_READY_LEN);
+	if (repl) {
+		/* The standby's terms, before anything moves: the primary's fence depends on them. */
+		uint8_t terms[5];
+		le_put(terms, (uint32_t)(opts->failover_ns / 1000000), 4);
+		terms[4] = (uint8_t)opts->failover_mode;
+		mig_section_write(&inc->s, MIG_SEC_STANDBY, terms, sizeof(terms));
+	}
 	if (mig_stream_flush(&inc->s)) {
 		inc->reply_broken = true;
 		return mig_in_fail(inc, mig_stream_error(&inc->s), "cannot answer the source: %s", mig_stream_why(&inc->s));
@@ -492,6 +516,13 @@ int mig_incoming_receive(struct mig_incoming *inc, const struct mig_incoming_opt
 	if (err && !inc->why[0])
 		mig_in_fail(inc, err, "cannot load the device state: %s", strerror(-err));
 	return err;
+}
+
+void mig_incoming_drop(struct mig_incoming *inc)
+{
+	mig_stream_destroy(&inc->s);
+	mig_digest_free(&inc->digest);
+	inc->connected = false;
 }
 
 void mig_incoming_reply(struct mig_incoming *inc, int status, const char *msg)

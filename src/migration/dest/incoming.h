@@ -16,6 +16,7 @@
 #include "migration/digest.h"
 #include "migration/format.h"
 #include "migration/dest/postcopy_dest.h"
+#include "migration/replicate/epoch.h"
 #include "migration/stream.h"
 #include "board/machine.h"
 
@@ -48,6 +49,14 @@ struct mig_incoming_opts {
 	 * at once and mig_incoming_receive() fails with -EINTR.
 	 */
 	int intr_fd;
+	/*
+	 * ferry run --standby (standby.c): only a replication is accepted,
+	 * and after its END the caller runs mig_standby_run() instead of the
+	 * commit.  failover_* are the standby's terms.
+	 */
+	bool standby;
+	int failover_mode;		/* enum mig_failover_mode */
+	uint64_t failover_ns;
 };
 
 struct mig_incoming {
@@ -90,6 +99,8 @@ struct mig_incoming {
 	struct mig_chans_in *chans;
 	/* Each live source's own state while receiving (its load makes it, its unload frees it). */
 	void *src_state[MIG_SOURCE_NR];
+	/* Standby: the epoch being buffered (RAM sections go there, not into RAM); else NULL. */
+	struct mig_epoch *epoch;
 	char why[256];			/* reason for a failure */
 };
 
@@ -120,6 +131,22 @@ int mig_incoming_receive(struct mig_incoming *inc, const struct mig_incoming_opt
  */
 int mig_incoming_commit(struct mig_incoming *inc, struct mig_commit *c, int intr_fd)
 	__attribute__((warn_unused_result));
+
+/*
+ * ferry run --standby, after the initial copy's END (state loaded): tell
+ * the primary our terms, then buffer, commit and acknowledge epochs,
+ * answer heartbeats, and decide when to take over (docs/replication.md).
+ * c carries 'ferry failover' (MIG_RESOLVE_RUN while in MIG_COMMIT_STANDBY);
+ * intr_fd ends it (-EINTR).  Returns 0 when the guest must resume here,
+ * from the last committed checkpoint (loaded into m by then); else
+ * -errno with the reason in inc->why (-ECONNABORTED: the primary stood
+ * us down; it runs the guest or shut it down), and the guest never ran.
+ */
+int mig_standby_run(struct mig_incoming *inc, const struct mig_incoming_opts *opts,
+		    struct mig_commit *c) __attribute__((warn_unused_result));
+
+/* Let go of the source without a word (a standby taking over from a primary gone). */
+void mig_incoming_drop(struct mig_incoming *inc);
 
 /* Tell the source how it ended (status 0: the guest runs here) and close. */
 void mig_incoming_reply(struct mig_incoming *inc, int status, const char *msg);

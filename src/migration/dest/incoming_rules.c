@@ -17,6 +17,7 @@
 #define LIVE (P(MIG_IN_PASS) | P(MIG_IN_RAM))
 #define VERIFY MIG_FLAG_VERIFY
 #define PC MIG_FLAG_POSTCOPY
+#define REPL MIG_FLAG_REPLICATE
 
 static const struct mig_in_rule mig_in_rules[] = {
 	{ MIG_SEC_CONFIG, P(MIG_IN_CONFIG), 0, 0, MIG_IN_PASS, mig_in_h_config, NULL },
@@ -39,6 +40,15 @@ static const struct mig_in_rule mig_in_rules[] = {
 	{ MIG_SEC_GO, P(MIG_IN_COMMIT), 0, 0, MIG_IN_SAME, mig_in_h_go, NULL },
 	{ MIG_SEC_SOURCE, P(MIG_IN_COMMIT), 0, 0, MIG_IN_SAME, mig_in_h_source_late, NULL },
 	{ MIG_SEC_ABORT, P(MIG_IN_COMMIT), 0, 0, MIG_IN_SAME, mig_in_h_abort, NULL },
+	/* Replication (docs/replication.md): epochs after END, applied only whole. */
+	{ MIG_SEC_EPOCH, P(MIG_IN_STANDBY), REPL, 0, MIG_IN_EPOCH, mig_in_h_epoch, NULL },
+	{ MIG_SEC_RAM, P(MIG_IN_EPOCH), REPL, 0, MIG_IN_SAME, NULL, mig_in_h_ram },
+	{ MIG_SEC_RAM_RUN, P(MIG_IN_EPOCH), REPL, 0, MIG_IN_SAME, NULL, mig_in_h_ram },
+	{ MIG_SEC_STATE, P(MIG_IN_EPOCH), REPL, 0, MIG_IN_SAME, mig_in_h_epoch_state, NULL },
+	{ MIG_SEC_EPOCH_END, P(MIG_IN_EPOCH), REPL, 0, MIG_IN_STANDBY, mig_in_h_epoch_end, NULL },
+	{ MIG_SEC_HEARTBEAT, P(MIG_IN_STANDBY), REPL, 0, MIG_IN_SAME, mig_in_h_heartbeat, NULL },
+	{ MIG_SEC_ABORT, P(MIG_IN_STANDBY) | P(MIG_IN_EPOCH), REPL, 0, MIG_IN_SAME,
+	  mig_in_h_stand_down, NULL },
 	/* Post-copy (docs/postcopy.md). */
 	{ MIG_SEC_DISCARD, LIVE | P(MIG_IN_DISCARD), PC, 0, MIG_IN_DISCARD, mig_in_h_discard, NULL },
 	{ MIG_SEC_STATE, LIVE | P(MIG_IN_DISCARD), PC, 0, MIG_IN_PC_STATE, mig_in_h_state, NULL },
@@ -64,6 +74,7 @@ static const char *mig_in_expect(enum mig_in_phase ph, bool verify)
 		[MIG_IN_DISCARD] = "DISCARD or STATE", [MIG_IN_PC_STATE] = "POSTCOPY_RUN",
 		[MIG_IN_PC_RUN] = "RAM or POSTCOPY_DONE", [MIG_IN_PC_DIGEST] = "POSTCOPY_DONE",
 		[MIG_IN_COMMIT] = "GO or ABORT",
+		[MIG_IN_STANDBY] = "EPOCH or HEARTBEAT", [MIG_IN_EPOCH] = "RAM, STATE or EPOCH_END",
 	};
 
 	return ph == MIG_IN_STATE && verify ? "DIGEST" : expect[ph];

@@ -193,6 +193,48 @@ static const struct ram_sink ram_sink_userfault = {
 	.page = ram_sink_place_page,
 };
 
+/* Replication's sink: into the open epoch, applied only once it is whole (standby.c). */
+
+static int ram_sink_epoch_page(struct mig_in_ctx *c, uint64_t gpa, const uint8_t *data)
+{
+	struct mig_incoming *inc = c->inc;
+	int err = mig_epoch_add(inc->epoch, gpa, data, inc->why, sizeof(inc->why));
+
+	return err ? mig_in_fail(inc, err, "%s", inc->why) : 0;
+}
+
+static int ram_sink_epoch_verbatim(struct mig_in_ctx *c, struct mig_payload *in, uint64_t gpa,
+				   uint32_t n)
+{
+	uint8_t page[GUEST_PAGE_SIZE];
+
+	for (uint32_t k = 0; k < n; k++) {
+		int err = mig_payload_get(in, page, GUEST_PAGE_SIZE);
+		if (err)
+			return ram_load_short(c, in, err);
+		err = ram_sink_epoch_page(c, gpa + (uint64_t)k * GUEST_PAGE_SIZE, page);
+		if (err)
+			return err;
+	}
+	return 0;
+}
+
+static int ram_sink_epoch_zero(struct mig_in_ctx *c, uint64_t gpa, uint32_t n)
+{
+	for (uint32_t k = 0; k < n; k++) {
+		int err = ram_sink_epoch_page(c, gpa + (uint64_t)k * GUEST_PAGE_SIZE, NULL);
+		if (err)
+			return err;
+	}
+	return 0;
+}
+
+static const struct ram_sink ram_sink_epoch = {
+	.verbatim = ram_sink_epoch_verbatim,
+	.zero = ram_sink_epoch_zero,
+	.page = ram_sink_epoch_page,
+};
+
 /* The decoder ------------------------------------------------------------- */
 
 /* One entry of a RAM section, checked. */
@@ -358,7 +400,8 @@ static int ram_load_run_section(struct mig_in_ctx *c, const struct ram_sink *sin
 
 int ram_load(struct mig_in_ctx *c, uint8_t type, struct mig_payload *in)
 {
-	const struct ram_sink *sink = c->inc->guest_started ? &ram_sink_userfault : &ram_sink_ram;
+	const struct ram_sink *sink = c->inc->epoch ? &ram_sink_epoch :
+				      c->inc->guest_started ? &ram_sink_userfault : &ram_sink_ram;
 
 	return type == MIG_SEC_RAM_RUN ? ram_load_run_section(c, sink, in)
 				       : ram_load_batch(c, sink, in);

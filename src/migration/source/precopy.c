@@ -113,7 +113,8 @@ static void precopy_send_config(struct migration *mig)
 		 * except over a channel with no way back for page requests.
 		 */
 		.flags = (mig->p.verify ? MIG_FLAG_VERIFY : 0) |
-			 (mig_stream_has_return_path(&mig->s) ? MIG_FLAG_POSTCOPY : 0),
+			 (mig->p.replicate ? MIG_FLAG_REPLICATE :
+			  mig_stream_has_return_path(&mig->s) ? MIG_FLAG_POSTCOPY : 0),
 		.codecs = mig_compress_codecs(mig->p.compress),
 		.channels = precopy_channels_wanted(mig),
 		.mig_id = mig->chans.id,
@@ -245,6 +246,8 @@ static int precopy_setup(struct migration *mig)
 	}
 	/* A file cannot say READY: a restore checks CONFIG when it reads it. */
 	err = precopy_read_ready(mig);
+	if (!err && mig->p.replicate)
+		err = replicate_handshake(mig);
 	if (err)
 		return err;
 	/*
@@ -549,7 +552,8 @@ int precopy_send_state(struct migration *mig)
 		vmstate_buf_free(&b);
 		return precopy_fail(mig, -E2BIG, "device state too large (%zu bytes)", b.len);
 	}
-	if (mig->p.verify)
+	/* Replication's epochs carry no DIGEST: only the initial copy is verified. */
+	if (mig->p.verify && !mig->pass.epochs)
 		err = precopy_state_digest(mig, &b);
 	if (err) {
 		vmstate_buf_free(&b);
@@ -650,6 +654,7 @@ static void precopy_finish(struct migration *mig, int err)
 					(mig->stats.end_ns - mig->stats.start_ns);
 	mig->stats.throttle_pct = 0;
 	mig->stats.status = mig->end.abandoned ? MIG_STATUS_ABANDONED : !err ? MIG_STATUS_COMPLETED
+			  : mig->end.fenced ? MIG_STATUS_FENCED
 			  : err == -ECANCELED ? MIG_STATUS_CANCELLED : MIG_STATUS_FAILED;
 	mig->stats.lost = err && mig->end.no_return;
 	json_object *ev = json_object_new_object();
@@ -664,6 +669,12 @@ static void precopy_finish(struct migration *mig, int err)
 	} else if (mig->end.abandoned) {
 		pr_warn("migration to %s was in doubt; the operator abandoned this copy of the guest",
 			mig->p.uri);
+	} else if (err && mig->end.fenced) {
+		pr_err("replication to %s: %s; the guest stays paused here so that it never runs on "
+		       "both hosts. If the standby is gone and never took over, 'ferry resume' runs "
+		       "it here again", mig->p.uri, mig->stats.error);
+	} else if (err == -ECANCELED && mig->p.replicate) {
+		pr_info("replication to %s stopped; the guest runs on here", mig->p.uri);
 	} else if (err && mig->end.committed) {
 		/* Unreachable by design: the in-doubt wait ends only once settled. */
 		pr_err("migration to %s failed after GO: %s; the guest stays paused", mig->p.uri,
@@ -714,7 +725,9 @@ void *precopy_thread(void *arg)
 		/* Nothing answers a SYNC in a file: the save is paused throughout. */
 		if (!err && mig_stream_has_return_path(&mig->s))
 			err = precopy_sync(mig);
-		if (!err)
+		if (!err && mig->p.replicate)
+			err = replicate_run(mig);
+		else if (!err)
 			err = switchover_run(mig);
 	}
 	precopy_finish(mig, err);

@@ -1,0 +1,236 @@
+/* The standby's epoch buffer and the failover/fence decisions (epoch.h). */
+#include "migration/replicate/epoch.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int epoch_fail(char *why, size_t whylen, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static int epoch_fail(char *why, size_t whylen, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(why, whylen, fmt, ap);
+	va_end(ap);
+	return -EPROTO;
+}
+
+void mig_epoch_init(struct mig_epoch *e, uint64_t max_pages)
+{
+	memset(e, 0, sizeof(*e));
+	e->max_pages = max_pages;
+}
+
+void mig_epoch_discard(struct mig_epoch *e)
+{
+	e->open = false;
+	e->n = 0;
+	e->bytes = 0;
+	free(e->state);
+	e->state = NULL;
+	e->state_len = 0;
+}
+
+void mig_epoch_free(struct mig_epoch *e)
+{
+	mig_epoch_discard(e);
+	free(e->gpa);
+	free(e->data);
+	free(e->committed_state);
+	memset(e, 0, sizeof(*e));
+}
+
+int mig_epoch_begin(struct mig_epoch *e, uint64_t seq, char *why, size_t whylen)
+{
+	if (e->torn)
+		return epoch_fail(why, whylen, "EPOCH %llu after a checkpoint was torn",
+				  (unsigned long long)seq);
+	if (e->open)
+		return epoch_fail(why, whylen, "EPOCH %llu while epoch %llu is still open",
+				  (unsigned long long)seq, (unsigned long long)e->seq);
+	if (seq != e->committed + 1)
+		return epoch_fail(why, whylen, "EPOCH %llu follows committed epoch %llu",
+				  (unsigned long long)seq, (unsigned long long)e->committed);
+	mig_epoch_discard(e);
+	e->open = true;
+	e->seq = seq;
+	return 0;
+}
+
+/* Room for one more entry; the arrays grow by half, never past max_pages. */
+static int epoch_grow(struct mig_epoch *e)
+{
+	if (e->n < e->cap)
+		return 0;
+	uint64_t cap = e->cap ? e->cap + e->cap / 2 : 256;
+	if (cap > e->max_pages)
+		cap = e->max_pages;
+	uint64_t *gpa = realloc(e->gpa, cap * sizeof(*gpa));
+	if (!gpa)
+		return -ENOMEM;
+	e->gpa = gpa;
+	uint8_t *data = realloc(e->data, cap * MIG_EPOCH_PAGE);
+	if (!data)
+		return -ENOMEM;
+	e->data = data;
+	e->cap = cap;
+	return 0;
+}
+
+int mig_epoch_add(struct mig_epoch *e, uint64_t gpa, const uint8_t *data, char *why,
+		  size_t whylen)
+{
+	if (!e->open)
+		return epoch_fail(why, whylen, "a page outside an epoch");
+	if (gpa % MIG_EPOCH_PAGE)
+		return epoch_fail(why, whylen, "page address 0x%llx is not page-aligned",
+				  (unsigned long long)gpa);
+	if (e->n >= e->max_pages)
+		return epoch_fail(why, whylen, "epoch %llu carries more than %llu pages, the "
+				  "guest's whole RAM", (unsigned long long)e->seq,
+				  (unsigned long long)e->max_pages);
+	if (epoch_grow(e)) {
+		snprintf(why, whylen, "out of memory for epoch %llu", (unsigned long long)e->seq);
+		return -ENOMEM;
+	}
+	e->gpa[e->n] = gpa | (data ? 0 : 1);
+	if (data) {
+		memcpy(e->data + e->n * MIG_EPOCH_PAGE, data, MIG_EPOCH_PAGE);
+		e->bytes += MIG_EPOCH_PAGE;
+	}
+	e->n++;
+	return 0;
+}
+
+int mig_epoch_set_state(struct mig_epoch *e, const uint8_t *p, uint32_t len, char *why,
+			size_t whylen)
+{
+	if (!e->open)
+		return epoch_fail(why, whylen, "STATE outside an epoch");
+	if (e->state)
+		return epoch_fail(why, whylen, "a second STATE in epoch %llu",
+				  (unsigned long long)e->seq);
+	e->state = malloc(len ? len : 1);
+	if (!e->state) {
+		snprintf(why, whylen, "out of memory for epoch %llu", (unsigned long long)e->seq);
+		return -ENOMEM;
+	}
+	memcpy(e->state, p, len);
+	e->state_len = len;
+	e->bytes += len;
+	return 0;
+}
+
+int mig_epoch_end(struct mig_epoch *e, uint64_t seq, uint64_t pages, uint64_t chain,
+		  uint64_t chain_here, mig_epoch_apply_fn *apply, void *opaque, char *why,
+		  size_t whylen)
+{
+	int err = 0;
+
+	if (!e->open)
+		err = epoch_fail(why, whylen, "EPOCH_END %llu without an EPOCH",
+				 (unsigned long long)seq);
+	else if (seq != e->seq)
+		err = epoch_fail(why, whylen, "EPOCH_END %llu ends epoch %llu",
+				 (unsigned long long)seq, (unsigned long long)e->seq);
+	else if (pages != e->n)
+		err = epoch_fail(why, whylen, "epoch %llu: EPOCH_END counts %llu pages, %llu came",
+				 (unsigned long long)seq, (unsigned long long)pages,
+				 (unsigned long long)e->n);
+	else if (!e->state)
+		err = epoch_fail(why, whylen, "epoch %llu has no STATE", (unsigned long long)seq);
+	else if (chain != chain_here)
+		err = epoch_fail(why, whylen, "epoch %llu: section chain %016llx, the source "
+				 "sent %016llx: not the sections it wrote",
+				 (unsigned long long)seq, (unsigned long long)chain_here,
+				 (unsigned long long)chain);
+	if (err) {
+		mig_epoch_discard(e);
+		return err;
+	}
+	for (uint64_t i = 0; i < e->n; i++) {
+		bool zero = e->gpa[i] & 1;
+		err = apply(opaque, e->gpa[i] & ~1ULL, zero ? NULL : e->data + i * MIG_EPOCH_PAGE);
+		if (err) {
+			snprintf(why, whylen, "epoch %llu: cannot write page 0x%llx",
+				 (unsigned long long)seq, (unsigned long long)(e->gpa[i] & ~1ULL));
+			e->torn = true;
+			mig_epoch_discard(e);
+			return err;
+		}
+	}
+	free(e->committed_state);
+	e->committed_state = e->state;
+	e->committed_state_len = e->state_len;
+	e->state = NULL;
+	e->committed = seq;
+	mig_epoch_discard(e);
+	return 0;
+}
+
+enum mig_failover_action mig_failover_decide(const struct mig_failover_in *in,
+					     const char **reason)
+{
+	if (in->operator_asked) {
+		*reason = "the operator asked for it (ferry failover)";
+		return MIG_FAILOVER_TAKEOVER;
+	}
+	if (in->mode == MIG_FAILOVER_MANUAL) {
+		*reason = in->link_lost ? "the primary is gone; waiting for 'ferry failover'"
+					: "replicating";
+		return MIG_FAILOVER_WAIT;
+	}
+	uint64_t silent = in->now_ns > in->last_heard_ns ? in->now_ns - in->last_heard_ns : 0;
+	if (silent >= in->timeout_ns) {
+		*reason = in->link_lost ? "the connection to the primary is lost and it has been "
+					  "silent for the failover timeout"
+					: "the primary has been silent for the failover timeout";
+		return MIG_FAILOVER_TAKEOVER;
+	}
+	*reason = in->link_lost ? "the connection to the primary is lost; waiting out the "
+				  "failover timeout" : "replicating";
+	return MIG_FAILOVER_WAIT;
+}
+
+bool mig_fence_decide(uint64_t now_ns, uint64_t last_heard_ns, uint64_t fence_ns,
+		      enum mig_failover_mode standby_mode)
+{
+	if (standby_mode != MIG_FAILOVER_AUTO)
+		return false;
+	return now_ns > last_heard_ns && now_ns - last_heard_ns >= fence_ns;
+}
+
+uint64_t mig_heartbeat_ns(uint64_t standby_failover_ns)
+{
+	uint64_t hb = standby_failover_ns / 10;
+
+	return hb < 10000000ULL ? 10000000ULL : hb;
+}
+
+int mig_fence_pick(uint64_t given_ns, uint64_t standby_ns, uint64_t heartbeat_ns,
+		   uint64_t *fence_ns, char *why, size_t whylen)
+{
+	uint64_t half = standby_ns / 2;
+
+	if (given_ns > half) {
+		snprintf(why, whylen, "--failover-timeout %llu ms on the primary must be at most "
+			 "half the standby's %llu ms, or both could run the guest",
+			 (unsigned long long)(given_ns / 1000000),
+			 (unsigned long long)(standby_ns / 1000000));
+		return -EINVAL;
+	}
+	uint64_t f = given_ns ? given_ns : half;
+	if (f < 3 * heartbeat_ns) {
+		snprintf(why, whylen, "a fence timeout of %llu ms is shorter than three heartbeats "
+			 "(%llu ms each)", (unsigned long long)(f / 1000000),
+			 (unsigned long long)(heartbeat_ns / 1000000));
+		return -EINVAL;
+	}
+	*fence_ns = f;
+	return 0;
+}

@@ -1,0 +1,400 @@
+/*
+ * Continuous checkpointing's pure logic: the standby applies an epoch only
+ * when it came whole, and the failover / fence decisions, fed timestamps.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "migration/channel/channel.h"
+#include "migration/format.h"
+#include "migration/replicate/epoch.h"
+#include "migration/section.h"
+#include "migration/stream.h"
+
+#define MS 1000000ULL
+#define SEC 1000000000ULL
+#define PAGES 16
+
+/* A fake guest RAM of PAGES pages, and how many writes reached it. */
+struct ram {
+	uint8_t b[PAGES * MIG_EPOCH_PAGE];
+	unsigned writes;
+	int fail_at;		/* -1: never */
+};
+
+static int ram_apply(void *opaque, uint64_t gpa, const uint8_t *data)
+{
+	struct ram *r = opaque;
+
+	if (gpa / MIG_EPOCH_PAGE >= PAGES)
+		return -ERANGE;
+	if (r->fail_at >= 0 && (int)r->writes == r->fail_at)
+		return -EIO;
+	r->writes++;
+	if (data)
+		memcpy(r->b + gpa, data, MIG_EPOCH_PAGE);
+	else
+		memset(r->b + gpa, 0, MIG_EPOCH_PAGE);
+	return 0;
+}
+
+
+static const uint8_t *fill(uint8_t *p, uint8_t v)
+{
+	memset(p, v, MIG_EPOCH_PAGE);
+	return p;
+}
+
+static void open_epoch(struct mig_epoch *e, uint64_t seq)
+{
+	char why[128];
+
+	assert_int_equal(mig_epoch_begin(e, seq, why, sizeof(why)), 0);
+}
+
+static void test_whole_epoch_commits(void **state)
+{
+	struct mig_epoch e;
+	struct ram r = { .fail_at = -1 };
+	uint8_t p[MIG_EPOCH_PAGE], st[3] = { 1, 2, 3 };
+	char why[160];
+
+	memset(r.b, 0x55, sizeof(r.b));
+	mig_epoch_init(&e, PAGES);
+	open_epoch(&e, 1);
+	assert_int_equal(mig_epoch_add(&e, 2 * MIG_EPOCH_PAGE, fill(p, 0xaa), why, sizeof(why)), 0);
+	assert_int_equal(mig_epoch_add(&e, 5 * MIG_EPOCH_PAGE, NULL, why, sizeof(why)), 0);
+	assert_int_equal(mig_epoch_set_state(&e, st, sizeof(st), why, sizeof(why)), 0);
+	/* Nothing reaches RAM before the end. */
+	assert_int_equal(r.writes, 0);
+	assert_int_equal(r.b[2 * MIG_EPOCH_PAGE], 0x55);
+	assert_int_equal(mig_epoch_end(&e, 1, 2, 77, 77, ram_apply, &r, why, sizeof(why)), 0);
+	assert_int_equal(r.writes, 2);
+	assert_int_equal(r.b[2 * MIG_EPOCH_PAGE + 100], 0xaa);
+	assert_int_equal(r.b[5 * MIG_EPOCH_PAGE + 7], 0);
+	assert_int_equal(r.b[0], 0x55);
+	assert_int_equal(e.committed, 1);
+	assert_false(e.open);
+	assert_int_equal(e.committed_state_len, 3);
+	assert_memory_equal(e.committed_state, st, 3);
+	mig_epoch_free(&e);
+}
+
+/* Later pages of the same address win: they are applied in arrival order. */
+static void test_order_kept(void **state)
+{
+	struct mig_epoch e;
+	struct ram r = { .fail_at = -1 };
+	uint8_t p[MIG_EPOCH_PAGE], st = 9;
+	char why[160];
+
+	mig_epoch_init(&e, PAGES);
+	open_epoch(&e, 1);
+	assert_int_equal(mig_epoch_add(&e, 0, fill(p, 1), why, sizeof(why)), 0);
+	assert_int_equal(mig_epoch_add(&e, 0, fill(p, 2), why, sizeof(why)), 0);
+	assert_int_equal(mig_epoch_set_state(&e, &st, 1, why, sizeof(why)), 0);
+	assert_int_equal(mig_epoch_end(&e, 1, 2, 5, 5, ram_apply, &r, why, sizeof(why)), 0);
+	assert_int_equal(r.b[0], 2);
+	mig_epoch_free(&e);
+}
+
+/* Every way an epoch can be incomplete drops it whole: RAM untouched, committed unchanged. */
+static void test_broken_epochs_dropped(void **state)
+{
+	static const struct {
+		uint64_t seq, pages, chain;
+		bool state;
+		const char *want;
+	} cases[] = {
+		{ 2, 1, 7, true, "ends epoch" },		/* another epoch's END */
+		{ 1, 2, 7, true, "counts 2 pages" },		/* a page went missing */
+		{ 1, 1, 7, false, "no STATE" },
+		{ 1, 1, 8, true, "section chain" },		/* a section lost or changed */
+	};
+	uint8_t p[MIG_EPOCH_PAGE], st = 1;
+	char why[160];
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct mig_epoch e;
+		struct ram r = { .fail_at = -1 };
+		mig_epoch_init(&e, PAGES);
+		open_epoch(&e, 1);
+		assert_int_equal(mig_epoch_add(&e, 0, fill(p, 3), why, sizeof(why)), 0);
+		if (cases[i].state)
+			assert_int_equal(mig_epoch_set_state(&e, &st, 1, why, sizeof(why)), 0);
+		assert_int_equal(mig_epoch_end(&e, cases[i].seq, cases[i].pages, cases[i].chain, 7,
+					       ram_apply, &r, why, sizeof(why)), -EPROTO);
+		assert_non_null(strstr(why, cases[i].want));
+		assert_int_equal(r.writes, 0);
+		assert_int_equal(e.committed, 0);
+		assert_false(e.open);
+		assert_null(e.committed_state);
+		/* The same epoch may come again (a new connection would start over). */
+		open_epoch(&e, 1);
+		mig_epoch_free(&e);
+	}
+}
+
+static void test_sequence_rules(void **state)
+{
+	struct mig_epoch e;
+	struct ram r = { .fail_at = -1 };
+	uint8_t p[MIG_EPOCH_PAGE], st = 1;
+	char why[160];
+
+	mig_epoch_init(&e, 2);
+	/* Not 1 after 0; a page, a STATE or an END outside an epoch. */
+	assert_int_equal(mig_epoch_begin(&e, 2, why, sizeof(why)), -EPROTO);
+	assert_int_equal(mig_epoch_add(&e, 0, fill(p, 1), why, sizeof(why)), -EPROTO);
+	assert_int_equal(mig_epoch_set_state(&e, &st, 1, why, sizeof(why)), -EPROTO);
+	assert_int_equal(mig_epoch_end(&e, 1, 0, 0, 0, ram_apply, &r, why, sizeof(why)), -EPROTO);
+	open_epoch(&e, 1);
+	/* No second EPOCH inside one, no unaligned page, no more pages than the guest has. */
+	assert_int_equal(mig_epoch_begin(&e, 2, why, sizeof(why)), -EPROTO);
+	assert_int_equal(mig_epoch_add(&e, 100, fill(p, 1), why, sizeof(why)), -EPROTO);
+	assert_int_equal(mig_epoch_add(&e, 0, fill(p, 1), why, sizeof(why)), 0);
+	assert_int_equal(mig_epoch_add(&e, 0, fill(p, 1), why, sizeof(why)), 0);
+	assert_int_equal(mig_epoch_add(&e, 0, fill(p, 1), why, sizeof(why)), -EPROTO);
+	assert_non_null(strstr(why, "more than 2 pages"));
+	assert_int_equal(mig_epoch_set_state(&e, &st, 1, why, sizeof(why)), 0);
+	assert_int_equal(mig_epoch_set_state(&e, &st, 1, why, sizeof(why)), -EPROTO);
+	mig_epoch_discard(&e);
+	/* Epoch 1 was dropped, not committed: 1 again, then 2. */
+	open_epoch(&e, 1);
+	assert_int_equal(mig_epoch_set_state(&e, &st, 1, why, sizeof(why)), 0);
+	assert_int_equal(mig_epoch_end(&e, 1, 0, 3, 3, ram_apply, &r, why, sizeof(why)), 0);
+	assert_int_equal(mig_epoch_begin(&e, 1, why, sizeof(why)), -EPROTO);
+	open_epoch(&e, 2);
+	mig_epoch_free(&e);
+}
+
+static void test_apply_failure_reported(void **state)
+{
+	struct mig_epoch e;
+	struct ram r = { .fail_at = 1 };
+	uint8_t p[MIG_EPOCH_PAGE], st = 1;
+	char why[160];
+
+	mig_epoch_init(&e, PAGES);
+	open_epoch(&e, 1);
+	assert_int_equal(mig_epoch_add(&e, 0, fill(p, 1), why, sizeof(why)), 0);
+	assert_int_equal(mig_epoch_add(&e, MIG_EPOCH_PAGE, fill(p, 1), why, sizeof(why)), 0);
+	assert_int_equal(mig_epoch_set_state(&e, &st, 1, why, sizeof(why)), 0);
+	assert_int_equal(mig_epoch_end(&e, 1, 2, 0, 0, ram_apply, &r, why, sizeof(why)), -EIO);
+	assert_int_equal(e.committed, 0);
+	/* RAM is half-written: no further epoch can make it a checkpoint again. */
+	assert_true(e.torn);
+	assert_int_equal(mig_epoch_begin(&e, 1, why, sizeof(why)), -EPROTO);
+	mig_epoch_free(&e);
+}
+
+static enum mig_failover_action decide(uint64_t now, uint64_t heard, enum mig_failover_mode mode,
+				       bool lost, bool asked)
+{
+	struct mig_failover_in in = {
+		.now_ns = now, .last_heard_ns = heard, .timeout_ns = SEC, .mode = mode,
+		.link_lost = lost, .operator_asked = asked,
+	};
+	const char *reason = NULL;
+	enum mig_failover_action a = mig_failover_decide(&in, &reason);
+
+	assert_non_null(reason);
+	return a;
+}
+
+static void test_failover_auto(void **state)
+{
+	/* Heard recently: wait, connected or not. */
+	assert_int_equal(decide(10 * SEC, 10 * SEC - 100 * MS, MIG_FAILOVER_AUTO, false, false),
+			 MIG_FAILOVER_WAIT);
+	assert_int_equal(decide(10 * SEC, 10 * SEC - 999 * MS, MIG_FAILOVER_AUTO, true, false),
+			 MIG_FAILOVER_WAIT);
+	/* Silent for the timeout: take over, lost connection or stalled link alike. */
+	assert_int_equal(decide(10 * SEC, 9 * SEC, MIG_FAILOVER_AUTO, true, false),
+			 MIG_FAILOVER_TAKEOVER);
+	assert_int_equal(decide(10 * SEC, 8 * SEC, MIG_FAILOVER_AUTO, false, false),
+			 MIG_FAILOVER_TAKEOVER);
+	/* A clock that seems to run backwards is no silence. */
+	assert_int_equal(decide(SEC, 5 * SEC, MIG_FAILOVER_AUTO, true, false), MIG_FAILOVER_WAIT);
+	/* The operator may always ask. */
+	assert_int_equal(decide(SEC, SEC, MIG_FAILOVER_AUTO, false, true), MIG_FAILOVER_TAKEOVER);
+}
+
+static void test_failover_manual(void **state)
+{
+	assert_int_equal(decide(100 * SEC, SEC, MIG_FAILOVER_MANUAL, true, false),
+			 MIG_FAILOVER_WAIT);
+	assert_int_equal(decide(100 * SEC, SEC, MIG_FAILOVER_MANUAL, false, false),
+			 MIG_FAILOVER_WAIT);
+	assert_int_equal(decide(100 * SEC, SEC, MIG_FAILOVER_MANUAL, true, true),
+			 MIG_FAILOVER_TAKEOVER);
+}
+
+static void test_fence(void **state)
+{
+	uint64_t f;
+	char why[200];
+
+	assert_int_equal(mig_heartbeat_ns(SEC), 100 * MS);
+	assert_int_equal(mig_heartbeat_ns(50 * MS), 10 * MS);
+	/* Default: half the standby's. */
+	assert_int_equal(mig_fence_pick(0, SEC, 100 * MS, &f, why, sizeof(why)), 0);
+	assert_int_equal(f, 500 * MS);
+	assert_int_equal(mig_fence_pick(400 * MS, SEC, 100 * MS, &f, why, sizeof(why)), 0);
+	assert_int_equal(f, 400 * MS);
+	/* More than half the standby's could let both run. */
+	assert_int_equal(mig_fence_pick(600 * MS, SEC, 100 * MS, &f, why, sizeof(why)), -EINVAL);
+	assert_non_null(strstr(why, "half"));
+	assert_int_equal(mig_fence_pick(2 * SEC, SEC, 100 * MS, &f, why, sizeof(why)), -EINVAL);
+	assert_int_equal(mig_fence_pick(200 * MS, SEC, 100 * MS, &f, why, sizeof(why)), -EINVAL);
+	/* The primary fences before the standby may take over. */
+	assert_false(mig_fence_decide(SEC + 499 * MS, SEC, 500 * MS, MIG_FAILOVER_AUTO));
+	assert_true(mig_fence_decide(SEC + 500 * MS, SEC, 500 * MS, MIG_FAILOVER_AUTO));
+	assert_int_equal(decide(SEC + 500 * MS, SEC, MIG_FAILOVER_AUTO, true, false),
+			 MIG_FAILOVER_WAIT);
+	/* A manual standby never takes over alone: the primary runs on. */
+	assert_false(mig_fence_decide(100 * SEC, SEC, 500 * MS, MIG_FAILOVER_MANUAL));
+}
+
+/*
+ * A cut link, both sides alive, as times: the link breaks at t, the
+ * primary last heard the standby just before, the standby last heard the
+ * primary one heartbeat before t.  At every later instant at most one
+ * side may run the guest.
+ */
+static void test_cut_link_no_split_brain(void **state)
+{
+	const uint64_t F = SEC, hb = mig_heartbeat_ns(F), t = 50 * SEC;
+	uint64_t fence;
+	char why[200];
+
+	assert_int_equal(mig_fence_pick(0, F, hb, &fence, why, sizeof(why)), 0);
+	for (uint64_t now = t; now < t + 5 * SEC; now += MS) {
+		bool primary_runs = !mig_fence_decide(now, t, fence, MIG_FAILOVER_AUTO);
+		bool standby_runs = decide(now, t - hb, MIG_FAILOVER_AUTO, true, false) ==
+				    MIG_FAILOVER_TAKEOVER;
+		assert_false(primary_runs && standby_runs);
+	}
+	/* And the standby does take over in the end. */
+	assert_int_equal(decide(t + 5 * SEC, t - hb, MIG_FAILOVER_AUTO, true, false),
+			 MIG_FAILOVER_TAKEOVER);
+}
+
+/* A stream pair over a socketpair: a writes, b reads. */
+static void stream_pair(struct mig_stream *a, struct mig_stream *b)
+{
+	struct mig_channel *ch[2];
+	int sv[2];
+
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+	assert_int_equal(mig_channel_socket(sv[0], &ch[0]), 0);
+	assert_int_equal(mig_channel_socket(sv[1], &ch[1]), 0);
+	assert_int_equal(mig_stream_init(a, ch[0], 4096), 0);
+	assert_int_equal(mig_stream_init(b, ch[1], 1 << 20), 0);
+	a->timeout_ms = b->timeout_ms = 1000;
+}
+
+/*
+ * An epoch is collected while the guest is paused: nothing leaves until
+ * release, even past the stream's buffer size; then it all arrives, in
+ * order, and the reader's chain before EPOCH_END is the writer's chain
+ * that EPOCH_END names.
+ */
+static void test_hold_and_chain(void **state)
+{
+	struct mig_stream a, b;
+	static uint8_t big[100000], got[100000];
+	uint8_t type;
+	uint32_t len;
+
+	stream_pair(&a, &b);
+	mig_section_write(&a, MIG_SEC_HEARTBEAT, "0123456789abcdef", 16);
+	assert_int_equal(mig_stream_flush(&a), 0);
+	mig_stream_hold(&a, 1 << 20);
+	memset(big, 0x5a, sizeof(big));
+	mig_section_write(&a, MIG_SEC_EPOCH, "\1\0\0\0\0\0\0\0", 8);
+	mig_section_write(&a, MIG_SEC_STATE, big, 60000);
+	assert_int_equal(mig_stream_flush(&a), 0);	/* held: sends nothing */
+	uint64_t chain = a.chain_out;
+	mig_section_write(&a, MIG_SEC_EPOCH_END, &chain, 8);
+	assert_true(a.len > 60000);			/* grew past its 4 KiB */
+	/* Only the heartbeat is readable so far. */
+	assert_int_equal(mig_section_read(&b, got, sizeof(got), &type, &len), 0);
+	assert_int_equal(type, MIG_SEC_HEARTBEAT);
+	assert_int_equal(mig_stream_wait_readable(&b, 50, NULL, 0), 0);
+	assert_int_equal(mig_stream_release(&a), 0);
+	assert_false(a.hold);
+	assert_int_equal(mig_section_read(&b, got, sizeof(got), &type, &len), 0);
+	assert_int_equal(type, MIG_SEC_EPOCH);
+	assert_int_equal(mig_section_read(&b, got, sizeof(got), &type, &len), 0);
+	assert_int_equal(type, MIG_SEC_STATE);
+	assert_int_equal(len, 60000);
+	assert_memory_equal(got, big, 60000);
+	assert_int_equal(mig_section_read(&b, got, sizeof(got), &type, &len), 0);
+	assert_int_equal(type, MIG_SEC_EPOCH_END);
+	uint64_t named;
+	memcpy(&named, got, 8);
+	assert_true(named == b.chain_in_prev);
+	assert_true(b.chain_in == a.chain_out);
+	assert_true(b.chain_in != b.chain_in_prev);
+	mig_stream_destroy(&a);
+	mig_stream_destroy(&b);
+}
+
+/* A held epoch larger than the hold limit goes out as usual, in order, nothing lost. */
+static void test_hold_overflow(void **state)
+{
+	struct mig_stream a, b;
+	static uint8_t big[200000], got[200000];
+	uint8_t type;
+	uint32_t len;
+
+	stream_pair(&a, &b);
+	mig_stream_hold(&a, 8192);
+	memset(big, 0x33, sizeof(big));
+	/* The reader must drain while the writer sends past the socket's buffer. */
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		mig_section_write(&a, MIG_SEC_STATE, big, 150000);
+		_exit(mig_stream_release(&a) ? 1 : 0);
+	}
+	assert_int_equal(mig_section_read(&b, got, sizeof(got), &type, &len), 0);
+	assert_int_equal(type, MIG_SEC_STATE);
+	assert_int_equal(len, 150000);
+	assert_memory_equal(got, big, 150000);
+	int st;
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	mig_stream_destroy(&a);
+	mig_stream_destroy(&b);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_whole_epoch_commits),
+		cmocka_unit_test(test_order_kept),
+		cmocka_unit_test(test_broken_epochs_dropped),
+		cmocka_unit_test(test_sequence_rules),
+		cmocka_unit_test(test_apply_failure_reported),
+		cmocka_unit_test(test_failover_auto),
+		cmocka_unit_test(test_failover_manual),
+		cmocka_unit_test(test_fence),
+		cmocka_unit_test(test_cut_link_no_split_brain),
+		cmocka_unit_test(test_hold_and_chain),
+		cmocka_unit_test(test_hold_overflow),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
