@@ -83,11 +83,22 @@ struct virtio_blk {
 	uint64_t flush_req;		/* (lock) the drain round that also wants a flush */
 	int flush_err;			/* (lock) its result */
 	bool active;			/* (lock) may take requests and write the image */
-	unsigned in_flight;		/* (lock) requests popped, not yet used */
+	unsigned in_flight;		/* (lock) requests popped, not yet done, orphans
+					   included */
+	/*
+	 * (lock) Driver resets so far.  A reset waits at most reset_wait_ms
+	 * for what is in flight; requests still in the backend then are
+	 * orphans (popped in an older generation): they finish, but write
+	 * no status and push nothing on the ring the driver has reset.
+	 */
+	uint64_t gen;
+	unsigned reset_wait_ms;		/* fixed after create (tests lower it) */
+	bool resubmitted;		/* (io) a short read/write went back to the backend */
 	struct virtio_blk_req *reqs;	/* (io) VIRTQ_MAX_SIZE of them */
 	uint16_t free_slots[VIRTQ_MAX_SIZE];	/* (io) */
 	unsigned nr_free;		/* (io) */
-	bool head_busy[VIRTQ_MAX_SIZE];	/* (io) heads now in flight */
+	/* (lock) gen + 1 of the request that holds each head now; else not busy. */
+	uint64_t head_busy[VIRTQ_MAX_SIZE];
 	/*
 	 * What the guest wrote, while someone tracks it (its own lock): every
 	 * completed WRITE, DISCARD and WRITE_ZEROES range is marked.
