@@ -102,11 +102,12 @@ static void t_driver_init(struct virtio_blk *b, bool event_idx)
 	t_wr(b, VIRTIO_MMIO_QUEUE_USED_LOW, (uint32_t)T_USED);
 	t_wr(b, VIRTIO_MMIO_QUEUE_READY, 1);
 	assert_int_equal(t_rd(b, VIRTIO_MMIO_QUEUE_READY), 1);
-	t_wr(b, VIRTIO_MMIO_STATUS, VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER |
-	     VIRTIO_STATUS_FEATURES_OK | VIRTIO_STATUS_DRIVER_OK);
+	/* Empty rings before DRIVER_OK: the device looks at them at once. */
 	memset(t_ptr(T_AVAIL), 0, 4 + 2 * T_QSIZE + 2);
 	memset(t_ptr(T_USED), 0, 4 + 8 * T_QSIZE + 2);
 	next_desc = avail_idx = used_seen = 0;
+	t_wr(b, VIRTIO_MMIO_STATUS, VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER |
+	     VIRTIO_STATUS_FEATURES_OK | VIRTIO_STATUS_DRIVER_OK);
 }
 
 static uint16_t t_desc(uint64_t addr, uint32_t len, uint16_t flags)
@@ -832,6 +833,61 @@ static void test_reset_while_backend_hangs(void **state)
 	assert_int_equal(t_rd(&blk, VIRTIO_MMIO_STATUS) & VIRTIO_STATUS_NEEDS_RESET, 0);
 }
 
+/*
+ * The driver turns the queue off while requests are in flight and changes
+ * its size (to 0, then to more than the ring that was checked): the
+ * requests finish without pushing through the old ring (which used to
+ * divide by the new size of 0, or write past the ring), and the device
+ * works again once set up anew.
+ */
+static void test_queue_off_in_flight(void **state)
+{
+	uint32_t len;
+
+	t_shim_install();
+	__atomic_store_n(&t_hold, true, __ATOMIC_RELEASE);
+	struct t_buf rd[2][1] = { { { T_DATA, 512, true } }, { { T_DATA + 0x1000, 512, true } } };
+	t_offer(VIRTIO_BLK_T_IN, 9, rd[0], 1, false, &blk);
+	t_offer(VIRTIO_BLK_T_IN, 10, rd[1], 1, true, &blk);
+	for (int i = 0; i < 5000 && t_in_flight() != 2; i++)
+		usleep(1000);
+	assert_int_equal(t_in_flight(), 2);
+
+	t_wr(&blk, VIRTIO_MMIO_QUEUE_SEL, 0);
+	t_wr(&blk, VIRTIO_MMIO_QUEUE_READY, 0);
+	assert_int_equal(t_rd(&blk, VIRTIO_MMIO_QUEUE_READY), 0);
+	t_wr(&blk, VIRTIO_MMIO_QUEUE_NUM, 0);
+	__atomic_store_n(&t_hold, false, __ATOMIC_RELEASE);
+	t_wr(&blk, VIRTIO_MMIO_QUEUE_NOTIFY, 0);	/* wakes the thread: it releases them */
+	for (int i = 0; i < 5000 && t_in_flight(); i++)
+		usleep(1000);
+	assert_int_equal(t_in_flight(), 0);
+	assert_int_equal(le_get(t_ptr(T_USED + 2), 2), 0);
+
+	/* Larger than what was mapped, with one more in flight: nothing past the ring. */
+	t_driver_init(&blk, true);
+	__atomic_store_n(&t_hold, true, __ATOMIC_RELEASE);
+	t_offer(VIRTIO_BLK_T_IN, 11, rd[0], 1, true, &blk);
+	for (int i = 0; i < 5000 && t_in_flight() != 1; i++)
+		usleep(1000);
+	assert_int_equal(t_in_flight(), 1);
+	memset(t_ptr(T_USED + 4 + 8 * T_QSIZE + 2), 0x77, 8 * 256);
+	t_wr(&blk, VIRTIO_MMIO_QUEUE_READY, 0);
+	t_wr(&blk, VIRTIO_MMIO_QUEUE_NUM, 256);
+	__atomic_store_n(&t_hold, false, __ATOMIC_RELEASE);
+	t_wr(&blk, VIRTIO_MMIO_QUEUE_NOTIFY, 0);
+	for (int i = 0; i < 5000 && t_in_flight(); i++)
+		usleep(1000);
+	assert_int_equal(t_in_flight(), 0);
+	assert_int_equal(le_get(t_ptr(T_USED + 2), 2), 0);
+	for (unsigned k = 0; k < 8 * 256; k++)
+		assert_int_equal(*t_ptr(T_USED + 4 + 8 * T_QSIZE + 2 + k), 0x77);
+
+	t_driver_init(&blk, true);
+	assert_int_equal(t_request(VIRTIO_BLK_T_IN, 12, rd[0], 1, &len), VIRTIO_BLK_S_OK);
+	assert_int_equal(*t_ptr(T_DATA), 12);
+}
+
 int main(void)
 {
 	struct io_uring probe;
@@ -854,6 +910,7 @@ int main(void)
 		cmocka_unit_test(test_disk_option),
 		cmocka_unit_test_setup_teardown(test_short_io, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_reset_while_backend_hangs, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_queue_off_in_flight, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
