@@ -833,6 +833,27 @@ static void test_reset_while_backend_hangs(void **state)
 	assert_int_equal(t_rd(&blk, VIRTIO_MMIO_STATUS) & VIRTIO_STATUS_NEEDS_RESET, 0);
 }
 
+/* Ending ferry while the backend hangs on a request: destroy returns, bounded. */
+static void test_destroy_while_backend_hangs(void **state)
+{
+	struct timespec t0, t1;
+
+	t_shim_install();
+	blk.stop_wait_ms = 200;
+	__atomic_store_n(&t_hold, true, __ATOMIC_RELEASE);
+	struct t_buf rd[1] = { { T_DATA, 512, true } };
+	t_offer(VIRTIO_BLK_T_IN, 5, rd, 1, true, &blk);
+	for (int i = 0; i < 5000 && t_in_flight() != 1; i++)
+		usleep(1000);
+	assert_int_equal(t_in_flight(), 1);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	virtio_blk_destroy(&blk);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	double took = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+	assert_true(took >= 0.15 && took < 3.0);
+	assert_null(blk.reqs);
+}
+
 /*
  * The driver turns the queue off while requests are in flight and changes
  * its size (to 0, then to more than the ring that was checked): the
@@ -911,6 +932,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_short_io, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_reset_while_backend_hangs, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_queue_off_in_flight, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_destroy_while_backend_hangs, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -93,6 +93,7 @@ struct virtio_blk {
 	 */
 	uint64_t gen;
 	unsigned reset_wait_ms;		/* fixed after create (tests lower it) */
+	unsigned stop_wait_ms;		/* destroy's wait for the backend (the same) */
 	bool resubmitted;		/* (io) a short read/write went back to the backend */
 	struct virtio_blk_req *reqs;	/* (io) VIRTQ_MAX_SIZE of them */
 	uint16_t free_slots[VIRTQ_MAX_SIZE];	/* (io) */
@@ -113,7 +114,10 @@ struct virtio_blk {
  */
 int virtio_blk_create(struct virtio_blk *b, const struct virtio_blk_config *c)
 	__attribute__((warn_unused_result));
-/* Stop the thread (after what is in flight) and free everything. */
+/*
+ * Stop the thread (after what is in flight, for at most stop_wait_ms: what
+ * a hung backend still holds is abandoned) and free everything.
+ */
 void virtio_blk_destroy(struct virtio_blk *b);
 
 /*

@@ -28,6 +28,8 @@
  * requests in flight before it leaves them behind as orphans.
  */
 #define VIRTIO_BLK_RESET_WAIT_MS 1000
+/* How long destroy (ferry ending) waits for a backend to finish what it took. */
+#define VIRTIO_BLK_STOP_WAIT_MS 5000
 
 static void blk_signal(int fd)
 {
@@ -173,6 +175,8 @@ static void *blk_thread(void *arg)
 		{ .fd = b->ctl_fd, .events = POLLIN },
 	};
 	char name[16];
+	struct timespec give_up = { 0 };	/* stopping: when to stop waiting for the backend */
+	bool stopping = false;
 
 	snprintf(name, sizeof(name), "disk%u", b->index);
 	pthread_setname_np(pthread_self(), name);
@@ -180,7 +184,7 @@ static void *blk_thread(void *arg)
 		/* What the backend waits for changes (NBD: the socket's direction). */
 		p[1].fd = b->bk.ops->poll_fd(&b->bk, &p[1].events);
 		p[1].revents = 0;
-		if (poll(p, 3, -1) < 0 && errno != EINTR)
+		if (poll(p, 3, stopping ? 50 : -1) < 0 && errno != EINTR)
 			break;
 		if (p[0].revents & POLLIN)
 			blk_consume(p[0].fd);
@@ -219,9 +223,36 @@ static void *blk_thread(void *arg)
 			b->drain_done = asked;
 			pthread_cond_broadcast(&b->cond);
 		}
+		unsigned left = b->in_flight;
 		pthread_mutex_unlock(&t->lock);
 		if (stop && idle)
 			break;
+		/*
+		 * Stopping with requests in a backend that does not answer (an
+		 * NBD server gone): wait stop_wait_ms, not for ever, so that ferry
+		 * can end.  What the backend still holds is abandoned with it
+		 * (closing it cancels them); nothing here touches them again.
+		 */
+		if (stop && !stopping) {
+			stopping = true;
+			clock_gettime(CLOCK_MONOTONIC, &give_up);
+			give_up.tv_sec += b->stop_wait_ms / 1000;
+			give_up.tv_nsec += (long)(b->stop_wait_ms % 1000) * 1000000L;
+			if (give_up.tv_nsec >= 1000000000L) {
+				give_up.tv_sec++;
+				give_up.tv_nsec -= 1000000000L;
+			}
+		}
+		if (stopping) {
+			struct timespec now;
+			clock_gettime(CLOCK_MONOTONIC, &now);
+			if (now.tv_sec > give_up.tv_sec ||
+			    (now.tv_sec == give_up.tv_sec && now.tv_nsec >= give_up.tv_nsec)) {
+				pr_warn("disk %u: %u requests still in the %s backend after %u ms; "
+					"abandoned", b->index, left, b->bk.ops->name, b->stop_wait_ms);
+				break;
+			}
+		}
 	}
 	return NULL;
 }
@@ -322,6 +353,7 @@ int virtio_blk_create(struct virtio_blk *b, const struct virtio_blk_config *c)
 	b->index = c->index;
 	b->active = !c->inactive;
 	b->reset_wait_ms = VIRTIO_BLK_RESET_WAIT_MS;
+	b->stop_wait_ms = VIRTIO_BLK_STOP_WAIT_MS;
 	err = block_open(&b->bk, c->disk, b->active, why, sizeof(why));
 	if (err == -EBUSY)
 		pr_err("%s", why);	/* the whole story: in use, by whom, what to do */
