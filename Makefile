@@ -97,7 +97,11 @@ $(BUILD)/fuzzobj/%.o: %.c | $(DEPS_STAMP)
 $(BUILD)/fuzz/%: $(BUILD)/fuzzobj/tests/fuzz/%.o $(FUZZ_OBJS)
 	@$(if $(Q),echo "  LD [fuzz] $@")
 	$(Q)mkdir -p $(@D)
-	$(Q)$(FUZZ_CC) $(FUZZFLAGS) -fsanitize=fuzzer $^ -o $@ $(LDLIBS)
+	$(Q)$(FUZZ_CC) $(FUZZFLAGS) -fsanitize=fuzzer $^ -o $@ $(FUZZ_LDFLAGS) $(LDLIBS)
+
+# Without /dev/kvm the loader's machines are the harness's own (no VM behind them).
+$(BUILD)/fuzz/fuzz_incoming: FUZZ_LDFLAGS := -Wl,--wrap=machine_create \
+	-Wl,--wrap=machine_state_apply -Wl,--wrap=machine_state_encode
 
 .PHONY: fuzz fuzz-long fuzz-merge fuzz-seeds
 fuzz: $(FUZZ_BINS)

@@ -60,6 +60,7 @@
 #include "util/log.h"
 #include "util/vmstate.h"
 #include "board/machine.h"
+#include "vmm/iobus.h"
 #include "board/machine_state.h"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
@@ -80,6 +81,91 @@ static struct net_config fz_nic;	/* FZ_NET: one end of a socket pair */
 static bool fz_verbose;		/* FUZZ_INCOMING_VERBOSE: print each outcome */
 static char fz_sock[128];
 static char fz_uri[160];
+
+/* ---- a machine without KVM ------------------------------------------------ */
+
+static bool fz_kvm;		/* /dev/kvm is usable: the loader makes real VMs */
+
+int __real_machine_create(struct machine *m, const struct machine_config *cfg);
+
+static void fz_no_irq(void *opaque, int level)
+{
+	(void)opaque;
+	(void)level;
+}
+int __wrap_machine_create(struct machine *m, const struct machine_config *cfg);
+
+/*
+ * The loader's machine_create (linked with --wrap): with /dev/kvm the real
+ * one; without, a machine with no KVM VM behind it (no vCPUs, no irqchip,
+ * an empty CPUID table), but real guest RAM (a memfd) and the real devices
+ * (COM1 with no backend, debug-exit, disks, NICs), which is all that the
+ * sections before STATE touch.  So every section up to STATE, STATE's
+ * decoding and device checks, and the sections after it up to the first
+ * use of a vCPU (--verify's digest of the state read back, applying it
+ * at END) are fuzzed anywhere; what needs the vCPUs fails there with its
+ * reason.
+ * machine_destroy() takes it apart like a real one (its fds are -1).
+ */
+int __wrap_machine_create(struct machine *m, const struct machine_config *cfg)
+{
+	struct vm *vm = &m->vm;
+	pthread_condattr_t ca;
+	int err;
+
+	if (fz_kvm)
+		return __real_machine_create(m, cfg);
+	memset(m, 0, sizeof(*m));
+	m->serial_chr.out_fd = m->serial_chr.in_fd = m->serial_chr.listen_fd = -1;
+	vm->kvm_fd = vm->vm_fd = vm->stop_efd = -1;
+	vm->mem.fd = -1;
+	for (unsigned i = 0; i < VM_MAX_VCPUS; i++)
+		vm->vcpus[i].fd = -1;
+	pthread_mutex_init(&vm->lock, NULL);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&vm->cond, &ca);
+	pthread_condattr_destroy(&ca);
+	iobus_init(&vm->pio, "port I/O");
+	iobus_init(&vm->mmio, "MMIO");
+	vm->state = VM_STATE_CREATED;
+	if (cfg->vcpus < 1 || cfg->vcpus > VM_MAX_VCPUS)
+		return -EINVAL;
+	vm->nr_vcpus = cfg->vcpus;
+	vm->cpuid = calloc(1, sizeof(*vm->cpuid));
+	m->kernel = strdup("(incoming migration)");
+	m->cmdline = strdup(cfg->cmdline ? cfg->cmdline : "");
+	if (!vm->cpuid || !m->kernel || !m->cmdline)
+		return -ENOMEM;
+	serial_init(&m->com1, &m->serial_chr, fz_no_irq, NULL);
+	m->devs[m->nr_devs++] = (struct machine_dev){ .id = DEVICE_SERIAL, .dev = &m->com1 };
+	m->devs[m->nr_devs++] = (struct machine_dev){ .id = DEVICE_DEBUG_EXIT, .dev = &m->vm };
+	err = guest_memory_create(&vm->mem, cfg->memory);
+	if (!err)
+		err = machine_virtio_add_disks(m, cfg);
+	if (!err)
+		err = machine_virtio_add_nics(m, cfg);
+	return err;
+}
+
+/*
+ * What needs the vCPUs (also wrapped): without KVM, refused with a reason
+ * where the real ones would reach for a vCPU that is not there.
+ */
+int __real_machine_state_apply(struct machine *m, const struct machine_state *st);
+int __wrap_machine_state_apply(struct machine *m, const struct machine_state *st);
+int __real_machine_state_encode(struct machine *m, struct vmstate_buf *out);
+int __wrap_machine_state_encode(struct machine *m, struct vmstate_buf *out);
+
+int __wrap_machine_state_apply(struct machine *m, const struct machine_state *st)
+{
+	return fz_kvm ? __real_machine_state_apply(m, st) : -ENODEV;
+}
+
+int __wrap_machine_state_encode(struct machine *m, struct vmstate_buf *out)
+{
+	return fz_kvm ? __real_machine_state_encode(m, out) : -ENODEV;
+}
 
 /* ---- one run ----------------------------------------------------------- */
 
@@ -801,7 +887,7 @@ static void fz_seeds(const char *dir)
 	fz_seeds_no_kvm(dir, img);
 	vmstate_buf_init(&st1);
 	vmstate_buf_init(&st2);
-	if (fz_state(1, &st1) || fz_state(2, &st2)) {
+	if (!fz_kvm || fz_state(1, &st1) || fz_state(2, &st2)) {
 		fprintf(stderr, "no /dev/kvm: the seeds with a STATE section (verified-2-passes, "
 			"2-vcpus-zero-pages, postcopy-*) were not written\n");
 		exit(0);
@@ -904,10 +990,12 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	log_set_level(LOG_ERROR);
 	fz_verbose = getenv("FUZZ_INCOMING_VERBOSE") != NULL;
 	signal(SIGPIPE, SIG_IGN);
+	fz_kvm = access("/dev/kvm", R_OK | W_OK) == 0;
 	if (seeds && *seeds)
 		fz_seeds(seeds);
-	if (access("/dev/kvm", R_OK | W_OK) < 0)
-		fprintf(stderr, "fuzz_incoming: no /dev/kvm: valid CONFIGs will fail to create a VM\n");
+	if (!fz_kvm)
+		fprintf(stderr, "fuzz_incoming: no /dev/kvm: machines without a VM; STATE and what "
+			"follows it are not reached\n");
 	strcpy(fz_dir, "/tmp/ferry-fuzz-XXXXXX");
 	if (!mkdtemp(fz_dir)) {
 		perror("mkdtemp");
