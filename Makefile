@@ -120,14 +120,16 @@ fuzz-long:
 
 # The seeds again: the named ones (generated or hand-made) as they are, and of
 # the rest (tests/fuzz/seeds, $(BUILD)/fuzz/corpus-NAME) only the inputs that
-# reach code the others do not (libFuzzer's -merge=1).
+# reach code the others do not, a near-minimal set of them (libFuzzer's
+# -set_cover_merge=1 on edges alone, -use_counters=0: hit counts would keep
+# many more).
 fuzz-merge: $(FUZZ_BINS)
 	$(Q)for f in $(FUZZ_BINS); do n=$$(basename $$f); d=$(BUILD)/fuzz/merge-$$n; \
 		rm -rf $$d $$d.old; mkdir -p $$d $$d.old $(BUILD)/fuzz/corpus-$$n; \
 		find tests/fuzz/seeds/$$n -type f -regextype egrep -regex '.*/[0-9a-f]{40}' \
 		    -exec mv {} $$d.old/ \; ; \
 		cp tests/fuzz/seeds/$$n/* $$d/ 2>/dev/null; \
-		$$f -merge=1 -max_len=65536 -timeout=20 -rss_limit_mb=4096 $$d $$d.old \
+		$$f -set_cover_merge=1 -use_counters=0 -max_len=65536 -timeout=20 -rss_limit_mb=4096 $$d $$d.old \
 		    $(BUILD)/fuzz/corpus-$$n >$$d.log 2>&1 || { tail -n 20 $$d.log; exit 1; }; \
 		cp $$d/* tests/fuzz/seeds/$$n/; \
 		echo "  MERGE   $$n: $$(ls tests/fuzz/seeds/$$n | wc -l) seeds"; \
