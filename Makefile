@@ -74,8 +74,11 @@ $(BUILD)/tests/%: $(BUILD)/san/tests/kvm/%.o $(FERRY_SAN_OBJS)
 
 # libFuzzer targets (tests/fuzz/fuzz_*.c), built with clang: ferry's sources
 # are compiled again with -fsanitize=fuzzer-no-link so the loader is
-# instrumented.  make check runs each briefly (tests/system/fuzz_short.sh);
-# make fuzz runs them for half an hour, growing $(BUILD)/fuzz/corpus-NAME.
+# instrumented (tests/fuzz/README.md).  make check runs each briefly over its
+# seeds (tests/system/fuzz_short.sh); make fuzz runs each for FUZZ_SECONDS
+# (60), make fuzz-long for an hour each, growing $(BUILD)/fuzz/corpus-NAME;
+# make fuzz-merge keeps what reached new code in tests/fuzz/seeds (minimised);
+# make fuzz-seeds writes the generated seeds again.
 FUZZ_CC    ?= clang
 FUZZFLAGS  := -std=gnu11 -O1 -g -fno-strict-aliasing -fno-omit-frame-pointer \
 	-fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=all $(WARNINGS) \
@@ -83,7 +86,7 @@ FUZZFLAGS  := -std=gnu11 -O1 -g -fno-strict-aliasing -fno-omit-frame-pointer \
 FUZZ_SRCS  := $(sort $(wildcard tests/fuzz/fuzz_*.c))
 FUZZ_BINS  := $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,$(FUZZ_SRCS))
 FUZZ_OBJS  := $(FERRY_SRCS:%.c=$(BUILD)/fuzzobj/%.o)
-FUZZ_LONG  ?= -max_total_time=1800
+FUZZ_SECONDS ?= 60
 FUZZ_OPTS  := -max_len=65536 -timeout=20 -rss_limit_mb=4096 -print_final_stats=1
 
 $(BUILD)/fuzzobj/%.o: %.c | $(DEPS_STAMP)
@@ -94,15 +97,49 @@ $(BUILD)/fuzzobj/%.o: %.c | $(DEPS_STAMP)
 $(BUILD)/fuzz/%: $(BUILD)/fuzzobj/tests/fuzz/%.o $(FUZZ_OBJS)
 	@$(if $(Q),echo "  LD [fuzz] $@")
 	$(Q)mkdir -p $(@D)
-	$(Q)$(FUZZ_CC) $(FUZZFLAGS) -fsanitize=fuzzer $^ -o $@ $(LDLIBS)
+	$(Q)$(FUZZ_CC) $(FUZZFLAGS) -fsanitize=fuzzer $^ -o $@ $(FUZZ_LDFLAGS) $(LDLIBS)
 
-.PHONY: fuzz
+# Without /dev/kvm the loader's machines are the harness's own (no VM behind them).
+$(BUILD)/fuzz/fuzz_incoming: FUZZ_LDFLAGS := -Wl,--wrap=machine_create \
+	-Wl,--wrap=machine_state_apply -Wl,--wrap=machine_state_encode
+
+.PHONY: fuzz fuzz-long fuzz-merge fuzz-seeds
 fuzz: $(FUZZ_BINS)
 	$(Q)for f in $(FUZZ_BINS); do n=$$(basename $$f); \
 		mkdir -p $(BUILD)/fuzz/corpus-$$n; \
-		$$f $(FUZZ_OPTS) $(FUZZ_LONG) -artifact_prefix=$(BUILD)/fuzz/$$n- \
-		    $(BUILD)/fuzz/corpus-$$n tests/fuzz/seeds/$$n || exit 1; \
+		echo "  FUZZ    $$n ($(FUZZ_SECONDS) s)"; \
+		$$f $(FUZZ_OPTS) -max_total_time=$(FUZZ_SECONDS) -artifact_prefix=$(BUILD)/fuzz/$$n- \
+		    $(BUILD)/fuzz/corpus-$$n tests/fuzz/seeds/$$n >$(BUILD)/fuzz/$$n.log 2>&1 || \
+		    { tail -n 40 $(BUILD)/fuzz/$$n.log; exit 1; }; \
+		grep -E '^stat::(number_of_executed_units|peak_rss)' $(BUILD)/fuzz/$$n.log; \
 	done
+
+# An hour of each (FUZZ_SECONDS=N for another length); not in make check.
+fuzz-long:
+	$(Q)$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=$(if $(filter command line environment,$(origin FUZZ_SECONDS)),$(FUZZ_SECONDS),3600)
+
+# The seeds again: the named ones (generated or hand-made) as they are, and of
+# the rest (tests/fuzz/seeds, $(BUILD)/fuzz/corpus-NAME) only the inputs that
+# reach code the others do not, a near-minimal set of them (libFuzzer's
+# -set_cover_merge=1 on edges alone, -use_counters=0: hit counts would keep
+# many more).
+fuzz-merge: $(FUZZ_BINS)
+	$(Q)for f in $(FUZZ_BINS); do n=$$(basename $$f); d=$(BUILD)/fuzz/merge-$$n; \
+		rm -rf $$d $$d.old; mkdir -p $$d $$d.old $(BUILD)/fuzz/corpus-$$n; \
+		find tests/fuzz/seeds/$$n -type f -regextype egrep -regex '.*/[0-9a-f]{40}' \
+		    -exec mv {} $$d.old/ \; ; \
+		cp tests/fuzz/seeds/$$n/* $$d/ 2>/dev/null; \
+		$$f -set_cover_merge=1 -use_counters=0 -max_len=65536 -timeout=20 -rss_limit_mb=4096 $$d $$d.old \
+		    $(BUILD)/fuzz/corpus-$$n >$$d.log 2>&1 || { tail -n 20 $$d.log; exit 1; }; \
+		cp $$d/* tests/fuzz/seeds/$$n/; \
+		echo "  MERGE   $$n: $$(ls tests/fuzz/seeds/$$n | wc -l) seeds"; \
+	done
+
+# The generated seeds (tests/fuzz/README.md says which need /dev/kvm).
+fuzz-seeds: $(FUZZ_BINS)
+	$(Q)FUZZ_INCOMING_SEEDS=tests/fuzz/seeds/fuzz_incoming $(BUILD)/fuzz/fuzz_incoming
+	$(Q)FUZZ_RETURN_PATH_SEEDS=tests/fuzz/seeds/fuzz_return_path $(BUILD)/fuzz/fuzz_return_path
+	$(Q)FUZZ_SAVEFILE_SEEDS=tests/fuzz/seeds/fuzz_savefile $(BUILD)/fuzz/fuzz_savefile
 
 # Helpers the end-to-end tests run (not tests themselves).
 TOOL_SRCS := $(sort $(wildcard tests/tools/*.c))

@@ -241,10 +241,36 @@ static int block_chunk_sums(struct mig_block *b, unsigned i, uint64_t *sums)
 	return 0;
 }
 
+int mig_block_sums_apply(const uint8_t *buf, uint32_t len, unsigned disk, uint64_t chunks,
+			 const uint64_t *ours, uint64_t *owed, uint64_t *next, uint64_t *differ,
+			 char *why, size_t whylen)
+{
+	uint64_t first = len >= 13 ? le_get(buf + 1, 8) : 0;
+	uint32_t count = len >= 13 ? (uint32_t)le_get(buf + 9, 4) : 0;
+
+	if (len < 13 || buf[0] != disk || first != *next || *next > chunks || !count ||
+	    count > MIG_BLOCK_SUMS_MAX || count > chunks - first || len != 13 + 8 * count) {
+		snprintf(why, whylen, "destination's digests of disk %u are malformed (%u bytes, "
+			 "disk %u, chunks %llu + %u; want %llu + up to %u)", disk, len,
+			 len ? buf[0] : 0, (unsigned long long)first, count,
+			 (unsigned long long)*next, MIG_BLOCK_SUMS_MAX);
+		return -EPROTO;
+	}
+	for (uint32_t k = 0; k < count; k++) {
+		uint64_t c = first + k;
+		if (le_get(buf + 13 + 8 * k, 8) != ours[c]) {
+			owed[c / 64] |= 1ULL << (c % 64);
+			(*differ)++;
+		}
+	}
+	*next = first + count;
+	return 0;
+}
+
 /*
  * One BLOCK_SUMS section for disk i, the next after `*next` chunks: each
- * chunk whose digest differs from ours is owed.  Every byte came from the
- * destination: checked.  0 or -errno (reason on the stream).
+ * chunk whose digest differs from ours is owed.  0 or -errno (reason on
+ * the stream).
  */
 static int block_read_sums(struct migration *mig, unsigned i, const uint64_t *ours,
 			   uint64_t *next, uint64_t *differ)
@@ -255,6 +281,7 @@ static int block_read_sums(struct migration *mig, unsigned i, const uint64_t *ou
 	int err = buf ? mig_section_read(&mig->s, buf, cap, &type, &len) : -ENOMEM;
 	int32_t status;
 	const char *msg;
+	char why[200];
 	int n;
 
 	if (!err && type == MIG_SEC_RESULT && !mig_result_parse(buf, len, &status, &msg, &n)) {
@@ -265,31 +292,14 @@ static int block_read_sums(struct migration *mig, unsigned i, const uint64_t *ou
 				type);
 		err = -EPROTO;
 	}
-	if (err) {
-		free(buf);
-		return err;
+	if (!err) {
+		err = mig_block_sums_apply(buf, len, i, d->chunks, ours, d->owed, next, differ, why,
+					   sizeof(why));
+		if (err)
+			mig_stream_fail(&mig->s, err, "%s", why);
 	}
-	uint64_t first = len >= 13 ? le_get(buf + 1, 8) : 0;
-	uint32_t count = len >= 13 ? (uint32_t)le_get(buf + 9, 4) : 0;
-	if (len < 13 || buf[0] != i || first != *next || !count || count > MIG_BLOCK_SUMS_MAX ||
-	    count > d->chunks - first || len != 13 + 8 * count) {
-		mig_stream_fail(&mig->s, -EPROTO, "destination's digests of disk %u are malformed "
-				"(%u bytes, disk %u, chunks %llu + %u; want %llu + up to %u)", i, len,
-				buf[0], (unsigned long long)first, count, (unsigned long long)*next,
-				MIG_BLOCK_SUMS_MAX);
-		free(buf);
-		return -EPROTO;
-	}
-	for (uint32_t k = 0; k < count; k++) {
-		uint64_t c = first + k;
-		if (le_get(buf + 13 + 8 * k, 8) != ours[c]) {
-			d->owed[c / 64] |= 1ULL << (c % 64);
-			(*differ)++;
-		}
-	}
-	*next = first + count;
 	free(buf);
-	return 0;
+	return err;
 }
 
 /*

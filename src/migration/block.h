@@ -33,6 +33,19 @@ enum mig_block_rec {
 #define MIG_BLOCK_SUMS_MAX	8192u
 
 /*
+ * Source, copy-storage=incremental: one BLOCK_SUMS payload from the
+ * destination (disk u8, first chunk u64, count u32, count x u64 XXH3) for
+ * disk `disk` of `chunks` 64 KiB chunks, expected to start at *next: set
+ * the bit in owed (a bit per chunk) of each chunk whose digest differs from
+ * ours[c], count them in *differ, advance *next.  Every byte is the
+ * destination's: a wrong disk, a gap, a count past the disk or a length
+ * that does not match is -EPROTO with the reason in why.
+ */
+int mig_block_sums_apply(const uint8_t *buf, uint32_t len, unsigned disk, uint64_t chunks,
+			 const uint64_t *ours, uint64_t *owed, uint64_t *next, uint64_t *differ,
+			 char *why, size_t whylen) __attribute__((warn_unused_result));
+
+/*
  * Destination: this process was started to receive its disks' contents
  * (ferry run --incoming --copy-storage).  Without it, block sections are
  * refused; with it, a migration that did not copy every disk is.

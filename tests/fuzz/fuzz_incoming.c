@@ -10,7 +10,10 @@
  * bit 1 set: a u32 (little-endian) follows, the length of the first
  * connection's stream; the rest of the input is sent on a second
  * connection, as a source resuming a broken post-copy would (header,
- * RESUME, RAM, DIGEST, POSTCOPY_DONE).
+ * RESUME, RAM, DIGEST, POSTCOPY_DONE).  Mode bit 2 set: the destination has
+ * one 1 MiB disk to receive (--copy-storage), so block SOURCE sections
+ * reach their loader; bit 3 set: it has one NIC (over a socket, no tap), so
+ * forwarded frames (net SOURCE sections) reach the hold.
  *
  * Each run: a feeder thread connects to the loader's socket, writes the
  * stream, half-closes, and drains the return path; the loader builds a
@@ -24,8 +27,9 @@
  * handshake after a broken connection, run the production code; only the
  * vCPUs (which would fault on the pages) are missing.
  *
- * FUZZ_INCOMING_SEEDS=DIR: write seed streams (taken from a real KVM VM's
- * state) into DIR and exit.  FUZZ_INCOMING_VERBOSE=1: print each outcome.
+ * FUZZ_INCOMING_SEEDS=DIR: write the seed streams into DIR and exit (those
+ * with a STATE section take it from a real KVM VM: only where /dev/kvm is;
+ * the others anywhere).  FUZZ_INCOMING_VERBOSE=1: print each outcome.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -38,19 +42,25 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/timerfd.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 #include <xxhash.h>
 
 #include "migration/block.h"
+#include "migration/block_internal.h"
 #include "migration/digest.h"
 #include "migration/codec/codec.h"
+#include "migration/commit.h"
+#include "devices/net/backend.h"
+#include "devices/virtio/net.h"
 #include "migration/format.h"
 #include "migration/dest/incoming.h"
 #include "util/log.h"
 #include "util/vmstate.h"
 #include "board/machine.h"
+#include "vmm/iobus.h"
 #include "board/machine_state.h"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
@@ -62,12 +72,100 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 #define FZ_RESUME	0x02	/* a second connection resumes the first */
 #define FZ_RESUME_MS	300	/* how long the loader waits for it */
 #define FZ_DISK		0x04	/* the destination has one 1 MiB disk to receive (--copy-storage) */
+#define FZ_NET		0x08	/* the destination has one NIC (an fd backend) */
+#define FZ_COMMIT_MS	50	/* after END: how long the switchover waits for GO */
 
 static char fz_dir[64];
 static struct block_config fz_disk;	/* FZ_DISK: a 1 MiB image in fz_dir */
+static struct net_config fz_nic;	/* FZ_NET: one end of a socket pair */
 static bool fz_verbose;		/* FUZZ_INCOMING_VERBOSE: print each outcome */
 static char fz_sock[128];
 static char fz_uri[160];
+
+/* ---- a machine without KVM ------------------------------------------------ */
+
+static bool fz_kvm;		/* /dev/kvm is usable: the loader makes real VMs */
+
+int __real_machine_create(struct machine *m, const struct machine_config *cfg);
+
+static void fz_no_irq(void *opaque, int level)
+{
+	(void)opaque;
+	(void)level;
+}
+int __wrap_machine_create(struct machine *m, const struct machine_config *cfg);
+
+/*
+ * The loader's machine_create (linked with --wrap): with /dev/kvm the real
+ * one; without, a machine with no KVM VM behind it (no vCPUs, no irqchip,
+ * an empty CPUID table), but real guest RAM (a memfd) and the real devices
+ * (COM1 with no backend, debug-exit, disks, NICs), which is all that the
+ * sections before STATE touch.  So every section up to STATE, STATE's
+ * decoding and device checks, and the sections after it up to the first
+ * use of a vCPU (--verify's digest of the state read back, applying it
+ * at END) are fuzzed anywhere; what needs the vCPUs fails there with its
+ * reason.
+ * machine_destroy() takes it apart like a real one (its fds are -1).
+ */
+int __wrap_machine_create(struct machine *m, const struct machine_config *cfg)
+{
+	struct vm *vm = &m->vm;
+	pthread_condattr_t ca;
+	int err;
+
+	if (fz_kvm)
+		return __real_machine_create(m, cfg);
+	memset(m, 0, sizeof(*m));
+	m->serial_chr.out_fd = m->serial_chr.in_fd = m->serial_chr.listen_fd = -1;
+	vm->kvm_fd = vm->vm_fd = vm->stop_efd = -1;
+	vm->mem.fd = -1;
+	for (unsigned i = 0; i < VM_MAX_VCPUS; i++)
+		vm->vcpus[i].fd = -1;
+	pthread_mutex_init(&vm->lock, NULL);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&vm->cond, &ca);
+	pthread_condattr_destroy(&ca);
+	iobus_init(&vm->pio, "port I/O");
+	iobus_init(&vm->mmio, "MMIO");
+	vm->state = VM_STATE_CREATED;
+	if (cfg->vcpus < 1 || cfg->vcpus > VM_MAX_VCPUS)
+		return -EINVAL;
+	vm->nr_vcpus = cfg->vcpus;
+	vm->cpuid = calloc(1, sizeof(*vm->cpuid));
+	m->kernel = strdup("(incoming migration)");
+	m->cmdline = strdup(cfg->cmdline ? cfg->cmdline : "");
+	if (!vm->cpuid || !m->kernel || !m->cmdline)
+		return -ENOMEM;
+	serial_init(&m->com1, &m->serial_chr, fz_no_irq, NULL);
+	m->devs[m->nr_devs++] = (struct machine_dev){ .id = DEVICE_SERIAL, .dev = &m->com1 };
+	m->devs[m->nr_devs++] = (struct machine_dev){ .id = DEVICE_DEBUG_EXIT, .dev = &m->vm };
+	err = guest_memory_create(&vm->mem, cfg->memory);
+	if (!err)
+		err = machine_virtio_add_disks(m, cfg);
+	if (!err)
+		err = machine_virtio_add_nics(m, cfg);
+	return err;
+}
+
+/*
+ * What needs the vCPUs (also wrapped): without KVM, refused with a reason
+ * where the real ones would reach for a vCPU that is not there.
+ */
+int __real_machine_state_apply(struct machine *m, const struct machine_state *st);
+int __wrap_machine_state_apply(struct machine *m, const struct machine_state *st);
+int __real_machine_state_encode(struct machine *m, struct vmstate_buf *out);
+int __wrap_machine_state_encode(struct machine *m, struct vmstate_buf *out);
+
+int __wrap_machine_state_apply(struct machine *m, const struct machine_state *st)
+{
+	return fz_kvm ? __real_machine_state_apply(m, st) : -ENODEV;
+}
+
+int __wrap_machine_state_encode(struct machine *m, struct vmstate_buf *out)
+{
+	return fz_kvm ? __real_machine_state_encode(m, out) : -ENODEV;
+}
 
 /* ---- one run ----------------------------------------------------------- */
 
@@ -180,6 +278,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		opts.nr_disks = 1;
 		opts.own_disks = true;
 	}
+	if (size >= 1 && (data[0] & FZ_NET)) {
+		opts.nics = &fz_nic;
+		opts.nr_nics = 1;
+	}
 	pthread_t t;
 	uint8_t *stream;
 	int err;
@@ -212,12 +314,29 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (pthread_create(&t, NULL, fz_feeder, &feed))
 		abort();
 	err = mig_incoming_receive(inc, &opts, m);
+	bool ours = !err || inc->guest_started;
+	/*
+	 * A pre-copy that arrived whole: the switchover, as ferry run does it
+	 * (LOADED, then GO, ABORT or late SOURCE sections), waiting at most
+	 * FZ_COMMIT_MS for the source (a timerfd stands for SIGTERM).
+	 */
+	if (!err && !inc->guest_started) {
+		struct itimerspec its = { .it_value = { .tv_nsec = FZ_COMMIT_MS * 1000000L } };
+		int tfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC);
+		struct mig_commit mc;
+		if (tfd < 0 || timerfd_settime(tfd, 0, &its, NULL) || mig_commit_init(&mc))
+			abort();
+		err = mig_incoming_commit(inc, &mc, tfd);
+		mig_commit_destroy(&mc);
+		close(tfd);
+	}
 	__atomic_store_n(&feed.loader_done, 1, __ATOMIC_RELEASE);
 	/*
-	 * A complete, valid stream, or one that failed once the (never
-	 * started) post-copy guest "ran": the machine is ours to tear down.
+	 * A complete, valid stream (committed or not), or one that failed once
+	 * the (never started) post-copy guest "ran": the machine is ours to
+	 * tear down.
 	 */
-	if (!err || inc->guest_started)
+	if (ours)
 		machine_destroy(m);
 	if (err && !inc->why[0])
 		abort();		/* every failure must say why */
@@ -524,7 +643,6 @@ static void fz_codec_seed(const char *dir)
 	for (unsigned i = 0; i < 4; i++)
 		if (mig_codec_ctx_init(&c[i], true, modes[i], MIG_CODECS_KNOWN, 3, 1 << 20))
 			abort();
-	mkdir(dir, 0755);
 	fz_header(&b);
 	fz_config(&b, FZ_MEM, 1, 0);
 	fz_pass(&b, 1, 0);
@@ -553,6 +671,202 @@ static void fz_codec_seed(const char *dir)
 	free(b.p);
 }
 
+/* A SOURCE section of the block source: kind, disk 0, then the record. */
+static void fz_block(struct fz_buf *b, uint8_t kind, const void *rec, size_t n)
+{
+	struct fz_buf p = { 0 };
+
+	fz_le(&p, MIG_SOURCE_BLOCK, 4);
+	fz_put(&p, (const uint8_t[]){ kind, 0 }, 2);
+	if (n)
+		fz_put(&p, rec, n);
+	fz_sec(b, MIG_SEC_SOURCE, p.p, p.len);
+	free(p.p);
+}
+
+/*
+ * The adaptive seed: pages of each character the adaptive mode tells apart
+ * (a fill, a table of few words, text, near-random bytes, a sparse page),
+ * encoded by MIG_COMPRESS_ADAPTIVE as a source would; PASS 2 sends them
+ * again slightly changed (delta from the cache, where it pays).
+ */
+static void fz_adaptive_seed(const char *dir)
+{
+	static uint8_t pages[5][GUEST_PAGE_SIZE], enc[5][GUEST_PAGE_SIZE];
+	struct mig_codec_ctx c;
+	struct fz_coded e[5];
+	struct fz_buf b = { 0 };
+	const uint8_t *held;
+	uint64_t x = 0x243f6a8885a308d3ULL;
+
+	for (unsigned k = 0; k < GUEST_PAGE_SIZE; k++) {
+		pages[0][k] = 0xa5;
+		pages[1][k] = (uint8_t)((k / 8) % 3 * 0x41);
+		pages[2][k] = (uint8_t)"the quick brown fox jumps over a lazy dog, "[k % 43];
+		x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+		pages[3][k] = (uint8_t)x;
+		pages[4][k] = k % 512 == 0 ? (uint8_t)(k >> 9) + 1 : 0;
+	}
+	if (mig_codec_ctx_init(&c, true, MIG_COMPRESS_ADAPTIVE, MIG_CODECS_KNOWN, 3, 1 << 20))
+		abort();
+	fz_header(&b);
+	fz_config(&b, FZ_MEM, 1, 0);
+	for (uint32_t pass = 1; pass <= 2; pass++) {
+		fz_pass(&b, pass, pass == 2);
+		for (unsigned i = 0; i < 5; i++) {
+			if (pass == 2)
+				pages[i][64 * i + 7] ^= 0x5a;
+			int id = mig_codec_encode(&c, 16 + i, pages[i], false, enc[i], &e[i].len, &held);
+			if (id < 0)
+				abort();
+			e[i].word = (uint64_t)(16 + i) * GUEST_PAGE_SIZE | (uint64_t)id;
+			e[i].data = enc[i];
+		}
+		fz_ram_coded(&b, e, 5);
+	}
+	fz_sec(&b, MIG_SEC_END, NULL, 0);
+	fz_write_seed(dir, "adaptive", &b);
+	mig_codec_ctx_fini(&c);
+	free(b.p);
+}
+
+/*
+ * Forwarded frames (FZ_NET: one NIC): frames that reached the source's tap
+ * during the switchover, held here for the guest (a broadcast ARP, an
+ * IPv4 frame), one for a NIC this destination lacks; then END too early.
+ */
+static void fz_net_seed(const char *dir)
+{
+	struct fz_buf b = { 0 }, p = { 0 };
+	uint8_t frame[98];
+
+	memset(frame, 0xff, 6);
+	memcpy(frame + 6, (const uint8_t[]){ 0x52, 0x54, 0, 0xab, 0xcd, 0xef }, 6);
+	for (unsigned k = 12; k < sizeof(frame); k++)
+		frame[k] = (uint8_t)k;
+	frame[12] = 0x08, frame[13] = 0x06;
+	fz_header(&b);
+	fz_config(&b, FZ_MEM, 1, 0);
+	fz_pass(&b, 1, 1);
+	for (unsigned nic = 0; nic < 2; nic++)
+		for (unsigned len = 42; len <= 98; len += 56) {
+			p.len = 0;
+			fz_le(&p, MIG_SOURCE_NET, 4);
+			fz_le(&p, nic, 4);
+			fz_le(&p, len, 4);
+			frame[13] = len == 42 ? 0x06 : 0x00;	/* ARP, IPv4 */
+			fz_put(&p, frame, len);
+			fz_sec(&b, MIG_SEC_SOURCE, p.p, p.len);
+		}
+	fz_sec(&b, MIG_SEC_END, NULL, 0);
+	fz_write_seed_mode(dir, "net-frames", &b, FZ_FIX_SUMS | FZ_NET);
+	free(p.p);
+	free(b.p);
+}
+
+/* The seeds that need no KVM: no STATE section in them. */
+static void fz_seeds_no_kvm(const char *dir, const uint8_t *img)
+{
+	struct fz_buf b = { 0 }, bp = { 0 };
+
+	fz_codec_seed(dir);
+	fz_adaptive_seed(dir);
+	fz_net_seed(dir);
+
+	/* The framing without RAM or STATE. */
+	fz_header(&b);
+	fz_config(&b, 32ULL << 20, 1, 0);
+	fz_pass(&b, 1, 0);
+	fz_pass(&b, 2, 1);
+	fz_sec(&b, MIG_SEC_END, NULL, 0);
+	fz_write_seed(dir, "passes-only", &b);
+
+	/* A SOURCE section (refused here: the harness has no --test-hooks). */
+	b.len = 0;
+	fz_header(&b);
+	fz_config(&b, FZ_MEM, 1, 0);
+	fz_pass(&b, 1, 1);
+	fz_le(&bp, MIG_SOURCE_SCRATCH, 4);
+	fz_le(&bp, 0, 4);
+	fz_put(&bp, img + 0x1000, 4096);
+	fz_sec(&b, MIG_SEC_SOURCE, bp.p, bp.len);
+	fz_write_seed(dir, "source-section", &b);
+
+	/* Block sections for a 1 MiB disk (FZ_DISK): HELLO, DATA, ZERO, DONE. */
+	b.len = 0;
+	fz_header(&b);
+	fz_config(&b, FZ_MEM, 1, 0);
+	bp.len = 0;
+	fz_le(&bp, 1 << 20, 8);
+	fz_block(&b, MIG_BLOCK_HELLO, bp.p, bp.len);
+	fz_pass(&b, 1, 1);
+	bp.len = 0;
+	fz_le(&bp, 8192, 8);
+	fz_put(&bp, img + 0x1000, 4096);
+	fz_block(&b, MIG_BLOCK_DATA, bp.p, bp.len);
+	bp.len = 0;
+	fz_le(&bp, 65536, 8);
+	fz_le(&bp, 65536, 8);
+	fz_block(&b, MIG_BLOCK_ZERO, bp.p, bp.len);
+	bp.len = 0;
+	fz_le(&bp, 0, 8);
+	fz_put(&bp, (const uint8_t[]){ 0 }, 1);
+	fz_block(&b, MIG_BLOCK_DONE, bp.p, bp.len);
+	fz_write_seed_mode(dir, "block-sections", &b, FZ_FIX_SUMS | FZ_DISK);
+
+	/*
+	 * copy-storage=incremental, verified (FZ_DISK): HELLO, SUMS_REQ (the
+	 * loader answers BLOCK_SUMS on the return path), DATA of 4 KiB, DONE
+	 * with the digest of the disk that results (the image is all zero
+	 * but those bytes), so that a run reaches the digest check and passes
+	 * it.
+	 */
+	static uint8_t chunk[4096];
+	uint8_t *disk = calloc(1, 1 << 20);
+	uint64_t digest = 0;
+	if (!disk)
+		abort();
+	for (unsigned k = 0; k < sizeof(chunk); k++)
+		chunk[k] = (uint8_t)(k * 7 + (k >> 12));
+	memcpy(disk + 3 * MIG_BLOCK_CHUNK, chunk, sizeof(chunk));
+	char tmp[] = "/tmp/ferry-fuzz-disk-XXXXXX";
+	int fd = mkstemp(tmp);
+	uint8_t *cb = malloc(MIG_BLOCK_CHUNK);
+	if (fd < 0 || !cb || pwrite(fd, disk, 1 << 20, 0) != 1 << 20 ||
+	    mig_block_digest(fd, 1 << 20, cb, &digest))
+		abort();
+	close(fd);
+	unlink(tmp);
+	free(cb);
+	free(disk);
+	b.len = 0;
+	fz_header(&b);
+	fz_config(&b, FZ_MEM, 1, MIG_FLAG_VERIFY);
+	bp.len = 0;
+	fz_le(&bp, 1 << 20, 8);
+	fz_block(&b, MIG_BLOCK_HELLO, bp.p, bp.len);
+	fz_block(&b, MIG_BLOCK_SUMS_REQ, NULL, 0);
+	fz_pass(&b, 1, 1);
+	bp.len = 0;
+	fz_le(&bp, 3 * MIG_BLOCK_CHUNK, 8);
+	fz_put(&bp, chunk, sizeof(chunk));
+	fz_block(&b, MIG_BLOCK_DATA, bp.p, bp.len);
+	bp.len = 0;
+	fz_le(&bp, digest, 8);
+	fz_put(&bp, (const uint8_t[]){ 1 }, 1);
+	fz_block(&b, MIG_BLOCK_DONE, bp.p, bp.len);
+	fz_sec(&b, MIG_SEC_END, NULL, 0);
+	fz_write_seed_mode(dir, "block-incremental", &b, FZ_FIX_SUMS | FZ_DISK);
+
+	/* Just a header and CONFIG. */
+	b.len = 0;
+	fz_header(&b);
+	fz_config(&b, FZ_MEM, 1, MIG_FLAG_VERIFY);
+	fz_write_seed(dir, "config-only", &b);
+	free(bp.p);
+	free(b.p);
+}
+
 static void fz_seeds(const char *dir)
 {
 	struct vmstate_buf st1, st2;
@@ -563,24 +877,27 @@ static void fz_seeds(const char *dir)
 	};
 	struct fz_buf b = { 0 };
 
-	fz_codec_seed(dir);	/* needs no KVM */
-	vmstate_buf_init(&st1);
-	vmstate_buf_init(&st2);
-	if (!img || fz_state(1, &st1) || fz_state(2, &st2)) {
-		fprintf(stderr, "seeds need /dev/kvm\n");
-		exit(1);
-	}
+	if (!img)
+		abort();
 	mkdir(dir, 0755);
 	/* Page contents: a few recognisable bytes, the rest zero. */
 	memset(img + 0x1000, 1, 64);
 	memset(img + 0x3000, 3, 64);
 	memset(img + 0x5000, 5, 64);
+	fz_seeds_no_kvm(dir, img);
+	vmstate_buf_init(&st1);
+	vmstate_buf_init(&st2);
+	if (!fz_kvm || fz_state(1, &st1) || fz_state(2, &st2)) {
+		fprintf(stderr, "no /dev/kvm: the seeds with a STATE section (verified-2-passes, "
+			"2-vcpus-zero-pages, postcopy-*) were not written\n");
+		exit(0);
+	}
 	const uint64_t live[] = { 0x1000 | MIG_PAGE_RAW, 0x2000 | MIG_PAGE_RAW,
 				  0x3000 | MIG_PAGE_RAW, 0x8000 | MIG_PAGE_ZERO,
 				  (FZ_MEM - 0x1000) | MIG_PAGE_ZERO };
 	const uint64_t final[] = { 0x5000 | MIG_PAGE_RAW, 0x2000 | MIG_PAGE_ZERO };
 
-	/* 1: a whole verified migration, two passes. */
+	/* A whole verified migration, two passes. */
 	uint64_t digest = mig_digest_of_memory(&mem);
 	memset(img + 0x2000, 2, 64);	/* sent live, zeroed in the final pass */
 	fz_header(&b);
@@ -605,7 +922,7 @@ static void fz_seeds(const char *dir)
 	fz_sec(&b, MIG_SEC_END, NULL, 0);
 	fz_write_seed(dir, "verified-2-passes", &b);
 
-	/* 2: no verify, 2 vCPUs, one final pass of zero pages. */
+	/* No verify, 2 vCPUs, one final pass of zero pages. */
 	b.len = 0;
 	const uint64_t zeros[] = { 0x0 | MIG_PAGE_ZERO, 0x1000 | MIG_PAGE_ZERO };
 	fz_header(&b);
@@ -616,71 +933,35 @@ static void fz_seeds(const char *dir)
 	fz_sec(&b, MIG_SEC_END, NULL, 0);
 	fz_write_seed(dir, "2-vcpus-zero-pages", &b);
 
-	/* 3: the framing without RAM or STATE. */
+	/*
+	 * The switchover with a NIC (FZ_NET): a whole pre-copy, then after END
+	 * (the loader sent LOADED) a frame the source's tap got meanwhile
+	 * (the net source's late op), then GO: the guest may start here.
+	 */
 	b.len = 0;
 	fz_header(&b);
-	fz_config(&b, 32ULL << 20, 1, 0);
-	fz_pass(&b, 1, 0);
-	fz_pass(&b, 2, 1);
+	fz_config(&b, FZ_MEM, 1, 0);
+	fz_pass(&b, 1, 1);
+	fz_ram(&b, img, zeros, 2);
+	fz_sec(&b, MIG_SEC_STATE, st1.data, st1.len);
 	fz_sec(&b, MIG_SEC_END, NULL, 0);
-	fz_write_seed(dir, "passes-only", &b);
-
-	/* 5: a SOURCE section (refused here: the harness has no --test-hooks). */
-	b.len = 0;
-	fz_header(&b);
-	fz_config(&b, FZ_MEM, 1, 0);
-	fz_pass(&b, 1, 1);
-	struct fz_buf sp = { 0 };
-	fz_le(&sp, MIG_SOURCE_SCRATCH, 4);
-	fz_le(&sp, 0, 4);
-	fz_put(&sp, img + 0x1000, 4096);
-	fz_sec(&b, MIG_SEC_SOURCE, sp.p, sp.len);
-	free(sp.p);
-	fz_write_seed(dir, "source-section", &b);
-
-	/* 6: block sections for a 1 MiB disk (FZ_DISK): HELLO, DATA, ZERO, DONE. */
-	b.len = 0;
-	fz_header(&b);
-	fz_config(&b, FZ_MEM, 1, 0);
-	struct fz_buf bp = { 0 };
-	fz_le(&bp, MIG_SOURCE_BLOCK, 4);
-	fz_put(&bp, (const uint8_t[]){ MIG_BLOCK_HELLO, 0 }, 2);
-	fz_le(&bp, 1 << 20, 8);
-	fz_sec(&b, MIG_SEC_SOURCE, bp.p, bp.len);
-	fz_pass(&b, 1, 1);
-	bp.len = 0;
-	fz_le(&bp, MIG_SOURCE_BLOCK, 4);
-	fz_put(&bp, (const uint8_t[]){ MIG_BLOCK_DATA, 0 }, 2);
-	fz_le(&bp, 8192, 8);
-	fz_put(&bp, img + 0x1000, 4096);
-	fz_sec(&b, MIG_SEC_SOURCE, bp.p, bp.len);
-	bp.len = 0;
-	fz_le(&bp, MIG_SOURCE_BLOCK, 4);
-	fz_put(&bp, (const uint8_t[]){ MIG_BLOCK_ZERO, 0 }, 2);
-	fz_le(&bp, 65536, 8);
-	fz_le(&bp, 65536, 8);
-	fz_sec(&b, MIG_SEC_SOURCE, bp.p, bp.len);
-	bp.len = 0;
-	fz_le(&bp, MIG_SOURCE_BLOCK, 4);
-	fz_put(&bp, (const uint8_t[]){ MIG_BLOCK_DONE, 0 }, 2);
-	fz_le(&bp, 0, 8);
-	fz_put(&bp, (const uint8_t[]){ 0 }, 1);
-	fz_sec(&b, MIG_SEC_SOURCE, bp.p, bp.len);
-	free(bp.p);
-	fz_write_seed_mode(dir, "block-sections", &b, FZ_FIX_SUMS | FZ_DISK);
-
-	/* 4: just a header and CONFIG. */
-	b.len = 0;
-	fz_header(&b);
-	fz_config(&b, FZ_MEM, 1, MIG_FLAG_VERIFY);
-	fz_write_seed(dir, "config-only", &b);
+	struct fz_buf np = { 0 };
+	uint8_t frame[60] = { 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x52, 0x54, 0, 1, 2, 3, 0x08, 0x06 };
+	fz_le(&np, MIG_SOURCE_NET, 4);
+	fz_le(&np, 0, 4);
+	fz_le(&np, sizeof(frame), 4);
+	fz_put(&np, frame, sizeof(frame));
+	fz_sec(&b, MIG_SEC_SOURCE, np.p, np.len);
+	free(np.p);
+	fz_sec(&b, MIG_SEC_GO, NULL, 0);
+	fz_write_seed_mode(dir, "net-late-go", &b, FZ_FIX_SUMS | FZ_NET);
 
 	/*
-	 * 5: a verified post-copy: pass 1 sends every page as zero but two,
+	 * A verified post-copy: pass 1 sends every page as zero but two,
 	 * DISCARD forgets one it sent, STATE, POSTCOPY_RUN; then the two
-	 * pages (a RAM batch and a RAM_RUN), DIGEST, POSTCOPY_DONE.
-	 * 6: the same, cut after the first page; the second connection
-	 * resumes it (header, RESUME) and sends the rest.
+	 * pages (a RAM batch and a RAM_RUN), DIGEST, POSTCOPY_DONE.  And the
+	 * same, cut after the first page; the second connection resumes it
+	 * (header, RESUME) and sends the rest.
 	 */
 	fz_postcopy_seeds(dir, img, &st1);
 
@@ -709,10 +990,12 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	log_set_level(LOG_ERROR);
 	fz_verbose = getenv("FUZZ_INCOMING_VERBOSE") != NULL;
 	signal(SIGPIPE, SIG_IGN);
+	fz_kvm = access("/dev/kvm", R_OK | W_OK) == 0;
 	if (seeds && *seeds)
 		fz_seeds(seeds);
-	if (access("/dev/kvm", R_OK | W_OK) < 0)
-		fprintf(stderr, "fuzz_incoming: no /dev/kvm: valid CONFIGs will fail to create a VM\n");
+	if (!fz_kvm)
+		fprintf(stderr, "fuzz_incoming: no /dev/kvm: machines without a VM; STATE and what "
+			"follows it are not reached\n");
 	strcpy(fz_dir, "/tmp/ferry-fuzz-XXXXXX");
 	if (!mkdtemp(fz_dir)) {
 		perror("mkdtemp");
@@ -729,6 +1012,14 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 		exit(1);
 	}
 	close(fd);
+	/* The NIC's backend: frames it would send the world land in sv[1], unread. */
+	int sv[2];
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv)) {
+		perror("socketpair");
+		exit(1);
+	}
+	fz_nic = (struct net_config){ .kind = NET_BACKEND_FD, .fd = sv[0], .mac_set = true,
+				      .mac = { 0x52, 0x54, 0, 0x12, 0x34, 0x56 } };
 	mig_block_expect();
 	atexit(fz_cleanup);
 	return 0;

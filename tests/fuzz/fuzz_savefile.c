@@ -11,8 +11,8 @@
  * pages, the table's, the metadata's, the header's), so mutations reach
  * the decoders behind them.
  *
- * FUZZ_SAVEFILE_SEEDS=DIR: write a seed (a real save of 16 MiB with data
- * and zero pages and two disks) into DIR and exit.
+ * FUZZ_SAVEFILE_SEEDS=DIR: write the seeds (real saves: see fz_seed) into
+ * DIR and exit.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -37,11 +37,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static char fz_path[64];
 
-static void fz_seed(const char *dir)
+/*
+ * One seed: a real save of `memory` bytes (pages `every`-th of the first
+ * `upto` written with a pattern), with these disks and NICs; the mode
+ * byte, then the file's header, metadata and table (RAM comes back as
+ * zeros through FZ_FIX_SIZE).
+ */
+static void fz_seed_one(const char *dir, const char *name, uint64_t memory,
+			const char *const *disks, unsigned nd, const char *const *nics, unsigned nn,
+			uint64_t every, uint64_t upto, const uint8_t *state, size_t state_len)
 {
-	struct mig_config cfg = { .memory = 16ULL << 20, .vcpus = 1, .page_size = 4096 };
-	const char *disks[] = { "path=/var/lib/a.img", "nbd=nbd://host/x,readonly=on" };
-	static const uint8_t state[64];
+	struct mig_config cfg = { .memory = memory, .vcpus = 1, .page_size = 4096 };
 	struct guest_memory mem;
 	struct savefile_stats st;
 	char path[512];
@@ -50,16 +56,17 @@ static void fz_seed(const char *dir)
 	int fd;
 
 	if (guest_memory_create(&mem, cfg.memory) ||
-	    savefile_meta_encode(&cfg, "probe.elf", disks, 2, NULL, 0, state, sizeof(state),
+	    savefile_meta_encode(&cfg, "probe.elf", disks, nd, nics, nn, state, state_len,
 				 &meta, &len))
 		exit(1);
-	for (uint64_t i = 0; i < 300; i += 7)
+	for (uint64_t i = 0; every && i < upto && i < guest_memory_pages(&mem); i += every)
 		memset(guest_memory_page_alias(&mem, i), (int)i + 1, 64);
 	fd = open(fz_path, O_RDWR | O_CREAT | O_TRUNC, 0600);
 	if (fd < 0 || savefile_write(&mem, fd, meta, len, &st))
 		exit(1);
-	/* The mode byte, then header, metadata and table (RAM comes back as zeros). */
 	buf = malloc(65536);
+	if (!buf)
+		exit(1);
 	buf[0] = FZ_FIX_SUMS | FZ_FIX_SIZE;
 	len = (size_t)pread(fd, buf + 1, 65535, 0);
 	close(fd);
@@ -67,13 +74,65 @@ static void fz_seed(const char *dir)
 	free(meta);
 	if (len > 4096 + (size_t)le_get(buf + 1 + 72, 8) + (size_t)le_get(buf + 1 + 48, 8))
 		len = 4096 + (size_t)le_get(buf + 1 + 72, 8) + (size_t)le_get(buf + 1 + 48, 8);
-	snprintf(path, sizeof(path), "%s/save-16M", dir);
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
 	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
 	if (fd < 0 || write(fd, buf, len + 1) != (ssize_t)(len + 1))
 		exit(1);
 	close(fd);
 	free(buf);
 	unlink(fz_path);
+	printf("%s: %zu bytes\n", path, len + 1);
+}
+
+/*
+ * save-16M: 16 MiB, data pages in the first blocks, two disks (a file, a
+ * read-only NBD export), a real device state (run from the repository's
+ * top directory); save-nics: 32 MiB, one disk, two NICs, a page in
+ * every block (every block's mask and digest used); save-empty: 18 MiB
+ * (a last block of RAM not 2 MiB-aligned to the table), all holes.
+ */
+/*
+ * A real device state of a 1-vCPU VM (it takes KVM to make one): the STATE
+ * section of fuzz_incoming's seed verified-2-passes, when it is there.
+ * Returns its length (a malloc'ed copy in *out), or 0.
+ */
+static size_t fz_real_state(uint8_t **out)
+{
+	FILE *f = fopen("tests/fuzz/seeds/fuzz_incoming/verified-2-passes", "rb");
+	static uint8_t s[1 << 17];
+	size_t n = f ? fread(s, 1, sizeof(s), f) : 0, off = 1 + 12;
+
+	if (f)
+		fclose(f);
+	while (off + 8 <= n) {
+		uint32_t len = (uint32_t)le_get(s + off + 4, 4);
+		if (len > n - off - 8)
+			break;
+		if (s[off] == 4 && (*out = malloc(len))) {	/* MIG_SEC_STATE */
+			memcpy(*out, s + off + 8, len);
+			return len;
+		}
+		off += 8 + (size_t)len + 8;
+	}
+	return 0;
+}
+
+static void fz_seed(const char *dir)
+{
+	const char *disks[] = { "path=/var/lib/a.img", "nbd=nbd://host/x,readonly=on" };
+	const char *one[] = { "path=/var/lib/b.img,cache=none,serial=S1" };
+	const char *nics[] = { "tap=fz0", "tap=fz1" };
+	static const uint8_t zeros[64];
+	uint8_t *real = NULL;
+	size_t real_len = fz_real_state(&real);
+
+	fz_seed_one(dir, "save-16M", 16ULL << 20, disks, 2, NULL, 0, 7, 300,
+		    real_len ? real : zeros, real_len ? real_len : sizeof(zeros));
+	fz_seed_one(dir, "save-nics", 32ULL << 20, one, 1, nics, 2, 61, ~0ULL, zeros, sizeof(zeros));
+	fz_seed_one(dir, "save-empty", 18ULL << 20, NULL, 0, NULL, 0, 0, 0, zeros, sizeof(zeros));
+	if (!real_len)
+		fprintf(stderr, "no real device state found: save-16M carries zeros\n");
+	free(real);
 	exit(0);
 }
 

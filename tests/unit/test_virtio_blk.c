@@ -30,6 +30,7 @@
 #include <liburing.h>
 
 #include "devices/virtio/blk.h"
+#include "devices/virtio/blk_internal.h"
 #include "util/le.h"
 
 #define T_RAM		(64ULL << 20)
@@ -107,11 +108,12 @@ static void t_driver_init(struct virtio_blk *b, bool event_idx)
 	t_wr(b, VIRTIO_MMIO_QUEUE_USED_LOW, (uint32_t)T_USED);
 	t_wr(b, VIRTIO_MMIO_QUEUE_READY, 1);
 	assert_int_equal(t_rd(b, VIRTIO_MMIO_QUEUE_READY), 1);
-	t_wr(b, VIRTIO_MMIO_STATUS, VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER |
-	     VIRTIO_STATUS_FEATURES_OK | VIRTIO_STATUS_DRIVER_OK);
+	/* Empty rings before DRIVER_OK: the device looks at them at once. */
 	memset(t_ptr(T_AVAIL), 0, 4 + 2 * T_QSIZE + 2);
 	memset(t_ptr(T_USED), 0, 4 + 8 * T_QSIZE + 2);
 	next_desc = avail_idx = used_seen = 0;
+	t_wr(b, VIRTIO_MMIO_STATUS, VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER |
+	     VIRTIO_STATUS_FEATURES_OK | VIRTIO_STATUS_DRIVER_OK);
 }
 
 static uint16_t t_desc(uint64_t addr, uint32_t len, uint16_t flags)
@@ -817,6 +819,264 @@ static void test_disk_option(void **state)
 	assert_int_equal(block_config_parse("nbd=/x", &c, why, sizeof(why)), -EINVAL);
 }
 
+/* ---- a backend that moves less than asked, or holds requests -------- */
+
+/*
+ * The file backend behind a shim, put in place of the disk's ops: with
+ * t_cap, a READ or WRITE moves at most t_cap bytes (the iovecs cut, as
+ * preadv/pwritev/io_uring may legally do); with t_hold, operations are
+ * kept back until t_hold is cleared (a backend that hangs).  Called on
+ * the disk's I/O thread only.
+ */
+static size_t t_cap;
+static bool t_hold;
+static unsigned t_cut;			/* operations that were cut short */
+static struct iovec t_cap_iov[VIRTQ_MAX_SIZE][VIRTQ_MAX_CHAIN];
+static struct { enum block_op op; const struct iovec *iov; unsigned n; uint64_t off;
+		void *user; } t_held[VIRTQ_MAX_SIZE];
+static unsigned t_nr_held;
+
+static int t_shim_queue(struct block_backend *bb, enum block_op op, const struct iovec *iov,
+			unsigned n, uint64_t off, void *user)
+{
+	struct virtio_blk_req *r = user;
+	size_t left = t_cap, total = 0;
+	unsigned k;
+
+	if (__atomic_load_n(&t_hold, __ATOMIC_ACQUIRE)) {
+		t_held[t_nr_held].op = op;
+		t_held[t_nr_held].iov = iov;
+		t_held[t_nr_held].n = n;
+		t_held[t_nr_held].off = off;
+		t_held[t_nr_held++].user = user;
+		return 0;
+	}
+	if (!t_cap || op == BLOCK_OP_FLUSH)
+		return block_file_ops.queue(bb, op, iov, n, off, user);
+	for (k = 0; k < n && left; k++) {
+		size_t l = iov[k].iov_len < left ? iov[k].iov_len : left;
+		t_cap_iov[r->slot][k] = (struct iovec){ .iov_base = iov[k].iov_base, .iov_len = l };
+		left -= l;
+	}
+	for (unsigned i = 0; i < n; i++)
+		total += iov[i].iov_len;
+	if (total > t_cap)
+		__atomic_add_fetch(&t_cut, 1, __ATOMIC_RELAXED);
+	return block_file_ops.queue(bb, op, t_cap_iov[r->slot], k, off, user);
+}
+
+static unsigned t_shim_reap(struct block_backend *bb, short revents, block_done_fn *done,
+			    void *opaque)
+{
+	/* Released: what was held goes to the file now. */
+	if (t_nr_held && !__atomic_load_n(&t_hold, __ATOMIC_ACQUIRE)) {
+		for (unsigned i = 0; i < t_nr_held; i++)
+			assert_int_equal(block_file_ops.queue(bb, t_held[i].op, t_held[i].iov,
+							      t_held[i].n, t_held[i].off,
+							      t_held[i].user), 0);
+		t_nr_held = 0;
+		assert_int_equal(block_file_ops.submit(bb), 0);
+	}
+	return block_file_ops.reap(bb, revents, done, opaque);
+}
+
+static struct block_backend_ops t_shim_ops;
+
+/* Put the shim in (the I/O thread idle: drained, waiting for a kick). */
+static void t_shim_install(void)
+{
+	t_shim_ops = block_file_ops;
+	t_shim_ops.name = "shim";
+	t_shim_ops.queue = t_shim_queue;
+	t_shim_ops.reap = t_shim_reap;
+	t_cap = 0;
+	t_hold = false;
+	t_cut = 0;
+	t_nr_held = 0;
+	assert_int_equal(virtio_blk_drain(&blk, false), 0);
+	blk.bk.ops = &t_shim_ops;
+}
+
+static unsigned t_in_flight(void)
+{
+	pthread_mutex_lock(&blk.t.lock);
+	unsigned n = blk.in_flight;
+	pthread_mutex_unlock(&blk.t.lock);
+	return n;
+}
+
+/* A short read or write is asked again for the rest: never an error, never short. */
+static void test_short_io(void **state)
+{
+	uint8_t file[6144], *w = t_ptr(T_DATA), *r = t_ptr(T_DATA + 0x10000);
+	uint32_t len;
+
+	t_shim_install();
+	t_cap = 700;	/* not a sector: the rest starts inside an iovec */
+	for (unsigned i = 0; i < sizeof(file); i++)
+		w[i] = (uint8_t)(i * 13 + 1);
+	/* Three buffers out (written synchronously into the page cache)... */
+	struct t_buf wd[3] = { { T_DATA, 1536, false }, { T_DATA + 1536, 4096, false },
+			       { T_DATA + 5632, 512, false } };
+	assert_int_equal(t_request(VIRTIO_BLK_T_OUT, 40, wd, 3, &len), VIRTIO_BLK_S_OK);
+	assert_int_equal(len, 1);
+	t_file_read(40 * 512, file, sizeof(file));
+	assert_memory_equal(file, w, sizeof(file));
+	/* ... two back in (through io_uring), split elsewhere. */
+	memset(r, 0x55, sizeof(file));
+	struct t_buf rd[2] = { { T_DATA + 0x10000, 2560, true },
+			       { T_DATA + 0x10000 + 2560, 3584, true } };
+	assert_int_equal(t_request(VIRTIO_BLK_T_IN, 40, rd, 2, &len), VIRTIO_BLK_S_OK);
+	assert_int_equal(len, sizeof(file) + 1);
+	assert_memory_equal(r, w, sizeof(file));
+	assert_true(__atomic_load_n(&t_cut, __ATOMIC_RELAXED) >= 2);
+	assert_int_equal(t_in_flight(), 0);
+
+	/*
+	 * The image file shrinks under the disk: a read that reaches its end
+	 * moves a part, then nothing: an I/O error, not a loop.
+	 */
+	t_cap = 0;
+	assert_int_equal(truncate(img, 1024 * 512), 0);
+	struct t_buf tail[1] = { { T_DATA + 0x20000, 4096, true } };
+	assert_int_equal(t_request(VIRTIO_BLK_T_IN, 1020, tail, 1, &len), VIRTIO_BLK_S_IOERR);
+	assert_int_equal(len, 1);
+	assert_int_equal(t_request(VIRTIO_BLK_T_IN, 1016, tail, 1, &len), VIRTIO_BLK_S_OK);
+	assert_int_equal(t_in_flight(), 0);
+}
+
+/*
+ * A driver reset while the backend hangs on a request: the reset (a vCPU
+ * thread's MMIO write) returns in bounded time; the request left behind
+ * finishes later without touching the reset ring, and its head may be
+ * offered again meanwhile.
+ */
+static void test_reset_while_backend_hangs(void **state)
+{
+	struct timespec t0, t1;
+	uint32_t id, len;
+
+	t_shim_install();
+	blk.reset_wait_ms = 100;
+	__atomic_store_n(&t_hold, true, __ATOMIC_RELEASE);
+	struct t_buf rd[1] = { { T_DATA, 512, true } };
+	uint16_t head = t_offer(VIRTIO_BLK_T_IN, 5, rd, 1, true, &blk);
+	assert_int_equal(head, 0);
+	for (int i = 0; i < 5000 && t_in_flight() != 1; i++)
+		usleep(1000);
+	assert_int_equal(t_in_flight(), 1);
+
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	t_wr(&blk, VIRTIO_MMIO_STATUS, 0);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	double took = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+	assert_true(took >= 0.09 && took < 2.0);
+	assert_int_equal(t_rd(&blk, VIRTIO_MMIO_STATUS), 0);
+	assert_int_equal(t_in_flight(), 1);
+
+	/* The driver starts again and offers head 0 once more: taken, answered. */
+	t_driver_init(&blk, true);
+	uint8_t id_buf[20];
+	struct t_buf idb[1] = { { T_DATA + 0x1000, 20, true } };
+	assert_int_equal(t_request(VIRTIO_BLK_T_GET_ID, 0, idb, 1, &len), VIRTIO_BLK_S_OK);
+	memcpy(id_buf, t_ptr(T_DATA + 0x1000), sizeof(id_buf));
+	assert_memory_equal(id_buf, "ferry-disk-0", 12);
+	assert_int_equal(t_rd(&blk, VIRTIO_MMIO_STATUS) & VIRTIO_STATUS_NEEDS_RESET, 0);
+
+	/* The backend comes back: the orphan finishes, unreported; new requests work. */
+	__atomic_store_n(&t_hold, false, __ATOMIC_RELEASE);
+	struct t_buf rd2[1] = { { T_DATA + 0x2000, 512, true } };
+	head = t_offer(VIRTIO_BLK_T_IN, 7, rd2, 1, true, &blk);
+	t_wait_used(2, &id, &len);
+	assert_int_equal(id, head);
+	assert_int_equal(len, 513);
+	assert_int_equal(*t_ptr(T_STATUS + head), VIRTIO_BLK_S_OK);
+	assert_int_equal(*t_ptr(T_DATA + 0x2000), 7);
+	for (int i = 0; i < 5000 && t_in_flight(); i++)
+		usleep(1000);
+	assert_int_equal(t_in_flight(), 0);
+	usleep(20000);
+	assert_int_equal(le_get(t_ptr(T_USED + 2), 2), 2);	/* nothing pushed for it */
+	assert_int_equal(*t_ptr(T_DATA), 5);			/* its data did land */
+	assert_int_equal(t_rd(&blk, VIRTIO_MMIO_STATUS) & VIRTIO_STATUS_NEEDS_RESET, 0);
+}
+
+/* Ending ferry while the backend hangs on a request: destroy returns, bounded. */
+static void test_destroy_while_backend_hangs(void **state)
+{
+	struct timespec t0, t1;
+
+	t_shim_install();
+	blk.stop_wait_ms = 200;
+	__atomic_store_n(&t_hold, true, __ATOMIC_RELEASE);
+	struct t_buf rd[1] = { { T_DATA, 512, true } };
+	t_offer(VIRTIO_BLK_T_IN, 5, rd, 1, true, &blk);
+	for (int i = 0; i < 5000 && t_in_flight() != 1; i++)
+		usleep(1000);
+	assert_int_equal(t_in_flight(), 1);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	virtio_blk_destroy(&blk);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	double took = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+	assert_true(took >= 0.15 && took < 3.0);
+	assert_null(blk.reqs);
+}
+
+/*
+ * The driver turns the queue off while requests are in flight and changes
+ * its size (to 0, then to more than the ring that was checked): the
+ * requests finish without pushing through the old ring (which used to
+ * divide by the new size of 0, or write past the ring), and the device
+ * works again once set up anew.
+ */
+static void test_queue_off_in_flight(void **state)
+{
+	uint32_t len;
+
+	t_shim_install();
+	__atomic_store_n(&t_hold, true, __ATOMIC_RELEASE);
+	struct t_buf rd[2][1] = { { { T_DATA, 512, true } }, { { T_DATA + 0x1000, 512, true } } };
+	t_offer(VIRTIO_BLK_T_IN, 9, rd[0], 1, false, &blk);
+	t_offer(VIRTIO_BLK_T_IN, 10, rd[1], 1, true, &blk);
+	for (int i = 0; i < 5000 && t_in_flight() != 2; i++)
+		usleep(1000);
+	assert_int_equal(t_in_flight(), 2);
+
+	t_wr(&blk, VIRTIO_MMIO_QUEUE_SEL, 0);
+	t_wr(&blk, VIRTIO_MMIO_QUEUE_READY, 0);
+	assert_int_equal(t_rd(&blk, VIRTIO_MMIO_QUEUE_READY), 0);
+	t_wr(&blk, VIRTIO_MMIO_QUEUE_NUM, 0);
+	__atomic_store_n(&t_hold, false, __ATOMIC_RELEASE);
+	t_wr(&blk, VIRTIO_MMIO_QUEUE_NOTIFY, 0);	/* wakes the thread: it releases them */
+	for (int i = 0; i < 5000 && t_in_flight(); i++)
+		usleep(1000);
+	assert_int_equal(t_in_flight(), 0);
+	assert_int_equal(le_get(t_ptr(T_USED + 2), 2), 0);
+
+	/* Larger than what was mapped, with one more in flight: nothing past the ring. */
+	t_driver_init(&blk, true);
+	__atomic_store_n(&t_hold, true, __ATOMIC_RELEASE);
+	t_offer(VIRTIO_BLK_T_IN, 11, rd[0], 1, true, &blk);
+	for (int i = 0; i < 5000 && t_in_flight() != 1; i++)
+		usleep(1000);
+	assert_int_equal(t_in_flight(), 1);
+	memset(t_ptr(T_USED + 4 + 8 * T_QSIZE + 2), 0x77, 8 * 256);
+	t_wr(&blk, VIRTIO_MMIO_QUEUE_READY, 0);
+	t_wr(&blk, VIRTIO_MMIO_QUEUE_NUM, 256);
+	__atomic_store_n(&t_hold, false, __ATOMIC_RELEASE);
+	t_wr(&blk, VIRTIO_MMIO_QUEUE_NOTIFY, 0);
+	for (int i = 0; i < 5000 && t_in_flight(); i++)
+		usleep(1000);
+	assert_int_equal(t_in_flight(), 0);
+	assert_int_equal(le_get(t_ptr(T_USED + 2), 2), 0);
+	for (unsigned k = 0; k < 8 * 256; k++)
+		assert_int_equal(*t_ptr(T_USED + 4 + 8 * T_QSIZE + 2 + k), 0x77);
+
+	t_driver_init(&blk, true);
+	assert_int_equal(t_request(VIRTIO_BLK_T_IN, 12, rd[0], 1, &len), VIRTIO_BLK_S_OK);
+	assert_int_equal(*t_ptr(T_DATA), 12);
+}
+
 int main(void)
 {
 	struct io_uring probe;
@@ -839,6 +1099,10 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_write_blocking, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_gate, setup, teardown),
 		cmocka_unit_test(test_disk_option),
+		cmocka_unit_test_setup_teardown(test_short_io, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_reset_while_backend_hangs, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_queue_off_in_flight, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_destroy_while_backend_hangs, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -410,6 +410,26 @@ static void test_random_rings(void **state)
 	}
 }
 
+/*
+ * A queue whose size no longer matches its mapped rings (the transport
+ * clears the views when the driver turns a queue off, so this is the
+ * last line): nothing is pushed, read or written through them.
+ */
+static void test_size_changed_under_views(void **state)
+{
+	q.event_idx = true;
+	q.size = 0;
+	assert_int_equal(virtq_push(&q, &mem, 0, 1), -EPROTO);
+	assert_false(virtq_should_notify(&q));
+	assert_false(virtq_arm(&q, &mem));
+	q.size = 3;	/* not a power of two */
+	assert_int_equal(virtq_push(&q, &mem, 0, 1), -EPROTO);
+	assert_false(virtq_arm(&q, &mem));
+	q.size = T_QSIZE;
+	assert_int_equal(virtq_push(&q, &mem, 0, 1), 0);
+	assert_int_equal(le_get(t_ptr(T_USED + 2), 2), 1);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -427,6 +447,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_event_idx, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_state, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_random_rings, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_size_changed_under_views, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

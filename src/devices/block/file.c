@@ -173,7 +173,10 @@ static bool file_aligned(const struct block_file *f, const struct iovec *iov, un
 	return true;
 }
 
-/* READ or WRITE now, through an aligned buffer.  Returns the bytes done or -errno. */
+/*
+ * READ or WRITE now, through an aligned buffer.  Returns the bytes done
+ * (perhaps fewer than asked: the device asks again for the rest) or -errno.
+ */
 static int64_t file_rw_bounce(struct block_file *f, enum block_op op, const struct iovec *iov,
 			      unsigned n, uint64_t off)
 {
@@ -195,9 +198,12 @@ static int64_t file_rw_bounce(struct block_file *f, enum block_op op, const stru
 	if (r < 0) {
 		r = -errno;
 	} else if (op == BLOCK_OP_READ) {
+		/* Only what was read: a short read leaves the rest of buf uninitialised. */
+		size_t got = (size_t)r;
 		done = 0;
-		for (unsigned i = 0; i < n; done += iov[i].iov_len, i++)
-			memcpy(iov[i].iov_base, buf + done, iov[i].iov_len);
+		for (unsigned i = 0; i < n && done < got; done += iov[i].iov_len, i++)
+			memcpy(iov[i].iov_base, buf + done,
+			       iov[i].iov_len < got - done ? iov[i].iov_len : got - done);
 	}
 	free(buf);
 	return r;

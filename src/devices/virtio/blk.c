@@ -72,8 +72,15 @@ void virtio_blk_complete(struct virtio_blk *b, struct virtio_blk_req *r, uint8_t
 	struct virtio_mmio *t = &b->t;
 	struct virtq *q = &t->queues[0];
 
+	/* Written into guest RAM either way: migration must send it again. */
 	blk_dirty_written(b, &r->chain, written);
 	pthread_mutex_lock(&t->lock);
+	if (virtio_blk_orphan(b, r)) {
+		/* The driver reset the device meanwhile: the chain is not ours any more. */
+		virtio_blk_put_req(b, r);
+		pthread_mutex_unlock(&t->lock);
+		return;
+	}
 	*r->status = status;
 	if (t->mem.dirty)
 		t->mem.dirty(t->mem.opaque, r->status_gpa, 1);
@@ -244,10 +251,45 @@ void virtio_blk_start(struct virtio_blk *b, struct virtio_blk_req *r)
 	}
 }
 
-/* The backend finished r: res is the byte count or -errno. */
+/* Drop the first n bytes of r's iovecs (n less than what they hold). */
+static void blk_iov_advance(struct virtio_blk_req *r, uint64_t n)
+{
+	unsigned i = 0;
+
+	while (i < r->nr_iov && n >= r->iov[i].iov_len)
+		n -= r->iov[i++].iov_len;
+	memmove(r->iov, r->iov + i, (r->nr_iov - i) * sizeof(r->iov[0]));
+	r->nr_iov -= i;
+	if (r->nr_iov) {
+		r->iov[0].iov_base = (uint8_t *)r->iov[0].iov_base + n;
+		r->iov[0].iov_len -= (size_t)n;
+	}
+}
+
+/*
+ * The backend finished (a round of) r: res is the byte count or -errno.
+ * A READ or WRITE may move fewer bytes than asked and still succeed
+ * (preadv, pwritev and io_uring may all do so): the rest goes back to the
+ * backend, from where it stopped, until all is moved.  A round that moves
+ * nothing (the image file ends before the disk does) or more than was
+ * left is an I/O error.
+ */
 void virtio_blk_finished(struct virtio_blk *b, struct virtio_blk_req *r, int64_t res)
 {
-	bool ok = res == (int64_t)r->expect;
+	bool rw = r->type == VIRTIO_BLK_T_IN || r->type == VIRTIO_BLK_T_OUT;
+	uint64_t left = r->expect - r->done;
+
+	if (rw && res > 0 && (uint64_t)res < left) {
+		r->done += (uint64_t)res;
+		blk_iov_advance(r, (uint64_t)res);
+		if (!virtio_blk_submit(b, r, r->type == VIRTIO_BLK_T_OUT ? BLOCK_OP_WRITE :
+					     BLOCK_OP_READ, r->off + r->done)) {
+			b->resubmitted = true;
+			return;
+		}
+		res = -EIO;
+	}
+	bool ok = res >= 0 && (uint64_t)res == left;
 	uint64_t ticket = 0;
 
 	/*

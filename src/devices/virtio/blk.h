@@ -84,11 +84,23 @@ struct virtio_blk {
 	uint64_t flush_req;		/* (lock) the drain round that also wants a flush */
 	int flush_err;			/* (lock) its result */
 	bool active;			/* (lock) may take requests and write the image */
-	unsigned in_flight;		/* (lock) requests popped, not yet used */
+	unsigned in_flight;		/* (lock) requests popped, not yet done, orphans
+					   included */
+	/*
+	 * (lock) Driver resets so far.  A reset waits at most reset_wait_ms
+	 * for what is in flight; requests still in the backend then are
+	 * orphans (popped in an older generation): they finish, but write
+	 * no status and push nothing on the ring the driver has reset.
+	 */
+	uint64_t gen;
+	unsigned reset_wait_ms;		/* fixed after create (tests lower it) */
+	unsigned stop_wait_ms;		/* destroy's wait for the backend (the same) */
+	bool resubmitted;		/* (io) a short read/write went back to the backend */
 	struct virtio_blk_req *reqs;	/* (io) VIRTQ_MAX_SIZE of them */
 	uint16_t free_slots[VIRTQ_MAX_SIZE];	/* (io) */
 	unsigned nr_free;		/* (io) */
-	bool head_busy[VIRTQ_MAX_SIZE];	/* (io) heads now in flight */
+	/* (lock) gen + 1 of the request that holds each head now; else not busy. */
+	uint64_t head_busy[VIRTQ_MAX_SIZE];
 	/*
 	 * (io) Writes done on the image whose completion waits for the dirty
 	 * tracker's ack (write-blocking), oldest first; still in_flight.
@@ -122,7 +134,10 @@ struct virtio_blk {
  */
 int virtio_blk_create(struct virtio_blk *b, const struct virtio_blk_config *c)
 	__attribute__((warn_unused_result));
-/* Stop the thread (after what is in flight) and free everything. */
+/*
+ * Stop the thread (after what is in flight, for at most stop_wait_ms: what
+ * a hung backend still holds is abandoned) and free everything.
+ */
 void virtio_blk_destroy(struct virtio_blk *b);
 
 /*

@@ -23,6 +23,13 @@
 
 /* A disk that does not finish its requests in this time fails the quiesce. */
 #define VIRTIO_BLK_DRAIN_TIMEOUT_S 30
+/*
+ * How long a driver's reset (a vCPU thread's MMIO write) waits for the
+ * requests in flight before it leaves them behind as orphans.
+ */
+#define VIRTIO_BLK_RESET_WAIT_MS 1000
+/* How long destroy (ferry ending) waits for a backend to finish what it took. */
+#define VIRTIO_BLK_STOP_WAIT_MS 5000
 
 static void blk_signal(int fd)
 {
@@ -40,11 +47,23 @@ static void blk_consume(int fd)
 		pr_debug("virtio-blk eventfd: %s", strerror(errno));
 }
 
-void virtio_blk_put_req(struct virtio_blk *b, struct virtio_blk_req *r)
+bool virtio_blk_orphan(const struct virtio_blk *b, const struct virtio_blk_req *r)
 {
-	b->head_busy[r->chain.head] = false;
+	return r->gen != b->gen;
+}
+
+bool virtio_blk_put_req(struct virtio_blk *b, struct virtio_blk_req *r)
+{
+	bool orphan = virtio_blk_orphan(b, r);
+
+	/* An orphan's head may be a new request's by now: leave it alone. */
+	if (!orphan)
+		b->head_busy[r->chain.head] = 0;
 	b->free_slots[b->nr_free++] = r->slot;
 	b->in_flight--;
+	if (!b->in_flight)
+		pthread_cond_broadcast(&b->cond);	/* a reset may be waiting */
+	return !orphan;
 }
 
 void virtio_blk_drop(struct virtio_blk *b, struct virtio_blk_req *r)
@@ -53,9 +72,9 @@ void virtio_blk_drop(struct virtio_blk *b, struct virtio_blk_req *r)
 	struct virtq *q = &t->queues[0];
 
 	pthread_mutex_lock(&t->lock);
-	if (virtq_push(q, &t->mem, r->chain.head, 0) == 0 && virtq_should_notify(q))
+	if (virtio_blk_put_req(b, r) && virtq_push(q, &t->mem, r->chain.head, 0) == 0 &&
+	    virtq_should_notify(q))
 		virtio_mmio_interrupt(t, VIRTIO_MMIO_INT_VRING);
-	virtio_blk_put_req(b, r);
 	pthread_mutex_unlock(&t->lock);
 }
 
@@ -111,12 +130,14 @@ static struct virtio_blk_req *blk_pop(struct virtio_blk *b)
 			continue;
 		}
 		/* A head still in flight cannot be offered again: its buffers are busy. */
-		if (b->head_busy[r->chain.head]) {
+		if (b->head_busy[r->chain.head] == b->gen + 1) {
 			virtio_mmio_fail(t, "offered a request that is still in flight");
 			return NULL;
 		}
 		b->nr_free--;
-		b->head_busy[r->chain.head] = true;
+		b->head_busy[r->chain.head] = b->gen + 1;
+		r->gen = b->gen;
+		r->done = 0;
 		b->in_flight++;
 		return r;
 	}
@@ -232,6 +253,8 @@ static void *blk_thread(void *arg)
 		{ .fd = b->ctl_fd, .events = POLLIN },
 	};
 	char name[16];
+	struct timespec give_up = { 0 };	/* stopping: when to stop waiting for the backend */
+	bool stopping = false;
 
 	snprintf(name, sizeof(name), "disk%u", b->index);
 	pthread_setname_np(pthread_self(), name);
@@ -239,7 +262,7 @@ static void *blk_thread(void *arg)
 		/* What the backend waits for changes (NBD: the socket's direction). */
 		p[1].fd = b->bk.ops->poll_fd(&b->bk, &p[1].events);
 		p[1].revents = 0;
-		if (poll(p, 3, -1) < 0 && errno != EINTR)
+		if (poll(p, 3, stopping ? 50 : -1) < 0 && errno != EINTR)
 			break;
 		if (p[0].revents & POLLIN)
 			blk_consume(p[0].fd);
@@ -254,7 +277,19 @@ static void *blk_thread(void *arg)
 			blk_retry_parked(b, stop);	/* before new ones: they came first */
 		if (!stop && take)
 			blk_process(b);
-		b->bk.ops->reap(&b->bk, p[1].revents, blk_reaped, b);
+		/*
+		 * A short read or write goes back to the backend from reap:
+		 * submit it, and reap again (a synchronous one is done already).
+		 */
+		short revents = p[1].revents;
+		do {
+			b->resubmitted = false;
+			b->bk.ops->reap(&b->bk, revents, blk_reaped, b);
+			revents = 0;
+			if (b->resubmitted && b->bk.ops->submit && b->bk.ops->submit(&b->bk))
+				pr_warn("disk %u: submitting to the %s backend failed", b->index,
+					b->bk.ops->name);
+		} while (b->resubmitted);
 		/* Stopping: nobody will acknowledge any more; the guest is going away. */
 		blk_release_held(b, stop);
 		pthread_mutex_lock(&t->lock);
@@ -270,9 +305,36 @@ static void *blk_thread(void *arg)
 			b->drain_done = asked;
 			pthread_cond_broadcast(&b->cond);
 		}
+		unsigned left = b->in_flight;
 		pthread_mutex_unlock(&t->lock);
 		if (stop && idle)
 			break;
+		/*
+		 * Stopping with requests in a backend that does not answer (an
+		 * NBD server gone): wait stop_wait_ms, not for ever, so that ferry
+		 * can end.  What the backend still holds is abandoned with it
+		 * (closing it cancels them); nothing here touches them again.
+		 */
+		if (stop && !stopping) {
+			stopping = true;
+			clock_gettime(CLOCK_MONOTONIC, &give_up);
+			give_up.tv_sec += b->stop_wait_ms / 1000;
+			give_up.tv_nsec += (long)(b->stop_wait_ms % 1000) * 1000000L;
+			if (give_up.tv_nsec >= 1000000000L) {
+				give_up.tv_sec++;
+				give_up.tv_nsec -= 1000000000L;
+			}
+		}
+		if (stopping) {
+			struct timespec now;
+			clock_gettime(CLOCK_MONOTONIC, &now);
+			if (now.tv_sec > give_up.tv_sec ||
+			    (now.tv_sec == give_up.tv_sec && now.tv_nsec >= give_up.tv_nsec)) {
+				pr_warn("disk %u: %u requests still in the %s backend after %u ms; "
+					"abandoned", b->index, left, b->bk.ops->name, b->stop_wait_ms);
+				break;
+			}
+		}
 	}
 	return NULL;
 }
@@ -308,14 +370,37 @@ int virtio_blk_drain(struct virtio_blk *b, bool flush)
 	return err;
 }
 
-/* The driver reset the device: the transport stopped new pops; wait for the rest. */
+/*
+ * The driver reset the device (on the vCPU thread that wrote the status):
+ * the transport stopped new pops; wait for the rest, but not for ever (a
+ * backend that hangs, an NBD server gone, must not wedge the vCPU and with
+ * it the VMM).  What is still in flight after reset_wait_ms becomes an
+ * orphan of the old generation: it still finishes (and counts for drain
+ * and destroy), but writes no status and pushes nothing on the new ring.
+ * A READ that lands late still writes the guest's old buffers, as a
+ * hardware device's late DMA would; the driver has been told nothing.
+ */
 static void blk_reset(void *dev)
 {
 	struct virtio_blk *b = dev;
+	struct timespec until;
+	int err = 0;
 
+	clock_gettime(CLOCK_MONOTONIC, &until);
+	until.tv_sec += b->reset_wait_ms / 1000;
+	until.tv_nsec += (long)(b->reset_wait_ms % 1000) * 1000000L;
+	if (until.tv_nsec >= 1000000000L) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000L;
+	}
 	pthread_mutex_lock(&b->t.lock);
-	while (b->in_flight)
-		pthread_cond_wait(&b->cond, &b->t.lock);
+	while (b->in_flight && !err)
+		err = pthread_cond_timedwait(&b->cond, &b->t.lock, &until);
+	if (b->in_flight)
+		pr_warn("disk %u: reset with %u requests still in the %s backend after %u ms; "
+			"they finish unreported", b->index, b->in_flight, b->bk.ops->name,
+			b->reset_wait_ms);
+	b->gen++;
 	pthread_mutex_unlock(&b->t.lock);
 }
 
@@ -349,6 +434,8 @@ int virtio_blk_create(struct virtio_blk *b, const struct virtio_blk_config *c)
 	b->cfg = *c->disk;
 	b->index = c->index;
 	b->active = !c->inactive;
+	b->reset_wait_ms = VIRTIO_BLK_RESET_WAIT_MS;
+	b->stop_wait_ms = VIRTIO_BLK_STOP_WAIT_MS;
 	err = block_open(&b->bk, c->disk, b->active, why, sizeof(why));
 	if (err == -EBUSY)
 		pr_err("%s", why);	/* the whole story: in use, by whom, what to do */

@@ -14,8 +14,10 @@ struct virtio_blk_req {
 	uint64_t status_gpa;
 	uint64_t off;			/* READ/WRITE: where on the disk */
 	uint64_t expect;		/* bytes the backend must move */
+	uint64_t done;			/* of those, moved so far (short reads/writes) */
 	uint64_t data_written;		/* bytes put in guest buffers on success */
-	unsigned nr_iov;
+	uint64_t gen;			/* b->gen when popped: older ones outlived a reset */
+	unsigned nr_iov;		/* iov: what is left to move, from off + done */
 	/* Held for a write-blocking consumer (dirty.h): its ticket and its outcome. */
 	uint64_t ticket;
 	uint8_t held_status;
@@ -51,7 +53,13 @@ int virtio_blk_submit(struct virtio_blk *b, struct virtio_blk_req *r, enum block
 		      uint64_t off) __attribute__((warn_unused_result));
 /* Return the chain unused (len 0, no status): a chain with nowhere to put one.  */
 void virtio_blk_drop(struct virtio_blk *b, struct virtio_blk_req *r);
-/* Give r back to the pool.  Caller holds t.lock. */
-void virtio_blk_put_req(struct virtio_blk *b, struct virtio_blk_req *r);
+/*
+ * Give r back to the pool.  Caller holds t.lock.  Returns false when r
+ * outlived a reset of the device (an orphan): its chain belongs to a ring
+ * the driver has since reset, so nothing may be written to it.
+ */
+bool virtio_blk_put_req(struct virtio_blk *b, struct virtio_blk_req *r);
+/* Did r outlive a reset (its chain is no longer the driver's)?  Lock held. */
+bool virtio_blk_orphan(const struct virtio_blk *b, const struct virtio_blk_req *r);
 
 #endif

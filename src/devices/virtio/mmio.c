@@ -132,7 +132,14 @@ static void virtio_mmio_queue_write(struct virtio_mmio *t, struct virtq *q, uint
 		return;
 	case VIRTIO_MMIO_QUEUE_READY:
 		if (!v) {
+			/*
+			 * Off: its rings are forgotten too.  Its size and addresses
+			 * may now change; a request still in flight must not push
+			 * through the old views sized for the old ring (a size of 0
+			 * divides by zero, a larger one writes past the ring).
+			 */
 			q->ready = false;
+			q->desc = q->avail = q->used = NULL;
 			return;
 		}
 		if (q->ready)

@@ -201,7 +201,8 @@ int virtq_pop(struct virtq *q, const struct virtq_mem *m, struct virtq_chain *c)
 
 int virtq_push(struct virtq *q, const struct virtq_mem *m, uint16_t head, uint32_t len)
 {
-	if (!q->used)
+	/* Views exist only for a checked size; never trust that blindly here. */
+	if (!q->used || !virtq_size_ok(q->size))
 		return -EPROTO;
 	unsigned slot = q->used_idx % q->size;
 	uint8_t *e = q->used + 4 + 8 * slot;
@@ -221,7 +222,7 @@ bool virtq_should_notify(struct virtq *q)
 	uint16_t old = q->signalled_used, now = q->used_idx;
 	bool valid = q->signalled_valid;
 
-	if (!q->avail)
+	if (!q->avail || !virtq_size_ok(q->size))
 		return false;
 	/* Our used index store must be ordered before reading the driver's flags. */
 	__atomic_thread_fence(__ATOMIC_SEQ_CST);
@@ -238,7 +239,7 @@ bool virtq_should_notify(struct virtq *q)
 
 bool virtq_arm(struct virtq *q, const struct virtq_mem *m)
 {
-	if (!q->ready || !q->avail || q->broken)
+	if (!q->ready || !q->avail || !q->used || q->broken || !virtq_size_ok(q->size))
 		return false;
 	if (q->event_idx) {
 		virtq_store16(q->used + 4 + 8 * q->size, q->last_avail);
