@@ -1,6 +1,7 @@
 /* ferry migrate CONTROL URI: live-migrate a running VM and report how it went. */
 #include <errno.h>
 #include <getopt.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -60,6 +61,9 @@ static const char migrate_usage[] =
 "                           of the same size for each --disk; incremental: only the\n"
 "                           64 KiB ranges whose digests differ there travel\n"
 "  -k, --keep-source        keep the source VM (paused) after success\n"
+"      --keep-base FILE     after success, save the VM as it left to FILE (a\n"
+"                           save file): a later 'ferry run --incoming URI --base\n"
+"                           FILE' here gets only the pages that changed since\n"
 "  -r, --resume             reconnect a post-copy whose connection broke\n"
 "                           (the destination listens on URI again)\n"
 "      --resume-timeout T   how long a broken post-copy waits for --resume\n"
@@ -126,6 +130,7 @@ static void migrate_parse(int argc, char **argv, struct migrate_opts *o)
 		{ "compress-level", required_argument, NULL, 'L' },
 		{ "xbzrle-cache", required_argument, NULL, 'X' },
 		{ "keep-source", no_argument, NULL, 'k' },
+		{ "keep-base", required_argument, NULL, 'K' },
 		{ "copy-storage", optional_argument, NULL, 'G' },
 		{ "resume", no_argument, NULL, 'r' },
 		{ "resume-timeout", required_argument, NULL, 'R' },
@@ -221,6 +226,17 @@ static void migrate_parse(int argc, char **argv, struct migrate_opts *o)
 			json_object_object_add(o->args, "xbzrle-cache", json_object_new_int64((int64_t)v));
 			break;
 		case 'k': migrate_add_bool(o->args, "keep-source"); break;
+		case 'K': {
+			/* ferry run writes it, from its own working directory. */
+			char cwd[PATH_MAX], file[PATH_MAX];
+			if (optarg[0] == '/')
+				snprintf(file, sizeof(file), "%s", optarg);
+			else if (!getcwd(cwd, sizeof(cwd)) ||
+				 snprintf(file, sizeof(file), "%s/%s", cwd, optarg) >= (int)sizeof(file))
+				die(FERRY_EXIT_USAGE, "cannot make --keep-base %s an absolute path", optarg);
+			json_object_object_add(o->args, "keep-base", json_object_new_string(file));
+			break;
+		}
 		case 'G':
 			if (!optarg || !strcmp(optarg, "full"))
 				migrate_add_bool(o->args, "copy-storage");

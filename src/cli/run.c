@@ -113,6 +113,11 @@ static const char run_usage[] =
 "                         this side's own images (--disk path=, same sizes),\n"
 "                         which are locked here from the start ('ferry migrate\n"
 "                         --copy-storage')\n"
+"      --base FILE        with --incoming: FILE is an earlier save of the same VM\n"
+"                         ('ferry save', 'ferry snapshot', or 'ferry migrate\n"
+"                         --keep-base' when it left this host): its RAM is\n"
+"                         loaded first and only the pages that differ travel.\n"
+"                         A base of another RAM size is ignored, with a warning\n"
 "      --test-hooks       allow the x-test-* control commands (tests only)\n"
 "  -q, --quiet            print errors only\n"
 "  -v, --verbose          print debug messages\n"
@@ -149,6 +154,7 @@ struct run_opts {
 	bool memory_set, vcpus_set;
 	bool test_hooks;
 	bool copy_storage;	/* --incoming: the disks' contents come with the VM */
+	const char *base;	/* --incoming: --base FILE, an earlier save of this VM */
 };
 
 /*
@@ -212,6 +218,7 @@ static void run_parse(int argc, char **argv, struct run_opts *o)
 		{ "lazy", no_argument, NULL, 'L' },
 		{ "test-hooks", no_argument, NULL, 'T' },
 		{ "copy-storage", no_argument, NULL, 'S' },
+		{ "base", required_argument, NULL, 'B' },
 		{ "prealloc", no_argument, NULL, 'P' },
 		{ "cpu-model", required_argument, NULL, 'M' },
 		{ "resume-timeout", required_argument, NULL, 'R' },
@@ -262,6 +269,7 @@ static void run_parse(int argc, char **argv, struct run_opts *o)
 		case 'L': o->lazy = true; break;
 		case 'T': o->test_hooks = true; mig_scratch_allow(); break;
 		case 'S': o->copy_storage = true; break;
+		case 'B': o->base = optarg; break;
 		case 'P': o->mc.prealloc = true; break;
 		case 'M':
 			if (x86_cpu_model_parse(optarg, &o->cpu_model, why, sizeof(why)))
@@ -331,6 +339,9 @@ static void run_parse(int argc, char **argv, struct run_opts *o)
 		die(FERRY_EXIT_USAGE, "--lazy needs --restore FILE");
 	if (o->copy_storage && !o->incoming)
 		die(FERRY_EXIT_USAGE, "--copy-storage goes with --incoming");
+	if (o->base && (!o->incoming || !mig_channel_uri_return_path(o->incoming)))
+		die(FERRY_EXIT_USAGE, "--base goes with --incoming tcp:HOST:PORT or unix:PATH "
+		    "(the digests go back to the source; a file has no way back)");
 	if (o->restore) {
 		if (o->incoming || o->mc.kernel || o->mc.cmdline || o->memory_set || o->vcpus_set ||
 		    o->mc.prealloc || o->tls.dir[0] || o->tls.authz[0] ||
@@ -538,7 +549,21 @@ static int run_incoming(struct run_ctx *ctx, struct mig_incoming *inc)
 		.intr_fd = ctx->sfd,
 	};
 	struct guest_memory pre = { .fd = -1 };
+	struct savefile base = { .fd = -1 };
 	int err = 0, sig;
+	char why[300];
+
+	if (o->base) {
+		/* Checked before listening: a wrong file is the operator's to hear of now. */
+		err = savefile_open(&base, o->base, why, sizeof(why));
+		if (err) {
+			pr_err("--base: %s", why);
+			return err == -ENOENT ? FERRY_EXIT_NOINPUT : err == -ENOMEM ? FERRY_EXIT_OSERR
+			       : err == -EPROTO || err == -EPROTONOSUPPORT ? FERRY_EXIT_DATAERR
+			       : FERRY_EXIT_USAGE;
+		}
+		io.base = &base;
+	}
 
 	if (o->mc.prealloc) {
 		/* Before listening: the migration must not wait for this. */
@@ -549,11 +574,13 @@ static int run_incoming(struct run_ctx *ctx, struct mig_incoming *inc)
 			pr_err("cannot preallocate %llu MiB: %s", (unsigned long long)(o->mc.memory >> 20),
 			       strerror(-err));
 			guest_memory_destroy(&pre);
+			savefile_close(&base);
 			return FERRY_EXIT_OSERR;
 		}
 		io.premade = &pre;
 	}
 	err = mig_incoming_receive(inc, &io, ctx->m);
+	savefile_close(&base);	/* its pages were read at the handshake */
 	migration_set_incoming_postcopy(ctx->mig, false);	/* every page is in, or lost */
 	if (pre.fd >= 0)
 		guest_memory_destroy(&pre);	/* not taken over: the migration failed early */

@@ -42,6 +42,7 @@ enum mig_section {
 	MIG_SEC_PC_RESUMED = 23,	/* resume: bitmap complete, carry on */
 	MIG_SEC_LOADED = 24,		/* switchover: all checked and loaded; waiting for GO */
 	MIG_SEC_BLOCK_SUMS = 25,	/* copy-storage=incremental: digests of a disk's chunks */
+	MIG_SEC_BASE_SUMS = 26,		/* --base: digests of the pages the destination holds */
 };
 
 /*

@@ -7,6 +7,7 @@
 #define FERRY_MIGRATION_MIGRATION_H
 
 #include <json-c/json.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -51,6 +52,8 @@ struct mig_params {
 	bool copy_storage;		/* copy the disks too (block.c) */
 	bool copy_incremental;		/* ... only the 64 KiB ranges that differ there */
 	struct mig_tls tls;		/* --tls-creds: TLS over the connection (dir "": none) */
+	/* --keep-base: after success, save the VM as it left to this file ("": none). */
+	char keep_base[PATH_MAX];
 };
 
 #define MIG_DEFAULT_DOWNTIME_NS (300ULL * 1000000ULL)

@@ -48,6 +48,7 @@ struct mig_stats {
 	uint64_t normal_pages;		/* pages sent with their data */
 	uint64_t normal_bytes;
 	uint64_t pages_resent;		/* pages sent again in pass 2 or later */
+	uint64_t base_pages;		/* pages the destination's base held already: not sent */
 	uint64_t state_bytes;		/* device state record size */
 	uint64_t pages_per_sec;
 	uint64_t throughput;		/* bytes/s on the wire, recent */

@@ -19,6 +19,8 @@
 #include "migration/stream.h"
 #include "board/machine.h"
 
+struct savefile;
+
 struct mig_incoming_opts {
 	const char *uri;		/* tcp:HOST:PORT, unix:PATH or file:PATH */
 	const struct mig_tls *tls;	/* --tls-creds: sources must pass TLS (NULL: plain) */
@@ -48,6 +50,11 @@ struct mig_incoming_opts {
 	 * at once and mig_incoming_receive() fails with -EINTR.
 	 */
 	int intr_fd;
+	/*
+	 * --base FILE: an earlier save of this VM, opened and checked (NULL:
+	 * none).  Used when the source can and its RAM fits (base.h); read only.
+	 */
+	struct savefile *base;
 };
 
 struct mig_incoming {

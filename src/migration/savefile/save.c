@@ -312,6 +312,13 @@ out:
 	return err;
 }
 
+int savefile_save_paused(struct machine *m, const char *path, struct savefile_stats *st,
+			 char *why, size_t whylen)
+{
+	memset(st, 0, sizeof(*st));
+	return save_to(m, path, st, why, whylen);
+}
+
 int savefile_save(struct machine *m, const char *path, const struct savefile_save_opts *o,
 		  struct savefile_stats *st, char *why, size_t whylen)
 {
