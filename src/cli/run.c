@@ -108,7 +108,8 @@ static const char run_usage[] =
 "                         or FILE, listing the features by name (as\n"
 "                         /proc/cpuinfo spells them).  With --incoming: what\n"
 "                         this destination offers; a guest that uses a feature\n"
-"                         outside it is refused before any page moves\n"
+"                         outside it is refused before any page moves.  With\n"
+"                         --restore: the same check against the saved CPU\n"
 "      --copy-storage     with --incoming: the source copies its disks into\n"
 "                         this side's own images (--disk path=, same sizes),\n"
 "                         which are locked here from the start ('ferry migrate\n"
@@ -689,6 +690,7 @@ int cli_run(int argc, char **argv)
 			.file = o.restore, .lazy = o.lazy, .serial = o.mc.serial,
 			.disks = o.disks, .nr_disks = o.mc.nr_disks,
 			.nics = o.nics, .nr_nics = o.mc.nr_nics, .announce = &o.announce,
+			.cpu_model = o.mc.cpu_model,
 		};
 		status = restore_machine(m, &mig, &ro, &rs);
 		if (status) {

@@ -25,6 +25,8 @@
 #include <cmocka.h>
 #include <xxhash.h>
 
+#include <linux/kvm.h>
+
 #include "migration/savefile/savefile.h"
 #include "util/le.h"
 #include "vmm/memory.h"
@@ -534,6 +536,59 @@ static void test_specs(void **state)
 	assert_string_equal(buf, "tap=tap7");
 }
 
+/* ---- the saved CPU ------------------------------------------------------ */
+
+static struct kvm_cpuid2 *t_cpuid(uint32_t leaf7_ebx)
+{
+	struct kvm_cpuid2 *c = calloc(1, sizeof(*c) + 2 * sizeof(c->entries[0]));
+
+	assert_non_null(c);
+	c->nent = 2;
+	c->entries[0] = (struct kvm_cpuid_entry2){ .function = 1, .ecx = 1u << 0 };
+	c->entries[1] = (struct kvm_cpuid_entry2){ .function = 7, .flags = 1, .ebx = leaf7_ebx };
+	return c;
+}
+
+/* The file carries the guest's CPUID; a host without one of its features is refused. */
+static void test_cpu(void **state)
+{
+	struct t_env *e = *state;
+	struct kvm_cpuid2 *guest = t_cpuid(1u << 5 | 1u << 16), *host = t_cpuid(1u << 5);
+	struct mig_config *cfg = calloc(1, sizeof(*cfg));
+	struct savefile sf;
+	char why[512];
+	uint8_t *meta;
+	size_t len;
+
+	/* A file without CPUID (an older ferry's): nothing to check. */
+	assert_int_equal(savefile_open(&sf, e->path, why, sizeof(why)), 0);
+	assert_int_equal(sf.meta.cfg.cpuid_nent, 0);
+	assert_int_equal(savefile_check_cpu(&sf, host, why, sizeof(why)), 0);
+	savefile_close(&sf);
+
+	*cfg = (struct mig_config){ .memory = T_MEM, .vcpus = 1, .page_size = 4096 };
+	mig_config_set_cpuid(cfg, guest);
+	assert_int_equal(savefile_meta_encode(cfg, "k", NULL, 0, NULL, 0, (const uint8_t *)"s", 1,
+					      &meta, &len), 0);
+	int fd = open(e->bad, O_RDWR | O_CREAT | O_TRUNC, 0600);
+	assert_true(fd >= 0);
+	assert_int_equal(savefile_write(&e->mem, fd, meta, len, &e->st), 0);
+	close(fd);
+	free(meta);
+	assert_int_equal(savefile_open(&sf, e->bad, why, sizeof(why)), 0);
+	assert_int_equal(sf.meta.cfg.cpuid_nent, 2);
+	assert_int_equal(sf.meta.cfg.cpuid[1].ebx, 1u << 5 | 1u << 16);
+	assert_int_equal(savefile_check_cpu(&sf, guest, why, sizeof(why)), 0);
+	assert_int_equal(savefile_check_cpu(&sf, host, why, sizeof(why)), -EOPNOTSUPP);
+	print_message("refused: %s\n", why);
+	assert_non_null(strstr(why, "the saved guest cannot run on this host"));
+	assert_non_null(strstr(why, "avx512f"));
+	savefile_close(&sf);
+	free(cfg);
+	free(guest);
+	free(host);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -544,6 +599,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_lazy_damaged, t_setup, t_teardown),
 		cmocka_unit_test_setup_teardown(test_snapshot_cow, t_setup, t_teardown),
 		cmocka_unit_test(test_specs),
+		cmocka_unit_test_setup_teardown(test_cpu, t_setup, t_teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

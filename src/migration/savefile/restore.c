@@ -188,6 +188,17 @@ int savefile_read_block(struct savefile *sf, uint64_t b, const struct savefile_b
 	return 0;
 }
 
+int savefile_check_cpu(const struct savefile *sf, const struct kvm_cpuid2 *host, char *why,
+		       size_t whylen)
+{
+	char list[300];
+
+	if (!mig_config_check_cpu(&sf->meta.cfg, host, list, sizeof(list)))
+		return 0;
+	snprintf(why, whylen, "the saved guest cannot run on this host: %s", list);
+	return -EOPNOTSUPP;
+}
+
 uint64_t savefile_load_range(struct savefile *sf, struct guest_memory *mem, uint64_t first,
 			     uint32_t count, uint64_t *sums, unsigned long *written, uint8_t *buf,
 			     unsigned *damaged, char *why, size_t whylen)

@@ -159,6 +159,9 @@ int savefile_machine_meta(struct machine *m, const struct vmstate_buf *state, ui
 	}
 	cfg.cmdline_len = (uint16_t)cl;
 	memcpy(cfg.cmdline, m->cmdline, cl);
+	/* The CPU the guest runs on, as CONFIG carries it: a restore checks its host against it. */
+	if (m->vm.cpuid)
+		mig_config_set_cpuid(&cfg, m->vm.cpuid);
 	for (unsigned i = 0; i < m->nr_disks; i++) {
 		err = savefile_disk_spec(&m->disks[i].cfg, specs[i], sizeof(specs[i]), why, whylen);
 		if (err)

@@ -116,6 +116,15 @@ int savefile_load_ram(struct savefile *sf, struct guest_memory *mem, struct save
 		      char *why, size_t whylen) __attribute__((warn_unused_result));
 
 /*
+ * Can this host (its CPUID offer `host`: KVM's, less --cpu-model) run the
+ * saved guest, whose CPUID the configuration carries?  0 (also for a file
+ * that carries none: an older ferry's, unchecked), or -EOPNOTSUPP with the
+ * features and MSRs it lacks, by name, in why.
+ */
+int savefile_check_cpu(const struct savefile *sf, const struct kvm_cpuid2 *host, char *why,
+		       size_t whylen) __attribute__((warn_unused_result));
+
+/*
  * Decode the device state (hostile: every record checked) and load it
  * into m, whose vCPUs have not run.  Returns 0 or -errno with why.
  */
