@@ -1,6 +1,7 @@
 /* ferry migrate CONTROL URI: live-migrate a running VM and report how it went. */
 #include <errno.h>
 #include <getopt.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -71,6 +72,9 @@ static const char migrate_usage[] =
 "                           disk's first pass is done, each guest write completes\n"
 "                           only after it is sent: the disk always converges)\n"
 "  -k, --keep-source        keep the source VM (paused) after success\n"
+"      --keep-base FILE     after success, save the VM as it left to FILE (a\n"
+"                           save file): a later 'ferry run --incoming URI --base\n"
+"                           FILE' here gets only the pages that changed since\n"
 "  -r, --resume             reconnect a post-copy whose connection broke\n"
 "                           (the destination listens on URI again)\n"
 "      --resume-timeout T   how long a broken post-copy waits for --resume\n"
@@ -142,6 +146,7 @@ static void migrate_parse(int argc, char **argv, struct migrate_opts *o)
 		{ "order", required_argument, NULL, OPT_ORDER },
 		{ "channels", required_argument, NULL, 'C' },
 		{ "keep-source", no_argument, NULL, 'k' },
+		{ "keep-base", required_argument, NULL, 'K' },
 		{ "copy-storage", optional_argument, NULL, 'G' },
 		{ "copy-storage-mode", required_argument, NULL, 'W' },
 		{ "resume", no_argument, NULL, 'r' },
@@ -249,6 +254,17 @@ static void migrate_parse(int argc, char **argv, struct migrate_opts *o)
 			json_object_object_add(o->args, "channels", json_object_new_int64((int64_t)v));
 			break;
 		case 'k': migrate_add_bool(o->args, "keep-source"); break;
+		case 'K': {
+			/* ferry run writes it, from its own working directory. */
+			char cwd[PATH_MAX], file[PATH_MAX];
+			if (optarg[0] == '/')
+				snprintf(file, sizeof(file), "%s", optarg);
+			else if (!getcwd(cwd, sizeof(cwd)) ||
+				 snprintf(file, sizeof(file), "%s/%s", cwd, optarg) >= (int)sizeof(file))
+				die(FERRY_EXIT_USAGE, "cannot make --keep-base %s an absolute path", optarg);
+			json_object_object_add(o->args, "keep-base", json_object_new_string(file));
+			break;
+		}
 		case 'G':
 			if (!optarg || !strcmp(optarg, "full"))
 				migrate_add_bool(o->args, "copy-storage");

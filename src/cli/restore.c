@@ -66,6 +66,32 @@ static int restore_devices(const struct restore_opts *o, const struct savefile_m
 	return 0;
 }
 
+/*
+ * The saved CPUID against this host's offer (KVM's, less --cpu-model), as
+ * an incoming migration checks CONFIG's; then the vCPUs get the saved
+ * table: the guest keeps the CPU it booted with, not this host's fuller
+ * one.  0 or an exit status.
+ */
+static int restore_cpu(struct machine *m, const struct restore_opts *o, struct savefile *sf)
+{
+	char why[512];
+
+	if (savefile_check_cpu(sf, m->vm.cpuid, why, sizeof(why)))
+		return restore_fail(o, FERRY_EXIT_UNAVAILABLE, why);
+	if (!sf->meta.cfg.cpuid_nent)
+		return 0;	/* an older file: the host's CPUID, unchecked */
+	struct kvm_cpuid2 *cpuid = mig_config_cpuid(&sf->meta.cfg);
+	if (!cpuid)
+		return restore_fail(o, FERRY_EXIT_OSERR, "out of memory");
+	int err = vm_set_cpuid(&m->vm, cpuid);
+	if (err) {
+		snprintf(why, sizeof(why), "cannot give the vCPUs the saved CPUID: %s",
+			 strerror(-err));
+		return restore_fail(o, FERRY_EXIT_OSERR, why);
+	}
+	return 0;
+}
+
 static int restore_open_status(int err)
 {
 	switch (-err) {
@@ -148,6 +174,7 @@ int restore_machine(struct machine *m, struct migration *mig, const struct resto
 		.memory = meta->cfg.memory, .vcpus = meta->cfg.vcpus, .cmdline = cmdline,
 		.serial = o->serial, .disks = disks, .nr_disks = meta->nr_disks,
 		.nics = nics, .nr_nics = meta->nr_nics,
+		.cpu_model = o->cpu_model,
 		.incoming = true,	/* disks unlocked until the state is in */
 	};
 	err = machine_create(m, &mc);
@@ -157,6 +184,12 @@ int restore_machine(struct machine *m, struct migration *mig, const struct resto
 			 (unsigned long long)(mc.memory >> 20), mc.vcpus, strerror(-err));
 		status = restore_fail(o, err == -EBUSY ? FERRY_EXIT_UNAVAILABLE : FERRY_EXIT_OSERR,
 				      why);
+		goto fail;
+	}
+	/* Before any page: a guest this CPU cannot run is refused, as a migration's is. */
+	status = restore_cpu(m, o, &rs->sf);
+	if (status) {
+		machine_destroy(m);
 		goto fail;
 	}
 	char *kernel = strdup(meta->kernel);

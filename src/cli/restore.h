@@ -16,6 +16,8 @@ struct restore_opts {
 	const struct net_config *nics;
 	unsigned nr_nics;
 	const struct net_announce_params *announce;
+	/* --cpu-model: what this host offers the guest (NULL: all KVM has). */
+	const struct x86_cpu_model *cpu_model;
 };
 
 /* What a restore leaves open while the VM runs: the file and, with --lazy, its loader. */

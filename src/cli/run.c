@@ -108,7 +108,8 @@ static const char run_usage[] =
 "                         or FILE, listing the features by name (as\n"
 "                         /proc/cpuinfo spells them).  With --incoming: what\n"
 "                         this destination offers; a guest that uses a feature\n"
-"                         outside it is refused before any page moves\n"
+"                         outside it is refused before any page moves.  With\n"
+"                         --restore: the same check against the saved CPU\n"
 "      --copy-storage     with --incoming: the source copies its disks into\n"
 "                         this side's own images (--disk path=, same sizes),\n"
 "                         which are locked here from the start ('ferry migrate\n"
@@ -123,6 +124,11 @@ static const char run_usage[] =
 "                         primary then runs on if the link breaks)\n"
 "      --failover-timeout T  with --standby: the silence after which the\n"
 "                         primary counts as gone (default 1s, at least 100ms)\n"
+"      --base FILE        with --incoming: FILE is an earlier save of the same VM\n"
+"                         ('ferry save', 'ferry snapshot', or 'ferry migrate\n"
+"                         --keep-base' when it left this host): its RAM is\n"
+"                         loaded first and only the pages that differ travel.\n"
+"                         A base of another RAM size is ignored, with a warning\n"
 "      --test-hooks       allow the x-test-* control commands (tests only)\n"
 "  -q, --quiet            print errors only\n"
 "  -v, --verbose          print debug messages\n"
@@ -162,6 +168,7 @@ struct run_opts {
 	bool standby;		/* --incoming --standby: a replication's standby */
 	enum mig_failover_mode failover_mode;
 	uint64_t failover_ns;
+	const char *base;	/* --incoming: --base FILE, an earlier save of this VM */
 };
 
 /*
@@ -207,6 +214,9 @@ static void run_check_paths(const struct run_opts *o)
 	}
 }
 
+/* Long options with no letter of their own. */
+enum { OPT_BASE = 0x100 };
+
 static void run_parse(int argc, char **argv, struct run_opts *o)
 {
 	static const struct option longopts[] = {
@@ -228,6 +238,7 @@ static void run_parse(int argc, char **argv, struct run_opts *o)
 		{ "standby", no_argument, NULL, 'B' },
 		{ "failover", required_argument, NULL, 'F' },
 		{ "failover-timeout", required_argument, NULL, 'O' },
+		{ "base", required_argument, NULL, OPT_BASE },
 		{ "prealloc", no_argument, NULL, 'P' },
 		{ "cpu-model", required_argument, NULL, 'M' },
 		{ "resume-timeout", required_argument, NULL, 'R' },
@@ -298,6 +309,7 @@ static void run_parse(int argc, char **argv, struct run_opts *o)
 				    "to 1h, like 2s", optarg);
 			failover_set = true;
 			break;
+		case OPT_BASE: o->base = optarg; break;
 		case 'P': o->mc.prealloc = true; break;
 		case 'M':
 			if (x86_cpu_model_parse(optarg, &o->cpu_model, why, sizeof(why)))
@@ -374,6 +386,9 @@ static void run_parse(int argc, char **argv, struct run_opts *o)
 	if (o->standby && (o->mc.nr_disks || o->copy_storage))
 		die(FERRY_EXIT_USAGE, "replication does not carry disks yet: --standby takes no "
 		    "--disk or --copy-storage");
+	if (o->base && (!o->incoming || !mig_channel_uri_return_path(o->incoming)))
+		die(FERRY_EXIT_USAGE, "--base goes with --incoming tcp:HOST:PORT or unix:PATH "
+		    "(the digests go back to the source; a file has no way back)");
 	if (o->restore) {
 		if (o->incoming || o->mc.kernel || o->mc.cmdline || o->memory_set || o->vcpus_set ||
 		    o->mc.prealloc || o->tls.dir[0] || o->tls.authz[0] ||
@@ -583,7 +598,21 @@ static int run_incoming(struct run_ctx *ctx, struct mig_incoming *inc)
 		.failover_mode = (int)o->failover_mode, .failover_ns = o->failover_ns,
 	};
 	struct guest_memory pre = { .fd = -1 };
+	struct savefile base = { .fd = -1 };
 	int err = 0, sig;
+	char why[300];
+
+	if (o->base) {
+		/* Checked before listening: a wrong file is the operator's to hear of now. */
+		err = savefile_open(&base, o->base, why, sizeof(why));
+		if (err) {
+			pr_err("--base: %s", why);
+			return err == -ENOENT ? FERRY_EXIT_NOINPUT : err == -ENOMEM ? FERRY_EXIT_OSERR
+			       : err == -EPROTO || err == -EPROTONOSUPPORT ? FERRY_EXIT_DATAERR
+			       : FERRY_EXIT_USAGE;
+		}
+		io.base = &base;
+	}
 
 	if (o->mc.prealloc) {
 		/* Before listening: the migration must not wait for this. */
@@ -594,11 +623,13 @@ static int run_incoming(struct run_ctx *ctx, struct mig_incoming *inc)
 			pr_err("cannot preallocate %llu MiB: %s", (unsigned long long)(o->mc.memory >> 20),
 			       strerror(-err));
 			guest_memory_destroy(&pre);
+			savefile_close(&base);
 			return FERRY_EXIT_OSERR;
 		}
 		io.premade = &pre;
 	}
 	err = mig_incoming_receive(inc, &io, ctx->m);
+	savefile_close(&base);	/* its pages were read at the handshake */
 	migration_set_incoming_postcopy(ctx->mig, false);	/* every page is in, or lost */
 	if (pre.fd >= 0)
 		guest_memory_destroy(&pre);	/* not taken over: the migration failed early */
@@ -762,6 +793,7 @@ int cli_run(int argc, char **argv)
 			.file = o.restore, .lazy = o.lazy, .serial = o.mc.serial,
 			.disks = o.disks, .nr_disks = o.mc.nr_disks,
 			.nics = o.nics, .nr_nics = o.mc.nr_nics, .announce = &o.announce,
+			.cpu_model = o.mc.cpu_model,
 		};
 		status = restore_machine(m, &mig, &ro, &rs);
 		if (status) {

@@ -22,6 +22,7 @@ const struct control_arg cmd_migrate_args[] = {
 	{ "auto-converge", CONTROL_ARG_BOOL, false },
 	{ "verify", CONTROL_ARG_BOOL, false },
 	{ "keep-source", CONTROL_ARG_BOOL, false },
+	{ "keep-base", CONTROL_ARG_STRING, false },
 	{ "resume", CONTROL_ARG_BOOL, false },
 	{ "on-timeout", CONTROL_ARG_STRING, false },
 	{ "mode", CONTROL_ARG_STRING, false },
@@ -136,6 +137,7 @@ int cmd_migrate_parse(json_object *args, struct mig_params *p, json_object **ret
 	err = err ?: mig_arg_bool(args, "auto-converge", &p->auto_converge, ret);
 	err = err ?: mig_arg_bool(args, "verify", &p->verify, ret);
 	err = err ?: mig_arg_bool(args, "keep-source", &p->keep_source, ret);
+	err = err ?: mig_arg_str(args, "keep-base", p->keep_base, sizeof(p->keep_base), ret);
 	err = err ?: mig_parse_tls(args, &p->tls, ret);
 	if (err)
 		return err;
@@ -163,6 +165,9 @@ int cmd_migrate_parse(json_object *args, struct mig_params *p, json_object **ret
 		if (!p->copy_storage)
 			return control_fail(ret, -EINVAL, "'copy-storage-mode' needs 'copy-storage'");
 	}
+	/* Written by this process, from its own working directory. */
+	if (p->keep_base[0] && p->keep_base[0] != '/')
+		return control_fail(ret, -EINVAL, "'keep-base' must be an absolute path");
 	if (p->tls.dir[0] && !u.ops->return_path)
 		return control_fail(ret, -EINVAL, "TLS ('tls-creds') needs a connection, "
 				    "tcp:HOST:PORT or unix:PATH, not %s", u.ops->syntax);

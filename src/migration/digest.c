@@ -42,6 +42,16 @@ void mig_digest_free(struct mig_digest *d)
 	d->pages = 0;
 }
 
+uint64_t mig_page_hash(const void *data)
+{
+	return data ? XXH3_64bits(data, GUEST_PAGE_SIZE) : mig_zero_page_hash();
+}
+
+void mig_digest_put(struct mig_digest *d, uint64_t index, uint64_t hash)
+{
+	d->hash[index] = hash ^ d->zero;
+}
+
 void mig_digest_set(struct mig_digest *d, uint64_t index, const void *data)
 {
 	d->hash[index] = data ? XXH3_64bits(data, GUEST_PAGE_SIZE) ^ d->zero : 0;

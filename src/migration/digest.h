@@ -28,6 +28,12 @@ void mig_digest_free(struct mig_digest *d);
 /* Record the content of page `index` (data NULL: a zero page). */
 void mig_digest_set(struct mig_digest *d, uint64_t index, const void *data);
 
+/* The XXH3-64 of one page (data NULL: a zero page's), as DIGEST and BASE_SUMS use it. */
+uint64_t mig_page_hash(const void *data);
+
+/* Record page `index` by its mig_page_hash(). */
+void mig_digest_put(struct mig_digest *d, uint64_t index, uint64_t hash);
+
 /* The digest of the whole table. */
 uint64_t mig_digest_total(const struct mig_digest *d);
 

@@ -7,6 +7,7 @@
 #define FERRY_MIGRATION_MIGRATION_H
 
 #include <json-c/json.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -70,6 +71,8 @@ struct mig_params {
 	bool replicate;
 	uint64_t epoch_interval_ns;
 	uint64_t fence_ns;
+	/* --keep-base: after success, save the VM as it left to this file ("": none). */
+	char keep_base[PATH_MAX];
 };
 
 #define MIG_DEFAULT_DOWNTIME_NS (300ULL * 1000000ULL)

@@ -482,6 +482,7 @@ static int64_t ram_src_peek(struct migration *mig)
 const struct mig_source_ops mig_ram_source = {
 	.name = "ram",
 	.setup = ram_setup,
+	.handshake = ram_base_handshake,
 	.sync = ram_src_sync,
 	.peek = ram_src_peek,
 	.iterate = ram_send_pass,	/* ram_order_send.c: by address or by rewrites */

@@ -39,6 +39,7 @@ struct mig_ram {
 	bool stable;
 	uint64_t clear_ns;		/* when the whole log was last cleared */
 	uint32_t codecs;		/* encodings the destination accepted (bit = id) */
+	bool base;			/* READY accepted MIG_CAP_BASE: its digests follow */
 	/* The encoder: codecs' state and counters (set up once READY is read). */
 	struct mig_codec_ctx codec;
 	bool codec_ready;
@@ -127,6 +128,13 @@ int ram_start_clean(struct migration *mig) __attribute__((warn_unused_result));
  * Returns true if queued.
  */
 bool ram_queue_index(struct migration *mig, uint64_t index);
+/*
+ * ram_base.c, the handshake (live.h) with a destination that holds a base:
+ * read its page digests and leave the pages that match out of pass 1.
+ * 0 or -errno (reason on the stream).  Nothing to do unless ram.base.
+ */
+int ram_base_handshake(struct migration *mig) __attribute__((warn_unused_result));
+
 /* Send the queued batch now.  Returns the stream's error. */
 int ram_flush(struct migration *mig) __attribute__((warn_unused_result));
 

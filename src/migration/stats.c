@@ -144,6 +144,7 @@ json_object *mig_stats_to_json(const struct mig_stats *st, uint64_t now_ns)
 	mig_json_u64(o, "normal-bytes", st->normal_bytes);
 	mig_json_u64(o, "pages-resent", st->pages_resent);
 	mig_json_u64(o, "pages-deferred", st->pages_deferred);
+	mig_json_u64(o, "base-pages", st->base_pages);
 	mig_json_u64(o, "device-state-bytes", st->state_bytes);
 	mig_json_u64(o, "pages-per-second", st->pages_per_sec);
 	mig_json_u64(o, "throughput-bytes-per-second", st->throughput);

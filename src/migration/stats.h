@@ -52,6 +52,7 @@ struct mig_stats {
 	uint64_t normal_bytes;
 	uint64_t pages_resent;		/* pages sent again (sent before, in any pass or phase) */
 	uint64_t pages_deferred;	/* --order rewrite: pages left by passes ended early */
+	uint64_t base_pages;		/* pages the destination's base held already: not sent */
 	uint64_t state_bytes;		/* device state record size */
 	uint64_t pages_per_sec;
 	uint64_t throughput;		/* bytes/s on the wire, recent */

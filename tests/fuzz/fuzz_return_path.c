@@ -3,9 +3,11 @@
  * path, read by the source's section reader (mig_section_read over a real
  * mig_stream on a socket) and decoded by the source's own decoders: RESULT
  * (mig_result_parse), PAGE_REQ (mig_reply_page_req), PC_KNOWN
- * (mig_reply_known, against a 16 MiB guest memory and its owed bitmaps)
- * and BLOCK_SUMS (mig_block_sums_apply, copy-storage=incremental's chunk
- * digests, against disk 0 of 16 chunks, or of 8200 with mode bit 2).
+ * (mig_reply_known, against a 16 MiB guest memory and its owed bitmaps),
+ * BLOCK_SUMS (mig_block_sums_apply, copy-storage=incremental's chunk
+ * digests, against disk 0 of 16 chunks, or of 8200 with mode bit 2) and
+ * BASE_SUMS (mig_base_sums_decode, then mig_base_diff into the owed
+ * bitmap, as the source's --base handshake does).
  * No VM and no migration thread: only the code that reads and decodes
  * what the destination sends.  See tests/fuzz/README.md.
  *
@@ -29,6 +31,7 @@
 #include <unistd.h>
 #include <xxhash.h>
 
+#include "migration/base.h"
 #include "migration/block.h"
 #include "migration/channel/channel.h"
 #include "migration/format.h"
@@ -138,6 +141,21 @@ static void fz_decode(uint8_t type, const uint8_t *p, uint32_t len)
 			if (!!(fz_block_owed[c / 64] & (1ULL << (c % 64))) !=
 			    (le_get(p + 13 + 8 * (c - before), 8) != fz_ours[c]))
 				abort();
+		break;
+	}
+	case MIG_SEC_BASE_SUMS: {
+		/* The source expects the sections in order; try the first one's place. */
+		static uint64_t mine[MIG_BASE_SUMS_MAX];
+		uint64_t pages = guest_memory_pages(&fz_mem);
+		uint32_t count;
+		char why[200];
+		if (mig_base_sums_decode(p, len, 0, pages, &count, why, sizeof(why)))
+			break;
+		if (count > MIG_BASE_SUMS_MAX || count > pages ||
+		    len != MIG_BASE_SUMS_HDR + 8 * count)
+			abort();
+		/* RAM of 16 MiB is one region of 4096 pages: the owed bitmap holds them all. */
+		(void)mig_base_diff(p, 0, mine, count, fz_owed[0], 0);
 		break;
 	}
 	default:

@@ -25,6 +25,8 @@
 #include <cmocka.h>
 #include <xxhash.h>
 
+#include <linux/kvm.h>
+
 #include "migration/savefile/savefile.h"
 #include "util/le.h"
 #include "vmm/memory.h"
@@ -289,6 +291,97 @@ static void test_damaged(void **state)
 	t_refused(e, -EPROTO, "flags");
 }
 
+/*
+ * More hostile files, each refused with its reason: empty, a directory,
+ * versions 0 and 2^32-1, every offset and length of a header (checksum
+ * fixed) pointing past RAM or past the file, metadata over its limit, a
+ * block table (checksum fixed) that claims data where the file holds
+ * none, a file cut at every 3 MiB, and a bit flipped in each 8-byte word of
+ * the header.
+ */
+static void test_hostile_more(void **state)
+{
+	struct t_env *e = *state;
+	uint64_t size = t_size(e->path);
+	struct savefile_header h, h2;
+	struct savefile sf;
+	char why[256];
+	uint32_t v;
+
+	t_header(e, &h);
+	t_copy(e, 0);
+	t_refused(e, -EPROTO, "shorter than its header");
+	assert_int_equal(savefile_open(&sf, e->dir, why, sizeof(why)), -EISDIR);
+	assert_non_null(strstr(why, "not a regular file"));
+	for (unsigned i = 0; i < 2; i++) {
+		v = i ? 0xffffffffu : 0;
+		t_copy(e, size);
+		t_poke(e->bad, 8, &v, 4);
+		t_refused(e, -EPROTONOSUPPORT, i ? "version 4294967295" : "version 0");
+	}
+	/* Offsets past RAM and past the file, each with a header checksum that matches. */
+	uint64_t *fields[] = { &h2.meta_off, &h2.table_off, &h2.table_len, &h2.ram_off,
+			       &h2.file_size };
+	for (unsigned f = 0; f < sizeof(fields) / sizeof(fields[0]); f++) {
+		for (unsigned k = 0; k < 3; k++) {
+			h2 = h;
+			*fields[f] = k == 0 ? *fields[f] + GUEST_PAGE_SIZE :
+				     k == 1 ? h.ram_off + T_MEM + GUEST_PAGE_SIZE :
+				     UINT64_MAX - 4095;
+			t_copy(e, size);
+			t_rewrite_header(e, &h2);
+			t_refused(e, -EPROTO, "do not fit together");
+		}
+	}
+	h2 = h;
+	h2.meta_len = SAVEFILE_META_MAX + 1;
+	t_copy(e, size);
+	t_rewrite_header(e, &h2);
+	t_refused(e, -EPROTO, "metadata is");
+	h2 = h;
+	h2.meta_len = 0;
+	t_copy(e, size);
+	t_rewrite_header(e, &h2);
+	t_refused(e, -EPROTO, "metadata is");
+	/* Memory that the file's size would match, but a layout of another size. */
+	h2 = h;
+	h2.memory = T_MEM * 2;
+	t_copy(e, size);
+	t_rewrite_header(e, &h2);
+	t_refused(e, -EPROTO, "do not fit together");
+	/* The table claims data in block 7, all holes: its checksum is of the empty input. */
+	uint8_t *table = malloc(h.table_len);
+	int fd = open(e->path, O_RDONLY);
+	assert_int_equal(pread(fd, table, h.table_len, (off_t)h.table_off), (ssize_t)h.table_len);
+	close(fd);
+	struct savefile_block blk;
+	assert_int_equal(savefile_block_decode(&h, table, 7, &blk), 0);
+	assert_int_equal(blk.data, 0);
+	blk.data = 1;
+	savefile_block_encode(table, 7, &blk);
+	h2 = h;
+	h2.table_hash = savefile_table_hash(table, h.table_len);
+	t_copy(e, size);
+	t_poke(e->bad, h.table_off, table, h.table_len);
+	t_rewrite_header(e, &h2);
+	t_refused(e, -EPROTO, "RAM block 7");
+	free(table);
+	/* Cut anywhere: never opened. */
+	for (uint64_t cut = 1ULL << 20; cut < size; cut += 3ULL << 20) {
+		t_copy(e, cut);
+		t_refused(e, -EPROTO, "truncated");
+	}
+	/* A bit flipped in any word of the header: its checksum catches it. */
+	for (uint64_t off = 16; off < 112; off += 8) {
+		t_copy(e, size);
+		t_flip(e->bad, off);
+		t_refused(e, -EPROTO, "header fails its checksum");
+	}
+	t_copy(e, size);
+	t_flip(e->bad, SAVEFILE_HEADER_SIZE - 3);	/* the checksum itself */
+	t_refused(e, -EPROTO, "header fails its checksum");
+}
+
 /* Metadata that passes its checksum but lies about its own lengths. */
 static void test_bad_meta(void **state)
 {
@@ -437,6 +530,7 @@ struct t_mutator {
 	pthread_t thread;
 	volatile int stop;
 	uint64_t writes;
+	int first_done;		/* the first write went through (atomic) */
 };
 
 /* The "guest": writes into every page, holes too, from the top (ahead of the writer). */
@@ -446,6 +540,7 @@ static void *t_mutate(void *opaque)
 
 	/* First a block that is all holes: a write there must wait for its copy too. */
 	((volatile uint64_t *)guest_memory_page_ptr(mu->mem, 7 * SAVEFILE_BLOCK_PAGES + 5))[1] = 1;
+	__atomic_store_n(&mu->first_done, 1, __ATOMIC_RELEASE);
 	for (int pass = 0; pass < 1000 && !mu->stop; pass++)
 		for (uint64_t i = T_PAGES; i-- > 0 && !mu->stop;) {
 			((volatile uint64_t *)guest_memory_page_ptr(mu->mem, i))[1] = 0xdead0000 + i;
@@ -458,7 +553,17 @@ static int t_resume(void *opaque)
 {
 	struct t_mutator *mu = opaque;
 
-	return pthread_create(&mu->thread, NULL, t_mutate, mu) ? -EAGAIN : 0;
+	if (pthread_create(&mu->thread, NULL, t_mutate, mu))
+		return -EAGAIN;
+	/*
+	 * The writer has not started: block 7 is still protected, so the
+	 * first write faults and the fault thread copies that block.  Wait
+	 * for it (at most 10 s), so a busy host cannot let the writer run
+	 * ahead of a mutator not yet scheduled, and a fault is certain.
+	 */
+	for (int i = 0; i < 10000 && !__atomic_load_n(&mu->first_done, __ATOMIC_ACQUIRE); i++)
+		nanosleep(&(struct timespec){ .tv_nsec = 1000000 }, NULL);
+	return 0;
 }
 
 static void test_snapshot_cow(void **state)
@@ -534,16 +639,71 @@ static void test_specs(void **state)
 	assert_string_equal(buf, "tap=tap7");
 }
 
+/* ---- the saved CPU ------------------------------------------------------ */
+
+static struct kvm_cpuid2 *t_cpuid(uint32_t leaf7_ebx)
+{
+	struct kvm_cpuid2 *c = calloc(1, sizeof(*c) + 2 * sizeof(c->entries[0]));
+
+	assert_non_null(c);
+	c->nent = 2;
+	c->entries[0] = (struct kvm_cpuid_entry2){ .function = 1, .ecx = 1u << 0 };
+	c->entries[1] = (struct kvm_cpuid_entry2){ .function = 7, .flags = 1, .ebx = leaf7_ebx };
+	return c;
+}
+
+/* The file carries the guest's CPUID; a host without one of its features is refused. */
+static void test_cpu(void **state)
+{
+	struct t_env *e = *state;
+	struct kvm_cpuid2 *guest = t_cpuid(1u << 5 | 1u << 16), *host = t_cpuid(1u << 5);
+	struct mig_config *cfg = calloc(1, sizeof(*cfg));
+	struct savefile sf;
+	char why[512];
+	uint8_t *meta;
+	size_t len;
+
+	/* A file without CPUID (an older ferry's): nothing to check. */
+	assert_int_equal(savefile_open(&sf, e->path, why, sizeof(why)), 0);
+	assert_int_equal(sf.meta.cfg.cpuid_nent, 0);
+	assert_int_equal(savefile_check_cpu(&sf, host, why, sizeof(why)), 0);
+	savefile_close(&sf);
+
+	*cfg = (struct mig_config){ .memory = T_MEM, .vcpus = 1, .page_size = 4096 };
+	mig_config_set_cpuid(cfg, guest);
+	assert_int_equal(savefile_meta_encode(cfg, "k", NULL, 0, NULL, 0, (const uint8_t *)"s", 1,
+					      &meta, &len), 0);
+	int fd = open(e->bad, O_RDWR | O_CREAT | O_TRUNC, 0600);
+	assert_true(fd >= 0);
+	assert_int_equal(savefile_write(&e->mem, fd, meta, len, &e->st), 0);
+	close(fd);
+	free(meta);
+	assert_int_equal(savefile_open(&sf, e->bad, why, sizeof(why)), 0);
+	assert_int_equal(sf.meta.cfg.cpuid_nent, 2);
+	assert_int_equal(sf.meta.cfg.cpuid[1].ebx, 1u << 5 | 1u << 16);
+	assert_int_equal(savefile_check_cpu(&sf, guest, why, sizeof(why)), 0);
+	assert_int_equal(savefile_check_cpu(&sf, host, why, sizeof(why)), -EOPNOTSUPP);
+	print_message("refused: %s\n", why);
+	assert_non_null(strstr(why, "the saved guest cannot run on this host"));
+	assert_non_null(strstr(why, "avx512f"));
+	savefile_close(&sf);
+	free(cfg);
+	free(guest);
+	free(host);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_roundtrip, t_setup, t_teardown),
 		cmocka_unit_test_setup_teardown(test_damaged, t_setup, t_teardown),
 		cmocka_unit_test_setup_teardown(test_bad_meta, t_setup, t_teardown),
+		cmocka_unit_test_setup_teardown(test_hostile_more, t_setup, t_teardown),
 		cmocka_unit_test_setup_teardown(test_lazy, t_setup, t_teardown),
 		cmocka_unit_test_setup_teardown(test_lazy_damaged, t_setup, t_teardown),
 		cmocka_unit_test_setup_teardown(test_snapshot_cow, t_setup, t_teardown),
 		cmocka_unit_test(test_specs),
+		cmocka_unit_test_setup_teardown(test_cpu, t_setup, t_teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

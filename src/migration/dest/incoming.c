@@ -9,7 +9,9 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "migration/base.h"
 #include "migration/codec/codec.h"
+#include "migration/savefile/savefile.h"
 #include "migration/format.h"
 #include "migration/dest/postcopy_dest.h"
 #include "migration/section.h"
@@ -128,6 +130,28 @@ static int mig_in_check_size(struct mig_incoming *inc, const struct mig_incoming
 			   (unsigned long long)(room >> 20));
 }
 
+/*
+ * --base: can this migration start from it?  Only if the source offered
+ * (an older one cannot) and the base is of a VM with the same RAM layout;
+ * otherwise every page travels, as without a base, and we say why.
+ */
+static bool mig_in_base_usable(struct mig_incoming *inc, const struct savefile *sf)
+{
+	char why[200];
+
+	if (!(inc->cfg.codecs & MIG_CAP_BASE)) {
+		pr_warn("--base %s: the source cannot start from a base (an older ferry); every "
+			"page travels", sf->path);
+		return false;
+	}
+	if (mig_base_fits(&sf->meta.cfg, &inc->cfg, why, sizeof(why))) {
+		pr_warn("--base %s is not of this VM: %s; the base is ignored and every page "
+			"travels", sf->path, why);
+		return false;
+	}
+	return true;
+}
+
 static int mig_in_config(struct mig_incoming *inc, const struct mig_incoming_opts *opts,
 			 struct machine *m, const uint8_t *p, uint32_t len)
 {
@@ -216,8 +240,10 @@ static int mig_in_config(struct mig_incoming *inc, const struct mig_incoming_opt
 	/* --channels: as many as asked (CONFIG's range is checked), on this listener. */
 	if (inc->cfg.channels > 1 && inc->listener && !repl)
 		inc->nchan = inc->cfg.channels;
+	bool base = opts->base && !repl && mig_in_base_usable(inc, opts->base);
 	uint8_t ready[MIG_READY_CHANNELS_LEN];
-	le_put(ready, inc->codecs, 4);		/* the codecs the source may use */
+	/* The codecs the source may use; and whether our base's digests follow. */
+	le_put(ready, inc->codecs | (base ? MIG_CAP_BASE : 0), 4);
 	le_put(ready + 4, inc->nchan, 4);
 	mig_section_write(&inc->s, MIG_SEC_READY, ready,
 			  inc->cfg.channels > 1 ? MIG_READY_CHANNELS_LEN : MIG_READY_LEN);
@@ -232,9 +258,17 @@ static int mig_in_config(struct mig_incoming *inc, const struct mig_incoming_opt
 		inc->reply_broken = true;
 		return mig_in_fail(inc, mig_stream_error(&inc->s), "cannot answer the source: %s", mig_stream_why(&inc->s));
 	}
-	if (inc->nchan > 1)
-		return mig_chans_in_accept(inc, opts, inc->listener);
-	return 0;
+	/*
+	 * The extra connections first: the source opens them right after
+	 * READY and each hello has a deadline, while loading a base may take
+	 * a while.  Its digests then go back on the main connection.
+	 */
+	if (inc->nchan > 1) {
+		err = mig_chans_in_accept(inc, opts, inc->listener);
+		if (err)
+			return err;
+	}
+	return base ? mig_in_base_send(inc, m, opts->base) : 0;
 }
 
 static int mig_in_pass(struct mig_incoming *inc, const uint8_t *p, uint32_t len, bool *final)

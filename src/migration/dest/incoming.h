@@ -20,6 +20,8 @@
 #include "migration/stream.h"
 #include "board/machine.h"
 
+struct savefile;
+
 struct mig_incoming_opts {
 	const char *uri;		/* tcp:HOST:PORT, unix:PATH or file:PATH */
 	const struct mig_tls *tls;	/* --tls-creds: sources must pass TLS (NULL: plain) */
@@ -57,6 +59,11 @@ struct mig_incoming_opts {
 	bool standby;
 	int failover_mode;		/* enum mig_failover_mode */
 	uint64_t failover_ns;
+	/*
+	 * --base FILE: an earlier save of this VM, opened and checked (NULL:
+	 * none).  Used when the source can and its RAM fits (base.h); read only.
+	 */
+	struct savefile *base;
 };
 
 struct mig_incoming {

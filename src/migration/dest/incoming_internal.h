@@ -99,6 +99,13 @@ int mig_in_h_abort(struct mig_in_ctx *c, const uint8_t *p, uint32_t len);
  * replaces an earlier one: a caller that wraps a lower failure checks
  * inc->why first (the dispatcher does) to keep the precise reason.
  */
+/*
+ * ram_base.c: after READY accepted a base, load it into RAM and send the
+ * digest of every page (BASE_SUMS).  0 or -errno with the reason in inc->why.
+ */
+int mig_in_base_send(struct mig_incoming *inc, struct machine *m, struct savefile *sf)
+	__attribute__((warn_unused_result));
+
 int mig_in_fail(struct mig_incoming *inc, int err, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 /* Runs of at least this many pages are allocated in one call ahead of their data. */

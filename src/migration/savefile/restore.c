@@ -19,6 +19,7 @@
 #include <xxhash.h>
 
 #include "board/machine_state.h"
+#include "migration/digest.h"
 #include "util/log.h"
 #include "vmm/memory.h"
 
@@ -185,6 +186,53 @@ int savefile_read_block(struct savefile *sf, uint64_t b, const struct savefile_b
 		return -EPROTO;
 	}
 	return 0;
+}
+
+int savefile_check_cpu(const struct savefile *sf, const struct kvm_cpuid2 *host, char *why,
+		       size_t whylen)
+{
+	char list[300];
+
+	if (!mig_config_check_cpu(&sf->meta.cfg, host, list, sizeof(list)))
+		return 0;
+	snprintf(why, whylen, "the saved guest cannot run on this host: %s", list);
+	return -EOPNOTSUPP;
+}
+
+uint64_t savefile_load_range(struct savefile *sf, struct guest_memory *mem, uint64_t first,
+			     uint32_t count, uint64_t *sums, unsigned long *written, uint8_t *buf,
+			     unsigned *damaged, char *why, size_t whylen)
+{
+	const struct savefile_header *h = &sf->h;
+	uint64_t end = first + count <= h->pages ? first + count : h->pages, loaded = 0;
+	uint64_t zero = mig_page_hash(NULL);
+
+	for (uint64_t i = first; i < first + count; i++)
+		sums[i - first] = zero;
+	for (uint64_t b = first / h->block_pages; b * h->block_pages < end; b++) {
+		struct savefile_block blk;
+		char bwhy[256];
+		if (savefile_block_decode(h, sf->table, b, &blk) || !blk.data)
+			continue;	/* checked at open; nothing to load */
+		if (savefile_read_block(sf, b, &blk, buf, bwhy, sizeof(bwhy))) {
+			if (!(*damaged)++)
+				snprintf(why, whylen, "%s", bwhy);
+			continue;
+		}
+		uint64_t bfirst = savefile_block_first(h, b);
+		unsigned n = savefile_block_npages(h, b);
+		for (unsigned k = 0; k < n; k++) {
+			uint64_t index = bfirst + k;
+			if (!(blk.data >> k & 1) || index < first || index >= end)
+				continue;
+			const uint8_t *page = buf + (uint64_t)k * SAVEFILE_PAGE_SIZE;
+			memcpy(guest_memory_page_alias(mem, index), page, SAVEFILE_PAGE_SIZE);
+			written[index / 64] |= 1UL << (index % 64);
+			sums[index - first] = mig_page_hash(page);
+			loaded++;
+		}
+	}
+	return loaded;
 }
 
 /* Shared by the loader threads: `next`, `err` and the counters atomically; `why` by the first to fail. */

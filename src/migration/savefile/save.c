@@ -159,6 +159,9 @@ int savefile_machine_meta(struct machine *m, const struct vmstate_buf *state, ui
 	}
 	cfg.cmdline_len = (uint16_t)cl;
 	memcpy(cfg.cmdline, m->cmdline, cl);
+	/* The CPU the guest runs on, as CONFIG carries it: a restore checks its host against it. */
+	if (m->vm.cpuid)
+		mig_config_set_cpuid(&cfg, m->vm.cpuid);
 	for (unsigned i = 0; i < m->nr_disks; i++) {
 		err = savefile_disk_spec(&m->disks[i].cfg, specs[i], sizeof(specs[i]), why, whylen);
 		if (err)
@@ -310,6 +313,13 @@ out:
 	free(tmp);
 	vmstate_buf_free(&state);
 	return err;
+}
+
+int savefile_save_paused(struct machine *m, const char *path, struct savefile_stats *st,
+			 char *why, size_t whylen)
+{
+	memset(st, 0, sizeof(*st));
+	return save_to(m, path, st, why, whylen);
 }
 
 int savefile_save(struct machine *m, const char *path, const struct savefile_save_opts *o,

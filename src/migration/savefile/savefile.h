@@ -45,6 +45,15 @@ int savefile_save(struct machine *m, const char *path, const struct savefile_sav
 	__attribute__((warn_unused_result));
 
 /*
+ * Machine m, paused, with its devices at rest, to `path` (through
+ * PATH.tmp, synced, renamed): what savefile_save() writes, without
+ * pausing, resuming or stopping anything (a migration's --keep-base).
+ * Returns 0 or -errno with the reason in why.
+ */
+int savefile_save_paused(struct machine *m, const char *path, struct savefile_stats *st,
+			 char *why, size_t whylen) __attribute__((warn_unused_result));
+
+/*
  * The file itself, into fd (empty, open for writing): RAM of mem (which
  * must not change meanwhile) on SAVEFILE_THREADS threads, then the
  * metadata meta (savefile_meta_encode()), the block table and the header;
@@ -107,6 +116,15 @@ int savefile_load_ram(struct savefile *sf, struct guest_memory *mem, struct save
 		      char *why, size_t whylen) __attribute__((warn_unused_result));
 
 /*
+ * Can this host (its CPUID offer `host`: KVM's, less --cpu-model) run the
+ * saved guest, whose CPUID the configuration carries?  0 (also for a file
+ * that carries none: an older ferry's, unchecked), or -EOPNOTSUPP with the
+ * features and MSRs it lacks, by name, in why.
+ */
+int savefile_check_cpu(const struct savefile *sf, const struct kvm_cpuid2 *host, char *why,
+		       size_t whylen) __attribute__((warn_unused_result));
+
+/*
  * Decode the device state (hostile: every record checked) and load it
  * into m, whose vCPUs have not run.  Returns 0 or -errno with why.
  */
@@ -116,6 +134,20 @@ int savefile_load_state(struct savefile *sf, struct machine *m, char *why, size_
 /* Load pages of block b into buf (block_pages pages) and check them: 0 or -errno (why). */
 int savefile_read_block(struct savefile *sf, uint64_t b, const struct savefile_block *blk,
 			uint8_t *buf, char *why, size_t whylen) __attribute__((warn_unused_result));
+
+/*
+ * A base for a migration (migration/base.h): pages [first, first + count)
+ * of sf (first a multiple of the block size) into mem, all holes there:
+ * pages with data are copied in and marked in `written` (a bit per page
+ * index); sums[k] gets the digest (mig_page_hash()) of page first + k as
+ * mem now holds it.  A block that fails its checksum or cannot be read is
+ * left out: its pages stay zero and their sums say so; *damaged counts
+ * such blocks, why holds the first one's reason.  buf: room for a block.
+ * Returns the pages of data loaded.
+ */
+uint64_t savefile_load_range(struct savefile *sf, struct guest_memory *mem, uint64_t first,
+			     uint32_t count, uint64_t *sums, unsigned long *written, uint8_t *buf,
+			     unsigned *damaged, char *why, size_t whylen);
 
 /* ---- lazy.c: restore on first touch ------------------------------------ */
 

@@ -9,11 +9,13 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "migration/base.h"
 #include "migration/config.h"
 #include "migration/format.h"
 #include "migration/migration.h"
 #include "migration/source/policy.h"
 #include "migration/ram.h"
+#include "migration/savefile/savefile.h"
 #include "migration/section.h"
 #include "migration/live.h"
 #include "migration/codec/codec.h"
@@ -103,6 +105,17 @@ static unsigned precopy_channels_wanted(const struct migration *mig)
 	return mig->p.channels > MIG_CHANNELS_MAX ? MIG_CHANNELS_MAX : mig->p.channels;
 }
 
+/*
+ * The codecs CONFIG offers, and over a connection MIG_CAP_BASE: this
+ * source can use a base the destination holds (base.h).  A file has no
+ * way back for the digests; a standby takes no base.
+ */
+static uint32_t precopy_offer(const struct migration *mig)
+{
+	return mig_compress_codecs(mig->p.compress) |
+	       (mig_stream_has_return_path(&mig->s) && !mig->p.replicate ? MIG_CAP_BASE : 0);
+}
+
 static void precopy_send_config(struct migration *mig)
 {
 	struct machine *m = mig->m;
@@ -115,7 +128,7 @@ static void precopy_send_config(struct migration *mig)
 		.flags = (mig->p.verify ? MIG_FLAG_VERIFY : 0) |
 			 (mig->p.replicate ? MIG_FLAG_REPLICATE :
 			  mig_stream_has_return_path(&mig->s) ? MIG_FLAG_POSTCOPY : 0),
-		.codecs = mig_compress_codecs(mig->p.compress),
+		.codecs = precopy_offer(mig),
 		.channels = precopy_channels_wanted(mig),
 		.mig_id = mig->chans.id,
 	};
@@ -161,8 +174,9 @@ static int precopy_read_ready(struct migration *mig)
 	uint8_t buf[512], type;
 	uint32_t len;
 
-	uint32_t offered = mig_compress_codecs(mig->p.compress);
+	uint32_t offered = precopy_offer(mig);
 
+	mig->ram.base = false;
 	if (!mig_stream_has_return_path(&mig->s))
 		return precopy_codecs(mig, offered, offered);
 	int err = mig_section_read(&mig->s, buf, sizeof(buf), &type, &len);
@@ -198,7 +212,9 @@ static int precopy_read_ready(struct migration *mig)
 				    accepted, offered);
 	if (!(accepted & (1u << MIG_CODEC_RAW)))
 		return precopy_fail(mig, -EPROTO, "destination does not accept raw pages");
-	return precopy_codecs(mig, offered, accepted);
+	/* Its base's page digests come next (ram_base_handshake). */
+	mig->ram.base = accepted & MIG_CAP_BASE;
+	return precopy_codecs(mig, offered & MIG_CODECS_KNOWN, accepted & MIG_CODECS_KNOWN);
 }
 
 /* Hybrid without --postcopy-after: ferry picks the moment itself. */
@@ -622,6 +638,27 @@ static int precopy_sync(struct migration *mig)
 	return 0;
 }
 
+/*
+ * --keep-base: the VM as it left, as a save file on this host, for a later
+ * migration back here to start from (base.h).  Written after the guest
+ * runs at the destination, from this paused copy, so the migration itself
+ * is not slowed; its failure costs the base, not the migration.
+ */
+static void precopy_keep_base(struct migration *mig)
+{
+	struct savefile_stats st = { 0 };
+	uint64_t t0 = vm_now_ns();
+	char why[300];
+
+	if (savefile_save_paused(mig->m, mig->p.keep_base, &st, why, sizeof(why))) {
+		pr_warn("migration completed, but the base %s was not kept: %s", mig->p.keep_base,
+			why);
+		return;
+	}
+	pr_info("kept the VM as it left in %s (%llu pages of data, %.1f ms)", mig->p.keep_base,
+		(unsigned long long)st.data_pages, (double)(vm_now_ns() - t0) / 1e6);
+}
+
 /* How it ended: tell the control API, then stop or resume the guest. */
 static void precopy_finish(struct migration *mig, int err)
 {
@@ -693,6 +730,9 @@ static void precopy_finish(struct migration *mig, int err)
 	} else {
 		pr_info("migration to %s completed; the guest runs there now", mig->p.uri);
 	}
+	/* Before the event: whoever waits for it finds the base whole. */
+	if (!err && mig->p.keep_base[0])
+		precopy_keep_base(mig);
 	if (mig->on_event)
 		mig->on_event(mig->event_opaque, ev);
 	json_object_put(ev);
