@@ -49,8 +49,7 @@ const struct control_arg cmd_migrate_resolve_args[] = {
 	{ NULL },
 };
 
-/* Optional non-negative integer argument; 0 if absent, -EINVAL if bad. */
-static int mig_arg_u64(json_object *args, const char *key, uint64_t *out, json_object **ret)
+int mig_arg_u64(json_object *args, const char *key, uint64_t *out, json_object **ret)
 {
 	json_object *v;
 

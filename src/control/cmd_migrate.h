@@ -16,6 +16,11 @@ struct mig_params;
  * -EINVAL with *ret saying why.  Also for replicate (cmd_replicate.c).
  */
 int cmd_migrate_parse(json_object *args, struct mig_params *p, json_object **ret);
+/*
+ * An optional non-negative integer argument into *out (left as it is when
+ * absent): 0, or -EINVAL with *ret saying why.
+ */
+int mig_arg_u64(json_object *args, const char *key, uint64_t *out, json_object **ret);
 /* A migration's events to the control clients (opaque: the server). */
 void cmd_migrate_event(void *opaque, json_object *event);
 

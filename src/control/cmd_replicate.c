@@ -25,15 +25,8 @@ const struct control_arg cmd_replicate_args[] = {
 static int repl_arg_ms(json_object *args, const char *key, uint64_t def, uint64_t *out,
 		       json_object **ret)
 {
-	json_object *v;
-
 	*out = def;
-	if (!args || !json_object_object_get_ex(args, key, &v))
-		return 0;
-	if (!json_object_is_type(v, json_type_int) || json_object_get_int64(v) < 0)
-		return control_fail(ret, -EINVAL, "'%s' must be a non-negative integer", key);
-	*out = (uint64_t)json_object_get_int64(v);
-	return 0;
+	return mig_arg_u64(args, key, out, ret);
 }
 
 int cmd_replicate(struct control_ctx *ctx, json_object *args, json_object **ret)
