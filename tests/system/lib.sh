@@ -138,8 +138,19 @@ json_field() { sed -nE "s/.*\"$2\": *\"?([^\",}]*)\"?.*/\1/p" "$1" | head -n1; }
 # Heartbeats on the destination go on past N: wait_beats FILE N.
 wait_beats() { wait_line "$1" "^hb $2\$" "${3:-30}"; }
 
-# The last heartbeat number in FILE.
-last_beat() { sed -nE 's/^hb ([0-9]+)$/\1/p' "$1" | tail -n1; }
+# The last heartbeat number in FILE.  A last line still being written
+# ("hb 54" of "hb 540") does not count.
+last_beat() {
+	local s
+	s=$(cat "$1" 2>/dev/null; printf x)
+	s=${s%x}
+	case $s in
+	*$'\n') ;;
+	*$'\n'*) s=${s%$'\n'*}$'\n' ;;
+	*) s= ;;
+	esac
+	printf '%s' "$s" | sed -nE 's/^hb ([0-9]+)$/\1/p' | tail -n1
+}
 
 # No guest output at all in FILE (the guest never ran there).
 assert_no_guest() {

@@ -9,6 +9,10 @@
 require_kvm
 
 CMD="workload=verify wss=8M period=20ms"
+# A slow host (nested KVM under TCG pauses the guest for hundreds of ms per
+# epoch) may stretch the failover timeouts: REPL_SCALE=N multiplies them.
+SCALE=${REPL_SCALE:-1}
+F=$((SCALE * 1000))ms FM=$((SCALE * 500))ms
 
 # start_pair NAME [standby args...]: a primary NAME-p replicating to a standby NAME-s.
 start_pair() {
@@ -34,7 +38,7 @@ first_beat() { sed -nE 's/^hb ([0-9]+)$/\1/p' "$1" | head -n1; }
 
 kill_case() {
 	local n=$1
-	start_pair "$n" --failover-timeout 1s
+	start_pair "$n" --failover-timeout $F
 	# Stats: epochs, the guest's pause per epoch, bytes per epoch.
 	query_migrate "$T/$n-p.ctl"
 	local pause bytes; pause=$(json_field "$T/query.json" epoch-pause-ms)
@@ -70,7 +74,7 @@ kill_case() {
 for i in 1 2 3; do kill_case "kill$i"; done
 
 # Manual failover: the primary dies, the standby waits for the operator.
-start_pair man --failover manual --failover-timeout 500ms
+start_pair man --failover manual --failover-timeout $FM
 query_migrate "$T/man-p.ctl"
 [ "$(json_field "$T/query.json" standby-failover)" = manual ] || fail "man: standby mode"
 kill -9 "$PPID_"; wait "$PPID_" 2>/dev/null || true
@@ -83,7 +87,7 @@ wait_beats "$T/man-s.serial" "$(( $(first_beat "$T/man-s.serial") + 20 ))" 20
 "$FERRY" quit "$T/man-s.ctl"; wait_exit "$SPID" 10
 
 # Standing down: migrate-cancel on the primary, then quit on another pair.
-start_pair cancel --failover-timeout 1s
+start_pair cancel --failover-timeout $F
 "$FERRY" call "$T/cancel-p.ctl" migrate-cancel >/dev/null || fail "cancel: migrate-cancel refused"
 wait_exit "$SPID" 10
 [ "$RC" -eq 0 ] || fail "cancel: standby exit status $RC"
@@ -94,7 +98,7 @@ sleep 1.5
 assert_no_guest "$T/cancel-s.serial"
 "$FERRY" quit "$T/cancel-p.ctl"
 
-start_pair quit --failover-timeout 1s
+start_pair quit --failover-timeout $F
 "$FERRY" quit "$T/quit-p.ctl"
 wait_exit "$SPID" 10
 [ "$RC" -eq 0 ] || fail "quit: standby exit status $RC"

@@ -10,6 +10,10 @@
 require_kvm
 
 CMD="workload=verify wss=8M period=20ms"
+# A slow host (nested KVM under TCG pauses the guest for hundreds of ms per
+# epoch) may stretch the failover timeouts: REPL_SCALE=N multiplies them.
+SCALE=${REPL_SCALE:-1}
+F=$((SCALE * 1000))ms FM=$((SCALE * 500))ms
 
 # pair NAME [standby args...]: primary NAME-p replicating through a relay to standby NAME-s.
 pair() {
@@ -54,10 +58,11 @@ never_both_ran() {
 }
 
 # Auto failover: the primary fences, then the standby takes over.
-pair cut --failover-timeout 1s
+pair cut --failover-timeout $F
 query_migrate "$T/cut-p.ctl"
-[ "$(json_field "$T/query.json" fence-timeout-ms)" = 500 ] || [ "$(json_field "$T/query.json" fence-timeout-ms)" = 500.0 ] ||
-	{ cat "$T/query.json"; fail "cut: fence timeout is not half the standby's 1 s"; }
+[ "$(json_field "$T/query.json" fence-timeout-ms)" = $((SCALE * 500)) ] ||
+	[ "$(json_field "$T/query.json" fence-timeout-ms)" = $((SCALE * 500)).0 ] ||
+	{ cat "$T/query.json"; fail "cut: fence timeout is not half the standby's $F"; }
 sample cut & SAMPLER=$!; PIDS+=("$SAMPLER")
 sleep 0.3
 kill -STOP "$RPID"
@@ -79,7 +84,7 @@ grep -q "fenced" "$T/cut-p.log" || fail "cut: the primary did not say it fenced"
 "$FERRY" quit "$T/cut-p.ctl"; wait_exit "$PPID_" 10
 
 # Manual failover: the link is cut, the primary runs on, the standby stays paused.
-pair man --failover manual --failover-timeout 500ms
+pair man --failover manual --failover-timeout $FM
 kill -STOP "$RPID"
 n=$(last_beat "$T/man-p.serial")
 wait_beats "$T/man-p.serial" "$((n + 100))" 20

@@ -290,6 +290,43 @@ static void test_cut_link_no_split_brain(void **state)
 			 MIG_FAILOVER_TAKEOVER);
 }
 
+/*
+ * A standby's HEARTBEAT counts from when the primary sent the one it
+ * echoes, not from when the primary read it: a primary busy for 900 ms
+ * (an epoch collected on a slow host) that then reads a heartbeat the
+ * standby sent before the link was cut must not run on past what the
+ * standby's failover clock allows.
+ */
+static void test_heartbeat_credit(void **state)
+{
+	const uint64_t F = SEC, hb = mig_heartbeat_ns(F), t = 50 * SEC;
+	uint64_t sent[MIG_HB_RING] = { 0 }, fence;
+	char why[200];
+
+	/* Nothing proven: no echo, one not sent yet, one too old to remember. */
+	sent[5 % MIG_HB_RING] = t;
+	assert_int_equal(mig_hb_credit(sent, 5, 0), 0);
+	assert_int_equal(mig_hb_credit(sent, 5, 6), 0);
+	assert_int_equal(mig_hb_credit(sent, 5 + MIG_HB_RING, 5), 0);
+	assert_int_equal(mig_hb_credit(sent, 5, 5), t);
+	assert_int_equal(mig_hb_credit(sent, 5 + MIG_HB_RING - 1, 5), t);
+
+	/*
+	 * The primary sends HEARTBEAT 5 at t, the standby hears it and echoes
+	 * it, then the link is cut.  The primary reads the echo only at
+	 * t + 900 ms: its deadline stays t + fence, and the standby (which
+	 * heard the primary last at t) never runs while the primary does.
+	 */
+	assert_int_equal(mig_fence_pick(0, F, hb, &fence, why, sizeof(why)), 0);
+	uint64_t last_heard = mig_hb_credit(sent, 5, 5);
+	for (uint64_t now = t + 900 * MS; now < t + 5 * SEC; now += MS) {
+		bool primary_runs = !mig_fence_decide(now, last_heard, fence, MIG_FAILOVER_AUTO);
+		bool standby_runs = decide(now, t, MIG_FAILOVER_AUTO, true, false) ==
+				    MIG_FAILOVER_TAKEOVER;
+		assert_false(primary_runs && standby_runs);
+	}
+}
+
 /* A stream pair over a socketpair: a writes, b reads. */
 static void stream_pair(struct mig_stream *a, struct mig_stream *b)
 {
@@ -392,6 +429,7 @@ int main(void)
 		cmocka_unit_test(test_failover_manual),
 		cmocka_unit_test(test_fence),
 		cmocka_unit_test(test_cut_link_no_split_brain),
+		cmocka_unit_test(test_heartbeat_credit),
 		cmocka_unit_test(test_hold_and_chain),
 		cmocka_unit_test(test_hold_overflow),
 	};

@@ -67,6 +67,8 @@ struct mig_incoming_opts {
 };
 
 struct mig_incoming {
+	/* --standby: the counter of the primary's last HEARTBEAT, echoed in ours (standby.c). */
+	uint64_t standby_echo;
 	struct mig_stream s;
 	bool connected;
 	bool reply_broken;		/* a write to the source failed: no RESULT */

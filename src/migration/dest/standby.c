@@ -126,6 +126,10 @@ int mig_in_h_heartbeat(struct mig_in_ctx *c, const uint8_t *p, uint32_t len)
 {
 	if (len != 16)
 		return mig_in_fail(c->inc, -EPROTO, "HEARTBEAT of %u bytes (must be 16)", len);
+	/* Echoed at once: it tells the primary we heard it at or after it sent this one. */
+	uint64_t n = le_get(p, 8);
+	if (n > c->inc->standby_echo)
+		c->inc->standby_echo = n;
 	return 0;
 }
 
@@ -180,7 +184,7 @@ static int standby_loop(struct mig_incoming *inc, const struct mig_incoming_opts
 {
 	struct mig_in_ctx ctx = { .inc = inc, .opts = opts, .m = inc->m, .ph = MIG_IN_STANDBY };
 	uint64_t hb = mig_heartbeat_ns(opts->failover_ns), now = vm_now_ns();
-	uint64_t last_heard = now, last_sent = now;
+	uint64_t last_heard = now, last_sent = now, echoed = inc->standby_echo;
 	bool dead = false, asked = false;
 	uint8_t ack0[8] = { 0 };
 
@@ -203,8 +207,10 @@ static int standby_loop(struct mig_incoming *inc, const struct mig_incoming_opts
 				(unsigned long long)e->committed, reason);
 			return 0;
 		}
-		if (!dead && now - last_sent >= hb) {
-			uint64_t v[2] = { e->committed, now };
+		if (!dead && (now - last_sent >= hb || inc->standby_echo != echoed)) {
+			/* Our last committed epoch, and the primary's last HEARTBEAT we had. */
+			uint64_t v[2] = { e->committed, inc->standby_echo };
+			echoed = inc->standby_echo;
 			uint8_t p[16];
 			le_put(p, v[0], 8);
 			le_put(p + 8, v[1], 8);

@@ -205,6 +205,13 @@ bool mig_fence_decide(uint64_t now_ns, uint64_t last_heard_ns, uint64_t fence_ns
 	return now_ns > last_heard_ns && now_ns - last_heard_ns >= fence_ns;
 }
 
+uint64_t mig_hb_credit(const uint64_t sent[MIG_HB_RING], uint64_t last, uint64_t echo)
+{
+	if (!echo || echo > last || last - echo >= MIG_HB_RING)
+		return 0;
+	return sent[echo % MIG_HB_RING];
+}
+
 uint64_t mig_heartbeat_ns(uint64_t standby_failover_ns)
 {
 	uint64_t hb = standby_failover_ns / 10;

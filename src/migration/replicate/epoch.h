@@ -139,6 +139,17 @@ bool mig_fence_decide(uint64_t now_ns, uint64_t last_heard_ns, uint64_t fence_ns
 int mig_fence_pick(uint64_t given_ns, uint64_t standby_ns, uint64_t heartbeat_ns,
 		   uint64_t *fence_ns, char *why, size_t whylen) __attribute__((warn_unused_result));
 
+/*
+ * What a standby's HEARTBEAT proves (docs/replication.md, "Who runs the
+ * guest"): it echoes the counter of the last HEARTBEAT it had from the
+ * primary, so it had heard the primary at or after the moment that one
+ * was sent.  sent[c % MIG_HB_RING] holds when the primary sent counter c
+ * (1..last); returns that moment for echo, or 0 when echo proves nothing
+ * (0, not sent yet, or too old to be remembered).
+ */
+#define MIG_HB_RING 64u
+uint64_t mig_hb_credit(const uint64_t sent[MIG_HB_RING], uint64_t last, uint64_t echo);
+
 /* How often each side says it is alive: a tenth of the standby's failover timeout, 10 ms at least. */
 uint64_t mig_heartbeat_ns(uint64_t standby_failover_ns);
 

@@ -48,7 +48,17 @@ struct repl {
 	struct migration *mig;
 	enum mig_failover_mode mode;
 	uint64_t standby_ns, fence_ns, hb_ns;
+	/*
+	 * last_heard is not when a message from the standby was read but the
+	 * latest moment it proves the standby had heard *us*: when we sent
+	 * the HEARTBEAT it echoes, or the epoch it acknowledges.  A message
+	 * read late (this thread was busy with an epoch) cannot stretch the
+	 * fence deadline past what the standby's failover clock allows.
+	 */
 	uint64_t last_heard, last_sent;
+	uint64_t hb_seq;		/* HEARTBEATs sent */
+	uint64_t hb_sent[MIG_HB_RING];	/* when each of the last ones went */
+	uint64_t epoch_sent_at;		/* when epoch seq began to go out */
 	uint64_t seq;			/* last epoch sent */
 	uint64_t acked;			/* last epoch acknowledged */
 	bool standby_quit;		/* it said (RESULT) it stopped for good */
@@ -115,6 +125,9 @@ static int repl_read(struct repl *r)
 					(unsigned long long)r->seq, (unsigned long long)r->acked);
 			return -EPROTO;
 		}
+		/* It holds epoch seq: it heard us after seq began to go out. */
+		if (seq && seq == r->seq && r->epoch_sent_at > r->last_heard)
+			r->last_heard = r->epoch_sent_at;
 		r->acked = seq;
 		r->acks++;
 		/* Output commit: what the guest sent up to that checkpoint may leave now. */
@@ -123,7 +136,10 @@ static int repl_read(struct repl *r)
 		mig->stats.epochs_acked = seq;
 		pthread_mutex_unlock(&mig->lock);
 	} else if (type == MIG_SEC_HEARTBEAT && len == 16) {
-		/* Alive; nothing else to do. */
+		/* Its committed epoch, and the last of our HEARTBEATs it had. */
+		uint64_t at = mig_hb_credit(r->hb_sent, r->hb_seq, le_get(buf + 8, 8));
+		if (at > r->last_heard)
+			r->last_heard = at;
 	} else if (type == MIG_SEC_RESULT) {
 		int32_t status;
 		const char *msg;
@@ -137,7 +153,6 @@ static int repl_read(struct repl *r)
 		mig_stream_fail(&mig->s, -EPROTO, "the standby sent section %u (%u bytes)", type, len);
 		return -EPROTO;
 	}
-	r->last_heard = vm_now_ns();
 	return 0;
 }
 
@@ -150,11 +165,13 @@ static void repl_put_u64s(struct mig_stream *s, uint8_t type, const uint64_t *v,
 	mig_section_write(s, type, p, 8 * n);
 }
 
-/* HEARTBEAT: a counter and our clock (for logs only). */
+/* HEARTBEAT: its counter (the standby echoes it) and our clock (for logs only). */
 static int repl_heartbeat(struct repl *r)
 {
 	struct mig_stream *s = &r->mig->s;
-	uint64_t now = vm_now_ns(), v[2] = { r->seq, now };
+	uint64_t now = vm_now_ns(), v[2] = { ++r->hb_seq, now };
+
+	r->hb_sent[r->hb_seq % MIG_HB_RING] = now;
 
 	repl_put_u64s(s, MIG_SEC_HEARTBEAT, v, 2);
 	/* Never wait past the moment this side must fence. */
@@ -333,6 +350,7 @@ static int repl_epoch(struct repl *r)
 	r->seq = seq;
 	/* The guest runs; now the epoch goes out, never past the fence deadline. */
 	mig->s.deadline_ns = r->last_heard + r->fence_ns;
+	r->epoch_sent_at = vm_now_ns();
 	if (!err)
 		err = mig_stream_release(&mig->s);
 	mig->s.hold = false;
