@@ -27,7 +27,7 @@ cols = open(sys.argv[2]).read().strip().split(",")
 cols = [c for c in cols if c != args.get("drop")]
 extra = [k for k in args if k not in cols and k not in ("drop", "channels", "append")]
 if args.get("channels"):
-    extra += ["channel-0-bytes", "channel-1-bytes"]
+    extra += [c for c in ("channel-0-bytes", "channel-1-bytes") if c not in cols]
 cols += extra
 MiB, GiB = 1 << 20, 1 << 30
 rows = []
