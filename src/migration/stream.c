@@ -148,40 +148,6 @@ static void mig_stream_check_intr(struct mig_stream *s, size_t moved)
 		mig_stream_fail(s, -EINTR, "interrupted");
 }
 
-static void mig_stream_send_all(struct mig_stream *s, const uint8_t *p, size_t len)
-{
-	while (len && !mig_stream_error(s)) {
-		size_t chunk = len;
-		if (s->rl) {
-			/* Pay for what we send in slices, so the rate stays smooth. */
-			chunk = chunk > 256 * 1024 ? 256 * 1024 : chunk;
-			ratelimit_consume(s->rl, chunk);
-		}
-		while (chunk && !mig_stream_error(s)) {
-			ssize_t n = mig_channel_write(s->ch, p, chunk);
-			if (n == -EAGAIN) {
-				int err = mig_stream_wait(s, POLLOUT);
-				if (err)
-					mig_stream_wait_fail(s, err, "peer stopped reading");
-				continue;
-			}
-			if (n == -EINTR)
-				continue;
-			if (n <= 0) {
-				n = n ? n : -EIO;
-				mig_stream_fail(s, (int)n, "send failed: %s",
-						mig_channel_strerror(s->ch, (int)n));
-				break;
-			}
-			p += n;
-			len -= (size_t)n;
-			chunk -= (size_t)n;
-			s->bytes_sent += (uint64_t)n;
-			mig_stream_check_intr(s, (size_t)n);
-		}
-	}
-}
-
 /* Send all of v[0..n) (ours to change as it goes out). */
 static void mig_stream_send_allv(struct mig_stream *s, struct iovec *v, int n)
 {
@@ -211,6 +177,22 @@ static void mig_stream_send_allv(struct mig_stream *s, struct iovec *v, int n)
 			v->iov_base = (uint8_t *)v->iov_base + r;
 			v->iov_len -= (size_t)r;
 		}
+	}
+}
+
+static void mig_stream_send_all(struct mig_stream *s, const uint8_t *p, size_t len)
+{
+	while (len && !mig_stream_error(s)) {
+		size_t chunk = len;
+		if (s->rl) {
+			/* Pay for what we send in slices, so the rate stays smooth. */
+			chunk = chunk > 256 * 1024 ? 256 * 1024 : chunk;
+			ratelimit_consume(s->rl, chunk);
+		}
+		struct iovec v = { .iov_base = (void *)p, .iov_len = chunk };
+		mig_stream_send_allv(s, &v, 1);
+		p += chunk;
+		len -= chunk;
 	}
 }
 
