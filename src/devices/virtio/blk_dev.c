@@ -160,6 +160,18 @@ static void blk_process(struct virtio_blk *b)
 		pr_warn("disk %u: submitting to the %s backend failed", b->index, b->bk.ops->name);
 }
 
+/* r at the tail of the list head..tail (held or parked: both the io thread's). */
+static void blk_req_append(struct virtio_blk_req **head, struct virtio_blk_req **tail,
+			   struct virtio_blk_req *r)
+{
+	r->next = NULL;
+	if (*tail)
+		(*tail)->next = r;
+	else
+		*head = r;
+	*tail = r;
+}
+
 void virtio_blk_complete_marked(struct virtio_blk *b, struct virtio_blk_req *r, uint8_t status,
 				uint64_t written, uint64_t ticket)
 {
@@ -170,12 +182,7 @@ void virtio_blk_complete_marked(struct virtio_blk *b, struct virtio_blk_req *r, 
 	r->ticket = ticket;
 	r->held_status = status;
 	r->held_written = written;
-	r->next = NULL;
-	if (b->held_tail)
-		b->held_tail->next = r;
-	else
-		b->held_head = r;
-	b->held_tail = r;
+	blk_req_append(&b->held_head, &b->held_tail, r);
 }
 
 /*
@@ -201,12 +208,7 @@ int virtio_blk_gate(struct virtio_blk *b, struct virtio_blk_req *r, uint64_t off
 
 	if (ret)
 		return ret;
-	r->next = NULL;
-	if (b->parked_tail)
-		b->parked_tail->next = r;
-	else
-		b->parked_head = r;
-	b->parked_tail = r;
+	blk_req_append(&b->parked_head, &b->parked_tail, r);
 	return 0;
 }
 
