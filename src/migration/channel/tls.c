@@ -16,6 +16,7 @@
 #include <gnutls/gnutls.h>
 #include <gnutls/x509.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -42,6 +43,20 @@
  * sixteen records, for the price of copying ciphertext once.
  */
 #define TLS_READ_AHEAD (256u << 10)
+/*
+ * Records are encrypted into a batch and leave in one sendmsg(): one
+ * system call per sixteen records instead of one each (tls_writev).  A
+ * batch is at most a quarter of the socket's send buffer: a batch the
+ * buffer cannot take leaves one segment in flight, which a receiver acks
+ * only after its delayed-ack timer (40 ms per buffer's worth).
+ * TLS_BATCH_ROOM is what a record may add beyond its plaintext (header,
+ * content type, tag, and slack for a KeyUpdate GnuTLS may slip in).
+ */
+#define TLS_BATCH (256u << 10)
+#define TLS_BATCH_RECORDS 64
+#define TLS_RECORD_MAX (16u << 10)
+#define TLS_BATCH_ROOM 512u
+#define TLS_WB_SIZE (TLS_BATCH + TLS_BATCH_RECORDS * TLS_BATCH_ROOM)
 
 /*
  * One TLS connection.  The credentials live as long as the session.
@@ -57,7 +72,6 @@ struct mig_tls_session {
 	gnutls_psk_server_credentials_t psks;
 	int fd;
 	bool server, psk, verify;
-	bool wr_pending;		/* a record was encrypted, not all sent (E_AGAIN) */
 	int rd_errno, wr_errno;		/* the socket's errno behind PULL/PUSH errors */
 	char rd_why[200], wr_why[200];
 	int last;			/* 0: no failure, 1: rd_why, 2: wr_why */
@@ -70,6 +84,21 @@ struct mig_tls_session {
 	 */
 	uint8_t *ra;
 	size_t ra_pos, ra_len;
+	/*
+	 * The writing thread's batch: ciphertext of whole records in wb,
+	 * wb_sent of it with the kernel; rec[] gives where each record's
+	 * ciphertext ends and how much plaintext it carries, rec_done of
+	 * them reported written.  batching (atomic: the reading thread's
+	 * tls_push looks at it): tls_push appends to wb (only for
+	 * wr_thread, inside tls_writev) instead of sending.
+	 */
+	uint8_t *wb;
+	size_t wb_len, wb_sent;
+	struct { size_t end, plain; } rec[TLS_BATCH_RECORDS];
+	unsigned rec_n, rec_done;
+	size_t batch_max;		/* TLS_BATCH, less for a small socket buffer */
+	bool batching;
+	pthread_t wr_thread;
 };
 
 static uint64_t tls_now_ms(void)
@@ -246,6 +275,7 @@ static void tls_free(struct mig_tls_session *ts)
 	if (ts->psks)
 		gnutls_psk_free_server_credentials(ts->psks);
 	free(ts->ra);
+	free(ts->wb);
 	free(ts);
 }
 
@@ -286,16 +316,51 @@ int mig_tls_check(const struct mig_tls *t, bool server, char *why, size_t len)
 	return err;
 }
 
-/* GnuTLS's transport: the socket, never blocking; errno tells GnuTLS why. */
+/*
+ * GnuTLS's transport: the socket, never blocking; errno tells GnuTLS why.
+ * Inside tls_writev the writing thread's records go to its batch instead
+ * (anything else, the handshake or an alert from the reading thread, is
+ * sent at once, as before batching).
+ */
 static ssize_t tls_push(gnutls_transport_ptr_t p, const giovec_t *iov, int iovcnt)
 {
 	struct mig_tls_session *ts = p;
 	struct msghdr msg = { .msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)iovcnt };
-	ssize_t n = sendmsg(ts->fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+	ssize_t n;
+
+	if (__atomic_load_n(&ts->batching, __ATOMIC_ACQUIRE) &&
+	    pthread_equal(ts->wr_thread, pthread_self())) {
+		size_t total = 0;
+		for (int i = 0; i < iovcnt; i++)
+			total += iov[i].iov_len;
+		if (total > TLS_WB_SIZE - ts->wb_len) {
+			/* tls_writev leaves room for a record: this cannot happen. */
+			ts->wr_errno = ENOBUFS;
+			return -1;
+		}
+		for (int i = 0; i < iovcnt; i++) {
+			memcpy(ts->wb + ts->wb_len, iov[i].iov_base, iov[i].iov_len);
+			ts->wb_len += iov[i].iov_len;
+		}
+		return (ssize_t)total;
+	}
+	n = sendmsg(ts->fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
 
 	if (n < 0)
 		ts->wr_errno = errno;
 	return n;
+}
+
+/* A batch for this socket's send buffer: a quarter of it, at least a record. */
+static void tls_size_batch(struct mig_tls_session *ts)
+{
+	int sndbuf = 0;
+	socklen_t len = sizeof(sndbuf);
+
+	ts->batch_max = TLS_BATCH;
+	if (!getsockopt(ts->fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, &len) && sndbuf > 0 &&
+	    (size_t)sndbuf / 4 < TLS_BATCH)
+		ts->batch_max = (size_t)sndbuf / 4;
 }
 
 static ssize_t tls_pull(gnutls_transport_ptr_t p, void *buf, size_t len)
@@ -356,7 +421,8 @@ static int tls_session_new(struct mig_channel *ch, const struct mig_tls *t, bool
 	ts->server = server;
 	ts->fd = ch->fd;
 	ts->ra = malloc(TLS_READ_AHEAD);
-	if (!ts->ra) {
+	ts->wb = malloc(TLS_WB_SIZE);
+	if (!ts->ra || !ts->wb) {
 		snprintf(why, len, "out of memory");
 		err = -ENOMEM;
 		goto fail;
@@ -570,6 +636,7 @@ static int tls_start(struct mig_channel *ch, const struct mig_tls *t, bool serve
 	pr_info("TLS session with the %s: %s", server ? "source" : "destination",
 		desc ? desc : "?");
 	gnutls_free(desc);
+	tls_size_batch(ts);
 	ch->lower = ch->ops;
 	ch->ops = &mig_channel_tls;
 	ch->tls = ts;
@@ -677,15 +744,43 @@ static ssize_t tls_read(struct mig_channel *ch, void *buf, size_t len)
 }
 
 /*
- * GnuTLS encrypts a whole record before it sends it: when the socket took
- * only part (E_AGAIN), the record is ours already and the rest goes out on
- * the next call, which the caller makes with the same bytes (stream.c
- * does: it re-offers what was not counted written).  A record counts as
- * written only once all of it reached the kernel, and the peer can never
- * decrypt part of one: so "not one byte of GO was written" still means
- * the destination cannot have GO (switchover.c).  Records are not batched
- * into one sendmsg() for that reason: that would count them written
- * before they left.
+ * Send what the batch holds.  Returns the plaintext of the records that
+ * now lie whole with the kernel and were not reported yet, -EAGAIN when
+ * none did, or -errno.
+ */
+static ssize_t tls_batch_flush(struct mig_tls_session *ts)
+{
+	size_t plain = 0;
+
+	while (ts->wb_sent < ts->wb_len) {
+		ssize_t n = send(ts->fd, ts->wb + ts->wb_sent, ts->wb_len - ts->wb_sent,
+				 MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
+			ts->wr_errno = errno;
+			return -errno;
+		}
+		if (n <= 0)
+			break;
+		ts->wb_sent += (size_t)n;
+	}
+	while (ts->rec_done < ts->rec_n && ts->rec[ts->rec_done].end <= ts->wb_sent)
+		plain += ts->rec[ts->rec_done++].plain;
+	if (ts->wb_sent == ts->wb_len)
+		ts->wb_len = ts->wb_sent = ts->rec_n = ts->rec_done = 0;
+	return plain ? (ssize_t)plain : -EAGAIN;
+}
+
+/*
+ * GnuTLS encrypts a record, which then goes into the batch (tls_push);
+ * up to TLS_BATCH of them leave in one sendmsg().  A record counts as
+ * written only once all of its ciphertext reached the kernel, and the
+ * peer can never decrypt part of one: so "not one byte of GO was
+ * written" still means the destination cannot have GO (switchover.c).
+ * Records encrypted but not (wholly) sent are ours already: the caller
+ * offers their bytes again (stream.c re-offers what was not counted
+ * written) and they go out first, without being encrypted twice.
  */
 static ssize_t tls_writev(struct mig_channel *ch, const struct iovec *iov, int iovcnt)
 {
@@ -693,32 +788,49 @@ static ssize_t tls_writev(struct mig_channel *ch, const struct iovec *iov, int i
 	size_t total = 0;
 	ssize_t n;
 
-	if (ts->wr_pending) {
-		n = gnutls_record_send(ts->s, NULL, 0);
-		if (n < 0)
-			return tls_fail(ts, n, false);
-		ts->wr_pending = false;
-		return n;
+	if (ts->rec_done < ts->rec_n) {
+		size_t owed = 0, offered = 0;
+		for (unsigned i = ts->rec_done; i < ts->rec_n; i++)
+			owed += ts->rec[i].plain;
+		for (int i = 0; i < iovcnt; i++)
+			offered += iov[i].iov_len;
+		if (offered < owed)
+			return -EINVAL;	/* not the bytes we took: a caller's bug */
+		return tls_batch_flush(ts);
 	}
-	for (int i = 0; i < iovcnt && total < TLS_WRITE_MAX; i++) {
+	ts->wr_thread = pthread_self();
+	__atomic_store_n(&ts->batching, true, __ATOMIC_RELEASE);
+	for (int i = 0; i < iovcnt && (!total || total < ts->batch_max); i++) {
 		const uint8_t *p = iov[i].iov_base;
 		size_t off = 0;
 
-		while (off < iov[i].iov_len && total < TLS_WRITE_MAX) {
-			n = gnutls_record_send(ts->s, p + off, iov[i].iov_len - off);
-			if (n == GNUTLS_E_AGAIN || n == GNUTLS_E_INTERRUPTED) {
-				ts->wr_pending = true;
-				return total ? (ssize_t)total : -EAGAIN;
+		while (off < iov[i].iov_len && (!total || total < ts->batch_max) &&
+		       ts->rec_n < TLS_BATCH_RECORDS &&
+		       TLS_WB_SIZE - ts->wb_len >= TLS_RECORD_MAX + TLS_BATCH_ROOM) {
+			size_t want = iov[i].iov_len - off;
+			want = want < TLS_RECORD_MAX ? want : TLS_RECORD_MAX;
+			n = gnutls_record_send(ts->s, p + off, want);
+			if (n <= 0) {
+				__atomic_store_n(&ts->batching, false, __ATOMIC_RELEASE);
+				int err = tls_fail(ts, n ? n : GNUTLS_E_INTERNAL_ERROR, false);
+				/* Records before this one are whole: send them first. */
+				if (ts->rec_n) {
+					ssize_t sent = tls_batch_flush(ts);
+					return sent > 0 ? sent : err;
+				}
+				return err;
 			}
-			if (n < 0) {
-				int err = tls_fail(ts, n, false);
-				return total ? (ssize_t)total : err;
-			}
+			ts->rec[ts->rec_n].end = ts->wb_len;
+			ts->rec[ts->rec_n].plain = (size_t)n;
+			ts->rec_n++;
 			off += (size_t)n;
 			total += (size_t)n;
 		}
+		if (off < iov[i].iov_len)
+			break;
 	}
-	return (ssize_t)total;
+	__atomic_store_n(&ts->batching, false, __ATOMIC_RELEASE);
+	return ts->rec_n ? tls_batch_flush(ts) : 0;
 }
 
 static bool tls_pending(struct mig_channel *ch)
@@ -745,6 +857,7 @@ static void tls_set_buffers(struct mig_channel *ch, int sndbuf, int rcvbuf)
 {
 	if (ch->lower->set_buffers)
 		ch->lower->set_buffers(ch, sndbuf, rcvbuf);
+	tls_size_batch(ch->tls);
 }
 
 static void tls_close(struct mig_channel *ch)
