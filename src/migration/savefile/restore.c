@@ -174,6 +174,12 @@ int savefile_read_block(struct savefile *sf, uint64_t b, const struct savefile_b
 		}
 		k = e;
 	}
+	/*
+	 * A state on the stack starts as junk: one whose stale seed equals b
+	 * (and no external secret) would keep a stale secret, and a good
+	 * block would read as damaged.  XXH3_INITSTATE clears the seed.
+	 */
+	XXH3_INITSTATE(&xs);
 	XXH3_64bits_reset_withSeed(&xs, b);
 	for (unsigned k = 0; k < n; k++)
 		if (blk->data >> k & 1)
