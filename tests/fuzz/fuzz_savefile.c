@@ -9,19 +9,29 @@
  * for, so inputs of at most 64 KiB reach past the size check.  Mode bit 0
  * set: every checksum is rewritten to match (each block's over the file's
  * pages, the table's, the metadata's, the header's), so mutations reach
- * the decoders behind them.
+ * the decoders behind them.  Mode bit 2 set: the file is also restored
+ * lazily (lazy.c: userfaultfd on a second RAM, a fault thread and a
+ * prefetch thread) while this thread touches pages in an order the mode
+ * byte's upper bits choose; where the eager load succeeded, the lazy one
+ * must too, with the same RAM.
+ *
+ * FUZZ_SAVEFILE_LAZY_REPEAT=N: each input's lazy restore N times, for
+ * replaying a finding that depends on the threads' timing.
  *
  * FUZZ_SAVEFILE_SEEDS=DIR: write the seeds (real saves: see fz_seed) into
  * DIR and exit.
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 #include <xxhash.h>
 
+#include "board/machine.h"
 #include "board/machine_state.h"
 #include "migration/savefile/savefile.h"
 #include "util/le.h"
@@ -34,8 +44,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 #define FZ_MAX_MEMORY	(64ULL << 20)
 #define FZ_FIX_SUMS	0x01
 #define FZ_FIX_SIZE	0x02
+#define FZ_LAZY		0x04
+#define FZ_LAZY_WAIT_MS	10000	/* a lazy restore not done by then is a finding (a hang) */
 
 static char fz_path[64];
+static int fz_lazy_repeat = 1;	/* FUZZ_SAVEFILE_LAZY_REPEAT=N: each lazy restore N times (races) */
 
 /*
  * One seed: a real save of `memory` bytes (pages `every`-th of the first
@@ -45,7 +58,8 @@ static char fz_path[64];
  */
 static void fz_seed_one(const char *dir, const char *name, uint64_t memory,
 			const char *const *disks, unsigned nd, const char *const *nics, unsigned nn,
-			uint64_t every, uint64_t upto, const uint8_t *state, size_t state_len)
+			uint64_t every, uint64_t upto, const uint8_t *state, size_t state_len,
+			bool lazy)
 {
 	struct mig_config cfg = { .memory = memory, .vcpus = 1, .page_size = 4096 };
 	struct guest_memory mem;
@@ -67,7 +81,7 @@ static void fz_seed_one(const char *dir, const char *name, uint64_t memory,
 	buf = malloc(65536);
 	if (!buf)
 		exit(1);
-	buf[0] = FZ_FIX_SUMS | FZ_FIX_SIZE;
+	buf[0] = FZ_FIX_SUMS | FZ_FIX_SIZE | (lazy ? FZ_LAZY | 0x28 : 0);
 	len = (size_t)pread(fd, buf + 1, 65535, 0);
 	close(fd);
 	guest_memory_destroy(&mem);
@@ -127,9 +141,15 @@ static void fz_seed(const char *dir)
 	size_t real_len = fz_real_state(&real);
 
 	fz_seed_one(dir, "save-16M", 16ULL << 20, disks, 2, NULL, 0, 7, 300,
-		    real_len ? real : zeros, real_len ? real_len : sizeof(zeros));
-	fz_seed_one(dir, "save-nics", 32ULL << 20, one, 1, nics, 2, 61, ~0ULL, zeros, sizeof(zeros));
-	fz_seed_one(dir, "save-empty", 18ULL << 20, NULL, 0, NULL, 0, 0, 0, zeros, sizeof(zeros));
+		    real_len ? real : zeros, real_len ? real_len : sizeof(zeros), false);
+	fz_seed_one(dir, "save-nics", 32ULL << 20, one, 1, nics, 2, 61, ~0ULL, zeros, sizeof(zeros),
+		    false);
+	fz_seed_one(dir, "save-empty", 18ULL << 20, NULL, 0, NULL, 0, 0, 0, zeros, sizeof(zeros),
+		    false);
+	fz_seed_one(dir, "lazy-16M", 16ULL << 20, disks, 2, NULL, 0, 7, 300,
+		    real_len ? real : zeros, real_len ? real_len : sizeof(zeros), true);
+	fz_seed_one(dir, "lazy-nics", 32ULL << 20, one, 1, nics, 2, 61, ~0ULL, zeros, sizeof(zeros),
+		    true);
 	if (!real_len)
 		fprintf(stderr, "no real device state found: save-16M carries zeros\n");
 	free(real);
@@ -140,7 +160,11 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
 	const char *seeds = getenv("FUZZ_SAVEFILE_SEEDS");
 
+	const char *repeat = getenv("FUZZ_SAVEFILE_LAZY_REPEAT");
+
 	log_set_level(getenv("FUZZ_SAVEFILE_VERBOSE") ? LOG_DEBUG : LOG_ERROR);
+	if (repeat && atoi(repeat) > 0)
+		fz_lazy_repeat = atoi(repeat);
 	snprintf(fz_path, sizeof(fz_path), "/tmp/fuzz-savefile-%d.sav", (int)getpid());
 	if (seeds)
 		fz_seed(seeds);
@@ -199,6 +223,100 @@ static void fz_fix_sums(int fd, uint64_t size)
 	free(blk);
 }
 
+/* The lazy restore's end, as the restore command learns it. */
+struct fz_lazy_end {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	bool done;
+	int err;
+};
+
+static void fz_lazy_done(void *opaque, int err)
+{
+	struct fz_lazy_end *e = opaque;
+
+	pthread_mutex_lock(&e->lock);
+	e->done = true;
+	e->err = err;
+	pthread_cond_broadcast(&e->cond);
+	pthread_mutex_unlock(&e->lock);
+}
+
+/*
+ * Restore sf lazily into a machine of its own (no KVM: only its RAM and
+ * run control are used), touching pages from `first` every `stride`-th
+ * as a guest would; then wait for the restore to end.  When the eager
+ * load into `eager` succeeded, the lazy one must end well with the same
+ * RAM; either way it must end.
+ */
+static void fz_lazy(struct savefile *sf, const struct guest_memory *eager, bool eager_ok,
+		    uint64_t first, uint64_t stride)
+{
+	static struct machine m;
+	struct savefile_lazy lz = { 0 };
+	struct fz_lazy_end end = { .lock = PTHREAD_MUTEX_INITIALIZER,
+				   .cond = PTHREAD_COND_INITIALIZER };
+	char why[256];
+	volatile uint8_t sink = 0;
+
+	memset(&m, 0, sizeof(m));
+	pthread_mutex_init(&m.vm.lock, NULL);
+	pthread_cond_init(&m.vm.cond, NULL);
+	m.vm.kvm_fd = m.vm.vm_fd = m.vm.stop_efd = -1;
+	if (guest_memory_create(&m.vm.mem, sf->h.memory))
+		return;
+	lz.done = fz_lazy_done;
+	lz.opaque = &end;
+	if (savefile_lazy_start(&lz, sf, &m, why, sizeof(why))) {
+		pr_debug("no lazy restore here: %s", why);	/* no userfaultfd: nothing to try */
+		guest_memory_destroy(&m.vm.mem);
+		return;
+	}
+	uint64_t pages = guest_memory_pages(&m.vm.mem);
+	for (uint64_t i = first % pages, n = 0; n < 4096 && i < pages; i += stride, n++)
+		sink ^= *(volatile uint8_t *)guest_memory_page_ptr(&m.vm.mem, i);
+	(void)sink;
+
+	struct timespec t;
+	clock_gettime(CLOCK_REALTIME, &t);
+	t.tv_sec += FZ_LAZY_WAIT_MS / 1000;
+	pthread_mutex_lock(&end.lock);
+	while (!end.done && pthread_cond_timedwait(&end.cond, &end.lock, &t) == 0)
+		;
+	bool done = end.done;
+	int err = end.err;
+	pthread_mutex_unlock(&end.lock);
+	if (!done) {
+		fprintf(stderr, "lazy restore did not end in %d ms\n", FZ_LAZY_WAIT_MS);
+		abort();
+	}
+	savefile_lazy_stop(&lz);
+	if (eager_ok && err) {
+		fprintf(stderr, "eager load succeeded, lazy restore failed: %s\n", lz.why);
+		for (uint64_t b = 0; b < sf->h.blocks; b++) {
+			struct savefile_block blk;
+			uint8_t *buf = aligned_alloc(4096, (size_t)sf->h.block_pages * 4096);
+			if (buf && !savefile_block_decode(&sf->h, sf->table, b, &blk) && blk.data &&
+			    savefile_read_block(sf, b, &blk, buf, why, sizeof(why)))
+				fprintf(stderr, "  block %llu read again now: %s\n",
+					(unsigned long long)b, why);
+			free(buf);
+		}
+		abort();
+	}
+	if (eager_ok) {
+		for (uint64_t i = 0; i < pages; i++) {
+			if (memcmp(guest_memory_page_ptr(eager, i),
+				   guest_memory_page_ptr(&m.vm.mem, i), GUEST_PAGE_SIZE)) {
+				fprintf(stderr, "page %llu differs between eager and lazy restore\n",
+					(unsigned long long)i);
+				abort();
+			}
+		}
+	}
+	guest_memory_destroy(&m.vm.mem);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct machine_state ms;
@@ -226,12 +344,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	close(fd);
 	if (savefile_open(&sf, fz_path, why, sizeof(why)) == 0) {
 		if (sf.h.memory <= FZ_MAX_MEMORY && guest_memory_create(&mem, sf.h.memory) == 0) {
-			if (savefile_load_ram(&sf, &mem, &st, why, sizeof(why)) == 0 &&
-			    machine_state_decode(sf.meta.state, sf.meta.state_len, sf.meta.cfg.vcpus,
-						 &ms, &verr) == 0)
+			bool ram_ok = savefile_load_ram(&sf, &mem, &st, why, sizeof(why)) == 0;
+			if (ram_ok && machine_state_decode(sf.meta.state, sf.meta.state_len,
+							   sf.meta.cfg.vcpus, &ms, &verr) == 0)
 				machine_state_free(&ms);
 			else
 				pr_debug("refused later: %s", why);
+			/* Upper bits: where the guest starts touching, and its stride. */
+			for (int r = fz_lazy_repeat; (data[0] & FZ_LAZY) && r > 0; r--)
+				fz_lazy(&sf, &mem, ram_ok, (uint64_t)(data[0] >> 3 & 3) * 1021,
+					1 + ((uint64_t)(data[0] >> 5) * 97));
 			guest_memory_destroy(&mem);
 		}
 		savefile_close(&sf);
