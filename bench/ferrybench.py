@@ -82,6 +82,22 @@ PRECOPY_TIMEOUT = 120
 FERRY_POSTCOPY = None
 FERRY_HYBRID_AFTER_S = False
 NOT_IMPLEMENTED = "n/a (not implemented)"
+# TLS scenarios: credentials made once per run by scripts/tls-certs.sh
+# (QEMU's file names, so both VMMs read the same directories: server/ on
+# the destination, client/ on the source; the certificate names
+# localhost, which both sources are told to expect whatever the address).
+TLS_CREDS = None
+TLS_HOSTNAME = "localhost"
+
+
+def tls_creds(h):
+    """The credentials' directory, made on first use under the run's tmp."""
+    global TLS_CREDS
+    if TLS_CREDS is None:
+        d = os.path.join(h.tmp, "tls")
+        sh(os.path.join(ROOT, "scripts", "tls-certs.sh"), d)
+        TLS_CREDS = d
+    return TLS_CREDS
 
 
 def log(msg):
@@ -483,15 +499,24 @@ class Qemu:
                 "-kernel", PROBE, "-append", sc.cmdline,
                 "-qmp", f"unix:{qmp},server=on,wait=off"]
 
+    @staticmethod
+    def _tls(h, sc, endpoint):
+        """QEMU's TLS credentials object (as libvirt passes it) for a TLS scenario."""
+        if not sc.tls:
+            return []
+        d = os.path.join(tls_creds(h), endpoint)
+        return ["-object", f"tls-creds-x509,id=tls0,dir={d},endpoint={endpoint}"]
+
     def start_dst(self, h, run, link):
         ip, port = link.vmm_listen
         # RAM allocated up front, as ferry's destination.  Not for QEMU's
         # post-copy: it discards all destination RAM when post-copy starts.
         pre = ["-mem-prealloc"] if PREALLOC and run.mode == "precopy" else []
-        return self._argv(run.sc, run.dst_ctl) + pre + ["-incoming", f"tcp:{ip}:{port}"]
+        return (self._argv(run.sc, run.dst_ctl) + pre + self._tls(h, run.sc, "server") +
+                ["-incoming", f"tcp:{ip}:{port}"])
 
     def start_src(self, h, run, link):
-        return self._argv(run.sc, run.src_ctl)
+        return self._argv(run.sc, run.src_ctl) + self._tls(h, run.sc, "client")
 
     def modes(self):
         return set(MODES)
@@ -501,14 +526,19 @@ class Qemu:
     def migrate(self, h, run, link):
         sc, mode = run.sc, run.mode
         post = mode != "precopy"
-        if post:
+        if post or sc.tls:
             # Post-copy must be enabled on both ends before `migrate`; the
             # destination also counts how long its vCPUs wait for pages.
+            # TLS: the destination checks its parameters when the source
+            # connects, so setting them now is in time.
             qd = QMP(run.dst_ctl)
             try:
-                qd.cmd("migrate-set-capabilities", {"capabilities": [
-                    {"capability": "postcopy-ram", "state": True},
-                    {"capability": "postcopy-blocktime", "state": True}]})
+                if post:
+                    qd.cmd("migrate-set-capabilities", {"capabilities": [
+                        {"capability": "postcopy-ram", "state": True},
+                        {"capability": "postcopy-blocktime", "state": True}]})
+                if sc.tls:
+                    qd.cmd("migrate-set-parameters", {"tls-creds": "tls0"})
             finally:
                 qd.close()
         q = QMP(run.src_ctl)
@@ -528,8 +558,10 @@ class Qemu:
                 caps.append({"capability": "postcopy-ram", "state": True})
             q.cmd("migrate-set-capabilities", {"capabilities": caps})
             bw = sc.bandwidth or UNLIMITED_QEMU_BW
-            q.cmd("migrate-set-parameters",
-                  {"max-bandwidth": bw, "downtime-limit": sc.downtime_ms})
+            params = {"max-bandwidth": bw, "downtime-limit": sc.downtime_ms}
+            if sc.tls:
+                params.update({"tls-creds": "tls0", "tls-hostname": TLS_HOSTNAME})
+            q.cmd("migrate-set-parameters", params)
             ip, port = link.migrate_addr
             t0 = time.monotonic()
             q.cmd("migrate", {"uri": f"tcp:{ip}:{port}"})
@@ -668,14 +700,18 @@ class Ferry:
             argv += ["--timeout", f"{sc.precopy_timeout_s:g}s", "--on-timeout", "cancel"]
         elif mode == "postcopy" or (mode == "hybrid" and not FERRY_HYBRID_AFTER_S):
             argv += ["--mode", mode]
+        if sc.tls:
+            argv += ["--tls-creds", os.path.join(TLS_CREDS, "client"),
+                     "--tls-hostname", TLS_HOSTNAME]
         return argv + list(sc.ferry_args)
 
     def start_dst(self, h, run, link):
         ip, port = link.vmm_listen
         # Post-copy too: ferry fills preallocated pages in place (minor faults).
         pre = ["--memory", f"{run.sc.mem_mib}M", "--prealloc"] if PREALLOC else []
+        tls = ["--tls-creds", os.path.join(tls_creds(h), "server")] if run.sc.tls else []
         return [FERRY, "run", "--incoming", f"tcp:{ip}:{port}", "--serial", "stdio",
-                "--control", run.dst_ctl] + pre
+                "--control", run.dst_ctl] + pre + tls
 
     def start_src(self, h, run, link):
         sc = run.sc
@@ -780,13 +816,15 @@ class Scenario:
     def __init__(self, name, cmdline, mem_mib=1024, link="loopback", vcpus=1,
                  bandwidth=0, downtime_ms=300, primary=False, modes=("precopy",),
                  precopy_timeout_s=PRECOPY_TIMEOUT, converges=True, postcopy_after_s=2.0,
-                 about="", ferry_args=(), vmms=None):
+                 about="", ferry_args=(), vmms=None, tls=False):
         self.name, self.cmdline, self.mem_mib, self.link = name, cmdline, mem_mib, link
         self.vcpus, self.bandwidth, self.downtime_ms, self.primary = vcpus, bandwidth, downtime_ms, primary
         self.modes, self.precopy_timeout_s, self.converges = tuple(modes), precopy_timeout_s, converges
         self.postcopy_after_s, self.about = postcopy_after_s, about
         # ferry_args: more `ferry migrate` options; vmms: only these VMMs run it (None: all).
         self.ferry_args, self.vmms = tuple(ferry_args), vmms
+        # tls: both VMMs migrate over TLS 1.3 with x509 (tls_creds()).
+        self.tls = tls
 
 
 class Case:
@@ -842,12 +880,21 @@ SCENARIOS = [
              ferry_args=("--order", "address"), about="ferry --order address"),
     Scenario("hotcold-rewrite-1g", HOTCOLD, link="veth-1g", vmms=("ferry",), downtime_ms=100,
              ferry_args=("--order", "rewrite"), about="ferry --order rewrite"),
+    # Issue 16, what TLS costs: the plain idle scenarios again over TLS
+    # (x509, TLS 1.3, AES-GCM on both VMMs); the report sets each beside
+    # its plain twin of the same run.
+    Scenario("idle-random-lo-tls", IDLE, tls=True, about="over TLS"),
+    Scenario("idle-random-1g-tls", IDLE, link="veth-1g", tls=True, about="over TLS"),
 ]
 # (address, rewrite) scenario pairs whose pages re-sent the report compares.
 ORDER_PAIRS = [("hotcold-address-1g", "hotcold-rewrite-1g")]
+# (plain, TLS) scenario pairs whose cost the report compares; the target
+# (issue 16) is for loopback: ferry over TLS <= 1.1x ferry plain in time.
+TLS_PAIRS = [("idle-random-lo", "idle-random-lo-tls", 1.1), ("idle-random-1g", "idle-random-1g-tls", None)]
 PRESETS = {
     "quick": ["idle-random-lo"],
     "order": ["hotcold-address-1g", "hotcold-rewrite-1g"],
+    "tls": ["idle-random-lo", "idle-random-lo-tls", "idle-random-1g", "idle-random-1g-tls"],
     "full": [s.name for s in SCENARIOS] + ["disk-randwrite", "disk-seqwrite", "disk-seqread",
                                            "net-udp-echo"],   # DEVICE_SCENARIOS, below
 }
@@ -1495,6 +1542,36 @@ def report_order(summary, cases, p):
               f"rewrite {fmt(summary[r][key]['ferry'])}")
 
 
+def report_tls(summary, cases, p):
+    """What TLS costs each VMM: its TLS scenario against its plain twin of
+    the same run (time, throughput, source CPU), and ferry over TLS
+    against QEMU over TLS (issue 16: <= 1.1x plain on loopback, <= QEMU+TLS)."""
+    labels = {c.label for c in cases}
+    for plain, tls, goal in TLS_PAIRS:
+        a, t = f"{plain}/precopy", f"{tls}/precopy"
+        if a not in labels or t not in labels:
+            continue
+        p()
+        p(f"== TLS cost: {tls} against {plain} (medians, this run)")
+        p(f"   {'TLS / plain, each VMM':<48} {'ferry':>10} {'qemu':>10}")
+        for key in ("total_ms", "throughput_mibs", "src_cpu_s", "dst_cpu_s"):
+            lab, digits = next((m[1], m[2]) for m in METRICS if m[0] == key)
+            cells = []
+            for v in ("ferry", "qemu"):
+                x, y = summary[t][key][v], summary[a][key][v]
+                cells.append(fmt(x / y if x is not None and y else None, 2))
+            p(f"   {lab:<48} {cells[0]:>10} {cells[1]:>10}")
+        ft, fp = summary[t]["total_ms"]["ferry"], summary[a]["total_ms"]["ferry"]
+        qt = summary[t]["total_ms"]["qemu"]
+        r_plain = ft / fp if ft is not None and fp else None
+        r_qemu = ft / qt if ft is not None and qt else None
+        if goal:
+            p(f"   [{check('<=', r_plain, goal)}: ferry over TLS <= {goal:g}x ferry plain in time "
+              f"({fmt(r_plain, 2)})]")
+        p(f"   [{check('<=', r_qemu, 1.0)}: ferry over TLS <= QEMU over TLS in time "
+          f"({fmt(r_qemu, 2)})]")
+
+
 def report(summary, cases, links, ferry_ok, ferry_why, lines):
     def p(s=""):
         lines.append(s)
@@ -1555,6 +1632,7 @@ def report(summary, cases, links, ferry_ok, ferry_why, lines):
                 qv = check(op, s[key]["qemu"], target)
                 p(f"     {verdict:<5} {text}   (ferry {fmt(s[key]['ferry'])}, qemu {fmt(s[key]['qemu'])} [{qv}])")
     report_order(summary, cases, p)
+    report_tls(summary, cases, p)
     if not ferry_ok:
         p()
         p(f"ferry column empty: {ferry_why}")
