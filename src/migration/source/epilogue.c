@@ -69,6 +69,15 @@ static int epilogue_read(struct migration *mig, char *why, size_t whylen)
 	return 1;
 }
 
+/* Frames taken from the taps after GO so far, forwarded or dropped over the caps. */
+static uint64_t epilogue_taken(struct migration *mig)
+{
+	pthread_mutex_lock(&mig->lock);
+	uint64_t n = mig->stats.net_frames_after_go + mig->stats.net_frames_dropped;
+	pthread_mutex_unlock(&mig->lock);
+	return n;
+}
+
 static bool epilogue_cancelled(struct migration *mig)
 {
 	pthread_mutex_lock(&mig->lock);
@@ -81,7 +90,7 @@ void switchover_epilogue(struct migration *mig)
 {
 	uint64_t t0 = vm_now_ns(), end = t0 + mig->p.net_epilogue_ns, announced = 0, now;
 	char why[256] = "";
-	bool idle = false;
+	bool tap_woke = false;
 	int err = 0;
 
 	if (!mig->p.net_epilogue_ns || !mig_sources_have_after_go(mig) ||
@@ -89,7 +98,9 @@ void switchover_epilogue(struct migration *mig)
 		return;
 	mig->s.deadline_ns = end + EPILOGUE_SEND_SLACK_NS;
 	for (;;) {
+		uint64_t taken = epilogue_taken(mig);
 		err = mig_sources_after_go(mig);
+		bool moved = epilogue_taken(mig) != taken;
 		if (err) {
 			snprintf(why, sizeof(why), "cannot forward: %s", mig_stream_why(&mig->s));
 			break;
@@ -101,15 +112,16 @@ void switchover_epilogue(struct migration *mig)
 		uint64_t left = (announced ? announced + EPILOGUE_GRACE_NS : end) - now;
 		int ms = left < EPILOGUE_POLL_MS * 1000000ULL ? (int)(left / 1000000) + 1
 							       : EPILOGUE_POLL_MS;
-		/* A tap that stays readable with nothing to take (it failed): do not spin. */
-		int n = idle ? mig_stream_wait_readable(announced ? NULL : &mig->s, ms, NULL, 0)
-			     : epilogue_wait(mig, ms, announced);
+		/* A tap that woke us with nothing to take (it failed): do not spin on it. */
+		int n = tap_woke && !moved
+			? mig_stream_wait_readable(announced ? NULL : &mig->s, ms, NULL, 0)
+			: epilogue_wait(mig, ms, announced);
 		if (n < 0) {
 			err = n;
 			snprintf(why, sizeof(why), "cannot wait: %s", strerror(-n));
 			break;
 		}
-		idle = (n & ~MIG_WAIT_CHANNEL) && !(n & MIG_WAIT_CHANNEL);
+		tap_woke = (n & ~MIG_WAIT_CHANNEL) != 0;
 		if (!announced && (n & MIG_WAIT_CHANNEL)) {
 			err = epilogue_read(mig, why, sizeof(why));
 			if (err < 0)
