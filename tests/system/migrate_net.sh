@@ -22,8 +22,9 @@
 # they watch for is sent only after.
 #
 # Then frames after GO: the VM migrates on, back to the first tap, while a
-# client streams numbered UDP datagrams at it.  Learning is off on that
-# tap and the new destination announces nothing (--announce rounds=0), so
+# client streams numbered UDP datagrams at it.  The bridge's entry for the
+# MAC is made static at the old host's tap, learning is off on the new
+# one and the new destination announces nothing (--announce rounds=0), so
 # the bridge keeps sending the guest's frames to the old host after the
 # switchover: only the source's epilogue (forwarding what reaches its tap
 # after GO, --net-epilogue) brings them to the guest.  Every datagram sent
@@ -159,8 +160,13 @@ done
 ((i < 50)) || fail "the destination's guest did not count the answers: '$report'"
 log "destination: $report"
 
-# Frames after GO.  The bridge's entry stays at $TAP2 whatever comes in on $TAP1.
+# Frames after GO.  The bridge's entry stays at $TAP2 whatever comes in on
+# $TAP1, and stays when $TAP2 loses its carrier as the old host exits (a
+# learned entry would go, and the bridge would flood the frames to $TAP1):
+# a static entry, as a switch that has not learned the new port yet.
 nsx bridge link set dev "$TAP1" learning off || skip "cannot turn learning off on a bridge port"
+nsx bridge fdb replace "$MAC" dev "$TAP2" master static ||
+	skip "cannot add a static entry to the bridge's FDB"
 start_dest dst2 "unix:$T/dst2.mig" --net "tap=$TAP1,mac=$MAC" --announce rounds=0
 dst2=$FERRY_PID
 nsx timeout 120 python3 tests/tools/udp_stream.py "$GUEST_IP" 7 20 "$T/mark" "$T/stop" \
@@ -202,6 +208,7 @@ log "after GO: $after frames forwarded ($(json_field "$T/mig2.json" net-bytes-af
 wait_exit "$dst" 10
 [ "$RC" -eq 0 ] || fail "dst exit status $RC after migrating on"
 # Learning back on and an announce: the bridge finds the guest at $TAP1 again.
+nsx bridge fdb del "$MAC" dev "$TAP2" master
 nsx bridge link set dev "$TAP1" learning on
 "$FERRY" announce "$T/dst2.ctl" || fail "ferry announce on dst2 failed"
 for ((i = 0; i < 40; i++)); do
