@@ -49,6 +49,9 @@ kver=$(uname -r)
 if [ -f "$R$repo/$dir/linux/lib/modules/$kver/modules.dep" ]; then
 	mount --bind "$R$repo/$dir/linux/lib/modules/$kver" "/lib/modules/$kver"
 fi
+# /dev/net/tun appears only once tun is loaded (nothing opens it to load it
+# on demand): the tests' taps need it.  A kernel without it: they skip.
+modprobe tun 2>/dev/null || echo "nested-init: no tun module: tests that need taps skip"
 
 # 77 tells the host to skip: this CPU (QEMU's) offers no usable SVM.
 if ! modprobe kvm_amd || [ ! -c /dev/kvm ]; then

@@ -50,6 +50,10 @@ static const char migrate_usage[] =
 "      --switchover-timeout T  the longest the guest stays paused at the\n"
 "                           switchover before the source gives up and resumes it\n"
 "                           (default: 5 downtime limits, at least 1s)\n"
+"      --net-epilogue T     after GO, go on forwarding the frames that reach\n"
+"                           this host's taps to the destination until it has\n"
+"                           announced the NICs, at most T (default 1s, at most\n"
+"                           10s; 0: not at all)\n"
 "  -a, --auto-converge      throttle the vCPUs while the guest dirties too fast\n"
 "  -c, --compress WHAT      page encoding: none (default), lz4, zstd, delta (re-sent\n"
 "                           pages as the bytes that changed) or adaptive (per page,\n"
@@ -123,7 +127,7 @@ static void migrate_add_bool(json_object *args, const char *key)
 }
 
 /* Long options with no letter of their own. */
-enum { OPT_ORDER = 0x100 };
+enum { OPT_ORDER = 0x100, OPT_NET_EPILOGUE };
 
 static void migrate_parse(int argc, char **argv, struct migrate_opts *o)
 {
@@ -144,6 +148,7 @@ static void migrate_parse(int argc, char **argv, struct migrate_opts *o)
 		{ "compress-level", required_argument, NULL, 'L' },
 		{ "xbzrle-cache", required_argument, NULL, 'X' },
 		{ "order", required_argument, NULL, OPT_ORDER },
+		{ "net-epilogue", required_argument, NULL, OPT_NET_EPILOGUE },
 		{ "channels", required_argument, NULL, 'C' },
 		{ "keep-source", no_argument, NULL, 'k' },
 		{ "keep-base", required_argument, NULL, 'K' },
@@ -241,6 +246,13 @@ static void migrate_parse(int argc, char **argv, struct migrate_opts *o)
 				die(FERRY_EXIT_USAGE, "bad --xbzrle-cache '%s': use a size like 64M "
 				    "(4K..64G)", optarg);
 			json_object_object_add(o->args, "xbzrle-cache", json_object_new_int64((int64_t)v));
+			break;
+		case OPT_NET_EPILOGUE:
+			if (parse_duration(optarg, NSEC_PER_SEC, &v) || v > 10 * NSEC_PER_SEC)
+				die(FERRY_EXIT_USAGE, "bad --net-epilogue '%s': use a time like 1s "
+				    "(0..10s)", optarg);
+			json_object_object_add(o->args, "net-epilogue-ms",
+					       json_object_new_int64((int64_t)(v / NSEC_PER_MSEC)));
 			break;
 		case OPT_ORDER:
 			if (mig_order_parse(optarg) < 0)

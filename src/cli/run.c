@@ -686,8 +686,15 @@ static int run_commit(struct run_ctx *ctx, struct mig_incoming *inc, int sfd)
 			vm_request_stop(&ctx->m->vm, VM_STOP_GUEST_CRASH, 0);
 			vm_wait_stopped(&ctx->m->vm);
 		}
-		mig_incoming_reply(inc, err, err ? "the destination could not start the guest" : "ok");
-		return err ? run_exit_code(err) : 0;
+		if (err) {
+			mig_incoming_reply(inc, err, "the destination could not start the guest");
+			return run_exit_code(err);
+		}
+		/* The guest runs here: frames that still reached the source follow it. */
+		if (!mig_incoming_result(inc, 0, "ok"))
+			mig_incoming_epilogue(inc, ctx->m, sfd);
+		mig_incoming_drop(inc);
+		return 0;
 	}
 	int sig = err == -EINTR ? run_take_signal(sfd) : 0;
 	if (sig)

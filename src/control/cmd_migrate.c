@@ -17,6 +17,7 @@ const struct control_arg cmd_migrate_args[] = {
 	{ "timeout-ms", CONTROL_ARG_UINT, false },
 	{ "resume-timeout-ms", CONTROL_ARG_UINT, false },
 	{ "switchover-timeout-ms", CONTROL_ARG_UINT, false },
+	{ "net-epilogue-ms", CONTROL_ARG_UINT, false },
 	{ "postcopy-after", CONTROL_ARG_UINT, false },
 	{ "prepage", CONTROL_ARG_UINT, false },
 	{ "auto-converge", CONTROL_ARG_BOOL, false },
@@ -248,6 +249,14 @@ int cmd_migrate_parse(json_object *args, struct mig_params *p, json_object **ret
 	if (so_ms > 3600000)
 		return control_fail(ret, -EINVAL, "'switchover-timeout-ms' must be at most an hour");
 	p->switchover_timeout_ns = so_ms * 1000000ULL;
+	uint64_t epi_ms = MIG_DEFAULT_NET_EPILOGUE_NS / 1000000;
+	err = mig_arg_u64(args, "net-epilogue-ms", &epi_ms, ret);
+	if (err)
+		return err;
+	if (epi_ms > MIG_NET_EPILOGUE_MAX_NS / 1000000)
+		return control_fail(ret, -EINVAL, "'net-epilogue-ms' must be at most %llu",
+				    (unsigned long long)(MIG_NET_EPILOGUE_MAX_NS / 1000000));
+	p->net_epilogue_ns = epi_ms * 1000000ULL;
 	p->postcopy_after = (uint32_t)after;
 	p->prepage = (uint32_t)prepage;
 	return 0;

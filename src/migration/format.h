@@ -52,6 +52,7 @@ enum mig_section {
 	MIG_SEC_HEARTBEAT = 32,		/* either way: still here */
 	MIG_SEC_STANDBY = 33,		/* return path: the standby's failover mode and timeout */
 	MIG_SEC_BASE_SUMS = 34,		/* --base: digests of the pages the destination holds */
+	MIG_SEC_ANNOUNCED = 35,		/* after GO: the NICs announced here; late frames may end */
 };
 
 /*

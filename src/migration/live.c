@@ -197,6 +197,26 @@ int mig_sources_late(struct migration *mig)
 	return mig_stream_flush(&mig->s);
 }
 
+bool mig_sources_have_after_go(const struct migration *mig)
+{
+	for (unsigned id = 0; id < MIG_SOURCE_NR; id++)
+		if (mig->src_active[id] && mig_sources[id]->after_go)
+			return true;
+	return false;
+}
+
+int mig_sources_after_go(struct migration *mig)
+{
+	for (unsigned id = 0; id < MIG_SOURCE_NR; id++) {
+		if (!mig->src_active[id] || !mig_sources[id]->after_go)
+			continue;
+		int err = mig_sources[id]->after_go(mig);
+		if (err)
+			return err;
+	}
+	return mig_stream_flush(&mig->s);
+}
+
 void mig_sources_unload(struct mig_incoming *inc)
 {
 	for (unsigned id = 0; id < MIG_SOURCE_NR; id++)

@@ -89,6 +89,16 @@ struct mig_source_ops {
 	 * the source are refused).
 	 */
 	int (*late)(struct migration *mig);
+	/*
+	 * Pre-copy with a return path, after GO and its RESULT ok: the guest
+	 * runs at the destination and never again here.  Send SOURCE sections
+	 * for what came since the last send (each at most
+	 * MIG_SOURCE_LATE_MAX bytes after the id); called again and again
+	 * until the epilogue ends (source/epilogue.c).  0 or the stream's
+	 * error.  NULL: nothing then, and the destination refuses its
+	 * sections after GO.
+	 */
+	int (*after_go)(struct migration *mig);
 	void (*cleanup)(struct migration *mig);
 	/*
 	 * Between chunks of any source's live pass (and after each pass):
@@ -203,6 +213,10 @@ int mig_sources_loaded(struct mig_in_ctx *c) __attribute__((warn_unused_result))
 
 /* Every active source's late op, then a flush.  0 or the stream's error. */
 int mig_sources_late(struct migration *mig) __attribute__((warn_unused_result));
+/* Does an active source send after GO (an after_go op)? */
+bool mig_sources_have_after_go(const struct migration *mig);
+/* Every active source's after_go op, then a flush.  0 or the stream's error. */
+int mig_sources_after_go(struct migration *mig) __attribute__((warn_unused_result));
 
 /*
  * Start a SOURCE section for source `id` with `len` payload bytes after

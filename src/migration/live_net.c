@@ -10,11 +10,13 @@
  * and every held frame goes out as one SOURCE section: at once in
  * post-copy; in pre-copy after LOADED, just before GO (the late op), as
  * the guest stays paused until GO and frames go on arriving while the
- * destination loads the state.  Only what arrives between GO and the
- * switch learning the new port (the destination announces at once) is
- * lost.  The hold stays: if the migration fails, the source's guest gets
- * the frames when it runs on; if it succeeds, that guest never runs
- * again.
+ * destination loads the state.  After GO (pre-copy with a return path)
+ * the switch still sends to this host until it learns the new port from
+ * the destination's announce: the epilogue (source/epilogue.c) calls the
+ * after_go op until the destination says ANNOUNCED or its bound passes,
+ * and those frames go the same way, under the same caps.  The hold
+ * stays: if the migration fails before GO, the source's guest gets the
+ * frames when it runs on; after GO that guest never runs again.
  *
  * Payload after the source id: NIC index (u32), frame length (u32), the
  * frame (14 .. 65550 bytes, no virtio-net header).  docs/migration-stream.md.
@@ -60,8 +62,11 @@ static int net_fwd_setup(struct migration *mig)
 	return 0;
 }
 
-/* The guest is paused: take each tap's frames and send the held ones not yet sent. */
-static int net_fwd_send(struct migration *mig)
+/*
+ * The guest is paused: take each tap's frames and send the held ones not
+ * yet sent (after_go: counted apart too).
+ */
+static int net_fwd_send(struct migration *mig, bool after_go)
 {
 	uint8_t *frame = malloc(VIRTIO_NET_MAX_FRAME);
 	uint64_t frames = 0, bytes = 0, dropped = 0, wire = 0;
@@ -99,6 +104,10 @@ out:
 	mig->stats.net_frames_forwarded += frames;
 	mig->stats.net_bytes_forwarded += bytes;
 	mig->stats.net_frames_dropped += dropped;
+	if (after_go) {
+		mig->stats.net_frames_after_go += frames;
+		mig->stats.net_bytes_after_go += bytes;
+	}
 	pthread_mutex_unlock(&mig->lock);
 	return mig_stream_error(&mig->s);
 }
@@ -118,7 +127,7 @@ static int net_fwd_complete(struct migration *mig, bool resend)
 	bool postcopy = mig->stats.postcopy;
 	pthread_mutex_unlock(&mig->lock);
 	if (postcopy || !mig_stream_has_return_path(&mig->s))
-		return net_fwd_send(mig);
+		return net_fwd_send(mig, false);
 	for (unsigned i = 0; i < mig->m->nr_nics; i++)
 		virtio_net_hold_backend(&mig->m->nics[i], &dropped);
 	pthread_mutex_lock(&mig->lock);
@@ -134,7 +143,16 @@ static int net_fwd_complete(struct migration *mig, bool resend)
  */
 static int net_fwd_late(struct migration *mig)
 {
-	return net_fwd_send(mig);
+	return net_fwd_send(mig, false);
+}
+
+/*
+ * After GO: the guest is paused here for good, so the hold only grows
+ * (up to its caps); send what reached the taps since the last look.
+ */
+static int net_fwd_after_go(struct migration *mig)
+{
+	return net_fwd_send(mig, true);
 }
 
 /* Destination: one forwarded frame, checked, then held for its NIC. */
@@ -176,4 +194,5 @@ const struct mig_source_ops mig_net_source = {
 	.complete = net_fwd_complete,
 	.load = net_fwd_load,
 	.late = net_fwd_late,
+	.after_go = net_fwd_after_go,
 };

@@ -43,6 +43,12 @@ struct mig_params {
 	 * gives up and resumes it (0: automatic, see switchover.c).
 	 */
 	uint64_t switchover_timeout_ns;
+	/*
+	 * Pre-copy with NICs: after GO, how long at most the source goes on
+	 * forwarding what reaches its taps until the destination says
+	 * ANNOUNCED (0: not at all; source/epilogue.c).
+	 */
+	uint64_t net_epilogue_ns;
 	/* Page encoding (--compress): the mode, zstd's level, delta's cache. */
 	enum mig_compress compress;
 	int compress_level;
@@ -77,6 +83,8 @@ struct mig_params {
 
 #define MIG_DEFAULT_DOWNTIME_NS (300ULL * 1000000ULL)
 #define MIG_DEFAULT_RESUME_TIMEOUT_NS (300ULL * 1000000000ULL)
+#define MIG_DEFAULT_NET_EPILOGUE_NS (1000ULL * 1000000ULL)
+#define MIG_NET_EPILOGUE_MAX_NS (10000ULL * 1000000ULL)
 
 typedef void mig_event_fn(void *opaque, json_object *event);
 
@@ -251,6 +259,12 @@ void precopy_send_pass(struct migration *mig, uint32_t pass, uint64_t dirty, boo
  * source may then resume unless mig->end.committed.
  */
 int switchover_run(struct migration *mig) __attribute__((warn_unused_result));
+/*
+ * epilogue.c, after RESULT ok: forward what reaches the taps until the
+ * destination says ANNOUNCED (plus a grace) or p.net_epilogue_ns passes,
+ * then END.  Changes nothing about the migration's outcome.
+ */
+void switchover_epilogue(struct migration *mig);
 
 /*
  * replicate.c: instead of the switchover, the initial checkpoint and then

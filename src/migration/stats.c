@@ -169,6 +169,8 @@ json_object *mig_stats_to_json(const struct mig_stats *st, uint64_t now_ns)
 	mig_json_u64(o, "net-frames-forwarded", st->net_frames_forwarded);
 	mig_json_u64(o, "net-bytes-forwarded", st->net_bytes_forwarded);
 	mig_json_u64(o, "net-frames-dropped", st->net_frames_dropped);
+	mig_json_u64(o, "net-frames-after-go", st->net_frames_after_go);
+	mig_json_u64(o, "net-bytes-after-go", st->net_bytes_after_go);
 	json_object_object_add(o, "verify", json_object_new_boolean(st->verify));
 	json_object_object_add(o, "compress", json_object_new_string(mig_compress_name(st->compress)));
 	json_object_object_add(o, "order", json_object_new_string(mig_order_name(st->order)));

@@ -79,6 +79,8 @@ struct mig_stats {
 	uint64_t disk_total, disk_processed;
 	/* Frames taken from the taps at the switchover and forwarded, or over the cap. */
 	uint64_t net_frames_forwarded, net_bytes_forwarded, net_frames_dropped;
+	/* Of those forwarded, the ones sent after GO (the epilogue, source/epilogue.c). */
+	uint64_t net_frames_after_go, net_bytes_after_go;
 
 	/* Page encoding: the mode, the codecs agreed, what each did (codec.h). */
 	enum mig_compress compress;

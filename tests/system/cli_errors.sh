@@ -49,6 +49,8 @@ expect 64 "--compress takes none, lz4, zstd, delta or adaptive" \
 	"$FERRY" migrate "$T/nobody.sock" unix:"$T/x" --compress gzip
 expect 64 "bad --compress-level" "$FERRY" migrate "$T/nobody.sock" unix:"$T/x" --compress-level 20
 expect 64 "bad --xbzrle-cache" "$FERRY" migrate "$T/nobody.sock" unix:"$T/x" --xbzrle-cache 1k
+expect 64 "bad --net-epilogue" "$FERRY" migrate "$T/nobody.sock" unix:"$T/x" --net-epilogue 11s
+expect 64 "bad --net-epilogue" "$FERRY" migrate "$T/nobody.sock" unix:"$T/x" --net-epilogue soon
 expect 64 "--copy-storage-mode takes background or write-blocking" \
 	"$FERRY" migrate "$T/nobody.sock" unix:"$T/x" --copy-storage --copy-storage-mode sometimes
 

@@ -16,6 +16,20 @@
 # with no flush.  'ferry announce' on the running
 # destination must send such a frame again (seen with an AF_PACKET socket
 # on its tap).
+#
+# The watchers print "ready" once listening; each is awaited for up to
+# 30 s (python starts slowly under nested KVM's emulation), and the frame
+# they watch for is sent only after.
+#
+# Then frames after GO: the VM migrates on, back to the first tap, while a
+# client streams numbered UDP datagrams at it.  The bridge's entry for the
+# MAC is made static at the old host's tap, learning is off on the new
+# one and the new destination announces nothing (--announce rounds=0), so
+# the bridge keeps sending the guest's frames to the old host after the
+# switchover: only the source's epilogue (forwarding what reaches its tap
+# after GO, --net-epilogue) brings them to the guest.  Every datagram sent
+# after the destination runs the guest must be echoed, and the source
+# must count them (at least) as forwarded after GO.
 . "$(dirname "$0")/lib.sh"
 require_kvm
 command -v python3 >/dev/null || skip "python3 is not available"
@@ -32,6 +46,15 @@ ip netns add "$NS" 2>/dev/null || skip "cannot create a network namespace (needs
 # Kill the ferries (lib.sh's cleanup) before the namespace and its taps go.
 trap 'cleanup; ip netns del "$NS" 2>/dev/null || true' EXIT
 nsx() { ip netns exec "$NS" "$@"; }
+wait_ready() {
+	local i
+	for ((i = 0; i < 600; i++)); do
+		grep -q ready "$1" && return 0
+		sleep 0.05
+	done
+	cat "$1"
+	fail "$1: the watcher never got ready"
+}
 nsx ip link set lo up
 nsx ip link add "$BR" type bridge 2>/dev/null || skip "no Linux bridge support"
 nsx ip addr add "$HOST_IP/24" dev "$BR"
@@ -96,10 +119,7 @@ dst=$FERRY_PID
 # The guest's own gratuitous ARP, once it runs at the destination.
 nsx timeout 60 python3 tests/tools/rarp_watch.py "$TAP2" "$MAC" 50 "$GUEST_IP" >"$T/garp.log" 2>&1 &
 garp=$!
-for ((i = 0; i < 100; i++)); do
-	grep -q ready "$T/garp.log" && break
-	sleep 0.05
-done
+wait_ready "$T/garp.log"
 "$FERRY" migrate "$T/src.ctl" "$DEST_URI" --verify --json >"$T/mig.json" 2>"$T/mig.err" ||
 	{ cat "$T/mig.json" "$T/mig.err" "$T/dst.log"; fail "migrate with a NIC failed"; }
 [ "$(json_field "$T/mig.json" status)" = completed ] || fail "not completed"
@@ -121,12 +141,10 @@ echo_check destination
 # announce-self on demand: a RARP from the MAC on the destination's tap.
 nsx timeout 10 python3 tests/tools/rarp_watch.py "$TAP2" "$MAC" 5 >"$T/rarp.log" 2>&1 &
 watch=$!
-for ((i = 0; i < 100; i++)); do
-	grep -q ready "$T/rarp.log" && break
-	sleep 0.05
-done
+wait_ready "$T/rarp.log"
 "$FERRY" announce "$T/dst.ctl" || fail "ferry announce failed"
-wait "$watch" || { cat "$T/rarp.log"; fail "no RARP after 'ferry announce'"; }
+wait "$watch" || { cat "$T/rarp.log"; "$FERRY" status "$T/dst.ctl"; tail -n 20 "$T/dst.log";
+	fail "no RARP after 'ferry announce'"; }
 "$FERRY" announce "$T/src.ctl" 2>/dev/null && fail "ferry announce on a gone source succeeded"
 log "ferry announce: $(grep -c '^rarp' "$T/rarp.log") RARP seen on $TAP2"
 # The answers came from the guest now at the destination: its counters,
@@ -141,8 +159,67 @@ for ((i = 0; i < 50; i++)); do
 done
 ((i < 50)) || fail "the destination's guest did not count the answers: '$report'"
 log "destination: $report"
-"$FERRY" quit "$T/dst.ctl"
+
+# Frames after GO.  The bridge's entry stays at $TAP2 whatever comes in on
+# $TAP1, and stays when $TAP2 loses its carrier as the old host exits (a
+# learned entry would go, and the bridge would flood the frames to $TAP1):
+# a static entry, as a switch that has not learned the new port yet.
+nsx bridge link set dev "$TAP1" learning off || skip "cannot turn learning off on a bridge port"
+nsx bridge fdb replace "$MAC" dev "$TAP2" master static ||
+	skip "cannot add a static entry to the bridge's FDB"
+start_dest dst2 "unix:$T/dst2.mig" --net "tap=$TAP1,mac=$MAC" --announce rounds=0
+dst2=$FERRY_PID
+nsx timeout 120 python3 tests/tools/udp_stream.py "$GUEST_IP" 7 20 "$T/mark" "$T/stop" \
+	>"$T/stream.log" 2>&1 &
+stream=$!
+wait_ready "$T/stream.log"
+"$FERRY" migrate "$T/dst.ctl" "$DEST_URI" --net-epilogue 10s --json >"$T/mig2.json" \
+	2>"$T/mig2.err" &
+mig2=$!
+# From the moment the guest runs there (its first heartbeat: cheaper to see
+# than a status call on a slow host), for 1.5 s, inside the 10 s bound.
+# 20 datagrams a second keep the source's hold, which counts every frame
+# since the pause, far below its 512.
+for ((i = 0; i < 1200; i++)); do
+	grep -q '^hb ' "$T/dst2.serial" 2>/dev/null && break
+	sleep 0.05
+done
+((i < 1200)) || { cat "$T/dst2.log"; fail "the guest did not start at dst2"; }
+touch "$T/mark"
+sleep 1.5
+touch "$T/stop"
+wait "$mig2" || { cat "$T/mig2.json" "$T/mig2.err" "$T/dst.log"; fail "the second migration failed"; }
+[ "$(json_field "$T/mig2.json" status)" = completed ] || fail "the second migration did not complete"
+wait "$stream" || { cat "$T/stream.log" "$T/dst.log" "$T/dst2.log"; nsx bridge fdb show br "$BR";
+	fail "datagrams sent after the switchover were lost"; }
+log "after GO: $(cat "$T/stream.log" | tail -n1)"
+# Every datagram after the mark reached the old host (the bridge never
+# learned otherwise) and so was forwarded after GO.
+counted=$(sed -nE 's/.*after the mark: ([0-9]+) sent.*/\1/p' "$T/stream.log")
+after=$(json_field "$T/mig2.json" net-frames-after-go)
+((counted >= 20 && after >= counted)) ||
+	{ cat "$T/mig2.json" "$T/stream.log"; fail "${after:-no} frames counted as forwarded after GO for $counted datagrams"; }
+[ "$(json_field "$T/mig2.json" net-frames-dropped)" = 0 ] || fail "frames dropped over the hold's cap"
+grep -q "frames forwarded after GO in .* ms, until --net-epilogue's bound" "$T/dst.log" ||
+	{ cat "$T/dst.log"; fail "the source did not say how its epilogue ended"; }
+grep -q "incoming migration: [0-9]* frames came after GO (the source ended them)" "$T/dst2.log" ||
+	{ cat "$T/dst2.log"; fail "dst2 did not take the late frames to their END"; }
+log "after GO: $after frames forwarded ($(json_field "$T/mig2.json" net-bytes-after-go) bytes)"
 wait_exit "$dst" 10
-[ "$RC" -eq 0 ] || fail "destination exit status $RC"
-assert_no_sanitizer "$T/src.log" "$T/dst.log"
-echo "a NIC migrates to another tap and the guest answers there at the same MAC and IP"
+[ "$RC" -eq 0 ] || fail "dst exit status $RC after migrating on"
+# Learning back on and an announce: the bridge finds the guest at $TAP1 again.
+nsx bridge fdb del "$MAC" dev "$TAP2" master
+nsx bridge link set dev "$TAP1" learning on
+"$FERRY" announce "$T/dst2.ctl" || fail "ferry announce on dst2 failed"
+for ((i = 0; i < 40; i++)); do
+	fdb_at "$TAP1" && break
+	sleep 0.05
+done
+((i < 40)) || { nsx bridge fdb show br "$BR"; fail "the bridge did not learn $MAC at $TAP1"; }
+echo_check dst2
+"$FERRY" quit "$T/dst2.ctl"
+wait_exit "$dst2" 10
+[ "$RC" -eq 0 ] || fail "dst2 exit status $RC"
+assert_no_sanitizer "$T/src.log" "$T/dst.log" "$T/dst2.log"
+echo "a NIC migrates to another tap and the guest answers there at the same MAC and IP," \
+	"and frames that reach the old host after GO follow it"

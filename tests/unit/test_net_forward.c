@@ -7,7 +7,12 @@
  * sections (a NIC the destination lacks, lengths that lie, a source that
  * may not send after END, a section too long there) are refused with a
  * reason, and the source's hold is drained once its guest runs on (a
- * failed migration gives the frames back).
+ * failed migration gives the frames back).  After GO: frames that still
+ * reach the source's tap go in the epilogue (source/epilogue.c,
+ * dest/incoming_epilogue.c), counted apart; the destination then takes
+ * only forwarded frames and END, and refuses anything else; the epilogue
+ * ends on ANNOUNCED, at its bound when the destination is silent, and at
+ * once when the destination goes away.
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -17,11 +22,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 #include <cmocka.h>
 
 #include "board/machine.h"
+#include "devices/net/announce.h"
 #include "migration/channel/channel.h"
 #include "migration/dest/incoming_internal.h"
 #include "migration/live.h"
@@ -41,8 +49,8 @@ static void t_raise(void *opaque)
 {
 }
 
-/* A NIC on a socketpair into m->nics[0]; *peer gets the other end. */
-static void t_nic(struct machine *m, bool *runs, int *peer)
+/* A NIC on a socketpair into m->nics[0] announcing `rounds` times; *peer gets the other end. */
+static void t_nic_announcing(struct machine *m, bool *runs, int *peer, unsigned rounds)
 {
 	struct net_config c;
 	char why[160];
@@ -53,6 +61,8 @@ static void t_nic(struct machine *m, bool *runs, int *peer)
 	assert_int_equal(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv), 0);
 	c.kind = NET_BACKEND_FD;
 	c.fd = sv[0];
+	net_announce_defaults(&c.announce);
+	c.announce.rounds = rounds;
 	struct virtio_net_config nc = {
 		.net = &c, .ram = &ram, .raise = t_raise, .running = t_running, .opaque = runs,
 	};
@@ -60,6 +70,11 @@ static void t_nic(struct machine *m, bool *runs, int *peer)
 	close(sv[0]);
 	m->nr_nics = 1;
 	*peer = sv[1];
+}
+
+static void t_nic(struct machine *m, bool *runs, int *peer)
+{
+	t_nic_announcing(m, runs, peer, 0);
 }
 
 /* A frame onto the NIC's backend, as a tap would hand it over. */
@@ -209,10 +224,281 @@ static void test_forward(void **state)
 	free(mig);
 }
 
+/* Source and destination of one migration, joined by a socketpair, each with one NIC. */
+struct t_pair {
+	struct machine *src, *dst;
+	struct mig_incoming *inc;
+	struct migration *mig;
+	int psrc, pdst;
+};
+
+static void t_pair_up(struct t_pair *t, unsigned dst_rounds)
+{
+	int sv[2];
+
+	memset(t, 0, sizeof(*t));
+	t->src = calloc(1, sizeof(*t->src));
+	t->dst = calloc(1, sizeof(*t->dst));
+	t->inc = calloc(1, sizeof(*t->inc));
+	t->mig = calloc(1, sizeof(*t->mig));
+	assert_non_null(t->src);
+	assert_non_null(t->dst);
+	assert_non_null(t->inc);
+	assert_non_null(t->mig);
+	assert_int_equal(guest_memory_create(&ram, 16ULL << 20), 0);
+	src_runs = dst_runs = false;
+	t_nic(t->src, &src_runs, &t->psrc);
+	t_nic_announcing(t->dst, &dst_runs, &t->pdst, dst_rounds);
+	migration_init(t->mig, t->src);
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+	t_stream(sv[0], &t->mig->s);
+	t_stream(sv[1], &t->inc->s);
+	t->inc->m = t->dst;
+	t->inc->connected = true;
+	t->inc->go_heard = true;
+	const struct mig_source_ops *o = mig_source_get(MIG_SOURCE_NET);
+	assert_true(o->active(t->mig));
+	t->mig->src_active[MIG_SOURCE_NET] = true;
+	assert_int_equal(o->setup(t->mig), 0);
+}
+
+static void t_pair_down(struct t_pair *t)
+{
+	/* The source's guest never runs again after GO: its hold is just freed. */
+	mig_stream_destroy(&t->inc->s);
+	mig_stream_destroy(&t->mig->s);
+	migration_destroy(t->mig);
+	virtio_net_destroy(&t->src->nics[0]);
+	virtio_net_destroy(&t->dst->nics[0]);
+	close(t->psrc);
+	close(t->pdst);
+	guest_memory_destroy(&ram);
+	free(t->src);
+	free(t->dst);
+	free(t->inc);
+	free(t->mig);
+}
+
+/* After GO, at the level of sections: frames in order, counted apart, and hostile ones refused. */
+static void test_after_go_sections(void **state)
+{
+	struct t_pair t;
+	uint8_t got[256];
+
+	t_pair_up(&t, 0);
+	/* One frame before GO (the late op), two after: only those two count as after GO. */
+	t_arrive(t.psrc, 1, 60);
+	assert_int_equal(mig_sources_late(t.mig), 0);
+	assert_int_equal(t_recv(t.inc, t.dst, MIG_IN_COMMIT, NULL), 0);
+	t_arrive(t.psrc, 2, 100);
+	t_arrive(t.psrc, 3, 61);
+	assert_true(mig_sources_have_after_go(t.mig));
+	assert_int_equal(mig_sources_after_go(t.mig), 0);
+	assert_int_equal(t_recv(t.inc, t.dst, MIG_IN_AFTER_GO, NULL), 0);
+	assert_int_equal(t_recv(t.inc, t.dst, MIG_IN_AFTER_GO, NULL), 0);
+	assert_int_equal(t.dst->nics[0].held_frames, 3);
+	static const unsigned lens[3] = { 60, 100, 61 };
+	for (unsigned i = 0; i < 3; i++) {
+		assert_int_equal(virtio_net_hold_get(&t.dst->nics[0], i, got, sizeof(got)),
+				 (int)lens[i]);
+		for (unsigned k = 0; k < lens[i]; k++)
+			assert_int_equal(got[k], (uint8_t)(i + 1 + k));
+	}
+	assert_int_equal(t.mig->stats.net_frames_forwarded, 3);
+	assert_int_equal(t.mig->stats.net_frames_after_go, 2);
+	assert_int_equal(t.mig->stats.net_bytes_after_go, 161);
+	/* Nothing new: nothing sent. */
+	uint64_t out = t.mig->s.bytes_out;
+	assert_int_equal(mig_sources_after_go(t.mig), 0);
+	assert_int_equal(t.mig->s.bytes_out, out);
+
+	/* Hostile: after GO only forwarded frames and END. */
+	uint8_t pass[13] = { 0 };
+	mig_section_write(&t.mig->s, MIG_SEC_PASS, pass, sizeof(pass));
+	assert_int_equal(mig_stream_flush(&t.mig->s), 0);
+	assert_int_equal(t_recv(t.inc, t.dst, MIG_IN_AFTER_GO, NULL), -EPROTO);
+	assert_non_null(strstr(t.inc->why, "section type 3 out of order (expected SOURCE net or END)"));
+	mig_section_write(&t.mig->s, MIG_SEC_GO, NULL, 0);
+	assert_int_equal(mig_stream_flush(&t.mig->s), 0);
+	assert_int_equal(t_recv(t.inc, t.dst, MIG_IN_AFTER_GO, NULL), -EPROTO);
+	assert_non_null(strstr(t.inc->why, "section type 13 out of order"));
+	t_send_source(&t.mig->s, MIG_SOURCE_SCRATCH, 0, 0, 4096);
+	assert_int_equal(t_recv(t.inc, t.dst, MIG_IN_AFTER_GO, NULL), -EPROTO);
+	assert_non_null(strstr(t.inc->why, "source 1 after GO"));
+	t_send_source(&t.mig->s, MIG_SOURCE_BLOCK, 0, 0, 64);
+	assert_int_equal(t_recv(t.inc, t.dst, MIG_IN_AFTER_GO, NULL), -EPROTO);
+	assert_non_null(strstr(t.inc->why, "source 3 after GO"));
+	t_send_source(&t.mig->s, MIG_SOURCE_NET, 1, 60, 60);
+	assert_int_equal(t_recv(t.inc, t.dst, MIG_IN_AFTER_GO, NULL), -EPROTO);
+	assert_non_null(strstr(t.inc->why, "forwarded frame for NIC 1, which this destination lacks"));
+	t_send_source(&t.mig->s, MIG_SOURCE_NET, 0xffffffffu, 60, 60);
+	assert_int_equal(t_recv(t.inc, t.dst, MIG_IN_AFTER_GO, NULL), -EPROTO);
+	assert_non_null(strstr(t.inc->why, "NIC 4294967295"));
+	t_send_source(&t.mig->s, MIG_SOURCE_NET, 0, 70000, 70000);
+	assert_int_equal(t_recv(t.inc, t.dst, MIG_IN_AFTER_GO, NULL), -EPROTO);
+	assert_non_null(strstr(t.inc->why, "forwarded frame of 70000 bytes"));
+	t_send_source(&t.mig->s, MIG_SOURCE_NET, 0, 0xffffffffu, 60);
+	assert_int_equal(t_recv(t.inc, t.dst, MIG_IN_AFTER_GO, NULL), -EPROTO);
+	assert_non_null(strstr(t.inc->why, "forwarded frame of 4294967295 bytes"));
+	t_send_source(&t.mig->s, MIG_SOURCE_NET, 0, 13, 13);
+	assert_int_equal(t_recv(t.inc, t.dst, MIG_IN_AFTER_GO, NULL), -EPROTO);
+	assert_non_null(strstr(t.inc->why, "forwarded frame of 13 bytes"));
+	t_send_source(&t.mig->s, MIG_SOURCE_NET, 0, 100, 60);
+	assert_int_equal(t_recv(t.inc, t.dst, MIG_IN_AFTER_GO, NULL), -EPROTO);
+	assert_non_null(strstr(t.inc->why, "in a section holding 60"));
+	mig_section_write(&t.mig->s, MIG_SEC_END, pass, 1);
+	assert_int_equal(mig_stream_flush(&t.mig->s), 0);
+	assert_int_equal(t_recv(t.inc, t.dst, MIG_IN_AFTER_GO, NULL), -EPROTO);
+	assert_non_null(strstr(t.inc->why, "END section carries 1 bytes"));
+	assert_int_equal(t.dst->nics[0].held_frames, 3);	/* none of those held */
+	/* ANNOUNCED is the destination's: the incoming rules do not know it from a source. */
+	mig_section_write(&t.mig->s, MIG_SEC_ANNOUNCED, NULL, 0);
+	assert_int_equal(mig_stream_flush(&t.mig->s), 0);
+	assert_int_equal(t_recv(t.inc, t.dst, MIG_IN_AFTER_GO, NULL), -EPROTO);
+	assert_non_null(strstr(t.inc->why, "unknown section type 35 (expected SOURCE net or END)"));
+	/* The empty END ends the late frames. */
+	mig_section_write(&t.mig->s, MIG_SEC_END, NULL, 0);
+	assert_int_equal(mig_stream_flush(&t.mig->s), 0);
+	struct mig_in_ctx c = { .inc = t.inc, .m = t.dst, .ph = MIG_IN_AFTER_GO };
+	uint8_t buf[64];
+	assert_int_equal(mig_in_dispatch(&c, buf, sizeof(buf)), 0);
+	assert_true(c.done);
+	/* Last: a section too long is refused before its payload is read (the stream is over). */
+	t_send_source(&t.mig->s, MIG_SOURCE_NET, 0, 65550, 200000);
+	assert_int_equal(t_recv(t.inc, t.dst, MIG_IN_AFTER_GO, NULL), -EPROTO);
+	assert_non_null(strstr(t.inc->why, "too long here"));
+	t_pair_down(&t);
+}
+
+struct t_epilogue {
+	struct migration *mig;
+	uint64_t ns;		/* how long switchover_epilogue took */
+};
+
+static uint64_t t_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+static void *t_source_epilogue(void *arg)
+{
+	struct t_epilogue *e = arg;
+	uint64_t t0 = t_now();
+
+	switchover_epilogue(e->mig);
+	e->ns = t_now() - t0;
+	return NULL;
+}
+
+/*
+ * Both halves end to end: frames reach the source's tap after GO while
+ * the destination's guest runs; its NIC announces, the destination says
+ * ANNOUNCED, the source ends with END well before its bound.
+ */
+static void test_after_go_epilogue(void **state)
+{
+	struct t_pair t;
+	struct t_epilogue e;
+	pthread_t th;
+
+	t_pair_up(&t, 1);
+	t.mig->p.net_epilogue_ns = 5000000000ULL;
+	t.dst->vm.state = VM_STATE_RUNNING;
+	/* Frames that came between GO and now, and the guest running here. */
+	t_arrive(t.psrc, 10, 60);
+	t_arrive(t.psrc, 11, 90);
+	e = (struct t_epilogue){ .mig = t.mig };
+	assert_int_equal(pthread_create(&th, NULL, t_source_epilogue, &e), 0);
+	__atomic_store_n(&dst_runs, true, __ATOMIC_RELEASE);
+	virtio_net_announce_self(&t.dst->nics[0]);
+	uint64_t t0 = t_now();
+	uint64_t got = mig_incoming_epilogue(t.inc, t.dst, -1);
+	uint64_t took = t_now() - t0;
+	assert_int_equal(pthread_join(th, NULL), 0);
+	assert_int_equal(got, 2);
+	assert_int_equal(t.mig->stats.net_frames_after_go, 2);
+	assert_int_equal(t.mig->stats.net_bytes_after_go, 150);
+	struct virtio_net_stats st;
+	virtio_net_read_stats(&t.dst->nics[0], &st);
+	assert_true(st.announce_rounds >= 1);
+	/* Ended by ANNOUNCED and END, not by either side's bound. */
+	assert_true(e.ns < 2000000000ULL);
+	assert_true(took < 2000000000ULL);
+	t.dst->vm.state = VM_STATE_STOPPED;
+	t_pair_down(&t);
+}
+
+/* A destination that never announces: the source stops at its bound, and ends with END. */
+static void test_after_go_silent(void **state)
+{
+	struct t_pair t;
+	struct t_epilogue e;
+	pthread_t th;
+	uint8_t buf[256], type;
+	uint32_t len;
+
+	t_pair_up(&t, 0);
+	t.mig->p.net_epilogue_ns = 150000000ULL;
+	e = (struct t_epilogue){ .mig = t.mig };
+	assert_int_equal(pthread_create(&th, NULL, t_source_epilogue, &e), 0);
+	usleep(20000);
+	t_arrive(t.psrc, 20, 70);
+	assert_int_equal(pthread_join(th, NULL), 0);
+	assert_true(e.ns >= 150000000ULL);
+	assert_true(e.ns < 1500000000ULL);
+	assert_int_equal(t.mig->stats.net_frames_after_go, 1);
+	assert_int_equal(mig_section_read(&t.inc->s, buf, sizeof(buf), &type, &len), 0);
+	assert_int_equal(type, MIG_SEC_SOURCE);
+	assert_int_equal(len, 4 + 8 + 70);
+	assert_int_equal(mig_section_read(&t.inc->s, buf, sizeof(buf), &type, &len), 0);
+	assert_int_equal(type, MIG_SEC_END);
+	assert_int_equal(len, 0);
+
+	/* No bound at all: nothing is sent after GO. */
+	uint64_t out = t.mig->s.bytes_out;
+	t.mig->p.net_epilogue_ns = 0;
+	t_arrive(t.psrc, 21, 70);
+	switchover_epilogue(t.mig);
+	assert_int_equal(t.mig->s.bytes_out, out);
+	t_pair_down(&t);
+}
+
+/* A destination that goes away, or answers nonsense: the epilogue ends at once. */
+static void test_after_go_dest_gone(void **state)
+{
+	struct t_pair t;
+	uint64_t t0;
+
+	t_pair_up(&t, 0);
+	t.mig->p.net_epilogue_ns = 5000000000ULL;
+	/* Nonsense on the return path (a RESULT where ANNOUNCED may come). */
+	uint8_t res[6] = { 0 };
+	mig_section_write(&t.inc->s, MIG_SEC_RESULT, res, sizeof(res));
+	assert_int_equal(mig_stream_flush(&t.inc->s), 0);
+	t0 = t_now();
+	switchover_epilogue(t.mig);
+	assert_true(t_now() - t0 < 2000000000ULL);
+	/* Gone: the destination's end closes. */
+	mig_stream_clear_error(&t.mig->s);
+	mig_stream_destroy(&t.inc->s);
+	t_arrive(t.psrc, 30, 80);
+	t0 = t_now();
+	switchover_epilogue(t.mig);
+	assert_true(t_now() - t0 < 2000000000ULL);
+	t_pair_down(&t);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_forward),
+		cmocka_unit_test(test_after_go_sections),
+		cmocka_unit_test(test_after_go_epilogue),
+		cmocka_unit_test(test_after_go_silent),
+		cmocka_unit_test(test_after_go_dest_gone),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

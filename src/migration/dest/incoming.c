@@ -559,18 +559,13 @@ void mig_incoming_drop(struct mig_incoming *inc)
 	inc->connected = false;
 }
 
-void mig_incoming_reply(struct mig_incoming *inc, int status, const char *msg)
+int mig_incoming_result(struct mig_incoming *inc, int status, const char *msg)
 {
 	size_t n = msg ? strlen(msg) : 0;
 	uint8_t payload[4 + 2 + 256];
 
-	if (!inc->connected || !mig_stream_has_return_path(&inc->s)) {
-		/* Nobody to tell (a file): just let go of it. */
-		mig_stream_destroy(&inc->s);
-		mig_digest_free(&inc->digest);
-		inc->connected = false;
-		return;
-	}
+	if (!inc->connected || !mig_stream_has_return_path(&inc->s))
+		return -ENOTCONN;
 	/*
 	 * A failed read (bad section, peer gone) left the stream's sticky error
 	 * set, which would swallow the answer; the return path may still work,
@@ -587,7 +582,20 @@ void mig_incoming_reply(struct mig_incoming *inc, int status, const char *msg)
 	if (n)
 		memcpy(payload + 6, msg, n);
 	mig_section_write(&inc->s, MIG_SEC_RESULT, payload, (uint32_t)(6 + n));
-	mig_stream_flush(&inc->s);
+	return mig_stream_flush(&inc->s);
+}
+
+void mig_incoming_reply(struct mig_incoming *inc, int status, const char *msg)
+{
+	if (!inc->connected || !mig_stream_has_return_path(&inc->s)) {
+		/* Nobody to tell (a file): just let go of it. */
+		mig_stream_destroy(&inc->s);
+		mig_digest_free(&inc->digest);
+		inc->connected = false;
+		return;
+	}
+	if (mig_incoming_result(inc, status, msg))
+		pr_debug("incoming migration: cannot send RESULT: %s", inc->s.why);
 	/*
 	 * After refusing a stream, keep reading (and dropping) what the source
 	 * still sends for a moment: closing with unread data would reset the

@@ -81,6 +81,7 @@ struct mig_incoming {
 	struct pc_dest pc;		/* post-copy, once POSTCOPY_RUN arrived */
 	struct machine *m;		/* what it receives into (late SOURCE sections) */
 	bool guest_started;		/* post-copy: the guest already runs here */
+	bool go_heard;			/* pre-copy: the source's GO came (not the operator's word) */
 	bool state_applied;
 	/*
 	 * --verify of the device state (incoming_verify.c): the source's
@@ -159,5 +160,23 @@ void mig_incoming_drop(struct mig_incoming *inc);
 
 /* Tell the source how it ended (status 0: the guest runs here) and close. */
 void mig_incoming_reply(struct mig_incoming *inc, int status, const char *msg);
+/*
+ * Send RESULT status/msg and keep the connection (for the epilogue).
+ * Returns 0 or -errno (the source is gone).
+ */
+int mig_incoming_result(struct mig_incoming *inc, int status, const char *msg)
+	__attribute__((warn_unused_result));
+
+/*
+ * After GO, RESULT ok sent and the guest running here (incoming_epilogue.c,
+ * docs/migration-stream.md "After GO"): take the frames that still reached
+ * the source's taps into m's NICs, say ANNOUNCED once every NIC that
+ * announces has sent its first round, until the source's END, the
+ * connection's end, a section that may not come (refused: logged, the
+ * late frames stop) or a bound.  intr_fd readable (a signal) or the
+ * guest stopping ends it at once.  Never affects the guest.  Returns the
+ * frames taken.
+ */
+uint64_t mig_incoming_epilogue(struct mig_incoming *inc, struct machine *m, int intr_fd);
 
 #endif

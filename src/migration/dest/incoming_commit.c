@@ -77,6 +77,7 @@ static int commit_read(struct mig_incoming *inc)
 	free(buf);
 	if (!err && c.late)
 		return 2;
+	inc->go_heard = !err && c.go;
 	if (!err)
 		return c.go ? 0 : mig_in_fail(inc, -EPROTO, "no GO after END");
 	if (err == -EPIPE) {

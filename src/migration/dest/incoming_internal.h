@@ -24,6 +24,7 @@ enum mig_in_phase {
 	MIG_IN_COMMIT,		/* pre-copy: END checked, LOADED sent; GO or ABORT */
 	MIG_IN_STANDBY,		/* replication, between epochs: EPOCH, HEARTBEAT, ABORT */
 	MIG_IN_EPOCH,		/* inside an epoch: RAM, STATE, EPOCH_END */
+	MIG_IN_AFTER_GO,	/* pre-copy, the guest runs here: late net frames, END */
 	MIG_IN_PHASES,
 	MIG_IN_SAME = MIG_IN_PHASES,	/* a rule's next phase: stay (or the handler decides) */
 };
@@ -39,6 +40,7 @@ struct mig_in_ctx {
 	bool done;			/* the stream's last section was handled */
 	bool go;			/* MIG_IN_COMMIT: GO came */
 	bool late;			/* MIG_IN_COMMIT: a late SOURCE section came */
+	uint64_t after_go;		/* MIG_IN_AFTER_GO: SOURCE sections taken */
 };
 
 /*
@@ -93,6 +95,9 @@ int mig_in_h_stand_down(struct mig_in_ctx *c, const uint8_t *p, uint32_t len);
 /* incoming_commit.c: the switchover's answer. */
 int mig_in_h_go(struct mig_in_ctx *c, const uint8_t *p, uint32_t len);
 int mig_in_h_abort(struct mig_in_ctx *c, const uint8_t *p, uint32_t len);
+/* incoming_epilogue.c: after GO, the source's late frames and their END. */
+int mig_in_h_source_after_go(struct mig_in_ctx *c, const uint8_t *p, uint32_t len);
+int mig_in_h_after_go_end(struct mig_in_ctx *c, const uint8_t *p, uint32_t len);
 
 /*
  * Record why the migration failed; returns err.  The latest reason

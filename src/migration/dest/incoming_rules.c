@@ -40,6 +40,9 @@ static const struct mig_in_rule mig_in_rules[] = {
 	{ MIG_SEC_GO, P(MIG_IN_COMMIT), 0, 0, MIG_IN_SAME, mig_in_h_go, NULL },
 	{ MIG_SEC_SOURCE, P(MIG_IN_COMMIT), 0, 0, MIG_IN_SAME, mig_in_h_source_late, NULL },
 	{ MIG_SEC_ABORT, P(MIG_IN_COMMIT), 0, 0, MIG_IN_SAME, mig_in_h_abort, NULL },
+	/* After GO, the guest running here: only frames that still reached the source. */
+	{ MIG_SEC_SOURCE, P(MIG_IN_AFTER_GO), 0, 0, MIG_IN_SAME, mig_in_h_source_after_go, NULL },
+	{ MIG_SEC_END, P(MIG_IN_AFTER_GO), 0, 0, MIG_IN_SAME, mig_in_h_after_go_end, NULL },
 	/* Replication (docs/replication.md): epochs after END, applied only whole. */
 	{ MIG_SEC_EPOCH, P(MIG_IN_STANDBY), REPL, 0, MIG_IN_EPOCH, mig_in_h_epoch, NULL },
 	{ MIG_SEC_RAM, P(MIG_IN_EPOCH), REPL, 0, MIG_IN_SAME, NULL, mig_in_h_ram },
@@ -75,6 +78,7 @@ static const char *mig_in_expect(enum mig_in_phase ph, bool verify)
 		[MIG_IN_PC_RUN] = "RAM or POSTCOPY_DONE", [MIG_IN_PC_DIGEST] = "POSTCOPY_DONE",
 		[MIG_IN_COMMIT] = "GO or ABORT",
 		[MIG_IN_STANDBY] = "EPOCH or HEARTBEAT", [MIG_IN_EPOCH] = "RAM, STATE or EPOCH_END",
+		[MIG_IN_AFTER_GO] = "SOURCE net or END",
 	};
 
 	return ph == MIG_IN_STATE && verify ? "DIGEST" : expect[ph];

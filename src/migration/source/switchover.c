@@ -314,6 +314,11 @@ int switchover_run(struct migration *mig)
 	precopy_phase(mig, MIG_PHASE_RESUME, &t);
 	pthread_mutex_lock(&mig->lock);
 	mig->stats.downtime_ns = t - t0;
+	pthread_mutex_unlock(&mig->lock);
+	/* The guest runs there: frames the switch still sends here follow it. */
+	if (!err && rp && !mig->end.abandoned)
+		switchover_epilogue(mig);
+	pthread_mutex_lock(&mig->lock);
 	mig->stats.wire_bytes = mig_bytes_out(mig);
 	mig_chans_stats(mig, &mig->stats);
 	pthread_mutex_unlock(&mig->lock);
