@@ -232,6 +232,15 @@ struct t_pair {
 	int psrc, pdst;
 };
 
+/* The next section, after GO, is refused and why says so. */
+static void t_refused_after_go(struct t_pair *t, const char *want)
+{
+	assert_int_equal(t_recv(t->inc, t->dst, MIG_IN_AFTER_GO, NULL), -EPROTO);
+	if (!strstr(t->inc->why, want))
+		fail_msg("refused with '%s', not '%s'", t->inc->why, want);
+}
+
+
 static void t_pair_up(struct t_pair *t, unsigned dst_rounds)
 {
 	int sv[2];
@@ -316,46 +325,34 @@ static void test_after_go_sections(void **state)
 	uint8_t pass[13] = { 0 };
 	mig_section_write(&t.mig->s, MIG_SEC_PASS, pass, sizeof(pass));
 	assert_int_equal(mig_stream_flush(&t.mig->s), 0);
-	assert_int_equal(t_recv(t.inc, t.dst, MIG_IN_AFTER_GO, NULL), -EPROTO);
-	assert_non_null(strstr(t.inc->why, "section type 3 out of order (expected SOURCE net or END)"));
+	t_refused_after_go(&t, "section type 3 out of order (expected SOURCE net or END)");
 	mig_section_write(&t.mig->s, MIG_SEC_GO, NULL, 0);
 	assert_int_equal(mig_stream_flush(&t.mig->s), 0);
-	assert_int_equal(t_recv(t.inc, t.dst, MIG_IN_AFTER_GO, NULL), -EPROTO);
-	assert_non_null(strstr(t.inc->why, "section type 13 out of order"));
+	t_refused_after_go(&t, "section type 13 out of order");
 	t_send_source(&t.mig->s, MIG_SOURCE_SCRATCH, 0, 0, 4096);
-	assert_int_equal(t_recv(t.inc, t.dst, MIG_IN_AFTER_GO, NULL), -EPROTO);
-	assert_non_null(strstr(t.inc->why, "source 1 after GO"));
+	t_refused_after_go(&t, "source 1 after GO");
 	t_send_source(&t.mig->s, MIG_SOURCE_BLOCK, 0, 0, 64);
-	assert_int_equal(t_recv(t.inc, t.dst, MIG_IN_AFTER_GO, NULL), -EPROTO);
-	assert_non_null(strstr(t.inc->why, "source 3 after GO"));
+	t_refused_after_go(&t, "source 3 after GO");
 	t_send_source(&t.mig->s, MIG_SOURCE_NET, 1, 60, 60);
-	assert_int_equal(t_recv(t.inc, t.dst, MIG_IN_AFTER_GO, NULL), -EPROTO);
-	assert_non_null(strstr(t.inc->why, "forwarded frame for NIC 1, which this destination lacks"));
+	t_refused_after_go(&t, "forwarded frame for NIC 1, which this destination lacks");
 	t_send_source(&t.mig->s, MIG_SOURCE_NET, 0xffffffffu, 60, 60);
-	assert_int_equal(t_recv(t.inc, t.dst, MIG_IN_AFTER_GO, NULL), -EPROTO);
-	assert_non_null(strstr(t.inc->why, "NIC 4294967295"));
+	t_refused_after_go(&t, "NIC 4294967295");
 	t_send_source(&t.mig->s, MIG_SOURCE_NET, 0, 70000, 70000);
-	assert_int_equal(t_recv(t.inc, t.dst, MIG_IN_AFTER_GO, NULL), -EPROTO);
-	assert_non_null(strstr(t.inc->why, "forwarded frame of 70000 bytes"));
+	t_refused_after_go(&t, "forwarded frame of 70000 bytes");
 	t_send_source(&t.mig->s, MIG_SOURCE_NET, 0, 0xffffffffu, 60);
-	assert_int_equal(t_recv(t.inc, t.dst, MIG_IN_AFTER_GO, NULL), -EPROTO);
-	assert_non_null(strstr(t.inc->why, "forwarded frame of 4294967295 bytes"));
+	t_refused_after_go(&t, "forwarded frame of 4294967295 bytes");
 	t_send_source(&t.mig->s, MIG_SOURCE_NET, 0, 13, 13);
-	assert_int_equal(t_recv(t.inc, t.dst, MIG_IN_AFTER_GO, NULL), -EPROTO);
-	assert_non_null(strstr(t.inc->why, "forwarded frame of 13 bytes"));
+	t_refused_after_go(&t, "forwarded frame of 13 bytes");
 	t_send_source(&t.mig->s, MIG_SOURCE_NET, 0, 100, 60);
-	assert_int_equal(t_recv(t.inc, t.dst, MIG_IN_AFTER_GO, NULL), -EPROTO);
-	assert_non_null(strstr(t.inc->why, "in a section holding 60"));
+	t_refused_after_go(&t, "in a section holding 60");
 	mig_section_write(&t.mig->s, MIG_SEC_END, pass, 1);
 	assert_int_equal(mig_stream_flush(&t.mig->s), 0);
-	assert_int_equal(t_recv(t.inc, t.dst, MIG_IN_AFTER_GO, NULL), -EPROTO);
-	assert_non_null(strstr(t.inc->why, "END section carries 1 bytes"));
+	t_refused_after_go(&t, "END section carries 1 bytes");
 	assert_int_equal(t.dst->nics[0].held_frames, 3);	/* none of those held */
 	/* ANNOUNCED is the destination's: the incoming rules do not know it from a source. */
 	mig_section_write(&t.mig->s, MIG_SEC_ANNOUNCED, NULL, 0);
 	assert_int_equal(mig_stream_flush(&t.mig->s), 0);
-	assert_int_equal(t_recv(t.inc, t.dst, MIG_IN_AFTER_GO, NULL), -EPROTO);
-	assert_non_null(strstr(t.inc->why, "unknown section type 35 (expected SOURCE net or END)"));
+	t_refused_after_go(&t, "unknown section type 35 (expected SOURCE net or END)");
 	/* The empty END ends the late frames. */
 	mig_section_write(&t.mig->s, MIG_SEC_END, NULL, 0);
 	assert_int_equal(mig_stream_flush(&t.mig->s), 0);
@@ -365,8 +362,7 @@ static void test_after_go_sections(void **state)
 	assert_true(c.done);
 	/* Last: a section too long is refused before its payload is read (the stream is over). */
 	t_send_source(&t.mig->s, MIG_SOURCE_NET, 0, 65550, 200000);
-	assert_int_equal(t_recv(t.inc, t.dst, MIG_IN_AFTER_GO, NULL), -EPROTO);
-	assert_non_null(strstr(t.inc->why, "too long here"));
+	t_refused_after_go(&t, "too long here");
 	t_pair_down(&t);
 }
 
