@@ -56,7 +56,7 @@ static void fz_seed_one(const char *dir, const char *name, uint64_t memory,
 	int fd;
 
 	if (guest_memory_create(&mem, cfg.memory) ||
-	    savefile_meta_encode(&cfg, "probe.elf", disks, nd, nics, nn, state, state_len,
+	    savefile_meta_encode(&cfg, "probe.elf", disks, NULL, nd, nics, nn, state, state_len,
 				 &meta, &len))
 		exit(1);
 	for (uint64_t i = 0; every && i < upto && i < guest_memory_pages(&mem); i += every)
