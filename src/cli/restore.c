@@ -22,11 +22,59 @@ static int restore_fail(const struct restore_opts *o, int status, const char *wh
 	return status;
 }
 
+/* Disk i of a file saved with --disks copy: its contents into the image given.  0 or a status. */
+static int restore_disk_copy(const struct restore_opts *o, struct savefile *sf, unsigned i,
+			     const struct block_config *c)
+{
+	char why[PATH_MAX + 256];
+	int err;
+
+	err = savefile_disk_restore(sf, i, c, why, sizeof(why));
+	if (err)
+		return restore_fail(o, err == -EPROTO ? FERRY_EXIT_DATAERR :
+				    err == -EINVAL ? FERRY_EXIT_USAGE :
+				    err == -EBUSY ? FERRY_EXIT_UNAVAILABLE : FERRY_EXIT_OSERR, why);
+	pr_info("disk %u: its copy in %s written to %s (%llu bytes, %llu pages of data)", i,
+		o->file, c->path, (unsigned long long)sf->meta.drec[i].size,
+		(unsigned long long)sf->meta.drec[i].data_pages);
+	return 0;
+}
+
+/* Disk i kept by path: is the image there the one saved?  0 or an exit status. */
+static int restore_disk_check(const struct restore_opts *o, const struct savefile_meta *meta,
+			      unsigned i, const struct block_config *c)
+{
+	const struct savefile_disk_rec *r = &meta->drec[i];
+	char why[PATH_MAX + 256], msg[PATH_MAX + 400];
+	int err;
+
+	if (!meta->has_recs || c->kind != BLOCK_KIND_FILE)
+		return 0;	/* a version 1 file, or an NBD export: nothing to check */
+	err = savefile_disk_check(r, i, c->path, why, sizeof(why));
+	if (!err)
+		return 0;
+	if (err == -ESTALE && (r->flags & SAVEFILE_DISK_F_LIVE)) {
+		/* Saved with the guest running on: its disks were expected to change. */
+		pr_warn("%s; the guest ran on after the save, so it may be newer than the saved RAM",
+			why);
+		return 0;
+	}
+	if (err == -ESTALE) {
+		snprintf(msg, sizeof(msg), "%s: it is not the image the guest was saved with "
+			 "(give that one with --disk)", why);
+		return restore_fail(o, FERRY_EXIT_DATAERR, msg);
+	}
+	return restore_fail(o, err == -EPROTO ? FERRY_EXIT_DATAERR : err == -ENOENT ?
+			    FERRY_EXIT_NOINPUT : FERRY_EXIT_UNAVAILABLE, why);
+}
+
 /* The disks and NICs: those given, or those recorded.  0 or an exit status. */
-static int restore_devices(const struct restore_opts *o, const struct savefile_meta *meta,
+static int restore_devices(const struct restore_opts *o, struct savefile *sf,
 			   struct block_config *disks, struct net_config *nics)
 {
+	const struct savefile_meta *meta = &sf->meta;
 	char why[256], msg[PATH_MAX + 320];
+	int status;
 
 	if (o->nr_disks && o->nr_disks != meta->nr_disks) {
 		snprintf(msg, sizeof(msg), "the saved VM has %u disks, %u --disk given",
@@ -39,11 +87,25 @@ static int restore_devices(const struct restore_opts *o, const struct savefile_m
 		return restore_fail(o, FERRY_EXIT_USAGE, msg);
 	}
 	for (unsigned i = 0; i < meta->nr_disks; i++) {
+		bool copy = meta->has_recs && meta->drec[i].mode == SAVEFILE_DISK_COPY;
+		if (copy && !o->nr_disks) {
+			/* Never onto the recorded image unless the user names it. */
+			snprintf(msg, sizeof(msg), "disk %u was copied into the save file (--disks "
+				 "copy): name the image to restore it into with --disk path=NEW, "
+				 "one --disk per saved disk, in order", i);
+			return restore_fail(o, FERRY_EXIT_USAGE, msg);
+		}
 		if (o->nr_disks) {
 			disks[i] = o->disks[i];
 		} else if (block_config_parse(meta->disks[i], &disks[i], why, sizeof(why))) {
 			snprintf(msg, sizeof(msg), "bad record of disk %u: %s", i, why);
 			return restore_fail(o, FERRY_EXIT_DATAERR, msg);
+		}
+		if (copy) {
+			status = restore_disk_copy(o, sf, i, &disks[i]);
+			if (status)
+				return status;
+			continue;
 		}
 		if (disks[i].kind == BLOCK_KIND_FILE &&
 		    access(disks[i].path, disks[i].readonly ? R_OK : R_OK | W_OK) < 0) {
@@ -53,6 +115,9 @@ static int restore_devices(const struct restore_opts *o, const struct savefile_m
 			return restore_fail(o, e == ENOENT ? FERRY_EXIT_NOINPUT :
 					    FERRY_EXIT_UNAVAILABLE, msg);
 		}
+		status = restore_disk_check(o, meta, i, &disks[i]);
+		if (status)
+			return status;
 	}
 	for (unsigned i = 0; i < meta->nr_nics; i++) {
 		if (o->nr_nics) {
@@ -165,7 +230,7 @@ int restore_machine(struct machine *m, struct migration *mig, const struct resto
 		return restore_fail(o, restore_open_status(err), why);
 	}
 	memset(nics, 0, sizeof(nics));
-	status = restore_devices(o, meta, disks, nics);
+	status = restore_devices(o, &rs->sf, disks, nics);
 	if (status)
 		goto fail;
 	memcpy(cmdline, meta->cfg.cmdline, meta->cfg.cmdline_len);

@@ -80,7 +80,9 @@ static const char run_usage[] =
 "                         vCPUs, command line, disks and NICs come from the\n"
 "                         file; --disk and --net, if given, replace its disks\n"
 "                         and NICs one for one).  RAM is read in full and\n"
-"                         checked before the guest runs\n"
+"                         checked before the guest runs.  Disks saved with\n"
+"                         --disks copy need --disk path=NEW: their contents\n"
+"                         are written there\n"
 "      --lazy             with --restore: start the guest at once and read each\n"
 "                         page from FILE when the guest first touches it, a\n"
 "                         prefetch thread loading the rest (keep FILE in place\n"
@@ -370,8 +372,12 @@ static void run_parse(int argc, char **argv, struct run_opts *o)
 		die(FERRY_EXIT_USAGE, "%u --disk and %u --net: at most %d virtio devices in all",
 		    o->mc.nr_disks, o->mc.nr_nics, MACHINE_VIRTIO_SLOTS);
 	run_check_paths(o);
-	/* A missing image is the user's to fix, like a missing kernel: say so now. */
-	for (unsigned i = 0; i < o->mc.nr_disks; i++)
+	/*
+	 * A missing image is the user's to fix, like a missing kernel: say so now.
+	 * A restore checks its own (a disk copied into the file is written
+	 * into an image that need not exist yet).
+	 */
+	for (unsigned i = 0; !o->restore && i < o->mc.nr_disks; i++)
 		if (o->disks[i].kind == BLOCK_KIND_FILE && access(o->disks[i].path, o->disks[i].readonly ? R_OK : R_OK | W_OK) < 0)
 			die(FERRY_EXIT_NOINPUT, "cannot open disk image %s: %s", o->disks[i].path,
 			    strerror(errno));

@@ -43,6 +43,25 @@ static int cmd_save_busy(struct control_ctx *ctx, json_object **ret)
 	return 0;
 }
 
+/* The disks argument: "path" (the default) or "copy".  0, or -EINVAL with *ret set. */
+static int cmd_save_disks(json_object *args, enum savefile_disk_mode *mode, json_object **ret)
+{
+	const char *s;
+	json_object *v;
+
+	*mode = SAVEFILE_DISK_PATH;
+	if (!args || !json_object_object_get_ex(args, "disks", &v))
+		return 0;
+	if (!json_object_is_type(v, json_type_string))
+		return control_fail(ret, -EINVAL, "argument 'disks' must be \"path\" or \"copy\"");
+	s = json_object_get_string(v);
+	if (!strcmp(s, "copy"))
+		*mode = SAVEFILE_DISK_COPY;
+	else if (strcmp(s, "path"))
+		return control_fail(ret, -EINVAL, "argument 'disks' must be \"path\" or \"copy\"");
+	return 0;
+}
+
 static json_object *cmd_save_result(const char *file, const struct savefile_stats *st)
 {
 	json_object *r = json_object_new_object();
@@ -52,6 +71,9 @@ static json_object *cmd_save_result(const char *file, const struct savefile_stat
 	json_object_object_add(r, "data-pages", json_object_new_int64((int64_t)st->data_pages));
 	json_object_object_add(r, "zero-pages", json_object_new_int64((int64_t)st->zero_pages));
 	json_object_object_add(r, "device-state-bytes", json_object_new_int64((int64_t)st->state_bytes));
+	json_object_object_add(r, "disk-bytes", json_object_new_int64((int64_t)st->disk_bytes));
+	json_object_object_add(r, "disk-data-pages",
+			       json_object_new_int64((int64_t)st->disk_data_pages));
 	json_object_object_add(r, "total-time-ms", json_object_new_double((double)st->total_ns / 1e6));
 	json_object_object_add(r, "downtime-ms", json_object_new_double((double)st->paused_ns / 1e6));
 	return r;
@@ -64,8 +86,18 @@ int cmd_snapshot(struct control_ctx *ctx, json_object *args, json_object **ret)
 	char why[256];
 	int err;
 
+	enum savefile_disk_mode mode;
+
 	if (!file)
 		return -EINVAL;
+	err = cmd_save_disks(args, &mode, ret);
+	if (err)
+		return err;
+	if (mode == SAVEFILE_DISK_COPY)
+		return control_fail(ret, -EINVAL, "a live snapshot cannot copy the disks: the guest "
+				    "goes on writing them while its RAM is written; use 'save' with "
+				    "disks \"copy\" (and keep-running), which copies them with the "
+				    "guest paused");
 	err = cmd_save_busy(ctx, ret);
 	if (err)
 		return err;
@@ -95,6 +127,9 @@ int cmd_save(struct control_ctx *ctx, json_object *args, json_object **ret)
 			return control_fail(ret, -EINVAL, "argument 'keep-running' must be a boolean");
 		o.keep_running = json_object_get_boolean(v);
 	}
+	err = cmd_save_disks(args, &o.disks, ret);
+	if (err)
+		return err;
 	err = cmd_save_busy(ctx, ret);
 	if (err)
 		return err;

@@ -246,11 +246,13 @@ static const struct control_arg scratch_args[] = {
 static const struct control_arg save_args[] = {
 	{ "file", CONTROL_ARG_STRING, true },
 	{ "keep-running", CONTROL_ARG_BOOL, false },
+	{ "disks", CONTROL_ARG_STRING, false },	/* "path" or "copy" */
 	{ NULL },
 };
 
 static const struct control_arg snapshot_args[] = {
 	{ "file", CONTROL_ARG_STRING, true },
+	{ "disks", CONTROL_ARG_STRING, false },	/* "path" only: "copy" is refused */
 	{ NULL },
 };
 

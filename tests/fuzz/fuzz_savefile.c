@@ -1,8 +1,9 @@
 /*
  * libFuzzer target: arbitrary bytes as a save file (docs/save-format.md)
  * through the real reader: savefile_open(), then, if it passes,
- * savefile_load_ram() into 16..64 MiB of RAM (a memfd: no KVM needed) and
- * the device state's decoder.  See tests/fuzz/README.md.
+ * savefile_load_ram() into 16..64 MiB of RAM (a memfd: no KVM needed),
+ * the copied disks' reader (savefile_disk_verify()) and the device
+ * state's decoder.  See tests/fuzz/README.md.
  *
  * Input: one mode byte, then the file's first bytes.  Mode bit 1 set: the
  * file is extended (sparse, zeros) or cut to the size its header asks
@@ -70,7 +71,7 @@ static void fz_seed_one(const char *dir, const char *name, uint64_t memory,
 	int fd;
 
 	if (guest_memory_create(&mem, cfg.memory) ||
-	    savefile_meta_encode(&cfg, "probe.elf", disks, nd, nics, nn, state, state_len,
+	    savefile_meta_encode(&cfg, "probe.elf", disks, NULL, nd, nics, nn, state, state_len,
 				 &meta, &len))
 		exit(1);
 	for (uint64_t i = 0; every && i < upto && i < guest_memory_pages(&mem); i += every)
@@ -96,6 +97,83 @@ static void fz_seed_one(const char *dir, const char *name, uint64_t memory,
 	free(buf);
 	unlink(fz_path);
 	printf("%s: %zu bytes\n", path, len + 1);
+}
+
+struct fz_disk_meta {
+	const char *const *specs;
+	const uint8_t *state;
+	size_t state_len;
+};
+
+static int fz_disk_meta(void *opaque, const struct savefile_disk_rec *recs, uint8_t **meta,
+			size_t *len, char *why, size_t whylen)
+{
+	struct fz_disk_meta *c = opaque;
+	struct mig_config cfg = { .memory = 16ULL << 20, .vcpus = 1, .page_size = 4096 };
+
+	(void)why;
+	(void)whylen;
+	return savefile_meta_encode(&cfg, "probe.elf", c->specs, recs, 2, NULL, 0, c->state,
+				    c->state_len, meta, len);
+}
+
+/*
+ * save-disks: 16 MiB, two disk images of 1 MiB + 512 bytes (all holes,
+ * so the copy's checksum holds for the zeros FZ_FIX_SIZE gives it): the
+ * first copied into the file (--disks copy), the second kept by path,
+ * both with their size and identity.
+ */
+static void fz_seed_disks(const char *dir, const uint8_t *state, size_t state_len)
+{
+	char img[2][64], specs[2][80], path[512], why[256];
+	const char *paths[2] = { img[0], img[1] }, *sp[2] = { specs[0], specs[1] };
+	struct fz_disk_meta c = { .specs = sp, .state = state, .state_len = state_len };
+	struct savefile_disk_rec recs[2] = { { .mode = SAVEFILE_DISK_COPY },
+					     { .mode = SAVEFILE_DISK_PATH } };
+	struct guest_memory mem;
+	struct savefile_stats st = { 0 };
+	uint8_t *buf;
+	ssize_t len;
+	int fd;
+
+	for (unsigned i = 0; i < 2; i++) {
+		snprintf(img[i], sizeof(img[i]), "/tmp/fuzz-savefile-%d-%u.img", (int)getpid(), i);
+		snprintf(specs[i], sizeof(specs[i]), "path=%s", img[i]);
+		fd = open(img[i], O_RDWR | O_CREAT | O_TRUNC, 0600);
+		if (fd < 0 || ftruncate(fd, (1 << 20) + 512) ||
+		    savefile_disk_probe(img[i], &recs[i], why, sizeof(why)))
+			exit(1);
+		close(fd);
+	}
+	fd = open(fz_path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+	if (fd < 0 || guest_memory_create(&mem, 16ULL << 20))
+		exit(1);
+	memset(guest_memory_page_alias(&mem, 3), 0x5a, 64);
+	if (savefile_write_disks(&mem, fd, paths, recs, 2, fz_disk_meta, &c, &st, why, sizeof(why))) {
+		fprintf(stderr, "save-disks: %s\n", why);
+		exit(1);
+	}
+	buf = malloc(65536);
+	if (!buf)
+		exit(1);
+	buf[0] = FZ_FIX_SUMS | FZ_FIX_SIZE;
+	len = pread(fd, buf + 1, 65535, 0);
+	close(fd);
+	if (len < 4096)
+		exit(1);
+	if ((uint64_t)len > 4096 + le_get(buf + 1 + 72, 8) + le_get(buf + 1 + 48, 8))
+		len = (ssize_t)(4096 + le_get(buf + 1 + 72, 8) + le_get(buf + 1 + 48, 8));
+	snprintf(path, sizeof(path), "%s/save-disks", dir);
+	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+	if (fd < 0 || write(fd, buf, (size_t)len + 1) != len + 1)
+		exit(1);
+	close(fd);
+	free(buf);
+	guest_memory_destroy(&mem);
+	unlink(fz_path);
+	unlink(img[0]);
+	unlink(img[1]);
+	printf("%s: %zd bytes\n", path, len + 1);
 }
 
 /*
@@ -150,6 +228,7 @@ static void fz_seed(const char *dir)
 		    real_len ? real : zeros, real_len ? real_len : sizeof(zeros), true);
 	fz_seed_one(dir, "lazy-nics", 32ULL << 20, one, 1, nics, 2, 61, ~0ULL, zeros, sizeof(zeros),
 		    true);
+	fz_seed_disks(dir, real_len ? real : zeros, real_len ? real_len : sizeof(zeros));
 	if (!real_len)
 		fprintf(stderr, "no real device state found: save-16M carries zeros\n");
 	free(real);
@@ -344,6 +423,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	close(fd);
 	if (savefile_open(&sf, fz_path, why, sizeof(why)) == 0) {
 		if (sf.h.memory <= FZ_MAX_MEMORY && guest_memory_create(&mem, sf.h.memory) == 0) {
+			/* The copied disks' regions: read and checked, nothing written. */
+			for (unsigned i = 0; sf.meta.has_recs && i < sf.meta.nr_disks; i++)
+				if (sf.meta.drec[i].mode == SAVEFILE_DISK_COPY &&
+				    sf.meta.drec[i].len <= (64ULL << 20) &&
+				    savefile_disk_verify(&sf, i, why, sizeof(why)))
+					pr_debug("disk %u refused: %s", i, why);
 			bool ram_ok = savefile_load_ram(&sf, &mem, &st, why, sizeof(why)) == 0;
 			if (ram_ok && machine_state_decode(sf.meta.state, sf.meta.state_len,
 							   sf.meta.cfg.vcpus, &ms, &verr) == 0)

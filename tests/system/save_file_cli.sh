@@ -2,7 +2,8 @@
 # 'ferry run --restore' and 'ferry save' refuse what they must before any
 # VM exists (no KVM needed): a file that is not a save, a missing file, a
 # directory, options that contradict the file, --lazy alone, a save to a
-# control socket nobody serves.  Each gets its exit status and a reason.
+# control socket nobody serves, --disks other than path or copy, a live
+# snapshot asked to copy the disks.  Each gets its exit status and a reason.
 . "$(dirname "$0")/lib.sh"
 
 expect() {	# expect STATUS REGEX ferry-args...
@@ -26,6 +27,9 @@ expect 69 "cannot reach ferry" save "$T/ctl" "$T/vm.sav"
 expect 64 "Usage: ferry snapshot" snapshot "$T/ctl"
 expect 64 "Usage: ferry snapshot" snapshot "$T/ctl" "$T/vm.sav" --keep-running
 expect 69 "cannot reach ferry" snapshot "$T/ctl" "$T/vm.sav"
+expect 64 "--disks takes path or copy, not 'all'" save "$T/ctl" "$T/vm.sav" --disks all
+expect 64 "a live snapshot cannot copy the disks" snapshot "$T/ctl" "$T/vm.sav" --disks copy
+expect 69 "cannot reach ferry" save "$T/ctl" "$T/vm.sav" --disks copy --keep-running
 [ ! -e "$T/vm.sav" ] && [ ! -e "$T/vm.sav.tmp" ] || fail "a failed save left a file"
 assert_no_sanitizer "$T"/out
 echo "restore and save refused bad input with the right status"

@@ -138,7 +138,7 @@ static void t_write(struct guest_memory *mem, const char *path, uint64_t memory)
 	int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
 
 	assert_true(fd >= 0);
-	assert_int_equal(savefile_meta_encode(&cfg, "k", NULL, 0, NULL, 0, (const uint8_t *)"s", 1,
+	assert_int_equal(savefile_meta_encode(&cfg, "k", NULL, NULL, 0, NULL, 0, (const uint8_t *)"s", 1,
 					      &meta, &len), 0);
 	assert_int_equal(savefile_write(mem, fd, meta, len, &st), 0);
 	close(fd);

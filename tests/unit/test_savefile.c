@@ -82,7 +82,7 @@ static void t_meta(uint8_t **meta, size_t *len)
 	static const uint8_t state[] = "not a real state";
 
 	memcpy(cfg.cmdline, "a=b", 3);
-	assert_int_equal(savefile_meta_encode(&cfg, "probe.elf", disks, 1, nics, 1, state,
+	assert_int_equal(savefile_meta_encode(&cfg, "probe.elf", disks, NULL, 1, nics, 1, state,
 					      sizeof(state), meta, len), 0);
 }
 
@@ -291,7 +291,7 @@ static void test_damaged(void **state)
 	struct t_env *e = *state;
 	uint64_t size = t_size(e->path);
 	struct savefile_header h, h2;
-	uint32_t v2 = 2;
+	uint32_t v3 = 3;
 
 	t_header(e, &h);
 	t_copy(e, size - GUEST_PAGE_SIZE);
@@ -304,8 +304,8 @@ static void test_damaged(void **state)
 	t_poke(e->bad, 0, "FERRYMIG", 8);
 	t_refused(e, -EPROTO, "not a ferry save file");
 	t_copy(e, size);
-	t_poke(e->bad, 8, &v2, 4);
-	t_refused(e, -EPROTONOSUPPORT, "version 2");
+	t_poke(e->bad, 8, &v3, 4);
+	t_refused(e, -EPROTONOSUPPORT, "version 3");
 	t_copy(e, size);
 	t_flip(e->bad, 41);		/* inside the metadata offset */
 	t_refused(e, -EPROTO, "header fails its checksum");
@@ -717,7 +717,7 @@ static void test_cpu(void **state)
 
 	*cfg = (struct mig_config){ .memory = T_MEM, .vcpus = 1, .page_size = 4096 };
 	mig_config_set_cpuid(cfg, guest);
-	assert_int_equal(savefile_meta_encode(cfg, "k", NULL, 0, NULL, 0, (const uint8_t *)"s", 1,
+	assert_int_equal(savefile_meta_encode(cfg, "k", NULL, NULL, 0, NULL, 0, (const uint8_t *)"s", 1,
 					      &meta, &len), 0);
 	int fd = open(e->bad, O_RDWR | O_CREAT | O_TRUNC, 0600);
 	assert_true(fd >= 0);
@@ -738,6 +738,356 @@ static void test_cpu(void **state)
 	free(host);
 }
 
+/* ---- disks ------------------------------------------------------------ */
+
+#define T_DISK_SIZE ((3ULL << 20) + 512)	/* not a whole number of pages */
+#define T_DISK_PAGES ((T_DISK_SIZE + 4095) / 4096)
+
+/* Disk page i: data when i % 5 == 0 and the last (partial) page, zeros written when i % 5 == 1, else holes. */
+static bool t_disk_data(uint64_t i)
+{
+	return i % 5 == 0 || i == T_DISK_PAGES - 1;
+}
+
+static void t_disk_make(const char *path)
+{
+	int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+	uint8_t page[4096];
+
+	assert_true(fd >= 0);
+	assert_int_equal(ftruncate(fd, (off_t)T_DISK_SIZE), 0);
+	for (uint64_t i = 0; i < T_DISK_PAGES; i++) {
+		uint64_t len = T_DISK_SIZE - i * 4096 < 4096 ? T_DISK_SIZE - i * 4096 : 4096;
+		if (!t_disk_data(i) && i % 5 != 1)
+			continue;
+		memset(page, t_disk_data(i) ? (int)(i % 251) + 1 : 0, sizeof(page));
+		assert_int_equal(pwrite(fd, page, len, (off_t)(i * 4096)), (ssize_t)len);
+	}
+	close(fd);
+}
+
+/* Are the images at a and b the same bytes? */
+static bool t_same(const char *a, const char *b)
+{
+	char cmd[512];
+
+	snprintf(cmd, sizeof(cmd), "cmp -s %s %s", a, b);
+	return system(cmd) == 0;
+}
+
+struct t_disk_ctx {
+	const char *spec;
+	struct savefile_disk_rec *force;	/* written instead of the records given */
+};
+
+static int t_disk_meta(void *opaque, const struct savefile_disk_rec *recs, uint8_t **meta,
+		       size_t *len, char *why, size_t whylen)
+{
+	struct t_disk_ctx *c = opaque;
+	const char *disks[] = { c->spec };
+	struct mig_config cfg = { .memory = T_MEM, .vcpus = 1, .page_size = 4096 };
+
+	(void)why;
+	(void)whylen;
+	return savefile_meta_encode(&cfg, "k", disks, c->force ? c->force : recs, 1, NULL, 0,
+				    (const uint8_t *)"s", 1, meta, len);
+}
+
+/* Save e->mem with the image at disk, kept by mode, to path. */
+static void t_disk_save(struct t_env *e, const char *path, const char *disk,
+			enum savefile_disk_mode mode, struct savefile_disk_rec *rec,
+			struct savefile_stats *st)
+{
+	char spec[256], why[256] = "";
+	struct t_disk_ctx c = { .spec = spec };
+	const char *paths[] = { disk };
+	int fd;
+
+	snprintf(spec, sizeof(spec), "path=%s", disk);
+	memset(rec, 0, sizeof(*rec));
+	memset(st, 0, sizeof(*st));
+	rec->mode = (uint8_t)mode;
+	assert_int_equal(savefile_disk_probe(disk, rec, why, sizeof(why)), 0);
+	fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+	assert_true(fd >= 0);
+	assert_int_equal(savefile_write_disks(&e->mem, fd, paths, rec, 1, t_disk_meta, &c, st, why,
+					      sizeof(why)), 0);
+	close(fd);
+}
+
+/* The metadata of the file at path replaced by one with record r (checksums fixed). */
+static void t_disk_rewrite(const char *path, const char *disk, struct savefile_disk_rec *r)
+{
+	uint8_t page[SAVEFILE_HEADER_SIZE], *meta;
+	struct t_disk_ctx c = { .force = r };
+	struct savefile_header h;
+	char spec[256], why[256];
+	size_t len;
+	int fd = open(path, O_RDWR);
+
+	snprintf(spec, sizeof(spec), "path=%s", disk);
+	c.spec = spec;
+	assert_true(fd >= 0);
+	assert_int_equal(pread(fd, page, sizeof(page), 0), (ssize_t)sizeof(page));
+	assert_int_equal(savefile_header_decode(page, t_size(path), &h, why, sizeof(why)), 0);
+	assert_int_equal(t_disk_meta(&c, NULL, &meta, &len, why, sizeof(why)), 0);
+	assert_int_equal(len, h.meta_len);
+	h.meta_hash = XXH3_64bits(meta, len);
+	savefile_header_encode(&h, page);
+	assert_int_equal(pwrite(fd, meta, len, (off_t)h.meta_off), (ssize_t)len);
+	assert_int_equal(pwrite(fd, page, sizeof(page), 0), (ssize_t)sizeof(page));
+	close(fd);
+	free(meta);
+}
+
+/* Open path: refused with err and a reason naming want. */
+static void t_disk_refused(const char *path, int want_err, const char *want)
+{
+	struct savefile sf;
+	char why[256] = "";
+	int err = savefile_open(&sf, path, why, sizeof(why));
+
+	if (!err)
+		savefile_close(&sf);
+	print_message("refused (%d): %s\n", err, why);
+	assert_int_equal(err, want_err);
+	assert_non_null(strstr(why, want));
+}
+
+/*
+ * --disks copy: the image goes into the file after RAM, holes left holes,
+ * and comes back byte for byte into a new image; a damaged copy is
+ * refused and leaves the target as it was; hostile records (offsets past
+ * the file, lengths that do not match the size, unknown modes and flags,
+ * a disk string without end or with a NUL) are refused at open.
+ */
+static void test_disk_copy(void **state)
+{
+	struct t_env *e = *state;
+	char disk[128], sav[128], bad[128], out[128], why[256] = "";
+	struct savefile_disk_rec rec, r2;
+	struct savefile_stats st;
+	struct block_config bc;
+	struct savefile sf;
+	uint64_t data = 0;
+
+	snprintf(disk, sizeof(disk), "%s/disk.img", e->dir);
+	snprintf(sav, sizeof(sav), "%s/d.sav", e->dir);
+	snprintf(bad, sizeof(bad), "%s/dbad.sav", e->dir);
+	snprintf(out, sizeof(out), "%s/new.img", e->dir);
+	t_disk_make(disk);
+	for (uint64_t i = 0; i < T_DISK_PAGES; i++)
+		data += t_disk_data(i);
+	t_disk_save(e, sav, disk, SAVEFILE_DISK_COPY, &rec, &st);
+	assert_int_equal(st.disk_data_pages, data);
+	assert_int_equal(st.disk_bytes, T_DISK_PAGES * 4096);
+	assert_int_equal(rec.size, T_DISK_SIZE);
+	assert_int_equal(rec.off % 4096, 0);
+	assert_int_equal(t_size(sav), rec.off + rec.len);
+	/* Holes stay holes: page 1 (zeros written) and 2..4 (holes) of the disk are none in the file. */
+	int fd = open(sav, O_RDONLY);
+	off_t d = lseek(fd, (off_t)(rec.off + 4096), SEEK_DATA);
+	close(fd);
+	assert_true(d < 0 || (uint64_t)d >= rec.off + 5 * 4096);
+
+	assert_int_equal(savefile_open(&sf, sav, why, sizeof(why)), 0);
+	assert_true(sf.meta.has_recs);
+	assert_int_equal(sf.meta.drec[0].mode, SAVEFILE_DISK_COPY);
+	assert_int_equal(sf.meta.drec[0].digest, rec.digest);
+	assert_int_equal(savefile_disk_verify(&sf, 0, why, sizeof(why)), 0);
+	/* Into a new image, and over one that exists. */
+	assert_int_equal(block_config_parse("path=/x", &bc, why, sizeof(why)), 0);
+	snprintf(bc.path, sizeof(bc.path), "%s", out);
+	for (unsigned k = 0; k < 2; k++) {
+		assert_int_equal(savefile_disk_restore(&sf, 0, &bc, why, sizeof(why)), 0);
+		assert_true(t_same(disk, out));
+		t_poke(out, 7, "old", 3);
+	}
+	bc.readonly = true;
+	assert_int_equal(savefile_disk_restore(&sf, 0, &bc, why, sizeof(why)), -EINVAL);
+	assert_non_null(strstr(why, "--disk path=NEW"));
+	bc.readonly = false;
+	savefile_close(&sf);
+
+	/* A data page of the copy flipped: it opens, fails its checksum, the target stays. */
+	char cmd[512];
+	snprintf(cmd, sizeof(cmd), "cp --sparse=always %s %s", sav, bad);
+	assert_int_equal(system(cmd), 0);
+	t_flip(bad, rec.off + 5 * 4096 + 100);
+	assert_int_equal(savefile_open(&sf, bad, why, sizeof(why)), 0);
+	assert_int_equal(savefile_disk_verify(&sf, 0, why, sizeof(why)), -EPROTO);
+	assert_int_equal(savefile_disk_restore(&sf, 0, &bc, why, sizeof(why)), -EPROTO);
+	print_message("refused: %s\n", why);
+	assert_non_null(strstr(why, "fails its checksum"));
+	savefile_close(&sf);
+	assert_false(t_same(disk, out));	/* still the "old" poke of the last round */
+	/* A byte past the disk's end in the region's last page. */
+	assert_int_equal(system(cmd), 0);
+	t_poke(bad, rec.off + T_DISK_SIZE + 10, "x", 1);
+	assert_int_equal(savefile_open(&sf, bad, why, sizeof(why)), 0);
+	assert_int_equal(savefile_disk_verify(&sf, 0, why, sizeof(why)), -EPROTO);
+	assert_non_null(strstr(why, "past the end of the disk"));
+	savefile_close(&sf);
+
+	/* Hostile records, each with its checksums fixed. */
+	struct savefile_disk_rec bads[9];
+	const char *wants[9];
+	for (unsigned k = 0; k < 9; k++)
+		bads[k] = rec;
+	bads[0].off += 4096;			wants[0] = "not where the file has room";
+	bads[1].off = UINT64_MAX - 4095;	wants[1] = "not where the file has room";
+	bads[2].len += 4096;			wants[2] = "a copy at";
+	bads[3].size += 4096;			wants[3] = "a copy at";
+	bads[4].data_pages = UINT64_MAX;	wants[4] = "pages of data";
+	bads[5].mode = 7;			wants[5] = "unknown mode";
+	bads[6].flags |= 0x80;			wants[6] = "unknown flags";
+	bads[7].size = 1ULL << 60;		wants[7] = "a size of";
+	bads[8].mode = SAVEFILE_DISK_PATH;	wants[8] = "kept by path with a copy";
+	for (unsigned k = 0; k < 9; k++) {
+		assert_int_equal(system(cmd), 0);
+		r2 = bads[k];
+		t_disk_rewrite(bad, disk, &r2);
+		t_disk_refused(bad, -EPROTO, wants[k]);
+	}
+	/* A path record in a file that holds a copied disk's bytes: the lengths disagree. */
+	memset(&r2, 0, sizeof(r2));
+	r2.flags = SAVEFILE_DISK_F_IDENT;
+	r2.size = T_DISK_SIZE;
+	assert_int_equal(system(cmd), 0);
+	t_disk_rewrite(bad, disk, &r2);
+	t_disk_refused(bad, -EPROTO, "bytes of copied disks");
+	/* The file cut inside the copy, or longer than it. */
+	snprintf(cmd, sizeof(cmd), "cp --sparse=always %s %s && truncate -s %llu %s", sav, bad,
+		 (unsigned long long)(rec.off + 4096), bad);
+	assert_int_equal(system(cmd), 0);
+	t_disk_refused(bad, -EPROTO, "truncated");
+	snprintf(cmd, sizeof(cmd), "cp --sparse=always %s %s && truncate -s %llu %s", sav, bad,
+		 (unsigned long long)(rec.off + rec.len + 4096), bad);
+	assert_int_equal(system(cmd), 0);
+	t_disk_refused(bad, -EPROTO, "appended");
+	/* The disk's string: its length past the metadata, then a NUL inside it. */
+	struct savefile_header h;
+	uint8_t page[SAVEFILE_HEADER_SIZE], *meta;
+	snprintf(cmd, sizeof(cmd), "cp --sparse=always %s %s", sav, bad);
+	for (unsigned k = 0; k < 2; k++) {
+		assert_int_equal(system(cmd), 0);
+		fd = open(bad, O_RDWR);
+		assert_int_equal(pread(fd, page, sizeof(page), 0), (ssize_t)sizeof(page));
+		assert_int_equal(savefile_header_decode(page, t_size(bad), &h, why, sizeof(why)), 0);
+		meta = malloc(h.meta_len);
+		assert_int_equal(pread(fd, meta, h.meta_len, (off_t)h.meta_off), (ssize_t)h.meta_len);
+		/* config length, config, kernel ("k": u16 + 1), disk count, then the disk's u16 length */
+		uint64_t at = 4 + le_get(meta, 4) + 2 + 1 + 1;
+		if (k == 0)
+			le_put(meta + at, 0xffff, 2);
+		else
+			meta[at + 2 + 3] = '\0';
+		h.meta_hash = XXH3_64bits(meta, h.meta_len);
+		savefile_header_encode(&h, page);
+		assert_int_equal(pwrite(fd, meta, h.meta_len, (off_t)h.meta_off), (ssize_t)h.meta_len);
+		assert_int_equal(pwrite(fd, page, sizeof(page), 0), (ssize_t)sizeof(page));
+		close(fd);
+		free(meta);
+		t_disk_refused(bad, -EPROTO, "bad disk 0");
+	}
+	/* The header's disk area past its limit, or not ending where the file does. */
+	struct savefile_header h2;
+	fd = open(sav, O_RDONLY);
+	assert_int_equal(pread(fd, page, sizeof(page), 0), (ssize_t)sizeof(page));
+	close(fd);
+	assert_int_equal(savefile_header_decode(page, t_size(sav), &h, why, sizeof(why)), 0);
+	for (unsigned k = 0; k < 3; k++) {
+		h2 = h;
+		if (k == 0)
+			h2.disk_len = 8 * SAVEFILE_DISK_MAX + 4096;
+		else if (k == 1)
+			h2.disk_len += 100;
+		else
+			h2.disk_off += 4096;
+		savefile_header_encode(&h2, page);
+		assert_int_equal(system(cmd), 0);
+		t_poke(bad, 0, page, sizeof(page));
+		t_disk_refused(bad, -EPROTO, "copied disks");
+	}
+	unlink(bad);
+	unlink(out);
+	unlink(sav);
+	unlink(disk);
+}
+
+/*
+ * --disks path: the record holds the image's size and identity; the same
+ * image (or a copy of it) passes, another size or changed first bytes do
+ * not.  A version 1 file (no records) still opens.
+ */
+static void test_disk_path(void **state)
+{
+	struct t_env *e = *state;
+	char disk[128], sav[128], cp[128], cmd[512], why[256] = "";
+	uint8_t page[SAVEFILE_HEADER_SIZE];
+	struct savefile_disk_rec rec;
+	struct savefile_header h;
+	struct savefile_stats st;
+	struct savefile sf;
+
+	snprintf(disk, sizeof(disk), "%s/disk.img", e->dir);
+	snprintf(sav, sizeof(sav), "%s/p.sav", e->dir);
+	snprintf(cp, sizeof(cp), "%s/copy.img", e->dir);
+	t_disk_make(disk);
+	t_disk_save(e, sav, disk, SAVEFILE_DISK_PATH, &rec, &st);
+	assert_int_equal(st.disk_bytes, 0);
+	assert_int_equal(savefile_open(&sf, sav, why, sizeof(why)), 0);
+	const struct savefile_disk_rec *r = &sf.meta.drec[0];
+	assert_int_equal(r->mode, SAVEFILE_DISK_PATH);
+	assert_int_equal(r->size, T_DISK_SIZE);
+	assert_int_equal(sf.h.disk_len, 0);
+	assert_int_equal(savefile_disk_check(r, 0, disk, why, sizeof(why)), 0);
+	snprintf(cmd, sizeof(cmd), "cp --sparse=always %s %s", disk, cp);
+	assert_int_equal(system(cmd), 0);
+	assert_int_equal(savefile_disk_check(r, 0, cp, why, sizeof(why)), 0);
+	/* Another size. */
+	assert_int_equal(truncate(cp, (off_t)(T_DISK_SIZE - 512)), 0);
+	assert_int_equal(savefile_disk_check(r, 0, cp, why, sizeof(why)), -EPROTO);
+	print_message("refused: %s\n", why);
+	assert_non_null(strstr(why, "it was 3146240 at the save"));
+	/* Same size, first bytes changed. */
+	assert_int_equal(system(cmd), 0);
+	t_poke(cp, 1024, "mounted", 7);
+	assert_int_equal(savefile_disk_check(r, 0, cp, why, sizeof(why)), -ESTALE);
+	assert_non_null(strstr(why, "changed since the save"));
+	/* Not there at all. */
+	unlink(cp);
+	assert_int_equal(savefile_disk_check(r, 0, cp, why, sizeof(why)), -ENOENT);
+	/* Copying a disk kept by path is no restore. */
+	struct block_config bc;
+	assert_int_equal(block_config_parse("path=/x", &bc, why, sizeof(why)), 0);
+	snprintf(bc.path, sizeof(bc.path), "%s", cp);
+	assert_int_equal(savefile_disk_restore(&sf, 0, &bc, why, sizeof(why)), -EINVAL);
+	savefile_close(&sf);
+	unlink(sav);
+	unlink(disk);
+
+	/* Version 1: a file without disks reads the same; its header's disk words are zero. */
+	int fd = open(e->bad, O_RDWR | O_CREAT | O_TRUNC, 0600);
+	uint8_t *meta;
+	size_t len;
+	struct mig_config cfg = { .memory = T_MEM, .vcpus = 1, .page_size = 4096 };
+	assert_int_equal(savefile_meta_encode(&cfg, "k", NULL, NULL, 0, NULL, 0,
+					      (const uint8_t *)"s", 1, &meta, &len), 0);
+	assert_int_equal(savefile_write(&e->mem, fd, meta, len, &st), 0);
+	free(meta);
+	assert_int_equal(pread(fd, page, sizeof(page), 0), (ssize_t)sizeof(page));
+	assert_int_equal(savefile_header_decode(page, t_size(e->bad), &h, why, sizeof(why)), 0);
+	h.version = 1;
+	savefile_header_encode(&h, page);
+	assert_int_equal(le_get(page + 112, 8), 0);
+	assert_int_equal(pwrite(fd, page, sizeof(page), 0), (ssize_t)sizeof(page));
+	close(fd);
+	assert_int_equal(savefile_open(&sf, e->bad, why, sizeof(why)), 0);
+	assert_false(sf.meta.has_recs);
+	savefile_close(&sf);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -751,6 +1101,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_snapshot_cow, t_setup, t_teardown),
 		cmocka_unit_test(test_specs),
 		cmocka_unit_test_setup_teardown(test_cpu, t_setup, t_teardown),
+		cmocka_unit_test_setup_teardown(test_disk_copy, t_setup, t_teardown),
+		cmocka_unit_test_setup_teardown(test_disk_path, t_setup, t_teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -22,6 +22,7 @@ enum {
 	H_BLOCK_PAGES = 24, H_MEMORY = 32, H_META_OFF = 40, H_META_LEN = 48,
 	H_META_HASH = 56, H_TABLE_OFF = 64, H_TABLE_LEN = 72, H_TABLE_HASH = 80,
 	H_RAM_OFF = 88, H_FILE_SIZE = 96, H_SAVED_NS = 104,
+	H_DISK_OFF = 112, H_DISK_LEN = 120,	/* version 2 (zero in version 1) */
 	H_HASH = SAVEFILE_HEADER_SIZE - 8,	/* XXH3-64 of every byte before it */
 };
 
@@ -43,7 +44,62 @@ void savefile_layout(struct savefile_header *h, uint64_t memory, uint64_t meta_l
 	h->table_off = h->meta_off + meta_len;
 	h->table_len = h->blocks * SAVEFILE_ENTRY_SIZE;
 	h->ram_off = savefile_align(h->table_off + h->table_len, SAVEFILE_RAM_ALIGN);
-	h->file_size = h->ram_off + memory;
+	h->disk_off = h->ram_off + memory;
+	h->disk_len = 0;
+	h->file_size = h->disk_off;
+}
+
+/* A region's length: the disk's size rounded up to whole pages. */
+static uint64_t savefile_disk_region(uint64_t size)
+{
+	return savefile_align(size, SAVEFILE_PAGE_SIZE);
+}
+
+int savefile_layout_disks(struct savefile_header *h, struct savefile_disk_rec *recs, unsigned n)
+{
+	uint64_t off = h->disk_off;
+
+	for (unsigned i = 0; i < n; i++) {
+		if (recs[i].mode != SAVEFILE_DISK_COPY)
+			continue;
+		if (recs[i].size > SAVEFILE_DISK_MAX)
+			return -E2BIG;
+		recs[i].off = off;
+		recs[i].len = savefile_disk_region(recs[i].size);
+		off += recs[i].len;
+	}
+	h->disk_len = off - h->disk_off;
+	h->file_size = off;
+	return 0;
+}
+
+int savefile_check_disks(const struct savefile_header *h, const struct savefile_meta *meta,
+			 char *why, size_t whylen)
+{
+	uint64_t off = h->disk_off;
+
+	for (unsigned i = 0; meta->has_recs && i < meta->nr_disks; i++) {
+		const struct savefile_disk_rec *r = &meta->drec[i];
+		if (r->mode != SAVEFILE_DISK_COPY)
+			continue;
+		/* Each bounded by the decoder (size <= SAVEFILE_DISK_MAX): no overflow. */
+		if (r->off != off || r->len != savefile_disk_region(r->size) ||
+		    r->off + r->len > h->file_size) {
+			snprintf(why, whylen, "disk %u's copy at %llu+%llu (%llu bytes) is not where "
+				 "the file has room for it (%llu, %llu bytes from %llu in all)", i,
+				 (unsigned long long)r->off, (unsigned long long)r->len,
+				 (unsigned long long)r->size, (unsigned long long)off,
+				 (unsigned long long)h->disk_len, (unsigned long long)h->disk_off);
+			return -EPROTO;
+		}
+		off += r->len;
+	}
+	if (off != h->disk_off + h->disk_len) {
+		snprintf(why, whylen, "the header gives %llu bytes of copied disks, the records %llu",
+			 (unsigned long long)h->disk_len, (unsigned long long)(off - h->disk_off));
+		return -EPROTO;
+	}
+	return 0;
 }
 
 void savefile_header_encode(const struct savefile_header *h, uint8_t *page)
@@ -65,6 +121,10 @@ void savefile_header_encode(const struct savefile_header *h, uint8_t *page)
 	le_put(page + H_RAM_OFF, h->ram_off, 8);
 	le_put(page + H_FILE_SIZE, h->file_size, 8);
 	le_put(page + H_SAVED_NS, h->saved_ns, 8);
+	if (h->version >= 2) {
+		le_put(page + H_DISK_OFF, h->disk_off, 8);
+		le_put(page + H_DISK_LEN, h->disk_len, 8);
+	}
 	le_put(page + H_HASH, XXH3_64bits(page, H_HASH), 8);
 }
 
@@ -84,14 +144,20 @@ static int savefile_check_layout(const struct savefile_header *h, char *why, siz
 			   (unsigned long long)h->meta_len, (unsigned long long)SAVEFILE_META_MAX);
 	/* Both are bounded now: nothing below can overflow. */
 	savefile_layout(&want, h->memory, h->meta_len);
+	if (h->disk_len % SAVEFILE_PAGE_SIZE || h->disk_len > 8 * SAVEFILE_DISK_MAX)
+		return BAD("the header gives %llu bytes of copied disks (whole pages, at most %llu)",
+			   (unsigned long long)h->disk_len, 8 * SAVEFILE_DISK_MAX);
+	/* disk_len is bounded now too. */
+	want.file_size += h->disk_len;
 	if (h->meta_off != want.meta_off || h->table_off != want.table_off ||
 	    h->table_len != want.table_len || h->ram_off != want.ram_off ||
-	    h->file_size != want.file_size)
+	    h->disk_off != want.disk_off || h->file_size != want.file_size)
 		return BAD("the header's offsets and lengths do not fit together (metadata %llu+%llu, "
-			   "table %llu+%llu, RAM at %llu, size %llu)",
+			   "table %llu+%llu, RAM at %llu, copied disks at %llu+%llu, size %llu)",
 			   (unsigned long long)h->meta_off, (unsigned long long)h->meta_len,
 			   (unsigned long long)h->table_off, (unsigned long long)h->table_len,
-			   (unsigned long long)h->ram_off, (unsigned long long)h->file_size);
+			   (unsigned long long)h->ram_off, (unsigned long long)h->disk_off,
+			   (unsigned long long)h->disk_len, (unsigned long long)h->file_size);
 	return 0;
 }
 
@@ -107,8 +173,8 @@ int savefile_header_decode(const uint8_t *page, uint64_t file_size,
 	if (memcmp(page + H_MAGIC, SAVEFILE_MAGIC, 8))
 		return BAD("not a ferry save file (no %s magic)", SAVEFILE_MAGIC);
 	h->version = (uint32_t)le_get(page + H_VERSION, 4);
-	if (h->version != SAVEFILE_VERSION) {
-		snprintf(why, whylen, "save file version %u; this ferry reads version %u",
+	if (h->version != SAVEFILE_VERSION && h->version != 1) {
+		snprintf(why, whylen, "save file version %u; this ferry reads versions 1 and %u",
 			 h->version, SAVEFILE_VERSION);
 		return -EPROTONOSUPPORT;
 	}
@@ -126,6 +192,16 @@ int savefile_header_decode(const uint8_t *page, uint64_t file_size,
 	h->ram_off = le_get(page + H_RAM_OFF, 8);
 	h->file_size = le_get(page + H_FILE_SIZE, 8);
 	h->saved_ns = le_get(page + H_SAVED_NS, 8);
+	h->disk_off = le_get(page + H_DISK_OFF, 8);
+	h->disk_len = le_get(page + H_DISK_LEN, 8);
+	if (h->version == 1) {
+		/* Zero in version 1 (covered by the checksum): no disk copied, none placed. */
+		if (h->disk_off || h->disk_len)
+			return BAD("a version 1 header with copied disks");
+		h->disk_off = h->ram_off + h->memory;	/* checked with the layout below */
+		if (h->disk_off < h->ram_off)
+			return BAD("the header's RAM offset is out of range");
+	}
 	if (le_get(page + H_HEADER_SIZE, 4) != SAVEFILE_HEADER_SIZE ||
 	    le_get(page + H_PAGE_SIZE, 4) != SAVEFILE_PAGE_SIZE)
 		return BAD("header or page size is not %u", SAVEFILE_PAGE_SIZE);
@@ -207,8 +283,21 @@ static int savefile_put_str(struct vmstate_buf *b, const char *s)
 	return savefile_put_int(b, n, 2) ?: savefile_put(b, s, n);
 }
 
+static int savefile_put_rec(struct vmstate_buf *b, const struct savefile_disk_rec *r)
+{
+	static const struct savefile_disk_rec none = { .mode = SAVEFILE_DISK_PATH };
+
+	if (!r)
+		r = &none;
+	return savefile_put_int(b, r->mode, 1) ?: savefile_put_int(b, r->flags, 1) ?:
+	       savefile_put_int(b, r->size, 8) ?: savefile_put_int(b, r->ident, 8) ?:
+	       savefile_put_int(b, r->off, 8) ?: savefile_put_int(b, r->len, 8) ?:
+	       savefile_put_int(b, r->data_pages, 8) ?: savefile_put_int(b, r->digest, 8);
+}
+
 int savefile_meta_encode(const struct mig_config *cfg, const char *kernel,
-			 const char *const *disks, unsigned nr_disks,
+			 const char *const *disks, const struct savefile_disk_rec *recs,
+			 unsigned nr_disks,
 			 const char *const *nics, unsigned nr_nics,
 			 const uint8_t *state, size_t state_len, uint8_t **out, size_t *len)
 {
@@ -225,6 +314,8 @@ int savefile_meta_encode(const struct mig_config *cfg, const char *kernel,
 		      savefile_put_str(&b, kernel) ?: savefile_put_int(&b, nr_disks, 1);
 	for (unsigned i = 0; !err && i < nr_disks; i++)
 		err = savefile_put_str(&b, disks[i]);
+	for (unsigned i = 0; !err && i < nr_disks; i++)
+		err = savefile_put_rec(&b, recs ? &recs[i] : NULL);
 	if (!err)
 		err = savefile_put_int(&b, nr_nics, 1);
 	for (unsigned i = 0; !err && i < nr_nics; i++)
@@ -257,9 +348,50 @@ static int savefile_get_str(struct mig_cursor *c, char *dst, size_t max)
 	return 0;
 }
 
-int savefile_meta_decode(const uint8_t *p, uint64_t len, struct savefile_meta *meta,
-			 char *why, size_t whylen)
+/* One disk record, checked on its own (its place in the file: savefile_check_disks()). */
+static int savefile_get_rec(struct mig_cursor *c, struct savefile_disk_rec *r, char *why,
+			    size_t whylen)
 {
+	r->mode = mig_cursor_u8(c);
+	r->flags = mig_cursor_u8(c);
+	r->size = mig_cursor_u64(c);
+	r->ident = mig_cursor_u64(c);
+	r->off = mig_cursor_u64(c);
+	r->len = mig_cursor_u64(c);
+	r->data_pages = mig_cursor_u64(c);
+	r->digest = mig_cursor_u64(c);
+	if (c->bad)
+		return BAD("the metadata ends inside a disk record");
+	if (r->mode != SAVEFILE_DISK_PATH && r->mode != SAVEFILE_DISK_COPY)
+		return BAD("unknown mode %u", r->mode);
+	if (r->flags & ~SAVEFILE_DISK_F_ALL)
+		return BAD("unknown flags 0x%x", r->flags);
+	if (r->size > SAVEFILE_DISK_MAX || r->size % 512)
+		return BAD("a size of %llu bytes (whole sectors, at most 16 TiB)",
+			   (unsigned long long)r->size);
+	if (r->mode == SAVEFILE_DISK_PATH) {
+		if (r->off || r->len || r->data_pages || r->digest)
+			return BAD("a disk kept by path with a copy");
+		return 0;
+	}
+	if (!(r->flags & SAVEFILE_DISK_F_IDENT) || (r->flags & SAVEFILE_DISK_F_LIVE) || !r->size)
+		return BAD("a copied disk without its size, or one that changed after the save");
+	if (r->off % SAVEFILE_PAGE_SIZE || r->len != (r->size + SAVEFILE_PAGE_SIZE - 1) /
+	    SAVEFILE_PAGE_SIZE * SAVEFILE_PAGE_SIZE)
+		return BAD("a copy at %llu of %llu bytes for a disk of %llu",
+			   (unsigned long long)r->off, (unsigned long long)r->len,
+			   (unsigned long long)r->size);
+	if (r->data_pages > r->len / SAVEFILE_PAGE_SIZE)
+		return BAD("%llu pages of data in a copy of %llu pages",
+			   (unsigned long long)r->data_pages,
+			   (unsigned long long)(r->len / SAVEFILE_PAGE_SIZE));
+	return 0;
+}
+
+int savefile_meta_decode(const uint8_t *p, uint64_t len, uint32_t version,
+			 struct savefile_meta *meta, char *why, size_t whylen)
+{
+	char rwhy[200];
 	struct vmstate_error verr;
 	struct mig_cursor c;
 	const uint8_t *rec;
@@ -285,6 +417,10 @@ int savefile_meta_decode(const uint8_t *p, uint64_t len, struct savefile_meta *m
 	for (unsigned i = 0; i < meta->nr_disks; i++)
 		if (savefile_get_str(&c, meta->disks[i], sizeof(meta->disks[i])))
 			return BAD("bad disk %u in the metadata", i);
+	meta->has_recs = version >= 2;
+	for (unsigned i = 0; meta->has_recs && i < meta->nr_disks; i++)
+		if (savefile_get_rec(&c, &meta->drec[i], rwhy, sizeof(rwhy)))
+			return BAD("bad record of disk %u in the metadata: %s", i, rwhy);
 	meta->nr_nics = mig_cursor_u8(&c);
 	if (c.bad || meta->nr_nics > 8 || meta->nr_disks + meta->nr_nics > 8)
 		return BAD("bad number of NICs in the metadata");

@@ -21,7 +21,7 @@
 #include "migration/config.h"
 
 #define SAVEFILE_MAGIC		"FERRYSAV"
-#define SAVEFILE_VERSION	1
+#define SAVEFILE_VERSION	2	/* 2: disk records, copied disks; 1 is still read */
 #define SAVEFILE_HEADER_SIZE	4096
 #define SAVEFILE_PAGE_SIZE	4096
 /* Pages per checksummed block: 256 KiB, one read and one hash on a lazy fault. */
@@ -30,6 +30,9 @@
 #define SAVEFILE_RAM_ALIGN	(1ULL << 20)
 #define SAVEFILE_META_MAX	(64ULL << 20)
 #define SAVEFILE_SPEC_MAX	(PATH_MAX + 128)	/* one disk or NIC, as its option */
+#define SAVEFILE_DISK_REC_SIZE	50	/* a disk record in the metadata (version 2) */
+#define SAVEFILE_DISK_MAX	(1ULL << 44)	/* 16 TiB: the largest disk a save copies */
+#define SAVEFILE_IDENT_LEN	65536	/* a disk's identity: XXH3-64 of its first 64 KiB */
 
 /* The header, decoded.  Offsets are from the start of the file. */
 struct savefile_header {
@@ -41,7 +44,9 @@ struct savefile_header {
 	uint64_t meta_off, meta_len, meta_hash;
 	uint64_t table_off, table_len, table_hash;
 	uint64_t ram_off;
-	uint64_t file_size;		/* ram_off + memory: the file's exact size */
+	uint64_t disk_off;		/* ram_off + memory: the copied disks' regions */
+	uint64_t disk_len;		/* their total length (0: no disk copied) */
+	uint64_t file_size;		/* disk_off + disk_len: the file's exact size */
 	uint64_t saved_ns;		/* CLOCK_REALTIME of the save (information only) */
 };
 
@@ -51,12 +56,39 @@ struct savefile_block {
 	uint64_t hash;
 };
 
+/* How a save keeps a disk (ferry save --disks). */
+enum savefile_disk_mode {
+	SAVEFILE_DISK_PATH = 0,	/* by its path, size and identity: the restore opens it */
+	SAVEFILE_DISK_COPY = 1,	/* its contents in a region of the file */
+};
+
+/* Record flags. */
+#define SAVEFILE_DISK_F_IDENT	0x01	/* size and ident hold the image's (else an NBD export) */
+#define SAVEFILE_DISK_F_LIVE	0x02	/* the guest ran on after the save: the image may change */
+#define SAVEFILE_DISK_F_ALL	0x03
+
+/*
+ * One disk's record (version 2), after the --disk options: what the image
+ * was at the save, and with SAVEFILE_DISK_COPY where its contents are.
+ */
+struct savefile_disk_rec {
+	uint8_t mode;		/* enum savefile_disk_mode */
+	uint8_t flags;		/* SAVEFILE_DISK_F_* */
+	uint64_t size;		/* the image's bytes */
+	uint64_t ident;		/* XXH3-64 of its first min(size, 64 KiB) bytes */
+	uint64_t off, len;	/* copy: its region (4 KiB aligned; len = size rounded up to 4 KiB) */
+	uint64_t data_pages;	/* copy: pages of the region that hold data (not all zero) */
+	uint64_t digest;	/* copy: savefile_disk_hash() of its contents */
+};
+
 /* The metadata, decoded; strings are NUL-terminated copies. */
 struct savefile_meta {
 	struct mig_config cfg;
 	char kernel[PATH_MAX];
 	unsigned nr_disks, nr_nics;
 	char disks[8][SAVEFILE_SPEC_MAX];	/* as --disk options */
+	bool has_recs;				/* version 2: drec[] holds each disk's record */
+	struct savefile_disk_rec drec[8];
 	char nics[8][SAVEFILE_SPEC_MAX];	/* as --net options */
 	const uint8_t *state;		/* device state records, inside the buffer decoded */
 	uint32_t state_len;
@@ -64,6 +96,21 @@ struct savefile_meta {
 
 /* Lay out a file for `memory` bytes of RAM and meta_len bytes of metadata. */
 void savefile_layout(struct savefile_header *h, uint64_t memory, uint64_t meta_len);
+/*
+ * Then place the copied disks of recs (mode SAVEFILE_DISK_COPY, size set)
+ * one after another from h->disk_off: each record's off and len, and
+ * h's disk_len and file_size.  Returns 0 or -E2BIG (a disk over
+ * SAVEFILE_DISK_MAX).
+ */
+int savefile_layout_disks(struct savefile_header *h, struct savefile_disk_rec *recs,
+			  unsigned n) __attribute__((warn_unused_result));
+/*
+ * Do decoded records fit the checked header h: every copied disk's
+ * region exactly where savefile_layout_disks() puts it, inside the file,
+ * and together exactly h->disk_len?  0 or -EPROTO with the reason in why.
+ */
+int savefile_check_disks(const struct savefile_header *h, const struct savefile_meta *meta,
+			 char *why, size_t whylen) __attribute__((warn_unused_result));
 
 /* The header page (SAVEFILE_HEADER_SIZE bytes), checksum included. */
 void savefile_header_encode(const struct savefile_header *h, uint8_t *page);
@@ -103,14 +150,23 @@ static inline unsigned savefile_block_npages(const struct savefile_header *h, ui
  * and NICs as the options that recreate them, then the device state.
  * encode returns 0 or -errno (-E2BIG: too large); *out is malloc'ed.
  */
+/*
+ * recs: one record per disk (NULL: each SAVEFILE_DISK_PATH without
+ * identity).
+ */
 int savefile_meta_encode(const struct mig_config *cfg, const char *kernel,
-			 const char *const *disks, unsigned nr_disks,
+			 const char *const *disks, const struct savefile_disk_rec *recs,
+			 unsigned nr_disks,
 			 const char *const *nics, unsigned nr_nics,
 			 const uint8_t *state, size_t state_len, uint8_t **out, size_t *len)
 	__attribute__((warn_unused_result));
-/* Decode len bytes of checked metadata; 0 or -EPROTO with the reason in why. */
-int savefile_meta_decode(const uint8_t *p, uint64_t len, struct savefile_meta *meta,
-			 char *why, size_t whylen) __attribute__((warn_unused_result));
+/*
+ * Decode len bytes of checked metadata of a file of `version` (1: no disk
+ * records); 0 or -EPROTO with the reason in why.
+ */
+int savefile_meta_decode(const uint8_t *p, uint64_t len, uint32_t version,
+			 struct savefile_meta *meta, char *why, size_t whylen)
+	__attribute__((warn_unused_result));
 
 /* A disk or NIC as the option that recreates it.  Returns 0 or -EINVAL (why). */
 int savefile_disk_spec(const struct block_config *c, char *buf, size_t len, char *why,

@@ -122,7 +122,10 @@ int savefile_open(struct savefile *sf, const char *path, char *why, size_t whyle
 		err = sf_read_part(sf, sf->h.table_off, sf->h.table_len, sf->h.table_hash,
 				   "block table", &sf->table, why, whylen);
 	if (!err)
-		err = savefile_meta_decode(sf->meta_buf, sf->h.meta_len, &sf->meta, why, whylen);
+		err = savefile_meta_decode(sf->meta_buf, sf->h.meta_len, sf->h.version, &sf->meta,
+					   why, whylen);
+	if (!err)
+		err = savefile_check_disks(&sf->h, &sf->meta, why, whylen);
 	if (!err && sf->meta.cfg.memory != sf->h.memory) {
 		snprintf(why, whylen, "the header says %llu bytes of RAM, the configuration %llu",
 			 (unsigned long long)sf->h.memory, (unsigned long long)sf->meta.cfg.memory);

@@ -141,9 +141,37 @@ static int save_ram(struct save_job *j)
 	return j->err;
 }
 
+int savefile_machine_disks(struct machine *m, enum savefile_disk_mode mode, bool live,
+			   struct savefile_disk_rec *recs, char *why, size_t whylen)
+{
+	for (unsigned i = 0; i < m->nr_disks; i++) {
+		const struct block_config *c = &m->disks[i].cfg;
+		struct savefile_disk_rec *r = &recs[i];
+		int err;
+
+		memset(r, 0, sizeof(*r));
+		r->mode = (uint8_t)mode;
+		if (c->kind != BLOCK_KIND_FILE) {
+			if (mode == SAVEFILE_DISK_COPY) {
+				snprintf(why, whylen, "disk %u is an NBD export: --disks copy copies "
+					 "image files only (save it with --disks path)", i);
+				return -EINVAL;
+			}
+			continue;	/* by its URI, without identity */
+		}
+		err = savefile_disk_probe(c->path, r, why, whylen);
+		if (err)
+			return err;
+		if (live && mode == SAVEFILE_DISK_PATH)
+			r->flags |= SAVEFILE_DISK_F_LIVE;
+	}
+	return 0;
+}
+
 /* The configuration and the disks and NICs as options, with the device state. */
-int savefile_machine_meta(struct machine *m, const struct vmstate_buf *state, uint8_t **meta,
-			  size_t *len, char *why, size_t whylen)
+int savefile_machine_meta(struct machine *m, const struct vmstate_buf *state,
+			  const struct savefile_disk_rec *recs, uint8_t **meta, size_t *len,
+			  char *why, size_t whylen)
 {
 	char specs[MACHINE_VIRTIO_SLOTS][SAVEFILE_SPEC_MAX];
 	const char *disks[MACHINE_MAX_DISKS], *nics[MACHINE_MAX_NICS];
@@ -175,7 +203,7 @@ int savefile_machine_meta(struct machine *m, const struct vmstate_buf *state, ui
 			return err;
 		nics[i] = s;
 	}
-	err = savefile_meta_encode(&cfg, m->kernel, disks, m->nr_disks, nics, m->nr_nics,
+	err = savefile_meta_encode(&cfg, m->kernel, disks, recs, m->nr_disks, nics, m->nr_nics,
 				   state->data, state->len, meta, len);
 	if (err)
 		snprintf(why, whylen, "cannot record the configuration: %s", strerror(-err));
@@ -215,26 +243,36 @@ int savefile_finish(int fd, struct savefile_header *h, const uint8_t *table,
 	return err;
 }
 
+/* The file sized as h lays it out, then RAM into it and the table (h->table_len bytes). */
+static int save_ram_file(struct guest_memory *mem, int fd, const struct savefile_header *h,
+			 uint8_t *table, struct savefile_stats *st)
+{
+	struct save_job j = { .mem = mem, .fd = fd, .h = h, .table = table };
+	int err;
+
+	/* The size first: RAM not written stays a hole, and a reader can check the size. */
+	err = ftruncate(fd, (off_t)h->file_size) < 0 ? -errno : save_ram(&j);
+	st->data_pages = j.data_pages;
+	st->zero_pages = h->pages - j.data_pages;
+	st->file_bytes = h->file_size;
+	return err;
+}
+
 int savefile_write(struct guest_memory *mem, int fd, const uint8_t *meta, size_t meta_len,
 		   struct savefile_stats *st)
 {
-	struct save_job j = { .mem = mem, .fd = fd };
 	struct savefile_header h;
+	uint8_t *table;
 	int err;
 
 	savefile_layout(&h, mem->size, meta_len);
-	j.h = &h;
-	j.table = calloc(1, h.table_len);
-	if (!j.table)
+	table = calloc(1, h.table_len);
+	if (!table)
 		return -ENOMEM;
-	/* The size first: RAM not written stays a hole, and a reader can check the size. */
-	err = ftruncate(fd, (off_t)h.file_size) < 0 ? -errno : save_ram(&j);
+	err = save_ram_file(mem, fd, &h, table, st);
 	if (!err)
-		err = savefile_finish(fd, &h, j.table, meta, meta_len);
-	st->data_pages = j.data_pages;
-	st->zero_pages = h.pages - j.data_pages;
-	st->file_bytes = h.file_size;
-	free(j.table);
+		err = savefile_finish(fd, &h, table, meta, meta_len);
+	free(table);
 	return err;
 }
 
@@ -257,27 +295,99 @@ int savefile_create_tmp(const char *path, char **tmp, char *why, size_t whylen)
 	return fd;
 }
 
-static int save_write(struct machine *m, int fd, const struct vmstate_buf *state,
-		      struct savefile_stats *st, char *why, size_t whylen)
+int savefile_write_disks(struct guest_memory *mem, int fd, const char *const *paths,
+			 struct savefile_disk_rec *recs, unsigned nr_disks,
+			 savefile_meta_fn *meta_fn, void *opaque, struct savefile_stats *st,
+			 char *why, size_t whylen)
 {
-	uint8_t *meta = NULL;
-	size_t meta_len;
+	struct savefile_header h;
+	uint8_t *meta = NULL, *table = NULL;
+	size_t meta_len, len2;
 	int err;
 
-	err = savefile_machine_meta(m, state, &meta, &meta_len, why, whylen);
+	err = meta_fn(opaque, recs, &meta, &meta_len, why, whylen);
 	if (err)
 		return err;
-	err = savefile_write(&m->vm.mem, fd, meta, meta_len, st);
+	savefile_layout(&h, mem->size, meta_len);
+	err = savefile_layout_disks(&h, recs, nr_disks);
+	if (err) {
+		snprintf(why, whylen, "a disk is too large to copy (at most 16 TiB)");
+		goto out;
+	}
+	table = calloc(1, h.table_len);
+	err = table ? save_ram_file(mem, fd, &h, table, st) : -ENOMEM;
+	if (err) {
+		snprintf(why, whylen, "cannot write the save file: %s", strerror(-err));
+		goto out;
+	}
+	for (unsigned i = 0; i < nr_disks && !err; i++) {
+		if (recs[i].mode != SAVEFILE_DISK_COPY)
+			continue;
+		err = savefile_disk_copy(paths[i], fd, &recs[i], why, whylen);
+		st->disk_bytes += recs[i].len;
+		st->disk_data_pages += recs[i].data_pages;
+	}
+	if (err)
+		goto out;
+	/* Again, with the copies' checksums: the same length, as records are of fixed size. */
+	free(meta);
+	meta = NULL;
+	err = meta_fn(opaque, recs, &meta, &len2, why, whylen);
+	if (!err && len2 != meta_len) {
+		snprintf(why, whylen, "the metadata changed length (%zu, then %zu)", meta_len, len2);
+		err = -EIO;
+	}
+	if (err)
+		goto out;
+	err = savefile_finish(fd, &h, table, meta, meta_len);
 	if (err)
 		snprintf(why, whylen, "cannot write the save file: %s", strerror(-err));
-	st->state_bytes = state->len;
+out:
+	free(table);
 	free(meta);
 	return err;
 }
 
+struct save_meta_ctx {
+	struct machine *m;
+	const struct vmstate_buf *state;
+};
+
+static int save_meta(void *opaque, const struct savefile_disk_rec *recs, uint8_t **meta,
+		     size_t *len, char *why, size_t whylen)
+{
+	struct save_meta_ctx *c = opaque;
+
+	return savefile_machine_meta(c->m, c->state, recs, meta, len, why, whylen);
+}
+
+/*
+ * RAM, then the copied disks after it (the guest paused, the disks
+ * drained and flushed), then the metadata, which records the copies'
+ * checksums, the table and the header.
+ */
+static int save_write(struct machine *m, int fd, const struct vmstate_buf *state,
+		      const struct savefile_save_opts *o, struct savefile_stats *st, char *why,
+		      size_t whylen)
+{
+	struct savefile_disk_rec recs[MACHINE_MAX_DISKS];
+	const char *paths[MACHINE_MAX_DISKS];
+	struct save_meta_ctx c = { .m = m, .state = state };
+	int err;
+
+	st->state_bytes = state->len;
+	err = savefile_machine_disks(m, o->disks, o->keep_running, recs, why, whylen);
+	if (err)
+		return err;
+	for (unsigned i = 0; i < m->nr_disks; i++)
+		paths[i] = m->disks[i].cfg.path;
+	return savefile_write_disks(&m->vm.mem, fd, paths, recs, m->nr_disks, save_meta, &c, st,
+				    why, whylen);
+}
+
 /* The paused machine to path (through path.tmp).  Returns 0 or -errno with why. */
-static int save_to(struct machine *m, const char *path, struct savefile_stats *st, char *why,
-		   size_t whylen)
+static int save_to(struct machine *m, const char *path, const struct savefile_save_opts *o,
+		   struct savefile_stats *st, char *why, size_t whylen)
 {
 	struct vmstate_buf state;
 	struct stat sb;
@@ -299,7 +409,7 @@ static int save_to(struct machine *m, const char *path, struct savefile_stats *s
 		err = fd;
 		goto out;
 	}
-	err = save_write(m, fd, &state, st, why, whylen);
+	err = save_write(m, fd, &state, o, st, why, whylen);
 	close(fd);
 	if (!err && rename(tmp, path) < 0) {
 		err = -errno;
@@ -318,8 +428,11 @@ out:
 int savefile_save_paused(struct machine *m, const char *path, struct savefile_stats *st,
 			 char *why, size_t whylen)
 {
+	/* The VM runs on elsewhere (a migration's base): its disks go on changing. */
+	struct savefile_save_opts o = { .keep_running = true, .disks = SAVEFILE_DISK_PATH };
+
 	memset(st, 0, sizeof(*st));
-	return save_to(m, path, st, why, whylen);
+	return save_to(m, path, &o, st, why, whylen);
 }
 
 int savefile_save(struct machine *m, const char *path, const struct savefile_save_opts *o,
@@ -349,7 +462,8 @@ int savefile_save(struct machine *m, const char *path, const struct savefile_sav
 		snprintf(why, whylen, "cannot bring the devices to rest: %s", strerror(-err));
 		goto resume;
 	}
-	err = save_to(m, path, st, why, whylen);
+	/* The disks are read now (--disks copy), while the guest stays paused. */
+	err = save_to(m, path, o, st, why, whylen);
 	if (!err && !o->keep_running) {
 		/* The file holds the guest now: this copy must never run again. */
 		st->total_ns = st->paused_ns = vm_now_ns() - t0;

@@ -20,6 +20,7 @@
 
 struct savefile_save_opts {
 	bool keep_running;	/* resume the guest after the save (else it stops) */
+	enum savefile_disk_mode disks;	/* by path (default) or copied into the file */
 };
 
 struct savefile_stats {
@@ -30,6 +31,8 @@ struct savefile_stats {
 	uint64_t state_bytes;
 	uint64_t wp_faults;	/* a snapshot: writes that waited for their block's copy */
 	uint64_t fault_copies;	/* ... blocks copied on such a fault, ahead of the writer */
+	uint64_t disk_bytes;	/* copied disks: their regions' bytes (holes included) */
+	uint64_t disk_data_pages;	/* ... pages of them that hold data */
 };
 
 /*
@@ -61,6 +64,23 @@ int savefile_save_paused(struct machine *m, const char *path, struct savefile_st
  */
 int savefile_write(struct guest_memory *mem, int fd, const uint8_t *meta, size_t meta_len,
 		   struct savefile_stats *st) __attribute__((warn_unused_result));
+
+/* The metadata for these disk records (savefile_meta_encode()): 0 or -errno with why. */
+typedef int savefile_meta_fn(void *opaque, const struct savefile_disk_rec *recs, uint8_t **meta,
+			     size_t *len, char *why, size_t whylen);
+
+/*
+ * As savefile_write(), with disks: recs[i] (mode, size and identity set)
+ * for the image at paths[i]; each SAVEFILE_DISK_COPY one is placed after
+ * RAM and copied there (savefile_disk_copy(); its image must not change
+ * meanwhile), then the metadata made by meta_fn(opaque, recs) with the
+ * copies' checksums.  Fills st's page and disk counts.  Returns 0 or
+ * -errno with why.
+ */
+int savefile_write_disks(struct guest_memory *mem, int fd, const char *const *paths,
+			 struct savefile_disk_rec *recs, unsigned nr_disks,
+			 savefile_meta_fn *meta_fn, void *opaque, struct savefile_stats *st,
+			 char *why, size_t whylen) __attribute__((warn_unused_result));
 
 /*
  * Copy-on-write: as savefile_write(), but RAM changes from the moment
@@ -148,6 +168,43 @@ int savefile_read_block(struct savefile *sf, uint64_t b, const struct savefile_b
 uint64_t savefile_load_range(struct savefile *sf, struct guest_memory *mem, uint64_t first,
 			     uint32_t count, uint64_t *sums, unsigned long *written, uint8_t *buf,
 			     unsigned *damaged, char *why, size_t whylen);
+
+/* ---- disks.c: disks by path, and copied ----------------------------- */
+
+/*
+ * Size and identity (XXH3-64 of the first 64 KiB) of the image at path
+ * into r (flags |= SAVEFILE_DISK_F_IDENT).  0 or -errno with why.
+ */
+int savefile_disk_probe(const char *path, struct savefile_disk_rec *r, char *why, size_t whylen)
+	__attribute__((warn_unused_result));
+/*
+ * Is the image at path the one record r describes (disk `index`, for
+ * messages)?  0 (also when r has no identity), -EPROTO (another size),
+ * -ESTALE (its first 64 KiB changed) or -errno (cannot read it), with why.
+ */
+int savefile_disk_check(const struct savefile_disk_rec *r, unsigned index, const char *path,
+			char *why, size_t whylen) __attribute__((warn_unused_result));
+/*
+ * The image at path (r->size bytes, flushed, not written meanwhile) into
+ * its region r->off..+r->len of the save file fd, all holes there: only
+ * its data extents are read, only pages that are not all zero written.
+ * Fills r->data_pages and r->digest.  0 or -errno with why.
+ */
+int savefile_disk_copy(const char *path, int fd, struct savefile_disk_rec *r, char *why,
+		       size_t whylen) __attribute__((warn_unused_result));
+/*
+ * Write disk i's copy from sf into the image c names (path=, writable):
+ * through PATH.tmp, checked against its record's checksum before it is
+ * renamed over PATH, so a failure leaves PATH as it was; an image already
+ * at PATH must be a regular file no other process holds (its lock).
+ * 0 or -errno with why: -EINVAL (not a copied disk, or c is no writable
+ * file), -EPROTO (the copy is damaged), -EBUSY (in use).
+ */
+int savefile_disk_restore(struct savefile *sf, unsigned i, const struct block_config *c,
+			  char *why, size_t whylen) __attribute__((warn_unused_result));
+/* Read disk i's copy and check it, writing nothing.  0 or -errno with why (-EPROTO: damaged). */
+int savefile_disk_verify(struct savefile *sf, unsigned i, char *why, size_t whylen)
+	__attribute__((warn_unused_result));
 
 /* ---- lazy.c: restore on first touch ------------------------------------ */
 

@@ -369,7 +369,12 @@ int savefile_snapshot(struct machine *m, const char *path, struct savefile_stats
 		snprintf(why, whylen, "cannot save the device state: %s", strerror(-err));
 		goto out;
 	}
-	err = savefile_machine_meta(m, &state, &meta, &meta_len, why, whylen);
+	/* By path only: the guest goes on writing the disks while RAM is written. */
+	struct savefile_disk_rec recs[MACHINE_MAX_DISKS];
+	err = savefile_machine_disks(m, SAVEFILE_DISK_PATH, true, recs, why, whylen);
+	if (err)
+		goto out;
+	err = savefile_machine_meta(m, &state, recs, &meta, &meta_len, why, whylen);
 	if (err)
 		goto out;
 	fd = savefile_create_tmp(path, &tmp, why, whylen);
