@@ -48,23 +48,9 @@ static int disk_size(int fd, uint64_t *size)
 }
 
 /* len bytes at off, zeros past the end of the file.  0 or -errno. */
-static int disk_pread(int fd, uint8_t *p, size_t len, uint64_t off)
+static int disk_pread_zeros(int fd, uint8_t *p, size_t len, uint64_t off)
 {
-	while (len) {
-		ssize_t n = pread(fd, p, len, (off_t)off);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return -errno;
-		if (n == 0) {
-			memset(p, 0, len);
-			return 0;
-		}
-		p += n;
-		len -= (size_t)n;
-		off += (uint64_t)n;
-	}
-	return 0;
+	return savefile_pread(fd, p, len, off, true);
 }
 
 static int disk_ident(int fd, uint64_t size, uint64_t *ident)
@@ -75,7 +61,7 @@ static int disk_ident(int fd, uint64_t size, uint64_t *ident)
 
 	if (!buf)
 		return -ENOMEM;
-	err = disk_pread(fd, buf, n, 0);
+	err = disk_pread_zeros(fd, buf, n, 0);
 	if (!err)
 		*ident = XXH3_64bits(buf, n);
 	free(buf);
@@ -228,7 +214,7 @@ static int disk_walk(struct disk_walk *w, char *why, size_t whylen)
 			to = from + SAVEFILE_PAGE_SIZE;
 		for (uint64_t x = from; x < to && !err;) {
 			uint64_t n = to - x < DISK_CHUNK ? to - x : DISK_CHUNK;
-			err = disk_pread(w->fd, buf, (size_t)n, w->base + x);
+			err = disk_pread_zeros(w->fd, buf, (size_t)n, w->base + x);
 			if (err)
 				snprintf(why, whylen, "%s", strerror(-err));
 			else

@@ -1,4 +1,4 @@
-/* Helpers the save file's writers share (save.c, snapshot.c); not for outside savefile/. */
+/* Helpers shared by the save file's readers and writers; not for outside savefile/. */
 #ifndef FERRY_MIGRATION_SAVEFILE_INTERNAL_H
 #define FERRY_MIGRATION_SAVEFILE_INTERNAL_H
 
@@ -8,6 +8,12 @@
 #include <xxhash.h>
 
 bool savefile_page_zero(const uint8_t *p);
+/*
+ * All len bytes at off: 0, or -ENODATA where the file ends first (with
+ * zero_past_end, what lies past the end reads as zeros and 0), or -errno.
+ */
+int savefile_pread(int fd, void *buf, uint64_t len, uint64_t off, bool zero_past_end)
+	__attribute__((warn_unused_result));
 /* All len bytes at off.  Returns 0 or -errno. */
 int savefile_pwrite(int fd, const uint8_t *p, uint64_t len, uint64_t off)
 	__attribute__((warn_unused_result));

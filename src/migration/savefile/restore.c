@@ -7,6 +7,7 @@
  * a migration's STATE goes through.
  */
 #include "migration/savefile/savefile.h"
+#include "migration/savefile/internal.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -23,8 +24,7 @@
 #include "util/log.h"
 #include "vmm/memory.h"
 
-/* len bytes at off, all of them.  Returns 0, -ENODATA (the file ends) or -errno. */
-static int sf_pread(int fd, void *buf, uint64_t len, uint64_t off)
+int savefile_pread(int fd, void *buf, uint64_t len, uint64_t off, bool zero_past_end)
 {
 	uint8_t *p = buf;
 
@@ -34,13 +34,22 @@ static int sf_pread(int fd, void *buf, uint64_t len, uint64_t off)
 			continue;
 		if (n < 0)
 			return -errno;
-		if (n == 0)
+		if (n == 0 && !zero_past_end)
 			return -ENODATA;
+		if (n == 0) {
+			memset(p, 0, len);
+			return 0;
+		}
 		p += n;
 		len -= (uint64_t)n;
 		off += (uint64_t)n;
 	}
 	return 0;
+}
+
+static int sf_pread(int fd, void *buf, uint64_t len, uint64_t off)
+{
+	return savefile_pread(fd, buf, len, off, false);
 }
 
 void savefile_close(struct savefile *sf)
