@@ -161,6 +161,44 @@ assert_no_sanitizer() {
 	! grep -qE "Sanitizer|runtime error" "$@" || { cat "$@"; fail "a sanitizer complained"; }
 }
 
+# A verified migration of a fresh 1-vCPU, 128 MiB guest running CMDLINE to
+# a destination listening on URI, once the guest has beaten ten times:
+# `ferry migrate --verify --json` and the migrate args given, its report in
+# $T/NAME.json; it must complete with a RAM digest.  The two VMs' pids in
+# MIG_SRC and MIG_DST (their files $T/NAME-src.* and $T/NAME-dst.*).
+# Usage: verified_migration NAME URI CMDLINE [migrate args...]
+verified_migration() {
+	local name=$1 uri=$2 cmdline=$3; shift 3
+	start_dest "$name-dst" "$uri"
+	MIG_DST=$FERRY_PID
+	start_source "$name-src" 1 128M "$cmdline"
+	MIG_SRC=$FERRY_PID
+	# Let the workload's pages be written before the migration reads them.
+	wait_line "$T/$name-src.serial" '^hb 10$' 30
+	"$FERRY" migrate "$T/$name-src.ctl" "$DEST_URI" --verify --json "$@" \
+		>"$T/$name.json" 2>"$T/$name.err" ||
+		{ cat "$T/$name.json" "$T/$name.err" "$T/$name-dst.log"; fail "$name: migrate failed"; }
+	[ "$(json_field "$T/$name.json" status)" = completed ] || fail "$name: not completed"
+	json_field "$T/$name.json" ram-digest | grep -qE '^[0-9a-f]{16}$' || fail "$name: no verified digest"
+}
+
+# After verified_migration NAME: the source exits 0, the guest beats ten
+# more times at the destination, which then quits with 0; no corruption
+# seen by either guest, no sanitizer report.  Usage: verified_migration_end NAME
+verified_migration_end() {
+	local name=$1 first
+	wait_exit "$MIG_SRC" 10
+	[ "$RC" -eq 0 ] || fail "$name: source exit status $RC"
+	wait_line "$T/$name-dst.serial" '^hb ' 10
+	first=$(last_beat "$T/$name-dst.serial")
+	wait_beats "$T/$name-dst.serial" "$((first + 10))"
+	"$FERRY" quit "$T/$name-dst.ctl"
+	wait_exit "$MIG_DST" 10
+	[ "$RC" -eq 0 ] || fail "$name: destination exit status $RC"
+	! grep -q CORRUPT "$T/$name-src.serial" "$T/$name-dst.serial" || fail "$name: guest saw corruption"
+	assert_no_sanitizer "$T/$name-src.log" "$T/$name-dst.log"
+}
+
 # query-migrate of the VM behind control socket CTL, into $T/query.json
 # (empty when it does not answer).
 query_migrate() {

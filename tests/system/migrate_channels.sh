@@ -18,31 +18,14 @@ print(len(c), min(x["bytes"] for x in c))' "$1"
 # chan_case NAME URI N [migrate args...]: a verified migration over N connections.
 chan_case() {
 	local name=$1 uri=$2 n=$3; shift 3
-	start_dest "$name-dst" "$uri"
-	local dst=$FERRY_PID
-	start_source "$name-src" 1 128M "workload=verify wss=32M fill=mixed period=20ms"
-	local src=$FERRY_PID
-	wait_line "$T/$name-src.serial" '^hb 10$' 30
-	"$FERRY" migrate "$T/$name-src.ctl" "$DEST_URI" --channels "$n" --verify --json "$@" \
-		>"$T/$name.json" 2>"$T/$name.err" ||
-		{ cat "$T/$name.json" "$T/$name.err" "$T/$name-dst.log"; fail "$name: migrate failed"; }
-	[ "$(json_field "$T/$name.json" status)" = completed ] || fail "$name: not completed"
-	json_field "$T/$name.json" ram-digest | grep -qE '^[0-9a-f]{16}$' || fail "$name: no verified digest"
+	verified_migration "$name" "$uri" "workload=verify wss=32M fill=mixed period=20ms" \
+		--channels "$n" "$@"
 	local count least
 	read -r count least < <(chan_summary "$T/$name.json")
 	[ "$count" -eq "$n" ] || { cat "$T/$name.json"; fail "$name: $count channels reported, want $n"; }
 	[ "$least" -gt 100000 ] || { cat "$T/$name.json"; fail "$name: a channel carried only $least bytes"; }
 	grep -q "receiving on $n channels" "$T/$name-dst.log" || fail "$name: the destination did not use $n channels"
-	wait_exit "$src" 10
-	[ "$RC" -eq 0 ] || fail "$name: source exit status $RC"
-	wait_line "$T/$name-dst.serial" '^hb ' 10
-	local first; first=$(last_beat "$T/$name-dst.serial")
-	wait_beats "$T/$name-dst.serial" "$((first + 10))"
-	"$FERRY" quit "$T/$name-dst.ctl"
-	wait_exit "$dst" 10
-	[ "$RC" -eq 0 ] || fail "$name: destination exit status $RC"
-	! grep -q CORRUPT "$T/$name-src.serial" "$T/$name-dst.serial" || fail "$name: guest saw corruption"
-	assert_no_sanitizer "$T/$name-src.log" "$T/$name-dst.log"
+	verified_migration_end "$name"
 	log "$name: $n channels, $(json_field "$T/$name.json" iteration) passes, least $least bytes on one"
 }
 

@@ -17,33 +17,12 @@ print(sum(c[k]["pages"] for k in sys.argv[2].split("+")))' "$1" "$2"
 
 # codec_case NAME MODE CMDLINE CODEC [migrate args...]: CODEC must carry pages.
 codec_case() {
-	local name=$1 mode=$2 cmdline=$3 codec=$4 uri; shift 4
-	uri=unix:$T/$name.mig
-	start_dest "$name-dst" "$uri"
-	local dst=$FERRY_PID
-	start_source "$name-src" 1 128M "$cmdline"
-	local src=$FERRY_PID
-	# Let the workload's pages be written before the migration reads them.
-	wait_line "$T/$name-src.serial" '^hb 10$' 30
-	"$FERRY" migrate "$T/$name-src.ctl" "$DEST_URI" --compress "$mode" --verify --json "$@" \
-		>"$T/$name.json" 2>"$T/$name.err" ||
-		{ cat "$T/$name.json" "$T/$name.err" "$T/$name-dst.log"; fail "$name: migrate failed"; }
-	[ "$(json_field "$T/$name.json" status)" = completed ] || fail "$name: not completed"
-	json_field "$T/$name.json" ram-digest | grep -qE '^[0-9a-f]{16}$' || fail "$name: no verified digest"
+	local name=$1 mode=$2 cmdline=$3 codec=$4; shift 4
+	verified_migration "$name" "unix:$T/$name.mig" "$cmdline" --compress "$mode" "$@"
 	[ "$(json_field "$T/$name.json" compress)" = "$mode" ] || fail "$name: compress is not $mode"
 	local pages; pages=$(codec_pages "$T/$name.json" "$codec")
 	[ "$pages" -gt 0 ] || { cat "$T/$name.json"; fail "$name: codec $codec carried no page"; }
-	wait_exit "$src" 10
-	[ "$RC" -eq 0 ] || fail "$name: source exit status $RC"
-	local first
-	wait_line "$T/$name-dst.serial" '^hb ' 10
-	first=$(sed -nE 's/^hb ([0-9]+)$/\1/p' "$T/$name-dst.serial" | head -n1)
-	wait_beats "$T/$name-dst.serial" "$((first + 10))"
-	"$FERRY" quit "$T/$name-dst.ctl"
-	wait_exit "$dst" 10
-	[ "$RC" -eq 0 ] || fail "$name: destination exit status $RC"
-	! grep -q CORRUPT "$T/$name-src.serial" "$T/$name-dst.serial" || fail "$name: guest saw corruption"
-	assert_no_sanitizer "$T/$name-src.log" "$T/$name-dst.log"
+	verified_migration_end "$name"
 	log "$name: $pages pages by $codec, $(json_field "$T/$name.json" iteration) passes," \
 		"$(json_field "$T/$name.json" data-processed) bytes on the wire"
 }

@@ -14,19 +14,9 @@ require_kvm
 # order_case NAME ORDER CMDLINE [migrate args...]; the report in $T/NAME.json;
 # at least $min_passes passes (iteration counts the stop-and-copy too).
 order_case() {
-	local name=$1 order=$2 cmdline=$3 uri; shift 3
-	uri=unix:$T/$name.mig
-	start_dest "$name-dst" "$uri"
-	local dst=$FERRY_PID
-	start_source "$name-src" 1 128M "$cmdline"
-	local src=$FERRY_PID
-	# Let the workload's pages be written (and its hot set found) first.
-	wait_line "$T/$name-src.serial" '^hb 10$' 30
-	"$FERRY" migrate "$T/$name-src.ctl" "$DEST_URI" --order "$order" --verify --json "$@" \
-		>"$T/$name.json" 2>"$T/$name.err" ||
-		{ cat "$T/$name.json" "$T/$name.err" "$T/$name-dst.log"; fail "$name: migrate failed"; }
-	[ "$(json_field "$T/$name.json" status)" = completed ] || fail "$name: not completed"
-	json_field "$T/$name.json" ram-digest | grep -qE '^[0-9a-f]{16}$' || fail "$name: no verified digest"
+	local name=$1 order=$2 cmdline=$3; shift 3
+	# The workload's hot set is found while it beats its first ten times.
+	verified_migration "$name" "unix:$T/$name.mig" "$cmdline" --order "$order" "$@"
 	[ "$(json_field "$T/$name.json" order)" = "$order" ] || fail "$name: order is not $order"
 	local passes resent sent
 	passes=$(json_field "$T/$name.json" iteration)
@@ -36,17 +26,7 @@ order_case() {
 	# Re-sends are pages sent before: every page sent but the first copy of each of
 	# the 32768 pages of 128 MiB (every page goes at least once).
 	[ "$resent" -eq $((sent - 32768)) ] || fail "$name: $resent re-sent of $sent sent, not $((sent - 32768))"
-	wait_exit "$src" 10
-	[ "$RC" -eq 0 ] || fail "$name: source exit status $RC"
-	local first
-	wait_line "$T/$name-dst.serial" '^hb ' 10
-	first=$(sed -nE 's/^hb ([0-9]+)$/\1/p' "$T/$name-dst.serial" | head -n1)
-	wait_beats "$T/$name-dst.serial" "$((first + 10))"
-	"$FERRY" quit "$T/$name-dst.ctl"
-	wait_exit "$dst" 10
-	[ "$RC" -eq 0 ] || fail "$name: destination exit status $RC"
-	! grep -q CORRUPT "$T/$name-src.serial" "$T/$name-dst.serial" || fail "$name: guest saw corruption"
-	assert_no_sanitizer "$T/$name-src.log" "$T/$name-dst.log"
+	verified_migration_end "$name"
 	log "$name: $passes passes, $resent pages re-sent," \
 		"$(json_field "$T/$name.json" pages-deferred) deferred," \
 		"$(json_field "$T/$name.json" data-processed) bytes on the wire"
