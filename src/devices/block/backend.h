@@ -55,6 +55,13 @@ struct block_config {
 int block_config_parse(const char *spec, struct block_config *c, char *why, size_t whylen)
 	__attribute__((warn_unused_result));
 
+/*
+ * The size of the image open as fd: a regular file's, or a block
+ * device's (file.c).  0, -EINVAL (neither, or a device whose size
+ * cannot be read), or -errno (fstat).
+ */
+int block_file_size(int fd, uint64_t *size) __attribute__((warn_unused_result));
+
 enum block_op {
 	BLOCK_OP_READ,
 	BLOCK_OP_WRITE,

@@ -55,20 +55,28 @@ static struct block_file *file_of(struct block_backend *bb)
 
 /* ---- open -------------------------------------------------------------- */
 
-static int file_size(struct block_file *f, uint64_t *size, char *why, size_t whylen)
+int block_file_size(int fd, uint64_t *size)
 {
 	struct stat st;
 
-	if (fstat(f->fd, &st) < 0)
+	if (fstat(fd, &st) < 0)
 		return -errno;
 	if (S_ISREG(st.st_mode)) {
 		*size = (uint64_t)st.st_size;
 		return 0;
 	}
-	if (S_ISBLK(st.st_mode) && ioctl(f->fd, BLKGETSIZE64, size) == 0)
+	if (S_ISBLK(st.st_mode) && ioctl(fd, BLKGETSIZE64, size) == 0)
 		return 0;
-	snprintf(why, whylen, "not a regular file or block device");
 	return -EINVAL;
+}
+
+static int file_size(struct block_file *f, uint64_t *size, char *why, size_t whylen)
+{
+	int err = block_file_size(f->fd, size);
+
+	if (err == -EINVAL)
+		snprintf(why, whylen, "not a regular file or block device");
+	return err;
 }
 
 static int file_activate(struct block_backend *bb, char *why, size_t whylen)

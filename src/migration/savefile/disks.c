@@ -17,11 +17,9 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <linux/fs.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <xxhash.h>
@@ -31,28 +29,6 @@
 
 #define DISK_CHUNK	(1u << 20)	/* read and hashed a MiB at a time */
 
-/* An image's size: a regular file's, or a block device's.  0 or -errno. */
-static int disk_size(int fd, uint64_t *size)
-{
-	struct stat st;
-
-	if (fstat(fd, &st) < 0)
-		return -errno;
-	if (S_ISREG(st.st_mode)) {
-		*size = (uint64_t)st.st_size;
-		return 0;
-	}
-	if (S_ISBLK(st.st_mode))
-		return ioctl(fd, BLKGETSIZE64, size) < 0 ? -errno : 0;
-	return -EINVAL;
-}
-
-/* len bytes at off, zeros past the end of the file.  0 or -errno. */
-static int disk_pread_zeros(int fd, uint8_t *p, size_t len, uint64_t off)
-{
-	return savefile_pread(fd, p, len, off, true);
-}
-
 static int disk_ident(int fd, uint64_t size, uint64_t *ident)
 {
 	size_t n = size < SAVEFILE_IDENT_LEN ? (size_t)size : SAVEFILE_IDENT_LEN;
@@ -61,7 +37,7 @@ static int disk_ident(int fd, uint64_t size, uint64_t *ident)
 
 	if (!buf)
 		return -ENOMEM;
-	err = disk_pread_zeros(fd, buf, n, 0);
+	err = savefile_pread(fd, buf, n, 0, true);
 	if (!err)
 		*ident = XXH3_64bits(buf, n);
 	free(buf);
@@ -86,7 +62,7 @@ int savefile_disk_probe(const char *path, struct savefile_disk_rec *r, char *why
 		snprintf(why, whylen, "cannot open disk %s: %s", path, strerror(-err));
 		return err;
 	}
-	err = disk_size(fd, &r->size);
+	err = block_file_size(fd, &r->size);
 	if (!err)
 		err = disk_ident(fd, r->size, &r->ident);
 	close(fd);
@@ -214,7 +190,7 @@ static int disk_walk(struct disk_walk *w, char *why, size_t whylen)
 			to = from + SAVEFILE_PAGE_SIZE;
 		for (uint64_t x = from; x < to && !err;) {
 			uint64_t n = to - x < DISK_CHUNK ? to - x : DISK_CHUNK;
-			err = disk_pread_zeros(w->fd, buf, (size_t)n, w->base + x);
+			err = savefile_pread(w->fd, buf, n, w->base + x, true);
 			if (err)
 				snprintf(why, whylen, "%s", strerror(-err));
 			else
@@ -264,7 +240,7 @@ int savefile_disk_copy(const char *path, int fd, struct savefile_disk_rec *r, ch
 		return err;
 	}
 	w.xs = XXH3_createState();
-	err = w.xs ? disk_size(w.fd, &size) : -ENOMEM;
+	err = w.xs ? block_file_size(w.fd, &size) : -ENOMEM;
 	if (!err && size != r->size) {
 		snprintf(why, whylen, "disk %s changed size during the save", path);
 		err = -EAGAIN;
