@@ -145,6 +145,14 @@ int migration_cancel(struct migration *mig)
 	return err;
 }
 
+bool migration_cancel_requested(struct migration *mig)
+{
+	pthread_mutex_lock(&mig->lock);
+	bool c = mig->req.cancel;
+	pthread_mutex_unlock(&mig->lock);
+	return c;
+}
+
 int migration_set_limits(struct migration *mig, const uint64_t *bandwidth,
 			 const uint64_t *downtime_ns)
 {

@@ -207,6 +207,8 @@ void migration_set_incoming_postcopy(struct migration *mig, bool on);
 bool migration_incoming_postcopy(struct migration *mig);
 /* Ask a running migration to stop; the source keeps running.  0 or -ESRCH. */
 int migration_cancel(struct migration *mig);
+/* Has migration_cancel() asked this migration to stop (any thread)? */
+bool migration_cancel_requested(struct migration *mig);
 /*
  * Change the live-phase bandwidth (bytes/s, 0 = unlimited) and the downtime
  * limit of a running migration; either may be left as is (NULL).  0 or -ESRCH.

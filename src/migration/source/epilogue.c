@@ -78,14 +78,6 @@ static uint64_t epilogue_taken(struct migration *mig)
 	return n;
 }
 
-static bool epilogue_cancelled(struct migration *mig)
-{
-	pthread_mutex_lock(&mig->lock);
-	bool c = mig->req.cancel;
-	pthread_mutex_unlock(&mig->lock);
-	return c;
-}
-
 void switchover_epilogue(struct migration *mig)
 {
 	uint64_t t0 = vm_now_ns(), end = t0 + mig->p.net_epilogue_ns, announced = 0, now;
@@ -107,7 +99,7 @@ void switchover_epilogue(struct migration *mig)
 		}
 		now = vm_now_ns();
 		if ((announced && now - announced >= EPILOGUE_GRACE_NS) || now >= end ||
-		    epilogue_cancelled(mig))
+		    migration_cancel_requested(mig))
 			break;
 		uint64_t left = (announced ? announced + EPILOGUE_GRACE_NS : end) - now;
 		int ms = left < EPILOGUE_POLL_MS * 1000000ULL ? (int)(left / 1000000) + 1

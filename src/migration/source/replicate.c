@@ -370,14 +370,6 @@ static int repl_epoch(struct repl *r)
 	return err;
 }
 
-static bool repl_cancelled(struct migration *mig)
-{
-	pthread_mutex_lock(&mig->lock);
-	bool c = mig->req.cancel;
-	pthread_mutex_unlock(&mig->lock);
-	return c;
-}
-
 /*
  * Stop replicating on purpose: tell the standby never to take over
  * (ABORT) and wait for it to say so (RESULT).  True when it did, or when
@@ -435,7 +427,7 @@ static int repl_wait(struct repl *r, uint64_t due)
 
 	for (;;) {
 		uint64_t now = vm_now_ns();
-		if (repl_cancelled(mig))
+		if (migration_cancel_requested(mig))
 			return -ECANCELED;
 		if (mig_fence_decide(now, r->last_heard, r->fence_ns, r->mode))
 			return repl_fence(r, "the standby is silent");
