@@ -34,8 +34,6 @@
 #define TLS_PRIORITY_PSK TLS_PRIORITY ":+ECDHE-PSK:+DHE-PSK:+PSK"
 /* A peer that connects and says nothing holds a destination no longer. */
 #define TLS_HANDSHAKE_MS 10000
-/* One write call encrypts at most this much, so the stream still looks at intr_fd. */
-#define TLS_WRITE_MAX (1u << 20)
 #define TLS_PATH_MAX (MIG_TLS_DIR_MAX + 32)
 /*
  * GnuTLS pulls a record's 5-byte header, then its body: two recv() per
@@ -45,10 +43,12 @@
 #define TLS_READ_AHEAD (256u << 10)
 /*
  * Records are encrypted into a batch and leave in one sendmsg(): one
- * system call per sixteen records instead of one each (tls_writev).  A
- * batch is at most a quarter of the socket's send buffer: a batch the
- * buffer cannot take leaves one segment in flight, which a receiver acks
- * only after its delayed-ack timer (40 ms per buffer's worth).
+ * system call per sixteen records instead of one each (tls_writev).  One
+ * write call encrypts one batch at most, so the stream still looks at
+ * intr_fd between them.  A batch is at most a quarter of the socket's
+ * send buffer: a batch the buffer cannot take leaves one segment in
+ * flight, which a receiver acks only after its delayed-ack timer (40 ms
+ * per buffer's worth).
  * TLS_BATCH_ROOM is what a record may add beyond its plaintext (header,
  * content type, tag, and slack for a KeyUpdate GnuTLS may slip in).
  */
