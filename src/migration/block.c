@@ -13,7 +13,9 @@
  * Setup starts dirty tracking, then sends HELLO and one ZERO per hole of
  * the image (SEEK_HOLE), and owes every 64 KiB chunk with data.  A live
  * pass sends at most BLOCK_PASS_MAX of what is owed, so that RAM gets the
- * link between slices; a sync adds what the guest wrote since.  At
+ * link between slices; a sync adds what the guest wrote since, in ranges
+ * of 4 KiB (the tracker's fine bits, `part`): a 4 KiB write costs 4 KiB
+ * on the wire, not the chunk around it.  At
  * stop-and-copy (the disks drained by machine_quiesce) it sends the rest,
  * then DONE.  A chunk that reads back as zeros goes as ZERO.
  *
@@ -177,6 +179,7 @@ static void block_cleanup(struct migration *mig)
 		if (b->d[i].fd >= 0)
 			close(b->d[i].fd);
 		free(b->d[i].owed);
+		free(b->d[i].part);
 		free(b->d[i].first);
 	}
 	free(b->buf);
@@ -200,8 +203,10 @@ static int block_setup(struct migration *mig)
 		b->nr = i + 1;
 		d->size = m->disks[i].bk.size;
 		d->chunks = (d->size + MIG_BLOCK_CHUNK - 1) / MIG_BLOCK_CHUNK;
+		d->fines = (d->size + MIG_BLOCK_FINE - 1) / MIG_BLOCK_FINE;
 		d->owed = calloc(d->chunks / 64 + 1, sizeof(*d->owed));
-		if (!d->owed)
+		d->part = calloc(d->fines / 64 + 1, sizeof(*d->part));
+		if (!d->owed || !d->part)
 			return -ENOMEM;
 		d->fd = open(m->disks[i].cfg.path, O_RDONLY | O_CLOEXEC);
 		if (d->fd < 0)
@@ -351,14 +356,47 @@ static int block_note_first(struct mig_block_disk *d)
 	return 0;
 }
 
-/* Take what the guest wrote into owed, remembering the ticket to acknowledge. */
+_Static_assert(MIG_BLOCK_FINES == 16, "a chunk's ranges are 16 bits of one word of part");
+
+/* The bits of chunk c in part (the word's other three chunks masked off). */
+static uint64_t block_part_bits(const struct mig_block_disk *d, uint64_t c)
+{
+	return (d->part[c / 4] >> (16 * (c % 4))) & 0xffff;
+}
+
+static void block_part_clear(struct mig_block_disk *d, uint64_t c)
+{
+	d->part[c / 4] &= ~(0xffffULL << (16 * (c % 4)));
+}
+
+/*
+ * Take what the guest wrote into part (into owed, whole chunks, should the
+ * tracker keep no ranges), remembering the ticket to acknowledge.
+ */
 void mig_block_take(struct mig_block_disk *d)
 {
 	uint64_t ticket;
 
-	block_dirty_take_ticket(d->dirty, d->owed, d->chunks, &ticket);
+	if (block_dirty_take_fine(d->dirty, d->part, d->fines, &ticket) < 0)
+		block_dirty_take_ticket(d->dirty, d->owed, d->chunks, &ticket);
 	if (ticket > d->ticket)
 		d->ticket = ticket;
+}
+
+void mig_block_fold(struct mig_block_disk *d)
+{
+	for (uint64_t c = 0; c < d->chunks; c++) {
+		if (block_part_bits(d, c))
+			d->owed[c / 64] |= 1ULL << (c % 64);
+		block_part_clear(d, c);
+	}
+}
+
+/* Bytes still to send of disk i (a range in a chunk owed whole counts twice). */
+static uint64_t block_left(const struct mig_block_disk *d)
+{
+	return mig_block_popcount(d->owed, d->chunks) * MIG_BLOCK_CHUNK +
+	       mig_block_popcount(d->part, d->fines) * MIG_BLOCK_FINE;
 }
 
 static int64_t block_sync(struct migration *mig)
@@ -372,9 +410,9 @@ static int64_t block_sync(struct migration *mig)
 		if (err)
 			return err;
 		mig_block_take(d);
-		n += mig_block_popcount(d->owed, d->chunks);
+		n += block_left(d);
 	}
-	return (int64_t)(n * MIG_BLOCK_CHUNK);
+	return (int64_t)n;
 }
 
 static int64_t block_peek(struct migration *mig)
@@ -383,25 +421,19 @@ static int64_t block_peek(struct migration *mig)
 	uint64_t n = 0;
 
 	for (unsigned i = 0; i < b->nr; i++)
-		n += block_dirty_count(b->d[i].dirty);
-	return (int64_t)(n * MIG_BLOCK_CHUNK);
+		n += block_dirty_bytes(b->d[i].dirty);
+	return (int64_t)n;
 }
 
-/* Send chunk c of disk i: read now, so it is what the guest last wrote. */
-int mig_block_send_chunk(struct migration *mig, unsigned i, uint64_t c)
+/* Send [off, off + len) of disk i (at most a chunk): read now, so it is what the guest last wrote. */
+static int block_send_range(struct migration *mig, unsigned i, uint64_t off, uint64_t len)
 {
 	struct mig_block_disk *d = &mig->block->d[i];
-	uint64_t off = c * MIG_BLOCK_CHUNK;
-	uint64_t len = d->size - off < MIG_BLOCK_CHUNK ? d->size - off : MIG_BLOCK_CHUNK;
 	int err = mig_block_read(d->fd, mig->block->buf, len, off);
 
 	if (err) {
 		mig_stream_fail(&mig->s, err, "cannot read disk %u: %s", i, strerror(-err));
 		return err;
-	}
-	if (d->first && (d->first[c / 64] & (1ULL << (c % 64)))) {
-		d->first[c / 64] &= ~(1ULL << (c % 64));
-		d->first_left--;
 	}
 	pthread_mutex_lock(&mig->lock);
 	mig->stats.disk_processed += len;
@@ -413,6 +445,50 @@ int mig_block_send_chunk(struct migration *mig, unsigned i, uint64_t c)
 		mig_block_send(mig, MIG_BLOCK_DATA, i, &off, 1, mig->block->buf, (uint32_t)len);
 	}
 	return mig_stream_error(&mig->s);
+}
+
+/* Chunk c of disk i, whole: its ranges in part go with it. */
+int mig_block_send_chunk(struct migration *mig, unsigned i, uint64_t c)
+{
+	struct mig_block_disk *d = &mig->block->d[i];
+	uint64_t off = c * MIG_BLOCK_CHUNK;
+	uint64_t len = d->size - off < MIG_BLOCK_CHUNK ? d->size - off : MIG_BLOCK_CHUNK;
+
+	if (d->first && (d->first[c / 64] & (1ULL << (c % 64)))) {
+		d->first[c / 64] &= ~(1ULL << (c % 64));
+		d->first_left--;
+	}
+	block_part_clear(d, c);
+	return block_send_range(mig, i, off, len);
+}
+
+/*
+ * The ranges the guest wrote in chunk c of disk i, each run of adjacent
+ * ones in one record; `*sent` grows by the bytes.  0 or the stream's error.
+ */
+static int block_send_part(struct migration *mig, unsigned i, uint64_t c, uint64_t *sent)
+{
+	struct mig_block_disk *d = &mig->block->d[i];
+	uint64_t bits = block_part_bits(d, c);
+
+	block_part_clear(d, c);
+	while (bits) {
+		unsigned s = (unsigned)__builtin_ctzll(bits), e = s;
+		while (e < MIG_BLOCK_FINES && (bits & (1ULL << e)))
+			e++;
+		bits &= ~(((1ULL << (e - s)) - 1) << s);
+		uint64_t off = c * MIG_BLOCK_CHUNK + (uint64_t)s * MIG_BLOCK_FINE;
+		if (off >= d->size)
+			break;
+		uint64_t len = (uint64_t)(e - s) * MIG_BLOCK_FINE;
+		if (len > d->size - off)
+			len = d->size - off;
+		int err = block_send_range(mig, i, off, len);
+		if (err)
+			return err;
+		*sent += len;
+	}
+	return 0;
 }
 
 /* Live passes, between chunks: a cancel, or a new bandwidth cap. */
@@ -451,6 +527,20 @@ int mig_block_send_owed(struct migration *mig, unsigned i, uint64_t budget, bool
 		sent += MIG_BLOCK_CHUNK;
 		d->cursor = (c + 1) % d->chunks;
 	}
+	/* Then what the guest wrote in chunks not owed whole. */
+	for (uint64_t w = 0; w < d->fines / 64 + 1 && sent < budget; w++) {
+		for (uint64_t c = 4 * w; d->part[w] && c < 4 * w + 4 && sent < budget; c++) {
+			if (!block_part_bits(d, c))
+				continue;
+			if (d->owed[c / 64] & (1ULL << (c % 64)))
+				continue;	/* goes whole, later in this pass */
+			if (live && block_cancelled(mig))
+				return -ECANCELED;
+			int err = block_send_part(mig, i, c, &sent);
+			if (err)
+				return err;
+		}
+	}
 	return 0;
 }
 
@@ -478,7 +568,7 @@ static int block_mirror(struct migration *mig, unsigned i)
 	}
 	mig_block_take(d);
 	/* Nothing written since the last ack: no flush (this runs every RAM slice). */
-	if (d->ticket <= d->acked && !mig_block_popcount(d->owed, d->chunks))
+	if (d->ticket <= d->acked && !block_left(d))
 		return 0;
 	err = mig_block_send_owed(mig, i, UINT64_MAX, true);
 	if (!err)

@@ -8,6 +8,9 @@
 #include "board/machine.h"
 
 #define BLOCK_REC_HDR	2u	/* a record's kind and disk index */
+/* The source sends what the guest wrote in ranges of this many bytes. */
+#define MIG_BLOCK_FINE		BLOCK_DIRTY_FINE
+#define MIG_BLOCK_FINES		(MIG_BLOCK_CHUNK / MIG_BLOCK_FINE)	/* per chunk: 16 */
 
 struct migration;
 struct mig_in_ctx;
@@ -20,7 +23,11 @@ struct mig_block_disk {
 	int fd;				/* the image, read-only, ours */
 	uint64_t size;
 	uint64_t chunks;
-	uint64_t *owed;			/* chunks to send (bit per chunk) */
+	uint64_t *owed;			/* chunks to send whole (bit per chunk) */
+	uint64_t *part;			/* ranges of MIG_BLOCK_FINE bytes to send, a bit
+					   each: what the guest wrote since the first
+					   sync (redundant in a chunk owed whole) */
+	uint64_t fines;			/* bits in part */
 	uint64_t cursor;		/* where the next live slice starts */
 	struct block_dirty *dirty;	/* the device's bitmap */
 	uint64_t *first;		/* the first pass's chunks not yet sent; NULL before
@@ -48,6 +55,8 @@ void mig_block_send(struct migration *mig, uint8_t kind, unsigned disk, const ui
 		    unsigned nr_nums, const void *data, uint32_t len);
 /* Take what the guest wrote into owed, remembering the ticket to acknowledge. */
 void mig_block_take(struct mig_block_disk *d);
+/* Every chunk with a range in `part` is owed whole instead (post-copy's unit). */
+void mig_block_fold(struct mig_block_disk *d);
 /* Send chunk c of disk i (read now).  0 or the stream's error. */
 int mig_block_send_chunk(struct migration *mig, unsigned i, uint64_t c);
 /*

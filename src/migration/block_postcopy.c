@@ -86,6 +86,7 @@ int mig_block_pc_switch(struct migration *mig)
 	for (unsigned i = 0; i < b->nr; i++) {
 		struct mig_block_disk *d = &b->d[i];
 		mig_block_take(d);
+		mig_block_fold(d);	/* the destination fetches whole chunks */
 		for (uint64_t first = 0; first < d->chunks; first += MIG_BLOCK_OWED_MAX)
 			block_send_owed_map(mig, i, first, (uint32_t)(d->chunks - first < MIG_BLOCK_OWED_MAX ?
 							      d->chunks - first : MIG_BLOCK_OWED_MAX));

@@ -137,6 +137,27 @@ static void test_dirty_bitmap(void **state)
 	block_dirty_mark(&d, 2 * T_CHUNK, 1);
 	assert_int_equal(block_dirty_take(&d, out, 16), 0);
 	assert_int_equal(block_dirty_count(&d), 1);
+	assert_int_equal(block_dirty_bytes(&d), 4096);	/* chunk 2's mark, as a 4 KiB range */
+	/* The fine ranges: 16 per chunk, the last clipped at the disk's end. */
+	uint64_t fine[5] = { 0 }, ticket;
+	uint64_t nfine = (17 * T_CHUNK - 5 + 4095) / 4096;
+	assert_int_equal(block_dirty_take_fine(&d, fine, nfine - 1, &ticket), -EINVAL);
+	assert_int_equal(block_dirty_count(&d), 1);
+	block_dirty_mark(&d, 4096 - 1, 2);		/* straddles ranges 0 and 1 */
+	block_dirty_mark(&d, 17 * T_CHUNK - 6, 100);	/* the last range, clipped */
+	assert_int_equal(block_dirty_bytes(&d), 4 * 4096);
+	assert_int_equal(block_dirty_take_fine(&d, fine, nfine, &ticket), 4);
+	assert_int_equal(nfine, 272);
+	assert_int_equal(fine[0], 3 | (1ULL << 32));	/* ranges 0 and 1; chunk 2's first */
+	assert_int_equal(fine[1] | fine[2] | fine[3], 0);
+	assert_int_equal(fine[4], 1ULL << (271 % 64));	/* the last */
+	assert_int_equal(block_dirty_count(&d), 0);	/* the chunks went with them */
+	assert_int_equal(block_dirty_bytes(&d), 0);
+	/* A chunk take clears the ranges too. */
+	block_dirty_mark(&d, 3 * T_CHUNK, 1);
+	memset(out, 0, sizeof(out));
+	assert_int_equal(block_dirty_take(&d, out, 17), 1);
+	assert_int_equal(block_dirty_bytes(&d), 0);
 	block_dirty_stop(&d);
 	block_dirty_mark(&d, 0, 1);
 	assert_int_equal(block_dirty_count(&d), 0);
@@ -227,19 +248,20 @@ static void test_roundtrip(void **state)
 	assert_int_equal(o->iterate(&t_mig, false), 0);
 	t_guest_write(3 << 20, 4096, 3);
 	t_guest_write(0, 4096, 4);
-	assert_int_equal(o->peek(&t_mig), 2 * T_CHUNK);
-	assert_int_equal(o->sync(&t_mig), 2 * T_CHUNK);
+	/* Two 4 KiB writes owe their 4 KiB each, not their chunks. */
+	assert_int_equal(o->peek(&t_mig), 2 * 4096);
+	assert_int_equal(o->sync(&t_mig), 2 * 4096);
 	assert_int_equal(o->iterate(&t_mig, true), 0);
 	assert_int_equal(o->sync(&t_mig), 0);
 	t_guest_write(T_SIZE - 512, 512, 5);		/* the last sector */
-	assert_int_equal(o->sync(&t_mig), T_CHUNK);
+	assert_int_equal(o->sync(&t_mig), 4096);
 	assert_int_equal(o->complete(&t_mig, true), 0);
 	assert_int_equal(mig_stream_flush(&t_mig.s), 0);
 	assert_int_equal(mig_stream_finish(&t_mig.s), 0);
 	uint64_t wire = t_mig.stats.source_sent[MIG_SOURCE_BLOCK];
-	/* query-migrate's disk-total and disk-processed: six chunks read and sent. */
+	/* query-migrate's disk-total and disk-processed: three chunks, three ranges. */
 	assert_int_equal(t_mig.stats.disk_total, T_SIZE);
-	assert_int_equal(t_mig.stats.disk_processed, 6 * T_CHUNK);
+	assert_int_equal(t_mig.stats.disk_processed, 3 * T_CHUNK + 3 * 4096);
 	o->cleanup(&t_mig);
 	assert_null(t_mig.block);
 	mig_stream_destroy(&t_mig.s);
@@ -256,11 +278,11 @@ static void test_roundtrip(void **state)
 	o->unload(&inc);
 	assert_null(inc.src_state[MIG_SOURCE_BLOCK]);
 	assert_true(t_files_equal(t_src.disks[0].cfg.path, t_dst.disks[0].cfg.path));
-	/* Six chunks of data were sent (three, two again, one), plus small records. */
+	/* Three chunks and three 4 KiB ranges of data were sent, plus small records. */
 	print_message("block bytes on the wire: %llu for a %llu-byte disk\n",
 		      (unsigned long long)wire, (unsigned long long)T_SIZE);
-	assert_true(wire >= 5 * T_CHUNK);
-	assert_true(wire < 7 * T_CHUNK);
+	assert_true(wire >= 2 * T_CHUNK + 3 * 4096);	/* chunk 32 went as ZERO */
+	assert_true(wire < 3 * T_CHUNK);
 	block_dirty_destroy(&t_src.disks[0].dirty);
 	block_dirty_destroy(&t_dst.disks[0].dirty);
 }
@@ -566,6 +588,7 @@ static void test_write_blocking(void **state)
 	assert_true(block_dirty_acked(&t_src.disks[0].dirty) >= ticket);
 
 	/* A guest writing as fast as it can: each write waits for the mirror. */
+	uint64_t before = t_mig.stats.disk_processed;
 	assert_int_equal(pthread_create(&tg, NULL, t_guest_thread, &g), 0);
 	for (;;) {
 		pthread_mutex_lock(&g.lock);
@@ -581,7 +604,10 @@ static void test_write_blocking(void **state)
 	assert_int_equal(g.acked_before, 0);
 	uint64_t mirrored = t_mig.stats.disk_processed;
 	print_message("write-blocking: %u writes acknowledged, %llu bytes read for the wire\n",
-		      g.done, (unsigned long long)mirrored);
+		      g.done, (unsigned long long)(mirrored - before));
+	/* Each 4 KiB write costs its 4 KiB, not the 64 KiB chunk around it. */
+	assert_true(mirrored - before >= 4096);
+	assert_true(mirrored - before <= (uint64_t)g.writes * 4096);
 
 	/* Release: writes complete at once, but stay owed for the final pass. */
 	o->release(&t_mig);
@@ -589,7 +615,7 @@ static void test_write_blocking(void **state)
 	t_guest_write(2 << 20, 4096, 9);
 	assert_int_equal(o->service(&t_mig), 0);	/* released: sends nothing */
 	assert_int_equal(t_mig.stats.disk_processed, mirrored);
-	assert_int_equal(o->sync(&t_mig), T_CHUNK);
+	assert_int_equal(o->sync(&t_mig), 4096);
 
 	/* No final pass: what the destination holds is the first pass and the mirror. */
 	assert_int_equal(mig_stream_flush(&t_mig.s), 0);

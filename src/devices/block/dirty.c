@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 
 void block_dirty_init(struct block_dirty *d)
 {
@@ -10,6 +11,8 @@ void block_dirty_init(struct block_dirty *d)
 	d->bits = NULL;
 	d->nbits = 0;
 	d->gran = 0;
+	d->fine = NULL;
+	d->nfine = 0;
 	d->blocking = false;
 	d->marked = d->acked = 0;
 	d->notify = NULL;
@@ -46,15 +49,23 @@ int block_dirty_start(struct block_dirty *d, uint64_t size, uint64_t gran)
 	if (!gran || (gran & (gran - 1)))
 		return -EINVAL;
 	uint64_t nbits = (size + gran - 1) / gran;
+	uint64_t nfine = gran > BLOCK_DIRTY_FINE ? (size + BLOCK_DIRTY_FINE - 1) / BLOCK_DIRTY_FINE : 0;
 	uint64_t *bits = calloc(nbits / 64 + 1, sizeof(*bits));
+	uint64_t *fine = nfine ? calloc(nfine / 64 + 1, sizeof(*fine)) : NULL;
 
-	if (!bits)
+	if (!bits || (nfine && !fine)) {
+		free(bits);
+		free(fine);
 		return -ENOMEM;
+	}
 	pthread_mutex_lock(&d->lock);
 	free(d->bits);
+	free(d->fine);
 	d->bits = bits;
 	d->nbits = nbits;
 	d->gran = gran;
+	d->fine = fine;
+	d->nfine = nfine;
 	pthread_mutex_unlock(&d->lock);
 	return 0;
 }
@@ -63,8 +74,9 @@ void block_dirty_stop(struct block_dirty *d)
 {
 	pthread_mutex_lock(&d->lock);
 	free(d->bits);
-	d->bits = NULL;
-	d->nbits = 0;
+	free(d->fine);
+	d->bits = d->fine = NULL;
+	d->nbits = d->nfine = 0;
 	/* Nobody will send what is held any more: let it all complete. */
 	bool tell = d->blocking;
 	d->blocking = false;
@@ -84,6 +96,10 @@ uint64_t block_dirty_mark(struct block_dirty *d, uint64_t off, uint64_t len)
 		/* The device checked the range; a bit past the end would still be a bug. */
 		for (uint64_t i = first; i <= last && i < d->nbits; i++)
 			d->bits[i / 64] |= 1ULL << (i % 64);
+		first = off / BLOCK_DIRTY_FINE;
+		last = (off + len - 1) / BLOCK_DIRTY_FINE;
+		for (uint64_t i = first; d->fine && i <= last && i < d->nfine; i++)
+			d->fine[i / 64] |= 1ULL << (i % 64);
 		if (d->blocking)
 			ticket = ++d->marked;
 	}
@@ -147,7 +163,31 @@ uint64_t block_dirty_take_ticket(struct block_dirty *d, uint64_t *out, uint64_t 
 			out[w] |= d->bits[w];
 			d->bits[w] = 0;
 		}
+		if (d->fine)
+			memset(d->fine, 0, (d->nfine / 64 + 1) * sizeof(*d->fine));
 	}
+	pthread_mutex_unlock(&d->lock);
+	return n;
+}
+
+int64_t block_dirty_take_fine(struct block_dirty *d, uint64_t *fine, uint64_t nfine,
+			      uint64_t *ticket)
+{
+	int64_t n = 0;
+
+	pthread_mutex_lock(&d->lock);
+	*ticket = 0;
+	if (!d->fine || nfine != d->nfine) {
+		pthread_mutex_unlock(&d->lock);
+		return -EINVAL;
+	}
+	*ticket = d->marked;
+	for (uint64_t w = 0; w < nfine / 64 + 1; w++) {
+		n += __builtin_popcountll(d->fine[w]);
+		fine[w] |= d->fine[w];
+		d->fine[w] = 0;
+	}
+	memset(d->bits, 0, (d->nbits / 64 + 1) * sizeof(*d->bits));
 	pthread_mutex_unlock(&d->lock);
 	return n;
 }
@@ -161,4 +201,18 @@ uint64_t block_dirty_count(struct block_dirty *d)
 		n += (uint64_t)__builtin_popcountll(d->bits[w]);
 	pthread_mutex_unlock(&d->lock);
 	return n;
+}
+
+uint64_t block_dirty_bytes(struct block_dirty *d)
+{
+	uint64_t n = 0, *bits, words, unit;
+
+	pthread_mutex_lock(&d->lock);
+	bits = d->fine ? d->fine : d->bits;
+	words = d->fine ? d->nfine / 64 + 1 : d->nbits / 64 + 1;
+	unit = d->fine ? BLOCK_DIRTY_FINE : d->gran;
+	for (uint64_t w = 0; bits && w < words; w++)
+		n += (uint64_t)__builtin_popcountll(bits[w]);
+	pthread_mutex_unlock(&d->lock);
+	return n * unit;
 }

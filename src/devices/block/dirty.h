@@ -17,6 +17,11 @@
  * blocking off, or stopping, acknowledges every ticket; each ack calls
  * `notify` (the device wakes its I/O thread), outside the lock.
  *
+ * Beside the bits of `gran` bytes, a tracker whose `gran` is larger than
+ * BLOCK_DIRTY_FINE keeps `fine`, a bit per BLOCK_DIRTY_FINE bytes, set and
+ * cleared together with `bits`: a consumer that takes both sends what a
+ * small write changed, not the whole range around it.
+ *
  * `lock` guards everything but notify/notify_opaque (set once by the
  * device before anyone tracks): the disk's I/O thread marks, the
  * consumer's thread starts, takes, acknowledges and stops.
@@ -28,11 +33,16 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#define BLOCK_DIRTY_FINE	4096u	/* bytes per fine bit */
+
 struct block_dirty {
 	pthread_mutex_t lock;
 	uint64_t *bits;		/* NULL: not tracking */
 	uint64_t nbits;
 	uint64_t gran;		/* bytes per bit, a power of two */
+	uint64_t *fine;		/* a bit per BLOCK_DIRTY_FINE bytes; NULL when gran is
+				   not larger */
+	uint64_t nfine;
 	bool blocking;		/* marks wait for an ack (write-blocking) */
 	uint64_t marked;	/* the last ticket handed out */
 	uint64_t acked;		/* every ticket up to this one may complete */
@@ -76,7 +86,17 @@ uint64_t block_dirty_take_ticket(struct block_dirty *d, uint64_t *out, uint64_t 
  * geometry as started) and clear them.  Returns how many were set.
  */
 uint64_t block_dirty_take(struct block_dirty *d, uint64_t *out, uint64_t nbits);
+/*
+ * As block_dirty_take_ticket, but what is taken goes into `fine` (nfine
+ * bits, a bit per BLOCK_DIRTY_FINE bytes) instead of bits of `gran`.
+ * -EINVAL (nothing taken) when this tracker keeps no fine bits or the
+ * geometry differs; else how many fine bits were set.
+ */
+int64_t block_dirty_take_fine(struct block_dirty *d, uint64_t *fine, uint64_t nfine,
+			      uint64_t *ticket);
 /* How many are set now, consuming nothing. */
 uint64_t block_dirty_count(struct block_dirty *d);
+/* How many bytes the set bits cover now (the fine ones where kept). */
+uint64_t block_dirty_bytes(struct block_dirty *d);
 
 #endif
