@@ -13,7 +13,11 @@
  * RESUME, RAM, DIGEST, POSTCOPY_DONE).  Mode bit 2 set: the destination has
  * one 1 MiB disk to receive (--copy-storage), so block SOURCE sections
  * reach their loader; bit 3 set: it has one NIC (over a socket, no tap), so
- * forwarded frames (net SOURCE sections) reach the hold.
+ * forwarded frames (net SOURCE sections) reach the hold.  Bit 4 set: the
+ * stream is what comes after GO alone (late SOURCE net sections, END) to
+ * the destination's epilogue (mig_incoming_epilogue), as if a pre-copy
+ * with the NIC had just committed: its phase is fuzzed without a vCPU,
+ * where the sections before it need KVM to get past END.
  *
  * Each run: a feeder thread connects to the loader's socket, writes the
  * stream, half-closes, and drains the return path; the loader builds a
@@ -74,6 +78,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 #define FZ_DISK		0x04	/* the destination has one 1 MiB disk to receive (--copy-storage) */
 #define FZ_NET		0x08	/* the destination has one NIC (an fd backend) */
 #define FZ_COMMIT_MS	50	/* after END: how long the switchover waits for GO */
+#define FZ_AFTER_GO	0x10	/* the stream is the epilogue's, after GO (with the NIC) */
 
 static char fz_dir[64];
 static struct block_config fz_disk;	/* FZ_DISK: a 1 MiB image in fz_dir */
@@ -244,10 +249,9 @@ static int fz_start_guest(void *opaque)
 	return 0;
 }
 
-/* Rewrite every whole section's checksum so it matches its bytes. */
-static void fz_fix_sums(uint8_t *p, size_t len)
+/* Rewrite every whole section's checksum, from off on, so it matches its bytes. */
+static void fz_fix_sums_from(uint8_t *p, size_t len, size_t off)
 {
-	size_t off = MIG_MAGIC_LEN + 4;
 
 	while (off + MIG_SECTION_HDR <= len) {
 		uint32_t n = (uint32_t)(p[off + 4] | p[off + 5] << 8 | p[off + 6] << 16 |
@@ -259,6 +263,95 @@ static void fz_fix_sums(uint8_t *p, size_t len)
 			p[off + MIG_SECTION_HDR + n + i] = (uint8_t)(sum >> (8 * i));
 		off += MIG_SECTION_HDR + (size_t)n + 8;
 	}
+}
+
+/* The same past a stream's header. */
+static void fz_fix_sums(uint8_t *p, size_t len)
+{
+	fz_fix_sums_from(p, len, MIG_MAGIC_LEN + 4);
+}
+
+static void *fz_after_go_feeder(void *arg)
+{
+	struct fz_feed *f = arg;
+	int fd = (int)f->resume_len;	/* this mode's: the socket pair's source end */
+
+	for (size_t off = 0; off < f->len;) {
+		ssize_t n = send(fd, f->data + off, f->len - off, MSG_NOSIGNAL);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		off += (size_t)n;
+	}
+	shutdown(fd, SHUT_WR);
+	for (;;) {	/* ANNOUNCED, if the NIC announced */
+		char buf[256];
+		ssize_t n = recv(fd, buf, sizeof(buf), 0);
+		if (n <= 0 && !(n < 0 && errno == EINTR))
+			break;
+	}
+	return NULL;
+}
+
+/*
+ * FZ_AFTER_GO: a machine with the NIC (FZ_NET's), marked running (there
+ * is no vCPU: the epilogue only asks whether the guest still runs), an
+ * incoming whose GO was heard, on one end of a socket pair; the input
+ * comes on the other.  The epilogue must end (the feeder half-closes)
+ * having taken no more frames than the NIC holds, its reason logged.
+ */
+static void fz_after_go(const uint8_t *p, size_t len)
+{
+	struct machine_config cfg = { .memory = 16ULL << 20, .vcpus = 1, .incoming = true,
+				      .serial = "file:/dev/null", .nics = &fz_nic, .nr_nics = 1 };
+	struct mig_incoming *inc = calloc(1, sizeof(*inc));
+	struct machine *m = calloc(1, sizeof(*m));
+	struct mig_channel *ch;
+	struct fz_feed feed = { .data = p, .len = len };
+	pthread_t t;
+	int sv[2];
+
+	if (!inc || !m || socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv))
+		abort();
+	int err = __wrap_machine_create(m, &cfg);
+	if (err) {
+		if (fz_verbose)
+			fprintf(stderr, "fuzz_incoming: after GO: no machine: %s\n", strerror(-err));
+		machine_destroy(m);
+		close(sv[0]);
+		close(sv[1]);
+		free(m);
+		free(inc);
+		return;
+	}
+	if (mig_channel_socket(sv[0], &ch) || mig_stream_init(&inc->s, ch, 1 << 20))
+		abort();
+	inc->m = m;
+	inc->connected = inc->go_heard = true;
+	pthread_mutex_lock(&m->vm.lock);
+	m->vm.state = VM_STATE_RUNNING;
+	pthread_mutex_unlock(&m->vm.lock);
+	feed.resume_len = (size_t)sv[1];
+	if (pthread_create(&t, NULL, fz_after_go_feeder, &feed))
+		abort();
+	uint64_t frames = mig_incoming_epilogue(inc, m, -1);
+	struct virtio_net_stats st;
+	virtio_net_read_stats(&m->nics[0], &st);
+	if (frames > VIRTIO_NET_HOLD_MAX_FRAMES || st.held > frames)
+		abort();	/* took more than it may, or held what it did not count */
+	if (fz_verbose)
+		fprintf(stderr, "fuzz_incoming: after GO: %llu frames held%s%s\n",
+			(unsigned long long)frames, inc->why[0] ? "; " : "", inc->why);
+	mig_incoming_drop(inc);
+	pthread_join(t, NULL);
+	close(sv[1]);
+	pthread_mutex_lock(&m->vm.lock);
+	m->vm.state = VM_STATE_CREATED;
+	pthread_mutex_unlock(&m->vm.lock);
+	machine_destroy(m);
+	free(m);
+	free(inc);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -289,6 +382,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (size < 1)
 		return 0;
 	stream = malloc(size);
+	if (stream && (data[0] & FZ_AFTER_GO)) {
+		memcpy(stream, data + 1, size - 1);
+		if (data[0] & FZ_FIX_SUMS)
+			fz_fix_sums_from(stream, size - 1, 0);
+		fz_after_go(stream, size - 1);
+		free(stream);
+		return 0;
+	}
 	inc = calloc(1, sizeof(*inc));
 	m = calloc(1, sizeof(*m));
 	if (!stream || !inc || !m)
@@ -760,6 +861,30 @@ static void fz_net_seed(const char *dir)
 		}
 	fz_sec(&b, MIG_SEC_END, NULL, 0);
 	fz_write_seed_mode(dir, "net-frames", &b, FZ_FIX_SUMS | FZ_NET);
+
+	/*
+	 * After GO (FZ_AFTER_GO): two frames the source's tap got after GO,
+	 * then END; and a frame for a NIC this destination lacks, one cut
+	 * short, a section not allowed then.  No header: the epilogue reads
+	 * sections straight on.
+	 */
+	p.len = 0;
+	fz_le(&p, MIG_SOURCE_NET, 4);
+	fz_le(&p, 0, 4);
+	fz_le(&p, 98, 4);
+	fz_put(&p, frame, 98);
+	b.len = 0;
+	fz_sec(&b, MIG_SEC_SOURCE, p.p, p.len);
+	fz_sec(&b, MIG_SEC_SOURCE, p.p, p.len);
+	fz_sec(&b, MIG_SEC_END, NULL, 0);
+	fz_write_seed_mode(dir, "after-go", &b, FZ_FIX_SUMS | FZ_AFTER_GO);
+	b.len = 0;
+	p.p[4] = 3;			/* NIC 3 */
+	fz_sec(&b, MIG_SEC_SOURCE, p.p, p.len);
+	p.p[4] = 0;
+	fz_sec(&b, MIG_SEC_SOURCE, p.p, p.len - 10);
+	fz_sec(&b, MIG_SEC_PASS, NULL, 0);
+	fz_write_seed_mode(dir, "after-go-bad", &b, FZ_FIX_SUMS | FZ_AFTER_GO);
 	free(p.p);
 	free(b.p);
 }
