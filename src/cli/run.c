@@ -532,6 +532,13 @@ static int run_start_cb(void *opaque)
 		pr_err("%s; the guest was not started here", c->inc->why);
 		return err;
 	}
+	/*
+	 * Then the devices look at their rings.  Not before activating: an I/O
+	 * thread reading a ring on a page not here yet faults while holding
+	 * its device's lock, which activation takes, and only the receiving
+	 * thread (ours) can bring the page.
+	 */
+	machine_devices_resume(c->m);
 	migration_set_incoming_postcopy(c->mig, true);
 	return run_start(c->m, c->mig, c->cs, c->o);
 }

@@ -220,12 +220,20 @@ void virtio_net_hold_inject(struct virtio_net *n, bool *pushed)
 	struct virtq *q = &n->t.queues[VIRTIO_NET_Q_RX];
 	struct virtio_net_held *h;
 
-	while ((h = n->held_head)) {
-		n->held_head = h->next;
-		if (!n->held_head)
-			n->held_tail = &n->held_head;
-		__atomic_store_n(&n->held_frames, n->held_frames - 1, __ATOMIC_RELAXED);
-		n->held_bytes -= h->len;
+	for (;;) {
+		/* Off the hold, then into guest memory with hold_lock let go (net.h). */
+		pthread_mutex_lock(&n->hold_lock);
+		h = n->held_head;
+		if (h) {
+			n->held_head = h->next;
+			if (!n->held_head)
+				n->held_tail = &n->held_head;
+			__atomic_store_n(&n->held_frames, n->held_frames - 1, __ATOMIC_RELAXED);
+			n->held_bytes -= h->len;
+		}
+		pthread_mutex_unlock(&n->hold_lock);
+		if (!h)
+			break;
 		if (!virtio_mmio_running(&n->t) || !q->ready || q->broken) {
 			NET_COUNT(n, rx_dropped);
 		} else {

@@ -102,6 +102,11 @@ struct virtio_net_held {
  * One NIC.  `t.lock` guards the fields marked (lock) and everything the
  * I/O thread does to guest memory and the rings; the I/O thread owns
  * those marked (io); the rest is fixed after virtio_net_create().
+ * `hold_lock` guards the hold (hold): taken alone or inside t.lock, never
+ * the other way round, and never across a touch of guest memory.  So a
+ * thread adding a held frame never waits for the I/O thread, which may
+ * hold t.lock while it waits on a guest page (post-copy: a page only that
+ * other thread, the migration's receiving thread, can bring).
  */
 struct virtio_net {
 	struct virtio_mmio t;		/* t.config: mac and status (lock) */
@@ -132,10 +137,11 @@ struct virtio_net {
 	bool be_dead, be_dead_told;	/* (io) the backend failed for good: not polled */
 	uint8_t *frame;			/* (io) bounce buffer: header + largest frame */
 	struct virtq_chain chain;	/* (io) */
-	/* (lock) frames for the guest's RX queue ahead of the backend's (net_hold.c) */
+	/* (hold) frames for the guest's RX queue ahead of the backend's (net_hold.c) */
+	pthread_mutex_t hold_lock;
 	struct virtio_net_held *held_head, **held_tail;
-	unsigned held_frames;		/* (lock; read atomically by the I/O thread) */
-	uint32_t held_bytes;		/* (lock) */
+	unsigned held_frames;		/* (hold; read atomically by the I/O thread) */
+	uint32_t held_bytes;		/* (hold) */
 	struct virtio_net_stats stats;	/* (io) */
 	/* (lock) output commit: frames the guest sent, kept until released (net_txgate.c) */
 	struct net_txgate txgate;

@@ -250,6 +250,7 @@ int virtio_net_create(struct virtio_net *n, const struct virtio_net_config *c)
 	memset(n, 0, sizeof(*n));
 	n->ctl_fd = -1;
 	n->be.fd = -1;
+	pthread_mutex_init(&n->hold_lock, NULL);
 	n->held_tail = &n->held_head;
 	net_txgate_init(&n->txgate);
 	n->cfg = *c->net;

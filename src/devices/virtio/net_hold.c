@@ -20,7 +20,7 @@
 
 #include "util/log.h"
 
-/* Lock held. */
+/* hold_lock held. */
 static int net_hold_locked(struct virtio_net *n, const uint8_t *frame, uint32_t len)
 {
 	if (n->held_frames >= VIRTIO_NET_HOLD_MAX_FRAMES ||
@@ -50,9 +50,9 @@ int virtio_net_hold_add(struct virtio_net *n, const uint8_t *frame, uint32_t len
 
 	if (len < VIRTIO_NET_MIN_FRAME || len > VIRTIO_NET_MAX_FRAME)
 		return -EINVAL;
-	pthread_mutex_lock(&n->t.lock);
+	pthread_mutex_lock(&n->hold_lock);	/* not t.lock: net.h */
 	err = net_hold_locked(n, frame, len);
-	pthread_mutex_unlock(&n->t.lock);
+	pthread_mutex_unlock(&n->hold_lock);
 	if (!err)
 		virtio_net_wake(n);
 	return err;
@@ -82,10 +82,12 @@ unsigned virtio_net_hold_backend(struct virtio_net *n, uint64_t *dropped)
 			NET_COUNT(n, rx_dropped);
 			continue;
 		}
+		pthread_mutex_lock(&n->hold_lock);
 		if (net_hold_locked(n, buf + VIRTIO_NET_HDR_LEN, (uint32_t)r - VIRTIO_NET_HDR_LEN))
 			(*dropped)++;
 		else
 			taken++;
+		pthread_mutex_unlock(&n->hold_lock);
 	}
 	pthread_mutex_unlock(&n->t.lock);
 	free(buf);
@@ -96,7 +98,7 @@ int virtio_net_hold_get(struct virtio_net *n, unsigned i, uint8_t *buf, uint32_t
 {
 	int len = -ENOENT;
 
-	pthread_mutex_lock(&n->t.lock);
+	pthread_mutex_lock(&n->hold_lock);
 	struct virtio_net_held *h = n->held_head;
 	while (h && i--)
 		h = h->next;
@@ -106,7 +108,7 @@ int virtio_net_hold_get(struct virtio_net *n, unsigned i, uint8_t *buf, uint32_t
 		memcpy(buf, h->data, h->len);
 		len = (int)h->len;
 	}
-	pthread_mutex_unlock(&n->t.lock);
+	pthread_mutex_unlock(&n->hold_lock);
 	return len;
 }
 
@@ -114,7 +116,7 @@ void virtio_net_hold_free(struct virtio_net *n)
 {
 	struct virtio_net_held *h, *next;
 
-	pthread_mutex_lock(&n->t.lock);
+	pthread_mutex_lock(&n->hold_lock);
 	for (h = n->held_head; h; h = next) {
 		next = h->next;
 		free(h);
@@ -123,5 +125,5 @@ void virtio_net_hold_free(struct virtio_net *n)
 	n->held_tail = &n->held_head;
 	n->held_frames = 0;
 	n->held_bytes = 0;
-	pthread_mutex_unlock(&n->t.lock);
+	pthread_mutex_unlock(&n->hold_lock);
 }

@@ -40,7 +40,12 @@ struct mig_incoming_opts {
 	struct guest_memory *premade;	/* RAM preallocated for exactly this size */
 	/*
 	 * Post-copy starts the guest before the last page is in: this starts
-	 * it (control socket, vCPUs).  Returns 0 or -errno.
+	 * it, called with userfaultfd armed: activate the devices
+	 * (machine_activate), then resume them (machine_devices_resume), then
+	 * the control socket and the vCPUs.  The receiving thread calls it;
+	 * nothing it takes after the resume may be a lock an I/O thread holds
+	 * while touching guest memory (that thread may be waiting on a page
+	 * only the receiving thread can bring).  Returns 0 or -errno.
 	 */
 	int (*start_guest)(void *opaque);
 	void *start_opaque;

@@ -75,8 +75,11 @@ static int mig_in_pc_run(struct mig_incoming *inc, const struct mig_incoming_opt
 	if (err)
 		return mig_in_fail(inc, err, "cannot arm userfaultfd for post-copy: %s", strerror(-err));
 	mig_in_pc_small_rcvbuf(inc);
-	/* Only now: what a device reads of guest memory is fetched if missing. */
-	machine_devices_resume(m);
+	/*
+	 * Only now (userfaultfd armed: what a device reads of guest memory is
+	 * fetched if missing) the callback activates the devices, resumes them
+	 * and starts the vCPUs, in that order (incoming.h).
+	 */
 	err = opts->start_guest ? opts->start_guest(opts->start_opaque) : -ENOTSUP;
 	if (err)
 		return mig_in_fail(inc, err, "cannot start the guest: %s", strerror(-err));
