@@ -705,7 +705,8 @@ static int run_commit(struct run_ctx *ctx, struct mig_incoming *inc, int sfd)
 		}
 		/* The guest runs here: frames that still reached the source follow it. */
 		if (!mig_incoming_result(inc, 0, "ok"))
-			mig_incoming_epilogue(inc, ctx->m, sfd);
+			migration_set_incoming_frames_after_go(ctx->mig, mig_incoming_epilogue(inc,
+							       ctx->m, sfd));
 		mig_incoming_drop(inc);
 		return 0;
 	}
@@ -831,8 +832,12 @@ int cli_run(int argc, char **argv)
 		status = run_commit(&ctx, &inc, sfd);
 	else if (!err && !status && !inc.guest_started)
 		err = run_start(m, &mig, &cs, &o);
-	else if (o.incoming && !status)
-		mig_incoming_reply(&inc, 0, "ok");	/* post-copy: the guest runs here */
+	else if (o.incoming && !status) {
+		/* Post-copy: the guest runs here; frames that still reach the source follow it. */
+		if (!mig_incoming_result(&inc, 0, "ok"))
+			migration_set_incoming_frames_after_go(&mig, mig_incoming_epilogue(&inc, m, sfd));
+		mig_incoming_drop(&inc);
+	}
 	if (err)
 		status = run_exit_code(err);
 	else if (!status && !no_guest)

@@ -48,7 +48,7 @@ json_object *control_nics_json(struct machine *m)
 
 void control_net_totals(struct machine *m, json_object *o)
 {
-	uint64_t rounds = 0, errors = 0;
+	uint64_t rounds = 0, errors = 0, held = 0, dropped = 0, injected = 0;
 
 	for (unsigned i = 0; i < m->nr_nics; i++) {
 		struct virtio_net_stats s;
@@ -56,7 +56,13 @@ void control_net_totals(struct machine *m, json_object *o)
 		virtio_net_read_stats(&m->nics[i], &s);
 		rounds += s.announce_rounds;
 		errors += s.announce_errors;
+		held += s.held;
+		dropped += s.hold_dropped;
+		injected += s.injected;
 	}
 	net_json_u64(o, "net-announce-rounds", rounds);
 	net_json_u64(o, "net-announce-errors", errors);
+	net_json_u64(o, "net-frames-held", held);
+	net_json_u64(o, "net-frames-hold-dropped", dropped);
+	net_json_u64(o, "net-frames-injected", injected);
 }

@@ -117,6 +117,13 @@ void migration_set_incoming_postcopy(struct migration *mig, bool on)
 	pthread_mutex_unlock(&mig->lock);
 }
 
+void migration_set_incoming_frames_after_go(struct migration *mig, uint64_t n)
+{
+	pthread_mutex_lock(&mig->lock);
+	mig->req.incoming_frames_after_go = n;
+	pthread_mutex_unlock(&mig->lock);
+}
+
 bool migration_incoming_postcopy(struct migration *mig)
 {
 	pthread_mutex_lock(&mig->lock);
@@ -228,6 +235,9 @@ json_object *migration_query(struct migration *mig)
 	/* The cap can change mid-run (migrate-set-parameters): report it as it is now. */
 	mig->stats.bandwidth_limit = mig->p.bandwidth;
 	json_object *o = mig_stats_to_json(&mig->stats, vm_now_ns());
+	/* A destination's own count, whatever its migrations away do. */
+	json_object_object_add(o, "incoming-net-frames-after-go",
+			       json_object_new_int64((int64_t)mig->req.incoming_frames_after_go));
 	pthread_mutex_unlock(&mig->lock);
 	return o;
 }

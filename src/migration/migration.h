@@ -99,6 +99,8 @@ struct mig_requests {
 	 * the thread receiving the incoming migration (cli/run.c).
 	 */
 	bool incoming_postcopy;
+	/* Frames the source forwarded after GO of the last incoming migration (cli/run.c). */
+	uint64_t incoming_frames_after_go;
 	bool cancel;			/* control thread: migrate-cancel, quit */
 	bool postcopy_requested;	/* control thread: migrate-start-postcopy */
 	bool resume_requested;		/* control thread: migrate --resume, to resume_uri */
@@ -205,6 +207,8 @@ int migration_start(struct migration *mig, const struct mig_params *p, mig_event
 /* Say whether this VM is still being received by post-copy (any thread). */
 void migration_set_incoming_postcopy(struct migration *mig, bool on);
 bool migration_incoming_postcopy(struct migration *mig);
+/* The receiving thread: the last incoming migration took n frames after GO. */
+void migration_set_incoming_frames_after_go(struct migration *mig, uint64_t n);
 /* Ask a running migration to stop; the source keeps running.  0 or -ESRCH. */
 int migration_cancel(struct migration *mig);
 /* Has migration_cancel() asked this migration to stop (any thread)? */

@@ -29,7 +29,8 @@
 # switchover: only the source's epilogue (forwarding what reaches its tap
 # after GO, --net-epilogue) brings them to the guest.  Every datagram sent
 # after the destination runs the guest must be echoed, and the source
-# must count them (at least) as forwarded after GO.
+# must count them (at least) as forwarded after GO, and the destination
+# as many as arrived.  Then the same in post-copy, back to the second tap.
 . "$(dirname "$0")/lib.sh"
 require_kvm
 command -v python3 >/dev/null || skip "python3 is not available"
@@ -204,6 +205,13 @@ grep -q "frames forwarded after GO in .* ms, until --net-epilogue's bound" "$T/d
 	{ cat "$T/dst.log"; fail "the source did not say how its epilogue ended"; }
 grep -q "incoming migration: [0-9]* frames came after GO (the source ended them)" "$T/dst2.log" ||
 	{ cat "$T/dst2.log"; fail "dst2 did not take the late frames to their END"; }
+# The destination counts them too: every one the source forwarded after GO
+# arrived, and its NIC put at least as many frames into the guest.
+"$FERRY" call "$T/dst2.ctl" query-migrate >"$T/dst2.query" || fail "query-migrate on dst2 failed"
+got=$(json_field "$T/dst2.query" incoming-net-frames-after-go)
+[ "$got" = "$after" ] || { cat "$T/dst2.query"; fail "dst2 counted ${got:-no} frames after GO, the source $after"; }
+(($(json_field "$T/dst2.query" net-frames-injected) >= after)) ||
+	{ cat "$T/dst2.query"; fail "dst2's NIC put fewer frames into the guest than came after GO"; }
 log "after GO: $after frames forwarded ($(json_field "$T/mig2.json" net-bytes-after-go) bytes)"
 wait_exit "$dst" 10
 [ "$RC" -eq 0 ] || fail "dst exit status $RC after migrating on"
@@ -217,9 +225,49 @@ for ((i = 0; i < 40; i++)); do
 done
 ((i < 40)) || { nsx bridge fdb show br "$BR"; fail "the bridge did not learn $MAC at $TAP1"; }
 echo_check dst2
-"$FERRY" quit "$T/dst2.ctl"
+
+# Post-copy: the guest runs at the destination from the switch on, while
+# its pages still travel; frames that reach the old host meanwhile, and
+# after POSTCOPY_DONE, follow it the same way.  The same static entry, now
+# at the old host's tap $TAP1.
+nsx bridge link set dev "$TAP2" learning off
+nsx bridge fdb replace "$MAC" dev "$TAP1" master static
+start_dest dst3 "unix:$T/dst3.mig" --net "tap=$TAP2,mac=$MAC" --announce rounds=0
+dst3=$FERRY_PID
+rm -f "$T/mark" "$T/stop"
+nsx timeout 120 python3 tests/tools/udp_stream.py "$GUEST_IP" 7 20 "$T/mark" "$T/stop" \
+	>"$T/stream3.log" 2>&1 &
+stream=$!
+wait_ready "$T/stream3.log"
+"$FERRY" migrate "$T/dst2.ctl" "$DEST_URI" --mode postcopy --postcopy-bandwidth 16M \
+	--net-epilogue 10s --json >"$T/mig3.json" 2>"$T/mig3.err" &
+mig3=$!
+for ((i = 0; i < 1200; i++)); do
+	grep -q '^hb ' "$T/dst3.serial" 2>/dev/null && break
+	sleep 0.05
+done
+((i < 1200)) || { cat "$T/dst3.log"; fail "the guest did not start at dst3"; }
+touch "$T/mark"
+sleep 1.5
+touch "$T/stop"
+wait "$mig3" || { cat "$T/mig3.json" "$T/mig3.err" "$T/dst2.log"; fail "the post-copy migration failed"; }
+[ "$(json_field "$T/mig3.json" status)" = completed ] || fail "the post-copy migration did not complete"
+wait "$stream" || { cat "$T/stream3.log" "$T/dst2.log" "$T/dst3.log"; nsx bridge fdb show br "$BR";
+	fail "datagrams sent after the post-copy switch were lost"; }
+log "post-copy: $(tail -n1 "$T/stream3.log")"
+counted=$(sed -nE 's/.*after the mark: ([0-9]+) sent.*/\1/p' "$T/stream3.log")
+after=$(json_field "$T/mig3.json" net-frames-after-go)
+((counted >= 20 && after >= counted)) ||
+	{ cat "$T/mig3.json" "$T/stream3.log"; fail "post-copy: ${after:-no} frames counted as forwarded after the switch for $counted datagrams"; }
+"$FERRY" call "$T/dst3.ctl" query-migrate >"$T/dst3.query" || fail "query-migrate on dst3 failed"
+got=$(json_field "$T/dst3.query" incoming-net-frames-after-go)
+[ "$got" = "$after" ] || { cat "$T/dst3.query"; fail "dst3 counted ${got:-no} frames after the switch, the source $after"; }
+log "post-copy: $after frames forwarded after the switch"
 wait_exit "$dst2" 10
-[ "$RC" -eq 0 ] || fail "dst2 exit status $RC"
-assert_no_sanitizer "$T/src.log" "$T/dst.log" "$T/dst2.log"
+[ "$RC" -eq 0 ] || fail "dst2 exit status $RC after migrating on"
+"$FERRY" quit "$T/dst3.ctl"
+wait_exit "$dst3" 10
+[ "$RC" -eq 0 ] || fail "dst3 exit status $RC"
+assert_no_sanitizer "$T/src.log" "$T/dst.log" "$T/dst2.log" "$T/dst3.log"
 echo "a NIC migrates to another tap and the guest answers there at the same MAC and IP," \
-	"and frames that reach the old host after GO follow it"
+	"and frames that reach the old host after GO (pre-copy) or the switch (post-copy) follow it"

@@ -87,6 +87,7 @@ struct mig_incoming {
 	struct machine *m;		/* what it receives into (late SOURCE sections) */
 	bool guest_started;		/* post-copy: the guest already runs here */
 	bool go_heard;			/* pre-copy: the source's GO came (not the operator's word) */
+	uint64_t pc_after_go;		/* post-copy: forwarded frames taken while the guest ran */
 	bool state_applied;
 	/*
 	 * --verify of the device state (incoming_verify.c): the source's

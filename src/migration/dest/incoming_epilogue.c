@@ -82,17 +82,18 @@ static int epilogue_tell(struct mig_incoming *inc)
 
 uint64_t mig_incoming_epilogue(struct mig_incoming *inc, struct machine *m, int intr_fd)
 {
-	struct mig_in_ctx c = { .inc = inc, .m = m, .ph = MIG_IN_AFTER_GO };
+	/* Post-copy's frames came already, while the pages did. */
+	struct mig_in_ctx c = { .inc = inc, .m = m, .ph = MIG_IN_AFTER_GO, .after_go = inc->pc_after_go };
 	uint64_t t0 = vm_now_ns(), end = t0 + EPILOGUE_DEST_MAX_NS;
 	bool told = false;
 	uint8_t *buf;
 
-	if (!inc->connected || !inc->go_heard || inc->reply_broken ||
+	if (!inc->connected || !(inc->go_heard || inc->guest_started) || inc->reply_broken ||
 	    !mig_stream_has_return_path(&inc->s) || !m->nr_nics)
-		return 0;
+		return c.after_go;
 	buf = malloc(MIG_SOURCE_LATE_MAX);
 	if (!buf)
-		return 0;
+		return c.after_go;
 	mig_stream_clear_error(&inc->s);
 	inc->s.deadline_ns = end;
 	inc->why[0] = '\0';

@@ -271,10 +271,13 @@ int mig_in_h_pc_source(struct mig_in_ctx *c, const uint8_t *p, uint32_t len)
 	uint32_t id = len >= 4 ? (uint32_t)le_get(p, 4) : MIG_SOURCE_NR;
 	const struct mig_source_ops *o = mig_source_get(id);
 
-	if (!o || id == MIG_SOURCE_RAM || !o->postcopy)
+	if (!o || id == MIG_SOURCE_RAM || (!o->postcopy && !o->after_go))
 		return mig_in_fail(c->inc, -EPROTO, "SOURCE section for source %u during post-copy "
-				   "(only one fetched on demand may)", id);
-	return mig_in_h_source(c, p, len);
+				   "(only one fetched on demand, or forwarded frames, may)", id);
+	int err = mig_in_h_source(c, p, len);
+	if (!err && !o->postcopy)
+		c->inc->pc_after_go++;	/* a frame that reached the source's tap meanwhile */
+	return err;
 }
 
 int mig_in_h_pc_done(struct mig_in_ctx *c, const uint8_t *p, uint32_t len)

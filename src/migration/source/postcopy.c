@@ -26,6 +26,7 @@
 
 #define PC_PUSH_BATCH 64		/* background pages between request checks */
 #define PC_SNDBUF (256 * 1024)		/* little queued in front of an urgent page */
+#define PC_FORWARD_NS 5000000ULL	/* how often the taps are looked at during the push */
 
 /* One DISCARD section per MIG_DISCARD_MAX_PAGES pages of the to-send bitmap. */
 static void postcopy_send_discards(struct migration *mig)
@@ -295,19 +296,38 @@ static bool postcopy_hot(struct migration *mig, uint64_t index)
 }
 
 /*
+ * Frames that still reach this host's taps while the guest runs at the
+ * destination follow it (the net source's after_go op, live_net.c),
+ * between batches, at most every PC_FORWARD_NS; `--net-epilogue 0` turns
+ * this off with the epilogue.  0 or the stream's error.
+ */
+static int postcopy_forward(struct migration *mig, uint64_t *last)
+{
+	uint64_t now = vm_now_ns();
+
+	if (!mig->p.net_epilogue_ns || now - *last < PC_FORWARD_NS)
+		return 0;
+	*last = now;
+	int err = mig_sources_after_go(mig);
+	return err ? precopy_stream_fail(mig, err) : 0;
+}
+
+/*
  * Serve faults first; push the pages the guest wrote last before it paused
  * (what it works on, so what it would fault on next), then the rest, each
  * in address order, until none is owed.
  */
 static int postcopy_push(struct migration *mig)
 {
-	uint64_t total = guest_memory_pages(&mig->m->vm.mem);
+	uint64_t total = guest_memory_pages(&mig->m->vm.mem), fwd = 0;
 	int err;
 
 	mig_stream_set_buffers(&mig->s, PC_SNDBUF, 0);
 	for (int round = 0; round < 2; round++) {
 		for (uint64_t cursor = 0; cursor < total;) {
 			err = postcopy_requests(mig);
+			if (!err)
+				err = postcopy_forward(mig, &fwd);
 			if (err)
 				return err;
 			uint64_t wire0 = mig->s.bytes_out;	/* requests above are not paced */
@@ -327,6 +347,8 @@ static int postcopy_push(struct migration *mig)
 	/* Then the other sources fetched on demand (the disks), a batch at a time. */
 	for (bool done = false; !done;) {
 		err = postcopy_requests(mig);
+		if (!err)
+			err = postcopy_forward(mig, &fwd);
 		if (err)
 			return err;
 		uint64_t wire0 = mig->s.bytes_out;
@@ -529,6 +551,9 @@ int postcopy_run(struct migration *mig)
 		if (err)
 			break;
 	}
+	/* The destination said ok; frames still reaching the taps follow until it announced. */
+	if (!err)
+		switchover_epilogue(mig);
 	pthread_mutex_lock(&mig->lock);
 	mig->stats.wire_bytes = mig_bytes_out(mig);
 	mig_chans_stats(mig, &mig->stats);
