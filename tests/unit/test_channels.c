@@ -60,7 +60,7 @@ static void test_hello_round_trip(void **state)
 
 	(void)state;
 	t_hello(p, T_ID, 3, 4);
-	assert_int_equal(mig_chan_hello_check(p, sizeof(p), T_ID, 4, 1u | 1u << 1, &h, why,
+	assert_int_equal(mig_chan_hello_check(p, sizeof(p), T_ID, 4, 1u | 1u << 1, false, &h, why,
 					      sizeof(why)), 0);
 	assert_true(h.id == T_ID);
 	assert_int_equal(h.index, 3);
@@ -76,50 +76,93 @@ static void test_hello_hostile(void **state)
 
 	(void)state;
 	t_hello(p, T_ID ^ 1, 1, 4);
-	assert_int_equal(mig_chan_hello_check(p, sizeof(p), T_ID, 4, 1, &h, why, sizeof(why)),
+	assert_int_equal(mig_chan_hello_check(p, sizeof(p), T_ID, 4, 1, false, &h, why, sizeof(why)),
 			 -EPROTO);
 	assert_non_null(strstr(why, "another migration"));
 	t_hello(p, T_ID, 0, 4);
-	assert_int_equal(mig_chan_hello_check(p, sizeof(p), T_ID, 4, 1, &h, why, sizeof(why)),
+	assert_int_equal(mig_chan_hello_check(p, sizeof(p), T_ID, 4, 1, false, &h, why, sizeof(why)),
 			 -EPROTO);
 	assert_non_null(strstr(why, "index 0"));
 	t_hello(p, T_ID, 4, 4);
-	assert_int_equal(mig_chan_hello_check(p, sizeof(p), T_ID, 4, 1, &h, why, sizeof(why)),
+	assert_int_equal(mig_chan_hello_check(p, sizeof(p), T_ID, 4, 1, false, &h, why, sizeof(why)),
 			 -EPROTO);
 	assert_non_null(strstr(why, "index 4"));
 	t_hello(p, T_ID, 0xffffffffu, 4);
-	assert_int_equal(mig_chan_hello_check(p, sizeof(p), T_ID, 4, 1, &h, why, sizeof(why)),
+	assert_int_equal(mig_chan_hello_check(p, sizeof(p), T_ID, 4, 1, false, &h, why, sizeof(why)),
 			 -EPROTO);
 	t_hello(p, T_ID, 2, 4);
-	assert_int_equal(mig_chan_hello_check(p, sizeof(p), T_ID, 4, 1u | 1u << 2, &h, why,
+	assert_int_equal(mig_chan_hello_check(p, sizeof(p), T_ID, 4, 1u | 1u << 2, false, &h, why,
 					      sizeof(why)), -EPROTO);
 	assert_non_null(strstr(why, "connected already"));
 	t_hello(p, T_ID, 2, 8);
-	assert_int_equal(mig_chan_hello_check(p, sizeof(p), T_ID, 4, 1, &h, why, sizeof(why)),
+	assert_int_equal(mig_chan_hello_check(p, sizeof(p), T_ID, 4, 1, false, &h, why, sizeof(why)),
 			 -EPROTO);
 	assert_non_null(strstr(why, "8 connections"));
 	/* A count past the limit is refused even when both sides claim it. */
 	t_hello(p, T_ID, 20, 64);
-	assert_int_equal(mig_chan_hello_check(p, sizeof(p), T_ID, 64, 1, &h, why, sizeof(why)),
+	assert_int_equal(mig_chan_hello_check(p, sizeof(p), T_ID, 64, 1, false, &h, why, sizeof(why)),
 			 -EPROTO);
 	/* Truncated, at every length. */
 	t_hello(p, T_ID, 1, 4);
 	for (size_t n = 0; n < sizeof(p); n++)
-		assert_int_equal(mig_chan_hello_check(p, n, T_ID, 4, 1, &h, why, sizeof(why)),
+		assert_int_equal(mig_chan_hello_check(p, n, T_ID, 4, 1, false, &h, why, sizeof(why)),
 				 -EPROTO);
 	/* The main stream's magic, or a bad version. */
 	memcpy(p, MIG_MAGIC, 8);
-	assert_int_equal(mig_chan_hello_check(p, sizeof(p), T_ID, 4, 1, &h, why, sizeof(why)),
+	assert_int_equal(mig_chan_hello_check(p, sizeof(p), T_ID, 4, 1, false, &h, why, sizeof(why)),
 			 -EPROTO);
 	assert_non_null(strstr(why, "magic"));
 	t_hello(p, T_ID, 1, 4);
 	le_put(p + 8, MIG_VERSION + 1, 4);
-	assert_int_equal(mig_chan_hello_check(p, sizeof(p), T_ID, 4, 1, &h, why, sizeof(why)),
+	assert_int_equal(mig_chan_hello_check(p, sizeof(p), T_ID, 4, 1, false, &h, why, sizeof(why)),
 			 -EPROTO);
 	assert_non_null(strstr(why, "version"));
 	/* No migration id to match (an older CONFIG): nothing may join. */
 	t_hello(p, 0, 1, 4);
-	assert_int_equal(mig_chan_hello_check(p, sizeof(p), 0, 4, 1, &h, why, sizeof(why)),
+	assert_int_equal(mig_chan_hello_check(p, sizeof(p), 0, 4, 1, false, &h, why, sizeof(why)),
+			 -EPROTO);
+}
+
+/*
+ * --postcopy-preempt's hello: index MIG_CHAN_PREEMPT, accepted only when
+ * READY agreed on it, once, and with the migration's id and count.
+ */
+static void test_hello_preempt(void **state)
+{
+	uint8_t p[MIG_CHAN_HELLO_LEN];
+	struct mig_chan_hello h;
+	char why[200];
+
+	(void)state;
+	t_hello(p, T_ID, MIG_CHAN_PREEMPT, 1);
+	assert_int_equal(mig_chan_hello_check(p, sizeof(p), T_ID, 1, 1, true, &h, why, sizeof(why)),
+			 0);
+	assert_int_equal(h.index, MIG_CHAN_PREEMPT);
+	/* With channels: the count must be theirs. */
+	t_hello(p, T_ID, MIG_CHAN_PREEMPT, 4);
+	assert_int_equal(mig_chan_hello_check(p, sizeof(p), T_ID, 4, 1u | 1u << 1, true, &h, why,
+					      sizeof(why)), 0);
+	/* Not agreed: refused. */
+	assert_int_equal(mig_chan_hello_check(p, sizeof(p), T_ID, 4, 1, false, &h, why, sizeof(why)),
+			 -EPROTO);
+	assert_non_null(strstr(why, "not agreed"));
+	/* A second one. */
+	assert_int_equal(mig_chan_hello_check(p, sizeof(p), T_ID, 4, 1 | MIG_CHAN_TAKEN_PREEMPT,
+					      true, &h, why, sizeof(why)), -EPROTO);
+	assert_non_null(strstr(why, "connected already"));
+	/* Another migration's, or another count. */
+	t_hello(p, T_ID ^ 2, MIG_CHAN_PREEMPT, 4);
+	assert_int_equal(mig_chan_hello_check(p, sizeof(p), T_ID, 4, 1, true, &h, why, sizeof(why)),
+			 -EPROTO);
+	t_hello(p, T_ID, MIG_CHAN_PREEMPT, 3);
+	assert_int_equal(mig_chan_hello_check(p, sizeof(p), T_ID, 4, 1, true, &h, why, sizeof(why)),
+			 -EPROTO);
+	/* Agreeing on preempt opens no other index. */
+	t_hello(p, T_ID, MIG_CHAN_PREEMPT - 1, 4);
+	assert_int_equal(mig_chan_hello_check(p, sizeof(p), T_ID, 4, 1, true, &h, why, sizeof(why)),
+			 -EPROTO);
+	t_hello(p, T_ID, 1, 1);
+	assert_int_equal(mig_chan_hello_check(p, sizeof(p), T_ID, 1, 1, true, &h, why, sizeof(why)),
 			 -EPROTO);
 }
 
@@ -457,7 +500,7 @@ static void test_source_gone_before_channels(void **state)
 	close(e->main_peer);
 	e->main_peer = -1;
 	assert_int_equal(mig_chans_in_accept(&e->inc, &e->opts, &e->l), -EPROTO);
-	assert_non_null(strstr(e->inc.why, "before its 3 channels connected"));
+	assert_non_null(strstr(e->inc.why, "before its 3 connections connected"));
 }
 
 /* ---- the source's side against the destination's ---- */
@@ -650,6 +693,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_hello_round_trip),
 		cmocka_unit_test(test_hello_hostile),
+		cmocka_unit_test(test_hello_preempt),
 		cmocka_unit_test(test_barrier_payload),
 		cmocka_unit_test_setup_teardown(test_pages_and_barriers, t_setup, t_teardown),
 		cmocka_unit_test_setup_teardown(test_channel_dropped, t_setup, t_teardown),

@@ -179,6 +179,13 @@ static int postcopy_switch(struct migration *mig)
 	err = precopy_send_state(mig);
 	if (err)
 		return err;
+	/*
+	 * --postcopy-preempt: the owed bitmap is final; its thread serves
+	 * requests from the moment the guest can fault there.
+	 */
+	err = mig_preempt_src_start(mig);
+	if (err)
+		return err;
 	mig_section_write(&mig->s, MIG_SEC_POSTCOPY_RUN, NULL, 0);
 	err = mig_stream_flush(&mig->s);
 	/* Once RUN may have left, two running copies are possible: never resume. */
@@ -201,18 +208,45 @@ static int postcopy_switch(struct migration *mig)
  * as its own small section is in (a section is only trusted once its
  * checksum is), then its neighbours outward (bubbling).
  */
-static uint32_t postcopy_serve(struct migration *mig, uint64_t index)
+static uint32_t postcopy_bubble(struct migration *mig, uint64_t index)
 {
-	uint32_t sent = ram_queue_index(mig, index);
+	uint32_t sent = 0;
 
-	if (sent && ram_flush(mig))
-		return sent;	/* the stream error is sticky: the caller sees it */
 	for (uint64_t k = 1; k <= mig->p.prepage; k++) {
 		sent += ram_queue_index(mig, index + k);
 		if (index >= k)
 			sent += ram_queue_index(mig, index - k);
 	}
 	return sent;
+}
+
+static uint32_t postcopy_serve(struct migration *mig, uint64_t index)
+{
+	uint32_t sent = ram_queue_index(mig, index);
+
+	if (sent && ram_flush(mig))
+		return sent;	/* the stream error is sticky: the caller sees it */
+	return sent + postcopy_bubble(mig, index);
+}
+
+/*
+ * --postcopy-preempt: the preempt thread sent a requested page on its own
+ * connection; its neighbours go here, with the push.  0 or -errno.
+ */
+static int postcopy_bubble_hint(struct migration *mig)
+{
+	uint64_t index = mig_preempt_src_hint(mig);
+
+	if (index == MIG_PREEMPT_NO_HINT)
+		return 0;
+	uint32_t sent = postcopy_bubble(mig, index);
+	int err = ram_flush(mig);
+	if (err)
+		return precopy_stream_fail(mig, err);
+	pthread_mutex_lock(&mig->lock);
+	mig->stats.pc_pages_requested += sent;
+	pthread_mutex_unlock(&mig->lock);
+	return 0;
 }
 
 /* Read every page request waiting on the return path.  <0 on error. */
@@ -308,6 +342,8 @@ static int postcopy_push(struct migration *mig)
 	for (int round = 0; round < 2; round++) {
 		for (uint64_t cursor = 0; cursor < total;) {
 			err = postcopy_requests(mig);
+			if (!err)
+				err = postcopy_bubble_hint(mig);
 			if (err)
 				return err;
 			uint64_t wire0 = mig->s.bytes_out;	/* requests above are not paced */
@@ -367,6 +403,14 @@ static int postcopy_finish(struct migration *mig)
 	uint32_t len;
 	int err;
 
+	/*
+	 * --postcopy-preempt: every page the preempt thread sent goes ahead of
+	 * its final BARRIER, which the destination reads before it checks
+	 * POSTCOPY_DONE.
+	 */
+	err = mig_preempt_src_end(mig);
+	if (err)
+		return precopy_stream_fail(mig, err);
 	err = precopy_send_last(mig, MIG_SEC_POSTCOPY_DONE);
 	if (err)
 		return err;
@@ -520,6 +564,16 @@ int postcopy_run(struct migration *mig)
 			err = postcopy_finish(mig);
 		if (!err || !postcopy_recoverable(mig, err))
 			break;
+		/*
+		 * --postcopy-preempt: either connection lost pauses both; a
+		 * resume runs on the main connection alone (the destination
+		 * drops its end too).
+		 */
+		if (mig->preempt.open) {
+			mig_preempt_src_close(mig);
+			pr_info("post-copy: the preempt connection is closed; after a resume, "
+				"page requests share the main connection");
+		}
 		err = postcopy_wait_resume(mig, err);
 		if (err)
 			break;
