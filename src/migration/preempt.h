@@ -71,7 +71,13 @@ struct mig_preempt_src {
  */
 int mig_preempt_src_open(struct migration *mig) __attribute__((warn_unused_result));
 /*
- * Post-copy's switch, the owed bitmap final: start the preempt thread.
+ * Before POSTCOPY_RUN: nothing may come on the preempt connection before
+ * post-copy, so a readable one was lost (or is hostile): fail while the
+ * source may still resume.  0 (also without one) or -errno (precopy_fail).
+ */
+int mig_preempt_src_check(struct migration *mig) __attribute__((warn_unused_result));
+/*
+ * Post-copy's switch, RUN sent: start the preempt thread.
  * Nothing without a preempt connection.  0 or -errno.
  */
 int mig_preempt_src_start(struct migration *mig) __attribute__((warn_unused_result));

@@ -179,11 +179,8 @@ static int postcopy_switch(struct migration *mig)
 	err = precopy_send_state(mig);
 	if (err)
 		return err;
-	/*
-	 * --postcopy-preempt: the owed bitmap is final; its thread serves
-	 * requests from the moment the guest can fault there.
-	 */
-	err = mig_preempt_src_start(mig);
+	/* --postcopy-preempt: a preempt connection lost while idle fails now, before RUN. */
+	err = mig_preempt_src_check(mig);
 	if (err)
 		return err;
 	mig_section_write(&mig->s, MIG_SEC_POSTCOPY_RUN, NULL, 0);
@@ -192,6 +189,14 @@ static int postcopy_switch(struct migration *mig)
 	mig->end.no_return = true;
 	if (err)
 		return precopy_stream_fail(mig, err);
+	/*
+	 * The owed bitmap is final: the preempt thread serves requests from
+	 * before the guest can fault there (the destination asks only once
+	 * it handled RUN).
+	 */
+	err = mig_preempt_src_start(mig);
+	if (err)
+		return err;
 	precopy_phase(mig, MIG_PHASE_DEVICE_STATE, &t);
 	err = postcopy_wait_running(mig);
 	precopy_phase(mig, MIG_PHASE_RESUME, &t);

@@ -192,6 +192,19 @@ static void *mig_preempt_thread(void *arg)
 	return NULL;
 }
 
+int mig_preempt_src_check(struct migration *mig)
+{
+	struct mig_preempt_src *p = &mig->preempt;
+
+	if (!p->open)
+		return 0;
+	int r = mig_stream_wait_readable(&p->s, 0, NULL, 0);
+	if (r == 0)
+		return 0;
+	return precopy_fail(mig, -EPIPE, "the post-copy preempt connection was lost (or spoke) "
+			    "before post-copy began");
+}
+
 int mig_preempt_src_start(struct migration *mig)
 {
 	struct mig_preempt_src *p = &mig->preempt;
