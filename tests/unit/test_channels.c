@@ -35,6 +35,7 @@
 #include "migration/migration.h"
 #include "migration/ram.h"
 #include "migration/multi.h"
+#include "migration/preempt.h"
 #include "migration/section.h"
 #include "util/le.h"
 #include "vmm/memory.h"
@@ -232,6 +233,7 @@ static int t_teardown(void **state)
 	struct t_env *e = *state;
 
 	mig_chans_in_stop(&e->inc);
+	mig_preempt_in_stop(&e->inc);
 	mig_listener_close(&e->l);
 	mig_stream_destroy(&e->inc.s);
 	close(e->main_peer);
@@ -365,6 +367,77 @@ static void t_accept(struct t_env *e, struct mig_stream **c1, struct mig_stream 
 	t_close(j.past);
 	t_close(j.cut);
 	assert_false(mig_chans_in_done(&e->inc));
+}
+
+/* The source's side of test_accept_preempt: two channels and the preempt connection. */
+struct t_pjoiner {
+	struct t_env *e;
+	struct mig_stream *c1, *pre, *dup, *c2;
+};
+
+static void *t_pjoiner_run(void *arg)
+{
+	struct t_pjoiner *j = arg;
+
+	j->c1 = t_join(j->e, T_ID, 1, 3);
+	j->pre = t_join(j->e, T_ID, MIG_CHAN_PREEMPT, 3);
+	j->dup = t_join(j->e, T_ID, MIG_CHAN_PREEMPT, 3);
+	j->c2 = t_join(j->e, T_ID, 2, 3);
+	return NULL;
+}
+
+/*
+ * --postcopy-preempt with --channels: the preempt connection is accepted
+ * in the same wait (a second one refused), kept aside for post-copy; the
+ * channels work as ever.
+ */
+static void test_accept_preempt(void **state)
+{
+	struct t_env *e = *state;
+	struct t_pjoiner j = { .e = e };
+	pthread_t t;
+
+	e->inc.preempt = true;
+	assert_int_equal(pthread_create(&t, NULL, t_pjoiner_run, &j), 0);
+	assert_int_equal(mig_chans_in_accept(&e->inc, &e->opts, &e->l), 0);
+	pthread_join(t, NULL);
+	assert_int_equal(t_answer(j.c1), 0);
+	assert_int_equal(t_answer(j.pre), 0);
+	assert_true(t_answer(j.dup) < 0);
+	assert_int_equal(t_answer(j.c2), 0);
+	assert_non_null(e->inc.preempt_in);
+	assert_false(mig_chans_in_done(&e->inc));
+	t_page(j.c1, 3 * PG, 0x31);
+	t_barrier(j.c1, 1, true);
+	t_barrier(j.c2, 1, true);
+	assert_int_equal(mig_chans_in_barrier(&e->inc, 1, true), 0);
+	assert_int_equal(t_byte(e, 3 * PG), 0x31);
+	mig_preempt_in_stop(&e->inc);
+	assert_null(e->inc.preempt_in);
+	/* The destination closed its end: the source's sees it. */
+	uint8_t b;
+	assert_true(read(j.pre->ch->fd, &b, 1) <= 0);
+	t_close(j.c1);
+	t_close(j.pre);
+	t_close(j.dup);
+	t_close(j.c2);
+}
+
+/* Only the preempt connection: no channel to wait for, DISCARD may come at once. */
+static void test_accept_preempt_alone(void **state)
+{
+	struct t_env *e = *state;
+	struct mig_stream *pre;
+
+	e->inc.preempt = true;
+	e->inc.nchan = 1;
+	pre = t_join(e, T_ID, MIG_CHAN_PREEMPT, 1);
+	assert_int_equal(mig_chans_in_accept(&e->inc, &e->opts, &e->l), 0);
+	assert_int_equal(t_answer(pre), 0);
+	assert_non_null(e->inc.preempt_in);
+	assert_true(mig_chans_in_done(&e->inc));
+	mig_preempt_in_stop(&e->inc);
+	t_close(pre);
 }
 
 /*
@@ -696,6 +769,8 @@ int main(void)
 		cmocka_unit_test(test_hello_preempt),
 		cmocka_unit_test(test_barrier_payload),
 		cmocka_unit_test_setup_teardown(test_pages_and_barriers, t_setup, t_teardown),
+		cmocka_unit_test_setup_teardown(test_accept_preempt, t_setup, t_teardown),
+		cmocka_unit_test_setup_teardown(test_accept_preempt_alone, t_setup, t_teardown),
 		cmocka_unit_test_setup_teardown(test_channel_dropped, t_setup, t_teardown),
 		cmocka_unit_test_setup_teardown(test_channel_foreign_section, t_setup, t_teardown),
 		cmocka_unit_test_setup_teardown(test_channel_skipped_barrier, t_setup, t_teardown),

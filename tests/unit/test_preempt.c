@@ -17,6 +17,10 @@
  * other bytes, is dropped); after the final BARRIER requests go back to
  * the main connection; a hostile section fails it with its own error and
  * cuts the main stream's reading side so that the main thread learns it.
+ *
+ * Then both ends together over a real unix listener: the source dials
+ * (hello, RESULT), the destination accepts it with the channels' code,
+ * and a vCPU's fault is asked for and answered end to end.
  */
 #include <errno.h>
 #include <poll.h>
@@ -308,6 +312,7 @@ static int t_dst_teardown(void **state)
 	struct t_dst *t = *state;
 
 	mig_preempt_in_stop(&t->inc);
+	mig_chans_in_stop(&t->inc);
 	if (t->inc.guest_started)
 		pc_dest_stop(&t->inc.pc);
 	t_peer_close(t->peer);
@@ -520,6 +525,92 @@ static void test_dst_connection_lost(void **state)
 	assert_null(t->inc.pc.req);
 }
 
+/* ---- both ends, over real unix connections ---- */
+
+struct t_both {
+	struct t_src *src;
+	struct t_dst *dst;
+	char dir[64], uri[128];
+	struct mig_listener l;
+	int open_err;
+};
+
+static void *t_both_open(void *arg)
+{
+	struct t_both *b = arg;
+
+	b->open_err = mig_preempt_src_open(&b->src->mig);
+	return NULL;
+}
+
+/*
+ * The source opens the preempt connection (hello, RESULT) to a listening
+ * destination, which accepts it; in post-copy a vCPU's fault is asked for
+ * and answered on it end to end, and its end comes before POSTCOPY_DONE.
+ */
+static void test_both_ends(void **state)
+{
+	struct t_both b = { 0 };
+	void *ss = NULL, *ds = NULL;
+	char why[256];
+	pthread_t th;
+
+	(void)state;
+	t_src_setup(&ss);
+	t_dst_setup(&ds);
+	b.src = ss;
+	b.dst = ds;
+	struct migration *mig = &b.src->mig;
+	struct mig_incoming *inc = &b.dst->inc;
+	/* The source dials this time: forget the socket pair's preempt stream. */
+	mig_stream_destroy(&mig->preempt.s);
+	mig->preempt.open = false;
+	mig_preempt_in_stop(inc);
+	snprintf(b.dir, sizeof(b.dir), "/tmp/ferry-preempt-XXXXXX");
+	assert_non_null(mkdtemp(b.dir));
+	snprintf(b.uri, sizeof(b.uri), "unix:%s/s", b.dir);
+	assert_int_equal(mig_channel_listen(b.uri, NULL, &b.l, why, sizeof(why)), 0);
+	snprintf(mig->p.uri, sizeof(mig->p.uri), "%s", b.uri);
+	mig->chans.id = 0x5151;
+	mig->chans.n = 1;
+	inc->cfg.mig_id = 0x5151;
+	inc->nchan = 1;
+	struct mig_incoming_opts opts = { .uri = b.uri, .intr_fd = -1, .io_timeout_ms = 3000 };
+	assert_int_equal(pthread_create(&th, NULL, t_both_open, &b), 0);
+	assert_int_equal(mig_chans_in_accept(inc, &opts, &b.l), 0);
+	pthread_join(th, NULL);
+	assert_int_equal(b.open_err, 0);
+	assert_true(mig->preempt.open);
+	assert_non_null(inc->preempt_in);
+	assert_true(mig_chans_in_done(inc));
+	/* Post-copy: RUN checked, then both sides start. */
+	assert_int_equal(mig_preempt_src_check(mig), 0);
+	assert_int_equal(mig_preempt_src_start(mig), 0);
+	t_dst_start(b.dst);
+	memset(guest_memory_page_ptr(&b.src->m.vm.mem, 30), 0x30, PG);
+	struct t_toucher k = { .p = b.dst->m.vm.mem.host + 30 * PG };
+	assert_int_equal(pthread_create(&th, NULL, t_toucher_run, &k), 0);
+	for (int i = 0; i < 500 && !k.done; i++)
+		usleep(10000);
+	assert_true(k.done);
+	pthread_join(th, NULL);
+	assert_int_equal(k.got, 0x30);
+	assert_false(t_owed(b.src, 30));
+	/* Before POSTCOPY_DONE: the source ends it, the destination reads its end. */
+	assert_int_equal(mig_preempt_src_end(mig), 0);
+	assert_int_equal(mig_preempt_in_finish(inc), 0);
+	assert_int_equal(mig->stats.preempt_pages, 1);
+	assert_int_equal(inc->pc.placed, 1);
+	assert_int_equal(inc->pages, 1);
+	/* Neither main connection was used. */
+	assert_false(t_readable(b.src->main_peer, 0));
+	assert_false(t_readable(b.dst->main_peer, 0));
+	mig_listener_close(&b.l);
+	rmdir(b.dir);
+	t_dst_teardown(&ds);
+	t_src_teardown(&ss);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -534,6 +625,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_dst_page_outside_ram, t_dst_setup, t_dst_teardown),
 		cmocka_unit_test_setup_teardown(test_dst_bad_checksum, t_dst_setup, t_dst_teardown),
 		cmocka_unit_test_setup_teardown(test_dst_connection_lost, t_dst_setup, t_dst_teardown),
+		cmocka_unit_test(test_both_ends),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
