@@ -208,11 +208,7 @@ static int postcopy_switch(struct migration *mig)
 	return err;
 }
 
-/*
- * A fault at index: send it alone, so the destination can place it as soon
- * as its own small section is in (a section is only trusted once its
- * checksum is), then its neighbours outward (bubbling).
- */
+/* The neighbours of a fault at index, outward (bubbling, --prepage). */
 static uint32_t postcopy_bubble(struct migration *mig, uint64_t index)
 {
 	uint32_t sent = 0;
@@ -225,6 +221,11 @@ static uint32_t postcopy_bubble(struct migration *mig, uint64_t index)
 	return sent;
 }
 
+/*
+ * A fault at index: send it alone, so the destination can place it as soon
+ * as its own small section is in (a section is only trusted once its
+ * checksum is), then its neighbours outward (bubbling).
+ */
 static uint32_t postcopy_serve(struct migration *mig, uint64_t index)
 {
 	uint32_t sent = ram_queue_index(mig, index);
