@@ -120,8 +120,9 @@ int mig_preempt_in_start(struct mig_incoming *inc) __attribute__((warn_unused_re
  */
 int mig_preempt_in_finish(struct mig_incoming *inc) __attribute__((warn_unused_result));
 /*
- * The main stream failed with err: if the receiver failed first (and cut
- * the main stream's reading side to say so), its error and reason instead.
+ * The main stream failed with err: if the receiver failed first (before
+ * the main stream had an error of its own, and cut its reading side to
+ * say so), its error and reason instead.
  */
 int mig_preempt_in_reason(struct mig_incoming *inc, int err);
 /* Stop the receiver, page requests back to the main connection, close (any state). */

@@ -49,6 +49,7 @@ struct mig_preempt_in {
 	bool stop;			/* the main thread is ending it */
 	bool ended;
 	bool final;			/* its final BARRIER came */
+	bool first;			/* it failed before the main stream did, and cut it */
 	int err;			/* why in view.why */
 	uint64_t progress;		/* sections handled */
 };
@@ -138,7 +139,8 @@ static void *mig_preempt_receiver(void *arg)
 	 * (mig_preempt_in_reason): pause and wait for a resume, or, for a bad
 	 * section, the VM is lost.
 	 */
-	if (err && !stopping) {
+	if (err && !stopping && !mig_stream_error(&inc->s)) {
+		pi->first = true;
 		mig_stream_shutdown(&pi->s);
 		if (inc->s.ch)
 			mig_channel_shutdown(inc->s.ch, true, false);
@@ -240,8 +242,9 @@ int mig_preempt_in_reason(struct mig_incoming *inc, int err)
 
 	if (!pi)
 		return err;
+	/* Only a failure that came first: the main stream's own (a bad section there) stands. */
 	pthread_mutex_lock(&pi->lock);
-	if (pi->ended && pi->err)
+	if (pi->ended && pi->err && pi->first)
 		err = mig_in_fail(inc, pi->err, "the post-copy preempt connection: %s", pi->view.why);
 	pthread_mutex_unlock(&pi->lock);
 	return err;
