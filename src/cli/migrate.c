@@ -44,6 +44,9 @@ static const char migrate_usage[] =
 "                           guest asks for are never capped; default: none)\n"
 "      --prepage N          post-copy: also push the N pages on each side of a\n"
 "                           faulting page (default 64; 0: address order only)\n"
+"      --postcopy-preempt   post-copy: one more connection, for the pages the\n"
+"                           guest faults on, so they never wait behind the\n"
+"                           background push (the destination agrees or it is off)\n"
 "  -t, --timeout T          give up (or see --on-timeout) after T: 30s, 5m\n"
 "      --on-timeout WHAT    cancel (default), force (stop-and-copy now) or\n"
 "                           postcopy (switch to post-copy now)\n"
@@ -127,7 +130,7 @@ static void migrate_add_bool(json_object *args, const char *key)
 }
 
 /* Long options with no letter of their own. */
-enum { OPT_ORDER = 0x100, OPT_NET_EPILOGUE };
+enum { OPT_ORDER = 0x100, OPT_NET_EPILOGUE, OPT_POSTCOPY_PREEMPT };
 
 static void migrate_parse(int argc, char **argv, struct migrate_opts *o)
 {
@@ -150,6 +153,7 @@ static void migrate_parse(int argc, char **argv, struct migrate_opts *o)
 		{ "order", required_argument, NULL, OPT_ORDER },
 		{ "net-epilogue", required_argument, NULL, OPT_NET_EPILOGUE },
 		{ "channels", required_argument, NULL, 'C' },
+		{ "postcopy-preempt", no_argument, NULL, OPT_POSTCOPY_PREEMPT },
 		{ "keep-source", no_argument, NULL, 'k' },
 		{ "keep-base", required_argument, NULL, 'K' },
 		{ "copy-storage", optional_argument, NULL, 'G' },
@@ -265,6 +269,7 @@ static void migrate_parse(int argc, char **argv, struct migrate_opts *o)
 				    MIG_CHANNELS_MAX);
 			json_object_object_add(o->args, "channels", json_object_new_int64((int64_t)v));
 			break;
+		case OPT_POSTCOPY_PREEMPT: migrate_add_bool(o->args, "postcopy-preempt"); break;
 		case 'k': migrate_add_bool(o->args, "keep-source"); break;
 		case 'K': {
 			/* ferry run writes it, from its own working directory. */

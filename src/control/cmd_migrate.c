@@ -32,6 +32,7 @@ const struct control_arg cmd_migrate_args[] = {
 	{ "xbzrle-cache", CONTROL_ARG_UINT, false },
 	{ "order", CONTROL_ARG_STRING, false },
 	{ "channels", CONTROL_ARG_UINT, false },
+	{ "postcopy-preempt", CONTROL_ARG_BOOL, false },
 	{ "copy-storage", CONTROL_ARG_BOOL_OR_STRING, false },
 	{ "copy-storage-mode", CONTROL_ARG_STRING, false },
 	{ "tls-creds", CONTROL_ARG_STRING, false },
@@ -221,6 +222,12 @@ int cmd_migrate_parse(json_object *args, struct mig_params *p, json_object **ret
 		return control_fail(ret, -EINVAL, "'channels' above 1 needs a connection, "
 				    "tcp:HOST:PORT or unix:PATH, not %s", u.ops->syntax);
 	p->channels = (uint32_t)channels;
+	err = mig_arg_bool(args, "postcopy-preempt", &p->postcopy_preempt, ret);
+	if (err)
+		return err;
+	if (p->postcopy_preempt && !u.ops->return_path)
+		return control_fail(ret, -EINVAL, "'postcopy-preempt' needs a connection, "
+				    "tcp:HOST:PORT or unix:PATH, not %s", u.ops->syntax);
 	if (json_object_object_get_ex(args, "mode", &v)) {
 		const char *s = json_object_get_string(v);
 		if (!strcmp(s, "postcopy"))
@@ -351,10 +358,23 @@ int cmd_migrate_start_postcopy(struct control_ctx *ctx, json_object *args, json_
 	return 0;
 }
 
-/* Test hook: cut the migration's connection, as a network failure would. */
+/*
+ * Test hook: cut the migration's connection, as a network failure would;
+ * {"connection": "preempt"}: only the post-copy preempt connection.
+ */
 int cmd_test_migration_break(struct control_ctx *ctx, json_object *args, json_object **ret)
 {
-	if (!ctx->mig || migration_break(ctx->mig))
+	json_object *v;
+	bool preempt = false;
+
+	if (args && json_object_object_get_ex(args, "connection", &v)) {
+		const char *c = json_object_is_type(v, json_type_string) ? json_object_get_string(v) : "";
+		if (!strcmp(c, "preempt"))
+			preempt = true;
+		else if (strcmp(c, "main"))
+			return control_fail(ret, -EINVAL, "'connection' must be main or preempt");
+	}
+	if (!ctx->mig || migration_break(ctx->mig, preempt))
 		return control_fail(ret, -ESRCH, "no migration connection to break");
 	return 0;
 }

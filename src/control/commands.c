@@ -237,6 +237,11 @@ static const struct control_arg peek_args[] = {
 	{ NULL },
 };
 
+static const struct control_arg break_args[] = {
+	{ "connection", CONTROL_ARG_STRING, false },
+	{ NULL },
+};
+
 static const struct control_arg scratch_args[] = {
 	{ "fill", CONTROL_ARG_UINT, false },
 	{ "hot", CONTROL_ARG_BOOL, false },
@@ -276,7 +281,7 @@ static const struct control_command control_commands[] = {
 	{ "x-test-corrupt", true, true, corrupt_args, cmd_test_corrupt },
 	{ "x-test-rebuild", true, true, NULL, cmd_test_rebuild },
 	{ "x-test-peek", true, true, peek_args, cmd_test_peek },
-	{ "x-test-migration-break", true, false, NULL, cmd_test_migration_break },
+	{ "x-test-migration-break", true, false, break_args, cmd_test_migration_break },
 	{ "x-test-scratch", true, false, scratch_args, cmd_test_scratch },
 };
 

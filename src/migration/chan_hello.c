@@ -24,7 +24,8 @@ void mig_chan_hello_encode(uint8_t out[MIG_CHAN_HELLO_LEN], const struct mig_cha
 }
 
 int mig_chan_hello_check(const uint8_t *p, size_t len, uint64_t id, uint32_t count,
-			 uint32_t taken, struct mig_chan_hello *h, char *why, size_t whylen)
+			 uint32_t taken, bool preempt, struct mig_chan_hello *h, char *why,
+			 size_t whylen)
 {
 	if (len < MIG_CHAN_HELLO_LEN) {
 		snprintf(why, whylen, "a hello of %zu bytes (need %u)", len, MIG_CHAN_HELLO_LEN);
@@ -51,6 +52,17 @@ int mig_chan_hello_check(const uint8_t *p, size_t len, uint64_t id, uint32_t cou
 	if (h->count != count) {
 		snprintf(why, whylen, "a channel of %u connections; %u were agreed", h->count, count);
 		return -EPROTO;
+	}
+	if (h->index == MIG_CHAN_PREEMPT) {
+		if (!preempt) {
+			snprintf(why, whylen, "a preempt connection, which was not agreed");
+			return -EPROTO;
+		}
+		if (taken & MIG_CHAN_TAKEN_PREEMPT) {
+			snprintf(why, whylen, "the preempt connection is connected already");
+			return -EPROTO;
+		}
+		return 0;
 	}
 	if (h->index == 0 || h->index >= count || count > MIG_CHANNELS_MAX) {
 		snprintf(why, whylen, "channel index %u (allowed 1..%u)", h->index,

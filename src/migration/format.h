@@ -89,6 +89,12 @@ enum mig_source_id {
 #define MIG_CHANNELS_MAX	16u
 #define MIG_CHAN_MAGIC		"FERRYCHN"
 #define MIG_CHAN_HELLO_LEN	28u
+/*
+ * --postcopy-preempt: the index in the hello of the preempt connection,
+ * which carries post-copy's requested pages (docs/migration-stream.md,
+ * "Post-copy preempt"); not a channel: it never carries a pass's pages.
+ */
+#define MIG_CHAN_PREEMPT	0xffffffffu
 
 #define MIG_FLAG_VERIFY   0x1u
 #define MIG_FLAG_POSTCOPY 0x2u	/* the source may switch to post-copy */

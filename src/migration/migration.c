@@ -79,6 +79,8 @@ int migration_start(struct migration *mig, const struct mig_params *p, mig_event
 	/* The last job closed its extra connections: start counting afresh. */
 	memset(&mig->chans, 0, sizeof(mig->chans));
 	mig->chans.stage_to = -1;
+	memset(&mig->preempt, 0, sizeof(mig->preempt));
+	mig->preempt.hint = MIG_PREEMPT_NO_HINT;
 	/* The loop's state starts afresh: the last job's thread is joined. */
 	memset(&mig->pass, 0, sizeof(mig->pass));
 	mig->on_event = fn;
@@ -92,6 +94,7 @@ int migration_start(struct migration *mig, const struct mig_params *p, mig_event
 	mig->stats.order = p->order;
 	/* The connections asked for, until the handshake says how many were agreed. */
 	mig->stats.nr_channels = p->channels > 1 ? p->channels : 1;
+	mig->stats.preempt_asked = p->postcopy_preempt;
 	mig->req.cancel = false;
 	mig->req.resume_requested = false;
 	mig->end.committed = false;
@@ -213,15 +216,18 @@ int migration_start_postcopy(struct migration *mig)
 	return err;
 }
 
-int migration_break(struct migration *mig)
+int migration_break(struct migration *mig, bool preempt)
 {
 	int err = -ESRCH;
 
-	/* Under lock: the migration thread creates and destroys mig->s under it. */
+	/* Under lock: the migration thread creates and destroys mig->s (and the preempt one) under it. */
 	pthread_mutex_lock(&mig->lock);
 	enum mig_status s = mig->stats.status;
-	if (mig->s.ch && ((s >= MIG_STATUS_SETUP && s <= MIG_STATUS_POSTCOPY_PAUSED) ||
-			  s == MIG_STATUS_IN_DOUBT || s == MIG_STATUS_REPLICATING)) {
+	if (preempt) {
+		if (s >= MIG_STATUS_SETUP && s <= MIG_STATUS_POSTCOPY)
+			err = mig_preempt_src_break(mig);
+	} else if (mig->s.ch && ((s >= MIG_STATUS_SETUP && s <= MIG_STATUS_POSTCOPY_PAUSED) ||
+				 s == MIG_STATUS_IN_DOUBT || s == MIG_STATUS_REPLICATING)) {
 		mig_stream_shutdown(&mig->s);
 		err = 0;
 	}

@@ -19,6 +19,7 @@
 #include "migration/source/policy.h"
 #include "migration/ram.h"
 #include "migration/multi.h"
+#include "migration/preempt.h"
 #include "migration/stats.h"
 #include "migration/stream.h"
 #include "util/ratelimit.h"
@@ -56,6 +57,11 @@ struct mig_params {
 	enum mig_order order;		/* --order: passes 2 and later (ram_order.h) */
 	/* --channels: connections carrying pages, the main one included (1..MIG_CHANNELS_MAX). */
 	uint32_t channels;
+	/*
+	 * --postcopy-preempt: a connection of its own for the pages post-copy's
+	 * faults ask for (preempt.h); the destination agrees in READY.
+	 */
+	bool postcopy_preempt;
 	bool auto_converge;
 	bool verify;
 	bool keep_source;		/* stay paused after success instead of exiting */
@@ -187,6 +193,7 @@ struct migration {
 	bool src_active[MIG_SOURCE_NR];
 	struct mig_ram ram;		/* the RAM source's own state (ram.h) */
 	struct mig_chans_src chans;	/* --channels: the extra connections (multi.h) */
+	struct mig_preempt_src preempt;	/* --postcopy-preempt (preempt.h; its own rules) */
 	struct mig_block *block;	/* the block source's (block.c), while it runs */
 	struct mig_pass_state pass;
 	struct mig_end_flags end;
@@ -233,9 +240,10 @@ int migration_resume(struct migration *mig, const char *uri, const struct mig_tl
 int migration_start_postcopy(struct migration *mig);
 /*
  * Test hook (x-test-migration-break): cut the migration's channel both
- * ways, as a network failure would.  0, or -ESRCH when there is none.
+ * ways, as a network failure would (preempt: only the post-copy preempt
+ * connection).  0, or -ESRCH when there is none.
  */
-int migration_break(struct migration *mig);
+int migration_break(struct migration *mig, bool preempt);
 /* A snapshot of the statistics as JSON (query-migrate). */
 json_object *migration_query(struct migration *mig);
 bool migration_running(struct migration *mig);

@@ -37,14 +37,20 @@ struct mig_chan_hello {
 
 void mig_chan_hello_encode(uint8_t out[MIG_CHAN_HELLO_LEN], const struct mig_chan_hello *h);
 
+/* `taken`'s bit for the preempt connection (index MIG_CHAN_PREEMPT). */
+#define MIG_CHAN_TAKEN_PREEMPT (1u << 31)
+
 /*
  * Check a hello that arrived (len bytes, hostile) against this migration:
  * its id, its count, and `taken`, the indexes already connected (bit =
- * index).  Returns 0 with *h filled, or -EPROTO with the reason in why.
+ * index; MIG_CHAN_TAKEN_PREEMPT for the preempt connection).  Index
+ * MIG_CHAN_PREEMPT is accepted only when `preempt` (READY agreed on a
+ * preempt connection).  Returns 0 with *h filled, or -EPROTO with the
+ * reason in why.
  */
 int mig_chan_hello_check(const uint8_t *p, size_t len, uint64_t id, uint32_t count,
-			 uint32_t taken, struct mig_chan_hello *h, char *why, size_t whylen)
-	__attribute__((warn_unused_result));
+			 uint32_t taken, bool preempt, struct mig_chan_hello *h, char *why,
+			 size_t whylen) __attribute__((warn_unused_result));
 
 /* BARRIER's payload: sequence (u32), final (u8). */
 #define MIG_CHAN_BARRIER_LEN 5u
@@ -86,6 +92,14 @@ struct mig_chans_src {
  * and start their senders.  0 or -errno with the reason in the stats.
  */
 int mig_chans_src_open(struct migration *mig, unsigned n) __attribute__((warn_unused_result));
+/*
+ * Connect one more connection to the migration's URI (its TLS settings),
+ * into s, say hello as `index` (of mig->chans.n connections) and hear it
+ * accepted.  0 or -errno with the reason in why; s is then the caller's
+ * to destroy either way (if it was made).
+ */
+int mig_chan_dial(struct migration *mig, struct mig_stream *s, uint32_t index, char *why,
+		  size_t len) __attribute__((warn_unused_result));
 /*
  * The stream a RAM section of `len` bytes (header and checksum included)
  * goes to: the main stream, or a buffer bound for the next extra

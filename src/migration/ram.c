@@ -428,7 +428,7 @@ int ram_send_dirty(struct migration *mig, bool resend)
 	return mig_stream_error(&mig->s);
 }
 
-bool ram_queue_index(struct migration *mig, uint64_t index)
+bool ram_claim_index(struct migration *mig, uint64_t index)
 {
 	struct guest_memory *mem = &mig->m->vm.mem;
 	uint64_t page;
@@ -438,9 +438,18 @@ bool ram_queue_index(struct migration *mig, uint64_t index)
 		return false;
 	unsigned long *w = &mig->ram.bitmap[r][page / DIRTY_BITS_PER_LONG];
 	unsigned long bit = 1UL << (page % DIRTY_BITS_PER_LONG);
-	if (!(*w & bit))
+	/* Look first: most pages asked about were sent already, and a load is cheaper. */
+	if (!(__atomic_load_n(w, __ATOMIC_RELAXED) & bit))
 		return false;
-	*w &= ~bit;
+	return __atomic_fetch_and(w, ~bit, __ATOMIC_ACQ_REL) & bit;
+}
+
+bool ram_queue_index(struct migration *mig, uint64_t index)
+{
+	struct guest_memory *mem = &mig->m->vm.mem;
+
+	if (!ram_claim_index(mig, index))
+		return false;
 	ram_queue_page(mig, guest_memory_page_gpa(mem, index), guest_memory_page_ptr(mem, index),
 		       index, false);
 	return true;

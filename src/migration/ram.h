@@ -129,6 +129,12 @@ int ram_start_clean(struct migration *mig) __attribute__((warn_unused_result));
  */
 bool ram_queue_index(struct migration *mig, uint64_t index);
 /*
+ * Post-copy: take page `index` out of the owed bitmap, atomically, so that
+ * of the migration thread's push and the preempt thread (preempt.h) only
+ * one ever sends it.  True if it was owed (the caller sends it now).
+ */
+bool ram_claim_index(struct migration *mig, uint64_t index);
+/*
  * ram_base.c, the handshake (live.h) with a destination that holds a base:
  * read its page digests and leave the pages that match out of pass 1.
  * 0 or -errno (reason on the stream).  Nothing to do unless ram.base.

@@ -186,6 +186,18 @@ json_object *mig_stats_to_json(const struct mig_stats *st, uint64_t now_ns)
 		json_object_array_add(chans, c);
 	}
 	json_object_object_add(o, "channels", chans);
+	if (st->preempt_asked) {
+		/* Top-level scalars, so that the stats file has them as columns. */
+		json_object_object_add(o, "postcopy-preempt", json_object_new_boolean(st->preempt_on));
+		mig_json_u64(o, "preempt-requests", st->preempt_requests);
+		mig_json_u64(o, "preempt-pages", st->preempt_pages);
+		mig_json_u64(o, "preempt-bytes", st->preempt_bytes);
+		json_object_object_add(o, "preempt-latency-avg-us", json_object_new_double(
+			st->preempt_pages ? (double)st->preempt_lat_sum_ns / 1e3 / (double)st->preempt_pages
+					  : 0));
+		json_object_object_add(o, "preempt-latency-max-us",
+				       json_object_new_double((double)st->preempt_lat_max_ns / 1e3));
+	}
 	if (st->postcopy)
 		json_object_object_add(o, "postcopy", mig_postcopy_json(st, end));
 	if (st->lost)

@@ -113,6 +113,14 @@ struct mig_stats {
 	uint64_t pc_blocked_us;		/* vCPU time spent waiting for pages */
 	uint64_t pc_last_page_us;	/* from guest start to the last page */
 	uint32_t pc_resumes;		/* reconnections after a broken connection */
+	/*
+	 * --postcopy-preempt (preempt.h): asked for; the connection agreed
+	 * and opened; requests read on it, pages sent on it for them, and the
+	 * time from a request read to its page handed to the kernel.
+	 */
+	int preempt_asked, preempt_on;
+	uint64_t preempt_requests, preempt_pages, preempt_bytes;
+	uint64_t preempt_lat_sum_ns, preempt_lat_max_ns;
 	int verify;
 
 	/*

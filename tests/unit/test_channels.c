@@ -35,6 +35,7 @@
 #include "migration/migration.h"
 #include "migration/ram.h"
 #include "migration/multi.h"
+#include "migration/preempt.h"
 #include "migration/section.h"
 #include "util/le.h"
 #include "vmm/memory.h"
@@ -60,7 +61,7 @@ static void test_hello_round_trip(void **state)
 
 	(void)state;
 	t_hello(p, T_ID, 3, 4);
-	assert_int_equal(mig_chan_hello_check(p, sizeof(p), T_ID, 4, 1u | 1u << 1, &h, why,
+	assert_int_equal(mig_chan_hello_check(p, sizeof(p), T_ID, 4, 1u | 1u << 1, false, &h, why,
 					      sizeof(why)), 0);
 	assert_true(h.id == T_ID);
 	assert_int_equal(h.index, 3);
@@ -76,50 +77,93 @@ static void test_hello_hostile(void **state)
 
 	(void)state;
 	t_hello(p, T_ID ^ 1, 1, 4);
-	assert_int_equal(mig_chan_hello_check(p, sizeof(p), T_ID, 4, 1, &h, why, sizeof(why)),
+	assert_int_equal(mig_chan_hello_check(p, sizeof(p), T_ID, 4, 1, false, &h, why, sizeof(why)),
 			 -EPROTO);
 	assert_non_null(strstr(why, "another migration"));
 	t_hello(p, T_ID, 0, 4);
-	assert_int_equal(mig_chan_hello_check(p, sizeof(p), T_ID, 4, 1, &h, why, sizeof(why)),
+	assert_int_equal(mig_chan_hello_check(p, sizeof(p), T_ID, 4, 1, false, &h, why, sizeof(why)),
 			 -EPROTO);
 	assert_non_null(strstr(why, "index 0"));
 	t_hello(p, T_ID, 4, 4);
-	assert_int_equal(mig_chan_hello_check(p, sizeof(p), T_ID, 4, 1, &h, why, sizeof(why)),
+	assert_int_equal(mig_chan_hello_check(p, sizeof(p), T_ID, 4, 1, false, &h, why, sizeof(why)),
 			 -EPROTO);
 	assert_non_null(strstr(why, "index 4"));
 	t_hello(p, T_ID, 0xffffffffu, 4);
-	assert_int_equal(mig_chan_hello_check(p, sizeof(p), T_ID, 4, 1, &h, why, sizeof(why)),
+	assert_int_equal(mig_chan_hello_check(p, sizeof(p), T_ID, 4, 1, false, &h, why, sizeof(why)),
 			 -EPROTO);
 	t_hello(p, T_ID, 2, 4);
-	assert_int_equal(mig_chan_hello_check(p, sizeof(p), T_ID, 4, 1u | 1u << 2, &h, why,
+	assert_int_equal(mig_chan_hello_check(p, sizeof(p), T_ID, 4, 1u | 1u << 2, false, &h, why,
 					      sizeof(why)), -EPROTO);
 	assert_non_null(strstr(why, "connected already"));
 	t_hello(p, T_ID, 2, 8);
-	assert_int_equal(mig_chan_hello_check(p, sizeof(p), T_ID, 4, 1, &h, why, sizeof(why)),
+	assert_int_equal(mig_chan_hello_check(p, sizeof(p), T_ID, 4, 1, false, &h, why, sizeof(why)),
 			 -EPROTO);
 	assert_non_null(strstr(why, "8 connections"));
 	/* A count past the limit is refused even when both sides claim it. */
 	t_hello(p, T_ID, 20, 64);
-	assert_int_equal(mig_chan_hello_check(p, sizeof(p), T_ID, 64, 1, &h, why, sizeof(why)),
+	assert_int_equal(mig_chan_hello_check(p, sizeof(p), T_ID, 64, 1, false, &h, why, sizeof(why)),
 			 -EPROTO);
 	/* Truncated, at every length. */
 	t_hello(p, T_ID, 1, 4);
 	for (size_t n = 0; n < sizeof(p); n++)
-		assert_int_equal(mig_chan_hello_check(p, n, T_ID, 4, 1, &h, why, sizeof(why)),
+		assert_int_equal(mig_chan_hello_check(p, n, T_ID, 4, 1, false, &h, why, sizeof(why)),
 				 -EPROTO);
 	/* The main stream's magic, or a bad version. */
 	memcpy(p, MIG_MAGIC, 8);
-	assert_int_equal(mig_chan_hello_check(p, sizeof(p), T_ID, 4, 1, &h, why, sizeof(why)),
+	assert_int_equal(mig_chan_hello_check(p, sizeof(p), T_ID, 4, 1, false, &h, why, sizeof(why)),
 			 -EPROTO);
 	assert_non_null(strstr(why, "magic"));
 	t_hello(p, T_ID, 1, 4);
 	le_put(p + 8, MIG_VERSION + 1, 4);
-	assert_int_equal(mig_chan_hello_check(p, sizeof(p), T_ID, 4, 1, &h, why, sizeof(why)),
+	assert_int_equal(mig_chan_hello_check(p, sizeof(p), T_ID, 4, 1, false, &h, why, sizeof(why)),
 			 -EPROTO);
 	assert_non_null(strstr(why, "version"));
 	/* No migration id to match (an older CONFIG): nothing may join. */
 	t_hello(p, 0, 1, 4);
-	assert_int_equal(mig_chan_hello_check(p, sizeof(p), 0, 4, 1, &h, why, sizeof(why)),
+	assert_int_equal(mig_chan_hello_check(p, sizeof(p), 0, 4, 1, false, &h, why, sizeof(why)),
+			 -EPROTO);
+}
+
+/*
+ * --postcopy-preempt's hello: index MIG_CHAN_PREEMPT, accepted only when
+ * READY agreed on it, once, and with the migration's id and count.
+ */
+static void test_hello_preempt(void **state)
+{
+	uint8_t p[MIG_CHAN_HELLO_LEN];
+	struct mig_chan_hello h;
+	char why[200];
+
+	(void)state;
+	t_hello(p, T_ID, MIG_CHAN_PREEMPT, 1);
+	assert_int_equal(mig_chan_hello_check(p, sizeof(p), T_ID, 1, 1, true, &h, why, sizeof(why)),
+			 0);
+	assert_int_equal(h.index, MIG_CHAN_PREEMPT);
+	/* With channels: the count must be theirs. */
+	t_hello(p, T_ID, MIG_CHAN_PREEMPT, 4);
+	assert_int_equal(mig_chan_hello_check(p, sizeof(p), T_ID, 4, 1u | 1u << 1, true, &h, why,
+					      sizeof(why)), 0);
+	/* Not agreed: refused. */
+	assert_int_equal(mig_chan_hello_check(p, sizeof(p), T_ID, 4, 1, false, &h, why, sizeof(why)),
+			 -EPROTO);
+	assert_non_null(strstr(why, "not agreed"));
+	/* A second one. */
+	assert_int_equal(mig_chan_hello_check(p, sizeof(p), T_ID, 4, 1 | MIG_CHAN_TAKEN_PREEMPT,
+					      true, &h, why, sizeof(why)), -EPROTO);
+	assert_non_null(strstr(why, "connected already"));
+	/* Another migration's, or another count. */
+	t_hello(p, T_ID ^ 2, MIG_CHAN_PREEMPT, 4);
+	assert_int_equal(mig_chan_hello_check(p, sizeof(p), T_ID, 4, 1, true, &h, why, sizeof(why)),
+			 -EPROTO);
+	t_hello(p, T_ID, MIG_CHAN_PREEMPT, 3);
+	assert_int_equal(mig_chan_hello_check(p, sizeof(p), T_ID, 4, 1, true, &h, why, sizeof(why)),
+			 -EPROTO);
+	/* Agreeing on preempt opens no other index. */
+	t_hello(p, T_ID, MIG_CHAN_PREEMPT - 1, 4);
+	assert_int_equal(mig_chan_hello_check(p, sizeof(p), T_ID, 4, 1, true, &h, why, sizeof(why)),
+			 -EPROTO);
+	t_hello(p, T_ID, 1, 1);
+	assert_int_equal(mig_chan_hello_check(p, sizeof(p), T_ID, 1, 1, true, &h, why, sizeof(why)),
 			 -EPROTO);
 }
 
@@ -189,6 +233,7 @@ static int t_teardown(void **state)
 	struct t_env *e = *state;
 
 	mig_chans_in_stop(&e->inc);
+	mig_preempt_in_stop(&e->inc);
 	mig_listener_close(&e->l);
 	mig_stream_destroy(&e->inc.s);
 	close(e->main_peer);
@@ -324,6 +369,77 @@ static void t_accept(struct t_env *e, struct mig_stream **c1, struct mig_stream 
 	assert_false(mig_chans_in_done(&e->inc));
 }
 
+/* The source's side of test_accept_preempt: two channels and the preempt connection. */
+struct t_pjoiner {
+	struct t_env *e;
+	struct mig_stream *c1, *pre, *dup, *c2;
+};
+
+static void *t_pjoiner_run(void *arg)
+{
+	struct t_pjoiner *j = arg;
+
+	j->c1 = t_join(j->e, T_ID, 1, 3);
+	j->pre = t_join(j->e, T_ID, MIG_CHAN_PREEMPT, 3);
+	j->dup = t_join(j->e, T_ID, MIG_CHAN_PREEMPT, 3);
+	j->c2 = t_join(j->e, T_ID, 2, 3);
+	return NULL;
+}
+
+/*
+ * --postcopy-preempt with --channels: the preempt connection is accepted
+ * in the same wait (a second one refused), kept aside for post-copy; the
+ * channels work as ever.
+ */
+static void test_accept_preempt(void **state)
+{
+	struct t_env *e = *state;
+	struct t_pjoiner j = { .e = e };
+	pthread_t t;
+
+	e->inc.preempt = true;
+	assert_int_equal(pthread_create(&t, NULL, t_pjoiner_run, &j), 0);
+	assert_int_equal(mig_chans_in_accept(&e->inc, &e->opts, &e->l), 0);
+	pthread_join(t, NULL);
+	assert_int_equal(t_answer(j.c1), 0);
+	assert_int_equal(t_answer(j.pre), 0);
+	assert_true(t_answer(j.dup) < 0);
+	assert_int_equal(t_answer(j.c2), 0);
+	assert_non_null(e->inc.preempt_in);
+	assert_false(mig_chans_in_done(&e->inc));
+	t_page(j.c1, 3 * PG, 0x31);
+	t_barrier(j.c1, 1, true);
+	t_barrier(j.c2, 1, true);
+	assert_int_equal(mig_chans_in_barrier(&e->inc, 1, true), 0);
+	assert_int_equal(t_byte(e, 3 * PG), 0x31);
+	mig_preempt_in_stop(&e->inc);
+	assert_null(e->inc.preempt_in);
+	/* The destination closed its end: the source's sees it. */
+	uint8_t b;
+	assert_true(read(j.pre->ch->fd, &b, 1) <= 0);
+	t_close(j.c1);
+	t_close(j.pre);
+	t_close(j.dup);
+	t_close(j.c2);
+}
+
+/* Only the preempt connection: no channel to wait for, DISCARD may come at once. */
+static void test_accept_preempt_alone(void **state)
+{
+	struct t_env *e = *state;
+	struct mig_stream *pre;
+
+	e->inc.preempt = true;
+	e->inc.nchan = 1;
+	pre = t_join(e, T_ID, MIG_CHAN_PREEMPT, 1);
+	assert_int_equal(mig_chans_in_accept(&e->inc, &e->opts, &e->l), 0);
+	assert_int_equal(t_answer(pre), 0);
+	assert_non_null(e->inc.preempt_in);
+	assert_true(mig_chans_in_done(&e->inc));
+	mig_preempt_in_stop(&e->inc);
+	t_close(pre);
+}
+
 /*
  * Pass 1 sends page X on connection 1, pass 2 re-sends it on connection 2;
  * connection 2's copy reaches the destination first (connection 1 is
@@ -457,7 +573,7 @@ static void test_source_gone_before_channels(void **state)
 	close(e->main_peer);
 	e->main_peer = -1;
 	assert_int_equal(mig_chans_in_accept(&e->inc, &e->opts, &e->l), -EPROTO);
-	assert_non_null(strstr(e->inc.why, "before its 3 channels connected"));
+	assert_non_null(strstr(e->inc.why, "before its 3 connections connected"));
 }
 
 /* ---- the source's side against the destination's ---- */
@@ -650,8 +766,11 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_hello_round_trip),
 		cmocka_unit_test(test_hello_hostile),
+		cmocka_unit_test(test_hello_preempt),
 		cmocka_unit_test(test_barrier_payload),
 		cmocka_unit_test_setup_teardown(test_pages_and_barriers, t_setup, t_teardown),
+		cmocka_unit_test_setup_teardown(test_accept_preempt, t_setup, t_teardown),
+		cmocka_unit_test_setup_teardown(test_accept_preempt_alone, t_setup, t_teardown),
 		cmocka_unit_test_setup_teardown(test_channel_dropped, t_setup, t_teardown),
 		cmocka_unit_test_setup_teardown(test_channel_foreign_section, t_setup, t_teardown),
 		cmocka_unit_test_setup_teardown(test_channel_skipped_barrier, t_setup, t_teardown),

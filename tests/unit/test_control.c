@@ -140,6 +140,10 @@ static void test_argument_checks(void **state)
 		       "'channels' must be 1..16", NULL);
 	expect_refusal("{\"execute\":\"migrate\",\"arguments\":{\"uri\":\"file:/x\",\"channels\":2}}\n",
 		       "'channels' above 1 needs a connection", NULL);
+	expect_refusal("{\"execute\":\"migrate\",\"arguments\":{\"uri\":\"file:/x\","
+		       "\"postcopy-preempt\":true}}\n", "'postcopy-preempt' needs a connection", NULL);
+	expect_refusal("{\"execute\":\"migrate\",\"arguments\":{\"uri\":\"unix:/x\","
+		       "\"postcopy-preempt\":1}}\n", "'postcopy-preempt'", "true or false", NULL);
 	expect_refusal("{\"execute\":\"migrate-set-parameters\",\"arguments\":{\"bandwidth\":-1}}\n",
 		       "'bandwidth'", "non-negative", NULL);
 	expect_refusal("{\"execute\":\"migrate-resolve\",\"arguments\":{\"action\":null}}\n",

@@ -21,6 +21,7 @@
 #include <time.h>
 
 #include "migration/dest/incoming_internal.h"
+#include "migration/preempt.h"
 #include "migration/ram.h"
 #include "migration/section.h"
 #include "util/le.h"
@@ -244,7 +245,7 @@ static int mig_chan_take(struct mig_incoming *inc, const struct mig_incoming_opt
 		err = -EPROTO;
 	} else {
 		err = mig_chan_hello_check(hello, sizeof(hello), inc->cfg.mig_id, inc->nchan, taken,
-					   &h, why, sizeof(why));
+					   inc->preempt, &h, why, sizeof(why));
 	}
 	if (err) {
 		pr_warn("migration: refused a connection on %s: %s", opts->uri, why);
@@ -285,6 +286,8 @@ int mig_chans_in_accept(struct mig_incoming *inc, const struct mig_incoming_opts
 	struct mig_chans_in *set = calloc(1, sizeof(*set));
 	uint64_t deadline = vm_now_ns() + MIG_CHAN_ACCEPT_TIMEOUT_MS * 1000000ULL;
 	uint32_t taken = 1;	/* the main connection */
+	/* The extra channels, and --postcopy-preempt's connection. */
+	unsigned want = inc->nchan + (inc->preempt ? 1 : 0);
 	int err = 0;
 
 	if (!set)
@@ -295,12 +298,15 @@ int mig_chans_in_accept(struct mig_incoming *inc, const struct mig_incoming_opts
 	set->main = &inc->s;
 	set->intr_fd = opts->intr_fd;
 	set->timeout_ms = opts->io_timeout_ms > 0 ? opts->io_timeout_ms : 30000;
+	/* Only the preempt connection: no channel, no barrier to wait for. */
+	set->done = set->n <= 1;
 	inc->chans = set;
-	for (unsigned got = 1; got < set->n;) {
+	for (unsigned got = 1; got < want;) {
 		uint64_t now = vm_now_ns();
 		if (now >= deadline)
-			return mig_in_fail(inc, -ETIMEDOUT, "only %u of the %u channels agreed connected "
-					   "within %d s", got, set->n, MIG_CHAN_ACCEPT_TIMEOUT_MS / 1000);
+			return mig_in_fail(inc, -ETIMEDOUT, "only %u of the %u connections agreed "
+					   "connected within %d s", got, want,
+					   MIG_CHAN_ACCEPT_TIMEOUT_MS / 1000);
 		struct mig_chan_in *ci = NULL;
 		uint64_t left_ms = (deadline - now) / 1000000ULL + 1;
 		/*
@@ -323,7 +329,7 @@ int mig_chans_in_accept(struct mig_incoming *inc, const struct mig_incoming_opts
 		 */
 		if (err != 1 && mig_stream_wait_readable(&inc->s, 0, NULL, 0) > 0)
 			return mig_in_fail(inc, -EPROTO, "the source spoke (or hung up) before its "
-					   "%u channels connected", set->n);
+					   "%u connections connected", want);
 		if (err == -ETIMEDOUT)
 			continue;
 		if (err < 0)
@@ -331,6 +337,16 @@ int mig_chans_in_accept(struct mig_incoming *inc, const struct mig_incoming_opts
 					   strerror(-err));
 		if (!err)
 			continue;
+		if (ci->index == MIG_CHAN_PREEMPT) {
+			/* Idle until post-copy: dest/preempt.c keeps it. */
+			err = mig_preempt_in_adopt(inc, &ci->s);
+			mig_chan_in_free(ci);
+			if (err)
+				return mig_in_fail(inc, err, "out of memory");
+			taken |= MIG_CHAN_TAKEN_PREEMPT;
+			got++;
+			continue;
+		}
 		ci->set = set;
 		set->in[ci->index] = ci;
 		taken |= 1u << ci->index;
@@ -347,7 +363,8 @@ int mig_chans_in_accept(struct mig_incoming *inc, const struct mig_incoming_opts
 			return mig_in_fail(inc, -EAGAIN, "cannot start the receiver of channel %u", i);
 		ci->started = true;
 	}
-	pr_info("migration: receiving on %u channels", set->n);
+	if (set->n > 1)
+		pr_info("migration: receiving on %u channels", set->n);
 	return 0;
 }
 

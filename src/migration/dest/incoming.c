@@ -17,6 +17,7 @@
 #include "migration/section.h"
 #include "migration/live.h"
 #include "migration/multi.h"
+#include "migration/preempt.h"
 #include "util/le.h"
 #include "util/log.h"
 #include "board/machine_state.h"
@@ -241,9 +242,16 @@ static int mig_in_config(struct mig_incoming *inc, const struct mig_incoming_opt
 	if (inc->cfg.channels > 1 && inc->listener && !repl)
 		inc->nchan = inc->cfg.channels;
 	bool base = opts->base && !repl && mig_in_base_usable(inc, opts->base);
+	/*
+	 * --postcopy-preempt: a connection for requested pages, if post-copy
+	 * may come and the listener is still ours to take it on.
+	 */
+	inc->preempt = (inc->cfg.codecs & MIG_CAP_PREEMPT) && (inc->cfg.flags & MIG_FLAG_POSTCOPY) &&
+		       inc->listener && !repl;
 	uint8_t ready[MIG_READY_CHANNELS_LEN];
-	/* The codecs the source may use; and whether our base's digests follow. */
-	le_put(ready, inc->codecs | (base ? MIG_CAP_BASE : 0), 4);
+	/* The codecs the source may use; whether our base's digests follow; preempt. */
+	le_put(ready, inc->codecs | (base ? MIG_CAP_BASE : 0) |
+		      (inc->preempt ? MIG_CAP_PREEMPT : 0), 4);
 	le_put(ready + 4, inc->nchan, 4);
 	mig_section_write(&inc->s, MIG_SEC_READY, ready,
 			  inc->cfg.channels > 1 ? MIG_READY_CHANNELS_LEN : MIG_READY_LEN);
@@ -263,7 +271,7 @@ static int mig_in_config(struct mig_incoming *inc, const struct mig_incoming_opt
 	 * READY and each hello has a deadline, while loading a base may take
 	 * a while.  Its digests then go back on the main connection.
 	 */
-	if (inc->nchan > 1) {
+	if (inc->nchan > 1 || inc->preempt) {
 		err = mig_chans_in_accept(inc, opts, inc->listener);
 		if (err)
 			return err;
@@ -498,6 +506,9 @@ int mig_incoming_receive(struct mig_incoming *inc, const struct mig_incoming_opt
 		err = mig_in_dispatch(&c, inc->buf, MIG_SECTION_MAX);
 		if (inc->listener && c.ph != MIG_IN_CONFIG)
 			mig_in_close_listener(inc);	/* CONFIG handled: no connection comes now */
+		/* The preempt connection's receiver may have failed first, and cut main to say so. */
+		if (err && inc->guest_started)
+			err = mig_preempt_in_reason(inc, err);
 		/* A broken connection in post-copy is worth waiting out; a stop request is not. */
 		if (err && inc->guest_started && err != -EPROTO && err != -EIO && err != -ERANGE &&
 		    err != -EINTR) {
@@ -511,6 +522,7 @@ int mig_incoming_receive(struct mig_incoming *inc, const struct mig_incoming_opt
 	if (err)
 		err = mig_chans_in_reason(inc, err);
 	mig_chans_in_stop(inc);
+	mig_preempt_in_stop(inc);	/* before the pages it places can go */
 	uint64_t t_end = vm_now_ns();
 	if (!err && inc->guest_started)
 		mig_in_pc_stats(inc);

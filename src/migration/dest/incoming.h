@@ -113,6 +113,15 @@ struct mig_incoming {
 	unsigned nchan;
 	struct mig_listener *listener;
 	struct mig_chans_in *chans;
+	/*
+	 * --postcopy-preempt (dest/preempt.c): agreed in READY; the connection
+	 * and, from POSTCOPY_RUN, its receiver (main thread only; the receiver's
+	 * shared state has its own lock).  `pc_place`: where post-copy places
+	 * pages; NULL: `pc` (the receiver's view points at the main one's).
+	 */
+	bool preempt;
+	struct mig_preempt_in *preempt_in;
+	struct pc_dest *pc_place;
 	/* Each live source's own state while receiving (its load makes it, its unload frees it). */
 	void *src_state[MIG_SOURCE_NR];
 	/* Standby: the epoch being buffered (RAM sections go there, not into RAM); else NULL. */

@@ -12,6 +12,7 @@
 #include "migration/format.h"
 #include "migration/dest/incoming_internal.h"
 #include "migration/multi.h"
+#include "migration/preempt.h"
 #include "migration/section.h"
 #include "migration/live.h"
 #include "util/le.h"
@@ -75,6 +76,10 @@ static int mig_in_pc_run(struct mig_incoming *inc, const struct mig_incoming_opt
 	if (err)
 		return mig_in_fail(inc, err, "cannot arm userfaultfd for post-copy: %s", strerror(-err));
 	mig_in_pc_small_rcvbuf(inc);
+	/* --postcopy-preempt: requests and their pages on a connection of their own. */
+	err = mig_preempt_in_start(inc);
+	if (err)
+		return err;
 	/*
 	 * Only now (userfaultfd armed: what a device reads of guest memory is
 	 * fetched if missing) the callback activates the devices, resumes them
@@ -93,6 +98,10 @@ static int mig_in_pc_done(struct mig_incoming *inc, uint32_t len, bool *done)
 {
 	if (len)
 		return mig_in_fail(inc, -EPROTO, "POSTCOPY_DONE carries %u bytes (must be empty)", len);
+	/* Pages still on their way on the preempt connection land first. */
+	int err = mig_preempt_in_finish(inc);
+	if (err)
+		return err;
 	pthread_mutex_lock(&inc->pc.lock);
 	uint64_t missing = inc->pc.missing;
 	pthread_mutex_unlock(&inc->pc.lock);
@@ -165,6 +174,11 @@ int mig_in_pc_reconnect(struct mig_incoming *inc, const struct mig_incoming_opts
 	pr_warn("post-copy: lost the source (%s); the guest is paused. Waiting %d s on %s for "
 		"'ferry migrate CONTROL URI --resume'", inc->why, wait_ms / 1000, opts->uri);
 	vm_pause_nowait(&m->vm);
+	/*
+	 * --postcopy-preempt: its connection goes too (the source closes its
+	 * end); after a resume, page requests share the main connection.
+	 */
+	mig_preempt_in_stop(inc);
 	pthread_mutex_lock(&pc->lock);
 	mig_stream_destroy(&inc->s);		/* its sticky error keeps writers out */
 	inc->connected = false;			/* nobody to reply to, unless one comes */

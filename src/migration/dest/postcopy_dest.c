@@ -36,6 +36,28 @@ int pc_dest_reply(struct pc_dest *pc, uint8_t type, const void *payload, uint32_
 	return err;
 }
 
+void pc_dest_set_req(struct pc_dest *pc, struct mig_stream *req)
+{
+	pthread_mutex_lock(&pc->lock);
+	pc->req = req;
+	pthread_mutex_unlock(&pc->lock);
+}
+
+/*
+ * A page request, on the preempt connection if there is one.  A failed
+ * write there is the preempt receiver's to notice (its connection is
+ * gone); the page comes by the push anyway.
+ */
+static int pc_dest_request(struct pc_dest *pc, const uint8_t p[8])
+{
+	pthread_mutex_lock(&pc->lock);
+	struct mig_stream *s = pc->req ? pc->req : pc->s;
+	mig_section_write(s, MIG_SEC_PAGE_REQ, p, 8);
+	int err = mig_stream_flush(s);
+	pthread_mutex_unlock(&pc->lock);
+	return err;
+}
+
 /* Call fn(pc, first, count) for each run of pages whose content we do not hold. */
 static int pc_for_unknown(struct pc_dest *pc, int (*fn)(struct pc_dest *, uint64_t, uint64_t))
 {
@@ -319,7 +341,7 @@ static void pc_handle_fault(struct pc_dest *pc, uint64_t addr)
 		uint8_t p[8];
 		uint64_t gpa = guest_memory_page_gpa(mem, index);
 		le_put(p, gpa, 8);
-		if (pc_dest_reply(pc, MIG_SEC_PAGE_REQ, p, sizeof(p)))
+		if (pc_dest_request(pc, p))
 			pr_debug("post-copy: cannot request page 0x%llx", (unsigned long long)gpa);
 	}
 }

@@ -23,6 +23,11 @@
 struct pc_dest {
 	struct machine *m;
 	struct mig_stream *s;		/* the connection; writes under `lock` */
+	/*
+	 * Where PAGE_REQ goes: --postcopy-preempt's connection while its
+	 * receiver runs (dest/preempt.c), else NULL: `s`.  Under `lock`.
+	 */
+	struct mig_stream *req;
 	int uffd;
 	bool minor;			/* minor faults: pages filled in place */
 	int stop_fd[2];
@@ -80,6 +85,8 @@ int pc_dest_place_run(struct pc_dest *pc, uint64_t index, uint64_t n, const uint
 
 /* Send a return-path section under the lock.  Returns the stream error. */
 int pc_dest_reply(struct pc_dest *pc, uint8_t type, const void *payload, uint32_t len);
+/* Page requests from now on go on req (NULL: the main connection), under the lock. */
+void pc_dest_set_req(struct pc_dest *pc, struct mig_stream *req);
 
 /* Stop the fault thread and unregister the memory (all pages are in). */
 void pc_dest_stop(struct pc_dest *pc);

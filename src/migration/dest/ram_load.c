@@ -160,7 +160,9 @@ static const struct ram_sink ram_sink_ram = {
 static int ram_sink_place(struct mig_in_ctx *c, uint64_t gpa, uint32_t n, const uint8_t *data)
 {
 	struct mig_incoming *inc = c->inc;
-	int err = pc_dest_place_run(&inc->pc, guest_memory_page_index(&c->m->vm.mem, gpa), n, data);
+	/* The preempt receiver's view places through the main one's (dest/preempt.c). */
+	struct pc_dest *pc = inc->pc_place ? inc->pc_place : &inc->pc;
+	int err = pc_dest_place_run(pc, guest_memory_page_index(&c->m->vm.mem, gpa), n, data);
 
 	if (err)
 		return mig_in_fail(inc, err, "cannot place pages 0x%llx + %u: %s",

@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "migration/migration.h"
+#include "migration/preempt.h"
 #include "migration/section.h"
 #include "util/le.h"
 #include "util/log.h"
@@ -113,29 +114,30 @@ static void mig_chan_out_free(struct mig_chan_out *o)
 	free(o);
 }
 
-/* Connect extra connection i, say hello, hear the answer.  0 or -errno, why set. */
-static int mig_chan_connect(struct migration *mig, struct mig_chan_out *o, char *why, size_t len)
+int mig_chan_dial(struct migration *mig, struct mig_stream *s, uint32_t index, char *why,
+		  size_t len)
 {
 	struct mig_channel *ch;
 	uint8_t hello[MIG_CHAN_HELLO_LEN], buf[512], type;
 	uint32_t n;
-	struct mig_chan_hello h = { .id = mig->chans.id, .index = o->index, .count = mig->chans.n };
+	struct mig_chan_hello h = { .id = mig->chans.id, .index = index,
+				    .count = mig->chans.n ? mig->chans.n : 1 };
 	int err = mig_channel_open(mig->p.uri, &mig->p.tls, MIG_CHAN_CONNECT_TIMEOUT_MS, &ch, why, len);
 
 	if (err)
 		return err;
-	if (mig_stream_init(&o->s, ch, 64 * 1024)) {
+	if (mig_stream_init(s, ch, 64 * 1024)) {
 		snprintf(why, len, "out of memory");
 		return -ENOMEM;
 	}
-	o->s.timeout_ms = MIG_CHAN_IO_TIMEOUT_MS;
+	s->timeout_ms = MIG_CHAN_IO_TIMEOUT_MS;
 	mig_chan_hello_encode(hello, &h);
-	mig_stream_put(&o->s, hello, sizeof(hello));
-	err = mig_stream_flush(&o->s);
+	mig_stream_put(s, hello, sizeof(hello));
+	err = mig_stream_flush(s);
 	if (!err)
-		err = mig_section_read(&o->s, buf, sizeof(buf), &type, &n);
+		err = mig_section_read(s, buf, sizeof(buf), &type, &n);
 	if (err) {
-		snprintf(why, len, "%s", mig_stream_why(&o->s));
+		snprintf(why, len, "%s", mig_stream_why(s));
 		return err;
 	}
 	int32_t status;
@@ -180,7 +182,7 @@ int mig_chans_src_open(struct migration *mig, unsigned n)
 		for (; o->nspare < MIG_CHAN_BUFS; o->nspare++)
 			if (!(o->spare[o->nspare] = malloc(MIG_CHAN_BUF_SIZE)))
 				return precopy_fail(mig, -ENOMEM, "out of memory");
-		int err = mig_chan_connect(mig, o, why, sizeof(why));
+		int err = mig_chan_dial(mig, &o->s, i, why, sizeof(why));
 		if (err)
 			return precopy_fail(mig, err, "channel %u of %u: %s", i, n, why);
 		if (pthread_create(&o->thread, NULL, mig_chan_sender, o))
@@ -299,11 +301,12 @@ void mig_chans_stats(const struct migration *mig, struct mig_stats *st)
 	st->channel_bytes[0] = mig->s.bytes_out;
 	for (unsigned i = 1; i < c->n && i < MIG_CHANNELS_MAX; i++)
 		st->channel_bytes[i] = c->bytes[i];
+	st->preempt_bytes = mig_preempt_src_bytes(mig);
 }
 
 uint64_t mig_bytes_out(const struct migration *mig)
 {
-	return mig->s.bytes_out + mig->chans.staged;
+	return mig->s.bytes_out + mig->chans.staged + mig_preempt_src_bytes(mig);
 }
 
 void mig_chans_src_close(struct migration *mig)

@@ -180,12 +180,24 @@ static int postcopy_switch(struct migration *mig)
 	err = precopy_send_state(mig);
 	if (err)
 		return err;
+	/* --postcopy-preempt: a preempt connection lost while idle fails now, before RUN. */
+	err = mig_preempt_src_check(mig);
+	if (err)
+		return err;
 	mig_section_write(&mig->s, MIG_SEC_POSTCOPY_RUN, NULL, 0);
 	err = mig_stream_flush(&mig->s);
 	/* Once RUN may have left, two running copies are possible: never resume. */
 	mig->end.no_return = true;
 	if (err)
 		return precopy_stream_fail(mig, err);
+	/*
+	 * The owed bitmap is final: the preempt thread serves requests from
+	 * before the guest can fault there (the destination asks only once
+	 * it handled RUN).
+	 */
+	err = mig_preempt_src_start(mig);
+	if (err)
+		return err;
 	precopy_phase(mig, MIG_PHASE_DEVICE_STATE, &t);
 	err = postcopy_wait_running(mig);
 	precopy_phase(mig, MIG_PHASE_RESUME, &t);
@@ -195,6 +207,19 @@ static int postcopy_switch(struct migration *mig)
 	mig->stats.pc_start_ns = t;
 	pthread_mutex_unlock(&mig->lock);
 	return err;
+}
+
+/* The neighbours of a fault at index, outward (bubbling, --prepage). */
+static uint32_t postcopy_bubble(struct migration *mig, uint64_t index)
+{
+	uint32_t sent = 0;
+
+	for (uint64_t k = 1; k <= mig->p.prepage; k++) {
+		sent += ram_queue_index(mig, index + k);
+		if (index >= k)
+			sent += ram_queue_index(mig, index - k);
+	}
+	return sent;
 }
 
 /*
@@ -208,12 +233,27 @@ static uint32_t postcopy_serve(struct migration *mig, uint64_t index)
 
 	if (sent && ram_flush(mig))
 		return sent;	/* the stream error is sticky: the caller sees it */
-	for (uint64_t k = 1; k <= mig->p.prepage; k++) {
-		sent += ram_queue_index(mig, index + k);
-		if (index >= k)
-			sent += ram_queue_index(mig, index - k);
-	}
-	return sent;
+	return sent + postcopy_bubble(mig, index);
+}
+
+/*
+ * --postcopy-preempt: the preempt thread sent a requested page on its own
+ * connection; its neighbours go here, with the push.  0 or -errno.
+ */
+static int postcopy_bubble_hint(struct migration *mig)
+{
+	uint64_t index = mig_preempt_src_hint(mig);
+
+	if (index == MIG_PREEMPT_NO_HINT)
+		return 0;
+	uint32_t sent = postcopy_bubble(mig, index);
+	int err = ram_flush(mig);
+	if (err)
+		return precopy_stream_fail(mig, err);
+	pthread_mutex_lock(&mig->lock);
+	mig->stats.pc_pages_requested += sent;
+	pthread_mutex_unlock(&mig->lock);
+	return 0;
 }
 
 /* Read every page request waiting on the return path.  <0 on error. */
@@ -327,6 +367,8 @@ static int postcopy_push(struct migration *mig)
 		for (uint64_t cursor = 0; cursor < total;) {
 			err = postcopy_requests(mig);
 			if (!err)
+				err = postcopy_bubble_hint(mig);
+			if (!err)
 				err = postcopy_forward(mig, &fwd);
 			if (err)
 				return err;
@@ -389,6 +431,14 @@ static int postcopy_finish(struct migration *mig)
 	uint32_t len;
 	int err;
 
+	/*
+	 * --postcopy-preempt: every page the preempt thread sent goes ahead of
+	 * its final BARRIER, which the destination reads before it checks
+	 * POSTCOPY_DONE.
+	 */
+	err = mig_preempt_src_end(mig);
+	if (err)
+		return precopy_stream_fail(mig, err);
 	err = precopy_send_last(mig, MIG_SEC_POSTCOPY_DONE);
 	if (err)
 		return err;
@@ -542,6 +592,16 @@ int postcopy_run(struct migration *mig)
 			err = postcopy_finish(mig);
 		if (!err || !postcopy_recoverable(mig, err))
 			break;
+		/*
+		 * --postcopy-preempt: either connection lost pauses both; a
+		 * resume runs on the main connection alone (the destination
+		 * drops its end too).
+		 */
+		if (mig->preempt.open) {
+			mig_preempt_src_close(mig);
+			pr_info("post-copy: the preempt connection is closed; after a resume, "
+				"page requests share the main connection");
+		}
 		err = postcopy_wait_resume(mig, err);
 		if (err)
 			break;

@@ -112,8 +112,10 @@ static unsigned precopy_channels_wanted(const struct migration *mig)
  */
 static uint32_t precopy_offer(const struct migration *mig)
 {
-	return mig_compress_codecs(mig->p.compress) |
-	       (mig_stream_has_return_path(&mig->s) && !mig->p.replicate ? MIG_CAP_BASE : 0);
+	bool back = mig_stream_has_return_path(&mig->s) && !mig->p.replicate;
+
+	return mig_compress_codecs(mig->p.compress) | (back ? MIG_CAP_BASE : 0) |
+	       (back && mig->p.postcopy_preempt ? MIG_CAP_PREEMPT : 0);
 }
 
 static void precopy_send_config(struct migration *mig)
@@ -214,6 +216,11 @@ static int precopy_read_ready(struct migration *mig)
 		return precopy_fail(mig, -EPROTO, "destination does not accept raw pages");
 	/* Its base's page digests come next (ram_base_handshake). */
 	mig->ram.base = accepted & MIG_CAP_BASE;
+	/* --postcopy-preempt: an older destination masks the bit off; then requests share main. */
+	mig->preempt.agreed = accepted & MIG_CAP_PREEMPT;
+	if ((offered & MIG_CAP_PREEMPT) && !mig->preempt.agreed)
+		pr_warn("migration: the destination does not take a post-copy preempt connection; "
+			"post-copy's page requests share the main connection");
 	return precopy_codecs(mig, offered & MIG_CODECS_KNOWN, accepted & MIG_CODECS_KNOWN);
 }
 
@@ -271,6 +278,9 @@ static int precopy_setup(struct migration *mig)
 	 * connections, and for nothing else: they come before any other word.
 	 */
 	err = mig_chans_src_open(mig, mig->chans.n);
+	/* --postcopy-preempt: the destination waits for it with the channels. */
+	if (!err)
+		err = mig_preempt_src_open(mig);
 	if (err)
 		return err;
 	pthread_mutex_lock(&mig->lock);
@@ -669,6 +679,7 @@ static void precopy_finish(struct migration *mig, int err)
 	if (mig->stats.throttle_pct && vm_set_throttle(vm, 0))
 		pr_warn("could not stop throttling");
 	mig_chans_src_close(mig);	/* before the main stream its senders fail into */
+	mig_preempt_src_close(mig);	/* ... and its thread */
 	pthread_mutex_lock(&mig->lock);		/* mig->s, for x-test-migration-break */
 	mig_stream_destroy(&mig->s);
 	pthread_mutex_unlock(&mig->lock);
