@@ -2128,6 +2128,12 @@ def main():
                             rec["vmm_mib"] = rec["vmm_bytes"] / MiB if rec.get("vmm_bytes") else None
                             records.append(rec)
                             extra = ""
+                            if sc.net_client and rec.get("udp_sent") is not None:
+                                extra = (f" client: UDP lost {fmt(rec.get('udp_lost'))}"
+                                         f"/{fmt(rec.get('udp_sent'))}, gap {fmt(rec.get('udp_gap_ms'))} ms,"
+                                         f" pings lost {fmt(rec.get('ping_lost'))}/{fmt(rec.get('ping_sent'))},"
+                                         f" gap {fmt(rec.get('ping_gap_ms'))} ms,"
+                                         f" FDB at B {fmt(rec.get('fdb_ms'))} ms after the pause,")
                             if rec.get("postcopy_ms") is not None:
                                 extra = (f" post-copy phase {fmt(rec['postcopy_ms'], 0)} ms,"
                                          f" blocked {fmt(rec.get('blocktime_ms'), 0)} ms,")
