@@ -2143,7 +2143,7 @@ def main():
                                          f" gap {fmt(rec.get('ping_gap_ms'))} ms,"
                                          f" FDB at B {fmt(rec.get('fdb_ms'))} ms after the pause,")
                             if rec.get("postcopy_ms") is not None:
-                                extra = (f" post-copy phase {fmt(rec['postcopy_ms'], 0)} ms,"
+                                extra += (f" post-copy phase {fmt(rec['postcopy_ms'], 0)} ms,"
                                          f" blocked {fmt(rec.get('blocktime_ms'), 0)} ms,")
                             log(f"  {case.label} {vmm.name} #{rep}: {rec['status']}"
                                 f" total {fmt(rec.get('total_ms'), 0)} ms,"
