@@ -31,11 +31,15 @@ import tempfile
 import threading
 import time
 
+sys.dont_write_bytecode = True      # no __pycache__ in the source tree
+import netclient  # noqa: E402  bench/netclient.py: the client of net-client, its analysis
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUILD = os.path.abspath(os.environ.get("BUILD", os.path.join(ROOT, "build")))
 FERRY = os.path.join(BUILD, "ferry")
 PROBE = os.path.join(BUILD, "probe.elf")
 NETBENCH = os.path.join(BUILD, "bench", "netbench")
+NETCLIENT = os.path.join(ROOT, "bench", "netclient.py")
 # Results and logs; FERRYBENCH_OUT puts them elsewhere (e.g. a trial run
 # that must not overwrite the last full run's).
 OUT = os.path.abspath(os.environ.get("FERRYBENCH_OUT") or os.path.join(BUILD, "bench"))
@@ -198,10 +202,18 @@ class Serial:
     def _run(self, stream):
         for raw in iter(stream.readline, b""):
             t = time.monotonic()
-            with self.cv:
-                self.lines.append((t, raw.rstrip(b"\r\n")))
-                self.cv.notify_all()
-            self.log.write(f"{t:.6f} {raw.decode(errors='replace').rstrip()}\n")
+            line = raw.rstrip(b"\r\n")
+            # A last line without its newline is what the guest had written
+            # when it paused here (the rest follows at the destination):
+            # "hb 40" of "hb 401" is no heartbeat, and its time is the
+            # VMM's exit, not the guest's.
+            partial = not raw.endswith(b"\n")
+            if not (partial and self.HB.match(line)):
+                with self.cv:
+                    self.lines.append((t, line))
+                    self.cv.notify_all()
+            self.log.write(f"{t:.6f} {raw.decode(errors='replace').rstrip()}"
+                           f"{' (no newline)' if partial else ''}\n")
         self.log.close()
 
     def wait_for(self, regex, timeout, alive=None):
@@ -491,11 +503,16 @@ class Qemu:
     def available():
         return shutil.which(QEMU) is not None
 
-    def _argv(self, sc, qmp):
-        return [QEMU, "-enable-kvm", "-cpu", "host,-arch-capabilities",
+    def _argv(self, sc, qmp, nic=None):
+        """nic: (tap, MAC) for a guest with a NIC: then the microvm machine
+        with virtio-net-device on the tap, as in the device scenarios."""
+        machine = ["-M", "microvm,acpi=off", "-global", "virtio-mmio.force-legacy=false"] if nic else []
+        net = ["-netdev", f"tap,id=n0,ifname={nic[0]},script=no,downscript=no",
+               "-device", f"virtio-net-device,netdev=n0,mac={nic[1]}"] if nic else []
+        return [QEMU] + machine + ["-enable-kvm", "-cpu", "host,-arch-capabilities",
                 "-m", str(sc.mem_mib), "-smp", str(sc.vcpus), "-nodefaults",
                 "-display", "none", "-serial", "stdio",
-                "-device", "isa-debug-exit,iobase=0xf4,iosize=4",
+                "-device", "isa-debug-exit,iobase=0xf4,iosize=4"] + net + [
                 "-kernel", PROBE, "-append", sc.cmdline,
                 "-qmp", f"unix:{qmp},server=on,wait=off"]
 
@@ -512,11 +529,11 @@ class Qemu:
         # RAM allocated up front, as ferry's destination.  Not for QEMU's
         # post-copy: it discards all destination RAM when post-copy starts.
         pre = ["-mem-prealloc"] if PREALLOC and run.mode == "precopy" else []
-        return (self._argv(run.sc, run.dst_ctl) + pre + self._tls(h, run.sc, "server") +
+        return (self._argv(run.sc, run.dst_ctl, run.nic) + pre + self._tls(h, run.sc, "server") +
                 ["-incoming", f"tcp:{ip}:{port}"])
 
     def start_src(self, h, run, link):
-        return self._argv(run.sc, run.src_ctl) + self._tls(h, run.sc, "client")
+        return self._argv(run.sc, run.src_ctl, run.nic) + self._tls(h, run.sc, "client")
 
     def modes(self):
         return set(MODES)
@@ -711,13 +728,19 @@ class Ferry:
         pre = ["--memory", f"{run.sc.mem_mib}M", "--prealloc"] if PREALLOC else []
         tls = ["--tls-creds", os.path.join(tls_creds(h), "server")] if run.sc.tls else []
         return [FERRY, "run", "--incoming", f"tcp:{ip}:{port}", "--serial", "stdio",
-                "--control", run.dst_ctl] + pre + tls
+                "--control", run.dst_ctl] + pre + tls + self._nic(run)
+
+    @staticmethod
+    def _nic(run):
+        """The NIC on this host's tap (the destination's MAC comes from the
+        source; given anyway, as the system tests do)."""
+        return ["--net", f"tap={run.nic[0]},mac={run.nic[1]}"] if run.nic else []
 
     def start_src(self, h, run, link):
         sc = run.sc
         return [FERRY, "run", "--kernel", PROBE, "--memory", f"{sc.mem_mib}M",
                 "--vcpus", str(sc.vcpus), "--cmdline", sc.cmdline, "--serial", "stdio",
-                "--control", run.src_ctl]
+                "--control", run.src_ctl] + self._nic(run)
 
     def migrate(self, h, run, link):
         sc = run.sc
@@ -816,7 +839,7 @@ class Scenario:
     def __init__(self, name, cmdline, mem_mib=1024, link="loopback", vcpus=1,
                  bandwidth=0, downtime_ms=300, primary=False, modes=("precopy",),
                  precopy_timeout_s=PRECOPY_TIMEOUT, converges=True, postcopy_after_s=2.0,
-                 about="", ferry_args=(), vmms=None, tls=False):
+                 about="", ferry_args=(), vmms=None, tls=False, net_client=False):
         self.name, self.cmdline, self.mem_mib, self.link = name, cmdline, mem_mib, link
         self.vcpus, self.bandwidth, self.downtime_ms, self.primary = vcpus, bandwidth, downtime_ms, primary
         self.modes, self.precopy_timeout_s, self.converges = tuple(modes), precopy_timeout_s, converges
@@ -825,6 +848,9 @@ class Scenario:
         self.ferry_args, self.vmms = tuple(ferry_args), vmms
         # tls: both VMMs migrate over TLS 1.3 with x509 (tls_creds()).
         self.tls = tls
+        # net_client: the guest has a NIC on a switched network and a client
+        # streams at it through the migration (SwitchedNet, NET_CLIENT_METRICS).
+        self.net_client = net_client
 
 
 class Case:
@@ -853,6 +879,12 @@ FAST = "workload=memtouch wss=256M pattern=random rate=0 fill=random period=10ms
 # limit is 100 ms: the hot set fits what the link carries in it, so
 # --order rewrite may leave it for the switchover (docs/convergence.md).
 HOTCOLD = "workload=memtouch wss=96M pattern=hotcold rate=96M fill=random period=10ms"
+# net-client (issue 12): the guest's address on the switched network, the
+# client's, and what the client sends through the migration (UDP echo
+# datagrams and pings a second; --udp-rate, --ping-rate).
+NC_GUEST_IP, NC_CLIENT_IP = "10.79.0.2", "10.79.0.1"
+NC_UDP_RATE, NC_PING_RATE = 1000, 100
+NET_CLIENT = f"workload=idle,net ip={NC_GUEST_IP} udp_port=7 fill=random period=10ms"
 SCENARIOS = [
     Scenario("idle-random-lo", IDLE, primary=True),
     Scenario("idle-mixed-lo", "workload=idle fill=mixed period=10ms"),
@@ -885,6 +917,11 @@ SCENARIOS = [
     # its plain twin of the same run.
     Scenario("idle-random-lo-tls", IDLE, tls=True, about="over TLS"),
     Scenario("idle-random-1g-tls", IDLE, link="veth-1g", tls=True, about="over TLS"),
+    # Issue 12, the network follows the VM: a guest with a NIC on a switched
+    # network, a client streaming UDP echoes and pings at it through the
+    # migration; what the client loses, and when the switch learns host B.
+    Scenario("net-client", NET_CLIENT, mem_mib=256, link="veth-1g", net_client=True,
+             about="a client on a switched network streams at the guest's NIC"),
 ]
 # (address, rewrite) scenario pairs whose pages re-sent the report compares.
 ORDER_PAIRS = [("hotcold-address-1g", "hotcold-rewrite-1g")]
@@ -895,6 +932,7 @@ PRESETS = {
     "quick": ["idle-random-lo"],
     "order": ["hotcold-address-1g", "hotcold-rewrite-1g"],
     "tls": ["idle-random-lo", "idle-random-lo-tls", "idle-random-1g", "idle-random-1g-tls"],
+    "net": ["net-client"],
     "full": [s.name for s in SCENARIOS] + ["disk-randwrite", "disk-seqwrite", "disk-seqread",
                                            "net-udp-echo"],   # DEVICE_SCENARIOS, below
 }
@@ -911,6 +949,7 @@ class Run:
         self.id = f"{case.file}-{vmm.name}-{rep}"
         self.src_ctl = os.path.join(h.tmp, f"{vmm.name}-src.sock")
         self.dst_ctl = os.path.join(h.tmp, f"{vmm.name}-dst.sock")
+        self.nic = None             # (tap, MAC) in a net-client scenario
 
 
 def outage(src_hb, dst_hb, t0, t_end):
@@ -945,11 +984,17 @@ def run_migration(h, case, vmm, link, rep, post_s=1.0, settle_s=1.0):
            "status": "error", "error": ""}
     if case.mode == "precopy":
         rec["precopy_timeout_s"] = sc.precopy_timeout_s
-    src = dst = None
+    src = dst = net = None
+    if sc.net_client:
+        post_s = max(post_s, NC_POST_S)
     try:
         for p in (run.src_ctl, run.dst_ctl):
             if os.path.exists(p):
                 os.unlink(p)
+        if sc.net_client:
+            net = SwitchedNet(h, link)
+            net.setup(h, run)
+            run.nic = (net.tap, NET_MAC)
         dst = Proc(h, f"{vmm.name}-dst", vmm.start_dst(h, run, link), netns=link.ns_dst,
                    lines=True, logpath=os.path.join(h.logdir, f"{run.id}-dst.err"))
         dst_ser = Serial(dst.popen.stdout, os.path.join(h.logdir, f"{run.id}-dst.serial"))
@@ -964,6 +1009,10 @@ def run_migration(h, case, vmm, link, rep, post_s=1.0, settle_s=1.0):
         rec["boot_s"] = time.monotonic() - t_boot
         if not src_ser.wait_for(rb"^hb ", 10, alive=src.alive):
             raise BenchError("source prints no heartbeats")
+        if net:
+            if not src_ser.wait_for(rb"^probe: net 0x", 10, alive=src.alive):
+                raise BenchError("the guest has no NIC")
+            net.start_client(h, run)
         time.sleep(settle_s)
 
         cpu0 = (src.cpu_seconds(), dst.cpu_seconds())
@@ -1043,6 +1092,10 @@ def run_migration(h, case, vmm, link, rep, post_s=1.0, settle_s=1.0):
         rec["dst_cpu_s"] = cpu_dst_resumed - cpu0[1]
         rec["src_exit"] = src.status
         rec.update(outage(src_ser.heartbeats(), dst_ser.heartbeats(), m["t0"], m["t1"] + post_s))
+        if net:
+            rec.update(net.finish(m, src_ser.heartbeats(), dst_ser.heartbeats(), raw))
+            if rec.get("net_error"):
+                raise BenchError(rec["net_error"])
         bad = dst_ser.grep(rb"CORRUPT|exception") + src_ser.grep(rb"CORRUPT|exception")
         rec["guest_ok"] = not bad and dst.alive()
         if bad:
@@ -1061,6 +1114,8 @@ def run_migration(h, case, vmm, link, rep, post_s=1.0, settle_s=1.0):
         for p in (src, dst):
             if p:
                 p.kill()
+        if net:
+            net.teardown(h)
     raw_copy(h, sc, link, rec)
     return rec
 
@@ -1083,6 +1138,144 @@ def raw_copy(h, sc, link, rec):
             rec["raw_mem_mibs"] = raw["rate"] / MiB
     except (BenchError, subprocess.TimeoutExpired, ValueError) as e:
         log(f"  {rec['scenario']}/{rec['mode']} {rec['vmm']} #{rec['rep']}: raw copy: {e}")
+
+
+# ---- net-client: a client on a switched network (issue 12) -------------------------
+#
+#   client --- switch --- A: bridge --- tap (the guest, before)
+#                 \
+#                  ------ B: bridge --- tap (the guest, after)
+#                 A ======== B   the migration link (the scenario's Link)
+#
+# The same layout as tests/system/migrate_net_hosts.sh.  The client streams
+# numbered UDP datagrams and pings at the guest (bench/netclient.py) from
+# before the migration until NC_POST_S after it; what it lost and the
+# longest time it heard nothing come from its own timestamps.
+
+NC_POST_S = 3.0        # after the migration: both VMMs' announce rounds (5 in 1.25 s) and steady echoes
+NC_READY_TIMEOUT = 40  # the client's first echo (netclient.READY_S) and its start
+
+
+class SwitchedNet:
+    """The net-client scenario's network, built for each run around the
+    migration Link's namespaces (host A is link.ns_src, host B link.ns_dst)
+    so that no run inherits the last one's FDB or ARP entries.  Each host
+    has a bridge joining its uplink and the guest's tap (the same name on
+    both); the switch (namespace fb<tag>-sw) is a learning Linux bridge with
+    a port to A, B and the client (fb<tag>-c).  `bridge monitor fdb` in the
+    switch's namespace reports every change of its forwarding table, each
+    line stamped on arrival (Serial), as the heartbeats are.  Touched by the
+    harness's main thread only (Serial has its own reader thread)."""
+
+    def __init__(self, h, link):
+        t = h.tag
+        self.ns_sw, self.ns_c = f"fb{t}-sw", f"fb{t}-c"
+        self.hosts = {"a": link.ns_src, "b": link.ns_dst, "c": self.ns_c}
+        self.sw, self.br, self.upl, self.tap = f"fb{t}sw", f"fb{t}h", f"fb{t}u", f"fb{t}t"
+        self.ports = {k: f"fb{t}p{k}" for k in self.hosts}
+        self.monitor = self.fdb = self.client = self.client_out = None
+
+    def setup(self, h, run):
+        for ns in (self.ns_sw, self.ns_c):
+            h.add_netns(ns)
+            sh("ip", "-n", ns, "link", "set", "lo", "up")
+        sh("ip", "-n", self.ns_sw, "link", "add", self.sw, "type", "bridge")
+        sh("ip", "-n", self.ns_sw, "link", "set", self.sw, "up")
+        self.monitor = Proc(h, "fdb", ["bridge", "monitor", "fdb"], netns=self.ns_sw, lines=True,
+                            logpath=os.path.join(h.logdir, f"{run.id}-fdb.err"))
+        self.fdb = Serial(self.monitor.popen.stdout, os.path.join(h.logdir, f"{run.id}-fdb.log"))
+        for k, ns in self.hosts.items():
+            sh("ip", "link", "add", self.ports[k], "netns", self.ns_sw, "type", "veth",
+               "peer", "name", self.upl, "netns", ns)
+            sh("ip", "-n", self.ns_sw, "link", "set", self.ports[k], "master", self.sw)
+            sh("ip", "-n", self.ns_sw, "link", "set", self.ports[k], "up")
+            sh("ip", "-n", ns, "link", "set", self.upl, "up")
+        sh("ip", "-n", self.ns_c, "addr", "add", f"{NC_CLIENT_IP}/24", "dev", self.upl)
+        for k in ("a", "b"):
+            ns = self.hosts[k]
+            sh("ip", "-n", ns, "link", "add", self.br, "type", "bridge")
+            sh("ip", "-n", ns, "link", "set", self.upl, "master", self.br)
+            sh("ip", "netns", "exec", ns, "ip", "tuntap", "add", "dev", self.tap, "mode", "tap")
+            sh("ip", "-n", ns, "link", "set", self.tap, "master", self.br)
+            sh("ip", "-n", ns, "link", "set", self.tap, "up")
+            sh("ip", "-n", ns, "link", "set", self.br, "up")
+
+    def port_now(self):
+        """"a", "b", "c" or None: where the switch sends the guest's MAC now."""
+        out = sh("bridge", "-n", self.ns_sw, "fdb", "show", "br", self.sw, check=False)
+        moves = netclient.fdb_moves([(0.0, line) for line in out.splitlines()], NET_MAC, self.ports)
+        return moves[-1][1] if moves else None
+
+    def start_client(self, h, run):
+        """The client's stream, once the guest at A answers it and the
+        switch has learned A's port for it."""
+        self.client_out = os.path.join(h.logdir, f"{run.id}-client.json")
+        if os.path.exists(self.client_out):
+            os.unlink(self.client_out)
+        self.client = Proc(h, "client", [sys.executable, NETCLIENT, "stream", NC_GUEST_IP, "7",
+                                         str(NC_UDP_RATE), str(NC_PING_RATE), self.client_out],
+                           netns=self.ns_c, lines=True,
+                           logpath=os.path.join(h.logdir, f"{run.id}-client.err"))
+        out = Serial(self.client.popen.stdout, os.path.join(h.logdir, f"{run.id}-client.log"))
+        if not out.wait_for(rb"^ready", NC_READY_TIMEOUT, alive=self.client.alive):
+            said = " ".join(out.grep(rb"."))[:200]
+            raise BenchError(f"the guest does not answer the client{': ' + said if said else ''}")
+        deadline = time.monotonic() + 10
+        while self.port_now() != "a":
+            if time.monotonic() > deadline:
+                raise BenchError("the switch did not learn the guest on host A's port")
+            time.sleep(0.05)
+
+    def finish(self, m, src_hb, dst_hb, report):
+        """Stop the client; what it saw from the migration's start on, and
+        when the switch learned host B.  "net_error" in the result: the
+        run failed (the guest no longer answers, the switch is not at B)."""
+        t_stop = time.monotonic()
+        try:
+            os.kill(self.client.pid, signal.SIGUSR1)    # ours: ip netns exec execs it
+        except ProcessLookupError:
+            pass
+        res = {}
+        if not self.client.wait(netclient.GRACE_S + 10):
+            return {"net_error": "the client did not stop"}
+        try:
+            with open(self.client_out) as f:
+                d = json.load(f)
+        except (OSError, ValueError) as e:
+            return {"net_error": f"the client's samples: {e}"}
+        for kind in ("udp", "ping"):
+            if d[f"{kind}_sent"]:
+                a = netclient.analyse(d[f"{kind}_sent"], d[f"{kind}_recv"], m["t0"], t_stop)
+                res.update({f"{kind}_sent": a["sent"], f"{kind}_lost": a["lost"],
+                            f"{kind}_gap_ms": a["gap_ms"]})
+        with self.fdb.cv:
+            lines = [(t, line.decode(errors="replace")) for t, line in self.fdb.lines]
+        t_b = netclient.first_at(netclient.fdb_moves(lines, NET_MAC, self.ports), "b", m["t0"])
+        # From the pause (the last heartbeat from A) and from the resume (the
+        # first from B), harness clock, as the outage.
+        if t_b is not None and src_hb:
+            res["fdb_ms"] = 1000 * (t_b - src_hb[-1][0])
+        if t_b is not None and dst_hb:
+            res["fdb_after_resume_ms"] = 1000 * (t_b - dst_hb[0][0])
+        res["fdb_final"] = self.port_now() or "none"
+        for k in ("net-frames-forwarded", "net-frames-after-go", "net-frames-dropped"):
+            res[k.replace("-", "_")] = report.get(k)        # ferry's; QEMU has none
+        if not any(t > t_stop - 1.0 for _, t in d["udp_recv"]):
+            res["net_error"] = "the guest no longer answers the client after the migration"
+        elif res["fdb_final"] != "b":
+            res["net_error"] = f"the switch sends the guest's frames to port {res['fdb_final']}, not host B"
+        return res
+
+    def teardown(self, h):
+        for p in (self.client, self.monitor):
+            if p:
+                p.kill(grace=1.0)
+        # Their veths go with the switch's namespace: the uplinks in A and B too.
+        for ns in (self.ns_sw, self.ns_c):
+            h.del_netns(ns)
+        for k in ("a", "b"):
+            for dev in (self.tap, self.br):
+                sh("ip", "-n", self.hosts[k], "link", "del", dev, check=False)
 
 
 # ---- device scenarios -------------------------------------------------------------
@@ -1474,6 +1667,17 @@ METRICS = [  # key, label, digits, better ("lower"/"higher"/None), post-copy mod
     ("iterations", "iterations / dirty syncs", 0, None, False),
     ("pages_resent", "pages re-sent (ferry only)", 0, "lower", False),
 ]
+# net-client only, first in its table: what the client saw from the
+# migration's start to NC_POST_S after its end, and the switch.
+NET_CLIENT_METRICS = [
+    ("udp_lost", "UDP echoes lost (client)", 0, "lower", False),
+    ("udp_gap_ms", "longest gap with no UDP echo (ms)", 1, "lower", False),
+    ("ping_lost", "pings lost (client)", 0, "lower", False),
+    ("ping_gap_ms", "longest gap with no ping reply (ms)", 1, "lower", False),
+    ("fdb_ms", "switch FDB at host B, from pause (ms)", 1, "lower", False),
+    ("udp_sent", "UDP datagrams sent in that time", 0, None, False),
+    ("net_frames_forwarded", "frames forwarded (ferry only)", 0, None, False),
+]
 # What a pre-copy that did not converge still tells (medians over those runs).
 NOT_CONVERGED_METRICS = [("wire_mib", "sent on the wire (MiB)", 0),
                          ("throughput_mibs", "at (MiB/s)", 0),
@@ -1482,7 +1686,8 @@ NOT_CONVERGED_METRICS = [("wire_mib", "sent on the wire (MiB)", 0),
 
 
 def case_metrics(case):
-    return [m for m in METRICS if case.mode != "precopy" or not m[4]]
+    net = NET_CLIENT_METRICS if case.sc.net_client else []
+    return [m for m in net + METRICS if case.mode != "precopy" or not m[4]]
 
 
 def median(values):
@@ -1499,7 +1704,7 @@ def summarize(records, cases, vmms, supported):
         s = out[case.label] = {"_supported": {v: case.mode in supported.get(v, ()) for v in vmms},
                                "_runs": {}, "_converged": {}, "_notconv": {}}
         mine = [r for r in records if r["scenario"] == case.sc.name and r.get("mode") == case.mode]
-        for key, *_ in METRICS:
+        for key, *_ in METRICS + NET_CLIENT_METRICS:
             s[key] = {v: median(r.get(key) for r in mine if r["vmm"] == v
                                 and r.get("status") == "completed") for v in vmms}
         for v in vmms:
@@ -1572,6 +1777,29 @@ def report_tls(summary, cases, p):
           f"({fmt(r_qemu, 2)})]")
 
 
+def report_net_client(summary, case, p):
+    """Issue 12's goals for what the client sees (information only): no
+    ping lost by ferry in pre-copy, UDP losses and the longest gap at most
+    0.2x QEMU's in the same run."""
+    s = summary[case.label]
+
+    def at_most(key, share):
+        f, q = s[key]["ferry"], s[key]["qemu"]
+        if f is None or q is None:
+            return "n/a", "-"
+        if q == 0:
+            return ("PASS" if f == 0 else "FAIL"), "-"
+        return check("<=", f / q, share), fmt(f / q, 2)
+    p(f"   issue 12 goals (ferry; information only; UDP {NC_UDP_RATE:g}/s, pings {NC_PING_RATE:g}/s):")
+    if case.mode == "precopy" and NC_PING_RATE:
+        v = s["ping_lost"]["ferry"]
+        p(f"     {check('<=', v, 0):<5} no ping lost in pre-copy   (ferry {fmt(v, 0)}, "
+          f"qemu {fmt(s['ping_lost']['qemu'], 0)})")
+    for key, text in (("udp_lost", "UDP echoes lost"), ("udp_gap_ms", "longest gap with no UDP echo")):
+        verdict, ratio = at_most(key, 0.2)
+        p(f"     {verdict:<5} {text} <= 0.2x QEMU's   (ferry/qemu {ratio})")
+
+
 def report(summary, cases, links, ferry_ok, ferry_why, lines):
     def p(s=""):
         lines.append(s)
@@ -1585,6 +1813,11 @@ def report(summary, cases, links, ferry_ok, ferry_why, lines):
         extra = f", {sc.about}" if sc.about else ""
         bw = f", live phase capped at {sc.bandwidth / MiB:g} MiB/s" if sc.bandwidth else ""
         p(f"== {case.label}: {sc.mem_mib} MiB, \"{sc.cmdline}\", {links[sc.link].describe()}{bw}{extra}")
+        if sc.net_client:
+            p(f"   switch (learning bridge) to host A, host B (each a bridge to the guest's tap) and a "
+              f"client sending UDP echoes {NC_UDP_RATE:g}/s and pings {NC_PING_RATE:g}/s from the "
+              f"migration's start to {NC_POST_S:g} s after; QEMU -M microvm, virtio-net-device on "
+              "the tap; ferry --net tap=; both with their default announce")
         if case.mode == "precopy":
             p(f"   pre-copy, bounded at {sc.precopy_timeout_s:g} s (then cancelled: not converged)")
         elif case.mode == "hybrid":
@@ -1625,6 +1858,8 @@ def report(summary, cases, links, ferry_ok, ferry_why, lines):
                 what = ", ".join(f"{lab} {fmt(nc[k], d)}" for k, lab, d in NOT_CONVERGED_METRICS)
                 p(f"   {v}: {nc['n']} run(s) not converged in {sc.precopy_timeout_s:g} s "
                   f"(medians until the cancel: {what})")
+        if sc.net_client and completed:
+            report_net_client(summary, case, p)
         if sc.primary and case.mode == "precopy":
             p("   issue 3 targets (ferry; information only):")
             for key, op, target, text in TARGETS:
@@ -1649,7 +1884,10 @@ def write_csv(records, path):
             "blocktime_ms", "vcpu_blocktime_ms", "postcopy_requests", "postcopy_bytes",
             "wire_bytes", "wire_fwd_bytes", "vmm_bytes", "throughput_mibs",
             "raw_mibs", "raw_s", "link_pct", "raw_mem_mibs", "src_cpu_s", "dst_cpu_s", "iterations",
-            "boot_s", "src_exit", "precopy_timeout_s", "downtime_phases", "tcp_ext_dst"] + \
+            "boot_s", "src_exit", "precopy_timeout_s", "downtime_phases", "tcp_ext_dst",
+            "udp_sent", "udp_lost", "udp_gap_ms", "ping_sent", "ping_lost", "ping_gap_ms",
+            "fdb_ms", "fdb_after_resume_ms", "fdb_final", "net_frames_forwarded",
+            "net_frames_after_go", "net_frames_dropped"] + \
         DEVICE_KEYS + ["cmdline", "error"]
     with open(path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
@@ -1741,6 +1979,7 @@ def _has_cairo(gp):
 
 
 def main():
+    global PREALLOC, FERRY_HYBRID_AFTER_S, NC_UDP_RATE, NC_PING_RATE
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("preset", nargs="?", default="quick", choices=sorted(PRESETS))
     ap.add_argument("--scenario", action="append",
@@ -1759,13 +1998,26 @@ def main():
     ap.add_argument("--no-prealloc", action="store_true",
                     help="do not preallocate destination RAM (default: both VMMs do, "
                          "QEMU -mem-prealloc, ferry --prealloc)")
+    ap.add_argument("--udp-rate", type=float, default=None,
+                    help=f"net-client: UDP echo datagrams a second (default {NC_UDP_RATE})")
+    ap.add_argument("--ping-rate", type=float, default=None,
+                    help=f"net-client: pings a second (default {NC_PING_RATE}; 0: none)")
     ap.add_argument("--ferry-hybrid-timed", action="store_true",
                     help="drive ferry's hybrid like QEMU's (migrate-postcopy after 2 s) "
                          "instead of its own --mode hybrid")
     args = ap.parse_args()
-    global PREALLOC, FERRY_HYBRID_AFTER_S
     PREALLOC = not args.no_prealloc
     FERRY_HYBRID_AFTER_S = args.ferry_hybrid_timed
+    if args.udp_rate is not None:
+        if not 1 <= args.udp_rate <= 100000:
+            print("bench: --udp-rate takes 1..100000", file=sys.stderr)
+            return 1
+        NC_UDP_RATE = args.udp_rate
+    if args.ping_rate is not None:
+        if not 0 <= args.ping_rate <= 10000:
+            print("bench: --ping-rate takes 0..10000", file=sys.stderr)
+            return 1
+        NC_PING_RATE = args.ping_rate
 
     if args.list:
         for sc in SCENARIOS:
@@ -1869,6 +2121,10 @@ def main():
                 for case in (c for c in cases if c.sc is sc):
                     able = [v for v in vmms if case.mode in supported[v.name]
                             and (sc.vmms is None or v.name in sc.vmms)]
+                    if sc.net_client and "ferry" in (v.name for v in able) and \
+                            not re.search(r"--net\b", ferry_run_help()):
+                        log(f"  {case.label} ferry: {NO_NET}")
+                        able = [v for v in able if v.name != "ferry"]
                     for v in vmms:
                         if v not in able and (sc.vmms is None or v.name in sc.vmms):
                             log(f"  {case.label} {v.name}: {NOT_IMPLEMENTED}")
@@ -1880,8 +2136,14 @@ def main():
                             rec["vmm_mib"] = rec["vmm_bytes"] / MiB if rec.get("vmm_bytes") else None
                             records.append(rec)
                             extra = ""
+                            if sc.net_client and rec.get("udp_sent") is not None:
+                                extra = (f" client: UDP lost {fmt(rec.get('udp_lost'))}"
+                                         f"/{fmt(rec.get('udp_sent'))}, gap {fmt(rec.get('udp_gap_ms'))} ms,"
+                                         f" pings lost {fmt(rec.get('ping_lost'))}/{fmt(rec.get('ping_sent'))},"
+                                         f" gap {fmt(rec.get('ping_gap_ms'))} ms,"
+                                         f" FDB at B {fmt(rec.get('fdb_ms'))} ms after the pause,")
                             if rec.get("postcopy_ms") is not None:
-                                extra = (f" post-copy phase {fmt(rec['postcopy_ms'], 0)} ms,"
+                                extra += (f" post-copy phase {fmt(rec['postcopy_ms'], 0)} ms,"
                                          f" blocked {fmt(rec.get('blocktime_ms'), 0)} ms,")
                             log(f"  {case.label} {vmm.name} #{rep}: {rec['status']}"
                                 f" total {fmt(rec.get('total_ms'), 0)} ms,"

@@ -4,6 +4,8 @@
 #   bench/run.sh full             every scenario and mode (loopback, veth 1G/10G, WAN;
 #                                 pre-copy, post-copy, hybrid), ~30 min, then the
 #                                 device scenarios (disk-*, net-udp-echo), ~4 min
+#   bench/run.sh net              net-client: a client on a switched network through
+#                                 a migration of a guest with a NIC, both VMMs, ~2 min
 #   bench/run.sh --list           the scenarios
 #   bench/run.sh full --scenario idle-random-1g --repeat 1 --vmm qemu
 #   bench/run.sh full --scenario memtouch-fast-1g/hybrid --repeat 1   (NAME/MODE)
