@@ -273,13 +273,6 @@ static int mig_chan_take(struct mig_incoming *inc, const struct mig_incoming_opt
 }
 
 /* Is intr_fd readable (a stop request)? */
-static bool mig_chans_intr(int fd)
-{
-	struct pollfd p = { .fd = fd, .events = POLLIN };
-
-	return fd >= 0 && poll(&p, 1, 0) > 0;
-}
-
 int mig_chans_in_accept(struct mig_incoming *inc, const struct mig_incoming_opts *opts,
 			struct mig_listener *l)
 {
@@ -320,7 +313,7 @@ int mig_chans_in_accept(struct mig_incoming *inc, const struct mig_incoming_opts
 			err = mig_chan_take(inc, opts, l, (int)left_ms, taken, &ci);
 		else
 			err = ready < 0 && errno != EINTR ? -errno : -ETIMEDOUT;
-		if (err == -EINTR || mig_chans_intr(opts->intr_fd))
+		if (err == -EINTR || mig_in_fd_ready(opts->intr_fd))
 			return mig_in_fail(inc, -EINTR, "interrupted while waiting for the channels");
 		/*
 		 * The source says nothing on the main stream until every channel is
@@ -408,18 +401,11 @@ int mig_chans_in_barrier(struct mig_incoming *inc, uint32_t seq, bool final)
 					  "BARRIER %u", behind, set->timeout_ms / 1000, seq);
 			break;
 		}
-		if (mig_chans_intr(set->intr_fd)) {
+		if (mig_in_fd_ready(set->intr_fd)) {
 			err = mig_in_fail(inc, -EINTR, "interrupted");
 			break;
 		}
-		struct timespec ts;
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_nsec += 100000000L;
-		if (ts.tv_nsec >= 1000000000L) {
-			ts.tv_sec++;
-			ts.tv_nsec -= 1000000000L;
-		}
-		pthread_cond_timedwait(&set->cond, &set->lock, &ts);
+		mig_in_cond_wait_tick(&set->cond, &set->lock);
 	}
 	for (unsigned i = 1; i < set->n && !err; i++) {
 		struct mig_chan_in *ci = set->in[i];

@@ -5,6 +5,11 @@
 #ifndef FERRY_MIGRATION_INCOMING_INTERNAL_H
 #define FERRY_MIGRATION_INCOMING_INTERNAL_H
 
+#include <poll.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <time.h>
+
 #include "migration/dest/incoming.h"
 #include "board/machine_state.h"
 #include "migration/section.h"
@@ -134,5 +139,30 @@ int mig_in_pc_reconnect(struct mig_incoming *inc, const struct mig_incoming_opts
 			struct machine *m);
 /* Send the destination's post-copy counters to the source. */
 void mig_in_pc_stats(struct mig_incoming *inc);
+
+/*
+ * For the threads that wait on the receivers of extra connections
+ * (channels.c, preempt.c): is fd (-1: none) readable now, and a wait on
+ * cond of at most 100 ms, so that a stop or a silence is seen that often.
+ */
+static inline bool mig_in_fd_ready(int fd)
+{
+	struct pollfd p = { .fd = fd, .events = POLLIN };
+
+	return fd >= 0 && poll(&p, 1, 0) > 0;
+}
+
+static inline void mig_in_cond_wait_tick(pthread_cond_t *cond, pthread_mutex_t *lock)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_nsec += 100000000L;
+	if (ts.tv_nsec >= 1000000000L) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000L;
+	}
+	pthread_cond_timedwait(cond, lock, &ts);
+}
 
 #endif

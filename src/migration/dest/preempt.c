@@ -183,13 +183,6 @@ int mig_preempt_in_start(struct mig_incoming *inc)
 }
 
 /* Is fd readable (a stop request)? */
-static bool mig_preempt_intr(int fd)
-{
-	struct pollfd p = { .fd = fd, .events = POLLIN };
-
-	return fd >= 0 && poll(&p, 1, 0) > 0;
-}
-
 int mig_preempt_in_finish(struct mig_incoming *inc)
 {
 	struct mig_preempt_in *pi = inc->preempt_in;
@@ -210,18 +203,11 @@ int mig_preempt_in_finish(struct mig_incoming *inc)
 					  "nothing for %d s before its end", timeout_ms / 1000);
 			break;
 		}
-		if (mig_preempt_intr(inc->s.intr_fd)) {
+		if (mig_in_fd_ready(inc->s.intr_fd)) {
 			err = mig_in_fail(inc, -EINTR, "interrupted");
 			break;
 		}
-		struct timespec ts;
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_nsec += 100000000L;
-		if (ts.tv_nsec >= 1000000000L) {
-			ts.tv_sec++;
-			ts.tv_nsec -= 1000000000L;
-		}
-		pthread_cond_timedwait(&pi->cond, &pi->lock, &ts);
+		mig_in_cond_wait_tick(&pi->cond, &pi->lock);
 	}
 	if (!err && pi->err)
 		err = mig_in_fail(inc, pi->err, "the post-copy preempt connection: %s", pi->view.why);
