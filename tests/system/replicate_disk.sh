@@ -107,7 +107,13 @@ start_pair() {
 	[ "$(json_field "$T/query.json" status)" = replicating ] || fail "$n: not replicating"
 	# The workload writes all the time: epochs carry disk blocks.
 	local dt; dt=$(json_field "$T/query.json" epoch-disk-bytes-total)
-	[ "${dt:-0}" -gt 0 ] || { cat "$T/query.json"; fail "$n: no disk bytes in the epochs"; }
+	[ "${dt:-0}" -gt 0 ] || {
+		cat "$T/query.json"; "$FERRY" status "$T/$n-p.ctl"
+		log "$n: the primary's guest at hb $(last_beat "$T/$n-p.serial"), disk generation" \
+			"$(disk_gen "$T/$n-p.serial"); its last lines but heartbeats:"
+		grep -v '^hb ' "$T/$n-p.serial" | tail -n 15
+		fail "$n: no disk bytes in the epochs"
+	}
 	assert_no_guest "$T/$n-s.serial"
 	log "$n: $(json_field "$T/query.json" epochs-acked) epochs acknowledged, $dt disk bytes in them"
 }
