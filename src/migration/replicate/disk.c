@@ -60,6 +60,12 @@ int mig_repl_disk_collect(struct migration *mig, uint64_t *recs, uint64_t *bytes
 		return 0;
 	for (unsigned i = 0; i < b->nr; i++) {
 		struct mig_block_disk *d = &b->d[i];
+		/*
+		 * The sync took the guest's writes as 4 KiB ranges (part); an
+		 * epoch sends the chunks around them whole, the unit the
+		 * standby checks and buffers.
+		 */
+		mig_block_fold(d);
 		for (uint64_t w = 0; w < d->chunks / 64 + 1; w++) {
 			while (d->owed[w]) {
 				uint64_t c = w * 64 + (uint64_t)__builtin_ctzll(d->owed[w]);

@@ -15,8 +15,9 @@ struct migration;
 
 /*
  * Migration thread, the guest paused, machine_quiesce done and the block
- * source synced (its dirty bits taken into what it owes): write an
- * EPOCH_DISK section for every chunk owed, and owe nothing.  *recs gets
+ * source synced (its dirty bits taken into what it owes, whole chunks
+ * and 4 KiB ranges): write an EPOCH_DISK section for every chunk owed or
+ * holding an owed range, and owe nothing.  *recs gets
  * the sections written, *bytes the bytes they cover.  0 or the stream's
  * error (a read failure is set on the stream too).
  */
