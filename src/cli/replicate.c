@@ -36,6 +36,11 @@ static const char replicate_usage[] =
 "                            standby (default: half the standby's\n"
 "                            --failover-timeout; more than that is refused)\n"
 "      --bandwidth RATE      cap on the initial copy's live passes, e.g. 100M\n"
+"      --copy-storage[=incremental]  replicate the disks (local images): the\n"
+"                            initial copy copies them, every epoch carries\n"
+"                            the blocks written in it; the standby runs with\n"
+"                            --copy-storage and its own images.  Without it a\n"
+"                            VM with disks is refused (no shared storage)\n"
 "      --verify              check the initial copy's RAM and state digests\n"
 "      --json                print the final query-migrate as JSON\n"
 "  -h, --help                show this help\n"
@@ -49,6 +54,7 @@ int cli_replicate(int argc, char **argv)
 		{ "interval", required_argument, NULL, 'i' },
 		{ "failover-timeout", required_argument, NULL, 'f' },
 		{ "bandwidth", required_argument, NULL, 'b' },
+		{ "copy-storage", optional_argument, NULL, 'G' },
 		{ "verify", no_argument, NULL, 'V' },
 		{ "json", no_argument, NULL, 'j' },
 		{ "help", no_argument, NULL, 'h' },
@@ -83,6 +89,16 @@ int cli_replicate(int argc, char **argv)
 			break;
 		case 'V':
 			json_object_object_add(args, "verify", json_object_new_boolean(1));
+			break;
+		case 'G':
+			if (!optarg || !strcmp(optarg, "full"))
+				json_object_object_add(args, "copy-storage", json_object_new_boolean(1));
+			else if (!strcmp(optarg, "incremental"))
+				json_object_object_add(args, "copy-storage",
+						       json_object_new_string("incremental"));
+			else
+				die(FERRY_EXIT_USAGE, "--copy-storage takes full (the default) or "
+				    "incremental");
 			break;
 		case 'j': as_json = true; break;
 		case 'h': fputs(replicate_usage, stdout); json_object_put(args); return 0;

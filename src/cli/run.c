@@ -118,7 +118,8 @@ static const char run_usage[] =
 "                         --copy-storage')\n"
 "      --standby          with --incoming: be the standby of 'ferry replicate':\n"
 "                         hold the last whole checkpoint, paused, and resume\n"
-"                         the guest from it only on failover (docs/replication.md)\n"
+"                         the guest from it only on failover (docs/replication.md);\n"
+"                         a VM with disks: --copy-storage and its own images\n"
 "      --failover auto|manual  with --standby: take over by itself once the\n"
 "                         primary has been silent for --failover-timeout (auto,\n"
 "                         the default; the primary fences itself sooner), or\n"
@@ -389,9 +390,12 @@ static void run_parse(int argc, char **argv, struct run_opts *o)
 		die(FERRY_EXIT_USAGE, "--standby goes with --incoming tcp:HOST:PORT or unix:PATH");
 	if (failover_set && !o->standby)
 		die(FERRY_EXIT_USAGE, "--failover and --failover-timeout go with --standby");
-	if (o->standby && (o->mc.nr_disks || o->copy_storage))
-		die(FERRY_EXIT_USAGE, "replication does not carry disks yet: --standby takes no "
-		    "--disk or --copy-storage");
+	/* A standby's disks are its own copies, written only at each checkpoint. */
+	if (o->standby && o->mc.nr_disks && !o->copy_storage)
+		die(FERRY_EXIT_USAGE, "--standby with disks needs --copy-storage and an image of its "
+		    "own per disk (--disk path=...): shared storage is refused, as after a failover "
+		    "the disk would hold the primary's writes newer than the checkpoint "
+		    "(docs/replication.md)");
 	if (o->base && (!o->incoming || !mig_channel_uri_return_path(o->incoming)))
 		die(FERRY_EXIT_USAGE, "--base goes with --incoming tcp:HOST:PORT or unix:PATH "
 		    "(the digests go back to the source; a file has no way back)");

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "control/cmd_migrate.h"
+#include "migration/block.h"
 #include "migration/migration.h"
 #include "migration/replicate/epoch.h"
 
@@ -19,6 +20,8 @@ const struct control_arg cmd_replicate_args[] = {
 	{ "verify", CONTROL_ARG_BOOL, false },
 	{ "tls-creds", CONTROL_ARG_STRING, false },
 	{ "tls-hostname", CONTROL_ARG_STRING, false },
+	{ "copy-storage", CONTROL_ARG_BOOL_OR_STRING, false },
+	{ "copy-storage-mode", CONTROL_ARG_STRING, false },
 	{ NULL },
 };
 
@@ -48,9 +51,23 @@ int cmd_replicate(struct control_ctx *ctx, json_object *args, json_object **ret)
 				    "tcp:HOST:PORT or unix:PATH, not %s", p.uri);
 	if (!ctx->mig)
 		return control_fail(ret, -ENOTSUP, "this VM cannot migrate");
-	if (ctx->machine->nr_disks)
-		return control_fail(ret, -EOPNOTSUPP, "replication does not carry disks yet: this "
-				    "VM has %u", ctx->machine->nr_disks);
+	/*
+	 * Disks travel with the epochs only as copies (docs/replication.md,
+	 * "Disks"): on shared storage the primary's writes after the last
+	 * checkpoint would already be on the disk the standby resumes with.
+	 */
+	if (ctx->machine->nr_disks && !p.copy_storage)
+		return control_fail(ret, -EOPNOTSUPP, "this VM has %u disk(s): replicate them with "
+				    "'copy-storage' to a standby with its own images (ferry run "
+				    "--standby --copy-storage --disk path=...); shared storage is "
+				    "refused, as after a failover the disk would hold writes newer "
+				    "than the checkpoint the guest resumes from",
+				    ctx->machine->nr_disks);
+	if (p.copy_storage) {
+		char why[200];
+		if (mig_block_check(ctx->machine, why, sizeof(why)))
+			return control_fail(ret, -EINVAL, "%s", why);
+	}
 	p.replicate = true;
 	p.epoch_interval_ns = interval * 1000000ULL;
 	p.fence_ns = fence * 1000000ULL;

@@ -47,12 +47,13 @@ enum mig_section {
 	MIG_SEC_BLOCK_ABSENT = 28,	/* resume: disk chunks the destination still lacks */
 	/* Replication (docs/replication.md), after the initial copy's END. */
 	MIG_SEC_EPOCH = 29,		/* an epoch begins: its sequence number */
-	MIG_SEC_EPOCH_END = 30,		/* it is complete: number, pages, section chain */
+	MIG_SEC_EPOCH_END = 30,		/* it is complete: number, pages, section chain, disk records */
 	MIG_SEC_EPOCH_ACK = 31,		/* return path: the standby committed this epoch */
 	MIG_SEC_HEARTBEAT = 32,		/* either way: still here */
 	MIG_SEC_STANDBY = 33,		/* return path: the standby's failover mode and timeout */
 	MIG_SEC_BASE_SUMS = 34,		/* --base: digests of the pages the destination holds */
 	MIG_SEC_ANNOUNCED = 35,		/* after GO: the NICs announced here; late frames may end */
+	MIG_SEC_EPOCH_DISK = 38,	/* replication: a disk block the guest wrote in the epoch */
 };
 
 /*

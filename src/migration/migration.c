@@ -62,11 +62,12 @@ int migration_start(struct migration *mig, const struct mig_params *p, mig_event
 		return -EINPROGRESS;
 	/*
 	 * Replication needs acknowledgements and sends every epoch whole:
-	 * pre-copy, no codecs; disks are not replicated yet.
+	 * pre-copy, no codecs; disks only as copies (never shared storage:
+	 * docs/replication.md, "Disks").
 	 */
 	if (p->replicate && (!mig_channel_uri_return_path(p->uri) || p->mode != MIG_MODE_PRECOPY ||
-			     p->compress != MIG_COMPRESS_NONE || p->copy_storage ||
-			     mig->m->nr_disks))
+			     p->compress != MIG_COMPRESS_NONE ||
+			     (mig->m->nr_disks && !p->copy_storage)))
 		return -EOPNOTSUPP;
 	/* Post-copy's page requests and incremental disk digests need a way back; a file has none. */
 	if (!mig_channel_uri_return_path(p->uri) &&

@@ -126,12 +126,15 @@ struct mig_stats {
 	/*
 	 * Replication (replicate.c): epochs sent and acknowledged, the guest's
 	 * pause per epoch (last, longest, sum), the bytes per epoch (last,
-	 * sum), the standby's terms and the fence timeout chosen from them.
+	 * sum), the disk bytes per epoch (last, sum: what the guest wrote,
+	 * zeroed ranges included), the standby's terms and the fence timeout
+	 * chosen from them.
 	 */
 	int replicating;
 	uint64_t epochs, epochs_acked;
 	uint64_t epoch_pause_last_ns, epoch_pause_max_ns, epoch_pause_total_ns;
 	uint64_t epoch_bytes_last, epoch_bytes_total;
+	uint64_t epoch_disk_bytes_last, epoch_disk_bytes_total;
 	uint64_t standby_failover_ns, fence_ns;
 	int standby_manual;
 };

@@ -39,7 +39,7 @@ expect 64 "--standby goes with --incoming" "$FERRY" run --incoming "file:$T/text
 expect 64 "go with --standby" "$FERRY" run --incoming unix:"$T/x.sock" --failover manual
 expect 64 "--failover takes auto or manual" "$FERRY" run --incoming unix:"$T/x.sock" --standby --failover maybe
 expect 64 "bad --failover-timeout" "$FERRY" run --incoming unix:"$T/x.sock" --standby --failover-timeout 10ms
-expect 64 "no --disk or --copy-storage" "$FERRY" run --incoming unix:"$T/x.sock" --standby --disk path="$T/text"
+expect 64 "shared storage is refused" "$FERRY" run --incoming unix:"$T/x.sock" --standby --disk path="$T/text"
 expect 64 "usage" "$FERRY" replicate "$T/nobody.sock"
 expect 64 "bad --interval" "$FERRY" replicate "$T/nobody.sock" unix:"$T/x" --interval 1ms
 expect 69 "cannot reach ferry" "$FERRY" replicate "$T/nobody.sock" unix:"$T/x"

@@ -55,6 +55,16 @@ static const uint8_t *fill(uint8_t *p, uint8_t v)
 	return p;
 }
 
+/* EPOCH_END without disk records (a primary without disks). */
+static int epoch_end(struct mig_epoch *e, uint64_t seq, uint64_t pages, uint64_t chain,
+		     uint64_t chain_here, mig_epoch_apply_fn *apply, void *opaque, char *why,
+		     size_t whylen)
+{
+	struct mig_epoch_end_rec end = { .seq = seq, .pages = pages, .chain = chain };
+
+	return mig_epoch_end(e, &end, chain_here, apply, opaque, why, whylen);
+}
+
 static void open_epoch(struct mig_epoch *e, uint64_t seq)
 {
 	char why[128];
@@ -78,7 +88,7 @@ static void test_whole_epoch_commits(void **state)
 	/* Nothing reaches RAM before the end. */
 	assert_int_equal(r.writes, 0);
 	assert_int_equal(r.b[2 * MIG_EPOCH_PAGE], 0x55);
-	assert_int_equal(mig_epoch_end(&e, 1, 2, 77, 77, ram_apply, &r, why, sizeof(why)), 0);
+	assert_int_equal(epoch_end(&e, 1, 2, 77, 77, ram_apply, &r, why, sizeof(why)), 0);
 	assert_int_equal(r.writes, 2);
 	assert_int_equal(r.b[2 * MIG_EPOCH_PAGE + 100], 0xaa);
 	assert_int_equal(r.b[5 * MIG_EPOCH_PAGE + 7], 0);
@@ -103,7 +113,7 @@ static void test_order_kept(void **state)
 	assert_int_equal(mig_epoch_add(&e, 0, fill(p, 1), why, sizeof(why)), 0);
 	assert_int_equal(mig_epoch_add(&e, 0, fill(p, 2), why, sizeof(why)), 0);
 	assert_int_equal(mig_epoch_set_state(&e, &st, 1, why, sizeof(why)), 0);
-	assert_int_equal(mig_epoch_end(&e, 1, 2, 5, 5, ram_apply, &r, why, sizeof(why)), 0);
+	assert_int_equal(epoch_end(&e, 1, 2, 5, 5, ram_apply, &r, why, sizeof(why)), 0);
 	assert_int_equal(r.b[0], 2);
 	mig_epoch_free(&e);
 }
@@ -132,7 +142,7 @@ static void test_broken_epochs_dropped(void **state)
 		assert_int_equal(mig_epoch_add(&e, 0, fill(p, 3), why, sizeof(why)), 0);
 		if (cases[i].state)
 			assert_int_equal(mig_epoch_set_state(&e, &st, 1, why, sizeof(why)), 0);
-		assert_int_equal(mig_epoch_end(&e, cases[i].seq, cases[i].pages, cases[i].chain, 7,
+		assert_int_equal(epoch_end(&e, cases[i].seq, cases[i].pages, cases[i].chain, 7,
 					       ram_apply, &r, why, sizeof(why)), -EPROTO);
 		assert_non_null(strstr(why, cases[i].want));
 		assert_int_equal(r.writes, 0);
@@ -157,7 +167,7 @@ static void test_sequence_rules(void **state)
 	assert_int_equal(mig_epoch_begin(&e, 2, why, sizeof(why)), -EPROTO);
 	assert_int_equal(mig_epoch_add(&e, 0, fill(p, 1), why, sizeof(why)), -EPROTO);
 	assert_int_equal(mig_epoch_set_state(&e, &st, 1, why, sizeof(why)), -EPROTO);
-	assert_int_equal(mig_epoch_end(&e, 1, 0, 0, 0, ram_apply, &r, why, sizeof(why)), -EPROTO);
+	assert_int_equal(epoch_end(&e, 1, 0, 0, 0, ram_apply, &r, why, sizeof(why)), -EPROTO);
 	open_epoch(&e, 1);
 	/* No second EPOCH inside one, no unaligned page, no more pages than the guest has. */
 	assert_int_equal(mig_epoch_begin(&e, 2, why, sizeof(why)), -EPROTO);
@@ -172,7 +182,7 @@ static void test_sequence_rules(void **state)
 	/* Epoch 1 was dropped, not committed: 1 again, then 2. */
 	open_epoch(&e, 1);
 	assert_int_equal(mig_epoch_set_state(&e, &st, 1, why, sizeof(why)), 0);
-	assert_int_equal(mig_epoch_end(&e, 1, 0, 3, 3, ram_apply, &r, why, sizeof(why)), 0);
+	assert_int_equal(epoch_end(&e, 1, 0, 3, 3, ram_apply, &r, why, sizeof(why)), 0);
 	assert_int_equal(mig_epoch_begin(&e, 1, why, sizeof(why)), -EPROTO);
 	open_epoch(&e, 2);
 	mig_epoch_free(&e);
@@ -190,10 +200,270 @@ static void test_apply_failure_reported(void **state)
 	assert_int_equal(mig_epoch_add(&e, 0, fill(p, 1), why, sizeof(why)), 0);
 	assert_int_equal(mig_epoch_add(&e, MIG_EPOCH_PAGE, fill(p, 1), why, sizeof(why)), 0);
 	assert_int_equal(mig_epoch_set_state(&e, &st, 1, why, sizeof(why)), 0);
-	assert_int_equal(mig_epoch_end(&e, 1, 2, 0, 0, ram_apply, &r, why, sizeof(why)), -EIO);
+	assert_int_equal(epoch_end(&e, 1, 2, 0, 0, ram_apply, &r, why, sizeof(why)), -EIO);
 	assert_int_equal(e.committed, 0);
 	/* RAM is half-written: no further epoch can make it a checkpoint again. */
 	assert_true(e.torn);
+	assert_int_equal(mig_epoch_begin(&e, 1, why, sizeof(why)), -EPROTO);
+	mig_epoch_free(&e);
+}
+
+/* Disks: two fake images, the second ending in a partial chunk. */
+#define CHUNK MIG_EPOCH_DISK_CHUNK
+#define D0_SIZE (4ULL * CHUNK)
+#define D1_SIZE (2ULL * CHUNK + 100)
+
+struct disks {
+	uint8_t img[2][4 * CHUNK];
+	unsigned writes;
+	int fail_at;		/* -1: never */
+};
+
+static int disk_apply(void *opaque, unsigned disk, uint64_t off, uint32_t len, const uint8_t *data)
+{
+	struct disks *d = opaque;
+
+	assert_true(disk < 2);
+	assert_true(off + len <= (disk ? D1_SIZE : D0_SIZE));
+	if (d->fail_at >= 0 && (int)d->writes == d->fail_at)
+		return -EIO;
+	d->writes++;
+	if (data)
+		memcpy(d->img[disk] + off, data, len);
+	else
+		memset(d->img[disk] + off, 0, len);
+	return 0;
+}
+
+static void disks_epoch_init(struct mig_epoch *e, struct disks *d)
+{
+	static const uint64_t sizes[2] = { D0_SIZE, D1_SIZE };
+
+	mig_epoch_init(e, PAGES);
+	memset(d->img, 0x11, sizeof(d->img));
+	d->writes = 0;
+	d->fail_at = -1;
+	assert_int_equal(mig_epoch_set_disks(e, 2, sizes, disk_apply, d), 0);
+}
+
+static int end_disks(struct mig_epoch *e, uint64_t seq, uint64_t pages, uint64_t recs,
+		     uint64_t chain, uint64_t here, struct ram *r, char *why)
+{
+	struct mig_epoch_end_rec end = { .seq = seq, .pages = pages, .disk_recs = recs,
+					 .chain = chain };
+
+	return mig_epoch_end(e, &end, here, ram_apply, r, why, 160);
+}
+
+static bool all_bytes(const uint8_t *p, size_t len, uint8_t v)
+{
+	for (size_t i = 0; i < len; i++)
+		if (p[i] != v)
+			return false;
+	return true;
+}
+
+/* Disk blocks reach the images with the RAM, at EPOCH_END, not before. */
+static void test_disk_commits_with_ram(void **state)
+{
+	static struct disks d;
+	static uint8_t blk[CHUNK];
+	struct mig_epoch e;
+	struct ram r = { .fail_at = -1 };
+	uint8_t p[MIG_EPOCH_PAGE], st = 9;
+	char why[160];
+
+	disks_epoch_init(&e, &d);
+	open_epoch(&e, 1);
+	assert_int_equal(mig_epoch_add(&e, 0, fill(p, 0xaa), why, sizeof(why)), 0);
+	memset(blk, 0x5a, sizeof(blk));
+	assert_int_equal(mig_epoch_add_disk(&e, 0, CHUNK, CHUNK, blk, why, sizeof(why)), 0);
+	/* The second disk's last, partial chunk, then a range of zeros. */
+	memset(blk, 0x77, 100);
+	assert_int_equal(mig_epoch_add_disk(&e, 1, 2 * CHUNK, 100, blk, why, sizeof(why)), 0);
+	assert_int_equal(mig_epoch_add_disk(&e, 1, 0, CHUNK, NULL, why, sizeof(why)), 0);
+	assert_int_equal(e.disk_bytes, 2 * CHUNK + 100);
+	assert_int_equal(mig_epoch_set_state(&e, &st, 1, why, sizeof(why)), 0);
+	/* Nothing on the disks while the epoch is open. */
+	assert_int_equal(d.writes, 0);
+	assert_true(all_bytes(d.img[0], sizeof(d.img[0]), 0x11));
+	assert_int_equal(end_disks(&e, 1, 1, 3, 4, 4, &r, why), 0);
+	assert_int_equal(r.writes, 1);
+	assert_int_equal(d.writes, 3);
+	assert_true(all_bytes(d.img[0], CHUNK, 0x11));
+	assert_true(all_bytes(d.img[0] + CHUNK, CHUNK, 0x5a));
+	assert_true(all_bytes(d.img[0] + 2 * CHUNK, 2 * CHUNK, 0x11));
+	assert_true(all_bytes(d.img[1], CHUNK, 0));
+	assert_true(all_bytes(d.img[1] + CHUNK, CHUNK, 0x11));
+	assert_true(all_bytes(d.img[1] + 2 * CHUNK, 100, 0x77));
+	assert_int_equal(e.committed, 1);
+	/* The next epoch starts with no records; the same chunk twice: the later one wins. */
+	open_epoch(&e, 2);
+	assert_int_equal(e.nd, 0);
+	memset(blk, 1, sizeof(blk));
+	assert_int_equal(mig_epoch_add_disk(&e, 0, 0, CHUNK, blk, why, sizeof(why)), 0);
+	memset(blk, 2, sizeof(blk));
+	assert_int_equal(mig_epoch_add_disk(&e, 0, 0, CHUNK, blk, why, sizeof(why)), 0);
+	assert_int_equal(mig_epoch_set_state(&e, &st, 1, why, sizeof(why)), 0);
+	assert_int_equal(end_disks(&e, 2, 0, 2, 1, 1, &r, why), 0);
+	assert_true(all_bytes(d.img[0], CHUNK, 2));
+	mig_epoch_free(&e);
+}
+
+/* An epoch whose disk records do not add up is dropped whole: no disk write, no RAM write. */
+static void test_disk_broken_epochs_dropped(void **state)
+{
+	static const struct {
+		uint64_t recs, chain;
+		const char *want;
+	} cases[] = {
+		{ 2, 7, "counts 2 disk records, 1 came" },	/* a record went missing */
+		{ 0, 7, "counts 0 disk records" },		/* an extra record slipped in */
+		{ 1, 8, "section chain" },			/* a record changed */
+	};
+	static struct disks d;
+	static uint8_t blk[CHUNK];
+	uint8_t p[MIG_EPOCH_PAGE], st = 1;
+	char why[160];
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct mig_epoch e;
+		struct ram r = { .fail_at = -1 };
+		disks_epoch_init(&e, &d);
+		open_epoch(&e, 1);
+		assert_int_equal(mig_epoch_add(&e, 0, fill(p, 3), why, sizeof(why)), 0);
+		memset(blk, 0x42, sizeof(blk));
+		assert_int_equal(mig_epoch_add_disk(&e, 0, 0, CHUNK, blk, why, sizeof(why)), 0);
+		assert_int_equal(mig_epoch_set_state(&e, &st, 1, why, sizeof(why)), 0);
+		assert_int_equal(end_disks(&e, 1, 1, cases[i].recs, cases[i].chain, 7, &r, why),
+				 -EPROTO);
+		assert_non_null(strstr(why, cases[i].want));
+		assert_int_equal(r.writes, 0);
+		assert_int_equal(d.writes, 0);
+		assert_true(all_bytes(d.img[0], sizeof(d.img[0]), 0x11));
+		assert_int_equal(e.committed, 0);
+		/* A discarded epoch leaves no record behind for the next try. */
+		open_epoch(&e, 1);
+		assert_int_equal(e.nd, 0);
+		assert_int_equal(e.disk_bytes, 0);
+		mig_epoch_free(&e);
+	}
+}
+
+/* The primary's records are hostile: every bad range, index and shape refused. */
+static void test_disk_hostile_records(void **state)
+{
+	static struct disks d;
+	static uint8_t blk[CHUNK + 1];
+	struct mig_epoch e;
+	char why[160];
+
+	/* A standby without disks takes no disk record. */
+	mig_epoch_init(&e, PAGES);
+	open_epoch(&e, 1);
+	assert_int_equal(mig_epoch_add_disk(&e, 0, 0, 512, blk, why, sizeof(why)), -EPROTO);
+	assert_non_null(strstr(why, "replicates 0 disk"));
+	mig_epoch_free(&e);
+
+	disks_epoch_init(&e, &d);
+	/* Outside an epoch. */
+	assert_int_equal(mig_epoch_add_disk(&e, 0, 0, 512, blk, why, sizeof(why)), -EPROTO);
+	open_epoch(&e, 1);
+	/* An unknown disk, also past MIG_EPOCH_DISKS_MAX. */
+	assert_int_equal(mig_epoch_add_disk(&e, 2, 0, 512, blk, why, sizeof(why)), -EPROTO);
+	assert_non_null(strstr(why, "disk 2"));
+	assert_int_equal(mig_epoch_add_disk(&e, 255, 0, 512, blk, why, sizeof(why)), -EPROTO);
+	/* Lengths: none, more than a chunk. */
+	assert_int_equal(mig_epoch_add_disk(&e, 0, 0, 0, blk, why, sizeof(why)), -EPROTO);
+	assert_int_equal(mig_epoch_add_disk(&e, 0, 0, CHUNK + 1, blk, why, sizeof(why)), -EPROTO);
+	/* Offsets: not chunk-aligned, past the end, a range over the end, a wrap. */
+	assert_int_equal(mig_epoch_add_disk(&e, 0, 512, 512, blk, why, sizeof(why)), -EPROTO);
+	assert_int_equal(mig_epoch_add_disk(&e, 0, D0_SIZE, 512, blk, why, sizeof(why)), -EPROTO);
+	assert_non_null(strstr(why, "past its end"));
+	assert_int_equal(mig_epoch_add_disk(&e, 1, 2 * CHUNK, 101, blk, why, sizeof(why)), -EPROTO);
+	assert_int_equal(mig_epoch_add_disk(&e, 1, 2 * CHUNK, 101, NULL, why, sizeof(why)), -EPROTO);
+	assert_int_equal(mig_epoch_add_disk(&e, 0, UINT64_MAX - CHUNK + 1, CHUNK, blk, why,
+					    sizeof(why)), -EPROTO);
+	assert_int_equal(e.nd, 0);
+	/* No more records than the disks have chunks (4 + 3). */
+	for (unsigned i = 0; i < 7; i++)
+		assert_int_equal(mig_epoch_add_disk(&e, 0, 0, CHUNK, NULL, why, sizeof(why)), 0);
+	assert_int_equal(mig_epoch_add_disk(&e, 0, 0, CHUNK, NULL, why, sizeof(why)), -EPROTO);
+	assert_non_null(strstr(why, "more than 7 disk records"));
+	mig_epoch_free(&e);
+
+	/* Bad geometry from the caller. */
+	uint64_t sizes[MIG_EPOCH_DISKS_MAX + 1] = { 0 };
+	mig_epoch_init(&e, PAGES);
+	assert_int_equal(mig_epoch_set_disks(&e, 1, sizes, disk_apply, &d), -EINVAL);
+	assert_int_equal(mig_epoch_set_disks(&e, MIG_EPOCH_DISKS_MAX + 1, sizes, disk_apply, &d),
+			 -EINVAL);
+	mig_epoch_free(&e);
+}
+
+/* EPOCH_DISK payloads: the shape checked before any field is used. */
+static void test_disk_decode(void **state)
+{
+	uint8_t p[MIG_EPOCH_DISK_HDR + 8] = { 0 };
+	const uint8_t *data;
+	unsigned disk;
+	uint64_t off;
+	uint32_t len;
+	char why[160];
+
+	/* disk 1, data, offset 0x10000, 8 bytes. */
+	p[0] = 1;
+	p[4] = 1;
+	p[10] = 8;
+	assert_int_equal(mig_epoch_disk_decode(p, sizeof(p), &disk, &off, &len, &data, why,
+					       sizeof(why)), 0);
+	assert_int_equal(disk, 1);
+	assert_int_equal(off, 0x10000);
+	assert_int_equal(len, 8);
+	assert_ptr_equal(data, p + MIG_EPOCH_DISK_HDR);
+	/* Fewer or more bytes than it says. */
+	assert_int_equal(mig_epoch_disk_decode(p, sizeof(p) - 1, &disk, &off, &len, &data, why,
+					       sizeof(why)), -EPROTO);
+	p[10] = 9;
+	assert_int_equal(mig_epoch_disk_decode(p, sizeof(p), &disk, &off, &len, &data, why,
+					       sizeof(why)), -EPROTO);
+	/* Zeros carry no bytes. */
+	p[1] = MIG_EPOCH_DISK_ZERO;
+	assert_int_equal(mig_epoch_disk_decode(p, sizeof(p), &disk, &off, &len, &data, why,
+					       sizeof(why)), -EPROTO);
+	assert_int_equal(mig_epoch_disk_decode(p, MIG_EPOCH_DISK_HDR, &disk, &off, &len, &data, why,
+					       sizeof(why)), 0);
+	assert_null(data);
+	assert_int_equal(len, 9);
+	/* Unknown flags; shorter than the header. */
+	p[1] = 2;
+	assert_int_equal(mig_epoch_disk_decode(p, MIG_EPOCH_DISK_HDR, &disk, &off, &len, &data, why,
+					       sizeof(why)), -EPROTO);
+	assert_int_equal(mig_epoch_disk_decode(p, MIG_EPOCH_DISK_HDR - 1, &disk, &off, &len, &data,
+					       why, sizeof(why)), -EPROTO);
+}
+
+/* A disk write failing halfway tears the checkpoint: no failover from it, no later epoch. */
+static void test_disk_apply_failure_torn(void **state)
+{
+	static struct disks d;
+	static uint8_t blk[CHUNK];
+	struct mig_epoch e;
+	struct ram r = { .fail_at = -1 };
+	uint8_t st = 1;
+	char why[160];
+
+	disks_epoch_init(&e, &d);
+	d.fail_at = 1;
+	open_epoch(&e, 1);
+	assert_int_equal(mig_epoch_add_disk(&e, 0, 0, CHUNK, blk, why, sizeof(why)), 0);
+	assert_int_equal(mig_epoch_add_disk(&e, 0, CHUNK, CHUNK, blk, why, sizeof(why)), 0);
+	assert_int_equal(mig_epoch_set_state(&e, &st, 1, why, sizeof(why)), 0);
+	assert_int_equal(end_disks(&e, 1, 0, 2, 0, 0, &r, why), -EIO);
+	assert_non_null(strstr(why, "disk 0"));
+	assert_true(e.torn);
+	assert_int_equal(e.committed, 0);
+	assert_null(e.committed_state);
 	assert_int_equal(mig_epoch_begin(&e, 1, why, sizeof(why)), -EPROTO);
 	mig_epoch_free(&e);
 }
@@ -425,6 +695,11 @@ int main(void)
 		cmocka_unit_test(test_broken_epochs_dropped),
 		cmocka_unit_test(test_sequence_rules),
 		cmocka_unit_test(test_apply_failure_reported),
+		cmocka_unit_test(test_disk_commits_with_ram),
+		cmocka_unit_test(test_disk_broken_epochs_dropped),
+		cmocka_unit_test(test_disk_hostile_records),
+		cmocka_unit_test(test_disk_decode),
+		cmocka_unit_test(test_disk_apply_failure_torn),
 		cmocka_unit_test(test_failover_auto),
 		cmocka_unit_test(test_failover_manual),
 		cmocka_unit_test(test_fence),

@@ -188,9 +188,10 @@ static int mig_in_config(struct mig_incoming *inc, const struct mig_incoming_opt
 	if (repl && ((inc->cfg.flags & MIG_FLAG_POSTCOPY) || !mig_stream_has_return_path(&inc->s)))
 		return mig_in_fail(inc, -EPROTO, "a replication with post-copy, or without a return "
 				   "path");
-	if (repl && opts->nr_disks)
-		return mig_in_fail(inc, -EOPNOTSUPP, "replication does not carry disks yet; start "
-				   "the standby without --disk");
+	/* A standby's disks are its own copies (--copy-storage), never shared storage. */
+	if (repl && opts->nr_disks && !opts->own_disks)
+		return mig_in_fail(inc, -EOPNOTSUPP, "a standby's disks must be its own copies "
+				   "(--copy-storage): shared storage is refused (docs/replication.md)");
 	/* Post-copy would start the guest and then ask for pages: from a file, nobody. */
 	if ((inc->cfg.flags & MIG_FLAG_POSTCOPY) && !mig_stream_has_return_path(&inc->s))
 		return mig_in_fail(inc, -EPROTO, "the stream allows post-copy, which needs a return "

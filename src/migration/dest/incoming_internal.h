@@ -28,7 +28,7 @@ enum mig_in_phase {
 	MIG_IN_PC_DIGEST,	/* post-copy: DIGEST seen, DONE next */
 	MIG_IN_COMMIT,		/* pre-copy: END checked, LOADED sent; GO or ABORT */
 	MIG_IN_STANDBY,		/* replication, between epochs: EPOCH, HEARTBEAT, ABORT */
-	MIG_IN_EPOCH,		/* inside an epoch: RAM, STATE, EPOCH_END */
+	MIG_IN_EPOCH,		/* inside an epoch: RAM, EPOCH_DISK, STATE, EPOCH_END */
 	MIG_IN_AFTER_GO,	/* pre-copy, the guest runs here: late net frames, END */
 	MIG_IN_PHASES,
 	MIG_IN_SAME = MIG_IN_PHASES,	/* a rule's next phase: stay (or the handler decides) */
@@ -93,6 +93,7 @@ int mig_in_h_pc_source(struct mig_in_ctx *c, const uint8_t *p, uint32_t len);
 int mig_in_h_pc_done(struct mig_in_ctx *c, const uint8_t *p, uint32_t len);
 /* standby.c: replication. */
 int mig_in_h_epoch(struct mig_in_ctx *c, const uint8_t *p, uint32_t len);
+int mig_in_h_epoch_disk(struct mig_in_ctx *c, const uint8_t *p, uint32_t len);
 int mig_in_h_epoch_state(struct mig_in_ctx *c, const uint8_t *p, uint32_t len);
 int mig_in_h_epoch_end(struct mig_in_ctx *c, const uint8_t *p, uint32_t len);
 int mig_in_h_heartbeat(struct mig_in_ctx *c, const uint8_t *p, uint32_t len);

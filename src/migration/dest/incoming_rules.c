@@ -47,6 +47,7 @@ static const struct mig_in_rule mig_in_rules[] = {
 	{ MIG_SEC_EPOCH, P(MIG_IN_STANDBY), REPL, 0, MIG_IN_EPOCH, mig_in_h_epoch, NULL },
 	{ MIG_SEC_RAM, P(MIG_IN_EPOCH), REPL, 0, MIG_IN_SAME, NULL, mig_in_h_ram },
 	{ MIG_SEC_RAM_RUN, P(MIG_IN_EPOCH), REPL, 0, MIG_IN_SAME, NULL, mig_in_h_ram },
+	{ MIG_SEC_EPOCH_DISK, P(MIG_IN_EPOCH), REPL, 0, MIG_IN_SAME, mig_in_h_epoch_disk, NULL },
 	{ MIG_SEC_STATE, P(MIG_IN_EPOCH), REPL, 0, MIG_IN_SAME, mig_in_h_epoch_state, NULL },
 	{ MIG_SEC_EPOCH_END, P(MIG_IN_EPOCH), REPL, 0, MIG_IN_STANDBY, mig_in_h_epoch_end, NULL },
 	{ MIG_SEC_HEARTBEAT, P(MIG_IN_STANDBY), REPL, 0, MIG_IN_SAME, mig_in_h_heartbeat, NULL },
@@ -77,7 +78,7 @@ static const char *mig_in_expect(enum mig_in_phase ph, bool verify)
 		[MIG_IN_DISCARD] = "DISCARD or STATE", [MIG_IN_PC_STATE] = "POSTCOPY_RUN",
 		[MIG_IN_PC_RUN] = "RAM or POSTCOPY_DONE", [MIG_IN_PC_DIGEST] = "POSTCOPY_DONE",
 		[MIG_IN_COMMIT] = "GO or ABORT",
-		[MIG_IN_STANDBY] = "EPOCH or HEARTBEAT", [MIG_IN_EPOCH] = "RAM, STATE or EPOCH_END",
+		[MIG_IN_STANDBY] = "EPOCH or HEARTBEAT", [MIG_IN_EPOCH] = "RAM, EPOCH_DISK, STATE or EPOCH_END",
 		[MIG_IN_AFTER_GO] = "SOURCE net or END",
 	};
 

@@ -5,15 +5,18 @@
  *
  *   ->  STANDBY (failover timeout, mode), sent with READY (incoming.c)
  *   ->  EPOCH_ACK 0
- *   <-  EPOCH n, RAM/RAM_RUN..., STATE, EPOCH_END n pages chain
+ *   <-  EPOCH n, RAM/RAM_RUN..., EPOCH_DISK..., STATE,
+ *       EPOCH_END n pages chain [disk-records]
  *   ->  EPOCH_ACK n            (only once the epoch was applied whole)
  *   <-> HEARTBEAT              (between epochs, both ways)
  *   <-  ABORT                  (the primary stops replicating: stand down)
  *
- * An epoch's pages and state wait in a struct mig_epoch (epoch.c) until
- * its EPOCH_END: then, and only if it is whole, they reach guest RAM and
- * the state becomes the one to resume from.  A broken link drops the open
- * epoch: the standby always holds the last committed checkpoint.
+ * An epoch's pages, disk blocks and state wait in a struct mig_epoch
+ * (epoch.c) until its EPOCH_END: then, and only if it is whole, they reach
+ * guest RAM and this side's disk images (copy-storage: ferry run --disk
+ * path=... --copy-storage) and the state becomes the one to resume from.
+ * A broken link drops the open epoch: the standby always holds the last
+ * committed checkpoint, RAM and disks of the same instant.
  *
  * It takes over (mig_failover_decide) when the operator says so (ferry
  * failover) or, in auto mode, after the failover timeout without a whole
@@ -28,7 +31,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include "board/machine_state.h"
+#include "migration/block.h"
+#include "migration/block_internal.h"
 #include "migration/dest/incoming.h"
 #include "migration/dest/incoming_internal.h"
 #include "migration/format.h"
@@ -81,6 +89,42 @@ int mig_in_h_epoch_state(struct mig_in_ctx *c, const uint8_t *p, uint32_t len)
 	return err ? mig_in_fail(inc, err, "%s", inc->why) : 0;
 }
 
+/* An epoch's disk block (EPOCH_DISK): checked now, kept until EPOCH_END. */
+int mig_in_h_epoch_disk(struct mig_in_ctx *c, const uint8_t *p, uint32_t len)
+{
+	struct mig_incoming *inc = c->inc;
+	const uint8_t *data;
+	unsigned disk;
+	uint64_t off;
+	uint32_t n;
+	int err = mig_epoch_disk_decode(p, len, &disk, &off, &n, &data, inc->why,
+					sizeof(inc->why));
+
+	if (!err)
+		err = mig_epoch_add_disk(inc->epoch, disk, off, n, data, inc->why, sizeof(inc->why));
+	return err ? mig_in_fail(inc, err, "%s", inc->why) : 0;
+}
+
+/*
+ * This side's images, written only at an epoch's commit.  Main thread
+ * only; the guest's own disk devices do not run while standing by.
+ */
+struct standby_disks {
+	unsigned nr;
+	int fd[MACHINE_MAX_DISKS];
+};
+
+static int standby_disk_apply(void *opaque, unsigned disk, uint64_t off, uint32_t len,
+			      const uint8_t *data)
+{
+	struct standby_disks *sd = opaque;
+
+	if (disk >= sd->nr)
+		return -ERANGE;
+	return data ? mig_block_write(sd->fd[disk], data, len, off)
+		    : mig_block_zero(sd->fd[disk], off, len);
+}
+
 static int standby_apply(void *opaque, uint64_t gpa, const uint8_t *data)
 {
 	struct machine *m = opaque;
@@ -99,21 +143,27 @@ int mig_in_h_epoch_end(struct mig_in_ctx *c, const uint8_t *p, uint32_t len)
 {
 	struct mig_incoming *inc = c->inc;
 
-	if (len != 24)
-		return mig_in_fail(inc, -EPROTO, "EPOCH_END of %u bytes (must be 24)", len);
-	uint64_t seq = le_get(p, 8), pages = le_get(p + 8, 8), chain = le_get(p + 16, 8);
+	/* 32 bytes with the disk record count, 24 from a primary without disks. */
+	if (len != 24 && len != 32)
+		return mig_in_fail(inc, -EPROTO, "EPOCH_END of %u bytes (must be 24 or 32)", len);
+	struct mig_epoch_end_rec end = {
+		.seq = le_get(p, 8), .pages = le_get(p + 8, 8), .chain = le_get(p + 16, 8),
+		.disk_recs = len == 32 ? le_get(p + 24, 8) : 0,
+	};
+	uint64_t seq = end.seq, pages = end.pages;
 	/* The chain over the sections before this one: what the primary wrote up to EPOCH_END. */
-	int err = mig_epoch_end(inc->epoch, seq, pages, chain, inc->s.chain_in_prev, standby_apply,
-				c->m, inc->why, sizeof(inc->why));
+	int err = mig_epoch_end(inc->epoch, &end, inc->s.chain_in_prev, standby_apply, c->m,
+				inc->why, sizeof(inc->why));
 	if (err == -EPROTO)
 		return mig_in_fail(inc, err, "%s", inc->why);
 	if (err) {
-		/* RAM is half-written (epoch->torn): this copy is no checkpoint any more. */
+		/* RAM or a disk is half-written (epoch->torn): this copy is no checkpoint any more. */
 		return mig_in_fail(inc, -EIO, "%s: %s; this standby holds no usable checkpoint",
 				   inc->why, strerror(-err));
 	}
-	pr_debug("standby: epoch %llu committed (%llu pages)", (unsigned long long)seq,
-		 (unsigned long long)pages);
+	pr_debug("standby: epoch %llu committed (%llu pages, %llu disk records)",
+		 (unsigned long long)seq, (unsigned long long)pages,
+		 (unsigned long long)end.disk_recs);
 	uint8_t ack[8];
 	le_put(ack, seq, 8);
 	if (standby_send(inc, MIG_SEC_EPOCH_ACK, ack, sizeof(ack), 1000000000ULL))
@@ -251,26 +301,72 @@ static int standby_loop(struct mig_incoming *inc, const struct mig_incoming_opts
 	}
 }
 
+static void standby_disks_close(struct standby_disks *sd)
+{
+	for (unsigned i = 0; i < sd->nr; i++)
+		if (sd->fd[i] >= 0)
+			close(sd->fd[i]);
+	sd->nr = 0;
+}
+
+/*
+ * With copy-storage the initial copy filled this side's images (block
+ * source, checked whole at END); epochs write them again at each commit,
+ * through descriptors of our own.  Without, the standby has no disks
+ * (ferry run refuses --standby with shared disks).  0 or -errno.
+ */
+static int standby_disks_open(struct mig_incoming *inc, struct mig_epoch *e,
+			      struct standby_disks *sd)
+{
+	struct machine *m = inc->m;
+	uint64_t sizes[MACHINE_MAX_DISKS];
+
+	sd->nr = 0;
+	if (!mig_block_accepted() || !m->nr_disks)
+		return 0;
+	for (unsigned i = 0; i < m->nr_disks; i++) {
+		const struct virtio_blk *dev = &m->disks[i];
+		sd->fd[i] = open(dev->cfg.path, O_RDWR | O_CLOEXEC);
+		sd->nr = i + 1;
+		if (sd->fd[i] < 0)
+			return mig_in_fail(inc, -errno, "disk %u: cannot open %s: %s", i,
+					   dev->cfg.path, strerror(errno));
+		sizes[i] = dev->bk.size;
+	}
+	if (mig_epoch_set_disks(e, sd->nr, sizes, standby_disk_apply, sd))
+		return mig_in_fail(inc, -EINVAL, "cannot replicate %u disks", sd->nr);
+	return 0;
+}
+
 int mig_standby_run(struct mig_incoming *inc, const struct mig_incoming_opts *opts,
 		    struct mig_commit *c)
 {
+	struct standby_disks sd = { 0 };
 	struct mig_epoch e;
 	uint8_t *buf = malloc(MIG_SECTION_MAX);
 
 	if (!buf)
 		return mig_in_fail(inc, -ENOMEM, "out of memory");
 	mig_epoch_init(&e, guest_memory_pages(&inc->m->vm.mem));
+	int err = standby_disks_open(inc, &e, &sd);
+	if (err) {
+		standby_disks_close(&sd);
+		mig_epoch_free(&e);
+		free(buf);
+		return err;
+	}
 	inc->epoch = &e;
 	/* A section that stops halfway is silence, like no section at all. */
 	inc->s.timeout_ms = (int)(opts->failover_ns / 1000000);
 	inc->s.intr_fd = opts->intr_fd;
 	mig_commit_set_state(c, MIG_COMMIT_STANDBY);
-	int err = standby_loop(inc, opts, c, &e, buf);
+	err = standby_loop(inc, opts, c, &e, buf);
 	mig_commit_set_state(c, MIG_COMMIT_NONE);
 	if (!err)
 		err = standby_load_checkpoint(inc, &e);
 	inc->epoch = NULL;
 	mig_epoch_free(&e);
+	standby_disks_close(&sd);
 	free(buf);
 	return err;
 }

@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "util/le.h"
+
 static int epoch_fail(char *why, size_t whylen, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 
@@ -31,6 +33,9 @@ void mig_epoch_discard(struct mig_epoch *e)
 	e->open = false;
 	e->n = 0;
 	e->bytes = 0;
+	e->nd = 0;
+	e->ddata_len = 0;
+	e->disk_bytes = 0;
 	free(e->state);
 	e->state = NULL;
 	e->state_len = 0;
@@ -41,8 +46,30 @@ void mig_epoch_free(struct mig_epoch *e)
 	mig_epoch_discard(e);
 	free(e->gpa);
 	free(e->data);
+	free(e->drec);
+	free(e->ddata);
 	free(e->committed_state);
 	memset(e, 0, sizeof(*e));
+}
+
+int mig_epoch_set_disks(struct mig_epoch *e, unsigned nr, const uint64_t *sizes,
+			mig_epoch_disk_fn *apply, void *opaque)
+{
+	uint64_t recs = 0;
+
+	if (nr > MIG_EPOCH_DISKS_MAX)
+		return -EINVAL;
+	for (unsigned i = 0; i < nr; i++) {
+		if (!sizes[i])
+			return -EINVAL;
+		e->disk_size[i] = sizes[i];
+		recs += (sizes[i] + MIG_EPOCH_DISK_CHUNK - 1) / MIG_EPOCH_DISK_CHUNK;
+	}
+	e->nr_disks = nr;
+	e->max_disk_recs = recs;
+	e->disk_apply = apply;
+	e->disk_opaque = opaque;
+	return 0;
 }
 
 int mig_epoch_begin(struct mig_epoch *e, uint64_t seq, char *why, size_t whylen)
@@ -107,6 +134,96 @@ int mig_epoch_add(struct mig_epoch *e, uint64_t gpa, const uint8_t *data, char *
 	return 0;
 }
 
+/* Room for one more disk record and `len` more bytes; both grow by half. */
+static int epoch_grow_disk(struct mig_epoch *e, uint32_t len)
+{
+	if (e->nd == e->dcap) {
+		uint64_t cap = e->dcap ? e->dcap + e->dcap / 2 : 64;
+		if (cap > e->max_disk_recs)
+			cap = e->max_disk_recs;
+		struct mig_epoch_disk_rec *r = realloc(e->drec, cap * sizeof(*r));
+		if (!r)
+			return -ENOMEM;
+		e->drec = r;
+		e->dcap = cap;
+	}
+	if (e->ddata_len + len > e->ddata_cap) {
+		uint64_t cap = e->ddata_cap ? e->ddata_cap + e->ddata_cap / 2 : 1u << 20;
+		if (cap < e->ddata_len + len)
+			cap = e->ddata_len + len;
+		uint8_t *d = realloc(e->ddata, cap);
+		if (!d)
+			return -ENOMEM;
+		e->ddata = d;
+		e->ddata_cap = cap;
+	}
+	return 0;
+}
+
+int mig_epoch_add_disk(struct mig_epoch *e, unsigned disk, uint64_t off, uint32_t len,
+		       const uint8_t *data, char *why, size_t whylen)
+{
+	if (!e->open)
+		return epoch_fail(why, whylen, "a disk record outside an epoch");
+	if (disk >= e->nr_disks)
+		return epoch_fail(why, whylen, "epoch %llu: blocks for disk %u; this standby "
+				  "replicates %u disk(s)", (unsigned long long)e->seq, disk,
+				  e->nr_disks);
+	if (!len || len > MIG_EPOCH_DISK_CHUNK || off % MIG_EPOCH_DISK_CHUNK)
+		return epoch_fail(why, whylen, "epoch %llu: disk %u record of %u bytes at %llu "
+				  "(1..%u bytes at a multiple of %u)", (unsigned long long)e->seq,
+				  disk, len, (unsigned long long)off, MIG_EPOCH_DISK_CHUNK,
+				  MIG_EPOCH_DISK_CHUNK);
+	if (off > e->disk_size[disk] || len > e->disk_size[disk] - off)
+		return epoch_fail(why, whylen, "epoch %llu: disk %u: %u bytes at %llu are past its "
+				  "end (%llu bytes)", (unsigned long long)e->seq, disk, len,
+				  (unsigned long long)off, (unsigned long long)e->disk_size[disk]);
+	if (e->nd >= e->max_disk_recs)
+		return epoch_fail(why, whylen, "epoch %llu carries more than %llu disk records, "
+				  "one per chunk of every disk", (unsigned long long)e->seq,
+				  (unsigned long long)e->max_disk_recs);
+	if (epoch_grow_disk(e, data ? len : 0)) {
+		snprintf(why, whylen, "out of memory for epoch %llu", (unsigned long long)e->seq);
+		return -ENOMEM;
+	}
+	struct mig_epoch_disk_rec *r = &e->drec[e->nd++];
+	r->off = off;
+	r->len = len;
+	r->disk = (uint8_t)disk;
+	r->zero = !data;
+	r->data_at = e->ddata_len;
+	if (data) {
+		memcpy(e->ddata + e->ddata_len, data, len);
+		e->ddata_len += len;
+		e->bytes += len;
+	}
+	e->disk_bytes += len;
+	return 0;
+}
+
+int mig_epoch_disk_decode(const uint8_t *p, uint32_t plen, unsigned *disk, uint64_t *off,
+			  uint32_t *len, const uint8_t **data, char *why, size_t whylen)
+{
+	if (plen < MIG_EPOCH_DISK_HDR)
+		return epoch_fail(why, whylen, "EPOCH_DISK of %u bytes (at least %u)", plen,
+				  MIG_EPOCH_DISK_HDR);
+	uint8_t flags = p[1];
+	uint64_t n = le_get(p + 10, 4);
+	bool zero = flags & MIG_EPOCH_DISK_ZERO;
+
+	if (flags & ~MIG_EPOCH_DISK_ZERO)
+		return epoch_fail(why, whylen, "EPOCH_DISK with unknown flags 0x%02x", flags);
+	if (plen - MIG_EPOCH_DISK_HDR != (zero ? 0 : n))
+		return epoch_fail(why, whylen, "EPOCH_DISK of %u bytes says %llu %s", plen,
+				  (unsigned long long)n, zero ? "zero bytes but carries data"
+							  : "bytes of data");
+	*disk = p[0];
+	*off = le_get(p + 2, 8);
+	*len = (uint32_t)n;
+	*data = zero ? NULL : p + MIG_EPOCH_DISK_HDR;
+	return 0;
+}
+
 int mig_epoch_set_state(struct mig_epoch *e, const uint8_t *p, uint32_t len, char *why,
 			size_t whylen)
 {
@@ -126,29 +243,47 @@ int mig_epoch_set_state(struct mig_epoch *e, const uint8_t *p, uint32_t len, cha
 	return 0;
 }
 
-int mig_epoch_end(struct mig_epoch *e, uint64_t seq, uint64_t pages, uint64_t chain,
-		  uint64_t chain_here, mig_epoch_apply_fn *apply, void *opaque, char *why,
-		  size_t whylen)
+/* An epoch that came whole: every check before anything is applied.  0 or -EPROTO. */
+static int epoch_check_end(const struct mig_epoch *e, const struct mig_epoch_end_rec *end,
+			   uint64_t chain_here, char *why, size_t whylen)
 {
-	int err = 0;
+	unsigned long long seq = end->seq;
 
 	if (!e->open)
-		err = epoch_fail(why, whylen, "EPOCH_END %llu without an EPOCH",
-				 (unsigned long long)seq);
-	else if (seq != e->seq)
-		err = epoch_fail(why, whylen, "EPOCH_END %llu ends epoch %llu",
-				 (unsigned long long)seq, (unsigned long long)e->seq);
-	else if (pages != e->n)
-		err = epoch_fail(why, whylen, "epoch %llu: EPOCH_END counts %llu pages, %llu came",
-				 (unsigned long long)seq, (unsigned long long)pages,
-				 (unsigned long long)e->n);
-	else if (!e->state)
-		err = epoch_fail(why, whylen, "epoch %llu has no STATE", (unsigned long long)seq);
-	else if (chain != chain_here)
-		err = epoch_fail(why, whylen, "epoch %llu: section chain %016llx, the source "
-				 "sent %016llx: not the sections it wrote",
-				 (unsigned long long)seq, (unsigned long long)chain_here,
-				 (unsigned long long)chain);
+		return epoch_fail(why, whylen, "EPOCH_END %llu without an EPOCH", seq);
+	if (end->seq != e->seq)
+		return epoch_fail(why, whylen, "EPOCH_END %llu ends epoch %llu", seq,
+				  (unsigned long long)e->seq);
+	if (end->pages != e->n)
+		return epoch_fail(why, whylen, "epoch %llu: EPOCH_END counts %llu pages, %llu came",
+				  seq, (unsigned long long)end->pages, (unsigned long long)e->n);
+	if (end->disk_recs != e->nd)
+		return epoch_fail(why, whylen, "epoch %llu: EPOCH_END counts %llu disk records, "
+				  "%llu came", seq, (unsigned long long)end->disk_recs,
+				  (unsigned long long)e->nd);
+	if (!e->state)
+		return epoch_fail(why, whylen, "epoch %llu has no STATE", seq);
+	if (end->chain != chain_here)
+		return epoch_fail(why, whylen, "epoch %llu: section chain %016llx, the source "
+				  "sent %016llx: not the sections it wrote", seq,
+				  (unsigned long long)chain_here, (unsigned long long)end->chain);
+	return 0;
+}
+
+/* A writer failed: RAM or a disk is half-written, and stays no checkpoint. */
+static int epoch_tear(struct mig_epoch *e, int err)
+{
+	e->torn = true;
+	mig_epoch_discard(e);
+	return err;
+}
+
+int mig_epoch_end(struct mig_epoch *e, const struct mig_epoch_end_rec *end, uint64_t chain_here,
+		  mig_epoch_apply_fn *apply, void *opaque, char *why, size_t whylen)
+{
+	unsigned long long seq = end->seq;
+	int err = epoch_check_end(e, end, chain_here, why, whylen);
+
 	if (err) {
 		mig_epoch_discard(e);
 		return err;
@@ -157,18 +292,26 @@ int mig_epoch_end(struct mig_epoch *e, uint64_t seq, uint64_t pages, uint64_t ch
 		bool zero = e->gpa[i] & 1;
 		err = apply(opaque, e->gpa[i] & ~1ULL, zero ? NULL : e->data + i * MIG_EPOCH_PAGE);
 		if (err) {
-			snprintf(why, whylen, "epoch %llu: cannot write page 0x%llx",
-				 (unsigned long long)seq, (unsigned long long)(e->gpa[i] & ~1ULL));
-			e->torn = true;
-			mig_epoch_discard(e);
-			return err;
+			snprintf(why, whylen, "epoch %llu: cannot write page 0x%llx", seq,
+				 (unsigned long long)(e->gpa[i] & ~1ULL));
+			return epoch_tear(e, err);
+		}
+	}
+	for (uint64_t i = 0; i < e->nd; i++) {
+		const struct mig_epoch_disk_rec *r = &e->drec[i];
+		err = e->disk_apply(e->disk_opaque, r->disk, r->off, r->len,
+				    r->zero ? NULL : e->ddata + r->data_at);
+		if (err) {
+			snprintf(why, whylen, "epoch %llu: cannot write %u bytes at %llu of disk %u",
+				 seq, r->len, (unsigned long long)r->off, r->disk);
+			return epoch_tear(e, err);
 		}
 	}
 	free(e->committed_state);
 	e->committed_state = e->state;
 	e->committed_state_len = e->state_len;
 	e->state = NULL;
-	e->committed = seq;
+	e->committed = end->seq;
 	mig_epoch_discard(e);
 	return 0;
 }

@@ -2,11 +2,12 @@
  * Continuous checkpointing (Remus; docs/replication.md): the parts that
  * are pure logic, so that tests can feed them bytes and timestamps.
  *
- *   - the standby's epoch buffer: an epoch's pages and device state are
- *     kept aside as they arrive and reach guest RAM only when its
- *     EPOCH_END came with the right sequence number, page count and
- *     section chain (mig_epoch_end); a broken epoch is dropped whole, so
- *     the standby always holds the last committed checkpoint;
+ *   - the standby's epoch buffer: an epoch's pages, disk blocks and
+ *     device state are kept aside as they arrive and reach guest RAM and
+ *     the disk images only when its EPOCH_END came with the right
+ *     sequence number, page and disk record counts and section chain
+ *     (mig_epoch_end); a broken epoch is dropped whole, so the standby
+ *     always holds the last committed checkpoint, RAM and disks alike;
  *   - the standby's failover decision and the primary's fence decision,
  *     and the timeouts that make them exclusive: the primary stops its
  *     guest before the standby may start its own.
@@ -22,6 +23,21 @@
 #include <stdint.h>
 
 #define MIG_EPOCH_PAGE		4096u
+#define MIG_EPOCH_DISKS_MAX	16u		/* disks an epoch may carry blocks for */
+#define MIG_EPOCH_DISK_CHUNK	(64u << 10)	/* a disk record: at most this, aligned to it */
+
+/* Writes one disk record into image `disk` (data NULL: zeros).  0 or -errno. */
+typedef int mig_epoch_disk_fn(void *opaque, unsigned disk, uint64_t off, uint32_t len,
+			      const uint8_t *data);
+
+/* One disk record of the open epoch; its bytes at data_at in ddata (none for zeros). */
+struct mig_epoch_disk_rec {
+	uint64_t off;
+	uint64_t data_at;
+	uint32_t len;
+	uint8_t disk;
+	bool zero;
+};
 
 struct mig_epoch {
 	uint64_t max_pages;	/* most pages one epoch may carry (the guest's page count) */
@@ -38,6 +54,23 @@ struct mig_epoch {
 	uint8_t *committed_state;
 	uint32_t committed_state_len;
 	uint64_t bytes;		/* payload bytes buffered in the open epoch */
+	/*
+	 * Disks (replication with copy-storage; mig_epoch_set_disks): their
+	 * sizes and the writer, fixed for the buffer's life; without them a
+	 * disk record is refused.  The open epoch's records, in arrival
+	 * order; at most one per 64 KiB chunk of all the disks, so the
+	 * buffer never holds more than the disks' size.
+	 */
+	unsigned nr_disks;
+	uint64_t disk_size[MIG_EPOCH_DISKS_MAX];
+	uint64_t max_disk_recs;
+	mig_epoch_disk_fn *disk_apply;
+	void *disk_opaque;
+	struct mig_epoch_disk_rec *drec;
+	uint64_t nd, dcap;
+	uint8_t *ddata;
+	uint64_t ddata_len, ddata_cap;
+	uint64_t disk_bytes;	/* bytes (written or zeroed) the open epoch's records cover */
 	/* An apply failed halfway: RAM holds no checkpoint any more; nothing more is taken. */
 	bool torn;
 };
@@ -45,6 +78,14 @@ struct mig_epoch {
 /* Empty, nothing open, committed = 0.  max_pages bounds every epoch. */
 void mig_epoch_init(struct mig_epoch *e, uint64_t max_pages);
 void mig_epoch_free(struct mig_epoch *e);
+
+/*
+ * The standby's disks: nr images of sizes[i] bytes, each record of a
+ * committed epoch written through apply(opaque, ...).  0, or -EINVAL (more
+ * than MIG_EPOCH_DISKS_MAX, or a disk of 0 bytes).
+ */
+int mig_epoch_set_disks(struct mig_epoch *e, unsigned nr, const uint64_t *sizes,
+			mig_epoch_disk_fn *apply, void *opaque) __attribute__((warn_unused_result));
 
 /*
  * EPOCH seq: opens an epoch.  0, or -EPROTO (one is open, or seq is not
@@ -65,22 +106,61 @@ int mig_epoch_add(struct mig_epoch *e, uint64_t gpa, const uint8_t *data, char *
 int mig_epoch_set_state(struct mig_epoch *e, const uint8_t *p, uint32_t len, char *why,
 			size_t whylen) __attribute__((warn_unused_result));
 
+/*
+ * One disk record of the open epoch: len bytes at off of disk `disk`,
+ * data NULL for zeros (copied).  Every field is the primary's: 0, or
+ * -EPROTO (no epoch open, a disk this standby does not have, len 0 or
+ * over MIG_EPOCH_DISK_CHUNK, off not a multiple of it, a range past the
+ * disk's end, more records than the disks have chunks) or -ENOMEM.
+ */
+int mig_epoch_add_disk(struct mig_epoch *e, unsigned disk, uint64_t off, uint32_t len,
+		       const uint8_t *data, char *why, size_t whylen)
+	__attribute__((warn_unused_result));
+
+/*
+ * EPOCH_DISK's payload (docs/migration-stream.md, "Replication"): disk
+ * (u8), flags (u8, bit 0: zeros, no bytes follow), offset (u64), length
+ * (u32), then the bytes unless zeros.
+ */
+#define MIG_EPOCH_DISK_HDR	14u
+#define MIG_EPOCH_DISK_ZERO	1u
+
+/*
+ * Split an EPOCH_DISK payload; *data NULL for zeros.  Checks its shape
+ * only (the ranges are mig_epoch_add_disk's): 0, or -EPROTO (shorter
+ * than the header, unknown flags, a length that does not match the
+ * payload) with the reason in why.
+ */
+int mig_epoch_disk_decode(const uint8_t *p, uint32_t plen, unsigned *disk, uint64_t *off,
+			  uint32_t *len, const uint8_t **data, char *why, size_t whylen)
+	__attribute__((warn_unused_result));
+
 /* Writes one page into guest RAM (data NULL: zeros).  0 or -errno. */
 typedef int mig_epoch_apply_fn(void *opaque, uint64_t gpa, const uint8_t *data);
 
+/* What EPOCH_END says (docs/migration-stream.md, "Replication"). */
+struct mig_epoch_end_rec {
+	uint64_t seq;
+	uint64_t pages;		/* RAM and RAM_RUN pages */
+	uint64_t disk_recs;	/* EPOCH_DISK records (0 when EPOCH_END has no such field) */
+	uint64_t chain;		/* the primary's section chain up to EPOCH_END */
+};
+
 /*
- * EPOCH_END seq pages chain: the epoch is whole when seq is the open
- * one's, it holds `pages` pages and its STATE, and `chain` (the
- * source's section chain) equals `chain_here` (ours over the same
- * sections).  Then every page goes to apply, in order, the STATE becomes
- * the committed one and committed = seq: returns 0.  Otherwise the epoch
- * is dropped, nothing applied: -EPROTO with the reason.  A failure of
- * apply (-errno) leaves RAM half-written: `torn` is set, no epoch is
- * taken any more, and the caller must not fail over from it.
+ * EPOCH_END: the epoch is whole when end->seq is the open one's, it holds
+ * end->pages pages, end->disk_recs disk records and its STATE, and
+ * end->chain (the source's section chain) equals `chain_here` (ours over
+ * the same sections).  Then every page goes to apply, in order, every
+ * disk record to the disks' writer, in order, the STATE becomes the
+ * committed one and committed = seq: returns 0.  Otherwise the epoch is
+ * dropped, nothing applied: -EPROTO with the reason.  A failure of
+ * either writer (-errno) leaves RAM or a disk half-written: `torn` is
+ * set, no epoch is taken any more, and the caller must not fail over
+ * from it.
  */
-int mig_epoch_end(struct mig_epoch *e, uint64_t seq, uint64_t pages, uint64_t chain,
-		  uint64_t chain_here, mig_epoch_apply_fn *apply, void *opaque, char *why,
-		  size_t whylen) __attribute__((warn_unused_result));
+int mig_epoch_end(struct mig_epoch *e, const struct mig_epoch_end_rec *end, uint64_t chain_here,
+		  mig_epoch_apply_fn *apply, void *opaque, char *why, size_t whylen)
+	__attribute__((warn_unused_result));
 
 /* Drop the open epoch, if any (the link broke in the middle of it). */
 void mig_epoch_discard(struct mig_epoch *e);

@@ -8,10 +8,12 @@
  *      the guest resumes, the standby loads it and answers EPOCH_ACK 0
  *      (within the fence timeout of END, or this side fences);
  *   2. every interval an epoch: pause, sync the dirty log, collect the
- *      dirty pages and the device state into the stream's buffer (held,
- *      not sent: mig_stream_hold), resume, then send it:
+ *      dirty pages, the disk chunks written (copy-storage: disk.c) and
+ *      the device state into the stream's buffer (held, not sent:
+ *      mig_stream_hold), resume, then send it:
  *
- *        EPOCH seq, RAM/RAM_RUN..., STATE, EPOCH_END seq pages chain
+ *        EPOCH seq, RAM/RAM_RUN..., EPOCH_DISK..., STATE,
+ *        EPOCH_END seq pages chain [disk-records]
  *
  *      the standby applies it only once EPOCH_END proved it whole, then
  *      answers EPOCH_ACK seq;
@@ -35,6 +37,7 @@
 #include "migration/live.h"
 #include "migration/migration.h"
 #include "migration/ram.h"
+#include "migration/replicate/disk.h"
 #include "migration/replicate/epoch.h"
 #include "migration/section.h"
 #include "util/le.h"
@@ -158,7 +161,7 @@ static int repl_read(struct repl *r)
 
 static void repl_put_u64s(struct mig_stream *s, uint8_t type, const uint64_t *v, unsigned n)
 {
-	uint8_t p[24];
+	uint8_t p[32];
 
 	for (unsigned i = 0; i < n; i++)
 		le_put(p + 8 * i, v[i], 8);
@@ -188,11 +191,14 @@ int replicate_handshake(struct migration *mig)
 	uint32_t len;
 	char why[200];
 
-	/* Epochs carry RAM and the device state; a standby takes no other source's sections. */
+	/*
+	 * Epochs carry RAM, the disks (copy-storage: EPOCH_DISK) and the
+	 * device state; a standby takes no other source's sections.
+	 */
 	for (unsigned id = 0; id < MIG_SOURCE_NR; id++)
-		if (id != MIG_SOURCE_RAM && mig->src_active[id])
-			return precopy_fail(mig, -EOPNOTSUPP, "replication carries RAM and the "
-					    "device state only, not the %s source",
+		if (id != MIG_SOURCE_RAM && id != MIG_SOURCE_BLOCK && mig->src_active[id])
+			return precopy_fail(mig, -EOPNOTSUPP, "replication carries RAM, the disks "
+					    "and the device state only, not the %s source",
 					    mig_source_get(id)->name);
 	int err = mig_section_read(&mig->s, buf, sizeof(buf), &type, &len);
 
@@ -332,7 +338,16 @@ static int repl_epoch(struct repl *r)
 	machine_output_mark(mig->m);
 	mig_stream_hold(&mig->s, REPL_HOLD_MAX);
 	repl_put_u64s(&mig->s, MIG_SEC_EPOCH, &seq, 1);
-	err = mig_sources_complete(mig, true, false);
+	/*
+	 * RAM, then what the guest wrote to its disks: read now, paused and
+	 * drained, so the blocks are the disks at this checkpoint.  Not the
+	 * block source's complete: that ends a disk's copy (DONE) for good.
+	 */
+	bool disks = mig->src_active[MIG_SOURCE_BLOCK];
+	uint64_t drecs = 0, dbytes = 0;
+	err = mig_source_get(MIG_SOURCE_RAM)->complete(mig, true);
+	if (!err && disks)
+		err = mig_repl_disk_collect(mig, &drecs, &dbytes);
 	if (!err)
 		err = precopy_send_state(mig);
 	if (err == -ECANCELED) {
@@ -342,8 +357,9 @@ static int repl_epoch(struct repl *r)
 	pthread_mutex_lock(&mig->lock);
 	uint64_t pages = mig->stats.normal_pages + mig->stats.zero_pages - pages0;
 	pthread_mutex_unlock(&mig->lock);
-	uint64_t v[3] = { seq, pages, mig->s.chain_out };
-	repl_put_u64s(&mig->s, MIG_SEC_EPOCH_END, v, 3);
+	/* The disk record count only with disks: a standby without them takes 24 bytes. */
+	uint64_t v[4] = { seq, pages, mig->s.chain_out, drecs };
+	repl_put_u64s(&mig->s, MIG_SEC_EPOCH_END, v, disks ? 4 : 3);
 	uint64_t paused = vm_now_ns() - t0;
 	if (!was_paused && vm_resume(vm))
 		return -ESRCH;
@@ -365,6 +381,8 @@ static int repl_epoch(struct repl *r)
 	mig->stats.epoch_pause_total_ns += paused;
 	mig->stats.epoch_bytes_last = bytes;
 	mig->stats.epoch_bytes_total += bytes;
+	mig->stats.epoch_disk_bytes_last = dbytes;
+	mig->stats.epoch_disk_bytes_total += dbytes;
 	mig->stats.wire_bytes = mig->s.bytes_out;
 	pthread_mutex_unlock(&mig->lock);
 	return err;
