@@ -109,8 +109,8 @@ sleep 0.5
 # Pre-copy, A -> B, verified.
 FERRY=$FB start_dest dstb "tcp:$MIGB:$(random_port)" --net "tap=tap,mac=$MAC"
 dstb=$FERRY_PID
-"$FERRY" migrate "$T/src.ctl" "$DEST_URI" --verify --json >"$T/ab.json" 2>"$T/ab.err" ||
-	{ cat "$T/ab.json" "$T/ab.err" "$T/dstb.log"; fail "pre-copy A -> B failed"; }
+timeout 300 "$FERRY" migrate "$T/src.ctl" "$DEST_URI" --verify --json >"$T/ab.json" 2>"$T/ab.err" ||
+	{ cat "$T/ab.json" "$T/ab.err" "$T/src.log" "$T/dstb.log"; fail "pre-copy A -> B failed"; }
 [ "$(json_field "$T/ab.json" status)" = completed ] || fail "pre-copy A -> B did not complete"
 wait_port b
 wait_exit "$src" 10
@@ -123,8 +123,8 @@ sleep 1
 # Post-copy, B -> A: the guest runs on A while its pages still travel.
 FERRY=$FA start_dest dsta "tcp:$MIGA:$(random_port)" --net "tap=tap,mac=$MAC"
 dsta=$FERRY_PID
-"$FERRY" migrate "$T/dstb.ctl" "$DEST_URI" --mode postcopy --json >"$T/ba.json" 2>"$T/ba.err" ||
-	{ cat "$T/ba.json" "$T/ba.err" "$T/dsta.log"; fail "post-copy B -> A failed"; }
+timeout 300 "$FERRY" migrate "$T/dstb.ctl" "$DEST_URI" --mode postcopy --json >"$T/ba.json" \
+	2>"$T/ba.err" || { cat "$T/ba.json" "$T/ba.err" "$T/dstb.log" "$T/dsta.log"; fail "post-copy B -> A failed"; }
 [ "$(json_field "$T/ba.json" status)" = completed ] || fail "post-copy B -> A did not complete"
 wait_port a
 wait_exit "$dstb" 10
