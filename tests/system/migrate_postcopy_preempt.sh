@@ -85,7 +85,8 @@ start_dest hy-d "unix:$T/hy.mig"; D=$FERRY_PID
 start_source hy-s 1 256M "$WALK"; S=$FERRY_PID
 "$FERRY" migrate "$T/hy-s.ctl" "unix:$T/hy.mig" --channels 2 --mode hybrid --postcopy-after 2 \
 	--postcopy-preempt --bandwidth 64M --postcopy-bandwidth 16M --prepage 0 --verify --json \
-	>"$T/hy.json" 2>"$T/hy.err" || { cat "$T/hy.json" "$T/hy.err" "$T/hy-d.log"; fail "hybrid: migrate failed"; }
+	>"$T/hy.json" 2>"$T/hy.err" || { cat "$T/hy.json" "$T/hy.err" "$T/hy-s.log" "$T/hy-d.log"
+	grep -v "^hb " "$T/hy-s.serial" | tail -n 5; fail "hybrid: migrate failed"; }
 [ "$(json_field "$T/hy.json" status)" = completed ] || fail "hybrid: not completed"
 json_field "$T/hy.json" ram-digest | grep -qE '^[0-9a-f]{16}$' || fail "hybrid: no verified digest"
 [ "$(json_field "$T/hy.json" postcopy-preempt)" = true ] || { cat "$T/hy.json"; fail "hybrid: preempt not on"; }
