@@ -129,7 +129,7 @@ int mig_block_read(int fd, uint8_t *buf, uint64_t len, uint64_t off)
 	return 0;
 }
 
-static bool block_is_zero(const uint8_t *p, size_t len)
+bool mig_block_is_zero(const uint8_t *p, size_t len)
 {
 	return !len || (!p[0] && !memcmp(p, p + 1, len - 1));
 }
@@ -438,7 +438,7 @@ static int block_send_range(struct migration *mig, unsigned i, uint64_t off, uin
 	pthread_mutex_lock(&mig->lock);
 	mig->stats.disk_processed += len;
 	pthread_mutex_unlock(&mig->lock);
-	if (block_is_zero(mig->block->buf, len)) {
+	if (mig_block_is_zero(mig->block->buf, len)) {
 		uint64_t z[2] = { off, len };
 		mig_block_send(mig, MIG_BLOCK_ZERO, i, z, 2, NULL, 0);
 	} else {

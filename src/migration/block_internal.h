@@ -3,6 +3,7 @@
 #define FERRY_MIGRATION_BLOCK_INTERNAL_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "board/machine.h"
@@ -72,6 +73,8 @@ int mig_block_pc_push(struct migration *mig, uint64_t budget, bool *done);
 int mig_block_pc_request(struct migration *mig, uint8_t type, const uint8_t *p, uint32_t len);
 void mig_block_pc_resume_begin(struct migration *mig);
 
+/* Whether len bytes (a chunk or less) are all zero. */
+bool mig_block_is_zero(const uint8_t *p, size_t len);
 /* Read len bytes at off (what is past the end reads as zeros).  0 or -errno. */
 int mig_block_read(int fd, uint8_t *buf, uint64_t len, uint64_t off);
 /* XXH3-64 of a whole image of `size` bytes, read from fd through buf (a chunk).  0 or -errno. */

@@ -16,11 +16,6 @@
 _Static_assert(MIG_EPOCH_DISK_CHUNK == MIG_BLOCK_CHUNK, "an epoch's disk record is one chunk");
 _Static_assert(MACHINE_MAX_DISKS <= MIG_EPOCH_DISKS_MAX, "every disk fits an epoch");
 
-static bool disk_is_zero(const uint8_t *p, size_t len)
-{
-	return !len || (!p[0] && !memcmp(p, p + 1, len - 1));
-}
-
 /* Chunk c of disk i as one EPOCH_DISK (into the held epoch).  0 or the stream's error. */
 static int disk_send_chunk(struct migration *mig, unsigned i, uint64_t c, uint64_t *bytes)
 {
@@ -36,7 +31,7 @@ static int disk_send_chunk(struct migration *mig, unsigned i, uint64_t c, uint64
 		mig_stream_fail(&mig->s, err, "cannot read disk %u: %s", i, strerror(-err));
 		return err;
 	}
-	bool zero = disk_is_zero(buf, len);
+	bool zero = mig_block_is_zero(buf, len);
 	hdr[0] = (uint8_t)i;
 	hdr[1] = zero ? MIG_EPOCH_DISK_ZERO : 0;
 	le_put(hdr + 2, off, 8);
