@@ -135,6 +135,23 @@ start_dest() {
 # A JSON number or string field from a flat-ish JSON text (good enough for tests).
 json_field() { sed -nE "s/.*\"$2\": *\"?([^\",}]*)\"?.*/\1/p" "$1" | head -n1; }
 
+# The probe's disk workload (workload=disk), from its serial output:
+# disk_gen FILE, the last generation it finished (0 before the first);
+# wait_gen FILE N SECS, until one past N is done (a CORRUPT line ends the
+# wait early); no_corrupt FILE..., fail if any has a CORRUPT line.
+disk_gen() { sed -nE 's/^probe: disk generation ([0-9]+)$/\1/p' "$1" | tail -n1 | grep . || echo 0; }
+wait_gen() {
+	local file=$1 n=$2 limit=$3 end=$((SECONDS + $3))
+	while ((SECONDS <= end)); do
+		(($(disk_gen "$file") > n)) && return 0
+		grep -qE '^CORRUPT' "$file" && break
+		sleep 0.1
+	done
+	grep -v '^hb ' "$file" | tail -n 20
+	fail "$file: no disk generation past $n after ${limit}s"
+}
+no_corrupt() { ! grep -qE '^CORRUPT' "$@" || { grep -hE '^CORRUPT' "$@"; fail "the guest saw corruption"; }; }
+
 # Heartbeats on the destination go on past N: wait_beats FILE N.
 wait_beats() { wait_line "$1" "^hb $2\$" "${3:-30}"; }
 

@@ -28,18 +28,6 @@ truncate -s $SIZE "$A"
 # B holds stale data everywhere: the copy must make it equal A, holes too.
 head -c 32M /dev/urandom >"$B"
 
-disk_gen() { sed -nE 's/^probe: disk generation ([0-9]+)$/\1/p' "$1" | tail -n1 | grep . || echo 0; }
-wait_gen() {
-	local file=$1 n=$2 limit=$3 end=$((SECONDS + $3))
-	while ((SECONDS <= end)); do
-		(($(disk_gen "$file") > n)) && return 0
-		grep -qE '^CORRUPT' "$file" && break
-		sleep 0.1
-	done
-	grep -v '^hb ' "$file" | tail -n 20
-	fail "$file: no disk generation past $n after ${limit}s"
-}
-no_corrupt() { ! grep -qE '^CORRUPT' "$@" || { grep -hE '^CORRUPT' "$@"; fail "the guest saw corruption"; }; }
 
 # The source's image is still locked by it: `ferry run` on IMG exits 69.
 assert_locked() {

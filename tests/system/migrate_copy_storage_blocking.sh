@@ -25,18 +25,6 @@ CMD="workload=disk disk_blocks=$BLOCKS"			# RAM stays calm
 HOT="workload=verify,disk wss=16M period=10ms disk_blocks=$BLOCKS"	# RAM never converges at 4 MiB/s
 truncate -s 32M "$T/a.img" "$T/b.img" "$T/c.img" "$T/d.img" "$T/g.img" "$T/h.img"
 
-disk_gen() { sed -nE 's/^probe: disk generation ([0-9]+)$/\1/p' "$1" | tail -n1 | grep . || echo 0; }
-wait_gen() {
-	local file=$1 n=$2 limit=$3 end=$((SECONDS + $3))
-	while ((SECONDS <= end)); do
-		(($(disk_gen "$file") > n)) && return 0
-		grep -qE '^CORRUPT' "$file" && break
-		sleep 0.1
-	done
-	grep -v '^hb ' "$file" | tail -n 20
-	fail "$file: no disk generation past $n after ${limit}s"
-}
-no_corrupt() { ! grep -qE '^CORRUPT' "$@" || { grep -hE '^CORRUPT' "$@"; fail "the guest saw corruption"; }; }
 # The source's image is still locked by it: `ferry run` on IMG exits 69.
 assert_locked() {
 	local img=$1 rc=0

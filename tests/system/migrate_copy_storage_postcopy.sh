@@ -25,18 +25,6 @@ BLOCKS=2048			# 8 MiB of the disk, rewritten generation after generation
 HOT="workload=verify,disk wss=16M period=10ms disk_blocks=$BLOCKS"
 MIRRORED="guest writes are mirrored before they complete"
 
-disk_gen() { sed -nE 's/^probe: disk generation ([0-9]+)$/\1/p' "$1" | tail -n1 | grep . || echo 0; }
-wait_gen() {
-	local file=$1 n=$2 limit=$3 end=$((SECONDS + $3))
-	while ((SECONDS <= end)); do
-		(($(disk_gen "$file") > n)) && return 0
-		grep -qE '^CORRUPT' "$file" && break
-		sleep 0.1
-	done
-	grep -v '^hb ' "$file" | tail -n 20
-	fail "$file: no disk generation past $n after ${limit}s"
-}
-no_corrupt() { ! grep -qE '^CORRUPT' "$@" || { grep -hE '^CORRUPT' "$@"; fail "the guest saw corruption"; }; }
 # A 64 MiB image with 48 MiB of random data: image NAME.
 data_img() { head -c 48M /dev/urandom >"$T/$1.img"; truncate -s 64M "$T/$1.img"; }
 # Bytes past the workload's 8 MiB are the same in both images (the guest never wrote there).

@@ -20,19 +20,8 @@ truncate -s 16M "$DISK"
 CMDLINE="workload=verify,disk wss=16M period=20ms disk_blocks=$BLOCKS"
 
 # The last disk generation FILE reports (0: none yet).
-disk_gen() { sed -nE 's/^probe: disk generation ([0-9]+)$/\1/p' "$1" | tail -n1 | grep . || echo 0; }
 
 # Wait until FILE reports a disk generation above N: wait_gen FILE N SECS.
-wait_gen() {
-	local file=$1 n=$2 limit=$3 end=$((SECONDS + $3))
-	while ((SECONDS <= end)); do
-		(($(disk_gen "$file") > n)) && return 0
-		grep -qE '^CORRUPT' "$file" && break
-		sleep 0.1
-	done
-	grep -v '^hb ' "$file" | tail -n 20
-	fail "$file: no disk generation past $n after ${limit}s"
-}
 
 start_source vm0 2 128M "$CMDLINE" --disk "path=$DISK"
 cur=vm0

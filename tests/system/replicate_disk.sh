@@ -29,18 +29,6 @@ BLOCKS=512			# 2 MiB of the disk, rewritten generation after generation
 SIZE=32M
 CMD="workload=verify,disk wss=4M period=20ms disk_blocks=$BLOCKS"
 
-disk_gen() { sed -nE 's/^probe: disk generation ([0-9]+)$/\1/p' "$1" | tail -n1 | grep . || echo 0; }
-wait_gen() {
-	local file=$1 n=$2 limit=$3 end=$((SECONDS + $3))
-	while ((SECONDS <= end)); do
-		(($(disk_gen "$file") > n)) && return 0
-		grep -qE '^CORRUPT' "$file" && break
-		sleep 0.1
-	done
-	grep -v '^hb ' "$file" | tail -n 20
-	fail "$file: no disk generation past $n after ${limit}s"
-}
-no_corrupt() { ! grep -qE '^CORRUPT' "$@" || { grep -hE '^CORRUPT' "$@"; fail "the guest saw corruption"; }; }
 nonce_of() { sed -nE 's/^probe: disk .* nonce (0x[0-9a-f]+)$/\1/p' "$1"; }
 
 # check_image IMG NONCE: every block of the working set holds a whole

@@ -19,7 +19,6 @@
 . "$(dirname "$0")/lib.sh"
 require_kvm
 
-disk_gen() { sed -nE 's/^probe: disk generation ([0-9]+)$/\1/p' "$1" | tail -n1 | grep . || echo 0; }
 vpass() { sed -nE 's/^probe: verify pass ([0-9]+)$/\1/p' "$1" | tail -n1 | grep . || echo 0; }
 
 # The restored guest NAME goes on past disk generation GEN and verify pass PASS.

@@ -21,7 +21,6 @@ require_kvm
 
 # The last verify pass a serial log reports (0: none yet).
 vpass() { sed -nE 's/^probe: verify pass ([0-9]+)$/\1/p' "$1" | tail -n1 | grep . || echo 0; }
-disk_gen() { sed -nE 's/^probe: disk generation ([0-9]+)$/\1/p' "$1" | tail -n1 | grep . || echo 0; }
 first_beat() { sed -nE 's/^hb ([0-9]+)$/\1/p' "$1" | head -n1; }
 first_pass() { sed -nE 's/^probe: verify pass ([0-9]+)$/\1/p' "$1" | head -n1; }
 
