@@ -161,58 +161,75 @@ done
 ((i < 50)) || fail "the destination's guest did not count the answers: '$report'"
 log "destination: $report"
 
-# Frames after GO.  The bridge's entry stays at $TAP2 whatever comes in on
-# $TAP1, and stays when $TAP2 loses its carrier as the old host exits (a
-# learned entry would go, and the bridge would flood the frames to $TAP1):
-# a static entry, as a switch that has not learned the new port yet.
-nsx bridge link set dev "$TAP1" learning off || skip "cannot turn learning off on a bridge port"
-nsx bridge fdb replace "$MAC" dev "$TAP2" master static ||
-	skip "cannot add a static entry to the bridge's FDB"
-start_dest dst2 "unix:$T/dst2.mig" --net "tap=$TAP1,mac=$MAC" --announce rounds=0
-dst2=$FERRY_PID
-nsx timeout 120 python3 tests/tools/udp_stream.py "$GUEST_IP" 7 20 "$T/mark" "$T/stop" \
-	>"$T/stream.log" 2>&1 &
-stream=$!
-wait_ready "$T/stream.log"
-"$FERRY" migrate "$T/dst.ctl" "$DEST_URI" --net-epilogue 10s --json >"$T/mig2.json" \
-	2>"$T/mig2.err" &
-mig2=$!
-# From the moment the guest runs there (its first heartbeat: cheaper to see
-# than a status call on a slow host), for 1.5 s, inside the 10 s bound.
-# 20 datagrams a second keep the source's hold, which counts every frame
-# since the pause, far below its 512.
-for ((i = 0; i < 1200; i++)); do
-	grep -q '^hb ' "$T/dst2.serial" 2>/dev/null && break
-	sleep 0.05
-done
-((i < 1200)) || { cat "$T/dst2.log"; fail "the guest did not start at dst2"; }
-touch "$T/mark"
-sleep 1.5
-touch "$T/stop"
-wait "$mig2" || { cat "$T/mig2.json" "$T/mig2.err" "$T/dst.log"; fail "the second migration failed"; }
-[ "$(json_field "$T/mig2.json" status)" = completed ] || fail "the second migration did not complete"
-wait "$stream" || { cat "$T/stream.log" "$T/dst.log" "$T/dst2.log"; nsx bridge fdb show br "$BR";
-	fail "datagrams sent after the switchover were lost"; }
-log "after GO: $(cat "$T/stream.log" | tail -n1)"
-# Every datagram after the mark reached the old host (the bridge never
-# learned otherwise) and so was forwarded after GO.
-counted=$(sed -nE 's/.*after the mark: ([0-9]+) sent.*/\1/p' "$T/stream.log")
-after=$(json_field "$T/mig2.json" net-frames-after-go)
-((counted >= 20 && after >= counted)) ||
-	{ cat "$T/mig2.json" "$T/stream.log"; fail "${after:-no} frames counted as forwarded after GO for $counted datagrams"; }
-[ "$(json_field "$T/mig2.json" net-frames-dropped)" = 0 ] || fail "frames dropped over the hold's cap"
+# Frames after the switch.  late_hop FROM TO NEW OLD WHAT [migrate args]:
+# the bridge's entry for the MAC is held at OLD, the old host's tap,
+# whatever comes in on NEW, and stays when OLD loses its carrier as the old
+# host exits (a learned entry would go, and the bridge would flood the
+# frames to NEW): a static entry, as a switch that has not learned the new
+# port yet.  The VM migrates from FROM (a control name) to a new
+# destination TO on NEW, which announces nothing, while a client streams
+# numbered datagrams at it: every one sent once the guest runs at TO must
+# be echoed, so forwarded by the old host after the switch, and TO must
+# count as many as the old host forwarded.  Leaves the old host's reply in
+# $T/TO.json, TO's query-migrate in $T/TO.query, TO's pid in HOP_PID and
+# the frames forwarded after the switch in AFTER.
+late_hop() {
+	local from=$1 to=$2 new=$3 old=$4 what=$5 i mig stream counted got; shift 5
+	nsx bridge link set dev "$new" learning off || skip "cannot turn learning off on a bridge port"
+	nsx bridge fdb replace "$MAC" dev "$old" master static ||
+		skip "cannot add a static entry to the bridge's FDB"
+	start_dest "$to" "unix:$T/$to.mig" --net "tap=$new,mac=$MAC" --announce rounds=0
+	HOP_PID=$FERRY_PID
+	rm -f "$T/mark" "$T/stop"
+	nsx timeout 120 python3 tests/tools/udp_stream.py "$GUEST_IP" 7 20 "$T/mark" "$T/stop" \
+		>"$T/$to.stream" 2>&1 &
+	stream=$!
+	wait_ready "$T/$to.stream"
+	"$FERRY" migrate "$T/$from.ctl" "$DEST_URI" "$@" --json >"$T/$to.json" 2>"$T/$to.err" &
+	mig=$!
+	# From the moment the guest runs there (its first heartbeat: cheaper to
+	# see than a status call on a slow host), for 1.5 s, inside the 10 s
+	# bound.  20 datagrams a second keep the source's hold, which counts
+	# every frame since the pause, far below its 512.
+	for ((i = 0; i < 1200; i++)); do
+		grep -q '^hb ' "$T/$to.serial" 2>/dev/null && break
+		sleep 0.05
+	done
+	((i < 1200)) || { cat "$T/$to.log"; fail "the guest did not start at $to"; }
+	touch "$T/mark"
+	sleep 1.5
+	touch "$T/stop"
+	wait "$mig" || { cat "$T/$to.json" "$T/$to.err" "$T/$from.log"; fail "$what: the migration failed"; }
+	[ "$(json_field "$T/$to.json" status)" = completed ] || fail "$what: the migration did not complete"
+	wait "$stream" || { cat "$T/$to.stream" "$T/$from.log" "$T/$to.log"; nsx bridge fdb show br "$BR";
+		fail "$what: datagrams sent after the switch were lost"; }
+	log "$what: $(tail -n1 "$T/$to.stream")"
+	# Every datagram after the mark reached the old host (the bridge never
+	# learned otherwise) and so was forwarded after the switch.
+	counted=$(sed -nE 's/.*after the mark: ([0-9]+) sent.*/\1/p' "$T/$to.stream")
+	AFTER=$(json_field "$T/$to.json" net-frames-after-go)
+	((counted >= 20 && AFTER >= counted)) || { cat "$T/$to.json" "$T/$to.stream";
+		fail "$what: ${AFTER:-no} frames counted as forwarded after the switch for $counted datagrams"; }
+	# The destination counts them too: every one the source forwarded arrived.
+	"$FERRY" call "$T/$to.ctl" query-migrate >"$T/$to.query" || fail "query-migrate on $to failed"
+	got=$(json_field "$T/$to.query" incoming-net-frames-after-go)
+	[ "$got" = "$AFTER" ] ||
+		{ cat "$T/$to.query"; fail "$to counted ${got:-no} frames after the switch, the source $AFTER"; }
+}
+
+# Pre-copy: the frames after GO, until the epilogue's bound (no ANNOUNCED).
+late_hop dst dst2 "$TAP1" "$TAP2" "after GO" --net-epilogue 10s
+dst2=$HOP_PID
+after=$AFTER
+[ "$(json_field "$T/dst2.json" net-frames-dropped)" = 0 ] || fail "frames dropped over the hold's cap"
 grep -q "frames forwarded after GO in .* ms, until --net-epilogue's bound" "$T/dst.log" ||
 	{ cat "$T/dst.log"; fail "the source did not say how its epilogue ended"; }
 grep -q "incoming migration: [0-9]* frames came after GO (the source ended them)" "$T/dst2.log" ||
 	{ cat "$T/dst2.log"; fail "dst2 did not take the late frames to their END"; }
-# The destination counts them too: every one the source forwarded after GO
-# arrived, and its NIC put at least as many frames into the guest.
-"$FERRY" call "$T/dst2.ctl" query-migrate >"$T/dst2.query" || fail "query-migrate on dst2 failed"
-got=$(json_field "$T/dst2.query" incoming-net-frames-after-go)
-[ "$got" = "$after" ] || { cat "$T/dst2.query"; fail "dst2 counted ${got:-no} frames after GO, the source $after"; }
+# Its NIC put at least as many frames into the guest.
 (($(json_field "$T/dst2.query" net-frames-injected) >= after)) ||
 	{ cat "$T/dst2.query"; fail "dst2's NIC put fewer frames into the guest than came after GO"; }
-log "after GO: $after frames forwarded ($(json_field "$T/mig2.json" net-bytes-after-go) bytes)"
+log "after GO: $after frames forwarded ($(json_field "$T/dst2.json" net-bytes-after-go) bytes)"
 wait_exit "$dst" 10
 [ "$RC" -eq 0 ] || fail "dst exit status $RC after migrating on"
 # Learning back on and an announce: the bridge finds the guest at $TAP1 again.
@@ -228,40 +245,12 @@ echo_check dst2
 
 # Post-copy: the guest runs at the destination from the switch on, while
 # its pages still travel; frames that reach the old host meanwhile, and
-# after POSTCOPY_DONE, follow it the same way.  The same static entry, now
-# at the old host's tap $TAP1.
-nsx bridge link set dev "$TAP2" learning off
-nsx bridge fdb replace "$MAC" dev "$TAP1" master static
-start_dest dst3 "unix:$T/dst3.mig" --net "tap=$TAP2,mac=$MAC" --announce rounds=0
-dst3=$FERRY_PID
-rm -f "$T/mark" "$T/stop"
-nsx timeout 120 python3 tests/tools/udp_stream.py "$GUEST_IP" 7 20 "$T/mark" "$T/stop" \
-	>"$T/stream3.log" 2>&1 &
-stream=$!
-wait_ready "$T/stream3.log"
-"$FERRY" migrate "$T/dst2.ctl" "$DEST_URI" --mode postcopy --postcopy-bandwidth 16M \
-	--net-epilogue 10s --json >"$T/mig3.json" 2>"$T/mig3.err" &
-mig3=$!
-for ((i = 0; i < 1200; i++)); do
-	grep -q '^hb ' "$T/dst3.serial" 2>/dev/null && break
-	sleep 0.05
-done
-((i < 1200)) || { cat "$T/dst3.log"; fail "the guest did not start at dst3"; }
-touch "$T/mark"
-sleep 1.5
-touch "$T/stop"
-wait "$mig3" || { cat "$T/mig3.json" "$T/mig3.err" "$T/dst2.log"; fail "the post-copy migration failed"; }
-[ "$(json_field "$T/mig3.json" status)" = completed ] || fail "the post-copy migration did not complete"
-wait "$stream" || { cat "$T/stream3.log" "$T/dst2.log" "$T/dst3.log"; nsx bridge fdb show br "$BR";
-	fail "datagrams sent after the post-copy switch were lost"; }
-log "post-copy: $(tail -n1 "$T/stream3.log")"
-counted=$(sed -nE 's/.*after the mark: ([0-9]+) sent.*/\1/p' "$T/stream3.log")
-after=$(json_field "$T/mig3.json" net-frames-after-go)
-((counted >= 20 && after >= counted)) ||
-	{ cat "$T/mig3.json" "$T/stream3.log"; fail "post-copy: ${after:-no} frames counted as forwarded after the switch for $counted datagrams"; }
-"$FERRY" call "$T/dst3.ctl" query-migrate >"$T/dst3.query" || fail "query-migrate on dst3 failed"
-got=$(json_field "$T/dst3.query" incoming-net-frames-after-go)
-[ "$got" = "$after" ] || { cat "$T/dst3.query"; fail "dst3 counted ${got:-no} frames after the switch, the source $after"; }
+# after POSTCOPY_DONE, follow it the same way.  Back to $TAP2, the entry
+# held at $TAP1.
+late_hop dst2 dst3 "$TAP2" "$TAP1" "post-copy" --mode postcopy --postcopy-bandwidth 16M \
+	--net-epilogue 10s
+dst3=$HOP_PID
+after=$AFTER
 log "post-copy: $after frames forwarded after the switch"
 wait_exit "$dst2" 10
 [ "$RC" -eq 0 ] || fail "dst2 exit status $RC after migrating on"
