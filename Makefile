@@ -102,6 +102,10 @@ $(BUILD)/fuzz/%: $(BUILD)/fuzzobj/tests/fuzz/%.o $(FUZZ_OBJS)
 # Without /dev/kvm the loader's machines are the harness's own (no VM behind them).
 $(BUILD)/fuzz/fuzz_incoming: FUZZ_LDFLAGS := -Wl,--wrap=machine_create \
 	-Wl,--wrap=machine_state_apply -Wl,--wrap=machine_state_encode
+# The standby's the same, always; and its epoch commits, waits and clock, to check and steer them.
+$(BUILD)/fuzz/fuzz_standby: FUZZ_LDFLAGS := -Wl,--wrap=machine_create \
+	-Wl,--wrap=machine_state_apply -Wl,--wrap=machine_state_encode \
+	-Wl,--wrap=mig_epoch_end -Wl,--wrap=mig_commit_wait -Wl,--wrap=vm_now_ns
 
 .PHONY: fuzz fuzz-long fuzz-merge fuzz-seeds
 fuzz: $(FUZZ_BINS)
@@ -140,6 +144,7 @@ fuzz-seeds: $(FUZZ_BINS)
 	$(Q)FUZZ_INCOMING_SEEDS=tests/fuzz/seeds/fuzz_incoming $(BUILD)/fuzz/fuzz_incoming
 	$(Q)FUZZ_RETURN_PATH_SEEDS=tests/fuzz/seeds/fuzz_return_path $(BUILD)/fuzz/fuzz_return_path
 	$(Q)FUZZ_SAVEFILE_SEEDS=tests/fuzz/seeds/fuzz_savefile $(BUILD)/fuzz/fuzz_savefile
+	$(Q)FUZZ_STANDBY_SEEDS=tests/fuzz/seeds/fuzz_standby $(BUILD)/fuzz/fuzz_standby
 
 # Helpers the end-to-end tests run (not tests themselves).
 TOOL_SRCS := $(sort $(wildcard tests/tools/*.c))
