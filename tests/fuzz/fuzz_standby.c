@@ -1115,7 +1115,9 @@ static void fz_write_seed(const char *dir, const char *name, uint8_t mode, const
 /*
  * Epoch seq as a primary writes it: a RAM batch (raw and zero pages), a
  * RAM_RUN, with a disk EPOCH_DISK records (1 KiB of data in chunk seq %
- * 4, zeros in chunk 8 and the last), STATE, EPOCH_END.  `pages_off` and `recs_off` make its counts disagree.
+ * 4, zeros in chunk 8 and the last, and in epoch 2 zeros over the first
+ * 1000 bytes, which the initial copy wrote), STATE, EPOCH_END.  pages_off
+ * and recs_off make its counts disagree.
  */
 static void fz_seed_epoch(struct fz_buf *b, uint64_t seq, bool disk, const struct fz_buf *st,
 			  int pages_off, int recs_off)
@@ -1132,6 +1134,10 @@ static void fz_seed_epoch(struct fz_buf *b, uint64_t seq, bool disk, const struc
 		fz_epoch_disk(b, 8 * 65536, 65536, true, (unsigned)seq);
 		fz_epoch_disk(b, FZ_DISK_SIZE - 65536, 65536, true, (unsigned)seq);
 		recs = 3;
+		if (seq == 2) {	/* zeros over part of what the initial copy wrote */
+			fz_epoch_disk(b, 0, 1000, true, (unsigned)seq);
+			recs++;
+		}
 	}
 	fz_sec(b, MIG_SEC_STATE, st->p, st->len);
 	fz_epoch_end(b, seq, (uint64_t)(4 + pages_off), (uint64_t)((int64_t)recs + recs_off), disk);
@@ -1143,6 +1149,9 @@ static void fz_seed_tail(const char *dir, const char *name, uint8_t mode, const 
 {
 	fz_write_seed(dir, name, mode, b->p + from, b->len - from);
 }
+
+/* Most seeds' mode: epochs after the harness's initial copy, sums and chains put right. */
+#define FZ_SEED (FZ_FIX_SUMS | FZ_FIX_CHAIN | FZ_PREFIX)
 
 static void fz_seeds(const char *dir)
 {
@@ -1177,22 +1186,22 @@ static void fz_seeds(const char *dir)
 			fz_heartbeat(&b, seq);
 		}
 		snprintf(name, sizeof(name), "epochs%s", sfx);
-		fz_seed_tail(dir, name, FZ_FIX_SUMS | FZ_PREFIX | dm, &b, pre->len);
+		fz_seed_tail(dir, name, FZ_SEED | dm, &b, pre->len);
 		/* The same with the initial copy in the input. */
 		snprintf(name, sizeof(name), "whole%s", sfx);
 		fz_write_seed(dir, name, FZ_FIX_SUMS | dm, b.p, b.len);
 		/* Auto failover after the link ends. */
 		snprintf(name, sizeof(name), "epochs-auto%s", sfx);
-		fz_seed_tail(dir, name, FZ_FIX_SUMS | FZ_PREFIX | dm | (FZ_DECIDE_AUTO << 4), &b,
+		fz_seed_tail(dir, name, FZ_SEED | dm | (FZ_DECIDE_AUTO << 4), &b,
 			     pre->len);
 		/* The feeder cuts the connection: acknowledgements fail. */
 		snprintf(name, sizeof(name), "epochs-cut%s", sfx);
-		fz_seed_tail(dir, name, FZ_FIX_SUMS | FZ_PREFIX | dm | (FZ_DECIDE_CUT << 4), &b,
+		fz_seed_tail(dir, name, FZ_SEED | dm | (FZ_DECIDE_CUT << 4), &b,
 			     pre->len);
 		/* Stood down: ABORT after the epochs. */
 		fz_sec(&b, MIG_SEC_ABORT, NULL, 0);
 		snprintf(name, sizeof(name), "stand-down%s", sfx);
-		fz_seed_tail(dir, name, FZ_FIX_SUMS | FZ_PREFIX | dm, &b, pre->len);
+		fz_seed_tail(dir, name, FZ_SEED | dm, &b, pre->len);
 		free(b.p);
 
 		/* Epoch 2's EPOCH_END counts a page too many: failover from epoch 1. */
@@ -1202,8 +1211,19 @@ static void fz_seeds(const char *dir)
 		fz_seed_epoch(&b, 1, disk, &st[disk], 0, 0);
 		fz_seed_epoch(&b, 2, disk, &st[disk], 1, 0);
 		snprintf(name, sizeof(name), "bad-pages%s", sfx);
-		fz_seed_tail(dir, name, FZ_FIX_SUMS | FZ_PREFIX | dm, &b, pre->len);
+		fz_seed_tail(dir, name, FZ_SEED | dm, &b, pre->len);
 		free(b.p);
+
+		if (disk) {
+			/* The same with a disk record too few in epoch 2's count. */
+			b = (struct fz_buf){ 0 };
+			fz_put(&b, pre->p, pre->len);
+			b.chain = pre->chain;
+			fz_seed_epoch(&b, 1, disk, &st[disk], 0, 0);
+			fz_seed_epoch(&b, 2, disk, &st[disk], 0, -1);
+			fz_seed_tail(dir, "bad-recs-disk", FZ_SEED | dm, &b, pre->len);
+			free(b.p);
+		}
 
 		/* Epoch 2 first: out of order. */
 		b = (struct fz_buf){ 0 };
@@ -1211,7 +1231,7 @@ static void fz_seeds(const char *dir)
 		b.chain = pre->chain;
 		fz_seed_epoch(&b, 2, disk, &st[disk], 0, 0);
 		snprintf(name, sizeof(name), "out-of-order%s", sfx);
-		fz_seed_tail(dir, name, FZ_FIX_SUMS | FZ_PREFIX | dm, &b, pre->len);
+		fz_seed_tail(dir, name, FZ_SEED | dm, &b, pre->len);
 		free(b.p);
 
 		/* Epoch 2 cut in its RAM_RUN: the connection ends mid-epoch (auto). */
@@ -1223,7 +1243,7 @@ static void fz_seeds(const char *dir)
 		fz_seed_epoch(&b, 2, disk, &st[disk], 0, 0);
 		b.len = cut + (b.len - cut) / 2;
 		snprintf(name, sizeof(name), "cut-mid-epoch%s", sfx);
-		fz_seed_tail(dir, name, FZ_FIX_SUMS | FZ_PREFIX | dm | (FZ_DECIDE_AUTO << 4), &b,
+		fz_seed_tail(dir, name, FZ_SEED | dm | (FZ_DECIDE_AUTO << 4), &b,
 			     pre->len);
 		free(b.p);
 	}
@@ -1238,14 +1258,14 @@ static void fz_seeds(const char *dir)
 	fz_epoch_disk(&b, FZ_DISK_SIZE, 512, false, 2);
 	fz_sec(&b, MIG_SEC_STATE, st[1].p, st[1].len);
 	fz_epoch_end(&b, 2, 0, 1, true);
-	fz_seed_tail(dir, "disk-past-end", FZ_FIX_SUMS | FZ_PREFIX | FZ_DISK, &b, fz_prefix[1].len);
+	fz_seed_tail(dir, "disk-past-end", FZ_SEED | FZ_DISK, &b, fz_prefix[1].len);
 	b.len = at;
 	b.chain = 0;	/* FZ_FIX_CHAIN puts it right */
 	fz_epoch(&b, 2);
 	fz_epoch_disk(&b, 4096, 4096, true, 2);
 	fz_sec(&b, MIG_SEC_STATE, st[1].p, st[1].len);
 	fz_epoch_end(&b, 2, 0, 1, true);
-	fz_seed_tail(dir, "disk-unaligned", FZ_FIX_SUMS | FZ_FIX_CHAIN | FZ_PREFIX | FZ_DISK, &b,
+	fz_seed_tail(dir, "disk-unaligned", FZ_SEED | FZ_DISK, &b,
 		     fz_prefix[1].len);
 	free(b.p);
 
@@ -1257,7 +1277,7 @@ static void fz_seeds(const char *dir)
 	fz_sec(&b, MIG_SEC_STATE, st[0].p, st[0].len);
 	fz_epoch_end(&b, 1, 0, 1, true);
 	fz_seed_epoch(&b, 1, false, &st[0], 0, 0);
-	fz_seed_tail(dir, "disk-none", FZ_FIX_SUMS | FZ_FIX_CHAIN | FZ_PREFIX, &b, fz_prefix[0].len);
+	fz_seed_tail(dir, "disk-none", FZ_SEED, &b, fz_prefix[0].len);
 	free(b.p);
 	free(st[0].p);
 	free(st[1].p);
