@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A short libFuzzer pass of every fuzz target over its kept corpus
 # (tests/fuzz/seeds: every seed is run, then a few seconds of mutations),
-# about 35 s in all; make fuzz and make fuzz-long run them longer.  A
+# about 40 s in all; make fuzz and make fuzz-long run them longer.  A
 # crash, leak, hang or sanitizer report fails the test; the input that did
 # it is kept in $BUILD/fuzz/NAME-crash-*.  Without /dev/kvm fuzz_incoming
 # runs on machines with no VM behind them (tests/fuzz/README.md).
