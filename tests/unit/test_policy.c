@@ -420,6 +420,36 @@ static void test_huge_numbers_saturate(void **state)
 	assert_int_equal(out.why, MIG_WHY_MAX_ITERATIONS);
 }
 
+/*
+ * A short pass that left within the rate limiter's burst measured far
+ * above --bandwidth: the estimate is at the cap, so 1 MiB at 32 MB/s
+ * (31 ms) does not fit 5 ms, though 2 MB in 8 ms (250 MB/s) would say so.
+ */
+static void test_measured_rate_capped(void **state)
+{
+	uint64_t pending[] = { MIB };
+	struct mig_policy_in in = policy_in(pending, 1);
+	struct mig_policy_out out;
+
+	in.pass_bytes = 2 * MB;
+	in.pass_ns = 8 * MS;
+	in.downtime_ns = 5 * MS;
+	in.bandwidth_cap = 32 * MB;
+	assert_int_equal(decide(&in, &out), MIG_POLICY_CONTINUE);
+	assert_int_equal(out.bandwidth, 32 * MB);
+	assert_int_equal(out.expected_downtime_ns, MIB * SEC / (32 * MB));
+
+	/* Without a cap the measurement stands, and it fits. */
+	in.bandwidth_cap = 0;
+	assert_int_equal(decide(&in, &out), MIG_POLICY_SWITCH_OVER);
+	assert_int_equal(out.bandwidth, 250 * MB);
+
+	/* A cap above the measurement changes nothing. */
+	in.bandwidth_cap = 1000 * MB;
+	assert_int_equal(decide(&in, &out), MIG_POLICY_SWITCH_OVER);
+	assert_int_equal(out.bandwidth, 250 * MB);
+}
+
 /* Auto hybrid, mid-pass: 100 MiB/s capped link, 300 ms limit = 30 MiB. */
 static struct mig_policy_in probe_in(const uint64_t *dirty)
 {
@@ -551,6 +581,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_converges_when_downtime_fits),
 		cmocka_unit_test(test_another_pass_when_not),
+		cmocka_unit_test(test_measured_rate_capped),
 		cmocka_unit_test(test_max_iterations_forces_switchover),
 		cmocka_unit_test(test_timeout_cancel_gives_up),
 		cmocka_unit_test(test_timeout_force_switches_over),

@@ -125,7 +125,15 @@ enum mig_decision mig_policy_decide(const struct mig_policy_in *in, struct mig_p
 
 	policy_init(in, out);
 	rem = out->pending;
-	bw = out->bandwidth = mig_policy_rate(in->pass_bytes, in->pass_ns);
+	/*
+	 * The pass's send rate, but never more than --bandwidth: a short pass
+	 * that went out in the limiter's burst measured memory, not the link
+	 * the user shares, and would promise a downtime the cap cannot keep.
+	 */
+	bw = mig_policy_rate(in->pass_bytes, in->pass_ns);
+	if (in->bandwidth_cap && bw > in->bandwidth_cap)
+		bw = in->bandwidth_cap;
+	out->bandwidth = bw;
 	if (bw)
 		out->expected_downtime_ns = policy_muldiv(rem, NS_PER_SEC, bw);
 	if (in->mode == MIG_MODE_POSTCOPY)

@@ -412,6 +412,7 @@ static int precopy_decide(struct migration *mig, uint32_t pass, uint64_t pass_st
 
 	/* The limit and the request change under us: decide on one look at them. */
 	pthread_mutex_lock(&mig->lock);
+	in.bandwidth_cap = mig->p.bandwidth;
 	in.downtime_ns = mig->p.downtime_ns;
 	in.postcopy_asked = mig->req.postcopy_requested;
 	mig_policy_decide(&in, &d);
