@@ -10,6 +10,7 @@
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -75,8 +76,11 @@ static void t_vm_destroy(struct t_vm *v)
 	close(v->vm);
 }
 
-/* Run until the guest writes `port`; anything else (a fault: shutdown) fails. */
-static void t_expect_out(struct t_vm *v, uint16_t port, uint8_t value)
+/*
+ * Run until the guest writes `port`; anything else (a fault: shutdown) fails,
+ * but for a KVM that cannot emulate the iret to ring 3 where skip_iret.
+ */
+static void t_expect_out(struct t_vm *v, uint16_t port, uint8_t value, bool skip_iret)
 {
 	struct sigaction sa = { .sa_handler = t_alarm };
 
@@ -89,6 +93,26 @@ static void t_expect_out(struct t_vm *v, uint16_t port, uint8_t value)
 	if (v->run->exit_reason != KVM_EXIT_IO) {
 		struct kvm_regs regs;
 		ioctl(v->vcpu, KVM_GET_REGS, &regs);
+		/*
+		 * Some kvm-pvm builds cannot emulate a 32-bit ring-0 iret at
+		 * all (the probe enters ring 3 from long mode, with iretq, and
+		 * boot_workloads covers that): nothing this test can judge.
+		 */
+		if (v->run->exit_reason == KVM_EXIT_INTERNAL_ERROR &&
+		    v->run->internal.suberror == KVM_INTERNAL_ERROR_EMULATION && skip_iret &&
+		    regs.rip < T_MEM_SIZE && v->mem[regs.rip] == 0xcf) {
+			printf("SKIP: this KVM cannot emulate the 32-bit iret to ring 3\n");
+			t_vm_destroy(v);
+			skip();
+		}
+		if (v->run->exit_reason == KVM_EXIT_INTERNAL_ERROR)
+			fail_msg("KVM internal error %u (ndata %u: %llx %llx %llx %llx) at rip 0x%llx",
+				 v->run->internal.suberror, v->run->internal.ndata,
+				 (unsigned long long)v->run->internal.data[0],
+				 (unsigned long long)v->run->internal.data[1],
+				 (unsigned long long)v->run->internal.data[2],
+				 (unsigned long long)v->run->internal.data[3],
+				 (unsigned long long)regs.rip);
 		fail_msg("exit reason %u at rip 0x%llx, wanted port I/O (8 = shutdown: a fault)",
 			 v->run->exit_reason, (unsigned long long)regs.rip);
 	}
@@ -136,7 +160,7 @@ static void test_pvh_ring3_port_io(void **state)
 	assert_int_equal(s.tr.limit, 0xffff);		/* KVM kept QEMU's TR */
 	assert_int_equal(s.tr.type, 0xb);
 	assert_int_equal(s.ldt.limit, 0xffff);
-	t_expect_out(&v, 0x80, 0x42);
+	t_expect_out(&v, 0x80, 0x42, true);
 	t_vm_destroy(&v);
 }
 
@@ -160,7 +184,7 @@ static void test_linux64_entry(void **state)
 	assert_int_equal(ioctl(v.vcpu, KVM_GET_SREGS, &s), 0);
 	assert_int_equal(s.efer & 0x500, 0x500);	/* long mode active */
 	assert_int_equal(s.cs.l, 1);
-	t_expect_out(&v, 0x80, 0x55);			/* RSI reached the guest */
+	t_expect_out(&v, 0x80, 0x55, false);			/* RSI reached the guest */
 	t_vm_destroy(&v);
 }
 
