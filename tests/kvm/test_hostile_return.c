@@ -314,7 +314,8 @@ static void h_ready(int fd, uint32_t codecs)
 }
 
 static void r_ready_empty(int fd) { h_sec(fd, MIG_SEC_READY, NULL, 0); }
-static void r_ready_unknown_codec(int fd) { h_ready(fd, MIG_CODECS_BASE | 0x80000000u); }
+/* Bit 28: neither a codec nor a capability (bits 30 and 31 are): never offered. */
+static void r_ready_unknown_codec(int fd) { h_ready(fd, MIG_CODECS_BASE | 1u << 28); }
 static void r_ready_no_raw(int fd) { h_ready(fd, 1u << MIG_CODEC_ZERO); }
 static void r_bad_checksum(int fd) { h_sec_raw(fd, MIG_SEC_READY, 0, 0, NULL, 0, 1); }
 static void r_reserved(int fd) { h_sec_raw(fd, MIG_SEC_READY, 1, 0, NULL, 0, 0); }
@@ -410,7 +411,7 @@ static const struct h_case h_cases[] = {
 	{ "ready_cut_in_header", H_AT_READY, r_cut_in_header, "closed the connection" },
 	{ "ready_loaded_instead", H_AT_READY, r_loaded_early, "answered with section 24" },
 	{ "ready_without_codecs", H_AT_READY, r_ready_empty, "READY is 0 bytes, not 4" },
-	{ "ready_unknown_codec", H_AT_READY, r_ready_unknown_codec, "accepted codecs 0x80000003" },
+	{ "ready_unknown_codec", H_AT_READY, r_ready_unknown_codec, "accepted codecs 0x10000003" },
 	{ "ready_without_raw", H_AT_READY, r_ready_no_raw, "does not accept raw pages" },
 	{ "sync_ack_wrong_sequence", H_AT_SYNC, r_ack_wrong_seq, "answered SYNC" },
 	{ "sync_ack_short", H_AT_SYNC, r_ack_short, "answered SYNC" },

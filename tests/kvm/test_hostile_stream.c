@@ -188,9 +188,11 @@ static void t_config_codecs(struct vmstate_buf *p, uint64_t memory, uint32_t vcp
 	t_u32(&body, 0);
 	t_u32(&body, 2); t_u16(&body, 0);	/* and no MSRs */
 	t_u32(&body, 0);
+	t_u32(&body, 4); t_u32(&body, 0);	/* version 4: one connection */
+	t_u32(&body, 8); t_u64(&body, 0);	/* and no migration id */
 	t_u8(p, 10);
 	t_put(p, "mig-config", 10);
-	t_u32(p, 3);
+	t_u32(p, 4);
 	t_u32(p, (uint32_t)body.len);
 	t_put(p, body.data, body.len);
 	free(body.data);
