@@ -129,6 +129,13 @@ bool virtio_net_tx(struct virtio_net *n)
 		pthread_mutex_unlock(&t->lock);
 		return !virtio_mmio_running(t);
 	}
+	/*
+	 * No kicks while we take what is there: the ring is looked at again
+	 * before we stop (net_pop arms it when it runs dry), or, past the
+	 * budget, at once (the thread's tx_pending).  A guest that sends
+	 * frame after frame exits once per burst, not once per frame.
+	 */
+	virtq_notify_off(q, &t->mem);
 	for (unsigned i = 0; i < VIRTIO_NET_TX_BUDGET; i++) {
 		int got = net_pop(n, q, "its transmit queue has an index out of range", &pushed);
 		if (got == -EINVAL) {
@@ -259,6 +266,11 @@ bool virtio_net_rx(struct virtio_net *n, unsigned budget)
 		pthread_mutex_unlock(&t->lock);
 		return false;
 	}
+	/*
+	 * A frame finds a buffer or is dropped when it comes; nothing waits
+	 * for the driver's "buffers posted" kick, so it need not exit for it.
+	 */
+	virtq_notify_off(q, &t->mem);
 	virtio_net_hold_inject(n, &pushed);
 	while (budget--) {
 		ssize_t r = read(n->be.fd, n->frame, VIRTIO_NET_HDR_LEN + VIRTIO_NET_MAX_FRAME);

@@ -237,6 +237,22 @@ bool virtq_should_notify(struct virtq *q)
 	return (uint16_t)(now - event - 1) < (uint16_t)(now - old);
 }
 
+/* used->flags = flags, unless it already is (the store dirties a page). */
+static void virtq_used_flags(struct virtq *q, const struct virtq_mem *m, uint16_t flags)
+{
+	if (virtq_load16(q->used) == flags)
+		return;
+	virtq_store16(q->used, flags);
+	virtq_dirty(m, q->used_gpa, 2);
+}
+
+void virtq_notify_off(struct virtq *q, const struct virtq_mem *m)
+{
+	if (q->event_idx || !q->ready || !q->used || q->broken || !virtq_size_ok(q->size))
+		return;
+	virtq_used_flags(q, m, VIRTQ_USED_F_NO_NOTIFY);
+}
+
 bool virtq_arm(struct virtq *q, const struct virtq_mem *m)
 {
 	if (!q->ready || !q->avail || !q->used || q->broken || !virtq_size_ok(q->size))
@@ -244,6 +260,8 @@ bool virtq_arm(struct virtq *q, const struct virtq_mem *m)
 	if (q->event_idx) {
 		virtq_store16(q->used + 4 + 8 * q->size, q->last_avail);
 		virtq_dirty(m, q->used_gpa + 4 + 8ULL * q->size, 2);
+	} else {
+		virtq_used_flags(q, m, 0);
 	}
 	/* Publish the request for a kick before looking at the index again. */
 	__atomic_thread_fence(__ATOMIC_SEQ_CST);

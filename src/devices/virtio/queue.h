@@ -102,9 +102,18 @@ bool virtq_should_notify(struct virtq *q);
 
 /*
  * About to wait for a kick: ask for one (EVENT_IDX: avail_event =
- * last_avail) and return true if entries arrived meanwhile (do not wait).
+ * last_avail; else clear NO_NOTIFY) and return true if entries arrived
+ * meanwhile (do not wait).
  */
 bool virtq_arm(struct virtq *q, const struct virtq_mem *m);
+
+/*
+ * Ask the driver not to kick at all (VIRTQ_USED_F_NO_NOTIFY) while the
+ * device looks at the ring by itself; virtq_arm asks for kicks again.
+ * Without EVENT_IDX only: with it the driver ignores the flag and kicks
+ * as avail_event says, which only virtq_arm moves.
+ */
+void virtq_notify_off(struct virtq *q, const struct virtq_mem *m);
 
 /* Chains taken but not yet used. */
 static inline uint16_t virtq_in_flight(const struct virtq *q)
