@@ -133,6 +133,9 @@ static const char run_usage[] =
 "                         loaded first and only the pages that differ travel.\n"
 "                         A base of another RAM size is ignored, with a warning\n"
 "      --test-hooks       allow the x-test-* control commands (tests only)\n"
+"      --x-standby-chunks with --standby --test-hooks: answer as a standby that\n"
+"                         takes an epoch's disk blocks as whole chunks only,\n"
+"                         as one older than epoch disk ranges (tests only)\n"
 "  -q, --quiet            print errors only\n"
 "  -v, --verbose          print debug messages\n"
 "  -h, --help             show this help\n"
@@ -169,6 +172,7 @@ struct run_opts {
 	bool test_hooks;
 	bool copy_storage;	/* --incoming: the disks' contents come with the VM */
 	bool standby;		/* --incoming --standby: a replication's standby */
+	bool standby_chunks;	/* --x-standby-chunks: no epoch disk ranges (tests) */
 	enum mig_failover_mode failover_mode;
 	uint64_t failover_ns;
 	const char *base;	/* --incoming: --base FILE, an earlier save of this VM */
@@ -218,7 +222,7 @@ static void run_check_paths(const struct run_opts *o)
 }
 
 /* Long options with no letter of their own. */
-enum { OPT_BASE = 0x100 };
+enum { OPT_BASE = 0x100, OPT_STANDBY_CHUNKS };
 
 static void run_parse(int argc, char **argv, struct run_opts *o)
 {
@@ -242,6 +246,7 @@ static void run_parse(int argc, char **argv, struct run_opts *o)
 		{ "failover", required_argument, NULL, 'F' },
 		{ "failover-timeout", required_argument, NULL, 'O' },
 		{ "base", required_argument, NULL, OPT_BASE },
+		{ "x-standby-chunks", no_argument, NULL, OPT_STANDBY_CHUNKS },
 		{ "prealloc", no_argument, NULL, 'P' },
 		{ "cpu-model", required_argument, NULL, 'M' },
 		{ "resume-timeout", required_argument, NULL, 'R' },
@@ -296,6 +301,7 @@ static void run_parse(int argc, char **argv, struct run_opts *o)
 		case 'T': o->test_hooks = true; mig_scratch_allow(); break;
 		case 'S': o->copy_storage = true; break;
 		case 'B': o->standby = true; break;
+		case OPT_STANDBY_CHUNKS: o->standby_chunks = true; break;
 		case 'F':
 			if (!strcmp(optarg, "auto"))
 				o->failover_mode = MIG_FAILOVER_AUTO;
@@ -388,6 +394,8 @@ static void run_parse(int argc, char **argv, struct run_opts *o)
 		die(FERRY_EXIT_USAGE, "--copy-storage goes with --incoming");
 	if (o->standby && (!o->incoming || !strncmp(o->incoming, "file:", 5)))
 		die(FERRY_EXIT_USAGE, "--standby goes with --incoming tcp:HOST:PORT or unix:PATH");
+	if (o->standby_chunks && (!o->standby || !o->test_hooks))
+		die(FERRY_EXIT_USAGE, "--x-standby-chunks goes with --standby and --test-hooks");
 	if (failover_set && !o->standby)
 		die(FERRY_EXIT_USAGE, "--failover and --failover-timeout go with --standby");
 	/* A standby's disks are its own copies, written only at each checkpoint. */
@@ -611,7 +619,7 @@ static int run_incoming(struct run_ctx *ctx, struct mig_incoming *inc)
 		.resume_timeout_ms = (int)(o->resume_timeout_ns / 1000000),
 		/* A shutdown signal abandons the migration at once, not after it. */
 		.intr_fd = ctx->sfd,
-		.standby = o->standby,
+		.standby = o->standby, .standby_chunks = o->standby_chunks,
 		.failover_mode = (int)o->failover_mode, .failover_ns = o->failover_ns,
 	};
 	struct guest_memory pre = { .fd = -1 };

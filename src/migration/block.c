@@ -358,17 +358,6 @@ static int block_note_first(struct mig_block_disk *d)
 
 _Static_assert(MIG_BLOCK_FINES == 16, "a chunk's ranges are 16 bits of one word of part");
 
-/* The bits of chunk c in part (the word's other three chunks masked off). */
-static uint64_t block_part_bits(const struct mig_block_disk *d, uint64_t c)
-{
-	return (d->part[c / 4] >> (16 * (c % 4))) & 0xffff;
-}
-
-static void block_part_clear(struct mig_block_disk *d, uint64_t c)
-{
-	d->part[c / 4] &= ~(0xffffULL << (16 * (c % 4)));
-}
-
 /*
  * Take what the guest wrote into part (into owed, whole chunks, should the
  * tracker keep no ranges), remembering the ticket to acknowledge.
@@ -386,9 +375,9 @@ void mig_block_take(struct mig_block_disk *d)
 void mig_block_fold(struct mig_block_disk *d)
 {
 	for (uint64_t c = 0; c < d->chunks; c++) {
-		if (block_part_bits(d, c))
+		if (mig_block_part_bits(d, c))
 			d->owed[c / 64] |= 1ULL << (c % 64);
-		block_part_clear(d, c);
+		mig_block_part_clear(d, c);
 	}
 }
 
@@ -458,7 +447,7 @@ int mig_block_send_chunk(struct migration *mig, unsigned i, uint64_t c)
 		d->first[c / 64] &= ~(1ULL << (c % 64));
 		d->first_left--;
 	}
-	block_part_clear(d, c);
+	mig_block_part_clear(d, c);
 	return block_send_range(mig, i, off, len);
 }
 
@@ -469,9 +458,9 @@ int mig_block_send_chunk(struct migration *mig, unsigned i, uint64_t c)
 static int block_send_part(struct migration *mig, unsigned i, uint64_t c, uint64_t *sent)
 {
 	struct mig_block_disk *d = &mig->block->d[i];
-	uint64_t bits = block_part_bits(d, c);
+	uint64_t bits = mig_block_part_bits(d, c);
 
-	block_part_clear(d, c);
+	mig_block_part_clear(d, c);
 	while (bits) {
 		unsigned s = (unsigned)__builtin_ctzll(bits), e = s;
 		while (e < MIG_BLOCK_FINES && (bits & (1ULL << e)))
@@ -530,7 +519,7 @@ int mig_block_send_owed(struct migration *mig, unsigned i, uint64_t budget, bool
 	/* Then what the guest wrote in chunks not owed whole. */
 	for (uint64_t w = 0; w < d->fines / 64 + 1 && sent < budget; w++) {
 		for (uint64_t c = 4 * w; d->part[w] && c < 4 * w + 4 && sent < budget; c++) {
-			if (!block_part_bits(d, c))
+			if (!mig_block_part_bits(d, c))
 				continue;
 			if (d->owed[c / 64] & (1ULL << (c % 64)))
 				continue;	/* goes whole, later in this pass */

@@ -56,6 +56,17 @@ void mig_block_send(struct migration *mig, uint8_t kind, unsigned disk, const ui
 		    unsigned nr_nums, const void *data, uint32_t len);
 /* Take what the guest wrote into owed, remembering the ticket to acknowledge. */
 void mig_block_take(struct mig_block_disk *d);
+/* The bits of chunk c in part (16, one per MIG_BLOCK_FINE; a word holds four chunks). */
+static inline uint64_t mig_block_part_bits(const struct mig_block_disk *d, uint64_t c)
+{
+	return (d->part[c / 4] >> (16 * (c % 4))) & 0xffff;
+}
+
+static inline void mig_block_part_clear(struct mig_block_disk *d, uint64_t c)
+{
+	d->part[c / 4] &= ~(0xffffULL << (16 * (c % 4)));
+}
+
 /* Every chunk with a range in `part` is owed whole instead (post-copy's unit). */
 void mig_block_fold(struct mig_block_disk *d);
 /* Send chunk c of disk i (read now).  0 or the stream's error. */

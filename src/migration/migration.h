@@ -195,6 +195,8 @@ struct migration {
 	struct mig_chans_src chans;	/* --channels: the extra connections (multi.h) */
 	struct mig_preempt_src preempt;	/* --postcopy-preempt (preempt.h; its own rules) */
 	struct mig_block *block;	/* the block source's (block.c), while it runs */
+	/* Replication: the standby takes epoch disk blocks as 4 KiB ranges (READY, epoch.h). */
+	bool epoch_ranges;
 	struct mig_pass_state pass;
 	struct mig_end_flags end;
 };

@@ -114,6 +114,9 @@ static json_object *mig_replication_json(const struct mig_stats *st)
 	mig_json_u64(o, "epoch-bytes-total", st->epoch_bytes_total);
 	mig_json_u64(o, "epoch-disk-bytes", st->epoch_disk_bytes_last);
 	mig_json_u64(o, "epoch-disk-bytes-total", st->epoch_disk_bytes_total);
+	mig_json_u64(o, "epoch-disk-chunk-bytes-total", st->epoch_disk_chunk_bytes_total);
+	json_object_object_add(o, "epoch-disk-ranges",
+			       json_object_new_boolean(st->epoch_disk_ranges));
 	json_object_object_add(o, "standby-failover", json_object_new_string(
 		st->standby_manual ? "manual" : "auto"));
 	json_object_object_add(o, "standby-failover-timeout-ms",

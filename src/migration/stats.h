@@ -127,7 +127,8 @@ struct mig_stats {
 	 * Replication (replicate.c): epochs sent and acknowledged, the guest's
 	 * pause per epoch (last, longest, sum), the bytes per epoch (last,
 	 * sum), the disk bytes per epoch (last, sum: what the guest wrote,
-	 * zeroed ranges included), the standby's terms and the fence timeout
+	 * zeroed ranges included; and what whole chunks around the same
+	 * writes would have been), the standby's terms and the fence timeout
 	 * chosen from them.
 	 */
 	int replicating;
@@ -135,8 +136,10 @@ struct mig_stats {
 	uint64_t epoch_pause_last_ns, epoch_pause_max_ns, epoch_pause_total_ns;
 	uint64_t epoch_bytes_last, epoch_bytes_total;
 	uint64_t epoch_disk_bytes_last, epoch_disk_bytes_total;
+	uint64_t epoch_disk_chunk_bytes_total;	/* the same writes as whole chunks */
 	uint64_t standby_failover_ns, fence_ns;
 	int standby_manual;
+	int epoch_disk_ranges;			/* the standby takes 4 KiB ranges */
 };
 
 const char *mig_status_name(enum mig_status s);

@@ -235,7 +235,8 @@ static int disk_apply(void *opaque, unsigned disk, uint64_t off, uint32_t len, c
 	return 0;
 }
 
-static void disks_epoch_init(struct mig_epoch *e, struct disks *d)
+/* ranges: the standby agreed to MIG_CAP_EPOCH_RANGES (4 KiB records), else whole chunks. */
+static void disks_epoch_init_as(struct mig_epoch *e, struct disks *d, bool ranges)
 {
 	static const uint64_t sizes[2] = { D0_SIZE, D1_SIZE };
 
@@ -243,7 +244,12 @@ static void disks_epoch_init(struct mig_epoch *e, struct disks *d)
 	memset(d->img, 0x11, sizeof(d->img));
 	d->writes = 0;
 	d->fail_at = -1;
-	assert_int_equal(mig_epoch_set_disks(e, 2, sizes, disk_apply, d), 0);
+	assert_int_equal(mig_epoch_set_disks(e, 2, sizes, ranges, disk_apply, d), 0);
+}
+
+static void disks_epoch_init(struct mig_epoch *e, struct disks *d)
+{
+	disks_epoch_init_as(e, d, false);
 }
 
 static int end_disks(struct mig_epoch *e, uint64_t seq, uint64_t pages, uint64_t recs,
@@ -297,16 +303,21 @@ static void test_disk_commits_with_ram(void **state)
 	assert_true(all_bytes(d.img[1] + CHUNK, CHUNK, 0x11));
 	assert_true(all_bytes(d.img[1] + 2 * CHUNK, 100, 0x77));
 	assert_int_equal(e.committed, 1);
-	/* The next epoch starts with no records; the same chunk twice: the later one wins. */
+	/*
+	 * The next epoch starts with no records and may write the chunks of
+	 * the last one again; the same chunk twice in one epoch is refused.
+	 */
 	open_epoch(&e, 2);
 	assert_int_equal(e.nd, 0);
 	memset(blk, 1, sizeof(blk));
-	assert_int_equal(mig_epoch_add_disk(&e, 0, 0, CHUNK, blk, why, sizeof(why)), 0);
+	assert_int_equal(mig_epoch_add_disk(&e, 0, CHUNK, CHUNK, blk, why, sizeof(why)), 0);
 	memset(blk, 2, sizeof(blk));
-	assert_int_equal(mig_epoch_add_disk(&e, 0, 0, CHUNK, blk, why, sizeof(why)), 0);
+	assert_int_equal(mig_epoch_add_disk(&e, 0, CHUNK, CHUNK, blk, why, sizeof(why)), -EPROTO);
+	assert_non_null(strstr(why, "overlap"));
+	assert_int_equal(e.nd, 1);
 	assert_int_equal(mig_epoch_set_state(&e, &st, 1, why, sizeof(why)), 0);
-	assert_int_equal(end_disks(&e, 2, 0, 2, 1, 1, &r, why), 0);
-	assert_true(all_bytes(d.img[0], CHUNK, 2));
+	assert_int_equal(end_disks(&e, 2, 0, 1, 1, 1, &r, why), 0);
+	assert_true(all_bytes(d.img[0] + CHUNK, CHUNK, 1));
 	mig_epoch_free(&e);
 }
 
@@ -384,20 +395,147 @@ static void test_disk_hostile_records(void **state)
 	assert_int_equal(mig_epoch_add_disk(&e, 1, 2 * CHUNK, 101, NULL, why, sizeof(why)), -EPROTO);
 	assert_int_equal(mig_epoch_add_disk(&e, 0, UINT64_MAX - CHUNK + 1, CHUNK, blk, why,
 					    sizeof(why)), -EPROTO);
+	/* Ranges were not agreed: whole chunks only, no 4 KiB range. */
+	assert_int_equal(mig_epoch_add_disk(&e, 0, 4096, 4096, blk, why, sizeof(why)), -EPROTO);
+	assert_non_null(strstr(why, "ranges were not agreed"));
+	assert_int_equal(mig_epoch_add_disk(&e, 0, CHUNK, 4096, blk, why, sizeof(why)), -EPROTO);
+	assert_non_null(strstr(why, "not a multiple of 65536"));
 	assert_int_equal(e.nd, 0);
-	/* No more records than the disks have chunks (4 + 3). */
-	for (unsigned i = 0; i < 7; i++)
-		assert_int_equal(mig_epoch_add_disk(&e, 0, 0, CHUNK, NULL, why, sizeof(why)), 0);
+	/* Every chunk of both disks once (4 + 3); then any record overlaps one. */
+	for (unsigned i = 0; i < 4; i++)
+		assert_int_equal(mig_epoch_add_disk(&e, 0, i * CHUNK, CHUNK, NULL, why, sizeof(why)),
+				 0);
+	assert_int_equal(mig_epoch_add_disk(&e, 1, 0, CHUNK, NULL, why, sizeof(why)), 0);
+	assert_int_equal(mig_epoch_add_disk(&e, 1, CHUNK, CHUNK, NULL, why, sizeof(why)), 0);
+	assert_int_equal(mig_epoch_add_disk(&e, 1, 2 * CHUNK, 100, NULL, why, sizeof(why)), 0);
 	assert_int_equal(mig_epoch_add_disk(&e, 0, 0, CHUNK, NULL, why, sizeof(why)), -EPROTO);
-	assert_non_null(strstr(why, "more than 7 disk records"));
+	assert_non_null(strstr(why, "overlap"));
+	assert_int_equal(mig_epoch_add_disk(&e, 1, 2 * CHUNK, 100, blk, why, sizeof(why)), -EPROTO);
+	assert_int_equal(e.nd, 7);
 	mig_epoch_free(&e);
 
 	/* Bad geometry from the caller. */
 	uint64_t sizes[MIG_EPOCH_DISKS_MAX + 1] = { 0 };
 	mig_epoch_init(&e, PAGES);
-	assert_int_equal(mig_epoch_set_disks(&e, 1, sizes, disk_apply, &d), -EINVAL);
-	assert_int_equal(mig_epoch_set_disks(&e, MIG_EPOCH_DISKS_MAX + 1, sizes, disk_apply, &d),
+	assert_int_equal(mig_epoch_set_disks(&e, 1, sizes, false, disk_apply, &d), -EINVAL);
+	assert_int_equal(mig_epoch_set_disks(&e, MIG_EPOCH_DISKS_MAX + 1, sizes, true, disk_apply, &d),
 			 -EINVAL);
+	mig_epoch_free(&e);
+}
+
+/* A refused record: the epoch stays as it was (count, bytes), nothing reaches a disk. */
+static void refuse(struct mig_epoch *e, unsigned disk, uint64_t off, uint32_t len,
+		   const uint8_t *data, const char *want)
+{
+	uint64_t nd = e->nd, bytes = e->disk_bytes;
+	char why[160];
+
+	assert_int_equal(mig_epoch_add_disk(e, disk, off, len, data, why, sizeof(why)), -EPROTO);
+	if (!strstr(why, want))
+		fail_msg("%u bytes at %llu: '%s', wanted '%s'", len, (unsigned long long)off, why,
+			 want);
+	assert_int_equal(e->nd, nd);
+	assert_int_equal(e->disk_bytes, bytes);
+}
+
+/*
+ * Ranges agreed (MIG_CAP_EPOCH_RANGES): records of 4 KiB ranges inside a
+ * chunk are taken and committed with the epoch; every other shape, and
+ * anything overlapping an earlier record of the epoch, is refused.
+ */
+static void test_disk_ranges(void **state)
+{
+	static struct disks d;
+	static uint8_t blk[CHUNK + 4096];
+	struct mig_epoch e;
+	struct ram r = { .fail_at = -1 };
+	uint8_t st = 1;
+	char why[160];
+
+	disks_epoch_init_as(&e, &d, true);
+	open_epoch(&e, 1);
+	memset(blk, 0x33, sizeof(blk));
+	/* Two adjacent ranges, a run of three, a whole chunk, the short tail, zeros. */
+	assert_int_equal(mig_epoch_add_disk(&e, 0, CHUNK + 8192, 4096, blk, why, sizeof(why)), 0);
+	assert_int_equal(mig_epoch_add_disk(&e, 0, CHUNK + 4096, 4096, blk, why, sizeof(why)), 0);
+	assert_int_equal(mig_epoch_add_disk(&e, 0, 2 * CHUNK + 40960, 3 * 4096, blk, why,
+					    sizeof(why)), 0);
+	assert_int_equal(mig_epoch_add_disk(&e, 0, 3 * CHUNK, CHUNK, blk, why, sizeof(why)), 0);
+	assert_int_equal(mig_epoch_add_disk(&e, 1, 2 * CHUNK, 100, blk, why, sizeof(why)), 0);
+	assert_int_equal(mig_epoch_add_disk(&e, 1, 61440, 4096, NULL, why, sizeof(why)), 0);
+	assert_int_equal(e.nd, 6);
+	assert_int_equal(e.disk_bytes, 2 * 4096 + 3 * 4096 + CHUNK + 100 + 4096);
+
+	/* Misaligned offsets and lengths. */
+	refuse(&e, 0, 512, 4096, blk, "not a multiple of 4096");
+	refuse(&e, 0, 4095, 4096, blk, "not a multiple of 4096");
+	refuse(&e, 0, 0, 4000, blk, "not a multiple of 4096 and not up to the disk's end");
+	refuse(&e, 0, 0, 4097, NULL, "not a multiple of 4096");
+	refuse(&e, 1, CHUNK + 4096, 100, blk, "not up to the disk's end");
+	/* Empty; longer than a chunk; across a chunk boundary. */
+	refuse(&e, 0, 0, 0, blk, "an empty record");
+	refuse(&e, 0, 0, 0, NULL, "an empty record");
+	refuse(&e, 0, 0, CHUNK + 4096, blk, "longer than a chunk");
+	refuse(&e, 0, CHUNK - 4096, 8192, blk, "cross a chunk boundary");
+	refuse(&e, 0, 4096, CHUNK, NULL, "cross a chunk boundary");
+	/* Past the end: at it, over it, the short tail's chunk, a wrap. */
+	refuse(&e, 0, D0_SIZE, 4096, blk, "past its end");
+	refuse(&e, 1, 2 * CHUNK, 4096, blk, "past its end");
+	refuse(&e, 1, 2 * CHUNK + 4096, 4096, NULL, "past its end");
+	refuse(&e, 0, UINT64_MAX - 4095, 4096, blk, "past its end");
+	/* Another disk; outside the disks this standby has. */
+	refuse(&e, 2, 0, 4096, blk, "replicates 2 disk");
+	/* Overlaps: the same range, a part of a run, a chunk over ranges, zeros over data. */
+	refuse(&e, 0, CHUNK + 8192, 4096, blk, "overlap");
+	refuse(&e, 0, CHUNK, 8192, blk, "overlap");
+	refuse(&e, 0, 2 * CHUNK + 45056, 4096, NULL, "overlap");
+	refuse(&e, 0, CHUNK, CHUNK, NULL, "overlap");
+	refuse(&e, 0, 3 * CHUNK + 32768, 4096, blk, "overlap");
+	refuse(&e, 1, 2 * CHUNK, 100, NULL, "overlap");
+	refuse(&e, 1, 57344, 8192, blk, "overlap");
+	/* A neighbour of each is not an overlap. */
+	assert_int_equal(mig_epoch_add_disk(&e, 0, CHUNK, 4096, NULL, why, sizeof(why)), 0);
+	assert_int_equal(mig_epoch_add_disk(&e, 1, 57344, 4096, blk, why, sizeof(why)), 0);
+	assert_int_equal(d.writes, 0);
+
+	/* What was taken commits, in order; the rest of the images is as it was. */
+	assert_int_equal(mig_epoch_set_state(&e, &st, 1, why, sizeof(why)), 0);
+	assert_int_equal(end_disks(&e, 1, 0, 8, 5, 5, &r, why), 0);
+	assert_int_equal(d.writes, 8);
+	assert_true(all_bytes(d.img[0], CHUNK, 0x11));
+	assert_true(all_bytes(d.img[0] + CHUNK, 4096, 0));
+	assert_true(all_bytes(d.img[0] + CHUNK + 4096, 8192, 0x33));
+	assert_true(all_bytes(d.img[0] + CHUNK + 12288, CHUNK - 12288 + 40960, 0x11));
+	assert_true(all_bytes(d.img[0] + 2 * CHUNK + 40960, 12288, 0x33));
+	assert_true(all_bytes(d.img[0] + 2 * CHUNK + 53248, CHUNK - 53248, 0x11));
+	assert_true(all_bytes(d.img[0] + 3 * CHUNK, CHUNK, 0x33));
+	assert_true(all_bytes(d.img[1], 57344, 0x11));
+	assert_true(all_bytes(d.img[1] + 57344, 4096, 0x33));
+	assert_true(all_bytes(d.img[1] + 61440, 4096, 0));
+	assert_true(all_bytes(d.img[1] + CHUNK, CHUNK, 0x11));
+	assert_true(all_bytes(d.img[1] + 2 * CHUNK, 100, 0x33));
+
+	/* The next epoch may write the same ranges again. */
+	open_epoch(&e, 2);
+	assert_int_equal(mig_epoch_add_disk(&e, 0, CHUNK + 8192, 4096, NULL, why, sizeof(why)), 0);
+	/* A broken epoch is dropped: nothing written, its ranges free for the next try. */
+	assert_int_equal(mig_epoch_set_state(&e, &st, 1, why, sizeof(why)), 0);
+	assert_int_equal(end_disks(&e, 2, 0, 2, 5, 5, &r, why), -EPROTO);
+	assert_int_equal(d.writes, 8);
+	assert_int_equal(e.committed, 1);
+	open_epoch(&e, 2);
+	assert_int_equal(mig_epoch_add_disk(&e, 0, CHUNK + 8192, 4096, NULL, why, sizeof(why)), 0);
+	/* Every range of disk 1 once (16 + 16 + the tail): 33 records, then all overlap. */
+	for (uint64_t off = 0; off < 2 * CHUNK; off += 4096)
+		assert_int_equal(mig_epoch_add_disk(&e, 1, off, 4096, NULL, why, sizeof(why)), 0);
+	assert_int_equal(mig_epoch_add_disk(&e, 1, 2 * CHUNK, 100, NULL, why, sizeof(why)), 0);
+	assert_int_equal(e.nd, 34);
+	refuse(&e, 1, 0, 4096, NULL, "overlap");
+	/* A refusal (the standby stops reading) drops the epoch: epoch 1 stays committed. */
+	mig_epoch_discard(&e);
+	assert_int_equal(e.committed, 1);
+	assert_int_equal(d.writes, 8);
+	assert_true(all_bytes(d.img[1] + CHUNK, CHUNK, 0x11));
 	mig_epoch_free(&e);
 }
 
@@ -698,6 +836,7 @@ int main(void)
 		cmocka_unit_test(test_disk_commits_with_ram),
 		cmocka_unit_test(test_disk_broken_epochs_dropped),
 		cmocka_unit_test(test_disk_hostile_records),
+		cmocka_unit_test(test_disk_ranges),
 		cmocka_unit_test(test_disk_decode),
 		cmocka_unit_test(test_disk_apply_failure_torn),
 		cmocka_unit_test(test_failover_auto),

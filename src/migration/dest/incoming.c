@@ -18,6 +18,7 @@
 #include "migration/live.h"
 #include "migration/multi.h"
 #include "migration/preempt.h"
+#include "migration/replicate/epoch.h"
 #include "util/le.h"
 #include "util/log.h"
 #include "board/machine_state.h"
@@ -249,10 +250,14 @@ static int mig_in_config(struct mig_incoming *inc, const struct mig_incoming_opt
 	 */
 	inc->preempt = (inc->cfg.codecs & MIG_CAP_PREEMPT) && (inc->cfg.flags & MIG_FLAG_POSTCOPY) &&
 		       inc->listener && !repl;
+	/* A standby takes an epoch's disk blocks as 4 KiB ranges, if the primary can send them. */
+	inc->epoch_ranges = repl && (inc->cfg.codecs & MIG_CAP_EPOCH_RANGES) &&
+			    !opts->standby_chunks;
 	uint8_t ready[MIG_READY_CHANNELS_LEN];
-	/* The codecs the source may use; whether our base's digests follow; preempt. */
+	/* The codecs the source may use; whether our base's digests follow; preempt; ranges. */
 	le_put(ready, inc->codecs | (base ? MIG_CAP_BASE : 0) |
-		      (inc->preempt ? MIG_CAP_PREEMPT : 0), 4);
+		      (inc->preempt ? MIG_CAP_PREEMPT : 0) |
+		      (inc->epoch_ranges ? MIG_CAP_EPOCH_RANGES : 0), 4);
 	le_put(ready + 4, inc->nchan, 4);
 	mig_section_write(&inc->s, MIG_SEC_READY, ready,
 			  inc->cfg.channels > 1 ? MIG_READY_CHANNELS_LEN : MIG_READY_LEN);

@@ -65,6 +65,11 @@ struct mig_incoming_opts {
 	int failover_mode;		/* enum mig_failover_mode */
 	uint64_t failover_ns;
 	/*
+	 * Tests (ferry run --test-hooks --x-standby-chunks): answer as a
+	 * standby that predates MIG_CAP_EPOCH_RANGES, taking whole chunks only.
+	 */
+	bool standby_chunks;
+	/*
 	 * --base FILE: an earlier save of this VM, opened and checked (NULL:
 	 * none).  Used when the source can and its RAM fits (base.h); read only.
 	 */
@@ -121,6 +126,8 @@ struct mig_incoming {
 	 */
 	bool preempt;
 	struct mig_preempt_in *preempt_in;
+	/* Standby: READY agreed to epoch disk ranges (MIG_CAP_EPOCH_RANGES). */
+	bool epoch_ranges;
 	struct pc_dest *pc_place;
 	/* Each live source's own state while receiving (its load makes it, its unload frees it). */
 	void *src_state[MIG_SOURCE_NR];

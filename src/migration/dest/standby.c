@@ -333,8 +333,10 @@ static int standby_disks_open(struct mig_incoming *inc, struct mig_epoch *e,
 					   dev->cfg.path, strerror(errno));
 		sizes[i] = dev->bk.size;
 	}
-	if (mig_epoch_set_disks(e, sd->nr, sizes, standby_disk_apply, sd))
+	if (mig_epoch_set_disks(e, sd->nr, sizes, inc->epoch_ranges, standby_disk_apply, sd))
 		return mig_in_fail(inc, -EINVAL, "cannot replicate %u disks", sd->nr);
+	pr_info("standby: epochs carry the disks' blocks as %s", inc->epoch_ranges ?
+		"the 4 KiB ranges written" : "whole 64 KiB chunks (ranges not agreed)");
 	return 0;
 }
 

@@ -28,8 +28,40 @@ void mig_epoch_init(struct mig_epoch *e, uint64_t max_pages)
 	e->max_pages = max_pages;
 }
 
+/* Bits u .. u + n - 1 of a `seen` bitmap: set, cleared, or whether any is set. */
+static bool epoch_seen_any(const uint64_t *bits, uint64_t u, uint64_t n)
+{
+	for (uint64_t k = u; k < u + n; k++)
+		if (bits[k / 64] & (1ULL << (k % 64)))
+			return true;
+	return false;
+}
+
+static void epoch_seen_set(uint64_t *bits, uint64_t u, uint64_t n, bool on)
+{
+	for (uint64_t k = u; k < u + n; k++) {
+		if (on)
+			bits[k / 64] |= 1ULL << (k % 64);
+		else
+			bits[k / 64] &= ~(1ULL << (k % 64));
+	}
+}
+
+/* The 4 KiB units a record covers: the first, and how many. */
+static uint64_t epoch_units(uint64_t off, uint32_t len, uint64_t *n)
+{
+	*n = (off + len - 1) / MIG_EPOCH_DISK_RANGE - off / MIG_EPOCH_DISK_RANGE + 1;
+	return off / MIG_EPOCH_DISK_RANGE;
+}
+
 void mig_epoch_discard(struct mig_epoch *e)
 {
+	/* Only the open epoch's records set bits: clearing those clears all. */
+	for (uint64_t i = 0; i < e->nd; i++) {
+		const struct mig_epoch_disk_rec *r = &e->drec[i];
+		uint64_t n, u = epoch_units(r->off, r->len, &n);
+		epoch_seen_set(e->seen[r->disk], u, n, false);
+	}
 	e->open = false;
 	e->n = 0;
 	e->bytes = 0;
@@ -49,23 +81,37 @@ void mig_epoch_free(struct mig_epoch *e)
 	free(e->drec);
 	free(e->ddata);
 	free(e->committed_state);
+	for (unsigned i = 0; i < MIG_EPOCH_DISKS_MAX; i++)
+		free(e->seen[i]);
 	memset(e, 0, sizeof(*e));
 }
 
-int mig_epoch_set_disks(struct mig_epoch *e, unsigned nr, const uint64_t *sizes,
+int mig_epoch_set_disks(struct mig_epoch *e, unsigned nr, const uint64_t *sizes, bool ranges,
 			mig_epoch_disk_fn *apply, void *opaque)
 {
+	uint32_t align = ranges ? MIG_EPOCH_DISK_RANGE : MIG_EPOCH_DISK_CHUNK;
 	uint64_t recs = 0;
 
-	if (nr > MIG_EPOCH_DISKS_MAX)
+	if (nr > MIG_EPOCH_DISKS_MAX || e->nd)
 		return -EINVAL;
-	for (unsigned i = 0; i < nr; i++) {
+	for (unsigned i = 0; i < nr; i++)
 		if (!sizes[i])
 			return -EINVAL;
+	for (unsigned i = 0; i < MIG_EPOCH_DISKS_MAX; i++) {
+		free(e->seen[i]);
+		e->seen[i] = NULL;
+	}
+	e->nr_disks = 0;
+	for (unsigned i = 0; i < nr; i++) {
+		uint64_t units = (sizes[i] + MIG_EPOCH_DISK_RANGE - 1) / MIG_EPOCH_DISK_RANGE;
+		e->seen[i] = calloc(units / 64 + 1, sizeof(uint64_t));
+		if (!e->seen[i])
+			return -ENOMEM;
 		e->disk_size[i] = sizes[i];
-		recs += (sizes[i] + MIG_EPOCH_DISK_CHUNK - 1) / MIG_EPOCH_DISK_CHUNK;
+		recs += (sizes[i] + align - 1) / align;
 	}
 	e->nr_disks = nr;
+	e->disk_align = align;
 	e->max_disk_recs = recs;
 	e->disk_apply = apply;
 	e->disk_opaque = opaque;
@@ -160,6 +206,39 @@ static int epoch_grow_disk(struct mig_epoch *e, uint32_t len)
 	return 0;
 }
 
+/* Whether a record's range is one this standby may take (not its overlaps).  0 or -EPROTO. */
+static int epoch_check_range(const struct mig_epoch *e, unsigned disk, uint64_t off, uint32_t len,
+			     char *why, size_t whylen)
+{
+	unsigned long long seq = e->seq, o = off;
+	uint32_t a = e->disk_align;
+	uint64_t size = e->disk_size[disk];
+
+	if (!len)
+		return epoch_fail(why, whylen, "epoch %llu: disk %u: an empty record at %llu", seq,
+				  disk, o);
+	if (len > MIG_EPOCH_DISK_CHUNK)
+		return epoch_fail(why, whylen, "epoch %llu: disk %u: a record of %u bytes at %llu, "
+				  "longer than a chunk (%u)", seq, disk, len, o,
+				  MIG_EPOCH_DISK_CHUNK);
+	if (off % a)
+		return epoch_fail(why, whylen, "epoch %llu: disk %u: a record at %llu, not a "
+				  "multiple of %u%s", seq, disk, o, a,
+				  a == MIG_EPOCH_DISK_CHUNK ? " (this standby takes whole chunks: "
+				  "ranges were not agreed)" : "");
+	if (off > size || len > size - off)
+		return epoch_fail(why, whylen, "epoch %llu: disk %u: %u bytes at %llu are past its "
+				  "end (%llu bytes)", seq, disk, len, o, (unsigned long long)size);
+	if (off % MIG_EPOCH_DISK_CHUNK + len > MIG_EPOCH_DISK_CHUNK)
+		return epoch_fail(why, whylen, "epoch %llu: disk %u: %u bytes at %llu cross a "
+				  "chunk boundary (%u)", seq, disk, len, o, MIG_EPOCH_DISK_CHUNK);
+	if (len % a && off + len != size)
+		return epoch_fail(why, whylen, "epoch %llu: disk %u: a record of %u bytes at %llu, "
+				  "not a multiple of %u and not up to the disk's end", seq, disk,
+				  len, o, a);
+	return 0;
+}
+
 int mig_epoch_add_disk(struct mig_epoch *e, unsigned disk, uint64_t off, uint32_t len,
 		       const uint8_t *data, char *why, size_t whylen)
 {
@@ -169,23 +248,23 @@ int mig_epoch_add_disk(struct mig_epoch *e, unsigned disk, uint64_t off, uint32_
 		return epoch_fail(why, whylen, "epoch %llu: blocks for disk %u; this standby "
 				  "replicates %u disk(s)", (unsigned long long)e->seq, disk,
 				  e->nr_disks);
-	if (!len || len > MIG_EPOCH_DISK_CHUNK || off % MIG_EPOCH_DISK_CHUNK)
-		return epoch_fail(why, whylen, "epoch %llu: disk %u record of %u bytes at %llu "
-				  "(1..%u bytes at a multiple of %u)", (unsigned long long)e->seq,
-				  disk, len, (unsigned long long)off, MIG_EPOCH_DISK_CHUNK,
-				  MIG_EPOCH_DISK_CHUNK);
-	if (off > e->disk_size[disk] || len > e->disk_size[disk] - off)
-		return epoch_fail(why, whylen, "epoch %llu: disk %u: %u bytes at %llu are past its "
-				  "end (%llu bytes)", (unsigned long long)e->seq, disk, len,
-				  (unsigned long long)off, (unsigned long long)e->disk_size[disk]);
+	int err = epoch_check_range(e, disk, off, len, why, whylen);
+	if (err)
+		return err;
+	uint64_t n, u = epoch_units(off, len, &n);
+	if (epoch_seen_any(e->seen[disk], u, n))
+		return epoch_fail(why, whylen, "epoch %llu: disk %u: %u bytes at %llu overlap a "
+				  "record earlier in the epoch", (unsigned long long)e->seq, disk,
+				  len, (unsigned long long)off);
 	if (e->nd >= e->max_disk_recs)
 		return epoch_fail(why, whylen, "epoch %llu carries more than %llu disk records, "
-				  "one per chunk of every disk", (unsigned long long)e->seq,
-				  (unsigned long long)e->max_disk_recs);
+				  "one per %u bytes of every disk", (unsigned long long)e->seq,
+				  (unsigned long long)e->max_disk_recs, e->disk_align);
 	if (epoch_grow_disk(e, data ? len : 0)) {
 		snprintf(why, whylen, "out of memory for epoch %llu", (unsigned long long)e->seq);
 		return -ENOMEM;
 	}
+	epoch_seen_set(e->seen[disk], u, n, true);
 	struct mig_epoch_disk_rec *r = &e->drec[e->nd++];
 	r->off = off;
 	r->len = len;

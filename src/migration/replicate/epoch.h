@@ -24,7 +24,18 @@
 
 #define MIG_EPOCH_PAGE		4096u
 #define MIG_EPOCH_DISKS_MAX	16u		/* disks an epoch may carry blocks for */
-#define MIG_EPOCH_DISK_CHUNK	(64u << 10)	/* a disk record: at most this, aligned to it */
+#define MIG_EPOCH_DISK_CHUNK	(64u << 10)	/* a disk record: at most this, never across one */
+#define MIG_EPOCH_DISK_RANGE	4096u		/* with ranges agreed: a record's alignment */
+
+/*
+ * Bit 29 of CONFIG's codec set and of READY's (not a codec, like
+ * MIG_CAP_BASE and MIG_CAP_PREEMPT): the primary can send an epoch's disk
+ * blocks as the 4 KiB ranges the guest wrote (CONFIG); the standby takes
+ * records aligned to MIG_EPOCH_DISK_RANGE instead of whole chunks only
+ * (READY).  An older standby masks it off like an unknown codec: it gets
+ * whole chunks.
+ */
+#define MIG_CAP_EPOCH_RANGES	(1u << 29)
 
 /* Writes one disk record into image `disk` (data NULL: zeros).  0 or -errno. */
 typedef int mig_epoch_disk_fn(void *opaque, unsigned disk, uint64_t off, uint32_t len,
@@ -56,13 +67,17 @@ struct mig_epoch {
 	uint64_t bytes;		/* payload bytes buffered in the open epoch */
 	/*
 	 * Disks (replication with copy-storage; mig_epoch_set_disks): their
-	 * sizes and the writer, fixed for the buffer's life; without them a
-	 * disk record is refused.  The open epoch's records, in arrival
-	 * order; at most one per 64 KiB chunk of all the disks, so the
-	 * buffer never holds more than the disks' size.
+	 * sizes, the alignment of a record (disk_align: a whole chunk, or a
+	 * 4 KiB range with MIG_CAP_EPOCH_RANGES agreed) and the writer, fixed
+	 * for the buffer's life; without them a disk record is refused.  The
+	 * open epoch's records, in arrival order; no two overlap (`seen`,
+	 * a bit per 4 KiB of each disk, set for the open epoch's records),
+	 * so the buffer never holds more than the disks' size.
 	 */
 	unsigned nr_disks;
 	uint64_t disk_size[MIG_EPOCH_DISKS_MAX];
+	uint64_t *seen[MIG_EPOCH_DISKS_MAX];
+	uint32_t disk_align;
 	uint64_t max_disk_recs;
 	mig_epoch_disk_fn *disk_apply;
 	void *disk_opaque;
@@ -81,10 +96,12 @@ void mig_epoch_free(struct mig_epoch *e);
 
 /*
  * The standby's disks: nr images of sizes[i] bytes, each record of a
- * committed epoch written through apply(opaque, ...).  0, or -EINVAL (more
- * than MIG_EPOCH_DISKS_MAX, or a disk of 0 bytes).
+ * committed epoch written through apply(opaque, ...).  `ranges`: the
+ * standby agreed to MIG_CAP_EPOCH_RANGES, records may be 4 KiB ranges of
+ * a chunk; otherwise each must be a whole chunk.  0, -EINVAL (more than
+ * MIG_EPOCH_DISKS_MAX, or a disk of 0 bytes) or -ENOMEM.
  */
-int mig_epoch_set_disks(struct mig_epoch *e, unsigned nr, const uint64_t *sizes,
+int mig_epoch_set_disks(struct mig_epoch *e, unsigned nr, const uint64_t *sizes, bool ranges,
 			mig_epoch_disk_fn *apply, void *opaque) __attribute__((warn_unused_result));
 
 /*
@@ -108,10 +125,14 @@ int mig_epoch_set_state(struct mig_epoch *e, const uint8_t *p, uint32_t len, cha
 
 /*
  * One disk record of the open epoch: len bytes at off of disk `disk`,
- * data NULL for zeros (copied).  Every field is the primary's: 0, or
- * -EPROTO (no epoch open, a disk this standby does not have, len 0 or
- * over MIG_EPOCH_DISK_CHUNK, off not a multiple of it, a range past the
- * disk's end, more records than the disks have chunks) or -ENOMEM.
+ * data NULL for zeros (copied).  Every field is the primary's, hostile.
+ * A record is one range inside one chunk: off a multiple of disk_align
+ * (a chunk, or 4 KiB with ranges), len a multiple of it too unless the
+ * record ends at the disk's end, 1..MIG_EPOCH_DISK_CHUNK bytes, not
+ * across a chunk boundary, not past the disk's end, overlapping no
+ * earlier record of the epoch.  0, or -EPROTO (no epoch open, a disk this
+ * standby does not have, any of those broken) or -ENOMEM; a refused
+ * record leaves the epoch as it was.
  */
 int mig_epoch_add_disk(struct mig_epoch *e, unsigned disk, uint64_t off, uint32_t len,
 		       const uint8_t *data, char *why, size_t whylen)

@@ -16,6 +16,7 @@
 #include "migration/source/policy.h"
 #include "migration/ram.h"
 #include "migration/savefile/savefile.h"
+#include "migration/replicate/epoch.h"
 #include "migration/section.h"
 #include "migration/live.h"
 #include "migration/codec/codec.h"
@@ -108,14 +109,16 @@ static unsigned precopy_channels_wanted(const struct migration *mig)
 /*
  * The codecs CONFIG offers, and over a connection MIG_CAP_BASE: this
  * source can use a base the destination holds (base.h).  A file has no
- * way back for the digests; a standby takes no base.
+ * way back for the digests; a standby takes no base.  A primary offers
+ * MIG_CAP_EPOCH_RANGES: its epochs can carry disk blocks as 4 KiB ranges.
  */
 static uint32_t precopy_offer(const struct migration *mig)
 {
 	bool back = mig_stream_has_return_path(&mig->s) && !mig->p.replicate;
 
 	return mig_compress_codecs(mig->p.compress) | (back ? MIG_CAP_BASE : 0) |
-	       (back && mig->p.postcopy_preempt ? MIG_CAP_PREEMPT : 0);
+	       (back && mig->p.postcopy_preempt ? MIG_CAP_PREEMPT : 0) |
+	       (mig->p.replicate ? MIG_CAP_EPOCH_RANGES : 0);
 }
 
 static void precopy_send_config(struct migration *mig)
@@ -179,6 +182,7 @@ static int precopy_read_ready(struct migration *mig)
 	uint32_t offered = precopy_offer(mig);
 
 	mig->ram.base = false;
+	mig->epoch_ranges = false;
 	if (!mig_stream_has_return_path(&mig->s))
 		return precopy_codecs(mig, offered, offered);
 	int err = mig_section_read(&mig->s, buf, sizeof(buf), &type, &len);
@@ -216,6 +220,8 @@ static int precopy_read_ready(struct migration *mig)
 		return precopy_fail(mig, -EPROTO, "destination does not accept raw pages");
 	/* Its base's page digests come next (ram_base_handshake). */
 	mig->ram.base = accepted & MIG_CAP_BASE;
+	/* An older standby masks the bit off: its epochs carry whole chunks (replicate/disk.c). */
+	mig->epoch_ranges = accepted & MIG_CAP_EPOCH_RANGES;
 	/* --postcopy-preempt: an older destination masks the bit off; then requests share main. */
 	mig->preempt.agreed = accepted & MIG_CAP_PREEMPT;
 	if ((offered & MIG_CAP_PREEMPT) && !mig->preempt.agreed)

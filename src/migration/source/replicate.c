@@ -8,7 +8,7 @@
  *      the guest resumes, the standby loads it and answers EPOCH_ACK 0
  *      (within the fence timeout of END, or this side fences);
  *   2. every interval an epoch: pause, sync the dirty log, collect the
- *      dirty pages, the disk chunks written (copy-storage: disk.c) and
+ *      dirty pages, the disk ranges written (copy-storage: disk.c) and
  *      the device state into the stream's buffer (held, not sent:
  *      mig_stream_hold), resume, then send it:
  *
@@ -219,6 +219,7 @@ int replicate_handshake(struct migration *mig)
 	pthread_mutex_lock(&mig->lock);
 	mig->stats.standby_failover_ns = standby_ns;
 	mig->stats.standby_manual = buf[4] == MIG_FAILOVER_MANUAL;
+	mig->stats.epoch_disk_ranges = mig->epoch_ranges;
 	mig->stats.fence_ns = fence_ns;
 	pthread_mutex_unlock(&mig->lock);
 	return 0;
@@ -299,6 +300,11 @@ static int repl_initial(struct repl *r)
 		r->mode == MIG_FAILOVER_AUTO ? "auto" : "manual",
 		(unsigned long long)(r->standby_ns / 1000000),
 		r->mode == MIG_FAILOVER_AUTO ? ", this side fences sooner" : "");
+	if (mig->src_active[MIG_SOURCE_BLOCK])
+		pr_info("replication to %s: epochs carry the disks' blocks as %s", mig->p.uri,
+			mig->epoch_ranges ? "the 4 KiB ranges the guest wrote (epoch disk ranges)"
+					  : "whole 64 KiB chunks: the standby takes no ranges "
+					    "(an older ferry)");
 	return 0;
 }
 
@@ -344,10 +350,10 @@ static int repl_epoch(struct repl *r)
 	 * block source's complete: that ends a disk's copy (DONE) for good.
 	 */
 	bool disks = mig->src_active[MIG_SOURCE_BLOCK];
-	uint64_t drecs = 0, dbytes = 0;
+	struct mig_repl_disk_sum dsum = { 0 };
 	err = mig_source_get(MIG_SOURCE_RAM)->complete(mig, true);
 	if (!err && disks)
-		err = mig_repl_disk_collect(mig, &drecs, &dbytes);
+		err = mig_repl_disk_collect(mig, &dsum);
 	if (!err)
 		err = precopy_send_state(mig);
 	if (err == -ECANCELED) {
@@ -358,7 +364,7 @@ static int repl_epoch(struct repl *r)
 	uint64_t pages = mig->stats.normal_pages + mig->stats.zero_pages - pages0;
 	pthread_mutex_unlock(&mig->lock);
 	/* The disk record count only with disks: a standby without them takes 24 bytes. */
-	uint64_t v[4] = { seq, pages, mig->s.chain_out, drecs };
+	uint64_t v[4] = { seq, pages, mig->s.chain_out, dsum.recs };
 	repl_put_u64s(&mig->s, MIG_SEC_EPOCH_END, v, disks ? 4 : 3);
 	uint64_t paused = vm_now_ns() - t0;
 	if (!was_paused && vm_resume(vm))
@@ -381,8 +387,9 @@ static int repl_epoch(struct repl *r)
 	mig->stats.epoch_pause_total_ns += paused;
 	mig->stats.epoch_bytes_last = bytes;
 	mig->stats.epoch_bytes_total += bytes;
-	mig->stats.epoch_disk_bytes_last = dbytes;
-	mig->stats.epoch_disk_bytes_total += dbytes;
+	mig->stats.epoch_disk_bytes_last = dsum.bytes;
+	mig->stats.epoch_disk_bytes_total += dsum.bytes;
+	mig->stats.epoch_disk_chunk_bytes_total += dsum.chunk_bytes;
 	mig->stats.wire_bytes = mig->s.bytes_out;
 	pthread_mutex_unlock(&mig->lock);
 	return err;
