@@ -13,7 +13,7 @@
  *      replicate flag, a final pass with a few pages, the disk's block
  *      sections with bit 3, STATE, END) and the input is what follows END:
  *      epochs, heartbeats, ABORT; clear: the input is the whole stream;
- *   3  the standby has one 1 MiB disk of its own (--copy-storage), so
+ *   3  the standby has one disk (1 MiB and 1 KiB) of its own (--copy-storage), so
  *      EPOCH_DISK records reach it;
  *   4-5 what the standby decides once the link is lost (the feeder always
  *      ends its side): 0 'ferry failover' (manual), 1 'quit' (manual),
@@ -21,7 +21,11 @@
  *      on instead of waited for), 3 'ferry failover' with the feeder
  *      closing the socket once EPOCH_ACK 0 came, so that the standby's
  *      next acknowledgement or heartbeat fails (a cut connection);
- *   6-7 unused.
+ *   6  with bit 2: the harness's CONFIG offers epoch disk ranges
+ *      (MIG_CAP_EPOCH_RANGES, as a primary does), so the standby agrees
+ *      and takes 4 KiB ranges; clear, it takes whole chunks only (without
+ *      bit 2 the input's own CONFIG decides);
+ *   7  unused.
  *
  * The standby's machine is the harness's own, with no KVM VM behind it
  * (linked with -Wl,--wrap=machine_create, as fuzz_incoming without
@@ -37,7 +41,10 @@
  * with the committed epochs applied in order, nothing of a rejected,
  * incomplete or dropped one; a commit is always epoch committed + 1, with
  * as many pages and disk records as the model read; a rejection changes
- * nothing; no write of a commit fails (torn); a failover loads the STATE
+ * nothing; no write of a commit fails (torn); every disk record of a
+ * committed epoch is one the standby may take (aligned to 4 KiB with
+ * ranges agreed, to its chunk without, inside one chunk and the disk,
+ * overlapping no other record of the epoch); a failover loads the STATE
  * of the last committed epoch (none: the initial one, already loaded);
  * the EPOCH_ACKs on the return path go 0, 1, 2, ... and never name an
  * epoch not committed; every failure says why.
@@ -84,7 +91,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 #define FZ_FIX_SUMS	0x01
 #define FZ_FIX_CHAIN	0x02
 #define FZ_PREFIX	0x04	/* the harness's initial copy first; the input follows END */
-#define FZ_DISK		0x08	/* one 1 MiB disk of the standby's own */
+#define FZ_DISK		0x08	/* one disk of the standby's own (FZ_DISK_SIZE) */
+#define FZ_RANGES	0x40	/* the prefix's CONFIG offers epoch disk ranges */
 #define FZ_DECIDE(m)	(((m) >> 4) & 3)
 #define FZ_DECIDE_FAILOVER 0
 #define FZ_DECIDE_QUIT	1
@@ -93,7 +101,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 #define FZ_MEM		(16ULL << 20)	/* the seeds' and the prefix's guest: the smallest */
 #define FZ_MAX_MEMORY	(32ULL << 20)	/* what the standby accepts */
-#define FZ_DISK_SIZE	(1u << 20)
+#define FZ_DISK_SIZE	((1u << 20) + 1024)	/* its last chunk is 1 KiB */
 #define FZ_FAILOVER_NS	(5ULL * 1000000000ULL)	/* long: only the harness's clock reaches it */
 #define FZ_CODECS	((1u << MIG_CODEC_ZERO) | (1u << MIG_CODEC_RAW))
 
@@ -162,10 +170,11 @@ static void fz_header(struct fz_buf *b)
 	fz_le(b, MIG_VERSION, 4);
 }
 
-static void fz_config(struct fz_buf *b, uint64_t memory)
+static void fz_config(struct fz_buf *b, uint64_t memory, bool ranges)
 {
 	struct mig_config c = { .memory = memory, .vcpus = 1, .page_size = GUEST_PAGE_SIZE,
-				.flags = MIG_FLAG_REPLICATE, .codecs = FZ_CODECS,
+				.flags = MIG_FLAG_REPLICATE,
+				.codecs = FZ_CODECS | (ranges ? MIG_CAP_EPOCH_RANGES : 0),
 				.cmdline_len = 13 };
 	struct vmstate_buf v;
 
@@ -431,7 +440,7 @@ static struct fz_model fz_model;
 static uint8_t *fz_shadow;
 static uint64_t fz_nz[FZ_MAX_MEMORY / GUEST_PAGE_SIZE / 64];
 static uint8_t fz_shadow_disk[FZ_DISK_SIZE];
-static uint8_t fz_tmp[1u << 20];
+static uint8_t fz_tmp[FZ_DISK_SIZE];
 
 static void fz_nz_set(uint64_t gpa, uint64_t len)
 {
@@ -605,14 +614,39 @@ static void fz_model_in(uint64_t size, uint64_t off, uint64_t len, const char *w
 }
 
 /*
+ * A committed disk record (inside the disk: fz_model_in) must be one the
+ * standby may take: aligned to `align` (4 KiB with ranges agreed, a chunk
+ * without), so long too unless it ends at the disk's end, not empty,
+ * inside one chunk, and overlapping no other record of its epoch (`seen`,
+ * a byte per 4 KiB).
+ */
+static void fz_model_range(uint8_t *seen, uint32_t align, uint64_t off, uint32_t len)
+{
+	bool ok = len && off % align == 0 && (len % align == 0 || off + len == FZ_DISK_SIZE) &&
+		  off % MIG_EPOCH_DISK_CHUNK + len <= MIG_EPOCH_DISK_CHUNK;
+
+	for (uint64_t u = off / MIG_EPOCH_DISK_RANGE; ok && len &&
+	     u <= (off + len - 1) / MIG_EPOCH_DISK_RANGE; u++)
+		ok = !seen[u]++;
+	if (!ok) {
+		fprintf(stderr, "fuzz_standby: a committed disk record of %u bytes at %llu (the "
+			"standby takes %u-byte alignment) is one it must refuse\n", len,
+			(unsigned long long)off, align);
+		abort();
+	}
+}
+
+/*
  * Apply the model's n-th epoch to its RAM and disk, as the standby had to;
  * its page and record counts into *pages, *recs.  A standby takes only
  * zero and raw pages in epochs (incoming.c): a committed page of another
  * codec is a finding too.
  */
-static void fz_model_apply(struct fz_model *md, uint64_t n, uint64_t *pages, uint64_t *recs)
+static void fz_model_apply(struct fz_model *md, uint64_t n, uint32_t align, uint64_t *pages,
+			   uint64_t *recs)
 {
 	const struct fz_group *g = &md->g[n - 1];
+	uint8_t seen[(FZ_DISK_SIZE + MIG_EPOCH_DISK_RANGE - 1) / MIG_EPOCH_DISK_RANGE] = { 0 };
 
 	*pages = *recs = 0;
 	for (size_t s = g->first + 1; s < g->last; s++) {
@@ -658,6 +692,7 @@ static void fz_model_apply(struct fz_model *md, uint64_t n, uint64_t *pages, uin
 			uint64_t off = fz_get(p + 2, 8);
 			uint32_t l = (uint32_t)fz_get(p + 10, 4);
 			fz_model_in(md->disk ? FZ_DISK_SIZE : 0, off, l, "disk record");
+			fz_model_range(seen, align, off, l);
 			if (p[1] & MIG_EPOCH_DISK_ZERO)
 				memset(fz_shadow_disk + off, 0, l);
 			else
@@ -727,7 +762,8 @@ int __wrap_mig_epoch_end(struct mig_epoch *e, const struct mig_epoch_end_rec *en
 	}
 	md->committed = end->seq;
 	uint64_t pages, recs;
-	fz_model_apply(md, end->seq, &pages, &recs);
+	fz_model_apply(md, end->seq, e->disk_align ? e->disk_align : MIG_EPOCH_DISK_CHUNK, &pages,
+		       &recs);
 	if (pages != end->pages || recs != end->disk_recs) {
 		fprintf(stderr, "fuzz_standby: epoch %llu committed with %llu pages and %llu disk "
 			"records; the stream's has %llu and %llu\n", (unsigned long long)end->seq,
@@ -935,10 +971,13 @@ static void fz_check_back(const struct fz_buf *b, uint64_t committed)
 	}
 }
 
-/* The harness's initial copy (mode bit 2): a whole one, of FZ_MEM, disk or not. */
-static struct fz_buf fz_prefix[2];
+/*
+ * The harness's initial copy (mode bit 2): a whole one, of FZ_MEM, disk or
+ * not ([disk]), offering epoch disk ranges or not ([..][ranges]).
+ */
+static struct fz_buf fz_prefix[2][2];
 
-static void fz_prefix_make(struct fz_buf *b, bool disk)
+static void fz_prefix_make(struct fz_buf *b, bool disk, bool ranges)
 {
 	struct block_config dc = fz_disk;
 	struct machine_config mc = { .memory = FZ_MEM, .vcpus = 1, .serial = "file:/dev/null",
@@ -951,7 +990,7 @@ static void fz_prefix_make(struct fz_buf *b, bool disk)
 		abort();
 	memset(b, 0, sizeof(*b));
 	fz_header(b);
-	fz_config(b, FZ_MEM);
+	fz_config(b, FZ_MEM, ranges);
 	if (disk) {
 		fz_le(&p, FZ_DISK_SIZE, 8);
 		fz_block(b, MIG_BLOCK_HELLO, p.p, p.len);
@@ -1001,7 +1040,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 								 : MIG_FAILOVER_MANUAL,
 	};
 	struct fz_buf stream = { 0 };
-	const struct fz_buf *pre = &fz_prefix[!!(mode & FZ_DISK)];
+	const struct fz_buf *pre = &fz_prefix[!!(mode & FZ_DISK)][!!(mode & FZ_RANGES)];
 
 	if (mode & FZ_DISK) {
 		opts.disks = &fz_disk;
@@ -1113,33 +1152,49 @@ static void fz_write_seed(const char *dir, const char *name, uint8_t mode, const
 
 /*
  * Epoch seq as a primary writes it: a RAM batch (raw and zero pages), a
- * RAM_RUN, with a disk EPOCH_DISK records (1 KiB of data in chunk seq %
- * 4, zeros in chunk 8 and the last, and in epoch 2 zeros over the first
- * 1000 bytes, which the initial copy wrote), STATE, EPOCH_END.  pages_off
- * and recs_off make its counts disagree.
+ * RAM_RUN, with a disk (`disk` 1: whole chunks, 2: epoch disk ranges)
+ * EPOCH_DISK records: data in the disk's short last chunk, zeros
+ * elsewhere (in epoch 2 over what the initial copy wrote, and with
+ * ranges a 4 KiB range of data inside a chunk), STATE, EPOCH_END.
+ * pages_off and recs_off make its counts disagree.  Little data, so that
+ * a seed stays within fuzz_short's -max_len of 64 KiB.
  */
-static void fz_seed_epoch(struct fz_buf *b, uint64_t seq, bool disk, const struct fz_buf *st,
+static void fz_seed_epoch(struct fz_buf *b, uint64_t seq, int disk, const struct fz_buf *st,
 			  int pages_off, int recs_off)
 {
 	const uint64_t gpa[] = { 0x1000, 0x2000, 0x3000 + seq * 0x1000 };
 	const bool zero[] = { seq == 2, true, true };
-	uint64_t recs = 0;
+	uint64_t recs = 0, c = (seq % 4 + 4) * 65536;
+	unsigned e = (unsigned)seq;
 
 	fz_epoch(b, seq);
 	fz_ram(b, gpa, zero, 3, (unsigned)seq);
 	fz_ram_run(b, 0x20000 + seq * 0x2000, 1, (unsigned)seq);
 	if (disk) {
-		fz_epoch_disk(b, (seq % 4) * 65536, 1024, false, (unsigned)seq);
-		fz_epoch_disk(b, 8 * 65536, 65536, true, (unsigned)seq);
-		fz_epoch_disk(b, FZ_DISK_SIZE - 65536, 65536, true, (unsigned)seq);
+		fz_epoch_disk(b, FZ_DISK_SIZE - 1024, 1024, false, e);
 		recs = 3;
-		if (seq == 2) {	/* zeros over part of what the initial copy wrote */
-			fz_epoch_disk(b, 0, 1000, true, (unsigned)seq);
+	}
+	if (disk == 1) {
+		/* Whole chunks: zeros in chunk seq % 4 + 4 and chunk 8. */
+		fz_epoch_disk(b, c, 65536, true, e);
+		fz_epoch_disk(b, 8 * 65536, 65536, true, e);
+		if (seq == 2) {	/* zeros over what the initial copy wrote */
+			fz_epoch_disk(b, 0, 65536, true, e);
 			recs++;
+		}
+	} else if (disk == 2) {
+		/* Ranges: a run of three of zeros in chunk seq % 4 + 4, one in chunk 8. */
+		fz_epoch_disk(b, c + 32768, 3 * 4096, true, e);
+		fz_epoch_disk(b, 8 * 65536 + seq * 4096, 4096, true, e);
+		if (seq == 2) {	/* data beside them; zeros over the initial copy's start */
+			fz_epoch_disk(b, c + 8192, 4096, false, e);
+			fz_epoch_disk(b, 0, 4096, true, e);
+			recs += 2;
 		}
 	}
 	fz_sec(b, MIG_SEC_STATE, st->p, st->len);
-	fz_epoch_end(b, seq, (uint64_t)(4 + pages_off), (uint64_t)((int64_t)recs + recs_off), disk);
+	fz_epoch_end(b, seq, (uint64_t)(4 + pages_off), (uint64_t)((int64_t)recs + recs_off),
+		     disk != 0);
 }
 
 /* The seed's epoch part: what follows the initial copy in b, from `from`. */
@@ -1151,6 +1206,24 @@ static void fz_seed_tail(const char *dir, const char *name, uint8_t mode, const 
 
 /* Most seeds' mode: epochs after the harness's initial copy, sums and chains put right. */
 #define FZ_SEED (FZ_FIX_SUMS | FZ_FIX_CHAIN | FZ_PREFIX)
+
+/* Epoch 1, then an epoch 2 of one disk record of len bytes at off: refused, failover from 1. */
+static void fz_seed_bad_record(const char *dir, const char *name, bool ranges,
+			       const struct fz_buf *st, uint64_t off, uint32_t len, bool zero)
+{
+	const struct fz_buf *pre = &fz_prefix[1][ranges];
+	struct fz_buf b = { 0 };
+
+	fz_put(&b, pre->p, pre->len);
+	b.chain = pre->chain;
+	fz_seed_epoch(&b, 1, ranges ? 2 : 1, st, 0, 0);
+	fz_epoch(&b, 2);
+	fz_epoch_disk(&b, off, len, zero, 2);
+	fz_sec(&b, MIG_SEC_STATE, st->p, st->len);
+	fz_epoch_end(&b, 2, 0, 1, true);
+	fz_seed_tail(dir, name, FZ_SEED | FZ_DISK | (ranges ? FZ_RANGES : 0), &b, pre->len);
+	free(b.p);
+}
 
 static void fz_seeds(const char *dir)
 {
@@ -1170,10 +1243,12 @@ static void fz_seeds(const char *dir)
 		machine_destroy(m);
 		free(m);
 	}
-	for (int disk = 0; disk < 2; disk++) {
-		const struct fz_buf *pre = &fz_prefix[disk];
-		uint8_t dm = disk ? FZ_DISK : 0;
-		const char *sfx = disk ? "-disk" : "";
+	/* No disk; a disk in whole chunks; a disk with epoch disk ranges agreed. */
+	for (int v = 0; v < 3; v++) {
+		int disk = v > 0;
+		const struct fz_buf *pre = &fz_prefix[disk][v == 2];
+		uint8_t dm = (disk ? FZ_DISK : 0) | (v == 2 ? FZ_RANGES : 0);
+		const char *sfx = (const char *[]){ "", "-disk", "-ranges" }[v];
 		char name[64];
 
 		/* Three good epochs, heartbeats between, then the link ends: failover. */
@@ -1181,14 +1256,15 @@ static void fz_seeds(const char *dir)
 		fz_put(&b, pre->p, pre->len);
 		b.chain = pre->chain;
 		for (uint64_t seq = 1; seq <= 3; seq++) {
-			fz_seed_epoch(&b, seq, disk, &st[disk], 0, 0);
+			fz_seed_epoch(&b, seq, v, &st[disk], 0, 0);
 			fz_heartbeat(&b, seq);
 		}
 		snprintf(name, sizeof(name), "epochs%s", sfx);
 		fz_seed_tail(dir, name, FZ_SEED | dm, &b, pre->len);
-		/* The same with the initial copy in the input. */
+		/* The same with the initial copy in the input (with ranges: over 64 KiB). */
 		snprintf(name, sizeof(name), "whole%s", sfx);
-		fz_write_seed(dir, name, FZ_FIX_SUMS | dm, b.p, b.len);
+		if (v < 2)
+			fz_write_seed(dir, name, FZ_FIX_SUMS | dm, b.p, b.len);
 		/* Auto failover after the link ends. */
 		snprintf(name, sizeof(name), "epochs-auto%s", sfx);
 		fz_seed_tail(dir, name, FZ_SEED | dm | (FZ_DECIDE_AUTO << 4), &b,
@@ -1207,8 +1283,8 @@ static void fz_seeds(const char *dir)
 		b = (struct fz_buf){ 0 };
 		fz_put(&b, pre->p, pre->len);
 		b.chain = pre->chain;
-		fz_seed_epoch(&b, 1, disk, &st[disk], 0, 0);
-		fz_seed_epoch(&b, 2, disk, &st[disk], 1, 0);
+		fz_seed_epoch(&b, 1, v, &st[disk], 0, 0);
+		fz_seed_epoch(&b, 2, v, &st[disk], 1, 0);
 		snprintf(name, sizeof(name), "bad-pages%s", sfx);
 		fz_seed_tail(dir, name, FZ_SEED | dm, &b, pre->len);
 		free(b.p);
@@ -1218,9 +1294,10 @@ static void fz_seeds(const char *dir)
 			b = (struct fz_buf){ 0 };
 			fz_put(&b, pre->p, pre->len);
 			b.chain = pre->chain;
-			fz_seed_epoch(&b, 1, disk, &st[disk], 0, 0);
-			fz_seed_epoch(&b, 2, disk, &st[disk], 0, -1);
-			fz_seed_tail(dir, "bad-recs-disk", FZ_SEED | dm, &b, pre->len);
+			fz_seed_epoch(&b, 1, v, &st[disk], 0, 0);
+			fz_seed_epoch(&b, 2, v, &st[disk], 0, -1);
+			snprintf(name, sizeof(name), "bad-recs%s", sfx);
+			fz_seed_tail(dir, name, FZ_SEED | dm, &b, pre->len);
 			free(b.p);
 		}
 
@@ -1228,7 +1305,7 @@ static void fz_seeds(const char *dir)
 		b = (struct fz_buf){ 0 };
 		fz_put(&b, pre->p, pre->len);
 		b.chain = pre->chain;
-		fz_seed_epoch(&b, 2, disk, &st[disk], 0, 0);
+		fz_seed_epoch(&b, 2, v, &st[disk], 0, 0);
 		snprintf(name, sizeof(name), "out-of-order%s", sfx);
 		fz_seed_tail(dir, name, FZ_SEED | dm, &b, pre->len);
 		free(b.p);
@@ -1237,9 +1314,9 @@ static void fz_seeds(const char *dir)
 		b = (struct fz_buf){ 0 };
 		fz_put(&b, pre->p, pre->len);
 		b.chain = pre->chain;
-		fz_seed_epoch(&b, 1, disk, &st[disk], 0, 0);
+		fz_seed_epoch(&b, 1, v, &st[disk], 0, 0);
 		size_t cut = b.len;
-		fz_seed_epoch(&b, 2, disk, &st[disk], 0, 0);
+		fz_seed_epoch(&b, 2, v, &st[disk], 0, 0);
 		b.len = cut + (b.len - cut) / 2;
 		snprintf(name, sizeof(name), "cut-mid-epoch%s", sfx);
 		fz_seed_tail(dir, name, FZ_SEED | dm | (FZ_DECIDE_AUTO << 4), &b,
@@ -1247,36 +1324,40 @@ static void fz_seeds(const char *dir)
 		free(b.p);
 	}
 
-	/* Disk records that must be refused: past the end, unaligned, a disk that is not there. */
+	/*
+	 * Disk records that must be refused.  Whole chunks: past the end, a
+	 * 4 KiB range (ranges not agreed).  Ranges: unaligned, a length not
+	 * a multiple of 4 KiB, empty, across a chunk boundary, overlapping.
+	 */
+	fz_seed_bad_record(dir, "disk-past-end", false, &st[1], 17 * 65536, 65536, true);
+	fz_seed_bad_record(dir, "disk-unaligned", false, &st[1], 4096, 4096, true);
+	fz_seed_bad_record(dir, "disk-ranges-unaligned", true, &st[1], 4096 + 512, 4096, true);
+	fz_seed_bad_record(dir, "disk-ranges-short", true, &st[1], 8192, 1000, true);
+	fz_seed_bad_record(dir, "disk-ranges-empty", true, &st[1], 8192, 0, false);
+	fz_seed_bad_record(dir, "disk-ranges-cross", true, &st[1], 65536 - 4096, 8192, true);
+	/* Two records of epoch 2 over the same 4 KiB. */
 	b = (struct fz_buf){ 0 };
-	fz_put(&b, fz_prefix[1].p, fz_prefix[1].len);
-	b.chain = fz_prefix[1].chain;
-	fz_seed_epoch(&b, 1, true, &st[1], 0, 0);
-	size_t at = b.len;
+	fz_put(&b, fz_prefix[1][1].p, fz_prefix[1][1].len);
+	b.chain = fz_prefix[1][1].chain;
+	fz_seed_epoch(&b, 1, 2, &st[1], 0, 0);
 	fz_epoch(&b, 2);
-	fz_epoch_disk(&b, FZ_DISK_SIZE, 512, false, 2);
+	fz_epoch_disk(&b, 65536, 8192, true, 2);
+	fz_epoch_disk(&b, 65536 + 4096, 4096, true, 2);
 	fz_sec(&b, MIG_SEC_STATE, st[1].p, st[1].len);
-	fz_epoch_end(&b, 2, 0, 1, true);
-	fz_seed_tail(dir, "disk-past-end", FZ_SEED | FZ_DISK, &b, fz_prefix[1].len);
-	b.len = at;
-	b.chain = 0;	/* FZ_FIX_CHAIN puts it right */
-	fz_epoch(&b, 2);
-	fz_epoch_disk(&b, 4096, 4096, true, 2);
-	fz_sec(&b, MIG_SEC_STATE, st[1].p, st[1].len);
-	fz_epoch_end(&b, 2, 0, 1, true);
-	fz_seed_tail(dir, "disk-unaligned", FZ_SEED | FZ_DISK, &b,
-		     fz_prefix[1].len);
+	fz_epoch_end(&b, 2, 0, 2, true);
+	fz_seed_tail(dir, "disk-ranges-overlap", FZ_SEED | FZ_DISK | FZ_RANGES, &b,
+		     fz_prefix[1][1].len);
 	free(b.p);
 
 	/* A disk record to a standby without disks, then epoch 1 again, well formed. */
 	b = (struct fz_buf){ 0 };
-	fz_put(&b, fz_prefix[0].p, fz_prefix[0].len);
+	fz_put(&b, fz_prefix[0][0].p, fz_prefix[0][0].len);
 	fz_epoch(&b, 1);
 	fz_epoch_disk(&b, 0, 512, false, 1);
 	fz_sec(&b, MIG_SEC_STATE, st[0].p, st[0].len);
 	fz_epoch_end(&b, 1, 0, 1, true);
-	fz_seed_epoch(&b, 1, false, &st[0], 0, 0);
-	fz_seed_tail(dir, "disk-none", FZ_SEED, &b, fz_prefix[0].len);
+	fz_seed_epoch(&b, 1, 0, &st[0], 0, 0);
+	fz_seed_tail(dir, "disk-none", FZ_SEED, &b, fz_prefix[0][0].len);
 	free(b.p);
 	free(st[0].p);
 	free(st[1].p);
@@ -1321,8 +1402,9 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	fz_shadow = calloc(1, FZ_MAX_MEMORY);
 	if (!fz_shadow)
 		abort();
-	fz_prefix_make(&fz_prefix[0], false);
-	fz_prefix_make(&fz_prefix[1], true);
+	for (int disk = 0; disk < 2; disk++)
+		for (int ranges = 0; ranges < 2; ranges++)
+			fz_prefix_make(&fz_prefix[disk][ranges], disk, ranges);
 	if (seeds && *seeds)
 		fz_seeds(seeds);
 	return 0;
