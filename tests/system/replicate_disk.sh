@@ -17,6 +17,11 @@
 #    block on the host (every block a whole pattern of this guest, at most
 #    two adjacent generations, nothing past the working set although the
 #    image started as garbage); then the guest goes on verifying there.
+#  - Epoch disk ranges (READY bit 29): both ferries say the epochs carry
+#    the 4 KiB ranges written, and the disk bytes they carried are fewer
+#    than the whole 64 KiB chunks around the same writes; a standby that
+#    answers as an older one (--x-standby-chunks) gets whole chunks, and
+#    its guest goes on from them after a kill -9 of the primary.
 . "$(dirname "$0")/lib.sh"
 require_kvm
 command -v python3 >/dev/null || skip "python3 is not available"
@@ -104,6 +109,34 @@ start_pair() {
 	}
 	assert_no_guest "$T/$n-s.serial"
 	log "$n: $(json_field "$T/query.json" epochs-acked) epochs acknowledged, $dt disk bytes in them"
+	local want=ranges
+	[[ " $* " == *" --x-standby-chunks "* ]] && want=chunks
+	check_disk_mode "$n" "$want" "$dt"
+}
+
+# check_disk_mode NAME ranges|chunks DISK_BYTES: what the epochs of pair
+# NAME carried, from the logs and the last query-migrate.
+check_disk_mode() {
+	local n=$1 want=$2 dt=$3 ct r
+	ct=$(json_field "$T/query.json" epoch-disk-chunk-bytes-total)
+	r=$(json_field "$T/query.json" epoch-disk-ranges)
+	if [ "$want" = ranges ]; then
+		grep -q "epochs carry the disks' blocks as the 4 KiB ranges the guest wrote" \
+			"$T/$n-p.log" || { cat "$T/$n-p.log"; fail "$n: the primary logs no ranges"; }
+		grep -q "standby: epochs carry the disks' blocks as the 4 KiB ranges written" \
+			"$T/$n-s.log" || { cat "$T/$n-s.log"; fail "$n: the standby logs no ranges"; }
+		[ "$r" = true ] || { cat "$T/query.json"; fail "$n: epoch-disk-ranges is '$r'"; }
+		# The guest writes 4 KiB blocks in runs: an epoch's first and last are partial chunks.
+		[ "$((dt % 4096))" -eq 0 ] && [ "$dt" -lt "${ct:-0}" ] ||
+			{ cat "$T/query.json"; fail "$n: $dt disk bytes with ranges, $ct as chunks"; }
+	else
+		grep -q "whole 64 KiB chunks: the standby takes no ranges" "$T/$n-p.log" ||
+			{ cat "$T/$n-p.log"; fail "$n: the primary logs no whole chunks"; }
+		[ "$r" = false ] || { cat "$T/query.json"; fail "$n: epoch-disk-ranges is '$r'"; }
+		[ "$dt" -eq "${ct:-0}" ] && [ "$((dt % 65536))" -eq 0 ] ||
+			{ cat "$T/query.json"; fail "$n: $dt disk bytes as chunks, $ct counted"; }
+	fi
+	log "$n: the epochs carried $dt disk bytes as $want; whole chunks around the same writes: $ct"
 }
 
 # A primary with a disk, replicated without copy-storage: refused, it runs on.
@@ -159,4 +192,13 @@ gens=$(check_image "$T/man-snap.img" "$NONCE") ||
 "$FERRY" failover "$T/man-s.ctl" || fail "man: ferry failover refused"
 after_takeover man "${gens##* }"
 log "man: the standby's image held generations $gens; its guest went on to $(disk_gen "$T/man-s.serial")"
-echo "replication with a disk: refusals, failover after kill -9 (auto and manual), image a checkpoint's"
+# --- a standby that takes whole chunks only (as one older than bit 29) -----------
+start_pair old --failover-timeout $F --test-hooks --x-standby-chunks
+grep -q "standby: epochs carry the disks' blocks as whole 64 KiB chunks" "$T/old-s.log" ||
+	{ cat "$T/old-s.log"; fail "old: the standby logs no whole chunks"; }
+before=$(disk_gen "$T/old-p.serial")
+kill -9 "$PPID_"
+wait "$PPID_" 2>/dev/null || true
+after_takeover old "$before"
+log "old: whole chunks; primary killed at disk generation $before, the standby's guest reached $(disk_gen "$T/old-s.serial")"
+echo "replication with a disk: refusals, failover after kill -9 (auto and manual), image a checkpoint's, epoch disk ranges and whole chunks"
