@@ -314,7 +314,7 @@ static void h_ready(int fd, uint32_t codecs)
 }
 
 static void r_ready_empty(int fd) { h_sec(fd, MIG_SEC_READY, NULL, 0); }
-/* Bit 28: neither a codec nor a capability (bits 30 and 31 are): never offered. */
+/* Bit 28: neither a codec nor a capability (bits 29 to 31 are): never offered. */
 static void r_ready_unknown_codec(int fd) { h_ready(fd, MIG_CODECS_BASE | 1u << 28); }
 static void r_ready_no_raw(int fd) { h_ready(fd, 1u << MIG_CODEC_ZERO); }
 static void r_bad_checksum(int fd) { h_sec_raw(fd, MIG_SEC_READY, 0, 0, NULL, 0, 1); }
