@@ -72,7 +72,8 @@ static struct x86_vcpu_state t_vcpu;
 static struct x86_vm_state t_vmst;
 static struct vmstate_buf t_vcpu_buf, t_vm_buf;
 
-static void t_set_cpuid(int vcpu)
+/* KVM's supported CPUID, with leaf 0's vendor replaced unless vendor is NULL. */
+static void t_set_cpuid_vendor(int vcpu, const char *vendor)
 {
 	struct kvm_cpuid2 *c;
 	uint32_t n = 64;
@@ -87,8 +88,19 @@ static void t_set_cpuid(int vcpu)
 		free(c);
 		n *= 2;
 	}
+	for (uint32_t i = 0; vendor && i < c->nent; i++)
+		if (c->entries[i].function == 0) {
+			memcpy(&c->entries[i].ebx, vendor, 4);
+			memcpy(&c->entries[i].edx, vendor + 4, 4);
+			memcpy(&c->entries[i].ecx, vendor + 8, 4);
+		}
 	assert_int_equal(ioctl(vcpu, KVM_SET_CPUID2, c), 0);
 	free(c);
+}
+
+static void t_set_cpuid(int vcpu)
+{
+	t_set_cpuid_vendor(vcpu, NULL);
 }
 
 static void t_vm_create(struct t_vm *v)
@@ -454,6 +466,53 @@ static void test_corrupt_rejected(void **state)
 		  "x86_vm: field 'pic[0].priority_add': value 9 out of range 0..7");
 }
 
+/*
+ * The save path keeps SYSENTER_ESP/EIP as KVM on an AMD host would restore
+ * them: 32 bits for an AMD-vendor guest, whatever this host's KVM holds;
+ * all 64 for an Intel one.  On an Intel host KVM keeps the upper half for
+ * either vendor, so this shows the save path dropping it.
+ */
+static void t_sysenter_saved(const char *vendor, uint64_t want_esp, uint64_t want_eip)
+{
+	static struct x86_vcpu_state s;
+	struct t_vm v = { 0 };
+	uint64_t esp = 0, eip = 0;
+
+	if (!x86_msr_restorable(X86_MSR_IA32_SYSENTER_ESP) ||
+	    !x86_msr_restorable(X86_MSR_IA32_SYSENTER_EIP)) {
+		print_message("SYSENTER_ESP/EIP not saved on this host\n");
+		return;
+	}
+	t_vm_create(&v);
+	t_set_cpuid_vendor(v.vcpu, vendor);
+	t_msr_set(v.vcpu, X86_MSR_IA32_SYSENTER_ESP, 0xfffffe0000001000ULL);
+	t_msr_set(v.vcpu, X86_MSR_IA32_SYSENTER_EIP, 0xffffffff81a01234ULL);
+	print_message("%s: KVM holds SYSENTER_ESP %#llx, EIP %#llx\n", vendor,
+		      (unsigned long long)t_msr_get(v.vcpu, X86_MSR_IA32_SYSENTER_ESP),
+		      (unsigned long long)t_msr_get(v.vcpu, X86_MSR_IA32_SYSENTER_EIP));
+	assert_int_equal(x86_vcpu_state_get(v.vcpu, &s), 0);
+	for (uint32_t i = 0; i < s.nmsrs; i++) {
+		if (s.msrs[i].index == X86_MSR_IA32_SYSENTER_ESP)
+			esp = s.msrs[i].data;
+		if (s.msrs[i].index == X86_MSR_IA32_SYSENTER_EIP)
+			eip = s.msrs[i].data;
+	}
+	assert_int_equal(esp, want_esp);
+	assert_int_equal(eip, want_eip);
+	t_vm_destroy(&v);
+}
+
+static void test_sysenter_amd_vendor(void **state)
+{
+	t_sysenter_saved("AuthenticAMD", 0x00001000, 0x81a01234);
+	t_sysenter_saved("HygonGenuine", 0x00001000, 0x81a01234);
+}
+
+static void test_sysenter_intel_vendor(void **state)
+{
+	t_sysenter_saved("GenuineIntel", 0xfffffe0000001000ULL, 0xffffffff81a01234ULL);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -461,6 +520,8 @@ int main(void)
 		cmocka_unit_test(test_restore_into_new_vm),
 		cmocka_unit_test(test_unlisted_msr_refused),
 		cmocka_unit_test(test_corrupt_rejected),
+		cmocka_unit_test(test_sysenter_amd_vendor),
+		cmocka_unit_test(test_sysenter_intel_vendor),
 	};
 	int ret;
 

@@ -24,6 +24,43 @@ int x86_cpuid_get_supported(int kvm_fd, struct kvm_cpuid2 **out)
 	return 0;
 }
 
+int x86_cpuid_get_vcpu(int vcpu_fd, struct kvm_cpuid2 **out)
+{
+	size_t sz = sizeof(struct kvm_cpuid2) + CPUID_MAX_ENTRIES * sizeof(struct kvm_cpuid_entry2);
+	struct kvm_cpuid2 *c = calloc(1, sz);
+
+	if (!c)
+		return -ENOMEM;
+	c->nent = CPUID_MAX_ENTRIES;
+	if (ioctl(vcpu_fd, KVM_GET_CPUID2, c) < 0) {
+		int err = -errno;
+		free(c);
+		return err;
+	}
+	*out = c;
+	return 0;
+}
+
+/* Leaf 0's vendor string, in EBX, EDX, ECX order. */
+static bool x86_cpuid_vendor_is(const struct kvm_cpuid_entry2 *e, const char *vendor)
+{
+	char s[12];
+
+	memcpy(s, &e->ebx, 4);
+	memcpy(s + 4, &e->edx, 4);
+	memcpy(s + 8, &e->ecx, 4);
+	return !memcmp(s, vendor, sizeof(s));
+}
+
+bool x86_cpuid_vendor_amd(const struct kvm_cpuid2 *c)
+{
+	for (unsigned i = 0; c && i < c->nent; i++)
+		if (c->entries[i].function == 0)
+			return x86_cpuid_vendor_is(&c->entries[i], "AuthenticAMD") ||
+			       x86_cpuid_vendor_is(&c->entries[i], "HygonGenuine");
+	return false;
+}
+
 static void x86_cpuid_filter(struct kvm_cpuid_entry2 *e, unsigned index, unsigned nr_vcpus)
 {
 	switch (e->function) {

@@ -14,6 +14,7 @@
 #include <sys/ioctl.h>
 #include <unistd.h>
 
+#include "arch/x86/cpuid.h"
 #include "util/log.h"
 
 static uint32_t msr_list[X86_MSR_MAX];
@@ -189,4 +190,25 @@ const uint32_t *x86_msr_list(size_t *n)
 bool x86_msr_restorable(uint32_t index)
 {
 	return msr_ready && msr_in(msr_list, msr_count, index);
+}
+
+/*
+ * AMD CPUs do not implement 64-bit SYSENTER: IA32_SYSENTER_ESP/EIP are 32
+ * bits wide.  KVM on an AMD host stores only the low half of a value set
+ * with KVM_SET_MSRS (svm_set_msr() keeps the upper half, in
+ * sysenter_{esp,eip}_hi, only for an Intel-compatible guest CPUID), yet
+ * KVM_GET_MSRS can return SYSENTER_ESP with upper bits set where the
+ * guest's own WRMSR reached the VMCB unintercepted (seen under nested
+ * SVM), and KVM on an Intel host keeps all 64 bits whatever the guest's
+ * vendor.  Saving the low half for an AMD-vendor guest is what an AMD
+ * guest can observe, and what the destination holds on any host.
+ */
+void x86_msrs_as_loaded(struct kvm_msr_entry *e, size_t n, const struct kvm_cpuid2 *cpuid)
+{
+	if (!x86_cpuid_vendor_amd(cpuid))
+		return;
+	for (size_t i = 0; i < n; i++)
+		if (e[i].index == X86_MSR_IA32_SYSENTER_ESP ||
+		    e[i].index == X86_MSR_IA32_SYSENTER_EIP)
+			e[i].data = (uint32_t)e[i].data;
 }

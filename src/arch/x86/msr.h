@@ -18,6 +18,8 @@
 #define X86_MSR_IA32_TSC_ADJUST		0x0000003b
 #define X86_MSR_IA32_SPEC_CTRL		0x00000048
 #define X86_MSR_IA32_SYSENTER_CS	0x00000174
+#define X86_MSR_IA32_SYSENTER_ESP	0x00000175
+#define X86_MSR_IA32_SYSENTER_EIP	0x00000176
 #define X86_MSR_IA32_CR_PAT		0x00000277
 #define X86_MSR_MTRR_DEF_TYPE		0x000002ff
 #define X86_MSR_IA32_TSC_DEADLINE	0x000006e0
@@ -45,5 +47,17 @@ const uint32_t *x86_msr_list(size_t *n);
 
 /* Is index in the list (so safe to restore from a migration stream)? */
 bool x86_msr_restorable(uint32_t index);
+
+struct kvm_msr_entry;
+struct kvm_cpuid2;
+
+/*
+ * Make n MSR values read from a vCPU with this CPUID what any KVM will hold
+ * once they are loaded, so that the value saved is the value restored (and
+ * --verify's digests agree).  Today: for an AuthenticAMD or HygonGenuine
+ * guest, IA32_SYSENTER_ESP/EIP keep only their low 32 bits.  cpuid may be
+ * NULL (no vendor known: nothing changes).
+ */
+void x86_msrs_as_loaded(struct kvm_msr_entry *e, size_t n, const struct kvm_cpuid2 *cpuid);
 
 #endif

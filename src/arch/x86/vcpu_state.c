@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 
+#include "arch/x86/cpuid.h"
 #include "util/log.h"
 
 /* XSAVE header: XSTATE_BV at 512, XCOMP_BV at 520 (SDM vol. 1, 13.4.2). */
@@ -342,15 +343,28 @@ int x86_vcpu_quiesce(int vcpu_fd, struct kvm_run *run)
 	return ret ? ret : -EIO;
 }
 
+/*
+ * The MSRs as the destination will hold them (x86_msrs_as_loaded()), which
+ * depends on the vendor in the vCPU's CPUID.
+ */
 static int x86_msrs_get(int vcpu_fd, struct x86_vcpu_state *s)
 {
 	size_t n;
 	const uint32_t *list = x86_msr_list(&n);
-	struct x86_msr_buf *b = calloc(1, sizeof(*b));
+	struct x86_msr_buf *b;
+	struct kvm_cpuid2 *cpuid;
 	int ret;
 
-	if (!b)
+	ret = x86_cpuid_get_vcpu(vcpu_fd, &cpuid);
+	if (ret) {
+		pr_err("vcpu state: KVM_GET_CPUID2: %s", strerror(-ret));
+		return ret;
+	}
+	b = calloc(1, sizeof(*b));
+	if (!b) {
+		free(cpuid);
 		return -ENOMEM;
+	}
 	b->hdr.nmsrs = (uint32_t)n;
 	for (size_t i = 0; i < n; i++)
 		b->e[i].index = list[i];
@@ -360,11 +374,13 @@ static int x86_msrs_get(int vcpu_fd, struct x86_vcpu_state *s)
 		       ret >= 0 ? list[ret] : 0, n, ret < 0 ? strerror(errno) : "refused");
 		ret = ret < 0 ? -errno : -EIO;
 	} else {
+		x86_msrs_as_loaded(b->e, n, cpuid);
 		s->nmsrs = (uint32_t)n;
 		memcpy(s->msrs, b->e, n * sizeof(b->e[0]));
 		ret = 0;
 	}
 	free(b);
+	free(cpuid);
 	return ret;
 }
 
