@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/kvm.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -174,6 +175,9 @@ int vm_create(struct vm *vm, const struct vm_config *cfg)
 		       strerror(-err));
 		return err;
 	}
+	/* Every exit's rip for the crash dump's ring, at no extra ioctl. */
+	int sync = ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_SYNC_REGS);
+	vm->sync_regs = sync > 0 && (sync & KVM_SYNC_X86_REGS);
 	err = vm_check_kvm(vm->kvm_fd);
 	if (!err)
 		err = x86_vcpu_state_init(vm->kvm_fd);
@@ -356,12 +360,19 @@ int vm_resume(struct vm *vm)
 
 void vm_request_stop(struct vm *vm, enum vm_stop_reason reason, int guest_status)
 {
+	vm_request_stop_detail(vm, reason, guest_status, NULL);
+}
+
+void vm_request_stop_detail(struct vm *vm, enum vm_stop_reason reason, int guest_status,
+			    const char *detail)
+{
 	uint64_t one = 1;
 
 	pthread_mutex_lock(&vm->lock);
 	if (vm->stop_reason == VM_STOP_NONE) {
 		vm->stop_reason = reason;
 		vm->guest_status = guest_status;
+		snprintf(vm->stop_detail, sizeof(vm->stop_detail), "%s", detail ? detail : "");
 	}
 	vm->state = VM_STATE_STOPPED;
 	for (unsigned i = 0; i < vm->nr_vcpus; i++)
@@ -390,6 +401,39 @@ enum vm_stop_reason vm_wait_stopped(struct vm *vm)
 	pthread_mutex_unlock(&vm->lock);
 	vm_join_threads(vm);
 	return vm->stop_reason;
+}
+
+enum vm_stop_reason vm_stop_why(struct vm *vm, char *why, size_t len)
+{
+	pthread_mutex_lock(&vm->lock);
+	enum vm_stop_reason r = vm->state == VM_STATE_STOPPED ? vm->stop_reason : VM_STOP_NONE;
+	const char *d = vm->stop_detail;
+
+	switch (r) {
+	case VM_STOP_NONE:
+		snprintf(why, len, "the VM has not stopped");
+		break;
+	case VM_STOP_GUEST_EXIT:
+		snprintf(why, len, "the guest exited with status %d", vm->guest_status);
+		break;
+	case VM_STOP_REQUESTED:
+		snprintf(why, len, "the VM was asked to stop (quit or a signal)");
+		break;
+	case VM_STOP_GUEST_CRASH:
+		if (d[0])
+			snprintf(why, len, "the guest crashed (%s)", d);
+		else
+			snprintf(why, len, "the guest crashed");
+		break;
+	case VM_STOP_MIGRATED:
+		snprintf(why, len, "the guest was migrated away");
+		break;
+	case VM_STOP_LOST:
+		snprintf(why, len, "the guest was lost");
+		break;
+	}
+	pthread_mutex_unlock(&vm->lock);
+	return r;
 }
 
 enum vm_state vm_get_state(struct vm *vm)

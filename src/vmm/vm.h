@@ -19,6 +19,15 @@
 struct vm;
 struct x86_cpu_model;
 
+/* The last exits of a vCPU, for its crash dump. */
+#define VCPU_EXIT_RING 16
+
+struct vcpu_exit_rec {
+	uint32_t reason;	/* KVM_EXIT_* */
+	bool rip_known;		/* KVM_CAP_SYNC_REGS: KVM reported the registers */
+	uint64_t rip;
+};
+
 struct vcpu {
 	struct vm *vm;
 	unsigned index;
@@ -26,6 +35,9 @@ struct vcpu {
 	struct kvm_run *run;	/* mmap'd; written by KVM and this vCPU's thread */
 	pthread_t thread;
 	bool thread_started;
+	/* Only this vCPU's thread touches the ring. */
+	struct vcpu_exit_rec exits[VCPU_EXIT_RING];
+	uint64_t nr_exits;	/* exits recorded; the next goes to nr_exits % RING */
 };
 
 enum vm_state {
@@ -56,6 +68,7 @@ struct vm_config {
 struct vm {
 	int kvm_fd;
 	int vm_fd;
+	bool sync_regs;			/* KVM fills kvm_run's registers on every exit */
 	struct guest_memory mem;
 	unsigned nr_vcpus;
 	struct vcpu vcpus[VM_MAX_VCPUS];
@@ -88,6 +101,7 @@ struct vm {
 	unsigned parked;
 	enum vm_stop_reason stop_reason;
 	int guest_status;		/* value written to the debug-exit port */
+	char stop_detail[192];		/* what the stopping thread saw ("" if nothing) */
 	int stop_efd;			/* eventfd: readable once the VM stopped */
 	uint64_t start_ns;		/* CLOCK_MONOTONIC when vCPUs started */
 
@@ -140,6 +154,21 @@ int vm_resume(struct vm *vm) __attribute__((warn_unused_result));
 
 /* Ask the VM to stop for `reason`; the first reason wins.  Any thread. */
 void vm_request_stop(struct vm *vm, enum vm_stop_reason reason, int guest_status);
+/*
+ * The same, with what was seen (a crash: which vCPU, what, where), kept
+ * with the reason for vm_stop_why().  detail may be NULL.
+ */
+void vm_request_stop_detail(struct vm *vm, enum vm_stop_reason reason, int guest_status,
+			    const char *detail);
+
+/*
+ * Why the VM stopped, for whoever watches it from outside (a migration of
+ * it): the reason, or VM_STOP_NONE while it has not stopped; `why` gets
+ * one line saying so, e.g. "the guest crashed (vCPU 0: triple fault
+ * (shutdown) at rip 0x1234)" or "the guest exited with status 0".
+ * Any thread.
+ */
+enum vm_stop_reason vm_stop_why(struct vm *vm, char *why, size_t len);
 
 /* Join the vCPU threads after a stop.  Returns the stop reason. */
 enum vm_stop_reason vm_wait_stopped(struct vm *vm);
