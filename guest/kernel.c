@@ -357,6 +357,20 @@ static u64 pit_calibrate(u32 count)
 	return t1 - t0;
 }
 
+/*
+ * crash=: with an empty IDT no exception can be delivered, so ud2's #UD
+ * becomes #GP, then #DF, then a triple fault: the CPU shuts down
+ * (KVM_EXIT_SHUTDOWN), as a guest with a broken IDT or stack would.
+ */
+static noreturn void triple_fault(void)
+{
+	static const struct { u16 limit; u64 base; } __attribute__((packed)) no_idt = { 0, 0 };
+
+	__asm__ volatile("cli; lidt %0; ud2" :: "m"(no_idt) : "memory");
+	for (;;)
+		__asm__ volatile("hlt");
+}
+
 static u64 do_syscall(u64 nr, u64 arg, u64 arg2)
 {
 	switch (nr) {
@@ -393,6 +407,8 @@ static u64 do_syscall(u64 nr, u64 arg, u64 arg2)
 	case SYS_HALT:
 		for (;;)
 			__asm__ volatile("cli; hlt");
+	case SYS_CRASH:
+		triple_fault();
 	}
 	return (u64)-1;
 }

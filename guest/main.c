@@ -153,6 +153,11 @@ void hb_fire(void)
 {
 	u64 now = rdtsc();
 
+	if (now >= hb.crash) {
+		/* Only when asked for: a guest that dies as a real one can (tests). */
+		pr("probe: crash=%lu: triple fault now\n", sh.cfg.crash);
+		syscall1(SYS_CRASH, 0);
+	}
 	if (now >= hb.end) {
 		u64 units = 0;
 
@@ -186,6 +191,8 @@ void hb_fire(void)
 		hb.next = now + sh.period_ticks;
 	if (hb.end < hb.next)
 		hb.next = hb.end;
+	if (hb.crash < hb.next)
+		hb.next = hb.crash;
 }
 
 /*
@@ -303,6 +310,7 @@ noreturn void user_main(u32 cpu)
 
 	hb.next = rdtsc();
 	hb.end = sh.cfg.seconds ? hb.next + sh.cfg.seconds * sh.tsc_hz : ~0UL;
+	hb.crash = sh.cfg.crash ? hb.next + sh.cfg.crash * sh.tsc_hz : ~0UL;
 	pr("probe: running\n");
 	__atomic_store_n(&sh.running, 1, __ATOMIC_SEQ_CST);
 	run_workload(0);

@@ -43,6 +43,7 @@
 #define SYS_PIT_CAL     8               /* TSC ticks for rdi PIT ticks, 0 = no PIT */
 #define SYS_CPUID       9               /* CPUID leaf rsi into u32[4] at rdi, as KVM sees it */
 #define SYS_KVMCLOCK    10              /* MSR_KVM_SYSTEM_TIME_NEW = rdi (0 = off) */
+#define SYS_CRASH       11              /* crash=: triple-fault this vCPU on purpose */
 
 #ifndef __ASSEMBLER__
 

@@ -19,6 +19,7 @@ struct config {
 	u64 wss;                /* bytes */
 	u64 period_ns;
 	u64 seconds;            /* 0 = forever */
+	u64 crash;              /* triple-fault after this many seconds, 0 = never */
 	u64 seed;
 	u64 rate;               /* bytes/s over all vCPUs, 0 = unpaced */
 	bool disk, net;         /* device workloads, run by the BSP beside `workload` */
@@ -74,6 +75,7 @@ struct heartbeat {
 	u64 next;               /* TSC of the next "hb" line */
 	u64 seq;
 	u64 end;                /* TSC at which seconds= expires, or ~0 */
+	u64 crash;              /* TSC at which crash= fires, or ~0 */
 };
 extern struct heartbeat hb;
 void hb_fire(void);
