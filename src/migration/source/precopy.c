@@ -676,10 +676,42 @@ static void precopy_keep_base(struct migration *mig)
 		(unsigned long long)st.data_pages, (double)(vm_now_ns() - t0) / 1e6);
 }
 
+/*
+ * The guest stopped on its own while it was being migrated (a triple
+ * fault, an internal error, its own exit): that, not the cancel the main
+ * thread sends once the VM stops nor a pause refused with -ESRCH, is why
+ * the migration failed.  Then the error says so, *err becomes -ESRCH for
+ * a cancel (failed, not cancelled), and true is returned.
+ */
+static bool precopy_guest_gone(struct migration *mig, int *err)
+{
+	char why[sizeof(mig->stats.error)];
+	enum vm_stop_reason r = vm_stop_why(&mig->m->vm, why, sizeof(why));
+
+	if (!*err || mig->end.no_return || mig->end.committed ||
+	    (r != VM_STOP_GUEST_CRASH && r != VM_STOP_GUEST_EXIT))
+		return false;
+	pthread_mutex_lock(&mig->lock);
+	/* What followed from the stop says nothing more; anything else stays, after it. */
+	char was[sizeof(mig->stats.error)];
+	snprintf(was, sizeof(was), "%s", *err == -ESRCH || !strcmp(mig->stats.error, "cancelled") ?
+		 "" : mig->stats.error);
+	char full[2 * sizeof(mig->stats.error) + 32];
+	snprintf(full, sizeof(full), "on the source, %s%s%s", why, was[0] ? "; " : "", was);
+	/* Cut short if need be: the cause comes first. */
+	snprintf(mig->stats.error, sizeof(mig->stats.error), "%.*s",
+		 (int)sizeof(mig->stats.error) - 1, full);
+	pthread_mutex_unlock(&mig->lock);
+	if (*err == -ECANCELED)
+		*err = -ESRCH;
+	return true;
+}
+
 /* How it ended: tell the control API, then stop or resume the guest. */
 static void precopy_finish(struct migration *mig, int err)
 {
 	struct vm *vm = &mig->m->vm;
+	bool guest_gone = precopy_guest_gone(mig, &err);
 
 	if (vm->dirty_logging)
 		vm_dirty_log_stop(vm);
@@ -734,6 +766,8 @@ static void precopy_finish(struct migration *mig, int err)
 		/* Unreachable by design: the in-doubt wait ends only once settled. */
 		pr_err("migration to %s failed after GO: %s; the guest stays paused", mig->p.uri,
 		       mig->stats.error);
+	} else if (guest_gone) {
+		pr_err("migration to %s failed: %s", mig->p.uri, mig->stats.error);
 	} else if (err && locked_out) {
 		pr_err("migration to %s failed: %s", mig->p.uri, mig->stats.error);
 		pr_err("the guest stays paused here: %s", lockwhy);
