@@ -28,7 +28,9 @@ start_ferry linux --kernel "$KERNEL" --memory "${MEM_MB}M" --vcpus "$VCPUS" \
 ferry_pid=$FERRY_PID
 qemu=
 if command -v qemu-system-x86_64 >/dev/null; then
-	timeout $((LIMIT + 10)) qemu-system-x86_64 -M microvm,acpi=off -no-user-config -nodefaults \
+	# QEMU itself, not a timeout(1) around it: cleanup's SIGKILL of a
+	# wrapper would leave QEMU running a kernel that never finishes here.
+	qemu-system-x86_64 -M microvm,acpi=off -no-user-config -nodefaults \
 		-enable-kvm -cpu host,-arch-capabilities -m "$MEM_MB" -smp "$VCPUS" \
 		-display none -serial "file:$T/qemu.serial" -no-reboot \
 		-kernel "$KERNEL" -append "$CMDLINE" >"$T/qemu.log" 2>&1 &
@@ -72,4 +74,5 @@ else
 	log "qemu-system-x86_64 is not installed: ferry only"
 fi
 kill -KILL "$ferry_pid" 2>/dev/null || true
+[ -z "$qemu" ] || kill -KILL "$qemu" 2>/dev/null || true
 echo "Debian's kernel parsed ferry's boot data: version, command line, e820, memory"
