@@ -248,6 +248,10 @@ static bool parse_pair(const char *k, size_t kn, const char *v, size_t vn, struc
 	} else if (eq(k, kn, "disk_depth")) {
 		ok = parse_plain(v, vn, &cfg->disk_depth) && cfg->disk_depth >= 1 &&
 		     cfg->disk_depth <= 32;
+	} else if (eq(k, kn, "disk_rate")) {
+		/* at least one block a second, at most 4 GiB/s */
+		ok = parse_size(v, vn, &cfg->disk_rate) && cfg->disk_rate >= 4096 &&
+		     cfg->disk_rate <= (4UL << 30);
 	} else if (eq(k, kn, "ip")) {
 		ok = parse_ipv4(v, vn, &cfg->ip);
 	} else if (eq(k, kn, "udp_port")) {

@@ -10,6 +10,15 @@
  * for this run's writes.  The workload is a state machine that bsp_poll()
  * advances between units of the vCPU workload, so it runs on across a
  * migration like everything else; up to DISK_DEPTH requests are in flight.
+ *
+ * disk_rate=R paces it at R bytes/s of writes, steadily: a generation is
+ * then one read-modify-write sweep, each block read back and checked for
+ * the previous generation (nothing to check in generation 1) and at once
+ * rewritten with this one in the same slot, then a FLUSH.  Sweep k starts
+ * on block number n (counted over the whole run) at t0 + n * 4096 / R
+ * (TSC); a sweep behind by more than 50 ms (a migration's downtime) drops
+ * the backlog instead of catching up.  A write acknowledged and lost is
+ * caught when the next generation reads the block.
  */
 #include "user.h"
 #include "blk.h"
@@ -19,8 +28,9 @@
 #define DISK_STALL_S            5
 #define GOLDEN                  0x9e3779b97f4a7c15UL
 
-enum disk_phase { PH_WRITE, PH_FLUSH, PH_READ };
-static const char *const phase_names[] = { "write", "flush", "read" };
+/* PH_RMW: disk_rate= (paced), read back and rewrite block by block. */
+enum disk_phase { PH_WRITE, PH_FLUSH, PH_READ, PH_RMW };
+static const char *const phase_names[] = { "write", "flush", "read", "read-rewrite" };
 
 /* Owned by the BSP. */
 static struct {
@@ -34,6 +44,7 @@ static struct {
 	u64 done;               /* requests of this phase completed */
 	u32 inflight;
 	bool busy[DISK_DEPTH];
+	u32 slot_type[DISK_DEPTH];      /* VIRTIO_BLK_T_IN, _OUT or _FLUSH */
 	u64 slot_block[DISK_DEPTH];
 	struct blk_hdr *hdr;    /* DMA: one header per slot */
 	u8 *status;             /* DMA: one status byte per slot */
@@ -41,6 +52,8 @@ static struct {
 	u64 last_print, last_progress;
 	bool stall_reported;
 	u64 written, read, flushes, generations;
+	/* disk_rate=: TSC ticks per block, when the next sweep step is due */
+	u64 per_block, due, t_first;
 } disk;
 
 /* ---- the pattern ------------------------------------------------------- */
@@ -92,7 +105,8 @@ static u32 free_slot(void)
 	return disk.depth;
 }
 
-/* Queue one request in `slot`: header, data (not for FLUSH), status. */
+/* Queue one request in `slot`: header, data (not for FLUSH), status.  A
+ * slot still busy is reused (PH_RMW's write after its read). */
 static void submit(u32 slot, u32 type, u64 block)
 {
 	u64 *buf = (u64 *)(disk.data + slot * BLOCK_SIZE);
@@ -100,14 +114,18 @@ static void submit(u32 slot, u32 type, u64 block)
 	disk.hdr[slot] = (struct blk_hdr){ .type = type, .sector = block * SECTORS_PER_BLOCK };
 	if (type == VIRTIO_BLK_T_OUT)
 		pattern_fill(buf, block, disk.gen);
-	disk.busy[slot] = true;
+	disk.slot_type[slot] = type;
 	disk.slot_block[slot] = block;
-	if (!disk.inflight++)
-		disk.last_progress = rdtsc();
+	if (!disk.busy[slot]) {
+		disk.busy[slot] = true;
+		if (!disk.inflight++)
+			disk.last_progress = rdtsc();
+	}
 	blk_chain(&disk.b, (u16)(3 * slot), &disk.hdr[slot], buf, BLOCK_SIZE, &disk.status[slot]);
 }
 
-static void complete(u16 head)
+/* True when it queued a request (PH_RMW: the write after the read). */
+static bool complete(u16 head)
 {
 	u32 slot = head / 3;
 	u64 block;
@@ -123,17 +141,36 @@ static void complete(u16 head)
 		   disk.status[slot], phase_names[disk.phase], block, disk.gen);
 		probe_exit(EXIT_CORRUPT);
 	}
+	if (disk.phase == PH_RMW && disk.slot_type[slot] == VIRTIO_BLK_T_IN) {
+		/* the last generation's write, acknowledged and flushed: still there? */
+		pattern_check((const u64 *)(disk.data + slot * BLOCK_SIZE), block, disk.gen - 1);
+		disk.read++;
+		submit(slot, VIRTIO_BLK_T_OUT, block);
+		return true;
+	}
 	if (disk.phase == PH_READ) {
 		pattern_check((const u64 *)(disk.data + slot * BLOCK_SIZE), block, disk.gen);
 		disk.read++;
-	} else if (disk.phase == PH_WRITE) {
-		disk.written++;
-	} else {
+	} else if (disk.phase == PH_FLUSH) {
 		disk.flushes++;
+	} else {
+		disk.written++;
 	}
 	disk.busy[slot] = false;
 	disk.inflight--;
 	disk.done++;
+	return false;
+}
+
+/* Generation g is done (written, flushed, and with PH_RMW, g - 1 checked). */
+static void generation_done(u64 now)
+{
+	disk.generations = disk.gen;
+	if (now - disk.last_print >= sh.tsc_hz) {
+		pr("probe: disk generation %lu\n", disk.gen);
+		disk.last_print = now;
+	}
+	disk.gen++;
 }
 
 /* Move to the next phase once the current one has completed; true when
@@ -144,17 +181,20 @@ static bool advance(u64 now)
 
 	if (disk.phase == PH_FLUSH ? disk.done < 1 : disk.done < disk.blocks)
 		return false;
-	if (disk.phase == PH_WRITE) {
+	if (disk.per_block) {
+		/* PH_RMW -> (PH_FLUSH ->) PH_RMW of the next generation */
+		if (disk.phase == PH_RMW && disk.b.flush) {
+			next = PH_FLUSH;
+		} else {
+			generation_done(now);
+			next = PH_RMW;
+		}
+	} else if (disk.phase == PH_WRITE) {
 		next = disk.b.flush ? PH_FLUSH : PH_READ;
 	} else if (disk.phase == PH_FLUSH) {
 		next = PH_READ;
 	} else {
-		disk.generations = disk.gen;
-		if (now - disk.last_print >= sh.tsc_hz) {
-			pr("probe: disk generation %lu\n", disk.gen);
-			disk.last_print = now;
-		}
-		disk.gen++;
+		generation_done(now);
 		next = PH_WRITE;
 	}
 	disk.phase = next;
@@ -165,6 +205,19 @@ static bool advance(u64 now)
 	return true;
 }
 
+/* disk_rate=: may the next block of the sweep start now? */
+static bool paced_due(u64 now)
+{
+	if (now < disk.due)
+		return false;
+	if (!disk.t_first)
+		disk.t_first = now;
+	disk.due += disk.per_block;
+	if (now > disk.due + sh.tsc_hz / 20)    /* behind by over 50 ms: drop the backlog */
+		disk.due = now;
+	return true;
+}
+
 void disk_poll(u64 now)
 {
 	bool pushed = false;
@@ -172,17 +225,21 @@ void disk_poll(u64 now)
 	u32 len;
 
 	while (virtq_pop(&disk.b.q, &head, &len)) {
-		complete(head);
+		pushed |= complete(head);
 		disk.last_progress = now;
 		disk.stall_reported = false;
 		pushed |= advance(now);
 	}
 	while (disk.phase != PH_FLUSH && disk.next < disk.blocks && disk.inflight < disk.depth) {
-		u32 slot = free_slot();
+		u32 slot = free_slot(), type;
 
-		if (slot == disk.depth)
+		if (slot == disk.depth || (disk.per_block && !paced_due(now)))
 			break;
-		submit(slot, disk.phase == PH_WRITE ? VIRTIO_BLK_T_OUT : VIRTIO_BLK_T_IN, disk.next++);
+		if (disk.phase == PH_RMW)       /* generation 1 has nothing to check */
+			type = disk.gen > 1 ? VIRTIO_BLK_T_IN : VIRTIO_BLK_T_OUT;
+		else
+			type = disk.phase == PH_WRITE ? VIRTIO_BLK_T_OUT : VIRTIO_BLK_T_IN;
+		submit(slot, type, disk.next++);
 		pushed = true;
 	}
 	if (pushed)
@@ -228,13 +285,35 @@ void disk_init(void)
 	disk.gen = 1;
 	disk.phase = PH_WRITE;
 	disk.last_print = rdtsc();
+	if (sh.cfg.disk_rate) {
+		disk.per_block = sh.tsc_hz * BLOCK_SIZE / sh.cfg.disk_rate;
+		if (!disk.per_block)
+			disk.per_block = 1;
+		disk.phase = PH_RMW;
+	}
 	pr("probe: disk 0x%lx capacity %lu sectors, blocks %lu of 4 KiB, queue %u, depth %u, flush %s, nonce 0x%lx\n",
 	   disk.b.dev->loc.base, capacity, disk.blocks, disk.b.q.size, disk.depth,
 	   disk.b.flush ? "on" : "off", disk.nonce);
+	if (disk.per_block)
+		pr("probe: disk paced at %lu bytes/s: each block read back and checked, then rewritten\n",
+		   sh.cfg.disk_rate);
 }
 
+/*
+ * probe: disk <g> generations, <w> blocks written, <r> read, <f> flushes
+ * and with disk_rate=:
+ * probe: disk paced <w> blocks written in <ms> ms: <x.y> MiB/s (target <R> bytes/s)
+ * (from the first request to now; MiB = 2^20 bytes).
+ */
 void disk_report(void)
 {
 	pr("probe: disk %lu generations, %lu blocks written, %lu read, %lu flushes\n",
 	   disk.generations, disk.written, disk.read, disk.flushes);
+	if (disk.per_block) {
+		u64 ms = disk.t_first ? (rdtsc() - disk.t_first) / sh.tsc_khz : 0;
+		u64 den = ms << 20, tenths = ms ? (disk.written * BLOCK_SIZE * 10000 + den / 2) / den : 0;
+
+		pr("probe: disk paced %lu blocks written in %lu ms: %lu.%lu MiB/s (target %lu bytes/s)\n",
+		   disk.written, ms, tenths / 10, tenths % 10, sh.cfg.disk_rate);
+	}
 }

@@ -170,6 +170,10 @@ void disk_rate_init(void)
 {
 	u64 blocks, *w;
 
+	if (sh.cfg.disk_rate) {
+		pr("probe: disk_rate= paces disk_mode=verify only\n");
+		probe_exit(EXIT_BADARG);
+	}
 	blk_open(&rate.b);
 	rate_shape(&rate.depth, &rate.req);
 	blocks = sh.cfg.disk_blocks;

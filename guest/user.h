@@ -28,6 +28,7 @@ struct config {
 	u64 disk_flush;         /* rate modes: FLUSH after every N writes, 0 = never */
 	u64 disk_req;           /* seq modes: bytes per request */
 	u64 disk_depth;         /* rate modes: requests in flight, 0 = the mode's default */
+	u64 disk_rate;          /* verify: bytes/s of writes, 0 = unpaced */
 	u32 ip;                 /* net: our IPv4 address, a.b.c.d = a << 24 | ... */
 	u64 udp_port;           /* net: UDP echo port */
 	struct virtio_loc virtio[VIRTIO_MAX_DEVS];      /* virtio_mmio.device= */
