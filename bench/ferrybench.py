@@ -503,18 +503,41 @@ class Qemu:
     def available():
         return shutil.which(QEMU) is not None
 
-    def _argv(self, sc, qmp, nic=None):
-        """nic: (tap, MAC) for a guest with a NIC: then the microvm machine
-        with virtio-net-device on the tap, as in the device scenarios."""
-        machine = ["-M", "microvm,acpi=off", "-global", "virtio-mmio.force-legacy=false"] if nic else []
+    def _argv(self, sc, qmp, nic=None, disk=()):
+        """nic: (tap, MAC) for a guest with a NIC, disk: the options of a
+        guest with a disk (_disk): then the microvm machine with
+        virtio-net-device / virtio-blk-device, as in the device scenarios."""
+        machine = (["-M", "microvm,acpi=off", "-global", "virtio-mmio.force-legacy=false"]
+                   if nic or disk else [])
         net = ["-netdev", f"tap,id=n0,ifname={nic[0]},script=no,downscript=no",
                "-device", f"virtio-net-device,netdev=n0,mac={nic[1]}"] if nic else []
         return [QEMU] + machine + ["-enable-kvm", "-cpu", "host,-arch-capabilities",
                 "-m", str(sc.mem_mib), "-smp", str(sc.vcpus), "-nodefaults",
                 "-display", "none", "-serial", "stdio",
-                "-device", "isa-debug-exit,iobase=0xf4,iosize=4"] + net + [
+                "-device", "isa-debug-exit,iobase=0xf4,iosize=4"] + net + list(disk) + [
                 "-kernel", PROBE, "-append", sc.cmdline,
                 "-qmp", f"unix:{qmp},server=on,wait=off"]
+
+    @staticmethod
+    def _disk(run, dst):
+        """The guest's disk as libvirt gives it (-blockdev, node NBD_NODE):
+        the shared NBD export, or this end's own raw image.  QEMU's
+        defaults otherwise (cache=writeback, aio=threads)."""
+        sc = run.sc
+        if not sc.storage:
+            return []
+        if sc.storage == "nbd":
+            node = ["-blockdev", f"driver=nbd,node-name={NBD_NODE},server.type=unix,"
+                                 f"server.path={run.storage.sock}"]
+        else:
+            img = run.storage.dst if dst else run.storage.src
+            node = ["-blockdev", f"driver=file,node-name=f0,filename={img}",
+                    "-blockdev", f"driver=raw,node-name={NBD_NODE},file=f0"]
+        return node + ["-device", f"virtio-blk-device,drive={NBD_NODE}"]
+
+    @staticmethod
+    def _copies(sc):
+        return sc.storage in ("copy", "incremental")
 
     @staticmethod
     def _tls(h, sc, endpoint):
@@ -529,11 +552,39 @@ class Qemu:
         # RAM allocated up front, as ferry's destination.  Not for QEMU's
         # post-copy: it discards all destination RAM when post-copy starts.
         pre = ["-mem-prealloc"] if PREALLOC and run.mode == "precopy" else []
-        return (self._argv(run.sc, run.dst_ctl, run.nic) + pre + self._tls(h, run.sc, "server") +
-                ["-incoming", f"tcp:{ip}:{port}"])
+        # A disk to copy: the NBD export and then the listening socket come
+        # from QMP (prepare_dst), as libvirt does it.
+        incoming = "defer" if self._copies(run.sc) else f"tcp:{ip}:{port}"
+        return (self._argv(run.sc, run.dst_ctl, run.nic, self._disk(run, True)) + pre +
+                self._tls(h, run.sc, "server") + ["-incoming", incoming])
+
+    def prepare_dst(self, h, run, link):
+        """A disk to copy (libvirt's way for --copy-storage-all): the
+        destination, started with -incoming defer, exports its empty (or
+        older) image over NBD, writable, on the migration network, then
+        listens for the migration."""
+        if not self._copies(run.sc):
+            return
+        ip, port = link.vmm_listen
+        q = QMP(run.dst_ctl)
+        try:
+            q.cmd("nbd-server-start", {"addr": {"type": "inet", "data": {
+                "host": link.dst_ip, "port": str(NBD_PORT)}}})
+            try:        # libvirt with QEMU >= 5.2; nbd-server-add before
+                q.cmd("block-export-add", {"type": "nbd", "id": f"export-{NBD_NODE}",
+                                           "node-name": NBD_NODE, "name": NBD_NODE,
+                                           "writable": True})
+            except BenchError as e:
+                if "block-export-add" not in str(e) and "not found" not in str(e).lower():
+                    raise
+                q.cmd("nbd-server-add", {"device": NBD_NODE, "writable": True})
+            q.cmd("migrate-incoming", {"uri": f"tcp:{ip}:{port}"})
+        finally:
+            q.close()
 
     def start_src(self, h, run, link):
-        return self._argv(run.sc, run.src_ctl, run.nic) + self._tls(h, run.sc, "client")
+        return (self._argv(run.sc, run.src_ctl, run.nic, self._disk(run, False)) +
+                self._tls(h, run.sc, "client"))
 
     def modes(self):
         return set(MODES)
@@ -542,6 +593,10 @@ class Qemu:
 
     def migrate(self, h, run, link):
         sc, mode = run.sc, run.mode
+        if self._copies(sc):
+            if mode != "precopy":
+                raise BenchError("the storage copy scenarios run in pre-copy only")
+            return self._migrate_copy(h, run, link)
         post = mode != "precopy"
         if post or sc.tls:
             # Post-copy must be enabled on both ends before `migrate`; the
@@ -631,6 +686,91 @@ class Qemu:
             res["postcopy_bytes"] = ram.get("postcopy-bytes")
             if "postcopy" in marks:
                 res["t_postcopy"] = marks["postcopy"]
+        return res
+
+    def _migrate_copy(self, h, run, link):
+        """Live disk migration as libvirt drives it (virsh migrate
+        --copy-storage-all, QEMU >= 2.11): the NBD target on the
+        destination's export (blockdev-add), blockdev-mirror sync=full to
+        it, BLOCK_JOB_READY, then the migration with pause-before-switchover;
+        in pre-switchover (the guest stopped) block-job-cancel, which on a
+        ready mirror copies what is still dirty and ends it without a pivot
+        (BLOCK_JOB_COMPLETED), then migrate-continue.  The total time runs
+        from blockdev-add to the MIGRATION event "completed"."""
+        sc = run.sc
+        q = QMP(run.src_ctl)
+        res = {}
+
+        def job_end(e):
+            return (e["event"] in ("BLOCK_JOB_COMPLETED", "BLOCK_JOB_CANCELLED")
+                    and e.get("data", {}).get("device") == MIRROR_JOB)
+
+        def ready(e):
+            return job_end(e) or (e["event"] == "BLOCK_JOB_READY"
+                                  and e.get("data", {}).get("device") == MIRROR_JOB)
+
+        def mig(*states):
+            return lambda e: e["event"] == "MIGRATION" and e["data"]["status"] in states
+
+        try:
+            q.cmd("migrate-set-capabilities", {"capabilities": [
+                {"capability": "events", "state": True},
+                {"capability": "pause-before-switchover", "state": True}]})
+            q.cmd("migrate-set-parameters", {"max-bandwidth": sc.bandwidth or UNLIMITED_QEMU_BW,
+                                             "downtime-limit": sc.downtime_ms})
+            t0 = time.monotonic()
+            q.cmd("blockdev-add", {"driver": "nbd", "node-name": MIRROR_TARGET,
+                                   "server": {"type": "inet", "host": link.dst_ip,
+                                              "port": str(NBD_PORT)},
+                                   "export": NBD_NODE})
+            q.cmd("blockdev-mirror", {"job-id": MIRROR_JOB, "device": NBD_NODE,
+                                      "target": MIRROR_TARGET, "sync": "full"})
+            t_ready, ev = q.wait_event(ready, MIGRATE_TIMEOUT)
+            if ev is None or ev["event"] != "BLOCK_JOB_READY":
+                raise BenchError(f"QEMU's mirror did not get ready: {ev or 'timed out'}")
+            res["mirror_ready_ms"] = 1000 * (t_ready - t0)
+            ip, port = link.migrate_addr
+            t_mig = time.monotonic()
+            q.cmd("migrate", {"uri": f"tcp:{ip}:{port}"})
+            _, ev = q.wait_event(mig("pre-switchover", *self.TERMINAL),
+                                 max(0.0, t_mig + sc.precopy_timeout_s - time.monotonic()))
+            if ev is None:
+                q.cmd("migrate_cancel")
+                raise BenchError(f"QEMU's RAM migration did not converge in {sc.precopy_timeout_s:g} s")
+            if ev["data"]["status"] != "pre-switchover":
+                raise BenchError(f"QEMU's migration {ev['data']['status']} before the switchover")
+            t_pause = time.monotonic()
+            q.cmd("block-job-cancel", {"device": MIRROR_JOB})
+            _, jev = q.wait_event(job_end, MIGRATE_TIMEOUT)
+            if jev is None or jev["data"].get("error"):
+                raise BenchError(f"QEMU's mirror did not complete: {jev or 'timed out'}")
+            res["disk_bytes"] = jev["data"].get("offset")
+            res["nbd_tcp_bytes"] = nbd_tcp_bytes(link.ns_src)
+            q.cmd("migrate-continue", {"state": "pre-switchover"})
+            res["switchover_pause_ms"] = 1000 * (time.monotonic() - t_pause)
+            t1, ev = q.wait_event(mig(*self.TERMINAL), MIGRATE_TIMEOUT)
+            if ev is None:
+                raise BenchError("QEMU's migration did not end after migrate-continue")
+            for _ in range(200):
+                info = q.cmd("query-migrate")
+                if info.get("status") != "completed" or info.get("total-time"):
+                    break
+                time.sleep(0.01)
+            try:
+                q.cmd("blockdev-del", {"node-name": MIRROR_TARGET})
+            except BenchError:
+                pass
+        finally:
+            q.close()
+        ram = info.get("ram") or {}
+        # QEMU's own total-time is the RAM migration's; the disk's mirror
+        # before it is in the harness's total (wall_ms) only.
+        res.update({"status": ev["data"]["status"], "t0": t0, "t1": t1,
+                    "total_ms": info.get("total-time"), "downtime_ms": info.get("downtime"),
+                    "setup_ms": info.get("setup-time"),
+                    # RAM and the mirror's bytes, as ferry's data-processed counts both
+                    "vmm_bytes": (ram.get("transferred") or 0) + (res.get("disk_bytes") or 0),
+                    "iterations": ram.get("dirty-sync-count"), "raw": info})
         return res
 
     @staticmethod
@@ -728,7 +868,23 @@ class Ferry:
         pre = ["--memory", f"{run.sc.mem_mib}M", "--prealloc"] if PREALLOC else []
         tls = ["--tls-creds", os.path.join(tls_creds(h), "server")] if run.sc.tls else []
         return [FERRY, "run", "--incoming", f"tcp:{ip}:{port}", "--serial", "stdio",
-                "--control", run.dst_ctl] + pre + tls + self._nic(run)
+                "--control", run.dst_ctl] + pre + tls + self._nic(run) + self._disk(run, True)
+
+    def prepare_dst(self, h, run, link):
+        pass
+
+    @staticmethod
+    def _disk(run, dst):
+        """The shared NBD export on both ends; or this end's own image, the
+        destination told to take the source's disk into it (--copy-storage)."""
+        sc = run.sc
+        if not sc.storage:
+            return []
+        if sc.storage == "nbd":
+            return ["--disk", f"nbd={run.storage.nbd_uri()}"]
+        if dst:
+            return ["--copy-storage", "--disk", f"path={run.storage.dst}"]
+        return ["--disk", f"path={run.storage.src}"]
 
     @staticmethod
     def _nic(run):
@@ -740,7 +896,7 @@ class Ferry:
         sc = run.sc
         return [FERRY, "run", "--kernel", PROBE, "--memory", f"{sc.mem_mib}M",
                 "--vcpus", str(sc.vcpus), "--cmdline", sc.cmdline, "--serial", "stdio",
-                "--control", run.src_ctl] + self._nic(run)
+                "--control", run.src_ctl] + self._nic(run) + self._disk(run, False)
 
     def migrate(self, h, run, link):
         sc = run.sc
@@ -802,6 +958,9 @@ class Ferry:
                "iterations": info.get("iterations", info.get("iteration")),
                "phases": info.get("downtime-phases-ms", info.get("downtime-phases")),
                "raw": info}
+        block = (info.get("sources") or {}).get("block")
+        if isinstance(block, dict):
+            res["disk_bytes"] = block.get("sent-bytes")
         pc = info.get("postcopy")
         if isinstance(pc, dict):
             # ferry's own post-copy report (the harness does not see its
@@ -839,7 +998,8 @@ class Scenario:
     def __init__(self, name, cmdline, mem_mib=1024, link="loopback", vcpus=1,
                  bandwidth=0, downtime_ms=300, primary=False, modes=("precopy",),
                  precopy_timeout_s=PRECOPY_TIMEOUT, converges=True, postcopy_after_s=2.0,
-                 about="", ferry_args=(), vmms=None, tls=False, net_client=False):
+                 about="", ferry_args=(), vmms=None, tls=False, net_client=False,
+                 storage=None):
         self.name, self.cmdline, self.mem_mib, self.link = name, cmdline, mem_mib, link
         self.vcpus, self.bandwidth, self.downtime_ms, self.primary = vcpus, bandwidth, downtime_ms, primary
         self.modes, self.precopy_timeout_s, self.converges = tuple(modes), precopy_timeout_s, converges
@@ -851,6 +1011,12 @@ class Scenario:
         # net_client: the guest has a NIC on a switched network and a client
         # streams at it through the migration (SwitchedNet, NET_CLIENT_METRICS).
         self.net_client = net_client
+        # storage: the guest has a virtio-blk disk it writes at a steady rate
+        # (StorageEnv): "nbd" (one qemu-nbd export both ends attach), "copy"
+        # (local images, copied live: ferry --copy-storage, QEMU
+        # blockdev-mirror to the destination's NBD export) or "incremental"
+        # (the destination holds an older copy; ferry --copy-storage=incremental).
+        self.storage = storage
 
 
 class Case:
@@ -885,6 +1051,19 @@ HOTCOLD = "workload=memtouch wss=96M pattern=hotcold rate=96M fill=random period
 NC_GUEST_IP, NC_CLIENT_IP = "10.79.0.2", "10.79.0.1"
 NC_UDP_RATE, NC_PING_RATE = 1000, 100
 NET_CLIENT = f"workload=idle,net ip={NC_GUEST_IP} udp_port=7 fill=random period=10ms"
+# Storage (issue 11): a 1 GiB guest whose disk workload writes 4 KiB blocks
+# at a steady 10 MiB/s (guest/README.md, disk_rate=: read-modify-write
+# sweeps of a 64 MiB working set, each block checked before it is
+# rewritten) on a disk of STORAGE_DISK_MIB (--disk-size, --disk-rate).
+STORAGE_DISK_MIB = 2048
+STORAGE_WSS_BLOCKS = 16384                  # 64 MiB from block 0: a sweep every 6.4 s at 10 MiB/s
+STORAGE_RATE = "10M"
+STORAGE_DIFFER_PCT = 5                      # incremental: 64 KiB ranges the old copy differs in
+
+
+def storage_cmdline():
+    return (f"workload=idle,disk disk_rate={STORAGE_RATE} disk_blocks={STORAGE_WSS_BLOCKS} "
+            "fill=random period=10ms")
 SCENARIOS = [
     Scenario("idle-random-lo", IDLE, primary=True),
     Scenario("idle-mixed-lo", "workload=idle fill=mixed period=10ms"),
@@ -922,6 +1101,18 @@ SCENARIOS = [
     # migration; what the client loses, and when the switch learns host B.
     Scenario("net-client", NET_CLIENT, mem_mib=256, link="veth-1g", net_client=True,
              about="a client on a switched network streams at the guest's NIC"),
+    # Issue 11, storage follows the VM: shared storage (one NBD export both
+    # ends attach), a local disk copied live beside RAM, and a destination
+    # that already holds an older copy of the disk.  cmdline is filled in
+    # by main() (storage_cmdline(): --disk-rate may change it).
+    Scenario("storage-nbd-1g", "", link="veth-1g", storage="nbd",
+             about="shared storage: one qemu-nbd export, both ends attached"),
+    Scenario("storage-copy-1g", "", link="veth-1g", storage="copy", ferry_args=("--copy-storage",),
+             about="local disk copied live: ferry --copy-storage, QEMU blockdev-mirror to an NBD export"),
+    Scenario("storage-incremental-1g", "", link="veth-1g", storage="incremental",
+             ferry_args=("--copy-storage=incremental",),
+             about=f"the destination holds an older copy, {STORAGE_DIFFER_PCT}% of it differing: "
+                   "ferry --copy-storage=incremental, QEMU a full mirror"),
 ]
 # (address, rewrite) scenario pairs whose pages re-sent the report compares.
 ORDER_PAIRS = [("hotcold-address-1g", "hotcold-rewrite-1g")]
@@ -933,6 +1124,7 @@ PRESETS = {
     "order": ["hotcold-address-1g", "hotcold-rewrite-1g"],
     "tls": ["idle-random-lo", "idle-random-lo-tls", "idle-random-1g", "idle-random-1g-tls"],
     "net": ["net-client"],
+    "storage": ["storage-nbd-1g", "storage-copy-1g", "storage-incremental-1g"],
     "full": [s.name for s in SCENARIOS] + ["disk-randwrite", "disk-seqwrite", "disk-seqread",
                                            "net-udp-echo"],   # DEVICE_SCENARIOS, below
 }
@@ -950,6 +1142,7 @@ class Run:
         self.src_ctl = os.path.join(h.tmp, f"{vmm.name}-src.sock")
         self.dst_ctl = os.path.join(h.tmp, f"{vmm.name}-dst.sock")
         self.nic = None             # (tap, MAC) in a net-client scenario
+        self.storage = None         # the StorageEnv of a storage scenario
 
 
 def outage(src_hb, dst_hb, t0, t_end):
@@ -985,9 +1178,14 @@ def run_migration(h, case, vmm, link, rep, post_s=1.0, settle_s=1.0):
     if case.mode == "precopy":
         rec["precopy_timeout_s"] = sc.precopy_timeout_s
     src = dst = net = None
+    env = h.storage if sc.storage else None
     if sc.net_client:
         post_s = max(post_s, NC_POST_S)
+    if env:
+        post_s = max(post_s, storage_post_s())
     try:
+        if env:
+            env.before_run(h, run)
         for p in (run.src_ctl, run.dst_ctl):
             if os.path.exists(p):
                 os.unlink(p)
@@ -998,6 +1196,7 @@ def run_migration(h, case, vmm, link, rep, post_s=1.0, settle_s=1.0):
         dst = Proc(h, f"{vmm.name}-dst", vmm.start_dst(h, run, link), netns=link.ns_dst,
                    lines=True, logpath=os.path.join(h.logdir, f"{run.id}-dst.err"))
         dst_ser = Serial(dst.popen.stdout, os.path.join(h.logdir, f"{run.id}-dst.serial"))
+        vmm.prepare_dst(h, run, link)
         if not wait_listen(dst.pid, link.vmm_listen[1], LISTEN_TIMEOUT):
             raise BenchError(f"destination {vmm.name} is not listening")
         src = Proc(h, f"{vmm.name}-src", vmm.start_src(h, run, link), netns=link.ns_src,
@@ -1022,7 +1221,8 @@ def run_migration(h, case, vmm, link, rep, post_s=1.0, settle_s=1.0):
         cpu1 = (src.cpu_seconds(), dst.cpu_seconds())
         rec.update({k: m.get(k) for k in ("status", "total_ms", "downtime_ms", "setup_ms",
                                            "vmm_bytes", "iterations", "postcopy_requests",
-                                           "postcopy_bytes")})
+                                           "postcopy_bytes", "disk_bytes", "nbd_tcp_bytes",
+                                           "mirror_ready_ms", "switchover_pause_ms")})
         rec["vmm_report"] = m.get("raw")
         raw = m.get("raw") if isinstance(m.get("raw"), dict) else {}
         # ferry's own counts (QEMU reports no re-sends): pages sent again, pages deferred.
@@ -1096,10 +1296,25 @@ def run_migration(h, case, vmm, link, rep, post_s=1.0, settle_s=1.0):
             rec.update(net.finish(m, src_ser.heartbeats(), dst_ser.heartbeats(), raw))
             if rec.get("net_error"):
                 raise BenchError(rec["net_error"])
-        bad = dst_ser.grep(rb"CORRUPT|exception") + src_ser.grep(rb"CORRUPT|exception")
+        bad = dst_ser.grep(rb"CORRUPT|exception|I/O error") + src_ser.grep(rb"CORRUPT|exception|I/O error")
         rec["guest_ok"] = not bad and dst.alive()
         if bad:
             rec["error"] = bad[0]
+        if env:
+            # The destination's guest swept its working set at least once
+            # (every block read back against its last write) and says so.
+            gens = dst_ser.grep(rb"^probe: disk generation ")
+            rec["dst_disk_gen"] = gens[-1].split()[-1] if gens else None
+            if not gens and not bad:
+                rec["guest_ok"] = False
+                rec["error"] = "the destination's disk workload completed no generation"
+            if vmm.name == "ferry" and sc.storage == "incremental":
+                try:
+                    with open(os.path.join(h.logdir, f"{run.id}-src.err"), errors="replace") as f:
+                        d = DIFFERS.search(f.read())
+                    rec["ranges_differ"] = int(d.group(1)) if d else None
+                except OSError:
+                    pass
     except BenchError as e:
         rec["error"] = str(e)
         if rec["status"] == "completed":
@@ -1116,6 +1331,13 @@ def run_migration(h, case, vmm, link, rep, post_s=1.0, settle_s=1.0):
                 p.kill()
         if net:
             net.teardown(h)
+        if env:
+            try:
+                env.check(rec)
+            except BenchError as e:
+                rec["error"], rec["guest_ok"] = str(e), False
+                log(f"  {run.id}: {e}")
+            env.after_run(h, run)
     raw_copy(h, sc, link, rec)
     return rec
 
@@ -1124,8 +1346,8 @@ def raw_copy(h, sc, link, rec):
     """The link's raw capacity for the same bytes (not after a pre-copy
     that did not converge: its bytes are a time bound's worth)."""
     # Raw TCP copy of the same number of bytes, same path, VMMs gone.
-    if rec.get("status") == "not-converged":
-        return
+    if rec.get("status") == "not-converged" or sc.storage:
+        return          # storage: its bytes would take as long again; the link is known (tbf)
     try:
         n = rec.get("wire_bytes") or sc.mem_mib * MiB
         raw = link.raw_copy(h, n)
@@ -1276,6 +1498,180 @@ class SwitchedNet:
         for k in ("a", "b"):
             for dev in (self.tap, self.br):
                 sh("ip", "-n", self.hosts[k], "link", "del", dev, check=False)
+
+
+# ---- storage: the disk follows the VM (issue 11) ----------------------------------
+#
+# storage-nbd-1g: one qemu-nbd export (a unix socket: the storage network is
+# not the migration link, so its bytes are not counted) that the source and
+# the destination both attach.  storage-copy-1g: each end has its own image
+# and the disk is copied live beside RAM; QEMU as libvirt drives it (see
+# Qemu._migrate_copy).  storage-incremental-1g: the same, the destination
+# holding an older copy of the disk.
+
+NBD_PORT = 10809                  # the destination QEMU's NBD server (QEMU's copy)
+NBD_NODE = "d0"                   # QEMU's node of the guest's disk, and its NBD export's name
+MIRROR_JOB, MIRROR_TARGET = "mirror-d0", "mirror-target"
+QEMU_NBD = shutil.which("qemu-nbd") or "qemu-nbd"
+RANGE = 64 * 1024                 # incremental: the unit the old copy differs in (ferry's digest range)
+DIFFERS = re.compile(r"disk 0: (\d+) of (\d+) ranges of 64 KiB differ")
+
+
+def parse_size(text):
+    """'10M', '2G', '4096' -> bytes (binary units), None if malformed."""
+    m = re.fullmatch(r"(\d+)([KMG]?)", text.strip().upper())
+    if not m:
+        return None
+    return int(m.group(1)) << {"": 0, "K": 10, "M": 20, "G": 30}[m.group(2)]
+
+
+def write_random_image(path, mib):
+    """mib MiB of random data, every block allocated and none alike, synced."""
+    with open(path, "wb") as f:
+        for _ in range(mib):
+            f.write(os.urandom(MiB))
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def make_older_copy(src, dst, pct=STORAGE_DIFFER_PCT, seed=1):
+    """dst: a copy of src in which every (100 / pct)-th 64 KiB range holds
+    other random data: what the destination kept from an earlier stay of
+    the VM, pct % of it since rewritten.  Returns the ranges changed."""
+    shutil.copyfile(src, dst)
+    size = os.path.getsize(src)
+    step = max(1, round(100 / pct))
+    changed = 0
+    with open(dst, "r+b") as f:
+        for k in range(seed % step, size // RANGE, step):
+            f.seek(k * RANGE)
+            f.write(os.urandom(RANGE))
+            changed += 1
+        f.flush()
+        os.fsync(f.fileno())
+    return changed
+
+
+def sync_file(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def images_differ(a, b, start):
+    """The first offset at or past start where the two images differ, or None."""
+    with open(a, "rb") as fa, open(b, "rb") as fb:
+        fa.seek(start)
+        fb.seek(start)
+        off = start
+        while True:
+            x, y = fa.read(4 * MiB), fb.read(4 * MiB)
+            if x != y:
+                for i in range(min(len(x), len(y))):
+                    if x[i] != y[i]:
+                        return off + i
+                return off + min(len(x), len(y))
+            if not x:
+                return None
+            off += len(x)
+
+
+def parse_ss_bytes(text):
+    """Sum of bytes_sent + bytes_received over the sockets `ss -tin` shows."""
+    total = 0
+    for key in ("bytes_sent", "bytes_received"):
+        total += sum(int(v) for v in re.findall(rf"\b{key}:(\d+)", text))
+    return total
+
+
+def nbd_tcp_bytes(ns):
+    """TCP payload both ways on the source's connections to the NBD port
+    (QEMU's mirror), from the kernel's tcp_info; None when there is none."""
+    out = sh("ip", "netns", "exec", ns, "ss", "-tinH", "state", "established",
+             f"( dport = :{NBD_PORT} )", check=False)
+    return parse_ss_bytes(out) if out.strip() else None
+
+
+def storage_post_s():
+    """After the switchover, long enough for the destination's guest to
+    sweep its whole working set once (reading back every block)."""
+    return STORAGE_WSS_BLOCKS * 4096 / parse_size(STORAGE_RATE) + 1.5
+
+
+class StorageEnv:
+    """What a storage scenario's runs share, and what each run gets afresh.
+    nbd: a sparse image of the disk's size behind a qemu-nbd started for
+    each run (-e 4 clients, --persistent) on a unix socket.  copy and
+    incremental: the source's image, random data in every block, written
+    and synced once per scenario (so a full copy has all of it to move);
+    for each run the destination gets its own image: empty (sparse) for
+    copy, for incremental a copy of the source's image as it is before the
+    run with 5 % of its 64 KiB ranges rewritten (make_older_copy), synced."""
+
+    def __init__(self, h, sc):
+        self.sc, self.dir, self.nbd, self.changed = sc, h.tmp, None, None
+        self.src = os.path.join(h.tmp, "storage-src.img")
+        self.dst = os.path.join(h.tmp, "storage-dst.img")
+        self.sock = os.path.join(h.tmp, "nbd.sock")
+        t = time.monotonic()
+        if sc.storage == "nbd":
+            with open(self.src, "wb") as f:
+                f.truncate(STORAGE_DISK_MIB * MiB)
+        else:
+            write_random_image(self.src, STORAGE_DISK_MIB)
+        log(f"  {sc.name}: {STORAGE_DISK_MIB} MiB image ready in {time.monotonic() - t:.1f} s")
+
+    def nbd_uri(self):
+        return f"nbd+unix:///?socket={self.sock}"
+
+    def before_run(self, h, run):
+        sc = self.sc
+        run.storage = self
+        if sc.storage == "nbd":
+            if os.path.exists(self.sock):
+                os.unlink(self.sock)
+            self.nbd = Proc(h, "qemu-nbd", [QEMU_NBD, "-f", "raw", "-k", self.sock, "-e", "4",
+                                            "--persistent", self.src],
+                            logpath=os.path.join(h.logdir, f"{run.id}-qemu-nbd.err"))
+            deadline = time.monotonic() + 10
+            while not os.path.exists(self.sock):
+                if time.monotonic() > deadline or not self.nbd.alive():
+                    raise BenchError("qemu-nbd did not listen")
+                time.sleep(0.05)
+            return
+        if os.path.exists(self.dst):
+            os.unlink(self.dst)
+        if sc.storage == "incremental":
+            self.changed = make_older_copy(self.src, self.dst)
+        else:
+            with open(self.dst, "wb") as f:
+                f.truncate(STORAGE_DISK_MIB * MiB)
+        sync_file(self.src)       # the last run's writes go to disk now, not during this one
+
+    def check(self, rec):
+        """After a completed copy, with both VMMs gone: beyond the guest's
+        working set (which the destination's guest went on rewriting) the
+        destination's image must equal the source's."""
+        if self.sc.storage == "nbd" or rec.get("status") != "completed":
+            return
+        if self.changed is not None:
+            rec["ranges_changed"] = self.changed
+        off = images_differ(self.src, self.dst, STORAGE_WSS_BLOCKS * 4096)
+        rec["image_check"] = "equal" if off is None else f"differ at {off}"
+        if off is not None:
+            raise BenchError(f"the destination's image differs from the source's at byte {off}")
+
+    def after_run(self, h, run):
+        if self.nbd:
+            self.nbd.kill(grace=1.0)
+            self.nbd = None
+
+    def teardown(self, h):
+        for p in (self.src, self.dst):
+            if os.path.exists(p):
+                os.unlink(p)
 
 
 # ---- device scenarios -------------------------------------------------------------
@@ -1606,6 +2002,7 @@ class Harness:
         self.args = args
         self.tag = str(os.environ.get("FERRYBENCH_TAG") or os.getpid())
         self.procs, self.netns = [], []
+        self.storage = None         # the running storage scenario's StorageEnv
         self.tmp = tempfile.mkdtemp(prefix="fb.", dir="/tmp")
         self.logdir = os.path.join(OUT, "logs")
         os.makedirs(self.logdir, exist_ok=True)
@@ -1678,6 +2075,13 @@ NET_CLIENT_METRICS = [
     ("udp_sent", "UDP datagrams sent in that time", 0, None, False),
     ("net_frames_forwarded", "frames forwarded (ferry only)", 0, None, False),
 ]
+# Storage scenarios only, first in their table.
+STORAGE_METRICS = [
+    ("disk_mib", "disk bytes, VMM-reported (MiB)", 1, "lower", False),
+    ("mirror_ready_ms", "QEMU mirror ready, before RAM (ms)", 0, None, False),
+    ("switchover_pause_ms", "QEMU paused for mirror's end (ms)", 1, None, False),
+    ("ranges_differ", "ranges differing, 64 KiB (ferry)", 0, None, False),
+]
 # What a pre-copy that did not converge still tells (medians over those runs).
 NOT_CONVERGED_METRICS = [("wire_mib", "sent on the wire (MiB)", 0),
                          ("throughput_mibs", "at (MiB/s)", 0),
@@ -1687,7 +2091,12 @@ NOT_CONVERGED_METRICS = [("wire_mib", "sent on the wire (MiB)", 0),
 
 def case_metrics(case):
     net = NET_CLIENT_METRICS if case.sc.net_client else []
-    return [m for m in net + METRICS if case.mode != "precopy" or not m[4]]
+    disk = STORAGE_METRICS if case.sc.storage else []
+    if case.sc.storage != "incremental":
+        disk = [m for m in disk if m[0] != "ranges_differ"]
+    if case.sc.storage == "nbd":
+        disk = []           # nothing copied: the disk stays where it is
+    return [m for m in net + disk + METRICS if case.mode != "precopy" or not m[4]]
 
 
 def median(values):
@@ -1704,7 +2113,7 @@ def summarize(records, cases, vmms, supported):
         s = out[case.label] = {"_supported": {v: case.mode in supported.get(v, ()) for v in vmms},
                                "_runs": {}, "_converged": {}, "_notconv": {}}
         mine = [r for r in records if r["scenario"] == case.sc.name and r.get("mode") == case.mode]
-        for key, *_ in METRICS + NET_CLIENT_METRICS:
+        for key, *_ in METRICS + NET_CLIENT_METRICS + STORAGE_METRICS:
             s[key] = {v: median(r.get(key) for r in mine if r["vmm"] == v
                                 and r.get("status") == "completed") for v in vmms}
         for v in vmms:
@@ -1800,6 +2209,32 @@ def report_net_client(summary, case, p):
         p(f"     {verdict:<5} {text} <= 0.2x QEMU's   (ferry/qemu {ratio})")
 
 
+def report_storage(summary, case, p):
+    """Issue 11's goals (information only): with a local disk copied live,
+    total time <= 0.8x QEMU's and outage <= 0.2x QEMU's; with an older copy
+    at the destination, disk bytes <= 0.1x QEMU's full mirror."""
+    s, sc = summary[case.label], case.sc
+
+    def ratio(key):
+        f, q = s[key]["ferry"], s[key]["qemu"]
+        return f / q if f is not None and q else None
+    if sc.storage == "nbd":
+        p(f"   issue 11, shared storage (information only): downtime ferry/qemu "
+          f"{fmt(ratio('downtime_ms'), 2)}, guest outage ferry/qemu {fmt(ratio('outage_ms'), 2)}")
+        return
+    p("   issue 11 goals (ferry; information only):")
+    if sc.storage == "copy":
+        for key, share, text in (("wall_ms", 0.8, "total time (harness) <= 0.8x QEMU's"),
+                                 ("outage_ms", 0.2, "guest outage <= 0.2x QEMU's")):
+            r = ratio(key)
+            p(f"     {check('<=', r, share):<5} {text}   (ferry/qemu {fmt(r, 2)})")
+    else:
+        r = ratio("disk_mib")
+        p(f"     {check('<=', r, 0.1):<5} disk bytes sent <= 0.1x QEMU's full mirror   "
+          f"(ferry/qemu {fmt(r, 3)}; all bytes on the wire, RAM included: "
+          f"{fmt(ratio('wire_mib'), 2)})")
+
+
 def report(summary, cases, links, ferry_ok, ferry_why, lines):
     def p(s=""):
         lines.append(s)
@@ -1813,6 +2248,18 @@ def report(summary, cases, links, ferry_ok, ferry_why, lines):
         extra = f", {sc.about}" if sc.about else ""
         bw = f", live phase capped at {sc.bandwidth / MiB:g} MiB/s" if sc.bandwidth else ""
         p(f"== {case.label}: {sc.mem_mib} MiB, \"{sc.cmdline}\", {links[sc.link].describe()}{bw}{extra}")
+        if sc.storage == "nbd":
+            p(f"   disk: one qemu-nbd export ({STORAGE_DISK_MIB} MiB raw image, unix socket: not on the "
+              "link) that both ends attach (QEMU -blockdev driver=nbd, ferry --disk nbd=); guest "
+              f"writes {STORAGE_RATE}/s of 4 KiB blocks over {STORAGE_WSS_BLOCKS * 4096 // MiB} MiB")
+        elif sc.storage:
+            p(f"   disk: {STORAGE_DISK_MIB} MiB raw image of random data at the source, the destination's own "
+              + ("empty image" if sc.storage == "copy" else
+                 f"older copy ({STORAGE_DIFFER_PCT}% of its 64 KiB ranges rewritten)")
+              + f"; guest writes {STORAGE_RATE}/s of 4 KiB blocks over "
+              f"{STORAGE_WSS_BLOCKS * 4096 // MiB} MiB; QEMU: blockdev-mirror sync=full to the "
+              "destination's NBD export, pause-before-switchover, block-job-cancel (libvirt's way); "
+              f"ferry: migrate {' '.join(sc.ferry_args)}")
         if sc.net_client:
             p(f"   switch (learning bridge) to host A, host B (each a bridge to the guest's tap) and a "
               f"client sending UDP echoes {NC_UDP_RATE:g}/s and pings {NC_PING_RATE:g}/s from the "
@@ -1860,6 +2307,8 @@ def report(summary, cases, links, ferry_ok, ferry_why, lines):
                   f"(medians until the cancel: {what})")
         if sc.net_client and completed:
             report_net_client(summary, case, p)
+        if sc.storage and completed:
+            report_storage(summary, case, p)
         if sc.primary and case.mode == "precopy":
             p("   issue 3 targets (ferry; information only):")
             for key, op, target, text in TARGETS:
@@ -1887,7 +2336,9 @@ def write_csv(records, path):
             "boot_s", "src_exit", "precopy_timeout_s", "downtime_phases", "tcp_ext_dst",
             "udp_sent", "udp_lost", "udp_gap_ms", "ping_sent", "ping_lost", "ping_gap_ms",
             "fdb_ms", "fdb_after_resume_ms", "fdb_final", "net_frames_forwarded",
-            "net_frames_after_go", "net_frames_dropped"] + \
+            "net_frames_after_go", "net_frames_dropped", "disk_bytes", "nbd_tcp_bytes",
+            "mirror_ready_ms", "switchover_pause_ms", "ranges_changed", "ranges_differ",
+            "dst_disk_gen", "image_check"] + \
         DEVICE_KEYS + ["cmdline", "error"]
     with open(path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
@@ -1979,7 +2430,7 @@ def _has_cairo(gp):
 
 
 def main():
-    global PREALLOC, FERRY_HYBRID_AFTER_S, NC_UDP_RATE, NC_PING_RATE
+    global PREALLOC, FERRY_HYBRID_AFTER_S, NC_UDP_RATE, NC_PING_RATE, STORAGE_DISK_MIB, STORAGE_RATE
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("preset", nargs="?", default="quick", choices=sorted(PRESETS))
     ap.add_argument("--scenario", action="append",
@@ -2002,6 +2453,14 @@ def main():
                     help=f"net-client: UDP echo datagrams a second (default {NC_UDP_RATE})")
     ap.add_argument("--ping-rate", type=float, default=None,
                     help=f"net-client: pings a second (default {NC_PING_RATE}; 0: none)")
+    ap.add_argument("--disk-size", default=None,
+                    help=f"storage-*: the disk's size (default {STORAGE_DISK_MIB // 1024}G; "
+                         f"at least the {STORAGE_WSS_BLOCKS * 4096 // MiB}M the guest writes)")
+    ap.add_argument("--disk-rate", default=None,
+                    help=f"storage-*: what the guest writes a second, 4 KiB blocks (default {STORAGE_RATE})")
+    ap.add_argument("--selftest", action="store_true",
+                    help="check the storage scenarios' plumbing (command lines, QMP sequence, "
+                         "images) without root, KVM or QEMU, and exit")
     ap.add_argument("--ferry-hybrid-timed", action="store_true",
                     help="drive ferry's hybrid like QEMU's (migrate-postcopy after 2 s) "
                          "instead of its own --mode hybrid")
@@ -2018,14 +2477,34 @@ def main():
             print("bench: --ping-rate takes 0..10000", file=sys.stderr)
             return 1
         NC_PING_RATE = args.ping_rate
+    if args.disk_size is not None:
+        size = parse_size(args.disk_size)
+        if not size or size % MiB or size < STORAGE_WSS_BLOCKS * 4096:
+            print(f"bench: --disk-size takes whole MiB, at least {STORAGE_WSS_BLOCKS * 4096 // MiB}M "
+                  "(e.g. 512M, 2G)", file=sys.stderr)
+            return 1
+        STORAGE_DISK_MIB = size // MiB
+    if args.disk_rate is not None:
+        rate = parse_size(args.disk_rate)
+        if not rate or not 4096 <= rate <= 1 << 30:
+            print("bench: --disk-rate takes 4K..1G (e.g. 10M)", file=sys.stderr)
+            return 1
+        STORAGE_RATE = args.disk_rate.strip().upper()
+    for sc in SCENARIOS:
+        if sc.storage:
+            sc.cmdline = storage_cmdline()
+            # the whole disk and RAM over the link, and then some
+            sc.precopy_timeout_s = max(sc.precopy_timeout_s, PRECOPY_TIMEOUT + STORAGE_DISK_MIB // 50)
+    if args.selftest:
+        return selftest()
 
     if args.list:
         for sc in SCENARIOS:
             bw = f" cap {sc.bandwidth // MiB}M" if sc.bandwidth else ""
-            print(f"{sc.name:<19} {sc.mem_mib:>5} MiB  {sc.link:<9} {'+'.join(sc.modes):<24} "
+            print(f"{sc.name:<23} {sc.mem_mib:>5} MiB  {sc.link:<9} {'+'.join(sc.modes):<24} "
                   f"{sc.cmdline}{bw}")
         for sc in DEVICE_SCENARIOS:
-            print(f"{sc.name:<19} {sc.mem_mib:>5} MiB  {sc.device:<9} {'device, no migration':<24} "
+            print(f"{sc.name:<23} {sc.mem_mib:>5} MiB  {sc.device:<9} {'device, no migration':<24} "
                   f"{sc.cmdline}")
         return 0
     if os.geteuid() != 0:
@@ -2118,6 +2597,11 @@ def main():
             log(f"{sc.name}: setting up {link.describe()}")
             link.setup(h)
             try:
+                if sc.storage == "nbd" and not shutil.which(QEMU_NBD):
+                    log(f"  {sc.name}: qemu-nbd is not installed: skipped")
+                    continue
+                if sc.storage:
+                    h.storage = StorageEnv(h, sc)
                 for case in (c for c in cases if c.sc is sc):
                     able = [v for v in vmms if case.mode in supported[v.name]
                             and (sc.vmms is None or v.name in sc.vmms)]
@@ -2134,6 +2618,7 @@ def main():
                             rec = run_migration(h, case, vmm, link, rep)
                             rec["wire_mib"] = rec["wire_bytes"] / MiB if rec.get("wire_bytes") else None
                             rec["vmm_mib"] = rec["vmm_bytes"] / MiB if rec.get("vmm_bytes") else None
+                            rec["disk_mib"] = rec["disk_bytes"] / MiB if rec.get("disk_bytes") is not None else None
                             records.append(rec)
                             extra = ""
                             if sc.net_client and rec.get("udp_sent") is not None:
@@ -2142,6 +2627,8 @@ def main():
                                          f" pings lost {fmt(rec.get('ping_lost'))}/{fmt(rec.get('ping_sent'))},"
                                          f" gap {fmt(rec.get('ping_gap_ms'))} ms,"
                                          f" FDB at B {fmt(rec.get('fdb_ms'))} ms after the pause,")
+                            if rec.get("disk_mib") is not None:
+                                extra += f" disk {fmt(rec['disk_mib'])} MiB,"
                             if rec.get("postcopy_ms") is not None:
                                 extra += (f" post-copy phase {fmt(rec['postcopy_ms'], 0)} ms,"
                                          f" blocked {fmt(rec.get('blocktime_ms'), 0)} ms,")
@@ -2155,6 +2642,9 @@ def main():
                                 f" {fmt(rec.get('link_pct'))}%)"
                                 + (f" [{rec['error']}]" if rec.get("error") else ""))
             finally:
+                if h.storage:
+                    h.storage.teardown(h)
+                    h.storage = None
                 link.teardown(h)
         dev_support = run_devices(h, devices, dev_vmms, repeat, records)
     except KeyboardInterrupt:
