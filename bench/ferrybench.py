@@ -2429,6 +2429,154 @@ def _has_cairo(gp):
     return r.returncode == 0 and "unknown" not in r.stderr.lower()
 
 
+class _FakeQemuQMP:
+    """--selftest: a QMP server on a unix socket that answers every command
+    and, after the ones that start something, emits the events QEMU 7.2
+    would (mirror ready, pre-switchover, mirror completed, completed)."""
+
+    EVENTS = {"blockdev-mirror": ("BLOCK_JOB_READY", {"device": MIRROR_JOB, "len": 1 << 20,
+                                                       "offset": 1 << 20}),
+              "migrate": ("MIGRATION", {"status": "pre-switchover"}),
+              "block-job-cancel": ("BLOCK_JOB_COMPLETED", {"device": MIRROR_JOB, "len": 3 << 20,
+                                                           "offset": 3 << 20}),
+              "migrate-continue": ("MIGRATION", {"status": "completed"})}
+
+    def __init__(self, path):
+        self.commands = []
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.bind(path)
+        self.sock.listen(4)
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                f = conn.makefile("rwb")
+                f.write(b'{"QMP": {"version": {}, "capabilities": []}}\n')
+                f.flush()
+                for line in f:
+                    msg = json.loads(line)
+                    self.commands.append((msg["execute"], msg.get("arguments", {})))
+                    ret = {}
+                    if msg["execute"] == "query-migrate":
+                        ret = {"status": "completed", "total-time": 900, "downtime": 40,
+                               "setup-time": 5, "ram": {"transferred": 2 << 20,
+                                                        "dirty-sync-count": 2}}
+                    f.write(json.dumps({"return": ret}).encode() + b"\n")
+                    if msg["execute"] in self.EVENTS:
+                        ev, data = self.EVENTS[msg["execute"]]
+                        f.write(json.dumps({"event": ev, "data": data}).encode() + b"\n")
+                    f.flush()
+
+    def names(self):
+        return [c for c, _ in self.commands]
+
+
+def selftest():
+    """The storage scenarios' plumbing without root, KVM or QEMU: the older
+    copy's differing ranges, the NBD byte count from `ss`, both VMMs'
+    command lines, and QEMU's QMP sequence (the libvirt way) against a
+    fake QMP server."""
+    import types
+    global nbd_tcp_bytes
+    tmp = tempfile.mkdtemp(prefix="fb-selftest.")
+
+    def want(cond, what):
+        if not cond:
+            raise AssertionError(what)
+    try:
+        # An older copy: every 20th 64 KiB range rewritten, nothing else.
+        src, dst = os.path.join(tmp, "src.img"), os.path.join(tmp, "dst.img")
+        write_random_image(src, 4)                  # 64 ranges
+        n = make_older_copy(src, dst)
+        with open(src, "rb") as a, open(dst, "rb") as b:
+            diff = [k for k in range(64) if a.read(RANGE) != b.read(RANGE)]
+        want(n == 4 and diff == [1, 21, 41, 61], f"older copy: {n} ranges changed, differing {diff}")
+        off = images_differ(src, dst, 0)
+        want(off is not None and RANGE <= off < 2 * RANGE, f"images_differ found {off}")
+        want(images_differ(src, dst, 62 * RANGE) is None, "images_differ past the last change")
+        want(parse_size("10M") == 10 * MiB and parse_size("2G") == 2 << 30 and
+             parse_size("1.5G") is None, "parse_size")
+        ss = ("ESTAB 0 0 10.77.0.1:40000 10.77.0.2:10809\n\t cubic wscale:7,7 bytes_sent:1000 "
+              "bytes_retrans:0 bytes_acked:999 bytes_received:24 segs_out:9\n")
+        want(parse_ss_bytes(ss) == 1024, f"ss bytes: {parse_ss_bytes(ss)}")
+
+        # Command lines.
+        h = types.SimpleNamespace(tmp=tmp, logdir=tmp)
+        link = types.SimpleNamespace(vmm_listen=("10.77.0.2", VMM_PORT), migrate_addr=("10.77.0.2", VMM_PORT),
+                                     dst_ip="10.77.0.2", ns_src="none")
+        env = types.SimpleNamespace(src=src, dst=dst, sock=os.path.join(tmp, "nbd.sock"))
+        env.nbd_uri = lambda: f"nbd+unix:///?socket={env.sock}"
+        byname = {sc.name: sc for sc in SCENARIOS}
+        runs = {}
+        for name in PRESETS["storage"]:
+            sc = byname[name]
+            want(sc.storage and "disk_rate=" in sc.cmdline and sc.link == "veth-1g", f"{name}: scenario")
+            run = types.SimpleNamespace(sc=sc, mode="precopy", nic=None, storage=env,
+                                        src_ctl=os.path.join(tmp, f"{name}-src.qmp"),
+                                        dst_ctl=os.path.join(tmp, f"{name}-dst.qmp"))
+            runs[sc.storage] = run
+            qs, qd = Qemu().start_src(h, run, link), Qemu().start_dst(h, run, link)
+            fs, fd = Ferry().start_src(h, run, link), Ferry().start_dst(h, run, link)
+            fm = Ferry.migrate_argv(sc, "precopy")
+            for argv in (qs, qd):
+                want("microvm,acpi=off" in argv and f"virtio-blk-device,drive={NBD_NODE}" in argv,
+                     f"{name}: QEMU has no virtio-blk-device on microvm: {argv}")
+            if sc.storage == "nbd":
+                node = f"driver=nbd,node-name={NBD_NODE},server.type=unix,server.path={env.sock}"
+                want(node in qs and node in qd and qd[-2:] == ["-incoming", f"tcp:10.77.0.2:{VMM_PORT}"],
+                     f"{name}: QEMU's NBD disk: {qd}")
+                want(fs[-2:] == fd[-2:] == ["--disk", f"nbd={env.nbd_uri()}"], f"{name}: ferry's NBD disk")
+                want("--copy-storage" not in fm, f"{name}: ferry copies a shared disk")
+            else:
+                want(f"driver=file,node-name=f0,filename={src}" in qs and
+                     f"driver=file,node-name=f0,filename={dst}" in qd and
+                     qd[-2:] == ["-incoming", "defer"], f"{name}: QEMU's images: {qd}")
+                want(fs[-2:] == ["--disk", f"path={src}"] and
+                     fd[-3:] == ["--copy-storage", "--disk", f"path={dst}"], f"{name}: ferry's images")
+                flag = "--copy-storage" if sc.storage == "copy" else "--copy-storage=incremental"
+                want(fm[-1] == flag, f"{name}: ferry migrate {fm}")
+
+        # QEMU's copy, the libvirt way, against the fake QMP.
+        nbd_tcp_bytes = lambda ns: 12345        # noqa: E731 - no namespaces here
+        run = runs["copy"]
+        fdst, fsrc = _FakeQemuQMP(run.dst_ctl), _FakeQemuQMP(run.src_ctl)
+        Qemu().prepare_dst(h, run, link)
+        want(fdst.names() == ["qmp_capabilities", "nbd-server-start", "block-export-add",
+                              "migrate-incoming"], f"destination QMP: {fdst.names()}")
+        args = dict(fdst.commands)
+        want(args["block-export-add"]["writable"] and args["block-export-add"]["node-name"] == NBD_NODE
+             and args["nbd-server-start"]["addr"]["data"]["port"] == str(NBD_PORT),
+             f"the destination's export: {args}")
+        res = Qemu().migrate(h, run, link)
+        want(fsrc.names() == ["qmp_capabilities", "migrate-set-capabilities", "migrate-set-parameters",
+                              "blockdev-add", "blockdev-mirror", "migrate", "block-job-cancel",
+                              "migrate-continue", "query-migrate", "blockdev-del"],
+             f"source QMP: {fsrc.names()}")
+        args = dict(fsrc.commands)
+        caps = {c["capability"] for c in args["migrate-set-capabilities"]["capabilities"]}
+        want("pause-before-switchover" in caps, "no pause-before-switchover")
+        want(args["blockdev-mirror"] == {"job-id": MIRROR_JOB, "device": NBD_NODE,
+                                         "target": MIRROR_TARGET, "sync": "full"},
+             f"blockdev-mirror {args['blockdev-mirror']}")
+        want(args["blockdev-add"]["server"] == {"type": "inet", "host": "10.77.0.2", "port": str(NBD_PORT)},
+             f"the mirror's target {args['blockdev-add']}")
+        want(res["status"] == "completed" and res["disk_bytes"] == 3 << 20 and
+             res["vmm_bytes"] == 5 << 20 and res["nbd_tcp_bytes"] == 12345 and
+             res["t0"] <= res["t1"], f"QEMU's result {res}")
+        print("selftest: ok (older copy, ss, command lines, QEMU's mirror over QMP)")
+        return 0
+    except AssertionError as e:
+        print(f"selftest: FAIL: {e}", file=sys.stderr)
+        return 1
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def main():
     global PREALLOC, FERRY_HYBRID_AFTER_S, NC_UDP_RATE, NC_PING_RATE, STORAGE_DISK_MIB, STORAGE_RATE
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
