@@ -2,6 +2,7 @@
 #ifndef FERRY_MIGRATION_BLOCK_INTERNAL_H
 #define FERRY_MIGRATION_BLOCK_INTERNAL_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -47,6 +48,7 @@ struct mig_block {
 	uint8_t *buf;			/* one chunk */
 	bool released;			/* the switchover is near: never mirror again */
 	bool lazy;			/* post-copy: the destination fetches what it lacks */
+	uint64_t left_over;		/* owed after the last live pass, before its sync */
 };
 
 /* block.c: the source's helpers. */
@@ -119,6 +121,20 @@ struct mig_block_in {
 	uint64_t owed_next[MACHINE_MAX_DISKS];	/* the next OWED's first chunk */
 	bool lazy[MACHINE_MAX_DISKS];
 	struct mig_block_want want[MACHINE_MAX_DISKS];
+	/*
+	 * The syncer: a thread that makes the images durable (fdatasync) while
+	 * the copy goes on, woken every MIG_BLOCK_WRITEBACK bytes written, so
+	 * that DONE's own fdatasync, in the downtime, finds little left.  The
+	 * receiving thread writes `unsynced`; the rest is under sync_lock.
+	 * The fds stay open until the syncer is joined (mig_block_unload).
+	 */
+	uint64_t unsynced;
+	int sync_fd[MACHINE_MAX_DISKS];	/* the disks it syncs: HELLO to DONE */
+	pthread_t syncer;
+	bool syncer_on;
+	pthread_mutex_t sync_lock;
+	pthread_cond_t sync_cond;
+	bool sync_want, sync_stop;
 };
 
 /* block_load.c, for block_lazy.c */

@@ -43,10 +43,14 @@ static struct mig_block_in *block_in(struct mig_in_ctx *c)
 	if (!bi)
 		return NULL;
 	for (unsigned i = 0; i < MACHINE_MAX_DISKS; i++)
-		bi->fd[i] = -1;
+		bi->fd[i] = bi->sync_fd[i] = -1;
+	pthread_mutex_init(&bi->sync_lock, NULL);
+	pthread_cond_init(&bi->sync_cond, NULL);
 	c->inc->src_state[MIG_SOURCE_BLOCK] = bi;
 	return bi;
 }
+
+static void block_syncer_stop(struct mig_block_in *bi);
 
 void mig_block_unload(struct mig_incoming *inc)
 {
@@ -54,6 +58,7 @@ void mig_block_unload(struct mig_incoming *inc)
 
 	if (!bi)
 		return;
+	block_syncer_stop(bi);
 	mig_block_lazy_unload(inc, bi);
 	for (unsigned i = 0; i < MACHINE_MAX_DISKS; i++) {
 		/*
@@ -69,6 +74,8 @@ void mig_block_unload(struct mig_incoming *inc)
 			close(bi->fd[i]);
 		free(bi->owed[i]);
 	}
+	pthread_mutex_destroy(&bi->sync_lock);
+	pthread_cond_destroy(&bi->sync_cond);
 	free(bi);
 	inc->src_state[MIG_SOURCE_BLOCK] = NULL;
 }
@@ -107,6 +114,66 @@ int mig_block_zero(int fd, uint64_t off, uint64_t len)
 	return 0;
 }
 
+/*
+ * Make the images durable while the copy goes on.  Left to itself the
+ * kernel keeps a whole disk dirty in the page cache (its background
+ * threshold is a share of RAM), and its new extents unjournaled, so DONE's
+ * fdatasync, which runs while the guest is paused, would write all of it:
+ * a second of downtime for a 2 GiB copy.  In this thread, so that
+ * receiving never waits for the disk.
+ */
+#define MIG_BLOCK_WRITEBACK	(32u << 20)
+
+static void *block_syncer(void *arg)
+{
+	struct mig_block_in *bi = arg;
+	int fds[MACHINE_MAX_DISKS];
+
+	pthread_setname_np(pthread_self(), "disksync");
+	pthread_mutex_lock(&bi->sync_lock);
+	for (;;) {
+		while (!bi->sync_want && !bi->sync_stop)
+			pthread_cond_wait(&bi->sync_cond, &bi->sync_lock);
+		if (bi->sync_stop)
+			break;
+		bi->sync_want = false;
+		memcpy(fds, bi->sync_fd, sizeof(fds));
+		pthread_mutex_unlock(&bi->sync_lock);
+		/* Only ahead of time: DONE's fdatasync is what the copy relies on. */
+		for (unsigned i = 0; i < MACHINE_MAX_DISKS; i++)
+			if (fds[i] >= 0 && fdatasync(fds[i]))
+				pr_debug("incoming: disk %u: fdatasync: %s", i, strerror(errno));
+		pthread_mutex_lock(&bi->sync_lock);
+	}
+	pthread_mutex_unlock(&bi->sync_lock);
+	return NULL;
+}
+
+static void block_load_written(struct mig_block_in *bi, uint64_t len)
+{
+	bi->unsynced += len;
+	if (bi->unsynced < MIG_BLOCK_WRITEBACK)
+		return;
+	bi->unsynced = 0;
+	pthread_mutex_lock(&bi->sync_lock);
+	if (!bi->syncer_on)
+		bi->syncer_on = !pthread_create(&bi->syncer, NULL, block_syncer, bi);
+	bi->sync_want = true;
+	pthread_cond_signal(&bi->sync_cond);
+	pthread_mutex_unlock(&bi->sync_lock);
+}
+
+static void block_syncer_stop(struct mig_block_in *bi)
+{
+	pthread_mutex_lock(&bi->sync_lock);
+	bool on = bi->syncer_on;
+	bi->sync_stop = true;
+	pthread_cond_signal(&bi->sync_cond);
+	pthread_mutex_unlock(&bi->sync_lock);
+	if (on)
+		pthread_join(bi->syncer, NULL);
+}
+
 static int block_load_hello(struct mig_in_ctx *c, struct mig_block_in *bi, unsigned i,
 			    struct mig_payload *in)
 {
@@ -133,6 +200,9 @@ static int block_load_hello(struct mig_in_ctx *c, struct mig_block_in *bi, unsig
 	bi->fd[i] = fd;
 	bi->size[i] = size;
 	bi->hello[i] = true;
+	pthread_mutex_lock(&bi->sync_lock);
+	bi->sync_fd[i] = fd;
+	pthread_mutex_unlock(&bi->sync_lock);
 	return 0;
 }
 
@@ -160,6 +230,9 @@ static int block_load_done(struct mig_in_ctx *c, struct mig_block_in *bi, unsign
 		return mig_in_fail(c->inc, -EPROTO, "disk %u: DONE's digest flag is %u", i, rec[8]);
 	if (bi->lazy[i])
 		return mig_block_lazy_done(c, bi, i);	/* verified at LAZY */
+	pthread_mutex_lock(&bi->sync_lock);
+	bi->sync_fd[i] = -1;			/* ours from here */
+	pthread_mutex_unlock(&bi->sync_lock);
 	if (fdatasync(bi->fd[i]))
 		return mig_in_fail(c->inc, -errno, "disk %u: cannot sync: %s", i, strerror(errno));
 	bi->done[i] = true;
@@ -268,6 +341,8 @@ int mig_block_load(struct mig_in_ctx *c, uint8_t type, struct mig_payload *in)
 		if (bi->owed[i])
 			return mig_in_fail(c->inc, -EPROTO, "disk %u: DATA between OWED and LAZY", i);
 		err = mig_block_write(bi->fd[i], p, len, off);
+		if (!err)
+			block_load_written(bi, len);
 		break;
 	}
 	case MIG_BLOCK_ZERO: {
