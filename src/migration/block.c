@@ -414,6 +414,11 @@ static int64_t block_peek(struct migration *mig)
 	return (int64_t)n;
 }
 
+static uint64_t block_left_over(struct migration *mig)
+{
+	return mig->block->left_over;
+}
+
 /* Send [off, off + len) of disk i (at most a chunk): read now, so it is what the guest last wrote. */
 static int block_send_range(struct migration *mig, unsigned i, uint64_t off, uint64_t len)
 {
@@ -608,6 +613,10 @@ static int block_iterate(struct migration *mig, bool resend)
 		if (err)
 			return err;
 	}
+	/* Before the sync adds the guest's writes: what the budget left. */
+	mig->block->left_over = 0;
+	for (unsigned i = 0; i < mig->block->nr; i++)
+		mig->block->left_over += block_left(&mig->block->d[i]);
 	/* The first pass may have ended just now: mirror from here on. */
 	return block_service(mig);
 }
@@ -667,6 +676,7 @@ const struct mig_source_ops mig_block_source = {
 	.handshake = block_handshake,
 	.sync = block_sync,
 	.peek = block_peek,
+	.left_over = block_left_over,
 	.iterate = block_iterate,
 	.complete = block_complete,
 	.load = mig_block_load,

@@ -76,6 +76,16 @@ void mig_sources_peek(struct migration *mig, uint64_t pending[MIG_SOURCE_NR])
 	}
 }
 
+uint64_t mig_sources_left_over(struct migration *mig)
+{
+	uint64_t sum = 0;
+
+	for (unsigned id = 0; id < MIG_SOURCE_NR; id++)
+		if (mig->src_active[id] && mig_sources[id]->left_over)
+			sum += mig_sources[id]->left_over(mig);
+	return sum;
+}
+
 int mig_sources_iterate(struct migration *mig, bool resend)
 {
 	for (unsigned id = 0; id < MIG_SOURCE_NR; id++) {

@@ -53,6 +53,13 @@ struct mig_source_ops {
 	 */
 	int64_t (*peek)(struct migration *mig);
 	/*
+	 * Bytes the last pass had to send but left for the next (a per-pass
+	 * budget: a disk's first copy, and what the guest wrote meanwhile).
+	 * Unlike what the guest wrote during the pass, the next passes can
+	 * shrink them while the guest runs.  NULL: a pass sends all it has.
+	 */
+	uint64_t (*left_over)(struct migration *mig);
+	/*
 	 * One live pass: send what the last sync found, checking for cancel
 	 * and post-copy between slices.  0, -ECANCELED, -EAGAIN (post-copy
 	 * asked for mid-pass; the rest is owed) or the stream's error.
@@ -172,6 +179,8 @@ int mig_sources_sync(struct migration *mig, uint64_t pending[MIG_SOURCE_NR])
 	__attribute__((warn_unused_result));
 /* Peek at every active source (0 where it cannot tell). */
 void mig_sources_peek(struct migration *mig, uint64_t pending[MIG_SOURCE_NR]);
+/* What the last pass of every active source left for the next (ops->left_over). */
+uint64_t mig_sources_left_over(struct migration *mig);
 /* One live pass of every active source, in id order.  As ops->iterate. */
 int mig_sources_iterate(struct migration *mig, bool resend) __attribute__((warn_unused_result));
 /*

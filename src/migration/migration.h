@@ -125,6 +125,7 @@ struct mig_pass_state {
 	uint64_t probe_ns;		/* last look at the dirty rate */
 	uint64_t probe_prev_ns, probe_prev_dirty;	/* the look before: time, bytes dirty */
 	uint64_t last_sync_ns;
+	uint64_t left_over_prev;	/* the policy's left_over at the last decision */
 	uint64_t start_ns, start_bytes;	/* of this pass, for the live throughput */
 	bool forced;			/* switch over at the next chance */
 	bool to_postcopy;		/* ... and to post-copy */

@@ -421,6 +421,51 @@ static void test_huge_numbers_saturate(void **state)
 }
 
 /*
+ * A backlog the last pass had no room for (a disk's first copy): while it
+ * shrinks, another pass, even when the rest fits the downtime; once it
+ * stops shrinking, or a limit runs out, the switch-over.
+ */
+static void test_left_over_shrinking(void **state)
+{
+	uint64_t pending[] = { 10 * MB };
+	struct mig_policy_in in = policy_in(pending, 1);
+	struct mig_policy_out out;
+
+	in.left_over = 8 * MIB;
+	in.left_over_prev = UINT64_MAX;			/* the first decision */
+	assert_int_equal(decide(&in, &out), MIG_POLICY_CONTINUE);
+	assert_int_equal(out.why, MIG_WHY_LEFT_OVER);
+	assert_int_equal(out.expected_downtime_ns, 100 * MS);
+	assert_string_equal(out.reason, "expected downtime 100 ms fits, but 8 MiB the last pass "
+			    "had no room for are still shrinking: another pass");
+	in.left_over_prev = 16 * MIB;
+	assert_int_equal(decide(&in, &out), MIG_POLICY_CONTINUE);
+	/* Not shrinking any more: waiting buys nothing. */
+	in.left_over_prev = 8 * MIB;
+	assert_int_equal(decide(&in, &out), MIG_POLICY_SWITCH_OVER);
+	assert_int_equal(out.why, MIG_WHY_CONVERGED);
+	/* Not fitting is the older reason. */
+	in.left_over_prev = 16 * MIB;
+	pending[0] = 100 * MB;
+	assert_int_equal(decide(&in, &out), MIG_POLICY_CONTINUE);
+	assert_int_equal(out.why, MIG_WHY_NOT_CONVERGED);
+	/* The pass limit and forced switch-overs are not held back. */
+	pending[0] = 10 * MB;
+	in.max_iterations = 2;
+	assert_int_equal(decide(&in, &out), MIG_POLICY_SWITCH_OVER);
+	assert_int_equal(out.why, MIG_WHY_MAX_ITERATIONS);
+	in.max_iterations = 0;
+	in.forced = true;
+	assert_int_equal(decide(&in, &out), MIG_POLICY_SWITCH_OVER);
+	assert_int_equal(out.why, MIG_WHY_FORCED);
+	/* Nothing left over: it converges. */
+	in.forced = false;
+	in.left_over = 0;
+	assert_int_equal(decide(&in, &out), MIG_POLICY_SWITCH_OVER);
+	assert_int_equal(out.why, MIG_WHY_CONVERGED);
+}
+
+/*
  * A short pass that left within the rate limiter's burst measured far
  * above --bandwidth: the estimate is at the cap, so 1 MiB at 32 MB/s
  * (31 ms) does not fit 5 ms, though 2 MB in 8 ms (250 MB/s) would say so.
@@ -582,6 +627,7 @@ int main(void)
 		cmocka_unit_test(test_converges_when_downtime_fits),
 		cmocka_unit_test(test_another_pass_when_not),
 		cmocka_unit_test(test_measured_rate_capped),
+		cmocka_unit_test(test_left_over_shrinking),
 		cmocka_unit_test(test_max_iterations_forces_switchover),
 		cmocka_unit_test(test_timeout_cancel_gives_up),
 		cmocka_unit_test(test_timeout_force_switches_over),

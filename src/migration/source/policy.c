@@ -98,6 +98,19 @@ static enum mig_decision policy_converge(const struct mig_policy_in *in,
 {
 	uint64_t expect = out->expected_downtime_ns, limit = in->downtime_ns;
 
+	/*
+	 * A backlog the last pass had no room for (a disk's first copy, and
+	 * what the guest wrote meanwhile), and smaller than the pass before
+	 * left: the next passes shrink it while the guest runs, so switching
+	 * now would stand the guest still for all of it.  Once it stops
+	 * shrinking, waiting buys nothing: the rule lets go.
+	 */
+	if (expect <= limit && in->left_over && in->left_over < in->left_over_prev)
+		return policy_say(out, MIG_POLICY_CONTINUE, MIG_WHY_LEFT_OVER,
+				  "expected downtime %llu ms fits, but %llu MiB the last pass "
+				  "had no room for are still shrinking: another pass",
+				  (unsigned long long)(expect / NS_PER_MS),
+				  (unsigned long long)(in->left_over >> 20));
 	if (expect <= limit)
 		return policy_say(out, MIG_POLICY_SWITCH_OVER, MIG_WHY_CONVERGED,
 				  "expected downtime %llu ms fits the %llu ms limit",

@@ -43,6 +43,8 @@ struct mig_policy_in {
 	uint64_t dirty_rate;		/* how fast the guest dirties */
 	uint64_t dirty_ns;		/* probe: the window dirty_rate was measured over */
 	uint64_t growth;		/* probe: how fast pending grew since the last look */
+	uint64_t left_over;		/* of pending: what the last pass had no room for */
+	uint64_t left_over_prev;	/* ... the pass before (UINT64_MAX: none) */
 	uint64_t bandwidth_cap;		/* --bandwidth; 0 = unlimited */
 	uint64_t downtime_ns;		/* the most the guest may stand still */
 	uint64_t elapsed_ns;		/* since the migration started */
@@ -70,6 +72,7 @@ enum mig_policy_why {
 	MIG_WHY_NOT_CONVERGED,	/* the rest does not fit the downtime yet */
 	MIG_WHY_THROTTLE,	/* ... and the guest is throttled harder */
 	MIG_WHY_CONVERGED,	/* the rest fits the downtime */
+	MIG_WHY_LEFT_OVER,	/* it fits, but a backlog is still shrinking */
 	MIG_WHY_MAX_ITERATIONS,
 	MIG_WHY_TIMEOUT,
 	MIG_WHY_FORCED,		/* in->forced */

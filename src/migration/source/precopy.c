@@ -402,6 +402,8 @@ static int precopy_decide(struct migration *mig, uint32_t pass, uint64_t pass_st
 		.nr_sources = MIG_SOURCE_NR,
 		.pass_bytes = pass_bytes,
 		.pass_ns = now - pass_start,
+		.left_over = mig_sources_left_over(mig),
+		.left_over_prev = mig->pass.left_over_prev,
 		.dirty_rate = rate > UINT64_MAX / GUEST_PAGE_SIZE ?
 			UINT64_MAX : rate * GUEST_PAGE_SIZE,
 		.elapsed_ns = now - mig->stats.start_ns,
@@ -422,6 +424,7 @@ static int precopy_decide(struct migration *mig, uint32_t pass, uint64_t pass_st
 	in.downtime_ns = mig->p.downtime_ns;
 	in.postcopy_asked = mig->req.postcopy_requested;
 	mig_policy_decide(&in, &d);
+	mig->pass.left_over_prev = in.left_over;
 	mig->stats.iteration = pass;
 	mig->stats.throughput = d.bandwidth;
 	mig->stats.pages_per_sec = d.bandwidth / GUEST_PAGE_SIZE;
@@ -493,6 +496,7 @@ static int precopy_live(struct migration *mig)
 	uint64_t pending[MIG_SOURCE_NR];
 	err = mig_sources_sync(mig, pending);
 	mig->pass.last_sync_ns = vm_now_ns();
+	mig->pass.left_over_prev = UINT64_MAX;
 	if (!err && precopy_auto_hybrid(mig)) {
 		/* Pass 1 leaves what the guest is writing for later, and keeps watching. */
 		int64_t hot = ram_peek_hot(mig);
