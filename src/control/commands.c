@@ -72,7 +72,7 @@ static int cmd_status(struct control_ctx *ctx, json_object *args, json_object **
  */
 static int cmd_pause(struct control_ctx *ctx, json_object *args, json_object **ret)
 {
-	int err = vm_pause(&ctx->machine->vm, VM_PAUSE_TIMEOUT_NS);
+	int err = vm_hold(&ctx->machine->vm, VM_PAUSE_TIMEOUT_NS);
 
 	if (err == -ETIMEDOUT)
 		return control_fail(ret, err, "the vCPUs did not stop within %llu s%s; the VM "
@@ -92,7 +92,7 @@ static int cmd_resume(struct control_ctx *ctx, json_object *args, json_object **
 	if (vm_get_state(&ctx->machine->vm) == VM_STATE_PAUSED &&
 	    machine_activate(ctx->machine, why, sizeof(why)))
 		return control_fail(ret, -EBUSY, "%s", why);
-	if (vm_resume(&ctx->machine->vm))
+	if (vm_release(&ctx->machine->vm))
 		return control_fail(ret, -ESRCH, "the VM has shut down");
 	return 0;
 }

@@ -342,6 +342,31 @@ void vm_pause_nowait(struct vm *vm)
 	pthread_mutex_unlock(&vm->lock);
 }
 
+int vm_hold(struct vm *vm, uint64_t timeout_ns)
+{
+	int err;
+
+	pthread_mutex_lock(&vm->lock);
+	bool was = vm->held;
+	vm->held = true;
+	pthread_mutex_unlock(&vm->lock);
+	err = vm_pause(vm, timeout_ns);
+	if (err) {
+		pthread_mutex_lock(&vm->lock);
+		vm->held = was;
+		pthread_mutex_unlock(&vm->lock);
+	}
+	return err;
+}
+
+int vm_release(struct vm *vm)
+{
+	pthread_mutex_lock(&vm->lock);
+	vm->held = false;
+	pthread_mutex_unlock(&vm->lock);
+	return vm_resume(vm);
+}
+
 int vm_resume(struct vm *vm)
 {
 	int err = 0;
@@ -349,6 +374,8 @@ int vm_resume(struct vm *vm)
 	pthread_mutex_lock(&vm->lock);
 	if (vm->state == VM_STATE_STOPPED) {
 		err = -ESRCH;
+	} else if (vm->held && vm->state == VM_STATE_PAUSED) {
+		/* The operator's pause stands. */
 	} else {
 		vm->pause_requested = false;
 		vm->state = VM_STATE_RUNNING;

@@ -97,6 +97,7 @@ struct vm {
 	pthread_cond_t cond;
 	enum vm_state state;
 	bool pause_requested;
+	bool held;			/* paused by the operator (vm_hold): vm_resume leaves it */
 	bool recreating;		/* parked vCPU threads must exit */
 	unsigned parked;
 	enum vm_stop_reason stop_reason;
@@ -149,8 +150,17 @@ const char *vm_pause_strerror(int err);
  * page parks once the page arrives).  vm_resume() undoes it.
  */
 void vm_pause_nowait(struct vm *vm);
-/* Let paused vCPUs run again.  Returns 0 or -ESRCH if stopped. */
+/*
+ * Let paused vCPUs run again, unless the operator holds the VM paused
+ * (vm_hold): then it stays paused, and this is no error.  Whoever paused
+ * for a moment of its own (an epoch, a save that runs on) resumes with
+ * this, so an operator's pause that came meanwhile is not undone.
+ * Returns 0 or -ESRCH if stopped.
+ */
 int vm_resume(struct vm *vm) __attribute__((warn_unused_result));
+/* The operator's pause and resume: vm_pause and vm_resume, holding and letting go. */
+int vm_hold(struct vm *vm, uint64_t timeout_ns) __attribute__((warn_unused_result));
+int vm_release(struct vm *vm) __attribute__((warn_unused_result));
 
 /* Ask the VM to stop for `reason`; the first reason wins.  Any thread. */
 void vm_request_stop(struct vm *vm, enum vm_stop_reason reason, int guest_status);
