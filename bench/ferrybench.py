@@ -662,13 +662,7 @@ class Qemu:
                     ev["data"]["status"] = "not-converged"
             elif ev is None:
                 raise BenchError(f"QEMU {mode} migration timed out after {MIGRATE_TIMEOUT} s")
-            # QEMU emits the event before it fills in total-time and
-            # downtime: poll a little until they are there.
-            for _ in range(200):
-                info = q.cmd("query-migrate")
-                if info.get("status") != "completed" or info.get("total-time"):
-                    break
-                time.sleep(0.01)
+            info = qemu_settled_info(q)
         finally:
             q.close()
         ram = info.get("ram") or (before.get("ram", {}) if before else {})
@@ -751,11 +745,7 @@ class Qemu:
             t1, ev = q.wait_event(mig(*self.TERMINAL), MIGRATE_TIMEOUT)
             if ev is None:
                 raise BenchError("QEMU's migration did not end after migrate-continue")
-            for _ in range(200):
-                info = q.cmd("query-migrate")
-                if info.get("status") != "completed" or info.get("total-time"):
-                    break
-                time.sleep(0.01)
+            info = qemu_settled_info(q)
             try:
                 q.cmd("blockdev-del", {"node-name": MIRROR_TARGET})
             except BenchError:
@@ -1823,6 +1813,18 @@ class DeviceEnv:
 
 DISK_RATE = re.compile(rb"^probe: disk (\w+) (\d+) ops of (\d+) bytes in (\d+) ms: "
                        rb"\d+ IOPS, [\d.]+ MiB/s, (\d+) flushes")
+
+
+def qemu_settled_info(q):
+    """query-migrate once QEMU has filled it in: it emits the terminal event
+    before total-time and downtime are there, so poll a little."""
+    info = {}
+    for _ in range(200):
+        info = q.cmd("query-migrate")
+        if info.get("status") != "completed" or info.get("total-time"):
+            break
+        time.sleep(0.01)
+    return info
 
 
 def udp_echo(env, window):
