@@ -7,7 +7,8 @@
 
 #define CPUID_MAX_ENTRIES 256
 
-int x86_cpuid_get_supported(int kvm_fd, struct kvm_cpuid2 **out)
+/* A CPUID table from fd by `req` (KVM_GET_SUPPORTED_CPUID, KVM_GET_CPUID2). */
+static int x86_cpuid_read(int fd, unsigned long req, struct kvm_cpuid2 **out)
 {
 	size_t sz = sizeof(struct kvm_cpuid2) + CPUID_MAX_ENTRIES * sizeof(struct kvm_cpuid_entry2);
 	struct kvm_cpuid2 *c = calloc(1, sz);
@@ -15,7 +16,7 @@ int x86_cpuid_get_supported(int kvm_fd, struct kvm_cpuid2 **out)
 	if (!c)
 		return -ENOMEM;
 	c->nent = CPUID_MAX_ENTRIES;
-	if (ioctl(kvm_fd, KVM_GET_SUPPORTED_CPUID, c) < 0) {
+	if (ioctl(fd, req, c) < 0) {
 		int err = -errno;
 		free(c);
 		return err;
@@ -24,21 +25,14 @@ int x86_cpuid_get_supported(int kvm_fd, struct kvm_cpuid2 **out)
 	return 0;
 }
 
+int x86_cpuid_get_supported(int kvm_fd, struct kvm_cpuid2 **out)
+{
+	return x86_cpuid_read(kvm_fd, KVM_GET_SUPPORTED_CPUID, out);
+}
+
 int x86_cpuid_get_vcpu(int vcpu_fd, struct kvm_cpuid2 **out)
 {
-	size_t sz = sizeof(struct kvm_cpuid2) + CPUID_MAX_ENTRIES * sizeof(struct kvm_cpuid_entry2);
-	struct kvm_cpuid2 *c = calloc(1, sz);
-
-	if (!c)
-		return -ENOMEM;
-	c->nent = CPUID_MAX_ENTRIES;
-	if (ioctl(vcpu_fd, KVM_GET_CPUID2, c) < 0) {
-		int err = -errno;
-		free(c);
-		return err;
-	}
-	*out = c;
-	return 0;
+	return x86_cpuid_read(vcpu_fd, KVM_GET_CPUID2, out);
 }
 
 /* Leaf 0's vendor string, in EBX, EDX, ECX order. */
