@@ -84,15 +84,35 @@ static int cmd_pause(struct control_ctx *ctx, json_object *args, json_object **r
 	return 0;
 }
 
+/* Why this copy of the guest may not run: it is handed over, or may have been. */
+static int resume_fenced(struct control_ctx *ctx, json_object **ret)
+{
+	if (ctx->mig && mig_commit_get_state(&ctx->mig->commit) == MIG_COMMIT_IN_DOUBT)
+		return control_fail(ret, -EPERM, "the switchover is in doubt: the guest may be running "
+				    "at the destination; settle it with 'migrate-resolve' (run or abandon)");
+	return control_fail(ret, -EPERM, "the guest is being handed over by a migration, or runs "
+			    "at its destination now: this copy stays paused so that it never runs on "
+			    "both hosts (cancel the migration, or quit this copy)");
+}
+
 static int cmd_resume(struct control_ctx *ctx, json_object *args, json_object **ret)
 {
+	struct vm *vm = &ctx->machine->vm;
 	char why[256];
+	int err;
 
+	if (vm_fenced(vm))
+		return resume_fenced(ctx, ret);
 	/* A copy kept paused after migrating away gave its disks up: take them back first. */
-	if (vm_get_state(&ctx->machine->vm) == VM_STATE_PAUSED &&
-	    machine_activate(ctx->machine, why, sizeof(why)))
+	if (vm_get_state(vm) == VM_STATE_PAUSED && machine_activate(ctx->machine, why, sizeof(why)))
 		return control_fail(ret, -EBUSY, "%s", why);
-	if (vm_release(&ctx->machine->vm))
+	err = vm_release(vm);
+	if (err == -EPERM)
+		return resume_fenced(ctx, ret);
+	if (err == -EAGAIN)
+		return control_fail(ret, -EAGAIN, "the guest has not started here yet (a destination "
+				    "runs it once its migration hands it over)");
+	if (err)
 		return control_fail(ret, -ESRCH, "the VM has shut down");
 	return 0;
 }

@@ -361,10 +361,32 @@ int vm_hold(struct vm *vm, uint64_t timeout_ns)
 
 int vm_release(struct vm *vm)
 {
+	int err = 0;
+
 	pthread_mutex_lock(&vm->lock);
-	vm->held = false;
+	if (vm->state == VM_STATE_CREATED)
+		err = -EAGAIN;
+	else if (vm->fenced && vm->state != VM_STATE_STOPPED)
+		err = -EPERM;
+	else
+		vm->held = false;
 	pthread_mutex_unlock(&vm->lock);
-	return vm_resume(vm);
+	return err ? err : vm_resume(vm);
+}
+
+void vm_fence(struct vm *vm, bool on)
+{
+	pthread_mutex_lock(&vm->lock);
+	vm->fenced = on;
+	pthread_mutex_unlock(&vm->lock);
+}
+
+bool vm_fenced(struct vm *vm)
+{
+	pthread_mutex_lock(&vm->lock);
+	bool on = vm->fenced;
+	pthread_mutex_unlock(&vm->lock);
+	return on;
 }
 
 int vm_resume(struct vm *vm)
@@ -374,6 +396,8 @@ int vm_resume(struct vm *vm)
 	pthread_mutex_lock(&vm->lock);
 	if (vm->state == VM_STATE_STOPPED) {
 		err = -ESRCH;
+	} else if (vm->fenced && vm->state == VM_STATE_PAUSED) {
+		err = -EPERM;	/* the guest may run elsewhere */
 	} else if (vm->held && vm->state == VM_STATE_PAUSED) {
 		/* The operator's pause stands. */
 	} else {

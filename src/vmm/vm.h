@@ -98,6 +98,7 @@ struct vm {
 	enum vm_state state;
 	bool pause_requested;
 	bool held;			/* paused by the operator (vm_hold): vm_resume leaves it */
+	bool fenced;			/* the guest may run elsewhere (vm_fence): no resume */
 	bool recreating;		/* parked vCPU threads must exit */
 	unsigned parked;
 	enum vm_stop_reason stop_reason;
@@ -155,12 +156,26 @@ void vm_pause_nowait(struct vm *vm);
  * (vm_hold): then it stays paused, and this is no error.  Whoever paused
  * for a moment of its own (an epoch, a save that runs on) resumes with
  * this, so an operator's pause that came meanwhile is not undone.
- * Returns 0 or -ESRCH if stopped.
+ * Returns 0, -ESRCH if stopped, -EPERM if fenced (vm_fence; it stays paused).
  */
 int vm_resume(struct vm *vm) __attribute__((warn_unused_result));
-/* The operator's pause and resume: vm_pause and vm_resume, holding and letting go. */
+/*
+ * The operator's pause and resume: vm_pause and vm_resume, holding and
+ * letting go.  vm_release returns -EPERM, and leaves the VM as it is, while
+ * the VM is fenced, and -EAGAIN for a VM whose vCPUs never started (a
+ * destination still waiting for its guest).
+ */
 int vm_hold(struct vm *vm, uint64_t timeout_ns) __attribute__((warn_unused_result));
 int vm_release(struct vm *vm) __attribute__((warn_unused_result));
+/*
+ * Fence the VM (on) or lift the fence: while fenced, neither vm_resume nor
+ * vm_release lets a paused vCPU run (both return -EPERM), because this
+ * guest may be running somewhere else.  Whoever pauses to hand the guest
+ * over fences first, and lifts the fence only where the guest must run on
+ * here.  Any thread.
+ */
+void vm_fence(struct vm *vm, bool on);
+bool vm_fenced(struct vm *vm);
 
 /* Ask the VM to stop for `reason`; the first reason wins.  Any thread. */
 void vm_request_stop(struct vm *vm, enum vm_stop_reason reason, int guest_status);

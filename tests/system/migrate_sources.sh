@@ -60,6 +60,9 @@ want=$(scratch "$T/src2.ctl" | digest_of)
 got=$(scratch "$T/dst2.ctl" | digest_of)
 [ "$got" = "$want" ] || fail "hot scratch: destination digest $got, source $want"
 log "hot scratch: pending $pend bytes at each decision (policy total $total), 4 passes, digest $got"
+# The guest runs at dst2 now: the copy kept paused here must not run too.
+! "$FERRY" resume "$T/src2.ctl" >"$T/resume.out" 2>&1 || fail "resume of the migrated-away copy was obeyed"
+grep -q "never runs on both hosts" "$T/resume.out" || { cat "$T/resume.out"; fail "resume refused without the reason"; }
 "$FERRY" quit "$T/dst2.ctl"
 wait_exit "$dst" 10
 "$FERRY" quit "$T/src2.ctl" || true

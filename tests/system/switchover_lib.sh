@@ -51,6 +51,20 @@ source_runs() {
 	wait_beats "$1.serial" "$((n + 3))" 10
 }
 
+# An operator's 'ferry resume' at CONTROL is refused with a reason, and the
+# VM stays STATE: in doubt, this copy may be the one that must not run.
+refuses_resume() {
+	local n=$1 ctl=$2 want=$3 out
+	if out=$("$FERRY" resume "$ctl" 2>&1); then
+		fail "$n: 'ferry resume' at $(basename "$ctl") was obeyed in doubt"
+	fi
+	case $out in
+	*doubt*|*"not started"*) ;;
+	*) fail "$n: 'ferry resume' refused without saying why: $out" ;;
+	esac
+	[ "$(vm_status "$ctl")" = "$want" ] || fail "$n: after a refused resume $(basename "$ctl") is '$(vm_status "$ctl")'"
+}
+
 # scenario NAME EXPECT FAULT...: EXPECT is where the guest must end up:
 #   dest        at the destination; the source exits 0 (possibly after a
 #               time in doubt settled by a late message)
@@ -96,6 +110,8 @@ scenario() {
 		wait_switchover "$d.ctl" in-doubt 10
 		[ "$(vm_status "$s.ctl")" = paused ] || fail "$n: source in doubt but '$(vm_status "$s.ctl")'"
 		[ "$(vm_status "$d.ctl")" = created ] || fail "$n: destination in doubt but '$(vm_status "$d.ctl")'"
+		refuses_resume "$n" "$s.ctl" paused
+		refuses_resume "$n" "$d.ctl" created
 		assert_no_guest "$d.serial"
 		if [ "$expect" = doubt-quit ]; then
 			"$FERRY" quit "$d.ctl"
@@ -118,6 +134,8 @@ scenario() {
 		wait_switchover "$s.ctl" in-doubt 10
 		[ "$(vm_status "$s.ctl")" = paused ] || fail "$n: source in doubt but '$(vm_status "$s.ctl")'"
 		wait_beats "$d.serial" "$(($(last_beat "$s.serial") + 3))" 15
+		# The guest runs at the destination: the source must not run it too.
+		refuses_resume "$n" "$s.ctl" paused
 		"$FERRY" migrate-resolve "$s.ctl" abandon
 		wait_exit "$sp" 10
 		[ "$RC" -eq 0 ] || fail "$n: abandoned source exit $RC" ;;

@@ -69,12 +69,39 @@ static void test_stopped(void **state)
 	assert_int_equal(vm_resume(&vm), -ESRCH);
 }
 
+/* A VM handed over by a migration: no resume, ours or the operator's, until the fence lifts. */
+static void test_fence(void **state)
+{
+	assert_int_equal(vm_hold(&vm, 1000000), 0);
+	vm_fence(&vm, true);
+	assert_true(vm_fenced(&vm));
+	assert_int_equal(vm_release(&vm), -EPERM);
+	assert_true(vm.held);					/* a refused release lets nothing go */
+	assert_int_equal(vm_resume(&vm), -EPERM);
+	assert_int_equal(vm_get_state(&vm), VM_STATE_PAUSED);
+	vm_fence(&vm, false);
+	assert_int_equal(vm_resume(&vm), 0);			/* still the operator's pause */
+	assert_int_equal(vm_get_state(&vm), VM_STATE_PAUSED);
+	assert_int_equal(vm_release(&vm), 0);
+	assert_int_equal(vm_get_state(&vm), VM_STATE_RUNNING);
+}
+
+/* A destination's VM before its guest arrives: the operator cannot start it. */
+static void test_release_before_start(void **state)
+{
+	vm.state = VM_STATE_CREATED;
+	assert_int_equal(vm_release(&vm), -EAGAIN);
+	assert_int_equal(vm_get_state(&vm), VM_STATE_CREATED);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_own_pause_resumes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_hold_outlasts_a_pause_of_ours, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_stopped, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_fence, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_release_before_start, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

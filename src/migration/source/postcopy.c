@@ -124,6 +124,8 @@ static int postcopy_switch(struct migration *mig)
 	mig->s.rl = NULL;
 	/* Held disk writes complete; they go with the disks below (switchover.c). */
 	mig_sources_release(mig);
+	/* From here the guest may end up at the destination: no resume but ours. */
+	vm_fence(&mig->m->vm, true);
 	err = vm_pause(&mig->m->vm, VM_PAUSE_TIMEOUT_NS);
 	if (err)
 		return precopy_fail(mig, err, "cannot pause for the switchover: %s", vm_pause_strerror(err));

@@ -730,8 +730,16 @@ static void precopy_finish(struct migration *mig, int err)
 	mig_digest_free(&mig->digest);
 	/* Failed: the disks come back here first; if another process took one, no resume. */
 	char lockwhy[256] = "";
-	bool locked_out = err && !mig->end.no_return && !mig->end.abandoned &&
-			  !mig->end.committed && machine_activate(mig->m, lockwhy, sizeof(lockwhy));
+	bool runs_here = err && !mig->end.no_return && !mig->end.abandoned && !mig->end.committed;
+	bool locked_out = runs_here && machine_activate(mig->m, lockwhy, sizeof(lockwhy));
+
+	/*
+	 * The switchover's fence stays where the guest went on elsewhere (or
+	 * was given up); it lifts where the guest runs on here, or was saved
+	 * to a file and may be resumed.
+	 */
+	if (runs_here || (!err && !mig_channel_uri_return_path(mig->p.uri)))
+		vm_fence(vm, false);
 
 	pthread_mutex_lock(&mig->lock);
 	if (locked_out) {

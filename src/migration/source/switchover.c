@@ -56,6 +56,8 @@ static int switchover_stop_and_copy(struct migration *mig, uint64_t *t)
 	 * quiesce.  What they write goes in the final pass.
 	 */
 	mig_sources_release(mig);
+	/* From here the guest may end up at the destination: no resume but ours. */
+	vm_fence(&mig->m->vm, true);
 	err = vm_pause(&mig->m->vm, VM_PAUSE_TIMEOUT_NS);
 	if (err)
 		return precopy_fail(mig, err, "cannot pause for the switchover: %s",
