@@ -66,6 +66,12 @@ start_source pcs 2 256M "workload=memtouch wss=64M pattern=random period=20ms"; 
 wait_control "$T/pcd.ctl"
 timeout 10 "$FERRY" call "$T/pcs.ctl" query-migrate 2>/dev/null | grep -q '"postcopy-active"' ||
 	fail "the post-copy ended before the destination could be asked (the test is moot)"
+# The guest runs at the destination now: the source must refuse to run it too.
+! timeout 10 "$FERRY" resume "$T/pcs.ctl" >"$T/src-resume.err" 2>&1 ||
+	fail "resume at a post-copy source was obeyed: the guest would run on both hosts"
+grep -q "never runs on both hosts" "$T/src-resume.err" || { cat "$T/src-resume.err"; fail "no reason given"; }
+[ "$(timeout 5 "$FERRY" status "$T/pcs.ctl" | sed -n 's/^status: *//p')" = paused ] ||
+	fail "the post-copy source is not paused after a refused resume"
 rc=0; timeout 10 "$FERRY" call "$T/pcd.ctl" migrate "{\"uri\": \"unix:$T/away.mig\"}" \
 	>"$T/away.err" 2>&1 || rc=$?
 [ "$rc" -eq 70 ] && grep -q "post-copy" "$T/away.err" ||
