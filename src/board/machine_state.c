@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "arch/x86/pagewalk.h"
 #include "util/hash.h"
 #include "util/le.h"
 #include "util/log.h"
@@ -102,6 +103,60 @@ static int machine_devices_save(struct machine *m, struct vmstate_buf *out)
 		free(state);
 	}
 	return err;
+}
+
+/* x86_read_fn over the machine's RAM: a table outside it ends the walk. */
+static bool machine_read_guest(void *opaque, uint64_t gpa, unsigned len, uint64_t *val)
+{
+	const uint8_t *p = guest_memory_ptr(opaque, gpa, len);
+	uint64_t v = 0;
+
+	if (!p)
+		return false;
+	for (unsigned i = 0; i < len; i++)
+		v |= (uint64_t)__atomic_load_n(p + i, __ATOMIC_RELAXED) << (8 * i);
+	*val = v;
+	return true;
+}
+
+/* Page gpa's index into out[n] unless outside RAM or there already: 1 if added. */
+static unsigned machine_add_page(struct machine *m, uint64_t gpa, uint64_t *out, unsigned n)
+{
+	uint64_t index = guest_memory_page_index(&m->vm.mem, gpa);
+
+	if (index == GUEST_PAGE_NONE)
+		return 0;
+	for (unsigned d = 0; d < n; d++)
+		if (out[d] == index)
+			return 0;
+	out[n] = index;
+	return 1;
+}
+
+int machine_first_pages(struct machine *m, uint64_t *out, unsigned max)
+{
+	struct vm *vm = &m->vm;
+	unsigned n = 0;
+
+	for (unsigned i = 0; i < vm->nr_vcpus && n < max; i++) {
+		uint64_t gpa[6 * X86_WALK_MAX];
+		int k = x86_vcpu_first_pages(vm->vcpus[i].fd, machine_read_guest, &vm->mem, gpa,
+					     6 * X86_WALK_MAX);
+		if (k < 0)
+			return k;
+		for (int j = 0; j < k && n < max; j++)
+			n += machine_add_page(m, gpa[j], out, n);
+	}
+	for (unsigned i = 0; i < m->nr_devs && n < max; i++) {
+		const struct device_ops *d = device_table[m->devs[i].id];
+		uint64_t gpa[32];
+		if (!d->first_pages)
+			continue;
+		unsigned k = d->first_pages(m->devs[i].dev, gpa, 32);
+		for (unsigned j = 0; j < k && n < max; j++)
+			n += machine_add_page(m, gpa[j], out, n);
+	}
+	return (int)n;
 }
 
 int machine_state_save(struct machine *m, struct vmstate_buf *out)

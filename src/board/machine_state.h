@@ -61,6 +61,15 @@ int machine_activate(struct machine *m, char *why, size_t whylen)
 	__attribute__((warn_unused_result));
 
 /*
+ * The pages paused machine m touches first when it runs again (each
+ * vCPU's page walks for its RIP and RSP, arch/x86/pagewalk.h), as guest
+ * page indexes into out (room for max), without repeats.  Returns how
+ * many, or -errno if a vCPU's registers cannot be read.
+ */
+int machine_first_pages(struct machine *m, uint64_t *out, unsigned max)
+	__attribute__((warn_unused_result));
+
+/*
  * Quiesce paused machine m and append its state to out.  Returns 0 or
  * -errno (logged); -EBUSY if the VM is not paused.
  */

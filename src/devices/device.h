@@ -103,6 +103,15 @@ struct device_ops {
 	 */
 	int (*inactivate)(void *dev);
 	int (*activate)(void *dev, char *why, size_t whylen);
+	/*
+	 * The guest pages the device touches first when it runs again (a
+	 * virtio device: its rings and the buffer its next frame or request
+	 * goes to), so that a post-copy sends them before the guest runs
+	 * (docs/postcopy.md, "First pages").  On the source, the machine
+	 * paused and quiesced.  At most max gpas into gpa; returns how many.
+	 * NULL: none.
+	 */
+	unsigned (*first_pages)(void *dev, uint64_t *gpa, unsigned max);
 };
 
 /* Indexed by enum device_id; every entry set. */

@@ -129,6 +129,7 @@ struct mig_pass_state {
 	uint64_t start_ns, start_bytes;	/* of this pass, for the live throughput */
 	bool forced;			/* switch over at the next chance */
 	bool to_postcopy;		/* ... and to post-copy */
+	uint32_t sent;			/* the number of the last PASS section sent, 0: none */
 	bool switch_pass;		/* post-copy asked for: end this pass now */
 	bool epochs;			/* replicating: the standby's messages are read between epochs */
 };

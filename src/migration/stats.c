@@ -54,6 +54,7 @@ static json_object *mig_postcopy_json(const struct mig_stats *st, uint64_t end)
 	mig_json_u64(o, "requests", st->pc_requests);
 	mig_json_u64(o, "pages-requested", st->pc_pages_requested);
 	mig_json_u64(o, "pages-pushed", st->pc_pages_pushed);
+	mig_json_u64(o, "pages-first", st->pc_pages_first);
 	mig_json_u64(o, "disk-chunks-owed", st->pc_block_chunks_owed);
 	mig_json_u64(o, "disk-chunk-requests", st->pc_block_requests);
 	mig_json_u64(o, "faults", st->pc_faults);

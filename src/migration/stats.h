@@ -105,6 +105,7 @@ struct mig_stats {
 	uint64_t pc_requests;		/* page requests served */
 	uint64_t pc_pages_requested;	/* pages sent for requests (with prepaging) */
 	uint64_t pc_pages_pushed;	/* pages sent by the background push */
+	uint64_t pc_pages_first;	/* the vCPUs' first pages, sent before DISCARD */
 	uint64_t pc_block_chunks_owed;	/* --copy-storage: disk chunks left at the switch */
 	uint64_t pc_block_requests;	/* disk chunks the destination's guest waited on */
 	uint64_t pc_faults;		/* faults the destination saw */

@@ -79,8 +79,10 @@ int64_t vm_dirty_log_peek(struct vm *vm, unsigned r, unsigned long *out)
 	/* With manual protection, reading the log neither clears nor re-protects. */
 	if (ioctl(vm->vm_fd, KVM_GET_DIRTY_LOG, &log) < 0)
 		return -errno;
-	for (uint64_t i = 0; i < longs; i++)
+	for (uint64_t i = 0; i < longs; i++) {
+		out[i] |= __atomic_load_n(&vm->vmm_dirty[r][i], __ATOMIC_RELAXED);
 		n += __builtin_popcountl(out[i]);
+	}
 	return n;
 }
 

@@ -37,8 +37,9 @@ int vm_dirty_log_sync(struct vm *vm, unsigned r, unsigned long *bitmap)
 
 /*
  * Copy KVM's dirty bits of region r (pages written by the guest since they
- * were last cleared) into `out`, overwriting it; nothing is consumed, so a
- * later vm_dirty_log_sync() still sees them.  Returns the number of dirty
+ * were last cleared), and the pages ferry wrote since the last sync (its
+ * devices: rings, received frames), into `out`, overwriting it; nothing is
+ * consumed, so a later vm_dirty_log_sync() still sees them.  Returns the number of dirty
  * pages, or -errno.
  */
 int64_t vm_dirty_log_peek(struct vm *vm, unsigned r, unsigned long *out)

@@ -457,10 +457,31 @@ static void test_size_changed_under_views(void **state)
 	assert_int_equal(le_get(t_ptr(T_USED + 2), 2), 1);
 }
 
+/* What a post-copy sends first: the three rings, then the next offered chain's buffer. */
+static void test_first_pages(void **state)
+{
+	uint64_t out[8];
+
+	assert_int_equal(virtq_first_pages(&q, out, 8), 3);		/* nothing offered */
+	assert_int_equal(out[0], T_DESC);
+	assert_int_equal(out[1], T_AVAIL);
+	assert_int_equal(out[2], T_USED);
+	t_desc(2, T_DATA + 0x3010, 1500, VIRTQ_DESC_F_WRITE, 0);
+	t_offer(2);
+	assert_int_equal(virtq_first_pages(&q, out, 8), 4);
+	assert_int_equal(out[3], T_DATA + 0x3000);
+	assert_int_equal(virtq_first_pages(&q, out, 2), 2);		/* room bounds it */
+	/* A hostile head index lists only the rings; nothing breaks. */
+	le_put(t_ptr(T_AVAIL + 4), 999, 2);
+	assert_int_equal(virtq_first_pages(&q, out, 8), 3);
+	assert_false(q.broken);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_good_chain, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_first_pages, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_loop, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_past_ram, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_next_out_of_range, setup, teardown),

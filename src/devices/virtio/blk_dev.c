@@ -627,6 +627,14 @@ static int blk_dev_activate(void *dev, char *why, size_t whylen)
 	return 0;
 }
 
+/* The rings and the next buffers on offer: what a post-copy sends first. */
+static unsigned blk_dev_first_pages(void *dev, uint64_t *gpa, unsigned max)
+{
+	struct virtio_blk *b = dev;
+
+	return virtio_mmio_first_pages(&b->t, gpa, max);
+}
+
 const struct device_ops virtio_blk_device_ops = {
 	.name = "virtio-blk",
 	.vmsd = &virtio_blk_vmsd,
@@ -638,4 +646,5 @@ const struct device_ops virtio_blk_device_ops = {
 	.quiesce = blk_dev_quiesce,
 	.inactivate = blk_dev_inactivate,
 	.activate = blk_dev_activate,
+	.first_pages = blk_dev_first_pages,
 };

@@ -314,3 +314,14 @@ const struct iobus_ops virtio_mmio_iobus_ops = {
 	.read = virtio_mmio_bus_read,
 	.write = virtio_mmio_bus_write,
 };
+
+unsigned virtio_mmio_first_pages(struct virtio_mmio *t, uint64_t *out, unsigned max)
+{
+	unsigned n = 0;
+
+	pthread_mutex_lock(&t->lock);
+	for (unsigned i = 0; i < t->nr_queues && n < max; i++)
+		n += virtq_first_pages(&t->queues[i], out + n, max - n);
+	pthread_mutex_unlock(&t->lock);
+	return n;
+}

@@ -89,6 +89,13 @@ void virtio_mmio_read(struct virtio_mmio *t, uint64_t offset, void *data, unsign
 void virtio_mmio_write(struct virtio_mmio *t, uint64_t offset, const void *data, unsigned len);
 extern const struct iobus_ops virtio_mmio_iobus_ops;	/* opaque = struct virtio_mmio * */
 
+/*
+ * The guest pages the device is touched through first when it runs again
+ * (virtq_first_pages() of each queue), at most max into out; returns how
+ * many.  Takes the lock.
+ */
+unsigned virtio_mmio_first_pages(struct virtio_mmio *t, uint64_t *out, unsigned max);
+
 /* The driver set DRIVER_OK and the device does not need a reset.  Lock held. */
 bool virtio_mmio_running(const struct virtio_mmio *t);
 /* Raise `bits` (VIRTIO_MMIO_INT_*) in InterruptStatus and send an edge.  Lock held. */

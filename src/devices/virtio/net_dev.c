@@ -464,6 +464,14 @@ static int net_dev_quiesce(void *dev)
 	return 0;
 }
 
+/* The rings and the next buffers on offer: what a post-copy sends first. */
+static unsigned net_dev_first_pages(void *dev, uint64_t *gpa, unsigned max)
+{
+	struct virtio_net *n = dev;
+
+	return virtio_mmio_first_pages(&n->t, gpa, max);
+}
+
 const struct device_ops virtio_net_device_ops = {
 	.name = "virtio-net",
 	.vmsd = &virtio_net_vmsd,
@@ -473,4 +481,5 @@ const struct device_ops virtio_net_device_ops = {
 	.load = net_dev_load,
 	.quiesce = net_dev_quiesce,
 	.resume = net_dev_resume,
+	.first_pages = net_dev_first_pages,
 };

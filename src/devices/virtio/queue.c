@@ -199,6 +199,36 @@ int virtq_pop(struct virtq *q, const struct virtq_mem *m, struct virtq_chain *c)
 	return virtq_walk(q, m, head, c) ? -EINVAL : 1;
 }
 
+/* Add the pages of [gpa, gpa + len) to out[0..*n), while room lasts. */
+static void virtq_add_pages(uint64_t gpa, uint64_t len, uint64_t *out, unsigned *n, unsigned max)
+{
+	for (uint64_t pg = gpa & ~0xfffULL; len && pg < gpa + len && *n < max; pg += 0x1000)
+		out[(*n)++] = pg;
+}
+
+unsigned virtq_first_pages(const struct virtq *q, uint64_t *out, unsigned max)
+{
+	unsigned n = 0;
+
+	if (q->broken || !q->ready || !q->desc)
+		return 0;
+	virtq_add_pages(q->desc_gpa, virtq_desc_bytes(q->size), out, &n, max);
+	virtq_add_pages(q->avail_gpa, virtq_avail_bytes(q->size), out, &n, max);
+	virtq_add_pages(q->used_gpa, virtq_used_bytes(q->size), out, &n, max);
+	/* The next chain on offer: its first buffer (a frame lands there, a request starts). */
+	uint16_t avail_idx = virtq_load16(q->avail + 2);
+	uint16_t pending = (uint16_t)(avail_idx - q->last_avail);
+	if (!pending || pending > q->size)
+		return n;
+	uint16_t head = virtq_load16(q->avail + 4 + 2 * (q->last_avail % q->size));
+	if (head >= q->size)
+		return n;
+	struct virtq_desc d = virtq_read_desc(q->desc, head);
+	if (!(d.flags & VIRTQ_DESC_F_INDIRECT))
+		virtq_add_pages(d.addr, d.len < 0x1000 ? d.len : 0x1000, out, &n, max);
+	return n;
+}
+
 int virtq_push(struct virtq *q, const struct virtq_mem *m, uint16_t head, uint32_t len)
 {
 	/* Views exist only for a checked size; never trust that blindly here. */

@@ -70,6 +70,14 @@ struct virtq {
 	uint8_t *desc, *avail, *used;
 };
 
+/*
+ * The guest pages a set-up queue is touched through first: its three
+ * rings and the first buffer of the next chain on offer (read from the
+ * hostile ring: a bad index just ends the list).  At most max gpas, page
+ * aligned, into out; returns how many.  Transport lock held.
+ */
+unsigned virtq_first_pages(const struct virtq *q, uint64_t *out, unsigned max);
+
 /* Forget everything (device reset). */
 void virtq_reset(struct virtq *q);
 

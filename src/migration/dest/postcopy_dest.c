@@ -341,6 +341,7 @@ static void pc_handle_fault(struct pc_dest *pc, uint64_t addr)
 		uint8_t p[8];
 		uint64_t gpa = guest_memory_page_gpa(mem, index);
 		le_put(p, gpa, 8);
+		pr_debug("post-copy: fault on page 0x%llx, asked", (unsigned long long)gpa);
 		if (pc_dest_request(pc, p))
 			pr_debug("post-copy: cannot request page 0x%llx", (unsigned long long)gpa);
 	}

@@ -26,7 +26,10 @@
 
 #define PC_PUSH_BATCH 64		/* background pages between request checks */
 #define PC_SNDBUF (256 * 1024)		/* little queued in front of an urgent page */
-#define PC_FORWARD_NS 5000000ULL	/* how often the taps are looked at during the push */
+#define PC_FORWARD_NS 1000000ULL	/* how often the taps are looked at during the push */
+#define PC_EARLY_BATCH 16		/* hot pages between looks for RUNNING */
+#define PC_EARLY_MAX 64			/* hot pages before RUNNING, at most */
+#define PC_FIRST_MAX 64			/* the vCPUs' first pages, sent in the switch, at most */
 
 /* One DISCARD section per MIG_DISCARD_MAX_PAGES pages of the to-send bitmap. */
 static void postcopy_send_discards(struct migration *mig)
@@ -67,15 +70,53 @@ static uint64_t postcopy_count(struct migration *mig)
 
 static int postcopy_serve_request(struct migration *mig, const uint8_t *buf, uint32_t len);
 
+static bool postcopy_hot(struct migration *mig, uint64_t index);
+
+/*
+ * While nothing waits to be read before RUNNING: the next batch of the
+ * push's first round (the pages the guest wrote last), from *cursor on,
+ * so they are on their way while the destination starts the guest; at
+ * most *budget pages in all (what the link carries in about the time the
+ * destination takes to start, so that RUNNING is read on time).
+ * 0 or the stream's error.
+ */
+static int postcopy_push_hot_early(struct migration *mig, uint64_t *cursor, uint32_t *budget)
+{
+	uint64_t total = guest_memory_pages(&mig->m->vm.mem);
+	uint32_t pushed = 0;
+
+	for (; *cursor < total && pushed < PC_EARLY_BATCH && pushed < *budget; (*cursor)++)
+		if (postcopy_hot(mig, *cursor))
+			pushed += ram_queue_index(mig, *cursor);
+	*budget -= pushed;
+	int err = ram_flush(mig);
+	if (err)
+		return precopy_stream_fail(mig, err);
+	pthread_mutex_lock(&mig->lock);
+	mig->stats.pc_pages_pushed += pushed;
+	pthread_mutex_unlock(&mig->lock);
+	return 0;
+}
+
 /*
  * Wait for RUNNING.  The guest may fault before the destination's main
  * thread says it runs, so page requests can come first: serve them.
+ * Meanwhile the hot pages go (postcopy_push_hot_early).
  */
 static int postcopy_wait_running(struct migration *mig)
 {
+	uint64_t total = guest_memory_pages(&mig->m->vm.mem), cursor = 0;
+	uint32_t budget = PC_EARLY_MAX;
+
 	for (;;) {
 		uint8_t buf[512], type;
 		uint32_t len;
+		if (cursor < total && budget && mig_stream_wait_readable(&mig->s, 0, NULL, 0) == 0) {
+			int err = postcopy_push_hot_early(mig, &cursor, &budget);
+			if (err)
+				return err;
+			continue;
+		}
 		int err = mig_section_read(&mig->s, buf, sizeof(buf), &type, &len);
 		if (err)
 			return precopy_stream_fail(mig, err);
@@ -104,6 +145,36 @@ static int postcopy_wait_running(struct migration *mig)
 		}
 		return precopy_fail(mig, -EPROTO, "destination answered with section %u", type);
 	}
+}
+
+/*
+ * Inside the switch, before DISCARD: the pages the guest touches first
+ * when it runs there (its page walks for RIP and RSP,
+ * machine_first_pages()), as one more, short pre-copy pass.  Its TLB is
+ * empty, so without them every first instruction waits a fault's round
+ * trip, each behind the push's queued bytes.  A few pages per vCPU, so
+ * a few tens of microseconds of downtime on a 1 Gbit/s link.  Only an
+ * order: a vCPU whose registers cannot be read costs just the faults.
+ * 0 or the stream's error.
+ */
+static int postcopy_send_first(struct migration *mig)
+{
+	uint64_t index[PC_FIRST_MAX];
+	int n = machine_first_pages(mig->m, index, PC_FIRST_MAX);
+	uint32_t sent = 0;
+
+	if (n <= 0) {
+		if (n < 0)
+			pr_debug("post-copy: no first pages: %s", strerror(-n));
+		return 0;
+	}
+	precopy_send_pass(mig, mig->pass.sent + 1, (uint64_t)n, false);
+	for (int i = 0; i < n; i++)
+		sent += ram_queue_index(mig, index[i]);
+	pthread_mutex_lock(&mig->lock);
+	mig->stats.pc_pages_first = sent;
+	pthread_mutex_unlock(&mig->lock);
+	return ram_flush(mig);
 }
 
 /* Pause, say what is missing, send the state, wait until the guest runs there. */
@@ -156,18 +227,20 @@ static int postcopy_switch(struct migration *mig)
 	 */
 	precopy_phase(mig, MIG_PHASE_FINAL_SYNC, &t);
 	mig->ram.stable = true;		/* so raw pages go from guest RAM, not copied */
-	uint64_t owed = postcopy_count(mig);
-	pthread_mutex_lock(&mig->lock);
-	mig->stats.mem_remaining = owed * GUEST_PAGE_SIZE;
-	mig->stats.pc_pages_owed = owed;
-	pthread_mutex_unlock(&mig->lock);
 	/*
 	 * --channels: the extra connections carry pre-copy passes only; every
 	 * page on them lands before the first DISCARD, and they close.
 	 */
 	err = mig_chans_barrier(mig, mig->stats.iteration + 1, true);
+	if (!err)
+		err = postcopy_send_first(mig);
 	if (err)
 		return precopy_stream_fail(mig, err);
+	uint64_t owed = postcopy_count(mig);
+	pthread_mutex_lock(&mig->lock);
+	mig->stats.mem_remaining = owed * GUEST_PAGE_SIZE;
+	mig->stats.pc_pages_owed = owed;
+	pthread_mutex_unlock(&mig->lock);
 	/* The destination drops discarded pages: delta's cache no longer says what it holds. */
 	mig->ram.codec.delta_off = true;
 	postcopy_send_discards(mig);
@@ -200,6 +273,8 @@ static int postcopy_switch(struct migration *mig)
 	err = mig_preempt_src_start(mig);
 	if (err)
 		return err;
+	/* From here pages go while the guest runs: little queued in front of an urgent one. */
+	mig_stream_set_buffers(&mig->s, PC_SNDBUF, 0);
 	precopy_phase(mig, MIG_PHASE_DEVICE_STATE, &t);
 	err = postcopy_wait_running(mig);
 	precopy_phase(mig, MIG_PHASE_RESUME, &t);

@@ -312,6 +312,7 @@ void precopy_send_pass(struct migration *mig, uint32_t pass, uint64_t dirty, boo
 	le_put(p + 4, dirty, 8);
 	p[12] = final;
 	mig_section_write(&mig->s, MIG_SEC_PASS, p, sizeof(p));
+	mig->pass.sent = pass;
 }
 
 /* Auto-converge: apply the policy's throttle, and say so once it holds. */
