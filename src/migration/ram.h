@@ -135,6 +135,12 @@ bool ram_queue_index(struct migration *mig, uint64_t index);
  */
 bool ram_claim_index(struct migration *mig, uint64_t index);
 /*
+ * Mark page index sent (ram_order_send.c); true if it had been sent before,
+ * a re-send, counted in pages-resent.  Atomic: the preempt thread calls it
+ * for the pages it sends while the migration thread pushes.
+ */
+bool ram_order_mark_sent(struct mig_ram *ram, uint64_t index);
+/*
  * ram_base.c, the handshake (live.h) with a destination that holds a base:
  * read its page digests and leave the pages that match out of pass 1.
  * 0 or -errno (reason on the stream).  Nothing to do unless ram.base.

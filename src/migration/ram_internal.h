@@ -33,8 +33,6 @@ int ram_between_chunks(struct migration *mig);
 /* ram_order_send.c. */
 int ram_order_setup(struct migration *mig);
 void ram_order_cleanup(struct mig_ram *ram);
-/* Mark page index sent; true if it had been sent before (a re-send). */
-bool ram_order_mark_sent(struct mig_ram *ram, uint64_t index);
 /*
  * Sync region r's dirty log into ram.bitmap[r] and, while counting, add
  * the pages rewritten since they were sent to their counts.  0 or -errno.

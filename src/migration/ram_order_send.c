@@ -56,10 +56,9 @@ bool ram_order_mark_sent(struct mig_ram *ram, uint64_t index)
 		return false;
 	unsigned long *w = &ram->sent[index / DIRTY_BITS_PER_LONG];
 	unsigned long bit = 1UL << (index % DIRTY_BITS_PER_LONG);
-	bool was = *w & bit;
 
-	*w |= bit;
-	return was;
+	/* Atomic: in post-copy the preempt thread marks the pages it sends too. */
+	return __atomic_fetch_or(w, bit, __ATOMIC_RELAXED) & bit;
 }
 
 /* Without room for the counts, ordering is given up, not the migration. */

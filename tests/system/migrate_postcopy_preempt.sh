@@ -91,6 +91,12 @@ start_source hy-s 1 256M "$WALK"; S=$FERRY_PID
 json_field "$T/hy.json" ram-digest | grep -qE '^[0-9a-f]{16}$' || fail "hybrid: no verified digest"
 [ "$(json_field "$T/hy.json" postcopy-preempt)" = true ] || { cat "$T/hy.json"; fail "hybrid: preempt not on"; }
 grep -q "receiving on 2 channels" "$T/hy-d.log" || fail "hybrid: the destination did not use 2 channels"
+# Re-sends count on every connection, the preempt one too: every page sent
+# but the first copy of each of the 65536 pages of 256 MiB.
+sent=$(( $(num "$T/hy.json" normal-pages) + $(num "$T/hy.json" zero-pages) ))
+resent=$(num "$T/hy.json" pages-resent)
+[ "$resent" -eq $((sent - 65536)) ] || { cat "$T/hy.json"
+	fail "hybrid: $resent pages re-sent of $sent sent, not $((sent - 65536))"; }
 wait_exit "$S" 10
 [ "$RC" -eq 0 ] || fail "hybrid: source exit $RC"
 wait_line "$T/hy-d.serial" '^hb ' 10
@@ -98,7 +104,8 @@ first=$(last_beat "$T/hy-d.serial")
 wait_beats "$T/hy-d.serial" "$((first + 10))"
 "$FERRY" quit "$T/hy-d.ctl"; wait_exit "$D" 10
 ! grep -q CORRUPT "$T/hy-s.serial" "$T/hy-d.serial" || fail "hybrid: corruption"
-log "hybrid with 2 channels and preempt: verified, $(num "$T/hy.json" preempt-pages) pages on it"
+log "hybrid with 2 channels and preempt: verified, $(num "$T/hy.json" preempt-pages) pages on it," \
+	"$resent re-sent"
 
 # Over TLS (tcp): the preempt connection shakes hands like the main one.
 if command -v certtool >/dev/null; then

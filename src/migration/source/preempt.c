@@ -85,13 +85,15 @@ static void mig_preempt_put_page(struct migration *mig, uint64_t index, bool *ze
 static int mig_preempt_serve(struct migration *mig, uint64_t index, uint64_t t0)
 {
 	struct mig_preempt_src *p = &mig->preempt;
-	bool sent = ram_claim_index(mig, index), zero = false;
+	bool sent = ram_claim_index(mig, index), zero = false, resent = false;
 	uint64_t out0 = p->s.bytes_out;
 
 	/* Its neighbours go with the push, on the main connection. */
 	if (mig->p.prepage)
 		__atomic_store_n(&p->hint, index, __ATOMIC_RELEASE);
 	if (sent) {
+		/* A page sent in a live pass before is a re-send (pages-resent), as on the push. */
+		resent = ram_order_mark_sent(&mig->ram, index);
 		mig_preempt_put_page(mig, index, &zero);
 		int err = mig_stream_flush(&p->s);
 		if (err)
@@ -113,6 +115,7 @@ static int mig_preempt_serve(struct migration *mig, uint64_t index, uint64_t t0)
 		st->zero_pages += zero;
 		st->normal_pages += !zero;
 		st->normal_bytes += zero ? 0 : GUEST_PAGE_SIZE;
+		st->pages_resent += resent;
 		st->mem_remaining -= st->mem_remaining < GUEST_PAGE_SIZE ? st->mem_remaining
 									 : GUEST_PAGE_SIZE;
 	}
