@@ -29,6 +29,7 @@ int ram_setup(struct migration *mig)
 			return -ENOMEM;
 	}
 	ram->stable = false;
+	ram->clean = false;
 	int err = ram_order_setup(mig);
 	if (err)
 		return err;
@@ -138,6 +139,7 @@ int ram_start_clean(struct migration *mig)
 			return err;
 	}
 	mig->ram.clear_ns = vm_now_ns();
+	mig->ram.clean = true;
 	return 0;
 }
 
@@ -372,45 +374,52 @@ int ram_between_chunks(struct migration *mig)
 	return mig_sources_service(mig);
 }
 
-static int ram_send_region(struct migration *mig, unsigned r)
+int ram_send_chunk(struct migration *mig, unsigned r, uint64_t first)
 {
 	struct vm *vm = &mig->m->vm;
 	uint64_t pages = guest_memory_region_pages(&vm->mem, r);
 	uint64_t base = guest_memory_region_first(&vm->mem, r);
 	unsigned long *bm = mig->ram.bitmap[r], *hot = mig->ram.hot[r];
 	unsigned long send[RAM_CLEAR_CHUNK / DIRTY_BITS_PER_LONG];
-	int err;
+	uint64_t count = pages - first < RAM_CLEAR_CHUNK ? pages - first : RAM_CLEAR_CHUNK;
+	uint64_t l0 = first / DIRTY_BITS_PER_LONG, l1 = dirty_bitmap_longs(first + count);
+	bool any = false;
+
+	for (uint64_t l = l0; l < l1; l++) {
+		/* Hot pages would only be dirty again: they wait (and stay marked). */
+		send[l - l0] = mig->ram.hot_skip ? bm[l] & ~hot[l] : bm[l];
+		bm[l] &= ~send[l - l0];
+		any |= send[l - l0] != 0;
+	}
+	if (!any)
+		return 0;
+	/* Re-arm tracking before reading: a write from now on is seen. */
+	int err = vm_dirty_log_clear(vm, r, first, count, send);
+	if (err)
+		return err;
+	bool hole = guest_memory_is_hole(&vm->mem, base + first, count);
+	for (uint64_t l = l0; l < l1; l++) {
+		unsigned long w = send[l - l0];
+		while (w) {
+			unsigned bit = (unsigned)__builtin_ctzl(w);
+			w &= w - 1;
+			uint64_t page = l * DIRTY_BITS_PER_LONG + bit;
+			ram_queue_page(mig, guest_memory_page_gpa(&vm->mem, base + page),
+				       guest_memory_page_ptr(&vm->mem, base + page),
+				       base + page, hole);
+		}
+	}
+	return 0;
+}
+
+static int ram_send_region(struct migration *mig, unsigned r)
+{
+	uint64_t pages = guest_memory_region_pages(&mig->m->vm.mem, r);
 
 	for (uint64_t first = 0; first < pages; first += RAM_CLEAR_CHUNK) {
-		uint64_t count = pages - first < RAM_CLEAR_CHUNK ? pages - first : RAM_CLEAR_CHUNK;
-		uint64_t l0 = first / DIRTY_BITS_PER_LONG, l1 = dirty_bitmap_longs(first + count);
-		bool any = false;
-		for (uint64_t l = l0; l < l1; l++) {
-			/* Hot pages would only be dirty again: they wait (and stay marked). */
-			send[l - l0] = mig->ram.hot_skip ? bm[l] & ~hot[l] : bm[l];
-			bm[l] &= ~send[l - l0];
-			any |= send[l - l0] != 0;
-		}
-		if (!any)
-			goto next;
-		/* Re-arm tracking before reading: a write from now on is seen. */
-		err = vm_dirty_log_clear(vm, r, first, count, send);
-		if (err)
-			return err;
-		bool hole = guest_memory_is_hole(&vm->mem, base + first, count);
-		for (uint64_t l = l0; l < l1; l++) {
-			unsigned long w = send[l - l0];
-			while (w) {
-				unsigned bit = (unsigned)__builtin_ctzl(w);
-				w &= w - 1;
-				uint64_t page = l * DIRTY_BITS_PER_LONG + bit;
-				ram_queue_page(mig, guest_memory_page_gpa(&vm->mem, base + page),
-					       guest_memory_page_ptr(&vm->mem, base + page),
-					       base + page, hole);
-			}
-		}
-next:
-		err = ram_between_chunks(mig);
+		int err = ram_send_chunk(mig, r, first);
+		if (!err)
+			err = ram_between_chunks(mig);
 		if (err)
 			return err;
 	}

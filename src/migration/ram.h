@@ -38,6 +38,7 @@ struct mig_ram {
 	 */
 	bool stable;
 	uint64_t clear_ns;		/* when the whole log was last cleared */
+	bool clean;			/* it was, before pass 1: a peek shows what the guest wrote */
 	uint32_t codecs;		/* encodings the destination accepted (bit = id) */
 	bool base;			/* READY accepted MIG_CAP_BASE: its digests follow */
 	/* The encoder: codecs' state and counters (set up once READY is read). */
@@ -60,8 +61,8 @@ struct mig_ram {
 	 * Re-sends and ordered propagation (ram_order_send.c).  `sent` marks,
 	 * by page index, the pages sent at least once: a page sent again is
 	 * counted in pages-resent.  With --order rewrite, `rewrites` holds each
-	 * page's rewrite history, the last 8 syncs (ram_order.h; allocated at
-	 * the first counted sync), `seen` a region's report from one sync, and
+	 * page's rewrite history, the last 8 syncs (ram_order.h; allocated when
+	 * pass 1 starts), `seen` a region's report from one sync or look, and
 	 * `send_order` a pass's pages in the order they go.
 	 */
 	enum mig_order order;

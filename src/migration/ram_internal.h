@@ -22,6 +22,12 @@ struct mig_ram;
  */
 void ram_queue_page(struct migration *mig, uint64_t gpa, const uint8_t *src, uint64_t index,
 		    bool hole);
+/*
+ * Send the pages marked in chunk `first` (a multiple of RAM_CLEAR_CHUNK)
+ * of region r, but hot ones while ram.hot_skip: their bits are cleared
+ * here and in KVM, then they are queued.  0 or -errno.
+ */
+int ram_send_chunk(struct migration *mig, unsigned r, uint64_t first);
 /* Send every queued batch, in order. */
 void ram_flush_batch(struct migration *mig);
 /*

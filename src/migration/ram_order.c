@@ -1,6 +1,7 @@
 /*
- * Ordered propagation's pure parts (ram_order.h): rewrite histories,
- * the send order by bucket, and where a pass stops early.
+ * Ordered propagation's pure parts (ram_order.h): pass 1's chunk counts
+ * and chunk order, rewrite histories, the send order by bucket, and where
+ * a pass stops early.
  */
 #include "migration/ram_order.h"
 
@@ -114,4 +115,40 @@ uint64_t ram_order_cutoff(const uint64_t hist[RAM_ORDER_BUCKETS], uint64_t max_t
 			tail += hist[c];
 	}
 	return lowest >= RAM_ORDER_HOT || tail > max_tail ? total : total - tail;
+}
+
+uint64_t ram_order_chunk_counts(const unsigned long *seen, uint64_t pages, uint32_t *count)
+{
+	uint64_t chunks = (pages + RAM_ORDER_CHUNK - 1) / RAM_ORDER_CHUNK;
+	uint64_t longs = (pages + ORDER_BITS - 1) / ORDER_BITS;
+
+	for (uint64_t c = 0; c < chunks; c++) {
+		uint64_t l0 = c * (RAM_ORDER_CHUNK / ORDER_BITS), l1 = l0 + RAM_ORDER_CHUNK / ORDER_BITS;
+		uint32_t n = 0;
+
+		for (uint64_t l = l0; l < l1 && l < longs; l++)
+			n += (uint32_t)__builtin_popcountl(seen[l] & order_word_mask(l, pages));
+		count[c] = n;
+	}
+	return chunks;
+}
+
+void ram_order_sort_chunks(uint32_t *ids, uint64_t n, const uint32_t *count, uint32_t *tmp)
+{
+	uint64_t at[RAM_ORDER_CHUNK + 1] = { 0 }, sum = 0;
+
+	for (uint64_t i = 0; i < n; i++) {
+		uint32_t c = count[ids[i]];
+		at[c < RAM_ORDER_CHUNK ? c : RAM_ORDER_CHUNK]++;
+	}
+	for (unsigned c = 0; c <= RAM_ORDER_CHUNK; c++) {
+		uint64_t k = at[c];
+		at[c] = sum;
+		sum += k;
+	}
+	for (uint64_t i = 0; i < n; i++) {
+		uint32_t c = count[ids[i]];
+		tmp[at[c < RAM_ORDER_CHUNK ? c : RAM_ORDER_CHUNK]++] = ids[i];
+	}
+	memcpy(ids, tmp, n * sizeof(*ids));
 }

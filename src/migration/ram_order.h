@@ -1,20 +1,24 @@
 /*
- * Ordered propagation (Microwiper): the RAM source remembers how often
- * each page was found rewritten at the last 8 syncs (a u8 per page, its
- * rewrite history: bit 7 the last sync, bit 0 the eighth last; allocated
- * at the first counted sync, only with --order rewrite).  Read as a number
- * the history is a rewrite rate that weighs recent syncs most.  Passes 2
- * and later send the dirty pages by that number, coldest first, hottest
- * last, and stop before the hot tail, the pages rewritten in each of the
- * last two sync intervals: rewritten at least once a pass, they are
- * rewritten as fast as the link can carry them (docs/convergence.md,
- * "Ordered propagation").
+ * Ordered propagation (Microwiper).  Pass 1 sends the chunks of RAM the
+ * guest was seen writing last, fewest pages written first: it looks at the
+ * dirty log as it goes (every 10 ms or so, nothing cleared) and leaves a
+ * chunk that holds a page written since the migration began for its end.
+ * From then on the RAM source remembers how often each page was found
+ * rewritten at the last 8 syncs (a u8 per page, its rewrite history: bit 7
+ * the last sync, bit 0 the eighth last; allocated when pass 1 starts, only
+ * with --order rewrite).  Read as a number the history is a rewrite rate
+ * that weighs recent syncs most.  Passes 2 and later send the dirty pages
+ * by that number, coldest first, hottest last, and stop before the hot
+ * tail, the pages rewritten in each of the last two sync intervals:
+ * rewritten at least once a pass, they are rewritten as fast as the link
+ * can carry them (docs/convergence.md, "Ordered propagation").
  *
  * The functions here are pure (bitmaps and counts in, counts, an order or
- * a number out): ram.c calls them and tests/unit/test_ram_order.c feeds
- * them.  Their cost is bounded: a byte per page at a sync, one walk over
- * the bitmap words and one step per dirty page for the order, a counting
- * sort over RAM_ORDER_BUCKETS buckets, never a comparison sort over RAM.
+ * a number out): ram_order_send.c calls them and tests/unit/test_ram_order.c
+ * feeds them.  Their cost is bounded: a byte per page at a sync, one walk
+ * over the bitmap words and one step per dirty page for the order, counting
+ * sorts over RAM_ORDER_BUCKETS or RAM_ORDER_CHUNK + 1 buckets, never a
+ * comparison sort over RAM.
  */
 #ifndef FERRY_MIGRATION_RAM_ORDER_H
 #define FERRY_MIGRATION_RAM_ORDER_H
@@ -22,10 +26,10 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-/* --order: which order passes 2 and later send dirty pages in. */
+/* --order: which order the live passes send dirty pages in. */
 enum mig_order {
-	MIG_ORDER_ADDRESS,	/* by guest address, as pass 1 */
-	MIG_ORDER_REWRITE,	/* by rewrite count, coldest first */
+	MIG_ORDER_ADDRESS,	/* by guest address */
+	MIG_ORDER_REWRITE,	/* written chunks last, then by rewrite count */
 	MIG_ORDER_NR,
 };
 
@@ -81,5 +85,30 @@ uint64_t ram_order_build(const struct ram_order_region *rg, unsigned nr, uint32_
  * worked out in docs/convergence.md.
  */
 uint64_t ram_order_cutoff(const uint64_t hist[RAM_ORDER_BUCKETS], uint64_t max_tail);
+
+/*
+ * Pass 1's unit: a chunk of RAM_ORDER_CHUNK pages (4 MiB, the chunk whose
+ * dirty bits are cleared at once).  A page of the working set cannot be
+ * told from a cold one until the guest writes it, which for a page written
+ * once in a few seconds comes too late; but working sets are runs of pages
+ * (a heap, a buffer, a file's cache), so one page of a chunk seen written
+ * says the chunk is in use long before each of its pages was.
+ */
+#define RAM_ORDER_CHUNK 1024
+
+/*
+ * count[c] = the pages of chunk c (pages c * RAM_ORDER_CHUNK on, the last
+ * chunk possibly short) marked in seen, a `pages`-page bitmap.  Returns the
+ * number of chunks.
+ */
+uint64_t ram_order_chunk_counts(const unsigned long *seen, uint64_t pages, uint32_t *count);
+
+/*
+ * Sort ids[0..n) (chunk numbers) ascending by count[id], stably (a
+ * counting sort over 0..RAM_ORDER_CHUNK; a larger count is taken as
+ * RAM_ORDER_CHUNK).  tmp has room for n ids.  Pass 1 sends the chunks it
+ * left in this order: fewest pages written first.
+ */
+void ram_order_sort_chunks(uint32_t *ids, uint64_t n, const uint32_t *count, uint32_t *tmp);
 
 #endif

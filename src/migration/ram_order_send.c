@@ -1,9 +1,11 @@
 /*
  * The RAM source's ordered passes (ram_order.h has the rules, and
  * docs/convergence.md "Ordered propagation" the why): which pages were
- * sent before (re-sends, both orders), the rewrite counts kept at every
- * sync with --order rewrite, and a pass that sends pages coldest first and
- * ends before a hot tail that outruns the link.  Migration thread only.
+ * sent before (re-sends, both orders), and with --order rewrite a pass 1
+ * that leaves the chunks the guest writes for its end, the rewrite counts
+ * kept at every sync, and later passes that send pages coldest first and
+ * end before a hot tail that outruns the link.  Migration thread only,
+ * but for ram_order_mark_sent (the preempt thread's pages, in post-copy).
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -234,6 +236,104 @@ static int ram_send_ordered(struct migration *mig)
 	return mig_stream_error(&mig->s);
 }
 
+_Static_assert(RAM_ORDER_CHUNK == RAM_CLEAR_CHUNK, "pass 1 leaves whole clearing chunks");
+
+/*
+ * How often pass 1 looks at the dirty log: every 10 ms, and 2 ms more per
+ * GiB of RAM (a look reads the whole log: 32 KiB per GiB, counted by
+ * chunk), so that a large guest's looks stay a small part of the pass.
+ */
+static uint64_t ram_order_look_ns(const struct mig_ram *ram)
+{
+	return 10000000ULL + ram->nr_pages / (1ULL << 18) * 2000000ULL;
+}
+
+/* A look: every region's log, nothing cleared, into count[] by chunk.  0 or -errno. */
+static int ram_order_look(struct migration *mig, uint32_t *count, const uint64_t *chunk0)
+{
+	struct guest_memory *mem = &mig->m->vm.mem;
+	struct mig_ram *ram = &mig->ram;
+
+	for (unsigned r = 0; r < guest_memory_nr_regions(mem); r++) {
+		int64_t n = vm_dirty_log_peek(&mig->m->vm, r, ram->seen[r]);
+		if (n < 0)
+			return (int)n;
+		ram_order_chunk_counts(ram->seen[r], guest_memory_region_pages(mem, r),
+				       count + chunk0[r]);
+	}
+	return 0;
+}
+
+/*
+ * Pass 1 with --order rewrite, the log cleared at the start (ram.clean):
+ * by address, but a chunk that holds a page the guest wrote since the
+ * start, as the latest look saw it, is left for the end of the pass; the
+ * chunks left go last, fewest pages written first (ram_order.h,
+ * RAM_ORDER_CHUNK; docs/convergence.md, "Ordered propagation").
+ */
+static int ram_send_first_ordered(struct migration *mig)
+{
+	struct guest_memory *mem = &mig->m->vm.mem;
+	struct mig_ram *ram = &mig->ram;
+	unsigned nr = guest_memory_nr_regions(mem);
+	uint64_t chunk0[GUEST_MAX_REGIONS + 1], look = 0, left = 0;
+	int err = 0;
+
+	chunk0[0] = 0;
+	for (unsigned r = 0; r < nr; r++)
+		chunk0[r + 1] = chunk0[r] + (guest_memory_region_pages(mem, r) + RAM_ORDER_CHUNK - 1) /
+					    RAM_ORDER_CHUNK;
+	uint32_t *count = calloc(chunk0[nr], sizeof(*count));
+	uint32_t *late = malloc(chunk0[nr] * sizeof(*late));
+	uint32_t *tmp = malloc(chunk0[nr] * sizeof(*tmp));
+	if (!count || !late || !tmp) {
+		free(count);
+		free(late);
+		free(tmp);
+		pr_warn("migration: no memory for pass 1's order: it goes by address");
+		return ram_send_dirty(mig, false);
+	}
+	for (unsigned r = 0; r < nr && !err; r++) {
+		uint64_t pages = guest_memory_region_pages(mem, r);
+		for (uint64_t first = 0; first < pages && !err; first += RAM_ORDER_CHUNK) {
+			uint64_t c = chunk0[r] + first / RAM_ORDER_CHUNK, now = vm_now_ns();
+			if (!look || now - look >= ram_order_look_ns(ram)) {
+				err = ram_order_look(mig, count, chunk0);
+				look = now;
+			}
+			if (!err && count[c])
+				late[left++] = (uint32_t)c;	/* the guest writes here: later */
+			else if (!err)
+				err = ram_send_chunk(mig, r, first);
+			if (!err)
+				err = ram_between_chunks(mig);
+		}
+	}
+	/* The chunks left: one more look, then fewest pages written first. */
+	if (!err && left)
+		err = ram_order_look(mig, count, chunk0);
+	if (!err && left) {
+		pr_debug("migration: pass 1 leaves %llu of %llu chunks, written to, for its end",
+			 (unsigned long long)left, (unsigned long long)chunk0[nr]);
+		ram_order_sort_chunks(late, left, count, tmp);
+	}
+	for (uint64_t i = 0; i < left && !err; i++) {
+		unsigned r = 0;
+		while (late[i] >= chunk0[r + 1])
+			r++;
+		err = ram_send_chunk(mig, r, (late[i] - chunk0[r]) * RAM_ORDER_CHUNK);
+		if (!err)
+			err = ram_between_chunks(mig);
+	}
+	free(count);
+	free(late);
+	free(tmp);
+	if (err)
+		return err;
+	ram_flush_batch(mig);
+	return mig_stream_error(&mig->s);
+}
+
 int ram_send_pass(struct migration *mig, bool resend)
 {
 	struct mig_ram *ram = &mig->ram;
@@ -241,6 +341,9 @@ int ram_send_pass(struct migration *mig, bool resend)
 
 	if (ram->counting && ram->order == MIG_ORDER_REWRITE && ram->rewrites)
 		err = ram_send_ordered(mig);
+	else if (!ram->counting && ram->order == MIG_ORDER_REWRITE && ram->clean &&
+		 !ram->hot_skip && ram_order_alloc(mig))
+		err = ram_send_first_ordered(mig);
 	else
 		err = ram_send_dirty(mig, resend);
 	/* Pass 1 went out: from the next sync on, a page found dirty was rewritten. */

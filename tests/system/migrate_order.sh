@@ -2,7 +2,8 @@
 # --order rewrite end to end, with --verify: the verify workload (every
 # word of its working set checked by the guest) and a hot/cold memtouch
 # guest (9 writes in 10 to a tenth of its pages), each over a capped link
-# so that there are passes after the first for the order to change.  Each
+# so that there are passes after the first (pass 1, whose order changes
+# too, leaves the working set for its end, and later passes).  Each
 # migration must complete with the digests agreed and the guest running
 # on at the destination without seeing corruption.  The hot/cold guest
 # then goes again in address order, and both re-send counts are logged

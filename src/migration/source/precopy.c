@@ -267,8 +267,15 @@ static int precopy_setup(struct migration *mig)
 	err = vm_dirty_log_start(&mig->m->vm);
 	if (err)
 		return precopy_fail(mig, err, "cannot start dirty logging: %s", strerror(-err));
-	if (precopy_auto_hybrid(mig)) {
-		/* Watch what the guest writes from now on (precopy_probe). */
+	/*
+	 * Watch what the guest writes from now on: hybrid's probe
+	 * (precopy_probe), and --order rewrite's pass 1, which leaves what the
+	 * guest writes for its end (ram_order_send.c).  Not for a save (one
+	 * pass, paused) nor post-copy (no pass before the switch).
+	 */
+	if (precopy_auto_hybrid(mig) ||
+	    (mig->ram.order == MIG_ORDER_REWRITE && mig->p.mode != MIG_MODE_POSTCOPY &&
+	     mig_stream_has_return_path(&mig->s))) {
 		err = ram_start_clean(mig);
 		if (err)
 			return precopy_fail(mig, err, "cannot clear the dirty log: %s", strerror(-err));
