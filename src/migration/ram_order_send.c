@@ -248,20 +248,22 @@ static uint64_t ram_order_look_ns(const struct mig_ram *ram)
 	return 10000000ULL + ram->nr_pages / (1ULL << 18) * 2000000ULL;
 }
 
-/* A look: every region's log, nothing cleared, into count[] by chunk.  0 or -errno. */
-static int ram_order_look(struct migration *mig, uint32_t *count, const uint64_t *chunk0)
+/*
+ * A look: every region's log, nothing cleared, into count[] by chunk.  A
+ * region whose log cannot be read keeps its counts (only the order
+ * suffers; the next sync reports the failure).
+ */
+static void ram_order_look(struct migration *mig, uint32_t *count, const uint64_t *chunk0)
 {
 	struct guest_memory *mem = &mig->m->vm.mem;
 	struct mig_ram *ram = &mig->ram;
 
 	for (unsigned r = 0; r < guest_memory_nr_regions(mem); r++) {
-		int64_t n = vm_dirty_log_peek(&mig->m->vm, r, ram->seen[r]);
-		if (n < 0)
-			return (int)n;
+		if (vm_dirty_log_peek(&mig->m->vm, r, ram->seen[r]) < 0)
+			continue;
 		ram_order_chunk_counts(ram->seen[r], guest_memory_region_pages(mem, r),
 				       count + chunk0[r]);
 	}
-	return 0;
 }
 
 /*
@@ -298,21 +300,20 @@ static int ram_send_first_ordered(struct migration *mig)
 		for (uint64_t first = 0; first < pages && !err; first += RAM_ORDER_CHUNK) {
 			uint64_t c = chunk0[r] + first / RAM_ORDER_CHUNK, now = vm_now_ns();
 			if (!look || now - look >= ram_order_look_ns(ram)) {
-				err = ram_order_look(mig, count, chunk0);
+				ram_order_look(mig, count, chunk0);
 				look = now;
 			}
-			if (!err && count[c])
+			if (count[c])
 				late[left++] = (uint32_t)c;	/* the guest writes here: later */
-			else if (!err)
+			else
 				err = ram_send_chunk(mig, r, first);
 			if (!err)
 				err = ram_between_chunks(mig);
 		}
 	}
 	/* The chunks left: one more look, then fewest pages written first. */
-	if (!err && left)
-		err = ram_order_look(mig, count, chunk0);
 	if (!err && left) {
+		ram_order_look(mig, count, chunk0);
 		pr_debug("migration: pass 1 leaves %llu of %llu chunks, written to, for its end",
 			 (unsigned long long)left, (unsigned long long)chunk0[nr]);
 		ram_order_sort_chunks(late, left, count, tmp);
