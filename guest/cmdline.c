@@ -270,6 +270,8 @@ static bool parse_pair(const char *k, size_t kn, const char *v, size_t vn, struc
 		ok = parse_time_ns(v, vn, &cfg->period_ns) && cfg->period_ns >= 10000;
 	} else if (eq(k, kn, "seconds")) {
 		ok = parse_plain(v, vn, &cfg->seconds) && cfg->seconds < (1UL << 32);
+	} else if (eq(k, kn, "report")) {
+		ok = parse_plain(v, vn, &cfg->report) && cfg->report < (1UL << 32);
 	} else if (eq(k, kn, "crash")) {
 		ok = parse_plain(v, vn, &cfg->crash) && cfg->crash < (1UL << 32);
 	} else if (eq(k, kn, "seed")) {

@@ -149,6 +149,16 @@ static void place_wss(void)
 
 /* ---- heartbeat ------------------------------------------------------------ */
 
+/* Work done so far, summed over the vCPUs (each counter only grows). */
+static u64 work_units(void)
+{
+	u64 units = 0;
+
+	for (u32 i = 0; i < sh.ncpus; i++)
+		units += sh.work[i].units;
+	return units;
+}
+
 void hb_fire(void)
 {
 	u64 now = rdtsc();
@@ -159,10 +169,8 @@ void hb_fire(void)
 		syscall1(SYS_CRASH, 0);
 	}
 	if (now >= hb.end) {
-		u64 units = 0;
+		u64 units = work_units();
 
-		for (u32 i = 0; i < sh.ncpus; i++)
-			units += sh.work[i].units;
 		if (sh.cfg.disk && sh.cfg.disk_mode == DISK_VERIFY)
 			disk_report();
 		else if (sh.cfg.disk)
@@ -184,6 +192,9 @@ void hb_fire(void)
 	if (now < hb.next)
 		return;
 	pr("hb %lu\n", hb.seq++);
+	if (sh.cfg.report && hb.seq % sh.cfg.report == 0)
+		pr("probe: work %lu at %lu us\n", work_units(),
+		   (now - hb.start) * 1000 / sh.tsc_khz);
 	/* Keep a fixed schedule; after a long stall (e.g. migration downtime)
 	 * restart it rather than printing a burst of late heartbeats. */
 	hb.next += sh.period_ticks;
@@ -308,7 +319,7 @@ noreturn void user_main(u32 cpu)
 		   (rdtsc() - t0) / sh.tsc_khz);
 	}
 
-	hb.next = rdtsc();
+	hb.next = hb.start = rdtsc();
 	hb.end = sh.cfg.seconds ? hb.next + sh.cfg.seconds * sh.tsc_hz : ~0UL;
 	hb.crash = sh.cfg.crash ? hb.next + sh.cfg.crash * sh.tsc_hz : ~0UL;
 	pr("probe: running\n");

@@ -20,6 +20,7 @@ struct config {
 	u64 period_ns;
 	u64 seconds;            /* 0 = forever */
 	u64 crash;              /* triple-fault after this many seconds, 0 = never */
+	u64 report;             /* a "probe: work" line every this many heartbeats, 0 = none */
 	u64 seed;
 	u64 rate;               /* bytes/s over all vCPUs, 0 = unpaced */
 	bool disk, net;         /* device workloads, run by the BSP beside `workload` */
@@ -77,6 +78,7 @@ struct heartbeat {
 	u64 seq;
 	u64 end;                /* TSC at which seconds= expires, or ~0 */
 	u64 crash;              /* TSC at which crash= fires, or ~0 */
+	u64 start;              /* TSC at "probe: running" */
 };
 extern struct heartbeat hb;
 void hb_fire(void);

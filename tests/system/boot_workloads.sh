@@ -29,5 +29,10 @@ for vcpus in 1 2; do
 done
 run_case "memtouch-random" 2 "workload=memtouch wss=16M pattern=random rate=64M period=50ms seconds=2" 15
 run_case "memtouch-hotcold" 1 "workload=memtouch wss=16M pattern=hotcold period=50ms seconds=2 fill=mixed" 15
+# report=: a "probe: work" line every 4 heartbeats, the count only growing.
+run_case "memtouch-report" 2 "workload=memtouch wss=16M pattern=random period=50ms seconds=2 report=4" 15
+awk '/^probe: work / { n++; if ($3 + 0 < last || $5 + 0 <= t) bad = 1; last = $3 + 0; t = $5 + 0 }
+     END { exit !(n >= 5 && !bad && last > 0) }' "$T/memtouch-report.serial" ||
+	{ grep "^probe: work" "$T/memtouch-report.serial"; fail "memtouch-report: no growing work lines"; }
 run_case "idle-16" 16 "workload=idle period=50ms seconds=3" 15
 echo "all workloads booted and exited cleanly"
