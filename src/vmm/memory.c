@@ -229,28 +229,54 @@ bool guest_memory_is_hole(const struct guest_memory *mem, uint64_t first, uint64
 bool guest_memory_data_run(const struct guest_memory *mem, uint64_t first, uint64_t n,
 			   uint64_t *run_first, uint64_t *run_n)
 {
+	struct guest_data_cursor cur = { 0 };
+
+	return guest_memory_data_run_at(mem, &cur, first, n, run_first, run_n);
+}
+
+/* Clip the known extent [data, hole) to [first, end). */
+static bool data_run_clip(const struct guest_data_cursor *cur, uint64_t first, uint64_t end,
+			  uint64_t *run_first, uint64_t *run_n)
+{
+	uint64_t rf = cur->data > first ? cur->data : first;
+
+	if (rf >= end)
+		return false;
+	*run_first = rf;
+	*run_n = (cur->hole < end ? cur->hole : end) - rf;
+	return true;
+}
+
+bool guest_memory_data_run_at(const struct guest_memory *mem, struct guest_data_cursor *cur,
+			      uint64_t first, uint64_t n, uint64_t *run_first, uint64_t *run_n)
+{
 	uint64_t end = first + n;
 	off_t data, hole;
 
 	if (!guest_memory_range_ok(mem, first, n) || !n)
 		return false;
+	if (cur->hole && cur->from <= first && first < cur->hole)
+		return data_run_clip(cur, first, end, run_first, run_n);
 	data = lseek(mem->fd, (off_t)(first * GUEST_PAGE_SIZE), SEEK_DATA);
-	if (data < 0 && errno == ENXIO)
+	if (data < 0 && errno == ENXIO) {
+		/* nothing allocated from here to the end */
+		*cur = (struct guest_data_cursor){ first, UINT64_MAX, UINT64_MAX };
 		return false;
+	}
 	if (data < 0) {
+		*cur = (struct guest_data_cursor){ 0 };
 		*run_first = first;
 		*run_n = n;
 		return true;
 	}
-	if ((uint64_t)data >= end * GUEST_PAGE_SIZE)
-		return false;
 	hole = lseek(mem->fd, data, SEEK_HOLE);
-	*run_first = (uint64_t)data / GUEST_PAGE_SIZE;
-	if (hole < 0 || (uint64_t)hole > end * GUEST_PAGE_SIZE)
-		hole = (off_t)(end * GUEST_PAGE_SIZE);
-	/* A hole inside a page cannot be: round up so no byte of data is lost. */
-	*run_n = ((uint64_t)hole + GUEST_PAGE_SIZE - 1) / GUEST_PAGE_SIZE - *run_first;
-	if (*run_first + *run_n > end)
-		*run_n = end - *run_first;
-	return true;
+	*cur = (struct guest_data_cursor){ first, (uint64_t)data / GUEST_PAGE_SIZE, 0 };
+	if (hole < 0) {
+		/* the rest of the range counts as data; remember nothing past it */
+		cur->hole = end > cur->data ? end : cur->data + 1;
+	} else {
+		/* A hole inside a page cannot be: round up so no byte of data is lost. */
+		cur->hole = ((uint64_t)hole + GUEST_PAGE_SIZE - 1) / GUEST_PAGE_SIZE;
+	}
+	return data_run_clip(cur, first, end, run_first, run_n);
 }

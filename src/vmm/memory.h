@@ -149,4 +149,22 @@ bool guest_memory_is_hole(const struct guest_memory *mem, uint64_t first, uint64
 bool guest_memory_data_run(const struct guest_memory *mem, uint64_t first, uint64_t n,
 			   uint64_t *run_first, uint64_t *run_n);
 
+/*
+ * What the last lseek()s found, for a walk that asks guest_memory_data_run_at()
+ * about range after range going forward: pages [from, data) are holes and
+ * [data, hole) allocated.  SEEK_HOLE scans every allocated page up to the
+ * next hole, so in RAM full of data one call per block would read the
+ * whole rest of RAM each time (quadratic); with a cursor it runs once per
+ * extent.  Only for memory whose allocation does not change during the
+ * walk, as far as the walk looks at it (a paused guest; blocks the guest
+ * cannot write until they are copied).  Start zeroed.
+ */
+struct guest_data_cursor {
+	uint64_t from, data, hole;	/* pages; hole == 0: nothing known */
+};
+
+/* guest_memory_data_run(), answered from *cur when it covers `first`. */
+bool guest_memory_data_run_at(const struct guest_memory *mem, struct guest_data_cursor *cur,
+			      uint64_t first, uint64_t n, uint64_t *run_first, uint64_t *run_n);
+
 #endif

@@ -1088,6 +1088,68 @@ static void test_disk_path(void **state)
 	savefile_close(&sf);
 }
 
+/*
+ * guest_memory_data_run_at() with a cursor kept across calls answers as
+ * guest_memory_data_run() does afresh: block after block going forward
+ * (a save's writer threads) and at blocks in any order (a snapshot's
+ * fault thread), over long data extents (where SEEK_HOLE used to scan to
+ * the end of RAM for every block), single pages, holes and RAM's end.
+ */
+static bool t_cursor_data(uint64_t i)
+{
+	return i < 1000 || (i >= 1500 && i % 97 != 0 && i < T_PAGES - 300) || i == T_PAGES - 1;
+}
+
+static void t_cursor_walk(const struct guest_memory *mem, struct guest_data_cursor *cur,
+			  uint64_t first, uint64_t n)
+{
+	uint64_t p = first, end = first + n, rf, rn, wf, wn;
+
+	for (;;) {
+		bool got = guest_memory_data_run_at(mem, cur, p, end - p, &rf, &rn);
+		bool want = guest_memory_data_run(mem, p, end - p, &wf, &wn);
+
+		assert_int_equal(got, want);
+		if (!got)
+			break;
+		assert_int_equal(rf, wf);
+		assert_int_equal(rn, wn);
+		for (uint64_t q = p; q < rf; q++)
+			assert_false(t_cursor_data(q));
+		for (uint64_t q = rf; q < rf + rn; q++)
+			assert_true(t_cursor_data(q));
+		p = rf + rn;
+		if (p >= end)
+			break;
+	}
+}
+
+static void test_data_cursor(void **state)
+{
+	struct guest_memory mem;
+	struct guest_data_cursor cur = { 0 };
+	uint64_t rng = 12345, bp = SAVEFILE_BLOCK_PAGES;
+
+	(void)state;
+	assert_int_equal(guest_memory_create(&mem, T_MEM), 0);
+	for (uint64_t i = 0; i < T_PAGES; i++)
+		if (t_cursor_data(i))
+			((uint64_t *)guest_memory_page_alias(&mem, i))[0] = i + 1;
+	for (uint64_t b = 0; b < T_PAGES / bp; b++)
+		t_cursor_walk(&mem, &cur, b * bp, bp);
+	for (int k = 0; k < 2000; k++) {
+		rng = rng * 6364136223846793005ULL + 1442695040888963407ULL;
+		uint64_t first = (rng >> 20) % T_PAGES, n = 1 + (rng >> 44) % bp;
+
+		if (first + n > T_PAGES)
+			n = T_PAGES - first;
+		t_cursor_walk(&mem, &cur, first, n);
+	}
+	/* A range past RAM's end holds nothing. */
+	assert_false(guest_memory_data_run_at(&mem, &cur, T_PAGES - 1, 2, &rng, &bp));
+	guest_memory_destroy(&mem);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1100,6 +1162,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_lazy_damaged, t_setup, t_teardown),
 		cmocka_unit_test_setup_teardown(test_snapshot_cow, t_setup, t_teardown),
 		cmocka_unit_test(test_specs),
+		cmocka_unit_test(test_data_cursor),
 		cmocka_unit_test_setup_teardown(test_cpu, t_setup, t_teardown),
 		cmocka_unit_test_setup_teardown(test_disk_copy, t_setup, t_teardown),
 		cmocka_unit_test_setup_teardown(test_disk_path, t_setup, t_teardown),

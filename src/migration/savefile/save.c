@@ -70,9 +70,11 @@ static int save_run(struct save_job *j, uint64_t q, uint64_t r)
 
 /*
  * One block: only allocated pages are looked at (reading a hole would
- * allocate it), only non-zero ones written, so holes stay holes.
+ * allocate it), only non-zero ones written, so holes stay holes.  cur: the
+ * thread's cursor (blocks are taken in increasing order, the guest is paused).
  */
-static int save_block(struct save_job *j, uint64_t b, XXH3_state_t *xs)
+static int save_block(struct save_job *j, uint64_t b, XXH3_state_t *xs,
+		      struct guest_data_cursor *cur)
 {
 	uint64_t first = savefile_block_first(j->h, b), end = first + savefile_block_npages(j->h, b);
 	struct savefile_block blk = { 0 };
@@ -80,7 +82,7 @@ static int save_block(struct save_job *j, uint64_t b, XXH3_state_t *xs)
 	int err = 0;
 
 	XXH3_64bits_reset_withSeed(xs, b);
-	while (!err && p < end && guest_memory_data_run(j->mem, p, end - p, &rf, &rn)) {
+	while (!err && p < end && guest_memory_data_run_at(j->mem, cur, p, end - p, &rf, &rn)) {
 		uint64_t run = rf;
 		for (uint64_t q = rf; q < rf + rn && !err; q++) {
 			const uint8_t *page = guest_memory_page_alias(j->mem, q);
@@ -106,6 +108,7 @@ static void *save_thread(void *opaque)
 {
 	struct save_job *j = opaque;
 	XXH3_state_t *xs = XXH3_createState();
+	struct guest_data_cursor cur = { 0 };
 
 	if (!xs) {
 		__atomic_store_n(&j->err, -ENOMEM, __ATOMIC_RELAXED);
@@ -115,7 +118,7 @@ static void *save_thread(void *opaque)
 		uint64_t b = __atomic_fetch_add(&j->next, 1, __ATOMIC_RELAXED);
 		if (b >= j->h->blocks)
 			break;
-		int err = save_block(j, b, xs);
+		int err = save_block(j, b, xs, &cur);
 		if (err) {
 			int zero = 0;
 			__atomic_compare_exchange_n(&j->err, &zero, err, false, __ATOMIC_RELAXED,

@@ -97,9 +97,12 @@ static int cow_register(struct cow *c, bool reg)
 /*
  * Block b, claimed: copy what the memfd holds of it (holes skipped, so
  * never allocated), release it to the guest, then hash and write its
- * non-zero pages from the copy.
+ * non-zero pages from the copy.  cur: the calling thread's cursor; what it
+ * learnt earlier still holds for b, which nothing could write (or fill)
+ * before this copy.
  */
-static void cow_block(struct cow *c, uint64_t b, uint8_t *buf, XXH3_state_t *xs)
+static void cow_block(struct cow *c, uint64_t b, uint8_t *buf, XXH3_state_t *xs,
+		      struct guest_data_cursor *cur)
 {
 	uint64_t first = savefile_block_first(&c->h, b);
 	unsigned n = savefile_block_npages(&c->h, b);
@@ -107,7 +110,7 @@ static void cow_block(struct cow *c, uint64_t b, uint8_t *buf, XXH3_state_t *xs)
 	struct savefile_block blk = { 0 };
 	int err;
 
-	while (p < end && guest_memory_data_run(c->mem, p, end - p, &rf, &rn)) {
+	while (p < end && guest_memory_data_run_at(c->mem, cur, p, end - p, &rf, &rn)) {
 		memcpy(buf + (rf - first) * GUEST_PAGE_SIZE, guest_memory_page_alias(c->mem, rf),
 		       rn * GUEST_PAGE_SIZE);
 		for (uint64_t q = rf; q < rf + rn; q++)
@@ -149,7 +152,8 @@ static bool cow_claim(struct cow *c, uint64_t b)
 					   __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
 }
 
-static void cow_fault(struct cow *c, uint64_t addr, uint8_t *buf, XXH3_state_t *xs)
+static void cow_fault(struct cow *c, uint64_t addr, uint8_t *buf, XXH3_state_t *xs,
+		      struct guest_data_cursor *cur)
 {
 	uint64_t index = guest_memory_host_index(c->mem, addr), b;
 	struct uffdio_range r;
@@ -160,7 +164,7 @@ static void cow_fault(struct cow *c, uint64_t addr, uint8_t *buf, XXH3_state_t *
 	b = index / c->h.block_pages;
 	if (cow_claim(c, b)) {
 		__atomic_add_fetch(&c->fault_copies, 1, __ATOMIC_RELAXED);
-		cow_block(c, b, buf, xs);
+		cow_block(c, b, buf, xs, cur);
 		return;
 	}
 	pthread_mutex_lock(&c->lock);
@@ -178,6 +182,7 @@ static void *cow_fault_thread(void *opaque)
 	struct cow *c = opaque;
 	uint8_t *buf = aligned_alloc(GUEST_PAGE_SIZE, (size_t)c->h.block_pages * GUEST_PAGE_SIZE);
 	XXH3_state_t *xs = XXH3_createState();
+	struct guest_data_cursor cur = { 0 };
 
 	pthread_setname_np(pthread_self(), "snapshot-cow");
 	if (!buf || !xs) {
@@ -198,7 +203,7 @@ static void *cow_fault_thread(void *opaque)
 		ssize_t n = read(c->uffd, msg, sizeof(msg));
 		for (ssize_t i = 0; i < n / (ssize_t)sizeof(msg[0]); i++)
 			if (msg[i].event == UFFD_EVENT_PAGEFAULT)
-				cow_fault(c, msg[i].arg.pagefault.address, buf, xs);
+				cow_fault(c, msg[i].arg.pagefault.address, buf, xs, &cur);
 	}
 out:
 	free(buf);
@@ -247,6 +252,7 @@ int savefile_cow_write(struct guest_memory *mem, int fd, const uint8_t *meta, si
 	struct cow c = { .mem = mem, .fd = fd, .uffd = -1, .stop_fd = { -1, -1 } };
 	uint8_t *buf = aligned_alloc(GUEST_PAGE_SIZE, SAVEFILE_BLOCK_PAGES * GUEST_PAGE_SIZE);
 	XXH3_state_t *xs = XXH3_createState();
+	struct guest_data_cursor cur = { 0 };
 	pthread_t thread;
 	bool started = false;
 	int err;
@@ -282,7 +288,7 @@ int savefile_cow_write(struct guest_memory *mem, int fd, const uint8_t *meta, si
 	}
 	for (uint64_t b = 0; b < c.h.blocks && !__atomic_load_n(&c.err, __ATOMIC_ACQUIRE); b++)
 		if (cow_claim(&c, b))
-			cow_block(&c, b, buf, xs);
+			cow_block(&c, b, buf, xs, &cur);
 	for (uint64_t b = 0; b < c.h.blocks; b++) {
 		/* A block the fault thread is copying: its entry is not written yet. */
 		pthread_mutex_lock(&c.lock);
