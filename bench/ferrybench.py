@@ -33,6 +33,7 @@ import time
 
 sys.dont_write_bytecode = True      # no __pycache__ in the source tree
 import netclient  # noqa: E402  bench/netclient.py: the client of net-client, its analysis
+import savebench  # noqa: E402  bench/savebench.py: the save preset (save, snapshot, replication)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUILD = os.path.abspath(os.environ.get("BUILD", os.path.join(ROOT, "build")))
@@ -415,7 +416,8 @@ class Link:
 
 
 class QMP:
-    def __init__(self, path, timeout=20):
+    def __init__(self, path, timeout=20, poll=0.05):
+        """Connect (retrying every `poll` seconds until `timeout`)."""
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -426,7 +428,7 @@ class QMP:
                 self.sock.close()
                 if time.monotonic() > deadline:
                     raise BenchError(f"no QMP at {path}")
-                time.sleep(0.05)
+                time.sleep(poll)
         self.timeout = timeout
         self.sock.settimeout(timeout)
         self.buf = b""
@@ -1117,8 +1119,11 @@ PRESETS = {
     "tls": ["idle-random-lo", "idle-random-lo-tls", "idle-random-1g", "idle-random-1g-tls"],
     "net": ["net-client"],
     "storage": ["storage-nbd-1g", "storage-copy-1g", "storage-incremental-1g"],
+    # issue 14: save/restore, lazy restore, snapshot, replication, A->B->A (bench/savebench.py)
+    "save": [s.name for s in savebench.SAVE_SCENARIOS],
     "full": [s.name for s in SCENARIOS] + ["disk-randwrite", "disk-seqwrite", "disk-seqread",
-                                           "net-udp-echo"],   # DEVICE_SCENARIOS, below
+                                           "net-udp-echo"]   # DEVICE_SCENARIOS, below
+            + [s.name for s in savebench.SAVE_SCENARIOS],
 }
 
 # Targets for the primary scenario (issue 3), checked on ferry; informational.
@@ -2344,7 +2349,7 @@ def write_csv(records, path):
             "net_frames_after_go", "net_frames_dropped", "disk_bytes", "nbd_tcp_bytes", "ram_total_ms",
             "mirror_ready_ms", "switchover_pause_ms", "ranges_changed", "ranges_differ",
             "dst_disk_gen", "image_check"] + \
-        DEVICE_KEYS + ["cmdline", "error"]
+        DEVICE_KEYS + savebench.KEYS + ["cmdline", "error"]
     with open(path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
         w.writeheader()
@@ -2574,7 +2579,10 @@ def selftest():
              res["vmm_bytes"] == 5 << 20 and res["nbd_tcp_bytes"] == 12345 and
              res["total_ms"] is None and res["ram_total_ms"] == 900 and
              res["t0"] <= res["t1"], f"QEMU's result {res}")
-        print("selftest: ok (older copy, ss, command lines, QEMU's mirror over QMP)")
+        # The save preset: in `full` too, and its work-rate arithmetic.
+        want(PRESETS["save"] and set(PRESETS["save"]) <= set(PRESETS["full"]), "save preset not in full")
+        savebench.selftest(want)
+        print("selftest: ok (older copy, ss, command lines, QEMU's mirror over QMP, save preset)")
         return 0
     except AssertionError as e:
         print(f"selftest: FAIL: {e}", file=sys.stderr)
@@ -2660,6 +2668,8 @@ def main():
         for sc in DEVICE_SCENARIOS:
             print(f"{sc.name:<23} {sc.mem_mib:>5} MiB  {sc.device:<9} {'device, no migration':<24} "
                   f"{sc.cmdline}")
+        for sc in savebench.SAVE_SCENARIOS:
+            print(f"{sc.name:<23} {sc.mem_mib:>5} MiB  {sc.kind:<9} {'save preset':<24} {sc.cmdline}")
         return 0
     if os.geteuid() != 0:
         print("bench: needs root (network namespaces, tc)", file=sys.stderr)
@@ -2673,11 +2683,16 @@ def main():
     devname = {s.name: s for s in DEVICE_SCENARIOS}
     picked = {}                     # scenario name -> modes, in order
     devices = []                    # device scenarios, in order
+    saves = []                      # save scenarios (bench/savebench.py), in order
     for n in names:
         base, _, mode = n.partition("/")
         if base in devname and not mode:
             if devname[base] not in devices:
                 devices.append(devname[base])
+            continue
+        if base in savebench.BY_NAME and not mode:
+            if savebench.BY_NAME[base] not in saves:
+                saves.append(savebench.BY_NAME[base])
             continue
         if base not in byname or (mode and mode not in MODES):
             print(f"bench: unknown scenario {n!r}; --list shows them (NAME or NAME/MODE, "
@@ -2688,14 +2703,14 @@ def main():
         picked[base] += [m for m in modes if m not in picked[base]]
     scenarios = [byname[n] for n in picked]
     cases = [Case(byname[n], m) for n in picked for m in picked[n]]
-    for sc in scenarios + devices:
+    for sc in scenarios + devices + saves:
         if args.mem:
             m = re.fullmatch(r"(\d+)([MG])", args.mem.upper())
             if not m:
                 print("bench: --mem takes e.g. 256M or 1G", file=sys.stderr)
                 return 1
             sc.mem_mib = int(m.group(1)) * (1024 if m.group(2) == "G" else 1)
-        if sc in devices:
+        if sc in devices or sc in saves:
             continue
         if args.downtime:
             sc.downtime_ms = args.downtime
@@ -2716,7 +2731,7 @@ def main():
         vmms.append(Qemu() if v == "qemu" else Ferry())
     # Device scenarios need `ferry run` only (device_support asks it).
     dev_vmms = [v for v in (args.vmm or ["qemu", "ferry"])]
-    if not vmms and not devices:
+    if not vmms and not devices and not saves:
         print("bench: nothing to run", file=sys.stderr)
         return 1
     if ferry_ok and not any(v.name == "ferry" for v in vmms):
@@ -2741,9 +2756,10 @@ def main():
     records = []
     links = {}
     dev_support = {}
+    save_support = {}
     t_start = time.monotonic()
     try:
-        log(f"cases: {', '.join([c.label for c in cases] + [d.name for d in devices])}; "
+        log(f"cases: {', '.join([c.label for c in cases] + [d.name for d in devices + saves])}; "
             f"VMMs: {', '.join(v.name for v in vmms)}; "
             f"{repeat} run(s) each; logs in {h.logdir}")
         for sc in scenarios:
@@ -2802,6 +2818,7 @@ def main():
                     h.storage = None
                 link.teardown(h)
         dev_support = run_devices(h, devices, dev_vmms, repeat, records)
+        save_support = savebench.run_all(h, saves, dev_vmms, repeat, records)
     except KeyboardInterrupt:
         log("interrupted: cleaning up")
         h.cleanup()
@@ -2814,7 +2831,8 @@ def main():
 
     present = sorted({v.name for v in vmms} | {r["vmm"] for r in records})
     summary = summarize(records, cases, ["ferry", "qemu"], supported)
-    what = "live migration and devices" if cases and devices else "devices" if devices else "live migration"
+    what = " and ".join(w for w, on in (("live migration", cases), ("devices", devices),
+                                         ("save/restore", saves)) if on)
     lines = [f"ferry vs QEMU {what}, {time.strftime('%Y-%m-%d %H:%M:%S')}, "
              f"{os.cpu_count()} CPUs, {repeat} run(s) per VMM, scenario and mode, "
              f"VMMs run: {', '.join(present)}"]
@@ -2823,21 +2841,27 @@ def main():
         report(summary, cases, links, ferry_ok, ferry_why, lines)
     dsum = summarize_devices(records, devices, dev_support)
     report_devices(dsum, devices, lines)
+    ssum = savebench.summarize(records, saves, save_support)
+    savebench.report(ssum, saves, lines)
     with open(os.path.join(OUT, "summary.txt"), "w") as f:
         f.write("\n".join(lines) + "\n")
     write_summary_csv(summary, cases, os.path.join(OUT, "summary.csv"))
     write_device_summary_csv(dsum, devices, os.path.join(OUT, "summary.csv"))
+    savebench.write_summary_csv(ssum, saves, os.path.join(OUT, "summary.csv"))
     charts(summary, cases)
     log(f"done in {time.monotonic() - t_start:.0f} s: {OUT}/results.csv, summary.csv, summary.txt, *.png")
     # A pre-copy that did not converge is a result where the scenario says
     # it may not (the guest must still have run on at the source).
     byname = {s.name: s for s in SCENARIOS}
-    failed = [r for r in records if r["mode"] != "device" and (not r.get("guest_ok") or not (
+    failed = [r for r in records if r["mode"] not in ("device", "save") and (not r.get("guest_ok") or not (
         r.get("status") == "completed" or
         (r.get("status") == "not-converged" and not byname[r["scenario"]].converges)))]
-    failed += [r for r in records if r["mode"] == "device" and r.get("status") != "completed"]
+    failed += [r for r in records if r["mode"] in ("device", "save") and r.get("status") != "completed"
+               and not r.get("unsupported")]
     return 2 if failed else 0
 
+
+savebench.setup(sys.modules[__name__])
 
 if __name__ == "__main__":
     sys.exit(main())

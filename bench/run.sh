@@ -3,12 +3,15 @@
 #   bench/run.sh quick            scenario 1 only (1 GiB idle guest, loopback), ~2 min
 #   bench/run.sh full             every scenario and mode (loopback, veth 1G/10G, WAN;
 #                                 pre-copy, post-copy, hybrid; storage), ~50 min, then the
-#                                 device scenarios (disk-*, net-udp-echo), ~4 min
+#                                 device scenarios (disk-*, net-udp-echo), ~4 min, and the
+#                                 save preset, ~10 min
 #   bench/run.sh net              net-client: a client on a switched network through
 #                                 a migration of a guest with a NIC, both VMMs, ~2 min
 #   bench/run.sh storage          storage-nbd-1g, storage-copy-1g, storage-incremental-1g:
 #                                 shared NBD disk, live disk copy, incremental copy, ~20 min
 #                                 (--disk-size 2G, --disk-rate 10M)
+#   bench/run.sh save             save/restore, lazy restore, live snapshot, replication,
+#                                 A->B->A with a base (bench/savebench.py), ~10 min
 #   bench/run.sh --list           the scenarios
 #   bench/run.sh full --scenario idle-random-1g --repeat 1 --vmm qemu
 #   bench/run.sh full --scenario memtouch-fast-1g/hybrid --repeat 1   (NAME/MODE)
