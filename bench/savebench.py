@@ -737,8 +737,11 @@ def run_all(h, scenarios, vmm_names, repeat, records):
                             LINKED[sc.kind](h, sc, vmm, rep, rec, link)
                         else:
                             DRIVERS[sc.kind](h, sc, vmm, rep, rec)
-                    except (fb.BenchError, subprocess.TimeoutExpired, OSError) as e:
-                        rec["error"] = str(e)
+                    except (fb.BenchError, subprocess.TimeoutExpired, OSError,
+                            KeyError, TypeError, ValueError) as e:
+                        # a missing field in a VMM's answer ends this run, not the bench
+                        rec["error"] = f"{type(e).__name__}: {e}" if not isinstance(
+                            e, fb.BenchError) else str(e)
                     for k in ("file", "file_alloc"):
                         if rec.get(f"{k}_bytes") is not None:
                             rec[f"{k}_mib"] = rec[f"{k}_bytes"] / MiB
