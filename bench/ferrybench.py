@@ -34,6 +34,7 @@ import time
 sys.dont_write_bytecode = True      # no __pycache__ in the source tree
 import netclient  # noqa: E402  bench/netclient.py: the client of net-client, its analysis
 import savebench  # noqa: E402  bench/savebench.py: the save preset (save, snapshot, replication)
+import codecbench  # noqa: E402  bench/codecbench.py: QEMU configurations, codec and scale rows
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUILD = os.path.abspath(os.environ.get("BUILD", os.path.join(ROOT, "build")))
@@ -499,7 +500,12 @@ class QMP:
 
 
 class Qemu:
-    name = "qemu"
+    """config: a named configuration (codecbench.QEMU_CONFIGS: capabilities
+    and parameters set on both ends); its name is this VMM's in the run."""
+
+    def __init__(self, config="qemu"):
+        self.name = config
+        self.caps, self.params = codecbench.QEMU_CONFIGS[config]
 
     @staticmethod
     def available():
@@ -553,10 +559,11 @@ class Qemu:
         ip, port = link.vmm_listen
         # RAM allocated up front, as ferry's destination.  Not for QEMU's
         # post-copy: it discards all destination RAM when post-copy starts.
-        pre = ["-mem-prealloc"] if PREALLOC and run.mode == "precopy" else []
-        # A disk to copy: the NBD export and then the listening socket come
-        # from QMP (prepare_dst), as libvirt does it.
-        incoming = "defer" if self._copies(run.sc) else f"tcp:{ip}:{port}"
+        pre = ["-mem-prealloc"] if PREALLOC and codecbench.prealloc(run.sc) and run.mode == "precopy" else []
+        # A disk to copy, or a configuration's capabilities: the NBD export,
+        # capabilities and then the listening socket come from QMP
+        # (prepare_dst), as libvirt does it.
+        incoming = "defer" if self._copies(run.sc) or self.caps else f"tcp:{ip}:{port}"
         return (self._argv(run.sc, run.dst_ctl, run.nic, self._disk(run, True)) + pre +
                 self._tls(h, run.sc, "server") + ["-incoming", incoming])
 
@@ -565,11 +572,16 @@ class Qemu:
         destination, started with -incoming defer, exports its empty (or
         older) image over NBD, writable, on the migration network, then
         listens for the migration."""
-        if not self._copies(run.sc):
+        if not self._copies(run.sc) and not self.caps:
             return
         ip, port = link.vmm_listen
         q = QMP(run.dst_ctl)
         try:
+            if self.caps:
+                self._set_config(q)
+            if not self._copies(run.sc):
+                q.cmd("migrate-incoming", {"uri": f"tcp:{ip}:{port}"})
+                return
             q.cmd("nbd-server-start", {"addr": {"type": "inet", "data": {
                 "host": link.dst_ip, "port": str(NBD_PORT)}}})
             try:        # libvirt with QEMU >= 5.2; nbd-server-add before
@@ -583,6 +595,13 @@ class Qemu:
             q.cmd("migrate-incoming", {"uri": f"tcp:{ip}:{port}"})
         finally:
             q.close()
+
+    def _set_config(self, q):
+        """This configuration's capabilities and parameters (both ends)."""
+        q.cmd("migrate-set-capabilities", {"capabilities": [
+            {"capability": c, "state": True} for c in self.caps]})
+        if self.params:
+            q.cmd("migrate-set-parameters", dict(self.params))
 
     def start_src(self, h, run, link):
         return (self._argv(run.sc, run.src_ctl, run.nic, self._disk(run, False)) +
@@ -628,11 +647,12 @@ class Qemu:
 
         try:
             caps = [{"capability": "events", "state": True}]
+            caps += [{"capability": c, "state": True} for c in self.caps]
             if post:
                 caps.append({"capability": "postcopy-ram", "state": True})
             q.cmd("migrate-set-capabilities", {"capabilities": caps})
             bw = sc.bandwidth or UNLIMITED_QEMU_BW
-            params = {"max-bandwidth": bw, "downtime-limit": sc.downtime_ms}
+            params = {"max-bandwidth": bw, "downtime-limit": sc.downtime_ms, **self.params}
             if sc.tls:
                 params.update({"tls-creds": "tls0", "tls-hostname": TLS_HOSTNAME})
             q.cmd("migrate-set-parameters", params)
@@ -859,7 +879,8 @@ class Ferry:
     def start_dst(self, h, run, link):
         ip, port = link.vmm_listen
         # Post-copy too: ferry fills preallocated pages in place (minor faults).
-        pre = ["--memory", f"{run.sc.mem_mib}M", "--prealloc"] if PREALLOC else []
+        pre = (["--memory", f"{run.sc.mem_mib}M", "--prealloc"]
+               if PREALLOC and codecbench.prealloc(run.sc) else [])
         tls = ["--tls-creds", os.path.join(tls_creds(h), "server")] if run.sc.tls else []
         return [FERRY, "run", "--incoming", f"tcp:{ip}:{port}", "--serial", "stdio",
                 "--control", run.dst_ctl] + pre + tls + self._nic(run) + self._disk(run, True)
@@ -1108,6 +1129,10 @@ SCENARIOS = [
              about=f"the destination holds an older copy, {STORAGE_DIFFER_PCT}% of it differing: "
                    "ferry --copy-storage=incremental, QEMU a full mirror"),
 ]
+# Issue 13, side by side: the codec and scale scenarios (bench/codecbench.py);
+# QEMU in every configuration on the loopback and codec scenarios.
+SCENARIOS += codecbench.scenarios(Scenario)
+codecbench.mark(SCENARIOS)
 # (address, rewrite) scenario pairs whose pages re-sent the report compares.
 ORDER_PAIRS = [("hotcold-address-1g", "hotcold-rewrite-1g")]
 # (plain, TLS) scenario pairs whose cost the report compares; the target
@@ -1121,8 +1146,9 @@ PRESETS = {
     "storage": ["storage-nbd-1g", "storage-copy-1g", "storage-incremental-1g"],
     # issue 14: save/restore, lazy restore, snapshot, replication, A->B->A (bench/savebench.py)
     "save": [s.name for s in savebench.SAVE_SCENARIOS],
-    "full": [s.name for s in SCENARIOS] + ["disk-randwrite", "disk-seqwrite", "disk-seqread",
-                                           "net-udp-echo"]   # DEVICE_SCENARIOS, below
+    **codecbench.PRESETS,
+    "full": [s.name for s in SCENARIOS if s.name not in codecbench.SCALE]
+            + ["disk-randwrite", "disk-seqwrite", "disk-seqread", "net-udp-echo"]   # DEVICE_SCENARIOS, below
             + [s.name for s in savebench.SAVE_SCENARIOS],
 }
 
@@ -2327,6 +2353,7 @@ def report(summary, cases, links, ferry_ok, ferry_why, lines):
                 p(f"     {verdict:<5} {text}   (ferry {fmt(s[key]['ferry'])}, qemu {fmt(s[key]['qemu'])} [{qv}])")
     report_order(summary, cases, p)
     report_tls(summary, cases, p)
+    codecbench.report(summary, cases, links, p)
     if not ferry_ok:
         p()
         p(f"ferry column empty: {ferry_why}")
@@ -2604,7 +2631,9 @@ def main():
                     help="bound on every pre-copy run in seconds (default: the scenario's, "
                          f"{PRECOPY_TIMEOUT} s or 30 s where pre-copy cannot converge)")
     ap.add_argument("--repeat", type=int, default=None, help="migrations per VMM and scenario")
-    ap.add_argument("--vmm", action="append", choices=["ferry", "qemu"], help="only these VMMs")
+    ap.add_argument("--vmm", action="append", choices=["ferry"] + list(codecbench.QEMU_CONFIGS),
+                    help="only these VMMs (QEMU by configuration: qemu is its default; "
+                         "default: ferry and qemu, in presets codecs and full every configuration)")
     ap.add_argument("--mem", help="override guest memory of every scenario (e.g. 256M, 1G)")
     ap.add_argument("--downtime", type=int, default=None, help="downtime limit in ms, both VMMs (default 300)")
     ap.add_argument("--list", action="store_true", help="list scenarios and exit")
@@ -2721,16 +2750,17 @@ def main():
     ferry_ok = ferry_built = Ferry.available()
     ferry_why = "" if ferry_ok else f"'{FERRY} migrate' does not exist yet (or ferry is not built)"
     vmms = []
-    for v in (args.vmm or ["qemu", "ferry"]):
+    configs = codecbench.configs_for_run(args.preset if not args.scenario else "full", args.vmm)
+    for v in (args.vmm or ["qemu", "ferry"] + [c for c in configs if c != "qemu"]):
         if v == "ferry" and not ferry_ok:
             log(f"skipping ferry: {ferry_why}")
             continue
-        if v == "qemu" and not Qemu.available():
-            log("skipping qemu: qemu-system-x86_64 not installed")
+        if v != "ferry" and not Qemu.available():
+            log(f"skipping {v}: qemu-system-x86_64 not installed")
             continue
-        vmms.append(Qemu() if v == "qemu" else Ferry())
+        vmms.append(Ferry() if v == "ferry" else Qemu(v))
     # Device scenarios need `ferry run` only (device_support asks it).
-    dev_vmms = [v for v in (args.vmm or ["qemu", "ferry"])]
+    dev_vmms = [v for v in (args.vmm or ["qemu", "ferry"]) if v in ("qemu", "ferry")]
     if not vmms and not devices and not saves:
         print("bench: nothing to run", file=sys.stderr)
         return 1
@@ -2738,7 +2768,7 @@ def main():
         ferry_ok, ferry_why = False, "not selected (--vmm)"
     # Which modes each VMM can run.  Without ferry at all its column is
     # empty anyway ("ferry column empty"), not "not implemented".
-    supported = {"qemu": Qemu().modes(),
+    supported = {**{c: Qemu(c).modes() for c in codecbench.QEMU_CONFIGS},
                  "ferry": Ferry().modes() if ferry_built else set(MODES)}
     if ferry_ok and supported["ferry"] != set(MODES):
         log(f"ferry: modes {', '.join(sorted(supported['ferry']))} only "
@@ -2774,13 +2804,13 @@ def main():
                     h.storage = StorageEnv(h, sc)
                 for case in (c for c in cases if c.sc is sc):
                     able = [v for v in vmms if case.mode in supported[v.name]
-                            and (sc.vmms is None or v.name in sc.vmms)]
+                            and codecbench.runs_on(sc, v.name)]
                     if sc.net_client and "ferry" in (v.name for v in able) and \
                             not re.search(r"--net\b", ferry_run_help()):
                         log(f"  {case.label} ferry: {NO_NET}")
                         able = [v for v in able if v.name != "ferry"]
                     for v in vmms:
-                        if v not in able and (sc.vmms is None or v.name in sc.vmms):
+                        if v not in able and codecbench.runs_on(sc, v.name):
                             log(f"  {case.label} {v.name}: {NOT_IMPLEMENTED}")
                     for rep in range(repeat):
                         order = able if rep % 2 == 0 else list(reversed(able))
@@ -2830,7 +2860,7 @@ def main():
         write_csv(records, os.path.join(OUT, "results.csv"))
 
     present = sorted({v.name for v in vmms} | {r["vmm"] for r in records})
-    summary = summarize(records, cases, ["ferry", "qemu"], supported)
+    summary = summarize(records, cases, ["ferry"] + list(codecbench.QEMU_CONFIGS), supported)
     what = " and ".join(w for w, on in (("live migration", cases), ("devices", devices),
                                          ("save/restore", saves)) if on)
     lines = [f"ferry vs QEMU {what}, {time.strftime('%Y-%m-%d %H:%M:%S')}, "
