@@ -35,7 +35,7 @@ ALL_CONFIG_PRESETS = ("codecs", "full")
 # and destination would not both fit in RAM with every page touched twice).
 NO_PREALLOC_MIB = 8192
 
-SPARSE = "workload=memtouch wss=256M pattern=sparse rate=0 fill=random period=10ms"
+SPARSE = "workload=memtouch wss=48M pattern=sparse rate=1G fill=random period=10ms"
 MIXED = "workload=idle fill=mixed period=10ms"
 
 
