@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
 # ferry vs QEMU migration benchmark: bench/run.sh [quick|full] [options]
 #   bench/run.sh quick            scenario 1 only (1 GiB idle guest, loopback), ~2 min
-#   bench/run.sh full             every scenario and mode (loopback, veth 1G/10G, WAN;
-#                                 pre-copy, post-copy, hybrid; storage), ~50 min, then the
+#   bench/run.sh full             every scenario and mode but scale (loopback, veth 1G/10G,
+#                                 WAN; pre-copy, post-copy, hybrid; storage; codecs), ~70 min, then the
 #                                 device scenarios (disk-*, net-udp-echo), ~4 min, and the
 #                                 save preset, ~10 min
+#   bench/run.sh codecs           QEMU default, multifd+zstd (2 channels) and xbzrle beside
+#                                 ferry on the loopback scenarios, idle-mixed-1g and
+#                                 sparse-fast-1g (ferry --compress adaptive), ~20 min
+#   bench/run.sh scale            idle and verify guests of 1, 4 and 8 GiB and a 4-vCPU
+#                                 8 GiB verify guest, loopback (not in quick or full)
 #   bench/run.sh net              net-client: a client on a switched network through
 #                                 a migration of a guest with a NIC, both VMMs, ~2 min
 #   bench/run.sh storage          storage-nbd-1g, storage-copy-1g, storage-incremental-1g:
