@@ -178,3 +178,55 @@ def report(summary, cases, links, p):
             r = _ratio(_wire(s, "ferry"), _wire(s, "qemu-xbzrle"))
             p(f"     {_verdict(r, 0.8):<5} bytes on the wire <= 0.8x qemu-xbzrle   "
               f"(ferry/qemu-xbzrle {_fmt(r, 2)}; a run cancelled at the bound counts what it sent until then)")
+
+
+# ---- selftest ------------------------------------------------------------------
+
+
+def selftest(Qemu, FakeQMP, scenarios_, h, link, tmp, want):
+    """ferrybench --selftest: each QEMU configuration's QMP sequence on
+    both ends (against ferrybench's fake QMP), which VMM runs which
+    scenario, and the 8 GiB destinations left unpreallocated."""
+    import os
+    import types
+    byname = {sc.name: sc for sc in scenarios_}
+    sc = byname["idle-mixed-1g"]
+    want(sc.ferry_args == FERRY_CODEC and all(runs_on(sc, c) for c in ALL_CONFIGS),
+         "idle-mixed-1g: ferry adaptive, every QEMU configuration")
+    want(not runs_on(byname["idle-random-1g"], "qemu-xbzrle") and runs_on(byname["idle-random-1g"], "qemu")
+         and runs_on(byname["verify-lo"], "qemu-multifd-zstd")
+         and not runs_on(byname["hotcold-address-1g"], "qemu"), "runs_on")
+    want(configs_for_run("quick", None) == ["qemu"] and configs_for_run("codecs", None) == list(ALL_CONFIGS)
+         and configs_for_run("full", ["ferry", "qemu-xbzrle"]) == ["qemu-xbzrle"], "configs_for_run")
+    want(not prealloc(byname["scale-idle-8g"]) and prealloc(byname["scale-verify-4g"]), "prealloc")
+    want(set(PRESETS["scale"]) == {s for s in byname if s.startswith("scale-")}, "preset scale")
+
+    class Completes(FakeQMP):
+        EVENTS = {"migrate": ("MIGRATION", {"status": "completed"})}
+
+    for name, (caps, params) in QEMU_CONFIGS.items():
+        run = types.SimpleNamespace(sc=sc, mode="precopy", nic=None, storage=None,
+                                    src_ctl=os.path.join(tmp, f"{name}-src.qmp"),
+                                    dst_ctl=os.path.join(tmp, f"{name}-dst.qmp"))
+        q = Qemu(name)
+        want(q.name == name, f"{name}: VMM name {q.name}")
+        qd = q.start_dst(h, run, link)
+        want(qd[-2:] == ["-incoming", "defer" if caps else f"tcp:{link.vmm_listen[0]}:{link.vmm_listen[1]}"],
+             f"{name}: destination {qd[-2:]}")
+        fdst, fsrc = Completes(run.dst_ctl), Completes(run.src_ctl)
+        q.prepare_dst(h, run, link)
+        if caps:
+            want(fdst.names() == ["qmp_capabilities", "migrate-set-capabilities", "migrate-set-parameters",
+                                  "migrate-incoming"], f"{name}: destination QMP {fdst.names()}")
+            args = dict(fdst.commands)
+            want({c["capability"] for c in args["migrate-set-capabilities"]["capabilities"]} == set(caps)
+                 and args["migrate-set-parameters"] == params, f"{name}: destination's configuration {args}")
+        else:
+            want(fdst.names() == [], f"{name}: destination QMP {fdst.names()}")
+        res = q.migrate(h, run, link)
+        args = dict(fsrc.commands)
+        got = {c["capability"] for c in args["migrate-set-capabilities"]["capabilities"]}
+        want(got == {"events", *caps}, f"{name}: source capabilities {got}")
+        want(all(args["migrate-set-parameters"].get(k) == v for k, v in params.items())
+             and "max-bandwidth" in args["migrate-set-parameters"], f"{name}: source parameters {args}")
+        want(res["status"] == "completed", f"{name}: {res}")
