@@ -183,7 +183,7 @@ def report(summary, cases, links, p):
 # ---- selftest ------------------------------------------------------------------
 
 
-def selftest(Qemu, FakeQMP, scenarios_, h, link, tmp, want):
+def selftest(Qemu, Ferry, FakeQMP, scenarios_, h, link, tmp, want):
     """ferrybench --selftest: each QEMU configuration's QMP sequence on
     both ends (against ferrybench's fake QMP), which VMM runs which
     scenario, and the 8 GiB destinations left unpreallocated."""
@@ -199,6 +199,12 @@ def selftest(Qemu, FakeQMP, scenarios_, h, link, tmp, want):
     want(configs_for_run("quick", None) == ["qemu"] and configs_for_run("codecs", None) == list(ALL_CONFIGS)
          and configs_for_run("full", ["ferry", "qemu-xbzrle"]) == ["qemu-xbzrle"], "configs_for_run")
     want(not prealloc(byname["scale-idle-8g"]) and prealloc(byname["scale-verify-4g"]), "prealloc")
+    for name, pre in (("scale-idle-8g", False), ("scale-verify-4cpu-8g", False), ("scale-idle-4g", True)):
+        run = types.SimpleNamespace(sc=byname[name], mode="precopy", nic=None, storage=None,
+                                    src_ctl="s", dst_ctl="d")
+        qd, fd = Qemu().start_dst(h, run, link), Ferry().start_dst(h, run, link)
+        want(("-mem-prealloc" in qd) == pre and ("--prealloc" in fd) == pre,
+             f"{name}: destinations preallocated: {qd}, {fd}")
     want(set(PRESETS["scale"]) == {s for s in byname if s.startswith("scale-")}, "preset scale")
 
     class Completes(FakeQMP):

@@ -2609,7 +2609,7 @@ def selftest():
         # The save preset: in `full` too, and its work-rate arithmetic.
         want(PRESETS["save"] and set(PRESETS["save"]) <= set(PRESETS["full"]), "save preset not in full")
         savebench.selftest(want)
-        codecbench.selftest(Qemu, _FakeQemuQMP, SCENARIOS, h, link, tmp, want)
+        codecbench.selftest(Qemu, Ferry, _FakeQemuQMP, SCENARIOS, h, link, tmp, want)
         print("selftest: ok (older copy, ss, command lines, QEMU's mirror over QMP, save preset, "
               "QEMU's configurations)")
         return 0
