@@ -80,35 +80,38 @@ static int postcopy_serve_request(struct migration *mig, const uint8_t *buf, uin
 static bool postcopy_hot(struct migration *mig, uint64_t index);
 
 /*
- * While nothing waits to be read before RUNNING: the next batch of the
- * push's first round (the pages the guest wrote last), from *cursor on,
- * so they are on their way while the destination starts the guest; at
- * most *budget pages in all (what the link carries in about the time the
- * destination takes to start, so that RUNNING is read on time).
- * 0 or the stream's error.
+ * The push's next batch from *cursor on: at most max owed pages (only the
+ * hot ones while hot_only), flushed and counted; *pushed (may be NULL)
+ * gets how many.  0 or the stream's error.
  */
-static int postcopy_push_hot_early(struct migration *mig, uint64_t *cursor, uint32_t *budget)
+static int postcopy_push_batch(struct migration *mig, uint64_t *cursor, bool hot_only, uint32_t max,
+			       uint32_t *pushed)
 {
 	uint64_t total = guest_memory_pages(&mig->m->vm.mem);
-	uint32_t pushed = 0;
+	uint32_t n = 0;
 
-	for (; *cursor < total && pushed < PC_EARLY_BATCH && pushed < *budget; (*cursor)++)
-		if (postcopy_hot(mig, *cursor))
-			pushed += ram_queue_index(mig, *cursor);
-	*budget -= pushed;
+	for (; *cursor < total && n < max; (*cursor)++)
+		if (!hot_only || postcopy_hot(mig, *cursor))
+			n += ram_queue_index(mig, *cursor);
 	int err = ram_flush(mig);
 	if (err)
 		return precopy_stream_fail(mig, err);
 	pthread_mutex_lock(&mig->lock);
-	mig->stats.pc_pages_pushed += pushed;
+	mig->stats.pc_pages_pushed += n;
 	pthread_mutex_unlock(&mig->lock);
+	if (pushed)
+		*pushed = n;
 	return 0;
 }
 
 /*
  * Wait for RUNNING.  The guest may fault before the destination's main
  * thread says it runs, so page requests can come first: serve them.
- * Meanwhile the hot pages go (postcopy_push_hot_early).
+ * While nothing waits to be read, the push's first round (the pages the
+ * guest wrote last) begins, so they are on their way while the
+ * destination starts the guest: PC_EARLY_BATCH pages between looks, at
+ * most PC_EARLY_MAX in all (what the link carries in about the time the
+ * destination takes to start, so that RUNNING is read on time).
  */
 static int postcopy_wait_running(struct migration *mig)
 {
@@ -119,9 +122,12 @@ static int postcopy_wait_running(struct migration *mig)
 		uint8_t buf[512], type;
 		uint32_t len;
 		if (cursor < total && budget && mig_stream_wait_readable(&mig->s, 0, NULL, 0) == 0) {
-			int err = postcopy_push_hot_early(mig, &cursor, &budget);
+			uint32_t pushed;
+			int err = postcopy_push_batch(mig, &cursor, true,
+						      budget < PC_EARLY_BATCH ? budget : PC_EARLY_BATCH, &pushed);
 			if (err)
 				return err;
+			budget -= pushed;
 			continue;
 		}
 		int err = mig_section_read(&mig->s, buf, sizeof(buf), &type, &len);
@@ -463,17 +469,10 @@ static int postcopy_push(struct migration *mig)
 			if (err)
 				return err;
 			uint64_t wire0 = mig->s.bytes_out;	/* requests above are not paced */
-			uint32_t pushed = 0;
-			for (; cursor < total && pushed < PC_PUSH_BATCH; cursor++)
-				if (round || postcopy_hot(mig, cursor))
-					pushed += ram_queue_index(mig, cursor);
-			err = ram_flush(mig);
+			err = postcopy_push_batch(mig, &cursor, !round, PC_PUSH_BATCH, NULL);
 			if (err)
-				return precopy_stream_fail(mig, err);
+				return err;
 			postcopy_pace(mig, mig->s.bytes_out - wire0);
-			pthread_mutex_lock(&mig->lock);
-			mig->stats.pc_pages_pushed += pushed;
-			pthread_mutex_unlock(&mig->lock);
 		}
 	}
 	/* Then the other sources fetched on demand (the disks), a batch at a time. */
