@@ -34,7 +34,7 @@ FERRY_SAN_OBJS := $(FERRY_SRCS:%.c=$(BUILD)/san/%.o)
 UNIT_SRCS  := $(sort $(wildcard tests/unit/test_*.c tests/kvm/test_*.c))
 UNIT_BINS  := $(patsubst %.c,$(BUILD)/tests/%,$(notdir $(UNIT_SRCS)))
 
-.PHONY: all check demo linux-demo clean deps unit bench bench-quick
+.PHONY: all check test-deps demo linux-demo clean deps unit bench bench-quick
 .SECONDARY:
 all: $(BUILD)/ferry $(BUILD)/probe.elf
 
@@ -170,7 +170,10 @@ include guest/guest.mk
 
 unit: $(UNIT_BINS)
 
-check: all $(BUILD)/ferry-san $(UNIT_BINS) $(TOOL_BINS) $(FUZZ_BINS)
+# What tests/run.sh runs and drives: build it first to run tests/run.sh alone.
+test-deps: all $(BUILD)/ferry-san $(UNIT_BINS) $(TOOL_BINS) $(FUZZ_BINS)
+
+check: test-deps
 	$(Q)BUILD=$(BUILD) tests/run.sh
 
 # The KVM tests inside a VM that QEMU emulates (scripts/nested-kvm.sh), for

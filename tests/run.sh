@@ -19,6 +19,18 @@ LOGDIR=$BUILD/test-logs
 mkdir -p "$LOGDIR"
 [[ $JOBS =~ ^[1-9][0-9]*$ ]] || { echo "JOBS must be a positive number, not '$JOBS'" >&2; exit 64; }
 
+# What the system tests run and drive ('make test-deps' builds it all; make
+# check does first): without it every test would fail on its own, unclearly.
+missing=()
+for f in "$BUILD/ferry-san" "$BUILD/probe.elf" tests/tools/*.c; do
+	[[ $f == *.c ]] && f=$BUILD/tools/$(basename "$f" .c)
+	[[ -e $f ]] || missing+=("$f")
+done
+if ((${#missing[@]})); then
+	echo "missing ${missing[*]}: build them with 'make test-deps' (make check does)" >&2
+	exit 2
+fi
+
 pass=0 fail=0 skip=0
 failed=()
 declare -A running=()	# pid -> test name
@@ -29,6 +41,11 @@ report() {
 	local name=$1 rc=$2 t=$3 log=$LOGDIR/$1.log
 	if ((rc == 0)); then
 		pass=$((pass + 1)); printf 'PASS  %-40s %3ds\n' "$name" "$t"
+		# cmocka passes a binary whose cases skipped: say which, and why.
+		grep -h '^\[  SKIPPED \] test_' "$log" 2>/dev/null | sort -u | while read -r _ _ _ c; do
+			printf '      (skipped %s: %s)\n' "$c" \
+				"$(grep -m1 -oE '(SKIP|skipped)[: ].*' "$log" | cut -c1-100)"
+		done
 	elif ((rc == 77)); then
 		skip=$((skip + 1)); printf 'SKIP  %-40s %s\n' "$name" "$(tail -n 1 "$log")"
 	else
