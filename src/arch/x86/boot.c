@@ -72,7 +72,10 @@ unsigned x86_boot_msrs(struct kvm_msr_entry *msrs)
 	msrs[0] = (struct kvm_msr_entry){
 		.index = X86_MSR_MTRR_DEF_TYPE, .data = 1u << 11 | 0x6,	/* E, WB */
 	};
-	return 1;
+	msrs[1] = (struct kvm_msr_entry){
+		.index = X86_MSR_IA32_MISC_ENABLE, .data = 1,	/* fast strings */
+	};
+	return 2;
 }
 
 /*
@@ -87,8 +90,13 @@ void x86_boot_set_msrs(int vcpu_fd)
 	} m = { 0 };
 
 	m.hdr.nmsrs = x86_boot_msrs(m.e);
-	if (ioctl(vcpu_fd, KVM_SET_MSRS, &m) != (int)m.hdr.nmsrs)
-		pr_warn("boot: KVM did not take MTRRdefType; the guest starts with MTRRs off");
+	/* KVM stops at the first MSR it refuses: that one and the rest keep their reset values. */
+	int n = ioctl(vcpu_fd, KVM_SET_MSRS, &m);
+	if (n >= 0 && n < (int)m.hdr.nmsrs)
+		pr_warn("boot: KVM refused MSR %#x; it and the ones after it keep their reset values",
+			m.e[n].index);
+	else if (n < 0)
+		pr_warn("boot: KVM_SET_MSRS: %s; the guest starts with MTRRs off", strerror(errno));
 }
 
 int x86_boot_pvh(int vcpu_fd, uint32_t entry, uint32_t start_info)

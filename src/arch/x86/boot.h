@@ -23,10 +23,13 @@ void x86_boot_pvh_state(struct kvm_sregs *sregs, struct kvm_regs *regs,
  * The MSRs a firmware leaves set, for both entries: MTRRs enabled with
  * write-back as the default type (MTRRdefType 0x806), as SeaBIOS leaves
  * them under QEMU and Firecracker sets them; KVM's reset value (0,
- * MTRRs off) makes Linux turn PAT off too.  Fills `msrs` (room for
+ * MTRRs off) makes Linux turn PAT off too.  And IA32_MISC_ENABLE with
+ * fast strings on (bit 0), QEMU's reset value and Firecracker's boot
+ * MSR: without it Linux on an Intel host says "Disabled fast string
+ * operations" and gives up ERMS.  Fills `msrs` (room for
  * X86_BOOT_NR_MSRS entries) and returns how many.
  */
-#define X86_BOOT_NR_MSRS 1
+#define X86_BOOT_NR_MSRS 2
 unsigned x86_boot_msrs(struct kvm_msr_entry *msrs);
 
 /* Set them on one vCPU (every vCPU, as firmware does); a refusal is logged. */
