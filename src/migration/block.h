@@ -12,6 +12,7 @@
 #include <stddef.h>
 
 #include "board/machine.h"
+#include "migration/codec/codec.h"
 
 #define MIG_BLOCK_CHUNK		(64u << 10)	/* the unit of dirty tracking and of DATA */
 
@@ -24,7 +25,24 @@ enum mig_block_rec {
 	MIG_BLOCK_SUMS_REQ = 4,	/* disk: answer with BLOCK_SUMS (incremental) */
 	MIG_BLOCK_OWED = 5,	/* disk, first chunk, count, bitmap: post-copy, not there yet */
 	MIG_BLOCK_LAZY = 6,	/* disk, digest, has digest: the rest comes on demand */
+	MIG_BLOCK_DATA_Z = 7,	/* disk, offset, codec, length, encoded bytes (block_codec.c) */
 };
+
+/*
+ * CONFIG's codec set, bit 28 (not a codec, like MIG_CAP_BASE): the source
+ * can send DATA_Z, block data encoded with its --compress codec (lz4 or
+ * zstd).  A destination that takes them answers READY with the bit set;
+ * an older one masks it off and gets DATA only.
+ */
+#define MIG_CAP_BLOCK_Z		(1u << 28)
+
+/*
+ * The codec block data goes through under --compress `mode`: lz4 for lz4
+ * and adaptive, zstd for zstd, MIG_CODEC_RAW (none: DATA) for none and
+ * delta (a delta against what the destination holds needs a cache of the
+ * disk; delta's own fallback, raw, is what blocks get).
+ */
+uint8_t mig_block_z_codec(enum mig_compress mode);
 
 /* Chunks in one OWED record or BLOCK_ABSENT section, at most. */
 #define MIG_BLOCK_OWED_MAX	(1u << 20)

@@ -20,6 +20,47 @@ struct mig_incoming;
 struct mig_payload;
 struct mig_stream;
 
+/*
+ * block_codec.c: block data through a codec (DATA_Z).  After kind and
+ * disk: offset (u64), codec (u8), decoded length (u32), encoded bytes.
+ */
+#define BLOCK_Z_HDR		13u
+/* Encoded only when it saves this much of a range of len bytes (1/32). */
+#define BLOCK_Z_MIN_SAVING(len)	((len) / 32)
+
+/* One side's codec state.  Migration thread (source) or receiving thread. */
+struct mig_block_z {
+	uint8_t codec;			/* source: MIG_CODEC_LZ4, _ZSTD, or _RAW: none */
+	uint8_t *buf;			/* source: the record; destination: the decoded range */
+	void *cctx, *dctx;		/* zstd's contexts (made when first needed) */
+};
+
+/* A DATA_Z record, parsed; payload points into the section. */
+struct mig_block_z_rec {
+	uint64_t off;
+	uint8_t codec;
+	uint32_t len;			/* decoded: 1..MIG_BLOCK_CHUNK */
+	const uint8_t *payload;
+	uint32_t plen;			/* encoded: 1..len - 1 */
+};
+
+/* codec: what the source encodes with (any, the destination's: RAW).  0 or -ENOMEM. */
+int mig_block_z_init(struct mig_block_z *z, uint8_t codec, int level)
+	__attribute__((warn_unused_result));
+void mig_block_z_fini(struct mig_block_z *z);
+/*
+ * The DATA_Z record (after kind and disk) of len bytes at off into z->buf:
+ * its length, or -1 where the codec would not save BLOCK_Z_MIN_SAVING
+ * (send DATA).
+ */
+int mig_block_z_encode(struct mig_block_z *z, uint64_t off, const uint8_t *src, uint32_t len);
+/* A DATA_Z record of n bytes: 0, or -EPROTO with the reason in why. */
+int mig_block_z_parse(const uint8_t *p, uint32_t n, struct mig_block_z_rec *r, char *why,
+		      size_t whylen) __attribute__((warn_unused_result));
+/* Decode r into out (room for r->len): 0, -EPROTO (not exactly r->len bytes) or -ENOMEM. */
+int mig_block_z_decode(struct mig_block_z *z, const struct mig_block_z_rec *r, uint8_t *out)
+	__attribute__((warn_unused_result));
+
 /* One disk being sent.  Migration thread only. */
 struct mig_block_disk {
 	int fd;				/* the image, read-only, ours */
@@ -49,6 +90,7 @@ struct mig_block {
 	bool released;			/* the switchover is near: never mirror again */
 	bool lazy;			/* post-copy: the destination fetches what it lacks */
 	uint64_t left_over;		/* owed after the last live pass, before its sync */
+	struct mig_block_z z;		/* DATA_Z: z.codec RAW until READY agreed to it */
 };
 
 /* block.c: the source's helpers. */
@@ -135,6 +177,7 @@ struct mig_block_in {
 	pthread_mutex_t sync_lock;
 	pthread_cond_t sync_cond;
 	bool sync_want, sync_stop;
+	struct mig_block_z z;		/* DATA_Z's decoder (buf made at the first) */
 };
 
 /* block_load.c, for block_lazy.c */

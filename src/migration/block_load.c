@@ -74,6 +74,7 @@ void mig_block_unload(struct mig_incoming *inc)
 			close(bi->fd[i]);
 		free(bi->owed[i]);
 	}
+	mig_block_z_fini(&bi->z);
 	pthread_mutex_destroy(&bi->sync_lock);
 	pthread_cond_destroy(&bi->sync_cond);
 	free(bi);
@@ -302,6 +303,53 @@ static int block_load_sums_req(struct mig_in_ctx *c, struct mig_block_in *bi, un
 	return err;
 }
 
+/* len bytes (checked: inside the disk, at most a chunk) at off of disk i. */
+static int block_load_data(struct mig_in_ctx *c, struct mig_block_in *bi, unsigned i,
+			   uint64_t off, uint32_t len, const uint8_t *p)
+{
+	if (bi->lazy[i])
+		return mig_block_load_lazy_chunk(c, bi, i, off, len, p);
+	if (bi->owed[i])
+		return mig_in_fail(c->inc, -EPROTO, "disk %u: DATA between OWED and LAZY", i);
+	int err = mig_block_write(bi->fd[i], p, len, off);
+	if (err)
+		return mig_in_fail(c->inc, err, "disk %u: cannot write: %s", i, strerror(-err));
+	block_load_written(bi, len);
+	return 0;
+}
+
+/*
+ * DATA_Z (block_codec.c): only where READY agreed to it; the header is
+ * checked (codec, length, range) before a byte is decoded, and the bytes
+ * must decode to exactly the length it says.
+ */
+static int block_load_data_z(struct mig_in_ctx *c, struct mig_block_in *bi, unsigned i,
+			     struct mig_payload *in)
+{
+	struct mig_block_z_rec r;
+	char why[96];
+	uint32_t n = mig_payload_left(in);
+	const uint8_t *p = mig_payload_ptr(in, n);
+
+	if (!c->inc->block_z)
+		return mig_in_fail(c->inc, -EPROTO, "disk %u: DATA_Z, which READY did not agree to",
+				   i);
+	if (!p || mig_block_z_parse(p, n, &r, why, sizeof(why)))
+		return mig_in_fail(c->inc, -EPROTO, "disk %u: %s", i,
+				   p ? why : "DATA_Z cut short");
+	int err = block_range(c, bi, i, r.off, r.len);
+	if (err)
+		return err;
+	if (!bi->z.buf && !(bi->z.buf = malloc(MIG_BLOCK_CHUNK)))
+		return mig_in_fail(c->inc, -ENOMEM, "out of memory");
+	err = mig_block_z_decode(&bi->z, &r, bi->z.buf);
+	if (err)
+		return mig_in_fail(c->inc, err, "disk %u: DATA_Z of %u bytes at %llu does not "
+				   "decode (%s, %u bytes)", i, r.len, (unsigned long long)r.off,
+				   mig_codec_get(r.codec)->name, r.plen);
+	return block_load_data(c, bi, i, r.off, r.len, bi->z.buf);
+}
+
 int mig_block_load(struct mig_in_ctx *c, uint8_t type, struct mig_payload *in)
 {
 	uint8_t hdr[BLOCK_REC_HDR], le[16];
@@ -336,15 +384,10 @@ int mig_block_load(struct mig_in_ctx *c, uint8_t type, struct mig_payload *in)
 		const uint8_t *p = mig_payload_ptr(in, len);
 		if (!p)
 			return mig_in_fail(c->inc, -EPROTO, "disk %u: DATA cut short", i);
-		if (bi->lazy[i])
-			return mig_block_load_lazy_chunk(c, bi, i, off, len, p);
-		if (bi->owed[i])
-			return mig_in_fail(c->inc, -EPROTO, "disk %u: DATA between OWED and LAZY", i);
-		err = mig_block_write(bi->fd[i], p, len, off);
-		if (!err)
-			block_load_written(bi, len);
-		break;
+		return block_load_data(c, bi, i, off, len, p);
 	}
+	case MIG_BLOCK_DATA_Z:
+		return block_load_data_z(c, bi, i, in);
 	case MIG_BLOCK_ZERO: {
 		if (mig_payload_left(in) != 16 || mig_payload_get(in, le, 16))
 			return mig_in_fail(c->inc, -EPROTO, "disk %u: ZERO of %u bytes (want 16)", i,

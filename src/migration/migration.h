@@ -199,6 +199,8 @@ struct migration {
 	struct mig_block *block;	/* the block source's (block.c), while it runs */
 	/* Replication: the standby takes epoch disk blocks as 4 KiB ranges (READY, epoch.h). */
 	bool epoch_ranges;
+	/* copy-storage: the destination takes block data through a codec (READY, block.h). */
+	bool block_z;
 	struct mig_pass_state pass;
 	struct mig_end_flags end;
 };

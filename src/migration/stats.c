@@ -82,6 +82,32 @@ void mig_stats_note_pending(struct mig_stats *st, const uint64_t pending[MIG_SOU
 	st->pending_total = total;
 }
 
+/*
+ * sources.block: the codec block data goes through ("none" without
+ * DATA_Z) and, per way a range went (zero, raw, lz4, zstd), its records,
+ * bytes read and bytes of data sent, and the encoding's time.
+ */
+static void mig_block_stats_json(json_object *e, const struct mig_stats *st)
+{
+	json_object *c = json_object_new_object();
+	const struct mig_codec *z = st->block_z_codec ? mig_codec_get(st->block_z_codec) : NULL;
+
+	json_object_object_add(e, "codec", json_object_new_string(z ? z->name : "none"));
+	for (unsigned id = 0; id < MIG_CODEC_NR; id++) {
+		const struct mig_codec_stats *b = &st->block_codec[id];
+		if (!b->pages && !b->cpu_ns)
+			continue;
+		json_object *r = json_object_new_object();
+		mig_json_u64(r, "records", b->pages);
+		mig_json_u64(r, "bytes-in", b->bytes_in);
+		mig_json_u64(r, "bytes-out", b->bytes_out);
+		json_object_object_add(r, "cpu-ms", json_object_new_double(mig_ms(b->cpu_ns)));
+		json_object_object_add(c, mig_codec_get(id)->name, r);
+	}
+	json_object_object_add(e, "codecs", c);
+	mig_json_u64(e, "codec-gave-up", st->block_z_gave_up);
+}
+
 /* "sources": each live source that did anything, by name. */
 static json_object *mig_sources_json(const struct mig_stats *st)
 {
@@ -94,6 +120,8 @@ static json_object *mig_sources_json(const struct mig_stats *st)
 		mig_json_u64(e, "pending-bytes", st->source_pending[id]);
 		mig_json_u64(e, "peak-pending-bytes", st->source_peak[id]);
 		mig_json_u64(e, "sent-bytes", st->source_sent[id]);
+		if (id == MIG_SOURCE_BLOCK)
+			mig_block_stats_json(e, st);
 		json_object_object_add(o, mig_source_get(id)->name, e);
 	}
 	return o;

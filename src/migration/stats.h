@@ -77,6 +77,15 @@ struct mig_stats {
 	uint64_t pending_total;
 	/* copy-storage: the disks' bytes, and of them sent as data or zeros (re-sent count again). */
 	uint64_t disk_total, disk_processed;
+	/*
+	 * copy-storage: the ranges read and sent, by how they went (zero:
+	 * ZERO, raw: DATA, lz4 or zstd: DATA_Z; `pages` counts records), the
+	 * codec blocks go through (0: none) and the ranges it did not shrink
+	 * enough (sent as DATA; their encoding time is the codec's).
+	 */
+	struct mig_codec_stats block_codec[MIG_CODEC_NR];
+	uint8_t block_z_codec;
+	uint64_t block_z_gave_up;
 	/* Frames taken from the taps at the switchover and forwarded, or over the cap. */
 	uint64_t net_frames_forwarded, net_bytes_forwarded, net_frames_dropped;
 	/* Of those forwarded, the ones sent after GO (the epilogue, source/epilogue.c). */

@@ -32,10 +32,12 @@
 
 #include "devices/block/dirty.h"
 #include "migration/block.h"
+#include "migration/block_internal.h"
 #include "migration/dest/incoming_internal.h"
 #include "migration/live.h"
 #include "migration/migration.h"
 #include "migration/section.h"
+#include "migration/stats.h"
 #include "util/hash.h"
 #include "util/le.h"
 
@@ -1189,6 +1191,302 @@ static void test_lazy_roundtrip(void **state)
 	block_gate_destroy(g);
 }
 
+/* ---- block data through a codec (DATA_Z, block_codec.c) ------------------- */
+
+/* len bytes of p at off, written by the "guest". */
+static void t_guest_write_buf(uint64_t off, const uint8_t *p, uint64_t len)
+{
+	int fd = open(t_src.disks[0].cfg.path, O_WRONLY);
+
+	assert_true(fd >= 0);
+	assert_int_equal(pwrite(fd, p, len, (off_t)off), (ssize_t)len);
+	close(fd);
+	block_dirty_mark(&t_src.disks[0].dirty, off, len);
+}
+
+/* Text-like bytes (words and spaces): what a codec shrinks. */
+static void t_fill_text(uint8_t *p, size_t len, uint64_t seed)
+{
+	static const char *const w[] = { "the ", "disk ", "block ", "migration ", "of ",
+					 "guest ", "copy ", "data.\n" };
+
+	for (size_t n = 0; n < len; seed = seed * 6364136223846793005ULL + 1442695040888963407ULL) {
+		const char *s = w[(seed >> 33) % 8];
+		while (*s && n < len)
+			p[n++] = (uint8_t)*s++;
+	}
+}
+
+static void t_fill_random(uint8_t *p, size_t len, uint64_t seed)
+{
+	for (size_t n = 0; n < len; n++) {
+		seed ^= seed << 13;
+		seed ^= seed >> 7;
+		seed ^= seed << 17;
+		p[n] = (uint8_t)seed;
+	}
+}
+
+/* Encode, parse and decode one range; NULL expect: the codec must decline it. */
+static void t_z_roundtrip(uint8_t codec, const uint8_t *src, uint32_t len, bool shrinks)
+{
+	struct mig_block_z src_z = { 0 }, dst_z = { 0 };
+	struct mig_block_z_rec r;
+	uint8_t *out = malloc(MIG_BLOCK_CHUNK);
+	char why[96];
+
+	assert_non_null(out);
+	assert_int_equal(mig_block_z_init(&src_z, codec, 1), 0);
+	int n = mig_block_z_encode(&src_z, 12345, src, len);
+	if (!shrinks) {
+		assert_int_equal(n, -1);
+	} else {
+		assert_true(n > (int)BLOCK_Z_HDR);
+		assert_true((uint32_t)n + BLOCK_Z_MIN_SAVING(len) <= len);
+		assert_int_equal(mig_block_z_parse(src_z.buf, (uint32_t)n, &r, why, sizeof(why)), 0);
+		assert_int_equal(r.off, 12345);
+		assert_int_equal(r.codec, codec);
+		assert_int_equal(r.len, len);
+		assert_int_equal(r.plen, (uint32_t)n - BLOCK_Z_HDR);
+		assert_int_equal(mig_block_z_decode(&dst_z, &r, out), 0);
+		assert_memory_equal(out, src, len);
+	}
+	mig_block_z_fini(&src_z);
+	mig_block_z_fini(&dst_z);
+	free(out);
+}
+
+/* Which codec each --compress mode gives blocks, and each codec's round trip. */
+static void test_z_codec(void **state)
+{
+	uint8_t *text = malloc(T_CHUNK), *rnd = malloc(T_CHUNK);
+
+	assert_non_null(text);
+	assert_non_null(rnd);
+	assert_int_equal(mig_block_z_codec(MIG_COMPRESS_NONE), MIG_CODEC_RAW);
+	assert_int_equal(mig_block_z_codec(MIG_COMPRESS_DELTA), MIG_CODEC_RAW);
+	assert_int_equal(mig_block_z_codec(MIG_COMPRESS_LZ4), MIG_CODEC_LZ4);
+	assert_int_equal(mig_block_z_codec(MIG_COMPRESS_ADAPTIVE), MIG_CODEC_LZ4);
+	assert_int_equal(mig_block_z_codec(MIG_COMPRESS_ZSTD), MIG_CODEC_ZSTD);
+	t_fill_text(text, T_CHUNK, 7);
+	t_fill_random(rnd, T_CHUNK, 0x9e3779b97f4a7c15ULL);
+	for (uint8_t codec = MIG_CODEC_LZ4; codec <= MIG_CODEC_ZSTD; codec++) {
+		t_z_roundtrip(codec, text, T_CHUNK, true);
+		t_z_roundtrip(codec, text, 4096, true);		/* a 4 KiB range */
+		t_z_roundtrip(codec, rnd, T_CHUNK, false);	/* would not shrink: DATA */
+		t_z_roundtrip(codec, text, 20, false);		/* too short to pay */
+	}
+	free(text);
+	free(rnd);
+}
+
+/*
+ * The block source with --compress (lz4, then zstd) into a destination
+ * that agreed to DATA_Z: text chunks go encoded, a random one raw, a zero
+ * one as ZERO; the destination ends equal to the source and the wire
+ * carries less than the data; the stats say so per codec.
+ */
+static void t_z_copy(enum mig_compress mode, uint8_t codec)
+{
+	const struct mig_source_ops *o = mig_source_get(MIG_SOURCE_BLOCK);
+	char path[128], uri[160], why[256];
+	struct mig_channel *ch;
+	uint8_t *buf = malloc(T_CHUNK);
+
+	assert_non_null(buf);
+	mig_block_expect();
+	t_machine(&t_src, "zsrc.img", T_SIZE, -1);
+	t_machine(&t_dst, "zdst.img", T_SIZE, 0xaa);
+	for (unsigned k = 0; k < 8; k++) {			/* 8 chunks of text */
+		t_fill_text(buf, T_CHUNK, k + 1);
+		t_guest_write_buf((uint64_t)k * T_CHUNK, buf, T_CHUNK);
+	}
+	t_fill_random(buf, T_CHUNK, 42);
+	t_guest_write_buf(1 << 20, buf, T_CHUNK);		/* one of random bytes */
+	t_guest_write(2 << 20, T_CHUNK, 0);			/* allocated, but zeros */
+
+	memset(&t_mig, 0, sizeof(t_mig));
+	pthread_mutex_init(&t_mig.lock, NULL);
+	t_mig.m = &t_src;
+	t_mig.p.copy_storage = true;
+	t_mig.p.verify = true;
+	t_mig.p.compress = mode;
+	t_mig.p.compress_level = 1;
+	t_mig.block_z = true;				/* READY agreed */
+	t_mig.stats.codecs = mig_compress_codecs(mode);
+	t_path(path, sizeof(path), "zstream");
+	snprintf(uri, sizeof(uri), "file:%s", path);
+	assert_int_equal(mig_channel_open(uri, NULL, 1000, &ch, why, sizeof(why)), 0);
+	assert_int_equal(mig_stream_init(&t_mig.s, ch, 1 << 20), 0);
+	assert_int_equal(o->setup(&t_mig), 0);
+	assert_int_equal(o->handshake(&t_mig), 0);
+	assert_int_equal(o->sync(&t_mig), 10 * T_CHUNK);
+	assert_int_equal(o->iterate(&t_mig, false), 0);
+	t_fill_text(buf, 4096, 99);
+	t_guest_write_buf(3 * T_CHUNK + 8192, buf, 4096);	/* a 4 KiB range, encoded too */
+	assert_int_equal(o->sync(&t_mig), 4096);
+	assert_int_equal(o->complete(&t_mig, true), 0);
+	assert_int_equal(mig_stream_flush(&t_mig.s), 0);
+	assert_int_equal(mig_stream_finish(&t_mig.s), 0);
+	uint64_t wire = t_mig.stats.source_sent[MIG_SOURCE_BLOCK];
+	const struct mig_codec_stats *z = &t_mig.stats.block_codec[codec];
+	assert_int_equal(t_mig.stats.block_z_codec, codec);
+	assert_int_equal(z->pages, 9);				/* 8 chunks and the range */
+	assert_int_equal(z->bytes_in, 8 * T_CHUNK + 4096);
+	assert_true(z->bytes_out < z->bytes_in / 2);
+	assert_int_equal(t_mig.stats.block_codec[MIG_CODEC_RAW].pages, 1);
+	assert_int_equal(t_mig.stats.block_codec[MIG_CODEC_ZERO].pages, 1);
+	assert_int_equal(t_mig.stats.block_z_gave_up, 1);
+	/* The stats as query-migrate shows them. */
+	t_mig.stats.status = MIG_STATUS_ACTIVE;
+	json_object *js = mig_stats_to_json(&t_mig.stats, 1);
+	json_object *src, *blk, *codecs, *e;
+	assert_true(json_object_object_get_ex(js, "sources", &src));
+	assert_true(json_object_object_get_ex(src, "block", &blk));
+	assert_true(json_object_object_get_ex(blk, "codec", &e));
+	assert_string_equal(json_object_get_string(e), mig_codec_get(codec)->name);
+	assert_true(json_object_object_get_ex(blk, "codecs", &codecs));
+	assert_true(json_object_object_get_ex(codecs, mig_codec_get(codec)->name, &e));
+	assert_true(json_object_object_get_ex(e, "records", &e));
+	assert_int_equal(json_object_get_int64(e), 9);
+	json_object_put(js);
+	o->cleanup(&t_mig);
+	mig_stream_destroy(&t_mig.s);
+
+	struct mig_incoming inc;
+	memset(&inc, 0, sizeof(inc));
+	inc.cfg.flags = MIG_FLAG_VERIFY;
+	inc.block_z = true;
+	struct mig_in_ctx c = { .inc = &inc, .m = &t_dst };
+	if (t_load_stream(uri, &c))
+		fail_msg("load: %s", inc.why);
+	assert_int_equal(o->loaded(&c), 0);
+	o->unload(&inc);
+	assert_true(t_files_equal(t_src.disks[0].cfg.path, t_dst.disks[0].cfg.path));
+	print_message("%s: block bytes on the wire %llu for %u bytes of data\n",
+		      mig_codec_get(codec)->name, (unsigned long long)wire, 9 * T_CHUNK + 4096);
+	assert_true(wire < 9 * T_CHUNK / 2 + T_CHUNK);
+	block_dirty_destroy(&t_src.disks[0].dirty);
+	block_dirty_destroy(&t_dst.disks[0].dirty);
+	free(buf);
+}
+
+static void test_z_copy(void **state)
+{
+	t_z_copy(MIG_COMPRESS_LZ4, MIG_CODEC_LZ4);
+	t_z_copy(MIG_COMPRESS_ZSTD, MIG_CODEC_ZSTD);
+}
+
+/* One DATA_Z record: offset, codec, length, then n bytes of payload. */
+static void t_rec_z(struct t_rec *r, uint64_t off, uint8_t codec, uint32_t len,
+		    const void *payload, uint32_t n)
+{
+	t_rec(r, MIG_BLOCK_DATA_Z, 0);
+	t_rec_u64(r, off);
+	r->b[r->len++] = codec;
+	le_put(r->b + r->len, len, 4);
+	r->len += 4;
+	memcpy(r->b + r->len, payload, n);
+	r->len += n;
+}
+
+/* Hostile DATA_Z records: each refused with its reason, nothing written. */
+static void test_hostile_z(void **state)
+{
+	struct mig_incoming inc;
+	struct t_rec r;
+	const uint64_t size = 1 << 20;
+	uint8_t *text = malloc(T_CHUNK), *enc = malloc(T_CHUNK);
+	struct mig_block_z z = { 0 };
+
+	assert_non_null(text);
+	assert_non_null(enc);
+	mig_block_expect();
+	t_machine(&t_dst, "hostilez.img", size, 0x55);
+	memset(&inc, 0, sizeof(inc));
+	struct mig_in_ctx c = { .inc = &inc, .m = &t_dst };
+	t_rec(&r, MIG_BLOCK_HELLO, 0);
+	t_rec_u64(&r, size);
+	assert_int_equal(t_load(&c, &r), 0);
+
+	/* A good lz4 chunk of text, to take apart. */
+	t_fill_text(text, T_CHUNK, 5);
+	assert_int_equal(mig_block_z_init(&z, MIG_CODEC_LZ4, 0), 0);
+	int n = mig_block_z_encode(&z, 0, text, T_CHUNK);
+	assert_true(n > (int)BLOCK_Z_HDR);
+	uint32_t plen = (uint32_t)n - BLOCK_Z_HDR;
+	memcpy(enc, z.buf + BLOCK_Z_HDR, plen);
+	mig_block_z_fini(&z);
+
+	/* Not agreed at READY (an older source would never send it). */
+	t_rec_z(&r, 0, MIG_CODEC_LZ4, T_CHUNK, enc, plen);
+	T_REFUSED(&c, &r, -EPROTO, "DATA_Z, which READY did not agree to");
+	inc.block_z = true;
+	t_rec(&r, MIG_BLOCK_DATA_Z, 0);
+	t_rec_u64(&r, 0);
+	r.len += 4;
+	T_REFUSED(&c, &r, -EPROTO, "DATA_Z cut short (12 bytes)");
+	t_rec_z(&r, 0, MIG_CODEC_LZ4, T_CHUNK, enc, 0);
+	T_REFUSED(&c, &r, -EPROTO, "DATA_Z cut short (13 bytes)");
+	t_rec_z(&r, 0, MIG_CODEC_DELTA, T_CHUNK, enc, plen);
+	T_REFUSED(&c, &r, -EPROTO, "DATA_Z with unknown codec 4");
+	t_rec_z(&r, 0, MIG_CODEC_RAW, T_CHUNK, enc, plen);
+	T_REFUSED(&c, &r, -EPROTO, "DATA_Z with unknown codec 1");
+	t_rec_z(&r, 0, 200, T_CHUNK, enc, plen);
+	T_REFUSED(&c, &r, -EPROTO, "DATA_Z with unknown codec 200");
+	t_rec_z(&r, 0, MIG_CODEC_LZ4, 0, enc, plen);
+	T_REFUSED(&c, &r, -EPROTO, "DATA_Z of 0 bytes (1..65536)");
+	t_rec_z(&r, 0, MIG_CODEC_LZ4, T_CHUNK + 1, enc, plen);
+	T_REFUSED(&c, &r, -EPROTO, "DATA_Z of 65537 bytes (1..65536)");
+	t_rec_z(&r, 0, MIG_CODEC_LZ4, UINT32_MAX, enc, plen);
+	T_REFUSED(&c, &r, -EPROTO, "DATA_Z of 4294967295 bytes");
+	t_rec_z(&r, 0, MIG_CODEC_LZ4, 100, text, 100);
+	T_REFUSED(&c, &r, -EPROTO, "DATA_Z of 100 bytes encoded in 100");
+	/* Past the disk, however well it decodes. */
+	t_rec_z(&r, size - 4096, MIG_CODEC_LZ4, T_CHUNK, enc, plen);
+	T_REFUSED(&c, &r, -ERANGE, "past its end");
+	t_rec_z(&r, UINT64_MAX - 100, MIG_CODEC_LZ4, T_CHUNK, enc, plen);
+	T_REFUSED(&c, &r, -ERANGE, "past its end");
+	/* Decodes to fewer or more bytes than it says, or not at all. */
+	t_rec_z(&r, 0, MIG_CODEC_LZ4, T_CHUNK - 1, enc, plen);
+	T_REFUSED(&c, &r, -EPROTO, "does not decode");
+	t_rec_z(&r, 0, MIG_CODEC_LZ4, T_CHUNK / 2, enc, plen);
+	T_REFUSED(&c, &r, -EPROTO, "does not decode");
+	t_rec_z(&r, 0, MIG_CODEC_LZ4, T_CHUNK, enc, plen - 1);	/* truncated */
+	T_REFUSED(&c, &r, -EPROTO, "does not decode");
+	t_rec_z(&r, 0, MIG_CODEC_LZ4, T_CHUNK, text, 4096);	/* not lz4 at all */
+	T_REFUSED(&c, &r, -EPROTO, "does not decode");
+	t_rec_z(&r, 0, MIG_CODEC_ZSTD, T_CHUNK, enc, plen);	/* lz4 said to be zstd */
+	T_REFUSED(&c, &r, -EPROTO, "does not decode (zstd");
+	/* A zstd frame whose header promises another size than the record. */
+	assert_int_equal(mig_block_z_init(&z, MIG_CODEC_ZSTD, 1), 0);
+	n = mig_block_z_encode(&z, 0, text, 8192);
+	assert_true(n > (int)BLOCK_Z_HDR);
+	t_rec_z(&r, 0, MIG_CODEC_ZSTD, 4096, z.buf + BLOCK_Z_HDR, (uint32_t)n - BLOCK_Z_HDR);
+	T_REFUSED(&c, &r, -EPROTO, "does not decode");
+	mig_block_z_fini(&z);
+
+	uint8_t *img = malloc(size);
+	int fd = open(t_dst.disks[0].cfg.path, O_RDONLY);
+	assert_non_null(img);
+	assert_int_equal(pread(fd, img, size, 0), (ssize_t)size);
+	for (uint64_t i = 0; i < size; i++)
+		if (img[i] != 0x55)
+			fail_msg("byte %llu is 0x%02x after refused records", (unsigned long long)i,
+				 img[i]);
+	/* And the good record writes its chunk. */
+	t_rec_z(&r, 2 * T_CHUNK, MIG_CODEC_LZ4, T_CHUNK, enc, plen);
+	assert_int_equal(t_load(&c, &r), 0);
+	assert_int_equal(pread(fd, img, T_CHUNK, 2 * T_CHUNK), (ssize_t)T_CHUNK);
+	assert_memory_equal(img, text, T_CHUNK);
+	close(fd);
+	free(img);
+	free(text);
+	free(enc);
+	mig_source_get(MIG_SOURCE_BLOCK)->unload(&inc);
+	block_dirty_destroy(&t_dst.disks[0].dirty);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1203,6 +1501,9 @@ int main(void)
 		cmocka_unit_test(test_write_blocking),
 		cmocka_unit_test(test_lazy_records),
 		cmocka_unit_test(test_lazy_roundtrip),
+		cmocka_unit_test(test_z_codec),
+		cmocka_unit_test(test_z_copy),
+		cmocka_unit_test(test_hostile_z),
 	};
 	return cmocka_run_group_tests(tests, t_setup, t_teardown);
 }

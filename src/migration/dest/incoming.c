@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "migration/base.h"
+#include "migration/block.h"
 #include "migration/codec/codec.h"
 #include "migration/savefile/savefile.h"
 #include "migration/format.h"
@@ -253,11 +254,15 @@ static int mig_in_config(struct mig_incoming *inc, const struct mig_incoming_opt
 	/* A standby takes an epoch's disk blocks as 4 KiB ranges, if the primary can send them. */
 	inc->epoch_ranges = repl && (inc->cfg.codecs & MIG_CAP_EPOCH_RANGES) &&
 			    !opts->standby_chunks;
+	/* Block data through a codec, when this side was told to take the disks. */
+	inc->block_z = (inc->cfg.codecs & MIG_CAP_BLOCK_Z) &&
+		       mig_source_get(MIG_SOURCE_BLOCK)->accepted() && !repl;
 	uint8_t ready[MIG_READY_CHANNELS_LEN];
 	/* The codecs the source may use; whether our base's digests follow; preempt; ranges. */
 	le_put(ready, inc->codecs | (base ? MIG_CAP_BASE : 0) |
 		      (inc->preempt ? MIG_CAP_PREEMPT : 0) |
-		      (inc->epoch_ranges ? MIG_CAP_EPOCH_RANGES : 0), 4);
+		      (inc->epoch_ranges ? MIG_CAP_EPOCH_RANGES : 0) |
+		      (inc->block_z ? MIG_CAP_BLOCK_Z : 0), 4);
 	le_put(ready + 4, inc->nchan, 4);
 	mig_section_write(&inc->s, MIG_SEC_READY, ready,
 			  inc->cfg.channels > 1 ? MIG_READY_CHANNELS_LEN : MIG_READY_LEN);

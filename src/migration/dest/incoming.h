@@ -128,6 +128,8 @@ struct mig_incoming {
 	struct mig_preempt_in *preempt_in;
 	/* Standby: READY agreed to epoch disk ranges (MIG_CAP_EPOCH_RANGES). */
 	bool epoch_ranges;
+	/* --copy-storage: READY agreed to block data through a codec (MIG_CAP_BLOCK_Z). */
+	bool block_z;
 	struct pc_dest *pc_place;
 	/* Each live source's own state while receiving (its load makes it, its unload frees it). */
 	void *src_state[MIG_SOURCE_NR];

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "migration/base.h"
+#include "migration/block.h"
 #include "migration/config.h"
 #include "migration/format.h"
 #include "migration/migration.h"
@@ -111,14 +112,20 @@ static unsigned precopy_channels_wanted(const struct migration *mig)
  * source can use a base the destination holds (base.h).  A file has no
  * way back for the digests; a standby takes no base.  A primary offers
  * MIG_CAP_EPOCH_RANGES: its epochs can carry disk blocks as 4 KiB ranges.
+ * With --copy-storage and a --compress whose codec suits blocks (lz4,
+ * zstd, adaptive), over a connection: MIG_CAP_BLOCK_Z, block data may go
+ * encoded (DATA_Z).
  */
 static uint32_t precopy_offer(const struct migration *mig)
 {
 	bool back = mig_stream_has_return_path(&mig->s) && !mig->p.replicate;
+	bool block_z = back && mig->p.copy_storage &&
+		       mig_block_z_codec(mig->p.compress) != MIG_CODEC_RAW;
 
 	return mig_compress_codecs(mig->p.compress) | (back ? MIG_CAP_BASE : 0) |
 	       (back && mig->p.postcopy_preempt ? MIG_CAP_PREEMPT : 0) |
-	       (mig->p.replicate ? MIG_CAP_EPOCH_RANGES : 0);
+	       (mig->p.replicate ? MIG_CAP_EPOCH_RANGES : 0) |
+	       (block_z ? MIG_CAP_BLOCK_Z : 0);
 }
 
 static void precopy_send_config(struct migration *mig)
@@ -183,6 +190,7 @@ static int precopy_read_ready(struct migration *mig)
 
 	mig->ram.base = false;
 	mig->epoch_ranges = false;
+	mig->block_z = false;
 	if (!mig_stream_has_return_path(&mig->s))
 		return precopy_codecs(mig, offered, offered);
 	int err = mig_section_read(&mig->s, buf, sizeof(buf), &type, &len);
@@ -223,6 +231,8 @@ static int precopy_read_ready(struct migration *mig)
 	/* An older standby masks the bit off: its epochs carry whole chunks (replicate/disk.c). */
 	mig->epoch_ranges = accepted & MIG_CAP_EPOCH_RANGES;
 	/* --postcopy-preempt: an older destination masks the bit off; then requests share main. */
+	/* --copy-storage --compress: an older destination masks the bit off and gets DATA. */
+	mig->block_z = accepted & MIG_CAP_BLOCK_Z;
 	mig->preempt.agreed = accepted & MIG_CAP_PREEMPT;
 	if ((offered & MIG_CAP_PREEMPT) && !mig->preempt.agreed)
 		pr_warn("migration: the destination does not take a post-copy preempt connection; "
