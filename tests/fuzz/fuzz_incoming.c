@@ -498,10 +498,13 @@ static void fz_sec(struct fz_buf *b, uint8_t type, const void *payload, size_t n
 	fz_le(b, XXH3_64bits(b->p + at, sizeof(hdr) + n), 8);
 }
 
-static void fz_config(struct fz_buf *b, uint64_t memory, uint32_t vcpus, uint32_t flags)
+/* CONFIG offering every codec and the capability bits in caps. */
+static void fz_config_caps(struct fz_buf *b, uint64_t memory, uint32_t vcpus, uint32_t flags,
+			   uint32_t caps)
 {
 	struct mig_config c = { .memory = memory, .vcpus = vcpus, .page_size = GUEST_PAGE_SIZE,
-				.flags = flags, .codecs = MIG_CODECS_KNOWN, .cmdline_len = 13 };
+				.flags = flags, .codecs = MIG_CODECS_KNOWN | caps,
+				.cmdline_len = 13 };
 	struct vmstate_buf v;
 
 	memcpy(c.cmdline, "console=ttyS0", 13);
@@ -510,6 +513,11 @@ static void fz_config(struct fz_buf *b, uint64_t memory, uint32_t vcpus, uint32_
 		abort();
 	fz_sec(b, MIG_SEC_CONFIG, v.data, v.len);
 	vmstate_buf_free(&v);
+}
+
+static void fz_config(struct fz_buf *b, uint64_t memory, uint32_t vcpus, uint32_t flags)
+{
+	fz_config_caps(b, memory, vcpus, flags, 0);
 }
 
 static void fz_pass(struct fz_buf *b, uint32_t pass, int final)
@@ -982,6 +990,46 @@ static void fz_seeds_no_kvm(const char *dir, const uint8_t *img)
 	fz_block(&b, MIG_BLOCK_DONE, bp.p, bp.len);
 	fz_sec(&b, MIG_SEC_END, NULL, 0);
 	fz_write_seed_mode(dir, "block-incremental", &b, FZ_FIX_SUMS | FZ_DISK);
+
+	/*
+	 * Block data through a codec (FZ_DISK): CONFIG offers MIG_CAP_BLOCK_Z,
+	 * HELLO, then DATA_Z of a 64 KiB chunk of text in lz4 and of 4 KiB in
+	 * zstd, DATA, DONE.
+	 */
+	b.len = 0;
+	fz_header(&b);
+	fz_config_caps(&b, FZ_MEM, 1, 0, MIG_CAP_BLOCK_Z);
+	bp.len = 0;
+	fz_le(&bp, 1 << 20, 8);
+	fz_block(&b, MIG_BLOCK_HELLO, bp.p, bp.len);
+	fz_pass(&b, 1, 1);
+	uint8_t *text = malloc(MIG_BLOCK_CHUNK);
+	if (!text)
+		abort();
+	for (unsigned k = 0; k < MIG_BLOCK_CHUNK; k++)
+		text[k] = "the disk block of the guest\n"[(k * 7 + k / 97) % 28];
+	for (uint8_t codec = MIG_CODEC_LZ4; codec <= MIG_CODEC_ZSTD; codec++) {
+		struct mig_block_z z = { 0 };
+		uint32_t len = codec == MIG_CODEC_LZ4 ? MIG_BLOCK_CHUNK : 4096;
+		int n;
+		if (mig_block_z_init(&z, codec, 1) ||
+		    (n = mig_block_z_encode(&z, 2 * MIG_BLOCK_CHUNK + (codec - 2) * 8192, text,
+					    len)) < 0)
+			abort();
+		fz_block(&b, MIG_BLOCK_DATA_Z, z.buf, (size_t)n);
+		mig_block_z_fini(&z);
+	}
+	free(text);
+	bp.len = 0;
+	fz_le(&bp, 0, 8);
+	fz_put(&bp, img + 0x1000, 512);
+	fz_block(&b, MIG_BLOCK_DATA, bp.p, bp.len);
+	bp.len = 0;
+	fz_le(&bp, 0, 8);
+	fz_put(&bp, (const uint8_t[]){ 0 }, 1);
+	fz_block(&b, MIG_BLOCK_DONE, bp.p, bp.len);
+	fz_sec(&b, MIG_SEC_END, NULL, 0);
+	fz_write_seed_mode(dir, "block-data-z", &b, FZ_FIX_SUMS | FZ_DISK);
 
 	/* Just a header and CONFIG. */
 	b.len = 0;
