@@ -20,6 +20,7 @@ import argparse
 import csv
 import json
 import os
+import random
 import re
 import shutil
 import signal
@@ -1014,7 +1015,7 @@ class Scenario:
                  bandwidth=0, downtime_ms=300, primary=False, modes=("precopy",),
                  precopy_timeout_s=PRECOPY_TIMEOUT, converges=True, postcopy_after_s=2.0,
                  about="", ferry_args=(), vmms=None, tls=False, net_client=False,
-                 storage=None):
+                 storage=None, disk_fill="random"):
         self.name, self.cmdline, self.mem_mib, self.link = name, cmdline, mem_mib, link
         self.vcpus, self.bandwidth, self.downtime_ms, self.primary = vcpus, bandwidth, downtime_ms, primary
         self.modes, self.precopy_timeout_s, self.converges = tuple(modes), precopy_timeout_s, converges
@@ -1032,6 +1033,10 @@ class Scenario:
         # blockdev-mirror to the destination's NBD export) or "incremental"
         # (the destination holds an older copy; ferry --copy-storage=incremental).
         self.storage = storage
+        # disk_fill: the source's image for copy and incremental: "random"
+        # (every block random data) or "mixed" (write_mixed_image: holes,
+        # allocated zeros, text and random data, per 64 KiB range).
+        self.disk_fill = disk_fill
 
 
 class Case:
@@ -1124,6 +1129,14 @@ SCENARIOS = [
              about="shared storage: one qemu-nbd export, both ends attached"),
     Scenario("storage-copy-1g", "", link="veth-1g", storage="copy", ferry_args=("--copy-storage",),
              about="local disk copied live: ferry --copy-storage, QEMU blockdev-mirror to an NBD export"),
+    # The same copy with a disk as disks are (write_mixed_image: holes,
+    # allocated zeros, text, random data); ferry with the codec that pays
+    # on it at 1 Gbit/s, lz4 (block data through it, DATA_Z; RAM, random,
+    # goes raw where lz4 does not shrink a page), QEMU's mirror as before.
+    Scenario("storage-copy-mixed-1g", "", link="veth-1g", storage="copy", disk_fill="mixed",
+             ferry_args=("--copy-storage", "--compress", "lz4"),
+             about="local disk of mixed content copied live: ferry --copy-storage --compress lz4, "
+                   "QEMU blockdev-mirror to an NBD export"),
     Scenario("storage-incremental-1g", "", link="veth-1g", storage="incremental",
              ferry_args=("--copy-storage=incremental",),
              about=f"the destination holds an older copy, {STORAGE_DIFFER_PCT}% of it differing: "
@@ -1143,7 +1156,7 @@ PRESETS = {
     "order": ["hotcold-address-1g", "hotcold-rewrite-1g"],
     "tls": ["idle-random-lo", "idle-random-lo-tls", "idle-random-1g", "idle-random-1g-tls"],
     "net": ["net-client"],
-    "storage": ["storage-nbd-1g", "storage-copy-1g", "storage-incremental-1g"],
+    "storage": ["storage-nbd-1g", "storage-copy-1g", "storage-copy-mixed-1g", "storage-incremental-1g"],
     # issue 14: save/restore, lazy restore, snapshot, replication, A->B->A (bench/savebench.py)
     "save": [s.name for s in savebench.SAVE_SCENARIOS],
     **codecbench.PRESETS,
@@ -1530,8 +1543,10 @@ class SwitchedNet:
 # not the migration link, so its bytes are not counted) that the source and
 # the destination both attach.  storage-copy-1g: each end has its own image
 # and the disk is copied live beside RAM; QEMU as libvirt drives it (see
-# Qemu._migrate_copy).  storage-incremental-1g: the same, the destination
-# holding an older copy of the disk.
+# Qemu._migrate_copy).  storage-copy-mixed-1g: the same with a disk of
+# mixed content (write_mixed_image) and ferry --compress lz4.
+# storage-incremental-1g: the same, the destination holding an older copy
+# of the disk.
 
 NBD_PORT = 10809                  # the destination QEMU's NBD server (QEMU's copy)
 NBD_NODE = "d0"                   # QEMU's node of the guest's disk, and its NBD export's name
@@ -1556,6 +1571,72 @@ def write_random_image(path, mib):
             f.write(os.urandom(MiB))
         f.flush()
         os.fsync(f.fileno())
+
+
+# storage-copy-mixed-1g: what each 64 KiB range of the source's image
+# holds, in tenths, after the probe's fill=mixed for RAM pages (40 % zero,
+# 30 % text, 30 % random), its zeros split between holes and allocated
+# zeros: (kind, tenths).
+MIXED_KINDS = (("hole", 2), ("zero", 2), ("text", 3), ("random", 3))
+TEXT_WORDS = ("the of and to in is that for it as was with be by on not he this are or his from at "
+              "which but have an had they you were their one all we can her has there been if more "
+              "when will would who so no memory page migration virtual machine guest host dirty copy "
+              "state network time system data between through").split()   # guest/fill.c's 64
+
+
+def mixed_text(n, rng):
+    """n bytes of English-like text as the probe's fill=text writes it:
+    its 64 words, a capital after a full stop, lines of about 72."""
+    out, have, col, cap = [], 0, 0, True
+    while have < n:
+        r = rng.getrandbits(16)
+        w = TEXT_WORDS[r & 63]
+        if cap:
+            w = w.capitalize()
+        cap = (r >> 8) % 12 == 0
+        w += ("." if cap else "") + ("\n" if col > 72 else " ")
+        col = 0 if col > 72 else col + len(w)
+        out.append(w)
+        have += len(w)
+    return "".join(out).encode()[:n]
+
+
+def mixed_kinds(ranges, seed=7):
+    """The kind of each 64 KiB range: MIXED_KINDS' shares exactly, in an
+    order shuffled by seed (so no kind lines up with a stride)."""
+    kinds = []
+    for kind, tenths in MIXED_KINDS:
+        kinds += [kind] * (ranges * tenths // 10)
+    kinds += ["random"] * (ranges - len(kinds))
+    random.Random(seed).shuffle(kinds)
+    return kinds
+
+
+def write_mixed_image(path, mib, seed=7):
+    """mib MiB as a disk holds it, per 64 KiB range (mixed_kinds): a hole,
+    allocated zeros, text (a 64 KiB slice of an 8 MiB text, at a random
+    offset) or random data; synced.  Returns {kind: ranges}."""
+    rng = random.Random(seed)
+    pool = mixed_text(8 * MiB + RANGE, rng)
+    zeros = bytes(RANGE)
+    count = {k: 0 for k, _ in MIXED_KINDS}
+    with open(path, "wb") as f:
+        f.truncate(mib * MiB)
+        for k, kind in enumerate(mixed_kinds(mib * MiB // RANGE, seed)):
+            count[kind] += 1
+            if kind == "hole":
+                continue
+            f.seek(k * RANGE)
+            if kind == "zero":
+                f.write(zeros)
+            elif kind == "text":
+                at = rng.randrange(8 * MiB)
+                f.write(pool[at:at + RANGE])
+            else:
+                f.write(os.urandom(RANGE))
+        f.flush()
+        os.fsync(f.fileno())
+    return count
 
 
 def make_older_copy(src, dst, pct=STORAGE_DIFFER_PCT, seed=1):
@@ -1628,8 +1709,9 @@ class StorageEnv:
     """What a storage scenario's runs share, and what each run gets afresh.
     nbd: a sparse image of the disk's size behind a qemu-nbd started for
     each run (-e 4 clients, --persistent) on a unix socket.  copy and
-    incremental: the source's image, random data in every block, written
-    and synced once per scenario (so a full copy has all of it to move);
+    incremental: the source's image, random data in every block (with
+    disk_fill "mixed", write_mixed_image's content), written and synced
+    once per scenario (so a full copy has all of it to move);
     for each run the destination gets its own image: empty (sparse) for
     copy, for incremental a copy of the source's image as it is before the
     run with 5 % of its 64 KiB ranges rewritten (make_older_copy), synced."""
@@ -1643,6 +1725,8 @@ class StorageEnv:
         if sc.storage == "nbd":
             with open(self.src, "wb") as f:
                 f.truncate(STORAGE_DISK_MIB * MiB)
+        elif sc.disk_fill == "mixed":
+            write_mixed_image(self.src, STORAGE_DISK_MIB)
         else:
             write_random_image(self.src, STORAGE_DISK_MIB)
         log(f"  {sc.name}: {STORAGE_DISK_MIB} MiB image ready in {time.monotonic() - t:.1f} s")
@@ -2289,7 +2373,10 @@ def report(summary, cases, links, ferry_ok, ferry_why, lines):
               "link) that both ends attach (QEMU -blockdev driver=nbd, ferry --disk nbd=); guest "
               f"writes {STORAGE_RATE}/s of 4 KiB blocks over {STORAGE_WSS_BLOCKS * 4096 // MiB} MiB")
         elif sc.storage:
-            p(f"   disk: {STORAGE_DISK_MIB} MiB raw image of random data at the source, the destination's own "
+            fill = ("random data" if sc.disk_fill == "random" else
+                    "mixed content (per 64 KiB range: " +
+                    ", ".join(f"{t * 10}% {k}" for k, t in MIXED_KINDS) + ")")
+            p(f"   disk: {STORAGE_DISK_MIB} MiB raw image of {fill} at the source, the destination's own "
               + ("empty image" if sc.storage == "copy" else
                  f"older copy ({STORAGE_DIFFER_PCT}% of its 64 KiB ranges rewritten)")
               + f"; guest writes {STORAGE_RATE}/s of 4 KiB blocks over "
@@ -2536,6 +2623,21 @@ def selftest():
         off = images_differ(src, dst, 0)
         want(off is not None and RANGE <= off < 2 * RANGE, f"images_differ found {off}")
         want(images_differ(src, dst, 62 * RANGE) is None, "images_differ past the last change")
+        # A mixed image: each kind's share of the ranges, holes left unallocated,
+        # text and random ranges full, text compressible and random not.
+        import zlib
+        mixed = os.path.join(tmp, "mixed.img")
+        count = write_mixed_image(mixed, 8)         # 128 ranges
+        want(count == {"hole": 25, "zero": 25, "text": 38, "random": 40}, f"mixed image: {count}")
+        kinds = mixed_kinds(128)
+        with open(mixed, "rb") as f:
+            for k, kind in enumerate(kinds):
+                r = f.read(RANGE)
+                z = len(zlib.compress(r, 1))
+                ok = {"hole": r == bytes(RANGE), "zero": r == bytes(RANGE),
+                      "text": 0 not in r and z < RANGE // 2, "random": z > RANGE * 9 // 10}[kind]
+                want(ok, f"mixed image: range {k} ({kind}) holds other content")
+        want(os.stat(mixed).st_blocks * 512 <= 104 * RANGE, "mixed image: the holes are allocated")  # + metadata
         want(parse_size("10M") == 10 * MiB and parse_size("2G") == 2 << 30 and
              parse_size("1.5G") is None, "parse_size")
         ss = ("ESTAB 0 0 10.77.0.1:40000 10.77.0.2:10809\n\t cubic wscale:7,7 bytes_sent:1000 "
@@ -2576,7 +2678,8 @@ def selftest():
                 want(fs[-2:] == ["--disk", f"path={src}"] and
                      fd[-3:] == ["--copy-storage", "--disk", f"path={dst}"], f"{name}: ferry's images")
                 flag = "--copy-storage" if sc.storage == "copy" else "--copy-storage=incremental"
-                want(fm[-1] == flag, f"{name}: ferry migrate {fm}")
+                tail = [flag, "--compress", "lz4"] if sc.disk_fill == "mixed" else [flag]
+                want(fm[-len(tail):] == tail, f"{name}: ferry migrate {fm}")
 
         # QEMU's copy, the libvirt way, against the fake QMP.
         nbd_tcp_bytes = lambda ns: 12345        # noqa: E731 - no namespaces here

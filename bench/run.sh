@@ -12,9 +12,10 @@
 #                                 8 GiB verify guest, loopback (not in quick or full)
 #   bench/run.sh net              net-client: a client on a switched network through
 #                                 a migration of a guest with a NIC, both VMMs, ~2 min
-#   bench/run.sh storage          storage-nbd-1g, storage-copy-1g, storage-incremental-1g:
-#                                 shared NBD disk, live disk copy, incremental copy, ~20 min
-#                                 (--disk-size 2G, --disk-rate 10M)
+#   bench/run.sh storage          storage-nbd-1g, storage-copy-1g, storage-copy-mixed-1g,
+#                                 storage-incremental-1g: shared NBD disk, live disk copy (random,
+#                                 then mixed content, ferry --compress lz4), incremental copy,
+#                                 ~25 min (--disk-size 2G, --disk-rate 10M)
 #   bench/run.sh save             save/restore, lazy restore, live snapshot, replication,
 #                                 A->B->A with a base (bench/savebench.py), ~10 min
 #   bench/run.sh --list           the scenarios
