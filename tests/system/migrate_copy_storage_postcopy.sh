@@ -5,8 +5,10 @@
 # asks for a page), the rest is pushed, and no late copy undoes a write of
 # the guest's.  The probe's disk workload verifies every block it wrote.
 #
-#  - --mode postcopy, a 64 MiB disk holding 48 MiB of data, the workload on
-#    its first 8 MiB, the push capped: completes with --verify (the digest
+#  - --mode postcopy --compress lz4, a 64 MiB disk holding 48 MiB of data
+#    (24 MiB random, then 24 MiB of text, which goes through lz4: DATA_Z,
+#    pushed and asked for), the workload on its first 8 MiB, the push
+#    capped: completes with --verify (the digest
 #    of the chunks the destination held at the switch), some chunks were
 #    asked for, the guest goes on verifying (a chunk read before its copy
 #    came would read wrong: CORRUPT-DISK), and the 40 MiB it never touched
@@ -32,6 +34,21 @@ same_tail() {
 	cmp -s <(tail -c +$((8 * 1048576 + 1)) "$1") <(tail -c +$((8 * 1048576 + 1)) "$2") ||
 		fail "$1 and $2 differ past the guest's working set: a chunk was lost or overwritten"
 }
+# The same, its second 24 MiB text (lz4 shrinks it): text_img NAME.
+text_img() {
+	head -c 24M /dev/urandom >"$T/$1.img"
+	python3 -c '
+import random, sys
+rng = random.Random(3)
+w = "the disk block guest copy of and data page migration to in is".split()
+out, n = [], 0
+while n < 24 << 20:
+    s = rng.choice(w) + " "
+    out.append(s)
+    n += len(s)
+sys.stdout.write("".join(out)[:24 << 20])' >>"$T/$1.img"
+	truncate -s 64M "$T/$1.img"
+}
 # NAME's source on image IMG; pid in SRC_PID.
 src() {
 	start_source "$1" 1 64M "$HOT" --test-hooks --disk "path=$2"
@@ -40,14 +57,14 @@ src() {
 }
 
 # --- pure post-copy: chunks on demand -----------------------------------------
-data_img a
+text_img a
 truncate -s 64M "$T/b.img"
 src a "$T/a.img"
 apid=$SRC_PID
 start_dest b "unix:$T/b.mig" --copy-storage --disk "path=$T/b.img"
 bpid=$FERRY_PID
 gen=$(disk_gen "$T/a.serial")
-"$FERRY" migrate "$T/a.ctl" "unix:$T/b.mig" --copy-storage --mode postcopy \
+"$FERRY" migrate "$T/a.ctl" "unix:$T/b.mig" --copy-storage --mode postcopy --compress lz4 \
 	--postcopy-bandwidth 4M --verify --json >"$T/b.json" 2>"$T/b.err" ||
 	{ cat "$T/b.json" "$T/b.err" "$T/b.log"; fail "post-copy with disks failed"; }
 [ "$(json_field "$T/b.json" status)" = completed ] || fail "post-copy with disks: not completed"
@@ -56,6 +73,10 @@ owed=$(json_field "$T/b.json" disk-chunks-owed)
 asked=$(json_field "$T/b.json" disk-chunk-requests)
 ((owed >= 768)) || { cat "$T/b.json"; fail "only ${owed:-0} disk chunks left for post-copy (want the 48 MiB)"; }
 ((asked > 0)) || { cat "$T/b.json"; fail "the destination's guest never asked for a disk chunk"; }
+lz4=$(python3 -c 'import json, sys
+print(json.load(open(sys.argv[1]))["sources"]["block"]["codecs"].get("lz4", {}).get("records", 0))' "$T/b.json")
+# The 384 chunks of text, at least, went through lz4 (in post-copy: pushed or asked for).
+((lz4 >= 384)) || { cat "$T/b.json"; fail "only $lz4 disk ranges went through lz4"; }
 wait_exit "$apid" 10
 [ "$RC" -eq 0 ] || { cat "$T/a.log"; fail "post-copy with disks: source exit status $RC"; }
 wait_gen "$T/b.serial" "$gen" 30
@@ -64,7 +85,7 @@ no_corrupt "$T/a.serial" "$T/b.serial"
 wait_exit "$bpid" 10
 [ "$RC" -eq 0 ] || fail "post-copy with disks: the destination's VM exit status $RC"
 same_tail "$T/a.img" "$T/b.img"
-log "post-copy: $owed chunks left at the switch, $asked asked for by the guest," \
+log "post-copy: $owed chunks left at the switch, $asked asked for by the guest, $lz4 through lz4," \
 	"downtime $(json_field "$T/b.json" downtime-ms) ms"
 
 # --- hybrid with write-blocking -----------------------------------------------
