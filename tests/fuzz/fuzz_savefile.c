@@ -277,7 +277,7 @@ static void fz_fix_sums(int fd, uint64_t size)
 			XXH3_state_t *xs = XXH3_createState();
 			XXH3_64bits_reset_withSeed(xs, b);
 			for (unsigned k = 0; k < savefile_block_npages(&h, b); k++) {
-				uint64_t off = h.ram_off + (b * h.block_pages + k) * SAVEFILE_PAGE_SIZE;
+				uint64_t off = savefile_page_off(&h, table, b, k);
 				if (!(mask >> k & 1) ||
 				    pread(fd, blk, SAVEFILE_PAGE_SIZE, (off_t)off) != SAVEFILE_PAGE_SIZE)
 					continue;

@@ -278,6 +278,21 @@ static void t_header(struct t_env *e, struct savefile_header *h)
 	assert_int_equal(savefile_header_decode(page, t_size(e->path), h, why, sizeof(why)), 0);
 }
 
+/* Where page k of block b (a data page) lies in the file: packed, it moved up in its segment. */
+static uint64_t t_data_off(const char *path, uint64_t b, unsigned k)
+{
+	struct savefile sf;
+	char why[256];
+	uint64_t off;
+
+	assert_int_equal(savefile_open(&sf, path, why, sizeof(why)), 0);
+	assert_true(sf.h.flags & SAVEFILE_F_PACKED);
+	assert_true(le_get(sf.table + b * SAVEFILE_ENTRY_SIZE, 8) >> k & 1);
+	off = savefile_page_off(&sf.h, sf.table, b, k);
+	savefile_close(&sf);
+	return off;
+}
+
 static void t_rewrite_header(struct t_env *e, const struct savefile_header *h)
 {
 	uint8_t page[SAVEFILE_HEADER_SIZE];
@@ -291,7 +306,7 @@ static void test_damaged(void **state)
 	struct t_env *e = *state;
 	uint64_t size = t_size(e->path);
 	struct savefile_header h, h2;
-	uint32_t v3 = 3;
+	uint32_t vnext = SAVEFILE_VERSION + 1;
 
 	t_header(e, &h);
 	t_copy(e, size - GUEST_PAGE_SIZE);
@@ -304,8 +319,8 @@ static void test_damaged(void **state)
 	t_poke(e->bad, 0, "FERRYMIG", 8);
 	t_refused(e, -EPROTO, "not a ferry save file");
 	t_copy(e, size);
-	t_poke(e->bad, 8, &v3, 4);
-	t_refused(e, -EPROTONOSUPPORT, "version 3");
+	t_poke(e->bad, 8, &vnext, 4);
+	t_refused(e, -EPROTONOSUPPORT, "version 4");
 	t_copy(e, size);
 	t_flip(e->bad, 41);		/* inside the metadata offset */
 	t_refused(e, -EPROTO, "header fails its checksum");
@@ -317,7 +332,7 @@ static void test_damaged(void **state)
 	t_refused(e, -EPROTO, "block table fails its checksum");
 	/* A data page of block 5: the file opens, the load finds it. */
 	t_copy(e, size);
-	t_flip(e->bad, h.ram_off + (T_BAD_BLOCK * SAVEFILE_BLOCK_PAGES + 1) * GUEST_PAGE_SIZE + 9);
+	t_flip(e->bad, t_data_off(e->path, T_BAD_BLOCK, 1) + 9);
 	t_refused(e, -EPROTO, "RAM block 5");
 	/* A header with a valid checksum whose offsets point elsewhere. */
 	h2 = h;
@@ -335,6 +350,19 @@ static void test_damaged(void **state)
 	t_copy(e, size);
 	t_rewrite_header(e, &h2);
 	t_refused(e, -EPROTO, "flags");
+	/* Packing is version 3's: a version 2 header that claims it is refused. */
+	h2 = h;
+	h2.version = 2;
+	assert_true(h2.flags & SAVEFILE_F_PACKED);
+	t_copy(e, size);
+	t_rewrite_header(e, &h2);
+	t_refused(e, -EPROTO, "unknown header flags 0x1");
+	/* Unpacked, the same file reads its data pages from the wrong places: damaged. */
+	h2 = h;
+	h2.flags = 0;
+	t_copy(e, size);
+	t_rewrite_header(e, &h2);
+	t_refused(e, -EPROTO, "fails its checksum");
 }
 
 /*
@@ -551,7 +579,7 @@ static void test_lazy_damaged(void **state)
 		skip();
 	t_header(e, &h);
 	t_copy(e, t_size(e->path));
-	t_flip(e->bad, h.ram_off + (T_BAD_BLOCK * SAVEFILE_BLOCK_PAGES + 1) * GUEST_PAGE_SIZE);
+	t_flip(e->bad, t_data_off(e->path, T_BAD_BLOCK, 1));
 	m = t_machine();
 	lz.opaque = &done;
 	assert_int_equal(savefile_open(&sf, e->bad, why, sizeof(why)), 0);
@@ -1079,6 +1107,7 @@ static void test_disk_path(void **state)
 	assert_int_equal(pread(fd, page, sizeof(page), 0), (ssize_t)sizeof(page));
 	assert_int_equal(savefile_header_decode(page, t_size(e->bad), &h, why, sizeof(why)), 0);
 	h.version = 1;
+	h.flags = 0;	/* version 1 knows no packing: only the header and metadata are read here */
 	savefile_header_encode(&h, page);
 	assert_int_equal(le_get(page + 112, 8), 0);
 	assert_int_equal(pwrite(fd, page, sizeof(page), 0), (ssize_t)sizeof(page));

@@ -173,8 +173,8 @@ int savefile_header_decode(const uint8_t *page, uint64_t file_size,
 	if (memcmp(page + H_MAGIC, SAVEFILE_MAGIC, 8))
 		return BAD("not a ferry save file (no %s magic)", SAVEFILE_MAGIC);
 	h->version = (uint32_t)le_get(page + H_VERSION, 4);
-	if (h->version != SAVEFILE_VERSION && h->version != 1) {
-		snprintf(why, whylen, "save file version %u; this ferry reads versions 1 and %u",
+	if (h->version < 1 || h->version > SAVEFILE_VERSION) {
+		snprintf(why, whylen, "save file version %u; this ferry reads versions 1 to %u",
 			 h->version, SAVEFILE_VERSION);
 		return -EPROTONOSUPPORT;
 	}
@@ -205,7 +205,7 @@ int savefile_header_decode(const uint8_t *page, uint64_t file_size,
 	if (le_get(page + H_HEADER_SIZE, 4) != SAVEFILE_HEADER_SIZE ||
 	    le_get(page + H_PAGE_SIZE, 4) != SAVEFILE_PAGE_SIZE)
 		return BAD("header or page size is not %u", SAVEFILE_PAGE_SIZE);
-	if (h->flags)
+	if (h->flags & ~(h->version >= 3 ? SAVEFILE_F_ALL : 0))
 		return BAD("unknown header flags 0x%x", h->flags);
 	if (h->block_pages != SAVEFILE_BLOCK_PAGES)
 		return BAD("%u pages per block; this ferry reads %u", h->block_pages,
@@ -245,6 +245,34 @@ void savefile_block_encode(uint8_t *table, uint64_t b, const struct savefile_blo
 {
 	le_put(table + b * SAVEFILE_ENTRY_SIZE, in->data, 8);
 	le_put(table + b * SAVEFILE_ENTRY_SIZE + 8, in->hash, 8);
+}
+
+uint64_t savefile_block_off(const struct savefile_header *h, const uint8_t *table, uint64_t b)
+{
+	const uint64_t per_seg = SAVEFILE_SEG_PAGES / SAVEFILE_BLOCK_PAGES;
+	uint64_t seg0 = b / per_seg * per_seg, pages = 0;
+
+	if (!(h->flags & SAVEFILE_F_PACKED))
+		return h->ram_off + savefile_block_first(h, b) * SAVEFILE_PAGE_SIZE;
+	/*
+	 * The data pages of the segment's blocks before b: at most the
+	 * segment's pages (a mask never runs past RAM, checked at open), so
+	 * the data stays inside its segment and inside RAM.
+	 */
+	for (uint64_t c = seg0; c < b; c++)
+		pages += (uint64_t)__builtin_popcountll(le_get(table + c * SAVEFILE_ENTRY_SIZE, 8));
+	return h->ram_off + (seg0 * SAVEFILE_BLOCK_PAGES + pages) * SAVEFILE_PAGE_SIZE;
+}
+
+uint64_t savefile_page_off(const struct savefile_header *h, const uint8_t *table, uint64_t b,
+			   unsigned k)
+{
+	uint64_t data = le_get(table + b * SAVEFILE_ENTRY_SIZE, 8);
+	uint64_t before = k ? (uint64_t)__builtin_popcountll(data & ((1ULL << k) - 1)) : 0;
+
+	if (!(h->flags & SAVEFILE_F_PACKED))
+		return savefile_block_off(h, table, b) + (uint64_t)k * SAVEFILE_PAGE_SIZE;
+	return savefile_block_off(h, table, b) + before * SAVEFILE_PAGE_SIZE;
 }
 
 /* ---- metadata ---------------------------------------------------------- */

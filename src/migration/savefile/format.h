@@ -2,9 +2,11 @@
  * The save file's layout (docs/save-format.md): a header page, the
  * metadata (configuration, disks, NICs, device state), the block table
  * (which pages hold data, and a checksum per block), then guest RAM at
- * fixed page-aligned offsets: page i at ram_off + i * 4096, so the file
- * is never larger than its RAM plus a little, and pages that were never
- * written or are all zero stay holes in it.
+ * fixed page-aligned offsets: page i at ram_off + i * 4096, or (packed,
+ * as a save writes) 32 MiB segments at fixed offsets, each holding its
+ * data pages one after another; so the file is never larger than its RAM
+ * plus a little, and pages that were never written or are all zero are
+ * holes in it (packed: one hole at the end of each segment).
  *
  * Everything here is pure (no I/O): the decoders take a file's bytes as
  * hostile and refuse anything out of place with the reason in `why`.
@@ -21,13 +23,25 @@
 #include "migration/config.h"
 
 #define SAVEFILE_MAGIC		"FERRYSAV"
-#define SAVEFILE_VERSION	2	/* 2: disk records, copied disks; 1 is still read */
+/* 3: packed RAM (SAVEFILE_F_PACKED); 2: disk records, copied disks; 1 and 2 are still read */
+#define SAVEFILE_VERSION	3
 #define SAVEFILE_HEADER_SIZE	4096
 #define SAVEFILE_PAGE_SIZE	4096
 /* Pages per checksummed block: 256 KiB, one read and one hash on a lazy fault. */
 #define SAVEFILE_BLOCK_PAGES	64
 #define SAVEFILE_ENTRY_SIZE	16	/* a block table entry: data mask, hash */
 #define SAVEFILE_RAM_ALIGN	(1ULL << 20)
+/*
+ * Header flags (version 3).  SAVEFILE_F_PACKED: RAM is cut into segments
+ * of SAVEFILE_SEG_PAGES pages, each at its fixed offset (segment s at
+ * ram_off + s * SAVEFILE_SEG_PAGES pages); inside a segment only the pages
+ * that hold data are stored, one after another in page order, and the
+ * rest of the segment stays one hole.  Without it, page i is at
+ * ram_off + i pages (a live snapshot writes so).
+ */
+#define SAVEFILE_F_PACKED	0x1
+#define SAVEFILE_F_ALL		0x1
+#define SAVEFILE_SEG_PAGES	8192	/* 32 MiB: a whole number of blocks */
 #define SAVEFILE_META_MAX	(64ULL << 20)
 #define SAVEFILE_SPEC_MAX	(PATH_MAX + 128)	/* one disk or NIC, as its option */
 #define SAVEFILE_DISK_REC_SIZE	50	/* a disk record in the metadata (version 2) */
@@ -37,7 +51,7 @@
 /* The header, decoded.  Offsets are from the start of the file. */
 struct savefile_header {
 	uint32_t version;
-	uint32_t flags;			/* none defined: must be 0 */
+	uint32_t flags;			/* SAVEFILE_F_* (version 3; else 0) */
 	uint32_t block_pages;
 	uint64_t memory;		/* guest RAM bytes */
 	uint64_t pages, blocks;
@@ -144,6 +158,17 @@ static inline unsigned savefile_block_npages(const struct savefile_header *h, ui
 
 	return left < h->block_pages ? (unsigned)left : h->block_pages;
 }
+
+/*
+ * Where block b's data starts in the file: its pages that hold data lie
+ * there one after another (packed), or each at its own page's offset
+ * (not packed: the data pages of the block at that offset plus k pages).
+ * table: a table whose checksum matched; never past the block's segment.
+ */
+uint64_t savefile_block_off(const struct savefile_header *h, const uint8_t *table, uint64_t b);
+/* The file offset of page k of block b, which holds data (its bit in `data` is set). */
+uint64_t savefile_page_off(const struct savefile_header *h, const uint8_t *table, uint64_t b,
+			   unsigned k);
 
 /*
  * The metadata: the configuration record, the kernel's name, the disks

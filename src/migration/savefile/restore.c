@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 #define XXH_STATIC_LINKING_ONLY	/* an XXH3 state on the stack, per block */
 #include <xxhash.h>
@@ -159,6 +160,64 @@ fail:
  * block at dst + k pages; the others untouched), checked.  Returns 0,
  * -EPROTO (checksum, or the file ends early) or -errno, with why.
  */
+/* All of iov (cnt entries, changed) at off: 0, -ENODATA where the file ends first, or -errno. */
+static int sf_preadv(int fd, struct iovec *iov, int cnt, uint64_t off)
+{
+	while (cnt) {
+		ssize_t n = preadv(fd, iov, cnt, (off_t)off);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		if (n == 0)
+			return -ENODATA;
+		off += (uint64_t)n;
+		while (cnt && (size_t)n >= iov->iov_len) {
+			n -= (ssize_t)iov->iov_len;
+			iov++;
+			cnt--;
+		}
+		if (cnt) {
+			iov->iov_base = (uint8_t *)iov->iov_base + n;
+			iov->iov_len -= (size_t)n;
+		}
+	}
+	return 0;
+}
+
+/*
+ * The data pages of block b into dst: packed, one read of all of them
+ * (scattered to their pages), else one read per run of data pages.
+ */
+static int sf_read_data(struct savefile *sf, uint64_t b, uint64_t data, unsigned n, uint8_t *dst)
+{
+	const struct savefile_header *h = &sf->h;
+	bool packed = h->flags & SAVEFILE_F_PACKED;
+	uint64_t off = savefile_block_off(h, sf->table, b);
+	struct iovec iov[SAVEFILE_BLOCK_PAGES];
+	int cnt = 0, err;
+
+	for (unsigned k = 0; k < n;) {
+		if (!(data >> k & 1)) {
+			k++;
+			continue;
+		}
+		unsigned e = k;
+		while (e < n && (data >> e & 1))
+			e++;
+		iov[cnt].iov_base = dst + (uint64_t)k * SAVEFILE_PAGE_SIZE;
+		iov[cnt++].iov_len = (size_t)(e - k) * SAVEFILE_PAGE_SIZE;
+		if (!packed) {
+			err = sf_preadv(sf->fd, iov, 1, off + (uint64_t)k * SAVEFILE_PAGE_SIZE);
+			if (err)
+				return err;
+			cnt = 0;
+		}
+		k = e;
+	}
+	return cnt ? sf_preadv(sf->fd, iov, cnt, off) : 0;
+}
+
 int savefile_read_block(struct savefile *sf, uint64_t b, const struct savefile_block *blk,
 			uint8_t *dst, char *why, size_t whylen)
 {
@@ -168,23 +227,11 @@ int savefile_read_block(struct savefile *sf, uint64_t b, const struct savefile_b
 	XXH3_state_t xs;
 	int err;
 
-	for (unsigned k = 0; k < n;) {
-		if (!(blk->data >> k & 1)) {
-			k++;
-			continue;
-		}
-		unsigned e = k;
-		while (e < n && (blk->data >> e & 1))
-			e++;
-		err = sf_pread(sf->fd, dst + (uint64_t)k * SAVEFILE_PAGE_SIZE,
-			       (uint64_t)(e - k) * SAVEFILE_PAGE_SIZE,
-			       h->ram_off + (first + k) * SAVEFILE_PAGE_SIZE);
-		if (err) {
-			snprintf(why, whylen, "cannot read RAM block %llu: %s", (unsigned long long)b,
-				 err == -ENODATA ? "the file is truncated" : strerror(-err));
-			return err == -ENODATA ? -EPROTO : err;
-		}
-		k = e;
+	err = sf_read_data(sf, b, blk->data, n, dst);
+	if (err) {
+		snprintf(why, whylen, "cannot read RAM block %llu: %s", (unsigned long long)b,
+			 err == -ENODATA ? "the file is truncated" : strerror(-err));
+		return err == -ENODATA ? -EPROTO : err;
 	}
 	/*
 	 * A state on the stack starts as junk: one whose stale seed equals b

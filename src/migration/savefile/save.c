@@ -1,7 +1,9 @@
 /*
  * Writing a save file (docs/save-format.md): the guest paused throughout,
- * RAM written by SAVEFILE_THREADS threads straight from guest memory with
- * pwrite at each page's fixed offset, then the metadata, the block table
+ * RAM written packed by SAVEFILE_THREADS threads, a 32 MiB segment each at
+ * a time, straight from guest memory with pwritev (the segment's data
+ * pages one after another, its writeback started as soon as it is
+ * written), then the metadata, the block table
  * and last the header, into PATH.tmp; synced and renamed, so `path` holds
  * either nothing new or a whole file.
  */
@@ -15,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 #include <xxhash.h>
@@ -29,9 +32,19 @@ struct save_job {
 	const struct savefile_header *h;
 	uint8_t *table;
 	int fd;
-	uint64_t next;			/* next block to take */
+	uint64_t next;			/* next segment to take */
 	int err;			/* first failure, 0 if none */
 	uint64_t data_pages;
+};
+
+/* A segment's data pages on their way out: pages adjacent in guest memory share an entry. */
+#define SAVE_IOV	256
+#define SAVE_FLUSH	(8ULL << 20)	/* bytes gathered before a write */
+struct save_out {
+	struct iovec iov[SAVE_IOV];
+	int cnt;
+	uint64_t off;			/* where iov[0] goes in the file */
+	uint64_t len;			/* bytes in iov */
 };
 
 bool savefile_page_zero(const uint8_t *p)
@@ -59,22 +72,62 @@ int savefile_pwrite(int fd, const uint8_t *p, uint64_t len, uint64_t off)
 	return 0;
 }
 
-/* Write pages [q, r) of data, all non-zero, at their offsets. */
-static int save_run(struct save_job *j, uint64_t q, uint64_t r)
+/* All of o's pages at o->off, one after another.  Returns 0 or -errno. */
+static int save_flush(struct save_job *j, struct save_out *o)
 {
-	if (q == r)
-		return 0;
-	return savefile_pwrite(j->fd, guest_memory_page_alias(j->mem, q), (r - q) * SAVEFILE_PAGE_SIZE,
-			   j->h->ram_off + q * SAVEFILE_PAGE_SIZE);
+	struct iovec *iov = o->iov;
+	int cnt = o->cnt;
+	uint64_t off = o->off;
+
+	while (cnt) {
+		ssize_t n = pwritev(j->fd, iov, cnt, (off_t)off);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return n < 0 ? -errno : -EIO;
+		off += (uint64_t)n;
+		while (cnt && (size_t)n >= iov->iov_len) {
+			n -= (ssize_t)iov->iov_len;
+			iov++;
+			cnt--;
+		}
+		if (cnt) {
+			iov->iov_base = (uint8_t *)iov->iov_base + n;
+			iov->iov_len -= (size_t)n;
+		}
+	}
+	o->off += o->len;
+	o->len = 0;
+	o->cnt = 0;
+	return 0;
+}
+
+/* One more data page, next in the file. */
+static int save_add(struct save_job *j, struct save_out *o, const uint8_t *page)
+{
+	struct iovec *last = o->cnt ? &o->iov[o->cnt - 1] : NULL;
+	int err;
+
+	if (last && (const uint8_t *)last->iov_base + last->iov_len == page) {
+		last->iov_len += SAVEFILE_PAGE_SIZE;
+	} else {
+		if (o->cnt == SAVE_IOV && (err = save_flush(j, o)))
+			return err;
+		o->iov[o->cnt].iov_base = (void *)page;
+		o->iov[o->cnt++].iov_len = SAVEFILE_PAGE_SIZE;
+	}
+	o->len += SAVEFILE_PAGE_SIZE;
+	return o->len >= SAVE_FLUSH ? save_flush(j, o) : 0;
 }
 
 /*
  * One block: only allocated pages are looked at (reading a hole would
- * allocate it), only non-zero ones written, so holes stay holes.  cur: the
- * thread's cursor (blocks are taken in increasing order, the guest is paused).
+ * allocate it), only non-zero ones written, packed after the segment's
+ * pages before them.  cur: the thread's cursor (blocks are taken in
+ * increasing order, the guest is paused).
  */
 static int save_block(struct save_job *j, uint64_t b, XXH3_state_t *xs,
-		      struct guest_data_cursor *cur)
+		      struct guest_data_cursor *cur, struct save_out *o)
 {
 	uint64_t first = savefile_block_first(j->h, b), end = first + savefile_block_npages(j->h, b);
 	struct savefile_block blk = { 0 };
@@ -83,19 +136,14 @@ static int save_block(struct save_job *j, uint64_t b, XXH3_state_t *xs,
 
 	XXH3_64bits_reset_withSeed(xs, b);
 	while (!err && p < end && guest_memory_data_run_at(j->mem, cur, p, end - p, &rf, &rn)) {
-		uint64_t run = rf;
 		for (uint64_t q = rf; q < rf + rn && !err; q++) {
 			const uint8_t *page = guest_memory_page_alias(j->mem, q);
-			if (savefile_page_zero(page)) {
-				err = save_run(j, run, q);
-				run = q + 1;
+			if (savefile_page_zero(page))
 				continue;
-			}
 			blk.data |= 1ULL << (q - first);
 			XXH3_64bits_update(xs, page, SAVEFILE_PAGE_SIZE);
+			err = save_add(j, o, page);
 		}
-		if (!err)
-			err = save_run(j, run, rf + rn);
 		p = rf + rn;
 	}
 	blk.hash = XXH3_64bits_digest(xs);
@@ -104,27 +152,56 @@ static int save_block(struct save_job *j, uint64_t b, XXH3_state_t *xs,
 	return err;
 }
 
+/*
+ * Segment s: its blocks' data pages in one run from the segment's start,
+ * then the disk is set to work on them at once (the final fsync waits for
+ * less), while the next segment is gathered.
+ */
+static int save_segment(struct save_job *j, uint64_t s, XXH3_state_t *xs,
+			struct guest_data_cursor *cur, struct save_out *o)
+{
+	const uint64_t per_seg = SAVEFILE_SEG_PAGES / SAVEFILE_BLOCK_PAGES;
+	uint64_t start = j->h->ram_off + s * SAVEFILE_SEG_PAGES * SAVEFILE_PAGE_SIZE;
+	int err = 0;
+
+	o->off = start;
+	o->cnt = 0;
+	o->len = 0;
+	for (uint64_t b = s * per_seg; !err && b < j->h->blocks && b < (s + 1) * per_seg; b++)
+		err = save_block(j, b, xs, cur, o);
+	if (!err)
+		err = save_flush(j, o);
+	if (!err && o->off > start)
+		(void)sync_file_range(j->fd, (off_t)start, (off_t)(o->off - start),
+				      SYNC_FILE_RANGE_WRITE);
+	return err;
+}
+
 static void *save_thread(void *opaque)
 {
+	const uint64_t per_seg = SAVEFILE_SEG_PAGES / SAVEFILE_BLOCK_PAGES;
 	struct save_job *j = opaque;
 	XXH3_state_t *xs = XXH3_createState();
 	struct guest_data_cursor cur = { 0 };
+	struct save_out *o = malloc(sizeof(*o));
 
-	if (!xs) {
+	if (!xs || !o) {
 		__atomic_store_n(&j->err, -ENOMEM, __ATOMIC_RELAXED);
-		return NULL;
+		goto out;
 	}
 	while (!__atomic_load_n(&j->err, __ATOMIC_RELAXED)) {
-		uint64_t b = __atomic_fetch_add(&j->next, 1, __ATOMIC_RELAXED);
-		if (b >= j->h->blocks)
+		uint64_t s = __atomic_fetch_add(&j->next, 1, __ATOMIC_RELAXED);
+		if (s * per_seg >= j->h->blocks)
 			break;
-		int err = save_block(j, b, xs, &cur);
+		int err = save_segment(j, s, xs, &cur, o);
 		if (err) {
 			int zero = 0;
 			__atomic_compare_exchange_n(&j->err, &zero, err, false, __ATOMIC_RELAXED,
 						    __ATOMIC_RELAXED);
 		}
 	}
+out:
+	free(o);
 	XXH3_freeState(xs);
 	return NULL;
 }
@@ -269,6 +346,7 @@ int savefile_write(struct guest_memory *mem, int fd, const uint8_t *meta, size_t
 	int err;
 
 	savefile_layout(&h, mem->size, meta_len);
+	h.flags |= SAVEFILE_F_PACKED;
 	table = calloc(1, h.table_len);
 	if (!table)
 		return -ENOMEM;
@@ -312,6 +390,7 @@ int savefile_write_disks(struct guest_memory *mem, int fd, const char *const *pa
 	if (err)
 		return err;
 	savefile_layout(&h, mem->size, meta_len);
+	h.flags |= SAVEFILE_F_PACKED;
 	err = savefile_layout_disks(&h, recs, nr_disks);
 	if (err) {
 		snprintf(why, whylen, "a disk is too large to copy (at most 16 TiB)");
