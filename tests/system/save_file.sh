@@ -170,7 +170,7 @@ for ((p = 0; p < 256; p++)); do
 done
 flip "$T/ram.sav" $((ram_off + p * 4096 + 7))
 cp --sparse=always "$T/a.sav" "$T/ver.sav"
-printf '\x03' | dd of="$T/ver.sav" bs=1 seek=8 conv=notrunc status=none
+printf '\x04' | dd of="$T/ver.sav" bs=1 seek=8 conv=notrunc status=none
 refuse() {
 	local name=$1 want=$2 rc=${3:-65}
 	start_ferry "$name" --restore "$T/$name.sav" --serial "file:$T/$name.serial"
@@ -184,7 +184,7 @@ refuse() {
 refuse trunc "truncated"
 refuse hdr "header fails its checksum"
 refuse ram "RAM block [0-9]+ .*fails its checksum"
-refuse ver "version 3; this ferry reads versions 1 and 2"
+refuse ver "version 4; this ferry reads versions 1 to 3"
 refuse none "No such file" 66
 
 assert_no_sanitizer "$T"/*.log
