@@ -180,11 +180,21 @@ static void mig_stream_send_allv(struct mig_stream *s, struct iovec *v, int n)
 	}
 }
 
+/*
+ * Is the stream paced?  A limiter set to no limit (rate 0: pre-copy's
+ * default) is not: its bytes go out as they come, scatter-gather too.
+ * Asked at each write, as migrate-set-parameters may change the rate.
+ */
+static bool mig_stream_paced(const struct mig_stream *s)
+{
+	return s->rl && s->rl->rate;
+}
+
 static void mig_stream_send_all(struct mig_stream *s, const uint8_t *p, size_t len)
 {
 	while (len && !mig_stream_error(s)) {
 		size_t chunk = len;
-		if (s->rl) {
+		if (mig_stream_paced(s)) {
 			/* Pay for what we send in slices, so the rate stays smooth. */
 			chunk = chunk > 256 * 1024 ? 256 * 1024 : chunk;
 			ratelimit_consume(s->rl, chunk);
@@ -210,7 +220,8 @@ void mig_stream_putv(struct mig_stream *s, const struct iovec *iov, int n)
 		total += iov[i].iov_len;
 	if (mig_stream_error(s) || !total)
 		return;
-	if (s->rl || s->hold || total < MIG_STREAM_COPY_MAX || n >= MIG_STREAM_IOV_MAX || !s->ch) {
+	if (mig_stream_paced(s) || s->hold || total < MIG_STREAM_COPY_MAX ||
+	    n >= MIG_STREAM_IOV_MAX || !s->ch) {
 		/*
 		 * Rate-limited: mig_stream_put pays for it in slices.  Held
 		 * (replication): copied now, while the guest is paused.

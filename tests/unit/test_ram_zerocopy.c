@@ -25,6 +25,7 @@
 #include "migration/ram_pool.h"
 #include "migration/section.h"
 #include "migration/stream.h"
+#include "util/ratelimit.h"
 
 #define PAGES 64
 #define GPA0 0x100000ULL
@@ -214,11 +215,59 @@ static void test_mixed_by_reference(void **state)
 	free(g);
 }
 
+/*
+ * Pre-copy's stream always has a limiter, at rate 0 unless --bandwidth
+ * says otherwise: unlimited, its pages must still go out in the
+ * scatter-gather write (nothing left in the stream's buffer), and only a
+ * real limit sends them through the buffer, paid for in slices.
+ */
+static void test_unlimited_limiter_writes_through(void **state)
+{
+	uint8_t *g = guest_pages();
+	size_t len = 32 * GUEST_PAGE_SIZE;	/* above the copy threshold, below the buffer */
+	struct ratelimit rl;
+
+	for (int limited = 0; limited < 2; limited++) {
+		struct mig_channel *ch;
+		struct mig_stream s;
+		struct sink k = { 0 };
+		pthread_t t;
+		int sv[2];
+
+		assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+		k.fd = sv[1];
+		assert_int_equal(pthread_create(&t, NULL, sink_thread, &k), 0);
+		assert_int_equal(mig_channel_socket(sv[0], &ch), 0);
+		assert_int_equal(mig_stream_init(&s, ch, 1 << 20), 0);
+		ratelimit_init(&rl, limited ? 1ULL << 40 : 0, 0);
+		s.rl = &rl;
+		struct iovec iov = { .iov_base = g, .iov_len = len };
+		mig_stream_putv(&s, &iov, 1);
+		assert_int_equal(mig_stream_error(&s), 0);
+		if (limited) {
+			assert_int_equal(s.len, len);	/* copied, sent at the next flush */
+			assert_int_equal(s.bytes_sent, 0);
+		} else {
+			assert_int_equal(s.len, 0);	/* written from the pages themselves */
+			assert_int_equal(s.bytes_sent, len);
+		}
+		assert_int_equal(mig_stream_flush(&s), 0);
+		mig_stream_destroy(&s);
+		pthread_join(t, NULL);
+		close(sv[1]);
+		assert_int_equal(k.len, len);
+		assert_memory_equal(k.buf, g, len);
+		free(k.buf);
+	}
+	free(g);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_run_by_reference),
 		cmocka_unit_test(test_mixed_by_reference),
+		cmocka_unit_test(test_unlimited_limiter_writes_through),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
