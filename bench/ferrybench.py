@@ -819,16 +819,20 @@ class Qemu:
                 "vcpu_blocktime_ms": info.get("postcopy-vcpu-blocktime"),
                 "dst_report": info}
 
+    @staticmethod
+    def quit(proc, ctl):
+        if proc.alive():
+            try:
+                q = QMP(ctl, timeout=3)
+                q.cmd("quit")
+                q.close()
+            except (BenchError, OSError):
+                pass
+            proc.wait(EXIT_TIMEOUT)
+
     def stop(self, h, run, src, dst):
         for proc, ctl in ((src, run.src_ctl), (dst, run.dst_ctl)):
-            if proc.alive():
-                try:
-                    q = QMP(ctl, timeout=3)
-                    q.cmd("quit")
-                    q.close()
-                except (BenchError, OSError):
-                    pass
-                proc.wait(EXIT_TIMEOUT)
+            self.quit(proc, ctl)
 
 
 class Ferry:
@@ -992,12 +996,16 @@ class Ferry:
     def dst_report(self, h, run):
         return {}
 
+    @staticmethod
+    def quit(proc, ctl):
+        if proc.alive():
+            subprocess.run([FERRY, "quit", ctl], stdin=subprocess.DEVNULL,
+                           capture_output=True, timeout=10)
+            proc.wait(EXIT_TIMEOUT)
+
     def stop(self, h, run, src, dst):
         for proc, ctl in ((src, run.src_ctl), (dst, run.dst_ctl)):
-            if proc.alive():
-                subprocess.run([FERRY, "quit", ctl], stdin=subprocess.DEVNULL,
-                               capture_output=True, timeout=10)
-                proc.wait(EXIT_TIMEOUT)
+            self.quit(proc, ctl)
 
 
 # ---- scenarios ----------------------------------------------------------------
@@ -1322,9 +1330,16 @@ def run_migration(h, case, vmm, link, rep, post_s=1.0, settle_s=1.0):
             rec["vcpu_blocktime_ms"] = json.dumps(d["vcpu_blocktime_ms"], separators=(",", ":"))
         if d.get("dst_report"):
             rec["dst_report"] = d["dst_report"]
-        # A source that exits on its own (ferry) is reaped now: its rusage
-        # covers it to the end; the samples at t1 may miss its last moments.
+        # The source's CPU runs to its exit on both VMMs, so both counts
+        # hold the same things, freeing the guest's RAM included: ferry's
+        # source exits by itself once the migration completes and is reaped
+        # now (its rusage covers it to the end); QEMU's would stay in
+        # postmigrate, so it is told to quit now.  src_cpu_done_s is the
+        # count sampled when the migration command returned (a ferry source
+        # may be partway through its exit by then).
         src.wait(EXIT_TIMEOUT if vmm.name == "ferry" else 0)
+        vmm.quit(src, run.src_ctl)
+        rec["src_cpu_done_s"] = cpu1[0] - cpu0[0]
         rec["src_cpu_s"] = (src.cpu_seconds() if src.status is not None else cpu1[0]) - cpu0[0]
         rec["dst_cpu_s"] = cpu_dst_resumed - cpu0[1]
         rec["src_exit"] = src.status
@@ -2456,7 +2471,7 @@ def write_csv(records, path):
             "max_gap_ms", "base_gap_ms", "seq_jump", "precopy_phase_ms", "postcopy_ms",
             "blocktime_ms", "vcpu_blocktime_ms", "postcopy_requests", "postcopy_bytes",
             "wire_bytes", "wire_fwd_bytes", "vmm_bytes", "throughput_mibs",
-            "raw_mibs", "raw_s", "link_pct", "raw_mem_mibs", "src_cpu_s", "dst_cpu_s", "iterations",
+            "raw_mibs", "raw_s", "link_pct", "raw_mem_mibs", "src_cpu_s", "src_cpu_done_s", "dst_cpu_s", "iterations",
             "boot_s", "src_exit", "precopy_timeout_s", "downtime_phases", "tcp_ext_dst",
             "udp_sent", "udp_lost", "udp_gap_ms", "ping_sent", "ping_lost", "ping_gap_ms",
             "fdb_ms", "fdb_after_resume_ms", "fdb_final", "net_frames_forwarded",
