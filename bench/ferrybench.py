@@ -175,6 +175,18 @@ class Proc:
         except (OSError, IndexError, ValueError):
             return float("nan")
 
+    def threads_seconds(self, tids):
+        """utime + stime of the threads tids of this process (None once gone)."""
+        total = 0
+        for tid in tids:
+            try:
+                with open(f"/proc/{self.pid}/task/{tid}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                total += int(fields[11]) + int(fields[12])
+            except (OSError, IndexError, ValueError):
+                return None
+        return total / CLK_TCK
+
     def kill(self, grace=3.0):
         """SIGTERM, then SIGKILL; only this process group (we made it)."""
         if self.poll():
@@ -820,6 +832,19 @@ class Qemu:
                 "dst_report": info}
 
     @staticmethod
+    def vcpu_tids(run, src):
+        """The source's vCPU threads, from QMP (QEMU names its threads only
+        with -name debug-threads=on)."""
+        try:
+            q = QMP(run.src_ctl, timeout=3)
+            try:
+                return [c["thread-id"] for c in q.cmd("query-cpus-fast")]
+            finally:
+                q.close()
+        except (BenchError, OSError, KeyError, TypeError):
+            return []
+
+    @staticmethod
     def quit(proc, ctl):
         if proc.alive():
             try:
@@ -995,6 +1020,19 @@ class Ferry:
 
     def dst_report(self, h, run):
         return {}
+
+    @staticmethod
+    def vcpu_tids(run, src):
+        """The source's vCPU threads: ferry names them vcpuN."""
+        tids = []
+        try:
+            for tid in os.listdir(f"/proc/{src.pid}/task"):
+                with open(f"/proc/{src.pid}/task/{tid}/comm") as f:
+                    if re.fullmatch(r"vcpu\d+", f.read().strip()):
+                        tids.append(int(tid))
+        except OSError:
+            return []
+        return tids
 
     @staticmethod
     def quit(proc, ctl):
@@ -1258,11 +1296,34 @@ def run_migration(h, case, vmm, link, rep, post_s=1.0, settle_s=1.0):
             net.start_client(h, run)
         time.sleep(settle_s)
 
+        # The source's vCPU threads, sampled through the migration: the
+        # last sample before they end (a paused guest's vCPUs gain nothing).
+        tids = vmm.vcpu_tids(run, src)
+        vcpu = [src.threads_seconds(tids) if tids else None]
+        vcpu_stop = threading.Event()
+
+        def vcpu_sampler():
+            while not vcpu_stop.wait(0.02):
+                t = src.threads_seconds(tids)
+                if t is None:
+                    break
+                vcpu[1:] = [t]
+        sampler = threading.Thread(target=vcpu_sampler, daemon=True)
+        if vcpu[0] is not None:
+            sampler.start()
         cpu0 = (src.cpu_seconds(), dst.cpu_seconds())
         c0 = link.counters()
         ext0 = tcp_ext(dst.pid)
         m = vmm.migrate(h, run, link)
         cpu1 = (src.cpu_seconds(), dst.cpu_seconds())
+        vcpu_stop.set()
+        if sampler.is_alive():
+            sampler.join()
+        t = src.threads_seconds(tids) if vcpu[0] is not None else None
+        if t is not None:
+            vcpu[1:] = [t]
+        if vcpu[0] is not None and len(vcpu) > 1:
+            rec["src_vcpu_s"] = vcpu[1] - vcpu[0]
         rec.update({k: m.get(k) for k in ("status", "total_ms", "downtime_ms", "setup_ms",
                                            "vmm_bytes", "iterations", "postcopy_requests",
                                            "postcopy_bytes", "disk_bytes", "nbd_tcp_bytes",
@@ -1341,6 +1402,8 @@ def run_migration(h, case, vmm, link, rep, post_s=1.0, settle_s=1.0):
         vmm.quit(src, run.src_ctl)
         rec["src_cpu_done_s"] = cpu1[0] - cpu0[0]
         rec["src_cpu_s"] = (src.cpu_seconds() if src.status is not None else cpu1[0]) - cpu0[0]
+        if rec.get("src_vcpu_s") is not None:
+            rec["src_cpu_novcpu_s"] = rec["src_cpu_s"] - rec["src_vcpu_s"]
         rec["dst_cpu_s"] = cpu_dst_resumed - cpu0[1]
         rec["src_exit"] = src.status
         rec.update(outage(src_ser.heartbeats(), dst_ser.heartbeats(), m["t0"], m["t1"] + post_s))
@@ -2195,6 +2258,7 @@ METRICS = [  # key, label, digits, better ("lower"/"higher"/None), post-copy mod
     ("link_pct", "throughput / raw copy (%)", 1, "higher", False),
     ("raw_mem_mibs", "raw copy into fresh RAM (MiB/s)", 0, None, False),
     ("src_cpu_s", "source CPU during migration (s)", 2, "lower", False),
+    ("src_cpu_novcpu_s", "  the same less its vCPU threads (s)", 2, "lower", False),
     ("dst_cpu_s", "dest CPU during migration (s)", 2, "lower", False),
     ("iterations", "iterations / dirty syncs", 0, None, False),
     ("pages_resent", "pages re-sent (ferry only)", 0, "lower", False),
@@ -2471,7 +2535,7 @@ def write_csv(records, path):
             "max_gap_ms", "base_gap_ms", "seq_jump", "precopy_phase_ms", "postcopy_ms",
             "blocktime_ms", "vcpu_blocktime_ms", "postcopy_requests", "postcopy_bytes",
             "wire_bytes", "wire_fwd_bytes", "vmm_bytes", "throughput_mibs",
-            "raw_mibs", "raw_s", "link_pct", "raw_mem_mibs", "src_cpu_s", "src_cpu_done_s", "dst_cpu_s", "iterations",
+            "raw_mibs", "raw_s", "link_pct", "raw_mem_mibs", "src_cpu_s", "src_cpu_done_s", "src_vcpu_s", "src_cpu_novcpu_s", "dst_cpu_s", "iterations",
             "boot_s", "src_exit", "precopy_timeout_s", "downtime_phases", "tcp_ext_dst",
             "udp_sent", "udp_lost", "udp_gap_ms", "ping_sent", "ping_lost", "ping_gap_ms",
             "fdb_ms", "fdb_after_resume_ms", "fdb_final", "net_frames_forwarded",
