@@ -154,7 +154,7 @@ def report(summary, cases, links, p):
                 ("on the wire (MiB)", lambda v: _wire(s, v), 0),
                 ("source CPU (s)", lambda v: s["src_cpu_s"].get(v), 2),
                 ("source CPU per GiB of guest RAM (s)", lambda v: cpu_per_gib(s, v, sc.mem_mib), 2),
-                ("  the same, vCPU threads excepted (s)", lambda v: cpu_per_gib(s, v, sc.mem_mib, True), 2)]
+                ("  the same less vCPU threads (s)", lambda v: cpu_per_gib(s, v, sc.mem_mib, True), 2)]
         for label, get, d in rows:
             p(f"   {label:<36} " + " ".join(f"{_fmt(get(v), d):>17}" for v in cols))
         p("   issue 13 goals (ferry; information only):")
