@@ -1,5 +1,6 @@
 #include "migration/stream.h"
 
+#include "util/iov.h"
 #include "util/le.h"
 
 #include <errno.h>
@@ -168,15 +169,7 @@ static void mig_stream_send_allv(struct mig_stream *s, struct iovec *v, int n)
 		}
 		s->bytes_sent += (uint64_t)r;
 		mig_stream_check_intr(s, (size_t)r);
-		while (n && (size_t)r >= v->iov_len) {
-			r -= (ssize_t)v->iov_len;
-			v++;
-			n--;
-		}
-		if (n) {
-			v->iov_base = (uint8_t *)v->iov_base + r;
-			v->iov_len -= (size_t)r;
-		}
+		iov_advance(&v, &n, (size_t)r);
 	}
 }
 

@@ -22,6 +22,7 @@
 
 #include "board/machine_state.h"
 #include "migration/digest.h"
+#include "util/iov.h"
 #include "util/log.h"
 #include "vmm/memory.h"
 
@@ -172,15 +173,7 @@ static int sf_preadv(int fd, struct iovec *iov, int cnt, uint64_t off)
 		if (n == 0)
 			return -ENODATA;
 		off += (uint64_t)n;
-		while (cnt && (size_t)n >= iov->iov_len) {
-			n -= (ssize_t)iov->iov_len;
-			iov++;
-			cnt--;
-		}
-		if (cnt) {
-			iov->iov_base = (uint8_t *)iov->iov_base + n;
-			iov->iov_len -= (size_t)n;
-		}
+		iov_advance(&iov, &cnt, (size_t)n);
 	}
 	return 0;
 }

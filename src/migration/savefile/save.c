@@ -23,6 +23,7 @@
 #include <xxhash.h>
 
 #include "board/machine_state.h"
+#include "util/iov.h"
 #include "util/log.h"
 #include "vmm/memory.h"
 
@@ -86,15 +87,7 @@ static int save_flush(struct save_job *j, struct save_out *o)
 		if (n <= 0)
 			return n < 0 ? -errno : -EIO;
 		off += (uint64_t)n;
-		while (cnt && (size_t)n >= iov->iov_len) {
-			n -= (ssize_t)iov->iov_len;
-			iov++;
-			cnt--;
-		}
-		if (cnt) {
-			iov->iov_base = (uint8_t *)iov->iov_base + n;
-			iov->iov_len -= (size_t)n;
-		}
+		iov_advance(&iov, &cnt, (size_t)n);
 	}
 	o->off += o->len;
 	o->len = 0;
