@@ -126,6 +126,12 @@ int mig_block_z_decode(struct mig_block_z *z, const struct mig_block_z_rec *r, u
 	}
 	if (r->codec != MIG_CODEC_ZSTD)
 		return -EPROTO;
+	/*
+	 * One current-format frame, nothing else: no skippable frame, no
+	 * frame of the legacy formats libzstd may still decode.
+	 */
+	if (r->plen < 4 || le_get(r->payload, 4) != ZSTD_MAGICNUMBER)
+		return -EPROTO;
 	if (!z->dctx && !(z->dctx = ZSTD_createDCtx()))
 		return -ENOMEM;
 	/* The header must promise exactly the length before anything is decoded. */

@@ -337,6 +337,10 @@ static int block_load_data_z(struct mig_in_ctx *c, struct mig_block_in *bi, unsi
 	if (!p || mig_block_z_parse(p, n, &r, why, sizeof(why)))
 		return mig_in_fail(c->inc, -EPROTO, "disk %u: %s", i,
 				   p ? why : "DATA_Z cut short");
+	/* Only a codec the source offered in CONFIG and this side accepted. */
+	if (!(c->inc->codecs & MIG_CODEC_BIT(r.codec)))
+		return mig_in_fail(c->inc, -EPROTO, "disk %u: DATA_Z in %s, which was not agreed",
+				   i, mig_codec_get(r.codec)->name);
 	int err = block_range(c, bi, i, r.off, r.len);
 	if (err)
 		return err;

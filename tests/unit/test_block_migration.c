@@ -1357,6 +1357,7 @@ static void t_z_copy(enum mig_compress mode, uint8_t codec)
 	memset(&inc, 0, sizeof(inc));
 	inc.cfg.flags = MIG_FLAG_VERIFY;
 	inc.block_z = true;
+	inc.codecs = mig_compress_codecs(mode);	/* what CONFIG offered */
 	struct mig_in_ctx c = { .inc = &inc, .m = &t_dst };
 	if (t_load_stream(uri, &c))
 		fail_msg("load: %s", inc.why);
@@ -1422,6 +1423,7 @@ static void test_hostile_z(void **state)
 	t_rec_z(&r, 0, MIG_CODEC_LZ4, T_CHUNK, enc, plen);
 	T_REFUSED(&c, &r, -EPROTO, "DATA_Z, which READY did not agree to");
 	inc.block_z = true;
+	inc.codecs = MIG_CODEC_BIT(MIG_CODEC_LZ4) | MIG_CODEC_BIT(MIG_CODEC_ZSTD);
 	t_rec(&r, MIG_BLOCK_DATA_Z, 0);
 	t_rec_u64(&r, 0);
 	r.len += 4;
@@ -1458,6 +1460,15 @@ static void test_hostile_z(void **state)
 	T_REFUSED(&c, &r, -EPROTO, "does not decode");
 	t_rec_z(&r, 0, MIG_CODEC_ZSTD, T_CHUNK, enc, plen);	/* lz4 said to be zstd */
 	T_REFUSED(&c, &r, -EPROTO, "does not decode (zstd");
+	/* A skippable frame (zstd's magic range 0x184D2A5?), then a real one: not ours. */
+	uint8_t skip[16] = { 0x50, 0x2a, 0x4d, 0x18, 8 };
+	t_rec_z(&r, 0, MIG_CODEC_ZSTD, T_CHUNK, skip, sizeof(skip));
+	T_REFUSED(&c, &r, -EPROTO, "does not decode (zstd");
+	/* lz4 only agreed: a zstd record is refused before anything is decoded. */
+	inc.codecs = MIG_CODEC_BIT(MIG_CODEC_LZ4);
+	t_rec_z(&r, 0, MIG_CODEC_ZSTD, T_CHUNK, enc, plen);
+	T_REFUSED(&c, &r, -EPROTO, "DATA_Z in zstd, which was not agreed");
+	inc.codecs |= MIG_CODEC_BIT(MIG_CODEC_ZSTD);
 	/* A zstd frame whose header promises another size than the record. */
 	assert_int_equal(mig_block_z_init(&z, MIG_CODEC_ZSTD, 1), 0);
 	n = mig_block_z_encode(&z, 0, text, 8192);
