@@ -1179,6 +1179,105 @@ static void test_data_cursor(void **state)
 	guest_memory_destroy(&mem);
 }
 
+/* Which pages of the 80 MiB guest below hold data (2), zeros written (1), nothing (0). */
+static unsigned t_seg_kind(uint64_t i)
+{
+	uint64_t x = i * 0x9E3779B97F4A7C15ULL;
+
+	if (i < 4096)
+		return 2;		/* 16 MiB of data in a row: the 8 MiB write bound */
+	if (i / 8192 == 1)
+		return i % 2 ? 2 : 1;	/* every other page: more than 256 pieces a write */
+	x ^= x >> 29;
+	return (unsigned)(x % 3);
+}
+
+/*
+ * Packed RAM beyond the first segment: an 80 MiB guest is two whole
+ * segments of 32 MiB and a last one of 16; each comes back page for
+ * page, eagerly and by ranges that cross from one segment to the next.
+ */
+static void test_segments(void **state)
+{
+	const uint64_t size = 80ULL << 20, pages = size / GUEST_PAGE_SIZE;
+	struct mig_config cfg = { .memory = size, .vcpus = 1, .page_size = 4096, .cmdline_len = 1 };
+	static const uint8_t st8[] = "s";
+	struct guest_memory mem, back;
+	struct savefile_stats st = { 0 }, st2 = { 0 };
+	struct savefile sf;
+	char dir[] = "/tmp/ferry-savefile-seg-XXXXXX", path[64], why[256] = "";
+	uint8_t *meta;
+	size_t len;
+	uint64_t data = 0;
+
+	(void)state;
+	assert_non_null(mkdtemp(dir));
+	snprintf(path, sizeof(path), "%s/vm.sav", dir);
+	assert_int_equal(guest_memory_create(&mem, size), 0);
+	for (uint64_t i = 0; i < pages; i++) {
+		unsigned k = t_seg_kind(i);
+		uint64_t *p = guest_memory_page_alias(&mem, i);
+		if (!k)
+			continue;
+		memset(p, 0, GUEST_PAGE_SIZE);
+		if (k == 2) {
+			p[0] = i + 1;
+			p[GUEST_PAGE_SIZE / 8 - 1] = ~i;
+			data++;
+		}
+	}
+	cfg.cmdline[0] = 'x';
+	assert_int_equal(savefile_meta_encode(&cfg, "k", NULL, NULL, 0, NULL, 0, st8, sizeof(st8),
+					      &meta, &len), 0);
+	int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+	assert_true(fd >= 0);
+	assert_int_equal(savefile_write(&mem, fd, meta, len, &st), 0);
+	close(fd);
+	free(meta);
+	assert_int_equal(st.data_pages, data);
+	assert_int_equal(savefile_open(&sf, path, why, sizeof(why)), 0);
+
+	assert_int_equal(guest_memory_create(&back, size), 0);
+	assert_int_equal(savefile_load_ram(&sf, &back, &st2, why, sizeof(why)), 0);
+	assert_int_equal(st2.data_pages, data);
+	for (uint64_t i = 0; i < pages; i++) {
+		const uint64_t *p = guest_memory_page_alias(&back, i);
+		bool has = t_seg_kind(i) == 2;
+		if (p[0] != (has ? i + 1 : 0) || p[GUEST_PAGE_SIZE / 8 - 1] != (has ? ~i : 0))
+			fail_msg("page %llu came back wrong", (unsigned long long)i);
+	}
+	guest_memory_destroy(&back);
+
+	/* From one block before the second segment's end into the third. */
+	uint64_t first = 2 * 8192 - SAVEFILE_BLOCK_PAGES, want = 0, bad = 0;
+	uint32_t count = 4 * SAVEFILE_BLOCK_PAGES + 100;
+	uint64_t *sums = calloc(count, sizeof(*sums));
+	unsigned long *written = calloc(pages / 64 + 1, sizeof(long));
+	uint8_t *buf = aligned_alloc(64, SAVEFILE_BLOCK_PAGES * GUEST_PAGE_SIZE);
+	unsigned damaged = 0;
+	assert_int_equal(guest_memory_create(&back, size), 0);
+	uint64_t got = savefile_load_range(&sf, &back, first, count, sums, written, buf, &damaged,
+					   why, sizeof(why));
+	for (uint64_t i = first; i < first + count; i++) {
+		const uint64_t *p = guest_memory_page_alias(&back, i);
+		if (t_seg_kind(i) != 2)
+			continue;
+		want++;
+		bad += p[0] != i + 1 || p[GUEST_PAGE_SIZE / 8 - 1] != ~i;
+	}
+	assert_int_equal(damaged, 0);
+	assert_int_equal(got, want);
+	assert_int_equal(bad, 0);
+	free(sums);
+	free(written);
+	free(buf);
+	guest_memory_destroy(&back);
+	savefile_close(&sf);
+	guest_memory_destroy(&mem);
+	unlink(path);
+	rmdir(dir);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1192,6 +1291,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_snapshot_cow, t_setup, t_teardown),
 		cmocka_unit_test(test_specs),
 		cmocka_unit_test(test_data_cursor),
+		cmocka_unit_test(test_segments),
 		cmocka_unit_test_setup_teardown(test_cpu, t_setup, t_teardown),
 		cmocka_unit_test_setup_teardown(test_disk_copy, t_setup, t_teardown),
 		cmocka_unit_test_setup_teardown(test_disk_path, t_setup, t_teardown),

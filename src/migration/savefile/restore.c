@@ -1,10 +1,11 @@
 /*
  * Reading a save file (docs/save-format.md): open and check the header,
  * metadata and block table before anything is built from them; then the
- * RAM, block by block on SAVEFILE_THREADS threads with pread at each
- * page's fixed offset, each block checked against its checksum before the
- * guest may run; then the device state through the same hostile decoder
- * a migration's STATE goes through.
+ * RAM, block by block on SAVEFILE_THREADS threads, each block's data
+ * pages from where the block table places them (packed: one preadv per
+ * block; unpacked: each page at its own offset), checked against the
+ * block's checksum before the guest may run; then the device state
+ * through the same hostile decoder a migration's STATE goes through.
  */
 #include "migration/savefile/savefile.h"
 #include "migration/savefile/internal.h"
