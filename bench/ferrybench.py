@@ -2161,12 +2161,7 @@ def report_devices(dsum, scenarios, lines):
             p(f"   tap in a namespace, host end {NET_HOST_IP}, guest {NET_GUEST_IP}, the same tap for both VMMs; "
               "QEMU -M microvm,acpi=off, virtio-net-device on -netdev tap (no vhost); ferry --net tap=")
 
-        def runs(v):
-            if why[v]:
-                return why[v]
-            ok, n = s["_runs"][v]
-            return f"{ok}/{n}"
-        p(f"   runs ok: ferry {runs('ferry')}, qemu {runs('qemu')} (medians over completed runs)")
+        p(runs_ok_line(s, why))
         p(f"   {'metric':<40} {'ferry':>{fw}} {'qemu':>10} {'ferry/qemu':>11}")
         for key, label, digits, _ in sc.metrics:
             f, q = s[key]["ferry"], s[key]["qemu"]
@@ -2231,6 +2226,16 @@ class Harness:
         for ns in list(self.netns):
             self.del_netns(ns)
         shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def runs_ok_line(s, why):
+    """The summary's "runs ok" line: completed/run for each VMM, or why[v] where it is set."""
+    def cell(v):
+        if why.get(v):
+            return why[v]
+        ok, n = s["_runs"][v]
+        return f"{ok}/{n}"
+    return f"   runs ok: ferry {cell('ferry')}, qemu {cell('qemu')} (medians over completed runs)"
 
 
 def fmt(v, digits=1):
@@ -2478,12 +2483,7 @@ def report(summary, cases, links, ferry_ok, ferry_why, lines):
         else:
             p("   post-copy from the start")
 
-        def runs(v):
-            if not sup[v]:
-                return NOT_IMPLEMENTED
-            ok, n = s["_runs"][v]
-            return f"{ok}/{n}"
-        p(f"   runs ok: ferry {runs('ferry')}, qemu {runs('qemu')} (medians over completed runs)")
+        p(runs_ok_line(s, {v: None if sup[v] else NOT_IMPLEMENTED for v in ("ferry", "qemu")}))
         p(f"   {'metric':<36} {'ferry':>{fw}} {'qemu':>10} {'ferry/qemu':>11}")
 
         def conv(v):

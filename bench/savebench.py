@@ -830,12 +830,7 @@ def report(summ, scenarios, lines):
             p("   files on the host's root file system, each synced (ferry by itself; QEMU: `sync FILE` "
               "after cat), read back from the page cache")
 
-        def runs(v):
-            if why[v]:
-                return why[v]
-            ok, n = s["_runs"][v]
-            return f"{ok}/{n}"
-        p(f"   runs ok: ferry {runs('ferry')}, qemu {runs('qemu')} (medians over completed runs)")
+        p(fb.runs_ok_line(s, why))
         p(f"   {'metric':<42} {'ferry':>{fw}} {'qemu':>{qw}} {'ferry/qemu':>11}")
         for key, label, digits in METRICS[sc.kind]:
             f, q = s[key]["ferry"], s[key]["qemu"]
