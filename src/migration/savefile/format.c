@@ -268,11 +268,11 @@ uint64_t savefile_page_off(const struct savefile_header *h, const uint8_t *table
 			   unsigned k)
 {
 	uint64_t data = le_get(table + b * SAVEFILE_ENTRY_SIZE, 8);
-	uint64_t before = k ? (uint64_t)__builtin_popcountll(data & ((1ULL << k) - 1)) : 0;
+	/* Packed: after the block's data pages before it; else at its own page. */
+	uint64_t at = !(h->flags & SAVEFILE_F_PACKED) ? k :
+		      k ? (uint64_t)__builtin_popcountll(data & ((1ULL << k) - 1)) : 0;
 
-	if (!(h->flags & SAVEFILE_F_PACKED))
-		return savefile_block_off(h, table, b) + (uint64_t)k * SAVEFILE_PAGE_SIZE;
-	return savefile_block_off(h, table, b) + before * SAVEFILE_PAGE_SIZE;
+	return savefile_block_off(h, table, b) + at * SAVEFILE_PAGE_SIZE;
 }
 
 /* ---- metadata ---------------------------------------------------------- */
