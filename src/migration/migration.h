@@ -132,6 +132,7 @@ struct mig_pass_state {
 	uint32_t sent;			/* the number of the last PASS section sent, 0: none */
 	bool switch_pass;		/* post-copy asked for: end this pass now */
 	bool epochs;			/* replicating: the standby's messages are read between epochs */
+	bool drained;			/* precopy_confirm's SYNC came last: the link is empty */
 };
 
 /*

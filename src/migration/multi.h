@@ -119,6 +119,13 @@ struct mig_stats;
 void mig_chans_stats(const struct migration *mig, struct mig_stats *st);
 /* Bytes sent so far, every connection. */
 uint64_t mig_bytes_out(const struct migration *mig);
+/*
+ * Of those, the bytes the destination has not taken yet (the migration
+ * thread): in the main stream and its socket, and on each extra
+ * connection, queued for its sender (the buffer it is writing counted
+ * whole) or in its socket.  What a switchover would still wait for.
+ */
+uint64_t mig_bytes_unsent(struct migration *mig);
 /* Cut and close every extra connection (any state: failure, cancel). */
 void mig_chans_src_close(struct migration *mig);
 

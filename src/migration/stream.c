@@ -203,6 +203,11 @@ static void mig_stream_send_all(struct mig_stream *s, const uint8_t *p, size_t l
 #define MIG_STREAM_COPY_MAX (64 * 1024)
 #define MIG_STREAM_IOV_MAX 512
 
+uint64_t mig_stream_unsent(const struct mig_stream *s)
+{
+	return s->bytes_out - s->bytes_sent + mig_channel_unsent(s->ch);
+}
+
 void mig_stream_putv(struct mig_stream *s, const struct iovec *iov, int n)
 {
 	struct iovec v[MIG_STREAM_IOV_MAX];

@@ -111,6 +111,11 @@ void mig_stream_putv(struct mig_stream *s, const struct iovec *iov, int n);
 /* Send everything buffered.  Returns the sticky error (0 if none). */
 int mig_stream_flush(struct mig_stream *s);
 /*
+ * Bytes put that the peer has not taken yet: still in this buffer, or in
+ * the channel's send queue (mig_channel_unsent).  The stream's thread.
+ */
+uint64_t mig_stream_unsent(const struct mig_stream *s);
+/*
  * The stream is complete: send what is buffered and publish it (a file is
  * synced and renamed to its name).  Returns the sticky error (0 if none).
  */

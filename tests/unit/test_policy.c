@@ -55,15 +55,20 @@ static void test_converges_when_downtime_fits(void **state)
 	assert_false(out.throttle);
 	assert_string_equal(out.reason, "expected downtime 100 ms fits the 300 ms limit");
 
-	/* Exactly the limit still fits. */
-	pending[0] = 30 * MB;
+	/* Exactly the limit less the tenth kept for the switchover still fits. */
+	pending[0] = 27 * MB;
 	assert_int_equal(decide(&in, &out), MIG_POLICY_SWITCH_OVER);
-	assert_int_equal(out.expected_downtime_ns, 300 * MS);
+	assert_int_equal(out.expected_downtime_ns, 270 * MS);
+	assert_string_equal(out.reason, "expected downtime 270 ms fits the 300 ms limit");
+	/* The whole limit does not: the switchover needs its own time too. */
+	pending[0] = 30 * MB;
+	assert_int_equal(decide(&in, &out), MIG_POLICY_CONTINUE);
+	assert_int_equal(out.why, MIG_WHY_NOT_CONVERGED);
 }
 
 static void test_another_pass_when_not(void **state)
 {
-	uint64_t pending[] = { 30 * MB + 1 };
+	uint64_t pending[] = { 27 * MB + 1 };
 	struct mig_policy_in in = policy_in(pending, 1);
 	struct mig_policy_out out;
 
@@ -75,11 +80,11 @@ static void test_another_pass_when_not(void **state)
 	pending[0] = 100 * MB;
 	assert_int_equal(decide(&in, &out), MIG_POLICY_CONTINUE);
 	assert_int_equal(out.expected_downtime_ns, SEC);
-	assert_string_equal(out.reason, "expected downtime 1000 ms exceeds the 300 ms limit: "
-			    "another pass");
+	assert_string_equal(out.reason, "expected downtime 1000 ms exceeds the 300 ms limit "
+			    "(a tenth kept for the switchover): another pass");
 
-	/* A larger limit lets the same numbers converge. */
-	in.downtime_ns = SEC;
+	/* A larger limit lets the same numbers converge (1000 ms fits 1112 ms less a tenth). */
+	in.downtime_ns = 1112 * MS;
 	assert_int_equal(decide(&in, &out), MIG_POLICY_SWITCH_OVER);
 }
 
@@ -283,9 +288,9 @@ static void test_auto_hybrid_hopeless(void **state)
 	in.dirty_rate = 100 * MIB;
 	assert_int_equal(decide(&in, &out), MIG_POLICY_CONTINUE);
 
-	/* A dirty set within one downtime's worth converges instead. */
+	/* A dirty set within one downtime's worth (less its tenth) converges instead. */
 	in.dirty_rate = 200 * MIB;
-	pending[0] = 30 * MIB;
+	pending[0] = 27 * MIB;
 	assert_int_equal(decide(&in, &out), MIG_POLICY_SWITCH_OVER);
 }
 
@@ -416,6 +421,52 @@ static void test_huge_numbers_saturate(void **state)
 	in.passes_done = UINT32_MAX - 2;
 	assert_int_equal(decide(&in, &out), MIG_POLICY_CONTINUE);
 	in.passes_done = UINT32_MAX - 1;
+	assert_int_equal(decide(&in, &out), MIG_POLICY_SWITCH_OVER);
+	assert_int_equal(out.why, MIG_WHY_MAX_ITERATIONS);
+}
+
+/*
+ * What the link still carries drains (SYNC) before the pause, while the
+ * guest runs: what it dirties meanwhile counts in the expected downtime,
+ * the queue itself does not.  Huge queues saturate.
+ */
+static void test_in_flight(void **state)
+{
+	uint64_t pending[] = { 10 * MB };
+	struct mig_policy_in in = policy_in(pending, 1);
+	struct mig_policy_out out;
+
+	/* 15 MB queued at 100 MB/s: 150 ms of draining, 1.5 MB dirtied: 115 ms. */
+	in.in_flight = 15 * MB;
+	assert_int_equal(decide(&in, &out), MIG_POLICY_SWITCH_OVER);
+	assert_int_equal(out.why, MIG_WHY_CONVERGED);
+	assert_int_equal(out.drain_dirty, 1500000);
+	assert_int_equal(out.expected_downtime_ns, 115 * MS);
+
+	/* 400 MB queued: 4 s of draining, 40 MB more: 500 ms, another pass. */
+	in.in_flight = 400 * MB;
+	assert_int_equal(decide(&in, &out), MIG_POLICY_CONTINUE);
+	assert_int_equal(out.why, MIG_WHY_NOT_CONVERGED);
+	assert_int_equal(out.expected_downtime_ns, 500 * MS);
+
+	/* A guest that dirties nothing: the queue costs no downtime at all. */
+	in.dirty_rate = 0;
+	assert_int_equal(decide(&in, &out), MIG_POLICY_SWITCH_OVER);
+	assert_int_equal(out.drain_dirty, 0);
+	assert_int_equal(out.expected_downtime_ns, 100 * MS);
+
+	/* A huge queue never wraps into "fits"; a huge dirty rate saturates. */
+	in.dirty_rate = 10 * MB;
+	in.in_flight = UINT64_MAX;
+	assert_int_equal(decide(&in, &out), MIG_POLICY_CONTINUE);
+	assert_true(out.expected_downtime_ns > 1000000 * SEC);
+	in.dirty_rate = UINT64_MAX;
+	assert_int_equal(decide(&in, &out), MIG_POLICY_CONTINUE);
+	assert_int_equal(out.drain_dirty, UINT64_MAX);
+	assert_int_equal(out.expected_downtime_ns, UINT64_MAX);
+
+	/* Limits outrank it: out of passes, switch over now. */
+	in.max_iterations = 2;
 	assert_int_equal(decide(&in, &out), MIG_POLICY_SWITCH_OVER);
 	assert_int_equal(out.why, MIG_WHY_MAX_ITERATIONS);
 }
@@ -641,6 +692,7 @@ int main(void)
 		cmocka_unit_test(test_zero_bandwidth),
 		cmocka_unit_test(test_sources_summed),
 		cmocka_unit_test(test_huge_numbers_saturate),
+		cmocka_unit_test(test_in_flight),
 		cmocka_unit_test(test_probe_hopeless),
 		cmocka_unit_test(test_probe_still_growing),
 		cmocka_unit_test(test_probe_bandwidth),

@@ -281,6 +281,11 @@ void mig_channel_set_buffers(struct mig_channel *ch, int sndbuf, int rcvbuf)
 		ch->ops->set_buffers(ch, sndbuf, rcvbuf);
 }
 
+uint64_t mig_channel_unsent(struct mig_channel *ch)
+{
+	return ch && ch->ops->unsent ? ch->ops->unsent(ch) : 0;
+}
+
 void mig_channel_close(struct mig_channel *ch)
 {
 	if (!ch)

@@ -28,6 +28,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 #include <sys/uio.h>
 
@@ -99,6 +100,12 @@ struct mig_channel_ops {
 	 * (a TLS record decrypted in part): poll() cannot see them.  May be NULL.
 	 */
 	bool (*pending)(struct mig_channel *ch);
+	/*
+	 * Bytes written and not yet taken by the peer (a socket's send queue:
+	 * unsent and unacknowledged).  Safe from any thread while ch is open.
+	 * May be NULL: nothing waits.
+	 */
+	uint64_t (*unsent)(struct mig_channel *ch);
 	/* Why the last read or write failed with err, in words.  May be NULL. */
 	const char *(*strerror)(struct mig_channel *ch, int err);
 };
@@ -169,6 +176,8 @@ const char *mig_channel_strerror(struct mig_channel *ch, int err);
 /* Cut one or both ways; reads then see the end, writes fail (-EPIPE). */
 int mig_channel_shutdown(struct mig_channel *ch, bool rd, bool wr);
 void mig_channel_set_buffers(struct mig_channel *ch, int sndbuf, int rcvbuf);
+/* Bytes written that the peer has not taken yet (0 for a file or none known). */
+uint64_t mig_channel_unsent(struct mig_channel *ch);
 /* Close and free (NULL is fine). */
 void mig_channel_close(struct mig_channel *ch);
 

@@ -3,9 +3,11 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/sockios.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 /* Big socket buffers keep a fast link busy while the sender hashes pages. */
@@ -111,4 +113,12 @@ void mig_sock_set_buffers(struct mig_channel *ch, int sndbuf, int rcvbuf)
 		setsockopt(ch->fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf));
 	if (rcvbuf > 0)
 		setsockopt(ch->fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
+}
+
+uint64_t mig_sock_unsent(struct mig_channel *ch)
+{
+	int n = 0;
+
+	/* TCP: not yet acknowledged; a unix socket: not yet read by the peer. */
+	return ch->fd >= 0 && !ioctl(ch->fd, SIOCOUTQ, &n) && n > 0 ? (uint64_t)n : 0;
 }

@@ -20,5 +20,6 @@ ssize_t mig_sock_writev(struct mig_channel *ch, const struct iovec *iov, int iov
 int mig_sock_shutdown(struct mig_channel *ch, bool rd, bool wr);
 void mig_sock_close(struct mig_channel *ch);
 void mig_sock_set_buffers(struct mig_channel *ch, int sndbuf, int rcvbuf);
+uint64_t mig_sock_unsent(struct mig_channel *ch);
 
 #endif

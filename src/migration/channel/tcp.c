@@ -120,4 +120,5 @@ const struct mig_channel_ops mig_channel_tcp = {
 	.check = tcp_check, .open = tcp_open, .listen = tcp_listen, .accept = mig_sock_accept,
 	.read = mig_sock_read, .writev = mig_sock_writev, .shutdown = mig_sock_shutdown,
 	.close = mig_sock_close, .set_buffers = mig_sock_set_buffers,
+	.unsent = mig_sock_unsent,
 };

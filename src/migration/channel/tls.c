@@ -867,9 +867,19 @@ static void tls_close(struct mig_channel *ch)
 	ch->lower->close(ch);
 }
 
+/*
+ * The socket's count only: records a short write left in the session's
+ * buffer belong to the writing thread, and the next write sends them.
+ */
+static uint64_t tls_unsent(struct mig_channel *ch)
+{
+	return ch->lower->unsent ? ch->lower->unsent(ch) : 0;
+}
+
 const struct mig_channel_ops mig_channel_tls = {
 	.scheme = "tls", .syntax = "--tls-creds DIR with tcp:HOST:PORT or unix:PATH",
 	.return_path = true, .eof_err = -EPIPE, .eof_why = "the peer closed the connection",
 	.read = tls_read, .writev = tls_writev, .shutdown = tls_shutdown, .close = tls_close,
-	.set_buffers = tls_set_buffers, .pending = tls_pending, .strerror = tls_strerror,
+	.set_buffers = tls_set_buffers, .unsent = tls_unsent, .pending = tls_pending,
+	.strerror = tls_strerror,
 };

@@ -98,5 +98,5 @@ const struct mig_channel_ops mig_channel_unix = {
 	.check = unix_check, .open = unix_open, .listen = unix_listen, .accept = mig_sock_accept,
 	.unlisten = unix_unlisten, .read = mig_sock_read, .writev = mig_sock_writev,
 	.shutdown = mig_sock_shutdown, .close = mig_sock_close,
-	.set_buffers = mig_sock_set_buffers,
+	.set_buffers = mig_sock_set_buffers, .unsent = mig_sock_unsent,
 };

@@ -309,6 +309,23 @@ uint64_t mig_bytes_out(const struct migration *mig)
 	return mig->s.bytes_out + mig->chans.staged + mig_preempt_src_bytes(mig);
 }
 
+uint64_t mig_bytes_unsent(struct migration *mig)
+{
+	struct mig_chans_src *c = &mig->chans;
+	uint64_t n = mig_stream_unsent(&mig->s);
+
+	for (unsigned i = 1; c->open && i < c->n; i++) {
+		struct mig_chan_out *o = c->out[i];
+		pthread_mutex_lock(&o->lock);
+		for (unsigned k = 0; k < o->count; k++)
+			n += o->qlen[(o->head + k) % MIG_CHAN_BUFS];
+		pthread_mutex_unlock(&o->lock);
+		/* The sender owns its stream; the socket's own count is safe to ask. */
+		n += mig_channel_unsent(o->s.ch);
+	}
+	return n;
+}
+
 void mig_chans_src_close(struct migration *mig)
 {
 	struct mig_chans_src *c = &mig->chans;

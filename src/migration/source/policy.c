@@ -92,11 +92,21 @@ static bool policy_timed_out(const struct mig_policy_in *in)
 	return in->timeout_ns && in->elapsed_ns >= in->timeout_ns;
 }
 
+/*
+ * The downtime the bytes may take: the limit less a tenth, kept for what
+ * the switchover costs besides them (the vCPUs' pause, the state, the
+ * destination's start, the round trips: 0.3-10 ms on a busy 2-core host).
+ */
+static uint64_t policy_limit(const struct mig_policy_in *in)
+{
+	return in->downtime_ns - in->downtime_ns / 10;
+}
+
 /* After the limits and requests: does the rest fit, or another pass (and throttle)? */
 static enum mig_decision policy_converge(const struct mig_policy_in *in,
 					 struct mig_policy_out *out)
 {
-	uint64_t expect = out->expected_downtime_ns, limit = in->downtime_ns;
+	uint64_t expect = out->expected_downtime_ns, limit = policy_limit(in);
 
 	/*
 	 * A backlog the last pass had no room for (a disk's first copy, and
@@ -115,7 +125,7 @@ static enum mig_decision policy_converge(const struct mig_policy_in *in,
 		return policy_say(out, MIG_POLICY_SWITCH_OVER, MIG_WHY_CONVERGED,
 				  "expected downtime %llu ms fits the %llu ms limit",
 				  (unsigned long long)(expect / NS_PER_MS),
-				  (unsigned long long)(limit / NS_PER_MS));
+				  (unsigned long long)(in->downtime_ns / NS_PER_MS));
 	if (policy_throttle(in, out->bandwidth, &out->throttle_pct)) {
 		out->throttle = true;
 		return policy_say(out, MIG_POLICY_CONTINUE, MIG_WHY_THROTTLE,
@@ -126,9 +136,10 @@ static enum mig_decision policy_converge(const struct mig_policy_in *in,
 		return policy_say(out, MIG_POLICY_CONTINUE, MIG_WHY_NOT_CONVERGED,
 				  "nothing sent to measure the link by: another pass");
 	return policy_say(out, MIG_POLICY_CONTINUE, MIG_WHY_NOT_CONVERGED,
-			  "expected downtime %llu ms exceeds the %llu ms limit: another pass",
+			  "expected downtime %llu ms exceeds the %llu ms limit (a tenth kept for "
+			  "the switchover): another pass",
 			  (unsigned long long)(expect / NS_PER_MS),
-			  (unsigned long long)(limit / NS_PER_MS));
+			  (unsigned long long)(in->downtime_ns / NS_PER_MS));
 }
 
 enum mig_decision mig_policy_decide(const struct mig_policy_in *in, struct mig_policy_out *out)
@@ -147,8 +158,19 @@ enum mig_decision mig_policy_decide(const struct mig_policy_in *in, struct mig_p
 	if (in->bandwidth_cap && bw > in->bandwidth_cap)
 		bw = in->bandwidth_cap;
 	out->bandwidth = bw;
-	if (bw)
-		out->expected_downtime_ns = policy_muldiv(rem, NS_PER_SEC, bw);
+	if (bw) {
+		/*
+		 * Before the pause the link drains what is in flight (SYNC) while
+		 * the guest runs on; what it dirties meanwhile goes in the final
+		 * pass too.
+		 */
+		uint64_t drain_ns = policy_muldiv(in->in_flight, NS_PER_SEC, bw);
+
+		out->drain_dirty = policy_muldiv(in->dirty_rate, drain_ns, NS_PER_SEC);
+		out->expected_downtime_ns = policy_muldiv(rem > UINT64_MAX - out->drain_dirty ?
+							  UINT64_MAX : rem + out->drain_dirty,
+							  NS_PER_SEC, bw);
+	}
 	if (in->mode == MIG_MODE_POSTCOPY)
 		return policy_say(out, MIG_POLICY_POSTCOPY, MIG_WHY_POSTCOPY_MODE,
 				  "post-copy mode: no pre-copy passes");
@@ -162,8 +184,8 @@ enum mig_decision mig_policy_decide(const struct mig_policy_in *in, struct mig_p
 
 	/* Hybrid: post-copy once the set number of passes is done, or it is hopeless. */
 	if (mig_policy_auto_hybrid(in->mode, in->postcopy_after) &&
-	    out->expected_downtime_ns > in->downtime_ns &&
-	    policy_hopeless(rem, in->dirty_rate, bw, in->downtime_ns))
+	    out->expected_downtime_ns > policy_limit(in) &&
+	    policy_hopeless(rem, in->dirty_rate, bw, policy_limit(in)))
 		return policy_say(out, MIG_POLICY_POSTCOPY, MIG_WHY_HOPELESS,
 				  "%llu MiB dirty after pass %u and the guest dirties %llu MiB/s, "
 				  "faster than the %llu MiB/s sent: switching to post-copy",

@@ -38,8 +38,14 @@ struct mig_policy_in {
 	 */
 	const uint64_t *pending;
 	unsigned int nr_sources;
-	uint64_t pass_bytes;		/* sent in this pass so far ... */
+	uint64_t pass_bytes;		/* taken by the destination in this pass ... */
 	uint64_t pass_ns;		/* ... over this long: the measured bandwidth */
+	/*
+	 * Sent and not yet taken by the destination (socket queues).  The
+	 * switchover lets them drain before it pauses the guest, which dirties
+	 * more meanwhile (drain_dirty below).
+	 */
+	uint64_t in_flight;
 	uint64_t dirty_rate;		/* how fast the guest dirties */
 	uint64_t dirty_ns;		/* probe: the window dirty_rate was measured over */
 	uint64_t growth;		/* probe: how fast pending grew since the last look */
@@ -91,7 +97,10 @@ struct mig_policy_out {
 	uint32_t throttle_pct;		/* the throttle from now on */
 	uint64_t pending;		/* every source's pending bytes, summed */
 	uint64_t bandwidth;		/* the send rate the decision assumed */
-	uint64_t expected_downtime_ns;	/* pending at that rate; UINT64_MAX: no rate */
+	/* the dirty rate over the time in_flight takes to drain at that rate */
+	uint64_t drain_dirty;
+	/* pending + drain_dirty at that rate; UINT64_MAX: no rate */
+	uint64_t expected_downtime_ns;
 	char reason[192];		/* for a human: a log line or the error */
 };
 

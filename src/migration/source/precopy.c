@@ -396,15 +396,24 @@ static bool precopy_probe(struct migration *mig)
 /*
  * Sync the dirty log and let the policy decide (mig_policy_decide):
  * 1 = switch over now (to post-copy if mig->pass.to_postcopy), 0 = another
- * pass, or -errno.  Fills the stats that `ferry status` shows while the
- * guest runs.
+ * pass, or -errno.  *confirm (if asked): it converged on an estimate while
+ * more than a millisecond of bytes were still in flight, so look again once
+ * they landed (precopy_confirm).  Fills the stats that `ferry status` shows
+ * while the guest runs.
  */
 static int precopy_decide(struct migration *mig, uint32_t pass, uint64_t pass_start,
-			  uint64_t pass_bytes, int64_t *dirty_out)
+			  uint64_t pass_bytes, uint64_t unsent0, int64_t *dirty_out, bool *confirm)
 {
 	uint64_t now = vm_now_ns(), pending[MIG_SOURCE_NR];
 	struct mig_policy_out d;
 	int err = mig_sources_sync(mig, pending);
+	/*
+	 * What the destination took in this pass: what went out, plus what
+	 * was still queued when it began, less what still is.  The link's
+	 * rate, not how fast the socket buffers filled.
+	 */
+	uint64_t unsent = mig_bytes_unsent(mig);
+	pass_bytes = pass_bytes + unsent0 > unsent ? pass_bytes + unsent0 - unsent : 0;
 
 	if (err)
 		return precopy_fail(mig, err, "dirty sync failed: %s", strerror(-err));
@@ -420,6 +429,7 @@ static int precopy_decide(struct migration *mig, uint32_t pass, uint64_t pass_st
 		.nr_sources = MIG_SOURCE_NR,
 		.pass_bytes = pass_bytes,
 		.pass_ns = now - pass_start,
+		.in_flight = unsent,
 		.left_over = mig_sources_left_over(mig),
 		.left_over_prev = mig->pass.left_over_prev,
 		.dirty_rate = rate > UINT64_MAX / GUEST_PAGE_SIZE ?
@@ -442,6 +452,9 @@ static int precopy_decide(struct migration *mig, uint32_t pass, uint64_t pass_st
 	in.downtime_ns = mig->p.downtime_ns;
 	in.postcopy_asked = mig->req.postcopy_requested;
 	mig_policy_decide(&in, &d);
+	pr_debug("migration: after pass %u: %llu KiB dirty, %llu KiB in flight, %llu KiB/s: %s",
+		 pass - 1, (unsigned long long)(d.pending >> 10), (unsigned long long)(unsent >> 10),
+		 (unsigned long long)(d.bandwidth >> 10), d.reason);
 	mig->pass.left_over_prev = in.left_over;
 	mig->stats.iteration = pass;
 	mig->stats.throughput = d.bandwidth;
@@ -464,6 +477,8 @@ static int precopy_decide(struct migration *mig, uint32_t pass, uint64_t pass_st
 		mig->pass.to_postcopy = true;
 		return 1;
 	case MIG_POLICY_SWITCH_OVER:
+		if (confirm)
+			*confirm = d.why == MIG_WHY_CONVERGED && unsent > d.bandwidth / 1000;
 		return 1;
 	case MIG_POLICY_CONTINUE:
 		break;
@@ -471,6 +486,30 @@ static int precopy_decide(struct migration *mig, uint32_t pass, uint64_t pass_st
 	if (d.throttle)
 		precopy_throttle(mig, &d);
 	return 0;
+}
+
+static int precopy_sync(struct migration *mig);
+
+/*
+ * The estimate says the rest fits, but the last pass is still on its way:
+ * the dirty rate the policy knows is how much the passes found, and with
+ * --order rewrite those found little (the hottest pages went last), while
+ * the guest goes on writing at its own rate until the pause.  So let what
+ * is in flight land (SYNC, the guest running), sync again and decide on
+ * what is really dirty then, at the rate the link just drained at.
+ * As precopy_decide: 1, 0 (another pass) or -errno.
+ */
+static int precopy_confirm(struct migration *mig, uint32_t pass, int64_t *dirty)
+{
+	uint64_t start = vm_now_ns(), bytes0 = mig_bytes_out(mig), unsent0 = mig_bytes_unsent(mig);
+	int err = precopy_sync(mig);
+
+	if (err)
+		return err;
+	err = precopy_decide(mig, pass, start, mig_bytes_out(mig) - bytes0, unsent0, dirty, NULL);
+	/* Switching now: nothing went out since the SYNC, no second one is needed. */
+	mig->pass.drained = err == 1;
+	return err;
 }
 
 /*
@@ -528,6 +567,7 @@ static int precopy_live(struct migration *mig)
 		if (err < 0)
 			return precopy_fail(mig, err, "dirty log sync failed: %s", strerror(-err));
 		uint64_t start = vm_now_ns(), bytes0 = mig_bytes_out(mig);
+		uint64_t unsent0 = mig_bytes_unsent(mig);
 		mig->pass.start_ns = start;
 		mig->pass.start_bytes = bytes0;
 		precopy_send_pass(mig, pass, (uint64_t)dirty, false);
@@ -555,7 +595,11 @@ static int precopy_live(struct migration *mig)
 		if (err)
 			return precopy_stream_fail(mig, err);
 		pass++;
-		err = precopy_decide(mig, pass, start, mig_bytes_out(mig) - bytes0, &dirty);
+		bool confirm = false;
+		err = precopy_decide(mig, pass, start, mig_bytes_out(mig) - bytes0, unsent0, &dirty,
+				     &confirm);
+		if (err == 1 && confirm)
+			err = precopy_confirm(mig, pass, &dirty);
 		if (err)
 			return err < 0 ? err : 0;	/* 1: converged */
 	}
@@ -845,7 +889,7 @@ void *precopy_thread(void *arg)
 			err = postcopy_run(mig);
 	} else {
 		/* Nothing answers a SYNC in a file: the save is paused throughout. */
-		if (!err && mig_stream_has_return_path(&mig->s))
+		if (!err && mig_stream_has_return_path(&mig->s) && !mig->pass.drained)
 			err = precopy_sync(mig);
 		if (!err && mig->p.replicate)
 			err = replicate_run(mig);
