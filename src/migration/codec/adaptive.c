@@ -19,7 +19,15 @@
  *      written per second spent writing (a fast link writes at memory
  *      speed, so there compression stops paying and pages go raw).  Every
  *      64th page of a class is compressed anyway, to keep the estimate of
- *      what it costs fresh.
+ *      what it costs fresh;
+ *   5. or while the encoders have time to spare over the recent pages as
+ *      a whole: a page that costs more to compress than a raw page takes
+ *      on the wire still pays when the pages around it (random, sent raw
+ *      after a cheap probe) keep the link busy meanwhile.  What the
+ *      encoders spent on the last pages that were not zero, against what
+ *      the link needs for the bytes they made, with a fifth to spare: a
+ *      slower, smaller codec is taken while it fits, so on a mix the
+ *      encoders settle where they keep pace with the link.
  */
 #include "migration/codec/codec.h"
 
@@ -34,6 +42,7 @@
 #define ADAPTIVE_FEW_WORDS	6u	/* distinct sampled words: a fill or a table */
 #define ADAPTIVE_RANDOM_BITS	6.6	/* sampled byte entropy: too close to random */
 #define ADAPTIVE_EXPLORE	64u	/* one page in this many is tried regardless */
+#define ADAPTIVE_WINDOW		(8u << 20)	/* bytes out the spare-time sums follow */
 
 struct mig_adaptive {
 	/* n*log2(n) for n = 0..256: the entropy of a histogram without logs. */
@@ -45,6 +54,8 @@ struct mig_adaptive {
 	/* What the whole choice costs per page that is not zero (codec.c times it). */
 	double page_ns;
 	uint64_t pages;
+	/* The same pages' encoder time and bytes out, summed, halved as they grow. */
+	double win_ns, win_bytes;
 	uint32_t fast_tick;		/* pages seen by mig_adaptive_raw_only() */
 };
 
@@ -124,6 +135,30 @@ static bool adaptive_pays(const struct mig_codec_ctx *c, unsigned id)
 	return a->ns[id] / encoders * 1e-9 * (double)c->link_bps < 0.8 * GUEST_PAGE_SIZE;
 }
 
+/*
+ * Rule 5: over the recent pages, is the encoders' time under four fifths
+ * of the link's time for the bytes they made?
+ */
+static bool adaptive_spare(const struct mig_codec_ctx *c)
+{
+	const struct mig_adaptive *a = c->adaptive;
+	double encoders = c->encoders ? c->encoders : 1;
+
+	if (!c->link_bps || a->win_bytes < 16 * GUEST_PAGE_SIZE)
+		return false;
+	return a->win_ns / encoders < 0.8 * a->win_bytes * 1e9 / (double)c->link_bps;
+}
+
+/* May compressor id be used: it pays on its own (rule 4), or there is time to spare (5). */
+static bool adaptive_affordable(const struct mig_codec_ctx *c, unsigned id)
+{
+	const struct mig_adaptive *a = c->adaptive;
+
+	if (adaptive_pays(c, id))
+		return true;
+	return (c->allowed & MIG_CODEC_BIT(id)) && a->saved[id] >= 1 && adaptive_spare(c);
+}
+
 /* Compress the snapshot with id, learning what it cost. */
 static int adaptive_try(struct mig_codec_ctx *c, unsigned id, uint64_t index, uint8_t *dst)
 {
@@ -162,16 +197,23 @@ bool mig_adaptive_raw_only(struct mig_codec_ctx *c)
 
 	if (!c->link_bps || a->pages < 16 || ++a->fast_tick % ADAPTIVE_EXPLORE == 0)
 		return false;
-	if (adaptive_pays(c, MIG_CODEC_LZ4) || adaptive_pays(c, MIG_CODEC_ZSTD))
+	if (adaptive_affordable(c, MIG_CODEC_LZ4) || adaptive_affordable(c, MIG_CODEC_ZSTD))
 		return false;
 	double encoders = c->encoders ? c->encoders : 1;
 	return a->page_ns / encoders * 1e-9 * (double)c->link_bps > 0.8 * GUEST_PAGE_SIZE;
 }
 
-void mig_adaptive_note(struct mig_codec_ctx *c, uint64_t ns)
+void mig_adaptive_note(struct mig_codec_ctx *c, uint64_t ns, uint32_t len)
 {
 	struct mig_adaptive *a = c->adaptive;
 	double x = (double)ns;
+
+	a->win_ns += x;
+	a->win_bytes += len;
+	if (a->win_bytes > ADAPTIVE_WINDOW) {
+		a->win_ns /= 2;
+		a->win_bytes /= 2;
+	}
 
 	/* As adaptive_try's: falls fast, rises slowly (a preempted page is noise). */
 	if (!a->pages++)
@@ -204,9 +246,9 @@ int mig_adaptive_encode(struct mig_codec_ctx *c, uint64_t index, uint8_t *dst, u
 		id = (a->tick / ADAPTIVE_EXPLORE) % 2 && (c->allowed & MIG_CODEC_BIT(MIG_CODEC_ZSTD)) ?
 		     MIG_CODEC_ZSTD : MIG_CODEC_LZ4;
 	} else {
-		id = adaptive_pays(c, MIG_CODEC_ZSTD) ? MIG_CODEC_ZSTD : MIG_CODEC_LZ4;
+		id = adaptive_affordable(c, MIG_CODEC_ZSTD) ? MIG_CODEC_ZSTD : MIG_CODEC_LZ4;
 	}
-	if (!(c->allowed & MIG_CODEC_BIT(id)) || (!explore && !adaptive_pays(c, id)))
+	if (!(c->allowed & MIG_CODEC_BIT(id)) || (!explore && !adaptive_affordable(c, id)))
 		return -1;
 	n = adaptive_try(c, id, index, dst);
 	if (n < 0) {

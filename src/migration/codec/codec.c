@@ -198,7 +198,7 @@ int mig_codec_encode(struct mig_codec_ctx *c, uint64_t index, const uint8_t *src
 	mig_codec_sent(c, index, *held);
 	uint64_t ns = mig_codec_now() - t0;
 	if (c->mode == MIG_COMPRESS_ADAPTIVE)
-		mig_adaptive_note(c, ns);
+		mig_adaptive_note(c, ns, *len);
 	mig_codec_count(c, (unsigned)id, *len, ns);
 	return id;
 raw_fast:

@@ -187,8 +187,8 @@ void mig_adaptive_fini(struct mig_codec_ctx *c);
 int mig_adaptive_encode(struct mig_codec_ctx *c, uint64_t index, uint8_t *dst, uint32_t *len);
 /* Whether this page goes raw without the choice: the link outruns it. */
 bool mig_adaptive_raw_only(struct mig_codec_ctx *c);
-/* What the choice cost for one page that was not zero, in ns. */
-void mig_adaptive_note(struct mig_codec_ctx *c, uint64_t ns);
+/* What the choice cost for one page that was not zero, in ns, and the bytes it made. */
+void mig_adaptive_note(struct mig_codec_ctx *c, uint64_t ns, uint32_t len);
 
 /* The codec counters as JSON: {"lz4": {pages, bytes-in, ...}, ...}. */
 json_object *mig_codec_stats_json(const struct mig_codec_stats st[MIG_CODEC_NR],
