@@ -124,6 +124,22 @@ int64_t ram_peek_hot(struct migration *mig)
 	return hot;
 }
 
+int64_t ram_peek_new(struct migration *mig)
+{
+	struct guest_memory *mem = &mig->m->vm.mem;
+	int64_t n = ram_peek_hot(mig);
+
+	if (n <= 0)
+		return n;
+	n = 0;
+	for (unsigned r = 0; r < guest_memory_nr_regions(mem); r++) {
+		size_t longs = dirty_bitmap_longs(guest_memory_region_pages(mem, r));
+		for (size_t i = 0; i < longs; i++)
+			n += __builtin_popcountl(mig->ram.hot[r][i] & ~mig->ram.bitmap[r][i]);
+	}
+	return n;
+}
+
 int ram_start_clean(struct migration *mig)
 {
 	struct guest_memory *mem = &mig->m->vm.mem;

@@ -115,6 +115,11 @@ int ram_send_pass(struct migration *mig, bool resend) __attribute__((warn_unused
  * Returns the number of hot pages, or -errno.
  */
 int64_t ram_peek_hot(struct migration *mig) __attribute__((warn_unused_result));
+/*
+ * The same peek, counting only the pages not already owed (not in the
+ * bitmap the last sync filled): what the guest added to pending since.
+ */
+int64_t ram_peek_new(struct migration *mig) __attribute__((warn_unused_result));
 
 /*
  * Clear KVM's dirty log for all RAM (write-protect everything), so a peek

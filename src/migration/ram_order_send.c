@@ -15,6 +15,7 @@
 #include "migration/ram.h"
 #include "migration/ram_internal.h"
 #include "migration/ram_order.h"
+#include "migration/source/policy.h"
 #include "util/log.h"
 #include "vmm/dirty.h"
 
@@ -109,13 +110,14 @@ int ram_order_sync_region(struct migration *mig, unsigned r)
 
 /*
  * The most pages a pass may leave for later: what the link carries in the
- * downtime limit, at the rate the last pass measured (0 before one was
- * measured: nothing is left).
+ * downtime the policy allows the bytes (mig_policy_budget), at the rate the
+ * last pass measured (0 before one was measured: nothing is left).
  */
 static uint64_t ram_order_max_tail(struct migration *mig)
 {
 	pthread_mutex_lock(&mig->lock);
-	uint64_t bw = mig->stats.throughput, cap = mig->p.bandwidth, ns = mig->p.downtime_ns;
+	uint64_t bw = mig->stats.throughput, cap = mig->p.bandwidth;
+	uint64_t ns = mig_policy_budget(mig->p.downtime_ns);
 	pthread_mutex_unlock(&mig->lock);
 	if (cap && cap < bw)
 		bw = cap;

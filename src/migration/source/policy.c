@@ -97,9 +97,14 @@ static bool policy_timed_out(const struct mig_policy_in *in)
  * the switchover costs besides them (the vCPUs' pause, the state, the
  * destination's start, the round trips: 0.3-10 ms on a busy 2-core host).
  */
+uint64_t mig_policy_budget(uint64_t downtime_ns)
+{
+	return downtime_ns - downtime_ns / 10;
+}
+
 static uint64_t policy_limit(const struct mig_policy_in *in)
 {
-	return in->downtime_ns - in->downtime_ns / 10;
+	return mig_policy_budget(in->downtime_ns);
 }
 
 /* After the limits and requests: does the rest fit, or another pass (and throttle)? */

@@ -120,6 +120,14 @@ enum mig_decision mig_policy_probe(const struct mig_policy_in *in, struct mig_po
 /* Hybrid without --postcopy-after: the policy picks the moment itself. */
 bool mig_policy_auto_hybrid(enum mig_mode mode, uint32_t postcopy_after);
 
+/*
+ * What of a downtime limit the bytes of the stop-and-copy may take: the
+ * limit less a tenth, kept for the switchover's own cost (pause, state,
+ * the destination's start).  Rule 8 judges against it, and ordered
+ * propagation sizes the hot tail a pass may leave by it.
+ */
+uint64_t mig_policy_budget(uint64_t downtime_ns);
+
 /* bytes over ns as bytes/s (ns 0 counts as 1), saturating at UINT64_MAX. */
 uint64_t mig_policy_rate(uint64_t bytes, uint64_t ns);
 

@@ -394,27 +394,88 @@ static bool precopy_probe(struct migration *mig)
 }
 
 /*
- * Sync the dirty log and let the policy decide (mig_policy_decide):
- * 1 = switch over now (to post-copy if mig->pass.to_postcopy), 0 = another
- * pass, or -errno.  *confirm (if asked): it converged on an estimate while
- * more than a millisecond of bytes were still in flight, so look again once
- * they landed (precopy_confirm).  Fills the stats that `ferry status` shows
- * while the guest runs.
+ * What a decision saw, kept for precopy_confirm: the pending bytes per
+ * source and the policy's input (its `pending` points into this).
+ */
+struct precopy_look {
+	uint64_t pending[MIG_SOURCE_NR];
+	struct mig_policy_in in;
+};
+
+/*
+ * Let the policy decide on *in (pending, rates and pass counts filled in)
+ * and act: publish the stats that `ferry status` shows while the guest
+ * runs, throttle, fail.  dirty_pages_rate: the stats' dirty rate, pages/s.
+ * 1 = switch over now (to post-copy if mig->pass.to_postcopy), 0 =
+ * another pass, or -errno; *out holds the decision.
+ */
+static int precopy_act(struct migration *mig, uint32_t pass, struct mig_policy_in *in,
+		       uint64_t dirty_pages_rate, struct mig_policy_out *d)
+{
+	/* The limit and the request change under us: decide on one look at them. */
+	pthread_mutex_lock(&mig->lock);
+	in->bandwidth_cap = mig->p.bandwidth;
+	in->downtime_ns = mig->p.downtime_ns;
+	in->postcopy_asked = mig->req.postcopy_requested;
+	mig_policy_decide(in, d);
+	pr_debug("migration: after pass %u: %llu KiB dirty, %llu KiB in flight, %llu KiB/s: %s",
+		 pass - 1, (unsigned long long)(d->pending >> 10),
+		 (unsigned long long)(in->in_flight >> 10), (unsigned long long)(d->bandwidth >> 10),
+		 d->reason);
+	mig->pass.left_over_prev = in->left_over;
+	mig->stats.iteration = pass;
+	mig->stats.throughput = d->bandwidth;
+	mig->stats.pages_per_sec = d->bandwidth / GUEST_PAGE_SIZE;
+	mig->stats.dirty_rate = dirty_pages_rate;
+	mig->stats.mem_remaining = in->pending[MIG_SOURCE_RAM];
+	mig_stats_note_pending(&mig->stats, in->pending, d->pending);
+	mig->stats.expected_downtime_ns = d->expected_downtime_ns;
+	mig->stats.wire_bytes = mig_bytes_out(mig);
+	mig_chans_stats(mig, &mig->stats);
+	pthread_mutex_unlock(&mig->lock);
+
+	mig->pass.forced |= d->forced;
+	switch (d->decision) {
+	case MIG_POLICY_GIVE_UP:
+		return precopy_fail(mig, -ETIMEDOUT, "%s", d->reason);
+	case MIG_POLICY_POSTCOPY:
+		if (d->why == MIG_WHY_HOPELESS)
+			pr_info("migration: %s", d->reason);
+		mig->pass.to_postcopy = true;
+		return 1;
+	case MIG_POLICY_SWITCH_OVER:
+		return 1;
+	case MIG_POLICY_CONTINUE:
+		break;
+	}
+	if (d->throttle)
+		precopy_throttle(mig, d);
+	return 0;
+}
+
+/*
+ * Sync the dirty log and let the policy decide (precopy_act).  look (if
+ * given) is filled when the decision is to switch over on an estimate made
+ * while more than a millisecond of bytes were still in flight: then
+ * look->in.nr_sources is set, and precopy_confirm should look again once
+ * they landed.
  */
 static int precopy_decide(struct migration *mig, uint32_t pass, uint64_t pass_start,
-			  uint64_t pass_bytes, uint64_t unsent0, int64_t *dirty_out, bool *confirm)
+			  uint64_t pass_bytes, uint64_t unsent0, int64_t *dirty_out,
+			  struct precopy_look *look)
 {
 	uint64_t now = vm_now_ns(), pending[MIG_SOURCE_NR];
-	struct mig_policy_out d;
-	int err = mig_sources_sync(mig, pending);
 	/*
 	 * What the destination took in this pass: what went out, plus what
-	 * was still queued when it began, less what still is.  The link's
-	 * rate, not how fast the socket buffers filled.
+	 * was still queued when it began, less what still is (read with the
+	 * clock, before the sync).  The link's rate, not how fast the socket
+	 * buffers filled.
 	 */
 	uint64_t unsent = mig_bytes_unsent(mig);
-	pass_bytes = pass_bytes + unsent0 > unsent ? pass_bytes + unsent0 - unsent : 0;
+	struct mig_policy_out d;
+	int err = mig_sources_sync(mig, pending);
 
+	pass_bytes = pass_bytes + unsent0 > unsent ? pass_bytes + unsent0 - unsent : 0;
 	if (err)
 		return precopy_fail(mig, err, "dirty sync failed: %s", strerror(-err));
 	/* Every source's bytes count; the PASS header and the stats count RAM pages. */
@@ -422,7 +483,6 @@ static int precopy_decide(struct migration *mig, uint32_t pass, uint64_t pass_st
 	*dirty_out = dirty;
 	/* Pages/s, as the stats show it; the policy gets bytes/s. */
 	uint64_t rate = mig_policy_rate((uint64_t)dirty, now - mig->pass.last_sync_ns);
-	uint64_t remaining = pending[MIG_SOURCE_RAM];
 	mig->pass.last_sync_ns = now;
 	struct mig_policy_in in = {
 		.pending = pending,	/* every live source's, summed by the policy */
@@ -445,47 +505,16 @@ static int precopy_decide(struct migration *mig, uint32_t pass, uint64_t pass_st
 		.throttle_pct = mig->stats.throttle_pct,
 		.forced = mig->pass.forced,
 	};
+	uint64_t left_over_prev = mig->pass.left_over_prev;
 
-	/* The limit and the request change under us: decide on one look at them. */
-	pthread_mutex_lock(&mig->lock);
-	in.bandwidth_cap = mig->p.bandwidth;
-	in.downtime_ns = mig->p.downtime_ns;
-	in.postcopy_asked = mig->req.postcopy_requested;
-	mig_policy_decide(&in, &d);
-	pr_debug("migration: after pass %u: %llu KiB dirty, %llu KiB in flight, %llu KiB/s: %s",
-		 pass - 1, (unsigned long long)(d.pending >> 10), (unsigned long long)(unsent >> 10),
-		 (unsigned long long)(d.bandwidth >> 10), d.reason);
-	mig->pass.left_over_prev = in.left_over;
-	mig->stats.iteration = pass;
-	mig->stats.throughput = d.bandwidth;
-	mig->stats.pages_per_sec = d.bandwidth / GUEST_PAGE_SIZE;
-	mig->stats.dirty_rate = rate;
-	mig->stats.mem_remaining = remaining;
-	mig_stats_note_pending(&mig->stats, pending, d.pending);
-	mig->stats.expected_downtime_ns = d.expected_downtime_ns;
-	mig->stats.wire_bytes = mig_bytes_out(mig);
-	mig_chans_stats(mig, &mig->stats);
-	pthread_mutex_unlock(&mig->lock);
-
-	mig->pass.forced |= d.forced;
-	switch (d.decision) {
-	case MIG_POLICY_GIVE_UP:
-		return precopy_fail(mig, -ETIMEDOUT, "%s", d.reason);
-	case MIG_POLICY_POSTCOPY:
-		if (d.why == MIG_WHY_HOPELESS)
-			pr_info("migration: %s", d.reason);
-		mig->pass.to_postcopy = true;
-		return 1;
-	case MIG_POLICY_SWITCH_OVER:
-		if (confirm)
-			*confirm = d.why == MIG_WHY_CONVERGED && unsent > d.bandwidth / 1000;
-		return 1;
-	case MIG_POLICY_CONTINUE:
-		break;
+	err = precopy_act(mig, pass, &in, rate, &d);
+	if (err == 1 && look && d.why == MIG_WHY_CONVERGED && unsent > d.bandwidth / 1000) {
+		memcpy(look->pending, pending, sizeof(pending));
+		look->in = in;
+		look->in.pending = look->pending;
+		look->in.left_over_prev = left_over_prev;
 	}
-	if (d.throttle)
-		precopy_throttle(mig, &d);
-	return 0;
+	return err;
 }
 
 static int precopy_sync(struct migration *mig);
@@ -495,20 +524,40 @@ static int precopy_sync(struct migration *mig);
  * the dirty rate the policy knows is how much the passes found, and with
  * --order rewrite those found little (the hottest pages went last), while
  * the guest goes on writing at its own rate until the pause.  So let what
- * is in flight land (SYNC, the guest running), sync again and decide on
- * what is really dirty then, at the rate the link just drained at.
- * As precopy_decide: 1, 0 (another pass) or -errno.
+ * is in flight land (SYNC, the guest running), then peek at what the
+ * guest wrote meanwhile that is not owed already (the dirty log is not
+ * consumed, so the passes' rewrite history is not aged by an extra sync),
+ * add it, and decide again: the dirty rate at least what the drain saw,
+ * the bandwidth the pass's.  As precopy_decide: 1, 0 (another pass, which
+ * sends what the decision's sync found; the next sync collects the rest)
+ * or -errno.
  */
-static int precopy_confirm(struct migration *mig, uint32_t pass, int64_t *dirty)
+static int precopy_confirm(struct migration *mig, uint32_t pass, struct precopy_look *look)
 {
-	uint64_t start = vm_now_ns(), bytes0 = mig_bytes_out(mig), unsent0 = mig_bytes_unsent(mig);
+	uint64_t grown[MIG_SOURCE_NR], sum = 0;
+	struct mig_policy_out d;
 	int err = precopy_sync(mig);
 
 	if (err)
 		return err;
-	err = precopy_decide(mig, pass, start, mig_bytes_out(mig) - bytes0, unsent0, dirty, NULL);
+	uint64_t now = vm_now_ns();
+	mig_sources_peek(mig, grown);
+	/* RAM: only the pages not owed already (a hot page written again adds nothing). */
+	int64_t fresh = ram_peek_new(mig);
+	grown[MIG_SOURCE_RAM] = fresh > 0 ? (uint64_t)fresh * GUEST_PAGE_SIZE : 0;
+	for (unsigned id = 0; id < MIG_SOURCE_NR; id++) {
+		look->pending[id] = grown[id] > UINT64_MAX - look->pending[id] ?
+				    UINT64_MAX : look->pending[id] + grown[id];
+		sum = grown[id] > UINT64_MAX - sum ? UINT64_MAX : sum + grown[id];
+	}
+	uint64_t rate = mig_policy_rate(sum, now - mig->pass.last_sync_ns);
+	if (rate > look->in.dirty_rate)
+		look->in.dirty_rate = rate;
+	look->in.in_flight = mig_bytes_unsent(mig);
+	look->in.elapsed_ns = now - mig->stats.start_ns;
+	err = precopy_act(mig, pass, &look->in, look->in.dirty_rate / GUEST_PAGE_SIZE, &d);
 	/* Switching now: nothing went out since the SYNC, no second one is needed. */
-	mig->pass.drained = err == 1;
+	mig->pass.drained = err == 1 && !mig->pass.to_postcopy;
 	return err;
 }
 
@@ -595,11 +644,11 @@ static int precopy_live(struct migration *mig)
 		if (err)
 			return precopy_stream_fail(mig, err);
 		pass++;
-		bool confirm = false;
+		struct precopy_look look = { .in.nr_sources = 0 };
 		err = precopy_decide(mig, pass, start, mig_bytes_out(mig) - bytes0, unsent0, &dirty,
-				     &confirm);
-		if (err == 1 && confirm)
-			err = precopy_confirm(mig, pass, &dirty);
+				     &look);
+		if (err == 1 && look.in.nr_sources)
+			err = precopy_confirm(mig, pass, &look);
 		if (err)
 			return err < 0 ? err : 0;	/* 1: converged */
 	}
