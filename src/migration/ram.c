@@ -124,14 +124,11 @@ int64_t ram_peek_hot(struct migration *mig)
 	return hot;
 }
 
-int64_t ram_peek_new(struct migration *mig)
+uint64_t ram_hot_new(struct migration *mig)
 {
 	struct guest_memory *mem = &mig->m->vm.mem;
-	int64_t n = ram_peek_hot(mig);
+	uint64_t n = 0;
 
-	if (n <= 0)
-		return n;
-	n = 0;
 	for (unsigned r = 0; r < guest_memory_nr_regions(mem); r++) {
 		size_t longs = dirty_bitmap_longs(guest_memory_region_pages(mem, r));
 		for (size_t i = 0; i < longs; i++)

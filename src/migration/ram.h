@@ -116,10 +116,11 @@ int ram_send_pass(struct migration *mig, bool resend) __attribute__((warn_unused
  */
 int64_t ram_peek_hot(struct migration *mig) __attribute__((warn_unused_result));
 /*
- * The same peek, counting only the pages not already owed (not in the
- * bitmap the last sync filled): what the guest added to pending since.
+ * Of the hot pages the last peek found, those not already owed (not in
+ * the bitmap the last sync filled): what the guest added to pending since.
+ * Counts the bitmaps only; peek first.
  */
-int64_t ram_peek_new(struct migration *mig) __attribute__((warn_unused_result));
+uint64_t ram_hot_new(struct migration *mig);
 
 /*
  * Clear KVM's dirty log for all RAM (write-protect everything), so a peek

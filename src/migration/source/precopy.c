@@ -542,9 +542,12 @@ static int precopy_confirm(struct migration *mig, uint32_t pass, struct precopy_
 		return err;
 	uint64_t now = vm_now_ns();
 	mig_sources_peek(mig, grown);
-	/* RAM: only the pages not owed already (a hot page written again adds nothing). */
-	int64_t fresh = ram_peek_new(mig);
-	grown[MIG_SOURCE_RAM] = fresh > 0 ? (uint64_t)fresh * GUEST_PAGE_SIZE : 0;
+	/*
+	 * RAM: of what its peek just found, only the pages not owed already
+	 * (a hot page written again adds nothing); a failed peek, nothing.
+	 */
+	if (grown[MIG_SOURCE_RAM])
+		grown[MIG_SOURCE_RAM] = ram_hot_new(mig) * GUEST_PAGE_SIZE;
 	for (unsigned id = 0; id < MIG_SOURCE_NR; id++) {
 		look->pending[id] = grown[id] > UINT64_MAX - look->pending[id] ?
 				    UINT64_MAX : look->pending[id] + grown[id];
